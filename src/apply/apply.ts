@@ -1,0 +1,141 @@
+/**
+ * Carrying out a plan: each step is one write (ip, sysctl, or one iptables-restore per table), and each write
+ * that succeeds records how to undo it. When a step fails, the earlier ones are undone in reverse, so a failed
+ * apply leaves the previous rules, addresses and route in place, and the error names what failed and why.
+ */
+import { CommandError, type CommandRunner } from '../exec/runner.js';
+import type { Backend } from '../observe/facts.js';
+import { restoreCommand } from '../observe/read.js';
+import type { Plan, Step } from '../plan/types.js';
+
+export interface ApplyObserver {
+  restore?(table: string, ok: boolean): void;
+}
+
+export class ApplyError extends Error {
+  override readonly name = 'ApplyError';
+  constructor(
+    message: string,
+    readonly step: Step,
+    readonly rolledBack: boolean,
+    readonly rollbackErrors: readonly string[],
+  ) {
+    super(message);
+  }
+}
+
+type Undo = () => Promise<unknown>;
+
+/** "iptables-restore: line 7 failed" → the failing line with two lines either side, numbered. */
+export function restoreFailureContext(payload: string, stderr: string): string {
+  const m = /line (\d+) failed/.exec(stderr);
+  if (!m) return '';
+  const failing = Number(m[1]);
+  const lines = payload.split('\n');
+  const from = Math.max(1, failing - 2);
+  const to = Math.min(lines.length, failing + 2);
+  const out: string[] = [];
+  for (let n = from; n <= to; n++) out.push(`${n === failing ? '>' : ' '} ${String(n).padStart(4)} | ${lines[n - 1]}`);
+  return out.join('\n');
+}
+
+function sysctlHint(key: string, value: string, stderr: string): string {
+  if (/read-only|Read-only|permission denied|Permission denied/i.test(stderr)) {
+    return `; /proc/sys is read-only here (a container): start it with --sysctl ${key}=${value}`
+      + ' (docker run) or sysctls: [' + `${key}=${value}` + '] (Compose)';
+  }
+  return '';
+}
+
+async function runStep(runner: CommandRunner, backend: Backend, step: Step, observer: ApplyObserver): Promise<Undo | undefined> {
+  switch (step.kind) {
+    case 'link-up':
+      await runner.run(['ip', 'link', 'set', 'dev', step.nic, 'up']);
+      return undefined; // bringing a NIC up is harmless to leave
+    case 'address-add': {
+      const cidr = `${step.address}/${step.prefix}`;
+      await runner.run(['ip', 'addr', 'add', cidr, 'dev', step.nic]);
+      return () => runner.run(['ip', 'addr', 'del', cidr, 'dev', step.nic]);
+    }
+    case 'address-del': {
+      const cidr = `${step.address}/${step.prefix}`;
+      await runner.run(['ip', 'addr', 'del', cidr, 'dev', step.nic]);
+      return () => runner.run(['ip', 'addr', 'add', cidr, 'dev', step.nic]);
+    }
+    case 'route': {
+      await runner.run(['ip', 'route', 'replace', 'default', 'via', step.gateway, ...(step.dev ? ['dev', step.dev] : [])]);
+      const previous = step.previous;
+      return previous?.gateway
+        ? () => runner.run(['ip', 'route', 'replace', 'default', 'via', previous.gateway!, ...(previous.dev ? ['dev', previous.dev] : [])])
+        : () => runner.run(['ip', 'route', 'del', 'default'], { allowFailure: true });
+    }
+    case 'table': {
+      try {
+        await runner.run(restoreCommand(backend), { input: step.payload });
+        observer.restore?.(step.table, true);
+      } catch (error) {
+        observer.restore?.(step.table, false);
+        throw error;
+      }
+      return async () => {
+        try {
+          await runner.run(restoreCommand(backend, true), { input: step.undo });
+          observer.restore?.(step.table, true);
+        } catch (error) {
+          observer.restore?.(step.table, false);
+          throw error;
+        }
+      };
+    }
+    case 'sysctl': {
+      await runner.run(['sysctl', '-w', `${step.key}=${step.value}`]);
+      const previous = step.previous;
+      return previous === undefined ? undefined : () => runner.run(['sysctl', '-w', `${step.key}=${previous}`]);
+    }
+  }
+}
+
+export function describeStep(step: Step): string {
+  switch (step.kind) {
+    case 'link-up': return `bringing up ${step.nic} (vlan ${step.vlan})`;
+    case 'address-add': return `adding ${step.address}/${step.prefix} to ${step.nic} (vlan ${step.vlan})`;
+    case 'address-del': return `removing ${step.address}/${step.prefix} from ${step.nic} (vlan ${step.vlan})`;
+    case 'route': return `setting the default route via ${step.gateway}`;
+    case 'table': return `applying the ${step.table} table`;
+    case 'sysctl': return `setting ${step.key}=${step.value}`;
+  }
+}
+
+function explain(step: Step, error: unknown): string {
+  if (!(error instanceof CommandError)) return String((error as Error)?.message ?? error);
+  const stderr = error.stderr.trim();
+  if (step.kind === 'table') {
+    const context = restoreFailureContext(step.payload, error.stderr);
+    return `${error.argv[0]} failed (exit ${error.exitCode}): ${stderr}${context ? `\n${context}` : ''}`;
+  }
+  if (step.kind === 'sysctl') return `${stderr || error.message}${sysctlHint(step.key, step.value, stderr)}`;
+  return `${error.argv.join(' ')}: ${stderr || `exit ${error.exitCode}`}`;
+}
+
+/** Applies every step or, on failure, none: throws ApplyError after undoing what had been done. */
+export async function applyPlan(runner: CommandRunner, backend: Backend, plan: Plan, observer: ApplyObserver = {}): Promise<void> {
+  const undos: Undo[] = [];
+  for (const step of plan.steps) {
+    try {
+      const undo = await runStep(runner, backend, step, observer);
+      if (undo) undos.push(undo);
+    } catch (error) {
+      const rollbackErrors: string[] = [];
+      for (const undo of undos.reverse()) {
+        try {
+          await undo();
+        } catch (undoError) {
+          rollbackErrors.push(String((undoError as Error).message));
+        }
+      }
+      const rolled = undos.length === 0 ? 'nothing had been changed'
+        : rollbackErrors.length === 0 ? 'the earlier steps were rolled back' : `rollback failed too: ${rollbackErrors.join('; ')}`;
+      throw new ApplyError(`${describeStep(step)} failed: ${explain(step, error)}\n(${rolled})`, step, rollbackErrors.length === 0, rollbackErrors);
+    }
+  }
+}

@@ -1,0 +1,59 @@
+/** Reading the config file: the only part of config/ that touches the file system. */
+import { readFile } from 'node:fs/promises';
+import { isScalar, LineCounter, parseDocument, type Node } from 'yaml';
+import { ConfigError, formatPath, type Problem } from './problems.js';
+import { validateConfig } from './validate.js';
+import type { Config } from './schema.js';
+
+export const DEFAULT_CONFIG_PATH = '/etc/vlan-gateway/gateway.yaml';
+
+/** `--config FILE`, else `$VLAN_GATEWAY_CONFIG`, else the default path. */
+export function resolveConfigPath(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return flag ?? env.VLAN_GATEWAY_CONFIG ?? DEFAULT_CONFIG_PATH;
+}
+
+export interface LoadedConfig {
+  readonly path: string;
+  readonly text: string;
+  readonly config: Config;
+}
+
+export async function loadConfig(path: string): Promise<LoadedConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : String((error as Error).message);
+    throw new ConfigError(path, [{ path: [], message: `cannot read the config file (${why})` }], [`cannot read ${path}: ${why}`]);
+  }
+  return { path, text, config: parseConfigText(text, path) };
+}
+
+/** YAML text → validated Config, or a ConfigError listing every problem with its path and line. */
+export function parseConfigText(text: string, source: string): Config {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const lines = doc.errors.map((e) => {
+      const pos = e.linePos?.[0];
+      return `${pos ? `line ${pos.line}, column ${pos.col}: ` : ''}${e.message.split('\n')[0]}`;
+    });
+    throw new ConfigError(source, doc.errors.map((e) => ({ path: [], message: e.message })), lines);
+  }
+  const result = validateConfig(doc.toJS() ?? {});
+  if (result.ok) return result.config;
+  const lineOf = (problem: Problem): number | undefined => {
+    for (let n = problem.path.length; n > 0; n--) {
+      const node = doc.getIn(problem.path.slice(0, n), true) as Node | undefined;
+      const start = node && (isScalar(node) || 'range' in node) ? node.range?.[0] : undefined;
+      if (start !== undefined) return lineCounter.linePos(start).line;
+    }
+    return undefined;
+  };
+  const lines = result.problems.map((p) => {
+    const line = lineOf(p);
+    return `${formatPath(p.path)}: ${p.message}${line ? ` (line ${line})` : ''}`;
+  });
+  throw new ConfigError(source, result.problems, lines);
+}

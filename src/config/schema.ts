@@ -1,0 +1,90 @@
+/**
+ * The configuration's shape. Every value that can reach an iptables rule line is constrained here so that it
+ * cannot carry a newline, a quote, a space or a leading dash (an option). Cross-field rules (overlaps, gateways
+ * inside subnets, references between sections) live in validate.ts. Pure.
+ */
+import { z } from 'zod';
+import { parseAddress, parseCidr } from '../net/ipv4.js';
+
+const ipv4 = z.string().refine((s) => parseAddress(s) !== undefined, (s) => ({
+  message: `${JSON.stringify(s)} is not an IPv4 address`,
+}));
+
+const cidr = z.string().refine((s) => parseCidr(s) !== undefined, (s) => ({
+  message: `${JSON.stringify(s)} is not an IPv4 prefix like 192.168.10.0/24`,
+}));
+
+/** Linux interface names: 1–15 characters, no '/', no whitespace, and never an option-looking leading dash. */
+export const IFNAME = /^[A-Za-z0-9_][A-Za-z0-9_.@:-]{0,14}$/;
+const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
+
+const interfaceRef = z.union([
+  z.string().regex(IFNAME, { message: 'is not an interface name (1–15 letters, digits, "_", ".", "-", no leading "-")' }),
+  z.object({ mac: z.string().regex(MAC, { message: 'is not a MAC address like 02:42:c0:a8:0a:02' }) }).strict(),
+], { errorMap: () => ({ message: 'must be an interface name or {mac: "…"}' }) });
+
+export const VLAN_NAME = /^[a-z][a-z0-9-]{0,11}$/;
+const vlanName = z.string().regex(VLAN_NAME, {
+  message: 'must start with a lowercase letter, then lowercase letters, digits or "-", at most 12 characters',
+});
+
+/** A zone reference in a forwarding rule: a VLAN name, "uplink", or an address / prefix inside a VLAN. */
+const zoneRef = z.string().regex(/^[a-z0-9][a-z0-9./-]*$/, {
+  message: 'must be a VLAN name, "uplink", or an address or prefix inside a VLAN',
+});
+
+const port = z.number().int().min(1, 'must be a port from 1 to 65535').max(65535, 'must be a port from 1 to 65535');
+
+const vlan = z.object({
+  name: vlanName,
+  id: z.number().int().min(1, 'must be a VLAN id from 1 to 4094').max(4094, 'must be a VLAN id from 1 to 4094'),
+  subnet: cidr,
+  gateway: ipv4,
+  interface: interfaceRef.optional(),
+  masquerade: z.boolean().default(true),
+}).strict();
+
+const forwardingRule = z.object({
+  from: zoneRef,
+  to: zoneRef,
+  proto: z.enum(['tcp', 'udp', 'icmp', 'all']).optional(),
+  ports: z.union([z.string(), z.number().int()]).optional(),
+  action: z.enum(['accept', 'drop', 'reject']),
+}).strict();
+
+const portForward = z.object({
+  proto: z.enum(['tcp', 'udp']).default('tcp'),
+  port,
+  to: ipv4,
+  toPort: port.optional(),
+}).strict();
+
+/** Paths reach argv and file APIs only, but still: one line, no NUL. */
+const path = z.string().min(1).regex(/^[^\n\r\0]+$/, { message: 'must be a path on one line' });
+
+export const configSchema = z.object({
+  uplink: z.object({
+    interface: interfaceRef.optional(),
+    gateway: ipv4.optional(),
+    nat: z.enum(['masquerade', 'snat', 'none']).default('masquerade'),
+    snatTo: ipv4.optional(),
+  }).strict().default({}),
+  vlans: z.array(vlan).min(1, 'must list at least one VLAN'),
+  forwarding: z.object({
+    default: z.enum(['accept', 'drop']).default('accept'),
+    rules: z.array(forwardingRule).default([]),
+  }).strict().default({}),
+  portForwards: z.array(portForward).default([]),
+  rules: z.object({ dir: path.optional() }).strict().default({}),
+  reconcile: z.object({
+    schedule: z.string().regex(/^[0-9*/,\- A-Za-z?]+$/, { message: 'must be a cron expression' }).optional(),
+    minIntervalMs: z.number().int().min(0).optional(),
+  }).strict().default({}),
+  http: z.object({ listen: z.string().regex(/^[^\s\n]+$/, { message: 'must be HOST:PORT' }).optional() }).strict().default({}),
+}).strict();
+
+export type Config = z.infer<typeof configSchema>;
+export type Vlan = Config['vlans'][number];
+export type ForwardingRule = Config['forwarding']['rules'][number];
+export type PortForward = Config['portForwards'][number];
+export type InterfaceRef = NonNullable<Vlan['interface']>;

@@ -1,0 +1,201 @@
+/**
+ * Config validation: schema first (types, ranges, unknown keys, unsafe values), then the rules that span
+ * fields. Every problem is collected; nothing stops at the first. The cross-field checks read the raw document
+ * defensively, so a type error in one VLAN does not hide an overlap between two others. Pure.
+ */
+import type { ZodIssue } from 'zod';
+import { broadcastOf, contains, formatCidr, networkOf, overlaps, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
+import { configSchema, type Config } from './schema.js';
+import type { PathSegment, Problem } from './problems.js';
+
+export type ValidationResult = { ok: true; config: Config } | { ok: false; problems: Problem[] };
+
+export function validateConfig(input: unknown): ValidationResult {
+  const problems: Problem[] = [];
+  const parsed = configSchema.safeParse(input);
+  if (!parsed.success) problems.push(...parsed.error.issues.flatMap(fromZod));
+  problems.push(...crossFieldProblems(input));
+  const unique = dedupe(problems);
+  if (unique.length > 0 || !parsed.success) return { ok: false, problems: unique };
+  return { ok: true, config: parsed.data };
+}
+
+function fromZod(issue: ZodIssue): Problem[] {
+  const path = issue.path;
+  switch (issue.code) {
+    case 'unrecognized_keys':
+      return issue.keys.map((key) => ({ path, message: `unknown key ${JSON.stringify(key)}` }));
+    case 'invalid_type':
+      if (issue.received === 'undefined') return [{ path, message: 'is required' }];
+      return [{ path, message: `must be ${article(issue.expected)}, not ${article(issue.received)}` }];
+    case 'invalid_enum_value':
+      return [{ path, message: `must be one of ${issue.options.map((o) => String(o)).join(', ')}, not ${JSON.stringify(issue.received)}` }];
+    case 'invalid_union':
+      return [{ path, message: issue.message }];
+    default:
+      return [{ path, message: issue.message }];
+  }
+}
+
+function article(type: string): string {
+  if (type === 'integer') return 'an integer';
+  if (type === 'array' || type === 'object') return `an ${type}`;
+  return /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`;
+}
+
+function dedupe(problems: Problem[]): Problem[] {
+  const seen = new Set<string>();
+  return problems.filter((p) => {
+    const key = `${p.path.join('\u0000')}\u0001${p.message}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+// ---- cross-field rules, on the raw document ----
+
+type Raw = Record<string, unknown>;
+const isObject = (x: unknown): x is Raw => typeof x === 'object' && x !== null && !Array.isArray(x);
+const asArray = (x: unknown): unknown[] => (Array.isArray(x) ? x : []);
+const asString = (x: unknown): string | undefined => (typeof x === 'string' ? x : undefined);
+
+interface VlanView {
+  index: number;
+  name?: string;
+  subnet?: Cidr;
+}
+
+function crossFieldProblems(input: unknown): Problem[] {
+  if (!isObject(input)) return [];
+  const problems: Problem[] = [];
+  const add = (path: PathSegment[], message: string) => problems.push({ path, message });
+  const vlans: VlanView[] = [];
+  const names = new Map<string, number>();
+  const ids = new Map<number, number>();
+
+  asArray(input.vlans).forEach((raw, index) => {
+    if (!isObject(raw)) return;
+    const view: VlanView = { index };
+    const name = asString(raw.name);
+    if (name !== undefined) {
+      const first = names.get(name);
+      if (first !== undefined) add(['vlans', index, 'name'], `${JSON.stringify(name)} is already used by vlans[${first}]`);
+      else names.set(name, index);
+      if (name === 'uplink') add(['vlans', index, 'name'], '"uplink" is reserved for the uplink');
+      view.name = name;
+    }
+    if (typeof raw.id === 'number') {
+      const first = ids.get(raw.id);
+      if (first !== undefined) add(['vlans', index, 'id'], `${raw.id} is already used by vlans[${first}]`);
+      else ids.set(raw.id, index);
+    }
+    const subnetText = asString(raw.subnet);
+    const subnet = subnetText === undefined ? undefined : parseCidr(subnetText);
+    if (subnet && subnetText !== undefined) {
+      if (networkOf(subnet) !== subnet.network) {
+        add(['vlans', index, 'subnet'], `${subnetText} has host bits set; did you mean ${formatCidr(subnet)}?`);
+      }
+      if (subnet.prefix > 30) add(['vlans', index, 'subnet'], `${subnetText} is too small for a gateway and hosts (use /30 or larger)`);
+      view.subnet = subnet;
+      const gatewayText = asString(raw.gateway);
+      const gateway = gatewayText === undefined ? undefined : parseAddress(gatewayText);
+      if (gateway !== undefined) {
+        const shown = formatCidr(subnet);
+        if (!contains(subnet, gateway)) add(['vlans', index, 'gateway'], `${gatewayText} is outside ${shown}`);
+        else if (gateway === networkOf(subnet)) add(['vlans', index, 'gateway'], `${gatewayText} is the network address of ${shown}`);
+        else if (gateway === broadcastOf(subnet)) add(['vlans', index, 'gateway'], `${gatewayText} is the broadcast address of ${shown}`);
+      }
+    }
+    vlans.push(view);
+  });
+
+  for (let i = 0; i < vlans.length; i++) {
+    for (let j = i + 1; j < vlans.length; j++) {
+      const a = vlans[i]!;
+      const b = vlans[j]!;
+      if (a.subnet && b.subnet && overlaps(a.subnet, b.subnet)) {
+        add(['vlans', b.index, 'subnet'], `${formatCidr(b.subnet)} overlaps vlans[${a.index}] (${formatCidr(a.subnet)})`);
+      }
+    }
+  }
+
+  const uplink = isObject(input.uplink) ? input.uplink : {};
+  const nat = asString(uplink.nat) ?? 'masquerade';
+  if (nat === 'snat' && uplink.snatTo === undefined) add(['uplink', 'snatTo'], 'is required with nat: snat');
+  if (nat !== 'snat' && uplink.snatTo !== undefined) add(['uplink', 'snatTo'], `is only used with nat: snat (nat is ${nat})`);
+
+  const zoneProblem = (ref: string): string | undefined => {
+    if (ref === 'uplink' || names.has(ref)) return undefined;
+    const asCidr = ref.includes('/') ? parseCidr(ref) : undefined;
+    const asAddress = ref.includes('/') ? undefined : parseAddress(ref);
+    if (asCidr === undefined && asAddress === undefined) {
+      return /^\d/.test(ref) ? `${JSON.stringify(ref)} is not an address or prefix` : `names no VLAN (${JSON.stringify(ref)}); known: ${[...names.keys(), 'uplink'].join(', ')}`;
+    }
+    const inside = vlans.some((v) => v.subnet && (asCidr
+      ? networkOf(asCidr) >= networkOf(v.subnet) && broadcastOf(asCidr) <= broadcastOf(v.subnet)
+      : contains(v.subnet, asAddress!)));
+    return inside ? undefined : `${ref} is outside every VLAN`;
+  };
+
+  const forwarding = isObject(input.forwarding) ? input.forwarding : {};
+  asArray(forwarding.rules).forEach((raw, index) => {
+    if (!isObject(raw)) return;
+    const at = (key: string): PathSegment[] => ['forwarding', 'rules', index, key];
+    const from = asString(raw.from);
+    const to = asString(raw.to);
+    for (const [key, ref] of [['from', from], ['to', to]] as const) {
+      if (ref === undefined) continue;
+      const problem = zoneProblem(ref);
+      if (problem) add(at(key), problem);
+    }
+    if (from !== undefined && to !== undefined && from === to) {
+      add(at('to'), from === 'uplink' ? 'from and to are both the uplink' : `from and to are both ${from}; traffic inside one VLAN does not pass the router`);
+    }
+    const proto = asString(raw.proto);
+    if (raw.ports !== undefined) {
+      if (proto !== 'tcp' && proto !== 'udp') add(at('ports'), 'needs proto: tcp or proto: udp');
+      const problem = portListProblem(raw.ports);
+      if (problem) add(at('ports'), problem);
+    }
+  });
+
+  const forwards = new Map<string, number>();
+  asArray(input.portForwards).forEach((raw, index) => {
+    if (!isObject(raw)) return;
+    const to = asString(raw.to);
+    const address = to === undefined ? undefined : parseAddress(to);
+    if (address !== undefined && !vlans.some((v) => v.subnet && contains(v.subnet, address))) {
+      add(['portForwards', index, 'to'], `${to} is outside every VLAN`);
+    }
+    if (typeof raw.port === 'number') {
+      const key = `${asString(raw.proto) ?? 'tcp'}/${raw.port}`;
+      const first = forwards.get(key);
+      if (first !== undefined) add(['portForwards', index, 'port'], `${key} is already forwarded by portForwards[${first}]`);
+      else forwards.set(key, index);
+    }
+  });
+  return problems;
+}
+
+/** "22,8000-8100" or 22: each port 1–65535, ranges low-high with low ≤ high. */
+function portListProblem(ports: unknown): string | undefined {
+  if (typeof ports === 'number') return Number.isInteger(ports) && ports >= 1 && ports <= 65535 ? undefined : `${ports} is not a port from 1 to 65535`;
+  if (typeof ports !== 'string') return undefined; // the schema reports the type
+  if (!/^\d+(-\d+)?(,\d+(-\d+)?)*$/.test(ports)) return `${JSON.stringify(ports)} is not a port list like "22,8000-8100"`;
+  for (const item of ports.split(',')) {
+    const [low, high = low] = item.split('-').map(Number) as [number, number?];
+    if (low < 1 || low > 65535 || high < 1 || high > 65535) return `${item} is not a port from 1 to 65535`;
+    if (low > high) return `${item} is a range whose start is above its end`;
+  }
+  return undefined;
+}
+
+/** Expands a validated port list into [low, high] pairs. */
+export function parsePorts(ports: string | number): Array<[number, number]> {
+  if (typeof ports === 'number') return [[ports, ports]];
+  return ports.split(',').map((item) => {
+    const [low, high = low] = item.split('-').map(Number) as [number, number?];
+    return [low, high];
+  });
+}

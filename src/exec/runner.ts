@@ -1,0 +1,55 @@
+/**
+ * The one boundary through which the product starts processes. Everything above it (observe, apply, lab,
+ * reconcile) speaks argv arrays to a CommandRunner; tests inject fakes, and only the composition root builds
+ * the real, execa-backed runner. No shell is ever involved, and LC_ALL=C keeps tool output parseable.
+ */
+export interface RunOptions {
+  /** Fed to the child's stdin (iptables-restore payloads). */
+  readonly input?: string;
+  /** Return the result of a non-zero exit instead of throwing CommandError. */
+  readonly allowFailure?: boolean;
+  readonly timeoutMs?: number;
+}
+
+export interface RunResult {
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly exitCode: number;
+}
+
+/** A long-running child (e.g. `ip monitor`): lines of stdout as they come, and a way to stop it. */
+export interface Child {
+  readonly pid: number | undefined;
+  onLine(listener: (line: string) => void): void;
+  /** Resolves with the exit code (or null when killed by a signal) once the child is gone. */
+  readonly exited: Promise<number | null>;
+  stop(): Promise<void>;
+}
+
+export interface CommandRunner {
+  run(argv: readonly string[], options?: RunOptions): Promise<RunResult>;
+  start(argv: readonly string[]): Child;
+}
+
+/** A command that failed, classified once at the boundary: argv, exit code and stderr stay attached. */
+export class CommandError extends Error {
+  override readonly name = 'CommandError';
+  constructor(
+    readonly argv: readonly string[],
+    readonly exitCode: number | null,
+    readonly stderr: string,
+    readonly stdout = '',
+  ) {
+    const detail = stderr.trim() || stdout.trim() || 'no output';
+    super(`${argv.join(' ')} exited ${exitCode ?? 'by signal'}: ${detail}`);
+  }
+}
+
+/** Runs every command inside a network namespace, as `ip netns exec NS …` does. */
+export function inNamespace(runner: CommandRunner, namespace: string): CommandRunner {
+  const wrap = (argv: readonly string[]) => ['ip', 'netns', 'exec', namespace, ...argv];
+  return {
+    run: (argv, options) => runner.run(wrap(argv), options),
+    start: (argv) => runner.start(wrap(argv)),
+  };
+}

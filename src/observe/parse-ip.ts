@@ -1,0 +1,47 @@
+/** Parsers for `ip -json` output (iproute2). Pure. */
+import type { Address, Link, Route } from './facts.js';
+
+interface IpAddrJson {
+  ifindex: number;
+  ifname: string;
+  address?: string;
+  flags?: string[];
+  link_type?: string;
+  addr_info?: Array<{ family: string; local: string; prefixlen: number }>;
+  stats64?: { rx?: Record<string, number>; tx?: Record<string, number> };
+}
+
+/** `ip -json [-s] addr show` → links with their IPv4 addresses (and counters with -s). */
+export function parseIpAddr(json: string): Link[] {
+  const entries = JSON.parse(json || '[]') as IpAddrJson[];
+  return entries.map((e) => {
+    const addresses: Address[] = (e.addr_info ?? [])
+      .filter((a) => a.family === 'inet')
+      .map((a) => ({ address: a.local, prefix: a.prefixlen }));
+    const flags = e.flags ?? [];
+    const rx = e.stats64?.rx;
+    const tx = e.stats64?.tx;
+    return {
+      index: e.ifindex,
+      name: e.ifname,
+      mac: (e.address ?? '').toLowerCase(),
+      up: flags.includes('UP'),
+      loopback: e.link_type === 'loopback' || flags.includes('LOOPBACK'),
+      addresses,
+      ...(rx && tx ? {
+        stats: {
+          rxBytes: rx.bytes ?? 0, rxPackets: rx.packets ?? 0, rxDropped: rx.dropped ?? 0,
+          txBytes: tx.bytes ?? 0, txPackets: tx.packets ?? 0, txDropped: tx.dropped ?? 0,
+        },
+      } : {}),
+    };
+  });
+}
+
+/** `ip -json route show default` → the main table's default route, if any. */
+export function parseDefaultRoute(json: string): Route | undefined {
+  const routes = JSON.parse(json || '[]') as Array<{ dst: string; gateway?: string; dev?: string }>;
+  const route = routes.find((r) => r.dst === 'default');
+  if (!route) return undefined;
+  return { ...(route.gateway ? { gateway: route.gateway } : {}), ...(route.dev ? { dev: route.dev } : {}) };
+}

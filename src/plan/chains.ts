@@ -1,0 +1,38 @@
+/** Names of the chains we own, and the jumps that hook them in. Every chain we write starts with `VGW-`. */
+import type { TableName } from '../observe/facts.js';
+import type { Jump } from './types.js';
+
+export const OUR_PREFIX = 'VGW-';
+export const FORWARD_CHAIN = 'VGW-FORWARD';
+export const PREROUTING_CHAIN = 'VGW-PREROUTING';
+export const POSTROUTING_CHAIN = 'VGW-POSTROUTING';
+
+/** Chains are keyed by VLAN id, not name: ids are short (names would overflow 28 characters in pair chains). */
+export const zoneKey = (id: number | 'uplink') => (id === 'uplink' ? 'UP' : String(id));
+export const fromChain = (key: string) => `VGW-FROM-${key}`;
+export const pairChain = (from: string, to: string) => `VGW-P-${from}-${to}`;
+
+export type UserHook = 'forward' | 'prerouting' | 'postrouting';
+export const USER_HOOKS: Record<UserHook, { table: TableName; chain: string }> = {
+  forward: { table: 'filter', chain: 'VGW-USER-FORWARD' },
+  prerouting: { table: 'nat', chain: 'VGW-USER-PREROUTING' },
+  postrouting: { table: 'nat', chain: 'VGW-USER-POSTROUTING' },
+};
+
+export const JUMPS: readonly Jump[] = [
+  { table: 'filter', hook: 'FORWARD', target: FORWARD_CHAIN },
+  { table: 'nat', hook: 'PREROUTING', target: PREROUTING_CHAIN },
+  { table: 'nat', hook: 'POSTROUTING', target: POSTROUTING_CHAIN },
+];
+
+/** The body of a hook's jump rule, as we write it (the comment marks it as ours). */
+export const jumpBody = (target: string) => `-m comment --comment vgw:hook -j ${target}`;
+
+export const BUILTIN_CHAINS = new Set(['INPUT', 'FORWARD', 'OUTPUT', 'PREROUTING', 'POSTROUTING']);
+
+/** Targets a rule may jump to besides our own chains: netfilter's standard targets and extensions. */
+export const STANDARD_TARGETS = new Set([
+  'ACCEPT', 'DROP', 'RETURN', 'REJECT', 'LOG', 'NFLOG', 'NFQUEUE', 'QUEUE', 'MASQUERADE', 'SNAT', 'DNAT',
+  'REDIRECT', 'NETMAP', 'MARK', 'CONNMARK', 'CT', 'NOTRACK', 'TCPMSS', 'CLASSIFY', 'DSCP', 'TOS', 'TTL',
+  'AUDIT', 'TRACE', 'SET', 'CHECKSUM', 'TEE', 'CONNSECMARK', 'SECMARK', 'LED', 'IDLETIMER', 'SYNPROXY',
+]);

@@ -1,0 +1,159 @@
+/**
+ * From desired state and facts to the steps that close the gap. Chains are compared by their sequence of rule
+ * hashes, so an unchanged chain is never rewritten (its packet counters live on) and one VLAN's change touches
+ * only its chains. Each table becomes one `iptables-restore --noflush` payload, plus an undo payload that puts
+ * back the previous content of exactly the chains and jumps it changes. Pure.
+ */
+import type { Facts, SavedRule, SavedTable, TableName } from '../observe/facts.js';
+import { TABLES } from '../observe/facts.js';
+import { BUILTIN_CHAINS, jumpBody, OUR_PREFIX } from './chains.js';
+import { verdictOf } from './rule-text.js';
+import type { ChainChange, Desired, DesiredChain, Jump, JumpChange, Plan, Step } from './types.js';
+
+interface TableDiff {
+  readonly step?: Extract<Step, { kind: 'table' }>;
+}
+
+const sameSequence = (a: readonly (string | undefined)[], b: readonly string[]) =>
+  a.length === b.length && a.every((h, i) => h === b[i]);
+
+/** Our jumps found in the built-in chains: hook → target → saved bodies (more than one means duplicates). */
+function savedJumps(table: SavedTable): Array<{ hook: string; target: string; body: string }> {
+  const found: Array<{ hook: string; target: string; body: string }> = [];
+  for (const [chain, rules] of table.rules) {
+    if (!BUILTIN_CHAINS.has(chain)) continue;
+    for (const rule of rules) {
+      const target = verdictOf(rule.body);
+      if (target?.startsWith(OUR_PREFIX)) found.push({ hook: chain, target, body: rule.body });
+    }
+  }
+  return found;
+}
+
+function counted(chain: string, rule: SavedRule): string {
+  return `[${rule.packets}:${rule.bytes}] -A ${chain} ${rule.body}`;
+}
+
+export function diffTable(table: TableName, desiredChains: readonly DesiredChain[], desiredJumps: readonly Jump[], saved: SavedTable): TableDiff {
+  const ours = [...saved.chains].filter((c) => c.startsWith(OUR_PREFIX));
+  const wanted = new Map(desiredChains.map((c) => [c.name, c]));
+  const changes: ChainChange[] = [];
+
+  for (const chain of desiredChains) {
+    const before = saved.rules.get(chain.name) ?? [];
+    if (!saved.chains.has(chain.name)) {
+      changes.push({ chain: chain.name, change: 'create', added: chain.rules.map((r) => r.line), removed: [] });
+    } else if (!sameSequence(before.map((r) => r.hash), chain.rules.map((r) => r.hash))) {
+      const beforeHashes = new Set(before.map((r) => r.hash));
+      const afterHashes = new Set(chain.rules.map((r) => r.hash));
+      changes.push({
+        chain: chain.name,
+        change: 'rewrite',
+        added: chain.rules.filter((r) => !beforeHashes.has(r.hash)).map((r) => r.line),
+        removed: before.filter((r) => r.hash === undefined || !afterHashes.has(r.hash)).map((r) => r.body),
+      });
+    }
+  }
+  for (const chain of ours) {
+    if (!wanted.has(chain)) {
+      changes.push({ chain, change: 'delete', added: [], removed: (saved.rules.get(chain) ?? []).map((r) => r.body) });
+    }
+  }
+
+  const present = savedJumps(saved);
+  const jumpChanges: JumpChange[] = [];
+  const jumpAdds: Jump[] = [];
+  const jumpRemovals: Array<{ hook: string; target: string; body: string }> = [];
+  for (const jump of desiredJumps) {
+    if (!present.some((p) => p.hook === jump.hook && p.target === jump.target)) {
+      jumpAdds.push(jump);
+      jumpChanges.push({ hook: jump.hook, target: jump.target, change: 'add' });
+    }
+  }
+  const kept = new Set<string>();
+  for (const p of present) {
+    const key = `${p.hook}/${p.target}`;
+    const desired = desiredJumps.some((j) => j.hook === p.hook && j.target === p.target);
+    if (desired && !kept.has(key)) {
+      kept.add(key);
+      continue;
+    }
+    jumpRemovals.push(p); // stale, or a duplicate of one we keep
+    jumpChanges.push({ hook: p.hook, target: p.target, change: 'remove' });
+  }
+
+  if (changes.length === 0 && jumpChanges.length === 0) return {};
+
+  const rewritten = changes.filter((c) => c.change !== 'delete').map((c) => wanted.get(c.chain)!);
+  const deleted = changes.filter((c) => c.change === 'delete').map((c) => c.chain);
+  const payload = [
+    `*${table}`,
+    ...rewritten.map((c) => `:${c.name} - [0:0]`),
+    ...deleted.map((c) => `:${c} - [0:0]`),
+    ...rewritten.flatMap((c) => c.rules.map((r) => `-A ${c.name} ${r.line}`)),
+    ...jumpRemovals.map((j) => `-D ${j.hook} ${j.body}`),
+    ...jumpAdds.map((j) => `-I ${j.hook} 1 ${jumpBody(j.target)}`),
+    ...deleted.map((c) => `-X ${c}`),
+    'COMMIT',
+    '',
+  ].join('\n');
+
+  // Undo: what was there before, counters included; chains this step creates are emptied and removed.
+  const existedBefore = changes.filter((c) => c.change !== 'create').map((c) => c.chain);
+  const created = changes.filter((c) => c.change === 'create').map((c) => c.chain);
+  const undo = [
+    `*${table}`,
+    ...existedBefore.map((c) => `:${c} - [0:0]`),
+    ...created.map((c) => `:${c} - [0:0]`),
+    ...existedBefore.flatMap((c) => (saved.rules.get(c) ?? []).map((r) => counted(c, r))),
+    ...jumpAdds.map((j) => `-D ${j.hook} ${jumpBody(j.target)}`),
+    ...jumpRemovals.map((j) => `-I ${j.hook} 1 ${j.body}`),
+    ...created.map((c) => `-X ${c}`),
+    'COMMIT',
+    '',
+  ].join('\n');
+
+  return { step: { kind: 'table', table, payload, undo, chains: changes, jumps: jumpChanges } };
+}
+
+/**
+ * The whole plan, in the order that keeps the router fail-closed: links and addresses, then the filter table
+ * (our FORWARD policy), then nat, the default route, and only then `ip_forward`. Removals (down) run the
+ * tables first and the addresses last.
+ */
+export function diff(desired: Desired, facts: Facts): Plan {
+  const steps: Step[] = [];
+  for (const binding of desired.vlans) {
+    const nic = binding.nic;
+    if (!nic) continue;
+    const wants = desired.addresses.find((a) => a.nic === nic.name);
+    if (wants && !nic.up) steps.push({ kind: 'link-up', nic: nic.name, vlan: binding.vlan.name });
+    const has = nic.addresses.some((a) => a.address === binding.vlan.gateway);
+    if (wants && !has) steps.push({ kind: 'address-add', nic: nic.name, address: wants.address, prefix: wants.prefix, vlan: wants.vlan });
+  }
+  for (const table of TABLES) {
+    const { step } = diffTable(
+      table,
+      desired.chains.filter((c) => c.table === table),
+      desired.jumps.filter((j) => j.table === table),
+      facts.tables[table],
+    );
+    if (step) steps.push(step);
+  }
+  if (desired.route && facts.defaultRoute?.gateway !== desired.route.gateway) {
+    steps.push({ kind: 'route', ...desired.route, ...(facts.defaultRoute ? { previous: facts.defaultRoute } : {}) });
+  }
+  for (const [key, value] of Object.entries(desired.sysctls)) {
+    if (facts.sysctls[key] !== value) {
+      steps.push({ kind: 'sysctl', key, value, ...(facts.sysctls[key] !== undefined ? { previous: facts.sysctls[key] } : {}) });
+    }
+  }
+  // Gateway addresses of configured VLANs that the desired state no longer wants (down).
+  for (const binding of desired.vlans) {
+    const nic = binding.nic;
+    if (!nic || desired.addresses.some((a) => a.nic === nic.name)) continue;
+    const ours = nic.addresses.find((a) => a.address === binding.vlan.gateway);
+    if (ours) steps.push({ kind: 'address-del', nic: nic.name, address: ours.address, prefix: ours.prefix, vlan: binding.vlan.name });
+  }
+  return { desired, steps };
+}

@@ -1,0 +1,41 @@
+/** A plan as a person reviews it: per VLAN its NIC or why it waits, then each change. Pure. */
+import type { Plan, Step } from './types.js';
+
+function stepLines(step: Step): string[] {
+  switch (step.kind) {
+    case 'link-up': return [`~ link ${step.nic}: up (vlan ${step.vlan})`];
+    case 'address-add': return [`+ address ${step.address}/${step.prefix} on ${step.nic} (vlan ${step.vlan})`];
+    case 'address-del': return [`- address ${step.address}/${step.prefix} on ${step.nic} (vlan ${step.vlan})`];
+    case 'route': return [`~ route default via ${step.gateway}${step.dev ? ` dev ${step.dev}` : ''} (was: ${step.previous?.gateway ? `via ${step.previous.gateway}` : 'none'})`];
+    case 'sysctl': return [`~ sysctl ${step.key}: ${step.previous ?? '?'} -> ${step.value}`];
+    case 'table': {
+      const lines = [`~ table ${step.table}:`];
+      for (const c of step.chains) {
+        const sign = c.change === 'create' ? '+' : c.change === 'delete' ? '-' : '~';
+        lines.push(`    ${sign} chain ${c.chain}${c.change === 'rewrite' ? ` (+${c.added.length} -${c.removed.length} rules)` : ''}`);
+        for (const r of c.removed) lines.push(`        - ${r}`);
+        for (const r of c.added) lines.push(`        + ${r}`);
+      }
+      for (const j of step.jumps) lines.push(`    ${j.change === 'add' ? '+' : '-'} jump ${j.hook} -> ${j.target}`);
+      return lines;
+    }
+  }
+}
+
+export function formatPlan(plan: Plan): string {
+  const out: string[] = [];
+  for (const b of plan.desired.vlans) {
+    const where = b.nic ? `on ${b.nic.name}` : b.note ?? 'waiting';
+    out.push(`vlan ${b.vlan.name} (id ${b.vlan.id}, ${b.vlan.subnet}): ${b.nic ? where : `waiting: ${where}`}${b.nic && b.note ? ` (${b.note})` : ''}`);
+  }
+  out.push(`uplink: ${plan.desired.uplink.nic ? plan.desired.uplink.nic.name : `waiting: ${plan.desired.uplink.note ?? 'not found'}`}`);
+  out.push('');
+  if (plan.steps.length === 0) {
+    out.push('No changes: the namespace is in sync.');
+  } else {
+    for (const step of plan.steps) out.push(...stepLines(step));
+    out.push('');
+    out.push(`${plan.steps.length} change${plan.steps.length === 1 ? '' : 's'} pending.`);
+  }
+  return out.join('\n');
+}

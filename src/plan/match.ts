@@ -1,0 +1,63 @@
+/**
+ * Which NIC carries which VLAN, and which is the uplink. Docker names a container's NICs in attach order
+ * (eth0, eth1, …), which changes between runs, so a VLAN is found by the name or MAC the config gives, else by
+ * the NIC holding an address inside its subnet. Pure.
+ */
+import type { Config, InterfaceRef } from '../config/schema.js';
+import { contains, parseAddress, parseCidr } from '../net/ipv4.js';
+import type { Facts, Link } from '../observe/facts.js';
+import type { UplinkBinding, VlanBinding } from './types.js';
+
+function byRef(links: readonly Link[], ref: InterfaceRef): Link | undefined {
+  return typeof ref === 'string'
+    ? links.find((l) => l.name === ref)
+    : links.find((l) => l.mac === ref.mac.toLowerCase());
+}
+
+function describeRef(ref: InterfaceRef): string {
+  return typeof ref === 'string' ? ref : `MAC ${ref.mac.toLowerCase()}`;
+}
+
+export function matchUplink(config: Config, facts: Facts): UplinkBinding {
+  const links = facts.links.filter((l) => !l.loopback);
+  const { interface: ref, gateway } = config.uplink;
+  if (ref !== undefined) {
+    const nic = byRef(links, ref);
+    return nic ? { nic } : { note: `waiting for ${describeRef(ref)}` };
+  }
+  const routeDev = facts.defaultRoute?.dev;
+  const viaRoute = routeDev === undefined ? undefined : links.find((l) => l.name === routeDev);
+  if (viaRoute) return { nic: viaRoute };
+  const gw = gateway === undefined ? undefined : parseAddress(gateway);
+  if (gw !== undefined) {
+    const nic = links.find((l) => l.addresses.some((a) => contains({ network: parseAddress(a.address)!, prefix: a.prefix }, gw)));
+    if (nic) return { nic };
+    return { note: `waiting for a NIC on the same network as ${gateway}` };
+  }
+  return { note: 'no default route and no uplink.interface' };
+}
+
+export function matchVlans(config: Config, facts: Facts, uplink: UplinkBinding): VlanBinding[] {
+  const links = facts.links.filter((l) => !l.loopback && l.name !== uplink.nic?.name);
+  const taken = new Set<string>();
+  return config.vlans.map((vlan) => {
+    if (vlan.interface !== undefined) {
+      const nic = byRef(links, vlan.interface);
+      if (!nic) return { vlan, note: `waiting for ${describeRef(vlan.interface)}` };
+      taken.add(nic.name);
+      return { vlan, nic };
+    }
+    const subnet = parseCidr(vlan.subnet)!;
+    const candidates = links.filter((l) => !taken.has(l.name)
+      && l.addresses.some((a) => a.prefix === subnet.prefix && contains(subnet, parseAddress(a.address)!)));
+    if (candidates.length === 0) return { vlan, note: `waiting for a NIC with an address in ${vlan.subnet}` };
+    // Prefer the NIC that already holds the gateway address (ours from a previous apply), else the oldest.
+    const nic = candidates.find((l) => l.addresses.some((a) => a.address === vlan.gateway))
+      ?? [...candidates].sort((a, b) => a.index - b.index)[0]!;
+    taken.add(nic.name);
+    const note = candidates.length > 1
+      ? `${candidates.length} NICs have addresses in ${vlan.subnet} (${candidates.map((c) => c.name).join(', ')}); using ${nic.name}`
+      : undefined;
+    return { vlan, nic, ...(note ? { note } : {}) };
+  });
+}

@@ -1,0 +1,97 @@
+/** The planner's vocabulary: desired state, and the steps that take a namespace from what is to what should be. */
+import type { Vlan } from '../config/schema.js';
+import type { Link, Route, TableName } from '../observe/facts.js';
+
+export type Zone = string; // a VLAN name or 'uplink'
+export const UPLINK: Zone = 'uplink';
+
+export interface VlanBinding {
+  readonly vlan: Vlan;
+  /** The NIC carrying this VLAN, or undefined while Docker has not attached it yet. */
+  readonly nic?: Link;
+  readonly note?: string;
+}
+
+export interface UplinkBinding {
+  readonly nic?: Link;
+  readonly note?: string;
+}
+
+/** Why a rule exists, so counters can be reported per VLAN pair without reading rule text. */
+export interface RuleMeaning {
+  readonly from: Zone;
+  readonly to: Zone;
+  readonly action: 'accept' | 'drop' | 'reject';
+}
+
+export interface DesiredRule {
+  /** The rule after `-A CHAIN `, comment included. */
+  readonly line: string;
+  readonly hash: string;
+  readonly meaning?: RuleMeaning;
+}
+
+export interface DesiredChain {
+  readonly table: TableName;
+  readonly name: string;
+  readonly rules: readonly DesiredRule[];
+}
+
+/** The one jump per built-in chain that hooks our chains in. */
+export interface Jump {
+  readonly table: TableName;
+  readonly hook: string;
+  readonly target: string;
+}
+
+export interface DesiredAddress {
+  readonly vlan: string;
+  readonly nic: string;
+  readonly address: string;
+  readonly prefix: number;
+}
+
+export interface Desired {
+  readonly vlans: readonly VlanBinding[];
+  readonly uplink: UplinkBinding;
+  readonly addresses: readonly DesiredAddress[];
+  readonly route?: { readonly gateway: string; readonly dev?: string };
+  readonly sysctls: Readonly<Record<string, string>>;
+  readonly chains: readonly DesiredChain[];
+  readonly jumps: readonly Jump[];
+}
+
+export interface ChainChange {
+  readonly chain: string;
+  readonly change: 'create' | 'rewrite' | 'delete';
+  readonly added: readonly string[];
+  readonly removed: readonly string[];
+}
+
+export interface JumpChange {
+  readonly hook: string;
+  readonly target: string;
+  readonly change: 'add' | 'remove';
+}
+
+export type Step =
+  | { readonly kind: 'link-up'; readonly nic: string; readonly vlan: string }
+  | { readonly kind: 'address-add'; readonly nic: string; readonly address: string; readonly prefix: number; readonly vlan: string }
+  | { readonly kind: 'address-del'; readonly nic: string; readonly address: string; readonly prefix: number; readonly vlan: string }
+  | { readonly kind: 'route'; readonly gateway: string; readonly dev?: string; readonly previous?: Route }
+  | {
+    readonly kind: 'table';
+    readonly table: TableName;
+    /** `iptables-restore --noflush` input that brings our chains and jumps to the desired state. */
+    readonly payload: string;
+    /** Input (with counters) that puts back what this step changes, for rollback. */
+    readonly undo: string;
+    readonly chains: readonly ChainChange[];
+    readonly jumps: readonly JumpChange[];
+  }
+  | { readonly kind: 'sysctl'; readonly key: string; readonly value: string; readonly previous?: string };
+
+export interface Plan {
+  readonly desired: Desired;
+  readonly steps: readonly Step[];
+}

@@ -1,0 +1,32 @@
+/** One pass of observe → plan → apply. Shutdown and `down` are the same pass with an empty desired state. */
+import { applyPlan, type ApplyObserver } from '../apply/apply.js';
+import type { Config } from '../config/schema.js';
+import type { CommandRunner } from '../exec/runner.js';
+import type { Backend, Facts } from '../observe/facts.js';
+import { readFacts } from '../observe/read.js';
+import { planDesired, planEmpty, type Templates } from '../plan/desired.js';
+import { diff } from '../plan/diff.js';
+import type { Plan } from '../plan/types.js';
+
+export type Mode = 'up' | 'down';
+
+export function planFor(config: Config, facts: Facts, templates: Templates, mode: Mode): Plan {
+  return diff(mode === 'up' ? planDesired(config, facts, templates) : planEmpty(config, facts), facts);
+}
+
+export interface ReconcileResult {
+  readonly facts: Facts;
+  readonly plan: Plan;
+}
+
+export async function reconcileOnce(
+  runner: CommandRunner,
+  config: Config,
+  templates: Templates,
+  options: { mode?: Mode; dryRun?: boolean; backend?: Backend; observer?: ApplyObserver } = {},
+): Promise<ReconcileResult> {
+  const facts = await readFacts(runner, options.backend ? { backend: options.backend } : {});
+  const plan = planFor(config, facts, templates, options.mode ?? 'up');
+  if (!options.dryRun && plan.steps.length > 0) await applyPlan(runner, facts.backend, plan, options.observer);
+  return { facts, plan };
+}

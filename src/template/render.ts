@@ -1,0 +1,98 @@
+/**
+ * Rule templates (Handlebars, strict: a missing value is an error, never an empty string; no HTML escaping).
+ * A template renders rule bodies only, one per line; the planner owns table headers, chain declarations, `-A`,
+ * comments and COMMIT. Each rendered line is checked here so that neither a template nor a value can smuggle
+ * in a command (`-A`, `-F`, …), a second line, or a quote. Pure.
+ */
+import Handlebars from 'handlebars';
+
+export class TemplateError extends Error {
+  override readonly name = 'TemplateError';
+  constructor(readonly file: string, readonly detail: string, readonly line?: number) {
+    super(`${file}${line !== undefined ? `, rendered line ${line}` : ''}: ${detail}`);
+  }
+}
+
+const engine = Handlebars.create();
+const cache = new Map<string, Handlebars.TemplateDelegate>();
+
+function compile(source: string, file: string): Handlebars.TemplateDelegate {
+  const key = `${file}\u0000${source}`;
+  let template = cache.get(key);
+  if (!template) {
+    try {
+      template = engine.compile(source, { strict: true, noEscape: true });
+      // Handlebars compiles lazily; force it now so syntax errors surface as template errors.
+      template({});
+    } catch (error) {
+      if (!isMissingValue(error)) throw new TemplateError(file, firstLine(error));
+    }
+    cache.set(key, template!);
+  }
+  return template!;
+}
+
+const isMissingValue = (error: unknown) => /not defined in/.test(String((error as Error)?.message));
+/** Handlebars' messages, made to read as one sentence with a position. */
+function firstLine(error: unknown): string {
+  const message = String((error as Error)?.message ?? error);
+  const missing = /^"(.+)" not defined in .* - (\d+):(\d+)/.exec(message);
+  if (missing) return `${JSON.stringify(missing[1])} is not defined (template line ${missing[2]}, column ${Number(missing[3]) + 1})`;
+  const parse = /^Parse error on line (\d+):[\s\S]*?\n(Expecting [^\n]*)/.exec(message);
+  if (parse) return `syntax error on template line ${parse[1]}: ${parse[2]}`;
+  return message.split('\n')[0]!;
+}
+
+/** Options that would turn a rule body into a command on other chains or tables. */
+const COMMANDS = new Set([
+  '-A', '-I', '-D', '-R', '-N', '-X', '-F', '-P', '-E', '-Z', '-L', '-S', '-t',
+  '--append', '--insert', '--delete', '--replace', '--new-chain', '--new', '--delete-chain', '--flush',
+  '--policy', '--rename-chain', '--zero', '--list', '--list-rules', '--table',
+]);
+
+const SAFE = /^[A-Za-z0-9 ._:,/!=+@%"-]+$/;
+
+/** Splits a rule body into tokens, honouring double quotes (for user comments). */
+export function tokenize(body: string): string[] | undefined {
+  const tokens: string[] = [];
+  const re = /"([^"]*)"|(\S+)/g;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(body)) !== null) {
+    if (m[2]?.includes('"')) return undefined;
+    tokens.push(m[1] ?? m[2]!);
+  }
+  return tokens;
+}
+
+export function checkRuleBody(body: string): string | undefined {
+  if (!SAFE.test(body)) return `${JSON.stringify(body)} has a character that is not allowed in a rule`;
+  if (!body.startsWith('-')) return `${JSON.stringify(body)} is not a rule body (it must start with an option such as -s or -j)`;
+  const tokens = tokenize(body);
+  if (!tokens) return `${JSON.stringify(body)} has an unbalanced quote`;
+  const command = tokens.find((t) => COMMANDS.has(t));
+  if (command) return `${JSON.stringify(body)} uses ${command}: templates write rule bodies, the planner writes commands`;
+  if (!tokens.includes('-j') && !tokens.includes('-g') && !tokens.includes('--jump') && !tokens.includes('--goto')) {
+    return `${JSON.stringify(body)} has no -j target`;
+  }
+  return undefined;
+}
+
+/** Renders a template and returns its rule bodies (blank lines dropped, whitespace folded). */
+export function renderRules(source: string, file: string, data: object): string[] {
+  const template = compile(source, file);
+  let text: string;
+  try {
+    text = template(data);
+  } catch (error) {
+    throw new TemplateError(file, firstLine(error));
+  }
+  const bodies: string[] = [];
+  text.split('\n').forEach((raw, index) => {
+    const body = raw.trim().replace(/\s+/g, ' ');
+    if (body === '') return;
+    const problem = checkRuleBody(body);
+    if (problem) throw new TemplateError(file, problem, index + 1);
+    bodies.push(body);
+  });
+  return bodies;
+}
