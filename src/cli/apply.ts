@@ -1,0 +1,23 @@
+import type { CommandModule } from 'yargs';
+import { formatPlan } from '../plan/format.js';
+import { reconcileOnce, type Mode } from '../reconcile/once.js';
+import { loadAll, makeRunner, out, type GlobalArgs } from './context.js';
+
+async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
+  const { loaded, templates } = await loadAll(args);
+  const started = performance.now();
+  const { plan } = await reconcileOnce(makeRunner(args.netns), loaded.config, templates, { mode });
+  out(formatPlan(plan).replace(/pending\.$/, `applied in ${Math.round(performance.now() - started)} ms.`));
+}
+
+export const applyCommand: CommandModule<GlobalArgs, GlobalArgs> = {
+  command: 'apply',
+  describe: 'Bring the namespace to the config: gateway addresses, route, rules, ip_forward (atomic, idempotent)',
+  handler: (args) => converge(args, 'up'),
+};
+
+export const downCommand: CommandModule<GlobalArgs, GlobalArgs> = {
+  command: 'down',
+  describe: 'Remove what the gateway added (its addresses, chains and jumps) and nothing else',
+  handler: (args) => converge(args, 'down'),
+};

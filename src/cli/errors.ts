@@ -1,0 +1,27 @@
+/** Errors are classified once, here: exit 2 for what the user must fix in their input, 1 for runtime failures. */
+import { ApplyError } from '../apply/apply.js';
+import { ConfigError } from '../config/problems.js';
+import { CommandError } from '../exec/runner.js';
+import { BackendError } from '../observe/read.js';
+import { PlanError } from '../plan/check.js';
+import { TemplateError } from '../template/render.js';
+
+export const EXIT = { ok: 0, failure: 1, invalid: 2 } as const;
+
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+export function exitCodeOf(error: unknown): number {
+  if (error instanceof ConfigError || error instanceof TemplateError || error instanceof PlanError || error instanceof UsageError) return EXIT.invalid;
+  return EXIT.failure;
+}
+
+export function describeError(error: unknown): string {
+  if (error instanceof ConfigError) return `invalid config: ${error.message}`;
+  if (error instanceof TemplateError) return `invalid rule template: ${error.message}`;
+  if (error instanceof PlanError) return `invalid rules (nothing was applied):\n${error.message}`;
+  if (error instanceof ApplyError) return `apply failed: ${error.message}`;
+  if (error instanceof BackendError || error instanceof CommandError || error instanceof UsageError) return error.message;
+  return (error as Error)?.stack ?? String(error);
+}

@@ -1,0 +1,16 @@
+import type { CommandModule } from 'yargs';
+import { planDesired } from '../plan/desired.js';
+import { syntheticFacts } from '../plan/synthetic.js';
+import { loadAll, out, type GlobalArgs } from './context.js';
+
+/** Checks the file and renders every template against a namespace where all NICs are present; touches nothing. */
+export const validateCommand: CommandModule<GlobalArgs, GlobalArgs> = {
+  command: 'validate',
+  describe: 'Check the config file and rule templates; change nothing',
+  handler: async (args) => {
+    const { loaded, templates } = await loadAll(args);
+    const desired = planDesired(loaded.config, syntheticFacts(loaded.config), templates);
+    const rules = desired.chains.reduce((n, c) => n + c.rules.length, 0);
+    out(`${loaded.path}: valid (${loaded.config.vlans.length} VLANs, ${desired.chains.length} chains, ${rules} rules when every NIC is present)`);
+  },
+};
