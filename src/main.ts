@@ -4,6 +4,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { applyCommand, downCommand } from './cli/apply.js';
 import { describeError, exitCodeOf, EXIT } from './cli/errors.js';
+import { labCommand } from './cli/lab.js';
 import { planCommand } from './cli/plan.js';
 import { validateCommand } from './cli/validate.js';
 
@@ -20,6 +21,7 @@ export async function main(argv: string[]): Promise<number> {
       .command(planCommand)
       .command(applyCommand)
       .command(downCommand)
+      .command(labCommand)
       .demandCommand(1, 'Name a command.')
       .strict()
       .fail((message, error) => {

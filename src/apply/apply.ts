@@ -87,6 +87,23 @@ async function runStep(runner: CommandRunner, backend: Backend, step: Step, obse
         }
       };
     }
+    case 'set-update': {
+      const script = (create: boolean, add: readonly string[], del: readonly string[]) => [
+        ...(create ? [`create ${step.set} ${step.type} counters -exist`] : []),
+        ...add.map((m) => `add ${step.set} ${m} -exist`),
+        ...del.map((m) => `del ${step.set} ${m} -exist`),
+        '',
+      ].join('\n');
+      await runner.run(['ipset', 'restore'], { input: script(step.create, step.add, step.del) });
+      if (step.create) return () => runner.run(['ipset', 'destroy', step.set], { allowFailure: true });
+      return () => runner.run(['ipset', 'restore'], { input: script(false, step.del, step.add) });
+    }
+    case 'set-destroy': {
+      await runner.run(['ipset', 'destroy', step.set]);
+      return () => runner.run(['ipset', 'restore'], {
+        input: [`create ${step.set} ${step.type} counters -exist`, ...step.members.map((m) => `add ${step.set} ${m} -exist`), ''].join('\n'),
+      });
+    }
     case 'sysctl': {
       await runner.run(['sysctl', '-w', `${step.key}=${step.value}`]);
       const previous = step.previous;
@@ -102,6 +119,8 @@ export function describeStep(step: Step): string {
     case 'address-del': return `removing ${step.address}/${step.prefix} from ${step.nic} (vlan ${step.vlan})`;
     case 'route': return `setting the default route via ${step.gateway}`;
     case 'table': return `applying the ${step.table} table`;
+    case 'set-update': return `${step.create ? 'creating' : 'updating'} ipset ${step.set}`;
+    case 'set-destroy': return `removing ipset ${step.set}`;
     case 'sysctl': return `setting ${step.key}=${step.value}`;
   }
 }

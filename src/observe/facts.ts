@@ -49,12 +49,20 @@ export interface SavedTable {
   readonly rules: ReadonlyMap<string, readonly SavedRule[]>;
 }
 
+/** An ipset as `ipset save` shows it: members with their counters. */
+export interface SavedSet {
+  readonly type: string;
+  readonly members: ReadonlyMap<string, { readonly packets: number; readonly bytes: number }>;
+}
+
 export interface Facts {
   readonly links: readonly Link[];
   readonly defaultRoute?: Route;
   readonly sysctls: Readonly<Record<string, string>>;
   readonly backend: Backend;
   readonly tables: Readonly<Record<TableName, SavedTable>>;
+  /** Our ipsets (VGW-*), or undefined when the ipset tool is not installed (accounting is then off). */
+  readonly sets?: ReadonlyMap<string, SavedSet>;
 }
 
 export const EMPTY_TABLE: SavedTable = { chains: new Set(), rules: new Map() };

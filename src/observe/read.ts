@@ -3,8 +3,9 @@
  * netfilter tables of the backend our rules belong to. Reads only; all parsing is in the pure parse-* modules.
  */
 import { CommandError, type CommandRunner } from '../exec/runner.js';
-import type { Backend, Facts, Link, Route, SavedTable } from './facts.js';
+import type { Backend, Facts, Link, Route, SavedSet, SavedTable } from './facts.js';
 import { parseDefaultRoute, parseIpAddr } from './parse-ip.js';
+import { parseIpsetSave } from './parse-ipset.js';
 import { hasAnyRules, hasOurChains, parseSave, tableOf } from './parse-save.js';
 
 export const MANAGED_SYSCTLS = ['net.ipv4.ip_forward'] as const;
@@ -31,6 +32,16 @@ export async function readSysctls(runner: CommandRunner): Promise<Record<string,
   const { stdout } = await runner.run(['sysctl', '-n', ...MANAGED_SYSCTLS]);
   const values = stdout.trim().split('\n');
   return Object.fromEntries(MANAGED_SYSCTLS.map((key, i) => [key, (values[i] ?? '').trim()]));
+}
+
+/** Our ipsets, or undefined when the ipset tool is not installed. */
+export async function readSets(runner: CommandRunner): Promise<Map<string, SavedSet> | undefined> {
+  try {
+    return parseIpsetSave((await runner.run(['ipset', 'save'])).stdout);
+  } catch (error) {
+    if (error instanceof CommandError && error.exitCode === null) return undefined;
+    throw error;
+  }
 }
 
 /** One backend's tables, or undefined when that backend is not installed or not usable here. */
@@ -68,11 +79,12 @@ export async function readTables(runner: CommandRunner, preferred?: Backend): Pr
 }
 
 export async function readFacts(runner: CommandRunner, options: { backend?: Backend; withStats?: boolean } = {}): Promise<Facts> {
-  const [links, defaultRoute, sysctls, { backend, tables }] = await Promise.all([
+  const [links, defaultRoute, sysctls, { backend, tables }, sets] = await Promise.all([
     readLinks(runner, options.withStats),
     readDefaultRoute(runner),
     readSysctls(runner),
     readTables(runner, options.backend),
+    readSets(runner),
   ]);
   return {
     links,
@@ -80,5 +92,6 @@ export async function readFacts(runner: CommandRunner, options: { backend?: Back
     sysctls,
     backend,
     tables: { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') },
+    ...(sets ? { sets } : {}),
   };
 }

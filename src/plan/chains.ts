@@ -3,6 +3,11 @@ import type { TableName } from '../observe/facts.js';
 import type { Jump } from './types.js';
 
 export const OUR_PREFIX = 'VGW-';
+/** Counts established traffic per pair of zones in one hash lookup (source net, outgoing NIC). */
+export const ACCOUNTING_SET = 'VGW-PAIRS';
+export const ACCOUNTING_SET_TYPE = 'hash:net,iface';
+/** The uplink's "any address" as two halves: hash:net types cannot hold a /0. */
+export const ANY_HALVES = ['0.0.0.0/1', '128.0.0.0/1'];
 export const FORWARD_CHAIN = 'VGW-FORWARD';
 export const PREROUTING_CHAIN = 'VGW-PREROUTING';
 export const POSTROUTING_CHAIN = 'VGW-POSTROUTING';

@@ -13,13 +13,13 @@ import { contains, networkOf, broadcastOf, parseAddress, parseCidr } from '../ne
 import type { Facts, TableName } from '../observe/facts.js';
 import { renderRules } from '../template/render.js';
 import {
-  FORWARD_CHAIN, fromChain, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, USER_HOOKS, zoneKey, type UserHook,
+  ACCOUNTING_SET, ACCOUNTING_SET_TYPE, ANY_HALVES, FORWARD_CHAIN, fromChain, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, USER_HOOKS, zoneKey, type UserHook,
 } from './chains.js';
 import { COMMENT_PREFIX, ruleHash } from './hash.js';
 import { matchUplink, matchVlans } from './match.js';
-import { UPLINK, type Desired, type DesiredChain, type DesiredRule, type RuleMeaning, type Zone } from './types.js';
+import { UPLINK, type Desired, type DesiredChain, type DesiredSet, type DesiredRule, type RuleMeaning, type Zone } from './types.js';
 import { checkJumpTargets } from './check.js';
-import { outInterfaceOf, verdictOf } from './rule-text.js';
+import { outInterfaceOf, tokenAfter, verdictOf } from './rule-text.js';
 
 export interface TemplateSource {
   readonly file: string;
@@ -124,7 +124,17 @@ export function planDesired(config: Config, facts: Facts, templates: Templates):
   const render = (t: TemplateSource, data: object) => renderRules(t.source, t.file, { ...model, ...data });
 
   // filter: the dispatcher, then one chain per source zone, then one per pair that has rules.
-  add('filter', FORWARD_CHAIN, render(templates.forward, { userChain: userChains.get('forward') ?? null }));
+  // Established traffic is accepted first and counted per pair of zones by one set lookup (if ipset is here).
+  const sets: DesiredSet[] = facts.sets === undefined ? [] : [{
+    name: ACCOUNTING_SET,
+    type: ACCOUNTING_SET_TYPE,
+    members: zones.flatMap((from) => zones.filter((to) => to !== from).flatMap((to) =>
+      (from.subnet === null ? ANY_HALVES : [from.subnet]).map((net) => ({ member: `${net},${to.nic}`, from: from.name, to: to.name })))),
+  }];
+  add('filter', FORWARD_CHAIN, render(templates.forward, {
+    userChain: userChains.get('forward') ?? null,
+    accountingSet: sets.length > 0 ? ACCOUNTING_SET : null,
+  }));
   const nicZone = new Map(zones.map((z) => [z.nic, z.name]));
   for (const from of zones) {
     const branches: Array<{ nic: string; target: string }> = [];
@@ -149,7 +159,7 @@ export function planDesired(config: Config, facts: Facts, templates: Templates):
       const name = pairChain(from.key, to.key);
       add('filter', name, render(templates.pair, { rules: entries, defaultVerdict: VERDICT[fallback] }), (body) => {
         const action = ACTION_OF[verdictOf(body) ?? ''];
-        return action ? { from: from.name, to: to.name, action } : undefined;
+        return action ? { kind: 'forward', from: from.name, to: to.name, action } : undefined;
       });
       branches.push({ nic: to.nic, target: name });
     }
@@ -162,22 +172,30 @@ export function planDesired(config: Config, facts: Facts, templates: Templates):
     add('filter', from.chain, render(templates.from, { branches, portForwards: forwards }), (body) => {
       const action = ACTION_OF[verdictOf(body) ?? ''];
       const to = nicZone.get(outInterfaceOf(body) ?? '');
-      return action && to ? { from: from.name, to, action } : undefined;
+      return action && to ? { kind: 'forward', from: from.name, to, action } : undefined;
     });
   }
 
   // nat: source NAT towards the uplink, DNAT for port forwards; nothing to do while the uplink is missing.
   const natOn = uplinkZone !== undefined && config.uplink.nat !== 'none';
+  const vlanOfAddress = (address: string | undefined) => vlanZones.find((z) => address !== undefined && refMatches(address, z))?.name;
   add('nat', PREROUTING_CHAIN, render(templates.prerouting, {
     userChain: userChains.get('prerouting') ?? null,
     portForwards: uplinkZone ? config.portForwards
       .filter((pf) => vlanZones.some((z) => refMatches(pf.to, z)))
       .map((pf) => ({ ...pf, toPort: pf.toPort ?? pf.port })) : [],
-  }));
+  }), (body) => {
+    const vlan = verdictOf(body) === 'DNAT' ? vlanOfAddress(tokenAfter(body, ['--to-destination'])?.split(':')[0]) : undefined;
+    return vlan ? { kind: 'nat', vlan, type: 'dnat' } : undefined;
+  });
   add('nat', POSTROUTING_CHAIN, render(templates.postrouting, {
     userChain: userChains.get('postrouting') ?? null,
     masquerade: natOn ? ready.filter((b) => b.vlan.masquerade).map((b) => ({ name: b.vlan.name, subnet: b.vlan.subnet })) : [],
-  }));
+  }), (body) => {
+    const target = verdictOf(body);
+    const vlan = vlanZones.find((z) => z.subnet === tokenAfter(body, ['-s', '--source']))?.name;
+    return vlan && (target === 'MASQUERADE' || target === 'SNAT') ? { kind: 'nat', vlan, type: target === 'SNAT' ? 'snat' : 'masquerade' } : undefined;
+  });
 
   for (const { hook, template } of templates.user) {
     const { table, chain } = USER_HOOKS[hook];
@@ -196,11 +214,12 @@ export function planDesired(config: Config, facts: Facts, templates: Templates):
     sysctls: { 'net.ipv4.ip_forward': '1' },
     chains,
     jumps: JUMPS,
+    sets,
   };
 }
 
 /** The state `down` converges to: nothing of ours. The VLAN matching is kept so addresses can be removed. */
 export function planEmpty(config: Config, facts: Facts): Desired {
   const uplink = matchUplink(config, facts);
-  return { vlans: matchVlans(config, facts, uplink), uplink, addresses: [], sysctls: {}, chains: [], jumps: [] };
+  return { vlans: matchVlans(config, facts, uplink), uplink, addresses: [], sysctls: {}, chains: [], jumps: [], sets: [] };
 }

@@ -131,6 +131,16 @@ export function diff(desired: Desired, facts: Facts): Plan {
     const has = nic.addresses.some((a) => a.address === binding.vlan.gateway);
     if (wants && !has) steps.push({ kind: 'address-add', nic: nic.name, address: wants.address, prefix: wants.prefix, vlan: wants.vlan });
   }
+  const sets = facts.sets ?? new Map();
+  for (const set of desired.sets) {
+    const have = sets.get(set.name);
+    const want = new Set(set.members.map((m) => m.member));
+    const add = [...want].filter((m) => !have?.members.has(m));
+    const del = have ? [...have.members.keys()].filter((m) => !want.has(m)) : [];
+    if (!have || add.length > 0 || del.length > 0) {
+      steps.push({ kind: 'set-update', set: set.name, type: set.type, create: !have, add, del });
+    }
+  }
   for (const table of TABLES) {
     const { step } = diffTable(
       table,
@@ -139,6 +149,11 @@ export function diff(desired: Desired, facts: Facts): Plan {
       facts.tables[table],
     );
     if (step) steps.push(step);
+  }
+  for (const [name, have] of sets) {
+    if (!desired.sets.some((s) => s.name === name)) {
+      steps.push({ kind: 'set-destroy', set: name, type: have.type, members: [...have.members.keys()] });
+    }
   }
   if (desired.route && facts.defaultRoute?.gateway !== desired.route.gateway) {
     steps.push({ kind: 'route', ...desired.route, ...(facts.defaultRoute ? { previous: facts.defaultRoute } : {}) });

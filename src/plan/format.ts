@@ -7,6 +7,12 @@ function stepLines(step: Step): string[] {
     case 'address-add': return [`+ address ${step.address}/${step.prefix} on ${step.nic} (vlan ${step.vlan})`];
     case 'address-del': return [`- address ${step.address}/${step.prefix} on ${step.nic} (vlan ${step.vlan})`];
     case 'route': return [`~ route default via ${step.gateway}${step.dev ? ` dev ${step.dev}` : ''} (was: ${step.previous?.gateway ? `via ${step.previous.gateway}` : 'none'})`];
+    case 'set-update': return [
+      `${step.create ? '+' : '~'} ipset ${step.set} (${step.type})`,
+      ...step.del.map((m) => `    - ${m}`),
+      ...step.add.map((m) => `    + ${m}`),
+    ];
+    case 'set-destroy': return [`- ipset ${step.set} (${step.members.length} members)`];
     case 'sysctl': return [`~ sysctl ${step.key}: ${step.previous ?? '?'} -> ${step.value}`];
     case 'table': {
       const lines = [`~ table ${step.table}:`];

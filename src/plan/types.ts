@@ -18,11 +18,9 @@ export interface UplinkBinding {
 }
 
 /** Why a rule exists, so counters can be reported per VLAN pair without reading rule text. */
-export interface RuleMeaning {
-  readonly from: Zone;
-  readonly to: Zone;
-  readonly action: 'accept' | 'drop' | 'reject';
-}
+export type RuleMeaning =
+  | { readonly kind: 'forward'; readonly from: Zone; readonly to: Zone; readonly action: 'accept' | 'drop' | 'reject' }
+  | { readonly kind: 'nat'; readonly vlan: string; readonly type: 'masquerade' | 'snat' | 'dnat' };
 
 export interface DesiredRule {
   /** The rule after `-A CHAIN `, comment included. */
@@ -44,6 +42,13 @@ export interface Jump {
   readonly target: string;
 }
 
+/** An ipset of ours; the accounting set's members say which pair of zones each one counts. */
+export interface DesiredSet {
+  readonly name: string;
+  readonly type: string;
+  readonly members: ReadonlyArray<{ readonly member: string; readonly from: Zone; readonly to: Zone }>;
+}
+
 export interface DesiredAddress {
   readonly vlan: string;
   readonly nic: string;
@@ -59,6 +64,7 @@ export interface Desired {
   readonly sysctls: Readonly<Record<string, string>>;
   readonly chains: readonly DesiredChain[];
   readonly jumps: readonly Jump[];
+  readonly sets: readonly DesiredSet[];
 }
 
 export interface ChainChange {
@@ -89,6 +95,10 @@ export type Step =
     readonly chains: readonly ChainChange[];
     readonly jumps: readonly JumpChange[];
   }
+  /** Creates the set if needed and adds / deletes members; runs before the tables that match on it. */
+  | { readonly kind: 'set-update'; readonly set: string; readonly type: string; readonly create: boolean; readonly add: readonly string[]; readonly del: readonly string[] }
+  /** Removes a set no longer wanted; runs after the tables stopped matching on it. */
+  | { readonly kind: 'set-destroy'; readonly set: string; readonly type: string; readonly members: readonly string[] }
   | { readonly kind: 'sysctl'; readonly key: string; readonly value: string; readonly previous?: string };
 
 export interface Plan {

@@ -1,21 +1,12 @@
 /** Loading rule templates from disk: the built-in ones shipped in `rules/`, and the user's from `rules.dir`. */
-import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
-import { dirname, join, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, relative } from 'node:path';
 import { ConfigError } from '../config/problems.js';
+import { packageFile } from '../package-files.js';
 import { USER_HOOKS, type UserHook } from '../plan/chains.js';
 import type { Templates, TemplateSource } from '../plan/desired.js';
 
-/** The package's `rules/` directory, found from this module whether it runs from src/ (tsx) or dist/. */
-export function builtinRulesDir(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(join(dir, 'rules', 'filter', 'forward.hbs'))) return join(dir, 'rules');
-    dir = dirname(dir);
-  }
-  throw new Error('cannot find the rules/ directory of vlan-gateway');
-}
+export const builtinRulesDir = () => packageFile('rules');
 
 async function source(path: string, shown: string): Promise<TemplateSource> {
   return { file: shown, source: await readFile(path, 'utf8') };

@@ -1,0 +1,10 @@
+/** The lab: the write-up's network in network namespaces, built, checked with real packets, and removed. */
+export { AGENT_SCRIPT, agentConnectArgv, agentServeArgv, parseAgentReply, type AgentReply, type AgentSocket } from './agent.js';
+export { labDown, labUp, labUpCommands, listLabNamespaces, listLabs } from './build.js';
+export { formatMatrix, INTERNET, labCheck, planLabAgents, planLabProbes, type CheckOptions, type CheckResult, type CheckRow, type PlannedProbe } from './check.js';
+export { expectedPortForwardVerdict, expectedUplinkNat, expectedVerdict, zoneOfAddress, type ProbeProto, type Verdict, type Zone } from './expect.js';
+export { mapLimit, runProbe, startAgent, type ProbeOutcome, type ProbeSpec, type RunningAgent } from './probe.js';
+export {
+  assertLabName, DEFAULT_LAB_NAME, INTERNET_HOST, LAB_NAME, LabError, labPrefix, planLabTopology,
+  type LabClient, type LabTopology, type LabUplink, type LabVlan,
+} from './topology.js';

@@ -1,0 +1,102 @@
+/**
+ * Real packets between lab namespaces: serving agents (agent.ts) and one-shot probes (ping, or an agent in
+ * connect mode), all started through a CommandRunner inside a namespace. A probe never throws for a packet
+ * that does not arrive: it reports `blocked` with what it saw (timeout, refused, unreachable).
+ */
+import { inNamespace, type Child, type CommandRunner } from '../exec/runner.js';
+import { agentConnectArgv, agentServeArgv, parseAgentReply, type AgentReply, type AgentSocket } from './agent.js';
+import type { Verdict } from './expect.js';
+import { LabError } from './topology.js';
+
+export interface ProbeSpec {
+  /** The namespace the probe runs in. */
+  readonly namespace: string;
+  readonly kind: 'ping' | 'tcp' | 'udp';
+  readonly target: string;
+  readonly port?: number;
+  /** Source address to bind (a secondary address of the namespace). */
+  readonly localAddress?: string;
+  readonly timeoutMs?: number;
+}
+
+export interface ProbeOutcome {
+  readonly actual: Verdict;
+  /** For tcp/udp probes that got an answer: what the server saw. */
+  readonly reply?: AgentReply;
+  readonly detail: string;
+}
+
+const DEFAULT_TIMEOUT_MS = 1500;
+
+export async function runProbe(runner: CommandRunner, spec: ProbeSpec): Promise<ProbeOutcome> {
+  const ns = inNamespace(runner, spec.namespace);
+  const timeoutMs = spec.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  // The outer timeout only guards against a wedged process; the probe's own timeout decides the verdict.
+  const guard = { allowFailure: true, timeoutMs: timeoutMs + 5000 };
+  if (spec.kind === 'ping') {
+    const wait = String(Math.max(1, Math.round(timeoutMs / 1000)));
+    const source = spec.localAddress ? ['-I', spec.localAddress] : [];
+    const result = await ns.run(['ping', '-n', '-c', '1', '-W', wait, ...source, spec.target], guard);
+    const line = result.stdout.split('\n').find((l) => /bytes from/.test(l));
+    if (result.exitCode === 0 && line) return { actual: 'pass', detail: line.replace(/^.*bytes from /, 'reply from ').trim() };
+    const why = result.stdout.split('\n').find((l) => /Unreachable|Prohibited|filtered/i.test(l))?.trim() ?? 'no reply';
+    return { actual: 'blocked', detail: why };
+  }
+  if (spec.port === undefined) throw new LabError(`${spec.kind} probe to ${spec.target} needs a port`);
+  const argv = agentConnectArgv(spec.kind, spec.target, spec.port, timeoutMs, spec.localAddress);
+  const result = await ns.run(argv, guard);
+  const text = result.stdout.trim();
+  const reply = result.exitCode === 0 ? parseAgentReply(text) : undefined;
+  if (reply) return { actual: 'pass', reply, detail: text };
+  return { actual: 'blocked', detail: text || result.stderr.trim() || `exit ${result.exitCode}` };
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight; results keep the input order. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  return results;
+}
+
+export interface RunningAgent {
+  readonly namespace: string;
+  stop(): Promise<void>;
+}
+
+/** Starts a serving agent in `namespace` and waits until every socket is bound. */
+export async function startAgent(
+  runner: CommandRunner,
+  namespace: string,
+  sockets: readonly AgentSocket[],
+  ttlSeconds: number,
+  readyTimeoutMs = 10_000,
+): Promise<RunningAgent> {
+  const child: Child = inNamespace(runner, namespace).start(agentServeArgv(sockets, ttlSeconds));
+  const lines: string[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const ready = new Promise<void>((resolve, reject) => {
+    child.onLine((line) => {
+      lines.push(line);
+      if (line === 'ready') resolve();
+      else if (line.startsWith('error')) reject(new LabError(`agent in ${namespace}: ${line}`));
+    });
+    void child.exited.then((code) => reject(new LabError(`agent in ${namespace} exited (${code ?? 'signal'}) before it was ready: ${lines.join(' / ') || 'no output'}`)));
+    timer = setTimeout(() => reject(new LabError(`agent in ${namespace} not ready after ${readyTimeoutMs} ms`)), readyTimeoutMs);
+  });
+  try {
+    await ready;
+  } catch (error) {
+    await child.stop();
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+  return { namespace, stop: () => child.stop() };
+}

@@ -1,0 +1,241 @@
+/**
+ * The lab's shape as plain data, computed from a Config and a lab name. Pure: build.ts turns it into `ip`
+ * commands, check.ts into probes, tests into assertions.
+ *
+ * The write-up's network, in namespaces (all named `vgwlab-<lab>-…`, so one lab never touches another):
+ *
+ *   -sw (the "Docker host"):  br10 ─┬─ c10 ═veth═ eth0 in -c10 (192.168.10.100, a client on VLAN 10)
+ *                                   └─ b10 ═veth═ p10 ─macvlan─► eth2 in -router (192.168.10.2)
+ *                             br20 ─┬─ c20 ═veth═ eth0 in -c20 (192.168.20.100)
+ *                                   └─ b20 ═veth═ p20 ─macvlan─► eth1 in -router (192.168.20.2)
+ *   -router eth0 (203.0.113.2) ═veth═ eth0 in -inet (203.0.113.1; on lo 198.51.100.10, the Internet host)
+ *
+ * Each VLAN is its own bridge (this kernel has no 802.1Q); `p<id>` plays the write-up's `eth0.<id>`, the macvlan
+ * parent. The router's VLAN NICs are macvlan children created in -sw and moved into the router, as Docker does,
+ * and attached in REVERSE config order so ethN never follows the config (the product must match by subnet).
+ * They get a Docker-like address and never the gateway address: taking that is the product's job. The inet
+ * namespace has no route to the VLANs, so only NATed traffic gets an answer, as on the real Internet.
+ */
+import type { Config, InterfaceRef } from '../config/schema.js';
+import { broadcastOf, contains, formatAddress, networkOf, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
+
+export const LAB_NAME = /^[a-z][a-z0-9]{0,7}$/;
+export const DEFAULT_LAB_NAME = 'demo';
+export const NAMESPACE_PREFIX = 'vgwlab-';
+export const INTERNET_HOST = '198.51.100.10';
+const DEFAULT_UPLINK_GATEWAY = '203.0.113.1';
+const CLIENT_HOST_OFFSET = 100;
+
+export class LabError extends Error {
+  override readonly name = 'LabError';
+}
+
+export interface LabClient {
+  readonly namespace: string;
+  /** The client's NIC inside its namespace. */
+  readonly interface: string;
+  /** The client's own address (`.100`), with the VLAN's gateway as default route. */
+  readonly address: string;
+  /** Port-forward targets inside this VLAN that are not `address`: added to the client too, so forwards land. */
+  readonly extraAddresses: readonly string[];
+  /** The other end of the client's veth: a port of the VLAN bridge in the switch namespace. */
+  readonly switchPort: string;
+}
+
+export interface LabVlan {
+  readonly name: string;
+  readonly id: number;
+  readonly subnet: string;
+  readonly prefix: number;
+  readonly gateway: string;
+  /** In the switch namespace: the VLAN's bridge, the macvlan parent (the write-up's eth0.<id>) and its peer. */
+  readonly bridge: string;
+  readonly parent: string;
+  readonly parentPeer: string;
+  /** The router's NIC for this VLAN (macvlan child of `parent`), its Docker-like address and optional MAC. */
+  readonly routerInterface: string;
+  readonly routerAddress: string;
+  readonly routerMac?: string;
+  readonly client: LabClient;
+}
+
+export interface LabUplink {
+  readonly routerInterface: string;
+  readonly routerAddress: string;
+  readonly routerMac?: string;
+  readonly prefix: number;
+  readonly inetInterface: string;
+  /** The router's next hop (the config's uplink.gateway, or 203.0.113.1). */
+  readonly inetAddress: string;
+  /** The "Internet host", on the inet namespace's loopback. */
+  readonly internetHost: string;
+  /** Whether the lab gives the router a default route, as Docker's bridge network does. Only when the config
+   *  names no uplink.gateway: otherwise setting it is the product's job, and the lab leaves that to it. */
+  readonly defaultRoute: boolean;
+  /** Host routes the inet namespace gets towards the router (an snatTo outside the uplink /24). */
+  readonly inetRoutesViaRouter: readonly string[];
+}
+
+export interface LabTopology {
+  readonly name: string;
+  /** `vgwlab-<name>-`: every namespace of this lab starts with it, and nothing else does. */
+  readonly prefix: string;
+  readonly router: string;
+  readonly switch: string;
+  readonly inet: string;
+  /** Every namespace, in creation order. */
+  readonly namespaces: readonly string[];
+  readonly vlans: readonly LabVlan[];
+  /** VLAN ids in the order their router NICs are attached (reverse config order). */
+  readonly attachOrder: readonly number[];
+  readonly uplink: LabUplink;
+}
+
+export function labPrefix(name: string): string {
+  return `${NAMESPACE_PREFIX}${name}-`;
+}
+
+export function assertLabName(name: string): void {
+  if (!LAB_NAME.test(name)) {
+    throw new LabError(`lab name ${JSON.stringify(name)} must be a lowercase letter, then up to 7 lowercase letters or digits`);
+  }
+}
+
+export function planLabTopology(config: Config, name: string = DEFAULT_LAB_NAME): LabTopology {
+  assertLabName(name);
+  const prefix = labPrefix(name);
+  const uplink = planUplink(config);
+  const taken = new Set<string>([uplink.routerInterface, 'lo']);
+  for (const vlan of config.vlans) {
+    const explicit = refName(vlan.interface);
+    if (explicit === undefined) continue;
+    if (taken.has(explicit)) throw new LabError(`vlan ${vlan.name}: interface ${explicit} is already used in the router`);
+    taken.add(explicit);
+  }
+
+  // Attach in reverse config order: the last VLAN becomes eth1, so numbering never matches the config.
+  const reversed = [...config.vlans].reverse();
+  const names = new Map<string, string>();
+  let next = 1;
+  for (const vlan of reversed) {
+    const explicit = refName(vlan.interface);
+    if (explicit !== undefined) {
+      names.set(vlan.name, explicit);
+      continue;
+    }
+    while (taken.has(`eth${next}`)) next++;
+    names.set(vlan.name, `eth${next}`);
+    taken.add(`eth${next}`);
+  }
+
+  const vlans = config.vlans.map((vlan): LabVlan => {
+    const subnet = parseCidr(vlan.subnet)!;
+    const gateway = parseAddress(vlan.gateway)!;
+    const routerAddress = dockerLikeAddress(subnet, gateway);
+    const clientAddress = clientHostAddress(subnet, [gateway, routerAddress], vlan.name);
+    const mine = (n: number) => contains(subnet, n);
+    const extra = [...new Set(config.portForwards.map((f) => parseAddress(f.to)!))]
+      .filter((n) => mine(n) && ![gateway, routerAddress, clientAddress].includes(n))
+      .map(formatAddress);
+    const mac = refMac(vlan.interface);
+    return {
+      name: vlan.name,
+      id: vlan.id,
+      subnet: `${formatAddress(networkOf(subnet))}/${subnet.prefix}`,
+      prefix: subnet.prefix,
+      gateway: vlan.gateway,
+      bridge: `br${vlan.id}`,
+      parent: `p${vlan.id}`,
+      parentPeer: `b${vlan.id}`,
+      routerInterface: names.get(vlan.name)!,
+      routerAddress: formatAddress(routerAddress),
+      ...(mac === undefined ? {} : { routerMac: mac }),
+      client: {
+        namespace: `${prefix}c${vlan.id}`,
+        interface: 'eth0',
+        address: formatAddress(clientAddress),
+        extraAddresses: extra,
+        switchPort: `c${vlan.id}`,
+      },
+    };
+  });
+
+  const internet = parseAddress(INTERNET_HOST)!;
+  const uplinkNet = parseCidr(`${uplink.inetAddress}/${uplink.prefix}`)!;
+  for (const vlan of vlans) {
+    const subnet = parseCidr(vlan.subnet)!;
+    if (contains(subnet, internet)) throw new LabError(`vlan ${vlan.name}: ${vlan.subnet} holds the lab's Internet host ${INTERNET_HOST}`);
+    if (contains(subnet, parseAddress(uplink.inetAddress)!) || contains(uplinkNet, subnet.network)) {
+      throw new LabError(`vlan ${vlan.name}: ${vlan.subnet} overlaps the uplink network ${formatAddress(networkOf(uplinkNet))}/${uplink.prefix}`);
+    }
+  }
+
+  const router = `${prefix}router`;
+  const sw = `${prefix}sw`;
+  const inet = `${prefix}inet`;
+  return {
+    name,
+    prefix,
+    router,
+    switch: sw,
+    inet,
+    namespaces: [router, sw, inet, ...vlans.map((v) => v.client.namespace)],
+    vlans,
+    attachOrder: reversed.map((v) => v.id),
+    uplink,
+  };
+}
+
+function planUplink(config: Config): LabUplink {
+  const gatewayText = config.uplink.gateway ?? DEFAULT_UPLINK_GATEWAY;
+  const gateway = parseAddress(gatewayText)!;
+  const net: Cidr = { network: networkOf({ network: gateway, prefix: 24 }), prefix: 24 };
+  if (contains(net, parseAddress(INTERNET_HOST)!)) {
+    throw new LabError(`uplink.gateway ${gatewayText} is in the lab Internet host's network (${INTERNET_HOST})`);
+  }
+  const snatTo = config.uplink.nat === 'snat' && config.uplink.snatTo !== undefined ? parseAddress(config.uplink.snatTo) : undefined;
+  // With nat: snat, Docker's own address is what the user writes as snatTo: give the router exactly that.
+  const router = snatTo !== undefined && contains(net, snatTo) && isHost(net, snatTo) && snatTo !== gateway
+    ? snatTo
+    : dockerLikeAddress(net, gateway);
+  const mac = refMac(config.uplink.interface);
+  return {
+    routerInterface: refName(config.uplink.interface) ?? 'eth0',
+    routerAddress: formatAddress(router),
+    ...(mac === undefined ? {} : { routerMac: mac }),
+    prefix: 24,
+    inetInterface: 'eth0',
+    inetAddress: gatewayText,
+    internetHost: INTERNET_HOST,
+    defaultRoute: config.uplink.gateway === undefined,
+    inetRoutesViaRouter: snatTo !== undefined && snatTo !== router ? [`${formatAddress(snatTo)}/32`] : [],
+  };
+}
+
+function isHost(cidr: Cidr, n: number): boolean {
+  return n > networkOf(cidr) && n < broadcastOf(cidr);
+}
+
+/** Docker's habit: the subnet's .2 unless that is the gateway, else the first free host address. */
+function dockerLikeAddress(cidr: Cidr, gateway: number): number {
+  const second = networkOf(cidr) + 2;
+  if (second !== gateway && isHost(cidr, second)) return second;
+  for (let n = networkOf(cidr) + 1; isHost(cidr, n); n++) if (n !== gateway) return n;
+  throw new LabError(`${formatAddress(networkOf(cidr))}/${cidr.prefix} has no free host address`);
+}
+
+/** `.100` of the subnet when it is a free host address, else the highest free one. */
+function clientHostAddress(cidr: Cidr, used: number[], vlan: string): number {
+  const preferred = networkOf(cidr) + CLIENT_HOST_OFFSET;
+  if (isHost(cidr, preferred) && !used.includes(preferred)) return preferred;
+  for (let n = broadcastOf(cidr) - 1; isHost(cidr, n); n--) if (!used.includes(n)) return n;
+  throw new LabError(`vlan ${vlan}: ${formatAddress(networkOf(cidr))}/${cidr.prefix} is too small for the lab (gateway, router NIC and a client)`);
+}
+
+function refName(ref: InterfaceRef | undefined): string | undefined {
+  return typeof ref === 'string' ? ref : undefined;
+}
+
+function refMac(ref: InterfaceRef | undefined): string | undefined {
+  return typeof ref === 'object' ? ref.mac.toLowerCase() : undefined;
+}

@@ -1,0 +1,58 @@
+/**
+ * The metrics a gateway exports: names and labels are a contract (README). A private Registry, never the
+ * global one. Values that come from the kernel are written by the stats collector on its timer; the scrape only
+ * serialises what is there, and the text is cached until something changes, so a scrape costs a string copy.
+ */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+export type Trigger = 'start' | 'schedule' | 'netlink' | 'reload';
+export type DriftKind = 'rules' | 'jump' | 'address' | 'route' | 'sysctl';
+
+export class Metrics {
+  readonly registry = new Registry();
+  private cached: string | undefined;
+
+  readonly buildInfo = new Gauge({ name: 'vlan_gateway_build_info', help: 'Version of the gateway and of Node.js; always 1.', labelNames: ['version', 'node_version'], registers: [this.registry] });
+  readonly reloads = new Counter({ name: 'vlan_gateway_config_reloads_total', help: 'Config reloads by result (success, failure).', labelNames: ['result'], registers: [this.registry] });
+  readonly lastReloadOk = new Gauge({ name: 'vlan_gateway_config_last_reload_successful', help: '1 if the last config (re)load was valid, else 0.', registers: [this.registry] });
+  readonly reconciles = new Counter({ name: 'vlan_gateway_reconciles_total', help: 'Reconcile passes by trigger and result (success, failure).', labelNames: ['trigger', 'result'], registers: [this.registry] });
+  readonly reconcileSeconds = new Histogram({
+    name: 'vlan_gateway_reconcile_duration_seconds', help: 'Time of one reconcile pass (observe, plan, apply).', labelNames: ['trigger'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.registry],
+  });
+  readonly lastSuccess = new Gauge({ name: 'vlan_gateway_last_successful_reconcile_timestamp_seconds', help: 'Unix time of the last successful reconcile.', registers: [this.registry] });
+  readonly driftRepairs = new Counter({ name: 'vlan_gateway_drift_repairs_total', help: 'Things found changed behind our back and put back, by kind.', labelNames: ['kind'], registers: [this.registry] });
+  readonly restores = new Counter({ name: 'vlan_gateway_iptables_restores_total', help: 'iptables-restore runs by table and result.', labelNames: ['table', 'result'], registers: [this.registry] });
+  readonly vlanUp = new Gauge({ name: 'vlan_gateway_vlan_up', help: '1 when the VLAN\'s NIC is found and holds the gateway address, else 0.', labelNames: ['vlan', 'interface'], registers: [this.registry] });
+  readonly rxBytes = this.ifCounter('vlan_gateway_interface_receive_bytes_total', 'Bytes received on a VLAN\'s NIC.');
+  readonly rxPackets = this.ifCounter('vlan_gateway_interface_receive_packets_total', 'Packets received on a VLAN\'s NIC.');
+  readonly rxDrops = this.ifCounter('vlan_gateway_interface_receive_drops_total', 'Received packets dropped on a VLAN\'s NIC.');
+  readonly txBytes = this.ifCounter('vlan_gateway_interface_transmit_bytes_total', 'Bytes sent on a VLAN\'s NIC.');
+  readonly txPackets = this.ifCounter('vlan_gateway_interface_transmit_packets_total', 'Packets sent on a VLAN\'s NIC.');
+  readonly txDrops = this.ifCounter('vlan_gateway_interface_transmit_drops_total', 'Packets to send dropped on a VLAN\'s NIC.');
+  readonly forwardedPackets = new Counter({ name: 'vlan_gateway_forwarded_packets_total', help: 'Forwarded packets by source and destination zone (VLAN name or uplink) and action.', labelNames: ['from', 'to', 'action'], registers: [this.registry] });
+  readonly forwardedBytes = new Counter({ name: 'vlan_gateway_forwarded_bytes_total', help: 'Forwarded bytes by source and destination zone and action.', labelNames: ['from', 'to', 'action'], registers: [this.registry] });
+  readonly natPackets = new Counter({ name: 'vlan_gateway_nat_packets_total', help: 'Packets that set up a NAT mapping (one per connection), by VLAN and kind.', labelNames: ['vlan', 'kind'], registers: [this.registry] });
+  readonly natBytes = new Counter({ name: 'vlan_gateway_nat_bytes_total', help: 'Bytes of the packets that set up a NAT mapping, by VLAN and kind.', labelNames: ['vlan', 'kind'], registers: [this.registry] });
+  readonly conntrackEntries = new Gauge({ name: 'vlan_gateway_conntrack_entries', help: 'Connection-tracking entries in the gateway\'s namespace.', registers: [this.registry] });
+  readonly conntrackLimit = new Gauge({ name: 'vlan_gateway_conntrack_limit', help: 'Maximum connection-tracking entries.', registers: [this.registry] });
+  readonly statsErrors = new Counter({ name: 'vlan_gateway_stats_read_errors_total', help: 'Failed reads of kernel counters.', registers: [this.registry] });
+
+  constructor(version: string) {
+    this.buildInfo.set({ version, node_version: process.version }, 1);
+  }
+
+  private ifCounter(name: string, help: string): Counter<'vlan' | 'interface'> {
+    return new Counter({ name, help, labelNames: ['vlan', 'interface'], registers: [this.registry] });
+  }
+
+  /** Call after changing values so the next scrape re-serialises. */
+  changed(): void {
+    this.cached = undefined;
+  }
+
+  async text(): Promise<string> {
+    this.cached ??= await this.registry.metrics();
+    return this.cached;
+  }
+}

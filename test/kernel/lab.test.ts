@@ -1,0 +1,194 @@
+/**
+ * The lab builder in real namespaces: it builds the write-up's network without touching the root namespace,
+ * the router's VLAN NICs sit on the right subnets whatever their ethN, nothing routes before the product applies
+ * (so `lab check` sees everything blocked and reports the mismatches), a failed build leaves nothing behind, and
+ * `labDown` removes every namespace. The first tests are pure (the plan as data) and run without root.
+ */
+import test from 'ava';
+import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../../src/config/load.js';
+import type { Config } from '../../src/config/schema.js';
+import { ExecaRunner } from '../../src/exec/execa-runner.js';
+import { CommandError, type CommandRunner } from '../../src/exec/runner.js';
+import {
+  expectedPortForwardVerdict, expectedVerdict, formatMatrix, labCheck, labDown, labUp, labUpCommands,
+  listLabNamespaces, planLabTopology, type LabTopology,
+} from '../../src/lab/index.js';
+import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+
+const examplePath = fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url));
+const runner = new ExecaRunner();
+const kernel = isRoot() ? test.serial : test.serial.skip;
+
+const withRules = (config: Config, rules: Config['forwarding']['rules'], fallback: 'accept' | 'drop' = 'accept'): Config => ({
+  ...config,
+  forwarding: { default: fallback, rules },
+});
+
+// ---- pure: the plan as data ----
+
+test('topology: namespaces are prefixed per lab, NICs attached in reverse order, Docker-like addresses', async (t) => {
+  const { config } = await loadConfig(examplePath);
+  const topo = planLabTopology(config, 'demo');
+  t.is(topo.router, 'vgwlab-demo-router');
+  t.deepEqual(topo.namespaces, ['vgwlab-demo-router', 'vgwlab-demo-sw', 'vgwlab-demo-inet', 'vgwlab-demo-c10', 'vgwlab-demo-c20']);
+  t.true(topo.namespaces.every((ns) => ns.startsWith('vgwlab-demo-')));
+  t.deepEqual(topo.attachOrder, [20, 10]);
+  const [office, lab] = topo.vlans;
+  t.like(office, { routerInterface: 'eth2', routerAddress: '192.168.10.2', parent: 'p10', bridge: 'br10' });
+  t.like(lab, { routerInterface: 'eth1', routerAddress: '192.168.20.2' });
+  t.like(office?.client, { namespace: 'vgwlab-demo-c10', address: '192.168.10.100' });
+  t.like(topo.uplink, { routerInterface: 'eth0', routerAddress: '203.0.113.2', inetAddress: '203.0.113.1', internetHost: '198.51.100.10', defaultRoute: false });
+  t.throws(() => planLabTopology(config, 'Bad-name'), { message: /lab name/ });
+  t.throws(() => planLabTopology(config, 'waytoolong'), { message: /lab name/ });
+});
+
+test('topology: snat address, gateway taking .2, small subnets and explicit NIC names are honoured', async (t) => {
+  const { config } = await loadConfig(examplePath);
+  const topo = planLabTopology({
+    ...config,
+    uplink: { ...config.uplink, gateway: undefined, nat: 'snat', snatTo: '203.0.113.7' },
+    vlans: [
+      { name: 'office', id: 10, subnet: '192.168.10.0/24', gateway: '192.168.10.2', interface: 'eth1', masquerade: true },
+      { name: 'lab', id: 20, subnet: '192.168.20.0/28', gateway: '192.168.20.1', masquerade: true },
+    ],
+  }, 'x');
+  t.like(topo.uplink, { routerAddress: '203.0.113.7', defaultRoute: true });
+  t.like(topo.vlans[0], { routerInterface: 'eth1', routerAddress: '192.168.10.1' });
+  t.like(topo.vlans[1], { routerInterface: 'eth2', routerAddress: '192.168.20.2' });
+  t.is(topo.vlans[1]?.client.address, '192.168.20.14');
+});
+
+test('lab up creates nothing in the root namespace: every ip command names a lab namespace', async (t) => {
+  const { config } = await loadConfig(examplePath);
+  const topo = planLabTopology(config, 'demo');
+  for (const argv of labUpCommands(topo)) {
+    const [tool, first, second, third] = argv;
+    t.is(tool, 'ip');
+    const ns = first === '-n' ? second : first === 'netns' ? third : undefined;
+    t.true(ns !== undefined && topo.namespaces.includes(ns), argv.join(' '));
+  }
+});
+
+test('expected verdicts: first match wins, addresses, protocols, ports, defaults, port forwards', async (t) => {
+  const { config } = await loadConfig(examplePath);
+  t.is(expectedVerdict(config, 'office', 'lab', 'icmp'), 'pass');
+  t.is(expectedVerdict(config, 'office', 'uplink', 'tcp', 80), 'pass');
+  t.is(expectedVerdict(config, 'uplink', 'office', 'tcp', 22, '192.168.10.100'), 'blocked');
+  t.is(expectedVerdict(withRules(config, [], 'drop'), 'office', 'lab', 'tcp', 22), 'blocked');
+
+  const rules = withRules(config, [
+    { from: 'lab', to: 'office', proto: 'tcp', ports: '22,8000-8100', action: 'accept' },
+    { from: 'lab', to: '192.168.10.100', action: 'drop' },
+    { from: 'office', to: 'uplink', proto: 'icmp', action: 'reject' },
+    { from: 'uplink', to: 'office', action: 'drop' },
+  ]);
+  t.is(expectedVerdict(rules, 'lab', 'office', 'tcp', 22, '192.168.10.100'), 'pass');
+  t.is(expectedVerdict(rules, 'lab', 'office', 'tcp', 8050, '192.168.10.100'), 'pass');
+  t.is(expectedVerdict(rules, 'lab', 'office', 'udp', 22, '192.168.10.100'), 'blocked');
+  t.is(expectedVerdict(rules, 'lab', 'office', 'icmp', undefined, '192.168.10.100'), 'blocked');
+  t.is(expectedVerdict(rules, 'lab', 'office', 'icmp', undefined, '192.168.10.7'), 'pass');
+  t.is(expectedVerdict(rules, 'office', 'uplink', 'icmp'), 'blocked');
+  t.is(expectedVerdict(rules, 'office', 'uplink', 'tcp', 80), 'pass');
+  t.is(expectedPortForwardVerdict(config, config.portForwards[0]!), 'pass');
+  t.is(expectedPortForwardVerdict(rules, rules.portForwards[0]!), 'blocked');
+});
+
+// ---- kernel: real namespaces ----
+
+const name = uniqueLabName('t');
+const rollbackName = uniqueLabName('r');
+let topology: LabTopology | undefined;
+let config: Config | undefined;
+
+test.after.always('remove every lab namespace this file made', async () => {
+  if (!isRoot()) return;
+  await labDown(runner, name);
+  await labDown(runner, rollbackName);
+});
+
+const linkNames = async (ns?: string): Promise<Set<string>> => {
+  const argv = ns === undefined ? ['ip', '-json', 'link'] : ['ip', '-n', ns, '-json', 'link'];
+  const links = JSON.parse((await runner.run(argv)).stdout) as Array<{ ifname: string }>;
+  return new Set(links.map((l) => l.ifname));
+};
+
+kernel(`lab up builds the topology inside its own namespaces${NEEDS_ROOT}`, async (t) => {
+  config = (await loadConfig(examplePath)).config;
+  topology = planLabTopology(config, name);
+  const rootBefore = await linkNames();
+  const started = Date.now();
+  await labUp(runner, topology);
+  t.log(`labUp: ${Date.now() - started} ms`);
+
+  t.deepEqual((await listLabNamespaces(runner, name)).sort(), [...topology.namespaces].sort());
+  const rootAfter = await linkNames();
+  const ours = new Set(['lo', ...topology.vlans.flatMap((v) => [v.bridge, v.parent, v.parentPeer, v.client.switchPort, `m${v.id}`])]);
+  t.deepEqual([...rootAfter].filter((n) => !rootBefore.has(n) && ours.has(n)), [], 'nothing of the lab in the root namespace');
+
+  const router = topology.router;
+  const forward = await runner.run(['ip', 'netns', 'exec', router, 'sysctl', '-n', 'net.ipv4.ip_forward']);
+  t.is(forward.stdout.trim(), '0');
+
+  type Addr = { ifname: string; addr_info: Array<{ family: string; local: string; prefixlen: number }>; linkinfo?: { info_kind?: string; info_data?: { mode?: string } } };
+  const nics = JSON.parse((await runner.run(['ip', '-n', router, '-d', '-json', 'addr'])).stdout) as Addr[];
+  for (const vlan of topology.vlans) {
+    const [net] = vlan.subnet.split('/');
+    const prefix3 = net!.split('.').slice(0, 3).join('.');
+    const nic = nics.find((n) => n.addr_info.some((a) => a.family === 'inet' && a.local.startsWith(`${prefix3}.`)));
+    t.is(nic?.ifname, vlan.routerInterface, `the NIC on ${vlan.subnet}`);
+    t.is(nic?.linkinfo?.info_kind, 'macvlan');
+    t.is(nic?.linkinfo?.info_data?.mode, 'bridge');
+    t.true(nic?.addr_info.some((a) => a.local === vlan.routerAddress));
+    t.false(nic?.addr_info.some((a) => a.local === vlan.gateway), 'the gateway address is left to the product');
+  }
+  t.not(topology.vlans[0]?.routerInterface, 'eth1', 'ethN does not follow config order');
+  t.true(nics.some((n) => n.ifname === topology!.uplink.routerInterface && n.addr_info.some((a) => a.local === topology!.uplink.routerAddress)));
+
+  const inetRoutes = (await runner.run(['ip', '-n', topology.inet, 'route'])).stdout;
+  t.notRegex(inetRoutes, /192\.168\.|default/, 'the Internet has no route to the VLANs');
+  t.true((await linkNames(topology.switch)).has('br10'));
+});
+
+kernel(`lab up refuses to build over an existing lab${NEEDS_ROOT}`, async (t) => {
+  await t.throwsAsync(labUp(runner, topology!), { message: /already exists.*lab down/s });
+});
+
+kernel(`before the product applies, nothing routes and lab check reports every mismatch${NEEDS_ROOT}`, async (t) => {
+  const started = Date.now();
+  const result = await labCheck(runner, topology!, config!);
+  t.log(`labCheck: ${Date.now() - started} ms`);
+  t.log(formatMatrix(result));
+  t.false(result.ok);
+  t.true(result.rows.length >= 11);
+  t.deepEqual(result.rows.filter((r) => r.actual !== 'blocked'), [], 'nothing passes an unconfigured router');
+  const mismatches = result.rows.filter((r) => !r.ok);
+  t.true(mismatches.length > 0);
+  t.true(mismatches.every((r) => r.expected === 'pass'));
+  t.truthy(result.rows.find((r) => r.from === 'office' && r.to === 'lab' && r.probe === 'tcp/22' && r.expected === 'pass'));
+  t.truthy(result.rows.find((r) => r.from === 'internet' && r.to === 'office' && r.probe === 'fwd tcp/2222'));
+  t.regex(formatMatrix(result), /MISMATCH/);
+  for (const ns of [topology!.inet, ...topology!.vlans.map((v) => v.client.namespace)]) {
+    t.is((await runner.run(['ip', 'netns', 'pids', ns])).stdout.trim(), '', `the agent in ${ns} is stopped`);
+  }
+});
+
+kernel(`a failing lab up removes what it made${NEEDS_ROOT}`, async (t) => {
+  const failing: CommandRunner = {
+    run: (argv, options) => (argv.includes('macvlan')
+      ? Promise.reject(new CommandError(argv, 2, 'injected failure'))
+      : runner.run(argv, options)),
+    start: (argv) => runner.start(argv),
+  };
+  await t.throwsAsync(labUp(failing, planLabTopology(config!, rollbackName)), { message: /injected failure/ });
+  t.deepEqual(await listLabNamespaces(runner, rollbackName), []);
+});
+
+kernel(`lab down removes every namespace and is idempotent${NEEDS_ROOT}`, async (t) => {
+  const started = Date.now();
+  const removed = await labDown(runner, name);
+  t.log(`labDown: ${Date.now() - started} ms`);
+  t.deepEqual(removed.sort(), [...topology!.namespaces].sort());
+  t.deepEqual(await listLabNamespaces(runner, name), []);
+  t.deepEqual(await labDown(runner, name), []);
+});
