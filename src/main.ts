@@ -6,6 +6,7 @@ import { applyCommand, downCommand } from './cli/apply.js';
 import { describeError, exitCodeOf, EXIT } from './cli/errors.js';
 import { labCommand } from './cli/lab.js';
 import { planCommand } from './cli/plan.js';
+import { runCommand } from './cli/run.js';
 import { validateCommand } from './cli/validate.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -22,6 +23,7 @@ export async function main(argv: string[]): Promise<number> {
       .command(applyCommand)
       .command(downCommand)
       .command(labCommand)
+      .command(runCommand)
       .demandCommand(1, 'Name a command.')
       .strict()
       .fail((message, error) => {

@@ -7,6 +7,7 @@ import { CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend } from '../observe/facts.js';
 import { restoreCommand } from '../observe/read.js';
 import type { Plan, Step } from '../plan/types.js';
+import { privilegeHint, sysctlHint } from './hints.js';
 
 export interface ApplyObserver {
   restore?(table: string, ok: boolean): void;
@@ -37,14 +38,6 @@ export function restoreFailureContext(payload: string, stderr: string): string {
   const out: string[] = [];
   for (let n = from; n <= to; n++) out.push(`${n === failing ? '>' : ' '} ${String(n).padStart(4)} | ${lines[n - 1]}`);
   return out.join('\n');
-}
-
-function sysctlHint(key: string, value: string, stderr: string): string {
-  if (/read-only|Read-only|permission denied|Permission denied/i.test(stderr)) {
-    return `; /proc/sys is read-only here (a container): start it with --sysctl ${key}=${value}`
-      + ' (docker run) or sysctls: [' + `${key}=${value}` + '] (Compose)';
-  }
-  return '';
 }
 
 async function runStep(runner: CommandRunner, backend: Backend, step: Step, observer: ApplyObserver): Promise<Undo | undefined> {
@@ -128,12 +121,16 @@ export function describeStep(step: Step): string {
 function explain(step: Step, error: unknown): string {
   if (!(error instanceof CommandError)) return String((error as Error)?.message ?? error);
   const stderr = error.stderr.trim();
+  if (step.kind === 'sysctl') {
+    const hint = sysctlHint(step.key, step.value, stderr);
+    return `${stderr || error.message}${hint ? `; ${hint}` : ''}`;
+  }
+  const hint = privilegeHint(stderr);
   if (step.kind === 'table') {
     const context = restoreFailureContext(step.payload, error.stderr);
-    return `${error.argv[0]} failed (exit ${error.exitCode}): ${stderr}${context ? `\n${context}` : ''}`;
+    return `${error.argv[0]} failed (exit ${error.exitCode}): ${stderr}${hint ? `; ${hint}` : ''}${context ? `\n${context}` : ''}`;
   }
-  if (step.kind === 'sysctl') return `${stderr || error.message}${sysctlHint(step.key, step.value, stderr)}`;
-  return `${error.argv.join(' ')}: ${stderr || `exit ${error.exitCode}`}`;
+  return `${error.argv.join(' ')}: ${stderr || `exit ${error.exitCode}`}${hint ? `; ${hint}` : ''}`;
 }
 
 /** Applies every step or, on failure, none: throws ApplyError after undoing what had been done. */

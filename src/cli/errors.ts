@@ -1,5 +1,6 @@
 /** Errors are classified once, here: exit 2 for what the user must fix in their input, 1 for runtime failures. */
 import { ApplyError } from '../apply/apply.js';
+import { privilegeHint } from '../apply/hints.js';
 import { ConfigError } from '../config/problems.js';
 import { CommandError } from '../exec/runner.js';
 import { BackendError } from '../observe/read.js';
@@ -22,6 +23,10 @@ export function describeError(error: unknown): string {
   if (error instanceof TemplateError) return `invalid rule template: ${error.message}`;
   if (error instanceof PlanError) return `invalid rules (nothing was applied):\n${error.message}`;
   if (error instanceof ApplyError) return `apply failed: ${error.message}`;
-  if (error instanceof BackendError || error instanceof CommandError || error instanceof UsageError) return error.message;
+  if (error instanceof CommandError) {
+    const hint = privilegeHint(error.stderr);
+    return hint ? `${error.message}; ${hint}` : error.message;
+  }
+  if (error instanceof BackendError || error instanceof UsageError) return error.message;
   return (error as Error)?.stack ?? String(error);
 }

@@ -46,6 +46,13 @@ export async function readSets(runner: CommandRunner): Promise<Map<string, Saved
 
 /** One backend's tables, or undefined when that backend is not installed or not usable here. */
 async function readBackend(runner: CommandRunner, backend: Backend): Promise<Map<string, SavedTable> | undefined> {
+  if (backend === 'legacy') {
+    // Reading a legacy table instantiates it in the namespace (and hooks it into every packet's path), so
+    // look at the list of legacy tables first: none means nothing lives there, and nothing is created.
+    const names = await runner.run(['cat', '/proc/net/ip_tables_names'], { allowFailure: true }).catch(() => undefined);
+    if (!names || names.exitCode !== 0) return undefined;
+    if (names.stdout.trim() === '') return new Map();
+  }
   try {
     const result = await runner.run(saveCommand(backend), { allowFailure: true });
     return result.exitCode === 0 ? parseSave(result.stdout) : undefined;

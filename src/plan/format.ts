@@ -45,3 +45,11 @@ export function formatPlan(plan: Plan): string {
   }
   return out.join('\n');
 }
+
+/** One line per step, for logs and /status. */
+export function summarizeStep(step: Step): string {
+  if (step.kind !== 'table') return stepLines(step)[0]!.trim();
+  const chains = step.chains.map((c) => `${c.change === 'create' ? '+' : c.change === 'delete' ? '-' : '~'}${c.chain}`);
+  const jumps = step.jumps.map((j) => `${j.change === 'add' ? '+' : '-'}jump ${j.hook}`);
+  return `~ table ${step.table}: ${[...chains, ...jumps].join(' ')}`;
+}

@@ -1,0 +1,184 @@
+/**
+ * `vlan-gateway run`: the supervisor process. Wires the reconcile loop to its triggers (start, a cron schedule,
+ * netlink events, SIGHUP and config-file changes), the stats collector, and the HTTP endpoints; stops them all
+ * on SIGTERM/SIGINT so the process exits by itself, leaving the dataplane as it is (or removing it with
+ * --cleanup-on-exit).
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
+import cron from 'node-cron';
+import type { CommandModule } from 'yargs';
+import { loadConfig, resolveConfigPath } from '../config/load.js';
+import { DEFAULT_LISTEN, HttpServer } from '../http/server.js';
+import { makeLogger, type Logger } from '../log.js';
+import { StatsCollector } from '../metrics/collector.js';
+import { Metrics } from '../metrics/metrics.js';
+import { NetlinkMonitor } from '../observe/monitor.js';
+import { packageFile } from '../package-files.js';
+import { planDesired } from '../plan/desired.js';
+import { syntheticFacts } from '../plan/synthetic.js';
+import { statusDocument, type ReloadState } from '../reconcile/status.js';
+import { Supervisor, type ConfigState } from '../reconcile/supervisor.js';
+import { loadTemplates } from '../template/load.js';
+import { makeRunner, type GlobalArgs } from './context.js';
+import { describeError } from './errors.js';
+
+export const DEFAULT_SCHEDULE = '*/30 * * * * *';
+
+interface RunArgs extends GlobalArgs {
+  listen?: string;
+  schedule?: string;
+  'log-level'?: string;
+  'cleanup-on-exit'?: boolean;
+  'min-interval'?: number;
+  'stats-interval'?: number;
+  'health-timeout'?: number;
+}
+
+/** Loads and fully checks a config (schema, templates, rendering): the same bar at start and on reload. */
+async function loadChecked(path: string): Promise<ConfigState> {
+  const loaded = await loadConfig(path);
+  const templates = await loadTemplates(loaded.config.rules.dir);
+  planDesired(loaded.config, syntheticFacts(loaded.config), templates);
+  return { path, text: loaded.text, config: loaded.config, templates };
+}
+
+export async function version(): Promise<string> {
+  return (JSON.parse(await readFile(packageFile('package.json'), 'utf8')) as { version: string }).version;
+}
+
+export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
+  command: 'run',
+  describe: 'Run the supervisor: apply now and after every change, repair drift, serve metrics and health',
+  builder: (y) => y
+    .option('listen', { type: 'string', describe: `HTTP address for /metrics, /healthz, /readyz, /status (default: http.listen, else ${DEFAULT_LISTEN})` })
+    .option('schedule', { type: 'string', describe: `cron schedule of the drift check, seconds field first (default: reconcile.schedule, else "${DEFAULT_SCHEDULE}")` })
+    .option('log-level', { type: 'string', describe: 'trace, debug, info, warn, error (default: $LOG_LEVEL, else info)' })
+    .option('cleanup-on-exit', { type: 'boolean', describe: 'on SIGTERM/SIGINT, run `down` before exiting' })
+    .option('min-interval', { type: 'number', describe: 'minimum ms between two reconciles (default: reconcile.minIntervalMs, else 100)' })
+    .option('stats-interval', { type: 'number', default: 5000, describe: 'ms between two reads of kernel counters' })
+    .option('health-timeout', { type: 'number', default: 60_000, describe: 'ms a change may wait, or reconciles fail, before /healthz fails' }),
+  handler: async (args) => {
+    const log = makeLogger(args['log-level']);
+    const path = resolveConfigPath(args.config);
+    const initial = await loadChecked(path); // an invalid config at start exits 2 (nothing applied)
+    const { config } = initial;
+    const schedule = args.schedule ?? config.reconcile.schedule ?? DEFAULT_SCHEDULE;
+    if (!cron.validate(schedule)) throw new Error(`--schedule ${schedule}: not a valid cron expression`);
+    const runner = makeRunner(args.netns);
+    const ver = await version();
+    const metrics = new Metrics(ver);
+    const supervisor = new Supervisor(runner, metrics, log, initial, {
+      minIntervalMs: args['min-interval'] ?? config.reconcile.minIntervalMs ?? 100,
+      healthTimeoutMs: args['health-timeout']!,
+      backoffInitialMs: 500,
+      backoffMaxMs: 30_000,
+    });
+    const reload: ReloadState = { errors: [] };
+    const collector = new StatsCollector(runner, metrics, log, args['stats-interval']!, () => ({
+      ...(supervisor.lastDesired ? { desired: supervisor.lastDesired } : {}),
+      ...(supervisor.backend ? { backend: supervisor.backend } : {}),
+    }));
+    const http = new HttpServer({
+      metrics: () => metrics.text(),
+      health: () => supervisor.health(),
+      ready: () => supervisor.ready,
+      status: () => statusDocument(supervisor, reload, ver),
+    });
+    const monitor = new NetlinkMonitor(runner, log, () => supervisor.trigger('netlink'));
+
+    metrics.lastReloadOk.set(1);
+    const address = await http.start(args.listen ?? config.http.listen ?? DEFAULT_LISTEN);
+    log.info({ listen: `${address.address}:${address.port}`, config: path, schedule, version: ver }, 'vlan-gateway starting');
+
+    let exitCode = 0;
+    let stopping: Promise<void> | undefined;
+    let stopped!: () => void;
+    const done = new Promise<void>((resolve) => (stopped = resolve));
+    const stop = (why: string) => {
+      stopping ??= (async () => {
+        log.info({ why, cleanup: Boolean(args['cleanup-on-exit']) }, 'stopping');
+        task.stop();
+        watcher?.close();
+        process.off('SIGHUP', onHup);
+        await monitor.stop();
+        await collector.stop();
+        try {
+          await supervisor.stop(args['cleanup-on-exit'] ? 'down' : undefined);
+        } catch (error) {
+          exitCode = 1;
+          log.error({ err: error }, 'cleanup on exit failed');
+        }
+        await http.stop();
+        log.info('stopped');
+        stopped();
+      })();
+      return stopping;
+    };
+
+    supervisor.onFatal = (error) => {
+      if (supervisor.ready) return; // after a good start, keep trying: the failure may be passing
+      log.fatal({ err: error }, describeError(error));
+      process.stderr.write(`vlan-gateway: ${describeError(error)}\n`);
+      exitCode = 1;
+      void stop('fatal');
+    };
+
+    const doReload = async (why: string) => {
+      reload.at = new Date().toISOString();
+      try {
+        const next = await loadChecked(path);
+        reload.result = 'success';
+        reload.errors = [];
+        metrics.reloads.inc({ result: 'success' });
+        metrics.lastReloadOk.set(1);
+        if (next.text !== supervisor.config.text) {
+          log.info({ why }, 'config reloaded');
+          supervisor.replaceConfig(next);
+        }
+      } catch (error) {
+        reload.result = 'failure';
+        reload.errors = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
+        metrics.reloads.inc({ result: 'failure' });
+        metrics.lastReloadOk.set(0);
+        for (const line of reload.errors) log.error({ why, path }, `reload rejected, keeping the running config: ${line}`);
+      }
+      metrics.changed();
+    };
+    const onHup = () => void doReload('SIGHUP');
+    process.on('SIGHUP', onHup);
+    const watcher = watchFile(path, () => void doReload('file changed'), log);
+
+    const task = cron.schedule(schedule, () => supervisor.trigger('schedule'), { name: 'vlan-gateway-drift-check' });
+    monitor.start();
+    collector.start();
+    supervisor.trigger('start');
+
+    const onSignal = (signal: NodeJS.Signals) => void stop(signal);
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+    await done;
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+    process.exitCode = exitCode;
+  },
+};
+
+/** Watches the config's directory (editors and bind mounts replace the file), debounced. */
+function watchFile(path: string, onChange: () => void, log: Logger): FSWatcher | undefined {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const w = watch(dirname(path), (_event, name) => {
+      if (name !== null && name !== basename(path)) return;
+      clearTimeout(timer);
+      timer = setTimeout(onChange, 200);
+    });
+    w.on('close', () => clearTimeout(timer));
+    return w;
+  } catch (error) {
+    log.warn({ err: error, path }, 'cannot watch the config file; reload with SIGHUP');
+    return undefined;
+  }
+}
+

@@ -1,0 +1,72 @@
+/** /metrics, /healthz, /readyz and /status over node:http. Handlers only read what the supervisor recorded. */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface Endpoints {
+  metrics(): Promise<string>;
+  health(): { healthy: boolean; reason?: string };
+  ready(): boolean;
+  status(): unknown;
+}
+
+export const DEFAULT_PORT = 10123;
+export const DEFAULT_LISTEN = `0.0.0.0:${DEFAULT_PORT}`;
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(listen);
+  if (!m) throw new Error(`--listen ${listen}: expected HOST:PORT, e.g. 0.0.0.0:${DEFAULT_PORT}`);
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port: Number(m[3]) };
+}
+
+export class HttpServer {
+  private server: Server | undefined;
+
+  constructor(private readonly endpoints: Endpoints) {}
+
+  async start(listen: string): Promise<AddressInfo> {
+    const { host, port } = parseListen(listen);
+    const server = createServer((req, res) => {
+      const path = (req.url ?? '/').split('?')[0];
+      const send = (code: number, body: string, type = 'text/plain; charset=utf-8') => {
+        res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' });
+        res.end(body);
+      };
+      if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'method not allowed\n');
+      switch (path) {
+        case '/metrics':
+          this.endpoints.metrics().then(
+            (text) => send(200, text, 'text/plain; version=0.0.4; charset=utf-8'),
+            (error: unknown) => send(500, `${String(error)}\n`),
+          );
+          return;
+        case '/healthz': {
+          const h = this.endpoints.health();
+          return send(h.healthy ? 200 : 503, h.healthy ? 'ok\n' : `unhealthy: ${h.reason}\n`);
+        }
+        case '/readyz':
+          return this.endpoints.ready() ? send(200, 'ready\n') : send(503, 'not ready: the desired state is not applied yet\n');
+        case '/status':
+          return send(200, `${JSON.stringify(this.endpoints.status(), null, 2)}\n`, 'application/json');
+        default:
+          return send(404, 'not found; try /metrics, /healthz, /readyz, /status\n');
+      }
+    });
+    server.keepAliveTimeout = 5000;
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    return server.address() as AddressInfo;
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    this.server = undefined;
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * Reads kernel counters on a timer (never inside a scrape): rule and set counters for the forwarding and NAT
+ * series, NIC statistics for the VLANs' interfaces, and conntrack occupancy. One `iptables-save -c`, one
+ * `ipset save`, one `ip -s link` and one `sysctl` per tick, whatever the number of VLANs.
+ */
+import type { CommandRunner } from '../exec/runner.js';
+import type { Logger } from '../log.js';
+import type { Backend, Link } from '../observe/facts.js';
+import { parseIpAddr } from '../observe/parse-ip.js';
+import { parseSave, tableOf } from '../observe/parse-save.js';
+import { readSets, saveCommand } from '../observe/read.js';
+import type { Desired } from '../plan/types.js';
+import type { Counter } from 'prom-client';
+import { MonotonicCounters, ruleSamples } from './counters.js';
+import type { Metrics } from './metrics.js';
+
+export interface CollectorState {
+  readonly desired?: Desired;
+  readonly backend?: Backend;
+}
+
+export class StatsCollector {
+  private timer: NodeJS.Timeout | undefined;
+  private reading: Promise<void> | undefined;
+  private readonly mono = new MonotonicCounters();
+
+  constructor(
+    private readonly runner: CommandRunner,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+    private readonly intervalMs: number,
+    private readonly state: () => CollectorState,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.collect(), this.intervalMs);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.reading;
+  }
+
+  /** One reading; overlapping calls share the one in flight. */
+  collect(): Promise<void> {
+    this.reading ??= this.readOnce().finally(() => {
+      this.reading = undefined;
+    });
+    return this.reading;
+  }
+
+  private async readOnce(): Promise<void> {
+    const { desired, backend } = this.state();
+    if (!desired || !backend) return;
+    try {
+      const [save, sets, links, conntrack] = await Promise.all([
+        this.runner.run(saveCommand(backend)),
+        readSets(this.runner),
+        this.runner.run(['ip', '-json', '-s', 'link', 'show']),
+        this.runner.run(['sysctl', '-n', 'net.netfilter.nf_conntrack_count', 'net.netfilter.nf_conntrack_max'], { allowFailure: true }),
+      ]);
+      const tables = parseSave(save.stdout);
+      const m = this.metrics;
+      for (const sample of ruleSamples(desired, { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') }, sets)) {
+        const [packets, bytes] = (sample.metric === 'forwarded' ? [m.forwardedPackets, m.forwardedBytes] : [m.natPackets, m.natBytes]) as Counter<string>[];
+        const dp = this.mono.delta(`${sample.source}/p`, sample.packets);
+        const db = this.mono.delta(`${sample.source}/b`, sample.bytes);
+        // Series appear with their first packet: a 100-VLAN mesh would otherwise export 10,000 zero series.
+        if (dp > 0 || db > 0) {
+          packets!.inc(sample.labels, dp);
+          bytes!.inc(sample.labels, db);
+        }
+      }
+      this.interfaces(desired, parseIpAddr(links.stdout));
+      const [count, max] = conntrack.stdout.trim().split('\n').map(Number);
+      if (conntrack.exitCode === 0 && Number.isFinite(count) && Number.isFinite(max)) {
+        m.conntrackEntries.set(count!);
+        m.conntrackLimit.set(max!);
+      }
+    } catch (error) {
+      this.metrics.statsErrors.inc();
+      this.log.warn({ err: error }, 'reading kernel counters failed');
+    }
+    this.metrics.changed();
+  }
+
+  private interfaces(desired: Desired, links: Link[]): void {
+    const m = this.metrics;
+    for (const binding of desired.vlans) {
+      const link = binding.nic && links.find((l) => l.name === binding.nic!.name);
+      if (!link?.stats) continue;
+      const labels = { vlan: binding.vlan.name, interface: link.name };
+      const s = link.stats;
+      for (const [counter, value, key] of [
+        [m.rxBytes, s.rxBytes, 'rxb'], [m.rxPackets, s.rxPackets, 'rxp'], [m.rxDrops, s.rxDropped, 'rxd'],
+        [m.txBytes, s.txBytes, 'txb'], [m.txPackets, s.txPackets, 'txp'], [m.txDrops, s.txDropped, 'txd'],
+      ] as const) {
+        // Keyed by ifindex: a NIC re-attached under the same name starts from zero again.
+        counter.inc(labels, this.mono.delta(`if/${link.index}/${link.name}/${key}`, value));
+      }
+    }
+  }
+}

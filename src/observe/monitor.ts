@@ -1,0 +1,48 @@
+/**
+ * Netlink events: a long-running `ip -o monitor link address` child (through the command boundary). Each
+ * event line is only a trigger; the reconcile reads the state afresh. If the child dies it is restarted after
+ * a short delay, and the restart is reported.
+ */
+import type { Child, CommandRunner } from '../exec/runner.js';
+import type { Logger } from '../log.js';
+
+export class NetlinkMonitor {
+  private child: Child | undefined;
+  private stopped = false;
+  private restartTimer: NodeJS.Timeout | undefined;
+  restarts = 0;
+
+  constructor(
+    private readonly runner: CommandRunner,
+    private readonly log: Logger,
+    private readonly onEvent: (line: string) => void,
+    private readonly restartDelayMs = 1000,
+  ) {}
+
+  start(): void {
+    if (this.stopped) return;
+    const child = this.runner.start(['ip', '-o', 'monitor', 'link', 'address']);
+    this.child = child;
+    child.onLine((line) => this.onEvent(line));
+    void child.exited.then((code) => {
+      if (this.stopped || this.child !== child) return;
+      this.restarts++;
+      this.log.warn({ exitCode: code, restarts: this.restarts }, 'ip monitor exited; restarting it');
+      this.restartTimer = setTimeout(() => {
+        this.restartTimer = undefined;
+        this.start();
+        this.onEvent('monitor restarted'); // events may have been missed meanwhile
+      }, this.restartDelayMs);
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.restartTimer);
+    await this.child?.stop();
+  }
+}

@@ -1,0 +1,215 @@
+/**
+ * The reconcile loop of `vlan-gateway run`. Triggers (start, schedule, netlink, reload) only ask for a pass;
+ * passes never overlap, requests that arrive during one coalesce into the next, passes are at least
+ * `minIntervalMs` apart, and after a failure the next attempt waits with exponential backoff. Each pass is
+ * observe → plan → apply (which rolls back on failure), and its outcome is recorded for metrics, health and
+ * /status. The supervisor owns timers only; the HTTP server, monitor and cron live beside it in run.ts.
+ */
+import { createHash } from 'node:crypto';
+import type { ApplyObserver } from '../apply/apply.js';
+import { privilegeHint } from '../apply/hints.js';
+import type { Config } from '../config/schema.js';
+import type { CommandRunner } from '../exec/runner.js';
+import type { Logger } from '../log.js';
+import { RateLimitedLog } from '../log.js';
+import type { DriftKind, Metrics, Trigger } from '../metrics/metrics.js';
+import type { Backend, Facts } from '../observe/facts.js';
+import type { Templates } from '../plan/desired.js';
+import { summarizeStep } from '../plan/format.js';
+import type { Desired } from '../plan/types.js';
+import { driftOf } from './drift.js';
+import { reconcileOnce, type Mode } from './once.js';
+
+export interface ConfigState {
+  readonly path: string;
+  readonly text: string;
+  readonly config: Config;
+  readonly templates: Templates;
+}
+
+export const configHash = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 16);
+
+export interface SupervisorOptions {
+  readonly minIntervalMs: number;
+  /** /healthz fails when a requested pass has waited, or passes have failed, for longer than this. */
+  readonly healthTimeoutMs: number;
+  readonly backoffInitialMs: number;
+  readonly backoffMaxMs: number;
+  readonly now?: () => number;
+}
+
+export interface ReconcileRecord {
+  readonly time: string;
+  readonly trigger: Trigger;
+  readonly result: 'success' | 'failure';
+  readonly durationMs: number;
+  readonly changes: readonly string[];
+  readonly drift: readonly DriftKind[];
+  readonly error?: string;
+}
+
+const PRIORITY: Record<Trigger, number> = { schedule: 0, netlink: 1, start: 2, reload: 3 };
+
+export class Supervisor {
+  private current: ConfigState;
+  private pending: Trigger | undefined;
+  private pendingSince: number | undefined;
+  private failingSince: number | undefined;
+  private failures = 0;
+  private notBefore = 0;
+  private lastStart = -Infinity;
+  private timer: NodeJS.Timeout | undefined;
+  private inFlight: Promise<void> | undefined;
+  private stopped = false;
+  private readonly failureLog: RateLimitedLog;
+  private readonly now: () => number;
+
+  ready = false;
+  backend: Backend | undefined;
+  lastDesired: Desired | undefined;
+  lastFacts: Facts | undefined;
+  lastRecord: ReconcileRecord | undefined;
+  lastSuccessAt: number | undefined;
+  readonly driftCounts: Record<DriftKind, number> = { rules: 0, jump: 0, address: 0, route: 0, sysctl: 0 };
+  /** Called when a pass fails in a way retrying cannot fix (a missing capability). */
+  onFatal: ((error: unknown) => void) | undefined;
+
+  constructor(
+    private readonly runner: CommandRunner,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+    initial: ConfigState,
+    private readonly options: SupervisorOptions,
+  ) {
+    this.current = initial;
+    this.now = options.now ?? Date.now;
+    this.failureLog = new RateLimitedLog(log, 30_000, this.now);
+  }
+
+  get config(): ConfigState {
+    return this.current;
+  }
+
+  /** A valid new config: the next pass applies only the difference. */
+  replaceConfig(next: ConfigState): void {
+    this.current = next;
+    this.trigger('reload');
+  }
+
+  trigger(trigger: Trigger): void {
+    if (this.stopped) return;
+    if (this.pending === undefined || PRIORITY[trigger] > PRIORITY[this.pending]) this.pending = trigger;
+    this.pendingSince ??= this.now();
+    this.arm();
+  }
+
+  private arm(): void {
+    if (this.inFlight || this.timer || this.pending === undefined || this.stopped) return;
+    const due = Math.max(this.lastStart + this.options.minIntervalMs, this.notBefore);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.inFlight = this.pass().finally(() => {
+        this.inFlight = undefined;
+        this.arm();
+      });
+    }, Math.max(0, due - this.now()));
+  }
+
+  private async pass(): Promise<void> {
+    const trigger = this.pending!;
+    this.pending = undefined;
+    const requestedAt = this.pendingSince;
+    this.pendingSince = undefined;
+    this.lastStart = this.now();
+    const started = performance.now();
+    const endTimer = this.metrics.reconcileSeconds.startTimer({ trigger });
+    const observer: ApplyObserver = { restore: (table, ok) => this.metrics.restores.inc({ table, result: ok ? 'success' : 'failure' }) };
+    const { config, templates } = this.current;
+    try {
+      const { facts, plan } = await reconcileOnce(this.runner, config, templates, { observer, ...(this.backend ? { backend: this.backend } : {}) });
+      const drift = driftOf(this.lastDesired, plan);
+      for (const kind of drift) {
+        this.driftCounts[kind]++;
+        this.metrics.driftRepairs.inc({ kind });
+      }
+      this.backend = facts.backend;
+      this.lastDesired = plan.desired;
+      this.lastFacts = facts;
+      this.lastSuccessAt = this.now();
+      this.failures = 0;
+      this.failingSince = undefined;
+      this.notBefore = 0;
+      this.ready = true;
+      this.failureLog.reset();
+      const changes = plan.steps.map(summarizeStep);
+      this.record({ trigger, result: 'success', durationMs: performance.now() - started, changes, drift });
+      this.metrics.lastSuccess.set(this.lastSuccessAt / 1000);
+      this.updateVlanUp(plan.desired);
+      if (changes.length > 0) this.log.info({ trigger, changes, drift, durationMs: Math.round(performance.now() - started) }, 'reconciled: changes applied');
+      else this.log.debug({ trigger, durationMs: Math.round(performance.now() - started) }, 'reconciled: in sync');
+    } catch (error) {
+      this.failures++;
+      this.failingSince ??= requestedAt ?? this.lastStart;
+      const delay = Math.min(this.options.backoffInitialMs * 2 ** (this.failures - 1), this.options.backoffMaxMs);
+      this.notBefore = this.now() + delay;
+      const message = (error as Error)?.message ?? String(error);
+      this.record({ trigger, result: 'failure', durationMs: performance.now() - started, changes: [], drift: [], error: message });
+      this.failureLog.error(message, { trigger, failures: this.failures, retryInMs: delay, err: error }, 'reconcile failed; previous rules left in place');
+      // Retry the same request after the backoff; a newer request rides along.
+      if (this.pending === undefined || PRIORITY[trigger] > PRIORITY[this.pending]) this.pending = trigger;
+      this.pendingSince ??= requestedAt ?? this.lastStart;
+      if (isFatal(error)) this.onFatal?.(error);
+    } finally {
+      endTimer();
+      this.metrics.changed();
+    }
+  }
+
+  private record(record: Omit<ReconcileRecord, 'time'>): void {
+    this.lastRecord = { time: new Date(this.now()).toISOString(), ...record, durationMs: Math.round(record.durationMs * 10) / 10 };
+    this.metrics.reconciles.inc({ trigger: record.trigger, result: record.result });
+  }
+
+  private updateVlanUp(desired: Desired): void {
+    this.metrics.vlanUp.reset();
+    for (const binding of desired.vlans) {
+      this.metrics.vlanUp.set({ vlan: binding.vlan.name, interface: binding.nic?.name ?? '' }, binding.nic ? 1 : 0);
+    }
+  }
+
+  /** kube-proxy's rule: unhealthy when a requested change has waited, or passes have failed, past the timeout. */
+  health(): { healthy: boolean; reason?: string } {
+    const t = this.now();
+    const limit = this.options.healthTimeoutMs;
+    if (this.failingSince !== undefined && t - this.failingSince > limit) {
+      return { healthy: false, reason: `reconciles have failed for ${Math.round((t - this.failingSince) / 1000)} s` };
+    }
+    if (this.pendingSince !== undefined && t - this.pendingSince > limit) {
+      return { healthy: false, reason: `a requested change has waited ${Math.round((t - this.pendingSince) / 1000)} s` };
+    }
+    return { healthy: true };
+  }
+
+  /** Resolves when no pass is running or due now (tests and shutdown). */
+  async idle(): Promise<void> {
+    while (this.inFlight) await this.inFlight;
+  }
+
+  /** Stops triggering and waits for a pass in flight; then optionally converges to the empty state (`down`). */
+  async stop(mode?: Mode): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.idle();
+    if (mode === 'down') {
+      const { config, templates } = this.current;
+      await reconcileOnce(this.runner, config, templates, { mode: 'down', ...(this.backend ? { backend: this.backend } : {}) });
+    }
+  }
+}
+
+/** Failures no retry can fix: the container lacks NET_ADMIN, or /proc/sys is read-only and the sysctl unset. */
+export function isFatal(error: unknown): boolean {
+  const e = error as { message?: string; stderr?: string };
+  return /--cap-add NET_ADMIN|--sysctl /.test(e?.message ?? '') || privilegeHint(e?.stderr ?? '') !== undefined;
+}
