@@ -7,6 +7,7 @@ import { describeError, exitCodeOf, EXIT } from './cli/errors.js';
 import { labCommand } from './cli/lab.js';
 import { planCommand } from './cli/plan.js';
 import { runCommand } from './cli/run.js';
+import { statusCommand } from './cli/status.js';
 import { validateCommand } from './cli/validate.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -24,6 +25,7 @@ export async function main(argv: string[]): Promise<number> {
       .command(downCommand)
       .command(labCommand)
       .command(runCommand)
+      .command(statusCommand)
       .demandCommand(1, 'Name a command.')
       .strict()
       .fail((message, error) => {

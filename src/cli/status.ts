@@ -1,0 +1,64 @@
+/** `vlan-gateway status`: the running supervisor's /status, for a person (or raw with --json). */
+import type { CommandModule } from 'yargs';
+import { DEFAULT_PORT, parseListen } from '../http/server.js';
+import { out, type GlobalArgs } from './context.js';
+
+interface StatusArgs extends GlobalArgs {
+  url?: string;
+  json?: boolean;
+}
+
+interface StatusDoc {
+  version: string;
+  config: { path: string; hash: string };
+  backend: string | null;
+  ready: boolean;
+  healthy: boolean;
+  unhealthyReason?: string;
+  uplink: { interface: string | null; note?: string };
+  vlans: Array<{ name: string; id: number; subnet: string; gateway: string; interface: string | null; addresses: string[]; state: string; note?: string }>;
+  lastReconcile: { time: string; trigger: string; result: string; durationMs: number; changes: string[]; error?: string } | null;
+  driftRepairs: Record<string, number>;
+  reload: { lastAt: string | null; lastResult: string | null; lastErrors: string[] };
+}
+
+export function formatStatus(s: StatusDoc): string {
+  const lines = [
+    `vlan-gateway ${s.version}: ${s.ready ? 'ready' : 'not ready'}, ${s.healthy ? 'healthy' : `UNHEALTHY (${s.unhealthyReason})`}`,
+    `config ${s.config.path} (hash ${s.config.hash}), iptables backend ${s.backend ?? 'unknown'}`,
+    `uplink: ${s.uplink.interface ?? `waiting${s.uplink.note ? ` (${s.uplink.note})` : ''}`}`,
+    '',
+    'VLAN          ID    SUBNET              NIC       STATE    ADDRESSES',
+    ...s.vlans.map((v) => `${v.name.padEnd(12)}  ${String(v.id).padEnd(4)}  ${v.subnet.padEnd(18)}  ${(v.interface ?? '-').padEnd(8)}  ${v.state.padEnd(7)}  ${v.addresses.join(' ') || (v.note ?? '')}`),
+    '',
+  ];
+  const r = s.lastReconcile;
+  lines.push(r ? `last reconcile: ${r.time} (${r.trigger}) ${r.result} in ${r.durationMs} ms${r.error ? `: ${r.error}` : ''}` : 'last reconcile: none yet');
+  for (const change of r?.changes ?? []) lines.push(`  ${change}`);
+  const drift = Object.entries(s.driftRepairs).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
+  lines.push(`drift repaired: ${drift.length > 0 ? drift.join(', ') : 'none'}`);
+  if (s.reload.lastResult) lines.push(`last reload: ${s.reload.lastAt} ${s.reload.lastResult}`);
+  for (const e of s.reload.lastErrors) lines.push(`  ${e}`);
+  return lines.join('\n');
+}
+
+export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
+  command: 'status',
+  describe: 'Show what the running gateway is doing (reads its /status)',
+  builder: (y) => y
+    .option('url', { type: 'string', describe: `the gateway's HTTP address (default: http://127.0.0.1:${DEFAULT_PORT}, or --listen's port)` })
+    .option('listen', { type: 'string', describe: 'the --listen address the gateway was started with' })
+    .option('json', { type: 'boolean', describe: 'print the raw JSON' }),
+  handler: async (args) => {
+    const listen = (args as { listen?: string }).listen;
+    const base = args.url ?? `http://127.0.0.1:${listen ? parseListen(listen).port : DEFAULT_PORT}`;
+    let response: Response;
+    try {
+      response = await fetch(`${base.replace(/\/$/, '')}/status`, { signal: AbortSignal.timeout(3000) });
+    } catch (error) {
+      throw new Error(`cannot reach the gateway at ${base} (${(error as Error).cause ?? (error as Error).message}); is \`vlan-gateway run\` running?`);
+    }
+    const doc = (await response.json()) as StatusDoc;
+    out(args.json ? JSON.stringify(doc, null, 2) : formatStatus(doc));
+  },
+};
