@@ -2,6 +2,7 @@
  * Reading a namespace's state: links and addresses, the default route, the sysctls we manage, and the
  * netfilter tables of the backend our rules belong to. Reads only; all parsing is in the pure parse-* modules.
  */
+import { privilegeHint } from '../apply/hints.js';
 import { CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend, Facts, Link, Route, SavedSet, SavedTable } from './facts.js';
 import { parseDefaultRoute, parseIpAddr } from './parse-ip.js';
@@ -55,7 +56,10 @@ async function readBackend(runner: CommandRunner, backend: Backend): Promise<Map
   }
   try {
     const result = await runner.run(saveCommand(backend), { allowFailure: true });
-    return result.exitCode === 0 ? parseSave(result.stdout) : undefined;
+    if (result.exitCode === 0) return parseSave(result.stdout);
+    // Not permitted is not "not installed": say so (with the flag that fixes it) instead of trying the other.
+    if (privilegeHint(result.stderr)) throw new CommandError(saveCommand(backend), result.exitCode, result.stderr);
+    return undefined;
   } catch (error) {
     if (error instanceof CommandError && error.exitCode === null) return undefined; // binary not found
     throw error;

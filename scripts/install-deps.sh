@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what vlan-gateway's lab and tests need on Debian/Ubuntu (run as root). Idempotent: packages already
+# present are skipped, so a prepared machine spends no time here.
+#   kernel tier and lab: iptables (nft + legacy), ipset, iproute2, ping, conntrack, procps, curl
+#   metrics tests:       prometheus (the server and promtool)
+#   container tier:      docker.io (engine, started by the tests themselves), debootstrap, docker-compose
+set -euo pipefail
+
+packages=(iptables ipset iproute2 iputils-ping conntrack procps curl ca-certificates prometheus docker.io debootstrap docker-compose)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]} > 0)); then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's prometheus package starts a server on :9090 at install; the tests start their own on free ports.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then systemctl stop prometheus || true; fi
+echo "dependencies ready"
