@@ -6,6 +6,7 @@
 import { CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend } from '../observe/facts.js';
 import { restoreCommand } from '../observe/read.js';
+import { OUR_ADDRESS_METRIC } from '../plan/chains.js';
 import type { Plan, Step } from '../plan/types.js';
 import { privilegeHint, sysctlHint } from './hints.js';
 
@@ -47,13 +48,13 @@ async function runStep(runner: CommandRunner, backend: Backend, step: Step, obse
       return undefined; // bringing a NIC up is harmless to leave
     case 'address-add': {
       const cidr = `${step.address}/${step.prefix}`;
-      await runner.run(['ip', 'addr', 'add', cidr, 'dev', step.nic]);
+      await runner.run(['ip', 'addr', 'add', cidr, 'dev', step.nic, 'metric', String(OUR_ADDRESS_METRIC)]);
       return () => runner.run(['ip', 'addr', 'del', cidr, 'dev', step.nic]);
     }
     case 'address-del': {
       const cidr = `${step.address}/${step.prefix}`;
       await runner.run(['ip', 'addr', 'del', cidr, 'dev', step.nic]);
-      return () => runner.run(['ip', 'addr', 'add', cidr, 'dev', step.nic]);
+      return () => runner.run(['ip', 'addr', 'add', cidr, 'dev', step.nic, 'metric', String(OUR_ADDRESS_METRIC)]);
     }
     case 'route': {
       await runner.run(['ip', 'route', 'replace', 'default', 'via', step.gateway, ...(step.dev ? ['dev', step.dev] : [])]);
@@ -109,7 +110,7 @@ export function describeStep(step: Step): string {
   switch (step.kind) {
     case 'link-up': return `bringing up ${step.nic} (vlan ${step.vlan})`;
     case 'address-add': return `adding ${step.address}/${step.prefix} to ${step.nic} (vlan ${step.vlan})`;
-    case 'address-del': return `removing ${step.address}/${step.prefix} from ${step.nic} (vlan ${step.vlan})`;
+    case 'address-del': return `removing ${step.address}/${step.prefix} from ${step.nic}${step.vlan ? ` (vlan ${step.vlan})` : ''}`;
     case 'route': return `setting the default route via ${step.gateway}`;
     case 'table': return `applying the ${step.table} table`;
     case 'set-update': return `${step.create ? 'creating' : 'updating'} ipset ${step.set}`;

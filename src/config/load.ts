@@ -1,5 +1,6 @@
 /** Reading the config file: the only part of config/ that touches the file system. */
 import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { isScalar, LineCounter, parseDocument, type Node } from 'yaml';
 import { ConfigError, formatPath, type Problem } from './problems.js';
 import { validateConfig } from './validate.js';
@@ -27,7 +28,10 @@ export async function loadConfig(path: string): Promise<LoadedConfig> {
     const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : String((error as Error).message);
     throw new ConfigError(path, [{ path: [], message: `cannot read the config file (${why})` }], [`cannot read ${path}: ${why}`]);
   }
-  return { path, text, config: parseConfigText(text, path) };
+  const config = parseConfigText(text, path);
+  // A relative rules.dir is relative to the config file, not to wherever the command was started.
+  const dir = config.rules.dir;
+  return { path, text, config: dir && !isAbsolute(dir) ? { ...config, rules: { ...config.rules, dir: resolve(dirname(path), dir) } } : config };
 }
 
 /** YAML text → validated Config, or a ConfigError listing every problem with its path and line. */
@@ -36,7 +40,7 @@ export function parseConfigText(text: string, source: string): Config {
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const lines = doc.errors.map((e) => {
-      const pos = e.linePos?.[0];
+      const pos = lineCounter.linePos(e.pos[0]);
       return `${pos ? `line ${pos.line}, column ${pos.col}: ` : ''}${e.message.split('\n')[0]}`;
     });
     throw new ConfigError(source, doc.errors.map((e) => ({ path: [], message: e.message })), lines);

@@ -48,7 +48,7 @@ const forwardingRule = z.object({
   from: zoneRef,
   to: zoneRef,
   proto: z.enum(['tcp', 'udp', 'icmp', 'all']).optional(),
-  ports: z.union([z.string(), z.number().int()]).optional(),
+  ports: z.union([z.string(), z.number().int()], { errorMap: () => ({ message: 'must be a port or a list like "22,8000-8100"' }) }).optional(),
   action: z.enum(['accept', 'drop', 'reject']),
 }).strict();
 

@@ -3,9 +3,9 @@
  * fields. Every problem is collected; nothing stops at the first. The cross-field checks read the raw document
  * defensively, so a type error in one VLAN does not hide an overlap between two others. Pure.
  */
-import type { ZodIssue } from 'zod';
+import { z, type ZodIssue } from 'zod';
 import { broadcastOf, contains, formatCidr, networkOf, overlaps, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
-import { configSchema, type Config } from './schema.js';
+import { configSchema, IFNAME, VLAN_NAME, type Config } from './schema.js';
 import type { PathSegment, Problem } from './problems.js';
 
 export type ValidationResult = { ok: true; config: Config } | { ok: false; problems: Problem[] };
@@ -24,7 +24,7 @@ function fromZod(issue: ZodIssue): Problem[] {
   const path = issue.path;
   switch (issue.code) {
     case 'unrecognized_keys':
-      return issue.keys.map((key) => ({ path, message: `unknown key ${JSON.stringify(key)}` }));
+      return issue.keys.map((key) => ({ path: [...path, key], message: `is not a known key${knownKeys(path)}` }));
     case 'invalid_type':
       if (issue.received === 'undefined') return [{ path, message: 'is required' }];
       return [{ path, message: `must be ${article(issue.expected)}, not ${article(issue.received)}` }];
@@ -35,6 +35,27 @@ function fromZod(issue: ZodIssue): Problem[] {
     default:
       return [{ path, message: issue.message }];
   }
+}
+
+/** The keys allowed where an unknown one was found, to point at a typo. */
+function knownKeys(path: readonly PathSegment[]): string {
+  let schema: unknown = configSchema;
+  for (const segment of path) {
+    schema = unwrap(schema);
+    if (schema instanceof z.ZodObject) schema = (schema.shape as Record<string, unknown>)[String(segment)];
+    else if (schema instanceof z.ZodArray) schema = schema.element;
+    else return '';
+  }
+  schema = unwrap(schema);
+  return schema instanceof z.ZodObject ? ` (known: ${Object.keys(schema.shape).join(', ')})` : '';
+}
+
+function unwrap(schema: unknown): unknown {
+  let s = schema;
+  while (s instanceof z.ZodDefault || s instanceof z.ZodOptional || s instanceof z.ZodEffects) {
+    s = s instanceof z.ZodEffects ? s.innerType() : s._def.innerType;
+  }
+  return s;
 }
 
 function article(type: string): string {
@@ -78,7 +99,7 @@ function crossFieldProblems(input: unknown): Problem[] {
     if (!isObject(raw)) return;
     const view: VlanView = { index };
     const name = asString(raw.name);
-    if (name !== undefined) {
+    if (name !== undefined && VLAN_NAME.test(name)) { // an invalid name is reported by the schema, never echoed
       const first = names.get(name);
       if (first !== undefined) add(['vlans', index, 'name'], `${JSON.stringify(name)} is already used by vlans[${first}]`);
       else names.set(name, index);
@@ -108,6 +129,20 @@ function crossFieldProblems(input: unknown): Problem[] {
       }
     }
     vlans.push(view);
+  });
+
+  // A NIC carries one VLAN, and never the uplink too.
+  const refKey = (ref: unknown) => (typeof ref === 'string' && IFNAME.test(ref) ? `name ${ref}`
+    : isObject(ref) && typeof ref.mac === 'string' ? `MAC ${ref.mac.toLowerCase()}` : undefined);
+  const uplinkRef = refKey(isObject(input.uplink) ? input.uplink.interface : undefined);
+  const usedBy = new Map<string, number>();
+  asArray(input.vlans).forEach((raw, index) => {
+    const key = isObject(raw) ? refKey(raw.interface) : undefined;
+    if (key === undefined) return;
+    const first = usedBy.get(key);
+    if (first !== undefined) add(['vlans', index, 'interface'], `${key.replace(/^\w+ /, '')} is already the interface of vlans[${first}]`);
+    else usedBy.set(key, index);
+    if (key === uplinkRef) add(['vlans', index, 'interface'], `${key.replace(/^\w+ /, '')} is the uplink's interface`);
   });
 
   for (let i = 0; i < vlans.length; i++) {

@@ -3,6 +3,8 @@
 export interface Address {
   readonly address: string;
   readonly prefix: number;
+  /** The prefix-route metric; ours carry OUR_ADDRESS_METRIC so they can be found (and removed) again. */
+  readonly metric?: number;
 }
 
 export interface Link {

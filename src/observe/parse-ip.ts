@@ -7,7 +7,7 @@ interface IpAddrJson {
   address?: string;
   flags?: string[];
   link_type?: string;
-  addr_info?: Array<{ family: string; local: string; prefixlen: number }>;
+  addr_info?: Array<{ family: string; local: string; prefixlen: number; metric?: number }>;
   stats64?: { rx?: Record<string, number>; tx?: Record<string, number> };
 }
 
@@ -17,7 +17,7 @@ export function parseIpAddr(json: string): Link[] {
   return entries.map((e) => {
     const addresses: Address[] = (e.addr_info ?? [])
       .filter((a) => a.family === 'inet')
-      .map((a) => ({ address: a.local, prefix: a.prefixlen }));
+      .map((a) => ({ address: a.local, prefix: a.prefixlen, ...(a.metric !== undefined ? { metric: a.metric } : {}) }));
     const flags = e.flags ?? [];
     const rx = e.stats64?.rx;
     const tx = e.stats64?.tx;

@@ -3,6 +3,11 @@ import type { TableName } from '../observe/facts.js';
 import type { Jump } from './types.js';
 
 export const OUR_PREFIX = 'VGW-';
+/**
+ * Gateway addresses we add carry this prefix-route metric: iproute2 here has no address "proto" tag, and the
+ * metric survives in `ip -json addr`, so an address of ours is recognised even after the config stops naming it.
+ */
+export const OUR_ADDRESS_METRIC = 7010;
 /** Counts established traffic per pair of zones in one hash lookup (source net, outgoing NIC). */
 export const ACCOUNTING_SET = 'VGW-PAIRS';
 export const ACCOUNTING_SET_TYPE = 'hash:net,iface';

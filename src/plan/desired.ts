@@ -210,7 +210,8 @@ export function planDesired(config: Config, facts: Facts, templates: Templates):
     addresses: ready.map(({ vlan, nic }) => ({
       vlan: vlan.name, nic: nic!.name, address: vlan.gateway, prefix: parseCidr(vlan.subnet)!.prefix,
     })),
-    ...(config.uplink.gateway ? { route: { gateway: config.uplink.gateway, ...(uplink.nic ? { dev: uplink.nic.name } : {}) } } : {}),
+    // The route waits for the uplink NIC like a VLAN waits for its own: the kernel refuses an unreachable next hop.
+    ...(config.uplink.gateway && uplink.nic ? { route: { gateway: config.uplink.gateway, dev: uplink.nic.name } } : {}),
     sysctls: { 'net.ipv4.ip_forward': '1' },
     chains,
     jumps: JUMPS,

@@ -6,7 +6,7 @@
  */
 import type { Facts, SavedRule, SavedTable, TableName } from '../observe/facts.js';
 import { TABLES } from '../observe/facts.js';
-import { BUILTIN_CHAINS, jumpBody, OUR_PREFIX } from './chains.js';
+import { BUILTIN_CHAINS, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX } from './chains.js';
 import { verdictOf } from './rule-text.js';
 import type { ChainChange, Desired, DesiredChain, Jump, JumpChange, Plan, Step } from './types.js';
 
@@ -123,13 +123,13 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
  */
 export function diff(desired: Desired, facts: Facts): Plan {
   const steps: Step[] = [];
-  for (const binding of desired.vlans) {
-    const nic = binding.nic;
+  for (const want of desired.addresses) {
+    const nic = facts.links.find((l) => l.name === want.nic);
     if (!nic) continue;
-    const wants = desired.addresses.find((a) => a.nic === nic.name);
-    if (wants && !nic.up) steps.push({ kind: 'link-up', nic: nic.name, vlan: binding.vlan.name });
-    const has = nic.addresses.some((a) => a.address === binding.vlan.gateway);
-    if (wants && !has) steps.push({ kind: 'address-add', nic: nic.name, address: wants.address, prefix: wants.prefix, vlan: wants.vlan });
+    if (!nic.up) steps.push({ kind: 'link-up', nic: nic.name, vlan: want.vlan });
+    if (!nic.addresses.some((a) => a.address === want.address)) {
+      steps.push({ kind: 'address-add', nic: nic.name, address: want.address, prefix: want.prefix, vlan: want.vlan });
+    }
   }
   const sets = facts.sets ?? new Map();
   for (const set of desired.sets) {
@@ -163,12 +163,15 @@ export function diff(desired: Desired, facts: Facts): Plan {
       steps.push({ kind: 'sysctl', key, value, ...(facts.sysctls[key] !== undefined ? { previous: facts.sysctls[key] } : {}) });
     }
   }
-  // Gateway addresses of configured VLANs that the desired state no longer wants (down).
-  for (const binding of desired.vlans) {
-    const nic = binding.nic;
-    if (!nic || desired.addresses.some((a) => a.nic === nic.name)) continue;
-    const ours = nic.addresses.find((a) => a.address === binding.vlan.gateway);
-    if (ours) steps.push({ kind: 'address-del', nic: nic.name, address: ours.address, prefix: ours.prefix, vlan: binding.vlan.name });
+  // Addresses of ours (marked by their metric) that are no longer wanted: down, a changed gateway, a VLAN
+  // removed from the config while its NIC stays.
+  for (const link of facts.links) {
+    for (const a of link.addresses) {
+      if (a.metric !== OUR_ADDRESS_METRIC) continue;
+      if (desired.addresses.some((w) => w.nic === link.name && w.address === a.address && w.prefix === a.prefix)) continue;
+      const vlan = desired.vlans.find((b) => b.vlan.gateway === a.address)?.vlan.name;
+      steps.push({ kind: 'address-del', nic: link.name, address: a.address, prefix: a.prefix, ...(vlan ? { vlan } : {}) });
+    }
   }
   return { desired, steps };
 }

@@ -5,7 +5,7 @@ function stepLines(step: Step): string[] {
   switch (step.kind) {
     case 'link-up': return [`~ link ${step.nic}: up (vlan ${step.vlan})`];
     case 'address-add': return [`+ address ${step.address}/${step.prefix} on ${step.nic} (vlan ${step.vlan})`];
-    case 'address-del': return [`- address ${step.address}/${step.prefix} on ${step.nic} (vlan ${step.vlan})`];
+    case 'address-del': return [`- address ${step.address}/${step.prefix} on ${step.nic} (${step.vlan ? `vlan ${step.vlan}` : 'no longer configured'})`];
     case 'route': return [`~ route default via ${step.gateway}${step.dev ? ` dev ${step.dev}` : ''} (was: ${step.previous?.gateway ? `via ${step.previous.gateway}` : 'none'})`];
     case 'set-update': return [
       `${step.create ? '+' : '~'} ipset ${step.set} (${step.type})`,
@@ -32,9 +32,9 @@ export function formatPlan(plan: Plan): string {
   const out: string[] = [];
   for (const b of plan.desired.vlans) {
     const where = b.nic ? `on ${b.nic.name}` : b.note ?? 'waiting';
-    out.push(`vlan ${b.vlan.name} (id ${b.vlan.id}, ${b.vlan.subnet}): ${b.nic ? where : `waiting: ${where}`}${b.nic && b.note ? ` (${b.note})` : ''}`);
+    out.push(`vlan ${b.vlan.name} (id ${b.vlan.id}, ${b.vlan.subnet}): ${where}${b.nic && b.note ? ` (${b.note})` : ''}`);
   }
-  out.push(`uplink: ${plan.desired.uplink.nic ? plan.desired.uplink.nic.name : `waiting: ${plan.desired.uplink.note ?? 'not found'}`}`);
+  out.push(`uplink: ${plan.desired.uplink.nic ? `on ${plan.desired.uplink.nic.name}` : plan.desired.uplink.note ?? 'waiting'}`);
   out.push('');
   if (plan.steps.length === 0) {
     out.push('No changes: the namespace is in sync.');

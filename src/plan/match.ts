@@ -34,7 +34,7 @@ export function matchUplink(config: Config, facts: Facts): UplinkBinding {
     if (nic) return { nic };
     return { note: `waiting for a NIC on the same network as ${gateway}` };
   }
-  return { note: 'no default route and no uplink.interface' };
+  return { note: 'waiting: no default route, and no uplink.interface or uplink.gateway to find the uplink by' };
 }
 
 export function matchVlans(config: Config, facts: Facts, uplink: UplinkBinding): VlanBinding[] {

@@ -83,7 +83,7 @@ export interface JumpChange {
 export type Step =
   | { readonly kind: 'link-up'; readonly nic: string; readonly vlan: string }
   | { readonly kind: 'address-add'; readonly nic: string; readonly address: string; readonly prefix: number; readonly vlan: string }
-  | { readonly kind: 'address-del'; readonly nic: string; readonly address: string; readonly prefix: number; readonly vlan: string }
+  | { readonly kind: 'address-del'; readonly nic: string; readonly address: string; readonly prefix: number; readonly vlan?: string }
   | { readonly kind: 'route'; readonly gateway: string; readonly dev?: string; readonly previous?: Route }
   | {
     readonly kind: 'table';

@@ -20,19 +20,19 @@ function compile(source: string, file: string): Handlebars.TemplateDelegate {
   const key = `${file}\u0000${source}`;
   let template = cache.get(key);
   if (!template) {
+    const options = { strict: true, noEscape: true };
     try {
-      template = engine.compile(source, { strict: true, noEscape: true });
-      // Handlebars compiles lazily; force it now so syntax errors surface as template errors.
-      template({});
+      // Handlebars compiles lazily; parse now so a syntax error is reported as a template error, up front.
+      engine.precompile(source, options);
     } catch (error) {
-      if (!isMissingValue(error)) throw new TemplateError(file, firstLine(error));
+      throw new TemplateError(file, firstLine(error));
     }
-    cache.set(key, template!);
+    template = engine.compile(source, options);
+    cache.set(key, template);
   }
   return template!;
 }
 
-const isMissingValue = (error: unknown) => /not defined in/.test(String((error as Error)?.message));
 /** Handlebars' messages, made to read as one sentence with a position. */
 function firstLine(error: unknown): string {
   const message = String((error as Error)?.message ?? error);
