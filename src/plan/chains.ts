@@ -8,8 +8,10 @@ export const OUR_PREFIX = 'VGW-';
  * metric survives in `ip -json addr`, so an address of ours is recognised even after the config stops naming it.
  */
 export const OUR_ADDRESS_METRIC = 7010;
-/** Counts established traffic per pair of zones in one hash lookup (source net, outgoing NIC). */
+/** Counts established traffic per pair of zones in one hash lookup (source net, outgoing NIC) per set. */
 export const ACCOUNTING_SET = 'VGW-PAIRS';
+/** Destinations per accounting set (below the 64 members with one hash that a bucket holds). */
+export const ACCOUNTING_SHARD = 48;
 export const ACCOUNTING_SET_TYPE = 'hash:net,iface';
 /** The uplink's "any address" as two halves: hash:net types cannot hold a /0. */
 export const ANY_HALVES = ['0.0.0.0/1', '128.0.0.0/1'];

@@ -13,11 +13,11 @@ import { contains, networkOf, broadcastOf, parseAddress, parseCidr } from '../ne
 import type { Facts, TableName } from '../observe/facts.js';
 import { renderRules } from '../template/render.js';
 import {
-  ACCOUNTING_SET, ACCOUNTING_SET_TYPE, ANY_HALVES, FORWARD_CHAIN, fromChain, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, USER_HOOKS, zoneKey, type UserHook,
+  ACCOUNTING_SET, ACCOUNTING_SET_TYPE, ACCOUNTING_SHARD, ANY_HALVES, FORWARD_CHAIN, fromChain, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, USER_HOOKS, zoneKey, type UserHook,
 } from './chains.js';
 import { COMMENT_PREFIX, ruleHash } from './hash.js';
 import { matchUplink, matchVlans } from './match.js';
-import { UPLINK, type Desired, type DesiredChain, type DesiredSet, type DesiredRule, type RuleMeaning, type Zone } from './types.js';
+import { UPLINK, type Desired, type DesiredChain, type DesiredSet, type UplinkBinding, type VlanBinding, type DesiredRule, type RuleMeaning, type Zone } from './types.js';
 import { checkJumpTargets } from './check.js';
 import { outInterfaceOf, tokenAfter, verdictOf } from './rule-text.js';
 
@@ -67,17 +67,49 @@ function multiportChunks(ports: string | number): string[] {
   return chunks;
 }
 
-/** Does a rule's from/to reference cover this zone? Returns the address match to add, or false. */
-function refMatches(ref: string, zone: ZoneModel): { address: string | null } | false {
-  if (ref === zone.name) return { address: null };
-  if (zone.subnet === null || ref === UPLINK) return false;
-  const subnet = parseCidr(zone.subnet)!;
-  if (ref.includes('/')) {
-    const c = parseCidr(ref);
-    return c && networkOf(c) >= networkOf(subnet) && broadcastOf(c) <= broadcastOf(subnet) ? { address: ref } : false;
-  }
-  const a = parseAddress(ref);
-  return a !== undefined && contains(subnet, a) ? { address: ref } : false;
+/**
+ * Resolves a rule's from/to (a zone name, or an address / prefix inside a VLAN) to its zone once per plan: VLAN
+ * subnets never overlap, so each reference names exactly one zone, and each rule belongs to exactly one pair.
+ */
+function zoneResolver(zones: readonly ZoneModel[]): (ref: string) => { zone: ZoneModel; address: string | null } | undefined {
+  const byName = new Map(zones.map((z) => [z.name, z]));
+  const subnets = zones.filter((z) => z.subnet !== null).map((z) => ({ zone: z, cidr: parseCidr(z.subnet!)! }));
+  const cache = new Map<string, { zone: ZoneModel; address: string | null } | undefined>();
+  return (ref) => {
+    if (cache.has(ref)) return cache.get(ref);
+    let found: { zone: ZoneModel; address: string | null } | undefined;
+    const named = byName.get(ref);
+    if (named) found = { zone: named, address: null };
+    else if (ref.includes('/')) {
+      const c = parseCidr(ref);
+      const hit = c && subnets.find((s) => networkOf(c) >= networkOf(s.cidr) && broadcastOf(c) <= broadcastOf(s.cidr));
+      if (hit) found = { zone: hit.zone, address: ref };
+    } else {
+      const a = parseAddress(ref);
+      const hit = a === undefined ? undefined : subnets.find((s) => contains(s.cidr, a));
+      if (hit) found = { zone: hit.zone, address: ref };
+    }
+    cache.set(ref, found);
+    return found;
+  };
+}
+
+/**
+ * The accounting sets: one member per (source net, outgoing NIC) pair of zones, the uplink's "any" source as
+ * two halves. hash:net,iface hashes only the net, and a bucket holds at most 64 members with one hash, so a
+ * source's members are spread over sets by destination, at most ACCOUNTING_SHARD per set.
+ */
+function accountingSets(zones: readonly ZoneModel[]): DesiredSet[] {
+  const sets: Array<{ name: string; type: string; members: Array<{ member: string; from: Zone; to: Zone }> }> = [];
+  zones.forEach((to, toIndex) => {
+    const shard = Math.floor(toIndex / ACCOUNTING_SHARD);
+    const set = sets[shard] ?? (sets[shard] = { name: `${ACCOUNTING_SET}-${shard}`, type: ACCOUNTING_SET_TYPE, members: [] });
+    for (const from of zones) {
+      if (from === to) continue;
+      for (const net of from.subnet === null ? ANY_HALVES : [from.subnet]) set.members.push({ member: `${net},${to.nic}`, from: from.name, to: to.name });
+    }
+  });
+  return sets;
 }
 
 function defaultAction(config: Config, from: ZoneModel, to: ZoneModel): Action {
@@ -86,9 +118,26 @@ function defaultAction(config: Config, from: ZoneModel, to: ZoneModel): Action {
   return config.forwarding.default;
 }
 
+/**
+ * The desired state depends on the facts only through which NIC carries which zone and whether ipset is here,
+ * so it is remembered per (config, templates) for that binding: a supervisor's no-op pass at 10,000 rules then
+ * costs a comparison of hashes, not a re-render. (Memoisation of a pure function; the result is immutable.)
+ */
+const memo = new WeakMap<Config, WeakMap<Templates, { key: string; desired: Desired }>>();
+
 export function planDesired(config: Config, facts: Facts, templates: Templates): Desired {
   const uplink = matchUplink(config, facts);
   const vlans = matchVlans(config, facts, uplink);
+  const key = JSON.stringify([uplink.nic?.name, uplink.note, vlans.map((b) => [b.nic?.name, b.note]), facts.sets !== undefined]);
+  const byTemplates = memo.get(config) ?? memo.set(config, new WeakMap()).get(config)!;
+  const hit = byTemplates.get(templates);
+  if (hit?.key === key) return { ...hit.desired, vlans, uplink };
+  const desired = buildDesired(config, facts, templates, uplink, vlans);
+  byTemplates.set(templates, { key, desired });
+  return desired;
+}
+
+function buildDesired(config: Config, facts: Facts, templates: Templates, uplink: UplinkBinding, vlans: VlanBinding[]): Desired {
   const ready = vlans.filter((b) => b.nic !== undefined);
 
   const vlanZones: ZoneModel[] = ready.map(({ vlan, nic }) => ({
@@ -123,36 +172,37 @@ export function planDesired(config: Config, facts: Facts, templates: Templates):
   };
   const render = (t: TemplateSource, data: object) => renderRules(t.source, t.file, { ...model, ...data });
 
-  // filter: the dispatcher, then one chain per source zone, then one per pair that has rules.
-  // Established traffic is accepted first and counted per pair of zones by one set lookup (if ipset is here).
-  const sets: DesiredSet[] = facts.sets === undefined ? [] : [{
-    name: ACCOUNTING_SET,
-    type: ACCOUNTING_SET_TYPE,
-    members: zones.flatMap((from) => zones.filter((to) => to !== from).flatMap((to) =>
-      (from.subnet === null ? ANY_HALVES : [from.subnet]).map((net) => ({ member: `${net},${to.nic}`, from: from.name, to: to.name })))),
-  }];
+  // Each forwarding rule, in order, filed under the one pair of zones it can match.
+  const resolve = zoneResolver(zones);
+  type Entry = { source: string | null; destination: string | null; proto: string | null; ports: string | null; verdict: string };
+  const pairEntries = new Map<string, Entry[]>();
+  for (const rule of config.forwarding.rules) {
+    const src = resolve(rule.from);
+    const dst = resolve(rule.to);
+    if (!src || !dst || src.zone === dst.zone) continue; // a zone that is waiting, or traffic that stays in one VLAN
+    const proto = rule.proto && rule.proto !== 'all' ? rule.proto : null;
+    const key = `${src.zone.key}>${dst.zone.key}`;
+    const list = pairEntries.get(key) ?? pairEntries.set(key, []).get(key)!;
+    for (const ports of rule.ports === undefined ? [null] : multiportChunks(rule.ports)) {
+      list.push({ source: src.address, destination: dst.address, proto, ports, verdict: VERDICT[rule.action] });
+    }
+  }
+
+  // Established traffic is accepted first and counted per pair of zones by set lookups (if ipset is here).
+  const sets = facts.sets === undefined ? [] : accountingSets(zones);
   add('filter', FORWARD_CHAIN, render(templates.forward, {
     userChain: userChains.get('forward') ?? null,
-    accountingSet: sets.length > 0 ? ACCOUNTING_SET : null,
+    accountingSets: sets.map((set) => set.name),
   }));
+  // filter: one chain per source zone, branching on the outgoing NIC; one per pair that has rules.
   const nicZone = new Map(zones.map((z) => [z.nic, z.name]));
   for (const from of zones) {
     const branches: Array<{ nic: string; target: string }> = [];
     for (const to of zones) {
       if (to === from) continue;
-      const entries: Array<{ source: string | null; destination: string | null; proto: string | null; ports: string | null; verdict: string }> = [];
-      for (const rule of config.forwarding.rules) {
-        const src = refMatches(rule.from, from);
-        const dst = src && refMatches(rule.to, to);
-        if (!src || !dst) continue;
-        const proto = rule.proto && rule.proto !== 'all' ? rule.proto : null;
-        const chunks = rule.ports === undefined ? [null] : multiportChunks(rule.ports);
-        for (const ports of chunks) {
-          entries.push({ source: src.address, destination: dst.address, proto, ports, verdict: VERDICT[rule.action] });
-        }
-      }
+      const entries = pairEntries.get(`${from.key}>${to.key}`);
       const fallback = defaultAction(config, from, to);
-      if (entries.length === 0) {
+      if (!entries) {
         branches.push({ nic: to.nic, target: VERDICT[fallback] });
         continue;
       }
@@ -165,8 +215,8 @@ export function planDesired(config: Config, facts: Facts, templates: Templates):
     }
     const forwards = from.name === UPLINK
       ? config.portForwards.flatMap((pf) => {
-        const target = vlanZones.find((z) => refMatches(pf.to, z));
-        return target ? [{ nic: target.nic, to: pf.to, proto: pf.proto, port: pf.port, toPort: pf.toPort ?? pf.port }] : [];
+        const target = resolve(pf.to);
+        return target && target.zone.subnet !== null ? [{ nic: target.zone.nic, to: pf.to, proto: pf.proto, port: pf.port, toPort: pf.toPort ?? pf.port }] : [];
       })
       : [];
     add('filter', from.chain, render(templates.from, { branches, portForwards: forwards }), (body) => {
@@ -178,11 +228,14 @@ export function planDesired(config: Config, facts: Facts, templates: Templates):
 
   // nat: source NAT towards the uplink, DNAT for port forwards; nothing to do while the uplink is missing.
   const natOn = uplinkZone !== undefined && config.uplink.nat !== 'none';
-  const vlanOfAddress = (address: string | undefined) => vlanZones.find((z) => address !== undefined && refMatches(address, z))?.name;
+  const vlanOfAddress = (address: string | undefined) => {
+    const hit = address === undefined ? undefined : resolve(address);
+    return hit && hit.zone.subnet !== null ? hit.zone.name : undefined;
+  };
   add('nat', PREROUTING_CHAIN, render(templates.prerouting, {
     userChain: userChains.get('prerouting') ?? null,
     portForwards: uplinkZone ? config.portForwards
-      .filter((pf) => vlanZones.some((z) => refMatches(pf.to, z)))
+      .filter((pf) => vlanOfAddress(pf.to) !== undefined)
       .map((pf) => ({ ...pf, toPort: pf.toPort ?? pf.port })) : [],
   }), (body) => {
     const vlan = verdictOf(body) === 'DNAT' ? vlanOfAddress(tokenAfter(body, ['--to-destination'])?.split(':')[0]) : undefined;

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /**
  * A rule's identity: a short hash of its table, chain and body, carried in its comment. Reading the hashes back
@@ -6,7 +6,8 @@ import { createHash } from 'node:crypto';
  * kernel prints back normalised: reordered matches, `RELATED,ESTABLISHED`).
  */
 export function ruleHash(table: string, chain: string, body: string): string {
-  return createHash('sha256').update(`${table}\u0000${chain}\u0000${body}`).digest('base64url').slice(0, 16);
+  // One-shot crypto.hash: about ten times cheaper than createHash() per rule, which matters at 10,000 rules.
+  return hash('sha256', `${table}\u0000${chain}\u0000${body}`, 'base64url').slice(0, 16);
 }
 
 export const COMMENT_PREFIX = 'vgw:';

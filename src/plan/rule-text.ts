@@ -1,9 +1,19 @@
-/** The few facts we read from a rule body's text (target, interfaces, addresses): token lookups only. Pure. */
+/** The few facts we read from a rule body's text (target, interfaces, addresses). Pure, and hot: regexes, no splits. */
+const cache = new Map<string, RegExp>();
+
+/** The token after the first of `flags` in a body; flags are whole tokens. */
 export function tokenAfter(body: string, flags: readonly string[]): string | undefined {
-  const tokens = body.split(' ');
-  const i = tokens.findIndex((t) => flags.includes(t));
-  return i >= 0 ? tokens[i + 1] : undefined;
+  const key = flags.join('|');
+  let re = cache.get(key);
+  if (!re) {
+    re = new RegExp(`(?:^| )(?:${flags.map((f) => f.replace(/[-]/g, '\\-')).join('|')}) (\\S+)`);
+    cache.set(key, re);
+  }
+  return re.exec(body)?.[1];
 }
 
-export const verdictOf = (body: string) => tokenAfter(body, ['-j', '--jump', '-g', '--goto']);
-export const outInterfaceOf = (body: string) => tokenAfter(body, ['-o', '--out-interface']);
+const TARGET = /(?:^| )(?:-j|--jump|-g|--goto) (\S+)/;
+const OUT = /(?:^| )(?:-o|--out-interface) (\S+)/;
+
+export const verdictOf = (body: string) => TARGET.exec(body)?.[1];
+export const outInterfaceOf = (body: string) => OUT.exec(body)?.[1];
