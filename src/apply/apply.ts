@@ -44,25 +44,10 @@ export function restoreFailureContext(payload: string, stderr: string): string {
 async function runStep(runner: CommandRunner, backend: Backend, step: Step, observer: ApplyObserver): Promise<Undo | undefined> {
   switch (step.kind) {
     case 'link-up':
-      await runner.run(['ip', 'link', 'set', 'dev', step.nic, 'up']);
-      return undefined; // bringing a NIC up is harmless to leave
-    case 'address-add': {
-      const cidr = `${step.address}/${step.prefix}`;
-      await runner.run(['ip', 'addr', 'add', cidr, 'dev', step.nic, 'metric', String(OUR_ADDRESS_METRIC)]);
-      return () => runner.run(['ip', 'addr', 'del', cidr, 'dev', step.nic]);
-    }
-    case 'address-del': {
-      const cidr = `${step.address}/${step.prefix}`;
-      await runner.run(['ip', 'addr', 'del', cidr, 'dev', step.nic]);
-      return () => runner.run(['ip', 'addr', 'add', cidr, 'dev', step.nic, 'metric', String(OUR_ADDRESS_METRIC)]);
-    }
-    case 'route': {
-      await runner.run(['ip', 'route', 'replace', 'default', 'via', step.gateway, ...(step.dev ? ['dev', step.dev] : [])]);
-      const previous = step.previous;
-      return previous?.gateway
-        ? () => runner.run(['ip', 'route', 'replace', 'default', 'via', previous.gateway!, ...(previous.dev ? ['dev', previous.dev] : [])])
-        : () => runner.run(['ip', 'route', 'del', 'default'], { allowFailure: true });
-    }
+    case 'address-add':
+    case 'address-del':
+    case 'route':
+      return runAddressBatch(runner, [step]);
     case 'table': {
       try {
         await runner.run(restoreCommand(backend), { input: step.payload });
@@ -134,19 +119,33 @@ function explain(step: Step, error: unknown): string {
   return `${error.argv.join(' ')}: ${stderr || `exit ${error.exitCode}`}${hint ? `; ${hint}` : ''}`;
 }
 
-type AddressStep = Extract<Step, { kind: 'link-up' | 'address-add' | 'address-del' }>;
-const isAddressStep = (step: Step): step is AddressStep => step.kind === 'link-up' || step.kind === 'address-add' || step.kind === 'address-del';
+type AddressStep = Extract<Step, { kind: 'link-up' | 'address-add' | 'address-del' | 'route' }>;
+const isAddressStep = (step: Step): step is AddressStep =>
+  step.kind === 'link-up' || step.kind === 'address-add' || step.kind === 'address-del' || step.kind === 'route';
 
 /**
- * A run of link and address steps is one `ip -batch -` (one process for 100 VLANs instead of 100). Its undo
- * uses `-force` so that it undoes what it can even if the batch stopped half-way.
+ * A run of link, address and route steps is one `ip -batch -` (one process for 100 VLANs instead of 100). Its
+ * undo uses `-force` so that it undoes what it can even if the batch stopped half-way.
  */
 async function runAddressBatch(runner: CommandRunner, steps: readonly AddressStep[]): Promise<Undo> {
   const metric = String(OUR_ADDRESS_METRIC);
-  const line = (s: AddressStep) => (s.kind === 'link-up' ? `link set dev ${s.nic} up`
-    : `address ${s.kind === 'address-add' ? 'add' : 'del'} ${s.address}/${s.prefix} dev ${s.nic}${s.kind === 'address-add' ? ` metric ${metric}` : ''}`);
-  const undoLine = (s: AddressStep) => (s.kind === 'address-add' ? `address del ${s.address}/${s.prefix} dev ${s.nic}`
-    : s.kind === 'address-del' ? `address add ${s.address}/${s.prefix} dev ${s.nic} metric ${metric}` : undefined);
+  const route = (gateway: string, dev?: string) => `route replace default via ${gateway}${dev ? ` dev ${dev}` : ''}`;
+  const line = (s: AddressStep) => {
+    switch (s.kind) {
+      case 'link-up': return `link set dev ${s.nic} up`;
+      case 'address-add': return `address add ${s.address}/${s.prefix} dev ${s.nic} metric ${metric}`;
+      case 'address-del': return `address del ${s.address}/${s.prefix} dev ${s.nic}`;
+      case 'route': return route(s.gateway, s.dev);
+    }
+  };
+  const undoLine = (s: AddressStep) => {
+    switch (s.kind) {
+      case 'link-up': return undefined; // bringing a NIC up is harmless to leave
+      case 'address-add': return `address del ${s.address}/${s.prefix} dev ${s.nic}`;
+      case 'address-del': return `address add ${s.address}/${s.prefix} dev ${s.nic} metric ${metric}`;
+      case 'route': return s.previous?.gateway ? route(s.previous.gateway, s.previous.dev) : 'route del default';
+    }
+  };
   const undoFor = (done: readonly AddressStep[]): Undo => {
     const lines = done.map(undoLine).filter((l): l is string => l !== undefined).reverse();
     return () => (lines.length > 0 ? runner.run(['ip', '-force', '-batch', '-'], { input: `${lines.join('\n')}\n`, allowFailure: true }) : Promise.resolve());

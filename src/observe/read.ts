@@ -19,20 +19,29 @@ export const saveCommand = (backend: Backend) => [`iptables-${backend}-save`, '-
 export const restoreCommand = (backend: Backend, counters = false) =>
   [`iptables-${backend}-restore`, '--noflush', '--wait', ...(counters ? ['--counters'] : [])];
 
-export async function readLinks(runner: CommandRunner, withStats = false): Promise<Link[]> {
-  const { stdout } = await runner.run(['ip', '-json', ...(withStats ? ['-s'] : []), 'addr', 'show']);
-  return parseIpAddr(stdout);
+/** Links, addresses and the default route in one `ip -batch` (one process; each prints one JSON line). */
+export async function readInterfaces(runner: CommandRunner): Promise<{ links: Link[]; defaultRoute?: Route }> {
+  const { stdout } = await runner.run(['ip', '-json', '-batch', '-'], { input: 'address show\nroute show default\n' });
+  const [addresses = '[]', routes = '[]'] = stdout.split('\n').filter((l) => l.trim() !== '');
+  const defaultRoute = parseDefaultRoute(routes);
+  return { links: parseIpAddr(addresses), ...(defaultRoute ? { defaultRoute } : {}) };
 }
 
-export async function readDefaultRoute(runner: CommandRunner): Promise<Route | undefined> {
-  const { stdout } = await runner.run(['ip', '-json', 'route', 'show', 'default']);
-  return parseDefaultRoute(stdout);
-}
+const procPath = (key: string) => `/proc/sys/${key.replaceAll('.', '/')}`;
+const LEGACY_TABLES = '/proc/net/ip_tables_names';
 
-export async function readSysctls(runner: CommandRunner): Promise<Record<string, string>> {
-  const { stdout } = await runner.run(['sysctl', '-n', ...MANAGED_SYSCTLS]);
-  const values = stdout.trim().split('\n');
-  return Object.fromEntries(MANAGED_SYSCTLS.map((key, i) => [key, (values[i] ?? '').trim()]));
+/**
+ * The sysctls we manage and the list of legacy iptables tables, in one `cat` (procfs shows the reading
+ * process's namespace). The legacy list is last: where the legacy module is absent the file is missing, cat
+ * exits 1, and the sysctls before it are still printed.
+ */
+async function readProc(runner: CommandRunner): Promise<{ sysctls: Record<string, string>; legacyTables: string[] | undefined }> {
+  const result = await runner.run(['cat', ...MANAGED_SYSCTLS.map(procPath), LEGACY_TABLES], { allowFailure: true });
+  const lines = result.stdout.split('\n');
+  const sysctls = Object.fromEntries(MANAGED_SYSCTLS.map((key, i) => [key, (lines[i] ?? '').trim()]));
+  if (MANAGED_SYSCTLS.some((key) => sysctls[key] === '')) throw new CommandError(['cat', ...MANAGED_SYSCTLS.map(procPath)], result.exitCode, result.stderr);
+  const missing = result.exitCode !== 0 && result.stderr.includes(LEGACY_TABLES);
+  return { sysctls, legacyTables: missing ? undefined : lines.slice(MANAGED_SYSCTLS.length).map((l) => l.trim()).filter(Boolean) };
 }
 
 /** Our ipsets, or undefined when the ipset tool is not installed. */
@@ -46,13 +55,12 @@ export async function readSets(runner: CommandRunner): Promise<Map<string, Saved
 }
 
 /** One backend's tables, or undefined when that backend is not installed or not usable here. */
-async function readBackend(runner: CommandRunner, backend: Backend): Promise<Map<string, SavedTable> | undefined> {
+async function readBackend(runner: CommandRunner, backend: Backend, legacyTables?: string[]): Promise<Map<string, SavedTable> | undefined> {
   if (backend === 'legacy') {
     // Reading a legacy table instantiates it in the namespace (and hooks it into every packet's path), so
-    // look at the list of legacy tables first: none means nothing lives there, and nothing is created.
-    const names = await runner.run(['cat', '/proc/net/ip_tables_names'], { allowFailure: true }).catch(() => undefined);
-    if (!names || names.exitCode !== 0) return undefined;
-    if (names.stdout.trim() === '') return new Map();
+    // the list of legacy tables decides: none means nothing lives there, and nothing is read or created.
+    if (legacyTables === undefined) return undefined;
+    if (legacyTables.length === 0) return new Map();
   }
   try {
     const result = await runner.run(saveCommand(backend), { allowFailure: true });
@@ -70,12 +78,17 @@ async function readBackend(runner: CommandRunner, backend: Backend): Promise<Map
  * iptables-nft and iptables-legacy keep separate rule sets. Ours go where the namespace's rules already live
  * (Docker's DNS chains tell); with none anywhere, nft. Our chains in both is a state we refuse to guess about.
  */
-export async function readTables(runner: CommandRunner, preferred?: Backend): Promise<{ backend: Backend; tables: Map<string, SavedTable> }> {
+export async function readTables(
+  runner: CommandRunner,
+  legacyTables: Promise<string[] | undefined>,
+  preferred?: Backend,
+): Promise<{ backend: Backend; tables: Map<string, SavedTable> }> {
   if (preferred) {
-    const tables = await readBackend(runner, preferred);
+    const tables = await readBackend(runner, preferred, await legacyTables);
     if (tables) return { backend: preferred, tables };
   }
-  const [nft, legacy] = await Promise.all([readBackend(runner, 'nft'), readBackend(runner, 'legacy')]);
+  // The nft read starts at once; the legacy one waits only for the list of legacy tables.
+  const [nft, legacy] = await Promise.all([readBackend(runner, 'nft'), legacyTables.then((names) => readBackend(runner, 'legacy', names))]);
   if (!nft && !legacy) throw new BackendError('neither iptables-nft-save nor iptables-legacy-save works here; install iptables');
   if (nft && legacy && hasOurChains(nft) && hasOurChains(legacy)) {
     throw new BackendError('VGW- chains exist in both the iptables-nft and the iptables-legacy rule sets; the kernel runs both, '
@@ -89,12 +102,13 @@ export async function readTables(runner: CommandRunner, preferred?: Backend): Pr
   return { backend: 'legacy', tables: legacy! };
 }
 
-export async function readFacts(runner: CommandRunner, options: { backend?: Backend; withStats?: boolean } = {}): Promise<Facts> {
-  const [links, defaultRoute, sysctls, { backend, tables }, sets] = await Promise.all([
-    readLinks(runner, options.withStats),
-    readDefaultRoute(runner),
-    readSysctls(runner),
-    readTables(runner, options.backend),
+export async function readFacts(runner: CommandRunner, options: { backend?: Backend } = {}): Promise<Facts> {
+  // Four processes in parallel: ip, cat, iptables-*-save, ipset (the legacy save only where legacy tables exist).
+  const proc = readProc(runner);
+  const [{ links, defaultRoute }, { sysctls }, { backend, tables }, sets] = await Promise.all([
+    readInterfaces(runner),
+    proc,
+    readTables(runner, proc.then((p) => p.legacyTables), options.backend),
     readSets(runner),
   ]);
   return {

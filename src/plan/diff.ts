@@ -117,9 +117,9 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
 }
 
 /**
- * The whole plan, in the order that keeps the router fail-closed: links and addresses, then the filter table
- * (our FORWARD policy), then nat, the default route, and only then `ip_forward`. Removals (down) run the
- * tables first and the addresses last.
+ * The whole plan, in the order that keeps the router fail-closed: links, addresses and the default route (one
+ * `ip -batch` when applied), the accounting sets, the filter table (our FORWARD policy), nat, and only then
+ * `ip_forward`. Removals (down) run the tables first, then sets, and the addresses last.
  */
 export function diff(desired: Desired, facts: Facts): Plan {
   const steps: Step[] = [];
@@ -130,6 +130,9 @@ export function diff(desired: Desired, facts: Facts): Plan {
     if (!nic.addresses.some((a) => a.address === want.address)) {
       steps.push({ kind: 'address-add', nic: nic.name, address: want.address, prefix: want.prefix, vlan: want.vlan });
     }
+  }
+  if (desired.route && facts.defaultRoute?.gateway !== desired.route.gateway) {
+    steps.push({ kind: 'route', ...desired.route, ...(facts.defaultRoute ? { previous: facts.defaultRoute } : {}) });
   }
   const sets = facts.sets ?? new Map();
   for (const set of desired.sets) {
@@ -154,9 +157,6 @@ export function diff(desired: Desired, facts: Facts): Plan {
     if (!desired.sets.some((s) => s.name === name)) {
       steps.push({ kind: 'set-destroy', set: name, type: have.type, members: [...have.members.keys()] });
     }
-  }
-  if (desired.route && facts.defaultRoute?.gateway !== desired.route.gateway) {
-    steps.push({ kind: 'route', ...desired.route, ...(facts.defaultRoute ? { previous: facts.defaultRoute } : {}) });
   }
   for (const [key, value] of Object.entries(desired.sysctls)) {
     if (facts.sysctls[key] !== value) {
