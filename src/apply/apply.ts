@@ -28,11 +28,15 @@ export class ApplyError extends Error {
 
 type Undo = () => Promise<unknown>;
 
-/** "iptables-restore: line 7 failed" → the failing line with two lines either side, numbered. */
+/**
+ * The failing line of a restore payload with two lines either side, numbered. iptables 1.8 says which line in
+ * three ways: "line 7 failed" (legacy), "Error occurred at line: 7" (a line it cannot parse), and
+ * "line 7: RULE_APPEND failed (…)" (a rule the kernel refuses).
+ */
 export function restoreFailureContext(payload: string, stderr: string): string {
-  const m = /line (\d+) failed/.exec(stderr);
+  const m = /line (\d+) failed|Error occurred at line: (\d+)|line (\d+): \w+ failed/.exec(stderr);
   if (!m) return '';
-  const failing = Number(m[1]);
+  const failing = Number(m[1] ?? m[2] ?? m[3]);
   const lines = payload.split('\n');
   const from = Math.max(1, failing - 2);
   const to = Math.min(lines.length, failing + 2);
@@ -114,7 +118,8 @@ function explain(step: Step, error: unknown): string {
   const hint = privilegeHint(stderr);
   if (step.kind === 'table') {
     const context = restoreFailureContext(step.payload, error.stderr);
-    return `${error.argv[0]} failed (exit ${error.exitCode}): ${stderr}${hint ? `; ${hint}` : ''}${context ? `\n${context}` : ''}`;
+    const program = error.argv.find((a) => a.endsWith('-restore')) ?? error.argv[0];
+    return `${program} failed (exit ${error.exitCode}): ${stderr}${hint ? `; ${hint}` : ''}${context ? `\n${context}` : ''}`;
   }
   return `${error.argv.join(' ')}: ${stderr || `exit ${error.exitCode}`}${hint ? `; ${hint}` : ''}`;
 }
@@ -148,7 +153,7 @@ async function runAddressBatch(runner: CommandRunner, steps: readonly AddressSte
   };
   const undoFor = (done: readonly AddressStep[]): Undo => {
     const lines = done.map(undoLine).filter((l): l is string => l !== undefined).reverse();
-    return () => (lines.length > 0 ? runner.run(['ip', '-force', '-batch', '-'], { input: `${lines.join('\n')}\n`, allowFailure: true }) : Promise.resolve());
+    return () => (lines.length > 0 ? runner.run(['ip', '-force', '-batch', '-'], { input: `${lines.join('\n')}\n` }) : Promise.resolve());
   };
   try {
     await runner.run(['ip', '-batch', '-'], { input: `${steps.map(line).join('\n')}\n` });
@@ -186,7 +191,8 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
         }
       }
       const failed = batch ? failedBatchStep(batch, error) : step;
-      const rolled = undos.length === 0 ? 'nothing had been changed'
+      const partial = batch !== undefined && failed !== batch[0];
+      const rolled = undos.length === 0 ? (partial ? 'the lines before it were undone' : 'nothing had been changed')
         : rollbackErrors.length === 0 ? 'the earlier steps were rolled back' : `rollback failed too: ${rollbackErrors.join('; ')}`;
       throw new ApplyError(`${describeStep(failed)} failed: ${explain(failed, error)}\n(${rolled})`, failed, rollbackErrors.length === 0, rollbackErrors);
     }

@@ -38,7 +38,14 @@ export const JUMPS: readonly Jump[] = [
 ];
 
 /** The body of a hook's jump rule, as we write it (the comment marks it as ours). */
-export const jumpBody = (target: string) => `-m comment --comment vgw:hook -j ${target}`;
+export const jumpBody = (target: string, note?: string) => `-m comment --comment vgw:hook${note ? `-${note}` : ''} -j ${target}`;
+
+/**
+ * Written into the FORWARD jump's comment when the apply that creates it also switches ip_forward on: the
+ * namespace itself then remembers that forwarding was off before us, and `down` switches it off again.
+ */
+export const FORWARDING_WAS_OFF = 'fwd-was-0';
+export const IP_FORWARD = 'net.ipv4.ip_forward';
 
 export const BUILTIN_CHAINS = new Set(['INPUT', 'FORWARD', 'OUTPUT', 'PREROUTING', 'POSTROUTING']);
 

@@ -68,7 +68,9 @@ export function checkJumpTargets(chains: readonly DesiredChain[], sources: Reado
   const visit = (key: string, path: string[]): void => {
     if (state.get(key) === 'done') return;
     if (state.get(key) === 'visiting') {
-      problems.push(`jump loop: ${[...path.slice(path.indexOf(key)), key].map((k) => k.split('/')[1]).join(' -> ')}`);
+      const cycle = [...path.slice(path.indexOf(key)), key].map((k) => k.split('/')[1]!);
+      const files = [...new Set(cycle.map((c) => sources.get(c)).filter(Boolean))];
+      problems.push(`jump loop: ${cycle.join(' -> ')}${files.length > 0 ? ` (from ${files.join(', ')})` : ''}`);
       return;
     }
     state.set(key, 'visiting');

@@ -13,7 +13,7 @@ import { contains, networkOf, broadcastOf, parseAddress, parseCidr } from '../ne
 import type { Facts, TableName } from '../observe/facts.js';
 import { renderRules } from '../template/render.js';
 import {
-  ACCOUNTING_SET, ACCOUNTING_SET_TYPE, ACCOUNTING_SHARD, ANY_HALVES, FORWARD_CHAIN, fromChain, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, USER_HOOKS, zoneKey, type UserHook,
+  ACCOUNTING_SET, ACCOUNTING_SET_TYPE, ACCOUNTING_SHARD, ANY_HALVES, FORWARD_CHAIN, FORWARDING_WAS_OFF, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, USER_HOOKS, zoneKey, type UserHook,
 } from './chains.js';
 import { COMMENT_PREFIX, ruleHash } from './hash.js';
 import { matchUplink, matchVlans } from './match.js';
@@ -275,5 +275,9 @@ function buildDesired(config: Config, facts: Facts, templates: Templates, uplink
 /** The state `down` converges to: nothing of ours. The VLAN matching is kept so addresses can be removed. */
 export function planEmpty(config: Config, facts: Facts): Desired {
   const uplink = matchUplink(config, facts);
-  return { vlans: matchVlans(config, facts, uplink), uplink, addresses: [], sysctls: {}, chains: [], jumps: [], sets: [] };
+  // Forwarding goes back off only if it was off before we switched it on (our FORWARD jump remembers).
+  const wasOff = (facts.tables.filter.rules.get('FORWARD') ?? []).some((r) => r.body.includes(`vgw:hook-${FORWARDING_WAS_OFF}`));
+  return {
+    vlans: matchVlans(config, facts, uplink), uplink, addresses: [], sysctls: wasOff ? { [IP_FORWARD]: '0' } : {}, chains: [], jumps: [], sets: [],
+  };
 }

@@ -6,7 +6,7 @@
  */
 import type { Facts, SavedRule, SavedTable, TableName } from '../observe/facts.js';
 import { TABLES } from '../observe/facts.js';
-import { BUILTIN_CHAINS, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX } from './chains.js';
+import { BUILTIN_CHAINS, FORWARDING_WAS_OFF, IP_FORWARD, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX } from './chains.js';
 import { verdictOf } from './rule-text.js';
 import type { ChainChange, Desired, DesiredChain, Jump, JumpChange, Plan, Step } from './types.js';
 
@@ -92,7 +92,7 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
     ...deleted.map((c) => `:${c} - [0:0]`),
     ...rewritten.flatMap((c) => c.rules.map((r) => `-A ${c.name} ${r.line}`)),
     ...jumpRemovals.map((j) => `-D ${j.hook} ${j.body}`),
-    ...jumpAdds.map((j) => `-I ${j.hook} 1 ${jumpBody(j.target)}`),
+    ...jumpAdds.map((j) => `-I ${j.hook} 1 ${jumpBody(j.target, j.note)}`),
     ...deleted.map((c) => `-X ${c}`),
     'COMMIT',
     '',
@@ -106,7 +106,7 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
     ...existedBefore.map((c) => `:${c} - [0:0]`),
     ...created.map((c) => `:${c} - [0:0]`),
     ...existedBefore.flatMap((c) => (saved.rules.get(c) ?? []).map((r) => counted(c, r))),
-    ...jumpAdds.map((j) => `-D ${j.hook} ${jumpBody(j.target)}`),
+    ...jumpAdds.map((j) => `-D ${j.hook} ${jumpBody(j.target, j.note)}`),
     ...jumpRemovals.map((j) => `-I ${j.hook} 1 ${j.body}`),
     ...created.map((c) => `-X ${c}`),
     'COMMIT',
@@ -119,10 +119,21 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
 /**
  * The whole plan, in the order that keeps the router fail-closed: links, addresses and the default route (one
  * `ip -batch` when applied), the accounting sets, the filter table (our FORWARD policy), nat, and only then
- * `ip_forward`. Removals (down) run the tables first, then sets, and the addresses last.
+ * `ip_forward`. Stale addresses go first; our chains, jumps and sets are removed with the tables.
  */
 export function diff(desired: Desired, facts: Facts): Plan {
   const steps: Step[] = [];
+  // Addresses of ours (marked by their metric) that are no longer wanted: down, a changed gateway, a VLAN
+  // removed from the config while its NIC stays. Removed before anything is added: deleting a primary address
+  // deletes the secondaries of its subnet, which could take a new gateway address with it.
+  for (const link of facts.links) {
+    for (const a of link.addresses) {
+      if (a.metric !== OUR_ADDRESS_METRIC) continue;
+      if (desired.addresses.some((w) => w.nic === link.name && w.address === a.address && w.prefix === a.prefix)) continue;
+      const vlan = desired.vlans.find((b) => b.vlan.gateway === a.address)?.vlan.name;
+      steps.push({ kind: 'address-del', nic: link.name, address: a.address, prefix: a.prefix, ...(vlan ? { vlan } : {}) });
+    }
+  }
   for (const want of desired.addresses) {
     const nic = facts.links.find((l) => l.name === want.nic);
     if (!nic) continue;
@@ -144,11 +155,17 @@ export function diff(desired: Desired, facts: Facts): Plan {
       steps.push({ kind: 'set-update', set: set.name, type: set.type, create: !have, add, del });
     }
   }
+  const switchingOn = desired.sysctls[IP_FORWARD] === '1' && facts.sysctls[IP_FORWARD] === '0';
+  const jumps = desired.jumps.map((j) => (switchingOn && j.hook === 'FORWARD' ? { ...j, note: FORWARDING_WAS_OFF } : j));
+  // Switching forwarding off (down) comes before our policy goes: fail closed on the way out too.
+  for (const [key, value] of Object.entries(desired.sysctls)) {
+    if (value === '0' && facts.sysctls[key] !== value) steps.push({ kind: 'sysctl', key, value, ...(facts.sysctls[key] !== undefined ? { previous: facts.sysctls[key] } : {}) });
+  }
   for (const table of TABLES) {
     const { step } = diffTable(
       table,
       desired.chains.filter((c) => c.table === table),
-      desired.jumps.filter((j) => j.table === table),
+      jumps.filter((j) => j.table === table),
       facts.tables[table],
     );
     if (step) steps.push(step);
@@ -159,18 +176,8 @@ export function diff(desired: Desired, facts: Facts): Plan {
     }
   }
   for (const [key, value] of Object.entries(desired.sysctls)) {
-    if (facts.sysctls[key] !== value) {
+    if (value !== '0' && facts.sysctls[key] !== value) {
       steps.push({ kind: 'sysctl', key, value, ...(facts.sysctls[key] !== undefined ? { previous: facts.sysctls[key] } : {}) });
-    }
-  }
-  // Addresses of ours (marked by their metric) that are no longer wanted: down, a changed gateway, a VLAN
-  // removed from the config while its NIC stays.
-  for (const link of facts.links) {
-    for (const a of link.addresses) {
-      if (a.metric !== OUR_ADDRESS_METRIC) continue;
-      if (desired.addresses.some((w) => w.nic === link.name && w.address === a.address && w.prefix === a.prefix)) continue;
-      const vlan = desired.vlans.find((b) => b.vlan.gateway === a.address)?.vlan.name;
-      steps.push({ kind: 'address-del', nic: link.name, address: a.address, prefix: a.prefix, ...(vlan ? { vlan } : {}) });
     }
   }
   return { desired, steps };

@@ -18,6 +18,11 @@ function describeRef(ref: InterfaceRef): string {
   return typeof ref === 'string' ? ref : `MAC ${ref.mac.toLowerCase()}`;
 }
 
+/**
+ * The uplink: the NIC the config names; else the one on the same network as uplink.gateway; else the one holding
+ * the default route. A NIC with an address inside a configured VLAN is never the uplink, even when Docker put the
+ * default route on it (it does, when the gateway container was started on a VLAN network).
+ */
 export function matchUplink(config: Config, facts: Facts): UplinkBinding {
   const links = facts.links.filter((l) => !l.loopback);
   const { interface: ref, gateway } = config.uplink;
@@ -25,16 +30,19 @@ export function matchUplink(config: Config, facts: Facts): UplinkBinding {
     const nic = byRef(links, ref);
     return nic ? { nic } : { note: `waiting for ${describeRef(ref)}` };
   }
-  const routeDev = facts.defaultRoute?.dev;
-  const viaRoute = routeDev === undefined ? undefined : links.find((l) => l.name === routeDev);
-  if (viaRoute) return { nic: viaRoute };
+  const subnets = config.vlans.map((v) => parseCidr(v.subnet)!);
+  const inVlan = (l: Link) => l.addresses.some((a) => subnets.some((s) => contains(s, parseAddress(a.address)!)));
+  const candidates = links.filter((l) => !inVlan(l));
   const gw = gateway === undefined ? undefined : parseAddress(gateway);
   if (gw !== undefined) {
-    const nic = links.find((l) => l.addresses.some((a) => contains({ network: parseAddress(a.address)!, prefix: a.prefix }, gw)));
-    if (nic) return { nic };
-    return { note: `waiting for a NIC on the same network as ${gateway}` };
+    const nic = candidates.find((l) => l.addresses.some((a) => contains({ network: parseAddress(a.address)!, prefix: a.prefix }, gw)));
+    return nic ? { nic } : { note: `waiting for a NIC on the same network as ${gateway}` };
   }
-  return { note: 'waiting: no default route, and no uplink.interface or uplink.gateway to find the uplink by' };
+  const routeDev = facts.defaultRoute?.dev;
+  const viaRoute = routeDev === undefined ? undefined : candidates.find((l) => l.name === routeDev);
+  if (viaRoute) return { nic: viaRoute };
+  return { note: routeDev ? `waiting: the default route is on ${routeDev}, a VLAN's NIC; set uplink.interface or uplink.gateway`
+    : 'waiting: no default route, and no uplink.interface or uplink.gateway to find the uplink by' };
 }
 
 export function matchVlans(config: Config, facts: Facts, uplink: UplinkBinding): VlanBinding[] {

@@ -40,6 +40,8 @@ export interface Jump {
   readonly table: TableName;
   readonly hook: string;
   readonly target: string;
+  /** Extra words for the jump's comment (see FORWARDING_WAS_OFF). */
+  readonly note?: string;
 }
 
 /** An ipset of ours; the accounting set's members say which pair of zones each one counts. */

@@ -21,7 +21,9 @@ function stepDrift(previous: Desired, next: Desired, step: Step): DriftKind[] {
       }
       for (const jump of step.jumps) {
         const wanted = (d: Desired) => d.jumps.some((j) => j.hook === jump.hook && j.target === jump.target);
-        if (jump.change === 'add' ? wanted(previous) : !wanted(next)) kinds.push('jump');
+        // Removing a jump is a config change only when we wanted it before and no longer do; a duplicate of a
+        // wanted jump, or a stray jump into our chains, was put there by someone else.
+        if (jump.change === 'add' ? wanted(previous) : wanted(next) || !wanted(previous)) kinds.push('jump');
       }
       return kinds;
     }
