@@ -168,9 +168,11 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       }
     });
 
+    // `on`, not `once`: execa's signal-exit re-raises a signal when it finds itself the only listener left, which
+    // a `once` listener removed before running would let happen. stop() is idempotent.
     const onSignal = (signal: NodeJS.Signals) => void stop(signal);
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
     await done;
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);

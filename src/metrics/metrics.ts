@@ -40,6 +40,12 @@ export class Metrics {
 
   constructor(version: string) {
     this.buildInfo.set({ version, node_version: process.version }, 1);
+    // Known label values start at 0, so rate() and alerts work from the first scrape.
+    for (const kind of ['rules', 'jump', 'address', 'route', 'sysctl'] as const) this.driftRepairs.inc({ kind }, 0);
+    for (const result of ['success', 'failure']) this.reloads.inc({ result }, 0);
+    for (const trigger of ['start', 'schedule', 'netlink', 'reload'] as const) {
+      for (const result of ['success', 'failure']) this.reconciles.inc({ trigger, result }, 0);
+    }
   }
 
   private ifCounter(name: string, help: string): Counter<'vlan' | 'interface'> {

@@ -273,10 +273,11 @@ function buildDesired(config: Config, facts: Facts, templates: Templates, uplink
 }
 
 /** The state `down` converges to: nothing of ours. The VLAN matching is kept so addresses can be removed. */
-export function planEmpty(config: Config, facts: Facts): Desired {
+export function planEmpty(config: Config, facts: Facts, memory: { forwardingWasOff?: boolean } = {}): Desired {
   const uplink = matchUplink(config, facts);
   // Forwarding goes back off only if it was off before we switched it on (our FORWARD jump remembers).
-  const wasOff = (facts.tables.filter.rules.get('FORWARD') ?? []).some((r) => r.body.includes(`vgw:hook-${FORWARDING_WAS_OFF}`));
+  const wasOff = (facts.tables.filter.rules.get('FORWARD') ?? []).some((r) => r.body.includes(`vgw:hook-${FORWARDING_WAS_OFF}`))
+    || Boolean(memory.forwardingWasOff);
   return {
     vlans: matchVlans(config, facts, uplink), uplink, addresses: [], sysctls: wasOff ? { [IP_FORWARD]: '0' } : {}, chains: [], jumps: [], sets: [],
   };

@@ -116,12 +116,17 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
   return { step: { kind: 'table', table, payload, undo, chains: changes, jumps: jumpChanges } };
 }
 
+/** Does our FORWARD jump in the kernel carry the "forwarding was off" note? */
+export function forwardingNoteIn(facts: Facts): boolean {
+  return (facts.tables.filter.rules.get('FORWARD') ?? []).some((r) => r.body.includes(`vgw:hook-${FORWARDING_WAS_OFF}`));
+}
+
 /**
  * The whole plan, in the order that keeps the router fail-closed: links, addresses and the default route (one
  * `ip -batch` when applied), the accounting sets, the filter table (our FORWARD policy), nat, and only then
  * `ip_forward`. Stale addresses go first; our chains, jumps and sets are removed with the tables.
  */
-export function diff(desired: Desired, facts: Facts): Plan {
+export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?: boolean } = {}): Plan {
   const steps: Step[] = [];
   // Addresses of ours (marked by their metric) that are no longer wanted: down, a changed gateway, a VLAN
   // removed from the config while its NIC stays. Removed before anything is added: deleting a primary address
@@ -155,8 +160,11 @@ export function diff(desired: Desired, facts: Facts): Plan {
       steps.push({ kind: 'set-update', set: set.name, type: set.type, create: !have, add, del });
     }
   }
+  // The FORWARD jump remembers that forwarding was off before us; a supervisor that re-adds a deleted jump
+  // passes the memory on (the kernel no longer shows it once ip_forward is on).
   const switchingOn = desired.sysctls[IP_FORWARD] === '1' && facts.sysctls[IP_FORWARD] === '0';
-  const jumps = desired.jumps.map((j) => (switchingOn && j.hook === 'FORWARD' ? { ...j, note: FORWARDING_WAS_OFF } : j));
+  const forwardingWasOff = switchingOn || Boolean(memory.forwardingWasOff) || forwardingNoteIn(facts);
+  const jumps = desired.jumps.map((j) => (forwardingWasOff && j.hook === 'FORWARD' ? { ...j, note: FORWARDING_WAS_OFF } : j));
   // Switching forwarding off (down) comes before our policy goes: fail closed on the way out too.
   for (const [key, value] of Object.entries(desired.sysctls)) {
     if (value === '0' && facts.sysctls[key] !== value) steps.push({ kind: 'sysctl', key, value, ...(facts.sysctls[key] !== undefined ? { previous: facts.sysctls[key] } : {}) });
@@ -180,5 +188,5 @@ export function diff(desired: Desired, facts: Facts): Plan {
       steps.push({ kind: 'sysctl', key, value, ...(facts.sysctls[key] !== undefined ? { previous: facts.sysctls[key] } : {}) });
     }
   }
-  return { desired, steps };
+  return { desired, steps, forwardingWasOff: forwardingWasOff && desired.jumps.length > 0 };
 }

@@ -106,4 +106,6 @@ export type Step =
 export interface Plan {
   readonly desired: Desired;
   readonly steps: readonly Step[];
+  /** Forwarding was off before the gateway switched it on (kept in the FORWARD jump's comment; see diff). */
+  readonly forwardingWasOff?: boolean;
 }

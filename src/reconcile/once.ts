@@ -10,8 +10,13 @@ import type { Plan } from '../plan/types.js';
 
 export type Mode = 'up' | 'down';
 
-export function planFor(config: Config, facts: Facts, templates: Templates, mode: Mode): Plan {
-  return diff(mode === 'up' ? planDesired(config, facts, templates) : planEmpty(config, facts), facts);
+/** What a supervisor carries from one pass to the next that the kernel cannot show it. */
+export interface Memory {
+  readonly forwardingWasOff?: boolean;
+}
+
+export function planFor(config: Config, facts: Facts, templates: Templates, mode: Mode, memory: Memory = {}): Plan {
+  return diff(mode === 'up' ? planDesired(config, facts, templates) : planEmpty(config, facts, memory), facts, memory);
 }
 
 export interface ReconcileResult {
@@ -23,10 +28,10 @@ export async function reconcileOnce(
   runner: CommandRunner,
   config: Config,
   templates: Templates,
-  options: { mode?: Mode; dryRun?: boolean; backend?: Backend; observer?: ApplyObserver } = {},
+  options: { mode?: Mode; dryRun?: boolean; backend?: Backend; observer?: ApplyObserver; memory?: Memory } = {},
 ): Promise<ReconcileResult> {
   const facts = await readFacts(runner, options.backend ? { backend: options.backend } : {});
-  const plan = planFor(config, facts, templates, options.mode ?? 'up');
+  const plan = planFor(config, facts, templates, options.mode ?? 'up', options.memory);
   if (!options.dryRun && plan.steps.length > 0) await applyPlan(runner, facts.backend, plan, options.observer);
   return { facts, plan };
 }

@@ -61,6 +61,7 @@ export class Supervisor {
   private timer: NodeJS.Timeout | undefined;
   private inFlight: Promise<void> | undefined;
   private stopped = false;
+  private forwardingWasOff = false;
   private readonly failureLog: RateLimitedLog;
   private readonly now: () => number;
 
@@ -126,7 +127,10 @@ export class Supervisor {
     const observer: ApplyObserver = { restore: (table, ok) => this.metrics.restores.inc({ table, result: ok ? 'success' : 'failure' }) };
     const { config, templates } = this.current;
     try {
-      const { facts, plan } = await reconcileOnce(this.runner, config, templates, { observer, ...(this.backend ? { backend: this.backend } : {}) });
+      const { facts, plan } = await reconcileOnce(this.runner, config, templates, {
+        observer, memory: { forwardingWasOff: this.forwardingWasOff }, ...(this.backend ? { backend: this.backend } : {}),
+      });
+      this.forwardingWasOff = Boolean(plan.forwardingWasOff);
       const drift = driftOf(this.lastDesired, plan);
       for (const kind of drift) {
         this.driftCounts[kind]++;
@@ -203,7 +207,9 @@ export class Supervisor {
     await this.idle();
     if (mode === 'down') {
       const { config, templates } = this.current;
-      await reconcileOnce(this.runner, config, templates, { mode: 'down', ...(this.backend ? { backend: this.backend } : {}) });
+      await reconcileOnce(this.runner, config, templates, {
+        mode: 'down', memory: { forwardingWasOff: this.forwardingWasOff }, ...(this.backend ? { backend: this.backend } : {}),
+      });
     }
   }
 }

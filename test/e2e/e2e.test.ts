@@ -1,0 +1,610 @@
+/**
+ * The container tier (issue 4): the image built from image/Dockerfile, run on a real Docker engine the way users
+ * run it, with real packets between containers.
+ *
+ * The engine is private (test/e2e/docker-env.sh: its own dockerd, socket, data root; no docker0, no iptables or
+ * ip_forward changes in the machine's namespace). The VLANs are macvlan networks whose parents are veth pairs
+ * created here (`vgwt*`, no addresses, IPv6 off); the uplink is an `--internal` macvlan network holding an
+ * "Internet" container on documentation addresses (203.0.113.0/24) that has no route back to the VLANs, so a
+ * VLAN client reaches it only through the gateway's MASQUERADE. Nothing leaves the machine.
+ *
+ * One file, serial tests, one engine: ava runs test files in parallel processes.
+ *
+ * Two Docker facts shape the flow (both seen on docker.io 20.10.24):
+ *   - With an `--internal` uplink, Docker routes the gateway container's own default through the VLAN network
+ *     whose name sorts first among the non-internal ones. So the gateway's config names its uplink NIC by MAC
+ *     (pinned with --mac-address) rather than "the NIC of the default route", and does not set uplink.gateway.
+ *   - When a `docker network connect` would move that default to another network after the gateway took the
+ *     old network's gateway address, Docker fails the connect with "failed to set gateway while updating
+ *     gateway: file exists" (by the look of libnetwork, the old default cannot be removed once its gateway is a
+ *     local address, so adding the new one collides), leaving the container half-connected. The
+ *     VLANs are therefore connected in name order (vlan10, then vlan20, later vlan30), which keeps Docker's
+ *     choice on vlan10 throughout.
+ *
+ * Latency probes run inside a client container: one `ping -c1 -W0.1` after another, each after flushing the
+ * client's neighbour table, so that what is measured is when the gateway answers and forwards, not the client
+ * kernel's one-second ARP retry; the timestamp of the first reply comes from the same clock Docker's StartedAt
+ * uses. A figure over its bound is measured once more before the test fails; every figure is printed.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import {
+  addVethPair, BASE_IMAGE, deleteLink, docker, DOCKER, dockerEnvSh, envTimings, epochSeconds, hasCommand, inspect,
+  must, mustDocker, now, ourContainers, ourLinks, ourNetns, ourNetworks, readIpForward, REPO, run, seconds, sleep,
+  waitFor, whyNotRunnable,
+} from './engine.js';
+
+const IMAGE = 'vlan-gateway:test';
+const GW = 'vgwt-gw';
+const INET = 'vgwt-inet';
+const INET_ADDRESS = '203.0.113.10';
+const GW_UPLINK_ADDRESS = '203.0.113.2';
+const GW_UPLINK_MAC = '02:42:cb:00:71:02';
+const NET = { vlan10: 'vgwt-vlan10', vlan20: 'vgwt-vlan20', vlan30: 'vgwt-vlan30', uplink: 'vgwt-uplink' } as const;
+const CLIENT = {
+  c10: { name: 'vgwt-client10', network: NET.vlan10, address: '192.168.10.10' },
+  c20: { name: 'vgwt-client20', network: NET.vlan20, address: '192.168.20.10' },
+  c30: { name: 'vgwt-client30', network: NET.vlan30, address: '192.168.30.10' },
+} as const;
+/** veth pairs: [parent of the Docker network, its peer]. Compose's VLAN parents follow ${VLAN_PARENT}.10 / .20. */
+const VETHS: ReadonlyArray<readonly [string, string]> = [
+  ['vgwt10a', 'vgwt10b'], ['vgwt20a', 'vgwt20b'], ['vgwt30a', 'vgwt30b'], ['vgwtupa', 'vgwtupb'],
+  ['vgwtc.10', 'vgwtc10p'], ['vgwtc.20', 'vgwtc20p'], ['vgwtcupa', 'vgwtcupb'],
+];
+const COMPOSE_PROJECT = 'vgwtc';
+const COMPOSE_FILES = ['-f', join(REPO, 'compose.yaml'), '-f', join(REPO, 'test/e2e/compose.e2e.yaml')];
+
+const RESTART_BOUND_S = 2;
+const HOTPLUG_BOUND_S = 1;
+const STOP_BOUND_MS = 5000; // issue 3: SIGTERM → exit 0 within 5 s; Docker's grace period is 10 s
+
+const tierStart = now();
+const timings: Record<string, string> = {};
+const record = (t: ExecutionContext, name: string, value: string) => {
+  timings[name] = value;
+  t.log(`${name}: ${value}`);
+};
+
+let scratch = '';
+let runConfig = '';
+let composeConfig = '';
+
+// ---------------------------------------------------------------------------------------------- engine start
+
+const notRunnable = whyNotRunnable();
+let startProblem: string | undefined;
+let cannotInstall: string | undefined;
+if (notRunnable === undefined) {
+  // `start` installs docker.io (and debootstrap) with apt-get when absent, then starts the private engine.
+  const started = await dockerEnvSh(['start']);
+  if (started.ok) {
+    timings['engine start'] = `${seconds(started.ms)} (${JSON.stringify(envTimings(started.stderr))})`;
+  } else if (!hasCommand('dockerd')) {
+    cannotInstall = `docker.io could not be installed: ${started.stderr.trim().split('\n').slice(-3).join(' | ')}`;
+  } else {
+    startProblem = `test/e2e/docker-env.sh start failed:\n${started.stderr.trim().split('\n').slice(-20).join('\n')}`;
+  }
+}
+const skipReason = notRunnable ?? cannotInstall;
+const runnable = skipReason === undefined && startProblem === undefined;
+const serial = runnable ? test.serial : test.serial.skip;
+
+if (skipReason !== undefined) {
+  test.skip(`container tier skipped: ${skipReason}`, () => {});
+}
+if (startProblem !== undefined) {
+  test.serial('the private Docker engine starts', (t) => t.fail(startProblem));
+}
+
+// ---------------------------------------------------------------------------------------------- helpers
+
+const exec = (container: string, args: readonly string[], timeout = 60_000) => docker(['exec', container, ...args], { timeout });
+
+/** Pings from a container; returns the replies and the TTLs seen (63: one router on the way). */
+async function ping(container: string, target: string, count = 3): Promise<{ received: number; ttls: number[]; output: string }> {
+  const r = await exec(container, ['ping', '-c', String(count), '-i', '0.2', '-W', '1', target]);
+  const received = Number(/(\d+) received/.exec(r.stdout)?.[1] ?? 0);
+  const ttls = [...r.stdout.matchAll(/ttl=(\d+)/g)].map((m) => Number(m[1]));
+  return { received, ttls, output: (r.stdout + r.stderr).trim() };
+}
+
+/**
+ * Inside `container`, pings `target` until the first reply (fresh ARP every try, see the header) and returns the
+ * wall-clock time of that reply in seconds, or undefined after `deadlineS`.
+ */
+async function firstReply(container: string, target: string, deadlineS = 10): Promise<number | undefined> {
+  const script = [
+    'deadline=$(( $(date +%s) + $2 ))',
+    'while [ "$(date +%s)" -lt "$deadline" ]; do',
+    '  ip neigh flush dev eth0 2>/dev/null',
+    '  if ping -c1 -W0.1 -q "$1" >/dev/null 2>&1; then date +%s.%N; exit 0; fi',
+    'done',
+    'exit 1',
+  ].join('\n');
+  const r = await exec(container, ['bash', '-c', script, 'probe', target, String(deadlineS)], (deadlineS + 20) * 1000);
+  return r.ok ? Number(r.stdout.trim()) : undefined;
+}
+
+/** What address the Internet container sees a TCP connection from `container` come from. */
+async function sourceSeenByInternet(container: string): Promise<string> {
+  const client = "const s=require('net').connect({host:process.argv[1],port:8080,timeout:3000});let d='';"
+    + "s.on('data',c=>d+=c);s.on('end',()=>{process.stdout.write(d.trim());process.exit(0)});"
+    + "s.on('timeout',()=>{console.error('timeout');process.exit(2)});s.on('error',e=>{console.error(e.message);process.exit(1)})";
+  const r = await exec(container, ['node', '-e', client, INET_ADDRESS]);
+  if (!r.ok) throw new Error(`TCP from ${container} to ${INET_ADDRESS}:8080 failed: ${r.stderr.trim()}`);
+  return r.stdout.trim();
+}
+
+/** GET on the gateway's HTTP port, from inside its container (node does the request: no curl in the image). */
+async function gatewayHttp(container: string, path: string): Promise<{ status: number; body: string }> {
+  const script = "fetch('http://127.0.0.1:10123'+process.argv[1]).then(async r=>{process.stdout.write(r.status+'\\n'+await r.text())})"
+    + ".catch(e=>{console.error(e.message);process.exit(1)})";
+  const r = await exec(container, ['node', '-e', script, path]);
+  if (!r.ok) throw new Error(`GET ${path} in ${container}: ${r.stderr.trim()}`);
+  const [status, ...body] = r.stdout.split('\n');
+  return { status: Number(status), body: body.join('\n') };
+}
+
+const waitReady = (container: string, timeoutMs = 15_000) =>
+  waitFor(`${container} /readyz 200`, timeoutMs, async () => ((await gatewayHttp(container, '/readyz')).status === 200 ? true : undefined), 200);
+
+function metricValue(text: string, name: string, labels: Record<string, string>): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`)) continue;
+    const m = /^[^{]+\{([^}]*)\}\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const have = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1]!, x[2]!]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[2]);
+  }
+  return undefined;
+}
+
+/** Docker's embedded DNS works from inside the gateway, and the nat chains that carry it are intact. */
+async function assertDockerDnsIntact(t: ExecutionContext, container: string, names: readonly string[], when: string) {
+  for (const name of names) {
+    const r = await exec(container, ['getent', 'hosts', name]);
+    t.true(r.ok && r.stdout.includes(name), `${when}: getent hosts ${name} in ${container}: ${r.stdout}${r.stderr}`);
+  }
+  const nat = (await exec(container, ['iptables-save', '-t', 'nat'])).stdout;
+  for (const line of [
+    ':DOCKER_OUTPUT - [', ':DOCKER_POSTROUTING - [',
+    '-A OUTPUT -d 127.0.0.11/32 -j DOCKER_OUTPUT', '-A POSTROUTING -d 127.0.0.11/32 -j DOCKER_POSTROUTING',
+  ]) {
+    t.true(nat.includes(line), `${when}: iptables-save -t nat in ${container} lacks "${line}":\n${nat}`);
+  }
+  const dnat = nat.split('\n').filter((l) => l.startsWith('-A DOCKER_OUTPUT ') && l.includes('--dport 53') && l.includes('DNAT'));
+  t.is(dnat.length, 2, `${when}: DOCKER_OUTPUT should DNAT udp and tcp port 53:\n${nat}`);
+}
+
+async function gatewayLogs(container: string): Promise<string> {
+  const r = await docker(['logs', container]);
+  return `${r.stdout}\n${r.stderr}`;
+}
+
+async function runDetached(args: readonly string[]) {
+  return mustDocker(['run', '-d', ...args]);
+}
+
+async function startClient(c: { name: string; network: string; address: string }) {
+  // NET_ADMIN only for the probe's `ip neigh flush`; --init so that removal does not wait for a grace period.
+  await runDetached(['--name', c.name, '--init', '--cap-add', 'NET_ADMIN', '--network', c.network, '--ip', c.address, BASE_IMAGE, 'sleep', 'infinity']);
+}
+
+/** Containers and networks of the `docker run` scenarios; the compose project has its own. */
+async function removeRunTopology() {
+  const names = [GW, INET, 'vgwt-nocap', 'vgwt-nosysctl', ...Object.values(CLIENT).map((c) => c.name)];
+  await docker(['rm', '-f', ...names]);
+  for (const n of Object.values(NET)) await docker(['network', 'rm', n]);
+}
+
+function composeEnv(): Record<string, string> {
+  return {
+    VLAN_PARENT: 'vgwtc',
+    E2E_UPLINK_PARENT: 'vgwtcupa',
+    E2E_UPLINK_MAC: GW_UPLINK_MAC,
+    E2E_GATEWAY_CONFIG: composeConfig || '/dev/null',
+    VLAN_GATEWAY_IMAGE: IMAGE,
+    DEMO_CLIENT_IMAGE: BASE_IMAGE,
+  };
+}
+
+const compose = (args: readonly string[], extraEnv: Record<string, string> = {}) =>
+  run('docker-compose', ['-p', COMPOSE_PROJECT, ...COMPOSE_FILES, ...args], { cwd: REPO, env: { ...composeEnv(), ...extraEnv } });
+
+let cleanedUp = false;
+/** Idempotent: the compose project, our containers and networks, then our veths, then the scratch directory. */
+async function cleanupAll() {
+  if (cleanedUp) return;
+  if (hasCommand('docker-compose')) await compose(['--profile', 'demo', 'down', '--volumes', '--remove-orphans', '--timeout', '2']);
+  await removeRunTopology();
+  // Anything else named vgwt* that an interrupted test left in the engine.
+  for (const c of await ourContainers()) if (c.startsWith('vgwt')) await docker(['rm', '-f', c]);
+  for (const n of await ourNetworks()) if (n.startsWith('vgwt')) await docker(['network', 'rm', n]);
+  for (const [a, b] of VETHS) {
+    await deleteLink(a);
+    await deleteLink(b);
+  }
+  if (scratch) await rm(scratch, { recursive: true, force: true });
+  cleanedUp = true;
+}
+
+// ---------------------------------------------------------------------------------------------- setup, teardown
+
+test.before('base image, image build, veths', async (t) => {
+  if (!runnable) return;
+  t.timeout(25 * 60_000, 'base image and image build');
+
+  const base = await dockerEnvSh(['base-image']);
+  if (!base.ok) throw new Error(`docker-env.sh base-image failed:\n${base.stderr.trim().split('\n').slice(-30).join('\n')}`);
+  const bt = envTimings(base.stderr);
+  record(t, 'base image', `${seconds(base.ms)} (${'base-build-total' in bt ? 'cold: debootstrap + Node + import' : 'cached'}; ${JSON.stringify(bt)})`);
+
+  const build = await dockerEnvSh(['build', IMAGE]);
+  if (!build.ok) throw new Error(`docker-env.sh build failed:\n${build.stderr.trim().split('\n').slice(-40).join('\n')}`);
+  const size = Number(await inspect(IMAGE, '{{.Size}}'));
+  record(t, 'image build', seconds(build.ms));
+  record(t, 'image size', `${(size / 1e6).toFixed(0)} MB (${size} bytes; docker image inspect, on the Debian test base)`);
+
+  scratch = await mkdtemp(join(tmpdir(), 'vgwt-e2e-'));
+  for (const [a, b] of VETHS) await addVethPair(a, b);
+});
+
+test.after.always('remove everything the tests created, stop the engine', async (t) => {
+  if (skipReason !== undefined) return;
+  const t0 = now();
+  try {
+    await cleanupAll();
+  } finally {
+    const stopped = await dockerEnvSh(['stop']);
+    if (!stopped.ok) t.log(`docker-env.sh stop failed: ${stopped.stderr.trim()}`);
+    timings['teardown (cleanup + engine stop)'] = seconds(now() - t0);
+    timings['whole tier'] = seconds(now() - tierStart);
+    t.log(`timings:\n${Object.entries(timings).map(([k, v]) => `  ${k}: ${v}`).join('\n')}`);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------- scenarios
+
+serial("the write-up's flow: two VLANs routed to each other, the Internet sees the gateway's uplink address", async (t) => {
+  const t0 = now();
+  await mustDocker(['network', 'create', '-d', 'macvlan', '--subnet', '192.168.10.0/24', '--gateway', '192.168.10.1', '-o', 'parent=vgwt10a', NET.vlan10]);
+  await mustDocker(['network', 'create', '-d', 'macvlan', '--subnet', '192.168.20.0/24', '--gateway', '192.168.20.1', '-o', 'parent=vgwt20a', NET.vlan20]);
+  await mustDocker(['network', 'create', '-d', 'macvlan', '--subnet', '192.168.30.0/24', '--gateway', '192.168.30.1', '-o', 'parent=vgwt30a', NET.vlan30]);
+  await mustDocker(['network', 'create', '-d', 'macvlan', '--internal', '--subnet', '203.0.113.0/24', '--gateway', '203.0.113.1', '-o', 'parent=vgwtupa', NET.uplink]);
+
+  // The "Internet": a TCP server on the uplink network that answers with the peer address it sees.
+  await runDetached(['--name', INET, '--init', '--network', NET.uplink, '--ip', INET_ADDRESS, BASE_IMAGE, 'node', '-e',
+    "require('net').createServer((s)=>s.end(s.remoteAddress.replace(/^::ffff:/,'')+'\\n')).listen(8080)"]);
+  const inetRoutes = (await exec(INET, ['ip', 'route'])).stdout;
+  t.false(/default|192\.168\./.test(inetRoutes), `the Internet container must have no route back to the VLANs:\n${inetRoutes}`);
+
+  runConfig = join(scratch, 'gateway.yaml');
+  await writeFile(runConfig, stringifyYaml({
+    uplink: { interface: { mac: GW_UPLINK_MAC }, nat: 'masquerade' },
+    vlans: [
+      { name: 'office', id: 10, subnet: '192.168.10.0/24', gateway: '192.168.10.1' },
+      { name: 'lab', id: 20, subnet: '192.168.20.0/24', gateway: '192.168.20.1' },
+      { name: 'guest', id: 30, subnet: '192.168.30.0/24', gateway: '192.168.30.1' }, // attached later (hot-plug)
+    ],
+    forwarding: { default: 'accept' },
+  }));
+
+  const tRun = now();
+  await runDetached(['--name', GW, '--cap-add', 'NET_ADMIN', '--sysctl', 'net.ipv4.ip_forward=1',
+    '--network', NET.uplink, '--ip', GW_UPLINK_ADDRESS, '--mac-address', GW_UPLINK_MAC,
+    '-v', `${runConfig}:/etc/vlan-gateway/gateway.yaml:ro`, IMAGE]);
+  await waitReady(GW);
+  record(t, 'docker run → /readyz (uplink only, VLANs waiting)', seconds(now() - tRun));
+
+  for (const c of [CLIENT.c10, CLIENT.c20, CLIENT.c30]) await startClient(c);
+
+  // Hot-plug the VLAN NICs, in name order (see the header).
+  const tConnect = Date.now() / 1000;
+  for (const net of [NET.vlan10, NET.vlan20]) {
+    const r = await docker(['network', 'connect', net, GW]);
+    t.true(r.ok, `docker network connect ${net} ${GW}: ${r.stderr}`);
+  }
+  const routed = await firstReply(CLIENT.c10.name, CLIENT.c20.address);
+  t.truthy(routed, 'vlan10 client never reached the vlan20 client');
+  if (routed) record(t, 'connect vlan10 + vlan20 → first routed ping', seconds((routed - tConnect) * 1000));
+
+  // Real packets, both ways, one router hop (TTL 64 - 1).
+  for (const [from, to] of [[CLIENT.c10, CLIENT.c20], [CLIENT.c20, CLIENT.c10]] as const) {
+    const p = await ping(from.name, to.address);
+    t.is(p.received, 3, `${from.name} → ${to.address}:\n${p.output}`);
+    t.true(p.ttls.length > 0 && p.ttls.every((ttl) => ttl === 63), `expected TTL 63 (routed once):\n${p.output}`);
+  }
+  // The Internet container sees the gateway's uplink address: MASQUERADE, since it has no route to 192.168.x.
+  t.is(await sourceSeenByInternet(CLIENT.c10.name), GW_UPLINK_ADDRESS);
+  t.is(await sourceSeenByInternet(CLIENT.c20.name), GW_UPLINK_ADDRESS);
+  const back = await exec(INET, ['ping', '-c', '1', '-W', '1', CLIENT.c10.address]);
+  t.false(back.ok, 'the Internet container must not reach a VLAN client directly');
+
+  const addrs = (await exec(GW, ['ip', '-o', '-4', 'addr', 'show'])).stdout;
+  t.regex(addrs, /192\.168\.10\.1\/24/);
+  t.regex(addrs, /192\.168\.20\.1\/24/);
+  record(t, "scenario: write-up's flow", seconds(now() - t0));
+});
+
+serial("Docker's embedded DNS resolves container names from inside the gateway; its nat chains are intact", async (t) => {
+  const t0 = now();
+  await assertDockerDnsIntact(t, GW, [CLIENT.c10.name, CLIENT.c20.name], 'after the hot-plug applies');
+  record(t, 'scenario: embedded DNS', seconds(now() - t0));
+});
+
+serial('/metrics from inside the container counts the forwarded packets', async (t) => {
+  const t0 = now();
+  const p = await ping(CLIENT.c10.name, CLIENT.c20.address, 10);
+  t.is(p.received, 10, p.output);
+  // Kernel counters are read every 5 s (--stats-interval); wait for a read after the pings.
+  const text = await waitFor('forwarded_packets_total{from="office",to="lab"} >= 10', 20_000, async () => {
+    const m = await gatewayHttp(GW, '/metrics');
+    const v = metricValue(m.body, 'vlan_gateway_forwarded_packets_total', { from: 'office', to: 'lab', action: 'accept' });
+    return m.status === 200 && v !== undefined && v >= 10 ? m.body : undefined;
+  }, 500);
+  t.true(text.includes('vlan_gateway_forwarded_packets_total'));
+  t.is(metricValue(text, 'vlan_gateway_vlan_up', { vlan: 'office' }), 1);
+  t.is(metricValue(text, 'vlan_gateway_vlan_up', { vlan: 'lab' }), 1);
+  t.is(metricValue(text, 'vlan_gateway_vlan_up', { vlan: 'guest' }), 0, 'guest is not attached yet');
+  t.true((metricValue(text, 'vlan_gateway_nat_packets_total', { vlan: 'office', kind: 'masquerade' }) ?? 0) >= 1,
+    'the TCP connection to the Internet container was masqueraded');
+
+  // The image's HEALTHCHECK (/healthz, every 10 s) and the README's `docker exec … vlan-gateway status`.
+  const health = await waitFor('Docker health status "healthy"', 25_000, async () => {
+    const h = await inspect(GW, '{{.State.Health.Status}}');
+    return h === 'healthy' ? h : undefined;
+  }, 500);
+  t.is(health, 'healthy');
+  const status = await exec(GW, ['vlan-gateway', 'status']);
+  t.true(status.ok, `vlan-gateway status: ${status.stderr}`);
+  t.regex(status.stdout, /office/);
+  t.regex(status.stdout, /guest/);
+  record(t, 'scenario: /metrics, health, status', seconds(now() - t0));
+});
+
+serial(`docker restart: routing is back within ${RESTART_BOUND_S} s of the container starting, no manual step`, async (t) => {
+  const t0 = now();
+  const measure = async () => {
+    const restart = await docker(['restart', GW]);
+    t.true(restart.ok, restart.stderr);
+    const startedAt = await inspect(GW, '{{.State.StartedAt}}');
+    const reply = await firstReply(CLIENT.c10.name, CLIENT.c20.address);
+    if (reply === undefined) throw new Error('no reply within 10 s of the restart');
+    return { restartMs: restart.ms, startedAt, delayS: reply - epochSeconds(startedAt) };
+  };
+  let m = await measure();
+  t.log(`docker restart took ${seconds(m.restartMs)}; first routed ping ${m.delayS.toFixed(2)} s after StartedAt`);
+  if (m.delayS > RESTART_BOUND_S) {
+    t.log(`over the ${RESTART_BOUND_S} s bound; measuring once more`);
+    m = await measure();
+    t.log(`second measurement: ${m.delayS.toFixed(2)} s`);
+  }
+  record(t, 'restart: StartedAt → first routed ping', `${m.delayS.toFixed(2)} s (docker restart itself ${seconds(m.restartMs)})`);
+  t.true(m.delayS <= RESTART_BOUND_S, `routing came back ${m.delayS.toFixed(2)} s after the container started`);
+
+  // The supervisor's own account: process up, then the start pass logged (at its end, after the routes work).
+  const started = epochSeconds(m.startedAt);
+  type Line = { time: string; msg: string; trigger?: string };
+  const startLines = await waitFor('the start pass in the logs', 5000, async () => {
+    const lines = (await gatewayLogs(GW)).split('\n').filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Line).filter((l) => Date.parse(l.time) / 1000 >= started - 0.001);
+    const starting = lines.find((l) => l.msg === 'vlan-gateway starting');
+    const applied = lines.find((l) => l.trigger === 'start' && l.msg.startsWith('reconciled'));
+    return starting && applied ? { starting, applied } : undefined;
+  }, 250).catch((error: unknown) => {
+    t.log(String(error));
+    return undefined;
+  });
+  if (startLines) {
+    record(t, 'restart: StartedAt → process up → start pass logged',
+      `${(Date.parse(startLines.starting.time) / 1000 - started).toFixed(2)} s → ${(Date.parse(startLines.applied.time) / 1000 - started).toFixed(2)} s`);
+  }
+  t.is(await sourceSeenByInternet(CLIENT.c10.name), GW_UPLINK_ADDRESS, 'MASQUERADE is back too');
+  await assertDockerDnsIntact(t, GW, [CLIENT.c10.name, CLIENT.c20.name], 'after the restart apply');
+  record(t, 'scenario: restart', seconds(now() - t0));
+});
+
+serial(`docker network connect of a third VLAN while running: routed within ${HOTPLUG_BOUND_S} s`, async (t) => {
+  const t0 = now();
+  const measure = async () => {
+    const probe = firstReply(CLIENT.c30.name, CLIENT.c10.address);
+    await sleep(500); // the probe is looping (and failing: vlan30 has no router yet)
+    const tConnect = Date.now() / 1000;
+    const connect = await docker(['network', 'connect', NET.vlan30, GW]);
+    t.true(connect.ok, `docker network connect ${NET.vlan30}: ${connect.stderr}`);
+    const reply = await probe;
+    if (reply === undefined) throw new Error('vlan30 client never reached the vlan10 client');
+    return { connectMs: connect.ms, delayS: reply - tConnect };
+  };
+  let m = await measure();
+  t.log(`docker network connect took ${seconds(m.connectMs)}; first routed ping ${m.delayS.toFixed(2)} s after it was issued`);
+  if (m.delayS > HOTPLUG_BOUND_S) {
+    t.log(`over the ${HOTPLUG_BOUND_S} s bound; disconnecting and measuring once more`);
+    await mustDocker(['network', 'disconnect', NET.vlan30, GW]);
+    await sleep(1500);
+    m = await measure();
+    t.log(`second measurement: ${m.delayS.toFixed(2)} s`);
+  }
+  record(t, 'hot-plug: network connect issued → first routed ping', `${m.delayS.toFixed(2)} s (the connect command itself ${seconds(m.connectMs)})`);
+  t.true(m.delayS <= HOTPLUG_BOUND_S, `vlan30 was routed ${m.delayS.toFixed(2)} s after the connect`);
+
+  const p = await ping(CLIENT.c30.name, CLIENT.c10.address);
+  t.is(p.received, 3, p.output);
+  t.is(await sourceSeenByInternet(CLIENT.c30.name), GW_UPLINK_ADDRESS);
+  await assertDockerDnsIntact(t, GW, [CLIENT.c10.name, CLIENT.c20.name, CLIENT.c30.name], 'after the vlan30 hot-plug apply');
+  record(t, 'scenario: hot-plug', seconds(now() - t0));
+});
+
+serial(`docker stop: exits 0 well within the grace period (${STOP_BOUND_MS / 1000} s bound, Docker's default grace 10 s)`, async (t) => {
+  const stop = await docker(['stop', GW]);
+  t.true(stop.ok, stop.stderr);
+  const [exitCode, oom] = (await inspect(GW, '{{.State.ExitCode}} {{.State.OOMKilled}}')).split(' ');
+  record(t, 'stop: docker stop', `${seconds(stop.ms)}, exit code ${exitCode}`);
+  t.is(exitCode, '0');
+  t.is(oom, 'false');
+  t.true(stop.ms < STOP_BOUND_MS, `docker stop took ${seconds(stop.ms)}`);
+  t.regex(await gatewayLogs(GW), /"msg":"stopped"/);
+});
+
+/*
+ * The issue's literal flow: `docker run --network vlan10 …`, then `docker network connect` of the uplink and of
+ * vlan20, with a config that finds the uplink by `uplink.gateway` (no uplink.interface). Docker gives a container
+ * started on vlan10 a default route through vlan10's reserved gateway (192.168.10.1, the address the gateway
+ * takes itself); the gateway must still pick the NIC on uplink.gateway's network as its uplink, never a VLAN's.
+ */
+const issueFlow = runnable ? test.serial : test.serial.skip;
+issueFlow("the issue's flow (docker run --network vlan10, then connect uplink and vlan20) with uplink.gateway", async (t) => {
+  const t0 = now();
+  const gw2 = 'vgwt-gw2';
+  const config = join(scratch, 'gateway-by-uplink-gateway.yaml');
+  await writeFile(config, stringifyYaml({
+    uplink: { gateway: INET_ADDRESS, nat: 'masquerade' },
+    vlans: [
+      { name: 'office', id: 10, subnet: '192.168.10.0/24', gateway: '192.168.10.1' },
+      { name: 'lab', id: 20, subnet: '192.168.20.0/24', gateway: '192.168.20.1' },
+    ],
+  }));
+  try {
+    await runDetached(['--name', gw2, '--cap-add', 'NET_ADMIN', '--sysctl', 'net.ipv4.ip_forward=1', '--network', NET.vlan10,
+      '-v', `${config}:/etc/vlan-gateway/gateway.yaml:ro`, IMAGE]);
+    await mustDocker(['network', 'connect', '--ip', '203.0.113.3', NET.uplink, gw2]);
+    await mustDocker(['network', 'connect', NET.vlan20, gw2]);
+    const reply = await firstReply(CLIENT.c10.name, CLIENT.c20.address, 5);
+    t.truthy(reply, `vlan10 client never reached the vlan20 client; gateway status:\n${(await gatewayHttp(gw2, '/status').catch((e: unknown) => ({ body: String(e) }))).body}`);
+    t.is(await sourceSeenByInternet(CLIENT.c10.name), '203.0.113.3');
+  } finally {
+    await docker(['rm', '-f', gw2]);
+    record(t, "known bug: issue's flow", seconds(now() - t0));
+  }
+});
+
+/** Runs the image without a required flag and returns its exit code, logs and how long it lived. */
+async function runMissing(name: string, flags: readonly string[]) {
+  // --network none: nothing to route, and no second holder of a VLAN gateway address; the checks fail first.
+  await runDetached(['--name', name, ...flags, '--network', 'none', '-v', `${runConfig}:/etc/vlan-gateway/gateway.yaml:ro`, IMAGE]);
+  const waited = await docker(['wait', name], { timeout: 60_000 });
+  const exitCode = Number(waited.stdout.trim());
+  const [startedAt, finishedAt] = (await inspect(name, '{{.State.StartedAt}} {{.State.FinishedAt}}')).split(' ');
+  return { exitCode, logs: await gatewayLogs(name), livedS: epochSeconds(finishedAt!) - epochSeconds(startedAt!) };
+}
+
+serial('missing --cap-add NET_ADMIN: exits non-zero and says which flag to add', async (t) => {
+  const r = await runMissing('vgwt-nocap', ['--sysctl', 'net.ipv4.ip_forward=1']);
+  record(t, 'missing NET_ADMIN: exit', `code ${r.exitCode} after ${r.livedS.toFixed(2)} s`);
+  t.not(r.exitCode, 0);
+  t.true(r.logs.includes('--cap-add NET_ADMIN'), `logs:\n${r.logs}`);
+  t.log(r.logs.split('\n').filter((l) => l.startsWith('vlan-gateway:')).join('\n'));
+});
+
+serial('missing --sysctl net.ipv4.ip_forward=1: exits non-zero and says which flag to add', async (t) => {
+  // A new namespace starts with the machine's ip_forward; where that is 1, say 0 explicitly to get the same case.
+  const flags = readIpForward() === '1' ? ['--sysctl', 'net.ipv4.ip_forward=0'] : [];
+  const r = await runMissing('vgwt-nosysctl', ['--cap-add', 'NET_ADMIN', ...flags]);
+  record(t, 'missing ip_forward sysctl: exit', `code ${r.exitCode} after ${r.livedS.toFixed(2)} s`);
+  t.not(r.exitCode, 0);
+  t.true(r.logs.includes('--sysctl net.ipv4.ip_forward=1'), `logs:\n${r.logs}`);
+  t.log(r.logs.split('\n').filter((l) => l.startsWith('vlan-gateway:')).join('\n'));
+});
+
+/** Every PromQL expression of the Grafana dashboard, as recording rules that `promtool check rules` parses. */
+async function dashboardRules(): Promise<{ file: string; count: number }> {
+  const dashboard = JSON.parse(await readFile(join(REPO, 'deploy/grafana/dashboards/vlan-gateway.json'), 'utf8')) as {
+    panels: Array<{ targets?: Array<{ expr?: string }> }>;
+  };
+  const exprs = dashboard.panels.flatMap((p) => p.targets ?? []).map((tg) => tg.expr).filter((e): e is string => Boolean(e));
+  const rules = exprs.map((expr, i) => ({
+    record: `vlan_gateway:dashboard_query_${i}`,
+    expr: expr.replaceAll('$__rate_interval', '1m').replaceAll('$__range', '1h').replaceAll('$instance', '.*'),
+  }));
+  const file = join(scratch, 'dashboard-rules.yml');
+  await writeFile(file, stringifyYaml({ groups: [{ name: 'dashboard', rules }] }));
+  return { file, count: exprs.length };
+}
+
+serial('compose.yaml: valid for docker-compose 1.29, Prometheus and dashboard files check, gateway + demo clients route', async (t) => {
+  const t0 = now();
+  if (!hasCommand('docker-compose') || !hasCommand('promtool')) {
+    t.fail('docker-compose and promtool are needed (Debian packages docker-compose and prometheus): run scripts/install-deps.sh');
+    return;
+  }
+  await removeRunTopology(); // the compose networks use the same subnets
+
+  // The file as users get it, with no variables set; the demo profile adds exactly the two clients.
+  const plain = await run('docker-compose', ['-f', join(REPO, 'compose.yaml'), 'config', '-q'], { cwd: REPO });
+  t.true(plain.ok, `docker-compose config: ${plain.stderr}`);
+  const services = await run('docker-compose', ['-f', join(REPO, 'compose.yaml'), '--profile', 'demo', 'config', '--services'], { cwd: REPO });
+  t.deepEqual(services.stdout.trim().split('\n').sort(), ['client10', 'client20', 'grafana', 'prometheus', 'vlan-gateway']);
+  const resolved = await run('docker-compose', ['-f', join(REPO, 'compose.yaml'), 'config'], { cwd: REPO, env: { VLAN_PARENT: 'ens18' } });
+  t.regex(resolved.stdout, /parent: ens18\.10/);
+  t.regex(resolved.stdout, /parent: ens18\.20/);
+
+  const prom = await must('promtool', ['check', 'config', join(REPO, 'deploy/prometheus.yml')]);
+  t.regex(prom.stdout + prom.stderr, /SUCCESS/);
+  const rules = await dashboardRules();
+  const checked = await run('promtool', ['check', 'rules', rules.file]);
+  t.true(checked.ok, `dashboard PromQL: ${checked.stdout}${checked.stderr}`);
+  t.log(`promtool parsed the dashboard's ${rules.count} PromQL queries`);
+
+  // The test's gateway config: deploy/gateway.yaml, with the uplink named by MAC (the uplink here is --internal).
+  const deployConfig = parseYaml(await readFile(join(REPO, 'deploy/gateway.yaml'), 'utf8')) as { uplink?: Record<string, unknown> };
+  composeConfig = join(scratch, 'compose-gateway.yaml');
+  await writeFile(composeConfig, stringifyYaml({ ...deployConfig, uplink: { ...deployConfig.uplink, interface: { mac: GW_UPLINK_MAC } } }));
+  const merged = await compose(['--profile', 'demo', 'config', '-q']);
+  t.true(merged.ok, `docker-compose config with the test override: ${merged.stderr}`);
+
+  // Prometheus and Grafana images cannot be pulled here: start them only if they happen to exist locally.
+  const optional: string[] = [];
+  for (const [service, image] of [['prometheus', 'prom/prometheus:v2.55.1'], ['grafana', 'grafana/grafana:11.3.0']] as const) {
+    if ((await docker(['image', 'inspect', image])).ok) optional.push(service);
+  }
+  t.log(`services started: vlan-gateway, client10, client20${optional.length ? `, ${optional.join(', ')}` : ' (no Prometheus/Grafana image here)'}`);
+  const tUp = now();
+  const up = await compose(['--profile', 'demo', 'up', '-d', '--no-build', 'vlan-gateway', 'client10', 'client20', ...optional]);
+  const upReturned = Date.now() / 1000;
+  t.true(up.ok, `docker-compose up: ${up.stderr}`);
+  record(t, 'compose up (gateway + demo clients)', seconds(now() - tUp));
+  if (!up.ok) return;
+
+  // Container ids by Compose's labels (the same for 1.29 and v2, whose container names differ), with the fast CLI.
+  const id = async (service: string) => (await mustDocker(['ps', '-q',
+    '--filter', `label=com.docker.compose.project=${COMPOSE_PROJECT}`, '--filter', `label=com.docker.compose.service=${service}`])).stdout.trim();
+  const [gw, c10, c20] = [await id('vlan-gateway'), await id('client10'), await id('client20')];
+  t.truthy(gw && c10 && c20, 'the three containers are running');
+  const reply = await firstReply(c10, '192.168.20.10', 15);
+  t.truthy(reply, 'client10 never reached client20 through the gateway');
+  if (reply) record(t, 'compose up returned → first routed ping client10 → client20', `${(reply - upReturned).toFixed(2)} s`);
+
+  t.is(await inspect(gw, '{{.HostConfig.RestartPolicy.Name}}'), 'unless-stopped');
+  t.deepEqual(JSON.parse(await inspect(gw, '{{json .HostConfig.CapAdd}}')), ['NET_ADMIN']);
+  t.false(JSON.parse(await inspect(gw, '{{json .HostConfig.Privileged}}')) as boolean);
+  t.is(await inspect(gw, '{{index .HostConfig.Sysctls "net.ipv4.ip_forward"}}'), '1');
+  for (const [from, to] of [[c10, '192.168.20.10'], [c20, '192.168.10.10']] as const) {
+    const p = await ping(from, to);
+    t.is(p.received, 3, p.output);
+    t.true(p.ttls.every((ttl) => ttl === 63), p.output);
+  }
+  await assertDockerDnsIntact(t, gw, ['client10', 'client20'], 'compose deployment');
+
+  const down = await compose(['--profile', 'demo', 'down', '--volumes', '--remove-orphans', '--timeout', '5']);
+  t.true(down.ok, `docker-compose down: ${down.stderr}`);
+  t.deepEqual((await ourContainers()).filter((c) => c.startsWith(COMPOSE_PROJECT)), []);
+  t.deepEqual((await ourNetworks()).filter((n) => n.startsWith(COMPOSE_PROJECT)), []);
+  record(t, 'scenario: compose', seconds(now() - t0));
+});
+
+serial('cleanup: no container, network, veth or namespace of the tests is left', async (t) => {
+  await cleanupAll();
+  t.deepEqual(await ourContainers(), [], 'docker ps -a');
+  t.deepEqual(await ourNetworks(), [], 'docker network ls (custom)');
+  const mine = new Set(VETHS.flat());
+  t.deepEqual((await ourLinks()).filter((l) => mine.has(l)), [], 'ip link: our veths');
+  // The tier creates no named namespace (Docker's live under its own run directory); say what is there anyway.
+  const netns = await ourNetns();
+  if (netns.length > 0) t.log(`ip netns list shows vgwt* namespaces that are not this tier's: ${netns.join(', ')}`);
+  const volumes = (await docker(['volume', 'ls', '-q'])).stdout.trim();
+  t.is(volumes, '', 'docker volume ls');
+  t.log(`docker client used: ${DOCKER}`);
+});
