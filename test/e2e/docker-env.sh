@@ -164,7 +164,7 @@ start_containerd() {
 
 # Containers and networks left by an earlier, interrupted run: the engine keeps them in its data root.
 remove_leftovers() {
-	local ids nets
+	local ids nets vols
 	ids=$(docker ps -aq 2>/dev/null || true)
 	if [[ -n $ids ]]; then
 		log "removing $(wc -w <<<"$ids") leftover container(s)"
@@ -176,6 +176,13 @@ remove_leftovers() {
 		log "removing $(wc -w <<<"$nets") leftover network(s)"
 		# shellcheck disable=SC2086
 		docker network rm $nets >/dev/null 2>&1 || true
+	fi
+	# Named volumes (a Compose project's, say) live in the data root too.
+	vols=$(docker volume ls -q 2>/dev/null || true)
+	if [[ -n $vols ]]; then
+		log "removing $(wc -w <<<"$vols") leftover volume(s)"
+		# shellcheck disable=SC2086
+		docker volume rm -f $vols >/dev/null 2>&1 || true
 	fi
 }
 

@@ -1,0 +1,459 @@
+/**
+ * `vlan-gateway run` as a child process, for the kernel-tier supervisor tests: a private copy of the bundle (the
+ * artifact users run), a free loopback port, polling of /readyz, the JSON log lines it prints on stdout, parsed
+ * /metrics and /status, and a teardown that always kills it (and whatever it started) even when a test fails.
+ *
+ * Why a private copy of dist/vlan-gateway.mjs: several test files (and other tooling, e.g. an image build) may run
+ * `npm run build` at the same time, and esbuild rewrites the bundle in place; a gateway started while the file is
+ * half written would fail for a reason that has nothing to do with the product. The builds are serialised with
+ * flock(1), and each test file runs its own byte-identical copy, laid out like an installed package (rules/,
+ * examples/ and package.json beside dist/) so that the product finds its files exactly as it does when installed.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import type { Config } from '../../src/config/schema.js';
+import { ExecaRunner } from '../../src/exec/execa-runner.js';
+import { labUp, planLabTopology, type LabTopology } from '../../src/lab/index.js';
+
+export const REPO = fileURLToPath(new URL('../../', import.meta.url));
+export const runner = new ExecaRunner();
+
+const BUILD_LOCK = join(tmpdir(), 'vlan-gateway-test-build.lock');
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+// ---- the bundle ---------------------------------------------------------------------------------------------------
+
+export interface Bundle {
+  /** The private copy of dist/vlan-gateway.mjs to run with `node`. */
+  readonly path: string;
+  /** Time to build (if needed) and copy. */
+  readonly buildMs: number;
+  /** Whether this call ran `npm run build` (false: the bundle was already newer than its sources). */
+  readonly built: boolean;
+  remove(): Promise<void>;
+}
+
+/**
+ * `npm run build` unless dist/vlan-gateway.mjs is newer than every source it is made from (so the test files of one
+ * run build once between them, instead of each loading the machine while another measures start-up times), then a
+ * private copy of the bundle. Build and copy happen under one flock, so no build of ours rewrites the file mid-copy.
+ */
+export async function prepareBundle(): Promise<Bundle> {
+  const started = performance.now();
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-bundle-'));
+  await mkdir(join(dir, 'dist'));
+  const path = join(dir, 'dist', 'vlan-gateway.mjs');
+  const script = [
+    'set -e',
+    'bundle=dist/vlan-gateway.mjs',
+    'if [ ! -f "$bundle" ] || [ -n "$(find src rules package.json package-lock.json build.mjs -newer "$bundle" -print 2>/dev/null | head -n 1)" ]; then',
+    '  npm run --silent build',
+    '  echo built',
+    'fi',
+    'cp "$bundle" "$1"',
+  ].join('\n');
+  const { stdout } = await execa('flock', [BUILD_LOCK, 'sh', '-c', script, 'sh', path], { cwd: REPO, timeout: 180_000 });
+  const buildMs = performance.now() - started;
+  for (const entry of ['rules', 'examples', 'package.json']) await symlink(join(REPO, entry), join(dir, entry));
+  await execa(process.execPath, ['--check', path]); // a torn copy would fail here, not in a test
+  return { path, buildMs, built: /built/.test(stdout), remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+// ---- ports --------------------------------------------------------------------------------------------------------
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+// ---- metrics ------------------------------------------------------------------------------------------------------
+
+export interface Sample {
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly value: number;
+}
+
+/** The Prometheus text format, samples only (comments and blank lines skipped). */
+export function parseMetrics(text: string): Sample[] {
+  const samples: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$/.exec(line);
+    if (!m) throw new Error(`unparseable metrics line: ${line}`);
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) {
+      labels[l[1]!] = l[2]!.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
+    }
+    const raw = m[3]!;
+    const value = raw === '+Inf' ? Infinity : raw === '-Inf' ? -Infinity : Number(raw);
+    samples.push({ name: m[1]!, labels, value });
+  }
+  return samples;
+}
+
+/** The sum of the samples named `name` whose labels include `labels` (0 when there is none: a counter not yet
+ *  incremented has no series). */
+export function metricValue(samples: readonly Sample[], name: string, labels: Readonly<Record<string, string>> = {}): number {
+  return samples
+    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+    .reduce((sum, s) => sum + s.value, 0);
+}
+
+/** The samples named `name` whose labels include `labels`. */
+export function series(samples: readonly Sample[], name: string, labels: Readonly<Record<string, string>> = {}): Sample[] {
+  return samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+}
+
+// ---- polling ------------------------------------------------------------------------------------------------------
+
+/** Polls `probe` until it returns something other than undefined/false; returns it and the time it took. */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | false>,
+  timeoutMs: number,
+  intervalMs = 25,
+): Promise<{ value: T; ms: number }> {
+  const started = performance.now();
+  const deadline = started + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined && value !== false) return { value, ms: performance.now() - started };
+    } catch (error) {
+      lastError = error;
+    }
+    if (performance.now() > deadline) {
+      const why = lastError ? ` (last error: ${(lastError as Error).message ?? String(lastError)})` : '';
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${why}`);
+    }
+    await sleep(intervalMs);
+  }
+}
+
+// ---- the gateway process ------------------------------------------------------------------------------------------
+
+export interface LogLine {
+  readonly level: number;
+  readonly time: string;
+  readonly msg: string;
+  readonly [key: string]: unknown;
+}
+
+export interface Exit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  /** performance.now() when the exit was seen. */
+  readonly at: number;
+}
+
+export interface GatewayOptions {
+  readonly bundle: string;
+  readonly netns: string;
+  readonly config: string;
+  readonly schedule?: string;
+  readonly statsIntervalMs?: number;
+  readonly logLevel?: string;
+  readonly extraArgs?: readonly string[];
+  readonly port?: number;
+}
+
+const live = new Set<GatewayProcess>();
+
+export class GatewayProcess {
+  readonly logs: LogLine[] = [];
+  /** stdout lines that are not JSON (there should be none). */
+  readonly otherOutput: string[] = [];
+  stderr = '';
+  readonly exited: Promise<Exit>;
+  exit: Exit | undefined;
+
+  private constructor(
+    readonly child: ChildProcess,
+    readonly port: number,
+    /** performance.now() just before the spawn. */
+    readonly spawnedAt: number,
+  ) {
+    let buffer = '';
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => {
+      buffer += chunk;
+      let newline: number;
+      while ((newline = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, newline);
+        buffer = buffer.slice(newline + 1);
+        if (line.trim() === '') continue;
+        try {
+          this.logs.push(JSON.parse(line) as LogLine);
+        } catch {
+          this.otherOutput.push(line);
+        }
+      }
+    });
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (chunk: string) => {
+      this.stderr += chunk;
+    });
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.exit = { code, signal, at: performance.now() };
+        live.delete(this);
+        resolve(this.exit);
+      });
+    });
+  }
+
+  /** Spawns `node BUNDLE run --netns … --listen 127.0.0.1:<free port> …` in its own process group. */
+  static async start(options: GatewayOptions): Promise<GatewayProcess> {
+    const port = options.port ?? await freePort();
+    const argv = [
+      options.bundle, 'run', '--netns', options.netns, '--config', options.config, '--listen', `127.0.0.1:${port}`,
+      ...(options.schedule ? ['--schedule', options.schedule] : []),
+      ...(options.statsIntervalMs ? ['--stats-interval', String(options.statsIntervalMs)] : []),
+      '--log-level', options.logLevel ?? 'debug',
+      ...(options.extraArgs ?? []),
+    ];
+    const spawnedAt = performance.now();
+    const child = spawn(process.execPath, argv, {
+      cwd: REPO,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true, // its own process group: teardown kills whatever it started too
+      env: { ...process.env, LC_ALL: 'C' },
+    });
+    const gateway = new GatewayProcess(child, port, spawnedAt);
+    live.add(gateway);
+    return gateway;
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async get(path: string): Promise<{ status: number; body: string }> {
+    const response = await fetch(`${this.url}${path}`, { signal: AbortSignal.timeout(5000) });
+    return { status: response.status, body: await response.text() };
+  }
+
+  /** Polls /readyz (every 5 ms) until 200; returns the time since the spawn. Fails fast if the process exits. */
+  async waitReady(timeoutMs = 15_000): Promise<number> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      if (this.exit) throw new Error(`gateway exited (${this.exit.code ?? this.exit.signal}) before ready: ${this.stderr.trim()}`);
+      try {
+        const response = await fetch(`${this.url}/readyz`, { signal: AbortSignal.timeout(2000) });
+        await response.arrayBuffer();
+        if (response.status === 200) return performance.now() - this.spawnedAt;
+      } catch {
+        // not listening yet
+      }
+      if (performance.now() > deadline) throw new Error(`gateway not ready after ${timeoutMs} ms; stderr: ${this.stderr.trim()}\n${this.describeLogs()}`);
+      await sleep(5);
+    }
+  }
+
+  async metricsText(): Promise<string> {
+    const { status, body } = await this.get('/metrics');
+    if (status !== 200) throw new Error(`/metrics answered ${status}: ${body}`);
+    return body;
+  }
+
+  async metrics(): Promise<Sample[]> {
+    return parseMetrics(await this.metricsText());
+  }
+
+  async metric(name: string, labels: Readonly<Record<string, string>> = {}): Promise<number> {
+    return metricValue(await this.metrics(), name, labels);
+  }
+
+  async status(): Promise<StatusDocument> {
+    const { status, body } = await this.get('/status');
+    if (status !== 200) throw new Error(`/status answered ${status}: ${body}`);
+    return JSON.parse(body) as StatusDocument;
+  }
+
+  /** Waits for a log line (already printed or still to come) that `match` accepts. */
+  async waitForLog(what: string, match: (line: LogLine) => boolean, timeoutMs = 10_000, from = 0): Promise<LogLine> {
+    try {
+      const { value } = await waitFor(what, async () => this.logs.slice(from).find(match), timeoutMs, 20);
+      return value;
+    } catch (error) {
+      throw new Error(`${(error as Error).message}; the gateway's last log lines:\n${this.describeLogs()}`);
+    }
+  }
+
+  signal(signal: NodeJS.Signals): void {
+    this.child.kill(signal);
+  }
+
+  /** Sends `signal` to the gateway process alone (as Docker/tini does to PID 1's child) and waits for it to exit;
+   *  SIGKILLs its process group when it has not exited after `timeoutMs`. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 10_000): Promise<Exit & { ms: number }> {
+    if (this.exit) return { ...this.exit, ms: 0 };
+    const sent = performance.now();
+    this.child.kill(signal);
+    const timer = setTimeout(() => this.killGroup(), timeoutMs);
+    const exit = await this.exited;
+    clearTimeout(timer);
+    return { ...exit, ms: exit.at - sent };
+  }
+
+  /** SIGKILL to the whole process group (the gateway and anything it started). */
+  killGroup(): void {
+    try {
+      process.kill(-this.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+
+  /** The processes the gateway started (children, grandchildren, …), by `ps`. */
+  async descendants(): Promise<Array<{ pid: number; cmd: string }>> {
+    const { stdout } = await execa('ps', ['-e', '-o', 'pid=,ppid=,args=']);
+    const rows = stdout.split('\n').map((l) => /^\s*(\d+)\s+(\d+)\s+(.*)$/.exec(l)).filter((m) => m !== null)
+      .map((m) => ({ pid: Number(m[1]), ppid: Number(m[2]), cmd: m[3]! }));
+    const out: Array<{ pid: number; cmd: string }> = [];
+    const parents = [this.pid];
+    while (parents.length > 0) {
+      const parent = parents.pop()!;
+      for (const row of rows.filter((r) => r.ppid === parent)) {
+        out.push({ pid: row.pid, cmd: row.cmd });
+        parents.push(row.pid);
+      }
+    }
+    return out;
+  }
+
+  /** The last log lines, for a failing assertion's message. */
+  describeLogs(last = 20): string {
+    return this.logs.slice(-last).map((l) => JSON.stringify(l)).join('\n');
+  }
+}
+
+/** Kills every gateway this process started that is still running (call from test.after.always). */
+export async function killAllGateways(): Promise<void> {
+  const all = [...live];
+  for (const gateway of all) gateway.killGroup();
+  await Promise.all(all.map((g) => Promise.race([g.exited, sleep(3000)])));
+}
+
+// A last resort should the test process die without its after.always hooks: no gateway outlives its test file.
+process.once('exit', () => {
+  for (const gateway of live) gateway.killGroup();
+});
+
+/** Whether a process is still alive (signal 0). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// ---- /status ------------------------------------------------------------------------------------------------------
+
+export interface StatusVlan {
+  readonly name: string;
+  readonly id: number;
+  readonly subnet: string;
+  readonly gateway: string;
+  readonly interface: string | null;
+  readonly addresses: readonly string[];
+  readonly state: 'up' | 'waiting' | 'unknown';
+}
+
+export interface StatusDocument {
+  readonly version: string;
+  readonly config: { readonly path: string; readonly hash: string };
+  readonly ready: boolean;
+  readonly healthy: boolean;
+  readonly vlans: readonly StatusVlan[];
+  readonly waiting: readonly string[];
+  readonly lastReconcile: { readonly trigger: string; readonly result: string; readonly changes: readonly string[]; readonly drift: readonly string[] } | null;
+  readonly driftRepairs: Readonly<Record<string, number>>;
+  readonly reload: { readonly lastAt: string | null; readonly lastResult: 'success' | 'failure' | null; readonly lastErrors: readonly string[] };
+}
+
+// ---- the lab's traffic ----------------------------------------------------------------------------------------------
+
+/** `ping -c COUNT` inside `ns`; returns how many replies came back (never throws for lost packets). */
+export async function ping(ns: string, target: string, count = 1, intervalS = 0.2, waitS = 1): Promise<{ sent: number; received: number; output: string }> {
+  const result = await runner.run(
+    ['ip', 'netns', 'exec', ns, 'ping', '-n', '-q', '-c', String(count), '-i', String(intervalS), '-W', String(waitS), target],
+    { allowFailure: true, timeoutMs: (count * intervalS + waitS) * 1000 + 10_000 },
+  );
+  const m = /(\d+) packets transmitted, (\d+) received/.exec(result.stdout);
+  return { sent: Number(m?.[1] ?? 0), received: Number(m?.[2] ?? 0), output: result.stdout.trim() };
+}
+
+/** Pings until one reply comes back (the path works again), at most `timeoutMs`; returns the time it took. */
+export async function pingUntilReply(ns: string, target: string, timeoutMs = 5000): Promise<number> {
+  const { ms } = await waitFor(`a ping reply from ${target} in ${ns}`, async () => (await ping(ns, target, 1, 0.2, 1)).received === 1, timeoutMs, 50);
+  return ms;
+}
+
+/** Runs argv inside the namespace and returns stdout. */
+export async function inNs(ns: string, ...argv: string[]): Promise<string> {
+  return (await runner.run(['ip', 'netns', 'exec', ns, ...argv])).stdout;
+}
+
+/** `iptables-save` (nft, the lab's backend) without the "# Generated … on <date>" lines. */
+export async function iptablesSave(ns: string, counters = false): Promise<string> {
+  const out = await inNs(ns, 'iptables-nft-save', ...(counters ? ['-c'] : []));
+  return out.split('\n').filter((line) => !line.startsWith('#')).join('\n');
+}
+
+/** The lines of an iptables-save that mention our chains (declarations, rules, jumps). */
+export const vgwLines = (save: string): string[] => save.split('\n').filter((line) => line.includes('VGW-'));
+
+/** Lines of our chain `chain` in an iptables-save (its declaration and its rules, counters included if saved so). */
+export const chainLines = (save: string, chain: string): string[] =>
+  save.split('\n').filter((line) => line.startsWith(`:${chain} `) || new RegExp(`-A ${chain} `).test(line));
+
+/** The IPv4 addresses (CIDR) on `dev` inside `ns`; [] when the link does not exist. */
+export async function addressesOf(ns: string, dev: string): Promise<string[]> {
+  const result = await runner.run(['ip', '-n', ns, '-json', '-4', 'addr', 'show', 'dev', dev], { allowFailure: true });
+  if (result.exitCode !== 0) return [];
+  const links = JSON.parse(result.stdout || '[]') as Array<{ addr_info?: Array<{ local: string; prefixlen: number }> }>;
+  return links.flatMap((l) => (l.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`));
+}
+
+/** `ip netns pids NS`: the processes living in the namespace. */
+export async function namespacePids(ns: string): Promise<number[]> {
+  const result = await runner.run(['ip', 'netns', 'pids', ns], { allowFailure: true });
+  return result.stdout.split(/\s+/).filter((p) => /^\d+$/.test(p)).map(Number);
+}
+
+// ---- labs -----------------------------------------------------------------------------------------------------------
+
+/** Builds the lab for `config` with the product's builder (namespaces only: the gateway is NOT applied) and waits
+ *  until IPv6 duplicate-address detection has settled, so later `ip addr` comparisons see only real changes. */
+export async function buildLab(config: Config, name: string): Promise<LabTopology> {
+  const topology = planLabTopology(config, name);
+  await labUp(runner, topology);
+  await waitFor(`settled addresses in ${topology.router}`, async () => !/tentative/.test((await runner.run(['ip', '-n', topology.router, 'addr'])).stdout), 10_000, 100);
+  return topology;
+}
+
+/** A scratch directory for configs and the like; remove it with `rm`. */
+export const scratchDir = (prefix: string) => mkdtemp(join(tmpdir(), prefix));

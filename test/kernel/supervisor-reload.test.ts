@@ -1,0 +1,173 @@
+/**
+ * Reloads of a running `vlan-gateway run` in the lab. SIGHUP with an invalid file keeps the running config, its
+ * rules and traffic (iptables-save of our chains byte-identical, counters included), counts a failed reload,
+ * sets config_last_reload_successful to 0 and shows the errors in /status. Then a valid change, picked up by the
+ * file watch, rewrites only the chain it changes: every other chain of ours keeps its packet counters, and real
+ * packets follow the new rule.
+ */
+import test from 'ava';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parse, stringify } from 'yaml';
+import { loadConfig } from '../../src/config/load.js';
+import { labDown, runProbe, startAgent, type LabTopology, type RunningAgent } from '../../src/lab/index.js';
+import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import {
+  buildLab, GatewayProcess, iptablesSave, killAllGateways, ping, pingUntilReply, prepareBundle, REPO,
+  runner, scratchDir, sleep, vgwLines, waitFor, type Bundle,
+} from '../helpers/supervisor.js';
+
+const kernel = isRoot() ? test.serial : test.serial.skip;
+const name = uniqueLabName('y');
+
+let bundle: Bundle | undefined;
+let topology: LabTopology | undefined;
+let scratch: string | undefined;
+let configPath = '';
+let example: Record<string, unknown> = {};
+let gateway: GatewayProcess | undefined;
+const agents: RunningAgent[] = [];
+
+test.before(async (t) => {
+  if (!isRoot()) return;
+  bundle = await prepareBundle();
+  t.log(`bundle: ${bundle.built ? 'built' : 'up to date'}, ${Math.round(bundle.buildMs)} ms`);
+  scratch = await scratchDir('vgw-reload-');
+  configPath = join(scratch, 'gateway.yaml');
+  example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as Record<string, unknown>;
+  await writeFile(configPath, stringify(example));
+  topology = await buildLab((await loadConfig(configPath)).config, name);
+  gateway = await GatewayProcess.start({ bundle: bundle.path, netns: topology.router, config: configPath, statsIntervalMs: 300 });
+  await gateway.waitReady();
+});
+
+test.after.always('stop the agents and the gateway, remove the lab and the scratch files', async () => {
+  if (!isRoot()) return;
+  await Promise.all(agents.map((a) => a.stop().catch(() => undefined)));
+  await killAllGateways();
+  await labDown(runner, name);
+  if (scratch) await rm(scratch, { recursive: true, force: true });
+  await bundle?.remove();
+});
+
+const router = () => topology!.router;
+const office = () => topology!.vlans.find((v) => v.name === 'office')!;
+const lab = () => topology!.vlans.find((v) => v.name === 'lab')!;
+
+/** Our chains' lines with their counters, grouped by chain (jumps from built-in chains under "hooks"). */
+function byChain(save: string): Map<string, string[]> {
+  const chains = new Map<string, string[]>();
+  for (const line of vgwLines(save)) {
+    const declared = /^:(VGW-\S+)/.exec(line);
+    const appended = /-A (\S+) /.exec(line);
+    const chain = declared?.[1] ?? (appended?.[1]?.startsWith('VGW-') ? appended[1] : 'hooks');
+    chains.set(chain!, [...(chains.get(chain!) ?? []), line]);
+  }
+  return chains;
+}
+
+/** lab's chains: its FROM chain and its per-pair chains (VGW-P-20-<to>), the only ones a lab → office rule may touch. */
+const isLabChain = (chain: string) => /^VGW-(FROM-20|P-20-\d+)$/.test(chain);
+const dropsTcp80 = (line: string) => /-p tcp .*--dports? 80\b.*-j DROP/.test(line);
+
+const withoutCounters = (lines: readonly string[]) => lines.map((l) => l.replace(/^\[\d+:\d+\] /, '').replace(/ \[\d+:\d+\]$/, ' [-]'));
+const packets = (lines: readonly string[]) => lines.reduce((sum, l) => sum + Number(/^\[(\d+):/.exec(l)?.[1] ?? 0), 0);
+
+kernel(`SIGHUP with an invalid file keeps the running config, its rules and traffic, and reports the failure${NEEDS_ROOT}`, async (t) => {
+  // Traffic both ways first, so the counters we compare are not all zero.
+  t.is((await ping(office().client.namespace, lab().client.address, 5, 0.05)).received, 5);
+  t.is((await ping(lab().client.namespace, office().client.address, 5, 0.05)).received, 5);
+  const hashBefore = (await gateway!.status()).config.hash;
+  const failuresBefore = await gateway!.metric('vlan_gateway_config_reloads_total', { result: 'failure' });
+  const before = await iptablesSave(router(), true);
+
+  const from = gateway!.logs.length;
+  await writeFile(configPath, 'vlans:\n  - {name: office, id: 10\n  subnet: [192.168.10.0/24\nforwarding: {default: maybe}\n');
+  gateway!.signal('SIGHUP');
+  const rejected = await gateway!.waitForLog('the rejected reload', (l) => l.level >= 50 && l.why === 'SIGHUP' && /reload rejected/.test(l.msg), 5000, from);
+  t.log(`logged: ${rejected.msg}`);
+  await sleep(700); // the file watch (debounced 200 ms) reloads too; let both settle
+
+  const failures = await gateway!.metric('vlan_gateway_config_reloads_total', { result: 'failure' });
+  t.true(failures > failuresBefore, `config_reloads_total{result="failure"} ${failuresBefore} → ${failures}`);
+  t.is(await gateway!.metric('vlan_gateway_config_last_reload_successful'), 0);
+  const status = await gateway!.status();
+  t.is(status.reload.lastResult, 'failure');
+  t.true(status.reload.lastErrors.length > 0, JSON.stringify(status.reload));
+  t.log(`/status reload: ${JSON.stringify(status.reload)}`);
+  t.is(status.config.hash, hashBefore, 'the running config is kept');
+  t.true(status.healthy);
+  t.is(await iptablesSave(router(), true), before, 'our chains, jumps and counters are byte-identical');
+  t.is((await gateway!.get('/healthz')).status, 200);
+  t.true(gateway!.logs.slice(from).every((l) => l.msg !== 'reconciled: changes applied'), 'nothing was applied');
+  t.is((await ping(office().client.namespace, lab().client.address, 3, 0.05)).received, 3, 'traffic flows');
+});
+
+kernel(`a valid change (file watch) rewrites only the changed chain; the others keep their counters${NEEDS_ROOT}`, async (t) => {
+  t.is((await ping(office().client.namespace, lab().client.address, 5, 0.05)).received, 5);
+  t.is((await ping(lab().client.namespace, office().client.address, 5, 0.05)).received, 5);
+  await sleep(300);
+  const before = byChain(await iptablesSave(router(), true));
+  const successesBefore = await gateway!.metric('vlan_gateway_config_reloads_total', { result: 'success' });
+  const hashBefore = (await gateway!.status()).config.hash;
+
+  const from = gateway!.logs.length;
+  const changed = { ...example, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', proto: 'tcp', ports: 80, action: 'drop' }] } };
+  const writtenAt = Date.now();
+  await writeFile(configPath, stringify(changed));
+  const reloaded = await gateway!.waitForLog('the reload', (l) => l.msg === 'config reloaded', 5000, from);
+  t.is(reloaded.why, 'file changed', 'picked up by the file watch, no signal needed');
+  const applied = await gateway!.waitForLog('the reload pass', (l) => l.trigger === 'reload' && l.msg === 'reconciled: changes applied', 5000, from);
+  t.log(`applied ${Date.parse(applied.time) - writtenAt} ms after the write: ${JSON.stringify(applied.changes)}`);
+  t.deepEqual(applied.drift, [], 'a config change is not drift');
+
+  const after = byChain(await iptablesSave(router(), true));
+  const touched = [...new Set([...before.keys(), ...after.keys()])]
+    .filter((chain) => JSON.stringify(withoutCounters(after.get(chain) ?? [])) !== JSON.stringify(withoutCounters(before.get(chain) ?? [])));
+  const kept = [...before.keys()].filter((c) => !touched.includes(c));
+  t.log(`touched: ${touched.join(', ')}; kept with their counters: ${kept.map((c) => `${c} (${packets(before.get(c)!)} packets)`).join(', ')}`);
+  t.true(touched.length > 0 && touched.every(isLabChain), `only lab's chains change: ${touched.join(', ')}`);
+  for (const chain of kept) t.deepEqual(after.get(chain), before.get(chain), `${chain} unchanged: same rules, same counters`);
+  t.true(kept.includes('VGW-FORWARD') && kept.includes('VGW-FROM-10') && kept.includes('hooks'));
+  t.true(packets(before.get('VGW-FROM-10')!) > 0 && packets(before.get('VGW-FORWARD')!) > 0, 'the kept counters were not all zero');
+  t.true([...after].filter(([c]) => isLabChain(c)).flatMap(([, lines]) => lines).some(dropsTcp80), 'the new drop rule is in lab\'s chains');
+
+  t.true((await gateway!.metric('vlan_gateway_config_reloads_total', { result: 'success' })) > successesBefore);
+  t.is(await gateway!.metric('vlan_gateway_config_last_reload_successful'), 1);
+  const status = await gateway!.status();
+  t.is(status.reload.lastResult, 'success');
+  t.deepEqual(status.reload.lastErrors, []);
+  t.not(status.config.hash, hashBefore);
+
+  // Real packets follow the new rule: lab → office tcp/80 dropped, tcp/22 and ping still pass.
+  const server = await startAgent(runner, office().client.namespace, [{ proto: 'tcp', address: '0.0.0.0', port: 80 }, { proto: 'tcp', address: '0.0.0.0', port: 22 }], 60);
+  agents.push(server);
+  const probe = (port: number) => runProbe(runner, { namespace: lab().client.namespace, kind: 'tcp', target: office().client.address, port, timeoutMs: 1500 });
+  const [http, ssh] = [await probe(80), await probe(22)];
+  t.is(http.actual, 'blocked', http.detail);
+  t.is(ssh.actual, 'pass', ssh.detail);
+  await pingUntilReply(lab().client.namespace, office().client.address);
+  await server.stop();
+});
+
+kernel(`a reload back to the first config removes the rule again, still touching only that chain${NEEDS_ROOT}`, async (t) => {
+  const before = byChain(await iptablesSave(router(), true));
+  const from = gateway!.logs.length;
+  await writeFile(configPath, stringify(example));
+  gateway!.signal('SIGHUP'); // SIGHUP and the file watch together: one more pass, not two changes
+  const applied = await gateway!.waitForLog('the reload pass', (l) => l.trigger === 'reload' && l.msg === 'reconciled: changes applied', 5000, from);
+  t.log(`changes: ${JSON.stringify(applied.changes)}`);
+  await sleep(700);
+  const after = byChain(await iptablesSave(router(), true));
+  for (const [chain, lines] of before) if (!isLabChain(chain)) t.deepEqual(after.get(chain), lines, `${chain}: same rules, same counters`);
+  t.false(vgwLines(await iptablesSave(router())).some(dropsTcp80), 'the drop rule is gone');
+  t.is(gateway!.logs.slice(from).filter((l) => l.msg === 'reconciled: changes applied').length, 1, 'exactly one pass changed something');
+  await waitFor('a tcp/80 connection lab → office', async () => {
+    const server = await startAgent(runner, office().client.namespace, [{ proto: 'tcp', address: '0.0.0.0', port: 80 }], 30);
+    try {
+      return (await runProbe(runner, { namespace: lab().client.namespace, kind: 'tcp', target: office().client.address, port: 80 })).actual === 'pass';
+    } finally {
+      await server.stop();
+    }
+  }, 5000, 100);
+});

@@ -1,0 +1,163 @@
+/**
+ * src/metrics/counters.ts: kernel counters → Prometheus increments. ruleSamples joins the saved rules' hashes and
+ * the accounting set's members to what they mean (zones and action, or a VLAN's NAT), so labels are names and never
+ * rule text; MonotonicCounters turns absolute readings into increments and survives counter resets (a rewritten
+ * chain starts again from zero).
+ */
+import test from 'ava';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { parseConfigText } from '../../src/config/load.js';
+import { MonotonicCounters, ruleSamples, type Sample } from '../../src/metrics/counters.js';
+import type { SavedSet, SavedTable } from '../../src/observe/facts.js';
+import { parseIpsetSave } from '../../src/observe/parse-ipset.js';
+import { parseSave, tableOf } from '../../src/observe/parse-save.js';
+import type { Desired } from '../../src/plan/types.js';
+import { reconcileOnce } from '../../src/reconcile/once.js';
+import { loadTemplates } from '../../src/template/load.js';
+import { FakeNetns } from '../fakes/netfilter.js';
+
+// ---- ruleSamples, on hand-made data ----------------------------------------------------------------------------
+
+const desired: Desired = {
+  vlans: [],
+  uplink: {},
+  addresses: [],
+  sysctls: {},
+  jumps: [],
+  chains: [
+    {
+      table: 'filter', name: 'VGW-FROM-10', rules: [
+        { line: '-o eth2 -m comment --comment vgw:aaaa -j ACCEPT', hash: 'aaaa', meaning: { kind: 'forward', from: 'office', to: 'lab', action: 'accept' } },
+        { line: '-o eth0 -m comment --comment vgw:bbbb -j ACCEPT', hash: 'bbbb', meaning: { kind: 'forward', from: 'office', to: 'uplink', action: 'accept' } },
+        { line: '-m comment --comment vgw:cccc -j DROP', hash: 'cccc' }, // the chain's fall-through: no meaning, no series
+      ],
+    },
+    {
+      table: 'nat', name: 'VGW-POSTROUTING', rules: [
+        { line: '-s 192.168.10.0/24 -o eth0 -m comment --comment vgw:dddd -j MASQUERADE', hash: 'dddd', meaning: { kind: 'nat', vlan: 'office', type: 'masquerade' } },
+      ],
+    },
+  ],
+  sets: [{ name: 'VGW-PAIRS-0', type: 'hash:net,iface', members: [{ member: '192.168.10.0/24,eth2', from: 'office', to: 'lab' }, { member: '192.168.20.0/24,eth1', from: 'lab', to: 'office' }] }],
+};
+
+const table = (rules: Record<string, Array<{ hash?: string; body?: string; packets: number; bytes: number }>>): SavedTable => ({
+  chains: new Set(Object.keys(rules)),
+  rules: new Map(Object.entries(rules).map(([chain, list]) => [chain, list.map((r) => ({ body: r.body ?? `-m comment --comment vgw:${r.hash}`, ...r }))])),
+});
+
+test('ruleSamples joins saved counters to meanings by hash, whatever the rule order or text', (t) => {
+  const filter = table({
+    'VGW-FROM-10': [
+      { hash: 'bbbb', packets: 5, bytes: 500 }, // order differs from the desired chain: the join is by hash
+      { hash: 'aaaa', body: 'some -other text vgw:aaaa', packets: 3, bytes: 252 },
+      { hash: 'cccc', packets: 9, bytes: 900 },
+    ],
+  });
+  const nat = table({ 'VGW-POSTROUTING': [{ hash: 'dddd', packets: 2, bytes: 120 }] });
+  const samples = ruleSamples(desired, { filter, nat });
+  t.deepEqual(samples, [
+    { source: 'filter/VGW-FROM-10/aaaa', metric: 'forwarded', labels: { from: 'office', to: 'lab', action: 'accept' }, packets: 3, bytes: 252 },
+    { source: 'filter/VGW-FROM-10/bbbb', metric: 'forwarded', labels: { from: 'office', to: 'uplink', action: 'accept' }, packets: 5, bytes: 500 },
+    { source: 'nat/VGW-POSTROUTING/dddd', metric: 'nat', labels: { vlan: 'office', kind: 'masquerade' }, packets: 2, bytes: 120 },
+  ]);
+});
+
+test('ruleSamples skips rules that are not in the kernel (a flushed chain, a foreign rule, an unknown hash)', (t) => {
+  const filter = table({
+    'VGW-FROM-10': [
+      { hash: 'zzzz', packets: 7, bytes: 700 }, // a hash we do not want any more
+      { body: '-j ACCEPT', packets: 1, bytes: 1 }, // someone's rule, no hash
+    ],
+  });
+  const nat = table({ 'VGW-POSTROUTING': [] }); // flushed
+  t.deepEqual(ruleSamples(desired, { filter, nat }), []);
+  t.deepEqual(ruleSamples(desired, { filter: table({}), nat: table({}) }), [], 'chains missing altogether');
+});
+
+test('ruleSamples adds the accounting set\'s members (established traffic per pair), when the set is there', (t) => {
+  const sets = new Map<string, SavedSet>([['VGW-PAIRS-0', {
+    type: 'hash:net,iface',
+    members: new Map([
+      ['192.168.10.0/24,eth2', { packets: 40, bytes: 3360 }],
+      ['10.99.0.0/16,eth9', { packets: 1, bytes: 1 }], // not a member we want: ignored
+    ]),
+  }]]);
+  const samples = ruleSamples(desired, { filter: table({}), nat: table({}) }, sets);
+  t.deepEqual(samples, [
+    { source: 'set/VGW-PAIRS-0/192.168.10.0/24,eth2', metric: 'forwarded', labels: { from: 'office', to: 'lab', action: 'accept' }, packets: 40, bytes: 3360 },
+  ]);
+  t.deepEqual(ruleSamples(desired, { filter: table({}), nat: table({}) }), [], 'no ipset tool: no set samples');
+});
+
+// ---- ruleSamples, on what the real planner wrote into the fake ------------------------------------------------------
+
+test('ruleSamples over a real apply: every label is a VLAN name or uplink, never rule text', async (t) => {
+  const labText = await readFile(fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url)), 'utf8');
+  const config = parseConfigText(labText, 'lab.yaml');
+  const ns = new FakeNetns({
+    links: [{ name: 'eth0', addresses: ['203.0.113.2/24'] }, { name: 'eth1', addresses: ['192.168.10.2/24'] }, { name: 'eth2', addresses: ['192.168.20.2/24'] }],
+    defaultRoute: { gateway: '203.0.113.1', dev: 'eth0' },
+  });
+  const { plan } = await reconcileOnce(ns, config, await loadTemplates());
+  ns.countPackets(4, 336); // every rule of every chain: 4 packets
+  const tables = parseSave(ns.save('nft', true));
+  const samples = ruleSamples(plan.desired, { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') }, parseIpsetSave(ns.saveSets(true)));
+
+  const meaningful = plan.desired.chains.flatMap((c) => c.rules).filter((r) => r.meaning).length;
+  t.is(samples.length, meaningful + plan.desired.sets.reduce((n, s) => n + s.members.length, 0), 'one sample per meaningful rule and set member');
+  const zones = new Set(['office', 'lab', 'uplink']);
+  for (const s of samples) {
+    const values = Object.values(s.labels);
+    t.true(values.every((v) => /^[a-z][a-z0-9-]*$/.test(v)), `labels are names: ${JSON.stringify(s.labels)}`);
+    if (s.metric === 'forwarded') t.true(zones.has(s.labels.from!) && zones.has(s.labels.to!), JSON.stringify(s.labels));
+    else t.true(['office', 'lab'].includes(s.labels.vlan!) && ['masquerade', 'snat', 'dnat'].includes(s.labels.kind!), JSON.stringify(s.labels));
+  }
+  const officeToLab = samples.filter((s: Sample) => s.labels.from === 'office' && s.labels.to === 'lab' && !s.source.startsWith('set/'));
+  t.true(officeToLab.length >= 1);
+  t.true(officeToLab.every((s) => s.packets === 4 && s.bytes === 336), JSON.stringify(officeToLab));
+  t.true(samples.some((s) => s.metric === 'nat' && s.labels.vlan === 'office' && s.labels.kind === 'dnat'), 'the port forward');
+  t.true(samples.some((s) => s.metric === 'nat' && s.labels.vlan === 'lab' && s.labels.kind === 'masquerade'));
+  t.is(new Set(samples.map((s) => s.source)).size, samples.length, 'sources are unique keys');
+});
+
+// ---- MonotonicCounters -------------------------------------------------------------------------------------------
+
+test('MonotonicCounters: the first reading counts in full, then only increments', (t) => {
+  const mono = new MonotonicCounters();
+  t.is(mono.delta('a', 10), 10);
+  t.is(mono.delta('a', 15), 5);
+  t.is(mono.delta('a', 15), 0);
+  t.is(mono.delta('a', 1015), 1000);
+});
+
+test('MonotonicCounters: a reading below the last one is a reset, counted from zero', (t) => {
+  const mono = new MonotonicCounters();
+  const deltas = [10, 25, 3, 8, 0, 0, 6].map((reading) => mono.delta('rule', reading));
+  // 10, +15, (reset) 3, +5, (reset) 0, 0, +6
+  t.deepEqual(deltas, [10, 15, 3, 5, 0, 0, 6]);
+  t.true(deltas.every((d) => d >= 0), 'never negative');
+});
+
+test('MonotonicCounters: keys are independent (one per kernel counter)', (t) => {
+  const mono = new MonotonicCounters();
+  t.is(mono.delta('filter/VGW-FROM-10/aaaa/p', 5), 5);
+  t.is(mono.delta('set/VGW-PAIRS-0/192.168.10.0/24,eth2/p', 7), 7);
+  t.is(mono.delta('filter/VGW-FROM-10/aaaa/p', 6), 1);
+  t.is(mono.delta('set/VGW-PAIRS-0/192.168.10.0/24,eth2/p', 2), 2, 'a reset of one key');
+  t.is(mono.delta('filter/VGW-FROM-10/aaaa/p', 9), 3, 'does not affect another');
+});
+
+test('MonotonicCounters over a chain rewrite: the Prometheus counter keeps growing', (t) => {
+  // A rule's kernel counter restarts at zero when its chain is rewritten; the exported total must not go back.
+  const mono = new MonotonicCounters();
+  const exported: number[] = [];
+  let total = 0;
+  for (const kernel of [0, 12, 30, /* chain rewritten */ 0, 4, 9]) {
+    total += mono.delta('filter/VGW-FROM-10/aaaa/p', kernel);
+    exported.push(total);
+  }
+  t.deepEqual(exported, [0, 12, 30, 30, 34, 39]);
+  t.true(exported.every((v, i) => i === 0 || v >= exported[i - 1]!), 'monotonic');
+});

@@ -1,0 +1,391 @@
+/**
+ * The Supervisor's loop (src/reconcile/supervisor.ts) with the semantic netfilter fake as its namespace, wrapped in a
+ * runner that can hold a pass at its first command (so a test can act "during a pass") and that records when passes
+ * start. Small real intervals; a fake clock only where health() reads time. Covers: a start applies; triggers
+ * during a pass coalesce into exactly one more pass (the highest-priority trigger), passes never overlap and are
+ * at least minIntervalMs apart; failures back off exponentially, are logged once (rate-limited), keep the previous
+ * rules, and the same request is retried until it succeeds; health() follows kube-proxy's rule; stop() waits for a
+ * pass in flight, ignores later triggers, and 'down' converges to the empty state; drift is counted, config changes
+ * are not.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { pino } from 'pino';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { parseConfigText } from '../../src/config/load.js';
+import type { Config } from '../../src/config/schema.js';
+import type { Child, CommandRunner, RunOptions, RunResult } from '../../src/exec/runner.js';
+import { Metrics } from '../../src/metrics/metrics.js';
+import { Supervisor, type ConfigState, type SupervisorOptions } from '../../src/reconcile/supervisor.js';
+import { loadTemplates } from '../../src/template/load.js';
+import { FakeNetns } from '../fakes/netfilter.js';
+import { metricValue, parseMetrics } from '../helpers/supervisor.js';
+
+const templates = await loadTemplates();
+const labText = await readFile(fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url)), 'utf8');
+const lab = parseConfigText(labText, 'lab.yaml');
+const state = (config: Config, text = JSON.stringify(config)): ConfigState => ({ path: 'gateway.yaml', text, config, templates });
+const withRule: Config = { ...lab, forwarding: { ...lab.forwarding, rules: [{ from: 'lab', to: 'office', proto: 'tcp', ports: '80', action: 'drop' }] } };
+/** A change to both tables (filter: a rule; nat: a port forward), so that a failing nat restore rolls filter back. */
+const withRuleAndForward: Config = { ...withRule, portForwards: [...lab.portForwards, { proto: 'tcp', port: 8080, to: '192.168.20.100', toPort: 80 }] };
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+async function until(what: string, condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(2);
+  }
+}
+
+const namespace = () => new FakeNetns({
+  links: [{ name: 'eth0', addresses: ['203.0.113.2/24'] }, { name: 'eth1', addresses: ['192.168.10.2/24'] }, { name: 'eth2', addresses: ['192.168.20.2/24'] }],
+  defaultRoute: { gateway: '203.0.113.1', dev: 'eth0' },
+  dockerDns: true,
+});
+
+/** The fake namespace, plus a gate: while held, every command waits (so a pass in flight stays in flight). */
+class GatedRunner implements CommandRunner {
+  private gate: Promise<void> | undefined;
+  private open: (() => void) | undefined;
+  /** Commands that reached the fake. */
+  commands = 0;
+
+  constructor(readonly ns: FakeNetns) {}
+
+  hold(): void {
+    this.gate ??= new Promise((resolve) => (this.open = resolve));
+  }
+
+  release(): void {
+    this.open?.();
+    this.gate = undefined;
+  }
+
+  async run(argv: readonly string[], options?: RunOptions): Promise<RunResult> {
+    while (this.gate) await this.gate;
+    this.commands++;
+    return this.ns.run(argv, options);
+  }
+
+  start(argv: readonly string[]): Child {
+    return this.ns.start(argv);
+  }
+}
+
+/**
+ * Metrics that also say when passes start and end, from the supervisor's own bookkeeping: a pass starts its
+ * duration timer before its first command and stops it in its finally.
+ */
+class ProbeMetrics extends Metrics {
+  readonly starts: number[] = [];
+  ends = 0;
+  maxInFlight = 0;
+
+  constructor(version: string) {
+    super(version);
+    const histogram = this.reconcileSeconds;
+    const startTimer = histogram.startTimer.bind(histogram);
+    histogram.startTimer = (labels) => {
+      this.starts.push(performance.now());
+      this.maxInFlight = Math.max(this.maxInFlight, this.starts.length - this.ends);
+      const end = startTimer(labels);
+      return (more) => {
+        this.ends++;
+        return end(more);
+      };
+    };
+  }
+
+  get passes(): number {
+    return this.starts.length;
+  }
+}
+
+interface Rig {
+  readonly ns: FakeNetns;
+  readonly runner: GatedRunner;
+  readonly metrics: ProbeMetrics;
+  readonly supervisor: Supervisor;
+  readonly logs: Array<{ level: number; msg: string; [key: string]: unknown }>;
+  readonly clock: { now: number };
+  value(name: string, labels?: Record<string, string>): Promise<number>;
+}
+
+function rig(t: ExecutionContext, options: Partial<SupervisorOptions> & { fakeClock?: boolean } = {}, config: Config = lab): Rig {
+  const ns = namespace();
+  const runner = new GatedRunner(ns);
+  const metrics = new ProbeMetrics('0.0.0-test');
+  const logs: Rig['logs'] = [];
+  const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as Rig['logs'][number]) });
+  const clock = { now: 1_000_000 };
+  const supervisor = new Supervisor(runner, metrics, log, state(config), {
+    minIntervalMs: 10,
+    healthTimeoutMs: 60_000,
+    backoffInitialMs: 20,
+    backoffMaxMs: 80,
+    ...(options.fakeClock ? { now: () => clock.now } : {}),
+    ...options,
+  });
+  t.teardown(async () => {
+    runner.release();
+    await supervisor.stop();
+  });
+  return {
+    ns, runner, metrics, supervisor, logs, clock,
+    value: async (name, labels = {}) => metricValue(parseMetrics(await metrics.text()), name, labels),
+  };
+}
+
+/** Triggers a pass and waits for it (and for anything it set off) to finish. */
+async function settle(r: Rig, passes: number): Promise<void> {
+  await until(`${passes} passes`, () => r.metrics.passes >= passes && r.metrics.ends >= passes);
+  await r.supervisor.idle();
+}
+
+// ---- one pass -------------------------------------------------------------------------------------------------------
+
+test('a start trigger applies the config, and the pass is recorded, counted and measured', async (t) => {
+  const r = rig(t);
+  t.false(r.supervisor.ready);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  t.true(r.supervisor.ready);
+  t.like(r.supervisor.lastRecord, { trigger: 'start', result: 'success', drift: [] });
+  t.true(r.supervisor.lastRecord!.changes.length > 0);
+  t.regex(r.ns.save(), /:VGW-FORWARD/);
+  t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'start', result: 'success' }), 1);
+  t.is(await r.value('vlan_gateway_reconcile_duration_seconds_count', { trigger: 'start' }), 1);
+  t.is(await r.value('vlan_gateway_vlan_up', { vlan: 'office', interface: 'eth1' }), 1);
+  t.is(await r.value('vlan_gateway_iptables_restores_total', { table: 'filter', result: 'success' }), 1);
+  t.true((await r.value('vlan_gateway_last_successful_reconcile_timestamp_seconds')) > 0);
+  t.deepEqual(r.supervisor.health(), { healthy: true });
+  t.true(r.logs.some((l) => l.msg === 'reconciled: changes applied' && l.trigger === 'start'));
+});
+
+test('a pass that finds everything in sync changes nothing and logs at debug level only', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  const snapshot = r.ns.snapshot();
+  r.supervisor.trigger('schedule');
+  await settle(r, 2);
+  t.is(r.ns.snapshot(), snapshot);
+  t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success', changes: [] });
+  const last = r.logs.at(-1)!;
+  t.is(last.msg, 'reconciled: in sync');
+  t.is(last.level, 20);
+});
+
+// ---- coalescing, no overlap, minimum interval --------------------------------------------------------------------
+
+test('triggers during a pass coalesce into exactly one more pass, with the highest-priority trigger; passes never overlap', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+
+  r.runner.hold();
+  r.supervisor.trigger('schedule');
+  await until('the second pass to start (and be held)', () => r.metrics.passes === 2);
+  const triggers = ['netlink', 'schedule', 'netlink', 'reload', 'schedule'] as const;
+  for (let i = 0; i < 30; i++) r.supervisor.trigger(triggers[i % triggers.length]!);
+  await sleep(100); // far longer than minIntervalMs: a pass that could start, would
+  t.is(r.metrics.passes, 2, 'nothing starts while a pass is in flight');
+  r.runner.release();
+  await settle(r, 3);
+  await sleep(100);
+  t.is(r.metrics.passes, 3, '30 triggers during the pass → exactly one more pass');
+  t.is(r.metrics.maxInFlight, 1, 'never two passes at once');
+  t.is(r.supervisor.lastRecord?.trigger, 'reload', 'the coalesced pass carries the highest-priority trigger');
+  t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'schedule', result: 'success' }), 1);
+  t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'reload', result: 'success' }), 1);
+  t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'netlink' }), 0);
+});
+
+test('a burst of triggers between passes makes one pass, and passes are at least minIntervalMs apart', async (t) => {
+  const r = rig(t, { minIntervalMs: 60 });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  for (let i = 0; i < 50; i++) r.supervisor.trigger('netlink');
+  await settle(r, 2);
+  await sleep(150);
+  t.is(r.metrics.passes, 2, '50 netlink events in a burst → one pass');
+
+  // A steady stream of events: passes follow, but never closer than 60 ms.
+  const stream = setInterval(() => r.supervisor.trigger('netlink'), 5);
+  await sleep(600);
+  clearInterval(stream);
+  await r.supervisor.idle();
+  const gaps = r.metrics.starts.slice(1).map((s, i) => s - r.metrics.starts[i]!);
+  t.log(`gaps between pass starts (ms): ${gaps.map((g) => Math.round(g)).join(', ')}`);
+  t.true(r.metrics.passes >= 4, `passes keep coming under a stream of events (${r.metrics.passes})`);
+  t.true(gaps.every((g) => g >= 58), 'at least minIntervalMs (60 ms, 2 ms of timer rounding) between starts');
+  t.is(r.metrics.maxInFlight, 1);
+});
+
+// ---- failure, backoff, rollback ------------------------------------------------------------------------------------
+
+test('after a failure the next attempt waits with exponential backoff, up to the maximum; then it recovers', async (t) => {
+  const r = rig(t, { backoffInitialMs: 25, backoffMaxMs: 100 });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  const applied = r.ns.snapshot();
+
+  r.ns.failOn(() => true, { stderr: 'RTNETLINK answers: injected failure', exitCode: 2 });
+  r.supervisor.trigger('schedule');
+  await until('6 failing passes', () => r.metrics.passes >= 7, 5000);
+  const failing = r.metrics.starts.slice(1);
+  const gaps = failing.slice(1).map((s, i) => s - failing[i]!);
+  t.log(`gaps between failing attempts (ms): ${gaps.map((g) => Math.round(g)).join(', ')}`);
+  const expected = [25, 50, 100, 100, 100];
+  for (const [i, want] of expected.entries()) t.true(gaps[i]! >= want - 2, `attempt ${i + 2} waited ${Math.round(gaps[i]!)} ms, ≥ ${want}`);
+  t.true(gaps.slice(0, 5).every((g) => g < 1000), 'and no more than the maximum by far');
+  t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'failure' });
+  t.regex(r.supervisor.lastRecord!.error!, /injected failure/);
+  t.true(r.supervisor.ready, 'still ready: the previous rules are in place');
+  t.is(r.ns.snapshot(), applied, 'nothing changed');
+  t.true((await r.value('vlan_gateway_reconciles_total', { trigger: 'schedule', result: 'failure' })) >= 6);
+  const errors = r.logs.filter((l) => l.level === 50);
+  t.is(errors.length, 1, `repeated identical failures are logged once (rate-limited): ${errors.length} error lines`);
+  t.like(errors[0], { msg: 'reconcile failed; previous rules left in place', trigger: 'schedule' });
+
+  r.ns.clearFaults();
+  await until('a successful retry', () => r.supervisor.lastRecord?.result === 'success', 2000);
+  t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success' });
+  t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'schedule', result: 'success' }), 1, 'the same request, retried');
+  const passes = r.metrics.passes;
+  await sleep(250);
+  t.is(r.metrics.passes, passes, 'no more retries once it succeeded');
+  t.deepEqual(r.supervisor.health(), { healthy: true });
+});
+
+test('a failed apply leaves the previous rules in place, and the change is retried until it applies', async (t) => {
+  const r = rig(t, { backoffInitialMs: 150 });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  const before = r.ns.snapshot();
+  const previous = r.supervisor.lastDesired;
+
+  r.ns.failNext({ table: 'nat', stderr: 'iptables-restore: line 3 failed' }); // filter commits first, then nat fails
+  r.supervisor.replaceConfig(state(withRuleAndForward, 'v2'));
+  await until('the failed pass', () => r.supervisor.lastRecord?.result === 'failure');
+  t.is(r.ns.snapshot(), before, 'filter rolled back: the namespace is exactly as before');
+  t.is(r.supervisor.lastDesired, previous, 'lastDesired is still the applied state');
+  t.is(await r.value('vlan_gateway_iptables_restores_total', { table: 'nat', result: 'failure' }), 1);
+  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'failure' });
+
+  await until('the retry', () => r.supervisor.lastRecord?.result === 'success', 3000);
+  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success', drift: [] });
+  t.regex(r.ns.save(), /--dport 8080/);
+  t.regex(r.ns.save(), /-j DROP/);
+  t.not(r.ns.snapshot(), before);
+});
+
+test('a missing capability is fatal: onFatal is told, with the error', async (t) => {
+  const r = rig(t);
+  let fatal: unknown;
+  r.supervisor.onFatal = (error) => (fatal = error);
+  r.ns.failOn((argv) => argv[0] === 'iptables-nft-restore', { stderr: 'iptables-restore v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)', exitCode: 4 });
+  r.supervisor.trigger('start');
+  await until('the fatal callback', () => fatal !== undefined);
+  t.false(r.supervisor.ready);
+  t.regex(String((fatal as Error).message ?? fatal), /NET_ADMIN|Permission denied/);
+});
+
+// ---- health -------------------------------------------------------------------------------------------------------
+
+test('health(): reconciles failing for longer than the timeout make it unhealthy, a success heals it', async (t) => {
+  const r = rig(t, { fakeClock: true, healthTimeoutMs: 60_000, backoffInitialMs: 20, backoffMaxMs: 20 });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.ns.failOn(() => true);
+  r.supervisor.trigger('schedule');
+  await until('a failure', () => r.supervisor.lastRecord?.result === 'failure');
+  t.deepEqual(r.supervisor.health(), { healthy: true }, 'failing, but not for long yet');
+  r.clock.now += 59_000;
+  t.true(r.supervisor.health().healthy);
+  r.clock.now += 2_000;
+  const sick = r.supervisor.health();
+  t.false(sick.healthy);
+  t.regex(sick.reason!, /reconciles have failed for 61 s/);
+  r.ns.clearFaults();
+  await until('a success', () => r.supervisor.lastRecord?.result === 'success');
+  t.deepEqual(r.supervisor.health(), { healthy: true });
+});
+
+test('health(): a requested change waiting longer than the timeout (a pass stuck in flight) makes it unhealthy', async (t) => {
+  const r = rig(t, { fakeClock: true, healthTimeoutMs: 30_000 });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.runner.hold();
+  r.supervisor.trigger('schedule');
+  await until('the held pass', () => r.metrics.passes === 2);
+  r.supervisor.trigger('netlink'); // a NIC appeared: this change waits behind the stuck pass
+  r.clock.now += 29_000;
+  t.true(r.supervisor.health().healthy);
+  r.clock.now += 2_000;
+  const sick = r.supervisor.health();
+  t.false(sick.healthy);
+  t.regex(sick.reason!, /a requested change has waited 31 s/);
+  r.runner.release();
+  await settle(r, 3);
+  t.deepEqual(r.supervisor.health(), { healthy: true });
+});
+
+// ---- stop ---------------------------------------------------------------------------------------------------------
+
+test('stop() waits for the pass in flight, and triggers after it are ignored', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.runner.hold();
+  r.supervisor.trigger('schedule');
+  await until('the held pass', () => r.metrics.passes === 2);
+  let stopped = false;
+  const stopping = r.supervisor.stop().then(() => (stopped = true));
+  await sleep(50);
+  t.false(stopped, 'stop waits for the pass in flight');
+  r.supervisor.trigger('netlink');
+  r.runner.release();
+  await stopping;
+  t.true(stopped);
+  await sleep(100);
+  t.is(r.metrics.passes, 2, 'no pass after stop');
+});
+
+test('stop(\'down\') converges to the empty state: no VGW- chain, jump, set or gateway address is left', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  t.regex(r.ns.snapshot(), /VGW-/);
+  await r.supervisor.stop('down');
+  const after = r.ns.snapshot();
+  t.notRegex(after, /VGW-/);
+  t.notRegex(after, /inet 192\.168\.10\.1\//);
+  t.regex(after, /DOCKER_OUTPUT/, 'Docker\'s chains survive');
+});
+
+// ---- drift ----------------------------------------------------------------------------------------------------------
+
+test('drift repaired by a pass is counted by kind (metrics and driftCounts); a config change is not drift', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  await r.ns.run(['iptables-nft-restore', '--noflush'], { input: '*filter\n:VGW-FROM-10 - [0:0]\nCOMMIT\n' });
+  await r.ns.run(['sysctl', '-w', 'net.ipv4.ip_forward=0']);
+  r.supervisor.trigger('schedule');
+  await settle(r, 2);
+  t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success' });
+  t.deepEqual([...r.supervisor.lastRecord!.drift].sort(), ['rules', 'sysctl']);
+  t.like(r.supervisor.driftCounts, { rules: 1, sysctl: 1, jump: 0, address: 0, route: 0 });
+  t.is(await r.value('vlan_gateway_drift_repairs_total', { kind: 'rules' }), 1);
+  t.is(await r.value('vlan_gateway_drift_repairs_total', { kind: 'sysctl' }), 1);
+
+  r.supervisor.replaceConfig(state(withRule, 'v2'));
+  await settle(r, 3);
+  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success', drift: [] });
+  t.true(r.supervisor.lastRecord!.changes.length > 0);
+  t.like(r.supervisor.driftCounts, { rules: 1, sysctl: 1 });
+  t.is(await r.value('vlan_gateway_drift_repairs_total'), 2);
+});
