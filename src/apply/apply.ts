@@ -28,6 +28,13 @@ export class ApplyError extends Error {
 
 type Undo = () => Promise<unknown>;
 
+/** A batch failed, and undoing its earlier lines failed too: the first is the failure, the second a rollback error. */
+class UndoFailed extends Error {
+  constructor(readonly original: unknown, readonly undoError: unknown) {
+    super(String((original as Error)?.message ?? original));
+  }
+}
+
 /**
  * The failing line of a restore payload with two lines either side, numbered. iptables 1.8 says which line in
  * three ways: "line 7 failed" (legacy), "Error occurred at line: 7" (a line it cannot parse), and
@@ -158,8 +165,13 @@ async function runAddressBatch(runner: CommandRunner, steps: readonly AddressSte
   try {
     await runner.run(['ip', '-batch', '-'], { input: `${steps.map(line).join('\n')}\n` });
   } catch (error) {
-    // ip stops at the failing line; the lines before it took effect and are undone here.
-    await undoFor(steps.slice(0, steps.indexOf(failedBatchStep(steps, error))))();
+    // ip stops at the failing line; the lines before it took effect and are undone here. If that fails too, the
+    // original failure is still the one reported, with the undo's appended.
+    try {
+      await undoFor(steps.slice(0, steps.indexOf(failedBatchStep(steps, error))))();
+    } catch (undoError) {
+      throw new UndoFailed(error, undoError);
+    }
     throw error;
   }
   return undoFor(steps);
@@ -181,8 +193,9 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
     try {
       const undo = batch ? await runAddressBatch(runner, batch) : await runStep(runner, backend, step, observer);
       if (undo) undos.push(undo);
-    } catch (error) {
-      const rollbackErrors: string[] = [];
+    } catch (caught) {
+      const error = caught instanceof UndoFailed ? caught.original : caught;
+      const rollbackErrors: string[] = caught instanceof UndoFailed ? [String((caught.undoError as Error)?.message ?? caught.undoError)] : [];
       for (const undo of undos.reverse()) {
         try {
           await undo();
@@ -192,8 +205,9 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
       }
       const failed = batch ? failedBatchStep(batch, error) : step;
       const partial = batch !== undefined && failed !== batch[0];
-      const rolled = undos.length === 0 ? (partial ? 'the lines before it were undone' : 'nothing had been changed')
-        : rollbackErrors.length === 0 ? 'the earlier steps were rolled back' : `rollback failed too: ${rollbackErrors.join('; ')}`;
+      const rolled = rollbackErrors.length > 0 ? `rollback failed too: ${rollbackErrors.join('; ')}`
+        : undos.length > 0 ? 'the earlier steps were rolled back'
+        : partial ? 'the lines before it were undone' : 'nothing had been changed';
       throw new ApplyError(`${describeStep(failed)} failed: ${explain(failed, error)}\n(${rolled})`, failed, rollbackErrors.length === 0, rollbackErrors);
     }
   }

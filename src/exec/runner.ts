@@ -45,11 +45,22 @@ export class CommandError extends Error {
   }
 }
 
-/** Runs every command inside a network namespace, as `ip netns exec NS …` does. */
+/**
+ * Runs every command inside a network namespace, as `ip netns exec NS …` does. A program missing inside is
+ * reported by ip as `exec of "X" failed` (exit 1); it is turned back into what the plain runner reports for a
+ * missing program (exit code null), so "not installed" means the same with and without --netns.
+ */
 export function inNamespace(runner: CommandRunner, namespace: string): CommandRunner {
   const wrap = (argv: readonly string[]) => ['ip', 'netns', 'exec', namespace, ...argv];
   return {
-    run: (argv, options) => runner.run(wrap(argv), options),
+    run: async (argv, options) => {
+      const result = await runner.run(wrap(argv), { ...options, allowFailure: true });
+      if (result.exitCode !== 0 && /^exec of ".*" failed: No such file or directory/m.test(result.stderr)) {
+        throw new CommandError(wrap(argv), null, result.stderr, result.stdout);
+      }
+      if (result.exitCode !== 0 && !options?.allowFailure) throw new CommandError(wrap(argv), result.exitCode, result.stderr, result.stdout);
+      return result;
+    },
     start: (argv) => runner.start(wrap(argv)),
   };
 }

@@ -91,7 +91,8 @@ test('expected verdicts: first match wins, addresses, protocols, ports, defaults
   t.is(expectedVerdict(rules, 'office', 'uplink', 'icmp'), 'blocked');
   t.is(expectedVerdict(rules, 'office', 'uplink', 'tcp', 80), 'pass');
   t.is(expectedPortForwardVerdict(config, config.portForwards[0]!), 'pass');
-  t.is(expectedPortForwardVerdict(rules, rules.portForwards[0]!), 'blocked');
+  // A port forward is an explicit opening: accepted before any uplink rule (like a router's redirect).
+  t.is(expectedPortForwardVerdict(rules, rules.portForwards[0]!), 'pass');
 });
 
 // ---- kernel: real namespaces ----

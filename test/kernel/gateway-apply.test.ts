@@ -1,0 +1,302 @@
+/**
+ * Kernel tier, how apply writes: fail closed (the FORWARD policy is in place before ip_forward goes on, down
+ * switches it off again before the policy goes, and a table the kernel rejects rolls back what was written before
+ * it; the error quotes the rejected line), the iptables backend the namespace's rules
+ * live in (legacy when Docker's chains are there, refusal when our chains are in both), and a VLAN NIC that
+ * Docker attaches after the first apply (waiting, then bound by the next apply).
+ *
+ * Three labs, one per concern, each built by the product's lab builder: `f` (fail closed), `b` (backend),
+ * `h` (hot-plug). The CLI runs as a subprocess; the plan object comes from reconcileOnce where the test needs it.
+ */
+import test from 'ava';
+import { join } from 'node:path';
+import type { Config } from '../../src/config/schema.js';
+import { inNamespace } from '../../src/exec/runner.js';
+import { labCheck, labDown, planLabTopology, runProbe, startAgent, type LabTopology } from '../../src/lab/index.js';
+import { reconcileOnce } from '../../src/reconcile/once.js';
+import { loadTemplates } from '../../src/template/load.js';
+import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import {
+  addDockerDnsChains, buildLab, cli, dockerLines, EMPTY_NFT_FILTER, exampleDocument, FIXTURES, inNs,
+  readState, recording, removeScratch, runner, save, settledState, writeConfig,
+} from './gateway-harness.js';
+
+const kernel = isRoot() ? test.serial : test.serial.skip;
+const names = { failClosed: uniqueLabName('f'), backend: uniqueLabName('b'), hotPlug: uniqueLabName('h') };
+
+type File = { path: string; config: Config };
+let example: File;
+let rejectedByKernel: File; // nat/postrouting.hbs: TCPMSS on a UDP rule (the kernel refuses it at commit)
+let rejectedByParser: File; // default drop (filter changes) + nat/postrouting.hbs: SNAT to 999.1.1.1
+let withIot: File; // the example plus VLAN 30, whose NIC is not attached yet
+const labs: Partial<Record<keyof typeof names, LabTopology>> = {};
+
+test.before(async () => {
+  if (!isRoot()) return;
+  const doc = await exampleDocument();
+  example = await writeConfig('example', doc);
+  rejectedByKernel = await writeConfig('kernel-rejects', { ...doc, rules: { dir: join(FIXTURES, 'rules-kernel-rejects') } });
+  rejectedByParser = await writeConfig('bad-address', {
+    ...doc, forwarding: { default: 'drop' }, rules: { dir: join(FIXTURES, 'rules-bad-address') },
+  });
+  withIot = await writeConfig('with-iot', {
+    ...doc, vlans: [...(doc.vlans as unknown[]), { name: 'iot', id: 30, subnet: '192.168.30.0/24', gateway: '192.168.30.1' }],
+  });
+  const [f, b, h] = await Promise.all([names.failClosed, names.backend, names.hotPlug].map((n) => buildLab(example.config, n)));
+  Object.assign(labs, { failClosed: f, backend: b, hotPlug: h });
+});
+
+test.after.always('remove the labs and the scratch configs', async () => {
+  if (!isRoot()) return;
+  for (const name of Object.values(names)) await labDown(runner, name);
+  await removeScratch();
+});
+
+const apply = (router: string, file: File) => cli('apply', '--netns', router, '--config', file.path);
+const plan = (router: string, file: File) => cli('plan', '--detailed-exitcode', '--netns', router, '--config', file.path);
+/**
+ * Our FORWARD jump as the apply that switches ip_forward on writes it (every lab router starts with forwarding off):
+ * the comment's mark is how `down` knows to switch forwarding off again.
+ */
+const FORWARD_HOOK = '-A FORWARD -m comment --comment "vgw:hook-fwd-was-0" -j VGW-FORWARD';
+
+// ---- fail closed ----
+
+kernel(`fail closed, the plan: the filter and nat tables first, ip_forward last${NEEDS_ROOT}`, async (t) => {
+  const router = labs.failClosed!.router;
+  const { plan: p } = await reconcileOnce(inNamespace(runner, router), example.config, await loadTemplates(), { dryRun: true });
+  const order = p.steps.map((s) => (s.kind === 'table' ? `table ${s.table}` : s.kind));
+  t.log(order.join(' → '));
+  t.true(order.includes('table filter') && order.includes('table nat'));
+  t.true(order.indexOf('table filter') < order.indexOf('sysctl'), 'the FORWARD policy before ip_forward');
+  t.true(order.indexOf('table nat') < order.indexOf('sysctl'), 'NAT before ip_forward');
+  t.is(order.at(-1), 'sysctl', 'ip_forward is the very last step');
+  t.like(p.steps.at(-1), { kind: 'sysctl', key: 'net.ipv4.ip_forward', value: '1', previous: '0' });
+  t.is((await inNs(router, 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '0', 'a dry run changes nothing');
+});
+
+kernel(`fail closed, the first apply fails in nat: exit 1, the failing table and line named, the fresh namespace left as it was (ip_forward 0)${NEEDS_ROOT}`, async (t) => {
+  const router = labs.failClosed!.router;
+  const before = await readState(router, true);
+  t.is(before.nft, '', 'a fresh namespace: no rules at all');
+
+  const applied = await apply(router, rejectedByKernel);
+  t.is(applied.code, 1, applied.stdout);
+  t.regex(applied.stderr, /^vlan-gateway: apply failed: applying the nat table failed: /m);
+  t.regex(applied.stderr, /iptables-nft-restore .*\n?line \d+: RULE_\w+ failed/, 'the kernel\'s refusal and its payload line number');
+  // That format ("line N: RULE_APPEND failed (…)") is read too: the refused rule is quoted with its neighbours.
+  t.regex(applied.stderr, /^> +\d+ \| -A VGW-USER-POSTROUTING .*-j TCPMSS --clamp-mss-to-pmtu$/m);
+  t.regex(applied.stderr, /\(the earlier steps were rolled back\)$/m);
+
+  const after = await readState(router, true);
+  t.deepEqual({ ...after, nft: '' }, { ...before, nft: '' }, 'addresses, route, ipset, ip_forward and legacy rules as before');
+  // The filter table was written and rolled back: our chains are gone; iptables-nft's empty table stays.
+  t.is(after.nft, `${EMPTY_NFT_FILTER}\n`);
+});
+
+kernel(`fail closed, sampled: while apply runs, ip_forward is never 1 without the FORWARD jump; afterwards both are on${NEEDS_ROOT}`, async (t) => {
+  const router = labs.failClosed!.router;
+  // Spins on ip_forward (a read of /proc, no process per sample); the moment it reads 1, looks for our jump.
+  // Our jump is never removed by a successful apply, so "absent right after ip_forward read 1" proves it was
+  // absent while forwarding was on.
+  const sampler = runner.start(['ip', 'netns', 'exec', router, 'timeout', '60', 'sh', '-c', [
+    'n=0; echo sampling',
+    'while read f < /proc/sys/net/ipv4/ip_forward; [ "$f" = 0 ]; do n=$((n+1)); done',
+    `if iptables-nft-save -t filter | grep -qF -- '${FORWARD_HOOK}'; then echo "closed after $n samples"; else echo "OPEN after $n samples"; fi`,
+  ].join('\n')]);
+  const lines: string[] = [];
+  const started = new Promise<void>((resolve) => sampler.onLine((line) => {
+    lines.push(line);
+    if (line === 'sampling') resolve();
+  }));
+  try {
+    await started;
+    const applied = await apply(router, example);
+    t.is(applied.code, 0, applied.stderr);
+    await sampler.exited;
+  } finally {
+    await sampler.stop();
+  }
+  t.regex(lines.at(-1) ?? '', /^closed after \d+ samples$/);
+  t.log(lines.at(-1));
+  t.true((await save(router, 'nft', '-t', 'filter')).split('\n').includes(FORWARD_HOOK));
+  t.is((await inNs(router, 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '1');
+});
+
+kernel(`a nat table that fails after the filter table changed: exit 1, filter rolled back with its counters${NEEDS_ROOT}`, async (t) => {
+  const lab = labs.failClosed!;
+  const router = lab.router;
+  const ping = await runProbe(runner, { namespace: lab.vlans[0]!.client.namespace, kind: 'ping', target: lab.vlans[1]!.client.address });
+  t.is(ping.actual, 'pass', 'some traffic, so that our rules have counters to lose');
+
+  // The failing config changes filter (default drop) before nat: the filter table IS written, then undone.
+  const { plan: p } = await reconcileOnce(inNamespace(runner, router), rejectedByParser.config, await loadTemplates(rejectedByParser.config.rules.dir), { dryRun: true });
+  t.deepEqual(p.steps.map((s) => (s.kind === 'table' ? s.table : s.kind)), ['filter', 'nat']);
+
+  const before = await settledState(router);
+  t.regex(before.nft, /^\[[1-9]\d*:\d+\] -A VGW-FORWARD /m);
+  const applied = await apply(router, rejectedByParser);
+  t.is(applied.code, 1, applied.stdout);
+  t.regex(applied.stderr, /^vlan-gateway: apply failed: applying the nat table failed: /m);
+  t.regex(applied.stderr, /Bad IP address "999\.1\.1\.1"/);
+  t.regex(applied.stderr, /line:? \d+/);
+  t.regex(applied.stderr, /\(the earlier steps were rolled back\)$/m);
+  t.deepEqual(await readState(router, true), before, 'iptables-save -c (both backends), addresses, routes, sets, ip_forward');
+});
+
+// iptables-nft-restore 1.8.9 names the line it cannot parse as "Error occurred at line: N" (DESIGN §3: an apply error
+// names the table, the failing line and the lines around it). Here: SNAT to 999.1.1.1 in a user nat/postrouting.hbs.
+kernel(`an apply error quotes the failing rule line with its neighbours${NEEDS_ROOT}`, async (t) => {
+  const applied = await apply(labs.failClosed!.router, rejectedByParser);
+  t.is(applied.code, 1);
+  t.regex(applied.stderr, /Error occurred at line: \d+/);
+  t.regex(applied.stderr, /^> +\d+ \| -A VGW-USER-POSTROUTING .*--to-source 999\.1\.1\.1$/m);
+  t.regex(applied.stderr, /^ {2,}\d+ \| /m, 'with its neighbours');
+});
+
+// With --netns the command runs as `ip netns exec NS iptables-nft-restore …`: the error names the restore, not "ip".
+kernel(`an apply error names the restore command that failed, not "ip"${NEEDS_ROOT}`, async (t) => {
+  const applied = await apply(labs.failClosed!.router, rejectedByParser);
+  t.is(applied.code, 1);
+  t.regex(applied.stderr, /applying the nat table failed: iptables-nft-restore failed \(exit \d+\)/);
+});
+
+kernel(`fail closed on the way out: down switches ip_forward off (the apply had switched it on) before it removes the FORWARD policy${NEEDS_ROOT}`, async (t) => {
+  const router = labs.failClosed!.router;
+  t.true((await save(router, 'nft', '-t', 'filter')).split('\n').includes(FORWARD_HOOK), 'the apply above switched forwarding on and said so');
+  const recorder = recording(runner);
+  const { plan: p } = await reconcileOnce(inNamespace(recorder.runner, router), example.config, await loadTemplates(), { mode: 'down' });
+  t.like(p.steps.find((s) => s.kind === 'sysctl'), { key: 'net.ipv4.ip_forward', value: '0', previous: '1' });
+  const writes = recorder.commands.map((argv) => argv.slice(4).join(' ')) // drop "ip netns exec NS"
+    .filter((c) => c.startsWith('sysctl -w') || c.startsWith('iptables-nft-restore'));
+  t.deepEqual(writes, ['sysctl -w net.ipv4.ip_forward=0', 'iptables-nft-restore --noflush --wait', 'iptables-nft-restore --noflush --wait']);
+  t.is((await inNs(router, 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '0');
+  t.notRegex(await save(router, 'nft'), /VGW-|vgw:/);
+});
+
+// ---- backend ----
+
+kernel(`backend: with Docker's chains in iptables-legacy, apply writes legacy rules and none in nft${NEEDS_ROOT}`, async (t) => {
+  const lab = labs.backend!;
+  await addDockerDnsChains(lab.router, 'legacy');
+  const dockerBefore = dockerLines(await save(lab.router, 'legacy'));
+  t.is(dockerBefore.length, 8);
+
+  const applied = await apply(lab.router, example);
+  t.is(applied.code, 0, applied.stderr);
+  const legacy = await save(lab.router, 'legacy');
+  t.true(legacy.split('\n').includes(FORWARD_HOOK));
+  t.regex(legacy, /^-A VGW-POSTROUTING -s 192\.168\.10\.0\/24 -o eth0 .*-j MASQUERADE$/m);
+  t.deepEqual(dockerLines(legacy), dockerBefore);
+  t.notRegex(await save(lab.router, 'nft'), /VGW-/);
+
+  const again = await plan(lab.router, example);
+  t.is(again.code, 0, `in sync under legacy too: ${again.stdout}`);
+  const traffic = await labCheck(runner, lab, example.config);
+  t.true(traffic.ok, 'the legacy rules route as configured');
+});
+
+kernel(`backend: VGW- chains in both nft and legacy: apply and plan exit 1, say why, and change nothing${NEEDS_ROOT}`, async (t) => {
+  const router = labs.backend!.router;
+  await inNs(router, 'iptables-nft', '-t', 'filter', '-N', 'VGW-FORWARD');
+  const before = await readState(router, true);
+
+  const applied = await apply(router, example);
+  t.is(applied.code, 1, applied.stdout);
+  t.regex(applied.stderr, /^vlan-gateway: VGW- chains exist in both the iptables-nft and the iptables-legacy rule sets; the kernel runs both/m);
+  const planned = await plan(router, example);
+  t.is(planned.code, 1);
+  t.regex(planned.stderr, /VGW- chains exist in both/);
+  t.deepEqual(await readState(router, true), before);
+});
+
+// ---- hot-plug: a VLAN NIC attached after the first apply ----
+
+/** What `docker network connect` does for VLAN `id`: a new parent (here with its bridge and a client host), a
+ *  macvlan child made in the "host" (the switch namespace), moved into the router, renamed, given an address. */
+async function dockerNetworkConnect(lab: LabTopology, config: Config, id: number, nic: string): Promise<void> {
+  const v = planLabTopology(config, lab.name).vlans.find((x) => x.id === id)!;
+  const c = v.client;
+  const ip = (ns: string, ...args: string[]) => runner.run(['ip', '-n', ns, ...args]);
+  await runner.run(['ip', 'netns', 'add', c.namespace]);
+  await ip(c.namespace, 'link', 'set', 'lo', 'up');
+  await ip(lab.switch, 'link', 'add', v.bridge, 'type', 'bridge');
+  await ip(lab.switch, 'link', 'set', v.bridge, 'up');
+  await ip(lab.switch, 'link', 'add', v.parent, 'type', 'veth', 'peer', 'name', v.parentPeer);
+  await ip(lab.switch, 'link', 'set', v.parentPeer, 'master', v.bridge, 'up');
+  await ip(lab.switch, 'link', 'set', v.parent, 'up');
+  await ip(c.namespace, 'link', 'add', c.interface, 'type', 'veth', 'peer', 'name', c.switchPort, 'netns', lab.switch);
+  await ip(lab.switch, 'link', 'set', c.switchPort, 'master', v.bridge, 'up');
+  await ip(c.namespace, 'addr', 'add', `${c.address}/${v.prefix}`, 'dev', c.interface);
+  await ip(c.namespace, 'link', 'set', c.interface, 'up');
+  await ip(c.namespace, 'route', 'add', 'default', 'via', v.gateway);
+  await ip(lab.switch, 'link', 'add', 'link', v.parent, 'name', `m${id}`, 'type', 'macvlan', 'mode', 'bridge');
+  await ip(lab.switch, 'link', 'set', `m${id}`, 'netns', lab.router, 'name', nic);
+  await ip(lab.router, 'addr', 'add', `${v.routerAddress}/${v.prefix}`, 'dev', nic);
+  await ip(lab.router, 'link', 'set', nic, 'up');
+}
+
+const IOT_WAITING = /^vlan iot \(id 30, 192\.168\.30\.0\/24\): (waiting: )?waiting for a NIC with an address in 192\.168\.30\.0\/24$/m;
+
+kernel(`hot-plug: a VLAN whose NIC is missing waits, and apply binds the others${NEEDS_ROOT}`, async (t) => {
+  const lab = labs.hotPlug!;
+  const planned = await plan(lab.router, withIot);
+  t.is(planned.code, 2);
+  t.regex(planned.stdout, IOT_WAITING);
+
+  const applied = await apply(lab.router, withIot);
+  t.is(applied.code, 0, applied.stderr);
+  t.regex(applied.stdout, IOT_WAITING);
+  const addresses = (await runner.run(['ip', '-n', lab.router, '-4', '-o', 'addr'])).stdout;
+  t.regex(addresses, /eth2 +inet 192\.168\.10\.1\/24/);
+  t.regex(addresses, /eth1 +inet 192\.168\.20\.1\/24/);
+  t.notRegex(addresses, /192\.168\.30\./);
+  t.notRegex(await save(lab.router, 'nft'), /VGW-FROM-30/);
+  const [office, labVlan] = lab.vlans;
+  const ping = await runProbe(runner, { namespace: office!.client.namespace, kind: 'ping', target: labVlan!.client.address });
+  t.is(ping.actual, 'pass', 'office and lab are routed meanwhile');
+});
+
+kernel(`hot-plug: after Docker attaches the NIC, the next apply gives it the gateway address and its rules${NEEDS_ROOT}`, async (t) => {
+  const lab = labs.hotPlug!;
+  await dockerNetworkConnect(lab, withIot.config, 30, 'eth3');
+
+  const planned = await plan(lab.router, withIot);
+  t.is(planned.code, 2);
+  t.regex(planned.stdout, /^vlan iot \(id 30, 192\.168\.30\.0\/24\): on eth3$/m);
+  t.regex(planned.stdout, /^\+ address 192\.168\.30\.1\/24 on eth3 \(vlan iot\)$/m);
+  t.regex(planned.stdout, /^ {4}\+ chain VGW-FROM-30$/m);
+
+  const applied = await apply(lab.router, withIot);
+  t.is(applied.code, 0, applied.stderr);
+  const eth3 = (await runner.run(['ip', '-n', lab.router, '-4', '-o', 'addr', 'show', 'dev', 'eth3'])).stdout;
+  t.regex(eth3, /inet 192\.168\.30\.2\/24 /, 'Docker\'s address stays');
+  t.regex(eth3, /inet 192\.168\.30\.1\/24 /);
+  const filter = await save(lab.router, 'nft', '-t', 'filter');
+  t.regex(filter, /^-A VGW-FORWARD -i eth3 .*-j VGW-FROM-30$/m);
+  t.regex(filter, /^-A VGW-FROM-30 -o eth0 .*-j ACCEPT$/m);
+  t.regex(filter, /^-A VGW-FROM-10 -o eth3 .*-j ACCEPT$/m);
+
+  // Real packets to and from the new VLAN: its client (attached above) reaches office and the Internet host.
+  const iot = planLabTopology(withIot.config, lab.name).vlans.find((v) => v.id === 30)!.client;
+  const office = lab.vlans.find((v) => v.name === 'office')!.client;
+  const agents = await Promise.all([
+    startAgent(runner, office.namespace, [{ proto: 'tcp', address: '0.0.0.0', port: 22 }], 30),
+    startAgent(runner, lab.inet, [{ proto: 'tcp', address: '0.0.0.0', port: 80 }], 30),
+  ]);
+  try {
+    const [toOffice, toInternet, fromOffice] = await Promise.all([
+      runProbe(runner, { namespace: iot.namespace, kind: 'tcp', target: office.address, port: 22 }),
+      runProbe(runner, { namespace: iot.namespace, kind: 'tcp', target: lab.uplink.internetHost, port: 80 }),
+      runProbe(runner, { namespace: office.namespace, kind: 'ping', target: iot.address }),
+    ]);
+    t.like(toOffice, { actual: 'pass', reply: { peer: '192.168.30.100', local: '192.168.10.100:22' } });
+    t.like(toInternet, { actual: 'pass', reply: { peer: '203.0.113.2' } }, 'masqueraded like the others');
+    t.is(fromOffice.actual, 'pass', fromOffice.detail);
+  } finally {
+    await Promise.all(agents.map((a) => a.stop()));
+  }
+
+  const again = await plan(lab.router, withIot);
+  t.is(again.code, 0, again.stdout);
+});

@@ -1,0 +1,132 @@
+/**
+ * Kernel tier, traffic: `vlan-gateway apply` (the CLI, as a subprocess) configures a lab's router namespace, and
+ * real packets (ping, TCP through the lab's agents) show what it does: VLANs reach each other both ways and the
+ * Internet host, which sees the MASQUERADE or SNAT address; a port forward lands on the VLAN host; a drop policy
+ * with one accept rule blocks everything but that rule, and replies to the accepted connection still flow.
+ *
+ * One lab serves the three configs in turn (each apply is also a transition from the previous one). It is built
+ * from the snat variant so that the Internet side routes the snat address 198.51.100.77 back to the router.
+ */
+import test from 'ava';
+import type { Config } from '../../src/config/schema.js';
+import { labCheck, labDown, runProbe, startAgent, type LabTopology } from '../../src/lab/index.js';
+import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import { buildLab, cli, exampleDocument, outcomes, removeScratch, runner, save, writeConfig } from './gateway-harness.js';
+
+const kernel = isRoot() ? test.serial : test.serial.skip;
+const name = uniqueLabName('g');
+const SNAT_TO = '198.51.100.77'; // not on any interface: the Internet side routes it to the router (lab topology)
+
+let topology: LabTopology;
+let router: string;
+let files: Record<'masquerade' | 'snat' | 'drop', { path: string; config: Config }>;
+
+test.before(async () => {
+  if (!isRoot()) return;
+  const example = await exampleDocument();
+  const uplink = example.uplink as Record<string, unknown>;
+  files = {
+    masquerade: await writeConfig('masquerade', example),
+    snat: await writeConfig('snat', { ...example, uplink: { ...uplink, nat: 'snat', snatTo: SNAT_TO } }),
+    drop: await writeConfig('drop', {
+      ...example,
+      forwarding: { default: 'drop', rules: [{ from: 'lab', to: 'office', proto: 'tcp', ports: '22', action: 'accept' }] },
+    }),
+  };
+  topology = await buildLab(files.snat.config, name);
+  router = topology.router;
+});
+
+test.after.always('remove the lab and the scratch configs', async () => {
+  if (!isRoot()) return;
+  await labDown(runner, name);
+  await removeScratch();
+});
+
+async function apply(path: string) {
+  return cli('apply', '--netns', router, '--config', path);
+}
+
+kernel(`the write-up's example: VLANs reach each other both ways and the Internet, which sees the router's uplink address${NEEDS_ROOT}`, async (t) => {
+  const applied = await apply(files.masquerade.path);
+  t.is(applied.code, 0, applied.stderr);
+  t.regex(applied.stdout, /changes applied in \d+ ms\./);
+
+  const result = await labCheck(runner, topology, files.masquerade.config);
+  t.deepEqual(outcomes(result), {
+    'office → lab ping': 'pass',
+    'office → lab tcp/22': 'pass as 192.168.10.100', // between VLANs the source is not rewritten
+    'office → lab tcp/80': 'pass as 192.168.10.100',
+    'office → internet ping': 'pass',
+    'office → internet tcp/80': 'pass as 203.0.113.2', // MASQUERADE: the router's uplink address
+    'lab → office ping': 'pass',
+    'lab → office tcp/22': 'pass as 192.168.20.100',
+    'lab → office tcp/80': 'pass as 192.168.20.100',
+    'lab → internet ping': 'pass',
+    'lab → internet tcp/80': 'pass as 203.0.113.2',
+    'internet → office fwd tcp/2222': 'pass as 198.51.100.10',
+  });
+  t.is(topology.uplink.routerAddress, '203.0.113.2');
+  t.true(result.ok, 'lab check agrees with what the config allows');
+});
+
+kernel(`a port forward on the uplink (2222) reaches the VLAN host's port 22${NEEDS_ROOT}`, async (t) => {
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  const agent = await startAgent(runner, office.client.namespace, [{ proto: 'tcp', address: '0.0.0.0', port: 22 }], 30);
+  try {
+    const outcome = await runProbe(runner, {
+      namespace: topology.inet, kind: 'tcp', target: topology.uplink.routerAddress, port: 2222, localAddress: topology.uplink.internetHost,
+    });
+    t.is(outcome.actual, 'pass', outcome.detail);
+    t.deepEqual(outcome.reply, { peer: '198.51.100.10', local: '192.168.10.100:22' });
+    // Nothing else on the router's uplink address is forwarded.
+    const other = await runProbe(runner, { namespace: topology.inet, kind: 'tcp', target: topology.uplink.routerAddress, port: 22, timeoutMs: 800 });
+    t.is(other.actual, 'blocked');
+  } finally {
+    await agent.stop();
+  }
+  t.regex(await save(router, 'nft'), /^-A VGW-PREROUTING -i eth0 -p tcp .*--dport 2222 -j DNAT --to-destination 192\.168\.10\.100:22$/m);
+});
+
+kernel(`nat: snat, the Internet host sees uplink.snatTo${NEEDS_ROOT}`, async (t) => {
+  const applied = await apply(files.snat.path);
+  t.is(applied.code, 0, applied.stderr);
+  t.regex(applied.stdout, /~ chain VGW-POSTROUTING/);
+
+  const nat = await save(router, 'nft', '-t', 'nat');
+  t.regex(nat, /^-A VGW-POSTROUTING -s 192\.168\.10\.0\/24 -o eth0 .*-j SNAT --to-source 198\.51\.100\.77$/m);
+  t.notRegex(nat, /MASQUERADE/);
+
+  const result = await labCheck(runner, topology, files.snat.config);
+  const seen = outcomes(result);
+  t.is(seen['office → internet tcp/80'], `pass as ${SNAT_TO}`);
+  t.is(seen['lab → internet tcp/80'], `pass as ${SNAT_TO}`);
+  t.is(seen['office → internet ping'], 'pass', 'replies to the snat address come back');
+  t.is(seen['lab → office tcp/22'], 'pass as 192.168.20.100', 'inter-VLAN traffic is not source-NATed');
+  t.true(result.ok, 'lab check agrees with what the config allows');
+});
+
+kernel(`forwarding.default: drop with one accept rule: ping and the reverse direction are blocked, TCP/22 lab → office passes and its replies flow back${NEEDS_ROOT}`, async (t) => {
+  const applied = await apply(files.drop.path);
+  t.is(applied.code, 0, applied.stderr);
+
+  // The pair lab → office (VLAN 20 → 10) gets its own chain: the rule, then the pair's default.
+  const filter = await save(router, 'nft', '-t', 'filter');
+  t.regex(filter, /^-A VGW-P-20-10 -p tcp .*-m multiport --dports 22 -j ACCEPT\n-A VGW-P-20-10 .*-j DROP$/m);
+
+  const result = await labCheck(runner, topology, files.drop.config, { timeoutMs: 1000 });
+  t.deepEqual(outcomes(result), {
+    'office → lab ping': 'blocked', // office → lab: no rule, the default drops
+    'office → lab tcp/22': 'blocked',
+    'office → lab tcp/80': 'blocked',
+    'office → internet ping': 'pass', // to the uplink the default stays accept
+    'office → internet tcp/80': 'pass as 203.0.113.2',
+    'lab → office ping': 'blocked', // the rule is tcp/22 only
+    'lab → office tcp/22': 'pass as 192.168.20.100', // the agent's answer is the reply: it came back through the router
+    'lab → office tcp/80': 'blocked',
+    'lab → internet ping': 'pass',
+    'lab → internet tcp/80': 'pass as 203.0.113.2',
+    'internet → office fwd tcp/2222': 'pass as 198.51.100.10', // port forwards are accepted before the policy
+  });
+  t.true(result.ok, 'lab check agrees with what the config allows');
+});

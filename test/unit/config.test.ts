@@ -1,0 +1,592 @@
+/**
+ * Config validation: a table of bad configs (YAML text) and the exact lines a user sees, every problem at once,
+ * each with its path and, where it has one, its line. Then the good configs and their defaults.
+ *
+ * Rows marked `bug` describe what the product should print but does not yet; they run as `test.failing`
+ * (they start failing the suite the day the bug is fixed, as a reminder to drop the mark).
+ */
+import test from 'ava';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig, parseConfigText } from '../../src/config/load.js';
+import { ConfigError } from '../../src/config/problems.js';
+
+function problemsOf(text: string): readonly string[] {
+  try {
+    parseConfigText(text, 'x.yaml');
+  } catch (error) {
+    if (error instanceof ConfigError) return error.lines;
+    throw error;
+  }
+  return [];
+}
+
+const IFNAME_MESSAGE = 'is not an interface name (1–15 letters, digits, "_", ".", "-", no leading "-")';
+const NAME_MESSAGE = 'must start with a lowercase letter, then lowercase letters, digits or "-", at most 12 characters';
+
+interface Row {
+  readonly title: string;
+  readonly yaml: string;
+  readonly lines: readonly string[];
+  /** What is wrong in src/ when this row fails; the row then runs as test.failing. */
+  readonly bug?: string;
+}
+
+const rows: Row[] = [
+  {
+    title: 'types',
+    yaml: `vlans:
+  - name: 5
+    id: "ten"
+    subnet: 192.168.10.0/24
+    gateway: 192.168.10.1
+    masquerade: yes
+`,
+    lines: [
+      'vlans[0].name: must be a string, not a number (line 2)',
+      'vlans[0].id: must be a number, not a string (line 3)',
+      'vlans[0].masquerade: must be a boolean, not a string (line 6)',
+    ],
+  },
+  {
+    title: 'types of whole sections',
+    yaml: `vlans: 5
+forwarding: []
+portForwards: {}
+`,
+    lines: [
+      'vlans: must be an array, not a number (line 1)',
+      'forwarding: must be an object, not an array (line 2)',
+      'portForwards: must be an array, not an object (line 3)',
+    ],
+  },
+  {
+    title: 'a document that is not a mapping',
+    yaml: '- a\n- b\n',
+    lines: ['(top level): must be an object, not an array'],
+  },
+  {
+    title: 'ranges and formats',
+    yaml: `vlans:
+  - name: office
+    id: 4095
+    subnet: 192.168.10.0/33
+    gateway: 192.168.10.256
+  - {name: lab, id: 0, subnet: 192.168.20.0/24, gateway: 192.168.20.1}
+  - {name: iot, id: 30.5, subnet: 192.168.30.0/24, gateway: 192.168.30.1}
+`,
+    lines: [
+      'vlans[0].id: must be a VLAN id from 1 to 4094 (line 3)',
+      'vlans[0].subnet: "192.168.10.0/33" is not an IPv4 prefix like 192.168.10.0/24 (line 4)',
+      'vlans[0].gateway: "192.168.10.256" is not an IPv4 address (line 5)',
+      'vlans[1].id: must be a VLAN id from 1 to 4094 (line 6)',
+      'vlans[2].id: must be an integer, not a float (line 7)',
+    ],
+  },
+  {
+    title: 'enums',
+    yaml: `uplink:
+  nat: MASQUERADE
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+forwarding:
+  default: reject
+  rules:
+    - {from: office, to: uplink, proto: sctp, action: allow}
+`,
+    lines: [
+      'uplink.nat: must be one of masquerade, snat, none, not "MASQUERADE" (line 2)',
+      'forwarding.default: must be one of accept, drop, not "reject" (line 6)',
+      'forwarding.rules[0].proto: must be one of tcp, udp, icmp, all, not "sctp" (line 8)',
+      'forwarding.rules[0].action: must be one of accept, drop, reject, not "allow" (line 8)',
+    ],
+  },
+  {
+    title: 'no VLANs',
+    yaml: 'vlans: []\n',
+    lines: ['vlans: must list at least one VLAN (line 1)'],
+  },
+  {
+    title: 'unknown keys in flow mappings (the key is on the line reported)',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, vlan_id: 3}
+portForwards:
+  - {port: 22, to: 192.168.10.5, dest: 192.168.10.6}
+`,
+    lines: [
+      'vlans[0].vlan_id: is not a known key (known: name, id, subnet, gateway, interface, masquerade) (line 2)',
+      'portForwards[0].dest: is not a known key (known: proto, port, to, toPort) (line 4)',
+    ],
+  },
+  {
+    // The problem's path ends at the unknown key itself, so its line is the key's own, not where the enclosing mapping
+    // starts (uplink → line 1, vlans[0] → line 5), and a top-level unknown key gets a line too.
+    title: 'unknown keys in block mappings are reported at the key\'s own line, with the keys known there',
+    yaml: `uplink:
+  nat: masquerade
+  gatway: 172.17.0.1
+vlans:
+  - name: office
+    id: 10
+    subnet: 192.168.10.0/24
+    gateway: 192.168.10.1
+    vlan_id: 3
+extra: 1
+`,
+    lines: [
+      'uplink.gatway: is not a known key (known: interface, gateway, nat, snatTo) (line 3)',
+      'vlans[0].vlan_id: is not a known key (known: name, id, subnet, gateway, interface, masquerade) (line 9)',
+      'extra: is not a known key (known: uplink, vlans, forwarding, portForwards, rules, reconcile, http) (line 10)',
+    ],
+  },
+  {
+    title: 'duplicate VLAN names and ids',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: lab, id: 10, subnet: 192.168.20.0/24, gateway: 192.168.20.1}
+  - {name: office, id: 30, subnet: 192.168.30.0/24, gateway: 192.168.30.1}
+`,
+    lines: [
+      'vlans[1].id: 10 is already used by vlans[0] (line 3)',
+      'vlans[2].name: "office" is already used by vlans[0] (line 4)',
+    ],
+  },
+  {
+    title: '"uplink" is not a VLAN name',
+    yaml: `vlans:
+  - {name: uplink, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+`,
+    lines: ['vlans[0].name: "uplink" is reserved for the uplink (line 2)'],
+  },
+  {
+    title: 'overlapping subnets, each pair reported once',
+    yaml: `vlans:
+  - {name: a, id: 10, subnet: 192.168.0.0/16, gateway: 192.168.0.1}
+  - {name: b, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1}
+  - {name: c, id: 30, subnet: 192.168.20.128/25, gateway: 192.168.20.129}
+  - {name: d, id: 40, subnet: 10.0.0.0/24, gateway: 10.0.0.1}
+`,
+    lines: [
+      'vlans[1].subnet: 192.168.20.0/24 overlaps vlans[0] (192.168.0.0/16) (line 3)',
+      'vlans[2].subnet: 192.168.20.128/25 overlaps vlans[0] (192.168.0.0/16) (line 4)',
+      'vlans[2].subnet: 192.168.20.128/25 overlaps vlans[1] (192.168.20.0/24) (line 4)',
+    ],
+  },
+  {
+    title: 'gateway outside the subnet (block style)',
+    yaml: `vlans:
+  - name: office
+    id: 10
+    subnet: 192.168.10.0/24
+    gateway: 192.168.30.1
+`,
+    lines: ['vlans[0].gateway: 192.168.30.1 is outside 192.168.10.0/24 (line 5)'],
+  },
+  {
+    title: 'gateway on the network or broadcast address; host bits; a subnet too small',
+    yaml: `vlans:
+  - {name: b, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.0}
+  - {name: c, id: 30, subnet: 192.168.30.0/24, gateway: 192.168.30.255}
+  - {name: d, id: 40, subnet: 192.168.40.1/24, gateway: 192.168.40.1}
+  - {name: e, id: 50, subnet: 192.168.50.0/31, gateway: 192.168.50.1}
+`,
+    lines: [
+      'vlans[0].gateway: 192.168.20.0 is the network address of 192.168.20.0/24 (line 2)',
+      'vlans[1].gateway: 192.168.30.255 is the broadcast address of 192.168.30.0/24 (line 3)',
+      'vlans[2].subnet: 192.168.40.1/24 has host bits set; did you mean 192.168.40.0/24? (line 4)',
+      'vlans[3].subnet: 192.168.50.0/31 is too small for a gateway and hosts (use /30 or larger) (line 5)',
+      'vlans[3].gateway: 192.168.50.1 is the broadcast address of 192.168.50.0/31 (line 5)',
+    ],
+  },
+  {
+    title: 'forwarding rules naming an unknown VLAN, or one VLAN twice',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+forwarding:
+  rules:
+    - {from: office, to: lab, action: accept}
+    - {from: iot, to: uplink, action: drop}
+    - {from: office, to: office, action: drop}
+    - {from: uplink, to: uplink, action: drop}
+`,
+    lines: [
+      'forwarding.rules[0].to: names no VLAN ("lab"); known: office, uplink (line 5)',
+      'forwarding.rules[1].from: names no VLAN ("iot"); known: office, uplink (line 6)',
+      'forwarding.rules[2].to: from and to are both office; traffic inside one VLAN does not pass the router (line 7)',
+      'forwarding.rules[3].to: from and to are both the uplink (line 8)',
+    ],
+  },
+  {
+    title: 'addresses and prefixes outside every VLAN (forwarding rules and port forwards)',
+    yaml: `vlans:
+  - {name: a, id: 1, subnet: 10.0.0.0/24, gateway: 10.0.0.1}
+forwarding:
+  rules:
+    - {from: 10.9.0.0/24, to: 10.0.0.5, action: drop}
+    - {from: 10.0.0.0/16, to: 10.0.0.5/32, action: drop}
+    - {from: 999.1.1.1, to: a, action: drop}
+portForwards:
+  - {port: 22, to: 10.1.1.1}
+`,
+    lines: [
+      'forwarding.rules[0].from: 10.9.0.0/24 is outside every VLAN (line 5)',
+      'forwarding.rules[1].from: 10.0.0.0/16 is outside every VLAN (line 6)',
+      'forwarding.rules[2].from: "999.1.1.1" is not an address or prefix (line 7)',
+      'portForwards[0].to: 10.1.1.1 is outside every VLAN (line 9)',
+    ],
+  },
+  {
+    title: 'snat without snatTo',
+    yaml: `uplink:
+  nat: snat
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+`,
+    lines: ['uplink.snatTo: is required with nat: snat (line 2)'],
+  },
+  {
+    title: 'snatTo without snat (nat defaults to masquerade)',
+    yaml: `uplink:
+  snatTo: 172.17.0.3
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+`,
+    lines: ['uplink.snatTo: is only used with nat: snat (nat is masquerade) (line 2)'],
+  },
+  {
+    title: 'snatTo with nat: none',
+    yaml: `uplink:
+  nat: none
+  snatTo: 172.17.0.3
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+`,
+    lines: ['uplink.snatTo: is only used with nat: snat (nat is none) (line 3)'],
+  },
+  {
+    title: 'port lists: syntax, reversed ranges, out of range, ports without tcp/udp',
+    yaml: `vlans:
+  - {name: a, id: 1, subnet: 10.0.0.0/24, gateway: 10.0.0.1}
+  - {name: b, id: 2, subnet: 10.0.1.0/24, gateway: 10.0.1.1}
+forwarding:
+  rules:
+    - {from: a, to: b, proto: tcp, ports: "22,x", action: accept}
+    - {from: a, to: b, proto: tcp, ports: "22, 80", action: accept}
+    - {from: a, to: b, proto: tcp, ports: "8000-", action: accept}
+    - {from: a, to: b, proto: tcp, ports: "100-10", action: accept}
+    - {from: a, to: b, proto: tcp, ports: "1-65536", action: accept}
+    - {from: a, to: b, proto: udp, ports: 70000, action: accept}
+    - {from: a, to: b, proto: udp, ports: "0", action: accept}
+    - {from: a, to: b, ports: 22, action: accept}
+    - {from: a, to: b, proto: icmp, ports: "22", action: accept}
+    - {from: a, to: b, proto: all, ports: "22", action: accept}
+`,
+    lines: [
+      'forwarding.rules[0].ports: "22,x" is not a port list like "22,8000-8100" (line 6)',
+      'forwarding.rules[1].ports: "22, 80" is not a port list like "22,8000-8100" (line 7)',
+      'forwarding.rules[2].ports: "8000-" is not a port list like "22,8000-8100" (line 8)',
+      'forwarding.rules[3].ports: 100-10 is a range whose start is above its end (line 9)',
+      'forwarding.rules[4].ports: 1-65536 is not a port from 1 to 65535 (line 10)',
+      'forwarding.rules[5].ports: 70000 is not a port from 1 to 65535 (line 11)',
+      'forwarding.rules[6].ports: 0 is not a port from 1 to 65535 (line 12)',
+      'forwarding.rules[7].ports: needs proto: tcp or proto: udp (line 13)',
+      'forwarding.rules[8].ports: needs proto: tcp or proto: udp (line 14)',
+      'forwarding.rules[9].ports: needs proto: tcp or proto: udp (line 15)',
+    ],
+  },
+  {
+    title: 'port forwards: ranges, protocols, duplicates (same protocol and port)',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+portForwards:
+  - {proto: tcp, port: 2222, to: 192.168.10.100, toPort: 22}
+  - {port: 2222, to: 192.168.10.101}
+  - {proto: udp, port: 2222, to: 192.168.10.100}
+  - {proto: sctp, port: 0, to: 192.168.10.7, toPort: 70000}
+  - {port: "22", to: 192.168.10.8}
+`,
+    lines: [
+      'portForwards[3].proto: must be one of tcp, udp, not "sctp" (line 7)',
+      'portForwards[3].port: must be a port from 1 to 65535 (line 7)',
+      'portForwards[3].toPort: must be a port from 1 to 65535 (line 7)',
+      'portForwards[4].port: must be a number, not a string (line 8)',
+      'portForwards[1].port: tcp/2222 is already forwarded by portForwards[0] (line 5)',
+    ],
+  },
+  {
+    title: 'values that try to break out of a rule line: newline, quote, leading dash, spaces',
+    yaml: `uplink:
+  interface: "eth0 -j ACCEPT"
+vlans:
+  - {name: "lab\\n-A FORWARD", id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, interface: "-eth1"}
+  - {name: "my lab", id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1, interface: "eth\\"2"}
+  - {name: "-lab", id: 30, subnet: 192.168.30.0/24, gateway: 192.168.30.1, interface: "eth 3"}
+  - {name: iot, id: 40, subnet: 192.168.40.0/24, gateway: 192.168.40.1, interface: "eth4\\n"}
+  - {name: 'o"k', id: 50, subnet: 192.168.50.0/24, gateway: 192.168.50.1, interface: {mac: "02:42:c0:a8:32:02 -j"}}
+portForwards:
+  - {port: 2222, to: "192.168.40.5\\n-j ACCEPT"}
+rules:
+  dir: "/etc/vlan-gateway/rules.d\\n-F"
+`,
+    lines: [
+      `uplink.interface: ${IFNAME_MESSAGE} (line 2)`,
+      `vlans[0].name: ${NAME_MESSAGE} (line 4)`,
+      `vlans[0].interface: ${IFNAME_MESSAGE} (line 4)`,
+      `vlans[1].name: ${NAME_MESSAGE} (line 5)`,
+      `vlans[1].interface: ${IFNAME_MESSAGE} (line 5)`,
+      `vlans[2].name: ${NAME_MESSAGE} (line 6)`,
+      `vlans[2].interface: ${IFNAME_MESSAGE} (line 6)`,
+      `vlans[3].interface: ${IFNAME_MESSAGE} (line 7)`,
+      `vlans[4].name: ${NAME_MESSAGE} (line 8)`,
+      'vlans[4].interface.mac: is not a MAC address like 02:42:c0:a8:0a:02 (line 8)',
+      'portForwards[0].to: "192.168.40.5\\n-j ACCEPT" is not an IPv4 address (line 10)',
+      'rules.dir: must be a path on one line (line 12)',
+    ],
+  },
+  {
+    title: 'forwarding rules whose from/to try to carry an option',
+    yaml: `vlans:
+  - {name: iot, id: 40, subnet: 192.168.40.0/24, gateway: 192.168.40.1}
+forwarding:
+  rules:
+    - {from: "iot -j ACCEPT", to: "--goto", action: accept}
+    - {from: "iot\\n-A FORWARD", to: 'uplink"', action: accept}
+`,
+    lines: [
+      'forwarding.rules[0].from: must be a VLAN name, "uplink", or an address or prefix inside a VLAN (line 5)',
+      'forwarding.rules[0].to: must be a VLAN name, "uplink", or an address or prefix inside a VLAN (line 5)',
+      'forwarding.rules[1].from: must be a VLAN name, "uplink", or an address or prefix inside a VLAN (line 6)',
+      'forwarding.rules[1].to: must be a VLAN name, "uplink", or an address or prefix inside a VLAN (line 6)',
+      'forwarding.rules[0].from: names no VLAN ("iot -j ACCEPT"); known: iot, uplink (line 5)',
+      'forwarding.rules[0].to: names no VLAN ("--goto"); known: iot, uplink (line 5)',
+      'forwarding.rules[1].from: names no VLAN ("iot\\n-A FORWARD"); known: iot, uplink (line 6)',
+      'forwarding.rules[1].to: names no VLAN ("uplink\\""); known: iot, uplink (line 6)',
+    ],
+  },
+  {
+    // An invalid name is reported once, by the schema; the "known: …" list holds only valid names, so an injected
+    // newline can neither split an error line nor be echoed.
+    title: 'an error line never carries a newline or an invalid name it was given',
+    yaml: `vlans:
+  - {name: "lab\\n-A FORWARD", id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: iot, id: 40, subnet: 192.168.40.0/24, gateway: 192.168.40.1}
+forwarding:
+  rules:
+    - {from: office, to: iot, action: accept}
+`,
+    lines: [
+      `vlans[0].name: ${NAME_MESSAGE} (line 2)`,
+      'forwarding.rules[0].from: names no VLAN ("office"); known: iot, uplink (line 6)',
+    ],
+  },
+  {
+    title: 'YAML syntax error, with its line',
+    yaml: `vlans:
+  - name: office
+   id: 10
+`,
+    lines: ['line 3, column 1: Sequence item without - indicator'],
+  },
+  {
+    title: 'duplicate keys, with their line',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+vlans: []
+`,
+    lines: ['line 3, column 1: Map keys must be unique'],
+  },
+  {
+    title: 'an empty file',
+    yaml: '',
+    lines: ['vlans: is required'],
+  },
+  {
+    title: 'a file with only comments',
+    yaml: '# nothing here yet\n',
+    lines: ['vlans: is required'],
+  },
+  {
+    title: 'all problems reported at once',
+    yaml: `uplink:
+  nat: snat
+vlans:
+  - name: office
+    id: 10
+    subnet: 192.168.10.0/24
+    gateway: 192.168.30.1
+  - name: office
+    id: 5000
+    subnet: 192.168.10.128/25
+    gateway: 192.168.10.129
+  - name: "bad name"
+    id: 30
+    subnet: 192.168.30.0/24
+    gateway: 192.168.30.1
+forwarding:
+  rules:
+    - {from: office, to: iot, proto: tcp, ports: "90-80", action: accept}
+portForwards:
+  - {port: 22, to: 10.0.0.1}
+  - {port: 22, to: 192.168.30.9}
+`,
+    lines: [
+      'vlans[1].id: must be a VLAN id from 1 to 4094 (line 9)',
+      `vlans[2].name: ${NAME_MESSAGE} (line 12)`,
+      'vlans[0].gateway: 192.168.30.1 is outside 192.168.10.0/24 (line 7)',
+      'vlans[1].name: "office" is already used by vlans[0] (line 8)',
+      'vlans[1].subnet: 192.168.10.128/25 overlaps vlans[0] (192.168.10.0/24) (line 10)',
+      'uplink.snatTo: is required with nat: snat (line 2)',
+      'forwarding.rules[0].to: names no VLAN ("iot"); known: office, uplink (line 18)',
+      'forwarding.rules[0].ports: 90-80 is a range whose start is above its end (line 18)',
+      'portForwards[0].to: 10.0.0.1 is outside every VLAN (line 20)',
+      'portForwards[1].port: tcp/22 is already forwarded by portForwards[0] (line 21)',
+    ],
+  },
+];
+
+for (const row of rows) {
+  const register = row.bug ? test.failing : test;
+  register(`bad config: ${row.title}`, (t) => {
+    if (row.bug) t.log(`known bug: ${row.bug}`);
+    t.deepEqual(problemsOf(row.yaml), row.lines);
+  });
+}
+
+test('the error names the file and counts the problems, one indented line each', (t) => {
+  const error = t.throws(() => parseConfigText('uplink:\n  nat: snat\nvlans: []\n', 'gateway.yaml'), { instanceOf: ConfigError });
+  t.is(error?.message, [
+    'gateway.yaml: 2 problems:',
+    '  vlans: must list at least one VLAN (line 3)',
+    '  uplink.snatTo: is required with nat: snat (line 2)',
+  ].join('\n'));
+  t.is(error?.source, 'gateway.yaml');
+  t.deepEqual(error?.problems.map((p) => p.path), [['vlans'], ['uplink', 'snatTo']]);
+});
+
+test('a port list given as a YAML list gets a sentence, not "Invalid input"', (t) => {
+  // What matters is that the message says what a ports value may be, not zod's bare "Invalid input" for a union.
+  const lines = problemsOf(`vlans:
+  - {name: a, id: 1, subnet: 10.0.0.0/24, gateway: 10.0.0.1}
+  - {name: b, id: 2, subnet: 10.0.1.0/24, gateway: 10.0.1.1}
+forwarding:
+  rules:
+    - {from: a, to: b, proto: tcp, ports: [22, 80], action: accept}
+`);
+  t.is(lines.length, 1);
+  t.regex(lines[0] ?? '', /^forwarding\.rules\[0\]\.ports: /);
+  t.notRegex(lines[0] ?? '', /Invalid input/);
+  t.deepEqual(lines, ['forwarding.rules[0].ports: must be a port or a list like "22,8000-8100" (line 6)']);
+});
+
+test('two VLANs naming the same interface, or a VLAN naming the uplink\'s, are config errors', (t) => {
+  // Without this check two VLANs on eth1 would both want a gateway address there, and a VLAN on the uplink's
+  // interface would wait forever (matchVlans never gives a VLAN the uplink NIC).
+  const lines = problemsOf(`uplink: {interface: eth0}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, interface: eth1}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1, interface: eth1}
+  - {name: iot, id: 30, subnet: 192.168.30.0/24, gateway: 192.168.30.1, interface: eth0}
+`);
+  t.true(lines.some((l) => l.startsWith('vlans[1].interface: ')), lines.join('\n'));
+  t.true(lines.some((l) => l.startsWith('vlans[2].interface: ')), lines.join('\n'));
+  t.deepEqual(lines, [
+    'vlans[1].interface: eth1 is already the interface of vlans[0] (line 4)',
+    'vlans[2].interface: eth0 is the uplink\'s interface (line 5)',
+  ]);
+});
+
+test('the same interface by MAC (in any case) is the same interface, for the uplink and for VLANs', (t) => {
+  const lines = problemsOf(`uplink: {interface: {mac: "02:42:AC:11:00:03"}}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, interface: {mac: "02:42:ac:11:00:03"}}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1, interface: {mac: "02:42:c0:a8:14:02"}}
+  - {name: iot, id: 30, subnet: 192.168.30.0/24, gateway: 192.168.30.1, interface: {mac: "02:42:C0:A8:14:02"}}
+  - {name: dmz, id: 40, subnet: 192.168.40.0/24, gateway: 192.168.40.1, interface: eth4}
+`);
+  t.deepEqual(lines, [
+    'vlans[0].interface: 02:42:ac:11:00:03 is the uplink\'s interface (line 3)',
+    'vlans[2].interface: 02:42:c0:a8:14:02 is already the interface of vlans[1] (line 5)',
+  ]);
+});
+
+test('a missing config file is an error that names the path', async (t) => {
+  const error = await t.throwsAsync(loadConfig('/nonexistent/vlan-gateway/gateway.yaml'), { instanceOf: ConfigError });
+  t.deepEqual(error?.lines, ['cannot read /nonexistent/vlan-gateway/gateway.yaml: no such file']);
+});
+
+test('a relative rules.dir is relative to the config file, not to the working directory; an absolute one is kept', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-config-'));
+  try {
+    const vlan = 'vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\n';
+    const write = async (name: string, rulesDir: string) => {
+      await writeFile(join(dir, name), `${vlan}rules: {dir: ${JSON.stringify(rulesDir)}}\n`);
+      return (await loadConfig(join(dir, name))).config.rules.dir;
+    };
+    t.is(await write('a.yaml', 'rules.d'), join(dir, 'rules.d'));
+    t.is(await write('b.yaml', '../shared/rules.d'), join(dir, '..', 'shared', 'rules.d'));
+    t.is(await write('c.yaml', '/etc/vlan-gateway/rules.d'), '/etc/vlan-gateway/rules.d');
+    await writeFile(join(dir, 'd.yaml'), vlan);
+    t.is((await loadConfig(join(dir, 'd.yaml'))).config.rules.dir, undefined, 'no rules.dir: the built-in templates only');
+    // parseConfigText has no file to be relative to: it leaves the path as written.
+    t.is(parseConfigText(`${vlan}rules: {dir: rules.d}\n`, 'x.yaml').rules.dir, 'rules.d');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('the shipped example parses, with every default applied', async (t) => {
+  const text = await readFile(new URL('../../examples/lab.yaml', import.meta.url), 'utf8');
+  t.deepEqual(parseConfigText(text, 'examples/lab.yaml'), {
+    uplink: { interface: 'eth0', gateway: '203.0.113.1', nat: 'masquerade' },
+    vlans: [
+      { name: 'office', id: 10, subnet: '192.168.10.0/24', gateway: '192.168.10.1', masquerade: true },
+      { name: 'lab', id: 20, subnet: '192.168.20.0/24', gateway: '192.168.20.1', masquerade: true },
+    ],
+    forwarding: { default: 'accept', rules: [] },
+    portForwards: [{ proto: 'tcp', port: 2222, to: '192.168.10.100', toPort: 22 }],
+    rules: {},
+    reconcile: {},
+    http: {},
+  });
+});
+
+test('the smallest config: one VLAN, everything else defaulted', (t) => {
+  t.deepEqual(parseConfigText('vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\n', 'x.yaml'), {
+    uplink: { nat: 'masquerade' },
+    vlans: [{ name: 'office', id: 10, subnet: '192.168.10.0/24', gateway: '192.168.10.1', masquerade: true }],
+    forwarding: { default: 'accept', rules: [] },
+    portForwards: [],
+    rules: {},
+    reconcile: {},
+    http: {},
+  });
+});
+
+test('the keys of the issue, all at once, are accepted', (t) => {
+  const config = parseConfigText(`uplink:
+  interface: {mac: "02:42:AC:11:00:03"}
+  gateway: 172.17.0.1
+  nat: snat
+  snatTo: 172.17.0.3
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, interface: eth1}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1, interface: {mac: "02:42:c0:a8:14:02"}}
+  - {name: iot, id: 30, subnet: 192.168.30.0/24, gateway: 192.168.30.254, masquerade: false}
+forwarding:
+  default: drop
+  rules:
+    - {from: lab, to: office, proto: tcp, ports: "22,8000-8100", action: accept}
+    - {from: lab, to: office, action: drop}
+    - {from: iot, to: uplink, action: drop}
+    - {from: 192.168.30.0/25, to: 192.168.10.5, proto: udp, ports: 53, action: accept}
+portForwards:
+  - {proto: tcp, port: 2222, to: 192.168.10.100, toPort: 22}
+  - {proto: udp, port: 2222, to: 192.168.10.100}
+rules:
+  dir: /etc/vlan-gateway/rules.d
+`, 'x.yaml');
+  t.is(config.vlans.length, 3);
+  t.is(config.forwarding.rules.length, 4);
+  t.deepEqual(config.portForwards[1], { proto: 'udp', port: 2222, to: '192.168.10.100' });
+});

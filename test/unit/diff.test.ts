@@ -1,0 +1,443 @@
+/**
+ * Plan diffs from hand-built facts: the namespace's tables are iptables-save text (as `iptables-nft-save -c`
+ * prints it: comments quoted, counters in front), parsed with the product's own parseSave. Each test states the
+ * state it starts from as an edit of the in-sync text, and the exact restore payload (and undo) it expects.
+ */
+import test from 'ava';
+import { readFile } from 'node:fs/promises';
+import { parseConfigText } from '../../src/config/load.js';
+import type { Config } from '../../src/config/schema.js';
+import type { Facts, Link } from '../../src/observe/facts.js';
+import { parseSave, tableOf } from '../../src/observe/parse-save.js';
+import { OUR_ADDRESS_METRIC } from '../../src/plan/chains.js';
+import { planDesired, planEmpty, type Templates } from '../../src/plan/desired.js';
+import { diff } from '../../src/plan/diff.js';
+import { formatPlan } from '../../src/plan/format.js';
+import { syntheticFacts } from '../../src/plan/synthetic.js';
+import type { Desired, Plan, Step } from '../../src/plan/types.js';
+import { loadTemplates } from '../../src/template/load.js';
+
+const templates: Templates = await loadTemplates();
+const labText = await readFile(new URL('../../examples/lab.yaml', import.meta.url), 'utf8');
+const lab: Config = parseConfigText(labText, 'lab.yaml');
+
+/** The lab config with extra forwarding rules for lab (VLAN 20) → office (VLAN 10). */
+const labWithRules: Config = parseConfigText(`${labText.replace('forwarding:\n  default: accept\n', '')}
+forwarding:
+  default: accept
+  rules:
+    - {from: lab, to: office, proto: tcp, ports: 22, action: accept}
+    - {from: lab, to: office, action: drop}
+`, 'lab-rules.yaml');
+
+const DOCKER_NAT = [
+  ':DOCKER_OUTPUT - [0:0]',
+  ':DOCKER_POSTROUTING - [0:0]',
+];
+const DOCKER_NAT_RULES = [
+  '[0:0] -A OUTPUT -d 127.0.0.11/32 -j DOCKER_OUTPUT',
+  '[12:900] -A POSTROUTING -d 127.0.0.11/32 -j DOCKER_POSTROUTING',
+  '[7:500] -A DOCKER_OUTPUT -d 127.0.0.11/32 -p udp -m udp --dport 53 -j DNAT --to-destination 127.0.0.11:35361',
+  '[7:500] -A DOCKER_POSTROUTING -s 127.0.0.11/32 -p udp -m udp --sport 35361 -j SNAT --to-source :53',
+];
+
+/**
+ * `iptables-save -c` text of a namespace holding exactly `desired` (plus Docker's DNS chains): the way the
+ * kernel prints our rules back, comment quoted, each rule with distinct counters (rule n of a chain: [n:n00]).
+ */
+function inSyncSave(desired: Desired): string {
+  const out: string[] = [];
+  for (const table of ['filter', 'nat'] as const) {
+    const builtins = table === 'filter' ? ['INPUT', 'FORWARD', 'OUTPUT'] : ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'];
+    const chains = desired.chains.filter((c) => c.table === table);
+    out.push(`*${table}`, ...builtins.map((b) => `:${b} ACCEPT [0:0]`), ...(table === 'nat' ? DOCKER_NAT : []));
+    out.push(...chains.map((c) => `:${c.name} - [0:0]`));
+    for (const jump of desired.jumps.filter((j) => j.table === table)) {
+      out.push(`[0:0] -A ${jump.hook} -m comment --comment "vgw:hook" -j ${jump.target}`);
+    }
+    if (table === 'nat') out.push(...DOCKER_NAT_RULES);
+    for (const chain of chains) {
+      chain.rules.forEach((rule, i) => {
+        out.push(`[${i + 1}:${i + 1}00] -A ${chain.name} ${rule.line.replace(/--comment (vgw:\S+)/, '--comment "$1"')}`);
+      });
+    }
+    out.push('COMMIT');
+  }
+  return `${out.join('\n')}\n`;
+}
+
+/**
+ * Facts: synthetic NICs with the gateway addresses already on them (as the product adds them: marked with
+ * OUR_ADDRESS_METRIC, or unmarked with `ourMetric: false`), ip_forward on, and the given tables.
+ */
+function factsWith(config: Config, save: string, options: { gatewayAddresses?: boolean; ourMetric?: boolean } = {}): Facts {
+  const base = syntheticFacts(config);
+  const links: Link[] = base.links.map((link) => {
+    const vlan = config.vlans.find((v) => link.addresses.some((a) => a.address.split('.').slice(0, 3).join('.') === v.gateway.split('.').slice(0, 3).join('.')));
+    const metric = options.ourMetric === false ? {} : { metric: OUR_ADDRESS_METRIC };
+    return vlan && options.gatewayAddresses !== false
+      ? { ...link, addresses: [...link.addresses, { address: vlan.gateway, prefix: 24, ...metric }] }
+      : link;
+  });
+  const tables = parseSave(save);
+  return { ...base, links, sysctls: { 'net.ipv4.ip_forward': '1' }, tables: { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') } };
+}
+
+const desiredOf = (config: Config) => planDesired(config, factsWith(config, ''), templates);
+const planOf = (config: Config, save: string) => {
+  const facts = factsWith(config, save);
+  return diff(planDesired(config, facts, templates), facts);
+};
+type TableStep = Extract<Step, { kind: 'table' }>;
+/** A step as one short line: "table filter", "address-del 192.168.10.1/24 eth1", "sysctl net.ipv4.ip_forward=0". */
+const stepName = (s: Step): string => (s.kind === 'table' ? `table ${s.table}`
+  : s.kind === 'sysctl' ? `sysctl ${s.key}=${s.value}`
+    : `${s.kind}${'address' in s ? ` ${s.address}/${s.prefix} ${s.nic}` : ''}`);
+const tableSteps = (plan: Plan) => plan.steps.filter((s): s is TableStep => s.kind === 'table');
+const rulesOf = (desired: Desired, chain: string) => desired.chains.find((c) => c.name === chain)!.rules.map((r) => `-A ${chain} ${r.line}`);
+const without = (text: string, drop: (line: string) => boolean) => text.split('\n').filter((l) => !drop(l)).join('\n');
+
+test('in sync: no steps, and the plan says so', (t) => {
+  const plan = planOf(lab, inSyncSave(desiredOf(lab)));
+  t.deepEqual(plan.steps, []);
+  t.true(formatPlan(plan).endsWith('No changes: the namespace is in sync.'));
+});
+
+test('in sync even though the kernel printed our rules back normalised (hashes, not text, are compared)', (t) => {
+  // What iptables-nft-save really prints for the lab's rules: base matches first, -m tcp, /32, ctstate order.
+  const save = inSyncSave(desiredOf(lab))
+    .replace('--ctstate ESTABLISHED,RELATED', '--ctstate RELATED,ESTABLISHED')
+    .replace(/-A VGW-FROM-UP -m comment --comment ("vgw:\S+") -o eth1 -d 192\.168\.10\.100 -p tcp --dport 22/,
+      '-A VGW-FROM-UP -d 192.168.10.100/32 -o eth1 -p tcp -m comment --comment $1 -m tcp --dport 22');
+  t.deepEqual(planOf(lab, save).steps, []);
+});
+
+test('a chain flushed by someone else: only that chain is rewritten; undo empties it again', (t) => {
+  const desired = desiredOf(lab);
+  const save = without(inSyncSave(desired), (l) => l.includes('-A VGW-FROM-20 '));
+  const steps = tableSteps(planOf(lab, save));
+  t.is(steps.length, 1);
+  t.deepEqual(steps[0]!.chains.map((c) => [c.chain, c.change, c.added.length, c.removed.length]), [['VGW-FROM-20', 'rewrite', 3, 0]]);
+  t.deepEqual(steps[0]!.jumps, []);
+  t.is(steps[0]!.payload, ['*filter', ':VGW-FROM-20 - [0:0]', ...rulesOf(desired, 'VGW-FROM-20'), 'COMMIT', ''].join('\n'));
+  t.is(steps[0]!.undo, ['*filter', ':VGW-FROM-20 - [0:0]', 'COMMIT', ''].join('\n'));
+});
+
+test('a foreign rule added inside one of our chains: that chain is rewritten, the foreign rule listed as removed', (t) => {
+  const desired = desiredOf(lab);
+  const save = inSyncSave(desired).replace('COMMIT\n*nat', '[9:900] -A VGW-FROM-10 -s 192.168.10.66/32 -j ACCEPT\nCOMMIT\n*nat');
+  const steps = tableSteps(planOf(lab, save));
+  t.deepEqual(steps.map((s) => s.chains.map((c) => [c.chain, c.change, c.added, c.removed])), [
+    [['VGW-FROM-10', 'rewrite', [], ['-s 192.168.10.66/32 -j ACCEPT']]],
+  ]);
+  t.is(steps[0]!.payload, ['*filter', ':VGW-FROM-10 - [0:0]', ...rulesOf(desired, 'VGW-FROM-10'), 'COMMIT', ''].join('\n'));
+  // Undo puts back exactly what was there, counters included (restored with --counters).
+  t.is(steps[0]!.undo, [
+    '*filter',
+    ':VGW-FROM-10 - [0:0]',
+    ...inSyncSave(desired).split('\n').filter((l) => l.includes('-A VGW-FROM-10 ')),
+    '[9:900] -A VGW-FROM-10 -s 192.168.10.66/32 -j ACCEPT',
+    'COMMIT',
+    '',
+  ].join('\n'));
+});
+
+test('a missing jump: only the jump is inserted, at the top of the built-in chain', (t) => {
+  const save = without(inSyncSave(desiredOf(lab)), (l) => l.startsWith('[0:0] -A FORWARD '));
+  const steps = tableSteps(planOf(lab, save));
+  t.is(steps.length, 1);
+  t.deepEqual(steps[0]!.chains, []);
+  t.deepEqual(steps[0]!.jumps, [{ hook: 'FORWARD', target: 'VGW-FORWARD', change: 'add' }]);
+  t.is(steps[0]!.payload, '*filter\n-I FORWARD 1 -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n');
+  t.is(steps[0]!.undo, '*filter\n-D FORWARD -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n');
+});
+
+test('a duplicated jump: the extra one is removed, the first kept', (t) => {
+  const save = inSyncSave(desiredOf(lab)).replace(
+    '[0:0] -A POSTROUTING -m comment --comment "vgw:hook" -j VGW-POSTROUTING',
+    '[0:0] -A POSTROUTING -m comment --comment "vgw:hook" -j VGW-POSTROUTING\n[0:0] -A POSTROUTING -m comment --comment "vgw:hook" -j VGW-POSTROUTING',
+  );
+  const steps = tableSteps(planOf(lab, save));
+  t.deepEqual(steps.map((s) => [s.table, s.payload]), [
+    ['nat', '*nat\n-D POSTROUTING -m comment --comment "vgw:hook" -j VGW-POSTROUTING\nCOMMIT\n'],
+  ]);
+  t.is(steps[0]!.undo, '*nat\n-I POSTROUTING 1 -m comment --comment "vgw:hook" -j VGW-POSTROUTING\nCOMMIT\n');
+});
+
+test('a stale VGW chain (and a stale jump to it) are deleted; undo recreates them with their counters', (t) => {
+  const save = inSyncSave(desiredOf(lab)).replace('COMMIT\n*nat', [
+    ':VGW-OLD - [0:0]',
+    '[3:180] -A INPUT -m comment --comment "vgw:hook" -j VGW-OLD',
+    '[2:120] -A VGW-OLD -m comment --comment "vgw:oldhash" -p icmp -j ACCEPT',
+    'COMMIT',
+    '*nat',
+  ].join('\n'));
+  const steps = tableSteps(planOf(lab, save));
+  t.is(steps.length, 1);
+  t.deepEqual(steps[0]!.chains.map((c) => [c.chain, c.change]), [['VGW-OLD', 'delete']]);
+  t.deepEqual(steps[0]!.jumps, [{ hook: 'INPUT', target: 'VGW-OLD', change: 'remove' }]);
+  t.is(steps[0]!.payload, [
+    '*filter',
+    ':VGW-OLD - [0:0]',
+    '-D INPUT -m comment --comment "vgw:hook" -j VGW-OLD',
+    '-X VGW-OLD',
+    'COMMIT',
+    '',
+  ].join('\n'));
+  t.is(steps[0]!.undo, [
+    '*filter',
+    ':VGW-OLD - [0:0]',
+    '[2:120] -A VGW-OLD -m comment --comment "vgw:oldhash" -p icmp -j ACCEPT',
+    '-I INPUT 1 -m comment --comment "vgw:hook" -j VGW-OLD',
+    'COMMIT',
+    '',
+  ].join('\n'));
+});
+
+test('changing one VLAN\'s forwarding rules rewrites only the chains it touches; nat and the other VLANs stay', (t) => {
+  const before = desiredOf(lab);
+  const after = desiredOf(labWithRules);
+  const plan = planOf(labWithRules, inSyncSave(before));
+  const steps = tableSteps(plan);
+  t.deepEqual(plan.steps.map((s) => s.kind), ['table']);
+  t.is(steps[0]!.table, 'filter');
+  t.deepEqual(steps[0]!.chains.map((c) => [c.chain, c.change]), [['VGW-P-20-10', 'create'], ['VGW-FROM-20', 'rewrite']]);
+  t.is(steps[0]!.payload, [
+    '*filter',
+    ':VGW-P-20-10 - [0:0]',
+    ':VGW-FROM-20 - [0:0]',
+    ...rulesOf(after, 'VGW-P-20-10'),
+    ...rulesOf(after, 'VGW-FROM-20'),
+    'COMMIT',
+    '',
+  ].join('\n'));
+  t.deepEqual(rulesOf(after, 'VGW-P-20-10').map((l) => l.replace(/vgw:\S+ /, 'vgw:… ')), [
+    '-A VGW-P-20-10 -m comment --comment vgw:… -p tcp -m multiport --dports 22 -j ACCEPT',
+    '-A VGW-P-20-10 -m comment --comment vgw:… -j DROP',
+    '-A VGW-P-20-10 -m comment --comment vgw:… -j ACCEPT',
+  ]);
+  // The rewrite lists only what changed: the branch to office now goes through the pair chain.
+  t.deepEqual(steps[0]!.chains[1]!.added.map((l) => l.replace(/vgw:\S+ /, 'vgw:… ')), ['-m comment --comment vgw:… -o eth1 -j VGW-P-20-10']);
+  t.deepEqual(steps[0]!.chains[1]!.removed.map((l) => l.replace(/"vgw:\S+" /, '"vgw:…" ')), ['-m comment --comment "vgw:…" -o eth1 -j ACCEPT']);
+  // Undo: the old VGW-FROM-20 with its counters, the new pair chain emptied and removed.
+  t.is(steps[0]!.undo, [
+    '*filter',
+    ':VGW-FROM-20 - [0:0]',
+    ':VGW-P-20-10 - [0:0]',
+    ...inSyncSave(before).split('\n').filter((l) => l.includes('-A VGW-FROM-20 ')),
+    '-X VGW-P-20-10',
+    'COMMIT',
+    '',
+  ].join('\n'));
+  // And back: removing the rules deletes the pair chain and rewrites only VGW-FROM-20 again.
+  const back = tableSteps(planOf(lab, inSyncSave(after)));
+  t.deepEqual(back.map((s) => s.chains.map((c) => [c.chain, c.change])), [[['VGW-FROM-20', 'rewrite'], ['VGW-P-20-10', 'delete']]]);
+  t.regex(back[0]!.payload, /^\*filter\n:VGW-FROM-20 - \[0:0\]\n:VGW-P-20-10 - \[0:0\]\n(-A VGW-FROM-20 .*\n){3}-X VGW-P-20-10\nCOMMIT\n$/);
+});
+
+test('down (planEmpty) removes our chains, jumps and gateway addresses, and leaves Docker\'s chains, the route and sysctls', (t) => {
+  // The jump carries plain "vgw:hook": ip_forward was already on when it was written, so down leaves it on.
+  const save = inSyncSave(desiredOf(lab));
+  const facts = factsWith(lab, save);
+  const plan = diff(planEmpty(lab, facts), facts);
+  // Stale addresses go first (src/plan/diff.ts), then the tables.
+  t.deepEqual(plan.steps.map(stepName), [
+    'address-del 192.168.10.1/24 eth1',
+    'address-del 192.168.20.1/24 eth2',
+    'table filter',
+    'table nat',
+  ]);
+  const [filter, nat] = tableSteps(plan);
+  t.is(filter!.payload, [
+    '*filter',
+    ':VGW-FORWARD - [0:0]',
+    ':VGW-FROM-10 - [0:0]',
+    ':VGW-FROM-20 - [0:0]',
+    ':VGW-FROM-UP - [0:0]',
+    '-D FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',
+    '-X VGW-FORWARD',
+    '-X VGW-FROM-10',
+    '-X VGW-FROM-20',
+    '-X VGW-FROM-UP',
+    'COMMIT',
+    '',
+  ].join('\n'));
+  t.is(nat!.payload, [
+    '*nat',
+    ':VGW-PREROUTING - [0:0]',
+    ':VGW-POSTROUTING - [0:0]',
+    '-D PREROUTING -m comment --comment "vgw:hook" -j VGW-PREROUTING',
+    '-D POSTROUTING -m comment --comment "vgw:hook" -j VGW-POSTROUTING',
+    '-X VGW-PREROUTING',
+    '-X VGW-POSTROUTING',
+    'COMMIT',
+    '',
+  ].join('\n'));
+  // Undo of down's nat step: every chain and jump back, counters included; Docker's lines never appear.
+  t.is(nat!.undo, [
+    '*nat',
+    ':VGW-PREROUTING - [0:0]',
+    ':VGW-POSTROUTING - [0:0]',
+    ...save.split('\n').filter((l) => / -A VGW-(PRE|POST)ROUTING /.test(l)),
+    '-I PREROUTING 1 -m comment --comment "vgw:hook" -j VGW-PREROUTING',
+    '-I POSTROUTING 1 -m comment --comment "vgw:hook" -j VGW-POSTROUTING',
+    'COMMIT',
+    '',
+  ].join('\n'));
+  t.notRegex(plan.steps.map((s) => (s.kind === 'table' ? s.payload + s.undo : '')).join(''), /DOCKER/);
+});
+
+test('down on a namespace where nothing of ours is left plans nothing', (t) => {
+  const save = `*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n${DOCKER_NAT.join('\n')}\n${DOCKER_NAT_RULES.join('\n')}\nCOMMIT\n`;
+  const facts = factsWith(lab, save, { gatewayAddresses: false });
+  t.deepEqual(diff(planEmpty(lab, facts), facts).steps, []);
+});
+
+test('a route and a sysctl out of place are planned after the tables (fail closed), with what they were', (t) => {
+  const facts = { ...factsWith(lab, inSyncSave(desiredOf(lab))), defaultRoute: { gateway: '203.0.113.254', dev: 'eth0' }, sysctls: { 'net.ipv4.ip_forward': '0' } };
+  const plan = diff(planDesired(lab, facts, templates), facts);
+  t.deepEqual(plan.steps, [
+    { kind: 'route', gateway: '203.0.113.1', dev: 'eth0', previous: { gateway: '203.0.113.254', dev: 'eth0' } },
+    { kind: 'sysctl', key: 'net.ipv4.ip_forward', value: '1', previous: '0' },
+  ]);
+});
+
+test('changing a VLAN\'s gateway removes the old gateway address from its NIC', (t) => {
+  // Otherwise the old gateway address would stay on the NIC next to the new one (two router addresses).
+  const moved = parseConfigText(labText.replace('gateway: 192.168.10.1 ', 'gateway: 192.168.10.254 '), 'moved.yaml');
+  const facts = factsWith(lab, inSyncSave(desiredOf(lab))); // 192.168.10.1 is on eth1
+  const plan = diff(planDesired(moved, facts, templates), facts);
+  t.true(plan.steps.some((s) => s.kind === 'address-add' && s.address === '192.168.10.254'));
+  t.true(plan.steps.some((s) => s.kind === 'address-del' && s.address === '192.168.10.1'));
+  // The old address goes before the new one comes: deleting a primary address takes the secondaries of its
+  // subnet with it, so on a NIC where ours is the primary, add-then-delete would lose the new gateway address.
+  t.deepEqual(plan.steps.filter((s) => s.kind === 'address-add' || s.kind === 'address-del'), [
+    { kind: 'address-del', nic: 'eth1', address: '192.168.10.1', prefix: 24 },
+    { kind: 'address-add', nic: 'eth1', address: '192.168.10.254', prefix: 24, vlan: 'office' },
+  ]);
+  t.regex(formatPlan(plan), /^- address 192\.168\.10\.1\/24 on eth1 \(no longer configured\)$/m);
+});
+
+test('a VLAN removed from the config while its NIC stays: its gateway address is removed, named by the NIC alone', (t) => {
+  const officeOnly = parseConfigText(`uplink: {interface: eth0, gateway: 203.0.113.1}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+`, 'office-only.yaml');
+  const facts = factsWith(lab, inSyncSave(desiredOf(lab))); // both gateways on eth1 and eth2, marked as ours
+  const plan = diff(planDesired(officeOnly, facts, templates), facts);
+  t.deepEqual(plan.steps.filter((s) => s.kind.startsWith('address')), [
+    { kind: 'address-del', nic: 'eth2', address: '192.168.20.1', prefix: 24 },
+  ]);
+  t.regex(formatPlan(plan), /^- address 192\.168\.20\.1\/24 on eth2 \(no longer configured\)$/m);
+});
+
+test('an address without our metric is not ours: down and a removed VLAN leave it, even when it equals a gateway', (t) => {
+  // Someone else's (or Docker's) address is never removed, whatever it is; only the metric marks ours.
+  const facts = factsWith(lab, inSyncSave(desiredOf(lab)), { ourMetric: false });
+  t.false(diff(planEmpty(lab, facts), facts).steps.some((s) => s.kind === 'address-del'));
+  const officeOnly = parseConfigText('vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\n', 'office-only.yaml');
+  t.false(diff(planDesired(officeOnly, facts, templates), facts).steps.some((s) => s.kind === 'address-del'));
+  // And an address that is already there counts as there, marked or not: nothing is added twice.
+  t.false(diff(planDesired(lab, facts, templates), facts).steps.some((s) => s.kind === 'address-add'));
+});
+
+test('down names the VLAN an address of ours belonged to; the plan says so', (t) => {
+  const facts = factsWith(lab, inSyncSave(desiredOf(lab)));
+  const text = formatPlan(diff(planEmpty(lab, facts), facts));
+  t.regex(text, /^- address 192\.168\.10\.1\/24 on eth1 \(vlan office\)$/m);
+  t.regex(text, /^- address 192\.168\.20\.1\/24 on eth2 \(vlan lab\)$/m);
+});
+
+// ---- ip_forward: switched off again by down only when the gateway switched it on ------------------------------
+
+const FORWARD_JUMP = '-A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD';
+const MARKED_FORWARD_JUMP = '-A FORWARD -m comment --comment "vgw:hook-fwd-was-0" -j VGW-FORWARD';
+/** The in-sync text with the FORWARD jump as an apply that switched ip_forward on writes it. */
+const markedSave = (desired: Desired) => inSyncSave(desired).replace(FORWARD_JUMP, MARKED_FORWARD_JUMP);
+const withForwarding = (facts: Facts, value: '0' | '1'): Facts => ({ ...facts, sysctls: { 'net.ipv4.ip_forward': value } });
+
+test('the apply that switches ip_forward on writes the FORWARD jump as vgw:hook-fwd-was-0; nat\'s jumps stay vgw:hook', (t) => {
+  const facts = withForwarding(factsWith(lab, '', { gatewayAddresses: false }), '0');
+  const plan = diff(planDesired(lab, facts, templates), facts);
+  t.deepEqual(plan.steps.map(stepName), [
+    'address-add 192.168.10.1/24 eth1',
+    'address-add 192.168.20.1/24 eth2',
+    'table filter',
+    'table nat',
+    'sysctl net.ipv4.ip_forward=1',
+  ]);
+  const [filter, nat] = tableSteps(plan);
+  t.deepEqual(filter!.payload.split('\n').filter((l) => l.includes(' FORWARD ')), ['-I FORWARD 1 -m comment --comment vgw:hook-fwd-was-0 -j VGW-FORWARD']);
+  t.deepEqual(filter!.undo.split('\n').filter((l) => l.includes(' FORWARD ')), ['-D FORWARD -m comment --comment vgw:hook-fwd-was-0 -j VGW-FORWARD']);
+  t.deepEqual(nat!.payload.split('\n').filter((l) => / (PRE|POST)ROUTING /.test(l)), [
+    '-I PREROUTING 1 -m comment --comment vgw:hook -j VGW-PREROUTING',
+    '-I POSTROUTING 1 -m comment --comment vgw:hook -j VGW-POSTROUTING',
+  ]);
+});
+
+test('an apply into a namespace that forwards already writes the plain vgw:hook jump and no sysctl', (t) => {
+  const facts = withForwarding(factsWith(lab, '', { gatewayAddresses: false }), '1');
+  const plan = diff(planDesired(lab, facts, templates), facts);
+  t.false(plan.steps.some((s) => s.kind === 'sysctl'));
+  const [filter] = tableSteps(plan);
+  t.deepEqual(filter!.payload.split('\n').filter((l) => l.includes(' FORWARD ')), ['-I FORWARD 1 -m comment --comment vgw:hook -j VGW-FORWARD']);
+});
+
+test('the marked FORWARD jump counts as our jump: in sync, nothing is rewritten; forwarding switched off by hand comes back alone', (t) => {
+  const save = markedSave(desiredOf(lab));
+  t.deepEqual(planOf(lab, save).steps, []);
+  const off = withForwarding(factsWith(lab, save), '0');
+  t.deepEqual(diff(planDesired(lab, off, templates), off).steps, [{ kind: 'sysctl', key: 'net.ipv4.ip_forward', value: '1', previous: '0' }]);
+});
+
+test('down after an apply that switched ip_forward on: ip_forward=0 before our FORWARD policy goes (fail closed)', (t) => {
+  const save = markedSave(desiredOf(lab));
+  const facts = factsWith(lab, save); // ip_forward 1, as the apply left it
+  const plan = diff(planEmpty(lab, facts), facts);
+  t.deepEqual(plan.steps.map(stepName), [
+    'address-del 192.168.10.1/24 eth1',
+    'address-del 192.168.20.1/24 eth2',
+    'sysctl net.ipv4.ip_forward=0',
+    'table filter',
+    'table nat',
+  ]);
+  t.like(plan.steps.find((s) => s.kind === 'sysctl'), { key: 'net.ipv4.ip_forward', value: '0', previous: '1' });
+  const [filter] = tableSteps(plan);
+  t.true(filter!.payload.includes('\n-D FORWARD -m comment --comment "vgw:hook-fwd-was-0" -j VGW-FORWARD\n'), filter!.payload);
+  t.true(filter!.undo.includes('\n-I FORWARD 1 -m comment --comment "vgw:hook-fwd-was-0" -j VGW-FORWARD\n'), 'undo puts the mark back too');
+  t.regex(formatPlan(plan), /^~ sysctl net\.ipv4\.ip_forward: 1 -> 0$/m);
+});
+
+test('down with the marked jump but ip_forward already 0 plans no sysctl; without the mark, down never touches ip_forward', (t) => {
+  const marked = withForwarding(factsWith(lab, markedSave(desiredOf(lab))), '0');
+  t.false(diff(planEmpty(lab, marked), marked).steps.some((s) => s.kind === 'sysctl'));
+  const plain = factsWith(lab, inSyncSave(desiredOf(lab)));
+  t.deepEqual(planEmpty(lab, plain).sysctls, {});
+  t.false(diff(planEmpty(lab, plain), plain).steps.some((s) => s.kind === 'sysctl'));
+});
+
+test('a supervisor\'s memory (forwarding was off) marks a re-added FORWARD jump, and down without the mark still restores 0', (t) => {
+  // Someone deleted our FORWARD jump after an apply that switched ip_forward on: the kernel no longer shows the
+  // mark, ip_forward reads 1. Only the supervisor remembers (Plan.forwardingWasOff, passed back in as memory).
+  const save = without(inSyncSave(desiredOf(lab)), (l) => l.startsWith('[0:0] -A FORWARD '));
+  const facts = factsWith(lab, save);
+  const remembered = diff(planDesired(lab, facts, templates), facts, { forwardingWasOff: true });
+  t.deepEqual(tableSteps(remembered).map((s) => s.payload), ['*filter\n-I FORWARD 1 -m comment --comment vgw:hook-fwd-was-0 -j VGW-FORWARD\nCOMMIT\n']);
+  t.true(remembered.forwardingWasOff);
+  const forgotten = diff(planDesired(lab, facts, templates), facts);
+  t.deepEqual(tableSteps(forgotten).map((s) => s.payload), ['*filter\n-I FORWARD 1 -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n']);
+  t.false(forgotten.forwardingWasOff);
+  // down with the jump gone: the memory alone decides.
+  t.true(diff(planEmpty(lab, facts, { forwardingWasOff: true }), facts).steps.some((s) => s.kind === 'sysctl' && s.value === '0'));
+  t.false(diff(planEmpty(lab, facts), facts).steps.some((s) => s.kind === 'sysctl'));
+});
+
+test('Plan.forwardingWasOff: set while our marked jump is wanted (so the supervisor keeps the memory), never for down', (t) => {
+  const marked = factsWith(lab, markedSave(desiredOf(lab)));
+  t.true(diff(planDesired(lab, marked, templates), marked).forwardingWasOff);
+  t.false(diff(planEmpty(lab, marked), marked).forwardingWasOff);
+  const plain = factsWith(lab, inSyncSave(desiredOf(lab)));
+  t.false(diff(planDesired(lab, plain, templates), plain).forwardingWasOff);
+  const fresh = withForwarding(factsWith(lab, '', { gatewayAddresses: false }), '0');
+  t.true(diff(planDesired(lab, fresh, templates), fresh).forwardingWasOff, 'the apply that switches forwarding on');
+});

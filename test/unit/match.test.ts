@@ -1,0 +1,72 @@
+/**
+ * matchUplink (src/plan/match.ts): which NIC is the uplink when the config does not name it. A NIC holding an address
+ * inside a configured VLAN is never the uplink, even when Docker put the default route on it (it does when the
+ * gateway container was started on a VLAN network); with uplink.gateway set, the NIC on the gateway's network wins
+ * over the default route's NIC.
+ */
+import test from 'ava';
+import { parseConfigText } from '../../src/config/load.js';
+import type { Facts, Link, Route } from '../../src/observe/facts.js';
+import { EMPTY_TABLE } from '../../src/observe/facts.js';
+import { planDesired } from '../../src/plan/desired.js';
+import { diff } from '../../src/plan/diff.js';
+import { matchUplink, matchVlans } from '../../src/plan/match.js';
+import { loadTemplates } from '../../src/template/load.js';
+
+const VLANS = `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1}
+`;
+const config = (uplink = '') => parseConfigText(`${uplink}${VLANS}`, 'match.yaml');
+
+const link = (index: number, name: string, cidr: string): Link => {
+  const [address, prefix] = cidr.split('/');
+  return { index, name, mac: `02:42:00:00:00:0${index}`, up: true, loopback: false, addresses: [{ address: address!, prefix: Number(prefix) }] };
+};
+/** Docker's order when the container was started on the office network: office first (eth0), then lab, then the uplink. */
+const LINKS: Link[] = [
+  { index: 1, name: 'lo', mac: '00:00:00:00:00:00', up: true, loopback: true, addresses: [{ address: '127.0.0.1', prefix: 8 }] },
+  link(2, 'eth0', '192.168.10.2/24'), // office
+  link(3, 'eth1', '192.168.20.2/24'), // lab
+  link(4, 'eth2', '172.18.0.2/16'), // the uplink network
+  link(5, 'eth3', '10.99.0.2/24'), // another network, not a VLAN
+];
+const facts = (defaultRoute: Route | undefined, links: Link[] = LINKS): Facts => ({
+  links, ...(defaultRoute ? { defaultRoute } : {}), sysctls: { 'net.ipv4.ip_forward': '1' }, backend: 'nft', tables: { filter: EMPTY_TABLE, nat: EMPTY_TABLE },
+});
+const ON_OFFICE: Route = { gateway: '192.168.10.254', dev: 'eth0' };
+
+test('the default route on a VLAN\'s NIC does not make it the uplink: waiting, with a note that says what to set', (t) => {
+  const c = config();
+  const f = facts(ON_OFFICE);
+  const uplink = matchUplink(c, f);
+  t.deepEqual(uplink, { note: 'waiting: the default route is on eth0, a VLAN\'s NIC; set uplink.interface or uplink.gateway' });
+  t.deepEqual(matchVlans(c, f, uplink).map((b) => [b.vlan.name, b.nic?.name]), [['office', 'eth0'], ['lab', 'eth1']], 'the VLANs are still bound');
+});
+
+test('with uplink.gateway, the uplink is the NIC on the gateway\'s network, wherever the default route is', (t) => {
+  const c = config('uplink: {gateway: 172.18.0.1}\n');
+  t.is(matchUplink(c, facts(ON_OFFICE)).nic?.name, 'eth2', 'not the VLAN NIC holding the route');
+  t.is(matchUplink(c, facts({ gateway: '10.99.0.1', dev: 'eth3' })).nic?.name, 'eth2', 'not another NIC holding the route');
+  t.is(matchUplink(c, facts(undefined)).nic?.name, 'eth2', 'nor is a default route needed');
+});
+
+test('with uplink.gateway and no NIC on its network, the uplink waits (the default route\'s NIC is not taken instead)', (t) => {
+  const c = config('uplink: {gateway: 172.18.0.1}\n');
+  t.deepEqual(matchUplink(c, facts({ gateway: '10.99.0.1', dev: 'eth3' }, LINKS.filter((l) => l.name !== 'eth2'))), {
+    note: 'waiting for a NIC on the same network as 172.18.0.1',
+  });
+});
+
+test('without uplink.gateway, a default route on a non-VLAN NIC finds the uplink', (t) => {
+  t.is(matchUplink(config(), facts({ gateway: '172.18.0.1', dev: 'eth2' })).nic?.name, 'eth2');
+  t.deepEqual(matchUplink(config(), facts(undefined)), { note: 'waiting: no default route, and no uplink.interface or uplink.gateway to find the uplink by' });
+});
+
+test('the plan moves Docker\'s default route off the VLAN NIC onto the uplink found by uplink.gateway', async (t) => {
+  const c = config('uplink: {gateway: 172.18.0.1}\n');
+  const f = facts(ON_OFFICE);
+  const plan = diff(planDesired(c, f, await loadTemplates()), f);
+  t.deepEqual(plan.steps.filter((s) => s.kind === 'route'), [{ kind: 'route', gateway: '172.18.0.1', dev: 'eth2', previous: ON_OFFICE }]);
+  t.deepEqual(plan.steps.filter((s) => s.kind === 'address-add').map((s) => 'nic' in s && s.nic), ['eth0', 'eth1']);
+});

@@ -1,0 +1,214 @@
+/**
+ * Rendering: for each fixture config, the exact iptables-restore text a fresh namespace gets (golden files in
+ * test/golden/<name>.restore), planned against synthetic facts where every NIC is attached as Docker would and
+ * ip_forward is 0 (so the FORWARD jump is written as `vgw:hook-fwd-was-0`: the apply switches forwarding on, and
+ * `down` will switch it off again).
+ * `UPDATE_GOLDEN=1 npx ava test/unit/render.test.ts` rewrites the golden files; review the diff line by line
+ * before committing it: these files are the product's rules as a person reads them.
+ *
+ * Then broken user templates: each is refused before anything is applied, with a message naming its file.
+ */
+import test from 'ava';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../../src/config/load.js';
+import type { Config } from '../../src/config/schema.js';
+import { ConfigError } from '../../src/config/problems.js';
+import type { Facts } from '../../src/observe/facts.js';
+import { PlanError } from '../../src/plan/check.js';
+import { planDesired, type Templates } from '../../src/plan/desired.js';
+import { diff } from '../../src/plan/diff.js';
+import { formatPlan } from '../../src/plan/format.js';
+import { syntheticFacts } from '../../src/plan/synthetic.js';
+import type { Plan } from '../../src/plan/types.js';
+import { loadTemplates } from '../../src/template/load.js';
+import { TemplateError } from '../../src/template/render.js';
+
+const root = (path: string) => fileURLToPath(new URL(`../../${path}`, import.meta.url));
+const UPDATE = process.env.UPDATE_GOLDEN === '1';
+
+/** A config file read the way the product reads it (a relative rules.dir is relative to the file). */
+async function readConfig(path: string): Promise<Config> {
+  return (await loadConfig(root(path))).config;
+}
+
+/** Synthetic facts, minus the NICs a fixture wants missing (not attached yet). */
+function factsFor(config: Config, missing: readonly string[] = []): Facts {
+  const facts = syntheticFacts(config);
+  return { ...facts, links: facts.links.filter((l) => !missing.includes(l.name)) };
+}
+
+function planFresh(config: Config, templates: Templates, missing: readonly string[] = []): Plan {
+  const facts = factsFor(config, missing);
+  return diff(planDesired(config, facts, templates), facts);
+}
+
+const payloads = (plan: Plan) => plan.steps.flatMap((s) => (s.kind === 'table' ? [s.payload] : [])).join('');
+
+/** The lab example is rendered from where it ships, so the golden follows the file users copy. */
+const EXTRA_FIXTURES: Record<string, string> = { lab: 'examples/lab.yaml' };
+/** Fixture-specific facts: NICs that are not attached. */
+const MISSING: Record<string, readonly string[]> = { waiting: ['eth9'] };
+
+const fixtureNames = (await readdir(root('test/fixtures'))).filter((f) => f.endsWith('.yaml')).map((f) => f.slice(0, -'.yaml'.length));
+const fixtures = [
+  ...Object.entries(EXTRA_FIXTURES).map(([name, path]) => ({ name, path })),
+  ...fixtureNames.sort().map((name) => ({ name, path: `test/fixtures/${name}.yaml` })),
+];
+
+for (const { name, path } of fixtures) {
+  test(`golden restore text: ${name}`, async (t) => {
+    const config = await readConfig(path);
+    const templates = await loadTemplates(config.rules.dir);
+    const actual = payloads(planFresh(config, templates, MISSING[name]));
+    const goldenPath = root(`test/golden/${name}.restore`);
+    if (UPDATE) {
+      await writeFile(goldenPath, actual);
+      t.log(`wrote ${goldenPath}`);
+      t.pass();
+      return;
+    }
+    let expected: string;
+    try {
+      expected = await readFile(goldenPath, 'utf8');
+    } catch {
+      t.fail(`no golden file ${goldenPath}; run UPDATE_GOLDEN=1 npx ava test/unit/render.test.ts and review it`);
+      return;
+    }
+    t.is(actual, expected);
+  });
+}
+
+test('rendering is deterministic: the same config and facts give byte-identical payloads', async (t) => {
+  const config = await readConfig('test/fixtures/policy.yaml');
+  const templates = await loadTemplates();
+  t.is(payloads(planFresh(config, templates)), payloads(planFresh(config, templates)));
+});
+
+test('a fresh namespace plans addresses, both tables, and ip_forward last (fail closed)', async (t) => {
+  const config = await readConfig('examples/lab.yaml');
+  const plan = planFresh(config, await loadTemplates());
+  // syntheticFacts points the default route at uplink.gateway already, so there is no route step.
+  t.deepEqual(plan.steps.map((s) => (s.kind === 'table' ? `table ${s.table}` : s.kind === 'sysctl' ? `sysctl ${s.key}=${s.value}` : `${s.kind} ${'address' in s ? s.address : ''}`)), [
+    'address-add 192.168.10.1',
+    'address-add 192.168.20.1',
+    'table filter',
+    'table nat',
+    'sysctl net.ipv4.ip_forward=1',
+  ]);
+});
+
+test('a VLAN whose NIC is missing is shown as waiting and left out of every rule; the rest is planned', async (t) => {
+  const config = await readConfig('test/fixtures/waiting.yaml');
+  const plan = planFresh(config, await loadTemplates(), MISSING.waiting);
+  const text = formatPlan(plan);
+  t.true(text.startsWith([
+    'vlan office (id 10, 192.168.10.0/24): on eth1',
+    'vlan lab (id 20, 192.168.20.0/24): on eth2',
+    'vlan iot (id 30, 192.168.30.0/24): waiting for eth9',
+    'uplink: on eth0',
+    '',
+  ].join('\n')), text);
+  t.notRegex(payloads(plan), /eth9|192\.168\.30\.|VGW-FROM-30|-30-/);
+  t.false(plan.steps.some((s) => 'nic' in s && s.nic === 'eth9'));
+});
+
+test('the waiting line says "waiting" once', async (t) => {
+  // The binding's note already reads "waiting for eth9"; the line must not prefix it with another "waiting:".
+  const config = await readConfig('test/fixtures/waiting.yaml');
+  const text = formatPlan(planFresh(config, await loadTemplates(), MISSING.waiting));
+  t.notRegex(text, /waiting: waiting/);
+  t.regex(text, /^vlan iot \(id 30, 192\.168\.30\.0\/24\): waiting for eth9$/m);
+});
+
+test('an uplink NIC that is missing is shown as waiting, and no default route is planned through it', async (t) => {
+  const config = await readConfig('examples/lab.yaml');
+  const plan = planFresh(config, await loadTemplates(), ['eth0']);
+  const text = formatPlan(plan);
+  t.regex(text, /^uplink: waiting for eth0$/m);
+  t.notRegex(text, /^uplink: waiting: /m);
+  t.false(plan.steps.some((s) => s.kind === 'route'), 'no route while the uplink NIC is missing');
+  t.is(plan.desired.route, undefined);
+  // The VLANs are still planned: their addresses and rules do not wait for the uplink.
+  t.deepEqual(plan.steps.filter((s) => s.kind === 'address-add').map((s) => 'address' in s && s.address), ['192.168.10.1', '192.168.20.1']);
+});
+
+// ---- broken user templates ---------------------------------------------------------------------------------------
+
+const broken = (name: string) => `test/fixtures/broken-templates/${name}`;
+
+async function planWithUserDir(dir: string): Promise<Plan> {
+  const config = await readConfig('examples/lab.yaml');
+  const templates = await loadTemplates(dir);
+  const facts = syntheticFacts(config);
+  return diff(planDesired(config, facts, templates), facts);
+}
+
+test('a user template with a syntax error is a TemplateError naming the file', async (t) => {
+  const error = await t.throwsAsync(planWithUserDir(broken('syntax')), { instanceOf: TemplateError });
+  t.is(error?.message, `${broken('syntax')}/filter/forward.hbs: syntax error on template line 3: `
+    + "Expecting 'OPEN_INVERSE_CHAIN', 'INVERSE', 'OPEN_ENDBLOCK', got 'EOF'");
+});
+
+test('a user template using a value that does not exist is a TemplateError (strict), naming the file and position', async (t) => {
+  const error = await t.throwsAsync(planWithUserDir(broken('missing-variable')), { instanceOf: TemplateError });
+  t.is(error?.message, `${broken('missing-variable')}/filter/forward.hbs: "nicname" is not defined (template line 3, column 6)`);
+});
+
+test('a user template line with -F is refused: templates write rule bodies, not commands', async (t) => {
+  const error = await t.throwsAsync(planWithUserDir(broken('flush')), { instanceOf: TemplateError });
+  t.is(error?.message, `${broken('flush')}/filter/forward.hbs, rendered line 2: "-F VGW-FORWARD -j ACCEPT" uses -F: `
+    + 'templates write rule bodies, the planner writes commands');
+});
+
+test('a user template jumping to an undeclared VGW- chain is a PlanError naming the file', async (t) => {
+  const error = await t.throwsAsync(planWithUserDir(broken('undeclared-jump')), { instanceOf: PlanError });
+  t.is(error?.message, `filter VGW-USER-FORWARD rule 2 (from ${broken('undeclared-jump')}/filter/forward.hbs) jumps to VGW-NOPE, `
+    + 'which is not a chain declared in the filter table');
+});
+
+test('a file in rules.dir that is not a known template is a config error', async (t) => {
+  const error = await t.throwsAsync(loadTemplates(broken('unknown-file')), { instanceOf: ConfigError });
+  t.deepEqual(error?.lines, [`rules.dir: ${broken('unknown-file')}/filter/input.hbs is not a known template; use filter/forward.hbs, `
+    + 'nat/prerouting.hbs, nat/postrouting.hbs (they fill VGW-USER-FORWARD, VGW-USER-PREROUTING, VGW-USER-POSTROUTING)']);
+});
+
+test('a rules.dir that does not exist is a config error', async (t) => {
+  const error = await t.throwsAsync(loadTemplates('test/fixtures/no-such-dir'), { instanceOf: ConfigError });
+  t.deepEqual(error?.lines, ['rules.dir: cannot read test/fixtures/no-such-dir (no such directory)']);
+});
+
+// The kernel refuses these at commit time; the planner refuses them first, so a broken user template is a config
+// error (PlanError, exit 2, nothing applied) rather than a failed apply (test/component/converge.test.ts has one
+// that only the kernel can catch, and its rollback).
+const refusedByPlanner: Array<[string, string, string]> = [
+  ['a user nat template using DROP', 'nat-drop',
+    `nat VGW-USER-POSTROUTING rule 1 (from ${broken('nat-drop')}/nat/postrouting.hbs) uses DROP, which the nat table does not allow `
+    + '(filter in the forward template instead)'],
+  ['a user template that jumps back into VGW-FORWARD (a loop)', 'loop',
+    `jump loop: VGW-FORWARD -> VGW-USER-FORWARD -> VGW-FORWARD (from ${broken('loop')}/filter/forward.hbs)`],
+  ['a user filter template using DNAT', 'nat-in-filter',
+    `filter VGW-USER-FORWARD rule 1 (from ${broken('nat-in-filter')}/filter/forward.hbs) uses DNAT, which belongs in the nat table`],
+  ['a user prerouting template using SNAT', 'snat-in-prerouting',
+    `nat VGW-USER-PREROUTING rule 1 (from ${broken('snat-in-prerouting')}/nat/prerouting.hbs) uses SNAT in PREROUTING; `
+    + 'source NAT belongs in POSTROUTING'],
+  ['a user postrouting template using DNAT', 'dnat-in-postrouting',
+    `nat VGW-USER-POSTROUTING rule 1 (from ${broken('dnat-in-postrouting')}/nat/postrouting.hbs) uses DNAT in POSTROUTING; `
+    + 'destination NAT belongs in PREROUTING'],
+];
+for (const [title, dir, message] of refusedByPlanner) {
+  test(`${title} is refused before the kernel sees it`, async (t) => {
+    const error = await t.throwsAsync(planWithUserDir(broken(dir)), { instanceOf: PlanError });
+    t.is(error?.message, message);
+  });
+}
+
+test('what the product writes passes the same checks: user chains jumped to once, ACCEPT and REJECT in user templates', async (t) => {
+  // (The golden tests above cover the shipped templates: DNAT in PREROUTING, MASQUERADE and SNAT in POSTROUTING.)
+  await t.notThrowsAsync(planWithUserDir('test/fixtures/rules.d'));
+});
+
+test('a user template only the kernel refuses (a match outside its hooks) passes the planner', async (t) => {
+  // Not every refusal can be known up front; this one is left to the kernel, and apply rolls back (converge.test.ts).
+  await t.notThrowsAsync(planWithUserDir(broken('kernel-rejects')));
+});
