@@ -7,7 +7,7 @@ const spawnModules = ['execa', 'node:child_process', 'child_process'];
 const ioModules = [...spawnModules, 'node:fs', 'fs', 'node:fs/promises', 'fs/promises', 'prom-client', 'ioredis', 'node:http'];
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'coverage/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', '.scratch/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
