@@ -8,17 +8,18 @@
  * to a verdict (pairs without rules) or to VGW-P-<from>-<to> holding that pair's rules. Pure.
  */
 import type { Config } from '../config/schema.js';
-import { parsePorts } from '../config/validate.js';
-import { contains, networkOf, broadcastOf, parseAddress, parseCidr } from '../net/ipv4.js';
+import { parseCidr } from '../net/ipv4.js';
 import type { Facts, TableName } from '../observe/facts.js';
 import { renderRules } from '../template/render.js';
 import {
-  ACCOUNTING_SET, ACCOUNTING_SET_TYPE, ACCOUNTING_SHARD, ANY_HALVES, FORWARD_CHAIN, FORWARDING_WAS_OFF, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, USER_HOOKS, zoneKey, type UserHook,
+  FORWARD_CHAIN, FORWARDING_WAS_OFF, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, USER_HOOKS, zoneKey,
+  type UserHook,
 } from './chains.js';
 import { COMMENT_PREFIX, ruleHash } from './hash.js';
 import { matchUplink, matchVlans } from './match.js';
-import { UPLINK, type Desired, type DesiredChain, type DesiredSet, type UplinkBinding, type VlanBinding, type DesiredRule, type RuleMeaning, type Zone } from './types.js';
+import { UPLINK, type Desired, type DesiredChain, type DesiredRule, type RuleMeaning, type UplinkBinding, type VlanBinding } from './types.js';
 import { checkJumpTargets } from './check.js';
+import { accountingSets, multiportChunks, zoneResolver, type ZoneModel } from './zones.js';
 import { outInterfaceOf, tokenAfter, verdictOf } from './rule-text.js';
 
 export interface TemplateSource {
@@ -36,81 +37,9 @@ export interface Templates {
   readonly user: ReadonlyArray<{ readonly hook: UserHook; readonly template: TemplateSource }>;
 }
 
-interface ZoneModel {
-  readonly name: Zone;
-  readonly key: string;
-  readonly nic: string;
-  readonly chain: string;
-  readonly subnet: string | null;
-}
-
 const VERDICT = { accept: 'ACCEPT', drop: 'DROP', reject: 'REJECT' } as const;
 type Action = keyof typeof VERDICT;
 const ACTION_OF: Record<string, Action> = { ACCEPT: 'accept', DROP: 'drop', REJECT: 'reject' };
-
-/** multiport takes at most 15 ports, a range counting as two. */
-function multiportChunks(ports: string | number): string[] {
-  const chunks: string[] = [];
-  let current: string[] = [];
-  let slots = 0;
-  for (const [low, high] of parsePorts(ports)) {
-    const cost = low === high ? 1 : 2;
-    if (slots + cost > 15) {
-      chunks.push(current.join(','));
-      current = [];
-      slots = 0;
-    }
-    current.push(low === high ? String(low) : `${low}:${high}`);
-    slots += cost;
-  }
-  if (current.length > 0) chunks.push(current.join(','));
-  return chunks;
-}
-
-/**
- * Resolves a rule's from/to (a zone name, or an address / prefix inside a VLAN) to its zone once per plan: VLAN
- * subnets never overlap, so each reference names exactly one zone, and each rule belongs to exactly one pair.
- */
-function zoneResolver(zones: readonly ZoneModel[]): (ref: string) => { zone: ZoneModel; address: string | null } | undefined {
-  const byName = new Map(zones.map((z) => [z.name, z]));
-  const subnets = zones.filter((z) => z.subnet !== null).map((z) => ({ zone: z, cidr: parseCidr(z.subnet!)! }));
-  const cache = new Map<string, { zone: ZoneModel; address: string | null } | undefined>();
-  return (ref) => {
-    if (cache.has(ref)) return cache.get(ref);
-    let found: { zone: ZoneModel; address: string | null } | undefined;
-    const named = byName.get(ref);
-    if (named) found = { zone: named, address: null };
-    else if (ref.includes('/')) {
-      const c = parseCidr(ref);
-      const hit = c && subnets.find((s) => networkOf(c) >= networkOf(s.cidr) && broadcastOf(c) <= broadcastOf(s.cidr));
-      if (hit) found = { zone: hit.zone, address: ref };
-    } else {
-      const a = parseAddress(ref);
-      const hit = a === undefined ? undefined : subnets.find((s) => contains(s.cidr, a));
-      if (hit) found = { zone: hit.zone, address: ref };
-    }
-    cache.set(ref, found);
-    return found;
-  };
-}
-
-/**
- * The accounting sets: one member per (source net, outgoing NIC) pair of zones, the uplink's "any" source as
- * two halves. hash:net,iface hashes only the net, and a bucket holds at most 64 members with one hash, so a
- * source's members are spread over sets by destination, at most ACCOUNTING_SHARD per set.
- */
-function accountingSets(zones: readonly ZoneModel[]): DesiredSet[] {
-  const sets: Array<{ name: string; type: string; members: Array<{ member: string; from: Zone; to: Zone }> }> = [];
-  zones.forEach((to, toIndex) => {
-    const shard = Math.floor(toIndex / ACCOUNTING_SHARD);
-    const set = sets[shard] ?? (sets[shard] = { name: `${ACCOUNTING_SET}-${shard}`, type: ACCOUNTING_SET_TYPE, members: [] });
-    for (const from of zones) {
-      if (from === to) continue;
-      for (const net of from.subnet === null ? ANY_HALVES : [from.subnet]) set.members.push({ member: `${net},${to.nic}`, from: from.name, to: to.name });
-    }
-  });
-  return sets;
-}
 
 function defaultAction(config: Config, from: ZoneModel, to: ZoneModel): Action {
   if (from.name === UPLINK) return 'drop'; // new connections from outside: only port forwards (handled above)

@@ -1,0 +1,80 @@
+/**
+ * Zones (each ready VLAN, plus the uplink) and the small pure helpers the planner builds rules from: resolving a
+ * rule's from/to to its zone, splitting port lists for multiport, and the accounting sets. Pure.
+ */
+import { parsePorts } from '../config/validate.js';
+import { broadcastOf, contains, networkOf, parseAddress, parseCidr } from '../net/ipv4.js';
+import { ACCOUNTING_SET, ACCOUNTING_SET_TYPE, ACCOUNTING_SHARD, ANY_HALVES } from './chains.js';
+import type { DesiredSet, Zone } from './types.js';
+
+export interface ZoneModel {
+  readonly name: Zone;
+  readonly key: string;
+  readonly nic: string;
+  readonly chain: string;
+  readonly subnet: string | null;
+}
+
+/** multiport takes at most 15 ports, a range counting as two. */
+export function multiportChunks(ports: string | number): string[] {
+  const chunks: string[] = [];
+  let current: string[] = [];
+  let slots = 0;
+  for (const [low, high] of parsePorts(ports)) {
+    const cost = low === high ? 1 : 2;
+    if (slots + cost > 15) {
+      chunks.push(current.join(','));
+      current = [];
+      slots = 0;
+    }
+    current.push(low === high ? String(low) : `${low}:${high}`);
+    slots += cost;
+  }
+  if (current.length > 0) chunks.push(current.join(','));
+  return chunks;
+}
+
+/**
+ * Resolves a rule's from/to (a zone name, or an address / prefix inside a VLAN) to its zone once per plan: VLAN
+ * subnets never overlap, so each reference names exactly one zone, and each rule belongs to exactly one pair.
+ */
+export function zoneResolver(zones: readonly ZoneModel[]): (ref: string) => { zone: ZoneModel; address: string | null } | undefined {
+  const byName = new Map(zones.map((z) => [z.name, z]));
+  const subnets = zones.filter((z) => z.subnet !== null).map((z) => ({ zone: z, cidr: parseCidr(z.subnet!)! }));
+  const cache = new Map<string, { zone: ZoneModel; address: string | null } | undefined>();
+  return (ref) => {
+    if (cache.has(ref)) return cache.get(ref);
+    let found: { zone: ZoneModel; address: string | null } | undefined;
+    const named = byName.get(ref);
+    if (named) found = { zone: named, address: null };
+    else if (ref.includes('/')) {
+      const c = parseCidr(ref);
+      const hit = c && subnets.find((s) => networkOf(c) >= networkOf(s.cidr) && broadcastOf(c) <= broadcastOf(s.cidr));
+      if (hit) found = { zone: hit.zone, address: ref };
+    } else {
+      const a = parseAddress(ref);
+      const hit = a === undefined ? undefined : subnets.find((s) => contains(s.cidr, a));
+      if (hit) found = { zone: hit.zone, address: ref };
+    }
+    cache.set(ref, found);
+    return found;
+  };
+}
+
+/**
+ * The accounting sets: one member per (source net, outgoing NIC) pair of zones, the uplink's "any" source as
+ * two halves. hash:net,iface hashes only the net, and a bucket holds at most 64 members with one hash, so a
+ * source's members are spread over sets by destination, at most ACCOUNTING_SHARD per set.
+ */
+export function accountingSets(zones: readonly ZoneModel[]): DesiredSet[] {
+  const sets: Array<{ name: string; type: string; members: Array<{ member: string; from: Zone; to: Zone }> }> = [];
+  zones.forEach((to, toIndex) => {
+    const shard = Math.floor(toIndex / ACCOUNTING_SHARD);
+    const set = sets[shard] ?? (sets[shard] = { name: `${ACCOUNTING_SET}-${shard}`, type: ACCOUNTING_SET_TYPE, members: [] });
+    for (const from of zones) {
+      if (from === to) continue;
+      for (const net of from.subnet === null ? ANY_HALVES : [from.subnet]) set.members.push({ member: `${net},${to.nic}`, from: from.name, to: to.name });
+    }
+  });
+  return sets;
+}
