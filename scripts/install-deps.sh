@@ -4,9 +4,10 @@
 #   kernel tier and lab: iptables (nft + legacy), ipset, iproute2, ping, conntrack, procps, curl
 #   metrics tests:       prometheus (the server and promtool)
 #   container tier:      docker.io (engine, started by the tests themselves), debootstrap, docker-compose
+#   benchmarks:          iperf3
 set -euo pipefail
 
-packages=(iptables ipset iproute2 iputils-ping conntrack procps curl ca-certificates prometheus docker.io debootstrap docker-compose)
+packages=(iptables ipset iproute2 iputils-ping conntrack procps curl ca-certificates prometheus docker.io debootstrap docker-compose iperf3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
