@@ -177,6 +177,32 @@ async function runAddressBatch(runner: CommandRunner, steps: readonly AddressSte
   return undoFor(steps);
 }
 
+/**
+ * After a gateway address is added, one unsolicited ARP (`arping -U`) tells the VLAN's hosts where it lives now:
+ * a host that tried the gateway before the address existed otherwise waits for its own ARP retry (about 1 s),
+ * and one that knew another MAC for it (a replaced container) keeps the stale entry until it expires. Best
+ * effort and not awaited: no arping, or no NET_RAW, only means hosts find the gateway by themselves.
+ */
+function announce(runner: CommandRunner, steps: readonly Step[]): void {
+  const queue = steps.filter((s): s is Extract<Step, { kind: 'address-add' }> => s.kind === 'address-add');
+  // After the pass has returned, and a few at a time: 100 VLANs must not mean 100 spawns before /readyz.
+  const next = (): void => {
+    const step = queue.shift();
+    if (!step) return;
+    try {
+      const child = runner.start(['arping', '-q', '-U', '-c', '1', '-I', step.nic, step.address], { detached: true });
+      child.exited.then(next, next);
+    } catch {
+      // not installed here: nothing to announce with
+    }
+  };
+  setImmediate(() => {
+    for (let i = 0; i < ANNOUNCE_CONCURRENCY; i++) next();
+  });
+}
+
+const ANNOUNCE_CONCURRENCY = 8;
+
 /** Applies every step or, on failure, none: throws ApplyError after undoing what had been done. */
 export async function applyPlan(runner: CommandRunner, backend: Backend, plan: Plan, observer: ApplyObserver = {}): Promise<void> {
   const undos: Undo[] = [];
@@ -211,6 +237,7 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
       throw new ApplyError(`${describeStep(failed)} failed: ${explain(failed, error)}\n(${rolled})`, failed, rollbackErrors.length === 0, rollbackErrors);
     }
   }
+  announce(runner, steps);
 }
 
 /** `ip -batch` names the failing line ("Command failed -:3"): map it back to its step. */

@@ -1,6 +1,6 @@
 import { execa } from 'execa';
 import { createInterface } from 'node:readline';
-import { CommandError, type Child, type CommandRunner, type RunOptions, type RunResult } from './runner.js';
+import { CommandError, type Child, type CommandRunner, type RunOptions, type RunResult, type StartOptions } from './runner.js';
 
 const env = { LC_ALL: 'C', LANG: 'C' };
 
@@ -31,10 +31,14 @@ export class ExecaRunner implements CommandRunner {
     return out;
   }
 
-  start(argv: readonly string[]): Child {
+  start(argv: readonly string[], options: StartOptions = {}): Child {
     const [file, ...args] = argv;
     if (file === undefined) throw new Error('empty argv');
-    const child = execa(file, args, { env, reject: false, stdin: 'ignore', stderr: 'ignore', buffer: false });
+    const child = execa(file, args, {
+      env, reject: false, stdin: 'ignore', stderr: 'ignore', buffer: false,
+      ...(options.detached ? { stdout: 'ignore', cleanup: false } : {}),
+    });
+    if (options.detached) child.unref();
     const listeners: Array<(line: string) => void> = [];
     if (child.stdout) {
       const lines = createInterface({ input: child.stdout });

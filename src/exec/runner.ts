@@ -26,9 +26,14 @@ export interface Child {
   stop(): Promise<void>;
 }
 
+export interface StartOptions {
+  /** Fire and forget: output ignored, and the child does not keep this process alive (a gratuitous ARP). */
+  readonly detached?: boolean;
+}
+
 export interface CommandRunner {
   run(argv: readonly string[], options?: RunOptions): Promise<RunResult>;
-  start(argv: readonly string[]): Child;
+  start(argv: readonly string[], options?: StartOptions): Child;
 }
 
 /** A command that failed, classified once at the boundary: argv, exit code and stderr stay attached. */
@@ -61,6 +66,6 @@ export function inNamespace(runner: CommandRunner, namespace: string): CommandRu
       if (result.exitCode !== 0 && !options?.allowFailure) throw new CommandError(wrap(argv), result.exitCode, result.stderr, result.stdout);
       return result;
     },
-    start: (argv) => runner.start(wrap(argv)),
+    start: (argv, options) => runner.start(wrap(argv), options),
   };
 }
