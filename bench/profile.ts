@@ -79,7 +79,8 @@ export async function profilePlan(config: Config, factsAfter: Facts, saveText: s
   const empty: Facts = { ...factsAfter, tables: { filter: EMPTY_TABLE, nat: EMPTY_TABLE } };
   const slow = { runs: 5, slowRuns: 2, slowMs: 1000 };
   const parse = await repeat({ runs: 5 }, sync(() => parseSave(saveText)));
-  const desired = await repeat(slow, sync(() => planDesired(config, empty, templates)));
+  // A fresh copy each time: planDesired remembers its result per config object (a supervisor's no-op pass).
+  const desired = await repeat(slow, sync(() => planDesired(structuredClone(config), empty, templates)));
   const d = desired.values[0]!;
   const diffFull = await repeat({ runs: 5 }, sync(() => diff(d, empty)));
   const diffNoop = await repeat({ runs: 5 }, sync(() => diff(d, factsAfter)));
@@ -93,7 +94,7 @@ export async function profilePlan(config: Config, factsAfter: Facts, saveText: s
     await session.post('Profiler.setSamplingInterval', { interval: 200 });
     await session.post('Profiler.start');
     const start = performance.now();
-    planDesired(config, empty, templates);
+    planDesired(structuredClone(config), empty, templates);
     profiledMs = performance.now() - start;
     ({ profile } = (await session.post('Profiler.stop')) as unknown as { profile: CpuProfile });
     await session.post('Profiler.disable');

@@ -146,7 +146,7 @@ export function profileTable(label: string, p: ProfileResult): string {
   ];
   const top = p.top.map((e) => [e.fn, ms(e.inclusiveMs), ms(e.selfMs), `${(100 * e.inclusiveMs / p.profiledMs).toFixed(0)}%`]);
   return `In-process profile, ${label} (no kernel; facts from the applied namespace)\n${table(TIME_HEADER, rows)}\n`
-    + `planDesired's from-zone × to-zone × forwarding-rule loop: ${p.zones} × ${p.zones - 1} × ${n(p.forwardingRules)} = ${n(p.loopIterations)} iterations\n`
+    + `${p.zones} zones, ${n(p.forwardingRules)} forwarding rules (each filed under its one zone pair in a single pass)\n`
     + `CPU profile of one planDesired (${ms(p.profiledMs)} ms wall), functions of src/ by inclusive time:\n`
     + table(['function', 'incl ms', 'self ms', 'of run'], top);
 }
