@@ -62,9 +62,9 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
   handler: async (args) => {
     const log = makeLogger(args['log-level']);
     const path = resolveConfigPath(args.config);
-    // An invalid file or template set exits 2 with nothing applied. The full render check (every template as if
-    // every NIC were present) runs right after the first pass is under way rather than before it: at start,
-    // time to ready is what a restarted router is judged by.
+    // An invalid file exits 2 with nothing applied. The full render check (every template as if every NIC were
+    // present) runs once the first pass is done rather than before it: at start, time to ready is what a
+    // restarted router is judged by (a template the real NICs break fails that pass and is retried meanwhile).
     const initial = await loadChecked(path, false);
     const { config } = initial;
     const schedule = args.schedule ?? config.reconcile.schedule ?? DEFAULT_SCHEDULE;
@@ -157,7 +157,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     monitor.start();
     collector.start();
     supervisor.trigger('start');
-    setImmediate(() => {
+    void supervisor.firstPass.then(() => {
       try {
         planDesired(initial.config, syntheticFacts(initial.config), initial.templates);
       } catch (error) {

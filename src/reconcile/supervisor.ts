@@ -72,6 +72,9 @@ export class Supervisor {
   lastRecord: ReconcileRecord | undefined;
   lastSuccessAt: number | undefined;
   readonly driftCounts: Record<DriftKind, number> = { rules: 0, jump: 0, address: 0, route: 0, sysctl: 0 };
+  private firstPassDone!: () => void;
+  /** Resolves when the first pass has finished, well or not. */
+  readonly firstPass = new Promise<void>((resolve) => (this.firstPassDone = resolve));
   /** Called when a pass fails in a way retrying cannot fix (a missing capability). */
   onFatal: ((error: unknown) => void) | undefined;
 
@@ -166,6 +169,7 @@ export class Supervisor {
     } finally {
       endTimer();
       this.metrics.changed();
+      this.firstPassDone();
     }
   }
 
