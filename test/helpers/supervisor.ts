@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { Config } from '../../src/config/schema.js';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
-import { labUp, planLabTopology, type LabTopology } from '../../src/lab/index.js';
+import { labDown, labUp, planLabTopology, type LabTopology } from '../../src/lab/index.js';
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const runner = new ExecaRunner();
@@ -353,6 +353,14 @@ export async function killAllGateways(): Promise<void> {
   const all = [...live];
   for (const gateway of all) gateway.killGroup();
   await Promise.all(all.map((g) => Promise.race([g.exited, sleep(3000)])));
+}
+
+/** A test file's teardown: every gateway it started, its lab, its scratch files and its copy of the bundle. */
+export async function tearDown(lab: string, scratch: string | undefined, bundle: { remove(): Promise<void> } | undefined): Promise<void> {
+  await killAllGateways();
+  await labDown(runner, lab);
+  if (scratch) await rm(scratch, { recursive: true, force: true });
+  await bundle?.remove();
 }
 
 // A last resort should the test process die without its after.always hooks: no gateway outlives its test file.

@@ -7,16 +7,16 @@
  */
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { stringify } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
-import { labDown, type LabTopology } from '../../src/lab/index.js';
+import type { LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import {
-  buildLab, freePort, GatewayProcess, killAllGateways, metricValue, parseMetrics, ping, prepareBundle, REPO, runner,
-  scratchDir, series, waitFor, type Bundle,
+  buildLab, freePort, GatewayProcess, metricValue, parseMetrics, ping, prepareBundle, REPO, scratchDir, series, waitFor, type Bundle,
+  tearDown,
 } from '../helpers/supervisor.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
@@ -49,10 +49,7 @@ test.after.always('stop Prometheus and the gateway, remove the lab and the scrat
     await exited;
     clearTimeout(timer);
   }
-  await killAllGateways();
-  await labDown(runner, name);
-  if (scratch) await rm(scratch, { recursive: true, force: true });
-  await bundle?.remove();
+  await tearDown(name, scratch, bundle);
 });
 
 const office = () => topology!.vlans.find((v) => v.name === 'office')!;

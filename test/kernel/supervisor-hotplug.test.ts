@@ -6,16 +6,17 @@
  * the NIC withdraws its rules and vlan_up goes to 0; office ↔ lab traffic never notices.
  */
 import test from 'ava';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { parse, stringify } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
-import { labDown, type LabTopology } from '../../src/lab/index.js';
+import type { LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import {
-  addressesOf, buildLab, GatewayProcess, iptablesSave, killAllGateways, ping, pingUntilReply, prepareBundle, REPO,
+  addressesOf, buildLab, GatewayProcess, iptablesSave, ping, pingUntilReply, prepareBundle, REPO,
   runner, scratchDir, series, sleep, vgwLines, waitFor, type Bundle,
+  tearDown,
 } from '../helpers/supervisor.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
@@ -48,10 +49,7 @@ test.before(async (t) => {
 
 test.after.always('kill the gateway, remove the lab and the scratch files', async () => {
   if (!isRoot()) return;
-  await killAllGateways();
-  await labDown(runner, name);
-  if (scratch) await rm(scratch, { recursive: true, force: true });
-  await bundle?.remove();
+  await tearDown(name, scratch, bundle);
 });
 
 const router = () => topology!.router;

@@ -6,15 +6,16 @@
  * packets follow the new rule.
  */
 import test from 'ava';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
-import { labDown, runProbe, startAgent, type LabTopology, type RunningAgent } from '../../src/lab/index.js';
+import { runProbe, startAgent, type LabTopology, type RunningAgent } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import {
-  buildLab, GatewayProcess, iptablesSave, killAllGateways, ping, pingUntilReply, prepareBundle, REPO,
+  buildLab, GatewayProcess, iptablesSave, ping, pingUntilReply, prepareBundle, REPO,
   runner, scratchDir, sleep, vgwLines, waitFor, type Bundle,
+  tearDown,
 } from '../helpers/supervisor.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
@@ -44,10 +45,7 @@ test.before(async (t) => {
 test.after.always('stop the agents and the gateway, remove the lab and the scratch files', async () => {
   if (!isRoot()) return;
   await Promise.all(agents.map((a) => a.stop().catch(() => undefined)));
-  await killAllGateways();
-  await labDown(runner, name);
-  if (scratch) await rm(scratch, { recursive: true, force: true });
-  await bundle?.remove();
+  await tearDown(name, scratch, bundle);
 });
 
 const router = () => topology!.router;

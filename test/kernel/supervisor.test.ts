@@ -10,15 +10,16 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { readFileSync } from 'node:fs';
-import { copyFile, rm } from 'node:fs/promises';
+import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { loadConfig } from '../../src/config/load.js';
-import { labDown, type LabTopology } from '../../src/lab/index.js';
+import type { LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import {
-  addressesOf, alive, buildLab, GatewayProcess, iptablesSave, killAllGateways, namespacePids, pingUntilReply,
+  addressesOf, alive, buildLab, GatewayProcess, iptablesSave, namespacePids, pingUntilReply,
   prepareBundle, REPO, runner, scratchDir, sleep, vgwLines, waitFor, type Bundle, type LogLine,
+  tearDown,
 } from '../helpers/supervisor.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
@@ -44,10 +45,7 @@ test.before(async (t) => {
 
 test.after.always('kill every gateway, remove the lab and the scratch files', async () => {
   if (!isRoot()) return;
-  await killAllGateways();
-  await labDown(runner, name);
-  if (scratch) await rm(scratch, { recursive: true, force: true });
-  await bundle?.remove();
+  await tearDown(name, scratch, bundle);
 });
 
 const router = () => topology!.router;
