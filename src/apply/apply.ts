@@ -52,13 +52,9 @@ export function restoreFailureContext(payload: string, stderr: string): string {
   return out.join('\n');
 }
 
-async function runStep(runner: CommandRunner, backend: Backend, step: Step, observer: ApplyObserver): Promise<Undo | undefined> {
+/** One step that is not an address/route step (those always run as an `ip -batch`, see runAddressBatch). */
+async function runStep(runner: CommandRunner, backend: Backend, step: Exclude<Step, AddressStep>, observer: ApplyObserver): Promise<Undo | undefined> {
   switch (step.kind) {
-    case 'link-up':
-    case 'address-add':
-    case 'address-del':
-    case 'route':
-      return runAddressBatch(runner, [step]);
     case 'table': {
       try {
         await runner.run(restoreCommand(backend), { input: step.payload });
@@ -217,7 +213,7 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
       i = j - 1;
     }
     try {
-      const undo = batch ? await runAddressBatch(runner, batch) : await runStep(runner, backend, step, observer);
+      const undo = batch ? await runAddressBatch(runner, batch) : await runStep(runner, backend, step as Exclude<Step, AddressStep>, observer);
       if (undo) undos.push(undo);
     } catch (caught) {
       const error = caught instanceof UndoFailed ? caught.original : caught;

@@ -116,6 +116,9 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
   return { step: { kind: 'table', table, payload, undo, chains: changes, jumps: jumpChanges } };
 }
 
+const sysctlStep = (facts: Facts, key: string, value: string): Step =>
+  ({ kind: 'sysctl', key, value, ...(facts.sysctls[key] !== undefined ? { previous: facts.sysctls[key] } : {}) });
+
 /** Does our FORWARD jump in the kernel carry the "forwarding was off" note? */
 export function forwardingNoteIn(facts: Facts): boolean {
   return (facts.tables.filter.rules.get('FORWARD') ?? []).some((r) => r.body.includes(`vgw:hook-${FORWARDING_WAS_OFF}`));
@@ -167,7 +170,7 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
   const jumps = desired.jumps.map((j) => (forwardingWasOff && j.hook === 'FORWARD' ? { ...j, note: FORWARDING_WAS_OFF } : j));
   // Switching forwarding off (down) comes before our policy goes: fail closed on the way out too.
   for (const [key, value] of Object.entries(desired.sysctls)) {
-    if (value === '0' && facts.sysctls[key] !== value) steps.push({ kind: 'sysctl', key, value, ...(facts.sysctls[key] !== undefined ? { previous: facts.sysctls[key] } : {}) });
+    if (value === '0' && facts.sysctls[key] !== value) steps.push(sysctlStep(facts, key, value));
   }
   for (const table of TABLES) {
     const { step } = diffTable(
@@ -185,7 +188,7 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
   }
   for (const [key, value] of Object.entries(desired.sysctls)) {
     if (value !== '0' && facts.sysctls[key] !== value) {
-      steps.push({ kind: 'sysctl', key, value, ...(facts.sysctls[key] !== undefined ? { previous: facts.sysctls[key] } : {}) });
+      steps.push(sysctlStep(facts, key, value));
     }
   }
   return { desired, steps, forwardingWasOff: forwardingWasOff && desired.jumps.length > 0 };
