@@ -415,7 +415,7 @@ test('a failing nat table: ApplyError (exit 1), filter rolled back, addresses re
     '     5 | -A VGW-POSTROUTING -m comment --comment vgw:… -s 192.168.10.0/24 -o eth0 -j MASQUERADE',
     '     6 | -A VGW-POSTROUTING -m comment --comment vgw:… -s 192.168.20.0/24 -o eth0 -j MASQUERADE',
   ]);
-  t.is(lines[lines.length - 1], '(the earlier steps were rolled back)');
+  t.is(lines[lines.length - 1], '(the steps already done were rolled back)');
   t.is(ns.snapshot(), before);
 });
 
@@ -443,7 +443,7 @@ for (const [format, exitCode, stderr] of FORMATS) {
     const error = await t.throwsAsync(apply(ns, lab), { instanceOf: ApplyError });
     t.true(error!.message.startsWith(`applying the nat table failed: iptables-nft-restore failed (exit ${exitCode}): ${stderr}`), error!.message);
     t.deepEqual(quoted(error!.message), NAT_LINES_2_TO_6);
-    t.is(error!.message.split('\n').at(-1), '(the earlier steps were rolled back)');
+    t.is(error!.message.split('\n').at(-1), '(the steps already done were rolled back)');
     t.is(ns.snapshot(), before);
   });
 }
@@ -483,8 +483,10 @@ test('a failing nat table during an update puts filter back as it was, counters 
   t.is(ns.save('nft', true), counters);
 });
 
+// Without the ipset tool the address batch is the apply's only first-stage task (the accounting sets are otherwise
+// created beside it): what the message says then is about the batch's own lines.
 test('a failing address on the second VLAN undoes the first one', async (t) => {
-  const ns = namespace(['eth1', 'eth2']);
+  const ns = namespace(['eth1', 'eth2'], { ipset: false });
   const before = ns.snapshot();
   // Fails that one command, whether it runs alone or as a line of `ip -batch` (the fake checks each line).
   ns.failOn((argv) => /^ip (-\S+ )*a(ddr|ddress)? add 192\.168\.20\.1\/24 dev eth2( |$)/.test(argv.join(' ')),
@@ -502,7 +504,7 @@ test('a failing address on the second VLAN undoes the first one', async (t) => {
 });
 
 test('a failing first address of the batch: nothing had been changed, and the message says so', async (t) => {
-  const ns = namespace(['eth1', 'eth2']);
+  const ns = namespace(['eth1', 'eth2'], { ipset: false });
   const before = ns.snapshot();
   ns.failOn((argv) => /^ip (-\S+ )*a(ddr|ddress)? add 192\.168\.10\.1\/24 dev eth1( |$)/.test(argv.join(' ')),
     { stderr: 'RTNETLINK answers: Operation not supported\n', exitCode: 2 });
@@ -511,6 +513,18 @@ test('a failing first address of the batch: nothing had been changed, and the me
   t.is(error!.message.split('\n').at(-1), '(nothing had been changed)');
   t.true(error!.rolledBack);
   t.is(ns.snapshot(), before);
+});
+
+test('a failing address batch with the accounting sets created beside it: the sets are destroyed again', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  const before = ns.snapshot();
+  ns.failOn((argv) => /^ip (-\S+ )*a(ddr|ddress)? add 192\.168\.10\.1\/24 dev eth1( |$)/.test(argv.join(' ')),
+    { stderr: 'RTNETLINK answers: Operation not supported\n', exitCode: 2 });
+  const error = await t.throwsAsync(apply(ns, lab), { instanceOf: ApplyError });
+  t.like(error!.step, { kind: 'address-add', nic: 'eth1', address: '192.168.10.1' });
+  t.is(error!.message.split('\n').at(-1), '(the steps already done were rolled back)');
+  t.true(ns.history.some((c) => /^ipset restore/.test(c)), 'the sets were created');
+  t.is(ns.snapshot(), before, 'and are gone again');
 });
 
 // When a line of an address batch fails and undoing the batch's earlier lines fails too, the original failure is
@@ -569,7 +583,9 @@ test('when the rollback fails too, the error says so and ApplyError.rolledBack i
   ns.failOn((argv) => argv.includes('--counters'), { stderr: 'iptables-nft-restore: line 2 failed: Resource temporarily unavailable\n' });
   const error = await t.throwsAsync(apply(ns, lab), { instanceOf: ApplyError });
   t.false(error!.rolledBack);
-  t.is(error!.rollbackErrors.length, 1);
+  // The filter undo fails, so its rules still use the accounting set, which then cannot be destroyed either.
+  t.is(error!.rollbackErrors.length, 2);
+  t.regex(error!.rollbackErrors[1]!, /^ipset restore exited 1: .*Set cannot be destroyed: it is in use by a kernel component$/);
   t.regex(error!.message.split('\n').at(-1) ?? '', /^\(rollback failed too: iptables-nft-restore --noflush --wait --counters exited 1: /);
 });
 
@@ -609,7 +625,7 @@ test('read-only /proc/sys with ip_forward off: ApplyError says which docker flag
     'setting net.ipv4.ip_forward=1 failed: sysctl: setting key "net.ipv4.ip_forward": Read-only file system; '
       + '/proc/sys is read-only here (a container): start it with --sysctl net.ipv4.ip_forward=1 (docker run) '
       + 'or sysctls: [net.ipv4.ip_forward=1] (Compose)',
-    '(the earlier steps were rolled back)',
+    '(the steps already done were rolled back)',
   ].join('\n'));
   t.is(ns.snapshot(), before);
 });

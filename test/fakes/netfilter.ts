@@ -15,7 +15,7 @@
  *   iptables-legacy-save / -restore: "not installed" unless switched on with setLegacy('installed');
  *   cat FILE… of /proc/sys/… and /proc/net/ip_tables_names (the legacy tables that exist: those a legacy restore
  *     has touched; the file is missing while legacy is not installed)
- *   ipset save | ipset restore (create/add/del, -exist) | ipset destroy NAME — unless ipset: false (not installed)
+ *   ipset save | ipset restore (create/add/del/destroy, -exist) | ipset destroy NAME — unless ipset: false (not installed)
  *   ip netns exec NAME <any of the above> (what --netns runs; NAME must be the fake's own `name`; a program that
  *     is not installed is then ip's `exec of "X" failed` with exit 1, not a failed spawn)
  *
@@ -981,6 +981,12 @@ export class FakeNetns implements CommandRunner {
       if (words.length === 0 || words[0]!.startsWith('#')) continue;
       const exist = words.includes('-exist');
       const [verb, name, arg] = words.filter((w) => w !== '-exist');
+      if (verb === 'destroy' && name !== undefined) {
+        if (!this.ipsets.has(name)) return fail('The set with the given name does not exist', n);
+        if (inUse(name)) return fail('Set cannot be destroyed: it is in use by a kernel component', n);
+        this.ipsets.delete(name);
+        continue;
+      }
       if (name === undefined || arg === undefined) return fail('Syntax error: missing arguments', n);
       if (verb === 'create') {
         if (!/^hash:(ip|net)(,iface|,port)?$/.test(arg)) return fail(`Syntax error: typename '${arg}' is unknown`, n);

@@ -86,7 +86,7 @@ kernel(`fail closed, the first apply fails in nat: exit 1, the failing table and
   t.regex(applied.stderr, /iptables-nft-restore .*\n?line \d+: RULE_\w+ failed/, 'the kernel\'s refusal and its payload line number');
   // That format ("line N: RULE_APPEND failed (…)") is read too: the refused rule is quoted with its neighbours.
   t.regex(applied.stderr, /^> +\d+ \| -A VGW-USER-POSTROUTING .*-j TCPMSS --clamp-mss-to-pmtu$/m);
-  t.regex(applied.stderr, /\(the earlier steps were rolled back\)$/m);
+  t.regex(applied.stderr, /\(the steps already done were rolled back\)$/m);
 
   const after = await readState(router, true);
   t.deepEqual({ ...after, nft: '' }, { ...before, nft: '' }, 'addresses, route, ipset, ip_forward and legacy rules as before');
@@ -140,7 +140,7 @@ kernel(`a nat table that fails after the filter table changed: exit 1, filter ro
   t.regex(applied.stderr, /^vlan-gateway: apply failed: applying the nat table failed: /m);
   t.regex(applied.stderr, /Bad IP address "999\.1\.1\.1"/);
   t.regex(applied.stderr, /line:? \d+/);
-  t.regex(applied.stderr, /\(the earlier steps were rolled back\)$/m);
+  t.regex(applied.stderr, /\(the steps already done were rolled back\)$/m);
   t.deepEqual(await readState(router, true), before, 'iptables-save -c (both backends), addresses, routes, sets, ip_forward');
 });
 

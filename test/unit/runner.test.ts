@@ -1,0 +1,40 @@
+import test from 'ava';
+import { ExecaRunner } from '../../src/exec/execa-runner.js';
+import { CommandError } from '../../src/exec/runner.js';
+
+const runner = new ExecaRunner();
+
+test('run feeds input and returns stdout, stderr and the exit code', async (t) => {
+  const r = await runner.run(['sh', '-c', 'tr a-z A-Z; echo oops >&2; exit 3'], { input: 'restore payload\n', allowFailure: true });
+  t.deepEqual(r, { stdout: 'RESTORE PAYLOAD\n', stderr: 'oops\n', exitCode: 3 });
+});
+
+test('a non-zero exit throws CommandError with argv, code and stderr unless allowFailure', async (t) => {
+  const error = await t.throwsAsync(runner.run(['sh', '-c', 'echo "line 7 failed" >&2; exit 1']), { instanceOf: CommandError });
+  t.is(error.exitCode, 1);
+  t.is(error.stderr, 'line 7 failed\n');
+  t.is(error.message, 'sh -c echo "line 7 failed" >&2; exit 1 exited 1: line 7 failed');
+});
+
+test('a program that is not installed is exit code null, even with allowFailure', async (t) => {
+  const error = await t.throwsAsync(runner.run(['vgw-no-such-program'], { allowFailure: true }), { instanceOf: CommandError });
+  t.is(error.exitCode, null);
+  t.regex(error.message, /ENOENT/);
+});
+
+test('a child that exits without reading its input is reported by its exit status, not EPIPE', async (t) => {
+  const r = await runner.run(['sh', '-c', 'exit 4'], { input: 'x'.repeat(4 << 20), allowFailure: true });
+  t.is(r.exitCode, 4);
+});
+
+test('a timeout kills the child and is an error', async (t) => {
+  const started = performance.now();
+  const error = await t.throwsAsync(runner.run(['sleep', '5'], { timeoutMs: 100, allowFailure: true }), { instanceOf: CommandError });
+  t.is(error.exitCode, null);
+  t.regex(error.message, /timeout 100 ms/);
+  t.true(performance.now() - started < 2000);
+});
+
+test('commands see the C locale', async (t) => {
+  t.is((await runner.run(['sh', '-c', 'echo "$LC_ALL"'])).stdout, 'C\n');
+});
