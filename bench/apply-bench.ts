@@ -10,7 +10,7 @@
 import type { Config } from '../src/config/schema.js';
 import { inNamespace, type CommandRunner } from '../src/exec/runner.js';
 import type { Facts } from '../src/observe/facts.js';
-import type { Templates } from '../src/plan/desired.js';
+import { forgetRenderedChains, type Templates } from '../src/plan/desired.js';
 import type { Plan } from '../src/plan/types.js';
 import { reconcileOnce } from '../src/reconcile/once.js';
 import { generateConfig, nicBatch, type ConfigShape } from './configs.js';
@@ -115,7 +115,9 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
     const full = await repeat({ runs: 5, slowRuns: 3, slowMs: 3000 }, async () => {
       const ns = await fresh(`${options.label}-a`, true);
       lastNs = ns;
-      // A fresh copy: the planner remembers its last result per config object, which a new process would not have.
+      // A fresh copy, and no rendered chains: the planner remembers its last result per config object and each
+      // chain by its inputs, which a new process would not have.
+      forgetRenderedChains();
       const sample = await timedReconcile(product(ns), structuredClone(config), templates);
       if (payloads.length === 0) {
         payloads = tablePayloads(sample.value.plan);

@@ -7,7 +7,7 @@ import { Session } from 'node:inspector/promises';
 import type { Config } from '../src/config/schema.js';
 import { EMPTY_TABLE, type Facts } from '../src/observe/facts.js';
 import { parseSave } from '../src/observe/parse-save.js';
-import { planDesired, type Templates } from '../src/plan/desired.js';
+import { forgetRenderedChains, planDesired, type Templates } from '../src/plan/desired.js';
 import { diff } from '../src/plan/diff.js';
 import { repeat, type Stats } from './measure.js';
 
@@ -79,8 +79,12 @@ export async function profilePlan(config: Config, factsAfter: Facts, saveText: s
   const empty: Facts = { ...factsAfter, tables: { filter: EMPTY_TABLE, nat: EMPTY_TABLE } };
   const slow = { runs: 5, slowRuns: 2, slowMs: 1000 };
   const parse = await repeat({ runs: 5 }, sync(() => parseSave(saveText)));
-  // A fresh copy each time: planDesired remembers its result per config object (a supervisor's no-op pass).
-  const desired = await repeat(slow, sync(() => planDesired(structuredClone(config), empty, templates)));
+  // A fresh copy each time, and no rendered chains remembered: the planner remembers its result per config object
+  // (a supervisor's no-op pass) and each chain by its inputs (a reload), neither of which a new process has.
+  const desired = await repeat(slow, sync(() => {
+    forgetRenderedChains();
+    return planDesired(structuredClone(config), empty, templates);
+  }));
   const d = desired.values[0]!;
   const diffFull = await repeat({ runs: 5 }, sync(() => diff(d, empty)));
   const diffNoop = await repeat({ runs: 5 }, sync(() => diff(d, factsAfter)));
@@ -92,6 +96,7 @@ export async function profilePlan(config: Config, factsAfter: Facts, saveText: s
   try {
     await session.post('Profiler.enable');
     await session.post('Profiler.setSamplingInterval', { interval: 200 });
+    forgetRenderedChains();
     await session.post('Profiler.start');
     const start = performance.now();
     planDesired(structuredClone(config), empty, templates);

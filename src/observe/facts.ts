@@ -67,4 +67,7 @@ export interface Facts {
   readonly sets?: ReadonlyMap<string, SavedSet>;
 }
 
+/** What the desired state depends on: which NIC is which (links, default route) and whether ipset is here. */
+export type BindingFacts = Pick<Facts, 'links' | 'defaultRoute' | 'sets'>;
+
 export const EMPTY_TABLE: SavedTable = { chains: new Set(), rules: new Map() };

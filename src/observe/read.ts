@@ -102,21 +102,35 @@ export async function readTables(
   return { backend: 'legacy', tables: legacy! };
 }
 
-export async function readFacts(runner: CommandRunner, options: { backend?: Backend } = {}): Promise<Facts> {
+/** The reads of a pass: the interfaces come first (the planner needs only them), the whole facts after. */
+export interface StagedFacts {
+  readonly interfaces: Promise<{ links: Link[]; defaultRoute?: Route }>;
+  readonly facts: Promise<Facts>;
+}
+
+export function readFactsStaged(runner: CommandRunner, options: { backend?: Backend } = {}): StagedFacts {
   // Four processes in parallel: ip, cat, iptables-*-save, ipset (the legacy save only where legacy tables exist).
+  const interfaces = readInterfaces(runner);
   const proc = readProc(runner);
-  const [{ links, defaultRoute }, { sysctls }, { backend, tables }, sets] = await Promise.all([
-    readInterfaces(runner),
+  const facts = Promise.all([
+    interfaces,
     proc,
     readTables(runner, proc.then((p) => p.legacyTables), options.backend),
     readSets(runner),
-  ]);
-  return {
+  ]).then(([{ links, defaultRoute }, { sysctls }, { backend, tables }, sets]): Facts => ({
     links,
     ...(defaultRoute ? { defaultRoute } : {}),
     sysctls,
     backend,
     tables: { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') },
     ...(sets ? { sets } : {}),
-  };
+  }));
+  // Whoever awaits `interfaces` first must not leave a failure of `facts` unhandled meanwhile; it is still
+  // thrown to whoever awaits `facts`.
+  facts.catch(() => {});
+  return { interfaces, facts };
+}
+
+export function readFacts(runner: CommandRunner, options: { backend?: Backend } = {}): Promise<Facts> {
+  return readFactsStaged(runner, options).facts;
 }

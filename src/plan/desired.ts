@@ -9,7 +9,7 @@
  */
 import type { Config } from '../config/schema.js';
 import { parseCidr } from '../net/ipv4.js';
-import type { Facts, TableName } from '../observe/facts.js';
+import type { BindingFacts, Facts, TableName } from '../observe/facts.js';
 import { renderRules } from '../template/render.js';
 import {
   FORWARD_CHAIN, FORWARDING_WAS_OFF, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, USER_HOOKS, zoneKey,
@@ -48,13 +48,52 @@ function defaultAction(config: Config, from: ZoneModel, to: ZoneModel): Action {
 }
 
 /**
+ * Rendered chains by everything their rules depend on (table, chain, template, the model and the chain's own
+ * data): a reload that changes one VLAN's rules renders only that VLAN's chains, not 10,000 rules. Holds what
+ * the last plan used (plus what the current one adds), so memory stays at one plan's rules. A chain whose
+ * template throws is not stored: the error comes back on every plan.
+ */
+class ChainCache {
+  private previous = new Map<string, DesiredRule[]>();
+  private current = new Map<string, DesiredRule[]>();
+
+  get(key: string): DesiredRule[] | undefined {
+    const hit = this.current.get(key) ?? this.previous.get(key);
+    if (hit) this.current.set(key, hit);
+    return hit;
+  }
+
+  render(key: string, build: () => DesiredRule[]): DesiredRule[] {
+    const rules = build();
+    this.current.set(key, rules);
+    return rules;
+  }
+
+  /** The chains of the plan just made are kept; the rest are forgotten. */
+  endPlan(): void {
+    this.previous = this.current;
+    this.current = new Map();
+  }
+
+  clear(): void {
+    this.previous = new Map();
+    this.current = new Map();
+  }
+}
+
+const renderedChains = new ChainCache();
+
+/** Forgets every rendered chain: the next plan renders everything, as a freshly started process would. */
+export const forgetRenderedChains = () => renderedChains.clear();
+
+/**
  * The desired state depends on the facts only through which NIC carries which zone and whether ipset is here,
  * so it is remembered per (config, templates) for that binding: a supervisor's no-op pass at 10,000 rules then
  * costs a comparison of hashes, not a re-render. (Memoisation of a pure function; the result is immutable.)
  */
 const memo = new WeakMap<Config, WeakMap<Templates, { key: string; desired: Desired }>>();
 
-export function planDesired(config: Config, facts: Facts, templates: Templates): Desired {
+export function planDesired(config: Config, facts: BindingFacts, templates: Templates): Desired {
   const uplink = matchUplink(config, facts);
   const vlans = matchVlans(config, facts, uplink);
   const key = JSON.stringify([uplink.nic?.name, uplink.note, vlans.map((b) => [b.nic?.name, b.note]), facts.sets !== undefined]);
@@ -66,7 +105,7 @@ export function planDesired(config: Config, facts: Facts, templates: Templates):
   return desired;
 }
 
-function buildDesired(config: Config, facts: Facts, templates: Templates, uplink: UplinkBinding, vlans: VlanBinding[]): Desired {
+function buildDesired(config: Config, facts: BindingFacts, templates: Templates, uplink: UplinkBinding, vlans: VlanBinding[]): Desired {
   const ready = vlans.filter((b) => b.nic !== undefined);
 
   const vlanZones: ZoneModel[] = ready.map(({ vlan, nic }) => ({
@@ -91,15 +130,18 @@ function buildDesired(config: Config, facts: Facts, templates: Templates, uplink
   };
 
   const chains: DesiredChain[] = [];
-  const add = (table: TableName, name: string, bodies: string[], meaningOf: (body: string) => RuleMeaning | undefined = () => undefined) => {
-    const rules: DesiredRule[] = bodies.map((body) => {
+  const modelKey = JSON.stringify(model);
+  /** Renders one chain from its template (or finds it rendered by an earlier plan from the same inputs). */
+  const add = (table: TableName, name: string, template: TemplateSource, data: object,
+    meaningOf: (body: string, target: string | undefined) => RuleMeaning | undefined = () => undefined) => {
+    const key = `${table}\u0000${name}\u0000${template.file}\u0000${template.source}\u0000${modelKey}\u0000${JSON.stringify(data)}`;
+    const rules = renderedChains.get(key) ?? renderedChains.render(key, () => renderRules(template.source, template.file, { ...model, ...data }).map((body) => {
       const hash = ruleHash(table, name, body);
-      const meaning = meaningOf(body);
+      const meaning = meaningOf(body, verdictOf(body));
       return { line: `-m comment --comment ${COMMENT_PREFIX}${hash} ${body}`, hash, ...(meaning ? { meaning } : {}) };
-    });
+    }));
     chains.push({ table, name, rules });
   };
-  const render = (t: TemplateSource, data: object) => renderRules(t.source, t.file, { ...model, ...data });
 
   // Each forwarding rule, in order, filed under the one pair of zones it can match.
   const resolve = zoneResolver(zones);
@@ -119,10 +161,10 @@ function buildDesired(config: Config, facts: Facts, templates: Templates, uplink
 
   // Established traffic is accepted first and counted per pair of zones by set lookups (if ipset is here).
   const sets = facts.sets === undefined ? [] : accountingSets(zones);
-  add('filter', FORWARD_CHAIN, render(templates.forward, {
+  add('filter', FORWARD_CHAIN, templates.forward, {
     userChain: userChains.get('forward') ?? null,
     accountingSets: sets.map((set) => set.name),
-  }));
+  });
   // filter: one chain per source zone, branching on the outgoing NIC; one per pair that has rules.
   const nicZone = new Map(zones.map((z) => [z.nic, z.name]));
   for (const from of zones) {
@@ -136,8 +178,8 @@ function buildDesired(config: Config, facts: Facts, templates: Templates, uplink
         continue;
       }
       const name = pairChain(from.key, to.key);
-      add('filter', name, render(templates.pair, { rules: entries, defaultVerdict: VERDICT[fallback] }), (body) => {
-        const action = ACTION_OF[verdictOf(body) ?? ''];
+      add('filter', name, templates.pair, { rules: entries, defaultVerdict: VERDICT[fallback] }, (_body, target) => {
+        const action = ACTION_OF[target ?? ''];
         return action ? { kind: 'forward', from: from.name, to: to.name, action } : undefined;
       });
       branches.push({ nic: to.nic, target: name });
@@ -148,8 +190,8 @@ function buildDesired(config: Config, facts: Facts, templates: Templates, uplink
         return target && target.zone.subnet !== null ? [{ nic: target.zone.nic, to: pf.to, proto: pf.proto, port: pf.port, toPort: pf.toPort ?? pf.port }] : [];
       })
       : [];
-    add('filter', from.chain, render(templates.from, { branches, portForwards: forwards }), (body) => {
-      const action = ACTION_OF[verdictOf(body) ?? ''];
+    add('filter', from.chain, templates.from, { branches, portForwards: forwards }, (body, target) => {
+      const action = ACTION_OF[target ?? ''];
       const to = nicZone.get(outInterfaceOf(body) ?? '');
       return action && to ? { kind: 'forward', from: from.name, to, action } : undefined;
     });
@@ -161,30 +203,30 @@ function buildDesired(config: Config, facts: Facts, templates: Templates, uplink
     const hit = address === undefined ? undefined : resolve(address);
     return hit && hit.zone.subnet !== null ? hit.zone.name : undefined;
   };
-  add('nat', PREROUTING_CHAIN, render(templates.prerouting, {
+  add('nat', PREROUTING_CHAIN, templates.prerouting, {
     userChain: userChains.get('prerouting') ?? null,
     portForwards: uplinkZone ? config.portForwards
       .filter((pf) => vlanOfAddress(pf.to) !== undefined)
       .map((pf) => ({ ...pf, toPort: pf.toPort ?? pf.port })) : [],
-  }), (body) => {
-    const vlan = verdictOf(body) === 'DNAT' ? vlanOfAddress(tokenAfter(body, ['--to-destination'])?.split(':')[0]) : undefined;
+  }, (body, target) => {
+    const vlan = target === 'DNAT' ? vlanOfAddress(tokenAfter(body, ['--to-destination'])?.split(':')[0]) : undefined;
     return vlan ? { kind: 'nat', vlan, type: 'dnat' } : undefined;
   });
-  add('nat', POSTROUTING_CHAIN, render(templates.postrouting, {
+  add('nat', POSTROUTING_CHAIN, templates.postrouting, {
     userChain: userChains.get('postrouting') ?? null,
     masquerade: natOn ? ready.filter((b) => b.vlan.masquerade).map((b) => ({ name: b.vlan.name, subnet: b.vlan.subnet })) : [],
-  }), (body) => {
-    const target = verdictOf(body);
+  }, (body, target) => {
     const vlan = vlanZones.find((z) => z.subnet === tokenAfter(body, ['-s', '--source']))?.name;
     return vlan && (target === 'MASQUERADE' || target === 'SNAT') ? { kind: 'nat', vlan, type: target === 'SNAT' ? 'snat' : 'masquerade' } : undefined;
   });
 
   for (const { hook, template } of templates.user) {
     const { table, chain } = USER_HOOKS[hook];
-    add(table, chain, render(template, {}));
+    add(table, chain, template, {});
   }
 
   checkJumpTargets(chains, new Map(templates.user.map((u) => [USER_HOOKS[u.hook].chain, u.template.file])));
+  renderedChains.endPlan();
 
   return {
     vlans,

@@ -3,12 +3,15 @@ import { applyPlan, type ApplyObserver } from '../apply/apply.js';
 import type { Config } from '../config/schema.js';
 import type { CommandRunner } from '../exec/runner.js';
 import type { Backend, Facts } from '../observe/facts.js';
-import { readFacts } from '../observe/read.js';
+import { readFactsStaged } from '../observe/read.js';
 import { planDesired, planEmpty, type Templates } from '../plan/desired.js';
 import { diff } from '../plan/diff.js';
 import type { Plan } from '../plan/types.js';
 
 export type Mode = 'up' | 'down';
+
+/** Was the ipset tool there at the last read (a property of the machine, not of a namespace)? */
+let ipsetSeen = true;
 
 /** What a supervisor carries from one pass to the next that the kernel cannot show it. */
 export interface Memory {
@@ -30,8 +33,17 @@ export async function reconcileOnce(
   templates: Templates,
   options: { mode?: Mode; dryRun?: boolean; backend?: Backend; observer?: ApplyObserver; memory?: Memory } = {},
 ): Promise<ReconcileResult> {
-  const facts = await readFacts(runner, options.backend ? { backend: options.backend } : {});
-  const plan = planFor(config, facts, templates, options.mode ?? 'up', options.memory);
+  const mode = options.mode ?? 'up';
+  const reading = readFactsStaged(runner, options.backend ? { backend: options.backend } : {});
+  if (mode === 'up') {
+    // Render while the tables are still being read (iptables-save at 10,000 rules is the slowest read): the
+    // desired state needs only the interfaces. Whether ipset is here is taken from the last pass; if that
+    // guess was wrong, planFor below renders again, and otherwise finds this result remembered.
+    await reading.interfaces.then((found) => planDesired(config, { ...found, ...(ipsetSeen ? { sets: new Map() } : {}) }, templates), () => undefined);
+  }
+  const facts = await reading.facts;
+  ipsetSeen = facts.sets !== undefined;
+  const plan = planFor(config, facts, templates, mode, options.memory);
   if (!options.dryRun && plan.steps.length > 0) await applyPlan(runner, facts.backend, plan, options.observer);
   return { facts, plan };
 }
