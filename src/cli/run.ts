@@ -157,7 +157,8 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     monitor.start();
     collector.start();
     supervisor.trigger('start');
-    void supervisor.firstPass.then(() => {
+    const renderCheck = () => {
+      if (stopping) return;
       try {
         planDesired(initial.config, syntheticFacts(initial.config), initial.templates);
       } catch (error) {
@@ -166,6 +167,14 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         exitCode = exitCodeOf(error);
         void stop('invalid config');
       }
+    };
+    void supervisor.firstPass.then(() => {
+      const desired = supervisor.lastDesired;
+      // A first pass that found every NIC rendered every template with every zone: the check has nothing left
+      // to find. Otherwise it runs, a second after a good start so that it does not hold up /readyz (at 100
+      // VLANs it is a full render), at once after a failed one.
+      if (desired?.uplink.nic && desired.vlans.every((b) => b.nic)) return;
+      setTimeout(renderCheck, supervisor.ready ? 1000 : 0);
     });
 
     // `on`, not `once`: execa's signal-exit re-raises a signal when it finds itself the only listener left, which

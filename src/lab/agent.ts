@@ -85,7 +85,7 @@ function connect(proto, host, port, timeoutMs, local) {
 const [mode, ...args] = process.argv.slice(1);
 if (mode === 'serve') serve(args);
 else if (mode === 'connect') connect(args[0], args[1], args[2], args[3] || 1500, args[4]);
-else { say('error usage: serve SPEC… | connect PROTO HOST PORT [TIMEOUT_MS] [LOCAL]'); process.exit(2); }
+else { say('error usage: serve SPEC... | connect PROTO HOST PORT [TIMEOUT_MS] [LOCAL]'); process.exit(2); }
 `;
 
 export type Proto = 'tcp' | 'udp';

@@ -64,8 +64,7 @@ export class StatsCollector {
       const m = this.metrics;
       for (const sample of ruleSamples(desired, { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') }, sets)) {
         const [packets, bytes] = (sample.metric === 'forwarded' ? [m.forwardedPackets, m.forwardedBytes] : [m.natPackets, m.natBytes]) as Counter<string>[];
-        const dp = this.mono.delta(`${sample.source}/p`, sample.packets);
-        const db = this.mono.delta(`${sample.source}/b`, sample.bytes);
+        const [dp, db] = this.mono.deltas(sample.source, sample.packets, sample.bytes);
         // Series appear with their first packet: a 100-VLAN mesh would otherwise export 10,000 zero series.
         if (dp > 0 || db > 0) {
           packets!.inc(sample.labels, dp);

@@ -9,7 +9,11 @@ import type { Desired } from '../plan/types.js';
 
 /** One kernel counter (a rule, or a set member) and the labels it counts for. */
 export interface Sample {
-  /** Identifies the counter across readings: table/chain/hash, or set/member. */
+  /**
+   * Identifies the counter across readings: a rule's hash (it covers table, chain and body), or a set member
+   * (each (net, NIC) member is in exactly one of our sets). Strings the desired state already holds: at 100
+   * VLANs there are 19,000 of them, and the collector keeps one reading per source.
+   */
   readonly source: string;
   readonly metric: 'forwarded' | 'nat';
   readonly labels: Readonly<Record<string, string>>;
@@ -25,7 +29,7 @@ export function ruleSamples(desired: Desired, tables: Readonly<Record<TableName,
     for (const rule of chain.rules) {
       const counters = byHash.get(rule.hash);
       if (!counters || !rule.meaning) continue;
-      const source = `${chain.table}/${chain.name}/${rule.hash}`;
+      const source = rule.hash;
       const { packets, bytes } = counters;
       samples.push(rule.meaning.kind === 'forward'
         ? { source, metric: 'forwarded', labels: { from: rule.meaning.from, to: rule.meaning.to, action: rule.meaning.action }, packets, bytes }
@@ -39,7 +43,7 @@ export function ruleSamples(desired: Desired, tables: Readonly<Record<TableName,
       const counters = saved.members.get(member.member);
       if (!counters) continue;
       samples.push({
-        source: `set/${set.name}/${member.member}`, metric: 'forwarded',
+        source: member.member, metric: 'forwarded',
         labels: { from: member.from, to: member.to, action: 'accept' }, packets: counters.packets, bytes: counters.bytes,
       });
     }
@@ -50,11 +54,27 @@ export function ruleSamples(desired: Desired, tables: Readonly<Record<TableName,
 /** Successive absolute readings → increments; a reading below the last one means the source was reset. */
 export class MonotonicCounters {
   private readonly last = new Map<string, number>();
+  private readonly lastPair = new Map<string, { packets: number; bytes: number }>();
 
   delta(key: string, reading: number): number {
     const previous = this.last.get(key);
     this.last.set(key, reading);
-    if (previous === undefined) return reading;
-    return reading >= previous ? reading - previous : reading;
+    return increment(previous, reading);
+  }
+
+  /** A packets and bytes pair under one key (one entry per rule or set member, not two). */
+  deltas(key: string, packets: number, bytes: number): [number, number] {
+    const previous = this.lastPair.get(key);
+    if (previous) {
+      const result: [number, number] = [increment(previous.packets, packets), increment(previous.bytes, bytes)];
+      previous.packets = packets;
+      previous.bytes = bytes;
+      return result;
+    }
+    this.lastPair.set(key, { packets, bytes });
+    return [packets, bytes];
   }
 }
+
+const increment = (previous: number | undefined, reading: number) =>
+  (previous === undefined ? reading : reading >= previous ? reading - previous : reading);

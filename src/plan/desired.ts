@@ -15,7 +15,7 @@ import {
   FORWARD_CHAIN, FORWARDING_WAS_OFF, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, USER_HOOKS, zoneKey,
   type UserHook,
 } from './chains.js';
-import { COMMENT_PREFIX, ruleHash } from './hash.js';
+import { COMMENT_PREFIX, digest, ruleHash } from './hash.js';
 import { matchUplink, matchVlans } from './match.js';
 import { UPLINK, type Desired, type DesiredChain, type DesiredRule, type RuleMeaning, type UplinkBinding, type VlanBinding } from './types.js';
 import { checkJumpTargets } from './check.js';
@@ -82,6 +82,8 @@ class ChainCache {
 }
 
 const renderedChains = new ChainCache();
+const templateKeys = new WeakMap<TemplateSource, string>();
+const templateKey = (t: TemplateSource) => templateKeys.get(t) ?? templateKeys.set(t, digest(`${t.file}\u0000${t.source}`)).get(t)!;
 
 /** Forgets every rendered chain: the next plan renders everything, as a freshly started process would. */
 export const forgetRenderedChains = () => renderedChains.clear();
@@ -130,11 +132,11 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
   };
 
   const chains: DesiredChain[] = [];
-  const modelKey = JSON.stringify(model);
+  const modelKey = digest(JSON.stringify(model));
   /** Renders one chain from its template (or finds it rendered by an earlier plan from the same inputs). */
   const add = (table: TableName, name: string, template: TemplateSource, data: object,
     meaningOf: (body: string, target: string | undefined) => RuleMeaning | undefined = () => undefined) => {
-    const key = `${table}\u0000${name}\u0000${template.file}\u0000${template.source}\u0000${modelKey}\u0000${JSON.stringify(data)}`;
+    const key = `${table} ${name} ${templateKey(template)} ${modelKey} ${digest(JSON.stringify(data))}`;
     const rules = renderedChains.get(key) ?? renderedChains.render(key, () => renderRules(template.source, template.file, { ...model, ...data }).map((body) => {
       const hash = ruleHash(table, name, body);
       const meaning = meaningOf(body, verdictOf(body));

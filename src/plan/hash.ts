@@ -11,3 +11,6 @@ export function ruleHash(table: string, chain: string, body: string): string {
 }
 
 export const COMMENT_PREFIX = 'vgw:';
+
+/** A digest to key caches by (a chain's inputs can be tens of kilobytes of JSON; the key need not be). */
+export const digest = (text: string): string => hash('sha1', text, 'base64url');

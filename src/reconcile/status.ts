@@ -10,7 +10,7 @@ export interface ReloadState {
 
 export function statusDocument(supervisor: Supervisor, reload: ReloadState, version: string): object {
   const desired = supervisor.lastDesired;
-  const links = supervisor.lastFacts?.links ?? [];
+  const links = supervisor.lastLinks ?? [];
   const { path, text, config } = supervisor.config;
   const vlans = config.vlans.map((vlan) => {
     const binding = desired?.vlans.find((b) => b.vlan.name === vlan.name);

@@ -13,7 +13,7 @@ import type { CommandRunner } from '../exec/runner.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log.js';
 import type { DriftKind, Metrics, Trigger } from '../metrics/metrics.js';
-import type { Backend, Facts } from '../observe/facts.js';
+import type { Backend, Link } from '../observe/facts.js';
 import type { Templates } from '../plan/desired.js';
 import { summarizeStep } from '../plan/format.js';
 import type { Desired } from '../plan/types.js';
@@ -68,7 +68,8 @@ export class Supervisor {
   ready = false;
   backend: Backend | undefined;
   lastDesired: Desired | undefined;
-  lastFacts: Facts | undefined;
+  /** The NICs the last pass saw (for /status); not the whole facts, whose 10,000 parsed rules need not live on. */
+  lastLinks: readonly Link[] | undefined;
   lastRecord: ReconcileRecord | undefined;
   lastSuccessAt: number | undefined;
   readonly driftCounts: Record<DriftKind, number> = { rules: 0, jump: 0, address: 0, route: 0, sysctl: 0 };
@@ -141,7 +142,7 @@ export class Supervisor {
       }
       this.backend = facts.backend;
       this.lastDesired = plan.desired;
-      this.lastFacts = facts;
+      this.lastLinks = facts.links;
       this.lastSuccessAt = this.now();
       this.failures = 0;
       this.failingSince = undefined;

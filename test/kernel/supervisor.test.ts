@@ -10,7 +10,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { readFileSync } from 'node:fs';
-import { copyFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { loadConfig } from '../../src/config/load.js';
@@ -326,6 +326,35 @@ async function withGateway(extra: Parameters<typeof start>[0], body: (gateway: G
     }
   }
 }
+
+// The full render check (every template as if every NIC were attached) runs after a good start, not before it:
+// a template that only breaks once the waiting VLAN's NIC arrives still stops the gateway with exit 2, a moment
+// after /readyz, and the running rules stay as applied.
+kernel(`a template that breaks only with every NIC attached: ready first, then exit 2 naming the template${NEEDS_ROOT}`, async (t) => {
+  await stopDriftGateway();
+  const dir = join(scratch!, 'late-check');
+  await mkdir(join(dir, 'rules.d', 'filter'), { recursive: true });
+  await writeFile(join(dir, 'rules.d', 'filter', 'forward.hbs'), '{{#unless waiting.length}}\n-j VGW-NOT-DECLARED\n{{/unless}}\n');
+  const spare = '  - {name: spare, id: 30, subnet: 192.168.30.0/24, gateway: 192.168.30.1}\n';
+  const text = (await readFile(configPath, 'utf8')).replace(/^forwarding:/m, `${spare}forwarding:`);
+  await writeFile(join(dir, 'gateway.yaml'), `${text}\nrules:\n  dir: rules.d\n`);
+  const gateway = await start({ config: join(dir, 'gateway.yaml') });
+  try {
+    const readyMs = await gateway.waitReady();
+    t.log(`ready after ${Math.round(readyMs)} ms with spare waiting`);
+    const exit = await Promise.race([gateway.exited, sleep(5000).then(() => undefined)]);
+    t.truthy(exit, `still running 5 s after ready: ${gateway.describeLogs()}`);
+    t.is(exit!.code, 2);
+    t.regex(gateway.stderr, /forward\.hbs/);
+    t.regex(gateway.stderr, /VGW-NOT-DECLARED/);
+    t.true((await dataplane()).vgw.length > 0, 'the rules applied at start are left in place');
+  } finally {
+    if (!gateway.exit) {
+      gateway.killGroup();
+      await gateway.exited;
+    }
+  }
+});
 
 kernel(`SIGTERM: exit 0 within 5 s, no child left, the dataplane left as is (traffic keeps flowing)${NEEDS_ROOT}`, async (t) => {
   await withGateway({ schedule: '*/1 * * * * *' }, async (gateway) => {

@@ -58,9 +58,9 @@ test('ruleSamples joins saved counters to meanings by hash, whatever the rule or
   const nat = table({ 'VGW-POSTROUTING': [{ hash: 'dddd', packets: 2, bytes: 120 }] });
   const samples = ruleSamples(desired, { filter, nat });
   t.deepEqual(samples, [
-    { source: 'filter/VGW-FROM-10/aaaa', metric: 'forwarded', labels: { from: 'office', to: 'lab', action: 'accept' }, packets: 3, bytes: 252 },
-    { source: 'filter/VGW-FROM-10/bbbb', metric: 'forwarded', labels: { from: 'office', to: 'uplink', action: 'accept' }, packets: 5, bytes: 500 },
-    { source: 'nat/VGW-POSTROUTING/dddd', metric: 'nat', labels: { vlan: 'office', kind: 'masquerade' }, packets: 2, bytes: 120 },
+    { source: 'aaaa', metric: 'forwarded', labels: { from: 'office', to: 'lab', action: 'accept' }, packets: 3, bytes: 252 },
+    { source: 'bbbb', metric: 'forwarded', labels: { from: 'office', to: 'uplink', action: 'accept' }, packets: 5, bytes: 500 },
+    { source: 'dddd', metric: 'nat', labels: { vlan: 'office', kind: 'masquerade' }, packets: 2, bytes: 120 },
   ]);
 });
 
@@ -86,7 +86,7 @@ test('ruleSamples adds the accounting set\'s members (established traffic per pa
   }]]);
   const samples = ruleSamples(desired, { filter: table({}), nat: table({}) }, sets);
   t.deepEqual(samples, [
-    { source: 'set/VGW-PAIRS-0/192.168.10.0/24,eth2', metric: 'forwarded', labels: { from: 'office', to: 'lab', action: 'accept' }, packets: 40, bytes: 3360 },
+    { source: '192.168.10.0/24,eth2', metric: 'forwarded', labels: { from: 'office', to: 'lab', action: 'accept' }, packets: 40, bytes: 3360 },
   ]);
   t.deepEqual(ruleSamples(desired, { filter: table({}), nat: table({}) }), [], 'no ipset tool: no set samples');
 });
@@ -114,7 +114,7 @@ test('ruleSamples over a real apply: every label is a VLAN name or uplink, never
     if (s.metric === 'forwarded') t.true(zones.has(s.labels.from!) && zones.has(s.labels.to!), JSON.stringify(s.labels));
     else t.true(['office', 'lab'].includes(s.labels.vlan!) && ['masquerade', 'snat', 'dnat'].includes(s.labels.kind!), JSON.stringify(s.labels));
   }
-  const officeToLab = samples.filter((s: Sample) => s.labels.from === 'office' && s.labels.to === 'lab' && !s.source.startsWith('set/'));
+  const officeToLab = samples.filter((s: Sample) => s.labels.from === 'office' && s.labels.to === 'lab' && !s.source.includes(','));
   t.true(officeToLab.length >= 1);
   t.true(officeToLab.every((s) => s.packets === 4 && s.bytes === 336), JSON.stringify(officeToLab));
   t.true(samples.some((s) => s.metric === 'nat' && s.labels.vlan === 'office' && s.labels.kind === 'dnat'), 'the port forward');
@@ -160,4 +160,11 @@ test('MonotonicCounters over a chain rewrite: the Prometheus counter keeps growi
   }
   t.deepEqual(exported, [0, 12, 30, 30, 34, 39]);
   t.true(exported.every((v, i) => i === 0 || v >= exported[i - 1]!), 'monotonic');
+});
+
+test('MonotonicCounters: a packets/bytes pair under one key resets and counts like two single counters', (t) => {
+  const mono = new MonotonicCounters();
+  const readings: Array<[number, number]> = [[4, 336], [10, 840], [2, 168], [2, 168], [7, 588]];
+  t.deepEqual(readings.map(([p, b]) => mono.deltas('192.168.10.0/24,eth2', p, b)), [[4, 336], [6, 504], [2, 168], [0, 0], [5, 420]]);
+  t.deepEqual(mono.deltas('another', 1, 100), [1, 100], 'keys are independent');
 });
