@@ -18,8 +18,8 @@ import { startupBench } from './startup.js';
 import { supervisorBench } from './supervisor-bench.js';
 
 const SIZES: readonly ApplyOptions[] = [
-  { label: '1k', shape: { vlans: 20, partners: 2, rulesPerPair: 12, uplink: true }, perRule: true, oneVlanChange: true },
-  { label: '10k', shape: { vlans: 96, partners: 1, rulesPerPair: 5, uplink: true }, perRule: false, oneVlanChange: true },
+  { label: '1k', shape: { vlans: 20, partners: 2, rulesPerPair: 20, uplink: true }, perRule: true, oneVlanChange: true },
+  { label: '10k', shape: { vlans: 96, partners: 2, rulesPerPair: 46, uplink: true }, perRule: false, oneVlanChange: true },
 ];
 const FORWARDING_SHAPE = { vlans: 100, partners: 1, rulesPerPair: 5, uplink: false };
 

@@ -11,7 +11,7 @@ import type { Desired } from '../plan/types.js';
 export interface Sample {
   /**
    * Identifies the counter across readings: a rule's hash (it covers table, chain and body), or a set member
-   * (each (net, NIC) member is in exactly one of our sets). Strings the desired state already holds: at 100
+   * (each (net, NIC) member is in exactly one accounting set). Strings the desired state already holds: at 100
    * VLANs there are 19,000 of them, and the collector keeps one reading per source.
    */
   readonly source: string;
@@ -41,7 +41,7 @@ export function ruleSamples(desired: Desired, tables: Readonly<Record<TableName,
     if (!saved) continue;
     for (const member of set.members) {
       const counters = saved.members.get(member.member);
-      if (!counters) continue;
+      if (!counters || member.from === undefined || member.to === undefined) continue; // a NIC set counts nothing
       samples.push({
         source: member.member, metric: 'forwarded',
         labels: { from: member.from, to: member.to, action: 'accept' }, packets: counters.packets, bytes: counters.bytes,

@@ -13,6 +13,8 @@ export const ACCOUNTING_SET = 'VGW-PAIRS';
 /** Destinations per accounting set (below the 64 members with one hash that a bucket holds). */
 export const ACCOUNTING_SHARD = 48;
 export const ACCOUNTING_SET_TYPE = 'hash:net,iface';
+/** The zones' NICs (as "any address, this NIC"), for accepting new connections to any zone in one lookup. */
+export const NIC_SET = 'VGW-NICS';
 /** The uplink's "any address" as two halves: hash:net types cannot hold a /0. */
 export const ANY_HALVES = ['0.0.0.0/1', '128.0.0.0/1'];
 export const FORWARD_CHAIN = 'VGW-FORWARD';

@@ -44,11 +44,12 @@ export interface Jump {
   readonly note?: string;
 }
 
-/** An ipset of ours; the accounting set's members say which pair of zones each one counts. */
+/** An ipset of ours. An accounting set's members say which pair of zones each one counts; a NIC set's
+ *  members (any address, a zone's NIC) say only which NICs are ours, and count nothing. */
 export interface DesiredSet {
   readonly name: string;
   readonly type: string;
-  readonly members: ReadonlyArray<{ readonly member: string; readonly from: Zone; readonly to: Zone }>;
+  readonly members: ReadonlyArray<{ readonly member: string; readonly from?: Zone; readonly to?: Zone }>;
 }
 
 export interface DesiredAddress {

@@ -4,7 +4,7 @@
  */
 import { parsePorts } from '../config/validate.js';
 import { broadcastOf, contains, networkOf, parseAddress, parseCidr } from '../net/ipv4.js';
-import { ACCOUNTING_SET, ACCOUNTING_SET_TYPE, ACCOUNTING_SHARD, ANY_HALVES } from './chains.js';
+import { ACCOUNTING_SET, ACCOUNTING_SET_TYPE, ACCOUNTING_SHARD, ANY_HALVES, NIC_SET } from './chains.js';
 import type { DesiredSet, Zone } from './types.js';
 
 export interface ZoneModel {
@@ -75,6 +75,21 @@ export function accountingSets(zones: readonly ZoneModel[]): DesiredSet[] {
       if (from === to) continue;
       for (const net of from.subnet === null ? ANY_HALVES : [from.subnet]) set.members.push({ member: `${net},${to.nic}`, from: from.name, to: to.name });
     }
+  });
+  return sets;
+}
+
+/**
+ * The zones' NICs, each as the two halves of "any address" with the NIC (hash:net,iface, matched `dst,dst`): a
+ * new connection out of one of these NICs is headed into a zone of ours, wherever it goes in it. Sharded like
+ * the accounting sets (each half holds one member per NIC of its set).
+ */
+export function nicSets(zones: readonly ZoneModel[]): DesiredSet[] {
+  const sets: Array<{ name: string; type: string; members: Array<{ member: string }> }> = [];
+  zones.forEach((zone, index) => {
+    const shard = Math.floor(index / ACCOUNTING_SHARD);
+    const set = sets[shard] ?? (sets[shard] = { name: `${NIC_SET}-${shard}`, type: ACCOUNTING_SET_TYPE, members: [] });
+    for (const half of ANY_HALVES) set.members.push({ member: `${half},${zone.nic}` });
   });
   return sets;
 }

@@ -11,7 +11,7 @@ import test from 'ava';
 import type { Config } from '../../src/config/schema.js';
 import { labCheck, labDown, runProbe, startAgent, type LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import { buildLab, cli, exampleDocument, outcomes, removeScratch, runner, save, writeConfig } from './gateway-harness.js';
+import { buildLab, cli, exampleDocument, inNs, outcomes, removeScratch, runner, save, writeConfig } from './gateway-harness.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const name = uniqueLabName('g');
@@ -68,6 +68,35 @@ kernel(`the write-up's example: VLANs reach each other both ways and the Interne
   });
   t.is(topology.uplink.routerAddress, '203.0.113.2');
   t.true(result.ok, 'lab check agrees with what the config allows');
+});
+
+// Under `default: accept` with ipset, the pairs without rules are accepted by set lookups. The accounting set
+// matches (source net, outgoing NIC): towards a VLAN any source matches (the uplink's "any" members), but towards
+// the uplink only the VLANs' subnets do, so a host that routes another network (here 10.99.0.5, behind office's
+// client) gets out through the NIC-set lookup. It is not masqueraded (MASQUERADE is per VLAN subnet), so the
+// Internet side routes 10.99.0.5 back to the router here.
+kernel(`a source outside its VLAN's subnet (a network routed behind a VLAN host) is still forwarded${NEEDS_ROOT}`, async (t) => {
+  const applied = await apply(files.masquerade.path);
+  t.is(applied.code, 0, applied.stderr);
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  t.regex(await save(router, 'nft', '-t', 'filter'), /--match-set VGW-NICS-0 dst,dst/, 'the compact branch is what is under test');
+  await inNs(office.client.namespace, 'ip', 'address', 'add', '10.99.0.5/32', 'dev', office.client.interface);
+  await inNs(router, 'ip', 'route', 'add', '10.99.0.5/32', 'via', office.client.address, 'dev', office.routerInterface);
+  await inNs(topology.inet, 'ip', 'route', 'add', '10.99.0.5/32', 'via', topology.uplink.routerAddress);
+  const pingFrom = (target: string) => runner.run(['ip', 'netns', 'exec', office.client.namespace, 'ping', '-c', '2', '-i', '0.2', '-W', '1', '-I', '10.99.0.5', target], { allowFailure: true });
+  try {
+    for (const target of [lab.client.address, topology.uplink.internetHost]) {
+      const ping = await pingFrom(target);
+      t.is(ping.exitCode, 0, `10.99.0.5 → ${target}: ${ping.stdout}${ping.stderr}`);
+    }
+    // Hairpin (in and out of the same VLAN NIC) stays dropped, as without the sets.
+    t.regex(await save(router, 'nft', '-t', 'filter'), new RegExp(`-A VGW-FROM-10 -o ${office.routerInterface} .*-j DROP`));
+  } finally {
+    await inNs(topology.inet, 'ip', 'route', 'del', '10.99.0.5/32');
+    await inNs(router, 'ip', 'route', 'del', '10.99.0.5/32');
+    await inNs(office.client.namespace, 'ip', 'address', 'del', '10.99.0.5/32', 'dev', office.client.interface);
+  }
 });
 
 kernel(`a port forward on the uplink (2222) reaches the VLAN host's port 22${NEEDS_ROOT}`, async (t) => {

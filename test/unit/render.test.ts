@@ -32,14 +32,14 @@ async function readConfig(path: string): Promise<Config> {
   return (await loadConfig(root(path))).config;
 }
 
-/** Synthetic facts, minus the NICs a fixture wants missing (not attached yet). */
-function factsFor(config: Config, missing: readonly string[] = []): Facts {
+/** Synthetic facts, minus the NICs a fixture wants missing (not attached yet); with an ipset tool, or without. */
+function factsFor(config: Config, missing: readonly string[] = [], ipset = false): Facts {
   const facts = syntheticFacts(config);
-  return { ...facts, links: facts.links.filter((l) => !missing.includes(l.name)) };
+  return { ...facts, links: facts.links.filter((l) => !missing.includes(l.name)), ...(ipset ? { sets: new Map() } : {}) };
 }
 
-function planFresh(config: Config, templates: Templates, missing: readonly string[] = []): Plan {
-  const facts = factsFor(config, missing);
+function planFresh(config: Config, templates: Templates, missing: readonly string[] = [], ipset = false): Plan {
+  const facts = factsFor(config, missing, ipset);
   return diff(planDesired(config, facts, templates), facts);
 }
 
@@ -56,12 +56,14 @@ const fixtures = [
   ...fixtureNames.sort().map((name) => ({ name, path: `test/fixtures/${name}.yaml` })),
 ];
 
-for (const { name, path } of fixtures) {
-  test(`golden restore text: ${name}`, async (t) => {
+// Each fixture twice: without the ipset tool (every pair branched by its NIC), and with it (replies counted per
+// pair by the accounting sets; under `default: accept` the pairs without rules are accepted by set lookups).
+for (const { name, path } of fixtures) for (const ipset of [false, true]) {
+  test(`golden restore text: ${name}${ipset ? ' (with ipset)' : ''}`, async (t) => {
     const config = await readConfig(path);
     const templates = await loadTemplates(config.rules.dir);
-    const actual = payloads(planFresh(config, templates, MISSING[name]));
-    const goldenPath = root(`test/golden/${name}.restore`);
+    const actual = payloads(planFresh(config, templates, MISSING[name], ipset));
+    const goldenPath = root(`test/golden/${name}${ipset ? '.ipset' : ''}.restore`);
     if (UPDATE) {
       await writeFile(goldenPath, actual);
       t.log(`wrote ${goldenPath}`);
