@@ -98,14 +98,17 @@ export class RecordingRunner implements CommandRunner {
 }
 
 /**
- * Where the time of one reconcile went, from its command records: observe (start until the last read ends;
- * the reads run in parallel), parse + plan (until the first write starts: pure JS), then the writes by kind
- * (iptables restores, ipset restores, `ip addr`, the rest).
+ * Where the time of one reconcile went, from its command records: observe (start until the last read ends; the
+ * reads run in parallel, and the planner renders beside them once the interfaces are read), parse + plan (after
+ * the last read until the first write starts: pure JS), the writes' wall time (first write to the end: the
+ * apply's stages run independent writes side by side), and each kind's busy time within it (iptables restores,
+ * ipset restores, `ip addr`, the rest), which add up to more than the wall time when they overlap.
  */
 export interface Breakdown {
   readonly total: number;
   readonly observe: number;
   readonly plan: number;
+  readonly writes: number;
   readonly restore: number;
   readonly ipset: number;
   readonly address: number;
@@ -125,6 +128,7 @@ export function breakdown(records: readonly CommandRecord[], start: number, end:
     total: end - start,
     observe: observeEnd - start,
     plan: firstWrite - observeEnd,
+    writes: end - firstWrite,
     restore: sum('restore'),
     ipset: sum('ipset'),
     address: sum('address'),
