@@ -12,10 +12,12 @@ import { privilegeHint, sysctlHint } from './hints.js';
 
 export interface ApplyObserver {
   restore?(table: string, ok: boolean): void;
+  /** The rules, addresses and ip_forward are in place (the accounting sets' members may still be being written). */
+  forwarding?(): void;
 }
 
 export class ApplyError extends Error {
-  override readonly name = 'ApplyError';
+  override readonly name: string = 'ApplyError';
   constructor(
     message: string,
     readonly step: Step,
@@ -23,6 +25,14 @@ export class ApplyError extends Error {
     readonly rollbackErrors: readonly string[],
   ) {
     super(message);
+  }
+}
+
+/** Only the accounting sets' members failed: nothing was rolled back, because forwarding does not depend on them. */
+export class AccountingError extends ApplyError {
+  override readonly name = 'AccountingError';
+  constructor(message: string, step: Step) {
+    super(message, step, false, []);
   }
 }
 
@@ -227,19 +237,22 @@ interface Task {
  * The plan's steps as stages; the tasks of one stage are independent and run at once (2 cores: a 10k-rule filter
  * restore and a 9k-member ipset fill overlap instead of adding up). In order:
  *   0. sysctls the plan puts before its tables (ip_forward=0 on the way out: fail closed first);
- *   1. the address/link/route batch, and the creation of new sets (empty: the tables' rules need them to exist);
- *   2. each table's restore, and the members of every set in one `ipset restore`;
+ *   1. the address/link/route batch, and one `ipset restore` creating new sets (the tables' rules need them to
+ *      exist) and writing the members of verdict sets (the rules decide on them);
+ *   2. each table's restore;
  *   3. sets no longer wanted (after the tables stopped referring to them);
  *   4. the other sysctls (ip_forward=1 only once the FORWARD policy is in place).
+ * Beside them, `accounting`: the accounting sets' members, one `ipset restore` started with stage 2. No verdict
+ * depends on them (see SetRole), so forwarding does not wait for them; the apply does.
  */
-function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[], observer: ApplyObserver): Task[][] {
+function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[], observer: ApplyObserver): { stages: Task[][]; accounting?: Task } {
   const out: Task[][] = [[], [], [], [], []];
   const firstTable = steps.findIndex((s) => s.kind === 'table');
   const address = steps.filter(isAddressStep);
   if (address.length > 0) out[1]!.push({ step: address[0]!, run: () => runAddressBatch(runner, address) });
-  const creates: Array<{ line: string; undo?: string; step: Step }> = [];
-  const members: Array<{ line: string; undo?: string; step: Step }> = [];
-  const destroys: Array<{ line: string; undo?: string; step: Step }> = [];
+  const before: SetLine[] = [];
+  const counting: SetLine[] = [];
+  const destroys: SetLine[] = [];
   steps.forEach((step, i) => {
     switch (step.kind) {
       case 'sysctl':
@@ -248,12 +261,14 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
       case 'table':
         out[2]!.push({ step, run: () => runTable(runner, backend, step, observer) });
         break;
-      case 'set-update':
-        if (step.create) creates.push({ line: setCreate(step.set, step.type), undo: `destroy ${step.set}`, step });
+      case 'set-update': {
+        if (step.create) before.push({ line: setCreate(step.set, step.type), undo: `destroy ${step.set}`, step });
+        const members = step.role === 'verdict' ? before : counting;
         for (const m of step.del) members.push({ line: `del ${step.set} ${m} -exist`, undo: `add ${step.set} ${m} -exist`, step });
         // A created set is destroyed by its own undo: its members need none.
         for (const m of step.add) members.push({ line: `add ${step.set} ${m} -exist`, ...(step.create ? {} : { undo: `del ${step.set} ${m} -exist` }), step });
         break;
+      }
       case 'set-destroy':
         destroys.push({
           line: `destroy ${step.set}`,
@@ -265,27 +280,56 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
         break; // address steps: the batch above
     }
   });
-  const script = (lines: typeof creates): Task[] => (lines.length > 0 ? [{ step: lines[0]!.step, run: () => runSetScript(runner, lines) }] : []);
-  out[1]!.push(...script(creates));
-  out[2]!.push(...script(members));
-  out[3]!.push(...script(destroys));
-  return out.filter((stage) => stage.length > 0);
+  const script = (lines: SetLine[]): Task | undefined => (lines.length > 0 ? { step: lines[0]!.step, run: () => runSetScript(runner, lines) } : undefined);
+  for (const [stage, lines] of [[1, before], [3, destroys]] as const) {
+    const task = script(lines);
+    if (task) out[stage]!.push(task);
+  }
+  const accounting = script(counting);
+  return { stages: out, ...(accounting ? { accounting } : {}) };
 }
 
-/** Applies every step or, on failure, none: throws ApplyError after undoing what had been done. */
+type SetLine = { line: string; undo?: string; step: Step };
+type Settled = PromiseSettledResult<Undo | undefined>;
+const settle = (promise: Promise<Undo | undefined>): Promise<Settled> =>
+  promise.then((value) => ({ status: 'fulfilled', value }), (reason: unknown) => ({ status: 'rejected', reason }));
+
+/** The failure, the step it belongs to, and whether undoing part of a batch failed with it. */
+function unpack(caught: unknown, fallback: Step): { failed: Step; error: unknown; undoErrors: string[]; partial: boolean } {
+  const failed = caught instanceof StepFailed ? caught.step : fallback;
+  const cause = caught instanceof StepFailed ? caught.cause : caught;
+  return {
+    failed,
+    error: cause instanceof UndoFailed ? cause.original : cause,
+    undoErrors: cause instanceof UndoFailed ? [String((cause.undoError as Error)?.message ?? cause.undoError)] : [],
+    partial: caught instanceof StepFailed && caught.partial,
+  };
+}
+
+/**
+ * Applies every step or, on failure, none: throws ApplyError after undoing what had been done. The one exception is
+ * the accounting sets' members: when only they fail, forwarding is in place and stays, and AccountingError says so
+ * (the next pass writes the missing members; nothing decides on them). `observer.forwarding` is called once the
+ * rules, addresses and ip_forward are in place, which may be before the accounting members are.
+ */
 export async function applyPlan(runner: CommandRunner, backend: Backend, plan: Plan, observer: ApplyObserver = {}): Promise<void> {
+  const { stages: list, accounting } = stages(runner, backend, plan.steps, observer);
   const undos: Undo[] = [];
-  for (const stage of stages(runner, backend, plan.steps, observer)) {
+  let filling: Promise<Settled> | undefined;
+  for (let i = 0; i < list.length; i++) {
+    if (i === 2 && accounting) filling = settle(accounting.run());
+    const stage = list[i]!;
+    if (stage.length === 0) continue;
     const results = await Promise.allSettled(stage.map((task) => task.run()));
     for (const r of results) if (r.status === 'fulfilled' && r.value) undos.push(r.value);
     const index = results.findIndex((r) => r.status === 'rejected');
     if (index === -1) continue;
-    // The first failure in plan order is the one reported; everything applied so far, this stage included, is undone.
-    const caught = (results[index] as PromiseRejectedResult).reason as unknown;
-    const failed = caught instanceof StepFailed ? caught.step : stage[index]!.step;
-    const cause = caught instanceof StepFailed ? caught.cause : caught;
-    const error = cause instanceof UndoFailed ? cause.original : cause;
-    const rollbackErrors: string[] = cause instanceof UndoFailed ? [String((cause.undoError as Error)?.message ?? cause.undoError)] : [];
+    // The first failure in plan order is the one reported; everything applied so far, this stage and the
+    // accounting members included (once written: nothing is undone under a running fill), is undone.
+    const filled = filling ? await filling : undefined;
+    if (filled?.status === 'fulfilled' && filled.value) undos.push(filled.value);
+    const { failed, error, undoErrors, partial } = unpack((results[index] as PromiseRejectedResult).reason, stage[index]!.step);
+    const rollbackErrors = [...undoErrors];
     for (const undo of undos.reverse()) {
       try {
         await undo();
@@ -293,11 +337,18 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
         rollbackErrors.push(String((undoError as Error).message));
       }
     }
-    const partial = caught instanceof StepFailed && caught.partial;
     const rolled = rollbackErrors.length > 0 ? `rollback failed too: ${rollbackErrors.join('; ')}`
       : undos.length > 0 ? 'the steps already done were rolled back'
       : partial ? 'the lines before it were undone' : 'nothing had been changed';
     throw new ApplyError(`${describeStep(failed)} failed: ${explain(failed, error)}\n(${rolled})`, failed, rollbackErrors.length === 0, rollbackErrors);
   }
+  observer.forwarding?.();
+  const filled = filling ? await filling : undefined;
   announce(runner, plan.steps);
+  if (filled?.status === 'rejected') {
+    const { failed, error } = unpack(filled.reason, accounting!.step);
+    const what = failed.kind === 'set-update' ? `writing the members of ipset ${failed.set}` : describeStep(failed);
+    throw new AccountingError(`${what} failed: ${explain(failed, error)}\n(the rules, addresses and ip_forward are in place and stay; `
+      + 'only the per-VLAN-pair counting is incomplete, until the next pass writes the missing members)', failed);
+  }
 }

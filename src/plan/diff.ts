@@ -160,7 +160,7 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
     const add = [...want].filter((m) => !have?.members.has(m));
     const del = have ? [...have.members.keys()].filter((m) => !want.has(m)) : [];
     if (!have || add.length > 0 || del.length > 0) {
-      steps.push({ kind: 'set-update', set: set.name, type: set.type, create: !have, add, del });
+      steps.push({ kind: 'set-update', set: set.name, type: set.type, role: set.role, create: !have, add, del });
     }
   }
   // The FORWARD jump remembers that forwarding was off before us; a supervisor that re-adds a deleted jump

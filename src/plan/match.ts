@@ -31,7 +31,10 @@ export function matchUplink(config: Config, facts: BindingFacts): UplinkBinding 
     return nic ? { nic } : { note: `waiting for ${describeRef(ref)}` };
   }
   const subnets = config.vlans.map((v) => parseCidr(v.subnet)!);
-  const inVlan = (l: Link) => l.addresses.some((a) => subnets.some((s) => contains(s, parseAddress(a.address)!)));
+  const inVlan = (l: Link) => l.addresses.some((a) => {
+    const address = parseAddress(a.address)!;
+    return subnets.some((s) => contains(s, address));
+  });
   const candidates = links.filter((l) => !inVlan(l));
   const gw = gateway === undefined ? undefined : parseAddress(gateway);
   if (gw !== undefined) {

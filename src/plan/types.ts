@@ -3,6 +3,7 @@ import type { Vlan } from '../config/schema.js';
 import type { Link, Route, TableName } from '../observe/facts.js';
 
 export type Zone = string; // a VLAN name or 'uplink'
+export type SetRole = 'accounting' | 'verdict';
 export const UPLINK: Zone = 'uplink';
 
 export interface VlanBinding {
@@ -44,11 +45,16 @@ export interface Jump {
   readonly note?: string;
 }
 
-/** An ipset of ours. An accounting set's members say which pair of zones each one counts; a NIC set's
- *  members (any address, a zone's NIC) say only which NICs are ours, and count nothing. */
+/**
+ * An ipset of ours. An accounting set's members say which pair of zones each one counts; no verdict depends on
+ * them, so they are written beside the tables and do not hold up forwarding. A verdict set's members (any
+ * address, a zone's NIC: "this NIC is ours") decide whether a new connection is accepted, so they are in place
+ * before the tables that match on them; they count nothing.
+ */
 export interface DesiredSet {
   readonly name: string;
   readonly type: string;
+  readonly role: SetRole;
   readonly members: ReadonlyArray<{ readonly member: string; readonly from?: Zone; readonly to?: Zone }>;
 }
 
@@ -98,8 +104,11 @@ export type Step =
     readonly chains: readonly ChainChange[];
     readonly jumps: readonly JumpChange[];
   }
-  /** Creates the set if needed and adds / deletes members; runs before the tables that match on it. */
-  | { readonly kind: 'set-update'; readonly set: string; readonly type: string; readonly create: boolean; readonly add: readonly string[]; readonly del: readonly string[] }
+  /** Creates the set if needed (before the tables that match on it) and adds / deletes members (see SetRole). */
+  | {
+    readonly kind: 'set-update'; readonly set: string; readonly type: string; readonly role: SetRole; readonly create: boolean;
+    readonly add: readonly string[]; readonly del: readonly string[];
+  }
   /** Removes a set no longer wanted; runs after the tables stopped matching on it. */
   | { readonly kind: 'set-destroy'; readonly set: string; readonly type: string; readonly members: readonly string[] }
   | { readonly kind: 'sysctl'; readonly key: string; readonly value: string; readonly previous?: string };

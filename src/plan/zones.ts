@@ -67,10 +67,10 @@ export function zoneResolver(zones: readonly ZoneModel[]): (ref: string) => { zo
  * source's members are spread over sets by destination, at most ACCOUNTING_SHARD per set.
  */
 export function accountingSets(zones: readonly ZoneModel[]): DesiredSet[] {
-  const sets: Array<{ name: string; type: string; members: Array<{ member: string; from: Zone; to: Zone }> }> = [];
+  const sets: Array<{ name: string; type: string; role: 'accounting'; members: Array<{ member: string; from: Zone; to: Zone }> }> = [];
   zones.forEach((to, toIndex) => {
     const shard = Math.floor(toIndex / ACCOUNTING_SHARD);
-    const set = sets[shard] ?? (sets[shard] = { name: `${ACCOUNTING_SET}-${shard}`, type: ACCOUNTING_SET_TYPE, members: [] });
+    const set = sets[shard] ?? (sets[shard] = { name: `${ACCOUNTING_SET}-${shard}`, type: ACCOUNTING_SET_TYPE, role: 'accounting', members: [] });
     for (const from of zones) {
       if (from === to) continue;
       for (const net of from.subnet === null ? ANY_HALVES : [from.subnet]) set.members.push({ member: `${net},${to.nic}`, from: from.name, to: to.name });
@@ -85,10 +85,10 @@ export function accountingSets(zones: readonly ZoneModel[]): DesiredSet[] {
  * the accounting sets (each half holds one member per NIC of its set).
  */
 export function nicSets(zones: readonly ZoneModel[]): DesiredSet[] {
-  const sets: Array<{ name: string; type: string; members: Array<{ member: string }> }> = [];
+  const sets: Array<{ name: string; type: string; role: 'verdict'; members: Array<{ member: string }> }> = [];
   zones.forEach((zone, index) => {
     const shard = Math.floor(index / ACCOUNTING_SHARD);
-    const set = sets[shard] ?? (sets[shard] = { name: `${NIC_SET}-${shard}`, type: ACCOUNTING_SET_TYPE, members: [] });
+    const set = sets[shard] ?? (sets[shard] = { name: `${NIC_SET}-${shard}`, type: ACCOUNTING_SET_TYPE, role: 'verdict', members: [] });
     for (const half of ANY_HALVES) set.members.push({ member: `${half},${zone.nic}` });
   });
   return sets;

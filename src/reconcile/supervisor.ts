@@ -128,7 +128,14 @@ export class Supervisor {
     this.lastStart = this.now();
     const started = performance.now();
     const endTimer = this.metrics.reconcileSeconds.startTimer({ trigger });
-    const observer: ApplyObserver = { restore: (table, ok) => this.metrics.restores.inc({ table, result: ok ? 'success' : 'failure' }) };
+    const observer: ApplyObserver = {
+      restore: (table, ok) => this.metrics.restores.inc({ table, result: ok ? 'success' : 'failure' }),
+      // Ready means forwarding as configured: the accounting sets' members may still be being written (no verdict
+      // depends on them), and if only they fail, the pass fails and is retried, but the router stays ready.
+      forwarding: () => {
+        this.ready = true;
+      },
+    };
     const { config, templates } = this.current;
     try {
       const { facts, plan } = await reconcileOnce(this.runner, config, templates, {

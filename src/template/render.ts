@@ -20,14 +20,9 @@ function compile(source: string, file: string): Handlebars.TemplateDelegate {
   const key = `${file}\u0000${source}`;
   let template = cache.get(key);
   if (!template) {
-    const options = { strict: true, noEscape: true };
-    try {
-      // Handlebars compiles lazily; parse now so a syntax error is reported as a template error, up front.
-      engine.precompile(source, options);
-    } catch (error) {
-      throw new TemplateError(file, firstLine(error));
-    }
-    template = engine.compile(source, options);
+    // Compiled on its first call, which renderRules makes at once: a syntax error surfaces there, as a
+    // TemplateError like any other (compiling ahead as well would parse and generate every template twice).
+    template = engine.compile(source, { strict: true, noEscape: true });
     cache.set(key, template);
   }
   return template!;

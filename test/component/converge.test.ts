@@ -10,7 +10,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { readFile, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { ApplyError } from '../../src/apply/apply.js';
+import { AccountingError, ApplyError } from '../../src/apply/apply.js';
 import { exitCodeOf } from '../../src/cli/errors.js';
 import { inNamespace } from '../../src/exec/runner.js';
 import { PlanError } from '../../src/plan/check.js';
@@ -575,6 +575,41 @@ test('a changed default route and a NIC that was down: the route is put back on 
   await apply(ns, moved);
   t.regex(ns.snapshot(), /^default via 203\.0\.113\.254 dev eth0$/m);
   t.deepEqual((await apply(ns, moved)).plan.steps, []);
+});
+
+// The accounting sets only count (no rule decides on their members), so their members are written beside the
+// tables and a failure there does not take forwarding down; the NIC sets decide, so theirs come first.
+test('an accounting-set fill that fails: AccountingError, forwarding stays in place, and the next pass fills the sets', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  const fresh = await freshSnapshot({ name: 'lab', yaml: labText, nics: ['eth1', 'eth2'] });
+  ns.failOn((argv, input) => argv[0] === 'ipset' && (input ?? '').includes('add VGW-PAIRS-0 '), { stderr: 'ipset v7.17: Error in line 1: Kernel error received: Cannot allocate memory\n' });
+  let forwarding = false;
+  const error = await t.throwsAsync(reconcileOnce(ns, lab, await templatesFor(lab), { observer: { forwarding: () => (forwarding = true) } }), { instanceOf: AccountingError });
+  t.true(forwarding, 'the forwarding callback came first: the rules, addresses and ip_forward were in place');
+  t.like(error!.step, { kind: 'set-update', set: 'VGW-PAIRS-0', role: 'accounting' });
+  t.regex(error!.message, /^writing the members of ipset VGW-PAIRS-0 failed: ipset restore: .*Cannot allocate memory/);
+  t.regex(error!.message, /\(the rules, addresses and ip_forward are in place and stay; only the per-VLAN-pair counting is incomplete/);
+  t.is(exitCodeOf(error), 1);
+  const state = ns.snapshot();
+  t.regex(state, /^-A VGW-FROM-10 .*--match-set VGW-PAIRS-0 src,dst -j ACCEPT$/m, 'the rules are in place');
+  t.regex(state, /^net\.ipv4\.ip_forward = 1$/m);
+  t.regex(state, /^add VGW-NICS-0 0\.0\.0\.0\/1,eth1$/m, 'the verdict set is filled');
+  t.notRegex(state, /^add VGW-PAIRS-0 /m, 'the accounting set is empty');
+
+  ns.clearFaults();
+  const again = await apply(ns, lab);
+  t.deepEqual(again.plan.steps.map((s) => s.kind), ['set-update'], 'the next pass only writes the missing members');
+  t.is(ns.snapshot(), fresh);
+});
+
+test('the verdict sets are filled before the tables that decide on them; the accounting members are written beside them', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await apply(ns, lab);
+  const writes = ns.history.filter((c) => /ipset restore|iptables-nft-restore/.test(c));
+  const nics = writes.findIndex((c) => c.startsWith('ipset restore'));
+  const filter = writes.findIndex((c) => c.startsWith('iptables-nft-restore'));
+  t.true(nics !== -1 && nics < filter, writes.join('\n'));
+  t.is(writes.filter((c) => c.startsWith('ipset restore')).length, 2, 'creates + verdict members, then accounting members');
 });
 
 test('when the rollback fails too, the error says so and ApplyError.rolledBack is false', async (t) => {

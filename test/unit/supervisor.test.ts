@@ -282,6 +282,20 @@ test('a failed apply leaves the previous rules in place, and the change is retri
   t.not(r.ns.snapshot(), before);
 });
 
+test('ready once forwarding is in place: a start whose accounting-set fill fails is ready, fails, and is retried until the sets are filled', async (t) => {
+  const r = rig(t, { backoffInitialMs: 150 });
+  r.ns.failOn((argv, input) => argv[0] === 'ipset' && (input ?? '').includes('add VGW-PAIRS-0 '), { stderr: 'ipset v7.17: Error in line 1: Kernel error received: Cannot allocate memory' });
+  r.supervisor.trigger('start');
+  await until('the failed start', () => r.supervisor.lastRecord?.result === 'failure');
+  t.true(r.supervisor.ready, 'the rules, addresses and ip_forward are in place: ready');
+  t.regex(r.ns.save(), /VGW-FROM-10/, 'and they stay');
+  t.true(r.supervisor.health().healthy, 'healthy until the health timeout');
+
+  r.ns.clearFaults();
+  await until('the retry', () => r.supervisor.lastRecord?.result === 'success', 3000);
+  t.regex(r.ns.saveSets(), /^add VGW-PAIRS-0 192\.168\.10\.0\/24,eth2$/m);
+});
+
 test('a missing capability is fatal: onFatal is told, with the error', async (t) => {
   const r = rig(t);
   let fatal: unknown;
