@@ -343,8 +343,8 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
     throw new ApplyError(`${describeStep(failed)} failed: ${explain(failed, error)}\n(${rolled})`, failed, rollbackErrors.length === 0, rollbackErrors);
   }
   observer.forwarding?.();
-  const filled = filling ? await filling : undefined;
   announce(runner, plan.steps);
+  const filled = filling ? await filling : undefined;
   if (filled?.status === 'rejected') {
     const { failed, error } = unpack(filled.reason, accounting!.step);
     const what = failed.kind === 'set-update' ? `writing the members of ipset ${failed.set}` : describeStep(failed);
