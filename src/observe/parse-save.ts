@@ -4,7 +4,24 @@
  */
 import type { SavedRule, SavedTable, TableName } from './facts.js';
 
-const HASH = /--comment "?vgw:([A-Za-z0-9_-]+)"?/;
+const RULE = /^(?:\[(\d+):(\d+)\] )?-A (\S+) ?(.*)$/;
+
+/** The hash in a `--comment vgw:<hash>` (quoted or not), or undefined. Hot at 10,000 rules: indexOf, no regex. */
+function hashOf(body: string): string | undefined {
+  let at = body.indexOf('--comment vgw:');
+  if (at !== -1) at += '--comment vgw:'.length;
+  else {
+    at = body.indexOf('--comment "vgw:');
+    if (at === -1) return undefined;
+    at += '--comment "vgw:'.length;
+  }
+  let end = at;
+  while (end < body.length && HASH_CHAR[body.charCodeAt(end)]) end++;
+  return end > at ? body.slice(at, end) : undefined;
+}
+
+/** [A-Za-z0-9_-] by character code. */
+const HASH_CHAR = Array.from({ length: 128 }, (_, c) => /[A-Za-z0-9_-]/.test(String.fromCharCode(c)));
 
 export function parseSave(text: string): Map<string, SavedTable> {
   const tables = new Map<string, SavedTable>();
@@ -25,14 +42,16 @@ export function parseSave(text: string): Map<string, SavedTable> {
       const name = line.slice(1).split(' ')[0]!;
       chains.add(name);
     } else {
-      const m = /^(?:\[(\d+):(\d+)\] )?-A (\S+) ?(.*)$/.exec(line);
+      const m = RULE.exec(line);
       if (!m) continue;
       const chain = m[3]!;
       const body = m[4]!;
-      const hash = HASH.exec(body)?.[1];
-      const list = rules.get(chain) ?? [];
-      list.push({ body, packets: Number(m[1] ?? 0), bytes: Number(m[2] ?? 0), ...(hash ? { hash } : {}) });
-      rules.set(chain, list);
+      const hash = hashOf(body);
+      let list = rules.get(chain);
+      if (!list) rules.set(chain, (list = []));
+      const packets = Number(m[1] ?? 0);
+      const bytes = Number(m[2] ?? 0);
+      list.push(hash ? { body, packets, bytes, hash } : { body, packets, bytes });
     }
   }
   return tables;

@@ -8,14 +8,18 @@ import type { Facts, SavedRule, SavedTable, TableName } from '../observe/facts.j
 import { TABLES } from '../observe/facts.js';
 import { BUILTIN_CHAINS, FORWARDING_WAS_OFF, IP_FORWARD, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX } from './chains.js';
 import { verdictOf } from './rule-text.js';
-import type { ChainChange, Desired, DesiredChain, Jump, JumpChange, Plan, Step } from './types.js';
+import type { ChainChange, Desired, DesiredChain, DesiredRule, Jump, JumpChange, Plan, Step } from './types.js';
 
 interface TableDiff {
   readonly step?: Extract<Step, { kind: 'table' }>;
 }
 
-const sameSequence = (a: readonly (string | undefined)[], b: readonly string[]) =>
-  a.length === b.length && a.every((h, i) => h === b[i]);
+/** Does a saved chain hold exactly the desired rules, in order (by hash)? No arrays made: 10,000 rules a pass. */
+function sameRules(saved: readonly SavedRule[], desired: readonly DesiredRule[]): boolean {
+  if (saved.length !== desired.length) return false;
+  for (let i = 0; i < saved.length; i++) if (saved[i]!.hash !== desired[i]!.hash) return false;
+  return true;
+}
 
 /** Our jumps found in the built-in chains: hook → target → saved bodies (more than one means duplicates). */
 function savedJumps(table: SavedTable): Array<{ hook: string; target: string; body: string }> {
@@ -43,7 +47,7 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
     const before = saved.rules.get(chain.name) ?? [];
     if (!saved.chains.has(chain.name)) {
       changes.push({ chain: chain.name, change: 'create', added: chain.rules.map((r) => r.line), removed: [] });
-    } else if (!sameSequence(before.map((r) => r.hash), chain.rules.map((r) => r.hash))) {
+    } else if (!sameRules(before, chain.rules)) {
       const beforeHashes = new Set(before.map((r) => r.hash));
       const afterHashes = new Set(chain.rules.map((r) => r.hash));
       changes.push({
