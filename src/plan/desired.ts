@@ -4,8 +4,9 @@
  * of zones (each ready VLAN, plus the uplink) and, for each pair of zones, the forwarding rules that apply.
  *
  * Packet path in the filter table (short on purpose): FORWARD → VGW-FORWARD, which accepts replies first, then
- * branches once on the incoming NIC to VGW-FROM-<zone>, which branches once on the outgoing NIC either straight
- * to a verdict (pairs without rules) or to VGW-P-<from>-<to> holding that pair's rules. Pure.
+ * branches once on the incoming NIC to VGW-FROM-<zone>, which branches once on the outgoing NIC to
+ * VGW-P-<from>-<to> holding that pair's rules. The pairs without rules go straight to their verdict: one branch
+ * each, or, with ipset under `default: accept`, a few set lookups for all of them (the compact dispatch). Pure.
  */
 import type { Config } from '../config/schema.js';
 import { parseCidr } from '../net/ipv4.js';
