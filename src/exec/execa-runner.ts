@@ -1,8 +1,9 @@
 /**
  * The real runner, never a shell, LC_ALL=C. `run` (every read and write of a pass) spawns with node:child_process
  * directly: execa's stream machinery costs about 2 ms of main-thread time per call here (4.3 ms against 2.2 ms for
- * `true`, measured), and a pass runs up to ten commands, several in parallel. `start` (the long-running
- * `ip monitor`, the detached `arping`) keeps execa, where its line splitting and cleanup are worth it.
+ * `true`, measured), and a pass runs up to ten commands, several in parallel. So do fire-and-forget children
+ * (`arping`, up to one per VLAN at a start). A long-running child (`ip monitor`) keeps execa, where its line
+ * splitting and cleanup are worth it.
  */
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -56,11 +57,8 @@ export class ExecaRunner implements CommandRunner {
   start(argv: readonly string[], options: StartOptions = {}): Child {
     const [file, ...args] = argv;
     if (file === undefined) throw new Error('empty argv');
-    const child = execa(file, args, {
-      env, reject: false, stdin: 'ignore', stderr: 'ignore', buffer: false,
-      ...(options.detached ? { stdout: 'ignore', cleanup: false } : {}),
-    });
-    if (options.detached) child.unref();
+    if (options.detached) return fireAndForget(file, args);
+    const child = execa(file, args, { env, reject: false, stdin: 'ignore', stderr: 'ignore', buffer: false });
     const listeners: Array<(line: string) => void> = [];
     if (child.stdout) {
       const lines = createInterface({ input: child.stdout });
@@ -84,4 +82,26 @@ export class ExecaRunner implements CommandRunner {
       },
     };
   }
+}
+
+/**
+ * A child nobody reads from and nobody waits for (one unsolicited ARP per new gateway address: 100 at a start with
+ * 100 VLANs): a plain spawn with its output ignored, which does not keep this process alive.
+ */
+function fireAndForget(file: string, args: readonly string[]): Child {
+  const child = spawn(file, args, { env: childEnv, stdio: 'ignore' });
+  child.unref();
+  const exited = new Promise<number | null>((resolve) => {
+    child.once('error', () => resolve(null)); // not installed: nothing was started
+    child.once('exit', (code, signal) => resolve(signal ? null : code));
+  });
+  return {
+    pid: child.pid,
+    onLine: () => {},
+    exited,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
 }

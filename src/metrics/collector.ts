@@ -1,17 +1,18 @@
 /**
  * Reads kernel counters on a timer (never inside a scrape): rule and set counters for the forwarding and NAT
  * series, NIC statistics for the VLANs' interfaces, and conntrack occupancy. One `iptables-save -c`, one
- * `ipset save`, one `ip -s link` and one `sysctl` per tick, whatever the number of VLANs.
+ * `ipset save` (read line by line, never kept), one `ip -s link` and one `sysctl` per tick, whatever the number
+ * of VLANs.
  */
 import type { CommandRunner } from '../exec/runner.js';
 import type { Logger } from '../log.js';
 import type { Backend, Link } from '../observe/facts.js';
 import { parseIpAddr } from '../observe/parse-ip.js';
 import { parseSave, tableOf } from '../observe/parse-save.js';
-import { readSets, saveCommand } from '../observe/read.js';
+import { readSetsText, saveCommand } from '../observe/read.js';
 import type { Desired } from '../plan/types.js';
 import type { Counter } from 'prom-client';
-import { MonotonicCounters, ruleSamples } from './counters.js';
+import { forEachSetSample, MonotonicCounters, ruleSamples, type Sample } from './counters.js';
 import type { Metrics } from './metrics.js';
 
 export interface CollectorState {
@@ -56,13 +57,13 @@ export class StatsCollector {
     try {
       const [save, sets, links, conntrack] = await Promise.all([
         this.runner.run(saveCommand(backend)),
-        readSets(this.runner),
+        readSetsText(this.runner),
         this.runner.run(['ip', '-json', '-s', 'link', 'show']),
         this.runner.run(['sysctl', '-n', 'net.netfilter.nf_conntrack_count', 'net.netfilter.nf_conntrack_max'], { allowFailure: true }),
       ]);
       const tables = parseSave(save.stdout);
       const m = this.metrics;
-      for (const sample of ruleSamples(desired, { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') }, sets)) {
+      const add = (sample: Sample) => {
         const [packets, bytes] = (sample.metric === 'forwarded' ? [m.forwardedPackets, m.forwardedBytes] : [m.natPackets, m.natBytes]) as Counter<string>[];
         const [dp, db] = this.mono.deltas(sample.source, sample.packets, sample.bytes);
         // Series appear with their first packet: a 100-VLAN mesh would otherwise export 10,000 zero series.
@@ -70,7 +71,9 @@ export class StatsCollector {
           packets!.inc(sample.labels, dp);
           bytes!.inc(sample.labels, db);
         }
-      }
+      };
+      for (const sample of ruleSamples(desired, { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') })) add(sample);
+      if (sets !== undefined) forEachSetSample(desired, sets, add);
       this.interfaces(desired, parseIpAddr(links.stdout));
       const [count, max] = conntrack.stdout.trim().split('\n').map(Number);
       if (conntrack.exitCode === 0 && Number.isFinite(count) && Number.isFinite(max)) {

@@ -4,7 +4,8 @@
  * so labels are VLAN names, never rule text. Kernel counters restart at zero when a chain is rewritten, so
  * increments are taken per kernel counter (MonotonicCounters), then added up per label set. Pure.
  */
-import type { SavedSet, SavedTable, TableName } from '../observe/facts.js';
+import type { SavedTable, TableName } from '../observe/facts.js';
+import { forEachIpsetMember } from '../observe/parse-ipset.js';
 import type { Desired } from '../plan/types.js';
 
 /** One kernel counter (a rule, or a set member) and the labels it counts for. */
@@ -21,7 +22,7 @@ export interface Sample {
   readonly bytes: number;
 }
 
-export function ruleSamples(desired: Desired, tables: Readonly<Record<TableName, SavedTable>>, sets?: ReadonlyMap<string, SavedSet>): Sample[] {
+export function ruleSamples(desired: Desired, tables: Readonly<Record<TableName, SavedTable>>): Sample[] {
   const samples: Sample[] = [];
   for (const chain of desired.chains) {
     const saved = tables[chain.table].rules.get(chain.name) ?? [];
@@ -36,19 +37,40 @@ export function ruleSamples(desired: Desired, tables: Readonly<Record<TableName,
         : { source, metric: 'nat', labels: { vlan: rule.meaning.vlan, kind: rule.meaning.type }, packets, bytes });
     }
   }
-  for (const set of desired.sets) {
-    const saved = sets?.get(set.name);
-    if (!saved) continue;
-    for (const member of set.members) {
-      const counters = saved.members.get(member.member);
-      if (!counters || member.from === undefined || member.to === undefined) continue; // a NIC set counts nothing
-      samples.push({
-        source: member.member, metric: 'forwarded',
-        labels: { from: member.from, to: member.to, action: 'accept' }, packets: counters.packets, bytes: counters.bytes,
-      });
-    }
-  }
   return samples;
+}
+
+/** Per desired state: each accounting member's set and labels (made once, not at every reading). */
+type MemberLabels = { set: string; member: string; labels: Readonly<Record<string, string>> };
+const memberLabels = new WeakMap<Desired, Map<string, MemberLabels>>();
+
+function labelsOf(desired: Desired): Map<string, MemberLabels> {
+  let map = memberLabels.get(desired);
+  if (!map) {
+    map = new Map();
+    for (const set of desired.sets) {
+      for (const m of set.members) {
+        // A NIC set's members count nothing (no from/to).
+        if (m.from !== undefined && m.to !== undefined) map.set(m.member, { set: set.name, member: m.member, labels: { from: m.from, to: m.to, action: 'accept' } });
+      }
+    }
+    memberLabels.set(desired, map);
+  }
+  return map;
+}
+
+/**
+ * The accounting sets' counters in an `ipset save` text, joined to their pair of zones, one visit per member (no
+ * array of 10,000 samples per reading). A member in a set other than the one the desired state puts it in is not
+ * ours to count.
+ */
+export function forEachSetSample(desired: Desired, ipsetSave: string, visit: (sample: Sample) => void): void {
+  const labels = labelsOf(desired);
+  forEachIpsetMember(ipsetSave, (set, member, packets, bytes) => {
+    const known = labels.get(member);
+    // The desired state's own string as the key: the parsed one would keep the whole text it was cut from alive.
+    if (known?.set === set) visit({ source: known.member, metric: 'forwarded', labels: known.labels, packets, bytes });
+  });
 }
 
 /** Successive absolute readings → increments; a reading below the last one means the source was reset. */

@@ -6,6 +6,16 @@
 import type { Child, CommandRunner } from '../exec/runner.js';
 import type { Logger } from '../log.js';
 
+/**
+ * Whether an event line can change anything we plan from. IPv6 addresses cannot (VLANs, NIC matching and our
+ * gateway addresses are IPv4), and every new NIC brings them: its link-local address appears once duplicate
+ * address detection is done, a second or so after the NIC came up, which would otherwise cost a pass per NIC
+ * (100 VLANs attached at once: a string of passes right after start).
+ */
+export function mayMatter(line: string): boolean {
+  return !/^(?:Deleted )?\d+: \S+\s+inet6 /.test(line);
+}
+
 export class NetlinkMonitor {
   private child: Child | undefined;
   private stopped = false;
@@ -23,7 +33,9 @@ export class NetlinkMonitor {
     if (this.stopped) return;
     const child = this.runner.start(['ip', '-o', 'monitor', 'link', 'address']);
     this.child = child;
-    child.onLine((line) => this.onEvent(line));
+    child.onLine((line) => {
+      if (mayMatter(line)) this.onEvent(line);
+    });
     void child.exited.then((code) => {
       if (this.stopped || this.child !== child) return;
       this.restarts++;

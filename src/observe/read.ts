@@ -44,14 +44,20 @@ async function readProc(runner: CommandRunner): Promise<{ sysctls: Record<string
   return { sysctls, legacyTables: missing ? undefined : lines.slice(MANAGED_SYSCTLS.length).map((l) => l.trim()).filter(Boolean) };
 }
 
-/** Our ipsets, or undefined when the ipset tool is not installed. */
-export async function readSets(runner: CommandRunner): Promise<Map<string, SavedSet> | undefined> {
+/** `ipset save` as text, or undefined when the ipset tool is not installed. */
+export async function readSetsText(runner: CommandRunner): Promise<string | undefined> {
   try {
-    return parseIpsetSave((await runner.run(['ipset', 'save'])).stdout);
+    return (await runner.run(['ipset', 'save'])).stdout;
   } catch (error) {
     if (error instanceof CommandError && error.exitCode === null) return undefined;
     throw error;
   }
+}
+
+/** Our ipsets, or undefined when the ipset tool is not installed. */
+export async function readSets(runner: CommandRunner): Promise<Map<string, SavedSet> | undefined> {
+  const text = await readSetsText(runner);
+  return text === undefined ? undefined : parseIpsetSave(text);
 }
 
 /** One backend's tables, or undefined when that backend is not installed or not usable here. */

@@ -8,9 +8,8 @@ import test from 'ava';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseConfigText } from '../../src/config/load.js';
-import { MonotonicCounters, ruleSamples, type Sample } from '../../src/metrics/counters.js';
-import type { SavedSet, SavedTable } from '../../src/observe/facts.js';
-import { parseIpsetSave } from '../../src/observe/parse-ipset.js';
+import { forEachSetSample, MonotonicCounters, ruleSamples, type Sample } from '../../src/metrics/counters.js';
+import type { SavedTable } from '../../src/observe/facts.js';
 import { parseSave, tableOf } from '../../src/observe/parse-save.js';
 import type { Desired } from '../../src/plan/types.js';
 import { reconcileOnce } from '../../src/reconcile/once.js';
@@ -76,19 +75,24 @@ test('ruleSamples skips rules that are not in the kernel (a flushed chain, a for
   t.deepEqual(ruleSamples(desired, { filter: table({}), nat: table({}) }), [], 'chains missing altogether');
 });
 
-test('ruleSamples adds the accounting set\'s members (established traffic per pair), when the set is there', (t) => {
-  const sets = new Map<string, SavedSet>([['VGW-PAIRS-0', {
-    type: 'hash:net,iface',
-    members: new Map([
-      ['192.168.10.0/24,eth2', { packets: 40, bytes: 3360 }],
-      ['10.99.0.0/16,eth9', { packets: 1, bytes: 1 }], // not a member we want: ignored
-    ]),
-  }]]);
-  const samples = ruleSamples(desired, { filter: table({}), nat: table({}) }, sets);
+test('forEachSetSample joins the accounting set\'s members (traffic per pair) to their labels, and only ours', (t) => {
+  // As \`ipset save\` prints it: a member of ours, one we do not want, one of ours in the wrong set, and a set not ours.
+  const text = [
+    'create VGW-PAIRS-0 hash:net,iface family inet hashsize 1024 maxelem 65536 counters',
+    'add VGW-PAIRS-0 192.168.10.0/24,eth2 packets 40 bytes 3360',
+    'add VGW-PAIRS-0 10.99.0.0/16,eth9 packets 1 bytes 1',
+    'create VGW-PAIRS-1 hash:net,iface family inet hashsize 1024 maxelem 65536 counters',
+    'add VGW-PAIRS-1 192.168.20.0/24,eth1 packets 7 bytes 7',
+    'create other hash:ip family inet hashsize 1024 maxelem 65536',
+    'add other 192.168.20.0/24,eth1 packets 9 bytes 9',
+    '',
+  ].join('\n');
+  const samples: Sample[] = [];
+  forEachSetSample(desired, text, (sample) => samples.push(sample));
   t.deepEqual(samples, [
     { source: '192.168.10.0/24,eth2', metric: 'forwarded', labels: { from: 'office', to: 'lab', action: 'accept' }, packets: 40, bytes: 3360 },
   ]);
-  t.deepEqual(ruleSamples(desired, { filter: table({}), nat: table({}) }), [], 'no ipset tool: no set samples');
+  t.deepEqual(ruleSamples(desired, { filter: table({}), nat: table({}) }), [], 'rules without counters in the kernel: no samples');
 });
 
 // ---- ruleSamples, on what the real planner wrote into the fake ------------------------------------------------------
@@ -103,7 +107,8 @@ test('ruleSamples over a real apply: every label is a VLAN name or uplink, never
   const { plan } = await reconcileOnce(ns, config, await loadTemplates());
   ns.countPackets(4, 336); // every rule of every chain: 4 packets
   const tables = parseSave(ns.save('nft', true));
-  const samples = ruleSamples(plan.desired, { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') }, parseIpsetSave(ns.saveSets(true)));
+  const samples = ruleSamples(plan.desired, { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') });
+  forEachSetSample(plan.desired, ns.saveSets(true), (sample) => samples.push(sample));
 
   const meaningful = plan.desired.chains.flatMap((c) => c.rules).filter((r) => r.meaning).length;
   const counting = plan.desired.sets.flatMap((s) => s.members).filter((m) => m.from !== undefined).length;

@@ -38,3 +38,8 @@ test('a timeout kills the child and is an error', async (t) => {
 test('commands see the C locale', async (t) => {
   t.is((await runner.run(['sh', '-c', 'echo "$LC_ALL"'])).stdout, 'C\n');
 });
+
+test('a fire-and-forget child reports its exit; one that is not installed reports null without throwing', async (t) => {
+  t.is(await runner.start(['sh', '-c', 'exit 3'], { detached: true }).exited, 3);
+  t.is(await runner.start(['vgw-no-such-program'], { detached: true }).exited, null);
+});
