@@ -5,6 +5,7 @@
  */
 import type { Child, CommandRunner } from '../exec/runner.js';
 import type { Logger } from '../log.js';
+import { OUR_ADDRESS_METRIC } from '../plan/chains.js';
 
 /**
  * Whether an event line can change anything we plan from. IPv6 addresses cannot (VLANs, NIC matching and our
@@ -13,8 +14,13 @@ import type { Logger } from '../log.js';
  * (100 VLANs attached at once: a string of passes right after start).
  */
 export function mayMatter(line: string): boolean {
-  return !/^(?:Deleted )?\d+: \S+\s+inet6 /.test(line);
+  if (/^(?:Deleted )?\d+: \S+\s+inet6 /.test(line)) return false;
+  // A gateway address of ours appearing is our own apply's doing (nobody else uses our metric): not news. One
+  // disappearing is drift, and is a trigger.
+  return !OUR_ADDRESS_ADDED.test(line);
 }
+
+const OUR_ADDRESS_ADDED = new RegExp(`^\\d+: \\S+\\s+inet \\S+ metric ${OUR_ADDRESS_METRIC} `);
 
 export class NetlinkMonitor {
   private child: Child | undefined;
