@@ -23,7 +23,7 @@ export interface SupervisorResult {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-export const IMAGE_NODE_OPTIONS = '--max-semi-space-size=1 --v8-pool-size=1';
+export const IMAGE_NODE_OPTIONS = process.env.BENCH_NODE_OPTIONS ?? '--max-semi-space-size=1 --v8-pool-size=1';
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
