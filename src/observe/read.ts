@@ -136,7 +136,3 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
   facts.catch(() => {});
   return { interfaces, facts };
 }
-
-export function readFacts(runner: CommandRunner, options: { backend?: Backend } = {}): Promise<Facts> {
-  return readFactsStaged(runner, options).facts;
-}

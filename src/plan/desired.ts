@@ -166,7 +166,7 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
   const pairSets = facts.sets === undefined ? [] : accountingSets(zones);
   // With ipset and `default: accept`, a VLAN's chain branches only to the pairs that have rules of their own; new
   // connections of every other pair are accepted (and counted) by the same lookups, and a NIC-set lookup accepts
-  // the few whose source is outside the VLAN's subnet. 100 VLANs: about 5 rules per VLAN instead of 100.
+  // the few whose source is outside the VLAN's subnet. 100 VLANs: 8 rules per VLAN's chain instead of 101.
   const compact = pairSets.length > 0 && config.forwarding.default === 'accept';
   const zoneNicSets = compact ? nicSets(zones) : [];
   const sets = [...pairSets, ...zoneNicSets];
