@@ -104,7 +104,10 @@ async function runSysctl(runner: CommandRunner, step: SysctlStep): Promise<Undo 
  * names it ("Error in line 3"): the lines before it took effect and are undone here, and the failure is
  * reported against the step that line belongs to.
  */
-async function runSetScript(runner: CommandRunner, lines: ReadonlyArray<{ line: string; undo?: string; step: Step }>): Promise<Undo> {
+/** One line of an `ipset restore` script, how to undo it, and the step it belongs to. */
+type SetLine = { line: string; undo?: string; step: Step };
+
+async function runSetScript(runner: CommandRunner, lines: readonly SetLine[]): Promise<Undo> {
   const undoFor = (done: typeof lines): Undo => {
     const undo = done.map((l) => l.undo).filter((l): l is string => l !== undefined).reverse();
     return () => (undo.length > 0 ? runner.run(['ipset', 'restore'], { input: `${undo.join('\n')}\n` }) : Promise.resolve());
@@ -289,7 +292,6 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
   return { stages: out, ...(accounting ? { accounting } : {}) };
 }
 
-type SetLine = { line: string; undo?: string; step: Step };
 type Settled = PromiseSettledResult<Undo | undefined>;
 const settle = (promise: Promise<Undo | undefined>): Promise<Settled> =>
   promise.then((value) => ({ status: 'fulfilled', value }), (reason: unknown) => ({ status: 'rejected', reason }));
