@@ -5,6 +5,7 @@
  * in a command (`-A`, `-F`, …), a second line, or a quote. Pure.
  */
 import Handlebars from 'handlebars';
+import { precompiled } from './precompiled.js';
 
 export class TemplateError extends Error {
   override readonly name = 'TemplateError';
@@ -16,13 +17,29 @@ export class TemplateError extends Error {
 const engine = Handlebars.create();
 const cache = new Map<string, Handlebars.TemplateDelegate>();
 
+export const TEMPLATE_OPTIONS = { strict: true, noEscape: true };
+let built: ReadonlyMap<string, TemplateSpecification> = new Map();
+
+/**
+ * Uses templates compiled ahead (by the build) for the texts they were made from; a set made with other options
+ * than these is not used. Returns whether it is.
+ */
+export function usePrecompiledTemplates(set: typeof precompiled): boolean {
+  const usable = JSON.stringify(set.options) === JSON.stringify(TEMPLATE_OPTIONS);
+  built = usable ? set.templates : new Map();
+  cache.clear();
+  return usable;
+}
+usePrecompiledTemplates(precompiled);
+
 function compile(source: string, file: string): Handlebars.TemplateDelegate {
   const key = `${file}\u0000${source}`;
   let template = cache.get(key);
   if (!template) {
     // Compiled on its first call, which renderRules makes at once: a syntax error surfaces there, as a
     // TemplateError like any other (compiling ahead as well would parse and generate every template twice).
-    template = engine.compile(source, { strict: true, noEscape: true });
+    const spec = built.get(source);
+    template = spec ? engine.template(spec) : engine.compile(source, { ...TEMPLATE_OPTIONS }); // a copy: Handlebars adds to the options it is given
     cache.set(key, template);
   }
   return template!;

@@ -389,7 +389,7 @@ serial(`docker restart: routing is back within ${RESTART_BOUND_S} s of the conta
 
   // The supervisor's own account: process up, then the start pass logged (at its end, after the routes work).
   const started = epochSeconds(m.startedAt);
-  type Line = { time: string; msg: string; trigger?: string };
+  type Line = { time: string; msg: string; trigger?: string; codeCache?: string };
   const startLines = await waitFor('the start pass in the logs', 5000, async () => {
     const lines = (await gatewayLogs(GW)).split('\n').filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as Line).filter((l) => Date.parse(l.time) / 1000 >= started - 0.001);
@@ -403,6 +403,8 @@ serial(`docker restart: routing is back within ${RESTART_BOUND_S} s of the conta
   if (startLines) {
     record(t, 'restart: StartedAt → process up → start pass logged',
       `${(Date.parse(startLines.starting.time) / 1000 - started).toFixed(2)} s → ${(Date.parse(startLines.applied.time) / 1000 - started).toFixed(2)} s`);
+    // The image's build made the code cache for its node and its NODE_OPTIONS (src/launcher.ts): V8 takes it.
+    t.is(startLines.starting.codeCache, 'used', 'the bundle was loaded with the code cache the image build made');
   }
   t.is(await sourceSeenByInternet(CLIENT.c10.name), GW_UPLINK_ADDRESS, 'MASQUERADE is back too');
   await assertDockerDnsIntact(t, GW, [CLIENT.c10.name, CLIENT.c20.name], 'after the restart apply');

@@ -3,14 +3,15 @@
  * artifact users run), a free loopback port, polling of /readyz, the JSON log lines it prints on stdout, parsed
  * /metrics and /status, and a teardown that always kills it (and whatever it started) even when a test fails.
  *
- * Why a private copy of dist/vlan-gateway.mjs: several test files (and other tooling, e.g. an image build) may run
- * `npm run build` at the same time, and esbuild rewrites the bundle in place; a gateway started while the file is
- * half written would fail for a reason that has nothing to do with the product. The builds are serialised with
- * flock(1), and each test file runs its own byte-identical copy, laid out like an installed package (rules/,
- * examples/ and package.json beside dist/) so that the product finds its files exactly as it does when installed.
+ * Why a private copy of dist/ (the launcher vlan-gateway.mjs, the bundle cli.cjs, its code cache): several test
+ * files (and other tooling, e.g. an image build) may run `npm run build` at the same time, and the build rewrites
+ * dist/; a gateway started while it is half written would fail for a reason that has nothing to do with the
+ * product. The builds are serialised with flock(1), and each test file runs its own copy, laid out like an
+ * installed package (rules/, examples/ and package.json beside dist/) so that the product finds its files exactly
+ * as it does when installed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
+import { mkdtemp, rm, symlink } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,7 +31,7 @@ export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(r
 // ---- the bundle ---------------------------------------------------------------------------------------------------
 
 export interface Bundle {
-  /** The private copy of dist/vlan-gateway.mjs to run with `node`. */
+  /** The private copy of dist/vlan-gateway.mjs (the launcher) to run with `node`. */
   readonly path: string;
   /** Time to build (if needed) and copy. */
   readonly buildMs: number;
@@ -40,28 +41,29 @@ export interface Bundle {
 }
 
 /**
- * `npm run build` unless dist/vlan-gateway.mjs is newer than every source it is made from (so the test files of one
+ * `npm run build` unless dist/cli.cjs is newer than every source it is made from (so the test files of one
  * run build once between them, instead of each loading the machine while another measures start-up times), then a
  * private copy of the bundle. Build and copy happen under one flock, so no build of ours rewrites the file mid-copy.
  */
 export async function prepareBundle(): Promise<Bundle> {
   const started = performance.now();
   const dir = await mkdtemp(join(tmpdir(), 'vgw-bundle-'));
-  await mkdir(join(dir, 'dist'));
   const path = join(dir, 'dist', 'vlan-gateway.mjs');
   const script = [
     'set -e',
-    'bundle=dist/vlan-gateway.mjs',
-    'if [ ! -f "$bundle" ] || [ -n "$(find src rules package.json package-lock.json build.mjs -newer "$bundle" -print 2>/dev/null | head -n 1)" ]; then',
+    'bundle=dist/cli.cjs',
+    'if [ ! -f "$bundle" ] || [ ! -f dist/vlan-gateway.mjs ] || [ -n "$(find src rules package.json package-lock.json build.mjs -newer "$bundle" -print 2>/dev/null | head -n 1)" ]; then',
     '  npm run --silent build',
     '  echo built',
     'fi',
-    'cp "$bundle" "$1"',
+    // The launcher, the bundle and its code cache (made by the build for this node, as an image build makes one).
+    'cp -R dist "$1"',
   ].join('\n');
-  const { stdout } = await execa('flock', [BUILD_LOCK, 'sh', '-c', script, 'sh', path], { cwd: REPO, timeout: 180_000 });
+  const { stdout } = await execa('flock', [BUILD_LOCK, 'sh', '-c', script, 'sh', join(dir, 'dist')], { cwd: REPO, timeout: 180_000 });
   const buildMs = performance.now() - started;
   for (const entry of ['rules', 'examples', 'package.json']) await symlink(join(REPO, entry), join(dir, entry));
-  await execa(process.execPath, ['--check', path]); // a torn copy would fail here, not in a test
+  // a torn copy would fail here, not in a test
+  for (const file of [path, join(dir, 'dist', 'cli.cjs')]) await execa(process.execPath, ['--check', file]);
   return { path, buildMs, built: /built/.test(stdout), remove: () => rm(dir, { recursive: true, force: true }) };
 }
 

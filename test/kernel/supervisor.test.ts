@@ -119,6 +119,8 @@ kernel(`run is ready (/readyz 200) within 1 s of process start, with the lab app
     try {
       const readyMs = await gateway.waitReady();
       const startLog = gateway.logs.find((l) => l.trigger === 'start' && String(l.msg).startsWith('reconciled'));
+      // The build made a code cache for this node (src/launcher.ts); a start that compiles the bundle is slower.
+      t.is(gateway.logs.find((l) => l.msg === 'vlan-gateway starting')?.codeCache, 'used', 'the bundle was loaded with its code cache');
       t.log(`attempt ${attempt}: ready ${Math.round(readyMs)} ms after spawn (the start pass took ${String(startLog?.durationMs ?? '?')} ms; `
         + `a bare \`node -e 0\` takes ${Math.round(baseline)} ms right now)`);
 

@@ -1,0 +1,78 @@
+/**
+ * The `vlan-gateway` command (built to dist/vlan-gateway.mjs): loads the CLI bundle (dist/cli.cjs) through V8's
+ * code cache.
+ *
+ * Why: a restarted router is judged by its time to ready (issue 3: 1 s), and about a third of the CLI's start-up
+ * was V8 parsing and compiling the 1 MB bundle and then, lazily, each function a start runs. Node 22 can cache that
+ * itself (module.enableCompileCache); Node 20 cannot, so this does the same with vm.Script's cachedData.
+ *
+ * A cache is only valid for one node binary, one set of V8 flags and one bundle. V8 rejects the first two itself
+ * but checks only the source's length, so the file name is a digest of all of them and a rebuilt bundle never
+ * meets an old cache. The cache is written beside the bundle when there is none, when V8 rejected it, or when
+ * `run` finds one made by a lighter command (the image build makes one with `validate`; a start then upgrades it
+ * to the functions a start needs). A read-only install runs without one. VLAN_GATEWAY_CODE_CACHE=off disables it.
+ */
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Script } from 'node:vm';
+import type { CodeCache } from './cli/code-cache.js';
+import type { main as Main } from './cli/main.js';
+
+const bundle = join(dirname(fileURLToPath(import.meta.url)), 'cli.cjs');
+const source = readFileSync(bundle);
+const off = process.env.VLAN_GATEWAY_CODE_CACHE === 'off';
+
+const key = createHash('sha256')
+  .update(`${process.version} ${process.arch} ${JSON.stringify(process.execArgv)} ${process.env.NODE_OPTIONS ?? ''}\n`)
+  .update(source)
+  .digest('hex')
+  .slice(0, 24);
+const cacheFile = join(dirname(bundle), 'code-cache', `${key}.bin`);
+
+/** The file: a line naming the command that made it ("run" or "cli"), then V8's data. */
+let cached: Buffer | undefined;
+let madeBy = '';
+if (!off) {
+  try {
+    const raw = readFileSync(cacheFile);
+    const newline = raw.indexOf(10);
+    madeBy = raw.subarray(0, newline).toString('latin1');
+    cached = raw.subarray(newline + 1);
+  } catch {
+    // none yet
+  }
+}
+
+// The CommonJS wrapper on a line of its own (lineOffset -1), so positions in stack traces are the bundle's own.
+const script = new Script(`(function (exports, require, module, __filename, __dirname) {\n${source.toString('latin1')}\n})`, {
+  filename: bundle,
+  lineOffset: -1,
+  ...(cached ? { cachedData: cached } : {}),
+});
+const state: CodeCache['state'] = off ? 'off' : !cached ? 'absent' : script.cachedDataRejected ? 'rejected' : 'used';
+
+let saved = false;
+const codeCache: CodeCache = {
+  state,
+  save(maker) {
+    if (saved || off) return;
+    if (state === 'used' && (madeBy === 'run' || maker !== 'run')) return;
+    saved = true;
+    try {
+      mkdirSync(dirname(cacheFile), { recursive: true });
+      const partial = `${cacheFile}.${process.pid}`;
+      writeFileSync(partial, Buffer.concat([Buffer.from(`${maker}\n`), script.createCachedData()]));
+      renameSync(partial, cacheFile); // whole or not at all, even with several processes starting at once
+    } catch {
+      // a read-only install: start without a cache, as before
+    }
+  },
+};
+process.once('exit', () => codeCache.save('cli'));
+
+const module = { exports: {} as { main: typeof Main } };
+(script.runInThisContext() as (...args: unknown[]) => void)(module.exports, createRequire(bundle), module, bundle, dirname(bundle));
+process.exitCode = await module.exports.main(process.argv.slice(2), { codeCache });
