@@ -22,6 +22,7 @@ export async function startupBench(runner: CommandRunner, runs = 5): Promise<Sta
   const commands: Array<[string, string[]]> = [['node -e 0', [process.execPath, '-e', '0']]];
   await ensureBundle(runner);
   commands.push(['node dist/vlan-gateway.mjs --help', [process.execPath, BUNDLE, '--help']]);
+  commands.push(['the same, VLAN_GATEWAY_CODE_CACHE=off', ['env', 'VLAN_GATEWAY_CODE_CACHE=off', process.execPath, BUNDLE, '--help']]);
   const rows: StartupRow[] = [];
   for (const [what, argv] of commands) {
     await runner.run(argv, { timeoutMs: 30_000 }); // warm the page cache

@@ -13,10 +13,11 @@ import type { CommandRunner } from '../src/exec/runner.js';
 import { generateConfig, gatewayOf, nicBatch, type ConfigShape } from './configs.js';
 import { stats, type Stats } from './measure.js';
 import type { Namespaces } from './netns.js';
-import { BUNDLE, ensureBundle } from './startup.js';
+import { BUNDLE, ensureBundle, ROOT } from './startup.js';
 
 export interface SupervisorResult {
-  readonly ready: Array<{ vlans: number; stats: Stats }>;
+  /** codeCache false: with VLAN_GATEWAY_CODE_CACHE=off, the bundle compiled at every start (for comparison). */
+  readonly ready: Array<{ vlans: number; codeCache: boolean; stats: Stats }>;
   readonly scrape: { vlans: number; series: number; stats: Stats; p99: number };
   readonly rssMb: { afterStart: number; after1000Scrapes: number };
   readonly hotplug: Stats;
@@ -42,12 +43,12 @@ class Gateway {
   }
 
   /** Starts `run` and resolves with the ms from spawn to the first /readyz 200. */
-  async start(namespace: string, configPath: string, extra: string[] = []): Promise<number> {
+  async start(namespace: string, configPath: string, extra: string[] = [], codeCache = true): Promise<number> {
     const started = performance.now();
     // NODE_OPTIONS as the image sets it (image/Dockerfile), so RSS is what a container shows.
     this.child = spawn(process.execPath, [BUNDLE, 'run', '--netns', namespace, '--config', configPath,
       '--listen', `127.0.0.1:${this.port}`, '--log-level', 'warn', ...extra],
-    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, NODE_OPTIONS: IMAGE_NODE_OPTIONS } });
+    { stdio: ['ignore', 'ignore', 'inherit'], env: imageEnv(codeCache) });
     for (;;) {
       if (this.child.exitCode !== null) throw new Error(`vlan-gateway run exited ${this.child.exitCode}`);
       try {
@@ -71,6 +72,10 @@ class Gateway {
   }
 }
 
+function imageEnv(codeCache = true): NodeJS.ProcessEnv {
+  return { ...process.env, NODE_OPTIONS: IMAGE_NODE_OPTIONS, ...(codeCache ? {} : { VLAN_GATEWAY_CODE_CACHE: 'off' }) };
+}
+
 async function rssMb(pid: number): Promise<number> {
   const { readFile } = await import('node:fs/promises');
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
@@ -79,6 +84,11 @@ async function rssMb(pid: number): Promise<number> {
 
 export async function supervisorBench(runner: CommandRunner, namespaces: Namespaces, log: (s: string) => void): Promise<SupervisorResult> {
   await ensureBundle(runner);
+  // As the image build does: a code cache for these NODE_OPTIONS, made by `validate` (the first start upgrades it).
+  await new Promise<void>((resolve, reject) => {
+    spawn(process.execPath, [BUNDLE, 'validate', '--config', join(ROOT, 'examples', 'lab.yaml')], { stdio: 'ignore', env: imageEnv() })
+      .on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`validate exited ${code}`))));
+  });
   const dir = await mkdtemp(join(tmpdir(), 'vgwbench-'));
   const gateway = new Gateway(await freePort());
   try {
@@ -89,31 +99,37 @@ export async function supervisorBench(runner: CommandRunner, namespaces: Namespa
       const shape: ConfigShape = { vlans, partners: 1, rulesPerPair: 2, uplink: true };
       const configPath = join(dir, `gateway-${vlans}.yaml`);
       await writeFile(configPath, stringify(generateConfig(shape)));
-      const samples: number[] = [];
+      // At 2 VLANs each start is followed by one without the code cache, for the ratio between them.
+      const variants = vlans === 2 ? [true, false] : [true];
+      const samples = new Map(variants.map((v) => [v, [] as number[]]));
       for (let run = 0; run < 5; run++) {
-        // A fresh namespace each time: the container-restart case, nothing applied yet.
-        const ns = await namespaces.create(`sup${vlans}-${run}`);
-        await namespaces.batch(ns, nicBatch(shape));
-        samples.push(await gateway.start(ns, configPath));
-        if (vlans === 100 && run === 4) {
-          const afterStart = await rssMb(gateway.pid);
-          const times: number[] = [];
-          let text = '';
-          for (let i = 0; i < 1000; i++) {
-            const t = performance.now();
-            text = await (await fetch(`${gateway.url}/metrics`)).text();
-            times.push(performance.now() - t);
+        for (const codeCache of variants) {
+          // A fresh namespace each time: the container-restart case, nothing applied yet.
+          const ns = await namespaces.create(`sup${vlans}-${run}${codeCache ? '' : '-cold'}`);
+          await namespaces.batch(ns, nicBatch(shape));
+          samples.get(codeCache)!.push(await gateway.start(ns, configPath, [], codeCache));
+          if (vlans === 100 && run === 4) {
+            const afterStart = await rssMb(gateway.pid);
+            const times: number[] = [];
+            let text = '';
+            for (let i = 0; i < 1000; i++) {
+              const t = performance.now();
+              text = await (await fetch(`${gateway.url}/metrics`)).text();
+              times.push(performance.now() - t);
+            }
+            const series = text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length;
+            const sorted = [...times].sort((a, b) => a - b);
+            scrape = { vlans, series, stats: stats(times), p99: sorted[Math.floor(sorted.length * 0.99)]! };
+            rss = { afterStart, after1000Scrapes: await rssMb(gateway.pid) };
           }
-          const series = text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length;
-          const sorted = [...times].sort((a, b) => a - b);
-          scrape = { vlans, series, stats: stats(times), p99: sorted[Math.floor(sorted.length * 0.99)]! };
-          rss = { afterStart, after1000Scrapes: await rssMb(gateway.pid) };
+          await gateway.stop();
+          await namespaces.remove(ns);
         }
-        await gateway.stop();
-        await namespaces.remove(ns);
       }
-      ready.push({ vlans, stats: stats(samples) });
-      log(`bench: supervisor ready at ${vlans} VLANs: ${samples.map((s) => s.toFixed(0)).join(', ')} ms`);
+      for (const [codeCache, values] of samples) {
+        ready.push({ vlans, codeCache, stats: stats(values) });
+        log(`bench: supervisor ready at ${vlans} VLANs${codeCache ? '' : ' (no code cache)'}: ${values.map((v) => v.toFixed(0)).join(', ')} ms`);
+      }
     }
 
     // Hot-plug: a VLAN configured but not attached; a client namespace pings its gateway address from the moment
