@@ -2,7 +2,7 @@
  * The `vlan-gateway` command (built to dist/vlan-gateway.mjs): loads the CLI bundle (dist/cli.cjs) through V8's
  * code cache.
  *
- * Why: a restarted router is judged by its time to ready (issue 3: 1 s), and about a third of the CLI's start-up
+ * Why: a restarted router is judged by its time to ready (issue 3: 1 s), and much of the CLI's start-up
  * was V8 parsing and compiling the 1 MB bundle and then, lazily, each function a start runs. Node 22 can cache that
  * itself (module.enableCompileCache); Node 20 cannot, so this does the same with vm.Script's cachedData.
  *
@@ -22,57 +22,75 @@ import type { CodeCache } from './cli/code-cache.js';
 import type { main as Main } from './cli/main.js';
 
 const bundle = join(dirname(fileURLToPath(import.meta.url)), 'cli.cjs');
-const source = readFileSync(bundle);
 const off = process.env.VLAN_GATEWAY_CODE_CACHE === 'off';
 
-const key = createHash('sha256')
-  .update(`${process.version} ${process.arch} ${JSON.stringify(process.execArgv)} ${process.env.NODE_OPTIONS ?? ''}\n`)
-  .update(source)
-  .digest('hex')
-  .slice(0, 24);
-const cacheFile = join(dirname(bundle), 'code-cache', `${key}.bin`);
+type Exports = { main: typeof Main };
 
-/** The file: a line naming the command that made it ("run" or "cli"), then V8's data. */
-let cached: Buffer | undefined;
-let madeBy = '';
-if (!off) {
-  try {
-    const raw = readFileSync(cacheFile);
-    const newline = raw.indexOf(10);
-    madeBy = raw.subarray(0, newline).toString('latin1');
-    cached = raw.subarray(newline + 1);
-  } catch {
-    // none yet
+/** The bundle compiled, with the cache when there is one; and the cache written when it can be improved on. */
+class CachedBundle implements CodeCache {
+  readonly state: CodeCache['state'];
+  private readonly cacheFile: string;
+  /** The command that made the cache read ("run" or "cli"). */
+  private readonly madeBy: string;
+  /** Kept only until the cache is written or cannot be improved on: the supervisor runs for months. */
+  private script: Script | undefined;
+
+  constructor() {
+    const source = readFileSync(bundle);
+    const key = createHash('sha256')
+      .update(`${process.version} ${process.arch} ${JSON.stringify(process.execArgv)} ${process.env.NODE_OPTIONS ?? ''}\n`)
+      .update(source)
+      .digest('hex')
+      .slice(0, 24);
+    this.cacheFile = join(dirname(bundle), 'code-cache', `${key}.bin`);
+    // The file: a line naming the command that made it, then V8's data.
+    let cached: Buffer | undefined;
+    let madeBy = '';
+    if (!off) {
+      try {
+        const raw = readFileSync(this.cacheFile);
+        const newline = raw.indexOf(10);
+        madeBy = raw.subarray(0, newline).toString('latin1');
+        cached = raw.subarray(newline + 1);
+      } catch {
+        // none yet
+      }
+    }
+    this.madeBy = madeBy;
+    // The CommonJS wrapper on a line of its own (lineOffset -1), so positions in stack traces are the bundle's own.
+    this.script = new Script(`(function (exports, require, module, __filename, __dirname) {\n${source.toString('latin1')}\n})`, {
+      filename: bundle,
+      lineOffset: -1,
+      ...(cached ? { cachedData: cached } : {}),
+    });
+    this.state = off ? 'off' : !cached ? 'absent' : this.script.cachedDataRejected ? 'rejected' : 'used';
   }
-}
 
-// The CommonJS wrapper on a line of its own (lineOffset -1), so positions in stack traces are the bundle's own.
-const script = new Script(`(function (exports, require, module, __filename, __dirname) {\n${source.toString('latin1')}\n})`, {
-  filename: bundle,
-  lineOffset: -1,
-  ...(cached ? { cachedData: cached } : {}),
-});
-const state: CodeCache['state'] = off ? 'off' : !cached ? 'absent' : script.cachedDataRejected ? 'rejected' : 'used';
+  /** Runs the bundle's top level, as Node's CommonJS loader would, and returns its exports. */
+  load(): Exports {
+    const module = { exports: {} as Exports };
+    const wrapper = this.script!.runInThisContext() as (...args: unknown[]) => void;
+    if (off || (this.state === 'used' && this.madeBy === 'run')) this.script = undefined;
+    wrapper(module.exports, createRequire(bundle), module, bundle, dirname(bundle));
+    return module.exports;
+  }
 
-let saved = false;
-const codeCache: CodeCache = {
-  state,
-  save(maker) {
-    if (saved || off) return;
-    if (state === 'used' && (madeBy === 'run' || maker !== 'run')) return;
-    saved = true;
+  save(maker: 'run' | 'cli'): void {
+    if (!this.script) return;
+    if (this.state === 'used' && maker !== 'run') return;
+    const data = this.script.createCachedData();
+    this.script = undefined;
     try {
-      mkdirSync(dirname(cacheFile), { recursive: true });
-      const partial = `${cacheFile}.${process.pid}`;
-      writeFileSync(partial, Buffer.concat([Buffer.from(`${maker}\n`), script.createCachedData()]));
-      renameSync(partial, cacheFile); // whole or not at all, even with several processes starting at once
+      mkdirSync(dirname(this.cacheFile), { recursive: true });
+      const partial = `${this.cacheFile}.${process.pid}`;
+      writeFileSync(partial, Buffer.concat([Buffer.from(`${maker}\n`), data]));
+      renameSync(partial, this.cacheFile); // whole or not at all, even with several processes starting at once
     } catch {
       // a read-only install: start without a cache, as before
     }
-  },
-};
-process.once('exit', () => codeCache.save('cli'));
+  }
+}
 
-const module = { exports: {} as { main: typeof Main } };
-(script.runInThisContext() as (...args: unknown[]) => void)(module.exports, createRequire(bundle), module, bundle, dirname(bundle));
-process.exitCode = await module.exports.main(process.argv.slice(2), { codeCache });
+const codeCache = new CachedBundle();
+process.once('exit', () => codeCache.save('cli'));
+process.exitCode = await codeCache.load().main(process.argv.slice(2), { codeCache });

@@ -1,0 +1,105 @@
+/**
+ * The launcher (dist/vlan-gateway.mjs, src/launcher.ts) and its code cache, seen from outside as users meet it: a
+ * private copy of the built package, `validate` run with node, and the files in dist/code-cache/. That the cache
+ * is then used (V8 accepts it) is asserted where it matters, in the kernel tier's ready test and the image's restart
+ * test, which read the `codeCache` field of `run`'s first log line.
+ */
+import test from 'ava';
+import { mkdtemp, readdir, readFile, rm, writeFile, cp, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { prepareBundle, REPO } from '../helpers/supervisor.js';
+
+const built = await prepareBundle();
+test.after.always(() => built.remove());
+
+/** A copy of the installed package: dist/ (launcher, bundle, and the build's cache unless `withCache` is false). */
+async function install(withCache: boolean): Promise<{ dir: string; cacheDir: string; remove: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-launcher-'));
+  await cp(join(built.path, '..'), join(dir, 'dist'), { recursive: true });
+  if (!withCache) await rm(join(dir, 'dist', 'code-cache'), { recursive: true, force: true });
+  for (const entry of ['rules', 'examples', 'package.json']) await symlink(join(REPO, entry), join(dir, entry));
+  return { dir, cacheDir: join(dir, 'dist', 'code-cache'), remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+function validate(dir: string, env: NodeJS.ProcessEnv = {}) {
+  return execa(process.execPath, [join(dir, 'dist', 'vlan-gateway.mjs'), 'validate', '--config', join(REPO, 'examples', 'lab.yaml')], {
+    env: { ...process.env, NODE_OPTIONS: '', ...env },
+    reject: false,
+  });
+}
+
+async function caches(cacheDir: string): Promise<Map<string, Buffer>> {
+  const names = await readdir(cacheDir).catch(() => [] as string[]);
+  return new Map(await Promise.all(names.map(async (n) => [n, await readFile(join(cacheDir, n))] as const)));
+}
+
+test('the build ships a cache for this node; without one, the first command writes it, and later ones keep it', async (t) => {
+  t.is((await caches(join(built.path, '..', 'code-cache'))).size, 1, 'the build made one cache');
+  const pkg = await install(false);
+  try {
+    const first = await validate(pkg.dir);
+    t.is(first.exitCode, 0, first.stderr);
+    t.regex(first.stdout, /valid \(2 VLANs/);
+    const written = await caches(pkg.cacheDir);
+    t.is(written.size, 1);
+    const [[name, data]] = [...written];
+    t.regex(name!, /^[0-9a-f]{24}\.bin$/);
+    t.is(data!.subarray(0, 4).toString(), 'cli\n', 'made by a command other than run');
+    t.true(data!.length > 100_000, `${data!.length} bytes of V8 data`);
+
+    t.is((await validate(pkg.dir)).exitCode, 0);
+    t.deepEqual(await caches(pkg.cacheDir), written, 'a cache V8 took is not rewritten by another light command');
+  } finally {
+    await pkg.remove();
+  }
+});
+
+test('a cache V8 rejects is replaced; other V8 flags get a cache of their own', async (t) => {
+  const pkg = await install(true);
+  try {
+    const [[name, data]] = [...(await caches(pkg.cacheDir))];
+    // V8 checks a header (its version, flags, the source length); a damaged one is rejected, never executed.
+    const damaged = Buffer.from(data!);
+    damaged.fill(0xff, 4, 64);
+    await writeFile(join(pkg.cacheDir, name!), damaged);
+    const r = await validate(pkg.dir);
+    t.is(r.exitCode, 0, r.stderr);
+    const replaced = (await caches(pkg.cacheDir)).get(name!)!;
+    t.false(replaced.equals(damaged), 'the rejected cache was written again');
+    t.is(replaced.subarray(0, 4).toString(), 'cli\n');
+
+    t.is((await validate(pkg.dir, { NODE_OPTIONS: '--max-semi-space-size=1' })).exitCode, 0);
+    t.is((await caches(pkg.cacheDir)).size, 2, 'one cache per set of flags');
+  } finally {
+    await pkg.remove();
+  }
+});
+
+test('a place the cache cannot be written, or VLAN_GATEWAY_CODE_CACHE=off: the command works and writes nothing', async (t) => {
+  const pkg = await install(false);
+  try {
+    const off = await validate(pkg.dir, { VLAN_GATEWAY_CODE_CACHE: 'off' });
+    t.is(off.exitCode, 0, off.stderr);
+    t.is((await caches(pkg.cacheDir)).size, 0);
+
+    await writeFile(pkg.cacheDir, 'not a directory'); // mkdir fails, as on a read-only install (root ignores modes)
+    const blocked = await validate(pkg.dir);
+    t.is(blocked.exitCode, 0, blocked.stderr);
+    t.is(blocked.stderr, '');
+    t.is(await readFile(pkg.cacheDir, 'utf8'), 'not a directory');
+    t.deepEqual((await readdir(join(pkg.dir, 'dist'))).sort(), ['cli.cjs', 'cli.cjs.map', 'code-cache', 'vlan-gateway.mjs']);
+  } finally {
+    await pkg.remove();
+  }
+});
+
+test('errors keep their exit codes and messages through the launcher', async (t) => {
+  const r = await execa(process.execPath, [built.path, 'validate', '--config', '/nonexistent/gateway.yaml'], { reject: false });
+  t.is(r.exitCode, 2);
+  t.regex(r.stderr, /\/nonexistent\/gateway\.yaml/);
+  const usage = await execa(process.execPath, [built.path, 'bogus'], { reject: false });
+  t.is(usage.exitCode, 2);
+  t.regex(usage.stderr, /Unknown argument: bogus/);
+});
