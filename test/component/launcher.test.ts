@@ -44,10 +44,10 @@ test('the build ships a cache for this node; without one, the first command writ
     t.regex(first.stdout, /valid \(2 VLANs/);
     const written = await caches(pkg.cacheDir);
     t.is(written.size, 1);
-    const [[name, data]] = [...written];
-    t.regex(name!, /^[0-9a-f]{24}\.bin$/);
-    t.is(data!.subarray(0, 4).toString(), 'cli\n', 'made by a command other than run');
-    t.true(data!.length > 100_000, `${data!.length} bytes of V8 data`);
+    const [name, data] = [...written][0]!;
+    t.regex(name, /^[0-9a-f]{24}\.bin$/);
+    t.is(data.subarray(0, 4).toString(), 'cli\n', 'made by a command other than run');
+    t.true(data.length > 100_000, `${data.length} bytes of V8 data`);
 
     t.is((await validate(pkg.dir)).exitCode, 0);
     t.deepEqual(await caches(pkg.cacheDir), written, 'a cache V8 took is not rewritten by another light command');
@@ -59,14 +59,14 @@ test('the build ships a cache for this node; without one, the first command writ
 test('a cache V8 rejects is replaced; other V8 flags get a cache of their own', async (t) => {
   const pkg = await install(true);
   try {
-    const [[name, data]] = [...(await caches(pkg.cacheDir))];
+    const [name, data] = [...(await caches(pkg.cacheDir))][0]!;
     // V8 checks a header (its version, flags, the source length); a damaged one is rejected, never executed.
-    const damaged = Buffer.from(data!);
+    const damaged = Buffer.from(data);
     damaged.fill(0xff, 4, 64);
-    await writeFile(join(pkg.cacheDir, name!), damaged);
+    await writeFile(join(pkg.cacheDir, name), damaged);
     const r = await validate(pkg.dir);
     t.is(r.exitCode, 0, r.stderr);
-    const replaced = (await caches(pkg.cacheDir)).get(name!)!;
+    const replaced = (await caches(pkg.cacheDir)).get(name)!;
     t.false(replaced.equals(damaged), 'the rejected cache was written again');
     t.is(replaced.subarray(0, 4).toString(), 'cli\n');
 
