@@ -7,14 +7,15 @@ import { join } from 'node:path';
 import Handlebars from 'handlebars';
 
 /** The options src/template/render.ts compiles with; it ignores a precompiled set made with others. */
-export const TEMPLATE_OPTIONS = { strict: true, noEscape: true };
+export const TEMPLATE_OPTIONS = Object.freeze({ strict: true, noEscape: true });
 
 /** The source of a module exporting `precompiled`: the options, and each template's text with its compiled form. */
 export function precompiledTemplatesModule(rulesDir) {
   const files = readdirSync(rulesDir, { recursive: true }).filter((f) => String(f).endsWith('.hbs')).sort();
   const entries = files.map((f) => {
     const source = readFileSync(join(rulesDir, String(f)), 'utf8');
-    return `[${JSON.stringify(source)}, ${Handlebars.precompile(source, { ...TEMPLATE_OPTIONS })}]`; // a copy: Handlebars adds to its options
+    // Handlebars adds to the options object it is given: a copy.
+    return `[${JSON.stringify(source)}, ${Handlebars.precompile(source, { ...TEMPLATE_OPTIONS })}]`;
   });
   return `export const precompiled = { options: ${JSON.stringify(TEMPLATE_OPTIONS)}, templates: new Map([\n${entries.join(',\n')}\n]) };\n`;
 }

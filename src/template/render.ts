@@ -17,7 +17,7 @@ export class TemplateError extends Error {
 const engine = Handlebars.create();
 const cache = new Map<string, Handlebars.TemplateDelegate>();
 
-export const TEMPLATE_OPTIONS = { strict: true, noEscape: true };
+export const TEMPLATE_OPTIONS = Object.freeze({ strict: true, noEscape: true });
 let built: ReadonlyMap<string, TemplateSpecification> = new Map();
 
 /**
@@ -38,8 +38,9 @@ function compile(source: string, file: string): Handlebars.TemplateDelegate {
   if (!template) {
     // Compiled on its first call, which renderRules makes at once: a syntax error surfaces there, as a
     // TemplateError like any other (compiling ahead as well would parse and generate every template twice).
+    // Handlebars adds to the options object it is given: each compile gets a copy.
     const spec = built.get(source);
-    template = spec ? engine.template(spec) : engine.compile(source, { ...TEMPLATE_OPTIONS }); // a copy: Handlebars adds to the options it is given
+    template = spec ? engine.template(spec) : engine.compile(source, { ...TEMPLATE_OPTIONS });
     cache.set(key, template);
   }
   return template!;
