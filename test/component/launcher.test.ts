@@ -5,11 +5,11 @@
  * test, which read the `codeCache` field of `run`'s first log line.
  */
 import test from 'ava';
-import { mkdtemp, readdir, readFile, rm, writeFile, cp, symlink } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { prepareBundle, REPO } from '../helpers/supervisor.js';
+import { besideDist, prepareBundle, REPO } from '../helpers/supervisor.js';
 
 const built = await prepareBundle();
 test.after.always(() => built.remove());
@@ -19,7 +19,7 @@ async function install(withCache: boolean): Promise<{ dir: string; cacheDir: str
   const dir = await mkdtemp(join(tmpdir(), 'vgw-launcher-'));
   await cp(join(built.path, '..'), join(dir, 'dist'), { recursive: true });
   if (!withCache) await rm(join(dir, 'dist', 'code-cache'), { recursive: true, force: true });
-  for (const entry of ['rules', 'examples', 'package.json']) await symlink(join(REPO, entry), join(dir, entry));
+  await besideDist(dir);
   return { dir, cacheDir: join(dir, 'dist', 'code-cache'), remove: () => rm(dir, { recursive: true, force: true }) };
 }
 

@@ -61,10 +61,15 @@ export async function prepareBundle(): Promise<Bundle> {
   ].join('\n');
   const { stdout } = await execa('flock', [BUILD_LOCK, 'sh', '-c', script, 'sh', join(dir, 'dist')], { cwd: REPO, timeout: 180_000 });
   const buildMs = performance.now() - started;
-  for (const entry of ['rules', 'examples', 'package.json']) await symlink(join(REPO, entry), join(dir, entry));
+  await besideDist(dir);
   // a torn copy would fail here, not in a test
   for (const file of [path, join(dir, 'dist', 'cli.cjs')]) await execa(process.execPath, ['--check', file]);
   return { path, buildMs, built: /built/.test(stdout), remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** What an installed package has beside dist/: rules/, examples/ and package.json (links to this checkout's). */
+export async function besideDist(dir: string): Promise<void> {
+  for (const entry of ['rules', 'examples', 'package.json']) await symlink(join(REPO, entry), join(dir, entry));
 }
 
 // ---- ports --------------------------------------------------------------------------------------------------------
