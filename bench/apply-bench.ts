@@ -9,10 +9,10 @@
  */
 import type { Config } from '../src/config/schema.js';
 import { inNamespace, type CommandRunner } from '../src/exec/runner.js';
-import type { Facts } from '../src/observe/facts.js';
+import type { Facts, KnownSets } from '../src/observe/facts.js';
 import { forgetRenderedChains, type Templates } from '../src/plan/desired.js';
 import type { Plan } from '../src/plan/types.js';
-import { reconcileOnce } from '../src/reconcile/once.js';
+import { knownSetsAfter, reconcileOnce } from '../src/reconcile/once.js';
 import { generateConfig, nicBatch, type ConfigShape } from './configs.js';
 import { breakdown, RecordingRunner, repeat, stats, WithoutIpset, type Breakdown, type Stats } from './measure.js';
 import type { Namespaces } from './netns.js';
@@ -69,10 +69,22 @@ function partStats(parts: readonly Breakdown[]): Record<keyof Breakdown, Stats> 
 }
 
 /** One reconcile through a recording runner: its wall time, breakdown and plan. */
-async function timedReconcile(runner: CommandRunner, config: Config, templates: Templates) {
+/**
+ * What a supervisor passes to its later passes: the backend its first pass found, and what its last good pass left
+ * in our sets (updated after each pass, as the supervisor does).
+ */
+class SupervisorMemory {
+  knownSets: KnownSets | undefined;
+  options(): Parameters<typeof reconcileOnce>[3] {
+    return { backend: 'nft', ...(this.knownSets ? { memory: { knownSets: this.knownSets } } : {}) };
+  }
+}
+
+async function timedReconcile(runner: CommandRunner, config: Config, templates: Templates, supervisor?: SupervisorMemory) {
   const recorder = new RecordingRunner(runner);
   const start = performance.now();
-  const result = await reconcileOnce(recorder, config, templates);
+  const result = await reconcileOnce(recorder, config, templates, supervisor?.options());
+  if (supervisor) supervisor.knownSets = knownSetsAfter(result.plan);
   const end = performance.now();
   return { ms: end - start, value: { parts: breakdown(recorder.records, start, end), plan: result.plan, facts: result.facts, recorder } };
 }
@@ -112,6 +124,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
     let payloads: Payload[] = [];
     let sets = '';
     let lastNs = '';
+    let lastKnown: KnownSets | undefined;
     const full = await repeat({ runs: 5, slowRuns: 3, slowMs: 3000 }, async () => {
       const ns = await fresh(`${options.label}-a`, true);
       lastNs = ns;
@@ -119,6 +132,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
       // chain by its inputs, which a new process would not have.
       forgetRenderedChains();
       const sample = await timedReconcile(product(ns), structuredClone(config), templates);
+      lastKnown = knownSetsAfter(sample.value.plan);
       if (payloads.length === 0) {
         payloads = tablePayloads(sample.value.plan);
         sets = setScript(sample.value.plan);
@@ -169,7 +183,10 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
     log(`  (d) no-op apply ×N, iptables-nft-save -c ×N`);
     const inLast = inNamespace(runner, lastNs);
     const productLast = product(lastNs);
-    const noop = await repeat({ runs: 7, slowRuns: 3, slowMs: 3000 }, () => timedReconcile(productLast, config, templates));
+    // As the supervisor that made the last full apply (a) would run its next passes.
+    const supervisor = new SupervisorMemory();
+    supervisor.knownSets = lastKnown;
+    const noop = await repeat({ runs: 7, slowRuns: 3, slowMs: 3000 }, () => timedReconcile(productLast, config, templates, supervisor));
     const noopRestores = Math.max(...noop.values.map((v) => v.recorder.count('restore') + v.recorder.count('ipset')));
     const noopSteps = Math.max(...noop.values.map((v) => v.plan.steps.length));
     let saveText = '';
@@ -187,7 +204,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
       const vlan = Math.ceil(shape.vlans / 2);
       const changed = generateConfig(shape, vlan);
       const r = await repeat({ runs: 7, slowRuns: 3, slowMs: 3000 },
-        (i) => timedReconcile(productLast, structuredClone(i % 2 === 0 ? changed : config), templates)); // a reload: a new config object
+        (i) => timedReconcile(productLast, structuredClone(i % 2 === 0 ? changed : config), templates, supervisor)); // a reload: a new config object
       const tableSteps = r.values.flatMap((v) => v.plan.steps.filter((s) => s.kind === 'table'));
       const chains = Math.max(...tableSteps.map((s) => (s.kind === 'table' ? s.chains.length : 0)));
       change = {
@@ -197,7 +214,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
         restores: Math.max(...r.values.map((v) => v.recorder.count('restore'))),
         vlan: `v${vlan}`,
       };
-      await timedReconcile(productLast, config, templates); // leave the namespace at the base config
+      await timedReconcile(productLast, config, templates, supervisor); // leave the namespace at the base config
     }
     const factsAfter = noop.values[noop.values.length - 1]!.facts;
 

@@ -83,6 +83,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     const collector = new StatsCollector(runner, metrics, log, args['stats-interval']!, () => ({
       ...(supervisor.lastDesired ? { desired: supervisor.lastDesired } : {}),
       ...(supervisor.backend ? { backend: supervisor.backend } : {}),
+      setsDrifted: () => supervisor.setsDrifted(),
     }));
     const http = new HttpServer({
       metrics: () => metrics.text(),

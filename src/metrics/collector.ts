@@ -2,7 +2,8 @@
  * Reads kernel counters on a timer (never inside a scrape): rule and set counters for the forwarding and NAT
  * series, NIC statistics for the VLANs' interfaces, and conntrack occupancy. One `iptables-save -c`, one
  * `ipset save` (read line by line, never kept), one `ip -s link` and one `sysctl` per tick, whatever the number
- * of VLANs.
+ * of VLANs. Reading every set member anyway, it also tells the supervisor when our sets do not hold the desired
+ * members, which its passes otherwise only check by count (KnownSets).
  */
 import type { CommandRunner } from '../exec/runner.js';
 import type { Logger } from '../log.js';
@@ -18,6 +19,8 @@ import type { Metrics } from './metrics.js';
 export interface CollectorState {
   readonly desired?: Desired;
   readonly backend?: Backend;
+  /** Called when our sets do not hold exactly the desired state's members. */
+  readonly setsDrifted?: () => void;
 }
 
 export class StatsCollector {
@@ -52,7 +55,7 @@ export class StatsCollector {
   }
 
   private async readOnce(): Promise<void> {
-    const { desired, backend } = this.state();
+    const { desired, backend, setsDrifted } = this.state();
     if (!desired || !backend) return;
     try {
       const [save, sets, links, conntrack] = await Promise.all([
@@ -73,7 +76,7 @@ export class StatsCollector {
         }
       };
       for (const sample of ruleSamples(desired, { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') })) add(sample);
-      if (sets !== undefined) forEachSetSample(desired, sets, add);
+      if (sets !== undefined && !forEachSetSample(desired, sets, add).exact) setsDrifted?.();
       this.interfaces(desired, parseIpAddr(links.stdout));
       const [count, max] = conntrack.stdout.trim().split('\n').map(Number);
       if (conntrack.exitCode === 0 && Number.isFinite(count) && Number.isFinite(max)) {

@@ -6,6 +6,7 @@
  */
 import type { SavedTable, TableName } from '../observe/facts.js';
 import { forEachIpsetMember } from '../observe/parse-ipset.js';
+import { memberSetOf } from '../plan/diff.js';
 import type { Desired } from '../plan/types.js';
 
 /** One kernel counter (a rule, or a set member) and the labels it counts for. */
@@ -62,15 +63,36 @@ function labelsOf(desired: Desired): Map<string, MemberLabels> {
 /**
  * The accounting sets' counters in an `ipset save` text, joined to their pair of zones, one visit per member (no
  * array of 10,000 samples per reading). A member in a set other than the one the desired state puts it in is not
- * ours to count.
+ * ours to count. Returns whether our sets hold exactly the desired members, no more and no fewer: a supervisor's
+ * passes take that as known (KnownSets) and count on this reading to say when it is not so.
  */
-export function forEachSetSample(desired: Desired, ipsetSave: string, visit: (sample: Sample) => void): void {
+export function forEachSetSample(desired: Desired, ipsetSave: string, visit: (sample: Sample) => void): { exact: boolean } {
   const labels = labelsOf(desired);
+  const wanted = wantedMembers(desired);
+  let matched = 0;
+  let stray = 0;
   forEachIpsetMember(ipsetSave, (set, member, packets, bytes) => {
+    const members = wanted.sets.get(set);
+    if (members) {
+      if (members.has(member)) matched++;
+      else stray++;
+    }
     const known = labels.get(member);
     // The desired state's own string as the key: the parsed one would keep the whole text it was cut from alive.
     if (known?.set === set) visit({ source: known.member, metric: 'forwarded', labels: known.labels, packets, bytes });
   });
+  return { exact: stray === 0 && matched === wanted.total };
+}
+
+const wantedOf = new WeakMap<Desired, { sets: Map<string, ReadonlySet<string>>; total: number }>();
+function wantedMembers(desired: Desired): { sets: Map<string, ReadonlySet<string>>; total: number } {
+  let wanted = wantedOf.get(desired);
+  if (!wanted) {
+    const sets = new Map(desired.sets.map((s) => [s.name, memberSetOf(s)]));
+    wanted = { sets, total: [...sets.values()].reduce((n, m) => n + m.size, 0) };
+    wantedOf.set(desired, wanted);
+  }
+  return wanted;
 }
 
 /** Successive absolute readings → increments; a reading below the last one means the source was reset. */

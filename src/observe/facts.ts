@@ -51,11 +51,23 @@ export interface SavedTable {
   readonly rules: ReadonlyMap<string, readonly SavedRule[]>;
 }
 
-/** An ipset as `ipset save` shows it: members with their counters. */
+/**
+ * One of our ipsets: its type and members (counters are the stats collector's business, not the planner's). The
+ * members may be the ones a supervisor knows it left there (KnownSets), when the set's header shows that many.
+ */
 export interface SavedSet {
   readonly type: string;
-  readonly members: ReadonlyMap<string, { readonly packets: number; readonly bytes: number }>;
+  readonly members: ReadonlySet<string>;
 }
+
+/**
+ * What a supervisor knows its sets to hold since its last good pass (set name → members). Its later passes read
+ * only the sets' headers (`ipset list -t`, a few milliseconds) and take these members where every count still
+ * matches, instead of reading 10,000 members each time. The count catches a set flushed, destroyed, or with
+ * members added or deleted; the stats collector, which reads every member for its counters every few seconds,
+ * catches a member swapped for another and makes the supervisor forget what it knew.
+ */
+export type KnownSets = ReadonlyMap<string, ReadonlySet<string>>;
 
 export interface Facts {
   readonly links: readonly Link[];

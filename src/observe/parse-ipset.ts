@@ -1,4 +1,4 @@
-/** Parser for `ipset save` output, keeping only our sets (VGW-*). Pure. */
+/** Parsers for `ipset save` and `ipset list -t` output, keeping only our sets (VGW-*). Pure. */
 import type { SavedSet } from './facts.js';
 
 const CREATE = /^create (VGW-\S+) (\S+)/;
@@ -22,11 +22,37 @@ export function forEachIpsetMember(text: string, visit: (set: string, member: st
 }
 
 export function parseIpsetSave(text: string): Map<string, SavedSet> {
-  const sets = new Map<string, { type: string; members: Map<string, { packets: number; bytes: number }> }>();
+  const sets = new Map<string, { type: string; members: Set<string> }>();
   for (const line of text.split('\n')) {
     const create = CREATE.exec(line);
-    if (create) sets.set(create[1]!, { type: create[2]!, members: new Map() });
+    if (create) sets.set(create[1]!, { type: create[2]!, members: new Set() });
   }
-  forEachIpsetMember(text, (set, member, packets, bytes) => sets.get(set)?.members.set(member, { packets, bytes }));
+  forEachIpsetMember(text, (set, member) => sets.get(set)?.members.add(member));
+  return sets;
+}
+
+/** A set as `ipset list -t` shows it: no members, only how many there are. */
+export interface SetHeader {
+  readonly type: string;
+  readonly entries: number;
+}
+
+/**
+ * `ipset list -t`: per set a block of `Key: value` lines (Name, Type, Revision, Header, Size in memory, References,
+ * Number of entries), blocks separated by a blank line.
+ */
+export function parseIpsetHeaders(text: string): Map<string, SetHeader> {
+  const sets = new Map<string, SetHeader>();
+  for (const block of text.split(/\n\s*\n/)) {
+    const fields = new Map<string, string>();
+    for (const line of block.split('\n')) {
+      const colon = line.indexOf(':');
+      if (colon > 0) fields.set(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
+    }
+    const name = fields.get('Name');
+    const type = fields.get('Type');
+    const entries = Number(fields.get('Number of entries'));
+    if (name?.startsWith('VGW-') && type && Number.isInteger(entries)) sets.set(name, { type, entries });
+  }
   return sets;
 }

@@ -4,7 +4,7 @@
  * the NIC holding an address inside its subnet. Pure.
  */
 import type { Config, InterfaceRef } from '../config/schema.js';
-import { contains, parseAddress, parseCidr } from '../net/ipv4.js';
+import { contains, networkOf, parseAddress, parseCidr } from '../net/ipv4.js';
 import type { BindingFacts, Link } from '../observe/facts.js';
 import type { UplinkBinding, VlanBinding } from './types.js';
 
@@ -50,8 +50,18 @@ export function matchUplink(config: Config, facts: BindingFacts): UplinkBinding 
 
 export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBinding): VlanBinding[] {
   const links = facts.links.filter((l) => !l.loopback && l.name !== uplink.nic?.name);
-  // Each address parsed once, not once per VLAN (100 VLANs × 100 NICs).
-  const parsed = new Map(links.map((l) => [l, l.addresses.map((a) => ({ prefix: a.prefix, address: parseAddress(a.address)! }))]));
+  // The NICs by the subnets their addresses are in (prefix and network address), in link order: one lookup per
+  // VLAN, not a scan of every NIC's addresses (100 VLANs × 100 NICs at each pass).
+  const bySubnet = new Map<string, Link[]>();
+  for (const l of links) {
+    for (const a of l.addresses) {
+      const address = parseAddress(a.address);
+      if (address === undefined) continue;
+      const key = `${a.prefix}/${networkOf({ network: address, prefix: a.prefix })}`;
+      const list = bySubnet.get(key) ?? bySubnet.set(key, []).get(key)!;
+      if (list.at(-1) !== l) list.push(l);
+    }
+  }
   const taken = new Set<string>();
   return config.vlans.map((vlan) => {
     if (vlan.interface !== undefined) {
@@ -61,8 +71,7 @@ export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBi
       return { vlan, nic };
     }
     const subnet = parseCidr(vlan.subnet)!;
-    const candidates = links.filter((l) => !taken.has(l.name)
-      && parsed.get(l)!.some((a) => a.prefix === subnet.prefix && contains(subnet, a.address)));
+    const candidates = (bySubnet.get(`${subnet.prefix}/${networkOf(subnet)}`) ?? []).filter((l) => !taken.has(l.name));
     if (candidates.length === 0) return { vlan, note: `waiting for a NIC with an address in ${vlan.subnet}` };
     // Prefer the NIC that already holds the gateway address (ours from a previous apply), else the oldest.
     const nic = candidates.find((l) => l.addresses.some((a) => a.address === vlan.gateway))

@@ -2,10 +2,10 @@
 import { applyPlan, type ApplyObserver } from '../apply/apply.js';
 import type { Config } from '../config/schema.js';
 import type { CommandRunner } from '../exec/runner.js';
-import type { Backend, Facts } from '../observe/facts.js';
+import type { Backend, Facts, KnownSets } from '../observe/facts.js';
 import { readFactsStaged } from '../observe/read.js';
 import { planDesired, planEmpty, type Templates } from '../plan/desired.js';
-import { diff } from '../plan/diff.js';
+import { diff, memberSetOf } from '../plan/diff.js';
 import type { Plan } from '../plan/types.js';
 
 export type Mode = 'up' | 'down';
@@ -13,9 +13,16 @@ export type Mode = 'up' | 'down';
 /** Was the ipset tool there at the last read (a property of the machine, not of a namespace)? */
 let ipsetSeen = true;
 
-/** What a supervisor carries from one pass to the next that the kernel cannot show it. */
+/** What a supervisor carries from one pass to the next that the kernel cannot show it, or need not be asked. */
 export interface Memory {
   readonly forwardingWasOff?: boolean;
+  /** Our sets' members as the last good pass left them (see KnownSets). */
+  readonly knownSets?: KnownSets;
+}
+
+/** Our sets' members once `plan` has been applied in full: what the next pass may take as known. */
+export function knownSetsAfter(plan: Plan): KnownSets {
+  return new Map(plan.desired.sets.map((s) => [s.name, memberSetOf(s)]));
 }
 
 export function planFor(config: Config, facts: Facts, templates: Templates, mode: Mode, memory: Memory = {}): Plan {
@@ -34,7 +41,10 @@ export async function reconcileOnce(
   options: { mode?: Mode; dryRun?: boolean; backend?: Backend; observer?: ApplyObserver; memory?: Memory } = {},
 ): Promise<ReconcileResult> {
   const mode = options.mode ?? 'up';
-  const reading = readFactsStaged(runner, options.backend ? { backend: options.backend } : {});
+  const reading = readFactsStaged(runner, {
+    ...(options.backend ? { backend: options.backend } : {}),
+    ...(options.memory?.knownSets ? { knownSets: options.memory.knownSets } : {}),
+  });
   if (mode === 'up') {
     // Render while the tables are still being read (iptables-save at 10,000 rules is the slowest read): the
     // desired state needs only the interfaces. Whether ipset is here is taken from the last pass; if that

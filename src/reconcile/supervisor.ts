@@ -13,12 +13,12 @@ import type { CommandRunner } from '../exec/runner.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log.js';
 import type { DriftKind, Metrics, Trigger } from '../metrics/metrics.js';
-import type { Backend, Link } from '../observe/facts.js';
+import type { Backend, KnownSets, Link } from '../observe/facts.js';
 import type { Templates } from '../plan/desired.js';
 import { summarizeStep } from '../plan/format.js';
 import type { Desired } from '../plan/types.js';
 import { driftOf } from './drift.js';
-import { reconcileOnce, type Mode } from './once.js';
+import { knownSetsAfter, reconcileOnce, type Mode } from './once.js';
 
 export interface ConfigState {
   readonly path: string;
@@ -62,6 +62,10 @@ export class Supervisor {
   private inFlight: Promise<void> | undefined;
   private stopped = false;
   private forwardingWasOff = false;
+  /** Forgotten after a failed pass, and when the stats collector finds the members differ (see KnownSets). */
+  private knownSets: KnownSets | undefined;
+  /** Bumped by setsDrifted: a pass that was running meanwhile must not remember what it started from. */
+  private setsEpoch = 0;
   private readonly failureLog: RateLimitedLog;
   private readonly now: () => number;
 
@@ -137,11 +141,15 @@ export class Supervisor {
       },
     };
     const { config, templates } = this.current;
+    const setsEpoch = this.setsEpoch;
     try {
       const { facts, plan } = await reconcileOnce(this.runner, config, templates, {
-        observer, memory: { forwardingWasOff: this.forwardingWasOff }, ...(this.backend ? { backend: this.backend } : {}),
+        observer,
+        memory: { forwardingWasOff: this.forwardingWasOff, ...(this.knownSets ? { knownSets: this.knownSets } : {}) },
+        ...(this.backend ? { backend: this.backend } : {}),
       });
       this.forwardingWasOff = Boolean(plan.forwardingWasOff);
+      this.knownSets = setsEpoch === this.setsEpoch ? knownSetsAfter(plan) : undefined;
       const drift = driftOf(this.lastDesired, plan);
       for (const kind of drift) {
         this.driftCounts[kind]++;
@@ -163,6 +171,7 @@ export class Supervisor {
       if (changes.length > 0) this.log.info({ trigger, changes, drift, durationMs: Math.round(performance.now() - started) }, 'reconciled: changes applied');
       else this.log.debug({ trigger, durationMs: Math.round(performance.now() - started) }, 'reconciled: in sync');
     } catch (error) {
+      this.knownSets = undefined;
       this.failures++;
       this.failingSince ??= requestedAt ?? this.lastStart;
       const delay = Math.min(this.options.backoffInitialMs * 2 ** (this.failures - 1), this.options.backoffMaxMs);
@@ -179,6 +188,17 @@ export class Supervisor {
       this.metrics.changed();
       this.firstPassDone();
     }
+  }
+
+  /**
+   * Our sets do not hold what the last pass left in them (the stats collector read every member): the next pass
+   * reads them in full, and it is asked for now.
+   */
+  setsDrifted(): void {
+    this.setsEpoch++;
+    if (this.knownSets === undefined && !this.inFlight) return;
+    this.knownSets = undefined;
+    this.trigger('schedule');
   }
 
   private record(record: Omit<ReconcileRecord, 'time'>): void {

@@ -15,7 +15,8 @@
  *   iptables-legacy-save / -restore: "not installed" unless switched on with setLegacy('installed');
  *   cat FILE… of /proc/sys/… and /proc/net/ip_tables_names (the legacy tables that exist: those a legacy restore
  *     has touched; the file is missing while legacy is not installed)
- *   ipset save | ipset restore (create/add/del/destroy, -exist) | ipset destroy NAME — unless ipset: false (not installed)
+ *   ipset save | ipset list -t | ipset restore (create/add/del/destroy, -exist) | ipset destroy NAME — unless ipset:
+ *   false (not installed)
  *   ip netns exec NAME <any of the above> (what --netns runs; NAME must be the fake's own `name`; a program that
  *     is not installed is then ip's `exec of "X" failed` with exit 1, not a failed spawn)
  *
@@ -966,6 +967,14 @@ export class FakeNetns implements CommandRunner {
       && TABLE_NAMES.some((t) => [...ruleset[t].values()].some((c) => c.rules.some((r) => r.sets.includes(name)))));
     const [command, ...rest] = args;
     if (command === 'save' || command === '-S') return { stdout: this.saveSets(true) };
+    if ((command === 'list' || command === '-L') && rest.length === 1 && (rest[0] === '-t' || rest[0] === '-terse')) {
+      // As ipset 7.17 prints it (the kernel's own size and references are not modelled: fixed numbers).
+      const blocks = [...this.ipsets].sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, set]) => [
+        `Name: ${name}`, `Type: ${set.type}`, 'Revision: 8', 'Header: family inet hashsize 1024 maxelem 65536 counters bucketsize 12 initval 0x00000000',
+        'Size in memory: 1000', 'References: 0', `Number of entries: ${set.members.size}`,
+      ].join('\n'));
+      return { stdout: blocks.length > 0 ? `${blocks.join('\n\n')}\n` : '' };
+    }
     if (command === 'destroy' || command === 'x') {
       const name = rest[0];
       if (name === undefined) return fail('destroying every set is not supported by the fake');

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import type { Config } from '../../src/config/schema.js';
 import { inNamespace } from '../../src/exec/runner.js';
 import { labCheck, labDown, labUp, runProbe, startAgent, type LabTopology } from '../../src/lab/index.js';
-import { reconcileOnce } from '../../src/reconcile/once.js';
+import { knownSetsAfter, reconcileOnce } from '../../src/reconcile/once.js';
 import { loadTemplates } from '../../src/template/load.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import {
@@ -126,6 +126,16 @@ kernel(`a second apply changes nothing: "No changes", no restore (counters keep 
   const reads = /^(ip -json |sysctl -n |iptables-(nft|legacy)-save |ipset save$|cat \/proc\/)/;
   t.deepEqual(commands.filter((c) => !reads.test(c)), [], `only reads ran:\n${commands.join('\n')}`);
   t.true(commands.includes('iptables-nft-save -c'));
+
+  // As a supervisor's later pass: what its last pass left in the sets is known, and the real `ipset list -t`
+  // shows every count as it was, so no member is read.
+  const later = recording(runner);
+  const second = await reconcileOnce(inNamespace(later.runner, router), example.config, await loadTemplates(), {
+    backend: 'nft', memory: { knownSets: knownSetsAfter(plan) },
+  });
+  t.deepEqual(second.plan.steps, []);
+  const laterCommands = later.commands.map((argv) => argv.slice(4).join(' '));
+  t.deepEqual(laterCommands.filter((c) => c.startsWith('ipset')), ['ipset list -t'], laterCommands.join('\n'));
 
   const plan0 = await cli('plan', '--detailed-exitcode', '--netns', router, '--config', example.path);
   t.is(plan0.code, 0, plan0.stderr);

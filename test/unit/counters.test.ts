@@ -88,11 +88,22 @@ test('forEachSetSample joins the accounting set\'s members (traffic per pair) to
     '',
   ].join('\n');
   const samples: Sample[] = [];
-  forEachSetSample(desired, text, (sample) => samples.push(sample));
+  t.deepEqual(forEachSetSample(desired, text, (sample) => samples.push(sample)), { exact: false }, 'members not the desired ones');
   t.deepEqual(samples, [
     { source: '192.168.10.0/24,eth2', metric: 'forwarded', labels: { from: 'office', to: 'lab', action: 'accept' }, packets: 40, bytes: 3360 },
   ]);
   t.deepEqual(ruleSamples(desired, { filter: table({}), nat: table({}) }), [], 'rules without counters in the kernel: no samples');
+});
+
+test('forEachSetSample says whether our sets hold exactly the desired members: one missing, one extra, or one swapped is not', (t) => {
+  const create = 'create VGW-PAIRS-0 hash:net,iface family inet hashsize 1024 maxelem 65536 counters';
+  const add = (member: string) => `add VGW-PAIRS-0 ${member} packets 0 bytes 0`;
+  const exact = (...lines: string[]) => forEachSetSample(desired, `${[create, ...lines].join('\n')}\n`, () => {}).exact;
+  t.true(exact(add('192.168.10.0/24,eth2'), add('192.168.20.0/24,eth1')));
+  t.true(exact(add('192.168.20.0/24,eth1'), add('192.168.10.0/24,eth2'), 'create other hash:ip', 'add other 10.0.0.1'), 'order, and sets not ours, do not matter');
+  t.false(exact(add('192.168.10.0/24,eth2')), 'one missing');
+  t.false(exact(add('192.168.10.0/24,eth2'), add('192.168.20.0/24,eth1'), add('10.99.0.0/16,eth9')), 'one extra');
+  t.false(exact(add('192.168.10.0/24,eth2'), add('10.99.0.0/16,eth9')), 'one swapped: the same count');
 });
 
 // ---- ruleSamples, on what the real planner wrote into the fake ------------------------------------------------------

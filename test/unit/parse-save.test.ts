@@ -30,3 +30,29 @@ test('parseSave: chains, rule bodies, counters, and our hashes (quoted or not); 
   t.false('hash' in filter.rules.get('DOCKER-USER')![0]!);
   t.deepEqual([...tableOf(parseSave(SAVE), 'nat').chains], ['PREROUTING']);
 });
+
+test('parseSave: lines are trimmed (CRLF too); a line that is not a rule, or a malformed counter, is skipped', (t) => {
+  const text = [
+    '  *filter\r',
+    ':FORWARD ACCEPT [0:0]',
+    ':VGW-A - [0:0]\r',
+    '[1:2] -A VGW-A',
+    '[x:1] -A VGW-A -j DROP',
+    '[1:2]-A VGW-A -j DROP',
+    '-A  -j DROP',
+    '-A VGW-A -j ACCEPT  ',
+    '-I VGW-A -j DROP',
+    '[3:4] -A FORWARD -m comment --comment "vgw:hook-fwd" -j VGW-A',
+    '[5:6] -A VGW-A -j RETURN',
+    'COMMIT',
+    '',
+  ].join('\n');
+  const filter = tableOf(parseSave(text), 'filter');
+  t.deepEqual([...filter.chains], ['FORWARD', 'VGW-A']);
+  t.deepEqual(filter.rules.get('VGW-A'), [
+    { body: '', packets: 1, bytes: 2 },
+    { body: '-j ACCEPT', packets: 0, bytes: 0 },
+    { body: '-j RETURN', packets: 5, bytes: 6 },
+  ], 'the rules of one chain stay together, though another chain\'s rule comes between them');
+  t.deepEqual(filter.rules.get('FORWARD'), [{ body: '-m comment --comment "vgw:hook-fwd" -j VGW-A', packets: 3, bytes: 4, hash: 'hook-fwd' }]);
+});

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parseConfigText } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import type { Child, CommandRunner, RunOptions, RunResult } from '../../src/exec/runner.js';
+import { StatsCollector } from '../../src/metrics/collector.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { Supervisor, type ConfigState, type SupervisorOptions } from '../../src/reconcile/supervisor.js';
 import { loadTemplates } from '../../src/template/load.js';
@@ -402,4 +403,70 @@ test('drift repaired by a pass is counted by kind (metrics and driftCounts); a c
   t.true(r.supervisor.lastRecord!.changes.length > 0);
   t.like(r.supervisor.driftCounts, { rules: 1, sysctl: 1 });
   t.is(await r.value('vlan_gateway_drift_repairs_total'), 2);
+});
+
+// ---- what later passes read of the sets -----------------------------------------------------------------------------
+
+const ipsetReads = (ns: FakeNetns) => ns.history.filter((c) => /^ipset (save|list)/.test(c));
+
+test('later passes read only the sets\' headers; a set whose count moved is read in full, and repaired', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  t.deepEqual(ipsetReads(r.ns), ['ipset save'], 'the first pass knows nothing: every member is read');
+  const filled = r.ns.saveSets();
+
+  r.ns.history.length = 0;
+  r.supervisor.trigger('schedule');
+  await settle(r, 2);
+  t.deepEqual(ipsetReads(r.ns), ['ipset list -t'], 'then the counts are enough');
+  t.like(r.supervisor.lastRecord, { result: 'success', changes: [] });
+
+  await r.ns.run(['ipset', 'restore'], { input: 'del VGW-PAIRS-0 192.168.10.0/24,eth2\n' });
+  r.ns.history.length = 0;
+  r.supervisor.trigger('schedule');
+  await settle(r, 3);
+  t.deepEqual(ipsetReads(r.ns), ['ipset list -t', 'ipset save'], 'one member fewer: read in full');
+  t.like(r.supervisor.lastRecord, { result: 'success', drift: ['rules'] });
+  t.is(r.ns.saveSets(), filled, 'the member is back');
+});
+
+test('a set member swapped for another (same count) is found by the stats collector, and the next pass repairs it', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  const filled = r.ns.saveSets();
+  await r.ns.run(['ipset', 'restore'], { input: 'del VGW-PAIRS-0 192.168.10.0/24,eth2\nadd VGW-PAIRS-0 10.99.0.0/16,eth9\n' });
+  r.supervisor.trigger('schedule');
+  await settle(r, 2);
+  t.regex(r.ns.saveSets(), /10\.99\.0\.0\/16,eth9/, 'the header read alone cannot tell');
+
+  const collector = new StatsCollector(r.runner, r.metrics, pino({ level: 'silent' }), 60_000, () => ({
+    ...(r.supervisor.lastDesired ? { desired: r.supervisor.lastDesired } : {}),
+    ...(r.supervisor.backend ? { backend: r.supervisor.backend } : {}),
+    setsDrifted: () => r.supervisor.setsDrifted(),
+  }));
+  r.ns.history.length = 0;
+  await collector.collect();
+  await settle(r, 3);
+  t.deepEqual(ipsetReads(r.ns), ['ipset save', 'ipset save'], 'the collector\'s reading, then the pass it asked for reads in full');
+  t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success', drift: ['rules'] });
+  t.is(r.ns.saveSets(), filled);
+
+  r.ns.history.length = 0;
+  await collector.collect();
+  await sleep(30);
+  t.is(r.metrics.passes, 3, 'members as desired: the collector asks for no pass');
+});
+
+test('what the sets held is forgotten after a failed pass: the retry reads every member', async (t) => {
+  const r = rig(t, { backoffInitialMs: 20 });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.ns.failNext({ table: 'filter', stderr: 'iptables-restore: line 3 failed' });
+  r.supervisor.replaceConfig(state(withRule, 'v2'));
+  await until('the failed pass', () => r.supervisor.lastRecord?.result === 'failure');
+  r.ns.history.length = 0;
+  await until('the retry', () => r.supervisor.lastRecord?.result === 'success', 3000);
+  t.deepEqual(ipsetReads(r.ns), ['ipset save']);
 });

@@ -1,0 +1,53 @@
+import test from 'ava';
+import { parseIpsetHeaders, parseIpsetSave } from '../../src/observe/parse-ipset.js';
+
+// As ipset 7.17 prints `ipset list -t` (a set of ours, one that is not, and one of ours with no members).
+const HEADERS = `Name: VGW-PAIRS-0
+Type: hash:net,iface
+Revision: 8
+Header: family inet hashsize 4096 maxelem 65536 counters bucketsize 48 initval 0xe433ed14
+Size in memory: 301616
+References: 97
+Number of entries: 4656
+
+Name: blocklist
+Type: hash:ip
+Revision: 6
+Header: family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x5a3c1f00
+Size in memory: 200
+References: 0
+Number of entries: 3
+
+Name: VGW-NICS-0
+Type: hash:net,iface
+Revision: 8
+Header: family inet hashsize 1024 maxelem 65536 counters bucketsize 12 initval 0xec66e263
+Size in memory: 744
+References: 96
+Number of entries: 0
+`;
+
+test('parseIpsetHeaders: our sets (VGW-*) with their type and number of members; others left out', (t) => {
+  t.deepEqual([...parseIpsetHeaders(HEADERS)], [
+    ['VGW-PAIRS-0', { type: 'hash:net,iface', entries: 4656 }],
+    ['VGW-NICS-0', { type: 'hash:net,iface', entries: 0 }],
+  ]);
+  t.deepEqual([...parseIpsetHeaders('')], [], 'no sets at all');
+  t.deepEqual([...parseIpsetHeaders('Name: VGW-X\nType: hash:ip\n')], [], 'a block without its count is not taken as empty');
+});
+
+test('parseIpsetSave: our sets with their type and members (counters dropped), others left out', (t) => {
+  const text = [
+    'create VGW-PAIRS-0 hash:net,iface family inet hashsize 1024 maxelem 65536 counters',
+    'add VGW-PAIRS-0 192.168.10.0/24,eth2 packets 40 bytes 3360',
+    'add VGW-PAIRS-0 0.0.0.0/1,eth0 packets 0 bytes 0',
+    'create VGW-NICS-0 hash:net,iface family inet hashsize 1024 maxelem 65536 counters',
+    'create other hash:ip family inet hashsize 1024 maxelem 65536',
+    'add other 10.0.0.1',
+    '',
+  ].join('\n');
+  t.deepEqual([...parseIpsetSave(text)].map(([name, set]) => [name, set.type, [...set.members]]), [
+    ['VGW-PAIRS-0', 'hash:net,iface', ['192.168.10.0/24,eth2', '0.0.0.0/1,eth0']],
+    ['VGW-NICS-0', 'hash:net,iface', []],
+  ]);
+});
