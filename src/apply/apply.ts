@@ -237,12 +237,12 @@ interface Task {
 }
 
 /**
- * The plan's steps as stages; the tasks of one stage are independent and run at once (2 cores: a 10k-rule filter
- * restore and a 9k-member ipset fill overlap instead of adding up). In order:
+ * The plan's steps as stages; the tasks of one stage are independent and run at once. In order:
  *   0. sysctls the plan puts before its tables (ip_forward=0 on the way out: fail closed first);
- *   1. the address/link/route batch, and one `ipset restore` creating new sets (the tables' rules need them to
- *      exist) and writing the members of verdict sets (the rules decide on them);
- *   2. each table's restore;
+ *   1. one `ipset restore` creating new sets (the tables' rules need them to exist) and writing the members of
+ *      verdict sets (the rules decide on them);
+ *   2. each table's restore, and beside them the address/link/route batch (no rule depends on an address, and
+ *      forwarding stays off until stage 4, so the batch need not hold up the tables);
  *   3. sets no longer wanted (after the tables stopped referring to them);
  *   4. the other sysctls (ip_forward=1 only once the FORWARD policy is in place).
  * Beside them, `accounting`: the accounting sets' members, one `ipset restore` started with stage 2. No verdict
@@ -252,7 +252,7 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
   const out: Task[][] = [[], [], [], [], []];
   const firstTable = steps.findIndex((s) => s.kind === 'table');
   const address = steps.filter(isAddressStep);
-  if (address.length > 0) out[1]!.push({ step: address[0]!, run: () => runAddressBatch(runner, address) });
+  if (address.length > 0) out[2]!.push({ step: address[0]!, run: () => runAddressBatch(runner, address) });
   const before: SetLine[] = [];
   const counting: SetLine[] = [];
   const destroys: SetLine[] = [];

@@ -26,7 +26,13 @@ export class ExecaRunner implements CommandRunner {
       });
       const out: Buffer[] = [];
       const err: Buffer[] = [];
-      child.stdout!.on('data', (chunk: Buffer) => out.push(chunk));
+      const { onStdout } = options;
+      if (onStdout) {
+        child.stdout!.setEncoding('utf8'); // a character split across two reads is held back, not mangled
+        child.stdout!.on('data', (chunk: string) => onStdout(chunk));
+      } else {
+        child.stdout!.on('data', (chunk: Buffer) => out.push(chunk));
+      }
       child.stderr!.on('data', (chunk: Buffer) => err.push(chunk));
       let startError: Error | undefined;
       child.on('error', (error) => {

@@ -9,6 +9,11 @@ export interface RunOptions {
   /** Return the result of a non-zero exit instead of throwing CommandError. */
   readonly allowFailure?: boolean;
   readonly timeoutMs?: number;
+  /**
+   * Takes stdout piece by piece as it arrives (text, split anywhere), instead of in RunResult.stdout, which is then
+   * ''. Lets a caller parse a large output (iptables-save at 10,000 rules) while the child is still writing it.
+   */
+  readonly onStdout?: (chunk: string) => void;
 }
 
 export interface RunResult {

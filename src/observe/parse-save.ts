@@ -37,83 +37,105 @@ function decimal(text: string, from: number, to: number): number {
 }
 
 /**
- * Line by line with indexOf and character codes, no regular expression and no array of lines: a pass at 10,000
- * rules parses this right after the save, so it is on the path of every pass. A rule line is
+ * Parses `iptables-save` output as it arrives: `push` each piece (split anywhere), then `end`. Line by line with
+ * indexOf and character codes, no regular expression and no array of lines: at 10,000 rules a pass reads this on
+ * every pass, and parsing while iptables-save is still writing takes it off the pass's path. A rule line is
  * `[packets:bytes] -A CHAIN BODY` (counters only with -c); lines are trimmed as they are read.
  */
-export function parseSave(text: string): Map<string, SavedTable> {
-  const tables = new Map<string, SavedTable>();
-  let chains = new Set<string>();
-  let rules = new Map<string, SavedRule[]>();
-  let current: string | undefined;
-  let lastChain = '';
-  let lastList: SavedRule[] | undefined;
-  let start = 0;
-  while (start < text.length) {
-    let end = text.indexOf('\n', start);
-    if (end === -1) end = text.length;
-    const next = end + 1;
+export class SaveParser {
+  private readonly tables = new Map<string, SavedTable>();
+  private chains = new Set<string>();
+  private rules = new Map<string, SavedRule[]>();
+  private current: string | undefined;
+  private lastChain = '';
+  private lastList: SavedRule[] | undefined;
+  /** The unfinished last line of the pieces so far. */
+  private rest = '';
+
+  push(piece: string): this {
+    const text = this.rest === '' ? piece : this.rest + piece;
+    const last = text.lastIndexOf('\n');
+    if (last === -1) {
+      this.rest = text;
+      return this;
+    }
+    this.lines(text, last + 1);
+    this.rest = text.slice(last + 1);
+    return this;
+  }
+
+  end(): Map<string, SavedTable> {
+    if (this.rest !== '') this.lines(this.rest, this.rest.length);
+    this.rest = '';
+    return this.tables;
+  }
+
+  /** The lines of text[0, limit). */
+  private lines(text: string, limit: number): void {
+    let start = 0;
+    while (start < limit) {
+      let end = text.indexOf('\n', start);
+      if (end === -1 || end > limit) end = limit;
+      this.line(text, start, end);
+      start = end + 1;
+    }
+  }
+
+  private line(text: string, start: number, end: number): void {
     while (start < end && text.charCodeAt(start) <= SPACE) start++;
     while (end > start && text.charCodeAt(end - 1) <= SPACE) end--;
     const first = text.charCodeAt(start);
-    if (start === end || first === 35 /* # */) {
-      start = next;
-      continue;
-    }
+    if (start === end || first === 35 /* # */) return;
     if (first === 42 /* * */) {
-      current = text.slice(start + 1, end);
-      chains = new Set();
-      rules = new Map();
-      lastList = undefined;
+      this.current = text.slice(start + 1, end);
+      this.chains = new Set();
+      this.rules = new Map();
+      this.lastList = undefined;
     } else if (end - start === 6 && text.startsWith('COMMIT', start)) {
-      if (current) tables.set(current, { chains, rules });
-      current = undefined;
+      if (this.current) this.tables.set(this.current, { chains: this.chains, rules: this.rules });
+      this.current = undefined;
     } else if (first === 58 /* : */) {
       const space = text.indexOf(' ', start);
-      chains.add(text.slice(start + 1, space === -1 || space > end ? end : space));
+      this.chains.add(text.slice(start + 1, space === -1 || space > end ? end : space));
     } else {
-      let at = start;
-      let packets = 0;
-      let bytes = 0;
-      if (first === 91 /* [ */) {
-        const colon = text.indexOf(':', at);
-        const close = text.indexOf(']', at);
-        if (colon === -1 || close === -1 || close > end || colon > close || text.charCodeAt(close + 1) !== SPACE) {
-          start = next;
-          continue;
-        }
-        packets = decimal(text, at + 1, colon);
-        bytes = decimal(text, colon + 1, close);
-        if (packets < 0 || bytes < 0) {
-          start = next;
-          continue;
-        }
-        at = close + 2;
-      }
-      if (!text.startsWith('-A ', at)) {
-        start = next;
-        continue;
-      }
-      at += 3;
-      let space = text.indexOf(' ', at);
-      if (space === -1 || space > end) space = end;
-      if (space === at) {
-        start = next;
-        continue;
-      }
-      // Rules come chain by chain: the chain's name and list are reused while it lasts.
-      if (!lastList || space - at !== lastChain.length || !text.startsWith(lastChain, at)) {
-        lastChain = text.slice(at, space);
-        lastList = rules.get(lastChain);
-        if (!lastList) rules.set(lastChain, (lastList = []));
-      }
-      const body = space < end ? text.slice(space + 1, end) : '';
-      const hash = hashOf(body);
-      lastList.push(hash ? { body, packets, bytes, hash } : { body, packets, bytes });
+      this.rule(text, start, end, first);
     }
-    start = next;
   }
-  return tables;
+
+  private rule(text: string, start: number, end: number, first: number): void {
+    let at = start;
+    let packets = 0;
+    let bytes = 0;
+    if (first === 91 /* [ */) {
+      const colon = text.indexOf(':', at);
+      const close = text.indexOf(']', at);
+      if (colon === -1 || close === -1 || close > end || colon > close || text.charCodeAt(close + 1) !== SPACE) return;
+      packets = decimal(text, at + 1, colon);
+      bytes = decimal(text, colon + 1, close);
+      if (packets < 0 || bytes < 0) return;
+      at = close + 2;
+    }
+    if (!text.startsWith('-A ', at)) return;
+    at += 3;
+    let space = text.indexOf(' ', at);
+    if (space === -1 || space > end) space = end;
+    if (space === at) return;
+    // Rules come chain by chain: the chain's name and list are reused while it lasts.
+    let list = this.lastList;
+    if (!list || space - at !== this.lastChain.length || !text.startsWith(this.lastChain, at)) {
+      this.lastChain = text.slice(at, space);
+      list = this.rules.get(this.lastChain);
+      if (!list) this.rules.set(this.lastChain, (list = []));
+      this.lastList = list;
+    }
+    const body = space < end ? text.slice(space + 1, end) : '';
+    const hash = hashOf(body);
+    list.push(hash ? { body, packets, bytes, hash } : { body, packets, bytes });
+  }
+}
+
+export function parseSave(text: string): Map<string, SavedTable> {
+  return new SaveParser().push(text).end();
 }
 
 export function tableOf(tables: Map<string, SavedTable>, name: TableName): SavedTable {

@@ -499,18 +499,31 @@ test('a failing address on the second VLAN undoes the first one', async (t) => {
   t.is(ns.snapshot(), before, 'the first VLAN\'s address (192.168.10.1 on eth1) was added and removed again');
   t.true(ns.history.some((c) => / add 192\.168\.10\.1\/24 dev eth1 /.test(c)), 'the first address was really added before the failure');
   t.true(ns.history.some((c) => / del 192\.168\.10\.1\/24 dev eth1/.test(c)), 'and removed again');
-  // Nothing before the batch had been done, but its own first line had: the message says that line was undone.
-  t.is(error!.message.split('\n').at(-1), '(the lines before it were undone)');
+  // The tables were written beside the batch (no rule depends on an address), and were rolled back with its line.
+  t.is(error!.message.split('\n').at(-1), '(the steps already done were rolled back)');
 });
 
-test('a failing first address of the batch: nothing had been changed, and the message says so', async (t) => {
+test('a failing first address of the batch (no ipset): the tables written beside it are rolled back, and the message says so', async (t) => {
   const ns = namespace(['eth1', 'eth2'], { ipset: false });
   const before = ns.snapshot();
   ns.failOn((argv) => /^ip (-\S+ )*a(ddr|ddress)? add 192\.168\.10\.1\/24 dev eth1( |$)/.test(argv.join(' ')),
     { stderr: 'RTNETLINK answers: Operation not supported\n', exitCode: 2 });
   const error = await t.throwsAsync(apply(ns, lab), { instanceOf: ApplyError });
   t.like(error!.step, { kind: 'address-add', nic: 'eth1', address: '192.168.10.1' });
+  t.is(error!.message.split('\n').at(-1), '(the steps already done were rolled back)');
+  t.true(ns.history.some((c) => c.startsWith('iptables-nft-restore')), 'the tables had been written');
+  t.true(error!.rolledBack);
+  t.is(ns.snapshot(), before);
+});
+
+test('a failing first write (creating the sets): nothing had been changed, and the message says so', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  const before = ns.snapshot();
+  ns.failOn((argv, input) => argv[0] === 'ipset' && (input ?? '').startsWith('create '), { stderr: 'ipset v7.17: Error in line 1: Kernel error received: Operation not permitted\n' });
+  const error = await t.throwsAsync(apply(ns, lab), { instanceOf: ApplyError });
+  t.like(error!.step, { kind: 'set-update', create: true });
   t.is(error!.message.split('\n').at(-1), '(nothing had been changed)');
+  t.false(ns.history.some((c) => c.startsWith('iptables-nft-restore') || c.startsWith('ip -batch')), 'no other write ran');
   t.true(error!.rolledBack);
   t.is(ns.snapshot(), before);
 });

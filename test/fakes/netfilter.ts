@@ -709,7 +709,14 @@ export class FakeNetns implements CommandRunner {
   async run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
     this.history.push(argv.join(' '));
     const result = this.dispatch(argv, options.input);
-    const out: RunResult = { stdout: result.stdout ?? '', stderr: result.stderr ?? '', exitCode: result.exitCode ?? 0 };
+    let stdout = result.stdout ?? '';
+    if (options.onStdout) {
+      // In two pieces split mid-line, as a pipe may deliver it.
+      const cut = Math.floor(stdout.length / 2);
+      for (const piece of [stdout.slice(0, cut), stdout.slice(cut)]) if (piece !== '') options.onStdout(piece);
+      stdout = '';
+    }
+    const out: RunResult = { stdout, stderr: result.stderr ?? '', exitCode: result.exitCode ?? 0 };
     if (out.exitCode !== 0 && !options.allowFailure) throw new CommandError(argv, out.exitCode, out.stderr, out.stdout);
     return out;
   }

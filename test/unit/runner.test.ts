@@ -35,6 +35,23 @@ test('a timeout kills the child and is an error', async (t) => {
   t.true(performance.now() - started < 2000);
 });
 
+test('onStdout takes the output as it comes (pieces before the exit, characters whole) and stdout is then empty', async (t) => {
+  const pieces: string[] = [];
+  let firstAt = 0;
+  // 200 KB in two writes a moment apart, a multi-byte character in each, then a line on stderr and exit 2.
+  const script = 'head -c 100000 /dev/zero | tr "\\0" a; printf "é\\n"; sleep 0.2; head -c 100000 /dev/zero | tr "\\0" b; printf "ü\\n"; echo err >&2; exit 2';
+  const r = await runner.run(['sh', '-c', script], {
+    allowFailure: true,
+    onStdout: (piece) => {
+      pieces.push(piece);
+      firstAt ||= performance.now();
+    },
+  });
+  t.deepEqual(r, { stdout: '', stderr: 'err\n', exitCode: 2 });
+  t.true(performance.now() - firstAt >= 150, 'the first piece came before the sleep, not at the exit');
+  t.is(pieces.join(''), `${'a'.repeat(100000)}é\n${'b'.repeat(100000)}ü\n`);
+});
+
 test('commands see the C locale', async (t) => {
   t.is((await runner.run(['sh', '-c', 'echo "$LC_ALL"'])).stdout, 'C\n');
 });
