@@ -7,6 +7,7 @@
  *   (d) a no-op apply (second reconcile: must run zero restores) vs one `iptables-nft-save -c`;
  *   (e) a one-VLAN change (one VLAN's forwarding rules) vs the full apply, and the chains it rewrote.
  */
+import { setCreate } from '../src/apply/apply.js';
 import type { Config } from '../src/config/schema.js';
 import { inNamespace, type CommandRunner } from '../src/exec/runner.js';
 import type { Facts, KnownSets } from '../src/observe/facts.js';
@@ -57,8 +58,9 @@ export const tablePayloads = (plan: Plan): Payload[] =>
   plan.steps.flatMap((s) => (s.kind === 'table' ? [{ table: s.table, text: s.payload }] : []));
 
 /** `ipset restore` input creating the plan's sets as apply does (the table payloads match on them). */
+/** The plan's sets as one `ipset restore` script, created as the product creates them (setCreate). */
 export const setScript = (plan: Plan): string => plan.steps.flatMap((s) => (s.kind === 'set-update'
-  ? [...(s.create ? [`create ${s.set} ${s.type} counters -exist`] : []), ...s.add.map((m) => `add ${s.set} ${m} -exist`)]
+  ? [...(s.create ? [setCreate(s.set, s.type, s.add.length)] : []), ...s.add.map((m) => `add ${s.set} ${m} -exist`)]
   : [])).map((l) => `${l}\n`).join('');
 
 const ruleLineCount = (text: string) => text.split('\n').filter((l) => /^-[AI] /.test(l)).length;
