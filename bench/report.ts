@@ -40,8 +40,8 @@ export function applyTable(r: ApplyResult): string {
   if (r.perRule) rows.push(timeRow(`(c) one iptables-nft process per line (${n(r.perRule.calls)} calls)`, r.perRule.stats));
   rows.push(
     timeRow(`(d) no-op apply (a supervisor's second pass, same config: ${r.noopRestores} restores incl. ipset, ${r.noopSteps} steps)`, r.noop),
-    timeRow('      observe', r.noopParts.observe),
-    timeRow('      parse + plan', r.noopParts.plan),
+    timeRow('      observe: 4 reads in parallel (*-save parsed as it comes, ip, cat, ipset list -t)', r.noopParts.observe),
+    timeRow('      parse + plan after the last read', r.noopParts.plan),
     timeRow('(d) one iptables-nft-save -c of the applied namespace', r.save),
   );
   if (r.change) {
