@@ -48,6 +48,8 @@ export interface ApplyResult {
   readonly noopRestores: number;
   readonly noopSteps: number;
   readonly save: Stats;
+  /** Per interleaved pair: the no-op pass minus the save that followed it. */
+  readonly noopOverSave: Stats;
   readonly saveText: string;
   readonly change?: { readonly stats: Stats; readonly parts: Record<keyof Breakdown, Stats>; readonly chains: number; readonly restores: number; readonly vlan: string };
   readonly config: Config;
@@ -188,16 +190,21 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
     // As the supervisor that made the last full apply (a) would run its next passes.
     const supervisor = new SupervisorMemory();
     supervisor.knownSets = lastKnown;
-    const noop = await repeat({ runs: 7, slowRuns: 3, slowMs: 3000 }, () => timedReconcile(productLast, config, templates, supervisor));
+    // Interleaved, pass then save, so that the machine's noise (other work on the 2 cores, the kernel still
+    // tearing down the namespaces of (a) and (b)) falls on both alike.
+    let saveText = '';
+    const saves: number[] = [];
+    const noop = await repeat({ runs: 9, slowRuns: 3, slowMs: 3000 }, async () => {
+      const pass = await timedReconcile(productLast, config, templates, supervisor);
+      const start = performance.now();
+      saveText = (await inLast.run(['iptables-nft-save', '-c'])).stdout;
+      saves.push(performance.now() - start);
+      return pass;
+    });
     const noopRestores = Math.max(...noop.values.map((v) => v.recorder.count('restore') + v.recorder.count('ipset')));
     const noopSteps = Math.max(...noop.values.map((v) => v.plan.steps.length));
-    let saveText = '';
-    const save = await repeat({ runs: 7 }, async () => {
-      const start = performance.now();
-      const { stdout } = await inLast.run(['iptables-nft-save', '-c']);
-      saveText = stdout;
-      return { ms: performance.now() - start, value: null };
-    });
+    const save = { stats: stats(saves) };
+    const noopOverSave = stats(noop.samples.map((ms, i) => ms - saves[i]!));
 
     // (e) one VLAN's forwarding rules changed, back and forth.
     let change: ApplyResult['change'];
@@ -225,7 +232,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
       full: full.stats, fullParts: partStats(full.values.map((v) => v.parts)),
       raw: raw.stats, ...(rawSets ? { rawSets } : {}), ...(perRule ? { perRule } : {}),
       noop: noop.stats, noopParts: partStats(noop.values.map((v) => v.parts)), noopRestores, noopSteps,
-      save: save.stats, saveText, ...(change ? { change } : {}), config, factsAfter,
+      save: save.stats, noopOverSave, saveText, ...(change ? { change } : {}), config, factsAfter,
     };
   } finally {
     for (const ns of made) await namespaces.remove(ns);

@@ -42,7 +42,8 @@ export function applyTable(r: ApplyResult): string {
     timeRow(`(d) no-op apply (a supervisor's second pass, same config: ${r.noopRestores} restores incl. ipset, ${r.noopSteps} steps)`, r.noop),
     timeRow('      observe: 4 reads in parallel (*-save parsed as it comes, ip, cat, ipset list -t)', r.noopParts.observe),
     timeRow('      parse + plan after the last read', r.noopParts.plan),
-    timeRow('(d) one iptables-nft-save -c of the applied namespace', r.save),
+    timeRow('(d) one iptables-nft-save -c of the applied namespace (each right after a pass)', r.save),
+    timeRow('(d) each pass minus the save after it', r.noopOverSave),
   );
   if (r.change) {
     rows.push(
