@@ -143,11 +143,12 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
   // Four processes in parallel: iptables-*-save, ip, cat, ipset (the legacy save only where legacy tables exist).
   // The save is the slowest read (about 100 ms at 10,000 rules), so it is started first: each spawn holds this
   // thread for a few milliseconds.
-  let legacyTables!: (names: Promise<string[] | undefined>) => void;
-  const tables = readTables(runner, new Promise<string[] | undefined>((resolve) => (legacyTables = (names) => resolve(names))), options.backend);
+  let giveLegacyTables!: (names: Promise<string[] | undefined>) => void;
+  const legacyTables = new Promise<string[] | undefined>((resolve) => (giveLegacyTables = resolve));
+  const tables = readTables(runner, legacyTables, options.backend);
   const interfaces = readInterfaces(runner);
   const proc = readProc(runner);
-  legacyTables(proc.then((p) => p.legacyTables, () => undefined));
+  giveLegacyTables(proc.then((p) => p.legacyTables, () => undefined)); // a failed cat fails `facts` below
   const facts = Promise.all([
     interfaces,
     proc,
