@@ -194,7 +194,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
     // tearing down the namespaces of (a) and (b)) falls on both alike.
     let saveText = '';
     const saves: number[] = [];
-    const noop = await repeat({ runs: 9, slowRuns: 3, slowMs: 3000 }, async () => {
+    const noop = await repeat({ runs: 15, slowRuns: 3, slowMs: 3000 }, async () => {
       const pass = await timedReconcile(productLast, config, templates, supervisor);
       const start = performance.now();
       saveText = (await inLast.run(['iptables-nft-save', '-c'])).stdout;
