@@ -503,17 +503,20 @@ test('a failing address on the second VLAN undoes the first one', async (t) => {
   t.is(error!.message.split('\n').at(-1), '(the steps already done were rolled back)');
 });
 
-test('a failing first address of the batch (no ipset): the tables written beside it are rolled back, and the message says so', async (t) => {
-  const ns = namespace(['eth1', 'eth2'], { ipset: false });
-  const before = ns.snapshot();
-  ns.failOn((argv) => /^ip (-\S+ )*a(ddr|ddress)? add 192\.168\.10\.1\/24 dev eth1( |$)/.test(argv.join(' ')),
-    { stderr: 'RTNETLINK answers: Operation not supported\n', exitCode: 2 });
-  const error = await t.throwsAsync(apply(ns, lab), { instanceOf: ApplyError });
-  t.like(error!.step, { kind: 'address-add', nic: 'eth1', address: '192.168.10.1' });
-  t.is(error!.message.split('\n').at(-1), '(the steps already done were rolled back)');
-  t.true(ns.history.some((c) => c.startsWith('iptables-nft-restore')), 'the tables had been written');
-  t.true(error!.rolledBack);
-  t.is(ns.snapshot(), before);
+test('a failing first address of the batch: the tables (and sets) written beside it are rolled back, and the message says so', async (t) => {
+  for (const ipset of [false, true]) {
+    const ns = namespace(['eth1', 'eth2'], { ipset });
+    const before = ns.snapshot();
+    ns.failOn((argv) => /^ip (-\S+ )*a(ddr|ddress)? add 192\.168\.10\.1\/24 dev eth1( |$)/.test(argv.join(' ')),
+      { stderr: 'RTNETLINK answers: Operation not supported\n', exitCode: 2 });
+    const error = await t.throwsAsync(apply(ns, lab), { instanceOf: ApplyError });
+    t.like(error!.step, { kind: 'address-add', nic: 'eth1', address: '192.168.10.1' });
+    t.is(error!.message.split('\n').at(-1), '(the steps already done were rolled back)');
+    t.true(ns.history.some((c) => c.startsWith('iptables-nft-restore')), `ipset ${ipset}: the tables had been written`);
+    t.is(ns.history.some((c) => /^ipset restore/.test(c)), ipset, `ipset ${ipset}: the sets had been created`);
+    t.true(error!.rolledBack);
+    t.is(ns.snapshot(), before, `ipset ${ipset}: and all of it is gone again`);
+  }
 });
 
 test('a failing first write (creating the sets): nothing had been changed, and the message says so', async (t) => {
@@ -526,18 +529,6 @@ test('a failing first write (creating the sets): nothing had been changed, and t
   t.false(ns.history.some((c) => c.startsWith('iptables-nft-restore') || c.startsWith('ip -batch')), 'no other write ran');
   t.true(error!.rolledBack);
   t.is(ns.snapshot(), before);
-});
-
-test('a failing address batch with the accounting sets created beside it: the sets are destroyed again', async (t) => {
-  const ns = namespace(['eth1', 'eth2']);
-  const before = ns.snapshot();
-  ns.failOn((argv) => /^ip (-\S+ )*a(ddr|ddress)? add 192\.168\.10\.1\/24 dev eth1( |$)/.test(argv.join(' ')),
-    { stderr: 'RTNETLINK answers: Operation not supported\n', exitCode: 2 });
-  const error = await t.throwsAsync(apply(ns, lab), { instanceOf: ApplyError });
-  t.like(error!.step, { kind: 'address-add', nic: 'eth1', address: '192.168.10.1' });
-  t.is(error!.message.split('\n').at(-1), '(the steps already done were rolled back)');
-  t.true(ns.history.some((c) => /^ipset restore/.test(c)), 'the sets were created');
-  t.is(ns.snapshot(), before, 'and are gone again');
 });
 
 // When a line of an address batch fails and undoing the batch's earlier lines fails too, the original failure is
