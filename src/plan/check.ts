@@ -22,7 +22,7 @@ export function checkJumpTargets(chains: readonly DesiredChain[], sources: Reado
   // Per table, our chains by name; each rule's target read once (10,000 rules at 100 VLANs).
   const byTable = new Map<string, Map<string, DesiredChain>>();
   for (const chain of chains) (byTable.get(chain.table) ?? byTable.set(chain.table, new Map()).get(chain.table)!).set(chain.name, chain);
-  const targets = new Map(chains.map((chain) => [chain, chain.rules.map((rule) => verdictOf(rule.line))]));
+  const targets = new Map(chains.map((chain) => [chain, chain.rules.map((rule) => rule.target ?? verdictOf(rule.line))]));
   const ours = (chain: DesiredChain, target: string | undefined) => (target?.startsWith(OUR_PREFIX) ? byTable.get(chain.table)!.get(target) : undefined);
   const problems: string[] = [];
   const where = (chain: DesiredChain, index: number) =>

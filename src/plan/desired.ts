@@ -20,7 +20,7 @@ import { COMMENT_PREFIX, digest, ruleHash } from './hash.js';
 import { matchUplink, matchVlans } from './match.js';
 import { UPLINK, type Desired, type DesiredChain, type DesiredRule, type RuleMeaning, type UplinkBinding, type VlanBinding } from './types.js';
 import { checkJumpTargets } from './check.js';
-import { accountingSets, multiportChunks, nicSets, zoneResolver, type ZoneModel } from './zones.js';
+import { accountingSets, nicSets, portChunker, zoneResolver, type ZoneModel } from './zones.js';
 import { outInterfaceOf, tokenAfter, verdictOf } from './rule-text.js';
 
 export interface TemplateSource {
@@ -140,14 +140,17 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
     const key = `${table} ${name} ${templateKey(template)} ${modelKey} ${digest(JSON.stringify(data))}`;
     const rules = renderedChains.get(key) ?? renderedChains.render(key, () => renderRules(template.source, template.file, { ...model, ...data }).map((body) => {
       const hash = ruleHash(table, name, body);
-      const meaning = meaningOf(body, verdictOf(body));
-      return { line: `-m comment --comment ${COMMENT_PREFIX}${hash} ${body}`, hash, ...(meaning ? { meaning } : {}) };
+      const target = verdictOf(body);
+      const meaning = meaningOf(body, target);
+      const line = `-m comment --comment ${COMMENT_PREFIX}${hash} ${body}`;
+      return meaning ? { line, hash, target, meaning } : { line, hash, target };
     }));
     chains.push({ table, name, rules });
   };
 
   // Each forwarding rule, in order, filed under the one pair of zones it can match.
   const resolve = zoneResolver(zones);
+  const chunks = portChunker();
   type Entry = { source: string | null; destination: string | null; proto: string | null; ports: string | null; verdict: string };
   const pairEntries = new Map<string, Entry[]>();
   for (const rule of config.forwarding.rules) {
@@ -157,7 +160,7 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
     const proto = rule.proto && rule.proto !== 'all' ? rule.proto : null;
     const key = `${src.zone.key}>${dst.zone.key}`;
     const list = pairEntries.get(key) ?? pairEntries.set(key, []).get(key)!;
-    for (const ports of rule.ports === undefined ? [null] : multiportChunks(rule.ports)) {
+    for (const ports of rule.ports === undefined ? [null] : chunks(rule.ports)) {
       list.push({ source: src.address, destination: dst.address, proto, ports, verdict: VERDICT[rule.action] });
     }
   }

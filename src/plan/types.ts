@@ -27,6 +27,8 @@ export interface DesiredRule {
   /** The rule after `-A CHAIN `, comment included. */
   readonly line: string;
   readonly hash: string;
+  /** The rule's -j/-g target, read once when it is rendered (the jump check needs every rule's). */
+  readonly target?: string;
   readonly meaning?: RuleMeaning;
 }
 

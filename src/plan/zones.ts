@@ -34,6 +34,12 @@ export function multiportChunks(ports: string | number): string[] {
   return chunks;
 }
 
+/** multiportChunks for one plan, each distinct port list split once (configs repeat them across pairs). */
+export function portChunker(): (ports: string | number) => readonly string[] {
+  const cache = new Map<string | number, string[]>();
+  return (ports) => cache.get(ports) ?? cache.set(ports, multiportChunks(ports)).get(ports)!;
+}
+
 /**
  * Resolves a rule's from/to (a zone name, or an address / prefix inside a VLAN) to its zone once per plan: VLAN
  * subnets never overlap, so each reference names exactly one zone, and each rule belongs to exactly one pair.

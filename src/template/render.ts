@@ -103,7 +103,9 @@ export function renderRules(source: string, file: string, data: object): string[
   }
   const bodies: string[] = [];
   text.split('\n').forEach((raw, index) => {
-    const body = raw.trim().replace(/\s+/g, ' ');
+    const trimmed = raw.trim();
+    // Most lines come out of a template with single spaces already: fold only when there is something to fold.
+    const body = /\s\s|[^ \S]/.test(trimmed) ? trimmed.replace(/\s+/g, ' ') : trimmed;
     if (body === '') return;
     const problem = checkRuleBody(body);
     if (problem) throw new TemplateError(file, problem, index + 1);

@@ -22,7 +22,7 @@ import { formatPlan } from '../../src/plan/format.js';
 import { syntheticFacts } from '../../src/plan/synthetic.js';
 import type { Plan } from '../../src/plan/types.js';
 import { loadTemplates } from '../../src/template/load.js';
-import { TemplateError } from '../../src/template/render.js';
+import { renderRules, TemplateError } from '../../src/template/render.js';
 
 const root = (path: string) => fileURLToPath(new URL(`../../${path}`, import.meta.url));
 const UPDATE = process.env.UPDATE_GOLDEN === '1';
@@ -145,6 +145,11 @@ async function planWithUserDir(dir: string): Promise<Plan> {
   const facts = syntheticFacts(config);
   return diff(planDesired(config, facts, templates), facts);
 }
+
+test('a rendered line has its whitespace folded: tabs, runs of spaces and the ends; blank lines are dropped', (t) => {
+  const source = '-s {{a}}\t-j  ACCEPT \n\n   \n  -d {{a}} -j DROP\n-p tcp\t\t-j\u00a0REJECT\n';
+  t.deepEqual(renderRules(source, 'fold.hbs', { a: '10.0.0.1' }), ['-s 10.0.0.1 -j ACCEPT', '-d 10.0.0.1 -j DROP', '-p tcp -j REJECT']);
+});
 
 test('a user template with a syntax error is a TemplateError naming the file', async (t) => {
   const error = await t.throwsAsync(planWithUserDir(broken('syntax')), { instanceOf: TemplateError });
