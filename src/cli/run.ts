@@ -27,6 +27,18 @@ import { describeError, exitCodeOf } from './errors.js';
 
 export const DEFAULT_SCHEDULE = '*/30 * * * * *';
 
+/**
+ * How recently the stats collector must have found our tables as planned for a scheduled pass to skip reading them
+ * (KnownTables): within its last two readings. Only where the collector reads at least as often as the schedule
+ * checks, so that drift in our tables is found no later than a reading pass would find it; otherwise every pass
+ * reads them (undefined).
+ */
+export function knownTablesMaxAge(statsIntervalMs: number, nextRuns: readonly Date[]): number | undefined {
+  const gaps = nextRuns.slice(1).map((run, i) => run.getTime() - nextRuns[i]!.getTime());
+  if (gaps.length === 0 || statsIntervalMs <= 0 || statsIntervalMs > Math.min(...gaps)) return undefined;
+  return 2 * statsIntervalMs + 1000;
+}
+
 interface RunArgs extends GlobalArgs {
   listen?: string;
   schedule?: string;
@@ -84,6 +96,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       ...(supervisor.lastDesired ? { desired: supervisor.lastDesired } : {}),
       ...(supervisor.backend ? { backend: supervisor.backend } : {}),
       setsDrifted: () => supervisor.setsDrifted(),
+      tablesChecked: (inSync) => supervisor.tablesChecked(inSync),
     }));
     const http = new HttpServer({
       metrics: () => metrics.text(),
@@ -175,6 +188,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     void supervisor.firstPass.then(() => {
       if (stopping) return;
       task = cron.schedule(schedule, () => supervisor.trigger('schedule'), { name: 'vlan-gateway-drift-check' });
+      supervisor.knownTablesMaxAgeMs = knownTablesMaxAge(args['stats-interval']!, task.getNextRuns(10));
       if (supervisor.ready) codeCache()?.save('run'); // the functions a start runs are compiled now
       const desired = supervisor.lastDesired;
       // A first pass that found every NIC rendered every template with every zone: the check has nothing left

@@ -2,7 +2,8 @@
  * Reads kernel counters on a timer (never inside a scrape): rule and set counters for the forwarding and NAT
  * series, NIC statistics for the VLANs' interfaces, and conntrack occupancy. One `iptables-save -c`, one
  * `ipset save` (read line by line, never kept), one `ip -s link` and one `sysctl` per tick, whatever the number
- * of VLANs. Reading every set member anyway, it also tells the supervisor when our sets do not hold the desired
+ * of VLANs. Reading every rule and set member anyway, it also tells the supervisor whether our tables are as
+ * planned (its later passes then need not read them: KnownTables) and when our sets do not hold the desired
  * members, which its passes otherwise only check by count (KnownSets).
  */
 import type { CommandRunner } from '../exec/runner.js';
@@ -11,6 +12,7 @@ import type { Backend, Link } from '../observe/facts.js';
 import { parseIpAddr } from '../observe/parse-ip.js';
 import { parseSave, tableOf } from '../observe/parse-save.js';
 import { readSetsText, saveCommand } from '../observe/read.js';
+import { tablesInSync } from '../plan/diff.js';
 import type { Desired } from '../plan/types.js';
 import type { Counter } from 'prom-client';
 import { forEachSetSample, MonotonicCounters, ruleSamples, type Sample } from './counters.js';
@@ -21,6 +23,8 @@ export interface CollectorState {
   readonly backend?: Backend;
   /** Called when our sets do not hold exactly the desired state's members. */
   readonly setsDrifted?: () => void;
+  /** Called after each read of the tables: do they hold exactly the desired chains and jumps? */
+  readonly tablesChecked?: (inSync: boolean) => void;
 }
 
 export class StatsCollector {
@@ -55,7 +59,7 @@ export class StatsCollector {
   }
 
   private async readOnce(): Promise<void> {
-    const { desired, backend, setsDrifted } = this.state();
+    const { desired, backend, setsDrifted, tablesChecked } = this.state();
     if (!desired || !backend) return;
     try {
       const [save, sets, links, conntrack] = await Promise.all([
@@ -64,7 +68,9 @@ export class StatsCollector {
         this.runner.run(['ip', '-json', '-s', 'link', 'show']),
         this.runner.run(['sysctl', '-n', 'net.netfilter.nf_conntrack_count', 'net.netfilter.nf_conntrack_max'], { allowFailure: true }),
       ]);
-      const tables = parseSave(save.stdout);
+      const parsed = parseSave(save.stdout);
+      const tables = { filter: tableOf(parsed, 'filter'), nat: tableOf(parsed, 'nat') };
+      tablesChecked?.(tablesInSync(desired, tables));
       const m = this.metrics;
       const add = (sample: Sample) => {
         const [packets, bytes] = (sample.metric === 'forwarded' ? [m.forwardedPackets, m.forwardedBytes] : [m.natPackets, m.natBytes]) as Counter<string>[];
@@ -75,7 +81,7 @@ export class StatsCollector {
           bytes!.inc(sample.labels, db);
         }
       };
-      for (const sample of ruleSamples(desired, { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') })) add(sample);
+      for (const sample of ruleSamples(desired, tables)) add(sample);
       if (sets !== undefined && !forEachSetSample(desired, sets, add).exact) setsDrifted?.();
       this.interfaces(desired, parseIpAddr(links.stdout));
       const [count, max] = conntrack.stdout.trim().split('\n').map(Number);

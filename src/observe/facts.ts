@@ -69,6 +69,19 @@ export interface SavedSet {
  */
 export type KnownSets = ReadonlyMap<string, ReadonlySet<string>>;
 
+/**
+ * Our tables as a supervisor's last pass read them, or left them by its own write (tablesAfter), while the stats
+ * collector (which reads every rule with its counters every few seconds anyway) keeps finding them as planned. A
+ * later pass plans against these instead of reading 10,000 rules again, and writes from them. Had they changed
+ * behind its back since the collector's last reading, the restore refuses the payload (a jump to delete is not
+ * there, a chain to drop is still referenced), everything is rolled back, and the pass reads the tables and goes
+ * again; drift the plan does not touch is the collector's next reading's to find.
+ */
+export interface KnownTables {
+  readonly backend: Backend;
+  readonly tables: Facts['tables'];
+}
+
 export interface Facts {
   readonly links: readonly Link[];
   readonly defaultRoute?: Route;

@@ -5,7 +5,7 @@
 import type { SavedRule, SavedTable, TableName } from './facts.js';
 
 /** The hash in a `--comment vgw:<hash>` (quoted or not), or undefined. Hot at 10,000 rules: indexOf, no regex. */
-function hashOf(body: string): string | undefined {
+export function commentHashOf(body: string): string | undefined {
   let at = body.indexOf('--comment vgw:');
   if (at !== -1) at += '--comment vgw:'.length;
   else {
@@ -129,7 +129,7 @@ export class SaveParser {
       this.lastList = list;
     }
     const body = space < end ? text.slice(space + 1, end) : '';
-    const hash = hashOf(body);
+    const hash = commentHashOf(body);
     list.push(hash ? { body, packets, bytes, hash } : { body, packets, bytes });
   }
 }

@@ -4,7 +4,7 @@
  */
 import { privilegeHint } from '../apply/hints.js';
 import { CommandError, type CommandRunner } from '../exec/runner.js';
-import type { Backend, Facts, KnownSets, Link, Route, SavedSet, SavedTable } from './facts.js';
+import type { Backend, Facts, KnownSets, KnownTables, Link, Route, SavedSet, SavedTable } from './facts.js';
 import { parseDefaultRoute, parseIpAddr } from './parse-ip.js';
 import { parseIpsetHeaders, parseIpsetSave } from './parse-ipset.js';
 import { hasAnyRules, hasOurChains, SaveParser, tableOf } from './parse-save.js';
@@ -139,13 +139,13 @@ export interface StagedFacts {
   readonly facts: Promise<Facts>;
 }
 
-export function readFactsStaged(runner: CommandRunner, options: { backend?: Backend; knownSets?: KnownSets } = {}): StagedFacts {
+export function readFactsStaged(runner: CommandRunner, options: { backend?: Backend; knownSets?: KnownSets; knownTables?: KnownTables } = {}): StagedFacts {
   // Four processes in parallel: iptables-*-save, ip, cat, ipset (the legacy save only where legacy tables exist).
   // The save is the slowest read (about 100 ms at 10,000 rules), so it is started first: each spawn holds this
-  // thread for a few milliseconds.
+  // thread for a few milliseconds. With known tables (see KnownTables) there is no save.
   let giveLegacyTables!: (names: Promise<string[] | undefined>) => void;
   const legacyTables = new Promise<string[] | undefined>((resolve) => (giveLegacyTables = resolve));
-  const tables = readTables(runner, legacyTables, options.backend);
+  const tables = options.knownTables ? Promise.resolve(options.knownTables) : readTableFacts(runner, legacyTables, options.backend);
   const interfaces = readInterfaces(runner);
   const proc = readProc(runner);
   giveLegacyTables(proc.then((p) => p.legacyTables, () => undefined)); // a failed cat fails `facts` below
@@ -159,11 +159,23 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
     ...(defaultRoute ? { defaultRoute } : {}),
     sysctls,
     backend,
-    tables: { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') },
+    tables,
     ...(sets ? { sets } : {}),
   }));
   // Whoever awaits `interfaces` first must not leave a failure of `facts` unhandled meanwhile; it is still
   // thrown to whoever awaits `facts`.
   facts.catch(() => {});
   return { interfaces, facts };
+}
+
+/** Our two tables as the backend's save shows them (see readTables). */
+async function readTableFacts(runner: CommandRunner, legacyTables: Promise<string[] | undefined>, preferred?: Backend): Promise<KnownTables> {
+  const { backend, tables } = await readTables(runner, legacyTables, preferred);
+  return { backend, tables: { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') } };
+}
+
+/** The tables alone, read afresh (a pass whose write from the tables it knew was refused: see KnownTables). */
+export function readTablesAgain(runner: CommandRunner, backend: Backend): Promise<KnownTables> {
+  const legacyTables = backend === 'legacy' ? readProc(runner).then((p) => p.legacyTables) : Promise.resolve(undefined);
+  return readTableFacts(runner, legacyTables, backend);
 }

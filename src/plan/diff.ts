@@ -71,7 +71,7 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
   for (const jump of desiredJumps) {
     if (!present.some((p) => p.hook === jump.hook && p.target === jump.target)) {
       jumpAdds.push(jump);
-      jumpChanges.push({ hook: jump.hook, target: jump.target, change: 'add' });
+      jumpChanges.push({ hook: jump.hook, target: jump.target, change: 'add', body: jumpBody(jump.target, jump.note) });
     }
   }
   const kept = new Set<string>();
@@ -83,7 +83,7 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
       continue;
     }
     jumpRemovals.push(p); // stale, or a duplicate of one we keep
-    jumpChanges.push({ hook: p.hook, target: p.target, change: 'remove' });
+    jumpChanges.push({ hook: p.hook, target: p.target, change: 'remove', body: p.body });
   }
 
   if (changes.length === 0 && jumpChanges.length === 0) return {};
@@ -118,6 +118,19 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
   ].join('\n');
 
   return { step: { kind: 'table', table, payload, undo, chains: changes, jumps: jumpChanges } };
+}
+
+/**
+ * Do the tables hold exactly our desired chains, and each of our jumps once: would a plan leave them alone? (The
+ * stats collector asks this of every read it makes; see KnownTables.)
+ */
+export function tablesInSync(desired: Desired, tables: Facts['tables']): boolean {
+  return TABLES.every((table) => diffTable(
+    table,
+    desired.chains.filter((c) => c.table === table),
+    desired.jumps.filter((j) => j.table === table),
+    tables[table],
+  ).step === undefined);
 }
 
 const memberSets = new WeakMap<DesiredSet, ReadonlySet<string>>();

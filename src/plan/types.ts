@@ -89,6 +89,8 @@ export interface JumpChange {
   readonly hook: string;
   readonly target: string;
   readonly change: 'add' | 'remove';
+  /** The jump rule's body, as inserted or as found (and deleted). */
+  readonly body: string;
 }
 
 export type Step =

@@ -1,9 +1,9 @@
 /** One pass of observe → plan → apply. Shutdown and `down` are the same pass with an empty desired state. */
-import { applyPlan, type ApplyObserver } from '../apply/apply.js';
+import { AccountingError, ApplyError, applyPlan, type ApplyObserver } from '../apply/apply.js';
 import type { Config } from '../config/schema.js';
 import type { CommandRunner } from '../exec/runner.js';
-import type { Backend, Facts, KnownSets } from '../observe/facts.js';
-import { readFactsStaged } from '../observe/read.js';
+import type { Backend, Facts, KnownSets, KnownTables } from '../observe/facts.js';
+import { readFactsStaged, readTablesAgain } from '../observe/read.js';
 import { planDesired, planEmpty, type Templates } from '../plan/desired.js';
 import { diff, memberSetOf } from '../plan/diff.js';
 import type { Plan } from '../plan/types.js';
@@ -18,12 +18,17 @@ export interface Memory {
   readonly forwardingWasOff?: boolean;
   /** Our sets' members as the last good pass left them (see KnownSets). */
   readonly knownSets?: KnownSets;
+  /** Our tables as the supervisor knows them (read, or written by it), while the stats collector vouches for them. */
+  readonly knownTables?: KnownTables;
 }
 
 /** Our sets' members once `plan` has been applied in full: what the next pass may take as known. */
 export function knownSetsAfter(plan: Plan): KnownSets {
   return new Map(plan.desired.sets.map((s) => [s.name, memberSetOf(s)]));
 }
+
+/** A failed table write that was rolled back in full: what a plan made from stale tables runs into. */
+const stale = (error: unknown) => error instanceof ApplyError && !(error instanceof AccountingError) && error.rolledBack && error.step.kind === 'table';
 
 export function planFor(config: Config, facts: Facts, templates: Templates, mode: Mode, memory: Memory = {}): Plan {
   return diff(mode === 'up' ? planDesired(config, facts, templates) : planEmpty(config, facts, memory), facts, memory);
@@ -41,9 +46,11 @@ export async function reconcileOnce(
   options: { mode?: Mode; dryRun?: boolean; backend?: Backend; observer?: ApplyObserver; memory?: Memory } = {},
 ): Promise<ReconcileResult> {
   const mode = options.mode ?? 'up';
+  const known = mode === 'up' ? options.memory?.knownTables : undefined;
   const reading = readFactsStaged(runner, {
     ...(options.backend ? { backend: options.backend } : {}),
     ...(options.memory?.knownSets ? { knownSets: options.memory.knownSets } : {}),
+    ...(known ? { knownTables: known } : {}),
   });
   if (mode === 'up') {
     // Render while the tables are still being read (iptables-save at 10,000 rules is the slowest read): the
@@ -51,9 +58,20 @@ export async function reconcileOnce(
     // guess was wrong, planFor below renders again, and otherwise finds this result remembered.
     await reading.interfaces.then((found) => planDesired(config, { ...found, ...(ipsetSeen ? { sets: new Map() } : {}) }, templates), () => undefined);
   }
-  const facts = await reading.facts;
+  let facts = await reading.facts;
   ipsetSeen = facts.sets !== undefined;
-  const plan = planFor(config, facts, templates, mode, options.memory);
-  if (!options.dryRun && plan.steps.length > 0) await applyPlan(runner, facts.backend, plan, options.observer);
+  let plan = planFor(config, facts, templates, mode, options.memory);
+  if (!options.dryRun && plan.steps.length > 0) {
+    try {
+      await applyPlan(runner, facts.backend, plan, options.observer);
+    } catch (error) {
+      if (!known || !stale(error)) throw error;
+      // Planned from remembered tables that had changed since the stats collector's last reading (which its next
+      // one would report): a restore refused the plan, and everything was rolled back. Read them, and go again.
+      facts = { ...facts, ...(await readTablesAgain(runner, known.backend)) };
+      plan = planFor(config, facts, templates, mode, options.memory);
+      if (plan.steps.length > 0) await applyPlan(runner, facts.backend, plan, options.observer);
+    }
+  }
   return { facts, plan };
 }

@@ -13,8 +13,9 @@ import type { CommandRunner } from '../exec/runner.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log.js';
 import type { DriftKind, Metrics, Trigger } from '../metrics/metrics.js';
-import type { Backend, KnownSets, Link } from '../observe/facts.js';
+import type { Backend, KnownSets, KnownTables, Link } from '../observe/facts.js';
 import type { Templates } from '../plan/desired.js';
+import { tablesAfter } from '../plan/after.js';
 import { summarizeStep } from '../plan/format.js';
 import type { Desired } from '../plan/types.js';
 import { driftOf } from './drift.js';
@@ -35,6 +36,11 @@ export interface SupervisorOptions {
   readonly healthTimeoutMs: number;
   readonly backoffInitialMs: number;
   readonly backoffMaxMs: number;
+  /**
+   * How recently the stats collector must have found our tables as planned for a pass to plan from the tables it
+   * knows instead of reading them (see KnownTables); unset: every pass reads them.
+   */
+  readonly knownTablesMaxAgeMs?: number;
   readonly now?: () => number;
 }
 
@@ -62,12 +68,20 @@ export class Supervisor {
   private inFlight: Promise<void> | undefined;
   private stopped = false;
   private forwardingWasOff = false;
-  /** Forgotten after a failed pass, and when the stats collector finds the members differ (see KnownSets). */
+  /**
+   * What the last good pass left in the sets (KnownSets), and read of the tables or wrote to them (KnownTables).
+   * Forgotten after a failed pass, and when the stats collector finds the kernel differs from it.
+   */
   private knownSets: KnownSets | undefined;
-  /** Bumped by setsDrifted: a pass that was running meanwhile must not remember what it started from. */
-  private setsEpoch = 0;
+  private knownTables: KnownTables | undefined;
+  /** When the stats collector last found our tables exactly as planned. */
+  private tablesCheckedAt: number | undefined;
+  /** Bumped when the collector finds drift: a pass that was running meanwhile must not remember what it started from. */
+  private knownEpoch = 0;
   private readonly failureLog: RateLimitedLog;
   private readonly now: () => number;
+  /** See SupervisorOptions; set by run.ts once the drift schedule is known. */
+  knownTablesMaxAgeMs: number | undefined;
 
   ready = false;
   backend: Backend | undefined;
@@ -92,6 +106,7 @@ export class Supervisor {
   ) {
     this.current = initial;
     this.now = options.now ?? Date.now;
+    this.knownTablesMaxAgeMs = options.knownTablesMaxAgeMs;
     this.failureLog = new RateLimitedLog(log, 30_000, this.now);
   }
 
@@ -141,15 +156,24 @@ export class Supervisor {
       },
     };
     const { config, templates } = this.current;
-    const setsEpoch = this.setsEpoch;
+    const knownEpoch = this.knownEpoch;
+    const knownTables = this.usableKnownTables();
     try {
       const { facts, plan } = await reconcileOnce(this.runner, config, templates, {
         observer,
-        memory: { forwardingWasOff: this.forwardingWasOff, ...(this.knownSets ? { knownSets: this.knownSets } : {}) },
+        memory: {
+          forwardingWasOff: this.forwardingWasOff,
+          ...(this.knownSets ? { knownSets: this.knownSets } : {}),
+          ...(knownTables ? { knownTables } : {}),
+        },
         ...(this.backend ? { backend: this.backend } : {}),
       });
       this.forwardingWasOff = Boolean(plan.forwardingWasOff);
-      this.knownSets = setsEpoch === this.setsEpoch ? knownSetsAfter(plan) : undefined;
+      const unchanged = knownEpoch === this.knownEpoch;
+      this.knownSets = unchanged ? knownSetsAfter(plan) : undefined;
+      // What it read or knew, and what it wrote on top (the collector's next reading checks both).
+      const wroteTables = plan.steps.some((s) => s.kind === 'table');
+      this.knownTables = unchanged ? { backend: facts.backend, tables: wroteTables ? tablesAfter(facts.tables, plan) : facts.tables } : undefined;
       const drift = driftOf(this.lastDesired, plan);
       for (const kind of drift) {
         this.driftCounts[kind]++;
@@ -168,10 +192,13 @@ export class Supervisor {
       this.record({ trigger, result: 'success', durationMs: performance.now() - started, changes, drift });
       this.metrics.lastSuccess.set(this.lastSuccessAt / 1000);
       this.updateVlanUp(plan.desired);
-      if (changes.length > 0) this.log.info({ trigger, changes, drift, durationMs: Math.round(performance.now() - started) }, 'reconciled: changes applied');
-      else this.log.debug({ trigger, durationMs: Math.round(performance.now() - started) }, 'reconciled: in sync');
+      // Whether this pass read the tables, or planned (and wrote) from the ones it knew.
+      const tables = knownTables && facts.tables === knownTables.tables ? 'known' : 'read';
+      if (changes.length > 0) this.log.info({ trigger, changes, drift, tables, durationMs: Math.round(performance.now() - started) }, 'reconciled: changes applied');
+      else this.log.debug({ trigger, tables, durationMs: Math.round(performance.now() - started) }, 'reconciled: in sync');
     } catch (error) {
       this.knownSets = undefined;
+      this.knownTables = undefined;
       this.failures++;
       this.failingSince ??= requestedAt ?? this.lastStart;
       const delay = Math.min(this.options.backoffInitialMs * 2 ** (this.failures - 1), this.options.backoffMaxMs);
@@ -195,10 +222,31 @@ export class Supervisor {
    * reads them in full, and it is asked for now.
    */
   setsDrifted(): void {
-    this.setsEpoch++;
+    this.knownEpoch++;
     if (this.knownSets === undefined && !this.inFlight) return;
     this.knownSets = undefined;
     this.trigger('schedule');
+  }
+
+  /**
+   * The stats collector read our tables: as planned, or not. Not as planned is drift (or a pass's writes caught
+   * half-way): what the supervisor knew of the tables is forgotten, and a pass, which reads them, is asked for now.
+   */
+  tablesChecked(inSync: boolean): void {
+    if (inSync) {
+      this.tablesCheckedAt = this.now();
+      return;
+    }
+    this.tablesCheckedAt = undefined;
+    this.knownEpoch++;
+    this.knownTables = undefined;
+    this.trigger('schedule');
+  }
+
+  private usableKnownTables(): KnownTables | undefined {
+    const maxAge = this.knownTablesMaxAgeMs;
+    if (!this.knownTables || maxAge === undefined || this.tablesCheckedAt === undefined) return undefined;
+    return this.now() - this.tablesCheckedAt <= maxAge ? this.knownTables : undefined;
   }
 
   private record(record: Omit<ReconcileRecord, 'time'>): void {

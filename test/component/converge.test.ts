@@ -5,7 +5,8 @@
  *
  * Convergence: a table of states (config + which NICs Docker has attached) is walked in order and in seeded
  * random orders; after every apply a second reconcile must plan nothing, and the namespace must be exactly what
- * a fresh namespace gets from one apply of the same state. Set CONVERGE_SEED=<n> to replay a random walk.
+ * a fresh namespace gets from one apply of the same state, and the tables must be what tablesAfter works out (what
+ * a supervisor then knows without reading them). Set CONVERGE_SEED=<n> to replay a random walk.
  */
 import test, { type ExecutionContext } from 'ava';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -19,7 +20,9 @@ import type { Config } from '../../src/config/schema.js';
 import { BackendError } from '../../src/observe/read.js';
 import type { Templates } from '../../src/plan/desired.js';
 import { reconcileOnce } from '../../src/reconcile/once.js';
+import { tablesAfter } from '../../src/plan/after.js';
 import { loadTemplates } from '../../src/template/load.js';
+import { tableShape } from '../helpers/tables.js';
 import { FakeNetns, type FakeLinkSpec, type FakeNetnsOptions, type RestoreErrorFormat } from '../fakes/netfilter.js';
 
 const root = (path: string) => fileURLToPath(new URL(`../../${path}`, import.meta.url));
@@ -212,14 +215,17 @@ async function walk(t: ExecutionContext, ns: FakeNetns, order: readonly State[],
     const where = `${label}, step ${i + 1}: ${previous} → ${state.name}`;
     attachOnly(ns, state.nics);
     const config = parse(state.yaml, state.name);
+    let first;
     try {
-      await apply(ns, config);
+      first = await apply(ns, config);
     } catch (error) {
       t.fail(`${where}: apply failed: ${(error as Error).message}\ncommands:\n${ns.history.slice(-20).join('\n')}`);
       return false;
     }
     const second = await apply(ns, config);
     if (!t.deepEqual(second.plan.steps, [], `${where}: a second reconcile still plans changes`)) return false;
+    // What a supervisor works out it left (its known tables) is what the next read shows.
+    if (!t.deepEqual(tableShape(tablesAfter(first.facts.tables, first.plan)), tableShape(second.facts.tables), `${where}: tablesAfter differs from the tables read back`)) return false;
     if (!t.is(ns.snapshot(), await freshSnapshot(state), `${where}: the namespace differs from a fresh one with the same state`)) return false;
     previous = state.name;
   }
@@ -288,6 +294,29 @@ forwarding:
   // The rewritten and the new chain start from zero.
   t.true(counted(after, 'VGW-FROM-20').every((l) => l.startsWith('[0:0] ')));
   t.is(counted(after, 'VGW-P-20-10').length, 3);
+});
+
+test('what a pass works out it left (tablesAfter) is what the kernel shows, whatever the repair and down', async (t) => {
+  const DAMAGE: Record<string, string> = {
+    'a chain flushed': '*filter\n-F VGW-FROM-10\nCOMMIT\n',
+    'a jump deleted': '*filter\n-D FORWARD -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n',
+    'a nat jump deleted (re-added before Docker\'s)': '*nat\n-D POSTROUTING -m comment --comment vgw:hook -j VGW-POSTROUTING\nCOMMIT\n',
+    'a jump duplicated': '*nat\n-A POSTROUTING -m comment --comment vgw:hook -j VGW-POSTROUTING\nCOMMIT\n',
+    'a foreign rule in our chain': '*filter\n-A VGW-FROM-20 -s 192.168.20.66/32 -j ACCEPT\nCOMMIT\n',
+    'a stale chain of ours, hooked': '*filter\n:VGW-OLD - [0:0]\n-A VGW-OLD -j ACCEPT\n-A INPUT -m comment --comment vgw:hook -j VGW-OLD\nCOMMIT\n',
+    'one of our chains hooked by someone': '*filter\n-A FORWARD -s 10.9.9.9/32 -j VGW-FROM-10\nCOMMIT\n',
+  };
+  for (const [what, damage] of Object.entries(DAMAGE)) {
+    for (const mode of ['up', 'down'] as const) {
+      const ns = namespace(['eth1', 'eth2'], { sysctls: { 'net.ipv4.ip_forward': '1' } }); // the jump carries no note
+      await apply(ns, lab);
+      ns.seed('nft', damage);
+      const pass = await apply(ns, lab, mode);
+      t.true(pass.plan.steps.some((s) => s.kind === 'table'), `${what}, ${mode}: the pass writes a table`);
+      const read = await reconcileOnce(ns, lab, builtinTemplates, { dryRun: true });
+      t.deepEqual(tableShape(tablesAfter(pass.facts.tables, pass.plan)), tableShape(read.facts.tables), `${what}, then ${mode}`);
+    }
+  }
 });
 
 test('drift: a chain flushed by hand is refilled, and nothing else is rewritten', async (t) => {
@@ -760,7 +789,7 @@ test('a FORWARD jump deleted by hand is re-added with its mark when the pass rem
   t.true(first.plan.forwardingWasOff);
   ns.seed('nft', `*filter\n-D FORWARD -m comment --comment vgw:hook-fwd-was-0 -j VGW-FORWARD\nCOMMIT\n`);
   const repair = await reconcileOnce(ns, lab, builtinTemplates, { memory: { forwardingWasOff: first.plan.forwardingWasOff } });
-  t.deepEqual(repair.plan.steps.map((s) => (s.kind === 'table' ? s.jumps : s.kind)), [[{ hook: 'FORWARD', target: 'VGW-FORWARD', change: 'add' }]]);
+  t.deepEqual(repair.plan.steps.map((s) => (s.kind === 'table' ? s.jumps : s.kind)), [[{ hook: 'FORWARD', target: 'VGW-FORWARD', change: 'add', body: '-m comment --comment vgw:hook-fwd-was-0 -j VGW-FORWARD' }]]);
   t.regex(ns.snapshot(), new RegExp(`^${MARKED_FORWARD_JUMP}$`, 'm'));
   await apply(ns, lab, 'down');
   t.regex(ns.snapshot(), /^net\.ipv4\.ip_forward = 0$/m);

@@ -14,9 +14,12 @@ import { join } from 'node:path';
 import type { Config } from '../../src/config/schema.js';
 import { inNamespace } from '../../src/exec/runner.js';
 import { labCheck, labDown, labUp, runProbe, startAgent, type LabTopology } from '../../src/lab/index.js';
+import { tablesAfter } from '../../src/plan/after.js';
+import { tablesInSync } from '../../src/plan/diff.js';
 import { knownSetsAfter, reconcileOnce } from '../../src/reconcile/once.js';
 import { loadTemplates } from '../../src/template/load.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import { tableShape } from '../helpers/tables.js';
 import {
   addDockerDnsChains, buildLab, cli, dockerLines, EMPTY_NFT_FILTER, exampleDocument, FIXTURES, readState, recording,
   removeScratch, runner, save, settledState, writeConfig, writeYaml, type NamespaceState,
@@ -136,6 +139,30 @@ kernel(`a second apply changes nothing: "No changes", no restore (counters keep 
   t.deepEqual(second.plan.steps, []);
   const laterCommands = later.commands.map((argv) => argv.slice(4).join(' '));
   t.deepEqual(laterCommands.filter((c) => c.startsWith('ipset')), ['ipset list -t'], laterCommands.join('\n'));
+
+  // And while the stats collector finds the tables as planned (its check holds on what the kernel prints back),
+  // a later pass reads no table at all.
+  t.true(tablesInSync(plan.desired, second.facts.tables), 'the collector\'s check holds on the real iptables-save');
+  const known = { backend: second.facts.backend, tables: second.facts.tables };
+  const quiet = recording(runner);
+  const third = await reconcileOnce(inNamespace(quiet.runner, router), example.config, await loadTemplates(), {
+    backend: 'nft', memory: { knownSets: knownSetsAfter(plan), knownTables: known },
+  });
+  t.deepEqual(third.plan.steps, []);
+  const quietCommands = quiet.commands.map((argv) => argv.slice(4).join(' '));
+  t.deepEqual(quietCommands.filter((c) => /^iptables/.test(c)), [], quietCommands.join('\n'));
+
+  // Drift in a table is the collector's to find (the pass above would not look): its check fails on the next
+  // read, and the pass it asks for reads the tables and repairs them.
+  await runner.run(['ip', 'netns', 'exec', router, 'iptables-nft', '-F', 'VGW-FROM-20']);
+  const drifted = await reconcileOnce(inNamespace(runner, router), example.config, await loadTemplates(), { backend: 'nft', dryRun: true });
+  t.false(tablesInSync(plan.desired, drifted.facts.tables));
+  const repaired = await reconcileOnce(inNamespace(runner, router), example.config, await loadTemplates(), { backend: 'nft' });
+  t.deepEqual(repaired.plan.steps.map((s) => (s.kind === 'table' ? s.chains.map((c) => c.chain) : s.kind)), [['VGW-FROM-20']]);
+  const after = await reconcileOnce(inNamespace(runner, router), example.config, await loadTemplates(), { backend: 'nft', dryRun: true });
+  t.true(tablesInSync(plan.desired, after.facts.tables));
+  // What the repairing pass works out it left (a supervisor's known tables) is what the kernel prints back.
+  t.deepEqual(tableShape(tablesAfter(repaired.facts.tables, repaired.plan)), tableShape(after.facts.tables));
 
   const plan0 = await cli('plan', '--detailed-exitcode', '--netns', router, '--config', example.path);
   t.is(plan0.code, 0, plan0.stderr);

@@ -247,6 +247,29 @@ kernel(`drift: ip_forward=0 is repaired by the next check, counted as kind "sysc
   });
 });
 
+kernel(`with a collector reading more often than the schedule checks, passes plan from the tables they know, and the collector's next reading finds drift in them${NEEDS_ROOT}`, async (t) => {
+  await stopDriftGateway();
+  const gateway = await start({ schedule: '*/1 * * * * *', statsIntervalMs: 500 });
+  try {
+    await gateway.waitReady();
+    const quiet = await gateway.waitForLog('a pass planning from the tables it knows', (l) => l.msg === 'reconciled: in sync' && l.tables === 'known', 8000);
+    t.log(`a pass that read no table: ${String(quiet.durationMs)} ms`);
+    const healthy = await dataplane();
+    const from = gateway.logs.length;
+    const damagedAt = Date.now();
+    await runner.run(['ip', 'netns', 'exec', router(), 'iptables', '-F', 'VGW-FROM-10']);
+    const line = await gateway.waitForLog('a pass repairing rules drift', isRepair('rules'), 5000, from);
+    const ms = Date.parse(line.time) - damagedAt;
+    t.is(line.tables, 'read', 'the repairing pass read the tables');
+    await waitFor('the dataplane as before', async () => JSON.stringify(withoutJumpNote(await dataplane())) === JSON.stringify(withoutJumpNote(healthy)), 3000);
+    t.log(`repaired ${ms} ms after the damage by a ${String(line.trigger)} pass (pass ${String(line.durationMs)} ms)`);
+    // The collector reads every 500 ms: no later than the 1 s schedule would have found it, plus the pass and slack.
+    t.true(ms <= 1000 + Number(line.durationMs ?? 0) + 300, `repaired after ${ms} ms`);
+  } finally {
+    await gateway.stop();
+  }
+});
+
 /** Kills the gateway's `ip monitor` child and waits for the supervisor to start a new one. */
 async function killMonitor(t: ExecutionContext, gateway: GatewayProcess): Promise<void> {
   const isMonitor = (p: { cmd: string }) => /\bip -o monitor\b/.test(p.cmd);

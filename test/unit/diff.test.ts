@@ -11,7 +11,7 @@ import type { Facts, Link } from '../../src/observe/facts.js';
 import { parseSave, tableOf } from '../../src/observe/parse-save.js';
 import { OUR_ADDRESS_METRIC } from '../../src/plan/chains.js';
 import { planDesired, planEmpty, type Templates } from '../../src/plan/desired.js';
-import { diff } from '../../src/plan/diff.js';
+import { diff, tablesInSync } from '../../src/plan/diff.js';
 import { formatPlan } from '../../src/plan/format.js';
 import { syntheticFacts } from '../../src/plan/synthetic.js';
 import type { Desired, Plan, Step } from '../../src/plan/types.js';
@@ -147,7 +147,7 @@ test('a missing jump: only the jump is inserted, at the top of the built-in chai
   const steps = tableSteps(planOf(lab, save));
   t.is(steps.length, 1);
   t.deepEqual(steps[0]!.chains, []);
-  t.deepEqual(steps[0]!.jumps, [{ hook: 'FORWARD', target: 'VGW-FORWARD', change: 'add' }]);
+  t.deepEqual(steps[0]!.jumps, [{ hook: 'FORWARD', target: 'VGW-FORWARD', change: 'add', body: '-m comment --comment vgw:hook -j VGW-FORWARD' }]);
   t.is(steps[0]!.payload, '*filter\n-I FORWARD 1 -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n');
   t.is(steps[0]!.undo, '*filter\n-D FORWARD -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n');
 });
@@ -164,6 +164,32 @@ test('a duplicated jump: the extra one is removed, the first kept', (t) => {
   t.is(steps[0]!.undo, '*nat\n-I POSTROUTING 1 -m comment --comment "vgw:hook" -j VGW-POSTROUTING\nCOMMIT\n');
 });
 
+test('tablesInSync (the stats collector\'s check) agrees with the plan: in sync exactly when no table step is planned', (t) => {
+  const desired = desiredOf(lab);
+  const inSync = inSyncSave(desired);
+  const cases: Record<string, string> = {
+    'in sync': inSync,
+    'printed back normalised': inSync.replace('--ctstate ESTABLISHED,RELATED', '--ctstate RELATED,ESTABLISHED'),
+    'counters moved': inSync.replace(/^\[1:100\]/gm, '[5:999]'),
+    'a chain flushed': without(inSync, (l) => l.includes('-A VGW-FROM-20 ')),
+    'a foreign rule in our chain': inSync.replace('COMMIT\n*nat', '[9:900] -A VGW-FROM-10 -s 192.168.10.66/32 -j ACCEPT\nCOMMIT\n*nat'),
+    'a missing jump': without(inSync, (l) => l.startsWith('[0:0] -A FORWARD ')),
+    'a duplicated jump': inSync.replace('[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',
+      '[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD\n[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD'),
+    'a stale chain of ours': inSync.replace('COMMIT\n*nat', ':VGW-OLD - [0:0]\nCOMMIT\n*nat'),
+    'nothing of ours': '',
+  };
+  const verdicts = Object.fromEntries(Object.entries(cases).map(([what, save]) => {
+    const facts = factsWith(lab, save);
+    t.is(tablesInSync(desired, facts.tables), tableSteps(diff(desired, facts)).length === 0, what);
+    return [what, tablesInSync(desired, facts.tables)];
+  }));
+  t.deepEqual(verdicts, {
+    'in sync': true, 'printed back normalised': true, 'counters moved': true, 'a chain flushed': false, 'a foreign rule in our chain': false,
+    'a missing jump': false, 'a duplicated jump': false, 'a stale chain of ours': false, 'nothing of ours': false,
+  });
+});
+
 test('a stale VGW chain (and a stale jump to it) are deleted; undo recreates them with their counters', (t) => {
   const save = inSyncSave(desiredOf(lab)).replace('COMMIT\n*nat', [
     ':VGW-OLD - [0:0]',
@@ -175,7 +201,7 @@ test('a stale VGW chain (and a stale jump to it) are deleted; undo recreates the
   const steps = tableSteps(planOf(lab, save));
   t.is(steps.length, 1);
   t.deepEqual(steps[0]!.chains.map((c) => [c.chain, c.change]), [['VGW-OLD', 'delete']]);
-  t.deepEqual(steps[0]!.jumps, [{ hook: 'INPUT', target: 'VGW-OLD', change: 'remove' }]);
+  t.deepEqual(steps[0]!.jumps, [{ hook: 'INPUT', target: 'VGW-OLD', change: 'remove', body: '-m comment --comment "vgw:hook" -j VGW-OLD' }]);
   t.is(steps[0]!.payload, [
     '*filter',
     ':VGW-OLD - [0:0]',

@@ -17,6 +17,7 @@ import type { Config } from '../../src/config/schema.js';
 import type { Child, CommandRunner, RunOptions, RunResult } from '../../src/exec/runner.js';
 import { StatsCollector } from '../../src/metrics/collector.js';
 import { Metrics } from '../../src/metrics/metrics.js';
+import { reconcileOnce } from '../../src/reconcile/once.js';
 import { Supervisor, type ConfigState, type SupervisorOptions } from '../../src/reconcile/supervisor.js';
 import { loadTemplates } from '../../src/template/load.js';
 import { FakeNetns } from '../fakes/netfilter.js';
@@ -469,4 +470,120 @@ test('what the sets held is forgotten after a failed pass: the retry reads every
   r.ns.history.length = 0;
   await until('the retry', () => r.supervisor.lastRecord?.result === 'success', 3000);
   t.deepEqual(ipsetReads(r.ns), ['ipset save']);
+});
+
+// ---- what later passes read of the tables ---------------------------------------------------------------------------
+
+const tableSaves = (ns: FakeNetns) => ns.history.filter((c) => /^iptables-(nft|legacy)-save/.test(c));
+const restores = (ns: FakeNetns) => ns.history.filter((c) => /^iptables-(nft|legacy)-restore/.test(c));
+
+/** A stats collector as run.ts wires it (read on demand here, not on a timer). */
+function collectorOf(r: Rig): StatsCollector {
+  return new StatsCollector(r.runner, r.metrics, pino({ level: 'silent' }), 60_000, () => ({
+    ...(r.supervisor.lastDesired ? { desired: r.supervisor.lastDesired } : {}),
+    ...(r.supervisor.backend ? { backend: r.supervisor.backend } : {}),
+    setsDrifted: () => r.supervisor.setsDrifted(),
+    tablesChecked: (inSync) => r.supervisor.tablesChecked(inSync),
+  }));
+}
+
+/** Start, then a pass that reads what the start wrote, then a collector reading that finds it as planned. */
+async function toKnownTables(r: Rig, collector: StatsCollector): Promise<void> {
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.supervisor.trigger('schedule');
+  await settle(r, 2);
+  await collector.collect();
+}
+
+test('while the stats collector finds the tables as planned, later passes do not read them; drift it finds is repaired at once', async (t) => {
+  const r = rig(t, { knownTablesMaxAgeMs: 60_000 });
+  const collector = collectorOf(r);
+  await toKnownTables(r, collector);
+  const applied = r.ns.save();
+
+  r.ns.history.length = 0;
+  r.supervisor.trigger('schedule');
+  await settle(r, 3);
+  t.deepEqual(tableSaves(r.ns), [], 'the tables are known: no save');
+  t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success', changes: [] });
+
+  // Someone empties one of our chains: the pass cannot see it, the collector's next reading does.
+  await r.ns.run(['iptables-nft-restore', '--noflush'], { input: '*filter\n:VGW-FROM-10 - [0:0]\nCOMMIT\n' });
+  r.ns.history.length = 0;
+  await collector.collect();
+  await settle(r, 4);
+  t.deepEqual(tableSaves(r.ns), ['iptables-nft-save -c', 'iptables-nft-save -c'], 'the collector\'s reading, then the pass it asked for reads the tables');
+  t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success', drift: ['rules'] });
+  t.is(r.ns.save(), applied, 'the chain holds its rules again');
+
+  r.ns.history.length = 0;
+  await collector.collect();
+  await sleep(30);
+  t.is(r.metrics.passes, 4, 'tables as planned: the collector asks for no pass');
+});
+
+test('a pass that plans from the known tables writes from them, and knows what it wrote: neither it nor the next pass reads them', async (t) => {
+  const r = rig(t, { knownTablesMaxAgeMs: 60_000 });
+  await toKnownTables(r, collectorOf(r));
+
+  r.ns.history.length = 0;
+  r.supervisor.replaceConfig(state(withRule, 'v2'));
+  await settle(r, 3);
+  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success' });
+  t.deepEqual(r.ns.history.filter((c) => /^iptables-nft-(save|restore)/.test(c)), ['iptables-nft-restore --noflush --wait'], 'written, not read');
+  const check = await reconcileOnce(r.ns, withRule, templates, { dryRun: true });
+  t.deepEqual(check.plan.steps, [], 'a fresh read finds nothing left to do');
+
+  r.ns.history.length = 0;
+  r.supervisor.trigger('schedule');
+  await settle(r, 4);
+  t.deepEqual(tableSaves(r.ns), [], 'the next pass knows what the last one wrote');
+  t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success', changes: [] });
+});
+
+test('known tables that changed behind the supervisor\'s back: the restore refuses, all is rolled back, and the same pass reads the tables and applies', async (t) => {
+  const r = rig(t, { knownTablesMaxAgeMs: 60_000 }, withRule);
+  await toKnownTables(r, collectorOf(r));
+  // Someone hooks one of our pair chains from FORWARD; the collector has not read since.
+  await r.ns.run(['iptables-nft-restore', '--noflush'], { input: '*filter\n-A FORWARD -s 10.9.9.9/32 -j VGW-P-20-10\nCOMMIT\n' });
+
+  r.ns.history.length = 0;
+  r.supervisor.replaceConfig(state(lab, 'v2')); // drops the rule, and with it the pair chain
+  await settle(r, 3);
+  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success' });
+  t.deepEqual(r.ns.history.filter((c) => /^iptables-nft-(save|restore)/.test(c)), [
+    'iptables-nft-restore --noflush --wait', // from the known tables: deleting a chain still referenced is refused
+    'iptables-nft-save -c',
+    'iptables-nft-restore --noflush --wait', // from what was read: the foreign jump goes first
+  ]);
+  t.notRegex(r.ns.save(), /VGW-P-20-10/);
+  const check = await reconcileOnce(r.ns, lab, templates, { dryRun: true });
+  t.deepEqual(check.plan.steps, []);
+});
+
+test('the known tables are used only while the collector found them as planned recently', async (t) => {
+  const r = rig(t, { knownTablesMaxAgeMs: 5000, fakeClock: true });
+  await toKnownTables(r, collectorOf(r));
+  r.clock.now += 5000;
+  r.ns.history.length = 0;
+  r.supervisor.trigger('schedule');
+  await settle(r, 3);
+  t.deepEqual(tableSaves(r.ns), [], 'confirmed 5 s ago: known');
+
+  r.clock.now += 1;
+  r.ns.history.length = 0;
+  r.supervisor.trigger('schedule');
+  await settle(r, 4);
+  t.deepEqual(tableSaves(r.ns), ['iptables-nft-save -c'], 'older than that: read');
+});
+
+test('without a maximum age (no collector), every pass reads the tables', async (t) => {
+  const r = rig(t);
+  await toKnownTables(r, collectorOf(r));
+  r.ns.history.length = 0;
+  r.supervisor.trigger('schedule');
+  await settle(r, 3);
+  t.deepEqual(tableSaves(r.ns), ['iptables-nft-save -c']);
+  t.deepEqual(restores(r.ns), []);
 });

@@ -1,0 +1,44 @@
+/**
+ * The tables as a plan's table steps leave them, worked out rather than read back: what a supervisor knows of
+ * its tables after its own write (KnownTables). A written chain holds exactly its desired rules, counted from zero
+ * as the restore leaves them; a deleted chain is gone; a jump is inserted first in its hook, or removed. Rules
+ * carry their body as we wrote it (iptables-save prints it back normalised, with the same hash). Pure.
+ */
+import type { Facts, SavedRule, SavedTable } from '../observe/facts.js';
+import { commentHashOf } from '../observe/parse-save.js';
+import type { Plan } from './types.js';
+
+const savedRule = (body: string, hash: string | undefined): SavedRule =>
+  (hash === undefined ? { body, packets: 0, bytes: 0 } : { body, hash, packets: 0, bytes: 0 });
+
+export function tablesAfter(tables: Facts['tables'], plan: Plan): Facts['tables'] {
+  const out = { ...tables };
+  for (const step of plan.steps) {
+    if (step.kind !== 'table') continue;
+    const before: SavedTable = tables[step.table];
+    const chains = new Set(before.chains);
+    const rules = new Map(before.rules);
+    const desired = new Map(plan.desired.chains.filter((c) => c.table === step.table).map((c) => [c.name, c]));
+    for (const { chain, change } of step.chains) {
+      if (change === 'delete') {
+        chains.delete(chain);
+        rules.delete(chain);
+        continue;
+      }
+      chains.add(chain);
+      rules.set(chain, desired.get(chain)!.rules.map((r) => savedRule(r.line, r.hash)));
+    }
+    for (const jump of step.jumps) {
+      const list = [...(rules.get(jump.hook) ?? [])];
+      if (jump.change === 'add') {
+        list.unshift(savedRule(jump.body, commentHashOf(jump.body)));
+      } else {
+        const at = list.findIndex((r) => r.body === jump.body);
+        if (at !== -1) list.splice(at, 1);
+      }
+      rules.set(jump.hook, list);
+    }
+    out[step.table] = { chains, rules };
+  }
+  return out;
+}
