@@ -4,13 +4,17 @@
  *       split into observe / parse+plan / addresses / restores by a command-timing wrapper;
  *   (b) raw `iptables-nft-restore --noflush` of exactly the plan's table payloads, same runner, fresh namespace;
  *   (c) one `iptables-nft` process per rule line (same rules), from one shell inside a fresh namespace;
- *   (d) a no-op apply (second reconcile: must run zero restores) vs one `iptables-nft-save -c`;
+ *   (d) a no-op apply (second reconcile: must run zero restores) vs one `iptables-nft-save -c`, reading the tables
+ *       and, as a supervisor whose stats collector found them as planned, not reading them;
  *   (e) a one-VLAN change (one VLAN's forwarding rules) vs the full apply, and the chains it rewrote.
  */
 import { setCreate } from '../src/apply/apply.js';
 import type { Config } from '../src/config/schema.js';
 import { inNamespace, type CommandRunner } from '../src/exec/runner.js';
-import type { Facts, KnownSets } from '../src/observe/facts.js';
+import type { Facts, KnownSets, KnownTables } from '../src/observe/facts.js';
+import { parseSave, tableOf } from '../src/observe/parse-save.js';
+import { tablesAfter } from '../src/plan/after.js';
+import { tablesInSync } from '../src/plan/diff.js';
 import { forgetRenderedChains, type Templates } from '../src/plan/desired.js';
 import type { Plan } from '../src/plan/types.js';
 import { knownSetsAfter, reconcileOnce } from '../src/reconcile/once.js';
@@ -32,6 +36,15 @@ export interface Payload {
   readonly text: string;
 }
 
+export interface ChangeResult {
+  readonly stats: Stats;
+  readonly parts: Record<keyof Breakdown, Stats>;
+  readonly chains: number;
+  readonly restores: number;
+  /** Table saves per pass, at most (the known-tables passes must make none). */
+  readonly saves: number;
+}
+
 export interface ApplyResult {
   readonly label: string;
   readonly ipset: boolean;
@@ -43,15 +56,23 @@ export interface ApplyResult {
   /** `ipset restore` of the plan's sets into a fresh namespace (done before (b) and (c), timed apart). */
   readonly rawSets?: { readonly stats: Stats; readonly members: number };
   readonly perRule?: { readonly stats: Stats; readonly calls: number };
+  /** No-op passes that read the tables (as `vlan-gateway apply` does). */
   readonly noop: Stats;
   readonly noopParts: Record<keyof Breakdown, Stats>;
+  /** No-op passes of a supervisor whose stats collector found the tables as planned: the tables are not read. */
+  readonly noopKnown: Stats;
+  readonly noopKnownParts: Record<keyof Breakdown, Stats>;
+  /** Restores, ipset writes and steps of every no-op pass of either kind (must be 0). */
   readonly noopRestores: number;
   readonly noopSteps: number;
+  /** Table saves by the passes that planned from known tables (must be 0). */
+  readonly noopKnownSaves: number;
   readonly save: Stats;
-  /** Per interleaved pair: the no-op pass minus the save that followed it. */
+  /** Per interleaved round: the reading no-op pass minus the save that followed it. */
   readonly noopOverSave: Stats;
   readonly saveText: string;
-  readonly change?: { readonly stats: Stats; readonly parts: Record<keyof Breakdown, Stats>; readonly chains: number; readonly restores: number; readonly vlan: string };
+  /** (e), reading the tables (as `vlan-gateway apply` does), and as a supervisor's reload (tables known). */
+  readonly change?: { readonly read: ChangeResult; readonly known: ChangeResult; readonly vlan: string };
   readonly config: Config;
   readonly factsAfter: Facts;
 }
@@ -79,16 +100,40 @@ function partStats(parts: readonly Breakdown[]): Record<keyof Breakdown, Stats> 
  */
 class SupervisorMemory {
   knownSets: KnownSets | undefined;
-  options(): Parameters<typeof reconcileOnce>[3] {
-    return { backend: 'nft', ...(this.knownSets ? { memory: { knownSets: this.knownSets } } : {}) };
+  /** What the last pass read of the tables, or left in them (tablesAfter), as the supervisor keeps it. */
+  knownTables: KnownTables | undefined;
+  /** When a save (the stats collector's reading) last found the tables as planned. */
+  confirmedAt: number | undefined;
+
+  options(tables: 'read' | 'known'): Parameters<typeof reconcileOnce>[3] {
+    // As run.ts sets it for the default stats interval (5 s): two readings and a second.
+    const fresh = this.confirmedAt !== undefined && performance.now() - this.confirmedAt <= 11_000;
+    const knownTables = tables === 'known' && fresh ? this.knownTables : undefined;
+    return {
+      backend: 'nft',
+      memory: { ...(this.knownSets ? { knownSets: this.knownSets } : {}), ...(knownTables ? { knownTables } : {}) },
+    };
+  }
+
+  after(result: { plan: Plan; facts: Facts }): void {
+    this.knownSets = knownSetsAfter(result.plan);
+    const wrote = result.plan.steps.some((s) => s.kind === 'table');
+    this.knownTables = { backend: result.facts.backend, tables: wrote ? tablesAfter(result.facts.tables, result.plan) : result.facts.tables };
+  }
+
+  /** The collector's check, on a save it made (not timed: the collector reads anyway, for the counters). */
+  check(saveText: string, plan: Plan): void {
+    const parsed = parseSave(saveText);
+    const inSync = tablesInSync(plan.desired, { filter: tableOf(parsed, 'filter'), nat: tableOf(parsed, 'nat') });
+    this.confirmedAt = inSync ? performance.now() : undefined;
   }
 }
 
-async function timedReconcile(runner: CommandRunner, config: Config, templates: Templates, supervisor?: SupervisorMemory) {
+async function timedReconcile(runner: CommandRunner, config: Config, templates: Templates, supervisor?: SupervisorMemory, tables: 'read' | 'known' = 'read') {
   const recorder = new RecordingRunner(runner);
   const start = performance.now();
-  const result = await reconcileOnce(recorder, config, templates, supervisor?.options());
-  if (supervisor) supervisor.knownSets = knownSetsAfter(result.plan);
+  const result = await reconcileOnce(recorder, config, templates, supervisor?.options(tables));
+  supervisor?.after(result);
   const end = performance.now();
   return { ms: end - start, value: { parts: breakdown(recorder.records, start, end), plan: result.plan, facts: result.facts, recorder } };
 }
@@ -184,46 +229,58 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
     }
 
     // (d) no-op apply on the last fully applied namespace, vs one save of its tables.
-    log(`  (d) no-op apply ×N, iptables-nft-save -c ×N`);
+    log(`  (d) no-op apply ×N (reading the tables, and not), iptables-nft-save -c ×N`);
     const inLast = inNamespace(runner, lastNs);
     const productLast = product(lastNs);
     // As the supervisor that made the last full apply (a) would run its next passes.
     const supervisor = new SupervisorMemory();
     supervisor.knownSets = lastKnown;
-    // Interleaved, pass then save, so that the machine's noise (other work on the 2 cores, the kernel still
-    // tearing down the namespaces of (a) and (b)) falls on both alike.
+    // Interleaved, a pass that reads the tables, a save, a pass that does not, so that the machine's noise (other
+    // work on the 2 cores, the kernel still tearing down the namespaces of (a) and (b)) falls on all alike. The
+    // save is also the stats collector's reading that confirms the tables for the pass after it.
     let saveText = '';
     const saves: number[] = [];
+    const known: Array<Awaited<ReturnType<typeof timedReconcile>>> = [];
     const noop = await repeat({ runs: 15, slowRuns: 3, slowMs: 3000 }, async () => {
-      const pass = await timedReconcile(productLast, config, templates, supervisor);
+      const pass = await timedReconcile(productLast, config, templates, supervisor, 'read');
       const start = performance.now();
       saveText = (await inLast.run(['iptables-nft-save', '-c'])).stdout;
       saves.push(performance.now() - start);
+      supervisor.check(saveText, pass.value.plan);
+      known.push(await timedReconcile(productLast, config, templates, supervisor, 'known'));
       return pass;
     });
-    const noopRestores = Math.max(...noop.values.map((v) => v.recorder.count('restore') + v.recorder.count('ipset')));
-    const noopSteps = Math.max(...noop.values.map((v) => v.plan.steps.length));
+    const passes = [...noop.values, ...known.map((k) => k.value)];
+    const noopRestores = Math.max(...passes.map((v) => v.recorder.count('restore') + v.recorder.count('ipset')));
+    const noopSteps = Math.max(...passes.map((v) => v.plan.steps.length));
+    const noopKnownSaves = Math.max(...known.map((k) => k.value.recorder.count('save')));
     const save = { stats: stats(saves) };
     const noopOverSave = stats(noop.samples.map((ms, i) => ms - saves[i]!));
 
-    // (e) one VLAN's forwarding rules changed, back and forth.
+    // (e) one VLAN's forwarding rules changed, back and forth: reading the tables, then as a supervisor's reload
+    // (the tables known: what the last reading found, or the last pass wrote, while the collector confirms them).
     let change: ApplyResult['change'];
     if (options.oneVlanChange) {
-      log(`  (e) one-VLAN change ×N`);
+      log(`  (e) one-VLAN change ×N, reading the tables and not`);
       const vlan = Math.ceil(shape.vlans / 2);
       const changed = generateConfig(shape, vlan);
-      const r = await repeat({ runs: 7, slowRuns: 3, slowMs: 3000 },
-        (i) => timedReconcile(productLast, structuredClone(i % 2 === 0 ? changed : config), templates, supervisor)); // a reload: a new config object
-      const tableSteps = r.values.flatMap((v) => v.plan.steps.filter((s) => s.kind === 'table'));
-      const chains = Math.max(...tableSteps.map((s) => (s.kind === 'table' ? s.chains.length : 0)));
-      change = {
-        stats: r.stats,
-        parts: partStats(r.values.map((v) => v.parts)),
-        chains,
-        restores: Math.max(...r.values.map((v) => v.recorder.count('restore'))),
-        vlan: `v${vlan}`,
+      const changes = async (tables: 'read' | 'known'): Promise<ChangeResult> => {
+        const r = await repeat({ runs: 7, slowRuns: 3, slowMs: 3000 },
+          (i) => timedReconcile(productLast, structuredClone(i % 2 === 0 ? changed : config), templates, supervisor, tables)); // a reload: a new config object
+        await timedReconcile(productLast, config, templates, supervisor, tables); // back at the base config
+        const tableSteps = r.values.flatMap((v) => v.plan.steps.filter((s) => s.kind === 'table'));
+        return {
+          stats: r.stats,
+          parts: partStats(r.values.map((v) => v.parts)),
+          chains: Math.max(...tableSteps.map((s) => (s.kind === 'table' ? s.chains.length : 0))),
+          restores: Math.max(...r.values.map((v) => v.recorder.count('restore'))),
+          saves: Math.max(...r.values.map((v) => v.recorder.count('save'))),
+        };
       };
-      await timedReconcile(productLast, config, templates, supervisor); // leave the namespace at the base config
+      const read = await changes('read');
+      // The collector's reading of what the reading passes left, as (d) does before its known passes.
+      supervisor.check((await inLast.run(['iptables-nft-save', '-c'])).stdout, (await timedReconcile(productLast, config, templates, supervisor, 'read')).value.plan);
+      change = { read, known: await changes('known'), vlan: `v${vlan}` };
     }
     const factsAfter = noop.values[noop.values.length - 1]!.facts;
 
@@ -231,7 +288,8 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
       label: options.label, ipset, shape, ruleLines: { total, byTable },
       full: full.stats, fullParts: partStats(full.values.map((v) => v.parts)),
       raw: raw.stats, ...(rawSets ? { rawSets } : {}), ...(perRule ? { perRule } : {}),
-      noop: noop.stats, noopParts: partStats(noop.values.map((v) => v.parts)), noopRestores, noopSteps,
+      noop: noop.stats, noopParts: partStats(noop.values.map((v) => v.parts)),
+      noopKnown: stats(known.map((k) => k.ms)), noopKnownParts: partStats(known.map((k) => k.value.parts)), noopRestores, noopSteps, noopKnownSaves,
       save: save.stats, noopOverSave, saveText, ...(change ? { change } : {}), config, factsAfter,
     };
   } finally {

@@ -39,20 +39,25 @@ export function applyTable(r: ApplyResult): string {
   if (r.rawSets) rows.push(timeRow(`    + raw ipset restore of the same set (${n(r.rawSets.members)} members; before (b), timed apart)`, r.rawSets.stats));
   if (r.perRule) rows.push(timeRow(`(c) one iptables-nft process per line (${n(r.perRule.calls)} calls)`, r.perRule.stats));
   rows.push(
-    timeRow(`(d) no-op apply (a supervisor's second pass, same config: ${r.noopRestores} restores incl. ipset, ${r.noopSteps} steps)`, r.noop),
+    timeRow(`(d) no-op apply reading the tables (\`apply\`, or a supervisor pass; ${r.noopRestores} restores incl. ipset, ${r.noopSteps} steps)`, r.noop),
     timeRow('      observe: 4 reads in parallel (*-save parsed as it comes, ip, cat, ipset list -t)', r.noopParts.observe),
     timeRow('      parse + plan after the last read', r.noopParts.plan),
     timeRow('(d) one iptables-nft-save -c of the applied namespace (each right after a pass)', r.save),
-    timeRow('(d) each pass minus the save after it', r.noopOverSave),
+    timeRow('(d) each reading pass minus the save after it', r.noopOverSave),
+    timeRow(`(d) no-op supervisor pass, tables known (the save before it found them as planned; ${r.noopKnownSaves} saves)`, r.noopKnown),
+    timeRow('      observe: 3 reads in parallel (ip, cat, ipset list -t)', r.noopKnownParts.observe),
+    timeRow('      parse + plan after the last read', r.noopKnownParts.plan),
   );
   if (r.change) {
-    rows.push(
-      timeRow(`(e) one-VLAN change (${r.change.vlan}: ${r.change.chains} chain(s) rewritten, ${r.change.restores} restore)`, r.change.stats),
-      timeRow('      observe', r.change.parts.observe),
-      timeRow('      parse + plan', r.change.parts.plan),
-      timeRow('      iptables-nft-restore', r.change.parts.restore),
-      timeRow('      ipset restore', r.change.parts.ipset),
-    );
+    for (const [what, c] of [['reading the tables (`apply`)', r.change.read], ['a supervisor\'s reload, tables known', r.change.known]] as const) {
+      rows.push(
+        timeRow(`(e) one-VLAN change, ${what} (${r.change.vlan}: ${c.chains} chain(s) rewritten, ${c.restores} restore, ${c.saves} saves)`, c.stats),
+        timeRow('      observe', c.parts.observe),
+        timeRow('      parse + plan', c.parts.plan),
+        timeRow('      iptables-nft-restore', c.parts.restore),
+        timeRow('      ipset restore', c.parts.ipset),
+      );
+    }
   }
   return `${title}\n${table(TIME_HEADER, rows)}`;
 }
@@ -69,8 +74,10 @@ export function ratioTable(results: readonly ApplyResult[]): string {
     ['restores (busy) inside full apply / raw restore', ...cell((r) => r.fullParts.restore.median / r.raw.median)],
     ['per-rule processes / raw restore', ...cell((r) => (r.perRule ? r.perRule.stats.median / r.raw.median : undefined))],
     ['per-rule processes / full apply', ...cell((r) => (r.perRule ? r.perRule.stats.median / r.full.median : undefined))],
-    ['no-op apply / one save', ...cell((r) => r.noop.median / r.save.median)],
-    ['one-VLAN change / full apply', ...cell((r) => (r.change ? r.change.stats.median / r.full.median : undefined))],
+    ['no-op apply reading the tables / one save', ...cell((r) => r.noop.median / r.save.median)],
+    ['no-op supervisor pass, tables known / one save', ...cell((r) => r.noopKnown.median / r.save.median)],
+    ['one-VLAN change reading the tables / full apply', ...cell((r) => (r.change ? r.change.read.stats.median / r.full.median : undefined))],
+    ['one-VLAN change, supervisor, tables known / full apply', ...cell((r) => (r.change ? r.change.known.stats.median / r.full.median : undefined))],
   ];
   return `Ratios (of medians)\n${table(['ratio', ...results.map(tag)], rows)}`;
 }
@@ -92,16 +99,23 @@ export function verdicts(results: readonly ApplyResult[]): Verdict[] {
     });
     out.push({ target: `${tag(r)}: no-op apply runs zero restores`, measured: `${r.noopRestores} restores, ${r.noopSteps} steps`, met: r.noopRestores === 0 });
     out.push({
-      target: `${tag(r)}: no-op apply ≤ one save + 20 ms`,
+      target: `${tag(r)}: no-op apply ≤ one save + 20 ms (reading the tables)`,
       measured: `${ms(r.noop.median)} ms vs ${ms(r.save.median)} + 20 ms`,
       met: r.noop.median <= r.save.median + 20,
     });
+    out.push({
+      target: `${tag(r)}: no-op apply ≤ one save + 20 ms (supervisor, tables known)`,
+      measured: `${ms(r.noopKnown.median)} ms vs ${ms(r.save.median)} + 20 ms (${r.noopKnownSaves} saves)`,
+      met: r.noopKnown.median <= r.save.median + 20 && r.noopKnownSaves === 0,
+    });
     if (r.change) {
-      out.push({
-        target: `${tag(r)}: one-VLAN change ≤ 0.5× full apply`,
-        measured: `${ratio(r.change.stats.median / r.full.median)} (${ms(r.change.stats.median)} ms vs ${ms(r.full.median)} ms)`,
-        met: r.change.stats.median <= 0.5 * r.full.median,
-      });
+      for (const [what, c] of [['reading the tables', r.change.read], ['supervisor, tables known', r.change.known]] as const) {
+        out.push({
+          target: `${tag(r)}: one-VLAN change ≤ 0.5× full apply (${what})`,
+          measured: `${ratio(c.stats.median / r.full.median)} (${ms(c.stats.median)} ms vs ${ms(r.full.median)} ms)`,
+          met: c.stats.median <= 0.5 * r.full.median,
+        });
+      }
     }
   }
   return out;
