@@ -67,6 +67,11 @@ export interface ApplyResult {
   readonly noopSteps: number;
   /** Table saves by the passes that planned from known tables (must be 0). */
   readonly noopKnownSaves: number;
+  /**
+   * `vlan-gateway apply` with nothing to do, timed in-process as a new process would run it: no memory (the backend
+   * found again, every set member read) and nothing rendered before.
+   */
+  readonly noopCli: Stats;
   readonly save: Stats;
   /** Per interleaved round: the reading no-op pass minus the save that followed it. */
   readonly noopOverSave: Stats;
@@ -241,6 +246,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
     let saveText = '';
     const saves: number[] = [];
     const known: Array<Awaited<ReturnType<typeof timedReconcile>>> = [];
+    const cli: Array<Awaited<ReturnType<typeof timedReconcile>>> = [];
     const noop = await repeat({ runs: 15, slowRuns: 3, slowMs: 3000 }, async () => {
       const pass = await timedReconcile(productLast, config, templates, supervisor, 'read');
       const start = performance.now();
@@ -250,7 +256,14 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
       known.push(await timedReconcile(productLast, config, templates, supervisor, 'known'));
       return pass;
     });
-    const passes = [...noop.values, ...known.map((k) => k.value)];
+    // The CLI's apply on its own (its cold render leaves garbage that would land in the passes after it).
+    for (let i = 0; i < 7; i++) {
+      // As a new process: a config object of its own, and nothing rendered before.
+      const copy = structuredClone(config);
+      forgetRenderedChains();
+      cli.push(await timedReconcile(productLast, copy, templates));
+    }
+    const passes = [...noop.values, ...known.map((k) => k.value), ...cli.map((c) => c.value)];
     const noopRestores = Math.max(...passes.map((v) => v.recorder.count('restore') + v.recorder.count('ipset')));
     const noopSteps = Math.max(...passes.map((v) => v.plan.steps.length));
     const noopKnownSaves = Math.max(...known.map((k) => k.value.recorder.count('save')));
@@ -290,6 +303,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
       raw: raw.stats, ...(rawSets ? { rawSets } : {}), ...(perRule ? { perRule } : {}),
       noop: noop.stats, noopParts: partStats(noop.values.map((v) => v.parts)),
       noopKnown: stats(known.map((k) => k.ms)), noopKnownParts: partStats(known.map((k) => k.value.parts)), noopRestores, noopSteps, noopKnownSaves,
+      noopCli: stats(cli.map((c) => c.ms)),
       save: save.stats, noopOverSave, saveText, ...(change ? { change } : {}), config, factsAfter,
     };
   } finally {

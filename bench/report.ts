@@ -39,7 +39,7 @@ export function applyTable(r: ApplyResult): string {
   if (r.rawSets) rows.push(timeRow(`    + raw ipset restore of the same set (${n(r.rawSets.members)} members; before (b), timed apart)`, r.rawSets.stats));
   if (r.perRule) rows.push(timeRow(`(c) one iptables-nft process per line (${n(r.perRule.calls)} calls)`, r.perRule.stats));
   rows.push(
-    timeRow(`(d) no-op apply reading the tables (\`apply\`, or a supervisor pass; ${r.noopRestores} restores incl. ipset, ${r.noopSteps} steps)`, r.noop),
+    timeRow(`(d) no-op supervisor pass that reads the tables (${r.noopRestores} restores incl. ipset, ${r.noopSteps} steps)`, r.noop),
     timeRow('      observe: 4 reads in parallel (*-save parsed as it comes, ip, cat, ipset list -t)', r.noopParts.observe),
     timeRow('      parse + plan after the last read', r.noopParts.plan),
     timeRow('(d) one iptables-nft-save -c of the applied namespace (each right after a pass)', r.save),
@@ -47,9 +47,10 @@ export function applyTable(r: ApplyResult): string {
     timeRow(`(d) no-op supervisor pass, tables known (the save before it found them as planned; ${r.noopKnownSaves} saves)`, r.noopKnown),
     timeRow('      observe: 3 reads in parallel (ip, cat, ipset list -t)', r.noopKnownParts.observe),
     timeRow('      parse + plan after the last read', r.noopKnownParts.plan),
+    timeRow('(d) `vlan-gateway apply` with nothing to do (as a new process: every set member read, a cold render)', r.noopCli),
   );
   if (r.change) {
-    for (const [what, c] of [['reading the tables (`apply`)', r.change.read], ['a supervisor\'s reload, tables known', r.change.known]] as const) {
+    for (const [what, c] of [['a supervisor\'s reload reading the tables', r.change.read], ['a supervisor\'s reload, tables known', r.change.known]] as const) {
       rows.push(
         timeRow(`(e) one-VLAN change, ${what} (${r.change.vlan}: ${c.chains} chain(s) rewritten, ${c.restores} restore, ${c.saves} saves)`, c.stats),
         timeRow('      observe', c.parts.observe),
@@ -74,8 +75,9 @@ export function ratioTable(results: readonly ApplyResult[]): string {
     ['restores (busy) inside full apply / raw restore', ...cell((r) => r.fullParts.restore.median / r.raw.median)],
     ['per-rule processes / raw restore', ...cell((r) => (r.perRule ? r.perRule.stats.median / r.raw.median : undefined))],
     ['per-rule processes / full apply', ...cell((r) => (r.perRule ? r.perRule.stats.median / r.full.median : undefined))],
-    ['no-op apply reading the tables / one save', ...cell((r) => r.noop.median / r.save.median)],
+    ['no-op supervisor pass reading the tables / one save', ...cell((r) => r.noop.median / r.save.median)],
     ['no-op supervisor pass, tables known / one save', ...cell((r) => r.noopKnown.median / r.save.median)],
+    ['no-op `vlan-gateway apply` / one save', ...cell((r) => r.noopCli.median / r.save.median)],
     ['one-VLAN change reading the tables / full apply', ...cell((r) => (r.change ? r.change.read.stats.median / r.full.median : undefined))],
     ['one-VLAN change, supervisor, tables known / full apply', ...cell((r) => (r.change ? r.change.known.stats.median / r.full.median : undefined))],
   ];
@@ -99,7 +101,7 @@ export function verdicts(results: readonly ApplyResult[]): Verdict[] {
     });
     out.push({ target: `${tag(r)}: no-op apply runs zero restores`, measured: `${r.noopRestores} restores, ${r.noopSteps} steps`, met: r.noopRestores === 0 });
     out.push({
-      target: `${tag(r)}: no-op apply ≤ one save + 20 ms (reading the tables)`,
+      target: `${tag(r)}: no-op apply ≤ one save + 20 ms (supervisor, reading the tables)`,
       measured: `${ms(r.noop.median)} ms vs ${ms(r.save.median)} + 20 ms`,
       met: r.noop.median <= r.save.median + 20,
     });
@@ -107,6 +109,11 @@ export function verdicts(results: readonly ApplyResult[]): Verdict[] {
       target: `${tag(r)}: no-op apply ≤ one save + 20 ms (supervisor, tables known)`,
       measured: `${ms(r.noopKnown.median)} ms vs ${ms(r.save.median)} + 20 ms (${r.noopKnownSaves} saves)`,
       met: r.noopKnown.median <= r.save.median + 20 && r.noopKnownSaves === 0,
+    });
+    out.push({
+      target: `${tag(r)}: no-op apply ≤ one save + 20 ms (\`vlan-gateway apply\`)`,
+      measured: `${ms(r.noopCli.median)} ms vs ${ms(r.save.median)} + 20 ms`,
+      met: r.noopCli.median <= r.save.median + 20,
     });
     if (r.change) {
       for (const [what, c] of [['reading the tables', r.change.read], ['supervisor, tables known', r.change.known]] as const) {
