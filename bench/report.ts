@@ -118,7 +118,8 @@ export function verdicts(results: readonly ApplyResult[]): Verdict[] {
     if (r.change) {
       for (const [what, c] of [['reading the tables', r.change.read], ['supervisor, tables known', r.change.known]] as const) {
         out.push({
-          target: `${tag(r)}: one-VLAN change ≤ 0.5× full apply (${what})`,
+          // The issue names the change at 10k; at 1k it is measured as well.
+          target: `${tag(r)}: one-VLAN change ≤ 0.5× full apply (${what})${r.label === '10k' ? '' : ' [beyond the issue]'}`,
           measured: `${ratio(c.stats.median / r.full.median)} (${ms(c.stats.median)} ms vs ${ms(r.full.median)} ms)`,
           met: c.stats.median <= 0.5 * r.full.median,
         });
