@@ -408,6 +408,16 @@ test('drift repaired by a pass is counted by kind (metrics and driftCounts); a c
 
 // ---- what later passes read of the sets -----------------------------------------------------------------------------
 
+/** A stats collector as run.ts wires it (read on demand here, not on a timer). */
+function collectorOf(r: Rig): StatsCollector {
+  return new StatsCollector(r.runner, r.metrics, pino({ level: 'silent' }), 60_000, () => ({
+    ...(r.supervisor.lastDesired ? { desired: r.supervisor.lastDesired } : {}),
+    ...(r.supervisor.backend ? { backend: r.supervisor.backend } : {}),
+    setsDrifted: () => r.supervisor.setsDrifted(),
+    tablesChecked: (inSync) => r.supervisor.tablesChecked(inSync),
+  }));
+}
+
 const ipsetReads = (ns: FakeNetns) => ns.history.filter((c) => /^ipset (save|list)/.test(c));
 
 test('later passes read only the sets\' headers; a set whose count moved is read in full, and repaired', async (t) => {
@@ -442,11 +452,7 @@ test('a set member swapped for another (same count) is found by the stats collec
   await settle(r, 2);
   t.regex(r.ns.saveSets(), /10\.99\.0\.0\/16,eth9/, 'the header read alone cannot tell');
 
-  const collector = new StatsCollector(r.runner, r.metrics, pino({ level: 'silent' }), 60_000, () => ({
-    ...(r.supervisor.lastDesired ? { desired: r.supervisor.lastDesired } : {}),
-    ...(r.supervisor.backend ? { backend: r.supervisor.backend } : {}),
-    setsDrifted: () => r.supervisor.setsDrifted(),
-  }));
+  const collector = collectorOf(r);
   r.ns.history.length = 0;
   await collector.collect();
   await settle(r, 3);
@@ -476,16 +482,6 @@ test('what the sets held is forgotten after a failed pass: the retry reads every
 
 const tableSaves = (ns: FakeNetns) => ns.history.filter((c) => /^iptables-(nft|legacy)-save/.test(c));
 const restores = (ns: FakeNetns) => ns.history.filter((c) => /^iptables-(nft|legacy)-restore/.test(c));
-
-/** A stats collector as run.ts wires it (read on demand here, not on a timer). */
-function collectorOf(r: Rig): StatsCollector {
-  return new StatsCollector(r.runner, r.metrics, pino({ level: 'silent' }), 60_000, () => ({
-    ...(r.supervisor.lastDesired ? { desired: r.supervisor.lastDesired } : {}),
-    ...(r.supervisor.backend ? { backend: r.supervisor.backend } : {}),
-    setsDrifted: () => r.supervisor.setsDrifted(),
-    tablesChecked: (inSync) => r.supervisor.tablesChecked(inSync),
-  }));
-}
 
 /** Start, then a pass that reads what the start wrote, then a collector reading that finds it as planned. */
 async function toKnownTables(r: Rig, collector: StatsCollector): Promise<void> {
