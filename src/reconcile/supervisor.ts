@@ -51,6 +51,8 @@ export interface ReconcileRecord {
   readonly durationMs: number;
   readonly changes: readonly string[];
   readonly drift: readonly DriftKind[];
+  /** A successful pass: whether it read the tables, or planned from the ones the supervisor knew (KnownTables). */
+  readonly tables?: 'read' | 'known';
   readonly error?: string;
 }
 
@@ -189,11 +191,11 @@ export class Supervisor {
       this.ready = true;
       this.failureLog.reset();
       const changes = plan.steps.map(summarizeStep);
-      this.record({ trigger, result: 'success', durationMs: performance.now() - started, changes, drift });
-      this.metrics.lastSuccess.set(this.lastSuccessAt / 1000);
-      this.updateVlanUp(plan.desired);
       // Whether this pass read the tables, or planned (and wrote) from the ones it knew.
       const tables = knownTables && facts.tables === knownTables.tables ? 'known' : 'read';
+      this.record({ trigger, result: 'success', durationMs: performance.now() - started, changes, drift, tables });
+      this.metrics.lastSuccess.set(this.lastSuccessAt / 1000);
+      this.updateVlanUp(plan.desired);
       if (changes.length > 0) this.log.info({ trigger, changes, drift, tables, durationMs: Math.round(performance.now() - started) }, 'reconciled: changes applied');
       else this.log.debug({ trigger, tables, durationMs: Math.round(performance.now() - started) }, 'reconciled: in sync');
     } catch (error) {

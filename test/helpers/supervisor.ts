@@ -404,7 +404,7 @@ export interface StatusDocument {
   readonly healthy: boolean;
   readonly vlans: readonly StatusVlan[];
   readonly waiting: readonly string[];
-  readonly lastReconcile: { readonly trigger: string; readonly result: string; readonly changes: readonly string[]; readonly drift: readonly string[] } | null;
+  readonly lastReconcile: { readonly trigger: string; readonly result: string; readonly changes: readonly string[]; readonly drift: readonly string[]; readonly tables?: 'read' | 'known' } | null;
   readonly driftRepairs: Readonly<Record<string, number>>;
   readonly reload: { readonly lastAt: string | null; readonly lastResult: 'success' | 'failure' | null; readonly lastErrors: readonly string[] };
 }

@@ -254,6 +254,7 @@ kernel(`with a collector reading more often than the schedule checks, passes pla
     await gateway.waitReady();
     const quiet = await gateway.waitForLog('a pass planning from the tables it knows', (l) => l.msg === 'reconciled: in sync' && l.tables === 'known', 8000);
     t.log(`a pass that read no table: ${String(quiet.durationMs)} ms`);
+    await waitFor('/status to say so', async () => ((await gateway.status()).lastReconcile?.tables === 'known' ? true : undefined), 3000);
     const healthy = await dataplane();
     const from = gateway.logs.length;
     const damagedAt = Date.now();

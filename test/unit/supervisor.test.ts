@@ -502,7 +502,7 @@ test('while the stats collector finds the tables as planned, later passes do not
   r.supervisor.trigger('schedule');
   await settle(r, 3);
   t.deepEqual(tableSaves(r.ns), [], 'the tables are known: no save');
-  t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success', changes: [] });
+  t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success', changes: [], tables: 'known' });
 
   // Someone empties one of our chains: the pass cannot see it, the collector's next reading does.
   await r.ns.run(['iptables-nft-restore', '--noflush'], { input: '*filter\n:VGW-FROM-10 - [0:0]\nCOMMIT\n' });
@@ -510,7 +510,7 @@ test('while the stats collector finds the tables as planned, later passes do not
   await collector.collect();
   await settle(r, 4);
   t.deepEqual(tableSaves(r.ns), ['iptables-nft-save -c', 'iptables-nft-save -c'], 'the collector\'s reading, then the pass it asked for reads the tables');
-  t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success', drift: ['rules'] });
+  t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success', drift: ['rules'], tables: 'read' });
   t.is(r.ns.save(), applied, 'the chain holds its rules again');
 
   r.ns.history.length = 0;
@@ -526,7 +526,7 @@ test('a pass that plans from the known tables writes from them, and knows what i
   r.ns.history.length = 0;
   r.supervisor.replaceConfig(state(withRule, 'v2'));
   await settle(r, 3);
-  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success' });
+  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success', tables: 'known' });
   t.deepEqual(r.ns.history.filter((c) => /^iptables-nft-(save|restore)/.test(c)), ['iptables-nft-restore --noflush --wait'], 'written, not read');
   const check = await reconcileOnce(r.ns, withRule, templates, { dryRun: true });
   t.deepEqual(check.plan.steps, [], 'a fresh read finds nothing left to do');
@@ -547,7 +547,7 @@ test('known tables that changed behind the supervisor\'s back: the restore refus
   r.ns.history.length = 0;
   r.supervisor.replaceConfig(state(lab, 'v2')); // drops the rule, and with it the pair chain
   await settle(r, 3);
-  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success' });
+  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success', tables: 'read' });
   t.deepEqual(r.ns.history.filter((c) => /^iptables-nft-(save|restore)/.test(c)), [
     'iptables-nft-restore --noflush --wait', // from the known tables: deleting a chain still referenced is refused
     'iptables-nft-save -c',
