@@ -408,6 +408,14 @@ test('drift repaired by a pass is counted by kind (metrics and driftCounts); a c
 
 // ---- what later passes read of the sets -----------------------------------------------------------------------------
 
+/** One more collector reading, after which no pass beyond the `passes` made so far may start. */
+async function noPassAsked(t: ExecutionContext, r: Rig, collector: StatsCollector, passes: number, why: string): Promise<void> {
+  r.ns.history.length = 0;
+  await collector.collect();
+  await sleep(30);
+  t.is(r.metrics.passes, passes, why);
+}
+
 /** A stats collector as run.ts wires it (read on demand here, not on a timer). */
 function collectorOf(r: Rig): StatsCollector {
   return new StatsCollector(r.runner, r.metrics, pino({ level: 'silent' }), 60_000, () => ({
@@ -460,10 +468,7 @@ test('a set member swapped for another (same count) is found by the stats collec
   t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success', drift: ['rules'] });
   t.is(r.ns.saveSets(), filled);
 
-  r.ns.history.length = 0;
-  await collector.collect();
-  await sleep(30);
-  t.is(r.metrics.passes, 3, 'members as desired: the collector asks for no pass');
+  await noPassAsked(t, r, collector, 3, 'members as desired: the collector asks for no pass');
 });
 
 test('what the sets held is forgotten after a failed pass: the retry reads every member', async (t) => {
@@ -513,10 +518,7 @@ test('while the stats collector finds the tables as planned, later passes do not
   t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success', drift: ['rules'], tables: 'read' });
   t.is(r.ns.save(), applied, 'the chain holds its rules again');
 
-  r.ns.history.length = 0;
-  await collector.collect();
-  await sleep(30);
-  t.is(r.metrics.passes, 4, 'tables as planned: the collector asks for no pass');
+  await noPassAsked(t, r, collector, 4, 'tables as planned: the collector asks for no pass');
 });
 
 test('a pass that plans from the known tables writes from them, and knows what it wrote: neither it nor the next pass reads them', async (t) => {
