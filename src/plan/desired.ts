@@ -11,7 +11,7 @@
 import type { Config } from '../config/schema.js';
 import { parseCidr } from '../net/ipv4.js';
 import type { BindingFacts, Facts, TableName } from '../observe/facts.js';
-import { renderRules } from '../template/render.js';
+import { ENGINE_VERSION, renderRules } from '../template/render.js';
 import {
   FORWARD_CHAIN, FORWARDING_WAS_OFF, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, USER_HOOKS, zoneKey,
   type UserHook,
@@ -96,6 +96,35 @@ export const forgetRenderedChains = () => renderedChains.clear();
  */
 const memo = new WeakMap<Config, WeakMap<Templates, { key: string; desired: Desired }>>();
 
+/** A desired state without its bindings (which NIC carries which zone): what a DesiredStore keeps. */
+export type StoredDesired = Omit<Desired, 'vlans' | 'uplink'>;
+
+/**
+ * The same memo, kept between processes (the CLI's, which start with nothing rendered): a desired state by a
+ * digest of everything it is a function of. The store adds the identity of the code that rendered it.
+ */
+export interface DesiredStore {
+  load(key: string): StoredDesired | undefined;
+  /** A state just rendered for `key`; the store decides when to write it (not on the way to the kernel). */
+  remember(key: string, desired: StoredDesired): void;
+}
+
+let store: DesiredStore | undefined;
+
+/** The CLI's `apply` and `plan` use a store on disk; everything else plans with the in-process memo alone. */
+export function useDesiredStore(next: DesiredStore | undefined): void {
+  store = next;
+}
+
+/** Everything buildDesired reads besides the bindings' NICs, which `binding` holds. */
+const inputsKey = (config: Config, templates: Templates, binding: string) => digest(JSON.stringify([
+  config,
+  [templates.forward, templates.from, templates.pair, templates.prerouting, templates.postrouting].map(templateKey),
+  templates.user.map((u) => [u.hook, templateKey(u.template)]),
+  binding,
+  ENGINE_VERSION,
+]));
+
 export function planDesired(config: Config, facts: BindingFacts, templates: Templates): Desired {
   const uplink = matchUplink(config, facts);
   const vlans = matchVlans(config, facts, uplink);
@@ -103,7 +132,13 @@ export function planDesired(config: Config, facts: BindingFacts, templates: Temp
   const byTemplates = memo.get(config) ?? memo.set(config, new WeakMap()).get(config)!;
   const hit = byTemplates.get(templates);
   if (hit?.key === key) return { ...hit.desired, vlans, uplink };
-  const desired = buildDesired(config, facts, templates, uplink, vlans);
+  const storeKey = store ? inputsKey(config, templates, key) : undefined;
+  const stored = storeKey === undefined ? undefined : store!.load(storeKey);
+  const desired = stored ? { ...stored, vlans, uplink } : buildDesired(config, facts, templates, uplink, vlans);
+  if (storeKey !== undefined && !stored) {
+    const { vlans: _v, uplink: _u, ...rest } = desired;
+    store!.remember(storeKey, rest);
+  }
   byTemplates.set(templates, { key, desired });
   return desired;
 }

@@ -15,6 +15,8 @@ export class TemplateError extends Error {
 }
 
 const engine = Handlebars.create();
+/** Part of what a rendered state depends on (see DesiredStore). */
+export const ENGINE_VERSION = `handlebars ${Handlebars.VERSION}`;
 const cache = new Map<string, Handlebars.TemplateDelegate>();
 
 export const TEMPLATE_OPTIONS = Object.freeze({ strict: true, noEscape: true });
