@@ -1,13 +1,15 @@
 import type { CommandModule } from 'yargs';
 import { formatPlan } from '../plan/format.js';
 import { reconcileOnce, type Mode } from '../reconcile/once.js';
-import { loadAll, makeRunner, out, type GlobalArgs } from './context.js';
+import { loadAll, makeRunner, out, withRenderCache, type GlobalArgs } from './context.js';
 
 async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
   const { loaded, templates } = await loadAll(args);
   const started = performance.now();
-  const { plan } = await reconcileOnce(makeRunner(args.netns), loaded.config, templates, { mode });
-  out(formatPlan(plan).replace(/pending\.$/, `applied in ${Math.round(performance.now() - started)} ms.`));
+  await withRenderCache(async () => {
+    const { plan } = await reconcileOnce(makeRunner(args.netns), loaded.config, templates, { mode });
+    out(formatPlan(plan).replace(/pending\.$/, `applied in ${Math.round(performance.now() - started)} ms.`));
+  });
 }
 
 export const applyCommand: CommandModule<GlobalArgs, GlobalArgs> = {

@@ -2,8 +2,9 @@
 import { loadConfig, resolveConfigPath, type LoadedConfig } from '../config/load.js';
 import { ExecaRunner } from '../exec/execa-runner.js';
 import { inNamespace, type CommandRunner } from '../exec/runner.js';
-import type { Templates } from '../plan/desired.js';
+import { useDesiredStore, type Templates } from '../plan/desired.js';
 import { loadTemplates } from '../template/load.js';
+import { FileDesiredStore, renderCacheDir } from './desired-store.js';
 
 export interface GlobalArgs {
   config?: string;
@@ -22,3 +23,20 @@ export async function loadAll(args: GlobalArgs): Promise<{ loaded: LoadedConfig;
 }
 
 export const out = (text: string) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+
+/**
+ * Runs a one-shot command's planning with the render cache (see desired-store.ts), written once the command's
+ * work is done; `VLAN_GATEWAY_RENDER_CACHE=off` plans without it.
+ */
+export async function withRenderCache<T>(work: () => Promise<T>): Promise<T> {
+  const dir = renderCacheDir();
+  const store = dir ? new FileDesiredStore(dir) : undefined;
+  useDesiredStore(store);
+  try {
+    const result = await work();
+    store?.flush();
+    return result;
+  } finally {
+    useDesiredStore(undefined);
+  }
+}

@@ -30,13 +30,16 @@ export interface CliResult {
   readonly stderr: string;
 }
 
-/** `vlan-gateway ARGS…` in a child process (node --import tsx src/main.ts). */
+/**
+ * `vlan-gateway ARGS…` in a child process (node --import tsx src/main.ts), its render cache in this process's
+ * scratch directory (not the machine's /run/vlan-gateway).
+ */
 export async function cli(...args: string[]): Promise<CliResult> {
   const result = await execa(process.execPath, ['--import', 'tsx', MAIN, ...args], {
     cwd: REPO,
     reject: false,
     timeout: 60_000,
-    env: { LC_ALL: 'C' },
+    env: { LC_ALL: 'C', VLAN_GATEWAY_RENDER_CACHE: await renderCache() },
   });
   return { code: result.exitCode ?? -1, stdout: String(result.stdout), stderr: String(result.stderr) };
 }
@@ -48,12 +51,18 @@ export async function exampleDocument(): Promise<Record<string, unknown>> {
   return parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as Record<string, unknown>;
 }
 
-let scratch: string | undefined;
+/** This test process's scratch directory, made once (concurrent callers share the one being made). */
+let scratch: Promise<string> | undefined;
+const scratchDir = () => (scratch ??= mkdtemp(join(tmpdir(), 'vgw-kernel-')));
+
+/** Where the CLI runs of this test process keep their render cache (see src/cli/desired-store.ts). */
+export async function renderCache(): Promise<string> {
+  return join(await scratchDir(), 'render-cache');
+}
 
 /** Writes `document` as YAML into this process's scratch directory; returns its path. */
 export async function writeYaml(name: string, document: unknown): Promise<string> {
-  scratch ??= await mkdtemp(join(tmpdir(), 'vgw-kernel-'));
-  const path = join(scratch, `${name}.yaml`);
+  const path = join(await scratchDir(), `${name}.yaml`);
   await writeFile(path, stringify(document));
   return path;
 }
@@ -65,7 +74,7 @@ export async function writeConfig(name: string, document: unknown): Promise<{ pa
 }
 
 export async function removeScratch(): Promise<void> {
-  if (scratch) await rm(scratch, { recursive: true, force: true });
+  if (scratch) await rm(await scratch, { recursive: true, force: true });
 }
 
 // ---- namespaces ----

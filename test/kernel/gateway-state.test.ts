@@ -10,6 +10,7 @@
  * apply; and a namespace that forwarded before the apply still forwards after down.
  */
 import test from 'ava';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../../src/config/schema.js';
 import { inNamespace } from '../../src/exec/runner.js';
@@ -22,7 +23,7 @@ import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { tableShape } from '../helpers/tables.js';
 import {
   addDockerDnsChains, buildLab, cli, dockerLines, EMPTY_NFT_FILTER, exampleDocument, FIXTURES, readState, recording,
-  removeScratch, runner, save, settledState, writeConfig, writeYaml, type NamespaceState,
+  removeScratch, renderCache, runner, save, settledState, writeConfig, writeYaml, type NamespaceState,
 } from './gateway-harness.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
@@ -116,6 +117,8 @@ kernel(`a second apply changes nothing: "No changes", no restore (counters keep 
   const counted = before.nft.split('\n').filter((line) => /^\[[1-9]\d*:\d+\] -A VGW-/.test(line));
   t.true(counted.length >= 4, `our rules counted the traffic:\n${counted.join('\n')}`);
 
+  // A new process, planning from the state the runs before it rendered and left in the render cache.
+  t.is((await readdir(await renderCache())).filter((f) => /^desired-.*\.json$/.test(f)).length, 1);
   const again = await cli('apply', '--netns', router, '--config', example.path);
   t.is(again.code, 0, again.stderr);
   t.regex(again.stdout, /^No changes: the namespace is in sync\.$/m);
@@ -167,6 +170,24 @@ kernel(`a second apply changes nothing: "No changes", no restore (counters keep 
   const plan0 = await cli('plan', '--detailed-exitcode', '--netns', router, '--config', example.path);
   t.is(plan0.code, 0, plan0.stderr);
   t.regex(plan0.stdout, /No changes: the namespace is in sync\./);
+
+  // The CLI plans from its render cache here (same inputs as every run before): the cache stands in for the
+  // render only, so the drifted chain is still found in the kernel and rewritten.
+  const cacheFiles = async () => {
+    const dir = await renderCache();
+    const files = (await readdir(dir)).filter((f) => f.startsWith('desired-')).sort();
+    return Promise.all(files.map(async (f) => `${f} ${(await stat(join(dir, f))).mtimeMs}`));
+  };
+  const cached = await cacheFiles();
+  await runner.run(['ip', 'netns', 'exec', router, 'iptables-nft', '-F', 'VGW-FROM-20']);
+  const planDrift = await cli('plan', '--detailed-exitcode', '--netns', router, '--config', example.path);
+  t.is(planDrift.code, 2, planDrift.stderr);
+  t.regex(planDrift.stdout, /VGW-FROM-20/);
+  const repair = await cli('apply', '--netns', router, '--config', example.path);
+  t.is(repair.code, 0, repair.stderr);
+  t.regex(await save(router, 'nft', '-t', 'filter'), /^-A VGW-FROM-20 /m);
+  t.is((await cli('plan', '--detailed-exitcode', '--netns', router, '--config', example.path)).code, 0);
+  t.deepEqual(await cacheFiles(), cached, 'no state was rendered (and written) anew');
 });
 
 const literal = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
