@@ -5,9 +5,13 @@
  *   (b) raw `iptables-nft-restore --noflush` of exactly the plan's table payloads, same runner, fresh namespace;
  *   (c) one `iptables-nft` process per rule line (same rules), from one shell inside a fresh namespace;
  *   (d) a no-op apply (second reconcile: must run zero restores) vs one `iptables-nft-save -c`, reading the tables
- *       and, as a supervisor whose stats collector found them as planned, not reading them;
+ *       and, as a supervisor whose stats collector found them as planned, not reading them; and as the CLI's
+ *       `apply` (a new process), with its render cache and without;
  *   (e) a one-VLAN change (one VLAN's forwarding rules) vs the full apply, and the chains it rewrote.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setCreate } from '../src/apply/apply.js';
 import type { Config } from '../src/config/schema.js';
 import { inNamespace, type CommandRunner } from '../src/exec/runner.js';
@@ -15,7 +19,8 @@ import type { Facts, KnownSets, KnownTables } from '../src/observe/facts.js';
 import { parseSave, tableOf } from '../src/observe/parse-save.js';
 import { tablesAfter } from '../src/plan/after.js';
 import { tablesInSync } from '../src/plan/diff.js';
-import { forgetRenderedChains, type Templates } from '../src/plan/desired.js';
+import { computeCodeIdentity, FileDesiredStore } from '../src/cli/desired-store.js';
+import { forgetRenderedChains, useDesiredStore, type Templates } from '../src/plan/desired.js';
 import type { Plan } from '../src/plan/types.js';
 import { knownSetsAfter, reconcileOnce } from '../src/reconcile/once.js';
 import { generateConfig, nicBatch, type ConfigShape } from './configs.js';
@@ -69,9 +74,12 @@ export interface ApplyResult {
   readonly noopKnownSaves: number;
   /**
    * `vlan-gateway apply` with nothing to do, timed in-process as a new process would run it: no memory (the backend
-   * found again, every set member read) and nothing rendered before.
+   * found again, every set member read) and nothing rendered in memory; the desired state from the render cache
+   * the apply before it left.
    */
   readonly noopCli: Stats;
+  /** The same without the render cache (VLAN_GATEWAY_RENDER_CACHE=off, or the first run after a change). */
+  readonly noopCliCold: Stats;
   readonly save: Stats;
   /** Per interleaved round: the reading no-op pass minus the save that followed it. */
   readonly noopOverSave: Stats;
@@ -247,6 +255,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
     const saves: number[] = [];
     const known: Array<Awaited<ReturnType<typeof timedReconcile>>> = [];
     const cli: Array<Awaited<ReturnType<typeof timedReconcile>>> = [];
+    const cliCold: Array<Awaited<ReturnType<typeof timedReconcile>>> = [];
     const noop = await repeat({ runs: 15, slowRuns: 3, slowMs: 3000 }, async () => {
       const pass = await timedReconcile(productLast, config, templates, supervisor, 'read');
       const start = performance.now();
@@ -256,14 +265,36 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
       known.push(await timedReconcile(productLast, config, templates, supervisor, 'known'));
       return pass;
     });
-    // The CLI's apply on its own (its cold render leaves garbage that would land in the passes after it).
-    for (let i = 0; i < 7; i++) {
-      // As a new process: a config object of its own, and nothing rendered before.
+    // The CLI's apply on its own (its cold render leaves garbage that would land in the passes after it). As a new
+    // process: a config object of its own, nothing rendered in memory, the code's identity computed once; with the
+    // render cache (the default: the state the apply before it rendered, read from the file it left), and
+    // without it (VLAN_GATEWAY_RENDER_CACHE=off, or the first apply after a change: a cold render), alternating.
+    const cacheDir = await mkdtemp(join(tmpdir(), 'vgwbench-render-'));
+    const cliRun = async (cached: boolean) => {
       const copy = structuredClone(config);
       forgetRenderedChains();
-      cli.push(await timedReconcile(productLast, copy, templates));
+      let code: string | undefined;
+      const store = cached ? new FileDesiredStore(cacheDir, () => (code ??= computeCodeIdentity())) : undefined;
+      useDesiredStore(store);
+      try {
+        const start = performance.now();
+        const result = await timedReconcile(productLast, copy, templates);
+        store?.flush();
+        return { ...result, ms: performance.now() - start };
+      } finally {
+        useDesiredStore(undefined);
+      }
+    };
+    try {
+      await cliRun(true); // the apply before: renders, and leaves the state in the cache
+      for (let i = 0; i < 7; i++) {
+        cli.push(await cliRun(true));
+        cliCold.push(await cliRun(false));
+      }
+    } finally {
+      await rm(cacheDir, { recursive: true, force: true });
     }
-    const passes = [...noop.values, ...known.map((k) => k.value), ...cli.map((c) => c.value)];
+    const passes = [...noop.values, ...known.map((k) => k.value), ...[...cli, ...cliCold].map((c) => c.value)];
     const noopRestores = Math.max(...passes.map((v) => v.recorder.count('restore') + v.recorder.count('ipset')));
     const noopSteps = Math.max(...passes.map((v) => v.plan.steps.length));
     const noopKnownSaves = Math.max(...known.map((k) => k.value.recorder.count('save')));
@@ -304,6 +335,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
       noop: noop.stats, noopParts: partStats(noop.values.map((v) => v.parts)),
       noopKnown: stats(known.map((k) => k.ms)), noopKnownParts: partStats(known.map((k) => k.value.parts)), noopRestores, noopSteps, noopKnownSaves,
       noopCli: stats(cli.map((c) => c.ms)),
+      noopCliCold: stats(cliCold.map((c) => c.ms)),
       save: save.stats, noopOverSave, saveText, ...(change ? { change } : {}), config, factsAfter,
     };
   } finally {
