@@ -6,12 +6,13 @@
  *   (c) one `iptables-nft` process per rule line (same rules), from one shell inside a fresh namespace;
  *   (d) a no-op apply (second reconcile: must run zero restores) vs one `iptables-nft-save -c`, reading the tables
  *       and, as a supervisor whose stats collector found them as planned, not reading them; and as the CLI's
- *       `apply` (a new process), with its render cache and without;
+ *       `apply` (a new process), with its plan cache and without, in-process and as the whole process;
  *   (e) a one-VLAN change (one VLAN's forwarding rules) vs the full apply, and the chains it rewrote.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { stringify } from 'yaml';
 import { setCreate } from '../src/apply/apply.js';
 import type { Config } from '../src/config/schema.js';
 import { inNamespace, type CommandRunner } from '../src/exec/runner.js';
@@ -19,13 +20,14 @@ import type { Facts, KnownSets, KnownTables } from '../src/observe/facts.js';
 import { parseSave, tableOf } from '../src/observe/parse-save.js';
 import { tablesAfter } from '../src/plan/after.js';
 import { tablesInSync } from '../src/plan/diff.js';
-import { computeCodeIdentity, FileDesiredStore } from '../src/cli/desired-store.js';
+import { computeCodeIdentity, PlanCache } from '../src/cli/plan-cache.js';
 import { forgetRenderedChains, useDesiredStore, type Templates } from '../src/plan/desired.js';
 import type { Plan } from '../src/plan/types.js';
 import { knownSetsAfter, reconcileOnce } from '../src/reconcile/once.js';
 import { generateConfig, nicBatch, type ConfigShape } from './configs.js';
 import { breakdown, RecordingRunner, repeat, stats, WithoutIpset, type Breakdown, type Stats } from './measure.js';
 import type { Namespaces } from './netns.js';
+import { BUNDLE, ensureBundle } from './startup.js';
 
 export interface ApplyOptions {
   readonly label: string;
@@ -74,12 +76,14 @@ export interface ApplyResult {
   readonly noopKnownSaves: number;
   /**
    * `vlan-gateway apply` with nothing to do, timed in-process as a new process would run it: no memory (the backend
-   * found again, every set member read) and nothing rendered in memory; the desired state from the render cache
+   * found again, every set member read) and nothing rendered in memory; the desired state from the plan cache
    * the apply before it left.
    */
   readonly noopCli: Stats;
-  /** The same without the render cache (VLAN_GATEWAY_RENDER_CACHE=off, or the first run after a change). */
+  /** The same without the plan cache (VLAN_GATEWAY_PLAN_CACHE=off, or the first run after a change). */
   readonly noopCliCold: Stats;
+  /** The whole `vlan-gateway apply` process with nothing to do (bundle: start-up and config load included). */
+  readonly noopProcess?: { readonly cached: Stats; readonly off: Stats };
   readonly save: Stats;
   /** Per interleaved round: the reading no-op pass minus the save that followed it. */
   readonly noopOverSave: Stats;
@@ -267,15 +271,16 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
     });
     // The CLI's apply on its own (its cold render leaves garbage that would land in the passes after it). As a new
     // process: a config object of its own, nothing rendered in memory, the code's identity computed once; with the
-    // render cache (the default: the state the apply before it rendered, read from the file it left), and
-    // without it (VLAN_GATEWAY_RENDER_CACHE=off, or the first apply after a change: a cold render), alternating.
-    const cacheDir = await mkdtemp(join(tmpdir(), 'vgwbench-render-'));
+    // plan cache (the default: the state the apply before it rendered, read from the file it left), and without
+    // it (VLAN_GATEWAY_PLAN_CACHE=off, or the first apply after a change: a cold render), alternating. The config
+    // is not loaded here (it is an object already); loading it is measured apart, with Node's start-up.
+    const cacheDir = await mkdtemp(join(tmpdir(), 'vgwbench-plan-cache-'));
     const cliRun = async (cached: boolean) => {
       const copy = structuredClone(config);
       forgetRenderedChains();
       let code: string | undefined;
-      const store = cached ? new FileDesiredStore(cacheDir, () => (code ??= computeCodeIdentity())) : undefined;
-      useDesiredStore(store);
+      const store = cached ? new PlanCache(cacheDir, () => (code ??= computeCodeIdentity())) : undefined;
+      useDesiredStore(store?.desired);
       try {
         const start = performance.now();
         const result = await timedReconcile(productLast, copy, templates);
@@ -285,11 +290,33 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
         useDesiredStore(undefined);
       }
     };
+    // Then the whole process as a user runs it (the bundle, --netns): Node's start-up, loading the bundle, reading
+    // and validating the YAML config, the pass; with the plan cache (the run before left the config and the state
+    // in it) and without (VLAN_GATEWAY_PLAN_CACHE=off), alternating.
+    const processes = { cached: [] as number[], off: [] as number[] };
     try {
       await cliRun(true); // the apply before: renders, and leaves the state in the cache
       for (let i = 0; i < 7; i++) {
         cli.push(await cliRun(true));
         cliCold.push(await cliRun(false));
+      }
+      if (ipset) {
+        log(`  (d) the whole vlan-gateway apply process ×N, plan cache on and off`);
+        await ensureBundle(runner);
+        const yaml = join(cacheDir, 'gateway.yaml');
+        await writeFile(yaml, stringify(config));
+        const whole = async (cache: string) => {
+          const start = performance.now();
+          const r = await runner.run(['env', `VLAN_GATEWAY_PLAN_CACHE=${cache}`, process.execPath, BUNDLE, 'apply', '--netns', lastNs, '--config', yaml], { timeoutMs: 60_000 });
+          if (!/No changes/.test(r.stdout)) throw new Error(`vlan-gateway apply changed something:\n${r.stdout}`);
+          return performance.now() - start;
+        };
+        const cache = join(cacheDir, 'plan-cache');
+        await whole(cache); // the run before, which leaves the config and the state in the cache
+        for (let i = 0; i < 5; i++) {
+          processes.cached.push(await whole(cache));
+          processes.off.push(await whole('off'));
+        }
       }
     } finally {
       await rm(cacheDir, { recursive: true, force: true });
@@ -336,6 +363,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
       noopKnown: stats(known.map((k) => k.ms)), noopKnownParts: partStats(known.map((k) => k.value.parts)), noopRestores, noopSteps, noopKnownSaves,
       noopCli: stats(cli.map((c) => c.ms)),
       noopCliCold: stats(cliCold.map((c) => c.ms)),
+      ...(processes.cached.length > 0 ? { noopProcess: { cached: stats(processes.cached), off: stats(processes.off) } } : {}),
       save: save.stats, noopOverSave, saveText, ...(change ? { change } : {}), config, factsAfter,
     };
   } finally {

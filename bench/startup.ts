@@ -8,9 +8,12 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 export const BUNDLE = join(ROOT, 'dist', 'vlan-gateway.mjs');
 
-/** The bundled CLI is what users run (and what starts fast); built afresh so it is this checkout's code. */
+let built: Promise<unknown> | undefined;
+
+/** The bundled CLI is what users run (and what starts fast); built afresh (once a run) so it is this checkout's code. */
 export async function ensureBundle(runner: CommandRunner): Promise<void> {
-  await runner.run([process.execPath, join(ROOT, 'build.mjs')], { timeoutMs: 120_000 });
+  built ??= runner.run([process.execPath, join(ROOT, 'build.mjs')], { timeoutMs: 120_000 });
+  await built;
 }
 
 export interface StartupRow {

@@ -1,12 +1,12 @@
 import type { CommandModule } from 'yargs';
 import { formatPlan } from '../plan/format.js';
 import { reconcileOnce, type Mode } from '../reconcile/once.js';
-import { loadAll, makeRunner, out, withRenderCache, type GlobalArgs } from './context.js';
+import { loadAll, makeRunner, out, withPlanCache, type GlobalArgs } from './context.js';
 
 async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
-  const { loaded, templates } = await loadAll(args);
-  const started = performance.now();
-  await withRenderCache(async () => {
+  await withPlanCache(async (cache) => {
+    const { loaded, templates } = await loadAll(args, cache);
+    const started = performance.now();
     const { plan } = await reconcileOnce(makeRunner(args.netns), loaded.config, templates, { mode });
     out(formatPlan(plan).replace(/pending\.$/, `applied in ${Math.round(performance.now() - started)} ms.`));
   });

@@ -4,7 +4,7 @@ import { ExecaRunner } from '../exec/execa-runner.js';
 import { inNamespace, type CommandRunner } from '../exec/runner.js';
 import { useDesiredStore, type Templates } from '../plan/desired.js';
 import { loadTemplates } from '../template/load.js';
-import { FileDesiredStore, renderCacheDir } from './desired-store.js';
+import { PlanCache, planCacheDir } from './plan-cache.js';
 
 export interface GlobalArgs {
   config?: string;
@@ -16,8 +16,8 @@ export function makeRunner(netns?: string): CommandRunner {
   return netns ? inNamespace(runner, netns) : runner;
 }
 
-export async function loadAll(args: GlobalArgs): Promise<{ loaded: LoadedConfig; templates: Templates }> {
-  const loaded = await loadConfig(resolveConfigPath(args.config));
+export async function loadAll(args: GlobalArgs, cache?: PlanCache): Promise<{ loaded: LoadedConfig; templates: Templates }> {
+  const loaded = await loadConfig(resolveConfigPath(args.config), cache?.config);
   const templates = await loadTemplates(loaded.config.rules.dir);
   return { loaded, templates };
 }
@@ -25,16 +25,16 @@ export async function loadAll(args: GlobalArgs): Promise<{ loaded: LoadedConfig;
 export const out = (text: string) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
 
 /**
- * Runs a one-shot command's planning with the render cache (see desired-store.ts), written once the command's
- * work is done; `VLAN_GATEWAY_RENDER_CACHE=off` plans without it.
+ * Runs a one-shot command with the plan cache (see plan-cache.ts), written once the command's work is done;
+ * `VLAN_GATEWAY_PLAN_CACHE=off` runs it without.
  */
-export async function withRenderCache<T>(work: () => Promise<T>): Promise<T> {
-  const dir = renderCacheDir();
-  const store = dir ? new FileDesiredStore(dir) : undefined;
-  useDesiredStore(store);
+export async function withPlanCache<T>(work: (cache: PlanCache | undefined) => Promise<T>): Promise<T> {
+  const dir = planCacheDir();
+  const cache = dir ? new PlanCache(dir) : undefined;
+  useDesiredStore(cache?.desired);
   try {
-    const result = await work();
-    store?.flush();
+    const result = await work(cache);
+    cache?.flush();
     return result;
   } finally {
     useDesiredStore(undefined);

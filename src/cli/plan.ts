@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { formatPlan } from '../plan/format.js';
 import { reconcileOnce } from '../reconcile/once.js';
-import { loadAll, makeRunner, out, withRenderCache, type GlobalArgs } from './context.js';
+import { loadAll, makeRunner, out, withPlanCache, type GlobalArgs } from './context.js';
 
 interface PlanArgs extends GlobalArgs {
   'detailed-exitcode'?: boolean;
@@ -15,8 +15,10 @@ export const planCommand: CommandModule<GlobalArgs, PlanArgs> = {
     .option('detailed-exitcode', { type: 'boolean', describe: 'exit 0 in sync, 1 on error, 2 with changes pending' })
     .option('down', { type: 'boolean', describe: 'show what down would remove instead' }),
   handler: async (args) => {
-    const { loaded, templates } = await loadAll(args);
-    const { plan } = await withRenderCache(() => reconcileOnce(makeRunner(args.netns), loaded.config, templates, { dryRun: true, mode: args.down ? 'down' : 'up' }));
+    const { plan } = await withPlanCache(async (cache) => {
+      const { loaded, templates } = await loadAll(args, cache);
+      return reconcileOnce(makeRunner(args.netns), loaded.config, templates, { dryRun: true, mode: args.down ? 'down' : 'up' });
+    });
     out(formatPlan(plan));
     if (args['detailed-exitcode'] && plan.steps.length > 0) process.exitCode = 2;
   },

@@ -1,4 +1,5 @@
 /** Reading the config file: the only part of config/ that touches the file system. */
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isScalar, LineCounter, parseDocument, type Node } from 'yaml';
@@ -19,7 +20,16 @@ export interface LoadedConfig {
   readonly config: Config;
 }
 
-export async function loadConfig(path: string): Promise<LoadedConfig> {
+/**
+ * Validated configs kept between runs (the CLI's plan cache), by a digest of the file's text: a valid config is a
+ * function of its text alone (a relative rules.dir is resolved after, against the path).
+ */
+export interface ConfigCache {
+  load(key: string): Config | undefined;
+  remember(key: string, config: Config): void;
+}
+
+export async function loadConfig(path: string, cache?: ConfigCache): Promise<LoadedConfig> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -28,7 +38,10 @@ export async function loadConfig(path: string): Promise<LoadedConfig> {
     const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : String((error as Error).message);
     throw new ConfigError(path, [{ path: [], message: `cannot read the config file (${why})` }], [`cannot read ${path}: ${why}`]);
   }
-  const config = parseConfigText(text, path);
+  const key = cache ? createHash('sha256').update(text).digest('base64url') : undefined;
+  const cached = key === undefined ? undefined : cache!.load(key);
+  const config = cached ?? parseConfigText(text, path);
+  if (key !== undefined && !cached) cache!.remember(key, config);
   // A relative rules.dir is relative to the config file, not to wherever the command was started.
   const dir = config.rules.dir;
   return { path, text, config: dir && !isAbsolute(dir) ? { ...config, rules: { ...config.rules, dir: resolve(dirname(path), dir) } } : config };

@@ -31,7 +31,7 @@ export interface CliResult {
 }
 
 /**
- * `vlan-gateway ARGS…` in a child process (node --import tsx src/main.ts), its render cache in this process's
+ * `vlan-gateway ARGS…` in a child process (node --import tsx src/main.ts), its plan cache in this process's
  * scratch directory (not the machine's /run/vlan-gateway).
  */
 export async function cli(...args: string[]): Promise<CliResult> {
@@ -39,7 +39,7 @@ export async function cli(...args: string[]): Promise<CliResult> {
     cwd: REPO,
     reject: false,
     timeout: 60_000,
-    env: { LC_ALL: 'C', VLAN_GATEWAY_RENDER_CACHE: await renderCache() },
+    env: { LC_ALL: 'C', VLAN_GATEWAY_PLAN_CACHE: await planCache() },
   });
   return { code: result.exitCode ?? -1, stdout: String(result.stdout), stderr: String(result.stderr) };
 }
@@ -55,9 +55,9 @@ export async function exampleDocument(): Promise<Record<string, unknown>> {
 let scratch: Promise<string> | undefined;
 const scratchDir = () => (scratch ??= mkdtemp(join(tmpdir(), 'vgw-kernel-')));
 
-/** Where the CLI runs of this test process keep their render cache (see src/cli/desired-store.ts). */
-export async function renderCache(): Promise<string> {
-  return join(await scratchDir(), 'render-cache');
+/** Where the CLI runs of this test process keep their plan cache (see src/cli/plan-cache.ts). */
+export async function planCache(): Promise<string> {
+  return join(await scratchDir(), 'plan-cache');
 }
 
 /** Writes `document` as YAML into this process's scratch directory; returns its path. */

@@ -23,7 +23,7 @@ import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { tableShape } from '../helpers/tables.js';
 import {
   addDockerDnsChains, buildLab, cli, dockerLines, EMPTY_NFT_FILTER, exampleDocument, FIXTURES, readState, recording,
-  removeScratch, renderCache, runner, save, settledState, writeConfig, writeYaml, type NamespaceState,
+  removeScratch, planCache, runner, save, settledState, writeConfig, writeYaml, type NamespaceState,
 } from './gateway-harness.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
@@ -117,8 +117,8 @@ kernel(`a second apply changes nothing: "No changes", no restore (counters keep 
   const counted = before.nft.split('\n').filter((line) => /^\[[1-9]\d*:\d+\] -A VGW-/.test(line));
   t.true(counted.length >= 4, `our rules counted the traffic:\n${counted.join('\n')}`);
 
-  // A new process, planning from the state the runs before it rendered and left in the render cache.
-  t.is((await readdir(await renderCache())).filter((f) => /^desired-.*\.json$/.test(f)).length, 1);
+  // A new process, planning from the state the runs before it rendered and left in the plan cache.
+  t.is((await readdir(await planCache())).filter((f) => /^desired-.*\.json$/.test(f)).length, 1);
   const again = await cli('apply', '--netns', router, '--config', example.path);
   t.is(again.code, 0, again.stderr);
   t.regex(again.stdout, /^No changes: the namespace is in sync\.$/m);
@@ -171,10 +171,10 @@ kernel(`a second apply changes nothing: "No changes", no restore (counters keep 
   t.is(plan0.code, 0, plan0.stderr);
   t.regex(plan0.stdout, /No changes: the namespace is in sync\./);
 
-  // The CLI plans from its render cache here (same inputs as every run before): the cache stands in for the
+  // The CLI plans from its plan cache here (same inputs as every run before): the cache stands in for the
   // render only, so the drifted chain is still found in the kernel and rewritten.
   const cacheFiles = async () => {
-    const dir = await renderCache();
+    const dir = await planCache();
     const files = (await readdir(dir)).filter((f) => f.startsWith('desired-')).sort();
     return Promise.all(files.map(async (f) => `${f} ${(await stat(join(dir, f))).mtimeMs}`));
   };

@@ -1,6 +1,8 @@
 /**
- * The render cache of the CLI (src/cli/desired-store.ts): a state rendered by one run is what the next run with the
+ * The plan cache of the CLI (src/cli/plan-cache.ts). A state rendered by one run is what the next run with the
  * same inputs plans with, and it gives exactly the plan a fresh render gives (the golden restore text included).
+ * A config validated by one run is what the next run with the same file gets, a relative rules.dir still resolved
+ * against where the file is; an invalid config is never kept.
  * Anything that would render otherwise (another config, another template, other code) or a file that cannot be
  * trusted is not used. Each "run" here starts as a new process does: the config and templates loaded again, and
  * nothing rendered in memory.
@@ -10,7 +12,7 @@ import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_RENDER_CACHE, FileDesiredStore, renderCacheDir } from '../../src/cli/desired-store.js';
+import { DEFAULT_PLAN_CACHE, PlanCache, planCacheDir } from '../../src/cli/plan-cache.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { forgetRenderedChains, planDesired, useDesiredStore, type Templates } from '../../src/plan/desired.js';
@@ -34,8 +36,8 @@ async function newRun(path = 'examples/lab.yaml', edit: (c: Config) => Config = 
 }
 
 /** One run's plan against synthetic facts (with the ipset tool, so the sets are part of the state too). */
-function planWith(run: Run, store: FileDesiredStore | undefined): Plan {
-  useDesiredStore(store);
+function planWith(run: Run, store: PlanCache | undefined): Plan {
+  useDesiredStore(store?.desired);
   try {
     const facts = { ...syntheticFacts(run.config), sets: new Map() };
     return diff(planDesired(run.config, facts, run.templates), facts);
@@ -47,7 +49,7 @@ function planWith(run: Run, store: FileDesiredStore | undefined): Plan {
 const payloads = (plan: Plan) => plan.steps.flatMap((s) => (s.kind === 'table' ? [s.payload] : [])).join('');
 
 async function cacheDir(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'vgw-render-cache-')); // mode 0700, ours
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-plan-cache-')); // mode 0700, ours
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   return dir;
 }
@@ -58,7 +60,7 @@ const stored = async (dir: string) => (await readdir(dir)).filter((f) => f.start
 async function markStored(dir: string, mark: string): Promise<void> {
   for (const file of await stored(dir)) {
     const body = JSON.parse(await readFile(join(dir, file), 'utf8'));
-    body.desired.chains[0].rules[0].line += ` ${mark}`;
+    body.value.chains[0].rules[0].line += ` ${mark}`;
     await writeFile(join(dir, file), JSON.stringify(body));
   }
 }
@@ -69,11 +71,11 @@ for (const path of fixtures) {
   test.serial(`the next run plans exactly what a fresh render plans: ${path}`, async (t) => {
     const dir = await cacheDir(t);
     const fresh = planWith(await newRun(path), undefined);
-    const first = new FileDesiredStore(dir);
+    const first = new PlanCache(dir);
     t.deepEqual(planWith(await newRun(path), first), fresh);
     first.flush();
     t.is((await stored(dir)).length, 1);
-    const next = planWith(await newRun(path), new FileDesiredStore(dir));
+    const next = planWith(await newRun(path), new PlanCache(dir));
     t.deepEqual(next, fresh);
     t.is(payloads(next), payloads(fresh));
   });
@@ -81,11 +83,11 @@ for (const path of fixtures) {
 
 test.serial('the next run with the same inputs takes the state from the file; nothing is written for it again', async (t) => {
   const dir = await cacheDir(t);
-  const first = new FileDesiredStore(dir);
+  const first = new PlanCache(dir);
   planWith(await newRun(), first);
   first.flush();
   await markStored(dir, 'MARK');
-  const next = new FileDesiredStore(dir);
+  const next = new PlanCache(dir);
   t.regex(payloads(planWith(await newRun(), next)), / MARK\n/);
   next.flush();
   t.regex(await readFile(join(dir, (await stored(dir))[0]!), 'utf8'), /MARK/);
@@ -93,65 +95,122 @@ test.serial('the next run with the same inputs takes the state from the file; no
 
 test.serial('another config, another template or other code renders afresh', async (t) => {
   const dir = await cacheDir(t);
-  const first = new FileDesiredStore(dir);
+  const first = new PlanCache(dir);
   planWith(await newRun(), first);
   first.flush();
   await markStored(dir, 'MARK');
 
   const changed = (c: Config): Config => ({ ...c, forwarding: { ...c.forwarding, default: 'drop' } });
-  const otherConfig = planWith(await newRun('examples/lab.yaml', changed), new FileDesiredStore(dir));
+  const otherConfig = planWith(await newRun('examples/lab.yaml', changed), new PlanCache(dir));
   t.deepEqual(otherConfig, planWith(await newRun('examples/lab.yaml', changed), undefined));
   t.notRegex(payloads(otherConfig), /MARK/);
 
   const run = await newRun();
   const edited = { ...run, templates: { ...run.templates, pair: { ...run.templates.pair, source: `${run.templates.pair.source}\n` } } };
-  t.notRegex(payloads(planWith(edited, new FileDesiredStore(dir))), /MARK/);
+  t.notRegex(payloads(planWith(edited, new PlanCache(dir))), /MARK/);
 
-  t.notRegex(payloads(planWith(await newRun(), new FileDesiredStore(dir, () => 'other code'))), /MARK/);
-  t.regex(payloads(planWith(await newRun(), new FileDesiredStore(dir))), /MARK/); // and the file was still there
+  t.notRegex(payloads(planWith(await newRun(), new PlanCache(dir, () => 'other code'))), /MARK/);
+  t.regex(payloads(planWith(await newRun(), new PlanCache(dir))), /MARK/); // and the file was still there
 });
 
 test.serial('a file cut short, or not a state, is not used', async (t) => {
   const dir = await cacheDir(t);
   const fresh = planWith(await newRun(), undefined);
-  const first = new FileDesiredStore(dir);
+  const first = new PlanCache(dir);
   planWith(await newRun(), first);
   first.flush();
   const [file] = await stored(dir);
   const text = await readFile(join(dir, file!), 'utf8');
   await writeFile(join(dir, file!), text.slice(0, text.length >> 1));
-  t.deepEqual(planWith(await newRun(), new FileDesiredStore(dir)), fresh);
+  t.deepEqual(planWith(await newRun(), new PlanCache(dir)), fresh);
   const body = JSON.parse(text);
-  await writeFile(join(dir, file!), JSON.stringify({ ...body, desired: { ...body.desired, chains: 'none' } }));
-  t.deepEqual(planWith(await newRun(), new FileDesiredStore(dir)), fresh);
+  await writeFile(join(dir, file!), JSON.stringify({ ...body, value: { ...body.value, chains: 'none' } }));
+  t.deepEqual(planWith(await newRun(), new PlanCache(dir)), fresh);
 });
 
 test.serial('a directory others can write to is neither read nor written', async (t) => {
   const dir = await cacheDir(t);
-  const first = new FileDesiredStore(dir);
+  const first = new PlanCache(dir);
   planWith(await newRun(), first);
   first.flush();
   await markStored(dir, 'MARK');
   await chmod(dir, 0o777);
-  t.notRegex(payloads(planWith(await newRun(), new FileDesiredStore(dir))), /MARK/);
-  const other = new FileDesiredStore(dir);
+  t.notRegex(payloads(planWith(await newRun(), new PlanCache(dir))), /MARK/);
+  const other = new PlanCache(dir);
   planWith(await newRun('test/fixtures/snat.yaml'), other);
   other.flush();
   t.is((await stored(dir)).length, 1);
 });
 
-test.serial('the newest eight states are kept', async (t) => {
+test.serial('the newest four states are kept', async (t) => {
   const dir = await cacheDir(t);
   for (let i = 0; i < 10; i++) {
-    const store = new FileDesiredStore(dir);
+    const store = new PlanCache(dir);
     planWith(await newRun('examples/lab.yaml', (c) => ({ ...c, uplink: { ...c.uplink, gateway: `192.0.2.${i + 1}` } })), store);
     store.flush();
   }
-  t.is((await stored(dir)).length, 8);
+  t.is((await stored(dir)).length, 4);
 });
 
-test('VLAN_GATEWAY_RENDER_CACHE: a directory, off, or the default', (t) => {
-  t.is(renderCacheDir({ VLAN_GATEWAY_RENDER_CACHE: '/tmp/x' }), '/tmp/x');
-  t.is(renderCacheDir({ VLAN_GATEWAY_RENDER_CACHE: 'off' }), undefined);
-  t.is(renderCacheDir({}), DEFAULT_RENDER_CACHE);
+test('VLAN_GATEWAY_PLAN_CACHE: a directory, off, or the default', (t) => {
+  t.is(planCacheDir({ VLAN_GATEWAY_PLAN_CACHE: '/tmp/x' }), '/tmp/x');
+  t.is(planCacheDir({ VLAN_GATEWAY_PLAN_CACHE: 'off' }), undefined);
+  t.is(planCacheDir({}), DEFAULT_PLAN_CACHE);
+});
+
+/** A copy of a config file in a directory of its own (a relative rules.dir then points elsewhere). */
+async function copyConfig(t: { teardown(fn: () => Promise<void>): void }, from: string, text?: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-plan-cache-config-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const path = join(dir, 'gateway.yaml');
+  await writeFile(path, text ?? await readFile(root(from), 'utf8'));
+  return path;
+}
+
+const configFiles = async (dir: string) => (await readdir(dir)).filter((f) => f.startsWith('config-'));
+
+test.serial('the next run with the same config file gets the config as validated, without parsing it again', async (t) => {
+  const dir = await cacheDir(t);
+  const path = await copyConfig(t, 'examples/lab.yaml');
+  const fresh = await loadConfig(path);
+  const first = new PlanCache(dir);
+  t.deepEqual(await loadConfig(path, first.config), fresh);
+  first.flush();
+  t.is((await configFiles(dir)).length, 1);
+  t.deepEqual(await loadConfig(path, new PlanCache(dir).config), fresh);
+
+  // An edit to the kept config shows: the second run took it from the file, not from the YAML.
+  const [file] = await configFiles(dir);
+  const body = JSON.parse(await readFile(join(dir, file!), 'utf8'));
+  body.value.vlans[0].name = 'kept';
+  await writeFile(join(dir, file!), JSON.stringify(body));
+  t.is((await loadConfig(path, new PlanCache(dir).config)).config.vlans[0]!.name, 'kept');
+  // Another text (one more space) is parsed and validated afresh.
+  await writeFile(path, `${await readFile(path, 'utf8')}\n`);
+  t.is((await loadConfig(path, new PlanCache(dir).config)).config.vlans[0]!.name, fresh.config.vlans[0]!.name);
+});
+
+test.serial('a kept config with a relative rules.dir resolves it against where the file is now', async (t) => {
+  const dir = await cacheDir(t);
+  const text = (await readFile(root('test/fixtures/user-templates.yaml'), 'utf8'));
+  const a = await copyConfig(t, '', text);
+  const b = await copyConfig(t, '', text);
+  const first = new PlanCache(dir);
+  const fromA = await loadConfig(a, first.config);
+  first.flush();
+  const fromB = await loadConfig(b, new PlanCache(dir).config);
+  t.is((await configFiles(dir)).length, 1, 'one text, one kept config');
+  t.not(fromA.config.rules.dir, fromB.config.rules.dir);
+  t.deepEqual(fromB, await loadConfig(b));
+});
+
+test.serial('an invalid config is never kept: each run reports its problems', async (t) => {
+  const dir = await cacheDir(t);
+  const path = await copyConfig(t, '', 'vlans:\n  - {name: Office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.30.1}\n');
+  for (let run = 0; run < 2; run++) {
+    const cache = new PlanCache(dir);
+    await t.throwsAsync(loadConfig(path, cache.config), { message: /vlans\[0\]/ });
+    cache.flush();
+  }
+  t.deepEqual(await readdir(dir), []);
 });

@@ -1,0 +1,156 @@
+/**
+ * The plan cache of the one-shot commands (`plan`, `apply`, `down`), which start with nothing parsed and nothing
+ * rendered. At 10,000 rule lines the YAML parse and validation of the config take about a second, and the render
+ * about as much CPU as reading the tables (BENCHMARKS.md). Both are pure functions of their inputs, so their
+ * results are kept under a digest of those inputs and of the code that made them:
+ *   - the config as validated, by the text of the file (only a valid config is kept: errors always come from
+ *     the parser and the validator);
+ *   - the desired state as rendered, by everything it is a function of (see planDesired).
+ * A result is only ever found by a run that would make exactly it. Nothing here can make a run different: a file
+ * that is missing, unreadable, malformed or made by other code is not used, and the work is done as before.
+ *
+ * Written after the command's work is done, never on the way to the kernel; one file per result, the newest few
+ * of each kind kept. Only a directory owned by us and writable by nobody else is read or written.
+ */
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ConfigCache } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import type { DesiredStore, StoredDesired } from '../plan/desired.js';
+
+export const DEFAULT_PLAN_CACHE = '/run/vlan-gateway/plan-cache';
+const FORMAT = 1;
+/** Per kind: a config and its state, and a few before them (a NIC attached later is another state). */
+const KEEP = 4;
+
+type Kind = 'config' | 'desired';
+
+/** The directory from `VLAN_GATEWAY_PLAN_CACHE` (a path, or `off`), else the default. */
+export function planCacheDir(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const value = env.VLAN_GATEWAY_PLAN_CACHE?.trim();
+  if (value === 'off') return undefined;
+  return value ? value : DEFAULT_PLAN_CACHE;
+}
+
+let identity: string | undefined;
+
+/**
+ * A digest of the code that renders: the bundle this runs from, or, run from source, every file under src/. A
+ * build or an edit changes it, so a state rendered by other code is never taken for this code's.
+ */
+export function codeIdentity(): string {
+  identity ??= computeCodeIdentity();
+  return identity;
+}
+
+/** codeIdentity, computed again (each new process does it once; the benchmark's "new process" too). */
+export function computeCodeIdentity(): string {
+  const here = fileURLToPath(import.meta.url);
+  const hash = createHash('sha256');
+  if (/\.[cm]?js$/.test(here)) {
+    hash.update(readFileSync(here));
+  } else {
+    const root = dirname(dirname(here));
+    const files = (readdirSync(root, { recursive: true }) as string[]).filter((f) => f.endsWith('.ts')).sort();
+    for (const file of files) hash.update(`${relative(root, join(root, file))}\u0000`).update(readFileSync(join(root, file))).update('\u0000');
+  }
+  return hash.digest('base64url');
+}
+
+const fileDigest = (text: string) => createHash('sha256').update(text).digest('base64url').slice(0, 32);
+
+interface StoredFile {
+  readonly format: number;
+  readonly code: string;
+  readonly kind: Kind;
+  readonly key: string;
+  readonly value: unknown;
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
+const isArray = (value: unknown): value is unknown[] => Array.isArray(value);
+
+/** The parts every plan reads, present and of the right kind (a file cut short or edited is not used). */
+function isDesired(value: unknown): value is StoredDesired {
+  return isObject(value) && isArray(value.addresses) && isArray(value.chains) && isArray(value.jumps) && isArray(value.sets)
+    && isObject(value.sysctls) && value.chains.every((c) => isObject(c) && isArray(c.rules));
+}
+
+function isConfig(value: unknown): value is Config {
+  return isObject(value) && isObject(value.uplink) && isArray(value.vlans) && isObject(value.forwarding)
+    && isArray(value.forwarding.rules) && isArray(value.portForwards) && isObject(value.rules);
+}
+
+export class PlanCache {
+  private readonly pending: Array<{ kind: Kind; key: string; value: unknown }> = [];
+
+  /** The rendered states (see useDesiredStore). */
+  readonly desired: DesiredStore = {
+    load: (key) => this.read('desired', key, isDesired),
+    remember: (key, value) => void this.pending.push({ kind: 'desired', key, value }),
+  };
+
+  /** The configs as validated (see loadConfig). */
+  readonly config: ConfigCache = {
+    load: (key) => this.read('config', key, isConfig),
+    remember: (key, value) => void this.pending.push({ kind: 'config', key, value }),
+  };
+
+  constructor(readonly dir: string, private readonly code: () => string = codeIdentity) {}
+
+  private fileFor(kind: Kind, key: string): string {
+    return join(this.dir, `${kind}-${fileDigest(`${this.code()}\u0000${kind}\u0000${key}`)}.json`);
+  }
+
+  /** Ours alone: a directory that others could write to could hand us rules. */
+  private trusted(): boolean {
+    try {
+      const s = statSync(this.dir);
+      return s.isDirectory() && s.uid === process.getuid?.() && (s.mode & 0o022) === 0;
+    } catch {
+      return false;
+    }
+  }
+
+  private read<T>(kind: Kind, key: string, check: (value: unknown) => value is T): T | undefined {
+    if (!this.trusted()) return undefined;
+    try {
+      const parsed = JSON.parse(readFileSync(this.fileFor(kind, key), 'utf8')) as Partial<StoredFile>;
+      if (parsed.format !== FORMAT || parsed.code !== this.code() || parsed.kind !== kind || parsed.key !== key || !check(parsed.value)) return undefined;
+      return parsed.value;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Writes what was made since the last flush (best effort: a cache that cannot be written is no error). */
+  flush(): void {
+    if (this.pending.length === 0) return;
+    try {
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      if (!this.trusted()) return;
+      for (const { kind, key, value } of this.pending) {
+        const file = this.fileFor(kind, key);
+        const temporary = `${file}.${process.pid}.tmp`;
+        const body: StoredFile = { format: FORMAT, code: this.code(), kind, key, value };
+        writeFileSync(temporary, JSON.stringify(body), { mode: 0o600 });
+        renameSync(temporary, file);
+      }
+      for (const kind of new Set(this.pending.map((p) => p.kind))) this.prune(kind);
+    } catch {
+      // read-only, full, or not ours: the next run parses and renders, as it would without a cache
+    } finally {
+      this.pending.length = 0;
+    }
+  }
+
+  private prune(kind: Kind): void {
+    const files = readdirSync(this.dir)
+      .filter((f) => f.startsWith(`${kind}-`) && f.endsWith('.json'))
+      .map((f) => ({ path: join(this.dir, f), at: statSync(join(this.dir, f)).mtimeMs }))
+      .sort((a, b) => b.at - a.at);
+    for (const stale of files.slice(KEEP)) rmSync(stale.path, { force: true });
+  }
+}
