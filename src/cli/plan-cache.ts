@@ -148,9 +148,11 @@ export class PlanCache {
 
   private prune(kind: Kind): void {
     const files = readdirSync(this.dir)
-      .filter((f) => f.startsWith(`${kind}-`) && f.endsWith('.json'))
-      .map((f) => ({ path: join(this.dir, f), at: statSync(join(this.dir, f)).mtimeMs }))
-      .sort((a, b) => b.at - a.at);
-    for (const stale of files.slice(KEEP)) rmSync(stale.path, { force: true });
+      .filter((f) => f.startsWith(`${kind}-`))
+      .map((f) => ({ name: f, path: join(this.dir, f), at: statSync(join(this.dir, f)).mtimeMs }));
+    const kept = files.filter((f) => f.name.endsWith('.json')).sort((a, b) => b.at - a.at);
+    // A temporary file a minute old was left by a run that died before renaming it.
+    const abandoned = files.filter((f) => f.name.endsWith('.tmp') && Date.now() - f.at > 60_000);
+    for (const stale of [...kept.slice(KEEP), ...abandoned]) rmSync(stale.path, { force: true });
   }
 }

@@ -8,7 +8,7 @@
  * nothing rendered in memory.
  */
 import test from 'ava';
-import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -142,14 +142,18 @@ test.serial('a directory others can write to is neither read nor written', async
   t.is((await stored(dir)).length, 1);
 });
 
-test.serial('the newest four states are kept', async (t) => {
+test.serial('the newest four states are kept, and a temporary file a run left behind is removed', async (t) => {
   const dir = await cacheDir(t);
+  const abandoned = join(dir, 'desired-abandoned.json.1234.tmp');
+  await writeFile(abandoned, '{');
+  await utimes(abandoned, new Date(Date.now() - 120_000), new Date(Date.now() - 120_000));
   for (let i = 0; i < 10; i++) {
     const store = new PlanCache(dir);
     planWith(await newRun('examples/lab.yaml', (c) => ({ ...c, uplink: { ...c.uplink, gateway: `192.0.2.${i + 1}` } })), store);
     store.flush();
   }
   t.is((await stored(dir)).length, 4);
+  t.false((await readdir(dir)).includes('desired-abandoned.json.1234.tmp'));
 });
 
 test('VLAN_GATEWAY_PLAN_CACHE: a directory, off, or the default', (t) => {
