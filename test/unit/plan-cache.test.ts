@@ -46,6 +46,14 @@ function planWith(run: Run, store: PlanCache | undefined): Plan {
   }
 }
 
+/** A whole run with the cache in `dir`: planned, then the cache written, as the CLI does at its end. */
+async function runWith(dir: string, path = 'examples/lab.yaml', edit?: (c: Config) => Config): Promise<Plan> {
+  const cache = new PlanCache(dir);
+  const plan = planWith(await newRun(path, edit), cache);
+  cache.flush();
+  return plan;
+}
+
 const payloads = (plan: Plan) => plan.steps.flatMap((s) => (s.kind === 'table' ? [s.payload] : [])).join('');
 
 async function cacheDir(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {
@@ -83,21 +91,15 @@ for (const path of fixtures) {
 
 test.serial('the next run with the same inputs takes the state from the file; nothing is written for it again', async (t) => {
   const dir = await cacheDir(t);
-  const first = new PlanCache(dir);
-  planWith(await newRun(), first);
-  first.flush();
+  await runWith(dir);
   await markStored(dir, 'MARK');
-  const next = new PlanCache(dir);
-  t.regex(payloads(planWith(await newRun(), next)), / MARK\n/);
-  next.flush();
+  t.regex(payloads(await runWith(dir)), / MARK\n/);
   t.regex(await readFile(join(dir, (await stored(dir))[0]!), 'utf8'), /MARK/);
 });
 
 test.serial('another config, another template or other code renders afresh', async (t) => {
   const dir = await cacheDir(t);
-  const first = new PlanCache(dir);
-  planWith(await newRun(), first);
-  first.flush();
+  await runWith(dir);
   await markStored(dir, 'MARK');
 
   const changed = (c: Config): Config => ({ ...c, forwarding: { ...c.forwarding, default: 'drop' } });
@@ -116,9 +118,7 @@ test.serial('another config, another template or other code renders afresh', asy
 test.serial('a file cut short, or not a state, is not used', async (t) => {
   const dir = await cacheDir(t);
   const fresh = planWith(await newRun(), undefined);
-  const first = new PlanCache(dir);
-  planWith(await newRun(), first);
-  first.flush();
+  await runWith(dir);
   const [file] = await stored(dir);
   const text = await readFile(join(dir, file!), 'utf8');
   await writeFile(join(dir, file!), text.slice(0, text.length >> 1));
@@ -130,15 +130,11 @@ test.serial('a file cut short, or not a state, is not used', async (t) => {
 
 test.serial('a directory others can write to is neither read nor written', async (t) => {
   const dir = await cacheDir(t);
-  const first = new PlanCache(dir);
-  planWith(await newRun(), first);
-  first.flush();
+  await runWith(dir);
   await markStored(dir, 'MARK');
   await chmod(dir, 0o777);
   t.notRegex(payloads(planWith(await newRun(), new PlanCache(dir))), /MARK/);
-  const other = new PlanCache(dir);
-  planWith(await newRun('test/fixtures/snat.yaml'), other);
-  other.flush();
+  await runWith(dir, 'test/fixtures/snat.yaml');
   t.is((await stored(dir)).length, 1);
 });
 
@@ -147,11 +143,7 @@ test.serial('the newest four states are kept, and a temporary file a run left be
   const abandoned = join(dir, 'desired-abandoned.json.1234.tmp');
   await writeFile(abandoned, '{');
   await utimes(abandoned, new Date(Date.now() - 120_000), new Date(Date.now() - 120_000));
-  for (let i = 0; i < 10; i++) {
-    const store = new PlanCache(dir);
-    planWith(await newRun('examples/lab.yaml', (c) => ({ ...c, uplink: { ...c.uplink, gateway: `192.0.2.${i + 1}` } })), store);
-    store.flush();
-  }
+  for (let i = 0; i < 10; i++) await runWith(dir, 'examples/lab.yaml', (c) => ({ ...c, uplink: { ...c.uplink, gateway: `192.0.2.${i + 1}` } }));
   t.is((await stored(dir)).length, 4);
   t.false((await readdir(dir)).includes('desired-abandoned.json.1234.tmp'));
 });
