@@ -1,8 +1,8 @@
 /**
  * `vlan-gateway run`: the supervisor process. Wires the reconcile loop to its triggers (start, a cron schedule,
- * netlink events, SIGHUP and config-file changes), the stats collector, and the HTTP endpoints; stops them all
- * on SIGTERM/SIGINT so the process exits by itself, leaving the dataplane as it is (or removing it with
- * --cleanup-on-exit).
+ * drift the stats collector finds, netlink events, SIGHUP and config-file changes), the stats collector, and the
+ * HTTP endpoints; stops them all on SIGTERM/SIGINT so the process exits by itself, leaving the dataplane as it
+ * is (or removing it with --cleanup-on-exit).
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';

@@ -5,7 +5,9 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
-export type Trigger = 'start' | 'schedule' | 'netlink' | 'reload';
+/** What asked for a pass; `drift`: the stats collector's reading found our tables or sets not as planned. */
+export type Trigger = 'start' | 'schedule' | 'drift' | 'netlink' | 'reload';
+export const TRIGGERS: readonly Trigger[] = ['start', 'schedule', 'drift', 'netlink', 'reload'];
 export type DriftKind = 'rules' | 'jump' | 'address' | 'route' | 'sysctl';
 
 export class Metrics {
@@ -43,7 +45,7 @@ export class Metrics {
     // Known label values start at 0, so rate() and alerts work from the first scrape.
     for (const kind of ['rules', 'jump', 'address', 'route', 'sysctl'] as const) this.driftRepairs.inc({ kind }, 0);
     for (const result of ['success', 'failure']) this.reloads.inc({ result }, 0);
-    for (const trigger of ['start', 'schedule', 'netlink', 'reload'] as const) {
+    for (const trigger of TRIGGERS) {
       for (const result of ['success', 'failure']) this.reconciles.inc({ trigger, result }, 0);
     }
   }

@@ -1,5 +1,5 @@
 /**
- * The reconcile loop of `vlan-gateway run`. Triggers (start, schedule, netlink, reload) only ask for a pass;
+ * The reconcile loop of `vlan-gateway run`. Triggers (start, schedule, drift, netlink, reload) only ask for a pass;
  * passes never overlap, requests that arrive during one coalesce into the next, passes are at least
  * `minIntervalMs` apart, and after a failure the next attempt waits with exponential backoff. Each pass is
  * observe → plan → apply (which rolls back on failure), and its outcome is recorded for metrics, health and
@@ -56,7 +56,8 @@ export interface ReconcileRecord {
   readonly error?: string;
 }
 
-const PRIORITY: Record<Trigger, number> = { schedule: 0, netlink: 1, start: 2, reload: 3 };
+/** When requests coalesce, the pass is labelled with the weightiest (a drift found outranks a routine check). */
+const PRIORITY: Record<Trigger, number> = { schedule: 0, drift: 1, netlink: 2, start: 3, reload: 4 };
 
 export class Supervisor {
   private current: ConfigState;
@@ -227,7 +228,7 @@ export class Supervisor {
     this.knownEpoch++;
     if (this.knownSets === undefined && !this.inFlight) return;
     this.knownSets = undefined;
-    this.trigger('schedule');
+    this.trigger('drift');
   }
 
   /**
@@ -242,7 +243,7 @@ export class Supervisor {
     this.tablesCheckedAt = undefined;
     this.knownEpoch++;
     this.knownTables = undefined;
-    this.trigger('schedule');
+    this.trigger('drift');
   }
 
   private usableKnownTables(): KnownTables | undefined {

@@ -167,7 +167,10 @@ const isRepair = (kind: string) => (l: LogLine) =>
 interface DriftCase {
   readonly kind: 'rules' | 'jump' | 'address' | 'sysctl';
   readonly damage: () => Promise<unknown>;
-  /** Which triggers may do the repair: the schedule, or (addresses) netlink events too. */
+  /**
+   * Which triggers may do the repair: the schedule; the stats collector (`drift`), whose reading checks our chains
+   * and jumps too, when it reads first; netlink events for addresses.
+   */
   readonly triggers: readonly string[];
 }
 
@@ -219,7 +222,7 @@ async function driftIsRepaired(t: ExecutionContext, c: DriftCase): Promise<void>
 kernel(`drift: iptables -F on one of our chains is repaired by the next check, counted as kind "rules"${NEEDS_ROOT}`, async (t) => {
   await driftIsRepaired(t, {
     kind: 'rules',
-    triggers: ['schedule'],
+    triggers: ['schedule', 'drift'],
     damage: () => runner.run(['ip', 'netns', 'exec', router(), 'iptables', '-F', 'VGW-FROM-10']),
   });
 });
@@ -227,7 +230,7 @@ kernel(`drift: iptables -F on one of our chains is repaired by the next check, c
 kernel(`drift: a deleted FORWARD jump is repaired by the next check, counted as kind "jump"${NEEDS_ROOT}`, async (t) => {
   await driftIsRepaired(t, {
     kind: 'jump',
-    triggers: ['schedule'],
+    triggers: ['schedule', 'drift'],
     damage: deleteForwardJump,
   });
 });

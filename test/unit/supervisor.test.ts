@@ -16,7 +16,7 @@ import { parseConfigText } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import type { Child, CommandRunner, RunOptions, RunResult } from '../../src/exec/runner.js';
 import { StatsCollector } from '../../src/metrics/collector.js';
-import { Metrics } from '../../src/metrics/metrics.js';
+import { Metrics, type Trigger } from '../../src/metrics/metrics.js';
 import { reconcileOnce } from '../../src/reconcile/once.js';
 import { Supervisor, type ConfigState, type SupervisorOptions } from '../../src/reconcile/supervisor.js';
 import { loadTemplates } from '../../src/template/load.js';
@@ -190,7 +190,7 @@ test('triggers during a pass coalesce into exactly one more pass, with the highe
   r.runner.hold();
   r.supervisor.trigger('schedule');
   await until('the second pass to start (and be held)', () => r.metrics.passes === 2);
-  const triggers = ['netlink', 'schedule', 'netlink', 'reload', 'schedule'] as const;
+  const triggers = ['netlink', 'schedule', 'drift', 'netlink', 'reload', 'schedule'] as const;
   for (let i = 0; i < 30; i++) r.supervisor.trigger(triggers[i % triggers.length]!);
   await sleep(100); // far longer than minIntervalMs: a pass that could start, would
   t.is(r.metrics.passes, 2, 'nothing starts while a pass is in flight');
@@ -203,6 +203,25 @@ test('triggers during a pass coalesce into exactly one more pass, with the highe
   t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'schedule', result: 'success' }), 1);
   t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'reload', result: 'success' }), 1);
   t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'netlink' }), 0);
+  t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'drift' }), 0);
+});
+
+test('a drift found by the collector outranks a routine check it coalesces with, and a netlink event outranks it', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  const coalesced = async (passes: number, ...triggers: Trigger[]) => {
+    r.runner.hold();
+    r.supervisor.trigger('schedule');
+    await until(`pass ${passes - 1} to start (and be held)`, () => r.metrics.passes === passes - 1);
+    for (const trigger of triggers) r.supervisor.trigger(trigger);
+    r.runner.release();
+    await settle(r, passes);
+    return r.supervisor.lastRecord?.trigger;
+  };
+  t.is(await coalesced(3, 'schedule', 'drift', 'schedule'), 'drift');
+  t.is(await coalesced(5, 'drift', 'netlink'), 'netlink');
+  t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'drift', result: 'success' }), 1);
 });
 
 test('a burst of triggers between passes makes one pass, and passes are at least minIntervalMs apart', async (t) => {
@@ -465,7 +484,7 @@ test('a set member swapped for another (same count) is found by the stats collec
   await collector.collect();
   await settle(r, 3);
   t.deepEqual(ipsetReads(r.ns), ['ipset save', 'ipset save'], 'the collector\'s reading, then the pass it asked for reads in full');
-  t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success', drift: ['rules'] });
+  t.like(r.supervisor.lastRecord, { trigger: 'drift', result: 'success', drift: ['rules'] });
   t.is(r.ns.saveSets(), filled);
 
   await noPassAsked(t, r, collector, 3, 'members as desired: the collector asks for no pass');
@@ -515,7 +534,8 @@ test('while the stats collector finds the tables as planned, later passes do not
   await collector.collect();
   await settle(r, 4);
   t.deepEqual(tableSaves(r.ns), ['iptables-nft-save -c', 'iptables-nft-save -c'], 'the collector\'s reading, then the pass it asked for reads the tables');
-  t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success', drift: ['rules'], tables: 'read' });
+  t.like(r.supervisor.lastRecord, { trigger: 'drift', result: 'success', drift: ['rules'], tables: 'read' });
+  t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'drift', result: 'success' }), 1, 'counted as a drift-triggered pass');
   t.is(r.ns.save(), applied, 'the chain holds its rules again');
 
   await noPassAsked(t, r, collector, 4, 'tables as planned: the collector asks for no pass');
