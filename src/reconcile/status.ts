@@ -39,6 +39,7 @@ export function statusDocument(supervisor: Supervisor, reload: ReloadState, vers
     vlans,
     waiting: vlans.filter((v) => v.state === 'waiting').map((v) => v.name),
     lastReconcile: supervisor.lastRecord ?? null,
+    reconciling: supervisor.running ?? null,
     lastSuccessfulReconcile: supervisor.lastSuccessAt ? new Date(supervisor.lastSuccessAt).toISOString() : null,
     driftRepairs: supervisor.driftCounts,
     reload: { lastAt: reload.at ?? null, lastResult: reload.result ?? null, lastErrors: reload.errors },

@@ -92,6 +92,11 @@ export class Supervisor {
   /** The NICs the last pass saw (for /status); not the whole facts, whose 10,000 parsed rules need not live on. */
   lastLinks: readonly Link[] | undefined;
   lastRecord: ReconcileRecord | undefined;
+  /**
+   * The pass running now, if any. /readyz turns 200 once forwarding is in place, which on the first pass is before
+   * the pass (the accounting sets' fill) ends and is recorded: /status shows it as running meanwhile.
+   */
+  running: { readonly trigger: Trigger; readonly since: string } | undefined;
   lastSuccessAt: number | undefined;
   readonly driftCounts: Record<DriftKind, number> = { rules: 0, jump: 0, address: 0, route: 0, sysctl: 0 };
   private firstPassDone!: () => void;
@@ -148,6 +153,7 @@ export class Supervisor {
     const requestedAt = this.pendingSince;
     this.pendingSince = undefined;
     this.lastStart = this.now();
+    this.running = { trigger, since: new Date(this.lastStart).toISOString() };
     const started = performance.now();
     const endTimer = this.metrics.reconcileSeconds.startTimer({ trigger });
     const observer: ApplyObserver = {
@@ -214,6 +220,7 @@ export class Supervisor {
       this.pendingSince ??= requestedAt ?? this.lastStart;
       if (isFatal(error)) this.onFatal?.(error);
     } finally {
+      this.running = undefined;
       endTimer();
       this.metrics.changed();
       this.firstPassDone();

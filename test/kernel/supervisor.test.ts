@@ -118,6 +118,9 @@ kernel(`run is ready (/readyz 200) within 1 s of process start, with the lab app
     const gateway = await start();
     try {
       const readyMs = await gateway.waitReady();
+      // Ready before the start pass ends (it may still be filling the accounting sets): /status says it runs.
+      const early = await gateway.status();
+      t.true(early.lastReconcile?.trigger === 'start' || early.reconciling?.trigger === 'start', JSON.stringify(early));
       // Ready means applied: the chains, the gateway addresses and forwarding are there, and packets flow.
       const state = await dataplane();
       t.true(state.vgw.some((l) => l.startsWith(':VGW-FORWARD')), 'VGW-FORWARD exists once ready');

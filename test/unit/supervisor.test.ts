@@ -18,6 +18,7 @@ import type { Child, CommandRunner, RunOptions, RunResult } from '../../src/exec
 import { StatsCollector } from '../../src/metrics/collector.js';
 import { Metrics, type Trigger } from '../../src/metrics/metrics.js';
 import { reconcileOnce } from '../../src/reconcile/once.js';
+import { statusDocument } from '../../src/reconcile/status.js';
 import { Supervisor, type ConfigState, type SupervisorOptions } from '../../src/reconcile/supervisor.js';
 import { loadTemplates } from '../../src/template/load.js';
 import { FakeNetns } from '../fakes/netfilter.js';
@@ -204,6 +205,19 @@ test('triggers during a pass coalesce into exactly one more pass, with the highe
   t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'reload', result: 'success' }), 1);
   t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'netlink' }), 0);
   t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'drift' }), 0);
+});
+
+test('/status shows the pass running, with its trigger and start, until it is recorded', async (t) => {
+  const r = rig(t, { fakeClock: true });
+  const status = () => statusDocument(r.supervisor, { errors: [] }, '0.0.0-test') as { lastReconcile: unknown; reconciling: unknown };
+  t.is(status().reconciling, null, 'nothing runs before the first trigger');
+  r.runner.hold();
+  r.supervisor.trigger('start');
+  await until('the first pass to start (and be held)', () => r.metrics.passes === 1);
+  t.deepEqual(status(), { ...status(), lastReconcile: null, reconciling: { trigger: 'start', since: new Date(r.clock.now).toISOString() } });
+  r.runner.release();
+  await settle(r, 1);
+  t.like(status(), { lastReconcile: { trigger: 'start', result: 'success' }, reconciling: null });
 });
 
 test('a drift found by the collector outranks a routine check it coalesces with, and a netlink event outranks it', async (t) => {
