@@ -92,12 +92,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       backoffMaxMs: 30_000,
     });
     const reload: ReloadState = { errors: [] };
-    const collector = new StatsCollector(runner, metrics, log, args['stats-interval']!, () => ({
-      ...(supervisor.lastDesired ? { desired: supervisor.lastDesired } : {}),
-      ...(supervisor.backend ? { backend: supervisor.backend } : {}),
-      setsDrifted: () => supervisor.setsDrifted(),
-      tablesChecked: (inSync) => supervisor.tablesChecked(inSync),
-    }));
+    const collector = new StatsCollector(runner, metrics, log, args['stats-interval']!, () => supervisor.collectorState());
     const http = new HttpServer({
       metrics: () => metrics.text(),
       health: () => supervisor.health(),

@@ -12,6 +12,7 @@ import type { Config } from '../config/schema.js';
 import type { CommandRunner } from '../exec/runner.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log.js';
+import type { CollectorState } from '../metrics/collector.js';
 import type { DriftKind, Metrics, Trigger } from '../metrics/metrics.js';
 import type { Backend, KnownSets, KnownTables, Link } from '../observe/facts.js';
 import type { Templates } from '../plan/desired.js';
@@ -81,6 +82,8 @@ export class Supervisor {
   private tablesCheckedAt: number | undefined;
   /** Bumped when the collector finds drift: a pass that was running meanwhile must not remember what it started from. */
   private knownEpoch = 0;
+  /** Passes started so far: a collector's reading that one overlapped is not taken at its word (collectorState). */
+  private passesStarted = 0;
   private readonly failureLog: RateLimitedLog;
   private readonly now: () => number;
   /** See SupervisorOptions; set by run.ts once the drift schedule is known. */
@@ -154,6 +157,7 @@ export class Supervisor {
     this.pendingSince = undefined;
     this.lastStart = this.now();
     this.running = { trigger, since: new Date(this.lastStart).toISOString() };
+    this.passesStarted++;
     const started = performance.now();
     const endTimer = this.metrics.reconcileSeconds.startTimer({ trigger });
     const observer: ApplyObserver = {
@@ -228,29 +232,47 @@ export class Supervisor {
   }
 
   /**
-   * Our sets do not hold what the last pass left in them (the stats collector read every member): the next pass
-   * reads them in full, and it is asked for now.
+   * What a stats collector's reading is checked against, and where its findings go. A reading that a pass
+   * overlapped (running when it started, or started since) may have caught the pass's writes half-way, or
+   * compared them with the desired state before it: what it finds vouches for nothing and asks for no pass. Drift
+   * it finds still makes the supervisor forget what it knew, so the next pass reads; the next reading asks for it.
    */
-  setsDrifted(): void {
-    this.knownEpoch++;
-    if (this.knownSets === undefined && !this.inFlight) return;
-    this.knownSets = undefined;
-    this.trigger('drift');
+  collectorState(): CollectorState {
+    const passesBefore = this.passesStarted;
+    const runningBefore = this.inFlight !== undefined;
+    const overlapped = () => runningBefore || this.inFlight !== undefined || this.passesStarted !== passesBefore;
+    return {
+      ...(this.lastDesired ? { desired: this.lastDesired } : {}),
+      ...(this.backend ? { backend: this.backend } : {}),
+      setsDrifted: () => this.setsDrifted(overlapped()),
+      tablesChecked: (inSync) => this.tablesChecked(inSync, overlapped()),
+    };
   }
 
   /**
-   * The stats collector read our tables: as planned, or not. Not as planned is drift (or a pass's writes caught
-   * half-way): what the supervisor knew of the tables is forgotten, and a pass, which reads them, is asked for now.
+   * Our sets do not hold what the last pass left in them (the stats collector read every member): the next pass
+   * reads them in full, and it is asked for now (unless a pass overlapped the reading: see collectorState).
    */
-  tablesChecked(inSync: boolean): void {
+  setsDrifted(overlapped = false): void {
+    this.knownEpoch++;
+    if (this.knownSets === undefined && !this.inFlight) return;
+    this.knownSets = undefined;
+    if (!overlapped) this.trigger('drift');
+  }
+
+  /**
+   * The stats collector read our tables: as planned, or not. Not as planned is drift: what the supervisor knew of
+   * the tables is forgotten, and a pass, which reads them, is asked for now (unless a pass overlapped the reading).
+   */
+  tablesChecked(inSync: boolean, overlapped = false): void {
     if (inSync) {
-      this.tablesCheckedAt = this.now();
+      if (!overlapped) this.tablesCheckedAt = this.now();
       return;
     }
     this.tablesCheckedAt = undefined;
     this.knownEpoch++;
     this.knownTables = undefined;
-    this.trigger('drift');
+    if (!overlapped) this.trigger('drift');
   }
 
   private usableKnownTables(): KnownTables | undefined {

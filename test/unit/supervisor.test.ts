@@ -450,13 +450,8 @@ async function noPassAsked(t: ExecutionContext, r: Rig, collector: StatsCollecto
 }
 
 /** A stats collector as run.ts wires it (read on demand here, not on a timer). */
-function collectorOf(r: Rig): StatsCollector {
-  return new StatsCollector(r.runner, r.metrics, pino({ level: 'silent' }), 60_000, () => ({
-    ...(r.supervisor.lastDesired ? { desired: r.supervisor.lastDesired } : {}),
-    ...(r.supervisor.backend ? { backend: r.supervisor.backend } : {}),
-    setsDrifted: () => r.supervisor.setsDrifted(),
-    tablesChecked: (inSync) => r.supervisor.tablesChecked(inSync),
-  }));
+function collectorOf(r: Rig, runner: CommandRunner = r.runner): StatsCollector {
+  return new StatsCollector(runner, r.metrics, pino({ level: 'silent' }), 60_000, () => r.supervisor.collectorState());
 }
 
 const ipsetReads = (ns: FakeNetns) => ns.history.filter((c) => /^ipset (save|list)/.test(c));
@@ -553,6 +548,49 @@ test('while the stats collector finds the tables as planned, later passes do not
   t.is(r.ns.save(), applied, 'the chain holds its rules again');
 
   await noPassAsked(t, r, collector, 4, 'tables as planned: the collector asks for no pass');
+});
+
+test('a reading that a pass overlapped asks for no pass and vouches for nothing: the next pass reads the tables, and repairs what it finds', async (t) => {
+  const r = rig(t, { knownTablesMaxAgeMs: 60_000 });
+  await toKnownTables(r, collectorOf(r));
+  const applied = r.ns.save();
+  const beside = collectorOf(r, r.ns); // reads while the supervisor's pass is held
+
+  r.runner.hold();
+  r.supervisor.trigger('schedule');
+  await until('pass 3 to start (and be held)', () => r.metrics.passes === 3);
+  await r.ns.run(['iptables-nft-restore', '--noflush'], { input: '*filter\n:VGW-FROM-10 - [0:0]\nCOMMIT\n' });
+  await beside.collect();
+  r.runner.release();
+  await settle(r, 3);
+  await sleep(50);
+  t.is(r.metrics.passes, 3, 'no pass asked for by a reading taken while one ran');
+  t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'drift' }), 0);
+
+  r.ns.history.length = 0;
+  r.supervisor.trigger('schedule');
+  await settle(r, 4);
+  t.deepEqual(tableSaves(r.ns), ['iptables-nft-save -c'], 'what the supervisor knew of the tables was forgotten: the pass reads them');
+  t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success', drift: ['rules'], tables: 'read' });
+  t.is(r.ns.save(), applied, 'the chain holds its rules again');
+
+  // Nothing vouches for the tables now (the drift found cleared it); a reading that finds them as planned while a
+  // pass runs does not either: the pass after it reads them again.
+  r.runner.hold();
+  r.supervisor.trigger('schedule');
+  await until('pass 5 to start (and be held)', () => r.metrics.passes === 5);
+  await beside.collect();
+  r.runner.release();
+  await settle(r, 5);
+  r.ns.history.length = 0;
+  r.supervisor.trigger('schedule');
+  await settle(r, 6);
+  t.deepEqual(tableSaves(r.ns), ['iptables-nft-save -c'], 'an overlapped reading vouched for nothing');
+  await beside.collect(); // a reading with no pass beside it does
+  r.ns.history.length = 0;
+  r.supervisor.trigger('schedule');
+  await settle(r, 7);
+  t.deepEqual(tableSaves(r.ns), [], 'vouched for by a reading no pass overlapped');
 });
 
 test('a pass that plans from the known tables writes from them, and knows what it wrote: neither it nor the next pass reads them', async (t) => {
