@@ -214,7 +214,7 @@ test('/status shows the pass running, with its trigger and start, until it is re
   r.runner.hold();
   r.supervisor.trigger('start');
   await until('the first pass to start (and be held)', () => r.metrics.passes === 1);
-  t.deepEqual(status(), { ...status(), lastReconcile: null, reconciling: { trigger: 'start', since: new Date(r.clock.now).toISOString() } });
+  t.like(status(), { lastReconcile: null, reconciling: { trigger: 'start', since: new Date(r.clock.now).toISOString() } });
   r.runner.release();
   await settle(r, 1);
   t.like(status(), { lastReconcile: { trigger: 'start', result: 'success' }, reconciling: null });
