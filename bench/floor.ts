@@ -42,8 +42,8 @@ wait
 for f in ip save ipset proc; do echo "@@$f"; cat $d/$f; done; rm -rf $d`;
 
 const WRITE = (d: string) => `ipset restore < ${d}/sets || exit 11
-iptables-nft-restore --noflush --wait < ${d}/filter & f=$!
-iptables-nft-restore --noflush --wait < ${d}/nat & n=$!
+iptables-nft-restore --noflush --wait=10 < ${d}/filter & f=$!
+iptables-nft-restore --noflush --wait=10 < ${d}/nat & n=$!
 ip -batch ${d}/ip & i=$!
 ipset restore < ${d}/fill & a=$!
 wait $f || exit 12; wait $n || exit 13; wait $i || exit 14

@@ -16,8 +16,15 @@ export class BackendError extends Error {
 }
 
 export const saveCommand = (backend: Backend) => [`iptables-${backend}-save`, '-c'];
+/**
+ * How long a restore waits for the xtables lock (legacy; nft has none). A bare `--wait` waits for ever: a stuck
+ * holder would hang the pass, or `vlan-gateway apply`, without a word. After this long the restore fails with
+ * iptables' own message ("Another app is currently holding the xtables lock"), the round is rolled back, and a
+ * supervisor retries with backoff. Holders keep the lock for milliseconds (kube-proxy waits 5 s).
+ */
+export const XTABLES_WAIT_SECONDS = 10;
 export const restoreCommand = (backend: Backend, counters = false) =>
-  [`iptables-${backend}-restore`, '--noflush', '--wait', ...(counters ? ['--counters'] : [])];
+  [`iptables-${backend}-restore`, '--noflush', `--wait=${XTABLES_WAIT_SECONDS}`, ...(counters ? ['--counters'] : [])];
 
 /** Links, addresses and the default route in one `ip -batch` (one process; each prints one JSON line). */
 export async function readInterfaces(runner: CommandRunner): Promise<{ links: Link[]; defaultRoute?: Route }> {

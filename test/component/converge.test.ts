@@ -654,7 +654,7 @@ test('when the rollback fails too, the error says so and ApplyError.rolledBack i
   // The filter undo fails, so its rules still use the accounting set, which then cannot be destroyed either.
   t.is(error!.rollbackErrors.length, 2);
   t.regex(error!.rollbackErrors[1]!, /^ipset restore exited 1: .*Set cannot be destroyed: it is in use by a kernel component$/);
-  t.regex(error!.message.split('\n').at(-1) ?? '', /^\(rollback failed too: iptables-nft-restore --noflush --wait --counters exited 1: /);
+  t.regex(error!.message.split('\n').at(-1) ?? '', /^\(rollback failed too: iptables-nft-restore --noflush --wait=10 --counters exited 1: /);
 });
 
 test('a user template the kernel would refuse (DROP in nat, a loop, NAT outside its hook) is a PlanError: nothing is touched', async (t) => {
@@ -745,7 +745,7 @@ test('down from a namespace that had ip_forward=0 switches forwarding off again,
   t.is(ns.snapshot(), before);
   // Fail closed on the way out: forwarding is off before the filter table loses VGW-FORWARD.
   const writes = ns.history.slice(from).filter((c) => c.startsWith('sysctl -w') || (c.startsWith('iptables-nft-restore') && !c.includes('--counters')));
-  t.deepEqual(writes.map((c) => c.split(' ').slice(0, 3).join(' ')), ['sysctl -w net.ipv4.ip_forward=0', 'iptables-nft-restore --noflush --wait', 'iptables-nft-restore --noflush --wait']);
+  t.deepEqual(writes.map((c) => c.split(' ').slice(0, 3).join(' ')), ['sysctl -w net.ipv4.ip_forward=0', 'iptables-nft-restore --noflush --wait=10', 'iptables-nft-restore --noflush --wait=10']);
   t.like(plan.steps.find((s) => s.kind === 'sysctl'), { key: 'net.ipv4.ip_forward', value: '0', previous: '1' });
   t.deepEqual((await apply(ns, lab, 'down')).plan.steps, [], 'a second down has nothing to do');
 });

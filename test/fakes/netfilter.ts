@@ -10,7 +10,7 @@
  *   ip [-force] -batch - (those commands, one per line, on stdin)
  *   ip route replace|add default via G [dev D] | ip route del default
  *   sysctl -n KEY… | sysctl KEY… | sysctl -w KEY=VALUE
- *   iptables-nft-save [-c] [-t T] | iptables-nft-restore [--noflush] [--wait] [--counters] [--test]
+ *   iptables-nft-save [-c] [-t T] | iptables-nft-restore [--noflush] [--wait[=S]] [--counters] [--test]
  *   (and iptables-save / iptables-restore, which point at nft as Debian's alternatives do)
  *   iptables-legacy-save / -restore: "not installed" unless switched on with setLegacy('installed');
  *   cat FILE… of /proc/sys/… and /proc/net/ip_tables_names (the legacy tables that exist: those a legacy restore
@@ -796,7 +796,7 @@ export class FakeNetns implements CommandRunner {
   private restore(program: string, backend: FakeBackend, args: readonly string[], input: string): Output {
     const flags = new Set(args);
     for (const flag of flags) {
-      if (!['--noflush', '-n', '--wait', '-w', '--counters', '-c', '--test', '-t'].includes(flag)) {
+      if (!['--noflush', '-n', '--wait', '-w', '--counters', '-c', '--test', '-t'].includes(flag) && !/^--wait=\d+$/.test(flag)) {
         return { stderr: `${program}: unrecognized option '${flag}'\n`, exitCode: 2 };
       }
     }

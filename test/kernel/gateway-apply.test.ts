@@ -9,16 +9,19 @@
  * `h` (hot-plug). The CLI runs as a subprocess; the plan object comes from reconcileOnce where the test needs it.
  */
 import test from 'ava';
+import { execa } from 'execa';
 import { join } from 'node:path';
 import type { Config } from '../../src/config/schema.js';
 import { inNamespace } from '../../src/exec/runner.js';
 import { labCheck, labDown, planLabTopology, runProbe, startAgent, type LabTopology } from '../../src/lab/index.js';
+import { XTABLES_WAIT_SECONDS } from '../../src/observe/read.js';
 import { reconcileOnce } from '../../src/reconcile/once.js';
 import { loadTemplates } from '../../src/template/load.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import { waitFor } from '../helpers/supervisor.js';
 import {
-  addDockerDnsChains, buildLab, cli, dockerLines, EMPTY_NFT_FILTER, exampleDocument, FIXTURES, inNs,
-  readState, recording, removeScratch, runner, save, settledState, writeConfig,
+  addDockerDnsChains, buildLab, cli, cliWithEnv, dockerLines, EMPTY_NFT_FILTER, exampleDocument, FIXTURES, inNs,
+  readState, recording, removeScratch, runner, save, scratchDir, settledState, writeConfig,
 } from './gateway-harness.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
@@ -29,6 +32,7 @@ let example: File;
 let rejectedByKernel: File; // nat/postrouting.hbs: TCPMSS on a UDP rule (the kernel refuses it at commit)
 let rejectedByParser: File; // default drop (filter changes) + nat/postrouting.hbs: SNAT to 999.1.1.1
 let withIot: File; // the example plus VLAN 30, whose NIC is not attached yet
+let dropByDefault: File; // the example with forwarding.default: drop (a change to the filter table)
 const labs: Partial<Record<keyof typeof names, LabTopology>> = {};
 
 test.before(async () => {
@@ -39,6 +43,7 @@ test.before(async () => {
   rejectedByParser = await writeConfig('bad-address', {
     ...doc, forwarding: { default: 'drop' }, rules: { dir: join(FIXTURES, 'rules-bad-address') },
   });
+  dropByDefault = await writeConfig('drop-by-default', { ...doc, forwarding: { default: 'drop' } });
   withIot = await writeConfig('with-iot', {
     ...doc, vlans: [...(doc.vlans as unknown[]), { name: 'iot', id: 30, subnet: '192.168.30.0/24', gateway: '192.168.30.1' }],
   });
@@ -170,7 +175,7 @@ kernel(`fail closed on the way out: down switches ip_forward off (the apply had 
   t.like(p.steps.find((s) => s.kind === 'sysctl'), { key: 'net.ipv4.ip_forward', value: '0', previous: '1' });
   const writes = recorder.commands.map((argv) => argv.slice(4).join(' ')) // drop "ip netns exec NS"
     .filter((c) => c.startsWith('sysctl -w') || c.startsWith('iptables-nft-restore'));
-  t.deepEqual(writes, ['sysctl -w net.ipv4.ip_forward=0', 'iptables-nft-restore --noflush --wait', 'iptables-nft-restore --noflush --wait']);
+  t.deepEqual(writes, ['sysctl -w net.ipv4.ip_forward=0', 'iptables-nft-restore --noflush --wait=10', 'iptables-nft-restore --noflush --wait=10']);
   t.is((await inNs(router, 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '0');
   t.notRegex(await save(router, 'nft'), /VGW-|vgw:/);
 });
@@ -195,6 +200,64 @@ kernel(`backend: with Docker's chains in iptables-legacy, apply writes legacy ru
   t.is(again.code, 0, `in sync under legacy too: ${again.stdout}`);
   const traffic = await labCheck(runner, lab, example.config);
   t.true(traffic.ok, 'the legacy rules route as configured');
+});
+
+/**
+ * `flock FILE sleep N` holding a lock file of this test's own: iptables reads its lock's path from
+ * XTABLES_LOCKFILE, so the machine's /run/xtables.lock is never held. Resolves once the lock is taken; `release`
+ * frees it at once.
+ */
+async function holdXtablesLock(file: string, seconds: number): Promise<{ release: () => Promise<void> }> {
+  // Its own process group: `sleep` inherits the locked descriptor, so releasing means killing both.
+  const holder = execa('flock', [file, 'sleep', String(seconds)], { reject: false, detached: true });
+  await waitFor('the lock to be held', async () => {
+    const probe = await execa('flock', ['--nonblock', file, 'true'], { reject: false });
+    return probe.exitCode !== 0 ? true : undefined;
+  }, 3000);
+  return {
+    release: async () => {
+      try {
+        process.kill(-holder.pid!, 'SIGKILL');
+      } catch {
+        // already gone (the sleep ended)
+      }
+      await holder;
+    },
+  };
+}
+
+kernel(`backend legacy: a restore waits for the xtables lock, and gives up after ${XTABLES_WAIT_SECONDS} s with iptables' message, changing nothing${NEEDS_ROOT}`, async (t) => {
+  const router = labs.backend!.router;
+  const lockFile = join(await scratchDir(), 'xtables.lock');
+  const env = { XTABLES_LOCKFILE: lockFile };
+  const before = await readState(router, true);
+
+  // Held for longer than the wait: the apply fails with iptables' own words, and nothing changed.
+  const stuck = await holdXtablesLock(lockFile, XTABLES_WAIT_SECONDS + 20);
+  try {
+    const started = Date.now();
+    const applied = await cliWithEnv(env, 'apply', '--netns', router, '--config', dropByDefault.path);
+    const ms = Date.now() - started;
+    t.is(applied.code, 1, applied.stdout);
+    t.regex(applied.stderr, /applying the filter table failed: iptables-legacy-restore failed \(exit 4\): .*\n?.*Another app is currently holding the xtables lock\. Stopped waiting after 10s\./);
+    t.true(ms >= XTABLES_WAIT_SECONDS * 1000 - 500 && ms < XTABLES_WAIT_SECONDS * 1000 + 15_000, `gave up after ${ms} ms`);
+    t.deepEqual(await readState(router, true), before, 'tables, addresses, routes, sets and sysctls as before');
+  } finally {
+    await stuck.release();
+  }
+
+  // Held for a moment: the apply waits for it, then applies.
+  const brief = await holdXtablesLock(lockFile, 1.5);
+  try {
+    const started = Date.now();
+    const applied = await cliWithEnv(env, 'apply', '--netns', router, '--config', dropByDefault.path);
+    t.is(applied.code, 0, applied.stderr);
+    t.true(Date.now() - started >= 1000, 'it waited for the lock');
+    t.regex(await save(router, 'legacy'), /-j DROP$/m);
+  } finally {
+    await brief.release();
+  }
+  t.is((await apply(router, example)).code, 0, 'back to the example');
 });
 
 kernel(`backend: VGW- chains in both nft and legacy: apply and plan exit 1, say why, and change nothing${NEEDS_ROOT}`, async (t) => {

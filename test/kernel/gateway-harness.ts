@@ -34,12 +34,17 @@ export interface CliResult {
  * `vlan-gateway ARGS…` in a child process (node --import tsx src/main.ts), its plan cache in this process's
  * scratch directory (not the machine's /run/vlan-gateway).
  */
-export async function cli(...args: string[]): Promise<CliResult> {
+export function cli(...args: string[]): Promise<CliResult> {
+  return cliWithEnv({}, ...args);
+}
+
+/** The same with more environment (e.g. XTABLES_LOCKFILE, to take the xtables lock without touching the machine's). */
+export async function cliWithEnv(env: Record<string, string>, ...args: string[]): Promise<CliResult> {
   const result = await execa(process.execPath, ['--import', 'tsx', MAIN, ...args], {
     cwd: REPO,
     reject: false,
     timeout: 60_000,
-    env: { LC_ALL: 'C', VLAN_GATEWAY_PLAN_CACHE: await planCache() },
+    env: { LC_ALL: 'C', VLAN_GATEWAY_PLAN_CACHE: await planCache(), ...env },
   });
   return { code: result.exitCode ?? -1, stdout: String(result.stdout), stderr: String(result.stderr) };
 }
@@ -53,7 +58,7 @@ export async function exampleDocument(): Promise<Record<string, unknown>> {
 
 /** This test process's scratch directory, made once (concurrent callers share the one being made). */
 let scratch: Promise<string> | undefined;
-const scratchDir = () => (scratch ??= mkdtemp(join(tmpdir(), 'vgw-kernel-')));
+export const scratchDir = () => (scratch ??= mkdtemp(join(tmpdir(), 'vgw-kernel-')));
 
 /** Where the CLI runs of this test process keep their plan cache (see src/cli/plan-cache.ts). */
 export async function planCache(): Promise<string> {

@@ -601,7 +601,7 @@ test('a pass that plans from the known tables writes from them, and knows what i
   r.supervisor.replaceConfig(state(withRule, 'v2'));
   await settle(r, 3);
   t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success', tables: 'known' });
-  t.deepEqual(r.ns.history.filter((c) => /^iptables-nft-(save|restore)/.test(c)), ['iptables-nft-restore --noflush --wait'], 'written, not read');
+  t.deepEqual(r.ns.history.filter((c) => /^iptables-nft-(save|restore)/.test(c)), ['iptables-nft-restore --noflush --wait=10'], 'written, not read');
   const check = await reconcileOnce(r.ns, withRule, templates, { dryRun: true });
   t.deepEqual(check.plan.steps, [], 'a fresh read finds nothing left to do');
 
@@ -623,9 +623,9 @@ test('known tables that changed behind the supervisor\'s back: the restore refus
   await settle(r, 3);
   t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success', tables: 'read' });
   t.deepEqual(r.ns.history.filter((c) => /^iptables-nft-(save|restore)/.test(c)), [
-    'iptables-nft-restore --noflush --wait', // from the known tables: deleting a chain still referenced is refused
+    'iptables-nft-restore --noflush --wait=10', // from the known tables: deleting a chain still referenced is refused
     'iptables-nft-save -c',
-    'iptables-nft-restore --noflush --wait', // from what was read: the foreign jump goes first
+    'iptables-nft-restore --noflush --wait=10', // from what was read: the foreign jump goes first
   ]);
   t.notRegex(r.ns.save(), /VGW-P-20-10/);
   const check = await reconcileOnce(r.ns, lab, templates, { dryRun: true });
