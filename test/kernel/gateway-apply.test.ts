@@ -2,7 +2,8 @@
  * Kernel tier, how apply writes: fail closed (the FORWARD policy is in place before ip_forward goes on, down
  * switches it off again before the policy goes, and a table the kernel rejects rolls back what was written before
  * it; the error quotes the rejected line), the iptables backend the namespace's rules
- * live in (legacy when Docker's chains are there, refusal when our chains are in both), and a VLAN NIC that
+ * live in (legacy when Docker's chains are there, refusal when our chains are in both; a legacy restore waits for
+ * the xtables lock, but not for ever), and a VLAN NIC that
  * Docker attaches after the first apply (waiting, then bound by the next apply).
  *
  * Three labs, one per concern, each built by the product's lab builder: `f` (fail closed), `b` (backend),
@@ -210,20 +211,24 @@ kernel(`backend: with Docker's chains in iptables-legacy, apply writes legacy ru
 async function holdXtablesLock(file: string, seconds: number): Promise<{ release: () => Promise<void> }> {
   // Its own process group: `sleep` inherits the locked descriptor, so releasing means killing both.
   const holder = execa('flock', [file, 'sleep', String(seconds)], { reject: false, detached: true });
-  await waitFor('the lock to be held', async () => {
-    const probe = await execa('flock', ['--nonblock', file, 'true'], { reject: false });
-    return probe.exitCode !== 0 ? true : undefined;
-  }, 3000);
-  return {
-    release: async () => {
-      try {
-        process.kill(-holder.pid!, 'SIGKILL');
-      } catch {
-        // already gone (the sleep ended)
-      }
-      await holder;
-    },
+  const release = async () => {
+    try {
+      process.kill(-holder.pid!, 'SIGKILL');
+    } catch {
+      // already gone (the sleep ended)
+    }
+    await holder;
   };
+  try {
+    await waitFor('the lock to be held', async () => {
+      const probe = await execa('flock', ['--nonblock', file, 'true'], { reject: false });
+      return probe.exitCode !== 0 ? true : undefined;
+    }, 3000);
+  } catch (error) {
+    await release();
+    throw error;
+  }
+  return { release };
 }
 
 kernel(`backend legacy: a restore waits for the xtables lock, and gives up after ${XTABLES_WAIT_SECONDS} s with iptables' message, changing nothing${NEEDS_ROOT}`, async (t) => {
