@@ -10,14 +10,13 @@
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setCreate } from '../src/apply/apply.js';
+import { addressBatchLine, isAddressStep, setCreate } from '../src/apply/apply.js';
 import { ExecaRunner } from '../src/exec/execa-runner.js';
 import { inNamespace, type CommandRunner } from '../src/exec/runner.js';
 import type { Facts } from '../src/observe/facts.js';
 import { parseDefaultRoute, parseIpAddr } from '../src/observe/parse-ip.js';
 import { parseIpsetSave } from '../src/observe/parse-ipset.js';
 import { SaveParser, tableOf } from '../src/observe/parse-save.js';
-import { OUR_ADDRESS_METRIC } from '../src/plan/chains.js';
 import { forgetRenderedChains } from '../src/plan/desired.js';
 import type { Plan } from '../src/plan/types.js';
 import { planFor, reconcileOnce } from '../src/reconcile/once.js';
@@ -81,9 +80,7 @@ async function writeFiles(dir: string, plan: Plan): Promise<void> {
     if (s.kind === 'set-update') {
       if (s.create) sets.push(setCreate(s.set, s.type, s.add.length));
       for (const m of s.add) (s.role === 'verdict' ? sets : fill).push(`add ${s.set} ${m} -exist`);
-    } else if (s.kind === 'link-up') ip.push(`link set dev ${s.nic} up`);
-    else if (s.kind === 'address-add') ip.push(`address add ${s.address}/${s.prefix} dev ${s.nic} metric ${OUR_ADDRESS_METRIC}`);
-    else if (s.kind === 'route') ip.push(`route replace default via ${s.gateway}${s.dev ? ` dev ${s.dev}` : ''}`);
+    } else if (isAddressStep(s)) ip.push(addressBatchLine(s));
   }
   const table = (name: string) => tablePayloads(plan).find((p) => p.table === name)?.text ?? '';
   const files: Record<string, string> = { sets: sets.join('\n'), fill: fill.join('\n'), ip: ip.join('\n'), filter: table('filter'), nat: table('nat') };

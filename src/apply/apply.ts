@@ -166,9 +166,21 @@ function explain(step: Step, error: unknown): string {
   return `${error.argv.join(' ')}: ${stderr || `exit ${error.exitCode}`}${hint ? `; ${hint}` : ''}`;
 }
 
-type AddressStep = Extract<Step, { kind: 'link-up' | 'address-add' | 'address-del' | 'route' }>;
-const isAddressStep = (step: Step): step is AddressStep =>
+export type AddressStep = Extract<Step, { kind: 'link-up' | 'address-add' | 'address-del' | 'route' }>;
+export const isAddressStep = (step: Step): step is AddressStep =>
   step.kind === 'link-up' || step.kind === 'address-add' || step.kind === 'address-del' || step.kind === 'route';
+
+const route = (gateway: string, dev?: string) => `route replace default via ${gateway}${dev ? ` dev ${dev}` : ''}`;
+
+/** A link, address or route step as its line of `ip -batch`. */
+export function addressBatchLine(s: AddressStep): string {
+  switch (s.kind) {
+    case 'link-up': return `link set dev ${s.nic} up`;
+    case 'address-add': return `address add ${s.address}/${s.prefix} dev ${s.nic} metric ${OUR_ADDRESS_METRIC}`;
+    case 'address-del': return `address del ${s.address}/${s.prefix} dev ${s.nic}`;
+    case 'route': return route(s.gateway, s.dev);
+  }
+}
 
 /**
  * A run of link, address and route steps is one `ip -batch -` (one process for 100 VLANs instead of 100). Its
@@ -176,15 +188,6 @@ const isAddressStep = (step: Step): step is AddressStep =>
  */
 async function runAddressBatch(runner: CommandRunner, steps: readonly AddressStep[]): Promise<Undo> {
   const metric = String(OUR_ADDRESS_METRIC);
-  const route = (gateway: string, dev?: string) => `route replace default via ${gateway}${dev ? ` dev ${dev}` : ''}`;
-  const line = (s: AddressStep) => {
-    switch (s.kind) {
-      case 'link-up': return `link set dev ${s.nic} up`;
-      case 'address-add': return `address add ${s.address}/${s.prefix} dev ${s.nic} metric ${metric}`;
-      case 'address-del': return `address del ${s.address}/${s.prefix} dev ${s.nic}`;
-      case 'route': return route(s.gateway, s.dev);
-    }
-  };
   const undoLine = (s: AddressStep) => {
     switch (s.kind) {
       case 'link-up': return undefined; // bringing a NIC up is harmless to leave
@@ -198,7 +201,7 @@ async function runAddressBatch(runner: CommandRunner, steps: readonly AddressSte
     return () => (lines.length > 0 ? runner.run(['ip', '-force', '-batch', '-'], { input: `${lines.join('\n')}\n` }) : Promise.resolve());
   };
   try {
-    await runner.run(['ip', '-batch', '-'], { input: `${steps.map(line).join('\n')}\n` });
+    await runner.run(['ip', '-batch', '-'], { input: `${steps.map(addressBatchLine).join('\n')}\n` });
   } catch (error) {
     // ip stops at the failing line ("Command failed -:3"); the lines before it took effect and are undone here.
     // If that fails too, the original failure is still the one reported, with the undo's appended.
