@@ -4,14 +4,15 @@
  * HTTP endpoints; stops them all on SIGTERM/SIGINT so the process exits by itself, leaving the dataplane as it
  * is (or removing it with --cleanup-on-exit).
  */
-import { watch, type FSWatcher } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
+import { readFile, realpath } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import cron from 'node-cron';
 import type { CommandModule } from 'yargs';
 import { loadConfig, resolveConfigPath } from '../config/load.js';
+import { isMountPoint } from '../config/mounts.js';
+import { ConfigWatch } from '../config/watch.js';
 import { DEFAULT_LISTEN, HttpServer } from '../http/server.js';
-import { makeLogger, type Logger } from '../log.js';
+import { makeLogger } from '../log.js';
 import { StatsCollector } from '../metrics/collector.js';
 import { Metrics } from '../metrics/metrics.js';
 import { NetlinkMonitor } from '../observe/monitor.js';
@@ -146,7 +147,8 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         reload.errors = [];
         metrics.reloads.inc({ result: 'success' });
         metrics.lastReloadOk.set(1);
-        if (next.text !== supervisor.config.text) {
+        // The user's templates are part of what a reload reads: an edited template with the same config counts.
+        if (next.text !== supervisor.config.text || JSON.stringify(next.templates) !== JSON.stringify(supervisor.config.templates)) {
           log.info({ why }, 'config reloaded');
           supervisor.replaceConfig(next);
         }
@@ -157,11 +159,19 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         metrics.lastReloadOk.set(0);
         for (const line of reload.errors) log.error({ why, path }, `reload rejected, keeping the running config: ${line}`);
       }
+      watcher.rearm(supervisor.config.config.rules.dir);
       metrics.changed();
     };
     const onHup = () => void doReload('SIGHUP');
     process.on('SIGHUP', onHup);
-    const watcher = watchFile(path, () => void doReload('file changed'), log);
+    const watcher = new ConfigWatch(path, () => void doReload('file changed'), {
+      onWatchError: (watched, error) => log.warn({ err: error, path: watched }, 'cannot watch for changes; reload with SIGHUP'),
+    });
+    watcher.rearm(config.rules.dir);
+    // Said once, beside the start pass rather than before it.
+    void realpath(path).catch(() => path).then(isMountPoint).then((alone) => {
+      if (alone) log.warn({ path }, `the config file is mounted on its own: an edit on the host that replaces the file (most editors, sed -i) will not reach this process; mount the directory that holds it instead (-v DIR:${dirname(path)}:ro)`);
+    });
 
     // The drift check is scheduled once the first pass is done: until then it has nothing to check, and setting up
     // the schedule (node-cron's time-zone formatter) costs the start 20 ms or more.
@@ -204,21 +214,3 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     process.exitCode = exitCode;
   },
 };
-
-/** Watches the config's directory (editors and bind mounts replace the file), debounced. */
-function watchFile(path: string, onChange: () => void, log: Logger): FSWatcher | undefined {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    const w = watch(dirname(path), (_event, name) => {
-      if (name !== null && name !== basename(path)) return;
-      clearTimeout(timer);
-      timer = setTimeout(onChange, 200);
-    });
-    w.on('close', () => clearTimeout(timer));
-    return w;
-  } catch (error) {
-    log.warn({ err: error, path }, 'cannot watch the config file; reload with SIGHUP');
-    return undefined;
-  }
-}
-

@@ -1,6 +1,6 @@
 /** Reading the config file: the only part of config/ that touches the file system. */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isScalar, LineCounter, parseDocument, type Node } from 'yaml';
 import { ConfigError, formatPath, type Problem } from './problems.js';
@@ -31,12 +31,25 @@ export interface ConfigCache {
 
 export async function loadConfig(path: string, cache?: ConfigCache): Promise<LoadedConfig> {
   let text: string;
+  let links: number;
   try {
-    text = await readFile(path, 'utf8');
+    const file = await open(path, 'r');
+    try {
+      links = (await file.stat()).nlink;
+      text = await file.readFile('utf8');
+    } finally {
+      await file.close();
+    }
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : String((error as Error).message);
     throw new ConfigError(path, [{ path: [], message: `cannot read the config file (${why})` }], [`cannot read ${path}: ${why}`]);
+  }
+  // Reached by a path yet linked nowhere: a file mounted on its own whose source was since replaced on the host
+  // (an editor or `sed -i` renames a new file over it). What is read here is the old text, not the user's edit.
+  if (links === 0) {
+    const why = 'the file was replaced after it was mounted on its own, and what is here is still the old file; restart the container, or mount the directory that holds the file instead of the file';
+    throw new ConfigError(path, [{ path: [], message: why }], [`cannot read ${path}: ${why}`]);
   }
   const key = cache ? createHash('sha256').update(text).digest('base64url') : undefined;
   const cached = key === undefined ? undefined : cache!.load(key);

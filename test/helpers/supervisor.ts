@@ -178,6 +178,12 @@ export interface GatewayOptions {
   readonly logLevel?: string;
   readonly extraArgs?: readonly string[];
   readonly port?: number;
+  /**
+   * Run in a private mount namespace in which `config` is a bind mount of this file, as a file mounted on its
+   * own into a container (`-v ./gateway.yaml:/etc/vlan-gateway/gateway.yaml`) is. The machine's mounts are not
+   * touched; the namespace goes with the process.
+   */
+  readonly mountConfigFrom?: string;
 }
 
 const live = new Set<GatewayProcess>();
@@ -235,8 +241,12 @@ export class GatewayProcess {
       '--log-level', options.logLevel ?? 'debug',
       ...(options.extraArgs ?? []),
     ];
+    const command = options.mountConfigFrom
+      ? ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount --bind "$1" "$2" && shift 2 && exec "$@"', 'sh',
+        options.mountConfigFrom, options.config, process.execPath, ...argv]
+      : [process.execPath, ...argv];
     const spawnedAt = performance.now();
-    const child = spawn(process.execPath, argv, {
+    const child = spawn(command[0]!, command.slice(1), {
       cwd: REPO,
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true, // its own process group: teardown kills whatever it started too

@@ -6,14 +6,14 @@
  * packets follow the new rule.
  */
 import test from 'ava';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
 import { runProbe, startAgent, type LabTopology, type RunningAgent } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import {
-  buildLab, GatewayProcess, iptablesSave, ping, pingUntilReply, prepareBundle, REPO,
+  buildLab, chainLines, GatewayProcess, iptablesSave, ping, pingUntilReply, prepareBundle, REPO,
   runner, scratchDir, sleep, vgwLines, waitFor, type Bundle,
   tearDown,
 } from '../helpers/supervisor.js';
@@ -168,4 +168,54 @@ kernel(`a reload back to the first config removes the rule again, still touching
       await server.stop();
     }
   }, 5000, 100);
+});
+
+kernel(`the user's templates are watched and reloaded with the config: an edit to one alone rewrites its chain${NEEDS_ROOT}`, async (t) => {
+  const rules = join(scratch!, 'rules.d');
+  const template = join(rules, 'filter', 'forward.hbs');
+  const userForward = async () => chainLines(await iptablesSave(router()), 'VGW-USER-FORWARD').filter((l) => l.startsWith('-A '));
+  /** Replaces a file as editors and `sed -i` do: a new file renamed over the old one. */
+  const replace = async (path: string, text: string) => {
+    await writeFile(`${path}.tmp`, text);
+    await rename(`${path}.tmp`, path);
+  };
+  await mkdir(join(rules, 'filter'), { recursive: true });
+  await writeFile(template, '-p tcp --dport 81 -j DROP\n');
+
+  let from = gateway!.logs.length;
+  await replace(configPath, stringify({ ...example, rules: { dir: rules } }));
+  await gateway!.waitForLog('the reload that adds rules.dir', (l) => l.trigger === 'reload' && l.msg === 'reconciled: changes applied', 5000, from);
+  t.true((await userForward()).some((l) => /--dport 81 .*-j DROP/.test(l)), 'the template is rendered into VGW-USER-FORWARD');
+  const hash = (await gateway!.status()).config.hash;
+
+  for (const [how, port, change] of [
+    ['edited in place', 82, () => writeFile(template, '-p tcp --dport 82 -j DROP\n')],
+    ['replaced by a rename', 83, () => replace(template, '-p tcp --dport 83 -j DROP\n')],
+  ] as const) {
+    from = gateway!.logs.length;
+    const others = byChain(await iptablesSave(router(), true));
+    await change();
+    const reloaded = await gateway!.waitForLog(`the reload (template ${how})`, (l) => l.msg === 'config reloaded', 5000, from);
+    t.is(reloaded.why, 'file changed');
+    await gateway!.waitForLog(`the pass (template ${how})`, (l) => l.trigger === 'reload' && l.msg === 'reconciled: changes applied', 5000, from);
+    const lines = await userForward();
+    t.true(lines.some((l) => new RegExp(`--dport ${port} .*-j DROP`).test(l)) && lines.length === 1, `${how}: ${lines.join(' | ')}`);
+    const after = byChain(await iptablesSave(router(), true));
+    for (const [chain, kept] of others) if (chain !== 'VGW-USER-FORWARD') t.deepEqual(after.get(chain), kept, `${how}: ${chain} keeps its rules and counters`);
+  }
+  t.is((await gateway!.status()).config.hash, hash, 'the config file itself did not change');
+
+  // A template that does not render is rejected like an invalid config: the running rules stay.
+  from = gateway!.logs.length;
+  const before = await iptablesSave(router(), true);
+  await writeFile(template, '{{#each vlans}}\n-i {{nic} -j DROP\n');
+  await gateway!.waitForLog('the rejected template', (l) => l.level >= 50 && /reload rejected/.test(l.msg), 5000, from);
+  await sleep(300);
+  t.is(await iptablesSave(router(), true), before);
+  t.is((await gateway!.status()).reload.lastResult, 'failure');
+
+  from = gateway!.logs.length;
+  await replace(configPath, stringify(example));
+  await gateway!.waitForLog('the reload that drops rules.dir', (l) => l.trigger === 'reload' && l.msg === 'reconciled: changes applied', 5000, from);
+  t.deepEqual(await userForward(), [], 'without rules.dir the user chain is empty or gone');
 });

@@ -1,0 +1,72 @@
+/**
+ * Watching what a reload reads: the config file and the user's templates. A config reaches the gateway in more
+ * than one way, and each needs its own watch:
+ *  - the file's directory: editors, `sed -i` and Kubernetes (which swaps a `..data` symlink) replace the file by a
+ *    rename, which a watch on the file itself, left on the old inode, would miss;
+ *  - the file itself: mounted on its own into a container, a write on the host reaches the file's inode but not
+ *    the directory here, which belongs to another file system (a rename on the host reaches neither: loadConfig
+ *    says so when it finds the file linked nowhere);
+ *  - `rules.dir`, recursively: the user's templates.
+ * Events are debounced into one call; the reload compares what it loaded with what runs, so a stray event costs
+ * a read. `rearm` sets the watches again after each reload: the file may be a new inode, rules.dir may have moved.
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { basename, dirname } from 'node:path';
+
+export interface ConfigWatchOptions {
+  readonly debounceMs?: number;
+  /** A watch that cannot be set (path missing, no inotify watches left): reload with SIGHUP meanwhile. */
+  readonly onWatchError?: (path: string, error: unknown) => void;
+}
+
+export class ConfigWatch {
+  private watchers: FSWatcher[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly path: string,
+    private readonly onChange: () => void,
+    private readonly options: ConfigWatchOptions = {},
+  ) {}
+
+  /** (Re)sets every watch: the config file's directory, the file, and `rulesDir` when there is one. */
+  rearm(rulesDir?: string): void {
+    this.unwatch();
+    if (this.closed) return;
+    const name = basename(this.path);
+    this.add(dirname(this.path), false, (changed) => changed === null || changed === name || changed === '..data');
+    this.add(this.path, false, () => true);
+    if (rulesDir) this.add(rulesDir, true, () => true);
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.unwatch();
+  }
+
+  private add(path: string, recursive: boolean, relevant: (name: string | null) => boolean): void {
+    try {
+      const watcher = watch(path, { recursive, persistent: false }, (_event, name) => {
+        if (relevant(name === null ? null : String(name))) this.fire();
+      });
+      // A watched path that goes away (the file renamed over) errors on some platforms: the next rearm replaces it.
+      watcher.on('error', () => undefined);
+      this.watchers.push(watcher);
+    } catch (error) {
+      this.options.onWatchError?.(path, error);
+    }
+  }
+
+  private fire(): void {
+    if (this.closed) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(this.onChange, this.options.debounceMs ?? 200);
+  }
+
+  private unwatch(): void {
+    for (const watcher of this.watchers) watcher.close();
+    this.watchers = [];
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * What makes the supervisor reload, on a real file system (inotify): the ways users and tools change a config file
+ * and its templates, each seen once (debounced), and the changes that are not ours, not seen. Plus the mount
+ * table reading that tells a file mounted on its own.
+ */
+import test from 'ava';
+import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isMountPoint, mountPoints } from '../../src/config/mounts.js';
+import { ConfigWatch } from '../../src/config/watch.js';
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const DEBOUNCE = 50;
+
+/** A config directory with gateway.yaml and rules.d/filter/forward.hbs, watched; counts the reloads it asks for. */
+async function watched(t: { teardown(fn: () => Promise<void> | void): void }) {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-watch-'));
+  const config = join(dir, 'gateway.yaml');
+  const rules = join(dir, 'rules.d');
+  await mkdir(join(rules, 'filter'), { recursive: true });
+  await writeFile(config, 'vlans: []\n');
+  await writeFile(join(rules, 'filter', 'forward.hbs'), '-j RETURN\n');
+  let reloads = 0;
+  const errors: string[] = [];
+  const watch = new ConfigWatch(config, () => reloads++, { debounceMs: DEBOUNCE, onWatchError: (path) => errors.push(path) });
+  watch.rearm(rules);
+  t.teardown(async () => {
+    watch.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  /** Runs `change`, waits for the debounce to pass, and returns how many reloads it asked for. */
+  const after = async (change: () => Promise<unknown>) => {
+    const before = reloads;
+    await change();
+    await sleep(DEBOUNCE * 4);
+    return reloads - before;
+  };
+  return { dir, config, rules, watch, after, errors };
+}
+
+test('a write in place, a rename over the file (editors, sed -i) and a new file each ask for one reload', async (t) => {
+  const w = await watched(t);
+  t.is(await w.after(() => writeFile(w.config, 'vlans: [] # 1\n')), 1, 'write in place');
+  t.is(await w.after(async () => {
+    await writeFile(`${w.config}.tmp`, 'vlans: [] # 2\n');
+    await rename(`${w.config}.tmp`, w.config);
+  }), 1, 'rename over');
+  w.watch.rearm(w.rules); // as the supervisor does after each reload: the file is a new inode now
+  t.is(await w.after(() => writeFile(w.config, 'vlans: [] # 3\n')), 1, 'write in place into the renamed file');
+  t.is(await w.after(() => rm(w.config)), 1, 'removed');
+  t.is(await w.after(() => writeFile(w.config, 'vlans: []\n')), 1, 'created again');
+  t.deepEqual(w.errors, []);
+});
+
+test('a Kubernetes ConfigMap update (the ..data symlink swapped) asks for a reload', async (t) => {
+  const w = await watched(t);
+  await rm(w.config);
+  await mkdir(join(w.dir, '..2026_1'));
+  await writeFile(join(w.dir, '..2026_1', 'gateway.yaml'), 'vlans: []\n');
+  await symlink('..2026_1', join(w.dir, '..data'));
+  await symlink('..data/gateway.yaml', w.config);
+  await sleep(DEBOUNCE * 4);
+  const swap = async () => {
+    await mkdir(join(w.dir, '..2026_2'));
+    await writeFile(join(w.dir, '..2026_2', 'gateway.yaml'), 'vlans: [] # new\n');
+    await symlink('..2026_2', join(w.dir, '..data_tmp'));
+    await rename(join(w.dir, '..data_tmp'), join(w.dir, '..data'));
+  };
+  t.is(await w.after(swap), 1);
+});
+
+test('a template edited, replaced or added anywhere under rules.dir asks for a reload', async (t) => {
+  const w = await watched(t);
+  const forward = join(w.rules, 'filter', 'forward.hbs');
+  t.is(await w.after(() => writeFile(forward, '-j ACCEPT\n')), 1, 'edited in place');
+  t.is(await w.after(async () => {
+    await writeFile(`${forward}.tmp`, '-j DROP\n');
+    await rename(`${forward}.tmp`, forward);
+  }), 1, 'replaced by a rename');
+  t.is(await w.after(async () => {
+    await mkdir(join(w.rules, 'nat'));
+    await writeFile(join(w.rules, 'nat', 'postrouting.hbs'), '-j RETURN\n');
+  }), 1, 'a new template in a new directory');
+});
+
+test('other files beside the config do not; close() stops everything, a pending reload included', async (t) => {
+  const w = await watched(t);
+  t.is(await w.after(() => writeFile(join(w.dir, 'notes.txt'), 'hello\n')), 0);
+  t.is(await w.after(() => writeFile(join(w.dir, 'gateway.yaml.bak'), 'x\n')), 0);
+  const pending = w.after(async () => {
+    await writeFile(w.config, 'vlans: [] # pending\n');
+    await sleep(5);
+    w.watch.close();
+  });
+  t.is(await pending, 0);
+  t.is(await w.after(() => writeFile(w.config, 'vlans: [] # closed\n')), 0);
+});
+
+test('a watch that cannot be set is reported, and the others still work', async (t) => {
+  const w = await watched(t);
+  w.watch.rearm(join(w.dir, 'no-such-rules.d'));
+  t.deepEqual(w.errors, [join(w.dir, 'no-such-rules.d')]);
+  t.is(await w.after(() => writeFile(w.config, 'vlans: [] # still watched\n')), 1);
+});
+
+test('mountPoints reads the mount points of a mountinfo text, escapes undone', (t) => {
+  const text = [
+    '22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw',
+    '65 22 254:0 /srv/gw/gateway.yaml /etc/vlan-gateway/gateway.yaml ro,relatime - ext4 /dev/vda rw',
+    '66 22 254:0 /srv/gw/old.yaml//deleted /etc/with\\040space/g.yaml ro,relatime - ext4 /dev/vda rw',
+    '',
+  ].join('\n');
+  t.deepEqual([...mountPoints(text)], ['/', '/etc/vlan-gateway/gateway.yaml', '/etc/with space/g.yaml']);
+});
+
+test('isMountPoint: this process\'s root is one, a file in a temporary directory is not', async (t) => {
+  t.true(await isMountPoint('/'));
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-mnt-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await writeFile(join(dir, 'gateway.yaml'), '');
+  t.false(await isMountPoint(join(dir, 'gateway.yaml')));
+  t.false(await isMountPoint('/', join(dir, 'no-mountinfo')), 'an unreadable table: not known to be one');
+});
