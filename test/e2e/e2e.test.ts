@@ -27,9 +27,9 @@
  * uses. A figure over its bound is measured once more before the test fails; every figure is printed.
  */
 import test, { type ExecutionContext } from 'ava';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import {
   addVethPair, BASE_IMAGE, deleteLink, docker, DOCKER, dockerEnvSh, envTimings, epochSeconds, hasCommand, inspect,
@@ -70,7 +70,7 @@ const record = (t: ExecutionContext, name: string, value: string) => {
 
 let scratch = '';
 let runConfig = '';
-let composeConfig = '';
+let composeConfigDir = '';
 
 // ---------------------------------------------------------------------------------------------- engine start
 
@@ -207,7 +207,7 @@ function composeEnv(): Record<string, string> {
     VLAN_PARENT: 'vgwtc',
     E2E_UPLINK_PARENT: 'vgwtcupa',
     E2E_UPLINK_MAC: GW_UPLINK_MAC,
-    E2E_GATEWAY_CONFIG: composeConfig || '/dev/null',
+    E2E_GATEWAY_DIR: composeConfigDir || '/nonexistent',
     VLAN_GATEWAY_IMAGE: IMAGE,
     DEMO_CLIENT_IMAGE: BASE_IMAGE,
   };
@@ -283,7 +283,9 @@ serial("the write-up's flow: two VLANs routed to each other, the Internet sees t
   const inetRoutes = (await exec(INET, ['ip', 'route'])).stdout;
   t.false(/default|192\.168\./.test(inetRoutes), `the Internet container must have no route back to the VLANs:\n${inetRoutes}`);
 
-  runConfig = join(scratch, 'gateway.yaml');
+  // In a directory of its own, mounted as the README mounts /etc/vlan-gateway.
+  await mkdir(join(scratch, 'run'));
+  runConfig = join(scratch, 'run', 'gateway.yaml');
   await writeFile(runConfig, stringifyYaml({
     uplink: { interface: { mac: GW_UPLINK_MAC }, nat: 'masquerade' },
     vlans: [
@@ -297,9 +299,10 @@ serial("the write-up's flow: two VLANs routed to each other, the Internet sees t
   const tRun = now();
   await runDetached(['--name', GW, '--cap-add', 'NET_ADMIN', '--sysctl', 'net.ipv4.ip_forward=1',
     '--network', NET.uplink, '--ip', GW_UPLINK_ADDRESS, '--mac-address', GW_UPLINK_MAC,
-    '-v', `${runConfig}:/etc/vlan-gateway/gateway.yaml:ro`, IMAGE]);
+    '-v', `${dirname(runConfig)}:/etc/vlan-gateway:ro`, IMAGE]);
   await waitReady(GW);
   record(t, 'docker run → /readyz (uplink only, VLANs waiting)', seconds(now() - tRun));
+  t.notRegex(await gatewayLogs(GW), /mounted on its own/, 'the README\'s directory mount draws no warning');
 
   for (const c of [CLIENT.c10, CLIENT.c20, CLIENT.c30]) await startClient(c);
 
@@ -488,7 +491,7 @@ issueFlow("the issue's flow (docker run --network vlan10, then connect uplink an
 /** Runs the image without a required flag and returns its exit code, logs and how long it lived. */
 async function runMissing(name: string, flags: readonly string[]) {
   // --network none: nothing to route, and no second holder of a VLAN gateway address; the checks fail first.
-  await runDetached(['--name', name, ...flags, '--network', 'none', '-v', `${runConfig}:/etc/vlan-gateway/gateway.yaml:ro`, IMAGE]);
+  await runDetached(['--name', name, ...flags, '--network', 'none', '-v', `${dirname(runConfig)}:/etc/vlan-gateway:ro`, IMAGE]);
   const waited = await docker(['wait', name], { timeout: 60_000 });
   const exitCode = Number(waited.stdout.trim());
   const [startedAt, finishedAt] = (await inspect(name, '{{.State.StartedAt}} {{.State.FinishedAt}}')).split(' ');
@@ -552,10 +555,14 @@ serial('compose.yaml: valid for docker-compose 1.29, Prometheus and dashboard fi
   t.true(checked.ok, `dashboard PromQL: ${checked.stdout}${checked.stderr}`);
   t.log(`promtool parsed the dashboard's ${rules.count} PromQL queries`);
 
-  // The test's gateway config: deploy/gateway.yaml, with the uplink named by MAC (the uplink here is --internal).
-  const deployConfig = parseYaml(await readFile(join(REPO, 'deploy/gateway.yaml'), 'utf8')) as { uplink?: Record<string, unknown> };
-  composeConfig = join(scratch, 'compose-gateway.yaml');
-  await writeFile(composeConfig, stringifyYaml({ ...deployConfig, uplink: { ...deployConfig.uplink, interface: { mac: GW_UPLINK_MAC } } }));
+  // The test's gateway config: deploy/vlan-gateway/gateway.yaml, with the uplink named by MAC (the uplink here is
+  // --internal), in a directory of its own mounted as compose.yaml mounts deploy/vlan-gateway.
+  const deployConfig = parseYaml(await readFile(join(REPO, 'deploy/vlan-gateway/gateway.yaml'), 'utf8')) as Record<string, unknown> & { uplink?: Record<string, unknown> };
+  composeConfigDir = join(scratch, 'compose-gateway');
+  await mkdir(composeConfigDir);
+  const composeConfig = join(composeConfigDir, 'gateway.yaml');
+  const testConfig = { ...deployConfig, uplink: { ...deployConfig.uplink, interface: { mac: GW_UPLINK_MAC } } };
+  await writeFile(composeConfig, stringifyYaml(testConfig));
   const merged = await compose(['--profile', 'demo', 'config', '-q']);
   t.true(merged.ok, `docker-compose config with the test override: ${merged.stderr}`);
 
@@ -591,6 +598,20 @@ serial('compose.yaml: valid for docker-compose 1.29, Prometheus and dashboard fi
     t.true(p.ttls.every((ttl) => ttl === 63), p.output);
   }
   await assertDockerDnsIntact(t, gw, ['client10', 'client20'], 'compose deployment');
+
+  // The config edited on the host as editors and `sed -i` save it (a new file renamed over the old one) reaches the
+  // gateway through the directory mount, and is applied: new connections lab → office are dropped, while office →
+  // lab still passes (the replies are accepted first).
+  const edited = join(composeConfigDir, '.gateway.yaml.swp');
+  await writeFile(edited, stringifyYaml({ ...testConfig, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', action: 'drop' }] } }));
+  const tEdit = now();
+  await rename(edited, composeConfig);
+  const dropped = await waitFor('client20 → client10 dropped after the edit', 10_000, async () => ((await ping(c20, '192.168.10.10', 1)).received === 0 ? true : undefined), 100).catch(() => false);
+  t.true(dropped, `the edit never took effect; gateway logs:\n${await gatewayLogs(gw)}`);
+  if (dropped) record(t, 'compose: config renamed over on the host → seen applied (1 s pings)', seconds(now() - tEdit));
+  t.regex(await gatewayLogs(gw), /"why":"file changed".*"msg":"config reloaded"/);
+  const stillOut = await ping(c10, '192.168.20.10');
+  t.is(stillOut.received, 3, `office → lab after the edit: ${stillOut.output}`);
 
   const down = await compose(['--profile', 'demo', 'down', '--volumes', '--remove-orphans', '--timeout', '5']);
   t.true(down.ok, `docker-compose down: ${down.stderr}`);
