@@ -10,7 +10,9 @@ import cron from 'node-cron';
 import type { CommandModule } from 'yargs';
 import { loadConfig, resolveConfigPath } from '../config/load.js';
 import { isMountPoint } from '../config/mounts.js';
+import type { Config } from '../config/schema.js';
 import { ConfigWatch } from '../config/watch.js';
+import { accessCheck, type AccessCheck } from '../http/access.js';
 import { DEFAULT_LISTEN, HttpServer } from '../http/server.js';
 import { makeLogger } from '../log.js';
 import { StatsCollector } from '../metrics/collector.js';
@@ -94,11 +96,28 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     });
     const reload: ReloadState = { errors: [] };
     const collector = new StatsCollector(runner, metrics, log, args['stats-interval']!, () => supervisor.collectorState());
+    // Checked against the running config: a reload that changes http.allowFrom or the VLANs applies at once.
+    let access: { config: Config; check: AccessCheck } | undefined;
+    // One line per client per 30 s: a Prometheus on a VLAN scraping every 15 s, or several hosts taking turns,
+    // cannot flood the log. The map is cleared should a large VLAN's hosts fill it.
+    const refusedAt = new Map<string, number>();
     const http = new HttpServer({
       metrics: () => metrics.text(),
       health: () => supervisor.health(),
       ready: () => supervisor.ready,
       status: () => statusDocument(supervisor, reload, ver),
+      refuse: (remote) => {
+        const running = supervisor.config.config;
+        if (access?.config !== running) access = { config: running, check: accessCheck(running) };
+        const why = access.check(remote);
+        const last = refusedAt.get(remote);
+        if (why !== undefined && (last === undefined || Date.now() - last >= 30_000)) {
+          if (refusedAt.size >= 1024) refusedAt.clear();
+          refusedAt.set(remote, Date.now());
+          log.warn({ remote }, `HTTP request refused: ${why}`);
+        }
+        return why;
+      },
     });
     const monitor = new NetlinkMonitor(runner, log, () => supervisor.trigger('netlink'));
 

@@ -29,9 +29,13 @@ const vlanName = z.string().regex(VLAN_NAME, {
 });
 
 /** A zone reference in a forwarding rule: a VLAN name, "uplink", or an address / prefix inside a VLAN. */
-const zoneRef = z.string().regex(/^[a-z0-9][a-z0-9./-]*$/, {
+/** What a zone reference may look like at all (validate.ts then checks that it names something). */
+export const ZONE_REF = /^[a-z0-9][a-z0-9./-]*$/;
+const zoneRef = z.string().regex(ZONE_REF, {
   message: 'must be a VLAN name, "uplink", or an address or prefix inside a VLAN',
 });
+/** A client allowed to use the HTTP endpoints: a VLAN, or an address or prefix inside one. */
+const clientRef = z.string().regex(ZONE_REF, { message: 'must be a VLAN name, or an address or prefix inside a VLAN' });
 
 const port = z.number().int().min(1, 'must be a port from 1 to 65535').max(65535, 'must be a port from 1 to 65535');
 
@@ -80,7 +84,12 @@ export const configSchema = z.object({
     schedule: z.string().regex(/^[0-9*/,\- A-Za-z?]+$/, { message: 'must be a cron expression' }).optional(),
     minIntervalMs: z.number().int().min(0).optional(),
   }).strict().default({}),
-  http: z.object({ listen: z.string().regex(/^[^\s\n]+$/, { message: 'must be HOST:PORT' }).optional() }).strict().default({}),
+  http: z.object({
+    listen: z.string().regex(/^[^\s\n]+$/, { message: 'must be HOST:PORT' }).optional(),
+    // Who on the VLANs may use the endpoints (VLAN names, or addresses / prefixes inside a VLAN): by default
+    // nobody there, as a router's management answers its own side only (the uplink, and the gateway itself).
+    allowFrom: z.array(clientRef).default([]),
+  }).strict().default({}),
 }).strict();
 
 export type Config = z.infer<typeof configSchema>;

@@ -5,7 +5,7 @@
  */
 import { z, type ZodIssue } from 'zod';
 import { broadcastOf, contains, formatCidr, networkOf, overlaps, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
-import { configSchema, IFNAME, VLAN_NAME, type Config } from './schema.js';
+import { configSchema, IFNAME, VLAN_NAME, ZONE_REF, type Config } from './schema.js';
 import type { PathSegment, Problem } from './problems.js';
 
 export type ValidationResult = { ok: true; config: Config } | { ok: false; problems: Problem[] };
@@ -161,7 +161,7 @@ function crossFieldProblems(input: unknown): Problem[] {
   if (nat !== 'snat' && uplink.snatTo !== undefined) add(['uplink', 'snatTo'], `is only used with nat: snat (nat is ${nat})`);
 
   const zoneProblem = (ref: string): string | undefined => {
-    if (ref === 'uplink' || names.has(ref)) return undefined;
+    if (ref === 'uplink' || names.has(ref) || !ZONE_REF.test(ref)) return undefined; // the schema reports a malformed one
     const asCidr = ref.includes('/') ? parseCidr(ref) : undefined;
     const asAddress = ref.includes('/') ? undefined : parseAddress(ref);
     if (asCidr === undefined && asAddress === undefined) {
@@ -193,6 +193,14 @@ function crossFieldProblems(input: unknown): Problem[] {
       const problem = portListProblem(raw.ports);
       if (problem) add(at('ports'), problem);
     }
+  });
+
+  const http = isObject(input.http) ? input.http : {};
+  asArray(http.allowFrom).forEach((raw, index) => {
+    const ref = asString(raw);
+    if (ref === undefined) return;
+    const problem = ref === 'uplink' ? 'the uplink side is always allowed; list VLANs, or addresses or prefixes inside them' : zoneProblem(ref);
+    if (problem) add(['http', 'allowFrom', index], problem);
   });
 
   const forwards = new Map<string, number>();

@@ -7,6 +7,8 @@ export interface Endpoints {
   health(): { healthy: boolean; reason?: string };
   ready(): boolean;
   status(): unknown;
+  /** Why a client may not use the endpoints (answered 403), or undefined (see http/access.ts). */
+  refuse?(remoteAddress: string): string | undefined;
 }
 
 export const DEFAULT_PORT = 10123;
@@ -31,6 +33,8 @@ export class HttpServer {
         res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' });
         res.end(body);
       };
+      const refused = this.endpoints.refuse?.(req.socket.remoteAddress ?? '');
+      if (refused !== undefined) return send(403, `forbidden: ${refused}\n`);
       if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'method not allowed\n');
       switch (path) {
         case '/metrics':

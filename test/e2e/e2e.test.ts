@@ -140,15 +140,18 @@ async function sourceSeenByInternet(container: string): Promise<string> {
   return r.stdout.trim();
 }
 
-/** GET on the gateway's HTTP port, from inside its container (node does the request: no curl in the image). */
-async function gatewayHttp(container: string, path: string): Promise<{ status: number; body: string }> {
-  const script = "fetch('http://127.0.0.1:10123'+process.argv[1]).then(async r=>{process.stdout.write(r.status+'\\n'+await r.text())})"
+/** GET of `url` from inside `container` (node does the request: no curl in the images). */
+async function httpGet(container: string, url: string): Promise<{ status: number; body: string }> {
+  const script = "fetch(process.argv[1]).then(async r=>{process.stdout.write(r.status+'\\n'+await r.text())})"
     + ".catch(e=>{console.error(e.message);process.exit(1)})";
-  const r = await exec(container, ['node', '-e', script, path]);
-  if (!r.ok) throw new Error(`GET ${path} in ${container}: ${r.stderr.trim()}`);
+  const r = await exec(container, ['node', '-e', script, url]);
+  if (!r.ok) throw new Error(`GET ${url} in ${container}: ${r.stderr.trim()}`);
   const [status, ...body] = r.stdout.split('\n');
   return { status: Number(status), body: body.join('\n') };
 }
+
+/** GET on the gateway's HTTP port, from inside its container. */
+const gatewayHttp = (container: string, path: string) => httpGet(container, `http://127.0.0.1:10123${path}`);
 
 const waitReady = (container: string, timeoutMs = 15_000) =>
   waitFor(`${container} /readyz 200`, timeoutMs, async () => ((await gatewayHttp(container, '/readyz')).status === 200 ? true : undefined), 200);
@@ -367,6 +370,16 @@ serial('/metrics from inside the container counts the forwarded packets', async 
   t.true(status.ok, `vlan-gateway status: ${status.stderr}`);
   t.regex(status.stdout, /office/);
   t.regex(status.stdout, /guest/);
+
+  // The endpoints answer the uplink side (the Internet container stands for a Prometheus on the LAN) and refuse a
+  // host on a VLAN, whichever of the gateway's addresses it asks (http.allowFrom is not set here).
+  t.is((await httpGet(INET, `http://${GW_UPLINK_ADDRESS}:10123/metrics`)).status, 200, 'from the uplink side');
+  for (const target of ['192.168.10.1', GW_UPLINK_ADDRESS]) {
+    const refused = await httpGet(CLIENT.c10.name, `http://${target}:10123/status`);
+    t.is(refused.status, 403, `from VLAN office to ${target}: ${refused.body}`);
+    t.regex(refused.body, /192\.168\.10\.10 is on VLAN office.*http\.allowFrom: \[office\]/);
+  }
+  t.regex(await gatewayLogs(GW), /HTTP request refused: 192\.168\.10\.10 is on VLAN office/);
   record(t, 'scenario: /metrics, health, status', seconds(now() - t0));
 });
 

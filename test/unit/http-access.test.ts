@@ -1,0 +1,57 @@
+/**
+ * Who may use the HTTP endpoints: the uplink side and the gateway itself, not hosts on the VLANs unless
+ * http.allowFrom lets them in. The check as a table of clients, then the server answering 403 over a real socket.
+ */
+import test from 'ava';
+import { parseConfigText } from '../../src/config/load.js';
+import { accessCheck } from '../../src/http/access.js';
+import { HttpServer } from '../../src/http/server.js';
+
+const config = (allowFrom: string) => parseConfigText(`vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: guest, id: 30, subnet: 192.168.30.0/24, gateway: 192.168.30.1}
+  - {name: mgmt, id: 99, subnet: 10.99.0.0/24, gateway: 10.99.0.1}
+http: {allowFrom: ${allowFrom}}
+`, 'x.yaml');
+
+test('by default no host on a VLAN may; the uplink side, the gateway itself and IPv6 may', (t) => {
+  const check = accessCheck(config('[]'));
+  for (const allowed of ['127.0.0.1', '203.0.113.7', '172.31.0.1', '::1', '::ffff:203.0.113.7', 'fe80::1']) {
+    t.is(check(allowed), undefined, allowed);
+  }
+  t.is(check('192.168.30.23'), '192.168.30.23 is on VLAN guest, and the gateway\'s HTTP endpoints answer the uplink side and the gateway itself only; allow it with http.allowFrom: [guest] (or its address) in the config');
+  t.regex(check('::ffff:192.168.10.1') ?? '', /^192\.168\.10\.1 is on VLAN office/, 'a dual-stack socket\'s form of an IPv4 client');
+  t.regex(check('10.99.0.200') ?? '', /is on VLAN mgmt/);
+});
+
+test('allowFrom lets in whole VLANs, single addresses and prefixes, and nobody else on their VLANs', (t) => {
+  const check = accessCheck(config('[mgmt, 192.168.10.5, 192.168.30.16/28]'));
+  t.is(check('10.99.0.200'), undefined, 'mgmt, the whole VLAN');
+  t.is(check('192.168.10.5'), undefined, 'the one address');
+  t.regex(check('192.168.10.6') ?? '', /is on VLAN office/, 'its neighbour');
+  t.is(check('192.168.30.20'), undefined, 'inside the prefix');
+  t.regex(check('192.168.30.32') ?? '', /is on VLAN guest/, 'just past the prefix');
+  t.is(check('203.0.113.7'), undefined);
+});
+
+test('the server answers a refused client 403 with the reason on every path, and others as before', async (t) => {
+  let refuseLoopback = true;
+  const server = new HttpServer({
+    metrics: async () => 'vlan_gateway_up 1\n',
+    health: () => ({ healthy: true }),
+    ready: () => true,
+    status: () => ({ ok: true }),
+    refuse: (remote) => (refuseLoopback && remote === '127.0.0.1' ? 'you are on VLAN office' : undefined),
+  });
+  const { port } = await server.start('127.0.0.1:0');
+  t.teardown(() => server.stop());
+  for (const path of ['/metrics', '/status', '/healthz', '/nowhere']) {
+    const response = await fetch(`http://127.0.0.1:${port}${path}`);
+    t.is(response.status, 403, path);
+    t.is(await response.text(), 'forbidden: you are on VLAN office\n');
+  }
+  refuseLoopback = false;
+  const metrics = await fetch(`http://127.0.0.1:${port}/metrics`);
+  t.is(metrics.status, 200);
+  t.is(await metrics.text(), 'vlan_gateway_up 1\n');
+});
