@@ -1,8 +1,9 @@
 /** Reading the config file: the only part of config/ that touches the file system. */
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { open, realpath } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isScalar, LineCounter, parseDocument, type Node } from 'yaml';
+import { isReplacedMount } from './mounts.js';
 import { ConfigError, formatPath, type Problem } from './problems.js';
 import { validateConfig } from './validate.js';
 import type { Config } from './schema.js';
@@ -47,7 +48,8 @@ export async function loadConfig(path: string, cache?: ConfigCache): Promise<Loa
   }
   // Reached by a path yet linked nowhere: a file mounted on its own whose source was since replaced on the host
   // (an editor or `sed -i` renames a new file over it). What is read here is the old text, not the user's edit.
-  if (links === 0) {
+  // The mount table confirms it (some FUSE file systems report no links for any file).
+  if (links === 0 && await isReplacedMount(await realpath(path).catch(() => path))) {
     const why = 'the file was replaced after it was mounted on its own, and what is here is still the old file; restart the container, or mount the directory that holds the file instead of the file';
     throw new ConfigError(path, [{ path: [], message: why }], [`cannot read ${path}: ${why}`]);
   }

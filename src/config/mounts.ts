@@ -6,21 +6,34 @@
  */
 import { readFile } from 'node:fs/promises';
 
-/** Mount points listed in a /proc/self/mountinfo text (the fifth field, its octal escapes undone). Pure. */
-export function mountPoints(mountinfo: string): Set<string> {
-  const points = new Set<string>();
+/**
+ * The mounts listed in a /proc/self/mountinfo text, by mount point: each one's root, the path of what is mounted
+ * inside its file system (fields five and four, octal escapes undone). Where the last mount on a point wins. Pure.
+ */
+export function mountRoots(mountinfo: string): Map<string, string> {
+  const unescape = (field: string) => field.replace(/\\([0-7]{3})/g, (_m, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+  const roots = new Map<string, string>();
   for (const line of mountinfo.split('\n')) {
-    const field = line.split(' ')[4];
-    if (field) points.add(field.replace(/\\([0-7]{3})/g, (_m, octal: string) => String.fromCharCode(parseInt(octal, 8))));
+    const fields = line.split(' ');
+    if (fields.length > 4) roots.set(unescape(fields[4]!), unescape(fields[3]!));
   }
-  return points;
+  return roots;
+}
+
+async function rootOf(path: string, mountinfoPath: string): Promise<string | undefined> {
+  try {
+    return mountRoots(await readFile(mountinfoPath, 'utf8')).get(path);
+  } catch {
+    return undefined;
+  }
 }
 
 /** True when `path` (already resolved: no symlink in it) is a mount point here; false when that cannot be read. */
 export async function isMountPoint(path: string, mountinfoPath = '/proc/self/mountinfo'): Promise<boolean> {
-  try {
-    return mountPoints(await readFile(mountinfoPath, 'utf8')).has(path);
-  } catch {
-    return false;
-  }
+  return (await rootOf(path, mountinfoPath)) !== undefined;
+}
+
+/** True when `path` is a mount whose source was removed or renamed over since (the kernel marks it `//deleted`). */
+export async function isReplacedMount(path: string, mountinfoPath = '/proc/self/mountinfo'): Promise<boolean> {
+  return (await rootOf(path, mountinfoPath))?.endsWith('//deleted') ?? false;
 }

@@ -28,9 +28,9 @@ const vlanName = z.string().regex(VLAN_NAME, {
   message: 'must start with a lowercase letter, then lowercase letters, digits or "-", at most 12 characters',
 });
 
-/** A zone reference in a forwarding rule: a VLAN name, "uplink", or an address / prefix inside a VLAN. */
 /** What a zone reference may look like at all (validate.ts then checks that it names something). */
 export const ZONE_REF = /^[a-z0-9][a-z0-9./-]*$/;
+/** A zone reference in a forwarding rule: a VLAN name, "uplink", or an address / prefix inside a VLAN. */
 const zoneRef = z.string().regex(ZONE_REF, {
   message: 'must be a VLAN name, "uplink", or an address or prefix inside a VLAN',
 });

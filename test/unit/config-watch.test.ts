@@ -7,7 +7,7 @@ import test from 'ava';
 import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isMountPoint, mountPoints } from '../../src/config/mounts.js';
+import { isMountPoint, isReplacedMount, mountRoots } from '../../src/config/mounts.js';
 import { ConfigWatch } from '../../src/config/watch.js';
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -117,14 +117,30 @@ test('a watch that cannot be set is reported, and the others still work', async 
   t.is(await w.after(() => writeFile(w.config, 'vlans: [] # still watched\n')), 1);
 });
 
-test('mountPoints reads the mount points of a mountinfo text, escapes undone', (t) => {
-  const text = [
-    '22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw',
-    '65 22 254:0 /srv/gw/gateway.yaml /etc/vlan-gateway/gateway.yaml ro,relatime - ext4 /dev/vda rw',
-    '66 22 254:0 /srv/gw/old.yaml//deleted /etc/with\\040space/g.yaml ro,relatime - ext4 /dev/vda rw',
-    '',
-  ].join('\n');
-  t.deepEqual([...mountPoints(text)], ['/', '/etc/vlan-gateway/gateway.yaml', '/etc/with space/g.yaml']);
+const MOUNTINFO = [
+  '22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw',
+  '65 22 254:0 /srv/gw/gateway.yaml /etc/vlan-gateway/gateway.yaml ro,relatime - ext4 /dev/vda rw',
+  '66 22 254:0 /srv/my\\040gw/old.yaml//deleted /etc/with\\040space/g.yaml ro,relatime - ext4 /dev/vda rw',
+  '',
+].join('\n');
+
+test('mountRoots reads each mount point\'s root from a mountinfo text, escapes undone', (t) => {
+  t.deepEqual([...mountRoots(MOUNTINFO)], [
+    ['/', '/'],
+    ['/etc/vlan-gateway/gateway.yaml', '/srv/gw/gateway.yaml'],
+    ['/etc/with space/g.yaml', '/srv/my gw/old.yaml//deleted'],
+  ]);
+});
+
+test('isReplacedMount: only a mount whose source the kernel marks deleted', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-mnt-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const table = join(dir, 'mountinfo');
+  await writeFile(table, MOUNTINFO);
+  t.true(await isReplacedMount('/etc/with space/g.yaml', table));
+  t.false(await isReplacedMount('/etc/vlan-gateway/gateway.yaml', table), 'mounted, its source still there');
+  t.false(await isReplacedMount('/etc/hosts', table), 'not a mount point');
+  t.true(await isMountPoint('/etc/vlan-gateway/gateway.yaml', table));
 });
 
 test('isMountPoint: this process\'s root is one, a file in a temporary directory is not', async (t) => {
