@@ -189,11 +189,14 @@ export function profileTable(label: string, p: ProfileResult): string {
 }
 
 export function supervisorTable(s: SupervisorResult): string {
-  const readyRows = s.ready.map((r) => timeRow(`start to /readyz, ${r.vlans} VLANs (fresh namespace${r.codeCache ? '' : ', no code cache'})`, r.stats));
-  const cached = s.ready.find((r) => r.vlans === 2 && r.codeCache);
+  const readyRows = s.ready.map((r) => timeRow(`start to /readyz, ${r.vlans} VLANs (fresh namespace${r.codeCache ? '' : ', no code cache'}${r.planCache ? ', the plan cache of the start before' : ''})`, r.stats));
+  const cached = s.ready.find((r) => r.vlans === 2 && r.codeCache && !r.planCache);
   const cold = s.ready.find((r) => r.vlans === 2 && !r.codeCache);
+  const restarted = s.ready.find((r) => r.vlans === 100 && r.planCache);
+  const fresh = s.ready.find((r) => r.vlans === 100 && r.codeCache && !r.planCache);
   const targets = [
-    ...s.ready.filter((r) => r.codeCache).map((r) => ({ target: `ready ≤ 1 s (${r.vlans} VLANs)`, measured: `${ms(r.stats.median)} ms`, met: r.stats.median <= 1000 })),
+    // Judged by a new container's start (no plan cache): a restarted container's is the faster case.
+    ...s.ready.filter((r) => r.codeCache && !r.planCache).map((r) => ({ target: `ready ≤ 1 s (${r.vlans} VLANs)`, measured: `${ms(r.stats.median)} ms`, met: r.stats.median <= 1000 })),
     { target: `scrape ≤ 10 ms (${s.scrape.vlans} VLANs)`, measured: `${ms(s.scrape.stats.median)} ms median, ${ms(s.scrape.p99)} ms p99`, met: s.scrape.stats.median <= 10 },
     { target: 'RSS ≤ 80 MB after 1,000 scrapes', measured: `${s.rssMb.after1000Scrapes.toFixed(1)} MB (${s.rssMb.afterStart.toFixed(1)} MB after start)`, met: s.rssMb.after1000Scrapes <= 80 },
     { target: 'hot-plug ≤ 1 s (NIC moved in → gateway answers ping)', measured: `${ms(s.hotplug.median)} ms`, met: s.hotplug.median <= 1000 },
@@ -206,6 +209,7 @@ export function supervisorTable(s: SupervisorResult): string {
       timeRow('hot-plug: NIC moved in → its gateway address answers ping', s.hotplug),
     ]),
     ...(cached && cold ? [`ready at 2 VLANs with the code cache / without it: ${(cached.stats.median / cold.stats.median).toFixed(2)}×`] : []),
+    ...(restarted && fresh ? [`ready at 100 VLANs with the plan cache of the start before / without it: ${(restarted.stats.median / fresh.stats.median).toFixed(2)}×`] : []),
     '',
     verdictTable(targets),
   ].join('\n');

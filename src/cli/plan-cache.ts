@@ -1,19 +1,20 @@
 /**
- * The plan cache of the one-shot commands (`plan`, `apply`, `down`), which start with nothing parsed and nothing
- * rendered. At 10,000 rule lines the YAML parse and validation of the config take about a second, and the render
- * about as much CPU as reading the tables (BENCHMARKS.md). Both are pure functions of their inputs, so their
- * results are kept under a digest of those inputs and of the code that made them:
+ * The plan cache of the one-shot commands (`plan`, `apply`, `down`) and of the supervisor's start, which begin
+ * with nothing parsed and nothing rendered. At 10,000 rule lines the YAML parse and validation of the config take
+ * about a second, and the render about as much CPU as reading the tables (BENCHMARKS.md). Both are pure functions
+ * of their inputs, so their results are kept under a digest of those inputs and of the code that made them:
  *   - the config as validated, by the text of the file (only a valid config is kept: errors always come from
  *     the parser and the validator);
  *   - the desired state as rendered, by everything it is a function of (see planDesired).
  * A result is only ever found by a run that would make exactly it. Nothing here can make a run different: a file
  * that is missing, unreadable, malformed or made by other code is not used, and the work is done as before.
  *
- * Written after the command's work is done, never on the way to the kernel; one file per result, the newest few
- * of each kind kept. Only a directory owned by us and writable by nobody else is read or written.
+ * Written after the command's work is done (the supervisor: after its start pass, and at its stop), never on the
+ * way to the kernel; one file per result, the newest few of each kind kept. Only a directory owned by us and
+ * writable by nobody else is read or written.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ConfigCache } from '../config/load.js';
@@ -85,6 +86,10 @@ function isConfig(value: unknown): value is Config {
 
 export class PlanCache {
   private readonly pending: Array<{ kind: Kind; key: string; value: unknown }> = [];
+  /** Results found in the cache, per kind (for the logs). */
+  readonly hits: Record<Kind, number> = { config: 0, desired: 0 };
+  /** The files those came from. */
+  private readonly found = new Set<string>();
 
   /** The rendered states (see useDesiredStore). */
   readonly desired: DesiredStore = {
@@ -119,6 +124,8 @@ export class PlanCache {
     try {
       const parsed = JSON.parse(readFileSync(this.fileFor(kind, key), 'utf8')) as Partial<StoredFile>;
       if (parsed.format !== FORMAT || parsed.code !== this.code() || parsed.kind !== kind || parsed.key !== key || !check(parsed.value)) return undefined;
+      this.hits[kind]++;
+      this.found.add(this.fileFor(kind, key));
       return parsed.value;
     } catch {
       return undefined;
@@ -133,6 +140,12 @@ export class PlanCache {
       if (!this.trusted()) return;
       for (const { kind, key, value } of this.pending) {
         const file = this.fileFor(kind, key);
+        // A key always holds the same result: a file this process read whole is only marked as recent (pruning).
+        if (this.found.has(file)) {
+          const now = new Date();
+          utimesSync(file, now, now);
+          continue;
+        }
         const temporary = `${file}.${process.pid}.tmp`;
         const body: StoredFile = { format: FORMAT, code: this.code(), kind, key, value };
         writeFileSync(temporary, JSON.stringify(body), { mode: 0o600 });

@@ -19,13 +19,14 @@ import { StatsCollector } from '../metrics/collector.js';
 import { Metrics } from '../metrics/metrics.js';
 import { NetlinkMonitor } from '../observe/monitor.js';
 import { packageFile } from '../package-files.js';
-import { planDesired } from '../plan/desired.js';
+import { planDesired, rememberDesired, useDesiredStore } from '../plan/desired.js';
 import { syntheticFacts } from '../plan/synthetic.js';
 import { statusDocument, type ReloadState } from '../reconcile/status.js';
 import { Supervisor, type ConfigState } from '../reconcile/supervisor.js';
 import { loadTemplates } from '../template/load.js';
 import { codeCache } from './code-cache.js';
 import { makeRunner, type GlobalArgs } from './context.js';
+import { PlanCache, planCacheDir } from './plan-cache.js';
 import { describeError, exitCodeOf } from './errors.js';
 
 export const DEFAULT_SCHEDULE = '*/30 * * * * *';
@@ -53,8 +54,8 @@ interface RunArgs extends GlobalArgs {
 }
 
 /** Loads a config and its templates (schema-checked); `renderCheck` renders them as if every NIC were present. */
-async function loadChecked(path: string, renderCheck = true): Promise<ConfigState> {
-  const loaded = await loadConfig(path);
+async function loadChecked(path: string, renderCheck = true, cache?: PlanCache): Promise<ConfigState> {
+  const loaded = await loadConfig(path, cache?.config);
   const templates = await loadTemplates(loaded.config.rules.dir);
   if (renderCheck) planDesired(loaded.config, syntheticFacts(loaded.config), templates);
   return { path, text: loaded.text, config: loaded.config, templates };
@@ -78,10 +79,17 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
   handler: async (args) => {
     const log = makeLogger(args['log-level']);
     const path = resolveConfigPath(args.config);
+    // A restarted container finds in the plan cache what its last run parsed and rendered (its /run survives
+    // `docker restart`): the start pass then neither parses the YAML nor renders the rules, which at 100 VLANs is
+    // a good part of the time to ready. Read by the start pass alone; written after it, and at stop with the
+    // state then in effect. Later passes keep what they render in memory.
+    const cacheDir = planCacheDir();
+    const planCache = cacheDir ? new PlanCache(cacheDir) : undefined;
     // An invalid file exits 2 with nothing applied. The full render check (every template as if every NIC were
     // present) runs once the first pass is done rather than before it: at start, time to ready is what a
     // restarted router is judged by (a template the real NICs break fails that pass and is retried meanwhile).
-    const initial = await loadChecked(path, false);
+    const initial = await loadChecked(path, false, planCache);
+    useDesiredStore(planCache?.desired);
     const { config } = initial;
     const schedule = args.schedule ?? config.reconcile.schedule ?? DEFAULT_SCHEDULE;
     if (!cron.validate(schedule)) throw new Error(`--schedule ${schedule}: not a valid cron expression`);
@@ -143,6 +151,12 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
           exitCode = 1;
           log.error({ err: error }, 'cleanup on exit failed');
         }
+        // The state in effect now is what the next start of this container plans first (a NIC attached since
+        // the start, a reload): kept for it.
+        if (planCache && supervisor.lastDesired && !args['cleanup-on-exit']) {
+          rememberDesired(planCache.desired, supervisor.lastDesired);
+          planCache.flush();
+        }
         await http.stop();
         log.info('stopped');
         stopped();
@@ -161,7 +175,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     const doReload = async (why: string) => {
       reload.at = new Date().toISOString();
       try {
-        const next = await loadChecked(path);
+        const next = await loadChecked(path, true, planCache); // a valid config is kept for the next start
         reload.result = 'success';
         reload.errors = [];
         metrics.reloads.inc({ result: 'success' });
@@ -210,6 +224,11 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       }
     };
     void supervisor.firstPass.then(() => {
+      useDesiredStore(undefined);
+      if (planCache) {
+        planCache.flush();
+        log.info({ dir: planCache.dir, config: planCache.hits.config > 0 ? 'cached' : 'parsed', rules: planCache.hits.desired > 0 ? 'cached' : 'rendered' }, 'plan cache after the start pass');
+      }
       if (stopping) return;
       task = cron.schedule(schedule, () => supervisor.trigger('schedule'), { name: 'vlan-gateway-drift-check' });
       supervisor.knownTablesMaxAgeMs = knownTablesMaxAge(args['stats-interval']!, task.getNextRuns(10));

@@ -125,22 +125,38 @@ const inputsKey = (config: Config, templates: Templates, binding: string) => dig
   ENGINE_VERSION,
 ]));
 
+/** What each state planDesired returned was made from: what rememberDesired keeps it under. */
+const madeFrom = new WeakMap<Desired, { config: Config; templates: Templates; binding: string }>();
+
+const withoutBindings = ({ vlans: _v, uplink: _u, ...rest }: Desired): StoredDesired => rest;
+
 export function planDesired(config: Config, facts: BindingFacts, templates: Templates): Desired {
   const uplink = matchUplink(config, facts);
   const vlans = matchVlans(config, facts, uplink);
   const key = JSON.stringify([uplink.nic?.name, uplink.note, vlans.map((b) => [b.nic?.name, b.note]), facts.sets !== undefined]);
   const byTemplates = memo.get(config) ?? memo.set(config, new WeakMap()).get(config)!;
   const hit = byTemplates.get(templates);
-  if (hit?.key === key) return { ...hit.desired, vlans, uplink };
-  const storeKey = store ? inputsKey(config, templates, key) : undefined;
-  const stored = storeKey === undefined ? undefined : store!.load(storeKey);
-  const desired = stored ? { ...stored, vlans, uplink } : buildDesired(config, facts, templates, uplink, vlans);
-  if (storeKey !== undefined && !stored) {
-    const { vlans: _v, uplink: _u, ...rest } = desired;
-    store!.remember(storeKey, rest);
+  let desired: Desired;
+  if (hit?.key === key) {
+    desired = { ...hit.desired, vlans, uplink };
+  } else {
+    const storeKey = store ? inputsKey(config, templates, key) : undefined;
+    const stored = storeKey === undefined ? undefined : store!.load(storeKey);
+    desired = stored ? { ...stored, vlans, uplink } : buildDesired(config, facts, templates, uplink, vlans);
+    if (storeKey !== undefined && !stored) store!.remember(storeKey, withoutBindings(desired));
+    byTemplates.set(templates, { key, desired });
   }
-  byTemplates.set(templates, { key, desired });
+  madeFrom.set(desired, { config, templates, binding: key });
   return desired;
+}
+
+/**
+ * Keeps a state that planDesired returned in `target`, under the key of exactly the inputs it was made from (the
+ * supervisor's last state, at its stop: what its restart will plan). A state planDesired did not make is not kept.
+ */
+export function rememberDesired(target: DesiredStore, desired: Desired): void {
+  const from = madeFrom.get(desired);
+  if (from) target.remember(inputsKey(from.config, from.templates, from.binding), withoutBindings(desired));
 }
 
 function buildDesired(config: Config, facts: BindingFacts, templates: Templates, uplink: UplinkBinding, vlans: VlanBinding[]): Desired {

@@ -405,13 +405,14 @@ serial(`docker restart: routing is back within ${RESTART_BOUND_S} s of the conta
 
   // The supervisor's own account: process up, then the start pass logged (at its end, after the routes work).
   const started = epochSeconds(m.startedAt);
-  type Line = { time: string; msg: string; trigger?: string; codeCache?: string };
+  type Line = { time: string; msg: string; trigger?: string; codeCache?: string; config?: string; rules?: string };
   const startLines = await waitFor('the start pass in the logs', 5000, async () => {
     const lines = (await gatewayLogs(GW)).split('\n').filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as Line).filter((l) => Date.parse(l.time) / 1000 >= started - 0.001);
     const starting = lines.find((l) => l.msg === 'vlan-gateway starting');
     const applied = lines.find((l) => l.trigger === 'start' && l.msg.startsWith('reconciled'));
-    return starting && applied ? { starting, applied } : undefined;
+    const planCache = lines.find((l) => l.msg === 'plan cache after the start pass');
+    return starting && applied && planCache ? { starting, applied, planCache } : undefined;
   }, 250).catch((error: unknown) => {
     t.log(String(error));
     return undefined;
@@ -421,7 +422,21 @@ serial(`docker restart: routing is back within ${RESTART_BOUND_S} s of the conta
       `${(Date.parse(startLines.starting.time) / 1000 - started).toFixed(2)} s → ${(Date.parse(startLines.applied.time) / 1000 - started).toFixed(2)} s`);
     // The image's build made the code cache for its node and its NODE_OPTIONS (src/launcher.ts): V8 takes it.
     t.is(startLines.starting.codeCache, 'used', 'the bundle was loaded with the code cache the image build made');
+    // The container's /run survived the restart: the start before it left the config parsed and the rules rendered.
+    // The container's /run survived the restart: the config its last run parsed is there. Its rules were kept at
+    // its stop too, but under its NICs' names then, and Docker names them anew at this first restart (it attaches
+    // the networks given at `docker run` last: the uplink is eth2 now), so they are rendered again.
+    t.like(startLines.planCache, { config: 'cached' });
   }
+  // The next restart finds both: the NICs keep the names the first restart gave them.
+  const again = await docker(['restart', GW]);
+  t.true(again.ok, again.stderr);
+  const secondStart = epochSeconds(await inspect(GW, '{{.State.StartedAt}}'));
+  t.truthy(await firstReply(CLIENT.c10.name, CLIENT.c20.address), 'routed after the second restart');
+  const cacheLine = await waitFor('the second restart\'s plan cache line', 5000, async () => (await gatewayLogs(GW)).split('\n')
+    .filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Line)
+    .find((l) => l.msg === 'plan cache after the start pass' && Date.parse(l.time) / 1000 >= secondStart - 0.001), 250);
+  t.like(cacheLine, { config: 'cached', rules: 'cached' });
   t.is(await sourceSeenByInternet(CLIENT.c10.name), GW_UPLINK_ADDRESS, 'MASQUERADE is back too');
   await assertDockerDnsIntact(t, GW, [CLIENT.c10.name, CLIENT.c20.name], 'after the restart apply');
   record(t, 'scenario: restart', seconds(now() - t0));

@@ -184,6 +184,8 @@ export interface GatewayOptions {
    * touched; the namespace goes with the process.
    */
   readonly mountConfigFrom?: string;
+  /** Added to the environment (the tests' own sets VLAN_GATEWAY_PLAN_CACHE=off; a test may give a directory). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 const live = new Set<GatewayProcess>();
@@ -250,7 +252,7 @@ export class GatewayProcess {
       cwd: REPO,
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true, // its own process group: teardown kills whatever it started too
-      env: { ...process.env, LC_ALL: 'C' },
+      env: { ...process.env, LC_ALL: 'C', ...options.env },
     });
     const gateway = new GatewayProcess(child, port, spawnedAt);
     live.add(gateway);

@@ -10,9 +10,10 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { readFileSync } from 'node:fs';
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { parse, stringify } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
 import type { LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
@@ -423,6 +424,54 @@ kernel(`--cleanup-on-exit: SIGTERM removes our chains, jumps and gateway address
     t.is(after.forward, '0', 'ip_forward was off before the gateway: off again');
     t.true(gateway.logs.some((l) => l.msg === 'stopping' && l.cleanup === true));
   });
+});
+
+kernel(`a restart finds in the plan cache what the run before it parsed and rendered (at its start, and at its stop after a reload): nothing parsed or rendered again, the same state${NEEDS_ROOT}`, async (t) => {
+  const cache = join(scratch!, 'plan-cache');
+  const env = { VLAN_GATEWAY_PLAN_CACHE: cache };
+  /** A start into a namespace as a restarted container's (nothing of ours in it); `then` runs before SIGTERM. */
+  const startOnce = async (then: (gateway: GatewayProcess) => Promise<void> = async () => undefined) => {
+    await resetRouter();
+    let result: { log: LogLine; state: Awaited<ReturnType<typeof dataplane>>; files: string[] } | undefined;
+    await withGateway({ env }, async (gateway) => {
+      const log = await gateway.waitForLog('the plan cache line', (l) => l.msg === 'plan cache after the start pass', 10_000);
+      await officeReachesLab();
+      result = { log, state: await dataplane(), files: (await readdir(cache)).sort() };
+      await then(gateway);
+      t.is((await gateway.stop('SIGTERM')).code, 0);
+    });
+    return result!;
+  };
+  const first = await startOnce();
+  t.like(first.log, { config: 'parsed', rules: 'rendered', dir: cache });
+  t.deepEqual(first.files.map((f) => f.replace(/-.*/, '')), ['config', 'desired'], 'the first start wrote what it parsed and rendered');
+  const second = await startOnce();
+  t.like(second.log, { config: 'cached', rules: 'cached' });
+  t.deepEqual(second.files, first.files, 'nothing new written');
+  t.deepEqual(second.state, first.state, 'the same chains, rules, addresses and ip_forward');
+
+  // An edited file is parsed again; the rules are rendered again only when the config they come from changed.
+  const original = await readFile(configPath, 'utf8');
+  try {
+    await writeFile(configPath, `${original}\n# a comment: the same config\n`);
+    // While it runs, a reload to another config: at its stop the gateway keeps that config and its state.
+    let reloaded: Awaited<ReturnType<typeof dataplane>> | undefined;
+    const third = await startOnce(async (gateway) => {
+      const from = gateway.logs.length;
+      const example = parse(original) as Record<string, unknown>;
+      await writeFile(configPath, stringify({ ...example, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', proto: 'tcp', ports: 81, action: 'drop' }] } }));
+      await gateway.waitForLog('the reload pass', (l) => l.trigger === 'reload' && l.msg === 'reconciled: changes applied', 5000, from);
+      reloaded = await dataplane();
+    });
+    t.like(third.log, { config: 'parsed', rules: 'cached' });
+    t.deepEqual(third.state, first.state);
+    t.true(reloaded!.vgw.some((l) => /--dports? 81 .*-j DROP/.test(l)), 'the reload applied its rule');
+    const fourth = await startOnce();
+    t.like(fourth.log, { config: 'cached', rules: 'cached' }, 'the restart after the reload finds both kept at the stop');
+    t.deepEqual(fourth.state, reloaded);
+  } finally {
+    await writeFile(configPath, original);
+  }
 });
 
 /*

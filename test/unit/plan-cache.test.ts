@@ -8,14 +8,15 @@
  * nothing rendered in memory.
  */
 import test from 'ava';
-import { chmod, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_PLAN_CACHE, PlanCache, planCacheDir } from '../../src/cli/plan-cache.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
-import { forgetRenderedChains, planDesired, useDesiredStore, type Templates } from '../../src/plan/desired.js';
+import { EMPTY_TABLE, type Facts } from '../../src/observe/facts.js';
+import { forgetRenderedChains, planDesired, planEmpty, rememberDesired, useDesiredStore, type Templates } from '../../src/plan/desired.js';
 import { diff } from '../../src/plan/diff.js';
 import { syntheticFacts } from '../../src/plan/synthetic.js';
 import type { Plan } from '../../src/plan/types.js';
@@ -209,4 +210,48 @@ test.serial('an invalid config is never kept: each run reports its problems', as
     cache.flush();
   }
   t.deepEqual(await readdir(dir), []);
+});
+
+test.serial('rememberDesired keeps a state under the key of the inputs it was made from; a state planDesired did not make is not kept', async (t) => {
+  const dir = await cacheDir(t);
+  // The supervisor: plans without the store (later passes), then keeps its last state at stop.
+  const run = await newRun('test/fixtures/policy.yaml');
+  const facts = { ...syntheticFacts(run.config), sets: new Map() };
+  const last = planDesired(run.config, facts, run.templates);
+  const atStop = new PlanCache(dir);
+  rememberDesired(atStop.desired, last);
+  rememberDesired(atStop.desired, planEmpty(run.config, { ...facts, tables: { filter: EMPTY_TABLE, nat: EMPTY_TABLE } } as Facts));
+  atStop.flush();
+  t.is((await stored(dir)).length, 1, 'the empty state is not kept');
+  // The next start, with the same inputs, finds it (and plans what a fresh render plans).
+  const next = new PlanCache(dir);
+  const plan = planWith(await newRun('test/fixtures/policy.yaml'), next);
+  t.is(next.hits.desired, 1);
+  t.deepEqual(plan, planWith(await newRun('test/fixtures/policy.yaml'), undefined));
+});
+
+test.serial('a state kept again that was read whole is only marked recent; a file that could not be used is written anew', async (t) => {
+  const dir = await cacheDir(t);
+  await runWith(dir);
+  const [file] = await stored(dir);
+  const path = join(dir, file!);
+  await utimes(path, new Date(1_000_000), new Date(1_000_000));
+  const before = await readFile(path, 'utf8');
+  // A supervisor that started from the file and keeps the same state at its stop.
+  const run = await newRun();
+  const cache = new PlanCache(dir);
+  useDesiredStore(cache.desired);
+  const desired = planDesired(run.config, { ...syntheticFacts(run.config), sets: new Map() }, run.templates);
+  useDesiredStore(undefined);
+  t.is(cache.hits.desired, 1);
+  rememberDesired(cache.desired, desired);
+  cache.flush();
+  t.is(await readFile(path, 'utf8'), before);
+  t.true((await stat(path)).mtimeMs > 1_000_000_000, 'marked as recent, for pruning');
+  await writeFile(path, before.slice(0, before.length / 2)); // cut short: not used, so rendered and written again
+  const again = new PlanCache(dir);
+  planWith(await newRun(), again);
+  again.flush();
+  t.is(again.hits.desired, 0);
+  t.is(await readFile(path, 'utf8'), before);
 });
