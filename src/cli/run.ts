@@ -14,7 +14,7 @@ import type { Config } from '../config/schema.js';
 import { ConfigWatch } from '../config/watch.js';
 import { accessCheck, type AccessCheck } from '../http/access.js';
 import { DEFAULT_LISTEN, HttpServer } from '../http/server.js';
-import { makeLogger } from '../log.js';
+import { makeLogger, type Logger } from '../log.js';
 import { StatsCollector } from '../metrics/collector.js';
 import { Metrics } from '../metrics/metrics.js';
 import { NetlinkMonitor } from '../observe/monitor.js';
@@ -61,6 +61,28 @@ async function loadChecked(path: string, renderCheck = true, cache?: PlanCache):
   return { path, text: loaded.text, config: loaded.config, templates };
 }
 
+/**
+ * The HTTP endpoints' refusals (http/access.ts), checked against the running config (a reload that changes
+ * http.allowFrom or the VLANs applies at once), each logged at most once per client per 30 s: a Prometheus on a
+ * VLAN scraping every 15 s, or hosts taking turns, cannot flood the log.
+ */
+function refusals(running: () => Config, log: Logger): (remote: string) => string | undefined {
+  let access: { config: Config; check: AccessCheck } | undefined;
+  const refusedAt = new Map<string, number>();
+  return (remote) => {
+    const config = running();
+    if (access?.config !== config) access = { config, check: accessCheck(config) };
+    const why = access.check(remote);
+    const last = refusedAt.get(remote);
+    if (why !== undefined && (last === undefined || Date.now() - last >= 30_000)) {
+      if (refusedAt.size >= 1024) refusedAt.clear(); // a large VLAN's hosts
+      refusedAt.set(remote, Date.now());
+      log.warn({ remote }, `HTTP request refused: ${why}`);
+    }
+    return why;
+  };
+}
+
 export async function version(): Promise<string> {
   return (JSON.parse(await readFile(packageFile('package.json'), 'utf8')) as { version: string }).version;
 }
@@ -104,28 +126,12 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     });
     const reload: ReloadState = { errors: [] };
     const collector = new StatsCollector(runner, metrics, log, args['stats-interval']!, () => supervisor.collectorState());
-    // Checked against the running config: a reload that changes http.allowFrom or the VLANs applies at once.
-    let access: { config: Config; check: AccessCheck } | undefined;
-    // One line per client per 30 s: a Prometheus on a VLAN scraping every 15 s, or several hosts taking turns,
-    // cannot flood the log. The map is cleared should a large VLAN's hosts fill it.
-    const refusedAt = new Map<string, number>();
     const http = new HttpServer({
       metrics: () => metrics.text(),
       health: () => supervisor.health(),
       ready: () => supervisor.ready,
       status: () => statusDocument(supervisor, reload, ver),
-      refuse: (remote) => {
-        const running = supervisor.config.config;
-        if (access?.config !== running) access = { config: running, check: accessCheck(running) };
-        const why = access.check(remote);
-        const last = refusedAt.get(remote);
-        if (why !== undefined && (last === undefined || Date.now() - last >= 30_000)) {
-          if (refusedAt.size >= 1024) refusedAt.clear();
-          refusedAt.set(remote, Date.now());
-          log.warn({ remote }, `HTTP request refused: ${why}`);
-        }
-        return why;
-      },
+      refuse: refusals(() => supervisor.config.config, log),
     });
     const monitor = new NetlinkMonitor(runner, log, () => supervisor.trigger('netlink'));
 
