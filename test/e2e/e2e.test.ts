@@ -422,7 +422,6 @@ serial(`docker restart: routing is back within ${RESTART_BOUND_S} s of the conta
       `${(Date.parse(startLines.starting.time) / 1000 - started).toFixed(2)} s → ${(Date.parse(startLines.applied.time) / 1000 - started).toFixed(2)} s`);
     // The image's build made the code cache for its node and its NODE_OPTIONS (src/launcher.ts): V8 takes it.
     t.is(startLines.starting.codeCache, 'used', 'the bundle was loaded with the code cache the image build made');
-    // The container's /run survived the restart: the start before it left the config parsed and the rules rendered.
     // The container's /run survived the restart: the config its last run parsed is there. Its rules were kept at
     // its stop too, but under its NICs' names then, and Docker names them anew at this first restart (it attaches
     // the networks given at `docker run` last: the uplink is eth2 now), so they are rendered again.
