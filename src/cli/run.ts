@@ -63,23 +63,26 @@ async function loadChecked(path: string, renderCheck = true, cache?: PlanCache):
 
 /**
  * The HTTP endpoints' refusals (http/access.ts), checked against the running config (a reload that changes
- * http.allowFrom or the VLANs applies at once), each logged at most once per client per 30 s: a Prometheus on a
- * VLAN scraping every 15 s, or hosts taking turns, cannot flood the log.
+ * http.allowFrom or the VLANs applies at once), counted per VLAN, and each logged at most once per client per
+ * 30 s: a Prometheus on a VLAN scraping every 15 s, or hosts taking turns, cannot flood the log.
  */
-function refusals(running: () => Config, log: Logger): (remote: string) => string | undefined {
+function refusals(running: () => Config, metrics: Metrics, log: Logger): (remote: string) => string | undefined {
   let access: { config: Config; check: AccessCheck } | undefined;
   const refusedAt = new Map<string, number>();
   return (remote) => {
     const config = running();
     if (access?.config !== config) access = { config, check: accessCheck(config) };
-    const why = access.check(remote);
+    const refusal = access.check(remote);
+    if (refusal === undefined) return undefined;
+    metrics.httpRefused.inc({ vlan: refusal.vlan });
+    metrics.changed();
     const last = refusedAt.get(remote);
-    if (why !== undefined && (last === undefined || Date.now() - last >= 30_000)) {
+    if (last === undefined || Date.now() - last >= 30_000) {
       if (refusedAt.size >= 1024) refusedAt.clear(); // a large VLAN's hosts
       refusedAt.set(remote, Date.now());
-      log.warn({ remote }, `HTTP request refused: ${why}`);
+      log.warn({ remote, vlan: refusal.vlan }, `HTTP request refused: ${refusal.reason}`);
     }
-    return why;
+    return refusal.reason;
   };
 }
 
@@ -131,7 +134,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       health: () => supervisor.health(),
       ready: () => supervisor.ready,
       status: () => statusDocument(supervisor, reload, ver),
-      refuse: refusals(() => supervisor.config.config, log),
+      refuse: refusals(() => supervisor.config.config, metrics, log),
     });
     const monitor = new NetlinkMonitor(runner, log, () => supervisor.trigger('netlink'));
 

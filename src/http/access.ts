@@ -11,8 +11,14 @@
 import type { Config } from '../config/schema.js';
 import { contains, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
 
+/** A refused client's VLAN and the reason it is told. */
+export interface Refusal {
+  readonly vlan: string;
+  readonly reason: string;
+}
+
 /** Returns why a client is refused, or undefined when it may use the endpoints. */
-export type AccessCheck = (remoteAddress: string) => string | undefined;
+export type AccessCheck = (remoteAddress: string) => Refusal | undefined;
 
 export function accessCheck(config: Config): AccessCheck {
   const allowed = new Set<string>();
@@ -29,6 +35,9 @@ export function accessCheck(config: Config): AccessCheck {
     if (address === undefined) return undefined; // IPv6 or a Unix socket: no VLAN here has such addresses
     const vlan = vlans.find((v) => contains(v.subnet, address));
     if (!vlan || allowed.has(vlan.name) || allowedRanges.some((r) => contains(r, address))) return undefined;
-    return `${remoteAddress.replace(/^::ffff:/i, '')} is on VLAN ${vlan.name}, and the gateway's HTTP endpoints answer the uplink side and the gateway itself only; allow it with http.allowFrom: [${vlan.name}] (or its address) in the config`;
+    return {
+      vlan: vlan.name,
+      reason: `${remoteAddress.replace(/^::ffff:/i, '')} is on VLAN ${vlan.name}, and the gateway's HTTP endpoints answer the uplink side and the gateway itself only; allow it with http.allowFrom: [${vlan.name}] (or its address) in the config`,
+    };
   };
 }

@@ -38,6 +38,7 @@ export class Metrics {
   readonly natBytes = new Counter({ name: 'vlan_gateway_nat_bytes_total', help: 'Bytes of the packets that set up a NAT mapping, by VLAN and kind.', labelNames: ['vlan', 'kind'], registers: [this.registry] });
   readonly conntrackEntries = new Gauge({ name: 'vlan_gateway_conntrack_entries', help: 'Connection-tracking entries in the gateway\'s namespace.', registers: [this.registry] });
   readonly conntrackLimit = new Gauge({ name: 'vlan_gateway_conntrack_limit', help: 'Maximum connection-tracking entries.', registers: [this.registry] });
+  readonly httpRefused = new Counter({ name: 'vlan_gateway_http_refused_total', help: 'HTTP requests refused because the client is on a VLAN that http.allowFrom does not let in, by VLAN.', labelNames: ['vlan'], registers: [this.registry] });
   readonly statsErrors = new Counter({ name: 'vlan_gateway_stats_read_errors_total', help: 'Failed reads of kernel counters.', registers: [this.registry] });
 
   constructor(version: string) {

@@ -380,6 +380,8 @@ serial('/metrics from inside the container counts the forwarded packets', async 
     t.regex(refused.body, /192\.168\.10\.10 is on VLAN office.*http\.allowFrom: \[office\]/);
   }
   t.regex(await gatewayLogs(GW), /HTTP request refused: 192\.168\.10\.10 is on VLAN office/);
+  const counted = metricValue((await gatewayHttp(GW, '/metrics')).body, 'vlan_gateway_http_refused_total', { vlan: 'office' });
+  t.is(counted, 2, 'vlan_gateway_http_refused_total{vlan="office"}');
   record(t, 'scenario: /metrics, health, status', seconds(now() - t0));
 });
 
