@@ -8,7 +8,7 @@ import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
+import { dump as stringify } from 'js-yaml';
 import type { CommandRunner } from '../src/exec/runner.js';
 import { generateConfig, gatewayOf, nicBatch, type ConfigShape } from './configs.js';
 import { stats, type Stats } from './measure.js';

@@ -1,7 +1,7 @@
 /**
  * The plan cache of the one-shot commands (`plan`, `apply`, `down`) and of the supervisor's start, which begin
  * with nothing parsed and nothing rendered. At 10,000 rule lines the YAML parse and validation of the config take
- * about a second, and the render about as much CPU as reading the tables (BENCHMARKS.md). Both are pure functions
+ * about a quarter of a second, and the render about as much CPU as reading the tables (BENCHMARKS.md). Both are pure functions
  * of their inputs, so their results are kept under a digest of those inputs and of the code that made them:
  *   - the config as validated, by the text of the file (only a valid config is kept: errors always come from
  *     the parser and the validator);

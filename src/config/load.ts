@@ -2,11 +2,11 @@
 import { createHash } from 'node:crypto';
 import { open, realpath } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { isScalar, LineCounter, parseDocument, type Node } from 'yaml';
 import { isReplacedMount } from './mounts.js';
-import { ConfigError, formatPath, type Problem } from './problems.js';
+import { ConfigError, formatPath } from './problems.js';
 import { validateConfig } from './validate.js';
 import type { Config } from './schema.js';
+import { lineOf, parseYaml, YamlSyntaxError } from './yaml.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/vlan-gateway/gateway.yaml';
 
@@ -64,27 +64,17 @@ export async function loadConfig(path: string, cache?: ConfigCache): Promise<Loa
 
 /** YAML text → validated Config, or a ConfigError listing every problem with its path and line. */
 export function parseConfigText(text: string, source: string): Config {
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    const lines = doc.errors.map((e) => {
-      const pos = lineCounter.linePos(e.pos[0]);
-      return `${pos ? `line ${pos.line}, column ${pos.col}: ` : ''}${e.message.split('\n')[0]}`;
-    });
-    throw new ConfigError(source, doc.errors.map((e) => ({ path: [], message: e.message })), lines);
+  let value: unknown;
+  try {
+    value = parseYaml(text);
+  } catch (error) {
+    if (!(error instanceof YamlSyntaxError)) throw error;
+    throw new ConfigError(source, [{ path: [], message: error.line }], [error.line]);
   }
-  const result = validateConfig(doc.toJS() ?? {});
+  const result = validateConfig(value);
   if (result.ok) return result.config;
-  const lineOf = (problem: Problem): number | undefined => {
-    for (let n = problem.path.length; n > 0; n--) {
-      const node = doc.getIn(problem.path.slice(0, n), true) as Node | undefined;
-      const start = node && (isScalar(node) || 'range' in node) ? node.range?.[0] : undefined;
-      if (start !== undefined) return lineCounter.linePos(start).line;
-    }
-    return undefined;
-  };
   const lines = result.problems.map((p) => {
-    const line = lineOf(p);
+    const line = lineOf(text, p.path);
     return `${formatPath(p.path)}: ${p.message}${line ? ` (line ${line})` : ''}`;
   });
   throw new ConfigError(source, result.problems, lines);

@@ -60,6 +60,7 @@ function unwrap(schema: unknown): unknown {
 
 function article(type: string): string {
   if (type === 'integer') return 'an integer';
+  if (type === 'null') return 'null (an empty value)';
   if (type === 'array' || type === 'object') return `an ${type}`;
   return /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`;
 }

@@ -30,7 +30,7 @@ import test, { type ExecutionContext } from 'ava';
 import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { dump as stringifyYaml, load as parseYaml } from 'js-yaml';
 import {
   addVethPair, BASE_IMAGE, deleteLink, docker, DOCKER, dockerEnvSh, envTimings, epochSeconds, hasCommand, inspect,
   must, mustDocker, now, ourContainers, ourLinks, ourNetns, ourNetworks, readIpForward, REPO, run, seconds, sleep,

@@ -33,6 +33,11 @@ interface Row {
   readonly bug?: string;
 }
 
+/** A "billion laughs" file: each level doubles what its last alias stands for (2^60 values under `vlans`). */
+const ALIAS_BOMB = `${Array.from({ length: 60 }, (_, i) => (i === 0 ? 'a0: &a0 [x, x]' : `a${i}: &a${i} [*a${i - 1}, *a${i - 1}]`)).join('\n')}
+vlans: *a59
+`;
+
 const rows: Row[] = [
   {
     title: 'types',
@@ -396,7 +401,7 @@ forwarding:
   - name: office
    id: 10
 `,
-    lines: ['line 3, column 1: Sequence item without - indicator'],
+    lines: ['line 3, column 4: bad indentation of a sequence entry'],
   },
   {
     title: 'duplicate keys, with their line',
@@ -404,7 +409,63 @@ forwarding:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
 vlans: []
 `,
-    lines: ['line 3, column 1: Map keys must be unique'],
+    lines: ['line 3, column 1: duplicated mapping key "vlans"'],
+  },
+  {
+    title: 'two YAML documents in one file',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+---
+vlans: []
+`,
+    lines: ['the file holds 2 YAML documents (separated by "---"); a config is one document'],
+  },
+  {
+    title: 'a tag the config has no use for, with its line',
+    yaml: `vlans:
+  - {name: office, id: !!binary AAo=, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+`,
+    lines: ['line 2, column 24: unknown scalar tag !<tag:yaml.org,2002:binary>'],
+  },
+  {
+    // YAML 1.2's core schema: yes/no/on/off and 0b… are strings (YAML 1.1 made them booleans and numbers), 0x… is a
+    // number; an empty value is null, reported on the key's own line.
+    title: 'YAML 1.2 scalars, and an empty value on its key\'s line',
+    yaml: `vlans:
+  - name: office
+    id: 0xA
+    subnet: 192.168.10.0/24
+    gateway: 192.168.10.1
+    masquerade: yes
+  - name: lab
+    id: 0b10100
+    subnet: 192.168.20.0/24
+    gateway:
+`,
+    lines: [
+      'vlans[0].masquerade: must be a boolean, not a string (line 6)',
+      'vlans[1].id: must be a number, not a string (line 8)',
+      'vlans[1].gateway: must be a string, not null (an empty value) (line 10)',
+    ],
+  },
+  {
+    // Each alias is the anchored value again: a problem in it is placed at the alias that brought it in.
+    title: 'anchors and aliases',
+    yaml: `vlans:
+  - &office {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - *office
+`,
+    lines: [
+      'vlans[1].name: "office" is already used by vlans[0] (line 3)',
+      'vlans[1].id: 10 is already used by vlans[0] (line 3)',
+      'vlans[1].subnet: 192.168.10.0/24 overlaps vlans[0] (192.168.10.0/24) (line 3)',
+    ],
+  },
+  {
+    // Refused before validation walks it.
+    title: 'too many aliases',
+    yaml: ALIAS_BOMB,
+    lines: ['line 52, column 13: more than 100 aliases (*name) in the file; a config needs far fewer'],
   },
   {
     title: 'an empty file',
