@@ -468,6 +468,15 @@ vlans: []
     lines: ['line 52, column 13: more than 100 aliases (*name) in the file; a config needs far fewer'],
   },
   {
+    // js-yaml makes it an own key (no prototype is set), so it is reported like any other unknown key.
+    title: 'a __proto__ key is an unknown key',
+    yaml: `__proto__: {polluted: 1}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+`,
+    lines: ['__proto__: is not a known key (known: uplink, vlans, forwarding, portForwards, rules, reconcile, http) (line 1)'],
+  },
+  {
     title: 'an empty file',
     yaml: '',
     lines: ['vlans: is required'],
