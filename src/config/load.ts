@@ -6,7 +6,7 @@ import { isReplacedMount } from './mounts.js';
 import { ConfigError, formatPath } from './problems.js';
 import { validateConfig } from './validate.js';
 import type { Config } from './schema.js';
-import { lineOf, parseYaml, YamlSyntaxError } from './yaml.js';
+import { lineFinder, parseYaml, YamlSyntaxError } from './yaml.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/vlan-gateway/gateway.yaml';
 
@@ -73,8 +73,9 @@ export function parseConfigText(text: string, source: string): Config {
   }
   const result = validateConfig(value);
   if (result.ok) return result.config;
+  const lineOf = lineFinder(text);
   const lines = result.problems.map((p) => {
-    const line = lineOf(text, p.path);
+    const line = lineOf(p.path);
     return `${formatPath(p.path)}: ${p.message}${line ? ` (line ${line})` : ''}`;
   });
   throw new ConfigError(source, result.problems, lines);

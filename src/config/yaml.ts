@@ -45,45 +45,84 @@ export function parseYaml(text: string): unknown {
 }
 
 /**
- * The 1-based line where the value at `path` starts, or, when the path goes further than the document does,
- * where its deepest existing part starts (the mapping a missing key belongs in). Undefined for the document root.
+ * Where each path's value starts, as a 1-based line: `lines(path)`. When the path goes further than the document
+ * does, where its deepest existing part starts (the mapping a missing key belongs in); undefined for the document
+ * root. The text is parsed once, for all the problems of one config.
  */
-export function lineOf(text: string, path: readonly PathSegment[]): number | undefined {
-  let events: Event[];
-  try {
-    events = parseEvents(text, {});
-  } catch {
-    return undefined; // not reached with a text parseYaml accepted
+export function lineFinder(text: string): (path: readonly PathSegment[]) => number | undefined {
+  let index: EventIndex | undefined;
+  let lineStarts: number[] | undefined;
+  return (path) => {
+    index ??= new EventIndex(text);
+    const offset = index.offsetOf(path);
+    if (offset === undefined) return undefined;
+    if (!lineStarts) {
+      lineStarts = [0];
+      for (let at = text.indexOf('\n'); at !== -1; at = text.indexOf('\n', at + 1)) lineStarts.push(at + 1);
+    }
+    let low = 0;
+    let high = lineStarts.length - 1;
+    while (low < high) {
+      const mid = (low + high + 1) >> 1;
+      if (lineStarts[mid]! <= offset) low = mid;
+      else high = mid - 1;
+    }
+    return low + 1;
+  };
+}
+
+/** A collection's children by key or position: the event index of each value, and where its key starts. */
+type Children = Map<string, { value: number; keyStart: number | undefined }>;
+
+/** The event stream, with each collection's children listed once, when a path first goes through it. */
+class EventIndex {
+  private readonly events: Event[];
+  private readonly children = new Map<number, Children>();
+
+  constructor(private readonly text: string) {
+    try {
+      this.events = parseEvents(text, {});
+    } catch {
+      this.events = []; // not reached with a text parseYaml accepted
+    }
   }
-  let i = events.findIndex((e) => e.type === EVENT_DOCUMENT) + 1;
-  if (i === 0 || i >= events.length) return undefined;
-  let found: number | undefined;
-  for (const segment of path) {
-    const node = events[i]!;
-    let child: number | undefined;
-    let keyStart: number | undefined;
-    if (node.type === EVENT_MAPPING) {
-      for (let k = i + 1; events[k]!.type !== EVENT_POP; k = after(events, after(events, k))) {
+
+  offsetOf(path: readonly PathSegment[]): number | undefined {
+    let i = this.events.findIndex((e) => e.type === EVENT_DOCUMENT) + 1;
+    if (i === 0 || i >= this.events.length) return undefined;
+    let found: number | undefined;
+    for (const segment of path) {
+      const child = this.childrenOf(i)?.get(String(segment));
+      if (!child) break;
+      i = child.value;
+      found = startOf(this.events[i]!) ?? child.keyStart ?? found;
+    }
+    return found;
+  }
+
+  private childrenOf(i: number): Children | undefined {
+    const known = this.children.get(i);
+    if (known) return known;
+    const { events, text } = this;
+    const type = events[i]?.type;
+    if (type !== EVENT_MAPPING && type !== EVENT_SEQUENCE) return undefined;
+    const children: Children = new Map();
+    const open = (k: number) => k < events.length && events[k]!.type !== EVENT_POP;
+    if (type === EVENT_MAPPING) {
+      for (let k = i + 1; open(k); k = after(events, after(events, k))) {
         const key = events[k]!;
-        if (key.type === EVENT_SCALAR && getScalarValue(text, key) === String(segment)) {
-          child = after(events, k);
-          keyStart = startOf(key); // where an empty value (which has no position) is
-          break;
+        const name = key.type === EVENT_SCALAR ? getScalarValue(text, key) : undefined;
+        // The first use of a key is the one a value comes from (a repeated key is a parse error anyway).
+        if (name !== undefined && !children.has(name) && open(after(events, k))) {
+          children.set(name, { value: after(events, k), keyStart: startOf(key) });
         }
       }
-    } else if (node.type === EVENT_SEQUENCE && typeof segment === 'number') {
-      let k = i + 1;
-      for (let n = 0; n < segment && events[k]!.type !== EVENT_POP; n++) k = after(events, k);
-      if (events[k]!.type !== EVENT_POP) child = k;
+    } else {
+      for (let k = i + 1, n = 0; open(k); k = after(events, k), n++) children.set(String(n), { value: k, keyStart: undefined });
     }
-    if (child === undefined) break;
-    i = child;
-    found = startOf(events[i]!) ?? keyStart ?? found;
+    this.children.set(i, children);
+    return children;
   }
-  if (found === undefined) return undefined;
-  let line = 1;
-  for (let at = text.indexOf('\n'); at !== -1 && at < found; at = text.indexOf('\n', at + 1)) line++;
-  return line;
 }
 
 /** The index of the event after the node that starts at `i` (a collection ends at its POP). */
