@@ -45,7 +45,7 @@ export function parseYaml(text: string): unknown {
 }
 
 /**
- * Where each path's value starts, as a 1-based line: `lines(path)`. When the path goes further than the document
+ * A function giving the 1-based line where a path's value starts. When the path goes further than the document
  * does, where its deepest existing part starts (the mapping a missing key belongs in); undefined for the document
  * root. The text is parsed once, for all the problems of one config.
  */
