@@ -477,6 +477,11 @@ vlans:
     lines: ['__proto__: is not a known key (known: uplink, vlans, forwarding, portForwards, rules, reconcile, http) (line 1)'],
   },
   {
+    title: 'a file saved with a byte-order mark and CRLF line ends reads the same, lines included',
+    yaml: '\uFEFFvlans:\r\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\r\n  - {name: lab, id: 5000, subnet: 192.168.20.0/24, gateway: 192.168.20.1}\r\n',
+    lines: ['vlans[1].id: must be a VLAN id from 1 to 4094 (line 3)'],
+  },
+  {
     title: 'an empty file',
     yaml: '',
     lines: ['vlans: is required'],
