@@ -28,7 +28,7 @@ export function formatStatus(s: StatusDoc): string {
   const lines = [
     `vlan-gateway ${s.version}: ${s.ready ? 'ready' : 'not ready'}, ${s.healthy ? 'healthy' : `UNHEALTHY (${s.unhealthyReason})`}`,
     `config ${s.config.path} (hash ${s.config.hash}), iptables backend ${s.backend ?? 'unknown'}`,
-    `uplink: ${s.uplink.interface ?? `waiting${s.uplink.note ? ` (${s.uplink.note})` : ''}`}`,
+    `uplink: ${s.uplink.interface ?? 'waiting'}${s.uplink.note ? ` (${s.uplink.note})` : ''}`,
     '',
     'VLAN          ID    SUBNET              NIC       STATE    ADDRESSES',
     ...s.vlans.map((v) => `${v.name.padEnd(12)}  ${String(v.id).padEnd(4)}  ${v.subnet.padEnd(18)}  ${(v.interface ?? '-').padEnd(8)}  ${v.state.padEnd(7)}  ${v.addresses.join(' ') || (v.note ?? '')}`),

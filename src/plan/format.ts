@@ -34,7 +34,8 @@ export function formatPlan(plan: Plan): string {
     const where = b.nic ? `on ${b.nic.name}` : b.note ?? 'waiting';
     out.push(`vlan ${b.vlan.name} (id ${b.vlan.id}, ${b.vlan.subnet}): ${where}${b.nic && b.note ? ` (${b.note})` : ''}`);
   }
-  out.push(`uplink: ${plan.desired.uplink.nic ? `on ${plan.desired.uplink.nic.name}` : plan.desired.uplink.note ?? 'waiting'}`);
+  const { uplink } = plan.desired;
+  out.push(`uplink: ${uplink.nic ? `on ${uplink.nic.name}${uplink.note ? ` (${uplink.note})` : ''}` : uplink.note ?? 'waiting'}`);
   out.push('');
   if (plan.steps.length === 0) {
     out.push('No changes: the namespace is in sync.');

@@ -24,6 +24,25 @@ function describeRef(ref: InterfaceRef): string {
  * default route on it (it does, when the gateway container was started on a VLAN network).
  */
 export function matchUplink(config: Config, facts: BindingFacts): UplinkBinding {
+  const binding = findUplink(config, facts);
+  const note = binding.nic ? snatNote(config, binding.nic) : undefined;
+  return note ? { ...binding, note } : binding;
+}
+
+/**
+ * With `nat: snat`, replies come back to snatTo: if the uplink NIC does not hold it, they reach the gateway only when
+ * the uplink network routes that address here. Docker gives a container a new uplink address when it is created
+ * again unless it is pinned, which would cut every VLAN off the Internet without an error; say so where people look.
+ */
+function snatNote(config: Config, nic: Link): string | undefined {
+  const { nat, snatTo } = config.uplink;
+  if (nat !== 'snat' || snatTo === undefined || nic.addresses.some((a) => a.address === snatTo)) return undefined;
+  const held = nic.addresses.map((a) => `${a.address}/${a.prefix}`).join(', ') || 'no address';
+  return `uplink.snatTo ${snatTo} is not an address of ${nic.name} (it has ${held}): replies reach the gateway only if the `
+    + 'uplink network routes that address here; pin the address (docker run --ip, Compose ipv4_address) or use nat: masquerade';
+}
+
+function findUplink(config: Config, facts: BindingFacts): UplinkBinding {
   const links = facts.links.filter((l) => !l.loopback);
   const { interface: ref, gateway } = config.uplink;
   if (ref !== undefined) {

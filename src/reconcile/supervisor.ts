@@ -192,6 +192,9 @@ export class Supervisor {
         this.driftCounts[kind]++;
         this.metrics.driftRepairs.inc({ kind });
       }
+      // A warning about the uplink (an snatTo it does not hold) is logged once, when it appears or changes.
+      const { uplink } = plan.desired;
+      if (uplink.nic && uplink.note && uplink.note !== this.lastDesired?.uplink.note) this.log.warn({ uplink: uplink.nic.name }, uplink.note);
       this.backend = facts.backend;
       this.lastDesired = plan.desired;
       this.lastLinks = facts.links;

@@ -70,3 +70,15 @@ test('the plan moves Docker\'s default route off the VLAN NIC onto the uplink fo
   t.deepEqual(plan.steps.filter((s) => s.kind === 'route'), [{ kind: 'route', gateway: '172.18.0.1', dev: 'eth2', previous: ON_OFFICE }]);
   t.deepEqual(plan.steps.filter((s) => s.kind === 'address-add').map((s) => 'nic' in s && s.nic), ['eth0', 'eth1']);
 });
+
+test('with nat: snat, an snatTo the uplink NIC does not hold is noted on the binding (and nothing else changes)', (t) => {
+  // Docker gives a re-created container a new uplink address unless it is pinned: SNAT to the old one would cut
+  // every VLAN off the Internet without an error. The address may also be routed here on purpose: a note, not a failure.
+  const route: Route = { gateway: '172.18.0.1', dev: 'eth2' };
+  const elsewhere = matchUplink(config('uplink: {nat: snat, snatTo: 172.18.0.9}\n'), facts(route));
+  t.is(elsewhere.nic?.name, 'eth2');
+  t.is(elsewhere.note, 'uplink.snatTo 172.18.0.9 is not an address of eth2 (it has 172.18.0.2/16): replies reach the gateway only if '
+    + 'the uplink network routes that address here; pin the address (docker run --ip, Compose ipv4_address) or use nat: masquerade');
+  t.deepEqual(matchUplink(config('uplink: {nat: snat, snatTo: 172.18.0.2}\n'), facts(route)), { nic: LINKS[3] }, 'held: no note');
+  t.deepEqual(matchUplink(config('uplink: {nat: masquerade}\n'), facts(route)), { nic: LINKS[3] }, 'masquerade: no note');
+});

@@ -123,6 +123,13 @@ test('the waiting line says "waiting" once', async (t) => {
   t.regex(text, /^vlan iot \(id 30, 192\.168\.30\.0\/24\): waiting for eth9$/m);
 });
 
+test('the uplink line carries its note: an snatTo the uplink NIC does not hold', async (t) => {
+  const lab = await readConfig('examples/lab.yaml');
+  const config = { ...lab, uplink: { ...lab.uplink, nat: 'snat' as const, snatTo: '198.51.100.7' } };
+  const text = formatPlan(planFresh(config, await loadTemplates()));
+  t.regex(text, /^uplink: on eth0 \(uplink\.snatTo 198\.51\.100\.7 is not an address of eth0 \(it has [^)]+\): replies reach the gateway only if /m);
+});
+
 test('an uplink NIC that is missing is shown as waiting, and no default route is planned through it', async (t) => {
   const config = await readConfig('examples/lab.yaml');
   const plan = planFresh(config, await loadTemplates(), ['eth0']);

@@ -181,6 +181,21 @@ test('a pass that finds everything in sync changes nothing and logs at debug lev
   t.is(last.level, 20);
 });
 
+test('an snatTo the uplink NIC does not hold is logged as a warning once, not at every pass', async (t) => {
+  const snat: Config = { ...lab, uplink: { ...lab.uplink, nat: 'snat', snatTo: '203.0.113.9' } };
+  const r = rig(t, {}, snat);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.supervisor.trigger('schedule');
+  await settle(r, 2);
+  const warnings = r.logs.filter((l) => l.level === 40);
+  t.deepEqual(warnings.map((l) => [l.uplink, l.msg]), [['eth0', 'uplink.snatTo 203.0.113.9 is not an address of eth0 (it has 203.0.113.2/24): '
+    + 'replies reach the gateway only if the uplink network routes that address here; pin the address (docker run --ip, Compose '
+    + 'ipv4_address) or use nat: masquerade']]);
+  t.true(r.supervisor.ready, 'a note, not a failure: the rules are applied');
+  t.regex(r.ns.save(), /-j SNAT --to-source 203\.0\.113\.9/);
+});
+
 // ---- coalescing, no overlap, minimum interval --------------------------------------------------------------------
 
 test('triggers during a pass coalesce into exactly one more pass, with the highest-priority trigger; passes never overlap', async (t) => {
