@@ -17,7 +17,7 @@ import {
   type UserHook,
 } from './chains.js';
 import { COMMENT_PREFIX, digest, ruleHash } from './hash.js';
-import { matchUplink, matchVlans } from './match.js';
+import { matchUplink, matchVlans, onLinkOf } from './match.js';
 import { UPLINK, type Desired, type DesiredChain, type DesiredRule, type RuleMeaning, type UplinkBinding, type VlanBinding } from './types.js';
 import { checkJumpTargets } from './check.js';
 import { accountingSets, nicSets, portChunker, zoneResolver, type ZoneModel } from './zones.js';
@@ -305,8 +305,10 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
     addresses: ready.map(({ vlan, nic }) => ({
       vlan: vlan.name, nic: nic!.name, address: vlan.gateway, prefix: parseCidr(vlan.subnet)!.prefix,
     })),
-    // The route waits for the uplink NIC like a VLAN waits for its own: the kernel refuses an unreachable next hop.
-    ...(config.uplink.gateway && uplink.nic ? { route: { gateway: config.uplink.gateway, dev: uplink.nic.name } } : {}),
+    // The route waits for the uplink NIC like a VLAN waits for its own, and for an address on the gateway's network
+    // (the kernel refuses an unreachable next hop; matchUplink notes why).
+    ...(config.uplink.gateway && uplink.nic && onLinkOf(uplink.nic, config.uplink.gateway)
+      ? { route: { gateway: config.uplink.gateway, dev: uplink.nic.name } } : {}),
     sysctls: { 'net.ipv4.ip_forward': '1' },
     chains,
     jumps: JUMPS,

@@ -25,8 +25,32 @@ function describeRef(ref: InterfaceRef): string {
  */
 export function matchUplink(config: Config, facts: BindingFacts): UplinkBinding {
   const binding = findUplink(config, facts);
-  const note = binding.nic ? snatNote(config, binding.nic) : undefined;
-  return note ? { ...binding, note } : binding;
+  const { nic } = binding;
+  if (!nic) return binding;
+  const notes = [gatewayNote(config, nic), snatNote(config, nic)].filter((n) => n !== undefined);
+  return notes.length > 0 ? { ...binding, note: notes.join('; ') } : binding;
+}
+
+/** Whether the NIC holds an address on the network of `address` (a next hop the kernel accepts through it). */
+export function onLinkOf(nic: Link, address: string): boolean {
+  const target = parseAddress(address);
+  return target !== undefined && nic.addresses.some((a) => {
+    const own = parseAddress(a.address);
+    return own !== undefined && contains({ network: own, prefix: a.prefix }, target);
+  });
+}
+
+const heldBy = (nic: Link) => nic.addresses.map((a) => `${a.address}/${a.prefix}`).join(', ') || 'no address';
+
+/**
+ * uplink.gateway off the uplink NIC's networks (a typo, or uplink.interface naming another NIC): the kernel would
+ * refuse the route, and the whole apply with it. The route waits instead, as it does for a missing NIC, and the
+ * VLANs are routed meanwhile.
+ */
+function gatewayNote(config: Config, nic: Link): string | undefined {
+  const { gateway } = config.uplink;
+  if (gateway === undefined || onLinkOf(nic, gateway)) return undefined;
+  return `uplink.gateway ${gateway} is not on a network of ${nic.name} (it has ${heldBy(nic)}): no default route is set until it is`;
 }
 
 /**
@@ -37,8 +61,7 @@ export function matchUplink(config: Config, facts: BindingFacts): UplinkBinding 
 function snatNote(config: Config, nic: Link): string | undefined {
   const { nat, snatTo } = config.uplink;
   if (nat !== 'snat' || snatTo === undefined || nic.addresses.some((a) => a.address === snatTo)) return undefined;
-  const held = nic.addresses.map((a) => `${a.address}/${a.prefix}`).join(', ') || 'no address';
-  return `uplink.snatTo ${snatTo} is not an address of ${nic.name} (it has ${held}): replies reach the gateway only if the `
+  return `uplink.snatTo ${snatTo} is not an address of ${nic.name} (it has ${heldBy(nic)}): replies reach the gateway only if the `
     + 'uplink network routes that address here; pin the address (docker run --ip, Compose ipv4_address) or use nat: masquerade';
 }
 
@@ -55,9 +78,8 @@ function findUplink(config: Config, facts: BindingFacts): UplinkBinding {
     return subnets.some((s) => contains(s, address));
   });
   const candidates = links.filter((l) => !inVlan(l));
-  const gw = gateway === undefined ? undefined : parseAddress(gateway);
-  if (gw !== undefined) {
-    const nic = candidates.find((l) => l.addresses.some((a) => contains({ network: parseAddress(a.address)!, prefix: a.prefix }, gw)));
+  if (gateway !== undefined) {
+    const nic = candidates.find((l) => onLinkOf(l, gateway));
     return nic ? { nic } : { note: `waiting for a NIC on the same network as ${gateway}` };
   }
   const routeDev = facts.defaultRoute?.dev;

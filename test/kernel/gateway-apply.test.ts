@@ -34,6 +34,7 @@ let rejectedByKernel: File; // nat/postrouting.hbs: TCPMSS on a UDP rule (the ke
 let rejectedByParser: File; // default drop (filter changes) + nat/postrouting.hbs: SNAT to 999.1.1.1
 let withIot: File; // the example plus VLAN 30, whose NIC is not attached yet
 let dropByDefault: File; // the example with forwarding.default: drop (a change to the filter table)
+let offLinkGateway: File; // the example with uplink.gateway on no network of the uplink NIC (a typo)
 const labs: Partial<Record<keyof typeof names, LabTopology>> = {};
 
 test.before(async () => {
@@ -45,6 +46,7 @@ test.before(async () => {
     ...doc, forwarding: { default: 'drop' }, rules: { dir: join(FIXTURES, 'rules-bad-address') },
   });
   dropByDefault = await writeConfig('drop-by-default', { ...doc, forwarding: { default: 'drop' } });
+  offLinkGateway = await writeConfig('off-link-gateway', { ...doc, uplink: { ...(doc.uplink as object), gateway: '203.0.114.1' } });
   withIot = await writeConfig('with-iot', {
     ...doc, vlans: [...(doc.vlans as unknown[]), { name: 'iot', id: 30, subnet: '192.168.30.0/24', gateway: '192.168.30.1' }],
   });
@@ -378,4 +380,20 @@ kernel(`hot-plug: after Docker attaches the NIC, the next apply gives it the gat
 
   const again = await plan(lab.router, withIot);
   t.is(again.code, 0, again.stdout);
+});
+
+kernel(`an uplink.gateway on no network of the uplink NIC: the route waits with a note, and the VLANs are routed${NEEDS_ROOT}`, async (t) => {
+  // The kernel refuses such a next hop ("Nexthop has invalid gateway"); planning the route anyway failed the whole
+  // apply, so a typo in one address kept every VLAN unrouted.
+  const lab = labs.hotPlug!;
+  const routeBefore = (await runner.run(['ip', '-n', lab.router, 'route', 'show', 'default'])).stdout;
+  const applied = await apply(lab.router, offLinkGateway);
+  t.is(applied.code, 0, applied.stderr);
+  t.regex(applied.stdout, /^uplink: on eth0 \(uplink\.gateway 203\.0\.114\.1 is not on a network of eth0 \(it has 203\.0\.113\.2\/24\): no default route is set until it is\)$/m);
+  t.notRegex(applied.stdout, /route default via 203\.0\.114\.1/);
+  t.is((await runner.run(['ip', '-n', lab.router, 'route', 'show', 'default'])).stdout, routeBefore, 'the route is left as it was');
+  const [office, labVlan] = lab.vlans;
+  const ping = await runProbe(runner, { namespace: office!.client.namespace, kind: 'ping', target: labVlan!.client.address });
+  t.is(ping.actual, 'pass', 'office and lab are routed');
+  t.is((await plan(lab.router, offLinkGateway)).code, 0, 'and the plan is in sync: the note is not a pending change');
 });

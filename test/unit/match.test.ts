@@ -82,3 +82,15 @@ test('with nat: snat, an snatTo the uplink NIC does not hold is noted on the bin
   t.deepEqual(matchUplink(config('uplink: {nat: snat, snatTo: 172.18.0.2}\n'), facts(route)), { nic: LINKS[3] }, 'held: no note');
   t.deepEqual(matchUplink(config('uplink: {nat: masquerade}\n'), facts(route)), { nic: LINKS[3] }, 'masquerade: no note');
 });
+
+test('an uplink NIC named by the config with uplink.gateway on none of its networks: noted, and no route is planned', async (t) => {
+  const c = config('uplink: {interface: eth3, gateway: 172.18.0.1}\n');
+  const f = facts({ gateway: '10.99.0.1', dev: 'eth3' });
+  const uplink = matchUplink(c, f);
+  t.is(uplink.nic?.name, 'eth3');
+  t.is(uplink.note, 'uplink.gateway 172.18.0.1 is not on a network of eth3 (it has 10.99.0.2/24): no default route is set until it is');
+  const plan = diff(planDesired(c, f, await loadTemplates()), f);
+  t.is(plan.desired.route, undefined);
+  t.false(plan.steps.some((s) => s.kind === 'route'));
+  t.true(plan.steps.some((s) => s.kind === 'table'), 'the rest is planned');
+});
