@@ -192,7 +192,7 @@ export class Supervisor {
         this.driftCounts[kind]++;
         this.metrics.driftRepairs.inc({ kind });
       }
-      // A warning about the uplink (an snatTo it does not hold) is logged once, when it appears or changes.
+      // A note on a bound uplink (an snatTo it does not hold, a gateway off its networks) is logged once, as it appears.
       const { uplink } = plan.desired;
       if (uplink.nic && uplink.note && uplink.note !== this.lastDesired?.uplink.note) this.log.warn({ uplink: uplink.nic.name }, uplink.note);
       this.backend = facts.backend;
