@@ -1,6 +1,6 @@
 /** `vlan-gateway status`: the running supervisor's /status, for a person (or raw with --json). */
 import type { CommandModule } from 'yargs';
-import { DEFAULT_PORT, parseListen } from '../http/server.js';
+import { DEFAULT_PORT, parseListen } from '../config/listen.js';
 import { out, type GlobalArgs } from './context.js';
 
 interface StatusArgs extends GlobalArgs {

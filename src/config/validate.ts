@@ -5,6 +5,7 @@
  */
 import { z, type ZodIssue } from 'zod';
 import { broadcastOf, contains, formatCidr, networkOf, overlaps, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
+import { DEFAULT_LISTEN, isLoopbackHost, parseListenAddress } from './listen.js';
 import { configSchema, IFNAME, VLAN_NAME, ZONE_REF, type Config } from './schema.js';
 import type { PathSegment, Problem } from './problems.js';
 
@@ -86,6 +87,7 @@ interface VlanView {
   index: number;
   name?: string;
   subnet?: Cidr;
+  gateway?: number;
 }
 
 function crossFieldProblems(input: unknown): Problem[] {
@@ -127,6 +129,7 @@ function crossFieldProblems(input: unknown): Problem[] {
         if (!contains(subnet, gateway)) add(['vlans', index, 'gateway'], `${gatewayText} is outside ${shown}`);
         else if (gateway === networkOf(subnet)) add(['vlans', index, 'gateway'], `${gatewayText} is the network address of ${shown}`);
         else if (gateway === broadcastOf(subnet)) add(['vlans', index, 'gateway'], `${gatewayText} is the broadcast address of ${shown}`);
+        view.gateway = gateway;
       }
     }
     vlans.push(view);
@@ -197,6 +200,9 @@ function crossFieldProblems(input: unknown): Problem[] {
   });
 
   const http = isObject(input.http) ? input.http : {};
+  const listenText = asString(http.listen);
+  const listen = parseListenAddress(listenText ?? DEFAULT_LISTEN);
+  if (listenText !== undefined && /^\S+$/.test(listenText) && !listen) add(['http', 'listen'], `${JSON.stringify(listenText)} is not HOST:PORT with a port up to 65535, like ${JSON.stringify(DEFAULT_LISTEN)}`);
   asArray(http.allowFrom).forEach((raw, index) => {
     const ref = asString(raw);
     if (ref === undefined) return;
@@ -209,14 +215,26 @@ function crossFieldProblems(input: unknown): Problem[] {
     if (!isObject(raw)) return;
     const to = asString(raw.to);
     const address = to === undefined ? undefined : parseAddress(to);
-    if (address !== undefined && !vlans.some((v) => v.subnet && contains(v.subnet, address))) {
-      add(['portForwards', index, 'to'], `${to} is outside every VLAN`);
+    const vlan = address === undefined ? undefined : vlans.find((v) => v.subnet && contains(v.subnet, address));
+    if (address !== undefined && !vlan) add(['portForwards', index, 'to'], `${to} is outside every VLAN`);
+    // A forward goes to a host on a VLAN: not to the router itself, nor to a subnet's network or broadcast address.
+    if (address !== undefined && vlan?.subnet) {
+      const where = vlan.name ?? `vlans[${vlan.index}]`;
+      if (address === vlan.gateway) add(['portForwards', index, 'to'], `${to} is the gateway's own address on ${where}; a port forward goes to a host on a VLAN`);
+      else if (address === networkOf(vlan.subnet)) add(['portForwards', index, 'to'], `${to} is the network address of ${formatCidr(vlan.subnet)}`);
+      else if (address === broadcastOf(vlan.subnet)) add(['portForwards', index, 'to'], `${to} is the broadcast address of ${formatCidr(vlan.subnet)}`);
     }
     if (typeof raw.port === 'number') {
-      const key = `${asString(raw.proto) ?? 'tcp'}/${raw.port}`;
+      const proto = asString(raw.proto) ?? 'tcp';
+      const key = `${proto}/${raw.port}`;
       const first = forwards.get(key);
       if (first !== undefined) add(['portForwards', index, 'port'], `${key} is already forwarded by portForwards[${first}]`);
       else forwards.set(key, index);
+      // The forward takes the port on every address of the gateway that the uplink side reaches: the endpoints too.
+      if (proto === 'tcp' && listen && raw.port === listen.port && !isLoopbackHost(listen.host)) {
+        add(['portForwards', index, 'port'], `tcp/${raw.port} is the gateway's own HTTP port (${listenText ? `http.listen ${listenText}` : `the default http.listen, ${DEFAULT_LISTEN}`}): `
+          + 'Prometheus and health checks from the uplink side would reach the VLAN host instead; forward another port, or move http.listen');
+      }
     }
   });
   return problems;

@@ -1,6 +1,7 @@
 /** /metrics, /healthz, /readyz and /status over node:http. Handlers only read what the supervisor recorded. */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { parseListen } from '../config/listen.js';
 
 export interface Endpoints {
   metrics(): Promise<string>;
@@ -9,15 +10,6 @@ export interface Endpoints {
   status(): unknown;
   /** Why a client may not use the endpoints (answered 403), or undefined (see http/access.ts). */
   refuse?(remoteAddress: string): string | undefined;
-}
-
-export const DEFAULT_PORT = 10123;
-export const DEFAULT_LISTEN = `0.0.0.0:${DEFAULT_PORT}`;
-
-export function parseListen(listen: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(listen);
-  if (!m) throw new Error(`--listen ${listen}: expected HOST:PORT, e.g. 0.0.0.0:${DEFAULT_PORT}`);
-  return { host: m[1] ?? (m[2] || '0.0.0.0'), port: Number(m[3]) };
 }
 
 export class HttpServer {

@@ -412,6 +412,68 @@ vlans: []
     lines: ['line 3, column 1: duplicated mapping key "vlans"'],
   },
   {
+    title: 'a port forward to the gateway itself, or to a subnet\'s network or broadcast address',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+portForwards:
+  - {proto: tcp, port: 2222, to: 192.168.10.1, toPort: 22}
+  - {proto: tcp, port: 2223, to: 192.168.10.0, toPort: 22}
+  - {proto: udp, port: 2224, to: 192.168.10.255}
+  - {proto: tcp, port: 2225, to: 192.168.10.2, toPort: 22}
+`,
+    lines: [
+      'portForwards[0].to: 192.168.10.1 is the gateway\'s own address on office; a port forward goes to a host on a VLAN (line 4)',
+      'portForwards[1].to: 192.168.10.0 is the network address of 192.168.10.0/24 (line 5)',
+      'portForwards[2].to: 192.168.10.255 is the broadcast address of 192.168.10.0/24 (line 6)',
+    ],
+  },
+  {
+    // The DNAT takes the port on every address of the gateway that the uplink side reaches, the endpoints' too.
+    title: 'a TCP port forward on the gateway\'s own HTTP port (the default one); UDP on it is fine',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+portForwards:
+  - {proto: tcp, port: 10123, to: 192.168.10.5}
+  - {proto: udp, port: 10123, to: 192.168.10.5}
+`,
+    lines: [
+      'portForwards[0].port: tcp/10123 is the gateway\'s own HTTP port (the default http.listen, 0.0.0.0:10123): Prometheus and '
+        + 'health checks from the uplink side would reach the VLAN host instead; forward another port, or move http.listen (line 4)',
+    ],
+  },
+  {
+    title: 'http.listen: its port is the one a forward must not take; loopback only takes none; HOST:PORT is checked',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+http: {listen: "0.0.0.0:9100"}
+portForwards:
+  - {proto: tcp, port: 9100, to: 192.168.10.5}
+  - {proto: tcp, port: 10123, to: 192.168.10.5}
+`,
+    lines: [
+      'portForwards[0].port: tcp/9100 is the gateway\'s own HTTP port (http.listen 0.0.0.0:9100): Prometheus and '
+        + 'health checks from the uplink side would reach the VLAN host instead; forward another port, or move http.listen (line 5)',
+    ],
+  },
+  {
+    title: 'http.listen on loopback: a forward of its port is fine',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+http: {listen: "127.0.0.1:10123"}
+portForwards:
+  - {proto: tcp, port: 10123, to: 192.168.10.5}
+`,
+    lines: [],
+  },
+  {
+    title: 'http.listen that is not HOST:PORT',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+http: {listen: "10123"}
+`,
+    lines: ['http.listen: "10123" is not HOST:PORT with a port up to 65535, like "0.0.0.0:10123" (line 3)'],
+  },
+  {
     title: 'two YAML documents in one file',
     yaml: `vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
