@@ -16,6 +16,8 @@ interface StatusDoc {
   healthy: boolean;
   unhealthyReason?: string;
   uplink: { interface: string | null; note?: string };
+  /** What lets traffic past the policy (optional: a gateway older than this field does not send it). */
+  warnings?: string[];
   vlans: Array<{ name: string; id: number; subnet: string; gateway: string; interface: string | null; addresses: string[]; state: string; note?: string }>;
   lastReconcile: { time: string; trigger: string; result: string; durationMs: number; changes: string[]; error?: string } | null;
   /** The pass running now (optional: a gateway older than this field does not send it). */
@@ -29,6 +31,7 @@ export function formatStatus(s: StatusDoc): string {
     `vlan-gateway ${s.version}: ${s.ready ? 'ready' : 'not ready'}, ${s.healthy ? 'healthy' : `UNHEALTHY (${s.unhealthyReason})`}`,
     `config ${s.config.path} (hash ${s.config.hash}), iptables backend ${s.backend ?? 'unknown'}`,
     `uplink: ${s.uplink.interface ?? 'waiting'}${s.uplink.note ? ` (${s.uplink.note})` : ''}`,
+    ...(s.warnings ?? []).map((w) => `warning: ${w}`),
     '',
     'VLAN          ID    SUBNET              NIC       STATE    ADDRESSES',
     ...s.vlans.map((v) => `${v.name.padEnd(12)}  ${String(v.id).padEnd(4)}  ${v.subnet.padEnd(18)}  ${(v.interface ?? '-').padEnd(8)}  ${v.state.padEnd(7)}  ${v.addresses.join(' ') || (v.note ?? '')}`),

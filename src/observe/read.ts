@@ -10,6 +10,8 @@ import { parseIpsetHeaders, parseIpsetSave } from './parse-ipset.js';
 import { hasAnyRules, hasOurChains, SaveParser, tableOf } from './parse-save.js';
 
 export const MANAGED_SYSCTLS = ['net.ipv4.ip_forward'] as const;
+/** Read, never written: what the plan warns about (see plan/warnings.ts). Absent where the kernel has no IPv6. */
+export const WATCHED_SYSCTLS = ['net.ipv6.conf.all.forwarding'] as const;
 
 export class BackendError extends Error {
   override readonly name = 'BackendError';
@@ -38,17 +40,21 @@ const procPath = (key: string) => `/proc/sys/${key.replaceAll('.', '/')}`;
 const LEGACY_TABLES = '/proc/net/ip_tables_names';
 
 /**
- * The sysctls we manage and the list of legacy iptables tables, in one `cat` (procfs shows the reading
- * process's namespace). The legacy list is last: where the legacy module is absent the file is missing, cat
- * exits 1, and the sysctls before it are still printed.
+ * The sysctls we manage or watch, and the list of legacy iptables tables, in one `cat` (procfs shows the reading
+ * process's namespace). cat prints the files in order and names each missing one on stderr (exiting 1), which
+ * tells the optional ones apart: a watched sysctl is missing without IPv6, the legacy list where the legacy module is
+ * absent (it is last, as its line count varies).
  */
 async function readProc(runner: CommandRunner): Promise<{ sysctls: Record<string, string>; legacyTables: string[] | undefined }> {
-  const result = await runner.run(['cat', ...MANAGED_SYSCTLS.map(procPath), LEGACY_TABLES], { allowFailure: true });
+  const result = await runner.run(['cat', ...MANAGED_SYSCTLS.map(procPath), ...WATCHED_SYSCTLS.map(procPath), LEGACY_TABLES], { allowFailure: true });
   const lines = result.stdout.split('\n');
-  const sysctls = Object.fromEntries(MANAGED_SYSCTLS.map((key, i) => [key, (lines[i] ?? '').trim()]));
+  const missing = (path: string) => result.exitCode !== 0 && result.stderr.includes(path);
+  let at = 0;
+  const sysctls: Record<string, string> = {};
+  for (const key of MANAGED_SYSCTLS) sysctls[key] = missing(procPath(key)) ? '' : (lines[at++] ?? '').trim();
   if (MANAGED_SYSCTLS.some((key) => sysctls[key] === '')) throw new CommandError(['cat', ...MANAGED_SYSCTLS.map(procPath)], result.exitCode, result.stderr);
-  const missing = result.exitCode !== 0 && result.stderr.includes(LEGACY_TABLES);
-  return { sysctls, legacyTables: missing ? undefined : lines.slice(MANAGED_SYSCTLS.length).map((l) => l.trim()).filter(Boolean) };
+  for (const key of WATCHED_SYSCTLS) if (!missing(procPath(key))) sysctls[key] = (lines[at++] ?? '').trim();
+  return { sysctls, legacyTables: missing(LEGACY_TABLES) ? undefined : lines.slice(at).map((l) => l.trim()).filter(Boolean) };
 }
 
 /** `ipset save` as text, or undefined when the ipset tool is not installed. */

@@ -9,6 +9,7 @@ import { TABLES } from '../observe/facts.js';
 import { BUILTIN_CHAINS, FORWARDING_WAS_OFF, IP_FORWARD, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX } from './chains.js';
 import { verdictOf } from './rule-text.js';
 import type { ChainChange, Desired, DesiredChain, DesiredRule, DesiredSet, Jump, JumpChange, Plan, Step } from './types.js';
+import { warningsOf } from './warnings.js';
 
 interface TableDiff {
   readonly step?: Extract<Step, { kind: 'table' }>;
@@ -228,5 +229,6 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
       steps.push(sysctlStep(facts, key, value));
     }
   }
-  return { desired, steps, forwardingWasOff: forwardingWasOff && desired.jumps.length > 0 };
+  const warnings = warningsOf(facts);
+  return { desired, steps, forwardingWasOff: forwardingWasOff && desired.jumps.length > 0, ...(warnings.length > 0 ? { warnings } : {}) };
 }

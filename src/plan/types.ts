@@ -122,4 +122,6 @@ export interface Plan {
   readonly steps: readonly Step[];
   /** Forwarding was off before the gateway switched it on (kept in the FORWARD jump's comment; see diff). */
   readonly forwardingWasOff?: boolean;
+  /** What lets traffic past the policy without the gateway's say (plan/warnings.ts); none is a step. */
+  readonly warnings?: readonly string[];
 }

@@ -38,6 +38,7 @@ export function statusDocument(supervisor: Supervisor, reload: ReloadState, vers
     uplink: { interface: desired?.uplink.nic?.name ?? null, ...(desired?.uplink.note ? { note: desired.uplink.note } : {}) },
     vlans,
     waiting: vlans.filter((v) => v.state === 'waiting').map((v) => v.name),
+    warnings: [...supervisor.warned],
     lastReconcile: supervisor.lastRecord ?? null,
     reconciling: supervisor.running ?? null,
     lastSuccessfulReconcile: supervisor.lastSuccessAt ? new Date(supervisor.lastSuccessAt).toISOString() : null,

@@ -92,6 +92,8 @@ export class Supervisor {
   ready = false;
   backend: Backend | undefined;
   lastDesired: Desired | undefined;
+  /** The last pass's warnings (plan/warnings.ts), for /status; each is logged when it first appears. */
+  warned: ReadonlySet<string> = new Set();
   /** The NICs the last pass saw (for /status); not the whole facts, whose 10,000 parsed rules need not live on. */
   lastLinks: readonly Link[] | undefined;
   lastRecord: ReconcileRecord | undefined;
@@ -195,6 +197,8 @@ export class Supervisor {
       // A note on a bound uplink (an snatTo it does not hold, a gateway off its networks) is logged once, as it appears.
       const { uplink } = plan.desired;
       if (uplink.nic && uplink.note && uplink.note !== this.lastDesired?.uplink.note) this.log.warn({ uplink: uplink.nic.name }, uplink.note);
+      for (const warning of plan.warnings ?? []) if (!this.warned.has(warning)) this.log.warn(warning);
+      this.warned = new Set(plan.warnings ?? []);
       this.backend = facts.backend;
       this.lastDesired = plan.desired;
       this.lastLinks = facts.links;

@@ -397,3 +397,17 @@ kernel(`an uplink.gateway on no network of the uplink NIC: the route waits with 
   t.is(ping.actual, 'pass', 'office and lab are routed');
   t.is((await plan(lab.router, offLinkGateway)).code, 0, 'and the plan is in sync: the note is not a pending change');
 });
+
+kernel(`IPv6 forwarding switched on in the namespace: plan warns that IPv6 passes none of the policy, and changes nothing${NEEDS_ROOT}`, async (t) => {
+  const lab = labs.hotPlug!;
+  const ipv6 = (value: string) => runner.run(['ip', 'netns', 'exec', lab.router, 'sysctl', '-w', `net.ipv6.conf.all.forwarding=${value}`]);
+  await ipv6('1');
+  try {
+    const planned = await plan(lab.router, offLinkGateway);
+    t.is(planned.code, 0, 'a warning is not a pending change');
+    t.regex(planned.stdout, /^warning: net\.ipv6\.conf\.all\.forwarding is 1: IPv6 is forwarded between the VLANs with none of this policy /m);
+  } finally {
+    await ipv6('0');
+  }
+  t.notRegex((await plan(lab.router, offLinkGateway)).stdout, /^warning:/m);
+});

@@ -130,6 +130,20 @@ test('the uplink line carries its note: an snatTo the uplink NIC does not hold',
   t.regex(text, /^uplink: on eth0 \(uplink\.snatTo 198\.51\.100\.7 is not an address of eth0 \(it has [^)]+\): replies reach the gateway only if /m);
 });
 
+test('IPv6 forwarding on is a warning under the uplink line, not a step; off or absent (no IPv6), nothing', async (t) => {
+  const config = await readConfig('examples/lab.yaml');
+  const templates = await loadTemplates();
+  const base = factsFor(config);
+  const withIpv6 = (value: string): Facts => ({ ...base, sysctls: { ...base.sysctls, 'net.ipv6.conf.all.forwarding': value } });
+  const on = diff(planDesired(config, withIpv6('1'), templates), withIpv6('1'));
+  t.deepEqual(on.warnings, ['net.ipv6.conf.all.forwarding is 1: IPv6 is forwarded between the VLANs with none of this policy (the '
+    + 'gateway programs IPv4 only); switch it off (docker run --sysctl net.ipv6.conf.all.forwarding=0)']);
+  t.regex(formatPlan(on), /^uplink: on eth0\nwarning: net\.ipv6\.conf\.all\.forwarding is 1: /m);
+  t.deepEqual(on.steps, diff(planDesired(config, base, templates), base).steps, 'the same steps: the gateway does not touch it');
+  t.is(diff(planDesired(config, withIpv6('0'), templates), withIpv6('0')).warnings, undefined);
+  t.is(diff(planDesired(config, base, templates), base).warnings, undefined);
+});
+
 test('an uplink NIC that is missing is shown as waiting, and no default route is planned through it', async (t) => {
   const config = await readConfig('examples/lab.yaml');
   const plan = planFresh(config, await loadTemplates(), ['eth0']);

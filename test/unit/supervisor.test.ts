@@ -42,10 +42,11 @@ async function until(what: string, condition: () => boolean, timeoutMs = 5000): 
   }
 }
 
-const namespace = () => new FakeNetns({
+const namespace = (sysctls: Record<string, string> = {}) => new FakeNetns({
   links: [{ name: 'eth0', addresses: ['203.0.113.2/24'] }, { name: 'eth1', addresses: ['192.168.10.2/24'] }, { name: 'eth2', addresses: ['192.168.20.2/24'] }],
   defaultRoute: { gateway: '203.0.113.1', dev: 'eth0' },
   dockerDns: true,
+  sysctls,
 });
 
 /** The fake namespace, plus a gate: while held, every command waits (so a pass in flight stays in flight). */
@@ -116,8 +117,9 @@ interface Rig {
   value(name: string, labels?: Record<string, string>): Promise<number>;
 }
 
-function rig(t: ExecutionContext, options: Partial<SupervisorOptions> & { fakeClock?: boolean } = {}, config: Config = lab): Rig {
-  const ns = namespace();
+function rig(t: ExecutionContext, options: Partial<SupervisorOptions> & { fakeClock?: boolean } = {}, config: Config = lab,
+  sysctls: Record<string, string> = {}): Rig {
+  const ns = namespace(sysctls);
   const runner = new GatedRunner(ns);
   const metrics = new ProbeMetrics('0.0.0-test');
   const logs: Rig['logs'] = [];
@@ -194,6 +196,20 @@ test('an snatTo the uplink NIC does not hold is logged as a warning once, not at
     + 'ipv4_address) or use nat: masquerade']]);
   t.true(r.supervisor.ready, 'a note, not a failure: the rules are applied');
   t.regex(r.ns.save(), /-j SNAT --to-source 203\.0\.113\.9/);
+});
+
+test('IPv6 forwarding on in the namespace: a warning logged once and shown by /status, the rules applied all the same', async (t) => {
+  const r = rig(t, {}, lab, { 'net.ipv6.conf.all.forwarding': '1' });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.supervisor.trigger('schedule');
+  await settle(r, 2);
+  const warning = 'net.ipv6.conf.all.forwarding is 1: IPv6 is forwarded between the VLANs with none of this policy (the gateway '
+    + 'programs IPv4 only); switch it off (docker run --sysctl net.ipv6.conf.all.forwarding=0)';
+  t.deepEqual(r.logs.filter((l) => l.level === 40).map((l) => l.msg), [warning]);
+  t.deepEqual((statusDocument(r.supervisor, { errors: [] }, 'test') as { warnings: string[] }).warnings, [warning]);
+  t.true(r.supervisor.ready);
+  t.regex(r.ns.save(), /:VGW-FORWARD/);
 });
 
 // ---- coalescing, no overlap, minimum interval --------------------------------------------------------------------
