@@ -4,7 +4,7 @@
  * the NIC holding an address inside its subnet. Pure.
  */
 import type { Config, InterfaceRef } from '../config/schema.js';
-import { contains, networkOf, parseAddress, parseCidr } from '../net/ipv4.js';
+import { contains, networkOf, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
 import type { BindingFacts, Link } from '../observe/facts.js';
 import type { UplinkBinding, VlanBinding } from './types.js';
 
@@ -113,7 +113,7 @@ export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBi
     }
     const subnet = parseCidr(vlan.subnet)!;
     const candidates = (bySubnet.get(`${subnet.prefix}/${networkOf(subnet)}`) ?? []).filter((l) => !taken.has(l.name));
-    if (candidates.length === 0) return { vlan, note: `waiting for a NIC with an address in ${vlan.subnet}` };
+    if (candidates.length === 0) return { vlan, note: waitingNote(vlan.subnet, subnet, links, taken) };
     // Prefer the NIC that already holds the gateway address (ours from a previous apply), else the oldest.
     const nic = candidates.find((l) => l.addresses.some((a) => a.address === vlan.gateway))
       ?? [...candidates].sort((a, b) => a.index - b.index)[0]!;
@@ -123,4 +123,24 @@ export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBi
       : undefined;
     return { vlan, nic, ...(note ? { note } : {}) };
   });
+}
+
+/**
+ * Why a VLAN found no NIC. A NIC whose address is inside the subnet but on a network of another size is not taken
+ * (the gateway address would sit on a network its hosts do not share), but it is named: the Docker network's
+ * subnet and the VLAN's differ, which "waiting for a NIC" alone would hide.
+ */
+function waitingNote(text: string, subnet: Cidr, links: readonly Link[], taken: ReadonlySet<string>): string {
+  for (const l of links) {
+    if (taken.has(l.name)) continue;
+    const near = l.addresses.find((a) => {
+      const address = parseAddress(a.address);
+      return address !== undefined && contains(subnet, address);
+    });
+    if (near) {
+      return `waiting: ${l.name} has ${near.address}/${near.prefix}, inside ${text} but on a /${near.prefix} network; `
+        + `the VLAN's Docker network and its subnet here must be the same (${text})`;
+    }
+  }
+  return `waiting for a NIC with an address in ${text}`;
 }

@@ -94,3 +94,17 @@ test('an uplink NIC named by the config with uplink.gateway on none of its netwo
   t.false(plan.steps.some((s) => s.kind === 'route'));
   t.true(plan.steps.some((s) => s.kind === 'table'), 'the rest is planned');
 });
+
+test('a NIC with an address inside a VLAN\'s subnet but on a network of another size is named in the waiting note, not taken', (t) => {
+  // Docker network 192.168.20.0/16 against a VLAN of 192.168.20.0/24: the gateway address would sit on a network
+  // its hosts do not share. Before, the note said only "waiting for a NIC with an address in 192.168.20.0/24".
+  const links = LINKS.map((l) => (l.name === 'eth1' ? link(3, 'eth1', '192.168.20.2/16') : l));
+  const c = config('uplink: {gateway: 172.18.0.1}\n');
+  const f = facts(undefined, links);
+  const [office, lab] = matchVlans(c, f, matchUplink(c, f));
+  t.is(office!.nic?.name, 'eth0');
+  t.deepEqual(lab, {
+    vlan: c.vlans[1],
+    note: 'waiting: eth1 has 192.168.20.2/16, inside 192.168.20.0/24 but on a /16 network; the VLAN\'s Docker network and its subnet here must be the same (192.168.20.0/24)',
+  });
+});
