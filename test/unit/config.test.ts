@@ -442,7 +442,7 @@ portForwards:
     ],
   },
   {
-    title: 'http.listen: its port is the one a forward must not take; loopback only takes none; HOST:PORT is checked',
+    title: 'http.listen moves the port a TCP forward must not take (10123 is then free)',
     yaml: `vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
 http: {listen: "0.0.0.0:9100"}
