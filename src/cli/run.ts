@@ -13,7 +13,7 @@ import { isMountPoint } from '../config/mounts.js';
 import type { Config } from '../config/schema.js';
 import { ConfigWatch } from '../config/watch.js';
 import { accessCheck, type AccessCheck } from '../http/access.js';
-import { DEFAULT_LISTEN } from '../config/listen.js';
+import { DEFAULT_LISTEN, parseListenAddress } from '../config/listen.js';
 import { HttpServer } from '../http/server.js';
 import { makeLogger, type Logger } from '../log.js';
 import { StatsCollector } from '../metrics/collector.js';
@@ -28,7 +28,7 @@ import { loadTemplates } from '../template/load.js';
 import { codeCache } from './code-cache.js';
 import { makeRunner, type GlobalArgs } from './context.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
-import { describeError, exitCodeOf } from './errors.js';
+import { describeError, exitCodeOf, UsageError } from './errors.js';
 
 export const DEFAULT_SCHEDULE = '*/30 * * * * *';
 
@@ -55,8 +55,8 @@ interface RunArgs extends GlobalArgs {
 }
 
 /** Loads a config and its templates (schema-checked); `renderCheck` renders them as if every NIC were present. */
-async function loadChecked(path: string, renderCheck = true, cache?: PlanCache): Promise<ConfigState> {
-  const loaded = await loadConfig(path, cache?.config);
+async function loadChecked(path: string, listen: string | undefined, renderCheck = true, cache?: PlanCache): Promise<ConfigState> {
+  const loaded = await loadConfig(path, cache?.config, { listen });
   const templates = await loadTemplates(loaded.config.rules.dir);
   if (renderCheck) planDesired(loaded.config, syntheticFacts(loaded.config), templates);
   return { path, text: loaded.text, config: loaded.config, templates };
@@ -104,6 +104,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     .option('health-timeout', { type: 'number', default: 60_000, describe: 'ms a change may wait, or reconciles fail, before /healthz fails' }),
   handler: async (args) => {
     const log = makeLogger(args['log-level']);
+    if (args.listen !== undefined && !parseListenAddress(args.listen)) throw new UsageError(`--listen ${args.listen}: expected HOST:PORT with a port up to 65535, e.g. ${DEFAULT_LISTEN}`);
     const path = resolveConfigPath(args.config);
     // A restarted container finds in the plan cache what its last run parsed and rendered (its /run survives
     // `docker restart`): the start pass then neither parses the YAML nor renders the rules, which at 100 VLANs is
@@ -114,11 +115,11 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     // An invalid file exits 2 with nothing applied. The full render check (every template as if every NIC were
     // present) runs once the first pass is done rather than before it: at start, time to ready is what a
     // restarted router is judged by (a template the real NICs break fails that pass and is retried meanwhile).
-    const initial = await loadChecked(path, false, planCache);
+    const initial = await loadChecked(path, args.listen, false, planCache);
     useDesiredStore(planCache?.desired);
     const { config } = initial;
     const schedule = args.schedule ?? config.reconcile.schedule ?? DEFAULT_SCHEDULE;
-    if (!cron.validate(schedule)) throw new Error(`--schedule ${schedule}: not a valid cron expression`);
+    if (!cron.validate(schedule)) throw new UsageError(`--schedule ${schedule}: not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *")`);
     const runner = makeRunner(args.netns);
     const ver = await version();
     const metrics = new Metrics(ver);
@@ -185,7 +186,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     const doReload = async (why: string) => {
       reload.at = new Date().toISOString();
       try {
-        const next = await loadChecked(path, true, planCache); // a valid config is kept for the next start
+        const next = await loadChecked(path, args.listen, true, planCache); // a valid config is kept for the next start
         reload.result = 'success';
         reload.errors = [];
         metrics.reloads.inc({ result: 'success' });

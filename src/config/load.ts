@@ -4,7 +4,7 @@ import { open, realpath } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isReplacedMount } from './mounts.js';
 import { ConfigError, formatPath } from './problems.js';
-import { validateConfig } from './validate.js';
+import { validateConfig, type ValidateOptions } from './validate.js';
 import type { Config } from './schema.js';
 import { lineFinder, parseYaml, YamlSyntaxError } from './yaml.js';
 
@@ -30,7 +30,7 @@ export interface ConfigCache {
   remember(key: string, config: Config): void;
 }
 
-export async function loadConfig(path: string, cache?: ConfigCache): Promise<LoadedConfig> {
+export async function loadConfig(path: string, cache?: ConfigCache, options: ValidateOptions = {}): Promise<LoadedConfig> {
   let text: string;
   let links: number;
   try {
@@ -53,9 +53,10 @@ export async function loadConfig(path: string, cache?: ConfigCache): Promise<Loa
     const why = 'the file was replaced after it was mounted on its own, and what is here is still the old file; restart the container, or mount the directory that holds the file instead of the file';
     throw new ConfigError(path, [{ path: [], message: why }], [`cannot read ${path}: ${why}`]);
   }
-  const key = cache ? createHash('sha256').update(text).digest('base64url') : undefined;
+  // A config valid under one `run --listen` may not be under another: the flag is part of the key.
+  const key = cache ? createHash('sha256').update(text).update(options.listen === undefined ? '' : `\0--listen ${options.listen}`).digest('base64url') : undefined;
   const cached = key === undefined ? undefined : cache!.load(key);
-  const config = cached ?? parseConfigText(text, path);
+  const config = cached ?? parseConfigText(text, path, options);
   if (key !== undefined && !cached) cache!.remember(key, config);
   // A relative rules.dir is relative to the config file, not to wherever the command was started.
   const dir = config.rules.dir;
@@ -63,7 +64,7 @@ export async function loadConfig(path: string, cache?: ConfigCache): Promise<Loa
 }
 
 /** YAML text → validated Config, or a ConfigError listing every problem with its path and line. */
-export function parseConfigText(text: string, source: string): Config {
+export function parseConfigText(text: string, source: string, options: ValidateOptions = {}): Config {
   let value: unknown;
   try {
     value = parseYaml(text);
@@ -71,7 +72,7 @@ export function parseConfigText(text: string, source: string): Config {
     if (!(error instanceof YamlSyntaxError)) throw error;
     throw new ConfigError(source, [{ path: [], message: error.line }], [error.line]);
   }
-  const result = validateConfig(value);
+  const result = validateConfig(value, options);
   if (result.ok) return result.config;
   const lineOf = lineFinder(text);
   const lines = result.problems.map((p) => {

@@ -3,6 +3,7 @@
  * fields. Every problem is collected; nothing stops at the first. The cross-field checks read the raw document
  * defensively, so a type error in one VLAN does not hide an overlap between two others. Pure.
  */
+import cron from 'node-cron';
 import { z, type ZodIssue } from 'zod';
 import { broadcastOf, contains, formatCidr, networkOf, overlaps, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
 import { DEFAULT_LISTEN, isLoopbackHost, parseListenAddress } from './listen.js';
@@ -11,11 +12,16 @@ import type { PathSegment, Problem } from './problems.js';
 
 export type ValidationResult = { ok: true; config: Config } | { ok: false; problems: Problem[] };
 
-export function validateConfig(input: unknown): ValidationResult {
+export interface ValidateOptions {
+  /** `run --listen`: the HTTP address actually served, in place of http.listen (a port forward must not take it). */
+  readonly listen?: string;
+}
+
+export function validateConfig(input: unknown, options: ValidateOptions = {}): ValidationResult {
   const problems: Problem[] = [];
   const parsed = configSchema.safeParse(input);
   if (!parsed.success) problems.push(...parsed.error.issues.flatMap(fromZod));
-  problems.push(...crossFieldProblems(input));
+  problems.push(...crossFieldProblems(input, options));
   const unique = dedupe(problems);
   if (unique.length > 0 || !parsed.success) return { ok: false, problems: unique };
   return { ok: true, config: parsed.data };
@@ -90,7 +96,7 @@ interface VlanView {
   gateway?: number;
 }
 
-function crossFieldProblems(input: unknown): Problem[] {
+function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[] {
   if (!isObject(input)) return [];
   const problems: Problem[] = [];
   const add = (path: PathSegment[], message: string) => problems.push({ path, message });
@@ -199,10 +205,21 @@ function crossFieldProblems(input: unknown): Problem[] {
     }
   });
 
+  const reconcile = isObject(input.reconcile) ? input.reconcile : {};
+  const schedule = asString(reconcile.schedule);
+  // The schema's pattern keeps out what could never be one; node-cron decides the rest ("61 * * * *").
+  if (schedule !== undefined && /^[0-9*/,\- A-Za-z?]+$/.test(schedule) && !cron.validate(schedule)) {
+    add(['reconcile', 'schedule'], `${JSON.stringify(schedule)} is not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *")`);
+  }
+
   const http = isObject(input.http) ? input.http : {};
   const listenText = asString(http.listen);
-  const listen = parseListenAddress(listenText ?? DEFAULT_LISTEN);
-  if (listenText !== undefined && /^\S+$/.test(listenText) && !listen) add(['http', 'listen'], `${JSON.stringify(listenText)} is not HOST:PORT with a port up to 65535, like ${JSON.stringify(DEFAULT_LISTEN)}`);
+  if (listenText !== undefined && /^\S+$/.test(listenText) && !parseListenAddress(listenText)) add(['http', 'listen'], `${JSON.stringify(listenText)} is not HOST:PORT with a port up to 65535, like ${JSON.stringify(DEFAULT_LISTEN)}`);
+  // The address the endpoints are served on: `run --listen` overrides http.listen.
+  const served = options.listen !== undefined ? { text: `--listen ${options.listen}`, move: '--listen' }
+    : listenText !== undefined ? { text: `http.listen ${listenText}`, move: 'http.listen' }
+    : { text: `the default http.listen, ${DEFAULT_LISTEN}`, move: 'http.listen' };
+  const listen = parseListenAddress(options.listen ?? listenText ?? DEFAULT_LISTEN);
   asArray(http.allowFrom).forEach((raw, index) => {
     const ref = asString(raw);
     if (ref === undefined) return;
@@ -232,8 +249,8 @@ function crossFieldProblems(input: unknown): Problem[] {
       else forwards.set(key, index);
       // The forward takes the port on every address of the gateway that the uplink side reaches: the endpoints too.
       if (proto === 'tcp' && listen && raw.port === listen.port && !isLoopbackHost(listen.host)) {
-        add(['portForwards', index, 'port'], `tcp/${raw.port} is the gateway's own HTTP port (${listenText ? `http.listen ${listenText}` : `the default http.listen, ${DEFAULT_LISTEN}`}): `
-          + 'Prometheus and health checks from the uplink side would reach the VLAN host instead; forward another port, or move http.listen');
+        add(['portForwards', index, 'port'], `tcp/${raw.port} is the gateway's own HTTP port (${served.text}): `
+          + `Prometheus and health checks from the uplink side would reach the VLAN host instead; forward another port, or move ${served.move}`);
       }
     }
   });
