@@ -73,7 +73,8 @@ export class StatsCollector {
       tablesChecked?.(tablesInSync(desired, tables));
       const m = this.metrics;
       const add = (sample: Sample) => {
-        const [packets, bytes] = (sample.metric === 'forwarded' ? [m.forwardedPackets, m.forwardedBytes] : [m.natPackets, m.natBytes]) as Counter<string>[];
+        const [packets, bytes] = (sample.metric === 'forwarded' ? [m.forwardedPackets, m.forwardedBytes]
+          : sample.metric === 'nat' ? [m.natPackets, m.natBytes] : [m.droppedPackets, m.droppedBytes]) as Counter<string>[];
         const [dp, db] = this.mono.deltas(sample.source, sample.packets, sample.bytes);
         // Series appear with their first packet: a 100-VLAN mesh would otherwise export 10,000 zero series.
         if (dp > 0 || db > 0) {

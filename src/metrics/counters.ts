@@ -17,7 +17,7 @@ export interface Sample {
    * VLANs there are about 11,000 of them (10,000 members), and the collector keeps one reading per source.
    */
   readonly source: string;
-  readonly metric: 'forwarded' | 'nat';
+  readonly metric: 'forwarded' | 'nat' | 'dropped';
   readonly labels: Readonly<Record<string, string>>;
   readonly packets: number;
   readonly bytes: number;
@@ -33,9 +33,12 @@ export function ruleSamples(desired: Desired, tables: Readonly<Record<TableName,
       if (!counters || !rule.meaning) continue;
       const source = rule.hash;
       const { packets, bytes } = counters;
-      samples.push(rule.meaning.kind === 'forward'
-        ? { source, metric: 'forwarded', labels: { from: rule.meaning.from, to: rule.meaning.to, action: rule.meaning.action }, packets, bytes }
-        : { source, metric: 'nat', labels: { vlan: rule.meaning.vlan, kind: rule.meaning.type }, packets, bytes });
+      const meaning = rule.meaning;
+      samples.push(meaning.kind === 'forward'
+        ? { source, metric: 'forwarded', labels: { from: meaning.from, to: meaning.to, action: meaning.action }, packets, bytes }
+        : meaning.kind === 'nat'
+          ? { source, metric: 'nat', labels: { vlan: meaning.vlan, kind: meaning.type }, packets, bytes }
+          : { source, metric: 'dropped', labels: { reason: meaning.reason }, packets, bytes });
     }
   }
   return samples;

@@ -36,6 +36,11 @@ export class Metrics {
   readonly forwardedBytes = new Counter({ name: 'vlan_gateway_forwarded_bytes_total', help: 'Forwarded bytes by source and destination zone and action.', labelNames: ['from', 'to', 'action'], registers: [this.registry] });
   readonly natPackets = new Counter({ name: 'vlan_gateway_nat_packets_total', help: 'Packets that set up a NAT mapping (one per connection), by VLAN and kind.', labelNames: ['vlan', 'kind'], registers: [this.registry] });
   readonly natBytes = new Counter({ name: 'vlan_gateway_nat_bytes_total', help: 'Bytes of the packets that set up a NAT mapping, by VLAN and kind.', labelNames: ['vlan', 'kind'], registers: [this.registry] });
+  readonly droppedPackets = new Counter({
+    name: 'vlan_gateway_dropped_packets_total', labelNames: ['reason'], registers: [this.registry],
+    help: 'Packets the gateway drops before its policy, by reason: invalid (conntrack state), spoofed (a VLAN subnet\'s source on another NIC), unmanaged (from a NIC the gateway does not manage).',
+  });
+  readonly droppedBytes = new Counter({ name: 'vlan_gateway_dropped_bytes_total', help: 'Bytes of the packets the gateway drops before its policy, by reason.', labelNames: ['reason'], registers: [this.registry] });
   readonly conntrackEntries = new Gauge({ name: 'vlan_gateway_conntrack_entries', help: 'Connection-tracking entries in the gateway\'s namespace.', registers: [this.registry] });
   readonly conntrackLimit = new Gauge({ name: 'vlan_gateway_conntrack_limit', help: 'Maximum connection-tracking entries.', registers: [this.registry] });
   readonly httpRefused = new Counter({ name: 'vlan_gateway_http_refused_total', help: 'HTTP requests refused because the client is on a VLAN that http.allowFrom does not let in, by VLAN.', labelNames: ['vlan'], registers: [this.registry] });
@@ -46,6 +51,10 @@ export class Metrics {
     // Known label values start at 0, so rate() and alerts work from the first scrape.
     for (const kind of ['rules', 'jump', 'address', 'route', 'sysctl'] as const) this.driftRepairs.inc({ kind }, 0);
     for (const result of ['success', 'failure']) this.reloads.inc({ result }, 0);
+    for (const reason of ['invalid', 'spoofed', 'unmanaged'] as const) {
+      this.droppedPackets.inc({ reason }, 0);
+      this.droppedBytes.inc({ reason }, 0);
+    }
     for (const trigger of TRIGGERS) {
       for (const result of ['success', 'failure']) this.reconciles.inc({ trigger, result }, 0);
     }

@@ -15,6 +15,14 @@ export const ACCOUNTING_SHARD = 48;
 export const ACCOUNTING_SET_TYPE = 'hash:net,iface';
 /** The zones' NICs (as "any address, this NIC"), for accepting new connections to any zone in one lookup. */
 export const NIC_SET = 'VGW-NICS';
+/**
+ * Anti-spoofing (BCP 38): every VLAN's subnet (hash:net), and each ready VLAN's subnet with its NIC
+ * (hash:net,iface, matched `src,src`). A new connection from a source in the first set must come in on a NIC the
+ * second pairs with it.
+ */
+export const SUBNET_SET = 'VGW-SUBNETS';
+export const SUBNET_SET_TYPE = 'hash:net';
+export const SUBNET_NIC_SET = 'VGW-SUBNET-NICS';
 /** The uplink's "any address" as two halves: hash:net types cannot hold a /0. */
 export const ANY_HALVES = ['0.0.0.0/1', '128.0.0.0/1'];
 export const FORWARD_CHAIN = 'VGW-FORWARD';

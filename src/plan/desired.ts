@@ -13,14 +13,14 @@ import { parseCidr } from '../net/ipv4.js';
 import type { BindingFacts, Facts, TableName } from '../observe/facts.js';
 import { ENGINE_VERSION, renderRules } from '../template/render.js';
 import {
-  FORWARD_CHAIN, FORWARDING_WAS_OFF, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, USER_HOOKS, zoneKey,
+  FORWARD_CHAIN, FORWARDING_WAS_OFF, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, SUBNET_SET, USER_HOOKS, zoneKey,
   type UserHook,
 } from './chains.js';
 import { COMMENT_PREFIX, digest, ruleHash } from './hash.js';
 import { matchUplink, matchVlans, onLinkOf } from './match.js';
-import { UPLINK, type Desired, type DesiredChain, type DesiredRule, type RuleMeaning, type UplinkBinding, type VlanBinding } from './types.js';
+import { UPLINK, type Desired, type DesiredChain, type DesiredRule, type DropReason, type RuleMeaning, type UplinkBinding, type VlanBinding } from './types.js';
 import { checkJumpTargets } from './check.js';
-import { accountingSets, nicSets, portChunker, zoneResolver, type ZoneModel } from './zones.js';
+import { accountingSets, nicSets, portChunker, subnetSets, zoneResolver, type ZoneModel } from './zones.js';
 import { outInterfaceOf, tokenAfter, verdictOf } from './rule-text.js';
 
 export interface TemplateSource {
@@ -41,6 +41,14 @@ export interface Templates {
 const VERDICT = { accept: 'ACCEPT', drop: 'DROP', reject: 'REJECT' } as const;
 type Action = keyof typeof VERDICT;
 const ACTION_OF: Record<string, Action> = { ACCEPT: 'accept', DROP: 'drop', REJECT: 'reject' };
+
+/** What one of VGW-FORWARD's drops is for, by its matches (forward.hbs); the user's own rules are not there. */
+function forwardDropReason(body: string): DropReason | undefined {
+  if (body.includes('--ctstate INVALID')) return 'invalid';
+  if (body.includes(`--match-set ${SUBNET_SET} src`) || /(?:^| )-s \S+/.test(body)) return 'spoofed';
+  if (/(?:^| )-o \S+/.test(body)) return 'unmanaged';
+  return undefined;
+}
 
 function defaultAction(config: Config, from: ZoneModel, to: ZoneModel): Action {
   if (from.name === UPLINK) return 'drop'; // new connections from outside: only port forwards (handled above)
@@ -223,10 +231,18 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
   // the few whose source is outside the VLAN's subnet. 100 VLANs: 8 rules per VLAN's chain instead of 101.
   const compact = pairSets.length > 0 && config.forwarding.default === 'accept';
   const zoneNicSets = compact ? nicSets(zones) : [];
-  const sets = [...pairSets, ...zoneNicSets];
+  // Anti-spoofing: a new connection from a VLAN's subnet comes in on that VLAN's NIC, or it is dropped. With
+  // ipset, two lookups; without, one rule per VLAN.
+  const spoofSets = facts.sets === undefined ? [] : subnetSets(vlans);
+  const sets = [...pairSets, ...zoneNicSets, ...spoofSets];
   add('filter', FORWARD_CHAIN, templates.forward, {
     userChain: userChains.get('forward') ?? null,
     accountingSets: pairSets.map((set) => set.name),
+    subnetSets: spoofSets.length > 0 ? { subnets: spoofSets[0]!.name, nics: spoofSets[1]!.name } : null,
+    subnets: spoofSets.length > 0 ? [] : vlans.map((b) => ({ subnet: b.vlan.subnet, nic: b.nic?.name ?? null })),
+  }, (body, target) => {
+    const reason = target === 'DROP' ? forwardDropReason(body) : undefined;
+    return reason ? { kind: 'drop', reason } : undefined;
   });
   // filter: one chain per source zone, branching on the outgoing NIC; one per pair that has rules.
   const nicZone = new Map(zones.map((z) => [z.nic, z.name]));

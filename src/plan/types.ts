@@ -21,7 +21,11 @@ export interface UplinkBinding {
 /** Why a rule exists, so counters can be reported per VLAN pair without reading rule text. */
 export type RuleMeaning =
   | { readonly kind: 'forward'; readonly from: Zone; readonly to: Zone; readonly action: 'accept' | 'drop' | 'reject' }
-  | { readonly kind: 'nat'; readonly vlan: string; readonly type: 'masquerade' | 'snat' | 'dnat' };
+  | { readonly kind: 'nat'; readonly vlan: string; readonly type: 'masquerade' | 'snat' | 'dnat' }
+  /** VGW-FORWARD's own drops: conntrack INVALID, a forged VLAN source, traffic from a NIC the gateway does not manage. */
+  | { readonly kind: 'drop'; readonly reason: DropReason };
+
+export type DropReason = 'invalid' | 'spoofed' | 'unmanaged';
 
 export interface DesiredRule {
   /** The rule after `-A CHAIN `, comment included. */

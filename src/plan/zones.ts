@@ -4,8 +4,8 @@
  */
 import { parsePorts } from '../config/validate.js';
 import { broadcastOf, contains, networkOf, parseAddress, parseCidr } from '../net/ipv4.js';
-import { ACCOUNTING_SET, ACCOUNTING_SET_TYPE, ACCOUNTING_SHARD, ANY_HALVES, NIC_SET } from './chains.js';
-import type { DesiredSet, Zone } from './types.js';
+import { ACCOUNTING_SET, ACCOUNTING_SET_TYPE, ACCOUNTING_SHARD, ANY_HALVES, NIC_SET, SUBNET_NIC_SET, SUBNET_SET, SUBNET_SET_TYPE } from './chains.js';
+import type { DesiredSet, VlanBinding, Zone } from './types.js';
 
 export interface ZoneModel {
   readonly name: Zone;
@@ -98,4 +98,18 @@ export function nicSets(zones: readonly ZoneModel[]): DesiredSet[] {
     for (const half of ANY_HALVES) set.members.push({ member: `${half},${zone.nic}` });
   });
   return sets;
+}
+
+/**
+ * The anti-spoofing sets (see SUBNET_SET): every VLAN's subnet, waiting ones included (no NIC of ours carries their
+ * hosts yet, so no source of theirs is genuine), and each ready VLAN's subnet with its NIC.
+ */
+export function subnetSets(vlans: readonly VlanBinding[]): DesiredSet[] {
+  return [
+    { name: SUBNET_SET, type: SUBNET_SET_TYPE, role: 'verdict', members: vlans.map((b) => ({ member: b.vlan.subnet })) },
+    {
+      name: SUBNET_NIC_SET, type: ACCOUNTING_SET_TYPE, role: 'verdict',
+      members: vlans.flatMap((b) => (b.nic ? [{ member: `${b.vlan.subnet},${b.nic.name}` }] : [])),
+    },
+  ];
 }

@@ -99,6 +99,56 @@ kernel(`a source outside its VLAN's subnet (a network routed behind a VLAN host)
   }
 });
 
+/** A counter of a namespace's /proc/net/snmp (what arrived there, whatever became of the reply). */
+async function snmp(ns: string, group: 'Icmp' | 'Tcp', field: string): Promise<number> {
+  const [names, values] = (await inNs(ns, 'cat', '/proc/net/snmp')).split('\n').filter((l) => l.startsWith(`${group}:`)).map((l) => l.split(/\s+/));
+  return Number(values![names!.indexOf(field)]);
+}
+const echoesReceived = (ns: string) => snmp(ns, 'Icmp', 'InEchos');
+
+/** The packet counter of the anti-spoofing drop in VGW-FORWARD (the one matching VGW-SUBNETS). */
+async function spoofDrops(): Promise<number> {
+  const line = (await save(router, 'nft', '-c', '-t', 'filter')).split('\n').find((l) => l.includes('--match-set VGW-SUBNETS src'));
+  return Number(/^\[(\d+):/.exec(line ?? '')?.[1] ?? NaN);
+}
+
+// BCP 38: a lab host that takes an office host's address is not let through as office. Without the check, its
+// packets left masqueraded as office's, and the replies went to the office host, whatever the policy says of lab.
+kernel(`a source forged from another VLAN's subnet is dropped, from a VLAN and from the uplink; the host's own passes${NEEDS_ROOT}`, async (t) => {
+  const applied = await apply(files.masquerade.path);
+  t.is(applied.code, 0, applied.stderr);
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  const forged = '192.168.10.77'; // in office's subnet, held by lab's client
+  await inNs(lab.client.namespace, 'ip', 'address', 'add', `${forged}/32`, 'dev', lab.client.interface);
+  await inNs(topology.inet, 'ip', 'address', 'add', '192.168.20.50/32', 'dev', topology.uplink.inetInterface);
+  const ping = (ns: string, from: string, target: string) => runner.run(['ip', 'netns', 'exec', ns, 'ping', '-c', '2', '-i', '0.2', '-W', '1', '-I', from, target], { allowFailure: true });
+  try {
+    const echoes = await echoesReceived(topology.inet);
+    const drops = await spoofDrops();
+    const own = await ping(lab.client.namespace, lab.client.address, topology.uplink.internetHost);
+    t.is(own.exitCode, 0, `lab's own address → internet: ${own.stdout}${own.stderr}`);
+    t.is(await echoesReceived(topology.inet), echoes + 2);
+
+    await ping(lab.client.namespace, forged, topology.uplink.internetHost);
+    t.is(await echoesReceived(topology.inet), echoes + 2, 'no echo from the forged office address reached the Internet host');
+    const officeEchoes = await echoesReceived(office.client.namespace);
+    await ping(lab.client.namespace, forged, office.client.address);
+    t.is(await echoesReceived(office.client.namespace), officeEchoes, 'nor the office host');
+    // From the uplink, a lab address to the port forward (and so into office): dropped before the DNAT's accept.
+    const segments = await snmp(office.client.namespace, 'Tcp', 'InSegs');
+    const probe = await runProbe(runner, {
+      namespace: topology.inet, kind: 'tcp', target: topology.uplink.routerAddress, port: 2222, localAddress: '192.168.20.50', timeoutMs: 800,
+    });
+    t.is(probe.actual, 'blocked');
+    t.is(await snmp(office.client.namespace, 'Tcp', 'InSegs'), segments, 'no segment of it reached the office host');
+    t.true(await spoofDrops() >= drops + 5, 'each forged packet was counted by the anti-spoofing drop');
+  } finally {
+    await inNs(topology.inet, 'ip', 'address', 'del', '192.168.20.50/32', 'dev', topology.uplink.inetInterface);
+    await inNs(lab.client.namespace, 'ip', 'address', 'del', `${forged}/32`, 'dev', lab.client.interface);
+  }
+});
+
 kernel(`a port forward on the uplink (2222) reaches the VLAN host's port 22${NEEDS_ROOT}`, async (t) => {
   const office = topology.vlans.find((v) => v.name === 'office')!;
   const agent = await startAgent(runner, office.client.namespace, [{ proto: 'tcp', address: '0.0.0.0', port: 22 }], 30);
