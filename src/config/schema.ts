@@ -14,8 +14,8 @@ const cidr = z.string().refine((s) => parseCidr(s) !== undefined, (s) => ({
   message: `${JSON.stringify(s)} is not an IPv4 prefix like 192.168.10.0/24`,
 }));
 
-/** Linux interface names: 1–15 characters, no '/', no whitespace, and never an option-looking leading dash. */
-export const IFNAME = /^[A-Za-z0-9_][A-Za-z0-9_.@:-]{0,14}$/;
+/** Linux interface names: 1–15 characters, no '/', ':' or whitespace (dev_valid_name), and never an option-looking leading dash. */
+export const IFNAME = /^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,14}$/;
 const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 
 const interfaceRef = z.union([
@@ -64,7 +64,11 @@ const portForward = z.object({
 }).strict();
 
 /** Paths reach argv and file APIs only, but still: one line, no NUL. */
-const path = z.string().min(1).regex(/^[^\n\r\0]+$/, { message: 'must be a path on one line' });
+const path = z.string().min(1, 'must be a path, not an empty string').regex(/^[^\n\r\0]*$/, { message: 'must be a path on one line' });
+
+/** The most a timer may wait: an hour is far more than any use of it, and well below setTimeout's 2^31-1 ms. */
+export const MAX_INTERVAL_MS = 3_600_000;
+const INTERVAL_MESSAGE = `must be a number of milliseconds from 0 to ${MAX_INTERVAL_MS} (one hour)`;
 
 export const configSchema = z.object({
   uplink: z.object({
@@ -82,7 +86,7 @@ export const configSchema = z.object({
   rules: z.object({ dir: path.optional() }).strict().default({}),
   reconcile: z.object({
     schedule: z.string().regex(/^[0-9*/,\- A-Za-z?]+$/, { message: 'must be a cron expression' }).optional(),
-    minIntervalMs: z.number().int().min(0).optional(),
+    minIntervalMs: z.number().int().min(0, INTERVAL_MESSAGE).max(MAX_INTERVAL_MS, INTERVAL_MESSAGE).optional(),
   }).strict().default({}),
   http: z.object({
     listen: z.string().regex(/^[^\s\n]+$/, { message: 'must be HOST:PORT' }).optional(),

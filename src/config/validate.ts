@@ -96,6 +96,39 @@ interface VlanView {
   gateway?: number;
 }
 
+/** A VLAN as messages name it: `vlans[0] (office, 192.168.10.0/24)`, or without the name when that is invalid. */
+function vlanLabel(v: VlanView & { subnet: Cidr }): string {
+  return `vlans[${v.index}] (${v.name !== undefined ? `${v.name}, ` : ''}${formatCidr(v.subnet)})`;
+}
+
+/** Whether a prefix is written as iptables prints it back: no leading zero in its length, no host bits. */
+function prefixProblem(text: string, cidr: Cidr): string | undefined {
+  if (/\/0\d$/.test(text)) return `${text} has a leading zero in its prefix length; did you mean ${formatCidr(cidr)}?`;
+  if (networkOf(cidr) !== cidr.network) return `${text} has host bits set; did you mean ${formatCidr(cidr)}?`;
+  return undefined;
+}
+
+/** The address space no host is given an address in, by an address's first octet. */
+function specialSpace(address: number): string | undefined {
+  const first = Math.floor(address / 2 ** 24);
+  if (first === 0) return '0.0.0.0/8 ("this network")';
+  if (first === 127) return 'loopback (127.0.0.0/8)';
+  if (first >= 224 && first < 240) return 'multicast (224.0.0.0/4)';
+  if (first >= 240) return 'reserved (240.0.0.0/4)';
+  return undefined;
+}
+
+/** What an address is when it cannot be a host's: a next hop or a source address must be unicast. */
+function notUnicast(address: number): string | undefined {
+  if (address === 0) return 'the unspecified address';
+  if (address === 2 ** 32 - 1) return 'the limited broadcast address';
+  const space = specialSpace(address);
+  return space ? `in ${space} address space` : undefined;
+}
+
+/** The shortest prefix a VLAN may have: a VLAN's subnet is a route on its NIC, and a shorter one claims most of the Internet. */
+const SHORTEST_VLAN_PREFIX = 8;
+
 function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[] {
   if (!isObject(input)) return [];
   const problems: Problem[] = [];
@@ -123,8 +156,12 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
     const subnetText = asString(raw.subnet);
     const subnet = subnetText === undefined ? undefined : parseCidr(subnetText);
     if (subnet && subnetText !== undefined) {
-      if (networkOf(subnet) !== subnet.network) {
-        add(['vlans', index, 'subnet'], `${subnetText} has host bits set; did you mean ${formatCidr(subnet)}?`);
+      const written = prefixProblem(subnetText, subnet);
+      if (written) add(['vlans', index, 'subnet'], written);
+      if (subnet.prefix < SHORTEST_VLAN_PREFIX) {
+        add(['vlans', index, 'subnet'], `${subnetText} is too large for a VLAN (use /${SHORTEST_VLAN_PREFIX} or smaller)`);
+      } else if (specialSpace(networkOf(subnet))) {
+        add(['vlans', index, 'subnet'], `${subnetText} is in ${specialSpace(networkOf(subnet))!} address space, which no host's address is in`);
       }
       if (subnet.prefix > 30) add(['vlans', index, 'subnet'], `${subnetText} is too small for a gateway and hosts (use /30 or larger)`);
       view.subnet = subnet;
@@ -169,6 +206,32 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
   const nat = asString(uplink.nat) ?? 'masquerade';
   if (nat === 'snat' && uplink.snatTo === undefined) add(['uplink', 'snatTo'], 'is required with nat: snat');
   if (nat !== 'snat' && uplink.snatTo !== undefined) add(['uplink', 'snatTo'], `is only used with nat: snat (nat is ${nat})`);
+  // The default route's next hop and the SNAT source are hosts on the uplink's network: never in a VLAN, never a
+  // loopback, multicast, broadcast or reserved address.
+  const uplinkAddresses = [
+    ['gateway', "the uplink's next hop is on the uplink's network"],
+    ['snatTo', "the SNAT address is one of the uplink's own"],
+  ] as const;
+  for (const [key, why] of uplinkAddresses) {
+    const text = asString(uplink[key]);
+    const address = text === undefined ? undefined : parseAddress(text);
+    if (text === undefined || address === undefined) continue; // the schema reports a malformed one
+    const kind = notUnicast(address);
+    const vlan = vlans.find((v): v is VlanView & { subnet: Cidr } => v.subnet !== undefined && contains(v.subnet, address));
+    if (kind) add(['uplink', key], `${text} is ${kind}, not a unicast host address`);
+    else if (vlan) add(['uplink', key], `${text} is inside ${vlanLabel(vlan)}; ${why}`);
+  }
+
+  /** The VLAN a zone reference is in: the one it names, or the one holding its address or whole prefix. */
+  const zoneVlan = (ref: string): (VlanView & { subnet: Cidr }) | undefined => {
+    if (ref === 'uplink') return undefined;
+    const named = names.get(ref);
+    const asCidr = ref.includes('/') ? parseCidr(ref) : undefined;
+    const asAddress = ref.includes('/') ? undefined : parseAddress(ref);
+    return vlans.find((v): v is VlanView & { subnet: Cidr } => v.subnet !== undefined && (named !== undefined ? v.index === named
+      : asCidr ? networkOf(asCidr) >= networkOf(v.subnet) && broadcastOf(asCidr) <= broadcastOf(v.subnet)
+      : asAddress !== undefined && contains(v.subnet, asAddress)));
+  };
 
   const zoneProblem = (ref: string): string | undefined => {
     if (ref === 'uplink' || names.has(ref) || !ZONE_REF.test(ref)) return undefined; // the schema reports a malformed one
@@ -177,10 +240,9 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
     if (asCidr === undefined && asAddress === undefined) {
       return /^\d/.test(ref) ? `${JSON.stringify(ref)} is not an address or prefix` : `names no VLAN (${JSON.stringify(ref)}); known: ${[...names.keys(), 'uplink'].join(', ')}`;
     }
-    const inside = vlans.some((v) => v.subnet && (asCidr
-      ? networkOf(asCidr) >= networkOf(v.subnet) && broadcastOf(asCidr) <= broadcastOf(v.subnet)
-      : contains(v.subnet, asAddress!)));
-    return inside ? undefined : `${ref} is outside every VLAN`;
+    const written = asCidr && prefixProblem(ref, asCidr);
+    if (written) return written;
+    return zoneVlan(ref) ? undefined : `${ref} is outside every VLAN`;
   };
 
   const forwarding = isObject(input.forwarding) ? input.forwarding : {};
@@ -196,6 +258,12 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
     }
     if (from !== undefined && to !== undefined && from === to) {
       add(at('to'), from === 'uplink' ? 'from and to are both the uplink' : `from and to are both ${from}; traffic inside one VLAN does not pass the router`);
+    } else if (from !== undefined && to !== undefined && ZONE_REF.test(from) && ZONE_REF.test(to)) {
+      const vlan = zoneVlan(from);
+      if (vlan && zoneVlan(to) === vlan) {
+        add(at('to'), `from (${from}) and to (${to}) are both in ${vlan.name ?? `vlans[${vlan.index}]`}; `
+          + 'traffic inside one VLAN does not pass the router, so the rule never matches');
+      }
     }
     const proto = asString(raw.proto);
     if (raw.ports !== undefined) {

@@ -58,12 +58,20 @@ function firstLine(error: unknown): string {
   return message.split('\n')[0]!;
 }
 
-/** Options that would turn a rule body into a command on other chains or tables. */
-const COMMANDS = new Set([
-  '-A', '-I', '-D', '-R', '-N', '-X', '-F', '-P', '-E', '-Z', '-L', '-S', '-t',
-  '--append', '--insert', '--delete', '--replace', '--new-chain', '--new', '--delete-chain', '--flush',
-  '--policy', '--rename-chain', '--zero', '--list', '--list-rules', '--table',
-]);
+/**
+ * Options that would turn a rule body into a command on other chains or tables: -A, -I, -D, -R, -N, -X, -F, -P,
+ * -E, -Z, -L, -S, -C and -t, and their long names. iptables (getopt) also reads them with the value attached
+ * (`-IFORWARD`, `-tnat`), after short options that take no value (`-vIFORWARD` is -v, then -I FORWARD), and
+ * long ones with `=` (`--append=FORWARD`): every such spelling is refused. A long name abbreviated (`--app`) is
+ * not: it would be ambiguous with extension options that only the loaded matches define (`-m policy --pol`).
+ */
+const SHORT_COMMANDS = 'AIDRNXFPEZLSCt';
+/** Short options without a value, which may come first in the same word. */
+const SHORT_FLAGS = 'fbvnx46V';
+const LONG_COMMANDS = [
+  'append', 'insert', 'delete', 'replace', 'new-chain', 'new', 'delete-chain', 'flush', 'policy', 'rename-chain',
+  'zero', 'list', 'list-rules', 'check', 'table',
+];
 
 const SAFE = /^[A-Za-z0-9 ._:,/!=+@%"-]+$/;
 
@@ -79,7 +87,8 @@ export function tokenize(body: string): string[] | undefined {
   return tokens;
 }
 
-const COMMAND = new RegExp(`(?:^| )(${[...COMMANDS].join('|')})(?= |$)`);
+/** A word spelling a command or table option: group 1 its short letter, group 2 its long name. */
+const COMMAND = new RegExp(`(?:^| )(?:-[${SHORT_FLAGS}]*([${SHORT_COMMANDS}])\\S*|--(${LONG_COMMANDS.join('|')})(?:=\\S*)?)(?= |$)`);
 const HAS_TARGET = /(?:^| )(?:-j|-g|--jump|--goto) /;
 
 export function checkRuleBody(body: string): string | undefined {
@@ -88,8 +97,13 @@ export function checkRuleBody(body: string): string | undefined {
   // Quotes only come from user templates (comments); only then is a real tokenizer needed.
   const text = body.includes('"') ? tokenize(body)?.map((t) => (t.includes(' ') ? '_' : t)).join(' ') : body;
   if (text === undefined) return `${JSON.stringify(body)} has an unbalanced quote`;
-  const command = COMMAND.exec(text)?.[1];
-  if (command) return `${JSON.stringify(body)} uses ${command}: templates write rule bodies, the planner writes commands`;
+  const command = COMMAND.exec(text);
+  if (command) {
+    const word = command[0].trim();
+    const option = command[1] !== undefined ? `-${command[1]}` : `--${command[2]!}`;
+    const spelled = word === option ? option : `${option} (in ${word})`;
+    return `${JSON.stringify(body)} uses ${spelled}: templates write rule bodies, the planner writes commands`;
+  }
   if (!HAS_TARGET.test(text)) return `${JSON.stringify(body)} has no -j target`;
   return undefined;
 }

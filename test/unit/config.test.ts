@@ -510,6 +510,176 @@ http: {listen: "10123"}
     lines: ['http.listen: "10123" is not HOST:PORT with a port up to 65535, like "0.0.0.0:10123" (line 3)'],
   },
   {
+    // The default route would point into a VLAN, and SNAT would give VLAN traffic a VLAN host's address.
+    title: 'uplink.gateway and uplink.snatTo inside a VLAN (the gateway one equal to a VLAN\'s own gateway)',
+    yaml: `uplink:
+  gateway: 192.168.20.1
+  nat: snat
+  snatTo: 192.168.10.254
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1}
+`,
+    lines: [
+      'uplink.gateway: 192.168.20.1 is inside vlans[1] (lab, 192.168.20.0/24); the uplink\'s next hop is on the uplink\'s network (line 2)',
+      'uplink.snatTo: 192.168.10.254 is inside vlans[0] (office, 192.168.10.0/24); the SNAT address is one of the uplink\'s own (line 4)',
+    ],
+  },
+  {
+    title: 'uplink.gateway inside a VLAN whose name is invalid: the VLAN is named by its index only',
+    yaml: `uplink: {gateway: 192.168.10.254}
+vlans:
+  - {name: Office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+`,
+    lines: [
+      `vlans[0].name: ${NAME_MESSAGE} (line 3)`,
+      'uplink.gateway: 192.168.10.254 is inside vlans[0] (192.168.10.0/24); the uplink\'s next hop is on the uplink\'s network (line 1)',
+    ],
+  },
+  ...([
+    ['0.0.0.0', '255.255.255.255', 'the unspecified address', 'the limited broadcast address'],
+    ['127.0.0.1', '224.0.0.5', 'in loopback (127.0.0.0/8) address space', 'in multicast (224.0.0.0/4) address space'],
+    ['240.0.0.1', '0.1.2.3', 'in reserved (240.0.0.0/4) address space', 'in 0.0.0.0/8 ("this network") address space'],
+  ] as const).map(([gateway, snatTo, gatewayKind, snatKind]): Row => ({
+    title: `uplink.gateway ${gateway} and uplink.snatTo ${snatTo} are not unicast host addresses`,
+    yaml: `uplink: {gateway: ${gateway}, nat: snat, snatTo: ${snatTo}}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+`,
+    lines: [
+      `uplink.gateway: ${gateway} is ${gatewayKind}, not a unicast host address (line 1)`,
+      `uplink.snatTo: ${snatTo} is ${snatKind}, not a unicast host address (line 1)`,
+    ],
+  })),
+  {
+    title: 'a VLAN subnet in loopback, multicast or reserved address space',
+    yaml: `vlans:
+  - {name: lo, id: 10, subnet: 127.10.0.0/24, gateway: 127.10.0.1}
+  - {name: mc, id: 20, subnet: 239.1.2.0/24, gateway: 239.1.2.1}
+  - {name: res, id: 30, subnet: 250.0.0.0/16, gateway: 250.0.0.1}
+  - {name: zero, id: 40, subnet: 0.10.0.0/16, gateway: 0.10.0.1}
+`,
+    lines: [
+      'vlans[0].subnet: 127.10.0.0/24 is in loopback (127.0.0.0/8) address space, which no host\'s address is in (line 2)',
+      'vlans[1].subnet: 239.1.2.0/24 is in multicast (224.0.0.0/4) address space, which no host\'s address is in (line 3)',
+      'vlans[2].subnet: 250.0.0.0/16 is in reserved (240.0.0.0/4) address space, which no host\'s address is in (line 4)',
+      'vlans[3].subnet: 0.10.0.0/16 is in 0.0.0.0/8 ("this network") address space, which no host\'s address is in (line 5)',
+    ],
+  },
+  {
+    title: 'unicast uplink addresses outside every VLAN are fine (link-local, shared, a /8\'s last address)',
+    yaml: `uplink: {gateway: 169.254.0.1, nat: snat, snatTo: 10.255.255.255}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: cgnat, id: 20, subnet: 100.64.0.0/24, gateway: 100.64.0.1}
+`,
+    lines: [],
+  },
+  {
+    // A VLAN's subnet is a route on its NIC: one shorter than /8 would claim most of the Internet for one VLAN.
+    title: 'a VLAN subnet shorter than /8, alone (0.0.0.0/0)',
+    yaml: `vlans:
+  - {name: all, id: 1, subnet: 0.0.0.0/0, gateway: 10.0.0.1}
+`,
+    lines: ['vlans[0].subnet: 0.0.0.0/0 is too large for a VLAN (use /8 or smaller) (line 2)'],
+  },
+  {
+    title: 'a VLAN subnet shorter than /8 with host bits set; /8 itself is fine',
+    yaml: `vlans:
+  - {name: a, id: 1, subnet: 10.0.0.0/4, gateway: 10.0.0.1}
+  - {name: b, id: 2, subnet: 172.0.0.0/7, gateway: 172.0.0.1}
+  - {name: c, id: 3, subnet: 100.0.0.0/8, gateway: 100.0.0.1}
+`,
+    lines: [
+      'vlans[0].subnet: 10.0.0.0/4 has host bits set; did you mean 0.0.0.0/4? (line 2)',
+      'vlans[0].subnet: 10.0.0.0/4 is too large for a VLAN (use /8 or smaller) (line 2)',
+      'vlans[1].subnet: 172.0.0.0/7 is too large for a VLAN (use /8 or smaller) (line 3)',
+    ],
+  },
+  {
+    // As with a VLAN subnet, a prefix is written the way iptables prints it back (otherwise drift never settles).
+    title: 'prefixes with a leading zero in the length, or with host bits set (VLAN subnets, rules, http.allowFrom)',
+    yaml: `vlans:
+  - {name: a, id: 1, subnet: 10.0.0.0/08, gateway: 10.0.0.1}
+  - {name: b, id: 2, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+forwarding:
+  rules:
+    - {from: 10.0.0.0/09, to: b, action: drop}
+    - {from: 192.168.10.5/24, to: a, action: drop}
+    - {from: a, to: 192.168.10.0/024, action: drop}
+    - {from: 10.0.0.0/9, to: 192.168.10.4/30, action: accept}
+http:
+  allowFrom: [192.168.10.5/28, 10.0.0.7/08]
+`,
+    lines: [
+      'vlans[0].subnet: 10.0.0.0/08 has a leading zero in its prefix length; did you mean 10.0.0.0/8? (line 2)',
+      'forwarding.rules[0].from: 10.0.0.0/09 has a leading zero in its prefix length; did you mean 10.0.0.0/9? (line 6)',
+      'forwarding.rules[1].from: 192.168.10.5/24 has host bits set; did you mean 192.168.10.0/24? (line 7)',
+      'forwarding.rules[2].to: "192.168.10.0/024" is not an address or prefix (line 8)',
+      'http.allowFrom[0]: 192.168.10.5/28 has host bits set; did you mean 192.168.10.0/28? (line 11)',
+      'http.allowFrom[1]: 10.0.0.7/08 has a leading zero in its prefix length; did you mean 10.0.0.0/8? (line 11)',
+    ],
+  },
+  {
+    title: 'a forwarding rule whose from and to are in the same VLAN, by name, address or prefix',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1}
+forwarding:
+  rules:
+    - {from: 192.168.10.0/24, to: office, action: drop}
+    - {from: 192.168.10.5, to: 192.168.10.128/25, proto: tcp, ports: 22, action: accept}
+    - {from: office, to: 192.168.10.7, action: drop}
+    - {from: 192.168.10.5, to: lab, action: drop}
+    - {from: uplink, to: 192.168.20.0/24, action: accept}
+`,
+    lines: [
+      'forwarding.rules[0].to: from (192.168.10.0/24) and to (office) are both in office; traffic inside one VLAN does not pass the router, so the rule never matches (line 6)',
+      'forwarding.rules[1].to: from (192.168.10.5) and to (192.168.10.128/25) are both in office; traffic inside one VLAN does not pass the router, so the rule never matches (line 7)',
+      'forwarding.rules[2].to: from (office) and to (192.168.10.7) are both in office; traffic inside one VLAN does not pass the router, so the rule never matches (line 8)',
+    ],
+  },
+  ...[-1, 3600001, 2147483648].map((value): Row => ({
+    // setTimeout takes at most 2^31-1 ms and fires at once beyond it; an hour is already far longer than useful.
+    title: `reconcile.minIntervalMs: ${value}`,
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+reconcile: {minIntervalMs: ${value}}
+`,
+    lines: ['reconcile.minIntervalMs: must be a number of milliseconds from 0 to 3600000 (one hour) (line 3)'],
+  })),
+  ...[0, 3600000].map((value): Row => ({
+    title: `reconcile.minIntervalMs: ${value} is fine`,
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+reconcile: {minIntervalMs: ${value}}
+`,
+    lines: [],
+  })),
+  {
+    title: 'an empty rules.dir gets one plain sentence',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+rules: {dir: ""}
+`,
+    lines: ['rules.dir: must be a path, not an empty string (line 3)'],
+  },
+  {
+    // Linux refuses ':' and '/' in a name (dev_valid_name); "eth0:1" is an address label, not an interface.
+    title: 'interface names with ":" or "/"',
+    yaml: `uplink: {interface: "eth0:1"}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, interface: "eth1/0"}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1, interface: "vlan:20"}
+  - {name: iot, id: 30, subnet: 192.168.30.0/24, gateway: 192.168.30.1, interface: "eth1.30@eth1"}
+`,
+    lines: [
+      `uplink.interface: ${IFNAME_MESSAGE} (line 1)`,
+      `vlans[0].interface: ${IFNAME_MESSAGE} (line 3)`,
+      `vlans[1].interface: ${IFNAME_MESSAGE} (line 4)`,
+    ],
+  },
+  {
     title: 'two YAML documents in one file',
     yaml: `vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}

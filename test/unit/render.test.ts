@@ -192,6 +192,75 @@ test('a user template line with -F is refused: templates write rule bodies, not 
     + 'templates write rule bodies, the planner writes commands');
 });
 
+// iptables reads a short option's value attached (-IFORWARD, -tnat, after flags that take none: -vIFORWARD) and a
+// long option's after "=" (--append=FORWARD): each is the command or table option it spells, and refused as one.
+const commandLines: Array<[string, string]> = [
+  ['-j ACCEPT -IFORWARD', '-I (in -IFORWARD)'],
+  ['-j ACCEPT -AFORWARD', '-A (in -AFORWARD)'],
+  ['-j ACCEPT -DFORWARD', '-D (in -DFORWARD)'],
+  ['-j ACCEPT -RFORWARD', '-R (in -RFORWARD)'],
+  ['-FVGW-FORWARD -j ACCEPT', '-F (in -FVGW-FORWARD)'],
+  ['-j ACCEPT -XVGW-X', '-X (in -XVGW-X)'],
+  ['-j ACCEPT -NVGW-X', '-N (in -NVGW-X)'],
+  ['-j ACCEPT -PFORWARD', '-P (in -PFORWARD)'],
+  ['-j ACCEPT -EVGW-X', '-E (in -EVGW-X)'],
+  ['-j ACCEPT -ZFORWARD', '-Z (in -ZFORWARD)'],
+  ['-j ACCEPT -LFORWARD', '-L (in -LFORWARD)'],
+  ['-j ACCEPT -SFORWARD', '-S (in -SFORWARD)'],
+  ['-tnat -j DNAT --to-destination 10.0.0.1', '-t (in -tnat)'],
+  ['-j ACCEPT -vIFORWARD', '-I (in -vIFORWARD)'],
+  ['-j ACCEPT -nx4F', '-F (in -nx4F)'],
+  ['-j ACCEPT --append=FORWARD', '--append (in --append=FORWARD)'],
+  ['-j ACCEPT --insert=FORWARD', '--insert (in --insert=FORWARD)'],
+  ['-j ACCEPT --delete=FORWARD', '--delete (in --delete=FORWARD)'],
+  ['-j ACCEPT --replace=FORWARD', '--replace (in --replace=FORWARD)'],
+  ['-j ACCEPT --new-chain=VGW-X', '--new-chain (in --new-chain=VGW-X)'],
+  ['-j ACCEPT --new=VGW-X', '--new (in --new=VGW-X)'],
+  ['-j ACCEPT --delete-chain=VGW-X', '--delete-chain (in --delete-chain=VGW-X)'],
+  ['--flush=FORWARD -j ACCEPT', '--flush (in --flush=FORWARD)'],
+  ['-j ACCEPT --policy=FORWARD', '--policy (in --policy=FORWARD)'],
+  ['-j ACCEPT --rename-chain=VGW-X', '--rename-chain (in --rename-chain=VGW-X)'],
+  ['-j ACCEPT --zero=FORWARD', '--zero (in --zero=FORWARD)'],
+  ['-j ACCEPT --list=FORWARD', '--list (in --list=FORWARD)'],
+  ['-j ACCEPT --list-rules=FORWARD', '--list-rules (in --list-rules=FORWARD)'],
+  ['--table=nat -j ACCEPT', '--table (in --table=nat)'],
+  ['-j ACCEPT --table nat', '--table'],
+  ['-j ACCEPT -t nat', '-t'],
+  ['-j ACCEPT -C FORWARD', '-C'],
+  ['-j ACCEPT -CFORWARD', '-C (in -CFORWARD)'],
+  ['-j ACCEPT --check=FORWARD', '--check (in --check=FORWARD)'],
+];
+for (const [body, uses] of commandLines) {
+  test(`a user template line ${JSON.stringify(body)} is refused, naming the template file and line`, (t) => {
+    const error = t.throws(() => renderRules(`-j ACCEPT\n{{body}}\n`, 'rules.d/filter/forward.hbs', { body }), { instanceOf: TemplateError });
+    t.is(error?.message, `rules.d/filter/forward.hbs, rendered line 2: ${JSON.stringify(body)} uses ${uses}: `
+      + 'templates write rule bodies, the planner writes commands');
+  });
+}
+
+test('matches and targets that merely start like a command or table option are rule bodies', (t) => {
+  const bodies = [
+    '-p tcp -m tcp --dport 22 -j ACCEPT',
+    '-s 10.0.0.0/8 -d 10.1.0.0/16 -i eth1 -o eth0 -j ACCEPT',
+    '-p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu',
+    '-p tcp -j DNAT --to-destination 10.0.0.1:22',
+    '-p tcp -j DNAT --to-destination=10.0.0.1:22',
+    '-j MARK --set-mark 1',
+    '-j LOG --log-prefix "X"',
+    '-j LOG --log-prefix "-A FORWARD "',
+    '-m conntrack --ctstate NEW,ESTABLISHED -j ACCEPT',
+    '-m set --match-set vgw-office src -j DROP',
+    '-m comment --comment "Table-driven" -j RETURN',
+    '-f -j DROP',
+    '-m policy --dir in --pol ipsec -j ACCEPT',
+    '-m addrtype --dst-type LOCAL -j RETURN',
+    '-m time --timestart 08:00 --timestop 18:00 -j ACCEPT',
+    '-m limit --limit 5/min --limit-burst 10 -j ACCEPT',
+    '-g VGW-USER-FORWARD',
+  ];
+  t.deepEqual(renderRules(bodies.join('\n'), 'rules.d/filter/forward.hbs', {}), bodies);
+});
+
 test('a user template jumping to an undeclared VGW- chain is a PlanError naming the file', async (t) => {
   const error = await t.throwsAsync(planWithUserDir(broken('undeclared-jump')), { instanceOf: PlanError });
   t.is(error?.message, `filter VGW-USER-FORWARD rule 2 (from ${broken('undeclared-jump')}/filter/forward.hbs) jumps to VGW-NOPE, `
