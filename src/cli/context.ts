@@ -18,7 +18,7 @@ export function makeRunner(netns?: string): CommandRunner {
 
 export async function loadAll(args: GlobalArgs, cache?: PlanCache): Promise<{ loaded: LoadedConfig; templates: Templates }> {
   const loaded = await loadConfig(resolveConfigPath(args.config), cache?.config);
-  const templates = await loadTemplates(loaded.config.rules.dir);
+  const templates = await loadTemplates(loaded.config.rules.dir, loaded.path);
   return { loaded, templates };
 }
 

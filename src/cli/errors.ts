@@ -3,6 +3,7 @@ import { ApplyError } from '../apply/apply.js';
 import { privilegeHint } from '../apply/hints.js';
 import { ConfigError } from '../config/problems.js';
 import { CommandError } from '../exec/runner.js';
+import { LabError, LabInputError } from '../lab/topology.js';
 import { BackendError } from '../observe/read.js';
 import { PlanError } from '../plan/check.js';
 import { TemplateError } from '../template/render.js';
@@ -13,8 +14,14 @@ export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
+/** A runtime failure its message explains in full (a server that cannot listen, a gateway that does not answer). */
+export class FailureError extends Error {
+  override readonly name = 'FailureError';
+}
+
 export function exitCodeOf(error: unknown): number {
-  if (error instanceof ConfigError || error instanceof TemplateError || error instanceof PlanError || error instanceof UsageError) return EXIT.invalid;
+  if (error instanceof ConfigError || error instanceof TemplateError || error instanceof PlanError || error instanceof UsageError
+    || error instanceof LabInputError) return EXIT.invalid;
   return EXIT.failure;
 }
 
@@ -27,6 +34,6 @@ export function describeError(error: unknown): string {
     const hint = privilegeHint(error.stderr);
     return hint ? `${error.message}; ${hint}` : error.message;
   }
-  if (error instanceof BackendError || error instanceof UsageError) return error.message;
+  if (error instanceof BackendError || error instanceof UsageError || error instanceof FailureError || error instanceof LabError) return error.message;
   return (error as Error)?.stack ?? String(error);
 }

@@ -28,7 +28,7 @@ async function labConfig(args: LabArgs): Promise<{ loaded: LoadedConfig; topolog
 
 async function up(runner: CommandRunner, args: LabArgs): Promise<LabTopology> {
   const { loaded, topology } = await labConfig(args);
-  const templates = await loadTemplates(loaded.config.rules.dir);
+  const templates = await loadTemplates(loaded.config.rules.dir, loaded.path);
   if ((await listLabNamespaces(runner, args.name)).length > 0) {
     throw new UsageError(`lab ${args.name} already exists; run \`vlan-gateway lab down --name ${args.name}\` first`);
   }

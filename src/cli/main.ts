@@ -2,10 +2,11 @@
  * The composition root: yargs commands wired to real implementations. Entered from src/main.ts (tsx) or from the
  * launcher (dist/vlan-gateway.mjs), which passes the code cache it loaded the bundle with.
  */
+import { existsSync } from 'node:fs';
 import yargs from 'yargs';
 import { applyCommand, downCommand } from './apply.js';
 import { setCodeCache, type CodeCache } from './code-cache.js';
-import { describeError, exitCodeOf, EXIT } from './errors.js';
+import { describeError, exitCodeOf, EXIT, UsageError } from './errors.js';
 import { labCommand } from './lab.js';
 import { planCommand } from './plan.js';
 import { runCommand } from './run.js';
@@ -30,6 +31,7 @@ export async function main(argv: string[], options: { codeCache?: CodeCache } = 
       .command(runCommand)
       .command(statusCommand)
       .demandCommand(1, 'Name a command.')
+      .middleware(checkOptions)
       .strict()
       .fail((message, error) => {
         if (error) throw error;
@@ -47,5 +49,30 @@ export async function main(argv: string[], options: { codeCache?: CodeCache } = 
     return EXIT.invalid;
   }
   process.stderr.write(`vlan-gateway: ${describeError(failed)}\n`);
-  return exitCodeOf(failed);
+  // `plan --detailed-exitcode` keeps 2 for "changes pending" (Terraform's convention): any error is 1 there, or a
+  // script that applies on 2 would apply a config that does not even load.
+  return detailedPlan(argv) ? EXIT.failure : exitCodeOf(failed);
+}
+
+function detailedPlan(argv: readonly string[]): boolean {
+  return argv.includes('plan') && argv.some((a) => a === '--detailed-exitcode' || a.startsWith('--detailed-exitcode='));
+}
+
+/** Options that take one value each (yargs makes an array of a repeated one, and takes `--netns=` as ""). */
+const SINGLE_VALUED = ['config', 'netns', 'listen', 'url', 'schedule', 'name', 'log-level'];
+
+/**
+ * Checks the options before any command runs. An empty or repeated value is refused rather than guessed at: an
+ * empty `--netns` would otherwise mean "no namespace", and the command would act on the caller's own network.
+ */
+function checkOptions(args: Record<string, unknown>): void {
+  for (const key of SINGLE_VALUED) {
+    const value = args[key];
+    if (Array.isArray(value)) throw new UsageError(`--${key} is given ${value.length} times (${value.map((v) => JSON.stringify(String(v))).join(', ')}); give it once`);
+    if (value === '') throw new UsageError(`--${key} needs a value`);
+  }
+  const netns = args.netns;
+  if (typeof netns === 'string' && (netns.includes('/') || netns === '.' || netns === '..' || !existsSync(`/run/netns/${netns}`))) {
+    throw new UsageError(`--netns ${netns}: no such network namespace (\`ip netns list\` shows the names)`);
+  }
 }

@@ -6,6 +6,7 @@
  */
 import { readFile, realpath } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type { AddressInfo } from 'node:net';
 import cron from 'node-cron';
 import type { CommandModule } from 'yargs';
 import { loadConfig, resolveConfigPath } from '../config/load.js';
@@ -28,7 +29,7 @@ import { loadTemplates } from '../template/load.js';
 import { codeCache } from './code-cache.js';
 import { makeRunner, type GlobalArgs } from './context.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
-import { describeError, exitCodeOf, UsageError } from './errors.js';
+import { describeError, exitCodeOf, FailureError, UsageError } from './errors.js';
 
 export const DEFAULT_SCHEDULE = '*/30 * * * * *';
 
@@ -54,10 +55,25 @@ interface RunArgs extends GlobalArgs {
   'health-timeout'?: number;
 }
 
+/** Milliseconds from a flag: a whole number from `min` up to an hour (setTimeout fires at once past 2^31 ms). */
+function checkMs(flag: string, value: number | undefined, min: number): void {
+  if (value !== undefined && !(Number.isInteger(value) && value >= min && value <= 3_600_000)) {
+    throw new UsageError(`--${flag} ${Number.isNaN(value) ? 'is not a number' : String(value)}: expected a whole number of milliseconds from ${min} to 3600000`);
+  }
+}
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+function checkLogLevel(level: string | undefined): string | undefined {
+  if (level !== undefined && !LOG_LEVELS.includes(level)) {
+    throw new UsageError(`log level ${JSON.stringify(level)} (--log-level or $LOG_LEVEL): expected one of ${LOG_LEVELS.join(', ')}`);
+  }
+  return level;
+}
+
 /** Loads a config and its templates (schema-checked); `renderCheck` renders them as if every NIC were present. */
 async function loadChecked(path: string, listen: string | undefined, renderCheck = true, cache?: PlanCache): Promise<ConfigState> {
   const loaded = await loadConfig(path, cache?.config, { listen });
-  const templates = await loadTemplates(loaded.config.rules.dir);
+  const templates = await loadTemplates(loaded.config.rules.dir, loaded.path);
   if (renderCheck) planDesired(loaded.config, syntheticFacts(loaded.config), templates);
   return { path, text: loaded.text, config: loaded.config, templates };
 }
@@ -103,8 +119,11 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     .option('stats-interval', { type: 'number', default: 5000, describe: 'ms between two reads of kernel counters' })
     .option('health-timeout', { type: 'number', default: 60_000, describe: 'ms a change may wait, or reconciles fail, before /healthz fails' }),
   handler: async (args) => {
-    const log = makeLogger(args['log-level']);
     if (args.listen !== undefined && !parseListenAddress(args.listen)) throw new UsageError(`--listen ${args.listen}: expected HOST:PORT with a port up to 65535, e.g. ${DEFAULT_LISTEN}`);
+    checkMs('stats-interval', args['stats-interval'], 100);
+    checkMs('min-interval', args['min-interval'], 0);
+    checkMs('health-timeout', args['health-timeout'], 1000);
+    const log = makeLogger(checkLogLevel(args['log-level'] ?? process.env.LOG_LEVEL));
     const path = resolveConfigPath(args.config);
     // A restarted container finds in the plan cache what its last run parsed and rendered (its /run survives
     // `docker restart`): the start pass then neither parses the YAML nor renders the rules, which at 100 VLANs is
@@ -141,7 +160,17 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     const monitor = new NetlinkMonitor(runner, log, () => supervisor.trigger('netlink'));
 
     metrics.lastReloadOk.set(1);
-    const address = await http.start(args.listen ?? config.http.listen ?? DEFAULT_LISTEN);
+    const listen = args.listen ?? config.http.listen ?? DEFAULT_LISTEN;
+    let address: AddressInfo;
+    try {
+      address = await http.start(listen);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      const why = code === 'EADDRINUSE' ? 'the port is in use' : code === 'EADDRNOTAVAIL' ? 'no interface has that address'
+        : code === 'ENOTFOUND' ? 'not an address' : code === 'EACCES' ? 'permission denied' : (error as Error).message;
+      const from = args.listen !== undefined ? '--listen' : config.http.listen !== undefined ? 'http.listen' : 'the default http.listen';
+      throw new FailureError(`cannot serve the HTTP endpoints on ${listen} (${from}): ${why}`);
+    }
     log.info({ listen: `${address.address}:${address.port}`, config: path, schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
 
     let exitCode = 0;

@@ -1,7 +1,8 @@
 /** `vlan-gateway status`: the running supervisor's /status, for a person (or raw with --json). */
 import type { CommandModule } from 'yargs';
-import { DEFAULT_PORT, parseListen } from '../config/listen.js';
+import { DEFAULT_PORT, parseListenAddress } from '../config/listen.js';
 import { out, type GlobalArgs } from './context.js';
+import { FailureError, UsageError } from './errors.js';
 
 interface StatusArgs extends GlobalArgs {
   url?: string;
@@ -57,14 +58,25 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
     .option('json', { type: 'boolean', describe: 'print the raw JSON' }),
   handler: async (args) => {
     const listen = (args as { listen?: string }).listen;
-    const base = args.url ?? `http://127.0.0.1:${listen ? parseListen(listen).port : DEFAULT_PORT}`;
+    const port = listen === undefined ? DEFAULT_PORT : parseListenAddress(listen)?.port;
+    if (port === undefined) throw new UsageError(`--listen ${listen}: expected HOST:PORT, as given to \`vlan-gateway run --listen\``);
+    const base = args.url ?? `http://127.0.0.1:${port}`;
+    if (args.url !== undefined && !/^https?:\/\/[^/\s]+/.test(args.url)) throw new UsageError(`--url ${args.url}: expected http://HOST:PORT`);
     let response: Response;
     try {
       response = await fetch(`${base.replace(/\/$/, '')}/status`, { signal: AbortSignal.timeout(3000) });
     } catch (error) {
-      throw new Error(`cannot reach the gateway at ${base} (${(error as Error).cause ?? (error as Error).message}); is \`vlan-gateway run\` running?`);
+      const cause = (error as Error).cause as { code?: string; message?: string } | undefined;
+      const why = cause?.code ?? cause?.message ?? ((error as Error).name === 'TimeoutError' ? 'no answer in 3 s' : (error as Error).message);
+      throw new FailureError(`cannot reach the gateway at ${base} (${why}); is \`vlan-gateway run\` running, and is that its --listen address?`);
     }
-    const doc = (await response.json()) as StatusDoc;
+    if (!response.ok) throw new FailureError(`${base}/status answered ${response.status} ${response.statusText}${response.status === 403 ? ' (http.allowFrom does not let this client in)' : ''}`);
+    let doc: StatusDoc;
+    try {
+      doc = (await response.json()) as StatusDoc;
+    } catch {
+      throw new FailureError(`${base}/status did not answer with the gateway's JSON; is that vlan-gateway's address?`);
+    }
     out(args.json ? JSON.stringify(doc, null, 2) : formatStatus(doc));
   },
 };

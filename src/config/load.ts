@@ -10,9 +10,9 @@ import { lineFinder, parseYaml, YamlSyntaxError } from './yaml.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/vlan-gateway/gateway.yaml';
 
-/** `--config FILE`, else `$VLAN_GATEWAY_CONFIG`, else the default path. */
+/** `--config FILE`, else `$VLAN_GATEWAY_CONFIG` (unless empty, as a shell's `VAR=` leaves it), else the default path. */
 export function resolveConfigPath(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
-  return flag ?? env.VLAN_GATEWAY_CONFIG ?? DEFAULT_CONFIG_PATH;
+  return flag ?? (env.VLAN_GATEWAY_CONFIG || undefined) ?? DEFAULT_CONFIG_PATH;
 }
 
 export interface LoadedConfig {

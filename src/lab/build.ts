@@ -8,7 +8,7 @@
  * is just "delete every `vgwlab-<name>-*` namespace", after stopping whatever still runs inside them.
  */
 import type { CommandRunner } from '../exec/runner.js';
-import { assertLabName, LabError, labPrefix, NAMESPACE_PREFIX, type LabTopology } from './topology.js';
+import { assertLabName, LabError, LabInputError, labPrefix, NAMESPACE_PREFIX, type LabTopology } from './topology.js';
 
 type Argv = readonly string[];
 
@@ -69,7 +69,7 @@ export function labUpCommands(t: LabTopology): Argv[] {
 export async function labUp(runner: CommandRunner, topology: LabTopology): Promise<void> {
   const existing = await listLabNamespaces(runner, topology.name);
   if (existing.length > 0) {
-    throw new LabError(`lab ${topology.name} already exists (${existing.join(', ')}); run \`vlan-gateway lab down\` first`);
+    throw new LabInputError(`lab ${topology.name} already exists (${existing.join(', ')}); run \`vlan-gateway lab down\` first`);
   }
   const created: string[] = [];
   try {

@@ -5,6 +5,6 @@ export { formatMatrix, INTERNET, labCheck, planLabAgents, planLabProbes, type Ch
 export { expectedPortForwardVerdict, expectedUplinkNat, expectedVerdict, zoneOfAddress, type ProbeProto, type Verdict, type Zone } from './expect.js';
 export { mapLimit, runProbe, startAgent, type ProbeOutcome, type ProbeSpec, type RunningAgent } from './probe.js';
 export {
-  assertLabName, DEFAULT_LAB_NAME, INTERNET_HOST, LAB_NAME, LabError, labPrefix, planLabTopology,
+  assertLabName, DEFAULT_LAB_NAME, INTERNET_HOST, LAB_NAME, LabError, LabInputError, labPrefix, planLabTopology,
   type LabClient, type LabTopology, type LabUplink, type LabVlan,
 } from './topology.js';

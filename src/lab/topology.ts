@@ -27,7 +27,12 @@ const DEFAULT_UPLINK_GATEWAY = '203.0.113.1';
 const CLIENT_HOST_OFFSET = 100;
 
 export class LabError extends Error {
-  override readonly name = 'LabError';
+  override readonly name: string = 'LabError';
+}
+
+/** The lab cannot be built for this name or config: the user's input to fix (exit 2). */
+export class LabInputError extends LabError {
+  override readonly name = 'LabInputError';
 }
 
 export interface LabClient {
@@ -97,7 +102,7 @@ export function labPrefix(name: string): string {
 
 export function assertLabName(name: string): void {
   if (!LAB_NAME.test(name)) {
-    throw new LabError(`lab name ${JSON.stringify(name)} must be a lowercase letter, then up to 7 lowercase letters or digits`);
+    throw new LabInputError(`lab name ${JSON.stringify(name)} must be a lowercase letter, then up to 7 lowercase letters or digits`);
   }
 }
 
@@ -109,7 +114,7 @@ export function planLabTopology(config: Config, name: string = DEFAULT_LAB_NAME)
   for (const vlan of config.vlans) {
     const explicit = refName(vlan.interface);
     if (explicit === undefined) continue;
-    if (taken.has(explicit)) throw new LabError(`vlan ${vlan.name}: interface ${explicit} is already used in the router`);
+    if (taken.has(explicit)) throw new LabInputError(`vlan ${vlan.name}: interface ${explicit} is already used in the router`);
     taken.add(explicit);
   }
 
@@ -164,9 +169,9 @@ export function planLabTopology(config: Config, name: string = DEFAULT_LAB_NAME)
   const uplinkNet = parseCidr(`${uplink.inetAddress}/${uplink.prefix}`)!;
   for (const vlan of vlans) {
     const subnet = parseCidr(vlan.subnet)!;
-    if (contains(subnet, internet)) throw new LabError(`vlan ${vlan.name}: ${vlan.subnet} holds the lab's Internet host ${INTERNET_HOST}`);
+    if (contains(subnet, internet)) throw new LabInputError(`vlan ${vlan.name}: ${vlan.subnet} holds the lab's Internet host ${INTERNET_HOST}`);
     if (contains(subnet, parseAddress(uplink.inetAddress)!) || contains(uplinkNet, subnet.network)) {
-      throw new LabError(`vlan ${vlan.name}: ${vlan.subnet} overlaps the uplink network ${formatAddress(networkOf(uplinkNet))}/${uplink.prefix}`);
+      throw new LabInputError(`vlan ${vlan.name}: ${vlan.subnet} overlaps the uplink network ${formatAddress(networkOf(uplinkNet))}/${uplink.prefix}`);
     }
   }
 
@@ -191,7 +196,7 @@ function planUplink(config: Config): LabUplink {
   const gateway = parseAddress(gatewayText)!;
   const net: Cidr = { network: networkOf({ network: gateway, prefix: 24 }), prefix: 24 };
   if (contains(net, parseAddress(INTERNET_HOST)!)) {
-    throw new LabError(`uplink.gateway ${gatewayText} is in the lab Internet host's network (${INTERNET_HOST})`);
+    throw new LabInputError(`uplink.gateway ${gatewayText} is in the lab Internet host's network (${INTERNET_HOST})`);
   }
   const snatTo = config.uplink.nat === 'snat' && config.uplink.snatTo !== undefined ? parseAddress(config.uplink.snatTo) : undefined;
   // With nat: snat, Docker's own address is what the user writes as snatTo: give the router exactly that.
@@ -221,7 +226,7 @@ function dockerLikeAddress(cidr: Cidr, gateway: number): number {
   const second = networkOf(cidr) + 2;
   if (second !== gateway && isHost(cidr, second)) return second;
   for (let n = networkOf(cidr) + 1; isHost(cidr, n); n++) if (n !== gateway) return n;
-  throw new LabError(`${formatAddress(networkOf(cidr))}/${cidr.prefix} has no free host address`);
+  throw new LabInputError(`${formatAddress(networkOf(cidr))}/${cidr.prefix} has no free host address`);
 }
 
 /** `.100` of the subnet when it is a free host address, else the highest free one. */
@@ -229,7 +234,7 @@ function clientHostAddress(cidr: Cidr, used: number[], vlan: string): number {
   const preferred = networkOf(cidr) + CLIENT_HOST_OFFSET;
   if (isHost(cidr, preferred) && !used.includes(preferred)) return preferred;
   for (let n = broadcastOf(cidr) - 1; isHost(cidr, n); n--) if (!used.includes(n)) return n;
-  throw new LabError(`vlan ${vlan}: ${formatAddress(networkOf(cidr))}/${cidr.prefix} is too small for the lab (gateway, router NIC and a client)`);
+  throw new LabInputError(`vlan ${vlan}: ${formatAddress(networkOf(cidr))}/${cidr.prefix} is too small for the lab (gateway, router NIC and a client)`);
 }
 
 function refName(ref: InterfaceRef | undefined): string | undefined {

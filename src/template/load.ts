@@ -12,32 +12,47 @@ async function source(path: string, shown: string): Promise<TemplateSource> {
   return { file: shown, source: await readFile(path, 'utf8') };
 }
 
+const why = (error: unknown) => {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' ? 'no such directory' : code === 'ENOTDIR' ? 'not a directory' : code === 'EISDIR' ? 'is a directory'
+    : code === 'EACCES' ? 'permission denied' : code ?? (error as Error).message;
+};
+
+/** A user template that cannot be read is the config's problem (rules.dir), named by file. */
+async function userSource(path: string, configPath: string): Promise<TemplateSource> {
+  try {
+    return await source(path, path);
+  } catch (error) {
+    throw new ConfigError(configPath, [{ path: ['rules', 'dir'], message: `cannot read ${path} (${why(error)})` }]);
+  }
+}
+
 const USER_FILES: Record<string, UserHook> = {
   'filter/forward.hbs': 'forward',
   'nat/prerouting.hbs': 'prerouting',
   'nat/postrouting.hbs': 'postrouting',
 };
 
-async function userTemplates(dir: string): Promise<Templates['user']> {
+async function userTemplates(dir: string, configPath: string): Promise<Templates['user']> {
   let entries: string[];
   try {
     entries = (await readdir(dir, { recursive: true })).map((e) => e.split('\\').join('/'));
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    throw new ConfigError('config', [{ path: ['rules', 'dir'], message: `cannot read ${dir} (${code === 'ENOENT' ? 'no such directory' : code})` }]);
+    throw new ConfigError(configPath, [{ path: ['rules', 'dir'], message: `cannot read ${dir} (${why(error)})` }]);
   }
   const templates = entries.filter((e) => e.endsWith('.hbs'));
   const unknown = templates.filter((e) => !(e in USER_FILES));
   if (unknown.length > 0) {
-    throw new ConfigError('config', unknown.map((e) => ({
+    throw new ConfigError(configPath, unknown.map((e) => ({
       path: ['rules', 'dir'],
       message: `${join(dir, e)} is not a known template; use ${Object.keys(USER_FILES).join(', ')} (they fill ${Object.values(USER_HOOKS).map((h) => h.chain).join(', ')})`,
     })));
   }
-  return Promise.all(templates.sort().map(async (e) => ({ hook: USER_FILES[e]!, template: await source(join(dir, e), join(dir, e)) })));
+  return Promise.all(templates.sort().map(async (e) => ({ hook: USER_FILES[e]!, template: await userSource(join(dir, e), configPath) })));
 }
 
-export async function loadTemplates(userDir?: string): Promise<Templates> {
+/** The built-in templates, and the user's from `userDir` (the config's rules.dir; `configPath` names it in errors). */
+export async function loadTemplates(userDir?: string, configPath = 'config'): Promise<Templates> {
   const dir = builtinRulesDir();
   const builtin = (name: string) => source(join(dir, name), relative(process.cwd(), join(dir, name)) || name);
   const [forward, from, pair, prerouting, postrouting, user] = await Promise.all([
@@ -46,7 +61,7 @@ export async function loadTemplates(userDir?: string): Promise<Templates> {
     builtin('filter/pair.hbs'),
     builtin('nat/prerouting.hbs'),
     builtin('nat/postrouting.hbs'),
-    userDir ? userTemplates(userDir) : Promise.resolve([]),
+    userDir ? userTemplates(userDir, configPath) : Promise.resolve([]),
   ]);
   return { forward, from, pair, prerouting, postrouting, user };
 }

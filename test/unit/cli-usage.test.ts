@@ -1,0 +1,100 @@
+/**
+ * The CLI's answers to bad input, in-process through main(): the message names the flag or file, there is no
+ * stack trace, and the exit code says whose problem it is (2: the input; 1: a failure; `plan
+ * --detailed-exitcode` keeps 2 for "changes pending", so every error is 1 there). None of these gets as far as
+ * a command that reads or changes a namespace: where a check could be missed, the config path does not exist,
+ * so a regression fails on the message instead of running anything. Serial: each row takes over process.stderr.
+ */
+import test from 'ava';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DEFAULT_CONFIG_PATH, resolveConfigPath } from '../../src/config/load.js';
+import { main } from '../../src/cli/main.js';
+import { ConfigError } from '../../src/config/problems.js';
+import { loadTemplates } from '../../src/template/load.js';
+
+const NO_FILE = '/nonexistent/vlan-gateway-test.yaml';
+
+async function run(...argv: string[]): Promise<{ code: number; stderr: string }> {
+  const write = process.stderr.write.bind(process.stderr);
+  let stderr = '';
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    stderr += String(chunk);
+    return true;
+  }) as typeof process.stderr.write;
+  try {
+    const code = await main(argv);
+    return { code, stderr };
+  } finally {
+    process.stderr.write = write;
+    process.exitCode = undefined;
+  }
+}
+
+const rows: Array<{ argv: string[]; code: number; stderr: string }> = [
+  // An empty --netns used to mean "no namespace": the command acted on the caller's own network.
+  { argv: ['plan', '--config', NO_FILE, '--netns'], code: 2, stderr: 'vlan-gateway: --netns needs a value\n' },
+  { argv: ['plan', '--config', NO_FILE, '--netns='], code: 2, stderr: 'vlan-gateway: --netns needs a value\n' },
+  { argv: ['apply', '--config', NO_FILE, '--netns', 'vgw-test-no-such-ns'], code: 2, stderr: 'vlan-gateway: --netns vgw-test-no-such-ns: no such network namespace (`ip netns list` shows the names)\n' },
+  { argv: ['down', '--config', NO_FILE, '--netns', '../x'], code: 2, stderr: 'vlan-gateway: --netns ../x: no such network namespace (`ip netns list` shows the names)\n' },
+  { argv: ['plan', '--config', NO_FILE, '--netns', 'a', '--netns', 'b'], code: 2, stderr: 'vlan-gateway: --netns is given 2 times ("a", "b"); give it once\n' },
+  { argv: ['validate', '--config', 'a.yaml', '--config', 'b.yaml'], code: 2, stderr: 'vlan-gateway: --config is given 2 times ("a.yaml", "b.yaml"); give it once\n' },
+  { argv: ['validate', '--config'], code: 2, stderr: 'vlan-gateway: --config needs a value\n' },
+  // Errors under --detailed-exitcode are 1, never 2 ("changes pending").
+  { argv: ['validate', '--config', NO_FILE], code: 2, stderr: `vlan-gateway: invalid config: ${NO_FILE}: 1 problem:\n  cannot read ${NO_FILE}: no such file\n` },
+  { argv: ['plan', '--detailed-exitcode', '--config', NO_FILE], code: 1, stderr: `vlan-gateway: invalid config: ${NO_FILE}: 1 problem:\n  cannot read ${NO_FILE}: no such file\n` },
+  { argv: ['plan', '--detailed-exitcode', '--netns', 'vgw-test-no-such-ns'], code: 1, stderr: 'vlan-gateway: --netns vgw-test-no-such-ns: no such network namespace (`ip netns list` shows the names)\n' },
+  // run's flags are checked before the config is read.
+  { argv: ['run', '--config', NO_FILE, '--log-level', 'loud'], code: 2, stderr: 'vlan-gateway: log level "loud" (--log-level or $LOG_LEVEL): expected one of trace, debug, info, warn, error, fatal, silent\n' },
+  { argv: ['run', '--config', NO_FILE, '--stats-interval', '-5'], code: 2, stderr: 'vlan-gateway: --stats-interval -5: expected a whole number of milliseconds from 100 to 3600000\n' },
+  { argv: ['run', '--config', NO_FILE, '--min-interval', 'abc'], code: 2, stderr: 'vlan-gateway: --min-interval is not a number: expected a whole number of milliseconds from 0 to 3600000\n' },
+  { argv: ['run', '--config', NO_FILE, '--health-timeout', '1e12'], code: 2, stderr: 'vlan-gateway: --health-timeout 1000000000000: expected a whole number of milliseconds from 1000 to 3600000\n' },
+  { argv: ['run', '--config', NO_FILE, '--listen', '10123'], code: 2, stderr: 'vlan-gateway: --listen 10123: expected HOST:PORT with a port up to 65535, e.g. 0.0.0.0:10123\n' },
+  { argv: ['status', '--listen', 'bogus'], code: 2, stderr: 'vlan-gateway: --listen bogus: expected HOST:PORT, as given to `vlan-gateway run --listen`\n' },
+  { argv: ['status', '--url', 'notaurl'], code: 2, stderr: 'vlan-gateway: --url notaurl: expected http://HOST:PORT\n' },
+  { argv: ['lab', 'down', '--name', 'BAD'], code: 2, stderr: 'vlan-gateway: lab name "BAD" must be a lowercase letter, then up to 7 lowercase letters or digits\n' },
+];
+
+for (const row of rows) {
+  test.serial(`vlan-gateway ${row.argv.join(' ')} → exit ${row.code}`, async (t) => {
+    const result = await run(...row.argv);
+    t.is(result.stderr, row.stderr);
+    t.is(result.code, row.code);
+    t.notRegex(result.stderr, /^\s+at /m, 'no stack trace');
+  });
+}
+
+test.serial('status with nothing listening: a failure (exit 1) that says what to check, not a stack', async (t) => {
+  // A port that was just free on loopback: nothing listens there.
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  const result = await run('status', '--url', `http://127.0.0.1:${port}`);
+  t.is(result.stderr, `vlan-gateway: cannot reach the gateway at http://127.0.0.1:${port} (ECONNREFUSED); is \`vlan-gateway run\` running, and is that its --listen address?\n`);
+  t.is(result.code, 1);
+});
+
+test('an empty $VLAN_GATEWAY_CONFIG (a shell\'s `VAR=`) is unset, not a file named ""', (t) => {
+  t.is(resolveConfigPath(undefined, { VLAN_GATEWAY_CONFIG: '' }), DEFAULT_CONFIG_PATH);
+  t.is(resolveConfigPath(undefined, { VLAN_GATEWAY_CONFIG: '/x.yaml' }), '/x.yaml');
+  t.is(resolveConfigPath('/y.yaml', { VLAN_GATEWAY_CONFIG: '/x.yaml' }), '/y.yaml');
+});
+
+test('a rules.dir entry that cannot be read as a template is a config error naming the config and the entry', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  try {
+    await mkdir(join(dir, 'filter', 'forward.hbs'), { recursive: true });
+    const error = await t.throwsAsync(loadTemplates(dir, 'gateway.yaml'), { instanceOf: ConfigError });
+    t.deepEqual(error?.lines, [`rules.dir: cannot read ${join(dir, 'filter', 'forward.hbs')} (is a directory)`]);
+    t.regex(error?.message ?? '', /^gateway\.yaml: 1 problem:/);
+    await rm(join(dir, 'filter'), { recursive: true });
+    await writeFile(join(dir, 'filter'), '');
+    const notDir = await t.throwsAsync(loadTemplates(join(dir, 'filter'), 'gateway.yaml'), { instanceOf: ConfigError });
+    t.deepEqual(notDir?.lines, [`rules.dir: cannot read ${join(dir, 'filter')} (not a directory)`]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
