@@ -1,13 +1,13 @@
 import type { CommandModule } from 'yargs';
 import { formatPlan } from '../plan/format.js';
 import { reconcileOnce, type Mode } from '../reconcile/once.js';
-import { loadAll, makeRunner, out, withPlanCache, type GlobalArgs } from './context.js';
+import { loadFor, makeRunner, out, withPlanCache, type GlobalArgs } from './context.js';
 
 async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
   await withPlanCache(async (cache) => {
-    const { loaded, templates } = await loadAll(args, cache);
+    const { config, templates } = await loadFor(mode, args, cache);
     const started = performance.now();
-    const { plan } = await reconcileOnce(makeRunner(args.netns), loaded.config, templates, { mode });
+    const { plan } = await reconcileOnce(makeRunner(args.netns), config, templates, { mode });
     out(formatPlan(plan).replace(/pending\.$/, `applied in ${Math.round(performance.now() - started)} ms.`));
   });
 }

@@ -1,9 +1,13 @@
 /** What every command needs: the config, the templates, and a runner (inside `--netns` when given). */
 import { loadConfig, resolveConfigPath, type LoadedConfig } from '../config/load.js';
+import { ConfigError } from '../config/problems.js';
+import type { Config } from '../config/schema.js';
 import { ExecaRunner } from '../exec/execa-runner.js';
 import { inNamespace, type CommandRunner } from '../exec/runner.js';
 import { useDesiredStore, type Templates } from '../plan/desired.js';
 import { loadTemplates } from '../template/load.js';
+import { TemplateError } from '../template/render.js';
+import { describeError } from './errors.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
 
 export interface GlobalArgs {
@@ -21,6 +25,35 @@ export async function loadAll(args: GlobalArgs, cache?: PlanCache): Promise<{ lo
   const templates = await loadTemplates(loaded.config.rules.dir, loaded.path);
   return { loaded, templates };
 }
+
+/**
+ * What `down` needs of the config is little: what it removes is found by our own marks (VGW- chains, jumps and
+ * sets, addresses with our metric), and the config only names the VLANs in the output. So a broken config does
+ * not stand between the user and a clean namespace: it is reported, and down goes on without it.
+ */
+/** The config and templates a command works from: for `down` (and `plan --down`), whatever config there is. */
+export async function loadFor(mode: 'up' | 'down', args: GlobalArgs, cache: PlanCache | undefined): Promise<{ config: Config; templates: Templates }> {
+  if (mode === 'down') return loadForDown(args, cache);
+  const { loaded, templates } = await loadAll(args, cache);
+  return { config: loaded.config, templates };
+}
+
+async function loadForDown(args: GlobalArgs, cache: PlanCache | undefined): Promise<{ config: Config; templates: Templates }> {
+  try {
+    const { loaded, templates } = await loadAll(args, cache);
+    return { config: loaded.config, templates };
+  } catch (error) {
+    if (!(error instanceof ConfigError || error instanceof TemplateError)) throw error;
+    process.stderr.write(`vlan-gateway: ${describeError(error)}\n`
+      + 'vlan-gateway: down goes on without it: removing what the gateway added by its own marks (VGW- chains, jumps and sets, its addresses)\n');
+    return { config: NO_VLANS, templates: await loadTemplates() };
+  }
+}
+
+/** A config with nothing in it, for down alone (the schema wants one VLAN; down needs none). */
+const NO_VLANS: Config = {
+  uplink: { nat: 'masquerade' }, vlans: [], forwarding: { default: 'accept', rules: [] }, portForwards: [], rules: {}, reconcile: {}, http: { allowFrom: [] },
+};
 
 export const out = (text: string) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
 

@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { formatPlan } from '../plan/format.js';
 import { reconcileOnce } from '../reconcile/once.js';
-import { loadAll, makeRunner, out, withPlanCache, type GlobalArgs } from './context.js';
+import { loadFor, makeRunner, out, withPlanCache, type GlobalArgs } from './context.js';
 
 interface PlanArgs extends GlobalArgs {
   'detailed-exitcode'?: boolean;
@@ -16,8 +16,8 @@ export const planCommand: CommandModule<GlobalArgs, PlanArgs> = {
     .option('down', { type: 'boolean', describe: 'show what down would remove instead' }),
   handler: async (args) => {
     const { plan } = await withPlanCache(async (cache) => {
-      const { loaded, templates } = await loadAll(args, cache);
-      return reconcileOnce(makeRunner(args.netns), loaded.config, templates, { dryRun: true, mode: args.down ? 'down' : 'up' });
+      const { config, templates } = await loadFor(args.down ? 'down' : 'up', args, cache);
+      return reconcileOnce(makeRunner(args.netns), config, templates, { dryRun: true, mode: args.down ? 'down' : 'up' });
     });
     out(formatPlan(plan));
     if (args['detailed-exitcode'] && plan.steps.length > 0) process.exitCode = 2;

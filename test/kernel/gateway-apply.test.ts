@@ -11,6 +11,7 @@
  */
 import test from 'ava';
 import { execa } from 'execa';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../../src/config/schema.js';
 import { inNamespace } from '../../src/exec/runner.js';
@@ -410,4 +411,29 @@ kernel(`IPv6 forwarding switched on in the namespace: plan warns that IPv6 passe
     await ipv6('0');
   }
   t.notRegex((await plan(lab.router, offLinkGateway)).stdout, /^warning:/m);
+});
+
+kernel(`down with a broken config still removes what the gateway added (found by its marks), and says the config is broken${NEEDS_ROOT}`, async (t) => {
+  const lab = labs.hotPlug!;
+  const applied = await apply(lab.router, example);
+  t.is(applied.code, 0, applied.stderr);
+  t.regex(await save(lab.router, 'nft'), /VGW-FORWARD/);
+  const broken = join(await scratchDir(), 'broken.yaml');
+  await writeFile(broken, 'vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.30.1}\n');
+
+  const preview = await cli('plan', '--down', '--detailed-exitcode', '--netns', lab.router, '--config', broken);
+  t.is(preview.code, 2, `changes pending: ${preview.stdout}${preview.stderr}`);
+  const down = await cli('down', '--netns', lab.router, '--config', broken);
+  t.is(down.code, 0, down.stderr);
+  t.regex(down.stderr, /vlans\[0\]\.gateway: 192\.168\.30\.1 is outside 192\.168\.10\.0\/24/);
+  t.regex(down.stderr, /down goes on without it: removing what the gateway added by its own marks/);
+  t.regex(down.stdout, /^- address 192\.168\.10\.1\/24 on eth\d+ \(no longer configured\)$/m);
+  t.notRegex(await save(lab.router, 'nft'), /VGW-|vgw:/);
+  t.notRegex(await inNs(lab.router, 'ipset', 'list', '-n'), /VGW-/);
+  t.notRegex(await inNs(lab.router, 'ip', '-4', 'address', 'show'), /metric 7010/);
+  t.is((await cli('plan', '--down', '--detailed-exitcode', '--netns', lab.router, '--config', broken)).code, 0, 'nothing of ours is left');
+  // An apply with it changes nothing: an invalid config applies nothing.
+  const refused = await cli('apply', '--netns', lab.router, '--config', broken);
+  t.is(refused.code, 2);
+  t.notRegex(await save(lab.router, 'nft'), /VGW-/);
 });
