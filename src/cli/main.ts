@@ -30,6 +30,7 @@ export async function main(argv: string[], options: { codeCache?: CodeCache } = 
       .command(labCommand)
       .command(runCommand)
       .command(statusCommand)
+      .parserConfiguration({ 'camel-case-expansion': false }) // one name per option: no "Unknown arguments: x-y, xY"
       .demandCommand(1, 'Name a command.')
       .middleware(checkOptions)
       .strict()

@@ -437,3 +437,18 @@ kernel(`down with a broken config still removes what the gateway added (found by
   t.is(refused.code, 2);
   t.notRegex(await save(lab.router, 'nft'), /VGW-/);
 });
+
+kernel(`run that cannot serve its HTTP endpoints exits 1 naming the address and where it came from, having applied nothing${NEEDS_ROOT}`, async (t) => {
+  const ns = `vgwk-bind-${process.pid}`;
+  await runner.run(['ip', 'netns', 'add', ns]);
+  try {
+    // No NIC in a fresh namespace holds 10.254.254.254.
+    const run = await cli('run', '--netns', ns, '--config', example.path, '--listen', '10.254.254.254:1234');
+    t.is(run.code, 1, run.stdout);
+    t.regex(run.stderr, /^vlan-gateway: cannot serve the HTTP endpoints on 10\.254\.254\.254:1234 \(--listen\): no interface has that address$/m);
+    t.notRegex(run.stderr, /^\s+at /m, 'no stack trace');
+    t.notRegex(await save(ns, 'nft'), /VGW-/);
+  } finally {
+    await runner.run(['ip', 'netns', 'del', ns]);
+  }
+});
