@@ -3,8 +3,8 @@ import { createHash } from 'node:crypto';
 import { open, realpath } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isReplacedMount } from './mounts.js';
-import { ConfigError, formatPath } from './problems.js';
-import { validateConfig, type ValidateOptions } from './validate.js';
+import { ConfigError, formatPath, type Problem } from './problems.js';
+import { httpPortProblems, validateConfig, type ValidateOptions } from './validate.js';
 import type { Config } from './schema.js';
 import { lineFinder, parseYaml, YamlSyntaxError } from './yaml.js';
 
@@ -53,9 +53,13 @@ export async function loadConfig(path: string, cache?: ConfigCache, options: Val
     const why = 'the file was replaced after it was mounted on its own, and what is here is still the old file; restart the container, or mount the directory that holds the file instead of the file';
     throw new ConfigError(path, [{ path: [], message: why }], [`cannot read ${path}: ${why}`]);
   }
-  // A config valid under one `run --listen` may not be under another: the flag is part of the key.
-  const key = cache ? createHash('sha256').update(text).update(options.listen === undefined ? '' : `\0--listen ${options.listen}`).digest('base64url') : undefined;
+  const key = cache ? createHash('sha256').update(text).digest('base64url') : undefined;
   const cached = key === undefined ? undefined : cache!.load(key);
+  // What validation checks against `run --listen` is checked again for a config kept by its text alone.
+  if (cached) {
+    const problems = httpPortProblems(cached.portForwards, cached.http.listen, options);
+    if (problems.length > 0) throw configError(path, text, problems);
+  }
   const config = cached ?? parseConfigText(text, path, options);
   if (key !== undefined && !cached) cache!.remember(key, config);
   // A relative rules.dir is relative to the config file, not to wherever the command was started.
@@ -74,10 +78,15 @@ export function parseConfigText(text: string, source: string, options: ValidateO
   }
   const result = validateConfig(value, options);
   if (result.ok) return result.config;
+  throw configError(source, text, result.problems);
+}
+
+/** Problems → a ConfigError whose lines carry each problem's line in the file (looked up only now). */
+function configError(source: string, text: string, problems: readonly Problem[]): ConfigError {
   const lineOf = lineFinder(text);
-  const lines = result.problems.map((p) => {
+  const lines = problems.map((p) => {
     const line = lineOf(p.path);
     return `${formatPath(p.path)}: ${p.message}${line ? ` (line ${line})` : ''}`;
   });
-  throw new ConfigError(source, result.problems, lines);
+  return new ConfigError(source, problems, lines);
 }

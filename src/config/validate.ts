@@ -283,11 +283,6 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
   const http = isObject(input.http) ? input.http : {};
   const listenText = asString(http.listen);
   if (listenText !== undefined && /^\S+$/.test(listenText) && !parseListenAddress(listenText)) add(['http', 'listen'], `${JSON.stringify(listenText)} is not HOST:PORT with a port up to 65535, like ${JSON.stringify(DEFAULT_LISTEN)}`);
-  // The address the endpoints are served on: `run --listen` overrides http.listen.
-  const served = options.listen !== undefined ? { text: `--listen ${options.listen}`, move: '--listen' }
-    : listenText !== undefined ? { text: `http.listen ${listenText}`, move: 'http.listen' }
-    : { text: `the default http.listen, ${DEFAULT_LISTEN}`, move: 'http.listen' };
-  const listen = parseListenAddress(options.listen ?? listenText ?? DEFAULT_LISTEN);
   asArray(http.allowFrom).forEach((raw, index) => {
     const ref = asString(raw);
     if (ref === undefined) return;
@@ -315,12 +310,33 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
       const first = forwards.get(key);
       if (first !== undefined) add(['portForwards', index, 'port'], `${key} is already forwarded by portForwards[${first}]`);
       else forwards.set(key, index);
-      // The forward takes the port on every address of the gateway that the uplink side reaches: the endpoints too.
-      if (proto === 'tcp' && listen && raw.port === listen.port && !isLoopbackHost(listen.host)) {
-        add(['portForwards', index, 'port'], `tcp/${raw.port} is the gateway's own HTTP port (${served.text}): `
-          + `Prometheus and health checks from the uplink side would reach the VLAN host instead; forward another port, or move ${served.move}`);
-      }
     }
+  });
+  problems.push(...httpPortProblems(asArray(input.portForwards), listenText, options));
+  return problems;
+}
+
+/**
+ * A TCP port forward on the HTTP endpoints' own port: the DNAT takes that port on every address of the gateway that
+ * the uplink side reaches, so Prometheus and health checks would reach the VLAN host. The port is `run --listen`'s
+ * where given, else http.listen's, else the default; on loopback nothing from outside reaches it. Apart from the
+ * rest of validation because it depends on the flag as well as the file: a config kept valid by its text alone
+ * (the plan cache) is checked again here against the flag of the run that loads it.
+ */
+export function httpPortProblems(portForwards: readonly unknown[], httpListen: string | undefined, options: ValidateOptions): Problem[] {
+  const served = options.listen !== undefined ? { text: `--listen ${options.listen}`, move: '--listen' }
+    : httpListen !== undefined ? { text: `http.listen ${httpListen}`, move: 'http.listen' }
+    : { text: `the default http.listen, ${DEFAULT_LISTEN}`, move: 'http.listen' };
+  const listen = parseListenAddress(options.listen ?? httpListen ?? DEFAULT_LISTEN);
+  if (!listen || isLoopbackHost(listen.host)) return [];
+  const problems: Problem[] = [];
+  portForwards.forEach((raw, index) => {
+    if (!isObject(raw) || raw.port !== listen.port || (asString(raw.proto) ?? 'tcp') !== 'tcp') return;
+    problems.push({
+      path: ['portForwards', index, 'port'],
+      message: `tcp/${listen.port} is the gateway's own HTTP port (${served.text}): `
+        + `Prometheus and health checks from the uplink side would reach the VLAN host instead; forward another port, or move ${served.move}`,
+    });
   });
   return problems;
 }

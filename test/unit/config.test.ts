@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, parseConfigText } from '../../src/config/load.js';
 import { ConfigError } from '../../src/config/problems.js';
+import type { Config } from '../../src/config/schema.js';
 
 function problemsOf(text: string, options: { listen?: string } = {}): readonly string[] {
   try {
@@ -861,6 +862,26 @@ vlans:
     'vlans[0].interface: 02:42:ac:11:00:03 is the uplink\'s interface (line 3)',
     'vlans[2].interface: 02:42:c0:a8:14:02 is already the interface of vlans[1] (line 5)',
   ]);
+});
+
+test('a config kept valid by its text (the plan cache) is checked again against the run\'s --listen', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-config-'));
+  try {
+    const path = join(dir, 'gateway.yaml');
+    await writeFile(path, 'vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\nportForwards:\n  - {port: 9100, to: 192.168.10.5}\n');
+    const kept = new Map<string, Config>();
+    let hits = 0;
+    const cache = { load: (key: string) => { const c = kept.get(key); if (c) hits++; return c; }, remember: (key: string, c: Config) => void kept.set(key, c) };
+    await loadConfig(path, cache); // valid with the default port, and kept
+    await loadConfig(path, cache, { listen: '0.0.0.0:9200' });
+    t.is(hits, 1, 'another --listen finds the same config kept');
+    const error = await t.throwsAsync(loadConfig(path, cache, { listen: '0.0.0.0:9100' }), { instanceOf: ConfigError });
+    t.is(hits, 2);
+    t.deepEqual(error?.lines, ['portForwards[0].port: tcp/9100 is the gateway\'s own HTTP port (--listen 0.0.0.0:9100): Prometheus and '
+      + 'health checks from the uplink side would reach the VLAN host instead; forward another port, or move --listen (line 4)']);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('a missing config file is an error that names the path', async (t) => {
