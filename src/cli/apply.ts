@@ -20,6 +20,6 @@ export const applyCommand: CommandModule<GlobalArgs, GlobalArgs> = {
 
 export const downCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   command: 'down',
-  describe: 'Remove what the gateway added (its addresses, chains and jumps) and nothing else',
+  describe: 'Remove what the gateway added (its addresses, chains, jumps and ipsets) and nothing else',
   handler: (args) => converge(args, 'down'),
 };

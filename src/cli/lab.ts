@@ -83,7 +83,8 @@ export const labCommand: CommandModule<GlobalArgs, GlobalArgs> = {
         out('');
         const ok = await check(runner, args);
         out(`\nThe lab stays up for you to explore, e.g.: ip netns exec ${topology.router} iptables-save`);
-        out(`Remove it with: vlan-gateway lab down --name ${args.name}`);
+        // Said as the user started it: `npm run lab` has its own script to undo it.
+        out(`Remove it with: ${process.env.npm_lifecycle_event === 'lab' && args.name === DEFAULT_LAB_NAME ? 'npm run lab:down' : `vlan-gateway lab down --name ${args.name}`}`);
         if (!ok) process.exitCode = 1;
       }
     }

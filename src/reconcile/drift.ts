@@ -39,7 +39,7 @@ function stepDrift(previous: Desired, next: Desired, step: Step): DriftKind[] {
       const before = previous.sets.find((s) => s.name === step.set);
       const now = next.sets.find((s) => s.name === step.set);
       const same = before && now && before.members.length === now.members.length && before.members.every((m, i) => m.member === now.members[i]!.member);
-      return same ? ['rules'] : [];
+      return same ? ['set'] : [];
     }
     default:
       return [];

@@ -103,7 +103,7 @@ export class Supervisor {
    */
   running: { readonly trigger: Trigger; readonly since: string } | undefined;
   lastSuccessAt: number | undefined;
-  readonly driftCounts: Record<DriftKind, number> = { rules: 0, jump: 0, address: 0, route: 0, sysctl: 0 };
+  readonly driftCounts: Record<DriftKind, number> = { rules: 0, jump: 0, address: 0, route: 0, sysctl: 0, set: 0 };
   private firstPassDone!: () => void;
   /** Resolves when the first pass has finished, well or not. */
   readonly firstPass = new Promise<void>((resolve) => (this.firstPassDone = resolve));

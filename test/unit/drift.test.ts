@@ -136,11 +136,11 @@ test('a deleted default route (the config names the uplink gateway) is drift of 
   t.deepEqual((await next(ns, previous)).drift, ['route']);
 });
 
-test('an accounting-set member someone deleted is drift of kind "rules"', async (t) => {
+test('an accounting-set member someone deleted is drift of kind "set"', async (t) => {
   const { ns, previous } = await applied();
   const set = previous.sets[0]!;
   await ns.run(['ipset', 'restore', '-exist'], { input: `del ${set.name} ${set.members[0]!.member}\n` });
-  t.deepEqual((await next(ns, previous)).drift, ['rules']);
+  t.deepEqual((await next(ns, previous)).drift, ['set']);
 });
 
 test('several things at once: one kind per repaired thing', async (t) => {

@@ -505,7 +505,7 @@ test('later passes read only the sets\' headers; a set whose count moved is read
   r.supervisor.trigger('schedule');
   await settle(r, 3);
   t.deepEqual(ipsetReads(r.ns), ['ipset list -t', 'ipset save'], 'one member fewer: read in full');
-  t.like(r.supervisor.lastRecord, { result: 'success', drift: ['rules'] });
+  t.like(r.supervisor.lastRecord, { result: 'success', drift: ['set'] });
   t.is(r.ns.saveSets(), filled, 'the member is back');
 });
 
@@ -524,7 +524,7 @@ test('a set member swapped for another (same count) is found by the stats collec
   await collector.collect();
   await settle(r, 3);
   t.deepEqual(ipsetReads(r.ns), ['ipset save', 'ipset save'], 'the collector\'s reading, then the pass it asked for reads in full');
-  t.like(r.supervisor.lastRecord, { trigger: 'drift', result: 'success', drift: ['rules'] });
+  t.like(r.supervisor.lastRecord, { trigger: 'drift', result: 'success', drift: ['set'] });
   t.is(r.ns.saveSets(), filled);
 
   await noPassAsked(t, r, collector, 3, 'members as desired: the collector asks for no pass');
