@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import cron from 'node-cron';
 import type { CommandModule } from 'yargs';
 import { loadConfig, resolveConfigPath } from '../config/load.js';
+import { serialized } from '../config/reload.js';
 import { isMountPoint } from '../config/mounts.js';
 import type { Config } from '../config/schema.js';
 import { ConfigWatch } from '../config/watch.js';
@@ -54,6 +55,10 @@ interface RunArgs extends GlobalArgs {
   'stats-interval'?: number;
   'health-timeout'?: number;
 }
+
+/** How long a config that fails to load must stay as it is before the failure is reported (see doReload). */
+const RELOAD_SETTLE_MS = 300;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Milliseconds from a flag: a whole number from `min` up to an hour (setTimeout fires at once past 2^31 ms). */
 function checkMs(flag: string, value: number | undefined, min: number): void {
@@ -212,7 +217,14 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       void stop('fatal');
     };
 
-    const doReload = async (why: string) => {
+    const fileText = () => readFile(path, 'utf8').catch(() => undefined);
+    // One reload at a time, the last write winning (config/reload.ts). A file that fails to load and is changed
+    // within RELOAD_SETTLE_MS was being written (an in-place write read half-way): loaded again, not reported.
+    const reasons = new Set<string>();
+    const doReload = serialized(async () => {
+      const why = [...reasons].join(', ') || 'file changed'; // what asked for this round (none: the text moved under the last one)
+      reasons.clear();
+      const before = await fileText();
       reload.at = new Date().toISOString();
       try {
         const next = await loadChecked(path, args.listen, true, planCache); // a valid config is kept for the next start
@@ -224,20 +236,31 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         if (next.text !== supervisor.config.text || JSON.stringify(next.templates) !== JSON.stringify(supervisor.config.templates)) {
           log.info({ why }, 'config reloaded');
           supervisor.replaceConfig(next);
+        } else {
+          log[why.includes('SIGHUP') ? 'info' : 'debug']({ why }, 'config reloaded: unchanged');
         }
       } catch (error) {
+        await sleep(RELOAD_SETTLE_MS);
+        if ((await fileText()) !== before) return { again: true };
         reload.result = 'failure';
         reload.errors = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
         metrics.reloads.inc({ result: 'failure' });
         metrics.lastReloadOk.set(0);
         for (const line of reload.errors) log.error({ why, path }, `reload rejected, keeping the running config: ${line}`);
+      } finally {
+        watcher.rearm(supervisor.config.config.rules.dir);
+        metrics.changed();
       }
-      watcher.rearm(supervisor.config.config.rules.dir);
-      metrics.changed();
+      // A write between the read and the watches' rearm has no event of its own: the text tells.
+      return { again: (await fileText()) !== before };
+    });
+    const requestReload = (reason: string) => {
+      reasons.add(reason);
+      void doReload().catch((error: unknown) => log.error({ err: error }, 'reload failed'));
     };
-    const onHup = () => void doReload('SIGHUP');
+    const onHup = () => requestReload('SIGHUP');
     process.on('SIGHUP', onHup);
-    const watcher = new ConfigWatch(path, () => void doReload('file changed'), {
+    const watcher = new ConfigWatch(path, () => requestReload('file changed'), {
       onWatchError: (watched, error) => log.warn({ err: error, path: watched }, 'cannot watch for changes; reload with SIGHUP'),
     });
     watcher.rearm(config.rules.dir);

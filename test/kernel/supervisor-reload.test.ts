@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { dump as stringify, load as parse } from 'js-yaml';
 import { loadConfig } from '../../src/config/load.js';
 import { runProbe, startAgent, type LabTopology, type RunningAgent } from '../../src/lab/index.js';
+import { configHash } from '../../src/reconcile/supervisor.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import {
   buildLab, chainLines, GatewayProcess, iptablesSave, ping, pingUntilReply, prepareBundle, REPO,
@@ -218,4 +219,27 @@ kernel(`the user's templates are watched and reloaded with the config: an edit t
   await replace(configPath, stringify(example));
   await gateway!.waitForLog('the reload that drops rules.dir', (l) => l.trigger === 'reload' && l.msg === 'reconciled: changes applied', 5000, from);
   t.deepEqual(await userForward(), [], 'without rules.dir the user chain is empty or gone');
+});
+
+// Two saves close together (an editor, then a formatter; a tool that writes twice): the second used to be lost
+// when it landed while the first reload ran, and the gateway kept the first for good with every metric green.
+kernel(`two writes close together, at any gap: the last one is what runs, and no failure is reported for a file read half-written${NEEDS_ROOT}`, async (t) => {
+  // 3,000 rules make a reload's synchronous part (parse, validation, render check) long enough for the second
+  // write to land in it, as it does at scale: its event is queued then, behind the watches the reload resets.
+  const filler = Array.from({ length: 3000 }, (_, i) => ({ from: 'lab', to: 'office', proto: 'udp', ports: String(20000 + i), action: 'drop' }));
+  const version = (port: number) => stringify({ ...example, forwarding: { rules: [{ from: 'lab', to: 'office', proto: 'tcp', ports: String(port), action: 'drop' }, ...filler] } });
+  const failuresBefore = await gateway!.metric('vlan_gateway_config_reloads_total', { result: 'failure' });
+  let port = 1000;
+  for (const gap of Array.from({ length: 23 }, (_, i) => 200 + 10 * i)) {
+    await writeFile(configPath, version(++port));
+    await sleep(gap);
+    const last = version(++port);
+    await writeFile(configPath, last);
+    const want = configHash(last);
+    await waitFor(`the write after a ${gap} ms gap to run`, async () => (await gateway!.status()).config.hash === want, 5000, 50);
+    await waitFor(`its rule in the kernel (${gap} ms)`, async () => (await iptablesSave(router(), false)).split('\n').some((l) => l.includes(`--dport ${port} `) || l.includes(`--dports ${port} `)), 5000, 50);
+  }
+  t.is(await gateway!.metric('vlan_gateway_config_reloads_total', { result: 'failure' }), failuresBefore, 'every file read was whole, or read again');
+  t.is(await gateway!.metric('vlan_gateway_config_last_reload_successful'), 1);
+  await writeFile(configPath, stringify(example));
 });
