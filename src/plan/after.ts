@@ -4,9 +4,10 @@
  * as the restore leaves them; a deleted chain is gone; a jump is inserted first in its hook, or removed. Rules
  * carry their body as we wrote it (iptables-save prints it back normalised, with the same hash). Pure.
  */
-import type { Facts, SavedRule, SavedTable } from '../observe/facts.js';
+import type { Facts, Link, SavedRule, SavedTable } from '../observe/facts.js';
 import { commentHashOf } from '../observe/parse-save.js';
-import type { Plan } from './types.js';
+import { OUR_ADDRESS_METRIC } from './chains.js';
+import type { Plan, Step } from './types.js';
 
 const savedRule = (body: string, hash: string | undefined): SavedRule =>
   (hash === undefined ? { body, packets: 0, bytes: 0 } : { body, hash, packets: 0, bytes: 0 });
@@ -41,4 +42,25 @@ export function tablesAfter(tables: Facts['tables'], plan: Plan): Facts['tables'
     out[step.table] = { chains, rules };
   }
   return out;
+}
+
+/**
+ * The links as a plan's address steps leave them: what `/status` and `vlan_up` show after a pass, rather than what
+ * the pass read before it wrote. Pure.
+ */
+export function linksAfter(links: readonly Link[], steps: readonly Step[]): Link[] {
+  const touched = new Map<string, Link>();
+  const get = (name: string) => touched.get(name) ?? links.find((l) => l.name === name);
+  for (const step of steps) {
+    if (step.kind !== 'link-up' && step.kind !== 'address-add' && step.kind !== 'address-del') continue;
+    const link = get(step.nic);
+    if (!link) continue;
+    if (step.kind === 'link-up') touched.set(link.name, { ...link, up: true });
+    else if (step.kind === 'address-add') {
+      touched.set(link.name, { ...link, addresses: [...link.addresses, { address: step.address, prefix: step.prefix, metric: OUR_ADDRESS_METRIC }] });
+    } else {
+      touched.set(link.name, { ...link, addresses: link.addresses.filter((a) => !(a.address === step.address && a.prefix === step.prefix)) });
+    }
+  }
+  return touched.size === 0 ? [...links] : links.map((l) => touched.get(l.name) ?? l);
 }

@@ -43,7 +43,11 @@ export async function reconcileOnce(
   runner: CommandRunner,
   config: Config,
   templates: Templates,
-  options: { mode?: Mode; dryRun?: boolean; backend?: Backend; observer?: ApplyObserver; memory?: Memory } = {},
+  options: {
+    mode?: Mode; dryRun?: boolean; backend?: Backend; observer?: ApplyObserver; memory?: Memory;
+    /** What the pass read and planned, before it writes: a supervisor shows it even when the write then fails. */
+    onPlan?: (facts: Facts, plan: Plan) => void;
+  } = {},
 ): Promise<ReconcileResult> {
   const mode = options.mode ?? 'up';
   const known = mode === 'up' ? options.memory?.knownTables : undefined;
@@ -61,6 +65,7 @@ export async function reconcileOnce(
   let facts = await reading.facts;
   ipsetSeen = facts.sets !== undefined;
   let plan = planFor(config, facts, templates, mode, options.memory);
+  options.onPlan?.(facts, plan);
   if (!options.dryRun && plan.steps.length > 0) {
     try {
       await applyPlan(runner, facts.backend, plan, options.observer);
@@ -70,6 +75,7 @@ export async function reconcileOnce(
       // one would report): a restore refused the plan, and everything was rolled back. Read them, and go again.
       facts = { ...facts, ...(await readTablesAgain(runner, known.backend)) };
       plan = planFor(config, facts, templates, mode, options.memory);
+      options.onPlan?.(facts, plan);
       if (plan.steps.length > 0) await applyPlan(runner, facts.backend, plan, options.observer);
     }
   }

@@ -9,11 +9,11 @@ export interface ReloadState {
 }
 
 export function statusDocument(supervisor: Supervisor, reload: ReloadState, version: string): object {
-  const desired = supervisor.lastDesired;
-  const links = supervisor.lastLinks ?? [];
+  const view = supervisor.view;
+  const links = view?.links ?? [];
   const { path, text, config } = supervisor.config;
   const vlans = config.vlans.map((vlan) => {
-    const binding = desired?.vlans.find((b) => b.vlan.name === vlan.name);
+    const binding = view?.vlans.find((b) => b.vlan.name === vlan.name);
     const nic = binding?.nic ? links.find((l) => l.name === binding.nic!.name) ?? binding.nic : undefined;
     return {
       name: vlan.name,
@@ -23,7 +23,8 @@ export function statusDocument(supervisor: Supervisor, reload: ReloadState, vers
       interface: nic?.name ?? null,
       mac: nic?.mac ?? null,
       addresses: nic ? nic.addresses.map((a) => `${a.address}/${a.prefix}`) : [],
-      state: !desired ? 'unknown' : nic ? 'up' : 'waiting',
+      // up: bound and holding its gateway address; bound without it (a pass that could not add it): down.
+      state: !view || !binding ? 'unknown' : !nic ? 'waiting' : nic.addresses.some((a) => a.address === vlan.gateway) ? 'up' : 'down',
       ...(binding?.note ? { note: binding.note } : {}),
     };
   });
@@ -35,7 +36,7 @@ export function statusDocument(supervisor: Supervisor, reload: ReloadState, vers
     ready: supervisor.ready,
     healthy: health.healthy,
     ...(health.reason ? { unhealthyReason: health.reason } : {}),
-    uplink: { interface: desired?.uplink.nic?.name ?? null, ...(desired?.uplink.note ? { note: desired.uplink.note } : {}) },
+    uplink: { interface: view?.uplink.nic?.name ?? null, ...(view?.uplink.note ? { note: view.uplink.note } : {}) },
     vlans,
     waiting: vlans.filter((v) => v.state === 'waiting').map((v) => v.name),
     warnings: [...supervisor.warned],

@@ -16,9 +16,9 @@ import type { CollectorState } from '../metrics/collector.js';
 import type { DriftKind, Metrics, Trigger } from '../metrics/metrics.js';
 import type { Backend, KnownSets, KnownTables, Link } from '../observe/facts.js';
 import type { Templates } from '../plan/desired.js';
-import { tablesAfter } from '../plan/after.js';
+import { linksAfter, tablesAfter } from '../plan/after.js';
 import { summarizeStep } from '../plan/format.js';
-import type { Desired } from '../plan/types.js';
+import type { Desired, UplinkBinding, VlanBinding } from '../plan/types.js';
 import { driftOf } from './drift.js';
 import { knownSetsAfter, reconcileOnce, type Mode } from './once.js';
 
@@ -60,6 +60,12 @@ export interface ReconcileRecord {
 /** When requests coalesce, the pass is labelled with the weightiest (a drift found outranks a routine check). */
 const PRIORITY: Record<Trigger, number> = { schedule: 0, drift: 1, netlink: 2, start: 3, reload: 4 };
 
+export interface SupervisorView {
+  readonly vlans: readonly VlanBinding[];
+  readonly uplink: UplinkBinding;
+  readonly links: readonly Link[];
+}
+
 export class Supervisor {
   private current: ConfigState;
   private pending: Trigger | undefined;
@@ -94,8 +100,12 @@ export class Supervisor {
   lastDesired: Desired | undefined;
   /** The last pass's warnings (plan/warnings.ts), for /status; each is logged when it first appears. */
   warned: ReadonlySet<string> = new Set();
-  /** The NICs the last pass saw (for /status); not the whole facts, whose 10,000 parsed rules need not live on. */
-  lastLinks: readonly Link[] | undefined;
+  /**
+   * What the namespace looks like as far as the last pass knows, for /status and `vlan_up`: the VLANs bound to
+   * NICs by the config it planned with, and the NICs as it left them (as read, plus what it wrote; as read when its
+   * write failed and was rolled back). Not the whole facts, whose 10,000 parsed rules need not live on.
+   */
+  view: SupervisorView | undefined;
   lastRecord: ReconcileRecord | undefined;
   /**
    * The pass running now, if any. /readyz turns 200 once forwarding is in place, which on the first pass is before
@@ -176,6 +186,9 @@ export class Supervisor {
     try {
       const { facts, plan } = await reconcileOnce(this.runner, config, templates, {
         observer,
+        onPlan: (seen, planned) => {
+          this.view = { vlans: planned.desired.vlans, uplink: planned.desired.uplink, links: seen.links };
+        },
         memory: {
           forwardingWasOff: this.forwardingWasOff,
           ...(this.knownSets ? { knownSets: this.knownSets } : {}),
@@ -201,7 +214,7 @@ export class Supervisor {
       this.warned = new Set(plan.warnings ?? []);
       this.backend = facts.backend;
       this.lastDesired = plan.desired;
-      this.lastLinks = facts.links;
+      this.view = { vlans: plan.desired.vlans, uplink: plan.desired.uplink, links: linksAfter(facts.links, plan.steps) };
       this.lastSuccessAt = this.now();
       this.failures = 0;
       this.failingSince = undefined;
@@ -213,7 +226,7 @@ export class Supervisor {
       const tables = knownTables && facts.tables === knownTables.tables ? 'known' : 'read';
       this.record({ trigger, result: 'success', durationMs: performance.now() - started, changes, drift, tables });
       this.metrics.lastSuccess.set(this.lastSuccessAt / 1000);
-      this.updateVlanUp(plan.desired);
+      this.updateVlanUp();
       if (changes.length > 0) this.log.info({ trigger, changes, drift, tables, durationMs: Math.round(performance.now() - started) }, 'reconciled: changes applied');
       else this.log.debug({ trigger, tables, durationMs: Math.round(performance.now() - started) }, 'reconciled: in sync');
     } catch (error) {
@@ -225,6 +238,7 @@ export class Supervisor {
       this.notBefore = this.now() + delay;
       const message = (error as Error)?.message ?? String(error);
       this.record({ trigger, result: 'failure', durationMs: performance.now() - started, changes: [], drift: [], error: message });
+      this.updateVlanUp(); // as the failed pass found the NICs: a gateway address it could not add is not up
       this.failureLog.error(message, { trigger, failures: this.failures, retryInMs: delay, err: error }, 'reconcile failed; previous rules left in place');
       // Retry the same request after the backoff; a newer request rides along.
       if (this.pending === undefined || PRIORITY[trigger] > PRIORITY[this.pending]) this.pending = trigger;
@@ -293,10 +307,15 @@ export class Supervisor {
     this.metrics.reconciles.inc({ trigger: record.trigger, result: record.result });
   }
 
-  private updateVlanUp(desired: Desired): void {
+  /** 1 for a VLAN whose NIC is bound and holds its gateway address, as the last pass left them (see view). */
+  private updateVlanUp(): void {
+    const view = this.view;
+    if (!view) return;
     this.metrics.vlanUp.reset();
-    for (const binding of desired.vlans) {
-      this.metrics.vlanUp.set({ vlan: binding.vlan.name, interface: binding.nic?.name ?? '' }, binding.nic ? 1 : 0);
+    for (const binding of view.vlans) {
+      const nic = binding.nic && view.links.find((l) => l.name === binding.nic!.name);
+      const up = Boolean(nic?.addresses.some((a) => a.address === binding.vlan.gateway));
+      this.metrics.vlanUp.set({ vlan: binding.vlan.name, interface: binding.nic?.name ?? '' }, up ? 1 : 0);
     }
   }
 

@@ -348,6 +348,22 @@ test('a failed apply leaves the previous rules in place, and the change is retri
   t.not(r.ns.snapshot(), before);
 });
 
+test('vlan_up and /status show the NICs as the last pass left them: a gateway address it could not add is down, one it added is listed', async (t) => {
+  const r = rig(t, { backoffInitialMs: 150 });
+  type Doc = { vlans: Array<{ name: string; state: string; addresses: string[] }> };
+  const office = () => (statusDocument(r.supervisor, { errors: [] }, 'test') as Doc).vlans.find((v) => v.name === 'office')!;
+  r.ns.failNext({ table: 'nat', stderr: 'iptables-restore: line 3 failed' }); // the first pass fails, and is rolled back
+  r.supervisor.trigger('start');
+  await until('the failed start', () => r.supervisor.lastRecord?.result === 'failure');
+  t.is(await r.value('vlan_gateway_vlan_up', { vlan: 'office', interface: 'eth1' }), 0, 'bound, but without its gateway address');
+  t.like(office(), { state: 'down', addresses: ['192.168.10.2/24'] });
+
+  await until('the retry', () => r.supervisor.lastRecord?.result === 'success', 3000);
+  t.is(await r.value('vlan_gateway_vlan_up', { vlan: 'office', interface: 'eth1' }), 1);
+  // What the pass wrote, not only what it read before writing.
+  t.like(office(), { state: 'up', addresses: ['192.168.10.2/24', '192.168.10.1/24'] });
+});
+
 test('ready once forwarding is in place: a start whose accounting-set fill fails is ready, fails, and is retried until the sets are filled', async (t) => {
   const r = rig(t, { backoffInitialMs: 150 });
   r.ns.failOn((argv, input) => argv[0] === 'ipset' && (input ?? '').includes('add VGW-PAIRS-0 '), { stderr: 'ipset v7.17: Error in line 1: Kernel error received: Cannot allocate memory' });
