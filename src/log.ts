@@ -16,12 +16,20 @@ export class RateLimitedLog {
   constructor(private readonly log: Logger, private readonly intervalMs = 30_000, private readonly now = () => Date.now()) {}
 
   error(key: string, fields: object, message: string): void {
+    this.at('error', key, fields, message);
+  }
+
+  warn(key: string, fields: object, message: string): void {
+    this.at('warn', key, fields, message);
+  }
+
+  private at(level: 'error' | 'warn', key: string, fields: object, message: string): void {
     const t = this.now();
     if (key === this.lastKey && t - this.lastAt < this.intervalMs) {
       this.suppressed++;
       return;
     }
-    this.log.error({ ...fields, ...(this.suppressed > 0 ? { suppressed: this.suppressed } : {}) }, message);
+    this.log[level]({ ...fields, ...(this.suppressed > 0 ? { suppressed: this.suppressed } : {}) }, message);
     this.lastKey = key;
     this.lastAt = t;
     this.suppressed = 0;

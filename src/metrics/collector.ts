@@ -7,7 +7,7 @@
  * members, which its passes otherwise only check by count (KnownSets).
  */
 import type { CommandRunner } from '../exec/runner.js';
-import type { Logger } from '../log.js';
+import { RateLimitedLog, type Logger } from '../log.js';
 import type { Backend, Link } from '../observe/facts.js';
 import { parseIpAddr } from '../observe/parse-ip.js';
 import { parseSave, tableOf } from '../observe/parse-save.js';
@@ -31,6 +31,7 @@ export class StatsCollector {
   private timer: NodeJS.Timeout | undefined;
   private reading: Promise<void> | undefined;
   private readonly mono = new MonotonicCounters();
+  private readonly failureLog: RateLimitedLog;
 
   constructor(
     private readonly runner: CommandRunner,
@@ -38,7 +39,9 @@ export class StatsCollector {
     private readonly log: Logger,
     private readonly intervalMs: number,
     private readonly state: () => CollectorState,
-  ) {}
+  ) {
+    this.failureLog = new RateLimitedLog(log);
+  }
 
   start(): void {
     this.timer = setInterval(() => void this.collect(), this.intervalMs);
@@ -90,9 +93,11 @@ export class StatsCollector {
         m.conntrackEntries.set(count!);
         m.conntrackLimit.set(max!);
       }
+      this.failureLog.reset();
     } catch (error) {
       this.metrics.statsErrors.inc();
-      this.log.warn({ err: error }, 'reading kernel counters failed');
+      // Counted every time; logged at most once per 30 s while it keeps failing (every 5 s otherwise).
+      this.failureLog.warn((error as Error)?.message ?? String(error), { err: error }, 'reading kernel counters failed');
     }
     this.metrics.changed();
   }

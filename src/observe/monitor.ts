@@ -1,10 +1,11 @@
 /**
  * Netlink events: a long-running `ip -o monitor link address` child (through the command boundary). Each
  * event line is only a trigger; the reconcile reads the state afresh. If the child dies it is restarted after
- * a short delay, and the restart is reported.
+ * a short delay, doubled at each exit that follows quickly (the namespace gone, say: it would otherwise be a
+ * restart and a warning every second), and the restarts are reported at most once per 30 s.
  */
 import type { Child, CommandRunner } from '../exec/runner.js';
-import type { Logger } from '../log.js';
+import { RateLimitedLog, type Logger } from '../log.js';
 import { OUR_ADDRESS_METRIC } from '../plan/chains.js';
 
 /**
@@ -22,22 +23,32 @@ export function mayMatter(line: string): boolean {
 
 const OUR_ADDRESS_ADDED = new RegExp(`^\\d+: \\S+\\s+inet \\S+ metric ${OUR_ADDRESS_METRIC} `);
 
+/** A monitor that ran this long before it exited was working: its next restart waits the shortest delay again. */
+const STABLE_MS = 10_000;
+
 export class NetlinkMonitor {
   private child: Child | undefined;
   private stopped = false;
   private restartTimer: NodeJS.Timeout | undefined;
+  private readonly exitLog: RateLimitedLog;
+  /** Exits in a row, each within STABLE_MS of its start: the next restart waits 2^n × restartDelayMs (capped). */
+  private quickExits = 0;
   restarts = 0;
 
   constructor(
     private readonly runner: CommandRunner,
-    private readonly log: Logger,
+    log: Logger,
     private readonly onEvent: (line: string) => void,
     private readonly restartDelayMs = 1000,
-  ) {}
+    private readonly maxDelayMs = 30_000,
+  ) {
+    this.exitLog = new RateLimitedLog(log);
+  }
 
   start(): void {
     if (this.stopped) return;
     const child = this.runner.start(['ip', '-o', 'monitor', 'link', 'address']);
+    const startedAt = Date.now();
     this.child = child;
     child.onLine((line) => {
       if (mayMatter(line)) this.onEvent(line);
@@ -45,12 +56,14 @@ export class NetlinkMonitor {
     void child.exited.then((code) => {
       if (this.stopped || this.child !== child) return;
       this.restarts++;
-      this.log.warn({ exitCode: code, restarts: this.restarts }, 'ip monitor exited; restarting it');
+      this.quickExits = Date.now() - startedAt < STABLE_MS ? this.quickExits + 1 : 0;
+      const delay = Math.min(this.restartDelayMs * 2 ** Math.max(0, this.quickExits - 1), this.maxDelayMs);
+      this.exitLog.warn('exited', { exitCode: code, restarts: this.restarts, retryInMs: delay }, 'ip monitor exited; restarting it');
       this.restartTimer = setTimeout(() => {
         this.restartTimer = undefined;
         this.start();
         this.onEvent('monitor restarted'); // events may have been missed meanwhile
-      }, this.restartDelayMs);
+      }, delay);
     });
   }
 

@@ -1,5 +1,7 @@
 import test from 'ava';
-import { mayMatter } from '../../src/observe/monitor.js';
+import { pino } from 'pino';
+import type { Child, CommandRunner } from '../../src/exec/runner.js';
+import { mayMatter, NetlinkMonitor } from '../../src/observe/monitor.js';
 
 // Lines as `ip -o monitor link address` prints them (iproute2 6.1).
 test('IPv6 address events and our own gateway addresses appearing are not triggers; other addresses and links are', (t) => {
@@ -11,4 +13,28 @@ test('IPv6 address events and our own gateway addresses appearing are not trigge
   t.true(mayMatter('4: eth3@if12: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP \\    link/ether 02:42:c0:a8:1e:02 brd ff:ff:ff:ff:ff:ff link-netnsid 0'));
   t.true(mayMatter('Deleted 4: eth3@if12: <BROADCAST,MULTICAST> mtu 1500 qdisc noop state DOWN \\    link/ether 02:42:c0:a8:1e:02'));
   t.true(mayMatter('monitor restarted'));
+});
+
+test('an ip monitor that keeps exiting at once (its namespace gone) is restarted later each time, and logged once', async (t) => {
+  const starts: number[] = [];
+  const runner: CommandRunner = {
+    run: () => Promise.reject(new Error('not used')),
+    start: (): Child => {
+      starts.push(performance.now());
+      return { pid: undefined, onLine: () => undefined, exited: Promise.resolve(1), stop: () => Promise.resolve() };
+    },
+  };
+  const logs: Array<{ msg: string; suppressed?: number }> = [];
+  const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as { msg: string }) });
+  const events: string[] = [];
+  const monitor = new NetlinkMonitor(runner, log, (line) => events.push(line), 10, 80);
+  monitor.start();
+  await new Promise((resolve) => setTimeout(resolve, 450));
+  await monitor.stop();
+  const gaps = starts.slice(1).map((at, i) => at - starts[i]!);
+  // 10, 20, 40, 80, then 80 ms (the cap): about 7 starts in 450 ms, not 45.
+  t.true(starts.length >= 5 && starts.length <= 9, `${starts.length} starts, gaps ${gaps.map(Math.round).join(', ')} ms`);
+  t.true(gaps[3]! >= 70 && gaps.at(-1)! >= 70, `doubling up to the cap: ${gaps.map(Math.round).join(', ')} ms`);
+  t.is(logs.filter((l) => l.msg === 'ip monitor exited; restarting it').length, 1, 'one warning for the run of exits');
+  t.true(events.every((e) => e === 'monitor restarted'), 'each restart asks for a pass (events may have been missed)');
 });
