@@ -25,6 +25,8 @@ export interface CollectorState {
   readonly setsDrifted?: () => void;
   /** Called after each read of the tables: do they hold exactly the desired chains and jumps? */
   readonly tablesChecked?: (inSync: boolean) => void;
+  /** Called when a sysctl the desired state sets (ip_forward) reads otherwise: forwarding is off until a pass. */
+  readonly sysctlsDrifted?: () => void;
 }
 
 export class StatsCollector {
@@ -62,14 +64,15 @@ export class StatsCollector {
   }
 
   private async readOnce(): Promise<void> {
-    const { desired, backend, setsDrifted, tablesChecked } = this.state();
+    const { desired, backend, setsDrifted, tablesChecked, sysctlsDrifted } = this.state();
     if (!desired || !backend) return;
     try {
-      const [save, sets, links, conntrack] = await Promise.all([
+      const [save, sets, links, sysctlOut] = await Promise.all([
         this.runner.run(saveCommand(backend)),
         readSetsText(this.runner),
         this.runner.run(['ip', '-json', '-s', 'link', 'show']),
-        this.runner.run(['sysctl', '-n', 'net.netfilter.nf_conntrack_count', 'net.netfilter.nf_conntrack_max'], { allowFailure: true }),
+        // By name (no -n): a key that is missing (conntrack not loaded yet) prints nothing, and must not shift the others.
+        this.runner.run(['sysctl', ...Object.keys(desired.sysctls), 'net.netfilter.nf_conntrack_count', 'net.netfilter.nf_conntrack_max'], { allowFailure: true }),
       ]);
       const parsed = parseSave(save.stdout);
       const tables = { filter: tableOf(parsed, 'filter'), nat: tableOf(parsed, 'nat') };
@@ -88,11 +91,15 @@ export class StatsCollector {
       for (const sample of ruleSamples(desired, tables)) add(sample);
       if (sets !== undefined && !forEachSetSample(desired, sets, add).exact) setsDrifted?.();
       this.interfaces(desired, parseIpAddr(links.stdout));
-      const [count, max] = conntrack.stdout.trim().split('\n').map(Number);
-      if (conntrack.exitCode === 0 && Number.isFinite(count) && Number.isFinite(max)) {
-        m.conntrackEntries.set(count!);
-        m.conntrackLimit.set(max!);
+      const sysctls = new Map(sysctlOut.stdout.split('\n').map((l) => l.split(' = ')).filter((kv) => kv.length === 2).map(([k, v]) => [k!.trim(), v!.trim()]));
+      const count = Number(sysctls.get('net.netfilter.nf_conntrack_count') ?? NaN);
+      const max = Number(sysctls.get('net.netfilter.nf_conntrack_max') ?? NaN);
+      if (Number.isFinite(count) && Number.isFinite(max)) {
+        m.conntrackEntries.set(count);
+        m.conntrackLimit.set(max);
       }
+      // ip_forward switched off behind our back stops all forwarding: repaired now, not at the next schedule.
+      if (Object.entries(desired.sysctls).some(([key, value]) => sysctls.has(key) && sysctls.get(key) !== value)) sysctlsDrifted?.();
       this.failureLog.reset();
     } catch (error) {
       this.metrics.statsErrors.inc();

@@ -267,6 +267,10 @@ export class Supervisor {
       ...(this.backend ? { backend: this.backend } : {}),
       setsDrifted: () => this.setsDrifted(overlapped()),
       tablesChecked: (inSync) => this.tablesChecked(inSync, overlapped()),
+      // ip_forward off (by hand, or a tool): a pass now rather than at the next schedule; it reads the sysctls anyway.
+      sysctlsDrifted: () => {
+        if (!overlapped()) this.trigger('drift');
+      },
     };
   }
 

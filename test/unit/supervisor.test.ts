@@ -546,6 +546,19 @@ test('a set member swapped for another (same count) is found by the stats collec
   await noPassAsked(t, r, collector, 3, 'members as desired: the collector asks for no pass');
 });
 
+test('ip_forward switched off by hand is found by the stats collector, and the pass it asks for switches it on again', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  const collector = collectorOf(r);
+  await noPassAsked(t, r, collector, 1, 'forwarding on, as desired: no pass');
+  await r.ns.run(['sysctl', '-w', 'net.ipv4.ip_forward=0']);
+  await collector.collect();
+  await settle(r, 2);
+  t.like(r.supervisor.lastRecord, { trigger: 'drift', result: 'success', drift: ['sysctl'] });
+  t.is((await r.ns.run(['sysctl', '-n', 'net.ipv4.ip_forward'])).stdout, '1\n');
+});
+
 test('what the sets held is forgotten after a failed pass: the retry reads every member', async (t) => {
   const r = rig(t, { backoffInitialMs: 20 });
   r.supervisor.trigger('start');
