@@ -90,7 +90,8 @@ export class StatsCollector {
       };
       for (const sample of ruleSamples(desired, tables)) add(sample);
       if (sets !== undefined && !forEachSetSample(desired, sets, add).exact) setsDrifted?.();
-      this.interfaces(desired, parseIpAddr(links.stdout));
+      const linkList = parseIpAddr(links.stdout);
+      this.interfaces(desired, linkList);
       const sysctls = new Map(sysctlOut.stdout.split('\n').map((l) => l.split(' = ')).filter((kv) => kv.length === 2).map(([k, v]) => [k!.trim(), v!.trim()]));
       const count = Number(sysctls.get('net.netfilter.nf_conntrack_count') ?? NaN);
       const max = Number(sysctls.get('net.netfilter.nf_conntrack_max') ?? NaN);
@@ -100,6 +101,9 @@ export class StatsCollector {
       }
       // ip_forward switched off behind our back stops all forwarding: repaired now, not at the next schedule.
       if (Object.entries(desired.sysctls).some(([key, value]) => sysctls.has(key) && sysctls.get(key) !== value)) sysctlsDrifted?.();
+      // A whole reading: what it did not visit is no longer ours (a NIC's counters stay while the NIC exists).
+      const present = new Set(linkList.map((l) => `if/${l.index}/${l.name}/`));
+      this.mono.sweep((key) => key.startsWith('if/') && present.has(key.slice(0, key.lastIndexOf('/') + 1)));
       this.failureLog.reset();
     } catch (error) {
       this.metrics.statsErrors.inc();
@@ -109,12 +113,17 @@ export class StatsCollector {
     this.metrics.changed();
   }
 
+  /** The label sets of the NIC series exported now: a VLAN that moved NIC or left the config has its series removed. */
+  private ifSeries = new Map<string, { vlan: string; interface: string }>();
+
   private interfaces(desired: Desired, links: Link[]): void {
     const m = this.metrics;
+    const series = new Map<string, { vlan: string; interface: string }>();
     for (const binding of desired.vlans) {
       const link = binding.nic && links.find((l) => l.name === binding.nic!.name);
       if (!link?.stats) continue;
       const labels = { vlan: binding.vlan.name, interface: link.name };
+      series.set(`${labels.vlan} ${labels.interface}`, labels);
       const s = link.stats;
       for (const [counter, value, key] of [
         [m.rxBytes, s.rxBytes, 'rxb'], [m.rxPackets, s.rxPackets, 'rxp'], [m.rxDrops, s.rxDropped, 'rxd'],
@@ -124,5 +133,10 @@ export class StatsCollector {
         counter.inc(labels, this.mono.delta(`if/${link.index}/${link.name}/${key}`, value));
       }
     }
+    for (const [key, labels] of this.ifSeries) {
+      if (series.has(key)) continue;
+      for (const counter of [m.rxBytes, m.rxPackets, m.rxDrops, m.txBytes, m.txPackets, m.txDrops]) counter.remove(labels);
+    }
+    this.ifSeries = series;
   }
 }

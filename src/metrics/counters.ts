@@ -98,15 +98,20 @@ function wantedMembers(desired: Desired): { sets: Map<string, ReadonlySet<string
   return wanted;
 }
 
-/** Successive absolute readings → increments; a reading below the last one means the source was reset. */
+/**
+ * Successive absolute readings → increments; a reading below the last one means the source was reset. Each key
+ * is one kernel counter, and a supervisor runs for months while its rules change: `sweep` forgets the keys a
+ * whole reading did not visit (rules and members no longer desired), so the map holds one reading's keys.
+ */
 export class MonotonicCounters {
-  private readonly last = new Map<string, number>();
-  private readonly lastPair = new Map<string, { packets: number; bytes: number }>();
+  private readonly last = new Map<string, { value: number; reading: number }>();
+  private readonly lastPair = new Map<string, { packets: number; bytes: number; reading: number }>();
+  private reading = 0;
 
-  delta(key: string, reading: number): number {
+  delta(key: string, value: number): number {
     const previous = this.last.get(key);
-    this.last.set(key, reading);
-    return increment(previous, reading);
+    this.last.set(key, { value, reading: this.reading });
+    return increment(previous?.value, value);
   }
 
   /** A packets and bytes pair under one key (one entry per rule or set member, not two). */
@@ -116,10 +121,27 @@ export class MonotonicCounters {
       const result: [number, number] = [increment(previous.packets, packets), increment(previous.bytes, bytes)];
       previous.packets = packets;
       previous.bytes = bytes;
+      previous.reading = this.reading;
       return result;
     }
-    this.lastPair.set(key, { packets, bytes });
+    this.lastPair.set(key, { packets, bytes, reading: this.reading });
     return [packets, bytes];
+  }
+
+  /**
+   * Ends a complete reading: the keys it did not visit are forgotten, except those `keep` still wants (a NIC that
+   * is only unbound for a moment keeps its last reading: counted again in full when it is back, it would count
+   * twice). Call only after a reading that visited everything it could; a failed one forgets nothing.
+   */
+  sweep(keep: (key: string) => boolean = () => false): void {
+    for (const map of [this.last, this.lastPair]) {
+      for (const [key, entry] of map) if (entry.reading !== this.reading && !keep(key)) map.delete(key);
+    }
+    this.reading++;
+  }
+
+  get size(): number {
+    return this.last.size + this.lastPair.size;
   }
 }
 

@@ -6,9 +6,12 @@
  */
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
+import { pino } from 'pino';
 import { fileURLToPath } from 'node:url';
 import { parseConfigText } from '../../src/config/load.js';
+import { StatsCollector } from '../../src/metrics/collector.js';
 import { forEachSetSample, MonotonicCounters, ruleSamples, type Sample } from '../../src/metrics/counters.js';
+import { Metrics } from '../../src/metrics/metrics.js';
 import type { SavedTable } from '../../src/observe/facts.js';
 import { parseSave, tableOf } from '../../src/observe/parse-save.js';
 import type { Desired } from '../../src/plan/types.js';
@@ -194,4 +197,51 @@ test('MonotonicCounters: a packets/bytes pair under one key resets and counts li
   const readings: Array<[number, number]> = [[4, 336], [10, 840], [2, 168], [2, 168], [7, 588]];
   t.deepEqual(readings.map(([p, b]) => mono.deltas('192.168.10.0/24,eth2', p, b)), [[4, 336], [6, 504], [2, 168], [0, 0], [5, 420]]);
   t.deepEqual(mono.deltas('another', 1, 100), [1, 100], 'keys are independent');
+});
+
+test('MonotonicCounters: a whole reading forgets the keys it did not visit (rules no longer desired), unless kept', (t) => {
+  const mono = new MonotonicCounters();
+  mono.deltas('hash-old', 5, 500);
+  mono.deltas('hash-both', 1, 100);
+  mono.delta('if/3/eth1/rxb', 1000);
+  mono.sweep();
+  t.is(mono.size, 3, 'all visited by the first reading');
+  // The next reading: a reload replaced hash-old; eth1 is unbound for a moment, but still there.
+  t.deepEqual(mono.deltas('hash-both', 2, 200), [1, 100]);
+  t.deepEqual(mono.deltas('hash-new', 4, 400), [4, 400]);
+  mono.sweep((key) => key.startsWith('if/3/eth1/'));
+  t.is(mono.size, 3, 'hash-old forgotten; eth1 kept');
+  t.is(mono.delta('if/3/eth1/rxb', 1500), 500, 'eth1 bound again: its increment, not its whole count again');
+  t.deepEqual(mono.deltas('hash-old', 5, 500), [5, 500], 'a forgotten key counts in full: its rule is a new one, from zero');
+  mono.sweep();
+  for (let i = 0; i < 100; i++) {
+    mono.deltas(`reload-${i}`, 1, 1); // every reading a new set of rules: the map stays one reading's size
+    mono.sweep();
+  }
+  t.is(mono.size, 1);
+});
+
+test('the collector removes the NIC series of a VLAN that left the config (or moved NIC), and keeps the others', async (t) => {
+  const labText = await readFile(fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url)), 'utf8');
+  const config = parseConfigText(labText, 'lab.yaml');
+  const ns = new FakeNetns({
+    links: [{ name: 'eth0', addresses: ['203.0.113.2/24'] }, { name: 'eth1', addresses: ['192.168.10.2/24'] }, { name: 'eth2', addresses: ['192.168.20.2/24'] }],
+    defaultRoute: { gateway: '203.0.113.1', dev: 'eth0' },
+  });
+  const templates = await loadTemplates();
+  const both = (await reconcileOnce(ns, config, templates)).plan.desired;
+  const labOnly = (await reconcileOnce(ns, { ...config, vlans: config.vlans.filter((v) => v.name === 'lab') }, templates)).plan.desired;
+  const metrics = new Metrics('0.0.0-test');
+  let desired = both;
+  const collector = new StatsCollector(ns, metrics, pino({ level: 'silent' }), 60_000, () => ({ desired, backend: 'nft' }));
+  const series = async () => (await metrics.text()).split('\n').filter((l) => l.startsWith('vlan_gateway_interface_receive_bytes_total{')).map((l) => l.split(' ')[0]);
+
+  await collector.collect();
+  t.deepEqual(await series(), [
+    'vlan_gateway_interface_receive_bytes_total{vlan="office",interface="eth1"}',
+    'vlan_gateway_interface_receive_bytes_total{vlan="lab",interface="eth2"}',
+  ]);
+  desired = labOnly; // a reload took office out
+  await collector.collect();
+  t.deepEqual(await series(), ['vlan_gateway_interface_receive_bytes_total{vlan="lab",interface="eth2"}']);
 });
