@@ -8,7 +8,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 /** What asked for a pass; `drift`: the stats collector's reading found our tables or sets not as planned. */
 export type Trigger = 'start' | 'schedule' | 'drift' | 'netlink' | 'reload';
 export const TRIGGERS: readonly Trigger[] = ['start', 'schedule', 'drift', 'netlink', 'reload'];
-export type DriftKind = 'rules' | 'jump' | 'address' | 'route' | 'sysctl' | 'set';
+export type DriftKind = 'rules' | 'jump' | 'address' | 'link' | 'route' | 'sysctl' | 'set';
 
 export class Metrics {
   readonly registry = new Registry();
@@ -49,7 +49,7 @@ export class Metrics {
   constructor(version: string) {
     this.buildInfo.set({ version, node_version: process.version }, 1);
     // Known label values start at 0, so rate() and alerts work from the first scrape.
-    for (const kind of ['rules', 'jump', 'address', 'route', 'sysctl', 'set'] as const) this.driftRepairs.inc({ kind }, 0);
+    for (const kind of ['rules', 'jump', 'address', 'link', 'route', 'sysctl', 'set'] as const) this.driftRepairs.inc({ kind }, 0);
     for (const result of ['success', 'failure']) this.reloads.inc({ result }, 0);
     for (const reason of ['invalid', 'spoofed', 'unmanaged'] as const) {
       this.droppedPackets.inc({ reason }, 0);

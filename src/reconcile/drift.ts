@@ -30,7 +30,7 @@ function stepDrift(previous: Desired, next: Desired, step: Step): DriftKind[] {
     case 'address-add':
     case 'link-up':
       return previous.addresses.some((a) => a.nic === step.nic && next.addresses.some((b) => b.nic === a.nic && b.address === a.address))
-        ? ['address'] : [];
+        ? [step.kind === 'link-up' ? 'link' : 'address'] : [];
     case 'route':
       return previous.route?.gateway === step.gateway ? ['route'] : [];
     case 'sysctl':

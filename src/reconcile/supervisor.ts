@@ -113,7 +113,7 @@ export class Supervisor {
    */
   running: { readonly trigger: Trigger; readonly since: string } | undefined;
   lastSuccessAt: number | undefined;
-  readonly driftCounts: Record<DriftKind, number> = { rules: 0, jump: 0, address: 0, route: 0, sysctl: 0, set: 0 };
+  readonly driftCounts: Record<DriftKind, number> = { rules: 0, jump: 0, address: 0, link: 0, route: 0, sysctl: 0, set: 0 };
   private firstPassDone!: () => void;
   /** Resolves when the first pass has finished, well or not. */
   readonly firstPass = new Promise<void>((resolve) => (this.firstPassDone = resolve));
@@ -349,9 +349,10 @@ export class Supervisor {
     await this.idle();
     if (mode === 'down') {
       const { config, templates } = this.current;
-      await reconcileOnce(this.runner, config, templates, {
+      const { plan } = await reconcileOnce(this.runner, config, templates, {
         mode: 'down', memory: { forwardingWasOff: this.forwardingWasOff }, ...(this.backend ? { backend: this.backend } : {}),
       });
+      this.log.info({ changes: plan.steps.map(summarizeStep) }, 'removed what the gateway added (--cleanup-on-exit)');
     }
   }
 }

@@ -116,12 +116,12 @@ test('a removed gateway address is drift of kind "address"', async (t) => {
   t.deepEqual((await next(ns, previous)).drift, ['address']);
 });
 
-test('a NIC someone set down is drift of kind "address" (its link-up repair)', async (t) => {
+test('a NIC someone set down is drift of kind "link" (its link-up repair)', async (t) => {
   const { ns, previous } = await applied();
   await ns.run(['ip', 'link', 'set', 'eth2', 'down']);
   const { drift, plan } = await next(ns, previous);
   t.true(plan.steps.some((s) => s.kind === 'link-up'), JSON.stringify(plan.steps.map((s) => s.kind)));
-  t.deepEqual(drift, ['address']);
+  t.deepEqual(drift, ['link']);
 });
 
 test('ip_forward switched off is drift of kind "sysctl"', async (t) => {
