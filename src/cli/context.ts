@@ -17,7 +17,8 @@ export interface GlobalArgs {
 
 export function makeRunner(netns?: string): CommandRunner {
   const runner = new ExecaRunner();
-  return netns ? inNamespace(runner, netns) : runner;
+  // Not `netns ? …`: an empty name must fail in ip (main.ts refuses it first), never mean the caller's own network.
+  return netns !== undefined ? inNamespace(runner, netns) : runner;
 }
 
 export async function loadAll(args: GlobalArgs, cache?: PlanCache): Promise<{ loaded: LoadedConfig; templates: Templates }> {
@@ -26,11 +27,6 @@ export async function loadAll(args: GlobalArgs, cache?: PlanCache): Promise<{ lo
   return { loaded, templates };
 }
 
-/**
- * What `down` needs of the config is little: what it removes is found by our own marks (VGW- chains, jumps and
- * sets, addresses with our metric), and the config only names the VLANs in the output. So a broken config does
- * not stand between the user and a clean namespace: it is reported, and down goes on without it.
- */
 /** The config and templates a command works from: for `down` (and `plan --down`), whatever config there is. */
 export async function loadFor(mode: 'up' | 'down', args: GlobalArgs, cache: PlanCache | undefined): Promise<{ config: Config; templates: Templates }> {
   if (mode === 'down') return loadForDown(args, cache);
@@ -38,6 +34,11 @@ export async function loadFor(mode: 'up' | 'down', args: GlobalArgs, cache: Plan
   return { config: loaded.config, templates };
 }
 
+/**
+ * What `down` needs of the config is little: what it removes is found by our own marks (VGW- chains, jumps and
+ * sets, addresses with our metric), and the config only names the VLANs in the output. So a broken config does
+ * not stand between the user and a clean namespace: it is reported, and down goes on without it.
+ */
 async function loadForDown(args: GlobalArgs, cache: PlanCache | undefined): Promise<{ config: Config; templates: Templates }> {
   try {
     const { loaded, templates } = await loadAll(args, cache);
