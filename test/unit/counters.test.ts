@@ -111,13 +111,18 @@ test('forEachSetSample says whether our sets hold exactly the desired members: o
 
 // ---- ruleSamples, on what the real planner wrote into the fake ------------------------------------------------------
 
-test('ruleSamples over a real apply: every label is a VLAN name or uplink, never rule text', async (t) => {
+/** examples/lab.yaml and a fake namespace with its NICs (uplink eth0, office eth1, lab eth2), nothing applied yet. */
+async function labNamespace(): Promise<{ config: ReturnType<typeof parseConfigText>; ns: FakeNetns }> {
   const labText = await readFile(fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url)), 'utf8');
-  const config = parseConfigText(labText, 'lab.yaml');
   const ns = new FakeNetns({
     links: [{ name: 'eth0', addresses: ['203.0.113.2/24'] }, { name: 'eth1', addresses: ['192.168.10.2/24'] }, { name: 'eth2', addresses: ['192.168.20.2/24'] }],
     defaultRoute: { gateway: '203.0.113.1', dev: 'eth0' },
   });
+  return { config: parseConfigText(labText, 'lab.yaml'), ns };
+}
+
+test('ruleSamples over a real apply: every label is a VLAN name or uplink, never rule text', async (t) => {
+  const { config, ns } = await labNamespace();
   const { plan } = await reconcileOnce(ns, config, await loadTemplates());
   ns.countPackets(4, 336); // every rule of every chain: 4 packets
   const tables = parseSave(ns.save('nft', true));
@@ -222,12 +227,7 @@ test('MonotonicCounters: a whole reading forgets the keys it did not visit (rule
 });
 
 test('the collector removes the NIC series of a VLAN that left the config (or moved NIC), and keeps the others', async (t) => {
-  const labText = await readFile(fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url)), 'utf8');
-  const config = parseConfigText(labText, 'lab.yaml');
-  const ns = new FakeNetns({
-    links: [{ name: 'eth0', addresses: ['203.0.113.2/24'] }, { name: 'eth1', addresses: ['192.168.10.2/24'] }, { name: 'eth2', addresses: ['192.168.20.2/24'] }],
-    defaultRoute: { gateway: '203.0.113.1', dev: 'eth0' },
-  });
+  const { config, ns } = await labNamespace();
   const templates = await loadTemplates();
   const both = (await reconcileOnce(ns, config, templates)).plan.desired;
   const labOnly = (await reconcileOnce(ns, { ...config, vlans: config.vlans.filter((v) => v.name === 'lab') }, templates)).plan.desired;
