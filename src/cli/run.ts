@@ -26,7 +26,7 @@ import { planDesired, rememberDesired, useDesiredStore } from '../plan/desired.j
 import { syntheticFacts } from '../plan/synthetic.js';
 import { statusDocument, type ReloadState } from '../reconcile/status.js';
 import { Supervisor, type ConfigState } from '../reconcile/supervisor.js';
-import { loadTemplates } from '../template/load.js';
+import { loadTemplates, userTemplatesText } from '../template/load.js';
 import { codeCache } from './code-cache.js';
 import { makeRunner, type GlobalArgs } from './context.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
@@ -217,14 +217,18 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       void stop('fatal');
     };
 
-    const fileText = () => readFile(path, 'utf8').catch(() => undefined);
+    // What a reload reads: the config file, and the templates of the rules.dir in effect.
+    const inputsText = async () => JSON.stringify([
+      await readFile(path, 'utf8').catch(() => null),
+      await userTemplatesText(supervisor.config.config.rules.dir),
+    ]);
     // One reload at a time, the last write winning (config/reload.ts). A file that fails to load and is changed
     // within RELOAD_SETTLE_MS was being written (an in-place write read half-way): loaded again, not reported.
     const reasons = new Set<string>();
     const doReload = serialized(async () => {
       const why = [...reasons].join(', ') || 'file changed'; // what asked for this round (none: the text moved under the last one)
       reasons.clear();
-      const before = await fileText();
+      const before = await inputsText();
       reload.at = new Date().toISOString();
       try {
         const next = await loadChecked(path, args.listen, true, planCache); // a valid config is kept for the next start
@@ -241,7 +245,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         }
       } catch (error) {
         await sleep(RELOAD_SETTLE_MS);
-        if ((await fileText()) !== before) return { again: true };
+        if ((await inputsText()) !== before) return { again: true };
         reload.result = 'failure';
         reload.errors = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
         metrics.reloads.inc({ result: 'failure' });
@@ -251,8 +255,8 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         watcher.rearm(supervisor.config.config.rules.dir);
         metrics.changed();
       }
-      // A write between the read and the watches' rearm has no event of its own: the text tells.
-      return { again: (await fileText()) !== before };
+      // A write between the read and the watches' rearm has no event of its own: the texts tell.
+      return { again: (await inputsText()) !== before };
     });
     const requestReload = (reason: string) => {
       reasons.add(reason);

@@ -210,6 +210,10 @@ export class Supervisor {
       // A note on a bound uplink (an snatTo it does not hold, a gateway off its networks) is logged once, as it appears.
       const { uplink } = plan.desired;
       if (uplink.nic && uplink.note && uplink.note !== this.lastDesired?.uplink.note) this.log.warn({ uplink: uplink.nic.name }, uplink.note);
+      // So is a bound VLAN's (two NICs in its subnet: the one used is named).
+      for (const b of plan.desired.vlans) {
+        if (b.nic && b.note && b.note !== this.lastDesired?.vlans.find((v) => v.vlan.name === b.vlan.name)?.note) this.log.warn({ vlan: b.vlan.name, interface: b.nic.name }, b.note);
+      }
       for (const warning of plan.warnings ?? []) if (!this.warned.has(warning)) this.log.warn(warning);
       this.warned = new Set(plan.warnings ?? []);
       this.backend = facts.backend;

@@ -65,3 +65,18 @@ export async function loadTemplates(userDir?: string, configPath = 'config'): Pr
   ]);
   return { forward, from, pair, prerouting, postrouting, user };
 }
+
+/**
+ * The user's templates as one text (their paths and contents), for telling whether they changed; '' when there is
+ * no rules.dir or it cannot be read (loadTemplates reports that).
+ */
+export async function userTemplatesText(dir: string | undefined): Promise<string> {
+  if (!dir) return '';
+  try {
+    const files = (await readdir(dir, { recursive: true })).map((e) => e.split('\\').join('/')).filter((e) => e.endsWith('.hbs')).sort();
+    const texts = await Promise.all(files.map((e) => readFile(join(dir, e), 'utf8').catch(() => '')));
+    return JSON.stringify(files.map((e, i) => [e, texts[i]]));
+  } catch {
+    return '';
+  }
+}

@@ -212,6 +212,20 @@ test('IPv6 forwarding on in the namespace: a warning logged once and shown by /s
   t.regex(r.ns.save(), /:VGW-FORWARD/);
 });
 
+test('a second NIC in a VLAN\'s subnet: the binding\'s note (which NIC is used) is logged once, as it appears', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.ns.addLink({ name: 'eth7', addresses: ['192.168.10.9/24'] }); // Docker attached office's network twice
+  r.supervisor.trigger('netlink');
+  await settle(r, 2);
+  r.supervisor.trigger('schedule');
+  await settle(r, 3);
+  const note = '2 NICs have addresses in 192.168.10.0/24 (eth1, eth7); using eth1';
+  t.deepEqual(r.logs.filter((l) => l.level === 40).map((l) => [l.msg, l.vlan, l.interface]), [[note, 'office', 'eth1']]);
+  t.like((statusDocument(r.supervisor, { errors: [] }, 'test') as { vlans: Array<{ name: string }> }).vlans[0], { name: 'office', note });
+});
+
 // ---- coalescing, no overlap, minimum interval --------------------------------------------------------------------
 
 test('triggers during a pass coalesce into exactly one more pass, with the highest-priority trigger; passes never overlap', async (t) => {
