@@ -66,6 +66,7 @@ export class StatsCollector {
   private async readOnce(): Promise<void> {
     const { desired, backend, setsDrifted, tablesChecked, sysctlsDrifted } = this.state();
     if (!desired || !backend) return;
+    if (desired !== this.prunedFor) await this.pruneZones(desired);
     try {
       const [save, sets, links, sysctlOut] = await Promise.all([
         this.runner.run(saveCommand(backend)),
@@ -111,6 +112,27 @@ export class StatsCollector {
       this.failureLog.warn((error as Error)?.message ?? String(error), { err: error }, 'reading kernel counters failed');
     }
     this.metrics.changed();
+  }
+
+  private prunedFor: Desired | undefined;
+
+  /**
+   * A VLAN taken out of the config takes its traffic series with it (by zone name: a waiting VLAN keeps them).
+   * Run when the desired state changes, not at every reading.
+   */
+  private async pruneZones(desired: Desired): Promise<void> {
+    this.prunedFor = desired;
+    const zones = new Set([...desired.vlans.map((b) => b.vlan.name), 'uplink']);
+    const m = this.metrics;
+    const counters: Array<[Counter<string>, readonly string[]]> = [
+      [m.forwardedPackets, ['from', 'to']], [m.forwardedBytes, ['from', 'to']], [m.natPackets, ['vlan']], [m.natBytes, ['vlan']],
+    ];
+    for (const [counter, keys] of counters) {
+      for (const { labels } of (await counter.get()).values) {
+        const values = labels as Record<string, string | number | undefined>;
+        if (keys.some((k) => values[k] !== undefined && !zones.has(String(values[k])))) counter.remove(values as Record<string, string>);
+      }
+    }
   }
 
   /** The label sets of the NIC series exported now: a VLAN that moved NIC or left the config has its series removed. */

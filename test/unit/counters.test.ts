@@ -226,22 +226,29 @@ test('MonotonicCounters: a whole reading forgets the keys it did not visit (rule
   t.is(mono.size, 1);
 });
 
-test('the collector removes the NIC series of a VLAN that left the config (or moved NIC), and keeps the others', async (t) => {
+test('the collector removes the NIC and traffic series of a VLAN that left the config, and keeps the others', async (t) => {
   const { config, ns } = await labNamespace();
   const templates = await loadTemplates();
   const both = (await reconcileOnce(ns, config, templates)).plan.desired;
-  const labOnly = (await reconcileOnce(ns, { ...config, vlans: config.vlans.filter((v) => v.name === 'lab') }, templates)).plan.desired;
+  const labOnly = (await reconcileOnce(ns, { ...config, vlans: config.vlans.filter((v) => v.name === 'lab') }, templates, { dryRun: true })).plan.desired;
   const metrics = new Metrics('0.0.0-test');
   let desired = both;
   const collector = new StatsCollector(ns, metrics, pino({ level: 'silent' }), 60_000, () => ({ desired, backend: 'nft' }));
   const series = async () => (await metrics.text()).split('\n').filter((l) => l.startsWith('vlan_gateway_interface_receive_bytes_total{')).map((l) => l.split(' ')[0]);
+
+  const traffic = async () => (await metrics.text()).split('\n').filter((l) => /^vlan_gateway_(forwarded|nat)_packets_total\{/.test(l))
+    .map((l) => /\{([^}]*)\}/.exec(l)![1]);
+  ns.countPackets(4, 336); // every rule and member counts: series appear for every pair and NAT rule
 
   await collector.collect();
   t.deepEqual(await series(), [
     'vlan_gateway_interface_receive_bytes_total{vlan="office",interface="eth1"}',
     'vlan_gateway_interface_receive_bytes_total{vlan="lab",interface="eth2"}',
   ]);
+  t.true((await traffic()).some((l) => l.includes('"office"')), 'office has traffic series');
   desired = labOnly; // a reload took office out
   await collector.collect();
   t.deepEqual(await series(), ['vlan_gateway_interface_receive_bytes_total{vlan="lab",interface="eth2"}']);
+  const left = await traffic();
+  t.true(left.length > 0 && left.every((l) => !l.includes('"office"')), `traffic series of the zones left only: ${left.join(' | ')}`);
 });
