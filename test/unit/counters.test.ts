@@ -237,7 +237,7 @@ test('the collector removes the NIC and traffic series of a VLAN that left the c
   const series = async () => (await metrics.text()).split('\n').filter((l) => l.startsWith('vlan_gateway_interface_receive_bytes_total{')).map((l) => l.split(' ')[0]);
 
   const traffic = async () => (await metrics.text()).split('\n').filter((l) => /^vlan_gateway_(forwarded|nat)_packets_total\{/.test(l))
-    .map((l) => /\{([^}]*)\}/.exec(l)![1]);
+    .map((l) => /\{([^}]*)\}/.exec(l)![1]!);
   ns.countPackets(4, 336); // every rule and member counts: series appear for every pair and NAT rule
 
   await collector.collect();
