@@ -140,6 +140,14 @@ export class Supervisor {
   /** A valid new config: the next pass applies only the difference. */
   replaceConfig(next: ConfigState): void {
     this.current = next;
+    // A new config is what an operator does to end a run of failures: it is tried now, not after the backoff the
+    // failures built up (up to backoffMaxMs). Its own failure starts the backoff again, from its first step.
+    if (this.notBefore > this.now()) {
+      this.notBefore = 0;
+      this.failures = 0;
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
     this.trigger('reload');
   }
 

@@ -378,6 +378,19 @@ test('vlan_up and /status show the NICs as the last pass left them: a gateway ad
   t.like(office(), { state: 'up', addresses: ['192.168.10.2/24', '192.168.10.1/24'] });
 });
 
+test('a new config during a run of failures is tried at once, not after the backoff the failures built up', async (t) => {
+  const r = rig(t, { backoffInitialMs: 2000, backoffMaxMs: 30_000 });
+  r.ns.failOn((argv) => argv[0] === 'iptables-nft-restore', { stderr: 'iptables-restore: line 2 failed' });
+  r.supervisor.trigger('start');
+  await until('the failed start', () => r.supervisor.lastRecord?.result === 'failure');
+  r.ns.clearFaults(); // the operator fixed what was wrong, and saves the config
+  const fixedAt = performance.now();
+  r.supervisor.replaceConfig(state(withRule, 'v2'));
+  await until('the pass of the new config', () => r.supervisor.lastRecord?.result === 'success', 1500);
+  t.true(performance.now() - fixedAt < 1500, 'well before the 2 s the backoff asked for');
+  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success' });
+});
+
 test('ready once forwarding is in place: a start whose accounting-set fill fails is ready, fails, and is retried until the sets are filled', async (t) => {
   const r = rig(t, { backoffInitialMs: 150 });
   r.ns.failOn((argv, input) => argv[0] === 'ipset' && (input ?? '').includes('add VGW-PAIRS-0 '), { stderr: 'ipset v7.17: Error in line 1: Kernel error received: Cannot allocate memory' });
