@@ -27,6 +27,10 @@ import { syntheticFacts } from '../plan/synthetic.js';
 import { statusDocument, type ReloadState } from '../reconcile/status.js';
 import { Supervisor, type ConfigState } from '../reconcile/supervisor.js';
 import { loadTemplates, userTemplatesText } from '../template/load.js';
+import { userRulesRefusal } from '../apply/user-rules-check.js';
+import type { CommandRunner } from '../exec/runner.js';
+import type { Backend } from '../observe/facts.js';
+import { USER_HOOKS } from '../plan/chains.js';
 import { codeCache } from './code-cache.js';
 import { makeRunner, type GlobalArgs } from './context.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
@@ -75,12 +79,29 @@ function checkLogLevel(level: string | undefined): string | undefined {
   return level;
 }
 
-/** Loads a config and its templates (schema-checked); `renderCheck` renders them as if every NIC were present. */
-async function loadChecked(path: string, listen: string | undefined, renderCheck = true, cache?: PlanCache): Promise<ConfigState> {
+/**
+ * Loads a config and its templates (schema-checked). With `check`, renders them as if every NIC were present and
+ * has iptables parse the user's rules (apply/user-rules-check.ts) in the gateway's namespace.
+ */
+async function loadChecked(path: string, listen: string | undefined, check?: RulesCheck, cache?: PlanCache): Promise<ConfigState> {
   const loaded = await loadConfig(path, cache?.config, { listen });
   const templates = await loadTemplates(loaded.config.rules.dir, loaded.path);
-  if (renderCheck) planDesired(loaded.config, syntheticFacts(loaded.config), templates);
-  return { path, text: loaded.text, config: loaded.config, templates };
+  const state = { path, text: loaded.text, config: loaded.config, templates };
+  if (check) await checkRules(state, check);
+  return state;
+}
+
+interface RulesCheck {
+  readonly runner: CommandRunner;
+  readonly backend: () => Backend;
+}
+
+/** Every template rendered with every NIC present, and the user's rules parsed by iptables: throws what fails. */
+async function checkRules(state: ConfigState, check: RulesCheck): Promise<void> {
+  const desired = planDesired(state.config, syntheticFacts(state.config), state.templates);
+  const fileOf = (chain: string) => state.templates.user.find((u) => USER_HOOKS[u.hook].chain === chain)?.template.file;
+  const refusal = await userRulesRefusal(check.runner, check.backend(), desired, fileOf);
+  if (refusal) throw refusal;
 }
 
 /**
@@ -139,12 +160,13 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     // An invalid file exits 2 with nothing applied. The full render check (every template as if every NIC were
     // present) runs once the first pass is done rather than before it: at start, time to ready is what a
     // restarted router is judged by (a template the real NICs break fails that pass and is retried meanwhile).
-    const initial = await loadChecked(path, args.listen, false, planCache);
+    const initial = await loadChecked(path, args.listen, undefined, planCache);
     useDesiredStore(planCache?.desired);
     const { config } = initial;
     const schedule = args.schedule ?? config.reconcile.schedule ?? DEFAULT_SCHEDULE;
     if (!cron.validate(schedule)) throw new UsageError(`--schedule ${schedule}: not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *")`);
     const runner = makeRunner(args.netns);
+    const rulesCheck: RulesCheck = { runner, backend: () => supervisor.backend ?? 'nft' };
     const ver = await version();
     const metrics = new Metrics(ver);
     const supervisor = new Supervisor(runner, metrics, log, initial, {
@@ -231,7 +253,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       const before = await inputsText();
       reload.at = new Date().toISOString();
       try {
-        const next = await loadChecked(path, args.listen, true, planCache); // a valid config is kept for the next start
+        const next = await loadChecked(path, args.listen, rulesCheck, planCache); // a valid config is kept for the next start
         reload.result = 'success';
         reload.errors = [];
         metrics.reloads.inc({ result: 'success' });
@@ -279,10 +301,10 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     monitor.start();
     collector.start();
     supervisor.trigger('start');
-    const renderCheck = () => {
+    const renderCheck = async () => {
       if (stopping) return;
       try {
-        planDesired(initial.config, syntheticFacts(initial.config), initial.templates);
+        await checkRules(initial, rulesCheck);
       } catch (error) {
         process.stderr.write(`vlan-gateway: ${describeError(error)}\n`);
         log.fatal({ err: error }, 'invalid rule templates');
@@ -305,7 +327,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       // to find. Otherwise it runs, a second after a good start so that it does not hold up /readyz (at 100
       // VLANs it is a full render), at once after a failed one.
       if (desired?.uplink.nic && desired.vlans.every((b) => b.nic)) return;
-      setTimeout(renderCheck, supervisor.ready ? 1000 : 0);
+      setTimeout(() => void renderCheck(), supervisor.ready ? 1000 : 0);
     });
 
     // `on`, not `once`: execa's signal-exit re-raises a signal when it finds itself the only listener left, which

@@ -452,3 +452,16 @@ kernel(`run that cannot serve its HTTP endpoints exits 1 naming the address and 
     await runner.run(['ip', 'netns', 'del', ns]);
   }
 });
+
+kernel(`validate has iptables parse the user's rules: a match it does not have is a config error (exit 2) naming the template, and nothing is touched${NEEDS_ROOT}`, async (t) => {
+  const router = labs.hotPlug!.router;
+  const doc = await exampleDocument();
+  const bad = await writeConfig('unknown-match', { ...doc, rules: { dir: join(FIXTURES, 'rules-unknown-match') } });
+  const before = await readState(router, true);
+  const validated = await cli('validate', '--netns', router, '--config', bad.path);
+  t.is(validated.code, 2, validated.stdout);
+  t.is(validated.stderr, `vlan-gateway: invalid rules (nothing was applied):\nfilter VGW-USER-FORWARD rule 2 (from ${join(FIXTURES, 'rules-unknown-match')}/filter/forward.hbs): `
+    + "iptables refuses it: Couldn't load match `nosuchmatch':No such file or directory");
+  t.deepEqual(await readState(router, true), before, '--test commits nothing');
+  t.is((await cli('validate', '--netns', router, '--config', example.path)).code, 0);
+});

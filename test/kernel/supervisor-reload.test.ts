@@ -243,3 +243,19 @@ kernel(`two writes close together, at any gap: the last one is what runs, and no
   t.is(await gateway!.metric('vlan_gateway_config_last_reload_successful'), 1);
   await writeFile(configPath, stringify(example));
 });
+
+// A template that only iptables can refuse (a match it does not have) used to be taken, and then failed every
+// pass: the running rules stayed, but a restart left the gateway with nothing. It is a rejected reload now.
+kernel(`a reload whose template iptables refuses (an unknown match) is rejected: the running rules stay, /status names the template${NEEDS_ROOT}`, async (t) => {
+  const before = await iptablesSave(router(), true);
+  const from = gateway!.logs.length;
+  await writeFile(configPath, stringify({ ...example, rules: { dir: join(REPO, 'test', 'fixtures', 'kernel', 'rules-unknown-match') } }));
+  await gateway!.waitForLog('the rejected reload', (l) => l.level >= 50 && /reload rejected/.test(l.msg) && /nosuchmatch/.test(l.msg), 5000, from);
+  const status = await gateway!.status();
+  t.is(status.reload.lastResult, 'failure');
+  t.true(status.reload.lastErrors.some((e) => /VGW-USER-FORWARD rule 2 \(from \S+rules-unknown-match\/filter\/forward\.hbs\): iptables refuses it/.test(e)), JSON.stringify(status.reload));
+  t.is(await iptablesSave(router(), true), before, 'nothing was applied');
+  t.true(gateway!.logs.slice(from).every((l) => l.msg !== 'reconciled: changes applied'));
+  await writeFile(configPath, stringify(example));
+  await waitFor('the good config back', async () => (await gateway!.status()).reload.lastResult === 'success', 5000, 50);
+});

@@ -1,0 +1,62 @@
+/**
+ * The user's own rules (the VGW-USER- chains of rules.dir), parsed by iptables itself before anything is applied.
+ * Our checks (render.ts, check.ts) know the syntax the planner owns; only iptables knows every match, target and
+ * option it has: `-m nosuchmatch` or a misspelt option passes them and fails the restore. A restore with
+ * `--test` parses the rules and commits nothing, so `validate` and a reload can refuse such a template as a config
+ * error, instead of a later apply failing (and a restarted gateway never becoming ready). Only the user's chains
+ * are tested: ours match on sets that may not exist yet, which iptables looks up while it parses.
+ */
+import { CommandError, type CommandRunner } from '../exec/runner.js';
+import type { Backend } from '../observe/facts.js';
+import { PlanError } from '../plan/check.js';
+import type { Desired } from '../plan/types.js';
+import { XTABLES_WAIT_SECONDS } from '../observe/read.js';
+
+const USER_PREFIX = 'VGW-USER-';
+
+/** Where each payload line came from: its table, chain and rule number, or nothing (a header, a declaration). */
+type Origin = { table: string; chain: string; rule: number } | undefined;
+
+export function userRulesPayload(desired: Desired): { payload: string; origins: Origin[] } | undefined {
+  const lines: string[] = [];
+  const origins: Origin[] = [];
+  const push = (line: string, origin?: Origin) => {
+    lines.push(line);
+    origins.push(origin);
+  };
+  for (const table of ['filter', 'nat'] as const) {
+    const chains = desired.chains.filter((c) => c.table === table && c.name.startsWith(USER_PREFIX));
+    if (chains.length === 0) continue;
+    push(`*${table}`);
+    for (const c of chains) push(`:${c.name} - [0:0]`);
+    for (const c of chains) c.rules.forEach((r, i) => push(`-A ${c.name} ${r.line}`, { table, chain: c.name, rule: i + 1 }));
+    push('COMMIT');
+  }
+  return lines.length === 0 ? undefined : { payload: `${lines.join('\n')}\n`, origins };
+}
+
+/**
+ * What iptables says of the user's rules, as a PlanError naming the chain, the rule, its template and iptables'
+ * reason; undefined when it accepts them, or when it cannot be asked here (no iptables, or not root: validate on a
+ * laptop), since the apply asks it again.
+ */
+export async function userRulesRefusal(runner: CommandRunner, backend: Backend, desired: Desired,
+  fileOf: (chain: string) => string | undefined): Promise<PlanError | undefined> {
+  const test = userRulesPayload(desired);
+  if (!test) return undefined;
+  let result;
+  try {
+    result = await runner.run([`iptables-${backend}-restore`, '--test', '--noflush', `--wait=${XTABLES_WAIT_SECONDS}`], { input: test.payload, allowFailure: true });
+  } catch (error) {
+    if (error instanceof CommandError && error.exitCode === null) return undefined; // not installed here
+    throw error;
+  }
+  if (result.exitCode === 0 || /Permission denied|you must be root/.test(result.stderr)) return undefined;
+  const m = /line (\d+) failed|Error occurred at line: (\d+)|line (\d+): \w+ failed/.exec(result.stderr);
+  const origin = m ? test.origins[Number(m[1] ?? m[2] ?? m[3]) - 1] : undefined;
+  const reason = result.stderr.split('\n').map((l) => l.replace(/^iptables[-\w]* v[\d.]+ \([^)]*\): /, '').trim())
+    .find((l) => l !== '' && !/^Error occurred at line|^Try `/.test(l)) ?? `exit ${result.exitCode}`;
+  if (!origin) return new PlanError(`iptables refuses the rules of rules.dir: ${reason}`);
+  const file = fileOf(origin.chain);
+  return new PlanError(`${origin.table} ${origin.chain} rule ${origin.rule}${file ? ` (from ${file})` : ''}: iptables refuses it: ${reason}`);
+}
