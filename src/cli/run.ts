@@ -29,7 +29,7 @@ import { Supervisor, type ConfigState } from '../reconcile/supervisor.js';
 import { loadTemplates, userTemplatesText } from '../template/load.js';
 import { userRulesRefusal } from '../apply/user-rules-check.js';
 import type { CommandRunner } from '../exec/runner.js';
-import type { Backend } from '../observe/facts.js';
+import type { Backend, Link } from '../observe/facts.js';
 import { USER_HOOKS } from '../plan/chains.js';
 import { codeCache } from './code-cache.js';
 import { makeRunner, type GlobalArgs } from './context.js';
@@ -109,12 +109,19 @@ async function checkRules(state: ConfigState, check: RulesCheck): Promise<void> 
  * http.allowFrom or the VLANs applies at once), counted per VLAN, and each logged at most once per client per
  * 30 s: a Prometheus on a VLAN scraping every 15 s, or hosts taking turns, cannot flood the log.
  */
-function refusals(running: () => Config, metrics: Metrics, log: Logger): (remote: string) => string | undefined {
+function refusals(running: () => Config, links: () => readonly Link[] | undefined, metrics: Metrics, log: Logger): (remote: string) => string | undefined {
   let access: { config: Config; check: AccessCheck } | undefined;
+  // The gateway's own addresses, as the last pass left its NICs: made again only when they change.
+  let own: { links: readonly Link[] | undefined; addresses: Set<string> } = { links: undefined, addresses: new Set() };
+  const isOwn = (address: string) => {
+    const now = links();
+    if (own.links !== now) own = { links: now, addresses: new Set((now ?? []).flatMap((l) => l.addresses.map((a) => a.address))) };
+    return own.addresses.has(address);
+  };
   const refusedAt = new Map<string, number>();
   return (remote) => {
     const config = running();
-    if (access?.config !== config) access = { config, check: accessCheck(config) };
+    if (access?.config !== config) access = { config, check: accessCheck(config, isOwn) };
     const refusal = access.check(remote);
     if (refusal === undefined) return undefined;
     metrics.httpRefused.inc({ vlan: refusal.vlan });
@@ -182,7 +189,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       health: () => supervisor.health(),
       ready: () => supervisor.ready,
       status: () => statusDocument(supervisor, reload, ver),
-      refuse: refusals(() => supervisor.config.config, metrics, log),
+      refuse: refusals(() => supervisor.config.config, () => supervisor.view?.links, metrics, log),
     });
     const monitor = new NetlinkMonitor(runner, log, () => supervisor.trigger('netlink'));
 

@@ -24,20 +24,27 @@ export class ExecaRunner implements CommandRunner {
         stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
         ...(options.timeoutMs ? { timeout: options.timeoutMs, killSignal: 'SIGKILL' as const } : {}),
       });
+      let startError: Error | undefined;
+      // First, before anything can throw: a spawn that fails (ENOENT, EACCES, and EMFILE when the process is out of
+      // file descriptors) emits 'error' on the next tick, and an 'error' nobody listens to ends the process.
+      child.on('error', (error) => {
+        startError = error; // ENOENT / EACCES: 'close' still follows
+      });
+      if (!child.stdout || !child.stderr) {
+        // No pipes were made (EMFILE): no 'close' is coming either.
+        child.once('error', (error) => reject(new CommandError(argv, null, error.message)));
+        return;
+      }
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       const { onStdout } = options;
       if (onStdout) {
-        child.stdout!.setEncoding('utf8'); // a character split across two reads is held back, not mangled
-        child.stdout!.on('data', (chunk: string) => onStdout(chunk));
+        child.stdout.setEncoding('utf8'); // a character split across two reads is held back, not mangled
+        child.stdout.on('data', (chunk: string) => onStdout(chunk));
       } else {
-        child.stdout!.on('data', (chunk: Buffer) => out.push(chunk));
+        child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
       }
-      child.stderr!.on('data', (chunk: Buffer) => err.push(chunk));
-      let startError: Error | undefined;
-      child.on('error', (error) => {
-        startError = error; // ENOENT / EACCES: 'close' still follows
-      });
+      child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
       if (options.input !== undefined && child.stdin) {
         child.stdin.on('error', () => {}); // EPIPE: the child exited without reading all; its exit status says why
         child.stdin.end(options.input);

@@ -6,7 +6,10 @@
  * it is refused, and `http.allowFrom` lets in whole VLANs or some of their addresses.
  *
  * The check is by the client's address: a host on a VLAN cannot complete a TCP handshake from an address outside
- * its VLAN (the reply would not reach it), whichever of the gateway's addresses it connects to. Pure.
+ * its VLAN (the reply would not reach it), whichever of the gateway's addresses it connects to. A client with one of
+ * the gateway's own addresses is the gateway itself (a health check to a VLAN address leaves from Docker's address
+ * on that VLAN). IPv6 clients other than ::1 are refused: the gateway routes IPv4, and an IPv6 address (a NIC's
+ * link-local one) tells nothing of the side it came from. Pure.
  */
 import type { Config } from '../config/schema.js';
 import { contains, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
@@ -20,7 +23,7 @@ export interface Refusal {
 /** Returns why a client is refused, or undefined when it may use the endpoints. */
 export type AccessCheck = (remoteAddress: string) => Refusal | undefined;
 
-export function accessCheck(config: Config): AccessCheck {
+export function accessCheck(config: Config, isOwnAddress: (address: string) => boolean = () => false): AccessCheck {
   const allowed = new Set<string>();
   const allowedRanges: Cidr[] = [];
   for (const ref of config.http.allowFrom) {
@@ -31,8 +34,13 @@ export function accessCheck(config: Config): AccessCheck {
   const vlans = config.vlans.map((v) => ({ name: v.name, subnet: parseCidr(v.subnet)! }));
   return (remoteAddress) => {
     // A dual-stack socket shows an IPv4 client as ::ffff:a.b.c.d.
-    const address = parseAddress(remoteAddress.replace(/^::ffff:/i, ''));
-    if (address === undefined) return undefined; // IPv6 or a Unix socket: no VLAN here has such addresses
+    const text = remoteAddress.replace(/^::ffff:/i, '');
+    const address = parseAddress(text);
+    if (address === undefined) {
+      if (remoteAddress === '::1' || remoteAddress === '') return undefined; // loopback, or a Unix socket
+      return { vlan: '', reason: `${remoteAddress} is an IPv6 client, and the gateway's HTTP endpoints answer IPv4 clients only (and ::1): the side an IPv6 address comes from cannot be told` };
+    }
+    if (isOwnAddress(text)) return undefined;
     const vlan = vlans.find((v) => contains(v.subnet, address));
     if (!vlan || allowed.has(vlan.name) || allowedRanges.some((r) => contains(r, address))) return undefined;
     return {

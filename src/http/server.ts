@@ -12,6 +12,9 @@ export interface Endpoints {
   refuse?(remoteAddress: string): string | undefined;
 }
 
+/** Far above what Prometheus, health checks and `status` open at once; far below the process's descriptor limit. */
+export const MAX_CONNECTIONS = 512;
+
 export class HttpServer {
   private server: Server | undefined;
 
@@ -27,7 +30,10 @@ export class HttpServer {
       };
       const refused = this.endpoints.refuse?.(req.socket.remoteAddress ?? '');
       if (refused !== undefined) return send(403, `forbidden: ${refused}\n`);
-      if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'method not allowed\n');
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.setHeader('allow', 'GET, HEAD');
+        return send(405, 'method not allowed\n');
+      }
       switch (path) {
         case '/metrics':
           this.endpoints.metrics().then(
@@ -48,6 +54,12 @@ export class HttpServer {
       }
     });
     server.keepAliveTimeout = 5000;
+    // A management port, not a web server: a scrape or a health check sends its few headers at once. Short
+    // timeouts and a cap on open connections keep a slow or flooding client (one the access check refuses too:
+    // it runs once the headers are in) from holding the process's file descriptors, which the reconciles need.
+    server.headersTimeout = 10_000;
+    server.requestTimeout = 15_000;
+    server.maxConnections = MAX_CONNECTIONS;
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

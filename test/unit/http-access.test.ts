@@ -14,10 +14,17 @@ const config = (allowFrom: string) => parseConfigText(`vlans:
 http: {allowFrom: ${allowFrom}}
 `, 'x.yaml');
 
-test('by default no host on a VLAN may; the uplink side, the gateway itself and IPv6 may', (t) => {
+test('by default no host on a VLAN may, nor an IPv6 client; the uplink side and the gateway itself may', (t) => {
   const check = accessCheck(config('[]'));
-  for (const allowed of ['127.0.0.1', '203.0.113.7', '172.31.0.1', '::1', '::ffff:203.0.113.7', 'fe80::1']) {
+  for (const allowed of ['127.0.0.1', '203.0.113.7', '172.31.0.1', '::1', '::ffff:203.0.113.7']) {
     t.is(check(allowed), undefined, allowed);
+  }
+  // A VLAN host reaching the gateway's link-local IPv6 address used to pass: IPv6 tells nothing of its side.
+  for (const ipv6 of ['fe80::c05:bff:fe7d:7f4f', '2001:db8::5']) {
+    t.deepEqual(check(ipv6), {
+      vlan: '',
+      reason: `${ipv6} is an IPv6 client, and the gateway's HTTP endpoints answer IPv4 clients only (and ::1): the side an IPv6 address comes from cannot be told`,
+    });
   }
   t.deepEqual(check('192.168.30.23'), {
     vlan: 'guest',
@@ -25,6 +32,14 @@ test('by default no host on a VLAN may; the uplink side, the gateway itself and 
   });
   t.regex(check('::ffff:192.168.10.1')?.reason ?? '', /^192\.168\.10\.1 is on VLAN office/, 'a dual-stack socket\'s form of an IPv4 client');
   t.is(check('10.99.0.200')?.vlan, 'mgmt');
+});
+
+test('the gateway itself, from one of its own addresses on a VLAN (a health check to a VLAN address), may', (t) => {
+  const own = new Set(['192.168.10.2', '192.168.10.1', '203.0.113.2']);
+  const check = accessCheck(config('[]'), (address) => own.has(address));
+  t.is(check('192.168.10.2'), undefined, "Docker's address on office: the kernel's source for a connection to 192.168.10.1");
+  t.is(check('::ffff:192.168.10.1'), undefined);
+  t.is(check('192.168.10.3')?.vlan, 'office', 'a host beside it is still refused');
 });
 
 test('allowFrom lets in whole VLANs, single addresses and prefixes, and nobody else on their VLANs', (t) => {
@@ -57,4 +72,13 @@ test('the server answers a refused client 403 with the reason on every path, and
   const metrics = await fetch(`http://127.0.0.1:${port}/metrics`);
   t.is(metrics.status, 200);
   t.is(await metrics.text(), 'vlan_gateway_up 1\n');
+});
+
+test('a method other than GET or HEAD gets 405 with the methods allowed', async (t) => {
+  const server = new HttpServer({ metrics: async () => '', health: () => ({ healthy: true }), ready: () => true, status: () => ({}) });
+  const { port } = await server.start('127.0.0.1:0');
+  t.teardown(() => server.stop());
+  const response = await fetch(`http://127.0.0.1:${port}/metrics`, { method: 'POST', body: 'x' });
+  t.is(response.status, 405);
+  t.is(response.headers.get('allow'), 'GET, HEAD');
 });
