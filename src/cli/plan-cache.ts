@@ -132,12 +132,15 @@ export class PlanCache {
     }
   }
 
-  /** Writes what was made since the last flush (best effort: a cache that cannot be written is no error). */
-  flush(): void {
-    if (this.pending.length === 0) return;
+  /**
+   * Writes what was made since the last flush (best effort: a cache that cannot be written is no error). Returns
+   * why nothing could be written, for a supervisor to say once; undefined when it was written, or nothing was due.
+   */
+  flush(): string | undefined {
+    if (this.pending.length === 0) return undefined;
     try {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-      if (!this.trusted()) return;
+      if (!this.trusted()) return 'it is not a directory that root owns and nobody else can write to';
       for (const { kind, key, value } of this.pending) {
         const file = this.fileFor(kind, key);
         // A key always holds the same result: a file this process read whole is only marked as recent (pruning).
@@ -152,8 +155,11 @@ export class PlanCache {
         renameSync(temporary, file);
       }
       for (const kind of new Set(this.pending.map((p) => p.kind))) this.prune(kind);
-    } catch {
+      return undefined;
+    } catch (error) {
       // read-only, full, or not ours: the next run parses and renders, as it would without a cache
+      const code = (error as NodeJS.ErrnoException).code;
+      return code === 'EROFS' ? 'the file system is read-only' : code === 'ENOSPC' ? 'no space left' : (error as Error).message;
     } finally {
       this.pending.length = 0;
     }

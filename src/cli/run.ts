@@ -322,8 +322,10 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     void supervisor.firstPass.then(() => {
       useDesiredStore(undefined);
       if (planCache) {
-        planCache.flush();
+        const unwritten = planCache.flush();
         log.info({ dir: planCache.dir, config: planCache.hits.config > 0 ? 'cached' : 'parsed', rules: planCache.hits.desired > 0 ? 'cached' : 'rendered' }, 'plan cache after the start pass');
+        // Said once: a restart then parses and renders everything again (docker run --read-only without a tmpfs on /run).
+        if (unwritten) log.warn({ dir: planCache.dir }, `the plan cache cannot be written (${unwritten}): a restart will parse the config and render the rules again; with --read-only, mount a volume there (-v vlan-gateway-run:/run/vlan-gateway)`);
       }
       if (stopping) return;
       task = cron.schedule(schedule, () => supervisor.trigger('schedule'), { name: 'vlan-gateway-drift-check' });

@@ -137,6 +137,22 @@ test.serial('a directory others can write to is neither read nor written', async
   t.notRegex(payloads(planWith(await newRun(), new PlanCache(dir))), /MARK/);
   await runWith(dir, 'test/fixtures/snat.yaml');
   t.is((await stored(dir)).length, 1);
+  // And says why, for the supervisor to log once.
+  const cache = new PlanCache(dir);
+  planWith(await newRun('test/fixtures/policy.yaml'), cache);
+  t.is(cache.flush(), 'it is not a directory that root owns and nobody else can write to');
+});
+
+test.serial('a cache that cannot be written says why (a read-only /run); one written, or with nothing due, says nothing', async (t) => {
+  const dir = await cacheDir(t);
+  const cache = new PlanCache(dir);
+  planWith(await newRun(), cache);
+  t.is(cache.flush(), undefined, 'written');
+  t.is(cache.flush(), undefined, 'nothing due');
+  const blocked = new PlanCache(join(dir, 'file', 'sub')); // a path through a regular file: mkdir fails (ENOTDIR)
+  await writeFile(join(dir, 'file'), '');
+  planWith(await newRun('test/fixtures/snat.yaml'), blocked);
+  t.regex(blocked.flush() ?? '', /ENOTDIR|not a directory/);
 });
 
 test.serial('the newest four states are kept, and a temporary file a run left behind is removed', async (t) => {
