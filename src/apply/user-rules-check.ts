@@ -10,6 +10,8 @@ import { CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend } from '../observe/facts.js';
 import { PlanError } from '../plan/check.js';
 import type { Desired } from '../plan/types.js';
+import { USER_HOOKS } from '../plan/chains.js';
+import type { Templates } from '../plan/desired.js';
 import { XTABLES_WAIT_SECONDS } from '../observe/read.js';
 
 const USER_PREFIX = 'VGW-USER-';
@@ -60,3 +62,7 @@ export async function userRulesRefusal(runner: CommandRunner, backend: Backend, 
   const file = fileOf(origin.chain);
   return new PlanError(`${origin.table} ${origin.chain} rule ${origin.rule}${file ? ` (from ${file})` : ''}: iptables refuses it: ${reason}`);
 }
+
+/** The template file a VGW-USER- chain is rendered from, for naming it in an error. */
+export const userTemplateFile = (templates: Templates) => (chain: string): string | undefined =>
+  templates.user.find((u) => USER_HOOKS[u.hook].chain === chain)?.template.file;

@@ -27,10 +27,9 @@ import { syntheticFacts } from '../plan/synthetic.js';
 import { statusDocument, type ReloadState } from '../reconcile/status.js';
 import { Supervisor, type ConfigState } from '../reconcile/supervisor.js';
 import { loadTemplates, userTemplatesText } from '../template/load.js';
-import { userRulesRefusal } from '../apply/user-rules-check.js';
+import { userRulesRefusal, userTemplateFile } from '../apply/user-rules-check.js';
 import type { CommandRunner } from '../exec/runner.js';
 import type { Backend, Link } from '../observe/facts.js';
-import { USER_HOOKS } from '../plan/chains.js';
 import { codeCache } from './code-cache.js';
 import { makeRunner, type GlobalArgs } from './context.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
@@ -99,8 +98,7 @@ interface RulesCheck {
 /** Every template rendered with every NIC present, and the user's rules parsed by iptables: throws what fails. */
 async function checkRules(state: ConfigState, check: RulesCheck): Promise<void> {
   const desired = planDesired(state.config, syntheticFacts(state.config), state.templates);
-  const fileOf = (chain: string) => state.templates.user.find((u) => USER_HOOKS[u.hook].chain === chain)?.template.file;
-  const refusal = await userRulesRefusal(check.runner, check.backend(), desired, fileOf);
+  const refusal = await userRulesRefusal(check.runner, check.backend(), desired, userTemplateFile(state.templates));
   if (refusal) throw refusal;
 }
 

@@ -1,6 +1,5 @@
 import type { CommandModule } from 'yargs';
-import { userRulesRefusal } from '../apply/user-rules-check.js';
-import { USER_HOOKS } from '../plan/chains.js';
+import { userRulesRefusal, userTemplateFile } from '../apply/user-rules-check.js';
 import { planDesired } from '../plan/desired.js';
 import { syntheticFacts } from '../plan/synthetic.js';
 import { loadAll, makeRunner, out, type GlobalArgs } from './context.js';
@@ -15,8 +14,7 @@ export const validateCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   handler: async (args) => {
     const { loaded, templates } = await loadAll(args);
     const desired = planDesired(loaded.config, syntheticFacts(loaded.config), templates);
-    const fileOf = (chain: string) => templates.user.find((u) => USER_HOOKS[u.hook].chain === chain)?.template.file;
-    const refusal = await userRulesRefusal(makeRunner(args.netns), 'nft', desired, fileOf);
+    const refusal = await userRulesRefusal(makeRunner(args.netns), 'nft', desired, userTemplateFile(templates));
     if (refusal) throw refusal;
     const rules = desired.chains.reduce((n, c) => n + c.rules.length, 0);
     out(`${loaded.path}: valid (${loaded.config.vlans.length} VLANs, ${desired.chains.length} chains, ${rules} rules when every NIC is present)`);
