@@ -47,6 +47,8 @@ async function check(runner: CommandRunner, args: LabArgs): Promise<boolean> {
   }
   const result = await labCheck(runner, topology, loaded.config);
   out(formatMatrix(result));
+  // What the config allows is worked out from its forwarding rules and NAT; the user's own templates are not read.
+  if (loaded.config.rules.dir) out(`note: the "allowed" column does not model the templates in rules.dir (${loaded.config.rules.dir}): a rule of yours shows as a mismatch`);
   return result.ok;
 }
 
@@ -70,7 +72,8 @@ export const labCommand: CommandModule<GlobalArgs, GlobalArgs> = {
     switch (args.action) {
       case 'up':
         await up(runner, args);
-        out(`\nlab ${args.name} is up. Try: vlan-gateway lab check --name ${args.name}; remove it with: vlan-gateway lab down --name ${args.name}`);
+        // The lab does not remember its config: `check` must be given the same one, or it checks the example's policy.
+        out(`\nlab ${args.name} is up. Try: vlan-gateway lab check --name ${args.name}${args.config ? ` --config ${args.config}` : ''}; remove it with: vlan-gateway lab down --name ${args.name}`);
         return;
       case 'check':
         if (!(await check(runner, args))) process.exitCode = 1;

@@ -20,7 +20,11 @@ const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 
 const interfaceRef = z.union([
   z.string().regex(IFNAME, { message: 'is not an interface name (1–15 letters, digits, "_", ".", "-", no leading "-")' }),
-  z.object({ mac: z.string().regex(MAC, { message: 'is not a MAC address like 02:42:c0:a8:0a:02' }) }).strict(),
+  z.object({
+    mac: z.string().regex(MAC, { message: 'is not a MAC address like 02:42:c0:a8:0a:02' })
+      // The first byte's low bit marks a group address: no NIC has one (the kernel refuses it).
+      .refine((m) => !MAC.test(m) || (parseInt(m.slice(0, 2), 16) & 1) === 0, { message: 'is a multicast MAC address (its first byte is odd); a NIC\'s MAC is unicast, like 02:42:c0:a8:0a:02' }),
+  }).strict(),
 ], { errorMap: () => ({ message: 'must be an interface name or {mac: "…"}' }) });
 
 export const VLAN_NAME = /^[a-z][a-z0-9-]{0,11}$/;

@@ -221,6 +221,10 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
     if (kind) add(['uplink', key], `${text} is ${kind}, not a unicast host address`);
     else if (vlan) add(['uplink', key], `${text} is inside ${vlanLabel(vlan)}; ${why}`);
   }
+  // The SNAT source is the gateway's own uplink address, never its next hop's.
+  if (nat === 'snat' && uplink.snatTo !== undefined && asString(uplink.snatTo) === asString(uplink.gateway)) {
+    add(['uplink', 'snatTo'], `${String(uplink.snatTo)} is uplink.gateway, the next hop; snatTo is an address of the gateway's own uplink NIC`);
+  }
 
   /** The VLAN a zone reference is in: the one it names, or the one holding its address or whole prefix. */
   const zoneVlan = (ref: string): (VlanView & { subnet: Cidr }) | undefined => {

@@ -134,9 +134,16 @@ export function planLabTopology(config: Config, name: string = DEFAULT_LAB_NAME)
   }
 
   const vlans = config.vlans.map((vlan): LabVlan => {
+    // The matrix has a column for the Internet host by that name.
+    if (vlan.name === 'internet') throw new LabInputError('vlan internet: the lab names its Internet host "internet"; give the VLAN another name');
     const subnet = parseCidr(vlan.subnet)!;
     const gateway = parseAddress(vlan.gateway)!;
     const routerAddress = dockerLikeAddress(subnet, gateway);
+    // A port forward to the address the lab gives the router's own NIC would forward to the router itself.
+    const forwarded = config.portForwards.findIndex((f) => parseAddress(f.to) === routerAddress);
+    if (forwarded !== -1) {
+      throw new LabInputError(`portForwards[${forwarded}].to ${formatAddress(routerAddress)} is the address the lab gives the router's NIC on ${vlan.name} (as Docker would); forward to another host address`);
+    }
     const clientAddress = clientHostAddress(subnet, [gateway, routerAddress], vlan.name);
     const mine = (n: number) => contains(subnet, n);
     const extra = [...new Set(config.portForwards.map((f) => parseAddress(f.to)!))]
@@ -166,6 +173,9 @@ export function planLabTopology(config: Config, name: string = DEFAULT_LAB_NAME)
   });
 
   const internet = parseAddress(INTERNET_HOST)!;
+  if (config.uplink.nat === 'snat' && config.uplink.snatTo === INTERNET_HOST) {
+    throw new LabInputError(`uplink.snatTo ${INTERNET_HOST} is the lab's Internet host; use an address of the router's uplink`);
+  }
   const uplinkNet = parseCidr(`${uplink.inetAddress}/${uplink.prefix}`)!;
   for (const vlan of vlans) {
     const subnet = parseCidr(vlan.subnet)!;

@@ -12,7 +12,7 @@ import { ExecaRunner } from '../../src/exec/execa-runner.js';
 import { CommandError, type CommandRunner } from '../../src/exec/runner.js';
 import {
   expectedPortForwardVerdict, expectedVerdict, formatMatrix, labCheck, labDown, labUp, labUpCommands,
-  listLabNamespaces, planLabTopology, type LabTopology,
+  LabInputError, listLabNamespaces, planLabTopology, type LabTopology,
 } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 
@@ -41,6 +41,20 @@ test('topology: namespaces are prefixed per lab, NICs attached in reverse order,
   t.like(topo.uplink, { routerInterface: 'eth0', routerAddress: '203.0.113.2', inetAddress: '203.0.113.1', internetHost: '198.51.100.10', defaultRoute: false });
   t.throws(() => planLabTopology(config, 'Bad-name'), { message: /lab name/ });
   t.throws(() => planLabTopology(config, 'waytoolong'), { message: /lab name/ });
+});
+
+test('topology: a config whose addresses or names collide with the lab\'s own is refused, saying which (not a false mismatch later)', async (t) => {
+  const { config } = await loadConfig(examplePath);
+  t.throws(() => planLabTopology({ ...config, portForwards: [{ proto: 'tcp', port: 2222, to: '192.168.20.2', toPort: 22 }] }, 'demo'), {
+    instanceOf: LabInputError,
+    message: 'portForwards[0].to 192.168.20.2 is the address the lab gives the router\'s NIC on lab (as Docker would); forward to another host address',
+  });
+  t.throws(() => planLabTopology({ ...config, uplink: { ...config.uplink, nat: 'snat', snatTo: '198.51.100.10' } }, 'demo'), {
+    instanceOf: LabInputError, message: 'uplink.snatTo 198.51.100.10 is the lab\'s Internet host; use an address of the router\'s uplink',
+  });
+  t.throws(() => planLabTopology({ ...config, vlans: config.vlans.map((v, i) => (i === 1 ? { ...v, name: 'internet' } : v)) }, 'demo'), {
+    instanceOf: LabInputError, message: 'vlan internet: the lab names its Internet host "internet"; give the VLAN another name',
+  });
 });
 
 test('topology: snat address, gateway taking .2, small subnets and explicit NIC names are honoured', async (t) => {

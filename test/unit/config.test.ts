@@ -553,6 +553,17 @@ vlans:
     ],
   })),
   {
+    title: 'snatTo is the uplink gateway (the next hop), and a multicast MAC no NIC can have',
+    yaml: `uplink: {gateway: 203.0.113.1, nat: snat, snatTo: 203.0.113.1}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, interface: {mac: "03:00:00:00:00:10"}}
+`,
+    lines: [
+      'vlans[0].interface.mac: is a multicast MAC address (its first byte is odd); a NIC\'s MAC is unicast, like 02:42:c0:a8:0a:02 (line 3)',
+      'uplink.snatTo: 203.0.113.1 is uplink.gateway, the next hop; snatTo is an address of the gateway\'s own uplink NIC (line 1)',
+    ],
+  },
+  {
     title: 'a VLAN subnet in loopback, multicast or reserved address space',
     yaml: `vlans:
   - {name: lo, id: 10, subnet: 127.10.0.0/24, gateway: 127.10.0.1}
