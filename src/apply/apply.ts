@@ -61,15 +61,20 @@ function failedScriptLine(error: unknown, pattern: RegExp, lines: number): numbe
   return n >= 0 && n < lines ? n : 0;
 }
 
+/** The 1-based payload line a restore names as failing (see restoreFailureContext), or undefined. */
+export function restoreFailedLine(stderr: string): number | undefined {
+  const m = /line (\d+) failed|Error occurred at line: (\d+)|line (\d+): \w+ failed/.exec(stderr);
+  return m ? Number(m[1] ?? m[2] ?? m[3]) : undefined;
+}
+
 /**
  * The failing line of a restore payload with two lines either side, numbered. iptables 1.8 says which line in
  * three ways: "line 7 failed" (legacy), "Error occurred at line: 7" (a line it cannot parse), and
  * "line 7: RULE_APPEND failed (…)" (a rule the kernel refuses).
  */
 export function restoreFailureContext(payload: string, stderr: string): string {
-  const m = /line (\d+) failed|Error occurred at line: (\d+)|line (\d+): \w+ failed/.exec(stderr);
-  if (!m) return '';
-  const failing = Number(m[1] ?? m[2] ?? m[3]);
+  const failing = restoreFailedLine(stderr);
+  if (failing === undefined) return '';
   const lines = payload.split('\n');
   const from = Math.max(1, failing - 2);
   const to = Math.min(lines.length, failing + 2);

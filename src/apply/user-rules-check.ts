@@ -12,7 +12,8 @@ import { PlanError } from '../plan/check.js';
 import type { Desired } from '../plan/types.js';
 import { USER_HOOKS } from '../plan/chains.js';
 import type { Templates } from '../plan/desired.js';
-import { XTABLES_WAIT_SECONDS } from '../observe/read.js';
+import { restoreCommand } from '../observe/read.js';
+import { restoreFailedLine } from './apply.js';
 
 const USER_PREFIX = 'VGW-USER-';
 
@@ -48,14 +49,14 @@ export async function userRulesRefusal(runner: CommandRunner, backend: Backend, 
   if (!test) return undefined;
   let result;
   try {
-    result = await runner.run([`iptables-${backend}-restore`, '--test', '--noflush', `--wait=${XTABLES_WAIT_SECONDS}`], { input: test.payload, allowFailure: true });
+    result = await runner.run([...restoreCommand(backend), '--test'], { input: test.payload, allowFailure: true });
   } catch (error) {
     if (error instanceof CommandError && error.exitCode === null) return undefined; // not installed here
     throw error;
   }
   if (result.exitCode === 0 || /Permission denied|you must be root/.test(result.stderr)) return undefined;
-  const m = /line (\d+) failed|Error occurred at line: (\d+)|line (\d+): \w+ failed/.exec(result.stderr);
-  const origin = m ? test.origins[Number(m[1] ?? m[2] ?? m[3]) - 1] : undefined;
+  const line = restoreFailedLine(result.stderr);
+  const origin = line === undefined ? undefined : test.origins[line - 1];
   const reason = result.stderr.split('\n').map((l) => l.replace(/^iptables[-\w]* v[\d.]+ \([^)]*\): /, '').trim())
     .find((l) => l !== '' && !/^Error occurred at line|^Try `/.test(l)) ?? `exit ${result.exitCode}`;
   if (!origin) return new PlanError(`iptables refuses the rules of rules.dir: ${reason}`);

@@ -12,7 +12,7 @@ import type { CommandModule } from 'yargs';
 import { loadConfig, resolveConfigPath } from '../config/load.js';
 import { serialized } from '../config/reload.js';
 import { isMountPoint } from '../config/mounts.js';
-import type { Config } from '../config/schema.js';
+import { MAX_INTERVAL_MS, type Config } from '../config/schema.js';
 import { ConfigWatch } from '../config/watch.js';
 import { accessCheck, type AccessCheck } from '../http/access.js';
 import { DEFAULT_LISTEN, parseListenAddress } from '../config/listen.js';
@@ -65,8 +65,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 /** Milliseconds from a flag: a whole number from `min` up to an hour (setTimeout fires at once past 2^31 ms). */
 function checkMs(flag: string, value: number | undefined, min: number): void {
-  if (value !== undefined && !(Number.isInteger(value) && value >= min && value <= 3_600_000)) {
-    throw new UsageError(`--${flag} ${Number.isNaN(value) ? 'is not a number' : String(value)}: expected a whole number of milliseconds from ${min} to 3600000`);
+  if (value !== undefined && !(Number.isInteger(value) && value >= min && value <= MAX_INTERVAL_MS)) {
+    throw new UsageError(`--${flag} ${Number.isNaN(value) ? 'is not a number' : String(value)}: expected a whole number of milliseconds from ${min} to ${MAX_INTERVAL_MS}`);
   }
 }
 

@@ -33,14 +33,18 @@ const USER_FILES: Record<string, UserHook> = {
   'nat/postrouting.hbs': 'postrouting',
 };
 
+/** The .hbs files under a rules.dir, as paths relative to it with forward slashes. */
+async function templateFiles(dir: string): Promise<string[]> {
+  return (await readdir(dir, { recursive: true })).map((e) => e.split('\\').join('/')).filter((e) => e.endsWith('.hbs'));
+}
+
 async function userTemplates(dir: string, configPath: string): Promise<Templates['user']> {
-  let entries: string[];
+  let templates: string[];
   try {
-    entries = (await readdir(dir, { recursive: true })).map((e) => e.split('\\').join('/'));
+    templates = await templateFiles(dir);
   } catch (error) {
     throw new ConfigError(configPath, [{ path: ['rules', 'dir'], message: `cannot read ${dir} (${why(error)})` }]);
   }
-  const templates = entries.filter((e) => e.endsWith('.hbs'));
   const unknown = templates.filter((e) => !(e in USER_FILES));
   if (unknown.length > 0) {
     throw new ConfigError(configPath, unknown.map((e) => ({
@@ -73,7 +77,7 @@ export async function loadTemplates(userDir?: string, configPath = 'config'): Pr
 export async function userTemplatesText(dir: string | undefined): Promise<string> {
   if (!dir) return '';
   try {
-    const files = (await readdir(dir, { recursive: true })).map((e) => e.split('\\').join('/')).filter((e) => e.endsWith('.hbs')).sort();
+    const files = (await templateFiles(dir)).sort();
     const texts = await Promise.all(files.map((e) => readFile(join(dir, e), 'utf8').catch(() => '')));
     return JSON.stringify(files.map((e, i) => [e, texts[i]]));
   } catch {
