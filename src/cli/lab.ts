@@ -3,11 +3,14 @@
  * `up` builds and applies, `check` sends real packets and compares them with what the config allows,
  * `down` removes it all, and `demo` (the README's first command) does down, up and check in one go.
  */
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { loadConfig, type LoadedConfig } from '../config/load.js';
 import { ExecaRunner } from '../exec/execa-runner.js';
 import { inNamespace, type CommandRunner } from '../exec/runner.js';
-import { formatMatrix, labCheck, labDown, labUp, listLabNamespaces, planLabTopology, DEFAULT_LAB_NAME } from '../lab/index.js';
+import { formatMatrix, labCheck, labDown, labPrefix, labUp, listLabNamespaces, planLabTopology, DEFAULT_LAB_NAME } from '../lab/index.js';
+import { readLabRecord, textDigest, writeLabRecord } from '../lab/record.js';
 import type { LabTopology } from '../lab/topology.js';
 import { exampleConfigPath } from '../package-files.js';
 import { formatPlan } from '../plan/format.js';
@@ -20,10 +23,34 @@ interface LabArgs extends GlobalArgs {
   name: string;
 }
 
-async function labConfig(args: LabArgs): Promise<{ loaded: LoadedConfig; topology: LabTopology }> {
-  // The lab ignores $VLAN_GATEWAY_CONFIG: without --config it is always the write-up's example.
-  const loaded = await loadConfig(args.config ?? exampleConfigPath());
+async function labConfig(args: LabArgs, path = args.config ?? exampleConfigPath()): Promise<{ loaded: LoadedConfig; topology: LabTopology }> {
+  // The lab ignores $VLAN_GATEWAY_CONFIG: without --config it is the write-up's example (or, for check, what
+  // `lab up` recorded).
+  const loaded = await loadConfig(path);
   return { loaded, topology: planLabTopology(loaded.config, args.name) };
+}
+
+/**
+ * The config `check` compares with: --config, else the one `lab up` recorded, else the example. Notes what a
+ * user could misread: a recorded file edited since, or --config naming another file than the lab was built from.
+ */
+async function checkConfigPath(args: LabArgs): Promise<string> {
+  const record = await readLabRecord(args.name);
+  if (args.config !== undefined) {
+    if (record && resolve(args.config) !== record.config) out(`note: lab ${args.name} was built from ${record.config}; checking against ${args.config}`);
+    return args.config;
+  }
+  if (!record) return exampleConfigPath();
+  let text: string;
+  try {
+    text = await readFile(record.config, 'utf8');
+  } catch (error) {
+    throw new UsageError(`lab ${args.name} was built from ${record.config}, which cannot be read now (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); give the config with --config`);
+  }
+  if (textDigest(text) !== record.digest) {
+    out(`note: ${record.config} changed since \`lab up\` applied it; checking against it as it is now (apply it with: vlan-gateway apply --netns ${labPrefix(args.name)}router --config ${record.config})`);
+  }
+  return record.config;
 }
 
 async function up(runner: CommandRunner, args: LabArgs): Promise<LabTopology> {
@@ -34,6 +61,8 @@ async function up(runner: CommandRunner, args: LabArgs): Promise<LabTopology> {
   }
   out(`building lab ${args.name} from ${loaded.path} ...`);
   await labUp(runner, topology);
+  // Recorded before the apply: a lab whose apply fails still stands, built from this config.
+  await writeLabRecord(args.name, { config: resolve(loaded.path), digest: textDigest(loaded.text) });
   out(`applying the config in ${topology.router} ...`);
   const { plan } = await reconcileOnce(inNamespace(runner, topology.router), loaded.config, templates);
   out(formatPlan(plan).replace(/pending\.$/, 'applied.'));
@@ -41,10 +70,10 @@ async function up(runner: CommandRunner, args: LabArgs): Promise<LabTopology> {
 }
 
 async function check(runner: CommandRunner, args: LabArgs): Promise<boolean> {
-  const { loaded, topology } = await labConfig(args);
   if ((await listLabNamespaces(runner, args.name)).length === 0) {
     throw new UsageError(`lab ${args.name} does not exist; run \`vlan-gateway lab up --name ${args.name}\` first`);
   }
+  const { loaded, topology } = await labConfig(args, await checkConfigPath(args));
   const result = await labCheck(runner, topology, loaded.config);
   out(formatMatrix(result));
   // What the config allows is worked out from its forwarding rules and NAT; the user's own templates are not read.
@@ -65,15 +94,15 @@ export const labCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   describe: 'The write-up\'s two-VLAN network in network namespaces, routed by the gateway (needs root)',
   builder: (y) => withName(y)
     .positional('action', { choices: ['demo', 'up', 'check', 'down'] as const, describe: 'demo = down + up + check' })
-    .epilogue('Without --config the lab uses the write-up\'s example (examples/lab.yaml).'),
+    .epilogue('Without --config, `up` and `demo` use the write-up\'s example (examples/lab.yaml), and `check` the config `up` applied.'),
   handler: async (raw) => {
     const args = raw as unknown as LabArgs & { action: string };
     const runner = new ExecaRunner();
     switch (args.action) {
       case 'up':
         await up(runner, args);
-        // The lab does not remember its config: `check` must be given the same one, or it checks the example's policy.
-        out(`\nlab ${args.name} is up. Try: vlan-gateway lab check --name ${args.name}${args.config ? ` --config ${args.config}` : ''}; remove it with: vlan-gateway lab down --name ${args.name}`);
+        // `check` finds the config in the lab's record: no --config to repeat.
+        out(`\nlab ${args.name} is up. Try: vlan-gateway lab check --name ${args.name}; remove it with: vlan-gateway lab down --name ${args.name}`);
         return;
       case 'check':
         if (!(await check(runner, args))) process.exitCode = 1;

@@ -8,6 +8,7 @@
  * is just "delete every `vgwlab-<name>-*` namespace", after stopping whatever still runs inside them.
  */
 import type { CommandRunner } from '../exec/runner.js';
+import { removeLabRecord } from './record.js';
 import { assertLabName, LabError, LabInputError, labPrefix, NAMESPACE_PREFIX, type LabTopology } from './topology.js';
 
 type Argv = readonly string[];
@@ -83,8 +84,8 @@ export async function labUp(runner: CommandRunner, topology: LabTopology): Promi
   }
 }
 
-/** Removes every namespace of lab `name` (and so every interface in it). Already gone is success.
- *  Returns the namespaces it deleted. */
+/** Removes every namespace of lab `name` (and so every interface in it), and its record (record.ts). Already
+ *  gone is success. Returns the namespaces it deleted. */
 export async function labDown(runner: CommandRunner, name: string): Promise<string[]> {
   const namespaces = await listLabNamespaces(runner, name);
   const failures: string[] = [];
@@ -96,6 +97,7 @@ export async function labDown(runner: CommandRunner, name: string): Promise<stri
     }
   }
   if (failures.length > 0) throw new LabError(`lab down ${name}: could not delete\n  ${failures.join('\n  ')}`);
+  await removeLabRecord(name);
   return namespaces;
 }
 

@@ -5,7 +5,12 @@
  * `labDown` removes every namespace. The first tests are pure (the plan as data) and run without root.
  */
 import test from 'ava';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { main } from '../../src/cli/main.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
@@ -113,6 +118,7 @@ test('expected verdicts: first match wins, addresses, protocols, ports, defaults
 
 const name = uniqueLabName('t');
 const rollbackName = uniqueLabName('r');
+const cliName = uniqueLabName('c');
 let topology: LabTopology | undefined;
 let config: Config | undefined;
 
@@ -120,6 +126,7 @@ test.after.always('remove every lab namespace this file made', async () => {
   if (!isRoot()) return;
   await labDown(runner, name);
   await labDown(runner, rollbackName);
+  await labDown(runner, cliName);
 });
 
 const linkNames = async (ns?: string): Promise<Set<string>> => {
@@ -206,4 +213,58 @@ kernel(`lab down removes every namespace and is idempotent${NEEDS_ROOT}`, async 
   t.deepEqual(removed.sort(), [...topology!.namespaces].sort());
   t.deepEqual(await listLabNamespaces(runner, name), []);
   t.deepEqual(await labDown(runner, name), []);
+});
+
+/** main() in-process, with what it prints on stdout. Serial: it takes over process.stdout. */
+async function cli(...argv: string[]): Promise<{ code: number; stdout: string }> {
+  const write = process.stdout.write.bind(process.stdout);
+  let stdout = '';
+  process.stdout.write = ((chunk: string | Uint8Array) => {
+    stdout += String(chunk);
+    return true;
+  }) as typeof process.stdout.write;
+  try {
+    return { code: await main(argv), stdout };
+  } finally {
+    process.stdout.write = write;
+    process.exitCode = undefined;
+  }
+}
+
+kernel(`lab check without --config checks the config lab up applied, and says when that file changed since${NEEDS_ROOT}`, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-lab-record-'));
+  try {
+    // Not the example's policy: only SSH from lab to office, nothing else between the VLANs.
+    const path = join(dir, 'mine.yaml');
+    const example = await readFile(examplePath, 'utf8');
+    const mine = example.replace(/forwarding:\n {2}default: accept\n/, `forwarding:
+  default: drop
+  rules:
+    - {from: lab, to: office, proto: tcp, ports: "22", action: accept}
+`);
+    t.not(mine, example);
+    await writeFile(path, mine);
+    const up = await cli('lab', 'up', '--name', cliName, '--config', path);
+    t.is(up.code, 0, up.stdout);
+    t.regex(up.stdout, new RegExp(`Try: vlan-gateway lab check --name ${cliName};`));
+
+    // Against the example's policy (accept between VLANs) this lab shows mismatches; against its own, none.
+    const checked = await cli('lab', 'check', '--name', cliName);
+    t.is(checked.code, 0, checked.stdout);
+    t.regex(checked.stdout, /^lab +ping ✗ tcp\/22 ✓ tcp\/80 ✗/m);
+    t.regex(checked.stdout, /all as the config allows/);
+    t.notRegex(checked.stdout, /note:/);
+
+    // The file edited after up: checked as it is now, with a note saying the router runs what up applied.
+    await writeFile(path, example);
+    const edited = await cli('lab', 'check', '--name', cliName);
+    t.is(edited.code, 1, edited.stdout);
+    t.true(edited.stdout.includes(`note: ${path} changed since \`lab up\` applied it; checking against it as it is now (apply it with: vlan-gateway apply --netns vgwlab-${cliName}-router --config ${path})`), edited.stdout);
+
+    const down = await cli('lab', 'down', '--name', cliName);
+    t.is(down.code, 0);
+    t.false(existsSync(`/run/vgwlab/${cliName}.json`), 'lab down removes the record');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
