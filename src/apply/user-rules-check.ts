@@ -9,7 +9,7 @@
 import { CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend } from '../observe/facts.js';
 import { PlanError } from '../plan/check.js';
-import type { Desired } from '../plan/types.js';
+import type { Desired, Plan } from '../plan/types.js';
 import { USER_HOOKS } from '../plan/chains.js';
 import type { Templates } from '../plan/desired.js';
 import { restoreCommand } from '../observe/read.js';
@@ -63,6 +63,10 @@ export async function userRulesRefusal(runner: CommandRunner, backend: Backend, 
   const file = fileOf(origin.chain);
   return new PlanError(`${origin.table} ${origin.chain} rule ${origin.rule}${file ? ` (from ${file})` : ''}: iptables refuses it: ${reason}`);
 }
+
+/** Does the plan write a rule into one of the user's chains (so iptables has not parsed it yet)? */
+export const writesUserRules = (plan: Plan): boolean => plan.steps.some((s) => s.kind === 'table'
+  && s.chains.some((c) => c.chain.startsWith(USER_PREFIX) && c.added.length > 0));
 
 /** The template file a VGW-USER- chain is rendered from, for naming it in an error. */
 export const userTemplateFile = (templates: Templates) => (chain: string): string | undefined =>

@@ -47,6 +47,8 @@ export async function reconcileOnce(
     mode?: Mode; dryRun?: boolean; backend?: Backend; observer?: ApplyObserver; memory?: Memory;
     /** What the pass read and planned, before it writes: a supervisor shows it even when the write then fails. */
     onPlan?: (facts: Facts, plan: Plan) => void;
+    /** Asked before anything is written, only when there is something to write: throws to write nothing. */
+    beforeWrite?: (facts: Facts, plan: Plan) => Promise<void>;
   } = {},
 ): Promise<ReconcileResult> {
   const mode = options.mode ?? 'up';
@@ -67,6 +69,7 @@ export async function reconcileOnce(
   let plan = planFor(config, facts, templates, mode, options.memory);
   options.onPlan?.(facts, plan);
   if (!options.dryRun && plan.steps.length > 0) {
+    await options.beforeWrite?.(facts, plan);
     try {
       await applyPlan(runner, facts.backend, plan, options.observer);
     } catch (error) {

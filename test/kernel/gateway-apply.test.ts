@@ -33,6 +33,7 @@ type File = { path: string; config: Config };
 let example: File;
 let rejectedByKernel: File; // nat/postrouting.hbs: TCPMSS on a UDP rule (the kernel refuses it at commit)
 let rejectedByParser: File; // default drop (filter changes) + nat/postrouting.hbs: SNAT to 999.1.1.1
+let rejectedAfterFilter: File; // default drop (filter changes) + the kernel-rejects nat/postrouting.hbs
 let withIot: File; // the example plus VLAN 30, whose NIC is not attached yet
 let dropByDefault: File; // the example with forwarding.default: drop (a change to the filter table)
 let offLinkGateway: File; // the example with uplink.gateway on no network of the uplink NIC (a typo)
@@ -45,6 +46,9 @@ test.before(async () => {
   rejectedByKernel = await writeConfig('kernel-rejects', { ...doc, rules: { dir: join(FIXTURES, 'rules-kernel-rejects') } });
   rejectedByParser = await writeConfig('bad-address', {
     ...doc, forwarding: { default: 'drop' }, rules: { dir: join(FIXTURES, 'rules-bad-address') },
+  });
+  rejectedAfterFilter = await writeConfig('kernel-rejects-drop', {
+    ...doc, forwarding: { default: 'drop' }, rules: { dir: join(FIXTURES, 'rules-kernel-rejects') },
   });
   dropByDefault = await writeConfig('drop-by-default', { ...doc, forwarding: { default: 'drop' } });
   offLinkGateway = await writeConfig('off-link-gateway', { ...doc, uplink: { ...(doc.uplink as object), gateway: '203.0.114.1' } });
@@ -139,36 +143,46 @@ kernel(`a nat table that fails after the filter table changed: exit 1, filter ro
   t.is(ping.actual, 'pass', 'some traffic, so that our rules have counters to lose');
 
   // The failing config changes filter (default drop) beside nat: the filter table IS written, then undone. (Under
-  // default drop the NIC sets are not used, so they would be destroyed after the tables: they are kept too.)
-  const { plan: p } = await reconcileOnce(inNamespace(runner, router), rejectedByParser.config, await loadTemplates(rejectedByParser.config.rules.dir), { dryRun: true });
+  // default drop the NIC sets are not used, so they would be destroyed after the tables: they are kept too.) The
+  // nat rule passes iptables' parser (so `apply`'s own --test check), and the kernel refuses it at the commit.
+  const { plan: p } = await reconcileOnce(inNamespace(runner, router), rejectedAfterFilter.config, await loadTemplates(rejectedAfterFilter.config.rules.dir), { dryRun: true });
   t.deepEqual(p.steps.map((s) => (s.kind === 'table' ? s.table : s.kind)), ['filter', 'nat', 'set-destroy']);
 
   const before = await settledState(router);
   t.regex(before.nft, /^\[[1-9]\d*:\d+\] -A VGW-FORWARD /m);
-  const applied = await apply(router, rejectedByParser);
+  const applied = await apply(router, rejectedAfterFilter);
   t.is(applied.code, 1, applied.stdout);
   t.regex(applied.stderr, /^vlan-gateway: apply failed: applying the nat table failed: /m);
-  t.regex(applied.stderr, /Bad IP address "999\.1\.1\.1"/);
-  t.regex(applied.stderr, /line:? \d+/);
+  t.regex(applied.stderr, /line \d+: RULE_\w+ failed/);
   t.regex(applied.stderr, /\(the steps already done were rolled back\)$/m);
   t.deepEqual(await readState(router, true), before, 'iptables-save -c (both backends), addresses, routes, sets, ip_forward');
 });
 
-// iptables-nft-restore 1.8.9 names the line it cannot parse as "Error occurred at line: N" (DESIGN §3: an apply error
-// names the table, the failing line and the lines around it). Here: SNAT to 999.1.1.1 in a user nat/postrouting.hbs.
+// DESIGN §3: an apply error names the table, the failing line and the lines around it.
 kernel(`an apply error quotes the failing rule line with its neighbours${NEEDS_ROOT}`, async (t) => {
-  const applied = await apply(labs.failClosed!.router, rejectedByParser);
+  const applied = await apply(labs.failClosed!.router, rejectedAfterFilter);
   t.is(applied.code, 1);
-  t.regex(applied.stderr, /Error occurred at line: \d+/);
-  t.regex(applied.stderr, /^> +\d+ \| -A VGW-USER-POSTROUTING .*--to-source 999\.1\.1\.1$/m);
+  t.regex(applied.stderr, /^> +\d+ \| -A VGW-USER-POSTROUTING .*-j TCPMSS --clamp-mss-to-pmtu$/m);
   t.regex(applied.stderr, /^ {2,}\d+ \| /m, 'with its neighbours');
 });
 
 // With --netns the command runs as `ip netns exec NS iptables-nft-restore …`: the error names the restore, not "ip".
 kernel(`an apply error names the restore command that failed, not "ip"${NEEDS_ROOT}`, async (t) => {
-  const applied = await apply(labs.failClosed!.router, rejectedByParser);
+  const applied = await apply(labs.failClosed!.router, rejectedAfterFilter);
   t.is(applied.code, 1);
   t.regex(applied.stderr, /applying the nat table failed: iptables-nft-restore failed \(exit \d+\)/);
+});
+
+// A rule iptables' parser refuses (SNAT to 999.1.1.1) is found before anything is written: an invalid config.
+kernel(`apply: a user rule iptables cannot parse is an invalid config (exit 2) naming the rule and its template; nothing is written, counters kept${NEEDS_ROOT}`, async (t) => {
+  const router = labs.failClosed!.router;
+  const before = await settledState(router);
+  const applied = await apply(router, rejectedByParser);
+  t.is(applied.code, 2, applied.stdout);
+  t.is(applied.stderr, `vlan-gateway: invalid rules (nothing was applied):\nnat VGW-USER-POSTROUTING rule 1 (from ${join(FIXTURES, 'rules-bad-address')}/nat/postrouting.hbs): `
+    + 'iptables refuses it: Bad IP address "999.1.1.1"');
+  t.notRegex(applied.stderr, /rolled back/, 'refused before the first write, not undone after it');
+  t.deepEqual(await readState(router, true), before, 'iptables-save -c (both backends), addresses, routes, sets, ip_forward');
 });
 
 kernel(`fail closed on the way out: down switches ip_forward off (the apply had switched it on) before it removes the FORWARD policy${NEEDS_ROOT}`, async (t) => {
