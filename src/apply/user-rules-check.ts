@@ -7,7 +7,7 @@
  * are tested: ours match on sets that may not exist yet, which iptables looks up while it parses.
  */
 import { CommandError, type CommandRunner } from '../exec/runner.js';
-import type { Backend } from '../observe/facts.js';
+import type { Backend, Facts } from '../observe/facts.js';
 import { PlanError } from '../plan/check.js';
 import type { Desired, Plan } from '../plan/types.js';
 import { USER_HOOKS } from '../plan/chains.js';
@@ -67,6 +67,16 @@ export async function userRulesRefusal(runner: CommandRunner, backend: Backend, 
 /** Does the plan write a rule into one of the user's chains (so iptables has not parsed it yet)? */
 export const writesUserRules = (plan: Plan): boolean => plan.steps.some((s) => s.kind === 'table'
   && s.chains.some((c) => c.chain.startsWith(USER_PREFIX) && c.added.length > 0));
+
+/**
+ * For reconcileOnce's beforeWrite: iptables parses the user's rules the plan is about to write, and a refusal is
+ * thrown before the first write (an invalid config: nothing applied), instead of a table written and rolled back.
+ */
+export const userRulesGuard = (runner: CommandRunner, templates: Templates) => async (facts: Facts, plan: Plan): Promise<void> => {
+  if (!writesUserRules(plan)) return;
+  const refusal = await userRulesRefusal(runner, facts.backend, plan.desired, userTemplateFile(templates));
+  if (refusal) throw refusal;
+};
 
 /** The template file a VGW-USER- chain is rendered from, for naming it in an error. */
 export const userTemplateFile = (templates: Templates) => (chain: string): string | undefined =>

@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
+import { userRulesGuard } from '../apply/user-rules-check.js';
 import { loadConfig, type LoadedConfig } from '../config/load.js';
 import { ExecaRunner } from '../exec/execa-runner.js';
 import { inNamespace, type CommandRunner } from '../exec/runner.js';
@@ -64,7 +65,8 @@ async function up(runner: CommandRunner, args: LabArgs): Promise<LabTopology> {
   // Recorded before the apply: a lab whose apply fails still stands, built from this config.
   await writeLabRecord(args.name, { config: resolve(loaded.path), digest: textDigest(loaded.text) });
   out(`applying the config in ${topology.router} ...`);
-  const { plan } = await reconcileOnce(inNamespace(runner, topology.router), loaded.config, templates);
+  const router = inNamespace(runner, topology.router);
+  const { plan } = await reconcileOnce(router, loaded.config, templates, { beforeWrite: userRulesGuard(router, templates) });
   out(formatPlan(plan).replace(/pending\.$/, 'applied.'));
   return topology;
 }
