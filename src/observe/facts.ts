@@ -49,6 +49,8 @@ export interface SavedTable {
   readonly chains: ReadonlySet<string>;
   /** Rules per chain, in order. */
   readonly rules: ReadonlyMap<string, readonly SavedRule[]>;
+  /** Built-in chains whose policy is not ACCEPT (`:FORWARD DROP [0:0]`): a namespace's rules live there too. */
+  readonly policies?: ReadonlyMap<string, string>;
 }
 
 /**
@@ -90,6 +92,19 @@ export interface Facts {
   readonly tables: Readonly<Record<TableName, SavedTable>>;
   /** Our ipsets (VGW-*), or undefined when the ipset tool is not installed (accounting is then off). */
   readonly sets?: ReadonlyMap<string, SavedSet>;
+  /** Why the backend is the one (read both: see readTables); absent when a pass was told which. */
+  readonly backendWhy?: string;
+  /**
+   * The other backend's FORWARD chain, when it has rules or a policy other than ACCEPT: the kernel runs both rule
+   * sets, so it filters the packets the gateway's policy lets through.
+   */
+  readonly otherForward?: OtherForward;
+}
+
+export interface OtherForward {
+  readonly backend: Backend;
+  readonly policy?: string;
+  readonly rules: number;
 }
 
 /** What the desired state depends on: which NIC is which (links, default route) and whether ipset is here. */

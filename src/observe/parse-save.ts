@@ -2,6 +2,7 @@
  * Parser for `iptables-save -c` output. We never parse rules back into structure: a rule is its text plus,
  * for ours, the content hash in its `vgw:` comment (Calico's habit), which is all drift detection needs. Pure.
  */
+import { BUILTIN_CHAINS } from '../plan/chains.js';
 import type { SavedRule, SavedTable, TableName } from './facts.js';
 
 /** The hash in a `--comment vgw:<hash>` (quoted or not), or undefined. Hot at 10,000 rules: indexOf, no regex. */
@@ -46,6 +47,7 @@ export class SaveParser {
   private readonly tables = new Map<string, SavedTable>();
   private chains = new Set<string>();
   private rules = new Map<string, SavedRule[]>();
+  private policies = new Map<string, string>();
   private current: string | undefined;
   private lastChain = '';
   private lastList: SavedRule[] | undefined;
@@ -90,13 +92,25 @@ export class SaveParser {
       this.current = text.slice(start + 1, end);
       this.chains = new Set();
       this.rules = new Map();
+      this.policies = new Map();
       this.lastList = undefined;
     } else if (end - start === 6 && text.startsWith('COMMIT', start)) {
-      if (this.current) this.tables.set(this.current, { chains: this.chains, rules: this.rules });
+      if (this.current) {
+        this.tables.set(this.current, this.policies.size > 0
+          ? { chains: this.chains, rules: this.rules, policies: this.policies }
+          : { chains: this.chains, rules: this.rules });
+      }
       this.current = undefined;
     } else if (first === 58 /* : */) {
+      // `:NAME POLICY [packets:bytes]`, the policy `-` for a chain of one's own.
       const space = text.indexOf(' ', start);
-      this.chains.add(text.slice(start + 1, space === -1 || space > end ? end : space));
+      const name = text.slice(start + 1, space === -1 || space > end ? end : space);
+      this.chains.add(name);
+      if (space !== -1 && space < end) {
+        const after = text.indexOf(' ', space + 1);
+        const policy = text.slice(space + 1, after === -1 || after > end ? end : after);
+        if (policy !== '-' && policy !== 'ACCEPT') this.policies.set(name, policy);
+      }
     } else {
       this.rule(text, start, end, first);
     }
@@ -148,8 +162,11 @@ export function hasOurChains(tables: Map<string, SavedTable>): boolean {
   return false;
 }
 
-/** True when a save holds any rule or non-built-in chain at all (where the namespace's rules live). */
+/** True when a save holds any rule, chain of its own or policy other than ACCEPT (where the namespace's rules live). */
 export function hasAnyRules(tables: Map<string, SavedTable>): boolean {
-  for (const table of tables.values()) if (table.rules.size > 0) return true;
+  for (const table of tables.values()) {
+    if (table.rules.size > 0 || (table.policies?.size ?? 0) > 0) return true;
+    for (const chain of table.chains) if (!BUILTIN_CHAINS.has(chain)) return true;
+  }
   return false;
 }

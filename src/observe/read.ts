@@ -4,7 +4,7 @@
  */
 import { privilegeHint } from '../apply/hints.js';
 import { CommandError, type CommandRunner } from '../exec/runner.js';
-import type { Backend, Facts, KnownSets, KnownTables, Link, Route, SavedSet, SavedTable } from './facts.js';
+import type { Backend, Facts, KnownSets, KnownTables, Link, OtherForward, Route, SavedSet, SavedTable } from './facts.js';
 import { parseDefaultRoute, parseIpAddr } from './parse-ip.js';
 import { parseIpsetHeaders, parseIpsetSave } from './parse-ipset.js';
 import { hasAnyRules, hasOurChains, SaveParser, tableOf } from './parse-save.js';
@@ -118,14 +118,16 @@ async function readBackend(runner: CommandRunner, backend: Backend, legacyTables
 }
 
 /**
- * iptables-nft and iptables-legacy keep separate rule sets. Ours go where the namespace's rules already live
- * (Docker's DNS chains tell); with none anywhere, nft. Our chains in both is a state we refuse to guess about.
+ * iptables-nft and iptables-legacy keep separate rule sets, and the kernel runs both. Ours go where the namespace's
+ * rules already live: where our chains are; else where Docker's DNS chains are; else the one backend holding any
+ * rule, chain of its own or policy other than ACCEPT; else nft. Our chains in both is a state we refuse to guess
+ * about. The other backend's FORWARD is reported when it filters anything (see Facts.otherForward).
  */
 export async function readTables(
   runner: CommandRunner,
   legacyTables: Promise<string[] | undefined>,
   preferred?: Backend,
-): Promise<{ backend: Backend; tables: Map<string, SavedTable> }> {
+): Promise<{ backend: Backend; tables: Map<string, SavedTable>; why?: string; otherForward?: OtherForward }> {
   if (preferred) {
     // nft needs no list of tables: its read starts at once (a supervisor's passes know their backend).
     const tables = await readBackend(runner, preferred, preferred === 'legacy' ? await legacyTables : undefined);
@@ -139,11 +141,37 @@ export async function readTables(
       + 'so rules would be enforced twice. Remove one set (for example `iptables-legacy-save | grep VGW-`, then flush and delete those '
       + 'chains with iptables-legacy) and run again.');
   }
-  if (legacy && (hasOurChains(legacy) || (!(nft && hasOurChains(nft)) && hasAnyRules(legacy) && !(nft && hasAnyRules(nft))))) {
-    return { backend: 'legacy', tables: legacy };
-  }
-  if (nft) return { backend: 'nft', tables: nft };
-  return { backend: 'legacy', tables: legacy! };
+  const { backend, why } = chooseBackend(nft, legacy);
+  const other = backend === 'nft' ? legacy : nft;
+  const otherForward = other ? forwardFilter(backend === 'nft' ? 'legacy' : 'nft', other) : undefined;
+  return { backend, tables: (backend === 'nft' ? nft : legacy)!, why, ...(otherForward ? { otherForward } : {}) };
+}
+
+/** Which backend, and why, from what each one's save shows (undefined: that tool is not here, or holds nothing). */
+export function chooseBackend(nft: Map<string, SavedTable> | undefined, legacy: Map<string, SavedTable> | undefined): { backend: Backend; why: string } {
+  if (!nft) return { backend: 'legacy', why: 'iptables-nft is not installed' };
+  if (legacy && hasOurChains(legacy)) return { backend: 'legacy', why: 'the gateway\'s chains are there' };
+  if (hasOurChains(nft)) return { backend: 'nft', why: 'the gateway\'s chains are there' };
+  if (legacy && hasDockerChains(legacy) && !hasDockerChains(nft)) return { backend: 'legacy', why: 'Docker\'s DNS chains are there' };
+  if (hasDockerChains(nft)) return { backend: 'nft', why: 'Docker\'s DNS chains are there' };
+  if (legacy && hasAnyRules(legacy) && !hasAnyRules(nft)) return { backend: 'legacy', why: 'the namespace\'s rules are there' };
+  if (hasAnyRules(nft)) return { backend: 'nft', why: 'the namespace\'s rules are there' };
+  return { backend: 'nft', why: 'no rules in either: the default' };
+}
+
+/** A backend's FORWARD chain, when it filters anything: rules, or a policy other than ACCEPT. */
+function forwardFilter(backend: Backend, tables: Map<string, SavedTable>): OtherForward | undefined {
+  const filter = tables.get('filter');
+  const rules = filter?.rules.get('FORWARD')?.length ?? 0;
+  const policy = filter?.policies?.get('FORWARD');
+  if (rules === 0 && policy === undefined) return undefined;
+  return { backend, rules, ...(policy ? { policy } : {}) };
+}
+
+/** Docker's embedded-DNS chains, which every container with a user-defined network has in its nat table. */
+function hasDockerChains(tables: Map<string, SavedTable>): boolean {
+  const nat = tables.get('nat');
+  return Boolean(nat && (nat.chains.has('DOCKER_OUTPUT') || nat.chains.has('DOCKER_POSTROUTING')));
 }
 
 /** The reads of a pass: the interfaces come first (the planner needs only them), the whole facts after. */
@@ -158,7 +186,7 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
   // thread for a few milliseconds. With known tables (see KnownTables) there is no save.
   let giveLegacyTables!: (names: Promise<string[] | undefined>) => void;
   const legacyTables = new Promise<string[] | undefined>((resolve) => (giveLegacyTables = resolve));
-  const tables = options.knownTables ? Promise.resolve(options.knownTables) : readTableFacts(runner, legacyTables, options.backend);
+  const tables: Promise<TableFacts> = options.knownTables ? Promise.resolve(options.knownTables) : readTableFacts(runner, legacyTables, options.backend);
   const interfaces = readInterfaces(runner);
   const proc = readProc(runner);
   giveLegacyTables(proc.then((p) => p.legacyTables, () => undefined)); // a failed cat fails `facts` below
@@ -167,13 +195,15 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
     proc,
     tables,
     readSets(runner, options.knownSets),
-  ]).then(([{ links, defaultRoute }, { sysctls }, { backend, tables }, sets]): Facts => ({
+  ]).then(([{ links, defaultRoute }, { sysctls }, { backend, tables, backendWhy, otherForward }, sets]): Facts => ({
     links,
     ...(defaultRoute ? { defaultRoute } : {}),
     sysctls,
     backend,
     tables,
     ...(sets ? { sets } : {}),
+    ...(backendWhy ? { backendWhy } : {}),
+    ...(otherForward ? { otherForward } : {}),
   }));
   // Whoever awaits `interfaces` first must not leave a failure of `facts` unhandled meanwhile; it is still
   // thrown to whoever awaits `facts`.
@@ -182,10 +212,16 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
 }
 
 /** Our two tables as the backend's save shows them (see readTables). */
-async function readTableFacts(runner: CommandRunner, legacyTables: Promise<string[] | undefined>, preferred?: Backend): Promise<KnownTables> {
-  const { backend, tables } = await readTables(runner, legacyTables, preferred);
-  return { backend, tables: { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') } };
+async function readTableFacts(runner: CommandRunner, legacyTables: Promise<string[] | undefined>, preferred?: Backend): Promise<TableFacts> {
+  const { backend, tables, why, otherForward } = await readTables(runner, legacyTables, preferred);
+  return {
+    backend, tables: { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') },
+    ...(why ? { backendWhy: why } : {}), ...(otherForward ? { otherForward } : {}),
+  };
 }
+
+/** Our tables, and what the choice of backend found on the way (absent when a pass knew them). */
+type TableFacts = KnownTables & Pick<Facts, 'backendWhy' | 'otherForward'>;
 
 /** The tables alone, read afresh (a pass whose write from the tables it knew was refused: see KnownTables). */
 export function readTablesAgain(runner: CommandRunner, backend: Backend): Promise<KnownTables> {

@@ -230,5 +230,8 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
     }
   }
   const warnings = warningsOf(facts);
-  return { desired, steps, forwardingWasOff: forwardingWasOff && desired.jumps.length > 0, ...(warnings.length > 0 ? { warnings } : {}) };
+  return {
+    desired, steps, forwardingWasOff: forwardingWasOff && desired.jumps.length > 0, ...(warnings.length > 0 ? { warnings } : {}),
+    backend: { name: facts.backend, ...(facts.backendWhy ? { why: facts.backendWhy } : {}) },
+  };
 }

@@ -1,6 +1,6 @@
 /** The planner's vocabulary: desired state, and the steps that take a namespace from what is to what should be. */
 import type { Vlan } from '../config/schema.js';
-import type { Link, Route, TableName } from '../observe/facts.js';
+import type { Backend, Link, Route, TableName } from '../observe/facts.js';
 
 export type Zone = string; // a VLAN name or 'uplink'
 export type SetRole = 'accounting' | 'verdict';
@@ -128,4 +128,6 @@ export interface Plan {
   readonly forwardingWasOff?: boolean;
   /** What lets traffic past the policy without the gateway's say (plan/warnings.ts); none is a step. */
   readonly warnings?: readonly string[];
+  /** The iptables backend the tables were read from and are written to, and why it (Facts.backendWhy). */
+  readonly backend?: { readonly name: Backend; readonly why?: string };
 }

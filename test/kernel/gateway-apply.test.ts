@@ -27,7 +27,7 @@ import {
 } from './gateway-harness.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const names = { failClosed: uniqueLabName('f'), backend: uniqueLabName('b'), hotPlug: uniqueLabName('h') };
+const names = { failClosed: uniqueLabName('f'), backend: uniqueLabName('b'), hotPlug: uniqueLabName('h'), policy: uniqueLabName('p') };
 
 type File = { path: string; config: Config };
 let example: File;
@@ -55,8 +55,8 @@ test.before(async () => {
   withIot = await writeConfig('with-iot', {
     ...doc, vlans: [...(doc.vlans as unknown[]), { name: 'iot', id: 30, subnet: '192.168.30.0/24', gateway: '192.168.30.1' }],
   });
-  const [f, b, h] = await Promise.all([names.failClosed, names.backend, names.hotPlug].map((n) => buildLab(example.config, n)));
-  Object.assign(labs, { failClosed: f, backend: b, hotPlug: h });
+  const [f, b, h, p] = await Promise.all([names.failClosed, names.backend, names.hotPlug, names.policy].map((n) => buildLab(example.config, n)));
+  Object.assign(labs, { failClosed: f, backend: b, hotPlug: h, policy: p });
 });
 
 test.after.always('remove the labs and the scratch configs', async () => {
@@ -218,6 +218,26 @@ kernel(`backend: with Docker's chains in iptables-legacy, apply writes legacy ru
   t.is(again.code, 0, `in sync under legacy too: ${again.stdout}`);
   const traffic = await labCheck(runner, lab, example.config);
   t.true(traffic.ok, 'the legacy rules route as configured');
+});
+
+// The kernel runs both rule sets. A FORWARD policy DROP in iptables-legacy, with no legacy rule, used to leave the
+// gateway writing to nft (legacy "held no rules"): apply and plan said all was well, and nothing was routed.
+kernel(`backend: a FORWARD policy DROP in iptables-legacy is where the rules live; beside Docker's chains in nft it is a warning${NEEDS_ROOT}`, async (t) => {
+  const lab = labs.policy!;
+  await inNs(lab.router, 'iptables-legacy', '-P', 'FORWARD', 'DROP');
+  const applied = await apply(lab.router, example);
+  t.is(applied.code, 0, applied.stderr);
+  t.regex(applied.stdout, /^backend: iptables-legacy \(the namespace's rules are there\)$/m);
+  t.true((await save(lab.router, 'legacy')).split('\n').includes(FORWARD_HOOK));
+  t.true((await labCheck(runner, lab, example.config)).ok, 'routed as configured, past the legacy policy');
+
+  // Docker's chains in nft decide for nft: the legacy policy then drops what the gateway accepts, and plan says so.
+  t.is((await cli('down', '--netns', lab.router, '--config', example.path)).code, 0);
+  await addDockerDnsChains(lab.router, 'nft');
+  const planned = await cli('plan', '--netns', lab.router, '--config', example.path);
+  t.is(planned.code, 0, planned.stderr);
+  t.regex(planned.stdout, /^backend: iptables-nft \(Docker's DNS chains are there\)$/m);
+  t.regex(planned.stdout, /^warning: iptables-legacy's FORWARD chain \(policy DROP\) filters forwarded packets too .*\(iptables-legacy -P FORWARD ACCEPT;/m);
 });
 
 /**

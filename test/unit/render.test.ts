@@ -141,9 +141,23 @@ test('IPv6 forwarding on is a warning under the uplink line, not a step; off or 
   const on = diff(planDesired(config, withIpv6('1'), templates), withIpv6('1'));
   t.deepEqual(on.warnings, ['net.ipv6.conf.all.forwarding is 1: IPv6 is forwarded between the VLANs with none of this policy (the '
     + 'gateway programs IPv4 only); switch it off (docker run --sysctl net.ipv6.conf.all.forwarding=0)']);
-  t.regex(formatPlan(on), /^uplink: on eth0\nwarning: net\.ipv6\.conf\.all\.forwarding is 1: /m);
+  t.regex(formatPlan(on), /^uplink: on eth0\nbackend: iptables-nft\nwarning: net\.ipv6\.conf\.all\.forwarding is 1: /m);
   t.deepEqual(on.steps, diff(planDesired(config, base, templates), base).steps, 'the same steps: the gateway does not touch it');
   t.is(diff(planDesired(config, withIpv6('0'), templates), withIpv6('0')).warnings, undefined);
+  t.is(diff(planDesired(config, base, templates), base).warnings, undefined);
+});
+
+test('the other backend\'s FORWARD filtering anything is a warning naming it, its policy and rules, and the fix', async (t) => {
+  const config = await readConfig('examples/lab.yaml');
+  const templates = await loadTemplates();
+  const base: Facts = { ...factsFor(config), backend: 'nft', backendWhy: 'Docker\'s DNS chains are there' };
+  const other = (otherForward: Facts['otherForward']): Facts => ({ ...base, otherForward });
+  const dropping = diff(planDesired(config, base, templates), other({ backend: 'legacy', policy: 'DROP', rules: 2 }));
+  t.deepEqual(dropping.warnings, ['iptables-legacy\'s FORWARD chain (policy DROP, 2 rules) filters forwarded packets too (the kernel '
+    + 'runs both rule sets), and the gateway\'s rules are in iptables-nft: what the gateway\'s policy accepts can still be dropped there. '
+    + 'Empty it (iptables-legacy -P FORWARD ACCEPT; iptables-legacy -F FORWARD) or move those rules to iptables-nft']);
+  t.regex(formatPlan(dropping), /^uplink: on eth0\nbackend: iptables-nft \(Docker's DNS chains are there\)\nwarning: iptables-legacy's FORWARD chain \(policy DROP, 2 rules\)/m);
+  t.regex(diff(planDesired(config, base, templates), other({ backend: 'legacy', rules: 1 })).warnings?.[0] ?? '', /FORWARD chain \(1 rule\)/);
   t.is(diff(planDesired(config, base, templates), base).warnings, undefined);
 });
 
