@@ -13,13 +13,14 @@ import { parseCidr } from '../net/ipv4.js';
 import type { BindingFacts, Facts, TableName } from '../observe/facts.js';
 import { ENGINE_VERSION, renderRules } from '../template/render.js';
 import {
-  FORWARD_CHAIN, FORWARDING_WAS_OFF, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, SUBNET_SET, USER_HOOKS, zoneKey,
+  FORWARD_CHAIN, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, SUBNET_SET, USER_HOOKS, zoneKey,
   type UserHook,
 } from './chains.js';
 import { COMMENT_PREFIX, digest, ruleHash } from './hash.js';
 import { matchUplink, matchVlans, onLinkOf } from './match.js';
 import { UPLINK, type Desired, type DesiredChain, type DesiredRule, type DropReason, type RuleMeaning, type UplinkBinding, type VlanBinding } from './types.js';
 import { checkJumpTargets } from './check.js';
+import { forwardingNoteIn } from './diff.js';
 import { accountingSets, nicSets, portChunker, subnetSets, zoneResolver, type ZoneModel } from './zones.js';
 import { outInterfaceOf, tokenAfter, verdictOf } from './rule-text.js';
 
@@ -335,9 +336,8 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
 /** The state `down` converges to: nothing of ours. The VLAN matching is kept so addresses can be removed. */
 export function planEmpty(config: Config, facts: Facts, memory: { forwardingWasOff?: boolean } = {}): Desired {
   const uplink = matchUplink(config, facts);
-  // Forwarding goes back off only if it was off before we switched it on (our FORWARD jump remembers).
-  const wasOff = (facts.tables.filter.rules.get('FORWARD') ?? []).some((r) => r.body.includes(`vgw:hook-${FORWARDING_WAS_OFF}`))
-    || Boolean(memory.forwardingWasOff);
+  // Forwarding goes back off only if it was off before we switched it on (our jumps remember).
+  const wasOff = forwardingNoteIn(facts) || Boolean(memory.forwardingWasOff);
   return {
     vlans: matchVlans(config, facts, uplink), uplink, addresses: [], sysctls: wasOff ? { [IP_FORWARD]: '0' } : {}, chains: [], jumps: [], sets: [],
   };

@@ -146,9 +146,18 @@ export function memberSetOf(set: DesiredSet): ReadonlySet<string> {
 const sysctlStep = (facts: Facts, key: string, value: string): Step =>
   ({ kind: 'sysctl', key, value, ...(facts.sysctls[key] !== undefined ? { previous: facts.sysctls[key] } : {}) });
 
-/** Does our FORWARD jump in the kernel carry the "forwarding was off" note? */
-export function forwardingNoteIn(facts: Facts): boolean {
-  return (facts.tables.filter.rules.get('FORWARD') ?? []).some((r) => r.body.includes(`vgw:hook-${FORWARDING_WAS_OFF}`));
+/**
+ * Does one of our jumps in the kernel carry the "forwarding was off" note? Every jump made while forwarding is
+ * switched on carries it, so an `iptables -F` (the filter table) or a flush of nat alone does not erase it.
+ */
+export function forwardingNoteIn(facts: Pick<Facts, 'tables'>): boolean {
+  const note = `vgw:hook-${FORWARDING_WAS_OFF}`;
+  for (const table of TABLES) {
+    for (const [chain, rules] of facts.tables[table].rules) {
+      if (BUILTIN_CHAINS.has(chain) && rules.some((r) => r.body.includes(note))) return true;
+    }
+  }
+  return false;
 }
 
 /**
@@ -201,11 +210,11 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
       steps.push({ kind: 'set-update', set: set.name, type: set.type, role: set.role, create: !have, add, del });
     }
   }
-  // The FORWARD jump remembers that forwarding was off before us; a supervisor that re-adds a deleted jump
-  // passes the memory on (the kernel no longer shows it once ip_forward is on).
+  // Our jumps remember that forwarding was off before us; a jump re-added after a flush takes the note from the
+  // jumps still there, or from a supervisor's memory (the kernel no longer shows it once ip_forward is on).
   const switchingOn = desired.sysctls[IP_FORWARD] === '1' && facts.sysctls[IP_FORWARD] === '0';
   const forwardingWasOff = switchingOn || Boolean(memory.forwardingWasOff) || forwardingNoteIn(facts);
-  const jumps = desired.jumps.map((j) => (forwardingWasOff && j.hook === 'FORWARD' ? { ...j, note: FORWARDING_WAS_OFF } : j));
+  const jumps = forwardingWasOff ? desired.jumps.map((j) => ({ ...j, note: FORWARDING_WAS_OFF })) : desired.jumps;
   // Switching forwarding off (down) comes before our policy goes: fail closed on the way out too.
   for (const [key, value] of Object.entries(desired.sysctls)) {
     if (value === '0' && facts.sysctls[key] !== value) steps.push(sysctlStep(facts, key, value));

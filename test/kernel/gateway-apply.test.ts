@@ -240,6 +240,23 @@ kernel(`backend: a FORWARD policy DROP in iptables-legacy is where the rules liv
   t.regex(planned.stdout, /^warning: iptables-legacy's FORWARD chain \(policy DROP\) filters forwarded packets too .*\(iptables-legacy -P FORWARD ACCEPT;/m);
 });
 
+// `down` switches forwarding back off when the gateway had switched it on: every jump of ours remembers it, so an
+// admin's `iptables -F` (the filter table: our FORWARD jump goes) and an apply that puts the jump back keep it.
+kernel(`down after iptables -F and a re-apply still switches ip_forward back off${NEEDS_ROOT}`, async (t) => {
+  const lab = labs.policy!;
+  await inNs(lab.router, 'iptables-legacy', '-P', 'FORWARD', 'ACCEPT');
+  t.is((await cli('down', '--netns', lab.router, '--config', example.path)).code, 0);
+  t.is((await inNs(lab.router, 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '0');
+  t.is((await apply(lab.router, example)).code, 0);
+  await inNs(lab.router, 'iptables-nft', '-F');
+  const again = await apply(lab.router, example);
+  t.is(again.code, 0, again.stderr);
+  t.regex(again.stdout, /^ {4}\+ jump FORWARD -> VGW-FORWARD$/m);
+  t.true((await save(lab.router, 'nft', '-t', 'filter')).split('\n').includes(FORWARD_HOOK), 'the jump put back carries the note');
+  t.is((await cli('down', '--netns', lab.router, '--config', example.path)).code, 0);
+  t.is((await inNs(lab.router, 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '0');
+});
+
 /**
  * `flock FILE sleep N` holding a lock file of this test's own: iptables reads its lock's path from
  * XTABLES_LOCKFILE, so the machine's /run/xtables.lock is never held. Resolves once the lock is taken; `release`

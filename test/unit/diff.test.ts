@@ -376,13 +376,11 @@ test('down names the VLAN an address of ours belonged to; the plan says so', (t)
 
 // ---- ip_forward: switched off again by down only when the gateway switched it on ------------------------------
 
-const FORWARD_JUMP = '-A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD';
-const MARKED_FORWARD_JUMP = '-A FORWARD -m comment --comment "vgw:hook-fwd-was-0" -j VGW-FORWARD';
-/** The in-sync text with the FORWARD jump as an apply that switched ip_forward on writes it. */
-const markedSave = (desired: Desired) => inSyncSave(desired).replace(FORWARD_JUMP, MARKED_FORWARD_JUMP);
+/** The in-sync text with our jumps as an apply that switched ip_forward on writes them. */
+const markedSave = (desired: Desired) => inSyncSave(desired).replaceAll('--comment "vgw:hook" -j', '--comment "vgw:hook-fwd-was-0" -j');
 const withForwarding = (facts: Facts, value: '0' | '1'): Facts => ({ ...facts, sysctls: { 'net.ipv4.ip_forward': value } });
 
-test('the apply that switches ip_forward on writes the FORWARD jump as vgw:hook-fwd-was-0; nat\'s jumps stay vgw:hook', (t) => {
+test('the apply that switches ip_forward on writes every jump as vgw:hook-fwd-was-0, nat\'s too (a flush of one table keeps the note)', (t) => {
   const facts = withForwarding(factsWith(lab, '', { gatewayAddresses: false }), '0');
   const plan = diff(planDesired(lab, facts, templates), facts);
   t.deepEqual(plan.steps.map(stepName), [
@@ -396,9 +394,19 @@ test('the apply that switches ip_forward on writes the FORWARD jump as vgw:hook-
   t.deepEqual(filter!.payload.split('\n').filter((l) => l.includes(' FORWARD ')), ['-I FORWARD 1 -m comment --comment vgw:hook-fwd-was-0 -j VGW-FORWARD']);
   t.deepEqual(filter!.undo.split('\n').filter((l) => l.includes(' FORWARD ')), ['-D FORWARD -m comment --comment vgw:hook-fwd-was-0 -j VGW-FORWARD']);
   t.deepEqual(nat!.payload.split('\n').filter((l) => / (PRE|POST)ROUTING /.test(l)), [
-    '-I PREROUTING 1 -m comment --comment vgw:hook -j VGW-PREROUTING',
-    '-I POSTROUTING 1 -m comment --comment vgw:hook -j VGW-POSTROUTING',
+    '-I PREROUTING 1 -m comment --comment vgw:hook-fwd-was-0 -j VGW-PREROUTING',
+    '-I POSTROUTING 1 -m comment --comment vgw:hook-fwd-was-0 -j VGW-POSTROUTING',
   ]);
+});
+
+test('after iptables -F (the FORWARD jump gone, ip_forward 1), the note on the nat jumps marks the jump put back, and down switches forwarding off', (t) => {
+  const save = without(markedSave(desiredOf(lab)), (l) => l.startsWith('[0:0] -A FORWARD '));
+  t.regex(save, /vgw:hook-fwd-was-0" -j VGW-POSTROUTING/);
+  const facts = factsWith(lab, save); // ip_forward 1
+  const plan = diff(planDesired(lab, facts, templates), facts);
+  t.deepEqual(tableSteps(plan).map((s) => s.payload), ['*filter\n-I FORWARD 1 -m comment --comment vgw:hook-fwd-was-0 -j VGW-FORWARD\nCOMMIT\n']);
+  t.true(plan.forwardingWasOff);
+  t.true(diff(planEmpty(lab, facts), facts).steps.some((s) => s.kind === 'sysctl' && s.value === '0'));
 });
 
 test('an apply into a namespace that forwards already writes the plain vgw:hook jump and no sysctl', (t) => {
