@@ -286,7 +286,13 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
         const members = step.role === 'verdict' ? before : counting;
         for (const m of step.del) members.push({ line: `del ${step.set} ${m} -exist`, undo: `add ${step.set} ${m} -exist`, step });
         // A created set is destroyed by its own undo: its members need none.
-        for (const m of step.add) members.push({ line: `add ${step.set} ${m} -exist`, ...(step.create ? {} : { undo: `del ${step.set} ${m} -exist` }), step });
+        // Into a set that exists, a member starts from zero: added without counters, the kernel may hand it the
+        // counters of the member that last had its slot (a NIC detached and attached again), counted twice.
+        for (const m of step.add) {
+          members.push(step.create
+            ? { line: `add ${step.set} ${m} -exist`, step }
+            : { line: `add ${step.set} ${m} packets 0 bytes 0 -exist`, undo: `del ${step.set} ${m} -exist`, step });
+        }
         break;
       }
       case 'set-destroy':

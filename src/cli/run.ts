@@ -326,6 +326,8 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         if (unwritten) log.warn({ dir: planCache.dir }, `the plan cache cannot be written (${unwritten}): a restart will parse the config and render the rules again; with --read-only, mount a volume there (-v vlan-gateway-run:/run/vlan-gateway)`);
       }
       if (stopping) return;
+      // The counters, conntrack gauges and traffic series from the start, not one stats interval after it.
+      void collector.collect();
       task = cron.schedule(schedule, () => supervisor.trigger('schedule'), { name: 'vlan-gateway-drift-check' });
       supervisor.knownTablesMaxAgeMs = knownTablesMaxAge(args['stats-interval']!, task.getNextRuns(10));
       if (supervisor.ready) codeCache()?.save('run'); // the functions a start runs are compiled now

@@ -45,12 +45,18 @@ export class Metrics {
   readonly conntrackLimit = new Gauge({ name: 'vlan_gateway_conntrack_limit', help: 'Maximum connection-tracking entries.', registers: [this.registry] });
   readonly httpRefused = new Counter({ name: 'vlan_gateway_http_refused_total', help: 'HTTP requests refused because the client is on a VLAN that http.allowFrom does not let in, by VLAN.', labelNames: ['vlan'], registers: [this.registry] });
   readonly statsErrors = new Counter({ name: 'vlan_gateway_stats_read_errors_total', help: 'Failed reads of kernel counters.', registers: [this.registry] });
+  // Prometheus' usual name: a restart of the process (whose first reading starts the kernel-derived series again) shows.
+  readonly startTime = new Gauge({ name: 'process_start_time_seconds', help: 'Start time of the process since unix epoch in seconds.', registers: [this.registry] });
 
   constructor(version: string) {
     this.buildInfo.set({ version, node_version: process.version }, 1);
     // Known label values start at 0, so rate() and alerts work from the first scrape.
     for (const kind of ['rules', 'jump', 'address', 'link', 'route', 'sysctl', 'set'] as const) this.driftRepairs.inc({ kind }, 0);
     for (const result of ['success', 'failure']) this.reloads.inc({ result }, 0);
+    for (const table of ['filter', 'nat']) {
+      for (const result of ['success', 'failure']) this.restores.inc({ table, result }, 0);
+    }
+    this.startTime.set(Math.round((performance.timeOrigin) / 1000));
     for (const reason of ['invalid', 'spoofed', 'unmanaged'] as const) {
       this.droppedPackets.inc({ reason }, 0);
       this.droppedBytes.inc({ reason }, 0);

@@ -996,7 +996,13 @@ export class FakeNetns implements CommandRunner {
       const words = lines[n - 1]!.trim().split(/\s+/).filter((w) => w !== '');
       if (words.length === 0 || words[0]!.startsWith('#')) continue;
       const exist = words.includes('-exist');
-      const [verb, name, arg] = words.filter((w) => w !== '-exist');
+      const [verb, name, arg, ...options] = words.filter((w) => w !== '-exist');
+      // `packets N bytes N` (a member's counters, as ipset save prints them and restore takes them); nothing else.
+      const counters = new Map<string, number>();
+      for (let i = 0; verb === 'add' && i < options.length; i += 2) {
+        if ((options[i] !== 'packets' && options[i] !== 'bytes') || !/^\d+$/.test(options[i + 1] ?? '')) return fail(`Syntax error: unknown option ${options[i]}`, n);
+        counters.set(options[i]!, Number(options[i + 1]));
+      }
       if (verb === 'destroy' && name !== undefined) {
         if (!this.ipsets.has(name)) return fail('The set with the given name does not exist', n);
         if (inUse(name)) return fail('Set cannot be destroyed: it is in use by a kernel component', n);
@@ -1019,7 +1025,8 @@ export class FakeNetns implements CommandRunner {
         const member = `${m[1]}${m[2] === undefined || m[2] === '32' ? '' : `/${m[2]}`}${m[3] === undefined ? '' : `,${m[3]}`}`;
         if (verb === 'add') {
           if (set.members.has(member) && !exist) return fail("Element cannot be added to the set: it's already added", n);
-          if (!set.members.has(member)) set.members.set(member, { packets: 0, bytes: 0 });
+          const had = set.members.get(member);
+          set.members.set(member, { packets: counters.get('packets') ?? had?.packets ?? 0, bytes: counters.get('bytes') ?? had?.bytes ?? 0 });
         } else {
           if (!set.members.has(member) && !exist) return fail("Element cannot be deleted from the set: it's not added", n);
           set.members.delete(member);

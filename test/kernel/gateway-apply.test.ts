@@ -257,6 +257,31 @@ kernel(`down after iptables -F and a re-apply still switches ip_forward back off
   t.is((await inNs(lab.router, 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '0');
 });
 
+// Docker disconnect and connect: the VLAN's accounting members are deleted, then added again. Added without
+// counters, the kernel handed a member back the counters its slot last had, and the metrics counted them twice.
+kernel(`a NIC detached and attached again: its accounting members start from zero${NEEDS_ROOT}`, async (t) => {
+  const lab = labs.policy!;
+  const office = lab.vlans.find((v) => v.name === 'office')!;
+  const nic = office.routerInterface;
+  t.is((await apply(lab.router, example)).code, 0);
+  const members = async () => (await inNs(lab.router, 'ipset', 'save')).split('\n').filter((l) => l.startsWith('add VGW-PAIRS-') && l.includes(`,${nic} `));
+  const [line] = await members();
+  t.truthy(line, 'a pair member towards office');
+  const [, set, member] = line!.split(' ');
+  await inNs(lab.router, 'ipset', 'add', set!, member!, 'packets', '617', 'bytes', '61700', '-exist'); // its history
+  await inNs(lab.router, 'ip', 'link', 'del', nic);
+  t.is((await apply(lab.router, example)).code, 0);
+  t.deepEqual(await members(), [], 'gone with the NIC');
+  // As `docker network connect` (and the lab) attach it: a macvlan child made on the host, moved in, renamed.
+  await runner.run(['ip', '-n', lab.switch, 'link', 'add', 'link', office.parent, 'name', 'mre', 'type', 'macvlan', 'mode', 'bridge']);
+  await runner.run(['ip', '-n', lab.switch, 'link', 'set', 'mre', 'netns', lab.router, 'name', nic]);
+  await inNs(lab.router, 'ip', 'addr', 'add', `${office.routerAddress}/${office.prefix}`, 'dev', nic);
+  await inNs(lab.router, 'ip', 'link', 'set', nic, 'up');
+  t.is((await apply(lab.router, example)).code, 0);
+  const back = (await members()).find((l) => l.split(' ')[2] === member);
+  t.is(back, `add ${set} ${member} packets 0 bytes 0`);
+});
+
 /**
  * `flock FILE sleep N` holding a lock file of this test's own: iptables reads its lock's path from
  * XTABLES_LOCKFILE, so the machine's /run/xtables.lock is never held. Resolves once the lock is taken; `release`
