@@ -17,6 +17,12 @@ const NAT_ONLY = new Set(['SNAT', 'DNAT', 'MASQUERADE', 'REDIRECT', 'NETMAP']);
 const NOT_IN_NAT = new Set(['DROP', 'REJECT']);
 const SOURCE_NAT = new Set(['SNAT', 'MASQUERADE']);
 const DEST_NAT = new Set(['DNAT', 'REDIRECT']);
+/** Targets the kernel takes only in the mangle or raw table (or security): refused in filter and nat at commit. */
+const OTHER_TABLES = new Map([
+  ...['DSCP', 'TOS', 'TTL', 'CLASSIFY', 'CHECKSUM', 'TEE'].map((t) => [t, 'mangle'] as const),
+  ...['CT', 'NOTRACK', 'TRACE'].map((t) => [t, 'raw'] as const),
+  ...['SECMARK', 'CONNSECMARK'].map((t) => [t, 'mangle or security'] as const),
+]);
 
 export function checkJumpTargets(chains: readonly DesiredChain[], sources: ReadonlyMap<string, string> = new Map()): void {
   // Per table, our chains by name; each rule's target read once (10,000 rules at 100 VLANs).
@@ -50,6 +56,8 @@ export function checkJumpTargets(chains: readonly DesiredChain[], sources: Reado
       }
       if (!STANDARD_TARGETS.has(target)) {
         problems.push(`${where(chain, index)} jumps to ${target}, which is neither one of our chains nor a standard target`);
+      } else if (OTHER_TABLES.has(target)) {
+        problems.push(`${where(chain, index)} uses ${target}, which the kernel allows only in the ${OTHER_TABLES.get(target)!} table (the gateway writes filter and nat)`);
       } else if (chain.table === 'filter' && NAT_ONLY.has(target)) {
         problems.push(`${where(chain, index)} uses ${target}, which belongs in the nat table`);
       } else if (chain.table === 'nat' && NOT_IN_NAT.has(target)) {

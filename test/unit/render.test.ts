@@ -9,7 +9,9 @@
  * Then broken user templates: each is refused before anything is applied, with a message naming its file.
  */
 import test from 'ava';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
@@ -316,6 +318,38 @@ for (const [title, dir, message] of refusedByPlanner) {
     t.is(error?.message, message);
   });
 }
+
+// A target's text is read outside quoted strings: a comment cannot hide a loop, nor lend a rule its target.
+test('a jump hidden behind a quoted comment that says -j is found, and a comment saying -j is not a target', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  try {
+    await mkdir(join(dir, 'filter'));
+    await writeFile(join(dir, 'filter', 'forward.hbs'), '-m comment --comment "x -j ACCEPT y" -j VGW-FORWARD\n');
+    const loop = await t.throwsAsync(planWithUserDir(dir), { instanceOf: PlanError });
+    t.is(loop?.message, `jump loop: VGW-FORWARD -> VGW-USER-FORWARD -> VGW-FORWARD (from ${dir}/filter/forward.hbs)`);
+    await writeFile(join(dir, 'filter', 'forward.hbs'), '-m comment --comment "a -j ACCEPT" -j VGW-FROM-10\n-m comment --comment "to -j DROP" -p tcp --dport 25 -j REJECT\n');
+    await t.notThrowsAsync(planWithUserDir(dir));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('targets the kernel takes only in mangle or raw are refused in filter and nat, naming the table', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  try {
+    await mkdir(join(dir, 'filter'));
+    await writeFile(join(dir, 'filter', 'forward.hbs'), '-j DSCP --set-dscp 1\n-p tcp -j CT --notrack\n-j TTL --ttl-set 64\n');
+    const error = await t.throwsAsync(planWithUserDir(dir), { instanceOf: PlanError });
+    const file = `${dir}/filter/forward.hbs`;
+    t.is(error?.message, [
+      `filter VGW-USER-FORWARD rule 1 (from ${file}) uses DSCP, which the kernel allows only in the mangle table (the gateway writes filter and nat)`,
+      `filter VGW-USER-FORWARD rule 2 (from ${file}) uses CT, which the kernel allows only in the raw table (the gateway writes filter and nat)`,
+      `filter VGW-USER-FORWARD rule 3 (from ${file}) uses TTL, which the kernel allows only in the mangle table (the gateway writes filter and nat)`,
+    ].join('\n'));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
 
 test('what the product writes passes the same checks: user chains jumped to once, ACCEPT and REJECT in user templates', async (t) => {
   // (The golden tests above cover the shipped templates: DNAT in PREROUTING, MASQUERADE and SNAT in POSTROUTING.)
