@@ -11,7 +11,10 @@ import type { Backend, Facts } from '../observe/facts.js';
 import { PlanError } from '../plan/check.js';
 import type { Desired, Plan } from '../plan/types.js';
 import { USER_HOOKS } from '../plan/chains.js';
-import type { Templates } from '../plan/desired.js';
+import type { Config } from '../config/schema.js';
+import { planDesired, type Templates } from '../plan/desired.js';
+import { detachedFacts, syntheticFacts } from '../plan/synthetic.js';
+import { TemplateError } from '../template/render.js';
 import { restoreCommand } from '../observe/read.js';
 import { restoreFailedLine } from './apply.js';
 
@@ -77,6 +80,38 @@ export const userRulesGuard = (runner: CommandRunner, templates: Templates) => a
   const refusal = await userRulesRefusal(runner, facts.backend, plan.desired, userTemplateFile(templates));
   if (refusal) throw refusal;
 };
+
+/**
+ * `validate` and every reload: the templates rendered as the gateway will meet them, with every NIC attached and
+ * with none yet (a template's `{{uplink.nic}}` has no value then: a rule that only works with it must sit in
+ * `{{#if uplink.nic}}`), each checked by the planner and, for the user's rules, by iptables. Returns the desired
+ * state with every NIC attached; throws what fails.
+ */
+export async function checkTemplates(runner: CommandRunner, backend: Backend, config: Config, templates: Templates): Promise<Desired> {
+  const desired = planDesired(config, syntheticFacts(config), templates);
+  const refusal = await userRulesRefusal(runner, backend, desired, userTemplateFile(templates));
+  if (refusal) throw refusal;
+  if (templates.user.length === 0) return desired;
+  let detached: Desired;
+  try {
+    detached = planDesired(config, detachedFacts(), templates);
+  } catch (error) {
+    throw withContext(error);
+  }
+  const alone = await userRulesRefusal(runner, backend, detached, userTemplateFile(templates));
+  if (alone) throw withContext(alone);
+  return desired;
+}
+
+const DETACHED = 'rendered as at a start before Docker attaches the NICs: no VLAN has its NIC yet, and uplink.nic has no value; '
+  + 'put a rule that needs it inside {{#if uplink.nic}}';
+
+/** The same error, saying in which render it arose. */
+function withContext(error: unknown): unknown {
+  if (error instanceof PlanError) return new PlanError(`${error.message}\n(${DETACHED})`);
+  if (error instanceof TemplateError) return new TemplateError(error.file, `${error.detail} (${DETACHED})`, error.line);
+  return error;
+}
 
 /** The template file a VGW-USER- chain is rendered from, for naming it in an error. */
 export const userTemplateFile = (templates: Templates) => (chain: string): string | undefined =>

@@ -22,12 +22,11 @@ import { StatsCollector } from '../metrics/collector.js';
 import { Metrics } from '../metrics/metrics.js';
 import { NetlinkMonitor } from '../observe/monitor.js';
 import { packageFile } from '../package-files.js';
-import { planDesired, rememberDesired, useDesiredStore } from '../plan/desired.js';
-import { syntheticFacts } from '../plan/synthetic.js';
+import { rememberDesired, useDesiredStore } from '../plan/desired.js';
 import { statusDocument, type ReloadState } from '../reconcile/status.js';
 import { Supervisor, type ConfigState } from '../reconcile/supervisor.js';
 import { loadTemplates, userTemplatesText } from '../template/load.js';
-import { userRulesRefusal, userTemplateFile } from '../apply/user-rules-check.js';
+import { checkTemplates } from '../apply/user-rules-check.js';
 import type { CommandRunner } from '../exec/runner.js';
 import type { Backend, Link } from '../observe/facts.js';
 import { codeCache } from './code-cache.js';
@@ -95,11 +94,9 @@ interface RulesCheck {
   readonly backend: () => Backend;
 }
 
-/** Every template rendered with every NIC present, and the user's rules parsed by iptables: throws what fails. */
+/** Every template rendered with every NIC present and with none, the user's rules parsed by iptables: throws what fails. */
 async function checkRules(state: ConfigState, check: RulesCheck): Promise<void> {
-  const desired = planDesired(state.config, syntheticFacts(state.config), state.templates);
-  const refusal = await userRulesRefusal(check.runner, check.backend(), desired, userTemplateFile(state.templates));
-  if (refusal) throw refusal;
+  await checkTemplates(check.runner, check.backend(), state.config, state.templates);
 }
 
 /**

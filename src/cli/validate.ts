@@ -1,7 +1,5 @@
 import type { CommandModule } from 'yargs';
-import { userRulesRefusal, userTemplateFile } from '../apply/user-rules-check.js';
-import { planDesired } from '../plan/desired.js';
-import { syntheticFacts } from '../plan/synthetic.js';
+import { checkTemplates } from '../apply/user-rules-check.js';
 import { loadAll, makeRunner, out, type GlobalArgs } from './context.js';
 
 /**
@@ -13,9 +11,7 @@ export const validateCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   describe: 'Check the config file and rule templates; change nothing',
   handler: async (args) => {
     const { loaded, templates } = await loadAll(args);
-    const desired = planDesired(loaded.config, syntheticFacts(loaded.config), templates);
-    const refusal = await userRulesRefusal(makeRunner(args.netns), 'nft', desired, userTemplateFile(templates));
-    if (refusal) throw refusal;
+    const desired = await checkTemplates(makeRunner(args.netns), 'nft', loaded.config, templates);
     const rules = desired.chains.reduce((n, c) => n + c.rules.length, 0);
     out(`${loaded.path}: valid (${loaded.config.vlans.length} VLANs, ${desired.chains.length} chains, ${rules} rules when every NIC is present)`);
   },

@@ -11,7 +11,7 @@
 import type { Config } from '../config/schema.js';
 import { parseCidr } from '../net/ipv4.js';
 import type { BindingFacts, Facts, TableName } from '../observe/facts.js';
-import { ENGINE_VERSION, renderRules } from '../template/render.js';
+import { ENGINE_VERSION, guarded, renderRules } from '../template/render.js';
 import {
   FORWARD_CHAIN, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, SUBNET_SET, USER_HOOKS, zoneKey,
   type UserHook,
@@ -195,10 +195,12 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
   const chains: DesiredChain[] = [];
   const modelKey = digest(JSON.stringify(model));
   /** Renders one chain from its template (or finds it rendered by an earlier plan from the same inputs). */
-  const add = (table: TableName, name: string, template: TemplateSource, data: object,
+  const add = (table: TableName, name: string, template: TemplateSource, data: object | 'user',
     meaningOf: (body: string, target: string | undefined) => RuleMeaning | undefined = () => undefined) => {
     const key = `${table} ${name} ${templateKey(template)} ${modelKey} ${digest(JSON.stringify(data))}`;
-    const rules = renderedChains.get(key) ?? renderedChains.render(key, () => renderRules(template.source, template.file, { ...model, ...data }).map((body) => {
+    // A user's template sees the model alone, guarded: a name it does not have is an error, not nothing.
+    const view = data === 'user' ? guarded(model) : { ...model, ...data };
+    const rules = renderedChains.get(key) ?? renderedChains.render(key, () => renderRules(template.source, template.file, view).map((body) => {
       const hash = ruleHash(table, name, body);
       const target = verdictOf(body);
       const meaning = meaningOf(body, target);
@@ -310,7 +312,7 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
 
   for (const { hook, template } of templates.user) {
     const { table, chain } = USER_HOOKS[hook];
-    add(table, chain, template, {});
+    add(table, chain, template, 'user');
   }
 
   checkJumpTargets(chains, new Map(templates.user.map((u) => [USER_HOOKS[u.hook].chain, u.template.file])));

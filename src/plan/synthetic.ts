@@ -1,4 +1,17 @@
 /**
+ * Facts for a namespace where no NIC is attached yet (a container's start, before Docker connects its networks):
+ * every VLAN waits and the uplink has no NIC, so a template's `uplink.nic` has no value. Pure.
+ */
+export function detachedFacts(): Facts {
+  return {
+    links: [{ index: 1, name: 'lo', mac: '00:00:00:00:00:00', up: true, loopback: true, addresses: [{ address: '127.0.0.1', prefix: 8 }] }],
+    sysctls: { 'net.ipv4.ip_forward': '0' },
+    backend: 'nft',
+    tables: { filter: EMPTY_TABLE, nat: EMPTY_TABLE },
+  };
+}
+
+/**
  * Facts for a namespace where every configured NIC is present, as Docker would attach them: used by `validate`
  * to render every template without touching the system, and by golden tests and benchmarks. Pure.
  */

@@ -108,6 +108,29 @@ export function checkRuleBody(body: string): string | undefined {
   return undefined;
 }
 
+/**
+ * The data a user's template sees, made to refuse a name it does not have. Strict mode makes `{{nicname}}` an
+ * error, but not a helper's argument: `{{#each vlanz}}` or `{{#if uplink.nicc}}` looked up nothing and rendered
+ * nothing, and the rules it was meant to write silently went. Fields that exist but have no value (`uplink.nic`
+ * while the uplink is not attached) are null and read as such. Symbols and what objects inherit pass through
+ * (Handlebars reads them).
+ */
+export function guarded<T extends object>(data: T, path = ''): T {
+  return new Proxy(data, {
+    get(target, prop, receiver) {
+      const value: unknown = Reflect.get(target, prop, receiver);
+      if (typeof prop === 'symbol') return value;
+      if (!(prop in target)) {
+        const where = path === '' ? prop : `${path}.${prop}`;
+        const known = Array.isArray(target) ? 'an index' : Object.keys(target).join(', ');
+        throw new Error(`${where} is not a value templates have (${path === '' ? 'top level' : path}: ${known})`);
+      }
+      if (value === null || typeof value !== 'object' || !Object.prototype.hasOwnProperty.call(target, prop)) return value;
+      return guarded(value as object, Array.isArray(target) ? `${path}[${prop}]` : path === '' ? prop : `${path}.${prop}`);
+    },
+  });
+}
+
 /** Renders a template and returns its rule bodies (blank lines dropped, whitespace folded). */
 export function renderRules(source: string, file: string, data: object): string[] {
   const template = compile(source, file);

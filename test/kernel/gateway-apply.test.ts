@@ -541,3 +541,16 @@ kernel(`validate has iptables parse the user's rules: a match it does not have i
   t.deepEqual(await readState(router, true), before, '--test commits nothing');
   t.is((await cli('validate', '--netns', router, '--config', example.path)).code, 0);
 });
+
+// Docker attaches the NICs after the container starts: a rule that needs the uplink's NIC is checked without it too.
+kernel(`validate renders the user's templates with no NIC attached as well: an unguarded {{uplink.nic}} is a config error saying how to guard it${NEEDS_ROOT}`, async (t) => {
+  const router = labs.hotPlug!.router;
+  const doc = await exampleDocument();
+  const dir = join(FIXTURES, 'rules-uplink-unguarded');
+  const bad = await writeConfig('uplink-unguarded', { ...doc, rules: { dir } });
+  const validated = await cli('validate', '--netns', router, '--config', bad.path);
+  t.is(validated.code, 2, validated.stdout);
+  t.is(validated.stderr, `vlan-gateway: invalid rules (nothing was applied):\nfilter VGW-USER-FORWARD rule 1 (from ${dir}/filter/forward.hbs): `
+    + "iptables refuses it: Bad argument `tcp'\n(rendered as at a start before Docker attaches the NICs: no VLAN has its NIC yet, and "
+    + 'uplink.nic has no value; put a rule that needs it inside {{#if uplink.nic}})');
+});

@@ -24,7 +24,7 @@ import { formatPlan } from '../../src/plan/format.js';
 import { syntheticFacts } from '../../src/plan/synthetic.js';
 import type { Plan } from '../../src/plan/types.js';
 import { loadTemplates } from '../../src/template/load.js';
-import { renderRules, TemplateError } from '../../src/template/render.js';
+import { guarded, renderRules, TemplateError } from '../../src/template/render.js';
 
 const root = (path: string) => fileURLToPath(new URL(`../../${path}`, import.meta.url));
 const UPDATE = process.env.UPDATE_GOLDEN === '1';
@@ -200,6 +200,17 @@ test('a user template with a syntax error is a TemplateError naming the file', a
 test('a user template using a value that does not exist is a TemplateError (strict), naming the file and position', async (t) => {
   const error = await t.throwsAsync(planWithUserDir(broken('missing-variable')), { instanceOf: TemplateError });
   t.is(error?.message, `${broken('missing-variable')}/filter/forward.hbs: "nicname" is not defined (template line 3, column 6)`);
+});
+
+test('a user template naming a value that does not exist in a helper\'s argument (#each vlanz) is a TemplateError, not nothing', async (t) => {
+  const error = await t.throwsAsync(planWithUserDir(broken('helper-typo')), { instanceOf: TemplateError });
+  t.is(error?.message, `${broken('helper-typo')}/filter/forward.hbs: vlanz is not a value templates have (top level: vlans, waiting, uplink, zones)`);
+  t.throws(() => renderRules('{{#if uplink.nicc}}\n-j DROP\n{{/if}}\n', 'f.hbs', guarded({ uplink: { nic: null } })), {
+    message: 'f.hbs: uplink.nicc is not a value templates have (uplink: nic)',
+  });
+  // A field that exists without a value is read as null: {{#if}} guards it.
+  t.deepEqual(renderRules('{{#if uplink.nic}}\n-o {{uplink.nic}} -j DROP\n{{/if}}\n-j ACCEPT\n', 'f.hbs', guarded({ uplink: { nic: null } })), ['-j ACCEPT']);
+  t.deepEqual(renderRules('{{#each vlans}}\n-i {{nic}} -j DROP\n{{/each}}\n', 'f.hbs', guarded({ vlans: [{ nic: 'eth1' }, { nic: 'eth2' }] })), ['-i eth1 -j DROP', '-i eth2 -j DROP']);
 });
 
 test('a user template line with -F is refused: templates write rule bodies, not commands', async (t) => {
