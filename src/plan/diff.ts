@@ -51,12 +51,11 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
     } else if (!sameRules(before, chain.rules)) {
       const beforeHashes = new Set(before.map((r) => r.hash));
       const afterHashes = new Set(chain.rules.map((r) => r.hash));
-      changes.push({
-        chain: chain.name,
-        change: 'rewrite',
-        added: chain.rules.filter((r) => !beforeHashes.has(r.hash)).map((r) => r.line),
-        removed: before.filter((r) => r.hash === undefined || !afterHashes.has(r.hash)).map((r) => r.body),
-      });
+      const added = chain.rules.filter((r) => !beforeHashes.has(r.hash)).map((r) => r.line);
+      const removed = before.filter((r) => r.hash === undefined || !afterHashes.has(r.hash)).map((r) => r.body);
+      // First match wins: a new order is a change a reviewer must see, rule by rule.
+      const order = added.length === 0 && removed.length === 0 ? { order: chain.rules.map((r) => r.line) } : {};
+      changes.push({ chain: chain.name, change: 'rewrite', added, removed, ...order });
     }
   }
   for (const chain of ours) {

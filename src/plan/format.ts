@@ -18,9 +18,11 @@ function stepLines(step: Step): string[] {
       const lines = [`~ table ${step.table}:`];
       for (const c of step.chains) {
         const sign = c.change === 'create' ? '+' : c.change === 'delete' ? '-' : '~';
-        lines.push(`    ${sign} chain ${c.chain}${c.change === 'rewrite' ? ` (+${c.added.length} -${c.removed.length} rules)` : ''}`);
+        const counts = c.order ? ' (the same rules, in a new order or without a duplicate; now:)' : ` (+${c.added.length} -${c.removed.length} rules)`;
+        lines.push(`    ${sign} chain ${c.chain}${c.change === 'rewrite' ? counts : ''}`);
         for (const r of c.removed) lines.push(`        - ${r}`);
         for (const r of c.added) lines.push(`        + ${r}`);
+        for (const r of c.order ?? []) lines.push(`        = ${r}`);
       }
       for (const j of step.jumps) lines.push(`    ${j.change === 'add' ? '+' : '-'} jump ${j.hook} -> ${j.target}`);
       return lines;

@@ -87,6 +87,8 @@ export interface ChainChange {
   readonly change: 'create' | 'rewrite' | 'delete';
   readonly added: readonly string[];
   readonly removed: readonly string[];
+  /** A rewrite that adds and removes no rule (their order changed, or a duplicate went): the rules, in order. */
+  readonly order?: readonly string[];
 }
 
 export interface JumpChange {

@@ -374,6 +374,26 @@ test('down names the VLAN an address of ours belonged to; the plan says so', (t)
   t.regex(text, /^- address 192\.168\.20\.1\/24 on eth2 \(vlan lab\)$/m);
 });
 
+test('rules swapped (first match wins) are shown in their new order, not as a rewrite of nothing', (t) => {
+  const swapped: Config = parseConfigText(`${labText.replace('forwarding:\n  default: accept\n', '')}
+forwarding:
+  default: accept
+  rules:
+    - {from: lab, to: office, action: drop}
+    - {from: lab, to: office, proto: tcp, ports: 22, action: accept}
+`, 'lab-swapped.yaml');
+  const plan = planOf(swapped, inSyncSave(desiredOf(labWithRules)));
+  const [change] = tableSteps(plan)[0]!.chains;
+  t.like(change, { chain: 'VGW-P-20-10', change: 'rewrite', added: [], removed: [] });
+  const text = formatPlan(plan).replace(/vgw:\S+ /g, 'vgw:… ');
+  t.true(text.includes([
+    '    ~ chain VGW-P-20-10 (the same rules, in a new order or without a duplicate; now:)',
+    '        = -m comment --comment vgw:… -j DROP',
+    '        = -m comment --comment vgw:… -p tcp -m multiport --dports 22 -j ACCEPT',
+    '        = -m comment --comment vgw:… -j ACCEPT',
+  ].join('\n')), text);
+});
+
 // ---- ip_forward: switched off again by down only when the gateway switched it on ------------------------------
 
 /** The in-sync text with our jumps as an apply that switched ip_forward on writes them. */
