@@ -33,9 +33,13 @@ const USER_FILES: Record<string, UserHook> = {
   'nat/postrouting.hbs': 'postrouting',
 };
 
-/** The .hbs files under a rules.dir, as paths relative to it with forward slashes. */
+/**
+ * The .hbs files under a rules.dir, as paths relative to it with forward slashes. Hidden entries are skipped: a
+ * Kubernetes ConfigMap mount keeps its files in `..2026_…/` behind a `..data` link, and shows them through links.
+ */
 async function templateFiles(dir: string): Promise<string[]> {
-  return (await readdir(dir, { recursive: true })).map((e) => e.split('\\').join('/')).filter((e) => e.endsWith('.hbs'));
+  return (await readdir(dir, { recursive: true })).map((e) => e.split('\\').join('/'))
+    .filter((e) => e.endsWith('.hbs') && !e.split('/').some((part) => part.startsWith('.')));
 }
 
 async function userTemplates(dir: string, configPath: string): Promise<Templates['user']> {

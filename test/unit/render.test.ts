@@ -9,7 +9,7 @@
  * Then broken user templates: each is refused before anything is applied, with a message naming its file.
  */
 import test from 'ava';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -292,6 +292,20 @@ test('a user template jumping to an undeclared VGW- chain is a PlanError naming 
   const error = await t.throwsAsync(planWithUserDir(broken('undeclared-jump')), { instanceOf: PlanError });
   t.is(error?.message, `filter VGW-USER-FORWARD rule 2 (from ${broken('undeclared-jump')}/filter/forward.hbs) jumps to VGW-NOPE, `
     + 'which is not a chain declared in the filter table');
+});
+
+test('a rules.dir laid out as a Kubernetes ConfigMap mount (files behind ..data links) is read through its links', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  try {
+    await mkdir(join(dir, '..2026_11_28_20_00_00.1', 'filter'), { recursive: true });
+    await writeFile(join(dir, '..2026_11_28_20_00_00.1', 'filter', 'forward.hbs'), '-p tcp --dport 25 -j REJECT\n');
+    await symlink('..2026_11_28_20_00_00.1', join(dir, '..data'));
+    await symlink(join('..data', 'filter'), join(dir, 'filter'));
+    const templates = await loadTemplates(dir);
+    t.deepEqual(templates.user.map((u) => [u.hook, u.template.file, u.template.source]), [['forward', join(dir, 'filter', 'forward.hbs'), '-p tcp --dport 25 -j REJECT\n']]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('a file in rules.dir that is not a known template is a config error', async (t) => {
