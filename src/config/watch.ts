@@ -6,7 +6,7 @@
  *  - the file itself: mounted on its own into a container, a write on the host reaches the file's inode but not
  *    the directory here, which belongs to another file system (a rename on the host reaches neither: loadConfig
  *    says so when it finds the file linked nowhere);
- *  - `rules.dir`, recursively: the user's templates.
+ *  - `rules.dir`, recursively: the user's templates; and its parent, for rules.dir itself coming and going.
  * Events are debounced into one call; the reload compares what it loaded with what runs, so a stray event costs
  * a read. `rearm` sets the watches again after each reload: the file may be a new inode, rules.dir may have moved.
  */
@@ -37,7 +37,13 @@ export class ConfigWatch {
     const name = basename(this.path);
     this.add(dirname(this.path), false, (changed) => changed === null || changed === name || changed === '..data');
     this.add(this.path, false, () => true);
-    if (rulesDir) this.add(rulesDir, true, () => true);
+    if (rulesDir) {
+      this.add(rulesDir, true, () => true);
+      // rules.dir itself removed, created or swapped (rm -r, then made again; a rename over it): a watch on the
+      // directory dies with it, so its parent tells, and the reload that follows sets the watch again.
+      const dirName = basename(rulesDir);
+      this.add(dirname(rulesDir), false, (changed) => changed === null || changed === dirName);
+    }
   }
 
   close(): void {

@@ -99,6 +99,19 @@ test('a template edited, replaced or added anywhere under rules.dir asks for a r
   }), 1, 'a new template in a new directory');
 });
 
+test('rules.dir removed and made again asks for a reload (its own watch died with it)', async (t) => {
+  const w = await watched(t);
+  t.is(await w.after(() => rm(w.rules, { recursive: true })), 1, 'removed');
+  w.watch.rearm(w.rules); // as after that reload, which failed: the directory is missing, its parent is watched
+  t.is(await w.after(async () => {
+    await mkdir(join(w.rules, 'filter'), { recursive: true });
+    await writeFile(join(w.rules, 'filter', 'forward.hbs'), '-j RETURN\n');
+  }), 1, 'made again');
+  w.watch.rearm(w.rules);
+  t.is(await w.after(() => writeFile(join(w.rules, 'filter', 'forward.hbs'), '-j ACCEPT\n')), 1, 'and edited, once watched again');
+  t.deepEqual(w.errors, [w.rules], 'the watch that could not be set while it was missing, once');
+});
+
 test('other files beside the config do not; close() stops everything, a pending reload included', async (t) => {
   const w = await watched(t);
   t.is(await w.after(() => writeFile(join(w.dir, 'notes.txt'), 'hello\n'), 0), 0);
