@@ -117,12 +117,21 @@ export class StatsCollector {
   private prunedFor: Desired | undefined;
 
   /**
-   * A VLAN taken out of the config takes its traffic series with it (by zone name: a waiting VLAN keeps them).
-   * Run when the desired state changes, not at every reading.
+   * A VLAN taken out of the config takes its traffic series with it, and a forwarding series nothing counts any
+   * more (its rule removed: `{from="lab", to="office", action="drop"}`) goes too. A zone that is only waiting for
+   * its NIC keeps its series. Run when the desired state changes, not at every reading.
    */
   private async pruneZones(desired: Desired): Promise<void> {
     this.prunedFor = desired;
     const zones = new Set([...desired.vlans.map((b) => b.vlan.name), 'uplink']);
+    const waiting = new Set([...desired.vlans.filter((b) => !b.nic).map((b) => b.vlan.name), ...(desired.uplink.nic ? [] : ['uplink'])]);
+    const counted = new Set<string>();
+    for (const chain of desired.chains) {
+      for (const rule of chain.rules) if (rule.meaning?.kind === 'forward') counted.add(`${rule.meaning.from} ${rule.meaning.to} ${rule.meaning.action}`);
+    }
+    for (const set of desired.sets) for (const m of set.members) if (m.from !== undefined && m.to !== undefined) counted.add(`${m.from} ${m.to} accept`);
+    const stale = (v: Record<string, string | number | undefined>) => v.from !== undefined
+      && !counted.has(`${v.from} ${v.to} ${v.action}`) && !waiting.has(String(v.from)) && !waiting.has(String(v.to));
     const m = this.metrics;
     const counters: Array<[Counter<string>, readonly string[]]> = [
       [m.forwardedPackets, ['from', 'to']], [m.forwardedBytes, ['from', 'to']], [m.natPackets, ['vlan']], [m.natBytes, ['vlan']],
@@ -130,7 +139,7 @@ export class StatsCollector {
     for (const [counter, keys] of counters) {
       for (const { labels } of (await counter.get()).values) {
         const values = labels as Record<string, string | number | undefined>;
-        if (keys.some((k) => values[k] !== undefined && !zones.has(String(values[k])))) counter.remove(values as Record<string, string>);
+        if (keys.some((k) => values[k] !== undefined && !zones.has(String(values[k]))) || stale(values)) counter.remove(values as Record<string, string>);
       }
     }
   }

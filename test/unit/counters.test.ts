@@ -252,3 +252,22 @@ test('the collector removes the NIC and traffic series of a VLAN that left the c
   const left = await traffic();
   t.true(left.length > 0 && left.every((l) => !l.includes('"office"')), `traffic series of the zones left only: ${left.join(' | ')}`);
 });
+
+test('a forwarding series nothing counts any more (its rule removed) is removed; the others stay', async (t) => {
+  const { config, ns } = await labNamespace();
+  const templates = await loadTemplates();
+  const dropping = { ...config, forwarding: { default: 'accept' as const, rules: [{ from: 'lab', to: 'office', proto: 'tcp' as const, ports: '81', action: 'drop' as const }] } };
+  let desired = (await reconcileOnce(ns, dropping, templates)).plan.desired;
+  const metrics = new Metrics('0.0.0-test');
+  const collector = new StatsCollector(ns, metrics, pino({ level: 'silent' }), 60_000, () => ({ desired, backend: 'nft' }));
+  const forwarded = async () => (await metrics.text()).split('\n').filter((l) => l.startsWith('vlan_gateway_forwarded_packets_total{'))
+    .map((l) => /\{([^}]*)\}/.exec(l)![1]!);
+  ns.countPackets(4, 336);
+  await collector.collect();
+  t.true((await forwarded()).includes('from="lab",to="office",action="drop"'));
+  desired = (await reconcileOnce(ns, config, templates)).plan.desired; // a reload took the rule out
+  await collector.collect();
+  const left = await forwarded();
+  t.false(left.includes('from="lab",to="office",action="drop"'), left.join(' | '));
+  t.true(left.includes('from="lab",to="office",action="accept"'), left.join(' | '));
+});
