@@ -27,6 +27,10 @@ export interface CollectorState {
   readonly tablesChecked?: (inSync: boolean) => void;
   /** Called when a sysctl the desired state sets (ip_forward) reads otherwise: forwarding is off until a pass. */
   readonly sysctlsDrifted?: () => void;
+  /** Counters (Sample.source) that writes done before this reading began restarted at zero (restartedBy). */
+  readonly restarted?: readonly string[];
+  /** The same, of writes done since this reading began: asked after it read the kernel. */
+  readonly restartedSince?: () => readonly string[];
 }
 
 export class StatsCollector {
@@ -64,8 +68,9 @@ export class StatsCollector {
   }
 
   private async readOnce(): Promise<void> {
-    const { desired, backend, setsDrifted, tablesChecked, sysctlsDrifted } = this.state();
+    const { desired, backend, setsDrifted, tablesChecked, sysctlsDrifted, restarted, restartedSince } = this.state();
     if (!desired || !backend) return;
+    if (restarted) this.mono.restarted(restarted);
     if (desired !== this.prunedFor) await this.pruneZones(desired);
     try {
       const [save, sets, links, sysctlOut] = await Promise.all([
@@ -79,7 +84,10 @@ export class StatsCollector {
       const tables = { filter: tableOf(parsed, 'filter'), nat: tableOf(parsed, 'nat') };
       tablesChecked?.(tablesInSync(desired, tables));
       const m = this.metrics;
+      // Written while this reading ran: whether it saw them before or after the write, it only sets where they start.
+      const uncertain = new Set(restartedSince?.() ?? []);
       const add = (sample: Sample) => {
+        if (uncertain.has(sample.source)) return this.mono.observe(sample.source, sample.packets, sample.bytes);
         const [packets, bytes] = (sample.metric === 'forwarded' ? [m.forwardedPackets, m.forwardedBytes]
           : sample.metric === 'nat' ? [m.natPackets, m.natBytes] : [m.droppedPackets, m.droppedBytes]) as Counter<string>[];
         const [dp, db] = this.mono.deltas(sample.source, sample.packets, sample.bytes);

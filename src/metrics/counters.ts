@@ -7,7 +7,7 @@
 import type { SavedTable, TableName } from '../observe/facts.js';
 import { forEachIpsetMember } from '../observe/parse-ipset.js';
 import { memberSetOf } from '../plan/diff.js';
-import type { Desired } from '../plan/types.js';
+import type { Desired, Plan } from '../plan/types.js';
 
 /** One kernel counter (a rule, or a set member) and the labels it counts for. */
 export interface Sample {
@@ -99,6 +99,26 @@ function wantedMembers(desired: Desired): { sets: Map<string, ReadonlySet<string
 }
 
 /**
+ * The kernel counters a pass that wrote `plan` restarted at zero: every rule of a chain it wrote (a chain is
+ * written whole, and its rules count from zero again) and every set member it added. Keys as Sample.source.
+ */
+export function restartedBy(plan: Plan): string[] {
+  const keys: string[] = [];
+  for (const step of plan.steps) {
+    if (step.kind === 'table') {
+      for (const change of step.chains) {
+        if (change.change === 'delete') continue;
+        const chain = plan.desired.chains.find((c) => c.table === step.table && c.name === change.chain);
+        for (const rule of chain?.rules ?? []) keys.push(rule.hash);
+      }
+    } else if (step.kind === 'set-update') {
+      keys.push(...step.add);
+    }
+  }
+  return keys;
+}
+
+/**
  * Successive absolute readings → increments; a reading below the last one means the source was reset. Each key
  * is one kernel counter, and a supervisor runs for months while its rules change: `sweep` forgets the keys a
  * whole reading did not visit (rules and members no longer desired), so the map holds one reading's keys.
@@ -126,6 +146,26 @@ export class MonotonicCounters {
     }
     this.lastPair.set(key, { packets, bytes, reading: this.reading });
     return [packets, bytes];
+  }
+
+  /**
+   * Counters known to have restarted at zero since the last reading (a chain rewritten, a member added): the next
+   * reading counts them from zero. Without this, a reading at or above the last one was taken for growth, and
+   * what it held before the rewrite was lost.
+   */
+  restarted(keys: Iterable<string>): void {
+    for (const key of keys) {
+      const pair = this.lastPair.get(key);
+      if (pair) {
+        pair.packets = 0;
+        pair.bytes = 0;
+      }
+    }
+  }
+
+  /** Takes a reading as the new starting point without counting it (a write may have restarted it during the reading). */
+  observe(key: string, packets: number, bytes: number): void {
+    this.lastPair.set(key, { packets, bytes, reading: this.reading });
   }
 
   /**

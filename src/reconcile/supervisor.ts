@@ -13,6 +13,7 @@ import type { CommandRunner } from '../exec/runner.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log.js';
 import type { CollectorState } from '../metrics/collector.js';
+import { restartedBy } from '../metrics/counters.js';
 import type { DriftKind, Metrics, Trigger } from '../metrics/metrics.js';
 import type { Backend, KnownSets, KnownTables, Link } from '../observe/facts.js';
 import type { Templates } from '../plan/desired.js';
@@ -90,6 +91,9 @@ export class Supervisor {
   private knownEpoch = 0;
   /** Passes started so far: a collector's reading that one overlapped is not taken at its word (collectorState). */
   private passesStarted = 0;
+  /** Passes that wrote, and the counters each restarted at zero, until a stats reading takes them (restartedBy). */
+  private writes = 0;
+  private restartedCounters: Array<{ write: number; keys: string[] }> = [];
   private readonly failureLog: RateLimitedLog;
   private readonly now: () => number;
   /** See SupervisorOptions; set by run.ts once the drift schedule is known. */
@@ -205,6 +209,11 @@ export class Supervisor {
         ...(this.backend ? { backend: this.backend } : {}),
       });
       this.forwardingWasOff = Boolean(plan.forwardingWasOff);
+      if (plan.steps.length > 0) {
+        this.restartedCounters.push({ write: ++this.writes, keys: restartedBy(plan) });
+        // A collector that stopped reading (none runs) must not make this grow for ever; the oldest matter least.
+        if (this.restartedCounters.length > 64) this.restartedCounters.shift();
+      }
       const unchanged = knownEpoch === this.knownEpoch;
       this.knownSets = unchanged ? knownSetsAfter(plan) : undefined;
       // What it read or knew, and what it wrote on top (the collector's next reading checks both).
@@ -274,7 +283,16 @@ export class Supervisor {
     const passesBefore = this.passesStarted;
     const runningBefore = this.inFlight !== undefined;
     const overlapped = () => runningBefore || this.inFlight !== undefined || this.passesStarted !== passesBefore;
+    const writesBefore = this.writes;
+    const take = (done: (write: number) => boolean) => {
+      const taken = this.restartedCounters.filter((w) => done(w.write));
+      this.restartedCounters = this.restartedCounters.filter((w) => !done(w.write));
+      return taken.flatMap((w) => w.keys);
+    };
+    const restarted = take((write) => write <= writesBefore);
     return {
+      ...(restarted.length > 0 ? { restarted } : {}),
+      restartedSince: () => take((write) => write > writesBefore),
       ...(this.lastDesired ? { desired: this.lastDesired } : {}),
       ...(this.backend ? { backend: this.backend } : {}),
       setsDrifted: () => this.setsDrifted(overlapped()),

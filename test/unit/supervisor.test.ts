@@ -744,3 +744,24 @@ test('without a maximum age (no collector), every pass reads the tables', async 
   t.deepEqual(tableSaves(r.ns), ['iptables-nft-save -c']);
   t.deepEqual(restores(r.ns), []);
 });
+
+test('a chain a reload rewrites restarts its rules\' counters at zero: the next reading counts them from zero, nothing lost', async (t) => {
+  const r = rig(t, {}, withRule);
+  const collector = collectorOf(r);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  await collector.collect();
+  const drops = () => r.value('vlan_gateway_forwarded_packets_total', { from: 'lab', to: 'office', action: 'drop' });
+  r.ns.countPackets(10);
+  await collector.collect();
+  t.is(await drops(), 10);
+
+  // One more lab → office rule: VGW-P-20-10 is written whole, and the port-80 rule in it starts from zero again.
+  const twoRules: Config = { ...withRule, forwarding: { ...withRule.forwarding, rules: [...withRule.forwarding.rules, { from: 'lab', to: 'office', proto: 'udp', ports: '53', action: 'drop' }] } };
+  r.supervisor.replaceConfig(state(twoRules));
+  await settle(r, 2);
+  t.true(r.ns.save('nft', true).includes('[0:0] -A VGW-P-20-10 '), 'the rewrite reset the counters');
+  r.ns.countPackets(15); // 15 more through each of the two drop rules
+  await collector.collect();
+  t.is(await drops(), 10 + 15 + 15, 'the port-80 rule\'s 15 counted in full, though above its last reading (10)');
+});
