@@ -73,6 +73,7 @@ const LONG_COMMANDS = [
   'zero', 'list', 'list-rules', 'check', 'table',
 ];
 
+const SAFE_PUNCTUATION = '._:,/!=+@%"-';
 const SAFE = /^[A-Za-z0-9 ._:,/!=+@%"-]+$/;
 
 /** Splits a rule body into tokens, honouring double quotes (for user comments). */
@@ -92,7 +93,10 @@ const COMMAND = new RegExp(`(?:^| )(?:-[${SHORT_FLAGS}]*([${SHORT_COMMANDS}])\\S
 const HAS_TARGET = /(?:^| )(?:-j|-g|--jump|--goto) /;
 
 export function checkRuleBody(body: string): string | undefined {
-  if (!SAFE.test(body)) return `${JSON.stringify(body)} has a character that is not allowed in a rule`;
+  if (!SAFE.test(body)) {
+    const bad = [...body].find((c) => !SAFE.test(c))!;
+    return `${JSON.stringify(body)} has a character that is not allowed in a rule: ${JSON.stringify(bad)} (allowed: letters, digits, space and ${SAFE_PUNCTUATION})`;
+  }
   if (!body.startsWith('-')) return `${JSON.stringify(body)} is not a rule body (it must start with an option such as -s or -j)`;
   // Quotes only come from user templates (comments); only then is a real tokenizer needed.
   const text = body.includes('"') ? tokenize(body)?.map((t) => (t.includes(' ') ? '_' : t)).join(' ') : body;

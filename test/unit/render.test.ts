@@ -213,6 +213,12 @@ test('a user template naming a value that does not exist in a helper\'s argument
   t.deepEqual(renderRules('{{#each vlans}}\n-i {{nic}} -j DROP\n{{/each}}\n', 'f.hbs', guarded({ vlans: [{ nic: 'eth1' }, { nic: 'eth2' }] })), ['-i eth1 -j DROP', '-i eth2 -j DROP']);
 });
 
+test('a rendered line with a character rules may not hold names the character and what is allowed', (t) => {
+  const error = t.throws(() => renderRules("-j ACCEPT\n-m comment --comment 'x' -j ACCEPT\n", 'f.hbs', {}), { instanceOf: TemplateError });
+  t.is(error?.message, `f.hbs, rendered line 2: "-m comment --comment 'x' -j ACCEPT" has a character that is not allowed in a rule: "'" `
+    + '(allowed: letters, digits, space and ._:,/!=+@%"-)');
+});
+
 test('a user template line with -F is refused: templates write rule bodies, not commands', async (t) => {
   const error = await t.throwsAsync(planWithUserDir(broken('flush')), { instanceOf: TemplateError });
   t.is(error?.message, `${broken('flush')}/filter/forward.hbs, rendered line 2: "-F VGW-FORWARD -j ACCEPT" uses -F: `
