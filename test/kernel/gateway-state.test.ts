@@ -102,9 +102,9 @@ kernel(`the first apply converges, and Docker's DNS chains are byte-identical an
 
   const nat = await save(router, 'nft', '-t', 'nat');
   t.deepEqual(dockerLines(nat), DOCKER_FIXTURE_LINES);
-  // Our hooks are one jump each, inserted first; Docker's jump stays where it was.
-  t.regex(nat, /^-A POSTROUTING -m comment --comment "vgw:hook" -j VGW-POSTROUTING\n-A POSTROUTING -d 127\.0\.0\.11\/32 -j DOCKER_POSTROUTING$/m);
-  // The FORWARD jump remembers that this apply switched ip_forward on (the lab's router starts with it off).
+  // Our hooks are one jump each, inserted first; Docker's jump stays where it was. Each remembers that this apply
+  // switched ip_forward on (the lab's router starts with it off).
+  t.regex(nat, /^-A POSTROUTING -m comment --comment "vgw:hook-fwd-was-0" -j VGW-POSTROUTING\n-A POSTROUTING -d 127\.0\.0\.11\/32 -j DOCKER_POSTROUTING$/m);
   t.regex(await save(router, 'nft', '-t', 'filter'), /^-A FORWARD -m comment --comment "vgw:hook-fwd-was-0" -j VGW-FORWARD$/m);
   t.deepEqual(await dockerDnsAnswers(), ['127.0.0.11:50000', '127.0.0.11:40000']);
 });
