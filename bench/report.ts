@@ -205,7 +205,11 @@ export function supervisorTable(s: SupervisorResult): string {
     // Judged by a new container's start (no plan cache): a restarted container's is the faster case.
     ...s.ready.filter((r) => r.codeCache && !r.planCache).map((r) => ({ target: `ready ≤ 1 s (${r.vlans} VLANs)`, measured: `${ms(r.stats.median)} ms`, met: r.stats.median <= 1000 })),
     { target: `scrape ≤ 10 ms (${s.scrape.vlans} VLANs)`, measured: `${ms(s.scrape.stats.median)} ms median, ${ms(s.scrape.p99)} ms p99`, met: s.scrape.stats.median <= 10 },
-    { target: 'RSS ≤ 80 MB after 1,000 scrapes', measured: `${s.rssMb.after1000Scrapes.toFixed(1)} MB (${s.rssMb.afterStart.toFixed(1)} MB after start)`, met: s.rssMb.after1000Scrapes <= 80 },
+    {
+      target: 'RSS ≤ 80 MB, running (after 2 stats readings and 2,000 scrapes)',
+      measured: `${s.rssMb.steady.toFixed(1)} MB (${s.rssMb.afterStart.toFixed(1)} after start, ${s.rssMb.after1000Scrapes.toFixed(1)} after the first 1,000 scrapes)`,
+      met: s.rssMb.steady <= 80,
+    },
     { target: 'hot-plug ≤ 1 s (NIC moved in → gateway answers ping)', measured: `${ms(s.hotplug.median)} ms`, met: s.hotplug.median <= 1000 },
   ];
   return [
