@@ -23,6 +23,10 @@ export class ApplyError extends Error {
     readonly step: Step,
     readonly rolledBack: boolean,
     readonly rollbackErrors: readonly string[],
+    /** The payload line a table's restore named as failing (`-A VGW-USER-FORWARD …`), when it named one. */
+    readonly failedLine?: string,
+    /** The user's chain (rules.dir) the refused rule is in, when the restore's words or its line tell. */
+    readonly userChain?: string,
   ) {
     super(message);
   }
@@ -370,7 +374,12 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
     const rolled = rollbackErrors.length > 0 ? `rollback failed too: ${rollbackErrors.join('; ')}`
       : undos.length > 0 ? 'the steps already done were rolled back'
       : partial ? 'the lines before it were undone' : 'nothing had been changed';
-    throw new ApplyError(`${describeStep(failed)} failed: ${explain(failed, error)}\n(${rolled})`, failed, rollbackErrors.length === 0, rollbackErrors);
+    const line = failed.kind === 'table' && error instanceof CommandError ? restoreFailedLine(error.stderr) : undefined;
+    const failedLine = line === undefined || failed.kind !== 'table' ? undefined : failed.payload.split('\n')[line - 1];
+    // "line 4: RULE_APPEND failed (…): rule in chain VGW-USER-PREROUTING" (nft), or the rule's own line.
+    const userChain = /(?:^-A |chain |in )(VGW-USER-[A-Z]+)\b/m.exec(`${failedLine ?? ''}\n${error instanceof CommandError ? error.stderr : ''}`)?.[1];
+    throw new ApplyError(`${describeStep(failed)} failed: ${explain(failed, error)}\n(${rolled})`, failed, rollbackErrors.length === 0, rollbackErrors,
+      failedLine, userChain);
   }
   observer.forwarding?.();
   announce(runner, plan.steps);

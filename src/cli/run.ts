@@ -241,6 +241,17 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       void stop('fatal');
     };
 
+    // A rule of rules.dir the kernel refused when a pass wrote it: said as a rejected reload is (the reload had
+    // passed every check made before the kernel), with the config that last applied running again if there is one.
+    supervisor.onConfigRefused = (error, reverted) => {
+      const keeping = reverted ? 'the config that last applied runs again' : 'no config has applied yet: every pass fails until the template is fixed';
+      reload.result = 'failure';
+      reload.errors = [`the kernel refuses a rule of rules.dir (${error.userChain ?? ''}): ${error.failedLine ?? ''}`, ...error.message.split('\n').map((l) => l.trim()).filter(Boolean), keeping];
+      metrics.lastReloadOk.set(0);
+      metrics.changed();
+      log.error({ path, chain: error.userChain, line: error.failedLine }, `the kernel refuses a rule of rules.dir (${error.userChain ?? ''}); ${keeping}`);
+    };
+
     // What a reload reads: the config file, and the templates of the rules.dir in effect.
     const inputsText = async () => JSON.stringify([
       await readFile(path, 'utf8').catch(() => null),

@@ -6,7 +6,7 @@
  * /status. The supervisor owns timers only; the HTTP server, monitor and cron live beside it in run.ts.
  */
 import { createHash } from 'node:crypto';
-import type { ApplyObserver } from '../apply/apply.js';
+import { ApplyError, type ApplyObserver } from '../apply/apply.js';
 import { privilegeHint } from '../apply/hints.js';
 import type { Config } from '../config/schema.js';
 import type { CommandRunner } from '../exec/runner.js';
@@ -123,6 +123,13 @@ export class Supervisor {
   readonly firstPass = new Promise<void>((resolve) => (this.firstPassDone = resolve));
   /** Called when a pass fails in a way retrying cannot fix (a missing capability). */
   onFatal: ((error: unknown) => void) | undefined;
+  /**
+   * Called when the kernel refused a rule of the user's templates (one only the kernel checks: iptables' parser and
+   * ours let it through), rolled back in full. With `reverted`, the config that last applied is running again.
+   */
+  onConfigRefused: ((error: ApplyError, reverted: boolean) => void) | undefined;
+  /** The config of the last pass that succeeded: what a config the kernel refuses is replaced by. */
+  private lastGood: ConfigState | undefined;
 
   constructor(
     private readonly runner: CommandRunner,
@@ -192,7 +199,8 @@ export class Supervisor {
         this.ready = true;
       },
     };
-    const { config, templates } = this.current;
+    const used = this.current;
+    const { config, templates } = used;
     const knownEpoch = this.knownEpoch;
     const knownTables = this.usableKnownTables();
     try {
@@ -237,6 +245,7 @@ export class Supervisor {
       this.lastDesired = plan.desired;
       this.view = { vlans: plan.desired.vlans, uplink: plan.desired.uplink, links: linksAfter(facts.links, plan.steps) };
       this.lastSuccessAt = this.now();
+      this.lastGood = used;
       this.failures = 0;
       this.failingSince = undefined;
       this.notBefore = 0;
@@ -265,6 +274,19 @@ export class Supervisor {
       if (this.pending === undefined || PRIORITY[trigger] > PRIORITY[this.pending]) this.pending = trigger;
       this.pendingSince ??= requestedAt ?? this.lastStart;
       if (isFatal(error)) this.onFatal?.(error);
+      // A rule of the user's templates the kernel refuses fails every pass alike, and holds up every other change
+      // (a NIC Docker attaches, drift): the config is refused as a reload with an invalid file is, and the one that
+      // last applied runs again, at once. With none (a start), the passes go on failing, and the refusal is said.
+      if (error instanceof ApplyError && error.rolledBack && error.userChain !== undefined && this.current === used) {
+        const revert = this.lastGood !== undefined && this.lastGood !== used;
+        if (revert) {
+          this.current = this.lastGood!;
+          this.notBefore = 0;
+          this.failures = 0;
+          this.pending = 'reload';
+        }
+        this.onConfigRefused?.(error, revert);
+      }
     } finally {
       this.running = undefined;
       endTimer();

@@ -259,3 +259,24 @@ kernel(`a reload whose template iptables refuses (an unknown match) is rejected:
   await writeFile(configPath, stringify(example));
   await waitFor('the good config back', async () => (await gateway!.status()).reload.lastResult === 'success', 5000, 50);
 });
+
+// A rule only the kernel refuses when the table is committed (TCPMSS on a UDP rule) passes every check made before.
+// The pass that writes it is rolled back; the reload is then refused as an invalid file is, and the config that last
+// applied runs again (it used to be kept, failing every pass, and holding up every other change).
+kernel(`a reload whose rule the kernel refuses at commit is refused after the fact: the config that last applied runs again, and /status says why${NEEDS_ROOT}`, async (t) => {
+  const goodHash = (await gateway!.status()).config.hash;
+  const from = gateway!.logs.length;
+  await writeFile(configPath, stringify({ ...example, rules: { dir: join(REPO, 'test', 'fixtures', 'kernel', 'rules-kernel-rejects') } }));
+  await gateway!.waitForLog('the refusal', (l) => l.level >= 50 && /the kernel refuses a rule of rules.dir \(VGW-USER-POSTROUTING\); the config that last applied runs again/.test(l.msg), 10_000, from);
+  await waitFor('a pass with the config that last applied', async () => {
+    const status = await gateway!.status();
+    return status.config.hash === goodHash && status.lastReconcile?.result === 'success' ? true : undefined;
+  }, 10_000, 50);
+  const status = await gateway!.status();
+  t.is(status.reload.lastResult, 'failure');
+  t.regex(status.reload.lastErrors[0] ?? '', /^the kernel refuses a rule of rules\.dir \(VGW-USER-POSTROUTING\): -A VGW-USER-POSTROUTING .*TCPMSS/);
+  t.is(await gateway!.metric('vlan_gateway_config_last_reload_successful'), 0);
+  t.false((await iptablesSave(router(), false)).includes('VGW-USER-'), 'nothing of it is left');
+  await writeFile(configPath, stringify(example));
+  await waitFor('the good config back', async () => (await gateway!.status()).reload.lastResult === 'success', 5000, 50);
+});

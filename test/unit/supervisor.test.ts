@@ -765,3 +765,35 @@ test('a chain a reload rewrites restarts its rules\' counters at zero: the next 
   await collector.collect();
   t.is(await drops(), 10 + 15 + 15, 'the port-80 rule\'s 15 counted in full, though above its last reading (10)');
 });
+
+test('a reload whose user rule only the kernel refuses is refused: the config that last applied runs again at once, and other changes go on', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  const good = r.supervisor.config;
+  const refused: Array<{ chain: string | undefined; reverted: boolean }> = [];
+  r.supervisor.onConfigRefused = (error, reverted) => refused.push({ chain: error.userChain, reverted });
+
+  // -m owner reached from PREROUTING: iptables' parser takes it; the kernel refuses it when nat is committed.
+  const rejecting = await loadTemplates('test/fixtures/broken-templates/kernel-rejects');
+  r.supervisor.replaceConfig({ path: 'gateway.yaml', text: 'the edited one', config: lab, templates: rejecting });
+  await settle(r, 3);
+  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success' }, 'the pass after the refusal, with the config that last applied');
+  t.is(r.supervisor.config, good);
+  t.is(refused.length, 1);
+  t.true(refused[0]!.reverted);
+  t.is(refused[0]!.chain, 'VGW-USER-PREROUTING');
+  t.false(r.ns.save('nft').includes('VGW-USER-PREROUTING'), 'nothing of the refused config is left');
+});
+
+test('at a start whose user rule only the kernel refuses, there is nothing to go back to: said, and the passes go on failing', async (t) => {
+  const rejecting = await loadTemplates('test/fixtures/broken-templates/kernel-rejects');
+  const r = rig(t);
+  r.supervisor.replaceConfig({ path: 'gateway.yaml', text: 'the first one', config: lab, templates: rejecting });
+  const refused: boolean[] = [];
+  r.supervisor.onConfigRefused = (_error, reverted) => refused.push(reverted);
+  await settle(r, 1);
+  t.like(r.supervisor.lastRecord, { result: 'failure' });
+  t.deepEqual(refused, [false]);
+  t.false(r.supervisor.ready);
+});
