@@ -15,6 +15,10 @@ export class TemplateError extends Error {
 }
 
 const engine = Handlebars.create();
+// {{log}} writes to stdout, which is the supervisor's JSON log stream: not a template's to write to.
+engine.registerHelper('log', () => {
+  throw new Error('{{log}} is not available in rule templates (it would write into the gateway\'s log stream)');
+});
 /** Part of what a rendered state depends on (see DesiredStore). */
 export const ENGINE_VERSION = `handlebars ${Handlebars.VERSION}`;
 const cache = new Map<string, Handlebars.TemplateDelegate>();

@@ -219,6 +219,12 @@ test('a rendered line with a character rules may not hold names the character an
     + '(allowed: letters, digits, space and ._:,/!=+@%"-)');
 });
 
+test('{{log}} is not a helper templates have: stdout is the supervisor\'s log stream', (t) => {
+  t.throws(() => renderRules('{{log "hello"}}\n-j ACCEPT\n', 'f.hbs', {}), {
+    instanceOf: TemplateError, message: 'f.hbs: {{log}} is not available in rule templates (it would write into the gateway\'s log stream)',
+  });
+});
+
 test('a user template line with -F is refused: templates write rule bodies, not commands', async (t) => {
   const error = await t.throwsAsync(planWithUserDir(broken('flush')), { instanceOf: TemplateError });
   t.is(error?.message, `${broken('flush')}/filter/forward.hbs, rendered line 2: "-F VGW-FORWARD -j ACCEPT" uses -F: `
