@@ -10,7 +10,6 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { main } from '../../src/cli/main.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
@@ -20,6 +19,7 @@ import {
   LabInputError, listLabNamespaces, planLabTopology, type LabTopology,
 } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import { runMain } from '../helpers/main.js';
 
 const examplePath = fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url));
 const runner = new ExecaRunner();
@@ -215,21 +215,7 @@ kernel(`lab down removes every namespace and is idempotent${NEEDS_ROOT}`, async 
   t.deepEqual(await labDown(runner, name), []);
 });
 
-/** main() in-process, with what it prints on stdout. Serial: it takes over process.stdout. */
-async function cli(...argv: string[]): Promise<{ code: number; stdout: string }> {
-  const write = process.stdout.write.bind(process.stdout);
-  let stdout = '';
-  process.stdout.write = ((chunk: string | Uint8Array) => {
-    stdout += String(chunk);
-    return true;
-  }) as typeof process.stdout.write;
-  try {
-    return { code: await main(argv), stdout };
-  } finally {
-    process.stdout.write = write;
-    process.exitCode = undefined;
-  }
-}
+const cli = runMain;
 
 kernel(`lab check without --config checks the config lab up applied, and says when that file changed since${NEEDS_ROOT}`, async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'vgw-lab-record-'));

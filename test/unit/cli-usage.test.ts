@@ -11,27 +11,13 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_CONFIG_PATH, resolveConfigPath } from '../../src/config/load.js';
-import { main } from '../../src/cli/main.js';
 import { ConfigError } from '../../src/config/problems.js';
 import { loadTemplates } from '../../src/template/load.js';
+import { runMain } from '../helpers/main.js';
 
 const NO_FILE = '/nonexistent/vlan-gateway-test.yaml';
 
-async function run(...argv: string[]): Promise<{ code: number; stderr: string }> {
-  const write = process.stderr.write.bind(process.stderr);
-  let stderr = '';
-  process.stderr.write = ((chunk: string | Uint8Array) => {
-    stderr += String(chunk);
-    return true;
-  }) as typeof process.stderr.write;
-  try {
-    const code = await main(argv);
-    return { code, stderr };
-  } finally {
-    process.stderr.write = write;
-    process.exitCode = undefined;
-  }
-}
+const run = runMain;
 
 const rows: Array<{ argv: string[]; code: number; stderr: string }> = [
   // An empty --netns used to mean "no namespace": the command acted on the caller's own network.

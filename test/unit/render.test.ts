@@ -179,6 +179,18 @@ test('an uplink NIC that is missing is shown as waiting, and no default route is
 
 const broken = (name: string) => `test/fixtures/broken-templates/${name}`;
 
+/** A rules.dir of its own with filter/forward.hbs holding `forward`, removed after `use`. */
+async function withForwardTemplate(forward: string, use: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  try {
+    await mkdir(join(dir, 'filter'));
+    await writeFile(join(dir, 'filter', 'forward.hbs'), forward);
+    await use(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 async function planWithUserDir(dir: string): Promise<Plan> {
   const config = await readConfig('examples/lab.yaml');
   const templates = await loadTemplates(dir);
@@ -358,24 +370,18 @@ for (const [title, dir, message] of refusedByPlanner) {
 
 // A target's text is read outside quoted strings: a comment cannot hide a loop, nor lend a rule its target.
 test('a jump hidden behind a quoted comment that says -j is found, and a comment saying -j is not a target', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
-  try {
-    await mkdir(join(dir, 'filter'));
-    await writeFile(join(dir, 'filter', 'forward.hbs'), '-m comment --comment "x -j ACCEPT y" -j VGW-FORWARD\n');
+  await withForwardTemplate('-m comment --comment "x -j ACCEPT y" -j VGW-FORWARD\n', async (dir) => {
     const loop = await t.throwsAsync(planWithUserDir(dir), { instanceOf: PlanError });
     t.is(loop?.message, `jump loop: VGW-FORWARD -> VGW-USER-FORWARD -> VGW-FORWARD (from ${dir}/filter/forward.hbs)`);
-    await writeFile(join(dir, 'filter', 'forward.hbs'), '-m comment --comment "a -j ACCEPT" -j VGW-FROM-10\n-m comment --comment "to -j DROP" -p tcp --dport 25 -j REJECT\n');
-    await t.notThrowsAsync(planWithUserDir(dir));
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
+  await withForwardTemplate('-m comment --comment "a -j ACCEPT" -j VGW-FROM-10\n-m comment --comment "to -j DROP" -p tcp --dport 25 -j REJECT\n',
+    async (dir) => {
+      await t.notThrowsAsync(planWithUserDir(dir));
+    });
 });
 
 test('targets the kernel takes only in mangle or raw are refused in filter and nat, naming the table', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
-  try {
-    await mkdir(join(dir, 'filter'));
-    await writeFile(join(dir, 'filter', 'forward.hbs'), '-j DSCP --set-dscp 1\n-p tcp -j CT --notrack\n-j TTL --ttl-set 64\n');
+  await withForwardTemplate('-j DSCP --set-dscp 1\n-p tcp -j CT --notrack\n-j TTL --ttl-set 64\n', async (dir) => {
     const error = await t.throwsAsync(planWithUserDir(dir), { instanceOf: PlanError });
     const file = `${dir}/filter/forward.hbs`;
     t.is(error?.message, [
@@ -383,9 +389,7 @@ test('targets the kernel takes only in mangle or raw are refused in filter and n
       `filter VGW-USER-FORWARD rule 2 (from ${file}) uses CT, which the kernel allows only in the raw table (the gateway writes filter and nat)`,
       `filter VGW-USER-FORWARD rule 3 (from ${file}) uses TTL, which the kernel allows only in the mangle table (the gateway writes filter and nat)`,
     ].join('\n'));
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('what the product writes passes the same checks: user chains jumped to once, ACCEPT and REJECT in user templates', async (t) => {
