@@ -6,7 +6,7 @@
 import { CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend } from '../observe/facts.js';
 import { restoreCommand } from '../observe/read.js';
-import { OUR_ADDRESS_METRIC } from '../plan/chains.js';
+import { OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO } from '../plan/chains.js';
 import type { Plan, Step } from '../plan/types.js';
 import { privilegeHint, sysctlHint } from './hints.js';
 
@@ -179,7 +179,7 @@ export type AddressStep = Extract<Step, { kind: 'link-up' | 'address-add' | 'add
 export const isAddressStep = (step: Step): step is AddressStep =>
   step.kind === 'link-up' || step.kind === 'address-add' || step.kind === 'address-del' || step.kind === 'route';
 
-const route = (gateway: string, dev?: string) => `route replace default via ${gateway}${dev ? ` dev ${dev}` : ''}`;
+const route = (gateway: string, dev?: string) => `route replace default via ${gateway}${dev ? ` dev ${dev}` : ''} proto ${OUR_ROUTE_PROTO}`;
 
 /** A link, address or route step as its line of `ip -batch`. */
 export function addressBatchLine(s: AddressStep): string {

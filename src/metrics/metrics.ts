@@ -38,7 +38,7 @@ export class Metrics {
   readonly natBytes = new Counter({ name: 'vlan_gateway_nat_bytes_total', help: 'Bytes of the packets that set up a NAT mapping, by VLAN and kind.', labelNames: ['vlan', 'kind'], registers: [this.registry] });
   readonly droppedPackets = new Counter({
     name: 'vlan_gateway_dropped_packets_total', labelNames: ['reason'], registers: [this.registry],
-    help: 'Packets the gateway drops before its policy, by reason: invalid (conntrack state), spoofed (a VLAN subnet\'s source on another NIC), unmanaged (from a NIC the gateway does not manage).',
+    help: 'Packets the gateway drops before its policy, by reason: invalid (conntrack state), spoofed (a source its NIC may not forward from: a VLAN subnet\'s on another NIC, or one outside the VLAN\'s subnet and routed networks), unmanaged (from a NIC the gateway does not manage), waiting (to a VLAN whose NIC is not attached).',
   });
   readonly droppedBytes = new Counter({ name: 'vlan_gateway_dropped_bytes_total', help: 'Bytes of the packets the gateway drops before its policy, by reason.', labelNames: ['reason'], registers: [this.registry] });
   readonly conntrackEntries = new Gauge({ name: 'vlan_gateway_conntrack_entries', help: 'Connection-tracking entries in the gateway\'s namespace.', registers: [this.registry] });
@@ -57,7 +57,7 @@ export class Metrics {
       for (const result of ['success', 'failure']) this.restores.inc({ table, result }, 0);
     }
     this.startTime.set(Math.round((performance.timeOrigin) / 1000));
-    for (const reason of ['invalid', 'spoofed', 'unmanaged'] as const) {
+    for (const reason of ['invalid', 'spoofed', 'unmanaged', 'waiting'] as const) {
       this.droppedPackets.inc({ reason }, 0);
       this.droppedBytes.inc({ reason }, 0);
     }

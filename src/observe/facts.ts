@@ -31,6 +31,12 @@ export interface Route {
   readonly dev?: string;
 }
 
+/** A network routed through a NIC (a static route via a host on it): a source that NIC may forward from. */
+export interface RoutedPrefix {
+  readonly prefix: string;
+  readonly dev: string;
+}
+
 export type Backend = 'nft' | 'legacy';
 export type TableName = 'filter' | 'nat';
 export const TABLES: readonly TableName[] = ['filter', 'nat'];
@@ -87,6 +93,8 @@ export interface KnownTables {
 export interface Facts {
   readonly links: readonly Link[];
   readonly defaultRoute?: Route;
+  /** The main table's other routes through a NIC (see parseRoutedPrefixes); absent when not read. */
+  readonly routed?: readonly RoutedPrefix[];
   readonly sysctls: Readonly<Record<string, string>>;
   readonly backend: Backend;
   readonly tables: Readonly<Record<TableName, SavedTable>>;
@@ -107,7 +115,10 @@ export interface OtherForward {
   readonly rules: number;
 }
 
-/** What the desired state depends on: which NIC is which (links, default route) and whether ipset is here. */
-export type BindingFacts = Pick<Facts, 'links' | 'defaultRoute' | 'sets'>;
+/**
+ * What the desired state depends on: which NIC is which (links, default route), the networks routed through them
+ * (sources those NICs may forward from), and whether ipset is here.
+ */
+export type BindingFacts = Pick<Facts, 'links' | 'defaultRoute' | 'routed' | 'sets'>;
 
 export const EMPTY_TABLE: SavedTable = { chains: new Set(), rules: new Map() };

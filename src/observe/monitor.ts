@@ -1,12 +1,12 @@
 /**
- * Netlink events: a long-running `ip -o monitor link address` child (through the command boundary). Each
+ * Netlink events: a long-running `ip -o monitor link address route` child (through the command boundary). Each
  * event line is only a trigger; the reconcile reads the state afresh. If the child dies it is restarted after
  * a short delay, doubled at each exit that follows quickly (the namespace gone, say: it would otherwise be a
  * restart and a warning every second), and the restarts are reported at most once per 30 s.
  */
 import type { Child, CommandRunner } from '../exec/runner.js';
 import { RateLimitedLog, type Logger } from '../log.js';
-import { OUR_ADDRESS_METRIC } from '../plan/chains.js';
+import { OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO } from '../plan/chains.js';
 
 /**
  * Whether an event line can change anything we plan from. IPv6 addresses cannot (VLANs, NIC matching and our
@@ -15,6 +15,10 @@ import { OUR_ADDRESS_METRIC } from '../plan/chains.js';
  * (100 VLANs attached at once: a string of passes right after start).
  */
 export function mayMatter(line: string): boolean {
+  // Routes: the default route, and the networks routed through a NIC (the sources it may forward from). The
+  // kernel's own (connected, local and broadcast routes, which come with each address) and IPv6's do not matter.
+  if (/ proto kernel | table (?!main )/.test(line)) return false;
+  if (OUR_ROUTE_SET.test(line)) return false; // our own default route, set by our apply (one removed is drift)
   if (/^(?:Deleted )?\d+: \S+\s+inet6 /.test(line)) return false;
   // A gateway address of ours appearing is our own apply's doing (nobody else uses our metric): not news. One
   // disappearing is drift, and is a trigger.
@@ -22,6 +26,7 @@ export function mayMatter(line: string): boolean {
 }
 
 const OUR_ADDRESS_ADDED = new RegExp(`^\\d+: \\S+\\s+inet \\S+ metric ${OUR_ADDRESS_METRIC} `);
+const OUR_ROUTE_SET = new RegExp(`^default via \\S+ dev \\S+ proto ${OUR_ROUTE_PROTO} `);
 
 /** A monitor that ran this long before it exited was working: its next restart waits the shortest delay again. */
 const STABLE_MS = 10_000;
@@ -47,7 +52,7 @@ export class NetlinkMonitor {
 
   start(): void {
     if (this.stopped) return;
-    const child = this.runner.start(['ip', '-o', 'monitor', 'link', 'address']);
+    const child = this.runner.start(['ip', '-o', 'monitor', 'link', 'address', 'route']);
     const startedAt = Date.now();
     this.child = child;
     child.onLine((line) => {

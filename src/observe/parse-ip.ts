@@ -1,5 +1,5 @@
 /** Parsers for `ip -json` output (iproute2). Pure. */
-import type { Address, Link, Route } from './facts.js';
+import type { Address, Link, Route, RoutedPrefix } from './facts.js';
 
 interface IpAddrJson {
   ifindex: number;
@@ -38,10 +38,22 @@ export function parseIpAddr(json: string): Link[] {
   });
 }
 
-/** `ip -json route show default` → the main table's default route, if any. */
+/** `ip -json route show` (or `route show default`) → the main table's default route, if any. */
 export function parseDefaultRoute(json: string): Route | undefined {
   const routes = JSON.parse(json || '[]') as Array<{ dst: string; gateway?: string; dev?: string }>;
   const route = routes.find((r) => r.dst === 'default');
   if (!route) return undefined;
   return { ...(route.gateway ? { gateway: route.gateway } : {}), ...(route.dev ? { dev: route.dev } : {}) };
+}
+
+/**
+ * `ip -json route show` → the networks routed through a NIC besides its own (`10.99.0.0/24 via 192.168.10.5 dev
+ * eth1`, or on-link without a next hop): unicast IPv4 routes other than the default and the kernel's connected
+ * ones. A host route is printed without its /32.
+ */
+export function parseRoutedPrefixes(json: string): RoutedPrefix[] {
+  const routes = JSON.parse(json || '[]') as Array<{ dst: string; dev?: string; type?: string; protocol?: string }>;
+  return routes.flatMap((r) => (r.dst === 'default' || !r.dev || (r.type !== undefined && r.type !== 'unicast') || r.protocol === 'kernel' || r.dst.includes(':')
+    ? []
+    : [{ prefix: r.dst.includes('/') ? r.dst : `${r.dst}/32`, dev: r.dev }]));
 }

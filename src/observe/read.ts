@@ -4,8 +4,8 @@
  */
 import { privilegeHint } from '../apply/hints.js';
 import { CommandError, type CommandRunner } from '../exec/runner.js';
-import type { Backend, Facts, KnownSets, KnownTables, Link, OtherForward, Route, SavedSet, SavedTable } from './facts.js';
-import { parseDefaultRoute, parseIpAddr } from './parse-ip.js';
+import type { Backend, Facts, KnownSets, KnownTables, Link, OtherForward, Route, RoutedPrefix, SavedSet, SavedTable } from './facts.js';
+import { parseDefaultRoute, parseIpAddr, parseRoutedPrefixes } from './parse-ip.js';
 import { parseIpsetHeaders, parseIpsetSave } from './parse-ipset.js';
 import { hasAnyRules, hasOurChains, SaveParser, tableOf } from './parse-save.js';
 
@@ -28,12 +28,18 @@ export const XTABLES_WAIT_SECONDS = 10;
 export const restoreCommand = (backend: Backend, counters = false) =>
   [`iptables-${backend}-restore`, '--noflush', `--wait=${XTABLES_WAIT_SECONDS}`, ...(counters ? ['--counters'] : [])];
 
-/** Links, addresses and the default route in one `ip -batch` (one process; each prints one JSON line). */
-export async function readInterfaces(runner: CommandRunner): Promise<{ links: Link[]; defaultRoute?: Route }> {
-  const { stdout } = await runner.run(['ip', '-json', '-batch', '-'], { input: 'address show\nroute show default\n' });
+export interface InterfaceFacts {
+  readonly links: Link[];
+  readonly defaultRoute?: Route;
+  readonly routed: RoutedPrefix[];
+}
+
+/** Links, addresses and the main table's routes in one `ip -batch` (one process; each prints one JSON line). */
+export async function readInterfaces(runner: CommandRunner): Promise<InterfaceFacts> {
+  const { stdout } = await runner.run(['ip', '-json', '-batch', '-'], { input: 'address show\nroute show\n' });
   const [addresses = '[]', routes = '[]'] = stdout.split('\n').filter((l) => l.trim() !== '');
   const defaultRoute = parseDefaultRoute(routes);
-  return { links: parseIpAddr(addresses), ...(defaultRoute ? { defaultRoute } : {}) };
+  return { links: parseIpAddr(addresses), ...(defaultRoute ? { defaultRoute } : {}), routed: parseRoutedPrefixes(routes) };
 }
 
 const procPath = (key: string) => `/proc/sys/${key.replaceAll('.', '/')}`;
@@ -176,7 +182,7 @@ function hasDockerChains(tables: Map<string, SavedTable>): boolean {
 
 /** The reads of a pass: the interfaces come first (the planner needs only them), the whole facts after. */
 export interface StagedFacts {
-  readonly interfaces: Promise<{ links: Link[]; defaultRoute?: Route }>;
+  readonly interfaces: Promise<InterfaceFacts>;
   readonly facts: Promise<Facts>;
 }
 
@@ -195,9 +201,10 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
     proc,
     tables,
     readSets(runner, options.knownSets),
-  ]).then(([{ links, defaultRoute }, { sysctls }, { backend, tables, backendWhy, otherForward }, sets]): Facts => ({
+  ]).then(([{ links, defaultRoute, routed }, { sysctls }, { backend, tables, backendWhy, otherForward }, sets]): Facts => ({
     links,
     ...(defaultRoute ? { defaultRoute } : {}),
+    routed,
     sysctls,
     backend,
     tables,

@@ -8,6 +8,11 @@ export const OUR_PREFIX = 'VGW-';
  * metric survives in `ip -json addr`, so an address of ours is recognised even after the config stops naming it.
  */
 export const OUR_ADDRESS_METRIC = 7010;
+/**
+ * The routing protocol number our default route is set with (`ip route replace default … proto 122`): it changes
+ * nothing in routing, but the netlink monitor tells our own route change (not news) from anybody else's.
+ */
+export const OUR_ROUTE_PROTO = 122;
 /** Counts established traffic per pair of zones in one hash lookup (source net, outgoing NIC) per set. */
 export const ACCOUNTING_SET = 'VGW-PAIRS';
 /** Destinations per accounting set (below the 64 members with one hash that a bucket holds). */
@@ -26,6 +31,8 @@ export const SUBNET_NIC_SET = 'VGW-SUBNET-NICS';
 /** The uplink's "any address" as two halves: hash:net types cannot hold a /0. */
 export const ANY_HALVES = ['0.0.0.0/1', '128.0.0.0/1'];
 export const FORWARD_CHAIN = 'VGW-FORWARD';
+/** The anti-spoofing checks, jumped to first from VGW-FORWARD (rules/filter/sources.hbs). */
+export const SOURCES_CHAIN = 'VGW-SOURCES';
 export const PREROUTING_CHAIN = 'VGW-PREROUTING';
 export const POSTROUTING_CHAIN = 'VGW-POSTROUTING';
 

@@ -13,7 +13,7 @@ import { parseCidr } from '../net/ipv4.js';
 import type { BindingFacts, Facts, TableName } from '../observe/facts.js';
 import { ENGINE_VERSION, guarded, renderRules } from '../template/render.js';
 import {
-  FORWARD_CHAIN, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, SUBNET_SET, USER_HOOKS, zoneKey,
+  FORWARD_CHAIN, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, SOURCES_CHAIN, USER_HOOKS, zoneKey,
   type UserHook,
 } from './chains.js';
 import { COMMENT_PREFIX, digest, ruleHash } from './hash.js';
@@ -31,6 +31,7 @@ export interface TemplateSource {
 
 export interface Templates {
   readonly forward: TemplateSource;
+  readonly sources: TemplateSource;
   readonly from: TemplateSource;
   readonly pair: TemplateSource;
   readonly prerouting: TemplateSource;
@@ -46,7 +47,7 @@ const ACTION_OF: Record<string, Action> = { ACCEPT: 'accept', DROP: 'drop', REJE
 /** What one of VGW-FORWARD's drops is for, by its matches (forward.hbs); the user's own rules are not there. */
 function forwardDropReason(body: string): DropReason | undefined {
   if (body.includes('--ctstate INVALID')) return 'invalid';
-  if (body.includes(`--match-set ${SUBNET_SET} src`) || /(?:^| )-s \S+/.test(body)) return 'spoofed';
+  if (/(?:^| )-d \S+/.test(body)) return 'waiting';
   if (/(?:^| )-o \S+/.test(body)) return 'unmanaged';
   return undefined;
 }
@@ -128,7 +129,7 @@ export function useDesiredStore(next: DesiredStore | undefined): void {
 /** Everything buildDesired reads besides the bindings' NICs, which `binding` holds. */
 const inputsKey = (config: Config, templates: Templates, binding: string) => digest(JSON.stringify([
   config,
-  [templates.forward, templates.from, templates.pair, templates.prerouting, templates.postrouting].map(templateKey),
+  [templates.forward, templates.sources, templates.from, templates.pair, templates.prerouting, templates.postrouting].map(templateKey),
   templates.user.map((u) => [u.hook, templateKey(u.template)]),
   binding,
   ENGINE_VERSION,
@@ -142,7 +143,7 @@ const withoutBindings = ({ vlans: _v, uplink: _u, ...rest }: Desired): StoredDes
 export function planDesired(config: Config, facts: BindingFacts, templates: Templates): Desired {
   const uplink = matchUplink(config, facts);
   const vlans = matchVlans(config, facts, uplink);
-  const key = JSON.stringify([uplink.nic?.name, uplink.note, vlans.map((b) => [b.nic?.name, b.note]), facts.sets !== undefined]);
+  const key = JSON.stringify([uplink.nic?.name, uplink.note, vlans.map((b) => [b.nic?.name, b.note, b.routed]), facts.sets !== undefined]);
   const byTemplates = memo.get(config) ?? memo.set(config, new WeakMap()).get(config)!;
   const hit = byTemplates.get(templates);
   let desired: Desired;
@@ -234,15 +235,20 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
   // the few whose source is outside the VLAN's subnet. 100 VLANs: 8 rules per VLAN's chain instead of 101.
   const compact = pairSets.length > 0 && config.forwarding.default === 'accept';
   const zoneNicSets = compact ? nicSets(zones) : [];
-  // Anti-spoofing: a new connection from a VLAN's subnet comes in on that VLAN's NIC, or it is dropped. With
-  // ipset, two lookups; without, one rule per VLAN.
+  // Anti-spoofing, before anything is accepted: a VLAN's NIC forwards from its subnet and the networks routed
+  // through it, the uplink from anywhere but a VLAN's subnet. With ipset, two lookups; without, rules per VLAN.
   const spoofSets = facts.sets === undefined ? [] : subnetSets(vlans);
   const sets = [...pairSets, ...zoneNicSets, ...spoofSets];
+  add('filter', SOURCES_CHAIN, templates.sources, {
+    sets: spoofSets.length > 0 ? { subnets: spoofSets[0]!.name, nics: spoofSets[1]!.name } : null,
+    sources: spoofSets.length > 0 ? [] : ready.flatMap((b) => [b.vlan.subnet, ...b.routed ?? []].map((subnet) => ({ nic: b.nic!.name, subnet }))),
+    subnets: spoofSets.length > 0 ? [] : vlans.map((b) => b.vlan.subnet),
+  }, (_body, target) => (target === 'DROP' ? { kind: 'drop', reason: 'spoofed' } : undefined));
   add('filter', FORWARD_CHAIN, templates.forward, {
+    sourcesChain: SOURCES_CHAIN,
+    waitingSubnets: vlans.filter((b) => !b.nic).map((b) => b.vlan.subnet),
     userChain: userChains.get('forward') ?? null,
     accountingSets: pairSets.map((set) => set.name),
-    subnetSets: spoofSets.length > 0 ? { subnets: spoofSets[0]!.name, nics: spoofSets[1]!.name } : null,
-    subnets: spoofSets.length > 0 ? [] : vlans.map((b) => ({ subnet: b.vlan.subnet, nic: b.nic?.name ?? null })),
   }, (body, target) => {
     const reason = target === 'DROP' ? forwardDropReason(body) : undefined;
     return reason ? { kind: 'drop', reason } : undefined;

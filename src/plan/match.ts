@@ -4,9 +4,19 @@
  * the NIC holding an address inside its subnet. Pure.
  */
 import type { Config, InterfaceRef } from '../config/schema.js';
-import { contains, networkOf, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
+import { contains, formatCidr, networkOf, overlaps, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
 import type { BindingFacts, Link } from '../observe/facts.js';
 import type { UplinkBinding, VlanBinding } from './types.js';
+
+/**
+ * A NIC name a rule can hold as it is. Linux allows almost any character in one, but in iptables `+` ends a
+ * wildcard (`-i e+` matches every eth*), and a leading `!` or `-`, a quote or a space would change the rule line.
+ * Docker's names (eth0, eth1, …) always pass; a NIC whose name does not is never bound (and a note says why).
+ */
+const RULE_SAFE_NIC = /^[A-Za-z0-9_][A-Za-z0-9_.@-]*$/;
+export const ruleSafeNic = (name: string) => RULE_SAFE_NIC.test(name) && name.length <= 15;
+
+const unsafeNote = (nic: Link) => `${nic.name}'s name cannot be used in a rule (iptables reads + as a wildcard, and ! - " or a space as syntax); rename it`;
 
 function byRef(links: readonly Link[], ref: InterfaceRef): Link | undefined {
   return typeof ref === 'string'
@@ -66,11 +76,13 @@ function snatNote(config: Config, nic: Link): string | undefined {
 }
 
 function findUplink(config: Config, facts: BindingFacts): UplinkBinding {
-  const links = facts.links.filter((l) => !l.loopback);
+  const all = facts.links.filter((l) => !l.loopback);
+  const links = all.filter((l) => ruleSafeNic(l.name));
   const { interface: ref, gateway } = config.uplink;
   if (ref !== undefined) {
     const nic = byRef(links, ref);
-    return nic ? { nic } : { note: `waiting for ${describeRef(ref)}` };
+    const unsafe = nic ? undefined : byRef(all, ref);
+    return nic ? { nic } : { note: unsafe ? `waiting: ${unsafeNote(unsafe)}` : `waiting for ${describeRef(ref)}` };
   }
   const subnets = config.vlans.map((v) => parseCidr(v.subnet)!);
   const inVlan = (l: Link) => l.addresses.some((a) => {
@@ -79,18 +91,24 @@ function findUplink(config: Config, facts: BindingFacts): UplinkBinding {
   });
   const candidates = links.filter((l) => !inVlan(l));
   if (gateway !== undefined) {
+    // Only the NIC on the gateway's network: while none is (the uplink not attached yet, or a typo), the uplink
+    // waits rather than take the default route's NIC, which may be another network (NAT out of the wrong one).
     const nic = candidates.find((l) => onLinkOf(l, gateway));
-    return nic ? { nic } : { note: `waiting for a NIC on the same network as ${gateway}` };
+    if (nic) return { nic };
+    const others = candidates.map((l) => `${l.name} has ${heldBy(l)}`).join('; ');
+    return { note: `waiting for a NIC on the same network as ${gateway}${others ? ` (${others})` : ''}` };
   }
   const routeDev = facts.defaultRoute?.dev;
   const viaRoute = routeDev === undefined ? undefined : candidates.find((l) => l.name === routeDev);
   if (viaRoute) return { nic: viaRoute };
-  return { note: routeDev ? `waiting: the default route is on ${routeDev}, a VLAN's NIC; set uplink.interface or uplink.gateway`
-    : 'waiting: no default route, and no uplink.interface or uplink.gateway to find the uplink by' };
+  if (routeDev === undefined) return { note: 'waiting: no default route, and no uplink.interface or uplink.gateway to find the uplink by' };
+  const what = links.some((l) => l.name === routeDev) ? "a VLAN's NIC" : 'a NIC whose name cannot be used in a rule';
+  return { note: `waiting: the default route is on ${routeDev}, ${what}; set uplink.interface or uplink.gateway` };
 }
 
 export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBinding): VlanBinding[] {
-  const links = facts.links.filter((l) => !l.loopback && l.name !== uplink.nic?.name);
+  const all = facts.links.filter((l) => !l.loopback);
+  const links = all.filter((l) => l.name !== uplink.nic?.name && ruleSafeNic(l.name));
   // The NICs by the subnets their addresses are in (prefix and network address), in link order: one lookup per
   // VLAN, not a scan of every NIC's addresses (100 VLANs × 100 NICs at each pass).
   const bySubnet = new Map<string, Link[]>();
@@ -103,25 +121,59 @@ export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBi
       if (list.at(-1) !== l) list.push(l);
     }
   }
-  const taken = new Set<string>();
-  return config.vlans.map((vlan) => {
+  // NICs the config names are theirs first: a VLAN found by subnet never takes one (two VLANs on one NIC would
+  // share its connected routes, and the anti-spoofing would drop one VLAN's hosts).
+  const taken = new Map<string, string>();
+  const pinned = new Map<number, Link>();
+  config.vlans.forEach((vlan, i) => {
+    if (vlan.interface === undefined) return;
+    const nic = byRef(links, vlan.interface);
+    if (nic && !taken.has(nic.name)) {
+      taken.set(nic.name, `${vlan.name}'s (vlans[${i}].interface)`);
+      pinned.set(i, nic);
+    }
+  });
+  const uplinkName = uplink.nic?.name;
+  const owner = (name: string) => (name === uplinkName ? 'the uplink' : taken.get(name));
+  const bindings = config.vlans.map((vlan, i): VlanBinding => {
     if (vlan.interface !== undefined) {
-      const nic = byRef(links, vlan.interface);
-      if (!nic) return { vlan, note: `waiting for ${describeRef(vlan.interface)}` };
-      taken.add(nic.name);
-      return { vlan, nic };
+      const nic = pinned.get(i);
+      if (nic) return { vlan, nic };
+      const other = byRef(all, vlan.interface);
+      if (other && !ruleSafeNic(other.name)) return { vlan, note: `waiting: ${unsafeNote(other)}` };
+      if (other && owner(other.name)) return { vlan, note: `waiting: ${other.name} is ${owner(other.name)}` };
+      return { vlan, note: `waiting for ${describeRef(vlan.interface)}` };
     }
     const subnet = parseCidr(vlan.subnet)!;
     const candidates = (bySubnet.get(`${subnet.prefix}/${networkOf(subnet)}`) ?? []).filter((l) => !taken.has(l.name));
-    if (candidates.length === 0) return { vlan, note: waitingNote(vlan.subnet, subnet, links, taken) };
+    if (candidates.length === 0) return { vlan, note: waitingNote(vlan.subnet, subnet, all, owner) };
     // Prefer the NIC that already holds the gateway address (ours from a previous apply), else the oldest.
     const nic = candidates.find((l) => l.addresses.some((a) => a.address === vlan.gateway))
       ?? [...candidates].sort((a, b) => a.index - b.index)[0]!;
-    taken.add(nic.name);
+    taken.set(nic.name, `${vlan.name}'s`);
     const note = candidates.length > 1
       ? `${candidates.length} NICs have addresses in ${vlan.subnet} (${candidates.map((c) => c.name).join(', ')}); using ${nic.name}`
       : undefined;
     return { vlan, nic, ...(note ? { note } : {}) };
+  });
+  return withRoutedPrefixes(config, facts, bindings);
+}
+
+/**
+ * Each bound VLAN's routed networks (see VlanBinding.routed): the routes through its NIC, less those that
+ * overlap a VLAN's subnet (a VLAN's addresses are genuine on its own NIC only).
+ */
+function withRoutedPrefixes(config: Config, facts: BindingFacts, bindings: VlanBinding[]): VlanBinding[] {
+  if (!facts.routed || facts.routed.length === 0) return bindings;
+  const subnets = config.vlans.map((v) => parseCidr(v.subnet)!);
+  const inVlan = (c: Cidr) => subnets.some((s) => overlaps(s, c));
+  return bindings.map((b) => {
+    if (!b.nic) return b;
+    const routed = [...new Set(facts.routed!.filter((r) => r.dev === b.nic!.name).flatMap((r) => {
+      const c = parseCidr(r.prefix);
+      return c && !inVlan(c) ? [formatCidr(c)] : [];
+    }))].sort();
+    return routed.length > 0 ? { ...b, routed } : b;
   });
 }
 
@@ -130,15 +182,18 @@ export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBi
  * (the gateway address would sit on a network its hosts do not share), but it is named: the Docker network's
  * subnet and the VLAN's differ, which "waiting for a NIC" alone would hide.
  */
-function waitingNote(text: string, subnet: Cidr, links: readonly Link[], taken: ReadonlySet<string>): string {
+function waitingNote(text: string, subnet: Cidr, links: readonly Link[], owner: (name: string) => string | undefined): string {
   for (const l of links) {
-    if (taken.has(l.name)) continue;
     const near = l.addresses.find((a) => {
       const address = parseAddress(a.address);
       return address !== undefined && contains(subnet, address);
     });
-    if (near) {
-      return `waiting: ${l.name} has ${near.address}/${near.prefix}, inside ${text} but on a /${near.prefix} network; `
+    if (!near) continue;
+    const held = `${l.name} has ${near.address}/${near.prefix}`;
+    if (owner(l.name)) return `waiting: ${held}, inside ${text}, but it is ${owner(l.name)}`;
+    if (!ruleSafeNic(l.name)) return `waiting: ${held}, inside ${text}, but ${unsafeNote(l)}`;
+    if (near.prefix !== subnet.prefix) {
+      return `waiting: ${held}, inside ${text} but on a /${near.prefix} network; `
         + `the VLAN's Docker network and its subnet here must be the same (${text})`;
     }
   }

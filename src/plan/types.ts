@@ -11,6 +11,11 @@ export interface VlanBinding {
   /** The NIC carrying this VLAN, or undefined while Docker has not attached it yet. */
   readonly nic?: Link;
   readonly note?: string;
+  /**
+   * Networks routed through the NIC besides the VLAN's subnet (static routes via a host on it, none overlapping a
+   * VLAN's subnet): sources it may forward from. Every other source arriving on it is forged.
+   */
+  readonly routed?: readonly string[];
 }
 
 export interface UplinkBinding {
@@ -25,7 +30,7 @@ export type RuleMeaning =
   /** VGW-FORWARD's own drops: conntrack INVALID, a forged VLAN source, traffic from a NIC the gateway does not manage. */
   | { readonly kind: 'drop'; readonly reason: DropReason };
 
-export type DropReason = 'invalid' | 'spoofed' | 'unmanaged';
+export type DropReason = 'invalid' | 'spoofed' | 'unmanaged' | 'waiting';
 
 export interface DesiredRule {
   /** The rule after `-A CHAIN `, comment included. */

@@ -102,14 +102,14 @@ export function nicSets(zones: readonly ZoneModel[]): DesiredSet[] {
 
 /**
  * The anti-spoofing sets (see SUBNET_SET): every VLAN's subnet, waiting ones included (no NIC of ours carries their
- * hosts yet, so no source of theirs is genuine), and each ready VLAN's subnet with its NIC.
+ * hosts yet, so no source of theirs is genuine), and each ready VLAN's subnet and routed networks with its NIC.
  */
 export function subnetSets(vlans: readonly VlanBinding[]): DesiredSet[] {
   return [
     { name: SUBNET_SET, type: SUBNET_SET_TYPE, role: 'verdict', members: vlans.map((b) => ({ member: b.vlan.subnet })) },
     {
       name: SUBNET_NIC_SET, type: ACCOUNTING_SET_TYPE, role: 'verdict',
-      members: vlans.flatMap((b) => (b.nic ? [{ member: `${b.vlan.subnet},${b.nic.name}` }] : [])),
+      members: vlans.flatMap((b) => (b.nic ? [b.vlan.subnet, ...b.routed ?? []].map((net) => ({ member: `${net},${b.nic!.name}` })) : [])),
     },
   ];
 }

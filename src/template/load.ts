@@ -63,15 +63,16 @@ async function userTemplates(dir: string, configPath: string): Promise<Templates
 export async function loadTemplates(userDir?: string, configPath = 'config'): Promise<Templates> {
   const dir = builtinRulesDir();
   const builtin = (name: string) => source(join(dir, name), relative(process.cwd(), join(dir, name)) || name);
-  const [forward, from, pair, prerouting, postrouting, user] = await Promise.all([
+  const [forward, sources, from, pair, prerouting, postrouting, user] = await Promise.all([
     builtin('filter/forward.hbs'),
+    builtin('filter/sources.hbs'),
     builtin('filter/from.hbs'),
     builtin('filter/pair.hbs'),
     builtin('nat/prerouting.hbs'),
     builtin('nat/postrouting.hbs'),
     userDir ? userTemplates(userDir, configPath) : Promise.resolve([]),
   ]);
-  return { forward, from, pair, prerouting, postrouting, user };
+  return { forward, sources, from, pair, prerouting, postrouting, user };
 }
 
 /**

@@ -5,7 +5,8 @@
  * and the iptables rule sets of both backends — and answers the commands the product runs the way the real
  * tools do (same output formats, same error texts, same exit codes where it matters):
  *
- *   ip -json [-s] addr show | ip -json link show | ip -json route show default
+ *   ip -json [-s] addr show | ip -json link show | ip -json route show [default] (the default route, and the
+ *     kernel's connected route of each primary address of an up link)
  *   ip addr add CIDR dev X [metric N] | ip addr del CIDR dev X | ip link set [dev] X up|down
  *   ip [-force] -batch - (those commands, one per line, on stdin)
  *   ip route replace|add default via G [dev D] | ip route del default
@@ -1164,8 +1165,19 @@ export class FakeNetns implements CommandRunner {
     }
     if (object === 'route' || object === 'r' || object === 'ro') {
       if (verb === 'show' || verb === 'list') {
-        if (rest[0] !== 'default' || !json) return fail('fake: only ip -json route show default is implemented', 255);
-        return { stdout: `${JSON.stringify(this.route ? [{ dst: 'default', gateway: this.route.gateway, dev: this.route.dev, flags: [] }] : [])}\n` };
+        if ((rest.length > 0 && rest[0] !== 'default') || !json) return fail('fake: only ip -json route show [default] is implemented', 255);
+        const routes: object[] = this.route ? [{ dst: 'default', gateway: this.route.gateway, dev: this.route.dev, flags: [] }] : [];
+        if (rest[0] !== 'default') {
+          for (const l of this.links) {
+            for (const a of l.up ? l.addresses.filter((x) => !x.secondary) : []) {
+              const block = 2 ** (32 - a.prefix);
+              const network = Math.floor(toNumber(a.address) / block) * block;
+              const dst = `${[24, 16, 8, 0].map((shift) => Math.floor(network / 2 ** shift) % 256).join('.')}/${a.prefix}`;
+              routes.push({ dst, dev: l.name, protocol: 'kernel', scope: 'link', prefsrc: a.address, flags: [] });
+            }
+          }
+        }
+        return { stdout: `${JSON.stringify(routes)}\n` };
       }
       if (verb === 'replace' || verb === 'add') {
         const via = rest.indexOf('via');

@@ -247,7 +247,7 @@ kernel(`down leaves what was there before the first apply (Docker's chains inclu
   // (policy ACCEPT, no rules). Everything else in the nft rule set is as before.
   t.is(after.nft, `${EMPTY_NFT_FILTER}\n${pristine.nft}`);
   // As documented: the default route the apply set stays.
-  t.is(after.routes, `default via 203.0.113.1 dev eth0 \n${pristine.routes}`);
+  t.is(after.routes, `default via 203.0.113.1 dev eth0 proto 122 \n${pristine.routes}`);
   // The apply switched ip_forward on (its FORWARD jump said so), so down switched it off again.
   t.is(pristine.forwarding.trim(), 'net.ipv4.ip_forward = 0');
   t.is(after.forwarding.trim(), 'net.ipv4.ip_forward = 0');

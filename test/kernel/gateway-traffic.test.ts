@@ -70,22 +70,29 @@ kernel(`the write-up's example: VLANs reach each other both ways and the Interne
   t.true(result.ok, 'lab check agrees with what the config allows');
 });
 
-// Under `default: accept` with ipset, the pairs without rules are accepted by set lookups. The accounting set
-// matches (source net, outgoing NIC): towards a VLAN any source matches (the uplink's "any" members), but towards
-// the uplink only the VLANs' subnets do, so a host that routes another network (here 10.99.0.5, behind office's
-// client) gets out through the NIC-set lookup. It is not masqueraded (MASQUERADE is per VLAN subnet), so the
-// Internet side routes 10.99.0.5 back to the router here.
-kernel(`a source outside its VLAN's subnet (a network routed behind a VLAN host) is still forwarded${NEEDS_ROOT}`, async (t) => {
+// A VLAN's NIC forwards from its subnet and from the networks routed through it. A host that routes another network
+// (here 10.99.0.5, behind office's client) is forwarded once the router has a route to it through office's NIC (a
+// static route; the apply after it reads it), and only then. It is not masqueraded (MASQUERADE is per VLAN
+// subnet), so the Internet side routes 10.99.0.5 back to the router here. Under `default: accept` with ipset, it
+// gets out to the uplink through the NIC-set lookup (the accounting members match the VLANs' subnets only).
+kernel(`a source outside its VLAN's subnet is forwarded only once it is routed through that VLAN's NIC${NEEDS_ROOT}`, async (t) => {
   const applied = await apply(files.masquerade.path);
   t.is(applied.code, 0, applied.stderr);
   const office = topology.vlans.find((v) => v.name === 'office')!;
   const lab = topology.vlans.find((v) => v.name === 'lab')!;
   t.regex(await save(router, 'nft', '-t', 'filter'), /--match-set VGW-NICS-0 dst,dst/, 'the compact branch is what is under test');
   await inNs(office.client.namespace, 'ip', 'address', 'add', '10.99.0.5/32', 'dev', office.client.interface);
-  await inNs(router, 'ip', 'route', 'add', '10.99.0.5/32', 'via', office.client.address, 'dev', office.routerInterface);
   await inNs(topology.inet, 'ip', 'route', 'add', '10.99.0.5/32', 'via', topology.uplink.routerAddress);
   const pingFrom = (target: string) => runner.run(['ip', 'netns', 'exec', office.client.namespace, 'ping', '-c', '2', '-i', '0.2', '-W', '1', '-I', '10.99.0.5', target], { allowFailure: true });
   try {
+    const echoes = await echoesReceived(topology.inet);
+    t.not((await pingFrom(topology.uplink.internetHost)).exitCode, 0, 'without a route back through office\'s NIC, 10.99.0.5 there is forged');
+    t.is(await echoesReceived(topology.inet), echoes, 'and nothing of it left through the uplink');
+
+    await inNs(router, 'ip', 'route', 'add', '10.99.0.5/32', 'via', office.client.address, 'dev', office.routerInterface);
+    const again = await apply(files.masquerade.path);
+    t.is(again.code, 0, again.stderr);
+    t.regex(again.stdout, /ipset VGW-SUBNET-NICS/, 'the routed network joins office\'s sources');
     for (const target of [lab.client.address, topology.uplink.internetHost]) {
       const ping = await pingFrom(target);
       t.is(ping.exitCode, 0, `10.99.0.5 → ${target}: ${ping.stdout}${ping.stderr}`);
@@ -94,9 +101,10 @@ kernel(`a source outside its VLAN's subnet (a network routed behind a VLAN host)
     t.regex(await save(router, 'nft', '-t', 'filter'), new RegExp(`-A VGW-FROM-10 -o ${office.routerInterface} .*-j DROP`));
   } finally {
     await inNs(topology.inet, 'ip', 'route', 'del', '10.99.0.5/32');
-    await inNs(router, 'ip', 'route', 'del', '10.99.0.5/32');
+    await inNs(router, 'ip', 'route', 'del', '10.99.0.5/32').catch(() => '');
     await inNs(office.client.namespace, 'ip', 'address', 'del', '10.99.0.5/32', 'dev', office.client.interface);
   }
+  t.is((await apply(files.masquerade.path)).code, 0, 'the route gone, its network leaves office\'s sources');
 });
 
 /** A counter of a namespace's /proc/net/snmp (what arrived there, whatever became of the reply). */
@@ -147,6 +155,112 @@ kernel(`a source forged from another VLAN's subnet is dropped, from a VLAN and f
     await inNs(topology.inet, 'ip', 'address', 'del', '192.168.20.50/32', 'dev', topology.uplink.inetInterface);
     await inNs(lab.client.namespace, 'ip', 'address', 'del', `${forged}/32`, 'dev', lab.client.interface);
   }
+});
+
+/**
+ * A UDP socket in a namespace, bound to ADDRESS:PORT: `send` sends one datagram to HOST:PORT; `listen` prints each
+ * datagram it receives and answers the first with "pong". A plain node script (node built-ins only).
+ */
+const UDP_SCRIPT = String.raw`const [mode, address, port, host, hostPort, text] = process.argv.slice(1);
+const s = require('node:dgram').createSocket('udp4');
+s.bind(Number(port), address, () => {
+  if (mode === 'send') s.send(text, Number(hostPort), host, () => setTimeout(() => process.exit(0), 300));
+  else { let n = 0; s.on('message', (m, r) => { console.log(String(m)); if (n++ === 0) s.send('pong', r.port, r.address); }); console.log('ready'); }
+});
+s.on('message', (m) => { if (mode === 'send') console.log(String(m)); });`;
+
+async function udpListener(ns: string, address: string, port: number) {
+  const { execa } = await import('execa');
+  const child = execa('ip', ['netns', 'exec', ns, process.execPath, '-e', UDP_SCRIPT, 'listen', address, String(port)], { reject: false, timeout: 20_000 });
+  const lines: string[] = [];
+  let ready!: () => void;
+  const started = new Promise<void>((resolve) => (ready = resolve));
+  child.stdout!.on('data', (chunk: Buffer) => {
+    for (const line of String(chunk).split('\n').filter(Boolean)) {
+      if (line === 'ready') ready();
+      else lines.push(line);
+    }
+  });
+  await started;
+  return { lines, stop: async () => { child.kill('SIGTERM'); await child; } };
+}
+
+const udpSend = (ns: string, from: string, port: number, to: string, toPort: number, text: string) =>
+  runner.run(['ip', 'netns', 'exec', ns, process.execPath, '-e', UDP_SCRIPT, 'send', from, String(port), to, String(toPort), text]);
+
+// The check comes before replies are accepted: lab's host taking office's address and port sends a datagram that
+// fits office's flow to the Internet host exactly. Accepted as part of that flow, it left masqueraded as office's.
+kernel(`a forged packet that fits another VLAN's connection is dropped: sources are checked before replies are accepted${NEEDS_ROOT}`, async (t) => {
+  const applied = await apply(files.masquerade.path);
+  t.is(applied.code, 0, applied.stderr);
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  const listener = await udpListener(topology.inet, topology.uplink.internetHost, 5302);
+  await inNs(lab.client.namespace, 'ip', 'address', 'add', `${office.client.address}/32`, 'dev', lab.client.interface);
+  try {
+    const legit = await udpSend(office.client.namespace, office.client.address, 40020, topology.uplink.internetHost, 5302, 'legit');
+    t.is(legit.stdout.trim(), 'pong', 'office\'s flow is established (the reply came back)');
+    await udpSend(lab.client.namespace, office.client.address, 40020, topology.uplink.internetHost, 5302, 'forged');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    t.deepEqual(listener.lines, ['legit'], 'the forged datagram never reached the Internet host');
+  } finally {
+    await listener.stop();
+    await inNs(lab.client.namespace, 'ip', 'address', 'del', `${office.client.address}/32`, 'dev', lab.client.interface);
+  }
+});
+
+// BCP 38 for any source: one that is no VLAN's and not routed through the NIC it came in on is forged. It left
+// through the uplink without NAT (MASQUERADE is per VLAN subnet): spoofed floods and reflection from inside.
+kernel(`a source outside every VLAN's subnet, not routed through its NIC, is dropped before it reaches the uplink${NEEDS_ROOT}`, async (t) => {
+  const applied = await apply(files.masquerade.path);
+  t.is(applied.code, 0, applied.stderr);
+  const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  const forged = '198.51.100.99'; // the Internet side's own network: its reply would go there, not to lab
+  await inNs(lab.client.namespace, 'ip', 'address', 'add', `${forged}/32`, 'dev', lab.client.interface);
+  try {
+    const echoes = await echoesReceived(topology.inet);
+    const officeEchoes = await echoesReceived(office.client.namespace);
+    const drops = await spoofDrops();
+    for (const target of [topology.uplink.internetHost, office.client.address]) {
+      await runner.run(['ip', 'netns', 'exec', lab.client.namespace, 'ping', '-c', '2', '-i', '0.2', '-W', '1', '-I', forged, target], { allowFailure: true });
+    }
+    t.is(await echoesReceived(topology.inet), echoes, 'no echo from the forged address reached the Internet host');
+    t.is(await echoesReceived(office.client.namespace), officeEchoes, 'nor the office host');
+    const onNic = (await save(router, 'nft', '-c', '-t', 'filter')).split('\n')
+      .find((l) => l.includes('-A VGW-SOURCES') && l.includes(`-i ${lab.routerInterface} `) && l.endsWith('-j DROP'));
+    t.true(Number(/^\[(\d+):/.exec(onNic ?? '')?.[1]) >= 4, `lab's NIC's drop counted them: ${onNic}`);
+    t.is(await spoofDrops(), drops, 'not the VLAN-subnet drop: it is no VLAN\'s address');
+  } finally {
+    await inNs(lab.client.namespace, 'ip', 'address', 'del', `${forged}/32`, 'dev', lab.client.interface);
+  }
+});
+
+// A VLAN in the config whose NIC is not attached: its subnet has no connected route, so the default route would take
+// traffic to it out of the uplink, masqueraded, whatever `forwarding` says. Here the uplink side does answer for an
+// address in it (a LAN's router would): before the drop, office reached it.
+kernel(`traffic to a waiting VLAN's subnet never leaves through the uplink, and is counted as dropped for that reason${NEEDS_ROOT}`, async (t) => {
+  const example = await exampleDocument();
+  const waiting = await writeConfig('waiting-vlan', {
+    ...example,
+    vlans: [...(example.vlans as object[]), { name: 'iot', id: 30, subnet: '192.168.30.0/24', gateway: '192.168.30.1' }],
+  });
+  const applied = await apply(waiting.path);
+  t.is(applied.code, 0, applied.stderr);
+  t.regex(applied.stdout, /vlan iot .*waiting/);
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  await inNs(topology.inet, 'ip', 'address', 'add', '192.168.30.100/32', 'dev', topology.uplink.inetInterface);
+  try {
+    const echoes = await echoesReceived(topology.inet);
+    const ping = await runner.run(['ip', 'netns', 'exec', office.client.namespace, 'ping', '-c', '2', '-i', '0.2', '-W', '1', '192.168.30.100'], { allowFailure: true });
+    t.not(ping.exitCode, 0, 'office did not reach 192.168.30.100 through the uplink');
+    t.is(await echoesReceived(topology.inet), echoes);
+    const rule = (await save(router, 'nft', '-c', '-t', 'filter')).split('\n').find((l) => l.includes('-A VGW-FORWARD') && l.includes('-d 192.168.30.0/24'));
+    t.true(Number(/^\[(\d+):/.exec(rule ?? '')?.[1]) >= 2, `the waiting VLAN's drop counted them: ${rule}`);
+  } finally {
+    await inNs(topology.inet, 'ip', 'address', 'del', '192.168.30.100/32', 'dev', topology.uplink.inetInterface);
+  }
+  t.is((await apply(files.masquerade.path)).code, 0);
 });
 
 kernel(`a port forward on the uplink (2222) reaches the VLAN host's port 22${NEEDS_ROOT}`, async (t) => {

@@ -276,11 +276,13 @@ test('down (planEmpty) removes our chains, jumps and gateway addresses, and leav
   const [filter, nat] = tableSteps(plan);
   t.is(filter!.payload, [
     '*filter',
+    ':VGW-SOURCES - [0:0]',
     ':VGW-FORWARD - [0:0]',
     ':VGW-FROM-10 - [0:0]',
     ':VGW-FROM-20 - [0:0]',
     ':VGW-FROM-UP - [0:0]',
     '-D FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',
+    '-X VGW-SOURCES',
     '-X VGW-FORWARD',
     '-X VGW-FROM-10',
     '-X VGW-FROM-20',

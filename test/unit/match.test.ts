@@ -53,9 +53,63 @@ test('with uplink.gateway, the uplink is the NIC on the gateway\'s network, wher
 
 test('with uplink.gateway and no NIC on its network, the uplink waits (the default route\'s NIC is not taken instead)', (t) => {
   const c = config('uplink: {gateway: 172.18.0.1}\n');
+  // The note names the NICs there are, so that a typo in uplink.gateway shows at once in `plan`.
   t.deepEqual(matchUplink(c, facts({ gateway: '10.99.0.1', dev: 'eth3' }, LINKS.filter((l) => l.name !== 'eth2'))), {
-    note: 'waiting for a NIC on the same network as 172.18.0.1',
+    note: 'waiting for a NIC on the same network as 172.18.0.1 (eth3 has 10.99.0.2/24)',
   });
+});
+
+const bound = (c: ReturnType<typeof config>, f: Facts) => matchVlans(c, f, matchUplink(c, f)).map((b) => [b.vlan.name, b.nic?.name ?? b.note]);
+
+test('a NIC the config names for one VLAN is never taken by another found by subnet: two VLANs never share a NIC', (t) => {
+  // lab pinned to eth0, which holds office's address (a mistake in the config): lab gets it, and office waits with
+  // a note that says whose it is, instead of both on eth0 (two connected routes, one VLAN's hosts cut off).
+  const c = parseConfigText(`uplink: {gateway: 172.18.0.1}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1, interface: eth0}
+`, 'pin.yaml');
+  t.deepEqual(bound(c, facts(undefined)), [
+    ['office', 'waiting: eth0 has 192.168.10.2/24, inside 192.168.10.0/24, but it is lab\'s (vlans[1].interface)'],
+    ['lab', 'eth0'],
+  ]);
+});
+
+test('a VLAN pinned to the uplink\'s NIC, or found on it, waits and says the NIC is the uplink', (t) => {
+  const pinned = parseConfigText(`uplink: {gateway: 172.18.0.1}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, interface: eth2}
+`, 'pin.yaml');
+  t.deepEqual(bound(pinned, facts(undefined)), [['office', 'waiting: eth2 is the uplink']]);
+  const named = parseConfigText(`uplink: {interface: eth0}
+${VLANS}`, 'up.yaml');
+  t.deepEqual(bound(named, facts(undefined)), [
+    ['office', 'waiting: eth0 has 192.168.10.2/24, inside 192.168.10.0/24, but it is the uplink'],
+    ['lab', 'eth1'],
+  ]);
+});
+
+test('a NIC whose name a rule cannot hold as it is (iptables reads + as a wildcard) is never bound, and the note says why', (t) => {
+  const links = [...LINKS.filter((l) => l.name !== 'eth1'), link(3, 'e+', '192.168.20.2/24')];
+  t.deepEqual(bound(config('uplink: {gateway: 172.18.0.1}\n'), facts(undefined, links)), [
+    ['office', 'eth0'],
+    ['lab', 'waiting: e+ has 192.168.20.2/24, inside 192.168.20.0/24, but e+\'s name cannot be used in a rule (iptables reads + as a wildcard, and ! - " or a space as syntax); rename it'],
+  ]);
+});
+
+test('the networks routed through a VLAN\'s NIC are its routed sources; a route into a VLAN\'s subnet or through another NIC is not', (t) => {
+  const c = config('uplink: {gateway: 172.18.0.1}\n');
+  const f: Facts = {
+    ...facts({ gateway: '172.18.0.1', dev: 'eth2' }),
+    routed: [
+      { prefix: '10.99.0.0/24', dev: 'eth0' },
+      { prefix: '10.50.0.5/32', dev: 'eth0' },
+      { prefix: '192.168.20.128/25', dev: 'eth0' }, // inside lab's subnet: lab's addresses are genuine on lab's NIC only
+      { prefix: '10.60.0.0/16', dev: 'eth2' }, // through the uplink: any source comes from there anyway
+    ],
+  };
+  const vlans = matchVlans(c, f, matchUplink(c, f));
+  t.deepEqual(vlans.map((b) => [b.vlan.name, b.routed]), [['office', ['10.50.0.5/32', '10.99.0.0/24']], ['lab', undefined]]);
 });
 
 test('without uplink.gateway, a default route on a non-VLAN NIC finds the uplink', (t) => {

@@ -15,6 +15,22 @@ test('IPv6 address events and our own gateway addresses appearing are not trigge
   t.true(mayMatter('monitor restarted'));
 });
 
+// Route lines as `ip -o monitor link address route` prints them (iproute2 6.1) around `ip addr add 192.168.10.2/24`
+// and `ip route add 10.99.0.0/24 via 192.168.10.5`.
+test('routes through a NIC and the default route are triggers; the kernel\'s own and the local table\'s are not', (t) => {
+  t.true(mayMatter('10.99.0.0/24 via 192.168.10.5 dev a0 '), 'a network routed through a VLAN host: a source that NIC may now forward from');
+  t.true(mayMatter('Deleted 10.99.0.0/24 via 192.168.10.5 dev a0 '));
+  t.true(mayMatter('default via 203.0.113.1 dev eth0 '), 'the default route: which NIC is the uplink');
+  t.true(mayMatter('Deleted default via 203.0.113.1 dev eth0 '), 'the default route removed: drift');
+  t.false(mayMatter('default via 203.0.113.1 dev eth0 proto 122 '), 'our own apply setting it: not news');
+  t.true(mayMatter('Deleted default via 203.0.113.1 dev eth0 proto 122 '), 'ours removed: drift');
+  t.false(mayMatter('192.168.10.0/24 dev a0 proto kernel scope link src 192.168.10.2 '), 'the connected route comes with its address event');
+  t.false(mayMatter('local 192.168.10.2 dev a0 table local proto kernel scope host src 192.168.10.2 '));
+  t.false(mayMatter('broadcast 192.168.10.255 dev a0 table local proto kernel scope link src 192.168.10.2 '));
+  t.false(mayMatter('local fe80::b8ff:7ff:fe68:709a dev a0 table local proto kernel metric 0 pref medium'));
+  t.false(mayMatter('fe80::/64 dev a0 proto kernel metric 256 pref medium'));
+});
+
 test('an ip monitor that keeps exiting at once (its namespace gone) is restarted later each time, and logged once', async (t) => {
   const starts: number[] = [];
   const runner: CommandRunner = {

@@ -102,7 +102,7 @@ test('a fresh namespace plans addresses, both tables, and ip_forward last (fail 
   ]);
 });
 
-test('a VLAN whose NIC is missing is shown as waiting and left out of every rule but the anti-spoofing drop; the rest is planned', async (t) => {
+test('a VLAN whose NIC is missing is shown as waiting and left out of every rule but two drops (from and to its subnet); the rest is planned', async (t) => {
   const config = await readConfig('test/fixtures/waiting.yaml');
   const plan = planFresh(config, await loadTemplates(), MISSING.waiting);
   const text = formatPlan(plan);
@@ -113,10 +113,14 @@ test('a VLAN whose NIC is missing is shown as waiting and left out of every rule
     'uplink: on eth0',
     '',
   ].join('\n')), text);
-  // No NIC carries its hosts yet, so a source in its subnet is forged wherever it comes in.
-  const spoofDrop = /^-A VGW-FORWARD -m comment --comment vgw:\S+ -s 192\.168\.30\.0\/24 -j DROP$/m;
+  // No NIC carries its hosts yet, so a source in its subnet is forged wherever it comes in; and traffic to it,
+  // which the default route would take out of the uplink (and the MASQUERADE hide), goes nowhere.
+  const spoofDrop = /^-A VGW-SOURCES -m comment --comment vgw:\S+ -s 192\.168\.30\.0\/24 -j DROP$/m;
+  const waitingDrop = /^-A VGW-FORWARD -m comment --comment vgw:\S+ -d 192\.168\.30\.0\/24 -j DROP$/m;
   t.regex(payloads(plan), spoofDrop);
-  t.notRegex(payloads(plan).replace(spoofDrop, ''), /eth9|192\.168\.30\.|VGW-FROM-30|-30-/);
+  t.regex(payloads(plan), waitingDrop);
+  t.true(payloads(plan).indexOf('-d 192.168.30.0/24') < payloads(plan).indexOf('--ctstate ESTABLISHED'), 'before replies are accepted: a flow that began before its NIC went');
+  t.notRegex(payloads(plan).replace(spoofDrop, '').replace(waitingDrop, ''), /eth9|192\.168\.30\.|VGW-FROM-30|-30-/);
   t.false(plan.steps.some((s) => 'nic' in s && s.nic === 'eth9'));
 });
 
