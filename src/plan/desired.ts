@@ -332,7 +332,7 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
     })),
     // The route waits for the uplink NIC like a VLAN waits for its own, and for an address on the gateway's network
     // (the kernel refuses an unreachable next hop; matchUplink notes why).
-    ...(config.uplink.gateway && uplink.nic && onLinkOf(uplink.nic, config.uplink.gateway)
+    ...(config.uplink.gateway && uplink.nic?.up && onLinkOf(uplink.nic, config.uplink.gateway)
       ? { route: { gateway: config.uplink.gateway, dev: uplink.nic.name } } : {}),
     sysctls: { 'net.ipv4.ip_forward': '1' },
     chains,

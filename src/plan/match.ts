@@ -59,7 +59,11 @@ const heldBy = (nic: Link) => nic.addresses.map((a) => `${a.address}/${a.prefix}
  */
 function gatewayNote(config: Config, nic: Link): string | undefined {
   const { gateway } = config.uplink;
-  if (gateway === undefined || onLinkOf(nic, gateway)) return undefined;
+  if (gateway === undefined) return undefined;
+  // The kernel refuses a route through a NIC that is down ("Nexthop has invalid gateway"): the route waits for it
+  // (the gateway does not bring the uplink up, as it does a VLAN's NIC: someone set it down, or Docker has not yet).
+  if (!nic.up) return `${nic.name} is down: no default route is set until it is up`;
+  if (onLinkOf(nic, gateway)) return undefined;
   return `uplink.gateway ${gateway} is not on a network of ${nic.name} (it has ${heldBy(nic)}): no default route is set until it is`;
 }
 

@@ -164,6 +164,13 @@ export class Supervisor {
 
   trigger(trigger: Trigger): void {
     if (this.stopped) return;
+    // A netlink event is the namespace changing (a NIC up, attached, given its address): what failed may pass now,
+    // so it is tried after minIntervalMs, not after the backoff. The failures still count: one more doubles it.
+    if (trigger === 'netlink' && this.notBefore > this.now()) {
+      this.notBefore = 0;
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
     if (this.pending === undefined || PRIORITY[trigger] > PRIORITY[this.pending]) this.pending = trigger;
     this.pendingSince ??= this.now();
     this.arm();

@@ -263,6 +263,28 @@ kernel(`traffic to a waiting VLAN's subnet never leaves through the uplink, and 
   t.is((await apply(files.masquerade.path)).code, 0);
 });
 
+// The kernel refuses a default route through a NIC that is down; that refusal used to undo the whole apply, so nothing
+// else was repaired (here a flushed VGW-FORWARD) while the uplink was down, though the VLANs need no uplink.
+kernel(`with the uplink NIC down, apply repairs the rest and the default route waits; once it is up, the route comes back${NEEDS_ROOT}`, async (t) => {
+  t.is((await apply(files.masquerade.path)).code, 0);
+  const uplinkNic = topology.uplink.routerInterface;
+  await inNs(router, 'ip', 'link', 'set', uplinkNic, 'down');
+  try {
+    await inNs(router, 'iptables-nft', '-F', 'VGW-FORWARD');
+    const down = await apply(files.masquerade.path);
+    t.is(down.code, 0, down.stderr);
+    t.regex(down.stdout, new RegExp(`uplink: on ${uplinkNic} \\(${uplinkNic} is down: no default route is set until it is up\\)`));
+    t.regex(await save(router, 'nft', '-t', 'filter'), /-A VGW-FORWARD .*-j VGW-SOURCES/, 'VGW-FORWARD refilled');
+    const result = await labCheck(runner, topology, files.masquerade.config);
+    t.is(outcomes(result)['office → lab tcp/22'], 'pass as 192.168.10.100', 'the VLANs are routed');
+  } finally {
+    await inNs(router, 'ip', 'link', 'set', uplinkNic, 'up');
+  }
+  const up = await apply(files.masquerade.path);
+  t.is(up.code, 0, up.stderr);
+  t.regex(await inNs(router, 'ip', 'route', 'show', 'default'), new RegExp(`^default via ${topology.uplink.inetAddress} dev ${uplinkNic} `));
+});
+
 kernel(`a port forward on the uplink (2222) reaches the VLAN host's port 22${NEEDS_ROOT}`, async (t) => {
   const office = topology.vlans.find((v) => v.name === 'office')!;
   const agent = await startAgent(runner, office.client.namespace, [{ proto: 'tcp', address: '0.0.0.0', port: 22 }], 30);

@@ -162,3 +162,17 @@ test('a NIC with an address inside a VLAN\'s subnet but on a network of another 
     note: 'waiting: eth1 has 192.168.20.2/16, inside 192.168.20.0/24 but on a /16 network; the VLAN\'s Docker network and its subnet here must be the same (192.168.20.0/24)',
   });
 });
+
+test('an uplink NIC that is down (set down by hand, or not yet up as Docker attaches it) gets no default route: a note, not a failing pass', async (t) => {
+  // The kernel refuses a route through a NIC that is down ("Nexthop has invalid gateway"), and that failure used to
+  // undo the whole pass: the VLANs' rules and addresses with it, drift unrepaired while the uplink was down.
+  const c = config('uplink: {gateway: 172.18.0.1}\n');
+  const down = LINKS.map((l) => (l.name === 'eth2' ? { ...l, up: false } : l));
+  const f = facts(ON_OFFICE, down);
+  const uplink = matchUplink(c, f);
+  t.is(uplink.nic?.name, 'eth2');
+  t.is(uplink.note, 'eth2 is down: no default route is set until it is up');
+  const plan = diff(planDesired(c, f, await loadTemplates()), f);
+  t.deepEqual(plan.steps.filter((s) => s.kind === 'route' || ('nic' in s && s.nic === 'eth2')), [], 'no route, and the uplink is not brought up');
+  t.true(plan.steps.some((s) => s.kind === 'table'), 'the rest is planned');
+});

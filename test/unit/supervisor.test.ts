@@ -391,6 +391,19 @@ test('a new config during a run of failures is tried at once, not after the back
   t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success' });
 });
 
+test('a netlink event during a run of failures is tried at once (the namespace changed), and the failures go on counting', async (t) => {
+  const r = rig(t, { backoffInitialMs: 2000, backoffMaxMs: 30_000 });
+  r.ns.failOn((argv) => argv[0] === 'iptables-nft-restore', { stderr: 'iptables-restore: line 2 failed' });
+  r.supervisor.trigger('start');
+  await until('the failed start', () => r.supervisor.lastRecord?.result === 'failure');
+  r.ns.clearFaults(); // what was wrong is right now: a NIC came up, say, and netlink says so
+  const eventAt = performance.now();
+  r.supervisor.trigger('netlink');
+  await until('the pass the event asked for', () => r.supervisor.lastRecord?.result === 'success', 1500);
+  t.true(performance.now() - eventAt < 1500, 'well before the 2 s the backoff asked for');
+  t.like(r.supervisor.lastRecord, { trigger: 'start', result: 'success' }, 'the start, retried (it outranks the event)');
+});
+
 test('ready once forwarding is in place: a start whose accounting-set fill fails is ready, fails, and is retried until the sets are filled', async (t) => {
   const r = rig(t, { backoffInitialMs: 150 });
   r.ns.failOn((argv, input) => argv[0] === 'ipset' && (input ?? '').includes('add VGW-PAIRS-0 '), { stderr: 'ipset v7.17: Error in line 1: Kernel error received: Cannot allocate memory' });
