@@ -135,6 +135,26 @@ export async function version(): Promise<string> {
   return (JSON.parse(await readFile(packageFile('package.json'), 'utf8')) as { version: string }).version;
 }
 
+/** Signals that arrive before the supervisor's own handlers are installed, held instead of killing the process. */
+function holdSignals() {
+  const held = {
+    stop: undefined as NodeJS.Signals | undefined,
+    hup: false,
+    releaseHup: () => process.off('SIGHUP', onHup),
+    release: () => {
+      process.off('SIGTERM', onStop);
+      process.off('SIGINT', onStop);
+      process.off('SIGHUP', onHup);
+    },
+  };
+  const onStop = (signal: NodeJS.Signals) => (held.stop ??= signal);
+  const onHup = () => (held.hup = true);
+  process.on('SIGTERM', onStop);
+  process.on('SIGINT', onStop);
+  process.on('SIGHUP', onHup);
+  return held;
+}
+
 export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
   command: 'run',
   describe: 'Run the supervisor: apply now and after every change, repair drift, serve metrics and health',
@@ -147,214 +167,228 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
     .option('stats-interval', { type: 'number', default: 5000, describe: 'ms between two reads of kernel counters' })
     .option('health-timeout', { type: 'number', default: 60_000, describe: 'ms a change may wait, or reconciles fail, before /healthz fails' }),
   handler: async (args) => {
-    if (args.listen !== undefined && !parseListenAddress(args.listen)) throw new UsageError(`--listen ${args.listen}: expected HOST:PORT with a port up to 65535, e.g. ${DEFAULT_LISTEN}`);
-    checkMs('stats-interval', args['stats-interval'], 100);
-    checkMs('min-interval', args['min-interval'], 0);
-    checkMs('health-timeout', args['health-timeout'], 1000);
-    const log = makeLogger(checkLogLevel(args['log-level'] ?? process.env.LOG_LEVEL));
-    const path = resolveConfigPath(args.config);
-    // A restarted container finds in the plan cache what its last run parsed and rendered (its /run survives
-    // `docker restart`): the start pass then neither parses the YAML nor renders the rules, which at 100 VLANs is
-    // a good part of the time to ready. Read by the start pass alone; written after it, and at stop with the
-    // state then in effect. Later passes keep what they render in memory.
-    const cacheDir = planCacheDir();
-    const planCache = cacheDir ? new PlanCache(cacheDir) : undefined;
-    // An invalid file exits 2 with nothing applied. The full render check (every template as if every NIC were
-    // present) runs once the first pass is done rather than before it: at start, time to ready is what a
-    // restarted router is judged by (a template the real NICs break fails that pass and is retried meanwhile).
-    const initial = await loadChecked(path, args.listen, undefined, planCache);
-    useDesiredStore(planCache?.desired);
-    const { config } = initial;
-    const schedule = args.schedule ?? config.reconcile.schedule ?? DEFAULT_SCHEDULE;
-    if (!cron.validate(schedule)) throw new UsageError(`--schedule ${schedule}: not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *")`);
-    const runner = makeRunner(args.netns);
-    const rulesCheck: RulesCheck = { runner, backend: () => supervisor.backend ?? 'nft' };
-    const ver = await version();
-    const metrics = new Metrics(ver);
-    const supervisor = new Supervisor(runner, metrics, log, initial, {
-      minIntervalMs: args['min-interval'] ?? config.reconcile.minIntervalMs ?? 100,
-      healthTimeoutMs: args['health-timeout']!,
-      backoffInitialMs: 500,
-      backoffMaxMs: 30_000,
-    });
-    const reload: ReloadState = { errors: [] };
-    const collector = new StatsCollector(runner, metrics, log, args['stats-interval']!, () => supervisor.collectorState());
-    const http = new HttpServer({
-      metrics: () => metrics.text(),
-      health: () => supervisor.health(),
-      ready: () => supervisor.ready,
-      status: () => statusDocument(supervisor, reload, ver),
-      refuse: refusals(() => supervisor.config.config, () => supervisor.view?.links, metrics, log),
-    });
-    const monitor = new NetlinkMonitor(runner, log, () => supervisor.trigger('netlink'));
-
-    metrics.lastReloadOk.set(1);
-    const listen = args.listen ?? config.http.listen ?? DEFAULT_LISTEN;
-    let address: AddressInfo;
+    // From the first moment: a stop signal during the start (the config read, the HTTP port bound) stops the
+    // supervisor as soon as it is up, exiting 0, and a SIGHUP asks for a reload then, instead of the default
+    // action of either, which kills the process (exit 129 or 143).
+    const early = holdSignals();
     try {
-      address = await http.start(listen);
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      const why = code === 'EADDRINUSE' ? 'the port is in use' : code === 'EADDRNOTAVAIL' ? 'no interface has that address'
-        : code === 'ENOTFOUND' ? 'not an address' : code === 'EACCES' ? 'permission denied' : (error as Error).message;
-      const from = args.listen !== undefined ? '--listen' : config.http.listen !== undefined ? 'http.listen' : 'the default http.listen';
-      throw new FailureError(`cannot serve the HTTP endpoints on ${listen} (${from}): ${why}`);
-    }
-    log.info({ listen: `${address.address}:${address.port}`, config: path, schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
+      if (args.listen !== undefined && !parseListenAddress(args.listen)) throw new UsageError(`--listen ${args.listen}: expected HOST:PORT with a port up to 65535, e.g. ${DEFAULT_LISTEN}`);
+      checkMs('stats-interval', args['stats-interval'], 100);
+      checkMs('min-interval', args['min-interval'], 0);
+      checkMs('health-timeout', args['health-timeout'], 1000);
+      const log = makeLogger(checkLogLevel(args['log-level'] ?? process.env.LOG_LEVEL));
+      const path = resolveConfigPath(args.config);
+      // A restarted container finds in the plan cache what its last run parsed and rendered (its /run survives
+      // `docker restart`): the start pass then neither parses the YAML nor renders the rules, which at 100 VLANs is
+      // a good part of the time to ready. Read by the start pass alone; written after it, and at stop with the
+      // state then in effect. Later passes keep what they render in memory.
+      const cacheDir = planCacheDir();
+      const planCache = cacheDir ? new PlanCache(cacheDir) : undefined;
+      // An invalid file exits 2 with nothing applied. The full render check (every template as if every NIC were
+      // present) runs once the first pass is done rather than before it: at start, time to ready is what a
+      // restarted router is judged by (a template the real NICs break fails that pass and is retried meanwhile).
+      const initial = await loadChecked(path, args.listen, undefined, planCache);
+      useDesiredStore(planCache?.desired);
+      const { config } = initial;
+      const schedule = args.schedule ?? config.reconcile.schedule ?? DEFAULT_SCHEDULE;
+      if (!cron.validate(schedule)) throw new UsageError(`--schedule ${schedule}: not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *")`);
+      const runner = makeRunner(args.netns);
+      const rulesCheck: RulesCheck = { runner, backend: () => supervisor.backend ?? 'nft' };
+      const ver = await version();
+      const metrics = new Metrics(ver);
+      const supervisor = new Supervisor(runner, metrics, log, initial, {
+        minIntervalMs: args['min-interval'] ?? config.reconcile.minIntervalMs ?? 100,
+        healthTimeoutMs: args['health-timeout']!,
+        backoffInitialMs: 500,
+        backoffMaxMs: 30_000,
+      });
+      const reload: ReloadState = { errors: [] };
+      const collector = new StatsCollector(runner, metrics, log, args['stats-interval']!, () => supervisor.collectorState());
+      const http = new HttpServer({
+        metrics: () => metrics.text(),
+        health: () => supervisor.health(),
+        ready: () => supervisor.ready,
+        status: () => statusDocument(supervisor, reload, ver),
+        refuse: refusals(() => supervisor.config.config, () => supervisor.view?.links, metrics, log),
+      });
+      const monitor = new NetlinkMonitor(runner, log, () => supervisor.trigger('netlink'));
 
-    let exitCode = 0;
-    let stopping: Promise<void> | undefined;
-    let stopped!: () => void;
-    const done = new Promise<void>((resolve) => (stopped = resolve));
-    const stop = (why: string) => {
-      stopping ??= (async () => {
-        log.info({ why, cleanup: Boolean(args['cleanup-on-exit']) }, 'stopping');
-        task?.stop();
-        watcher?.close();
-        process.off('SIGHUP', onHup);
-        await monitor.stop();
-        await collector.stop();
-        try {
-          await supervisor.stop(args['cleanup-on-exit'] ? 'down' : undefined);
-        } catch (error) {
-          exitCode = 1;
-          log.error({ err: error }, 'cleanup on exit failed');
-        }
-        // The state in effect now is what the next start of this container plans first (a NIC attached since
-        // the start, a reload): kept for it.
-        if (planCache && supervisor.lastDesired && !args['cleanup-on-exit']) {
-          rememberDesired(planCache.desired, supervisor.lastDesired);
-          planCache.flush();
-        }
-        await http.stop();
-        log.info('stopped');
-        stopped();
-      })();
-      return stopping;
-    };
-
-    supervisor.onFatal = (error) => {
-      if (supervisor.ready) return; // after a good start, keep trying: the failure may be passing
-      log.fatal({ err: error }, describeError(error));
-      process.stderr.write(`vlan-gateway: ${describeError(error)}\n`);
-      exitCode = 1;
-      void stop('fatal');
-    };
-
-    // A rule of rules.dir the kernel refused when a pass wrote it: said as a rejected reload is (the reload had
-    // passed every check made before the kernel), with the config that last applied running again if there is one.
-    supervisor.onConfigRefused = (error, reverted) => {
-      const keeping = reverted ? 'the config that last applied runs again' : 'no config has applied yet: every pass fails until the template is fixed';
-      reload.result = 'failure';
-      reload.errors = [`the kernel refuses a rule of rules.dir (${error.userChain ?? ''}): ${error.failedLine ?? ''}`, ...error.message.split('\n').map((l) => l.trim()).filter(Boolean), keeping];
-      metrics.lastReloadOk.set(0);
-      metrics.changed();
-      log.error({ path, chain: error.userChain, line: error.failedLine }, `the kernel refuses a rule of rules.dir (${error.userChain ?? ''}); ${keeping}`);
-    };
-
-    // What a reload reads: the config file, and the templates of the rules.dir in effect.
-    const inputsText = async () => JSON.stringify([
-      await readFile(path, 'utf8').catch(() => null),
-      await userTemplatesText(supervisor.config.config.rules.dir),
-    ]);
-    // One reload at a time, the last write winning (config/reload.ts). A file that fails to load and is changed
-    // within RELOAD_SETTLE_MS was being written (an in-place write read half-way): loaded again, not reported.
-    const reasons = new Set<string>();
-    const doReload = serialized(async () => {
-      const why = [...reasons].join(', ') || 'file changed'; // what asked for this round (none: the text moved under the last one)
-      reasons.clear();
-      const before = await inputsText();
-      reload.at = new Date().toISOString();
+      metrics.lastReloadOk.set(1);
+      const listen = args.listen ?? config.http.listen ?? DEFAULT_LISTEN;
+      let address: AddressInfo;
       try {
-        const next = await loadChecked(path, args.listen, rulesCheck, planCache); // a valid config is kept for the next start
-        reload.result = 'success';
-        reload.errors = [];
-        metrics.reloads.inc({ result: 'success' });
-        metrics.lastReloadOk.set(1);
-        // The user's templates are part of what a reload reads: an edited template with the same config counts.
-        if (next.text !== supervisor.config.text || JSON.stringify(next.templates) !== JSON.stringify(supervisor.config.templates)) {
-          log.info({ why }, 'config reloaded');
-          supervisor.replaceConfig(next);
-        } else {
-          log[why.includes('SIGHUP') ? 'info' : 'debug']({ why }, 'config reloaded: unchanged');
-        }
+        address = await http.start(listen);
       } catch (error) {
-        await sleep(RELOAD_SETTLE_MS);
-        if ((await inputsText()) !== before) return { again: true };
-        reload.result = 'failure';
-        reload.errors = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
-        metrics.reloads.inc({ result: 'failure' });
-        metrics.lastReloadOk.set(0);
-        for (const line of reload.errors) log.error({ why, path }, `reload rejected, keeping the running config: ${line}`);
-      } finally {
-        watcher.rearm(supervisor.config.config.rules.dir);
-        metrics.changed();
+        const code = (error as NodeJS.ErrnoException).code;
+        const why = code === 'EADDRINUSE' ? 'the port is in use' : code === 'EADDRNOTAVAIL' ? 'no interface has that address'
+          : code === 'ENOTFOUND' ? 'not an address' : code === 'EACCES' ? 'permission denied' : (error as Error).message;
+        const from = args.listen !== undefined ? '--listen' : config.http.listen !== undefined ? 'http.listen' : 'the default http.listen';
+        throw new FailureError(`cannot serve the HTTP endpoints on ${listen} (${from}): ${why}`);
       }
-      // A write between the read and the watches' rearm has no event of its own: the texts tell.
-      return { again: (await inputsText()) !== before };
-    });
-    const requestReload = (reason: string) => {
-      reasons.add(reason);
-      void doReload().catch((error: unknown) => log.error({ err: error }, 'reload failed'));
-    };
-    const onHup = () => requestReload('SIGHUP');
-    process.on('SIGHUP', onHup);
-    const watcher = new ConfigWatch(path, () => requestReload('file changed'), {
-      onWatchError: (watched, error) => log.warn({ err: error, path: watched }, 'cannot watch for changes; reload with SIGHUP'),
-    });
-    watcher.rearm(config.rules.dir);
-    // Said once, beside the start pass rather than before it.
-    void realpath(path).catch(() => path).then(isMountPoint).then((alone) => {
-      if (alone) log.warn({ path }, `the config file is mounted on its own: an edit on the host that replaces the file (most editors, sed -i) will not reach this process; mount the directory that holds it instead (-v DIR:${dirname(path)}:ro)`);
-    });
+      log.info({ listen: `${address.address}:${address.port}`, config: path, schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
 
-    // The drift check is scheduled once the first pass is done: until then it has nothing to check, and setting up
-    // the schedule (node-cron's time-zone formatter) costs the start 20 ms or more.
-    let task: ReturnType<typeof cron.schedule> | undefined;
-    monitor.start();
-    collector.start();
-    supervisor.trigger('start');
-    const renderCheck = async () => {
-      if (stopping) return;
-      try {
-        await checkRules(initial, rulesCheck);
-      } catch (error) {
+      let exitCode = 0;
+      let stopping: Promise<void> | undefined;
+      let stopped!: () => void;
+      const done = new Promise<void>((resolve) => (stopped = resolve));
+      const stop = (why: string) => {
+        stopping ??= (async () => {
+          log.info({ why, cleanup: Boolean(args['cleanup-on-exit']) }, 'stopping');
+          task?.stop();
+          watcher?.close();
+          process.off('SIGHUP', onHup);
+          await monitor.stop();
+          await collector.stop();
+          try {
+            await supervisor.stop(args['cleanup-on-exit'] ? 'down' : undefined);
+          } catch (error) {
+            exitCode = 1;
+            log.error({ err: error }, 'cleanup on exit failed');
+          }
+          // The state in effect now is what the next start of this container plans first (a NIC attached since
+          // the start, a reload): kept for it.
+          if (planCache && supervisor.lastDesired && !args['cleanup-on-exit']) {
+            rememberDesired(planCache.desired, supervisor.lastDesired);
+            planCache.flush();
+          }
+          await http.stop();
+          log.info('stopped');
+          stopped();
+        })();
+        return stopping;
+      };
+
+      supervisor.onFatal = (error) => {
+        if (supervisor.ready) return; // after a good start, keep trying: the failure may be passing
+        log.fatal({ err: error }, describeError(error));
         process.stderr.write(`vlan-gateway: ${describeError(error)}\n`);
-        log.fatal({ err: error }, 'invalid rule templates');
-        exitCode = exitCodeOf(error);
-        void stop('invalid config');
-      }
-    };
-    void supervisor.firstPass.then(() => {
-      useDesiredStore(undefined);
-      if (planCache) {
-        const unwritten = planCache.flush();
-        log.info({ dir: planCache.dir, config: planCache.hits.config > 0 ? 'cached' : 'parsed', rules: planCache.hits.desired > 0 ? 'cached' : 'rendered' }, 'plan cache after the start pass');
-        // Said once: a restart then parses and renders everything again (docker run --read-only without a tmpfs on /run).
-        if (unwritten) log.warn({ dir: planCache.dir }, `the plan cache cannot be written (${unwritten}): a restart will parse the config and render the rules again; with --read-only, mount a volume there (-v vlan-gateway-run:/run/vlan-gateway)`);
-      }
-      if (stopping) return;
-      // The counters, conntrack gauges and traffic series from the start, not one stats interval after it.
-      void collector.collect();
-      task = cron.schedule(schedule, () => supervisor.trigger('schedule'), { name: 'vlan-gateway-drift-check' });
-      supervisor.knownTablesMaxAgeMs = knownTablesMaxAge(args['stats-interval']!, task.getNextRuns(10));
-      if (supervisor.ready) codeCache()?.save('run'); // the functions a start runs are compiled now
-      const desired = supervisor.lastDesired;
-      // A first pass that found every NIC rendered every template with every zone: the check has nothing left
-      // to find. Otherwise it runs, a second after a good start so that it does not hold up /readyz (at 100
-      // VLANs it is a full render), at once after a failed one.
-      if (desired?.uplink.nic && desired.vlans.every((b) => b.nic)) return;
-      setTimeout(() => void renderCheck(), supervisor.ready ? 1000 : 0);
-    });
+        exitCode = 1;
+        void stop('fatal');
+      };
 
-    // `on`, not `once`: execa's signal-exit re-raises a signal when it finds itself the only listener left, which
-    // a `once` listener removed before running would let happen. stop() is idempotent.
-    const onSignal = (signal: NodeJS.Signals) => void stop(signal);
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-    await done;
-    process.off('SIGTERM', onSignal);
-    process.off('SIGINT', onSignal);
-    process.exitCode = exitCode;
+      // A rule of rules.dir the kernel refused when a pass wrote it: said as a rejected reload is (the reload had
+      // passed every check made before the kernel), with the config that last applied running again if there is one.
+      supervisor.onConfigRefused = (error, reverted) => {
+        const keeping = reverted ? 'the config that last applied runs again' : 'no config has applied yet: every pass fails until the template is fixed';
+        // A reload that passed every check counted as a success when it was read; refused now, it is a failure too.
+        if (reload.result === 'success') metrics.reloads.inc({ result: 'failure' });
+        reload.result = 'failure';
+        reload.errors = [`the kernel refuses a rule of rules.dir (${error.userChain ?? ''}): ${error.failedLine ?? ''}`, ...error.message.split('\n').map((l) => l.trim()).filter(Boolean), keeping];
+        metrics.lastReloadOk.set(0);
+        metrics.changed();
+        log.error({ path, chain: error.userChain, line: error.failedLine }, `the kernel refuses a rule of rules.dir (${error.userChain ?? ''}); ${keeping}`);
+      };
+
+      // What a reload reads: the config file, and the templates of the rules.dir in effect.
+      const inputsText = async () => JSON.stringify([
+        await readFile(path, 'utf8').catch(() => null),
+        await userTemplatesText(supervisor.config.config.rules.dir),
+      ]);
+      // One reload at a time, the last write winning (config/reload.ts). A file that fails to load and is changed
+      // within RELOAD_SETTLE_MS was being written (an in-place write read half-way): loaded again, not reported.
+      const reasons = new Set<string>();
+      const doReload = serialized(async () => {
+        const why = [...reasons].join(', ') || 'file changed'; // what asked for this round (none: the text moved under the last one)
+        reasons.clear();
+        const before = await inputsText();
+        reload.at = new Date().toISOString();
+        try {
+          const next = await loadChecked(path, args.listen, rulesCheck, planCache); // a valid config is kept for the next start
+          reload.result = 'success';
+          reload.errors = [];
+          metrics.reloads.inc({ result: 'success' });
+          metrics.lastReloadOk.set(1);
+          // The user's templates are part of what a reload reads: an edited template with the same config counts.
+          if (next.text !== supervisor.config.text || JSON.stringify(next.templates) !== JSON.stringify(supervisor.config.templates)) {
+            log.info({ why }, 'config reloaded');
+            supervisor.replaceConfig(next);
+          } else {
+            log[why.includes('SIGHUP') ? 'info' : 'debug']({ why }, 'config reloaded: unchanged');
+          }
+        } catch (error) {
+          await sleep(RELOAD_SETTLE_MS);
+          if ((await inputsText()) !== before) return { again: true };
+          reload.result = 'failure';
+          reload.errors = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
+          metrics.reloads.inc({ result: 'failure' });
+          metrics.lastReloadOk.set(0);
+          for (const line of reload.errors) log.error({ why, path }, `reload rejected, keeping the running config: ${line}`);
+        } finally {
+          watcher.rearm(supervisor.config.config.rules.dir);
+          metrics.changed();
+        }
+        // A write between the read and the watches' rearm has no event of its own: the texts tell.
+        return { again: (await inputsText()) !== before };
+      });
+      const requestReload = (reason: string) => {
+        reasons.add(reason);
+        void doReload().catch((error: unknown) => log.error({ err: error }, 'reload failed'));
+      };
+      const onHup = () => requestReload('SIGHUP');
+      process.on('SIGHUP', onHup);
+      early.releaseHup();
+      if (early.hup && !early.stop) requestReload('SIGHUP'); // a stop asked for too: nothing to reload for
+      const watcher = new ConfigWatch(path, () => requestReload('file changed'), {
+        onWatchError: (watched, error) => log.warn({ err: error, path: watched }, 'cannot watch for changes; reload with SIGHUP'),
+      });
+      watcher.rearm(config.rules.dir);
+      // Said once, beside the start pass rather than before it.
+      void realpath(path).catch(() => path).then(isMountPoint).then((alone) => {
+        if (alone) log.warn({ path }, `the config file is mounted on its own: an edit on the host that replaces the file (most editors, sed -i) will not reach this process; mount the directory that holds it instead (-v DIR:${dirname(path)}:ro)`);
+      });
+
+      // The drift check is scheduled once the first pass is done: until then it has nothing to check, and setting up
+      // the schedule (node-cron's time-zone formatter) costs the start 20 ms or more.
+      let task: ReturnType<typeof cron.schedule> | undefined;
+      monitor.start();
+      collector.start();
+      supervisor.trigger('start');
+      const renderCheck = async () => {
+        if (stopping) return;
+        try {
+          await checkRules(initial, rulesCheck);
+        } catch (error) {
+          process.stderr.write(`vlan-gateway: ${describeError(error)}\n`);
+          log.fatal({ err: error }, 'invalid rule templates');
+          exitCode = exitCodeOf(error);
+          void stop('invalid config');
+        }
+      };
+      void supervisor.firstPass.then(() => {
+        useDesiredStore(undefined);
+        if (planCache) {
+          const unwritten = planCache.flush();
+          log.info({ dir: planCache.dir, config: planCache.hits.config > 0 ? 'cached' : 'parsed', rules: planCache.hits.desired > 0 ? 'cached' : 'rendered' }, 'plan cache after the start pass');
+          // Said once: a restart then parses and renders everything again (docker run --read-only without a tmpfs on /run).
+          if (unwritten) log.warn({ dir: planCache.dir }, `the plan cache cannot be written (${unwritten}): a restart will parse the config and render the rules again; with --read-only, mount a volume there (-v vlan-gateway-run:/run/vlan-gateway)`);
+        }
+        if (stopping) return;
+        // The counters, conntrack gauges and traffic series from the start, not one stats interval after it.
+        void collector.collect();
+        task = cron.schedule(schedule, () => supervisor.trigger('schedule'), { name: 'vlan-gateway-drift-check' });
+        supervisor.knownTablesMaxAgeMs = knownTablesMaxAge(args['stats-interval']!, task.getNextRuns(10));
+        if (supervisor.ready) codeCache()?.save('run'); // the functions a start runs are compiled now
+        const desired = supervisor.lastDesired;
+        // A first pass that found every NIC rendered every template with every zone: the check has nothing left
+        // to find. Otherwise it runs, a second after a good start so that it does not hold up /readyz (at 100
+        // VLANs it is a full render), at once after a failed one.
+        if (desired?.uplink.nic && desired.vlans.every((b) => b.nic)) return;
+        setTimeout(() => void renderCheck(), supervisor.ready ? 1000 : 0);
+      });
+
+      // `on`, not `once`: execa's signal-exit re-raises a signal when it finds itself the only listener left, which
+      // a `once` listener removed before running would let happen. stop() is idempotent.
+      const onSignal = (signal: NodeJS.Signals) => void stop(signal);
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+      early.release();
+      if (early.stop) void stop(early.stop);
+      await done;
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      process.exitCode = exitCode;
+    } finally {
+      early.release();
+    }
   },
 };

@@ -265,6 +265,7 @@ kernel(`a reload whose template iptables refuses (an unknown match) is rejected:
 // applied runs again (it used to be kept, failing every pass, and holding up every other change).
 kernel(`a reload whose rule the kernel refuses at commit is refused after the fact: the config that last applied runs again, and /status says why${NEEDS_ROOT}`, async (t) => {
   const goodHash = (await gateway!.status()).config.hash;
+  const failures = await gateway!.metric('vlan_gateway_config_reloads_total', { result: 'failure' });
   const from = gateway!.logs.length;
   await writeFile(configPath, stringify({ ...example, rules: { dir: join(REPO, 'test', 'fixtures', 'kernel', 'rules-kernel-rejects') } }));
   await gateway!.waitForLog('the refusal', (l) => l.level >= 50 && /the kernel refuses a rule of rules.dir \(VGW-USER-POSTROUTING\); the config that last applied runs again/.test(l.msg), 10_000, from);
@@ -276,6 +277,8 @@ kernel(`a reload whose rule the kernel refuses at commit is refused after the fa
   t.is(status.reload.lastResult, 'failure');
   t.regex(status.reload.lastErrors[0] ?? '', /^the kernel refuses a rule of rules\.dir \(VGW-USER-POSTROUTING\): -A VGW-USER-POSTROUTING .*TCPMSS/);
   t.is(await gateway!.metric('vlan_gateway_config_last_reload_successful'), 0);
+  // (At least one: an in-place write may be read twice, each read then refused again.)
+  t.true(await gateway!.metric('vlan_gateway_config_reloads_total', { result: 'failure' }) > failures, 'counted as a failed reload: an alert on increase() fires');
   t.false((await iptablesSave(router(), false)).includes('VGW-USER-'), 'nothing of it is left');
   await writeFile(configPath, stringify(example));
   await waitFor('the good config back', async () => (await gateway!.status()).reload.lastResult === 'success', 5000, 50);

@@ -10,8 +10,8 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { readFileSync } from 'node:fs';
-import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { copyFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { dump as stringify, load as parse } from 'js-yaml';
 import { loadConfig } from '../../src/config/load.js';
@@ -399,6 +399,34 @@ kernel(`SIGTERM: exit 0 within 5 s, no child left, the dataplane left as is (tra
     t.deepEqual(await dataplane(), before, 'chains, jumps, addresses and ip_forward untouched');
     await officeReachesLab();
   });
+});
+
+// Before the supervisor's own handlers are installed (the config being read, the port bound), the default action
+// of SIGHUP and SIGTERM killed the process (exit 129, 143): a `docker stop` or a reload right after a start. The
+// config is a FIFO here, so the signals are sure to arrive while the start reads it.
+kernel(`a SIGHUP and a SIGTERM while the start reads the config: it starts, then stops cleanly with exit 0${NEEDS_ROOT}`, async (t) => {
+  await stopDriftGateway();
+  const fifo = join(dirname(configPath), 'gateway.fifo');
+  await runner.run(['mkfifo', fifo]);
+  // Blocks until the gateway opens the FIFO to read it (then it is inside the start), and gives it the config.
+  const feed = () => runner.run(['timeout', '10', 'sh', '-c', 'cat "$1" > "$2"', 'sh', configPath, fifo], { allowFailure: true });
+  const gateway = await start({ config: fifo });
+  try {
+    t.is((await feed()).exitCode, 0, 'the start read the config');
+    gateway.child.kill('SIGHUP');
+    gateway.child.kill('SIGTERM');
+    const exit = await Promise.race([gateway.exited, sleep(15_000).then(() => undefined)]);
+    t.truthy(exit, 'it exited');
+    t.is(exit!.signal, null, `not killed by ${String(exit!.signal)}: ${gateway.stderr}`);
+    t.is(exit!.code, 0, gateway.stderr);
+    t.true(gateway.logs.some((l) => l.msg === 'stopping' && l.why === 'SIGTERM'), JSON.stringify(gateway.logs.map((l) => l.msg)));
+  } finally {
+    if (!gateway.exit) {
+      gateway.killGroup();
+      await gateway.exited;
+    }
+    await rm(fifo, { force: true });
+  }
 });
 
 kernel(`SIGINT behaves as SIGTERM${NEEDS_ROOT}`, async (t) => {
