@@ -190,7 +190,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       const initial = await loadChecked(path, args.listen, undefined, planCache);
       useDesiredStore(planCache?.desired);
       const { config } = initial;
-      const schedule = args.schedule ?? config.reconcile.schedule ?? DEFAULT_SCHEDULE;
+      let schedule = args.schedule ?? config.reconcile.schedule ?? DEFAULT_SCHEDULE;
       if (!cron.validate(schedule)) throw new UsageError(`--schedule ${schedule}: not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *")`);
       const runner = makeRunner(args.netns);
       const rulesCheck: RulesCheck = { runner, backend: () => supervisor.backend ?? 'nft' };
@@ -279,6 +279,31 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         log.error({ path, chain: error.userChain, line: error.failedLine }, `the kernel refuses a rule of rules.dir (${error.userChain ?? ''}); ${keeping}`);
       };
 
+      // The settings of the supervisor itself a reload changes too, where no option overrides them: the drift
+      // check's schedule and the minimum interval at once; the HTTP address at the next start (the endpoints are
+      // what is watching this one), which is said.
+      const reloadSettings = (next: Config) => {
+        const nextSchedule = args.schedule ?? next.reconcile.schedule ?? DEFAULT_SCHEDULE;
+        if (nextSchedule !== schedule) {
+          schedule = nextSchedule;
+          if (task) {
+            task.stop();
+            task = cron.schedule(schedule, () => supervisor.trigger('schedule'), { name: 'vlan-gateway-drift-check' });
+            supervisor.knownTablesMaxAgeMs = knownTablesMaxAge(args['stats-interval']!, task.getNextRuns(10));
+          }
+          log.info({ schedule }, 'reconcile.schedule changed: the drift check runs on the new schedule');
+        }
+        const minInterval = args['min-interval'] ?? next.reconcile.minIntervalMs ?? 100;
+        if (minInterval !== supervisor.minIntervalMs) {
+          supervisor.minIntervalMs = minInterval;
+          log.info({ minIntervalMs: minInterval }, 'reconcile.minIntervalMs changed');
+        }
+        const nextListen = args.listen ?? next.http.listen ?? DEFAULT_LISTEN;
+        if (nextListen !== listen) {
+          log.warn({ listen: nextListen, serving: `${address.address}:${address.port}` }, `http.listen changed to ${nextListen}: the endpoints stay where they are until the next start`);
+        }
+      };
+
       // What a reload reads: the config file, and the templates of the rules.dir in effect.
       const inputsText = async () => JSON.stringify([
         await readFile(path, 'utf8').catch(() => null),
@@ -301,6 +326,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
           // The user's templates are part of what a reload reads: an edited template with the same config counts.
           if (next.text !== supervisor.config.text || JSON.stringify(next.templates) !== JSON.stringify(supervisor.config.templates)) {
             log.info({ why }, 'config reloaded');
+            reloadSettings(next.config);
             supervisor.replaceConfig(next);
           } else {
             log[why.includes('SIGHUP') ? 'info' : 'debug']({ why }, 'config reloaded: unchanged');

@@ -131,6 +131,9 @@ export class Supervisor {
   /** The config of the last pass that succeeded: what a config the kernel refuses is replaced by. */
   private lastGood: ConfigState | undefined;
 
+  /** options.minIntervalMs, or what a reload changed it to (reconcile.minIntervalMs). */
+  minIntervalMs: number;
+
   constructor(
     private readonly runner: CommandRunner,
     private readonly metrics: Metrics,
@@ -138,6 +141,7 @@ export class Supervisor {
     initial: ConfigState,
     private readonly options: SupervisorOptions,
   ) {
+    this.minIntervalMs = options.minIntervalMs;
     this.current = initial;
     this.now = options.now ?? Date.now;
     this.knownTablesMaxAgeMs = options.knownTablesMaxAgeMs;
@@ -178,7 +182,7 @@ export class Supervisor {
 
   private arm(): void {
     if (this.inFlight || this.timer || this.pending === undefined || this.stopped) return;
-    const due = Math.max(this.lastStart + this.options.minIntervalMs, this.notBefore);
+    const due = Math.max(this.lastStart + this.minIntervalMs, this.notBefore);
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.inFlight = this.pass().finally(() => {

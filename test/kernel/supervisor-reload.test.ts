@@ -283,3 +283,18 @@ kernel(`a reload whose rule the kernel refuses at commit is refused after the fa
   await writeFile(configPath, stringify(example));
   await waitFor('the good config back', async () => (await gateway!.status()).reload.lastResult === 'success', 5000, 50);
 });
+
+// The supervisor's own settings are part of the file too: a reload that changed them used to say "config reloaded"
+// and go on with the old ones until a restart.
+kernel(`a reload applies a new reconcile.schedule and minIntervalMs at once; --listen keeps the endpoints where they are${NEEDS_ROOT}`, async (t) => {
+  const from = gateway!.logs.length;
+  await writeFile(configPath, stringify({ ...example, reconcile: { schedule: '*/1 * * * * *', minIntervalMs: 50 }, http: { listen: '127.0.0.1:1' } }));
+  await gateway!.waitForLog('the new schedule', (l) => l.msg === 'reconcile.schedule changed: the drift check runs on the new schedule' && l.schedule === '*/1 * * * * *', 10_000, from);
+  await gateway!.waitForLog('the new minimum interval', (l) => l.msg === 'reconcile.minIntervalMs changed' && l.minIntervalMs === 50, 1000, from);
+  const scheduled = gateway!.logs.length;
+  await gateway!.waitForLog('a pass on the new schedule', (l) => l.trigger === 'schedule', 5000, scheduled);
+  t.is((await gateway!.get('/healthz')).status, 200, 'still served where --listen says');
+  t.false(gateway!.logs.slice(from).some((l) => /^http\.listen changed/.test(l.msg)), 'the option overrides the file: nothing to say');
+  await writeFile(configPath, stringify(example));
+  await gateway!.waitForLog('the default schedule back', (l) => l.msg === 'reconcile.schedule changed: the drift check runs on the new schedule' && l.schedule !== '*/1 * * * * *', 10_000, scheduled);
+});
