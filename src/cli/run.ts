@@ -29,6 +29,7 @@ import { loadTemplates, userTemplatesText } from '../template/load.js';
 import { checkTemplates } from '../apply/user-rules-check.js';
 import type { CommandRunner } from '../exec/runner.js';
 import type { Backend, Link } from '../observe/facts.js';
+import { InstanceLock } from './instance-lock.js';
 import { codeCache } from './code-cache.js';
 import { makeRunner, type GlobalArgs } from './context.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
@@ -215,10 +216,12 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
 
       metrics.lastReloadOk.set(1);
       const listen = args.listen ?? config.http.listen ?? DEFAULT_LISTEN;
+      const lock = await InstanceLock.take(args.netns);
       let address: AddressInfo;
       try {
         address = await http.start(listen);
       } catch (error) {
+        await lock.release();
         const code = (error as NodeJS.ErrnoException).code;
         const why = code === 'EADDRINUSE' ? 'the port is in use' : code === 'EADDRNOTAVAIL' ? 'no interface has that address'
           : code === 'ENOTFOUND' ? 'not an address' : code === 'EACCES' ? 'permission denied' : (error as Error).message;
@@ -252,6 +255,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
             planCache.flush();
           }
           await http.stop();
+          await lock.release();
           log.info('stopped');
           stopped();
         })();

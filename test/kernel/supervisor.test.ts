@@ -429,6 +429,21 @@ kernel(`a SIGHUP and a SIGTERM while the start reads the config: it starts, then
   }
 });
 
+// Two supervisors on one namespace repair each other's "drift" for ever (with two configs, the policy flips every
+// second). The second is refused before it touches anything, naming the first; the first goes on.
+kernel(`a second run on the same namespace (another port) exits 1 naming the first, which goes on${NEEDS_ROOT}`, async (t) => {
+  await withGateway({}, async (gateway) => {
+    const before = await dataplane();
+    const second = await start();
+    const exit = await Promise.race([second.exited, sleep(15_000).then(() => undefined)]);
+    if (!exit) second.killGroup();
+    t.is(exit?.code, 1, second.stderr);
+    t.regex(second.stderr, new RegExp(`another vlan-gateway run \\(pid ${gateway.child.pid}\\) already manages network namespace ${router()}`));
+    t.deepEqual(await dataplane(), before, 'nothing touched');
+    t.is((await gateway.get('/readyz')).status, 200, 'the first goes on');
+  });
+});
+
 kernel(`SIGINT behaves as SIGTERM${NEEDS_ROOT}`, async (t) => {
   await withGateway({}, async (gateway) => {
     const before = await dataplane();
