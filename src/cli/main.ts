@@ -45,14 +45,12 @@ export async function main(argv: string[], options: { codeCache?: CodeCache } = 
     failed = error;
   }
   if (failed === undefined) return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
-  if (usage) {
-    process.stderr.write(`${(failed as Error).message}\nRun vlan-gateway --help for usage.\n`);
-    return EXIT.invalid;
-  }
-  process.stderr.write(`vlan-gateway: ${describeError(failed)}\n`);
-  // `plan --detailed-exitcode` keeps 2 for "changes pending" (Terraform's convention): any error is 1 there, or a
-  // script that applies on 2 would apply a config that does not even load.
-  return detailedPlan(argv) ? EXIT.failure : exitCodeOf(failed);
+  if (usage) process.stderr.write(`${(failed as Error).message}\nRun vlan-gateway --help for usage.\n`);
+  else process.stderr.write(`vlan-gateway: ${describeError(failed)}\n`);
+  // `plan --detailed-exitcode` keeps 2 for "changes pending" (Terraform's convention): any error is 1 there, a
+  // mistyped option included, or a script that applies on 2 would apply what it never planned.
+  if (detailedPlan(argv)) return EXIT.failure;
+  return usage ? EXIT.invalid : exitCodeOf(failed);
 }
 
 function detailedPlan(argv: readonly string[]): boolean {

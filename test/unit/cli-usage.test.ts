@@ -31,6 +31,7 @@ const rows: Array<{ argv: string[]; code: number; stderr: string }> = [
   // Errors under --detailed-exitcode are 1, never 2 ("changes pending").
   { argv: ['validate', '--config', NO_FILE], code: 2, stderr: `vlan-gateway: invalid config: ${NO_FILE}: 1 problem:\n  cannot read ${NO_FILE}: no such file\n` },
   { argv: ['plan', '--detailed-exitcode', '--config', NO_FILE], code: 1, stderr: `vlan-gateway: invalid config: ${NO_FILE}: 1 problem:\n  cannot read ${NO_FILE}: no such file\n` },
+  { argv: ['plan', '--detailed-exitcode', '--conifg', NO_FILE], code: 1, stderr: 'Unknown argument: conifg\nRun vlan-gateway --help for usage.\n' },
   { argv: ['plan', '--detailed-exitcode', '--netns', 'vgw-test-no-such-ns'], code: 1, stderr: 'vlan-gateway: --netns vgw-test-no-such-ns: no such network namespace (`ip netns list` shows the names)\n' },
   // run's flags are checked before the config is read.
   { argv: ['run', '--config', NO_FILE, '--log-level', 'loud'], code: 2, stderr: 'vlan-gateway: log level "loud" (--log-level or $LOG_LEVEL): expected one of trace, debug, info, warn, error, fatal, silent\n' },
