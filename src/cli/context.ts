@@ -1,5 +1,5 @@
 /** What every command needs: the config, the templates, and a runner (inside `--netns` when given). */
-import { loadConfig, resolveConfigPath, type LoadedConfig } from '../config/load.js';
+import { configError, loadConfig, resolveConfigPath, type LoadedConfig } from '../config/load.js';
 import { ConfigError } from '../config/problems.js';
 import type { Config } from '../config/schema.js';
 import { ExecaRunner } from '../exec/execa-runner.js';
@@ -23,8 +23,16 @@ export function makeRunner(netns?: string): CommandRunner {
 
 export async function loadAll(args: GlobalArgs, cache?: PlanCache): Promise<{ loaded: LoadedConfig; templates: Templates }> {
   const loaded = await loadConfig(resolveConfigPath(args.config), cache?.config);
-  const templates = await loadTemplates(loaded.config.rules.dir, loaded.path);
-  return { loaded, templates };
+  return { loaded, templates: await templatesOf(loaded) };
+}
+
+/** The built-in templates and those of the config's rules.dir, whose problems carry the line of the key. */
+export async function templatesOf(loaded: LoadedConfig): Promise<Templates> {
+  try {
+    return await loadTemplates(loaded.config.rules.dir, loaded.path);
+  } catch (error) {
+    throw error instanceof ConfigError ? configError(loaded.path, loaded.text, error.problems) : error;
+  }
 }
 
 /** The config and templates a command works from: for `down` (and `plan --down`), whatever config there is. */

@@ -16,8 +16,7 @@ import type { LabTopology } from '../lab/topology.js';
 import { exampleConfigPath } from '../package-files.js';
 import { formatPlan } from '../plan/format.js';
 import { reconcileOnce } from '../reconcile/once.js';
-import { loadTemplates } from '../template/load.js';
-import { out, type GlobalArgs } from './context.js';
+import { out, templatesOf, type GlobalArgs } from './context.js';
 import { UsageError } from './errors.js';
 
 interface LabArgs extends GlobalArgs {
@@ -56,7 +55,7 @@ async function checkConfigPath(args: LabArgs): Promise<string> {
 
 async function up(runner: CommandRunner, args: LabArgs): Promise<LabTopology> {
   const { loaded, topology } = await labConfig(args);
-  const templates = await loadTemplates(loaded.config.rules.dir, loaded.path);
+  const templates = await templatesOf(loaded);
   if ((await listLabNamespaces(runner, args.name)).length > 0) {
     throw new UsageError(`lab ${args.name} already exists; run \`vlan-gateway lab down --name ${args.name}\` first`);
   }

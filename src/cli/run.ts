@@ -25,13 +25,13 @@ import { packageFile } from '../package-files.js';
 import { rememberDesired, useDesiredStore } from '../plan/desired.js';
 import { statusDocument, type ReloadState } from '../reconcile/status.js';
 import { Supervisor, type ConfigState } from '../reconcile/supervisor.js';
-import { loadTemplates, userTemplatesText } from '../template/load.js';
+import { userTemplatesText } from '../template/load.js';
 import { checkTemplates } from '../apply/user-rules-check.js';
 import type { CommandRunner } from '../exec/runner.js';
 import type { Backend, Link } from '../observe/facts.js';
 import { InstanceLock } from './instance-lock.js';
 import { codeCache } from './code-cache.js';
-import { makeRunner, type GlobalArgs } from './context.js';
+import { makeRunner, templatesOf, type GlobalArgs } from './context.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
 import { describeError, exitCodeOf, FailureError, UsageError } from './errors.js';
 
@@ -84,7 +84,7 @@ function checkLogLevel(level: string | undefined): string | undefined {
  */
 async function loadChecked(path: string, listen: string | undefined, check?: RulesCheck, cache?: PlanCache): Promise<ConfigState> {
   const loaded = await loadConfig(path, cache?.config, { listen });
-  const templates = await loadTemplates(loaded.config.rules.dir, loaded.path);
+  const templates = await templatesOf(loaded);
   const state = { path, text: loaded.text, config: loaded.config, templates };
   if (check) await checkRules(state, check);
   return state;

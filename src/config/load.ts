@@ -1,6 +1,6 @@
 /** Reading the config file: the only part of config/ that touches the file system. */
 import { createHash } from 'node:crypto';
-import { open, realpath } from 'node:fs/promises';
+import { open, realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isReplacedMount } from './mounts.js';
 import { ConfigError, formatPath, type Problem } from './problems.js';
@@ -60,11 +60,36 @@ export async function loadConfig(path: string, cache?: ConfigCache, options: Val
     const problems = httpPortProblems(cached.portForwards, cached.http.listen, options);
     if (problems.length > 0) throw configError(path, text, problems);
   }
-  const config = cached ?? parseConfigText(text, path, options);
+  let config: Config;
+  try {
+    config = cached ?? parseConfigText(text, path, options);
+  } catch (error) {
+    // Every problem in one run: a rules.dir that cannot be read is one of them, not the next run's news.
+    if (!(error instanceof ConfigError) || error.problems.length === 0 || error.problems[0]!.path.length === 0) throw error;
+    const dirProblem = await rulesDirProblem(rulesDirOf(parseYaml(text)), path);
+    if (!dirProblem) throw error;
+    throw configError(path, text, [...error.problems, dirProblem]);
+  }
   if (key !== undefined && !cached) cache!.remember(key, config);
   // A relative rules.dir is relative to the config file, not to wherever the command was started.
   const dir = config.rules.dir;
   return { path, text, config: dir && !isAbsolute(dir) ? { ...config, rules: { ...config.rules, dir: resolve(dirname(path), dir) } } : config };
+}
+
+const rulesDirOf = (value: unknown): unknown => (value as { rules?: { dir?: unknown } } | null)?.rules?.dir;
+
+/** rules.dir (relative to the config file) when it names no directory that can be read, as its problem. */
+async function rulesDirProblem(dir: unknown, path: string): Promise<Problem | undefined> {
+  if (typeof dir !== 'string' || dir === '') return undefined;
+  const full = isAbsolute(dir) ? dir : resolve(dirname(path), dir);
+  try {
+    if ((await stat(full)).isDirectory()) return undefined;
+    return { path: ['rules', 'dir'], message: `cannot read ${full} (not a directory)` };
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such directory' : code === 'EACCES' ? 'permission denied' : code ?? String((error as Error).message);
+    return { path: ['rules', 'dir'], message: `cannot read ${full} (${why})` };
+  }
 }
 
 /** YAML text → validated Config, or a ConfigError listing every problem with its path and line. */
@@ -82,7 +107,7 @@ export function parseConfigText(text: string, source: string, options: ValidateO
 }
 
 /** Problems → a ConfigError whose lines carry each problem's line in the file (looked up only now). */
-function configError(source: string, text: string, problems: readonly Problem[]): ConfigError {
+export function configError(source: string, text: string, problems: readonly Problem[]): ConfigError {
   const lineOf = lineFinder(text);
   const lines = problems.map((p) => {
     const line = lineOf(p.path);

@@ -85,3 +85,24 @@ test('a rules.dir entry that cannot be read as a template is a config error nami
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test.serial('every problem in one run: a rules.dir that cannot be read is listed with the file\'s other problems, each with its line', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  try {
+    const config = join(dir, 'gateway.yaml');
+    const missing = join(dir, 'rules.d');
+    await writeFile(config, 'vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.30.1}\nrules:\n  dir: rules.d\n');
+    const both = await runMain('validate', '--config', config);
+    t.is(both.code, 2);
+    t.is(both.stderr, `vlan-gateway: invalid config: ${config}: 2 problems:\n`
+      + '  vlans[0].gateway: 192.168.30.1 is outside 192.168.10.0/24 (line 2)\n'
+      + `  rules.dir: cannot read ${missing} (no such directory) (line 4)\n`);
+    // Alone, it is said the same way: with its line.
+    await writeFile(config, 'vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\nrules:\n  dir: rules.d\n');
+    const alone = await runMain('validate', '--config', config);
+    t.is(alone.code, 2);
+    t.is(alone.stderr, `vlan-gateway: invalid config: ${config}: 1 problem:\n  rules.dir: cannot read ${missing} (no such directory) (line 4)\n`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
