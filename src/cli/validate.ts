@@ -13,6 +13,6 @@ export const validateCommand: CommandModule<GlobalArgs, GlobalArgs> = {
     const { loaded, templates } = await loadAll(args);
     const desired = await checkTemplates(makeRunner(args.netns), 'nft', loaded.config, templates);
     const rules = desired.chains.reduce((n, c) => n + c.rules.length, 0);
-    out(`${loaded.path}: valid (${loaded.config.vlans.length} VLANs, ${desired.chains.length} chains, ${rules} rules when every NIC is present)`);
+    out(`${loaded.path}: valid (${loaded.config.vlans.length} VLAN${loaded.config.vlans.length === 1 ? '' : 's'}, ${desired.chains.length} chains, ${rules} rules when every NIC is present)`);
   },
 };

@@ -30,14 +30,20 @@ export function parseYaml(text: string): unknown {
     if (!(error instanceof YAMLException)) throw error;
     const mark = error.mark;
     // js-yaml's reason does not say which key is repeated; the mark is at its second use.
-    const key = error.reason === 'duplicated mapping key' && mark?.position !== undefined
-      ? /^[ \t]*([^\s:#"'{}[\],]+)[ \t]*:/.exec(text.slice(mark.position))?.[1] : undefined;
+    // A quoted key's mark is just inside its opening quote.
+    const quote = mark?.position ? text[mark.position - 1] : undefined;
+    const rest = mark?.position === undefined ? '' : text.slice(mark.position);
+    const key = error.reason !== 'duplicated mapping key' || mark?.position === undefined ? undefined
+      : quote === '"' || quote === "'" ? new RegExp(`^([^${quote}\\n]*)${quote}[ \\t]*:`).exec(rest)?.[1]
+      : /^[ \t]*([^\s:#"'{}[\],]+)[ \t]*:/.exec(rest)?.[1];
     const reason = key ? `${error.reason} "${key}"`
       : error.reason.startsWith('aliases exceeded') ? `more than ${MAX_ALIASES} aliases (*name) in the file; a config needs far fewer`
       : error.reason;
     throw new YamlSyntaxError(mark?.line !== undefined && mark.column !== undefined
       ? `line ${mark.line + 1}, column ${mark.column + 1}: ${reason}` : reason);
   }
+  // A file ending in "---" (or holding empty documents between them) holds one config: the empty ones are nothing.
+  if (documents.length > 1) documents = documents.filter((d, i) => i === 0 || (d !== null && d !== undefined));
   if (documents.length > 1) {
     throw new YamlSyntaxError(`the file holds ${documents.length} YAML documents (separated by "---"); a config is one document`);
   }

@@ -415,6 +415,13 @@ vlans: []
     lines: ['line 3, column 1: duplicated mapping key "vlans"'],
   },
   {
+    title: 'a duplicate key written with quotes is named too',
+    yaml: `vlans:
+  - {name: office, "name": lab, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+`,
+    lines: ['line 2, column 21: duplicated mapping key "name"'],
+  },
+  {
     title: 'a port forward to the gateway itself, or to a subnet\'s network or broadcast address',
     yaml: `vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
@@ -918,6 +925,12 @@ test('a relative rules.dir is relative to the config file, not to the working di
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('a file that ends in "---" (an empty document after the config) is one config', (t) => {
+  const vlan = 'vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\n';
+  t.deepEqual(parseConfigText(`${vlan}---\n`, 'x.yaml'), parseConfigText(vlan, 'x.yaml'));
+  t.deepEqual(parseConfigText(`---\n${vlan}---\n`, 'x.yaml'), parseConfigText(vlan, 'x.yaml'));
 });
 
 test('the shipped example parses, with every default applied', async (t) => {
