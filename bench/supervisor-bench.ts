@@ -30,6 +30,8 @@ export interface SupervisorResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export const IMAGE_NODE_OPTIONS = process.env.BENCH_NODE_OPTIONS ?? '--max-semi-space-size=1 --v8-pool-size=1';
+/** The flags the image's `vlan-gateway` wrapper gives node (image/Dockerfile), which NODE_OPTIONS may not hold. */
+export const IMAGE_NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '--optimize-for-size').split(' ').filter(Boolean);
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -51,7 +53,7 @@ class Gateway {
   async start(namespace: string, configPath: string, extra: string[] = [], codeCache = true, planCache?: string): Promise<number> {
     const started = performance.now();
     // NODE_OPTIONS as the image sets it (image/Dockerfile), so RSS is what a container shows.
-    this.child = spawn(process.execPath, [BUNDLE, 'run', '--netns', namespace, '--config', configPath,
+    this.child = spawn(process.execPath, [...IMAGE_NODE_ARGS, BUNDLE, 'run', '--netns', namespace, '--config', configPath,
       '--listen', `127.0.0.1:${this.port}`, '--log-level', 'warn', ...extra],
     { stdio: ['ignore', 'ignore', 'inherit'], env: { ...imageEnv(codeCache), VLAN_GATEWAY_PLAN_CACHE: planCache ?? 'off' } });
     for (;;) {
@@ -91,7 +93,7 @@ export async function supervisorBench(runner: CommandRunner, namespaces: Namespa
   await ensureBundle(runner);
   // As the image build does: a code cache for these NODE_OPTIONS, made by `validate` (the first start upgrades it).
   await new Promise<void>((resolve, reject) => {
-    spawn(process.execPath, [BUNDLE, 'validate', '--config', join(ROOT, 'examples', 'lab.yaml')], { stdio: 'ignore', env: imageEnv() })
+    spawn(process.execPath, [...IMAGE_NODE_ARGS, BUNDLE, 'validate', '--config', join(ROOT, 'examples', 'lab.yaml')], { stdio: 'ignore', env: imageEnv() })
       .on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`validate exited ${code}`))));
   });
   const dir = await mkdtemp(join(tmpdir(), 'vgwbench-'));
