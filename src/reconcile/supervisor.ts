@@ -250,6 +250,15 @@ export class Supervisor {
       for (const b of plan.desired.vlans) {
         if (b.nic && b.note && b.note !== this.lastDesired?.vlans.find((v) => v.vlan.name === b.vlan.name)?.note) this.log.warn({ vlan: b.vlan.name, interface: b.nic.name }, b.note);
       }
+      // A VLAN or the uplink that had its NIC and waits now cuts hosts off: said once, when it happens (a NIC
+      // detached is usually Docker's doing; a gateway address gone with Docker's own, which the kernel removes
+      // with it, is not).
+      const before = this.lastDesired;
+      if (before?.uplink.nic && !uplink.nic) this.log.warn({ uplink: before.uplink.nic.name, note: uplink.note }, `the uplink lost its NIC (${before.uplink.nic.name}): the VLANs have no way out until it is back`);
+      for (const b of plan.desired.vlans) {
+        const had = before?.vlans.find((v) => v.vlan.name === b.vlan.name)?.nic;
+        if (had && !b.nic) this.log.warn({ vlan: b.vlan.name, interface: had.name, note: b.note }, `vlan ${b.vlan.name} lost its NIC (${had.name}): its hosts are cut off until it is back`);
+      }
       for (const warning of plan.warnings ?? []) if (!this.warned.has(warning)) this.log.warn(warning);
       this.warned = new Set(plan.warnings ?? []);
       this.backend = facts.backend;

@@ -226,6 +226,19 @@ test('a second NIC in a VLAN\'s subnet: the binding\'s note (which NIC is used) 
   t.like((statusDocument(r.supervisor, { errors: [] }, 'test') as { vlans: Array<{ name: string }> }).vlans[0], { name: 'office', note });
 });
 
+test('a VLAN that loses its NIC is a warning, once, naming the NIC; its return is not', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.ns.removeLink('eth1'); // office's NIC: docker network disconnect, or Docker's address removed with ours
+  r.supervisor.trigger('netlink');
+  await settle(r, 2);
+  r.supervisor.trigger('schedule');
+  await settle(r, 3);
+  t.deepEqual(r.logs.filter((l) => l.level === 40).map((l) => [l.msg, l.vlan, l.interface]),
+    [['vlan office lost its NIC (eth1): its hosts are cut off until it is back', 'office', 'eth1']]);
+});
+
 // ---- coalescing, no overlap, minimum interval --------------------------------------------------------------------
 
 test('triggers during a pass coalesce into exactly one more pass, with the highest-priority trigger; passes never overlap', async (t) => {
