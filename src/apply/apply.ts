@@ -179,7 +179,8 @@ export type AddressStep = Extract<Step, { kind: 'link-up' | 'address-add' | 'add
 export const isAddressStep = (step: Step): step is AddressStep =>
   step.kind === 'link-up' || step.kind === 'address-add' || step.kind === 'address-del' || step.kind === 'route';
 
-const route = (gateway: string, dev?: string) => `route replace default via ${gateway}${dev ? ` dev ${dev}` : ''} proto ${OUR_ROUTE_PROTO}`;
+/** Ours carries OUR_ROUTE_PROTO; the one an undo puts back (Docker's, say) does not: it was not ours. */
+const route = (gateway: string, dev?: string, ours = true) => `route replace default via ${gateway}${dev ? ` dev ${dev}` : ''}${ours ? ` proto ${OUR_ROUTE_PROTO}` : ''}`;
 
 /** A link, address or route step as its line of `ip -batch`. */
 export function addressBatchLine(s: AddressStep): string {
@@ -202,7 +203,7 @@ async function runAddressBatch(runner: CommandRunner, steps: readonly AddressSte
       case 'link-up': return undefined; // bringing a NIC up is harmless to leave
       case 'address-add': return `address del ${s.address}/${s.prefix} dev ${s.nic}`;
       case 'address-del': return `address add ${s.address}/${s.prefix} dev ${s.nic} metric ${metric}`;
-      case 'route': return s.previous?.gateway ? route(s.previous.gateway, s.previous.dev) : 'route del default';
+      case 'route': return s.previous?.gateway ? route(s.previous.gateway, s.previous.dev, false) : 'route del default';
     }
   };
   const undoFor = (done: readonly AddressStep[]): Undo => {

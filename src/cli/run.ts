@@ -273,14 +273,24 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       // A rule of rules.dir the kernel refused when a pass wrote it: said as a rejected reload is (the reload had
       // passed every check made before the kernel), with the config that last applied running again if there is one.
       supervisor.onConfigRefused = (error, reverted) => {
+        const rule = `the kernel refuses a rule of rules.dir (${error.userChain ?? ''})`;
+        if (!reverted && supervisor.lastDesired) {
+          // The config that applied before renders a rule the kernel refuses now (a NIC attached since gave a
+          // template new data): not a reload's doing, and there is nothing older to go back to.
+          log.error({ path, chain: error.userChain, line: error.failedLine }, `${rule}; the running config stays, and every pass fails until the template is fixed`);
+          return;
+        }
         const keeping = reverted ? 'the config that last applied runs again' : 'no config has applied yet: every pass fails until the template is fixed';
         // A reload that passed every check counted as a success when it was read; refused now, it is a failure too.
-        if (reload.result === 'success') metrics.reloads.inc({ result: 'failure' });
+        if (reverted) {
+          metrics.reloads.inc({ result: 'failure' });
+          reloadSettings(supervisor.config.config); // the settings of the config that runs again
+        }
         reload.result = 'failure';
-        reload.errors = [`the kernel refuses a rule of rules.dir (${error.userChain ?? ''}): ${error.failedLine ?? ''}`, ...error.message.split('\n').map((l) => l.trim()).filter(Boolean), keeping];
+        reload.errors = [`${rule}: ${error.failedLine ?? ''}`, ...error.message.split('\n').map((l) => l.trim()).filter(Boolean), keeping];
         metrics.lastReloadOk.set(0);
         metrics.changed();
-        log.error({ path, chain: error.userChain, line: error.failedLine }, `the kernel refuses a rule of rules.dir (${error.userChain ?? ''}); ${keeping}`);
+        log.error({ path, chain: error.userChain, line: error.failedLine }, `${rule}; ${keeping}`);
       };
 
       // The settings of the supervisor itself a reload changes too, where no option overrides them: the drift

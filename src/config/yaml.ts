@@ -42,8 +42,8 @@ export function parseYaml(text: string): unknown {
     throw new YamlSyntaxError(mark?.line !== undefined && mark.column !== undefined
       ? `line ${mark.line + 1}, column ${mark.column + 1}: ${reason}` : reason);
   }
-  // A file ending in "---" (or holding empty documents between them) holds one config: the empty ones are nothing.
-  if (documents.length > 1) documents = documents.filter((d, i) => i === 0 || (d !== null && d !== undefined));
+  // A file ending in "---" (or holding empty documents around it) holds one config: the empty ones are nothing.
+  if (documents.length > 1) documents = documents.filter((d) => d !== null && d !== undefined);
   if (documents.length > 1) {
     throw new YamlSyntaxError(`the file holds ${documents.length} YAML documents (separated by "---"); a config is one document`);
   }

@@ -18,6 +18,8 @@ export function mayMatter(line: string): boolean {
   // Routes: the default route, and the networks routed through a NIC (the sources it may forward from). The
   // kernel's own (connected, local and broadcast routes, which come with each address) and IPv6's do not matter.
   if (/ proto kernel | table (?!main )/.test(line)) return false;
+  // An IPv6 route (a router advertisement's, Docker's IPv6 default): nothing here routes IPv6.
+  if (!/^(?:Deleted )?\d+: /.test(line) && /^(?:Deleted )?(?:[a-z]+ )?(?:default via )?[0-9a-f]*:[0-9a-f:]*[/ ]/.test(line)) return false;
   if (OUR_ROUTE_SET.test(line)) return false; // our own default route, set by our apply (one removed is drift)
   if (/^(?:Deleted )?\d+: \S+\s+inet6 /.test(line)) return false;
   // A gateway address of ours appearing is our own apply's doing (nobody else uses our metric): not news. One

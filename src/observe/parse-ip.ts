@@ -48,12 +48,16 @@ export function parseDefaultRoute(json: string): Route | undefined {
 
 /**
  * `ip -json route show` → the networks routed through a NIC besides its own (`10.99.0.0/24 via 192.168.10.5 dev
- * eth1`, or on-link without a next hop): unicast IPv4 routes other than the default and the kernel's connected
- * ones. A host route is printed without its /32.
+ * eth1`, or on-link without a next hop; a multipath route through each of its next hops' NICs): unicast IPv4
+ * routes other than the default and the kernel's connected ones. A host route is printed without its /32.
  */
 export function parseRoutedPrefixes(json: string): RoutedPrefix[] {
-  const routes = JSON.parse(json || '[]') as Array<{ dst: string; dev?: string; type?: string; protocol?: string }>;
-  return routes.flatMap((r) => (r.dst === 'default' || !r.dev || (r.type !== undefined && r.type !== 'unicast') || r.protocol === 'kernel' || r.dst.includes(':')
-    ? []
-    : [{ prefix: r.dst.includes('/') ? r.dst : `${r.dst}/32`, dev: r.dev }]));
+  type RouteJson = { dst: string; dev?: string; type?: string; protocol?: string; nexthops?: Array<{ dev?: string }> };
+  const routes = JSON.parse(json || '[]') as RouteJson[];
+  return routes.flatMap((r) => {
+    if (r.dst === 'default' || (r.type !== undefined && r.type !== 'unicast') || r.protocol === 'kernel' || r.dst.includes(':')) return [];
+    const prefix = r.dst.includes('/') ? r.dst : `${r.dst}/32`;
+    const devs = r.dev ? [r.dev] : (r.nexthops ?? []).flatMap((n) => (n.dev ? [n.dev] : []));
+    return devs.map((dev) => ({ prefix, dev }));
+  });
 }

@@ -21,13 +21,17 @@ export const ACCOUNTING_SET_TYPE = 'hash:net,iface';
 /** The zones' NICs (as "any address, this NIC"), for accepting new connections to any zone in one lookup. */
 export const NIC_SET = 'VGW-NICS';
 /**
- * Anti-spoofing (BCP 38): every VLAN's subnet (hash:net), and each ready VLAN's subnet with its NIC
- * (hash:net,iface, matched `src,src`). A new connection from a source in the first set must come in on a NIC the
- * second pairs with it.
+ * Anti-spoofing (BCP 38, VGW-SOURCES): every VLAN's subnet (hash:net), each ready VLAN's subnet with its NIC
+ * (hash:net,iface, matched `src,src`), and the networks routed through a VLAN's NIC with that NIC (only while
+ * there are some). A source in the first set must come in on the NIC the second pairs with it; another source on a
+ * VLAN's NIC must be in the third.
  */
 export const SUBNET_SET = 'VGW-SUBNETS';
 export const SUBNET_SET_TYPE = 'hash:net';
 export const SUBNET_NIC_SET = 'VGW-SUBNET-NICS';
+export const ROUTED_SET = 'VGW-ROUTED';
+/** The subnets of the VLANs waiting for their NIC (hash:net, only while some are): dropped as destinations. */
+export const WAITING_SET = 'VGW-WAITING';
 /** The uplink's "any address" as two halves: hash:net types cannot hold a /0. */
 export const ANY_HALVES = ['0.0.0.0/1', '128.0.0.0/1'];
 export const FORWARD_CHAIN = 'VGW-FORWARD';

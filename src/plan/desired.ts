@@ -13,7 +13,7 @@ import { parseCidr } from '../net/ipv4.js';
 import type { BindingFacts, Facts, TableName } from '../observe/facts.js';
 import { ENGINE_VERSION, guarded, renderRules } from '../template/render.js';
 import {
-  FORWARD_CHAIN, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, SOURCES_CHAIN, USER_HOOKS, zoneKey,
+  FORWARD_CHAIN, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, SOURCES_CHAIN, USER_HOOKS, WAITING_SET, zoneKey,
   type UserHook,
 } from './chains.js';
 import { COMMENT_PREFIX, digest, ruleHash } from './hash.js';
@@ -21,7 +21,7 @@ import { matchUplink, matchVlans, onLinkOf } from './match.js';
 import { UPLINK, type Desired, type DesiredChain, type DesiredRule, type DropReason, type RuleMeaning, type UplinkBinding, type VlanBinding } from './types.js';
 import { checkJumpTargets } from './check.js';
 import { forwardingNoteIn } from './diff.js';
-import { accountingSets, nicSets, portChunker, subnetSets, zoneResolver, type ZoneModel } from './zones.js';
+import { accountingSets, nicSets, portChunker, sourceSets, zoneResolver, type ZoneModel } from './zones.js';
 import { outInterfaceOf, tokenAfter, verdictOf } from './rule-text.js';
 
 export interface TemplateSource {
@@ -47,7 +47,7 @@ const ACTION_OF: Record<string, Action> = { ACCEPT: 'accept', DROP: 'drop', REJE
 /** What one of VGW-FORWARD's drops is for, by its matches (forward.hbs); the user's own rules are not there. */
 function forwardDropReason(body: string): DropReason | undefined {
   if (body.includes('--ctstate INVALID')) return 'invalid';
-  if (/(?:^| )-d \S+/.test(body)) return 'waiting';
+  if (/(?:^| )-d \S+/.test(body) || body.includes(`--match-set ${WAITING_SET} dst`)) return 'waiting';
   if (/(?:^| )-o \S+/.test(body)) return 'unmanaged';
   return undefined;
 }
@@ -236,17 +236,20 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
   const compact = pairSets.length > 0 && config.forwarding.default === 'accept';
   const zoneNicSets = compact ? nicSets(zones) : [];
   // Anti-spoofing, before anything is accepted: a VLAN's NIC forwards from its subnet and the networks routed
-  // through it, the uplink from anywhere but a VLAN's subnet. With ipset, two lookups; without, rules per VLAN.
-  const spoofSets = facts.sets === undefined ? [] : subnetSets(vlans);
-  const sets = [...pairSets, ...zoneNicSets, ...spoofSets];
+  // through it, the uplink from anywhere but a VLAN's subnet. With ipset, two or three lookups; without, rules per
+  // VLAN and routed network.
+  const source = facts.sets === undefined ? undefined : sourceSets(vlans);
+  const sets = [...pairSets, ...zoneNicSets, ...source ? [source.subnets, source.subnetNics, ...source.routed ? [source.routed] : [], ...source.waiting ? [source.waiting] : []] : []];
   add('filter', SOURCES_CHAIN, templates.sources, {
-    sets: spoofSets.length > 0 ? { subnets: spoofSets[0]!.name, nics: spoofSets[1]!.name } : null,
-    sources: spoofSets.length > 0 ? [] : ready.flatMap((b) => [b.vlan.subnet, ...b.routed ?? []].map((subnet) => ({ nic: b.nic!.name, subnet }))),
-    subnets: spoofSets.length > 0 ? [] : vlans.map((b) => b.vlan.subnet),
+    sets: source ? { subnets: source.subnets.name, nics: source.subnetNics.name, routed: source.routed?.name ?? null } : null,
+    sources: source ? [] : ready.map((b) => ({ nic: b.nic!.name, subnet: b.vlan.subnet })),
+    subnets: source ? [] : vlans.map((b) => b.vlan.subnet),
+    routed: source ? [] : ready.flatMap((b) => (b.routed ?? []).map((prefix) => ({ nic: b.nic!.name, prefix }))),
   }, (_body, target) => (target === 'DROP' ? { kind: 'drop', reason: 'spoofed' } : undefined));
   add('filter', FORWARD_CHAIN, templates.forward, {
     sourcesChain: SOURCES_CHAIN,
-    waitingSubnets: vlans.filter((b) => !b.nic).map((b) => b.vlan.subnet),
+    waitingSet: source?.waiting?.name ?? null,
+    waitingSubnets: source ? [] : vlans.filter((b) => !b.nic).map((b) => b.vlan.subnet),
     userChain: userChains.get('forward') ?? null,
     accountingSets: pairSets.map((set) => set.name),
   }, (body, target) => {

@@ -4,7 +4,7 @@
  * the NIC holding an address inside its subnet. Pure.
  */
 import type { Config, InterfaceRef } from '../config/schema.js';
-import { contains, formatCidr, networkOf, overlaps, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
+import { contains, formatCidr, networkOf, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
 import type { BindingFacts, Link } from '../observe/facts.js';
 import type { UplinkBinding, VlanBinding } from './types.js';
 
@@ -160,22 +160,20 @@ export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBi
       : undefined;
     return { vlan, nic, ...(note ? { note } : {}) };
   });
-  return withRoutedPrefixes(config, facts, bindings);
+  return withRoutedPrefixes(facts, bindings);
 }
 
 /**
- * Each bound VLAN's routed networks (see VlanBinding.routed): the routes through its NIC, less those that
- * overlap a VLAN's subnet (a VLAN's addresses are genuine on its own NIC only).
+ * Each bound VLAN's routed networks (see VlanBinding.routed): the routes through its NIC. One that covers a VLAN's
+ * subnet (10.0.0.0/8 via a site router) is kept: VGW-SOURCES checks the VLANs' subnets first.
  */
-function withRoutedPrefixes(config: Config, facts: BindingFacts, bindings: VlanBinding[]): VlanBinding[] {
+function withRoutedPrefixes(facts: BindingFacts, bindings: VlanBinding[]): VlanBinding[] {
   if (!facts.routed || facts.routed.length === 0) return bindings;
-  const subnets = config.vlans.map((v) => parseCidr(v.subnet)!);
-  const inVlan = (c: Cidr) => subnets.some((s) => overlaps(s, c));
   return bindings.map((b) => {
     if (!b.nic) return b;
     const routed = [...new Set(facts.routed!.filter((r) => r.dev === b.nic!.name).flatMap((r) => {
       const c = parseCidr(r.prefix);
-      return c && !inVlan(c) ? [formatCidr(c)] : [];
+      return c && c.prefix > 0 ? [formatCidr(c)] : [];
     }))].sort();
     return routed.length > 0 ? { ...b, routed } : b;
   });

@@ -4,7 +4,7 @@
  */
 import { parsePorts } from '../config/validate.js';
 import { broadcastOf, contains, networkOf, parseAddress, parseCidr } from '../net/ipv4.js';
-import { ACCOUNTING_SET, ACCOUNTING_SET_TYPE, ACCOUNTING_SHARD, ANY_HALVES, NIC_SET, SUBNET_NIC_SET, SUBNET_SET, SUBNET_SET_TYPE } from './chains.js';
+import { ACCOUNTING_SET, ACCOUNTING_SET_TYPE, ACCOUNTING_SHARD, ANY_HALVES, NIC_SET, ROUTED_SET, SUBNET_NIC_SET, SUBNET_SET, SUBNET_SET_TYPE, WAITING_SET } from './chains.js';
 import type { DesiredSet, VlanBinding, Zone } from './types.js';
 
 export interface ZoneModel {
@@ -100,16 +100,29 @@ export function nicSets(zones: readonly ZoneModel[]): DesiredSet[] {
   return sets;
 }
 
+/** The sets VGW-SOURCES and VGW-FORWARD decide on (see SUBNET_SET and WAITING_SET). */
+export interface SourceSets {
+  readonly subnets: DesiredSet;
+  readonly subnetNics: DesiredSet;
+  /** Only while a network is routed through a VLAN's NIC. */
+  readonly routed?: DesiredSet;
+  /** Only while a VLAN waits for its NIC. */
+  readonly waiting?: DesiredSet;
+}
+
 /**
- * The anti-spoofing sets (see SUBNET_SET): every VLAN's subnet, waiting ones included (no NIC of ours carries their
- * hosts yet, so no source of theirs is genuine), and each ready VLAN's subnet and routed networks with its NIC.
+ * The anti-spoofing sets: every VLAN's subnet, waiting ones included (no NIC of ours carries their hosts yet, so no
+ * source of theirs is genuine); each ready VLAN's subnet with its NIC; the networks routed through a VLAN's NIC
+ * with it. And the waiting VLANs' subnets, as destinations nothing may reach.
  */
-export function subnetSets(vlans: readonly VlanBinding[]): DesiredSet[] {
-  return [
-    { name: SUBNET_SET, type: SUBNET_SET_TYPE, role: 'verdict', members: vlans.map((b) => ({ member: b.vlan.subnet })) },
-    {
-      name: SUBNET_NIC_SET, type: ACCOUNTING_SET_TYPE, role: 'verdict',
-      members: vlans.flatMap((b) => (b.nic ? [b.vlan.subnet, ...b.routed ?? []].map((net) => ({ member: `${net},${b.nic!.name}` })) : [])),
-    },
-  ];
+export function sourceSets(vlans: readonly VlanBinding[]): SourceSets {
+  const ready = vlans.filter((b) => b.nic);
+  const routed = ready.flatMap((b) => (b.routed ?? []).map((net) => ({ member: `${net},${b.nic!.name}` })));
+  const waiting = vlans.filter((b) => !b.nic).map((b) => ({ member: b.vlan.subnet }));
+  return {
+    subnets: { name: SUBNET_SET, type: SUBNET_SET_TYPE, role: 'verdict', members: vlans.map((b) => ({ member: b.vlan.subnet })) },
+    subnetNics: { name: SUBNET_NIC_SET, type: ACCOUNTING_SET_TYPE, role: 'verdict', members: ready.map((b) => ({ member: `${b.vlan.subnet},${b.nic!.name}` })) },
+    ...(routed.length > 0 ? { routed: { name: ROUTED_SET, type: ACCOUNTING_SET_TYPE, role: 'verdict', members: routed } } : {}),
+    ...(waiting.length > 0 ? { waiting: { name: WAITING_SET, type: SUBNET_SET_TYPE, role: 'verdict', members: waiting } } : {}),
+  };
 }

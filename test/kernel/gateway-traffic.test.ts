@@ -71,38 +71,45 @@ kernel(`the write-up's example: VLANs reach each other both ways and the Interne
 });
 
 // A VLAN's NIC forwards from its subnet and from the networks routed through it. A host that routes another network
-// (here 10.99.0.5, behind office's client) is forwarded once the router has a route to it through office's NIC (a
-// static route; the apply after it reads it), and only then. It is not masqueraded (MASQUERADE is per VLAN
-// subnet), so the Internet side routes 10.99.0.5 back to the router here. Under `default: accept` with ipset, it
-// gets out to the uplink through the NIC-set lookup (the accounting members match the VLANs' subnets only).
-kernel(`a source outside its VLAN's subnet is forwarded only once it is routed through that VLAN's NIC${NEEDS_ROOT}`, async (t) => {
+// (here 192.168.77.5, behind office's client) is forwarded once the router has a route to it through office's NIC
+// (a static route; the apply after it reads it), and only then. The route is a summary, 192.168.0.0/16, which
+// covers both VLANs' subnets too: lab's addresses stay forged on office's NIC. It is not masqueraded (MASQUERADE
+// is per VLAN subnet), so the Internet side routes 192.168.77.5 back to the router here. Under `default: accept`
+// with ipset, it gets out to the uplink through the NIC-set lookup (the accounting members match the VLANs'
+// subnets only).
+kernel(`a source outside its VLAN's subnet is forwarded only once it is routed through that VLAN's NIC; a summary route takes no VLAN's subnet${NEEDS_ROOT}`, async (t) => {
   const applied = await apply(files.masquerade.path);
   t.is(applied.code, 0, applied.stderr);
   const office = topology.vlans.find((v) => v.name === 'office')!;
   const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  const routed = '192.168.77.5';
+  const forged = '192.168.20.77'; // in lab's subnet, inside the summary route too
   t.regex(await save(router, 'nft', '-t', 'filter'), /--match-set VGW-NICS-0 dst,dst/, 'the compact branch is what is under test');
-  await inNs(office.client.namespace, 'ip', 'address', 'add', '10.99.0.5/32', 'dev', office.client.interface);
-  await inNs(topology.inet, 'ip', 'route', 'add', '10.99.0.5/32', 'via', topology.uplink.routerAddress);
-  const pingFrom = (target: string) => runner.run(['ip', 'netns', 'exec', office.client.namespace, 'ping', '-c', '2', '-i', '0.2', '-W', '1', '-I', '10.99.0.5', target], { allowFailure: true });
+  for (const address of [routed, forged]) await inNs(office.client.namespace, 'ip', 'address', 'add', `${address}/32`, 'dev', office.client.interface);
+  await inNs(topology.inet, 'ip', 'route', 'add', `${routed}/32`, 'via', topology.uplink.routerAddress);
+  const pingFrom = (from: string, target: string) => runner.run(['ip', 'netns', 'exec', office.client.namespace, 'ping', '-c', '2', '-i', '0.2', '-W', '1', '-I', from, target], { allowFailure: true });
   try {
     const echoes = await echoesReceived(topology.inet);
-    t.not((await pingFrom(topology.uplink.internetHost)).exitCode, 0, 'without a route back through office\'s NIC, 10.99.0.5 there is forged');
+    t.not((await pingFrom(routed, topology.uplink.internetHost)).exitCode, 0, 'without a route back through office\'s NIC, 192.168.77.5 there is forged');
     t.is(await echoesReceived(topology.inet), echoes, 'and nothing of it left through the uplink');
 
-    await inNs(router, 'ip', 'route', 'add', '10.99.0.5/32', 'via', office.client.address, 'dev', office.routerInterface);
+    await inNs(router, 'ip', 'route', 'add', '192.168.0.0/16', 'via', office.client.address, 'dev', office.routerInterface);
     const again = await apply(files.masquerade.path);
     t.is(again.code, 0, again.stderr);
-    t.regex(again.stdout, /ipset VGW-SUBNET-NICS/, 'the routed network joins office\'s sources');
+    t.regex(again.stdout, /ipset VGW-ROUTED/, 'the routed network joins office\'s sources');
     for (const target of [lab.client.address, topology.uplink.internetHost]) {
-      const ping = await pingFrom(target);
-      t.is(ping.exitCode, 0, `10.99.0.5 → ${target}: ${ping.stdout}${ping.stderr}`);
+      const ping = await pingFrom(routed, target);
+      t.is(ping.exitCode, 0, `${routed} → ${target}: ${ping.stdout}${ping.stderr}`);
     }
+    const passed = await echoesReceived(topology.inet);
+    await pingFrom(forged, topology.uplink.internetHost);
+    t.is(await echoesReceived(topology.inet), passed, 'lab\'s address from office\'s NIC is still forged: the summary route does not take it');
     // Hairpin (in and out of the same VLAN NIC) stays dropped, as without the sets.
     t.regex(await save(router, 'nft', '-t', 'filter'), new RegExp(`-A VGW-FROM-10 -o ${office.routerInterface} .*-j DROP`));
   } finally {
-    await inNs(topology.inet, 'ip', 'route', 'del', '10.99.0.5/32');
-    await inNs(router, 'ip', 'route', 'del', '10.99.0.5/32').catch(() => '');
-    await inNs(office.client.namespace, 'ip', 'address', 'del', '10.99.0.5/32', 'dev', office.client.interface);
+    await inNs(topology.inet, 'ip', 'route', 'del', `${routed}/32`);
+    await inNs(router, 'ip', 'route', 'del', '192.168.0.0/16').catch(() => '');
+    for (const address of [routed, forged]) await inNs(office.client.namespace, 'ip', 'address', 'del', `${address}/32`, 'dev', office.client.interface);
   }
   t.is((await apply(files.masquerade.path)).code, 0, 'the route gone, its network leaves office\'s sources');
 });
@@ -255,7 +262,8 @@ kernel(`traffic to a waiting VLAN's subnet never leaves through the uplink, and 
     const ping = await runner.run(['ip', 'netns', 'exec', office.client.namespace, 'ping', '-c', '2', '-i', '0.2', '-W', '1', '192.168.30.100'], { allowFailure: true });
     t.not(ping.exitCode, 0, 'office did not reach 192.168.30.100 through the uplink');
     t.is(await echoesReceived(topology.inet), echoes);
-    const rule = (await save(router, 'nft', '-c', '-t', 'filter')).split('\n').find((l) => l.includes('-A VGW-FORWARD') && l.includes('-d 192.168.30.0/24'));
+    const rule = (await save(router, 'nft', '-c', '-t', 'filter')).split('\n').find((l) => l.includes('-A VGW-FORWARD') && l.includes('--match-set VGW-WAITING dst'));
+    t.regex(await inNs(router, 'ipset', 'list', 'VGW-WAITING'), /^192\.168\.30\.0\/24/m, 'the waiting VLAN\'s subnet, in one set lookup however many wait');
     t.true(Number(/^\[(\d+):/.exec(rule ?? '')?.[1]) >= 2, `the waiting VLAN's drop counted them: ${rule}`);
   } finally {
     await inNs(topology.inet, 'ip', 'address', 'del', '192.168.30.100/32', 'dev', topology.uplink.inetInterface);

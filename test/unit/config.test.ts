@@ -931,6 +931,7 @@ test('a file that ends in "---" (an empty document after the config) is one conf
   const vlan = 'vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\n';
   t.deepEqual(parseConfigText(`${vlan}---\n`, 'x.yaml'), parseConfigText(vlan, 'x.yaml'));
   t.deepEqual(parseConfigText(`---\n${vlan}---\n`, 'x.yaml'), parseConfigText(vlan, 'x.yaml'));
+  t.deepEqual(parseConfigText(`---\n---\n${vlan}`, 'x.yaml'), parseConfigText(vlan, 'x.yaml'));
 });
 
 test('the shipped example parses, with every default applied', async (t) => {

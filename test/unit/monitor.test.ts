@@ -29,6 +29,10 @@ test('routes through a NIC and the default route are triggers; the kernel\'s own
   t.false(mayMatter('broadcast 192.168.10.255 dev a0 table local proto kernel scope link src 192.168.10.2 '));
   t.false(mayMatter('local fe80::b8ff:7ff:fe68:709a dev a0 table local proto kernel metric 0 pref medium'));
   t.false(mayMatter('fe80::/64 dev a0 proto kernel metric 256 pref medium'));
+  t.false(mayMatter('default via fe80::1 dev eth0 proto ra metric 1024 expires 1799sec hoplimit 64 pref medium'), 'IPv6: nothing here routes it');
+  t.false(mayMatter('2001:db8:1::/64 dev eth0 proto ra metric 1024 expires 86399sec pref medium'));
+  t.false(mayMatter('Deleted 2001:db8:1::/64 dev eth0 proto ra metric 1024 pref medium'));
+  t.false(mayMatter('multicast ff00::/8 dev eth0 proto boot metric 256 pref medium'));
 });
 
 test('an ip monitor that keeps exiting at once (its namespace gone) is restarted later each time, and logged once', async (t) => {

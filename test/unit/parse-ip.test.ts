@@ -1,0 +1,29 @@
+/** The `ip -json` parsers (src/observe/parse-ip.ts), on output as iproute2 6.1 prints it. */
+import test from 'ava';
+import { parseDefaultRoute, parseRoutedPrefixes } from '../../src/observe/parse-ip.js';
+
+// `ip -json route show` in a namespace with two NICs, a summary route, a host route, a multipath route and the
+// default route (iproute2 6.1).
+const ROUTES = JSON.stringify([
+  { dst: 'default', gateway: '203.0.113.1', dev: 'eth0', protocol: '122', flags: [] },
+  { dst: '10.0.0.0/8', gateway: '192.168.10.5', dev: 'a0', flags: [] },
+  { dst: '10.50.0.5', gateway: '192.168.10.5', dev: 'a0', flags: [] },
+  { dst: '10.96.0.0/24', flags: [], nexthops: [{ gateway: '192.168.10.5', dev: 'a0', weight: 1, flags: [] }, { gateway: '192.168.11.6', dev: 'a1', weight: 1, flags: [] }] },
+  { type: 'blackhole', dst: '10.66.0.0/16', flags: [] },
+  { dst: '192.168.10.0/24', dev: 'a0', protocol: 'kernel', scope: 'link', prefsrc: '192.168.10.2', flags: [] },
+  { dst: '192.168.11.0/24', dev: 'a1', protocol: 'kernel', scope: 'link', prefsrc: '192.168.11.2', flags: [] },
+]);
+
+test('the default route, from the whole table', (t) => {
+  t.deepEqual(parseDefaultRoute(ROUTES), { gateway: '203.0.113.1', dev: 'eth0' });
+  t.is(parseDefaultRoute('[]'), undefined);
+});
+
+test('routed networks: each route through a NIC (a multipath one through each of its next hops), not the default, the connected ones or a blackhole', (t) => {
+  t.deepEqual(parseRoutedPrefixes(ROUTES), [
+    { prefix: '10.0.0.0/8', dev: 'a0' },
+    { prefix: '10.50.0.5/32', dev: 'a0' },
+    { prefix: '10.96.0.0/24', dev: 'a0' },
+    { prefix: '10.96.0.0/24', dev: 'a1' },
+  ]);
+});
