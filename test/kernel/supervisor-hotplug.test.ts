@@ -180,3 +180,21 @@ kernel(`deleting the NIC withdraws its rules and vlan_up goes to 0; office ↔ l
   t.is(status.lastReconcile?.result, 'success');
   await pingUntilReply(lab().client.namespace, office().client.address);
 });
+
+// A static route through a VLAN's NIC makes its network a source that NIC may forward from; the netlink monitor
+// sees the route come and go, so the supervisor follows it without a schedule's wait.
+kernel(`a route added through a VLAN's NIC joins its sources within 1 s, and leaves with the route${NEEDS_ROOT}`, async (t) => {
+  const members = async () => (await runner.run(['ip', 'netns', 'exec', router(), 'ipset', 'list', 'VGW-ROUTED'], { allowFailure: true })).stdout;
+  const added = performance.now();
+  await ip(router(), 'route', 'add', '10.99.0.0/24', 'via', office().client.address, 'dev', office().routerInterface);
+  try {
+    await waitFor('the routed network in VGW-ROUTED', async () => (await members()).includes(`10.99.0.0/24,${office().routerInterface}`), 3000, 20);
+    const ms = performance.now() - added;
+    t.log(`route → set member: ${Math.round(ms)} ms`);
+    t.true(ms < 1000, `${Math.round(ms)} ms`);
+  } finally {
+    await ip(router(), 'route', 'del', '10.99.0.0/24');
+  }
+  await waitFor('the set gone with the route', async () => !(await members()).includes('10.99.0.0/24'), 3000, 20);
+  t.pass();
+});
