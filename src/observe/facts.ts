@@ -66,6 +66,8 @@ export interface SavedTable {
 export interface SavedSet {
   readonly type: string;
   readonly members: ReadonlySet<string>;
+  /** Made without packet and byte counters (the gateway makes every set with them); absent: with. */
+  readonly noCounters?: boolean;
 }
 
 /**

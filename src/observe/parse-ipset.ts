@@ -22,10 +22,10 @@ export function forEachIpsetMember(text: string, visit: (set: string, member: st
 }
 
 export function parseIpsetSave(text: string): Map<string, SavedSet> {
-  const sets = new Map<string, { type: string; members: Set<string> }>();
+  const sets = new Map<string, { type: string; members: Set<string>; noCounters?: boolean }>();
   for (const line of text.split('\n')) {
     const create = CREATE.exec(line);
-    if (create) sets.set(create[1]!, { type: create[2]!, members: new Set() });
+    if (create) sets.set(create[1]!, { type: create[2]!, members: new Set(), ...(/ counters\b/.test(line) ? {} : { noCounters: true }) });
   }
   forEachIpsetMember(text, (set, member) => sets.get(set)?.members.add(member));
   return sets;
@@ -35,6 +35,7 @@ export function parseIpsetSave(text: string): Map<string, SavedSet> {
 export interface SetHeader {
   readonly type: string;
   readonly entries: number;
+  readonly noCounters?: boolean;
 }
 
 /**
@@ -52,7 +53,8 @@ export function parseIpsetHeaders(text: string): Map<string, SetHeader> {
     const name = fields.get('Name');
     const type = fields.get('Type');
     const entries = Number(fields.get('Number of entries'));
-    if (name?.startsWith('VGW-') && type && Number.isInteger(entries)) sets.set(name, { type, entries });
+    const counters = / counters\b/.test(` ${fields.get('Header') ?? ''} `);
+    if (name?.startsWith('VGW-') && type && Number.isInteger(entries)) sets.set(name, { type, entries, ...(counters ? {} : { noCounters: true }) });
   }
   return sets;
 }

@@ -11,6 +11,11 @@ import { verdictOf } from './rule-text.js';
 import type { ChainChange, Desired, DesiredChain, DesiredRule, DesiredSet, Jump, JumpChange, Plan, Step } from './types.js';
 import { warningsOf } from './warnings.js';
 
+/** A set of our name (VGW-*) that is not as the gateway makes it: nothing is applied until it is removed. */
+export class ForeignSetError extends Error {
+  override readonly name = 'ForeignSetError';
+}
+
 interface TableDiff {
   readonly step?: Extract<Step, { kind: 'table' }>;
 }
@@ -192,6 +197,15 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
     steps.push({ kind: 'route', ...desired.route, ...(facts.defaultRoute ? { previous: facts.defaultRoute } : {}) });
   }
   const sets = facts.sets ?? new Map();
+  // A set of our name that the gateway did not make (another type, or no counters) fails every apply with the
+  // kernel's words; it is said here, before anything is written, with the way out.
+  const foreign = desired.sets.flatMap((set) => {
+    const have = sets.get(set.name);
+    if (!have || (have.type === set.type && !have.noCounters)) return [];
+    return [`ipset ${set.name} exists as ${have.type}${have.noCounters ? ' without counters' : ''}, not as the gateway makes it (${set.type} with counters): `
+      + `the gateway did not make it; remove it (ipset destroy ${set.name}) and apply again`];
+  });
+  if (foreign.length > 0) throw new ForeignSetError(foreign.join('\n'));
   for (const set of desired.sets) {
     const have = sets.get(set.name);
     // Members known to be there because they are this very set's (a supervisor's KnownSets): nothing to compare.

@@ -11,7 +11,7 @@ import type { Facts, Link } from '../../src/observe/facts.js';
 import { parseSave, tableOf } from '../../src/observe/parse-save.js';
 import { OUR_ADDRESS_METRIC } from '../../src/plan/chains.js';
 import { planDesired, planEmpty, type Templates } from '../../src/plan/desired.js';
-import { diff, tablesInSync } from '../../src/plan/diff.js';
+import { diff, ForeignSetError, tablesInSync } from '../../src/plan/diff.js';
 import { formatPlan } from '../../src/plan/format.js';
 import { syntheticFacts } from '../../src/plan/synthetic.js';
 import type { Desired, Plan, Step } from '../../src/plan/types.js';
@@ -496,4 +496,17 @@ test('Plan.forwardingWasOff: set while our marked jump is wanted (so the supervi
   t.false(diff(planDesired(lab, plain, templates), plain).forwardingWasOff);
   const fresh = withForwarding(factsWith(lab, '', { gatewayAddresses: false }), '0');
   t.true(diff(planDesired(lab, fresh, templates), fresh).forwardingWasOff, 'the apply that switches forwarding on');
+});
+
+test('a set of our name the gateway did not make (another type, or no counters) stops the plan before anything is written, with the way out', (t) => {
+  const base = factsWith(lab, '');
+  const desired = planDesired(lab, { ...base, sets: new Map() }, templates);
+  const subnets = desired.sets.find((s) => s.name === 'VGW-SUBNETS')!;
+  const withSet = (set: { type: string; noCounters?: boolean }) => ({ ...base, sets: new Map([[subnets.name, { members: new Set<string>(), ...set }]]) });
+  t.throws(() => diff(desired, withSet({ type: 'hash:ip' })), {
+    instanceOf: ForeignSetError,
+    message: 'ipset VGW-SUBNETS exists as hash:ip, not as the gateway makes it (hash:net with counters): the gateway did not make it; remove it (ipset destroy VGW-SUBNETS) and apply again',
+  });
+  t.throws(() => diff(desired, withSet({ type: 'hash:net', noCounters: true })), { instanceOf: ForeignSetError, message: /exists as hash:net without counters/ });
+  t.notThrows(() => diff(desired, withSet({ type: 'hash:net' })), 'ours: its members are planned');
 });

@@ -51,3 +51,21 @@ test('parseIpsetSave: our sets with their type and members (counters dropped), o
     ['VGW-NICS-0', 'hash:net,iface', []],
   ]);
 });
+
+test('a set made without counters is marked, in ipset save and in ipset list -t (ipset 7.17)', (t) => {
+  const save = [
+    'create VGW-SUBNETS hash:net family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x18d6b3ab',
+    'create VGW-SUBNET-NICS hash:net,iface family inet hashsize 1024 maxelem 65536 counters bucketsize 12 initval 0xb39bfed0',
+  ].join('\n');
+  const sets = parseIpsetSave(save);
+  t.true(sets.get('VGW-SUBNETS')!.noCounters);
+  t.is(sets.get('VGW-SUBNET-NICS')!.noCounters, undefined);
+  const headers = parseIpsetHeaders([
+    'Name: VGW-SUBNETS', 'Type: hash:net', 'Revision: 7', 'Header: family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x18d6b3ab',
+    'Size in memory: 456', 'References: 0', 'Number of entries: 0', '',
+    'Name: VGW-SUBNET-NICS', 'Type: hash:net,iface', 'Revision: 7', 'Header: family inet hashsize 1024 maxelem 65536 counters bucketsize 12 initval 0xb39bfed0',
+    'Size in memory: 456', 'References: 0', 'Number of entries: 0',
+  ].join('\n'));
+  t.deepEqual(headers.get('VGW-SUBNETS'), { type: 'hash:net', entries: 0, noCounters: true });
+  t.deepEqual(headers.get('VGW-SUBNET-NICS'), { type: 'hash:net,iface', entries: 0 });
+});
