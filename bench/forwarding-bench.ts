@@ -6,14 +6,15 @@
  * iperf3 sent and received. Conditions, interleaved round by round:
  *   none     no rules at all;
  *   notrack  only the raw-table CT --notrack rule that ours-new uses (its own cost, as a control);
- *   ours     our rules; data packets are ESTABLISHED (iperf3's UDP handshake), so they stop at VGW-FORWARD's first rule;
+ *   ours     our rules; data packets are ESTABLISHED (iperf3's UDP handshake), so they pass VGW-SOURCES (with ipset,
+ *            one lookup returns a VLAN host's packet) and stop at VGW-FORWARD's replies accept;
  *   ours-new our rules with conntrack bypassed (raw CT --notrack) so that EVERY packet walks the worst path:
  *            VGW-FORWARD's branch list to the last VLAN, its from-chain to the pair branch, and the whole pair chain;
  *   linear   1,000 non-matching rules in FORWARD.
  */
 import { inNamespace, type CommandRunner } from '../src/exec/runner.js';
 import type { Templates } from '../src/plan/desired.js';
-import { pairChain, fromChain, FORWARD_CHAIN, zoneKey } from '../src/plan/chains.js';
+import { pairChain, fromChain, FORWARD_CHAIN, SOURCES_CHAIN, zoneKey } from '../src/plan/chains.js';
 import type { Plan } from '../src/plan/types.js';
 import { reconcileOnce } from '../src/reconcile/once.js';
 import { clientAddressOf, gatewayOf, generateConfig, nicBatch, nicName, type ConfigShape } from './configs.js';
@@ -140,7 +141,10 @@ export async function forwardingBench(runner: CommandRunner, namespaces: Namespa
     if (plan.desired.vlans.some((v) => !v.nic)) throw new Error('router NICs not all matched');
     const fromKey = zoneKey(last);
     const pair = pairChain(fromKey, zoneKey(prev));
+    const sourcesCheck = plan.desired.chains.some((c) => c.name === SOURCES_CHAIN)
+      ? position(plan, SOURCES_CHAIN, plan.desired.sets.length > 0 ? '--match-set VGW-SUBNET-NICS' : `-i ${nicName(last)} -s `) : 0;
     const worstPathRules = 1 // FORWARD's jump
+      + sourcesCheck // VGW-SOURCES, to the rule that returns a VLAN host's packet
       + position(plan, FORWARD_CHAIN, `-i ${nicName(last)} `)
       + position(plan, fromChain(fromKey), `-o ${nicName(prev)} `)
       + (plan.desired.chains.find((c) => c.name === pair)?.rules.length ?? 0);

@@ -157,7 +157,7 @@ const LABELS: Record<Condition, (f: ForwardingResult) => string> = {
   none: () => '(i) no rules',
   notrack: () => '(i) control: only raw CT --notrack (used by the worst path)',
   linear: () => '(iii) 1,000 linear non-matching FORWARD rules',
-  ours: (f) => `(ii) our rules, ${f.shape.vlans} VLANs (data packets ESTABLISHED: 1st rule)`,
+  ours: (f) => `(ii) our rules, ${f.shape.vlans} VLANs (data packets ESTABLISHED: source check, then accepted)`,
   'ours-new': (f) => `(ii) our rules, ${f.shape.vlans} VLANs, worst path (notrack: ${f.worstPathRules} rules/packet)`,
 };
 
