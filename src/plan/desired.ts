@@ -239,7 +239,8 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
   // through it, the uplink from anywhere but a VLAN's subnet. With ipset, two or three lookups; without, rules per
   // VLAN and routed network.
   const source = facts.sets === undefined ? undefined : sourceSets(vlans);
-  const sets = [...pairSets, ...zoneNicSets, ...source ? [source.subnets, source.subnetNics, ...source.routed ? [source.routed] : [], ...source.waiting ? [source.waiting] : []] : []];
+  const sourceList = source ? [source.subnets, source.subnetNics, source.routed, source.waiting].filter((set) => set !== undefined) : [];
+  const sets = [...pairSets, ...zoneNicSets, ...sourceList];
   add('filter', SOURCES_CHAIN, templates.sources, {
     sets: source ? { subnets: source.subnets.name, nics: source.subnetNics.name, routed: source.routed?.name ?? null } : null,
     sources: source ? [] : ready.map((b) => ({ nic: b.nic!.name, subnet: b.vlan.subnet })),

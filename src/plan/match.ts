@@ -14,7 +14,7 @@ import type { UplinkBinding, VlanBinding } from './types.js';
  * Docker's names (eth0, eth1, …) always pass; a NIC whose name does not is never bound (and a note says why).
  */
 const RULE_SAFE_NIC = /^[A-Za-z0-9_][A-Za-z0-9_.@-]*$/;
-export const ruleSafeNic = (name: string) => RULE_SAFE_NIC.test(name) && name.length <= 15;
+const ruleSafeNic = (name: string) => RULE_SAFE_NIC.test(name) && name.length <= 15;
 
 const unsafeNote = (nic: Link) => `${nic.name}'s name cannot be used in a rule (iptables reads + as a wildcard, and ! - " or a space as syntax); rename it`;
 
