@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { open, realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isReplacedMount } from './mounts.js';
-import { ConfigError, formatPath, type Problem } from './problems.js';
+import { ConfigError, formatPath, unreadableDirWhy, type Problem } from './problems.js';
 import { httpPortProblems, validateConfig, type ValidateOptions } from './validate.js';
 import type { Config } from './schema.js';
 import { lineFinder, parseYaml, YamlSyntaxError } from './yaml.js';
@@ -86,9 +86,7 @@ async function rulesDirProblem(dir: unknown, path: string): Promise<Problem | un
     if ((await stat(full)).isDirectory()) return undefined;
     return { path: ['rules', 'dir'], message: `cannot read ${full} (not a directory)` };
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'no such directory' : code === 'EACCES' ? 'permission denied' : code ?? String((error as Error).message);
-    return { path: ['rules', 'dir'], message: `cannot read ${full} (${why})` };
+    return { path: ['rules', 'dir'], message: `cannot read ${full} (${unreadableDirWhy(error)})` };
   }
 }
 

@@ -25,3 +25,10 @@ export class ConfigError extends Error {
     super(`${source}: ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${lines.map((l) => `  ${l}`).join('\n')}`);
   }
 }
+
+/** Why a rules.dir (or a file in it) could not be read, in the words every rules.dir problem uses. */
+export function unreadableDirWhy(error: unknown): string {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' ? 'no such directory' : code === 'ENOTDIR' ? 'not a directory' : code === 'EISDIR' ? 'is a directory'
+    : code === 'EACCES' ? 'permission denied' : code ?? (error as Error).message;
+}

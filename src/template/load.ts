@@ -1,7 +1,7 @@
 /** Loading rule templates from disk: the built-in ones shipped in `rules/`, and the user's from `rules.dir`. */
 import { readdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { ConfigError } from '../config/problems.js';
+import { ConfigError, unreadableDirWhy } from '../config/problems.js';
 import { packageFile } from '../package-files.js';
 import { USER_HOOKS, type UserHook } from '../plan/chains.js';
 import type { Templates, TemplateSource } from '../plan/desired.js';
@@ -12,18 +12,12 @@ async function source(path: string, shown: string): Promise<TemplateSource> {
   return { file: shown, source: await readFile(path, 'utf8') };
 }
 
-const why = (error: unknown) => {
-  const code = (error as NodeJS.ErrnoException).code;
-  return code === 'ENOENT' ? 'no such directory' : code === 'ENOTDIR' ? 'not a directory' : code === 'EISDIR' ? 'is a directory'
-    : code === 'EACCES' ? 'permission denied' : code ?? (error as Error).message;
-};
-
 /** A user template that cannot be read is the config's problem (rules.dir), named by file. */
 async function userSource(path: string, configPath: string): Promise<TemplateSource> {
   try {
     return await source(path, path);
   } catch (error) {
-    throw new ConfigError(configPath, [{ path: ['rules', 'dir'], message: `cannot read ${path} (${why(error)})` }]);
+    throw new ConfigError(configPath, [{ path: ['rules', 'dir'], message: `cannot read ${path} (${unreadableDirWhy(error)})` }]);
   }
 }
 
@@ -47,7 +41,7 @@ async function userTemplates(dir: string, configPath: string): Promise<Templates
   try {
     templates = await templateFiles(dir);
   } catch (error) {
-    throw new ConfigError(configPath, [{ path: ['rules', 'dir'], message: `cannot read ${dir} (${why(error)})` }]);
+    throw new ConfigError(configPath, [{ path: ['rules', 'dir'], message: `cannot read ${dir} (${unreadableDirWhy(error)})` }]);
   }
   const unknown = templates.filter((e) => !(e in USER_FILES));
   if (unknown.length > 0) {
