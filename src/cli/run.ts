@@ -272,7 +272,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
 
       // A rule of rules.dir the kernel refused when a pass wrote it: said as a rejected reload is (the reload had
       // passed every check made before the kernel), with the config that last applied running again if there is one.
-      supervisor.onConfigRefused = (error, reverted) => {
+      supervisor.onConfigRefused = (error, reverted, refused) => {
         const rule = `the kernel refuses a rule of rules.dir (${error.userChain ?? ''})`;
         if (!reverted && supervisor.lastDesired) {
           // The config that applied before renders a rule the kernel refuses now (a NIC attached since gave a
@@ -283,6 +283,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         const keeping = reverted ? 'the config that last applied runs again' : 'no config has applied yet: every pass fails until the template is fixed';
         // A reload that passed every check counted as a success when it was read; refused now, it is a failure too.
         if (reverted) {
+          refusedInputs = inputsOf(refused);
           metrics.reloads.inc({ result: 'failure' });
           reloadSettings(supervisor.config.config); // the settings of the config that runs again
         }
@@ -318,6 +319,11 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         }
       };
 
+      // The config the kernel refused after a reload had taken it: the file is often read twice for one write (an
+      // in-place write fires two events), and the second read must not hand it over again, to fail again and roll
+      // back again. A SIGHUP does retry it (what the kernel refused may have changed: a module loaded).
+      const inputsOf = (loaded: ConfigState) => JSON.stringify([loaded.text, loaded.templates]);
+      let refusedInputs: string | undefined;
       // What a reload reads: the config file, and the templates of the rules.dir in effect.
       const inputsText = async () => JSON.stringify([
         await readFile(path, 'utf8').catch(() => null),
@@ -333,6 +339,11 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         reload.at = new Date().toISOString();
         try {
           const next = await loadChecked(path, args.listen, rulesCheck, planCache); // a valid config is kept for the next start
+          if (refusedInputs !== undefined && !why.includes('SIGHUP') && inputsOf(next) === refusedInputs) {
+            log.debug({ why }, 'config reloaded: still the one the kernel refused, not applied again');
+            return { again: (await inputsText()) !== before };
+          }
+          refusedInputs = undefined;
           reload.result = 'success';
           reload.errors = [];
           metrics.reloads.inc({ result: 'success' });

@@ -125,9 +125,10 @@ export class Supervisor {
   onFatal: ((error: unknown) => void) | undefined;
   /**
    * Called when the kernel refused a rule of the user's templates (one only the kernel checks: iptables' parser and
-   * ours let it through), rolled back in full. With `reverted`, the config that last applied is running again.
+   * ours let it through), rolled back in full. With `reverted`, the config that last applied is running again;
+   * `refused` is the config whose pass the kernel refused.
    */
-  onConfigRefused: ((error: ApplyError, reverted: boolean) => void) | undefined;
+  onConfigRefused: ((error: ApplyError, reverted: boolean, refused: ConfigState) => void) | undefined;
   /** The config of the last pass that succeeded: what a config the kernel refuses is replaced by. */
   private lastGood: ConfigState | undefined;
 
@@ -305,7 +306,7 @@ export class Supervisor {
           this.failures = 0;
           this.pending = 'reload';
         }
-        this.onConfigRefused?.(error, revert);
+        this.onConfigRefused?.(error, revert, used);
       }
     } finally {
       this.running = undefined;
