@@ -16,7 +16,7 @@ const cidr = z.string().refine((s) => parseCidr(s) !== undefined, (s) => ({
 
 /** Linux interface names: 1–15 characters, no '/', ':' or whitespace (dev_valid_name), and never an option-looking leading dash. */
 export const IFNAME = /^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,14}$/;
-const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
+export const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 
 const interfaceRef = z.union([
   z.string().regex(IFNAME, { message: 'is not an interface name (1–15 letters, digits, "_", ".", "-", no leading "-")' }),

@@ -7,7 +7,7 @@ import cron from 'node-cron';
 import { z, type ZodIssue } from 'zod';
 import { broadcastOf, contains, formatCidr, networkOf, overlaps, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
 import { DEFAULT_LISTEN, isLoopbackHost, parseListenAddress } from './listen.js';
-import { configSchema, IFNAME, VLAN_NAME, ZONE_REF, type Config } from './schema.js';
+import { configSchema, IFNAME, MAC, VLAN_NAME, ZONE_REF, type Config } from './schema.js';
 import type { PathSegment, Problem } from './problems.js';
 
 export type ValidationResult = { ok: true; config: Config } | { ok: false; problems: Problem[] };
@@ -32,9 +32,13 @@ function fromZod(issue: ZodIssue): Problem[] {
   switch (issue.code) {
     case 'unrecognized_keys':
       return issue.keys.map((key) => ({ path: [...path, key], message: `is not a known key${knownKeys(path)}` }));
-    case 'invalid_type':
+    case 'invalid_type': {
       if (issue.received === 'undefined') return [{ path, message: 'is required' }];
+      // An enum given a number or a boolean (proto: 6): said as a wrong word is, not in zod's type syntax.
+      const words = /^'[^']*'( \| '[^']*')*$/.test(issue.expected) ? issue.expected.split(' | ').map((w) => w.slice(1, -1)) : undefined;
+      if (words) return [{ path, message: `must be one of ${words.join(', ')}, not ${article(issue.received)}` }];
       return [{ path, message: `must be ${article(issue.expected)}, not ${article(issue.received)}` }];
+    }
     case 'invalid_enum_value':
       return [{ path, message: `must be one of ${issue.options.map((o) => String(o)).join(', ')}, not ${JSON.stringify(issue.received)}` }];
     case 'invalid_union':
@@ -180,7 +184,7 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
 
   // A NIC carries one VLAN, and never the uplink too.
   const refKey = (ref: unknown) => (typeof ref === 'string' && IFNAME.test(ref) ? `name ${ref}`
-    : isObject(ref) && typeof ref.mac === 'string' ? `MAC ${ref.mac.toLowerCase()}` : undefined);
+    : isObject(ref) && typeof ref.mac === 'string' && MAC.test(ref.mac) ? `MAC ${ref.mac.toLowerCase()}` : undefined);
   const uplinkRef = refKey(isObject(input.uplink) ? input.uplink.interface : undefined);
   const usedBy = new Map<string, number>();
   asArray(input.vlans).forEach((raw, index) => {
@@ -203,9 +207,10 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
   }
 
   const uplink = isObject(input.uplink) ? input.uplink : {};
-  const nat = asString(uplink.nat) ?? 'masquerade';
+  // An invalid nat is the schema's to report: nothing here is said about snatTo on a guess of what was meant.
+  const nat = uplink.nat === undefined ? 'masquerade' : asString(uplink.nat);
   if (nat === 'snat' && uplink.snatTo === undefined) add(['uplink', 'snatTo'], 'is required with nat: snat');
-  if (nat !== 'snat' && uplink.snatTo !== undefined) add(['uplink', 'snatTo'], `is only used with nat: snat (nat is ${nat})`);
+  if ((nat === 'masquerade' || nat === 'none') && uplink.snatTo !== undefined) add(['uplink', 'snatTo'], `is only used with nat: snat (nat is ${nat})`);
   // The default route's next hop and the SNAT source are hosts on the uplink's network: never in a VLAN, never a
   // loopback, multicast, broadcast or reserved address.
   const uplinkAddresses = [
@@ -222,8 +227,9 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
     else if (vlan) add(['uplink', key], `${text} is inside ${vlanLabel(vlan)}; ${why}`);
   }
   // The SNAT source is the gateway's own uplink address, never its next hop's.
-  if (nat === 'snat' && uplink.snatTo !== undefined && asString(uplink.snatTo) === asString(uplink.gateway)) {
-    add(['uplink', 'snatTo'], `${String(uplink.snatTo)} is uplink.gateway, the next hop; snatTo is an address of the gateway's own uplink NIC`);
+  const snatTo = asString(uplink.snatTo);
+  if (nat === 'snat' && snatTo !== undefined && parseAddress(snatTo) !== undefined && snatTo === asString(uplink.gateway)) {
+    add(['uplink', 'snatTo'], `${snatTo} is uplink.gateway, the next hop; snatTo is an address of the gateway's own uplink NIC`);
   }
 
   /** The VLAN a zone reference is in: the one it names, or the one holding its address or whole prefix. */
@@ -246,7 +252,23 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
     }
     const written = asCidr && prefixProblem(ref, asCidr);
     if (written) return written;
-    return zoneVlan(ref) ? undefined : `${ref} is outside every VLAN`;
+    if (zoneVlan(ref)) return undefined;
+    // A prefix wider than a VLAN is not outside it: said so, with the VLANs it holds.
+    const held = asCidr ? vlans.filter((v): v is VlanView & { subnet: Cidr } => v.subnet !== undefined && overlaps(v.subnet, asCidr)) : [];
+    return held.length === 0 ? `${ref} is outside every VLAN`
+      : `${ref} is wider than ${held.map(vlanLabel).join(' and ')}; a rule names one VLAN, or an address or prefix inside one`;
+  };
+
+  /** A forwarding rule's address that only the router's own traffic or a broadcast has: the rule never matches. */
+  const unforwardedAddress = (ref: string): string | undefined => {
+    const address = ref.includes('/') ? undefined : parseAddress(ref);
+    const vlan = address === undefined ? undefined : zoneVlan(ref);
+    if (address === undefined || !vlan) return undefined;
+    const never = 'so the rule never matches';
+    if (address === vlan.gateway) return `${ref} is the gateway's own address on ${vlan.name ?? `vlans[${vlan.index}]`}; traffic to or from the router itself does not pass between VLANs, ${never}`;
+    if (address === networkOf(vlan.subnet)) return `${ref} is the network address of ${formatCidr(vlan.subnet)}, not a host's, ${never}`;
+    if (address === broadcastOf(vlan.subnet)) return `${ref} is the broadcast address of ${formatCidr(vlan.subnet)}; the router does not forward broadcasts, ${never}`;
+    return undefined;
   };
 
   const forwarding = isObject(input.forwarding) ? input.forwarding : {};
@@ -257,7 +279,7 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
     const to = asString(raw.to);
     for (const [key, ref] of [['from', from], ['to', to]] as const) {
       if (ref === undefined) continue;
-      const problem = zoneProblem(ref);
+      const problem = zoneProblem(ref) ?? unforwardedAddress(ref);
       if (problem) add(at(key), problem);
     }
     if (from !== undefined && to !== undefined && from === to) {

@@ -64,7 +64,8 @@ export function lineFinder(text: string): (path: readonly PathSegment[]) => numb
     if (offset === undefined) return undefined;
     if (!lineStarts) {
       lineStarts = [0];
-      for (let at = text.indexOf('\n'); at !== -1; at = text.indexOf('\n', at + 1)) lineStarts.push(at + 1);
+      // A line ends at LF, CRLF or a lone CR (YAML's line breaks; an old Mac editor writes CR alone).
+      for (const m of text.matchAll(/\r\n?|\n/g)) lineStarts.push(m.index + m[0].length);
     }
     let low = 0;
     let high = lineStarts.length - 1;
@@ -94,8 +95,12 @@ class EventIndex {
   }
 
   offsetOf(path: readonly PathSegment[]): number | undefined {
-    let i = this.events.findIndex((e) => e.type === EVENT_DOCUMENT) + 1;
-    if (i === 0 || i >= this.events.length) return undefined;
+    // The document parseYaml took: empty ones around it ("---" first, a "~") are skipped there, so here too.
+    const { events } = this;
+    const collection = (k: number) => events[k]?.type === EVENT_MAPPING || events[k]?.type === EVENT_SEQUENCE;
+    const documents = events.flatMap((e, k) => (e.type === EVENT_DOCUMENT ? [k + 1] : []));
+    let i = documents.find(collection) ?? documents[0] ?? 0;
+    if (i === 0 || i >= events.length) return undefined;
     let found: number | undefined;
     for (const segment of path) {
       const child = this.childrenOf(i)?.get(String(segment));

@@ -239,7 +239,7 @@ portForwards:
 `,
     lines: [
       'forwarding.rules[0].from: 10.9.0.0/24 is outside every VLAN (line 5)',
-      'forwarding.rules[1].from: 10.0.0.0/16 is outside every VLAN (line 6)',
+      'forwarding.rules[1].from: 10.0.0.0/16 is wider than vlans[0] (a, 10.0.0.0/24); a rule names one VLAN, or an address or prefix inside one (line 6)',
       'forwarding.rules[2].from: "999.1.1.1" is not an address or prefix (line 7)',
       'portForwards[0].to: 10.1.1.1 is outside every VLAN (line 9)',
     ],
@@ -767,6 +767,77 @@ vlans:
     title: 'a file saved with a byte-order mark and CRLF line ends reads the same, lines included',
     yaml: '\uFEFFvlans:\r\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\r\n  - {name: lab, id: 5000, subnet: 192.168.20.0/24, gateway: 192.168.20.1}\r\n',
     lines: ['vlans[1].id: must be a VLAN id from 1 to 4094 (line 3)'],
+  },
+  {
+    title: 'a file saved with lone CR line ends (an old Mac editor) has its lines counted',
+    yaml: 'vlans:\r  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\r  - {name: lab, id: 0, subnet: 192.168.20.0/24, gateway: 192.168.20.1}\r',
+    lines: ['vlans[1].id: must be a VLAN id from 1 to 4094 (line 3)'],
+  },
+  {
+    title: 'empty documents before the config ("---" first) do not lose the lines',
+    yaml: '---\n---\nvlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.30.1}\n',
+    lines: ['vlans[0].gateway: 192.168.30.1 is outside 192.168.10.0/24 (line 4)'],
+  },
+  {
+    title: 'an enum given a number or a boolean is told its words, not zod\'s type syntax',
+    yaml: `uplink: {nat: 5, snatTo: 172.31.0.3}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1}
+forwarding:
+  default: false
+  rules:
+    - {from: lab, to: office, proto: 6, action: true}
+`,
+    lines: [
+      'uplink.nat: must be one of masquerade, snat, none, not a number (line 1)',
+      'forwarding.default: must be one of accept, drop, not a boolean (line 6)',
+      'forwarding.rules[0].proto: must be one of tcp, udp, icmp, all, not a number (line 8)',
+      'forwarding.rules[0].action: must be one of accept, drop, reject, not a boolean (line 8)',
+    ],
+  },
+  {
+    title: 'a value that is not what its key takes is never echoed into a message (a newline would forge a line of its own)',
+    yaml: `uplink:
+  nat: snat
+  snatTo: ["172.31.0.3\\n  vlans[0].gateway: looks fine"]
+  interface: {mac: "02:42:ac:11:00:03\\n  vlans[1].gateway: forged"}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, interface: {mac: "02:42:ac:11:00:03\\n  vlans[1].gateway: forged"}}
+`,
+    lines: [
+      'uplink.interface.mac: is not a MAC address like 02:42:c0:a8:0a:02 (line 4)',
+      'uplink.snatTo: must be a string, not an array (line 3)',
+      'vlans[0].interface.mac: is not a MAC address like 02:42:c0:a8:0a:02 (line 6)',
+    ],
+  },
+  {
+    title: 'an empty snatTo is missing, not "uplink.gateway"',
+    yaml: `uplink: {nat: snat, snatTo: }
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+`,
+    lines: ['uplink.snatTo: must be a string, not null (an empty value) (line 1)'],
+  },
+  {
+    title: 'a forwarding rule on the router\'s own address, or a subnet\'s network or broadcast address, never matches',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1}
+forwarding:
+  rules:
+    - {from: office, to: 192.168.20.1, action: drop}
+    - {from: 192.168.20.255, to: office, action: drop}
+    - {from: office, to: 192.168.20.0, action: drop}
+    - {from: office, to: 192.168.20.2, action: drop}
+    - {from: 192.168.0.0/16, to: uplink, action: drop}
+`,
+    lines: [
+      'forwarding.rules[0].to: 192.168.20.1 is the gateway\'s own address on lab; traffic to or from the router itself does not pass between VLANs, so the rule never matches (line 6)',
+      'forwarding.rules[1].from: 192.168.20.255 is the broadcast address of 192.168.20.0/24; the router does not forward broadcasts, so the rule never matches (line 7)',
+      'forwarding.rules[2].to: 192.168.20.0 is the network address of 192.168.20.0/24, not a host\'s, so the rule never matches (line 8)',
+      'forwarding.rules[4].from: 192.168.0.0/16 is wider than vlans[0] (office, 192.168.10.0/24) and vlans[1] (lab, 192.168.20.0/24); a rule names one VLAN, or an address or prefix inside one (line 10)',
+    ],
   },
   {
     title: 'an empty file',
