@@ -27,17 +27,35 @@ function sameRules(saved: readonly SavedRule[], desired: readonly DesiredRule[])
   return true;
 }
 
-/** Our jumps found in the built-in chains: hook → target → saved bodies (more than one means duplicates). */
-function savedJumps(table: SavedTable): Array<{ hook: string; target: string; body: string }> {
-  const found: Array<{ hook: string; target: string; body: string }> = [];
+interface SavedJump {
+  readonly hook: string;
+  readonly target: string;
+  readonly body: string;
+  /** 1-based, in its hook chain: where a rollback puts it back. */
+  readonly position: number;
+}
+
+/** Every jump to a chain of ours found in the built-in chains: ours, duplicates, and any a user wrote. */
+function savedJumps(table: SavedTable): SavedJump[] {
+  const found: SavedJump[] = [];
   for (const [chain, rules] of table.rules) {
     if (!BUILTIN_CHAINS.has(chain)) continue;
-    for (const rule of rules) {
+    rules.forEach((rule, i) => {
       const target = verdictOf(rule.body);
-      if (target?.startsWith(OUR_PREFIX)) found.push({ hook: chain, target, body: rule.body });
-    }
+      if (target?.startsWith(OUR_PREFIX)) found.push({ hook: chain, target, body: rule.body, position: i + 1 });
+    });
   }
   return found;
+}
+
+/**
+ * Is a saved jump exactly the one wanted: our comment (its note included) and nothing else? A jump with a match
+ * of its own (`-i eth1 -j VGW-FORWARD`, a user's) would send only part of the traffic through our policy, and the
+ * rest under the built-in chain's policy: it is not ours, and is replaced by ours.
+ */
+function isJump(saved: SavedJump, jump: Jump): boolean {
+  return saved.hook === jump.hook && saved.target === jump.target
+    && saved.body.replace(/--comment "([^"\s]*)"/, '--comment $1') === jumpBody(jump.target, jump.note);
 }
 
 function counted(chain: string, rule: SavedRule): string {
@@ -72,22 +90,21 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
   const present = savedJumps(saved);
   const jumpChanges: JumpChange[] = [];
   const jumpAdds: Jump[] = [];
-  const jumpRemovals: Array<{ hook: string; target: string; body: string }> = [];
+  const jumpRemovals: SavedJump[] = [];
   for (const jump of desiredJumps) {
-    if (!present.some((p) => p.hook === jump.hook && p.target === jump.target)) {
+    if (!present.some((p) => isJump(p, jump))) {
       jumpAdds.push(jump);
       jumpChanges.push({ hook: jump.hook, target: jump.target, change: 'add', body: jumpBody(jump.target, jump.note) });
     }
   }
-  const kept = new Set<string>();
+  const kept = new Set<Jump>();
   for (const p of present) {
-    const key = `${p.hook}/${p.target}`;
-    const desired = desiredJumps.some((j) => j.hook === p.hook && j.target === p.target);
-    if (desired && !kept.has(key)) {
-      kept.add(key);
+    const desired = desiredJumps.find((j) => !kept.has(j) && isJump(p, j));
+    if (desired) {
+      kept.add(desired);
       continue;
     }
-    jumpRemovals.push(p); // stale, or a duplicate of one we keep
+    jumpRemovals.push(p); // stale, a duplicate of one we keep, or not as we make it (a match of its own, the note)
     jumpChanges.push({ hook: p.hook, target: p.target, change: 'remove', body: p.body });
   }
 
@@ -116,7 +133,9 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
     ...created.map((c) => `:${c} - [0:0]`),
     ...existedBefore.flatMap((c) => (saved.rules.get(c) ?? []).map((r) => counted(c, r))),
     ...jumpAdds.map((j) => `-D ${j.hook} ${jumpBody(j.target, j.note)}`),
-    ...jumpRemovals.map((j) => `-I ${j.hook} 1 ${j.body}`),
+    // Each where it was: our jumps added are gone by now, and putting them back in order of position puts every
+    // one of them before what followed it (a rule above our jump stays above it).
+    ...[...jumpRemovals].sort((a, b) => a.position - b.position).map((j) => `-I ${j.hook} ${j.position} ${j.body}`),
     ...created.map((c) => `-X ${c}`),
     'COMMIT',
     '',
@@ -130,13 +149,19 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
  * stats collector asks this of every read it makes; see KnownTables.)
  */
 export function tablesInSync(desired: Desired, tables: Facts['tables']): boolean {
+  // Our jumps as a plan wants them: with the note while one of them carries it (a plan's memory and the sysctl
+  // can only add the note, which the next pass then writes).
+  const jumps = notedJumps(desired, forwardingNoteIn({ tables }));
   return TABLES.every((table) => diffTable(
     table,
     desired.chains.filter((c) => c.table === table),
-    desired.jumps.filter((j) => j.table === table),
+    jumps.filter((j) => j.table === table),
     tables[table],
   ).step === undefined);
 }
+
+const notedJumps = (desired: Desired, forwardingWasOff: boolean): readonly Jump[] =>
+  (forwardingWasOff ? desired.jumps.map((j) => ({ ...j, note: FORWARDING_WAS_OFF })) : desired.jumps);
 
 const memberSets = new WeakMap<DesiredSet, ReadonlySet<string>>();
 
@@ -227,7 +252,7 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
   // jumps still there, or from a supervisor's memory (the kernel no longer shows it once ip_forward is on).
   const switchingOn = desired.sysctls[IP_FORWARD] === '1' && facts.sysctls[IP_FORWARD] === '0';
   const forwardingWasOff = switchingOn || Boolean(memory.forwardingWasOff) || forwardingNoteIn(facts);
-  const jumps = forwardingWasOff ? desired.jumps.map((j) => ({ ...j, note: FORWARDING_WAS_OFF })) : desired.jumps;
+  const jumps = notedJumps(desired, forwardingWasOff);
   // Switching forwarding off (down) comes before our policy goes: fail closed on the way out too.
   for (const [key, value] of Object.entries(desired.sysctls)) {
     if (value === '0' && facts.sysctls[key] !== value) steps.push(sysctlStep(facts, key, value));

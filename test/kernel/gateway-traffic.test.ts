@@ -271,6 +271,27 @@ kernel(`traffic to a waiting VLAN's subnet never leaves through the uplink, and 
   t.is((await apply(files.masquerade.path)).code, 0);
 });
 
+// A jump of a user's to VGW-FORWARD with a match of its own (-i NIC) used to count as ours, and ours was removed as
+// its duplicate: the uplink's new connections into the VLANs then passed under FORWARD's ACCEPT policy.
+kernel(`a user's jump to VGW-FORWARD for one NIC does not stand in for ours: apply puts ours back, and the uplink still cannot open connections into a VLAN${NEEDS_ROOT}`, async (t) => {
+  t.is((await apply(files.masquerade.path)).code, 0);
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  await inNs(topology.inet, 'ip', 'route', 'add', office.subnet, 'via', topology.uplink.routerAddress);
+  try {
+    await inNs(router, 'iptables-nft', '-I', 'FORWARD', '1', '-i', lab.routerInterface, '-j', 'VGW-FORWARD');
+    const applied = await apply(files.masquerade.path);
+    t.is(applied.code, 0, applied.stderr);
+    const forward = (await save(router, 'nft', '-t', 'filter')).split('\n').filter((l) => l.startsWith('-A FORWARD '));
+    t.deepEqual(forward, ['-A FORWARD -m comment --comment "vgw:hook-fwd-was-0" -j VGW-FORWARD'], 'ours alone, for every packet');
+    const ping = await runner.run(['ip', 'netns', 'exec', topology.inet, 'ping', '-c', '2', '-i', '0.2', '-W', '1', office.client.address], { allowFailure: true });
+    t.not(ping.exitCode, 0, 'the uplink opened no connection into office');
+    t.is((await cli('plan', '--detailed-exitcode', '--netns', router, '--config', files.masquerade.path)).code, 0);
+  } finally {
+    await inNs(topology.inet, 'ip', 'route', 'del', office.subnet, 'via', topology.uplink.routerAddress);
+  }
+});
+
 // The kernel refuses a default route through a NIC that is down; that refusal used to undo the whole apply, so nothing
 // else was repaired (here a flushed VGW-FORWARD) while the uplink was down, though the VLANs need no uplink.
 kernel(`with the uplink NIC down, apply repairs the rest and the default route waits; once it is up, the route comes back${NEEDS_ROOT}`, async (t) => {

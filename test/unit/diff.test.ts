@@ -152,7 +152,7 @@ test('a missing jump: only the jump is inserted, at the top of the built-in chai
   t.is(steps[0]!.undo, '*filter\n-D FORWARD -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n');
 });
 
-test('a duplicated jump: the extra one is removed, the first kept', (t) => {
+test('a duplicated jump: the extra one is removed, the first kept; undo puts it back where it was', (t) => {
   const save = inSyncSave(desiredOf(lab)).replace(
     '[0:0] -A POSTROUTING -m comment --comment "vgw:hook" -j VGW-POSTROUTING',
     '[0:0] -A POSTROUTING -m comment --comment "vgw:hook" -j VGW-POSTROUTING\n[0:0] -A POSTROUTING -m comment --comment "vgw:hook" -j VGW-POSTROUTING',
@@ -161,7 +161,28 @@ test('a duplicated jump: the extra one is removed, the first kept', (t) => {
   t.deepEqual(steps.map((s) => [s.table, s.payload]), [
     ['nat', '*nat\n-D POSTROUTING -m comment --comment "vgw:hook" -j VGW-POSTROUTING\nCOMMIT\n'],
   ]);
-  t.is(steps[0]!.undo, '*nat\n-I POSTROUTING 1 -m comment --comment "vgw:hook" -j VGW-POSTROUTING\nCOMMIT\n');
+  t.is(steps[0]!.undo, '*nat\n-I POSTROUTING 2 -m comment --comment "vgw:hook" -j VGW-POSTROUTING\nCOMMIT\n');
+});
+
+// A user's `iptables -I FORWARD 1 -i eth1 -j VGW-FORWARD` used to count as our jump (same hook, same target) and
+// ours was removed as its duplicate: only eth1's traffic then met the policy, the uplink's new connections passed
+// under FORWARD's ACCEPT policy, and plan said "in sync".
+test('a jump to our chain with a match of its own is not ours: ours is put back, that one removed; undo restores both places', (t) => {
+  const save = inSyncSave(desiredOf(lab)).replace(
+    '[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',
+    '[0:0] -A FORWARD -s 10.9.9.9/32 -j DROP\n[0:0] -A FORWARD -i eth1 -j VGW-FORWARD\n[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',
+  );
+  const steps = tableSteps(planOf(lab, save));
+  t.deepEqual(steps.map((s) => [s.table, s.payload]), [
+    ['filter', '*filter\n-D FORWARD -i eth1 -j VGW-FORWARD\nCOMMIT\n'],
+  ]);
+  t.is(steps[0]!.undo, '*filter\n-I FORWARD 2 -i eth1 -j VGW-FORWARD\nCOMMIT\n');
+  const only = without(save, (l) => l.includes('"vgw:hook" -j VGW-FORWARD'));
+  const replaced = tableSteps(planOf(lab, only));
+  t.deepEqual(replaced.map((s) => [s.table, s.payload]), [
+    ['filter', '*filter\n-D FORWARD -i eth1 -j VGW-FORWARD\n-I FORWARD 1 -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n'],
+  ]);
+  t.is(replaced[0]!.undo, '*filter\n-D FORWARD -m comment --comment vgw:hook -j VGW-FORWARD\n-I FORWARD 2 -i eth1 -j VGW-FORWARD\nCOMMIT\n', 'below the rule that was above it');
 });
 
 test('tablesInSync (the stats collector\'s check) agrees with the plan: in sync exactly when no table step is planned', (t) => {
@@ -322,12 +343,27 @@ test('down on a namespace where nothing of ours is left plans nothing', (t) => {
 });
 
 test('a route and a sysctl out of place are planned after the tables (fail closed), with what they were', (t) => {
-  const facts = { ...factsWith(lab, inSyncSave(desiredOf(lab))), defaultRoute: { gateway: '203.0.113.254', dev: 'eth0' }, sysctls: { 'net.ipv4.ip_forward': '0' } };
+  const facts = { ...factsWith(lab, markedSave(desiredOf(lab))), defaultRoute: { gateway: '203.0.113.254', dev: 'eth0' }, sysctls: { 'net.ipv4.ip_forward': '0' } };
   const plan = diff(planDesired(lab, facts, templates), facts);
   t.deepEqual(plan.steps, [
     { kind: 'route', gateway: '203.0.113.1', dev: 'eth0', previous: { gateway: '203.0.113.254', dev: 'eth0' } },
     { kind: 'sysctl', key: 'net.ipv4.ip_forward', value: '1', previous: '0' },
   ]);
+});
+
+// Our jumps were made while forwarding was on (no note); then ip_forward was switched off by hand and an apply
+// switched it on again. The jumps used to be left unmarked, so a later down left forwarding on with no policy.
+test('an apply that switches ip_forward on over unmarked jumps marks them (in the tables, before the sysctl), so down switches it off again', (t) => {
+  const facts = withForwarding(factsWith(lab, inSyncSave(desiredOf(lab))), '0');
+  const plan = diff(planDesired(lab, facts, templates), facts);
+  t.deepEqual(plan.steps.map((s) => (s.kind === 'table' ? `table ${s.table}` : s.kind)), ['table filter', 'table nat', 'sysctl']);
+  t.deepEqual(tableSteps(plan).map((s) => s.payload), [
+    '*filter\n-D FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD\n-I FORWARD 1 -m comment --comment vgw:hook-fwd-was-0 -j VGW-FORWARD\nCOMMIT\n',
+    '*nat\n-D PREROUTING -m comment --comment "vgw:hook" -j VGW-PREROUTING\n-D POSTROUTING -m comment --comment "vgw:hook" -j VGW-POSTROUTING\n'
+      + '-I PREROUTING 1 -m comment --comment vgw:hook-fwd-was-0 -j VGW-PREROUTING\n-I POSTROUTING 1 -m comment --comment vgw:hook-fwd-was-0 -j VGW-POSTROUTING\nCOMMIT\n',
+  ]);
+  const marked = factsWith(lab, markedSave(desiredOf(lab)));
+  t.true(diff(planEmpty(lab, marked), marked).steps.some((s) => s.kind === 'sysctl' && s.value === '0'));
 });
 
 test('changing a VLAN\'s gateway removes the old gateway address from its NIC', (t) => {
@@ -478,7 +514,12 @@ test('a supervisor\'s memory (forwarding was off) marks a re-added FORWARD jump,
   const save = without(inSyncSave(desiredOf(lab)), (l) => l.startsWith('[0:0] -A FORWARD '));
   const facts = factsWith(lab, save);
   const remembered = diff(planDesired(lab, facts, templates), facts, { forwardingWasOff: true });
-  t.deepEqual(tableSteps(remembered).map((s) => s.payload), ['*filter\n-I FORWARD 1 -m comment --comment vgw:hook-fwd-was-0 -j VGW-FORWARD\nCOMMIT\n']);
+  t.deepEqual(tableSteps(remembered).map((s) => s.payload), [
+    '*filter\n-I FORWARD 1 -m comment --comment vgw:hook-fwd-was-0 -j VGW-FORWARD\nCOMMIT\n',
+    // Every jump carries the note (a flush of one table then keeps it): nat's are marked too.
+    '*nat\n-D PREROUTING -m comment --comment "vgw:hook" -j VGW-PREROUTING\n-D POSTROUTING -m comment --comment "vgw:hook" -j VGW-POSTROUTING\n'
+      + '-I PREROUTING 1 -m comment --comment vgw:hook-fwd-was-0 -j VGW-PREROUTING\n-I POSTROUTING 1 -m comment --comment vgw:hook-fwd-was-0 -j VGW-POSTROUTING\nCOMMIT\n',
+  ]);
   t.true(remembered.forwardingWasOff);
   const forgotten = diff(planDesired(lab, facts, templates), facts);
   t.deepEqual(tableSteps(forgotten).map((s) => s.payload), ['*filter\n-I FORWARD 1 -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n']);
