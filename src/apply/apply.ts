@@ -182,6 +182,17 @@ export const isAddressStep = (step: Step): step is AddressStep =>
 /** Ours carries OUR_ROUTE_PROTO; the one an undo puts back (Docker's, say) does not: it was not ours. */
 const route = (gateway: string, dev?: string, ours = true) => `route replace default via ${gateway}${dev ? ` dev ${dev}` : ''}${ours ? ` proto ${OUR_ROUTE_PROTO}` : ''}`;
 
+/**
+ * Ours replaced the default route of metric 0, if there was one: that one is put back as it was. Otherwise ours
+ * was added beside the others (another metric, or none at all): only ours is deleted.
+ */
+function routeUndo(s: Extract<AddressStep, { kind: 'route' }>): string {
+  const previous = s.previous?.metric ? undefined : s.previous;
+  if (previous?.spec) return `route replace ${previous.spec}`;
+  if (previous?.gateway) return route(previous.gateway, previous.dev, false);
+  return `route del default proto ${OUR_ROUTE_PROTO} metric 0`;
+}
+
 /** A link, address or route step as its line of `ip -batch`. */
 export function addressBatchLine(s: AddressStep): string {
   switch (s.kind) {
@@ -203,7 +214,7 @@ async function runAddressBatch(runner: CommandRunner, steps: readonly AddressSte
       case 'link-up': return undefined; // bringing a NIC up is harmless to leave
       case 'address-add': return `address del ${s.address}/${s.prefix} dev ${s.nic}`;
       case 'address-del': return `address add ${s.address}/${s.prefix} dev ${s.nic} metric ${metric}`;
-      case 'route': return s.previous?.gateway ? route(s.previous.gateway, s.previous.dev, false) : 'route del default';
+      case 'route': return routeUndo(s);
     }
   };
   const undoFor = (done: readonly AddressStep[]): Undo => {

@@ -29,6 +29,13 @@ export interface LinkStats {
 export interface Route {
   readonly gateway?: string;
   readonly dev?: string;
+  /** Absent for metric 0: the route ours replaces (`ip route replace default …` sets metric 0). */
+  readonly metric?: number;
+  /**
+   * The route as `ip route replace` re-creates it exactly (protocol, source, onlink, metric, multipath next hops):
+   * what a rollback puts back.
+   */
+  readonly spec?: string;
 }
 
 /** A network routed through a NIC (a static route via a host on it): a source that NIC may forward from. */

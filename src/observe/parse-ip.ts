@@ -39,11 +39,54 @@ export function parseIpAddr(json: string): Link[] {
 }
 
 /** `ip -json route show` (or `route show default`) → the main table's default route, if any. */
+interface RouteJson {
+  dst: string;
+  type?: string;
+  gateway?: string;
+  dev?: string;
+  protocol?: string | number;
+  scope?: string | number;
+  prefsrc?: string;
+  metric?: number;
+  flags?: string[];
+  nexthops?: Array<{ gateway?: string; dev?: string; weight?: number; flags?: string[] }>;
+}
+
+/**
+ * `ip -json route show` → the first default route (the kernel lists them by metric, lowest first), with what puts
+ * it back exactly: a rollback of our `route replace` must not leave a multipath or on-link default as one plain
+ * next hop, nor a second default beside one of another metric.
+ */
 export function parseDefaultRoute(json: string): Route | undefined {
-  const routes = JSON.parse(json || '[]') as Array<{ dst: string; gateway?: string; dev?: string }>;
+  const routes = JSON.parse(json || '[]') as RouteJson[];
   const route = routes.find((r) => r.dst === 'default');
   if (!route) return undefined;
-  return { ...(route.gateway ? { gateway: route.gateway } : {}), ...(route.dev ? { dev: route.dev } : {}) };
+  return {
+    ...(route.gateway ? { gateway: route.gateway } : {}),
+    ...(route.dev ? { dev: route.dev } : {}),
+    ...(route.metric ? { metric: route.metric } : {}),
+    spec: routeSpec(route),
+  };
+}
+
+/** A route as the arguments of `ip route replace`. */
+function routeSpec(r: RouteJson): string {
+  const words = [...(r.type && r.type !== 'unicast' ? [r.type] : []), r.dst];
+  if (r.gateway) words.push('via', r.gateway);
+  if (r.dev) words.push('dev', r.dev);
+  if (r.protocol !== undefined) words.push('proto', String(r.protocol));
+  if (r.scope !== undefined) words.push('scope', String(r.scope));
+  if (r.prefsrc) words.push('src', r.prefsrc);
+  if (r.metric) words.push('metric', String(r.metric));
+  if (r.flags?.includes('onlink')) words.push('onlink');
+  for (const hop of r.nexthops ?? []) {
+    words.push('nexthop');
+    if (hop.gateway) words.push('via', hop.gateway);
+    if (hop.dev) words.push('dev', hop.dev);
+    if (hop.weight !== undefined) words.push('weight', String(hop.weight));
+    if (hop.flags?.includes('onlink')) words.push('onlink');
+  }
+  return words.join(' ');
 }
 
 /**

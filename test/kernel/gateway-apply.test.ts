@@ -176,6 +176,35 @@ kernel(`a nat table that fails after the filter table changed: exit 1, filter ro
   t.deepEqual(await readState(router, true), before, 'iptables-save -c (both backends), addresses, routes, sets, ip_forward');
 });
 
+// The rollback of our `route replace default` used to put back "via the old gateway", or delete the default
+// outright when the old one had no single gateway: a multipath or a device-only default was lost, and the namespace
+// cut off. Beside a default of another metric, it left a second one behind.
+kernel(`a failed apply puts the default route back exactly: a multipath one beside a metric-50 one, and a metric-50 one alone${NEEDS_ROOT}`, async (t) => {
+  const router = labs.failClosed!.router;
+  const uplinkNic = labs.failClosed!.uplink.routerInterface;
+  const routes = async () => (await runner.run(['ip', '-n', router, 'route', 'show', 'default'])).stdout;
+  try {
+    await runner.run(['ip', '-n', router, 'route', 'replace', 'default', 'proto', 'static',
+      'nexthop', 'via', '203.0.113.1', 'dev', uplinkNic, 'weight', '2', 'nexthop', 'via', '203.0.113.254', 'dev', uplinkNic]);
+    await runner.run(['ip', '-n', router, 'route', 'add', 'default', 'via', '203.0.113.254', 'dev', uplinkNic, 'metric', '50']);
+    for (const variant of ['multipath and metric 50', 'metric 50 alone']) {
+      const before = await readState(router, true);
+      t.regex(before.routes, /^default metric 50|^default via 203\.0\.113\.254 dev \S+ metric 50/m);
+      const { plan: p } = await reconcileOnce(inNamespace(runner, router), rejectedAfterFilter.config, await loadTemplates(rejectedAfterFilter.config.rules.dir), { dryRun: true });
+      t.true(p.steps.some((s) => s.kind === 'route'), `${variant}: the route is part of the failing apply`);
+      const applied = await apply(router, rejectedAfterFilter);
+      t.is(applied.code, 1, applied.stdout);
+      t.regex(applied.stderr, /\(the steps already done were rolled back\)$/m);
+      t.is(await routes(), before.routes.split('\n').filter((l) => l.startsWith('default') || l.startsWith('\tnexthop')).join('\n') + '\n', variant);
+      t.deepEqual(await readState(router, true), before, `${variant}: everything as before`);
+      if (variant === 'multipath and metric 50') await runner.run(['ip', '-n', router, 'route', 'del', 'default', 'metric', '0']);
+    }
+  } finally {
+    await runner.run(['ip', '-n', router, 'route', 'flush', 'exact', '0.0.0.0/0']).catch(() => undefined);
+    await runner.run(['ip', '-n', router, 'route', 'replace', 'default', 'via', '203.0.113.1', 'dev', uplinkNic, 'proto', '122']);
+  }
+});
+
 // DESIGN §3: an apply error names the table, the failing line and the lines around it.
 kernel(`an apply error quotes the failing rule line with its neighbours${NEEDS_ROOT}`, async (t) => {
   const applied = await apply(labs.failClosed!.router, rejectedAfterFilter);

@@ -14,9 +14,28 @@ const ROUTES = JSON.stringify([
   { dst: '192.168.11.0/24', dev: 'a1', protocol: 'kernel', scope: 'link', prefsrc: '192.168.11.2', flags: [] },
 ]);
 
-test('the default route, from the whole table', (t) => {
-  t.deepEqual(parseDefaultRoute(ROUTES), { gateway: '203.0.113.1', dev: 'eth0' });
+test('the default route, from the whole table, with the words that put it back', (t) => {
+  t.deepEqual(parseDefaultRoute(ROUTES), { gateway: '203.0.113.1', dev: 'eth0', spec: 'default via 203.0.113.1 dev eth0 proto 122' });
   t.is(parseDefaultRoute('[]'), undefined);
+});
+
+// As iproute2 6.1 prints them: the kernel lists defaults by metric, lowest first.
+test('a default route that is not one next hop is put back as it was: on-link with a source, multipath, device-only', (t) => {
+  const onlink = { dst: 'default', gateway: '203.0.113.1', dev: 'va', protocol: 'static', prefsrc: '203.0.113.2', flags: ['onlink'] };
+  t.deepEqual(parseDefaultRoute(JSON.stringify([onlink])), {
+    gateway: '203.0.113.1', dev: 'va', spec: 'default via 203.0.113.1 dev va proto static src 203.0.113.2 onlink',
+  });
+  const multipath = {
+    dst: 'default', metric: 50, flags: [],
+    nexthops: [{ gateway: '203.0.113.253', dev: 'va', weight: 2, flags: [] }, { gateway: '198.51.100.1', dev: 'vb', weight: 1, flags: ['onlink'] }],
+  };
+  t.deepEqual(parseDefaultRoute(JSON.stringify([multipath])), {
+    metric: 50, spec: 'default metric 50 nexthop via 203.0.113.253 dev va weight 2 nexthop via 198.51.100.1 dev vb weight 1 onlink',
+  });
+  t.deepEqual(parseDefaultRoute(JSON.stringify([{ dst: 'default', dev: 'vb', scope: 'link', metric: 70, flags: [] }])), {
+    dev: 'vb', metric: 70, spec: 'default dev vb scope link metric 70',
+  });
+  t.deepEqual(parseDefaultRoute(JSON.stringify([{ type: 'unreachable', dst: 'default', flags: [] }])), { spec: 'unreachable default' });
 });
 
 test('routed networks: each route through a NIC (a multipath one through each of its next hops), not the default, the connected ones or a blackhole', (t) => {
