@@ -214,7 +214,8 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
     const nic = linkByName.get(want.nic);
     if (!nic) continue;
     if (!nic.up) steps.push({ kind: 'link-up', nic: nic.name, vlan: want.vlan });
-    if (!nic.addresses.some((a) => a.address === want.address)) {
+    // Ours at another prefix (the subnet widened, the gateway kept) is deleted above, so it is not the one wanted.
+    if (!nic.addresses.some((a) => a.address === want.address && (a.prefix === want.prefix || a.metric !== OUR_ADDRESS_METRIC))) {
       steps.push({ kind: 'address-add', nic: nic.name, address: want.address, prefix: want.prefix, vlan: want.vlan });
     }
   }

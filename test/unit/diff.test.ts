@@ -382,6 +382,20 @@ test('changing a VLAN\'s gateway removes the old gateway address from its NIC', 
   t.regex(formatPlan(plan), /^- address 192\.168\.10\.1\/24 on eth1 \(no longer configured\)$/m);
 });
 
+// The gateway address at the old prefix was deleted as stale, and the one at the new prefix was taken as present
+// (same address): the VLAN was left without its gateway, and apply said it had succeeded.
+test('a VLAN\'s subnet widened with its gateway kept: the gateway address is deleted at the old prefix and added at the new one', (t) => {
+  const wider = parseConfigText(labText.replace('subnet: 192.168.10.0/24', 'subnet: 192.168.10.0/23'), 'wider.yaml');
+  const before = factsWith(lab, inSyncSave(desiredOf(lab)));
+  // Docker's network is /23 now too: its address on the NIC has the new prefix; ours is still at /24.
+  const facts = { ...before, links: before.links.map((l) => ({ ...l, addresses: l.addresses.map((a) => (l.name === 'eth1' && a.metric === undefined ? { ...a, prefix: 23 } : a)) })) };
+  const plan = diff(planDesired(wider, facts, templates), facts);
+  t.deepEqual(plan.steps.filter((s) => s.kind === 'address-add' || s.kind === 'address-del'), [
+    { kind: 'address-del', nic: 'eth1', address: '192.168.10.1', prefix: 24, vlan: 'office' },
+    { kind: 'address-add', nic: 'eth1', address: '192.168.10.1', prefix: 23, vlan: 'office' },
+  ]);
+});
+
 test('a VLAN removed from the config while its NIC stays: its gateway address is removed, named by the NIC alone', (t) => {
   const officeOnly = parseConfigText(`uplink: {interface: eth0, gateway: 203.0.113.1}
 vlans:
