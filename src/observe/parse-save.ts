@@ -53,6 +53,11 @@ export class SaveParser {
   private lastList: SavedRule[] | undefined;
   /** The unfinished last line of the pieces so far. */
   private rest = '';
+  /**
+   * Tables iptables-nft-save left out, saying "# Table `filter' is incompatible, use 'nft' tool." (a rule there
+   * was written by nft itself, or by a newer iptables): they are not empty, only unreadable.
+   */
+  readonly incompatible: string[] = [];
 
   push(piece: string): this {
     const text = this.rest === '' ? piece : this.rest + piece;
@@ -87,7 +92,12 @@ export class SaveParser {
     while (start < end && text.charCodeAt(start) <= SPACE) start++;
     while (end > start && text.charCodeAt(end - 1) <= SPACE) end--;
     const first = text.charCodeAt(start);
-    if (start === end || first === 35 /* # */) return;
+    if (start === end) return;
+    if (first === 35 /* # */) {
+      const table = /^# Table `(\S+)' is incompatible/.exec(text.slice(start, end))?.[1];
+      if (table) this.incompatible.push(table);
+      return;
+    }
     if (first === 42 /* * */) {
       this.current = text.slice(start + 1, end);
       this.chains = new Set();

@@ -101,6 +101,10 @@ export async function readSets(runner: CommandRunner, known?: KnownSets): Promis
   return sets;
 }
 
+const unreadable = (tool: string, why: string) => new BackendError(
+  `${tool}: ${why}. The gateway cannot tell what is in the rule set, so it changes nothing; `
+  + 'look with `nft list ruleset`, and remove the rules iptables cannot show from the ip filter and ip nat tables');
+
 /** One backend's tables, or undefined when that backend is not installed or not usable here. */
 async function readBackend(runner: CommandRunner, backend: Backend, legacyTables?: string[]): Promise<Map<string, SavedTable> | undefined> {
   if (backend === 'legacy') {
@@ -113,9 +117,20 @@ async function readBackend(runner: CommandRunner, backend: Backend, legacyTables
     // Parsed as it comes: at 10,000 rules iptables-save writes for the last 20-30 ms of its run.
     const parser = new SaveParser();
     const result = await runner.run(saveCommand(backend), { allowFailure: true, onStdout: (piece) => parser.push(piece) });
-    if (result.exitCode === 0) return parser.end();
+    const tool = saveCommand(backend)[0]!;
+    if (result.exitCode === 0) {
+      const tables = parser.end();
+      // A table left out is not an empty one: planning from it would add our chains and jumps again at every
+      // apply, and down would not see them.
+      if (parser.incompatible.length > 0) throw unreadable(tool, `it cannot read the ${parser.incompatible.join(' and ')} table (a rule there was written by nft itself, or by a newer iptables)`);
+      return tables;
+    }
     // Not permitted is not "not installed": say so (with the flag that fixes it) instead of trying the other.
     if (privilegeHint(result.stderr)) throw new CommandError(saveCommand(backend), result.exitCode, result.stderr);
+    // Rules it cannot parse are there: not "not installed" either, or the other backend would be written beside them.
+    if (/Parsing nftables rule failed|is incompatible/.test(result.stderr)) {
+      throw unreadable(tool, `it fails on a rule there (${result.stderr.trim().split('\n').map((l) => l.trim()).filter(Boolean).join('; ')})`);
+    }
     return undefined;
   } catch (error) {
     if (error instanceof CommandError && error.exitCode === null) return undefined; // binary not found

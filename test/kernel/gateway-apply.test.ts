@@ -410,6 +410,40 @@ kernel(`backend: VGW- chains in both nft and legacy: apply and plan exit 1, say 
   t.deepEqual(await readState(router, true), before);
 });
 
+// iptables-nft-save leaves out a table holding a rule it cannot show ("# Table `filter' is incompatible") and fails
+// on one it cannot parse. The first was read as an empty table (our chains and jumps added again at every apply,
+// unseen by down), the second as "iptables-nft is not installed" (every rule written to legacy beside nft's).
+const NFT = '/usr/sbin/nft';
+
+kernel(`backend: rules iptables-nft cannot read (written by nft itself) stop plan and apply, saying so, and nothing is written${NEEDS_ROOT}`, async (t) => {
+  const ns = `vgwtest-${uniqueLabName('n')}`;
+  await runner.run(['ip', 'netns', 'add', ns]);
+  try {
+    await inNs(ns, 'iptables-nft', '-A', 'FORWARD', '-j', 'ACCEPT');
+    for (const [rule, why] of [
+      ['ct state established counter accept', /iptables-nft-save: it cannot read the filter table/],
+      ['meta mark set 5', /iptables-nft-save: it fails on a rule there \(.*Parsing nftables rule failed/],
+    ] as const) {
+      // By its path: node_modules/.bin has an `nft` of its own (@vercel/nft), ahead of nftables' on the tests' PATH.
+      await inNs(ns, NFT, 'flush', 'chain', 'ip', 'filter', 'FORWARD');
+      await inNs(ns, NFT, `add rule ip filter FORWARD ${rule}`);
+      // nft's own listing: iptables-nft-save is what fails here.
+      const state = async () => [await inNs(ns, NFT, 'list', 'ruleset'), await save(ns, 'legacy'), await inNs(ns, 'ipset', 'save'),
+        await inNs(ns, 'ip', 'addr'), await inNs(ns, 'sysctl', 'net.ipv4.ip_forward')];
+      const before = await state();
+      for (const command of [apply, plan]) {
+        const result = await command(ns, example);
+        t.is(result.code, 1, `${rule}: ${result.stdout}`);
+        t.regex(result.stderr, why);
+        t.regex(result.stderr, /so it changes nothing/);
+      }
+      t.deepEqual(await state(), before, `${rule}: nothing written, in nft or legacy`);
+    }
+  } finally {
+    await runner.run(['ip', 'netns', 'del', ns]);
+  }
+});
+
 // ---- hot-plug: a VLAN NIC attached after the first apply ----
 
 /** What `docker network connect` does for VLAN `id`: a new parent (here with its bridge and a client host), a
