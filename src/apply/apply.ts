@@ -128,9 +128,9 @@ async function runSetScript(runner: CommandRunner, lines: readonly SetLine[]): P
     try {
       await undoFor(lines.slice(0, failing))();
     } catch (undoError) {
-      throw new StepFailed(lines[failing]!.step, new UndoFailed(error, undoError));
+      throw new StepFailed(lines[failing]!.step, new UndoFailed(error, undoError), failing > 0);
     }
-    throw new StepFailed(lines[failing]!.step, error);
+    throw new StepFailed(lines[failing]!.step, error, failing > 0);
   }
   return undoFor(lines);
 }

@@ -1,15 +1,20 @@
 import type { CommandModule } from 'yargs';
+import { ApplyError } from '../apply/apply.js';
 import { userRulesGuard } from '../apply/user-rules-check.js';
 import { formatPlan } from '../plan/format.js';
 import { reconcileOnce, type Mode } from '../reconcile/once.js';
 import { loadFor, makeRunner, out, withPlanCache, type GlobalArgs } from './context.js';
+import { FailureError } from './errors.js';
 
 async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
   await withPlanCache(async (cache) => {
     const { config, templates } = await loadFor(mode, args, cache);
     const started = performance.now();
     const runner = makeRunner(args.netns);
-    const { plan } = await reconcileOnce(runner, config, templates, { mode, beforeWrite: userRulesGuard(runner, templates) });
+    const { plan } = await reconcileOnce(runner, config, templates, { mode, beforeWrite: userRulesGuard(runner, templates) }).catch((error: unknown) => {
+      // The same failure as an apply's (the table, the line, "rolled back"), said as down's.
+      throw mode === 'down' && error instanceof ApplyError ? new FailureError(`down failed: ${error.message}`) : error;
+    });
     out(formatPlan(plan).replace(/pending\.$/, `applied in ${Math.round(performance.now() - started)} ms.`));
   });
 }

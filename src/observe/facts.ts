@@ -75,6 +75,8 @@ export interface SavedSet {
   readonly members: ReadonlySet<string>;
   /** Made without packet and byte counters (the gateway makes every set with them); absent: with. */
   readonly noCounters?: boolean;
+  /** Of another address family than inet (IPv4), which every set of the gateway is: `inet6`. */
+  readonly family?: string;
 }
 
 /**

@@ -22,13 +22,19 @@ export function forEachIpsetMember(text: string, visit: (set: string, member: st
 }
 
 export function parseIpsetSave(text: string): Map<string, SavedSet> {
-  const sets = new Map<string, { type: string; members: Set<string>; noCounters?: boolean }>();
+  const sets = new Map<string, { type: string; members: Set<string>; noCounters?: boolean; family?: string }>();
   for (const line of text.split('\n')) {
     const create = CREATE.exec(line);
-    if (create) sets.set(create[1]!, { type: create[2]!, members: new Set(), ...(/ counters\b/.test(line) ? {} : { noCounters: true }) });
+    if (create) sets.set(create[1]!, { type: create[2]!, members: new Set(), ...(/ counters\b/.test(line) ? {} : { noCounters: true }), ...familyOf(line) });
   }
   forEachIpsetMember(text, (set, member) => sets.get(set)?.members.add(member));
   return sets;
+}
+
+/** `family inet6` in a create line or a header; inet (the gateway's) is left out. */
+function familyOf(text: string): { family?: string } {
+  const family = / family (\S+)/.exec(text)?.[1];
+  return family && family !== 'inet' ? { family } : {};
 }
 
 /** A set as `ipset list -t` shows it: no members, only how many there are. */
@@ -36,6 +42,7 @@ export interface SetHeader {
   readonly type: string;
   readonly entries: number;
   readonly noCounters?: boolean;
+  readonly family?: string;
 }
 
 /**
@@ -54,7 +61,9 @@ export function parseIpsetHeaders(text: string): Map<string, SetHeader> {
     const type = fields.get('Type');
     const entries = Number(fields.get('Number of entries'));
     const counters = / counters\b/.test(` ${fields.get('Header') ?? ''} `);
-    if (name?.startsWith('VGW-') && type && Number.isInteger(entries)) sets.set(name, { type, entries, ...(counters ? {} : { noCounters: true }) });
+    if (name?.startsWith('VGW-') && type && Number.isInteger(entries)) {
+      sets.set(name, { type, entries, ...(counters ? {} : { noCounters: true }), ...familyOf(` ${fields.get('Header') ?? ''}`) });
+    }
   }
   return sets;
 }

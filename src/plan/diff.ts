@@ -31,8 +31,9 @@ interface SavedJump {
   readonly hook: string;
   readonly target: string;
   readonly body: string;
-  /** 1-based, in its hook chain: where a rollback puts it back. */
+  /** 1-based, in its hook chain: where a rollback puts it back, with its counters. */
   readonly position: number;
+  readonly rule: SavedRule;
 }
 
 /** Every jump to a chain of ours found in the built-in chains: ours, duplicates, and any a user wrote. */
@@ -42,7 +43,7 @@ function savedJumps(table: SavedTable): SavedJump[] {
     if (!BUILTIN_CHAINS.has(chain)) continue;
     rules.forEach((rule, i) => {
       const target = verdictOf(rule.body);
-      if (target?.startsWith(OUR_PREFIX)) found.push({ hook: chain, target, body: rule.body, position: i + 1 });
+      if (target?.startsWith(OUR_PREFIX)) found.push({ hook: chain, target, body: rule.body, position: i + 1, rule });
     });
   }
   return found;
@@ -135,7 +136,7 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
     ...jumpAdds.map((j) => `-D ${j.hook} ${jumpBody(j.target, j.note)}`),
     // Each where it was: our jumps added are gone by now, and putting them back in order of position puts every
     // one of them before what followed it (a rule above our jump stays above it).
-    ...[...jumpRemovals].sort((a, b) => a.position - b.position).map((j) => `-I ${j.hook} ${j.position} ${j.body}`),
+    ...[...jumpRemovals].sort((a, b) => a.position - b.position).map((j) => `[${j.rule.packets}:${j.rule.bytes}] -I ${j.hook} ${j.position} ${j.body}`),
     ...created.map((c) => `-X ${c}`),
     'COMMIT',
     '',
@@ -227,8 +228,8 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
   // kernel's words; it is said here, before anything is written, with the way out.
   const foreign = desired.sets.flatMap((set) => {
     const have = sets.get(set.name);
-    if (!have || (have.type === set.type && !have.noCounters)) return [];
-    return [`ipset ${set.name} exists as ${have.type}${have.noCounters ? ' without counters' : ''}, not as the gateway makes it (${set.type} with counters): `
+    if (!have || (have.type === set.type && !have.noCounters && have.family === undefined)) return [];
+    return [`ipset ${set.name} exists as ${have.type}${have.family ? ` family ${have.family}` : ''}${have.noCounters ? ' without counters' : ''}, not as the gateway makes it (${set.type} with counters): `
       + `the gateway did not make it; remove it (ipset destroy ${set.name}) and apply again`];
   });
   if (foreign.length > 0) throw new ForeignSetError(foreign.join('\n'));

@@ -205,6 +205,29 @@ kernel(`a failed apply puts the default route back exactly: a multipath one besi
   }
 });
 
+// A down the kernel refuses (a chain of the user's still jumps to one of ours) used to say "apply failed", and its
+// rollback put our FORWARD jump back first, above a rule the user had put before it.
+kernel(`a down that fails says so, and its rollback leaves every rule where it was: a user's rule above our jump stays above it${NEEDS_ROOT}`, async (t) => {
+  const router = labs.failClosed!.router;
+  t.is((await apply(router, example)).code, 0);
+  await inNs(router, 'iptables-nft', '-I', 'FORWARD', '1', '-s', '192.168.10.100', '-j', 'DROP');
+  await inNs(router, 'iptables-nft', '-t', 'nat', '-N', 'MYNAT');
+  await inNs(router, 'iptables-nft', '-t', 'nat', '-A', 'MYNAT', '-j', 'VGW-PREROUTING');
+  try {
+    const before = await settledState(router);
+    t.regex(before.nft, /^\[\d+:\d+\] -A FORWARD -s 192\.168\.10\.100\/32 -j DROP\n\[\d+:\d+\] -A FORWARD -m comment/m);
+    const down = await cli('down', '--netns', router, '--config', example.path);
+    t.is(down.code, 1, down.stdout);
+    t.regex(down.stderr, /^vlan-gateway: down failed: applying the nat table failed: /m);
+    t.regex(down.stderr, /\(the steps already done were rolled back\)$/m);
+    t.deepEqual(await readState(router, true), before, 'the rules in their order (the user\'s DROP first), addresses, sets, ip_forward');
+  } finally {
+    await inNs(router, 'iptables-nft', '-t', 'nat', '-F', 'MYNAT');
+    await inNs(router, 'iptables-nft', '-t', 'nat', '-X', 'MYNAT');
+    await inNs(router, 'iptables-nft', '-D', 'FORWARD', '-s', '192.168.10.100', '-j', 'DROP');
+  }
+});
+
 // DESIGN §3: an apply error names the table, the failing line and the lines around it.
 kernel(`an apply error quotes the failing rule line with its neighbours${NEEDS_ROOT}`, async (t) => {
   const applied = await apply(labs.failClosed!.router, rejectedAfterFilter);

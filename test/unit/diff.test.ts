@@ -161,7 +161,7 @@ test('a duplicated jump: the extra one is removed, the first kept; undo puts it 
   t.deepEqual(steps.map((s) => [s.table, s.payload]), [
     ['nat', '*nat\n-D POSTROUTING -m comment --comment "vgw:hook" -j VGW-POSTROUTING\nCOMMIT\n'],
   ]);
-  t.is(steps[0]!.undo, '*nat\n-I POSTROUTING 2 -m comment --comment "vgw:hook" -j VGW-POSTROUTING\nCOMMIT\n');
+  t.is(steps[0]!.undo, '*nat\n[0:0] -I POSTROUTING 2 -m comment --comment "vgw:hook" -j VGW-POSTROUTING\nCOMMIT\n');
 });
 
 // A user's `iptables -I FORWARD 1 -i eth1 -j VGW-FORWARD` used to count as our jump (same hook, same target) and
@@ -176,13 +176,13 @@ test('a jump to our chain with a match of its own is not ours: ours is put back,
   t.deepEqual(steps.map((s) => [s.table, s.payload]), [
     ['filter', '*filter\n-D FORWARD -i eth1 -j VGW-FORWARD\nCOMMIT\n'],
   ]);
-  t.is(steps[0]!.undo, '*filter\n-I FORWARD 2 -i eth1 -j VGW-FORWARD\nCOMMIT\n');
+  t.is(steps[0]!.undo, '*filter\n[0:0] -I FORWARD 2 -i eth1 -j VGW-FORWARD\nCOMMIT\n');
   const only = without(save, (l) => l.includes('"vgw:hook" -j VGW-FORWARD'));
   const replaced = tableSteps(planOf(lab, only));
   t.deepEqual(replaced.map((s) => [s.table, s.payload]), [
     ['filter', '*filter\n-D FORWARD -i eth1 -j VGW-FORWARD\n-I FORWARD 1 -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n'],
   ]);
-  t.is(replaced[0]!.undo, '*filter\n-D FORWARD -m comment --comment vgw:hook -j VGW-FORWARD\n-I FORWARD 2 -i eth1 -j VGW-FORWARD\nCOMMIT\n', 'below the rule that was above it');
+  t.is(replaced[0]!.undo, '*filter\n-D FORWARD -m comment --comment vgw:hook -j VGW-FORWARD\n[0:0] -I FORWARD 2 -i eth1 -j VGW-FORWARD\nCOMMIT\n', 'below the rule that was above it');
 });
 
 test('tablesInSync (the stats collector\'s check) agrees with the plan: in sync exactly when no table step is planned', (t) => {
@@ -235,7 +235,7 @@ test('a stale VGW chain (and a stale jump to it) are deleted; undo recreates the
     '*filter',
     ':VGW-OLD - [0:0]',
     '[2:120] -A VGW-OLD -m comment --comment "vgw:oldhash" -p icmp -j ACCEPT',
-    '-I INPUT 1 -m comment --comment "vgw:hook" -j VGW-OLD',
+    '[3:180] -I INPUT 1 -m comment --comment "vgw:hook" -j VGW-OLD',
     'COMMIT',
     '',
   ].join('\n'));
@@ -328,8 +328,8 @@ test('down (planEmpty) removes our chains, jumps and gateway addresses, and leav
     ':VGW-PREROUTING - [0:0]',
     ':VGW-POSTROUTING - [0:0]',
     ...save.split('\n').filter((l) => / -A VGW-(PRE|POST)ROUTING /.test(l)),
-    '-I PREROUTING 1 -m comment --comment "vgw:hook" -j VGW-PREROUTING',
-    '-I POSTROUTING 1 -m comment --comment "vgw:hook" -j VGW-POSTROUTING',
+    '[0:0] -I PREROUTING 1 -m comment --comment "vgw:hook" -j VGW-PREROUTING',
+    '[0:0] -I POSTROUTING 1 -m comment --comment "vgw:hook" -j VGW-POSTROUTING',
     'COMMIT',
     '',
   ].join('\n'));
@@ -510,7 +510,7 @@ test('down after an apply that switched ip_forward on: ip_forward=0 before our F
   t.like(plan.steps.find((s) => s.kind === 'sysctl'), { key: 'net.ipv4.ip_forward', value: '0', previous: '1' });
   const [filter] = tableSteps(plan);
   t.true(filter!.payload.includes('\n-D FORWARD -m comment --comment "vgw:hook-fwd-was-0" -j VGW-FORWARD\n'), filter!.payload);
-  t.true(filter!.undo.includes('\n-I FORWARD 1 -m comment --comment "vgw:hook-fwd-was-0" -j VGW-FORWARD\n'), 'undo puts the mark back too');
+  t.true(filter!.undo.includes('\n[0:0] -I FORWARD 1 -m comment --comment "vgw:hook-fwd-was-0" -j VGW-FORWARD\n'), 'undo puts the mark back too');
   t.regex(formatPlan(plan), /^~ sysctl net\.ipv4\.ip_forward: 1 -> 0$/m);
 });
 
@@ -557,11 +557,12 @@ test('a set of our name the gateway did not make (another type, or no counters) 
   const base = factsWith(lab, '');
   const desired = planDesired(lab, { ...base, sets: new Map() }, templates);
   const subnets = desired.sets.find((s) => s.name === 'VGW-SUBNETS')!;
-  const withSet = (set: { type: string; noCounters?: boolean }) => ({ ...base, sets: new Map([[subnets.name, { members: new Set<string>(), ...set }]]) });
+  const withSet = (set: { type: string; noCounters?: boolean; family?: string }) => ({ ...base, sets: new Map([[subnets.name, { members: new Set<string>(), ...set }]]) });
   t.throws(() => diff(desired, withSet({ type: 'hash:ip' })), {
     instanceOf: ForeignSetError,
     message: 'ipset VGW-SUBNETS exists as hash:ip, not as the gateway makes it (hash:net with counters): the gateway did not make it; remove it (ipset destroy VGW-SUBNETS) and apply again',
   });
   t.throws(() => diff(desired, withSet({ type: 'hash:net', noCounters: true })), { instanceOf: ForeignSetError, message: /exists as hash:net without counters/ });
+  t.throws(() => diff(desired, withSet({ type: 'hash:net', family: 'inet6' })), { instanceOf: ForeignSetError, message: /exists as hash:net family inet6, not as/ });
   t.notThrows(() => diff(desired, withSet({ type: 'hash:net' })), 'ours: its members are planned');
 });

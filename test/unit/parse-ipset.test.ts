@@ -69,3 +69,14 @@ test('a set made without counters is marked, in ipset save and in ipset list -t 
   t.deepEqual(headers.get('VGW-SUBNETS'), { type: 'hash:net', entries: 0, noCounters: true });
   t.deepEqual(headers.get('VGW-SUBNET-NICS'), { type: 'hash:net,iface', entries: 0 });
 });
+
+test('a set of family inet6 is marked, in ipset save and in ipset list -t (ipset 7.17); inet is the gateway\'s', (t) => {
+  const sets = parseIpsetSave('create VGW-SUBNETS hash:net family inet6 hashsize 1024 maxelem 65536 counters bucketsize 12 initval 0x3d1c6e0a\n');
+  t.is(sets.get('VGW-SUBNETS')!.family, 'inet6');
+  t.is(parseIpsetSave('create VGW-SUBNETS hash:net family inet hashsize 1024 counters\n').get('VGW-SUBNETS')!.family, undefined);
+  const headers = parseIpsetHeaders([
+    'Name: VGW-SUBNETS', 'Type: hash:net', 'Revision: 7', 'Header: family inet6 hashsize 1024 maxelem 65536 counters bucketsize 12 initval 0x3d1c6e0a',
+    'Size in memory: 1240', 'References: 0', 'Number of entries: 0',
+  ].join('\n'));
+  t.deepEqual(headers.get('VGW-SUBNETS'), { type: 'hash:net', entries: 0, family: 'inet6' });
+});
