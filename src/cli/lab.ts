@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
-import { userRulesGuard } from '../apply/user-rules-check.js';
+import { checkTemplates, userRulesGuard } from '../apply/user-rules-check.js';
 import { loadConfig, type LoadedConfig } from '../config/load.js';
 import { ExecaRunner } from '../exec/execa-runner.js';
 import { inNamespace, type CommandRunner } from '../exec/runner.js';
@@ -15,9 +15,10 @@ import { readLabRecord, textDigest, writeLabRecord } from '../lab/record.js';
 import type { LabTopology } from '../lab/topology.js';
 import { exampleConfigPath } from '../package-files.js';
 import { formatPlan } from '../plan/format.js';
+import type { Templates } from '../plan/desired.js';
 import { reconcileOnce } from '../reconcile/once.js';
 import { out, templatesOf, type GlobalArgs } from './context.js';
-import { UsageError } from './errors.js';
+import { FailureError, UsageError } from './errors.js';
 
 interface LabArgs extends GlobalArgs {
   name: string;
@@ -53,28 +54,75 @@ async function checkConfigPath(args: LabArgs): Promise<string> {
   return record.config;
 }
 
-async function up(runner: CommandRunner, args: LabArgs): Promise<LabTopology> {
+/**
+ * The config up would apply, checked as `validate` checks it (every template rendered, the user's rules parsed by
+ * iptables with `--test`, which commits nothing and so needs no namespace of the lab's).
+ */
+async function checkedLabConfig(runner: CommandRunner, args: LabArgs): Promise<{ loaded: LoadedConfig; topology: LabTopology; templates: Templates }> {
   const { loaded, topology } = await labConfig(args);
   const templates = await templatesOf(loaded);
+  await checkTemplates(runner, 'nft', loaded.config, templates);
+  return { loaded, topology, templates };
+}
+
+async function up(runner: CommandRunner, args: LabArgs, checked?: Awaited<ReturnType<typeof checkedLabConfig>>): Promise<LabTopology> {
+  // A config `validate` refuses builds nothing.
+  const { loaded, topology, templates } = checked ?? await checkedLabConfig(runner, args);
   if ((await listLabNamespaces(runner, args.name)).length > 0) {
     throw new UsageError(`lab ${args.name} already exists; run \`vlan-gateway lab down --name ${args.name}\` first`);
   }
   out(`building lab ${args.name} from ${loaded.path} ...`);
-  await labUp(runner, topology);
+  await buildOrUndo(runner, args.name, topology);
   // Recorded before the apply: a lab whose apply fails still stands, built from this config.
   await writeLabRecord(args.name, { config: resolve(loaded.path), digest: textDigest(loaded.text) });
   out(`applying the config in ${topology.router} ...`);
   const router = inNamespace(runner, topology.router);
-  const { plan } = await reconcileOnce(router, loaded.config, templates, { beforeWrite: userRulesGuard(router, templates) });
-  out(formatPlan(plan).replace(/pending\.$/, 'applied.'));
+  try {
+    const { plan } = await reconcileOnce(router, loaded.config, templates, { beforeWrite: userRulesGuard(router, templates) });
+    out(formatPlan(plan).replace(/pending\.$/, 'applied.'));
+  } catch (error) {
+    // Only the kernel refuses what got this far (validate passed): the lab stands, to look into.
+    out(`lab ${args.name} is built, but the config did not apply (below). Fix it and apply it with: vlan-gateway apply --netns ${topology.router} --config ${loaded.path}; or remove the lab with: vlan-gateway lab down --name ${args.name}`);
+    throw error;
+  }
   return topology;
 }
 
+/**
+ * labUp undoes a build whose command fails; a Ctrl-C or a SIGTERM would end the process half-way instead. They
+ * are held while it builds, and what was built is then removed before the process ends (130 or 143).
+ */
+async function buildOrUndo(runner: CommandRunner, name: string, topology: LabTopology): Promise<void> {
+  let signal: NodeJS.Signals | undefined;
+  const hold = (s: NodeJS.Signals) => (signal ??= s);
+  process.on('SIGINT', hold);
+  process.on('SIGTERM', hold);
+  try {
+    await labUp(runner, topology).catch((error: unknown) => {
+      if (signal === undefined) throw error; // a command the signal killed too: removed below
+    });
+    if (signal !== undefined) {
+      await labDown(runner, name);
+      process.stderr.write(`vlan-gateway: lab up stopped by ${signal}; what it had built is removed\n`);
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    }
+  } finally {
+    process.off('SIGINT', hold);
+    process.off('SIGTERM', hold);
+  }
+}
+
 async function check(runner: CommandRunner, args: LabArgs): Promise<boolean> {
-  if ((await listLabNamespaces(runner, args.name)).length === 0) {
+  const present = await listLabNamespaces(runner, args.name);
+  if (present.length === 0) {
     throw new UsageError(`lab ${args.name} does not exist; run \`vlan-gateway lab up --name ${args.name}\` first`);
   }
   const { loaded, topology } = await labConfig(args, await checkConfigPath(args));
+  // A namespace removed by hand would show as every probe blocked: said as what it is.
+  const missing = topology.namespaces.filter((ns) => !present.includes(ns));
+  if (missing.length > 0) {
+    throw new FailureError(`lab ${args.name} is incomplete (${missing.join(', ')} missing); rebuild it: vlan-gateway lab down --name ${args.name}, then lab up`);
+  }
   const result = await labCheck(runner, topology, loaded.config);
   out(formatMatrix(result));
   // What the config allows is worked out from its forwarding rules and NAT; the user's own templates are not read.
@@ -111,8 +159,9 @@ export const labCommand: CommandModule<GlobalArgs, GlobalArgs> = {
       case 'down':
         return down(runner, args);
       case 'demo': {
+        const checked = await checkedLabConfig(runner, args); // an invalid config leaves the lab that stands alone
         await down(runner, args);
-        const topology = await up(runner, args);
+        const topology = await up(runner, args, checked);
         out('');
         const ok = await check(runner, args);
         out(`\nThe lab stays up for you to explore, e.g.: ip netns exec ${topology.router} iptables-save`);

@@ -29,8 +29,17 @@ const recordPath = (dir: string, name: string) => {
 };
 
 export async function writeLabRecord(name: string, record: LabRecord, dir = DEFAULT_LAB_RECORD_DIR): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o755 });
-  await writeFile(recordPath(dir, name), `${JSON.stringify(record)}\n`, { mode: 0o644 });
+  // Another lab's down removes the directory once it is empty (removeLabRecord): between the mkdir and the write
+  // it may be gone again, so the pair is tried once more.
+  for (let attempt = 0; ; attempt++) {
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    try {
+      await writeFile(recordPath(dir, name), `${JSON.stringify(record)}\n`, { mode: 0o644 });
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 5) throw error;
+    }
+  }
 }
 
 export async function readLabRecord(name: string, dir = DEFAULT_LAB_RECORD_DIR): Promise<LabRecord | undefined> {

@@ -24,6 +24,7 @@ export const DEFAULT_LAB_NAME = 'demo';
 export const NAMESPACE_PREFIX = 'vgwlab-';
 export const INTERNET_HOST = '198.51.100.10';
 const DEFAULT_UPLINK_GATEWAY = '203.0.113.1';
+const SPARE_UPLINK_GATEWAY = '203.0.113.254';
 const CLIENT_HOST_OFFSET = 100;
 
 export class LabError extends Error {
@@ -202,7 +203,10 @@ export function planLabTopology(config: Config, name: string = DEFAULT_LAB_NAME)
 }
 
 function planUplink(config: Config): LabUplink {
-  const gatewayText = config.uplink.gateway ?? DEFAULT_UPLINK_GATEWAY;
+  // Without uplink.gateway the lab picks the next hop; never the address the config SNATs to (the Internet side
+  // would then see its own address as the source, and drop every packet as a martian).
+  const snatText = config.uplink.nat === 'snat' ? config.uplink.snatTo : undefined;
+  const gatewayText = config.uplink.gateway ?? (snatText === DEFAULT_UPLINK_GATEWAY ? SPARE_UPLINK_GATEWAY : DEFAULT_UPLINK_GATEWAY);
   const gateway = parseAddress(gatewayText)!;
   const net: Cidr = { network: networkOf({ network: gateway, prefix: 24 }), prefix: 24 };
   if (contains(net, parseAddress(INTERNET_HOST)!)) {

@@ -5,6 +5,7 @@
  * `labDown` removes every namespace. The first tests are pure (the plan as data) and run without root.
  */
 import test from 'ava';
+import { execa } from 'execa';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -60,6 +61,15 @@ test('topology: a config whose addresses or names collide with the lab\'s own is
   t.throws(() => planLabTopology({ ...config, vlans: config.vlans.map((v, i) => (i === 1 ? { ...v, name: 'internet' } : v)) }, 'demo'), {
     instanceOf: LabInputError, message: 'vlan internet: the lab names its Internet host "internet"; give the VLAN another name',
   });
+});
+
+// The lab's own next hop was 203.0.113.1 whatever the config SNATs to: with snatTo 203.0.113.1 the Internet side
+// saw its own address as the source and dropped every packet, and lab check reported a false mismatch.
+test('topology: without uplink.gateway, the next hop the lab picks is never the snatTo address', async (t) => {
+  const { config } = await loadConfig(examplePath);
+  const topo = planLabTopology({ ...config, uplink: { ...config.uplink, gateway: undefined, nat: 'snat', snatTo: '203.0.113.1' } }, 'x');
+  t.like(topo.uplink, { routerAddress: '203.0.113.1', inetAddress: '203.0.113.254', defaultRoute: true, inetRoutesViaRouter: [] });
+  t.like(planLabTopology({ ...config, uplink: { ...config.uplink, gateway: undefined } }, 'x').uplink, { inetAddress: '203.0.113.1' });
 });
 
 test('topology: snat address, gateway taking .2, small subnets and explicit NIC names are honoured', async (t) => {
@@ -119,6 +129,8 @@ test('expected verdicts: first match wins, addresses, protocols, ports, defaults
 const name = uniqueLabName('t');
 const rollbackName = uniqueLabName('r');
 const cliName = uniqueLabName('c');
+const standingName = uniqueLabName('s');
+const signalName = uniqueLabName('i');
 let topology: LabTopology | undefined;
 let config: Config | undefined;
 
@@ -127,6 +139,8 @@ test.after.always('remove every lab namespace this file made', async () => {
   await labDown(runner, name);
   await labDown(runner, rollbackName);
   await labDown(runner, cliName);
+  await labDown(runner, standingName);
+  await labDown(runner, signalName);
 });
 
 const linkNames = async (ns?: string): Promise<Set<string>> => {
@@ -253,4 +267,49 @@ kernel(`lab check without --config checks the config lab up applied, and says wh
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+const brokenTemplates = fileURLToPath(new URL('../fixtures/broken-templates/missing-variable', import.meta.url));
+
+// lab up built the whole lab, recorded it and then exited 2 on a template `validate` refuses, leaving it standing
+// (a second up then said "already exists"); lab demo removed the lab that stood before it read the config.
+kernel(`a config validate refuses builds no lab, and lab demo with it leaves the lab that stands; lab check on a lab missing a namespace says so${NEEDS_ROOT}`, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-lab-broken-'));
+  try {
+    const path = join(dir, 'broken.yaml');
+    await writeFile(path, `${await readFile(examplePath, 'utf8')}rules:\n  dir: ${brokenTemplates}\n`);
+    const up = await cli('lab', 'up', '--name', signalName, '--config', path);
+    t.is(up.code, 2, up.stdout);
+    t.regex(up.stderr, /invalid rule template: /);
+    t.deepEqual(await listLabNamespaces(runner, signalName), [], 'nothing built');
+    t.false(existsSync(`/run/vgwlab/${signalName}.json`), 'nothing recorded');
+
+    const standing = planLabTopology((await loadConfig(examplePath)).config, standingName);
+    await labUp(runner, standing);
+    const demo = await cli('lab', 'demo', '--name', standingName, '--config', path);
+    t.is(demo.code, 2, demo.stdout);
+    t.deepEqual((await listLabNamespaces(runner, standingName)).sort(), [...standing.namespaces].sort(), 'the lab that stood still stands');
+
+    await runner.run(['ip', 'netns', 'del', standing.vlans[1]!.client.namespace]);
+    const check = await cli('lab', 'check', '--name', standingName);
+    t.is(check.code, 1);
+    t.regex(check.stderr, new RegExp(`lab ${standingName} is incomplete \\(${standing.vlans[1]!.client.namespace} missing\\); rebuild it`));
+  } finally {
+    await labDown(runner, standingName);
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+// A Ctrl-C while lab up built ended the process at once, leaving a half-built lab behind.
+kernel(`a SIGINT during lab up removes what it had built, and the process ends with 130${NEEDS_ROOT}`, async (t) => {
+  const child = execa(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../../src/main.ts', import.meta.url)), 'lab', 'up', '--name', signalName], { reject: false });
+  const deadline = Date.now() + 20_000;
+  while ((await listLabNamespaces(runner, signalName)).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  t.true(Date.now() < deadline, 'lab up started building');
+  child.kill('SIGINT');
+  const result = await child;
+  t.is(result.exitCode, 130, String(result.stderr));
+  t.regex(String(result.stderr), /lab up stopped by SIGINT; what it had built is removed/);
+  t.deepEqual(await listLabNamespaces(runner, signalName), []);
+  t.false(existsSync(`/run/vgwlab/${signalName}.json`));
 });

@@ -39,3 +39,20 @@ test('a record that is not one we wrote is none', async (t) => {
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+// Another lab's down removes the directory once it holds no record: between a write's mkdir and its writeFile the
+// directory could be gone, and lab up failed with ENOENT after building the lab.
+test('a record is written while other labs remove theirs (and with them the directory)', async (t) => {
+  const parent = await mkdtemp(join(tmpdir(), 'vgw-lab-record-'));
+  const dir = join(parent, 'vgwlab');
+  const record = { config: '/etc/mine.yaml', digest: textDigest('x') };
+  try {
+    for (let i = 0; i < 300; i++) {
+      await Promise.all([writeLabRecord('mine', record, dir), removeLabRecord('other', dir), removeLabRecord('other', dir)]);
+      t.deepEqual(await readLabRecord('mine', dir), record);
+      await removeLabRecord('mine', dir);
+    }
+  } finally {
+    await rm(parent, { recursive: true, force: true });
+  }
+});
