@@ -9,7 +9,7 @@ import { TABLES } from '../observe/facts.js';
 import { BUILTIN_CHAINS, FORWARDING_WAS_OFF, IP_FORWARD, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX } from './chains.js';
 import { verdictOf } from './rule-text.js';
 import type { ChainChange, Desired, DesiredChain, DesiredRule, DesiredSet, Jump, JumpChange, Plan, Step } from './types.js';
-import { warningsOf } from './warnings.js';
+import { uplinkOverlapWarnings, warningsOf } from './warnings.js';
 
 /** A set of our name (VGW-*) that is not as the gateway makes it: nothing is applied until it is removed. */
 export class ForeignSetError extends Error {
@@ -278,7 +278,7 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
       steps.push(sysctlStep(facts, key, value));
     }
   }
-  const warnings = warningsOf(facts);
+  const warnings = [...warningsOf(facts), ...uplinkOverlapWarnings(desired.uplink, desired.vlans)];
   return {
     desired, steps, forwardingWasOff: forwardingWasOff && desired.jumps.length > 0, ...(warnings.length > 0 ? { warnings } : {}),
     backend: { name: facts.backend, ...(facts.backendWhy ? { why: facts.backendWhy } : {}) },

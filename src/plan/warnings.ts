@@ -2,7 +2,9 @@
  * What the namespace does that the gateway does not control but a user must know: things that let traffic past
  * the policy. Shown by `plan` and `apply`, and logged once by the supervisor. Pure.
  */
+import { formatCidr, networkOf, overlaps, parseAddress, parseCidr } from '../net/ipv4.js';
 import type { Facts } from '../observe/facts.js';
+import type { UplinkBinding, VlanBinding } from './types.js';
 
 export const IPV6_FORWARDING = 'net.ipv6.conf.all.forwarding';
 
@@ -24,4 +26,26 @@ export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForw
       + `programs IPv4 only); switch it off (docker run --sysctl ${IPV6_FORWARDING}=0)`);
   }
   return warnings;
+}
+
+/**
+ * A VLAN's subnet that overlaps a network of the uplink NIC: the VLAN's connected route takes those addresses away
+ * from the uplink side (its hosts there become unreachable, and what they send is dropped as forged). Validation
+ * cannot see it: the uplink's network is known only from the NIC.
+ */
+export function uplinkOverlapWarnings(uplink: UplinkBinding, vlans: readonly VlanBinding[]): string[] {
+  const nic = uplink.nic;
+  if (!nic) return [];
+  return vlans.flatMap(({ vlan }) => {
+    const subnet = parseCidr(vlan.subnet)!;
+    return nic.addresses.flatMap((a) => {
+      const address = parseAddress(a.address);
+      if (address === undefined) return [];
+      const network = { network: networkOf({ network: address, prefix: a.prefix }), prefix: a.prefix };
+      if (!overlaps(subnet, network)) return [];
+      return [`vlan ${vlan.name}'s subnet ${vlan.subnet} overlaps the uplink's network ${formatCidr(network)} (${a.address} on ${nic.name}): `
+        + `those addresses are routed to the VLAN, so hosts there on the uplink side are unreachable and what they send is dropped as forged; `
+        + 'give the VLAN a subnet outside the uplink\'s network'];
+    });
+  });
 }

@@ -566,3 +566,15 @@ test('a set of our name the gateway did not make (another type, or no counters) 
   t.throws(() => diff(desired, withSet({ type: 'hash:net', family: 'inet6' })), { instanceOf: ForeignSetError, message: /exists as hash:net family inet6, not as/ });
   t.notThrows(() => diff(desired, withSet({ type: 'hash:net' })), 'ours: its members are planned');
 });
+
+// Validation cannot see it (the uplink's network is the NIC's): a VLAN inside it took those addresses from the
+// uplink side without a word.
+test('a VLAN subnet overlapping a network of the uplink NIC is a warning, naming both', (t) => {
+  const base = factsWith(lab, inSyncSave(desiredOf(lab)));
+  const facts = { ...base, links: base.links.map((l) => (l.name === 'eth0' ? { ...l, addresses: [...l.addresses, { address: '192.168.20.200', prefix: 25 }] } : l)) };
+  t.deepEqual(diff(planDesired(lab, facts, templates), facts).warnings, [
+    'vlan lab\'s subnet 192.168.20.0/24 overlaps the uplink\'s network 192.168.20.128/25 (192.168.20.200 on eth0): those addresses are routed to the VLAN, '
+      + 'so hosts there on the uplink side are unreachable and what they send is dropped as forged; give the VLAN a subnet outside the uplink\'s network',
+  ]);
+  t.is(diff(planDesired(lab, base, templates), base).warnings, undefined);
+});
