@@ -37,11 +37,18 @@ export async function loadConfig(path: string, cache?: ConfigCache, options: Val
     const file = await open(path, 'r');
     try {
       links = (await file.stat()).nlink;
-      text = await file.readFile('utf8');
+      const bytes = await file.readFile();
+      // Windows editors save "Unicode" as UTF-16: read as UTF-8 it is a null byte every other character.
+      if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff)) {
+        const why = 'the file is UTF-16 (its byte-order mark says so); save it as UTF-8';
+        throw new ConfigError(path, [{ path: [], message: why }], [`cannot read ${path}: ${why}`]);
+      }
+      text = bytes.toString('utf8');
     } finally {
       await file.close();
     }
   } catch (error) {
+    if (error instanceof ConfigError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : String((error as Error).message);
     throw new ConfigError(path, [{ path: [], message: `cannot read the config file (${why})` }], [`cannot read ${path}: ${why}`]);

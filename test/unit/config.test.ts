@@ -978,6 +978,18 @@ test('a missing config file is an error that names the path', async (t) => {
   t.deepEqual(error?.lines, ['cannot read /nonexistent/vlan-gateway/gateway.yaml: no such file']);
 });
 
+test('a file saved as UTF-16 (a Windows editor\'s "Unicode") is named as such, not as a null byte in the YAML', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-config-'));
+  try {
+    const path = join(dir, 'gateway.yaml');
+    await writeFile(path, Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('vlans: []\n', 'utf16le')]));
+    const error = await t.throwsAsync(loadConfig(path), { instanceOf: ConfigError });
+    t.deepEqual(error?.lines, [`cannot read ${path}: the file is UTF-16 (its byte-order mark says so); save it as UTF-8`]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('a relative rules.dir is relative to the config file, not to the working directory; an absolute one is kept', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'vgw-config-'));
   try {
