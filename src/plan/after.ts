@@ -29,13 +29,15 @@ export function tablesAfter(tables: Facts['tables'], plan: Plan): Facts['tables'
       chains.add(chain);
       rules.set(chain, desired.get(chain)!.rules.map((r) => savedRule(r.line, r.hash)));
     }
-    for (const jump of step.jumps) {
+    // As the payload runs: removals by their place as found, the last first; then each add at the top.
+    const removals = step.jumps.filter((j) => j.change === 'remove').sort((a, b) => (b.position ?? 0) - (a.position ?? 0));
+    for (const jump of [...removals, ...step.jumps.filter((j) => j.change === 'add')]) {
       const list = [...(rules.get(jump.hook) ?? [])];
       if (jump.change === 'add') {
         list.unshift(savedRule(jump.body, commentHashOf(jump.body)));
       } else {
-        const at = list.findIndex((r) => r.body === jump.body);
-        if (at !== -1) list.splice(at, 1);
+        const at = jump.position !== undefined ? jump.position - 1 : list.findIndex((r) => r.body === jump.body);
+        if (at >= 0 && at < list.length) list.splice(at, 1);
       }
       rules.set(jump.hook, list);
     }

@@ -88,26 +88,39 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
     }
   }
 
+  // Our jump is the first rule of its hook: a rule of someone else's above it would decide packets before the
+  // gateway's policy (a foreign ACCEPT skips the source check and every forwarding rule). One found below such a
+  // rule is moved to the top, as one found missing is inserted there; the jumps of ours removed anyway (stale,
+  // duplicates, not as we make them) do not count as above it.
   const present = savedJumps(saved);
-  const jumpChanges: JumpChange[] = [];
-  const jumpAdds: Jump[] = [];
+  const kept = new Map<Jump, SavedJump>();
   const jumpRemovals: SavedJump[] = [];
-  for (const jump of desiredJumps) {
-    if (!present.some((p) => isJump(p, jump))) {
-      jumpAdds.push(jump);
-      jumpChanges.push({ hook: jump.hook, target: jump.target, change: 'add', body: jumpBody(jump.target, jump.note) });
-    }
-  }
-  const kept = new Set<Jump>();
+  const foreignAbove = (p: SavedJump) => (saved.rules.get(p.hook) ?? []).slice(0, p.position - 1)
+    .some((r) => !present.some((q) => q.rule === r));
   for (const p of present) {
     const desired = desiredJumps.find((j) => !kept.has(j) && isJump(p, j));
-    if (desired) {
-      kept.add(desired);
-      continue;
-    }
-    jumpRemovals.push(p); // stale, a duplicate of one we keep, or not as we make it (a match of its own, the note)
-    jumpChanges.push({ hook: p.hook, target: p.target, change: 'remove', body: p.body });
+    if (desired && !foreignAbove(p)) kept.set(desired, p);
+    else jumpRemovals.push(p);
   }
+  // Rules are deleted by their text, never by number (a rule inserted since the read would take another's number),
+  // and a text deletes its first copy: deleting a copy of a kept jump leaves the last copy instead. That is the same
+  // while only our jumps lie between them; with a rule of someone else's between, every copy goes and ours is
+  // inserted anew at the top.
+  for (const [jump, p] of kept) {
+    const copies = jumpRemovals.filter((r) => r.hook === p.hook && r.body === p.body);
+    if (copies.length === 0) continue;
+    const last = Math.max(...copies.map((r) => r.position));
+    const between = (saved.rules.get(p.hook) ?? []).slice(p.position, last - 1);
+    if (between.some((r) => !present.some((q) => q.rule === r))) {
+      kept.delete(jump);
+      jumpRemovals.push(p);
+    }
+  }
+  const jumpAdds = desiredJumps.filter((j) => !kept.has(j));
+  const jumpChanges: JumpChange[] = [
+    ...jumpAdds.map((j): JumpChange => ({ hook: j.hook, target: j.target, change: 'add', body: jumpBody(j.target, j.note) })),
+    ...jumpRemovals.map((p): JumpChange => ({ hook: p.hook, target: p.target, change: 'remove', body: p.body, position: p.position })),
+  ];
 
   if (changes.length === 0 && jumpChanges.length === 0) return {};
 

@@ -102,6 +102,8 @@ export interface JumpChange {
   readonly change: 'add' | 'remove';
   /** The jump rule's body, as inserted or as found (and deleted). */
   readonly body: string;
+  /** A removed jump's 1-based place in its hook as found (where a rollback puts it back). */
+  readonly position?: number;
 }
 
 export type Step =

@@ -374,3 +374,35 @@ kernel(`forwarding.default: drop with one accept rule: ping and the reverse dire
   });
   t.true(result.ok, 'lab check agrees with what the config allows');
 });
+
+// Our FORWARD jump found below a rule of someone else's (moved, or a copy of it appended after one) used to count
+// as in place: what that rule accepted skipped the policy, and plan said "in sync".
+kernel(`our FORWARD jump below a rule of someone else's is moved back to the top, and the policy decides again${NEEDS_ROOT}`, async (t) => {
+  t.is((await apply(files.drop.path)).code, 0);
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  const ping = async () => (await runner.run(['ip', 'netns', 'exec', office.client.namespace, 'ping', '-c', '1', '-W', '1', lab.client.address], { allowFailure: true })).exitCode;
+  const forward = async () => (await save(router, 'nft', '-t', 'filter')).split('\n').filter((l) => l.startsWith('-A FORWARD '));
+  const ours = '-A FORWARD -m comment --comment "vgw:hook-fwd-was-0" -j VGW-FORWARD';
+  const foreign = '-A FORWARD -s 192.168.10.0/24 -m comment --comment foreign -j ACCEPT';
+  t.not(await ping(), 0, 'office → lab is dropped by default');
+  try {
+    for (const drift of ['moved below', 'copied below'] as const) {
+      if (drift === 'moved below') {
+        await inNs(router, 'iptables-nft', '-I', 'FORWARD', '1', '-s', '192.168.10.0/24', '-m', 'comment', '--comment', 'foreign', '-j', 'ACCEPT');
+        t.is(await ping(), 0, 'the foreign ACCEPT decides first');
+      } else {
+        // A copy of ours appended below theirs: removing the copy by its text used to remove ours, at the top.
+        await inNs(router, 'iptables-nft', '-A', 'FORWARD', '-m', 'comment', '--comment', 'vgw:hook-fwd-was-0', '-j', 'VGW-FORWARD');
+      }
+      const applied = await apply(files.drop.path);
+      t.is(applied.code, 0, applied.stderr);
+      t.deepEqual(await forward(), [ours, foreign], drift);
+      t.not(await ping(), 0, `${drift}: the policy decides again`);
+      t.is((await cli('plan', '--detailed-exitcode', '--netns', router, '--config', files.drop.path)).code, 0);
+    }
+  } finally {
+    await inNs(router, 'iptables-nft', '-D', 'FORWARD', '-s', '192.168.10.0/24', '-m', 'comment', '--comment', 'foreign', '-j', 'ACCEPT').catch(() => undefined);
+  }
+  t.is((await apply(files.masquerade.path)).code, 0);
+});

@@ -9,6 +9,7 @@ import { parseConfigText } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import type { Facts, Link } from '../../src/observe/facts.js';
 import { parseSave, tableOf } from '../../src/observe/parse-save.js';
+import { tablesAfter } from '../../src/plan/after.js';
 import { OUR_ADDRESS_METRIC } from '../../src/plan/chains.js';
 import { planDesired, planEmpty, type Templates } from '../../src/plan/desired.js';
 import { diff, ForeignSetError, tablesInSync } from '../../src/plan/diff.js';
@@ -170,19 +171,45 @@ test('a duplicated jump: the extra one is removed, the first kept; undo puts it 
 test('a jump to our chain with a match of its own is not ours: ours is put back, that one removed; undo restores both places', (t) => {
   const save = inSyncSave(desiredOf(lab)).replace(
     '[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',
-    '[0:0] -A FORWARD -s 10.9.9.9/32 -j DROP\n[0:0] -A FORWARD -i eth1 -j VGW-FORWARD\n[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',
+    '[0:0] -A FORWARD -i eth1 -j VGW-FORWARD\n[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD\n[0:0] -A FORWARD -s 10.9.9.9/32 -j DROP',
   );
   const steps = tableSteps(planOf(lab, save));
   t.deepEqual(steps.map((s) => [s.table, s.payload]), [
     ['filter', '*filter\n-D FORWARD -i eth1 -j VGW-FORWARD\nCOMMIT\n'],
   ]);
-  t.is(steps[0]!.undo, '*filter\n[0:0] -I FORWARD 2 -i eth1 -j VGW-FORWARD\nCOMMIT\n');
+  t.is(steps[0]!.undo, '*filter\n[0:0] -I FORWARD 1 -i eth1 -j VGW-FORWARD\nCOMMIT\n');
   const only = without(save, (l) => l.includes('"vgw:hook" -j VGW-FORWARD'));
   const replaced = tableSteps(planOf(lab, only));
   t.deepEqual(replaced.map((s) => [s.table, s.payload]), [
     ['filter', '*filter\n-D FORWARD -i eth1 -j VGW-FORWARD\n-I FORWARD 1 -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n'],
   ]);
-  t.is(replaced[0]!.undo, '*filter\n-D FORWARD -m comment --comment vgw:hook -j VGW-FORWARD\n[0:0] -I FORWARD 2 -i eth1 -j VGW-FORWARD\nCOMMIT\n', 'below the rule that was above it');
+  t.is(replaced[0]!.undo, '*filter\n-D FORWARD -m comment --comment vgw:hook -j VGW-FORWARD\n[0:0] -I FORWARD 1 -i eth1 -j VGW-FORWARD\nCOMMIT\n');
+});
+
+// A rule of someone else's above our jump decides packets before the gateway's policy: a foreign ACCEPT there
+// skipped the source check and every forwarding rule, and plan said "in sync".
+test('our jump found below a rule of someone else\'s is moved to the top; undo puts it back below that rule, with its counters', (t) => {
+  const save = inSyncSave(desiredOf(lab)).replace(
+    '[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',
+    '[0:0] -A FORWARD -d 10.250.0.0/16 -j ACCEPT\n[5:300] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',
+  );
+  const [step] = tableSteps(planOf(lab, save));
+  t.is(step!.payload, '*filter\n-D FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD\n-I FORWARD 1 -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n');
+  t.is(step!.undo, '*filter\n-D FORWARD -m comment --comment vgw:hook -j VGW-FORWARD\n[5:300] -I FORWARD 2 -m comment --comment "vgw:hook" -j VGW-FORWARD\nCOMMIT\n');
+  // A copy of ours appended below that rule: deleting the copy's text would delete the first copy, ours at the top;
+  // so both go and ours is inserted anew. With only our jumps between the copies, the copy alone goes.
+  const copied = `${save.replace('[0:0] -A FORWARD -d 10.250.0.0/16 -j ACCEPT\n[5:300] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',
+    '[5:300] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD\n[0:0] -A FORWARD -d 10.250.0.0/16 -j ACCEPT\n[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD')}`;
+  t.is(tableSteps(planOf(lab, copied))[0]!.payload,
+    '*filter\n-D FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD\n-D FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD\n-I FORWARD 1 -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n');
+  // What a supervisor then knows of its tables (KnownTables) is what the kernel holds: in sync, ours first.
+  for (const text of [save, copied]) {
+    const facts = factsWith(lab, text);
+    const plan = diff(planDesired(lab, facts, templates), facts);
+    const after = tablesAfter(facts.tables, plan);
+    t.deepEqual(after.filter.rules.get('FORWARD')!.map((r) => r.body), ['-m comment --comment vgw:hook -j VGW-FORWARD', '-d 10.250.0.0/16 -j ACCEPT']);
+    t.true(tablesInSync(plan.desired, after));
+  }
 });
 
 test('tablesInSync (the stats collector\'s check) agrees with the plan: in sync exactly when no table step is planned', (t) => {
@@ -222,7 +249,7 @@ test('a stale VGW chain (and a stale jump to it) are deleted; undo recreates the
   const steps = tableSteps(planOf(lab, save));
   t.is(steps.length, 1);
   t.deepEqual(steps[0]!.chains.map((c) => [c.chain, c.change]), [['VGW-OLD', 'delete']]);
-  t.deepEqual(steps[0]!.jumps, [{ hook: 'INPUT', target: 'VGW-OLD', change: 'remove', body: '-m comment --comment "vgw:hook" -j VGW-OLD' }]);
+  t.deepEqual(steps[0]!.jumps, [{ hook: 'INPUT', target: 'VGW-OLD', change: 'remove', body: '-m comment --comment "vgw:hook" -j VGW-OLD', position: 1 }]);
   t.is(steps[0]!.payload, [
     '*filter',
     ':VGW-OLD - [0:0]',
