@@ -183,11 +183,11 @@ export const isAddressStep = (step: Step): step is AddressStep =>
 const route = (gateway: string, dev?: string, ours = true) => `route replace default via ${gateway}${dev ? ` dev ${dev}` : ''}${ours ? ` proto ${OUR_ROUTE_PROTO}` : ''}`;
 
 /**
- * Ours replaced the default route of metric 0, if there was one: that one is put back as it was. Otherwise ours
- * was added beside the others (another metric, or none at all): only ours is deleted.
+ * Ours replaced the default route of metric 0 (and no TOS), if there was one: that one is put back as it was.
+ * Otherwise ours was added beside the others (another metric or TOS, or none at all): only ours is deleted.
  */
 function routeUndo(s: Extract<AddressStep, { kind: 'route' }>): string {
-  const previous = s.previous?.metric ? undefined : s.previous;
+  const previous = s.previous?.metric || s.previous?.tos ? undefined : s.previous;
   if (previous?.spec) return `route replace ${previous.spec}`;
   if (previous?.gateway) return route(previous.gateway, previous.dev, false);
   return `route del default proto ${OUR_ROUTE_PROTO} metric 0`;

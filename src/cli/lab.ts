@@ -121,7 +121,8 @@ async function check(runner: CommandRunner, args: LabArgs): Promise<boolean> {
   // A namespace removed by hand would show as every probe blocked: said as what it is.
   const missing = topology.namespaces.filter((ns) => !present.includes(ns));
   if (missing.length > 0) {
-    throw new FailureError(`lab ${args.name} is incomplete (${missing.join(', ')} missing); rebuild it: vlan-gateway lab down --name ${args.name}, then lab up`);
+    throw new FailureError(`lab ${args.name} has no ${missing.join(', ')}, which ${loaded.path} needs: it was built from another config, or they were removed; `
+      + `rebuild it: vlan-gateway lab down --name ${args.name}, then lab up --config ${loaded.path}`);
   }
   const result = await labCheck(runner, topology, loaded.config);
   out(formatMatrix(result));

@@ -31,6 +31,8 @@ export interface Route {
   readonly dev?: string;
   /** Absent for metric 0: the route ours replaces (`ip route replace default …` sets metric 0). */
   readonly metric?: number;
+  /** A TOS is part of a route's key too: one with a TOS is not the route ours replaces either. */
+  readonly tos?: string;
   /**
    * The route as `ip route replace` re-creates it exactly (protocol, source, onlink, metric, multipath next hops):
    * what a rollback puts back.

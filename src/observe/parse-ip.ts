@@ -48,8 +48,13 @@ interface RouteJson {
   scope?: string | number;
   prefsrc?: string;
   metric?: number;
+  tos?: string;
+  /** A next hop of another family (RFC 5549: an IPv4 route via an IPv6 neighbour). */
+  via?: { family?: string; host?: string };
+  /** Per-route settings (`mtu 1400`, `initcwnd 10`), as `ip -json` prints them: [{mtu: 1400, initcwnd: 10}]. */
+  metrics?: Array<Record<string, unknown>>;
   flags?: string[];
-  nexthops?: Array<{ gateway?: string; dev?: string; weight?: number; flags?: string[] }>;
+  nexthops?: Array<{ gateway?: string; via?: { family?: string; host?: string }; dev?: string; weight?: number; flags?: string[] }>;
 }
 
 /**
@@ -65,23 +70,28 @@ export function parseDefaultRoute(json: string): Route | undefined {
     ...(route.gateway ? { gateway: route.gateway } : {}),
     ...(route.dev ? { dev: route.dev } : {}),
     ...(route.metric ? { metric: route.metric } : {}),
+    ...(route.tos && route.tos !== '0x00' ? { tos: route.tos } : {}),
     spec: routeSpec(route),
   };
 }
 
-/** A route as the arguments of `ip route replace`. */
+/** A route as the arguments of `ip route replace` (a metric's "lock" is not in the JSON, so not here either). */
 function routeSpec(r: RouteJson): string {
   const words = [...(r.type && r.type !== 'unicast' ? [r.type] : []), r.dst];
+  if (r.tos) words.push('tos', r.tos);
   if (r.gateway) words.push('via', r.gateway);
+  else if (r.via?.host) words.push('via', ...(r.via.family ? [r.via.family] : []), r.via.host);
   if (r.dev) words.push('dev', r.dev);
   if (r.protocol !== undefined) words.push('proto', String(r.protocol));
   if (r.scope !== undefined) words.push('scope', String(r.scope));
   if (r.prefsrc) words.push('src', r.prefsrc);
   if (r.metric) words.push('metric', String(r.metric));
+  for (const [key, value] of Object.entries(r.metrics?.[0] ?? {})) if (typeof value === 'number') words.push(key, String(value));
   if (r.flags?.includes('onlink')) words.push('onlink');
   for (const hop of r.nexthops ?? []) {
     words.push('nexthop');
     if (hop.gateway) words.push('via', hop.gateway);
+    else if (hop.via?.host) words.push('via', ...(hop.via.family ? [hop.via.family] : []), hop.via.host);
     if (hop.dev) words.push('dev', hop.dev);
     if (hop.weight !== undefined) words.push('weight', String(hop.weight));
     if (hop.flags?.includes('onlink')) words.push('onlink');

@@ -101,9 +101,14 @@ export async function readSets(runner: CommandRunner, known?: KnownSets): Promis
   return sets;
 }
 
-const unreadable = (tool: string, why: string) => new BackendError(
-  `${tool}: ${why}. The gateway cannot tell what is in the rule set, so it changes nothing; `
-  + 'look with `nft list ruleset`, and remove the rules iptables cannot show from the ip filter and ip nat tables');
+/** The tables the gateway writes: a rule iptables cannot show elsewhere (mangle, raw) is none of its business. */
+const OUR_TABLES: readonly string[] = ['filter', 'nat'];
+
+const unreadable = (tool: string, tables: readonly string[], why: string) => new BackendError(
+  `${tool} cannot read the ${tables.join(' and ')} table (${why}). The gateway cannot tell what is in it, so it changes `
+  + `nothing; look with \`nft list table ip ${tables[0]}\`, and remove the rules iptables cannot show (written by nft itself, or by a newer iptables)`);
+
+const linesOf = (stderr: string) => stderr.trim().split('\n').map((l) => l.trim()).filter(Boolean).join('; ');
 
 /** One backend's tables, or undefined when that backend is not installed or not usable here. */
 async function readBackend(runner: CommandRunner, backend: Backend, legacyTables?: string[]): Promise<Map<string, SavedTable> | undefined> {
@@ -120,22 +125,36 @@ async function readBackend(runner: CommandRunner, backend: Backend, legacyTables
     const tool = saveCommand(backend)[0]!;
     if (result.exitCode === 0) {
       const tables = parser.end();
-      // A table left out is not an empty one: planning from it would add our chains and jumps again at every
-      // apply, and down would not see them.
-      if (parser.incompatible.length > 0) throw unreadable(tool, `it cannot read the ${parser.incompatible.join(' and ')} table (a rule there was written by nft itself, or by a newer iptables)`);
+      // A table of ours left out is not an empty one: planning from it would add our chains and jumps again at
+      // every apply, and down would not see them.
+      const ours = parser.incompatible.filter((t) => OUR_TABLES.includes(t));
+      if (ours.length > 0) throw unreadable(tool, ours, 'iptables-nft-save says it is incompatible');
       return tables;
     }
     // Not permitted is not "not installed": say so (with the flag that fixes it) instead of trying the other.
     if (privilegeHint(result.stderr)) throw new CommandError(saveCommand(backend), result.exitCode, result.stderr);
-    // Rules it cannot parse are there: not "not installed" either, or the other backend would be written beside them.
-    if (/Parsing nftables rule failed|is incompatible/.test(result.stderr)) {
-      throw unreadable(tool, `it fails on a rule there (${result.stderr.trim().split('\n').map((l) => l.trim()).filter(Boolean).join('; ')})`);
-    }
+    // A rule it cannot parse somewhere: not "not installed" either. Our two tables are read one by one then, and
+    // only a rule in them stops the gateway (rare: the common read stays one process).
+    if (/Parsing nftables rule failed/.test(result.stderr)) return await readOurTables(runner, backend);
     return undefined;
   } catch (error) {
     if (error instanceof CommandError && error.exitCode === null) return undefined; // binary not found
     throw error;
   }
+}
+
+/** Our tables one at a time (`-t filter`, `-t nat`): what a save of every table failed on may be elsewhere. */
+async function readOurTables(runner: CommandRunner, backend: Backend): Promise<Map<string, SavedTable>> {
+  const tool = saveCommand(backend)[0]!;
+  const reads = await Promise.all(OUR_TABLES.map(async (table) => {
+    const parser = new SaveParser();
+    const result = await runner.run([...saveCommand(backend), '-t', table], { allowFailure: true, onStdout: (piece) => parser.push(piece) });
+    const tables = parser.end();
+    if (result.exitCode !== 0) throw unreadable(tool, [table], linesOf(result.stderr));
+    if (parser.incompatible.includes(table)) throw unreadable(tool, [table], 'iptables-nft-save says it is incompatible');
+    return tables;
+  }));
+  return new Map(reads.flatMap((tables) => [...tables]));
 }
 
 /**
@@ -155,7 +174,19 @@ export async function readTables(
     if (tables) return { backend: preferred, tables };
   }
   // The nft read starts at once; the legacy one waits only for the list of legacy tables.
-  const [nft, legacy] = await Promise.all([readBackend(runner, 'nft'), legacyTables.then((names) => readBackend(runner, 'legacy', names))]);
+  const [nftRead, legacy] = await Promise.all([
+    readBackend(runner, 'nft').then((tables) => ({ tables }), (error: unknown) => {
+      if (error instanceof BackendError) return { unreadable: error };
+      throw error;
+    }),
+    legacyTables.then((names) => readBackend(runner, 'legacy', names)),
+  ]);
+  // nft's tables unreadable: a gateway whose chains are in legacy goes on there; any other would be guessing.
+  if ('unreadable' in nftRead) {
+    if (legacy && hasOurChains(legacy)) return { backend: 'legacy', tables: legacy, why: 'the gateway\'s chains are there' };
+    throw nftRead.unreadable;
+  }
+  const nft = nftRead.tables;
   if (!nft && !legacy) throw new BackendError('neither iptables-nft-save nor iptables-legacy-save works here; install iptables');
   if (nft && legacy && hasOurChains(nft) && hasOurChains(legacy)) {
     throw new BackendError('VGW- chains exist in both the iptables-nft and the iptables-legacy rule sets; the kernel runs both, '

@@ -27,6 +27,9 @@ function sameRules(saved: readonly SavedRule[], desired: readonly DesiredRule[])
   return true;
 }
 
+/** Targets that never end a packet's walk with an ACCEPT: they drop it, or note it and go on ('' is no target). */
+const CANNOT_ACCEPT = new Set(['', 'DROP', 'REJECT', 'LOG', 'NFLOG', 'MARK', 'CONNMARK', 'TRACE', 'AUDIT']);
+
 interface SavedJump {
   readonly hook: string;
   readonly target: string;
@@ -88,15 +91,16 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
     }
   }
 
-  // Our jump is the first rule of its hook: a rule of someone else's above it would decide packets before the
-  // gateway's policy (a foreign ACCEPT skips the source check and every forwarding rule). One found below such a
-  // rule is moved to the top, as one found missing is inserted there; the jumps of ours removed anyway (stale,
-  // duplicates, not as we make them) do not count as above it.
+  // Nothing may let a packet past our jump: a rule of someone else's above it that can end its walk with an
+  // ACCEPT (itself, a chain of its own, a RETURN to the built-in chain's policy, a queue) would skip the source
+  // check and every forwarding rule. Our jump found below such a rule is moved to the top, as one found missing
+  // is inserted there. A rule that can only drop or note a packet (an operator's emergency DROP) is left above
+  // it, and so are jumps of ours removed anyway (stale, duplicates, not as we make them).
   const present = savedJumps(saved);
   const kept = new Map<Jump, SavedJump>();
   const jumpRemovals: SavedJump[] = [];
   const foreignAbove = (p: SavedJump) => (saved.rules.get(p.hook) ?? []).slice(0, p.position - 1)
-    .some((r) => !present.some((q) => q.rule === r));
+    .some((r) => !present.some((q) => q.rule === r) && !CANNOT_ACCEPT.has(verdictOf(r.body) ?? ''));
   for (const p of present) {
     const desired = desiredJumps.find((j) => !kept.has(j) && isJump(p, j));
     if (desired && !foreignAbove(p)) kept.set(desired, p);

@@ -19,12 +19,15 @@ function stepDrift(previous: Desired, next: Desired, step: Step): DriftKind[] {
         // Rewritten or re-created although we want what we wanted; or a chain of ours that we never wrote.
         if (change.change === 'delete' ? before === undefined : sameHashes(before, now)) kinds.push('rules');
       }
+      // One repair per hook: a jump moved back to the top is a removal and an add of the same jump.
+      const repaired = new Set<string>();
       for (const jump of step.jumps) {
         const wanted = (d: Desired) => d.jumps.some((j) => j.hook === jump.hook && j.target === jump.target);
         // Removing a jump is a config change only when we wanted it before and no longer do; a duplicate of a
         // wanted jump, or a stray jump into our chains, was put there by someone else.
-        if (jump.change === 'add' ? wanted(previous) : wanted(next) || !wanted(previous)) kinds.push('jump');
+        if (jump.change === 'add' ? wanted(previous) : wanted(next) || !wanted(previous)) repaired.add(jump.hook);
       }
+      for (const _ of repaired) kinds.push('jump');
       return kinds;
     }
     case 'address-add':

@@ -293,7 +293,7 @@ kernel(`a config validate refuses builds no lab, and lab demo with it leaves the
     await runner.run(['ip', 'netns', 'del', standing.vlans[1]!.client.namespace]);
     const check = await cli('lab', 'check', '--name', standingName);
     t.is(check.code, 1);
-    t.regex(check.stderr, new RegExp(`lab ${standingName} is incomplete \\(${standing.vlans[1]!.client.namespace} missing\\); rebuild it`));
+    t.regex(check.stderr, new RegExp(`lab ${standingName} has no ${standing.vlans[1]!.client.namespace}, which \\S+ needs: it was built from another config, or they were removed; rebuild it`));
   } finally {
     await labDown(runner, standingName);
     await rm(dir, { recursive: true, force: true });

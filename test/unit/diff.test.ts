@@ -196,6 +196,12 @@ test('our jump found below a rule of someone else\'s is moved to the top; undo p
   const [step] = tableSteps(planOf(lab, save));
   t.is(step!.payload, '*filter\n-D FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD\n-I FORWARD 1 -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n');
   t.is(step!.undo, '*filter\n-D FORWARD -m comment --comment vgw:hook -j VGW-FORWARD\n[5:300] -I FORWARD 2 -m comment --comment "vgw:hook" -j VGW-FORWARD\nCOMMIT\n');
+  // An operator's DROP (or a LOG) above ours lets nothing past the policy: it stays where it is.
+  const dropAbove = inSyncSave(desiredOf(lab)).replace(
+    '[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',
+    '[0:0] -A FORWARD -s 10.9.9.9/32 -j DROP\n[0:0] -A FORWARD -j LOG\n[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',
+  );
+  t.deepEqual(tableSteps(planOf(lab, dropAbove)), []);
   // A copy of ours appended below that rule: deleting the copy's text would delete the first copy, ours at the top;
   // so both go and ours is inserted anew. With only our jumps between the copies, the copy alone goes.
   const copied = `${save.replace('[0:0] -A FORWARD -d 10.250.0.0/16 -j ACCEPT\n[5:300] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',

@@ -195,3 +195,11 @@ test('a duplicate of our jump, inserted by someone and removed by the repair, is
   t.true(plan.steps.some((s) => s.kind === 'table' && s.jumps.some((j) => j.change === 'remove')), 'the duplicate is removed');
   t.deepEqual(drift, ['jump']);
 });
+
+test('our jump found below an ACCEPT of someone else\'s is moved back: one repair of kind "jump", not a removal and an add', async (t) => {
+  const { ns, previous } = await applied();
+  await restore(ns, '*filter\n-I FORWARD 1 -s 10.9.9.9/32 -j ACCEPT\nCOMMIT\n');
+  const { drift, plan } = await next(ns, previous);
+  t.deepEqual(plan.steps.flatMap((s) => (s.kind === 'table' ? s.jumps.map((j) => j.change) : [])), ['add', 'remove']);
+  t.deepEqual(drift, ['jump']);
+});

@@ -36,6 +36,10 @@ test('a default route that is not one next hop is put back as it was: on-link wi
     dev: 'vb', metric: 70, spec: 'default dev vb scope link metric 70',
   });
   t.deepEqual(parseDefaultRoute(JSON.stringify([{ type: 'unreachable', dst: 'default', flags: [] }])), { spec: 'unreachable default' });
+  // A PPPoE or VPN uplink's MTU, the TOS, and an IPv6 next hop come back too.
+  const tuned = { dst: 'default', tos: '0x10', gateway: '203.0.113.1', dev: 'va', flags: [], metrics: [{ mtu: 1400, initcwnd: 10 }] };
+  t.like(parseDefaultRoute(JSON.stringify([tuned])), { tos: '0x10', spec: 'default tos 0x10 via 203.0.113.1 dev va mtu 1400 initcwnd 10' });
+  t.is(parseDefaultRoute(JSON.stringify([{ dst: 'default', via: { family: 'inet6', host: 'fe80::1' }, dev: 'va', flags: [] }]))!.spec, 'default via inet6 fe80::1 dev va');
 });
 
 test('routed networks: each route through a NIC (a multipath one through each of its next hops), not the default, the connected ones or a blackhole', (t) => {
