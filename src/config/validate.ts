@@ -101,6 +101,14 @@ interface VlanView {
 }
 
 /** A VLAN as messages name it: `vlans[0] (office, 192.168.10.0/24)`, or without the name when that is invalid. */
+/** An address in a VLAN that is not a host's: the router's own (the VLAN's gateway), or the subnet's network or broadcast address. */
+function notAHost(address: number, vlan: VlanView & { subnet: Cidr }): { kind: 'gateway' | 'network' | 'broadcast'; text: string } | undefined {
+  if (address === vlan.gateway) return { kind: 'gateway', text: `is the gateway's own address on ${vlan.name ?? `vlans[${vlan.index}]`}` };
+  if (address === networkOf(vlan.subnet)) return { kind: 'network', text: `is the network address of ${formatCidr(vlan.subnet)}` };
+  if (address === broadcastOf(vlan.subnet)) return { kind: 'broadcast', text: `is the broadcast address of ${formatCidr(vlan.subnet)}` };
+  return undefined;
+}
+
 function vlanLabel(v: VlanView & { subnet: Cidr }): string {
   return `vlans[${v.index}] (${v.name !== undefined ? `${v.name}, ` : ''}${formatCidr(v.subnet)})`;
 }
@@ -263,12 +271,10 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
   const unforwardedAddress = (ref: string): string | undefined => {
     const address = ref.includes('/') ? undefined : parseAddress(ref);
     const vlan = address === undefined ? undefined : zoneVlan(ref);
-    if (address === undefined || !vlan) return undefined;
-    const never = 'so the rule never matches';
-    if (address === vlan.gateway) return `${ref} is the gateway's own address on ${vlan.name ?? `vlans[${vlan.index}]`}; traffic to or from the router itself does not pass between VLANs, ${never}`;
-    if (address === networkOf(vlan.subnet)) return `${ref} is the network address of ${formatCidr(vlan.subnet)}, not a host's, ${never}`;
-    if (address === broadcastOf(vlan.subnet)) return `${ref} is the broadcast address of ${formatCidr(vlan.subnet)}; the router does not forward broadcasts, ${never}`;
-    return undefined;
+    const what = vlan && notAHost(address!, vlan);
+    if (!what) return undefined;
+    const why = { gateway: '; traffic to or from the router itself does not pass between VLANs', network: ', not a host\'s', broadcast: '; the router does not forward broadcasts' };
+    return `${ref} ${what.text}${why[what.kind]}, so the rule never matches`;
   };
 
   const forwarding = isObject(input.forwarding) ? input.forwarding : {};
@@ -324,12 +330,8 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
     const vlan = address === undefined ? undefined : vlans.find((v) => v.subnet && contains(v.subnet, address));
     if (address !== undefined && !vlan) add(['portForwards', index, 'to'], `${to} is outside every VLAN`);
     // A forward goes to a host on a VLAN: not to the router itself, nor to a subnet's network or broadcast address.
-    if (address !== undefined && vlan?.subnet) {
-      const where = vlan.name ?? `vlans[${vlan.index}]`;
-      if (address === vlan.gateway) add(['portForwards', index, 'to'], `${to} is the gateway's own address on ${where}; a port forward goes to a host on a VLAN`);
-      else if (address === networkOf(vlan.subnet)) add(['portForwards', index, 'to'], `${to} is the network address of ${formatCidr(vlan.subnet)}`);
-      else if (address === broadcastOf(vlan.subnet)) add(['portForwards', index, 'to'], `${to} is the broadcast address of ${formatCidr(vlan.subnet)}`);
-    }
+    const what = address !== undefined && vlan?.subnet ? notAHost(address, { ...vlan, subnet: vlan.subnet }) : undefined;
+    if (what) add(['portForwards', index, 'to'], `${to} ${what.text}${what.kind === 'gateway' ? '; a port forward goes to a host on a VLAN' : ''}`);
     if (typeof raw.port === 'number') {
       const proto = asString(raw.proto) ?? 'tcp';
       const key = `${proto}/${raw.port}`;

@@ -27,7 +27,7 @@ function stepDrift(previous: Desired, next: Desired, step: Step): DriftKind[] {
         // wanted jump, or a stray jump into our chains, was put there by someone else.
         if (jump.change === 'add' ? wanted(previous) : wanted(next) || !wanted(previous)) repaired.add(jump.hook);
       }
-      for (const _ of repaired) kinds.push('jump');
+      kinds.push(...Array.from(repaired, (): DriftKind => 'jump'));
       return kinds;
     }
     case 'address-add':
