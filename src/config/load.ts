@@ -114,9 +114,10 @@ export function parseConfigText(text: string, source: string, options: ValidateO
 /** Problems → a ConfigError whose lines carry each problem's line in the file (looked up only now). */
 export function configError(source: string, text: string, problems: readonly Problem[]): ConfigError {
   const lineOf = lineFinder(text);
-  const lines = problems.map((p) => {
-    const line = lineOf(p.path);
-    return `${formatPath(p.path)}: ${p.message}${line ? ` (line ${line})` : ''}`;
-  });
-  return new ConfigError(source, problems, lines);
+  // In the file's order, so the list reads top to bottom beside the file; a problem with no line (a key that is
+  // missing) first. The sort is stable: problems on one line keep the order the checks found them in.
+  const located = problems.map((problem) => ({ problem, line: lineOf(problem.path) }))
+    .sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+  const lines = located.map(({ problem, line }) => `${formatPath(problem.path)}: ${problem.message}${line ? ` (line ${line})` : ''}`);
+  return new ConfigError(source, located.map((l) => l.problem), lines);
 }

@@ -56,7 +56,8 @@ const forwardingRule = z.object({
   from: zoneRef,
   to: zoneRef,
   proto: z.enum(['tcp', 'udp', 'icmp', 'all']).optional(),
-  ports: z.union([z.string(), z.number().int()], { errorMap: () => ({ message: 'must be a port or a list like "22,8000-8100"' }) }).optional(),
+  // Any number here (a float, .nan, .inf): the cross-field check says in one sentence that it is not a port.
+  ports: z.union([z.string(), z.number(), z.nan()], { errorMap: () => ({ message: 'must be a port or a list like "22,8000-8100"' }) }).optional(),
   action: z.enum(['accept', 'drop', 'reject']),
 }).strict();
 

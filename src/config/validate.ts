@@ -20,18 +20,18 @@ export interface ValidateOptions {
 export function validateConfig(input: unknown, options: ValidateOptions = {}): ValidationResult {
   const problems: Problem[] = [];
   const parsed = configSchema.safeParse(input);
-  if (!parsed.success) problems.push(...parsed.error.issues.flatMap(fromZod));
+  if (!parsed.success) problems.push(...parsed.error.issues.flatMap((issue) => fromZod(issue, input)));
   problems.push(...crossFieldProblems(input, options));
   const unique = dedupe(problems);
   if (unique.length > 0 || !parsed.success) return { ok: false, problems: unique };
   return { ok: true, config: parsed.data };
 }
 
-function fromZod(issue: ZodIssue): Problem[] {
+function fromZod(issue: ZodIssue, input: unknown): Problem[] {
   const path = issue.path;
   switch (issue.code) {
     case 'unrecognized_keys':
-      return issue.keys.map((key) => ({ path: [...path, key], message: `is not a known key${knownKeys(path)}` }));
+      return issue.keys.map((key) => ({ path: [...path, key], message: `is not a known key${knownKeys(path)}${portListHint(key, path, input)}` }));
     case 'invalid_type': {
       if (issue.received === 'undefined') return [{ path, message: 'is required' }];
       // An enum given a number or a boolean (proto: 6): said as a wrong word is, not in zod's type syntax.
@@ -61,6 +61,17 @@ function knownKeys(path: readonly PathSegment[]): string {
   return schema instanceof z.ZodObject ? ` (known: ${Object.keys(schema.shape).join(', ')})` : '';
 }
 
+/**
+ * `{from: a, to: b, ports: 22,80}`: in a flow mapping the comma ends the value, and 80 becomes a key of its own. A
+ * key that is a port (or a range) where `ports` is a known key says how to write the list.
+ */
+function portListHint(key: string, path: readonly PathSegment[], input: unknown): string {
+  if (!/^\d+(-\d+)?$/.test(key) || !/\bports\b/.test(knownKeys(path))) return '';
+  const before = path.reduce<unknown>((node, segment) => (isObject(node) || Array.isArray(node) ? (node as Record<PathSegment, unknown>)[segment] : undefined), input);
+  const ports = isObject(before) && typeof before.ports === 'number' ? before.ports : '…'; // a number only: never echo text
+  return `; inside { } a port list must be quoted, as in ports: "${ports},${key}"`;
+}
+
 function unwrap(schema: unknown): unknown {
   let s = schema;
   while (s instanceof z.ZodDefault || s instanceof z.ZodOptional || s instanceof z.ZodEffects) {
@@ -72,6 +83,7 @@ function unwrap(schema: unknown): unknown {
 function article(type: string): string {
   if (type === 'integer') return 'an integer';
   if (type === 'null') return 'null (an empty value)';
+  if (type === 'nan') return '.nan (not a number)';
   if (type === 'array' || type === 'object') return `an ${type}`;
   return /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`;
 }
@@ -371,7 +383,9 @@ export function httpPortProblems(portForwards: readonly unknown[], httpListen: s
 
 /** "22,8000-8100" or 22: each port 1–65535, ranges low-high with low ≤ high. */
 function portListProblem(ports: unknown): string | undefined {
-  if (typeof ports === 'number') return Number.isInteger(ports) && ports >= 1 && ports <= 65535 ? undefined : `${ports} is not a port from 1 to 65535`;
+  if (typeof ports === 'number') {
+    return Number.isInteger(ports) && ports >= 1 && ports <= 65535 ? undefined : `${Number.isNaN(ports) ? '.nan' : ports} is not a port from 1 to 65535`;
+  }
   if (typeof ports !== 'string') return undefined; // the schema reports the type
   if (!/^\d+(-\d+)?(,\d+(-\d+)?)*$/.test(ports)) return `${JSON.stringify(ports)} is not a port list like "22,8000-8100"`;
   for (const item of ports.split(',')) {

@@ -318,6 +318,30 @@ forwarding:
     ],
   },
   {
+    title: 'port numbers that are not integers (a float, .nan, .inf) get one sentence each; an unquoted list in { } is told to quote it',
+    yaml: `vlans:
+  - {name: a, id: 1, subnet: 10.0.0.0/24, gateway: 10.0.0.1}
+  - {name: b, id: 2, subnet: 10.0.1.0/24, gateway: 10.0.1.1}
+forwarding:
+  rules:
+    - {from: a, to: b, proto: tcp, ports: 22.5, action: accept}
+    - {from: a, to: b, proto: tcp, ports: .nan, action: accept}
+    - {from: a, to: b, proto: tcp, ports: .inf, action: accept}
+    - {from: a, to: b, proto: tcp, ports: 443,8443, action: accept}
+    - {from: a, to: b, proto: tcp, ports: "22",80-90, action: accept}
+portForwards:
+  - {port: .nan, to: 10.0.0.5}
+`,
+    lines: [
+      'forwarding.rules[0].ports: 22.5 is not a port from 1 to 65535 (line 6)',
+      'forwarding.rules[1].ports: .nan is not a port from 1 to 65535 (line 7)',
+      'forwarding.rules[2].ports: Infinity is not a port from 1 to 65535 (line 8)',
+      'forwarding.rules[3].8443: is not a known key (known: from, to, proto, ports, action); inside { } a port list must be quoted, as in ports: "443,8443" (line 9)',
+      'forwarding.rules[4].80-90: is not a known key (known: from, to, proto, ports, action); inside { } a port list must be quoted, as in ports: "…,80-90" (line 10)',
+      'portForwards[0].port: must be a number, not .nan (not a number) (line 12)',
+    ],
+  },
+  {
     title: 'port forwards: ranges, protocols, duplicates (same protocol and port)',
     yaml: `vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
@@ -329,11 +353,11 @@ portForwards:
   - {port: "22", to: 192.168.10.8}
 `,
     lines: [
+      'portForwards[1].port: tcp/2222 is already forwarded by portForwards[0] (line 5)',
       'portForwards[3].proto: must be one of tcp, udp, not "sctp" (line 7)',
       'portForwards[3].port: must be a port from 1 to 65535 (line 7)',
       'portForwards[3].toPort: must be a port from 1 to 65535 (line 7)',
       'portForwards[4].port: must be a number, not a string (line 8)',
-      'portForwards[1].port: tcp/2222 is already forwarded by portForwards[0] (line 5)',
     ],
   },
   {
@@ -540,8 +564,8 @@ vlans:
   - {name: Office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
 `,
     lines: [
-      `vlans[0].name: ${NAME_MESSAGE} (line 3)`,
       'uplink.gateway: 192.168.10.254 is inside vlans[0] (192.168.10.0/24); the uplink\'s next hop is on the uplink\'s network (line 1)',
+      `vlans[0].name: ${NAME_MESSAGE} (line 3)`,
     ],
   },
   ...([
@@ -566,8 +590,8 @@ vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, interface: {mac: "03:00:00:00:00:10"}}
 `,
     lines: [
-      'vlans[0].interface.mac: is a multicast MAC address (its first byte is odd); a NIC\'s MAC is unicast, like 02:42:c0:a8:0a:02 (line 3)',
       'uplink.snatTo: 203.0.113.1 is uplink.gateway, the next hop; snatTo is an address of the gateway\'s own uplink NIC (line 1)',
+      'vlans[0].interface.mac: is a multicast MAC address (its first byte is odd); a NIC\'s MAC is unicast, like 02:42:c0:a8:0a:02 (line 3)',
     ],
   },
   {
@@ -806,8 +830,8 @@ vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, interface: {mac: "02:42:ac:11:00:03\\n  vlans[1].gateway: forged"}}
 `,
     lines: [
-      'uplink.interface.mac: is not a MAC address like 02:42:c0:a8:0a:02 (line 4)',
       'uplink.snatTo: must be a string, not an array (line 3)',
+      'uplink.interface.mac: is not a MAC address like 02:42:c0:a8:0a:02 (line 4)',
       'vlans[0].interface.mac: is not a MAC address like 02:42:c0:a8:0a:02 (line 6)',
     ],
   },
@@ -874,12 +898,12 @@ portForwards:
   - {port: 22, to: 192.168.30.9}
 `,
     lines: [
-      'vlans[1].id: must be a VLAN id from 1 to 4094 (line 9)',
-      `vlans[2].name: ${NAME_MESSAGE} (line 12)`,
+      'uplink.snatTo: is required with nat: snat (line 2)',
       'vlans[0].gateway: 192.168.30.1 is outside 192.168.10.0/24 (line 7)',
       'vlans[1].name: "office" is already used by vlans[0] (line 8)',
+      'vlans[1].id: must be a VLAN id from 1 to 4094 (line 9)',
       'vlans[1].subnet: 192.168.10.128/25 overlaps vlans[0] (192.168.10.0/24) (line 10)',
-      'uplink.snatTo: is required with nat: snat (line 2)',
+      `vlans[2].name: ${NAME_MESSAGE} (line 12)`,
       'forwarding.rules[0].to: names no VLAN ("iot"); known: office, uplink (line 18)',
       'forwarding.rules[0].ports: 90-80 is a range whose start is above its end (line 18)',
       'portForwards[0].to: 10.0.0.1 is outside every VLAN (line 20)',
@@ -900,11 +924,11 @@ test('the error names the file and counts the problems, one indented line each',
   const error = t.throws(() => parseConfigText('uplink:\n  nat: snat\nvlans: []\n', 'gateway.yaml'), { instanceOf: ConfigError });
   t.is(error?.message, [
     'gateway.yaml: 2 problems:',
-    '  vlans: must list at least one VLAN (line 3)',
     '  uplink.snatTo: is required with nat: snat (line 2)',
+    '  vlans: must list at least one VLAN (line 3)',
   ].join('\n'));
   t.is(error?.source, 'gateway.yaml');
-  t.deepEqual(error?.problems.map((p) => p.path), [['vlans'], ['uplink', 'snatTo']]);
+  t.deepEqual(error?.problems.map((p) => p.path), [['uplink', 'snatTo'], ['vlans']]);
 });
 
 test('a port list given as a YAML list gets a sentence, not "Invalid input"', (t) => {
