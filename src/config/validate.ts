@@ -31,7 +31,7 @@ function fromZod(issue: ZodIssue, input: unknown): Problem[] {
   const path = issue.path;
   switch (issue.code) {
     case 'unrecognized_keys':
-      return issue.keys.map((key) => ({ path: [...path, key], message: `is not a known key${knownKeys(path)}${portListHint(key, path, input)}` }));
+      return issue.keys.map((key) => ({ path: [...path, key], message: `is not a known key${knownKeys(path)}${portListHint(key, path, input)}${interfaceHint(key, path)}` }));
     case 'invalid_type': {
       if (issue.received === 'undefined') return [{ path, message: 'is required' }];
       // An enum given a number or a boolean (proto: 6): said as a wrong word is, not in zod's type syntax.
@@ -65,6 +65,11 @@ function knownKeys(path: readonly PathSegment[]): string {
  * `{from: a, to: b, ports: 22,80}`: in a flow mapping the comma ends the value, and 80 becomes a key of its own. A
  * key that is a port (or a range) where `ports` is a known key says how to write the list.
  */
+/** `interface: {name: eth1}`: a NIC is named by the name alone; the mapping is for its MAC. */
+function interfaceHint(key: string, path: readonly PathSegment[]): string {
+  return key === 'name' && path[path.length - 1] === 'interface' ? '; a NIC is named as interface: eth1, and {mac: "…"} finds it by its MAC instead' : '';
+}
+
 function portListHint(key: string, path: readonly PathSegment[], input: unknown): string {
   if (!/^\d+(-\d+)?$/.test(key) || !/\bports\b/.test(knownKeys(path))) return '';
   const before = path.reduce<unknown>((node, segment) => (isObject(node) || Array.isArray(node) ? (node as Record<PathSegment, unknown>)[segment] : undefined), input);
@@ -72,9 +77,14 @@ function portListHint(key: string, path: readonly PathSegment[], input: unknown)
   return `; inside { } a port list must be quoted, as in ports: "${ports},${key}"`;
 }
 
+/** The schema under the wrappers; of a union (interface: a name or {mac}), its mapping. */
 function unwrap(schema: unknown): unknown {
   let s = schema;
-  while (s instanceof z.ZodDefault || s instanceof z.ZodOptional || s instanceof z.ZodEffects) {
+  while (s instanceof z.ZodDefault || s instanceof z.ZodOptional || s instanceof z.ZodEffects || s instanceof z.ZodUnion) {
+    if (s instanceof z.ZodUnion) {
+      s = (s.options as unknown[]).find((o) => unwrap(o) instanceof z.ZodObject);
+      continue;
+    }
     s = s instanceof z.ZodEffects ? s.innerType() : s._def.innerType;
   }
   return s;

@@ -318,6 +318,17 @@ forwarding:
     ],
   },
   {
+    title: 'an interface given as {mac, name}: the keys known there, and how a name is written',
+    yaml: `uplink: {interface: {name: eth0}}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, interface: {mac: "02:42:c0:a8:0a:02", name: eth1}}
+`,
+    lines: [
+      'uplink.interface: must be an interface name or {mac: "…"} (line 1)',
+      'vlans[0].interface.name: is not a known key (known: mac); a NIC is named as interface: eth1, and {mac: "…"} finds it by its MAC instead (line 3)',
+    ],
+  },
+  {
     title: 'port numbers that are not integers (a float, .nan, .inf) get one sentence each; an unquoted list in { } is told to quote it',
     yaml: `vlans:
   - {name: a, id: 1, subnet: 10.0.0.0/24, gateway: 10.0.0.1}
