@@ -14,6 +14,14 @@ for p in "${packages[@]}"; do
 done
 if ((${#missing[@]} > 0)); then
   echo "installing: ${missing[*]}"
+  # On a machine with an init system, installing docker.io (or prometheus) would start the system's daemon now,
+  # and dockerd writes a docker0 bridge and iptables rules in the machine's own namespace. The tests start their
+  # own engine and server; keep the packages' services from starting while they install (Debian's policy-rc.d).
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -57,6 +57,13 @@ function detailedPlan(argv: readonly string[]): boolean {
   return argv.includes('plan') && argv.some((a) => a === '--detailed-exitcode' || a.startsWith('--detailed-exitcode='));
 }
 
+/** The commands that take no --netns, and why: ignored, it would point at a gateway or a lab it does not reach. */
+const NETNS_NOT_HERE = {
+  status: '--netns: status asks the supervisor over HTTP where it listens. One started with `vlan-gateway run --netns NAME` '
+    + 'serves in this namespace: drop --netns. One started inside the namespace: `ip netns exec NAME vlan-gateway status`',
+  lab: '--netns: the lab makes its own namespaces (vgwlab-NAME-*); name the lab with --name',
+} as const;
+
 /** Options that take one value each (yargs makes an array of a repeated one, and takes `--netns=` as ""). */
 const SINGLE_VALUED = ['config', 'netns', 'listen', 'url', 'schedule', 'name', 'log-level'];
 
@@ -71,6 +78,8 @@ function checkOptions(args: Record<string, unknown>): void {
     if (value === '') throw new UsageError(`--${key} needs a value`);
   }
   const netns = args.netns;
+  const command = (args._ as unknown[] | undefined)?.[0];
+  if (netns !== undefined && (command === 'status' || command === 'lab')) throw new UsageError(NETNS_NOT_HERE[command]);
   if (typeof netns === 'string' && (netns.includes('/') || netns === '.' || netns === '..' || !existsSync(`/run/netns/${netns}`))) {
     throw new UsageError(`--netns ${netns}: no such network namespace (\`ip netns list\` shows the names)`);
   }

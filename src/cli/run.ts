@@ -162,7 +162,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
   builder: (y) => y
     .option('listen', { type: 'string', describe: `HTTP address for /metrics, /healthz, /readyz, /status (default: http.listen, else ${DEFAULT_LISTEN})` })
     .option('schedule', { type: 'string', describe: `cron schedule of the drift check, seconds field first (default: reconcile.schedule, else "${DEFAULT_SCHEDULE}")` })
-    .option('log-level', { type: 'string', describe: 'trace, debug, info, warn, error (default: $LOG_LEVEL, else info)' })
+    .option('log-level', { type: 'string', describe: `${LOG_LEVELS.join(', ')} (default: $LOG_LEVEL, else info)` })
     .option('cleanup-on-exit', { type: 'boolean', describe: 'on SIGTERM/SIGINT, run `down` before exiting' })
     .option('min-interval', { type: 'number', describe: 'minimum ms between two reconciles (default: reconcile.minIntervalMs, else 100)' })
     .option('stats-interval', { type: 'number', default: 5000, describe: 'ms between two reads of kernel counters' })

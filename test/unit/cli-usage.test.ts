@@ -25,6 +25,9 @@ const rows: Array<{ argv: string[]; code: number; stderr: string }> = [
   { argv: ['plan', '--config', NO_FILE, '--netns='], code: 2, stderr: 'vlan-gateway: --netns needs a value\n' },
   { argv: ['apply', '--config', NO_FILE, '--netns', 'vgw-test-no-such-ns'], code: 2, stderr: 'vlan-gateway: --netns vgw-test-no-such-ns: no such network namespace (`ip netns list` shows the names)\n' },
   { argv: ['down', '--config', NO_FILE, '--netns', '../x'], code: 2, stderr: 'vlan-gateway: --netns ../x: no such network namespace (`ip netns list` shows the names)\n' },
+  // status and lab used to take --netns and ignore it: status asked this namespace's loopback whatever was named.
+  { argv: ['status', '--netns', 'vgw-test-no-such-ns'], code: 2, stderr: 'vlan-gateway: --netns: status asks the supervisor over HTTP where it listens. One started with `vlan-gateway run --netns NAME` serves in this namespace: drop --netns. One started inside the namespace: `ip netns exec NAME vlan-gateway status`\n' },
+  { argv: ['lab', 'check', '--netns', 'vgw-test-no-such-ns'], code: 2, stderr: 'vlan-gateway: --netns: the lab makes its own namespaces (vgwlab-NAME-*); name the lab with --name\n' },
   { argv: ['plan', '--config', NO_FILE, '--netns', 'a', '--netns', 'b'], code: 2, stderr: 'vlan-gateway: --netns is given 2 times ("a", "b"); give it once\n' },
   { argv: ['validate', '--config', 'a.yaml', '--config', 'b.yaml'], code: 2, stderr: 'vlan-gateway: --config is given 2 times ("a.yaml", "b.yaml"); give it once\n' },
   { argv: ['validate', '--config'], code: 2, stderr: 'vlan-gateway: --config needs a value\n' },
