@@ -30,13 +30,25 @@ export interface ConfigCache {
   remember(key: string, config: Config): void;
 }
 
+/** 10,000 forwarding rules make about 1 MB of YAML. */
+const MAX_CONFIG_BYTES = 64 * 2 ** 20;
+
 export async function loadConfig(path: string, cache?: ConfigCache, options: ValidateOptions = {}): Promise<LoadedConfig> {
   let text: string;
   let links: number;
   try {
     const file = await open(path, 'r');
     try {
-      links = (await file.stat()).nlink;
+      const info = await file.stat();
+      links = info.nlink;
+      // A device (/dev/zero) or a socket would be read for ever; a pipe (--config <(…)) is fine, and so is a file of
+      // any sane size. What a config is not is said, not waited on.
+      const notAFile = info.isCharacterDevice() || info.isBlockDevice() ? 'a device' : info.isSocket() ? 'a socket' : undefined;
+      const tooBig = info.isFile() && info.size > MAX_CONFIG_BYTES ? `${(info.size / 2 ** 20).toFixed(0)} MiB; a config is far smaller` : undefined;
+      if (notAFile || tooBig) {
+        const why = notAFile ? `it is ${notAFile}, not a file` : tooBig!;
+        throw new ConfigError(path, [{ path: [], message: why }], [`cannot read ${path}: ${why}`]);
+      }
       const bytes = await file.readFile();
       // Windows editors save "Unicode" as UTF-16: read as UTF-8 it is a null byte every other character.
       if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff)) {
@@ -73,7 +85,7 @@ export async function loadConfig(path: string, cache?: ConfigCache, options: Val
   } catch (error) {
     // Every problem in one run: a rules.dir that cannot be read is one of them, not the next run's news.
     if (!(error instanceof ConfigError) || error.problems.length === 0 || error.problems[0]!.path.length === 0) throw error;
-    const dirProblem = await rulesDirProblem(rulesDirOf(parseYaml(text)), path);
+    const dirProblem = await rulesDirProblem(rulesDirOf(parseYaml(text).value), path);
     if (!dirProblem) throw error;
     throw configError(path, text, [...error.problems, dirProblem]);
   }
@@ -99,16 +111,16 @@ async function rulesDirProblem(dir: unknown, path: string): Promise<Problem | un
 
 /** YAML text → validated Config, or a ConfigError listing every problem with its path and line. */
 export function parseConfigText(text: string, source: string, options: ValidateOptions = {}): Config {
-  let value: unknown;
+  let parsed: ReturnType<typeof parseYaml>;
   try {
-    value = parseYaml(text);
+    parsed = parseYaml(text);
   } catch (error) {
     if (!(error instanceof YamlSyntaxError)) throw error;
     throw new ConfigError(source, [{ path: [], message: error.line }], [error.line]);
   }
-  const result = validateConfig(value, options);
-  if (result.ok) return result.config;
-  throw configError(source, text, result.problems);
+  const result = validateConfig(parsed.value, options);
+  if (result.ok && parsed.problems.length === 0) return result.config;
+  throw configError(source, text, [...parsed.problems, ...(result.ok ? [] : result.problems)]);
 }
 
 /** Problems → a ConfigError whose lines carry each problem's line in the file (looked up only now). */
@@ -116,7 +128,7 @@ export function configError(source: string, text: string, problems: readonly Pro
   const lineOf = lineFinder(text);
   // In the file's order, so the list reads top to bottom beside the file; a problem with no line (a key that is
   // missing) first. The sort is stable: problems on one line keep the order the checks found them in.
-  const located = problems.map((problem) => ({ problem, line: lineOf(problem.path) }))
+  const located = problems.map((problem) => ({ problem, line: lineOf(problem.path, problem.at) }))
     .sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
   const lines = located.map(({ problem, line }) => `${formatPath(problem.path)}: ${problem.message}${line ? ` (line ${line})` : ''}`);
   return new ConfigError(source, located.map((l) => l.problem), lines);

@@ -4,25 +4,43 @@ export type PathSegment = string | number;
 export interface Problem {
   readonly path: readonly PathSegment[];
   readonly message: string;
+  /** The problem is the key itself (unknown, repeated): its line is the key's, not where its value starts. */
+  readonly at?: 'key';
 }
 
-/** `vlans[0].gateway` — the form users see in every error. */
+/** A key as users see it in a path: plain when it is a word, else quoted (a key may hold any text, a newline too). */
+const PLAIN_KEY = /^[A-Za-z0-9_-]+$/;
+
+/** `vlans[0].gateway` — the form users see in every error; an odd key as `["my key"]`. */
 export function formatPath(path: readonly PathSegment[]): string {
   let out = '';
   for (const segment of path) {
-    out += typeof segment === 'number' ? `[${segment}]` : out === '' ? segment : `.${segment}`;
+    out += typeof segment === 'number' ? `[${segment}]` : !PLAIN_KEY.test(segment) ? `[${JSON.stringify(segment)}]` : out === '' ? segment : `.${segment}`;
   }
   return out || '(top level)';
 }
 
+/**
+ * A line as it may be printed: control characters (a newline would forge a problem line of its own, an escape
+ * sequence would drive the terminal) and the Unicode line separators shown as escapes. Text from the file (a
+ * key, a path, a YAML parser's message) can carry any of them.
+ */
+export function printable(text: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are what this finds
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
+  readonly lines: readonly string[];
   constructor(
     readonly source: string,
     readonly problems: readonly Problem[],
-    readonly lines: readonly string[] = problems.map((p) => `${formatPath(p.path)}: ${p.message}`),
+    lines: readonly string[] = problems.map((p) => `${formatPath(p.path)}: ${p.message}`),
   ) {
-    super(`${source}: ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${lines.map((l) => `  ${l}`).join('\n')}`);
+    const printed = lines.map(printable);
+    super(`${printable(source)}: ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${printed.map((l) => `  ${l}`).join('\n')}`);
+    this.lines = printed;
   }
 }
 

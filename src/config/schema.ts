@@ -6,20 +6,36 @@
 import { z } from 'zod';
 import { parseAddress, parseCidr } from '../net/ipv4.js';
 
+/** 192.168.010.1: inet_aton (ping, and iptables in places) reads 010 as octal 8, so it is refused, saying why. */
+const leadingZero = (s: string) => (/(^|\.)0\d/.test(s.split('/')[0] ?? '') ? ' (a number with a leading zero is octal to some tools; write it without the zero)' : '');
+
 const ipv4 = z.string().refine((s) => parseAddress(s) !== undefined, (s) => ({
-  message: `${JSON.stringify(s)} is not an IPv4 address`,
+  message: `${JSON.stringify(s)} is not an IPv4 address${leadingZero(s)}`,
 }));
 
 const cidr = z.string().refine((s) => parseCidr(s) !== undefined, (s) => ({
-  message: `${JSON.stringify(s)} is not an IPv4 prefix like 192.168.10.0/24`,
+  message: `${JSON.stringify(s)} is not an IPv4 prefix like 192.168.10.0/24${leadingZero(s)}`,
 }));
 
-/** Linux interface names: 1–15 characters, no '/', ':' or whitespace (dev_valid_name), and never an option-looking leading dash. */
-export const IFNAME = /^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,14}$/;
+/**
+ * Interface names: 1–15 characters, no '/', ':' or whitespace (dev_valid_name), never an option-looking leading
+ * dash, and no '@': `ip` shows a NIC as `eth1@if5` (its peer or parent after the '@'), which no NIC is named.
+ */
+export const IFNAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$/;
 export const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 
+const ifname = z.string().superRefine((name, ctx) => {
+  if (IFNAME.test(name)) return;
+  const shown = /^([A-Za-z0-9_][A-Za-z0-9_.-]{0,14})@[^\s]*$/.exec(name);
+  ctx.addIssue({
+    code: 'custom',
+    message: shown ? `is how \`ip\` shows a NIC with its peer or parent after the "@"; the NIC is named ${shown[1]}`
+      : 'is not an interface name (1–15 letters, digits, "_", ".", "-", no leading "-")',
+  });
+});
+
 const interfaceRef = z.union([
-  z.string().regex(IFNAME, { message: 'is not an interface name (1–15 letters, digits, "_", ".", "-", no leading "-")' }),
+  ifname,
   z.object({
     mac: z.string().regex(MAC, { message: 'is not a MAC address like 02:42:c0:a8:0a:02' })
       // The first byte's low bit marks a group address: no NIC has one (the kernel refuses it).
@@ -75,30 +91,36 @@ const path = z.string().min(1, 'must be a path, not an empty string').regex(/^[^
 export const MAX_INTERVAL_MS = 3_600_000;
 const INTERVAL_MESSAGE = `must be a number of milliseconds from 0 to ${MAX_INTERVAL_MS} (one hour)`;
 
+/**
+ * An optional section written with nothing under it (`forwarding:` with its lines commented out) is YAML's null:
+ * taken as absent, so its defaults apply, rather than refused as "not an object".
+ */
+const orEmpty = <T extends z.ZodTypeAny>(schema: T) => z.preprocess((value) => (value === null ? undefined : value), schema);
+
 export const configSchema = z.object({
-  uplink: z.object({
+  uplink: orEmpty(z.object({
     interface: interfaceRef.optional(),
     gateway: ipv4.optional(),
     nat: z.enum(['masquerade', 'snat', 'none']).default('masquerade'),
     snatTo: ipv4.optional(),
-  }).strict().default({}),
+  }).strict().default({})),
   vlans: z.array(vlan).min(1, 'must list at least one VLAN'),
-  forwarding: z.object({
+  forwarding: orEmpty(z.object({
     default: z.enum(['accept', 'drop']).default('accept'),
-    rules: z.array(forwardingRule).default([]),
-  }).strict().default({}),
-  portForwards: z.array(portForward).default([]),
-  rules: z.object({ dir: path.optional() }).strict().default({}),
-  reconcile: z.object({
+    rules: orEmpty(z.array(forwardingRule).default([])),
+  }).strict().default({})),
+  portForwards: orEmpty(z.array(portForward).default([])),
+  rules: orEmpty(z.object({ dir: path.optional() }).strict().default({})),
+  reconcile: orEmpty(z.object({
     schedule: z.string().regex(/^[0-9*/,\- A-Za-z?]+$/, { message: 'must be a cron expression' }).optional(),
     minIntervalMs: z.number().int().min(0, INTERVAL_MESSAGE).max(MAX_INTERVAL_MS, INTERVAL_MESSAGE).optional(),
-  }).strict().default({}),
-  http: z.object({
+  }).strict().default({})),
+  http: orEmpty(z.object({
     listen: z.string().regex(/^[^\s\n]+$/, { message: 'must be HOST:PORT' }).optional(),
     // Who on the VLANs may use the endpoints (VLAN names, or addresses / prefixes inside a VLAN): by default
     // nobody there, as a router's management answers its own side only (the uplink, and the gateway itself).
-    allowFrom: z.array(clientRef).default([]),
-  }).strict().default({}),
+    allowFrom: orEmpty(z.array(clientRef).default([])),
+  }).strict().default({})),
 }).strict();
 
 export type Config = z.infer<typeof configSchema>;

@@ -20,18 +20,35 @@ export interface ValidateOptions {
 export function validateConfig(input: unknown, options: ValidateOptions = {}): ValidationResult {
   const problems: Problem[] = [];
   const parsed = configSchema.safeParse(input);
-  if (!parsed.success) problems.push(...parsed.error.issues.flatMap((issue) => fromZod(issue, input)));
+  if (!parsed.success) problems.push(...firstPerValue(parsed.error.issues).flatMap((issue) => fromZod(issue, input)));
   problems.push(...crossFieldProblems(input, options));
   const unique = dedupe(problems);
   if (unique.length > 0 || !parsed.success) return { ok: false, problems: unique };
   return { ok: true, config: parsed.data };
 }
 
+/**
+ * A range check after another check on the same value (.inf is "not an integer", and also "not from 1 to 4094"):
+ * one sentence per value is enough, the first.
+ */
+function firstPerValue(issues: readonly ZodIssue[]): ZodIssue[] {
+  const seen = new Set<string>();
+  return issues.filter((issue) => {
+    const key = issue.path.join('\u0000');
+    const range = issue.code === 'too_small' || issue.code === 'too_big';
+    if (range && seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
 function fromZod(issue: ZodIssue, input: unknown): Problem[] {
   const path = issue.path;
   switch (issue.code) {
     case 'unrecognized_keys':
-      return issue.keys.map((key) => ({ path: [...path, key], message: `is not a known key${knownKeys(path)}${portListHint(key, path, input)}${interfaceHint(key, path)}` }));
+      return issue.keys.map((key) => ({
+        path: [...path, key], at: 'key' as const, message: `is not a known key${knownKeys(path)}${portListHint(key, path, input)}${interfaceHint(key, path)}`,
+      }));
     case 'invalid_type': {
       if (issue.received === 'undefined') return [{ path, message: 'is required' }];
       // An enum given a number or a boolean (proto: 6): said as a wrong word is, not in zod's type syntax.
@@ -319,9 +336,11 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
           + 'traffic inside one VLAN does not pass the router, so the rule never matches');
       }
     }
-    const proto = asString(raw.proto);
+    // A proto the schema refuses (TCP, 6) is its problem alone: "needs proto: tcp" beside it would mislead.
+    const proto = raw.proto === undefined ? undefined : asString(raw.proto);
+    const protoKnown = raw.proto === undefined || ['tcp', 'udp', 'icmp', 'all'].includes(proto ?? '');
     if (raw.ports !== undefined) {
-      if (proto !== 'tcp' && proto !== 'udp') add(at('ports'), 'needs proto: tcp or proto: udp');
+      if (protoKnown && proto !== 'tcp' && proto !== 'udp') add(at('ports'), 'needs proto: tcp or proto: udp');
       const problem = portListProblem(raw.ports);
       if (problem) add(at('ports'), problem);
     }

@@ -6,9 +6,12 @@
  */
 import {
   CORE_SCHEMA, EVENT_ALIAS, EVENT_DOCUMENT, EVENT_MAPPING, EVENT_POP, EVENT_SCALAR, EVENT_SEQUENCE, getScalarValue, loadAll,
-  parseEvents, YAMLException, type Event,
+  mergeTag, parseEvents, YAMLException, type Event,
 } from 'js-yaml';
-import type { PathSegment } from './problems.js';
+import type { PathSegment, Problem } from './problems.js';
+
+/** YAML 1.2's core schema, with merge keys (`<<: *defaults`), which Compose files have made familiar. */
+const SCHEMA = CORE_SCHEMA.withTags(mergeTag);
 
 /** Aliases per document: plenty for a config, and a bound on what a "billion laughs" file makes validation walk. */
 const MAX_ALIASES = 100;
@@ -16,38 +19,91 @@ const MAX_ALIASES = 100;
 export class YamlSyntaxError extends Error {
   override readonly name = 'YamlSyntaxError';
   /** `line 3, column 4: bad indentation of a sequence entry` (1-based), or the reason alone. */
-  constructor(readonly line: string) {
+  constructor(readonly line: string, readonly repeatedKey = false) {
     super(line);
   }
 }
 
-/** The document's value: an empty file (or comments only) is `{}`; more than one document is an error. */
-export function parseYaml(text: string): unknown {
+/**
+ * The document's value: an empty file (or comments only) is `{}`; more than one document is an error. A key given
+ * twice in one mapping is a problem of its own (`problems`, with its path), and the rest is still validated: the
+ * value is then read as JSON.parse reads a repeated key, the last one counting.
+ */
+export function parseYaml(text: string): { value: unknown; problems: Problem[] } {
+  const load = (json: boolean) => {
+    try {
+      return loadAll(text, { schema: SCHEMA, maxAliases: MAX_ALIASES, json });
+    } catch (error) {
+      if (error instanceof YAMLException) throw syntaxError(error, text);
+      throw error;
+    }
+  };
   let documents: unknown[];
+  let problems: Problem[] = [];
   try {
-    documents = loadAll(text, { schema: CORE_SCHEMA, maxAliases: MAX_ALIASES });
+    documents = load(false);
   } catch (error) {
-    if (!(error instanceof YAMLException)) throw error;
-    const mark = error.mark;
-    // js-yaml's reason does not say which key is repeated; the mark is at its second use.
-    // A quoted key's mark is just inside its opening quote.
-    const quote = mark?.position ? text[mark.position - 1] : undefined;
-    const rest = mark?.position === undefined ? '' : text.slice(mark.position);
-    const key = error.reason !== 'duplicated mapping key' || mark?.position === undefined ? undefined
-      : quote === '"' || quote === "'" ? new RegExp(`^([^${quote}\\n]*)${quote}[ \\t]*:`).exec(rest)?.[1]
-      : /^[ \t]*([^\s:#"'{}[\],]+)[ \t]*:/.exec(rest)?.[1];
-    const reason = key ? `${error.reason} "${key}"`
-      : error.reason.startsWith('aliases exceeded') ? `more than ${MAX_ALIASES} aliases (*name) in the file; a config needs far fewer`
-      : error.reason;
-    throw new YamlSyntaxError(mark?.line !== undefined && mark.column !== undefined
-      ? `line ${mark.line + 1}, column ${mark.column + 1}: ${reason}` : reason);
+    problems = error instanceof YamlSyntaxError && error.repeatedKey ? repeatedKeys(text) : [];
+    if (problems.length === 0) throw error;
+    documents = load(true); // another fault besides is thrown as one
   }
   // A file ending in "---" (or holding empty documents around it) holds one config: the empty ones are nothing.
   if (documents.length > 1) documents = documents.filter((d) => d !== null && d !== undefined);
   if (documents.length > 1) {
     throw new YamlSyntaxError(`the file holds ${documents.length} YAML documents (separated by "---"); a config is one document`);
   }
-  return documents[0] ?? {};
+  return { value: documents[0] ?? {}, problems };
+}
+
+/** js-yaml's exception as a line a person reads: where, and what (which key, for a repeated one). */
+function syntaxError(error: YAMLException, text: string): YamlSyntaxError {
+  const mark = error.mark;
+  const repeated = error.reason === 'duplicated mapping key';
+  // js-yaml's reason does not say which key is repeated; the mark is at its second use.
+  // A quoted key's mark is just inside its opening quote.
+  const quote = mark?.position ? text[mark.position - 1] : undefined;
+  const rest = mark?.position === undefined ? '' : text.slice(mark.position);
+  const key = !repeated || mark?.position === undefined ? undefined
+    : quote === '"' || quote === "'" ? new RegExp(`^([^${quote}\\n]*)${quote}[ \\t]*:`).exec(rest)?.[1]
+    : /^[ \t]*([^\s:#"'{}[\],]+)[ \t]*:/.exec(rest)?.[1];
+  const reason = key ? `${error.reason} "${key}"`
+    : error.reason.startsWith('aliases exceeded') ? `more than ${MAX_ALIASES} aliases (*name) in the file; a config needs far fewer`
+    : error.reason;
+  return new YamlSyntaxError(mark?.line !== undefined && mark.column !== undefined
+    ? `line ${mark.line + 1}, column ${mark.column + 1}: ${reason}` : reason, repeated);
+}
+
+/** Each key written a second time in one mapping, with its path and both lines. */
+function repeatedKeys(text: string): Problem[] {
+  let events: Event[];
+  try {
+    events = parseEvents(text, {});
+  } catch {
+    return [];
+  }
+  const lineOf = lineOfOffset(text);
+  const problems: Problem[] = [];
+  const open = (k: number) => k < events.length && events[k]!.type !== EVENT_POP;
+  const walk = (i: number, path: PathSegment[]): void => {
+    const type = events[i]?.type;
+    if (type === EVENT_MAPPING) {
+      const seen = new Map<string, number>();
+      for (let k = i + 1; open(k); k = after(events, after(events, k))) {
+        const key = events[k]!;
+        const name = key.type === EVENT_SCALAR ? getScalarValue(text, key) : undefined;
+        if (name === undefined) continue;
+        const start = startOf(key) ?? 0;
+        const first = seen.get(name);
+        if (first === undefined) seen.set(name, start);
+        else problems.push({ path: [...path, name], at: 'key', message: `is given twice in one mapping (first at line ${lineOf(first)}); give it once` });
+        if (open(after(events, k))) walk(after(events, k), [...path, name]);
+      }
+    } else if (type === EVENT_SEQUENCE) {
+      for (let k = i + 1, n = 0; open(k); k = after(events, k), n++) walk(k, [...path, n]);
+    }
+  };
+  for (const [k, event] of events.entries()) if (event.type === EVENT_DOCUMENT) walk(k + 1, []);
+  return problems;
 }
 
 /**
@@ -55,18 +111,23 @@ export function parseYaml(text: string): unknown {
  * does, where its deepest existing part starts (the mapping a missing key belongs in); undefined for the document
  * root. The text is parsed once, for all the problems of one config.
  */
-export function lineFinder(text: string): (path: readonly PathSegment[]) => number | undefined {
+export function lineFinder(text: string): (path: readonly PathSegment[], at?: 'key') => number | undefined {
   let index: EventIndex | undefined;
-  let lineStarts: number[] | undefined;
-  return (path) => {
+  let lineOf: ((offset: number) => number) | undefined;
+  return (path, at) => {
     index ??= new EventIndex(text);
-    const offset = index.offsetOf(path);
+    const offset = index.offsetOf(path, at === 'key');
     if (offset === undefined) return undefined;
-    if (!lineStarts) {
-      lineStarts = [0];
-      // A line ends at LF, CRLF or a lone CR (YAML's line breaks; an old Mac editor writes CR alone).
-      for (const m of text.matchAll(/\r\n?|\n/g)) lineStarts.push(m.index + m[0].length);
-    }
+    lineOf ??= lineOfOffset(text);
+    return lineOf(offset);
+  };
+}
+
+/** Offset → 1-based line. A line ends at LF, CRLF or a lone CR (YAML's line breaks; an old Mac editor writes CR alone). */
+function lineOfOffset(text: string): (offset: number) => number {
+  const lineStarts = [0];
+  for (const m of text.matchAll(/\r\n?|\n/g)) lineStarts.push(m.index + m[0].length);
+  return (offset) => {
     let low = 0;
     let high = lineStarts.length - 1;
     while (low < high) {
@@ -94,7 +155,8 @@ class EventIndex {
     }
   }
 
-  offsetOf(path: readonly PathSegment[]): number | undefined {
+  /** Where the path's value starts; with `key`, where its last key is written (a block value starts lines below it). */
+  offsetOf(path: readonly PathSegment[], key = false): number | undefined {
     // The document parseYaml took: empty ones around it ("---" first, a "~") are skipped there, so here too.
     const { events } = this;
     const collection = (k: number) => events[k]?.type === EVENT_MAPPING || events[k]?.type === EVENT_SEQUENCE;
@@ -102,11 +164,11 @@ class EventIndex {
     let i = documents.find(collection) ?? documents[0] ?? 0;
     if (i === 0 || i >= events.length) return undefined;
     let found: number | undefined;
-    for (const segment of path) {
+    for (const [n, segment] of path.entries()) {
       const child = this.childrenOf(i)?.get(String(segment));
       if (!child) break;
       i = child.value;
-      found = startOf(this.events[i]!) ?? child.keyStart ?? found;
+      found = (key && n === path.length - 1 ? child.keyStart : undefined) ?? startOf(this.events[i]!) ?? child.keyStart ?? found;
     }
     return found;
   }
@@ -123,8 +185,8 @@ class EventIndex {
       for (let k = i + 1; open(k); k = after(events, after(events, k))) {
         const key = events[k]!;
         const name = key.type === EVENT_SCALAR ? getScalarValue(text, key) : undefined;
-        // The first use of a key is the one a value comes from (a repeated key is a parse error anyway).
-        if (name !== undefined && !children.has(name) && open(after(events, k))) {
+        // A repeated key: its last use is the one the value comes from (see parseYaml), and the one a problem names.
+        if (name !== undefined && open(after(events, k))) {
           children.set(name, { value: after(events, k), keyStart: startOf(key) });
         }
       }

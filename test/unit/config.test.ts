@@ -318,6 +318,91 @@ forwarding:
     ],
   },
   {
+    title: 'a key that is not a word is quoted, and no character of it reaches the output raw (a newline would forge a problem line, ESC drive the terminal)',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+"x\\n  vlans[0].gateway: forged (line 2)\\n  y": 1
+"\\e[2Jclear": 2
+`,
+    lines: [
+      '["x\\n  vlans[0].gateway: forged (line 2)\\n  y"]: is not a known key (known: uplink, vlans, forwarding, portForwards, rules, reconcile, http) (line 3)',
+      '["\\u001b[2Jclear"]: is not a known key (known: uplink, vlans, forwarding, portForwards, rules, reconcile, http) (line 4)',
+    ],
+  },
+  {
+    title: 'YAML merge keys (<<: *anchor) fill a mapping, as in Compose files; what is wrong in the result is still found',
+    yaml: `vlans:
+  - &office {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, masquerade: false}
+  - <<: *office
+    name: lab
+    id: 20
+    subnet: 192.168.20.0/24
+`,
+    lines: ['vlans[1].gateway: 192.168.10.1 is outside 192.168.20.0/24 (line 3)'],
+  },
+  {
+    title: 'an unknown key whose value is a block below it is reported at the key\'s line, not the value\'s',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+portforwards:
+  # ssh to the office host
+
+  - {port: 2222, to: 192.168.10.5}
+`,
+    lines: ['portforwards: is not a known key (known: uplink, vlans, forwarding, portForwards, rules, reconcile, http) (line 3)'],
+  },
+  {
+    title: 'a proto the schema refuses is said once, without a "needs proto: tcp" for its ports beside it',
+    yaml: `vlans:
+  - {name: a, id: 1, subnet: 10.0.0.0/24, gateway: 10.0.0.1}
+  - {name: b, id: 2, subnet: 10.0.1.0/24, gateway: 10.0.1.1}
+forwarding:
+  rules:
+    - {from: a, to: b, proto: TCP, ports: 22, action: accept}
+`,
+    lines: ['forwarding.rules[0].proto: must be one of tcp, udp, icmp, all, not "TCP" (line 6)'],
+  },
+  {
+    title: 'an integer field given .inf or .nan gets one sentence',
+    yaml: `vlans:
+  - {name: a, id: .inf, subnet: 10.0.0.0/24, gateway: 10.0.0.1}
+  - {name: b, id: .nan, subnet: 10.0.1.0/24, gateway: 10.0.1.1}
+reconcile: {minIntervalMs: -.inf}
+`,
+    lines: [
+      'vlans[0].id: must be an integer, not a float (line 2)',
+      'vlans[1].id: must be a number, not .nan (not a number) (line 3)',
+      'reconcile.minIntervalMs: must be an integer, not a float (line 4)',
+    ],
+  },
+  {
+    title: 'an optional section with nothing under it (its lines commented out) takes its defaults',
+    yaml: `uplink:
+vlans:
+  - {name: a, id: 1, subnet: 10.0.0.0/24, gateway: 10.0.0.1}
+forwarding:
+  rules:
+  #  - {from: a, to: uplink, action: drop}
+portForwards:
+rules:
+reconcile:
+http:
+  allowFrom:
+`,
+    lines: [],
+  },
+  {
+    title: 'an address with a leading zero says why it is refused',
+    yaml: `uplink: {gateway: 172.17.000.1}
+vlans:
+  - {name: a, id: 1, subnet: 10.0.01.0/24, gateway: 10.0.1.1}
+`,
+    lines: [
+      'uplink.gateway: "172.17.000.1" is not an IPv4 address (a number with a leading zero is octal to some tools; write it without the zero) (line 1)',
+      'vlans[0].subnet: "10.0.01.0/24" is not an IPv4 prefix like 192.168.10.0/24 (a number with a leading zero is octal to some tools; write it without the zero) (line 3)',
+    ],
+  },
+  {
     title: 'an interface given as {mac, name}: the keys known there, and how a name is written',
     yaml: `uplink: {interface: {name: eth0}}
 vlans:
@@ -447,14 +532,18 @@ forwarding:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
 vlans: []
 `,
-    lines: ['line 3, column 1: duplicated mapping key "vlans"'],
+    // Reported with its path, and the rest still checked, the last use of the key counting (as JSON.parse does).
+    lines: [
+      'vlans: is given twice in one mapping (first at line 1); give it once (line 3)',
+      'vlans: must list at least one VLAN (line 3)',
+    ],
   },
   {
     title: 'a duplicate key written with quotes is named too',
     yaml: `vlans:
   - {name: office, "name": lab, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
 `,
-    lines: ['line 2, column 21: duplicated mapping key "name"'],
+    lines: ['vlans[0].name: is given twice in one mapping (first at line 2); give it once (line 2)'],
   },
   {
     title: 'a port forward to the gateway itself, or to a subnet\'s network or broadcast address',
@@ -731,6 +820,8 @@ vlans:
       `uplink.interface: ${IFNAME_MESSAGE} (line 1)`,
       `vlans[0].interface: ${IFNAME_MESSAGE} (line 3)`,
       `vlans[1].interface: ${IFNAME_MESSAGE} (line 4)`,
+      // Copied from `ip address` (eth1.30@eth1, eth1@if5): the name is before the "@", which no NIC carries.
+      'vlans[2].interface: is how `ip` shows a NIC with its peer or parent after the "@"; the NIC is named eth1.30 (line 5)',
     ],
   },
   {
@@ -1023,6 +1114,11 @@ test('a file saved as UTF-16 (a Windows editor\'s "Unicode") is named as such, n
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('a device given as the config is refused at once, not read for ever (/dev/zero hung, then ran out of memory)', async (t) => {
+  const error = await t.throwsAsync(loadConfig('/dev/zero'), { instanceOf: ConfigError });
+  t.deepEqual(error?.lines, ['cannot read /dev/zero: it is a device, not a file']);
 });
 
 test('a relative rules.dir is relative to the config file, not to the working directory; an absolute one is kept', async (t) => {
