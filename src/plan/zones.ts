@@ -117,7 +117,9 @@ export interface SourceSets {
  */
 export function sourceSets(vlans: readonly VlanBinding[]): SourceSets {
   const ready = vlans.filter((b) => b.nic);
-  const routed = ready.flatMap((b) => (b.routed ?? []).map((net) => ({ member: `${net},${b.nic!.name}` })));
+  // A host route's member as `ipset save` prints it, without its /32: written with it, the set would never read
+  // back as planned, and every pass would delete and add it again (its counters lost each time).
+  const routed = ready.flatMap((b) => (b.routed ?? []).map((net) => ({ member: `${net.replace(/\/32$/, '')},${b.nic!.name}` })));
   const waiting = vlans.filter((b) => !b.nic).map((b) => ({ member: b.vlan.subnet }));
   return {
     subnets: { name: SUBNET_SET, type: SUBNET_SET_TYPE, role: 'verdict', members: vlans.map((b) => ({ member: b.vlan.subnet })) },
