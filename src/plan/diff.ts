@@ -27,8 +27,11 @@ function sameRules(saved: readonly SavedRule[], desired: readonly DesiredRule[])
   return true;
 }
 
-/** Targets that never end a packet's walk with an ACCEPT: they drop it, or note it and go on ('' is no target). */
-const CANNOT_ACCEPT = new Set(['', 'DROP', 'REJECT', 'LOG', 'NFLOG', 'MARK', 'CONNMARK', 'TRACE', 'AUDIT']);
+/**
+ * Targets that never end a packet's walk with an ACCEPT: they drop it, or note or alter it and go on ('' is no
+ * target). An MSS clamp (`-p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu`) often sits first in FORWARD.
+ */
+const CANNOT_ACCEPT = new Set(['', 'DROP', 'REJECT', 'LOG', 'NFLOG', 'ULOG', 'MARK', 'CONNMARK', 'TRACE', 'AUDIT', 'TCPMSS', 'SET', 'IDLETIMER', 'LED', 'RATEEST']);
 
 interface SavedJump {
   readonly hook: string;
@@ -91,15 +94,17 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
     }
   }
 
-  // Nothing may let a packet past our jump: a rule of someone else's above it that can end its walk with an
-  // ACCEPT (itself, a chain of its own, a RETURN to the built-in chain's policy, a queue) would skip the source
-  // check and every forwarding rule. Our jump found below such a rule is moved to the top, as one found missing
-  // is inserted there. A rule that can only drop or note a packet (an operator's emergency DROP) is left above
-  // it, and so are jumps of ours removed anyway (stale, duplicates, not as we make them).
+  // In filter, nothing may let a packet past our jump: a rule of someone else's above it that can end its walk
+  // with an ACCEPT (itself, a chain of its own, a RETURN to the built-in chain's policy, a queue) would skip the
+  // source check and every forwarding rule. Our jump found below such a rule is moved to the top, as one found
+  // missing is inserted there. A rule that can only drop or note a packet (an operator's emergency DROP) is left
+  // above it, and so are jumps of ours removed anyway (stale, duplicates, not as we make them). In nat an ACCEPT
+  // above our jump is an exemption someone made on purpose (`-d 10.0.0.0/8 -j ACCEPT`: not masqueraded): it
+  // stays above it.
   const present = savedJumps(saved);
   const kept = new Map<Jump, SavedJump>();
   const jumpRemovals: SavedJump[] = [];
-  const foreignAbove = (p: SavedJump) => (saved.rules.get(p.hook) ?? []).slice(0, p.position - 1)
+  const foreignAbove = (p: SavedJump) => table === 'filter' && (saved.rules.get(p.hook) ?? []).slice(0, p.position - 1)
     .some((r) => !present.some((q) => q.rule === r) && !CANNOT_ACCEPT.has(verdictOf(r.body) ?? ''));
   for (const p of present) {
     const desired = desiredJumps.find((j) => !kept.has(j) && isJump(p, j));

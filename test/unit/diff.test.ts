@@ -202,6 +202,20 @@ test('our jump found below a rule of someone else\'s is moved to the top; undo p
     '[0:0] -A FORWARD -s 10.9.9.9/32 -j DROP\n[0:0] -A FORWARD -j LOG\n[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',
   );
   t.deepEqual(tableSteps(planOf(lab, dropAbove)), []);
+  // So does an MSS clamp, which alters a SYN and lets it go on: ours below it keeps it in force for what we accept.
+  const clampAbove = inSyncSave(desiredOf(lab)).replace(
+    '[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',
+    '[0:0] -A FORWARD -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu\n[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',
+  );
+  t.deepEqual(tableSteps(planOf(lab, clampAbove)), []);
+  // In nat an ACCEPT above our jump exempts traffic from our NAT on purpose: it stays above it, in sync.
+  const exemption = inSyncSave(desiredOf(lab)).replace(
+    /^(\[0:0\] -A POSTROUTING -m comment --comment "vgw:hook" -j VGW-POSTROUTING)$/m,
+    '[0:0] -A POSTROUTING -s 192.168.10.0/24 -d 198.51.100.0/24 -j ACCEPT\n$1',
+  );
+  t.not(exemption, inSyncSave(desiredOf(lab)), 'the exemption is in the save');
+  t.deepEqual(tableSteps(planOf(lab, exemption)), []);
+  t.true(tablesInSync(desiredOf(lab), factsWith(lab, exemption).tables));
   // A copy of ours appended below that rule: deleting the copy's text would delete the first copy, ours at the top;
   // so both go and ours is inserted anew. With only our jumps between the copies, the copy alone goes.
   const copied = `${save.replace('[0:0] -A FORWARD -d 10.250.0.0/16 -j ACCEPT\n[5:300] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD',
