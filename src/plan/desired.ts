@@ -17,7 +17,7 @@ import {
   type UserHook,
 } from './chains.js';
 import { COMMENT_PREFIX, digest, ruleHash } from './hash.js';
-import { matchUplink, matchVlans, onLinkOf } from './match.js';
+import { matchUplink, matchVlans, nextHopOn } from './match.js';
 import { UPLINK, type Desired, type DesiredChain, type DesiredRule, type DropReason, type RuleMeaning, type UplinkBinding, type VlanBinding } from './types.js';
 import { checkJumpTargets } from './check.js';
 import { forwardingNoteIn } from './diff.js';
@@ -336,7 +336,7 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
     })),
     // The route waits for the uplink NIC like a VLAN waits for its own, and for an address on the gateway's network
     // (the kernel refuses an unreachable next hop; matchUplink notes why).
-    ...(config.uplink.gateway && uplink.nic?.up && onLinkOf(uplink.nic, config.uplink.gateway)
+    ...(config.uplink.gateway && uplink.nic?.up && nextHopOn(uplink.nic, config.uplink.gateway)
       ? { route: { gateway: config.uplink.gateway, dev: uplink.nic.name } } : {}),
     sysctls: { 'net.ipv4.ip_forward': '1' },
     chains,

@@ -50,6 +50,11 @@ export function onLinkOf(nic: Link, address: string): boolean {
   });
 }
 
+/** A next hop the default route may take through the NIC: on one of its networks, and not an address of its own. */
+export function nextHopOn(nic: Link, address: string): boolean {
+  return onLinkOf(nic, address) && !nic.addresses.some((a) => a.address === address);
+}
+
 const heldBy = (nic: Link) => nic.addresses.map((a) => `${a.address}/${a.prefix}`).join(', ') || 'no address';
 
 /**
@@ -63,6 +68,10 @@ function gatewayNote(config: Config, nic: Link): string | undefined {
   // The kernel refuses a route through a NIC that is down ("Nexthop has invalid gateway"): the route waits for it
   // (the gateway does not bring the uplink up, as it does a VLAN's NIC: someone set it down, or Docker has not yet).
   if (!nic.up) return `${nic.name} is down: no default route is set until it is up`;
+  // The router's own address as its next hop: the kernel takes that route, and sends the Internet's traffic nowhere.
+  if (nic.addresses.some((a) => a.address === gateway)) {
+    return `uplink.gateway ${gateway} is an address of ${nic.name} itself, not a next hop (the uplink network's router): no default route is set until it is`;
+  }
   if (onLinkOf(nic, gateway)) return undefined;
   return `uplink.gateway ${gateway} is not on a network of ${nic.name} (it has ${heldBy(nic)}): no default route is set until it is`;
 }

@@ -125,3 +125,14 @@ test('an uplink NIC that is down (set down by hand, or not yet up as Docker atta
   t.deepEqual(plan.steps.filter((s) => s.kind === 'route' || ('nic' in s && s.nic === 'eth2')), [], 'no route, and the uplink is not brought up');
   t.true(plan.steps.some((s) => s.kind === 'table'), 'the rest is planned');
 });
+
+test('uplink.gateway that is the uplink NIC\'s own address is no next hop: a note, and no default route (the kernel took that route, and the Internet was cut off)', async (t) => {
+  const c = config('uplink: {gateway: 172.18.0.2}\n');
+  const f = facts(ON_OFFICE);
+  const uplink = matchUplink(c, f);
+  t.is(uplink.nic?.name, 'eth2');
+  t.is(uplink.note, 'uplink.gateway 172.18.0.2 is an address of eth2 itself, not a next hop (the uplink network\'s router): no default route is set until it is');
+  const plan = diff(planDesired(c, f, await loadTemplates()), f);
+  t.deepEqual(plan.steps.filter((s) => s.kind === 'route'), [], 'no route through the router itself');
+  t.true(plan.steps.some((s) => s.kind === 'table'), 'the rest is planned');
+});
