@@ -211,7 +211,8 @@ async function runAddressBatch(runner: CommandRunner, steps: readonly AddressSte
   const metric = String(OUR_ADDRESS_METRIC);
   const undoLine = (s: AddressStep) => {
     switch (s.kind) {
-      case 'link-up': return undefined; // bringing a NIC up is harmless to leave
+      // Planned only for a NIC found down: someone may have set it down to cut its VLAN off, so it goes down again.
+      case 'link-up': return `link set dev ${s.nic} down`;
       case 'address-add': return `address del ${s.address}/${s.prefix} dev ${s.nic}`;
       case 'address-del': return `address add ${s.address}/${s.prefix} dev ${s.nic} metric ${metric}`;
       case 'route': return routeUndo(s);
