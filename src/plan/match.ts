@@ -138,10 +138,13 @@ export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBi
   // share its connected routes, and the anti-spoofing would drop one VLAN's hosts).
   const taken = new Map<string, string>();
   const pinned = new Map<number, Link>();
+  const misplaced = new Map<number, string>();
   config.vlans.forEach((vlan, i) => {
     if (vlan.interface === undefined) return;
     const nic = byRef(links, vlan.interface);
-    if (nic && !taken.has(nic.name)) {
+    const wrong = nic && misplacedPin(config, i, nic);
+    if (wrong) misplaced.set(i, wrong); // not taken: the VLAN whose subnet it holds may find it
+    else if (nic && !taken.has(nic.name)) {
       taken.set(nic.name, `${vlan.name}'s (vlans[${i}].interface)`);
       pinned.set(i, nic);
     }
@@ -151,6 +154,7 @@ export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBi
   const bindings = config.vlans.map((vlan, i): VlanBinding => {
     if (vlan.interface !== undefined) {
       const nic = pinned.get(i);
+      if (misplaced.has(i)) return { vlan, note: `waiting: ${misplaced.get(i)!}` };
       if (nic) return { vlan, nic };
       const other = byRef(all, vlan.interface);
       if (other && !ruleSafeNic(other.name)) return { vlan, note: `waiting: ${unsafeNote(other)}` };
@@ -170,6 +174,26 @@ export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBi
     return { vlan, nic, ...(note ? { note } : {}) };
   });
   return withRoutedPrefixes(facts, bindings);
+}
+
+/**
+ * A NIC a VLAN is pinned to that holds an address in another VLAN's subnet and none in its own: the NICs came in
+ * another order (Docker attaches them by network, and names them by attach order), and taking it would move the
+ * gateway addresses onto the wrong VLANs and drop both VLANs' traffic as forged. The VLAN waits, saying why.
+ */
+function misplacedPin(config: Config, index: number, nic: Link): string | undefined {
+  const held = nic.addresses.map((a) => ({ text: `${a.address}/${a.prefix}`, address: parseAddress(a.address) }));
+  const own = parseCidr(config.vlans[index]!.subnet)!;
+  if (held.some((a) => a.address !== undefined && contains(own, a.address))) return undefined;
+  for (const other of config.vlans) {
+    const subnet = parseCidr(other.subnet)!;
+    const found = held.find((a) => a.address !== undefined && contains(subnet, a.address));
+    if (found) {
+      return `${nic.name} holds ${found.text}, in ${other.name}'s subnet ${other.subnet}, and no address in ${config.vlans[index]!.subnet}; `
+        + `check vlans[${index}].interface (the NICs may have been attached in another order)`;
+    }
+  }
+  return undefined;
 }
 
 /**

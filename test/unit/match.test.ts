@@ -62,16 +62,31 @@ test('with uplink.gateway and no NIC on its network, the uplink waits (the defau
 const bound = (c: ReturnType<typeof config>, f: Facts) => matchVlans(c, f, matchUplink(c, f)).map((b) => [b.vlan.name, b.nic?.name ?? b.note]);
 
 test('a NIC the config names for one VLAN is never taken by another found by subnet: two VLANs never share a NIC', (t) => {
-  // lab pinned to eth0, which holds office's address (a mistake in the config): lab gets it, and office waits with
-  // a note that says whose it is, instead of both on eth0 (two connected routes, one VLAN's hosts cut off).
+  // lab pinned to eth0, which holds an address in lab's subnet and one in office's: lab gets it, and office waits
+  // with a note that says whose it is, instead of both on eth0 (two connected routes, one VLAN's hosts cut off).
+  const c = parseConfigText(`uplink: {gateway: 172.18.0.1}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1, interface: eth0}
+`, 'pin.yaml');
+  const both = LINKS.map((l) => (l.name === 'eth0' ? { ...l, addresses: [...l.addresses, { address: '192.168.20.5', prefix: 24 }] } : l));
+  t.deepEqual(bound(c, facts(undefined, both)), [
+    ['office', 'waiting: eth0 has 192.168.10.2/24, inside 192.168.10.0/24, but it is lab\'s (vlans[1].interface)'],
+    ['lab', 'eth0'],
+  ]);
+});
+
+test('a VLAN pinned to a NIC that holds another VLAN\'s subnet and none of its own waits; that VLAN finds the NIC by its subnet', (t) => {
+  // Docker attaches NICs by network and names them by attach order: after a restart eth0 and eth1 may be swapped.
+  // Taking the pins as they are would put each gateway address on the other VLAN's NIC, and drop both as forged.
   const c = parseConfigText(`uplink: {gateway: 172.18.0.1}
 vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
   - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1, interface: eth0}
 `, 'pin.yaml');
   t.deepEqual(bound(c, facts(undefined)), [
-    ['office', 'waiting: eth0 has 192.168.10.2/24, inside 192.168.10.0/24, but it is lab\'s (vlans[1].interface)'],
-    ['lab', 'eth0'],
+    ['office', 'eth0'],
+    ['lab', 'waiting: eth0 holds 192.168.10.2/24, in office\'s subnet 192.168.10.0/24, and no address in 192.168.20.0/24; check vlans[1].interface (the NICs may have been attached in another order)'],
   ]);
 });
 
