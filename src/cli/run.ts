@@ -273,7 +273,10 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       // A rule of rules.dir the kernel refused when a pass wrote it: said as a rejected reload is (the reload had
       // passed every check made before the kernel), with the config that last applied running again if there is one.
       supervisor.onConfigRefused = (error, reverted, refused) => {
-        const rule = `the kernel refuses a rule of rules.dir (${error.userChain ?? ''})`;
+        // iptables-legacy names no rule (it refuses the table at COMMIT): the chain is then the likely one.
+        const rule = error.failedLine === 'COMMIT'
+          ? `the kernel refuses the ${error.step.kind === 'table' ? error.step.table : ''} table, likely for a rule of rules.dir (${error.userChain ?? ''})`
+          : `the kernel refuses a rule of rules.dir (${error.userChain ?? ''})`;
         if (!reverted && supervisor.lastDesired) {
           // The config that applied before renders a rule the kernel refuses now (a NIC attached since gave a
           // template new data): not a reload's doing, and there is nothing older to go back to.
