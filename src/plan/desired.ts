@@ -312,11 +312,21 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
     const vlan = target === 'DNAT' ? vlanOfAddress(tokenAfter(body, ['--to-destination'])?.split(':')[0]) : undefined;
     return vlan ? { kind: 'nat', vlan, type: 'dnat' } : undefined;
   });
+  // A network routed behind a VLAN host leaves NATed as its VLAN does (as a router's automatic outbound NAT takes
+  // in its static routes' networks), after the VLANs' own subnets. A VLAN that is not NATed is returned before
+  // them, so that a summary route (10.0.0.0/8 via a site router) cannot NAT it.
+  const natted = natOn ? ready.filter((b) => b.vlan.masquerade) : [];
+  const masquerade = [
+    ...natted.map((b) => ({ name: b.vlan.name, subnet: b.vlan.subnet })),
+    ...natted.flatMap((b) => (b.routed ?? []).map((prefix) => ({ name: b.vlan.name, subnet: prefix }))),
+  ];
+  const natVlanOf = new Map(masquerade.map((m) => [m.subnet, m.name]));
   add('nat', POSTROUTING_CHAIN, templates.postrouting, {
     userChain: userChains.get('postrouting') ?? null,
-    masquerade: natOn ? ready.filter((b) => b.vlan.masquerade).map((b) => ({ name: b.vlan.name, subnet: b.vlan.subnet })) : [],
+    exempt: masquerade.length > natted.length ? ready.filter((b) => !b.vlan.masquerade).map((b) => ({ name: b.vlan.name, subnet: b.vlan.subnet })) : [],
+    masquerade,
   }, (body, target) => {
-    const vlan = vlanZones.find((z) => z.subnet === tokenAfter(body, ['-s', '--source']))?.name;
+    const vlan = natVlanOf.get(tokenAfter(body, ['-s', '--source']) ?? '');
     return vlan && (target === 'MASQUERADE' || target === 'SNAT') ? { kind: 'nat', vlan, type: target === 'SNAT' ? 'snat' : 'masquerade' } : undefined;
   });
 
