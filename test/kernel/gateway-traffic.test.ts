@@ -119,6 +119,36 @@ kernel(`a source outside its VLAN's subnet is forwarded only once it is routed t
   t.is((await apply(files.masquerade.path)).code, 0, 'the route gone, its network leaves office\'s sources');
 });
 
+// A network routed behind one host of a VLAN (10.77.0.1, on office's client), reached by another host of the same
+// VLAN through the router: in by office's NIC and back out of it (a hairpin, as any router does; it then sends
+// the host an ICMP redirect). The rule against leaving by the NIC a packet came in on let none of it through.
+kernel(`a host reaches a network routed behind another host of its own VLAN, back out of the VLAN's NIC${NEEDS_ROOT}`, async (t) => {
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  const second = `vgwtest-hp-${process.pid}`;
+  const ping = () => runner.run(['ip', 'netns', 'exec', second, 'ping', '-c', '2', '-i', '0.2', '-W', '1', '10.77.0.1'], { allowFailure: true });
+  try {
+    // The second host: a veth into office's bridge in the switch namespace.
+    await runner.run(['ip', 'netns', 'add', second]);
+    await runner.run(['ip', '-n', topology.switch, 'link', 'add', 'hp0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', second]);
+    await runner.run(['ip', '-n', topology.switch, 'link', 'set', 'hp0', 'master', office.bridge, 'up']);
+    for (const line of ['link set lo up', 'link set eth0 up', 'address add 192.168.10.101/24 dev eth0', `route add default via ${office.gateway}`]) {
+      await runner.run(['ip', '-n', second, ...line.split(' ')]);
+    }
+    await inNs(office.client.namespace, 'ip', 'address', 'add', '10.77.0.1/32', 'dev', 'lo');
+    await inNs(router, 'ip', 'route', 'add', '10.77.0.0/24', 'via', office.client.address, 'dev', office.routerInterface);
+    const applied = await apply(files.masquerade.path);
+    t.is(applied.code, 0, applied.stderr);
+    const answered = await ping();
+    t.is(answered.exitCode, 0, `192.168.10.101 → 10.77.0.1 (behind 192.168.10.100): ${answered.stdout}${answered.stderr}`);
+  } finally {
+    await inNs(router, 'ip', 'route', 'del', '10.77.0.0/24').catch(() => '');
+    await inNs(office.client.namespace, 'ip', 'address', 'del', '10.77.0.1/32', 'dev', 'lo').catch(() => '');
+    await runner.run(['ip', '-n', topology.switch, 'link', 'del', 'hp0'], { allowFailure: true });
+    await runner.run(['ip', 'netns', 'del', second], { allowFailure: true });
+  }
+  t.is((await apply(files.masquerade.path)).code, 0, 'the route gone, the hairpin rule goes');
+});
+
 /** A counter of a namespace's /proc/net/snmp (what arrived there, whatever became of the reply). */
 async function snmp(ns: string, group: 'Icmp' | 'Tcp', field: string): Promise<number> {
   const [names, values] = (await inNs(ns, 'cat', '/proc/net/snmp')).split('\n').filter((l) => l.startsWith(`${group}:`)).map((l) => l.split(/\s+/));
