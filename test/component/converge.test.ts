@@ -13,7 +13,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { AccountingError, ApplyError } from '../../src/apply/apply.js';
 import { exitCodeOf } from '../../src/cli/errors.js';
-import { inNamespace } from '../../src/exec/runner.js';
+import { inNamespace, type CommandRunner } from '../../src/exec/runner.js';
 import { PlanError } from '../../src/plan/check.js';
 import { parseConfigText } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
@@ -677,6 +677,61 @@ test('a user template only the kernel refuses (the owner match reached from PRER
   t.true(error!.rolledBack);
   t.regex(error!.message.split('\n')[0] ?? '', /^applying the nat table failed: .*Invalid argument \(-m owner in VGW-USER-PREROUTING is reached from PREROUTING\)/);
   t.is(ns.snapshot(), before);
+});
+
+// ---- the writes in time: what takes effect before what -------------------------------------------------------------
+
+/** A command as the namespace ran it: argv, stdin, and when it started and exited (ticks of one clock, see timed). */
+interface TimedCommand {
+  readonly command: string;
+  readonly input: string;
+  readonly started: number;
+  exited: number;
+}
+
+/**
+ * The fake namespace with commands that take time, as real ones do: a restore (iptables or ipset) `restoreMs`,
+ * anything else 1 ms, each taking effect as it exits (a restore commits at its end). Every start and every exit
+ * takes the next tick of one counter, so "B started after A exited" is read from the order of events, not from
+ * timer precision. `onEffect` is called with each command just before it takes effect, the namespace as it is then.
+ */
+function timed(ns: FakeNetns, onEffect: (command: string) => void = () => undefined, restoreMs = 20): { runner: CommandRunner; commands: TimedCommand[] } {
+  const commands: TimedCommand[] = [];
+  let tick = 0;
+  const runner: CommandRunner = {
+    run: async (argv, options) => {
+      const entry: TimedCommand = { command: argv.join(' '), input: options?.input ?? '', started: ++tick, exited: Infinity };
+      commands.push(entry);
+      const restore = argv[0]!.endsWith('-restore') || (argv[0] === 'ipset' && argv[1] === 'restore');
+      await new Promise((resolve) => setTimeout(resolve, restore ? restoreMs : 1));
+      onEffect(entry.command);
+      try {
+        return await ns.run(argv, options);
+      } finally {
+        entry.exited = ++tick;
+      }
+    },
+    start: (argv) => ns.start(argv),
+  };
+  return { runner, commands };
+}
+
+test('fail closed, in time: ip_forward=1 starts only once every table restore has exited, and the rules in force then are the whole policy', async (t) => {
+  const ns = namespace(['eth1', 'eth2']); // ip_forward 0, as in a fresh container: the apply switches it on
+  const on = 'sysctl -w net.ipv4.ip_forward=1';
+  let inForce: string | undefined;
+  const { runner, commands } = timed(ns, (command) => {
+    if (command === on) inForce = ns.save('nft');
+  });
+  await reconcileOnce(runner, lab, builtinTemplates);
+  const forwarding = commands.find((c) => c.command === on);
+  const restores = commands.filter((c) => c.command.startsWith('iptables-nft-restore'));
+  t.deepEqual(restores.map((c) => c.input.split('\n')[0]), ['*filter', '*nat']);
+  for (const r of restores) {
+    t.true(r.exited < forwarding!.started, `the ${r.input.split('\n')[0]} restore ran from tick ${r.started} to ${r.exited}; ip_forward=1 started at ${forwarding!.started}`);
+  }
+  t.is(inForce, ns.save('nft'), 'when ip_forward went to 1, the tables were already as the apply left them');
+  t.true(inForce!.split('\n').includes(MARKED_FORWARD_JUMP));
 });
 
 // ---- (d) sysctl in a container -------------------------------------------------------------------------------------

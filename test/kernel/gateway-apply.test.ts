@@ -129,7 +129,9 @@ kernel(`fail closed, sampled: while apply runs, ip_forward is never 1 without th
   const router = labs.failClosed!.router;
   // Spins on ip_forward (a read of /proc, no process per sample); the moment it reads 1, looks for our jump.
   // Our jump is never removed by a successful apply, so "absent right after ip_forward read 1" proves it was
-  // absent while forwarding was on.
+  // absent while forwarding was on. A restore takes milliseconds, so sampling rarely lands inside one: that
+  // ip_forward=1 is not even started before every restore has exited is test/component/converge.test.ts's
+  // "fail closed, in time".
   const sampler = runner.start(['ip', 'netns', 'exec', router, 'timeout', '60', 'sh', '-c', [
     'n=0; echo sampling',
     'while read f < /proc/sys/net/ipv4/ip_forward; [ "$f" = 0 ]; do n=$((n+1)); done',
