@@ -634,16 +634,6 @@ test('an accounting-set fill that fails: AccountingError, forwarding stays in pl
   t.is(ns.snapshot(), fresh);
 });
 
-test('the verdict sets are filled before the tables that decide on them; the accounting members are written beside them', async (t) => {
-  const ns = namespace(['eth1', 'eth2']);
-  await apply(ns, lab);
-  const writes = ns.history.filter((c) => /ipset restore|iptables-nft-restore/.test(c));
-  const nics = writes.findIndex((c) => c.startsWith('ipset restore'));
-  const filter = writes.findIndex((c) => c.startsWith('iptables-nft-restore'));
-  t.true(nics !== -1 && nics < filter, writes.join('\n'));
-  t.is(writes.filter((c) => c.startsWith('ipset restore')).length, 2, 'creates + verdict members, then accounting members');
-});
-
 test('when the rollback fails too, the error says so and ApplyError.rolledBack is false', async (t) => {
   const ns = namespace(['eth1', 'eth2']);
   ns.failNext({ table: 'nat' });
@@ -715,6 +705,48 @@ function timed(ns: FakeNetns, onEffect: (command: string) => void = () => undefi
   };
   return { runner, commands };
 }
+
+/** What apply writes with `ipset restore` for examples/lab.yaml into a fresh namespace, in order. */
+const LAB_SET_SCRIPTS = [
+  // Before the tables: every set created (the rules name them), and the verdict sets' members (the rules decide on them).
+  `create VGW-PAIRS-0 hash:net,iface counters hashsize 1024 -exist
+create VGW-NICS-0 hash:net,iface counters hashsize 1024 -exist
+add VGW-NICS-0 0.0.0.0/1,eth1 -exist
+add VGW-NICS-0 128.0.0.0/1,eth1 -exist
+add VGW-NICS-0 0.0.0.0/1,eth2 -exist
+add VGW-NICS-0 128.0.0.0/1,eth2 -exist
+add VGW-NICS-0 0.0.0.0/1,eth0 -exist
+add VGW-NICS-0 128.0.0.0/1,eth0 -exist
+create VGW-SUBNETS hash:net counters hashsize 1024 -exist
+add VGW-SUBNETS 192.168.10.0/24 -exist
+add VGW-SUBNETS 192.168.20.0/24 -exist
+create VGW-SUBNET-NICS hash:net,iface counters hashsize 1024 -exist
+add VGW-SUBNET-NICS 192.168.10.0/24,eth1 -exist
+add VGW-SUBNET-NICS 192.168.20.0/24,eth2 -exist
+`,
+  // Beside the tables: the accounting set's members only (they count; nothing decides on them).
+  `add VGW-PAIRS-0 192.168.20.0/24,eth1 -exist
+add VGW-PAIRS-0 0.0.0.0/1,eth1 -exist
+add VGW-PAIRS-0 128.0.0.0/1,eth1 -exist
+add VGW-PAIRS-0 192.168.10.0/24,eth2 -exist
+add VGW-PAIRS-0 0.0.0.0/1,eth2 -exist
+add VGW-PAIRS-0 128.0.0.0/1,eth2 -exist
+add VGW-PAIRS-0 192.168.10.0/24,eth0 -exist
+add VGW-PAIRS-0 192.168.20.0/24,eth0 -exist
+`,
+];
+
+test('the verdict sets are filled before the tables that decide on them; the accounting members are written beside them', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  const { runner, commands } = timed(ns);
+  await reconcileOnce(runner, lab, builtinTemplates);
+  const scripts = commands.filter((c) => c.command === 'ipset restore');
+  t.deepEqual(scripts.map((c) => c.input), LAB_SET_SCRIPTS);
+  const [verdict, accounting] = scripts;
+  const filter = commands.find((c) => c.command.startsWith('iptables-nft-restore') && c.input.startsWith('*filter\n'))!;
+  t.true(verdict!.exited < filter.started, `the verdict sets were filled (exit at tick ${verdict!.exited}) before the filter restore started (${filter.started})`);
+  t.true(accounting!.started < filter.exited, `the accounting members were written (from tick ${accounting!.started}) while the filter restore ran (until ${filter.exited})`);
+});
 
 test('fail closed, in time: ip_forward=1 starts only once every table restore has exited, and the rules in force then are the whole policy', async (t) => {
   const ns = namespace(['eth1', 'eth2']); // ip_forward 0, as in a fresh container: the apply switches it on
