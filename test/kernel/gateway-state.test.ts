@@ -3,11 +3,12 @@
  * namespace that, like a container's, already holds Docker's embedded-DNS chains in its nat table (nft backend).
  *
  * In order, on one lab: plan before the first apply reports changes (exit 2); the first apply converges and
- * leaves Docker's chains byte-identical (and Docker's DNS still answers); a second apply changes nothing (no
- * restore: packet counters keep their values) and plan exits 0; invalid configs exit 2 and change nothing;
- * `down` leaves what was there before the first apply, exactly as asserted (ip_forward off again: the apply had
- * switched it on; the default route stays); a fresh, empty namespace (the container restart) converges with one
- * apply; and a namespace that forwarded before the apply still forwards after down.
+ * leaves Docker's chains byte-identical, counters included (and Docker's DNS still answers); a second apply changes
+ * nothing (no restore: packet counters keep their values) and plan exits 0; invalid configs exit 2 and change
+ * nothing; `down` leaves what was there before the first apply, exactly as asserted (Docker's counters included;
+ * ip_forward off again: the apply had switched it on; the default route stays); a fresh, empty namespace (the
+ * container restart) converges with one apply; and a namespace that forwarded before the apply still forwards after
+ * down.
  */
 import test from 'ava';
 import { readdir, stat } from 'node:fs/promises';
@@ -95,11 +96,21 @@ kernel(`before the first apply, plan --detailed-exitcode exits 2, lists the chan
   t.deepEqual(await readState(router), pristine);
 });
 
-kernel(`the first apply converges, and Docker's DNS chains are byte-identical and still answer${NEEDS_ROOT}`, async (t) => {
+/** Docker's lines of the nat table with their counters (iptables-nft-save -c): a chain of Docker's flushed and
+ *  written again with the same rules shows only here, once lookups have been counted in it. */
+const countedDockerLines = async () => dockerLines(await save(router, 'nft', '-c', '-t', 'nat'));
+const COUNTED_DNS = /^\[[1-9]\d*:\d+\] -A DOCKER_OUTPUT -d 127\.0\.0\.11\/32 -p udp /m;
+
+kernel(`the first apply converges, and Docker's DNS chains are byte-identical (counters included) and still answer${NEEDS_ROOT}`, async (t) => {
+  t.deepEqual(await dockerDnsAnswers(), ['127.0.0.11:50000', '127.0.0.11:40000'], 'lookups first, counted in Docker\'s chains');
+  const counted = await countedDockerLines();
+  t.regex(counted.join('\n'), COUNTED_DNS);
+
   const applied = await cli('apply', '--netns', router, '--config', example.path);
   t.is(applied.code, 0, applied.stderr);
   t.regex(applied.stdout, /changes applied in \d+ ms\./);
 
+  t.deepEqual(await countedDockerLines(), counted, 'Docker\'s chains, rules and counters as before the apply');
   const nat = await save(router, 'nft', '-t', 'nat');
   t.deepEqual(dockerLines(nat), DOCKER_FIXTURE_LINES);
   // Our hooks are one jump each, inserted first; Docker's jump stays where it was. Each remembers that this apply
@@ -233,9 +244,14 @@ for (const [index, invalid] of INVALID.entries()) {
   });
 }
 
-kernel(`down leaves what was there before the first apply (Docker's chains included, ip_forward off again); the default route stays${NEEDS_ROOT}`, async (t) => {
+kernel(`down leaves what was there before the first apply (Docker's chains included, with their counters; ip_forward off again); the default route stays${NEEDS_ROOT}`, async (t) => {
+  t.deepEqual(await dockerDnsAnswers(), ['127.0.0.11:50000', '127.0.0.11:40000'], 'lookups first, counted in Docker\'s chains');
+  const counted = await countedDockerLines();
+  t.regex(counted.join('\n'), COUNTED_DNS);
+
   const down = await cli('down', '--netns', router, '--config', example.path);
   t.is(down.code, 0, down.stderr);
+  t.deepEqual(await countedDockerLines(), counted, 'Docker\'s chains, rules and counters as before the down');
   t.regex(down.stdout, /^- address 192\.168\.10\.1\/24 on eth2 \(vlan office\)$/m);
 
   const after = await readState(router);
