@@ -3,7 +3,9 @@
  * events and real packets: ready within 1 s of process start; drift (a flushed chain, a deleted jump, a removed
  * gateway address, ip_forward switched off) repaired by the next scheduled check and counted by kind; the netlink
  * monitor restarted when it dies; SIGTERM / SIGINT exit 0 within 5 s leaving no process behind and the dataplane
- * in place, or removing it with --cleanup-on-exit. Two known product bugs are pinned down at the end (test.failing).
+ * in place, or removing it with --cleanup-on-exit. Two fixed bugs are pinned down at the end as regression tests:
+ * SIGTERM after an `ip monitor` restart still exits 0 (and --cleanup-on-exit still runs down), and a repaired
+ * FORWARD jump keeps its ip_forward note, so --cleanup-on-exit still switches forwarding off.
  *
  * Timing assertions are the issue's bounds, measured on whatever load the machine has; a measurement over the
  * bound is taken once more before the test fails, and every figure is printed (t.log).
@@ -71,7 +73,8 @@ async function dataplane(): Promise<{ vgw: string[]; office: string[]; lab: stri
 }
 
 /** The FORWARD jump's comment may carry a note ("vgw:hook-fwd-was-0": the gateway switched ip_forward on); the
- *  drift tests compare what routes packets, so they read it without the note (a known bug loses it: see below). */
+ *  drift tests compare what routes packets, so they read it without the note. That a repaired jump keeps its note
+ *  is the regression test's at the end ("a repaired FORWARD jump keeps the ip_forward memory"). */
 const withoutJumpNote = (state: Awaited<ReturnType<typeof dataplane>>) => ({
   ...state, vgw: state.vgw.map((l) => l.replace(/"vgw:hook-[^"]*"/, '"vgw:hook"')),
 });
