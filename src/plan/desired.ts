@@ -253,6 +253,8 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
     waitingSubnets: source ? [] : vlans.filter((b) => !b.nic).map((b) => b.vlan.subnet),
     userChain: userChains.get('forward') ?? null,
     accountingSets: pairSets.map((set) => set.name),
+    // A network routed behind one host of a VLAN, reached by another host of it through the gateway (see the template).
+    hairpin: ready.flatMap((b) => (b.routed ?? []).map((prefix) => ({ nic: b.nic!.name, prefix }))),
   }, (body, target) => {
     const reason = target === 'DROP' ? forwardDropReason(body) : undefined;
     return reason ? { kind: 'drop', reason } : undefined;
@@ -283,11 +285,7 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
         return target && target.zone.subnet !== null ? [{ nic: target.zone.nic, to: pf.to, proto: pf.proto, port: pf.port, toPort: pf.toPort ?? pf.port }] : [];
       })
       : [];
-    // A network routed behind one host of a VLAN, reached by another host of it: back out of the NIC it came in
-    // on, to that host (as any router does, with an ICMP redirect). Traffic inside a VLAN, which no policy names.
-    const ownRouted = from.name === UPLINK ? [] : ready.find((b) => b.nic!.name === from.nic)?.routed ?? [];
     add('filter', from.chain, templates.from, {
-      hairpin: ownRouted.map((prefix) => ({ nic: from.nic, prefix })),
       branches,
       portForwards: forwards,
       ownNic: compactFrom ? from.nic : null,

@@ -120,9 +120,10 @@ kernel(`a source outside its VLAN's subnet is forwarded only once it is routed t
 });
 
 // A network routed behind one host of a VLAN (10.77.0.1, on office's client), reached by another host of the same
-// VLAN through the router: in by office's NIC and back out of it (a hairpin, as any router does; it then sends
-// the host an ICMP redirect). The rule against leaving by the NIC a packet came in on let none of it through.
-kernel(`a host reaches a network routed behind another host of its own VLAN, back out of the VLAN's NIC${NEEDS_ROOT}`, async (t) => {
+// VLAN through the router: in by office's NIC and back out of it (a hairpin, as any router does). The rule against
+// leaving by the NIC a packet came in on let none of it through. The replies go host to host, around the router, so
+// the client's next TCP segments are INVALID to conntrack here: a ping alone would not show that they pass too.
+kernel(`a host reaches a network routed behind another host of its own VLAN, back out of the VLAN's NIC, TCP included${NEEDS_ROOT}`, async (t) => {
   const office = topology.vlans.find((v) => v.name === 'office')!;
   const second = `vgwtest-hp-${process.pid}`;
   const ping = () => runner.run(['ip', 'netns', 'exec', second, 'ping', '-c', '2', '-i', '0.2', '-W', '1', '10.77.0.1'], { allowFailure: true });
@@ -140,6 +141,14 @@ kernel(`a host reaches a network routed behind another host of its own VLAN, bac
     t.is(applied.code, 0, applied.stderr);
     const answered = await ping();
     t.is(answered.exitCode, 0, `192.168.10.101 → 10.77.0.1 (behind 192.168.10.100): ${answered.stdout}${answered.stderr}`);
+    const agent = await startAgent(runner, office.client.namespace, [{ proto: 'tcp', address: '10.77.0.1', port: 7777 }], 30);
+    try {
+      const tcp = await runProbe(runner, { namespace: second, kind: 'tcp', target: '10.77.0.1', port: 7777 });
+      t.is(tcp.actual, 'pass', tcp.detail);
+      t.deepEqual(tcp.reply, { peer: '192.168.10.101', local: '10.77.0.1:7777' });
+    } finally {
+      await agent.stop();
+    }
   } finally {
     await inNs(router, 'ip', 'route', 'del', '10.77.0.0/24').catch(() => '');
     await inNs(office.client.namespace, 'ip', 'address', 'del', '10.77.0.1/32', 'dev', 'lo').catch(() => '');
