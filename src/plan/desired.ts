@@ -314,19 +314,24 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
     const vlan = target === 'DNAT' ? vlanOfAddress(tokenAfter(body, ['--to-destination'])?.split(':')[0]) : undefined;
     return vlan ? { kind: 'nat', vlan, type: 'dnat' } : undefined;
   });
-  // A network routed behind a VLAN host leaves NATed as its VLAN does (as a router's automatic outbound NAT takes
-  // in its static routes' networks), after the VLANs' own subnets. A VLAN that is not NATed is returned before
-  // them, so that a summary route (10.0.0.0/8 via a site router) cannot NAT it.
-  const natted = natOn ? ready.filter((b) => b.vlan.masquerade) : [];
-  const masquerade = [
-    ...natted.map((b) => ({ name: b.vlan.name, subnet: b.vlan.subnet })),
-    ...natted.flatMap((b) => (b.routed ?? []).map((prefix) => ({ name: b.vlan.name, subnet: prefix }))),
-  ];
-  const natVlanOf = new Map(masquerade.map((m) => [m.subnet, m.name]));
+  // Source NAT per VLAN subnet. A network routed behind a VLAN host leaves NATed as its VLAN does (as a router's
+  // automatic outbound NAT takes in its static routes' networks). Then each source is decided by its own VLAN, in
+  // this order: the VLANs' subnets, each NATed or returned as its VLAN says, so that a summary route (10.0.0.0/8
+  // via a site router) cannot NAT a VLAN that is not; the gateway's own traffic, returned (a summary may cover the
+  // uplink's address); the routed networks, most specific first (one routed through two VLANs, the first's).
+  const subnetNat = natOn ? ready.map((b) => ({ name: b.vlan.name, subnet: b.vlan.subnet, exempt: !b.vlan.masquerade })) : [];
+  const seen = new Set<string>();
+  const routedNat = (natOn ? ready : [])
+    .flatMap((b) => (b.routed ?? []).map((prefix) => ({ name: b.vlan.name, subnet: prefix, exempt: !b.vlan.masquerade })))
+    .filter((r) => !seen.has(r.subnet) && Boolean(seen.add(r.subnet)))
+    .sort((a, b) => parseCidr(b.subnet)!.prefix - parseCidr(a.subnet)!.prefix);
+  const anyRoutedNat = routedNat.some((r) => !r.exempt);
+  // Without a routed network to NAT, the chain is the subnets of the VLANs NATed, as it always was.
+  const nat = anyRoutedNat ? [...subnetNat, { local: true }, ...routedNat] : subnetNat.filter((n) => !n.exempt);
+  const natVlanOf = new Map(nat.flatMap((n) => ('subnet' in n && !n.exempt ? [[n.subnet, n.name]] : [])));
   add('nat', POSTROUTING_CHAIN, templates.postrouting, {
     userChain: userChains.get('postrouting') ?? null,
-    exempt: masquerade.length > natted.length ? ready.filter((b) => !b.vlan.masquerade).map((b) => ({ name: b.vlan.name, subnet: b.vlan.subnet })) : [],
-    masquerade,
+    nat,
   }, (body, target) => {
     const vlan = natVlanOf.get(tokenAfter(body, ['-s', '--source']) ?? '');
     return vlan && (target === 'MASQUERADE' || target === 'SNAT') ? { kind: 'nat', vlan, type: target === 'SNAT' ? 'snat' : 'masquerade' } : undefined;

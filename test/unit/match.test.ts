@@ -152,7 +152,7 @@ test('uplink.gateway that is the uplink NIC\'s own address is no next hop: a not
   t.true(plan.steps.some((s) => s.kind === 'table'), 'the rest is planned');
 });
 
-test('networks routed behind a VLAN host leave NATed as their VLAN does, after the subnets; a VLAN not NATed is returned first, so a summary route cannot NAT it', async (t) => {
+test('networks routed behind a VLAN host leave NATed as their VLAN does; each source is decided by its own VLAN, the most specific first, and the gateway\'s own traffic is not NATed by a summary', async (t) => {
   const c = parseConfigText(`uplink: {gateway: 172.18.0.1}
 vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
@@ -160,20 +160,29 @@ vlans:
 `, 'routed.yaml');
   const f: Facts = {
     ...facts({ gateway: '172.18.0.1', dev: 'eth2' }),
-    routed: [{ prefix: '10.50.0.5/32', dev: 'eth0' }, { prefix: '192.168.0.0/16', dev: 'eth0' }, { prefix: '10.77.0.0/24', dev: 'eth1' }],
+    routed: [
+      { prefix: '10.50.0.5/32', dev: 'eth0' },
+      { prefix: '10.0.0.0/8', dev: 'eth0' }, // office's summary: it covers lab's routed network, and the uplink's 172.18/16 does not matter
+      { prefix: '10.99.0.0/24', dev: 'eth0' }, { prefix: '10.99.0.0/24', dev: 'eth1' }, // multipath through both VLANs: office's, once
+      { prefix: '10.77.0.0/24', dev: 'eth1' }, // behind lab, which is not NATed
+    ],
   };
   const templates = await loadTemplates();
   // Each rule as written, its comment (the content hash) left out.
   const postrouting = (at: Facts) => planDesired(c, at, templates).chains.find((ch) => ch.name === 'VGW-POSTROUTING')!.rules
     .map((r) => r.line.replace(/^-m comment --comment "?vgw:[^ "]*"? /, ''));
   t.deepEqual(postrouting(f), [
-    '-s 192.168.20.0/24 -o eth2 -j RETURN',
     '-s 192.168.10.0/24 -o eth2 -j MASQUERADE',
+    '-s 192.168.20.0/24 -o eth2 -j RETURN',
+    '-o eth2 -m addrtype --src-type LOCAL -j RETURN',
     '-s 10.50.0.5/32 -o eth2 -j MASQUERADE',
-    '-s 192.168.0.0/16 -o eth2 -j MASQUERADE',
-  ], 'lab (not NATed) is returned before office\'s summary route; lab\'s own routed network is not NATed either');
-  // Without routed networks the chain is as it always was: no RETURN.
+    '-s 10.99.0.0/24 -o eth2 -j MASQUERADE',
+    '-s 10.77.0.0/24 -o eth2 -j RETURN',
+    '-s 10.0.0.0/8 -o eth2 -j MASQUERADE',
+  ]);
+  // Without routed networks to NAT, the chain is as it always was: the NATed VLANs' subnets, no RETURN.
   t.deepEqual(postrouting({ ...f, routed: [] }), ['-s 192.168.10.0/24 -o eth2 -j MASQUERADE']);
+  t.deepEqual(postrouting({ ...f, routed: [{ prefix: '10.77.0.0/24', dev: 'eth1' }] }), ['-s 192.168.10.0/24 -o eth2 -j MASQUERADE']);
 });
 
 test('a network routed behind a VLAN host is reached from that VLAN back out of its NIC (hairpin), after the source check and before the conntrack checks', async (t) => {
