@@ -94,17 +94,17 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
     }
   }
 
-  // In filter, nothing may let a packet past our jump: a rule of someone else's above it that can end its walk
-  // with an ACCEPT (itself, a chain of its own, a RETURN to the built-in chain's policy, a queue) would skip the
-  // source check and every forwarding rule. Our jump found below such a rule is moved to the top, as one found
-  // missing is inserted there. A rule that can only drop or note a packet (an operator's emergency DROP) is left
-  // above it, and so are jumps of ours removed anyway (stale, duplicates, not as we make them). In nat an ACCEPT
-  // above our jump is an exemption someone made on purpose (`-d 10.0.0.0/8 -j ACCEPT`: not masqueraded): it
-  // stays above it.
+  // Nothing may let a packet past our jump: a rule of someone else's above it that can end its walk with an
+  // ACCEPT (itself, a chain of its own, a RETURN to the built-in chain's policy, a queue) would skip the source
+  // check and every forwarding rule, or (in nat) our NAT. Our jump found below such a rule is moved to the top, as
+  // one found missing is inserted there, whichever came first. A rule that can only drop, note or alter a packet and
+  // let it go on (an operator's emergency DROP, an MSS clamp) is left above it, and so are jumps of ours removed
+  // anyway (stale, duplicates, not as we make them). An exemption from our NAT goes in rules.dir's
+  // nat/postrouting.hbs, whose chain runs before our NAT rules.
   const present = savedJumps(saved);
   const kept = new Map<Jump, SavedJump>();
   const jumpRemovals: SavedJump[] = [];
-  const foreignAbove = (p: SavedJump) => table === 'filter' && (saved.rules.get(p.hook) ?? []).slice(0, p.position - 1)
+  const foreignAbove = (p: SavedJump) => (saved.rules.get(p.hook) ?? []).slice(0, p.position - 1)
     .some((r) => !present.some((q) => q.rule === r) && !CANNOT_ACCEPT.has(verdictOf(r.body) ?? ''));
   for (const p of present) {
     const desired = desiredJumps.find((j) => !kept.has(j) && isJump(p, j));
