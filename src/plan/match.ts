@@ -7,6 +7,7 @@ import type { Config, InterfaceRef } from '../config/schema.js';
 import { contains, formatCidr, networkOf, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
 import type { BindingFacts, Link } from '../observe/facts.js';
 import type { UplinkBinding, VlanBinding } from './types.js';
+import { OUR_ADDRESS_METRIC } from './chains.js';
 
 /**
  * A NIC name a rule can hold as it is. Linux allows almost any character in one, but in iptables `+` ends a
@@ -182,7 +183,8 @@ export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBi
  * gateway addresses onto the wrong VLANs and drop both VLANs' traffic as forged. The VLAN waits, saying why.
  */
 function misplacedPin(config: Config, index: number, nic: Link): string | undefined {
-  const held = nic.addresses.map((a) => ({ text: `${a.address}/${a.prefix}`, address: parseAddress(a.address) }));
+  // Docker's addresses only: a gateway address of ours (by its metric) there would vouch for a binding it made.
+  const held = nic.addresses.filter((a) => a.metric !== OUR_ADDRESS_METRIC).map((a) => ({ text: `${a.address}/${a.prefix}`, address: parseAddress(a.address) }));
   const own = parseCidr(config.vlans[index]!.subnet)!;
   if (held.some((a) => a.address !== undefined && contains(own, a.address))) return undefined;
   for (const other of config.vlans) {
