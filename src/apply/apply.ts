@@ -332,8 +332,15 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
   return { stages: out, ...(accounting ? { accounting } : {}) };
 }
 
-/** The chains of rules.dir a table payload writes rules into. */
-const userChainsWritten = (payload: string): string[] => [...new Set([...payload.matchAll(/^-A (VGW-USER-[A-Z]+) /gm)].map((m) => m[1]!))];
+/**
+ * The chains of rules.dir a table payload writes rules into, when it writes rules into no other chain (a reload that
+ * changed a template of rules.dir and nothing else); else none: with chains of ours written too (the first apply,
+ * a changed config), a refusal may be of either.
+ */
+function onlyUserChainsWritten(payload: string): string[] {
+  const written = new Set([...payload.matchAll(/^-[A-Z] (\S+)/gm)].map((m) => m[1]!)); // -A, -I, -D, -F, -X
+  return [...written].every((chain) => chain.startsWith('VGW-USER-')) ? [...written] : [];
+}
 
 type Settled = PromiseSettledResult<Undo | undefined>;
 const settle = (promise: Promise<Undo | undefined>): Promise<Settled> =>
@@ -394,11 +401,11 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
     const failedLine = line === undefined || failed.kind !== 'table' ? undefined : failed.payload.split('\n')[line - 1];
     // "line 4: RULE_APPEND failed (…): rule in chain VGW-USER-PREROUTING" (nft), or the rule's own line.
     const named = /(?:^-A |chain |in )(VGW-USER-[A-Z]+)\b/m.exec(`${failedLine ?? ''}\n${error instanceof CommandError ? error.stderr : ''}`)?.[1];
-    const guessed = named === undefined && failed.kind === 'table' && failedLine === 'COMMIT' && backend === 'legacy' ? userChainsWritten(failed.payload) : [];
+    const guessed = named === undefined && failed.kind === 'table' && failedLine === 'COMMIT' && backend === 'legacy' ? onlyUserChainsWritten(failed.payload) : [];
     const userChain = named ?? guessed[0];
     // iptables-legacy hands the kernel a table whole at COMMIT, and names that line, not a rule.
     const likely = guessed.length > 0
-      ? `\niptables-legacy refuses a table whole and names no rule; this round wrote rules of rules.dir (${guessed.join(', ')}), the likely cause (the kernel's reason is in dmesg)`
+      ? `\niptables-legacy refuses a table whole and names no rule; this round wrote rules of rules.dir only (${guessed.join(', ')}): one of them (the kernel's reason is in dmesg)`
       : '';
     throw new ApplyError(`${describeStep(failed)} failed: ${explain(failed, error)}${likely}\n(${rolled})`, failed, rollbackErrors.length === 0, rollbackErrors,
       failedLine, userChain);
