@@ -21,6 +21,12 @@ export interface ConfigShape {
   readonly uplink: boolean;
 }
 
+/** The benchmark's two sizes (run.ts, floor.ts, inside.ts): about 1,000 and 10,000 rule lines. */
+export const SIZES: Readonly<Record<'1k' | '10k', ConfigShape>> = {
+  '1k': { vlans: 20, partners: 2, rulesPerPair: 20, uplink: true },
+  '10k': { vlans: 96, partners: 2, rulesPerPair: 46, uplink: true },
+};
+
 export const UPLINK_NIC = 'up0';
 export const UPLINK_ADDRESS = '198.51.100.2';
 export const UPLINK_GATEWAY = '198.51.100.1';

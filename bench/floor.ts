@@ -22,16 +22,12 @@ import type { Plan } from '../src/plan/types.js';
 import { planFor, reconcileOnce } from '../src/reconcile/once.js';
 import { loadTemplates } from '../src/template/load.js';
 import { setScript, tablePayloads } from './apply-bench.js';
-import { generateConfig, nicBatch, type ConfigShape } from './configs.js';
+import { generateConfig, nicBatch, SIZES, type ConfigShape } from './configs.js';
 import { stats } from './measure.js';
 import { Namespaces } from './netns.js';
 
-const SHAPES: Record<string, ConfigShape> = {
-  '1k': { vlans: 20, partners: 2, rulesPerPair: 20, uplink: true },
-  '10k': { vlans: 96, partners: 2, rulesPerPair: 46, uplink: true },
-};
 const size = process.argv[2] ?? '1k';
-const shape = SHAPES[size];
+const shape = (SIZES as Record<string, ConfigShape>)[size];
 if (!shape) throw new Error(`size ${size}: 1k or 10k`);
 const rounds = Number(process.argv[3] ?? 9);
 

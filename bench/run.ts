@@ -9,6 +9,7 @@ import { ExecaRunner } from '../src/exec/execa-runner.js';
 import { loadTemplates } from '../src/template/load.js';
 import { applyBench, type ApplyOptions, type ApplyResult } from './apply-bench.js';
 import { forwardingBench } from './forwarding-bench.js';
+import { SIZES as SHAPES } from './configs.js';
 import { Namespaces } from './netns.js';
 import { profilePlan } from './profile.js';
 import {
@@ -18,8 +19,8 @@ import { startupBench } from './startup.js';
 import { supervisorBench } from './supervisor-bench.js';
 
 const SIZES: readonly ApplyOptions[] = [
-  { label: '1k', shape: { vlans: 20, partners: 2, rulesPerPair: 20, uplink: true }, perRule: true, oneVlanChange: true },
-  { label: '10k', shape: { vlans: 96, partners: 2, rulesPerPair: 46, uplink: true }, perRule: false, oneVlanChange: true },
+  { label: '1k', shape: SHAPES['1k'], perRule: true, oneVlanChange: true },
+  { label: '10k', shape: SHAPES['10k'], perRule: false, oneVlanChange: true },
 ];
 const FORWARDING_SHAPE = { vlans: 100, partners: 1, rulesPerPair: 5, uplink: false };
 
