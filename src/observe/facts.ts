@@ -44,6 +44,8 @@ export interface Route {
 export interface RoutedPrefix {
   readonly prefix: string;
   readonly dev: string;
+  /** Absent for 0. Of two routes to one prefix the kernel uses the lower (a backup route has the higher). */
+  readonly metric?: number;
 }
 
 export type Backend = 'nft' | 'legacy';

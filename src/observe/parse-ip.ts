@@ -105,12 +105,12 @@ function routeSpec(r: RouteJson): string {
  * routes other than the default and the kernel's connected ones. A host route is printed without its /32.
  */
 export function parseRoutedPrefixes(json: string): RoutedPrefix[] {
-  type RouteJson = { dst: string; dev?: string; type?: string; protocol?: string; nexthops?: Array<{ dev?: string }> };
+  type RouteJson = { dst: string; dev?: string; type?: string; protocol?: string; metric?: number; nexthops?: Array<{ dev?: string }> };
   const routes = JSON.parse(json || '[]') as RouteJson[];
   return routes.flatMap((r) => {
     if (r.dst === 'default' || (r.type !== undefined && r.type !== 'unicast') || r.protocol === 'kernel' || r.dst.includes(':')) return [];
     const prefix = r.dst.includes('/') ? r.dst : `${r.dst}/32`;
     const devs = r.dev ? [r.dev] : (r.nexthops ?? []).flatMap((n) => (n.dev ? [n.dev] : []));
-    return devs.map((dev) => ({ prefix, dev }));
+    return devs.map((dev) => ({ prefix, dev, ...(r.metric ? { metric: r.metric } : {}) }));
   });
 }

@@ -143,7 +143,7 @@ const withoutBindings = ({ vlans: _v, uplink: _u, ...rest }: Desired): StoredDes
 export function planDesired(config: Config, facts: BindingFacts, templates: Templates): Desired {
   const uplink = matchUplink(config, facts);
   const vlans = matchVlans(config, facts, uplink);
-  const key = JSON.stringify([uplink.nic?.name, uplink.note, vlans.map((b) => [b.nic?.name, b.note, b.routed]), facts.sets !== undefined]);
+  const key = JSON.stringify([uplink.nic?.name, uplink.note, vlans.map((b) => [b.nic?.name, b.note, b.routed, b.routedInUse]), facts.sets !== undefined]);
   const byTemplates = memo.get(config) ?? memo.set(config, new WeakMap()).get(config)!;
   const hit = byTemplates.get(templates);
   let desired: Desired;
@@ -315,16 +315,21 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
     return vlan ? { kind: 'nat', vlan, type: 'dnat' } : undefined;
   });
   // Source NAT per VLAN subnet. A network routed behind a VLAN host leaves NATed as its VLAN does (as a router's
-  // automatic outbound NAT takes in its static routes' networks). Then each source is decided by its own VLAN, in
-  // this order: the VLANs' subnets, each NATed or returned as its VLAN says, so that a summary route (10.0.0.0/8
-  // via a site router) cannot NAT a VLAN that is not; the gateway's own traffic, returned (a summary may cover the
-  // uplink's address); the routed networks, most specific first (one routed through two VLANs, the first's).
+  // automatic outbound NAT takes in its static routes' networks): the VLAN whose route to it is in use (a backup
+  // route through another VLAN does not decide). Each source is decided by its own VLAN, in this order: the VLANs'
+  // subnets, each NATed or returned as its VLAN says, so that a summary route (10.0.0.0/8 via a site router) cannot
+  // NAT a VLAN that is not; the gateway's own traffic, returned (a summary may cover the uplink's address); the
+  // routed networks, most specific first. One in use through VLANs of both kinds (multipath) is not NATed: a VLAN
+  // that is not NATed never is.
   const subnetNat = natOn ? ready.map((b) => ({ name: b.vlan.name, subnet: b.vlan.subnet, exempt: !b.vlan.masquerade })) : [];
-  const seen = new Set<string>();
-  const routedNat = (natOn ? ready : [])
-    .flatMap((b) => (b.routed ?? []).map((prefix) => ({ name: b.vlan.name, subnet: prefix, exempt: !b.vlan.masquerade })))
-    .filter((r) => !seen.has(r.subnet) && Boolean(seen.add(r.subnet)))
-    .sort((a, b) => parseCidr(b.subnet)!.prefix - parseCidr(a.subnet)!.prefix);
+  const routedByPrefix = new Map<string, { name: string; subnet: string; exempt: boolean }>();
+  for (const b of natOn ? ready : []) {
+    for (const prefix of b.routedInUse ?? []) {
+      const other = routedByPrefix.get(prefix);
+      routedByPrefix.set(prefix, other ? { ...other, exempt: other.exempt || !b.vlan.masquerade } : { name: b.vlan.name, subnet: prefix, exempt: !b.vlan.masquerade });
+    }
+  }
+  const routedNat = [...routedByPrefix.values()].sort((a, b) => parseCidr(b.subnet)!.prefix - parseCidr(a.subnet)!.prefix);
   const anyRoutedNat = routedNat.some((r) => !r.exempt);
   // Without a routed network to NAT, the chain is the subnets of the VLANs NATed, as it always was.
   const nat = anyRoutedNat ? [...subnetNat, { local: true }, ...routedNat] : subnetNat.filter((n) => !n.exempt);

@@ -204,13 +204,20 @@ function misplacedPin(config: Config, index: number, nic: Link): string | undefi
  */
 function withRoutedPrefixes(facts: BindingFacts, bindings: VlanBinding[]): VlanBinding[] {
   if (!facts.routed || facts.routed.length === 0) return bindings;
+  const vlanNics = new Set(bindings.flatMap((b) => (b.nic ? [b.nic.name] : [])));
+  const routes = facts.routed.flatMap((r) => {
+    const c = parseCidr(r.prefix);
+    return c && c.prefix > 0 && vlanNics.has(r.dev) ? [{ prefix: formatCidr(c), dev: r.dev, metric: r.metric ?? 0 }] : [];
+  });
+  // The lowest metric of each prefix's routes through the VLANs' NICs: the route in use.
+  const best = new Map<string, number>();
+  for (const r of routes) best.set(r.prefix, Math.min(best.get(r.prefix) ?? Infinity, r.metric));
   return bindings.map((b) => {
     if (!b.nic) return b;
-    const routed = [...new Set(facts.routed!.filter((r) => r.dev === b.nic!.name).flatMap((r) => {
-      const c = parseCidr(r.prefix);
-      return c && c.prefix > 0 ? [formatCidr(c)] : [];
-    }))].sort();
-    return routed.length > 0 ? { ...b, routed } : b;
+    const mine = routes.filter((r) => r.dev === b.nic!.name);
+    const routed = [...new Set(mine.map((r) => r.prefix))].sort();
+    const routedInUse = [...new Set(mine.filter((r) => r.metric === best.get(r.prefix)).map((r) => r.prefix))].sort();
+    return routed.length > 0 ? { ...b, routed, routedInUse } : b;
   });
 }
 

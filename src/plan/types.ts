@@ -16,6 +16,12 @@ export interface VlanBinding {
    * VLAN's subnet): sources it may forward from. Every other source arriving on it is forged.
    */
   readonly routed?: readonly string[];
+  /**
+   * Of `routed`, those whose route through this NIC is the one the kernel uses: no route to the same prefix through
+   * another VLAN's NIC has a lower metric (a backup route has the higher; a multipath route is in use on each hop).
+   * Such a network is NATed as this VLAN is.
+   */
+  readonly routedInUse?: readonly string[];
 }
 
 export interface UplinkBinding {

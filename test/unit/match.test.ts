@@ -156,7 +156,7 @@ test('uplink.gateway that is the uplink NIC\'s own address is no next hop: a not
   t.true(plan.steps.some((s) => s.kind === 'table'), 'the rest is planned');
 });
 
-test('networks routed behind a VLAN host leave NATed as their VLAN does; each source is decided by its own VLAN, the most specific first, and the gateway\'s own traffic is not NATed by a summary', async (t) => {
+test('networks routed behind a VLAN host leave NATed as the VLAN of the route in use does; each source is decided by its own VLAN, the most specific first, and the gateway\'s own traffic is not NATed by a summary', async (t) => {
   const c = parseConfigText(`uplink: {gateway: 172.18.0.1}
 vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
@@ -167,8 +167,11 @@ vlans:
     routed: [
       { prefix: '10.50.0.5/32', dev: 'eth0' },
       { prefix: '10.0.0.0/8', dev: 'eth0' }, // office's summary: it covers lab's routed network, and the uplink's 172.18/16 does not matter
-      { prefix: '10.99.0.0/24', dev: 'eth0' }, { prefix: '10.99.0.0/24', dev: 'eth1' }, // multipath through both VLANs: office's, once
+      { prefix: '10.99.0.0/24', dev: 'eth0' }, { prefix: '10.99.0.0/24', dev: 'eth1' }, // multipath through both kinds: not NATed
       { prefix: '10.77.0.0/24', dev: 'eth1' }, // behind lab, which is not NATed
+      // The route in use decides, not a backup through another VLAN (a higher metric) nor the VLANs' order.
+      { prefix: '10.88.0.0/16', dev: 'eth1', metric: 10 }, { prefix: '10.88.0.0/16', dev: 'eth0', metric: 20 },
+      { prefix: '10.66.0.0/16', dev: 'eth1', metric: 20 }, { prefix: '10.66.0.0/16', dev: 'eth0', metric: 10 },
     ],
   };
   const templates = await loadTemplates();
@@ -180,8 +183,10 @@ vlans:
     '-s 192.168.20.0/24 -o eth2 -j RETURN',
     '-o eth2 -m addrtype --src-type LOCAL -j RETURN',
     '-s 10.50.0.5/32 -o eth2 -j MASQUERADE',
-    '-s 10.99.0.0/24 -o eth2 -j MASQUERADE',
+    '-s 10.99.0.0/24 -o eth2 -j RETURN',
     '-s 10.77.0.0/24 -o eth2 -j RETURN',
+    '-s 10.66.0.0/16 -o eth2 -j MASQUERADE',
+    '-s 10.88.0.0/16 -o eth2 -j RETURN',
     '-s 10.0.0.0/8 -o eth2 -j MASQUERADE',
   ]);
   // Without routed networks to NAT, the chain is as it always was: the NATed VLANs' subnets, no RETURN.

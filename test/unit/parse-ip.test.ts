@@ -8,6 +8,7 @@ const ROUTES = JSON.stringify([
   { dst: 'default', gateway: '203.0.113.1', dev: 'eth0', protocol: '122', flags: [] },
   { dst: '10.0.0.0/8', gateway: '192.168.10.5', dev: 'a0', flags: [] },
   { dst: '10.50.0.5', gateway: '192.168.10.5', dev: 'a0', flags: [] },
+  { dst: '10.88.0.0/16', gateway: '192.168.10.5', dev: 'a0', metric: 20, flags: [] }, // a backup route (iproute2 6.1's words)
   { dst: '10.96.0.0/24', flags: [], nexthops: [{ gateway: '192.168.10.5', dev: 'a0', weight: 1, flags: [] }, { gateway: '192.168.11.6', dev: 'a1', weight: 1, flags: [] }] },
   { type: 'blackhole', dst: '10.66.0.0/16', flags: [] },
   { dst: '192.168.10.0/24', dev: 'a0', protocol: 'kernel', scope: 'link', prefsrc: '192.168.10.2', flags: [] },
@@ -46,6 +47,7 @@ test('routed networks: each route through a NIC (a multipath one through each of
   t.deepEqual(parseRoutedPrefixes(ROUTES), [
     { prefix: '10.0.0.0/8', dev: 'a0' },
     { prefix: '10.50.0.5/32', dev: 'a0' },
+    { prefix: '10.88.0.0/16', dev: 'a0', metric: 20 },
     { prefix: '10.96.0.0/24', dev: 'a0' },
     { prefix: '10.96.0.0/24', dev: 'a1' },
   ]);
