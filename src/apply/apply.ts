@@ -7,7 +7,7 @@ import { CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend } from '../observe/facts.js';
 import { restoreCommand } from '../observe/read.js';
 import { OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO } from '../plan/chains.js';
-import type { Plan, Step } from '../plan/types.js';
+import type { ChainChange, Plan, Step } from '../plan/types.js';
 import { privilegeHint, sysctlHint } from './hints.js';
 
 export interface ApplyObserver {
@@ -333,14 +333,19 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
 }
 
 /**
- * The chains of rules.dir a table payload writes rules into, when it writes rules into no other chain (a reload that
- * changed a template of rules.dir and nothing else); else none: with chains of ours written too (the first apply,
- * a changed config), a refusal may be of either.
+ * The chains of rules.dir a table step writes, when it changes nothing else of ours but the jumps into them (a
+ * reload that added or changed a template of rules.dir); else none: with rules of ours written too (the first
+ * apply, a changed config), a refusal may be of either.
  */
-function onlyUserChainsWritten(payload: string): string[] {
-  const written = new Set([...payload.matchAll(/^-[A-Z] (\S+)/gm)].map((m) => m[1]!)); // -A, -I, -D, -F, -X
-  return [...written].every((chain) => chain.startsWith('VGW-USER-')) ? [...written] : [];
+function onlyUserRulesWritten(step: TableStep): string[] {
+  const user = (c: ChainChange) => c.chain.startsWith(USER_CHAIN_PREFIX);
+  const written = step.chains.filter((c) => user(c) && c.change !== 'delete').map((c) => c.chain);
+  const ours = step.chains.filter((c) => !user(c));
+  const jumpsIntoUser = ours.every((c) => c.change === 'rewrite' && !c.order && [...c.added, ...c.removed].every((r) => JUMP_INTO_USER.test(r)));
+  return step.jumps.length === 0 && jumpsIntoUser ? written : [];
 }
+const USER_CHAIN_PREFIX = 'VGW-USER-';
+const JUMP_INTO_USER = /(?:^| )-j VGW-USER-[A-Z]+$/;
 
 type Settled = PromiseSettledResult<Undo | undefined>;
 const settle = (promise: Promise<Undo | undefined>): Promise<Settled> =>
@@ -401,7 +406,7 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
     const failedLine = line === undefined || failed.kind !== 'table' ? undefined : failed.payload.split('\n')[line - 1];
     // "line 4: RULE_APPEND failed (…): rule in chain VGW-USER-PREROUTING" (nft), or the rule's own line.
     const named = /(?:^-A |chain |in )(VGW-USER-[A-Z]+)\b/m.exec(`${failedLine ?? ''}\n${error instanceof CommandError ? error.stderr : ''}`)?.[1];
-    const guessed = named === undefined && failed.kind === 'table' && failedLine === 'COMMIT' && backend === 'legacy' ? onlyUserChainsWritten(failed.payload) : [];
+    const guessed = named === undefined && failed.kind === 'table' && failedLine === 'COMMIT' && backend === 'legacy' ? onlyUserRulesWritten(failed) : [];
     const userChain = named ?? guessed[0];
     // iptables-legacy hands the kernel a table whole at COMMIT, and names that line, not a rule.
     const likely = guessed.length > 0

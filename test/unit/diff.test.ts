@@ -5,6 +5,8 @@
  */
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
+import { ApplyError, applyPlan } from '../../src/apply/apply.js';
+import { CommandError, type CommandRunner } from '../../src/exec/runner.js';
 import { parseConfigText } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import type { Facts, Link } from '../../src/observe/facts.js';
@@ -625,4 +627,41 @@ test('a VLAN subnet overlapping a network of the uplink NIC is a warning, naming
       + 'so hosts there on the uplink side are unreachable and what they send is dropped as forged; give the VLAN a subnet outside the uplink\'s network',
   ]);
   t.is(diff(planDesired(lab, base, templates), base).warnings, undefined);
+});
+
+// iptables-legacy hands the kernel a table whole at COMMIT and names that line, not a rule: a rule of rules.dir the
+// kernel refuses (TCPMSS on a UDP rule) was not put on rules.dir, so a supervisor never refused the reload, and every
+// pass failed. It is when the round wrote nothing of ours but the jumps into rules.dir's chains.
+test('legacy: a filter table refused at COMMIT is put on rules.dir when the round wrote nothing of ours but the jumps into its chains', async (t) => {
+  const withUser = await loadTemplates(new URL('../fixtures/rules.d', import.meta.url).pathname);
+  // Every filter restore is refused at its COMMIT, in legacy's words; the rest (the undo included) goes through.
+  const runner: CommandRunner = {
+    run: async (argv, options) => {
+      const input = options?.input ?? '';
+      if (argv[0] === 'iptables-legacy-restore' && !argv.includes('--counters') && input.startsWith('*filter')) {
+        throw new CommandError(argv, 1, `iptables-restore: line ${input.split('\n').indexOf('COMMIT') + 1} failed\n`);
+      }
+      return { stdout: '', stderr: '', exitCode: 0 };
+    },
+    start: () => { throw new Error('not used'); },
+  };
+  const refused = async (facts: Facts) => {
+    const plan = diff(planDesired(lab, facts, withUser), facts);
+    return t.throwsAsync(applyPlan(runner, 'legacy', { ...plan, steps: plan.steps.filter((s) => s.kind === 'table') }), { instanceOf: ApplyError });
+  };
+  // The first template of rules.dir: its chain, and the jump into it in VGW-FORWARD.
+  const added = await refused(factsWith(lab, inSyncSave(desiredOf(lab))));
+  t.is(added?.userChain, 'VGW-USER-FORWARD');
+  t.is(added?.failedLine, 'COMMIT');
+  t.regex(added!.message, /iptables-legacy refuses a table whole and names no rule; this round wrote rules of rules\.dir only \(VGW-USER-FORWARD\): one of them/);
+  // A template of rules.dir changed, nothing else.
+  const applied = inSyncSave(planDesired(lab, factsWith(lab, ''), withUser));
+  const userRule = /^\[\d+:\d+\] -A VGW-USER-FORWARD .*-j DROP\n/m;
+  t.regex(applied, userRule);
+  const changed = await refused(factsWith(lab, applied.replace(userRule, '')));
+  t.is(changed?.userChain, 'VGW-USER-FORWARD');
+  // The first apply writes our chains too: either may be the one refused, so neither is named.
+  const first = await refused(factsWith(lab, ''));
+  t.is(first?.userChain, undefined);
+  t.notRegex(first!.message, /rules\.dir/);
 });
