@@ -291,7 +291,8 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
           reloadSettings(supervisor.config.config); // the settings of the config that runs again
         }
         reload.result = 'failure';
-        reload.errors = [`${rule}: ${error.failedLine ?? ''}`, ...error.message.split('\n').map((l) => l.trim()).filter(Boolean), keeping];
+        const line = error.failedLine && error.failedLine !== 'COMMIT' ? `: ${error.failedLine}` : ''; // legacy names no rule
+        reload.errors = [`${rule}${line}`, ...error.message.split('\n').map((l) => l.trim()).filter(Boolean), keeping];
         metrics.lastReloadOk.set(0);
         metrics.changed();
         log.error({ path, chain: error.userChain, line: error.failedLine }, `${rule}; ${keeping}`);

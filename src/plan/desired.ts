@@ -323,8 +323,10 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
   // that is not NATed never is.
   const subnetNat = natOn ? ready.map((b) => ({ name: b.vlan.name, subnet: b.vlan.subnet, exempt: !b.vlan.masquerade })) : [];
   const routedByPrefix = new Map<string, { name: string; subnet: string; exempt: boolean }>();
+  const vlanSubnets = new Set(ready.map((b) => b.vlan.subnet));
   for (const b of natOn ? ready : []) {
-    for (const prefix of b.routedInUse ?? []) {
+    // A route to a VLAN's own subnet through another VLAN's host: that VLAN's subnet rule decides it already.
+    for (const prefix of (b.routedInUse ?? []).filter((p) => !vlanSubnets.has(p))) {
       const other = routedByPrefix.get(prefix);
       routedByPrefix.set(prefix, other ? { ...other, exempt: other.exempt || !b.vlan.masquerade } : { name: b.vlan.name, subnet: prefix, exempt: !b.vlan.masquerade });
     }

@@ -205,13 +205,14 @@ function misplacedPin(config: Config, index: number, nic: Link): string | undefi
 function withRoutedPrefixes(facts: BindingFacts, bindings: VlanBinding[]): VlanBinding[] {
   if (!facts.routed || facts.routed.length === 0) return bindings;
   const vlanNics = new Set(bindings.flatMap((b) => (b.nic ? [b.nic.name] : [])));
-  const routes = facts.routed.flatMap((r) => {
+  const all = facts.routed.flatMap((r) => {
     const c = parseCidr(r.prefix);
-    return c && c.prefix > 0 && vlanNics.has(r.dev) ? [{ prefix: formatCidr(c), dev: r.dev, metric: r.metric ?? 0 }] : [];
+    return c && c.prefix > 0 ? [{ prefix: formatCidr(c), dev: r.dev, metric: r.metric ?? 0 }] : [];
   });
-  // The lowest metric of each prefix's routes through the VLANs' NICs: the route in use.
+  // The lowest metric of each prefix's routes, through any NIC (the uplink's too): the route in use.
   const best = new Map<string, number>();
-  for (const r of routes) best.set(r.prefix, Math.min(best.get(r.prefix) ?? Infinity, r.metric));
+  for (const r of all) best.set(r.prefix, Math.min(best.get(r.prefix) ?? Infinity, r.metric));
+  const routes = all.filter((r) => vlanNics.has(r.dev));
   return bindings.map((b) => {
     if (!b.nic) return b;
     const mine = routes.filter((r) => r.dev === b.nic!.name);

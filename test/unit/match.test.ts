@@ -172,6 +172,10 @@ vlans:
       // The route in use decides, not a backup through another VLAN (a higher metric) nor the VLANs' order.
       { prefix: '10.88.0.0/16', dev: 'eth1', metric: 10 }, { prefix: '10.88.0.0/16', dev: 'eth0', metric: 20 },
       { prefix: '10.66.0.0/16', dev: 'eth1', metric: 20 }, { prefix: '10.66.0.0/16', dev: 'eth0', metric: 10 },
+      // In use through the uplink: office's backup route does not make it office's.
+      { prefix: '10.97.0.0/24', dev: 'eth2' }, { prefix: '10.97.0.0/24', dev: 'eth0', metric: 100 },
+      // lab's own subnet, also routed through office's host: lab's subnet rule decides it, once.
+      { prefix: '192.168.20.0/24', dev: 'eth0', metric: 50 },
     ],
   };
   const templates = await loadTemplates();
