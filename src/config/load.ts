@@ -128,7 +128,7 @@ export function configError(source: string, text: string, problems: readonly Pro
   const lineOf = lineFinder(text);
   // In the file's order, so the list reads top to bottom beside the file; a problem with no line (a key that is
   // missing) first. The sort is stable: problems on one line keep the order the checks found them in.
-  const located = problems.map((problem) => ({ problem, line: lineOf(problem.path, problem.at) }))
+  const located = problems.map((problem) => ({ problem, line: problem.line ?? lineOf(problem.path, problem.at) }))
     .sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
   const lines = located.map(({ problem, line }) => `${formatPath(problem.path)}: ${problem.message}${line ? ` (line ${line})` : ''}`);
   return new ConfigError(source, located.map((l) => l.problem), lines);

@@ -6,6 +6,8 @@ export interface Problem {
   readonly message: string;
   /** The problem is the key itself (unknown, repeated): its line is the key's, not where its value starts. */
   readonly at?: 'key';
+  /** The line, when the path cannot tell it (a key written three times has one path for all of them). */
+  readonly line?: number;
 }
 
 /** A key as users see it in a path: plain when it is a word, else quoted (a key may hold any text, a newline too). */
@@ -22,12 +24,13 @@ export function formatPath(path: readonly PathSegment[]): string {
 
 /**
  * A line as it may be printed: control characters (a newline would forge a problem line of its own, an escape
- * sequence would drive the terminal) and the Unicode line separators shown as escapes. Text from the file (a
- * key, a path, a YAML parser's message) can carry any of them.
+ * sequence would drive the terminal), the Unicode line separators, and the invisible format characters (a
+ * direction override makes a line read otherwise than it is) shown as escapes. Text from the file (a key, a path,
+ * a YAML parser's message) can carry any of them.
  */
 export function printable(text: string): string {
   // eslint-disable-next-line no-control-regex -- control characters are what this finds
-  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 export class ConfigError extends Error {

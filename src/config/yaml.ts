@@ -50,7 +50,7 @@ export function parseYaml(text: string): { value: unknown; problems: Problem[] }
   // A file ending in "---" (or holding empty documents around it) holds one config: the empty ones are nothing.
   if (documents.length > 1) documents = documents.filter((d) => d !== null && d !== undefined);
   if (documents.length > 1) {
-    throw new YamlSyntaxError(`the file holds ${documents.length} YAML documents (separated by "---"); a config is one document`);
+    throw new YamlSyntaxError(`(top level): the file holds ${documents.length} YAML documents (separated by "---"); a config is one document`);
   }
   return { value: documents[0] ?? {}, problems };
 }
@@ -69,8 +69,13 @@ function syntaxError(error: YAMLException, text: string): YamlSyntaxError {
   const reason = key ? `${error.reason} "${key}"`
     : error.reason.startsWith('aliases exceeded') ? `more than ${MAX_ALIASES} aliases (*name) in the file; a config needs far fewer`
     : error.reason;
-  return new YamlSyntaxError(mark?.line !== undefined && mark.column !== undefined
-    ? `line ${mark.line + 1}, column ${mark.column + 1}: ${reason}` : reason, repeated);
+  if (mark?.line === undefined || mark.column === undefined) return new YamlSyntaxError(`(top level): ${reason}`, repeated);
+  // At the end of a file that ends with a line break, js-yaml's mark is on the line after the last: say the last.
+  const lines = text.split(/\r\n?|\n/);
+  if (lines.at(-1) === '') lines.pop();
+  const last = Math.max(lines.length, 1);
+  const [line, column] = mark.line + 1 > last ? [last, (lines[last - 1]?.length ?? 0) + 1] : [mark.line + 1, mark.column + 1];
+  return new YamlSyntaxError(`line ${line}, column ${column}: ${reason}`, repeated);
 }
 
 /** Each key written a second time in one mapping, with its path and both lines. */
@@ -95,7 +100,7 @@ function repeatedKeys(text: string): Problem[] {
         const start = startOf(key) ?? 0;
         const first = seen.get(name);
         if (first === undefined) seen.set(name, start);
-        else problems.push({ path: [...path, name], at: 'key', message: `is given twice in one mapping (first at line ${lineOf(first)}); give it once` });
+        else problems.push({ path: [...path, name], line: lineOf(start), message: `is given twice in one mapping (first at line ${lineOf(first)}); give it once` });
         if (open(after(events, k))) walk(after(events, k), [...path, name]);
       }
     } else if (type === EVENT_SEQUENCE) {
@@ -156,12 +161,18 @@ class EventIndex {
   }
 
   /** Where the path's value starts; with `key`, where its last key is written (a block value starts lines below it). */
+  /** Where the document parseYaml took starts: empty ones around it ("---" first, a "~") are skipped there, so here too. */
+  private root: number | undefined;
+
   offsetOf(path: readonly PathSegment[], key = false): number | undefined {
-    // The document parseYaml took: empty ones around it ("---" first, a "~") are skipped there, so here too.
     const { events } = this;
-    const collection = (k: number) => events[k]?.type === EVENT_MAPPING || events[k]?.type === EVENT_SEQUENCE;
-    const documents = events.flatMap((e, k) => (e.type === EVENT_DOCUMENT ? [k + 1] : []));
-    let i = documents.find(collection) ?? documents[0] ?? 0;
+    if (this.root === undefined) {
+      // Once for all the problems of a config: a 10,000-rule file may have a problem in every rule.
+      const collection = (k: number) => events[k]?.type === EVENT_MAPPING || events[k]?.type === EVENT_SEQUENCE;
+      const documents = events.flatMap((e, k) => (e.type === EVENT_DOCUMENT ? [k + 1] : []));
+      this.root = documents.find(collection) ?? documents[0] ?? 0;
+    }
+    let i = this.root;
     if (i === 0 || i >= events.length) return undefined;
     let found: number | undefined;
     for (const [n, segment] of path.entries()) {

@@ -403,6 +403,37 @@ vlans:
     ],
   },
   {
+    title: 'a key written three times: each repeat named at its own line; a repeat inside the first of two repeated keys at its line',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+uplink:
+  nat: none
+  nat: none
+  nat: none
+uplink:
+  gateway: 172.17.0.1
+`,
+    lines: [
+      'uplink.nat: is given twice in one mapping (first at line 4); give it once (line 5)',
+      'uplink.nat: is given twice in one mapping (first at line 4); give it once (line 6)',
+      'uplink: is given twice in one mapping (first at line 3); give it once (line 7)',
+    ],
+  },
+  {
+    title: 'a syntax error at the end of a file that ends with a line break is placed on its last line',
+    yaml: `vlans: [
+`,
+    lines: ['line 1, column 9: deficient indentation'],
+  },
+  {
+    title: 'an invisible direction override in a key is shown escaped (it makes a line read otherwise than it is)',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+"\u202Eabc": 1
+`,
+    lines: ['["\\u202eabc"]: is not a known key (known: uplink, vlans, forwarding, portForwards, rules, reconcile, http) (line 3)'],
+  },
+  {
     title: 'an interface given as {mac, name}: the keys known there, and how a name is written',
     yaml: `uplink: {interface: {name: eth0}}
 vlans:
@@ -831,7 +862,7 @@ vlans:
 ---
 vlans: []
 `,
-    lines: ['the file holds 2 YAML documents (separated by "---"); a config is one document'],
+    lines: ['(top level): the file holds 2 YAML documents (separated by "---"); a config is one document'],
   },
   {
     title: 'a tag the config has no use for, with its line',
