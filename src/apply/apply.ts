@@ -6,7 +6,7 @@
 import { CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend } from '../observe/facts.js';
 import { restoreCommand } from '../observe/read.js';
-import { OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO } from '../plan/chains.js';
+import { OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO, USER_PREFIX } from '../plan/chains.js';
 import type { ChainChange, Plan, Step } from '../plan/types.js';
 import { privilegeHint, sysctlHint } from './hints.js';
 
@@ -338,13 +338,12 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
  * apply, a changed config), a refusal may be of either.
  */
 function onlyUserRulesWritten(step: TableStep): string[] {
-  const user = (c: ChainChange) => c.chain.startsWith(USER_CHAIN_PREFIX);
+  const user = (c: ChainChange) => c.chain.startsWith(USER_PREFIX);
   const written = step.chains.filter((c) => user(c) && c.change !== 'delete').map((c) => c.chain);
   const ours = step.chains.filter((c) => !user(c));
   const jumpsIntoUser = ours.every((c) => c.change === 'rewrite' && !c.order && [...c.added, ...c.removed].every((r) => JUMP_INTO_USER.test(r)));
   return step.jumps.length === 0 && jumpsIntoUser ? written : [];
 }
-const USER_CHAIN_PREFIX = 'VGW-USER-';
 const JUMP_INTO_USER = /(?:^| )-j VGW-USER-[A-Z]+$/;
 
 type Settled = PromiseSettledResult<Undo | undefined>;

@@ -17,8 +17,8 @@ import { detachedFacts, syntheticFacts } from '../plan/synthetic.js';
 import { TemplateError } from '../template/render.js';
 import { restoreCommand } from '../observe/read.js';
 import { restoreFailedLine } from './apply.js';
+import { USER_PREFIX } from '../plan/chains.js';
 
-const USER_PREFIX = 'VGW-USER-';
 
 /** Where each payload line came from: its table, chain and rule number, or nothing (a header, a declaration). */
 type Origin = { table: string; chain: string; rule: number } | undefined;

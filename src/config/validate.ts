@@ -67,15 +67,21 @@ function fromZod(issue: ZodIssue, input: unknown): Problem[] {
 
 /** The keys allowed where an unknown one was found, to point at a typo. */
 function knownKeys(path: readonly PathSegment[]): string {
+  const keys = keysAt(path);
+  return keys.length > 0 ? ` (known: ${keys.join(', ')})` : '';
+}
+
+/** The keys the schema allows at a path (none where it holds no mapping). */
+function keysAt(path: readonly PathSegment[]): string[] {
   let schema: unknown = configSchema;
   for (const segment of path) {
     schema = unwrap(schema);
     if (schema instanceof z.ZodObject) schema = (schema.shape as Record<string, unknown>)[String(segment)];
     else if (schema instanceof z.ZodArray) schema = schema.element;
-    else return '';
+    else return [];
   }
   schema = unwrap(schema);
-  return schema instanceof z.ZodObject ? ` (known: ${Object.keys(schema.shape).join(', ')})` : '';
+  return schema instanceof z.ZodObject ? Object.keys(schema.shape) : [];
 }
 
 /**
@@ -88,7 +94,7 @@ function interfaceHint(key: string, path: readonly PathSegment[]): string {
 }
 
 function portListHint(key: string, path: readonly PathSegment[], input: unknown): string {
-  if (!/^\d+(-\d+)?$/.test(key) || !/\bports\b/.test(knownKeys(path))) return '';
+  if (!/^\d+(-\d+)?$/.test(key) || !keysAt(path).includes('ports')) return '';
   const before = path.reduce<unknown>((node, segment) => (isObject(node) || Array.isArray(node) ? (node as Record<PathSegment, unknown>)[segment] : undefined), input);
   const ports = isObject(before) && typeof before.ports === 'number' ? before.ports : '…'; // a number only: never echo text
   return `; inside { } a port list must be quoted, as in ports: "${ports},${key}"`;

@@ -3,6 +3,8 @@ import type { TableName } from '../observe/facts.js';
 import type { Jump } from './types.js';
 
 export const OUR_PREFIX = 'VGW-';
+/** The chains rules.dir's templates fill (USER_HOOKS). */
+export const USER_PREFIX = 'VGW-USER-';
 /**
  * Gateway addresses we add carry this prefix-route metric: iproute2 here has no address "proto" tag, and the
  * metric survives in `ip -json addr`, so an address of ours is recognised even after the config stops naming it.
