@@ -1043,6 +1043,18 @@ portForwards:
       'portForwards[1].port: tcp/22 is already forwarded by portForwards[0] (line 21)',
     ],
   },
+  {
+    // 4,094 VLANs (every id) ran out of memory in `validate` after 5 minutes: the rules and counters per VLAN pair.
+    title: 'more VLANs than one gateway routes, said at once, with the other problems',
+    yaml: `vlans:\n${Array.from({ length: 513 }, (_, i) => `  - {name: v${i + 1}, id: ${i + 1}, subnet: 10.${i >> 8}.${i & 255}.0/24, gateway: 10.${i >> 8}.${i & 255}.1}`).join('\n')}
+  - {name: v1, id: 600, subnet: 10.9.0.0/24, gateway: 10.9.0.1}
+`,
+    lines: [
+      'vlans: lists more than 512 VLANs, the most one gateway routes: every pair of VLANs has its own rules and counters, '
+        + 'so their number grows with the square of the VLAN count (512 VLANs are 261,632 pairs) (line 2)',
+      'vlans[513].name: "v1" is already used by vlans[0] (line 515)',
+    ],
+  },
 ];
 
 for (const row of rows) {
