@@ -1,0 +1,49 @@
+/**
+ * How the gateway's cost grows with the number of VLANs (the reason for the config's limit, MAX_VLANS). Each
+ * ordered pair of VLANs has its own accounting member (and, without ipset, its own rule), so the state grows with
+ * the square of the count. For each count: a namespace with that many VLAN NICs and an uplink, the default policy
+ * (accept, no rules), then a full apply and a no-op `vlan-gateway apply`'s pass (it reads every set member), both
+ * through the `--netns` runner, one round each (seconds, not milliseconds: the ratios between counts are the figure).
+ * More than MAX_VLANS is refused by validation (generateConfig throws).
+ *
+ *   sudo npx tsx bench/scale.ts [COUNT …]      (default: 64 128 256 512)
+ */
+import { ExecaRunner } from '../src/exec/execa-runner.js';
+import { inNamespace } from '../src/exec/runner.js';
+import { reconcileOnce } from '../src/reconcile/once.js';
+import { loadTemplates } from '../src/template/load.js';
+import { generateConfig, nicBatch, type ConfigShape } from './configs.js';
+import { Namespaces } from './netns.js';
+
+const counts = process.argv.length > 2 ? process.argv.slice(2).map(Number) : [64, 128, 256, 512];
+const runner = new ExecaRunner();
+const namespaces = new Namespaces(runner);
+const stop = () => void namespaces.cleanup().finally(() => process.exit(130));
+process.once('SIGINT', stop);
+process.once('SIGTERM', stop);
+try {
+  const templates = await loadTemplates();
+  for (const vlans of counts) {
+    const shape: ConfigShape = { vlans, partners: 0, rulesPerPair: 0, uplink: true };
+    const config = generateConfig(shape);
+    const ns = await namespaces.create(`scale${vlans}-`);
+    await namespaces.batch(ns, nicBatch(shape));
+    const inside = inNamespace(runner, ns);
+    let start = performance.now();
+    const { plan } = await reconcileOnce(inside, structuredClone(config), templates);
+    const full = performance.now() - start;
+    start = performance.now();
+    const again = await reconcileOnce(inside, structuredClone(config), templates);
+    const noop = performance.now() - start;
+    if (again.plan.steps.length > 0) throw new Error(`${vlans} VLANs: the second apply changed ${again.plan.steps.length} things`);
+    const rules = plan.desired.chains.reduce((n, c) => n + c.rules.length, 0);
+    const members = plan.desired.sets.reduce((n, s) => n + s.members.length, 0);
+    const headers = (await inside.run(['ipset', 'list', '-t'])).stdout;
+    const kernelBytes = [...headers.matchAll(/^Size in memory: (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    console.log(`${String(vlans).padStart(4)} VLANs: ${rules} rules, ${members} set members `
+      + `(${(kernelBytes / 1e6).toFixed(1)} MB in the kernel); full apply ${(full / 1000).toFixed(1)} s, no-op ${(noop / 1000).toFixed(1)} s`);
+    await namespaces.remove(ns);
+  }
+} finally {
+  await namespaces.cleanup();
+}
