@@ -59,8 +59,8 @@ const clientRef = z.string().regex(ZONE_REF, { message: 'must be a VLAN name, or
 
 /**
  * The most VLANs one gateway takes. Each ordered pair of VLANs gets its own accounting member (and, without ipset, its
- * own rule), so the state grows with the square of the count: measured here, a full apply of 256 VLANs took 3 s and
- * of 512 took 14 s (265,218 set members), of 600 36 s, and a `validate` of 4,094 ran out of memory after 5 minutes.
+ * own rule), so the state grows with the square of the count: a full apply of 512 VLANs (265,218 set members) took 12 s
+ * here, of 600 36 s, and a `validate` of 4,094 ran out of memory after 5 minutes (BENCHMARKS.md, How many VLANs).
  */
 export const MAX_VLANS = 512;
 
