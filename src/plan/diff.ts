@@ -104,12 +104,25 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
   const present = savedJumps(saved);
   const kept = new Map<Jump, SavedJump>();
   const jumpRemovals: SavedJump[] = [];
+  // Why each removed jump goes, for the person reading the plan: a jump moved to the top otherwise shows as the
+  // same jump added and removed.
+  const why = new Map<SavedJump, string>();
+  const foreign = (r: SavedRule) => !present.some((q) => q.rule === r);
   const foreignAbove = (p: SavedJump) => (saved.rules.get(p.hook) ?? []).slice(0, p.position - 1)
-    .some((r) => !present.some((q) => q.rule === r) && !CANNOT_ACCEPT.has(verdictOf(r.body) ?? ''));
+    .find((r) => foreign(r) && !CANNOT_ACCEPT.has(verdictOf(r.body) ?? ''));
   for (const p of present) {
     const desired = desiredJumps.find((j) => !kept.has(j) && isJump(p, j));
-    if (desired && !foreignAbove(p)) kept.set(desired, p);
-    else jumpRemovals.push(p);
+    const above = desired ? foreignAbove(p) : undefined;
+    if (desired && !above) {
+      kept.set(desired, p);
+      continue;
+    }
+    jumpRemovals.push(p);
+    why.set(p, above ? `below ${above.body}, which can let packets past it: put back at the top`
+      : desiredJumps.some((j) => isJump(p, j)) ? 'a second copy'
+        : !desiredJumps.some((j) => j.hook === p.hook && j.target === p.target) ? 'its chain is no longer wanted'
+          : /--comment "?vgw:hook/.test(p.body) ? 'written again with the note the gateway keeps in it'
+            : 'not the gateway\'s jump: only the gateway\'s own, with no match, sends every packet through its chain');
   }
   // Rules are deleted by their text, never by number (a rule inserted since the read would take another's number),
   // and a text deletes its first copy: deleting a copy of a kept jump leaves the last copy instead. That is the same
@@ -120,15 +133,17 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
     if (copies.length === 0) continue;
     const last = Math.max(...copies.map((r) => r.position));
     const between = (saved.rules.get(p.hook) ?? []).slice(p.position, last - 1);
-    if (between.some((r) => !present.some((q) => q.rule === r))) {
+    const other = between.find(foreign);
+    if (other) {
       kept.delete(jump);
       jumpRemovals.push(p);
+      why.set(p, `a copy of it lies below ${other.body}, and deleting the copy would delete this one: put back at the top`);
     }
   }
   const jumpAdds = desiredJumps.filter((j) => !kept.has(j));
   const jumpChanges: JumpChange[] = [
     ...jumpAdds.map((j): JumpChange => ({ hook: j.hook, target: j.target, change: 'add', body: jumpBody(j.target, j.note) })),
-    ...jumpRemovals.map((p): JumpChange => ({ hook: p.hook, target: p.target, change: 'remove', body: p.body, position: p.position })),
+    ...jumpRemovals.map((p): JumpChange => ({ hook: p.hook, target: p.target, change: 'remove', body: p.body, position: p.position, why: why.get(p)! })),
   ];
 
   if (changes.length === 0 && jumpChanges.length === 0) return {};

@@ -24,7 +24,10 @@ function stepLines(step: Step): string[] {
         for (const r of c.added) lines.push(`        + ${r}`);
         for (const r of c.order ?? []) lines.push(`        = ${r}`);
       }
-      for (const j of step.jumps) lines.push(`    ${j.change === 'add' ? '+' : '-'} jump ${j.hook} -> ${j.target}`);
+      for (const j of step.jumps) {
+        const where = j.change === 'remove' && j.position !== undefined ? ` (rule ${j.position} of ${j.hook}${j.why ? `: ${j.why}` : ''})` : '';
+        lines.push(`    ${j.change === 'add' ? '+' : '-'} jump ${j.hook} -> ${j.target}${where}`);
+      }
       return lines;
     }
   }

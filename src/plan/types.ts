@@ -110,6 +110,8 @@ export interface JumpChange {
   readonly body: string;
   /** A removed jump's 1-based place in its hook as found (where a rollback puts it back). */
   readonly position?: number;
+  /** Why a removed jump goes (shown by plan): moved to the top, a copy, not ours, its chain gone. */
+  readonly why?: string;
 }
 
 export type Step =

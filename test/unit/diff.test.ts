@@ -235,6 +235,31 @@ test('our jump found below a rule of someone else\'s is moved to the top; undo p
   }
 });
 
+// A jump moved to the top was printed as "+ jump FORWARD -> VGW-FORWARD" and "- jump FORWARD -> VGW-FORWARD": the
+// same line added and removed, which reads as nothing at all. The removed one now says where it was and why it goes.
+test('plan says where each removed jump was and why it goes: moved above a rule that can accept, a copy, not ours', (t) => {
+  const inSync = inSyncSave(desiredOf(lab));
+  const ours = '[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD';
+  const jumpLines = (save: string) => formatPlan(planOf(lab, save)).split('\n').filter((l) => l.includes(' jump '));
+  t.deepEqual(jumpLines(inSync.replace(ours, `[0:0] -A FORWARD -i eth1 -j ACCEPT\n${ours}`)), [
+    '    + jump FORWARD -> VGW-FORWARD',
+    '    - jump FORWARD -> VGW-FORWARD (rule 2 of FORWARD: below -i eth1 -j ACCEPT, which can let packets past it: put back at the top)',
+  ]);
+  t.deepEqual(jumpLines(inSync.replace(ours, `${ours}\n${ours}`)), [
+    '    - jump FORWARD -> VGW-FORWARD (rule 2 of FORWARD: a second copy)',
+  ]);
+  t.deepEqual(jumpLines(inSync.replace(ours, `[0:0] -A FORWARD -i eth1 -j VGW-FORWARD\n${ours}`)), [
+    '    - jump FORWARD -> VGW-FORWARD (rule 1 of FORWARD: not the gateway\'s jump: only the gateway\'s own, with no match, sends every packet through its chain)',
+  ]);
+  t.deepEqual(jumpLines(inSync.replace(ours, `${ours}\n[0:0] -A FORWARD -d 10.250.0.0/16 -j ACCEPT\n${ours}`)), [
+    '    + jump FORWARD -> VGW-FORWARD',
+    '    - jump FORWARD -> VGW-FORWARD (rule 3 of FORWARD: a second copy)',
+    '    - jump FORWARD -> VGW-FORWARD (rule 1 of FORWARD: a copy of it lies below -d 10.250.0.0/16 -j ACCEPT, and deleting the copy would delete this one: put back at the top)',
+  ]);
+  // A missing jump is only added: nothing to explain.
+  t.deepEqual(jumpLines(without(inSync, (l) => l === ours)), ['    + jump FORWARD -> VGW-FORWARD']);
+});
+
 test('tablesInSync (the stats collector\'s check) agrees with the plan: in sync exactly when no table step is planned', (t) => {
   const desired = desiredOf(lab);
   const inSync = inSyncSave(desired);
@@ -272,7 +297,9 @@ test('a stale VGW chain (and a stale jump to it) are deleted; undo recreates the
   const steps = tableSteps(planOf(lab, save));
   t.is(steps.length, 1);
   t.deepEqual(steps[0]!.chains.map((c) => [c.chain, c.change]), [['VGW-OLD', 'delete']]);
-  t.deepEqual(steps[0]!.jumps, [{ hook: 'INPUT', target: 'VGW-OLD', change: 'remove', body: '-m comment --comment "vgw:hook" -j VGW-OLD', position: 1 }]);
+  t.deepEqual(steps[0]!.jumps, [{
+    hook: 'INPUT', target: 'VGW-OLD', change: 'remove', body: '-m comment --comment "vgw:hook" -j VGW-OLD', position: 1, why: 'its chain is no longer wanted',
+  }]);
   t.is(steps[0]!.payload, [
     '*filter',
     ':VGW-OLD - [0:0]',
