@@ -27,10 +27,18 @@ export function ruleSamples(desired: Desired, tables: Readonly<Record<TableName,
   const samples: Sample[] = [];
   for (const chain of desired.chains) {
     const saved = tables[chain.table].rules.get(chain.name) ?? [];
-    const byHash = new Map(saved.filter((r) => r.hash).map((r) => [r.hash!, r]));
+    // Rules of one body in one chain share a hash (a rule written twice; the second matches nothing the first did
+    // not take): one counter, the sum of theirs, one sample.
+    const byHash = new Map<string, { packets: number; bytes: number }>();
+    for (const r of saved) {
+      if (!r.hash) continue;
+      const seen = byHash.get(r.hash);
+      byHash.set(r.hash, seen ? { packets: seen.packets + r.packets, bytes: seen.bytes + r.bytes } : r);
+    }
     for (const rule of chain.rules) {
       const counters = byHash.get(rule.hash);
       if (!counters || !rule.meaning) continue;
+      byHash.delete(rule.hash);
       const source = rule.hash;
       const { packets, bytes } = counters;
       const meaning = rule.meaning;

@@ -158,6 +158,37 @@ test('ruleSamples over a real apply: every label is a VLAN name or uplink, never
   t.is(new Set(samples.map((s) => s.source)).size, samples.length, 'sources are unique keys');
 });
 
+// Two rules of one body in a pair's chain (a rule written twice; or, as the pair chains were rendered, a last rule
+// that matches everything followed by the pair's default of the same verdict) share one hash. The samples were joined by hash to the last of them,
+// the unreachable one, so the accepted new connections of lab → office never reached the metrics.
+test('ruleSamples: two rules of one chain with the same body count once, with the packets of both', async (t) => {
+  const { config: lab, ns } = await labNamespace();
+  const config = parseConfigText([
+    'uplink: {interface: eth0, gateway: 203.0.113.1}',
+    'vlans:',
+    '  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}',
+    '  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1}',
+    'forwarding:',
+    '  rules:',
+    '    - {from: lab, to: office, proto: tcp, ports: "22", action: drop}',
+    '    - {from: lab, to: office, action: accept}',
+    '    - {from: lab, to: office, action: accept}',
+  ].join('\n'), 'pair.yaml');
+  t.is(lab.vlans.length, config.vlans.length);
+  const { plan } = await reconcileOnce(ns, config, await loadTemplates());
+  // The kernel's reading: the first accept counted 10 new connections; what follows it can match nothing.
+  let seen = 0;
+  const text = ns.save('nft', true).split('\n').map((line) => (/^\[0:0\] -A VGW-P-20-10 .*-j ACCEPT$/.test(line) && seen++ === 0 ? line.replace('[0:0]', '[10:840]') : line)).join('\n');
+  const accepts = text.split('\n').filter((l) => /-A VGW-P-20-10 .*-j ACCEPT$/.test(l));
+  t.true(accepts.length >= 2, accepts.join('\n'));
+  t.is(new Set(accepts.map((l) => /vgw:(\S+)/.exec(l)![1])).size, 1, 'one body, one hash');
+  const tables = parseSave(text);
+  const samples = ruleSamples(plan.desired, { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') });
+  const labToOffice = samples.filter((s) => s.labels.from === 'lab' && s.labels.to === 'office' && s.labels.action === 'accept');
+  t.deepEqual(labToOffice.map((s) => [s.packets, s.bytes]), [[10, 840]]);
+  t.is(new Set(samples.map((s) => s.source)).size, samples.length, 'sources are unique keys');
+});
+
 // ---- MonotonicCounters -------------------------------------------------------------------------------------------
 
 test('MonotonicCounters: the first reading counts in full, then only increments', (t) => {
