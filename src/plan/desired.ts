@@ -273,7 +273,10 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
         continue;
       }
       const name = pairChain(from.key, to.key);
-      add('filter', name, templates.pair, { rules: entries, defaultVerdict: VERDICT[fallback] }, (_body, target) => {
+      // After a rule that matches everything of the pair, the pair's default can match nothing: not written (it
+      // would also be a second rule of the same body as such a rule, under the same hash).
+      const catchAll = entries.some((e) => e.source === null && e.destination === null && e.proto === null && e.ports === null);
+      add('filter', name, templates.pair, { rules: entries, defaultVerdict: catchAll ? null : VERDICT[fallback] }, (_body, target) => {
         const action = ACTION_OF[target ?? ''];
         return action ? { kind: 'forward', from: from.name, to: to.name, action } : undefined;
       });
