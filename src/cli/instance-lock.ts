@@ -1,4 +1,6 @@
 /**
+ * Locks per network namespace: one supervisor (InstanceLock), and one one-shot apply or down at a time (WriteLock).
+ *
  * One supervisor per network namespace. Two `run`s on one namespace each repair the other's "drift": with
  * different configs they rewrite each other's rules for ever, with the same one they race. The lock is a listening
  * socket in Linux's abstract socket namespace named after the target namespace's inode: the kernel frees it when
@@ -34,29 +36,71 @@ function holderPid(name: string): Promise<string> {
   });
 }
 
-export class InstanceLock {
-  private constructor(private readonly server: Server) {}
-
-  /** Takes the namespace's lock, or throws FailureError naming the pid of the supervisor that holds it. */
-  static async take(netns: string | undefined): Promise<InstanceLock> {
-    const name = `\0vlan-gateway-run-${await namespaceInode(netns)}`;
-    const server = createServer((socket) => socket.end(`${process.pid}\n`));
-    server.unref(); // the lock does not keep the process alive
-    try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen({ path: name }, () => resolve());
-      });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
-      const pid = await holderPid(name);
-      const where = netns === undefined ? 'this network namespace' : `network namespace ${netns}`;
-      throw new FailureError(`another vlan-gateway run${pid ? ` (pid ${pid})` : ''} already manages ${where}: two would undo each other's changes; stop it first`);
-    }
-    return new InstanceLock(server);
+/** Listens on the abstract socket `name` (answering with this pid), or undefined when another process holds it. */
+async function listen(name: string): Promise<Server | undefined> {
+  const server = createServer((socket) => socket.end(`${process.pid}\n`));
+  server.unref(); // the lock does not keep the process alive
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ path: name }, () => resolve());
+    });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
+    return undefined;
   }
+  return server;
+}
+
+const where = (netns: string | undefined) => (netns === undefined ? 'this network namespace' : `network namespace ${netns}`);
+
+abstract class Lock {
+  protected constructor(private readonly server: Server) {}
 
   release(): Promise<void> {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 }
+
+export class InstanceLock extends Lock {
+  /** Takes the namespace's lock, or throws FailureError naming the pid of the supervisor that holds it. */
+  static async take(netns: string | undefined): Promise<InstanceLock> {
+    const name = `\0vlan-gateway-run-${await namespaceInode(netns)}`;
+    const server = await listen(name);
+    if (!server) {
+      const pid = await holderPid(name);
+      throw new FailureError(`another vlan-gateway run${pid ? ` (pid ${pid})` : ''} already manages ${where(netns)}: two would undo each other's changes; stop it first`);
+    }
+    return new InstanceLock(server);
+  }
+}
+
+/**
+ * One `apply` or `down` at a time in a namespace. Two at once each read the namespace before the other wrote, and
+ * wrote what their own reading called for: the tables ended as a mix of both configs (each exiting 0), or one
+ * failed on what the other had just added and could not roll back. The second now waits for the first to finish,
+ * then reads what it left, as iptables --wait does for the xtables lock.
+ */
+export class WriteLock extends Lock {
+  static async wait(netns: string | undefined, options: { timeoutMs: number; onWait: (message: string) => void }): Promise<WriteLock> {
+    const name = `\0vlan-gateway-write-${await namespaceInode(netns)}`;
+    const deadline = Date.now() + options.timeoutMs;
+    let said = false;
+    for (;;) {
+      const server = await listen(name);
+      if (server) return new WriteLock(server);
+      const pid = await holderPid(name);
+      const other = `another vlan-gateway apply or down${pid ? ` (pid ${pid})` : ''}`;
+      if (Date.now() >= deadline) {
+        throw new FailureError(`${other} has been writing to ${where(netns)} for more than ${options.timeoutMs / 1000} s; nothing was changed`);
+      }
+      if (!said) options.onWait(`waiting for ${other} to finish with ${where(netns)}`);
+      said = true;
+      await new Promise((resolve) => setTimeout(resolve, WAIT_STEP_MS));
+    }
+  }
+}
+
+const WAIT_STEP_MS = 50;
+/** How long an apply or down waits for another one in the same namespace (10,000 rules apply in about a second). */
+export const WRITE_LOCK_TIMEOUT_MS = 60_000;

@@ -11,7 +11,7 @@
  */
 import test from 'ava';
 import { execa } from 'execa';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../../src/config/schema.js';
 import { inNamespace } from '../../src/exec/runner.js';
@@ -20,7 +20,7 @@ import { XTABLES_WAIT_SECONDS } from '../../src/observe/read.js';
 import { reconcileOnce } from '../../src/reconcile/once.js';
 import { loadTemplates } from '../../src/template/load.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import { waitFor } from '../helpers/supervisor.js';
+import { namespacePids, sleep, waitFor } from '../helpers/supervisor.js';
 import {
   addDockerDnsChains, buildLab, cli, cliWithEnv, dockerLines, EMPTY_NFT_FILTER, exampleDocument, FIXTURES, inNs,
   readState, recording, removeScratch, runner, save, scratchDir, settledState, writeConfig,
@@ -37,6 +37,7 @@ let rejectedAfterFilter: File; // default drop (filter changes) + the kernel-rej
 let withIot: File; // the example plus VLAN 30, whose NIC is not attached yet
 let dropByDefault: File; // the example with forwarding.default: drop (a change to the filter table)
 let offLinkGateway: File; // the example with uplink.gateway on no network of the uplink NIC (a typo)
+let noNat: File; // the example with uplink.nat: none (a change to the nat table alone)
 const labs: Partial<Record<keyof typeof names, LabTopology>> = {};
 
 test.before(async () => {
@@ -51,6 +52,7 @@ test.before(async () => {
     ...doc, forwarding: { default: 'drop' }, rules: { dir: join(FIXTURES, 'rules-kernel-rejects') },
   });
   dropByDefault = await writeConfig('drop-by-default', { ...doc, forwarding: { default: 'drop' } });
+  noNat = await writeConfig('no-nat', { ...doc, uplink: { ...(doc.uplink as object), nat: 'none' } });
   offLinkGateway = await writeConfig('off-link-gateway', { ...doc, uplink: { ...(doc.uplink as object), gateway: '203.0.114.1' } });
   withIot = await writeConfig('with-iot', {
     ...doc, vlans: [...(doc.vlans as unknown[]), { name: 'iot', id: 30, subnet: '192.168.30.0/24', gateway: '192.168.30.1' }],
@@ -422,6 +424,43 @@ kernel(`backend legacy: a restore waits for the xtables lock, and gives up after
   } finally {
     await brief.release();
   }
+  t.is((await apply(router, example)).code, 0, 'back to the example');
+});
+
+/** How many iptables restores are running in `ns` (waiting for the xtables lock, say). */
+async function restoresIn(ns: string): Promise<number> {
+  const commands = await Promise.all((await namespacePids(ns)).map((pid) => readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')));
+  return commands.filter((c) => /-restore\0/.test(c)).length;
+}
+
+// Two applies at once used to each read the namespace before the other wrote, and each wrote what its own reading
+// called for: here the first's filter change and the second's nat change both stayed, a mix of the two configs
+// that neither plan called in sync, and both exited 0. (With other configs, one failed on an address the other had
+// just added, and its rollback failed too.) The xtables lock holds the first between its reading and its writing.
+kernel(`two applies at once in one namespace: the second waits for the first, then applies its own config whole${NEEDS_ROOT}`, async (t) => {
+  const router = labs.backend!.router;
+  if (!(await save(router, 'legacy')).split('\n').includes(FORWARD_HOOK)) await addDockerDnsChains(router, 'legacy');
+  t.is((await apply(router, example)).code, 0, 'the example, under legacy');
+  const env = { XTABLES_LOCKFILE: join(await scratchDir(), 'xtables-two-applies.lock') };
+
+  const held = await holdXtablesLock(env.XTABLES_LOCKFILE, 60);
+  let first: ReturnType<typeof cliWithEnv> | undefined;
+  let second: ReturnType<typeof cliWithEnv> | undefined;
+  try {
+    first = cliWithEnv(env, 'apply', '--netns', router, '--config', dropByDefault.path);
+    await waitFor('the first apply to have read the namespace and to wait for the xtables lock', async () => ((await restoresIn(router)) > 0 ? true : undefined), 30_000);
+    second = cliWithEnv(env, 'apply', '--netns', router, '--config', noNat.path);
+    await sleep(5000); // time enough for the second to read and plan, were it not waiting
+  } finally {
+    await held.release();
+  }
+  const [a, b] = await Promise.all([first, second]);
+  t.is(a?.code, 0, a?.stderr);
+  t.is(b?.code, 0, b?.stderr);
+  const inSync = await plan(router, noNat);
+  t.is(inSync.code, 0, `the second config, whole (the first's filter change undone):\n${inSync.stdout}`);
+  t.is((await save(router, 'legacy')).split('\n').filter((line) => line === FORWARD_HOOK).length, 1);
+  t.regex(b?.stderr ?? '', /^vlan-gateway: waiting for another vlan-gateway apply or down \(pid \d+\) to finish with network namespace vgwlab-/m);
   t.is((await apply(router, example)).code, 0, 'back to the example');
 });
 
