@@ -4,12 +4,21 @@
  */
 import { formatCidr, networkOf, overlaps, parseAddress, parseCidr } from '../net/ipv4.js';
 import type { Facts } from '../observe/facts.js';
+import { OUR_PREFIX } from './chains.js';
 import type { UplinkBinding, VlanBinding } from './types.js';
 
 export const IPV6_FORWARDING = 'net.ipv6.conf.all.forwarding';
 
-export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForward'>): string[] {
+export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForward' | 'tables' | 'sets'>): string[] {
   const warnings: string[] = [];
+  // Without the ipset tool the gateway neither sees nor removes sets: those its rules use now are left behind by
+  // this write (rules without sets) or by down, and nothing else would say so.
+  const stranded = facts.sets === undefined ? setsOurRulesUse(facts.tables) : [];
+  if (stranded.length > 0) {
+    warnings.push(`the ipset tool is not installed (not on the PATH): the gateway's rules use its sets ${stranded.join(', ')}, `
+      + 'which it can neither read nor remove without it: they stay in the kernel, unused once these rules are gone, '
+      + 'until ipset is installed and apply or down runs again');
+  }
   // The kernel runs both backends' rule sets: a DROP in the other one drops what the gateway's policy accepts.
   const other = facts.otherForward;
   if (other) {
@@ -26,6 +35,18 @@ export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForw
       + `programs IPv4 only); switch it off (docker run --sysctl ${IPV6_FORWARDING}=0)`);
   }
   return warnings;
+}
+
+/** The gateway's sets (VGW-*) that rules in the gateway's chains match on, sorted. */
+function setsOurRulesUse(tables: Facts['tables']): string[] {
+  const names = new Set<string>();
+  for (const table of Object.values(tables)) {
+    for (const [chain, rules] of table.rules) {
+      if (!chain.startsWith(OUR_PREFIX)) continue;
+      for (const rule of rules) for (const m of rule.body.matchAll(/--match-set (VGW-\S+)/g)) names.add(m[1]!);
+    }
+  }
+  return [...names].sort();
 }
 
 /**

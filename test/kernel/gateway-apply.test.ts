@@ -11,7 +11,7 @@
  */
 import test from 'ava';
 import { execa } from 'execa';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../../src/config/schema.js';
 import { inNamespace } from '../../src/exec/runner.js';
@@ -710,4 +710,38 @@ kernel(`validate renders the user's templates with no NIC attached as well: an u
   t.is(validated.stderr, `vlan-gateway: invalid rules (nothing was applied):\nfilter VGW-USER-FORWARD rule 1 (from ${dir}/filter/forward.hbs): `
     + "iptables refuses it: Bad argument `tcp'\n(rendered as at a start before Docker attaches the NICs: no VLAN has its NIC yet, and "
     + 'uplink.nic has no value; put a rule that needs it inside {{#if uplink.nic}})');
+});
+
+/** A PATH of this test's own that finds every program of the machine's but `program`. */
+async function pathWithout(program: string): Promise<string> {
+  const dir = join(await scratchDir(), `path-without-${program}`);
+  await mkdir(dir, { recursive: true });
+  for (const from of ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']) {
+    for (const name of await readdir(from).catch(() => [] as string[])) {
+      if (name !== program) await symlink(join(from, name), join(dir, name)).catch(() => undefined); // the first one found wins, as on the PATH
+    }
+  }
+  return dir;
+}
+
+// Without the ipset tool (an image rebuilt without it, a PATH that lost /usr/sbin), the gateway works without sets,
+// and cannot see the ones an earlier apply made: down removed the rules that used them and exited 0 saying nothing,
+// and the sets stayed in the kernel.
+kernel(`without the ipset tool, down names the gateway's sets it leaves in the kernel; with ipset back, down removes them${NEEDS_ROOT}`, async (t) => {
+  const router = labs.hotPlug!.router;
+  t.is((await apply(router, example)).code, 0, 'the example, with ipset');
+  const setsNow = async () => (await inNs(router, 'ipset', 'list', '-n')).split('\n').filter(Boolean).sort();
+  const sets = await setsNow();
+  t.deepEqual(sets, ['VGW-NICS-0', 'VGW-PAIRS-0', 'VGW-SUBNET-NICS', 'VGW-SUBNETS']);
+
+  const down = await cliWithEnv({ PATH: await pathWithout('ipset') }, 'down', '--netns', router, '--config', example.path);
+  t.is(down.code, 0, down.stderr);
+  t.notRegex(await save(router, 'nft'), /VGW-|vgw:/, 'the rules are gone');
+  t.deepEqual(await setsNow(), sets, 'the sets are not: nothing can remove them without ipset');
+  t.regex(down.stdout, new RegExp(`^warning: the ipset tool is not installed \\(not on the PATH\\): the gateway's rules use its sets ${sets.join(', ')}, `
+    + 'which it can neither read nor remove without it: they stay in the kernel, unused once these rules are gone, until ipset is installed and apply or down runs again$', 'm'));
+
+  const again = await cli('down', '--netns', router, '--config', example.path);
+  t.is(again.code, 0, again.stderr);
+  t.deepEqual(await setsNow(), []);
 });
