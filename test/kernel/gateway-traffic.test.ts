@@ -19,7 +19,7 @@ const SNAT_TO = '198.51.100.77'; // not on any interface: the Internet side rout
 
 let topology: LabTopology;
 let router: string;
-let files: Record<'masquerade' | 'snat' | 'drop', { path: string; config: Config }>;
+let files: Record<'masquerade' | 'snat' | 'drop' | 'reject', { path: string; config: Config }>;
 
 test.before(async () => {
   if (!isRoot()) return;
@@ -31,6 +31,10 @@ test.before(async () => {
     drop: await writeConfig('drop', {
       ...example,
       forwarding: { default: 'drop', rules: [{ from: 'lab', to: 'office', proto: 'tcp', ports: '22', action: 'accept' }] },
+    }),
+    reject: await writeConfig('reject', {
+      ...example,
+      forwarding: { default: 'drop', rules: [{ from: 'lab', to: 'office', proto: 'tcp', ports: '22', action: 'accept' }, { from: 'lab', to: 'office', action: 'reject' }] },
     }),
   };
   topology = await buildLab(files.snat.config, name);
@@ -417,6 +421,35 @@ kernel(`forwarding.default: drop with one accept rule: ping and the reverse dire
     'internet → office fwd tcp/2222': 'pass as 198.51.100.10', // port forwards are accepted before the policy
   });
   t.true(result.ok, 'lab check agrees with what the config allows');
+});
+
+// A TCP connection is refused with a reset, anything else with an ICMP port unreachable: a Windows client retries a
+// SYN answered by ICMP for about 20 s, where a reset ends it at once. The ICMPs the client receives tell them apart.
+kernel(`action: reject refuses TCP with a reset and UDP with an ICMP port unreachable${NEEDS_ROOT}`, async (t) => {
+  const applied = await apply(files.reject.path);
+  t.is(applied.code, 0, applied.stderr);
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  const unreachables = () => snmp(lab.client.namespace, 'Icmp', 'InDestUnreachs');
+  // Office answers on every port probed: what refuses them is the router's rule, not a closed port.
+  const agent = await startAgent(runner, office.client.namespace, [
+    { proto: 'tcp', address: '0.0.0.0', port: 22 }, { proto: 'tcp', address: '0.0.0.0', port: 80 }, { proto: 'udp', address: '0.0.0.0', port: 5353 },
+  ], 30);
+  t.teardown(() => agent.stop());
+
+  let before = await unreachables();
+  const tcp = await runProbe(runner, { namespace: lab.client.namespace, kind: 'tcp', target: office.client.address, port: 80, timeoutMs: 3000 });
+  t.is(tcp.actual, 'blocked');
+  t.regex(tcp.detail, /ECONNREFUSED|refused/i, 'refused at once, not timed out');
+  t.is(await unreachables() - before, 0, 'no ICMP for TCP: a reset');
+
+  before = await unreachables();
+  const udp = await runProbe(runner, { namespace: lab.client.namespace, kind: 'udp', target: office.client.address, port: 5353, timeoutMs: 1000 });
+  t.is(udp.actual, 'blocked');
+  t.true(await unreachables() - before >= 1, 'UDP is refused with an ICMP port unreachable');
+
+  const allowed = await runProbe(runner, { namespace: lab.client.namespace, kind: 'tcp', target: office.client.address, port: 22, timeoutMs: 3000 });
+  t.is(allowed.actual, 'pass', 'the accept rule before the reject still decides');
 });
 
 // Our FORWARD jump found below a rule of someone else's (moved, or a copy of it appended after one) used to count
