@@ -1,6 +1,23 @@
 /** A plan as a person reviews it: per VLAN its NIC or why it waits, then each change. Pure. */
 import type { Plan, Step } from './types.js';
 
+/**
+ * A rule as a person compares it: without our hash comment, which we write first and iptables-save prints back
+ * quoted after `-p` (a changed rule would otherwise show its two versions in two different shapes).
+ */
+const HASH_COMMENT = /(?:^| )-m comment --comment "?vgw:[\w-]+"?(?= |$)/;
+const bare = (rule: string) => rule.replace(HASH_COMMENT, '').trim();
+
+/** A chain's removed and added rules as shown: bare, unless that makes a removed and an added one look the same. */
+function shownRules(removed: readonly string[], added: readonly string[]): { removed: string[]; added: string[] } {
+  const addedBare = new Set(added.map(bare));
+  const removedBare = new Set(removed.map(bare));
+  return {
+    removed: removed.map((r) => (addedBare.has(bare(r)) ? r : bare(r))),
+    added: added.map((r) => (removedBare.has(bare(r)) ? r : bare(r))),
+  };
+}
+
 function stepLines(step: Step): string[] {
   switch (step.kind) {
     case 'link-up': return [`~ link ${step.nic}: up (vlan ${step.vlan})`];
@@ -20,9 +37,10 @@ function stepLines(step: Step): string[] {
         const sign = c.change === 'create' ? '+' : c.change === 'delete' ? '-' : '~';
         const counts = c.order ? ' (the same rules, in a new order or without a duplicate; now:)' : ` (+${c.added.length} -${c.removed.length} rules)`;
         lines.push(`    ${sign} chain ${c.chain}${c.change === 'rewrite' ? counts : ''}`);
-        for (const r of c.removed) lines.push(`        - ${r}`);
-        for (const r of c.added) lines.push(`        + ${r}`);
-        for (const r of c.order ?? []) lines.push(`        = ${r}`);
+        const shown = shownRules(c.removed, c.added);
+        for (const r of shown.removed) lines.push(`        - ${r}`);
+        for (const r of shown.added) lines.push(`        + ${r}`);
+        for (const r of c.order ?? []) lines.push(`        = ${bare(r)}`);
       }
       for (const j of step.jumps) {
         const where = j.change === 'remove' && j.position !== undefined ? ` (rule ${j.position} of ${j.hook}${j.why ? `: ${j.why}` : ''})` : '';
