@@ -7,7 +7,11 @@
  *       TCP connection or UDP datagram with "peer <source it saw> local <address:port it was reached on>" and
  *       closes. Exits on SIGTERM/SIGINT, when stdin (if a pipe) closes, and after ttl seconds as a safety net.
  *   connect tcp|udp HOST PORT TIMEOUT_MS [LOCAL_ADDRESS]   prints the server's reply and exits 0; prints
- *       "timeout" or "error CODE" and exits 1.
+ *       "timeout" or "error CODE" and exits 1. UDP uses a connected socket, so an ICMP refusal (port unreachable)
+ *       is seen as "error ECONNREFUSED" rather than as a timeout.
+ *   batch TIMEOUT_MS LIMIT PROTO/HOST:PORT[/LOCAL] …   the same probes, at most LIMIT in flight at once, from one
+ *       process (one node start for a namespace's probes, not one each); prints "<index> <what connect prints>"
+ *       per probe as it ends, then exits 0.
  *
  * The script is CommonJS (what `node -e` runs) and contains no backtick or "${" so it can live in this constant.
  */
@@ -61,31 +65,76 @@ function serve(specs) {
   }
 }
 
-function connect(proto, host, port, timeoutMs, local) {
-  setTimeout(() => { say('timeout'); process.exit(1); }, Number(timeoutMs));
-  const failed = (e) => { say('error ' + (e.code || e.message)); process.exit(1); };
+// done(text, ok) is called exactly once: with the server's reply, "timeout" or "error CODE".
+function probe(proto, host, port, timeoutMs, local, done) {
+  let finished = false;
+  const closers = [];
+  const finish = (text, ok) => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(timer);
+    for (const close of closers) { try { close(); } catch (e) {} }
+    done(text, ok);
+  };
+  const timer = setTimeout(() => finish('timeout', false), Number(timeoutMs));
+  const failed = (e) => finish('error ' + (e.code || e.message), false);
   if (proto === 'tcp') {
     const options = { host, port: Number(port) };
     if (local) options.localAddress = local;
     const s = net.connect(options);
+    closers.push(() => s.destroy());
     let data = '';
     s.setEncoding('utf8');
     s.on('data', (d) => { data += d; });
-    s.on('end', () => { if (data) { process.stdout.write(data); process.exit(0); } say('error closed without a reply'); process.exit(1); });
+    s.on('end', () => (data ? finish(data.trim(), true) : finish('error closed without a reply', false)));
     s.on('error', failed);
   } else {
     const s = dgram.createSocket('udp4');
+    closers.push(() => s.close());
     s.on('error', failed);
-    s.on('message', (m) => { process.stdout.write(String(m)); process.exit(0); });
-    const send = () => s.send('probe\n', Number(port), host);
-    s.bind(local ? { address: local, port: 0 } : { port: 0 }, () => { send(); setInterval(send, 400).unref(); });
+    s.on('message', (m) => finish(String(m).trim(), true));
+    const send = () => s.send('probe\n', (e) => { if (e) failed(e); });
+    s.bind(local ? { address: local, port: 0 } : { port: 0 }, () => {
+      s.connect(Number(port), host, (e) => {
+        if (e) return failed(e);
+        send();
+        const again = setInterval(send, 400);
+        closers.unshift(() => clearInterval(again));
+      });
+    });
   }
+}
+
+function connect(proto, host, port, timeoutMs, local) {
+  probe(proto, host, port, timeoutMs, local, (text, ok) => { say(text); process.exit(ok ? 0 : 1); });
+}
+
+function batch(timeoutMs, limit, specs) {
+  let next = 0;
+  let running = 0;
+  const start = () => {
+    while (running < limit && next < specs.length) {
+      const index = next++;
+      const m = /^(tcp|udp)\/([0-9.]+):(\d+)(?:\/([0-9.]+))?$/.exec(specs[index]);
+      if (!m) { say(index + ' error bad spec ' + specs[index]); continue; }
+      running++;
+      probe(m[1], m[2], m[3], timeoutMs, m[4], (text) => {
+        say(index + ' ' + text.split('\n')[0]);
+        running--;
+        if (next >= specs.length && running === 0) process.exit(0);
+        start();
+      });
+    }
+    if (next >= specs.length && running === 0) process.exit(0);
+  };
+  start();
 }
 
 const [mode, ...args] = process.argv.slice(1);
 if (mode === 'serve') serve(args);
 else if (mode === 'connect') connect(args[0], args[1], args[2], args[3] || 1500, args[4]);
-else { say('error usage: serve SPEC... | connect PROTO HOST PORT [TIMEOUT_MS] [LOCAL]'); process.exit(2); }
+else if (mode === 'batch') batch(Number(args[0]) || 1500, Math.max(1, Number(args[1]) || 1), args.slice(2));
+else { say('error usage: serve SPEC... | connect PROTO HOST PORT [TIMEOUT_MS] [LOCAL] | batch TIMEOUT_MS LIMIT SPEC...'); process.exit(2); }
 `;
 
 export type Proto = 'tcp' | 'udp';
@@ -100,6 +149,30 @@ export interface AgentSocket {
 /** argv for a serving agent (run it inside a namespace with `inNamespace(runner, ns).start(…)`). */
 export function agentServeArgv(sockets: readonly AgentSocket[], ttlSeconds: number, node = process.execPath): string[] {
   return [node, '-e', AGENT_SCRIPT, 'serve', `ttl=${Math.ceil(ttlSeconds)}`, ...sockets.map((s) => `${s.proto}/${s.address}:${s.port}`)];
+}
+
+export interface AgentProbe {
+  readonly proto: Proto;
+  readonly host: string;
+  readonly port: number;
+  /** Source address to bind. */
+  readonly localAddress?: string;
+}
+
+/** argv for a batch of connection probes from one namespace, at most `limit` in flight. */
+export function agentBatchArgv(probes: readonly AgentProbe[], timeoutMs: number, limit: number, node = process.execPath): string[] {
+  const spec = (p: AgentProbe) => `${p.proto}/${p.host}:${p.port}${p.localAddress ? `/${p.localAddress}` : ''}`;
+  return [node, '-e', AGENT_SCRIPT, 'batch', String(timeoutMs), String(limit), ...probes.map(spec)];
+}
+
+/** The batch's output: what each probe printed, by index (a probe that printed nothing is absent). */
+export function parseBatchOutput(stdout: string): Map<number, string> {
+  const results = new Map<number, string>();
+  for (const line of stdout.split('\n')) {
+    const m = /^(\d+) (.*)$/.exec(line);
+    if (m) results.set(Number(m[1]), m[2]!.trim());
+  }
+  return results;
 }
 
 /** argv for one connection probe. */

@@ -1,9 +1,9 @@
 /** The lab: the write-up's network in network namespaces, built, checked with real packets, and removed. */
-export { AGENT_SCRIPT, agentConnectArgv, agentServeArgv, parseAgentReply, type AgentReply, type AgentSocket } from './agent.js';
+export { AGENT_SCRIPT, agentBatchArgv, agentConnectArgv, agentServeArgv, parseAgentReply, parseBatchOutput, type AgentReply, type AgentSocket } from './agent.js';
 export { labDown, labUp, labUpCommands, listLabNamespaces, listLabs } from './build.js';
-export { formatMatrix, INTERNET, labCheck, planLabAgents, planLabProbes, type CheckOptions, type CheckResult, type CheckRow, type PlannedProbe } from './check.js';
+export { formatMatrix, INTERNET, labCheck, MAX_PROBES, planLabAgents, planLabProbes, ruleProbes, type CheckOptions, type CheckResult, type CheckRow, type LabProbePlan, type PlannedProbe } from './check.js';
 export { expectedPortForwardVerdict, expectedUplinkNat, expectedVerdict, zoneOfAddress, type ProbeProto, type Verdict, type Zone } from './expect.js';
-export { mapLimit, runProbe, startAgent, type ProbeOutcome, type ProbeSpec, type RunningAgent } from './probe.js';
+export { connectOutcome, mapLimit, runProbe, runProbeBatch, startAgent, type ConnectProbe, type ProbeOutcome, type ProbeSpec, type RunningAgent } from './probe.js';
 export {
   assertLabName, DEFAULT_LAB_NAME, INTERNET_HOST, LAB_NAME, LabError, LabInputError, labPrefix, planLabTopology,
   type LabClient, type LabTopology, type LabUplink, type LabVlan,

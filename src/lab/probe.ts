@@ -1,10 +1,11 @@
 /**
  * Real packets between lab namespaces: serving agents (agent.ts) and one-shot probes (ping, or an agent in
  * connect mode), all started through a CommandRunner inside a namespace. A probe never throws for a packet
- * that does not arrive: it reports `blocked` with what it saw (timeout, refused, unreachable).
+ * that does not arrive: it reports `blocked` with what it saw, said as how it was refused: a TCP reset or an ICMP
+ * error (refused, unreachable, prohibited) comes back at once, a silent drop only as no answer.
  */
 import { inNamespace, type Child, type CommandRunner } from '../exec/runner.js';
-import { agentConnectArgv, agentServeArgv, parseAgentReply, type AgentReply, type AgentSocket } from './agent.js';
+import { agentBatchArgv, agentConnectArgv, agentServeArgv, parseAgentReply, parseBatchOutput, type AgentReply, type AgentSocket } from './agent.js';
 import type { Verdict } from './expect.js';
 import { LabError } from './topology.js';
 
@@ -39,16 +40,60 @@ export async function runProbe(runner: CommandRunner, spec: ProbeSpec): Promise<
     const result = await ns.run(['ping', '-n', '-c', '1', '-W', wait, ...source, spec.target], guard);
     const line = result.stdout.split('\n').find((l) => /bytes from/.test(l));
     if (result.exitCode === 0 && line) return { actual: 'pass', detail: line.replace(/^.*bytes from /, 'reply from ').trim() };
-    const why = result.stdout.split('\n').find((l) => /Unreachable|Prohibited|filtered/i.test(l))?.trim() ?? 'no reply';
-    return { actual: 'blocked', detail: why };
+    const icmp = result.stdout.split('\n').find((l) => /Unreachable|Prohibited|filtered/i.test(l))?.trim();
+    return { actual: 'blocked', detail: icmp ? `refused: ICMP ${icmp.replace(/^From \S+ icmp_seq=\d+ /, '').toLowerCase()}` : 'no answer (dropped)' };
   }
   if (spec.port === undefined) throw new LabError(`${spec.kind} probe to ${spec.target} needs a port`);
   const argv = agentConnectArgv(spec.kind, spec.target, spec.port, timeoutMs, spec.localAddress);
   const result = await ns.run(argv, guard);
-  const text = result.stdout.trim();
-  const reply = result.exitCode === 0 ? parseAgentReply(text) : undefined;
+  return connectOutcome(spec.kind, result.stdout.trim() || result.stderr.trim() || `exit ${result.exitCode}`);
+}
+
+export interface ConnectProbe {
+  readonly kind: 'tcp' | 'udp';
+  readonly target: string;
+  readonly port: number;
+  readonly localAddress?: string;
+}
+
+/**
+ * TCP/UDP probes from one namespace, run by one agent process with at most `limit` in flight (a node start per
+ * probe costs more than most probes take). Outcomes keep the input order.
+ */
+export async function runProbeBatch(
+  runner: CommandRunner,
+  namespace: string,
+  probes: readonly ConnectProbe[],
+  options: { timeoutMs?: number; limit?: number } = {},
+): Promise<ProbeOutcome[]> {
+  if (probes.length === 0) return [];
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const limit = options.limit ?? 32;
+  const argv = agentBatchArgv(probes.map((p) => ({ proto: p.kind, host: p.target, port: p.port, ...(p.localAddress ? { localAddress: p.localAddress } : {}) })), timeoutMs, limit);
+  const rounds = Math.ceil(probes.length / limit);
+  const result = await inNamespace(runner, namespace).run(argv, { allowFailure: true, timeoutMs: rounds * timeoutMs + 10_000 });
+  const printed = parseBatchOutput(result.stdout);
+  const failure = result.stderr.trim() || `exit ${result.exitCode}`;
+  return probes.map((p, i) => connectOutcome(p.kind, printed.get(i) ?? `no result from the probe agent (${failure})`));
+}
+
+/** What a connect probe printed, as a verdict and a detail that says how a blocked one was refused. */
+export function connectOutcome(kind: 'tcp' | 'udp', text: string): ProbeOutcome {
+  const reply = parseAgentReply(text);
   if (reply) return { actual: 'pass', reply, detail: text };
-  return { actual: 'blocked', detail: text || result.stderr.trim() || `exit ${result.exitCode}` };
+  return { actual: 'blocked', detail: refusal(kind, text) };
+}
+
+function refusal(kind: 'tcp' | 'udp', text: string): string {
+  if (text === 'timeout') return 'no answer (dropped)';
+  const code = /^error (\S+)/.exec(text)?.[1];
+  switch (code) {
+    // Linux reports both a TCP reset and an ICMP port unreachable to a connecting TCP socket as ECONNREFUSED.
+    case 'ECONNREFUSED': return kind === 'tcp' ? 'refused (TCP reset or ICMP port unreachable)' : 'refused: ICMP port unreachable';
+    case 'EHOSTUNREACH': return 'refused: ICMP host unreachable or prohibited';
+    case 'ENETUNREACH': return 'refused: ICMP network unreachable';
+    default: return text;
+  }
 }
 
 /** Runs `fn` over `items` with at most `limit` in flight; results keep the input order. */

@@ -14,10 +14,16 @@
  * parent. The router's VLAN NICs are macvlan children created in -sw and moved into the router, as Docker does,
  * and attached in REVERSE config order so ethN never follows the config (the product must match by subnet).
  * They get a Docker-like address and never the gateway address: taking that is the product's job. The inet
- * namespace has no route to the VLANs, so only NATed traffic gets an answer, as on the real Internet.
+ * namespace routes the VLANs' subnets to the router's uplink address, as an upstream router would: so traffic from
+ * the uplink into a VLAN reaches the router's policy (which blocks it unless a rule allows it), and a VLAN that is
+ * not NATed is answered at its own address.
+ *
+ * Each client holds, besides its own address, every address inside its VLAN that the config names and the lab can
+ * host: port-forward targets, and the addresses of forwarding rules (for a prefix holding no lab host, its first
+ * free address), so that `lab check` can send from and to them.
  */
 import type { Config, InterfaceRef } from '../config/schema.js';
-import { broadcastOf, contains, formatAddress, networkOf, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
+import { broadcastOf, contains, formatAddress, formatCidr, networkOf, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
 
 export const LAB_NAME = /^[a-z][a-z0-9]{0,7}$/;
 export const DEFAULT_LAB_NAME = 'demo';
@@ -26,6 +32,8 @@ export const INTERNET_HOST = '198.51.100.10';
 const DEFAULT_UPLINK_GATEWAY = '203.0.113.1';
 const SPARE_UPLINK_GATEWAY = '203.0.113.254';
 const CLIENT_HOST_OFFSET = 100;
+/** At most this many addresses per VLAN client for forwarding rules' addresses and prefixes (beyond: not probed). */
+export const RULE_HOSTS_PER_VLAN = 8;
 
 export class LabError extends Error {
   override readonly name: string = 'LabError';
@@ -42,7 +50,8 @@ export interface LabClient {
   readonly interface: string;
   /** The client's own address (`.100`), with the VLAN's gateway as default route. */
   readonly address: string;
-  /** Port-forward targets inside this VLAN that are not `address`: added to the client too, so forwards land. */
+  /** Port-forward targets and forwarding rules' addresses inside this VLAN that are not `address`: added to the
+   *  client too, so forwards land and rules naming them are probed. */
   readonly extraAddresses: readonly string[];
   /** The other end of the client's veth: a port of the VLAN bridge in the switch namespace. */
   readonly switchPort: string;
@@ -78,7 +87,8 @@ export interface LabUplink {
   /** Whether the lab gives the router a default route, as Docker's bridge network does. Only when the config
    *  names no uplink.gateway: otherwise setting it is the product's job, and the lab leaves that to it. */
   readonly defaultRoute: boolean;
-  /** Host routes the inet namespace gets towards the router (an snatTo outside the uplink /24). */
+  /** Routes the inet namespace gets towards the router: an snatTo outside the uplink /24, and every VLAN's subnet
+   *  (as an upstream router has them). */
   readonly inetRoutesViaRouter: readonly string[];
 }
 
@@ -147,9 +157,9 @@ export function planLabTopology(config: Config, name: string = DEFAULT_LAB_NAME)
     }
     const clientAddress = clientHostAddress(subnet, [gateway, routerAddress], vlan.name);
     const mine = (n: number) => contains(subnet, n);
-    const extra = [...new Set(config.portForwards.map((f) => parseAddress(f.to)!))]
-      .filter((n) => mine(n) && ![gateway, routerAddress, clientAddress].includes(n))
-      .map(formatAddress);
+    const forwardTargets = [...new Set(config.portForwards.map((f) => parseAddress(f.to)!))]
+      .filter((n) => mine(n) && ![gateway, routerAddress, clientAddress].includes(n));
+    const extra = [...forwardTargets, ...ruleHosts(config, subnet, [gateway, routerAddress], [clientAddress, ...forwardTargets])].map(formatAddress);
     const mac = refMac(vlan.interface);
     return {
       name: vlan.name,
@@ -227,8 +237,38 @@ function planUplink(config: Config): LabUplink {
     inetAddress: gatewayText,
     internetHost: INTERNET_HOST,
     defaultRoute: config.uplink.gateway === undefined,
-    inetRoutesViaRouter: snatTo !== undefined && snatTo !== router ? [`${formatAddress(snatTo)}/32`] : [],
+    inetRoutesViaRouter: [
+      ...(snatTo !== undefined && snatTo !== router ? [`${formatAddress(snatTo)}/32`] : []),
+      ...config.vlans.map((v) => formatCidr(parseCidr(v.subnet)!)),
+    ],
   };
+}
+
+/**
+ * The addresses a VLAN's client takes for the forwarding rules that name addresses or prefixes inside the VLAN, in
+ * rule order: a named address the lab can host (not the gateway, the router's NIC, or the subnet's network or
+ * broadcast address), and for a prefix that holds no host of the lab yet its first free address. At most
+ * RULE_HOSTS_PER_VLAN.
+ */
+function ruleHosts(config: Config, subnet: Cidr, reserved: readonly number[], hosts: readonly number[]): number[] {
+  const added: number[] = [];
+  const free = (n: number) => isHost(subnet, n) && !reserved.includes(n);
+  for (const rule of config.forwarding.rules) {
+    for (const ref of [rule.from, rule.to]) {
+      if (added.length >= RULE_HOSTS_PER_VLAN) return added;
+      const cidr = ref.includes('/') ? parseCidr(ref) : parseAddress(ref) === undefined ? undefined : parseCidr(`${ref}/32`);
+      if (cidr === undefined || !contains(subnet, networkOf(cidr))) continue;
+      const held = [...hosts, ...added];
+      if (held.some((n) => contains(cidr, n))) continue;
+      for (let n = networkOf(cidr); n <= broadcastOf(cidr); n++) {
+        if (free(n)) {
+          added.push(n);
+          break;
+        }
+      }
+    }
+  }
+  return added;
 }
 
 function isHost(cidr: Cidr, n: number): boolean {

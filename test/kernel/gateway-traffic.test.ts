@@ -9,7 +9,7 @@
  */
 import test from 'ava';
 import type { Config } from '../../src/config/schema.js';
-import { labCheck, labDown, runProbe, startAgent, type LabTopology } from '../../src/lab/index.js';
+import { formatMatrix, labCheck, labDown, runProbe, startAgent, type LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { buildLab, cli, exampleDocument, inNs, outcomes, removeScratch, runner, save, writeConfig } from './gateway-harness.js';
 
@@ -19,7 +19,7 @@ const SNAT_TO = '198.51.100.77'; // not on any interface: the Internet side rout
 
 let topology: LabTopology;
 let router: string;
-let files: Record<'masquerade' | 'snat' | 'drop' | 'reject', { path: string; config: Config }>;
+let files: Record<'masquerade' | 'snat' | 'drop' | 'reject' | 'inbound', { path: string; config: Config }>;
 
 test.before(async () => {
   if (!isRoot()) return;
@@ -31,6 +31,18 @@ test.before(async () => {
     drop: await writeConfig('drop', {
       ...example,
       forwarding: { default: 'drop', rules: [{ from: 'lab', to: 'office', proto: 'tcp', ports: '22', action: 'accept' }] },
+    }),
+    // Openings from the uplink, and lab not NATed.
+    inbound: await writeConfig('inbound', {
+      ...example,
+      vlans: (example.vlans as Array<Record<string, unknown>>).map((v) => (v.name === 'lab' ? { ...v, masquerade: false } : v)),
+      forwarding: {
+        default: 'accept',
+        rules: [
+          { from: 'uplink', to: '192.168.10.100', proto: 'tcp', ports: '8080-8090', action: 'accept' },
+          { from: 'uplink', to: 'lab', proto: 'udp', ports: '5353', action: 'accept' },
+        ],
+      },
     }),
     reject: await writeConfig('reject', {
       ...example,
@@ -68,7 +80,14 @@ kernel(`the write-up's example: VLANs reach each other both ways and the Interne
     'lab → office tcp/80': 'pass as 192.168.20.100',
     'lab → internet ping': 'pass',
     'lab → internet tcp/80': 'pass as 203.0.113.2',
-    'internet → office fwd tcp/2222': 'pass as 198.51.100.10',
+    // The Internet side routes the VLANs' subnets to the router, as an upstream router would: nothing gets in
+    'internet → office ping': 'blocked',
+    'internet → office tcp/22': 'blocked',
+    'internet → office tcp/80': 'blocked',
+    'internet → lab ping': 'blocked',
+    'internet → lab tcp/22': 'blocked',
+    'internet → lab tcp/80': 'blocked',
+    'internet → office fwd tcp/2222': 'pass as 198.51.100.10', // but the port forward
   });
   t.is(topology.uplink.routerAddress, '203.0.113.2');
   t.true(result.ok, 'lab check agrees with what the config allows');
@@ -325,19 +344,15 @@ kernel(`a user's jump to VGW-FORWARD for one NIC does not stand in for ours: app
   t.is((await apply(files.masquerade.path)).code, 0);
   const office = topology.vlans.find((v) => v.name === 'office')!;
   const lab = topology.vlans.find((v) => v.name === 'lab')!;
-  await inNs(topology.inet, 'ip', 'route', 'add', office.subnet, 'via', topology.uplink.routerAddress);
-  try {
-    await inNs(router, 'iptables-nft', '-I', 'FORWARD', '1', '-i', lab.routerInterface, '-j', 'VGW-FORWARD');
-    const applied = await apply(files.masquerade.path);
-    t.is(applied.code, 0, applied.stderr);
-    const forward = (await save(router, 'nft', '-t', 'filter')).split('\n').filter((l) => l.startsWith('-A FORWARD '));
-    t.deepEqual(forward, ['-A FORWARD -m comment --comment "vgw:hook-fwd-was-0" -j VGW-FORWARD'], 'ours alone, for every packet');
-    const ping = await runner.run(['ip', 'netns', 'exec', topology.inet, 'ping', '-c', '2', '-i', '0.2', '-W', '1', office.client.address], { allowFailure: true });
-    t.not(ping.exitCode, 0, 'the uplink opened no connection into office');
-    t.is((await cli('plan', '--detailed-exitcode', '--netns', router, '--config', files.masquerade.path)).code, 0);
-  } finally {
-    await inNs(topology.inet, 'ip', 'route', 'del', office.subnet, 'via', topology.uplink.routerAddress);
-  }
+  await inNs(router, 'iptables-nft', '-I', 'FORWARD', '1', '-i', lab.routerInterface, '-j', 'VGW-FORWARD');
+  const applied = await apply(files.masquerade.path);
+  t.is(applied.code, 0, applied.stderr);
+  const forward = (await save(router, 'nft', '-t', 'filter')).split('\n').filter((l) => l.startsWith('-A FORWARD '));
+  t.deepEqual(forward, ['-A FORWARD -m comment --comment "vgw:hook-fwd-was-0" -j VGW-FORWARD'], 'ours alone, for every packet');
+  // The Internet side routes office's subnet to the router (the lab's upstream routes every VLAN).
+  const ping = await runner.run(['ip', 'netns', 'exec', topology.inet, 'ping', '-c', '2', '-i', '0.2', '-W', '1', office.client.address], { allowFailure: true });
+  t.not(ping.exitCode, 0, 'the uplink opened no connection into office');
+  t.is((await cli('plan', '--detailed-exitcode', '--netns', router, '--config', files.masquerade.path)).code, 0);
 });
 
 // The kernel refuses a default route through a NIC that is down; that refusal used to undo the whole apply, so nothing
@@ -415,12 +430,56 @@ kernel(`forwarding.default: drop with one accept rule: ping and the reverse dire
     'office → internet tcp/80': 'pass as 203.0.113.2',
     'lab → office ping': 'blocked', // the rule is tcp/22 only
     'lab → office tcp/22': 'pass as 192.168.20.100', // the agent's answer is the reply: it came back through the router
+    'lab → office tcp/23': 'blocked', // the port just outside the rule
     'lab → office tcp/80': 'blocked',
+    'lab → office udp/22': 'blocked', // the rule's port, in the other transport
     'lab → internet ping': 'pass',
     'lab → internet tcp/80': 'pass as 203.0.113.2',
+    'internet → office ping': 'blocked',
+    'internet → office tcp/22': 'blocked',
+    'internet → office tcp/80': 'blocked',
+    'internet → lab ping': 'blocked',
+    'internet → lab tcp/22': 'blocked',
+    'internet → lab tcp/80': 'blocked',
     'internet → office fwd tcp/2222': 'pass as 198.51.100.10', // port forwards are accepted before the policy
   });
   t.true(result.ok, 'lab check agrees with what the config allows');
+});
+
+// lab check probed nothing from the uplink into a VLAN (the Internet side had no route to the VLANs), nor any UDP or
+// any port a rule names: a `from: uplink` rule that the router did not apply passed the check.
+kernel(`from the uplink into a VLAN: blocked but for what a from: uplink rule opens, a range by its ends, UDP too; a VLAN without NAT is seen at its own address${NEEDS_ROOT}`, async (t) => {
+  const applied = await apply(files.inbound.path);
+  t.is(applied.code, 0, applied.stderr);
+  const result = await labCheck(runner, topology, files.inbound.config, { timeoutMs: 1000 });
+  const seen = outcomes(result);
+  t.like(seen, {
+    'internet → office tcp/8080': 'pass as 198.51.100.10', // no NAT inbound: the VLAN host sees the Internet host
+    'internet → office tcp/8090': 'pass as 198.51.100.10',
+    'internet → office tcp/8091': 'blocked',
+    'internet → office udp/8080': 'blocked',
+    'internet → office tcp/22': 'blocked',
+    'internet → lab udp/5353': 'pass as 198.51.100.10',
+    'internet → lab udp/5354': 'blocked',
+    'internet → lab tcp/5353': 'blocked',
+    'internet → office fwd tcp/2222': 'pass as 198.51.100.10',
+    'lab → internet tcp/80': 'pass as 192.168.20.100', // masquerade: false, and the upstream routes the VLAN back
+    'office → internet tcp/80': 'pass as 203.0.113.2',
+  });
+  t.true(result.ok, formatMatrix(result));
+  t.regex(formatMatrix(result), /^internet → office +ping ✗ tcp\/22,80,8091 ✗ tcp\/8080,8090 ✓ udp\/8080 ✗ fwd tcp\/2222 ✓\ninternet → lab +ping ✗ tcp\/22,80,5353 ✗ udp\/5353 ✓ udp\/5354 ✗$/m);
+
+  // A router that does not open them (nor leaves lab un-NATed): the check says so, probe by probe.
+  t.is((await apply(files.masquerade.path)).code, 0);
+  const closed = await labCheck(runner, topology, files.inbound.config, { timeoutMs: 1000 });
+  t.false(closed.ok);
+  t.deepEqual(closed.rows.filter((r) => !r.ok).map((r) => `${r.from} → ${r.to} ${r.probe}: ${r.actual}${r.peer ? ` as ${r.peer}` : ''}`), [
+    'lab → internet tcp/80: pass as 203.0.113.2',
+    'internet → office tcp/8080: blocked',
+    'internet → office tcp/8090: blocked',
+    'internet → lab udp/5353: blocked',
+  ]);
+  t.regex(formatMatrix(closed), /internet → office tcp\/8080: the config says pass, got blocked \(no answer \(dropped\)\)/);
 });
 
 // A TCP connection is refused with a reset, anything else with an ICMP port unreachable: a Windows client retries a
@@ -447,6 +506,7 @@ kernel(`action: reject refuses TCP with a reset and UDP with an ICMP port unreac
   const udp = await runProbe(runner, { namespace: lab.client.namespace, kind: 'udp', target: office.client.address, port: 5353, timeoutMs: 1000 });
   t.is(udp.actual, 'blocked');
   t.true(await unreachables() - before >= 1, 'UDP is refused with an ICMP port unreachable');
+  t.is(udp.detail, 'refused: ICMP port unreachable', 'the probe sees the refusal (a connected socket), not a timeout');
 
   const allowed = await runProbe(runner, { namespace: lab.client.namespace, kind: 'tcp', target: office.client.address, port: 22, timeoutMs: 3000 });
   t.is(allowed.actual, 'pass', 'the accept rule before the reject still decides');

@@ -68,7 +68,8 @@ test('topology: a config whose addresses or names collide with the lab\'s own is
 test('topology: without uplink.gateway, the next hop the lab picks is never the snatTo address', async (t) => {
   const { config } = await loadConfig(examplePath);
   const topo = planLabTopology({ ...config, uplink: { ...config.uplink, gateway: undefined, nat: 'snat', snatTo: '203.0.113.1' } }, 'x');
-  t.like(topo.uplink, { routerAddress: '203.0.113.1', inetAddress: '203.0.113.254', defaultRoute: true, inetRoutesViaRouter: [] });
+  t.like(topo.uplink, { routerAddress: '203.0.113.1', inetAddress: '203.0.113.254', defaultRoute: true });
+  t.deepEqual(topo.uplink.inetRoutesViaRouter, ['192.168.10.0/24', '192.168.20.0/24'], 'the VLANs, as an upstream router routes them');
   t.like(planLabTopology({ ...config, uplink: { ...config.uplink, gateway: undefined } }, 'x').uplink, { inetAddress: '203.0.113.1' });
 });
 
@@ -181,8 +182,10 @@ kernel(`lab up builds the topology inside its own namespaces${NEEDS_ROOT}`, asyn
   t.not(topology.vlans[0]?.routerInterface, 'eth1', 'ethN does not follow config order');
   t.true(nics.some((n) => n.ifname === topology!.uplink.routerInterface && n.addr_info.some((a) => a.local === topology!.uplink.routerAddress)));
 
+  // As an upstream router: the VLANs' subnets via the router's uplink address, and no default route.
   const inetRoutes = (await runner.run(['ip', '-n', topology.inet, 'route'])).stdout;
-  t.notRegex(inetRoutes, /192\.168\.|default/, 'the Internet has no route to the VLANs');
+  for (const vlan of topology.vlans) t.regex(inetRoutes, new RegExp(`^${vlan.subnet.replace(/\./g, '\\.')} via ${topology.uplink.routerAddress} `, 'm'));
+  t.notRegex(inetRoutes, /default/);
   t.true((await linkNames(topology.switch)).has('br10'));
 });
 
@@ -196,13 +199,15 @@ kernel(`before the product applies, nothing routes and lab check reports every m
   t.log(`labCheck: ${Date.now() - started} ms`);
   t.log(formatMatrix(result));
   t.false(result.ok);
-  t.true(result.rows.length >= 11);
+  t.is(result.rows.length, 17);
   t.deepEqual(result.rows.filter((r) => r.actual !== 'blocked'), [], 'nothing passes an unconfigured router');
   const mismatches = result.rows.filter((r) => !r.ok);
   t.true(mismatches.length > 0);
   t.true(mismatches.every((r) => r.expected === 'pass'));
   t.truthy(result.rows.find((r) => r.from === 'office' && r.to === 'lab' && r.probe === 'tcp/22' && r.expected === 'pass'));
   t.truthy(result.rows.find((r) => r.from === 'internet' && r.to === 'office' && r.probe === 'fwd tcp/2222'));
+  t.truthy(result.rows.find((r) => r.from === 'internet' && r.to === 'lab' && r.probe === 'tcp/22' && r.expected === 'blocked' && r.ok), 'from the uplink into a VLAN');
+  t.true(result.rows.filter((r) => r.actual === 'blocked').every((r) => r.detail.endsWith('no answer (dropped)')), 'nothing refused: not forwarded at all');
   t.regex(formatMatrix(result), /MISMATCH/);
   for (const ns of [topology!.inet, ...topology!.vlans.map((v) => v.client.namespace)]) {
     t.is((await runner.run(['ip', 'netns', 'pids', ns])).stdout.trim(), '', `the agent in ${ns} is stopped`);
@@ -251,7 +256,7 @@ kernel(`lab check without --config checks the config lab up applied, and says wh
     // Against the example's policy (accept between VLANs) this lab shows mismatches; against its own, none.
     const checked = await cli('lab', 'check', '--name', cliName);
     t.is(checked.code, 0, checked.stdout);
-    t.regex(checked.stdout, /^lab +ping ✗ tcp\/22 ✓ tcp\/80 ✗/m);
+    t.regex(checked.stdout, /^lab +ping ✗ tcp\/22 ✓ tcp\/23,80 ✗ udp\/22 ✗ /m);
     t.regex(checked.stdout, /all as the config allows/);
     t.notRegex(checked.stdout, /note:/);
 

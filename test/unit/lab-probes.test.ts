@@ -1,0 +1,224 @@
+/**
+ * What `lab check` sends and what it expects back, as data (src/lab/check.ts, expect.ts): the probes a config's
+ * forwarding rules call for (the ports they name, a port just outside, the other transport, UDP as well as TCP),
+ * from and to the hosts the rules name, from the Internet host into every VLAN; the verdict and the source each
+ * probe must meet; what is not probed and why; the cap; the agents' sockets; and the matrix as printed.
+ */
+import test from 'ava';
+import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../../src/config/load.js';
+import type { Config } from '../../src/config/schema.js';
+import {
+  connectOutcome, formatMatrix, planLabAgents, planLabProbes, planLabTopology, ruleProbes, type CheckResult, type CheckRow,
+  type LabProbePlan,
+} from '../../src/lab/index.js';
+
+const examplePath = fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url));
+const policyPath = fileURLToPath(new URL('../fixtures/policy.yaml', import.meta.url));
+
+/** Each probe as "from → to probe: expected [as peer]". */
+const expectations = (plan: LabProbePlan): string[] => plan.probes.map((p) => `${p.from} → ${p.to} ${p.probe}: ${p.expected}${p.expected === 'pass' && p.expectedPeer ? ` as ${p.expectedPeer}` : ''}`);
+
+const withRules = (config: Config, rules: Config['forwarding']['rules'], fallback: 'accept' | 'drop' = 'accept'): Config => ({
+  ...config,
+  forwarding: { default: fallback, rules },
+});
+
+test('a rule\'s probes: the ports it names, a range by its ends, one port just outside each range, the other transport', (t) => {
+  const show = (rule: Parameters<typeof ruleProbes>[0]) => ruleProbes(rule).map((w) => `${w.proto === 'icmp' ? 'ping' : `${w.proto}/${w.port}`}`);
+  t.deepEqual(show({ from: 'lab', to: 'office', proto: 'tcp', ports: '22,8000-8100', action: 'accept' }), ['tcp/22', 'tcp/8000', 'tcp/8100', 'tcp/23', 'tcp/8101', 'udp/22']);
+  // Just outside means outside every range of the rule: 22's neighbour 23 is inside, so 21.
+  t.deepEqual(show({ from: 'lab', to: 'office', proto: 'udp', ports: '22,23', action: 'accept' }), ['udp/22', 'udp/23', 'udp/21', 'udp/24', 'tcp/22']);
+  t.deepEqual(show({ from: 'lab', to: 'office', proto: 'tcp', ports: '1-65535', action: 'accept' }), ['tcp/1', 'tcp/65535', 'udp/1']);
+  t.deepEqual(show({ from: 'lab', to: 'office', proto: 'udp', action: 'accept' }), ['udp/53', 'tcp/22']);
+  t.deepEqual(show({ from: 'lab', to: 'office', proto: 'icmp', action: 'accept' }), ['ping', 'tcp/22']);
+  // A catch-all: every protocol once, nothing "outside" it.
+  t.deepEqual(show({ from: 'lab', to: 'office', action: 'drop' }), ['ping', 'tcp/22', 'udp/53']);
+  t.deepEqual(show({ from: 'lab', to: 'office', proto: 'all', action: 'drop' }), ['ping', 'tcp/22', 'udp/53']);
+});
+
+test('the write-up\'s example: ping and TCP both ways between the VLANs and to the Internet, and the Internet into each VLAN is blocked but for the port forward', async (t) => {
+  const { config } = await loadConfig(examplePath);
+  const plan = planLabProbes(planLabTopology(config, 'u'), config);
+  t.deepEqual(expectations(plan), [
+    'office → lab ping: pass',
+    'office → lab tcp/22: pass as 192.168.10.100',
+    'office → lab tcp/80: pass as 192.168.10.100',
+    'office → internet ping: pass',
+    'office → internet tcp/80: pass as 203.0.113.2',
+    'lab → office ping: pass',
+    'lab → office tcp/22: pass as 192.168.20.100',
+    'lab → office tcp/80: pass as 192.168.20.100',
+    'lab → internet ping: pass',
+    'lab → internet tcp/80: pass as 203.0.113.2',
+    'internet → office ping: blocked',
+    'internet → office tcp/22: blocked',
+    'internet → office tcp/80: blocked',
+    'internet → lab ping: blocked',
+    'internet → lab tcp/22: blocked',
+    'internet → lab tcp/80: blocked',
+    'internet → office fwd tcp/2222: pass as 198.51.100.10',
+  ]);
+  t.deepEqual(plan.notProbed, []);
+  t.is(plan.planned, plan.probes.length);
+  // From the Internet host: sent from its own address (a secondary one of the inet namespace).
+  t.like(plan.probes.find((p) => p.from === 'internet' && p.probe === 'tcp/22')?.spec, { namespace: 'vgwlab-u-inet', target: '192.168.10.100', localAddress: '198.51.100.10' });
+  t.like(plan.probes.find((p) => p.probe === 'fwd tcp/2222'), { expectedLocal: '192.168.10.100:22', spec: { target: '203.0.113.2', port: 2222 } });
+});
+
+test('a policy: rules are probed from and to the hosts they name, with UDP, ranges and ports outside them; first match wins', async (t) => {
+  const { config } = await loadConfig(policyPath);
+  const topology = planLabTopology(config, 'u');
+  // The clients hold the rules' addresses (and a prefix's first free address) besides their own.
+  t.deepEqual(topology.vlans.map((v) => [v.name, v.client.address, ...v.client.extraAddresses]), [
+    ['office', '192.168.10.100', '192.168.10.50', '192.168.10.20'],
+    ['lab', '192.168.20.100', '192.168.20.3'],
+    ['iot', '10.30.0.100', '10.30.1.5'],
+  ]);
+  const plan = planLabProbes(topology, config);
+  const seen = new Set(expectations(plan));
+  const expect = (line: string) => t.true(seen.has(line), `${line}\nin:\n${[...seen].join('\n')}`);
+  // lab → office: tcp on the listed ports and a range's ends passes, the port just past each is rejected; udp too.
+  for (const port of [22, 80, 443, 8000, 8100, 9000, 9011]) expect(`lab → office tcp/${port}: pass as 192.168.20.100`);
+  for (const port of [23, 81, 444, 8101, 9012]) expect(`lab → office tcp/${port}: blocked`);
+  expect('lab → office udp/22: blocked');
+  expect('lab → office ping: pass');
+  // office's /25 to lab's /28 (192.168.20.3): udp 53 and 123 pass, 54 and 124 do not... but office → lab accepts all
+  // after it, so they pass too; tcp/53 as well. From 192.168.10.50 (inside the /25) to lab's own host: dropped.
+  expect('office → lab udp/53 to 192.168.20.3: pass as 192.168.10.100');
+  expect('office → lab udp/124 to 192.168.20.3: pass as 192.168.10.100');
+  expect('office → lab udp/53 from 192.168.10.50: blocked');
+  expect('office → lab tcp/22 from 192.168.10.50: blocked');
+  expect('office → lab ping from 192.168.10.50: blocked');
+  // iot is not NATed: with the upstream's routes the Internet host answers it, and sees its own address.
+  expect('iot → internet tcp/443 from 10.30.1.5: pass as 10.30.1.5');
+  expect('iot → internet tcp/444 from 10.30.1.5: blocked');
+  expect('iot → internet udp/443 from 10.30.1.5: blocked');
+  expect('iot → internet tcp/80: blocked');
+  expect('iot → internet udp/53: blocked');
+  // From the uplink: only what a rule opens.
+  expect('internet → office tcp/22 to 192.168.10.20: pass as 198.51.100.10');
+  expect('internet → office tcp/23 to 192.168.10.20: blocked');
+  expect('internet → office udp/22 to 192.168.10.20: blocked');
+  expect('internet → office tcp/22: blocked');
+  t.deepEqual(plan.notProbed, []);
+  // Deduplicated: no probe twice.
+  t.is(new Set(plan.probes.map((p) => `${p.from}|${p.to}|${p.probe}`)).size, plan.probes.length);
+});
+
+test('a rule naming an address the lab cannot host is reported as not probed, saying why', async (t) => {
+  const { config } = await loadConfig(examplePath);
+  const rules = withRules(config, [
+    { from: 'uplink', to: '192.168.10.2', proto: 'tcp', ports: '22', action: 'accept' },
+    { from: 'lab', to: '192.168.10.255', action: 'drop' },
+  ]);
+  const plan = planLabProbes(planLabTopology(rules, 'u'), rules);
+  t.deepEqual(plan.notProbed, [
+    'forwarding.rules[0] (from uplink to 192.168.10.2): it is the address the lab gives the router\'s NIC on office',
+    'forwarding.rules[1] (from lab to 192.168.10.255): the lab has no host at 192.168.10.255 (not a host address of 192.168.10.0/24, or more rule addresses in office than the lab hosts)',
+  ]);
+});
+
+test('probes are capped, the baseline kept first, and the plan says how many it left out', async (t) => {
+  const { config } = await loadConfig(examplePath);
+  const ports = Array.from({ length: 40 }, (_, i) => String(1000 + i * 10)).join(',');
+  const rules = withRules(config, [{ from: 'lab', to: 'office', proto: 'tcp', ports, action: 'accept' }], 'drop');
+  const topology = planLabTopology(rules, 'u');
+  const full = planLabProbes(topology, rules);
+  t.is(full.probes.length, full.planned);
+  t.is(full.planned, 17 + 40 + 40 + 1);
+  const capped = planLabProbes(topology, rules, 1500, 30);
+  t.is(capped.probes.length, 30);
+  t.is(capped.planned, full.planned);
+  const labels = capped.probes.map((p) => `${p.from} → ${p.to} ${p.probe}`);
+  for (const baseline of ['office → lab ping', 'lab → office tcp/80', 'internet → lab tcp/22', 'internet → office fwd tcp/2222']) t.true(labels.includes(baseline), baseline);
+  t.true(labels.includes('lab → office tcp/1000') && !labels.includes('lab → office tcp/1001'), 'named ports before the ports outside them');
+});
+
+test('agents serve every probed port: TCP on every address, UDP on the very address probed', async (t) => {
+  const { config } = await loadConfig(policyPath);
+  const topology = planLabTopology(config, 'u');
+  const agents = planLabAgents(topology, config);
+  const lab = agents.get('vgwlab-u-c20') ?? [];
+  t.true(lab.some((s) => s.proto === 'udp' && s.address === '192.168.20.3' && s.port === 123));
+  t.false(lab.some((s) => s.proto === 'udp' && s.address === '0.0.0.0'));
+  const office = agents.get('vgwlab-u-c10') ?? [];
+  for (const port of [22, 80, 443, 8000, 8100, 8101, 9012]) t.true(office.some((s) => s.proto === 'tcp' && s.address === '0.0.0.0' && s.port === port), `office tcp/${port}`);
+  t.true(office.some((s) => s.proto === 'udp' && s.address === '192.168.10.100' && s.port === 22), 'lab → office udp/22 lands on office\'s host');
+  const inet = agents.get('vgwlab-u-inet') ?? [];
+  t.true(inet.some((s) => s.proto === 'tcp' && s.port === 443) && inet.some((s) => s.proto === 'udp' && s.address === '198.51.100.10' && s.port === 443));
+});
+
+test('a blocked probe says how: a reset or ICMP refusal, or nothing at all (a silent drop)', (t) => {
+  t.like(connectOutcome('tcp', 'timeout'), { actual: 'blocked', detail: 'no answer (dropped)' });
+  t.like(connectOutcome('tcp', 'error ECONNREFUSED'), { actual: 'blocked', detail: 'refused (TCP reset or ICMP port unreachable)' });
+  t.like(connectOutcome('udp', 'error ECONNREFUSED'), { actual: 'blocked', detail: 'refused: ICMP port unreachable' });
+  t.like(connectOutcome('udp', 'error EHOSTUNREACH'), { actual: 'blocked', detail: 'refused: ICMP host unreachable or prohibited' });
+  t.like(connectOutcome('udp', 'peer 10.0.0.1 local 10.0.0.2:53'), { actual: 'pass', reply: { peer: '10.0.0.1', local: '10.0.0.2:53' } });
+});
+
+const row = (from: string, to: string, probe: string, actual: 'pass' | 'blocked', extra: Partial<CheckRow> = {}): CheckRow => {
+  const [head, rest] = probe.replace(/^fwd /, '').split('/');
+  const port = rest === undefined ? undefined : Number(rest.split(' ')[0]);
+  return {
+    from, to, probe, proto: head === 'ping' ? 'icmp' : head as 'tcp' | 'udp', ...(port === undefined ? {} : { port }),
+    hosts: probe.includes(' from ') || probe.includes(' to ') ? probe.replace(/^\S+ /, '') : '',
+    ...(probe.startsWith('fwd ') ? { forward: true } : {}), expected: actual, actual, ok: true, detail: '', ...extra,
+  };
+};
+
+test('the matrix: a pair\'s probes grouped by result, ports joined, the Internet\'s view, and the mismatches spelled out', (t) => {
+  const result: CheckResult = {
+    lab: 'demo', zones: ['office', 'lab', 'internet'], notes: [], ok: false, durationMs: 2100,
+    rows: [
+      row('office', 'lab', 'ping', 'pass'), row('office', 'lab', 'tcp/22', 'pass'), row('office', 'lab', 'tcp/80', 'pass'),
+      row('office', 'internet', 'ping', 'pass'), row('office', 'internet', 'tcp/80', 'pass', { peer: '203.0.113.2' }),
+      row('lab', 'office', 'ping', 'pass'), row('lab', 'office', 'tcp/22', 'pass'),
+      row('lab', 'office', 'tcp/80', 'blocked', { expected: 'pass', ok: false, detail: 'no answer (dropped)' }),
+      row('lab', 'internet', 'ping', 'pass'), row('lab', 'internet', 'tcp/80', 'pass', { peer: '203.0.113.2' }),
+      row('internet', 'office', 'ping', 'blocked'), row('internet', 'office', 'tcp/22', 'blocked'), row('internet', 'office', 'tcp/80', 'blocked'),
+      row('internet', 'office', 'fwd tcp/2222', 'pass'),
+      row('internet', 'lab', 'ping', 'blocked'), row('internet', 'lab', 'tcp/22', 'blocked'), row('internet', 'lab', 'tcp/80', 'blocked'),
+    ],
+  };
+  t.is(formatMatrix(result), [
+    'lab demo: ✓ passed, ✗ blocked, ! not what the config allows',
+    'from \\ to  office                             lab                 internet',
+    'office     ·                                  ping ✓ tcp/22,80 ✓  ping ✓ tcp/80 ✓ as 203.0.113.2',
+    'lab        ping ✓ tcp/22 ✓ tcp/80 ✗!          ·                   ping ✓ tcp/80 ✓ as 203.0.113.2',
+    'internet   ping ✗ tcp/22,80 ✗ fwd tcp/2222 ✓  ping ✗ tcp/22,80 ✗  ·',
+    '',
+    'mismatches:',
+    '  lab → office tcp/80: the config says pass, got blocked (no answer (dropped))',
+    '',
+    '17 probes, 1 not as the config allows (2.1 s): MISMATCH',
+  ].join('\n'));
+});
+
+test('too wide for a matrix: one line per pair, ranges of ports as ranges, the hosts a rule names in brackets, and the notes', (t) => {
+  const ports = [22, 80, 443, 8000, 8100, ...Array.from({ length: 12 }, (_, i) => 9000 + i)];
+  const result: CheckResult = {
+    lab: 'demo', zones: ['office', 'lab', 'internet'], ok: true, durationMs: 2300,
+    notes: ['not probed: forwarding.rules[9] (from uplink to 192.168.10.2): it is the address the lab gives the router\'s NIC on office'],
+    rows: [
+      row('lab', 'office', 'ping', 'pass'),
+      ...ports.map((p) => row('lab', 'office', `tcp/${p}`, 'pass')),
+      ...[23, 81, 8101].map((p) => row('lab', 'office', `tcp/${p}`, 'blocked')),
+      row('lab', 'office', 'udp/22', 'blocked'),
+      ...ports.map((p) => row('office', 'lab', `tcp/${p}`, 'blocked')),
+      row('internet', 'office', 'ping', 'blocked'),
+      row('internet', 'office', 'tcp/22 to 192.168.10.20', 'pass'),
+      row('internet', 'office', 'tcp/23 to 192.168.10.20', 'blocked'),
+    ],
+  };
+  t.is(formatMatrix(result), [
+    'lab demo: ✓ passed, ✗ blocked, ! not what the config allows',
+    'office → lab       tcp/22,80,443,8000,8100,9000-9011 ✗',
+    'lab → office       ping ✓ tcp/22,80,443,8000,8100,9000-9011 ✓ tcp/23,81,8101 ✗ udp/22 ✗',
+    'internet → office  ping ✗ [to 192.168.10.20] tcp/22 ✓ tcp/23 ✗',
+    '',
+    'not probed: forwarding.rules[9] (from uplink to 192.168.10.2): it is the address the lab gives the router\'s NIC on office',
+    '',
+    '42 probes, all as the config allows (2.3 s): OK',
+  ].join('\n'));
+});
