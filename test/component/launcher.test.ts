@@ -10,9 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { besideDist, prepareBundle, REPO } from '../helpers/supervisor.js';
+import { tearDownAlways } from '../helpers/teardown.js';
 
 const built = await prepareBundle();
-test.after.always(() => built.remove());
+tearDownAlways('remove the copy of the bundle', () => built.remove());
 
 /** A copy of the installed package: dist/ (launcher, bundle, and the build's cache unless `withCache` is false). */
 async function install(withCache: boolean): Promise<{ dir: string; cacheDir: string; remove: () => Promise<void> }> {

@@ -36,6 +36,7 @@ import {
   must, mustDocker, now, ourContainers, ourLinks, ourNetns, ourNetworks, readIpForward, REPO, run, seconds, sleep,
   waitFor, whyNotRunnable,
 } from './engine.js';
+import { tearDownAlways } from '../helpers/teardown.js';
 
 const IMAGE = 'vlan-gateway:test';
 const GW = 'vgwt-gw';
@@ -257,17 +258,17 @@ test.before('base image, image build, veths', async (t) => {
   for (const [a, b] of VETHS) await addVethPair(a, b);
 });
 
-test.after.always('remove everything the tests created, stop the engine', async (t) => {
+tearDownAlways('remove everything the tests created, stop the engine', async (say) => {
   if (skipReason !== undefined) return;
   const t0 = now();
   try {
     await cleanupAll();
   } finally {
     const stopped = await dockerEnvSh(['stop']);
-    if (!stopped.ok) t.log(`docker-env.sh stop failed: ${stopped.stderr.trim()}`);
+    if (!stopped.ok) say(`docker-env.sh stop failed: ${stopped.stderr.trim()}`);
     timings['teardown (cleanup + engine stop)'] = seconds(now() - t0);
     timings['whole tier'] = seconds(now() - tierStart);
-    t.log(`timings:\n${Object.entries(timings).map(([k, v]) => `  ${k}: ${v}`).join('\n')}`);
+    say(`timings:\n${Object.entries(timings).map(([k, v]) => `  ${k}: ${v}`).join('\n')}`);
   }
 });
 

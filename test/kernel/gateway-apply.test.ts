@@ -25,6 +25,7 @@ import {
   addDockerDnsChains, buildLab, cli, cliWithEnv, dockerLines, EMPTY_NFT_FILTER, exampleDocument, FIXTURES, inNs,
   readState, recording, removeScratch, runner, save, scratchDir, settledState, writeConfig,
 } from './gateway-harness.js';
+import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const names = { failClosed: uniqueLabName('f'), backend: uniqueLabName('b'), hotPlug: uniqueLabName('h'), policy: uniqueLabName('p') };
@@ -61,7 +62,7 @@ test.before(async () => {
   Object.assign(labs, { failClosed: f, backend: b, hotPlug: h, policy: p });
 });
 
-test.after.always('remove the labs and the scratch configs', async () => {
+tearDownAlways('remove the labs and the scratch configs', async () => {
   if (!isRoot()) return;
   for (const name of Object.values(names)) await labDown(runner, name);
   await removeScratch();

@@ -26,6 +26,7 @@ import {
   addDockerDnsChains, buildLab, cli, dockerLines, EMPTY_NFT_FILTER, exampleDocument, FIXTURES, readState, recording,
   removeScratch, planCache, runner, save, settledState, writeConfig, writeYaml, type NamespaceState,
 } from './gateway-harness.js';
+import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const name = uniqueLabName('s');
@@ -47,7 +48,7 @@ test.before(async () => {
   pristine = await readState(router);
 });
 
-test.after.always('remove the lab and the scratch configs', async () => {
+tearDownAlways('remove the lab and the scratch configs', async () => {
   if (!isRoot()) return;
   await labDown(runner, name);
   await removeScratch();

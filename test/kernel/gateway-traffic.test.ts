@@ -12,6 +12,7 @@ import type { Config } from '../../src/config/schema.js';
 import { formatMatrix, labCheck, labDown, runProbe, startAgent, type LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { buildLab, cli, exampleDocument, inNs, outcomes, removeScratch, runner, save, writeConfig } from './gateway-harness.js';
+import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const name = uniqueLabName('g');
@@ -53,7 +54,7 @@ test.before(async () => {
   router = topology.router;
 });
 
-test.after.always('remove the lab and the scratch configs', async () => {
+tearDownAlways('remove the lab and the scratch configs', async () => {
   if (!isRoot()) return;
   await labDown(runner, name);
   await removeScratch();

@@ -21,6 +21,7 @@ import {
 } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { runMain } from '../helpers/main.js';
+import { tearDownAlways } from '../helpers/teardown.js';
 
 const examplePath = fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url));
 const runner = new ExecaRunner();
@@ -135,7 +136,7 @@ const signalName = uniqueLabName('i');
 let topology: LabTopology | undefined;
 let config: Config | undefined;
 
-test.after.always('remove every lab namespace this file made', async () => {
+tearDownAlways('remove every lab namespace this file made', async () => {
   if (!isRoot()) return;
   await labDown(runner, name);
   await labDown(runner, rollbackName);

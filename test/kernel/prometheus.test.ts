@@ -18,6 +18,7 @@ import {
   buildLab, freePort, GatewayProcess, metricValue, parseMetrics, ping, prepareBundle, REPO, scratchDir, series, waitFor, type Bundle,
   tearDown,
 } from '../helpers/supervisor.js';
+import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const name = uniqueLabName('m');
@@ -40,7 +41,7 @@ test.before(async (t) => {
   await gateway.waitReady();
 });
 
-test.after.always('stop Prometheus and the gateway, remove the lab and the scratch files', async () => {
+tearDownAlways('stop Prometheus and the gateway, remove the lab and the scratch files', async () => {
   if (!isRoot()) return;
   if (prometheus && prometheus.exitCode === null && prometheus.signalCode === null) {
     const exited = new Promise((resolve) => prometheus!.once('exit', resolve));

@@ -17,6 +17,7 @@ import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import {
   buildLab, chainLines, GatewayProcess, iptablesSave, prepareBundle, REPO, scratchDir, sleep, tearDown, type Bundle,
 } from '../helpers/supervisor.js';
+import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const name = uniqueLabName('f');
@@ -44,7 +45,7 @@ test.before(async () => {
   await gateway.waitReady();
 });
 
-test.after.always('stop the gateway, remove the lab and the scratch files', async () => {
+tearDownAlways('stop the gateway, remove the lab and the scratch files', async () => {
   if (!isRoot()) return;
   await tearDown(name, scratch, bundle);
 });

@@ -18,6 +18,7 @@ import {
   runner, scratchDir, series, sleep, vgwLines, waitFor, type Bundle,
   tearDown,
 } from '../helpers/supervisor.js';
+import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const name = uniqueLabName('w');
@@ -47,7 +48,7 @@ test.before(async (t) => {
   await gateway.waitReady();
 });
 
-test.after.always('kill the gateway, remove the lab and the scratch files', async () => {
+tearDownAlways('kill the gateway, remove the lab and the scratch files', async () => {
   if (!isRoot()) return;
   await tearDown(name, scratch, bundle);
 });

@@ -18,6 +18,7 @@ import {
   runner, scratchDir, sleep, vgwLines, waitFor, type Bundle,
   tearDown,
 } from '../helpers/supervisor.js';
+import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const name = uniqueLabName('y');
@@ -43,7 +44,7 @@ test.before(async (t) => {
   await gateway.waitReady();
 });
 
-test.after.always('stop the agents and the gateway, remove the lab and the scratch files', async () => {
+tearDownAlways('stop the agents and the gateway, remove the lab and the scratch files', async () => {
   if (!isRoot()) return;
   await Promise.all(agents.map((a) => a.stop().catch(() => undefined)));
   await tearDown(name, scratch, bundle);

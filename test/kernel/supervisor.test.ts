@@ -24,6 +24,7 @@ import {
   prepareBundle, REPO, runner, scratchDir, sleep, vgwLines, waitFor, type Bundle, type LogLine,
   tearDown,
 } from '../helpers/supervisor.js';
+import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const name = uniqueLabName('v');
@@ -46,7 +47,7 @@ test.before(async (t) => {
   topology = await buildLab((await loadConfig(configPath)).config, name);
 });
 
-test.after.always('kill every gateway, remove the lab and the scratch files', async () => {
+tearDownAlways('kill every gateway, remove the lab and the scratch files', async () => {
   if (!isRoot()) return;
   await tearDown(name, scratch, bundle);
 });
