@@ -12,7 +12,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { readFileSync } from 'node:fs';
-import { copyFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { dump as stringify, load as parse } from 'js-yaml';
@@ -407,24 +407,37 @@ kernel(`SIGTERM: exit 0 within 5 s, no child left, the dataplane left as is (tra
 
 // Before the supervisor's own handlers are installed (the config being read, the port bound), the default action
 // of SIGHUP and SIGTERM killed the process (exit 129, 143): a `docker stop` or a reload right after a start. The
-// config is a FIFO here, so the signals are sure to arrive while the start reads it.
+// config is a FIFO, and the signals are sent while the gateway waits in its read, before the config is written:
+// they are sure to arrive before its own handlers. (Sent after the config was written, as this test once did, they
+// could land after them: the SIGHUP's reload then opened the FIFO again, waited for a writer for ever, and kept the
+// stopped process alive, a failure of the test's making.)
 kernel(`a SIGHUP and a SIGTERM while the start reads the config: it starts, then stops cleanly with exit 0${NEEDS_ROOT}`, async (t) => {
   await stopDriftGateway();
   const fifo = join(dirname(configPath), 'gateway.fifo');
   await runner.run(['mkfifo', fifo]);
-  // Blocks until the gateway opens the FIFO to read it (then it is inside the start), and gives it the config.
-  const feed = () => runner.run(['timeout', '10', 'sh', '-c', 'cat "$1" > "$2"', 'sh', configPath, fifo], { allowFailure: true });
+  // Opened for reading and writing, a FIFO does not wait for a partner: the gateway's open returns at once, and its
+  // read waits until this end writes the config and closes.
+  const writer = await open(fifo, 'r+');
   const gateway = await start({ config: fifo });
   try {
-    t.is((await feed()).exitCode, 0, 'the start read the config');
+    await waitFor('the gateway to open the config (its start reading it)', async () => {
+      const fds = await readdir(`/proc/${gateway.pid}/fd`).catch(() => []);
+      const targets = await Promise.all(fds.map((fd) => readlink(`/proc/${gateway.pid}/fd/${fd}`).catch(() => '')));
+      return targets.includes(fifo);
+    }, 15_000);
     gateway.child.kill('SIGHUP');
     gateway.child.kill('SIGTERM');
+    await sleep(100); // handled (held) while the read still waits
+    t.is(gateway.exit, undefined, `the signals killed it: ${gateway.stderr}`);
+    await writer.writeFile(await readFile(configPath));
+    await writer.close();
     const exit = await Promise.race([gateway.exited, sleep(15_000).then(() => undefined)]);
-    t.truthy(exit, 'it exited');
+    t.truthy(exit, `it exited; its last log lines:\n${gateway.describeLogs()}`);
     t.is(exit!.signal, null, `not killed by ${String(exit!.signal)}: ${gateway.stderr}`);
     t.is(exit!.code, 0, gateway.stderr);
     t.true(gateway.logs.some((l) => l.msg === 'stopping' && l.why === 'SIGTERM'), JSON.stringify(gateway.logs.map((l) => l.msg)));
   } finally {
+    await writer.close().catch(() => undefined);
     if (!gateway.exit) {
       gateway.killGroup();
       await gateway.exited;
