@@ -34,8 +34,7 @@ async function until(what: string, probe: () => boolean, timeoutMs: number): Pro
   }
 }
 
-async function interruptedRun(how: 'ctrl-c' | 'ava-timeout') {
-  const dir = await mkdtemp(join(tmpdir(), 'vgw-teardown-'));
+async function interruptedRun(how: 'ctrl-c' | 'ava-timeout', dir: string) {
   const run = execa(process.execPath, [AVA, '--config', 'test/fixtures/teardown/ava.config.mjs'], {
     cwd: REPO,
     reject: false,
@@ -52,7 +51,7 @@ async function interruptedRun(how: 'ctrl-c' | 'ava-timeout') {
     // What ava does when its timeout fires: worker.kill(), a SIGTERM to the worker alone.
     process.kill(how === 'ctrl-c' ? -run.pid! : worker, how === 'ctrl-c' ? 'SIGINT' : 'SIGTERM');
     const result = await run;
-    return { made, result, dir };
+    return { made, result };
   } finally {
     try {
       process.kill(-run.pid!, 'SIGKILL');
@@ -64,8 +63,9 @@ async function interruptedRun(how: 'ctrl-c' | 'ava-timeout') {
 
 for (const how of ['ctrl-c', 'ava-timeout'] as const) {
   test.serial(`interrupted by ${how === 'ctrl-c' ? 'a Ctrl-C (SIGINT to the process group)' : 'ava\'s timeout (SIGTERM to the worker)'}: the file's teardown runs, nothing it made is left`, async (t) => {
-    const { made, result, dir } = await interruptedRun(how);
+    const dir = await mkdtemp(join(tmpdir(), 'vgw-teardown-'));
     try {
+      const { made, result } = await interruptedRun(how, dir);
       const output = `${String(result.stdout)}\n${String(result.stderr)}`;
       t.log(`ava exited ${String(result.exitCode ?? result.signal)}`);
       t.not(result.exitCode, 0, output);
@@ -74,11 +74,8 @@ for (const how of ['ctrl-c', 'ava-timeout'] as const) {
       t.false(existsSync(join(dir, 'made')), `the file it made is still there:\n${output}`);
       t.true(existsSync(join(dir, 'torn-down')), output);
     } finally {
-      try {
-        process.kill(-made, 'SIGKILL');
-      } catch {
-        // gone, as it should be
-      }
+      const made = Number(await readFile(join(dir, 'made'), 'utf8').catch(() => ''));
+      if (made > 0 && running(made)) process.kill(-made, 'SIGKILL'); // what the fixture left, when the test fails
       await rm(dir, { recursive: true, force: true });
     }
   });
