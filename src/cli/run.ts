@@ -4,7 +4,7 @@
  * HTTP endpoints; stops them all on SIGTERM/SIGINT so the process exits by itself, leaving the dataplane as it
  * is (or removing it with --cleanup-on-exit).
  */
-import { readFile, realpath } from 'node:fs/promises';
+import { readFile, realpath, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import cron from 'node-cron';
@@ -375,7 +375,14 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         // A write between the read and the watches' rearm has no event of its own: the texts tell.
         return { again: (await inputsText()) !== before };
       });
+      // A pipe (--config <(…)) holds the config once, read at the start: read again it waits for a writer for ever,
+      // holding up every later reload and the stop behind it. Said instead of waited on.
+      const isPipe = await stat(path).then((info) => info.isFIFO(), () => false);
       const requestReload = (reason: string) => {
+        if (isPipe) {
+          log.warn({ why: reason, path }, 'the config is a pipe, read once at the start: there is nothing to reload; give a file to reload it');
+          return;
+        }
         reasons.add(reason);
         void doReload().catch((error: unknown) => log.error({ err: error }, 'reload failed'));
       };

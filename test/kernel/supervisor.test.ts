@@ -446,6 +446,42 @@ kernel(`a SIGHUP and a SIGTERM while the start reads the config: it starts, then
   }
 });
 
+// A config given as a pipe (--config <(envsubst < gateway.tmpl)) is there once: a SIGHUP's reload read it again and
+// waited for a writer for ever, and the SIGTERM after it never ended the process. Now the SIGHUP is answered with a
+// warning, and the stop goes through.
+kernel(`a config given as a pipe: a SIGHUP says there is nothing to reload, and a SIGTERM still stops it${NEEDS_ROOT}`, async (t) => {
+  await stopDriftGateway();
+  const fifo = join(dirname(configPath), 'pipe.fifo');
+  await runner.run(['mkfifo', fifo]);
+  const writer = await open(fifo, 'r+');
+  const gateway = await start({ config: fifo });
+  try {
+    // What a FIFO holds is gone when the last process holding it open closes it: written once the gateway has it open.
+    await waitFor('the gateway to open the config', async () => {
+      const fds = await readdir(`/proc/${gateway.pid}/fd`).catch(() => []);
+      const targets = await Promise.all(fds.map((fd) => readlink(`/proc/${gateway.pid}/fd/${fd}`).catch(() => '')));
+      return targets.includes(fifo);
+    }, 15_000);
+    await writer.writeFile(await readFile(configPath));
+    await writer.close();
+    await gateway.waitReady();
+    gateway.signal('SIGHUP');
+    const warned = await gateway.waitForLog('the pipe warning', (l) => /the config is a pipe/.test(l.msg));
+    t.is(warned.why, 'SIGHUP');
+    gateway.signal('SIGTERM');
+    const exit = await Promise.race([gateway.exited, sleep(15_000).then(() => undefined)]);
+    t.truthy(exit, `it exited; its last log lines:\n${gateway.describeLogs()}`);
+    t.is(exit!.code, 0, gateway.stderr);
+  } finally {
+    await writer.close().catch(() => undefined);
+    if (!gateway.exit) {
+      gateway.killGroup();
+      await gateway.exited;
+    }
+    await rm(fifo, { force: true });
+  }
+});
+
 // Two supervisors on one namespace repair each other's "drift" for ever (with two configs, the policy flips every
 // second). The second is refused before it touches anything, naming the first; the first goes on.
 kernel(`a second run on the same namespace (another port) exits 1 naming the first, which goes on${NEEDS_ROOT}`, async (t) => {
