@@ -337,23 +337,33 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       // within RELOAD_SETTLE_MS was being written (an in-place write read half-way): loaded again, not reported.
       const reasons = new Set<string>();
       const doReload = serialized(async () => {
+        // A round nobody asked for is a second look the last one asked for (its texts moved under it: a write landed
+        // meanwhile, or rules.dir came, went or moved, whose templates it now reads): not a reload unless it finds
+        // something new.
+        const asked = reasons.size > 0;
         const why = [...reasons].join(', ') || 'file changed'; // what asked for this round (none: the text moved under the last one)
         reasons.clear();
         const before = await inputsText();
-        reload.at = new Date().toISOString();
+        const at = new Date().toISOString();
         try {
           const next = await loadChecked(path, args.listen, rulesCheck, planCache); // a valid config is kept for the next start
           if (refusedInputs !== undefined && !why.includes('SIGHUP') && inputsOf(next) === refusedInputs) {
             log.debug({ why }, 'config reloaded: still the one the kernel refused, not applied again');
             return { again: (await inputsText()) !== before };
           }
+          // The user's templates are part of what a reload reads: an edited template with the same config counts.
+          const changed = next.text !== supervisor.config.text || JSON.stringify(next.templates) !== JSON.stringify(supervisor.config.templates);
+          if (!changed && !asked) {
+            log.debug('config read again: unchanged');
+            return { again: (await inputsText()) !== before };
+          }
           refusedInputs = undefined;
+          reload.at = at;
           reload.result = 'success';
           reload.errors = [];
           metrics.reloads.inc({ result: 'success' });
           metrics.lastReloadOk.set(1);
-          // The user's templates are part of what a reload reads: an edited template with the same config counts.
-          if (next.text !== supervisor.config.text || JSON.stringify(next.templates) !== JSON.stringify(supervisor.config.templates)) {
+          if (changed) {
             log.info({ why }, 'config reloaded');
             reloadSettings(next.config);
             supervisor.replaceConfig(next);
@@ -363,6 +373,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         } catch (error) {
           await sleep(RELOAD_SETTLE_MS);
           if ((await inputsText()) !== before) return { again: true };
+          reload.at = at;
           reload.result = 'failure';
           reload.errors = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
           metrics.reloads.inc({ result: 'failure' });

@@ -184,9 +184,15 @@ kernel(`the user's templates are watched and reloaded with the config: an edit t
   await mkdir(join(rules, 'filter'), { recursive: true });
   await writeFile(template, '-p tcp --dport 81 -j DROP\n');
 
+  // One rename is one reload, whether it brings rules.dir or takes it away: the round that read the new config used
+  // to read the file again (its templates' text had "moved", rules.dir being another), counting a second success.
+  const successes = () => gateway!.metric('vlan_gateway_config_reloads_total', { result: 'success' });
+  let counted = await successes();
   let from = gateway!.logs.length;
   await replace(configPath, stringify({ ...example, rules: { dir: rules } }));
   await gateway!.waitForLog('the reload that adds rules.dir', (l) => l.trigger === 'reload' && l.msg === 'reconciled: changes applied', 5000, from);
+  await sleep(700); // a second look, if any, is done
+  t.is(await successes(), counted + 1, 'the rename that adds rules.dir is one reload');
   t.true((await userForward()).some((l) => /--dport 81 .*-j DROP/.test(l)), 'the template is rendered into VGW-USER-FORWARD');
   const hash = (await gateway!.status()).config.hash;
 
@@ -217,8 +223,11 @@ kernel(`the user's templates are watched and reloaded with the config: an edit t
   t.is((await gateway!.status()).reload.lastResult, 'failure');
 
   from = gateway!.logs.length;
+  counted = await successes();
   await replace(configPath, stringify(example));
   await gateway!.waitForLog('the reload that drops rules.dir', (l) => l.trigger === 'reload' && l.msg === 'reconciled: changes applied', 5000, from);
+  await sleep(700);
+  t.is(await successes(), counted + 1, 'the rename that drops rules.dir is one reload');
   t.deepEqual(await userForward(), [], 'without rules.dir the user chain is empty or gone');
 });
 
