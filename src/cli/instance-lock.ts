@@ -8,6 +8,12 @@
  *
  * Abstract sockets belong to the network namespace of the process that binds them: a supervisor inside the
  * container and one outside with --netns would not see each other; two of either kind do.
+ *
+ * A namespace named with --netns can be deleted under its supervisor (`ip netns del`, a lab or test torn down), and
+ * the kernel gives a deleted namespace's inode to the next one made: a supervisor left running would hold the lock
+ * of a namespace it has nothing to do with, and refuse that one's supervisor in its name. So the holder of a
+ * --netns lock checks that its namespace is still the one it locked (every second, and before it answers a
+ * newcomer); when it is not, it lets the lock go and says so (InstanceLock.watch), and the newcomer takes it.
  */
 import { stat } from 'node:fs/promises';
 import { createConnection, createServer, type Server } from 'node:net';
@@ -20,14 +26,17 @@ async function namespaceInode(netns: string | undefined): Promise<string> {
   return `${s.dev}-${s.ino}`;
 }
 
-/** Asks the holder of a lock for its pid ('' if it does not say within a second). */
+/** What the holder of a --netns lock answers once its namespace is gone: it has let the lock go. */
+const GONE = 'gone';
+
+/** Asks the holder of a lock for its pid ('' if it does not say within a second; GONE: see InstanceLock). */
 function holderPid(name: string): Promise<string> {
   return new Promise((resolve) => {
     let text = '';
     const socket = createConnection({ path: name });
     const done = () => {
       socket.destroy();
-      resolve(/^\d+$/.test(text.trim()) ? text.trim() : '');
+      resolve(/^\d+$/.test(text.trim()) || text.trim() === GONE ? text.trim() : '');
     };
     socket.setTimeout(1000, done);
     socket.on('data', (chunk) => (text += String(chunk)));
@@ -36,9 +45,14 @@ function holderPid(name: string): Promise<string> {
   });
 }
 
-/** Listens on the abstract socket `name` (answering with this pid), or undefined when another process holds it. */
-async function listen(name: string): Promise<Server | undefined> {
-  const server = createServer((socket) => socket.end(`${process.pid}\n`));
+/**
+ * Listens on the abstract socket `name` (answering with this pid, or what `answer` says), or undefined when another
+ * process holds it.
+ */
+async function listen(name: string, answer: () => Promise<string> = async () => String(process.pid)): Promise<Server | undefined> {
+  const server = createServer((socket) => {
+    void answer().then((text) => socket.end(`${text}\n`), () => socket.end(`${process.pid}\n`));
+  });
   server.unref(); // the lock does not keep the process alive
   try {
     await new Promise<void>((resolve, reject) => {
@@ -63,15 +77,71 @@ abstract class Lock {
 }
 
 export class InstanceLock extends Lock {
+  private timer: NodeJS.Timeout | undefined;
+  private lost = false;
+  private onLost: (() => void) | undefined;
+
+  private constructor(server: Server, private readonly netns: string | undefined, private readonly identity: string) {
+    super(server);
+  }
+
   /** Takes the namespace's lock, or throws FailureError naming the pid of the supervisor that holds it. */
   static async take(netns: string | undefined): Promise<InstanceLock> {
-    const name = `\0vlan-gateway-run-${await namespaceInode(netns)}`;
-    const server = await listen(name);
-    if (!server) {
+    const identity = await namespaceInode(netns);
+    const name = `\0vlan-gateway-run-${identity}`;
+    for (let attempt = 1; ; attempt++) {
+      let lock: InstanceLock | undefined;
+      const server = await listen(name, async () => (lock && !(await lock.present()) ? lock.lose() : String(process.pid)));
+      if (server) {
+        lock = new InstanceLock(server, netns, identity);
+        return lock;
+      }
       const pid = await holderPid(name);
-      throw new FailureError(`another vlan-gateway run${pid ? ` (pid ${pid})` : ''} already manages ${where(netns)}: two would undo each other's changes; stop it first`);
+      // Its holder's namespace is gone (this one has its inode now): it has let the lock go, or is closing it.
+      if (pid === GONE && attempt < 20) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        continue;
+      }
+      throw new FailureError(`another vlan-gateway run${/^\d+$/.test(pid) ? ` (pid ${pid})` : ''} already manages ${where(netns)}: two would undo each other's changes; stop it first`);
     }
-    return new InstanceLock(server);
+  }
+
+  /**
+   * With --netns: checks every `everyMs` that the namespace is still the one locked, and when it is not (deleted,
+   * or its name given to another), lets the lock go and calls `onLost` once. Stopped by release().
+   */
+  watch(onLost: () => void, everyMs = 1000): void {
+    this.onLost = onLost;
+    if (this.netns === undefined || this.lost) return;
+    this.timer = setInterval(() => {
+      void this.present().then((present) => {
+        if (!present) this.lose();
+      });
+    }, everyMs);
+    this.timer.unref();
+  }
+
+  override release(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    return this.lost ? Promise.resolve() : super.release();
+  }
+
+  /** Whether the namespace is still the one this lock was taken for (one's own always is). */
+  private async present(): Promise<boolean> {
+    if (this.netns === undefined) return true;
+    return namespaceInode(this.netns).then((now) => now === this.identity, () => false);
+  }
+
+  private lose(): string {
+    if (!this.lost) {
+      this.lost = true;
+      clearInterval(this.timer);
+      this.timer = undefined;
+      void super.release();
+      this.onLost?.();
+    }
+    return GONE;
   }
 }
 

@@ -234,23 +234,24 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       let stopping: Promise<void> | undefined;
       let stopped!: () => void;
       const done = new Promise<void>((resolve) => (stopped = resolve));
-      const stop = (why: string) => {
+      // Without its namespace (deleted under a --netns run) there is nothing to clean up.
+      const stop = (why: string, cleanup = Boolean(args['cleanup-on-exit'])) => {
         stopping ??= (async () => {
-          log.info({ why, cleanup: Boolean(args['cleanup-on-exit']) }, 'stopping');
+          log.info({ why, cleanup }, 'stopping');
           task?.stop();
           watcher?.close();
           process.off('SIGHUP', onHup);
           await monitor.stop();
           await collector.stop();
           try {
-            await supervisor.stop(args['cleanup-on-exit'] ? 'down' : undefined);
+            await supervisor.stop(cleanup ? 'down' : undefined);
           } catch (error) {
             exitCode = 1;
             log.error({ err: error }, 'cleanup on exit failed');
           }
           // The state in effect now is what the next start of this container plans first (a NIC attached since
           // the start, a reload): kept for it.
-          if (planCache && supervisor.lastDesired && !args['cleanup-on-exit']) {
+          if (planCache && supervisor.lastDesired && !cleanup) {
             rememberDesired(planCache.desired, supervisor.lastDesired);
             planCache.flush();
           }
@@ -261,6 +262,16 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         })();
         return stopping;
       };
+
+      // A --netns namespace deleted under the supervisor: every pass would fail for ever, /status would go on showing
+      // what is no more, and the lock would come to name a new namespace given the old one's inode. It stops (exit 1).
+      lock.watch(() => {
+        const message = `network namespace ${args.netns ?? ''} is gone (deleted, or its name given to another namespace): stopping`;
+        log.fatal({ netns: args.netns }, message);
+        process.stderr.write(`vlan-gateway: ${message}\n`);
+        exitCode = 1;
+        void stop('network namespace gone', false);
+      });
 
       supervisor.onFatal = (error) => {
         if (supervisor.ready) return; // after a good start, keep trying: the failure may be passing
