@@ -6,7 +6,7 @@ import type { Backend, Facts, KnownSets, KnownTables } from '../observe/facts.js
 import { readFactsStaged, readTablesAgain } from '../observe/read.js';
 import { planDesired, planEmpty, type Templates } from '../plan/desired.js';
 import { diff, memberSetOf } from '../plan/diff.js';
-import type { Plan } from '../plan/types.js';
+import type { Desired, Plan } from '../plan/types.js';
 
 export type Mode = 'up' | 'down';
 
@@ -30,8 +30,10 @@ export function knownSetsAfter(plan: Plan): KnownSets {
 /** A failed table write that was rolled back in full: what a plan made from stale tables runs into. */
 const stale = (error: unknown) => error instanceof ApplyError && !(error instanceof AccountingError) && error.rolledBack && error.step.kind === 'table';
 
-export function planFor(config: Config, facts: Facts, templates: Templates, mode: Mode, memory: Memory = {}): Plan {
-  return diff(mode === 'up' ? planDesired(config, facts, templates) : planEmpty(config, facts, memory), facts, memory);
+export function planFor(config: Config, facts: Facts, templates: Templates, mode: Mode, memory: Memory = {}, onDesired?: (desired: Desired) => void): Plan {
+  const desired = mode === 'up' ? planDesired(config, facts, templates) : planEmpty(config, facts, memory);
+  onDesired?.(desired);
+  return diff(desired, facts, memory);
 }
 
 export interface ReconcileResult {
@@ -45,8 +47,11 @@ export async function reconcileOnce(
   templates: Templates,
   options: {
     mode?: Mode; dryRun?: boolean; backend?: Backend; observer?: ApplyObserver; memory?: Memory;
-    /** What the pass read and planned, before it writes: a supervisor shows it even when the write then fails. */
-    onPlan?: (facts: Facts, plan: Plan) => void;
+    /**
+     * What the pass read, and the state it wants there, before it compares the two: a supervisor shows them even when
+     * the pass then fails (a set of our name it did not make, a write the kernel refuses).
+     */
+    onDesired?: (facts: Facts, desired: Desired) => void;
     /** Asked before anything is written, only when there is something to write: throws to write nothing. */
     beforeWrite?: (facts: Facts, plan: Plan) => Promise<void>;
   } = {},
@@ -66,8 +71,7 @@ export async function reconcileOnce(
   }
   let facts = await reading.facts;
   ipsetSeen = facts.sets !== undefined;
-  let plan = planFor(config, facts, templates, mode, options.memory);
-  options.onPlan?.(facts, plan);
+  let plan = planFor(config, facts, templates, mode, options.memory, (desired) => options.onDesired?.(facts, desired));
   if (!options.dryRun && plan.steps.length > 0) {
     await options.beforeWrite?.(facts, plan);
     try {
@@ -77,8 +81,7 @@ export async function reconcileOnce(
       // Planned from remembered tables that had changed since the stats collector's last reading (which its next
       // one would report): a restore refused the plan, and everything was rolled back. Read them, and go again.
       facts = { ...facts, ...(await readTablesAgain(runner, known.backend)) };
-      plan = planFor(config, facts, templates, mode, options.memory);
-      options.onPlan?.(facts, plan);
+      plan = planFor(config, facts, templates, mode, options.memory, (desired) => options.onDesired?.(facts, desired));
       if (plan.steps.length > 0) await applyPlan(runner, facts.backend, plan, options.observer);
     }
   }

@@ -218,8 +218,8 @@ export class Supervisor {
     try {
       const { facts, plan } = await reconcileOnce(this.runner, config, templates, {
         observer,
-        onPlan: (seen, planned) => {
-          this.view = { vlans: planned.desired.vlans, uplink: planned.desired.uplink, links: seen.links };
+        onDesired: (seen, desired) => {
+          this.view = { vlans: desired.vlans, uplink: desired.uplink, links: seen.links };
         },
         memory: {
           forwardingWasOff: this.forwardingWasOff,

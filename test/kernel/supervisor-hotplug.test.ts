@@ -199,3 +199,31 @@ kernel(`a route added through a VLAN's NIC joins its sources within 1 s, and lea
   await waitFor('the set gone with the route', async () => !(await members()).includes('10.99.0.0/24'), 3000, 20);
   t.pass();
 });
+
+// A pass that fails before it writes (here: a set of one of our names that the gateway did not make, which stops
+// every apply) still shows the NICs as it found them. It used to leave /status and vlan_up as the pass before it
+// left them: a VLAN whose NIC Docker had just detached stayed "up", vlan_up 1, on a NIC that was not there.
+kernel(`a pass that fails before writing still shows the NICs it found: a NIC gone meanwhile is not "up"${NEEDS_ROOT}`, async (t) => {
+  const ipset = (...args: string[]) => runner.run(['ip', 'netns', 'exec', router(), 'ipset', ...args], { allowFailure: true });
+  await ip(sw(), 'link', 'add', 'link', 'p30', 'name', 'm30', 'type', 'macvlan', 'mode', 'bridge');
+  await ip(sw(), 'link', 'set', 'm30', 'netns', router(), 'name', GUEST_NIC);
+  await ip(router(), 'addr', 'add', GUEST_DOCKER_ADDRESS, 'dev', GUEST_NIC);
+  await ip(router(), 'link', 'set', GUEST_NIC, 'up');
+  await waitFor('guest up', async () => (await guestUp()).find((s) => s.value === 1), 5000, 20);
+  await waitFor('no VLAN waiting: VGW-WAITING gone', async () => (await ipset('list', '-n')).stdout.split('\n').every((l) => l !== 'VGW-WAITING'), 5000, 20);
+  await ipset('create', 'VGW-WAITING', 'hash:ip'); // not as the gateway makes it: the next pass that needs it fails
+  try {
+    const from = gateway!.logs.length;
+    await ip(router(), 'link', 'del', GUEST_NIC);
+    await gateway!.waitForLog('the failed pass', (l) => l.level >= 50 && /VGW-WAITING exists as hash:ip/.test(JSON.stringify(l)), 5000, from);
+    const status = await gateway!.status();
+    t.is(status.lastReconcile?.result, 'failure');
+    t.like(status.vlans.find((v) => v.name === 'guest'), { state: 'waiting', interface: null });
+    const up = await guestUp();
+    t.true(up.length > 0 && up.every((s) => s.value === 0), JSON.stringify(up));
+  } finally {
+    await ipset('destroy', 'VGW-WAITING');
+  }
+  await waitFor('a pass that succeeds once the set is gone', async () => (await gateway!.status()).lastReconcile?.result === 'success', 10_000, 50);
+  t.deepEqual((await gateway!.status()).waiting, ['guest']);
+});
