@@ -92,7 +92,10 @@ export async function labCheck(runner: CommandRunner, topology: LabTopology, con
       };
     });
     const notes = plan.notProbed.map((n) => `not probed: ${n}`);
-    if (plan.planned > probes.length) notes.push(`${plan.planned - probes.length} of ${plan.planned} planned probes left out (at most ${MAX_PROBES} per check; the baseline and the ports rules name come first)`);
+    if (plan.planned > probes.length) {
+      notes.push(`${plan.planned - probes.length} of ${plan.planned} planned probes left out (at most ${MAX_PROBES} per check, kept in this order: the baseline, the ports rules name, the ports just outside them, the other transport)`);
+      notes.push(...plan.capped.map((c) => `left out: ${c}`));
+    }
     const zones = [...topology.vlans.map((v) => v.name), INTERNET];
     return { lab: topology.name, zones, rows, notes, ok: rows.every((r) => r.ok), durationMs: Date.now() - started };
   } finally {

@@ -11,7 +11,8 @@
  *   addresses), or reported as not probed when the lab can have no host there (the gateway, the router's NIC);
  * - every port forward, from the Internet host to the router's uplink address.
  * Probes are deduplicated, and at most MAX_PROBES run (the baseline first, then each rule's named ports, the
- * ports outside them, the other transport): the check says how many it left out.
+ * ports outside them, the other transport): the check says how many it left out, and of which rules (from 8 VLANs
+ * on, the baseline alone is more than the cap, and no rule's own ports are probed).
  *
  * Agents serve every probed TCP and UDP port on the namespaces probed. The connect probes of one namespace run
  * from one agent process, a limited number in flight; pings run as processes, as many at once. The agents' replies
@@ -59,6 +60,8 @@ export interface LabProbePlan {
   readonly notProbed: readonly string[];
   /** How many probes were planned before the cap (equal to probes.length when none was left out). */
   readonly planned: number;
+  /** Rules some of whose probes the cap left out, each with those probes: a check that says OK has not tried them. */
+  readonly capped: readonly string[];
 }
 
 /** A place probes are sent from or to: a VLAN client's address (its own, or one a rule names), or the Internet host. */
@@ -137,11 +140,12 @@ export function planLabProbes(topology: LabTopology, config: Config, timeoutMs =
   };
 
   const candidates = new Map<string, { from: Endpoint; to: Endpoint; want: Wanted; order: number }>();
-  const want = (from: Endpoint, to: Endpoint, w: Wanted) => {
+  const want = (from: Endpoint, to: Endpoint, w: Wanted): string => {
     const key = `${from.address}|${to.address}|${w.proto}|${w.port ?? ''}`;
     const seen = candidates.get(key);
     if (seen === undefined) candidates.set(key, { from, to, want: w, order: candidates.size });
     else if (w.tier < seen.want.tier) candidates.set(key, { ...seen, want: w });
+    return key;
   };
 
   for (const a of vlanOwn) {
@@ -156,6 +160,8 @@ export function planLabProbes(topology: LabTopology, config: Config, timeoutMs =
   }
 
   const notProbed: string[] = [];
+  /** Each probed rule's probes (candidate keys), to say which the cap left out. */
+  const ruleKeys: Array<{ rule: string; keys: string[] }> = [];
   config.forwarding.rules.forEach((rule, index) => {
     const from = endpointOf(rule.from);
     const to = endpointOf(rule.to);
@@ -164,7 +170,7 @@ export function planLabProbes(topology: LabTopology, config: Config, timeoutMs =
       notProbed.push(`forwarding.rules[${index}] (from ${rule.from} to ${rule.to}): ${why.join('; ')}`);
       return;
     }
-    for (const w of ruleProbes(rule)) want(from, to, w);
+    ruleKeys.push({ rule: `forwarding.rules[${index}] (from ${rule.from} to ${rule.to})`, keys: ruleProbes(rule).map((w) => want(from, to, w)) });
   });
 
   // The cap keeps the baseline, then what the rules name, and so on, in config order within each tier.
@@ -182,9 +188,19 @@ export function planLabProbes(topology: LabTopology, config: Config, timeoutMs =
     || hostsOf(x.from, x.to).localeCompare(hostsOf(y.from, y.to))
     || protoRank[x.want.proto] - protoRank[y.want.proto] || (x.want.port ?? 0) - (y.want.port ?? 0));
 
+  const labelOf = (from: Endpoint, to: Endpoint, w: Wanted) => {
+    const hosts = hostsOf(from, to);
+    return `${w.proto === 'icmp' ? 'ping' : `${w.proto}/${w.port}`}${hosts ? ` ${hosts}` : ''}`;
+  };
+  const keptSet = new Set(kept);
+  const capped = ruleKeys.flatMap(({ rule, keys }) => {
+    const missed = keys.map((k) => candidates.get(k)!).filter((c) => !keptSet.has(c));
+    return missed.length === 0 ? [] : [`${rule}: ${missed.map((c) => labelOf(c.from, c.to, c.want)).join(', ')}`];
+  });
+
   const probes: PlannedProbe[] = kept.map(({ from, to, want: w }) => {
     const hosts = hostsOf(from, to);
-    const label = `${w.proto === 'icmp' ? 'ping' : `${w.proto}/${w.port}`}${hosts ? ` ${hosts}` : ''}`;
+    const label = labelOf(from, to, w);
     const expected = expectedVerdict(config, from.zone, to.zone, w.proto, w.port, to.address, from.address);
     const fromInternet = from === internet;
     const spec: ProbeSpec = {
@@ -222,7 +238,7 @@ export function planLabProbes(topology: LabTopology, config: Config, timeoutMs =
       note: `to ${forward.to}:${toPort}`,
     });
   }
-  return { probes, notProbed, planned: all.length + config.portForwards.length };
+  return { probes, notProbed, planned: all.length + config.portForwards.length, capped };
 }
 
 /** What each namespace's agent serves: every TCP and UDP port probed there, and each port forward's target. TCP

@@ -6,7 +6,7 @@
  */
 import test from 'ava';
 import { fileURLToPath } from 'node:url';
-import { loadConfig } from '../../src/config/load.js';
+import { loadConfig, parseConfigText } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import {
   connectOutcome, formatMatrix, planLabAgents, planLabProbes, planLabTopology, ruleProbes, type CheckResult, type CheckRow,
@@ -133,6 +133,33 @@ test('probes are capped, the baseline kept first, and the plan says how many it 
   const labels = capped.probes.map((p) => `${p.from} → ${p.to} ${p.probe}`);
   for (const baseline of ['office → lab ping', 'lab → office tcp/80', 'internet → lab tcp/22', 'internet → office fwd tcp/2222']) t.true(labels.includes(baseline), baseline);
   t.true(labels.includes('lab → office tcp/1000') && !labels.includes('lab → office tcp/1001'), 'named ports before the ports outside them');
+});
+
+// From 8 VLANs on, the baseline between every pair of zones alone is more than the cap, and every probe of a rule's
+// own ports was left out: the check said "N of M planned probes left out" and OK, as if the rules had been tried.
+test('probes the cap leaves out are named per rule, so an OK does not pass for the rules having been tried', (t) => {
+  const text = (count: number) => [
+    'uplink: {interface: eth0, gateway: 203.0.113.1}',
+    'vlans:',
+    ...Array.from({ length: count }, (_, i) => `  - {name: v${i + 1}, id: ${i + 1}, subnet: 10.${i + 1}.0.0/24, gateway: 10.${i + 1}.0.1}`),
+    'forwarding:',
+    '  default: drop',
+    '  rules:',
+    '    - {from: v1, to: v2, proto: tcp, ports: "22,443", action: accept}',
+    '    - {from: uplink, to: v4, proto: udp, ports: "53", action: accept}',
+  ].join('\n');
+  const config = parseConfigText(text(12), 'v12.yaml');
+  const plan = planLabProbes(planLabTopology(config, 'u'), config);
+  t.is(plan.probes.length, 200);
+  t.is(plan.planned, 12 * 11 * 3 + 12 * 2 + 12 * 3 + 4 + 3); // the baseline, then each rule's probes not in it
+  // tcp/22 of the first rule is also v1 → v2's baseline probe, which ran.
+  t.deepEqual(plan.capped, [
+    'forwarding.rules[0] (from v1 to v2): tcp/443, tcp/23, tcp/444, udp/22',
+    'forwarding.rules[1] (from uplink to v4): udp/53, udp/54, tcp/53',
+  ]);
+  // Under the cap, nothing is said.
+  const small = parseConfigText(text(4), 'v4.yaml');
+  t.deepEqual(planLabProbes(planLabTopology(small, 'u'), small).capped, []);
 });
 
 test('agents serve every probed port: TCP on every address, UDP on the very address probed', async (t) => {
