@@ -58,8 +58,8 @@ const zoneRef = z.string().regex(ZONE_REF, {
 const clientRef = z.string().regex(ZONE_REF, { message: 'must be a VLAN name, or an address or prefix inside a VLAN' });
 
 /**
- * The most VLANs one gateway takes. Each ordered pair of VLANs gets its own accounting member (and, without ipset, its
- * own rule), so the state grows with the square of the count: a full apply of 512 VLANs (265,218 set members) took 12 s
+ * The most VLANs one gateway takes. Each ordered pair of VLANs gets its own accounting member (and, without ipset or
+ * under default: drop, its own rule), so the state grows with the square of the count: a full apply of 512 VLANs (265,218 set members) took 12 s
  * here, of 600 36 s, and a `validate` of 4,094 ran out of memory after 5 minutes (BENCHMARKS.md, How many VLANs).
  */
 export const MAX_VLANS = 512;
