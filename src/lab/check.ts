@@ -20,6 +20,8 @@ export interface CheckRow {
   readonly expected: Verdict;
   readonly actual: Verdict;
   readonly expectedPeer?: string;
+  /** The address:port the server must be reached on (after any DNAT). */
+  readonly expectedLocal?: string;
   /** The source address the server saw (tcp/udp probes that passed). */
   readonly peer?: string;
   readonly ok: boolean;
@@ -87,7 +89,8 @@ export async function labCheck(runner: CommandRunner, topology: LabTopology, con
       return {
         from: p.from, to: p.to, probe: p.probe, proto: p.proto, ...(p.port === undefined ? {} : { port: p.port }), hosts: p.hosts,
         ...(p.forward ? { forward: true } : {}), expected: p.expected, actual: outcome.actual,
-        ...(p.expectedPeer ? { expectedPeer: p.expectedPeer } : {}), ...(peer ? { peer } : {}),
+        ...(p.expectedPeer ? { expectedPeer: p.expectedPeer } : {}), ...(p.expectedLocal ? { expectedLocal: p.expectedLocal } : {}),
+        ...(peer ? { peer } : {}),
         ok: outcome.actual === p.expected && landed, detail,
       };
     });

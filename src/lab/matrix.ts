@@ -76,7 +76,7 @@ export function formatMatrix(result: CheckResult): string {
     for (const r of bad) {
       const why = r.actual !== r.expected
         ? `the config says ${r.expected}, got ${r.actual}`
-        : `passed, but not as configured (expected the server to see ${r.expectedPeer ?? 'the sender'})`;
+        : `passed, but not as configured (expected the server to see ${r.expectedPeer ?? 'the sender'}${r.expectedLocal ? ` on ${r.expectedLocal}` : ''})`;
       out.push(`  ${r.from} → ${r.to} ${r.probe}: ${why} (${r.detail})`);
     }
   }

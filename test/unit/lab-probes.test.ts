@@ -222,6 +222,20 @@ test('the matrix: a pair\'s probes grouped by result, ports joined, the Internet
   ].join('\n'));
 });
 
+// A probe that passed but reached the wrong place (a port forward landing on another host) was said as "expected
+// the server to see 198.51.100.10", the very source it saw: the address it should have reached was not said.
+test('a probe that passed but landed elsewhere says where it should have landed', (t) => {
+  const result: CheckResult = {
+    lab: 'demo', zones: ['office', 'internet'], notes: [], ok: false, durationMs: 900,
+    rows: [row('internet', 'office', 'fwd tcp/2222', 'pass', {
+      ok: false, expectedPeer: '198.51.100.10', expectedLocal: '192.168.10.100:22', peer: '198.51.100.10',
+      detail: 'to 192.168.10.100:22; peer 198.51.100.10 local 192.168.10.50:22',
+    })],
+  };
+  t.true(formatMatrix(result).includes('  internet → office fwd tcp/2222: passed, but not as configured (expected the server to see '
+    + '198.51.100.10 on 192.168.10.100:22) (to 192.168.10.100:22; peer 198.51.100.10 local 192.168.10.50:22)'), formatMatrix(result));
+});
+
 test('too wide for a matrix: one line per pair, ranges of ports as ranges, the hosts a rule names in brackets, and the notes', (t) => {
   const ports = [22, 80, 443, 8000, 8100, ...Array.from({ length: 12 }, (_, i) => 9000 + i)];
   const result: CheckResult = {
