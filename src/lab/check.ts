@@ -96,7 +96,7 @@ export async function labCheck(runner: CommandRunner, topology: LabTopology, con
     });
     const notes = plan.notProbed.map((n) => `not probed: ${n}`);
     if (plan.planned > probes.length) {
-      notes.push(`${plan.planned - probes.length} of ${plan.planned} planned probes left out (at most ${MAX_PROBES} per check, kept in this order: the baseline, the ports rules name, the ports just outside them, the other transport)`);
+      notes.push(`${plan.planned - probes.length} of ${plan.planned} planned probes left out (at most ${MAX_PROBES} per check, kept in this order: the ports rules name, the ports just outside them, the other transport, then the baseline of ping, tcp/22 and tcp/80 between every pair)`);
       notes.push(...plan.capped.map((c) => `left out: ${c}`));
     }
     const zones = [...topology.vlans.map((v) => v.name), INTERNET];

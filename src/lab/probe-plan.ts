@@ -10,9 +10,9 @@
  *   names an address or a prefix is probed from / to a lab host it covers (topology.ts gives the clients those
  *   addresses), or reported as not probed when the lab can have no host there (the gateway, the router's NIC);
  * - every port forward, from the Internet host to the router's uplink address.
- * Probes are deduplicated, and at most MAX_PROBES run (the baseline first, then each rule's named ports, the
- * ports outside them, the other transport): the check says how many it left out, and of which rules (from 8 VLANs
- * on, the baseline alone is more than the cap, and no rule's own ports are probed).
+ * Probes are deduplicated, and at most MAX_PROBES run: the rules' probes first (what the user wrote and wants tried:
+ * the ports they name, then those just outside them, then the other transport), then the baseline; the check says
+ * how many it left out, and of which rules (from 8 VLANs on, the baseline alone is more than the cap).
  *
  * Agents serve every probed TCP and UDP port on the namespaces probed. The connect probes of one namespace run
  * from one agent process, a limited number in flight; pings run as processes, as many at once. The agents' replies
@@ -79,7 +79,7 @@ interface Endpoint {
 interface Wanted {
   readonly proto: ProbeProto;
   readonly port?: number;
-  /** 0 the baseline, 1 what a rule names, 2 just outside it, 3 the other transport. The cap keeps lower first. */
+  /** 0 what a rule names, 1 just outside its ports, 2 the other transport, 3 the baseline. The cap keeps lower first. */
   readonly tier: 0 | 1 | 2 | 3;
 }
 
@@ -98,19 +98,19 @@ export function ruleProbes(rule: ForwardingRule): Wanted[] {
     const ranges = parsePorts(rule.ports);
     const inside = (p: number) => ranges.some(([low, high]) => p >= low && p <= high);
     const out: Wanted[] = [];
-    for (const [low, high] of ranges) for (const port of low === high ? [low] : [low, high]) out.push({ proto, port, tier: 1 });
+    for (const [low, high] of ranges) for (const port of low === high ? [low] : [low, high]) out.push({ proto, port, tier: 0 });
     for (const [low, high] of ranges) {
       const outside = [high + 1, low - 1].find((p) => p >= 1 && p <= 65535 && !inside(p));
-      if (outside !== undefined) out.push({ proto, port: outside, tier: 2 });
+      if (outside !== undefined) out.push({ proto, port: outside, tier: 1 });
     }
-    out.push({ proto: proto === 'tcp' ? 'udp' : 'tcp', port: ranges[0]![0], tier: 3 });
+    out.push({ proto: proto === 'tcp' ? 'udp' : 'tcp', port: ranges[0]![0], tier: 2 });
     return out;
   }
   switch (proto) {
-    case 'tcp': return [{ proto: 'tcp', port: TCP_PORT, tier: 1 }, { proto: 'udp', port: UDP_PORT, tier: 3 }];
-    case 'udp': return [{ proto: 'udp', port: UDP_PORT, tier: 1 }, { proto: 'tcp', port: TCP_PORT, tier: 3 }];
-    case 'icmp': return [{ proto: 'icmp', tier: 1 }, { proto: 'tcp', port: TCP_PORT, tier: 3 }];
-    default: return [{ proto: 'icmp', tier: 1 }, { proto: 'tcp', port: TCP_PORT, tier: 1 }, { proto: 'udp', port: UDP_PORT, tier: 1 }];
+    case 'tcp': return [{ proto: 'tcp', port: TCP_PORT, tier: 0 }, { proto: 'udp', port: UDP_PORT, tier: 2 }];
+    case 'udp': return [{ proto: 'udp', port: UDP_PORT, tier: 0 }, { proto: 'tcp', port: TCP_PORT, tier: 2 }];
+    case 'icmp': return [{ proto: 'icmp', tier: 0 }, { proto: 'tcp', port: TCP_PORT, tier: 2 }];
+    default: return [{ proto: 'icmp', tier: 0 }, { proto: 'tcp', port: TCP_PORT, tier: 0 }, { proto: 'udp', port: UDP_PORT, tier: 0 }];
   }
 }
 
@@ -151,12 +151,12 @@ export function planLabProbes(topology: LabTopology, config: Config, timeoutMs =
   for (const a of vlanOwn) {
     for (const b of vlanOwn) {
       if (a === b) continue;
-      for (const w of [{ proto: 'icmp', tier: 0 }, { proto: 'tcp', port: 22, tier: 0 }, { proto: 'tcp', port: 80, tier: 0 }] as const) want(a, b, w);
+      for (const w of [{ proto: 'icmp', tier: 3 }, { proto: 'tcp', port: 22, tier: 3 }, { proto: 'tcp', port: 80, tier: 3 }] as const) want(a, b, w);
     }
-    for (const w of [{ proto: 'icmp', tier: 0 }, { proto: 'tcp', port: 80, tier: 0 }] as const) want(a, internet, w);
+    for (const w of [{ proto: 'icmp', tier: 3 }, { proto: 'tcp', port: 80, tier: 3 }] as const) want(a, internet, w);
   }
   for (const b of vlanOwn) {
-    for (const w of [{ proto: 'icmp', tier: 0 }, { proto: 'tcp', port: 22, tier: 0 }, { proto: 'tcp', port: 80, tier: 0 }] as const) want(internet, b, w);
+    for (const w of [{ proto: 'icmp', tier: 3 }, { proto: 'tcp', port: 22, tier: 3 }, { proto: 'tcp', port: 80, tier: 3 }] as const) want(internet, b, w);
   }
 
   const notProbed: string[] = [];
@@ -173,7 +173,7 @@ export function planLabProbes(topology: LabTopology, config: Config, timeoutMs =
     ruleKeys.push({ rule: `forwarding.rules[${index}] (from ${rule.from} to ${rule.to})`, keys: ruleProbes(rule).map((w) => want(from, to, w)) });
   });
 
-  // The cap keeps the baseline, then what the rules name, and so on, in config order within each tier.
+  // The cap keeps what the rules name, the ports outside them, the other transport, then the baseline; config order within each.
   const all = [...candidates.values()];
   const kept = [...all].sort((x, y) => x.want.tier - y.want.tier || x.order - y.order).slice(0, Math.max(0, maxProbes - config.portForwards.length));
   const columns = [...topology.vlans.map((v) => v.name), INTERNET];
