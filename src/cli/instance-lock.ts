@@ -162,7 +162,7 @@ export class WriteLock extends Lock {
       const pid = await holderPid(name);
       const other = `another vlan-gateway apply or down${pid ? ` (pid ${pid})` : ''}`;
       if (Date.now() >= deadline) {
-        throw new FailureError(`${other} has been writing to ${where(netns)} for more than ${options.timeoutMs / 1000} s; nothing was changed`);
+        throw new FailureError(`${other} still held ${where(netns)} after ${options.timeoutMs / 1000} s of waiting; nothing was changed`);
       }
       if (!said) options.onWait(`waiting for ${other} to finish with ${where(netns)}`);
       said = true;
