@@ -1,3 +1,4 @@
+import { accessSync, constants, readFileSync } from 'node:fs';
 /** What to tell the operator when the kernel refuses: the flag that fixes it, not just the errno. */
 const NO_PRIVILEGE = /Operation not permitted|Permission denied|you must be root|must be run as root/i;
 const READ_ONLY = /Read-only file system/i;
@@ -13,4 +14,32 @@ export function sysctlHint(key: string, value: string, stderr: string): string |
     return `/proc/sys is read-only here (a container): start it with --sysctl ${key}=${value} (docker run) or sysctls: [${key}=${value}] (Compose)`;
   }
   return undefined;
+}
+
+const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
+
+/** net.ipv4.ip_forward of this process's namespace, and whether /proc/sys is mounted read-only (a container's). */
+export function forwardingHere(): { value: string; readOnly: boolean } | undefined {
+  try {
+    const value = readFileSync(IP_FORWARD, 'utf8').trim();
+    try {
+      accessSync(IP_FORWARD, constants.W_OK);
+      return { value, readOnly: false };
+    } catch (error) {
+      return { value, readOnly: (error as NodeJS.ErrnoException).code === 'EROFS' };
+    }
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A start without NET_ADMIN fails on its first read, before the sysctl is tried: where ip_forward is off under a
+ * read-only /proc/sys (a container started without --sysctl too), the message names that flag as well, so that
+ * one re-creation of the container fixes both.
+ */
+export function withForwardingHint(message: string, here = forwardingHere()): string {
+  if (!message.includes(NET_ADMIN_HINT) || message.includes('--sysctl ')) return message;
+  if (here === undefined || here.value !== '0' || !here.readOnly) return message;
+  return `${message}; and net.ipv4.ip_forward is 0 in a read-only /proc/sys: add --sysctl net.ipv4.ip_forward=1 too (Compose: sysctls: [net.ipv4.ip_forward=1])`;
 }

@@ -27,6 +27,7 @@ import { statusDocument, type ReloadState } from '../reconcile/status.js';
 import { Supervisor, type ConfigState } from '../reconcile/supervisor.js';
 import { userTemplatesText } from '../template/load.js';
 import { checkTemplates } from '../apply/user-rules-check.js';
+import { withForwardingHint } from '../apply/hints.js';
 import type { CommandRunner } from '../exec/runner.js';
 import type { Backend, Link } from '../observe/facts.js';
 import { InstanceLock } from './instance-lock.js';
@@ -275,8 +276,10 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
 
       supervisor.onFatal = (error) => {
         if (supervisor.ready) return; // after a good start, keep trying: the failure may be passing
-        log.fatal({ err: error }, describeError(error));
-        process.stderr.write(`vlan-gateway: ${describeError(error)}\n`);
+        // In its own namespace (a container's), a missing NET_ADMIN is said with a missing --sysctl, if that is too.
+        const message = args.netns === undefined ? withForwardingHint(describeError(error)) : describeError(error);
+        log.fatal({ err: error }, message);
+        process.stderr.write(`vlan-gateway: ${message}\n`);
         exitCode = 1;
         void stop('fatal');
       };

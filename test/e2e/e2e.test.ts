@@ -70,7 +70,6 @@ const record = (t: ExecutionContext, name: string, value: string) => {
 };
 
 let scratch = '';
-let runConfig = '';
 let composeConfigDir = '';
 
 // ---------------------------------------------------------------------------------------------- engine start
@@ -201,7 +200,7 @@ async function startClient(c: { name: string; network: string; address: string }
 
 /** Containers and networks of the `docker run` scenarios; the compose project has its own. */
 async function removeRunTopology() {
-  const names = [GW, INET, 'vgwt-nocap', 'vgwt-nosysctl', ...Object.values(CLIENT).map((c) => c.name)];
+  const names = [GW, INET, 'vgwt-nocap', 'vgwt-nosysctl', 'vgwt-neither', ...Object.values(CLIENT).map((c) => c.name)];
   await docker(['rm', '-f', ...names]);
   for (const n of Object.values(NET)) await docker(['network', 'rm', n]);
 }
@@ -289,7 +288,7 @@ serial("the write-up's flow: two VLANs routed to each other, the Internet sees t
 
   // In a directory of its own, mounted as the README mounts /etc/vlan-gateway.
   await mkdir(join(scratch, 'run'));
-  runConfig = join(scratch, 'run', 'gateway.yaml');
+  const runConfig = join(scratch, 'run', 'gateway.yaml');
   await writeFile(runConfig, stringifyYaml({
     uplink: { interface: { mac: GW_UPLINK_MAC }, nat: 'masquerade' },
     vlans: [
@@ -520,8 +519,15 @@ issueFlow("the issue's flow (docker run --network vlan10, then connect uplink an
 
 /** Runs the image without a required flag and returns its exit code, logs and how long it lived. */
 async function runMissing(name: string, flags: readonly string[]) {
+  // A config directory of its own, so that these tests also run alone (--match).
+  const dir = join(scratch, 'missing');
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'gateway.yaml'), stringifyYaml({
+    uplink: { interface: { mac: GW_UPLINK_MAC } },
+    vlans: [{ name: 'office', id: 10, subnet: '192.168.10.0/24', gateway: '192.168.10.1' }],
+  }));
   // --network none: nothing to route, and no second holder of a VLAN gateway address; the checks fail first.
-  await runDetached(['--name', name, ...flags, '--network', 'none', '-v', `${dirname(runConfig)}:/etc/vlan-gateway:ro`, IMAGE]);
+  await runDetached(['--name', name, ...flags, '--network', 'none', '-v', `${dir}:/etc/vlan-gateway:ro`, IMAGE]);
   const waited = await docker(['wait', name], { timeout: 60_000 });
   const exitCode = Number(waited.stdout.trim());
   const [startedAt, finishedAt] = (await inspect(name, '{{.State.StartedAt}} {{.State.FinishedAt}}')).split(' ');
@@ -544,6 +550,18 @@ serial('missing --sysctl net.ipv4.ip_forward=1: exits non-zero and says which fl
   t.not(r.exitCode, 0);
   t.true(r.logs.includes('--sysctl net.ipv4.ip_forward=1'), `logs:\n${r.logs}`);
   t.log(r.logs.split('\n').filter((l) => l.startsWith('vlan-gateway:')).join('\n'));
+});
+
+serial('neither --cap-add NET_ADMIN nor --sysctl net.ipv4.ip_forward=1: one message names both flags', async (t) => {
+  // The first read fails for want of NET_ADMIN before the sysctl is tried; a user who adds only that flag would
+  // meet the second failure on the next start.
+  const flags = readIpForward() === '1' ? ['--sysctl', 'net.ipv4.ip_forward=0'] : [];
+  const r = await runMissing('vgwt-neither', flags);
+  record(t, 'missing both: exit', `code ${r.exitCode} after ${r.livedS.toFixed(2)} s`);
+  t.not(r.exitCode, 0);
+  const said = r.logs.split('\n').filter((l) => l.startsWith('vlan-gateway:')).join('\n');
+  t.regex(said, /--cap-add NET_ADMIN.*--sysctl net\.ipv4\.ip_forward=1/, `logs:\n${r.logs}`);
+  t.log(said);
 });
 
 /** Every PromQL expression of the Grafana dashboard, as recording rules that `promtool check rules` parses. */
