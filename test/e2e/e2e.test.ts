@@ -426,7 +426,7 @@ serial(`docker restart: routing is back within ${RESTART_BOUND_S} s of the conta
     t.is(startLines.starting.codeCache, 'used', 'the bundle was loaded with the code cache the image build made');
     // The container's /run survived the restart: the config its last run parsed is there. Its rules were kept at
     // its stop too, but under its NICs' names then, and Docker names them anew at this first restart (it attaches
-    // the networks given at `docker run` last: the uplink is eth2 now), so they are rendered again.
+    // --internal networks last: the uplink is eth2 now), so they are rendered again.
     t.like(startLines.planCache, { config: 'cached' });
   }
   // The next restart finds both: the NICs keep the names the first restart gave them.
