@@ -66,9 +66,7 @@ function syntaxError(error: YAMLException, text: string): YamlSyntaxError {
   const key = !repeated || mark?.position === undefined ? undefined
     : quote === '"' || quote === "'" ? new RegExp(`^([^${quote}\\n]*)${quote}[ \\t]*:`).exec(rest)?.[1]
     : /^[ \t]*([^\s:#"'{}[\],]+)[ \t]*:/.exec(rest)?.[1];
-  const reason = key ? `${error.reason} "${key}"`
-    : error.reason.startsWith('aliases exceeded') ? `more than ${MAX_ALIASES} aliases (*name) in the file; a config needs far fewer`
-    : error.reason;
+  const reason = key ? `${error.reason} "${key}"` : plainReason(error.reason);
   if (mark?.line === undefined || mark.column === undefined) return new YamlSyntaxError(`(top level): ${reason}`, repeated);
   // At the end of a file that ends with a line break, js-yaml's mark is on the line after the last: say the last.
   const lines = text.split(/\r\n?|\n/);
@@ -76,6 +74,19 @@ function syntaxError(error: YAMLException, text: string): YamlSyntaxError {
   const last = Math.max(lines.length, 1);
   const [line, column] = mark.line + 1 > last ? [last, (lines[last - 1]?.length ?? 0) + 1] : [mark.line + 1, mark.column + 1];
   return new YamlSyntaxError(`line ${line}, column ${column}: ${reason}`, repeated);
+}
+
+/**
+ * js-yaml's reasons that name its own internals (an option, its object model) said as what is wrong in the file;
+ * the others already read as a sentence about the text.
+ */
+function plainReason(reason: string): string {
+  if (reason.startsWith('aliases exceeded')) return `more than ${MAX_ALIASES} aliases (*name) in the file; a config needs far fewer`;
+  const depth = /^nesting exceeded maxDepth \((\d+)\)$/.exec(reason);
+  if (depth) return `more than ${depth[1]} levels of nesting (lists and mappings inside one another); a config needs a few`;
+  if (reason === 'object-based map does not support complex keys') return 'a key that is a list or a mapping ("? [a, b]"); a config\'s keys are words';
+  if (reason.startsWith('cannot merge mappings')) return 'a merge key (<<) takes a mapping or a list of mappings (like <<: *defaults), nothing else';
+  return reason;
 }
 
 /** Each key written a second time in one mapping, with its path and both lines. */

@@ -912,6 +912,22 @@ vlans: []
     lines: ['line 52, column 13: more than 100 aliases (*name) in the file; a config needs far fewer'],
   },
   {
+    // js-yaml's own words for these name its option (maxDepth) and its object model ("object-based map").
+    title: 'nesting deeper than the parser allows, said without naming its option (maxDepth)',
+    yaml: `vlans: ${'['.repeat(150)}${']'.repeat(150)}\n`,
+    lines: ['line 1, column 107: more than 100 levels of nesting (lists and mappings inside one another); a config needs a few'],
+  },
+  {
+    title: 'a key that is a list',
+    yaml: '? [a, b]\n: 1\nvlans: []\n',
+    lines: ['line 1, column 1: a key that is a list or a mapping ("? [a, b]"); a config\'s keys are words'],
+  },
+  {
+    title: 'a merge key given a value, not a mapping',
+    yaml: 'x: &office {name: office}\nvlans:\n  - {<<: [*office, 5], id: 10}\n',
+    lines: ['line 3, column 6: a merge key (<<) takes a mapping or a list of mappings (like <<: *defaults), nothing else'],
+  },
+  {
     // js-yaml makes it an own key (no prototype is set), so it is reported like any other unknown key.
     title: 'a __proto__ key is an unknown key',
     yaml: `__proto__: {polluted: 1}
