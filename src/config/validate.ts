@@ -51,6 +51,11 @@ function fromZod(issue: ZodIssue, input: unknown): Problem[] {
       }));
     case 'invalid_type': {
       if (issue.received === 'undefined') return [{ path, message: 'is required' }];
+      // js-yaml reads a numeral beyond a double's range (1e400, -1e999) as text: said as the number it looks like.
+      const value = issue.received === 'string' ? valueAt(input, path) : undefined;
+      if ((issue.expected === 'number' || issue.expected === 'integer') && typeof value === 'string' && NUMERAL.test(value) && !Number.isFinite(Number(value.replace(/_/g, '')))) {
+        return [{ path, message: `must be a number, and ${value} is beyond the range of one (YAML reads it as text)` }];
+      }
       // An enum given a number or a boolean (proto: 6): said as a wrong word is, not in zod's type syntax.
       const words = /^'[^']*'( \| '[^']*')*$/.test(issue.expected) ? issue.expected.split(' | ').map((w) => w.slice(1, -1)) : undefined;
       if (words) return [{ path, message: `must be one of ${words.join(', ')}, not ${article(issue.received)}` }];
@@ -95,10 +100,17 @@ function interfaceHint(key: string, path: readonly PathSegment[]): string {
 
 function portListHint(key: string, path: readonly PathSegment[], input: unknown): string {
   if (!/^\d+(-\d+)?$/.test(key) || !keysAt(path).includes('ports')) return '';
-  const before = path.reduce<unknown>((node, segment) => (isObject(node) || Array.isArray(node) ? (node as Record<PathSegment, unknown>)[segment] : undefined), input);
+  const before = valueAt(input, path);
   const ports = isObject(before) && typeof before.ports === 'number' ? before.ports : '…'; // a number only: never echo text
   return `; inside { } a port list must be quoted, as in ports: "${ports},${key}"`;
 }
+
+/** The document's value at a path (undefined where it has none). */
+const valueAt = (input: unknown, path: readonly PathSegment[]): unknown =>
+  path.reduce<unknown>((node, segment) => (isObject(node) || Array.isArray(node) ? (node as Record<PathSegment, unknown>)[segment] : undefined), input);
+
+/** A YAML 1.2 decimal numeral (what js-yaml would read as a number, were it in range). */
+const NUMERAL = /^[-+]?(\d[\d_]*(\.[\d_]*)?|\.\d[\d_]*)([eE][-+]?\d+)?$/;
 
 /** The schema under the wrappers; of a union (interface: a name or {mac}), its mapping. */
 function unwrap(schema: unknown): unknown {

@@ -376,6 +376,20 @@ reconcile: {minIntervalMs: -.inf}
     ],
   },
   {
+    // js-yaml reads a numeral beyond a double's range as a string: "must be a number, not a string" said of 1e400.
+    title: 'a number beyond what YAML holds is said as that number, not as a string',
+    yaml: `vlans:
+  - {name: a, id: 1e400, subnet: 10.0.0.0/24, gateway: 10.0.0.1}
+portForwards: [{port: -1e999, to: 10.0.0.5}]
+reconcile: {minIntervalMs: 1e400}
+`,
+    lines: [
+      'vlans[0].id: must be a number, and 1e400 is beyond the range of one (YAML reads it as text) (line 2)',
+      'portForwards[0].port: must be a number, and -1e999 is beyond the range of one (YAML reads it as text) (line 3)',
+      'reconcile.minIntervalMs: must be a number, and 1e400 is beyond the range of one (YAML reads it as text) (line 4)',
+    ],
+  },
+  {
     title: 'an optional section with nothing under it (its lines commented out) takes its defaults',
     yaml: `uplink:
 vlans:
