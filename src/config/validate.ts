@@ -326,8 +326,10 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
 
   /** A forwarding rule's address that only the router's own traffic or a broadcast has: the rule never matches. */
   const unforwardedAddress = (ref: string): string | undefined => {
-    const address = ref.includes('/') ? undefined : parseAddress(ref);
-    const vlan = address === undefined ? undefined : zoneVlan(ref);
+    // A /32 is its one address: 192.168.10.1/32 never matches either.
+    const single = ref.endsWith('/32') ? ref.slice(0, -'/32'.length) : ref;
+    const address = single.includes('/') ? undefined : parseAddress(single);
+    const vlan = address === undefined ? undefined : zoneVlan(single);
     const what = vlan && notAHost(address!, vlan);
     if (!what) return undefined;
     const why = { gateway: '; traffic to or from the router itself does not pass between VLANs', network: ', not a host\'s', broadcast: '; the router does not forward broadcasts' };

@@ -1027,6 +1027,25 @@ forwarding:
     ],
   },
   {
+    // The same addresses as /32 prefixes were accepted, and made rules that never match.
+    title: 'a forwarding rule on the router\'s own address, or a network or broadcast address, written as a /32 never matches either',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1}
+forwarding:
+  rules:
+    - {from: office, to: 192.168.20.1/32, action: drop}
+    - {from: 192.168.20.255/32, to: office, action: drop}
+    - {from: office, to: 192.168.20.0/32, action: drop}
+    - {from: office, to: 192.168.20.2/32, action: drop}
+`,
+    lines: [
+      'forwarding.rules[0].to: 192.168.20.1/32 is the gateway\'s own address on lab; traffic to or from the router itself does not pass between VLANs, so the rule never matches (line 6)',
+      'forwarding.rules[1].from: 192.168.20.255/32 is the broadcast address of 192.168.20.0/24; the router does not forward broadcasts, so the rule never matches (line 7)',
+      'forwarding.rules[2].to: 192.168.20.0/32 is the network address of 192.168.20.0/24, not a host\'s, so the rule never matches (line 8)',
+    ],
+  },
+  {
     title: 'an empty file',
     yaml: '',
     lines: ['vlans: is required'],
