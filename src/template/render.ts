@@ -59,6 +59,14 @@ function firstLine(error: unknown): string {
   if (missing) return `${JSON.stringify(missing[1])} is not defined (template line ${missing[2]}, column ${Number(missing[3]) + 1})`;
   const parse = /^Parse error on line (\d+):[\s\S]*?\n(Expecting [^\n]*)/.exec(message);
   if (parse) return `syntax error on template line ${parse[1]}: ${parse[2]}`;
+  // Handlebars does not check these itself: the JavaScript error that results says "undefined" and nothing of the template.
+  const nothing = /^Cannot read properties of (?:undefined|null) \(reading '([^']*)'\)/.exec(message);
+  if (nothing) {
+    return nothing[1] === 'call' || nothing[1] === 'lookupProperty'
+      ? 'a helper was called without the values it takes (like {{lookup}} without a list or a mapping and a key)'
+      : `${JSON.stringify(nothing[1])} was looked up above the top level of the data: a "../" too many `
+        + '(the {{else}} part of an {{#each}} is at the level of the {{#each}} itself, not inside the list)';
+  }
   return message.split('\n')[0]!;
 }
 
@@ -126,6 +134,10 @@ export function checkRuleBody(body: string): string | undefined {
 export function guarded<T extends object>(data: T, path = ''): T {
   return new Proxy(data, {
     get(target, prop, receiver) {
+      // Written into a rule as it is ({{uplink}}, {{this}} in {{#each vlans}}): JavaScript's text for it is
+      // "[object Object]" (or a list's items with commas), which no rule means. Its text is instead what to say
+      // about it, marked, and renderRules says it (Handlebars also makes text of the data for its own messages).
+      if (prop === Symbol.toPrimitive) return () => `${NOT_A_VALUE}${notAValue(target, path)}${NOT_A_VALUE}`;
       const value: unknown = Reflect.get(target, prop, receiver);
       if (typeof prop === 'symbol') return value;
       if (!(prop in target)) {
@@ -139,6 +151,18 @@ export function guarded<T extends object>(data: T, path = ''): T {
   });
 }
 
+/** Marks, on both sides, what to say of a mapping or a list a template wrote as a value (no rule holds it). */
+const NOT_A_VALUE = '\u0001';
+
+/** A mapping or a list of the template data, written where a rule takes a value. */
+function notAValue(target: object, path: string): string {
+  const where = path === '' ? 'the top level of the data' : path;
+  if (Array.isArray(target)) return `${where} is a list, not a value to write into a rule: write each item with {{#each ${path === '' ? 'this' : path}}}…{{/each}}`;
+  const keys = Object.keys(target);
+  const like = keys.length > 0 && /^[a-z]\w*(\.[a-z]\w*)*$/i.test(path) ? `, like {{${path}.${keys[0]!}}}` : '';
+  return `${where} is a mapping, not a value to write into a rule: write one of its fields (${keys.join(', ')})${like}`;
+}
+
 /** Renders a template and returns its rule bodies (blank lines dropped, whitespace folded). */
 export function renderRules(source: string, file: string, data: object): string[] {
   const template = compile(source, file);
@@ -150,6 +174,8 @@ export function renderRules(source: string, file: string, data: object): string[
   }
   const bodies: string[] = [];
   text.split('\n').forEach((raw, index) => {
+    const notValue = raw.split(NOT_A_VALUE);
+    if (notValue.length > 2) throw new TemplateError(file, notValue[1]!, index + 1);
     const trimmed = raw.trim();
     // Most lines come out of a template with single spaces already: fold only when there is something to fold.
     const body = /\s\s|[^ \S]/.test(trimmed) ? trimmed.replace(/\s+/g, ' ') : trimmed;

@@ -229,6 +229,34 @@ test('a user template naming a value that does not exist in a helper\'s argument
   t.deepEqual(renderRules('{{#each vlans}}\n-i {{nic}} -j DROP\n{{/each}}\n', 'f.hbs', guarded({ vlans: [{ nic: 'eth1' }, { nic: 'eth2' }] })), ['-i eth1 -j DROP', '-i eth2 -j DROP']);
 });
 
+test('a user template writing a mapping or a list where a value goes says which, not "[object Object]"', (t) => {
+  const data = () => guarded({ vlans: [{ name: 'office', nic: 'eth1' }], uplink: { nic: 'eth0', snatTo: null } });
+  t.throws(() => renderRules('-o {{uplink}} -j DROP\n', 'f.hbs', data()), {
+    instanceOf: TemplateError,
+    message: 'f.hbs, rendered line 1: uplink is a mapping, not a value to write into a rule: write one of its fields (nic, snatTo), like {{uplink.nic}}',
+  });
+  t.throws(() => renderRules('{{#each vlans}}\n-i {{this}} -j DROP\n{{/each}}\n', 'f.hbs', data()), {
+    instanceOf: TemplateError, message: 'f.hbs, rendered line 1: vlans[0] is a mapping, not a value to write into a rule: write one of its fields (name, nic)',
+  });
+  t.throws(() => renderRules('-i {{vlans}} -j DROP\n', 'f.hbs', data()), {
+    instanceOf: TemplateError, message: 'f.hbs, rendered line 1: vlans is a list, not a value to write into a rule: write each item with {{#each vlans}}…{{/each}}',
+  });
+});
+
+test('a user template whose "../" climbs above the top level, or a helper called without its values, gets a sentence, not a JavaScript error', (t) => {
+  // The {{else}} of an {{#each}} is at the {{#each}}'s own level: "../" there leaves the data (Handlebars threw
+  // "Cannot read properties of undefined (reading 'uplink')").
+  const data = guarded({ vlans: [], uplink: { nic: 'eth0' } });
+  t.throws(() => renderRules('{{#each vlans}}\n-i {{nic}} -j DROP\n{{else}}\n-o {{../uplink.nic}} -j DROP\n{{/each}}\n', 'f.hbs', data), {
+    instanceOf: TemplateError,
+    message: 'f.hbs: "uplink" was looked up above the top level of the data: a "../" too many '
+      + '(the {{else}} part of an {{#each}} is at the level of the {{#each}} itself, not inside the list)',
+  });
+  t.throws(() => renderRules('-j {{lookup}}\n', 'f.hbs', data), {
+    instanceOf: TemplateError, message: 'f.hbs: a helper was called without the values it takes (like {{lookup}} without a list or a mapping and a key)',
+  });
+});
+
 test('a rendered line with a character rules may not hold names the character and what is allowed', (t) => {
   const error = t.throws(() => renderRules("-j ACCEPT\n-m comment --comment 'x' -j ACCEPT\n", 'f.hbs', {}), { instanceOf: TemplateError });
   t.is(error?.message, `f.hbs, rendered line 2: "-m comment --comment 'x' -j ACCEPT" has a character that is not allowed in a rule: "'" `
