@@ -202,6 +202,32 @@ async function planWithUserDir(dir: string): Promise<Plan> {
   return diff(planDesired(config, facts, templates), facts);
 }
 
+test('the render with every NIC present (validate\'s) keeps the uplink outside every VLAN: one on 172.16.0.0/12 still has {{uplink.nic}}', async (t) => {
+  // The synthetic uplink sat at 172.17.0.2/24, inside this VLAN, and was taken for its NIC: the uplink had no NIC, the
+  // fixture's `-o {{../uplink.nic}}` rendered as `-o -p tcp`, and `validate` said "iptables refuses it: Bad argument `tcp'".
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-synthetic-'));
+  try {
+    const path = join(dir, 'gateway.yaml');
+    await writeFile(path, `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: lab, id: 20, subnet: 172.16.0.0/12, gateway: 172.16.0.1}
+rules:
+  dir: ${root('test/fixtures/rules.d')}
+`);
+    const { config } = await loadConfig(path);
+    const desired = planDesired(config, syntheticFacts(config), await loadTemplates(config.rules.dir));
+    const user = desired.chains.find((c) => c.name === 'VGW-USER-FORWARD')!.rules.map((r) => r.line.replace(/^-m comment --comment vgw:\S+ /, ''));
+    t.deepEqual(user.slice(0, 2), [
+      '-i eth1 -o eth0 -p tcp --dport 25 -m comment --comment "no-smtp-office" -j REJECT',
+      '-i eth2 -o eth0 -p tcp --dport 25 -m comment --comment "no-smtp-lab" -j REJECT',
+    ]);
+    // Without uplink.gateway, the first /24 from Docker's 172.17.0.0 that no VLAN holds.
+    t.deepEqual(syntheticFacts(config).links.find((l) => l.name === 'eth0')?.addresses, [{ address: '172.32.0.2', prefix: 24 }]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('a rendered line has its whitespace folded: tabs, runs of spaces and the ends; blank lines are dropped', (t) => {
   const source = '-s {{a}}\t-j  ACCEPT \n\n   \n  -d {{a}} -j DROP\n-p tcp\t\t-j\u00a0REJECT\n';
   t.deepEqual(renderRules(source, 'fold.hbs', { a: '10.0.0.1' }), ['-s 10.0.0.1 -j ACCEPT', '-d 10.0.0.1 -j DROP', '-p tcp -j REJECT']);
