@@ -1114,6 +1114,15 @@ for (const row of rows) {
   });
 }
 
+test('512 copies of one VLAN: every overlapping pair said, not a "Maximum call stack size exceeded" (130,816 problems)', (t) => {
+  // The problems were pushed as spread arguments, and one call takes fewer than that many.
+  const yaml = `vlans:\n${Array.from({ length: 512 }, (_, i) => `  - {name: v${i}, id: ${i + 1}, subnet: 10.0.0.0/8, gateway: 10.0.0.1}`).join('\n')}\n`;
+  const lines = problemsOf(yaml);
+  t.is(lines.length, (512 * 511) / 2);
+  t.is(lines[0], 'vlans[1].subnet: 10.0.0.0/8 overlaps vlans[0] (10.0.0.0/8) (line 3)');
+  t.is(lines.at(-1), 'vlans[511].subnet: 10.0.0.0/8 overlaps vlans[510] (10.0.0.0/8) (line 513)');
+});
+
 test('the error names the file and counts the problems, one indented line each', (t) => {
   const error = t.throws(() => parseConfigText('uplink:\n  nat: snat\nvlans: []\n', 'gateway.yaml'), { instanceOf: ConfigError });
   t.is(error?.message, [
