@@ -442,7 +442,11 @@ export function httpPortProblems(portForwards: readonly unknown[], httpListen: s
 /** "22,8000-8100" or 22: each port 1–65535, ranges low-high with low ≤ high. */
 function portListProblem(ports: unknown): string | undefined {
   if (typeof ports === 'number') {
-    return Number.isInteger(ports) && ports >= 1 && ports <= 65535 ? undefined : `${Number.isNaN(ports) ? '.nan' : ports} is not a port from 1 to 65535`;
+    if (Number.isInteger(ports) && ports >= 1 && ports <= 65535) return undefined;
+    // As YAML writes it: JavaScript's text of .inf is "Infinity", and of 99999999999999999999999 "1e+23".
+    if (Math.abs(ports) >= 1e21 && Number.isFinite(ports)) return `is a number far beyond ${ports < 0 ? 'the lowest port, 1' : 'the highest port, 65535'}`;
+    const shown = Number.isNaN(ports) ? '.nan' : ports === Infinity ? '.inf' : ports === -Infinity ? '-.inf' : String(ports);
+    return `${shown} is not a port from 1 to 65535`;
   }
   if (typeof ports !== 'string') return undefined; // the schema reports the type
   if (!/^\d+(-\d+)?(,\d+(-\d+)?)*$/.test(ports)) return `${JSON.stringify(ports)} is not a port list like "22,8000-8100"`;

@@ -470,16 +470,19 @@ forwarding:
     - {from: a, to: b, proto: tcp, ports: .inf, action: accept}
     - {from: a, to: b, proto: tcp, ports: 443,8443, action: accept}
     - {from: a, to: b, proto: tcp, ports: "22",80-90, action: accept}
+    - {from: a, to: b, proto: tcp, ports: 99999999999999999999999, action: accept}
 portForwards:
   - {port: .nan, to: 10.0.0.5}
 `,
     lines: [
       'forwarding.rules[0].ports: 22.5 is not a port from 1 to 65535 (line 6)',
       'forwarding.rules[1].ports: .nan is not a port from 1 to 65535 (line 7)',
-      'forwarding.rules[2].ports: Infinity is not a port from 1 to 65535 (line 8)',
+      // As YAML writes them, not as JavaScript does ("Infinity", "1e+23").
+      'forwarding.rules[2].ports: .inf is not a port from 1 to 65535 (line 8)',
       'forwarding.rules[3].8443: is not a known key (known: from, to, proto, ports, action); inside { } a port list must be quoted, as in ports: "443,8443" (line 9)',
       'forwarding.rules[4].80-90: is not a known key (known: from, to, proto, ports, action); inside { } a port list must be quoted, as in ports: "…,80-90" (line 10)',
-      'portForwards[0].port: must be a number, not .nan (not a number) (line 12)',
+      'forwarding.rules[5].ports: is a number far beyond the highest port, 65535 (line 11)',
+      'portForwards[0].port: must be a number, not .nan (not a number) (line 13)',
     ],
   },
   {
