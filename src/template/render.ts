@@ -174,8 +174,8 @@ export function renderRules(source: string, file: string, data: object): string[
   }
   const bodies: string[] = [];
   text.split('\n').forEach((raw, index) => {
-    const notValue = raw.split(NOT_A_VALUE);
-    if (notValue.length > 2) throw new TemplateError(file, notValue[1]!, index + 1);
+    const notValue = raw.includes(NOT_A_VALUE) ? raw.split(NOT_A_VALUE) : undefined; // split only where it is (the hot path)
+    if (notValue && notValue.length > 2) throw new TemplateError(file, notValue[1]!, index + 1);
     const trimmed = raw.trim();
     // Most lines come out of a template with single spaces already: fold only when there is something to fold.
     const body = /\s\s|[^ \S]/.test(trimmed) ? trimmed.replace(/\s+/g, ' ') : trimmed;
