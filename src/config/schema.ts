@@ -112,9 +112,9 @@ export const configSchema = z.object({
     snatTo: ipv4.optional(),
   }).strict().default({})),
   vlans: z.array(vlan).min(1, 'must list at least one VLAN').max(MAX_VLANS, {
-    message: `lists more than ${MAX_VLANS} VLANs, the most one gateway routes: every pair of VLANs has its own rules and `
-      + `counters, so their number grows with the square of the VLAN count (${MAX_VLANS} VLANs are `
-      + `${(MAX_VLANS * (MAX_VLANS - 1)).toLocaleString('en-US')} pairs)`,
+    message: `lists more than ${MAX_VLANS} VLANs, the most one gateway routes: every pair of VLANs has its own counters `
+      + `(and, under default: drop or without ipset, its own rule), so they grow with the square of the VLAN count `
+      + `(${MAX_VLANS} VLANs are ${(MAX_VLANS * (MAX_VLANS - 1)).toLocaleString('en-US')} pairs)`,
   }),
   forwarding: orEmpty(z.object({
     default: z.enum(['accept', 'drop']).default('accept'),

@@ -1102,8 +1102,8 @@ portForwards:
   - {name: v1, id: 600, subnet: 10.9.0.0/24, gateway: 10.9.0.1}
 `,
     lines: [
-      'vlans: lists more than 512 VLANs, the most one gateway routes: every pair of VLANs has its own rules and counters, '
-        + 'so their number grows with the square of the VLAN count (512 VLANs are 261,632 pairs) (line 2)',
+      'vlans: lists more than 512 VLANs, the most one gateway routes: every pair of VLANs has its own counters (and, under '
+        + 'default: drop or without ipset, its own rule), so they grow with the square of the VLAN count (512 VLANs are 261,632 pairs) (line 2)',
       'vlans[513].name: "v1" is already used by vlans[0] (line 515)',
     ],
   },
