@@ -146,7 +146,8 @@ export const labCommand: CommandModule<GlobalArgs, GlobalArgs> = {
     // The lab ignores $VLAN_GATEWAY_CONFIG (see labConfig): its own default, said where --help shows it.
     .option('config', { type: 'string', describe: 'config file (up, demo: default examples/lab.yaml, the write-up\'s example; check: default the one up applied)' })
     .positional('action', { choices: ['demo', 'up', 'check', 'down'] as const, describe: 'demo = down + up + check' })
-    .epilogue('Without --config, `up` and `demo` use the write-up\'s example (examples/lab.yaml), and `check` the config `up` applied.'),
+    .epilogue('Without --config, `up` and `demo` use the write-up\'s example (examples/lab.yaml), and `check` the config `up` applied.')
+    .hide('netns'), // refused: the lab makes its own namespaces
   handler: async (raw) => {
     const args = raw as unknown as LabArgs & { action: string };
     const runner = new ExecaRunner();

@@ -55,7 +55,8 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
   builder: (y) => y
     .option('url', { type: 'string', describe: `the gateway's HTTP address (default: http://127.0.0.1:${DEFAULT_PORT}, or --listen's port)` })
     .option('listen', { type: 'string', describe: 'the --listen address the gateway was started with' })
-    .option('json', { type: 'boolean', describe: 'print the raw JSON' }),
+    .option('json', { type: 'boolean', describe: 'print the raw JSON' })
+    .hide('netns'), // refused: the gateway is reached over HTTP, not in a namespace
   handler: async (args) => {
     const listen = (args as { listen?: string }).listen;
     const port = listen === undefined ? DEFAULT_PORT : parseListenAddress(listen)?.port;

@@ -13,6 +13,8 @@ import { join } from 'node:path';
 import { DEFAULT_CONFIG_PATH, resolveConfigPath } from '../../src/config/load.js';
 import { ConfigError } from '../../src/config/problems.js';
 import { loadTemplates } from '../../src/template/load.js';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
 import { runMain } from '../helpers/main.js';
 
 const NO_FILE = '/nonexistent/vlan-gateway-test.yaml';
@@ -108,4 +110,16 @@ test.serial('every problem in one run: a rules.dir that cannot be read is listed
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+// status and lab refuse --netns (status asks the supervisor over HTTP; the lab makes its own namespaces): their help
+// does not offer it, while the commands that act in a namespace do.
+// (yargs ends the process after --help: each runs as a child.)
+test('--help offers --netns where it is taken, and not for status or lab, which refuse it', async (t) => {
+  const main = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
+  const help = async (command: string) => (await execa(process.execPath, ['--import=tsx', main, command, '--help'], { env: { VLAN_GATEWAY_PLAN_CACHE: 'off' } })).stdout;
+  const [plan, status, lab] = await Promise.all(['plan', 'status', 'lab'].map(help));
+  t.regex(plan!, /--netns/);
+  t.notRegex(status!, /--netns/);
+  t.notRegex(lab!, /--netns/);
 });
