@@ -4,24 +4,14 @@
  */
 import type { Config } from '../config/schema.js';
 import type { CommandRunner } from '../exec/runner.js';
-import type { ProbeProto, Verdict } from './expect.js';
+import type { Verdict } from './expect.js';
 import { mapLimit, runProbe, runProbeBatch, startAgent, type ProbeOutcome, type RunningAgent } from './probe.js';
 import type { LabTopology } from './topology.js';
-import { INTERNET, MAX_PROBES, planLabAgents, planLabProbes } from './probe-plan.js';
+import { INTERNET, MAX_PROBES, planLabAgents, planLabProbes, type PlannedProbe } from './probe-plan.js';
 
-export interface CheckRow {
-  readonly from: string;
-  readonly to: string;
-  readonly probe: string;
-  readonly proto: ProbeProto;
-  readonly port?: number;
-  readonly hosts: string;
-  readonly forward?: boolean;
-  readonly expected: Verdict;
+/** A probe as planned (its send spec and note aside), with what happened to it. */
+export interface CheckRow extends Omit<PlannedProbe, 'spec' | 'note'> {
   readonly actual: Verdict;
-  readonly expectedPeer?: string;
-  /** The address:port the server must be reached on (after any DNAT). */
-  readonly expectedLocal?: string;
   /** The source address the server saw (tcp/udp probes that passed). */
   readonly peer?: string;
   readonly ok: boolean;
@@ -86,13 +76,8 @@ export async function labCheck(runner: CommandRunner, topology: LabTopology, con
         (p.expectedPeer === undefined || peer === p.expectedPeer)
         && (p.expectedLocal === undefined || outcome.reply === undefined || outcome.reply.local === p.expectedLocal));
       const detail = [p.note, outcome.detail].filter(Boolean).join('; ');
-      return {
-        from: p.from, to: p.to, probe: p.probe, proto: p.proto, ...(p.port === undefined ? {} : { port: p.port }), hosts: p.hosts,
-        ...(p.forward ? { forward: true } : {}), expected: p.expected, actual: outcome.actual,
-        ...(p.expectedPeer ? { expectedPeer: p.expectedPeer } : {}), ...(p.expectedLocal ? { expectedLocal: p.expectedLocal } : {}),
-        ...(peer ? { peer } : {}),
-        ok: outcome.actual === p.expected && landed, detail,
-      };
+      const { spec: _spec, note: _note, ...planned } = p;
+      return { ...planned, actual: outcome.actual, ...(peer ? { peer } : {}), ok: outcome.actual === p.expected && landed, detail };
     });
     const notes = plan.notProbed.map((n) => `not probed: ${n}`);
     if (plan.planned > probes.length) {
