@@ -405,6 +405,15 @@ kernel(`SIGTERM: exit 0 within 5 s, no child left, the dataplane left as is (tra
   });
 });
 
+/** Waits until the gateway holds `path` open (a FIFO config: its read has begun). */
+async function opened(gateway: GatewayProcess, path: string): Promise<void> {
+  await waitFor(`the gateway to open ${path}`, async () => {
+    const fds = await readdir(`/proc/${gateway.pid}/fd`).catch(() => []);
+    const targets = await Promise.all(fds.map((fd) => readlink(`/proc/${gateway.pid}/fd/${fd}`).catch(() => '')));
+    return targets.includes(path);
+  }, 15_000);
+}
+
 // Before the supervisor's own handlers are installed (the config being read, the port bound), the default action
 // of SIGHUP and SIGTERM killed the process (exit 129, 143): a `docker stop` or a reload right after a start. The
 // config is a FIFO, and the signals are sent while the gateway waits in its read, before the config is written:
@@ -420,11 +429,7 @@ kernel(`a SIGHUP and a SIGTERM while the start reads the config: it starts, then
   const writer = await open(fifo, 'r+');
   const gateway = await start({ config: fifo });
   try {
-    await waitFor('the gateway to open the config (its start reading it)', async () => {
-      const fds = await readdir(`/proc/${gateway.pid}/fd`).catch(() => []);
-      const targets = await Promise.all(fds.map((fd) => readlink(`/proc/${gateway.pid}/fd/${fd}`).catch(() => '')));
-      return targets.includes(fifo);
-    }, 15_000);
+    await opened(gateway, fifo); // its start reading it
     gateway.child.kill('SIGHUP');
     gateway.child.kill('SIGTERM');
     await sleep(100); // handled (held) while the read still waits
@@ -457,11 +462,7 @@ kernel(`a config given as a pipe: a SIGHUP says there is nothing to reload, and 
   const gateway = await start({ config: fifo });
   try {
     // What a FIFO holds is gone when the last process holding it open closes it: written once the gateway has it open.
-    await waitFor('the gateway to open the config', async () => {
-      const fds = await readdir(`/proc/${gateway.pid}/fd`).catch(() => []);
-      const targets = await Promise.all(fds.map((fd) => readlink(`/proc/${gateway.pid}/fd/${fd}`).catch(() => '')));
-      return targets.includes(fifo);
-    }, 15_000);
+    await opened(gateway, fifo);
     await writer.writeFile(await readFile(configPath));
     await writer.close();
     await gateway.waitReady();
