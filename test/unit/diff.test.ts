@@ -24,14 +24,16 @@ const templates: Templates = await loadTemplates();
 const labText = await readFile(new URL('../../examples/lab.yaml', import.meta.url), 'utf8');
 const lab: Config = parseConfigText(labText, 'lab.yaml');
 
-/** The lab config with extra forwarding rules for lab (VLAN 20) → office (VLAN 10). */
-const labWithRules: Config = parseConfigText(`${labText.replace('forwarding:\n  default: accept\n', '')}
+/** The lab config under `default: accept` with these forwarding rules (YAML flow mappings, one per line). */
+const labWith = (rules: readonly string[], file: string): Config => parseConfigText(`${labText.replace('forwarding:\n  default: accept\n', '')}
 forwarding:
   default: accept
   rules:
-    - {from: lab, to: office, proto: tcp, ports: 22, action: accept}
-    - {from: lab, to: office, action: drop}
-`, 'lab-rules.yaml');
+${rules.map((r) => `    - ${r}`).join('\n')}
+`, file);
+
+/** The lab config with extra forwarding rules for lab (VLAN 20) → office (VLAN 10). */
+const labWithRules = labWith(['{from: lab, to: office, proto: tcp, ports: 22, action: accept}', '{from: lab, to: office, action: drop}'], 'lab-rules.yaml');
 
 const DOCKER_NAT = [
   ':DOCKER_OUTPUT - [0:0]',
@@ -503,13 +505,7 @@ test('down names the VLAN an address of ours belonged to; the plan says so', (t)
 });
 
 test('rules swapped (first match wins) are shown in their new order, not as a rewrite of nothing', (t) => {
-  const swapped: Config = parseConfigText(`${labText.replace('forwarding:\n  default: accept\n', '')}
-forwarding:
-  default: accept
-  rules:
-    - {from: lab, to: office, action: drop}
-    - {from: lab, to: office, proto: tcp, ports: 22, action: accept}
-`, 'lab-swapped.yaml');
+  const swapped = labWith(['{from: lab, to: office, action: drop}', '{from: lab, to: office, proto: tcp, ports: 22, action: accept}'], 'lab-swapped.yaml');
   const plan = planOf(swapped, inSyncSave(desiredOf(labWithRules)));
   const [change] = tableSteps(plan)[0]!.chains;
   t.like(change, { chain: 'VGW-P-20-10', change: 'rewrite', added: [], removed: [] });
@@ -528,13 +524,7 @@ forwarding:
 // `+ -m comment --comment vgw:… -p tcp -m multiport --dports 23 -j ACCEPT`).
 test('plan shows a changed rule\'s old and new version in one shape, without the hash comment', (t) => {
   const asNftSaves = (save: string) => save.replace(/-m comment --comment ("vgw:[\w-]+") -p (tcp|udp)/g, '-p $2 -m comment --comment $1');
-  const port23: Config = parseConfigText(`${labText.replace('forwarding:\n  default: accept\n', '')}
-forwarding:
-  default: accept
-  rules:
-    - {from: lab, to: office, proto: tcp, ports: 23, action: accept}
-    - {from: lab, to: office, action: drop}
-`, 'lab-23.yaml');
+  const port23 = labWith(['{from: lab, to: office, proto: tcp, ports: 23, action: accept}', '{from: lab, to: office, action: drop}'], 'lab-23.yaml');
   const save = asNftSaves(inSyncSave(desiredOf(labWithRules)));
   t.regex(save, /-A VGW-P-20-10 -p tcp -m comment --comment "vgw:/);
   const text = formatPlan(planOf(port23, save));
