@@ -5,13 +5,33 @@ import { formatPlan } from '../plan/format.js';
 import { reconcileOnce, type Mode } from '../reconcile/once.js';
 import { loadFor, makeRunner, out, withPlanCache, type GlobalArgs } from './context.js';
 import { FailureError } from './errors.js';
-import { WRITE_LOCK_TIMEOUT_MS, WriteLock } from './instance-lock.js';
+import { InstanceLock, WRITE_LOCK_TIMEOUT_MS, WriteLock } from './instance-lock.js';
+
+/**
+ * A supervisor repairs what it finds different from its config: an `apply` of another config beside it lasts until
+ * its next check (seconds), and a `down` leaves the VLANs routed with no policy at all until then (ip_forward stays
+ * on in a container, where Docker's --sysctl set it). Neither is what the person typing it wants, so both are
+ * refused, saying what to do instead.
+ */
+async function refuseBesideSupervisor(netns: string | undefined, mode: Mode): Promise<void> {
+  const pid = await InstanceLock.holder(netns);
+  if (pid === undefined) return;
+  const where = netns === undefined ? 'this network namespace' : `network namespace ${netns}`;
+  const instead = mode === 'down'
+    ? 'stop it first (run with --cleanup-on-exit, it removes what it added as it stops)'
+    : 'change its config file instead: it applies a change within a second (or on SIGHUP)';
+  throw new FailureError(`vlan-gateway run${pid ? ` (pid ${pid})` : ''} manages ${where} and would undo this ${mode === 'down' ? 'down' : 'apply'} at its next check: ${instead}; nothing was changed`);
+}
 
 async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
   await withPlanCache(async (cache) => {
     const { config, templates } = await loadFor(mode, args, cache);
     // Read, plan and write with no other apply or down between (an invalid config above has waited for nothing).
     const lock = await WriteLock.wait(args.netns, { timeoutMs: WRITE_LOCK_TIMEOUT_MS, onWait: (message) => process.stderr.write(`vlan-gateway: ${message}\n`) });
+    await refuseBesideSupervisor(args.netns, mode).catch(async (error: unknown) => {
+      await lock.release();
+      throw error;
+    });
     const started = performance.now();
     const runner = makeRunner(args.netns);
     const { plan } = await reconcileOnce(runner, config, templates, { mode, beforeWrite: userRulesGuard(runner, templates) }).catch((error: unknown) => {

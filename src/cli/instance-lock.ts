@@ -29,15 +29,20 @@ async function namespaceInode(netns: string | undefined): Promise<string> {
 /** What the holder of a --netns lock answers once its namespace is gone: it has let the lock go. */
 const GONE = 'gone';
 
-/** Asks the holder of a lock for its pid ('' if it does not say within a second; GONE: see InstanceLock). */
-function holderPid(name: string): Promise<string> {
+/**
+ * Asks the holder of a lock for its pid ('' if it does not say within a second; GONE: see InstanceLock), or
+ * undefined when nobody holds it.
+ */
+function holderPid(name: string): Promise<string | undefined> {
   return new Promise((resolve) => {
     let text = '';
+    let connected = false;
     const socket = createConnection({ path: name });
     const done = () => {
       socket.destroy();
-      resolve(/^\d+$/.test(text.trim()) || text.trim() === GONE ? text.trim() : '');
+      resolve(!connected ? undefined : /^\d+$/.test(text.trim()) || text.trim() === GONE ? text.trim() : '');
     };
+    socket.on('connect', () => (connected = true));
     socket.setTimeout(1000, done);
     socket.on('data', (chunk) => (text += String(chunk)));
     socket.on('end', done);
@@ -86,7 +91,7 @@ export class InstanceLock extends Lock {
   }
 
   /** Takes the namespace's lock, or throws FailureError naming the pid of the supervisor that holds it. */
-  static async take(netns: string | undefined): Promise<InstanceLock> {
+  static async take(netns: string | undefined, options: { onWait?: (message: string) => void } = {}): Promise<InstanceLock> {
     const identity = await namespaceInode(netns);
     const name = `\0vlan-gateway-run-${identity}`;
     for (let attempt = 1; ; attempt++) {
@@ -94,16 +99,40 @@ export class InstanceLock extends Lock {
       const server = await listen(name, async () => (lock && !(await lock.present()) ? lock.lose() : String(process.pid)));
       if (server) {
         lock = new InstanceLock(server, netns, identity);
+        await lock.waitForWriters(options.onWait ?? (() => undefined)).catch(async (error: unknown) => {
+          await lock?.release();
+          throw error;
+        });
         return lock;
       }
       const pid = await holderPid(name);
-      // Its holder's namespace is gone (this one has its inode now): it has let the lock go, or is closing it.
-      if (pid === GONE && attempt < 20) {
+      // Its holder's namespace is gone (this one has its inode now): it has let the lock go, or is closing it. Or
+      // its holder has just exited.
+      if ((pid === GONE || pid === undefined) && attempt < 20) {
         await new Promise((resolve) => setTimeout(resolve, 50));
         continue;
       }
-      throw new FailureError(`another vlan-gateway run${/^\d+$/.test(pid) ? ` (pid ${pid})` : ''} already manages ${where(netns)}: two would undo each other's changes; stop it first`);
+      throw new FailureError(`another vlan-gateway run${pid && /^\d+$/.test(pid) ? ` (pid ${pid})` : ''} already manages ${where(netns)}: two would undo each other's changes; stop it first`);
     }
+  }
+
+  /**
+   * The pid of the supervisor managing the namespace ('' when one holds its lock but does not say), or undefined
+   * when none does. `apply` and `down` ask it once they hold the write lock, and `take` waits for that lock after
+   * taking its own: whichever of the two comes second sees the other.
+   */
+  static async holder(netns: string | undefined): Promise<string | undefined> {
+    const pid = await holderPid(`\0vlan-gateway-run-${await namespaceInode(netns)}`);
+    return pid === GONE ? undefined : pid;
+  }
+
+  /**
+   * Waits (up to the write lock's timeout) for an `apply` or `down` that was already writing when this supervisor
+   * took its lock: its start pass then reads what that one left, instead of writing beside it.
+   */
+  private async waitForWriters(onWait: (message: string) => void): Promise<void> {
+    const writer = await WriteLock.wait(this.netns, { timeoutMs: WRITE_LOCK_TIMEOUT_MS, onWait });
+    await writer.release();
   }
 
   /**

@@ -1,0 +1,77 @@
+/**
+ * `apply` and `down` beside a running supervisor (`docker exec gw vlan-gateway down` while the container's `run`
+ * works). The supervisor puts back whatever differs from its config at its next check: an `apply` of another config
+ * lasted seconds, and a `down` left the VLANs routed with no policy at all until then (in a container ip_forward
+ * stays on: Docker's --sysctl set it, not the gateway). Both are now refused, changing nothing, and say what to do.
+ * The other way round, a supervisor started while an `apply` writes waits for it before its start pass.
+ */
+import test from 'ava';
+import { join } from 'node:path';
+import { WRITE_LOCK_TIMEOUT_MS, WriteLock } from '../../src/cli/instance-lock.js';
+import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import { runMain } from '../helpers/main.js';
+import { GatewayProcess, iptablesSave, killAllGateways, prepareBundle, REPO, runner, sleep, vgwLines, type Bundle } from '../helpers/supervisor.js';
+
+const kernel = isRoot() ? test.serial : test.serial.skip;
+const namespace = `vgwk-${uniqueLabName('b')}`;
+const example = join(REPO, 'examples', 'lab.yaml');
+const noNat = join(REPO, 'test', 'fixtures', 'nat-none.yaml');
+
+let bundle: Bundle | undefined;
+
+test.before(async () => {
+  if (!isRoot()) return;
+  bundle = await prepareBundle();
+  await runner.run(['ip', 'netns', 'add', namespace]);
+});
+
+test.after.always('stop the gateways, delete the namespace', async () => {
+  if (!isRoot()) return;
+  await killAllGateways();
+  await runner.run(['ip', 'netns', 'del', namespace], { allowFailure: true });
+  await bundle?.remove();
+});
+
+kernel(`apply and down beside a running supervisor are refused, naming it, and change nothing${NEEDS_ROOT}`, async (t) => {
+  // A bare namespace: the example's NICs are not there, so the VLANs wait; the start pass writes the policy chains.
+  const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: namespace, config: example });
+  try {
+    await gateway.waitReady();
+    const before = vgwLines(await iptablesSave(namespace));
+    t.true(before.length > 0, 'the supervisor wrote its chains');
+
+    const apply = await runMain('apply', '--netns', namespace, '--config', noNat);
+    t.is(apply.code, 1);
+    t.is(apply.stderr.trim(), `vlan-gateway: vlan-gateway run (pid ${gateway.pid}) manages network namespace ${namespace} and would undo this apply at its next check: change its config file instead: it applies a change within a second (or on SIGHUP); nothing was changed`);
+    const down = await runMain('down', '--netns', namespace, '--config', example);
+    t.is(down.code, 1);
+    t.regex(down.stderr, new RegExp(`run \\(pid ${gateway.pid}\\) manages network namespace ${namespace} and would undo this down at its next check: stop it first .*nothing was changed`));
+    t.deepEqual(vgwLines(await iptablesSave(namespace)), before, 'the tables are as the supervisor left them');
+
+    const plan = await runMain('plan', '--netns', namespace, '--config', example, '--detailed-exitcode');
+    t.is(plan.code, 0, `plan reads and does not write, so it still runs: ${plan.stderr}`);
+  } finally {
+    await gateway.stop();
+  }
+  const down = await runMain('down', '--netns', namespace, '--config', example);
+  t.is(down.code, 0, `with the supervisor stopped, down runs: ${down.stderr}`);
+  t.deepEqual(vgwLines(await iptablesSave(namespace)), []);
+});
+
+kernel(`a supervisor started while an apply writes waits for it before its start pass${NEEDS_ROOT}`, async (t) => {
+  // This test process plays the apply: it holds the namespace's write lock as `apply` does while it writes.
+  const writer = await WriteLock.wait(namespace, { timeoutMs: WRITE_LOCK_TIMEOUT_MS, onWait: () => undefined });
+  const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: namespace, config: example });
+  try {
+    await sleep(2000); // the bundle starts and is ready in well under a second when nothing holds it
+    t.is(gateway.exit, undefined, `it waits, it does not fail: ${gateway.stderr}`);
+    t.deepEqual(vgwLines(await iptablesSave(namespace)), [], 'nothing written beside the apply');
+    await writer.release();
+    await gateway.waitReady();
+    t.true(vgwLines(await iptablesSave(namespace)).length > 0, 'once the apply is done, the start pass writes');
+  } finally {
+    await writer.release();
+    await gateway.stop();
+    await runMain('down', '--netns', namespace, '--config', example);
+  }
+});
