@@ -370,6 +370,12 @@ serial('/metrics from inside the container counts the forwarded packets', async 
   t.true(status.ok, `vlan-gateway status: ${status.stderr}`);
   t.regex(status.stdout, /office/);
   t.regex(status.stdout, /guest/);
+  // `docker exec … vlan-gateway down` beside the container's supervisor would leave the VLANs routed without policy
+  // (ip_forward stays on: Docker's --sysctl set it) until the supervisor's next check: it is refused, changing nothing.
+  const down = await exec(GW, ['vlan-gateway', 'down']);
+  t.false(down.ok, 'down beside the supervisor is refused');
+  t.regex(down.stderr, /vlan-gateway run \(pid \d+\) manages this network namespace and would undo this down at its next check/);
+  t.regex((await exec(GW, ['iptables-save', '-t', 'filter'])).stdout, /-A FORWARD .*-j VGW-FORWARD/, 'the policy is still hooked');
 
   // The endpoints answer the uplink side (the Internet container stands for a Prometheus on the LAN) and refuse a
   // host on a VLAN, whichever of the gateway's addresses it asks (http.allowFrom is not set here).
