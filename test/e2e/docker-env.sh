@@ -186,6 +186,23 @@ remove_leftovers() {
 	fi
 }
 
+# The dockerd that cmd_start launched, until it answers (its pidfile may not be written yet when interrupted).
+STARTING_DOCKERD=
+
+# cmd_start interrupted: stop what it started so far, then exit with the signal's status.
+abort_start() {
+	trap '' INT TERM
+	# Whoever read this script's output may be gone with the Ctrl-C: a write to its pipe would end the script here.
+	exec >>"$RUN_DIR/start-interrupted.log" 2>&1
+	log "start interrupted: stopping what it started"
+	if pid_alive "$STARTING_DOCKERD" && [[ $(cat "/proc/$STARTING_DOCKERD/comm" 2>/dev/null) == dockerd ]]; then
+		kill -TERM "$STARTING_DOCKERD" 2>/dev/null || true
+		wait_gone "$STARTING_DOCKERD" "$VGW_DOCKER_STOP_TIMEOUT" || kill -KILL "$STARTING_DOCKERD" 2>/dev/null || true
+	fi
+	cmd_stop
+	exit "$1"
+}
+
 cmd_start() {
 	need_root
 	ensure_packages
@@ -201,6 +218,10 @@ cmd_start() {
 		die "dockerd $pid is running but $SOCK does not answer; run '$0 stop' first"
 	fi
 	write_configs
+	# A Ctrl-C of the test run reaches this script too (one process group), but not the daemons it starts (setsid):
+	# interrupted half-way, it stops them itself instead of leaving them running.
+	trap 'abort_start 130' INT
+	trap 'abort_start 143' TERM
 	start_containerd
 	rm -f "$SOCK" "$DOCKERD_PID"
 	setsid dockerd \
@@ -219,6 +240,7 @@ cmd_start() {
 		--cgroup-parent "$CGROUP_PARENT" \
 		</dev/null >>"$RUN_DIR/dockerd.log" 2>&1 &
 	pid=$!
+	STARTING_DOCKERD=$pid
 	local deadline=$((SECONDS + VGW_DOCKER_START_TIMEOUT))
 	until engine_answers; do
 		if ! pid_alive "$pid"; then
@@ -231,6 +253,8 @@ cmd_start() {
 		fi
 		sleep 0.2
 	done
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
 	remove_leftovers
 	log "engine $(docker info --format '{{.ServerVersion}}') up (dockerd pid $pid, data root $VGW_DOCKER_DATA_ROOT)"
 	timing "start" "$t0"
