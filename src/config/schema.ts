@@ -84,9 +84,54 @@ const forwardingRule = z.object({
   action: z.enum(['accept', 'drop', 'reject']),
 }).strict();
 
+/** A range of ports a forward takes, "6000-6010": the low port first, both from 1 to 65535. */
+const PORT_RANGE = /^(\d+)-(\d+)$/;
+/** A YAML decimal numeral (js-yaml leaves one beyond a double's range as text: `port` then says so). */
+const NUMERAL_TEXT = /^[-+]?(\d[\d_]*(\.[\d_]*)?|\.\d[\d_]*)([eE][-+]?\d+)?$/;
+
+/** Why a port range is refused (undefined: it is one). */
+function portRangeProblem(text: string): string | undefined {
+  const range = PORT_RANGE.exec(text);
+  if (!range) {
+    const colon = /^\d+:\d+$/.test(text) ? `; a range is written with "-", as in "${text.replace(':', '-')}"` : '';
+    return `${JSON.stringify(text)} is not a port or a range of ports like "6000-6010"${colon}`;
+  }
+  const [low, high] = [Number(range[1]), Number(range[2])];
+  for (const end of [low, high]) if (end < 1 || end > 65535) return `${JSON.stringify(text)}: ${end} is not a port from 1 to 65535`;
+  if (low === high) return `${JSON.stringify(text)} is one port: write it as a number, port: ${low}`;
+  if (low > high) return `${JSON.stringify(text)} runs backwards: write the lower port first, as in "${high}-${low}"`;
+  return undefined;
+}
+
+/**
+ * A port forward's `port`: one port (a number, checked as `port` is, with the same sentences) or a range of ports
+ * as text, "6000-6010". Digits alone as text ("22") are one port written as text: said so. Another numeral as text
+ * is `port`'s to report (js-yaml leaves -1e999 as text: "beyond the range of one").
+ */
+const forwardedPort = z.custom<number | string>().superRefine((value, ctx) => {
+  if (typeof value === 'string' && !NUMERAL_TEXT.test(value)) {
+    const problem = portRangeProblem(value);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    return;
+  }
+  if (typeof value === 'string' && /^\d+$/.test(value)) {
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(value)} is one port written as text: write it as a number, port: ${value}, or a range as "6000-6010"` });
+    return;
+  }
+  const parsed = port.safeParse(value);
+  if (!parsed.success) for (const issue of parsed.error.issues) ctx.addIssue(issue);
+});
+
+/** The first and last port a forward's `port` (validated) takes: the same for one port. */
+export function forwardedRange(value: number | string): [number, number] {
+  if (typeof value === 'number') return [value, value];
+  const range = PORT_RANGE.exec(value);
+  return range ? [Number(range[1]), Number(range[2])] : [Number.NaN, Number.NaN];
+}
+
 const portForward = z.object({
   proto: z.enum(['tcp', 'udp']).default('tcp'),
-  port,
+  port: forwardedPort,
   to: ipv4,
   toPort: port.optional(),
 }).strict();

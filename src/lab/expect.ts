@@ -7,10 +7,11 @@
  *   its proto matches (absent or "all": any; "icmp": icmp only) and, when it lists ports, the probe is tcp/udp
  *   to one of them. accept → pass; drop and reject → blocked.
  * - No rule matched: VLAN → VLAN follows forwarding.default; VLAN → uplink passes; uplink → VLAN is blocked.
- * - A port forward always passes: its DNAT'd connections are accepted before any forwarding rule is consulted.
+ * - A port forward always passes: its DNAT'd connections are accepted before any forwarding rule is consulted. A
+ *   port of the uplink address that no forward takes (one just outside a range) is the router's own: refused.
  * - Replies to allowed connections always pass; they are not probed separately.
  */
-import type { Config, PortForward } from '../config/schema.js';
+import { forwardedRange, type Config, type PortForward } from '../config/schema.js';
 import { parsePorts } from '../config/validate.js';
 import { contains, parseAddress, parseCidr } from '../net/ipv4.js';
 
@@ -38,6 +39,21 @@ export function expectedVerdict(
  *  before the uplink's forwarding rules are consulted (the product puts the accept first in VGW-FROM-UP). */
 export function expectedPortForwardVerdict(_config: Config, _forward: PortForward, _srcAddress?: string): Verdict {
   return 'pass';
+}
+
+/** The port forward that takes a connection of `proto` to `port` on the uplink address, if any (none: the router
+ *  itself answers it, and nothing of the lab listens there). */
+export function forwardTaking(config: Config, proto: ProbeProto, port: number): PortForward | undefined {
+  return config.portForwards.find((f) => {
+    const [low, high] = forwardedRange(f.port);
+    return f.proto === proto && port >= low && port <= high;
+  });
+}
+
+/** The port a forwarded connection reaches at the host: a range keeps the port, one port goes to toPort. */
+export function forwardedToPort(forward: PortForward, port: number): number {
+  const [low, high] = forwardedRange(forward.port);
+  return low === high ? forward.toPort ?? low : port;
 }
 
 /** How a VLAN's traffic leaves through the uplink: the source the Internet sees is the router's uplink address

@@ -9,7 +9,9 @@
  *   usual port of its protocol, tcp/22 or udp/53; a rule for every protocol: ping, tcp/22 and udp/53). A rule that
  *   names an address or a prefix is probed from / to a lab host it covers (topology.ts gives the clients those
  *   addresses), or reported as not probed when the lab can have no host there (the gateway, the router's NIC);
- * - every port forward, from the Internet host to the router's uplink address.
+ * - every port forward, from the Internet host to the router's uplink address: its port, or a range by its first
+ *   and last port and one port just outside it (no forward takes that one: the router itself refuses it, though the
+ *   forward's host listens there too, so a DNAT wider than the range would be seen).
  * Probes are deduplicated, and at most MAX_PROBES run: the rules' probes first (what the user wrote and wants tried:
  * the ports they name, then those just outside them, then the other transport), then the baseline; the check says
  * how many it left out, and of which rules (from 8 VLANs on, the baseline alone is more than the cap).
@@ -21,11 +23,13 @@
  * (or the VLAN host's own, without NAT), and a port forward lands on its target host.
  * Pure: the plan as data. labCheck (check.ts) runs it and always stops its agents; matrix.ts prints the result.
  */
-import type { Config, ForwardingRule } from '../config/schema.js';
+import { forwardedRange, type Config, type ForwardingRule, type PortForward } from '../config/schema.js';
 import { parsePorts } from '../config/validate.js';
 import { contains, parseAddress, parseCidr } from '../net/ipv4.js';
 import type { AgentSocket } from './agent.js';
-import { expectedPortForwardVerdict, expectedUplinkNat, expectedVerdict, zoneOfAddress, type ProbeProto, type Verdict } from './expect.js';
+import {
+  expectedPortForwardVerdict, expectedUplinkNat, expectedVerdict, forwardedToPort, forwardTaking, zoneOfAddress, type ProbeProto, type Verdict,
+} from './expect.js';
 import type { ProbeSpec } from './probe.js';
 import type { LabTopology } from './topology.js';
 
@@ -114,6 +118,17 @@ export function ruleProbes(rule: ForwardingRule): Wanted[] {
   }
 }
 
+/**
+ * The ports of the uplink address to probe for one port forward: its port; for a range its first and last port and
+ * one just outside it that no forward takes (after the range, else before it), when there is one. Pure.
+ */
+export function forwardProbePorts(config: Config, forward: PortForward): number[] {
+  const [low, high] = forwardedRange(forward.port);
+  if (low === high) return [low];
+  const outside = [high + 1, low - 1].find((p) => p >= 1 && p <= 65535 && forwardTaking(config, forward.proto, p) === undefined);
+  return outside === undefined ? [low, high] : [low, high, outside];
+}
+
 export function planLabProbes(topology: LabTopology, config: Config, timeoutMs = 1500, maxProbes = MAX_PROBES): LabProbePlan {
   const u = topology.uplink;
   const internet: Endpoint = { zone: UPLINK, column: INTERNET, namespace: topology.inet, address: u.internetHost, own: true };
@@ -174,8 +189,26 @@ export function planLabProbes(topology: LabTopology, config: Config, timeoutMs =
   });
 
   // The cap keeps what the rules name, the ports outside them, the other transport, then the baseline; config order within each.
+  // Each port forward's probes, from the Internet host to the router's uplink address; never left out.
+  const forwardProbes: PlannedProbe[] = config.portForwards.flatMap((forward) => forwardProbePorts(config, forward).map((port) => {
+    const taking = forwardTaking(config, forward.proto, port);
+    const base = {
+      from: INTERNET,
+      to: zoneOfAddress(config, forward.to) ?? forward.to,
+      probe: `fwd ${forward.proto}/${port}`,
+      proto: forward.proto,
+      port,
+      hosts: '',
+      forward: true,
+      spec: { namespace: topology.inet, kind: forward.proto, target: u.routerAddress, port, localAddress: u.internetHost, timeoutMs },
+    } as const;
+    if (taking === undefined) return { ...base, expected: 'blocked', note: `just outside ${forward.port}: not forwarded` } as const;
+    const landing = `${taking.to}:${forwardedToPort(taking, port)}`;
+    return { ...base, expected: expectedPortForwardVerdict(config, taking, u.internetHost), expectedPeer: u.internetHost, expectedLocal: landing, note: `to ${landing}` };
+  }));
+
   const all = [...candidates.values()];
-  const kept = [...all].sort((x, y) => x.want.tier - y.want.tier || x.order - y.order).slice(0, Math.max(0, maxProbes - config.portForwards.length));
+  const kept = [...all].sort((x, y) => x.want.tier - y.want.tier || x.order - y.order).slice(0, Math.max(0, maxProbes - forwardProbes.length));
   const columns = [...topology.vlans.map((v) => v.name), INTERNET];
   const hostsOf = (from: Endpoint, to: Endpoint) => {
     const parts = [...(from.own ? [] : [`from ${from.address}`]), ...(to.own ? [] : [`to ${to.address}`])];
@@ -221,27 +254,12 @@ export function planLabProbes(topology: LabTopology, config: Config, timeoutMs =
     return { ...base, expectedPeer: seenAs, expectedLocal };
   });
 
-  for (const forward of config.portForwards) {
-    const toPort = forward.toPort ?? forward.port;
-    probes.push({
-      from: INTERNET,
-      to: zoneOfAddress(config, forward.to) ?? forward.to,
-      probe: `fwd ${forward.proto}/${forward.port}`,
-      proto: forward.proto,
-      port: forward.port,
-      hosts: '',
-      forward: true,
-      spec: { namespace: topology.inet, kind: forward.proto, target: u.routerAddress, port: forward.port, localAddress: u.internetHost, timeoutMs },
-      expected: expectedPortForwardVerdict(config, forward, u.internetHost),
-      expectedPeer: u.internetHost,
-      expectedLocal: `${forward.to}:${toPort}`,
-      note: `to ${forward.to}:${toPort}`,
-    });
-  }
-  return { probes, notProbed, planned: all.length + config.portForwards.length, capped };
+  probes.push(...forwardProbes);
+  return { probes, notProbed, planned: all.length + forwardProbes.length, capped };
 }
 
-/** What each namespace's agent serves: every TCP and UDP port probed there, and each port forward's target. TCP
+/** What each namespace's agent serves: every TCP and UDP port probed there, and each port forward's target (on
+ *  the ports its probes would reach it on, the one just outside a range included). TCP
  *  listens on every address; UDP binds the probed address itself, so that replies leave from the address the
  *  probe (and any NAT) expects. */
 export function planLabAgents(topology: LabTopology, config: Config, probes: readonly PlannedProbe[] = planLabProbes(topology, config).probes): Map<string, AgentSocket[]> {
@@ -263,7 +281,10 @@ export function planLabAgents(topology: LabTopology, config: Config, probes: rea
     const vlan = topology.vlans.find((v) => v.name === zoneOfAddress(config, forward.to));
     if (vlan === undefined) continue;
     const address = forward.proto === 'tcp' ? '0.0.0.0' : forward.to;
-    add(vlan.client.namespace, { proto: forward.proto, address, port: forward.toPort ?? forward.port });
+    for (const port of forwardProbePorts(config, forward)) {
+      const taking = forwardTaking(config, forward.proto, port);
+      add(vlan.client.namespace, { proto: forward.proto, address, port: taking === undefined ? port : forwardedToPort(taking, port) });
+    }
   }
   return agents;
 }

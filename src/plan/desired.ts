@@ -8,7 +8,7 @@
  * VGW-P-<from>-<to> holding that pair's rules. The pairs without rules go straight to their verdict: one branch
  * each, or, with ipset under `default: accept`, a few set lookups for all of them (the compact dispatch). Pure.
  */
-import type { Config } from '../config/schema.js';
+import { forwardedRange, type Config, type PortForward } from '../config/schema.js';
 import { parseCidr } from '../net/ipv4.js';
 import type { BindingFacts, Facts, TableName } from '../observe/facts.js';
 import { ENGINE_VERSION, guarded, renderRules } from '../template/render.js';
@@ -180,6 +180,18 @@ export function rememberDesired(target: DesiredStore, desired: Desired): void {
   if (from) target.remember(inputsKey(from.config, from.templates, from.binding), withoutBindings(desired));
 }
 
+/**
+ * A port forward as its rules match it: the port, or a range as iptables writes one (6000:6010), it takes on the
+ * uplink (`dport`); the port its DNAT rewrites to (none for a range, whose ports are kept); the port or range it
+ * reaches at the host (`ports`).
+ */
+function forwardedTo(pf: PortForward): { dport: string; toPort: number | null; ports: string } {
+  const [low, high] = forwardedRange(pf.port);
+  if (low !== high) return { dport: `${low}:${high}`, toPort: null, ports: `${low}:${high}` };
+  const toPort = pf.toPort ?? low;
+  return { dport: String(low), toPort, ports: String(toPort) };
+}
+
 function buildDesired(config: Config, facts: BindingFacts, templates: Templates, uplink: UplinkBinding, vlans: VlanBinding[]): Desired {
   const ready = vlans.filter((b) => b.nic !== undefined);
 
@@ -296,7 +308,7 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
     const forwards = from.name === UPLINK
       ? config.portForwards.flatMap((pf) => {
         const target = resolve(pf.to);
-        return target && target.zone.subnet !== null ? [{ nic: target.zone.nic, to: pf.to, proto: pf.proto, port: pf.port, toPort: pf.toPort ?? pf.port }] : [];
+        return target && target.zone.subnet !== null ? [{ nic: target.zone.nic, to: pf.to, proto: pf.proto, ports: forwardedTo(pf).ports }] : [];
       })
       : [];
     add('filter', from.chain, templates.from, {
@@ -323,7 +335,7 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
     userChain: userChains.get('prerouting') ?? null,
     portForwards: uplinkZone ? config.portForwards
       .filter((pf) => vlanOfAddress(pf.to) !== undefined)
-      .map((pf) => ({ ...pf, toPort: pf.toPort ?? pf.port })) : [],
+      .map((pf) => ({ proto: pf.proto, port: forwardedTo(pf).dport, to: pf.to, toPort: forwardedTo(pf).toPort })) : [],
   }, (body, target) => {
     const vlan = target === 'DNAT' ? vlanOfAddress(tokenAfter(body, ['--to-destination'])?.split(':')[0]) : undefined;
     return vlan ? { kind: 'nat', vlan, type: 'dnat' } : undefined;

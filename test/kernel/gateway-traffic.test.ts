@@ -20,7 +20,7 @@ const SNAT_TO = '198.51.100.77'; // not on any interface: the Internet side rout
 
 let topology: LabTopology;
 let router: string;
-let files: Record<'masquerade' | 'snat' | 'drop' | 'reject' | 'inbound', { path: string; config: Config }>;
+let files: Record<'masquerade' | 'snat' | 'drop' | 'reject' | 'inbound' | 'range', { path: string; config: Config }>;
 
 test.before(async () => {
   if (!isRoot()) return;
@@ -44,6 +44,15 @@ test.before(async () => {
           { from: 'uplink', to: 'lab', proto: 'udp', ports: '5353', action: 'accept' },
         ],
       },
+    }),
+    // Ranges of ports forwarded to the same ports: TCP to office's host, UDP to lab's.
+    range: await writeConfig('range', {
+      ...example,
+      portForwards: [
+        ...(example.portForwards as unknown[]),
+        { proto: 'tcp', port: '6000-6010', to: '192.168.10.100' },
+        { proto: 'udp', port: '6000-6010', to: '192.168.20.100' },
+      ],
     }),
     reject: await writeConfig('reject', {
       ...example,
@@ -394,6 +403,49 @@ kernel(`a port forward on the uplink (2222) reaches the VLAN host's port 22${NEE
     await agent.stop();
   }
   t.regex(await save(router, 'nft'), /^-A VGW-PREROUTING -i eth0 -p tcp .*--dport 2222 -j DNAT --to-destination 192\.168\.10\.100:22$/m);
+});
+
+kernel(`a range of ports forwarded (6000-6010) reaches the VLAN host on the same port; the ports just outside it do not${NEEDS_ROOT}`, async (t) => {
+  const applied = await apply(files.range.path);
+  t.is(applied.code, 0, applied.stderr);
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  // The host listens just outside the range too: only the router's rules keep those ports from it.
+  const ports = [5999, 6000, 6005, 6010, 6011];
+  const agent = await startAgent(runner, office.client.namespace, ports.map((port) => ({ proto: 'tcp', address: '0.0.0.0', port })), 30);
+  try {
+    for (const port of [6000, 6005, 6010]) {
+      const inside = await runProbe(runner, {
+        namespace: topology.inet, kind: 'tcp', target: topology.uplink.routerAddress, port, localAddress: topology.uplink.internetHost,
+      });
+      t.is(inside.actual, 'pass', `tcp/${port}: ${inside.detail}`);
+      t.deepEqual(inside.reply, { peer: '198.51.100.10', local: `192.168.10.100:${port}` });
+    }
+    for (const port of [5999, 6011]) {
+      const outside = await runProbe(runner, {
+        namespace: topology.inet, kind: 'tcp', target: topology.uplink.routerAddress, port, localAddress: topology.uplink.internetHost, timeoutMs: 800,
+      });
+      t.is(outside.actual, 'blocked', `tcp/${port} is not forwarded`);
+    }
+  } finally {
+    await agent.stop();
+  }
+  const nat = await save(router, 'nft', '-t', 'nat');
+  t.regex(nat, /^-A VGW-PREROUTING -i eth0 -p tcp .*--dport 6000:6010 -j DNAT --to-destination 192\.168\.10\.100$/m);
+  t.regex(await save(router, 'nft', '-t', 'filter'), /^-A VGW-FROM-UP -d 192\.168\.10\.100\/32 -o \S+ -p tcp .*--dport 6000:6010 .*--ctstate DNAT -j ACCEPT$/m);
+
+  // The lab's check probes each range by its ends and the port just past it (UDP to lab's host as well).
+  const result = await labCheck(runner, topology, files.range.config);
+  const seen = outcomes(result);
+  t.like(seen, {
+    'internet → office fwd tcp/2222': 'pass as 198.51.100.10',
+    'internet → office fwd tcp/6000': 'pass as 198.51.100.10',
+    'internet → office fwd tcp/6010': 'pass as 198.51.100.10',
+    'internet → office fwd tcp/6011': 'blocked',
+    'internet → lab fwd udp/6000': 'pass as 198.51.100.10',
+    'internet → lab fwd udp/6010': 'pass as 198.51.100.10',
+    'internet → lab fwd udp/6011': 'blocked',
+  });
+  t.true(result.ok, formatMatrix(result));
 });
 
 kernel(`nat: snat, the Internet host sees uplink.snatTo${NEEDS_ROOT}`, async (t) => {

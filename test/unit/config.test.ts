@@ -501,7 +501,31 @@ portForwards:
       'portForwards[3].proto: must be one of tcp, udp, not "sctp" (line 7)',
       'portForwards[3].port: must be a port from 1 to 65535 (line 7)',
       'portForwards[3].toPort: must be a port from 1 to 65535 (line 7)',
-      'portForwards[4].port: must be a number, not a string (line 8)',
+      'portForwards[4].port: "22" is one port written as text: write it as a number, port: 22, or a range as "6000-6010" (line 8)',
+    ],
+  },
+  {
+    title: 'port forwards: a range of ports is text, "6000-6010", the lower port first, both from 1 to 65535',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+portForwards:
+  - {proto: udp, port: "10000-10100", to: 192.168.10.100}
+  - {port: "6010-6000", to: 192.168.10.100}
+  - {port: "6000-6000", to: 192.168.10.100}
+  - {port: "6000-70000", to: 192.168.10.100}
+  - {port: "6000:6010", to: 192.168.10.100}
+  - {port: "ssh", to: 192.168.10.100}
+  - {port: "0-10", to: 192.168.10.100}
+  - {port: true, to: 192.168.10.100}
+`,
+    lines: [
+      'portForwards[1].port: "6010-6000" runs backwards: write the lower port first, as in "6000-6010" (line 5)',
+      'portForwards[2].port: "6000-6000" is one port: write it as a number, port: 6000 (line 6)',
+      'portForwards[3].port: "6000-70000": 70000 is not a port from 1 to 65535 (line 7)',
+      'portForwards[4].port: "6000:6010" is not a port or a range of ports like "6000-6010"; a range is written with "-", as in "6000-6010" (line 8)',
+      'portForwards[5].port: "ssh" is not a port or a range of ports like "6000-6010" (line 9)',
+      'portForwards[6].port: "0-10": 0 is not a port from 1 to 65535 (line 10)',
+      'portForwards[7].port: must be a number, not a boolean (line 11)',
     ],
   },
   {

@@ -66,6 +66,40 @@ test('the write-up\'s example: ping and TCP both ways between the VLANs and to t
   t.like(plan.probes.find((p) => p.probe === 'fwd tcp/2222'), { expectedLocal: '192.168.10.100:22', spec: { target: '203.0.113.2', port: 2222 } });
 });
 
+test('a range of ports forwarded: its first and last port land on the host on the same ports; the port just past it is refused by the router', (t) => {
+  const text = (forwards: string[]) => [
+    'uplink: {interface: eth0, gateway: 203.0.113.1}',
+    'vlans:',
+    '  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}',
+    'portForwards:',
+    ...forwards.map((f) => `  - ${f}`),
+  ].join('\n');
+  const config = parseConfigText(text(['{proto: udp, port: "10000-10100", to: 192.168.10.100}', '{port: 2222, to: 192.168.10.100, toPort: 22}']), 'range.yaml');
+  const topology = planLabTopology(config, 'u');
+  const plan = planLabProbes(topology, config);
+  const forwards = plan.probes.filter((p) => p.forward);
+  t.deepEqual(forwards.map((p) => `${p.probe}: ${p.expected}${p.expectedLocal ? ` on ${p.expectedLocal}` : ''}`), [
+    'fwd udp/10000: pass on 192.168.10.100:10000',
+    'fwd udp/10100: pass on 192.168.10.100:10100',
+    'fwd udp/10101: blocked',
+    'fwd tcp/2222: pass on 192.168.10.100:22',
+  ]);
+  t.like(forwards[2], { to: 'office', spec: { kind: 'udp', target: '203.0.113.2', port: 10101 } });
+  t.is(plan.planned, plan.probes.length);
+  // The host listens just past the range too: a DNAT wider than the range would pass there, and be a mismatch.
+  const office = planLabAgents(topology, config, plan.probes).get('vgwlab-u-c10') ?? [];
+  for (const port of [10000, 10100, 10101]) t.true(office.some((s) => s.proto === 'udp' && s.address === '192.168.10.100' && s.port === port), `udp/${port}`);
+  // Just past means taken by no forward: after the range, else before it; none when both are forwarded.
+  const ports = (forwards: string[]) => {
+    const c = parseConfigText(text(forwards), 'range.yaml');
+    return planLabProbes(planLabTopology(c, 'u'), c).probes.filter((p) => p.forward).map((p) => `${p.port} ${p.expected}`);
+  };
+  t.deepEqual(ports(['{port: "6000-6010", to: 192.168.10.100}', '{port: 6011, to: 192.168.10.100}']), ['6000 pass', '6010 pass', '5999 blocked', '6011 pass']);
+  t.deepEqual(ports(['{port: "65000-65535", to: 192.168.10.100}']), ['65000 pass', '65535 pass', '64999 blocked']);
+  t.deepEqual(ports(['{port: "2-9", to: 192.168.10.100}', '{port: 1, to: 192.168.10.100}', '{port: "10-20", to: 192.168.10.100}']),
+    ['2 pass', '9 pass', '1 pass', '10 pass', '20 pass', '21 blocked']);
+});
+
 test('a policy: rules are probed from and to the hosts they name, with UDP, ranges and ports outside them; first match wins', async (t) => {
   const { config } = await loadConfig(policyPath);
   const topology = planLabTopology(config, 'u');
