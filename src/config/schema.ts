@@ -122,11 +122,20 @@ const forwardedPort = z.custom<number | string>().superRefine((value, ctx) => {
   if (!parsed.success) for (const issue of parsed.error.issues) ctx.addIssue(issue);
 });
 
-/** The first and last port a forward's `port` (validated) takes: the same for one port. */
+/**
+ * The first and last port a forward's `port` takes (the same for one port), or undefined where it is not a valid
+ * one: the cross-field checks read the raw document.
+ */
+export function portRangeOf(value: unknown): [number, number] | undefined {
+  if (typeof value === 'number') return Number.isInteger(value) && value >= 1 && value <= 65535 ? [value, value] : undefined;
+  if (typeof value !== 'string' || portRangeProblem(value) !== undefined) return undefined;
+  const range = PORT_RANGE.exec(value)!;
+  return [Number(range[1]), Number(range[2])];
+}
+
+/** The first and last port a validated forward's `port` takes: the same for one port. */
 export function forwardedRange(value: number | string): [number, number] {
-  if (typeof value === 'number') return [value, value];
-  const range = PORT_RANGE.exec(value);
-  return range ? [Number(range[1]), Number(range[2])] : [Number.NaN, Number.NaN];
+  return portRangeOf(value) ?? [Number.NaN, Number.NaN];
 }
 
 const portForward = z.object({

@@ -13,7 +13,7 @@ import { uplinkProblems } from './check-uplink.js';
 import { overlapProblems, vlanProblems } from './check-vlans.js';
 import { asArray, asString, isObject } from './cross-field.js';
 import { DEFAULT_LISTEN, isLoopbackHost, parseListenAddress } from './listen.js';
-import { configSchema, type Config } from './schema.js';
+import { configSchema, portRangeOf, type Config } from './schema.js';
 import type { PathSegment, Problem } from './problems.js';
 import { zones } from './zones.js';
 
@@ -169,7 +169,7 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
 }
 
 /**
- * A TCP port forward on the HTTP endpoints' own port: the DNAT takes that port on every address of the gateway that
+ * A TCP port forward on the HTTP endpoints' own port, or of a range of ports that holds it: the DNAT takes that port on every address of the gateway that
  * the uplink side reaches, so Prometheus and health checks would reach the VLAN host. The port is `run --listen`'s
  * where given, else http.listen's, else the default; on loopback nothing from outside reaches it. Apart from the
  * rest of validation because it depends on the flag as well as the file: a config kept valid by its text alone
@@ -183,11 +183,13 @@ export function httpPortProblems(portForwards: readonly unknown[], httpListen: s
   if (!listen || isLoopbackHost(listen.host)) return [];
   const problems: Problem[] = [];
   portForwards.forEach((raw, index) => {
-    if (!isObject(raw) || raw.port !== listen.port || (asString(raw.proto) ?? 'tcp') !== 'tcp') return;
+    const range = isObject(raw) ? portRangeOf(raw.port) : undefined; // a range that holds the port takes it as well
+    if (!isObject(raw) || !range || listen.port < range[0] || listen.port > range[1] || (asString(raw.proto) ?? 'tcp') !== 'tcp') return;
+    const single = range[0] === range[1];
     problems.push({
       path: ['portForwards', index, 'port'],
-      message: `tcp/${listen.port} is the gateway's own HTTP port (${served.text}): `
-        + `Prometheus and health checks from the uplink side would reach the VLAN host instead; forward another port, or move ${served.move}`,
+      message: `${single ? `tcp/${listen.port} is` : `tcp/${range[0]}-${range[1]} holds tcp/${listen.port},`} the gateway's own HTTP port (${served.text}): `
+        + `Prometheus and health checks from the uplink side would reach the VLAN host instead; forward ${single ? 'another port' : 'a range without it'}, or move ${served.move}`,
     });
   });
   return problems;

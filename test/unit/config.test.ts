@@ -529,6 +529,29 @@ portForwards:
     ],
   },
   {
+    title: 'port forwards: a range keeps its ports (no toPort); ranges and ports of one protocol may not overlap',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+portForwards:
+  - {port: "6000-6010", to: 192.168.10.100}
+  - {port: "7000-7010", to: 192.168.10.100, toPort: 7000}
+  - {port: 6005, to: 192.168.10.101}
+  - {port: "6010-6020", to: 192.168.10.101}
+  - {proto: udp, port: "6000-6010", to: 192.168.10.101}
+  - {port: 8000, to: 192.168.10.100}
+  - {port: "7990-8100", to: 192.168.10.100}
+  - {port: 6011, to: 192.168.10.100}
+  - {port: "5000-5999", to: 192.168.10.100}
+`,
+    lines: [
+      'portForwards[1].toPort: a range of ports is forwarded to the same ports; toPort cannot be given with port "7000-7010" (line 5)',
+      'portForwards[2].port: tcp/6005 is already forwarded by portForwards[0] (tcp/6000-6010) (line 6)',
+      'portForwards[3].port: tcp/6010-6020 overlaps portForwards[0] (tcp/6000-6010): port 6010 is forwarded there already (line 7)',
+      'portForwards[6].port: tcp/7990-8100 overlaps portForwards[5] (tcp/8000): port 8000 is forwarded there already (line 10)',
+      'portForwards[7].port: tcp/6011 is already forwarded by portForwards[3] (tcp/6010-6020) (line 11)',
+    ],
+  },
+  {
     title: 'values that try to break out of a rule line: newline, quote, leading dash, spaces',
     yaml: `uplink:
   interface: "eth0 -j ACCEPT"
@@ -645,6 +668,21 @@ portForwards:
     lines: [
       'portForwards[0].port: tcp/10123 is the gateway\'s own HTTP port (the default http.listen, 0.0.0.0:10123): Prometheus and '
         + 'health checks from the uplink side would reach the VLAN host instead; forward another port, or move http.listen (line 4)',
+    ],
+  },
+  {
+    title: 'a TCP range of ports forwarded that holds the gateway\'s own HTTP port is refused as that port is; one beside it, or UDP, is fine',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+portForwards:
+  - {proto: tcp, port: "10120-10123", to: 192.168.10.5}
+  - {proto: udp, port: "10100-10200", to: 192.168.10.5}
+  - {proto: tcp, port: "10124-10130", to: 192.168.10.6}
+  - {proto: tcp, port: "10000-10119", to: 192.168.10.6}
+`,
+    lines: [
+      'portForwards[0].port: tcp/10120-10123 holds tcp/10123, the gateway\'s own HTTP port (the default http.listen, 0.0.0.0:10123): Prometheus and '
+        + 'health checks from the uplink side would reach the VLAN host instead; forward a range without it, or move http.listen (line 4)',
     ],
   },
   {
