@@ -24,7 +24,30 @@ const cidr = z.string().refine((s) => parseCidr(s) !== undefined, (s) => ({
 export const IFNAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$/;
 export const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 
+/**
+ * A name `ip` shows that no VLAN or uplink can be on, and why: the loopback reaches no other host, and "all" and
+ * "default" are the kernel's own names under /proc/sys/net/ipv4/conf (it refuses them as a NIC's name).
+ */
+export function notANic(name: string): string | undefined {
+  if (name === 'lo') return 'is the loopback interface: it reaches no other host, so it cannot carry a VLAN or the uplink; name a NIC like eth1, or leave interface out';
+  if (name === 'all') return 'is not a NIC: the kernel keeps "all" for the settings of every interface (/proc/sys/net/ipv4/conf/all), and names no NIC so';
+  if (name === 'default') return 'is not a NIC: the kernel keeps "default" for the settings new interfaces start with (/proc/sys/net/ipv4/conf/default), and names no NIC so';
+  return undefined;
+}
+
+/** A well-formed MAC address that no NIC has, and why (the kernel refuses each as a NIC's address). */
+export function notANicMac(mac: string): string | undefined {
+  const bytes = mac.split(':').map((b) => parseInt(b, 16));
+  if (bytes.every((b) => b === 0)) return 'is the all-zero MAC address, which no Ethernet NIC has (the kernel refuses it; loopback shows it); a NIC\'s MAC is like 02:42:c0:a8:0a:02';
+  if (bytes.every((b) => b === 0xff)) return 'is the broadcast MAC address (a frame to every host on the link), which no NIC has as its own; a NIC\'s MAC is unicast, like 02:42:c0:a8:0a:02';
+  // The first byte's low bit marks a group address: no NIC has one (the kernel refuses it).
+  if ((bytes[0]! & 1) === 1) return 'is a multicast MAC address (its first byte is odd); a NIC\'s MAC is unicast, like 02:42:c0:a8:0a:02';
+  return undefined;
+}
+
 const ifname = z.string().superRefine((name, ctx) => {
+  const why = notANic(name);
+  if (why) ctx.addIssue({ code: 'custom', message: why });
   if (IFNAME.test(name)) return;
   const shown = /^([A-Za-z0-9_][A-Za-z0-9_.-]{0,14})@[^\s]*$/.exec(name);
   ctx.addIssue({
@@ -37,9 +60,10 @@ const ifname = z.string().superRefine((name, ctx) => {
 const interfaceRef = z.union([
   ifname,
   z.object({
-    mac: z.string().regex(MAC, { message: 'is not a MAC address like 02:42:c0:a8:0a:02' })
-      // The first byte's low bit marks a group address: no NIC has one (the kernel refuses it).
-      .refine((m) => !MAC.test(m) || (parseInt(m.slice(0, 2), 16) & 1) === 0, { message: 'is a multicast MAC address (its first byte is odd); a NIC\'s MAC is unicast, like 02:42:c0:a8:0a:02' }),
+    mac: z.string().regex(MAC, { message: 'is not a MAC address like 02:42:c0:a8:0a:02' }).superRefine((mac, ctx) => {
+      const why = MAC.test(mac) ? notANicMac(mac) : undefined;
+      if (why) ctx.addIssue({ code: 'custom', message: why });
+    }),
   }).strict(),
 ], { errorMap: () => ({ message: 'must be an interface name or {mac: "…"}' }) });
 

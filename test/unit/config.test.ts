@@ -805,6 +805,28 @@ vlans:
     ],
   },
   {
+    title: 'loopback, the kernel\'s "all" and "default", and the all-zero and broadcast MACs are no NIC a VLAN or the uplink can be on; nothing else said of them',
+    yaml: `uplink: {interface: lo}
+vlans:
+  - {name: a, id: 1, subnet: 10.0.1.0/24, gateway: 10.0.1.1, interface: lo}
+  - {name: b, id: 2, subnet: 10.0.2.0/24, gateway: 10.0.2.1, interface: all}
+  - {name: c, id: 3, subnet: 10.0.3.0/24, gateway: 10.0.3.1, interface: default}
+  - {name: d, id: 4, subnet: 10.0.4.0/24, gateway: 10.0.4.1, interface: {mac: "00:00:00:00:00:00"}}
+  - {name: e, id: 5, subnet: 10.0.5.0/24, gateway: 10.0.5.1, interface: {mac: "FF:FF:FF:FF:FF:FF"}}
+  - {name: f, id: 6, subnet: 10.0.6.0/24, gateway: 10.0.6.1, interface: {mac: "ff:ff:ff:ff:ff:ff"}}
+  - {name: g, id: 7, subnet: 10.0.7.0/24, gateway: 10.0.7.1, interface: lo0}
+`,
+    lines: [
+      'uplink.interface: is the loopback interface: it reaches no other host, so it cannot carry a VLAN or the uplink; name a NIC like eth1, or leave interface out (line 1)',
+      'vlans[0].interface: is the loopback interface: it reaches no other host, so it cannot carry a VLAN or the uplink; name a NIC like eth1, or leave interface out (line 3)',
+      'vlans[1].interface: is not a NIC: the kernel keeps "all" for the settings of every interface (/proc/sys/net/ipv4/conf/all), and names no NIC so (line 4)',
+      'vlans[2].interface: is not a NIC: the kernel keeps "default" for the settings new interfaces start with (/proc/sys/net/ipv4/conf/default), and names no NIC so (line 5)',
+      'vlans[3].interface.mac: is the all-zero MAC address, which no Ethernet NIC has (the kernel refuses it; loopback shows it); a NIC\'s MAC is like 02:42:c0:a8:0a:02 (line 6)',
+      'vlans[4].interface.mac: is the broadcast MAC address (a frame to every host on the link), which no NIC has as its own; a NIC\'s MAC is unicast, like 02:42:c0:a8:0a:02 (line 7)',
+      'vlans[5].interface.mac: is the broadcast MAC address (a frame to every host on the link), which no NIC has as its own; a NIC\'s MAC is unicast, like 02:42:c0:a8:0a:02 (line 8)',
+    ],
+  },
+  {
     title: 'a VLAN subnet in loopback, multicast or reserved address space',
     yaml: `vlans:
   - {name: lo, id: 10, subnet: 127.10.0.0/24, gateway: 127.10.0.1}
