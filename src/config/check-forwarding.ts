@@ -1,6 +1,6 @@
 /** The forwarding rules: what their from and to reference, and ports only where the protocol has them. Pure. */
 import { asArray, asString, isObject, problemList, type Raw } from './cross-field.js';
-import type { PathSegment, Problem } from './problems.js';
+import { shown, type PathSegment, type Problem } from './problems.js';
 import { ZONE_REF } from './schema.js';
 import type { Zones } from './zones.js';
 
@@ -19,7 +19,7 @@ export function forwardingProblems(input: Raw, { zoneVlan, zoneProblem, unforwar
       if (problem) add(at(key), problem);
     }
     if (from !== undefined && to !== undefined && from === to) {
-      add(at('to'), from === 'uplink' ? 'from and to are both the uplink' : `from and to are both ${from}; traffic inside one VLAN does not pass the router`);
+      add(at('to'), from === 'uplink' ? 'from and to are both the uplink' : `from and to are both ${shown(from)}; traffic inside one VLAN does not pass the router`);
     } else if (from !== undefined && to !== undefined && ZONE_REF.test(from) && ZONE_REF.test(to)) {
       const vlan = zoneVlan(from);
       if (vlan && zoneVlan(to) === vlan) {

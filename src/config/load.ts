@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { open, realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isReplacedMount } from './mounts.js';
-import { ConfigError, formatPath, unreadableDirWhy, type Problem } from './problems.js';
+import { ConfigError, formatPath, shown, unreadableDirWhy, type Problem } from './problems.js';
 import { httpPortProblems, validateConfig, type ValidateOptions } from './validate.js';
 import type { Config } from './schema.js';
 import { lineFinder, parseYaml, YamlSyntaxError } from './yaml.js';
@@ -103,9 +103,9 @@ async function rulesDirProblem(dir: unknown, path: string): Promise<Problem | un
   const full = isAbsolute(dir) ? dir : resolve(dirname(path), dir);
   try {
     if ((await stat(full)).isDirectory()) return undefined;
-    return { path: ['rules', 'dir'], message: `cannot read ${full} (not a directory)` };
+    return { path: ['rules', 'dir'], message: `cannot read ${shown(full)} (not a directory)` };
   } catch (error) {
-    return { path: ['rules', 'dir'], message: `cannot read ${full} (${unreadableDirWhy(error)})` };
+    return { path: ['rules', 'dir'], message: `cannot read ${shown(full)} (${unreadableDirWhy(error)})` };
   }
 }
 

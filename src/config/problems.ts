@@ -13,11 +13,29 @@ export interface Problem {
 /** A key as users see it in a path: plain when it is a word, else quoted (a key may hold any text, a newline too). */
 const PLAIN_KEY = /^[A-Za-z0-9_-]+$/;
 
-/** `vlans[0].gateway` — the form users see in every error; an odd key as `["my key"]`. */
+/** A value echoed in a message up to this many characters; a longer one by its first SHOWN_PREFIX and its length. */
+const SHOWN_WHOLE = 64;
+const SHOWN_PREFIX = 40;
+
+/**
+ * A value from the file as a message echoes it: whole, or, past a sane length (a 1 MB string given as a name), its
+ * start and how long it is: `aaaa… (1,048,576 characters)`. `quote` writes the part shown (as JSON.stringify does).
+ */
+export function shown(text: string, quote: (part: string) => string = (part) => part): string {
+  if (text.length <= SHOWN_WHOLE) return quote(text); // UTF-16 units: never fewer than characters
+  const characters = Array.from(text);
+  if (characters.length <= SHOWN_WHOLE) return quote(text);
+  return `${quote(`${characters.slice(0, SHOWN_PREFIX).join('')}…`)} (${characters.length.toLocaleString('en-US')} characters)`;
+}
+
+/** A text value in quotes, shortened as `shown` does: `"aaaa…" (1,048,576 characters)`. */
+export const quoted = (text: string): string => shown(text, (part) => JSON.stringify(part));
+
+/** `vlans[0].gateway` — the form users see in every error; an odd key (or a very long one) as `["my key"]`. */
 export function formatPath(path: readonly PathSegment[]): string {
   let out = '';
   for (const segment of path) {
-    out += typeof segment === 'number' ? `[${segment}]` : !PLAIN_KEY.test(segment) ? `[${JSON.stringify(segment)}]` : out === '' ? segment : `.${segment}`;
+    out += typeof segment === 'number' ? `[${segment}]` : !PLAIN_KEY.test(segment) || segment.length > SHOWN_WHOLE ? `[${quoted(segment)}]` : out === '' ? segment : `.${segment}`;
   }
   return out || '(top level)';
 }

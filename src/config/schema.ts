@@ -5,16 +5,17 @@
  */
 import { z } from 'zod';
 import { parseAddress, parseCidr } from '../net/ipv4.js';
+import { quoted } from './problems.js';
 
 /** 192.168.010.1: inet_aton (ping, and iptables in places) reads 010 as octal 8, so it is refused, saying why. */
 const leadingZero = (s: string) => (/(^|\.)0\d/.test(s.split('/')[0] ?? '') ? ' (a number with a leading zero is octal to some tools; write it without the zero)' : '');
 
 const ipv4 = z.string().refine((s) => parseAddress(s) !== undefined, (s) => ({
-  message: `${JSON.stringify(s)} is not an IPv4 address${leadingZero(s)}`,
+  message: `${quoted(s)} is not an IPv4 address${leadingZero(s)}`,
 }));
 
 const cidr = z.string().refine((s) => parseCidr(s) !== undefined, (s) => ({
-  message: `${JSON.stringify(s)} is not an IPv4 prefix like 192.168.10.0/24${leadingZero(s)}`,
+  message: `${quoted(s)} is not an IPv4 prefix like 192.168.10.0/24${leadingZero(s)}`,
 }));
 
 /**

@@ -14,7 +14,7 @@ import { overlapProblems, vlanProblems } from './check-vlans.js';
 import { asArray, asString, isObject } from './cross-field.js';
 import { DEFAULT_LISTEN, isLoopbackHost, parseListenAddress } from './listen.js';
 import { configSchema, portRangeOf, type Config } from './schema.js';
-import type { PathSegment, Problem } from './problems.js';
+import { quoted, shown, type PathSegment, type Problem } from './problems.js';
 import { zones } from './zones.js';
 
 export type ValidationResult = { ok: true; config: Config } | { ok: false; problems: Problem[] };
@@ -62,7 +62,7 @@ function fromZod(issue: ZodIssue, input: unknown): Problem[] {
       // js-yaml reads a numeral beyond a double's range (1e400, -1e999) as text: said as the number it looks like.
       const value = issue.received === 'string' ? valueAt(input, path) : undefined;
       if ((issue.expected === 'number' || issue.expected === 'integer') && typeof value === 'string' && NUMERAL.test(value) && !Number.isFinite(Number(value.replace(/_/g, '')))) {
-        return [{ path, message: `must be a number, and ${value} is beyond the range of one (YAML reads it as text)` }];
+        return [{ path, message: `must be a number, and ${shown(value)} is beyond the range of one (YAML reads it as text)` }];
       }
       // An enum given a number or a boolean (proto: 6): said as a wrong word is, not in zod's type syntax.
       const words = /^'[^']*'( \| '[^']*')*$/.test(issue.expected) ? issue.expected.split(' | ').map((w) => w.slice(1, -1)) : undefined;
@@ -70,7 +70,7 @@ function fromZod(issue: ZodIssue, input: unknown): Problem[] {
       return [{ path, message: `must be ${article(issue.expected)}, not ${article(issue.received)}` }];
     }
     case 'invalid_enum_value':
-      return [{ path, message: `must be one of ${issue.options.map((o) => String(o)).join(', ')}, not ${JSON.stringify(issue.received)}` }];
+      return [{ path, message: `must be one of ${issue.options.map((o) => String(o)).join(', ')}, not ${typeof issue.received === 'string' ? quoted(issue.received) : JSON.stringify(issue.received)}` }];
     case 'invalid_union':
       return [{ path, message: issue.message }];
     default:
@@ -107,7 +107,7 @@ function interfaceHint(key: string, path: readonly PathSegment[]): string {
 }
 
 function portListHint(key: string, path: readonly PathSegment[], input: unknown): string {
-  if (!/^\d+(-\d+)?$/.test(key) || !keysAt(path).includes('ports')) return '';
+  if (!/^\d{1,5}(-\d{1,5})?$/.test(key) || !keysAt(path).includes('ports')) return '';
   const before = valueAt(input, path);
   const ports = isObject(before) && typeof before.ports === 'number' ? before.ports : '…'; // a number only: never echo text
   return `; inside { } a port list must be quoted, as in ports: "${ports},${key}"`;
@@ -176,8 +176,8 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
  * (the plan cache) is checked again here against the flag of the run that loads it.
  */
 export function httpPortProblems(portForwards: readonly unknown[], httpListen: string | undefined, options: ValidateOptions): Problem[] {
-  const served = options.listen !== undefined ? { text: `--listen ${options.listen}`, move: '--listen' }
-    : httpListen !== undefined ? { text: `http.listen ${httpListen}`, move: 'http.listen' }
+  const served = options.listen !== undefined ? { text: `--listen ${shown(options.listen)}`, move: '--listen' }
+    : httpListen !== undefined ? { text: `http.listen ${shown(httpListen)}`, move: 'http.listen' }
     : { text: `the default http.listen, ${DEFAULT_LISTEN}`, move: 'http.listen' };
   const listen = parseListenAddress(options.listen ?? httpListen ?? DEFAULT_LISTEN);
   if (!listen || isLoopbackHost(listen.host)) return [];
@@ -205,11 +205,11 @@ function portListProblem(ports: unknown): string | undefined {
     return `${shown} is not a port from 1 to 65535`;
   }
   if (typeof ports !== 'string') return undefined; // the schema reports the type
-  if (!/^\d+(-\d+)?(,\d+(-\d+)?)*$/.test(ports)) return `${JSON.stringify(ports)} is not a port list like "22,8000-8100"`;
+  if (!/^\d+(-\d+)?(,\d+(-\d+)?)*$/.test(ports)) return `${quoted(ports)} is not a port list like "22,8000-8100"`;
   for (const item of ports.split(',')) {
     const [low, high = low] = item.split('-').map(Number) as [number, number?];
-    if (low < 1 || low > 65535 || high < 1 || high > 65535) return `${item} is not a port from 1 to 65535`;
-    if (low > high) return `${item} is a range whose start is above its end`;
+    if (low < 1 || low > 65535 || high < 1 || high > 65535) return `${shown(item)} is not a port from 1 to 65535`;
+    if (low > high) return `${shown(item)} is a range whose start is above its end`;
   }
   return undefined;
 }

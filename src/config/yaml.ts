@@ -8,7 +8,7 @@ import {
   CORE_SCHEMA, EVENT_ALIAS, EVENT_DOCUMENT, EVENT_MAPPING, EVENT_POP, EVENT_SCALAR, EVENT_SEQUENCE, getScalarValue, loadAll,
   mergeTag, parseEvents, YAMLException, type Event,
 } from 'js-yaml';
-import type { PathSegment, Problem } from './problems.js';
+import { shown, type PathSegment, type Problem } from './problems.js';
 
 /** YAML 1.2's core schema, with merge keys (`<<: *defaults`), which Compose files have made familiar. */
 const SCHEMA = CORE_SCHEMA.withTags(mergeTag);
@@ -66,7 +66,7 @@ function syntaxError(error: YAMLException, text: string): YamlSyntaxError {
   const key = !repeated || mark?.position === undefined ? undefined
     : quote === '"' || quote === "'" ? new RegExp(`^([^${quote}\\n]*)${quote}[ \\t]*:`).exec(rest)?.[1]
     : /^[ \t]*([^\s:#"'{}[\],]+)[ \t]*:/.exec(rest)?.[1];
-  const reason = key ? `${error.reason} "${key}"` : plainReason(error.reason);
+  const reason = key ? `${error.reason} ${shown(key, (part) => `"${part}"`)}` : plainReason(error.reason);
   if (mark?.line === undefined || mark.column === undefined) return new YamlSyntaxError(`(top level): ${reason}`, repeated);
   // At the end of a file that ends with a line break, js-yaml's mark is on the line after the last: say the last.
   const lines = text.split(/\r\n?|\n/);

@@ -4,6 +4,7 @@
  */
 import { broadcastOf, networkOf, overlaps, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
 import { notAHost, prefixProblem, vlanLabel, type VlanView } from './cross-field.js';
+import { quoted } from './problems.js';
 import { ZONE_REF } from './schema.js';
 
 export interface Zones {
@@ -41,7 +42,7 @@ export function zones(vlans: readonly VlanView[], names: ReadonlyMap<string, num
     const asCidr = ref.includes('/') ? parseCidr(ref) : undefined;
     const asAddress = ref.includes('/') ? undefined : parseAddress(ref);
     if (asCidr === undefined && asAddress === undefined) {
-      return /^\d/.test(ref) ? `${JSON.stringify(ref)} is not an address or prefix` : `names no VLAN (${JSON.stringify(ref)}); known: ${[...names.keys(), 'uplink'].join(', ')}`;
+      return /^\d/.test(ref) ? `${quoted(ref)} is not an address or prefix` : `names no VLAN (${quoted(ref)}); known: ${[...names.keys(), 'uplink'].join(', ')}`;
     }
     const written = asCidr && prefixProblem(ref, asCidr);
     if (written) return written;

@@ -614,6 +614,57 @@ forwarding:
     ],
   },
   {
+    title: 'a value past 64 characters is echoed by its first 40 and its length, wherever a message echoes one (a key too)',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: ${'1'.repeat(10_000)}, gateway: "${'é'.repeat(65)}"}
+forwarding:
+  rules:
+    - {from: ${'2'.repeat(3000)}, to: ${'x'.repeat(3000)}, proto: ${'t'.repeat(3000)}, ports: "${'3'.repeat(3000)}", action: accept}
+    - {from: "a b ${'c'.repeat(100)}", to: "a b ${'c'.repeat(100)}", action: accept}
+portForwards:
+  - {port: ${'9'.repeat(3000)}, to: 192.168.10.5}
+reconcile: {schedule: "${'1 '.repeat(3000)}"}
+http: {listen: ${'h'.repeat(3000)}, allowFrom: [office]}
+${'k'.repeat(65)}: 1
+`,
+    lines: [
+      `vlans[0].subnet: "${'1'.repeat(40)}…" (10,000 characters) is not an IPv4 prefix like 192.168.10.0/24 (line 2)`,
+      `vlans[0].gateway: "${'é'.repeat(40)}…" (65 characters) is not an IPv4 address (line 2)`,
+      `forwarding.rules[0].proto: must be one of tcp, udp, icmp, all, not "${'t'.repeat(40)}…" (3,000 characters) (line 5)`,
+      `forwarding.rules[0].from: "${'2'.repeat(40)}…" (3,000 characters) is not an address or prefix (line 5)`,
+      `forwarding.rules[0].to: names no VLAN ("${'x'.repeat(40)}…" (3,000 characters)); known: office, uplink (line 5)`,
+      `forwarding.rules[0].ports: ${'3'.repeat(40)}… (3,000 characters) is not a port from 1 to 65535 (line 5)`,
+      'forwarding.rules[1].from: must be a VLAN name, "uplink", or an address or prefix inside a VLAN (line 6)',
+      'forwarding.rules[1].to: must be a VLAN name, "uplink", or an address or prefix inside a VLAN (line 6)',
+      `forwarding.rules[1].to: from and to are both a b ${'c'.repeat(36)}… (104 characters); traffic inside one VLAN does not pass the router (line 6)`,
+      `portForwards[0].port: must be a number, and ${'9'.repeat(40)}… (3,000 characters) is beyond the range of one (YAML reads it as text) (line 8)`,
+      'portForwards[0].to: 192.168.10.5 is outside every VLAN (line 8)',
+      `reconcile.schedule: "${'1 '.repeat(20)}…" (6,000 characters) is not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *") (line 9)`,
+      `http.listen: "${'h'.repeat(40)}…" (3,000 characters) is not HOST:PORT with a port up to 65535, like "0.0.0.0:10123" (line 10)`,
+      `["${'k'.repeat(40)}…" (65 characters)]: is not a known key (known: uplink, vlans, forwarding, portForwards, rules, reconcile, http) (line 11)`,
+    ],
+  },
+  {
+    title: 'a long http.listen host is echoed shortened where a port forward takes its port',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+portForwards:
+  - {port: 10123, to: 192.168.10.5}
+http: {listen: "${'h'.repeat(100)}:10123"}
+`,
+    lines: [
+      `portForwards[0].port: tcp/10123 is the gateway's own HTTP port (http.listen ${'h'.repeat(40)}… (106 characters)): `
+        + 'Prometheus and health checks from the uplink side would reach the VLAN host instead; forward another port, or move http.listen (line 4)',
+    ],
+  },
+  {
+    title: 'a value of 64 characters is echoed whole',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: "${'é'.repeat(64)}"}
+`,
+    lines: [`vlans[0].gateway: "${'é'.repeat(64)}" is not an IPv4 address (line 2)`],
+  },
+  {
     title: 'YAML syntax error, with its line',
     yaml: `vlans:
   - name: office
