@@ -85,7 +85,15 @@ export async function loadConfig(path: string, cache?: ConfigCache, options: Val
   } catch (error) {
     // Every problem in one run: a rules.dir that cannot be read is one of them, not the next run's news.
     if (!(error instanceof ConfigError) || error.problems.length === 0 || error.problems[0]!.path.length === 0) throw error;
-    const dirProblem = await rulesDirProblem(rulesDirOf(parseYaml(text).value), path);
+    // A file the parser could not read has no rules.dir to look at.
+    const value = (() => {
+      try {
+        return parseYaml(text).value;
+      } catch {
+        return undefined;
+      }
+    })();
+    const dirProblem = await rulesDirProblem(rulesDirOf(value), path);
     if (!dirProblem) throw error;
     throw configError(path, text, [...error.problems, dirProblem]);
   }
@@ -116,7 +124,12 @@ export function parseConfigText(text: string, source: string, options: ValidateO
     parsed = parseYaml(text);
   } catch (error) {
     if (!(error instanceof YamlSyntaxError)) throw error;
-    throw new ConfigError(source, [{ path: [], message: error.line }], [error.line]);
+    // What stops the file being read, and the keys it repeats besides, in the file's order.
+    const located = [
+      ...error.faults.map((fault) => ({ problem: { path: [], message: fault.text }, line: fault.line, text: fault.text })),
+      ...error.problems.map((problem) => ({ problem, line: problem.line, text: `${formatPath(problem.path)}: ${problem.message}${problem.line ? ` (line ${problem.line})` : ''}` })),
+    ].sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+    throw new ConfigError(source, located.map((l) => l.problem), located.map((l) => l.text));
   }
   const result = validateConfig(parsed.value, options);
   if (result.ok && parsed.problems.length === 0) return result.config;

@@ -5,8 +5,8 @@
  * read again only when there is a problem to place. Pure.
  */
 import {
-  CORE_SCHEMA, EVENT_ALIAS, EVENT_DOCUMENT, EVENT_MAPPING, EVENT_POP, EVENT_SCALAR, EVENT_SEQUENCE, getScalarValue, loadAll,
-  mergeTag, parseEvents, YAMLException, type Event,
+  constructFromEvents, CORE_SCHEMA, EVENT_ALIAS, EVENT_DOCUMENT, EVENT_MAPPING, EVENT_POP, EVENT_SCALAR, EVENT_SEQUENCE,
+  getScalarValue, loadAll, mergeTag, parseEvents, SCALAR_STYLE_PLAIN, YAMLException, type Event,
 } from 'js-yaml';
 import { shown, type PathSegment, type Problem } from './problems.js';
 
@@ -16,49 +16,83 @@ const SCHEMA = CORE_SCHEMA.withTags(mergeTag);
 /** Aliases per document: plenty for a config, and a bound on what a "billion laughs" file makes validation walk. */
 const MAX_ALIASES = 100;
 
+/** A fault the YAML parser reports: `line 3, column 4: bad indentation of a sequence entry` (1-based), and its line. */
+export interface YamlFault {
+  readonly text: string;
+  readonly line?: number;
+}
+
 export class YamlSyntaxError extends Error {
   override readonly name = 'YamlSyntaxError';
-  /** `line 3, column 4: bad indentation of a sequence entry` (1-based), or the reason alone. */
-  constructor(readonly line: string, readonly repeatedKey = false) {
-    super(line);
+  /**
+   * `faults`: what stops the file being read, each with its line where it has one (a complex key in each mapping
+   * that has one). `problems`: the keys the file repeats as well, as far as it could be read.
+   */
+  constructor(readonly faults: readonly YamlFault[], readonly problems: readonly Problem[] = []) {
+    super(faults.map((f) => f.text).join('\n'));
   }
 }
 
 /**
  * The document's value: an empty file (or comments only) is `{}`; more than one document is an error. A key given
  * twice in one mapping is a problem of its own (`problems`, with its path), and the rest is still validated: the
- * value is then read as JSON.parse reads a repeated key, the last one counting.
+ * value is then read as JSON.parse reads a repeated key, the last one counting. A file that cannot be read at all
+ * (a syntax error, an unknown alias) is a YamlSyntaxError, with the keys it repeats besides.
  */
 export function parseYaml(text: string): { value: unknown; problems: Problem[] } {
-  const load = (json: boolean) => {
-    try {
-      return loadAll(text, { schema: SCHEMA, maxAliases: MAX_ALIASES, json });
-    } catch (error) {
-      if (error instanceof YAMLException) throw syntaxError(error, text);
-      throw error;
-    }
-  };
-  let documents: unknown[];
+  const load = (json: boolean) => loadAll(text, { schema: SCHEMA, maxAliases: MAX_ALIASES, json });
+  let documents: unknown[] | undefined;
   let problems: Problem[] = [];
   try {
     documents = load(false);
   } catch (error) {
-    problems = error instanceof YamlSyntaxError && error.repeatedKey ? repeatedKeys(text) : [];
-    if (problems.length === 0) throw error;
-    documents = load(true); // another fault besides is thrown as one
+    if (!(error instanceof YAMLException)) throw error;
+    problems = repeatedKeys(text, error);
+    let fault: YAMLException | undefined = error;
+    if (error.reason === REPEATED && problems.length > 0) {
+      try {
+        documents = load(true);
+        fault = undefined;
+      } catch (other) {
+        if (!(other instanceof YAMLException)) throw other;
+        fault = other; // another fault besides: said with the repeated keys
+      }
+    }
+    if (fault || !documents) throw new YamlSyntaxError(faultsOf(fault ?? error, text), problems);
   }
   // A file ending in "---" (or holding empty documents around it) holds one config: the empty ones are nothing.
   if (documents.length > 1) documents = documents.filter((d) => d !== null && d !== undefined);
   if (documents.length > 1) {
-    throw new YamlSyntaxError(`(top level): the file holds ${documents.length} YAML documents (separated by "---"); a config is one document`);
+    throw new YamlSyntaxError([{ text: `(top level): the file holds ${documents.length} YAML documents (separated by "---"); a config is one document` }], problems);
   }
   return { value: documents[0] ?? {}, problems };
 }
 
+const REPEATED = 'duplicated mapping key';
+const COMPLEX_KEY = 'object-based map does not support complex keys';
+
+/**
+ * js-yaml's exception as lines a person reads: where, and what (which key, for a repeated one). js-yaml places a
+ * complex key at the file's start: each is found in the events instead, at its own line.
+ */
+function faultsOf(error: YAMLException, text: string): YamlFault[] {
+  if (error.reason === COMPLEX_KEY) {
+    const keys = complexKeys(text);
+    if (keys.length > 0) {
+      const at = position(text);
+      return keys.map((offset) => {
+        const { line, column } = at(offset);
+        return { text: `line ${line}, column ${column}: ${plainReason(error.reason)}`, line };
+      });
+    }
+  }
+  return [syntaxError(error, text)];
+}
+
 /** js-yaml's exception as a line a person reads: where, and what (which key, for a repeated one). */
-function syntaxError(error: YAMLException, text: string): YamlSyntaxError {
+function syntaxError(error: YAMLException, text: string): YamlFault {
   const mark = error.mark;
-  const repeated = error.reason === 'duplicated mapping key';
+  const repeated = error.reason === REPEATED;
   // js-yaml's reason does not say which key is repeated; the mark is at its second use.
   // A quoted key's mark is just inside its opening quote.
   const quote = mark?.position ? text[mark.position - 1] : undefined;
@@ -67,13 +101,18 @@ function syntaxError(error: YAMLException, text: string): YamlSyntaxError {
     : quote === '"' || quote === "'" ? new RegExp(`^([^${quote}\\n]*)${quote}[ \\t]*:`).exec(rest)?.[1]
     : /^[ \t]*([^\s:#"'{}[\],]+)[ \t]*:/.exec(rest)?.[1];
   const reason = key ? `${error.reason} ${shown(key, (part) => `"${part}"`)}` : plainReason(error.reason);
-  if (mark?.line === undefined || mark.column === undefined) return new YamlSyntaxError(`(top level): ${reason}`, repeated);
+  if (mark?.line === undefined || mark.column === undefined) return { text: `(top level): ${reason}` };
+  const [line, column] = markLine(text, mark.line, mark.column);
+  return { text: `line ${line}, column ${column}: ${reason}`, line };
+}
+
+/** js-yaml's mark (0-based) as the 1-based line and column a person reads. */
+function markLine(text: string, line: number, column: number): [number, number] {
   // At the end of a file that ends with a line break, js-yaml's mark is on the line after the last: say the last.
   const lines = text.split(/\r\n?|\n/);
   if (lines.at(-1) === '') lines.pop();
   const last = Math.max(lines.length, 1);
-  const [line, column] = mark.line + 1 > last ? [last, (lines[last - 1]?.length ?? 0) + 1] : [mark.line + 1, mark.column + 1];
-  return new YamlSyntaxError(`line ${line}, column ${column}: ${reason}`, repeated);
+  return line + 1 > last ? [last, (lines[last - 1]?.length ?? 0) + 1] : [line + 1, column + 1];
 }
 
 /**
@@ -89,14 +128,35 @@ function plainReason(reason: string): string {
   return reason;
 }
 
-/** Each key written a second time in one mapping, with its path and both lines. */
-function repeatedKeys(text: string): Problem[] {
-  let events: Event[];
-  try {
-    events = parseEvents(text, {});
-  } catch {
-    return [];
+/**
+ * The events of as much of the text as the parser reads: the whole, or, where it stops at a syntax error, the lines
+ * before the one it stops on (the keys there are what they are in the whole text). When those do not parse either (a
+ * list left open above the error), the text before one of the few top-level keys above it; undefined when none parses.
+ */
+function eventsBefore(text: string, error?: YAMLException): Event[] | undefined {
+  const parse = (part: string) => {
+    try {
+      return parseEvents(part, {});
+    } catch {
+      return undefined;
+    }
+  };
+  const whole = parse(text);
+  if (whole || error?.mark?.line === undefined || error.mark.column === undefined) return whole;
+  const [line] = markLine(text, error.mark.line, error.mark.column); // the line the fault is said at
+  const starts = [0, ...[...text.matchAll(/\r\n?|\n/g)].map((m) => m.index + m[0].length)];
+  const topLevel = starts.slice(1, line - 1).filter((start) => /^[^\s#-]/.test(text.slice(start, start + 1))).reverse();
+  for (const end of [starts[line - 1] ?? 0, ...topLevel.slice(0, 3)]) {
+    const events = end > 0 ? parse(text.slice(0, end)) : undefined;
+    if (events) return events;
   }
+  return undefined;
+}
+
+/** Each key written a second time in one mapping, with its path and both lines (before `error`, where it stopped the parser). */
+function repeatedKeys(text: string, error?: YAMLException): Problem[] {
+  const events = eventsBefore(text, error);
+  if (!events) return [];
   const lineOf = lineOfOffset(text);
   const problems: Problem[] = [];
   const open = (k: number) => k < events.length && events[k]!.type !== EVENT_POP;
@@ -106,9 +166,10 @@ function repeatedKeys(text: string): Problem[] {
       const seen = new Map<string, number>();
       for (let k = i + 1; open(k); k = after(events, after(events, k))) {
         const key = events[k]!;
-        const name = key.type === EVENT_SCALAR ? getScalarValue(text, key) : undefined;
+        const name = keyName(text, key);
         if (name === undefined) continue;
-        const start = startOf(key) ?? 0;
+        // An empty key (": 1") has no text of its own: its line is its value's.
+        const start = startOf(key) ?? (open(after(events, k)) ? startOf(events[after(events, k)]!) : undefined) ?? 0;
         const first = seen.get(name);
         if (first === undefined) seen.set(name, start);
         else problems.push({ path: [...path, name], line: lineOf(start), message: `is given twice in one mapping (first at line ${lineOf(first)}); give it once` });
@@ -120,6 +181,55 @@ function repeatedKeys(text: string): Problem[] {
   };
   for (const [k, event] of events.entries()) if (event.type === EVENT_DOCUMENT) walk(k + 1, []);
   return problems;
+}
+
+/** Where each key that is a list or a mapping (`? [a, b]`) starts. */
+function complexKeys(text: string): number[] {
+  const events = eventsBefore(text) ?? [];
+  const offsets: number[] = [];
+  const open = (k: number) => k < events.length && events[k]!.type !== EVENT_POP;
+  for (const [i, event] of events.entries()) {
+    if (event.type !== EVENT_MAPPING) continue;
+    for (let k = i + 1; open(k); k = after(events, after(events, k))) {
+      const key = events[k]!;
+      if (key.type !== EVENT_MAPPING && key.type !== EVENT_SEQUENCE) continue;
+      // Said at its "?", where there is one.
+      const indicator = /\?[ \t]*$/.exec(text.slice(Math.max(0, key.start - 80), key.start));
+      offsets.push(indicator ? key.start - indicator[0].length : key.start);
+    }
+  }
+  return offsets.sort((a, b) => a - b);
+}
+
+/** A plain word no core-schema type takes: the key is its text (most keys, so most keys construct nothing). */
+const PLAIN_WORD = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+const RESOLVED_WORD = /^(null|Null|NULL|true|True|TRUE|false|False|FALSE)$/;
+const DOCUMENT_START: Event = { type: EVENT_DOCUMENT, explicitStart: false, explicitEnd: false, directives: [] };
+
+/**
+ * A scalar key as the loaded value names it: js-yaml makes a property of its value, so `~` is "null", `0x10` is
+ * "16", `1.50` is "1.5" and `!!str 1` is "1". Undefined for a key that is no scalar.
+ */
+function keyName(text: string, key: Event): string | undefined {
+  if (key.type !== EVENT_SCALAR) return undefined;
+  const written = getScalarValue(text, key);
+  if (key.tagStart < 0 && (key.style !== SCALAR_STYLE_PLAIN || (PLAIN_WORD.test(written) && !RESOLVED_WORD.test(written)))) return written;
+  try {
+    return String(constructFromEvents([DOCUMENT_START, key, { type: EVENT_POP }], { source: text, schema: SCHEMA })[0]);
+  } catch {
+    return written; // a tag it does not know: the load reports that
+  }
+}
+
+/** Offset → 1-based line and column. */
+function position(text: string): (offset: number) => { line: number; column: number } {
+  const lineOf = lineOfOffset(text);
+  return (offset) => {
+    const line = lineOf(offset);
+    const before = text.slice(0, offset);
+    const lineStart = Math.max(before.lastIndexOf('\n'), before.lastIndexOf('\r')) + 1;
+    return { line, column: offset - lineStart + 1 };
+  };
 }
 
 /**
@@ -206,7 +316,7 @@ class EventIndex {
     if (type === EVENT_MAPPING) {
       for (let k = i + 1; open(k); k = after(events, after(events, k))) {
         const key = events[k]!;
-        const name = key.type === EVENT_SCALAR ? getScalarValue(text, key) : undefined;
+        const name = keyName(text, key);
         // A repeated key: its last use is the one the value comes from (see parseYaml), and the one a problem names.
         if (name !== undefined && open(after(events, k))) {
           children.set(name, { value: after(events, k), keyStart: startOf(key) });

@@ -692,6 +692,101 @@ vlans: []
     lines: ['vlans[0].name: is given twice in one mapping (first at line 2); give it once (line 2)'],
   },
   {
+    title: 'keys YAML reads as another value (~, 0x10, 1.50, !!str true, an empty key) are placed at their own line',
+    yaml: `vlans:
+  - name: office
+    id: 10
+    subnet: 192.168.10.0/24
+    gateway: 192.168.10.1
+    ~: 1
+    0x10: 2
+    1.50: 3
+    !!str true: 4
+uplink:
+  nat: masquerade
+  : 5
+`,
+    lines: [
+      'vlans[0].null: is not a known key (known: name, id, subnet, gateway, interface, masquerade) (line 6)',
+      'vlans[0].16: is not a known key (known: name, id, subnet, gateway, interface, masquerade) (line 7)',
+      'vlans[0]["1.5"]: is not a known key (known: name, id, subnet, gateway, interface, masquerade) (line 8)',
+      'vlans[0].true: is not a known key (known: name, id, subnet, gateway, interface, masquerade) (line 9)',
+      'uplink.null: is not a known key (known: interface, gateway, nat, snatTo) (line 12)',
+    ],
+  },
+  {
+    title: 'keys that YAML reads as the same value (~ and null, 1 and "1") are a repeated key, named at their lines',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+uplink:
+  ~: none
+  null: none
+  1: a
+  "1": b
+`,
+    lines: [
+      'uplink.null: is given twice in one mapping (first at line 4); give it once (line 5)',
+      'uplink.null: is not a known key (known: interface, gateway, nat, snatTo) (line 5)',
+      'uplink.1: is given twice in one mapping (first at line 6); give it once (line 7)',
+      'uplink.1: is not a known key (known: interface, gateway, nat, snatTo) (line 7)',
+    ],
+  },
+  {
+    title: 'each key that is a list or a mapping at its own line, with a repeated key besides',
+    yaml: `vlans:
+  - name: office
+    name: lab
+    id: 10
+    subnet: 192.168.10.0/24
+    gateway: 192.168.10.1
+    ? [a, b]
+    : 1
+uplink:
+  {? {a: 1} : 2}
+`,
+    lines: [
+      'vlans[0].name: is given twice in one mapping (first at line 2); give it once (line 3)',
+      'line 7, column 5: a key that is a list or a mapping ("? [a, b]"); a config\'s keys are words',
+      'line 10, column 4: a key that is a list or a mapping ("? [a, b]"); a config\'s keys are words',
+    ],
+  },
+  {
+    title: 'a repeated key before a syntax error: both said, each at its line (the parser reads no further than the error)',
+    yaml: `vlans:
+  - name: office
+    name: lab
+    id: 10
+    subnet: 192.168.10.0/24
+    gateway: 192.168.10.1
+forwarding:
+  rules:
+    - {from: a, to: b
+uplink:
+  nat: none
+  nat: none
+`,
+    lines: [
+      'vlans[0].name: is given twice in one mapping (first at line 2); give it once (line 3)',
+      'line 10, column 1: deficient indentation',
+    ],
+  },
+  {
+    title: 'repeated keys around an unknown alias: all said, each at its line',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+uplink:
+  nat: none
+  nat: none
+forwarding: *rules
+forwarding: {}
+`,
+    lines: [
+      'uplink.nat: is given twice in one mapping (first at line 4); give it once (line 5)',
+      'line 6, column 14: unidentified alias "rules"',
+      'forwarding: is given twice in one mapping (first at line 6); give it once (line 7)',
+    ],
+  },
+  {
     title: 'a port forward to the gateway itself, or to a subnet\'s network or broadcast address',
     yaml: `vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
