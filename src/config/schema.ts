@@ -119,10 +119,10 @@ function portRangeProblem(text: string): string | undefined {
   const range = PORT_RANGE.exec(text);
   if (!range) {
     const colon = /^\d+:\d+$/.test(text) ? `; a range is written with "-", as in "${text.replace(':', '-')}"` : '';
-    return `${JSON.stringify(text)} is not a port or a range of ports like "6000-6010"${colon}`;
+    return `${quoted(text)} is not a port or a range of ports like "6000-6010"${colon}`;
   }
   const [low, high] = [Number(range[1]), Number(range[2])];
-  for (const end of [low, high]) if (end < 1 || end > 65535) return `${JSON.stringify(text)}: ${end} is not a port from 1 to 65535`;
+  for (const end of [low, high]) if (end < 1 || end > 65535) return `${quoted(text)}: ${end} is not a port from 1 to 65535`;
   if (low === high) return `${JSON.stringify(text)} is one port: write it as a number, port: ${low}`;
   if (low > high) return `${JSON.stringify(text)} runs backwards: write the lower port first, as in "${high}-${low}"`;
   return undefined;
@@ -139,8 +139,12 @@ const forwardedPort = z.custom<number | string>().superRefine((value, ctx) => {
     if (problem) ctx.addIssue({ code: 'custom', message: problem });
     return;
   }
-  if (typeof value === 'string' && /^\d+$/.test(value)) {
-    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(value)} is one port written as text: write it as a number, port: ${value}, or a range as "6000-6010"` });
+  // A few digits (not 3,000 of them: those are `port`'s "beyond the range of one").
+  if (typeof value === 'string' && /^\d{1,5}$/.test(value)) {
+    const n = Number(value);
+    ctx.addIssue({ code: 'custom', message: n >= 1 && n <= 65535
+      ? `${JSON.stringify(value)} is one port written as text: write it as a number, port: ${value}, or a range as "6000-6010"`
+      : `${JSON.stringify(value)} is not a port from 1 to 65535` });
     return;
   }
   const parsed = port.safeParse(value);

@@ -495,6 +495,8 @@ portForwards:
   - {proto: udp, port: 2222, to: 192.168.10.100}
   - {proto: sctp, port: 0, to: 192.168.10.7, toPort: 70000}
   - {port: "22", to: 192.168.10.8}
+  - {port: "0", to: 192.168.10.8}
+  - {port: "70000", to: 192.168.10.8}
 `,
     lines: [
       'portForwards[1].port: tcp/2222 is already forwarded by portForwards[0] (line 5)',
@@ -502,6 +504,9 @@ portForwards:
       'portForwards[3].port: must be a port from 1 to 65535 (line 7)',
       'portForwards[3].toPort: must be a port from 1 to 65535 (line 7)',
       'portForwards[4].port: "22" is one port written as text: write it as a number, port: 22, or a range as "6000-6010" (line 8)',
+      // Text is a range's form now: "must be a number, not a string" would no longer be true.
+      'portForwards[5].port: "0" is not a port from 1 to 65535 (line 9)',
+      'portForwards[6].port: "70000" is not a port from 1 to 65535 (line 10)',
     ],
   },
   {
