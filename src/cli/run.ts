@@ -12,10 +12,9 @@ import type { CommandModule } from 'yargs';
 import { loadConfig, resolveConfigPath } from '../config/load.js';
 import { serialized } from '../config/reload.js';
 import { isMountPoint } from '../config/mounts.js';
-import { MAX_INTERVAL_MS, type Config } from '../config/schema.js';
+import type { Config } from '../config/schema.js';
 import { ConfigWatch } from '../config/watch.js';
 import { accessCheck, type AccessCheck } from '../http/access.js';
-import { DEFAULT_LISTEN, parseListenAddress } from '../config/listen.js';
 import { HttpServer } from '../http/server.js';
 import { makeLogger, type Logger } from '../log.js';
 import { StatsCollector } from '../metrics/collector.js';
@@ -34,7 +33,8 @@ import { InstanceLock } from './instance-lock.js';
 import { codeCache } from './code-cache.js';
 import { makeRunner, templatesOf, type GlobalArgs } from './context.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
-import { describeError, exitCodeOf, FailureError, UsageError } from './errors.js';
+import { describeError, exitCodeOf, FailureError } from './errors.js';
+import { checkRunFlags, checkSchedule, runOptions, runSettings, type RunArgs } from './run-options.js';
 
 export const DEFAULT_SCHEDULE = '*/30 * * * * *';
 
@@ -50,34 +50,9 @@ export function knownTablesMaxAge(statsIntervalMs: number, nextRuns: readonly Da
   return 2 * statsIntervalMs + 1000;
 }
 
-interface RunArgs extends GlobalArgs {
-  listen?: string;
-  schedule?: string;
-  'log-level'?: string;
-  'cleanup-on-exit'?: boolean;
-  'min-interval'?: number;
-  'stats-interval'?: number;
-  'health-timeout'?: number;
-}
-
 /** How long a config that fails to load must stay as it is before the failure is reported (see doReload). */
 const RELOAD_SETTLE_MS = 300;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-/** Milliseconds from a flag: a whole number from `min` up to an hour (setTimeout fires at once past 2^31 ms). */
-function checkMs(flag: string, value: number | undefined, min: number): void {
-  if (value !== undefined && !(Number.isInteger(value) && value >= min && value <= MAX_INTERVAL_MS)) {
-    throw new UsageError(`--${flag} ${Number.isNaN(value) ? 'is not a number' : String(value)}: expected a whole number of milliseconds from ${min} to ${MAX_INTERVAL_MS}`);
-  }
-}
-
-const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
-function checkLogLevel(level: string | undefined): string | undefined {
-  if (level !== undefined && !LOG_LEVELS.includes(level)) {
-    throw new UsageError(`log level ${JSON.stringify(level)} (--log-level or $LOG_LEVEL): expected one of ${LOG_LEVELS.join(', ')}`);
-  }
-  return level;
-}
 
 /**
  * Loads a config and its templates (schema-checked). With `check`, renders them as if every NIC were present and
@@ -160,25 +135,14 @@ function holdSignals() {
 export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
   command: 'run',
   describe: 'Run the supervisor: apply now and after every change, repair drift, serve metrics and health',
-  builder: (y) => y
-    .option('listen', { type: 'string', describe: `HTTP address for /metrics, /healthz, /readyz, /status (default: http.listen, else ${DEFAULT_LISTEN})` })
-    .option('schedule', { type: 'string', describe: `cron schedule of the drift check, seconds field first (default: reconcile.schedule, else "${DEFAULT_SCHEDULE}")` })
-    .option('log-level', { type: 'string', describe: `${LOG_LEVELS.join(', ')} (default: $LOG_LEVEL, else info)` })
-    .option('cleanup-on-exit', { type: 'boolean', describe: 'on SIGTERM/SIGINT, run `down` before exiting' })
-    .option('min-interval', { type: 'number', describe: 'minimum ms between two reconciles (default: reconcile.minIntervalMs, else 100)' })
-    .option('stats-interval', { type: 'number', default: 5000, describe: 'ms between two reads of kernel counters' })
-    .option('health-timeout', { type: 'number', default: 60_000, describe: 'ms a change may wait, or reconciles fail, before /healthz fails' }),
+  builder: runOptions,
   handler: async (args) => {
     // From the first moment: a stop signal during the start (the config read, the HTTP port bound) stops the
     // supervisor as soon as it is up, exiting 0, and a SIGHUP asks for a reload then, instead of the default
     // action of either, which kills the process (exit 129 or 143).
     const early = holdSignals();
     try {
-      if (args.listen !== undefined && !parseListenAddress(args.listen)) throw new UsageError(`--listen ${args.listen}: expected HOST:PORT with a port up to 65535, e.g. ${DEFAULT_LISTEN}`);
-      checkMs('stats-interval', args['stats-interval'], 100);
-      checkMs('min-interval', args['min-interval'], 0);
-      checkMs('health-timeout', args['health-timeout'], 1000);
-      const log = makeLogger(checkLogLevel(args['log-level'] ?? process.env.LOG_LEVEL));
+      const log = makeLogger(checkRunFlags(args));
       const path = resolveConfigPath(args.config);
       // A restarted container finds in the plan cache what its last run parsed and rendered (its /run survives
       // `docker restart`): the start pass then neither parses the YAML nor renders the rules, which at 100 VLANs is
@@ -192,14 +156,15 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       const initial = await loadChecked(path, args.listen, undefined, planCache);
       useDesiredStore(planCache?.desired);
       const { config } = initial;
-      let schedule = args.schedule ?? config.reconcile.schedule ?? DEFAULT_SCHEDULE;
-      if (!cron.validate(schedule)) throw new UsageError(`--schedule ${schedule}: not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *")`);
+      const settings = runSettings(args, config);
+      checkSchedule(settings.schedule);
+      let schedule = settings.schedule;
       const runner = makeRunner(args.netns);
       const rulesCheck: RulesCheck = { runner, backend: () => supervisor.backend ?? 'nft' };
       const ver = await version();
       const metrics = new Metrics(ver);
       const supervisor = new Supervisor(runner, metrics, log, initial, {
-        minIntervalMs: args['min-interval'] ?? config.reconcile.minIntervalMs ?? 100,
+        minIntervalMs: settings.minIntervalMs,
         healthTimeoutMs: args['health-timeout']!,
         backoffInitialMs: 500,
         backoffMaxMs: 30_000,
@@ -216,7 +181,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       const monitor = new NetlinkMonitor(runner, log, () => supervisor.trigger('netlink'));
 
       metrics.lastReloadOk.set(1);
-      const listen = args.listen ?? config.http.listen ?? DEFAULT_LISTEN;
+      const { listen } = settings;
       const lock = await InstanceLock.take(args.netns);
       let address: AddressInfo;
       try {
@@ -226,8 +191,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         const code = (error as NodeJS.ErrnoException).code;
         const why = code === 'EADDRINUSE' ? 'the port is in use' : code === 'EADDRNOTAVAIL' ? 'no interface has that address'
           : code === 'ENOTFOUND' ? 'not an address' : code === 'EACCES' ? 'permission denied' : (error as Error).message;
-        const from = args.listen !== undefined ? '--listen' : config.http.listen !== undefined ? 'http.listen' : 'the default http.listen';
-        throw new FailureError(`cannot serve the HTTP endpoints on ${listen} (${from}): ${why}`);
+        throw new FailureError(`cannot serve the HTTP endpoints on ${listen} (${settings.listenFrom}): ${why}`);
       }
       log.info({ listen: `${address.address}:${address.port}`, config: path, schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
 
@@ -316,7 +280,8 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       // check's schedule and the minimum interval at once; the HTTP address at the next start (the endpoints are
       // what is watching this one), which is said.
       const reloadSettings = (next: Config) => {
-        const nextSchedule = args.schedule ?? next.reconcile.schedule ?? DEFAULT_SCHEDULE;
+        const nextSettings = runSettings(args, next);
+        const nextSchedule = nextSettings.schedule;
         if (nextSchedule !== schedule) {
           schedule = nextSchedule;
           if (task) {
@@ -326,12 +291,12 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
           }
           log.info({ schedule }, 'reconcile.schedule changed: the drift check runs on the new schedule');
         }
-        const minInterval = args['min-interval'] ?? next.reconcile.minIntervalMs ?? 100;
+        const minInterval = nextSettings.minIntervalMs;
         if (minInterval !== supervisor.minIntervalMs) {
           supervisor.minIntervalMs = minInterval;
           log.info({ minIntervalMs: minInterval }, 'reconcile.minIntervalMs changed');
         }
-        const nextListen = args.listen ?? next.http.listen ?? DEFAULT_LISTEN;
+        const nextListen = nextSettings.listen;
         if (nextListen !== listen) {
           log.warn({ listen: nextListen, serving: `${address.address}:${address.port}` }, `http.listen changed to ${nextListen}: the endpoints stay where they are until the next start`);
         }
