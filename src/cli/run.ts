@@ -9,7 +9,7 @@ import { dirname } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import cron from 'node-cron';
 import type { CommandModule } from 'yargs';
-import { loadConfig, resolveConfigPath } from '../config/load.js';
+import { resolveConfigPath } from '../config/load.js';
 import { serialized } from '../config/reload.js';
 import { isMountPoint } from '../config/mounts.js';
 import type { Config } from '../config/schema.js';
@@ -25,13 +25,12 @@ import { rememberDesired, useDesiredStore } from '../plan/desired.js';
 import { statusDocument, type ReloadState } from '../reconcile/status.js';
 import { Supervisor, type ConfigState } from '../reconcile/supervisor.js';
 import { userTemplatesText } from '../template/load.js';
-import { checkTemplates } from '../apply/user-rules-check.js';
 import { withForwardingHint } from '../apply/hints.js';
-import type { CommandRunner } from '../exec/runner.js';
-import type { Backend, Link } from '../observe/facts.js';
+import type { Link } from '../observe/facts.js';
 import { InstanceLock } from './instance-lock.js';
 import { codeCache } from './code-cache.js';
-import { makeRunner, templatesOf, type GlobalArgs } from './context.js';
+import { makeRunner, type GlobalArgs } from './context.js';
+import { checkRules, loadChecked, type RulesCheck } from './load-checked.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
 import { describeError, exitCodeOf, FailureError } from './errors.js';
 import { checkRunFlags, checkSchedule, runOptions, runSettings, type RunArgs } from './run-options.js';
@@ -53,28 +52,6 @@ export function knownTablesMaxAge(statsIntervalMs: number, nextRuns: readonly Da
 /** How long a config that fails to load must stay as it is before the failure is reported (see doReload). */
 const RELOAD_SETTLE_MS = 300;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-/**
- * Loads a config and its templates (schema-checked). With `check`, renders them as if every NIC were present and
- * has iptables parse the user's rules (apply/user-rules-check.ts) in the gateway's namespace.
- */
-async function loadChecked(path: string, listen: string | undefined, check?: RulesCheck, cache?: PlanCache): Promise<ConfigState> {
-  const loaded = await loadConfig(path, cache?.config, { listen });
-  const templates = await templatesOf(loaded);
-  const state = { path, text: loaded.text, config: loaded.config, templates };
-  if (check) await checkRules(state, check);
-  return state;
-}
-
-interface RulesCheck {
-  readonly runner: CommandRunner;
-  readonly backend: () => Backend;
-}
-
-/** Every template rendered with every NIC present and with none, the user's rules parsed by iptables: throws what fails. */
-async function checkRules(state: ConfigState, check: RulesCheck): Promise<void> {
-  await checkTemplates(check.runner, check.backend(), state.config, state.templates);
-}
 
 /**
  * The HTTP endpoints' refusals (http/access.ts), checked against the running config (a reload that changes
