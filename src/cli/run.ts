@@ -6,7 +6,6 @@
  */
 import { readFile, realpath, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { AddressInfo } from 'node:net';
 import cron from 'node-cron';
 import type { CommandModule } from 'yargs';
 import { resolveConfigPath } from '../config/load.js';
@@ -14,28 +13,24 @@ import { serialized } from '../config/reload.js';
 import { isMountPoint } from '../config/mounts.js';
 import type { Config } from '../config/schema.js';
 import { ConfigWatch } from '../config/watch.js';
-import { accessCheck, type AccessCheck } from '../http/access.js';
-import { HttpServer } from '../http/server.js';
-import { makeLogger, type Logger } from '../log.js';
+import { makeLogger } from '../log.js';
 import { StatsCollector } from '../metrics/collector.js';
 import { Metrics } from '../metrics/metrics.js';
 import { NetlinkMonitor } from '../observe/monitor.js';
 import { packageFile } from '../package-files.js';
 import { rememberDesired, useDesiredStore } from '../plan/desired.js';
-import { statusDocument, type ReloadState } from '../reconcile/status.js';
+import type { ReloadState } from '../reconcile/status.js';
 import { Supervisor, type ConfigState } from '../reconcile/supervisor.js';
 import { userTemplatesText } from '../template/load.js';
 import { withForwardingHint } from '../apply/hints.js';
-import type { Link } from '../observe/facts.js';
 import { InstanceLock } from './instance-lock.js';
 import { codeCache } from './code-cache.js';
 import { makeRunner, type GlobalArgs } from './context.js';
 import { checkRules, loadChecked, type RulesCheck } from './load-checked.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
-import { describeError, exitCodeOf, FailureError } from './errors.js';
+import { describeError, exitCodeOf } from './errors.js';
+import { endpoints, serveEndpoints } from './http-endpoints.js';
 import { checkRunFlags, checkSchedule, runOptions, runSettings, type RunArgs } from './run-options.js';
-
-export const DEFAULT_SCHEDULE = '*/30 * * * * *';
 
 /**
  * How recently the stats collector must have found our tables as planned for a scheduled pass to skip reading them
@@ -52,38 +47,6 @@ export function knownTablesMaxAge(statsIntervalMs: number, nextRuns: readonly Da
 /** How long a config that fails to load must stay as it is before the failure is reported (see doReload). */
 const RELOAD_SETTLE_MS = 300;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-/**
- * The HTTP endpoints' refusals (http/access.ts), checked against the running config (a reload that changes
- * http.allowFrom or the VLANs applies at once), counted per VLAN, and each logged at most once per client per
- * 30 s: a Prometheus on a VLAN scraping every 15 s, or hosts taking turns, cannot flood the log.
- */
-function refusals(running: () => Config, links: () => readonly Link[] | undefined, metrics: Metrics, log: Logger): (remote: string) => string | undefined {
-  let access: { config: Config; check: AccessCheck } | undefined;
-  // The gateway's own addresses, as the last pass left its NICs: made again only when they change.
-  let own: { links: readonly Link[] | undefined; addresses: Set<string> } = { links: undefined, addresses: new Set() };
-  const isOwn = (address: string) => {
-    const now = links();
-    if (own.links !== now) own = { links: now, addresses: new Set((now ?? []).flatMap((l) => l.addresses.map((a) => a.address))) };
-    return own.addresses.has(address);
-  };
-  const refusedAt = new Map<string, number>();
-  return (remote) => {
-    const config = running();
-    if (access?.config !== config) access = { config, check: accessCheck(config, isOwn) };
-    const refusal = access.check(remote);
-    if (refusal === undefined) return undefined;
-    metrics.httpRefused.inc({ vlan: refusal.vlan });
-    metrics.changed();
-    const last = refusedAt.get(remote);
-    if (last === undefined || Date.now() - last >= 30_000) {
-      if (refusedAt.size >= 1024) refusedAt.clear(); // a large VLAN's hosts
-      refusedAt.set(remote, Date.now());
-      log.warn({ remote, vlan: refusal.vlan }, `HTTP request refused: ${refusal.reason}`);
-    }
-    return refusal.reason;
-  };
-}
 
 export async function version(): Promise<string> {
   return (JSON.parse(await readFile(packageFile('package.json'), 'utf8')) as { version: string }).version;
@@ -148,28 +111,13 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       });
       const reload: ReloadState = { errors: [] };
       const collector = new StatsCollector(runner, metrics, log, args['stats-interval']!, () => supervisor.collectorState());
-      const http = new HttpServer({
-        metrics: () => metrics.text(),
-        health: () => supervisor.health(),
-        ready: () => supervisor.ready,
-        status: () => statusDocument(supervisor, reload, ver),
-        refuse: refusals(() => supervisor.config.config, () => supervisor.view?.links, metrics, log),
-      });
+      const http = endpoints(supervisor, reload, metrics, ver, log);
       const monitor = new NetlinkMonitor(runner, log, () => supervisor.trigger('netlink'));
 
       metrics.lastReloadOk.set(1);
       const { listen } = settings;
       const lock = await InstanceLock.take(args.netns);
-      let address: AddressInfo;
-      try {
-        address = await http.start(listen);
-      } catch (error) {
-        await lock.release();
-        const code = (error as NodeJS.ErrnoException).code;
-        const why = code === 'EADDRINUSE' ? 'the port is in use' : code === 'EADDRNOTAVAIL' ? 'no interface has that address'
-          : code === 'ENOTFOUND' ? 'not an address' : code === 'EACCES' ? 'permission denied' : (error as Error).message;
-        throw new FailureError(`cannot serve the HTTP endpoints on ${listen} (${settings.listenFrom}): ${why}`);
-      }
+      const address = await serveEndpoints(http, settings, lock);
       log.info({ listen: `${address.address}:${address.port}`, config: path, schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
 
       let exitCode = 0;
