@@ -30,6 +30,7 @@ import { checkRules, loadChecked, type RulesCheck } from './load-checked.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
 import { describeError, exitCodeOf } from './errors.js';
 import { endpoints, serveEndpoints } from './http-endpoints.js';
+import { holdSignals, onStopSignals } from './signals.js';
 import { checkRunFlags, checkSchedule, runOptions, runSettings, type RunArgs } from './run-options.js';
 
 /**
@@ -50,26 +51,6 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 export async function version(): Promise<string> {
   return (JSON.parse(await readFile(packageFile('package.json'), 'utf8')) as { version: string }).version;
-}
-
-/** Signals that arrive before the supervisor's own handlers are installed, held instead of killing the process. */
-function holdSignals() {
-  const held = {
-    stop: undefined as NodeJS.Signals | undefined,
-    hup: false,
-    releaseHup: () => process.off('SIGHUP', onHup),
-    release: () => {
-      process.off('SIGTERM', onStop);
-      process.off('SIGINT', onStop);
-      process.off('SIGHUP', onHup);
-    },
-  };
-  const onStop = (signal: NodeJS.Signals) => (held.stop ??= signal);
-  const onHup = () => (held.hup = true);
-  process.on('SIGTERM', onStop);
-  process.on('SIGINT', onStop);
-  process.on('SIGHUP', onHup);
-  return held;
 }
 
 export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
@@ -353,16 +334,11 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         setTimeout(() => void renderCheck(), supervisor.ready ? 1000 : 0);
       });
 
-      // `on`, not `once`: execa's signal-exit re-raises a signal when it finds itself the only listener left, which
-      // a `once` listener removed before running would let happen. stop() is idempotent.
-      const onSignal = (signal: NodeJS.Signals) => void stop(signal);
-      process.on('SIGTERM', onSignal);
-      process.on('SIGINT', onSignal);
+      const offStopSignals = onStopSignals((signal) => void stop(signal));
       early.release();
       if (early.stop) void stop(early.stop);
       await done;
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
+      offStopSignals();
       process.exitCode = exitCode;
     } finally {
       early.release();
