@@ -6,7 +6,6 @@
  */
 import { readFile, realpath, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import cron from 'node-cron';
 import type { CommandModule } from 'yargs';
 import { resolveConfigPath } from '../config/load.js';
 import { serialized } from '../config/reload.js';
@@ -30,20 +29,9 @@ import { checkRules, loadChecked, type RulesCheck } from './load-checked.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
 import { describeError, exitCodeOf } from './errors.js';
 import { endpoints, serveEndpoints } from './http-endpoints.js';
+import { DriftSchedule } from './drift-schedule.js';
 import { holdSignals, onStopSignals } from './signals.js';
 import { checkRunFlags, checkSchedule, runOptions, runSettings, type RunArgs } from './run-options.js';
-
-/**
- * How recently the stats collector must have found our tables as planned for a scheduled pass to skip reading them
- * (KnownTables): within its last two readings. Only where the collector reads at least as often as the schedule
- * checks, so that drift in our tables is found no later than a reading pass would find it; otherwise every pass
- * reads them (undefined).
- */
-export function knownTablesMaxAge(statsIntervalMs: number, nextRuns: readonly Date[]): number | undefined {
-  const gaps = nextRuns.slice(1).map((run, i) => run.getTime() - nextRuns[i]!.getTime());
-  if (gaps.length === 0 || statsIntervalMs <= 0 || statsIntervalMs > Math.min(...gaps)) return undefined;
-  return 2 * statsIntervalMs + 1000;
-}
 
 /** How long a config that fails to load must stay as it is before the failure is reported (see doReload). */
 const RELOAD_SETTLE_MS = 300;
@@ -79,7 +67,6 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       const { config } = initial;
       const settings = runSettings(args, config);
       checkSchedule(settings.schedule);
-      let schedule = settings.schedule;
       const runner = makeRunner(args.netns);
       const rulesCheck: RulesCheck = { runner, backend: () => supervisor.backend ?? 'nft' };
       const ver = await version();
@@ -90,6 +77,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         backoffInitialMs: 500,
         backoffMaxMs: 30_000,
       });
+      const driftSchedule = new DriftSchedule(settings.schedule, args['stats-interval']!, supervisor);
       const reload: ReloadState = { errors: [] };
       const collector = new StatsCollector(runner, metrics, log, args['stats-interval']!, () => supervisor.collectorState());
       const http = endpoints(supervisor, reload, metrics, ver, log);
@@ -99,7 +87,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       const { listen } = settings;
       const lock = await InstanceLock.take(args.netns);
       const address = await serveEndpoints(http, settings, lock);
-      log.info({ listen: `${address.address}:${address.port}`, config: path, schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
+      log.info({ listen: `${address.address}:${address.port}`, config: path, schedule: settings.schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
 
       let exitCode = 0;
       let stopping: Promise<void> | undefined;
@@ -109,7 +97,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       const stop = (why: string, cleanup = Boolean(args['cleanup-on-exit'])) => {
         stopping ??= (async () => {
           log.info({ why, cleanup }, 'stopping');
-          task?.stop();
+          driftSchedule.stop();
           watcher?.close();
           process.off('SIGHUP', onHup);
           await monitor.stop();
@@ -187,15 +175,9 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       // what is watching this one), which is said.
       const reloadSettings = (next: Config) => {
         const nextSettings = runSettings(args, next);
-        const nextSchedule = nextSettings.schedule;
-        if (nextSchedule !== schedule) {
-          schedule = nextSchedule;
-          if (task) {
-            task.stop();
-            task = cron.schedule(schedule, () => supervisor.trigger('schedule'), { name: 'vlan-gateway-drift-check' });
-            supervisor.knownTablesMaxAgeMs = knownTablesMaxAge(args['stats-interval']!, task.getNextRuns(10));
-          }
-          log.info({ schedule }, 'reconcile.schedule changed: the drift check runs on the new schedule');
+        if (nextSettings.schedule !== driftSchedule.schedule) {
+          driftSchedule.change(nextSettings.schedule);
+          log.info({ schedule: driftSchedule.schedule }, 'reconcile.schedule changed: the drift check runs on the new schedule');
         }
         const minInterval = nextSettings.minIntervalMs;
         if (minInterval !== supervisor.minIntervalMs) {
@@ -295,9 +277,6 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         if (alone) log.warn({ path }, `the config file is mounted on its own: an edit on the host that replaces the file (most editors, sed -i) will not reach this process; mount the directory that holds it instead (-v DIR:${dirname(path)}:ro)`);
       });
 
-      // The drift check is scheduled once the first pass is done: until then it has nothing to check, and setting up
-      // the schedule (node-cron's time-zone formatter) costs the start 20 ms or more.
-      let task: ReturnType<typeof cron.schedule> | undefined;
       monitor.start();
       collector.start();
       supervisor.trigger('start');
@@ -323,8 +302,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         if (stopping) return;
         // The counters, conntrack gauges and traffic series from the start, not one stats interval after it.
         void collector.collect();
-        task = cron.schedule(schedule, () => supervisor.trigger('schedule'), { name: 'vlan-gateway-drift-check' });
-        supervisor.knownTablesMaxAgeMs = knownTablesMaxAge(args['stats-interval']!, task.getNextRuns(10));
+        driftSchedule.start(); // the drift check, from now on (see DriftSchedule)
         if (supervisor.ready) codeCache()?.save('run'); // the functions a start runs are compiled now
         const desired = supervisor.lastDesired;
         // A first pass that found every NIC rendered every template with every zone: the check has nothing left

@@ -3,7 +3,7 @@
  * stats collector reads the tables at least as often as the schedule checks, for two of its readings.
  */
 import test from 'ava';
-import { knownTablesMaxAge } from '../../src/cli/run.js';
+import { knownTablesMaxAge } from '../../src/cli/drift-schedule.js';
 
 /** The next `count` runs of a schedule that fires every `gapMs` (then, optionally, once after a longer wait). */
 const runs = (gapMs: number, count = 10, then?: number) => {

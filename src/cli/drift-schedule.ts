@@ -1,0 +1,51 @@
+/**
+ * The drift check of `vlan-gateway run`: a pass asked for on a cron schedule (--schedule, else reconcile.schedule),
+ * and how the schedule decides whether such a pass may plan from the tables the supervisor knows.
+ */
+import cron from 'node-cron';
+import type { Supervisor } from '../reconcile/supervisor.js';
+
+/**
+ * How recently the stats collector must have found our tables as planned for a scheduled pass to skip reading them
+ * (KnownTables): within its last two readings. Only where the collector reads at least as often as the schedule
+ * checks, so that drift in our tables is found no later than a reading pass would find it; otherwise every pass
+ * reads them (undefined).
+ */
+export function knownTablesMaxAge(statsIntervalMs: number, nextRuns: readonly Date[]): number | undefined {
+  const gaps = nextRuns.slice(1).map((run, i) => run.getTime() - nextRuns[i]!.getTime());
+  if (gaps.length === 0 || statsIntervalMs <= 0 || statsIntervalMs > Math.min(...gaps)) return undefined;
+  return 2 * statsIntervalMs + 1000;
+}
+
+/**
+ * The drift check is scheduled (start) once the first pass is done: until then it has nothing to check, and setting
+ * up the schedule (node-cron's time-zone formatter) costs the start 20 ms or more. A reload may change the schedule
+ * before or after.
+ */
+export class DriftSchedule {
+  private task: ReturnType<typeof cron.schedule> | undefined;
+
+  constructor(private current: string, private readonly statsIntervalMs: number, private readonly supervisor: Supervisor) {}
+
+  get schedule(): string {
+    return this.current;
+  }
+
+  start(): void {
+    this.task = cron.schedule(this.current, () => this.supervisor.trigger('schedule'), { name: 'vlan-gateway-drift-check' });
+    this.supervisor.knownTablesMaxAgeMs = knownTablesMaxAge(this.statsIntervalMs, this.task.getNextRuns(10));
+  }
+
+  /** A new schedule: in effect at once if the check has started, else from its start. */
+  change(schedule: string): void {
+    this.current = schedule;
+    if (this.task) {
+      this.task.stop();
+      this.start();
+    }
+  }
+
+  stop(): void {
+    this.task?.stop();
+  }
+}
