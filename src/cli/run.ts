@@ -4,14 +4,9 @@
  * HTTP endpoints; stops them all on SIGTERM/SIGINT so the process exits by itself, leaving the dataplane as it
  * is (or removing it with --cleanup-on-exit).
  */
-import { readFile, realpath, stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import type { CommandModule } from 'yargs';
 import { resolveConfigPath } from '../config/load.js';
-import { serialized } from '../config/reload.js';
-import { isMountPoint } from '../config/mounts.js';
-import type { Config } from '../config/schema.js';
-import { ConfigWatch } from '../config/watch.js';
 import { makeLogger } from '../log.js';
 import { StatsCollector } from '../metrics/collector.js';
 import { Metrics } from '../metrics/metrics.js';
@@ -19,8 +14,7 @@ import { NetlinkMonitor } from '../observe/monitor.js';
 import { packageFile } from '../package-files.js';
 import { rememberDesired, useDesiredStore } from '../plan/desired.js';
 import type { ReloadState } from '../reconcile/status.js';
-import { Supervisor, type ConfigState } from '../reconcile/supervisor.js';
-import { userTemplatesText } from '../template/load.js';
+import { Supervisor } from '../reconcile/supervisor.js';
 import { withForwardingHint } from '../apply/hints.js';
 import { InstanceLock } from './instance-lock.js';
 import { codeCache } from './code-cache.js';
@@ -29,13 +23,10 @@ import { checkRules, loadChecked, type RulesCheck } from './load-checked.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
 import { describeError, exitCodeOf } from './errors.js';
 import { endpoints, serveEndpoints } from './http-endpoints.js';
+import { Reloads } from './reload.js';
 import { DriftSchedule } from './drift-schedule.js';
 import { holdSignals, onStopSignals } from './signals.js';
 import { checkRunFlags, checkSchedule, runOptions, runSettings, type RunArgs } from './run-options.js';
-
-/** How long a config that fails to load must stay as it is before the failure is reported (see doReload). */
-const RELOAD_SETTLE_MS = 300;
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export async function version(): Promise<string> {
   return (JSON.parse(await readFile(packageFile('package.json'), 'utf8')) as { version: string }).version;
@@ -84,10 +75,11 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
       const monitor = new NetlinkMonitor(runner, log, () => supervisor.trigger('netlink'));
 
       metrics.lastReloadOk.set(1);
-      const { listen } = settings;
       const lock = await InstanceLock.take(args.netns);
       const address = await serveEndpoints(http, settings, lock);
       log.info({ listen: `${address.address}:${address.port}`, config: path, schedule: settings.schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
+
+      const reloads = new Reloads({ path, args, log, metrics, supervisor, planCache, rulesCheck, state: reload, driftSchedule, listen: settings.listen, address });
 
       let exitCode = 0;
       let stopping: Promise<void> | undefined;
@@ -98,8 +90,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         stopping ??= (async () => {
           log.info({ why, cleanup }, 'stopping');
           driftSchedule.stop();
-          watcher?.close();
-          process.off('SIGHUP', onHup);
+          reloads.close();
           await monitor.stop();
           await collector.stop();
           try {
@@ -142,140 +133,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         void stop('fatal');
       };
 
-      // A rule of rules.dir the kernel refused when a pass wrote it: said as a rejected reload is (the reload had
-      // passed every check made before the kernel), with the config that last applied running again if there is one.
-      supervisor.onConfigRefused = (error, reverted, refused) => {
-        // iptables-legacy names no rule (it refuses the table at COMMIT): the chain is then the likely one.
-        const rule = error.failedLine === 'COMMIT'
-          ? `the kernel refuses the ${error.step.kind === 'table' ? error.step.table : ''} table, likely for a rule of rules.dir (${error.userChain ?? ''})`
-          : `the kernel refuses a rule of rules.dir (${error.userChain ?? ''})`;
-        if (!reverted && supervisor.lastDesired) {
-          // The config that applied before renders a rule the kernel refuses now (a NIC attached since gave a
-          // template new data): not a reload's doing, and there is nothing older to go back to.
-          log.error({ path, chain: error.userChain, line: error.failedLine }, `${rule}; the running config stays, and every pass fails until the template is fixed`);
-          return;
-        }
-        const keeping = reverted ? 'the config that last applied runs again' : 'no config has applied yet: every pass fails until the template is fixed';
-        // A reload that passed every check counted as a success when it was read; refused now, it is a failure too.
-        if (reverted) {
-          refusedInputs = inputsOf(refused);
-          metrics.reloads.inc({ result: 'failure' });
-          reloadSettings(supervisor.config.config); // the settings of the config that runs again
-        }
-        reload.result = 'failure';
-        const line = error.failedLine && error.failedLine !== 'COMMIT' ? `: ${error.failedLine}` : ''; // legacy names no rule
-        reload.errors = [`${rule}${line}`, ...error.message.split('\n').map((l) => l.trim()).filter(Boolean), keeping];
-        metrics.lastReloadOk.set(0);
-        metrics.changed();
-        log.error({ path, chain: error.userChain, line: error.failedLine }, `${rule}; ${keeping}`);
-      };
-
-      // The settings of the supervisor itself a reload changes too, where no option overrides them: the drift
-      // check's schedule and the minimum interval at once; the HTTP address at the next start (the endpoints are
-      // what is watching this one), which is said.
-      const reloadSettings = (next: Config) => {
-        const nextSettings = runSettings(args, next);
-        if (nextSettings.schedule !== driftSchedule.schedule) {
-          driftSchedule.change(nextSettings.schedule);
-          log.info({ schedule: driftSchedule.schedule }, 'reconcile.schedule changed: the drift check runs on the new schedule');
-        }
-        const minInterval = nextSettings.minIntervalMs;
-        if (minInterval !== supervisor.minIntervalMs) {
-          supervisor.minIntervalMs = minInterval;
-          log.info({ minIntervalMs: minInterval }, 'reconcile.minIntervalMs changed');
-        }
-        const nextListen = nextSettings.listen;
-        if (nextListen !== listen) {
-          log.warn({ listen: nextListen, serving: `${address.address}:${address.port}` }, `http.listen changed to ${nextListen}: the endpoints stay where they are until the next start`);
-        }
-      };
-
-      // The config the kernel refused after a reload had taken it: the file is often read twice for one write (an
-      // in-place write fires two events), and the second read must not hand it over again, to fail again and roll
-      // back again. A SIGHUP does retry it (what the kernel refused may have changed: a module loaded).
-      const inputsOf = (loaded: ConfigState) => JSON.stringify([loaded.text, loaded.templates]);
-      let refusedInputs: string | undefined;
-      // What a reload reads: the config file, and the templates of the rules.dir in effect.
-      const inputsText = async () => JSON.stringify([
-        await readFile(path, 'utf8').catch(() => null),
-        await userTemplatesText(supervisor.config.config.rules.dir),
-      ]);
-      // One reload at a time, the last write winning (config/reload.ts). A file that fails to load and is changed
-      // within RELOAD_SETTLE_MS was being written (an in-place write read half-way): loaded again, not reported.
-      const reasons = new Set<string>();
-      const doReload = serialized(async () => {
-        // A round nobody asked for is a second look the last one asked for (its texts moved under it: a write landed
-        // meanwhile, or rules.dir came, went or moved, whose templates it now reads): not a reload unless it finds
-        // something new.
-        const asked = reasons.size > 0;
-        const why = [...reasons].join(', ') || 'file changed'; // what asked for this round (none: the text moved under the last one)
-        reasons.clear();
-        const before = await inputsText();
-        const at = new Date().toISOString();
-        try {
-          const next = await loadChecked(path, args.listen, rulesCheck, planCache); // a valid config is kept for the next start
-          if (refusedInputs !== undefined && !why.includes('SIGHUP') && inputsOf(next) === refusedInputs) {
-            log.debug({ why }, 'config reloaded: still the one the kernel refused, not applied again');
-            return { again: (await inputsText()) !== before };
-          }
-          // The user's templates are part of what a reload reads: an edited template with the same config counts.
-          const changed = next.text !== supervisor.config.text || JSON.stringify(next.templates) !== JSON.stringify(supervisor.config.templates);
-          if (!changed && !asked) {
-            log.debug('config read again: unchanged');
-            return { again: (await inputsText()) !== before };
-          }
-          refusedInputs = undefined;
-          reload.at = at;
-          reload.result = 'success';
-          reload.errors = [];
-          metrics.reloads.inc({ result: 'success' });
-          metrics.lastReloadOk.set(1);
-          if (changed) {
-            log.info({ why }, 'config reloaded');
-            reloadSettings(next.config);
-            supervisor.replaceConfig(next);
-          } else {
-            log[why.includes('SIGHUP') ? 'info' : 'debug']({ why }, 'config reloaded: unchanged');
-          }
-        } catch (error) {
-          await sleep(RELOAD_SETTLE_MS);
-          if ((await inputsText()) !== before) return { again: true };
-          reload.at = at;
-          reload.result = 'failure';
-          reload.errors = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
-          metrics.reloads.inc({ result: 'failure' });
-          metrics.lastReloadOk.set(0);
-          for (const line of reload.errors) log.error({ why, path }, `reload rejected, keeping the running config: ${line}`);
-        } finally {
-          watcher.rearm(supervisor.config.config.rules.dir);
-          metrics.changed();
-        }
-        // A write between the read and the watches' rearm has no event of its own: the texts tell.
-        return { again: (await inputsText()) !== before };
-      });
-      // A pipe (--config <(…)) holds the config once, read at the start: read again it waits for a writer for ever,
-      // holding up every later reload and the stop behind it. Said instead of waited on.
-      const isPipe = await stat(path).then((info) => info.isFIFO(), () => false);
-      const requestReload = (reason: string) => {
-        if (isPipe) {
-          log.warn({ why: reason, path }, 'the config is a pipe, read once at the start: there is nothing to reload; give a file to reload it');
-          return;
-        }
-        reasons.add(reason);
-        void doReload().catch((error: unknown) => log.error({ err: error }, 'reload failed'));
-      };
-      const onHup = () => requestReload('SIGHUP');
-      process.on('SIGHUP', onHup);
-      early.releaseHup();
-      if (early.hup && !early.stop) requestReload('SIGHUP'); // a stop asked for too: nothing to reload for
-      const watcher = new ConfigWatch(path, () => requestReload('file changed'), {
-        onWatchError: (watched, error) => log.warn({ err: error, path: watched }, 'cannot watch for changes; reload with SIGHUP'),
-      });
-      watcher.rearm(config.rules.dir);
-      // Said once, beside the start pass rather than before it.
-      void realpath(path).catch(() => path).then(isMountPoint).then((alone) => {
-        if (alone) log.warn({ path }, `the config file is mounted on its own: an edit on the host that replaces the file (most editors, sed -i) will not reach this process; mount the directory that holds it instead (-v DIR:${dirname(path)}:ro)`);
-      });
+      await reloads.start(early);
 
       monitor.start();
       collector.start();

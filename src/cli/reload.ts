@@ -1,0 +1,213 @@
+/**
+ * Reloading the config of `vlan-gateway run`, on SIGHUP and when the file or the templates of its rules.dir change.
+ * A valid config goes to the supervisor with the settings it changes; one that fails to load, or that the kernel
+ * refuses once a pass writes it, is said (in /status, the metrics and the log) and the running config kept.
+ */
+import { readFile, realpath, stat } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { dirname } from 'node:path';
+import type { ApplyError } from '../apply/apply.js';
+import { isMountPoint } from '../config/mounts.js';
+import { serialized } from '../config/reload.js';
+import type { Config } from '../config/schema.js';
+import { ConfigWatch } from '../config/watch.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics/metrics.js';
+import type { ReloadState } from '../reconcile/status.js';
+import type { ConfigState, Supervisor } from '../reconcile/supervisor.js';
+import { userTemplatesText } from '../template/load.js';
+import type { DriftSchedule } from './drift-schedule.js';
+import { describeError } from './errors.js';
+import { loadChecked, type RulesCheck } from './load-checked.js';
+import type { PlanCache } from './plan-cache.js';
+import { runSettings, type RunArgs } from './run-options.js';
+import type { HeldSignals } from './signals.js';
+
+/** How long a config that fails to load must stay as it is before the failure is reported (see reload). */
+const RELOAD_SETTLE_MS = 300;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export interface ReloadParts {
+  readonly path: string;
+  readonly args: RunArgs;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly supervisor: Supervisor;
+  readonly planCache: PlanCache | undefined;
+  readonly rulesCheck: RulesCheck;
+  /** The last reload's outcome, as /status shows it. */
+  readonly state: ReloadState;
+  readonly driftSchedule: DriftSchedule;
+  /** Where the HTTP endpoints were asked to listen, and where they do. */
+  readonly listen: string;
+  readonly address: AddressInfo;
+}
+
+const inputsOf = (loaded: ConfigState) => JSON.stringify([loaded.text, loaded.templates]);
+
+export class Reloads {
+  // The config the kernel refused after a reload had taken it: the file is often read twice for one write (an
+  // in-place write fires two events), and the second read must not hand it over again, to fail again and roll
+  // back again. A SIGHUP does retry it (what the kernel refused may have changed: a module loaded).
+  private refusedInputs: string | undefined;
+  /** What asked for the next round. */
+  private readonly reasons = new Set<string>();
+  private readonly round: () => Promise<void>;
+  private isPipe = false;
+  private watcher: ConfigWatch | undefined;
+  private readonly onHup = () => this.request('SIGHUP');
+
+  constructor(private readonly parts: ReloadParts) {
+    // One reload at a time, the last write winning (config/reload.ts). A file that fails to load and is changed
+    // within RELOAD_SETTLE_MS was being written (an in-place write read half-way): loaded again, not reported.
+    this.round = serialized(() => this.reload());
+    parts.supervisor.onConfigRefused = (error, reverted, refused) => this.refused(error, reverted, refused);
+  }
+
+  /** Reloads from now on: on SIGHUP (one held during the start too) and on every change to the config's files. */
+  async start(early: HeldSignals): Promise<void> {
+    const { path, log, supervisor } = this.parts;
+    // A pipe (--config <(…)) holds the config once, read at the start: read again it waits for a writer for ever,
+    // holding up every later reload and the stop behind it. Said instead of waited on.
+    this.isPipe = await stat(path).then((info) => info.isFIFO(), () => false);
+    process.on('SIGHUP', this.onHup);
+    early.releaseHup();
+    if (early.hup && !early.stop) this.request('SIGHUP'); // a stop asked for too: nothing to reload for
+    this.watcher = new ConfigWatch(path, () => this.request('file changed'), {
+      onWatchError: (watched, error) => log.warn({ err: error, path: watched }, 'cannot watch for changes; reload with SIGHUP'),
+    });
+    this.watcher.rearm(supervisor.config.config.rules.dir);
+    // Said once, beside the start pass rather than before it.
+    void realpath(path).catch(() => path).then(isMountPoint).then((alone) => {
+      if (alone) log.warn({ path }, `the config file is mounted on its own: an edit on the host that replaces the file (most editors, sed -i) will not reach this process; mount the directory that holds it instead (-v DIR:${dirname(path)}:ro)`);
+    });
+  }
+
+  /** No more reloads asked for (one running finishes). */
+  close(): void {
+    this.watcher?.close();
+    process.off('SIGHUP', this.onHup);
+  }
+
+  private request(reason: string): void {
+    const { path, log } = this.parts;
+    if (this.isPipe) {
+      log.warn({ why: reason, path }, 'the config is a pipe, read once at the start: there is nothing to reload; give a file to reload it');
+      return;
+    }
+    this.reasons.add(reason);
+    void this.round().catch((error: unknown) => log.error({ err: error }, 'reload failed'));
+  }
+
+  /** What a reload reads: the config file, and the templates of the rules.dir in effect. */
+  private async inputsText(): Promise<string> {
+    return JSON.stringify([
+      await readFile(this.parts.path, 'utf8').catch(() => null),
+      await userTemplatesText(this.parts.supervisor.config.config.rules.dir),
+    ]);
+  }
+
+  private async reload(): Promise<{ again: boolean }> {
+    const { path, args, log, metrics, supervisor, planCache, rulesCheck, state: reload } = this.parts;
+    // A round nobody asked for is a second look the last one asked for (its texts moved under it: a write landed
+    // meanwhile, or rules.dir came, went or moved, whose templates it now reads): not a reload unless it finds
+    // something new.
+    const asked = this.reasons.size > 0;
+    const why = [...this.reasons].join(', ') || 'file changed'; // what asked for this round (none: the text moved under the last one)
+    this.reasons.clear();
+    const before = await this.inputsText();
+    const at = new Date().toISOString();
+    try {
+      const next = await loadChecked(path, args.listen, rulesCheck, planCache); // a valid config is kept for the next start
+      if (this.refusedInputs !== undefined && !why.includes('SIGHUP') && inputsOf(next) === this.refusedInputs) {
+        log.debug({ why }, 'config reloaded: still the one the kernel refused, not applied again');
+        return { again: (await this.inputsText()) !== before };
+      }
+      // The user's templates are part of what a reload reads: an edited template with the same config counts.
+      const changed = next.text !== supervisor.config.text || JSON.stringify(next.templates) !== JSON.stringify(supervisor.config.templates);
+      if (!changed && !asked) {
+        log.debug('config read again: unchanged');
+        return { again: (await this.inputsText()) !== before };
+      }
+      this.refusedInputs = undefined;
+      reload.at = at;
+      reload.result = 'success';
+      reload.errors = [];
+      metrics.reloads.inc({ result: 'success' });
+      metrics.lastReloadOk.set(1);
+      if (changed) {
+        log.info({ why }, 'config reloaded');
+        this.applySettings(next.config);
+        supervisor.replaceConfig(next);
+      } else {
+        log[why.includes('SIGHUP') ? 'info' : 'debug']({ why }, 'config reloaded: unchanged');
+      }
+    } catch (error) {
+      await sleep(RELOAD_SETTLE_MS);
+      if ((await this.inputsText()) !== before) return { again: true };
+      reload.at = at;
+      reload.result = 'failure';
+      reload.errors = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
+      metrics.reloads.inc({ result: 'failure' });
+      metrics.lastReloadOk.set(0);
+      for (const line of reload.errors) log.error({ why, path }, `reload rejected, keeping the running config: ${line}`);
+    } finally {
+      this.watcher?.rearm(supervisor.config.config.rules.dir);
+      metrics.changed();
+    }
+    // A write between the read and the watches' rearm has no event of its own: the texts tell.
+    return { again: (await this.inputsText()) !== before };
+  }
+
+  /**
+   * A rule of rules.dir the kernel refused when a pass wrote it: said as a rejected reload is (the reload had
+   * passed every check made before the kernel), with the config that last applied running again if there is one.
+   */
+  private refused(error: ApplyError, reverted: boolean, refused: ConfigState): void {
+    const { path, log, metrics, supervisor, state: reload } = this.parts;
+    // iptables-legacy names no rule (it refuses the table at COMMIT): the chain is then the likely one.
+    const rule = error.failedLine === 'COMMIT'
+      ? `the kernel refuses the ${error.step.kind === 'table' ? error.step.table : ''} table, likely for a rule of rules.dir (${error.userChain ?? ''})`
+      : `the kernel refuses a rule of rules.dir (${error.userChain ?? ''})`;
+    if (!reverted && supervisor.lastDesired) {
+      // The config that applied before renders a rule the kernel refuses now (a NIC attached since gave a
+      // template new data): not a reload's doing, and there is nothing older to go back to.
+      log.error({ path, chain: error.userChain, line: error.failedLine }, `${rule}; the running config stays, and every pass fails until the template is fixed`);
+      return;
+    }
+    const keeping = reverted ? 'the config that last applied runs again' : 'no config has applied yet: every pass fails until the template is fixed';
+    // A reload that passed every check counted as a success when it was read; refused now, it is a failure too.
+    if (reverted) {
+      this.refusedInputs = inputsOf(refused);
+      metrics.reloads.inc({ result: 'failure' });
+      this.applySettings(supervisor.config.config); // the settings of the config that runs again
+    }
+    reload.result = 'failure';
+    const line = error.failedLine && error.failedLine !== 'COMMIT' ? `: ${error.failedLine}` : ''; // legacy names no rule
+    reload.errors = [`${rule}${line}`, ...error.message.split('\n').map((l) => l.trim()).filter(Boolean), keeping];
+    metrics.lastReloadOk.set(0);
+    metrics.changed();
+    log.error({ path, chain: error.userChain, line: error.failedLine }, `${rule}; ${keeping}`);
+  }
+
+  /**
+   * The settings of the supervisor itself a reload changes too, where no option overrides them: the drift
+   * check's schedule and the minimum interval at once; the HTTP address at the next start (the endpoints are
+   * what is watching this one), which is said.
+   */
+  private applySettings(next: Config): void {
+    const { args, log, supervisor, driftSchedule, listen, address } = this.parts;
+    const settings = runSettings(args, next);
+    if (settings.schedule !== driftSchedule.schedule) {
+      driftSchedule.change(settings.schedule);
+      log.info({ schedule: driftSchedule.schedule }, 'reconcile.schedule changed: the drift check runs on the new schedule');
+    }
+    if (settings.minIntervalMs !== supervisor.minIntervalMs) {
+      supervisor.minIntervalMs = settings.minIntervalMs;
+      log.info({ minIntervalMs: settings.minIntervalMs }, 'reconcile.minIntervalMs changed');
+    }
+    if (settings.listen !== listen) {
+      log.warn({ listen: settings.listen, serving: `${address.address}:${address.port}` }, `http.listen changed to ${settings.listen}: the endpoints stay where they are until the next start`);
+    }
+  }
+}
