@@ -12,10 +12,9 @@ import { StatsCollector } from '../metrics/collector.js';
 import { Metrics } from '../metrics/metrics.js';
 import { NetlinkMonitor } from '../observe/monitor.js';
 import { packageFile } from '../package-files.js';
-import { rememberDesired, useDesiredStore } from '../plan/desired.js';
+import { useDesiredStore } from '../plan/desired.js';
 import type { ReloadState } from '../reconcile/status.js';
 import { Supervisor } from '../reconcile/supervisor.js';
-import { withForwardingHint } from '../apply/hints.js';
 import { InstanceLock } from './instance-lock.js';
 import { codeCache } from './code-cache.js';
 import { makeRunner, type GlobalArgs } from './context.js';
@@ -23,6 +22,7 @@ import { checkRules, loadChecked, type RulesCheck } from './load-checked.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
 import { describeError, exitCodeOf } from './errors.js';
 import { endpoints, serveEndpoints } from './http-endpoints.js';
+import { Shutdown, stopOnFatal, stopWhenNamespaceGone } from './shutdown.js';
 import { Reloads } from './reload.js';
 import { DriftSchedule } from './drift-schedule.js';
 import { holdSignals, onStopSignals } from './signals.js';
@@ -81,72 +81,25 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
 
       const reloads = new Reloads({ path, args, log, metrics, supervisor, planCache, rulesCheck, state: reload, driftSchedule, listen: settings.listen, address });
 
-      let exitCode = 0;
-      let stopping: Promise<void> | undefined;
-      let stopped!: () => void;
-      const done = new Promise<void>((resolve) => (stopped = resolve));
-      // Without its namespace (deleted under a --netns run) there is nothing to clean up.
-      const stop = (why: string, cleanup = Boolean(args['cleanup-on-exit'])) => {
-        stopping ??= (async () => {
-          log.info({ why, cleanup }, 'stopping');
-          driftSchedule.stop();
-          reloads.close();
-          await monitor.stop();
-          await collector.stop();
-          try {
-            await supervisor.stop(cleanup ? 'down' : undefined);
-          } catch (error) {
-            exitCode = 1;
-            log.error({ err: error }, 'cleanup on exit failed');
-          }
-          // The state in effect now is what the next start of this container plans first (a NIC attached since
-          // the start, a reload): kept for it.
-          if (planCache && supervisor.lastDesired && !cleanup) {
-            rememberDesired(planCache.desired, supervisor.lastDesired);
-            planCache.flush();
-          }
-          await http.stop();
-          await lock.release();
-          log.info('stopped');
-          stopped();
-        })();
-        return stopping;
-      };
-
-      // A --netns namespace deleted under the supervisor: every pass would fail for ever, /status would go on showing
-      // what is no more, and the lock would come to name a new namespace given the old one's inode. It stops (exit 1).
-      lock.watch(() => {
-        const message = `network namespace ${args.netns ?? ''} is gone (deleted, or its name given to another namespace): stopping`;
-        log.fatal({ netns: args.netns }, message);
-        process.stderr.write(`vlan-gateway: ${message}\n`);
-        exitCode = 1;
-        void stop('network namespace gone', false);
+      const shutdown = new Shutdown({
+        log, cleanupOnExit: Boolean(args['cleanup-on-exit']), driftSchedule, reloads, monitor, collector, supervisor, planCache, http, lock,
       });
-
-      supervisor.onFatal = (error) => {
-        if (supervisor.ready) return; // after a good start, keep trying: the failure may be passing
-        // In its own namespace (a container's), a missing NET_ADMIN is said with a missing --sysctl, if that is too.
-        const message = args.netns === undefined ? withForwardingHint(describeError(error)) : describeError(error);
-        log.fatal({ err: error }, message);
-        process.stderr.write(`vlan-gateway: ${message}\n`);
-        exitCode = 1;
-        void stop('fatal');
-      };
-
+      stopWhenNamespaceGone(lock, args.netns, log, shutdown);
+      stopOnFatal(supervisor, args.netns, log, shutdown);
       await reloads.start(early);
 
       monitor.start();
       collector.start();
       supervisor.trigger('start');
       const renderCheck = async () => {
-        if (stopping) return;
+        if (shutdown.isStopping) return;
         try {
           await checkRules(initial, rulesCheck);
         } catch (error) {
           process.stderr.write(`vlan-gateway: ${describeError(error)}\n`);
           log.fatal({ err: error }, 'invalid rule templates');
-          exitCode = exitCodeOf(error);
-          void stop('invalid config');
+          shutdown.exitCode = exitCodeOf(error);
+          void shutdown.stop('invalid config');
         }
       };
       void supervisor.firstPass.then(() => {
@@ -157,7 +110,7 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
           // Said once: a restart then parses and renders everything again (docker run --read-only without a tmpfs on /run).
           if (unwritten) log.warn({ dir: planCache.dir }, `the plan cache cannot be written (${unwritten}): a restart will parse the config and render the rules again; with --read-only, mount a volume there (-v vlan-gateway-run:/run/vlan-gateway)`);
         }
-        if (stopping) return;
+        if (shutdown.isStopping) return;
         // The counters, conntrack gauges and traffic series from the start, not one stats interval after it.
         void collector.collect();
         driftSchedule.start(); // the drift check, from now on (see DriftSchedule)
@@ -170,12 +123,12 @@ export const runCommand: CommandModule<GlobalArgs, RunArgs> = {
         setTimeout(() => void renderCheck(), supervisor.ready ? 1000 : 0);
       });
 
-      const offStopSignals = onStopSignals((signal) => void stop(signal));
+      const offStopSignals = onStopSignals((signal) => void shutdown.stop(signal));
       early.release();
-      if (early.stop) void stop(early.stop);
-      await done;
+      if (early.stop) void shutdown.stop(early.stop);
+      await shutdown.done;
       offStopSignals();
-      process.exitCode = exitCode;
+      process.exitCode = shutdown.exitCode;
     } finally {
       early.release();
     }
