@@ -21,6 +21,7 @@ import { linksAfter, tablesAfter } from '../plan/after.js';
 import { summarizeStep } from '../plan/format.js';
 import type { Desired, UplinkBinding, VlanBinding } from '../plan/types.js';
 import { driftOf } from './drift.js';
+import { bindingNotices } from './notices.js';
 import { knownSetsAfter, reconcileOnce, type Mode } from './once.js';
 
 export interface ConfigState {
@@ -244,22 +245,8 @@ export class Supervisor {
         this.driftCounts[kind]++;
         this.metrics.driftRepairs.inc({ kind });
       }
-      // A note on a bound uplink (an snatTo it does not hold, a gateway off its networks) is logged once, as it appears.
-      const { uplink } = plan.desired;
-      if (uplink.nic && uplink.note && uplink.note !== this.lastDesired?.uplink.note) this.log.warn({ uplink: uplink.nic.name }, uplink.note);
-      // So is a bound VLAN's (two NICs in its subnet: the one used is named).
-      for (const b of plan.desired.vlans) {
-        if (b.nic && b.note && b.note !== this.lastDesired?.vlans.find((v) => v.vlan.name === b.vlan.name)?.note) this.log.warn({ vlan: b.vlan.name, interface: b.nic.name }, b.note);
-      }
-      // A VLAN or the uplink that had its NIC and waits now cuts hosts off: said once, when it happens (a NIC
-      // detached is usually Docker's doing; a gateway address gone with Docker's own, which the kernel removes
-      // with it, is not).
-      const before = this.lastDesired;
-      if (before?.uplink.nic && !uplink.nic) this.log.warn({ uplink: before.uplink.nic.name, note: uplink.note }, `the uplink lost its NIC (${before.uplink.nic.name}): the VLANs have no way out until it is back`);
-      for (const b of plan.desired.vlans) {
-        const had = before?.vlans.find((v) => v.vlan.name === b.vlan.name)?.nic;
-        if (had && !b.nic) this.log.warn({ vlan: b.vlan.name, interface: had.name, note: b.note }, `vlan ${b.vlan.name} lost its NIC (${had.name}): its hosts are cut off until it is back`);
-      }
+      // Notes on the NICs (reconcile/notices.ts) and the plan's warnings, each logged once, as it appears.
+      for (const notice of bindingNotices(this.lastDesired, plan.desired)) this.log.warn(notice.fields, notice.message);
       for (const warning of plan.warnings ?? []) if (!this.warned.has(warning)) this.log.warn(warning);
       this.warned = new Set(plan.warnings ?? []);
       this.backend = facts.backend;
