@@ -128,7 +128,7 @@ class SupervisorMemory {
   confirmedAt: number | undefined;
 
   options(tables: 'read' | 'known'): Parameters<typeof reconcileOnce>[3] {
-    // As run.ts sets it for the default stats interval (5 s): two readings and a second.
+    // As cli/drift-schedule.ts sets it for the default stats interval (5 s): two readings and a second.
     const fresh = this.confirmedAt !== undefined && performance.now() - this.confirmedAt <= 11_000;
     const knownTables = tables === 'known' && fresh ? this.knownTables : undefined;
     return {

@@ -3,7 +3,8 @@
  * passes never overlap, requests that arrive during one coalesce into the next, passes are at least
  * `minIntervalMs` apart, and after a failure the next attempt waits with exponential backoff. Each pass is
  * observe → plan → apply (which rolls back on failure), and its outcome is recorded for metrics, health and
- * /status. The supervisor owns timers only; the HTTP server, monitor and cron live beside it in run.ts.
+ * /status. The supervisor owns timers only; the HTTP server, monitor and cron live beside it in cli/ (run.ts
+ * wires them).
  */
 import { createHash } from 'node:crypto';
 import { ApplyError, type ApplyObserver } from '../apply/apply.js';
@@ -97,7 +98,7 @@ export class Supervisor {
   private restartedCounters: Array<{ write: number; keys: string[] }> = [];
   private readonly failureLog: RateLimitedLog;
   private readonly now: () => number;
-  /** See SupervisorOptions; set by run.ts once the drift schedule is known. */
+  /** See SupervisorOptions; set by cli/drift-schedule.ts once the drift schedule is known. */
   knownTablesMaxAgeMs: number | undefined;
 
   ready = false;
