@@ -84,7 +84,9 @@ async function supervise(args: RunArgs, early: HeldSignals): Promise<number> {
   const monitor = new NetlinkMonitor(runner, log, () => supervisor.trigger('netlink'));
 
   metrics.lastReloadOk.set(1);
-  const lock = await InstanceLock.take(args.netns);
+  // Waits for an apply or down that is writing (they refuse to start beside a supervisor): its start pass then reads
+  // what that one left.
+  const lock = await InstanceLock.take(args.netns, { onWait: (message) => log.warn(message) });
   const address = await serveEndpoints(http, settings, lock);
   log.info({ listen: `${address.address}:${address.port}`, config: path, schedule: settings.schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
 

@@ -66,6 +66,8 @@ kernel(`a supervisor started while an apply writes waits for it before its start
     await sleep(2000); // the bundle starts and is ready in well under a second when nothing holds it
     t.is(gateway.exit, undefined, `it waits, it does not fail: ${gateway.stderr}`);
     t.deepEqual(vgwLines(await iptablesSave(namespace)), [], 'nothing written beside the apply');
+    t.true(gateway.logs.some((l) => l.level === 40 && /^waiting for another vlan-gateway apply or down \(pid \d+\) to finish with network namespace /.test(String(l.msg))),
+      `it says what it waits for:\n${gateway.describeLogs()}`);
     await writer.release();
     await gateway.waitReady();
     t.true(vgwLines(await iptablesSave(namespace)).length > 0, 'once the apply is done, the start pass writes');
