@@ -211,6 +211,15 @@ kernel(`a pass that fails before writing still shows the NICs it found: a NIC go
   await ip(router(), 'link', 'set', GUEST_NIC, 'up');
   await waitFor('guest up', async () => (await guestUp()).find((s) => s.value === 1), 5000, 20);
   await waitFor('no VLAN waiting: VGW-WAITING gone', async () => (await ipset('list', '-n')).stdout.split('\n').every((l) => l !== 'VGW-WAITING'), 5000, 20);
+  // The NIC's arrival made more than one event: a pass still queued would remove the set made below (not desired
+  // while no VLAN waits) before the NIC goes. Wait until no pass has run or been running for a while.
+  await waitFor('the gateway idle', async () => {
+    const logged = gateway!.logs.length; // a pass logs at least one line (debug: "reconciled: in sync")
+    const before = await gateway!.status();
+    await sleep(400); // past the coalescing of requests (--min-interval, 100 ms)
+    const after = await gateway!.status();
+    return before.reconciling === null && after.reconciling === null && gateway!.logs.length === logged ? true : undefined;
+  }, 10_000, 20);
   await ipset('create', 'VGW-WAITING', 'hash:ip'); // not as the gateway makes it: the next pass that needs it fails
   try {
     const from = gateway!.logs.length;
