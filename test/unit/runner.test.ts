@@ -1,4 +1,7 @@
 import test from 'ava';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
 import { CommandError } from '../../src/exec/runner.js';
 
@@ -37,19 +40,26 @@ test('a timeout kills the child and is an error', async (t) => {
 
 test('onStdout takes the output as it comes (pieces before the exit, characters whole) and stdout is then empty', async (t) => {
   const pieces: string[] = [];
-  let firstAt = 0;
-  // 200 KB in two writes a moment apart, a multi-byte character in each, then a line on stderr and exit 2.
-  const script = 'head -c 100000 /dev/zero | tr "\\0" a; printf "é\\n"; sleep 0.2; head -c 100000 /dev/zero | tr "\\0" b; printf "ü\\n"; echo err >&2; exit 2';
-  const r = await runner.run(['sh', '-c', script], {
-    allowFailure: true,
-    onStdout: (piece) => {
-      pieces.push(piece);
-      firstAt ||= performance.now();
-    },
-  });
-  t.deepEqual(r, { stdout: '', stderr: 'err\n', exitCode: 2 });
-  t.true(performance.now() - firstAt >= 150, 'the first piece came before the sleep, not at the exit');
-  t.is(pieces.join(''), `${'a'.repeat(100000)}é\n${'b'.repeat(100000)}ü\n`);
+  // 200 KB in two writes, a multi-byte character in each, then a line on stderr and exit 2. The second write waits
+  // until the first piece has reached onStdout: output held until the exit would never let it go on (ava's timeout).
+  const dir = mkdtempSync(join(tmpdir(), 'vgw-runner-'));
+  const seen = join(dir, 'seen');
+  const script = 'head -c 100000 /dev/zero | tr "\\0" a; printf "é\\n"; while [ ! -e "$1" ]; do sleep 0.01; done; '
+    + 'head -c 100000 /dev/zero | tr "\\0" b; printf "ü\\n"; echo err >&2; exit 2';
+  try {
+    const r = await runner.run(['sh', '-c', script, 'sh', seen], {
+      allowFailure: true,
+      onStdout: (piece) => {
+        if (pieces.length === 0) writeFileSync(seen, '');
+        pieces.push(piece);
+      },
+    });
+    t.deepEqual(r, { stdout: '', stderr: 'err\n', exitCode: 2 });
+    t.false(pieces[0]!.includes('b'), 'the first piece came before the second write');
+    t.is(pieces.join(''), `${'a'.repeat(100000)}é\n${'b'.repeat(100000)}ü\n`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('commands see the C locale', async (t) => {
