@@ -90,8 +90,11 @@ export class InstanceLock extends Lock {
     super(server);
   }
 
-  /** Takes the namespace's lock, or throws FailureError naming the pid of the supervisor that holds it. */
-  static async take(netns: string | undefined, options: { onWait?: (message: string) => void } = {}): Promise<InstanceLock> {
+  /**
+   * Takes the namespace's lock, or throws FailureError naming the pid of the supervisor that holds it. Throws
+   * WaitStopped, holding nothing, when `stopWaiting` says so while it waits for an apply or down (see waitForWriters).
+   */
+  static async take(netns: string | undefined, options: { onWait?: (message: string) => void; stopWaiting?: () => boolean } = {}): Promise<InstanceLock> {
     const identity = await namespaceInode(netns);
     const name = `\0vlan-gateway-run-${identity}`;
     for (let attempt = 1; ; attempt++) {
@@ -99,7 +102,7 @@ export class InstanceLock extends Lock {
       const server = await listen(name, async () => (lock && !(await lock.present()) ? lock.lose() : String(process.pid)));
       if (server) {
         lock = new InstanceLock(server, netns, identity);
-        await lock.waitForWriters(options.onWait ?? (() => undefined)).catch(async (error: unknown) => {
+        await lock.waitForWriters(options.onWait ?? (() => undefined), options.stopWaiting).catch(async (error: unknown) => {
           await lock?.release();
           throw error;
         });
@@ -130,8 +133,8 @@ export class InstanceLock extends Lock {
    * Waits (up to the write lock's timeout) for an `apply` or `down` that was already writing when this supervisor
    * took its lock: its start pass then reads what that one left, instead of writing beside it.
    */
-  private async waitForWriters(onWait: (message: string) => void): Promise<void> {
-    const writer = await WriteLock.wait(this.netns, { timeoutMs: WRITE_LOCK_TIMEOUT_MS, onWait });
+  private async waitForWriters(onWait: (message: string) => void, stopWaiting?: () => boolean): Promise<void> {
+    const writer = await WriteLock.wait(this.netns, { timeoutMs: WRITE_LOCK_TIMEOUT_MS, onWait, ...(stopWaiting ? { stopWaiting } : {}) });
     await writer.release();
   }
 
@@ -181,7 +184,8 @@ export class InstanceLock extends Lock {
  * then reads what it left, as iptables --wait does for the xtables lock.
  */
 export class WriteLock extends Lock {
-  static async wait(netns: string | undefined, options: { timeoutMs: number; onWait: (message: string) => void }): Promise<WriteLock> {
+  /** `stopWaiting`: asked at every step of a wait; when it says so, the wait ends with WaitStopped. */
+  static async wait(netns: string | undefined, options: { timeoutMs: number; onWait: (message: string) => void; stopWaiting?: () => boolean }): Promise<WriteLock> {
     const name = `\0vlan-gateway-write-${await namespaceInode(netns)}`;
     const deadline = Date.now() + options.timeoutMs;
     let said = false;
@@ -193,11 +197,17 @@ export class WriteLock extends Lock {
       if (Date.now() >= deadline) {
         throw new FailureError(`${other} still held ${where(netns)} after ${options.timeoutMs / 1000} s of waiting; nothing was changed`);
       }
+      if (options.stopWaiting?.()) throw new WaitStopped(`stopped while waiting for ${other} to finish with ${where(netns)}`);
       if (!said) options.onWait(`waiting for ${other} to finish with ${where(netns)}`);
       said = true;
       await new Promise((resolve) => setTimeout(resolve, WAIT_STEP_MS));
     }
   }
+}
+
+/** A wait for the write lock that its caller ended (a supervisor asked to stop before its start): nothing is held. */
+export class WaitStopped extends Error {
+  override readonly name = 'WaitStopped';
 }
 
 const WAIT_STEP_MS = 50;

@@ -20,7 +20,7 @@ import { makeRunner, type GlobalArgs } from './context.js';
 import { DriftSchedule } from './drift-schedule.js';
 import { afterFirstPass } from './first-pass.js';
 import { endpoints, serveEndpoints } from './http-endpoints.js';
-import { InstanceLock } from './instance-lock.js';
+import { InstanceLock, WaitStopped } from './instance-lock.js';
 import { loadChecked, type RulesCheck } from './load-checked.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
 import { Reloads } from './reload.js';
@@ -85,8 +85,15 @@ async function supervise(args: RunArgs, early: HeldSignals): Promise<number> {
 
   metrics.lastReloadOk.set(1);
   // Waits for an apply or down that is writing (they refuse to start beside a supervisor): its start pass then reads
-  // what that one left.
-  const lock = await InstanceLock.take(args.netns, { onWait: (message) => log.warn(message) });
+  // what that one left. A stop signal meanwhile ends the wait and the process (exit 0), nothing done: the wait
+  // can last a minute, longer than `docker stop` waits before its SIGKILL.
+  const lock = await InstanceLock.take(args.netns, { onWait: (message) => log.warn(message), stopWaiting: () => early.stop !== undefined })
+    .catch((error: unknown) => {
+      if (!(error instanceof WaitStopped)) throw error;
+      log.info({ why: early.stop }, `${error.message}: nothing was done`);
+      return undefined;
+    });
+  if (lock === undefined) return 0;
   const address = await serveEndpoints(http, settings, lock);
   log.info({ listen: `${address.address}:${address.port}`, config: path, schedule: settings.schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
 

@@ -77,3 +77,18 @@ kernel(`a supervisor started while an apply writes waits for it before its start
     await runMain('down', '--netns', namespace, '--config', example);
   }
 });
+
+kernel(`a supervisor stopped while it waits for an apply exits at once, having written nothing${NEEDS_ROOT}`, async (t) => {
+  const writer = await WriteLock.wait(namespace, { timeoutMs: WRITE_LOCK_TIMEOUT_MS, onWait: () => undefined });
+  const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: namespace, config: example, extraArgs: ['--cleanup-on-exit'] });
+  try {
+    await gateway.waitForLog('the wait', (l) => /^waiting for another vlan-gateway apply or down/.test(String(l.msg)));
+    const stopped = await gateway.stop('SIGTERM', 5000);
+    t.deepEqual([stopped.code, stopped.signal], [0, null], `a stop signal ends the wait: ${gateway.stderr}\n${gateway.describeLogs()}`);
+    t.true(stopped.ms < 3000, `it stopped in ${Math.round(stopped.ms)} ms, not once the apply was done`);
+    t.deepEqual(vgwLines(await iptablesSave(namespace)), [], 'nothing written beside the apply');
+  } finally {
+    await writer.release();
+    await gateway.stop();
+  }
+});
