@@ -24,6 +24,7 @@ export function knownTablesMaxAge(statsIntervalMs: number, nextRuns: readonly Da
  */
 export class DriftSchedule {
   private task: ReturnType<typeof cron.schedule> | undefined;
+  private stopped = false;
 
   constructor(private current: string, private readonly statsIntervalMs: number, private readonly supervisor: Supervisor) {}
 
@@ -36,16 +37,20 @@ export class DriftSchedule {
     this.supervisor.knownTablesMaxAgeMs = knownTablesMaxAge(this.statsIntervalMs, this.task.getNextRuns(10));
   }
 
-  /** A new schedule: in effect at once if the check has started, else from its start. */
+  /**
+   * A new schedule: in effect at once if the check has started, else from its start; after stop(), never (a reload
+   * still running when the supervisor stopped: its timer would keep the stopped process alive).
+   */
   change(schedule: string): void {
     this.current = schedule;
-    if (this.task) {
+    if (this.task && !this.stopped) {
       this.task.stop();
       this.start();
     }
   }
 
   stop(): void {
+    this.stopped = true;
     this.task?.stop();
   }
 }
