@@ -130,8 +130,8 @@ function portRangeProblem(text: string): string | undefined {
 
 /**
  * A port forward's `port`: one port (a number, checked as `port` is, with the same sentences) or a range of ports
- * as text, "6000-6010". Digits alone as text ("22") are one port written as text: said so. Another numeral as text
- * is `port`'s to report (js-yaml leaves -1e999 as text: "beyond the range of one").
+ * as text, "6000-6010". Digits alone as text ("22") are one port written as text: said so. A numeral too large for
+ * a number is `port`'s to report (js-yaml leaves -1e999 as text: "beyond the range of one"); any other is no port.
  */
 const forwardedPort = z.custom<number | string>().superRefine((value, ctx) => {
   if (typeof value === 'string' && !NUMERAL_TEXT.test(value)) {
@@ -145,6 +145,11 @@ const forwardedPort = z.custom<number | string>().superRefine((value, ctx) => {
     ctx.addIssue({ code: 'custom', message: n >= 1 && n <= 65535
       ? `${JSON.stringify(value)} is one port written as text: write it as a number, port: ${value}, or a range as "6000-6010"`
       : `${JSON.stringify(value)} is not a port from 1 to 65535` });
+    return;
+  }
+  // Any other numeral as text that a number holds ("123456", "1e3", "-22") is text that is no port either.
+  if (typeof value === 'string' && Number.isFinite(Number(value.replace(/_/g, '')))) {
+    ctx.addIssue({ code: 'custom', message: /^\d+$/.test(value) ? `${quoted(value)} is not a port from 1 to 65535` : `${quoted(value)} is not a port or a range of ports like "6000-6010"` });
     return;
   }
   const parsed = port.safeParse(value);

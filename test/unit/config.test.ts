@@ -497,6 +497,9 @@ portForwards:
   - {port: "22", to: 192.168.10.8}
   - {port: "0", to: 192.168.10.8}
   - {port: "70000", to: 192.168.10.8}
+  - {port: "123456", to: 192.168.10.8}
+  - {port: "1e3", to: 192.168.10.8}
+  - {port: "-22", to: 192.168.10.8}
 `,
     lines: [
       'portForwards[1].port: tcp/2222 is already forwarded by portForwards[0] (line 5)',
@@ -507,6 +510,9 @@ portForwards:
       // Text is a range's form now: "must be a number, not a string" would no longer be true.
       'portForwards[5].port: "0" is not a port from 1 to 65535 (line 9)',
       'portForwards[6].port: "70000" is not a port from 1 to 65535 (line 10)',
+      'portForwards[7].port: "123456" is not a port from 1 to 65535 (line 11)',
+      'portForwards[8].port: "1e3" is not a port or a range of ports like "6000-6010" (line 12)',
+      'portForwards[9].port: "-22" is not a port or a range of ports like "6000-6010" (line 13)',
     ],
   },
   {
