@@ -31,22 +31,25 @@ const GONE = 'gone';
 
 /**
  * Asks the holder of a lock for its pid ('' if it does not say within a second; GONE: see InstanceLock), or
- * undefined when nobody holds it.
+ * undefined when nobody holds it: only when the kernel refuses the connection. A connection not seen within that
+ * second (this process stalled on a loaded machine: its timer can fire before it sees the connect) is a holder.
  */
 function holderPid(name: string): Promise<string | undefined> {
   return new Promise((resolve) => {
     let text = '';
-    let connected = false;
+    let refused = false;
     const socket = createConnection({ path: name });
     const done = () => {
       socket.destroy();
-      resolve(!connected ? undefined : /^\d+$/.test(text.trim()) || text.trim() === GONE ? text.trim() : '');
+      resolve(refused ? undefined : /^\d+$/.test(text.trim()) || text.trim() === GONE ? text.trim() : '');
     };
-    socket.on('connect', () => (connected = true));
     socket.setTimeout(1000, done);
     socket.on('data', (chunk) => (text += String(chunk)));
     socket.on('end', done);
-    socket.on('error', done);
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      refused = error.code === 'ECONNREFUSED';
+      done();
+    });
   });
 }
 

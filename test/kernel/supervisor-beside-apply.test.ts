@@ -6,8 +6,9 @@
  * The other way round, a supervisor started while an `apply` writes waits for it before its start pass.
  */
 import test from 'ava';
+import { Socket } from 'node:net';
 import { join } from 'node:path';
-import { WRITE_LOCK_TIMEOUT_MS, WriteLock } from '../../src/cli/instance-lock.js';
+import { InstanceLock, WRITE_LOCK_TIMEOUT_MS, WriteLock } from '../../src/cli/instance-lock.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { runMain } from '../helpers/main.js';
 import { GatewayProcess, iptablesSave, killAllGateways, prepareBundle, REPO, runner, sleep, vgwLines, type Bundle } from '../helpers/supervisor.js';
@@ -91,4 +92,28 @@ kernel(`a supervisor stopped while it waits for an apply exits at once, having w
     await writer.release();
     await gateway.stop();
   }
+});
+
+kernel(`an apply that stalls as it asks for the supervisor (a loaded machine) still finds it${NEEDS_ROOT}`, async (t) => {
+  // This test process holds the supervisor's lock, and plays the apply that asks who holds it.
+  const lock = await InstanceLock.take(namespace);
+  const setTimeout = Socket.prototype.setTimeout;
+  try {
+    t.is(await InstanceLock.holder(namespace), String(process.pid));
+    // The asking process is not scheduled for 1.2 s just after it connects: its one-second timer then fires before
+    // it sees the connection made. Nobody answering in time is not nobody there.
+    Socket.prototype.setTimeout = function (this: Socket, ...args: Parameters<Socket['setTimeout']>) {
+      const socket = setTimeout.apply(this, args);
+      const until = Date.now() + 1200;
+      while (Date.now() < until); // stalled
+      return socket;
+    };
+    const stalled = await InstanceLock.holder(namespace);
+    Socket.prototype.setTimeout = setTimeout;
+    t.not(stalled, undefined, 'the supervisor is there: the apply must refuse');
+  } finally {
+    Socket.prototype.setTimeout = setTimeout;
+    await lock.release();
+  }
+  t.is(await InstanceLock.holder(namespace), undefined, 'released: nobody holds it');
 });
