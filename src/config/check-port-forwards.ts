@@ -4,7 +4,7 @@
  */
 import { contains, parseAddress } from '../net/ipv4.js';
 import { asArray, asString, isObject, notAHost, problemList, type Raw, type VlanView } from './cross-field.js';
-import type { Problem } from './problems.js';
+import { quoted, type Problem } from './problems.js';
 import { portRangeOf } from './schema.js';
 
 export function portForwardProblems(input: Raw, vlans: readonly VlanView[]): Problem[] {
@@ -28,8 +28,9 @@ export function portForwardProblems(input: Raw, vlans: readonly VlanView[]): Pro
     const [low, high] = range;
     const proto = asString(raw.proto) ?? 'tcp';
     if (low !== high && raw.toPort !== undefined) {
-      add(['portForwards', index, 'toPort'], `a range of ports is forwarded to the same ports; toPort cannot be given with port ${JSON.stringify(raw.port)}`);
+      add(['portForwards', index, 'toPort'], `a range of ports is forwarded to the same ports; toPort cannot be given with port ${quoted(String(raw.port))}`);
     }
+    if (proto !== 'tcp' && proto !== 'udp') return; // the schema reports another proto: what it overlaps is moot
     const inRange = ranges.find((r) => r.proto === proto && r.low <= high && low <= r.high);
     if (low === high) {
       const key = `${proto}/${low}`;

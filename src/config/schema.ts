@@ -123,8 +123,8 @@ function portRangeProblem(text: string): string | undefined {
   }
   const [low, high] = [Number(range[1]), Number(range[2])];
   for (const end of [low, high]) if (end < 1 || end > 65535) return `${quoted(text)}: ${end} is not a port from 1 to 65535`;
-  if (low === high) return `${JSON.stringify(text)} is one port: write it as a number, port: ${low}`;
-  if (low > high) return `${JSON.stringify(text)} runs backwards: write the lower port first, as in "${high}-${low}"`;
+  if (low === high) return `${quoted(text)} is one port: write it as a number, port: ${low}`;
+  if (low > high) return `${quoted(text)} runs backwards: write the lower port first, as in "${high}-${low}"`;
   return undefined;
 }
 

@@ -656,6 +656,25 @@ ${'k'.repeat(65)}: 1
     ],
   },
   {
+    title: 'a port forward\'s long port range (leading zeros) and proto are echoed shortened',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+portForwards:
+  - {port: "${'0'.repeat(100)}6000-6010", to: 192.168.10.5, toPort: 22}
+  - {port: "${'0'.repeat(100)}5-5", to: 192.168.10.5}
+  - {port: "${'0'.repeat(100)}7010-7000", to: 192.168.10.5}
+  - {proto: ${'t'.repeat(100)}, port: 22, to: 192.168.10.5}
+  - {proto: ${'t'.repeat(100)}, port: 22, to: 192.168.10.5}
+`,
+    lines: [
+      `portForwards[0].toPort: a range of ports is forwarded to the same ports; toPort cannot be given with port "${'0'.repeat(40)}…" (109 characters) (line 4)`,
+      `portForwards[1].port: "${'0'.repeat(40)}…" (103 characters) is one port: write it as a number, port: 5 (line 5)`,
+      `portForwards[2].port: "${'0'.repeat(40)}…" (109 characters) runs backwards: write the lower port first, as in "7000-7010" (line 6)`,
+      `portForwards[3].proto: must be one of tcp, udp, not "${'t'.repeat(40)}…" (100 characters) (line 7)`,
+      `portForwards[4].proto: must be one of tcp, udp, not "${'t'.repeat(40)}…" (100 characters) (line 8)`,
+    ],
+  },
+  {
     title: 'a long http.listen host is echoed shortened where a port forward takes its port',
     yaml: `vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
