@@ -11,6 +11,7 @@
  * as it does when installed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, symlink } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -197,6 +198,9 @@ export class GatewayProcess {
   stderr = '';
   readonly exited: Promise<Exit>;
   exit: Exit | undefined;
+  /** Set by waitReady: how long, of the time to ready, the kernel kept the gateway's main thread runnable but off
+   *  every CPU (waiting for one: the machine was busy); undefined where /proc/PID/schedstat cannot be read. */
+  runQueueWaitBeforeReadyMs: number | undefined;
 
   private constructor(
     readonly child: ChildProcess,
@@ -272,20 +276,37 @@ export class GatewayProcess {
     return { status: response.status, body: await response.text() };
   }
 
-  /** Polls /readyz (every 5 ms) until 200; returns the time since the spawn. Fails fast if the process exits. */
+  /** Polls /readyz (every 5 ms) until 200; returns the time since the spawn (and records runQueueWaitBeforeReadyMs).
+   *  Fails fast if the process exits. */
   async waitReady(timeoutMs = 15_000): Promise<number> {
     const deadline = performance.now() + timeoutMs;
     for (;;) {
       if (this.exit) throw new Error(`gateway exited (${this.exit.code ?? this.exit.signal}) before ready: ${this.stderr.trim()}`);
+      // Read before each request: the one before the request that finds it ready is at most one poll past ready.
+      const waited = this.runQueueWaitMs();
       try {
         const response = await fetch(`${this.url}/readyz`, { signal: AbortSignal.timeout(2000) });
         await response.arrayBuffer();
-        if (response.status === 200) return performance.now() - this.spawnedAt;
+        if (response.status === 200) {
+          this.runQueueWaitBeforeReadyMs = waited;
+          return performance.now() - this.spawnedAt;
+        }
       } catch {
         // not listening yet
       }
       if (performance.now() > deadline) throw new Error(`gateway not ready after ${timeoutMs} ms; stderr: ${this.stderr.trim()}\n${this.describeLogs()}`);
       await sleep(5);
+    }
+  }
+
+  /** The time the gateway's main thread has spent runnable but waiting for a CPU since it started (the second field
+   *  of /proc/PID/schedstat, in ns); undefined where the kernel does not keep it. Its children are not counted. */
+  runQueueWaitMs(): number | undefined {
+    try {
+      const waitedNs = Number(readFileSync(`/proc/${this.pid}/schedstat`, 'utf8').trim().split(' ')[1]);
+      return Number.isFinite(waitedNs) ? waitedNs / 1e6 : undefined;
+    } catch {
+      return undefined;
     }
   }
 
