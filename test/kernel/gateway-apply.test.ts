@@ -22,7 +22,7 @@ import { loadTemplates } from '../../src/template/load.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { namespacePids, sleep, waitFor } from '../helpers/supervisor.js';
 import {
-  addDockerDnsChains, buildLab, cli, cliWithEnv, dockerLines, EMPTY_NFT_FILTER, exampleDocument, FIXTURES, inNs,
+  addDockerDnsChains, buildLab, cli, cliWatchingStderr, cliWithEnv, dockerLines, EMPTY_NFT_FILTER, exampleDocument, FIXTURES, inNs,
   readState, recording, removeScratch, runner, save, scratchDir, settledState, writeConfig,
 } from './gateway-harness.js';
 import { tearDownAlways } from '../helpers/teardown.js';
@@ -450,8 +450,13 @@ kernel(`two applies at once in one namespace: the second waits for the first, th
   try {
     first = cliWithEnv(env, 'apply', '--netns', router, '--config', dropByDefault.path);
     await waitFor('the first apply to have read the namespace and to wait for the xtables lock', async () => ((await restoresIn(router)) > 0 ? true : undefined), 30_000);
-    second = cliWithEnv(env, 'apply', '--netns', router, '--config', noNat.path);
-    await sleep(5000); // time enough for the second to read and plan, were it not waiting
+    // Released once the second says it waits (a fixed 5 s was not enough for it to start on a busy machine, and it
+    // then found the first gone and had nothing to wait for); then 1 s more, in which it would read and plan were it
+    // not waiting.
+    let secondSays = '';
+    second = cliWatchingStderr(env, (piece) => { secondSays += piece; }, 'apply', '--netns', router, '--config', noNat.path);
+    await waitFor('the second apply to say it waits', async () => (/waiting for another vlan-gateway apply/.test(secondSays) ? true : undefined), 30_000);
+    await sleep(1000);
   } finally {
     await held.release();
   }

@@ -39,13 +39,20 @@ export function cli(...args: string[]): Promise<CliResult> {
 }
 
 /** The same with more environment (e.g. XTABLES_LOCKFILE, to take the xtables lock without touching the machine's). */
-export async function cliWithEnv(env: Record<string, string>, ...args: string[]): Promise<CliResult> {
-  const result = await execa(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+export function cliWithEnv(env: Record<string, string>, ...args: string[]): Promise<CliResult> {
+  return cliWatchingStderr(env, () => undefined, ...args);
+}
+
+/** The same, handing each piece of its stderr to `onStderr` as it comes (to wait for what it says before it ends). */
+export async function cliWatchingStderr(env: Record<string, string>, onStderr: (piece: string) => void, ...args: string[]): Promise<CliResult> {
+  const child = execa(process.execPath, ['--import', 'tsx', MAIN, ...args], {
     cwd: REPO,
     reject: false,
     timeout: 60_000,
     env: { LC_ALL: 'C', VLAN_GATEWAY_PLAN_CACHE: await planCache(), ...env },
   });
+  child.stderr.on('data', (chunk: Buffer) => onStderr(chunk.toString()));
+  const result = await child;
   return { code: result.exitCode ?? -1, stdout: String(result.stdout), stderr: String(result.stderr) };
 }
 
