@@ -112,6 +112,7 @@ kernel(`a NIC attached while running gets the gateway address and its rules with
     const { result, sent, received } = await underTraffic(async () => {
       // docker network connect: move the macvlan in and rename it, give it the network's address, bring it up.
       const moved = performance.now();
+      const waitedBefore = gateway!.runQueueWaitMs();
       await ip(sw(), 'link', 'set', 'm30', 'netns', router(), 'name', GUEST_NIC);
       await ip(router(), 'addr', 'add', GUEST_DOCKER_ADDRESS, 'dev', GUEST_NIC);
       const addressed = performance.now();
@@ -120,21 +121,25 @@ kernel(`a NIC attached while running gets the gateway address and its rules with
       const addressAt = performance.now();
       await waitFor('rules for the new NIC', async () => (await guestRules()).length > 0, 5000, 10);
       const rulesAt = performance.now();
+      // Time the gateway's main thread spent waiting for a CPU meanwhile (a busy machine): not the gateway's own.
+      const waitedAfter = gateway!.runQueueWaitMs();
+      const starved = waitedBefore !== undefined && waitedAfter !== undefined ? waitedAfter - waitedBefore : 0;
       const up = await waitFor('vlan_up{vlan="guest"} 1', async () => (await guestUp()).find((s) => s.value === 1), 5000, 20);
       return {
-        address: addressAt - moved, afterDockerAddress: addressAt - addressed, rules: rulesAt - moved,
+        address: addressAt - moved, afterDockerAddress: addressAt - addressed, rules: rulesAt - moved, starved,
         up: up.value, upMs: performance.now() - moved,
       };
     });
     t.log(`attempt ${n}: gateway address on ${GUEST_NIC} ${Math.round(result.address)} ms after the move `
       + `(${Math.round(result.afterDockerAddress)} ms after Docker's address), rules ${Math.round(result.rules)} ms, `
-      + `vlan_up 1 ${Math.round(result.upMs)} ms; office → lab meanwhile: ${received}/${sent} answered`);
+      + `vlan_up 1 ${Math.round(result.upMs)} ms (of which the gateway waited for a CPU ${Math.round(result.starved)} ms); `
+      + `office → lab meanwhile: ${received}/${sent} answered`);
     const line = gateway!.logs.slice(from).find((l) => l.msg === 'reconciled: changes applied' && JSON.stringify(l.changes).includes(GUEST.gateway));
     t.log(`the pass that bound it: ${JSON.stringify(line)}`);
     t.is(line?.trigger, 'netlink', 'bound by a netlink-triggered pass');
     t.like(result.up.labels, { vlan: 'guest', interface: GUEST_NIC });
     t.is(received, sent, `office → lab pings during the attach: ${received}/${sent} answered`);
-    return result.rules;
+    return result.rules - result.starved;
   };
 
   let ms = await attempt(1);
@@ -145,7 +150,7 @@ kernel(`a NIC attached while running gets the gateway address and its rules with
     await sleep(2000);
     ms = Math.min(ms, await attempt(2));
   }
-  t.true(ms <= 1000, `gateway address and rules ${Math.round(ms)} ms after the NIC was moved in; the bound is 1000 ms`);
+  t.true(ms <= 1000, `gateway address and rules ${Math.round(ms)} ms after the NIC was moved in (less the time the gateway waited for a CPU); the bound is 1000 ms`);
 
   const rules = await guestRules();
   t.true(rules.some((l) => l.includes(`-i ${GUEST_NIC}`)), rules.join('\n'));
