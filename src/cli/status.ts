@@ -1,6 +1,7 @@
 /** `vlan-gateway status`: the running supervisor's /status, for a person (or raw with --json). */
 import type { CommandModule } from 'yargs';
 import { DEFAULT_PORT, parseListenAddress } from '../config/listen.js';
+import { loadConfig, resolveConfigPath } from '../config/load.js';
 import { out, type GlobalArgs } from './context.js';
 import { FailureError, UsageError } from './errors.js';
 
@@ -49,27 +50,54 @@ export function formatStatus(s: StatusDoc): string {
   return lines.join('\n');
 }
 
+/**
+ * Where a supervisor started with this listen address answers this machine: the address itself, or loopback where
+ * it listens on every address.
+ */
+export function statusBase(listen: string): string | undefined {
+  const parsed = parseListenAddress(listen);
+  if (!parsed) return undefined;
+  const host = parsed.host === '0.0.0.0' || parsed.host === '::' ? '127.0.0.1' : parsed.host.includes(':') ? `[${parsed.host}]` : parsed.host;
+  return `http://${host}:${parsed.port}`;
+}
+
+/**
+ * The config's http.listen, which a supervisor started without --listen serves on (the image's `run`), or
+ * undefined: not set, or no config to read here (status is also run away from the gateway's files).
+ */
+async function configListen(config: string | undefined): Promise<{ listen: string; path: string } | undefined> {
+  const path = resolveConfigPath(config);
+  try {
+    const listen = (await loadConfig(path)).config.http.listen;
+    return listen === undefined ? undefined : { listen, path };
+  } catch {
+    return undefined;
+  }
+}
+
 export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
   command: 'status',
   describe: 'Show what the running gateway is doing (reads its /status)',
   builder: (y) => y
-    .option('url', { type: 'string', describe: `the gateway's HTTP address (default: http://127.0.0.1:${DEFAULT_PORT}, or --listen's port)` })
+    .option('url', { type: 'string', describe: `the gateway's HTTP address (default: --listen's, else the config's http.listen, else http://127.0.0.1:${DEFAULT_PORT})` })
     .option('listen', { type: 'string', describe: 'the --listen address the gateway was started with' })
     .option('json', { type: 'boolean', describe: 'print the raw JSON' })
     .hide('netns'), // refused: the gateway is reached over HTTP, not in a namespace
   handler: async (args) => {
     const listen = (args as { listen?: string }).listen;
-    const port = listen === undefined ? DEFAULT_PORT : parseListenAddress(listen)?.port;
-    if (port === undefined) throw new UsageError(`--listen ${listen}: expected HOST:PORT, as given to \`vlan-gateway run --listen\``);
-    const base = args.url ?? `http://127.0.0.1:${port}`;
+    const fromListen = listen === undefined ? undefined : statusBase(listen);
+    if (listen !== undefined && fromListen === undefined) throw new UsageError(`--listen ${listen}: expected HOST:PORT, as given to \`vlan-gateway run --listen\``);
     if (args.url !== undefined && !/^https?:\/\/[^/\s]+/.test(args.url)) throw new UsageError(`--url ${args.url}: expected http://HOST:PORT`);
+    const fromConfig = args.url === undefined && listen === undefined ? await configListen(args.config) : undefined;
+    const base = args.url ?? fromListen ?? (fromConfig && statusBase(fromConfig.listen)) ?? `http://127.0.0.1:${DEFAULT_PORT}`;
+    const whose = fromConfig ? `its address (http.listen ${fromConfig.listen} in ${fromConfig.path}; give --listen or --url if it was started with another)` : 'its --listen address';
     let response: Response;
     try {
       response = await fetch(`${base.replace(/\/$/, '')}/status`, { signal: AbortSignal.timeout(3000) });
     } catch (error) {
       const cause = (error as Error).cause as { code?: string; message?: string } | undefined;
       const why = cause?.code ?? cause?.message ?? ((error as Error).name === 'TimeoutError' ? 'no answer in 3 s' : (error as Error).message);
-      throw new FailureError(`cannot reach the gateway at ${base} (${why}); is \`vlan-gateway run\` running, and is that its --listen address?`);
+      throw new FailureError(`cannot reach the gateway at ${base} (${why}); is \`vlan-gateway run\` running, and is that ${whose}?`);
     }
     if (!response.ok) throw new FailureError(`${base}/status answered ${response.status} ${response.statusText}${response.status === 403 ? ' (http.allowFrom does not let this client in)' : ''}`);
     let doc: StatusDoc;

@@ -7,6 +7,7 @@
  */
 import test from 'ava';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,6 +68,55 @@ test.serial('status with nothing listening: a failure (exit 1) that says what to
   const result = await run('status', '--url', `http://127.0.0.1:${port}`);
   t.is(result.stderr, `vlan-gateway: cannot reach the gateway at http://127.0.0.1:${port} (ECONNREFUSED); is \`vlan-gateway run\` running, and is that its --listen address?\n`);
   t.is(result.code, 1);
+});
+
+/** An HTTP server on HOST (port 0: one the kernel picks) that answers /status as a gateway would. */
+async function fakeGateway(host: string): Promise<{ port: number; close: () => Promise<void> }> {
+  const doc = {
+    version: '9.9.9-fake', config: { path: '/etc/vlan-gateway/gateway.yaml', hash: 'abc' }, backend: 'nft', ready: true, healthy: true,
+    uplink: { interface: 'eth0' }, vlans: [], lastReconcile: null, driftRepairs: {}, reload: { lastAt: null, lastResult: null, lastErrors: [] },
+  };
+  const server = createHttpServer((req, res) => {
+    res.writeHead(req.url === '/status' ? 200 : 404, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(doc));
+  });
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
+  return { port: (server.address() as AddressInfo).port, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+// A gateway whose config moves its endpoints (http.listen) serves there, and `docker exec vlan-gateway vlan-gateway
+// status` (the image sets $VLAN_GATEWAY_CONFIG) used to ask port 10123 anyway: "cannot reach the gateway".
+test.serial('status asks where the config\'s http.listen says the gateway serves, and says so when nothing answers', async (t) => {
+  const gateway = await fakeGateway('127.0.0.1');
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-status-'));
+  try {
+    const config = join(dir, 'gateway.yaml');
+    await writeFile(config, `vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\nhttp: {listen: "0.0.0.0:${gateway.port}"}\n`);
+    const result = await run('status', '--config', config);
+    t.is(result.stderr, '');
+    t.is(result.code, 0);
+    t.regex(result.stdout, /^vlan-gateway 9\.9\.9-fake: ready, healthy\n/);
+    await gateway.close();
+    const refused = await run('status', '--config', config);
+    t.is(refused.stderr, `vlan-gateway: cannot reach the gateway at http://127.0.0.1:${gateway.port} (ECONNREFUSED); is \`vlan-gateway run\` running, `
+      + `and is that its address (http.listen 0.0.0.0:${gateway.port} in ${config}; give --listen or --url if it was started with another)?\n`);
+    t.is(refused.code, 1);
+  } finally {
+    await gateway.close().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+// `run --listen 127.0.0.2:PORT` serves on that address alone; status --listen asked 127.0.0.1:PORT whatever the host.
+test.serial('status --listen HOST:PORT asks HOST (loopback only for a wildcard address)', async (t) => {
+  const gateway = await fakeGateway('127.0.0.2');
+  try {
+    const result = await run('status', '--listen', `127.0.0.2:${gateway.port}`);
+    t.is(result.stderr, '');
+    t.regex(result.stdout, /^vlan-gateway 9\.9\.9-fake: ready, healthy\n/);
+  } finally {
+    await gateway.close();
+  }
 });
 
 test('an empty $VLAN_GATEWAY_CONFIG (a shell\'s `VAR=`) is unset, not a file named ""', (t) => {
