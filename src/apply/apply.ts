@@ -6,7 +6,7 @@
 import { CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend } from '../observe/facts.js';
 import { restoreCommand } from '../observe/read.js';
-import { OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO, USER_PREFIX } from '../plan/chains.js';
+import { IP_FORWARD, OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO, USER_PREFIX } from '../plan/chains.js';
 import type { ChainChange, Plan, Step } from '../plan/types.js';
 import { privilegeHint, sysctlHint } from './hints.js';
 
@@ -271,6 +271,14 @@ interface Task {
 }
 
 /**
+ * Can ip_forward be 1 while the tables are written? Not when the plan switches it off before them (down, after an
+ * apply that had switched it on) or on after them (it was 0); otherwise the plan does not touch it and it may be.
+ */
+function forwardingMayBeOn(steps: readonly Step[]): boolean {
+  return !steps.some((s) => s.kind === 'sysctl' && s.key === IP_FORWARD && (s.value === '0' || s.previous === '0'));
+}
+
+/**
  * The plan's steps as stages; the tasks of one stage are independent and run at once. In order:
  *   0. sysctls the plan puts before its tables (ip_forward=0 on the way out: fail closed first);
  *   1. one `ipset restore` creating new sets (the tables' rules need them to exist) and writing the members of
@@ -281,12 +289,26 @@ interface Task {
  *   4. the other sysctls (ip_forward=1 only once the FORWARD policy is in place).
  * Beside them, `accounting`: the accounting sets' members, one `ipset restore` started with stage 2. No verdict
  * depends on them (see SetRole), so forwarding does not wait for them; the apply does.
+ *
+ * Where forwarding may be on while the tables are written (a container started with --sysctl
+ * net.ipv4.ip_forward=1, a down that leaves forwarding on), the gateway addresses are what lets the VLANs' hosts
+ * route through the namespace, so the batch is split around the tables: addresses removed in stage 1, before a
+ * table can take our policy away; addresses added, NICs set up and the default route in stage 3, once the tables
+ * are the whole policy. A VLAN's gateway never answers while FORWARD lets everything through.
  */
 function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[], observer: ApplyObserver): { stages: Task[][]; accounting?: Task } {
   const out: Task[][] = [[], [], [], [], []];
   const firstTable = steps.findIndex((s) => s.kind === 'table');
   const address = steps.filter(isAddressStep);
-  if (address.length > 0) out[2]!.push({ step: address[0]!, run: () => runAddressBatch(runner, address) });
+  const batch = (stage: number, list: readonly AddressStep[]) => {
+    if (list.length > 0) out[stage]!.push({ step: list[0]!, run: () => runAddressBatch(runner, list) });
+  };
+  if (firstTable !== -1 && forwardingMayBeOn(steps)) {
+    batch(1, address.filter((s) => s.kind === 'address-del'));
+    batch(3, address.filter((s) => s.kind !== 'address-del'));
+  } else {
+    batch(2, address);
+  }
   const before: SetLine[] = [];
   const counting: SetLine[] = [];
   const destroys: SetLine[] = [];

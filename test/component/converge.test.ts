@@ -685,7 +685,7 @@ interface TimedCommand {
  * takes the next tick of one counter, so "B started after A exited" is read from the order of events, not from
  * timer precision. `onEffect` is called with each command just before it takes effect, the namespace as it is then.
  */
-function timed(ns: FakeNetns, onEffect: (command: string) => void = () => undefined, restoreMs = 20): { runner: CommandRunner; commands: TimedCommand[] } {
+function timed(ns: FakeNetns, onEffect: (command: string, input: string) => void = () => undefined, restoreMs = 20): { runner: CommandRunner; commands: TimedCommand[] } {
   const commands: TimedCommand[] = [];
   let tick = 0;
   const runner: CommandRunner = {
@@ -694,7 +694,7 @@ function timed(ns: FakeNetns, onEffect: (command: string) => void = () => undefi
       commands.push(entry);
       const restore = argv[0]!.endsWith('-restore') || (argv[0] === 'ipset' && argv[1] === 'restore');
       await new Promise((resolve) => setTimeout(resolve, restore ? restoreMs : 1));
-      onEffect(entry.command);
+      onEffect(entry.command, entry.input);
       try {
         return await ns.run(argv, options);
       } finally {
@@ -764,6 +764,40 @@ test('fail closed, in time: ip_forward=1 starts only once every table restore ha
   }
   t.is(inForce, ns.save('nft'), 'when ip_forward went to 1, the tables were already as the apply left them');
   t.true(inForce!.split('\n').includes(MARKED_FORWARD_JUMP));
+});
+
+// In a container started with --sysctl net.ipv4.ip_forward=1 (the way the README runs it) forwarding is on before the
+// first apply: the gateway addresses are what lets the VLANs' hosts route through the namespace. They were added by
+// an `ip -batch` started beside the table restores, so for the length of a restore the hosts' default gateway
+// answered and forwarded everything (FORWARD policy ACCEPT, no rule yet), a pair the config drops included.
+test('fail closed with forwarding already on: the gateway addresses come only once the tables are the whole policy', async (t) => {
+  const ns = namespace(['eth1', 'eth2'], { sysctls: { 'net.ipv4.ip_forward': '1' } });
+  const inForce: string[] = [];
+  const { runner, commands } = timed(ns, (command) => {
+    if (command === 'ip -batch -') inForce.push(ns.save('nft'));
+  });
+  await reconcileOnce(runner, lab, builtinTemplates);
+  const batches = commands.filter((c) => c.command === 'ip -batch -');
+  t.deepEqual(batches.map((c) => c.input), ['address add 192.168.10.1/24 dev eth1 metric 7010\naddress add 192.168.20.1/24 dev eth2 metric 7010\n']);
+  t.is(inForce[0], ns.save('nft'), 'when the gateway addresses were added, the tables were already as the apply left them');
+  t.true(inForce[0]!.split('\n').includes('-A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD'));
+});
+
+// The same on the way out: a down that leaves forwarding on (it was on before the gateway) removed our FORWARD policy
+// and the gateway addresses at once, so the hosts' gateway could forward for a moment with no policy at all.
+test('fail closed on the way out with forwarding left on: the gateway addresses are gone before the FORWARD policy goes', async (t) => {
+  const ns = namespace(['eth1', 'eth2'], { sysctls: { 'net.ipv4.ip_forward': '1' } });
+  const before = ns.snapshot();
+  await apply(ns, lab);
+  const { runner, commands } = timed(ns);
+  await reconcileOnce(runner, lab, builtinTemplates, { mode: 'down' });
+  const batch = commands.find((c) => c.command === 'ip -batch -')!;
+  t.is(batch.input, 'address del 192.168.10.1/24 dev eth1\naddress del 192.168.20.1/24 dev eth2\n');
+  const filter = commands.find((c) => c.command.startsWith('iptables-nft-restore') && c.input.startsWith('*filter\n'))!;
+  t.regex(filter.input, /^-X VGW-FORWARD$/m);
+  // Not a race won by the faster process: the restore is not even started before the addresses are gone.
+  t.true(batch.exited < filter.started, `the addresses were removed from tick ${batch.started} to ${batch.exited}; the filter restore started at ${filter.started}`);
+  t.is(ns.snapshot(), before, 'and the namespace is as before the apply');
 });
 
 // ---- (d) sysctl in a container -------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@
  * the xtables lock, but not for ever), and a VLAN NIC that
  * Docker attaches after the first apply (waiting, then bound by the next apply).
  *
- * Three labs, one per concern, each built by the product's lab builder: `f` (fail closed), `b` (backend),
- * `h` (hot-plug). The CLI runs as a subprocess; the plan object comes from reconcileOnce where the test needs it.
+ * Labs, one per concern, each built by the product's lab builder: `f` (fail closed), `o` (fail closed where
+ * forwarding is on before the first apply), `b` (backend), `h` (hot-plug),
+ * `p` (a legacy FORWARD policy). The CLI runs as a subprocess; the plan object comes from reconcileOnce where the test needs it.
  */
 import test from 'ava';
 import { execa } from 'execa';
@@ -28,7 +29,7 @@ import {
 import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const names = { failClosed: uniqueLabName('f'), backend: uniqueLabName('b'), hotPlug: uniqueLabName('h'), policy: uniqueLabName('p') };
+const names = { failClosed: uniqueLabName('f'), backend: uniqueLabName('b'), hotPlug: uniqueLabName('h'), policy: uniqueLabName('p'), forwardingOn: uniqueLabName('o') };
 
 type File = { path: string; config: Config };
 let example: File;
@@ -58,8 +59,8 @@ test.before(async () => {
   withIot = await writeConfig('with-iot', {
     ...doc, vlans: [...(doc.vlans as unknown[]), { name: 'iot', id: 30, subnet: '192.168.30.0/24', gateway: '192.168.30.1' }],
   });
-  const [f, b, h, p] = await Promise.all([names.failClosed, names.backend, names.hotPlug, names.policy].map((n) => buildLab(example.config, n)));
-  Object.assign(labs, { failClosed: f, backend: b, hotPlug: h, policy: p });
+  const [f, b, h, p, o] = await Promise.all([names.failClosed, names.backend, names.hotPlug, names.policy, names.forwardingOn].map((n) => buildLab(example.config, n)));
+  Object.assign(labs, { failClosed: f, backend: b, hotPlug: h, policy: p, forwardingOn: o });
 });
 
 tearDownAlways('remove the labs and the scratch configs', async () => {
@@ -275,6 +276,38 @@ kernel(`fail closed on the way out: down switches ip_forward off (the apply had 
   t.deepEqual(writes, ['sysctl -w net.ipv4.ip_forward=0', 'iptables-nft-restore --noflush --wait=10', 'iptables-nft-restore --noflush --wait=10']);
   t.is((await inNs(router, 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '0');
   t.notRegex(await save(router, 'nft'), /VGW-|vgw:/);
+});
+
+// A container started with --sysctl net.ipv4.ip_forward=1 (as the README runs it) forwards before the first apply;
+// what keeps its VLANs' hosts from routing through it is that their gateway address is not there yet. The apply
+// added the addresses beside the table restores: while a restore waited for the xtables lock (or just ran), the
+// hosts' gateway answered and forwarded everything, here office → lab under `forwarding.default: drop`.
+kernel(`fail closed with forwarding already on: while the first apply's restores wait for the xtables lock, no VLAN host is routed${NEEDS_ROOT}`, async (t) => {
+  const lab = labs.forwardingOn!;
+  const router = lab.router;
+  const [office, other] = [lab.vlans.find((v) => v.name === 'office')!, lab.vlans.find((v) => v.name === 'lab')!];
+  await addDockerDnsChains(router, 'legacy'); // a legacy namespace: its restores take the xtables lock
+  await inNs(router, 'sysctl', '-w', 'net.ipv4.ip_forward=1');
+  const env = { XTABLES_LOCKFILE: join(await scratchDir(), 'xtables-forwarding-on.lock') };
+  const held = await holdXtablesLock(env.XTABLES_LOCKFILE, 60);
+  let applying: ReturnType<typeof cliWithEnv> | undefined;
+  try {
+    applying = cliWithEnv(env, 'apply', '--netns', router, '--config', dropByDefault.path);
+    await waitFor('the apply to wait for the xtables lock', async () => ((await restoresIn(router)) > 0 ? true : undefined), 30_000);
+    await sleep(500); // what was started beside the restore has run by now
+    const ping = await runProbe(runner, { namespace: office.client.namespace, kind: 'ping', target: other.client.address, timeoutMs: 1000 });
+    t.is(ping.actual, 'blocked', `office → lab while no rule is written yet: ${ping.detail}`);
+    t.notRegex(await inNs(router, 'ip', '-4', 'addr'), /inet 192\.168\.(10|20)\.1\//, 'no gateway address yet');
+  } finally {
+    await held.release();
+  }
+  const applied = await applying;
+  t.is(applied?.code, 0, applied?.stderr);
+  t.regex(await inNs(router, 'ip', '-4', 'addr'), /inet 192\.168\.10\.1\/24 /, 'the gateway addresses, once the tables are written');
+  const after = await runProbe(runner, { namespace: office.client.namespace, kind: 'ping', target: other.client.address, timeoutMs: 1000 });
+  t.is(after.actual, 'blocked', `office → lab under default drop: ${after.detail}`);
+  const internet = await runProbe(runner, { namespace: office.client.namespace, kind: 'ping', target: lab.uplink.internetHost, timeoutMs: 1000 });
+  t.is(internet.actual, 'pass', `office → the Internet host through its gateway: ${internet.detail}`);
 });
 
 // ---- backend ----
