@@ -6,7 +6,7 @@
 import { CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend } from '../observe/facts.js';
 import { restoreCommand } from '../observe/read.js';
-import { IP_FORWARD, OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO, USER_PREFIX } from '../plan/chains.js';
+import { IP_FORWARD, OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO, setMemberAdmits, USER_PREFIX } from '../plan/chains.js';
 import type { ChainChange, Plan, Step } from '../plan/types.js';
 import { privilegeHint, sysctlHint } from './hints.js';
 
@@ -282,22 +282,26 @@ function forwardingMayBeOn(steps: readonly Step[]): boolean {
  * The plan's steps as stages; the tasks of one stage are independent and run at once. In order:
  *   0. sysctls the plan puts before its tables (ip_forward=0 on the way out: fail closed first);
  *   1. one `ipset restore` creating new sets (the tables' rules need them to exist) and writing the members of
- *      verdict sets (the rules decide on them);
+ *      verdict sets (the rules decide on them) that stop packets, or that go into a set created now;
  *   2. each table's restore, and beside them the address/link/route batch (no rule depends on an address, and
- *      forwarding stays off until stage 4, so the batch need not hold up the tables);
- *   3. sets no longer wanted (after the tables stopped referring to them);
- *   4. the other sysctls (ip_forward=1 only once the FORWARD policy is in place).
- * Beside them, `accounting`: the accounting sets' members, one `ipset restore` started with stage 2. No verdict
- * depends on them (see SetRole), so forwarding does not wait for them; the apply does.
+ *      forwarding stays off until stage 5, so the batch need not hold up the tables);
+ *   3. one `ipset restore`: the members that let more packets on in a set the rules in force already match on (a NIC
+ *      added to VGW-NICS-n, say: the rules before this apply's would accept towards it without the branch to its
+ *      pairs' rules), then the sets no longer wanted (after the tables stopped referring to them);
+ *   4. (see below);
+ *   5. the other sysctls (ip_forward=1 only once the FORWARD policy is in place).
+ * Beside them, `accounting`: the accounting sets' other members, one `ipset restore` started with stage 2 (their
+ * deletions, and the members of sets created now). No verdict depends on them, so forwarding does not wait for
+ * them; the apply does.
  *
  * Where forwarding may be on while the tables are written (a container started with --sysctl
  * net.ipv4.ip_forward=1, a down that leaves forwarding on), the gateway addresses are what lets the VLANs' hosts
  * route through the namespace, so the batch is split around the tables: addresses removed in stage 1, before a
- * table can take our policy away; addresses added, NICs set up and the default route in stage 3, once the tables
- * are the whole policy. A VLAN's gateway never answers while FORWARD lets everything through.
+ * table can take our policy away; addresses added, NICs set up and the default route in stage 4, once the tables
+ * and the sets are the whole policy. A VLAN's gateway never answers while FORWARD lets everything through.
  */
 function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[], observer: ApplyObserver): { stages: Task[][]; accounting?: Task } {
-  const out: Task[][] = [[], [], [], [], []];
+  const out: Task[][] = [[], [], [], [], [], []];
   const firstTable = steps.findIndex((s) => s.kind === 'table');
   const address = steps.filter(isAddressStep);
   const batch = (stage: number, list: readonly AddressStep[]) => {
@@ -305,17 +309,18 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
   };
   if (firstTable !== -1 && forwardingMayBeOn(steps)) {
     batch(1, address.filter((s) => s.kind === 'address-del'));
-    batch(3, address.filter((s) => s.kind !== 'address-del'));
+    batch(4, address.filter((s) => s.kind !== 'address-del'));
   } else {
     batch(2, address);
   }
   const before: SetLine[] = [];
   const counting: SetLine[] = [];
+  const after: SetLine[] = [];
   const destroys: SetLine[] = [];
   steps.forEach((step, i) => {
     switch (step.kind) {
       case 'sysctl':
-        out[firstTable !== -1 && i < firstTable ? 0 : 4]!.push({ step, run: () => runSysctl(runner, step) });
+        out[firstTable !== -1 && i < firstTable ? 0 : 5]!.push({ step, run: () => runSysctl(runner, step) });
         break;
       case 'table':
         out[2]!.push({ step, run: () => runTable(runner, backend, step, observer) });
@@ -323,12 +328,17 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
       case 'set-update': {
         if (step.create) before.push({ line: setCreate(step.set, step.type, step.add.length), undo: `destroy ${step.set}`, step });
         const members = step.role === 'verdict' ? before : counting;
-        for (const m of step.del) members.push({ line: `del ${step.set} ${m} -exist`, undo: `add ${step.set} ${m} -exist`, step });
+        // A set created now is matched on by no rule yet: its members go in whenever. In one that exists, a member
+        // that lets packets on waits for the tables, and so does a deletion from one whose members stop them.
+        const admits = setMemberAdmits(step.set);
+        const adds = step.create || !admits ? members : after;
+        const dels = admits ? members : after;
+        for (const m of step.del) dels.push({ line: `del ${step.set} ${m} -exist`, undo: `add ${step.set} ${m} -exist`, step });
         // A created set is destroyed by its own undo: its members need none.
         // Into a set that exists, a member starts from zero: added without counters, the kernel may hand it the
         // counters of the member that last had its slot (a NIC detached and attached again), counted twice.
         for (const m of step.add) {
-          members.push(step.create
+          adds.push(step.create
             ? { line: `add ${step.set} ${m} -exist`, step }
             : { line: `add ${step.set} ${m} packets 0 bytes 0 -exist`, undo: `del ${step.set} ${m} -exist`, step });
         }
@@ -345,8 +355,8 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
         break; // address steps: the batch above
     }
   });
-  const script = (lines: SetLine[]): Task | undefined => (lines.length > 0 ? { step: lines[0]!.step, run: () => runSetScript(runner, lines) } : undefined);
-  for (const [stage, lines] of [[1, before], [3, destroys]] as const) {
+  const script = (lines: readonly SetLine[]): Task | undefined => (lines.length > 0 ? { step: lines[0]!.step, run: () => runSetScript(runner, lines) } : undefined);
+  for (const [stage, lines] of [[1, before], [3, [...after, ...destroys]]] as const) {
     const task = script(lines);
     if (task) out[stage]!.push(task);
   }

@@ -34,6 +34,14 @@ export const SUBNET_NIC_SET = 'VGW-SUBNET-NICS';
 export const ROUTED_SET = 'VGW-ROUTED';
 /** The subnets of the VLANs waiting for their NIC (hash:net, only while some are): dropped as destinations. */
 export const WAITING_SET = 'VGW-WAITING';
+/**
+ * Does a member of this set of ours let a packet on (the rule matching on it ACCEPTs, or RETURNs from the
+ * anti-spoofing checks), rather than stop it (DROP)? Adding such a member to a set the rules in force already
+ * match on widens what they let through, as removing a member of the others does: those changes wait for the
+ * tables of the same apply (see apply.ts). VGW-PAIRS counts, and also accepts the pairs without rules of their own
+ * under `default: accept` (rules/filter/from.hbs).
+ */
+export const setMemberAdmits = (set: string) => set !== SUBNET_SET && set !== WAITING_SET;
 /** The uplink's "any address" as two halves: hash:net types cannot hold a /0. */
 export const ANY_HALVES = ['0.0.0.0/1', '128.0.0.0/1'];
 export const FORWARD_CHAIN = 'VGW-FORWARD';

@@ -800,6 +800,45 @@ test('fail closed on the way out with forwarding left on: the gateway addresses 
   t.is(ns.snapshot(), before, 'and the namespace is as before the apply');
 });
 
+// With ipset and `default: accept`, VGW-FROM-<vlan> branches to the pairs that have rules, then accepts every other
+// new connection by set lookups (VGW-PAIRS-n, VGW-NICS-n). A VLAN added while the gateway runs (its NIC attached
+// already, the config reloaded) had its NIC written into those sets before the filter restore, and the old
+// VGW-FROM-10 (no branch to VGW-P-10-30 yet) accepted office → iot for as long as the restore took, though the new
+// config drops it; conntrack then kept such a connection for good.
+test('fail closed, a VLAN added under default accept: its NIC joins the accept sets only once its pairs\' rules are in force', async (t) => {
+  const ns = namespace(['eth1', 'eth2', 'eth3'], { sysctls: { 'net.ipv4.ip_forward': '1' } });
+  await apply(ns, lab);
+  const withIot = parse(`uplink: {interface: eth0, gateway: 203.0.113.1}
+vlans: [${VLAN.office}, ${VLAN.lab}, ${VLAN.iot}]
+forwarding:
+  default: accept
+  rules:
+    - {from: office, to: iot, action: drop}
+portForwards:
+  - {proto: tcp, port: 2222, to: 192.168.10.100, toPort: 22}
+`, 'with-iot.yaml');
+  let setsAt: string | undefined;
+  let filterAt: string | undefined;
+  const { runner } = timed(ns, (command, input) => {
+    if (command.startsWith('iptables-nft-restore') && !command.includes('--counters') && input.startsWith('*filter\n')) {
+      [setsAt, filterAt] = [ns.saveSets(), ns.save('nft')];
+    }
+  });
+  const { plan } = await reconcileOnce(runner, withIot, builtinTemplates);
+  t.true(plan.steps.some((s) => s.kind === 'table' && s.table === 'filter'));
+  // The rules in force when the filter restore ran were the old ones: office's new connections to any NIC in the sets
+  // accepted, and no branch of VGW-FROM-10 for eth3.
+  t.regex(filterAt!, /^-A VGW-FROM-10 .*-m set --match-set VGW-NICS-0 dst,dst -j ACCEPT$/m);
+  t.notRegex(filterAt!, /^-A VGW-FROM-10 .*-o eth3 /m);
+  t.notRegex(setsAt!, /^add VGW-NICS-0 \S+,eth3$/m, 'eth3 was not yet a NIC the old VGW-FROM-10 accepts towards');
+  t.notRegex(setsAt!, /^add VGW-PAIRS-0 192\.168\.10\.0\/24,eth3$/m, 'nor the pair office → iot');
+  // Afterwards: the branch first, the sets filled, and a second pass plans nothing.
+  t.regex(ns.save('nft'), /^-A VGW-FROM-10 -o eth3 -m comment --comment "vgw:\S+" -j VGW-P-10-30$/m);
+  t.regex(ns.saveSets(), /^add VGW-NICS-0 0\.0\.0\.0\/1,eth3$/m);
+  t.regex(ns.saveSets(), /^add VGW-PAIRS-0 192\.168\.10\.0\/24,eth3$/m);
+  t.deepEqual((await reconcileOnce(ns, withIot, builtinTemplates)).plan.steps, []);
+});
+
 // ---- (d) sysctl in a container -------------------------------------------------------------------------------------
 
 test('read-only /proc/sys with ip_forward off: ApplyError says which docker flag fixes it; everything rolled back', async (t) => {

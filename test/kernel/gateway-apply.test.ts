@@ -7,7 +7,7 @@
  * Docker attaches after the first apply (waiting, then bound by the next apply).
  *
  * Labs, one per concern, each built by the product's lab builder: `f` (fail closed), `o` (fail closed where
- * forwarding is on before the first apply), `b` (backend), `h` (hot-plug),
+ * forwarding is on before the first apply), `a` (fail closed when a VLAN is added), `b` (backend), `h` (hot-plug),
  * `p` (a legacy FORWARD policy). The CLI runs as a subprocess; the plan object comes from reconcileOnce where the test needs it.
  */
 import test from 'ava';
@@ -29,7 +29,7 @@ import {
 import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const names = { failClosed: uniqueLabName('f'), backend: uniqueLabName('b'), hotPlug: uniqueLabName('h'), policy: uniqueLabName('p'), forwardingOn: uniqueLabName('o') };
+const names = { failClosed: uniqueLabName('f'), backend: uniqueLabName('b'), hotPlug: uniqueLabName('h'), policy: uniqueLabName('p'), forwardingOn: uniqueLabName('o'), addedVlan: uniqueLabName('a') };
 
 type File = { path: string; config: Config };
 let example: File;
@@ -40,6 +40,7 @@ let withIot: File; // the example plus VLAN 30, whose NIC is not attached yet
 let dropByDefault: File; // the example with forwarding.default: drop (a change to the filter table)
 let offLinkGateway: File; // the example with uplink.gateway on no network of the uplink NIC (a typo)
 let noNat: File; // the example with uplink.nat: none (a change to the nat table alone)
+let iotIsolated: File; // the example plus VLAN 30, and a rule dropping office → iot (default accept)
 const labs: Partial<Record<keyof typeof names, LabTopology>> = {};
 
 test.before(async () => {
@@ -59,8 +60,16 @@ test.before(async () => {
   withIot = await writeConfig('with-iot', {
     ...doc, vlans: [...(doc.vlans as unknown[]), { name: 'iot', id: 30, subnet: '192.168.30.0/24', gateway: '192.168.30.1' }],
   });
-  const [f, b, h, p, o] = await Promise.all([names.failClosed, names.backend, names.hotPlug, names.policy, names.forwardingOn].map((n) => buildLab(example.config, n)));
-  Object.assign(labs, { failClosed: f, backend: b, hotPlug: h, policy: p, forwardingOn: o });
+  iotIsolated = await writeConfig('iot-isolated', {
+    ...doc,
+    vlans: [...(doc.vlans as unknown[]), { name: 'iot', id: 30, subnet: '192.168.30.0/24', gateway: '192.168.30.1' }],
+    forwarding: { default: 'accept', rules: [{ from: 'office', to: 'iot', action: 'drop' }] },
+  });
+  const [f, b, h, p, o, a] = await Promise.all([
+    ...[names.failClosed, names.backend, names.hotPlug, names.policy, names.forwardingOn].map((n) => buildLab(example.config, n)),
+    buildLab(iotIsolated.config, names.addedVlan),
+  ]);
+  Object.assign(labs, { failClosed: f, backend: b, hotPlug: h, policy: p, forwardingOn: o, addedVlan: a });
 });
 
 tearDownAlways('remove the labs and the scratch configs', async () => {
@@ -308,6 +317,38 @@ kernel(`fail closed with forwarding already on: while the first apply's restores
   t.is(after.actual, 'blocked', `office → lab under default drop: ${after.detail}`);
   const internet = await runProbe(runner, { namespace: office.client.namespace, kind: 'ping', target: lab.uplink.internetHost, timeoutMs: 1000 });
   t.is(internet.actual, 'pass', `office → the Internet host through its gateway: ${internet.detail}`);
+});
+
+// With ipset and `default: accept`, a VLAN's chain accepts the new connections of the pairs without rules by set
+// lookups (VGW-NICS-n, VGW-PAIRS-n). Adding a VLAN whose NIC Docker had attached already wrote that NIC into the
+// sets before the filter restore: until the restore ran (here: while it waits for the xtables lock), the rules in
+// force accepted office → iot, which the new config drops, and conntrack kept what got through.
+kernel(`fail closed, a VLAN added under default accept: while the filter restore waits, its NIC is not yet let in by the old rules${NEEDS_ROOT}`, async (t) => {
+  const lab = labs.addedVlan!;
+  const router = lab.router;
+  const [office, iot] = [lab.vlans.find((v) => v.name === 'office')!, lab.vlans.find((v) => v.name === 'iot')!];
+  await addDockerDnsChains(router, 'legacy');
+  t.is((await apply(router, example)).code, 0, 'office and lab; the iot NIC is there, not in the config');
+  // The iot host answers through the router's own (Docker) address: its gateway address comes later.
+  await runner.run(['ip', '-n', iot.client.namespace, 'route', 'replace', office.subnet, 'via', iot.routerAddress]);
+  const env = { XTABLES_LOCKFILE: join(await scratchDir(), 'xtables-added-vlan.lock') };
+  const held = await holdXtablesLock(env.XTABLES_LOCKFILE, 60);
+  let applying: ReturnType<typeof cliWithEnv> | undefined;
+  try {
+    applying = cliWithEnv(env, 'apply', '--netns', router, '--config', iotIsolated.path);
+    await waitFor('the apply to wait for the xtables lock', async () => ((await restoresIn(router)) > 0 ? true : undefined), 30_000);
+    await sleep(500);
+    const ping = await runProbe(runner, { namespace: office.client.namespace, kind: 'ping', target: iot.client.address, timeoutMs: 1000 });
+    t.is(ping.actual, 'blocked', `office → iot while the old rules are in force: ${ping.detail}`);
+  } finally {
+    await held.release();
+  }
+  const applied = await applying;
+  t.is(applied?.code, 0, applied?.stderr);
+  const after = await runProbe(runner, { namespace: office.client.namespace, kind: 'ping', target: iot.client.address, timeoutMs: 1000 });
+  t.is(after.actual, 'blocked', `office → iot, dropped by the rule: ${after.detail}`);
+  const traffic = await labCheck(runner, lab, iotIsolated.config);
+  t.true(traffic.ok, 'routes as configured once applied');
 });
 
 // ---- backend ----
