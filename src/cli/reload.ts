@@ -55,6 +55,10 @@ export class Reloads {
   private readonly round: () => Promise<void>;
   private isPipe = false;
   private watcher: ConfigWatch | undefined;
+  /** Set by close(): the supervisor is stopping, and a round in flight neither applies nor says anything more. */
+  private closed = false;
+  /** The rounds asked for so far, settled once none runs. */
+  private rounds: Promise<void> = Promise.resolve();
   private readonly onHup = () => this.request('SIGHUP');
 
   constructor(private readonly parts: ReloadParts) {
@@ -83,20 +87,29 @@ export class Reloads {
     });
   }
 
-  /** No more reloads asked for (one running finishes). */
-  close(): void {
+  /**
+   * No more reloads: none asked for from now on, and one in flight (reading or checking the file when the stop
+   * came) drops what it read, saying nothing, at its next step. Resolves once it has: a stop logs "stopped" after
+   * it, and neither a "config reloaded" nor a config handed to a stopped supervisor comes after that.
+   */
+  close(): Promise<void> {
+    this.closed = true;
     this.watcher?.close();
     process.off('SIGHUP', this.onHup);
+    return this.rounds;
   }
 
   private request(reason: string): void {
     const { path, log } = this.parts;
+    if (this.closed) return;
     if (this.isPipe) {
       log.warn({ why: reason, path }, 'the config is a pipe, read once at the start: there is nothing to reload; give a file to reload it');
       return;
     }
     this.reasons.add(reason);
-    void this.round().catch((error: unknown) => log.error({ err: error }, 'reload failed'));
+    this.rounds = this.round().catch((error: unknown) => {
+      if (!this.closed) log.error({ err: error }, 'reload failed');
+    });
   }
 
   /** What a reload reads: the config file, and the templates of the rules.dir in effect. */
@@ -112,6 +125,8 @@ export class Reloads {
     // A round nobody asked for is a second look the last one asked for (its texts moved under it: a write landed
     // meanwhile, or rules.dir came, went or moved, whose templates it now reads): not a reload unless it finds
     // something new.
+    const stopped = { again: false };
+    if (this.closed) return stopped;
     const asked = this.reasons.size > 0;
     const why = [...this.reasons].join(', ') || 'file changed'; // what asked for this round (none: the text moved under the last one)
     this.reasons.clear();
@@ -119,6 +134,7 @@ export class Reloads {
     const at = new Date().toISOString();
     try {
       const next = await loadChecked(path, args.listen, rulesCheck, planCache); // a valid config is kept for the next start
+      if (this.closed) return stopped;
       if (this.refusedInputs !== undefined && !why.includes('SIGHUP') && inputsOf(next) === this.refusedInputs) {
         log.debug({ why }, 'config reloaded: still the one the kernel refused, not applied again');
         return { again: (await this.inputsText()) !== before };
@@ -143,7 +159,9 @@ export class Reloads {
         log[why.includes('SIGHUP') ? 'info' : 'debug']({ why }, 'config reloaded: unchanged');
       }
     } catch (error) {
+      if (this.closed) return stopped;
       await sleep(RELOAD_SETTLE_MS);
+      if (this.closed) return stopped;
       if ((await this.inputsText()) !== before) return { again: true };
       reload.at = at;
       reload.result = 'failure';
@@ -156,7 +174,7 @@ export class Reloads {
       metrics.changed();
     }
     // A write between the read and the watches' rearm has no event of its own: the texts tell.
-    return { again: (await this.inputsText()) !== before };
+    return { again: !this.closed && (await this.inputsText()) !== before };
   }
 
   /**

@@ -53,7 +53,7 @@ export class Shutdown {
     this.stopping ??= (async () => {
       log.info({ why, cleanup }, 'stopping');
       driftSchedule.stop();
-      reloads.close();
+      const reloaded = reloads.close(); // a reload in flight ends before "stopped", applying nothing
       await monitor.stop();
       await collector.stop();
       try {
@@ -68,6 +68,7 @@ export class Shutdown {
         rememberDesired(planCache.desired, supervisor.lastDesired);
         planCache.flush();
       }
+      await reloaded;
       await http.stop();
       await lock.release();
       log.info('stopped');
