@@ -31,6 +31,15 @@ export function shown(text: string, quote: (part: string) => string = (part) => 
 /** A text value in quotes, shortened as `shown` does: `"aaaa…" (1,048,576 characters)`. */
 export const quoted = (text: string): string => shown(text, (part) => JSON.stringify(part));
 
+/** A type as a type error names it ("must be a number, not a boolean"), from zod's names of types. */
+export function article(type: string): string {
+  if (type === 'integer') return 'an integer';
+  if (type === 'null') return 'null (an empty value)';
+  if (type === 'nan') return '.nan (not a number)';
+  if (type === 'array' || type === 'object') return `an ${type}`;
+  return /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`;
+}
+
 /** `vlans[0].gateway` — the form users see in every error; an odd key (or a very long one) as `["my key"]`. */
 export function formatPath(path: readonly PathSegment[]): string {
   let out = '';

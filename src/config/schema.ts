@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { parseAddress, parseCidr } from '../net/ipv4.js';
-import { quoted } from './problems.js';
+import { article, quoted } from './problems.js';
 
 /** 192.168.010.1: inet_aton (ping, and iptables in places) reads 010 as octal 8, so it is refused, saying why. */
 const leadingZero = (s: string) => (/(^|\.)0\d/.test(s.split('/')[0] ?? '') ? ' (a number with a leading zero is octal to some tools; write it without the zero)' : '');
@@ -89,7 +89,9 @@ const clientRef = z.string().regex(ZONE_REF, { message: 'must be a VLAN name, or
  */
 export const MAX_VLANS = 512;
 
-const port = z.number().int().min(1, 'must be a port from 1 to 65535').max(65535, 'must be a port from 1 to 65535');
+/** What a type error of a port says is accepted (validate.ts adds what was given: ", not a string"). */
+const PORT_TYPE = 'must be a port, a number from 1 to 65535';
+const port = z.number({ invalid_type_error: PORT_TYPE }).int().min(1, 'must be a port from 1 to 65535').max(65535, 'must be a port from 1 to 65535');
 
 const vlan = z.object({
   name: vlanName,
@@ -105,7 +107,9 @@ const forwardingRule = z.object({
   to: zoneRef,
   proto: z.enum(['tcp', 'udp', 'icmp', 'all']).optional(),
   // Any number here (a float, .nan, .inf): the cross-field check says in one sentence that it is not a port.
-  ports: z.union([z.string(), z.number(), z.nan()], { errorMap: () => ({ message: 'must be a port or a list like "22,8000-8100"' }) }).optional(),
+  ports: z.union([z.string(), z.number(), z.nan()], {
+    errorMap: (_issue, ctx) => ({ message: `must be a port or a list like "22,8000-8100", not ${article(z.getParsedType(ctx.data))}` }),
+  }).optional(),
   action: z.enum(['accept', 'drop', 'reject']),
 }).strict();
 
@@ -150,6 +154,12 @@ const forwardedPort = z.custom<number | string>().superRefine((value, ctx) => {
   // Any other numeral as text that a number holds ("123456", "1e3", "-22") is text that is no port either.
   if (typeof value === 'string' && Number.isFinite(Number(value.replace(/_/g, '')))) {
     ctx.addIssue({ code: 'custom', message: /^\d+$/.test(value) ? `${quoted(value)} is not a port from 1 to 65535` : `${quoted(value)} is not a port or a range of ports like "6000-6010"` });
+    return;
+  }
+  // Neither a number nor text (true, a list, a mapping, an empty value, .nan): both forms it may take are said.
+  if (value !== undefined && typeof value !== 'string' && (typeof value !== 'number' || Number.isNaN(value))) {
+    ctx.addIssue({ code: 'invalid_type', expected: 'number', received: z.getParsedType(value),
+      message: 'must be a port from 1 to 65535, or a range of ports as text like "6000-6010"' });
     return;
   }
   const parsed = port.safeParse(value);

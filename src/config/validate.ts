@@ -14,7 +14,7 @@ import { overlapProblems, vlanProblems } from './check-vlans.js';
 import { asArray, asString, isObject } from './cross-field.js';
 import { DEFAULT_LISTEN, isLoopbackHost, parseListenAddress } from './listen.js';
 import { configSchema, portRangeOf, type Config } from './schema.js';
-import { quoted, shown, type PathSegment, type Problem } from './problems.js';
+import { article, quoted, shown, type PathSegment, type Problem } from './problems.js';
 import { zones } from './zones.js';
 
 export type ValidationResult = { ok: true; config: Config } | { ok: false; problems: Problem[] };
@@ -67,7 +67,9 @@ function fromZod(issue: ZodIssue, input: unknown): Problem[] {
       // An enum given a number or a boolean (proto: 6): said as a wrong word is, not in zod's type syntax.
       const words = /^'[^']*'( \| '[^']*')*$/.test(issue.expected) ? issue.expected.split(' | ').map((w) => w.slice(1, -1)) : undefined;
       if (words) return [{ path, message: `must be one of ${words.join(', ')}, not ${article(issue.received)}` }];
-      return [{ path, message: `must be ${article(issue.expected)}, not ${article(issue.received)}` }];
+      // A schema that says what it accepts (a port: "must be a port, a number from 1 to 65535") says it here too.
+      const accepted = issue.message === `Expected ${issue.expected}, received ${issue.received}` ? `must be ${article(issue.expected)}` : issue.message;
+      return [{ path, message: `${accepted}, not ${article(issue.received)}` }];
     }
     case 'invalid_enum_value':
       return [{ path, message: `must be one of ${issue.options.map((o) => String(o)).join(', ')}, not ${typeof issue.received === 'string' ? quoted(issue.received) : JSON.stringify(issue.received)}` }];
@@ -131,14 +133,6 @@ function unwrap(schema: unknown): unknown {
     s = s instanceof z.ZodEffects ? s.innerType() : s._def.innerType;
   }
   return s;
-}
-
-function article(type: string): string {
-  if (type === 'integer') return 'an integer';
-  if (type === 'null') return 'null (an empty value)';
-  if (type === 'nan') return '.nan (not a number)';
-  if (type === 'array' || type === 'object') return `an ${type}`;
-  return /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`;
 }
 
 function dedupe(problems: Problem[]): Problem[] {

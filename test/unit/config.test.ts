@@ -482,7 +482,7 @@ portForwards:
       'forwarding.rules[3].8443: is not a known key (known: from, to, proto, ports, action); inside { } a port list must be quoted, as in ports: "443,8443" (line 9)',
       'forwarding.rules[4].80-90: is not a known key (known: from, to, proto, ports, action); inside { } a port list must be quoted, as in ports: "…,80-90" (line 10)',
       'forwarding.rules[5].ports: is a number far beyond the highest port, 65535 (line 11)',
-      'portForwards[0].port: must be a number, not .nan (not a number) (line 13)',
+      'portForwards[0].port: must be a port from 1 to 65535, or a range of ports as text like "6000-6010", not .nan (not a number) (line 13)',
     ],
   },
   {
@@ -536,7 +536,39 @@ portForwards:
       'portForwards[4].port: "6000:6010" is not a port or a range of ports like "6000-6010"; a range is written with "-", as in "6000-6010" (line 8)',
       'portForwards[5].port: "ssh" is not a port or a range of ports like "6000-6010" (line 9)',
       'portForwards[6].port: "0-10": 0 is not a port from 1 to 65535 (line 10)',
-      'portForwards[7].port: must be a number, not a boolean (line 11)',
+      'portForwards[7].port: must be a port from 1 to 65535, or a range of ports as text like "6000-6010", not a boolean (line 11)',
+    ],
+  },
+  {
+    title: 'a port, toPort or ports of the wrong type is told what it may be: a port forward\'s port also a range as text',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1}
+forwarding:
+  rules:
+    - {from: office, to: lab, proto: tcp, ports: true, action: accept}
+    - {from: office, to: lab, proto: tcp, ports: {a: 1}, action: accept}
+    - {from: office, to: lab, proto: tcp, ports: ~, action: accept}
+portForwards:
+  - {port: [6000, 6010], to: 192.168.10.100}
+  - {port: {from: 6000}, to: 192.168.10.100}
+  - {port: ~, to: 192.168.10.100}
+  - {port: 2222, to: 192.168.10.100, toPort: true}
+  - {port: 2223, to: 192.168.10.100, toPort: "22"}
+  - {port: 2224, to: 192.168.10.100, toPort: 22.5}
+  - {port: 2225, to: 192.168.10.100, toPort: [22]}
+`,
+    lines: [
+      'forwarding.rules[0].ports: must be a port or a list like "22,8000-8100", not a boolean (line 6)',
+      'forwarding.rules[1].ports: must be a port or a list like "22,8000-8100", not an object (line 7)',
+      'forwarding.rules[2].ports: must be a port or a list like "22,8000-8100", not null (an empty value) (line 8)',
+      'portForwards[0].port: must be a port from 1 to 65535, or a range of ports as text like "6000-6010", not an array (line 10)',
+      'portForwards[1].port: must be a port from 1 to 65535, or a range of ports as text like "6000-6010", not an object (line 11)',
+      'portForwards[2].port: must be a port from 1 to 65535, or a range of ports as text like "6000-6010", not null (an empty value) (line 12)',
+      'portForwards[3].toPort: must be a port, a number from 1 to 65535, not a boolean (line 13)',
+      'portForwards[4].toPort: must be a port, a number from 1 to 65535, not a string (line 14)',
+      'portForwards[5].toPort: must be a port, a number from 1 to 65535, not a float (line 15)',
+      'portForwards[6].toPort: must be a port, a number from 1 to 65535, not an array (line 16)',
     ],
   },
   {
@@ -1420,7 +1452,7 @@ forwarding:
   t.is(lines.length, 1);
   t.regex(lines[0] ?? '', /^forwarding\.rules\[0\]\.ports: /);
   t.notRegex(lines[0] ?? '', /Invalid input/);
-  t.deepEqual(lines, ['forwarding.rules[0].ports: must be a port or a list like "22,8000-8100" (line 6)']);
+  t.deepEqual(lines, ['forwarding.rules[0].ports: must be a port or a list like "22,8000-8100", not an array (line 6)']);
 });
 
 test('two VLANs naming the same interface, or a VLAN naming the uplink\'s, are config errors', (t) => {
