@@ -19,8 +19,9 @@ const cidr = z.string().refine((s) => parseCidr(s) !== undefined, (s) => ({
 }));
 
 /**
- * Interface names: 1–15 characters, no '/', ':' or whitespace (dev_valid_name), never an option-looking leading
- * dash, and no '@': `ip` shows a NIC as `eth1@if5` (its peer or parent after the '@'), which no NIC is named.
+ * Interface names: 1–15 characters, no '/', ':' or whitespace (the kernel's dev_valid_name), never an option-looking
+ * leading dash, and no '@': the kernel would take one, but `ip` shows a NIC as `eth1@if5` (its peer or parent after
+ * the '@'), so a name with one is nearly always copied from there. ifnameProblem says which rule a name breaks.
  */
 export const IFNAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$/;
 export const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
@@ -46,16 +47,50 @@ export function notANicMac(mac: string): string | undefined {
   return undefined;
 }
 
+/** The characters a name here may hold, beyond the kernel's own rules (iptables and `ip` read these names). */
+const IFNAME_CHARS = 'a name here holds only ASCII letters, digits, "_", ".", "-"';
+
+/**
+ * What is wrong with an interface name, in the order a user meets it: a name copied with what `ip` shows after it
+ * ("eth1.30@eth1", "eth0:1"), then what the kernel refuses in any name (dev_valid_name: "/", whitespace, ":", "."
+ * and "..", more than IFNAMSIZ − 1 = 15 bytes), then what this product refuses besides (a leading "-" or ".", "@",
+ * "+" and other characters). Undefined when the name is well-formed.
+ */
+export function ifnameProblem(name: string): string | undefined {
+  if (IFNAME.test(name)) return undefined;
+  if (name === '') return 'is empty: name a NIC like eth1, or leave interface out';
+  const what = 'is not an interface name';
+  // The NIC the part before an "@" or ":" names, if it is one: the likely meaning of what was copied.
+  const before = /^([^@:]+)[@:]/.exec(name)?.[1];
+  const nic = before !== undefined && IFNAME.test(before) ? before : undefined;
+  const which = (nic: string) => {
+    const why = notANic(nic);
+    return why ? `, and ${nic} before it ${why}` : `; the label's NIC is ${nic}`;
+  };
+  if (nic !== undefined && name[nic.length] === '@' && !/\s/.test(name)) {
+    const why = notANic(nic);
+    return why ? `${what}: it holds "@" (\`ip\` shows a NIC with its peer or parent after one), and ${nic} before it ${why}`
+      : `is how \`ip\` shows a NIC with its peer or parent after the "@"; the NIC is named ${nic}`;
+  }
+  if (name.includes('/')) return `${what}: it holds "/", which the kernel refuses in one`;
+  if (/\s/.test(name)) return `${what}: it holds whitespace, which the kernel refuses in one`;
+  if (name.includes(':')) {
+    return nic !== undefined && name[nic.length] === ':'
+      ? `is written as an address label (NIC:label, the alias form of ifconfig), not an interface: the kernel refuses ":" in a name${which(nic)}`
+      : `${what}: it holds ":", which the kernel refuses in one`;
+  }
+  if (name === '.' || name === '..') return `${what}: the kernel refuses "." and ".." as names`;
+  const odd = Array.from(name).find((c) => !/[A-Za-z0-9_.-]/.test(c));
+  if (odd === '+') return `${what}: it holds "+", which iptables reads as a wildcard at the end of a name; ${IFNAME_CHARS}`;
+  if (odd !== undefined) return `${what}: it holds ${JSON.stringify(odd)}; ${IFNAME_CHARS}`;
+  if (name.startsWith('-')) return `${what}: it starts with "-", which ip and iptables would read as an option`;
+  if (name.startsWith('.')) return `${what}: it starts with "."; a name here starts with a letter, a digit or "_"`;
+  return `${what}: it is ${name.length} characters long, and the kernel allows 15 at most`;
+}
+
 const ifname = z.string().superRefine((name, ctx) => {
-  const why = notANic(name);
+  const why = notANic(name) ?? ifnameProblem(name);
   if (why) ctx.addIssue({ code: 'custom', message: why });
-  if (IFNAME.test(name)) return;
-  const shown = /^([A-Za-z0-9_][A-Za-z0-9_.-]{0,14})@[^\s]*$/.exec(name);
-  ctx.addIssue({
-    code: 'custom',
-    message: shown ? `is how \`ip\` shows a NIC with its peer or parent after the "@"; the NIC is named ${shown[1]}`
-      : 'is not an interface name (1–15 letters, digits, "_", ".", "-", no leading "-")',
-  });
 });
 
 const interfaceRef = z.union([

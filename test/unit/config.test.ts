@@ -23,7 +23,6 @@ function problemsOf(text: string, options: { listen?: string } = {}): readonly s
   return [];
 }
 
-const IFNAME_MESSAGE = 'is not an interface name (1–15 letters, digits, "_", ".", "-", no leading "-")';
 const NAME_MESSAGE = 'must start with a lowercase letter, then lowercase letters, digits or "-", at most 12 characters';
 
 interface Row {
@@ -610,14 +609,14 @@ rules:
   dir: "/etc/vlan-gateway/rules.d\\n-F"
 `,
     lines: [
-      `uplink.interface: ${IFNAME_MESSAGE} (line 2)`,
+      'uplink.interface: is not an interface name: it holds whitespace, which the kernel refuses in one (line 2)',
       `vlans[0].name: ${NAME_MESSAGE} (line 4)`,
-      `vlans[0].interface: ${IFNAME_MESSAGE} (line 4)`,
+      'vlans[0].interface: is not an interface name: it starts with "-", which ip and iptables would read as an option (line 4)',
       `vlans[1].name: ${NAME_MESSAGE} (line 5)`,
-      `vlans[1].interface: ${IFNAME_MESSAGE} (line 5)`,
+      'vlans[1].interface: is not an interface name: it holds "\\""; a name here holds only ASCII letters, digits, "_", ".", "-" (line 5)',
       `vlans[2].name: ${NAME_MESSAGE} (line 6)`,
-      `vlans[2].interface: ${IFNAME_MESSAGE} (line 6)`,
-      `vlans[3].interface: ${IFNAME_MESSAGE} (line 7)`,
+      'vlans[2].interface: is not an interface name: it holds whitespace, which the kernel refuses in one (line 6)',
+      'vlans[3].interface: is not an interface name: it holds whitespace, which the kernel refuses in one (line 7)',
       `vlans[4].name: ${NAME_MESSAGE} (line 8)`,
       'vlans[4].interface.mac: is not a MAC address like 02:42:c0:a8:0a:02 (line 8)',
       'portForwards[0].to: "192.168.40.5\\n-j ACCEPT" is not an IPv4 address (line 10)',
@@ -1157,11 +1156,47 @@ vlans:
   - {name: iot, id: 30, subnet: 192.168.30.0/24, gateway: 192.168.30.1, interface: "eth1.30@eth1"}
 `,
     lines: [
-      `uplink.interface: ${IFNAME_MESSAGE} (line 1)`,
-      `vlans[0].interface: ${IFNAME_MESSAGE} (line 3)`,
-      `vlans[1].interface: ${IFNAME_MESSAGE} (line 4)`,
+      'uplink.interface: is written as an address label (NIC:label, the alias form of ifconfig), not an interface: the kernel refuses ":" in a name; the label\'s NIC is eth0 (line 1)',
+      'vlans[0].interface: is not an interface name: it holds "/", which the kernel refuses in one (line 3)',
+      'vlans[1].interface: is written as an address label (NIC:label, the alias form of ifconfig), not an interface: the kernel refuses ":" in a name; the label\'s NIC is vlan (line 4)',
       // Copied from `ip address` (eth1.30@eth1, eth1@if5): the name is before the "@", which no NIC carries.
       'vlans[2].interface: is how `ip` shows a NIC with its peer or parent after the "@"; the NIC is named eth1.30 (line 5)',
+    ],
+  },
+  {
+    // The kernel's rules (dev_valid_name: not "." or "..", at most 15 bytes, no "/", ":" or whitespace) and this
+    // product's (no "@", "+" or other characters, no leading "-" or "."): each name is told the rule it breaks, and
+    // a name before an "@" or ":" is not offered as the NIC when no VLAN can be on it.
+    title: 'interface names: the rule each one breaks',
+    yaml: `uplink: {interface: "lo@x"}
+vlans:
+  - {name: v1, id: 1, subnet: 10.0.1.0/24, gateway: 10.0.1.1, interface: "all@eth0"}
+  - {name: v2, id: 2, subnet: 10.0.2.0/24, gateway: 10.0.2.1, interface: "lo:1"}
+  - {name: v3, id: 3, subnet: 10.0.3.0/24, gateway: 10.0.3.1, interface: "."}
+  - {name: v4, id: 4, subnet: 10.0.4.0/24, gateway: 10.0.4.1, interface: ".."}
+  - {name: v5, id: 5, subnet: 10.0.5.0/24, gateway: 10.0.5.1, interface: "enp0s31f6abcdefg"}
+  - {name: v6, id: 6, subnet: 10.0.6.0/24, gateway: 10.0.6.1, interface: "eth+"}
+  - {name: v7, id: 7, subnet: 10.0.7.0/24, gateway: 10.0.7.1, interface: "eth#1"}
+  - {name: v8, id: 8, subnet: 10.0.8.0/24, gateway: 10.0.8.1, interface: "ethé"}
+  - {name: v9, id: 9, subnet: 10.0.9.0/24, gateway: 10.0.9.1, interface: ".eth1"}
+  - {name: v10, id: 10, subnet: 10.0.10.0/24, gateway: 10.0.10.1, interface: ""}
+  - {name: v11, id: 11, subnet: 10.0.11.0/24, gateway: 10.0.11.1, interface: "@eth1"}
+  - {name: v12, id: 12, subnet: 10.0.12.0/24, gateway: 10.0.12.1, interface: "eth1@"}
+`,
+    lines: [
+      'uplink.interface: is not an interface name: it holds "@" (`ip` shows a NIC with its peer or parent after one), and lo before it is the loopback interface: it reaches no other host, so it cannot carry a VLAN or the uplink; name a NIC like eth1, or leave interface out (line 1)',
+      'vlans[0].interface: is not an interface name: it holds "@" (`ip` shows a NIC with its peer or parent after one), and all before it is not a NIC: the kernel keeps "all" for the settings of every interface (/proc/sys/net/ipv4/conf/all), and names no NIC so (line 3)',
+      'vlans[1].interface: is written as an address label (NIC:label, the alias form of ifconfig), not an interface: the kernel refuses ":" in a name, and lo before it is the loopback interface: it reaches no other host, so it cannot carry a VLAN or the uplink; name a NIC like eth1, or leave interface out (line 4)',
+      'vlans[2].interface: is not an interface name: the kernel refuses "." and ".." as names (line 5)',
+      'vlans[3].interface: is not an interface name: the kernel refuses "." and ".." as names (line 6)',
+      'vlans[4].interface: is not an interface name: it is 16 characters long, and the kernel allows 15 at most (line 7)',
+      'vlans[5].interface: is not an interface name: it holds "+", which iptables reads as a wildcard at the end of a name; a name here holds only ASCII letters, digits, "_", ".", "-" (line 8)',
+      'vlans[6].interface: is not an interface name: it holds "#"; a name here holds only ASCII letters, digits, "_", ".", "-" (line 9)',
+      'vlans[7].interface: is not an interface name: it holds "é"; a name here holds only ASCII letters, digits, "_", ".", "-" (line 10)',
+      'vlans[8].interface: is not an interface name: it starts with "."; a name here starts with a letter, a digit or "_" (line 11)',
+      'vlans[9].interface: is empty: name a NIC like eth1, or leave interface out (line 12)',
+      'vlans[10].interface: is not an interface name: it holds "@"; a name here holds only ASCII letters, digits, "_", ".", "-" (line 13)',
+      'vlans[11].interface: is how `ip` shows a NIC with its peer or parent after the "@"; the NIC is named eth1 (line 14)',
     ],
   },
   {
