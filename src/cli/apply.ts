@@ -23,22 +23,34 @@ async function refuseBesideSupervisor(netns: string | undefined, mode: Mode): Pr
   throw new FailureError(`vlan-gateway run${pid ? ` (pid ${pid})` : ''} manages ${where} and would undo this ${mode === 'down' ? 'down' : 'apply'} at its next check: ${instead}; nothing was changed`);
 }
 
+/**
+ * Runs `write` (a read, plan and write of the namespace) holding its write lock, with no other apply, down or
+ * `lab up` between, and refused beside a supervisor of the namespace. What apply, down and `lab up` write with.
+ */
+export async function withWriteLock<T>(netns: string | undefined, mode: Mode, write: () => Promise<T>): Promise<T> {
+  const lock = await WriteLock.wait(netns, { timeoutMs: WRITE_LOCK_TIMEOUT_MS, onWait: (message) => process.stderr.write(`vlan-gateway: ${message}\n`) });
+  try {
+    await refuseBesideSupervisor(netns, mode);
+    return await write();
+  } finally {
+    await lock.release();
+  }
+}
+
 async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
   await withPlanCache(async (cache) => {
     const { config, templates } = await loadFor(mode, args, cache);
     // Read, plan and write with no other apply or down between (an invalid config above has waited for nothing).
-    const lock = await WriteLock.wait(args.netns, { timeoutMs: WRITE_LOCK_TIMEOUT_MS, onWait: (message) => process.stderr.write(`vlan-gateway: ${message}\n`) });
-    await refuseBesideSupervisor(args.netns, mode).catch(async (error: unknown) => {
-      await lock.release();
-      throw error;
+    const { plan, ms } = await withWriteLock(args.netns, mode, async () => {
+      const started = performance.now();
+      const runner = makeRunner(args.netns);
+      const { plan } = await reconcileOnce(runner, config, templates, { mode, beforeWrite: userRulesGuard(runner, templates) }).catch((error: unknown) => {
+        // The same failure as an apply's (the table, the line, "rolled back"), said as down's.
+        throw mode === 'down' && error instanceof ApplyError ? new FailureError(`down failed: ${error.message}`) : error;
+      });
+      return { plan, ms: performance.now() - started };
     });
-    const started = performance.now();
-    const runner = makeRunner(args.netns);
-    const { plan } = await reconcileOnce(runner, config, templates, { mode, beforeWrite: userRulesGuard(runner, templates) }).catch((error: unknown) => {
-      // The same failure as an apply's (the table, the line, "rolled back"), said as down's.
-      throw mode === 'down' && error instanceof ApplyError ? new FailureError(`down failed: ${error.message}`) : error;
-    }).finally(() => lock.release());
-    out(formatPlan(plan).replace(/pending\.$/, `applied in ${Math.round(performance.now() - started)} ms.`));
+    out(formatPlan(plan).replace(/pending\.$/, `applied in ${Math.round(ms)} ms.`));
   });
 }
 

@@ -17,6 +17,7 @@ import { exampleConfigPath } from '../package-files.js';
 import { formatPlan } from '../plan/format.js';
 import type { Templates } from '../plan/desired.js';
 import { reconcileOnce } from '../reconcile/once.js';
+import { withWriteLock } from './apply.js';
 import { out, templatesOf, type GlobalArgs } from './context.js';
 import { FailureError, UsageError } from './errors.js';
 
@@ -78,7 +79,8 @@ async function up(runner: CommandRunner, args: LabArgs, checked?: Awaited<Return
   out(`applying the config in ${topology.router} ...`);
   const router = inNamespace(runner, topology.router);
   try {
-    const { plan } = await reconcileOnce(router, loaded.config, templates, { beforeWrite: userRulesGuard(router, templates) });
+    // As `apply --netns` does: no apply or down, and no supervisor, writing in the router beside it.
+    const { plan } = await withWriteLock(topology.router, 'up', () => reconcileOnce(router, loaded.config, templates, { beforeWrite: userRulesGuard(router, templates) }));
     out(formatPlan(plan).replace(/pending\.$/, 'applied.'));
   } catch (error) {
     // Only the kernel refuses what got this far (validate passed): the lab stands, to look into.

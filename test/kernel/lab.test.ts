@@ -6,11 +6,12 @@
  */
 import test from 'ava';
 import { execa } from 'execa';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { InstanceLock, WriteLock } from '../../src/cli/instance-lock.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
@@ -133,6 +134,8 @@ const rollbackName = uniqueLabName('r');
 const cliName = uniqueLabName('c');
 const standingName = uniqueLabName('s');
 const signalName = uniqueLabName('i');
+const lockName = uniqueLabName('w');
+const besideName = uniqueLabName('v');
 let topology: LabTopology | undefined;
 let config: Config | undefined;
 
@@ -143,6 +146,8 @@ tearDownAlways('remove every lab namespace this file made', async () => {
   await labDown(runner, cliName);
   await labDown(runner, standingName);
   await labDown(runner, signalName);
+  await labDown(runner, lockName);
+  await labDown(runner, besideName);
 });
 
 const linkNames = async (ns?: string): Promise<Set<string>> => {
@@ -318,4 +323,63 @@ kernel(`a SIGINT during lab up removes what it had built, and the process ends w
   t.regex(String(result.stderr), /lab up stopped by SIGINT; what it had built is removed/);
   t.deepEqual(await listLabNamespaces(runner, signalName), []);
   t.false(existsSync(`/run/vgwlab/${signalName}.json`));
+});
+
+/**
+ * `lab up` from source in a child process, and the name of its router namespace, once that exists: the build goes
+ * on for dozens of commands after it (every namespace is added first), so a test can take a lock on it before
+ * `lab up` comes to apply there.
+ */
+async function labUpChild(labName: string) {
+  const router = planLabTopology((await loadConfig(examplePath)).config, labName).router;
+  const child = execa(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../../src/main.ts', import.meta.url)), 'lab', 'up', '--name', labName], { reject: false });
+  let stderr = '';
+  child.stderr?.on('data', (chunk) => (stderr += String(chunk)));
+  // `ip netns add` makes the file, then mounts the namespace on it: until then its inode, which names the locks, is
+  // the file's, not the namespace's.
+  const nsfs = statSync('/proc/self/ns/net').dev;
+  const mounted = () => existsSync(`/run/netns/${router}`) && statSync(`/run/netns/${router}`).dev === nsfs;
+  const deadline = Date.now() + 20_000;
+  while (!mounted() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+  return { child, router, stderr: () => stderr, started: Date.now() < deadline };
+}
+
+const ourChains = async (ns: string) => (await runner.run(['ip', 'netns', 'exec', ns, 'iptables-save'])).stdout.split('\n').filter((l) => /^:VGW-/.test(l));
+
+// lab up applied in its router without the lock apply takes: an apply (or a supervisor's start) on the same
+// namespace at the same time could write beside it.
+kernel(`lab up waits for an apply writing in its router namespace, and applies once it is done${NEEDS_ROOT}`, async (t) => {
+  const up = await labUpChild(lockName);
+  t.true(up.started, 'lab up made its router namespace');
+  const lock = await WriteLock.wait(up.router, { timeoutMs: 5000, onWait: () => undefined });
+  try {
+    t.deepEqual(await ourChains(up.router), [], 'lab up has not applied before the lock was taken');
+    const deadline = Date.now() + 30_000;
+    const waiting = new RegExp(`waiting for another vlan-gateway apply or down \\(pid ${process.pid}\\) to finish with network namespace ${up.router}`);
+    while (!waiting.test(up.stderr()) && up.child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    t.regex(up.stderr(), waiting, `lab up says it waits (exit ${up.child.exitCode ?? 'not yet'})`);
+    await new Promise((r) => setTimeout(r, 300));
+    t.deepEqual(await ourChains(up.router), [], 'and writes nothing while the lock is held');
+  } finally {
+    await lock.release();
+  }
+  const result = await up.child;
+  t.is(result.exitCode, 0, String(result.stderr));
+  t.true((await ourChains(up.router)).includes(':VGW-FORWARD - [0:0]'), 'it applied once the lock was let go');
+  await labDown(runner, lockName);
+});
+
+kernel(`lab up refuses to apply in a router namespace a supervisor manages, as apply does${NEEDS_ROOT}`, async (t) => {
+  const up = await labUpChild(besideName);
+  t.true(up.started, 'lab up made its router namespace');
+  const supervisor = await InstanceLock.take(up.router);
+  try {
+    const result = await up.child;
+    t.is(result.exitCode, 1, String(result.stderr));
+    t.regex(String(result.stderr), new RegExp(`vlan-gateway run \\(pid ${process.pid}\\) manages network namespace ${up.router} and would undo this apply at its next check`));
+    t.deepEqual(await ourChains(up.router), [], 'nothing was applied');
+  } finally {
+    await supervisor.release();
+    await labDown(runner, besideName);
+  }
 });
