@@ -12,6 +12,11 @@ import { privilegeHint, sysctlHint } from './hints.js';
 
 export interface ApplyObserver {
   restore?(table: string, ok: boolean): void;
+  /**
+   * A table step is in the kernel: its payload (the chains it rewrote count from zero), or with `undone` its undo,
+   * which puts back the chains as the pass found them, counters included (the stats collector counts on from them).
+   */
+  written?(step: TableStep, undone: boolean): void;
   /** The rules, addresses and ip_forward are in place (the accounting sets' members may still be being written). */
   forwarding?(): void;
 }
@@ -41,7 +46,7 @@ export class AccountingError extends ApplyError {
 }
 
 type Undo = () => Promise<unknown>;
-type TableStep = Extract<Step, { kind: 'table' }>;
+export type TableStep = Extract<Step, { kind: 'table' }>;
 type SysctlStep = Extract<Step, { kind: 'sysctl' }>;
 
 /** A batch failed, and undoing its earlier lines failed too: the first is the failure, the second a rollback error. */
@@ -99,7 +104,11 @@ async function runTable(runner: CommandRunner, backend: Backend, step: TableStep
     }
   };
   await restore(step.payload, false);
-  return () => restore(step.undo, true);
+  observer.written?.(step, false);
+  return async () => {
+    await restore(step.undo, true);
+    observer.written?.(step, true);
+  };
 }
 
 async function runSysctl(runner: CommandRunner, step: SysctlStep): Promise<Undo | undefined> {

@@ -15,7 +15,7 @@ import { readSetsText, saveCommand } from '../observe/read.js';
 import { tablesInSync } from '../plan/diff.js';
 import type { Desired } from '../plan/types.js';
 import type { Counter } from 'prom-client';
-import { forEachSetSample, MonotonicCounters, ruleSamples, type Sample } from './counters.js';
+import { forEachSetSample, MonotonicCounters, ruleSamples, type Count, type Sample } from './counters.js';
 import type { Metrics } from './metrics.js';
 
 export interface CollectorState {
@@ -27,11 +27,14 @@ export interface CollectorState {
   readonly tablesChecked?: (inSync: boolean) => void;
   /** Called when a sysctl the desired state sets (ip_forward) reads otherwise: forwarding is off until a pass. */
   readonly sysctlsDrifted?: () => void;
-  /** Counters (Sample.source) that writes done before this reading began restarted at zero (restartedBy). */
-  readonly restarted?: readonly string[];
-  /** The same, of writes done since this reading began: asked after it read the kernel. */
-  readonly restartedSince?: () => readonly string[];
+  /** Counters (Sample.source) that writes done before this reading began set, and where they start again. */
+  readonly restarted?: ReadonlyMap<string, Count>;
+  /** The same, of writes done since this reading began: asked after it read the kernel (resolves once a pass
+   *  running then has ended, so that a write and its rollback are both known). */
+  readonly restartedSince?: () => Promise<ReadonlyMap<string, Count>>;
 }
+
+const NOTHING: ReadonlyMap<string, Count> = new Map();
 
 export class StatsCollector {
   private timer: NodeJS.Timeout | undefined;
@@ -84,10 +87,12 @@ export class StatsCollector {
       const tables = { filter: tableOf(parsed, 'filter'), nat: tableOf(parsed, 'nat') };
       tablesChecked?.(tablesInSync(desired, tables));
       const m = this.metrics;
-      // Written while this reading ran: whether it saw them before or after the write, it only sets where they start.
-      const uncertain = new Set(restartedSince?.() ?? []);
+      // Written while this reading ran: whether it saw them before or after the write (or between a write and its
+      // rollback), it is not counted; the next reading counts from where the writes left them.
+      const uncertain = (await restartedSince?.()) ?? NOTHING;
       const add = (sample: Sample) => {
-        if (uncertain.has(sample.source)) return this.mono.observe(sample.source, sample.packets, sample.bytes);
+        const start = uncertain.get(sample.source);
+        if (start) return this.mono.observe(sample.source, start);
         const [packets, bytes] = (sample.metric === 'forwarded' ? [m.forwardedPackets, m.forwardedBytes]
           : sample.metric === 'nat' ? [m.natPackets, m.natBytes] : [m.droppedPackets, m.droppedBytes]) as Counter<string>[];
         const [dp, db] = this.mono.deltas(sample.source, sample.packets, sample.bytes);

@@ -6,6 +6,7 @@
  */
 import type { SavedTable, TableName } from '../observe/facts.js';
 import { forEachIpsetMember } from '../observe/parse-ipset.js';
+import { parseSave } from '../observe/parse-save.js';
 import { memberSetOf } from '../plan/diff.js';
 import type { Desired, Plan } from '../plan/types.js';
 
@@ -106,24 +107,36 @@ function wantedMembers(desired: Desired): { sets: Map<string, ReadonlySet<string
   return wanted;
 }
 
+/** Where a kernel counter stands. */
+export interface Count {
+  readonly packets: number;
+  readonly bytes: number;
+}
+export const ZERO: Count = { packets: 0, bytes: 0 };
+
 /**
- * The kernel counters a pass that wrote `plan` restarted at zero: every rule of a chain it wrote (a chain is
- * written whole, and its rules count from zero again) and every set member it added. Keys as Sample.source.
+ * Where the counters of the rules a restore of `text` writes stand after it, by rule hash (Sample.source): a
+ * payload's rules count from zero (a chain is written whole); an undo's (`[packets:bytes] -A …`) hold again what
+ * the pass planned from, which is not what the kernel counted last (a supervisor may plan from tables it read some
+ * passes ago). Rules of one hash in one chain are one counter, as in ruleSamples.
  */
-export function restartedBy(plan: Plan): string[] {
-  const keys: string[] = [];
-  for (const step of plan.steps) {
-    if (step.kind === 'table') {
-      for (const change of step.chains) {
-        if (change.change === 'delete') continue;
-        const chain = plan.desired.chains.find((c) => c.table === step.table && c.name === change.chain);
-        for (const rule of chain?.rules ?? []) keys.push(rule.hash);
+export function countersAfterRestore(text: string): Map<string, Count> {
+  const counts = new Map<string, Count>();
+  for (const table of parseSave(text).values()) {
+    for (const rules of table.rules.values()) {
+      for (const rule of rules) {
+        if (!rule.hash) continue;
+        const seen = counts.get(rule.hash);
+        counts.set(rule.hash, { packets: (seen?.packets ?? 0) + rule.packets, bytes: (seen?.bytes ?? 0) + rule.bytes });
       }
-    } else if (step.kind === 'set-update') {
-      keys.push(...step.add);
     }
   }
-  return keys;
+  return counts;
+}
+
+/** The set members a pass that applied `plan` added: they count from zero. Keys as Sample.source. */
+export function membersAddedBy(plan: Plan): string[] {
+  return plan.steps.flatMap((step) => (step.kind === 'set-update' ? step.add : []));
 }
 
 /**
@@ -157,23 +170,27 @@ export class MonotonicCounters {
   }
 
   /**
-   * Counters known to have restarted at zero since the last reading (a chain rewritten, a member added): the next
-   * reading counts them from zero. Without this, a reading at or above the last one was taken for growth, and
-   * what it held before the rewrite was lost.
+   * Counters known to have been set since the last reading (a chain rewritten, a member added: to zero; a rewrite
+   * rolled back: to what the pass planned from): the next reading counts from there. Without this, a reading at or
+   * above the last one was taken for growth, and what it held before the rewrite was lost; and a rollback to a value
+   * below the last reading was taken for a restart at zero, and that value counted again.
    */
-  restarted(keys: Iterable<string>): void {
-    for (const key of keys) {
+  restarted(counts: ReadonlyMap<string, Count>): void {
+    for (const [key, count] of counts) {
       const pair = this.lastPair.get(key);
       if (pair) {
-        pair.packets = 0;
-        pair.bytes = 0;
+        pair.packets = count.packets;
+        pair.bytes = count.bytes;
       }
     }
   }
 
-  /** Takes a reading as the new starting point without counting it (a write may have restarted it during the reading). */
-  observe(key: string, packets: number, bytes: number): void {
-    this.lastPair.set(key, { packets, bytes, reading: this.reading });
+  /**
+   * A reading of a counter that a write set to `start` while the reading ran (before or after the kernel was read,
+   * nobody knows): not counted; the next reading counts from `start`.
+   */
+  observe(key: string, start: Count): void {
+    this.lastPair.set(key, { packets: start.packets, bytes: start.bytes, reading: this.reading });
   }
 
   /**

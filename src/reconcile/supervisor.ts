@@ -14,7 +14,7 @@ import type { CommandRunner } from '../exec/runner.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log.js';
 import type { CollectorState } from '../metrics/collector.js';
-import { restartedBy } from '../metrics/counters.js';
+import { countersAfterRestore, membersAddedBy, ZERO, type Count } from '../metrics/counters.js';
 import type { DriftKind, Metrics, Trigger } from '../metrics/metrics.js';
 import type { Backend, KnownSets, KnownTables, Link } from '../observe/facts.js';
 import type { Templates } from '../plan/desired.js';
@@ -93,9 +93,9 @@ export class Supervisor {
   private knownEpoch = 0;
   /** Passes started so far: a collector's reading that one overlapped is not taken at its word (collectorState). */
   private passesStarted = 0;
-  /** Passes that wrote, and the counters each restarted at zero, until a stats reading takes them (restartedBy). */
+  /** Passes that wrote, and where they left the counters they set, until a stats reading takes them. */
   private writes = 0;
-  private restartedCounters: Array<{ write: number; keys: string[] }> = [];
+  private restartedCounters: Array<{ write: number; counts: ReadonlyMap<string, Count> }> = [];
   private readonly failureLog: RateLimitedLog;
   private readonly now: () => number;
   /** See SupervisorOptions; set by cli/drift-schedule.ts once the drift schedule is known. */
@@ -205,8 +205,14 @@ export class Supervisor {
     this.passesStarted++;
     const started = performance.now();
     const endTimer = this.metrics.reconcileSeconds.startTimer({ trigger });
+    // The kernel counters this pass's writes set, in the order written: a rewrite restarts its rules at zero, its
+    // rollback (a failed pass) puts back what the pass planned from.
+    const restarted = new Map<string, Count>();
     const observer: ApplyObserver = {
       restore: (table, ok) => this.metrics.restores.inc({ table, result: ok ? 'success' : 'failure' }),
+      written: (step, undone) => {
+        for (const [key, count] of countersAfterRestore(undone ? step.undo : step.payload)) restarted.set(key, count);
+      },
       // Ready means forwarding as configured: the accounting sets' members may still be being written (no verdict
       // depends on them), and if only they fail, the pass fails and is retried, but the router stays ready.
       forwarding: () => {
@@ -231,11 +237,7 @@ export class Supervisor {
         ...(this.backend ? { backend: this.backend } : {}),
       });
       this.forwardingWasOff = Boolean(plan.forwardingWasOff);
-      if (plan.steps.length > 0) {
-        this.restartedCounters.push({ write: ++this.writes, keys: restartedBy(plan) });
-        // A collector that stopped reading (none runs) must not make this grow for ever; the oldest matter least.
-        if (this.restartedCounters.length > 64) this.restartedCounters.shift();
-      }
+      for (const member of membersAddedBy(plan)) restarted.set(member, ZERO);
       const unchanged = knownEpoch === this.knownEpoch;
       this.knownSets = unchanged ? knownSetsAfter(plan) : undefined;
       // What it read or knew, and what it wrote on top (the collector's next reading checks both).
@@ -297,6 +299,11 @@ export class Supervisor {
         this.onConfigRefused?.(error, revert, used);
       }
     } finally {
+      if (restarted.size > 0) {
+        this.restartedCounters.push({ write: ++this.writes, counts: restarted });
+        // A collector that stopped reading (none runs) must not make this grow for ever; the oldest matter least.
+        if (this.restartedCounters.length > 64) this.restartedCounters.shift();
+      }
       this.running = undefined;
       endTimer();
       this.metrics.changed();
@@ -315,15 +322,23 @@ export class Supervisor {
     const runningBefore = this.inFlight !== undefined;
     const overlapped = () => runningBefore || this.inFlight !== undefined || this.passesStarted !== passesBefore;
     const writesBefore = this.writes;
-    const take = (done: (write: number) => boolean) => {
+    const take = (done: (write: number) => boolean): ReadonlyMap<string, Count> => {
       const taken = this.restartedCounters.filter((w) => done(w.write));
       this.restartedCounters = this.restartedCounters.filter((w) => !done(w.write));
-      return taken.flatMap((w) => w.keys);
+      if (taken.length === 1) return taken[0]!.counts;
+      const merged = new Map<string, Count>();
+      for (const w of taken) for (const [key, count] of w.counts) merged.set(key, count);
+      return merged;
     };
     const restarted = take((write) => write <= writesBefore);
     return {
-      ...(restarted.length > 0 ? { restarted } : {}),
-      restartedSince: () => take((write) => write > writesBefore),
+      ...(restarted.size > 0 ? { restarted } : {}),
+      // A pass running when the reading read the kernel may have written then, or be between a write and its
+      // rollback: its writes are known once it has ended. (A pass that starts later wrote after the reading.)
+      restartedSince: async () => {
+        await this.inFlight;
+        return take((write) => write > writesBefore);
+      },
       ...(this.lastDesired ? { desired: this.lastDesired } : {}),
       ...(this.backend ? { backend: this.backend } : {}),
       setsDrifted: () => this.setsDrifted(overlapped()),

@@ -319,6 +319,44 @@ kernel(`a reload whose rule the kernel refuses at commit is refused after the fa
   t.is((await gateway!.status()).reload.lastResult, 'success');
 });
 
+// A pass that fails after writing filter rolls it back with the counters it planned from, which a supervisor may
+// have read some passes earlier: the drop rule went back from 8 to 5, that was taken for a restart at zero, and the 5
+// were counted again (lab → office drops 8 → 13 with no packet sent; Prometheus saw 5 drops that never happened).
+kernel(`a reload the kernel refuses after filter was written counts no packet twice: forwarded_packets_total follows the pings exactly${NEEDS_ROOT}`, async (t) => {
+  const icmpDrop = { ...example, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', proto: 'icmp', action: 'drop' }] } };
+  await settleOn(stringify(icmpDrop));
+  const DROPS = { from: 'lab', to: 'office', action: 'drop' };
+  const drops = () => gateway!.metric('vlan_gateway_forwarded_packets_total', DROPS);
+  /** Pings that the lab → office rule drops, each a new "connection" counted by that rule; then the metric's value once
+   *  it has counted them all (at least `expected`: what more it counts is the lie this test is about). */
+  const dropped = async (count: number, expected: number) => {
+    t.is((await ping(lab().client.namespace, office().client.address, count, 0.05, 0.2)).received, 0);
+    return (await waitFor(`forwarded_packets_total{from="lab",to="office",action="drop"} ≥ ${expected}`, async () => {
+      const v = await drops();
+      return v >= expected ? v : undefined;
+    }, 5000, 50)).value;
+  };
+  const base = await drops();
+  t.is(await dropped(5, base + 5), base + 5);
+  // A pass that reads the tables (drift: a chain of ours emptied), so the supervisor knows the rule at 5 packets.
+  let from = gateway!.logs.length;
+  await runner.run(['ip', 'netns', 'exec', router(), 'iptables-nft', '-t', 'nat', '-F', 'VGW-PREROUTING']);
+  await gateway!.waitForLog('the drift repaired', (l) => l.msg === 'reconciled: changes applied' && l.trigger === 'drift', 10_000, from);
+  t.is(await dropped(3, base + 8), base + 8);
+
+  // The same rules plus one more lab → office rule (VGW-P-20-10 is rewritten), and a nat rule the kernel refuses.
+  from = gateway!.logs.length;
+  await writeFile(configPath, stringify({
+    ...icmpDrop,
+    forwarding: { default: 'accept', rules: [...icmpDrop.forwarding.rules, { from: 'lab', to: 'office', proto: 'tcp', ports: '80', action: 'drop' }] },
+    rules: { dir: join(REPO, 'test', 'fixtures', 'kernel', 'rules-kernel-rejects') },
+  }));
+  await gateway!.waitForLog('the refusal', (l) => l.level >= 50 && /the kernel refuses a rule of rules\.dir/.test(l.msg), 10_000, from);
+  t.regex(chainLines(await iptablesSave(router(), true), 'VGW-P-20-10').join('\n'), /^\[[5-8]:\d+\] -A VGW-P-20-10 -p icmp /m, 'rolled back, with counters');
+  t.is(await dropped(1, base + 9), base + 9, 'one more ping, one more drop: nothing counted twice');
+  await settleOn(stringify(example));
+});
+
 // The supervisor's own settings are part of the file too: a reload that changed them used to say "config reloaded"
 // and go on with the old ones until a restart.
 kernel(`a reload applies a new reconcile.schedule and minIntervalMs at once; --listen keeps the endpoints where they are${NEEDS_ROOT}`, async (t) => {

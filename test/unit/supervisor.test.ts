@@ -689,8 +689,12 @@ test('a reading that a pass overlapped asks for no pass and vouches for nothing:
   r.supervisor.trigger('schedule');
   await until('pass 3 to start (and be held)', () => r.metrics.passes === 3);
   await r.ns.run(['iptables-nft-restore', '--noflush'], { input: '*filter\n:VGW-FROM-10 - [0:0]\nCOMMIT\n' });
-  await beside.collect();
+  // The reading reads the kernel now; it counts once the pass has ended (its writes are known then).
+  r.ns.history.length = 0;
+  const reading = beside.collect();
+  await until('the reading to have read the kernel', () => r.ns.history.includes('iptables-nft-save -c'));
   r.runner.release();
+  await reading;
   await settle(r, 3);
   await sleep(50);
   t.is(r.metrics.passes, 3, 'no pass asked for by a reading taken while one ran');
@@ -708,8 +712,11 @@ test('a reading that a pass overlapped asks for no pass and vouches for nothing:
   r.runner.hold();
   r.supervisor.trigger('schedule');
   await until('pass 5 to start (and be held)', () => r.metrics.passes === 5);
-  await beside.collect();
+  r.ns.history.length = 0;
+  const overlapped = beside.collect();
+  await until('the reading to have read the kernel', () => r.ns.history.includes('iptables-nft-save -c'));
   r.runner.release();
+  await overlapped;
   await settle(r, 5);
   r.ns.history.length = 0;
   r.supervisor.trigger('schedule');
@@ -806,6 +813,88 @@ test('a chain a reload rewrites restarts its rules\' counters at zero: the next 
   r.ns.countPackets(15); // 15 more through each of the two drop rules
   await collector.collect();
   t.is(await drops(), 10 + 15 + 15, 'the port-80 rule\'s 15 counted in full, though above its last reading (10)');
+});
+
+/** withRule with a second lab → office rule (VGW-P-20-10 is written whole) and a port forward (nat changes too). */
+const twoRulesAndForward: Config = {
+  ...withRuleAndForward,
+  forwarding: { ...withRule.forwarding, rules: [...withRule.forwarding.rules, { from: 'lab', to: 'office', proto: 'udp', ports: '53', action: 'drop' }] },
+};
+const failNatRestores = (r: Rig, onFailure: () => void = () => undefined) => r.ns.failOn((argv, input) => {
+  const nat = /^iptables-nft-restore$/.test(argv[0] ?? '') && /^\*nat$/m.test(input ?? '');
+  if (nat) onFailure();
+  return nat;
+}, { stderr: 'iptables-nft-restore: line 2 failed: Invalid argument\n' });
+
+// A failed pass rolls the chains it rewrote back, counters included: the kernel's counters are then what the pass
+// planned from, which for a supervisor is what it read some passes ago. Taken for a restart at zero, that value was
+// counted a second time: lab → office drops went from 15 to 25 with no packet sent.
+test('a rewrite that is rolled back puts back the counters it planned from: the next reading counts from them, nothing twice', async (t) => {
+  const r = rig(t, { knownTablesMaxAgeMs: 60_000, backoffInitialMs: 60_000, backoffMaxMs: 60_000 }, withRule);
+  const collector = collectorOf(r);
+  const drops = () => r.value('vlan_gateway_forwarded_packets_total', { from: 'lab', to: 'office', action: 'drop' });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.ns.countPackets(10);
+  r.supervisor.trigger('schedule');
+  await settle(r, 2); // reads the tables: the drop rule at 10
+  await collector.collect();
+  t.is(await drops(), 10);
+  r.ns.countPackets(5);
+  await collector.collect();
+  t.is(await drops(), 15);
+
+  failNatRestores(r);
+  r.supervisor.replaceConfig(state(twoRulesAndForward, 'v2'));
+  await settle(r, 3);
+  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'failure' });
+  t.regex(r.ns.save('nft', true), /^\[10:\d+\] -A VGW-P-20-10 .*--dports 80 -j DROP$/m, 'the rule holds the 10 packets the pass planned from');
+  await collector.collect();
+  t.is(await drops(), 15, 'no packet since: none counted');
+  r.ns.countPackets(3);
+  await collector.collect();
+  t.is(await drops(), 18);
+});
+
+// The same when a reading takes the kernel's counters between the write and its rollback: it saw the rule at zero
+// (a restart), and the rollback then put back everything the rule had counted, which was counted again.
+test('a reading taken between a rewrite and its rollback counts nothing twice', async (t) => {
+  const r = rig(t, { backoffInitialMs: 60_000, backoffMaxMs: 60_000 }, withRule);
+  let saved!: () => void;
+  const kernelRead = new Promise<void>((resolve) => (saved = resolve));
+  // The collector reads the fake directly (the supervisor's runner is held mid-pass), and says when it has read.
+  const beside: CommandRunner = {
+    run: async (argv, options) => {
+      const result = await r.ns.run(argv, options);
+      if (/^iptables-nft-save$/.test(argv[0] ?? '')) saved();
+      return result;
+    },
+    start: (argv) => r.ns.start(argv),
+  };
+  const collector = collectorOf(r, beside);
+  const drops = () => r.value('vlan_gateway_forwarded_packets_total', { from: 'lab', to: 'office', action: 'drop' });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.ns.countPackets(15);
+  await collector.collect();
+  t.is(await drops(), 15);
+
+  // The nat restore fails, and the rollback of filter waits until the collector has read the kernel.
+  failNatRestores(r, () => r.runner.hold());
+  r.supervisor.replaceConfig(state(twoRulesAndForward, 'v2'));
+  await until('the pass to be held before its rollback', () => r.metrics.passes === 2 && r.ns.save('nft', true).includes('[0:0] -A VGW-P-20-10 '));
+  const reading = collector.collect();
+  await kernelRead;
+  r.runner.release();
+  await reading;
+  await settle(r, 2);
+  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'failure' });
+  t.regex(r.ns.save('nft', true), /^\[15:\d+\] -A VGW-P-20-10 .*--dports 80 -j DROP$/m, 'rolled back with its counters');
+  await collector.collect();
+  t.is(await drops(), 15, 'no packet since: none counted');
+  r.ns.countPackets(2);
+  await collector.collect();
+  t.is(await drops(), 17);
 });
 
 test('a reload whose user rule only the kernel refuses is refused: the config that last applied runs again at once, and other changes go on', async (t) => {
