@@ -6,7 +6,7 @@
  */
 import type { SavedTable, TableName } from '../observe/facts.js';
 import { forEachIpsetMember } from '../observe/parse-ipset.js';
-import { parseSave } from '../observe/parse-save.js';
+import { commentHashOf, parseSave } from '../observe/parse-save.js';
 import { memberSetOf } from '../plan/diff.js';
 import type { Desired, Plan } from '../plan/types.js';
 
@@ -130,6 +130,24 @@ export function countersAfterRestore(text: string): Map<string, Count> {
         counts.set(rule.hash, { packets: (seen?.packets ?? 0) + rule.packets, bytes: (seen?.bytes ?? 0) + rule.bytes });
       }
     }
+  }
+  return counts;
+}
+
+/**
+ * The same for a payload, whose rules all count from zero: only their hashes are needed, so the text is scanned
+ * for them instead of parsed (a 10,000-rule payload parses in 25-50 ms, in the middle of the apply).
+ */
+export function countersAfterPayload(text: string): Map<string, Count> {
+  const counts = new Map<string, Count>();
+  for (let at = 0; at < text.length;) {
+    let end = text.indexOf('\n', at);
+    if (end === -1) end = text.length;
+    if (text.startsWith('-A ', at)) {
+      const hash = commentHashOf(text.slice(at, end));
+      if (hash) counts.set(hash, ZERO);
+    }
+    at = end + 1;
   }
   return counts;
 }

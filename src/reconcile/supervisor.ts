@@ -14,7 +14,7 @@ import type { CommandRunner } from '../exec/runner.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log.js';
 import type { CollectorState } from '../metrics/collector.js';
-import { countersAfterRestore, membersAddedBy, ZERO, type Count } from '../metrics/counters.js';
+import { countersAfterPayload, countersAfterRestore, membersAddedBy, ZERO, type Count } from '../metrics/counters.js';
 import type { DriftKind, Metrics, Trigger } from '../metrics/metrics.js';
 import type { Backend, KnownSets, KnownTables, Link } from '../observe/facts.js';
 import type { Templates } from '../plan/desired.js';
@@ -211,7 +211,7 @@ export class Supervisor {
     const observer: ApplyObserver = {
       restore: (table, ok) => this.metrics.restores.inc({ table, result: ok ? 'success' : 'failure' }),
       written: (step, undone) => {
-        for (const [key, count] of countersAfterRestore(undone ? step.undo : step.payload)) restarted.set(key, count);
+        for (const [key, count] of undone ? countersAfterRestore(step.undo) : countersAfterPayload(step.payload)) restarted.set(key, count);
       },
       // Ready means forwarding as configured: the accounting sets' members may still be being written (no verdict
       // depends on them), and if only they fail, the pass fails and is retried, but the router stays ready.

@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { fileURLToPath } from 'node:url';
 import { parseConfigText } from '../../src/config/load.js';
 import { StatsCollector } from '../../src/metrics/collector.js';
-import { forEachSetSample, MonotonicCounters, ruleSamples, type Sample } from '../../src/metrics/counters.js';
+import { countersAfterPayload, countersAfterRestore, forEachSetSample, MonotonicCounters, ruleSamples, type Sample } from '../../src/metrics/counters.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import type { SavedTable } from '../../src/observe/facts.js';
 import { parseSave, tableOf } from '../../src/observe/parse-save.js';
@@ -302,4 +302,13 @@ test('a forwarding series nothing counts any more (its rule removed) is removed;
   const left = await forwarded();
   t.false(left.includes('from="lab",to="office",action="drop"'), left.join(' | '));
   t.true(left.includes('from="lab",to="office",action="accept"'), left.join(' | '));
+});
+
+test('a payload restarts every rule it writes at zero: the scan for their hashes finds what a full parse finds', async (t) => {
+  for (const name of ['lab', 'nat-none', 'policy', 'snat', 'user-templates', 'waiting']) {
+    const text = await readFile(fileURLToPath(new URL(`../golden/${name}.restore`, import.meta.url)), 'utf8');
+    const scanned = countersAfterPayload(text);
+    t.true(scanned.size > 10, name);
+    t.deepEqual(scanned, countersAfterRestore(text), name);
+  }
 });
