@@ -8,7 +8,7 @@ import type { Backend } from '../observe/facts.js';
 import { restoreCommand } from '../observe/read.js';
 import { IP_FORWARD, OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO, setMemberAdmits, USER_PREFIX } from '../plan/chains.js';
 import type { ChainChange, Plan, Step } from '../plan/types.js';
-import { privilegeHint, sysctlHint } from './hints.js';
+import { privilegeHint, setInUseHint, sysctlHint } from './hints.js';
 
 export interface ApplyObserver {
   restore?(table: string, ok: boolean): void;
@@ -125,9 +125,10 @@ async function runSysctl(runner: CommandRunner, step: SysctlStep): Promise<Undo 
 /** One line of an `ipset restore` script, how to undo it, and the step it belongs to. */
 type SetLine = { line: string; undo?: string; step: Step };
 
-async function runSetScript(runner: CommandRunner, lines: readonly SetLine[]): Promise<Undo> {
+async function runSetScript(runner: CommandRunner, lines: readonly SetLine[], undoInOrder = false): Promise<Undo> {
   const undoFor = (done: typeof lines): Undo => {
-    const undo = done.map((l) => l.undo).filter((l): l is string => l !== undefined).reverse();
+    const undo = done.map((l) => l.undo).filter((l): l is string => l !== undefined);
+    if (!undoInOrder) undo.reverse();
     return () => (undo.length > 0 ? runner.run(['ipset', 'restore'], { input: `${undo.join('\n')}\n` }) : Promise.resolve());
   };
   try {
@@ -168,14 +169,14 @@ export function describeStep(step: Step): string {
   }
 }
 
-function explain(step: Step, error: unknown): string {
+function explain(step: Step, error: unknown, backend: Backend): string {
   if (!(error instanceof CommandError)) return String((error as Error)?.message ?? error);
   const stderr = error.stderr.trim();
   if (step.kind === 'sysctl') {
     const hint = sysctlHint(step.key, step.value, stderr);
     return `${stderr || error.message}${hint ? `; ${hint}` : ''}`;
   }
-  const hint = privilegeHint(stderr);
+  const hint = privilegeHint(stderr) ?? (step.kind === 'set-destroy' ? setInUseHint(step.set, backend, stderr) : undefined);
   if (step.kind === 'table') {
     const context = restoreFailureContext(step.payload, error.stderr);
     const program = error.argv.find((a) => a.endsWith('-restore')) ?? error.argv[0];
@@ -364,9 +365,12 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
         break; // address steps: the batch above
     }
   });
-  const script = (lines: readonly SetLine[]): Task | undefined => (lines.length > 0 ? { step: lines[0]!.step, run: () => runSetScript(runner, lines) } : undefined);
+  const script = (lines: readonly SetLine[], undoInOrder = false): Task | undefined =>
+    (lines.length > 0 ? { step: lines[0]!.step, run: () => runSetScript(runner, lines, undoInOrder) } : undefined);
+  // Sets destroyed are made again in the order they were made in: the kernel lists sets by the slot each took, and
+  // hands a new set the lowest free one, so `ipset list` shows them as before.
   for (const [stage, lines] of [[1, before], [3, [...after, ...destroys]]] as const) {
-    const task = script(lines);
+    const task = script(lines, stage === 3);
     if (task) out[stage]!.push(task);
   }
   const accounting = script(counting);
@@ -452,7 +456,7 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
     const likely = guessed.length > 0
       ? `\niptables-legacy refuses a table whole and names no rule; this round wrote rules of rules.dir only (${guessed.join(', ')}): one of them (the kernel's reason is in dmesg)`
       : '';
-    throw new ApplyError(`${describeStep(failed)} failed: ${explain(failed, error)}${likely}\n(${rolled})`, failed, rollbackErrors.length === 0, rollbackErrors,
+    throw new ApplyError(`${describeStep(failed)} failed: ${explain(failed, error, backend)}${likely}\n(${rolled})`, failed, rollbackErrors.length === 0, rollbackErrors,
       failedLine, userChain);
   }
   observer.forwarding?.();
@@ -461,7 +465,7 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
   if (filled?.status === 'rejected') {
     const { failed, error } = unpack(filled.reason, accounting!.step);
     const what = failed.kind === 'set-update' ? `writing the members of ipset ${failed.set}` : describeStep(failed);
-    throw new AccountingError(`${what} failed: ${explain(failed, error)}\n(the rules, addresses and ip_forward are in place and stay; `
+    throw new AccountingError(`${what} failed: ${explain(failed, error, backend)}\n(the rules, addresses and ip_forward are in place and stay; `
       + 'only the per-VLAN-pair counting is incomplete, until the next pass writes the missing members)', failed);
   }
 }
