@@ -6,7 +6,7 @@ import { CommandError } from '../exec/runner.js';
 import { LabError, LabInputError } from '../lab/topology.js';
 import { BackendError } from '../observe/read.js';
 import { PlanError } from '../plan/check.js';
-import { ForeignSetError } from '../plan/diff.js';
+import { ForeignSetError, InUseError } from '../plan/diff.js';
 import { TemplateError } from '../template/render.js';
 
 export const EXIT = { ok: 0, failure: 1, invalid: 2 } as const;
@@ -35,7 +35,7 @@ export function describeError(error: unknown): string {
     const hint = privilegeHint(error.stderr);
     return hint ? `${error.message}; ${hint}` : error.message;
   }
-  if (error instanceof ForeignSetError) return `nothing was applied: ${error.message}`;
+  if (error instanceof ForeignSetError || error instanceof InUseError) return `nothing was applied: ${error.message}`;
   if (error instanceof BackendError || error instanceof UsageError || error instanceof FailureError || error instanceof LabError) return error.message;
   return (error as Error)?.stack ?? String(error);
 }

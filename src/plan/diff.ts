@@ -16,6 +16,16 @@ export class ForeignSetError extends Error {
   override readonly name = 'ForeignSetError';
 }
 
+/**
+ * A chain or set of ours that the plan removes, but that a rule of someone else's still refers to (a chain of
+ * their own that jumps to one of ours, a `-m set --match-set VGW-…` in FORWARD): the kernel refuses to delete it
+ * ("Device or resource busy", "in use by a kernel component"), naming neither the rule nor its chain, and the
+ * whole round is rolled back. It is said here, before anything is written, with the rule to delete.
+ */
+export class InUseError extends Error {
+  override readonly name = 'InUseError';
+}
+
 interface TableDiff {
   readonly step?: Extract<Step, { kind: 'table' }>;
 }
@@ -315,9 +325,47 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
       steps.push(sysctlStep(facts, key, value));
     }
   }
+  const inUse = referencesToRemoved(steps, facts);
+  if (inUse.length > 0) throw new InUseError(inUse.join('\n'));
   const warnings = [...warningsOf(facts), ...uplinkOverlapWarnings(desired.uplink, desired.vlans)];
   return {
     desired, steps, forwardingWasOff: forwardingWasOff && desired.jumps.length > 0, ...(warnings.length > 0 ? { warnings } : {}),
     backend: { name: facts.backend, ...(facts.backendWhy ? { why: facts.backendWhy } : {}) },
   };
+}
+
+/** `--match-set NAME`, and the SET target's `--add-set` / `--del-set` / `--map-set NAME`. */
+const SET_REFERENCE = /(?:^| )--(?:match|add|del|map)-set (\S+)/g;
+
+/**
+ * The rules outside our chains that refer to a chain or set the plan removes, one problem each. Our jumps in the
+ * built-in chains (and anyone's jump to a chain of ours there, which the plan removes too) are not among them.
+ * Only when something is removed: a pass that removes nothing reads no rule here.
+ */
+function referencesToRemoved(steps: readonly Step[], facts: Facts): string[] {
+  const sets = new Set(steps.flatMap((s) => (s.kind === 'set-destroy' ? [s.set] : [])));
+  const problems: string[] = [];
+  for (const table of TABLES) {
+    const step = steps.find((s): s is Extract<Step, { kind: 'table' }> => s.kind === 'table' && s.table === table);
+    const chains = new Set(step?.chains.filter((c) => c.change === 'delete').map((c) => c.chain) ?? []);
+    if (chains.size === 0 && sets.size === 0) continue;
+    const removed = new Set(step?.jumps.filter((j) => j.change === 'remove').map((j) => `${j.hook} ${j.body}`) ?? []);
+    for (const [chain, rules] of facts.tables[table].rules) {
+      if (chain.startsWith(OUR_PREFIX)) continue;
+      for (const rule of rules) {
+        if (removed.has(`${chain} ${rule.body}`)) continue;
+        const target = verdictOf(rule.body);
+        const what = target !== undefined && chains.has(target) ? [`chain ${target}`] : [];
+        if (sets.size > 0 && rule.body.includes('-set ')) {
+          for (const m of rule.body.matchAll(SET_REFERENCE)) if (sets.has(m[1]!)) what.push(`ipset ${m[1]!}`);
+        }
+        for (const thing of what) {
+          problems.push(`${thing} is to be removed, but a rule that is not the gateway's refers to it (${table} table, chain ${chain}), `
+            + `and the kernel keeps what a rule refers to: delete that rule (iptables-${facts.backend} -t ${table} -D ${chain} ${rule.body}) `
+            + 'or point it elsewhere, and run again');
+        }
+      }
+    }
+  }
+  return problems;
 }

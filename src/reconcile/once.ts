@@ -5,7 +5,7 @@ import type { CommandRunner } from '../exec/runner.js';
 import type { Backend, Facts, KnownSets, KnownTables } from '../observe/facts.js';
 import { readFactsStaged, readTablesAgain } from '../observe/read.js';
 import { planDesired, planEmpty, type Templates } from '../plan/desired.js';
-import { diff, memberSetOf } from '../plan/diff.js';
+import { diff, InUseError, memberSetOf } from '../plan/diff.js';
 import type { Desired, Plan } from '../plan/types.js';
 
 export type Mode = 'up' | 'down';
@@ -71,7 +71,17 @@ export async function reconcileOnce(
   }
   let facts = await reading.facts;
   ipsetSeen = facts.sets !== undefined;
-  let plan = planFor(config, facts, templates, mode, options.memory, (desired) => options.onDesired?.(facts, desired));
+  const planNow = () => planFor(config, facts, templates, mode, options.memory, (desired) => options.onDesired?.(facts, desired));
+  let plan: Plan;
+  try {
+    plan = planNow();
+  } catch (error) {
+    if (!known || !(error instanceof InUseError)) throw error;
+    // The rule that refers to a chain or set it removes was seen by an earlier read: the stats collector checks our
+    // chains, not the rest, so it may have been deleted since. Read the tables, and plan again.
+    facts = { ...facts, ...(await readTablesAgain(runner, known.backend)) };
+    plan = planNow();
+  }
   if (!options.dryRun && plan.steps.length > 0) {
     await options.beforeWrite?.(facts, plan);
     try {
@@ -81,7 +91,7 @@ export async function reconcileOnce(
       // Planned from remembered tables that had changed since the stats collector's last reading (which its next
       // one would report): a restore refused the plan, and everything was rolled back. Read them, and go again.
       facts = { ...facts, ...(await readTablesAgain(runner, known.backend)) };
-      plan = planFor(config, facts, templates, mode, options.memory, (desired) => options.onDesired?.(facts, desired));
+      plan = planNow();
       if (plan.steps.length > 0) await applyPlan(runner, facts.backend, plan, options.observer);
     }
   }

@@ -19,12 +19,16 @@ const name = uniqueLabName('o');
 
 type File = { path: string; config: Config };
 let example: File;
+let withoutOffice: File; // the example without VLAN 10 (office) and its port forward
 let lab: LabTopology;
 
 test.before(async () => {
   if (!isRoot()) return;
   const doc = await exampleDocument();
   example = await writeConfig('example', doc);
+  withoutOffice = await writeConfig('without-office', {
+    ...doc, vlans: (doc.vlans as Array<{ name: string }>).filter((v) => v.name !== 'office'), portForwards: [],
+  });
   lab = await buildLab(example.config, name);
 });
 
@@ -34,10 +38,56 @@ tearDownAlways('remove the lab and the scratch configs', async () => {
   await removeScratch();
 });
 
-const run = (command: 'apply' | 'down', file: File) => cli(command, '--netns', lab.router, '--config', file.path);
+const run = (command: 'apply' | 'plan' | 'down', file: File) => cli(command, '--netns', lab.router, '--config', file.path);
 
 /** Runs `iptables-<backend> ARGS…` in the router's namespace. */
 const iptables = (backend: 'nft' | 'legacy', ...args: string[]) => inNs(lab.router, `iptables-${backend}`, ...args);
+
+// The kernel refuses to delete a chain a rule jumps to, and to destroy a set a rule matches. Before, the apply wrote
+// and rolled back the whole round, saying "CHAIN_DEL failed (Device or resource busy): chain VGW-FROM-10" or "Set
+// cannot be destroyed: it is in use by a kernel component", which named neither the rule nor where it was; plan
+// showed nothing wrong, and down failed the same way.
+kernel(`a chain of someone's that jumps to one of ours, and a rule matching one of our sets: apply, plan and down name each rule and change nothing${NEEDS_ROOT}`, async (t) => {
+  t.is((await run('apply', example)).code, 0);
+  await iptables('nft', '-N', 'MINE');
+  await iptables('nft', '-A', 'MINE', '-i', 'eth2', '-m', 'comment', '--comment', 'office hosts', '-j', 'VGW-FROM-10');
+  await iptables('nft', '-A', 'FORWARD', '-j', 'MINE');
+  await iptables('nft', '-t', 'nat', '-A', 'POSTROUTING', '-m', 'set', '--match-set', 'VGW-SUBNET-NICS', 'src,src', '-j', 'RETURN');
+  const chainInUse = 'chain VGW-FROM-10 is to be removed, but a rule that is not the gateway\'s refers to it (filter table, chain MINE), and the kernel '
+    + 'keeps what a rule refers to: delete that rule (iptables-nft -t filter -D MINE -i eth2 -m comment --comment "office hosts" -j VGW-FROM-10) '
+    + 'or point it elsewhere, and run again';
+  const setInUse = 'ipset VGW-SUBNET-NICS is to be removed, but a rule that is not the gateway\'s refers to it (nat table, chain POSTROUTING), and the '
+    + 'kernel keeps what a rule refers to: delete that rule (iptables-nft -t nat -D POSTROUTING -m set --match-set VGW-SUBNET-NICS src,src -j RETURN) '
+    + 'or point it elsewhere, and run again';
+  try {
+    const before = await settledState(lab.router);
+    for (const command of ['apply', 'plan'] as const) {
+      const result = await run(command, withoutOffice);
+      t.is(result.code, 1, `${command}: ${result.stdout}`);
+      t.is(result.stderr, `vlan-gateway: nothing was applied: ${chainInUse}`, command);
+    }
+    const down = await run('down', example);
+    t.is(down.code, 1, down.stdout);
+    t.is(down.stderr, `vlan-gateway: nothing was applied: ${chainInUse}\n${setInUse}`);
+    t.deepEqual(await readState(lab.router, true), before, 'nothing written: rules with their counters, addresses, sets, ip_forward');
+
+    // With the rules gone as the messages say, the same commands go through.
+    await iptables('nft', '-D', 'MINE', '-i', 'eth2', '-m', 'comment', '--comment', 'office hosts', '-j', 'VGW-FROM-10');
+    t.is((await run('apply', withoutOffice)).code, 0);
+    await iptables('nft', '-t', 'nat', '-D', 'POSTROUTING', '-m', 'set', '--match-set', 'VGW-SUBNET-NICS', 'src,src', '-j', 'RETURN');
+    const after = await run('down', example);
+    t.is(after.code, 0, after.stderr);
+    t.notRegex((await readState(lab.router)).nft, /VGW-/);
+    t.is(await inNs(lab.router, 'ipset', 'list', '-n'), '');
+  } finally {
+    const undo = (...args: string[]) => iptables('nft', ...args).catch(() => undefined); // already gone where the test got that far
+    await undo('-t', 'nat', '-D', 'POSTROUTING', '-m', 'set', '--match-set', 'VGW-SUBNET-NICS', 'src,src', '-j', 'RETURN');
+    await undo('-F', 'MINE');
+    await undo('-D', 'FORWARD', '-j', 'MINE');
+    await undo('-X', 'MINE');
+    await run('down', example);
+  }
+});
 
 // A rule of the other backend is not in the tables the plan is made from: the set's destroy fails after the tables
 // were written. The message said only "in use by a kernel component"; and the rollback made the sets again in

@@ -14,7 +14,7 @@ import { parseSave, tableOf } from '../../src/observe/parse-save.js';
 import { tablesAfter } from '../../src/plan/after.js';
 import { OUR_ADDRESS_METRIC } from '../../src/plan/chains.js';
 import { planDesired, planEmpty, type Templates } from '../../src/plan/desired.js';
-import { diff, ForeignSetError, tablesInSync } from '../../src/plan/diff.js';
+import { diff, ForeignSetError, InUseError, tablesInSync } from '../../src/plan/diff.js';
 import { formatPlan } from '../../src/plan/format.js';
 import { syntheticFacts } from '../../src/plan/synthetic.js';
 import type { Desired, Plan, Step } from '../../src/plan/types.js';
@@ -661,6 +661,35 @@ test('a set of our name the gateway did not make (another type, or no counters) 
   t.throws(() => diff(desired, withSet({ type: 'hash:net', noCounters: true })), { instanceOf: ForeignSetError, message: /exists as hash:net without counters/ });
   t.throws(() => diff(desired, withSet({ type: 'hash:net', family: 'inet6' })), { instanceOf: ForeignSetError, message: /exists as hash:net family inet6, not as/ });
   t.notThrows(() => diff(desired, withSet({ type: 'hash:net' })), 'ours: its members are planned');
+});
+
+// The kernel refuses to delete a chain a rule jumps to ("CHAIN_DEL failed (Device or resource busy)") and to destroy a
+// set a rule matches ("in use by a kernel component"), naming neither rule: the whole round was written and rolled
+// back, and plan showed nothing wrong. The rule is in the tables the plan is made from: it is named before anything
+// is written, with the command that deletes it.
+test('a chain or set the plan removes that a rule of someone else\'s still refers to stops the plan, naming the rule and how to delete it', (t) => {
+  const save = inSyncSave(desiredOf(labWithRules))
+    .replace(':FORWARD ACCEPT [0:0]\n', ':FORWARD ACCEPT [0:0]\n:MINE - [0:0]\n')
+    .replace('COMMIT\n*nat', [
+      '[0:0] -A FORWARD -j MINE',
+      '[0:0] -A MINE -s 192.168.20.7/32 -m comment --comment "lab host" -j VGW-P-20-10',
+      '[0:0] -A FORWARD -i eth2 -j VGW-P-20-10', // a jump of someone's from a built-in chain: removed with the chain
+      'COMMIT\n*nat'].join('\n'));
+  t.throws(() => planOf(lab, save), {
+    instanceOf: InUseError,
+    message: 'chain VGW-P-20-10 is to be removed, but a rule that is not the gateway\'s refers to it (filter table, chain MINE), and the kernel keeps '
+      + 'what a rule refers to: delete that rule (iptables-nft -t filter -D MINE -s 192.168.20.7/32 -m comment --comment "lab host" -j VGW-P-20-10) '
+      + 'or point it elsewhere, and run again',
+  });
+  t.notThrows(() => planOf(labWithRules, save), 'the chain stays: nothing to refuse');
+
+  const facts = factsWith(lab, inSyncSave(desiredOf(lab)).replace('COMMIT\n*nat', '[0:0] -A FORWARD -m set ! --match-set VGW-SUBNETS src -j DROP\nCOMMIT\n*nat'));
+  const withSets = { ...facts, sets: new Map([['VGW-SUBNETS', { type: 'hash:net', members: new Set(['192.168.10.0/24']) }]]) };
+  t.throws(() => diff(planEmpty(lab, withSets), withSets), {
+    instanceOf: InUseError,
+    message: 'ipset VGW-SUBNETS is to be removed, but a rule that is not the gateway\'s refers to it (filter table, chain FORWARD), and the kernel keeps '
+      + 'what a rule refers to: delete that rule (iptables-nft -t filter -D FORWARD -m set ! --match-set VGW-SUBNETS src -j DROP) or point it elsewhere, and run again',
+  });
 });
 
 // Validation cannot see it (the uplink's network is the NIC's): a VLAN inside it took those addresses from the

@@ -768,6 +768,28 @@ test('known tables that changed behind the supervisor\'s back: the restore refus
   t.deepEqual(check.plan.steps, []);
 });
 
+// The collector checks our chains and jumps, not anyone else's: a rule of someone's that referred to a chain of ours
+// when the tables were last read may be gone since. Planned from what was known, the pass refused to remove the chain
+// (naming a rule that no longer existed) and failed; now it reads the tables and goes on.
+test('known tables in which a chain of someone\'s jumps to a chain of ours it removes: the pass reads them again, and the rule is gone since', async (t) => {
+  const r = rig(t, { knownTablesMaxAgeMs: 60_000 }, withRule);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  await r.ns.run(['iptables-nft-restore', '--noflush'], { input: '*filter\n:MINE - [0:0]\n-A MINE -s 10.9.9.9/32 -j VGW-P-20-10\nCOMMIT\n' });
+  r.supervisor.trigger('schedule');
+  await settle(r, 2); // reads the tables, the rule of someone's in them
+  await collectorOf(r).collect();
+  await r.ns.run(['iptables-nft-restore', '--noflush'], { input: '*filter\n-D MINE -s 10.9.9.9/32 -j VGW-P-20-10\nCOMMIT\n' });
+  await collectorOf(r).collect(); // our chains as planned: it still vouches for the tables
+
+  r.ns.history.length = 0;
+  r.supervisor.replaceConfig(state(lab, 'v2')); // drops the rule, and with it the pair chain
+  await settle(r, 3);
+  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success', tables: 'read' });
+  t.deepEqual(r.ns.history.filter((c) => /^iptables-nft-(save|restore)/.test(c)), ['iptables-nft-save -c', 'iptables-nft-restore --noflush --wait=10']);
+  t.notRegex(r.ns.save(), /VGW-P-20-10/);
+});
+
 test('the known tables are used only while the collector found them as planned recently', async (t) => {
   const r = rig(t, { knownTablesMaxAgeMs: 5000, fakeClock: true });
   await toKnownTables(r, collectorOf(r));
