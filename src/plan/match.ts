@@ -150,6 +150,12 @@ export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBi
       pinned.set(i, nic);
     }
   });
+  const vlanSubnets = config.vlans.map((v) => parseCidr(v.subnet)!);
+  /** Whether the NIC holds an address in the subnet of a VLAN other than vlans[index]. */
+  const inOtherVlan = (l: Link, index: number) => l.addresses.some((a) => {
+    const address = parseAddress(a.address);
+    return address !== undefined && vlanSubnets.some((s, j) => j !== index && contains(s, address));
+  });
   const uplinkName = uplink.nic?.name;
   const owner = (name: string) => (name === uplinkName ? 'the uplink' : taken.get(name));
   const bindings = config.vlans.map((vlan, i): VlanBinding => {
@@ -165,9 +171,16 @@ export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBi
     const subnet = parseCidr(vlan.subnet)!;
     const candidates = (bySubnet.get(`${subnet.prefix}/${networkOf(subnet)}`) ?? []).filter((l) => !taken.has(l.name));
     if (candidates.length === 0) return { vlan, note: waitingNote(vlan.subnet, subnet, all, owner) };
-    // Prefer the NIC that already holds the gateway address (ours from a previous apply), else the oldest.
-    const nic = candidates.find((l) => l.addresses.some((a) => a.address === vlan.gateway))
-      ?? [...candidates].sort((a, b) => a.index - b.index)[0]!;
+    // Prefer the NIC that holds the gateway address as ours (a previous apply put it there); then, of those with no
+    // address in another VLAN's subnet, one holding the gateway address, else the first; then the oldest. An address
+    // someone added by hand on another VLAN's NIC (the write-up's `ifconfig eth1 192.168.10.1`, after Docker named
+    // the NICs in another order) does not take that NIC: the other VLAN would wait, its gateway address removed,
+    // and this VLAN's hosts be dropped as forged.
+    const holdsGateway = (l: Link, ours: boolean) => l.addresses.some((a) => a.address === vlan.gateway && (!ours || a.metric === OUR_ADDRESS_METRIC));
+    const own = candidates.length === 1 ? candidates : candidates.filter((l) => !inOtherVlan(l, i));
+    const nic = candidates.length === 1 ? candidates[0]!
+      : candidates.find((l) => holdsGateway(l, true)) ?? own.find((l) => holdsGateway(l, false)) ?? own[0]
+        ?? [...candidates].sort((a, b) => a.index - b.index)[0]!;
     taken.set(nic.name, `${vlan.name}'s`);
     const note = candidates.length > 1
       ? `${candidates.length} NICs have addresses in ${vlan.subnet} (${candidates.map((c) => c.name).join(', ')}); using ${nic.name}`

@@ -1,7 +1,8 @@
 /**
  * Kernel tier: odd but realistic states a Docker host leaves in the gateway's namespace, and what apply, plan, down
  * and the supervisor make of them. Rules of someone else's that refer to the gateway's chains or sets (a chain of
- * theirs jumping to one of ours, a `-m set --match-set VGW-…`, in the same rule set or in the other backend).
+ * theirs jumping to one of ours, a `-m set --match-set VGW-…`, in the same rule set or in the other backend); a VLAN's
+ * gateway address added by hand on another VLAN's NIC.
  *
  * One lab (the write-up's example), built by the product's lab builder; the CLI runs as a subprocess.
  */
@@ -9,6 +10,7 @@ import test from 'ava';
 import type { Config } from '../../src/config/schema.js';
 import { labDown, type LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import { ping } from '../helpers/supervisor.js';
 import { tearDownAlways } from '../helpers/teardown.js';
 import {
   buildLab, cli, exampleDocument, inNs, readState, removeScratch, runner, setsInOrder, settledState, writeConfig,
@@ -108,6 +110,35 @@ kernel(`a rule in iptables-legacy matching one of our sets (ours in nft): down s
       'rules with their counters, addresses, the sets in their order with their members, ip_forward');
   } finally {
     await iptables('legacy', '-D', 'FORWARD', '-m', 'set', '--match-set', 'VGW-SUBNETS', 'src', '-j', 'ACCEPT');
+    await run('down', example);
+  }
+});
+
+// The write-up's recipe is `ifconfig eth1 192.168.10.1`; after Docker named the NICs in another order, that puts the
+// office gateway address on lab's NIC. The gateway preferred any NIC holding a VLAN's gateway address: it took lab's
+// NIC for office, lab waited with its gateway address removed, and office's hosts (still on their own NIC) were
+// dropped as forged. Both VLANs were cut off.
+kernel(`a VLAN's gateway address added by hand on another VLAN's NIC does not move the VLAN there: both keep their NICs and route${NEEDS_ROOT}`, async (t) => {
+  const [office, labVlan] = [lab.vlans.find((v) => v.name === 'office')!, lab.vlans.find((v) => v.name === 'lab')!];
+  const stray = `${office.gateway}/${office.prefix}`;
+  await inNs(lab.router, 'ip', 'addr', 'add', stray, 'dev', labVlan.routerInterface);
+  try {
+    const applied = await run('apply', example);
+    t.is(applied.code, 0, applied.stderr);
+    const nics = `vlan office (id 10, 192.168.10.0/24): on ${office.routerInterface} (2 NICs have addresses in 192.168.10.0/24 `
+      + `(${[office.routerInterface, labVlan.routerInterface].sort().join(', ')}); using ${office.routerInterface})\n`
+      + `vlan lab (id 20, 192.168.20.0/24): on ${labVlan.routerInterface}\n`;
+    t.true(applied.stdout.startsWith(nics), applied.stdout);
+    t.regex(await inNs(lab.router, 'ip', '-4', '-o', 'addr', 'show', 'dev', labVlan.routerInterface), new RegExp(` ${labVlan.gateway.replaceAll('.', '\\.')}/24 .*metric 7010`),
+      'lab keeps its gateway address');
+    const plan = await cli('plan', '--detailed-exitcode', '--netns', lab.router, '--config', example.path);
+    t.is(plan.code, 0, plan.stdout);
+    for (const [from, to] of [[office, labVlan], [labVlan, office]] as const) {
+      const result = await ping(from.client.namespace, to.client.address);
+      t.is(result.received, 1, `${from.name} → ${to.name}: ${result.output}`);
+    }
+  } finally {
+    await inNs(lab.router, 'ip', 'addr', 'del', stray, 'dev', labVlan.routerInterface);
     await run('down', example);
   }
 });

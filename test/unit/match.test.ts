@@ -94,6 +94,21 @@ vlans:
   t.deepEqual(bound(c, facts(undefined, withOurs)), waiting);
 });
 
+test('a VLAN\'s gateway address added by hand on another VLAN\'s NIC does not take that NIC; one of ours (by its metric) is where the VLAN stays', (t) => {
+  const c = config('uplink: {gateway: 172.18.0.1}\n');
+  const add = (links: Link[], name: string, address: { address: string; prefix: number; metric?: number }) =>
+    links.map((l) => (l.name === name ? { ...l, addresses: [...l.addresses, address] } : l));
+  // The write-up's `ifconfig eth1 192.168.10.1` on lab's NIC: office stays on its own, lab keeps its NIC.
+  const stray = add(LINKS, 'eth1', { address: '192.168.10.1', prefix: 24 });
+  t.deepEqual(bound(c, facts(undefined, stray)), [['office', 'eth0'], ['lab', 'eth1']]);
+  t.deepEqual(bound(c, facts(undefined, add(stray, 'eth0', { address: '192.168.10.1', prefix: 24, metric: 7010 }))), [['office', 'eth0'], ['lab', 'eth1']]);
+  // Two NICs in office's subnet alone: the one holding the gateway address is office's, not the oldest.
+  const twice = [...LINKS, link(6, 'eth4', '192.168.10.3/24')];
+  t.deepEqual(bound(c, facts(undefined, twice))[0], ['office', 'eth0']);
+  t.deepEqual(bound(c, facts(undefined, add(twice, 'eth4', { address: '192.168.10.1', prefix: 24 })))[0], ['office', 'eth4'], 'one added by hand there');
+  t.deepEqual(bound(c, facts(undefined, add(twice, 'eth4', { address: '192.168.10.1', prefix: 24, metric: 7010 })))[0], ['office', 'eth4']);
+});
+
 test('a VLAN pinned to the uplink\'s NIC, or found on it, waits and says the NIC is the uplink', (t) => {
   const pinned = parseConfigText(`uplink: {gateway: 172.18.0.1}
 vlans:
