@@ -5,10 +5,11 @@
  */
 import { CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend } from '../observe/facts.js';
+import { parseIpsetReferences } from '../observe/parse-ipset.js';
 import { restoreCommand } from '../observe/read.js';
 import { IP_FORWARD, OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO, setMemberAdmits, USER_PREFIX } from '../plan/chains.js';
 import type { ChainChange, Plan, Step } from '../plan/types.js';
-import { privilegeHint, setInUseHint, sysctlHint } from './hints.js';
+import { privilegeHint, setInUseAdvice, setInUseHint, sysctlHint } from './hints.js';
 
 export interface ApplyObserver {
   restore?(table: string, ok: boolean): void;
@@ -125,10 +126,9 @@ async function runSysctl(runner: CommandRunner, step: SysctlStep): Promise<Undo 
 /** One line of an `ipset restore` script, how to undo it, and the step it belongs to. */
 type SetLine = { line: string; undo?: string; step: Step };
 
-async function runSetScript(runner: CommandRunner, lines: readonly SetLine[], undoInOrder = false): Promise<Undo> {
+async function runSetScript(runner: CommandRunner, lines: readonly SetLine[]): Promise<Undo> {
   const undoFor = (done: typeof lines): Undo => {
-    const undo = done.map((l) => l.undo).filter((l): l is string => l !== undefined);
-    if (!undoInOrder) undo.reverse();
+    const undo = done.map((l) => l.undo).filter((l): l is string => l !== undefined).reverse();
     return () => (undo.length > 0 ? runner.run(['ipset', 'restore'], { input: `${undo.join('\n')}\n` }) : Promise.resolve());
   };
   try {
@@ -143,6 +143,27 @@ async function runSetScript(runner: CommandRunner, lines: readonly SetLine[], un
     throw new StepFailed(lines[failing]!.step, error, failing > 0);
   }
   return undoFor(lines);
+}
+
+/**
+ * Before sets are destroyed (after the tables stopped using them): one still referenced is refused here, before any
+ * is destroyed. A destroyed set is made again by the rollback with its members but not their counters (the
+ * per-pair accounting would start again from zero); the kernel's refusal would come only after the sets before it
+ * in the script were gone. A rule of someone else's in the tables the plan read was named by the planner already
+ * (InUseError); this one is in the other backend, or in another table.
+ */
+async function refuseSetsInUse(runner: CommandRunner, backend: Backend, lines: readonly SetLine[]): Promise<void> {
+  const result = await runner.run(['ipset', 'list', '-t'], { allowFailure: true });
+  if (result.exitCode !== 0) return; // the destroy says what is wrong, as before
+  const referencesOf = parseIpsetReferences(result.stdout);
+  for (const line of lines) {
+    if (line.step.kind !== 'set-destroy') continue;
+    const references = referencesOf.get(line.step.set) ?? 0;
+    if (references > 0) {
+      throw new StepFailed(line.step, new Error(`ipset ${line.step.set} is still in use (${references} reference${references === 1 ? '' : 's'}) once the `
+        + `gateway's rules no longer use it, and the kernel keeps a set in use; ${setInUseAdvice(line.step.set, backend)}`));
+    }
+  }
 }
 
 /**
@@ -297,7 +318,8 @@ function forwardingMayBeOn(steps: readonly Step[]): boolean {
  *      forwarding stays off until stage 5, so the batch need not hold up the tables);
  *   3. one `ipset restore`: the members that let more packets on in a set the rules in force already match on (a NIC
  *      added to VGW-NICS-n, say: the rules before this apply's would accept towards it without the branch to its
- *      pairs' rules), then the sets no longer wanted (after the tables stopped referring to them);
+ *      pairs' rules), then the sets no longer wanted (after the tables stopped referring to them; refused first,
+ *      before any line, if one is still in use: refuseSetsInUse);
  *   4. (see below);
  *   5. the other sysctls (ip_forward=1 only once the FORWARD policy is in place).
  * Beside them, `accounting`: the accounting sets' other members, one `ipset restore` started with stage 2 (their
@@ -365,13 +387,18 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
         break; // address steps: the batch above
     }
   });
-  const script = (lines: readonly SetLine[], undoInOrder = false): Task | undefined =>
-    (lines.length > 0 ? { step: lines[0]!.step, run: () => runSetScript(runner, lines, undoInOrder) } : undefined);
-  // Sets destroyed are made again in the order they were made in: the kernel lists sets by the slot each took, and
-  // hands a new set the lowest free one, so `ipset list` shows them as before.
-  for (const [stage, lines] of [[1, before], [3, [...after, ...destroys]]] as const) {
-    const task = script(lines, stage === 3);
-    if (task) out[stage]!.push(task);
+  const script = (lines: readonly SetLine[]): Task | undefined => (lines.length > 0 ? { step: lines[0]!.step, run: () => runSetScript(runner, lines) } : undefined);
+  const create = script(before);
+  if (create) out[1]!.push(create);
+  const later = [...after, ...destroys];
+  if (later.length > 0) {
+    out[3]!.push({
+      step: later[0]!.step,
+      run: async () => {
+        if (destroys.length > 0) await refuseSetsInUse(runner, backend, destroys);
+        return runSetScript(runner, later);
+      },
+    });
   }
   const accounting = script(counting);
   return { stages: out, ...(accounting ? { accounting } : {}) };

@@ -21,11 +21,14 @@ export function sysctlHint(key: string, value: string, stderr: string): string |
  * writing when that rule is in the tables it read (InUseError); one it cannot see is in the other iptables
  * backend, or in a table the gateway does not write.
  */
-export function setInUseHint(set: string, backend: 'nft' | 'legacy', stderr: string): string | undefined {
-  if (!/in use by a kernel component/.test(stderr)) return undefined;
+export function setInUseAdvice(set: string, backend: 'nft' | 'legacy'): string {
   const other = backend === 'nft' ? 'legacy' : 'nft';
   return `a rule outside the gateway's chains still refers to it: in iptables-${other} (iptables-${other}-save | grep -w ${set}), `
     + `or in a table the gateway does not write (iptables-${backend}-save -t mangle, -t raw); delete that rule and run again`;
+}
+
+export function setInUseHint(set: string, backend: 'nft' | 'legacy', stderr: string): string | undefined {
+  return /in use by a kernel component/.test(stderr) ? setInUseAdvice(set, backend) : undefined;
 }
 
 const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';

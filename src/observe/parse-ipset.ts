@@ -67,3 +67,17 @@ export function parseIpsetHeaders(text: string): Map<string, SetHeader> {
   }
   return sets;
 }
+
+/** From `ipset list -t`: how many rules (or sets) of the kernel's use each of our sets ("References"). */
+export function parseIpsetReferences(text: string): Map<string, number> {
+  const references = new Map<string, number>();
+  let name: string | undefined;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('Name: ')) name = line.slice('Name: '.length).trim();
+    else if (line.startsWith('References: ') && name?.startsWith('VGW-')) {
+      const n = Number(line.slice('References: '.length).trim());
+      if (Number.isInteger(n)) references.set(name, n);
+    }
+  }
+  return references;
+}

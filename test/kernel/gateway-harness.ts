@@ -165,15 +165,6 @@ export async function settledState(ns: string, timeoutMs = 5000): Promise<Namesp
   }
 }
 
-/**
- * `ipset save` of sets a rollback made again, to compare with what it was: each set in its place, its members
- * sorted (a new set lists them in the order of its own hash), without the hash's random seed (`initval`).
- */
-export const setsInOrder = (save: string): string[][] => save.split(/^(?=create )/m).map((block) => {
-  const [create = '', ...members] = block.trim().split('\n');
-  return [create.replace(/ initval 0x[0-9a-f]+/, ''), ...members.sort()];
-});
-
 /** What `iptables-nft-save` prints for a filter table that iptables-nft created and that holds nothing. */
 export const EMPTY_NFT_FILTER = ['*filter', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', 'COMMIT'].join('\n');
 

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { parseIpsetHeaders, parseIpsetSave } from '../../src/observe/parse-ipset.js';
+import { parseIpsetHeaders, parseIpsetReferences, parseIpsetSave } from '../../src/observe/parse-ipset.js';
 
 // As ipset 7.17 prints `ipset list -t` (a set of ours, one that is not, and one of ours with no members).
 const HEADERS = `Name: VGW-PAIRS-0
@@ -34,6 +34,11 @@ test('parseIpsetHeaders: our sets (VGW-*) with their type and number of members;
   ]);
   t.deepEqual([...parseIpsetHeaders('')], [], 'no sets at all');
   t.deepEqual([...parseIpsetHeaders('Name: VGW-X\nType: hash:ip\n')], [], 'a block without its count is not taken as empty');
+});
+
+test('parseIpsetReferences: how many rules use each of our sets (what a destroy would be refused for); others left out', (t) => {
+  t.deepEqual([...parseIpsetReferences(HEADERS)], [['VGW-PAIRS-0', 97], ['VGW-NICS-0', 96]]);
+  t.deepEqual([...parseIpsetReferences('')], []);
 });
 
 test('parseIpsetSave: our sets with their type and members (counters dropped), others left out', (t) => {
