@@ -4,13 +4,12 @@
  */
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/schema.js';
-import { accessCheck, type AccessCheck } from '../http/access.js';
+import { accessCheck, routedBehind, type AccessCheck } from '../http/access.js';
 import { HttpServer } from '../http/server.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
-import type { Link } from '../observe/facts.js';
 import { statusDocument, type ReloadState } from '../reconcile/status.js';
-import type { Supervisor } from '../reconcile/supervisor.js';
+import type { Supervisor, SupervisorView } from '../reconcile/supervisor.js';
 import { FailureError } from './errors.js';
 import type { InstanceLock } from './instance-lock.js';
 import type { RunSettings } from './run-options.js';
@@ -22,7 +21,7 @@ export function endpoints(supervisor: Supervisor, reload: ReloadState, metrics: 
     health: () => supervisor.health(),
     ready: () => supervisor.ready,
     status: () => statusDocument(supervisor, reload, version),
-    refuse: refusals(() => supervisor.config.config, () => supervisor.view?.links, metrics, log),
+    refuse: refusals(() => supervisor.config.config, () => supervisor.view, metrics, log),
   });
 }
 
@@ -45,19 +44,30 @@ export async function serveEndpoints(http: HttpServer, settings: RunSettings, lo
  * http.allowFrom or the VLANs applies at once), counted per VLAN, and each logged at most once per client per
  * 30 s: a Prometheus on a VLAN scraping every 15 s, or hosts taking turns, cannot flood the log.
  */
-function refusals(running: () => Config, links: () => readonly Link[] | undefined, metrics: Metrics, log: Logger): (remote: string) => string | undefined {
+function refusals(running: () => Config, view: () => SupervisorView | undefined, metrics: Metrics, log: Logger): (remote: string) => string | undefined {
   let access: { config: Config; check: AccessCheck } | undefined;
-  // The gateway's own addresses, as the last pass left its NICs: made again only when they change.
-  let own: { links: readonly Link[] | undefined; addresses: Set<string> } = { links: undefined, addresses: new Set() };
-  const isOwn = (address: string) => {
-    const now = links();
-    if (own.links !== now) own = { links: now, addresses: new Set((now ?? []).flatMap((l) => l.addresses.map((a) => a.address))) };
-    return own.addresses.has(address);
+  // The gateway's own addresses and routes, as the last pass left its NICs: made again only when they change.
+  let known: { view: SupervisorView | undefined; addresses: Set<string>; behind: (address: number) => string | undefined } = {
+    view: undefined, addresses: new Set(), behind: () => undefined,
   };
+  const current = () => {
+    const now = view();
+    if (known.view !== now) {
+      const vlanOfNic = new Map((now?.vlans ?? []).flatMap((b) => (b.nic ? [[b.nic.name, b.vlan.name] as const] : [])));
+      known = {
+        view: now,
+        addresses: new Set((now?.links ?? []).flatMap((l) => l.addresses.map((a) => a.address))),
+        behind: routedBehind(now?.routes ?? [], vlanOfNic),
+      };
+    }
+    return known;
+  };
+  const isOwn = (address: string) => current().addresses.has(address);
+  const behind = (address: number) => current().behind(address);
   const refusedAt = new Map<string, number>();
   return (remote) => {
     const config = running();
-    if (access?.config !== config) access = { config, check: accessCheck(config, isOwn) };
+    if (access?.config !== config) access = { config, check: accessCheck(config, isOwn, behind) };
     const refusal = access.check(remote);
     if (refusal === undefined) return undefined;
     metrics.httpRefused.inc({ vlan: refusal.vlan });

@@ -16,7 +16,7 @@ import { RateLimitedLog } from '../log.js';
 import type { CollectorState } from '../metrics/collector.js';
 import { countersAfterPayload, countersAfterRestore, membersAddedBy, ZERO, type Count } from '../metrics/counters.js';
 import type { DriftKind, Metrics, Trigger } from '../metrics/metrics.js';
-import type { Backend, KnownSets, KnownTables, Link } from '../observe/facts.js';
+import type { Backend, KnownSets, KnownTables, Link, RoutedPrefix } from '../observe/facts.js';
 import type { Templates } from '../plan/desired.js';
 import { linksAfter, tablesAfter } from '../plan/after.js';
 import { summarizeStep } from '../plan/format.js';
@@ -67,6 +67,8 @@ export interface SupervisorView {
   readonly vlans: readonly VlanBinding[];
   readonly uplink: UplinkBinding;
   readonly links: readonly Link[];
+  /** The routes other than the default and the kernel's own, as read (who is behind which NIC: http/access.ts). */
+  readonly routes: readonly RoutedPrefix[];
 }
 
 export class Supervisor {
@@ -227,7 +229,7 @@ export class Supervisor {
       const { facts, plan } = await reconcileOnce(this.runner, config, templates, {
         observer,
         onDesired: (seen, desired) => {
-          this.view = { vlans: desired.vlans, uplink: desired.uplink, links: seen.links };
+          this.view = { vlans: desired.vlans, uplink: desired.uplink, links: seen.links, routes: seen.routed ?? [] };
         },
         memory: {
           forwardingWasOff: this.forwardingWasOff,
@@ -254,7 +256,7 @@ export class Supervisor {
       this.warned = new Set(plan.warnings ?? []);
       this.backend = facts.backend;
       this.lastDesired = plan.desired;
-      this.view = { vlans: plan.desired.vlans, uplink: plan.desired.uplink, links: linksAfter(facts.links, plan.steps) };
+      this.view = { vlans: plan.desired.vlans, uplink: plan.desired.uplink, links: linksAfter(facts.links, plan.steps), routes: facts.routed ?? [] };
       this.lastSuccessAt = this.now();
       this.lastGood = used;
       this.failures = 0;

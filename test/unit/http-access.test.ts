@@ -4,7 +4,7 @@
  */
 import test from 'ava';
 import { parseConfigText } from '../../src/config/load.js';
-import { accessCheck } from '../../src/http/access.js';
+import { accessCheck, routedBehind } from '../../src/http/access.js';
 import { HttpServer } from '../../src/http/server.js';
 
 const config = (allowFrom: string) => parseConfigText(`vlans:
@@ -50,6 +50,30 @@ test('allowFrom lets in whole VLANs, single addresses and prefixes, and nobody e
   t.is(check('192.168.30.20'), undefined, 'inside the prefix');
   t.is(check('192.168.30.32')?.vlan, 'guest', 'just past the prefix');
   t.is(check('203.0.113.7'), undefined);
+});
+
+test('a network routed behind a VLAN host is that VLAN\'s side: refused unless the VLAN is allowed', (t) => {
+  // 10.77.0.0/16 is routed via a host on office (eth1): a client there used to be taken for the uplink side, since
+  // it is in no VLAN's subnet, and read /status and /metrics though the reply to it leaves by office's NIC.
+  const routes = [
+    { prefix: '10.77.0.0/16', dev: 'eth1' },
+    { prefix: '10.77.5.0/24', dev: 'eth0' }, // more specific, via the uplink: that side
+    { prefix: '10.88.0.0/16', dev: 'eth0', metric: 10 },
+    { prefix: '10.88.0.0/16', dev: 'eth2', metric: 5 }, // guest's route is the one in use
+    { prefix: '10.66.0.0/16', dev: 'eth0' },
+  ];
+  const behind = routedBehind(routes, new Map([['eth1', 'office'], ['eth2', 'guest']]));
+  const check = accessCheck(config('[]'), () => false, behind);
+  t.deepEqual(check('10.77.3.4'), {
+    vlan: 'office',
+    reason: '10.77.3.4 is in a network routed behind VLAN office, and the gateway\'s HTTP endpoints answer the uplink side and the gateway itself only; allow it with http.allowFrom: [office] in the config',
+  });
+  t.is(check('::ffff:10.77.3.4')?.vlan, 'office', 'a dual-stack socket\'s form');
+  t.is(check('10.77.5.9'), undefined, 'the more specific route goes through the uplink');
+  t.is(check('10.88.1.1')?.vlan, 'guest', 'the route of the lower metric');
+  t.is(check('10.66.0.1'), undefined, 'routed through the uplink');
+  t.is(check('203.0.113.7'), undefined, 'no route but the default: the uplink side');
+  t.is(accessCheck(config('[office]'), () => false, behind)('10.77.3.4'), undefined, 'allowFrom: [office] lets in what is behind it');
 });
 
 test('the server answers a refused client 403 with the reason on every path, and others as before', async (t) => {
