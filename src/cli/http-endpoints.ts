@@ -5,7 +5,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/schema.js';
 import { accessCheck, routedBehind, type AccessCheck } from '../http/access.js';
-import { HttpServer } from '../http/server.js';
+import { HttpServer, type Endpoints } from '../http/server.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { statusDocument, type ReloadState } from '../reconcile/status.js';
@@ -21,7 +21,7 @@ export function endpoints(supervisor: Supervisor, reload: ReloadState, metrics: 
     health: () => supervisor.health(),
     ready: () => supervisor.ready,
     status: () => statusDocument(supervisor, reload, version),
-    refuse: refusals(() => supervisor.config.config, () => supervisor.view, metrics, log),
+    ...refusals(() => supervisor.config.config, () => supervisor.view, metrics, log),
   });
 }
 
@@ -44,7 +44,7 @@ export async function serveEndpoints(http: HttpServer, settings: RunSettings, lo
  * http.allowFrom or the VLANs applies at once), counted per VLAN, and each logged at most once per client per
  * 30 s: a Prometheus on a VLAN scraping every 15 s, or hosts taking turns, cannot flood the log.
  */
-function refusals(running: () => Config, view: () => SupervisorView | undefined, metrics: Metrics, log: Logger): (remote: string) => string | undefined {
+function refusals(running: () => Config, view: () => SupervisorView | undefined, metrics: Metrics, log: Logger): Pick<Required<Endpoints>, 'refuse' | 'refuses'> {
   let access: { config: Config; check: AccessCheck } | undefined;
   // The gateway's own addresses and routes, as the last pass left its NICs: made again only when they change.
   let known: { view: SupervisorView | undefined; addresses: Set<string>; behind: (address: number) => string | undefined } = {
@@ -64,11 +64,14 @@ function refusals(running: () => Config, view: () => SupervisorView | undefined,
   };
   const isOwn = (address: string) => current().addresses.has(address);
   const behind = (address: number) => current().behind(address);
-  const refusedAt = new Map<string, number>();
-  return (remote) => {
+  const check = (remote: string) => {
     const config = running();
     if (access?.config !== config) access = { config, check: accessCheck(config, isOwn, behind) };
-    const refusal = access.check(remote);
+    return access.check(remote);
+  };
+  const refusedAt = new Map<string, number>();
+  const refuse = (remote: string) => {
+    const refusal = check(remote);
     if (refusal === undefined) return undefined;
     metrics.httpRefused.inc({ vlan: refusal.vlan });
     metrics.changed();
@@ -80,4 +83,5 @@ function refusals(running: () => Config, view: () => SupervisorView | undefined,
     }
     return refusal.reason;
   };
+  return { refuse, refuses: (remote) => check(remote) !== undefined };
 }

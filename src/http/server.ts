@@ -1,6 +1,6 @@
 /** /metrics, /healthz, /readyz and /status over node:http. Handlers only read what the supervisor recorded. */
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { parseListen } from '../config/listen.js';
 
 export interface Endpoints {
@@ -10,10 +10,20 @@ export interface Endpoints {
   status(): unknown;
   /** Why a client may not use the endpoints (answered 403), or undefined (see http/access.ts). */
   refuse?(remoteAddress: string): string | undefined;
+  /** Whether refuse would refuse the client, without counting or logging it (asked once per connection). */
+  refuses?(remoteAddress: string): boolean;
 }
 
 /** Far above what Prometheus, health checks and `status` open at once; far below the process's descriptor limit. */
 export const MAX_CONNECTIONS = 512;
+/**
+ * Of those, how many clients the endpoints refuse may hold open at once; another is closed as it connects. A host
+ * on a VLAN is refused only once its headers are in, and a slow one (or 512 of them) would otherwise hold every
+ * connection for as long as the header timeout lets it, again and again: Prometheus and the health check shut out.
+ */
+export const MAX_REFUSED_CONNECTIONS = 32;
+/** How often node:http enforces the timeouts below (its default, 30 s, held a connection up to 40 s, not 10). */
+const TIMEOUT_CHECK_MS = 1000;
 
 export class HttpServer {
   private server: Server | undefined;
@@ -22,14 +32,17 @@ export class HttpServer {
 
   async start(listen: string): Promise<AddressInfo> {
     const { host, port } = parseListen(listen);
-    const server = createServer((req, res) => {
+    const server = createServer({ connectionsCheckingInterval: TIMEOUT_CHECK_MS }, (req, res) => {
       const path = (req.url ?? '/').split('?')[0];
       const send = (code: number, body: string, type = 'text/plain; charset=utf-8') => {
         res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' });
         res.end(body);
       };
       const refused = this.endpoints.refuse?.(req.socket.remoteAddress ?? '');
-      if (refused !== undefined) return send(403, `forbidden: ${refused}\n`);
+      if (refused !== undefined) {
+        res.setHeader('connection', 'close'); // one answer per connection: it holds one of the few places refused clients have
+        return send(403, `forbidden: ${refused}\n`);
+      }
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.setHeader('allow', 'GET, HEAD');
         return send(405, 'method not allowed\n');
@@ -60,6 +73,16 @@ export class HttpServer {
     server.headersTimeout = 10_000;
     server.requestTimeout = 15_000;
     server.maxConnections = MAX_CONNECTIONS;
+    let refusedOpen = 0;
+    server.on('connection', (socket: Socket) => {
+      if (!this.endpoints.refuses?.(socket.remoteAddress ?? '')) return;
+      if (refusedOpen >= MAX_REFUSED_CONNECTIONS) {
+        socket.destroy();
+        return;
+      }
+      refusedOpen++;
+      socket.once('close', () => refusedOpen--);
+    });
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

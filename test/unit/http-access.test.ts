@@ -2,10 +2,12 @@
  * Who may use the HTTP endpoints: the uplink side and the gateway itself, not hosts on the VLANs unless
  * http.allowFrom lets them in. The check as a table of clients, then the server answering 403 over a real socket.
  */
+import { get as httpGet } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import test from 'ava';
 import { parseConfigText } from '../../src/config/load.js';
 import { accessCheck, routedBehind } from '../../src/http/access.js';
-import { HttpServer } from '../../src/http/server.js';
+import { HttpServer, MAX_CONNECTIONS } from '../../src/http/server.js';
 
 const config = (allowFrom: string) => parseConfigText(`vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
@@ -105,4 +107,64 @@ test('a method other than GET or HEAD gets 405 with the methods allowed', async 
   const response = await fetch(`http://127.0.0.1:${port}/metrics`, { method: 'POST', body: 'x' });
   t.is(response.status, 405);
   t.is(response.headers.get('allow'), 'GET, HEAD');
+});
+
+/** A request from a given local address (127.0.0.0/8 is all loopback) for `path`: its status, or the error's code. */
+function getFrom(localAddress: string, port: number, path: string, timeoutMs: number): Promise<number | string> {
+  return new Promise((resolve) => {
+    const req = httpGet({ host: '127.0.0.1', port, path, localAddress, timeout: timeoutMs }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+  });
+}
+
+test('refused clients cannot take every connection: Prometheus and the health check still get in', async (t) => {
+  // A host on a VLAN opening connections and sending nothing used to hold all 512 for as long as the header
+  // timeout let it (up to 40 s), and again: the endpoints answered nobody. Those a host on a VLAN holds are capped.
+  const refused = (remote: string) => remote === '127.0.0.1';
+  const server = new HttpServer({
+    metrics: async () => 'vlan_gateway_up 1\n',
+    health: () => ({ healthy: true }),
+    ready: () => true,
+    status: () => ({}),
+    refuse: (remote) => (refused(remote) ? 'you are on VLAN guest' : undefined),
+    refuses: refused,
+  });
+  const { port } = await server.start('127.0.0.1:0');
+  const sockets: Socket[] = [];
+  t.teardown(async () => {
+    for (const socket of sockets) socket.destroy();
+    await server.stop();
+  });
+  await Promise.all(Array.from({ length: MAX_CONNECTIONS + 8 }, () => new Promise<void>((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port, localAddress: '127.0.0.1' }, () => resolve());
+    socket.on('error', () => resolve());
+    socket.on('close', () => resolve());
+    sockets.push(socket);
+  })));
+  t.is(await getFrom('127.0.0.2', port, '/healthz', 3000), 200, 'a client the endpoints serve');
+  t.is(await getFrom('127.0.0.2', port, '/metrics', 3000), 200);
+  // A refused client is still told why, on a connection it does not keep.
+  for (const socket of sockets) socket.destroy();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  t.is(await getFrom('127.0.0.1', port, '/status', 3000), 403);
+});
+
+test('a connection that sends no request is closed after the 10 s header timeout, not up to 40 s later', async (t) => {
+  t.timeout(30_000);
+  const server = new HttpServer({ metrics: async () => '', health: () => ({ healthy: true }), ready: () => true, status: () => ({}) });
+  const { port } = await server.start('127.0.0.1:0');
+  t.teardown(() => server.stop());
+  const started = Date.now();
+  const closedAfter = await new Promise<number>((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.resume();
+    socket.on('error', () => {});
+    socket.on('close', () => resolve(Date.now() - started));
+    setTimeout(() => socket.destroy(), 25_000).unref();
+  });
+  t.true(closedAfter >= 9_000 && closedAfter <= 13_000, `closed after ${closedAfter} ms`);
 });
