@@ -224,7 +224,7 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
     const key = `${table} ${name} ${templateKey(template)} ${modelKey} ${digest(JSON.stringify(data))}`;
     // A user's template sees the model alone, guarded: a name it does not have is an error, not nothing.
     const view = data === 'user' ? guarded(model) : { ...model, ...data };
-    const rules = renderedChains.get(key) ?? renderedChains.render(key, () => renderRules(template.source, template.file, view).map((body) => {
+    const rules = renderedChains.get(key) ?? renderedChains.render(key, () => renderRules(template.source, template.file, view, data === 'user').map((body) => {
       const hash = ruleHash(table, name, body);
       const target = verdictOf(body);
       const meaning = meaningOf(body, target);

@@ -19,6 +19,55 @@ const engine = Handlebars.create();
 engine.registerHelper('log', () => {
   throw new Error('{{log}} is not available in rule templates (it would write into the gateway\'s log stream)');
 });
+
+/**
+ * What a user's template may write in one render, in characters. A template is a few lines, but loops nested
+ * inside one another ({{#each vlans}} in {{#each vlans}} in {{#each zones}}) or partials that call each other ten
+ * times over multiply: a 600-byte template rendered 100 MB of rules, took 3 minutes and 4.8 GB to check, and ran
+ * the process out of memory (a supervisor's reload ended it, instead of keeping the running rules). 4 MiB is
+ * about 40,000 rules of 100 characters (160,000 short ones were checked in 5 s and 370 MB), four times the most
+ * the gateway is measured at (BENCHMARKS.md); Handlebars cannot be asked to stop, so each loop's pass and each partial counts what it
+ * wrote (without what the ones inside it wrote, which count themselves) and the render stops at the limit.
+ */
+export const MAX_USER_RENDER_CHARS = 4 * 2 ** 20;
+
+class RenderLimit extends Error {}
+
+/** The render being counted (a user's template), and what each counted call open now has seen written inside it. */
+let budget: { left: number } | undefined;
+const nested: number[] = [];
+
+/** A block's body or a partial, counted against the budget when there is one. */
+function counted(fn: Handlebars.TemplateDelegate | undefined): Handlebars.TemplateDelegate | undefined {
+  if (!fn) return fn;
+  return function (this: unknown, ...args: Parameters<Handlebars.TemplateDelegate>) {
+    if (!budget) return fn.apply(this, args);
+    nested.push(0);
+    let out: string;
+    let inside = 0;
+    try {
+      out = fn.apply(this, args);
+    } finally {
+      inside = nested.pop()!;
+    }
+    if (nested.length > 0) nested[nested.length - 1]! += out.length;
+    budget.left -= out.length - inside;
+    if (budget.left < 0) throw new RenderLimit();
+    return out;
+  };
+}
+
+type HelperOptions = Handlebars.HelperOptions & { fn?: Handlebars.TemplateDelegate };
+const each = engine.helpers.each!;
+engine.registerHelper('each', function (this: unknown, context: unknown, options: HelperOptions) {
+  return each.call(this, context, options && { ...options, fn: counted(options.fn)! });
+});
+type Decorator = (this: unknown, fn: unknown, props: unknown, container: unknown, options: HelperOptions) => unknown;
+const inline = (engine as unknown as { decorators: Record<string, Decorator> }).decorators.inline!;
+engine.registerDecorator('inline', function (this: unknown, fn: unknown, props: unknown, container: unknown, options: HelperOptions) {
+  return inline.call(this, fn, props, container, { ...options, fn: counted(options.fn)! });
+});
+
 /** Part of what a rendered state depends on (see DesiredStore). */
 export const ENGINE_VERSION = `handlebars ${Handlebars.VERSION}`;
 const cache = new Map<string, Handlebars.TemplateDelegate>();
@@ -54,6 +103,13 @@ function compile(source: string, file: string): Handlebars.TemplateDelegate {
 
 /** Handlebars' messages, made to read as one sentence with a position. */
 function firstLine(error: unknown): string {
+  if (error instanceof RenderLimit || (error instanceof RangeError && error.message === 'Invalid string length')) {
+    return `renders more than ${MAX_USER_RENDER_CHARS / 2 ** 20} MiB of rules (about 40,000), the most a template may: `
+      + 'loops nested inside one another ({{#each}} in {{#each}}) or partials that call each other multiply what it writes';
+  }
+  if (error instanceof RangeError && /call stack/.test(error.message)) {
+    return 'calls itself without end (a partial that includes itself, {{> name}} inside its own {{#*inline "name"}})';
+  }
   const message = String((error as Error)?.message ?? error);
   const missing = /^"(.+)" not defined in .* - (\d+):(\d+)/.exec(message);
   if (missing) return `${JSON.stringify(missing[1])} is not defined (template line ${missing[2]}, column ${Number(missing[3]) + 1})`;
@@ -163,14 +219,22 @@ function notAValue(target: object, path: string): string {
   return `${where} is a mapping, not a value to write into a rule: write one of its fields (${keys.join(', ')})${like}`;
 }
 
-/** Renders a template and returns its rule bodies (blank lines dropped, whitespace folded). */
-export function renderRules(source: string, file: string, data: object): string[] {
+/**
+ * Renders a template and returns its rule bodies (blank lines dropped, whitespace folded). `limited`: a user's
+ * template, whose output is at most MAX_USER_RENDER_CHARS.
+ */
+export function renderRules(source: string, file: string, data: object, limited = false): string[] {
   const template = compile(source, file);
   let text: string;
+  budget = limited ? { left: MAX_USER_RENDER_CHARS } : undefined;
+  nested.length = 0;
   try {
     text = template(data);
+    if (limited && text.length > MAX_USER_RENDER_CHARS) throw new RenderLimit(); // what no loop or partial wrote
   } catch (error) {
     throw new TemplateError(file, firstLine(error));
+  } finally {
+    budget = undefined;
   }
   const bodies: string[] = [];
   text.split('\n').forEach((raw, index) => {

@@ -295,6 +295,38 @@ test('{{log}} is not a helper templates have: stdout is the supervisor\'s log st
   });
 });
 
+test('a user template that multiplies its output (partials ten times over) is refused at 4 MiB, quickly and in little memory', async (t) => {
+  // 10^7 lines of 10 characters from a 600-byte template: checking them took 3 minutes and 4.8 GB, and then the
+  // process ran out of memory (a reload ended the supervisor). The render now stops once it has written 4 MiB.
+  let source = '{{#*inline "a0"}}-j ACCEPT\n{{/inline}}';
+  for (let i = 1; i <= 7; i++) source += `{{#*inline "a${i}"}}${`{{> a${i - 1}}}`.repeat(10)}{{/inline}}`;
+  source += '{{> a7}}\n';
+  const started = performance.now();
+  await withForwardTemplate(source, async (dir) => {
+    const error = await t.throwsAsync(planWithUserDir(dir), { instanceOf: TemplateError });
+    t.is(error?.message, `${dir}/filter/forward.hbs: renders more than 4 MiB of rules (about 40,000), the most a template may: `
+      + 'loops nested inside one another ({{#each}} in {{#each}}) or partials that call each other multiply what it writes');
+  });
+  t.true(performance.now() - started < 10_000, `${Math.round(performance.now() - started)} ms`);
+});
+
+test('loops nested inside one another are counted once each: 4 MiB of rules is the limit, not 4 MiB times the depth', (t) => {
+  const vlans = Array.from({ length: 300 }, (_, i) => ({ nic: `eth${i}` }));
+  // 300 x 300 lines of about 30 characters (2.7 MB, which counted at both depths would be 5.4) pass, and the rules
+  // are what they were; 300 x 300 x 300 do not.
+  const two = renderRules('{{#each vlans}}{{#each ../vlans}}\n-i {{../nic}} -o {{nic}} -j ACCEPT\n{{/each}}{{/each}}\n', 'f.hbs', guarded({ vlans }), true);
+  t.is(two.length, 90_000);
+  t.is(two[301], '-i eth1 -o eth1 -j ACCEPT');
+  t.throws(() => renderRules('{{#each vlans}}{{#each ../vlans}}{{#each ../../vlans}}\n-i {{../../nic}} -o {{nic}} -m comment --comment "a fairly long comment of ours" -j ACCEPT\n{{/each}}{{/each}}{{/each}}\n',
+    'f.hbs', guarded({ vlans }), true), { instanceOf: TemplateError, message: /^f\.hbs: renders more than 4 MiB of rules/ });
+});
+
+test('a partial that includes itself is a sentence, not a JavaScript stack overflow', (t) => {
+  t.throws(() => renderRules('{{#*inline "p"}}-j ACCEPT\n{{> p}}{{/inline}}{{> p}}\n', 'f.hbs', {}, true), {
+    instanceOf: TemplateError, message: 'f.hbs: calls itself without end (a partial that includes itself, {{> name}} inside its own {{#*inline "name"}})',
+  });
+});
+
 test('a user template line with -F is refused: templates write rule bodies, not commands', async (t) => {
   const error = await t.throwsAsync(planWithUserDir(broken('flush')), { instanceOf: TemplateError });
   t.is(error?.message, `${broken('flush')}/filter/forward.hbs, rendered line 2: "-F VGW-FORWARD -j ACCEPT" uses -F: `
