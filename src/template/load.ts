@@ -1,10 +1,11 @@
 /** Loading rule templates from disk: the built-in ones shipped in `rules/`, and the user's from `rules.dir`. */
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { ConfigError, unreadableDirWhy } from '../config/problems.js';
 import { packageFile } from '../package-files.js';
 import { USER_HOOKS, type UserHook } from '../plan/chains.js';
 import type { Templates, TemplateSource } from '../plan/desired.js';
+import { MAX_USER_RENDER_CHARS } from './render.js';
 
 export const builtinRulesDir = () => packageFile('rules');
 
@@ -12,12 +13,27 @@ async function source(path: string, shown: string): Promise<TemplateSource> {
   return { file: shown, source: await readFile(path, 'utf8') };
 }
 
-/** A user template that cannot be read is the config's problem (rules.dir), named by file. */
+/** A rule template's largest file: as much as it may render (MAX_USER_RENDER_CHARS), rules written out one by one. */
+export const MAX_USER_TEMPLATE_BYTES = MAX_USER_RENDER_CHARS;
+
+/**
+ * A user template that cannot be read is the config's problem (rules.dir), named by file. So is one that is no
+ * file (a link to /dev/zero, a pipe: read for ever), or larger than a template's output may be.
+ */
 async function userSource(path: string, configPath: string): Promise<TemplateSource> {
+  const refuse = (why: string) => new ConfigError(configPath, [{ path: ['rules', 'dir'], message: `cannot read ${path} (${why})` }]);
+  let info;
+  try {
+    info = await stat(path);
+  } catch (error) {
+    throw refuse(unreadableDirWhy(error));
+  }
+  if (!info.isFile()) throw refuse(`it is ${info.isCharacterDevice() || info.isBlockDevice() ? 'a device' : info.isFIFO() ? 'a pipe' : info.isSocket() ? 'a socket' : 'not a file'}, not a template file`);
+  if (info.size > MAX_USER_TEMPLATE_BYTES) throw refuse(`it is ${(info.size / 2 ** 20).toFixed(0)} MiB; a template is at most ${MAX_USER_TEMPLATE_BYTES / 2 ** 20} MiB`);
   try {
     return await source(path, path);
   } catch (error) {
-    throw new ConfigError(configPath, [{ path: ['rules', 'dir'], message: `cannot read ${path} (${unreadableDirWhy(error)})` }]);
+    throw refuse(unreadableDirWhy(error));
   }
 }
 
@@ -30,10 +46,27 @@ const USER_FILES: Record<string, UserHook> = {
 /**
  * The .hbs files under a rules.dir, as paths relative to it with forward slashes. Hidden entries are skipped: a
  * Kubernetes ConfigMap mount keeps its files in `..2026_…/` behind a `..data` link, and shows them through links.
+ * Links are followed, but not into a directory that holds them (`ln -s . current`, `ln -s .. up`): readdir's
+ * own recursive walk followed such a loop for ever, and `validate`, a start or a reload hung there.
  */
 async function templateFiles(dir: string): Promise<string[]> {
-  return (await readdir(dir, { recursive: true })).map((e) => e.split('\\').join('/'))
-    .filter((e) => e.endsWith('.hbs') && !e.split('/').some((part) => part.startsWith('.')));
+  const found: string[] = [];
+  const walk = async (path: string, relative: string, above: ReadonlySet<string>): Promise<void> => {
+    const info = await stat(path);
+    const id = `${info.dev}:${info.ino}`;
+    if (above.has(id)) return;
+    const inside = new Set(above).add(id);
+    for (const entry of (await readdir(path)).sort()) {
+      if (entry.startsWith('.')) continue;
+      const full = join(path, entry);
+      const shown = relative === '' ? entry : `${relative}/${entry}`;
+      const kind = await stat(full).catch(() => undefined); // a dangling link: reading it says so
+      if (kind?.isDirectory()) await walk(full, shown, inside);
+      else if (entry.endsWith('.hbs')) found.push(shown);
+    }
+  };
+  await walk(dir, '', new Set());
+  return found;
 }
 
 async function userTemplates(dir: string, configPath: string): Promise<Templates['user']> {

@@ -8,6 +8,7 @@
  *
  * Then broken user templates: each is refused before anything is applied, with a message naming its file.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import test from 'ava';
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -417,6 +418,38 @@ test('a rules.dir laid out as a Kubernetes ConfigMap mount (files behind ..data 
     await symlink(join('..data', 'filter'), join(dir, 'filter'));
     const templates = await loadTemplates(dir);
     t.deepEqual(templates.user.map((u) => [u.hook, u.template.file, u.template.source]), [['forward', join(dir, 'filter', 'forward.hbs'), '-p tcp --dport 25 -j REJECT\n']]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a link in rules.dir back to a directory that holds it is not followed: the walk ends, and the templates are read', async (t) => {
+  // readdir's recursive walk followed `current -> .` for ever: validate, a start or a reload hung.
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  try {
+    await mkdir(join(dir, 'filter'));
+    await writeFile(join(dir, 'filter', 'forward.hbs'), '-p tcp --dport 25 -j REJECT\n');
+    await symlink('.', join(dir, 'current'));
+    await symlink('..', join(dir, 'filter', 'up'));
+    const templates = await Promise.race([loadTemplates(dir), delay(5000, undefined, { ref: false })]);
+    t.deepEqual(templates?.user.map((u) => [u.hook, u.template.file]), [['forward', join(dir, 'filter', 'forward.hbs')]]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a template that is no file (a link to a device) or larger than a template may render is a config error, not read', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  try {
+    await mkdir(join(dir, 'filter'));
+    await mkdir(join(dir, 'nat'));
+    await symlink('/dev/zero', join(dir, 'filter', 'forward.hbs')); // read for ever, into memory
+    const device = await t.throwsAsync(loadTemplates(dir), { instanceOf: ConfigError });
+    t.deepEqual(device?.lines, [`rules.dir: cannot read ${join(dir, 'filter', 'forward.hbs')} (it is a device, not a template file)`]);
+    await rm(join(dir, 'filter', 'forward.hbs'));
+    await writeFile(join(dir, 'nat', 'postrouting.hbs'), '-j RETURN\n'.repeat(500_000)); // 5 MB
+    const big = await t.throwsAsync(loadTemplates(dir), { instanceOf: ConfigError });
+    t.deepEqual(big?.lines, [`rules.dir: cannot read ${join(dir, 'nat', 'postrouting.hbs')} (it is 5 MiB; a template is at most 4 MiB)`]);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
