@@ -6,6 +6,7 @@
  * (they start failing the suite the day the bug is fixed, as a reminder to drop the mark).
  */
 import test from 'ava';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -1561,6 +1562,25 @@ test('a file saved as UTF-16 (a Windows editor\'s "Unicode") is named as such, n
 test('a device given as the config is refused at once, not read for ever (/dev/zero hung, then ran out of memory)', async (t) => {
   const error = await t.throwsAsync(loadConfig('/dev/zero'), { instanceOf: ConfigError });
   t.deepEqual(error?.lines, ['cannot read /dev/zero: it is a device, not a file']);
+});
+
+test('a config over 16 MiB is refused unread, and so is a pipe that brings more (--config <(yes)) instead of being read until memory runs out', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-config-'));
+  try {
+    // 64 MiB were allowed: a config of that size took 60 s and 2.3 GB to validate.
+    const path = join(dir, 'gateway.yaml');
+    await writeFile(path, `vlans: []\n${'#'.repeat(100)}\n`.repeat(170_000)); // 18 MiB
+    const big = await t.throwsAsync(loadConfig(path), { instanceOf: ConfigError });
+    t.deepEqual(big?.lines, [`cannot read ${path}: 18 MiB; a config is far smaller (at most 16 MiB)`]);
+    const fifo = join(dir, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    const writer = spawn('sh', ['-c', `yes '# a comment, for ever' > ${fifo}`], { stdio: 'ignore' });
+    t.teardown(() => void writer.kill());
+    const endless = await t.throwsAsync(loadConfig(fifo), { instanceOf: ConfigError });
+    t.deepEqual(endless?.lines, [`cannot read ${fifo}: more than 16 MiB; a config is far smaller (at most 16 MiB)`]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('a relative rules.dir is relative to the config file, not to the working directory; an absolute one is kept', async (t) => {
