@@ -5,9 +5,14 @@
 import { get as httpGet } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import test from 'ava';
+import { endpoints } from '../../src/cli/http-endpoints.js';
 import { parseConfigText } from '../../src/config/load.js';
 import { accessCheck, routedBehind } from '../../src/http/access.js';
 import { HttpServer, MAX_CONNECTIONS } from '../../src/http/server.js';
+import { makeLogger } from '../../src/log.js';
+import { Metrics } from '../../src/metrics/metrics.js';
+import type { ReloadState } from '../../src/reconcile/status.js';
+import type { Supervisor } from '../../src/reconcile/supervisor.js';
 
 const config = (allowFrom: string) => parseConfigText(`vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
@@ -167,4 +172,26 @@ test('a connection that sends no request is closed after the 10 s header timeout
     setTimeout(() => socket.destroy(), 25_000).unref();
   });
   t.true(closedAfter >= 9_000 && closedAfter <= 13_000, `closed after ${closedAfter} ms`);
+});
+
+test('the supervisor\'s endpoints refuse a client routed behind a VLAN by the routes its last pass read, and count it', async (t) => {
+  // Loopback stands for a network routed via a host on office (127.0.0.0/8 via eth1 in the routes the pass read).
+  const config = parseConfigText('vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\n', 'x.yaml');
+  const office = config.vlans[0]!;
+  const eth1 = { index: 2, name: 'eth1', mac: '02:00:00:00:00:01', up: true, loopback: false, addresses: [{ address: '192.168.10.2', prefix: 24 }] };
+  const supervisor = {
+    config: { path: 'x.yaml', text: '', config },
+    view: { vlans: [{ vlan: office, nic: eth1 }], uplink: {}, links: [eth1], routes: [{ prefix: '127.0.0.0/8', dev: 'eth1' }] },
+    ready: true,
+    health: () => ({ healthy: true }),
+  } as unknown as Supervisor;
+  const metrics = new Metrics('0.0.0-test');
+  const http = endpoints(supervisor, {} as ReloadState, metrics, '0.0.0-test', makeLogger('silent'));
+  const { port } = await http.start('127.0.0.1:0');
+  t.teardown(() => http.stop());
+  const response = await fetch(`http://127.0.0.1:${port}/metrics`);
+  t.is(response.status, 403);
+  t.is(await response.text(), 'forbidden: 127.0.0.1 is in a network routed behind VLAN office, and the gateway\'s HTTP endpoints answer the uplink '
+    + 'side and the gateway itself only; allow it with http.allowFrom: [office] in the config\n');
+  t.regex(await metrics.text(), /^vlan_gateway_http_refused_total\{vlan="office"\} 1$/m);
 });
