@@ -28,6 +28,7 @@ async function userSource(path: string, configPath: string): Promise<TemplateSou
   } catch (error) {
     throw refuse(unreadableDirWhy(error));
   }
+  if (info.isDirectory()) throw refuse('is a directory');
   if (!info.isFile()) throw refuse(`it is ${info.isCharacterDevice() || info.isBlockDevice() ? 'a device' : info.isFIFO() ? 'a pipe' : info.isSocket() ? 'a socket' : 'not a file'}, not a template file`);
   if (info.size > MAX_USER_TEMPLATE_BYTES) throw refuse(`it is ${(info.size / 2 ** 20).toFixed(0)} MiB; a template is at most ${MAX_USER_TEMPLATE_BYTES / 2 ** 20} MiB`);
   try {
@@ -60,9 +61,8 @@ async function templateFiles(dir: string): Promise<string[]> {
       if (entry.startsWith('.')) continue;
       const full = join(path, entry);
       const shown = relative === '' ? entry : `${relative}/${entry}`;
-      const kind = await stat(full).catch(() => undefined); // a dangling link: reading it says so
-      if (kind?.isDirectory()) await walk(full, shown, inside);
-      else if (entry.endsWith('.hbs')) found.push(shown);
+      if (entry.endsWith('.hbs')) found.push(shown); // whatever it is: reading it says what is wrong with it
+      else if ((await stat(full).catch(() => undefined))?.isDirectory()) await walk(full, shown, inside);
     }
   };
   await walk(dir, '', new Set());
@@ -110,7 +110,12 @@ export async function userTemplatesText(dir: string | undefined): Promise<string
   if (!dir) return '';
   try {
     const files = (await templateFiles(dir)).sort();
-    const texts = await Promise.all(files.map((e) => readFile(join(dir, e), 'utf8').catch(() => '')));
+    // One that loadTemplates refuses unread (no file, too large) is told by what it is, not read for ever.
+    const text = async (path: string) => {
+      const info = await stat(path);
+      return info.isFile() && info.size <= MAX_USER_TEMPLATE_BYTES ? readFile(path, 'utf8') : `(${info.mode} ${info.size} ${info.mtimeMs})`;
+    };
+    const texts = await Promise.all(files.map((e) => text(join(dir, e)).catch(() => '')));
     return JSON.stringify(files.map((e, i) => [e, texts[i]]));
   } catch {
     return '';

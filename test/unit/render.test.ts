@@ -24,7 +24,7 @@ import { diff } from '../../src/plan/diff.js';
 import { formatPlan } from '../../src/plan/format.js';
 import { syntheticFacts } from '../../src/plan/synthetic.js';
 import type { Plan } from '../../src/plan/types.js';
-import { loadTemplates } from '../../src/template/load.js';
+import { loadTemplates, userTemplatesText } from '../../src/template/load.js';
 import { guarded, renderRules, TemplateError } from '../../src/template/render.js';
 
 const root = (path: string) => fileURLToPath(new URL(`../../${path}`, import.meta.url));
@@ -450,6 +450,21 @@ test('a template that is no file (a link to a device) or larger than a template 
     await writeFile(join(dir, 'nat', 'postrouting.hbs'), '-j RETURN\n'.repeat(500_000)); // 5 MB
     const big = await t.throwsAsync(loadTemplates(dir), { instanceOf: ConfigError });
     t.deepEqual(big?.lines, [`rules.dir: cannot read ${join(dir, 'nat', 'postrouting.hbs')} (it is 5 MiB; a template is at most 4 MiB)`]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('what a reload compares of rules.dir is read without following a link loop or reading a device', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  try {
+    await mkdir(join(dir, 'filter'));
+    await mkdir(join(dir, 'nat'));
+    await writeFile(join(dir, 'filter', 'forward.hbs'), '-j ACCEPT\n');
+    await symlink('/dev/zero', join(dir, 'nat', 'postrouting.hbs'));
+    await symlink('.', join(dir, 'current'));
+    const text = await Promise.race([userTemplatesText(dir), delay(5000, undefined, { ref: false })]);
+    t.regex(text ?? 'hung', /^\[\["filter\/forward\.hbs","-j ACCEPT\\n"\],\["nat\/postrouting\.hbs","\(\d+ 0 \d+(\.\d+)?\)"\]\]$/);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
