@@ -153,16 +153,43 @@ async function runSetScript(runner: CommandRunner, lines: readonly SetLine[]): P
  * (InUseError); this one is in the other backend, or in another table.
  */
 async function refuseSetsInUse(runner: CommandRunner, backend: Backend, lines: readonly SetLine[]): Promise<void> {
-  const result = await runner.run(['ipset', 'list', '-t'], { allowFailure: true });
-  if (result.exitCode !== 0) return; // the destroy says what is wrong, as before
-  const referencesOf = parseIpsetReferences(result.stdout);
-  for (const line of lines) {
-    if (line.step.kind !== 'set-destroy') continue;
-    const references = referencesOf.get(line.step.set) ?? 0;
-    if (references > 0) {
-      throw new StepFailed(line.step, new Error(`ipset ${line.step.set} is still in use (${references} reference${references === 1 ? '' : 's'}) once the `
-        + `gateway's rules no longer use it, and the kernel keeps a set in use; ${setInUseAdvice(line.step.set, backend)}`));
+  const destroyed = lines.filter((l) => l.step.kind === 'set-destroy');
+  // With iptables-nft the kernel lets go of a deleted rule's set in a work item after the restore has returned
+  // (weaveworks/weave#3847, fail2ban#3624): a reference seen at once may be ours, on its way out. Only one that
+  // outlasts about a second is someone else's.
+  for (const wait of [...IN_USE_WAITS_MS, undefined]) {
+    const result = await runner.run(['ipset', 'list', '-t'], { allowFailure: true });
+    if (result.exitCode !== 0) return; // the destroy says what is wrong, as before
+    const referencesOf = parseIpsetReferences(result.stdout);
+    const held = destroyed.find((l) => (referencesOf.get((l.step as { set: string }).set) ?? 0) > 0);
+    if (!held) return;
+    if (wait === undefined) {
+      const set = (held.step as { set: string }).set;
+      const references = referencesOf.get(set)!;
+      throw new StepFailed(held.step, new Error(`ipset ${set} is still in use (${references} reference${references === 1 ? '' : 's'}) once the `
+        + `gateway's rules no longer use it, and the kernel keeps a set in use; ${setInUseAdvice(set, backend)}`));
     }
+    await sleep(wait);
+  }
+}
+/** How long refuseSetsInUse waits between its reads of the references: 1.05 s in all. */
+const IN_USE_WAITS_MS = [50, 100, 200, 300, 400];
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * The script of stage 3 (members that wait for the tables, then the destroys), once more if a destroy was refused
+ * as in use after refuseSetsInUse saw no reference: a reader of the set (the stats collector's `ipset save`)
+ * holds it while it reads, and `ipset list -t` does not show that. The failed script undid its own lines first.
+ */
+async function runLaterSets(runner: CommandRunner, backend: Backend, lines: readonly SetLine[]): Promise<Undo> {
+  if (lines.some((l) => l.step.kind === 'set-destroy')) await refuseSetsInUse(runner, backend, lines);
+  try {
+    return await runSetScript(runner, lines);
+  } catch (error) {
+    const cause = error instanceof StepFailed ? error.cause : undefined;
+    if (!(cause instanceof CommandError) || !/in use by a kernel component/.test(cause.stderr)) throw error;
+    await sleep(IN_USE_WAITS_MS[1]!);
+    return runSetScript(runner, lines);
   }
 }
 
@@ -394,10 +421,7 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
   if (later.length > 0) {
     out[3]!.push({
       step: later[0]!.step,
-      run: async () => {
-        if (destroys.length > 0) await refuseSetsInUse(runner, backend, destroys);
-        return runSetScript(runner, later);
-      },
+      run: () => runLaterSets(runner, backend, later),
     });
   }
   const accounting = script(counting);

@@ -1016,3 +1016,38 @@ test('no ipset tool: the gateway works without the accounting set', async (t) =>
   await apply(ns, lab, 'down');
   t.notRegex(ns.save(), /VGW-/);
 });
+
+test('down under iptables-nft: sets the deleted rules matched on are let go of a moment after the restore; down waits for it and removes them', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await apply(ns, lab);
+  const before = ns.history.length;
+  ns.lingerReferences(2); // the first two reads still show our own rules' references, on their way out
+  await apply(ns, lab, 'down');
+  t.is(ns.history.slice(before).filter((c) => c === 'ipset list -t').length, 3);
+  t.notRegex(ns.snapshot(), /VGW-/);
+});
+
+test('a set someone else\'s rule keeps in use (seen for a second and more) is refused before any set is destroyed, and down rolls back', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await apply(ns, lab);
+  const applied = ns.snapshot();
+  ns.lingerReferences(1000);
+  const error = await t.throwsAsync(apply(ns, lab, 'down'), { instanceOf: ApplyError });
+  t.regex(error!.message, /^removing ipset VGW-\S+ failed: ipset VGW-\S+ is still in use \(1 reference\) once the gateway's rules no longer use it/);
+  t.regex(error!.message, /rolled back/);
+  t.is(ns.snapshot(), applied);
+  ns.lingerReferences(0);
+  await apply(ns, lab, 'down');
+  t.notRegex(ns.snapshot(), /VGW-/);
+});
+
+test('a destroy refused while a reader holds the set (the stats collector\'s ipset save) is tried once more, and down completes', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await apply(ns, lab);
+  ns.failNext({
+    match: (argv, input) => argv[0] === 'ipset' && argv[1] === 'restore' && /^destroy /m.test(input ?? ''),
+    stderr: 'ipset v7.17: Error in line 1: Set cannot be destroyed: it is in use by a kernel component\n',
+  });
+  await apply(ns, lab, 'down');
+  t.notRegex(ns.snapshot(), /VGW-/);
+});

@@ -564,6 +564,7 @@ export class FakeNetns implements CommandRunner {
   /** Legacy tables that exist in the kernel (a legacy restore instantiates its tables). */
   private readonly legacyTables = new Set<FakeTable>();
   private readonly ipsets = new Map<string, IpSet>();
+  private lingering = 0;
   private ipsetInstalled: boolean;
   private readonly pending: FaultSpec[] = [];
   private readonly persistent: FaultSpec[] = [];
@@ -642,6 +643,15 @@ export class FakeNetns implements CommandRunner {
   /** Fails every command the predicate matches until clearFaults(). */
   failOn(match: (argv: readonly string[], input: string | undefined) => boolean, spec: Omit<FaultSpec, 'match'> = {}): void {
     this.persistent.push({ ...spec, match });
+  }
+
+  /**
+   * As iptables-nft leaves a set after the last rule matching on it is deleted: still referenced for the next
+   * `reads` reads of `ipset list -t` (the kernel lets go in a work item after the restore has returned), and
+   * refused to `destroy` meanwhile. Every set, for simplicity.
+   */
+  lingerReferences(reads: number): void {
+    this.lingering = reads;
   }
 
   clearFaults(): void {
@@ -971,7 +981,7 @@ export class FakeNetns implements CommandRunner {
     const fail = (message: string, line?: number): Output => ({
       stderr: `ipset v7.17: ${line === undefined ? '' : `Error in line ${line}: `}${message}\n`, exitCode: 1,
     });
-    const inUse = (name: string) => Object.values(this.rulesets).some((ruleset) => ruleset
+    const inUse = (name: string) => this.lingering > 0 || Object.values(this.rulesets).some((ruleset) => ruleset
       && TABLE_NAMES.some((t) => [...ruleset[t].values()].some((c) => c.rules.some((r) => r.sets.includes(name)))));
     const [command, ...rest] = args;
     if (command === 'save' || command === '-S') return { stdout: this.saveSets(true) };
@@ -979,8 +989,9 @@ export class FakeNetns implements CommandRunner {
       // As ipset 7.17 prints it (the kernel's own size and references are not modelled: fixed numbers).
       const blocks = [...this.ipsets].sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, set]) => [
         `Name: ${name}`, `Type: ${set.type}`, 'Revision: 8', 'Header: family inet hashsize 1024 maxelem 65536 counters bucketsize 12 initval 0x00000000',
-        'Size in memory: 1000', 'References: 0', `Number of entries: ${set.members.size}`,
+        'Size in memory: 1000', `References: ${this.lingering > 0 ? 1 : 0}`, `Number of entries: ${set.members.size}`,
       ].join('\n'));
+      if (this.lingering > 0) this.lingering--;
       return { stdout: blocks.length > 0 ? `${blocks.join('\n\n')}\n` : '' };
     }
     if (command === 'destroy' || command === 'x') {
