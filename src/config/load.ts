@@ -45,11 +45,13 @@ const tooBigWhy = (bytes: string) => `${bytes}; a config is far smaller (at most
 async function readBounded(file: FileHandle): Promise<Buffer | undefined> {
   const chunks: Buffer[] = [];
   let total = 0;
+  // One buffer, each read copied out at its length: a pipe hands over 4-64 KiB a read, and a slice would keep the
+  // whole buffer alive (a 16 MiB config through a pipe held 256 MiB and more).
+  const buffer = Buffer.allocUnsafe(2 ** 20);
   for (;;) {
-    const chunk = Buffer.allocUnsafe(Math.min(2 ** 20, MAX_CONFIG_BYTES + 1 - total));
-    const { bytesRead } = await file.read(chunk, 0, chunk.length, null);
+    const { bytesRead } = await file.read(buffer, 0, Math.min(buffer.length, MAX_CONFIG_BYTES + 1 - total), null);
     if (bytesRead === 0) return Buffer.concat(chunks, total);
-    chunks.push(chunk.subarray(0, bytesRead));
+    chunks.push(Buffer.from(buffer.subarray(0, bytesRead)));
     total += bytesRead;
     if (total > MAX_CONFIG_BYTES) return undefined;
   }
