@@ -15,6 +15,9 @@ import type { InstanceLock } from './instance-lock.js';
 import type { PlanCache } from './plan-cache.js';
 import type { Reloads } from './reload.js';
 
+/** How long a stop waits for a reload in flight to drop what it read (see Reloads.close). */
+const RELOAD_WAIT_MS = 2000;
+
 export interface StopParts {
   readonly log: Logger;
   /** --cleanup-on-exit: a stop runs `down` first. */
@@ -68,7 +71,11 @@ export class Shutdown {
         rememberDesired(planCache.desired, supervisor.lastDesired);
         planCache.flush();
       }
-      await reloaded;
+      // Not for ever: a reload stuck opening its file (a FIFO put in the config's place) would hold the stop; it is
+      // closed, and says nothing when it wakes.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([reloaded, new Promise((resolve) => (timer = setTimeout(resolve, RELOAD_WAIT_MS)))]);
+      clearTimeout(timer);
       await http.stop();
       await lock.release();
       log.info('stopped');
