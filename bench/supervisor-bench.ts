@@ -194,6 +194,11 @@ export async function supervisorBench(runner: CommandRunner, namespaces: Namespa
       await namespaces.remove(router);
     }
     log(`bench: hot-plug: ${hot.map((s) => s.toFixed(0)).join(', ')} ms`);
+    // The gateway announces its new address with arping (the image has it): without it the client, whose first
+    // ping asked for the address before it existed, finds it only at its own ARP retry, about a second later.
+    if ((await runner.run(['sh', '-c', 'command -v arping'], { allowFailure: true })).exitCode !== 0) {
+      log('bench: hot-plug: arping is not installed here, so the gateway could not announce its address (scripts/install-deps.sh installs it)');
+    }
     return { ready, scrape: scrape!, rssMb: rss!, hotplug: stats(hot) };
   } finally {
     await gateway.stop();

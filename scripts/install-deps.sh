@@ -2,13 +2,15 @@
 # Installs what vlan-gateway's lab and tests need on Debian/Ubuntu (run as root). Idempotent: packages already
 # present are skipped, so a prepared machine spends no time here.
 #   kernel tier and lab: iptables (nft + legacy), ipset, iproute2, ping, conntrack, procps, curl, and nftables
-#                        (`nft`: a test writes rules iptables-nft cannot read, as a foreign tool would)
+#                        (`nft`: a test writes rules iptables-nft cannot read, as a foreign tool would), arping (the
+#                        gateway announces a new gateway address with it, as the image does; without it a host that
+#                        asked for the address too early waits its own ARP retry, about 1 s)
 #   metrics tests:       prometheus (the server and promtool)
 #   container tier:      docker.io (engine, started by the tests themselves), debootstrap, docker-compose
 #   benchmarks:          iperf3
 set -euo pipefail
 
-packages=(iptables nftables ipset iproute2 iputils-ping conntrack procps curl ca-certificates prometheus docker.io debootstrap docker-compose iperf3)
+packages=(iptables nftables ipset iproute2 iputils-ping iputils-arping conntrack procps curl ca-certificates prometheus docker.io debootstrap docker-compose iperf3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
