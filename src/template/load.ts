@@ -38,6 +38,9 @@ async function userSource(path: string, configPath: string): Promise<TemplateSou
   }
 }
 
+/** How many directories below rules.dir the walk for templates goes (templateFiles). */
+const WALK_DEPTH = 3;
+
 const USER_FILES: Record<string, UserHook> = {
   'filter/forward.hbs': 'forward',
   'nat/prerouting.hbs': 'prerouting',
@@ -48,11 +51,14 @@ const USER_FILES: Record<string, UserHook> = {
  * The .hbs files under a rules.dir, as paths relative to it with forward slashes. Hidden entries are skipped: a
  * Kubernetes ConfigMap mount keeps its files in `..2026_…/` behind a `..data` link, and shows them through links.
  * Links are followed, but not into a directory that holds them (`ln -s . current`, `ln -s .. up`): readdir's
- * own recursive walk followed such a loop for ever, and `validate`, a start or a reload hung there.
+ * own recursive walk followed such a loop for ever, and `validate`, a start or a reload hung there. Nor deeper than
+ * WALK_DEPTH directories: the templates are two levels down, one a level or two too deep is still found (and named
+ * as misplaced), and a link to / is not a walk through the machine's whole tree.
  */
 async function templateFiles(dir: string): Promise<string[]> {
   const found: string[] = [];
   const walk = async (path: string, relative: string, above: ReadonlySet<string>): Promise<void> => {
+    if (above.size > WALK_DEPTH) return;
     const info = await stat(path);
     const id = `${info.dev}:${info.ino}`;
     if (above.has(id)) return;

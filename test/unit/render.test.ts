@@ -438,6 +438,24 @@ test('a link in rules.dir back to a directory that holds it is not followed: the
   }
 });
 
+test('a link in rules.dir to / is not a walk through the whole machine: templates a level too deep are still named', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  try {
+    await mkdir(join(dir, 'filter'));
+    await writeFile(join(dir, 'filter', 'forward.hbs'), '-p tcp --dport 25 -j REJECT\n');
+    await symlink('/', join(dir, 'root'));
+    const templates = await Promise.race([loadTemplates(dir), delay(5000, undefined, { ref: false })]);
+    t.deepEqual(templates?.user.map((u) => [u.hook, u.template.file]), [['forward', join(dir, 'filter', 'forward.hbs')]]);
+    await rm(join(dir, 'root'));
+    await mkdir(join(dir, 'old', 'nat'), { recursive: true });
+    await writeFile(join(dir, 'old', 'nat', 'postrouting.hbs'), '-j RETURN\n');
+    const misplaced = await t.throwsAsync(loadTemplates(dir), { instanceOf: ConfigError });
+    t.regex(misplaced!.lines[0]!, /old\/nat\/postrouting\.hbs is not a known template/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('a template that is no file (a link to a device) or larger than a template may render is a config error, not read', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
   try {
