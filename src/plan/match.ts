@@ -177,7 +177,7 @@ export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBi
     // the NICs in another order) does not take that NIC: the other VLAN would wait, its gateway address removed,
     // and this VLAN's hosts be dropped as forged.
     const holdsGateway = (l: Link, ours: boolean) => l.addresses.some((a) => a.address === vlan.gateway && (!ours || a.metric === OUR_ADDRESS_METRIC));
-    const own = candidates.length === 1 ? candidates : candidates.filter((l) => !inOtherVlan(l, i));
+    const own = candidates.length === 1 ? candidates : candidates.filter((l) => !inOtherVlan(l, i)).sort((a, b) => a.index - b.index);
     const nic = candidates.length === 1 ? candidates[0]!
       : candidates.find((l) => holdsGateway(l, true)) ?? own.find((l) => holdsGateway(l, false)) ?? own[0]
         ?? [...candidates].sort((a, b) => a.index - b.index)[0]!;

@@ -107,6 +107,8 @@ test('a VLAN\'s gateway address added by hand on another VLAN\'s NIC does not ta
   t.deepEqual(bound(c, facts(undefined, twice))[0], ['office', 'eth0']);
   t.deepEqual(bound(c, facts(undefined, add(twice, 'eth4', { address: '192.168.10.1', prefix: 24 })))[0], ['office', 'eth4'], 'one added by hand there');
   t.deepEqual(bound(c, facts(undefined, add(twice, 'eth4', { address: '192.168.10.1', prefix: 24, metric: 7010 })))[0], ['office', 'eth4']);
+  // Neither holds it: the oldest (lowest index), whatever order the links were listed in.
+  t.deepEqual(bound(c, facts(undefined, [...twice].reverse()))[0], ['office', 'eth0']);
 });
 
 test('a VLAN pinned to the uplink\'s NIC, or found on it, waits and says the NIC is the uplink', (t) => {
