@@ -336,6 +336,7 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
 
 /** `--match-set NAME`, and the SET target's `--add-set` / `--del-set` / `--map-set NAME`. */
 const SET_REFERENCE = /(?:^| )--(?:match|add|del|map)-set (\S+)/g;
+const QUOTED = /"(?:[^"\\]|\\.)*"/g;
 
 /**
  * The rules outside our chains that refer to a chain or set the plan removes, one problem each. Our jumps in the
@@ -357,7 +358,8 @@ function referencesToRemoved(steps: readonly Step[], facts: Facts): string[] {
         const target = verdictOf(rule.body);
         const what = target !== undefined && chains.has(target) ? [`chain ${target}`] : [];
         if (sets.size > 0 && rule.body.includes('-set ')) {
-          for (const m of rule.body.matchAll(SET_REFERENCE)) if (sets.has(m[1]!)) what.push(`ipset ${m[1]!}`);
+          // Not in a quoted comment: a set name there refers to nothing.
+          for (const m of rule.body.replace(QUOTED, '""').matchAll(SET_REFERENCE)) if (sets.has(m[1]!)) what.push(`ipset ${m[1]!}`);
         }
         for (const thing of what) {
           problems.push(`${thing} is to be removed, but a rule that is not the gateway's refers to it (${table} table, chain ${chain}), `

@@ -690,6 +690,10 @@ test('a chain or set the plan removes that a rule of someone else\'s still refer
     message: 'ipset VGW-SUBNETS is to be removed, but a rule that is not the gateway\'s refers to it (filter table, chain FORWARD), and the kernel keeps '
       + 'what a rule refers to: delete that rule (iptables-nft -t filter -D FORWARD -m set ! --match-set VGW-SUBNETS src -j DROP) or point it elsewhere, and run again',
   });
+  // A comment that only names the set refers to nothing.
+  const commented = factsWith(lab, inSyncSave(desiredOf(lab)).replace('COMMIT\n*nat', '[0:0] -A FORWARD -m comment --comment "was --match-set VGW-SUBNETS src" -j ACCEPT\nCOMMIT\n*nat'));
+  const commentedSets = { ...commented, sets: withSets.sets };
+  t.notThrows(() => diff(planEmpty(lab, commentedSets), commentedSets));
 });
 
 // Validation cannot see it (the uplink's network is the NIC's): a VLAN inside it took those addresses from the
