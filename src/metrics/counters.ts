@@ -192,23 +192,28 @@ export class MonotonicCounters {
    * rolled back: to what the pass planned from): the next reading counts from there. Without this, a reading at or
    * above the last one was taken for growth, and what it held before the rewrite was lost; and a rollback to a value
    * below the last reading was taken for a restart at zero, and that value counted again.
+   * From the lower of the two, where the last reading is lower: a rollback puts back what its pass read or knew, and
+   * read after the last reading it holds traffic since then that no reading has counted yet.
    */
   restarted(counts: ReadonlyMap<string, Count>): void {
     for (const [key, count] of counts) {
       const pair = this.lastPair.get(key);
       if (pair) {
-        pair.packets = count.packets;
-        pair.bytes = count.bytes;
+        pair.packets = Math.min(pair.packets, count.packets);
+        pair.bytes = Math.min(pair.bytes, count.bytes);
       }
     }
   }
 
   /**
    * A reading of a counter that a write set to `start` while the reading ran (before or after the kernel was read,
-   * nobody knows): not counted; the next reading counts from `start`.
+   * nobody knows): not counted; the next reading counts from `start`, or from the last reading if lower (restarted).
    */
   observe(key: string, start: Count): void {
-    this.lastPair.set(key, { packets: start.packets, bytes: start.bytes, reading: this.reading });
+    const pair = this.lastPair.get(key);
+    this.lastPair.set(key, {
+      packets: Math.min(start.packets, pair?.packets ?? Infinity), bytes: Math.min(start.bytes, pair?.bytes ?? Infinity), reading: this.reading,
+    });
   }
 
   /**

@@ -878,6 +878,31 @@ test('a rewrite that is rolled back puts back the counters it planned from: the 
   t.is(await drops(), 18);
 });
 
+// A failed pass that read the tables itself puts back what it read, which holds traffic no reading has counted yet
+// (since the last one): that is counted, not skipped.
+test('a rewrite rolled back by a pass that read the tables itself loses none of the traffic since the last reading', async (t) => {
+  const r = rig(t, { backoffInitialMs: 60_000, backoffMaxMs: 60_000 }, withRule);
+  const collector = collectorOf(r);
+  const drops = () => r.value('vlan_gateway_forwarded_packets_total', { from: 'lab', to: 'office', action: 'drop' });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.ns.countPackets(4);
+  await collector.collect();
+  t.is(await drops(), 4);
+  r.ns.countPackets(7); // not read by the collector before the pass
+
+  failNatRestores(r);
+  r.supervisor.replaceConfig(state(twoRulesAndForward, 'v2'));
+  await settle(r, 2);
+  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'failure' });
+  t.regex(r.ns.save('nft', true), /^\[11:\d+\] -A VGW-P-20-10 .*--dports 80 -j DROP$/m, 'the rollback put back what the pass read');
+  await collector.collect();
+  t.is(await drops(), 11, 'the 7 packets before the pass are counted');
+  r.ns.countPackets(2);
+  await collector.collect();
+  t.is(await drops(), 13);
+});
+
 // The same when a reading takes the kernel's counters between the write and its rollback: it saw the rule at zero
 // (a restart), and the rollback then put back everything the rule had counted, which was counted again.
 test('a reading taken between a rewrite and its rollback counts nothing twice', async (t) => {
