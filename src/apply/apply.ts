@@ -98,18 +98,30 @@ async function runTable(runner: CommandRunner, backend: Backend, step: TableStep
   const restore = async (payload: string, counters: boolean) => {
     try {
       await runner.run(restoreCommand(backend, counters), { input: payload });
-      observer.restore?.(step.table, true);
     } catch (error) {
-      observer.restore?.(step.table, false);
+      tell(() => observer.restore?.(step.table, false));
       throw error;
     }
+    tell(() => observer.restore?.(step.table, true));
   };
   await restore(step.payload, false);
-  observer.written?.(step, false);
+  tell(() => observer.written?.(step, false));
   return async () => {
     await restore(step.undo, true);
-    observer.written?.(step, true);
+    tell(() => observer.written?.(step, true));
   };
+}
+
+/**
+ * An observer's call, which must not change what the apply does: one that threw after a table was written took
+ * the table for not written, and the rollback left it in place. (Observers count: a throw is a bug, said loudly.)
+ */
+function tell(call: () => void): void {
+  try {
+    call();
+  } catch (error) {
+    process.emitWarning(`vlan-gateway: an apply observer failed: ${(error as Error)?.stack ?? String(error)}`);
+  }
 }
 
 async function runSysctl(runner: CommandRunner, step: SysctlStep): Promise<Undo | undefined> {

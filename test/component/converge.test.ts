@@ -447,6 +447,27 @@ test('a failing nat table: ApplyError (exit 1), filter rolled back, addresses re
   t.is(ns.snapshot(), before);
 });
 
+test('an observer that throws once filter is written does not keep filter out of the rollback of a failing nat table', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  const before = ns.snapshot();
+  ns.failNext({ table: 'nat' });
+  const observer = {
+    written: () => {
+      throw new Error('a bug in an observer');
+    },
+  };
+  const warned: string[] = [];
+  const onWarning = (warning: Error) => warned.push(warning.message);
+  process.on('warning', onWarning);
+  t.teardown(() => process.off('warning', onWarning));
+  const error = await t.throwsAsync(reconcileOnce(ns, lab, builtinTemplates, { observer }), { instanceOf: ApplyError });
+  t.regex(error!.message, /^applying the nat table failed/);
+  t.true(error!.rolledBack);
+  t.is(ns.snapshot(), before, 'filter is rolled back too');
+  await new Promise((resolve) => setImmediate(resolve));
+  t.true(warned.some((w) => w.includes('a bug in an observer')), 'and the failure is said');
+});
+
 /** The lines of a restore error that quote the payload ("  N | …", the failing one marked ">"), comments elided. */
 const quoted = (message: string) => message.split('\n').filter((l) => /^[> ] +\d+ \| /.test(l)).map((l) => l.replace(/vgw:\S+/, 'vgw:…'));
 const NAT_LINES_2_TO_6 = [
