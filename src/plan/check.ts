@@ -5,7 +5,7 @@
  * every jump goes to one of our chains declared in the same table, or to a standard target valid in that table
  * and hook (no DNAT in POSTROUTING, no DROP in nat, …); and our chains jump to each other without a loop. Pure.
  */
-import { OUR_PREFIX, POSTROUTING_CHAIN, PREROUTING_CHAIN, STANDARD_TARGETS } from './chains.js';
+import { OUR_PREFIX, POSTROUTING_CHAIN, PREROUTING_CHAIN, STANDARD_TARGETS, USER_PREFIX } from './chains.js';
 import type { DesiredChain } from './types.js';
 import { verdictOf } from './rule-text.js';
 
@@ -23,6 +23,10 @@ const OTHER_TABLES = new Map([
   ...['CT', 'NOTRACK', 'TRACE'].map((t) => [t, 'raw'] as const),
   ...['SECMARK', 'CONNSECMARK'].map((t) => [t, 'mangle or security'] as const),
 ]);
+
+/** The SET target's `--add-set`, `--del-set` or `--map-set` of one of our sets. */
+const OUR_SET_WRITE = new RegExp(`(?:^| )--(?:add|del|map)-set (${OUR_PREFIX}\\S*)`);
+const QUOTED = /"(?:[^"\\]|\\.)*"/g;
 
 export function checkJumpTargets(chains: readonly DesiredChain[], sources: ReadonlyMap<string, string> = new Map()): void {
   // Per table, our chains by name; each rule's target read once (10,000 rules at 100 VLANs).
@@ -53,6 +57,12 @@ export function checkJumpTargets(chains: readonly DesiredChain[], sources: Reado
           problems.push(`${where(chain, index)} jumps to ${target}, which is not a chain declared in the ${chain.table} table`);
         }
         return;
+      }
+      if (target === 'SET' && chain.name.startsWith(USER_PREFIX)) {
+        // The gateway owns its sets as it owns its chains: one written from a rule (a NIC, a subnet added to
+        // VGW-SUBNET-NICS) changes its verdicts, and the next pass puts it back.
+        const written = OUR_SET_WRITE.exec(chain.rules[index]!.line.replace(QUOTED, '""'))?.[1];
+        if (written) problems.push(`${where(chain, index)} writes into ${written}, the gateway's own set: use a set of your own`);
       }
       if (!STANDARD_TARGETS.has(target)) {
         problems.push(`${where(chain, index)} jumps to ${target}, which is neither one of our chains nor a standard target`);

@@ -548,6 +548,17 @@ test('targets the kernel takes only in mangle or raw are refused in filter and n
   });
 });
 
+test('a user template may fill sets of its own, not the gateway\'s: a SET target writing into a VGW- set is refused', async (t) => {
+  await withForwardTemplate('-s 10.9.9.9 -j SET --add-set VGW-SUBNETS src\n-s 10.9.9.8 -j SET --del-set VGW-NICS-0 src\n-j SET --add-set seen src\n', async (dir) => {
+    const error = await t.throwsAsync(planWithUserDir(dir), { instanceOf: PlanError });
+    const file = `${dir}/filter/forward.hbs`;
+    t.is(error?.message, [
+      `filter VGW-USER-FORWARD rule 1 (from ${file}) writes into VGW-SUBNETS, the gateway's own set: use a set of your own`,
+      `filter VGW-USER-FORWARD rule 2 (from ${file}) writes into VGW-NICS-0, the gateway's own set: use a set of your own`,
+    ].join('\n'));
+  });
+});
+
 test('what the product writes passes the same checks: user chains jumped to once, ACCEPT and REJECT in user templates', async (t) => {
   // (The golden tests above cover the shipped templates: DNAT in PREROUTING, MASQUERADE and SNAT in POSTROUTING.)
   await t.notThrowsAsync(planWithUserDir('test/fixtures/rules.d'));
