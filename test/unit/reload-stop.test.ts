@@ -25,17 +25,9 @@ import { NetlinkMonitor } from '../../src/observe/monitor.js';
 import type { ReloadState } from '../../src/reconcile/status.js';
 import { Supervisor } from '../../src/reconcile/supervisor.js';
 import { FakeNetns } from '../fakes/netfilter.js';
+import { sleep, until } from '../helpers/wait.js';
 
 const labText = await readFile(fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url)), 'utf8');
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-async function until(what: string, condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(2);
-  }
-}
 
 /** The fake namespace, with iptables' parse of the user's rules (`iptables-restore --test`) held until released. */
 class HeldCheck implements CommandRunner {

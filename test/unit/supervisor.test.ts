@@ -23,6 +23,7 @@ import { Supervisor, type ConfigState, type SupervisorOptions } from '../../src/
 import { loadTemplates } from '../../src/template/load.js';
 import { FakeNetns } from '../fakes/netfilter.js';
 import { metricValue, parseMetrics } from '../helpers/supervisor.js';
+import { sleep, until } from '../helpers/wait.js';
 
 const templates = await loadTemplates();
 const labText = await readFile(fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url)), 'utf8');
@@ -31,16 +32,6 @@ const state = (config: Config, text = JSON.stringify(config)): ConfigState => ({
 const withRule: Config = { ...lab, forwarding: { ...lab.forwarding, rules: [{ from: 'lab', to: 'office', proto: 'tcp', ports: '80', action: 'drop' }] } };
 /** A change to both tables (filter: a rule; nat: a port forward), so that a failing nat restore rolls filter back. */
 const withRuleAndForward: Config = { ...withRule, portForwards: [...lab.portForwards, { proto: 'tcp', port: 8080, to: '192.168.20.100', toPort: 80 }] };
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-async function until(what: string, condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(2);
-  }
-}
 
 const namespace = (sysctls: Record<string, string> = {}) => new FakeNetns({
   links: [{ name: 'eth0', addresses: ['203.0.113.2/24'] }, { name: 'eth1', addresses: ['192.168.10.2/24'] }, { name: 'eth2', addresses: ['192.168.20.2/24'] }],
