@@ -430,12 +430,7 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
   const create = script(before);
   if (create) out[1]!.push(create);
   const later = [...after, ...destroys];
-  if (later.length > 0) {
-    out[3]!.push({
-      step: later[0]!.step,
-      run: () => runLaterSets(runner, backend, later),
-    });
-  }
+  if (later.length > 0) out[3]!.push({ step: later[0]!.step, run: () => runLaterSets(runner, backend, later) });
   const accounting = script(counting);
   return { stages: out, ...(accounting ? { accounting } : {}) };
 }
