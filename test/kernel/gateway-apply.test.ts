@@ -296,21 +296,12 @@ kernel(`fail closed with forwarding already on: while the first apply's restores
   const [office, other] = [lab.vlans.find((v) => v.name === 'office')!, lab.vlans.find((v) => v.name === 'lab')!];
   await addDockerDnsChains(router, 'legacy'); // a legacy namespace: its restores take the xtables lock
   await inNs(router, 'sysctl', '-w', 'net.ipv4.ip_forward=1');
-  const env = { XTABLES_LOCKFILE: join(await scratchDir(), 'xtables-forwarding-on.lock') };
-  const held = await holdXtablesLock(env.XTABLES_LOCKFILE, 60);
-  let applying: ReturnType<typeof cliWithEnv> | undefined;
-  try {
-    applying = cliWithEnv(env, 'apply', '--netns', router, '--config', dropByDefault.path);
-    await waitFor('the apply to wait for the xtables lock', async () => ((await restoresIn(router)) > 0 ? true : undefined), 30_000);
-    await sleep(500); // what was started beside the restore has run by now
+  const applied = await applyWhileLockHeld(router, dropByDefault.path, 'forwarding-on', async () => {
     const ping = await runProbe(runner, { namespace: office.client.namespace, kind: 'ping', target: other.client.address, timeoutMs: 1000 });
     t.is(ping.actual, 'blocked', `office → lab while no rule is written yet: ${ping.detail}`);
     t.notRegex(await inNs(router, 'ip', '-4', 'addr'), /inet 192\.168\.(10|20)\.1\//, 'no gateway address yet');
-  } finally {
-    await held.release();
-  }
-  const applied = await applying;
-  t.is(applied?.code, 0, applied?.stderr);
+  });
+  t.is(applied.code, 0, applied.stderr);
   t.regex(await inNs(router, 'ip', '-4', 'addr'), /inet 192\.168\.10\.1\/24 /, 'the gateway addresses, once the tables are written');
   const after = await runProbe(runner, { namespace: office.client.namespace, kind: 'ping', target: other.client.address, timeoutMs: 1000 });
   t.is(after.actual, 'blocked', `office → lab under default drop: ${after.detail}`);
@@ -330,20 +321,11 @@ kernel(`fail closed, a VLAN added under default accept: while the filter restore
   t.is((await apply(router, example)).code, 0, 'office and lab; the iot NIC is there, not in the config');
   // The iot host answers through the router's own (Docker) address: its gateway address comes later.
   await runner.run(['ip', '-n', iot.client.namespace, 'route', 'replace', office.subnet, 'via', iot.routerAddress]);
-  const env = { XTABLES_LOCKFILE: join(await scratchDir(), 'xtables-added-vlan.lock') };
-  const held = await holdXtablesLock(env.XTABLES_LOCKFILE, 60);
-  let applying: ReturnType<typeof cliWithEnv> | undefined;
-  try {
-    applying = cliWithEnv(env, 'apply', '--netns', router, '--config', iotIsolated.path);
-    await waitFor('the apply to wait for the xtables lock', async () => ((await restoresIn(router)) > 0 ? true : undefined), 30_000);
-    await sleep(500);
+  const applied = await applyWhileLockHeld(router, iotIsolated.path, 'added-vlan', async () => {
     const ping = await runProbe(runner, { namespace: office.client.namespace, kind: 'ping', target: iot.client.address, timeoutMs: 1000 });
     t.is(ping.actual, 'blocked', `office → iot while the old rules are in force: ${ping.detail}`);
-  } finally {
-    await held.release();
-  }
-  const applied = await applying;
-  t.is(applied?.code, 0, applied?.stderr);
+  });
+  t.is(applied.code, 0, applied.stderr);
   const after = await runProbe(runner, { namespace: office.client.namespace, kind: 'ping', target: iot.client.address, timeoutMs: 1000 });
   t.is(after.actual, 'blocked', `office → iot, dropped by the rule: ${after.detail}`);
   const traffic = await labCheck(runner, lab, iotIsolated.config);
@@ -460,6 +442,26 @@ async function holdXtablesLock(file: string, seconds: number): Promise<{ release
     throw error;
   }
   return { release };
+}
+
+/**
+ * `vlan-gateway apply --config configPath` in a legacy namespace while the xtables lock is held: `during` runs once
+ * its first restore waits for the lock (and what it started beside that restore has had time to run); then the lock
+ * is released and the apply's result returned.
+ */
+async function applyWhileLockHeld(router: string, configPath: string, name: string, during: () => Promise<void>): Promise<Awaited<ReturnType<typeof cliWithEnv>>> {
+  const env = { XTABLES_LOCKFILE: join(await scratchDir(), `xtables-${name}.lock`) };
+  const held = await holdXtablesLock(env.XTABLES_LOCKFILE, 60);
+  let applying: ReturnType<typeof cliWithEnv> | undefined;
+  try {
+    applying = cliWithEnv(env, 'apply', '--netns', router, '--config', configPath);
+    await waitFor('the apply to wait for the xtables lock', async () => ((await restoresIn(router)) > 0 ? true : undefined), 30_000);
+    await sleep(500);
+    await during();
+  } finally {
+    await held.release();
+  }
+  return applying;
 }
 
 kernel(`backend legacy: a restore waits for the xtables lock, and gives up after ${XTABLES_WAIT_SECONDS} s with iptables' message, changing nothing${NEEDS_ROOT}`, async (t) => {
