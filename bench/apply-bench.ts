@@ -105,7 +105,7 @@ export const tablePayloads = (plan: Plan): Payload[] =>
 /** `ipset restore` input creating the plan's sets as apply does (the table payloads match on them). */
 /** The plan's sets as one `ipset restore` script, created as the product creates them (setCreate). */
 export const setScript = (plan: Plan): string => plan.steps.flatMap((s) => (s.kind === 'set-update'
-  ? [...(s.create ? [setCreate(s.set, s.type, s.add.length)] : []), ...s.add.map((m) => `add ${s.set} ${m} -exist`)]
+  ? [...(s.create ? [setCreate(s.set, s.type, s.add)] : []), ...s.add.map((m) => `add ${s.set} ${m} -exist`)]
   : [])).map((l) => `${l}\n`).join('');
 
 const ruleLineCount = (text: string) => text.split('\n').filter((l) => /^-[AI] /.test(l)).length;

@@ -74,7 +74,7 @@ async function writeFiles(dir: string, plan: Plan): Promise<void> {
   const ip: string[] = [];
   for (const s of plan.steps) {
     if (s.kind === 'set-update') {
-      if (s.create) sets.push(setCreate(s.set, s.type, s.add.length));
+      if (s.create) sets.push(setCreate(s.set, s.type, s.add));
       for (const m of s.add) (s.role === 'verdict' ? sets : fill).push(`add ${s.set} ${m} -exist`);
     } else if (isAddressStep(s)) ip.push(addressBatchLine(s));
   }

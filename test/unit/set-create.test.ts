@@ -1,8 +1,25 @@
 import test from 'ava';
 import { setCreate } from '../../src/apply/apply.js';
 
+const hashsizeOf = (line: string) => Number(/hashsize (\d+)/.exec(line)![1]);
+/** Members "net,nic" for every net × nic, as an accounting set holds them. */
+const pairs = (nets: number, nics: number) => Array.from({ length: nets }, (_, n) => Array.from({ length: nics }, (_, d) => `10.${n >> 8}.${n & 255}.0/24,n${d}`)).flat();
+const single = (count: number) => Array.from({ length: count }, (_, n) => `10.${n >> 8}.${n & 255}.0/24`);
+
 test('setCreate sizes the hash table for the members: a power of two, at least one bucket each, never below the default 1,024', (t) => {
-  const hashsize = (members: number) => /hashsize (\d+)/.exec(setCreate('VGW-PAIRS-0', 'hash:net,iface', members))![1];
-  t.is(setCreate('VGW-PAIRS-0', 'hash:net,iface', 4656), 'create VGW-PAIRS-0 hash:net,iface counters hashsize 8192 -exist');
-  t.deepEqual([0, 2, 1024, 1025, 2048, 9602].map(hashsize), ['1024', '1024', '1024', '2048', '2048', '16384']);
+  const hashsize = (members: number) => hashsizeOf(setCreate('VGW-SUBNETS', 'hash:net', single(members)));
+  t.is(setCreate('VGW-SUBNETS', 'hash:net', single(4656)), 'create VGW-SUBNETS hash:net counters hashsize 8192 -exist');
+  t.deepEqual([0, 2, 1024, 1025, 2048, 9602].map(hashsize), [1024, 1024, 1024, 2048, 2048, 16384]);
+});
+
+test('setCreate spreads the nets of a hash:net,iface set whose nets share members over 8 × nets² buckets (two that meet would overflow one)', (t) => {
+  // The 10k benchmark's accounting set: 97 nets × 48 NICs. 8 × 97² = 75,272 → 131,072.
+  t.is(setCreate('VGW-PAIRS-0', 'hash:net,iface', pairs(97, 48)), 'create VGW-PAIRS-0 hash:net,iface counters hashsize 131072 -exist');
+  t.is(hashsizeOf(setCreate('VGW-PAIRS-0', 'hash:net,iface', pairs(22, 20))), 4096); // 8 × 22² = 3,872
+  // The NIC sets: the two halves of "any address", each with every NIC: 8 × 2² is below the members.
+  t.is(hashsizeOf(setCreate('VGW-NICS-0', 'hash:net,iface', pairs(2, 48))), 1024);
+  // One member per net (VGW-SUBNET-NICS): nothing shares a bucket's widening, sized by the members only.
+  t.is(hashsizeOf(setCreate('VGW-SUBNET-NICS', 'hash:net,iface', single(4000).map((n, i) => `${n},n${i}`))), 4096);
+  // Capped: 400 nets × 48 is 19,200 members, 8 × 400² would be 1,280,000 buckets.
+  t.is(hashsizeOf(setCreate('VGW-PAIRS-0', 'hash:net,iface', pairs(400, 48))), 2 ** 20);
 });
