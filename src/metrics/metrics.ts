@@ -4,6 +4,7 @@
  * serialises what is there, and the text is cached until something changes, so a scrape costs a string copy.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { DROP_REASONS } from '../plan/types.js';
 
 /** What asked for a pass; `drift`: the stats collector's reading found our tables or sets not as planned. */
 export type Trigger = 'start' | 'schedule' | 'drift' | 'netlink' | 'reload';
@@ -38,9 +39,9 @@ export class Metrics {
   readonly natBytes = new Counter({ name: 'vlan_gateway_nat_bytes_total', help: 'Bytes of the packets that set up a NAT mapping, by VLAN and kind.', labelNames: ['vlan', 'kind'], registers: [this.registry] });
   readonly droppedPackets = new Counter({
     name: 'vlan_gateway_dropped_packets_total', labelNames: ['reason'], registers: [this.registry],
-    help: 'Packets the gateway drops before its policy, by reason: invalid (conntrack state), spoofed (a source its NIC may not forward from: a VLAN subnet\'s on another NIC, or one outside the VLAN\'s subnet and routed networks), unmanaged (from a NIC the gateway does not manage), waiting (to a VLAN whose NIC is not attached).',
+    help: 'Packets the gateway drops outside its forwarding policy, by reason: invalid (conntrack state), spoofed (a source its NIC may not forward from: a VLAN subnet\'s on another NIC, or one outside the VLAN\'s subnet and routed networks), unmanaged (from or to a NIC the gateway does not manage), waiting (to a VLAN whose NIC is not attached), hairpin (back out of the NIC it came in on).',
   });
-  readonly droppedBytes = new Counter({ name: 'vlan_gateway_dropped_bytes_total', help: 'Bytes of the packets the gateway drops before its policy, by reason.', labelNames: ['reason'], registers: [this.registry] });
+  readonly droppedBytes = new Counter({ name: 'vlan_gateway_dropped_bytes_total', help: 'Bytes of the packets the gateway drops outside its forwarding policy, by reason.', labelNames: ['reason'], registers: [this.registry] });
   readonly conntrackEntries = new Gauge({ name: 'vlan_gateway_conntrack_entries', help: 'Connection-tracking entries in the gateway\'s namespace.', registers: [this.registry] });
   readonly conntrackLimit = new Gauge({ name: 'vlan_gateway_conntrack_limit', help: 'Maximum connection-tracking entries.', registers: [this.registry] });
   readonly httpRefused = new Counter({ name: 'vlan_gateway_http_refused_total', help: 'HTTP requests refused because the client is on a VLAN that http.allowFrom does not let in, by VLAN.', labelNames: ['vlan'], registers: [this.registry] });
@@ -57,7 +58,7 @@ export class Metrics {
       for (const result of ['success', 'failure']) this.restores.inc({ table, result }, 0);
     }
     this.startTime.set(Math.round((performance.timeOrigin) / 1000));
-    for (const reason of ['invalid', 'spoofed', 'unmanaged', 'waiting'] as const) {
+    for (const reason of DROP_REASONS) {
       this.droppedPackets.inc({ reason }, 0);
       this.droppedBytes.inc({ reason }, 0);
     }

@@ -314,12 +314,18 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
     add('filter', from.chain, templates.from, {
       branches,
       portForwards: forwards,
-      ownNic: compactFrom ? from.nic : null,
+      ownNic: from.nic,
       acceptSets: compactFrom ? pairSets.map((set) => set.name) : [],
       nicSets: compactFrom ? zoneNicSets.map((set) => set.name) : [],
     }, (body, target) => {
       const action = ACTION_OF[target ?? ''];
-      const to = nicZone.get(outInterfaceOf(body) ?? '');
+      const out = outInterfaceOf(body);
+      const to = nicZone.get(out ?? '');
+      if (target === 'DROP' && !body.includes('--match-set')) {
+        // The drops that are no pair's: back out of the NIC it came in on, or out of one that is no zone's.
+        if (out === from.nic) return { kind: 'drop', reason: 'hairpin' };
+        if (out === undefined) return { kind: 'drop', reason: 'unmanaged' };
+      }
       // Set lookups carry no -o: their packets are counted by the sets' members, not by the rule.
       return action && to && to !== from.name ? { kind: 'forward', from: from.name, to, action } : undefined;
     });

@@ -33,10 +33,15 @@ export interface UplinkBinding {
 export type RuleMeaning =
   | { readonly kind: 'forward'; readonly from: Zone; readonly to: Zone; readonly action: 'accept' | 'drop' | 'reject' }
   | { readonly kind: 'nat'; readonly vlan: string; readonly type: 'masquerade' | 'snat' | 'dnat' }
-  /** VGW-FORWARD's own drops: conntrack INVALID, a forged VLAN source, traffic from a NIC the gateway does not manage. */
+  /** The drops that are no pair's policy: see DROP_REASONS. */
   | { readonly kind: 'drop'; readonly reason: DropReason };
 
-export type DropReason = 'invalid' | 'spoofed' | 'unmanaged' | 'waiting';
+/**
+ * Why a packet is dropped outside the pairs' policy: conntrack INVALID; a forged source (VGW-SOURCES); from or to a
+ * NIC the gateway does not manage; to a VLAN waiting for its NIC; back out of the NIC it came in on (VGW-FROM-*).
+ */
+export const DROP_REASONS = ['invalid', 'spoofed', 'unmanaged', 'waiting', 'hairpin'] as const;
+export type DropReason = (typeof DROP_REASONS)[number];
 
 export interface DesiredRule {
   /** The rule after `-A CHAIN `, comment included. */

@@ -15,7 +15,7 @@ import { loadConfig } from '../../src/config/load.js';
 import type { LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import {
-  buildLab, freePort, GatewayProcess, metricValue, parseMetrics, ping, prepareBundle, REPO, scratchDir, series, waitFor, type Bundle,
+  buildLab, freePort, GatewayProcess, inNs, metricValue, parseMetrics, ping, prepareBundle, REPO, scratchDir, series, waitFor, type Bundle,
   tearDown,
 } from '../helpers/supervisor.js';
 import { tearDownAlways } from '../helpers/teardown.js';
@@ -88,6 +88,34 @@ kernel(`after 10 pings office → lab, forwarded_packets_total{from="office",to=
   const promtool = await execa('promtool', ['check', 'metrics'], { input: text, reject: false });
   t.log(`promtool check metrics: exit ${promtool.exitCode}${promtool.stdout || promtool.stderr ? `: ${promtool.stdout}${promtool.stderr}` : ''}`);
   t.is(promtool.exitCode, 0, `${promtool.stdout}\n${promtool.stderr}`);
+});
+
+// What leaves a VLAN's chain without a pair's verdict: back out of the NIC it came in on (a host that routes a
+// neighbour's address through the gateway), or out of a NIC that is no zone's (a network attached besides the VLANs).
+// Both were dropped by rules that carried no reason, so vlan_gateway_dropped_packets_total never showed them.
+kernel(`a hairpin and traffic towards a NIC the gateway does not manage are counted as dropped, reason "hairpin" and "unmanaged"${NEEDS_ROOT}`, async (t) => {
+  const { router } = topology!;
+  const dropped = async (reason: string) => metricValue(await gateway!.metrics(), 'vlan_gateway_dropped_packets_total', { reason });
+  const before = { hairpin: await dropped('hairpin'), unmanaged: await dropped('unmanaged') };
+  await inNs(office().client.namespace, 'ip', 'route', 'add', '192.168.10.77/32', 'via', office().gateway);
+  await inNs(router, 'ip', 'link', 'add', 'vgwx0', 'type', 'veth', 'peer', 'name', 'vgwx1');
+  try {
+    await inNs(router, 'ip', 'address', 'add', '10.123.0.1/24', 'dev', 'vgwx0');
+    await inNs(router, 'ip', 'link', 'set', 'vgwx0', 'up');
+    await inNs(router, 'ip', 'link', 'set', 'vgwx1', 'up');
+    for (const target of ['192.168.10.77', '10.123.0.2']) {
+      const pinged = await ping(office().client.namespace, target, 3, 0.05);
+      t.is(pinged.received, 0, `office → ${target} is not forwarded: ${pinged.output}`);
+    }
+    const { value } = await waitFor('both drops counted', async () => {
+      const now = { hairpin: await dropped('hairpin'), unmanaged: await dropped('unmanaged') };
+      return now.hairpin - before.hairpin >= 3 && now.unmanaged - before.unmanaged >= 3 ? now : undefined;
+    }, 5000, 100);
+    t.log(`dropped_packets_total hairpin ${before.hairpin} → ${value.hairpin}, unmanaged ${before.unmanaged} → ${value.unmanaged}`);
+  } finally {
+    await inNs(router, 'ip', 'link', 'del', 'vgwx0').catch(() => '');
+    await inNs(office().client.namespace, 'ip', 'route', 'del', '192.168.10.77/32').catch(() => '');
+  }
 });
 
 kernel(`a real Prometheus scrapes the gateway, and PromQL returns the forwarded-packets series${NEEDS_ROOT}`, async (t) => {

@@ -122,7 +122,7 @@ test('a chain flushed by someone else: only that chain is rewritten; undo emptie
   const save = without(inSyncSave(desired), (l) => l.includes('-A VGW-FROM-20 '));
   const steps = tableSteps(planOf(lab, save));
   t.is(steps.length, 1);
-  t.deepEqual(steps[0]!.chains.map((c) => [c.chain, c.change, c.added.length, c.removed.length]), [['VGW-FROM-20', 'rewrite', 3, 0]]);
+  t.deepEqual(steps[0]!.chains.map((c) => [c.chain, c.change, c.added.length, c.removed.length]), [['VGW-FROM-20', 'rewrite', 4, 0]]);
   t.deepEqual(steps[0]!.jumps, []);
   t.is(steps[0]!.payload, ['*filter', ':VGW-FROM-20 - [0:0]', ...rulesOf(desired, 'VGW-FROM-20'), 'COMMIT', ''].join('\n'));
   t.is(steps[0]!.undo, ['*filter', ':VGW-FROM-20 - [0:0]', 'COMMIT', ''].join('\n'));
@@ -357,7 +357,7 @@ test('changing one VLAN\'s forwarding rules rewrites only the chains it touches;
   // And back: removing the rules deletes the pair chain and rewrites only VGW-FROM-20 again.
   const back = tableSteps(planOf(lab, inSyncSave(after)));
   t.deepEqual(back.map((s) => s.chains.map((c) => [c.chain, c.change])), [[['VGW-FROM-20', 'rewrite'], ['VGW-P-20-10', 'delete']]]);
-  t.regex(back[0]!.payload, /^\*filter\n:VGW-FROM-20 - \[0:0\]\n:VGW-P-20-10 - \[0:0\]\n(-A VGW-FROM-20 .*\n){3}-X VGW-P-20-10\nCOMMIT\n$/);
+  t.regex(back[0]!.payload, /^\*filter\n:VGW-FROM-20 - \[0:0\]\n:VGW-P-20-10 - \[0:0\]\n(-A VGW-FROM-20 .*\n){4}-X VGW-P-20-10\nCOMMIT\n$/);
 });
 
 test('down (planEmpty) removes our chains, jumps and gateway addresses, and leaves Docker\'s chains, the route and sysctls', (t) => {
