@@ -2,7 +2,8 @@
  * Kernel tier, traffic: `vlan-gateway apply` (the CLI, as a subprocess) configures a lab's router namespace, and
  * real packets (ping, TCP through the lab's agents) show what it does: VLANs reach each other both ways and the
  * Internet host, which sees the MASQUERADE or SNAT address; a port forward lands on the VLAN host; a drop policy
- * with one accept rule blocks everything but that rule, and replies to the accepted connection still flow.
+ * with one accept rule blocks everything but that rule, and replies to the accepted connection still flow, ICMP
+ * errors (port unreachable, path MTU) included, across a reload that drops it too.
  *
  * One lab serves the three configs in turn (each apply is also a transition from the previous one). It is built
  * from the snat variant so that the Internet side routes the snat address 198.51.100.77 back to the router.
@@ -20,7 +21,7 @@ const SNAT_TO = '198.51.100.77'; // not on any interface: the Internet side rout
 
 let topology: LabTopology;
 let router: string;
-let files: Record<'masquerade' | 'snat' | 'drop' | 'reject' | 'inbound' | 'range', { path: string; config: Config }>;
+let files: Record<'masquerade' | 'snat' | 'drop' | 'reject' | 'inbound' | 'range' | 'udp' | 'udpDropped', { path: string; config: Config }>;
 
 test.before(async () => {
   if (!isRoot()) return;
@@ -53,6 +54,15 @@ test.before(async () => {
         { proto: 'tcp', port: '6000-6010', to: '192.168.10.100' },
         { proto: 'udp', port: '6000-6010', to: '192.168.20.100' },
       ],
+    }),
+    // A drop policy that lets lab reach office's UDP 5000-5010, and the same once a reload turns that rule to drop.
+    udp: await writeConfig('udp', {
+      ...example,
+      forwarding: { default: 'drop', rules: [{ from: 'lab', to: 'office', proto: 'udp', ports: '5000-5010', action: 'accept' }] },
+    }),
+    udpDropped: await writeConfig('udp-dropped', {
+      ...example,
+      forwarding: { default: 'drop', rules: [{ from: 'lab', to: 'office', proto: 'udp', ports: '5000-5010', action: 'drop' }] },
     }),
     reject: await writeConfig('reject', {
       ...example,
@@ -243,19 +253,20 @@ kernel(`a source forged from another VLAN's subnet is dropped, from a VLAN and f
 
 /**
  * A UDP socket in a namespace, bound to ADDRESS:PORT: `send` sends one datagram to HOST:PORT; `listen` prints each
- * datagram it receives and answers the first with "pong". A plain node script (node built-ins only).
+ * datagram it receives and answers the first with "pong"; `quiet` prints them and never answers. A plain node
+ * script (node built-ins only).
  */
 const UDP_SCRIPT = String.raw`const [mode, address, port, host, hostPort, text] = process.argv.slice(1);
 const s = require('node:dgram').createSocket('udp4');
 s.bind(Number(port), address, () => {
   if (mode === 'send') s.send(text, Number(hostPort), host, () => setTimeout(() => process.exit(0), 300));
-  else { let n = 0; s.on('message', (m, r) => { console.log(String(m)); if (n++ === 0) s.send('pong', r.port, r.address); }); console.log('ready'); }
+  else { let n = 0; s.on('message', (m, r) => { console.log(String(m)); if (n++ === 0 && mode === 'listen') s.send('pong', r.port, r.address); }); console.log('ready'); }
 });
 s.on('message', (m) => { if (mode === 'send') console.log(String(m)); });`;
 
-async function udpListener(ns: string, address: string, port: number) {
+async function udpListener(ns: string, address: string, port: number, mode: 'listen' | 'quiet' = 'listen') {
   const { execa } = await import('execa');
-  const child = execa('ip', ['netns', 'exec', ns, process.execPath, '-e', UDP_SCRIPT, 'listen', address, String(port)], { reject: false, timeout: 20_000 });
+  const child = execa('ip', ['netns', 'exec', ns, process.execPath, '-e', UDP_SCRIPT, mode, address, String(port)], { reject: false, timeout: 20_000 });
   const lines: string[] = [];
   let ready!: () => void;
   const started = new Promise<void>((resolve) => (ready = resolve));
@@ -563,6 +574,71 @@ kernel(`action: reject refuses TCP with a reset and UDP with an ICMP port unreac
 
   const allowed = await runProbe(runner, { namespace: lab.client.namespace, kind: 'tcp', target: office.client.address, port: 22, timeoutMs: 3000 });
   t.is(allowed.actual, 'pass', 'the accept rule before the reject still decides');
+});
+
+// ICMP errors about an allowed connection are its replies to conntrack (RELATED), accepted before the policy: without
+// them a UDP client waits for its timeout instead of hearing "port unreachable", and path-MTU discovery breaks (a
+// host whose DF packets are too big for a link beyond the gateway never learns it: large transfers hang). Here the
+// smaller link is a hop beyond the uplink, so the "fragmentation needed" comes back to the masqueraded address.
+kernel(`under default: drop, ICMP errors of allowed connections come back: port unreachable, and fragmentation needed through MASQUERADE (path MTU)${NEEDS_ROOT}`, async (t) => {
+  const applied = await apply(files.udp.path);
+  t.is(applied.code, 0, applied.stderr);
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  const closed = await runProbe(runner, { namespace: lab.client.namespace, kind: 'udp', target: office.client.address, port: 5005, timeoutMs: 1000 });
+  t.is(closed.detail, 'refused: ICMP port unreachable', 'the allowed port is closed on office\'s host, and the client hears it');
+  const outside = await runProbe(runner, { namespace: lab.client.namespace, kind: 'udp', target: office.client.address, port: 5011, timeoutMs: 800 });
+  t.is(outside.detail, 'no answer (dropped)', 'the port the policy drops gives away nothing');
+
+  // A host beyond the Internet side's router, on a link of MTU 1400 (198.51.100.128/25).
+  const far = `vgwtest-far-${process.pid}`;
+  const forwarding = (await inNs(topology.inet, 'sysctl', '-n', 'net.ipv4.ip_forward')).trim();
+  try {
+    await runner.run(['ip', 'netns', 'add', far]);
+    await runner.run(['ip', '-n', topology.inet, 'link', 'add', 'far0', 'mtu', '1400', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', far]);
+    for (const line of ['address add 198.51.100.129/25 dev far0', 'link set far0 up']) await runner.run(['ip', '-n', topology.inet, ...line.split(' ')]);
+    for (const line of ['link set lo up', 'link set eth0 up', 'address add 198.51.100.130/25 dev eth0', 'route add default via 198.51.100.129']) {
+      await runner.run(['ip', '-n', far, ...line.split(' ')]);
+    }
+    await inNs(topology.inet, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
+    const ping = (size: number) => runner.run(['ip', 'netns', 'exec', office.client.namespace, 'ping', '-n', '-c', '1', '-W', '1', '-M', 'do', '-s', String(size), '198.51.100.130'], { allowFailure: true });
+    const big = await ping(1450);
+    t.not(big.exitCode, 0);
+    t.regex(big.stdout, new RegExp(`^From ${topology.uplink.inetAddress.replaceAll('.', '\\.')} .*mtu = 1400`, 'm'), 'the Internet side\'s "fragmentation needed" reached office\'s host');
+    t.regex(await inNs(office.client.namespace, 'ip', 'route', 'get', '198.51.100.130'), /\bmtu 1400\b/, 'which now sends at most 1400 bytes that way');
+    const fits = await ping(1372);
+    t.is(fits.exitCode, 0, `1400 bytes pass: ${fits.stdout}`);
+  } finally {
+    await runner.run(['ip', 'netns', 'del', far], { allowFailure: true });
+    await inNs(topology.inet, 'sysctl', '-q', '-w', `net.ipv4.ip_forward=${forwarding}`);
+  }
+});
+
+// The gateway does not cut tracked connections: a reload that turns a rule to drop leaves a flow that has had replies
+// (ESTABLISHED to conntrack) going on, as the README says. Until its first reply, though, each datagram of a UDP flow
+// is a new connection to the rules: a one-way stream (syslog, NetFlow) stops at the reload.
+kernel(`a reload that turns a rule to drop: a UDP flow that had replies goes on, a one-way stream stops at once${NEEDS_ROOT}`, async (t) => {
+  const applied = await apply(files.udp.path);
+  t.is(applied.code, 0, applied.stderr);
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  const answering = await udpListener(office.client.namespace, office.client.address, 5006);
+  const quiet = await udpListener(office.client.namespace, office.client.address, 5007, 'quiet');
+  try {
+    const send = (port: number, toPort: number, text: string) => udpSend(lab.client.namespace, lab.client.address, port, office.client.address, toPort, text);
+    t.is((await send(40051, 5006, 'two-way 1')).stdout.trim(), 'pong');
+    await send(40052, 5007, 'one-way 1');
+    const dropped = await apply(files.udpDropped.path);
+    t.is(dropped.code, 0, dropped.stderr);
+    await send(40051, 5006, 'two-way 2');
+    await send(40052, 5007, 'one-way 2');
+    await send(40053, 5006, 'new flow');
+    t.deepEqual(answering.lines, ['two-way 1', 'two-way 2'], 'the flow with a reply goes on; a new one is dropped');
+    t.deepEqual(quiet.lines, ['one-way 1'], 'the one-way stream stopped at the reload');
+  } finally {
+    await answering.stop();
+    await quiet.stop();
+  }
 });
 
 // Our FORWARD jump found below a rule of someone else's (moved, or a copy of it appended after one) used to count
