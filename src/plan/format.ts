@@ -65,7 +65,8 @@ export function formatPlan(plan: Plan): string {
   if (plan.steps.length === 0) {
     out.push('No changes: the namespace is in sync.');
   } else {
-    for (const step of plan.steps) out.push(...stepLines(step));
+    // One line at a time: a step's lines as spread arguments were more than one call takes (512 VLANs' sets).
+    for (const step of plan.steps) for (const line of stepLines(step)) out.push(line);
     out.push('');
     out.push(`${plan.steps.length} change${plan.steps.length === 1 ? '' : 's'} pending.`);
   }

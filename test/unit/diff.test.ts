@@ -744,3 +744,15 @@ test('legacy: a filter table refused at COMMIT is put on rules.dir when the roun
   t.is(first?.userChain, undefined);
   t.notRegex(first!.message, /rules\.dir/);
 });
+
+test('the plan of the most VLANs a config takes, every NIC attached, is printed: 265,218 set members, not "Maximum call stack size exceeded"', (t) => {
+  // The lines of each step were pushed as spread arguments, more than one call takes: `plan` of 512 VLANs with
+  // their NICs present failed with a stack trace and exit 1.
+  const vlans = Array.from({ length: 512 }, (_, i) => `  - {name: v${i}, id: ${i + 1}, subnet: 10.${i >> 8}.${i % 256}.0/24, gateway: 10.${i >> 8}.${i % 256}.1}`);
+  const config = parseConfigText(`uplink: {gateway: 172.17.0.1}\nvlans:\n${vlans.join('\n')}\n`, 'most.yaml');
+  const facts = { ...factsWith(config, inSyncSave(desiredOf(config))), sets: new Map() };
+  const lines = formatPlan(diff(planDesired(config, facts, templates), facts)).split('\n');
+  t.is(lines.filter((l) => l.startsWith('    + ')).length, 265_218);
+  t.is(lines.filter((l) => /^\+ ipset VGW-/.test(l)).length, 24);
+  t.is(lines.at(-1), '25 changes pending.');
+});
