@@ -42,22 +42,31 @@ export function userRulesPayload(desired: Desired): { payload: string; origins: 
 }
 
 /**
+ * iptables-legacy could not take the xtables lock (another process held it past --wait): it read no rule, and said
+ * nothing about them.
+ */
+const XTABLES_LOCK_BUSY = /holding the xtables lock/;
+
+/**
  * What iptables says of the user's rules, as a PlanError naming the chain, the rule, its template and iptables'
  * reason; undefined when it accepts them, or when it cannot be asked here (no iptables, or not root: validate on a
- * laptop), since the apply asks it again.
+ * laptop), since the apply asks it again. A restore that found the xtables lock held past its wait judged no rule:
+ * that is thrown as the runtime failure it is (a CommandError with iptables' message), not a refusal of the config.
  */
 export async function userRulesRefusal(runner: CommandRunner, backend: Backend, desired: Desired,
   fileOf: (chain: string) => string | undefined): Promise<PlanError | undefined> {
   const test = userRulesPayload(desired);
   if (!test) return undefined;
+  const argv = [...restoreCommand(backend), '--test'];
   let result;
   try {
-    result = await runner.run([...restoreCommand(backend), '--test'], { input: test.payload, allowFailure: true });
+    result = await runner.run(argv, { input: test.payload, allowFailure: true });
   } catch (error) {
     if (error instanceof CommandError && error.exitCode === null) return undefined; // not installed here
     throw error;
   }
   if (result.exitCode === 0 || /Permission denied|you must be root/.test(result.stderr)) return undefined;
+  if (XTABLES_LOCK_BUSY.test(result.stderr)) throw new CommandError(argv, result.exitCode, result.stderr);
   const line = restoreFailedLine(result.stderr);
   const origin = line === undefined ? undefined : test.origins[line - 1];
   const reason = result.stderr.split('\n').map((l) => l.replace(/^iptables[-\w]* v[\d.]+ \([^)]*\): /, '').trim())
@@ -89,8 +98,8 @@ export const userRulesGuard = (runner: CommandRunner, templates: Templates) => a
  */
 export async function checkTemplates(runner: CommandRunner, backend: Backend, config: Config, templates: Templates): Promise<Desired> {
   const desired = planDesired(config, syntheticFacts(config), templates);
-  const refusal = await userRulesRefusal(runner, backend, desired, userTemplateFile(templates));
-  if (refusal) throw refusal;
+  const refusal = await refusalUnlessLocked(runner, backend, desired, userTemplateFile(templates));
+  if (refusal instanceof PlanError) throw refusal;
   if (templates.user.length === 0) return desired;
   let detached: Desired;
   try {
@@ -98,9 +107,27 @@ export async function checkTemplates(runner: CommandRunner, backend: Backend, co
   } catch (error) {
     throw withContext(error);
   }
-  const alone = await userRulesRefusal(runner, backend, detached, userTemplateFile(templates));
-  if (alone) throw withContext(alone);
+  // The lock held past one wait: not a second wait for it.
+  const alone = refusal === LOCKED ? undefined : await refusalUnlessLocked(runner, backend, detached, userTemplateFile(templates));
+  if (alone instanceof PlanError) throw withContext(alone);
   return desired;
+}
+
+const LOCKED = Symbol('the xtables lock was held');
+
+/**
+ * userRulesRefusal, with no verdict where the xtables lock stayed held (LOCKED): a reload (or the render check after
+ * a start) then goes on as where iptables cannot be asked, and the pass that writes the rules has the kernel judge
+ * them (a rule it refuses sends the supervisor back to the config that last applied). Refusing the config for it
+ * left a valid edit unapplied until the file changed again.
+ */
+async function refusalUnlessLocked(...args: Parameters<typeof userRulesRefusal>): Promise<PlanError | typeof LOCKED | undefined> {
+  try {
+    return await userRulesRefusal(...args);
+  } catch (error) {
+    if (error instanceof CommandError && XTABLES_LOCK_BUSY.test(error.stderr)) return LOCKED;
+    throw error;
+  }
 }
 
 const DETACHED = 'rendered as at a start before Docker attaches the NICs: no VLAN has its NIC yet, and uplink.nic has no value; '

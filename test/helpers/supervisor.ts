@@ -433,6 +433,7 @@ export interface StatusVlan {
 export interface StatusDocument {
   readonly version: string;
   readonly config: { readonly path: string; readonly hash: string };
+  readonly backend: 'nft' | 'legacy' | null;
   readonly ready: boolean;
   readonly healthy: boolean;
   readonly vlans: readonly StatusVlan[];

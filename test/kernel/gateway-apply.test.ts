@@ -11,7 +11,6 @@
  * `p` (a legacy FORWARD policy). The CLI runs as a subprocess; the plan object comes from reconcileOnce where the test needs it.
  */
 import test from 'ava';
-import { execa } from 'execa';
 import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../../src/config/schema.js';
@@ -24,9 +23,10 @@ import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { namespacePids, sleep, waitFor } from '../helpers/supervisor.js';
 import {
   addDockerDnsChains, buildLab, cli, cliWatchingStderr, cliWithEnv, dockerLines, EMPTY_NFT_FILTER, exampleDocument, FIXTURES, inNs,
-  readState, recording, removeScratch, runner, save, scratchDir, settledState, writeConfig,
+  readState, recording, removeScratch, REPO, runner, save, scratchDir, settledState, writeConfig,
 } from './gateway-harness.js';
 import { tearDownAlways } from '../helpers/teardown.js';
+import { holdXtablesLock } from '../helpers/xtables-lock.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const names = { failClosed: uniqueLabName('f'), backend: uniqueLabName('b'), hotPlug: uniqueLabName('h'), policy: uniqueLabName('p'), forwardingOn: uniqueLabName('o'), addedVlan: uniqueLabName('a') };
@@ -40,6 +40,7 @@ let withIot: File; // the example plus VLAN 30, whose NIC is not attached yet
 let dropByDefault: File; // the example with forwarding.default: drop (a change to the filter table)
 let offLinkGateway: File; // the example with uplink.gateway on no network of the uplink NIC (a typo)
 let noNat: File; // the example with uplink.nat: none (a change to the nat table alone)
+let withUserRules: File; // the example with test/fixtures/rules.d (rules iptables accepts)
 let iotIsolated: File; // the example plus VLAN 30, and a rule dropping office → iot (default accept)
 const labs: Partial<Record<keyof typeof names, LabTopology>> = {};
 
@@ -56,6 +57,7 @@ test.before(async () => {
   });
   dropByDefault = await writeConfig('drop-by-default', { ...doc, forwarding: { default: 'drop' } });
   noNat = await writeConfig('no-nat', { ...doc, uplink: { ...(doc.uplink as object), nat: 'none' } });
+  withUserRules = await writeConfig('user-rules', { ...doc, rules: { dir: join(REPO, 'test', 'fixtures', 'rules.d') } });
   offLinkGateway = await writeConfig('off-link-gateway', { ...doc, uplink: { ...(doc.uplink as object), gateway: '203.0.114.1' } });
   withIot = await writeConfig('with-iot', {
     ...doc, vlans: [...(doc.vlans as unknown[]), { name: 'iot', id: 30, subnet: '192.168.30.0/24', gateway: '192.168.30.1' }],
@@ -417,34 +419,6 @@ kernel(`a NIC detached and attached again: its accounting members start from zer
 });
 
 /**
- * `flock FILE sleep N` holding a lock file of this test's own: iptables reads its lock's path from
- * XTABLES_LOCKFILE, so the machine's /run/xtables.lock is never held. Resolves once the lock is taken; `release`
- * frees it at once.
- */
-async function holdXtablesLock(file: string, seconds: number): Promise<{ release: () => Promise<void> }> {
-  // Its own process group: `sleep` inherits the locked descriptor, so releasing means killing both.
-  const holder = execa('flock', [file, 'sleep', String(seconds)], { reject: false, detached: true });
-  const release = async () => {
-    try {
-      process.kill(-holder.pid!, 'SIGKILL');
-    } catch {
-      // already gone (the sleep ended)
-    }
-    await holder;
-  };
-  try {
-    await waitFor('the lock to be held', async () => {
-      const probe = await execa('flock', ['--nonblock', file, 'true'], { reject: false });
-      return probe.exitCode !== 0 ? true : undefined;
-    }, 3000);
-  } catch (error) {
-    await release();
-    throw error;
-  }
-  return { release };
-}
-
-/**
  * `vlan-gateway apply --config configPath` in a legacy namespace while the xtables lock is held: `during` runs once
  * its first restore waits for the lock (and what it started beside that restore has had time to run); then the lock
  * is released and the apply's result returned.
@@ -500,6 +474,34 @@ kernel(`backend legacy: a restore waits for the xtables lock, and gives up after
   } finally {
     await brief.release();
   }
+  t.is((await apply(router, example)).code, 0, 'back to the example');
+});
+
+// Before an apply writes rules of rules.dir, `iptables-legacy-restore --test` parses them, and it waits for the
+// xtables lock too. Held past the wait, its failure was taken for iptables refusing the rules: exit 2 "invalid
+// rules (nothing was applied): iptables refuses the rules of rules.dir: Can't lock /run/xtables.lock", for a config
+// that was fine; the operator was sent to fix templates with nothing wrong in them.
+kernel(`backend legacy: an apply with rules.dir whose check finds the xtables lock held past the wait fails as a runtime error (exit 1, iptables' message), not as invalid rules${NEEDS_ROOT}`, async (t) => {
+  const router = labs.backend!.router;
+  if (!(await save(router, 'legacy')).split('\n').includes(FORWARD_HOOK)) {
+    await addDockerDnsChains(router, 'legacy');
+    t.is((await apply(router, example)).code, 0, 'the example, under legacy');
+  }
+  const env = { XTABLES_LOCKFILE: join(await scratchDir(), 'xtables-rules-check.lock') };
+  const before = await readState(router, true);
+  const stuck = await holdXtablesLock(env.XTABLES_LOCKFILE, XTABLES_WAIT_SECONDS + 20);
+  try {
+    const applied = await cliWithEnv(env, 'apply', '--netns', router, '--config', withUserRules.path);
+    t.is(applied.code, 1, applied.stdout);
+    t.regex(applied.stderr, /^vlan-gateway: iptables-legacy-restore --noflush --wait=10 --test exited 4: .*\n?.*Another app is currently holding the xtables lock\. Stopped waiting after 10s\.$/);
+    t.notRegex(applied.stderr, /invalid|refuses/);
+    t.deepEqual(await readState(router, true), before, 'nothing written');
+  } finally {
+    await stuck.release();
+  }
+  const applied = await cliWithEnv(env, 'apply', '--netns', router, '--config', withUserRules.path);
+  t.is(applied.code, 0, applied.stderr);
+  t.regex(await save(router, 'legacy'), /^-A VGW-USER-FORWARD .*-j REJECT/m, 'the rules of rules.dir, once the lock is free');
   t.is((await apply(router, example)).code, 0, 'back to the example');
 });
 

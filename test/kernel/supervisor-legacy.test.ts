@@ -1,0 +1,97 @@
+/**
+ * `vlan-gateway run` in a namespace whose rules live in iptables-legacy (Docker's DNS chains there, as Docker on a
+ * host set to iptables-legacy writes them). The other supervisor tests run on nft; here the same supervisor writes
+ * legacy and nothing in nft, counts traffic and finds drift from iptables-legacy-save, and its writes and the check
+ * of the user's rules wait for the xtables lock, which nft does not take. The gateway's lock file is one of this
+ * test's (XTABLES_LOCKFILE), never the machine's.
+ */
+import test from 'ava';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { dump as stringify, load as parse } from 'js-yaml';
+import { loadConfig } from '../../src/config/load.js';
+import { XTABLES_WAIT_SECONDS } from '../../src/observe/read.js';
+import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import {
+  buildLab, GatewayProcess, inNs, pingUntilReply, prepareBundle, REPO, runner, scratchDir, tearDown, vgwLines, waitFor, type Bundle,
+} from '../helpers/supervisor.js';
+import { tearDownAlways } from '../helpers/teardown.js';
+import { holdXtablesLock } from '../helpers/xtables-lock.js';
+import type { LabTopology } from '../../src/lab/index.js';
+
+const kernel = isRoot() ? test.serial : test.serial.skip;
+const name = uniqueLabName('x');
+
+let bundle: Bundle | undefined;
+let topology: LabTopology | undefined;
+let scratch: string | undefined;
+let lockFile = '';
+let template = '';
+let gateway: GatewayProcess | undefined;
+
+test.before(async () => {
+  if (!isRoot()) return;
+  bundle = await prepareBundle();
+  scratch = await scratchDir('vgw-legacy-');
+  lockFile = join(scratch, 'xtables.lock');
+  template = join(scratch, 'rules.d', 'filter', 'forward.hbs');
+  await mkdir(join(scratch, 'rules.d', 'filter'), { recursive: true });
+  await writeFile(template, '-p udp --dport 9 -j DROP\n');
+  const example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as Record<string, unknown>;
+  const configPath = join(scratch, 'gateway.yaml');
+  await writeFile(configPath, stringify({ ...example, rules: { dir: join(scratch, 'rules.d') } }));
+  topology = await buildLab((await loadConfig(configPath)).config, name);
+  await runner.run(['ip', 'netns', 'exec', topology.router, 'iptables-legacy-restore', '--noflush'],
+    { input: await readFile(join(REPO, 'test', 'fixtures', 'kernel', 'docker-dns.rules'), 'utf8') });
+  gateway = await GatewayProcess.start({
+    bundle: bundle.path, netns: topology.router, config: configPath, statsIntervalMs: 300, env: { XTABLES_LOCKFILE: lockFile },
+  });
+  await gateway.waitReady();
+});
+
+tearDownAlways('stop the gateway, remove the lab and the scratch files', async () => {
+  if (!isRoot()) return;
+  await tearDown(name, scratch, bundle);
+});
+
+const router = () => topology!.router;
+const vlan = (n: string) => topology!.vlans.find((v) => v.name === n)!;
+const legacySave = async () => (await inNs(router(), 'iptables-legacy-save')).split('\n').filter((l) => !l.startsWith('#')).join('\n');
+
+kernel(`in iptables-legacy: the rules go there and none to nft, traffic is counted from there, and a rule deleted there is put back${NEEDS_ROOT}`, async (t) => {
+  t.is((await gateway!.status()).backend, 'legacy');
+  const ours = vgwLines(await legacySave());
+  t.true(ours.includes('-A FORWARD -m comment --comment "vgw:hook-fwd-was-0" -j VGW-FORWARD'), ours.join('\n'));
+  t.deepEqual(vgwLines(await inNs(router(), 'iptables-nft-save')), [], 'nothing of ours in nft');
+
+  await pingUntilReply(vlan('office').client.namespace, vlan('lab').client.address);
+  await waitFor('office → lab counted', async () => (await gateway!.metric('vlan_gateway_forwarded_packets_total', { from: 'office', to: 'lab', action: 'accept' })) > 0, 5000, 100);
+
+  const repairs = await gateway!.metric('vlan_gateway_drift_repairs_total', { kind: 'rules' });
+  await inNs(router(), 'iptables-legacy', '-D', 'VGW-FROM-10', '1');
+  await waitFor('the rule put back', async () => (await gateway!.metric('vlan_gateway_drift_repairs_total', { kind: 'rules' })) > repairs, 10_000, 100);
+  t.deepEqual(vgwLines(await legacySave()), ours);
+});
+
+// A reload has iptables parse the user's rules first (`iptables-legacy-restore --test`), which waits for the
+// xtables lock like every legacy restore. Held past that wait, the reload was rejected as invalid ("iptables
+// refuses the rules of rules.dir: Can't lock …") and the edit never applied, even once the lock was free: the
+// gateway went on with the old rules until the file changed again.
+kernel(`a template edited while the xtables lock is held past the wait is not rejected: it applies once the lock is free${NEEDS_ROOT}`, async (t) => {
+  const from = gateway!.logs.length;
+  const held = await holdXtablesLock(lockFile, 60);
+  try {
+    await writeFile(template, '-p udp --dport 7 -j DROP\n');
+    const outcome = await gateway!.waitForLog('the reload', (l) => l.msg === 'config reloaded' || /reload rejected/.test(l.msg),
+      (XTABLES_WAIT_SECONDS + 10) * 1000, from);
+    t.is(outcome.msg, 'config reloaded', JSON.stringify(outcome));
+  } finally {
+    await held.release();
+  }
+  await gateway!.waitForLog('the pass that writes the edit', (l) => l.trigger === 'reload' && l.msg === 'reconciled: changes applied',
+    (XTABLES_WAIT_SECONDS + 10) * 1000, from);
+  const user = vgwLines(await legacySave()).filter((l) => l.startsWith('-A VGW-USER-FORWARD '));
+  t.is(user.length, 1, user.join('\n'));
+  t.regex(user[0]!, /-p udp .*--dport 7 -j DROP$/);
+  t.is((await gateway!.status()).reload.lastResult, 'success');
+});
