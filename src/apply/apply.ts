@@ -9,7 +9,7 @@ import { parseIpsetReferences } from '../observe/parse-ipset.js';
 import { restoreCommand } from '../observe/read.js';
 import { IP_FORWARD, OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO, setMemberAdmits, USER_PREFIX } from '../plan/chains.js';
 import type { ChainChange, Plan, Step } from '../plan/types.js';
-import { privilegeHint, setInUseAdvice, setInUseHint, sysctlHint } from './hints.js';
+import { lockFileHint, privilegeHint, setInUseAdvice, setInUseHint, sysctlHint } from './hints.js';
 
 export interface ApplyObserver {
   restore?(table: string, ok: boolean): void;
@@ -250,7 +250,7 @@ function explain(step: Step, error: unknown, backend: Backend): string {
     const hint = sysctlHint(step.key, step.value, stderr);
     return `${stderr || error.message}${hint ? `; ${hint}` : ''}`;
   }
-  const hint = privilegeHint(stderr) ?? (step.kind === 'set-destroy' ? setInUseHint(step.set, backend, stderr) : undefined);
+  const hint = privilegeHint(stderr) ?? lockFileHint(stderr) ?? (step.kind === 'set-destroy' ? setInUseHint(step.set, backend, stderr) : undefined);
   if (step.kind === 'table') {
     const context = restoreFailureContext(step.payload, error.stderr);
     const program = error.argv.find((a) => a.endsWith('-restore')) ?? error.argv[0];

@@ -9,6 +9,19 @@ export function privilegeHint(stderr: string): string | undefined {
   return NO_PRIVILEGE.test(stderr) ? NET_ADMIN_HINT : undefined;
 }
 
+/**
+ * iptables-legacy opens its lock file before any write, a `--test` included, and stops when it cannot: under
+ * `docker run --read-only` (a volume on /run/vlan-gateway alone) /run is read-only, and every restore failed with
+ * "Fatal: can't open lock file /run/xtables.lock: Read-only file system", pass after pass. (iptables-nft takes no
+ * lock.)
+ */
+export const XTABLES_LOCK_FILE_HINT = 'iptables-legacy takes its lock in /run/xtables.lock (or $XTABLES_LOCKFILE), which must be writable: '
+  + 'with docker run --read-only, add --tmpfs /run (Compose: tmpfs: [/run])';
+
+export function lockFileHint(stderr: string): string | undefined {
+  return /can't open lock file/.test(stderr) ? XTABLES_LOCK_FILE_HINT : undefined;
+}
+
 export function sysctlHint(key: string, value: string, stderr: string): string | undefined {
   if (READ_ONLY.test(stderr) || NO_PRIVILEGE.test(stderr)) {
     return `/proc/sys is read-only here (a container): start it with --sysctl ${key}=${value} (docker run) or sysctls: [${key}=${value}] (Compose)`;

@@ -42,15 +42,15 @@ export function userRulesPayload(desired: Desired): { payload: string; origins: 
 }
 
 /**
- * iptables-legacy could not take the xtables lock (another process held it past --wait): it read no rule, and said
- * nothing about them.
+ * iptables-legacy could not take the xtables lock (another process held it past --wait, or its lock file cannot be
+ * opened: a read-only /run): it read no rule, and said nothing about them.
  */
-const XTABLES_LOCK_BUSY = /holding the xtables lock/;
+const XTABLES_LOCK_BUSY = /holding the xtables lock|can't open lock file/;
 
 /**
  * What iptables says of the user's rules, as a PlanError naming the chain, the rule, its template and iptables'
  * reason; undefined when it accepts them, or when it cannot be asked here (no iptables, or not root: validate on a
- * laptop), since the apply asks it again. A restore that found the xtables lock held past its wait judged no rule:
+ * laptop), since the apply asks it again. A restore that could not take the xtables lock judged no rule:
  * that is thrown as the runtime failure it is (a CommandError with iptables' message), not a refusal of the config.
  */
 export async function userRulesRefusal(runner: CommandRunner, backend: Backend, desired: Desired,

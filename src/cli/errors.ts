@@ -1,6 +1,6 @@
 /** Errors are classified once, here: exit 2 for what the user must fix in their input, 1 for runtime failures. */
 import { ApplyError } from '../apply/apply.js';
-import { privilegeHint } from '../apply/hints.js';
+import { lockFileHint, privilegeHint } from '../apply/hints.js';
 import { ConfigError } from '../config/problems.js';
 import { CommandError } from '../exec/runner.js';
 import { LabError, LabInputError } from '../lab/topology.js';
@@ -32,7 +32,7 @@ export function describeError(error: unknown): string {
   if (error instanceof PlanError) return `invalid rules (nothing was applied):\n${error.message}`;
   if (error instanceof ApplyError) return `apply failed: ${error.message}`;
   if (error instanceof CommandError) {
-    const hint = privilegeHint(error.stderr);
+    const hint = privilegeHint(error.stderr) ?? lockFileHint(error.stderr);
     return hint ? `${error.message}; ${hint}` : error.message;
   }
   if (error instanceof ForeignSetError || error instanceof InUseError) return `nothing was applied: ${error.message}`;

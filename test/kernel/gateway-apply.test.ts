@@ -505,6 +505,29 @@ kernel(`backend legacy: an apply with rules.dir whose check finds the xtables lo
   t.is((await apply(router, example)).code, 0, 'back to the example');
 });
 
+// iptables-legacy opens its lock file before it writes or tests anything. Under `docker run --read-only` (the README's
+// volume on /run/vlan-gateway alone) /run is read-only, and every restore failed with "Fatal: can't open lock file
+// /run/xtables.lock: Read-only file system": pass after pass, no word of the way out; with rules.dir, apply said
+// "invalid rules" (exit 2). Here the lock file is in a directory that does not exist: the same failure.
+kernel(`backend legacy: where iptables-legacy cannot open its lock file, apply exits 1 naming the writable /run it needs, and changes nothing${NEEDS_ROOT}`, async (t) => {
+  const router = labs.backend!.router;
+  if (!(await save(router, 'legacy')).split('\n').includes(FORWARD_HOOK)) {
+    await addDockerDnsChains(router, 'legacy');
+    t.is((await apply(router, example)).code, 0, 'the example, under legacy');
+  }
+  const lockFile = join(await scratchDir(), 'no-such-directory', 'xtables.lock');
+  const before = await readState(router, true);
+  const hint = 'iptables-legacy takes its lock in /run/xtables.lock (or $XTABLES_LOCKFILE), which must be writable: '
+    + 'with docker run --read-only, add --tmpfs /run (Compose: tmpfs: [/run])';
+  for (const file of [dropByDefault, withUserRules]) {
+    const applied = await cliWithEnv({ XTABLES_LOCKFILE: lockFile }, 'apply', '--netns', router, '--config', file.path);
+    t.is(applied.code, 1, applied.stdout);
+    t.true(applied.stderr.includes(`Fatal: can't open lock file ${lockFile}: No such file or directory; ${hint}`), applied.stderr);
+    t.notRegex(applied.stderr, /invalid|refuses/);
+  }
+  t.deepEqual(await readState(router, true), before, 'nothing written');
+});
+
 /** How many iptables restores are running in `ns` (waiting for the xtables lock, say). */
 async function restoresIn(ns: string): Promise<number> {
   const commands = await Promise.all((await namespacePids(ns)).map((pid) => readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')));
