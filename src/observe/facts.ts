@@ -122,6 +122,11 @@ export interface Facts {
    * sets, so it filters the packets the gateway's policy lets through.
    */
   readonly otherForward?: OtherForward;
+  /**
+   * The namespace's iptables-legacy tables, when it has some and iptables-legacy is not installed here (Alpine
+   * 3.22 ships none): the gateway writes iptables-nft without knowing what they hold, and the kernel runs them too.
+   */
+  readonly unreadLegacy?: readonly string[];
 }
 
 export interface OtherForward {

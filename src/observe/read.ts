@@ -167,7 +167,7 @@ export async function readTables(
   runner: CommandRunner,
   legacyTables: Promise<string[] | undefined>,
   preferred?: Backend,
-): Promise<{ backend: Backend; tables: Map<string, SavedTable>; why?: string; otherForward?: OtherForward }> {
+): Promise<{ backend: Backend; tables: Map<string, SavedTable>; why?: string; otherForward?: OtherForward; unreadLegacy?: string[] }> {
   if (preferred) {
     // nft needs no list of tables: its read starts at once (a supervisor's passes know their backend).
     const tables = await readBackend(runner, preferred, preferred === 'legacy' ? await legacyTables : undefined);
@@ -192,6 +192,11 @@ export async function readTables(
     throw new BackendError('VGW- chains exist in both the iptables-nft and the iptables-legacy rule sets; the kernel runs both, '
       + 'so rules would be enforced twice. Remove one set (for example `iptables-legacy-save | grep VGW-`, then flush and delete those '
       + 'chains with iptables-legacy) and run again.');
+  }
+  // Legacy tables the kernel has, unread: iptables-legacy is not installed here (nft's tables were, so they are ours).
+  const names = legacy === undefined ? await legacyTables : undefined;
+  if (nft && names && names.length > 0) {
+    return { backend: 'nft', tables: nft, why: `iptables-legacy is not installed here: the legacy tables (${names.join(', ')}) are not read`, unreadLegacy: names };
   }
   const { backend, why } = chooseBackend(nft, legacy);
   const other = backend === 'nft' ? legacy : nft;
@@ -247,7 +252,7 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
     proc,
     tables,
     readSets(runner, options.knownSets),
-  ]).then(([{ links, defaultRoute, routed }, { sysctls }, { backend, tables, backendWhy, otherForward }, sets]): Facts => ({
+  ]).then(([{ links, defaultRoute, routed }, { sysctls }, { backend, tables, backendWhy, otherForward, unreadLegacy }, sets]): Facts => ({
     links,
     ...(defaultRoute ? { defaultRoute } : {}),
     routed,
@@ -257,6 +262,7 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
     ...(sets ? { sets } : {}),
     ...(backendWhy ? { backendWhy } : {}),
     ...(otherForward ? { otherForward } : {}),
+    ...(unreadLegacy ? { unreadLegacy } : {}),
   }));
   // Whoever awaits `interfaces` first must not leave a failure of `facts` unhandled meanwhile; it is still
   // thrown to whoever awaits `facts`.
@@ -266,15 +272,15 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
 
 /** Our two tables as the backend's save shows them (see readTables). */
 async function readTableFacts(runner: CommandRunner, legacyTables: Promise<string[] | undefined>, preferred?: Backend): Promise<TableFacts> {
-  const { backend, tables, why, otherForward } = await readTables(runner, legacyTables, preferred);
+  const { backend, tables, why, otherForward, unreadLegacy } = await readTables(runner, legacyTables, preferred);
   return {
     backend, tables: { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') },
-    ...(why ? { backendWhy: why } : {}), ...(otherForward ? { otherForward } : {}),
+    ...(why ? { backendWhy: why } : {}), ...(otherForward ? { otherForward } : {}), ...(unreadLegacy ? { unreadLegacy } : {}),
   };
 }
 
 /** Our tables, and what the choice of backend found on the way (absent when a pass knew them). */
-type TableFacts = KnownTables & Pick<Facts, 'backendWhy' | 'otherForward'>;
+type TableFacts = KnownTables & Pick<Facts, 'backendWhy' | 'otherForward' | 'unreadLegacy'>;
 
 /** The tables alone, read afresh (a pass whose write from the tables it knew was refused: see KnownTables). */
 export function readTablesAgain(runner: CommandRunner, backend: Backend): Promise<KnownTables> {

@@ -9,7 +9,7 @@ import type { UplinkBinding, VlanBinding } from './types.js';
 
 export const IPV6_FORWARDING = 'net.ipv6.conf.all.forwarding';
 
-export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForward' | 'tables' | 'sets'>): string[] {
+export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForward' | 'tables' | 'sets' | 'unreadLegacy'>): string[] {
   const warnings: string[] = [];
   // Without the ipset tool the gateway neither sees nor removes sets: those its rules use now are left behind by
   // this write (rules without sets) or by down, and nothing else would say so.
@@ -28,6 +28,13 @@ export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForw
       + `sets), and the gateway's rules are in iptables-${facts.backend}: what the gateway's policy accepts can still be dropped `
       + `there. Empty it (iptables-${other.backend} -P FORWARD ACCEPT; iptables-${other.backend} -F FORWARD) or move those rules `
       + `to iptables-${facts.backend}`);
+  }
+  // Docker on a host set to iptables-legacy writes the container's rules there; this image may have no iptables-legacy.
+  if (facts.unreadLegacy) {
+    warnings.push(`this namespace has iptables-legacy tables (${facts.unreadLegacy.join(', ')}), and iptables-legacy is not installed `
+      + 'here: the gateway cannot read them, and writes its rules to iptables-nft. The kernel runs both rule sets: a FORWARD policy '
+      + 'or rule there still filters forwarded packets, and chains of the gateway written there before stay in force. Look '
+      + 'from the host (nsenter -n -t <the container\'s pid> iptables-legacy-save)');
   }
   // The gateway programs IPv4 only: with IPv6 forwarding on, IPv6 between the VLANs passes none of the policy.
   if (facts.sysctls[IPV6_FORWARDING] === '1') {

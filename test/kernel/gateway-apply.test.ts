@@ -11,6 +11,7 @@
  * `p` (a legacy FORWARD policy). The CLI runs as a subprocess; the plan object comes from reconcileOnce where the test needs it.
  */
 import test from 'ava';
+import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../../src/config/schema.js';
@@ -582,6 +583,34 @@ kernel(`backend: VGW- chains in both nft and legacy: apply and plan exit 1, say 
   t.is(planned.code, 1);
   t.regex(planned.stderr, /VGW- chains exist in both/);
   t.deepEqual(await readState(router, true), before);
+});
+
+// Alpine 3.22 (the image's base) ships no iptables-legacy. In a namespace whose rules live there (Docker on a host
+// set to iptables-legacy writes the container's DNS chains there), the legacy read failed as "not installed", and plan
+// said "backend: iptables-nft (no rules in either: the default)", with no word of the legacy tables the kernel still
+// runs: here a legacy FORWARD policy DROP that drops everything the gateway's nft rules accept.
+kernel(`backend: legacy tables where iptables-legacy is not installed: plan says it writes nft without reading them, and warns${NEEDS_ROOT}`, async (t) => {
+  const ns = `vgwtest-${uniqueLabName('l')}`;
+  const bin = join(await scratchDir(), 'bin-without-legacy');
+  await mkdir(bin, { recursive: true });
+  for (const command of ['ip', 'ipset', 'cat', 'sysctl', 'iptables-nft', 'iptables-nft-save', 'iptables-nft-restore']) {
+    const found = ['/usr/sbin', '/usr/bin', '/sbin', '/bin'].map((dir) => join(dir, command)).find((path) => existsSync(path));
+    if (!found) throw new Error(`${command} not found`);
+    await symlink(found, join(bin, command)).catch(() => undefined);
+  }
+  await runner.run(['ip', 'netns', 'add', ns]);
+  try {
+    await addDockerDnsChains(ns, 'legacy');
+    await inNs(ns, 'iptables-legacy', '-P', 'FORWARD', 'DROP');
+    const planned = await cliWithEnv({ PATH: bin }, 'plan', '--detailed-exitcode', '--netns', ns, '--config', example.path);
+    t.is(planned.code, 2, planned.stderr);
+    t.regex(planned.stdout, /^backend: iptables-nft \(iptables-legacy is not installed here: the legacy tables \(filter, nat\) are not read\)$/m);
+    t.true(planned.stdout.includes('warning: this namespace has iptables-legacy tables (filter, nat), and iptables-legacy is not installed '
+      + 'here: the gateway cannot read them, and writes its rules to iptables-nft. The kernel runs both rule sets: a FORWARD policy '
+      + 'or rule there still filters forwarded packets'), planned.stdout);
+  } finally {
+    await runner.run(['ip', 'netns', 'del', ns]);
+  }
 });
 
 // iptables-nft-save leaves out a table holding a rule it cannot show ("# Table `filter' is incompatible") and fails
