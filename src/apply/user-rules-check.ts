@@ -62,7 +62,7 @@ export async function userRulesRefusal(runner: CommandRunner, backend: Backend, 
   try {
     result = await runner.run(argv, { input: test.payload, allowFailure: true });
   } catch (error) {
-    if (error instanceof CommandError && error.exitCode === null) return undefined; // not installed here
+    if (error instanceof CommandError && error.notFound) return undefined; // not installed here
     throw error;
   }
   if (result.exitCode === 0 || /Permission denied|you must be root/.test(result.stderr)) return undefined;

@@ -58,7 +58,8 @@ export class ExecaRunner implements CommandRunner {
         // Could not start at all, or was killed (timeout): always an error, even with allowFailure.
         if (startError || code === null) {
           const why = startError ? startError.message : `killed by ${signal}${options.timeoutMs ? ` (timeout ${options.timeoutMs} ms)` : ''}`;
-          reject(new CommandError(argv, null, why, result.stdout));
+          const notFound = (startError as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
+          reject(new CommandError(argv, null, why, result.stdout, notFound));
         } else if (code !== 0 && !options.allowFailure) {
           reject(new CommandError(argv, code, result.stderr, result.stdout));
         } else {

@@ -41,7 +41,12 @@ export interface CommandRunner {
   start(argv: readonly string[], options?: StartOptions): Child;
 }
 
-/** A command that failed, classified once at the boundary: argv, exit code and stderr stay attached. */
+/**
+ * A command that failed, classified once at the boundary: argv, exit code and stderr stay attached. An exit code of
+ * null is a command that did not exit by itself: `notFound` when its program is not there (not installed), else
+ * one that was killed (a timeout, the OOM killer, someone's kill) or could not be started (EMFILE, EAGAIN). Only
+ * the first means "not installed": a helper killed half-way says nothing about what is installed.
+ */
 export class CommandError extends Error {
   override readonly name = 'CommandError';
   constructor(
@@ -49,6 +54,7 @@ export class CommandError extends Error {
     readonly exitCode: number | null,
     readonly stderr: string,
     readonly stdout = '',
+    readonly notFound = false,
   ) {
     const detail = stderr.trim() || stdout.trim() || 'no output';
     super(`${argv.join(' ')} exited ${exitCode ?? 'by signal'}: ${detail}`);
@@ -58,7 +64,7 @@ export class CommandError extends Error {
 /**
  * Runs every command inside a network namespace, as `ip netns exec NS …` does. A program missing inside is
  * reported by ip as `exec of "X" failed` (exit 1); it is turned back into what the plain runner reports for a
- * missing program (exit code null), so "not installed" means the same with and without --netns.
+ * missing program (exit code null, notFound), so "not installed" means the same with and without --netns.
  */
 export function inNamespace(runner: CommandRunner, namespace: string): CommandRunner {
   const wrap = (argv: readonly string[]) => ['ip', 'netns', 'exec', namespace, ...argv];
@@ -66,7 +72,7 @@ export function inNamespace(runner: CommandRunner, namespace: string): CommandRu
     run: async (argv, options) => {
       const result = await runner.run(wrap(argv), { ...options, allowFailure: true });
       if (result.exitCode !== 0 && /^exec of ".*" failed: No such file or directory/m.test(result.stderr)) {
-        throw new CommandError(wrap(argv), null, result.stderr, result.stdout);
+        throw new CommandError(wrap(argv), null, result.stderr, result.stdout, true);
       }
       if (result.exitCode !== 0 && !options?.allowFailure) throw new CommandError(wrap(argv), result.exitCode, result.stderr, result.stdout);
       return result;

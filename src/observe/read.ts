@@ -68,7 +68,7 @@ export async function readSetsText(runner: CommandRunner): Promise<string | unde
   try {
     return (await runner.run(['ipset', 'save'])).stdout;
   } catch (error) {
-    if (error instanceof CommandError && error.exitCode === null) return undefined;
+    if (error instanceof CommandError && error.notFound) return undefined;
     throw error;
   }
 }
@@ -89,7 +89,7 @@ export async function readSets(runner: CommandRunner, known?: KnownSets): Promis
   try {
     headers = parseIpsetHeaders((await runner.run(['ipset', 'list', '-t'])).stdout);
   } catch (error) {
-    if (error instanceof CommandError && error.exitCode === null) return undefined;
+    if (error instanceof CommandError && error.notFound) return undefined;
     throw error;
   }
   const sets = new Map<string, SavedSet>();
@@ -138,7 +138,7 @@ async function readBackend(runner: CommandRunner, backend: Backend, legacyTables
     if (/Parsing nftables rule failed/.test(result.stderr)) return await readOurTables(runner, backend);
     return undefined;
   } catch (error) {
-    if (error instanceof CommandError && error.exitCode === null) return undefined; // binary not found
+    if (error instanceof CommandError && error.notFound) return undefined; // binary not found
     throw error;
   }
 }

@@ -1038,6 +1038,36 @@ test('no ipset tool: the gateway works without the accounting set', async (t) =>
   t.notRegex(ns.save(), /VGW-/);
 });
 
+// A helper killed half-way (a supervisor's command timeout, the OOM killer, an operator's pkill) exits by a signal,
+// as one that could not start does: the read must fail, not take the tool for missing. Taken for missing, a killed
+// `ipset save` rewrote every rule without sets, and a killed `iptables-nft-save` moved the gateway to
+// iptables-legacy: a second copy of its chains there, the nft copy left stale, and the next start refused both.
+test('an `ipset save` killed half-way is not "ipset not installed": the pass fails and the rules keep their sets', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await apply(ns, lab);
+  const applied = ns.snapshot();
+  ns.failNext({ match: (argv) => argv.join(' ') === 'ipset save', killed: 'SIGKILL' });
+  const error = await t.throwsAsync(apply(ns, lab));
+  t.is(error!.message, 'ipset save exited by signal: killed by SIGKILL');
+  t.is(ns.snapshot(), applied);
+  t.deepEqual((await apply(ns, lab)).plan.steps, []);
+});
+
+test('an `iptables-nft-save` killed half-way is not "iptables-nft not installed": nothing is written to iptables-legacy', async (t) => {
+  const ns = namespace(['eth1', 'eth2'], { legacy: 'installed' });
+  await apply(ns, lab);
+  const applied = ns.snapshot();
+  ns.failOn((argv) => argv[0] === 'iptables-nft-save', { killed: 'SIGKILL' });
+  const error = await t.throwsAsync(apply(ns, lab));
+  t.is(error!.message, 'iptables-nft-save -c exited by signal: killed by SIGKILL');
+  t.is(ns.snapshot(), applied);
+  t.notRegex(ns.save('legacy'), /VGW-/);
+  ns.clearFaults();
+  const { facts, plan } = await apply(ns, lab);
+  t.is(facts.backend, 'nft');
+  t.deepEqual(plan.steps, []);
+});
+
 test('down under iptables-nft: sets the deleted rules matched on are let go of a moment after the restore; down waits for it and removes them', async (t) => {
   const ns = namespace(['eth1', 'eth2']);
   await apply(ns, lab);

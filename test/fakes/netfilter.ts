@@ -106,6 +106,11 @@ export interface FaultSpec {
   readonly match?: (argv: readonly string[], input: string | undefined) => boolean;
   readonly stderr?: string;
   readonly exitCode?: number;
+  /**
+   * The command is killed by this signal before it does anything (a timeout, the OOM killer, someone's kill): it
+   * fails as the real runner reports a killed child, exit code null, even with allowFailure.
+   */
+  readonly killed?: NodeJS.Signals;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -760,22 +765,23 @@ export class FakeNetns implements CommandRunner {
 
   private dispatch(argv: readonly string[], input: string | undefined): Output {
     const fault = this.takeFault(argv, input);
+    if (fault?.killed) throw new CommandError(argv, null, `killed by ${fault.killed}`);
     if (fault) return { stderr: fault.stderr ?? `${argv[0]}: injected failure\n`, exitCode: fault.exitCode ?? 1 };
     const [program, ...args] = argv;
     const iptables = /^iptables(?:-(nft|legacy))?-(save|restore)$/.exec(program ?? '');
     if (iptables) {
       const backend: FakeBackend = iptables[1] === 'legacy' ? 'legacy' : 'nft';
-      if (!this.rulesets[backend]) throw new CommandError(argv, null, 'not found');
+      if (!this.rulesets[backend]) throw new CommandError(argv, null, 'not found', '', true);
       return iptables[2] === 'save' ? this.saveCommand(program!, backend, args) : this.restore(program!, backend, args, input ?? '');
     }
     if (program === 'ip') return this.ip(args, input);
     if (program === 'cat') return this.cat(args);
     if (program === 'ipset') {
-      if (!this.ipsetInstalled) throw new CommandError(argv, null, 'not found');
+      if (!this.ipsetInstalled) throw new CommandError(argv, null, 'not found', '', true);
       return this.ipset(args, input ?? '');
     }
     if (program === 'sysctl') return this.sysctl(args);
-    throw new CommandError(argv, null, `${program}: not found (the fake does not implement it)`);
+    throw new CommandError(argv, null, `${program}: not found (the fake does not implement it)`, '', true);
   }
 
   /** A pending or persistent fault for this command; table faults are handled inside restore. */
@@ -1061,7 +1067,7 @@ export class FakeNetns implements CommandRunner {
         return this.dispatch(inner, input);
       } catch (error) {
         // A program that is not installed: ip reports it and exits 1 (iproute2 6.1), instead of a failed spawn.
-        if (error instanceof CommandError && error.exitCode === null) return { stderr: `exec of "${inner[0]}" failed: No such file or directory\n`, exitCode: 1 };
+        if (error instanceof CommandError && error.notFound) return { stderr: `exec of "${inner[0]}" failed: No such file or directory\n`, exitCode: 1 };
         throw error;
       }
     }

@@ -26,6 +26,7 @@ test('a command started with no file descriptor left fails as one that could not
   }
   t.true(error instanceof CommandError, String(error));
   t.is((error as CommandError).exitCode, null);
+  t.false((error as CommandError).notFound, 'out of descriptors is not "not installed"');
   t.regex((error as CommandError).message, /EMFILE/);
   t.is((await runner.run(['true'])).exitCode, 0);
 });

@@ -19,9 +19,10 @@ test('a non-zero exit throws CommandError with argv, code and stderr unless allo
   t.is(error.message, 'sh -c echo "line 7 failed" >&2; exit 1 exited 1: line 7 failed');
 });
 
-test('a program that is not installed is exit code null, even with allowFailure', async (t) => {
+test('a program that is not installed is exit code null, even with allowFailure, and says it was not found', async (t) => {
   const error = await t.throwsAsync(runner.run(['vgw-no-such-program'], { allowFailure: true }), { instanceOf: CommandError });
   t.is(error.exitCode, null);
+  t.true(error.notFound);
   t.regex(error.message, /ENOENT/);
 });
 
@@ -34,6 +35,7 @@ test('a timeout kills the child and is an error', async (t) => {
   const started = performance.now();
   const error = await t.throwsAsync(runner.run(['sleep', '5'], { timeoutMs: 100, allowFailure: true }), { instanceOf: CommandError });
   t.is(error.exitCode, null);
+  t.false(error.notFound, 'a killed program was there: not "not installed"');
   t.regex(error.message, /timeout 100 ms/);
   t.true(performance.now() - started < 2000);
 });
