@@ -21,6 +21,7 @@ export interface RunArgs extends GlobalArgs {
   'min-interval'?: number;
   'stats-interval'?: number;
   'health-timeout'?: number;
+  'command-timeout'?: number;
 }
 
 export const runOptions = (y: Argv<GlobalArgs>) => y
@@ -30,7 +31,8 @@ export const runOptions = (y: Argv<GlobalArgs>) => y
   .option('cleanup-on-exit', { type: 'boolean', describe: 'on SIGTERM/SIGINT, run `down` before exiting' })
   .option('min-interval', { type: 'number', describe: 'minimum ms between two reconciles (default: reconcile.minIntervalMs, else 100)' })
   .option('stats-interval', { type: 'number', default: 5000, describe: 'ms between two reads of kernel counters' })
-  .option('health-timeout', { type: 'number', default: 60_000, describe: 'ms a change may wait, or reconciles fail, before /healthz fails' });
+  .option('health-timeout', { type: 'number', default: 60_000, describe: 'ms a change may wait, or reconciles fail, before /healthz fails' })
+  .option('command-timeout', { type: 'number', default: 60_000, describe: 'ms a command (iptables-restore, ipset, ip) may run before it is killed and the pass retried' });
 
 /** Checks the flags that need no config; returns the log level (--log-level, else $LOG_LEVEL). */
 export function checkRunFlags(args: RunArgs): string | undefined {
@@ -38,6 +40,7 @@ export function checkRunFlags(args: RunArgs): string | undefined {
   checkMs('stats-interval', args['stats-interval'], 100);
   checkMs('min-interval', args['min-interval'], 0);
   checkMs('health-timeout', args['health-timeout'], 1000);
+  checkMs('command-timeout', args['command-timeout'], 1000);
   return checkLogLevel(args['log-level'] ?? process.env.LOG_LEVEL);
 }
 

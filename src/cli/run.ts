@@ -7,6 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import type { CommandModule } from 'yargs';
 import { resolveConfigPath } from '../config/load.js';
+import { withDeadline } from '../exec/runner.js';
 import { makeLogger } from '../log.js';
 import { StatsCollector } from '../metrics/collector.js';
 import { Metrics } from '../metrics/metrics.js';
@@ -67,12 +68,14 @@ async function supervise(args: RunArgs, early: HeldSignals): Promise<number> {
   const settings = runSettings(args, initial.config);
   checkSchedule(settings.schedule);
 
-  const runner = makeRunner(args.netns);
+  // A helper that hangs (the xtables lock held elsewhere, a stopped process) is killed, and its pass retried.
+  const runner = withDeadline(makeRunner(args.netns), args['command-timeout']!);
   const ver = await version();
   const metrics = new Metrics(ver);
   const supervisor = new Supervisor(runner, metrics, log, initial, {
     minIntervalMs: settings.minIntervalMs,
     healthTimeoutMs: args['health-timeout']!,
+    commandTimeoutMs: args['command-timeout']!,
     backoffInitialMs: 500,
     backoffMaxMs: 30_000,
   });

@@ -55,6 +55,9 @@ export class Shutdown {
     const { log, driftSchedule, reloads, monitor, collector, supervisor, planCache, http, lock } = this.parts;
     this.stopping ??= (async () => {
       log.info({ why, cleanup }, 'stopping');
+      // A pass that waits for a command (one that hangs) holds the stop (and the stats reading) until the command is killed: said.
+      const waited = supervisor.waitingFor;
+      if (waited) log.info({ command: waited.command, waitedMs: Date.now() - waited.since }, `waiting for the pass in flight, which waits for \`${waited.command}\``);
       driftSchedule.stop();
       const reloaded = reloads.close(); // a reload in flight ends before "stopped", applying nothing
       await monitor.stop();

@@ -80,3 +80,16 @@ export function inNamespace(runner: CommandRunner, namespace: string): CommandRu
     start: (argv, options) => runner.start(wrap(argv), options),
   };
 }
+
+/**
+ * Every command through `runner` is killed after `timeoutMs` unless its caller gives a time of its own: a helper
+ * that hangs (a kernel lock held by someone else, a process stopped) then fails its caller with a CommandError that
+ * says so (`killed by SIGKILL (timeout N ms)`), instead of holding it for ever. The supervisor's passes and stats
+ * readings run through one (cli/run.ts): a pass that fails so is rolled back and retried, as any failed pass.
+ */
+export function withDeadline(runner: CommandRunner, timeoutMs: number): CommandRunner {
+  return {
+    run: (argv, options) => runner.run(argv, { timeoutMs, ...options }),
+    start: (argv, options) => runner.start(argv, options),
+  };
+}

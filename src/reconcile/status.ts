@@ -41,9 +41,15 @@ export function statusDocument(supervisor: Supervisor, reload: ReloadState, vers
     waiting: vlans.filter((v) => v.state === 'waiting').map((v) => v.name),
     warnings: [...supervisor.warned],
     lastReconcile: supervisor.lastRecord ?? null,
-    reconciling: supervisor.running ?? null,
+    reconciling: supervisor.running ? { ...supervisor.running, ...waitingFor(supervisor) } : null,
     lastSuccessfulReconcile: supervisor.lastSuccessAt ? new Date(supervisor.lastSuccessAt).toISOString() : null,
     driftRepairs: supervisor.driftCounts,
     reload: { lastAt: reload.at ?? null, lastResult: reload.result ?? null, lastErrors: reload.errors },
   };
+}
+
+/** The command the pass in flight waits for, and since when: a helper that hangs is named, not guessed at. */
+function waitingFor(supervisor: Supervisor): { waitingFor?: { command: string; since: string } } {
+  const waited = supervisor.waitingFor;
+  return waited ? { waitingFor: { command: waited.command, since: new Date(waited.since).toISOString() } } : {};
 }

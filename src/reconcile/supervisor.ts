@@ -45,6 +45,13 @@ export interface SupervisorOptions {
    * knows instead of reading them (see KnownTables); unset: every pass reads them.
    */
   readonly knownTablesMaxAgeMs?: number;
+  /**
+   * How long a command may run before the runner kills it (cli/run.ts gives the supervisor a runner withDeadline):
+   * only said, when a pass has waited long for one. Unset: not said.
+   */
+  readonly commandTimeoutMs?: number;
+  /** How long a pass waits for one command before the log says which, and why the pass is not done (default 5000). */
+  readonly slowCommandMs?: number;
   readonly now?: () => number;
 }
 
@@ -71,8 +78,20 @@ export interface SupervisorView {
   readonly routes: readonly RoutedPrefix[];
 }
 
+/** A command a pass has started and that has not returned yet. */
+export interface WaitedCommand {
+  readonly command: string;
+  readonly since: number;
+}
+
 export class Supervisor {
   private current: ConfigState;
+  /** What the passes run their commands through: the runner, noting what each pass is waiting for (waitingFor). */
+  private readonly passRunner: CommandRunner;
+  /** The commands of the pass in flight not returned yet, oldest first. */
+  private readonly waiting = new Set<WaitedCommand>();
+  /** The last pass whose slow command was logged. */
+  private slowSaidFor = -1;
   private pending: Trigger | undefined;
   private pendingSince: number | undefined;
   private failingSince: number | undefined;
@@ -151,6 +170,44 @@ export class Supervisor {
     this.now = options.now ?? Date.now;
     this.knownTablesMaxAgeMs = options.knownTablesMaxAgeMs;
     this.failureLog = new RateLimitedLog(log, 30_000, this.now);
+    this.passRunner = this.noting(runner);
+  }
+
+  /**
+   * The runner, noting each command until it returns; one still running after slowCommandMs is logged, once, with
+   * what it is: a helper that hangs (the xtables lock held elsewhere, a stopped process) holds the pass and every
+   * pass after it, and the log, /healthz and /status then say what the gateway waits for instead of nothing.
+   */
+  private noting(runner: CommandRunner): CommandRunner {
+    return {
+      run: async (argv, options) => {
+        const entry: WaitedCommand = { command: argv.join(' '), since: this.now() };
+        this.waiting.add(entry);
+        const trigger = this.running?.trigger;
+        const slowMs = this.options.slowCommandMs ?? 5000;
+        const timeout = this.options.commandTimeoutMs;
+        const pass = this.passesStarted;
+        const slow = setTimeout(() => {
+          if (this.slowSaidFor === pass) return; // one line per pass, for the first command that is slow
+          this.slowSaidFor = pass;
+          const killed = timeout === undefined ? '' : `; it is killed after ${timeout / 1000} s, and the pass retried`;
+          this.log.warn({ trigger, command: entry.command, waitedMs: slowMs }, `a reconcile pass has waited ${slowMs / 1000} s for \`${entry.command}\`${killed}`);
+        }, slowMs);
+        slow.unref();
+        try {
+          return await runner.run(argv, options);
+        } finally {
+          clearTimeout(slow);
+          this.waiting.delete(entry);
+        }
+      },
+      start: (argv, options) => runner.start(argv, options),
+    };
+  }
+
+  /** The oldest command the pass in flight is waiting for, if any (/status, /healthz). */
+  get waitingFor(): WaitedCommand | undefined {
+    return this.waiting.values().next().value;
   }
 
   get config(): ConfigState {
@@ -226,7 +283,7 @@ export class Supervisor {
     const knownEpoch = this.knownEpoch;
     const knownTables = this.usableKnownTables();
     try {
-      const { facts, plan } = await reconcileOnce(this.runner, config, templates, {
+      const { facts, plan } = await reconcileOnce(this.passRunner, config, templates, {
         observer,
         onDesired: (seen, desired) => {
           this.view = { vlans: desired.vlans, uplink: desired.uplink, links: seen.links, routes: seen.routed ?? [] };
@@ -401,15 +458,24 @@ export class Supervisor {
     }
   }
 
-  /** kube-proxy's rule: unhealthy when a requested change has waited, or passes have failed, past the timeout. */
+  /**
+   * kube-proxy's rule: unhealthy when a requested change has waited, or passes have failed, past the timeout; and
+   * when the pass in flight has run that long. The reason names the command a pass waits for, if it waits for one.
+   */
   health(): { healthy: boolean; reason?: string } {
     const t = this.now();
     const limit = this.options.healthTimeoutMs;
+    const s = (since: number) => Math.round((t - since) / 1000);
+    const waited = this.inFlight ? this.waitingFor : undefined;
+    const why = waited ? ` (a pass is waiting for \`${waited.command}\`, for ${s(waited.since)} s)` : '';
     if (this.failingSince !== undefined && t - this.failingSince > limit) {
-      return { healthy: false, reason: `reconciles have failed for ${Math.round((t - this.failingSince) / 1000)} s` };
+      return { healthy: false, reason: `reconciles have failed for ${s(this.failingSince)} s${why}` };
     }
     if (this.pendingSince !== undefined && t - this.pendingSince > limit) {
-      return { healthy: false, reason: `a requested change has waited ${Math.round((t - this.pendingSince) / 1000)} s` };
+      return { healthy: false, reason: `a requested change has waited ${s(this.pendingSince)} s${why}` };
+    }
+    if (this.inFlight && t - this.lastStart > limit) {
+      return { healthy: false, reason: `a pass has run for ${s(this.lastStart)} s${why}` };
     }
     return { healthy: true };
   }
@@ -427,7 +493,7 @@ export class Supervisor {
     await this.idle();
     if (mode === 'down') {
       const { config, templates } = this.current;
-      const { plan } = await reconcileOnce(this.runner, config, templates, {
+      const { plan } = await reconcileOnce(this.passRunner, config, templates, {
         mode: 'down', memory: { forwardingWasOff: this.forwardingWasOff }, ...(this.backend ? { backend: this.backend } : {}),
       });
       this.log.info({ changes: plan.steps.map(summarizeStep) }, 'removed what the gateway added (--cleanup-on-exit)');

@@ -439,7 +439,11 @@ export interface StatusDocument {
   readonly vlans: readonly StatusVlan[];
   readonly waiting: readonly string[];
   readonly lastReconcile: { readonly trigger: string; readonly result: string; readonly changes: readonly string[]; readonly drift: readonly string[]; readonly tables?: 'read' | 'known' } | null;
-  readonly reconciling: { readonly trigger: string; readonly since: string } | null;
+  readonly reconciling: {
+    readonly trigger: string; readonly since: string;
+    /** The command the pass waits for (the oldest of those not returned yet). */
+    readonly waitingFor?: { readonly command: string; readonly since: string };
+  } | null;
   readonly driftRepairs: Readonly<Record<string, number>>;
   readonly reload: { readonly lastAt: string | null; readonly lastResult: 'success' | 'failure' | null; readonly lastErrors: readonly string[] };
 }

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
-import { CommandError } from '../../src/exec/runner.js';
+import { CommandError, withDeadline } from '../../src/exec/runner.js';
 
 const runner = new ExecaRunner();
 
@@ -24,6 +24,15 @@ test('a program that is not installed is exit code null, even with allowFailure,
   t.is(error.exitCode, null);
   t.true(error.notFound);
   t.regex(error.message, /ENOENT/);
+});
+
+test('withDeadline: a command that hangs is killed at the deadline, and says so; a caller\'s own time wins', async (t) => {
+  const bounded = withDeadline(runner, 150);
+  const started = performance.now();
+  const error = await t.throwsAsync(bounded.run(['sleep', '5']), { instanceOf: CommandError });
+  t.is(error.message, 'sleep 5 exited by signal: killed by SIGKILL (timeout 150 ms)');
+  t.true(performance.now() - started < 2000);
+  t.is((await bounded.run(['sh', '-c', 'sleep 0.3; echo done'], { timeoutMs: 5000 })).stdout, 'done\n');
 });
 
 test('a child that exits without reading its input is reported by its exit status, not EPIPE', async (t) => {

@@ -489,6 +489,34 @@ test('health(): a requested change waiting longer than the timeout (a pass stuck
   t.deepEqual(r.supervisor.health(), { healthy: true });
 });
 
+// A helper that hangs (the xtables lock held elsewhere, a stopped iptables-restore) held a pass for ever, and said
+// nothing: no log line, and /healthz stayed 200 unless another change was asked for meanwhile.
+test('a pass waiting long for a command: the log says which (once), /status names it, and /healthz fails past the timeout', async (t) => {
+  const r = rig(t, { fakeClock: true, healthTimeoutMs: 30_000, slowCommandMs: 50, commandTimeoutMs: 60_000 });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.runner.hold();
+  r.supervisor.trigger('schedule');
+  await until('the held pass', () => r.metrics.passes === 2);
+  const waited = r.supervisor.waitingFor;
+  t.truthy(waited);
+  await until('the warning', () => r.logs.some((l) => l.level === 40));
+  await sleep(100);
+  t.deepEqual(r.logs.filter((l) => l.level === 40).map((l) => [l.msg, l.trigger, l.command]), [
+    [`a reconcile pass has waited 0.05 s for \`${waited!.command}\`; it is killed after 60 s, and the pass retried`, 'schedule', waited!.command],
+  ], 'one line for the pass, naming the first command it waits for');
+  const status = statusDocument(r.supervisor, { errors: [] }, '0.0.0-test') as { reconciling: { trigger: string; waitingFor: { command: string; since: string } } };
+  t.deepEqual(status.reconciling.waitingFor, { command: waited!.command, since: new Date(r.clock.now).toISOString() });
+  t.true(r.supervisor.health().healthy);
+  r.clock.now += 31_000; // nothing else asked for meanwhile: the stuck pass alone makes it unhealthy
+  t.deepEqual(r.supervisor.health(), { healthy: false, reason: `a pass has run for 31 s (a pass is waiting for \`${waited!.command}\`, for 31 s)` });
+  r.runner.release();
+  await r.supervisor.idle();
+  t.is(r.supervisor.waitingFor, undefined);
+  t.deepEqual(r.supervisor.health(), { healthy: true });
+  t.is((statusDocument(r.supervisor, { errors: [] }, '0.0.0-test') as { reconciling: unknown }).reconciling, null);
+});
+
 // ---- stop ---------------------------------------------------------------------------------------------------------
 
 test('stop() waits for the pass in flight, and triggers after it are ignored', async (t) => {

@@ -1,0 +1,109 @@
+/**
+ * A helper that hangs under a running `vlan-gateway run` (the xtables lock held elsewhere for long, a stopped
+ * process): here an `iptables-nft-restore` that never returns, put first on the gateway's PATH by a wrapper that
+ * hangs while a file exists. The pass that runs it is killed at --command-timeout and retried with backoff, one
+ * restore at a time; meanwhile /status and /healthz name the command it waits for; once the helper works again
+ * the drift is repaired, and a stop is prompt.
+ */
+import test from 'ava';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { loadConfig } from '../../src/config/load.js';
+import type { LabTopology } from '../../src/lab/index.js';
+import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import {
+  buildLab, GatewayProcess, prepareBundle, REPO, runner, scratchDir, tearDown, waitFor, type Bundle,
+} from '../helpers/supervisor.js';
+import { tearDownAlways } from '../helpers/teardown.js';
+
+const kernel = isRoot() ? test.serial : test.serial.skip;
+const name = uniqueLabName('h');
+const RESTORE = 'iptables-nft-restore --noflush --wait=10';
+
+let bundle: Bundle | undefined;
+let topology: LabTopology | undefined;
+let scratch: string | undefined;
+let gateway: GatewayProcess | undefined;
+const hang = () => join(scratch!, 'hang');
+
+test.before(async (t) => {
+  if (!isRoot()) return;
+  bundle = await prepareBundle();
+  t.log(`bundle: ${bundle.built ? 'built' : 'up to date'}, ${Math.round(bundle.buildMs)} ms`);
+  scratch = await scratchDir('vgw-stuck-');
+  const bin = join(scratch, 'bin');
+  await mkdir(bin);
+  const real = (await execa('sh', ['-c', 'command -v iptables-nft-restore'])).stdout.trim();
+  await writeFile(join(bin, 'iptables-nft-restore'), `#!/bin/sh\nif [ -e '${hang()}' ]; then exec sleep 600; fi\nexec '${real}' "$@"\n`);
+  await chmod(join(bin, 'iptables-nft-restore'), 0o755);
+  const config = join(REPO, 'examples', 'lab.yaml');
+  topology = await buildLab((await loadConfig(config)).config, name);
+  gateway = await GatewayProcess.start({
+    bundle: bundle.path, netns: topology.router, config, statsIntervalMs: 200,
+    env: { PATH: `${bin}:${process.env.PATH ?? ''}` },
+    extraArgs: ['--command-timeout', '1500', '--health-timeout', '1000'],
+  });
+  await gateway.waitReady();
+});
+
+tearDownAlways('kill the gateway, remove the lab and the scratch files', async () => {
+  if (!isRoot()) return;
+  await tearDown(name, scratch, bundle);
+});
+
+const forwardRules = async () => (await runner.run(['ip', 'netns', 'exec', topology!.router, 'iptables-nft', '-S', 'VGW-FORWARD'])).stdout
+  .split('\n').filter((l) => l.startsWith('-A ')).length;
+const restores = async () => (await gateway!.descendants()).filter((p) => p.cmd.startsWith('sleep 600')).length;
+
+kernel(`a restore that hangs is killed at --command-timeout and retried, one at a time; /status and /healthz name it; then drift is repaired${NEEDS_ROOT}`, async (t) => {
+  const rules = await forwardRules();
+  t.true(rules > 0);
+  await writeFile(hang(), '');
+  const from = gateway!.logs.length;
+  await runner.run(['ip', 'netns', 'exec', topology!.router, 'iptables-nft', '-F', 'VGW-FORWARD']); // drift: the repair's restore hangs
+
+  const { value: waiting } = await waitFor('/status naming the restore', async () => {
+    const waited = (await gateway!.status()).reconciling?.waitingFor;
+    return waited?.command === RESTORE ? waited : undefined;
+  }, 5000);
+  t.regex(waiting.since, /^\d{4}-\d\d-\d\dT/);
+  const { value: health } = await waitFor('/healthz 503', async () => {
+    const h = await gateway!.get('/healthz');
+    return h.status === 503 ? h.body : undefined;
+  }, 5000);
+  t.regex(health, new RegExp(`^unhealthy: .* \\(a pass is waiting for \`${RESTORE}\`, for \\d+ s\\)\\n$`));
+
+  const failed = await gateway!.waitForLog('the pass failing at the timeout', (l) => l.msg === 'reconcile failed; previous rules left in place', 5000, from);
+  t.regex(JSON.stringify(failed.err), /iptables-nft-restore failed \(exit null\): killed by SIGKILL \(timeout 1500 ms\)/);
+  // Retried with backoff while it hangs: never more than one restore at a time.
+  const counts: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    counts.push(await restores());
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  t.true(counts.every((n) => n <= 1), `restores alive at once: ${counts.join(' ')}`);
+
+  await rm(hang());
+  await waitFor('VGW-FORWARD repaired', async () => (await forwardRules()) === rules, 15_000, 100);
+  await waitFor('/healthz 200', async () => (await gateway!.get('/healthz')).status === 200, 5000);
+  t.is(await restores(), 0);
+  t.like((await gateway!.status()).lastReconcile, { result: 'success' });
+});
+
+kernel(`stopped while a restore hangs, the gateway says what it waits for, exits 0 once the helper is killed at the command timeout (1.5 s), and leaves no helper behind${NEEDS_ROOT}`, async (t) => {
+  await writeFile(hang(), '');
+  const from = gateway!.logs.length;
+  await runner.run(['ip', 'netns', 'exec', topology!.router, 'iptables-nft', '-F', 'VGW-FORWARD']);
+  await waitFor('a restore hanging', async () => (await restores()) === 1, 5000);
+  const children = await gateway!.descendants();
+  const exit = await gateway!.stop('SIGTERM', 10_000);
+  t.is(exit.code, 0);
+  t.true(exit.ms < 5000, `${Math.round(exit.ms)} ms (without the timeout: until the helper returns, for ever here)`);
+  const said = gateway!.logs.slice(from).find((l) => l.msg === `waiting for the pass in flight, which waits for \`${RESTORE}\``);
+  t.truthy(said, gateway!.describeLogs());
+  const { stdout } = await execa('ps', ['-e', '-o', 'pid=']);
+  const left = children.filter((c) => stdout.split('\n').map(Number).includes(c.pid));
+  t.deepEqual(left, [], 'nothing the gateway started outlives it');
+  await rm(hang(), { force: true });
+});
