@@ -18,7 +18,12 @@ class PortOwners {
   private readonly owner = new Int32Array(65536).fill(-1);
   private readonly blockOwner = new Int32Array(65536 / PortOwners.BLOCK).fill(-1);
   /** For each port, a port at or after it that may be free (path-halving pointers; 65536: none is). */
-  private readonly next = Int32Array.from({ length: 65537 }, (_, p) => p);
+  private readonly next = new Int32Array(65537);
+
+  constructor() {
+    // A plain loop: Int32Array.from with a mapping function took 5 ms, at every validation.
+    for (let p = 0; p < this.next.length; p++) this.next[p] = p;
+  }
 
   /** The first forward that took any port from low to high (-1: none). */
   first(low: number, high: number): number {
@@ -63,7 +68,7 @@ class PortOwners {
 export function portForwardProblems(input: Raw, vlans: readonly VlanView[]): Problem[] {
   const { problems, add } = problemList();
   // Each protocol's ports by their first forward; an overlap is said against the first forward it meets.
-  const owners = { tcp: new PortOwners(), udp: new PortOwners() };
+  const owners: Partial<Record<'tcp' | 'udp', PortOwners>> = {}; // made for the first forward of each protocol
   const taken: Array<{ low: number; high: number }> = [];
   const text = (low: number, high: number) => (low === high ? String(low) : `${low}-${high}`);
   asArray(input.portForwards).forEach((raw, index) => {
@@ -84,7 +89,7 @@ export function portForwardProblems(input: Raw, vlans: readonly VlanView[]): Pro
     }
     if (proto !== 'tcp' && proto !== 'udp') return; // the schema reports another proto: what it overlaps is moot
     taken[index] = { low, high };
-    const ports = owners[proto];
+    const ports = (owners[proto] ??= new PortOwners());
     const firstIndex = ports.first(low, high);
     ports.take(low, high, index);
     if (firstIndex < 0) return;
