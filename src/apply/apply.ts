@@ -205,8 +205,11 @@ async function runLaterSets(runner: CommandRunner, backend: Backend, lines: read
   }
 }
 
-/** The most buckets setCreate gives for spreading nets (8 MiB of bucket pointers). */
-const MAX_SPREAD_BUCKETS = 2 ** 20;
+/**
+ * The most buckets setCreate gives a set for spreading its nets: each bucket pointer is kernel memory charged to the
+ * container (2^16: about 1.2 MB; 2^20 was 10 MB a set, 113 MB at 512 VLANs). Past it, a fill may be rehashed.
+ */
+const MAX_SPREAD_BUCKETS = 2 ** 16;
 
 /**
  * An `ipset restore` line creating a set for `members`. Its hash table is sized for them up front (a power of two,
@@ -216,14 +219,17 @@ const MAX_SPREAD_BUCKETS = 2 ** 20;
  * A hash:net,iface set hashes only the net, and the kernel widens a bucket to hold the most members that share one
  * (48 in an accounting set) and no further: two nets whose hashes land in one bucket overflow it, and the set is
  * rehashed into twice the buckets, again and again until they part. With 97 nets in 8,192 buckets that happened in
- * 7 of 16 fills (up to 131,072 buckets; the fill up to 82 against a median of 23 ms, measured). Where nets share
- * members, there are enough buckets that two of them rarely meet (8 × nets²: about 1 in 16), up to 2^20.
+ * 7 of 16 fills (up to 131,072 buckets; the fill up to 82 against a median of 23 ms), in none of 16 with 65,536
+ * (measured). Where nets share members, there are enough buckets that two of them rarely meet (4 × nets²: about 1
+ * in 8), up to MAX_SPREAD_BUCKETS.
  */
 export function setCreate(set: string, type: string, members: readonly string[]): string {
   let wanted = members.length;
-  if (type.startsWith('hash:net,')) {
-    const nets = new Set(members.map((m) => m.slice(0, m.indexOf(','))));
-    if (nets.size < members.length) wanted = Math.max(wanted, Math.min(8 * nets.size * nets.size, MAX_SPREAD_BUCKETS));
+  // Up to 12 members fit in one bucket whatever their nets (the kernel's default width).
+  if (type.startsWith('hash:net,') && members.length > 12) {
+    const nets = new Set<string>();
+    for (const m of members) nets.add(m.slice(0, m.indexOf(',')));
+    if (nets.size < members.length) wanted = Math.max(wanted, Math.min(4 * nets.size * nets.size, MAX_SPREAD_BUCKETS));
   }
   let hashsize = 1024;
   while (hashsize < wanted) hashsize *= 2;
