@@ -64,6 +64,12 @@ class StepFailed extends Error {
   }
 }
 
+/**
+ * A tool killed before it said how far it got (the supervisor's --command-timeout, the OOM killer): any of its lines
+ * may have taken effect, and a restore's commit too (a SIGKILL waits for the kernel's commit to end).
+ */
+const killed = (error: unknown): error is CommandError => error instanceof CommandError && error.exitCode === null && !error.notFound;
+
 /** Which line of a batch failed, from the tool's message (0-based; the first line when it does not say). */
 function failedScriptLine(error: unknown, pattern: RegExp, lines: number): number {
   const m = pattern.exec(error instanceof CommandError ? error.stderr : '');
@@ -104,12 +110,51 @@ async function runTable(runner: CommandRunner, backend: Backend, step: TableStep
     }
     tell(() => observer.restore?.(step.table, true));
   };
-  await restore(step.payload, false);
-  tell(() => observer.written?.(step, false));
-  return async () => {
+  const undo = async () => {
     await restore(step.undo, true);
     tell(() => observer.written?.(step, true));
   };
+  try {
+    await restore(step.payload, false);
+  } catch (error) {
+    if (!killed(error)) throw error;
+    // Killed: the table says whether its commit happened (all of it or nothing). Written, it is put back here.
+    const written = await tableWritten(runner, backend, step).catch(() => undefined);
+    if (written === false) throw error;
+    if (written === undefined) {
+      throw new StepFailed(step, new Error(`${error.message}; whether the ${step.table} table was written before that cannot be told: the next pass reads it and puts it right`));
+    }
+    tell(() => observer.written?.(step, false));
+    try {
+      await undo();
+    } catch (undoError) {
+      throw new StepFailed(step, new UndoFailed(error, undoError), true);
+    }
+    throw new StepFailed(step, error, true);
+  }
+  tell(() => observer.written?.(step, false));
+  return undo;
+}
+
+/**
+ * Did a killed restore of `step` commit? One thing its payload changes, looked up in the table: a chain created or
+ * deleted, a rule added or removed (by its hash). Undefined when it changes only jumps or the order of rules.
+ */
+async function tableWritten(runner: CommandRunner, backend: Backend, step: TableStep): Promise<boolean | undefined> {
+  const { stdout } = await runner.run([`iptables-${backend}-save`, '-t', step.table]);
+  const lines = stdout.split('\n');
+  const hashOf = (line: string) => /vgw:([\w-]+)/.exec(line)?.[1];
+  const chainExists = (chain: string) => lines.some((l) => l.startsWith(`:${chain} `));
+  const ruleIn = (chain: string, hash: string) => lines.some((l) => l.startsWith(`-A ${chain} `) && hashOf(l) === hash);
+  for (const c of step.chains) {
+    if (c.change === 'create') return chainExists(c.chain);
+    if (c.change === 'delete') return !chainExists(c.chain);
+    const added = c.added.map(hashOf).find((h) => h !== undefined);
+    if (added !== undefined) return ruleIn(c.chain, added);
+    const removed = c.removed.map(hashOf).find((h) => h !== undefined);
+    if (removed !== undefined) return !ruleIn(c.chain, removed);
+  }
+  return undefined;
 }
 
 /**
@@ -146,6 +191,17 @@ async function runSetScript(runner: CommandRunner, lines: readonly SetLine[]): P
   try {
     await runner.run(['ipset', 'restore'], { input: `${lines.map((l) => l.line).join('\n')}\n` });
   } catch (error) {
+    if (killed(error)) {
+      // Every line may have run: all are undone, each in a way that holds where it did not (a set created now is
+      // made first, -exist, so that its destroy finds it; the other undos are -exist already).
+      const unsure = lines.map((l) => (l.undo?.startsWith('destroy ') && l.line.startsWith('create ') ? { ...l, undo: `${l.line}\n${l.undo}` } : l));
+      try {
+        await undoFor(unsure)();
+      } catch (undoError) {
+        throw new StepFailed(lines[0]!.step, new UndoFailed(error, undoError), true);
+      }
+      throw new StepFailed(lines[0]!.step, error, true);
+    }
     const failing = failedScriptLine(error, /Error in line (\d+)/, lines.length);
     try {
       await undoFor(lines.slice(0, failing))();
@@ -315,6 +371,17 @@ async function runAddressBatch(runner: CommandRunner, steps: readonly AddressSte
   try {
     await runner.run(['ip', '-batch', '-'], { input: `${steps.map(addressBatchLine).join('\n')}\n` });
   } catch (error) {
+    if (killed(error)) {
+      // Every line may have run: all are undone, and an undo that finds its line never ran (an address not there
+      // to delete, one there already, a route gone) is no failure.
+      const lines = steps.map(undoLine).filter((l): l is string => l !== undefined).reverse();
+      const undone = await runner.run(['ip', '-force', '-batch', '-'], { input: `${lines.join('\n')}\n`, allowFailure: true });
+      const refused = undone.stderr.split('\n').filter((l) => l.startsWith('RTNETLINK answers:') && !NOT_DONE.test(l));
+      if (undone.exitCode !== 0 && (undone.exitCode === null || refused.length > 0)) {
+        throw new StepFailed(steps[0]!, new UndoFailed(error, new CommandError(['ip', '-force', '-batch', '-'], undone.exitCode, undone.stderr)), true);
+      }
+      throw new StepFailed(steps[0]!, error, true);
+    }
     // ip stops at the failing line ("Command failed -:3"); the lines before it took effect and are undone here.
     // If that fails too, the original failure is still the one reported, with the undo's appended.
     const failing = failedScriptLine(error, /Command failed -:(\d+)/, steps.length);
@@ -327,6 +394,9 @@ async function runAddressBatch(runner: CommandRunner, steps: readonly AddressSte
   }
   return undoFor(steps);
 }
+
+/** What an undo line of an address batch says when its own line never ran. */
+const NOT_DONE = /Cannot assign requested address|File exists|No such process/;
 
 /**
  * After a gateway address is added, one unsolicited ARP (`arping -U`) tells the VLAN's hosts where it lives now:

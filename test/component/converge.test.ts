@@ -1068,6 +1068,52 @@ test('an `iptables-nft-save` killed half-way is not "iptables-nft not installed"
   t.deepEqual(plan.steps, []);
 });
 
+// A write killed half-way (the supervisor's --command-timeout) says nothing of how far it got: ipset and ip had
+// taken some of their lines, and a restore may have committed (a SIGKILL waits for the kernel's commit to end). The
+// apply undid none of it and said "rolled back" or "nothing had been changed": an added member of VGW-PAIRS-0 (office
+// to eth3 accepted, which neither config allows) stayed under the old rules.
+const withIot = () => parse(`uplink: {interface: eth0, gateway: 203.0.113.1}
+vlans: [${VLAN.office}, ${VLAN.lab}, ${VLAN.iot}]
+forwarding:
+  default: accept
+  rules:
+    - {from: office, to: iot, action: drop}
+portForwards:
+  - {proto: tcp, port: 2222, to: 192.168.10.100, toPort: 22}
+`, 'with-iot.yaml');
+const killedWrites: Array<[string, (argv: readonly string[], input: string | undefined) => boolean, number]> = [
+  ['the members written before the tables (stage 1)', (argv, input) => argv.join(' ') === 'ipset restore' && /^add VGW-SUBNETS /m.test(input ?? ''), 1],
+  ['the members that wait for the tables (stage 3)', (argv, input) => argv.join(' ') === 'ipset restore' && /packets 0 bytes 0/.test(input ?? ''), 1],
+  ['the address batch', (argv) => argv.join(' ') === 'ip -batch -', 1],
+  ['the filter restore, once committed', (argv, input) => argv[0] === 'iptables-nft-restore' && !argv.includes('--counters') && (input ?? '').startsWith('*filter'), Infinity],
+];
+for (const [what, match, afterLines] of killedWrites) {
+  test(`killed half-way, ${what}: every line it may have run is undone, and the failure says so`, async (t) => {
+    const ns = namespace(['eth1', 'eth2', 'eth3'], { sysctls: { 'net.ipv4.ip_forward': '1' } });
+    await apply(ns, lab);
+    const applied = ns.snapshot();
+    ns.failNext({ match, killed: 'SIGKILL', afterLines });
+    const error = await t.throwsAsync(reconcileOnce(ns, withIot(), builtinTemplates), { instanceOf: ApplyError });
+    t.regex(error!.message, /killed by SIGKILL/);
+    t.regex(error!.message, /\((the steps already done were rolled back|the lines before it were undone)\)$/);
+    t.true(error!.rolledBack);
+    t.is(ns.snapshot(), applied);
+    t.true((await reconcileOnce(ns, withIot(), builtinTemplates)).plan.steps.length > 0, 'the next pass writes it all');
+    t.deepEqual((await reconcileOnce(ns, withIot(), builtinTemplates)).plan.steps, []);
+  });
+}
+
+test('killed half-way, the first apply\'s `ipset restore` that creates the sets: the sets it may have made are destroyed', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  const empty = ns.snapshot();
+  ns.failNext({ match: (argv, input) => argv.join(' ') === 'ipset restore' && /^create /m.test(input ?? ''), killed: 'SIGKILL', afterLines: 3 });
+  const error = await t.throwsAsync(apply(ns, lab), { instanceOf: ApplyError });
+  t.regex(error!.message, /^creating ipset VGW-\S+ failed: .*killed by SIGKILL[^]*\(the lines before it were undone\)$/);
+  t.is(ns.snapshot(), empty);
+  await apply(ns, lab);
+  t.deepEqual((await apply(ns, lab)).plan.steps, []);
+});
+
 test('down under iptables-nft: sets the deleted rules matched on are let go of a moment after the restore; down waits for it and removes them', async (t) => {
   const ns = namespace(['eth1', 'eth2']);
   await apply(ns, lab);

@@ -111,6 +111,11 @@ export interface FaultSpec {
    * fails as the real runner reports a killed child, exit code null, even with allowFailure.
    */
   readonly killed?: NodeJS.Signals;
+  /**
+   * With `killed`: the command does the first this many lines of its input before it is killed (ipset and ip take
+   * them one by one; Infinity: all of it, as a restore killed once its commit was under way).
+   */
+  readonly afterLines?: number;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -765,8 +770,18 @@ export class FakeNetns implements CommandRunner {
 
   private dispatch(argv: readonly string[], input: string | undefined): Output {
     const fault = this.takeFault(argv, input);
-    if (fault?.killed) throw new CommandError(argv, null, `killed by ${fault.killed}`);
+    if (fault?.killed) {
+      if (fault.afterLines !== undefined) {
+        const part = fault.afterLines === Infinity ? input : `${(input ?? '').split('\n').slice(0, fault.afterLines).join('\n')}\n`;
+        this.execute(argv, part);
+      }
+      throw new CommandError(argv, null, `killed by ${fault.killed}`);
+    }
     if (fault) return { stderr: fault.stderr ?? `${argv[0]}: injected failure\n`, exitCode: fault.exitCode ?? 1 };
+    return this.execute(argv, input);
+  }
+
+  private execute(argv: readonly string[], input: string | undefined): Output {
     const [program, ...args] = argv;
     const iptables = /^iptables(?:-(nft|legacy))?-(save|restore)$/.exec(program ?? '');
     if (iptables) {
