@@ -129,6 +129,16 @@ export interface Facts {
   readonly unreadLegacy?: readonly string[];
 }
 
+/**
+ * What choosing the backend found besides it (read both: see readTables). A supervisor's later passes read their
+ * backend alone and carry these on from the pass that chose it, so its warnings stay shown.
+ */
+export type BackendFindings = Pick<Facts, 'backendWhy' | 'otherForward' | 'unreadLegacy'>;
+
+export const backendFindingsOf = ({ backendWhy, otherForward, unreadLegacy }: Facts): BackendFindings => ({
+  ...(backendWhy ? { backendWhy } : {}), ...(otherForward ? { otherForward } : {}), ...(unreadLegacy ? { unreadLegacy } : {}),
+});
+
 export interface OtherForward {
   readonly backend: Backend;
   readonly policy?: string;

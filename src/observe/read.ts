@@ -196,7 +196,7 @@ export async function readTables(
   // Legacy tables the kernel has, unread: iptables-legacy is not installed here (nft's tables were, so they are ours).
   const names = legacy === undefined ? await legacyTables : undefined;
   if (nft && names && names.length > 0) {
-    return { backend: 'nft', tables: nft, why: `iptables-legacy is not installed here: the legacy tables (${names.join(', ')}) are not read`, unreadLegacy: names };
+    return { backend: 'nft', tables: nft, why: `iptables-legacy is not installed here, or its save failed: the legacy tables (${names.join(', ')}) are not read`, unreadLegacy: names };
   }
   const { backend, why } = chooseBackend(nft, legacy);
   const other = backend === 'nft' ? legacy : nft;

@@ -32,7 +32,7 @@ export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForw
   // Docker on a host set to iptables-legacy writes the container's rules there; this image may have no iptables-legacy.
   if (facts.unreadLegacy) {
     warnings.push(`this namespace has iptables-legacy tables (${facts.unreadLegacy.join(', ')}), and iptables-legacy is not installed `
-      + 'here: the gateway cannot read them, and writes its rules to iptables-nft. The kernel runs both rule sets: a FORWARD policy '
+      + 'here (or its save failed): the gateway cannot read them, and writes its rules to iptables-nft. The kernel runs both rule sets: a FORWARD policy '
       + 'or rule there still filters forwarded packets, and chains of the gateway written there before stay in force. Look '
       + 'from the host (nsenter -n -t <the container\'s pid> iptables-legacy-save)');
   }

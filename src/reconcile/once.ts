@@ -2,7 +2,7 @@
 import { AccountingError, ApplyError, applyPlan, type ApplyObserver } from '../apply/apply.js';
 import type { Config } from '../config/schema.js';
 import type { CommandRunner } from '../exec/runner.js';
-import type { Backend, Facts, KnownSets, KnownTables } from '../observe/facts.js';
+import { type Backend, type BackendFindings, type Facts, type KnownSets, type KnownTables } from '../observe/facts.js';
 import { readFactsStaged, readTablesAgain } from '../observe/read.js';
 import { planDesired, planEmpty, type Templates } from '../plan/desired.js';
 import { diff, InUseError, memberSetOf } from '../plan/diff.js';
@@ -47,6 +47,8 @@ export async function reconcileOnce(
   templates: Templates,
   options: {
     mode?: Mode; dryRun?: boolean; backend?: Backend; observer?: ApplyObserver; memory?: Memory;
+    /** With `backend`: what the pass that chose it found besides (a read of that backend alone does not see it). */
+    backendFindings?: BackendFindings;
     /**
      * What the pass read, and the state it wants there, before it compares the two: a supervisor shows them even when
      * the pass then fails (a set of our name it did not make, a write the kernel refuses).
@@ -70,6 +72,7 @@ export async function reconcileOnce(
     await reading.interfaces.then((found) => planDesired(config, { ...found, ...(ipsetSeen ? { sets: new Map() } : {}) }, templates), () => undefined);
   }
   let facts = await reading.facts;
+  if (options.backend && options.backendFindings && facts.backendWhy === undefined) facts = { ...facts, ...options.backendFindings };
   ipsetSeen = facts.sets !== undefined;
   const planNow = () => planFor(config, facts, templates, mode, options.memory, (desired) => options.onDesired?.(facts, desired));
   let plan: Plan;

@@ -16,7 +16,7 @@ import { RateLimitedLog } from '../log.js';
 import type { CollectorState } from '../metrics/collector.js';
 import { countersAfterPayload, countersAfterRestore, membersAddedBy, ZERO, type Count } from '../metrics/counters.js';
 import type { DriftKind, Metrics, Trigger } from '../metrics/metrics.js';
-import type { Backend, KnownSets, KnownTables, Link, RoutedPrefix } from '../observe/facts.js';
+import { backendFindingsOf, type Backend, type BackendFindings, type KnownSets, type KnownTables, type Link, type RoutedPrefix } from '../observe/facts.js';
 import type { Templates } from '../plan/desired.js';
 import { linksAfter, tablesAfter } from '../plan/after.js';
 import { summarizeStep } from '../plan/format.js';
@@ -124,6 +124,8 @@ export class Supervisor {
 
   ready = false;
   backend: Backend | undefined;
+  /** What the pass that chose `backend` found besides it (its warnings: the passes after it read that backend alone). */
+  private backendFindings: BackendFindings | undefined;
   lastDesired: Desired | undefined;
   /** The last pass's warnings (plan/warnings.ts), for /status; each is logged when it first appears. */
   warned: ReadonlySet<string> = new Set();
@@ -293,9 +295,10 @@ export class Supervisor {
           ...(this.knownSets ? { knownSets: this.knownSets } : {}),
           ...(knownTables ? { knownTables } : {}),
         },
-        ...(this.backend ? { backend: this.backend } : {}),
+        ...(this.backend ? { backend: this.backend, ...(this.backendFindings ? { backendFindings: this.backendFindings } : {}) } : {}),
       });
       this.forwardingWasOff = Boolean(plan.forwardingWasOff);
+      if (facts.backend !== this.backend || !this.backendFindings) this.backendFindings = backendFindingsOf(facts);
       for (const member of membersAddedBy(plan)) restarted.set(member, ZERO);
       const unchanged = knownEpoch === this.knownEpoch;
       this.knownSets = unchanged ? knownSetsAfter(plan) : undefined;

@@ -604,9 +604,9 @@ kernel(`backend: legacy tables where iptables-legacy is not installed: plan says
     await inNs(ns, 'iptables-legacy', '-P', 'FORWARD', 'DROP');
     const planned = await cliWithEnv({ PATH: bin }, 'plan', '--detailed-exitcode', '--netns', ns, '--config', example.path);
     t.is(planned.code, 2, planned.stderr);
-    t.regex(planned.stdout, /^backend: iptables-nft \(iptables-legacy is not installed here: the legacy tables \(filter, nat\) are not read\)$/m);
+    t.regex(planned.stdout, /^backend: iptables-nft \(iptables-legacy is not installed here, or its save failed: the legacy tables \(filter, nat\) are not read\)$/m);
     t.true(planned.stdout.includes('warning: this namespace has iptables-legacy tables (filter, nat), and iptables-legacy is not installed '
-      + 'here: the gateway cannot read them, and writes its rules to iptables-nft. The kernel runs both rule sets: a FORWARD policy '
+      + 'here (or its save failed): the gateway cannot read them, and writes its rules to iptables-nft. The kernel runs both rule sets: a FORWARD policy '
       + 'or rule there still filters forwarded packets'), planned.stdout);
   } finally {
     await runner.run(['ip', 'netns', 'del', ns]);

@@ -209,6 +209,26 @@ test('IPv6 forwarding on in the namespace: a warning logged once and shown by /s
   t.regex(r.ns.save(), /:VGW-FORWARD/);
 });
 
+// The passes after the first read their backend alone, and a warning about the other one (found when the first
+// chose) went from /status at the second pass, though nothing had changed.
+test('a warning about the other backend (its FORWARD policy DROP) stays in /status after the pass that found it', async (t) => {
+  const r = rig(t);
+  r.ns.setLegacy('installed');
+  r.ns.seed('legacy', '*filter\n:FORWARD DROP [0:0]\nCOMMIT\n');
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  const warnings = () => (statusDocument(r.supervisor, { errors: [] }, 'test') as { warnings: string[] }).warnings;
+  const found = warnings();
+  t.is(found.length, 1);
+  t.regex(found[0]!, /^iptables-legacy's FORWARD chain \(policy DROP\) filters forwarded packets too/);
+  r.supervisor.trigger('schedule');
+  await settle(r, 2);
+  r.supervisor.trigger('schedule');
+  await settle(r, 3);
+  t.deepEqual(warnings(), found);
+  t.is(r.logs.filter((l) => l.level === 40).length, 1, 'logged once');
+});
+
 test('a second NIC in a VLAN\'s subnet: the binding\'s note (which NIC is used) is logged once, as it appears', async (t) => {
   const r = rig(t);
   r.supervisor.trigger('start');
