@@ -821,15 +821,8 @@ test('fail closed on the way out with forwarding left on: the gateway addresses 
   t.is(ns.snapshot(), before, 'and the namespace is as before the apply');
 });
 
-// With ipset and `default: accept`, VGW-FROM-<vlan> branches to the pairs that have rules, then accepts every other
-// new connection by set lookups (VGW-PAIRS-n, VGW-NICS-n). A VLAN added while the gateway runs (its NIC attached
-// already, the config reloaded) had its NIC written into those sets before the filter restore, and the old
-// VGW-FROM-10 (no branch to VGW-P-10-30 yet) accepted office → iot for as long as the restore took, though the new
-// config drops it; conntrack then kept such a connection for good.
-test('fail closed, a VLAN added under default accept: its NIC joins the accept sets only once its pairs\' rules are in force', async (t) => {
-  const ns = namespace(['eth1', 'eth2', 'eth3'], { sysctls: { 'net.ipv4.ip_forward': '1' } });
-  await apply(ns, lab);
-  const withIot = parse(`uplink: {interface: eth0, gateway: 203.0.113.1}
+/** The lab with a third VLAN, iot (eth3), that office may not reach. */
+const withIot = () => parse(`uplink: {interface: eth0, gateway: 203.0.113.1}
 vlans: [${VLAN.office}, ${VLAN.lab}, ${VLAN.iot}]
 forwarding:
   default: accept
@@ -838,6 +831,16 @@ forwarding:
 portForwards:
   - {proto: tcp, port: 2222, to: 192.168.10.100, toPort: 22}
 `, 'with-iot.yaml');
+
+
+// With ipset and `default: accept`, VGW-FROM-<vlan> branches to the pairs that have rules, then accepts every other
+// new connection by set lookups (VGW-PAIRS-n, VGW-NICS-n). A VLAN added while the gateway runs (its NIC attached
+// already, the config reloaded) had its NIC written into those sets before the filter restore, and the old
+// VGW-FROM-10 (no branch to VGW-P-10-30 yet) accepted office → iot for as long as the restore took, though the new
+// config drops it; conntrack then kept such a connection for good.
+test('fail closed, a VLAN added under default accept: its NIC joins the accept sets only once its pairs\' rules are in force', async (t) => {
+  const ns = namespace(['eth1', 'eth2', 'eth3'], { sysctls: { 'net.ipv4.ip_forward': '1' } });
+  await apply(ns, lab);
   let setsAt: string | undefined;
   let filterAt: string | undefined;
   const { runner } = timed(ns, (command, input) => {
@@ -845,7 +848,8 @@ portForwards:
       [setsAt, filterAt] = [ns.saveSets(), ns.save('nft')];
     }
   });
-  const { plan } = await reconcileOnce(runner, withIot, builtinTemplates);
+  const iot = withIot();
+  const { plan } = await reconcileOnce(runner, iot, builtinTemplates);
   t.true(plan.steps.some((s) => s.kind === 'table' && s.table === 'filter'));
   // The rules in force when the filter restore ran were the old ones: office's new connections to any NIC in the sets
   // accepted, and no branch of VGW-FROM-10 for eth3.
@@ -857,7 +861,7 @@ portForwards:
   t.regex(ns.save('nft'), /^-A VGW-FROM-10 -o eth3 -m comment --comment "vgw:\S+" -j VGW-P-10-30$/m);
   t.regex(ns.saveSets(), /^add VGW-NICS-0 0\.0\.0\.0\/1,eth3$/m);
   t.regex(ns.saveSets(), /^add VGW-PAIRS-0 192\.168\.10\.0\/24,eth3$/m);
-  t.deepEqual((await reconcileOnce(ns, withIot, builtinTemplates)).plan.steps, []);
+  t.deepEqual((await reconcileOnce(ns, iot, builtinTemplates)).plan.steps, []);
 });
 
 // ---- (d) sysctl in a container -------------------------------------------------------------------------------------
@@ -1072,15 +1076,6 @@ test('an `iptables-nft-save` killed half-way is not "iptables-nft not installed"
 // taken some of their lines, and a restore may have committed (a SIGKILL waits for the kernel's commit to end). The
 // apply undid none of it and said "rolled back" or "nothing had been changed": an added member of VGW-PAIRS-0 (office
 // to eth3 accepted, which neither config allows) stayed under the old rules.
-const withIot = () => parse(`uplink: {interface: eth0, gateway: 203.0.113.1}
-vlans: [${VLAN.office}, ${VLAN.lab}, ${VLAN.iot}]
-forwarding:
-  default: accept
-  rules:
-    - {from: office, to: iot, action: drop}
-portForwards:
-  - {proto: tcp, port: 2222, to: 192.168.10.100, toPort: 22}
-`, 'with-iot.yaml');
 const killedWrites: Array<[string, (argv: readonly string[], input: string | undefined) => boolean, number]> = [
   ['the members written before the tables (stage 1)', (argv, input) => argv.join(' ') === 'ipset restore' && /^add VGW-SUBNETS /m.test(input ?? ''), 1],
   ['the members that wait for the tables (stage 3)', (argv, input) => argv.join(' ') === 'ipset restore' && /packets 0 bytes 0/.test(input ?? ''), 1],
