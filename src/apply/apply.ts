@@ -364,9 +364,10 @@ async function runAddressBatch(runner: CommandRunner, steps: readonly AddressSte
       case 'route': return routeUndo(s);
     }
   };
+  const undoInput = (done: readonly AddressStep[]) => `${done.map(undoLine).filter((l): l is string => l !== undefined).reverse().join('\n')}\n`;
   const undoFor = (done: readonly AddressStep[]): Undo => {
-    const lines = done.map(undoLine).filter((l): l is string => l !== undefined).reverse();
-    return () => (lines.length > 0 ? runner.run(['ip', '-force', '-batch', '-'], { input: `${lines.join('\n')}\n` }) : Promise.resolve());
+    const input = undoInput(done);
+    return () => (input !== '\n' ? runner.run(['ip', '-force', '-batch', '-'], { input }) : Promise.resolve());
   };
   try {
     await runner.run(['ip', '-batch', '-'], { input: `${steps.map(addressBatchLine).join('\n')}\n` });
@@ -374,8 +375,7 @@ async function runAddressBatch(runner: CommandRunner, steps: readonly AddressSte
     if (killed(error)) {
       // Every line may have run: all are undone, and an undo that finds its line never ran (an address not there
       // to delete, one there already, a route gone) is no failure.
-      const lines = steps.map(undoLine).filter((l): l is string => l !== undefined).reverse();
-      const undone = await runner.run(['ip', '-force', '-batch', '-'], { input: `${lines.join('\n')}\n`, allowFailure: true });
+      const undone = await runner.run(['ip', '-force', '-batch', '-'], { input: undoInput(steps), allowFailure: true });
       const refused = undone.stderr.split('\n').filter((l) => l.startsWith('RTNETLINK answers:') && !NOT_DONE.test(l));
       if (undone.exitCode !== 0 && (undone.exitCode === null || refused.length > 0)) {
         throw new StepFailed(steps[0]!, new UndoFailed(error, new CommandError(['ip', '-force', '-batch', '-'], undone.exitCode, undone.stderr)), true);
