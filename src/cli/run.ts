@@ -102,7 +102,7 @@ async function supervise(args: RunArgs, early: HeldSignals): Promise<number> {
 
   const reloads = new Reloads({ path, args, log, metrics, supervisor, planCache, rulesCheck, state: reload, driftSchedule, listen: settings.listen, address });
   const shutdown = new Shutdown({
-    log, cleanupOnExit: Boolean(args['cleanup-on-exit']), driftSchedule, reloads, monitor, collector, supervisor, planCache, http, lock,
+    log, cleanupOnExit: Boolean(args['cleanup-on-exit']), driftSchedule, reloads, monitor, collector, supervisor, planCache, http, lock, runner,
   });
   stopWhenNamespaceGone(lock, args.netns, log, shutdown);
   stopOnFatal(supervisor, args.netns, log, shutdown);

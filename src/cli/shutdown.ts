@@ -8,6 +8,7 @@ import type { Logger } from '../log.js';
 import type { StatsCollector } from '../metrics/collector.js';
 import type { NetlinkMonitor } from '../observe/monitor.js';
 import { rememberDesired } from '../plan/desired.js';
+import type { DeadlineRunner } from '../exec/runner.js';
 import type { Supervisor } from '../reconcile/supervisor.js';
 import type { DriftSchedule } from './drift-schedule.js';
 import { describeError } from './errors.js';
@@ -17,6 +18,12 @@ import type { Reloads } from './reload.js';
 
 /** How long a stop waits for a reload in flight to drop what it read (see Reloads.close). */
 const RELOAD_WAIT_MS = 2000;
+/**
+ * How long a stop waits for the commands in flight (a pass's, a stats reading's) before it kills them: the pass then
+ * fails and rolls back, and the process exits before `docker stop` (10 s) kills it, instead of waiting for
+ * --command-timeout (60 s by default) on a helper that hangs.
+ */
+export const STOP_COMMANDS_WAIT_MS = 3000;
 
 export interface StopParts {
   readonly log: Logger;
@@ -30,6 +37,8 @@ export interface StopParts {
   readonly planCache: PlanCache | undefined;
   readonly http: HttpServer;
   readonly lock: InstanceLock;
+  /** The commands of the supervisor, its readings and reloads (withDeadline). */
+  readonly runner: Pick<DeadlineRunner, 'abortInFlight'>;
 }
 
 export class Shutdown {
@@ -52,12 +61,16 @@ export class Shutdown {
    * said: without its namespace (deleted under a --netns run) there is nothing to clean up.
    */
   stop(why: string, cleanup = this.parts.cleanupOnExit): Promise<void> {
-    const { log, driftSchedule, reloads, monitor, collector, supervisor, planCache, http, lock } = this.parts;
+    const { log, driftSchedule, reloads, monitor, collector, supervisor, planCache, http, lock, runner } = this.parts;
     this.stopping ??= (async () => {
       log.info({ why, cleanup }, 'stopping');
       // A pass that waits for a command (one that hangs) holds the stop (and the stats reading) until the command is killed: said.
       const waited = supervisor.waitingFor;
       if (waited) log.info({ command: waited.command, waitedMs: Date.now() - waited.since }, `waiting for the pass in flight, which waits for \`${waited.command}\``);
+      const killer = setTimeout(() => {
+        const killed = runner.abortInFlight('the gateway is stopping');
+        if (killed > 0) log.warn({ commands: killed }, `killed the commands still running ${STOP_COMMANDS_WAIT_MS / 1000} s into the stop`);
+      }, STOP_COMMANDS_WAIT_MS);
       driftSchedule.stop();
       const reloaded = reloads.close(); // a reload in flight ends before "stopped", applying nothing
       await monitor.stop();
@@ -67,6 +80,8 @@ export class Shutdown {
       } catch (error) {
         this.exitCode = 1;
         log.error({ err: error }, 'cleanup on exit failed');
+      } finally {
+        clearTimeout(killer);
       }
       // The state in effect now is what the next start of this container plans first (a NIC attached since
       // the start, a reload): kept for it.

@@ -22,7 +22,9 @@ export class ExecaRunner implements CommandRunner {
       const child = spawn(file, args, {
         env: childEnv,
         stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-        ...(options.timeoutMs ? { timeout: options.timeoutMs, killSignal: 'SIGKILL' as const } : {}),
+        ...(options.timeoutMs ? { timeout: options.timeoutMs } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+        ...(options.timeoutMs || options.signal ? { killSignal: 'SIGKILL' as const } : {}),
       });
       let startError: Error | undefined;
       // First, before anything can throw: a spawn that fails (ENOENT, EACCES, and EMFILE when the process is out of
@@ -57,7 +59,9 @@ export class ExecaRunner implements CommandRunner {
         };
         // Could not start at all, or was killed (timeout): always an error, even with allowFailure.
         if (startError || code === null) {
-          const why = startError ? startError.message : `killed by ${signal}${options.timeoutMs ? ` (timeout ${options.timeoutMs} ms)` : ''}`;
+          const aborted = options.signal?.aborted ? String(options.signal.reason) : undefined;
+          const why = aborted !== undefined ? `killed by SIGKILL (${aborted})`
+            : startError ? startError.message : `killed by ${signal}${options.timeoutMs ? ` (timeout ${options.timeoutMs} ms)` : ''}`;
           const notFound = (startError as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
           reject(new CommandError(argv, null, why, result.stdout, notFound));
         } else if (code !== 0 && !options.allowFailure) {

@@ -14,6 +14,8 @@ export interface RunOptions {
    * ''. Lets a caller parse a large output (iptables-save at 10,000 rules) while the child is still writing it.
    */
   readonly onStdout?: (chunk: string) => void;
+  /** Kills the child (SIGKILL) when aborted; the abort's reason says why, in the CommandError. */
+  readonly signal?: AbortSignal;
 }
 
 export interface RunResult {
@@ -87,9 +89,28 @@ export function inNamespace(runner: CommandRunner, namespace: string): CommandRu
  * says so (`killed by SIGKILL (timeout N ms)`), instead of holding it for ever. The supervisor's passes and stats
  * readings run through one (cli/run.ts): a pass that fails so is rolled back and retried, as any failed pass.
  */
-export function withDeadline(runner: CommandRunner, timeoutMs: number): CommandRunner {
+export function withDeadline(runner: CommandRunner, timeoutMs: number): DeadlineRunner {
+  const inFlight = new Set<AbortController>();
   return {
-    run: (argv, options) => runner.run(argv, { timeoutMs, ...options }),
+    run: async (argv, options) => {
+      const controller = new AbortController();
+      inFlight.add(controller);
+      try {
+        return await runner.run(argv, { timeoutMs, ...options, signal: controller.signal });
+      } finally {
+        inFlight.delete(controller);
+      }
+    },
     start: (argv, options) => runner.start(argv, options),
+    abortInFlight: (why) => {
+      for (const controller of inFlight) controller.abort(why);
+      return inFlight.size;
+    },
   };
+}
+
+/** A runner whose commands in flight can be killed at once (a stop that must not wait for their deadline). */
+export interface DeadlineRunner extends CommandRunner {
+  /** Kills the commands running now (not those started after), saying `why`; returns how many there were. */
+  abortInFlight(why: string): number;
 }

@@ -96,6 +96,7 @@ for (const [what, refused, stuck] of CASES) {
     const shutdown = new Shutdown({
       log, cleanupOnExit: false, driftSchedule, reloads, monitor: new NetlinkMonitor(runner, log, () => undefined),
       collector: new StatsCollector(runner, metrics, log, 5000, () => supervisor.collectorState()), supervisor, planCache: undefined, http, lock,
+      runner: { abortInFlight: () => 0 }, // the fake's commands never hang
     });
     const early = holdSignals();
     t.teardown(() => early.release());

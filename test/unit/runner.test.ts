@@ -35,6 +35,20 @@ test('withDeadline: a command that hangs is killed at the deadline, and says so;
   t.is((await bounded.run(['sh', '-c', 'sleep 0.3; echo done'], { timeoutMs: 5000 })).stdout, 'done\n');
 });
 
+test('withDeadline: abortInFlight kills the commands running now, saying why; those started after run as usual', async (t) => {
+  const bounded = withDeadline(runner, 60_000);
+  const started = performance.now();
+  const running = bounded.run(['sleep', '30']);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  t.is(bounded.abortInFlight('the gateway is stopping'), 1);
+  const error = await t.throwsAsync(running, { instanceOf: CommandError });
+  t.is(error.message, 'sleep 30 exited by signal: killed by SIGKILL (the gateway is stopping)');
+  t.false(error.notFound);
+  t.true(performance.now() - started < 2000);
+  t.is((await bounded.run(['echo', 'after'])).stdout, 'after\n');
+  t.is(bounded.abortInFlight('nothing runs'), 0);
+});
+
 test('a child that exits without reading its input is reported by its exit status, not EPIPE', async (t) => {
   const r = await runner.run(['sh', '-c', 'exit 4'], { input: 'x'.repeat(4 << 20), allowFailure: true });
   t.is(r.exitCode, 4);
