@@ -21,7 +21,7 @@ const RELOAD_WAIT_MS = 2000;
 /**
  * How long a stop waits for the commands in flight (a pass's, a stats reading's) before it kills them: the pass then
  * fails and rolls back, and the process exits before `docker stop` (10 s) kills it, instead of waiting for
- * --command-timeout (60 s by default) on a helper that hangs.
+ * --command-timeout (60 s by default) on a helper that hangs. The down of --cleanup-on-exit, after them, is not cut.
  */
 export const STOP_COMMANDS_WAIT_MS = 3000;
 
@@ -76,7 +76,8 @@ export class Shutdown {
       await monitor.stop();
       await collector.stop();
       try {
-        await supervisor.stop(cleanup ? 'down' : undefined);
+        // The down of --cleanup-on-exit is not cut short: only the wait for what was running when the stop came.
+        await supervisor.stop(cleanup ? 'down' : undefined, () => clearTimeout(killer));
       } catch (error) {
         this.exitCode = 1;
         log.error({ err: error }, 'cleanup on exit failed');

@@ -489,11 +489,13 @@ export class Supervisor {
   }
 
   /** Stops triggering and waits for a pass in flight; then optionally converges to the empty state (`down`). */
-  async stop(mode?: Mode): Promise<void> {
+  /** Stops passes; once the one in flight has ended (`idled` is told), `down` removes what the gateway added. */
+  async stop(mode?: Mode, idled?: () => void): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
     this.timer = undefined;
     await this.idle();
+    idled?.();
     if (mode === 'down') {
       const { config, templates } = this.current;
       const { plan } = await reconcileOnce(this.passRunner, config, templates, {
