@@ -27,6 +27,7 @@ let topology: LabTopology | undefined;
 let scratch: string | undefined;
 let gateway: GatewayProcess | undefined;
 const hang = () => join(scratch!, 'hang');
+const slow = () => join(scratch!, 'slow');
 
 test.before(async (t) => {
   if (!isRoot()) return;
@@ -36,7 +37,9 @@ test.before(async (t) => {
   const bin = join(scratch, 'bin');
   await mkdir(bin);
   const real = (await execa('sh', ['-c', 'command -v iptables-nft-restore'])).stdout.trim();
-  await writeFile(join(bin, 'iptables-nft-restore'), `#!/bin/sh\nif [ -e '${hang()}' ]; then exec sleep 600; fi\nexec '${real}' "$@"\n`);
+  // Hangs while the file `hang` exists; takes 2.5 s more while `slow` exists.
+  await writeFile(join(bin, 'iptables-nft-restore'),
+    `#!/bin/sh\nif [ -e '${hang()}' ]; then exec sleep 600; fi\nif [ -e '${slow()}' ]; then sleep 2.5; fi\nexec '${real}' "$@"\n`);
   await chmod(join(bin, 'iptables-nft-restore'), 0o755);
   topology = await buildLab((await loadConfig(CONFIG)).config, name);
   gateway = await startGateway(['--command-timeout', '1500']);
@@ -117,4 +120,21 @@ kernel(`stopped while a restore hangs, the gateway says what it waits for, kills
   const left = children.filter((c) => stdout.split('\n').map(Number).includes(c.pid));
   t.deepEqual(left, [], 'nothing the gateway started outlives it');
   await rm(hang(), { force: true });
+});
+
+kernel(`with --cleanup-on-exit, the down after the pass in flight is not cut short ${STOP_COMMANDS_WAIT_MS / 1000} s into the stop: its restores are slow (2.5 s each), and it completes${NEEDS_ROOT}`, async (t) => {
+  gateway = await startGateway(['--cleanup-on-exit']);
+  await writeFile(slow(), '');
+  try {
+    await runner.run(['ip', 'netns', 'exec', topology!.router, 'iptables-nft', '-F', 'VGW-FORWARD']);
+    await waitFor('a slow restore running', async () => (await gateway!.descendants()).some((p) => p.cmd.startsWith('sleep 2.5')), 5000, 50);
+    const exit = await gateway.stop('SIGTERM', 20_000);
+    t.is(exit.code, 0, gateway.describeLogs());
+    t.true(exit.ms > STOP_COMMANDS_WAIT_MS, `${Math.round(exit.ms)} ms: the repair, then the down, each 2.5 s or more`);
+    t.falsy(gateway.logs.find((l) => l.msg === 'cleanup on exit failed'), gateway.describeLogs());
+    const left = (await runner.run(['ip', 'netns', 'exec', topology!.router, 'iptables-nft-save'])).stdout;
+    t.notRegex(left, /VGW-/, 'down removed our chains');
+  } finally {
+    await rm(slow(), { force: true });
+  }
 });
