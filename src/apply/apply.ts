@@ -103,7 +103,7 @@ export function restoreFailureContext(payload: string, stderr: string): string {
 async function runTable(runner: CommandRunner, backend: Backend, step: TableStep, observer: ApplyObserver): Promise<Undo> {
   const restore = async (payload: string, counters: boolean) => {
     try {
-      await runner.run(restoreCommand(backend, counters), { input: payload });
+      await runner.run(restoreCommand(backend, counters), { input: payload, rollback: counters }); // with counters: an undo
     } catch (error) {
       tell(() => observer.restore?.(step.table, false));
       throw error;
@@ -122,7 +122,9 @@ async function runTable(runner: CommandRunner, backend: Backend, step: TableStep
     const written = await tableWritten(runner, backend, step).catch(() => undefined);
     if (written === false) throw error;
     if (written === undefined) {
-      throw new StepFailed(step, new Error(`${error.message}; whether the ${step.table} table was written before that cannot be told: the next pass reads it and puts it right`));
+      // Not rolled back, and said so: the next pass (none, if the gateway is stopping) reads the table afresh.
+      throw new StepFailed(step, new UndoFailed(error, new Error(`the ${step.table} table may have been written before the restore was killed, `
+        + 'and whether it was cannot be told: it is left as it is, for the next pass to read')));
     }
     tell(() => observer.written?.(step, false));
     try {
@@ -137,11 +139,12 @@ async function runTable(runner: CommandRunner, backend: Backend, step: TableStep
 }
 
 /**
- * Did a killed restore of `step` commit? One thing its payload changes, looked up in the table: a chain created or
- * deleted, a rule added or removed (by its hash). Undefined when it changes only jumps or the order of rules.
+ * Did a killed restore of `step` commit (all of it or nothing)? One thing its payload changes, looked up in the table:
+ * a chain created or deleted, a rule added or removed (by its hash), a jump added or removed (one that is not also
+ * put back elsewhere). Undefined when it only reorders.
  */
 async function tableWritten(runner: CommandRunner, backend: Backend, step: TableStep): Promise<boolean | undefined> {
-  const { stdout } = await runner.run([`iptables-${backend}-save`, '-t', step.table]);
+  const { stdout } = await runner.run([`iptables-${backend}-save`, '-t', step.table], { rollback: true });
   const lines = stdout.split('\n');
   const hashOf = (line: string) => /vgw:([\w-]+)/.exec(line)?.[1];
   const chainExists = (chain: string) => lines.some((l) => l.startsWith(`:${chain} `));
@@ -153,6 +156,13 @@ async function tableWritten(runner: CommandRunner, backend: Backend, step: Table
     if (added !== undefined) return ruleIn(c.chain, added);
     const removed = c.removed.map(hashOf).find((h) => h !== undefined);
     if (removed !== undefined) return !ruleIn(c.chain, removed);
+  }
+  // A jump's body as the save prints it, quotes and spacing aside.
+  const plain = (text: string) => text.replaceAll('"', '').replace(/\s+/g, ' ').trim();
+  const jumpIn = (hook: string, body: string) => lines.some((l) => l.startsWith(`-A ${hook} `) && plain(l.slice(hook.length + 4)) === plain(body));
+  for (const j of step.jumps) {
+    if (step.jumps.some((o) => o !== j && o.hook === j.hook && plain(o.body) === plain(j.body))) continue; // moved: in both states
+    return j.change === 'add' ? jumpIn(j.hook, j.body) : !jumpIn(j.hook, j.body);
   }
   return undefined;
 }
@@ -172,7 +182,7 @@ function tell(call: () => void): void {
 async function runSysctl(runner: CommandRunner, step: SysctlStep): Promise<Undo | undefined> {
   await runner.run(['sysctl', '-w', `${step.key}=${step.value}`]);
   const previous = step.previous;
-  return previous === undefined ? undefined : () => runner.run(['sysctl', '-w', `${step.key}=${previous}`]);
+  return previous === undefined ? undefined : () => runner.run(['sysctl', '-w', `${step.key}=${previous}`], { rollback: true });
 }
 
 /**
@@ -186,7 +196,7 @@ type SetLine = { line: string; undo?: string; step: Step };
 async function runSetScript(runner: CommandRunner, lines: readonly SetLine[]): Promise<Undo> {
   const undoFor = (done: typeof lines): Undo => {
     const undo = done.map((l) => l.undo).filter((l): l is string => l !== undefined).reverse();
-    return () => (undo.length > 0 ? runner.run(['ipset', 'restore'], { input: `${undo.join('\n')}\n` }) : Promise.resolve());
+    return () => (undo.length > 0 ? runner.run(['ipset', 'restore'], { input: `${undo.join('\n')}\n`, rollback: true }) : Promise.resolve());
   };
   try {
     await runner.run(['ipset', 'restore'], { input: `${lines.map((l) => l.line).join('\n')}\n` });
@@ -367,7 +377,7 @@ async function runAddressBatch(runner: CommandRunner, steps: readonly AddressSte
   const undoInput = (done: readonly AddressStep[]) => `${done.map(undoLine).filter((l): l is string => l !== undefined).reverse().join('\n')}\n`;
   const undoFor = (done: readonly AddressStep[]): Undo => {
     const input = undoInput(done);
-    return () => (input !== '\n' ? runner.run(['ip', '-force', '-batch', '-'], { input }) : Promise.resolve());
+    return () => (input !== '\n' ? runner.run(['ip', '-force', '-batch', '-'], { input, rollback: true }) : Promise.resolve());
   };
   try {
     await runner.run(['ip', '-batch', '-'], { input: `${steps.map(addressBatchLine).join('\n')}\n` });
@@ -375,11 +385,17 @@ async function runAddressBatch(runner: CommandRunner, steps: readonly AddressSte
     if (killed(error)) {
       // Every line may have run: all are undone, and an undo that finds its line never ran (an address not there
       // to delete, one there already, a route gone) is no failure.
-      const undone = await runner.run(['ip', '-force', '-batch', '-'], { input: undoInput(steps), allowFailure: true });
-      const refused = undone.stderr.split('\n').filter((l) => l.startsWith('RTNETLINK answers:') && !NOT_DONE.test(l));
-      if (undone.exitCode !== 0 && (undone.exitCode === null || refused.length > 0)) {
-        throw new StepFailed(steps[0]!, new UndoFailed(error, new CommandError(['ip', '-force', '-batch', '-'], undone.exitCode, undone.stderr)), true);
+      const argv = ['ip', '-force', '-batch', '-'];
+      let refused: string[];
+      try {
+        const undone = await runner.run(argv, { input: undoInput(steps), allowFailure: true, rollback: true });
+        // Each failing line prints its reason, then "Command failed -:N".
+        refused = undone.exitCode === 0 ? [] : undone.stderr.split('\n').filter((l) => l.trim() !== '' && !/^Command failed /.test(l) && !NOT_DONE.test(l));
+        if (undone.exitCode !== 0 && refused.length === 0 && !NOT_DONE.test(undone.stderr)) refused = [undone.stderr.trim() || `exit ${undone.exitCode}`];
+      } catch (undoError) {
+        throw new StepFailed(steps[0]!, new UndoFailed(error, undoError), true);
       }
+      if (refused.length > 0) throw new StepFailed(steps[0]!, new UndoFailed(error, new CommandError(argv, 1, refused.join('\n'))), true);
       throw new StepFailed(steps[0]!, error, true);
     }
     // ip stops at the failing line ("Command failed -:3"); the lines before it took effect and are undone here.
@@ -395,8 +411,11 @@ async function runAddressBatch(runner: CommandRunner, steps: readonly AddressSte
   return undoFor(steps);
 }
 
-/** What an undo line of an address batch says when its own line never ran. */
-const NOT_DONE = /Cannot assign requested address|File exists|No such process/;
+/**
+ * What an undo line of an address batch says when its own line never ran: an address not there to delete, one there
+ * already, a route gone (iproute2 6.1 says "Error: ipv4: Address not found.", older ones the errno's words).
+ */
+const NOT_DONE = /Address not found|Address already assigned|Cannot assign requested address|File exists|No such process/;
 
 /**
  * After a gateway address is added, one unsolicited ARP (`arping -U`) tells the VLAN's hosts where it lives now:

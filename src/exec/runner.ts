@@ -16,6 +16,8 @@ export interface RunOptions {
   readonly onStdout?: (chunk: string) => void;
   /** Kills the child (SIGKILL) when aborted; the abort's reason says why, in the CommandError. */
   readonly signal?: AbortSignal;
+  /** A rollback's command (it puts back what a failed pass changed): a stop's abortInFlight leaves it to finish. */
+  readonly rollback?: boolean;
 }
 
 export interface RunResult {
@@ -93,6 +95,7 @@ export function withDeadline(runner: CommandRunner, timeoutMs: number): Deadline
   const inFlight = new Set<AbortController>();
   return {
     run: async (argv, options) => {
+      if (options?.rollback) return runner.run(argv, { timeoutMs, ...options });
       const controller = new AbortController();
       inFlight.add(controller);
       try {
@@ -111,6 +114,6 @@ export function withDeadline(runner: CommandRunner, timeoutMs: number): Deadline
 
 /** A runner whose commands in flight can be killed at once (a stop that must not wait for their deadline). */
 export interface DeadlineRunner extends CommandRunner {
-  /** Kills the commands running now (not those started after), saying `why`; returns how many there were. */
+  /** Kills the commands running now (not those started after, nor a rollback's), saying `why`; returns how many. */
   abortInFlight(why: string): number;
 }

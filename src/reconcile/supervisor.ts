@@ -124,8 +124,11 @@ export class Supervisor {
 
   ready = false;
   backend: Backend | undefined;
-  /** What the pass that chose `backend` found besides it (its warnings: the passes after it read that backend alone). */
-  private backendFindings: BackendFindings | undefined;
+  /**
+   * What the last pass that read both backends found besides the one it chose (its warnings: the passes after it read
+   * that backend alone), and when. Older than FINDINGS_MAX_AGE_MS, the next pass reads both again.
+   */
+  private backendFindings: { readonly findings: BackendFindings; readonly at: number } | undefined;
   lastDesired: Desired | undefined;
   /** The last pass's warnings (plan/warnings.ts), for /status; each is logged when it first appears. */
   warned: ReadonlySet<string> = new Set();
@@ -283,7 +286,10 @@ export class Supervisor {
     const used = this.current;
     const { config, templates } = used;
     const knownEpoch = this.knownEpoch;
-    const knownTables = this.usableKnownTables();
+    // Both backends are read again now and then: a warning about the other one goes once it is put right.
+    const lookAgain = !this.backendFindings || this.now() - this.backendFindings.at > FINDINGS_MAX_AGE_MS;
+    const knownTables = lookAgain ? undefined : this.usableKnownTables();
+    const backend = lookAgain ? undefined : this.backend;
     try {
       const { facts, plan } = await reconcileOnce(this.passRunner, config, templates, {
         observer,
@@ -295,10 +301,10 @@ export class Supervisor {
           ...(this.knownSets ? { knownSets: this.knownSets } : {}),
           ...(knownTables ? { knownTables } : {}),
         },
-        ...(this.backend ? { backend: this.backend, ...(this.backendFindings ? { backendFindings: this.backendFindings } : {}) } : {}),
+        ...(backend && this.backendFindings ? { backend, backendFindings: this.backendFindings.findings } : {}),
       });
       this.forwardingWasOff = Boolean(plan.forwardingWasOff);
-      if (facts.backend !== this.backend || !this.backendFindings) this.backendFindings = backendFindingsOf(facts);
+      if (backend === undefined) this.backendFindings = { findings: backendFindingsOf(facts), at: this.now() };
       for (const member of membersAddedBy(plan)) restarted.set(member, ZERO);
       const unchanged = knownEpoch === this.knownEpoch;
       this.knownSets = unchanged ? knownSetsAfter(plan) : undefined;
@@ -488,8 +494,7 @@ export class Supervisor {
     while (this.inFlight) await this.inFlight;
   }
 
-  /** Stops triggering and waits for a pass in flight; then optionally converges to the empty state (`down`). */
-  /** Stops passes; once the one in flight has ended (`idled` is told), `down` removes what the gateway added. */
+  /** Stops passes and waits for the one in flight (then `idled` is told); with `down`, removes what the gateway added. */
   async stop(mode?: Mode, idled?: () => void): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
@@ -505,6 +510,9 @@ export class Supervisor {
     }
   }
 }
+
+/** How long the other backend's findings (warnings) are carried before both backends are read again. */
+const FINDINGS_MAX_AGE_MS = 60_000;
 
 /** Failures no retry can fix: the container lacks NET_ADMIN, or /proc/sys is read-only and the sysctl unset. */
 export function isFatal(error: unknown): boolean {

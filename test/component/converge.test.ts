@@ -1098,6 +1098,49 @@ for (const [what, match, afterLines] of killedWrites) {
   });
 }
 
+test('killed half-way, a restore that only puts our FORWARD jump back: the jump, found in the table, is undone', async (t) => {
+  const ns = namespace(['eth1', 'eth2'], { sysctls: { 'net.ipv4.ip_forward': '1' } });
+  await apply(ns, lab);
+  ns.seed('nft', '*filter\n-D FORWARD -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n');
+  const damaged = ns.snapshot();
+  ns.failNext({ match: (argv, input) => argv[0] === 'iptables-nft-restore' && (input ?? '').startsWith('*filter'), killed: 'SIGKILL', afterLines: Infinity });
+  const error = await t.throwsAsync(apply(ns, lab), { instanceOf: ApplyError });
+  t.regex(error!.message, /killed by SIGKILL[^]*\(the lines before it were undone\)$/);
+  t.true(error!.rolledBack);
+  t.is(ns.snapshot(), damaged);
+});
+
+test('killed half-way, a restore that only moves our FORWARD jump up: whether it was written cannot be told, and the failure says so', async (t) => {
+  const ns = namespace(['eth1', 'eth2'], { sysctls: { 'net.ipv4.ip_forward': '1' } });
+  await apply(ns, lab);
+  ns.seed('nft', '*filter\n-I FORWARD 1 -s 10.0.0.0/8 -j ACCEPT\nCOMMIT\n');
+  ns.failNext({ match: (argv, input) => argv[0] === 'iptables-nft-restore' && (input ?? '').startsWith('*filter'), killed: 'SIGKILL', afterLines: Infinity });
+  const error = await t.throwsAsync(apply(ns, lab), { instanceOf: ApplyError });
+  t.regex(error!.message, /rollback failed too: the filter table may have been written before the restore was killed, and whether it was cannot be told/);
+  t.false(error!.rolledBack);
+  t.deepEqual((await apply(ns, lab)).plan.steps, [], 'it was: the next pass reads it, in place');
+});
+
+test('killed half-way, an address batch whose undo is refused for a reason of its own: the failure says the rollback failed', async (t) => {
+  const ns = namespace(['eth1', 'eth2', 'eth3'], { sysctls: { 'net.ipv4.ip_forward': '1' } });
+  await apply(ns, lab);
+  ns.failNext({ match: (argv) => argv.join(' ') === 'ip -batch -', killed: 'SIGKILL', afterLines: 1 });
+  ns.failNext({ match: (argv) => argv.join(' ') === 'ip -force -batch -', stderr: 'Error: Nexthop has invalid gateway.\nCommand failed -:2\n', exitCode: 1 });
+  const error = await t.throwsAsync(reconcileOnce(ns, withIot(), builtinTemplates), { instanceOf: ApplyError });
+  t.regex(error!.message, /rollback failed too: .*Nexthop has invalid gateway/);
+  t.false(error!.rolledBack);
+});
+
+test('killed half-way, an address batch whose undo is killed too: the failure says the rollback failed', async (t) => {
+  const ns = namespace(['eth1', 'eth2', 'eth3'], { sysctls: { 'net.ipv4.ip_forward': '1' } });
+  await apply(ns, lab);
+  ns.failNext({ match: (argv) => argv.join(' ') === 'ip -batch -', killed: 'SIGKILL', afterLines: 1 });
+  ns.failNext({ match: (argv) => argv.join(' ') === 'ip -force -batch -', killed: 'SIGKILL' });
+  const error = await t.throwsAsync(reconcileOnce(ns, withIot(), builtinTemplates), { instanceOf: ApplyError });
+  t.regex(error!.message, /^adding 192\.168\.30\.1\/24 to eth3 \(vlan iot\) failed: [^]*\(rollback failed too: .*killed by SIGKILL/);
+  t.false(error!.rolledBack);
+});
+
 test('killed half-way, the first apply\'s `ipset restore` that creates the sets: the sets it may have made are destroyed', async (t) => {
   const ns = namespace(['eth1', 'eth2']);
   const empty = ns.snapshot();

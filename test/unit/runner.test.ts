@@ -47,6 +47,10 @@ test('withDeadline: abortInFlight kills the commands running now, saying why; th
   t.true(performance.now() - started < 2000);
   t.is((await bounded.run(['echo', 'after'])).stdout, 'after\n');
   t.is(bounded.abortInFlight('nothing runs'), 0);
+  // A rollback's command is left to finish: it puts back what a failed pass changed.
+  const rollback = bounded.run(['sh', '-c', 'sleep 0.3; echo undone'], { rollback: true });
+  t.is(bounded.abortInFlight('the gateway is stopping'), 0);
+  t.is((await rollback).stdout, 'undone\n');
 });
 
 test('a child that exits without reading its input is reported by its exit status, not EPIPE', async (t) => {

@@ -210,9 +210,9 @@ test('IPv6 forwarding on in the namespace: a warning logged once and shown by /s
 });
 
 // The passes after the first read their backend alone, and a warning about the other one (found when the first
-// chose) went from /status at the second pass, though nothing had changed.
-test('a warning about the other backend (its FORWARD policy DROP) stays in /status after the pass that found it', async (t) => {
-  const r = rig(t);
+// chose) went from /status at the second pass, though nothing had changed. Carried, it must still go once put right.
+test('a warning about the other backend (its FORWARD policy DROP) stays in /status after the pass that found it, and goes a minute after it is put right', async (t) => {
+  const r = rig(t, { fakeClock: true });
   r.ns.setLegacy('installed');
   r.ns.seed('legacy', '*filter\n:FORWARD DROP [0:0]\nCOMMIT\n');
   r.supervisor.trigger('start');
@@ -227,6 +227,20 @@ test('a warning about the other backend (its FORWARD policy DROP) stays in /stat
   await settle(r, 3);
   t.deepEqual(warnings(), found);
   t.is(r.logs.filter((l) => l.level === 40).length, 1, 'logged once');
+  const legacySaves = () => r.ns.history.filter((c) => c.startsWith('iptables-legacy-save')).length;
+  const saves = legacySaves();
+  // Put right: within the minute the warning is still the one seen; after it, both backends are read again.
+  r.ns.seed('legacy', '*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n');
+  r.clock.now += 30_000;
+  r.supervisor.trigger('schedule');
+  await settle(r, 4);
+  t.deepEqual(warnings(), found);
+  t.is(legacySaves(), saves, 'the passes within the minute read nft alone');
+  r.clock.now += 31_000;
+  r.supervisor.trigger('schedule');
+  await settle(r, 5);
+  t.deepEqual(warnings(), []);
+  t.is(legacySaves(), saves + 1);
 });
 
 test('a second NIC in a VLAN\'s subnet: the binding\'s note (which NIC is used) is logged once, as it appears', async (t) => {
