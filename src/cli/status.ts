@@ -23,7 +23,7 @@ interface StatusDoc {
   vlans: Array<{ name: string; id: number; subnet: string; gateway: string; interface: string | null; addresses: string[]; state: string; note?: string }>;
   lastReconcile: { time: string; trigger: string; result: string; durationMs: number; changes: string[]; error?: string } | null;
   /** The pass running now (optional: a gateway older than this field does not send it). */
-  reconciling?: { trigger: string; since: string } | null;
+  reconciling?: { trigger: string; since: string; waitingFor?: { command: string; since: string } } | null;
   driftRepairs: Record<string, number>;
   reload: { lastAt: string | null; lastResult: string | null; lastErrors: string[] };
 }
@@ -42,7 +42,10 @@ export function formatStatus(s: StatusDoc): string {
   const r = s.lastReconcile;
   lines.push(r ? `last reconcile: ${r.time} (${r.trigger}) ${r.result} in ${r.durationMs} ms${r.error ? `: ${r.error}` : ''}` : 'last reconcile: none yet');
   for (const change of r?.changes ?? []) lines.push(`  ${change}`);
-  if (s.reconciling) lines.push(`reconciling: a ${s.reconciling.trigger} pass, since ${s.reconciling.since}`);
+  if (s.reconciling) {
+    const waited = s.reconciling.waitingFor;
+    lines.push(`reconciling: a ${s.reconciling.trigger} pass, since ${s.reconciling.since}${waited ? `, waiting for ${waited.command} since ${waited.since}` : ''}`);
+  }
   const drift = Object.entries(s.driftRepairs).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
   lines.push(`drift repaired: ${drift.length > 0 ? drift.join(', ') : 'none'}`);
   if (s.reload.lastResult) lines.push(`last reload: ${s.reload.lastAt} ${s.reload.lastResult}`);

@@ -1,0 +1,35 @@
+/**
+ * `vlan-gateway status` as a person reads it: a pass that waits on a hung helper says which command and since
+ * when, as /status (`reconciling.waitingFor`) and /healthz do.
+ */
+import test from 'ava';
+import { formatStatus } from '../../src/cli/status.js';
+
+const doc = {
+  version: '0.1.0',
+  config: { path: '/etc/vlan-gateway/gateway.yaml', hash: '746dfe9433fa6960' },
+  backend: 'nft',
+  ready: true,
+  healthy: true,
+  uplink: { interface: 'eth0' },
+  warnings: [],
+  vlans: [{ name: 'office', id: 10, subnet: '192.168.10.0/24', gateway: '192.168.10.1', interface: 'eth1', addresses: ['192.168.10.2/24', '192.168.10.1/24'], state: 'up' }],
+  lastReconcile: { time: '2026-11-29T10:42:00.015Z', trigger: 'start', result: 'success', durationMs: 11.6, changes: [] },
+  driftRepairs: { rules: 0 },
+  reload: { lastAt: null, lastResult: null, lastErrors: [] },
+};
+
+test('a pass waiting on a command names it and since when', (t) => {
+  const text = formatStatus({
+    ...doc,
+    reconciling: { trigger: 'schedule', since: '2026-11-29T10:43:00.000Z', waitingFor: { command: 'iptables-restore --noflush --wait=10', since: '2026-11-29T10:43:00.100Z' } },
+  });
+  t.true(text.split('\n').includes(
+    'reconciling: a schedule pass, since 2026-11-29T10:43:00.000Z, waiting for iptables-restore --noflush --wait=10 since 2026-11-29T10:43:00.100Z',
+  ), text);
+});
+
+test('a pass not waiting on any command says only its trigger and start', (t) => {
+  const text = formatStatus({ ...doc, reconciling: { trigger: 'netlink', since: '2026-11-29T10:43:00.000Z' } });
+  t.true(text.split('\n').includes('reconciling: a netlink pass, since 2026-11-29T10:43:00.000Z'), text);
+});
