@@ -99,7 +99,9 @@ export function withDeadline(runner: CommandRunner, timeoutMs: number): Deadline
       const controller = new AbortController();
       inFlight.add(controller);
       try {
-        return await runner.run(argv, { timeoutMs, ...options, signal: controller.signal });
+        // A caller's own signal (the conflict probes', aborted at a stop) kills the command too.
+        const signal = options?.signal ? AbortSignal.any([controller.signal, options.signal]) : controller.signal;
+        return await runner.run(argv, { timeoutMs, ...options, signal });
       } finally {
         inFlight.delete(controller);
       }

@@ -53,6 +53,20 @@ test('withDeadline: abortInFlight kills the commands running now, saying why; th
   t.is((await rollback).stdout, 'undone\n');
 });
 
+// The address conflict probes run through the supervisor's runner with a signal of their own, aborted at a stop:
+// withDeadline used to replace it with its own, and the probe ran on to its end.
+test('withDeadline: a caller\'s own signal still kills its command, saying why', async (t) => {
+  const bounded = withDeadline(runner, 60_000);
+  const controller = new AbortController();
+  const started = performance.now();
+  const running = bounded.run(['sleep', '30'], { signal: controller.signal });
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  controller.abort('the gateway is stopping');
+  const error = await t.throwsAsync(running, { instanceOf: CommandError });
+  t.is(error.message, 'sleep 30 exited by signal: killed by SIGKILL (the gateway is stopping)');
+  t.true(performance.now() - started < 2000);
+});
+
 test('a child that exits without reading its input is reported by its exit status, not EPIPE', async (t) => {
   const r = await runner.run(['sh', '-c', 'exit 4'], { input: 'x'.repeat(4 << 20), allowFailure: true });
   t.is(r.exitCode, 4);
