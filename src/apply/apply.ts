@@ -20,6 +20,11 @@ export interface ApplyObserver {
   written?(step: TableStep, undone: boolean): void;
   /** The rules, addresses and ip_forward are in place (the accounting sets' members may still be being written). */
   forwarding?(): void;
+  /**
+   * A gateway address the apply added has been announced: its `arping -U` has exited (or could not start), after the
+   * apply returned. What should follow the announce on the wire goes now (the supervisor's conflict probe).
+   */
+  announced?(step: Extract<Step, { kind: 'address-add' }>): void;
 }
 
 export class ApplyError extends Error {
@@ -421,19 +426,25 @@ const NOT_DONE = /Address not found|Address already assigned|Cannot assign reque
  * After a gateway address is added, one unsolicited ARP (`arping -U`) tells the VLAN's hosts where it lives now:
  * a host that tried the gateway before the address existed otherwise waits for its own ARP retry (about 1 s),
  * and one that knew another MAC for it (a replaced container) keeps the stale entry until it expires. Best
- * effort and not awaited: no arping, or no NET_RAW, only means hosts find the gateway by themselves.
+ * effort and not awaited: no arping, or no NET_RAW, only means hosts find the gateway by themselves. Once each has
+ * gone out, the observer is told (the supervisor then probes for another holder of the address: reconcile/conflicts.ts).
  */
-function announce(runner: CommandRunner, steps: readonly Step[]): void {
+function announce(runner: CommandRunner, steps: readonly Step[], observer: ApplyObserver): void {
   const queue = steps.filter((s): s is Extract<Step, { kind: 'address-add' }> => s.kind === 'address-add');
   // After the pass has returned, and a few at a time: 100 VLANs must not mean 100 spawns before /readyz.
   const next = (): void => {
     const step = queue.shift();
     if (!step) return;
+    const done = () => {
+      tell(() => observer.announced?.(step));
+      next();
+    };
     try {
       const child = runner.start(['arping', '-q', '-U', '-c', '1', '-I', step.nic, step.address], { detached: true });
-      child.exited.then(next, next);
+      child.exited.then(done, done);
     } catch {
-      // not installed here: nothing to announce with
+      // not startable here: nothing to announce with (what follows the announce goes on)
+      done();
     }
   };
   setImmediate(() => {
@@ -627,7 +638,7 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
       failedLine, userChain);
   }
   observer.forwarding?.();
-  announce(runner, plan.steps);
+  announce(runner, plan.steps, observer);
   const filled = filling ? await filling : undefined;
   if (filled?.status === 'rejected') {
     const { failed, error } = unpack(filled.reason, accounting!.step);

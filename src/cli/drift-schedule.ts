@@ -33,7 +33,10 @@ export class DriftSchedule {
   }
 
   start(): void {
-    this.task = cron.schedule(this.current, () => this.supervisor.trigger('schedule'), { name: 'vlan-gateway-drift-check' });
+    this.task = cron.schedule(this.current, () => {
+      this.supervisor.trigger('schedule');
+      this.supervisor.conflicts?.recheck(); // the gateway addresses held are probed again for another holder
+    }, { name: 'vlan-gateway-drift-check' });
     this.supervisor.knownTablesMaxAgeMs = knownTablesMaxAge(this.statsIntervalMs, this.task.getNextRuns(10));
   }
 

@@ -14,6 +14,7 @@ import { Metrics } from '../metrics/metrics.js';
 import { NetlinkMonitor } from '../observe/monitor.js';
 import { packageFile } from '../package-files.js';
 import { useDesiredStore } from '../plan/desired.js';
+import { AddressConflicts } from '../reconcile/conflicts.js';
 import type { ReloadState } from '../reconcile/status.js';
 import { Supervisor } from '../reconcile/supervisor.js';
 import { codeCache } from './code-cache.js';
@@ -79,6 +80,8 @@ async function supervise(args: RunArgs, early: HeldSignals): Promise<number> {
     backoffInitialMs: 500,
     backoffMaxMs: 30_000,
   });
+  // Report-only detection of another device holding a VLAN's gateway address; never holds a pass or /readyz.
+  supervisor.conflicts = new AddressConflicts(runner, metrics, log);
   const rulesCheck: RulesCheck = { runner, backend: () => supervisor.backend ?? 'nft' };
   const driftSchedule = new DriftSchedule(settings.schedule, args['stats-interval']!, supervisor);
   const reload: ReloadState = { errors: [] };

@@ -73,6 +73,7 @@ export class Shutdown {
       }, STOP_COMMANDS_WAIT_MS);
       driftSchedule.stop();
       const reloaded = reloads.close(); // a reload in flight ends before "stopped", applying nothing
+      await supervisor.conflicts?.stop(); // the address conflict probes running are killed, at once
       await monitor.stop();
       await collector.stop();
       try {

@@ -20,7 +20,11 @@ interface StatusDoc {
   uplink: { interface: string | null; note?: string };
   /** What lets traffic past the policy (optional: a gateway older than this field does not send it). */
   warnings?: string[];
-  vlans: Array<{ name: string; id: number; subnet: string; gateway: string; interface: string | null; addresses: string[]; state: string; note?: string }>;
+  vlans: Array<{
+    name: string; id: number; subnet: string; gateway: string; interface: string | null; addresses: string[]; state: string; note?: string;
+    /** Another device answers ARP for the gateway address too (said in warnings as well). */
+    conflict?: { mac: string; since: string };
+  }>;
   lastReconcile: { time: string; trigger: string; result: string; durationMs: number; changes: string[]; error?: string } | null;
   /** The pass running now (optional: a gateway older than this field does not send it). */
   reconciling?: { trigger: string; since: string; waitingFor?: { command: string; since: string } } | null;

@@ -12,7 +12,9 @@ export function statusDocument(supervisor: Supervisor, reload: ReloadState, vers
   const view = supervisor.view;
   const links = view?.links ?? [];
   const { path, text, config } = supervisor.config;
+  const conflicts = supervisor.conflicts?.conflicts;
   const vlans = config.vlans.map((vlan) => {
+    const conflict = conflicts?.get(vlan.name);
     const binding = view?.vlans.find((b) => b.vlan.name === vlan.name);
     const nic = binding?.nic ? links.find((l) => l.name === binding.nic!.name) ?? binding.nic : undefined;
     return {
@@ -26,6 +28,8 @@ export function statusDocument(supervisor: Supervisor, reload: ReloadState, vers
       // up: bound and holding its gateway address; bound without it (a pass that could not add it): down.
       state: !view || !binding ? 'unknown' : !nic ? 'waiting' : nic.addresses.some((a) => a.address === vlan.gateway) ? 'up' : 'down',
       ...(binding?.note ? { note: binding.note } : {}),
+      // Another device answers ARP for the gateway address too (reconcile/conflicts.ts).
+      ...(conflict ? { conflict: { mac: conflict.mac, since: conflict.since } } : {}),
     };
   });
   const health = supervisor.health();
@@ -39,7 +43,7 @@ export function statusDocument(supervisor: Supervisor, reload: ReloadState, vers
     uplink: { interface: view?.uplink.nic?.name ?? null, ...(view?.uplink.note ? { note: view.uplink.note } : {}) },
     vlans,
     waiting: vlans.filter((v) => v.state === 'waiting').map((v) => v.name),
-    warnings: [...supervisor.warned],
+    warnings: [...supervisor.warned, ...(supervisor.conflicts?.warnings() ?? [])],
     lastReconcile: supervisor.lastRecord ?? null,
     reconciling: supervisor.running ? { ...supervisor.running, ...waitingFor(supervisor) } : null,
     lastSuccessfulReconcile: supervisor.lastSuccessAt ? new Date(supervisor.lastSuccessAt).toISOString() : null,

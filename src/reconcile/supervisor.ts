@@ -21,6 +21,7 @@ import type { Templates } from '../plan/desired.js';
 import { linksAfter, tablesAfter } from '../plan/after.js';
 import { summarizeStep } from '../plan/format.js';
 import type { Desired, UplinkBinding, VlanBinding } from '../plan/types.js';
+import type { AddressConflicts } from './conflicts.js';
 import { driftOf } from './drift.js';
 import { bindingNotices } from './notices.js';
 import { knownSetsAfter, reconcileOnce, type Mode } from './once.js';
@@ -157,6 +158,11 @@ export class Supervisor {
    * `refused` is the config whose pass the kernel refused.
    */
   onConfigRefused: ((error: ApplyError, reverted: boolean, refused: ConfigState) => void) | undefined;
+  /**
+   * Probes for other devices holding the VLANs' gateway addresses (set by cli/run.ts): told of each pass's result and
+   * of each address announced; /status shows what it finds.
+   */
+  conflicts: AddressConflicts | undefined;
   /** The config of the last pass that succeeded: what a config the kernel refuses is replaced by. */
   private lastGood: ConfigState | undefined;
 
@@ -282,6 +288,8 @@ export class Supervisor {
       forwarding: () => {
         this.ready = true;
       },
+      // After the pass has returned: the probe for another holder of the address follows its announce.
+      announced: (step) => this.conflicts?.announced(step),
     };
     const used = this.current;
     const { config, templates } = used;
@@ -323,6 +331,7 @@ export class Supervisor {
       this.backend = facts.backend;
       this.lastDesired = plan.desired;
       this.view = { vlans: plan.desired.vlans, uplink: plan.desired.uplink, links: linksAfter(facts.links, plan.steps), routes: facts.routed ?? [] };
+      this.conflicts?.passed(this.view, plan.steps);
       this.lastSuccessAt = this.now();
       this.lastGood = used;
       this.failures = 0;

@@ -428,6 +428,8 @@ export interface StatusVlan {
   readonly interface: string | null;
   readonly addresses: readonly string[];
   readonly state: 'up' | 'waiting' | 'unknown';
+  /** Another device answers ARP for the VLAN's gateway address too: its MAC, and since when. */
+  readonly conflict?: { readonly mac: string; readonly since: string };
 }
 
 export interface StatusDocument {
@@ -437,6 +439,7 @@ export interface StatusDocument {
   readonly ready: boolean;
   readonly healthy: boolean;
   readonly vlans: readonly StatusVlan[];
+  readonly warnings: readonly string[];
   readonly waiting: readonly string[];
   readonly lastReconcile: { readonly trigger: string; readonly result: string; readonly changes: readonly string[]; readonly drift: readonly string[]; readonly tables?: 'read' | 'known' } | null;
   readonly reconciling: {

@@ -1,0 +1,254 @@
+/**
+ * IPv4 address conflict detection for the VLANs' gateway addresses (RFC 5227's probe; what NetworkManager and
+ * systemd-networkd do), report-only. Linux does no duplicate-address detection: a gateway address that another
+ * device on the VLAN holds too (a physical router left there, a mistyped config) is added silently, both answer
+ * ARP, and the VLAN's hosts flip between them. The config says to take the address, so it is taken; this says so,
+ * loudly: a log line, a warning in /status, and `vlan_gateway_address_conflict`.
+ *
+ * When: after a pass adds a gateway address, once its announce has gone out (apply.ts announced()); after a pass,
+ * for each gateway address held that was never probed (a supervisor restarted on a namespace that kept them); and at
+ * every drift check, for every gateway address held, so a conflict put right goes and a new one is found. One
+ * probe per VLAN at a time, none sooner than PROBE_MIN_GAP_MS after its last, PROBE_CONCURRENCY at once, never
+ * awaited by a pass or /readyz, killed at stop. No arping, or no NET_RAW: one log line, and nothing is reported.
+ */
+import type { CommandRunner } from '../exec/runner.js';
+import { CommandError } from '../exec/runner.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { probeOutcome, type ProbeOutcome } from '../observe/parse-arping.js';
+import type { Step } from '../plan/types.js';
+import type { SupervisorView } from './supervisor.js';
+
+/** How many probes run at once (a probe that hears nothing lasts 2 s: 100 VLANs take 25 s). */
+export const PROBE_CONCURRENCY = 8;
+/** No VLAN is probed again sooner than this after its last probe began, whatever the drift schedule. */
+export const PROBE_MIN_GAP_MS = 5000;
+/** How long a pass's later passes leave an address it added to the probe that follows its announce (announced()). */
+const ANNOUNCE_WAIT_MS = 30_000;
+/** A probe lasts at most 3 s (-w 3); one that has not ended well after that is killed. */
+const PROBE_TIMEOUT_MS = 10_000;
+
+/** RFC 5227's probe, twice, a second apart (iputils' arping stops at the first answer: exit 1). */
+export const probeCommand = (nic: string, address: string): string[] => ['arping', '-D', '-c', '2', '-w', '3', '-I', nic, address];
+
+export interface Conflict {
+  /** The other device's MAC (the first that answered the last probe). */
+  readonly mac: string;
+  /** When the conflict was first seen (ISO time). */
+  readonly since: string;
+}
+
+interface Entry {
+  readonly vlan: string;
+  readonly nic: string;
+  readonly address: string;
+  /** Our NIC's MAC (a reply from it is no conflict). */
+  mac?: string;
+  /** Queued or running. */
+  busy: boolean;
+  lastStart: number;
+  /** Whether a probe of it has told anything yet. */
+  probed: boolean;
+  conflict?: Conflict;
+}
+
+export class AddressConflicts {
+  private readonly entries = new Map<string, Entry>();
+  /** VLANs whose gateway address a pass added, until its announce has gone out (announced()), and since when. */
+  private readonly announcing = new Map<string, number>();
+  private readonly queue: Entry[] = [];
+  private running = 0;
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly abort = new AbortController();
+  private stopped = false;
+  /** A start of the queue is due (enqueue). */
+  private kicked = false;
+  /** Why detection is off (no arping, no NET_RAW), once found. */
+  off: string | undefined;
+  /** The last probe error said (an unknown one is logged once, not at every probe). */
+  private saidFailure: string | undefined;
+
+  constructor(
+    private readonly runner: CommandRunner,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** The conflicts standing now, by VLAN. */
+  get conflicts(): ReadonlyMap<string, Conflict & { readonly interface: string; readonly address: string }> {
+    const out = new Map<string, Conflict & { interface: string; address: string }>();
+    for (const e of this.entries.values()) if (e.conflict) out.set(e.vlan, { ...e.conflict, interface: e.nic, address: e.address });
+    return out;
+  }
+
+  /** One line per standing conflict, for /status's warnings (and so `vlan-gateway status`). */
+  warnings(): string[] {
+    return [...this.conflicts].map(([vlan, c]) => `vlan ${vlan}: another device (${c.mac}) answers ARP for the gateway address ${c.address} on `
+      + `${c.interface} too (an address conflict, seen since ${c.since}): the VLAN's hosts send to whichever answered them last; take the address `
+      + 'off that device, or give the VLAN another gateway');
+  }
+
+  /**
+   * A pass has succeeded, leaving the NICs as `view` says: addresses no longer held are forgotten (their conflict
+   * goes with them), and those held that were never probed are probed, except the ones a pass added whose announce
+   * has not gone out yet: their probe follows it (announced()).
+   */
+  passed(view: SupervisorView, steps: readonly Step[]): void {
+    if (this.stopped || this.off) return;
+    const held = heldAddresses(view);
+    let changed = false;
+    for (const [vlan, e] of this.entries) {
+      const now = held.get(vlan);
+      if (now?.nic === e.nic && now.address === e.address) {
+        e.mac = now.mac;
+        continue;
+      }
+      this.entries.delete(vlan);
+      changed ||= e.probed;
+    }
+    const t = this.now();
+    for (const s of steps) if (s.kind === 'address-add') this.announcing.set(s.vlan, t);
+    for (const [vlan, h] of held) {
+      const announcing = this.announcing.get(vlan);
+      if (this.entries.has(vlan) || (announcing !== undefined && t - announcing < ANNOUNCE_WAIT_MS)) continue;
+      this.enqueue(this.entry(vlan, h.nic, h.address, h.mac));
+    }
+    if (changed) this.updateGauge();
+  }
+
+  /**
+   * The announce (`arping -U`) of a gateway address a pass added has gone out: the probe follows it. Not before it,
+   * nor instead of it: the probe's sender address is 0.0.0.0, so it changes nobody's ARP cache, and hosts that hold
+   * another MAC for the gateway (a replaced container, or the other holder's) must get ours at once; a probe first
+   * would hold the announce back by its 2 s, for an answer that changes nothing we do. After it, the other holder
+   * still answers the probe (it ignores an announce of its own address; a host that defends its address answers it
+   * with its own, which the probe then hears too), and our kernel, which never resolves its own address, has no
+   * neighbour entry for the answer to change.
+   */
+  announced(step: Extract<Step, { kind: 'address-add' }>): void {
+    this.announcing.delete(step.vlan);
+    if (this.stopped || this.off) return;
+    const e = this.entries.get(step.vlan);
+    this.enqueue(e && e.nic === step.nic && e.address === step.address ? e : this.entry(step.vlan, step.nic, step.address));
+  }
+
+  /** The drift check: every gateway address held is probed again (at most once per PROBE_MIN_GAP_MS). */
+  recheck(): void {
+    if (this.stopped || this.off) return;
+    const t = this.now();
+    for (const e of this.entries.values()) if (t - e.lastStart >= PROBE_MIN_GAP_MS) this.enqueue(e);
+  }
+
+  /** Stops probing: the queue is dropped and the probes running are killed; resolves once they have ended. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.queue.length = 0;
+    this.abort.abort('the gateway is stopping');
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  private entry(vlan: string, nic: string, address: string, mac?: string): Entry {
+    const e: Entry = { vlan, nic, address, ...(mac ? { mac } : {}), busy: false, lastStart: -Infinity, probed: false };
+    const before = this.entries.get(vlan);
+    this.entries.set(vlan, e);
+    if (before?.probed) this.updateGauge();
+    return e;
+  }
+
+  private enqueue(e: Entry): void {
+    if (e.busy) return;
+    e.busy = true;
+    this.queue.push(e);
+    // Not inside the pass that asked (its spawns would be its time): once it has returned.
+    if (this.kicked) return;
+    this.kicked = true;
+    setImmediate(() => {
+      this.kicked = false;
+      this.next();
+    });
+  }
+
+  private next(): void {
+    while (!this.stopped && !this.off && this.running < PROBE_CONCURRENCY && this.queue.length > 0) {
+      const e = this.queue.shift()!;
+      this.running++;
+      const probe = this.probe(e).finally(() => {
+        this.running--;
+        e.busy = false;
+        this.inFlight.delete(probe);
+        this.next();
+      });
+      this.inFlight.add(probe);
+    }
+  }
+
+  private async probe(e: Entry): Promise<void> {
+    e.lastStart = this.now();
+    let outcome: ProbeOutcome;
+    try {
+      const result = await this.runner.run(probeCommand(e.nic, e.address), { allowFailure: true, timeoutMs: PROBE_TIMEOUT_MS, signal: this.abort.signal });
+      outcome = probeOutcome(result, e.address, e.mac);
+    } catch (error) {
+      const c = error instanceof CommandError ? error : undefined;
+      outcome = probeOutcome({ exitCode: null, stdout: c?.stdout ?? '', stderr: c?.stderr ?? String((error as Error)?.message ?? error), notFound: c?.notFound ?? false }, e.address, e.mac);
+    }
+    if (this.stopped) return;
+    if (outcome.kind === 'unusable') return this.turnOff(outcome.reason);
+    if (this.entries.get(e.vlan) !== e) return; // its address went (or moved) meanwhile: what it found is of no VLAN now
+    if (outcome.kind === 'failed') {
+      if (outcome.reason !== this.saidFailure) this.log.info({ vlan: e.vlan, interface: e.nic, address: e.address }, `address conflict probe told nothing: ${outcome.reason}`);
+      this.saidFailure = outcome.reason;
+      return;
+    }
+    const fields = { vlan: e.vlan, interface: e.nic, address: e.address };
+    const before = e.conflict;
+    const first = !e.probed;
+    e.probed = true;
+    if (outcome.kind === 'taken') {
+      if (before?.mac !== outcome.mac) {
+        e.conflict = { mac: outcome.mac, since: before?.since ?? new Date(this.now()).toISOString() };
+        this.log.warn({ ...fields, mac: outcome.mac }, `address conflict on vlan ${e.vlan}: another device (${outcome.mac}) answers ARP for the gateway `
+          + `address ${e.address} on ${e.nic} too; the VLAN's hosts send to whichever answered them last (the gateway keeps the address, as configured)`);
+        this.updateGauge();
+      }
+    } else if (before) {
+      delete e.conflict;
+      this.log.info({ ...fields, mac: before.mac }, `address conflict on vlan ${e.vlan} is over: nobody else answers for ${e.address} on ${e.nic} now`);
+      this.updateGauge();
+    } else if (first) {
+      this.updateGauge();
+    }
+  }
+
+  /** Detection is off for good (until a restart): no arping, or it cannot work here. */
+  private turnOff(reason: string): void {
+    if (this.off) return;
+    this.off = reason;
+    this.queue.length = 0;
+    this.entries.clear();
+    this.log.warn({ reason }, `address conflict detection is off: ${reason}`);
+    this.updateGauge();
+  }
+
+  /** One series per VLAN holding its gateway address and probed: 1 with the other MAC, else 0 (mac=""). */
+  private updateGauge(): void {
+    const gauge = this.metrics.addressConflict;
+    gauge.reset();
+    for (const e of this.entries.values()) {
+      if (e.probed) gauge.set({ vlan: e.vlan, interface: e.nic, mac: e.conflict?.mac ?? '' }, e.conflict ? 1 : 0);
+    }
+    this.metrics.changed();
+  }
+}
+
+/** The VLANs whose NIC holds their gateway address, as the view leaves them: NIC, address and the NIC's MAC. */
+function heldAddresses(view: SupervisorView): Map<string, { nic: string; address: string; mac: string }> {
+  const out = new Map<string, { nic: string; address: string; mac: string }>();
+  for (const b of view.vlans) {
+    if (!b.nic) continue;
+    const link = view.links.find((l) => l.name === b.nic!.name);
+    if (link?.addresses.some((a) => a.address === b.vlan.gateway)) out.set(b.vlan.name, { nic: link.name, address: b.vlan.gateway, mac: link.mac });
+  }
+  return out;
+}

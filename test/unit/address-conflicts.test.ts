@@ -1,0 +1,140 @@
+/**
+ * Address conflict detection (src/reconcile/conflicts.ts) driven by the Supervisor, with the netfilter fake as the
+ * namespace and a small arping of its own: `-U` (the announce) sends at once and exits 100 ms later, as iputils'
+ * does a second later; `-D` (the probe) answers with the output iputils prints, from a table of who else holds which
+ * address. Covers the order (each address's probe after its announce has gone out, and after the pass has ended),
+ * what is reported, no arping at all (one line, nothing reported, nothing spawned again), and a stop that kills the
+ * probes running. The real thing, in namespaces: test/kernel/supervisor-address-conflict.test.ts.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { pino } from 'pino';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { parseConfigText } from '../../src/config/load.js';
+import { ExecaRunner } from '../../src/exec/execa-runner.js';
+import { CommandError, type Child, type CommandRunner, type RunOptions, type RunResult } from '../../src/exec/runner.js';
+import { Metrics } from '../../src/metrics/metrics.js';
+import { AddressConflicts } from '../../src/reconcile/conflicts.js';
+import { statusDocument } from '../../src/reconcile/status.js';
+import { Supervisor } from '../../src/reconcile/supervisor.js';
+import { loadTemplates } from '../../src/template/load.js';
+import { FakeNetns } from '../fakes/netfilter.js';
+import { parseMetrics } from '../helpers/supervisor.js';
+import { until } from '../helpers/wait.js';
+
+const templates = await loadTemplates();
+const labText = await readFile(fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url)), 'utf8');
+const lab = parseConfigText(labText, 'lab.yaml');
+const OTHER = '36:df:f8:37:10:31';
+
+type Arping = 'fake' | 'missing' | 'hangs';
+
+/** The fake namespace, whose `arping` is this runner's own (see the file's comment). */
+class ArpingRunner implements CommandRunner {
+  readonly events: string[] = [];
+  /** Addresses another device on the VLAN holds, and its MAC. */
+  readonly others = new Map<string, string>();
+  private readonly real = new ExecaRunner();
+
+  constructor(readonly ns: FakeNetns, private readonly arping: Arping) {}
+
+  async run(argv: readonly string[], options?: RunOptions): Promise<RunResult> {
+    if (argv[0] !== 'arping') return this.ns.run(argv, options);
+    const [nic, address] = argv.slice(-2) as [string, string];
+    this.events.push(`probe ${nic} ${address}`);
+    if (this.arping === 'missing') throw new CommandError(argv, null, 'spawn arping ENOENT', '', true);
+    if (this.arping === 'hangs') return this.real.run(['sleep', '30'], options);
+    const mac = this.others.get(address);
+    const head = `ARPING ${address} from 0.0.0.0 ${nic}\n`;
+    return mac === undefined
+      ? { exitCode: 0, stderr: '', stdout: `${head}Sent 2 probes (2 broadcast(s))\nReceived 0 response(s)\n` }
+      : { exitCode: 1, stderr: '', stdout: `${head}Unicast reply from ${address} [${mac.toUpperCase()}]  0.540ms\nSent 1 probes (1 broadcast(s))\nReceived 1 response(s)\n` };
+  }
+
+  start(argv: readonly string[]): Child {
+    if (argv[0] !== 'arping') return this.ns.start(argv);
+    if (this.arping === 'missing') throw new CommandError(argv, null, 'spawn arping ENOENT', '', true);
+    const [nic, address] = argv.slice(-2) as [string, string];
+    this.events.push(`announce ${nic} ${address}`);
+    const exited = new Promise<number | null>((resolve) => setTimeout(() => {
+      this.events.push(`announced ${nic} ${address}`);
+      resolve(0);
+    }, 100));
+    return { pid: undefined, onLine: () => {}, exited, stop: async () => void (await exited) };
+  }
+}
+
+function rig(t: ExecutionContext, arping: Arping) {
+  const ns = new FakeNetns({
+    links: [{ name: 'eth0', addresses: ['203.0.113.2/24'] }, { name: 'eth1', addresses: ['192.168.10.2/24'] }, { name: 'eth2', addresses: ['192.168.20.2/24'] }],
+    defaultRoute: { gateway: '203.0.113.1', dev: 'eth0' },
+    dockerDns: true,
+  });
+  const runner = new ArpingRunner(ns, arping);
+  const metrics = new Metrics('0.0.0-test');
+  const logs: Array<{ level: number; msg: string; [key: string]: unknown }> = [];
+  const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as (typeof logs)[number]) });
+  const supervisor = new Supervisor(runner, metrics, log, { path: 'gateway.yaml', text: labText, config: lab, templates },
+    { minIntervalMs: 10, healthTimeoutMs: 60_000, backoffInitialMs: 20, backoffMaxMs: 80 });
+  const conflicts = new AddressConflicts(runner, metrics, log);
+  supervisor.conflicts = conflicts;
+  t.teardown(async () => {
+    await conflicts.stop();
+    await supervisor.stop();
+  });
+  const series = async () => parseMetrics(await metrics.text()).filter((s) => s.name === 'vlan_gateway_address_conflict')
+    .map((s) => ({ vlan: s.labels.vlan, interface: s.labels.interface, mac: s.labels.mac, value: s.value }));
+  return { runner, supervisor, conflicts, logs, series, status: () => statusDocument(supervisor, { errors: [] }, '0.0.0-test') as { warnings: string[] } };
+}
+
+test('each added gateway address is probed after its announce has gone out, after the pass; the conflict is reported', async (t) => {
+  const r = rig(t, 'fake');
+  r.runner.others.set('192.168.10.1', OTHER);
+  r.supervisor.trigger('start');
+  await r.supervisor.firstPass;
+  t.deepEqual(r.runner.events.filter((e) => e.startsWith('probe')), [], 'nothing probed before the pass ended');
+  await until('both probes', () => r.runner.events.filter((e) => e.startsWith('probe')).length === 2);
+  for (const [nic, address] of [['eth1', '192.168.10.1'], ['eth2', '192.168.20.1']] as const) {
+    const at = (what: string) => r.runner.events.indexOf(`${what} ${nic} ${address}`);
+    t.true(at('announce') >= 0 && at('announce') < at('announced') && at('announced') < at('probe'), r.runner.events.join('\n'));
+  }
+  await until('the gauge', () => r.logs.some((l) => l.level === 40 && /^address conflict/.test(l.msg)));
+  t.deepEqual((await r.series()).sort((a, b) => (a.vlan! < b.vlan! ? -1 : 1)), [
+    { vlan: 'lab', interface: 'eth2', mac: '', value: 0 },
+    { vlan: 'office', interface: 'eth1', mac: OTHER, value: 1 },
+  ]);
+  t.is(r.status().warnings.length, 1);
+  t.regex(r.status().warnings[0]!, /^vlan office: another device \(36:df:f8:37:10:31\) answers ARP for the gateway address 192\.168\.10\.1 on eth1 too/);
+});
+
+test('no arping: one line says detection is off, nothing is reported, and nothing is tried again', async (t) => {
+  const r = rig(t, 'missing');
+  r.supervisor.trigger('start');
+  await r.supervisor.firstPass;
+  await until('the line', () => r.logs.some((l) => /conflict detection is off/.test(l.msg)));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  // The first probes went out together (one per VLAN), before any had told it; none is tried after.
+  const tried = r.runner.events.filter((e) => e.startsWith('probe'));
+  t.deepEqual(tried.sort(), ['probe eth1 192.168.10.1', 'probe eth2 192.168.20.1']);
+  r.conflicts.recheck();
+  r.supervisor.trigger('schedule');
+  await r.supervisor.idle();
+  r.conflicts.recheck();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const said = r.logs.filter((l) => /conflict/.test(l.msg));
+  t.deepEqual(said.map((l) => [l.level, l.msg]), [[40, 'address conflict detection is off: arping is not installed (iputils-arping)']]);
+  t.is(r.runner.events.filter((e) => e.startsWith('probe')).length, 2, 'none after');
+  t.deepEqual(await r.series(), []);
+  t.deepEqual(r.status().warnings, []);
+});
+
+test('a stop kills the probes running, at once', async (t) => {
+  const r = rig(t, 'hangs');
+  r.supervisor.trigger('start');
+  await r.supervisor.firstPass;
+  await until('the probes', () => r.runner.events.filter((e) => e.startsWith('probe')).length === 2);
+  const started = performance.now();
+  await r.conflicts.stop();
+  t.true(performance.now() - started < 1000, `stopped in ${Math.round(performance.now() - started)} ms`);
+  t.deepEqual(r.logs.filter((l) => /conflict/.test(l.msg)), [], 'a probe killed by the stop says nothing');
+});
