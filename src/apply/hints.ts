@@ -5,8 +5,19 @@ const READ_ONLY = /Read-only file system/i;
 
 export const NET_ADMIN_HINT = 'the gateway needs the NET_ADMIN capability: docker run --cap-add NET_ADMIN (Compose: cap_add: [NET_ADMIN])';
 
+/**
+ * iptables' set match (`-m set`, in VGW-SOURCES and VGW-FORWARD) asks the kernel about a set through a raw socket,
+ * which takes NET_RAW: Docker grants it by default, but not under `--cap-drop ALL --cap-add NET_ADMIN`. Without
+ * it every restore and save of a rule with a set fails with iptables' own words only ("Can't open socket to
+ * ipset."), pass after pass.
+ */
+const NO_RAW_SOCKET = /Can't open socket to ipset/;
+export const NET_RAW_HINT = 'the gateway needs the NET_RAW capability (iptables asks the kernel about its ipsets through a raw socket): '
+  + 'Docker grants it by default; after --cap-drop ALL, add --cap-add NET_RAW (Compose: cap_add: [NET_ADMIN, NET_RAW])';
+
 export function privilegeHint(stderr: string): string | undefined {
-  return NO_PRIVILEGE.test(stderr) ? NET_ADMIN_HINT : undefined;
+  if (NO_PRIVILEGE.test(stderr)) return NET_ADMIN_HINT;
+  return NO_RAW_SOCKET.test(stderr) ? NET_RAW_HINT : undefined;
 }
 
 /**

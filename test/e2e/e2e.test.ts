@@ -200,7 +200,7 @@ async function startClient(c: { name: string; network: string; address: string }
 
 /** Containers and networks of the `docker run` scenarios; the compose project has its own. */
 async function removeRunTopology() {
-  const names = [GW, INET, 'vgwt-nocap', 'vgwt-nosysctl', 'vgwt-neither', ...Object.values(CLIENT).map((c) => c.name)];
+  const names = [GW, INET, 'vgwt-nocap', 'vgwt-nosysctl', 'vgwt-neither', 'vgwt-noraw', ...Object.values(CLIENT).map((c) => c.name)];
   await docker(['rm', '-f', ...names]);
   for (const n of Object.values(NET)) await docker(['network', 'rm', n]);
 }
@@ -556,6 +556,17 @@ serial('missing --sysctl net.ipv4.ip_forward=1: exits non-zero and says which fl
   t.not(r.exitCode, 0);
   t.true(r.logs.includes('--sysctl net.ipv4.ip_forward=1'), `logs:\n${r.logs}`);
   t.log(r.logs.split('\n').filter((l) => l.startsWith('vlan-gateway:')).join('\n'));
+});
+
+serial('--cap-drop ALL --cap-add NET_ADMIN (no NET_RAW): exits 1 at once and says to add --cap-add NET_RAW', async (t) => {
+  // Docker grants NET_RAW by default; a hardened run that drops every capability and adds NET_ADMIN back lacks it,
+  // and iptables' set match cannot look up the gateway's ipsets (before: every pass failed, "healthy" for 60 s).
+  const r = await runMissing('vgwt-noraw', ['--cap-drop', 'ALL', '--cap-add', 'NET_ADMIN', '--sysctl', 'net.ipv4.ip_forward=1']);
+  record(t, 'missing NET_RAW: exit', `code ${r.exitCode} after ${r.livedS.toFixed(2)} s`);
+  t.is(r.exitCode, 1);
+  const said = r.logs.split('\n').filter((l) => l.startsWith('vlan-gateway:')).join('\n');
+  t.regex(said, /Can't open socket to ipset\.; the gateway needs the NET_RAW capability .*add --cap-add NET_RAW/, `logs:\n${r.logs}`);
+  t.log(said);
 });
 
 serial('neither --cap-add NET_ADMIN nor --sysctl net.ipv4.ip_forward=1: one message names both flags', async (t) => {

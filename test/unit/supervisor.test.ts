@@ -483,6 +483,20 @@ test('a missing capability is fatal: onFatal is told, with the error', async (t)
   t.regex(String((fatal as Error).message ?? fatal), /NET_ADMIN|Permission denied/);
 });
 
+test('no NET_RAW (docker run --cap-drop ALL --cap-add NET_ADMIN): the set match cannot ask the kernel; fatal, naming --cap-add NET_RAW', async (t) => {
+  const r = rig(t);
+  let fatal: unknown;
+  r.supervisor.onFatal = (error) => (fatal = error);
+  // iptables' libxt_set opens a raw socket to look a set up; without NET_RAW this is all it says, at every pass.
+  r.ns.failOn((argv) => argv[0] === 'iptables-nft-restore', { stderr: "iptables-nft-restore v1.8.9 (nf_tables): Can't open socket to ipset.\n", exitCode: 1 });
+  r.supervisor.trigger('start');
+  await until('the fatal callback', () => fatal !== undefined);
+  t.false(r.supervisor.ready);
+  t.is(String((fatal as Error).message).split('\n')[0], "applying the filter table failed: iptables-nft-restore failed (exit 1): iptables-nft-restore v1.8.9 (nf_tables): Can't open socket to ipset.; "
+    + 'the gateway needs the NET_RAW capability (iptables asks the kernel about its ipsets through a raw socket): '
+    + 'Docker grants it by default; after --cap-drop ALL, add --cap-add NET_RAW (Compose: cap_add: [NET_ADMIN, NET_RAW])');
+});
+
 // ---- health -------------------------------------------------------------------------------------------------------
 
 test('health(): reconciles failing for longer than the timeout make it unhealthy, a success heals it', async (t) => {
