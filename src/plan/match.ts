@@ -187,7 +187,44 @@ export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBi
       : undefined;
     return { vlan, nic, ...(note ? { note } : {}) };
   });
-  return withRoutedPrefixes(facts, bindings);
+  return withRoutedPrefixes(facts, withUnclaimedNics(bindings, all, uplinkName));
+}
+
+const plainWaitNote = (subnet: string) => `waiting for a NIC with an address in ${subnet}`;
+
+/**
+ * Whether a binding's note says only that its NIC is not there yet (Docker has not attached it: the usual state
+ * between `docker run` and `docker network connect`), rather than what the gateway found instead.
+ */
+export function isPlainWait(binding: VlanBinding): boolean {
+  if (binding.nic || binding.note === undefined) return false;
+  const { vlan } = binding;
+  return binding.note === plainWaitNote(vlan.subnet) || (vlan.interface !== undefined && binding.note === `waiting for ${describeRef(vlan.interface)}`);
+}
+
+/**
+ * Whether a waiting VLAN's note is only "not attached yet" plus the NICs no VLAN took (withUnclaimedNics): one of
+ * them may be its network under another subnet, or another VLAN's not bound yet, or a network that is no VLAN's.
+ */
+export function namesUnclaimedNics(binding: VlanBinding): boolean {
+  return !binding.nic && (binding.note?.startsWith(`${plainWaitNote(binding.vlan.subnet)} ${UNCLAIMED}`) ?? false);
+}
+
+const UNCLAIMED = '(not the uplink and in no VLAN: ';
+
+/**
+ * A VLAN that waits for a NIC in its subnet while a NIC with an address is neither the uplink nor any VLAN's names
+ * that NIC, as the uplink's note names the NICs there are: a config whose subnet is not its Docker network's (a
+ * typo, 192.168.11.0/24 for a network of 192.168.10.0/24) otherwise reads as a network not yet connected.
+ */
+function withUnclaimedNics(bindings: VlanBinding[], links: readonly Link[], uplinkName: string | undefined): VlanBinding[] {
+  if (bindings.every((b) => b.nic)) return bindings;
+  const bound = new Set(bindings.flatMap((b) => (b.nic ? [b.nic.name] : [])));
+  const unclaimed = links.filter((l) => l.name !== uplinkName && !bound.has(l.name) && l.addresses.length > 0);
+  if (unclaimed.length === 0) return bindings;
+  const named = unclaimed.map((l) => `${l.name} has ${heldBy(l)}`).join('; ');
+  return bindings.map((b) => (b.nic || b.note !== plainWaitNote(b.vlan.subnet) ? b
+    : { ...b, note: `${b.note} ${UNCLAIMED}${named})` }));
 }
 
 /**
@@ -255,5 +292,5 @@ function waitingNote(text: string, subnet: Cidr, links: readonly Link[], owner: 
         + `the VLAN's Docker network and its subnet here must be the same (${text})`;
     }
   }
-  return `waiting for a NIC with an address in ${text}`;
+  return plainWaitNote(text);
 }

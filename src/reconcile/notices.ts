@@ -2,11 +2,14 @@
  * What a pass says about the VLANs' and the uplink's NICs, once, as it appears: a binding's note, and a NIC lost
  * since the last good pass. Pure: from the desired state that pass planned and this pass's.
  */
+import { isPlainWait, namesUnclaimedNics } from '../plan/match.js';
 import type { Desired } from '../plan/types.js';
 
 export interface Notice {
   readonly fields: Record<string, string | undefined>;
   readonly message: string;
+  /** Default warn; info where nothing need be wrong (a VLAN not attached yet, beside a NIC of no VLAN). */
+  readonly level?: 'info' | 'warn';
 }
 
 export function bindingNotices(before: Desired | undefined, desired: Desired): Notice[] {
@@ -23,8 +26,16 @@ export function bindingNotices(before: Desired | undefined, desired: Desired): N
   // with it, is not).
   if (before?.uplink.nic && !uplink.nic) notices.push({ fields: { uplink: before.uplink.nic.name, note: uplink.note }, message: `the uplink lost its NIC (${before.uplink.nic.name}): the VLANs have no way out until it is back` });
   for (const b of desired.vlans) {
-    const had = before?.vlans.find((v) => v.vlan.name === b.vlan.name)?.nic;
+    const was = before?.vlans.find((v) => v.vlan.name === b.vlan.name);
+    const had = was?.nic;
     if (had && !b.nic) notices.push({ fields: { vlan: b.vlan.name, interface: had.name, note: b.note }, message: `vlan ${b.vlan.name} lost its NIC (${had.name}): its hosts are cut off until it is back` });
+    // A waiting VLAN's note that says more than "not attached yet" is said once too, as it appears: `docker logs` is
+    // where a user looks when a VLAN is not routed. A NIC in its subnet it may not take is a warning; NICs that are
+    // no VLAN's are told (info): one may be this VLAN's network under another subnet (a typo in the config), but
+    // also the next VLAN's, a moment before the gateway binds it, or a network that is no VLAN's.
+    else if (!b.nic && b.note !== undefined && b.note !== was?.note && !isPlainWait(b)) {
+      notices.push({ fields: { vlan: b.vlan.name }, message: `vlan ${b.vlan.name} is not routed: ${b.note}`, ...(namesUnclaimedNics(b) ? { level: 'info' as const } : {}) });
+    }
   }
   return notices;
 }

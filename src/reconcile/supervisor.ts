@@ -325,7 +325,7 @@ export class Supervisor {
         this.metrics.driftRepairs.inc({ kind });
       }
       // Notes on the NICs (reconcile/notices.ts) and the plan's warnings, each logged once, as it appears.
-      for (const notice of bindingNotices(this.lastDesired, plan.desired)) this.log.warn(notice.fields, notice.message);
+      for (const notice of bindingNotices(this.lastDesired, plan.desired)) this.log[notice.level ?? 'warn'](notice.fields, notice.message);
       for (const warning of plan.warnings ?? []) if (!this.warned.has(warning)) this.log.warn(warning);
       this.warned = new Set(plan.warnings ?? []);
       this.backend = facts.backend;

@@ -61,6 +61,22 @@ test('with uplink.gateway and no NIC on its network, the uplink waits (the defau
 
 const bound = (c: ReturnType<typeof config>, f: Facts) => matchVlans(c, f, matchUplink(c, f)).map((b) => [b.vlan.name, b.nic?.name ?? b.note]);
 
+test('a VLAN waiting for its subnet names the NICs that are neither the uplink nor any VLAN\'s: a subnet typo shows in `plan`', (t) => {
+  // office typed 192.168.11.0/24; Docker's office network is eth0's 192.168.10.0/24. eth3 is another network.
+  const typo = parseConfigText(`uplink: {gateway: 172.18.0.1}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.11.0/24, gateway: 192.168.11.1}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1}
+`, 'typo.yaml');
+  t.deepEqual(bound(typo, facts(undefined)), [
+    ['office', 'waiting for a NIC with an address in 192.168.11.0/24 (not the uplink and in no VLAN: eth0 has 192.168.10.2/24; eth3 has 10.99.0.2/24)'],
+    ['lab', 'eth1'],
+  ]);
+  // Every NIC taken (the uplink's, the VLANs'): a VLAN not attached yet just waits.
+  const withoutOthers = LINKS.filter((l) => l.name !== 'eth0' && l.name !== 'eth3');
+  t.deepEqual(bound(typo, facts(undefined, withoutOthers)), [['office', 'waiting for a NIC with an address in 192.168.11.0/24'], ['lab', 'eth1']]);
+});
+
 test('a NIC the config names for one VLAN is never taken by another found by subnet: two VLANs never share a NIC', (t) => {
   // lab pinned to eth0, which holds an address in lab's subnet and one in office's: lab gets it, and office waits
   // with a note that says whose it is, instead of both on eth0 (two connected routes, one VLAN's hosts cut off).

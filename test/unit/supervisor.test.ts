@@ -270,6 +270,53 @@ test('a VLAN that loses its NIC is a warning, once, naming the NIC; its return i
     [['vlan office lost its NIC (eth1): its hosts are cut off until it is back', 'office', 'eth1']]);
 });
 
+test('a VLAN whose subnet is not its Docker network\'s is told in the log, naming the NIC no VLAN took, once; a VLAN waiting with no such NIC is not', async (t) => {
+  // office typed as 192.168.11.0/24 while Docker's office network (eth1) is 192.168.10.0/24; guest not attached yet.
+  const typo: Config = {
+    ...lab,
+    vlans: [
+      ...lab.vlans.map((v) => (v.name === 'office' ? { ...v, subnet: '192.168.11.0/24', gateway: '192.168.11.1' } : v)),
+      { name: 'guest', id: 30, subnet: '192.168.30.0/24', gateway: '192.168.30.1', masquerade: true },
+    ],
+  };
+  const r = rig(t, {}, typo);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.supervisor.trigger('schedule');
+  await settle(r, 2);
+  const note = 'waiting for a NIC with an address in 192.168.11.0/24 (not the uplink and in no VLAN: eth1 has 192.168.10.2/24)';
+  const guestNote = note.replace('192.168.11.0/24', '192.168.30.0/24');
+  // eth1 may be either's network (the gateway cannot tell which subnet is wrong, or whether guest's NIC is just
+  // about to come), so both say so, once each, as information.
+  const told = () => r.logs.filter((l) => /is not routed/.test(l.msg)).map((l) => [l.level, l.msg, l.vlan]);
+  t.deepEqual(told(), [
+    [30, `vlan office is not routed: ${note}`, 'office'],
+    [30, `vlan guest is not routed: ${guestNote}`, 'guest'],
+  ]);
+  const vlans = (statusDocument(r.supervisor, { errors: [] }, 'test') as { vlans: Array<{ name: string; note?: string }> }).vlans;
+  t.deepEqual(vlans.map((v) => [v.name, v.note]), [['office', note], ['lab', undefined], ['guest', guestNote]]);
+
+  // Disconnected: both wait with nothing else there, which is only "not attached yet": nothing more is said.
+  r.ns.removeLink('eth1');
+  r.supervisor.trigger('netlink');
+  await settle(r, 3);
+  t.is(told().length, 2);
+  t.deepEqual((statusDocument(r.supervisor, { errors: [] }, 'test') as { vlans: Array<{ name: string; note?: string }> }).vlans.map((v) => v.note),
+    ['waiting for a NIC with an address in 192.168.11.0/24', undefined, 'waiting for a NIC with an address in 192.168.30.0/24']);
+});
+
+test('a VLAN that waits because its subnet is not the size of its NIC\'s network is a warning, once', async (t) => {
+  const narrow: Config = { ...lab, vlans: lab.vlans.map((v) => (v.name === 'office' ? { ...v, subnet: '192.168.10.0/25' } : v)) };
+  const r = rig(t, {}, narrow);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.supervisor.trigger('schedule');
+  await settle(r, 2);
+  t.deepEqual(r.logs.filter((l) => l.level >= 40).map((l) => [l.msg, l.vlan]), [[
+    'vlan office is not routed: waiting: eth1 has 192.168.10.2/24, inside 192.168.10.0/25 but on a /24 network; '
+    + "the VLAN's Docker network and its subnet here must be the same (192.168.10.0/25)", 'office']]);
+});
+
 // ---- coalescing, no overlap, minimum interval --------------------------------------------------------------------
 
 test('triggers during a pass coalesce into exactly one more pass, with the highest-priority trigger; passes never overlap', async (t) => {
