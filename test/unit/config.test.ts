@@ -596,6 +596,23 @@ portForwards:
     ],
   },
   {
+    // A range that covers a whole block of 256 ports (768-1023) looks the block up at once: it must name the same
+    // forward as a port-by-port look would, the first one listed, not the last one to take a port in the block.
+    title: 'port forwards: a range over a whole block of ports names the first forward it overlaps, as a short range does',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+portForwards:
+  - {port: 1000, to: 192.168.10.100}
+  - {port: 800, to: 192.168.10.101}
+  - {port: "700-1100", to: 192.168.10.102}
+  - {port: "790-1010", to: 192.168.10.103}
+`,
+    lines: [
+      'portForwards[2].port: tcp/700-1100 overlaps portForwards[0] (tcp/1000): port 1000 is forwarded there already (line 6)',
+      'portForwards[3].port: tcp/790-1010 overlaps portForwards[0] (tcp/1000): port 1000 is forwarded there already (line 7)',
+    ],
+  },
+  {
     title: 'values that try to break out of a rule line: newline, quote, leading dash, spaces',
     yaml: `uplink:
   interface: "eth0 -j ACCEPT"
