@@ -227,6 +227,11 @@ test('our jump found below a rule of someone else\'s is moved to the top; undo p
     '[5:300] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD\n[0:0] -A FORWARD -d 10.250.0.0/16 -j ACCEPT\n[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD')}`;
   t.is(tableSteps(planOf(lab, copied))[0]!.payload,
     '*filter\n-D FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD\n-D FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD\n-I FORWARD 1 -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n');
+  // Its undo puts both copies back where they were, in order of position: rule 3 inserted before rule 1 is back is
+  // "Index of insertion too big", and the rollback fails.
+  t.is(tableSteps(planOf(lab, copied))[0]!.undo,
+    '*filter\n-D FORWARD -m comment --comment vgw:hook -j VGW-FORWARD\n[5:300] -I FORWARD 1 -m comment --comment "vgw:hook" -j VGW-FORWARD\n'
+    + '[0:0] -I FORWARD 3 -m comment --comment "vgw:hook" -j VGW-FORWARD\nCOMMIT\n');
   // What a supervisor then knows of its tables (KnownTables) is what the kernel holds: in sync, ours first.
   for (const text of [save, copied]) {
     const facts = factsWith(lab, text);
@@ -495,6 +500,10 @@ test('an address without our metric is not ours: down and a removed VLAN leave i
   t.false(diff(planDesired(officeOnly, facts, templates), facts).steps.some((s) => s.kind === 'address-del'));
   // And an address that is already there counts as there, marked or not: nothing is added twice.
   t.false(diff(planDesired(lab, facts, templates), facts).steps.some((s) => s.kind === 'address-add'));
+  // At another prefix too (the write-up's `ifconfig eth1 192.168.10.1`, with a netmask of its own): someone else's
+  // address, neither removed nor added again at the VLAN's prefix.
+  const wide: Facts = { ...facts, links: facts.links.map((l) => ({ ...l, addresses: l.addresses.map((a) => (a.address === '192.168.10.1' ? { ...a, prefix: 16 } : a)) })) };
+  t.deepEqual(diff(planDesired(lab, wide, templates), wide).steps.filter((s) => s.kind.startsWith('address')), []);
 });
 
 test('down names the VLAN an address of ours belonged to; the plan says so', (t) => {
