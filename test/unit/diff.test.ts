@@ -765,3 +765,13 @@ test('the plan of the most VLANs a config takes, every NIC attached, is printed:
   t.is(lines.filter((l) => /^\+ ipset VGW-/.test(l)).length, 24);
   t.is(lines.at(-1), '25 changes pending.');
 });
+
+// A prefix that ends at its VLAN's broadcast address (the upper half of a /24) is inside the VLAN, as validation
+// says: the planner must file the rule under that VLAN's pair, not drop it as naming no zone.
+test('a rule naming the upper half of a VLAN (a prefix ending at its broadcast address) is written in its pair\'s chain', (t) => {
+  const halves = labWith(['{from: 192.168.20.128/25, to: 192.168.10.0/24, proto: tcp, ports: 22, action: drop}'], 'lab-halves.yaml');
+  t.deepEqual(rulesOf(desiredOf(halves), 'VGW-P-20-10').map((r) => r.replace(/vgw:\S+/, 'vgw:…')), [
+    '-A VGW-P-20-10 -m comment --comment vgw:… -s 192.168.20.128/25 -d 192.168.10.0/24 -p tcp -m multiport --dports 22 -j DROP',
+    '-A VGW-P-20-10 -m comment --comment vgw:… -j ACCEPT',
+  ]);
+});
