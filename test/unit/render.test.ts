@@ -380,6 +380,16 @@ for (const [body, uses] of commandLines) {
   });
 }
 
+// A quote that opens and never closes (or sits inside a word) is refused here. iptables-restore 1.8.9 reads such a quote
+// to the end of the line: `--comment x"y -j ACCEPT` becomes the comment "xy -j ACCEPT" and a rule with no target at
+// all, though the checks here saw -j ACCEPT; `--log-prefix "-A FORWARD` fails the whole table at apply time.
+for (const body of ['-j LOG --log-prefix "-A FORWARD', '-m comment --comment x"y -j ACCEPT']) {
+  test(`a user template line with a quote that does not pair, ${JSON.stringify(body)}, is refused, naming the template file and line`, (t) => {
+    const error = t.throws(() => renderRules(`-j ACCEPT\n{{body}}\n`, 'rules.d/filter/forward.hbs', { body }), { instanceOf: TemplateError });
+    t.is(error?.message, `rules.d/filter/forward.hbs, rendered line 2: ${JSON.stringify(body)} has an unbalanced quote`);
+  });
+}
+
 test('matches and targets that merely start like a command or table option are rule bodies', (t) => {
   const bodies = [
     '-p tcp -m tcp --dport 22 -j ACCEPT',
