@@ -181,6 +181,24 @@ test('a NIC Docker detaches is not drift', async (t) => {
   t.deepEqual(drift, []);
 });
 
+test('a VLAN gateway changed in the config is not drift, although the new address goes on the same NIC', async (t) => {
+  const { ns, previous } = await applied();
+  const moved: Config = { ...lab, vlans: lab.vlans.map((v) => (v.name === 'office' ? { ...v, gateway: '192.168.10.254' } : v)) };
+  const { drift, plan } = await next(ns, previous, moved);
+  t.true(plan.steps.some((s) => s.kind === 'address-add' && s.nic === 'eth1' && s.address === '192.168.10.254'));
+  t.deepEqual(drift, []);
+});
+
+test('a VLAN\'s NIC that Docker attaches again under another name is not drift, although its set members are swapped one for one', async (t) => {
+  const { ns, previous } = await applied();
+  ns.removeLink('eth2');
+  ns.addLink({ name: 'eth3', addresses: ['192.168.20.3/24'] });
+  const { drift, plan } = await next(ns, previous);
+  t.true(plan.steps.some((s) => s.kind === 'set-update' && s.set === 'VGW-SUBNET-NICS' && s.add.length === 1 && s.del.length === 1),
+    'lab\'s member of VGW-SUBNET-NICS is swapped: 192.168.20.0/24,eth2 for 192.168.20.0/24,eth3');
+  t.deepEqual(drift, []);
+});
+
 test('driftOf is pure: an empty plan is no drift, whatever came before', (t) => {
   const desired: Desired = { vlans: [], uplink: {}, addresses: [], sysctls: {}, chains: [], jumps: [], sets: [] };
   t.deepEqual(driftOf(desired, { desired, steps: [] }), []);
