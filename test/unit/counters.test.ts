@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { fileURLToPath } from 'node:url';
 import { parseConfigText } from '../../src/config/load.js';
 import { StatsCollector } from '../../src/metrics/collector.js';
-import { countersAfterPayload, countersAfterRestore, forEachSetSample, MonotonicCounters, ruleSamples, type Sample } from '../../src/metrics/counters.js';
+import { countersAfterPayload, countersAfterRestore, forEachSetSample, MonotonicCounters, ruleSamples, ZERO, type Sample } from '../../src/metrics/counters.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import type { SavedTable } from '../../src/observe/facts.js';
 import { parseSave, tableOf } from '../../src/observe/parse-save.js';
@@ -258,6 +258,40 @@ test('MonotonicCounters: a whole reading forgets the keys it did not visit (rule
     mono.sweep();
   }
   t.is(mono.size, 1);
+});
+
+// A reading that overlapped a write (a rewrite, or its rollback) is not counted; the next reading counts from where the
+// write left the counter, or from the last reading where that is lower: a rollback puts back what its pass read, and
+// read after the last reading it holds packets no reading has counted yet.
+test('MonotonicCounters: a reading that overlapped a write counts nothing; the next counts from the lower of the write and the last reading', (t) => {
+  const mono = new MonotonicCounters();
+  t.deepEqual(mono.deltas('h', 100, 10_000), [100, 10_000]);
+  mono.sweep();
+  mono.observe('h', { packets: 150, bytes: 15_000 }); // a rollback to 150, read by its pass after the reading of 100
+  mono.sweep();
+  t.deepEqual(mono.deltas('h', 160, 16_000), [60, 6_000], 'the 50 packets between the reading and the pass\'s read count once, and 10 since');
+  mono.sweep();
+  mono.observe('h', ZERO); // a rewrite: the rule counts from zero
+  mono.sweep();
+  t.deepEqual(mono.deltas('h', 4, 400), [4, 400]);
+});
+
+// Rules of one body in one chain share a hash and are one counter (ruleSamples sums them): an undo that puts them
+// back must say the same sum, or the next reading takes the difference for traffic (or for a reset).
+test('countersAfterRestore: an undo that puts back two rules of one hash is one counter, the sum of theirs', (t) => {
+  const undo = [
+    '*filter',
+    ':VGW-P-20-10 - [0:0]',
+    '[3:180] -A VGW-P-20-10 -m comment --comment "vgw:AAAAAAAAAAAAAAAA" -p tcp -m multiport --dports 80 -j DROP',
+    '[2:120] -A VGW-P-20-10 -m comment --comment "vgw:AAAAAAAAAAAAAAAA" -p tcp -m multiport --dports 80 -j DROP',
+    '[7:700] -A VGW-P-20-10 -m comment --comment "vgw:BBBBBBBBBBBBBBBB" -j ACCEPT',
+    'COMMIT',
+    '',
+  ].join('\n');
+  t.deepEqual(countersAfterRestore(undo), new Map([
+    ['AAAAAAAAAAAAAAAA', { packets: 5, bytes: 300 }],
+    ['BBBBBBBBBBBBBBBB', { packets: 7, bytes: 700 }],
+  ]));
 });
 
 test('the collector removes the NIC and traffic series of a VLAN that left the config, and keeps the others', async (t) => {
