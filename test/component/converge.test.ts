@@ -532,6 +532,21 @@ test('a failing nat table during an update puts filter back as it was, counters 
   t.is(ns.save('nft', true), counters);
 });
 
+// A VLAN whose NIC Docker detaches takes its pairs' members out of the accounting sets (VGW-PAIRS-0), written beside
+// the tables; when the nat table then fails, those members come back with the rest of the rollback.
+test('a failing nat table as a VLAN\'s NIC goes: the accounting members deleted beside the tables are put back too', async (t) => {
+  const ns = namespace(['eth1', 'eth2', 'eth3']);
+  const iot = withIot();
+  await apply(ns, iot);
+  attachOnly(ns, ['eth1', 'eth2']);
+  const before = ns.snapshot();
+  t.regex(before, /^add VGW-PAIRS-0 192\.168\.10\.0\/24,eth3$/m, 'office → iot is counted before');
+  ns.failNext({ table: 'nat' });
+  const error = await t.throwsAsync(apply(ns, iot), { instanceOf: ApplyError });
+  t.regex(error!.message, /^applying the nat table failed: /);
+  t.is(ns.snapshot(), before);
+});
+
 // Without the ipset tool the address batch is the apply's only first-stage task (the accounting sets are otherwise
 // created beside it): what the message says then is about the batch's own lines.
 test('a failing address on the second VLAN undoes the first one', async (t) => {
