@@ -27,7 +27,7 @@ import { knownSetsAfter, reconcileOnce } from '../src/reconcile/once.js';
 import { generateConfig, nicBatch, type ConfigShape } from './configs.js';
 import { breakdown, RecordingRunner, repeat, stats, WithoutIpset, type Breakdown, type Stats } from './measure.js';
 import type { Namespaces } from './netns.js';
-import { BUNDLE, ensureBundle } from './startup.js';
+import { ensureBundle } from './startup.js';
 
 export interface ApplyOptions {
   readonly label: string;
@@ -330,12 +330,12 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
       }
       if (ipset) {
         log(`  (d) the whole vlan-gateway apply process ×N, plan cache on and off`);
-        await ensureBundle(runner);
+        const bundle = await ensureBundle(runner);
         const yaml = join(cacheDir, 'gateway.yaml');
         await writeFile(yaml, stringify(config));
         const whole = async (cache: string) => {
           const start = performance.now();
-          const r = await runner.run(['env', `VLAN_GATEWAY_PLAN_CACHE=${cache}`, process.execPath, BUNDLE, 'apply', '--netns', lastNs, '--config', yaml], { timeoutMs: 60_000 });
+          const r = await runner.run(['env', `VLAN_GATEWAY_PLAN_CACHE=${cache}`, process.execPath, bundle, 'apply', '--netns', lastNs, '--config', yaml], { timeoutMs: 60_000 });
           if (!/No changes/.test(r.stdout)) throw new Error(`vlan-gateway apply changed something:\n${r.stdout}`);
           return performance.now() - start;
         };

@@ -13,7 +13,7 @@ import type { CommandRunner } from '../src/exec/runner.js';
 import { generateConfig, gatewayOf, nicBatch, type ConfigShape } from './configs.js';
 import { stats, type Stats } from './measure.js';
 import type { Namespaces } from './netns.js';
-import { BUNDLE, ensureBundle, ROOT } from './startup.js';
+import { ensureBundle, ROOT } from './startup.js';
 
 export interface SupervisorResult {
   /**
@@ -45,7 +45,7 @@ async function freePort(): Promise<number> {
 class Gateway {
   private child: ChildProcess | undefined;
   readonly url: string;
-  constructor(private readonly port: number) {
+  constructor(private readonly port: number, private readonly bundle: string) {
     this.url = `http://127.0.0.1:${port}`;
   }
 
@@ -53,7 +53,7 @@ class Gateway {
   async start(namespace: string, configPath: string, extra: string[] = [], codeCache = true, planCache?: string): Promise<number> {
     const started = performance.now();
     // NODE_OPTIONS as the image sets it (image/Dockerfile), so RSS is what a container shows.
-    this.child = spawn(process.execPath, [...IMAGE_NODE_ARGS, BUNDLE, 'run', '--netns', namespace, '--config', configPath,
+    this.child = spawn(process.execPath, [...IMAGE_NODE_ARGS, this.bundle, 'run', '--netns', namespace, '--config', configPath,
       '--listen', `127.0.0.1:${this.port}`, '--log-level', 'warn', ...extra],
     { stdio: ['ignore', 'ignore', 'inherit'], env: { ...imageEnv(codeCache), VLAN_GATEWAY_PLAN_CACHE: planCache ?? 'off' } });
     for (;;) {
@@ -90,14 +90,14 @@ async function rssMb(pid: number): Promise<number> {
 }
 
 export async function supervisorBench(runner: CommandRunner, namespaces: Namespaces, log: (s: string) => void): Promise<SupervisorResult> {
-  await ensureBundle(runner);
+  const bundle = await ensureBundle(runner);
   // As the image build does: a code cache for these NODE_OPTIONS, made by `validate` (the first start upgrades it).
   await new Promise<void>((resolve, reject) => {
-    spawn(process.execPath, [...IMAGE_NODE_ARGS, BUNDLE, 'validate', '--config', join(ROOT, 'examples', 'lab.yaml')], { stdio: 'ignore', env: imageEnv() })
+    spawn(process.execPath, [...IMAGE_NODE_ARGS, bundle, 'validate', '--config', join(ROOT, 'examples', 'lab.yaml')], { stdio: 'ignore', env: imageEnv() })
       .on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`validate exited ${code}`))));
   });
   const dir = await mkdtemp(join(tmpdir(), 'vgwbench-'));
-  const gateway = new Gateway(await freePort());
+  const gateway = new Gateway(await freePort(), bundle);
   try {
     const ready: SupervisorResult['ready'] = [];
     let scrape: SupervisorResult['scrape'] | undefined;
