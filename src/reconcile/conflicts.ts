@@ -7,7 +7,8 @@
  *
  * When: after a pass adds a gateway address, once its announce has gone out (apply.ts announced()); after a pass,
  * for each gateway address held that was never probed (a supervisor restarted on a namespace that kept them); and at
- * every drift check, for every gateway address held, so a conflict put right goes and a new one is found. One
+ * the drift checks: one in conflict at every check, so a conflict put right goes, and the others every 5 minutes
+ * (RECHECK_FREE_MS), so a new one is found. One
  * probe per VLAN at a time, none sooner than PROBE_MIN_GAP_MS after its last, PROBE_CONCURRENCY at once, never
  * awaited by a pass or /readyz, killed at stop. No arping, or no NET_RAW: one log line, and nothing is reported.
  */
@@ -23,6 +24,13 @@ import type { SupervisorView } from './supervisor.js';
 export const PROBE_CONCURRENCY = 8;
 /** No VLAN is probed again sooner than this after its last probe began, whatever the drift schedule. */
 export const PROBE_MIN_GAP_MS = 5000;
+/**
+ * A VLAN whose last probe heard nobody else is probed again at the first drift check this long after it: a new
+ * conflict is found within minutes, and 100 VLANs cost two broadcasts and a process each per 5 minutes, not per 30 s
+ * (at the default schedule, every drift check would otherwise keep 8 probes running for 25 s of each 30). A VLAN
+ * in conflict, or not told about yet, is probed at every drift check: a conflict put right goes within one.
+ */
+export const RECHECK_FREE_MS = 300_000;
 /** How long a pass's later passes leave an address it added to the probe that follows its announce (announced()). */
 const ANNOUNCE_WAIT_MS = 30_000;
 /** A probe lasts at most 3 s (-w 3); one that has not ended well after that is killed. */
@@ -133,11 +141,17 @@ export class AddressConflicts {
     this.enqueue(e && e.nic === step.nic && e.address === step.address ? e : this.entry(step.vlan, step.nic, step.address));
   }
 
-  /** The drift check: every gateway address held is probed again (at most once per PROBE_MIN_GAP_MS). */
+  /**
+   * The drift check: the gateway addresses held are probed again, those in conflict (or never told about) at most
+   * once per PROBE_MIN_GAP_MS, the others once per RECHECK_FREE_MS.
+   */
   recheck(): void {
     if (this.stopped || this.off) return;
     const t = this.now();
-    for (const e of this.entries.values()) if (t - e.lastStart >= PROBE_MIN_GAP_MS) this.enqueue(e);
+    for (const e of this.entries.values()) {
+      const gap = e.conflict || !e.probed ? PROBE_MIN_GAP_MS : RECHECK_FREE_MS;
+      if (t - e.lastStart >= gap) this.enqueue(e);
+    }
   }
 
   /** Stops probing: the queue is dropped and the probes running are killed; resolves once they have ended. */

@@ -14,7 +14,7 @@ import { parseConfigText } from '../../src/config/load.js';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
 import { CommandError, type Child, type CommandRunner, type RunOptions, type RunResult } from '../../src/exec/runner.js';
 import { Metrics } from '../../src/metrics/metrics.js';
-import { AddressConflicts } from '../../src/reconcile/conflicts.js';
+import { AddressConflicts, RECHECK_FREE_MS } from '../../src/reconcile/conflicts.js';
 import { statusDocument } from '../../src/reconcile/status.js';
 import { Supervisor } from '../../src/reconcile/supervisor.js';
 import { loadTemplates } from '../../src/template/load.js';
@@ -64,7 +64,7 @@ class ArpingRunner implements CommandRunner {
   }
 }
 
-function rig(t: ExecutionContext, arping: Arping) {
+function rig(t: ExecutionContext, arping: Arping, now: () => number = Date.now) {
   const ns = new FakeNetns({
     links: [{ name: 'eth0', addresses: ['203.0.113.2/24'] }, { name: 'eth1', addresses: ['192.168.10.2/24'] }, { name: 'eth2', addresses: ['192.168.20.2/24'] }],
     defaultRoute: { gateway: '203.0.113.1', dev: 'eth0' },
@@ -76,7 +76,7 @@ function rig(t: ExecutionContext, arping: Arping) {
   const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as (typeof logs)[number]) });
   const supervisor = new Supervisor(runner, metrics, log, { path: 'gateway.yaml', text: labText, config: lab, templates },
     { minIntervalMs: 10, healthTimeoutMs: 60_000, backoffInitialMs: 20, backoffMaxMs: 80 });
-  const conflicts = new AddressConflicts(runner, metrics, log);
+  const conflicts = new AddressConflicts(runner, metrics, log, now);
   supervisor.conflicts = conflicts;
   t.teardown(async () => {
     await conflicts.stop();
@@ -137,4 +137,30 @@ test('a stop kills the probes running, at once', async (t) => {
   await r.conflicts.stop();
   t.true(performance.now() - started < 1000, `stopped in ${Math.round(performance.now() - started)} ms`);
   t.deepEqual(r.logs.filter((l) => /conflict/.test(l.msg)), [], 'a probe killed by the stop says nothing');
+});
+
+test('at the drift checks, a VLAN in conflict is probed again at each, one that heard nobody else every 5 minutes', async (t) => {
+  let clock = 1_000_000;
+  const r = rig(t, 'fake', () => clock);
+  r.runner.others.set('192.168.10.1', OTHER);
+  r.supervisor.trigger('start');
+  await r.supervisor.firstPass;
+  const probes = () => r.runner.events.filter((e) => e.startsWith('probe')).sort();
+  await until('the first probes', () => probes().length === 2 && r.conflicts.conflicts.has('office'));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.deepEqual(probes(), ['probe eth1 192.168.10.1', 'probe eth2 192.168.20.1']);
+  const recheckAt = async (ms: number, expected: string[]) => {
+    const before = r.runner.events.length;
+    clock = 1_000_000 + ms;
+    r.conflicts.recheck();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    t.deepEqual(r.runner.events.slice(before).sort(), expected, `the drift check ${ms} ms after the first probes`);
+  };
+  await recheckAt(30_000, ['probe eth1 192.168.10.1']);
+  r.runner.others.delete('192.168.10.1'); // put right
+  await recheckAt(60_000, ['probe eth1 192.168.10.1']);
+  t.deepEqual(r.status().warnings, [], 'the conflict put right went at the next check');
+  await recheckAt(90_000, []);
+  await recheckAt(RECHECK_FREE_MS, ['probe eth2 192.168.20.1']);
+  await recheckAt(60_000 + RECHECK_FREE_MS, ['probe eth1 192.168.10.1']);
 });
