@@ -64,6 +64,10 @@ export class AddressConflicts {
   private readonly entries = new Map<string, Entry>();
   /** VLANs whose gateway address a pass added, until its announce has gone out (announced()), and since when. */
   private readonly announcing = new Map<string, number>();
+  /** The gateway addresses the last pass left held (passed()): an announce of another is of no VLAN now. */
+  private held: Map<string, Held> | undefined;
+  /** Announces heard before the last pass returned: the next passed() probes those whose address it leaves held. */
+  private readonly early = new Map<string, AddressAdd>();
   private readonly queue: Entry[] = [];
   private running = 0;
   private readonly inFlight = new Set<Promise<void>>();
@@ -105,6 +109,7 @@ export class AddressConflicts {
   passed(view: SupervisorView, steps: readonly Step[]): void {
     if (this.stopped || this.off) return;
     const held = heldAddresses(view);
+    this.held = held;
     let changed = false;
     for (const [vlan, e] of this.entries) {
       const now = held.get(vlan);
@@ -117,6 +122,10 @@ export class AddressConflicts {
     }
     const t = this.now();
     for (const s of steps) if (s.kind === 'address-add') this.announcing.set(s.vlan, t);
+    // An announce heard before this pass returned (a slow accounting fill holds the pass after its announces went
+    // out, or the pass failed there): probed now if what it announced is held, else dropped.
+    for (const [vlan, s] of this.early) if (sameAddress(held.get(vlan), s)) this.announcing.delete(vlan);
+    this.early.clear();
     for (const [vlan, h] of held) {
       const announcing = this.announcing.get(vlan);
       if (this.entries.has(vlan) || (announcing !== undefined && t - announcing < ANNOUNCE_WAIT_MS)) continue;
@@ -134,11 +143,19 @@ export class AddressConflicts {
    * with its own, which the probe then hears too), and our kernel, which never resolves its own address, has no
    * neighbour entry for the answer to change.
    */
-  announced(step: Extract<Step, { kind: 'address-add' }>): void {
-    this.announcing.delete(step.vlan);
+  announced(step: AddressAdd): void {
     if (this.stopped || this.off) return;
+    // Not held as the last pass left the NICs: a later pass took the address back or moved it (a reload that
+    // changed the gateway, a NIC Docker replaced) before this announce went out, and another device that holds it
+    // now is no conflict of ours; or this announce's own pass has not returned yet (passed() takes it then).
+    const held = this.held?.get(step.vlan);
+    if (!sameAddress(held, step)) {
+      this.early.set(step.vlan, step);
+      return;
+    }
+    this.announcing.delete(step.vlan);
     const e = this.entries.get(step.vlan);
-    this.enqueue(e && e.nic === step.nic && e.address === step.address ? e : this.entry(step.vlan, step.nic, step.address));
+    this.enqueue(e && sameAddress(e, step) ? e : this.entry(step.vlan, step.nic, step.address, held!.mac));
   }
 
   /**
@@ -256,9 +273,20 @@ export class AddressConflicts {
   }
 }
 
+type AddressAdd = Extract<Step, { kind: 'address-add' }>;
+
+interface Held {
+  readonly nic: string;
+  readonly address: string;
+  /** The NIC's own MAC. */
+  readonly mac: string;
+}
+
+const sameAddress = (a: { nic: string; address: string } | undefined, b: { nic: string; address: string }): boolean => a?.nic === b.nic && a.address === b.address;
+
 /** The VLANs whose NIC holds their gateway address, as the view leaves them: NIC, address and the NIC's MAC. */
-function heldAddresses(view: SupervisorView): Map<string, { nic: string; address: string; mac: string }> {
-  const out = new Map<string, { nic: string; address: string; mac: string }>();
+function heldAddresses(view: SupervisorView): Map<string, Held> {
+  const out = new Map<string, Held>();
   for (const b of view.vlans) {
     if (!b.nic) continue;
     const link = view.links.find((l) => l.name === b.nic!.name);

@@ -164,3 +164,52 @@ test('at the drift checks, a VLAN in conflict is probed again at each, one that 
   await recheckAt(RECHECK_FREE_MS, ['probe eth2 192.168.20.1']);
   await recheckAt(60_000 + RECHECK_FREE_MS, ['probe eth1 192.168.10.1']);
 });
+
+test('a gateway moved by a reload before the old address\'s announce has gone out: the old address is not probed nor reported', async (t) => {
+  const r = rig(t, 'fake');
+  // The old router still holds .1, which is why the user moves office's gateway to .254, within a second of the start.
+  r.runner.others.set('192.168.10.1', OTHER);
+  r.supervisor.trigger('start');
+  await r.supervisor.firstPass;
+  const moved = { ...lab, vlans: lab.vlans.map((v) => (v.name === 'office' ? { ...v, gateway: '192.168.10.254' } : v)) };
+  r.supervisor.replaceConfig({ path: 'gateway.yaml', text: labText, config: moved, templates });
+  r.supervisor.trigger('reload');
+  await r.supervisor.idle();
+  await until('the probes of the addresses held', () => r.runner.events.includes('probe eth1 192.168.10.254') && r.runner.events.includes('probe eth2 192.168.20.1'));
+  await until('both probed', () => r.conflicts.conflicts.size === 0 && r.runner.events.filter((e) => e.startsWith('probe')).length === 2);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.deepEqual((await r.series()).sort((a, b) => (a.vlan! < b.vlan! ? -1 : 1)), [
+    { vlan: 'lab', interface: 'eth2', mac: '', value: 0 },
+    { vlan: 'office', interface: 'eth1', mac: '', value: 0 },
+  ]);
+  t.true(r.runner.events.includes('announced eth1 192.168.10.1'), r.runner.events.join('\n'));
+  t.false(r.runner.events.includes('probe eth1 192.168.10.1'), r.runner.events.join('\n'));
+  // Before: "address conflict on vlan office: another device (…) answers ARP for the gateway address 192.168.10.1 on
+  // eth1 too; … (the gateway keeps the address, as configured)", for an address it had just given up.
+  t.deepEqual(r.logs.filter((l) => /address conflict/.test(l.msg)).map((l) => l.msg), []);
+  t.deepEqual(r.status().warnings, []);
+});
+
+test('an announce heard before its pass has returned (a slow accounting fill) is probed once the pass says the address is held', async (t) => {
+  const runner = new ArpingRunner(new FakeNetns({ links: [] }), 'fake');
+  runner.others.set('192.168.10.1', OTHER);
+  const metrics = new Metrics('0.0.0-test');
+  const logs: Array<{ level: number; msg: string }> = [];
+  const conflicts = new AddressConflicts(runner, metrics, pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as (typeof logs)[number]) }));
+  t.teardown(() => conflicts.stop());
+  const office = lab.vlans.find((v) => v.name === 'office')!;
+  const step = { kind: 'address-add', nic: 'eth1', address: '192.168.10.1', prefix: 24, vlan: 'office' } as const;
+  const view = (addresses: string[]) => ({
+    vlans: [{ vlan: office, nic: { name: 'eth1' } }],
+    uplink: {},
+    links: [{ index: 2, name: 'eth1', mac: '02:42:c0:a8:0a:02', up: true, loopback: false, addresses: addresses.map((a) => ({ address: a, prefix: 24 })) }],
+    routes: [],
+  }) as unknown as Parameters<AddressConflicts['passed']>[0];
+  conflicts.announced(step);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  t.deepEqual(runner.events, [], 'not before its pass has returned');
+  conflicts.passed(view(['192.168.10.2', '192.168.10.1']), [step]);
+  await until('the conflict', () => logs.some((l) => l.level === 40));
+  t.deepEqual(runner.events, ['probe eth1 192.168.10.1']);
+  t.is(conflicts.conflicts.get('office')?.mac, OTHER);
+});
