@@ -47,14 +47,20 @@ export function normalizeMac(mac: string): string {
 }
 
 /**
- * The outcome of `arping -D … ADDR` run on a NIC whose own MAC is `ownMac` (a reply from it, should one ever be
- * seen, is not a conflict).
+ * The outcome of `arping -D … ADDR` run on a NIC of the gateway's, whose NICs have the MACs `ownMacs`. A reply from
+ * one of them is not another device: Linux answers ARP for any of its addresses on any of its NICs, so another NIC
+ * of the gateway's on the same network (a veth peer left in its namespace, two networks bridged together) answers
+ * the probe with its own MAC.
  */
-export function probeOutcome(run: ProbeRun, address: string, ownMac?: string): ProbeOutcome {
+export function probeOutcome(run: ProbeRun, address: string, ownMacs?: string | Iterable<string>): ProbeOutcome {
   if (run.notFound) return { kind: 'unusable', reason: 'arping is not installed (iputils-arping)' };
-  const own = ownMac === undefined ? undefined : normalizeMac(ownMac);
-  const other = arpingSenders(run.stdout, address).find((mac) => mac !== own);
+  const own = new Set([...(typeof ownMacs === 'string' ? [ownMacs] : ownMacs ?? [])].map(normalizeMac));
+  const senders = arpingSenders(run.stdout, address);
+  const other = senders.find((mac) => !own.has(mac));
   if (run.exitCode === 1 && other !== undefined) return { kind: 'taken', mac: other };
+  // arping stops at the first answer: whether another device would have answered too is not known (the same words
+  // for every VLAN, so that it is said once).
+  if (run.exitCode === 1 && senders.length > 0) return { kind: 'failed', reason: 'a NIC of the gateway\'s own answered (another of its NICs is on that network)' };
   if (run.exitCode === 0) return { kind: 'free' };
   const said = `${run.stderr}\n${run.stdout}`.split('\n').map((l) => l.trim()).filter(Boolean);
   // Without NET_RAW: arping's raw socket is refused, or (an arping with file capabilities the container may not

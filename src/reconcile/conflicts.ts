@@ -75,6 +75,8 @@ export class AddressConflicts {
   private stopped = false;
   /** A start of the queue is due (enqueue). */
   private kicked = false;
+  /** The MACs of the gateway's NICs, as the last pass found them: a reply from one of them is no other device. */
+  private ownMacs: readonly string[] = [];
   /** Why detection is off (no arping, no NET_RAW), once found. */
   off: string | undefined;
   /** The last probe error said (an unknown one is logged once, not at every probe). */
@@ -110,6 +112,7 @@ export class AddressConflicts {
     if (this.stopped || this.off) return;
     const held = heldAddresses(view);
     this.held = held;
+    this.ownMacs = view.links.map((l) => l.mac).filter(Boolean);
     let changed = false;
     for (const [vlan, e] of this.entries) {
       const now = held.get(vlan);
@@ -219,10 +222,10 @@ export class AddressConflicts {
     let outcome: ProbeOutcome;
     try {
       const result = await this.runner.run(probeCommand(e.nic, e.address), { allowFailure: true, timeoutMs: PROBE_TIMEOUT_MS, signal: this.abort.signal });
-      outcome = probeOutcome(result, e.address, e.mac);
+      outcome = probeOutcome(result, e.address, [...this.ownMacs, ...(e.mac ? [e.mac] : [])]);
     } catch (error) {
       const c = error instanceof CommandError ? error : undefined;
-      outcome = probeOutcome({ exitCode: null, stdout: c?.stdout ?? '', stderr: c?.stderr ?? String((error as Error)?.message ?? error), notFound: c?.notFound ?? false }, e.address, e.mac);
+      outcome = probeOutcome({ exitCode: null, stdout: c?.stdout ?? '', stderr: c?.stderr ?? String((error as Error)?.message ?? error), notFound: c?.notFound ?? false }, e.address, this.ownMacs);
     }
     if (this.stopped) return;
     if (outcome.kind === 'unusable') return this.turnOff(outcome.reason);

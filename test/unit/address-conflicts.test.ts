@@ -213,3 +213,22 @@ test('an announce heard before its pass has returned (a slow accounting fill) is
   t.deepEqual(runner.events, ['probe eth1 192.168.10.1']);
   t.is(conflicts.conflicts.get('office')?.mac, OTHER);
 });
+
+test('a reply from another NIC of the gateway\'s own (a veth peer in its namespace, two networks bridged) is no other device', async (t) => {
+  // Linux answers ARP for any address of its namespace on any NIC: eth2 (lab's, MAC 02:42:c0:a8:14:02 as Docker
+  // makes it from 192.168.20.2) on office's network answers office's probe. Before: "another device
+  // (02:42:c0:a8:14:02) answers ARP for the gateway address 192.168.10.1 on eth1 too", for the gateway's own NIC
+  // (in the 100-VLAN bench namespace, whose veth peers stay in it, for every VLAN).
+  const r = rig(t, 'fake');
+  r.runner.others.set('192.168.10.1', '02:42:c0:a8:14:02');
+  r.supervisor.trigger('start');
+  await r.supervisor.firstPass;
+  await until('both probes', () => r.runner.events.filter((e) => e.startsWith('probe')).length === 2);
+  await until('the lab VLAN probed', () => r.logs.some((l) => /probe told nothing/.test(l.msg)));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.deepEqual(r.logs.filter((l) => /conflict/.test(l.msg)).map((l) => [l.level, l.msg]), [
+    [30, 'address conflict probe told nothing: a NIC of the gateway\'s own answered (another of its NICs is on that network)'],
+  ]);
+  t.deepEqual(r.status().warnings, []);
+  t.deepEqual(await r.series(), [{ vlan: 'lab', interface: 'eth2', mac: '', value: 0 }]);
+});

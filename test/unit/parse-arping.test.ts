@@ -26,8 +26,11 @@ test("busybox's MACs (ether_ntoa: no leading zeros) are written as iputils' are"
   t.deepEqual(probeOutcome({ exitCode: 1, stdout: busybox, stderr: '' }, '192.168.10.1'), { kind: 'taken', mac: '02:42:ac:11:00:02' });
 });
 
-test('a reply from our own NIC is no conflict', (t) => {
+test('a reply from our own NIC, or from any NIC of the gateway\'s, is no conflict', (t) => {
   t.like(probeOutcome({ exitCode: 1, stdout: TAKEN, stderr: '' }, '192.168.10.1', '36:df:f8:37:10:31'), { kind: 'failed' });
+  t.deepEqual(probeOutcome({ exitCode: 1, stdout: TAKEN, stderr: '' }, '192.168.10.1', ['02:42:c0:a8:0a:02', '36:DF:F8:37:10:31']),
+    { kind: 'failed', reason: 'a NIC of the gateway\'s own answered (another of its NICs is on that network)' });
+  t.deepEqual(probeOutcome({ exitCode: 1, stdout: TAKEN, stderr: '' }, '192.168.10.1', ['02:42:c0:a8:0a:02']), { kind: 'taken', mac: '36:df:f8:37:10:31' });
 });
 
 test('no arping, or no NET_RAW: detection cannot work here, and says why', (t) => {
