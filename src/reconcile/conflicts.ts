@@ -122,6 +122,11 @@ export class AddressConflicts {
       }
       this.entries.delete(vlan);
       changed ||= e.probed;
+      // Its warn line is not left standing without an end: the address it was about is no longer ours there.
+      if (e.conflict) {
+        this.log.info({ vlan, interface: e.nic, address: e.address, mac: e.conflict.mac }, `address conflict on vlan ${vlan} is no longer watched: `
+          + `the gateway no longer holds ${e.address} on ${e.nic}`);
+      }
     }
     const t = this.now();
     for (const s of steps) if (s.kind === 'address-add') this.announcing.set(s.vlan, t);

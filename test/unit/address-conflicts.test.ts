@@ -232,3 +232,21 @@ test('a reply from another NIC of the gateway\'s own (a veth peer in its namespa
   t.deepEqual(r.status().warnings, []);
   t.deepEqual(await r.series(), [{ vlan: 'lab', interface: 'eth2', mac: '', value: 0 }]);
 });
+
+test('a VLAN in conflict whose gateway a reload moves: a line says its conflict is no longer watched, and it goes', async (t) => {
+  const r = rig(t, 'fake');
+  r.runner.others.set('192.168.10.1', OTHER);
+  r.supervisor.trigger('start');
+  await r.supervisor.firstPass;
+  await until('the conflict', () => r.conflicts.conflicts.has('office'));
+  const moved = { ...lab, vlans: lab.vlans.map((v) => (v.name === 'office' ? { ...v, gateway: '192.168.10.254' } : v)) };
+  r.supervisor.replaceConfig({ path: 'gateway.yaml', text: labText, config: moved, templates });
+  r.supervisor.trigger('reload');
+  await until('the reload\'s pass', () => r.logs.filter((l) => l.msg === 'reconciled: changes applied').length === 2);
+  t.deepEqual(r.logs.filter((l) => /address conflict/.test(l.msg)).map((l) => [l.level, l.msg]), [
+    [40, 'address conflict on vlan office: another device (36:df:f8:37:10:31) answers ARP for the gateway address 192.168.10.1 on eth1 too; '
+      + 'the VLAN\'s hosts send to whichever answered them last (the gateway keeps the address, as configured)'],
+    [30, 'address conflict on vlan office is no longer watched: the gateway no longer holds 192.168.10.1 on eth1'],
+  ]);
+  t.deepEqual(r.status().warnings, []);
+});
