@@ -22,6 +22,7 @@ import type { Templates } from '../../src/plan/desired.js';
 import { reconcileOnce } from '../../src/reconcile/once.js';
 import { tablesAfter } from '../../src/plan/after.js';
 import { loadTemplates } from '../../src/template/load.js';
+import { prng } from '../helpers/prng.js';
 import { tableShape } from '../helpers/tables.js';
 import { FakeNetns, type FakeLinkSpec, type FakeNetnsOptions, type RestoreErrorFormat } from '../fakes/netfilter.js';
 
@@ -229,18 +230,6 @@ async function walk(t: ExecutionContext, ns: FakeNetns, order: readonly State[],
     previous = state.name;
   }
   return true;
-}
-
-/** mulberry32: a tiny seeded PRNG, so a failing random order can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function randomWalk(seed: number, length: number): State[] {

@@ -22,7 +22,8 @@ import {
 import { oracleToGateway, oracleVerdict, type OracleAnswer, type OracleGateway, type OracleHost, type Proto, type RawConfig } from '../helpers/forwarding-oracle.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { runMain } from '../helpers/main.js';
-import { FORWARD_PORTS, generateConfig, POOL, PORTS, prng, SNAT_TO } from '../helpers/random-policy.js';
+import { prng } from '../helpers/prng.js';
+import { FORWARD_PORTS, generateConfig, POOL, PORTS, SNAT_TO } from '../helpers/random-policy.js';
 import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;

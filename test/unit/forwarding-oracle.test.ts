@@ -10,7 +10,8 @@ import { parseConfigText } from '../../src/config/load.js';
 import { expectedUplinkNat, expectedVerdict } from '../../src/lab/index.js';
 import { forwardTaking } from '../../src/lab/expect.js';
 import { forwardFor, oracleVerdict, vlanOf, type OracleGateway, type OracleHost, type Proto } from '../helpers/forwarding-oracle.js';
-import { FORWARD_PORTS, generateConfig, POOL, PORTS, prng, SNAT_TO } from '../helpers/random-policy.js';
+import { prng } from '../helpers/prng.js';
+import { FORWARD_PORTS, generateConfig, POOL, PORTS, SNAT_TO } from '../helpers/random-policy.js';
 
 const UPLINK_ADDRESS = '203.0.113.2';
 const GATEWAY: OracleGateway = { uplinkAddresses: [UPLINK_ADDRESS, SNAT_TO], ownAddresses: [] };
