@@ -868,6 +868,23 @@ test('fail closed, a VLAN added under default accept: its NIC joins the accept s
   t.deepEqual((await reconcileOnce(ns, iot, builtinTemplates)).plan.steps, []);
 });
 
+// VGW-WAITING's members stop packets (a waiting VLAN's subnet, dropped as a destination): a member added widens
+// nothing, so it goes in before the tables, not after them with the members that let packets on.
+test('fail closed, a VLAN losing its NIC while another waits: its subnet joins VGW-WAITING before the filter restore', async (t) => {
+  const ns = namespace(['eth1', 'eth2'], { sysctls: { 'net.ipv4.ip_forward': '1' } });
+  await apply(ns, withIot()); // iot waits for eth3: VGW-WAITING exists, holding 192.168.30.0/24
+  t.regex(ns.saveSets(), /^add VGW-WAITING 192\.168\.30\.0\/24$/m);
+  ns.removeLink('eth2'); // Docker detaches lab's network
+  let setsAt: string | undefined;
+  const { runner } = timed(ns, (command, input) => {
+    if (command.startsWith('iptables-nft-restore') && !command.includes('--counters') && input.startsWith('*filter\n')) setsAt = ns.saveSets();
+  });
+  const { plan } = await reconcileOnce(runner, withIot(), builtinTemplates);
+  t.true(plan.steps.some((s) => s.kind === 'table' && s.table === 'filter'));
+  t.regex(setsAt!, /^add VGW-WAITING 192\.168\.20\.0\/24$/m, 'lab\'s subnet was dropped as a destination before the filter restore ran');
+  t.deepEqual((await reconcileOnce(ns, withIot(), builtinTemplates)).plan.steps, []);
+});
+
 // ---- (d) sysctl in a container -------------------------------------------------------------------------------------
 
 test('read-only /proc/sys with ip_forward off: ApplyError says which docker flag fixes it; everything rolled back', async (t) => {
