@@ -25,6 +25,19 @@ export default tseslint.config(
     },
   },
   {
+    // The first use of a locale maps about 6 MB of the node binary's ICU data for good: the supervisor, which must
+    // stay under 80 MB, uses none (the lab's own tools may).
+    files: ['src/**/*.ts'],
+    ignores: ['src/lab/**'],
+    rules: {
+      'no-restricted-properties': ['error',
+        ...['toLocaleString', 'toLocaleDateString', 'toLocaleTimeString', 'localeCompare'].map((property) => ({
+          property, message: 'ICU costs the supervisor about 6 MB of memory: use groupDigits (config/problems.ts) or a plain comparison.',
+        }))],
+      'no-restricted-globals': ['error', { name: 'Intl', message: 'ICU costs the supervisor about 6 MB of memory.' }],
+    },
+  },
+  {
     files: ['src/plan/**/*.ts', 'src/config/validate.ts', 'src/config/schema.ts', 'src/config/check-*.ts', 'src/config/cross-field.ts', 'src/config/zones.ts', 'src/observe/parse-*.ts', 'src/net/**/*.ts', 'src/template/render.ts'],
     rules: {
       'no-restricted-imports': ['error', {

@@ -1,7 +1,7 @@
 /** The VLANs' own fields, checked across VLANs: names and ids used once, subnets and gateways that fit, no overlaps. Pure. */
 import { broadcastOf, contains, formatCidr, networkOf, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
 import { asArray, asString, isObject, prefixProblem, problemList, specialSpace, type Raw, type VlanView } from './cross-field.js';
-import type { Problem } from './problems.js';
+import { groupDigits, type Problem } from './problems.js';
 import { VLAN_NAME } from './schema.js';
 
 /** The shortest prefix a VLAN may have: a VLAN's subnet is a route on its NIC, and a shorter one claims most of the Internet. */
@@ -116,7 +116,7 @@ export function overlapProblems(vlans: readonly VlanView[]): Problem[] {
     for (const index of first) {
       add(['vlans', v.index, 'subnet'], `${formatCidr(v.subnet)} overlaps vlans[${index}] (${formatCidr(byIndex.get(index)!.subnet)})`);
     }
-    if (count > first.length) add(['vlans', v.index, 'subnet'], `${formatCidr(v.subnet)} overlaps ${(count - first.length).toLocaleString('en-US')} more of the VLANs listed before it`);
+    if (count > first.length) add(['vlans', v.index, 'subnet'], `${formatCidr(v.subnet)} overlaps ${groupDigits(count - first.length)} more of the VLANs listed before it`);
   }
   return problems;
 }

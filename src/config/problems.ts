@@ -18,6 +18,17 @@ const SHOWN_WHOLE = 64;
 const SHOWN_PREFIX = 40;
 
 /**
+ * A count with thousands separators, `1,048,576`, as `toLocaleString('en-US')` writes it but without ICU: the first
+ * use of a locale loads about 6 MB of the node binary's ICU data into memory, and schema.ts formats a count when it
+ * is loaded, so every `vlan-gateway run` kept them (the supervisor's RSS target is 80 MB).
+ */
+export function groupDigits(n: number): string {
+  const [whole = '', fraction] = String(n).split('.');
+  const grouped = whole.replace(/\B(?=(\d{3})+$)/g, ',');
+  return fraction === undefined ? grouped : `${grouped}.${fraction}`;
+}
+
+/**
  * A value from the file as a message echoes it: whole, or, past a sane length (a 1 MB string given as a name), its
  * start and how long it is: `aaaa… (1,048,576 characters)`. `quote` writes the part shown (as JSON.stringify does).
  */
@@ -25,7 +36,7 @@ export function shown(text: string, quote: (part: string) => string = (part) => 
   if (text.length <= SHOWN_WHOLE) return quote(text); // UTF-16 units: never fewer than characters
   const characters = Array.from(text);
   if (characters.length <= SHOWN_WHOLE) return quote(text);
-  return `${quote(`${characters.slice(0, SHOWN_PREFIX).join('')}…`)} (${characters.length.toLocaleString('en-US')} characters)`;
+  return `${quote(`${characters.slice(0, SHOWN_PREFIX).join('')}…`)} (${groupDigits(characters.length)} characters)`;
 }
 
 /** A text value in quotes, shortened as `shown` does: `"aaaa…" (1,048,576 characters)`. */

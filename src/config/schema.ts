@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { parseAddress, parseCidr } from '../net/ipv4.js';
-import { article, quoted } from './problems.js';
+import { article, groupDigits, quoted } from './problems.js';
 
 /** 192.168.010.1: inet_aton (ping, and iptables in places) reads 010 as octal 8, so it is refused, saying why. */
 const leadingZero = (s: string) => (/(^|\.)0\d/.test(s.split('/')[0] ?? '') ? ' (a number with a leading zero is octal to some tools; write it without the zero)' : '');
@@ -247,7 +247,7 @@ export const configSchema = z.object({
   vlans: z.array(vlan).min(1, 'must list at least one VLAN').max(MAX_VLANS, {
     message: `lists more than ${MAX_VLANS} VLANs, the most one gateway routes: every pair of VLANs has its own counters `
       + `(and, under default: drop or without ipset, its own rule), so they grow with the square of the VLAN count `
-      + `(${MAX_VLANS} VLANs are ${(MAX_VLANS * (MAX_VLANS - 1)).toLocaleString('en-US')} pairs)`,
+      + `(${MAX_VLANS} VLANs are ${groupDigits(MAX_VLANS * (MAX_VLANS - 1))} pairs)`,
   }),
   forwarding: orEmpty(z.object({
     default: z.enum(['accept', 'drop']).default('accept'),

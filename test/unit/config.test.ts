@@ -11,7 +11,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, parseConfigText } from '../../src/config/load.js';
-import { ConfigError, formatPath } from '../../src/config/problems.js';
+import { ConfigError, formatPath, groupDigits } from '../../src/config/problems.js';
 import { validateConfig } from '../../src/config/validate.js';
 import type { Config } from '../../src/config/schema.js';
 
@@ -1751,4 +1751,10 @@ rules:
   t.is(config.vlans.length, 3);
   t.is(config.forwarding.rules.length, 4);
   t.deepEqual(config.portForwards[1], { proto: 'udp', port: 2222, to: '192.168.10.100' });
+});
+
+test('counts in messages are grouped as en-US writes them, without ICU (groupDigits)', (t) => {
+  for (const n of [0, 7, 999, 1000, 9999, 10_000, 65_536, 261_632, 1_048_576, 123_456_789, 2 ** 53 - 1, -1234, 1234.5]) {
+    t.is(groupDigits(n), n.toLocaleString('en-US', { maximumFractionDigits: 20 }), String(n));
+  }
 });
