@@ -104,3 +104,12 @@ test('errors keep their exit codes and messages through the launcher', async (t)
   t.is(usage.exitCode, 2);
   t.regex(usage.stderr, /Unknown argument: bogus/);
 });
+
+test('node-cron in the bundle reads the clock through its own Intl (src/cli/cron-local-intl.ts), not ICU', async (t) => {
+  // The first ICU formatter of a process maps about 5 MB for good: the supervisor's drift schedule must not make one.
+  const bundle = await readFile(join(built.path, '..', 'cli.cjs'), 'utf8');
+  t.is(bundle.match(/new cronIntl\.DateTimeFormat\("en-US"/g)?.length, 2, 'both of node-cron\'s formatters');
+  t.deepEqual(bundle.match(/new Intl\.DateTimeFormat\(/g) ?? [], [], 'no formatter of the real Intl anywhere in the bundle');
+  // Nor a number formatted for a locale (schema.ts did, as it was loaded): the same ICU data, for a comma.
+  t.false(bundle.includes('.toLocaleString('), 'no number or date formatted for a locale');
+});
