@@ -85,7 +85,9 @@ export function ifnameProblem(name: string): string | undefined {
   if (odd !== undefined) return `${what}: it holds ${JSON.stringify(odd)}; ${IFNAME_CHARS}`;
   if (name.startsWith('-')) return `${what}: it starts with "-", which ip and iptables would read as an option`;
   if (name.startsWith('.')) return `${what}: it starts with "."; a name here starts with a letter, a digit or "_"`;
-  return `${what}: it is ${name.length} characters long, and the kernel allows 15 at most`;
+  // An altname may be up to 127 characters, but one longer than a name can be is not taken here: name such a NIC by its
+  // own name or its MAC.
+  return `${what}: it is ${name.length} characters long, and the kernel allows 15 at most in a NIC's name (a longer altname cannot pin a NIC here: use its name or MAC)`;
 }
 
 const ifname = z.string().superRefine((name, ctx) => {

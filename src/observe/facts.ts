@@ -10,6 +10,12 @@ export interface Address {
 export interface Link {
   readonly index: number;
   readonly name: string;
+  /**
+   * The NIC's alternative names (`ip link property add dev eth1 altname office0`), absent when it has none. `ip`
+   * takes one wherever it takes a name, so a config may name the NIC by one; iptables matches `-i`/`-o` on the name
+   * alone, so everything the gateway writes uses `name`.
+   */
+  readonly altnames?: readonly string[];
   readonly mac: string;
   readonly up: boolean;
   readonly loopback: boolean;

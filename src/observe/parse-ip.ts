@@ -4,6 +4,7 @@ import type { Address, Link, Route, RoutedPrefix } from './facts.js';
 interface IpAddrJson {
   ifindex: number;
   ifname: string;
+  altnames?: string[];
   address?: string;
   flags?: string[];
   link_type?: string;
@@ -24,6 +25,7 @@ export function parseIpAddr(json: string): Link[] {
     return {
       index: e.ifindex,
       name: e.ifname,
+      ...(e.altnames && e.altnames.length > 0 ? { altnames: e.altnames } : {}),
       mac: (e.address ?? '').toLowerCase(),
       up: flags.includes('UP'),
       loopback: e.link_type === 'loopback' || flags.includes('LOOPBACK'),

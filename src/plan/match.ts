@@ -19,9 +19,13 @@ const ruleSafeNic = (name: string) => RULE_SAFE_NIC.test(name) && name.length <=
 
 const unsafeNote = (nic: Link) => `${nic.name}'s name cannot be used in a rule (iptables reads + as a wildcard, and ! - " or a space as syntax); rename it`;
 
+/**
+ * The NIC a config's name or MAC names. A name is the NIC's own or one of its altnames (`ip` takes either, so users
+ * write either); what the binding carries on is the NIC, and with it its own name, the one iptables matches on.
+ */
 function byRef(links: readonly Link[], ref: InterfaceRef): Link | undefined {
   return typeof ref === 'string'
-    ? links.find((l) => l.name === ref)
+    ? links.find((l) => l.name === ref) ?? links.find((l) => l.altnames?.includes(ref))
     : links.find((l) => l.mac === ref.mac.toLowerCase());
 }
 

@@ -146,3 +146,37 @@ kernel(`a VLAN's gateway address added by hand on another VLAN's NIC does not mo
     await run('down', example);
   }
 });
+
+// `ip` takes a NIC's altname wherever it takes its name, so a config may pin a NIC by one. The gateway compared names
+// alone: the VLAN and the uplink waited for NICs that were there (plan said "waiting for office0"), and the apply
+// took the office gateway address away and cut every VLAN off the Internet. The rules must still name the NICs by
+// their names: iptables' -i and -o match no altname.
+kernel(`a VLAN and the uplink pinned by altnames of their NICs are bound to them: the rules name the NICs, and packets pass${NEEDS_ROOT}`, async (t) => {
+  const [office, labVlan] = [lab.vlans.find((v) => v.name === 'office')!, lab.vlans.find((v) => v.name === 'lab')!];
+  const altnames = [[office.routerInterface, 'office0'], [lab.uplink.routerInterface, 'wan0']] as const;
+  const doc = await exampleDocument();
+  const pinned = await writeConfig('altnames', {
+    ...doc,
+    uplink: { ...(doc.uplink as object), interface: 'wan0' },
+    vlans: (doc.vlans as Array<{ name: string }>).map((v) => (v.name === 'office' ? { ...v, interface: 'office0' } : v)),
+  });
+  for (const [nic, altname] of altnames) await inNs(lab.router, 'ip', 'link', 'property', 'add', 'dev', nic, 'altname', altname);
+  try {
+    const applied = await run('apply', pinned);
+    t.is(applied.code, 0, applied.stderr);
+    t.true(applied.stdout.startsWith(`vlan office (id 10, 192.168.10.0/24): on ${office.routerInterface}\n`
+      + `vlan lab (id 20, 192.168.20.0/24): on ${labVlan.routerInterface}\nuplink: on ${lab.uplink.routerInterface}\n`), applied.stdout);
+    const plan = await cli('plan', '--detailed-exitcode', '--netns', lab.router, '--config', pinned.path);
+    t.is(plan.code, 0, plan.stdout);
+    const rules = (await readState(lab.router)).nft;
+    t.regex(rules, new RegExp(`-o ${lab.uplink.routerInterface} .*-j MASQUERADE`));
+    t.notRegex(rules, /office0|wan0/);
+    for (const [from, to] of [[office, labVlan.client.address], [labVlan, office.client.address], [office, lab.uplink.internetHost]] as const) {
+      const result = await ping(from.client.namespace, to);
+      t.is(result.received, 1, `${from.name} → ${to}: ${result.output}`);
+    }
+  } finally {
+    for (const [nic, altname] of altnames) await inNs(lab.router, 'ip', 'link', 'property', 'del', 'dev', nic, 'altname', altname);
+    await run('down', example);
+  }
+});

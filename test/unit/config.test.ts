@@ -1208,7 +1208,7 @@ vlans:
       'vlans[1].interface: is written as an address label (NIC:label, the alias form of ifconfig), not an interface: the kernel refuses ":" in a name, and lo before it is the loopback interface: it reaches no other host, so it cannot carry a VLAN or the uplink; name a NIC like eth1, or leave interface out (line 4)',
       'vlans[2].interface: is not an interface name: the kernel refuses "." and ".." as names (line 5)',
       'vlans[3].interface: is not an interface name: the kernel refuses "." and ".." as names (line 6)',
-      'vlans[4].interface: is not an interface name: it is 16 characters long, and the kernel allows 15 at most (line 7)',
+      'vlans[4].interface: is not an interface name: it is 16 characters long, and the kernel allows 15 at most in a NIC\'s name (a longer altname cannot pin a NIC here: use its name or MAC) (line 7)',
       'vlans[5].interface: is not an interface name: it holds "+", which iptables reads as a wildcard at the end of a name; a name here holds only ASCII letters, digits, "_", ".", "-" (line 8)',
       'vlans[6].interface: is not an interface name: it holds "#"; a name here holds only ASCII letters, digits, "_", ".", "-" (line 9)',
       'vlans[7].interface: is not an interface name: it holds "é"; a name here holds only ASCII letters, digits, "_", ".", "-" (line 10)',

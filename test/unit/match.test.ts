@@ -150,6 +150,32 @@ test('a NIC whose name a rule cannot hold as it is (iptables reads + as a wildca
   ]);
 });
 
+// `ip` takes a NIC's altname wherever it takes its name (`ip link property add dev eth0 altname office0`), so users pin
+// NICs by them; the gateway looked at names alone, and such a VLAN or uplink waited for a NIC that was there.
+test('a VLAN or the uplink pinned by an altname of its NIC is bound to it, and every rule, address and route names the NIC by its name (iptables matches no altname)', async (t) => {
+  const c = parseConfigText(`uplink: {interface: wan0, gateway: 172.18.0.1}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, interface: office0}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1}
+`, 'altname.yaml');
+  const altnames: Record<string, string[]> = { eth0: ['office0'], eth2: ['wan0', 'uplink-to-the-isp'] };
+  const f = facts({ gateway: '172.18.0.1', dev: 'eth2' }, LINKS.map((l) => (altnames[l.name] ? { ...l, altnames: altnames[l.name] } : l)));
+  t.is(matchUplink(c, f).nic?.name, 'eth2');
+  t.deepEqual(bound(c, f), [['office', 'eth0'], ['lab', 'eth1']]);
+  const plan = diff(planDesired(c, f, await loadTemplates()), f);
+  t.deepEqual(plan.steps.filter((s) => s.kind === 'address-add').map((s) => s.nic), ['eth0', 'eth1']);
+  const payloads = plan.steps.flatMap((s) => (s.kind === 'table' ? [s.payload] : [])).join('\n');
+  t.regex(payloads, /-i eth0 /);
+  t.regex(payloads, /-o eth2 -j MASQUERADE/);
+  t.notRegex(payloads, /office0|wan0|uplink-to/);
+  // An altname of the uplink's NIC is the uplink's NIC, as its name is.
+  const onUplink = parseConfigText(`uplink: {interface: eth2}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, interface: wan0}
+`, 'pin.yaml');
+  t.deepEqual(bound(onUplink, f), [['office', 'waiting: eth2 is the uplink']]);
+});
+
 test('the networks routed through a VLAN\'s NIC are its routed sources, one that covers a VLAN\'s subnet included; a route through another NIC is not', (t) => {
   const c = config('uplink: {gateway: 172.18.0.1}\n');
   const f: Facts = {

@@ -1,6 +1,6 @@
 /** The `ip -json` parsers (src/observe/parse-ip.ts), on output as iproute2 6.1 prints it. */
 import test from 'ava';
-import { parseDefaultRoute, parseRoutedPrefixes } from '../../src/observe/parse-ip.js';
+import { parseDefaultRoute, parseIpAddr, parseRoutedPrefixes } from '../../src/observe/parse-ip.js';
 
 // `ip -json route show` in a namespace with two NICs, a summary route, a host route, a multipath route and the
 // default route (iproute2 6.1).
@@ -50,5 +50,26 @@ test('routed networks: each route through a NIC (a multipath one through each of
     { prefix: '10.88.0.0/16', dev: 'a0', metric: 20 },
     { prefix: '10.96.0.0/24', dev: 'a0' },
     { prefix: '10.96.0.0/24', dev: 'a1' },
+  ]);
+});
+
+// `ip -json addr show` (iproute2 6.1) after `ip link property add dev eth1 altname office0 altname office-vlan-10`:
+// a NIC without altnames has no such key.
+const ADDRS = JSON.stringify([
+  {
+    ifindex: 7, link_index: 8, ifname: 'eth1', flags: ['BROADCAST', 'MULTICAST', 'UP', 'LOWER_UP'], mtu: 1500, qdisc: 'noqueue', operstate: 'UP', group: 'default',
+    txqlen: 1000, link_type: 'ether', address: '3E:09:18:BC:A1:B5', broadcast: 'ff:ff:ff:ff:ff:ff', link_netnsid: 0, altnames: ['office0', 'office-vlan-10'],
+    addr_info: [{ family: 'inet', local: '192.168.10.2', prefixlen: 24, broadcast: '192.168.10.255', scope: 'global', label: 'eth1', valid_life_time: 4294967295, preferred_life_time: 4294967295 }],
+  },
+  {
+    ifindex: 9, ifname: 'eth2', flags: ['BROADCAST', 'MULTICAST', 'UP', 'LOWER_UP'], mtu: 1500, qdisc: 'noqueue', operstate: 'UP', group: 'default', txqlen: 1000,
+    link_type: 'ether', address: 'aa:bf:53:d0:e5:ca', broadcast: 'ff:ff:ff:ff:ff:ff', addr_info: [],
+  },
+]);
+
+test('a NIC\'s altnames are read with its name (a config may name the NIC by one); a NIC without any has none', (t) => {
+  t.deepEqual(parseIpAddr(ADDRS), [
+    { index: 7, name: 'eth1', altnames: ['office0', 'office-vlan-10'], mac: '3e:09:18:bc:a1:b5', up: true, loopback: false, addresses: [{ address: '192.168.10.2', prefix: 24 }] },
+    { index: 9, name: 'eth2', mac: 'aa:bf:53:d0:e5:ca', up: true, loopback: false, addresses: [] },
   ]);
 });
