@@ -364,21 +364,31 @@ export function addressBatchLine(s: AddressStep): string {
   }
 }
 
+/** What puts back the work of a step's batch line. */
+function undoLine(s: AddressStep): string {
+  switch (s.kind) {
+    // Planned only for a NIC found down: someone may have set it down to cut its VLAN off, so it goes down again.
+    case 'link-up': return `link set dev ${s.nic} down`;
+    case 'address-add': return `address del ${s.address}/${s.prefix} dev ${s.nic}`;
+    case 'address-del': return `address add ${s.address}/${s.prefix} dev ${s.nic} metric ${OUR_ADDRESS_METRIC}`;
+    case 'route': return routeUndo(s);
+  }
+}
+
+/**
+ * Whether `ip -batch` reads a line as the words it was written with. iproute2 cuts a batch line at its first "#" (a
+ * comment, even inside quotes: 6.1 has no way to escape one) and reads a word starting with a quote up to the next
+ * quote. Linux allows both in a NIC's name, and a NIC the gateway does not bind may have one: its address of ours to
+ * remove (the NIC renamed after an apply), the previous default route to put back.
+ */
+export const batchReads = (line: string): boolean => !line.includes('#') && !/(^|\s)["']/.test(line);
+
 /**
  * A run of link, address and route steps is one `ip -batch -` (one process for 100 VLANs instead of 100). Its
  * undo uses `-force` so that it undoes what it can even if the batch stopped half-way.
  */
 async function runAddressBatch(runner: CommandRunner, steps: readonly AddressStep[]): Promise<Undo> {
-  const metric = String(OUR_ADDRESS_METRIC);
-  const undoLine = (s: AddressStep) => {
-    switch (s.kind) {
-      // Planned only for a NIC found down: someone may have set it down to cut its VLAN off, so it goes down again.
-      case 'link-up': return `link set dev ${s.nic} down`;
-      case 'address-add': return `address del ${s.address}/${s.prefix} dev ${s.nic}`;
-      case 'address-del': return `address add ${s.address}/${s.prefix} dev ${s.nic} metric ${metric}`;
-      case 'route': return routeUndo(s);
-    }
-  };
+  if (!steps.every((s) => batchReads(addressBatchLine(s)) && batchReads(undoLine(s)))) return runAddressSteps(runner, steps);
   const undoInput = (done: readonly AddressStep[]) => `${done.map(undoLine).filter((l): l is string => l !== undefined).reverse().join('\n')}\n`;
   const undoFor = (done: readonly AddressStep[]): Undo => {
     const input = undoInput(done);
@@ -414,6 +424,41 @@ async function runAddressBatch(runner: CommandRunner, steps: readonly AddressSte
     throw new StepFailed(steps[failing]!, error, failing > 0);
   }
   return undoFor(steps);
+}
+
+/** A line of an address batch as the argv of one `ip` (no word of one holds whitespace: nor does a NIC's name). */
+const ipArgv = (line: string) => ['ip', ...line.split(' ')];
+
+/**
+ * The steps of a batch that names a NIC `ip -batch` cannot read (batchReads), one `ip` each, in order: argv words,
+ * nothing parsed. As with the batch, a failing step undoes the ones before it, and the undo goes on past a failing
+ * line (-force); a step killed half-way is undone too, its undo's "not there" no failure.
+ */
+async function runAddressSteps(runner: CommandRunner, steps: readonly AddressStep[]): Promise<Undo> {
+  const undo = (done: readonly AddressStep[], mayNotHaveRun?: AddressStep): Undo => async () => {
+    let failure: unknown;
+    for (const s of [...done].reverse()) {
+      const argv = ipArgv(undoLine(s));
+      const result = await runner.run(argv, { allowFailure: true, rollback: true }).catch((error: unknown) => ({ error }));
+      if ('error' in result) failure ??= result.error;
+      else if (result.exitCode !== 0 && !(s === mayNotHaveRun && NOT_DONE.test(result.stderr))) failure ??= new CommandError(argv, result.exitCode, result.stderr);
+    }
+    if (failure !== undefined) throw failure;
+  };
+  for (const [i, step] of steps.entries()) {
+    try {
+      await runner.run(ipArgv(addressBatchLine(step)));
+    } catch (error) {
+      const done = killed(error) ? steps.slice(0, i + 1) : steps.slice(0, i);
+      try {
+        await undo(done, step)();
+      } catch (undoError) {
+        throw new StepFailed(step, new UndoFailed(error, undoError), done.length > 0);
+      }
+      throw new StepFailed(step, error, done.length > 0);
+    }
+  }
+  return undo(steps);
 }
 
 /**

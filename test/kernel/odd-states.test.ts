@@ -7,13 +7,14 @@
  * One lab (the write-up's example), built by the product's lab builder; the CLI runs as a subprocess.
  */
 import test from 'ava';
+import { join } from 'node:path';
 import type { Config } from '../../src/config/schema.js';
 import { labDown, type LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { ping } from '../helpers/supervisor.js';
 import { tearDownAlways } from '../helpers/teardown.js';
 import {
-  buildLab, cli, exampleDocument, inNs, readState, removeScratch, runner, settledState, writeConfig,
+  buildLab, cli, exampleDocument, FIXTURES, inNs, readState, removeScratch, runner, settledState, waitForSettledAddresses, writeConfig,
 } from './gateway-harness.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
@@ -22,6 +23,7 @@ const name = uniqueLabName('o');
 type File = { path: string; config: Config };
 let example: File;
 let withoutOffice: File; // the example without VLAN 10 (office) and its port forward
+let rejectedAfterFilter: File; // default drop (filter changes) + a nat template the kernel refuses at commit
 let lab: LabTopology;
 
 test.before(async () => {
@@ -30,6 +32,9 @@ test.before(async () => {
   example = await writeConfig('example', doc);
   withoutOffice = await writeConfig('without-office', {
     ...doc, vlans: (doc.vlans as Array<{ name: string }>).filter((v) => v.name !== 'office'), portForwards: [],
+  });
+  rejectedAfterFilter = await writeConfig('kernel-rejects-drop', {
+    ...doc, forwarding: { default: 'drop' }, rules: { dir: join(FIXTURES, 'rules-kernel-rejects') },
   });
   lab = await buildLab(example.config, name);
 });
@@ -177,6 +182,68 @@ kernel(`a VLAN and the uplink pinned by altnames of their NICs are bound to them
     }
   } finally {
     for (const [nic, altname] of altnames) await inNs(lab.router, 'ip', 'link', 'property', 'del', 'dev', nic, 'altname', altname);
+    await run('down', example);
+  }
+});
+
+// Linux allows "#" in a NIC's name, and iproute2 cuts an `ip -batch` line at it (a comment, even inside quotes: 6.1
+// has no escape). A NIC renamed after an apply (`ip link set eth2 name of#1`) keeps the gateway address of ours, which
+// the next pass removes: the batch line "address del 192.168.10.1/24 dev of#1" read as "dev of", and every apply
+// and down failed with 'Cannot find device "of"' (rolled back), the stale address staying there.
+kernel(`a gateway address of ours on a NIC renamed to a name with "#" is removed by apply and down${NEEDS_ROOT}`, async (t) => {
+  const office = lab.vlans.find((v) => v.name === 'office')!;
+  const rename = async (from: string, to: string) => {
+    for (const argv of [['set', from, 'down'], ['set', from, 'name', to], ['set', to, 'up']]) await inNs(lab.router, 'ip', 'link', ...argv);
+  };
+  const odd = 'of#1';
+  const addresses = async () => inNs(lab.router, 'ip', '-4', '-o', 'addr', 'show', 'dev', odd);
+  t.is((await run('apply', example)).code, 0);
+  await rename(office.routerInterface, odd);
+  try {
+    t.regex(await addresses(), new RegExp(` ${office.gateway.replaceAll('.', '\\.')}/24 .*metric 7010`), 'ours, there before the apply');
+    const applied = await run('apply', example);
+    t.is(applied.code, 0, applied.stderr);
+    t.regex(applied.stdout, new RegExp(`^- address ${office.gateway.replaceAll('.', '\\.')}/24 on of#1 \\(vlan office\\)$`, 'm'));
+    t.notRegex(await addresses(), new RegExp(` ${office.gateway.replaceAll('.', '\\.')}/`), 'removed');
+    t.regex(await addresses(), / 192\.168\.10\.2\/24 /, 'Docker\'s address stays');
+    // The same through down: the NIC renamed back, applied, renamed again.
+    await rename(odd, office.routerInterface);
+    t.is((await run('apply', example)).code, 0);
+    await rename(office.routerInterface, odd);
+    const down = await run('down', example);
+    t.is(down.code, 0, down.stderr);
+    t.notRegex(await addresses(), new RegExp(` ${office.gateway.replaceAll('.', '\\.')}/`), 'removed by down');
+  } finally {
+    await rename(odd, office.routerInterface);
+    await run('down', example);
+  }
+});
+
+// The rollback of our `route replace default` puts back the route it replaced; one through a NIC whose name holds
+// "#" went into the undo batch as "dev up" (rollback failed: 'Cannot find device "up"', the route left through the
+// uplink; with a NIC named "up" there, the route would have gone through that one).
+kernel(`a failed apply puts back a default route through a NIC whose name holds "#"${NEEDS_ROOT}`, async (t) => {
+  const odd = 'up#1';
+  const routes = async () => (await runner.run(['ip', '-n', lab.router, 'route', 'show', 'default'])).stdout;
+  await inNs(lab.router, 'ip', 'link', 'add', odd, 'type', 'veth', 'peer', 'name', 'vgwodd');
+  try {
+    await inNs(lab.router, 'ip', 'addr', 'add', '10.77.0.2/24', 'dev', odd);
+    for (const nic of [odd, 'vgwodd']) await inNs(lab.router, 'ip', 'link', 'set', nic, 'up');
+    await inNs(lab.router, 'ip', 'route', 'replace', 'default', 'via', '10.77.0.1', 'dev', odd, 'proto', 'static');
+    // Forwarding off, as in a fresh namespace: the route is written beside the tables (not after them), so the
+    // failing nat table takes it back.
+    await inNs(lab.router, 'sysctl', '-qw', 'net.ipv4.ip_forward=0');
+    await waitForSettledAddresses(lab.router);
+    const before = await readState(lab.router, true);
+    const applied = await run('apply', rejectedAfterFilter);
+    t.is(applied.code, 1, applied.stdout);
+    t.regex(applied.stderr, /^vlan-gateway: apply failed: applying the nat table failed: /m);
+    t.regex(applied.stderr, /\(the steps already done were rolled back\)$/, applied.stderr);
+    t.is(await routes(), 'default via 10.77.0.1 dev up#1 proto static \n');
+    t.deepEqual(await readState(lab.router, true), before, 'everything as before');
+  } finally {
+    await inNs(lab.router, 'ip', 'link', 'del', odd);
+    await inNs(lab.router, 'ip', 'route', 'replace', 'default', 'via', lab.uplink.inetAddress, 'dev', lab.uplink.routerInterface, 'proto', '122');
     await run('down', example);
   }
 });
