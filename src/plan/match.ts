@@ -103,7 +103,9 @@ function findUplink(config: Config, facts: BindingFacts): UplinkBinding {
     return nic ? { nic } : { note: unsafe ? `waiting: ${unsafeNote(unsafe)}` : `waiting for ${describeRef(ref)}` };
   }
   const subnets = config.vlans.map((v) => parseCidr(v.subnet)!);
+  // A /32 is an address alone (a routed or cloud uplink's), never the network of a VLAN's NIC, whatever subnet holds it.
   const inVlan = (l: Link) => l.addresses.some((a) => {
+    if (a.prefix === 32) return false;
     const address = parseAddress(a.address)!;
     return subnets.some((s) => contains(s, address));
   });

@@ -59,7 +59,8 @@ function setsOurRulesUse(tables: Facts['tables']): string[] {
 /**
  * A VLAN's subnet that overlaps a network of the uplink NIC: the VLAN's connected route takes those addresses away
  * from the uplink side (its hosts there become unreachable, and what they send is dropped as forged). Validation
- * cannot see it: the uplink's network is known only from the NIC.
+ * cannot see it: the uplink's network is known only from the NIC. A /32 (a routed or cloud uplink's address) is no
+ * network: no route comes with it and no host shares it, so only the address itself is said, for what is true of it.
  */
 export function uplinkOverlapWarnings(uplink: UplinkBinding, vlans: readonly VlanBinding[]): string[] {
   const nic = uplink.nic;
@@ -71,6 +72,11 @@ export function uplinkOverlapWarnings(uplink: UplinkBinding, vlans: readonly Vla
       if (address === undefined) return [];
       const network = { network: networkOf({ network: address, prefix: a.prefix }), prefix: a.prefix };
       if (!overlaps(subnet, network)) return [];
+      if (a.prefix === 32) {
+        return [`vlan ${vlan.name}'s subnet ${vlan.subnet} holds ${a.address}, the uplink's own address (a /32 on ${nic.name}): the gateway answers `
+          + 'for it on the VLAN too (ARP), so a VLAN host given that address is unreachable through the gateway; keep it out of the VLAN\'s hosts\' addresses, or give the '
+          + 'VLAN a subnet without it'];
+      }
       return [`vlan ${vlan.name}'s subnet ${vlan.subnet} overlaps the uplink's network ${formatCidr(network)} (${a.address} on ${nic.name}): `
         + `those addresses are routed to the VLAN, so hosts there on the uplink side are unreachable and what they send is dropped as forged; `
         + 'give the VLAN a subnet outside the uplink\'s network'];

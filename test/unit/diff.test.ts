@@ -717,6 +717,27 @@ test('a VLAN subnet overlapping a network of the uplink NIC is a warning, naming
   t.is(diff(planDesired(lab, base, templates), base).warnings, undefined);
 });
 
+// A routed or cloud uplink often holds a /32. One inside a VLAN's subnet was called "the uplink's network
+// 192.168.20.200/32" whose addresses "are routed to the VLAN, so hosts there on the uplink side are unreachable": a /32
+// has no route and no hosts, and the kernel keeps delivering that address here. What is true is said instead: the
+// gateway answers ARP for it on the VLAN too. A /32 next to the subnet is nothing; a /31 is a network (RFC 3021).
+test('a /32 on the uplink inside a VLAN subnet is said as the address it is, not as a network cut off; one next to it is no warning, a /31 still is', (t) => {
+  const base = factsWith(lab, inSyncSave(desiredOf(lab)));
+  const withUplink = (address: string, prefix: number) => ({
+    ...base, links: base.links.map((l) => (l.name === 'eth0' ? { ...l, addresses: [...l.addresses, { address, prefix }] } : l)),
+  });
+  const warnings = (facts: Facts) => diff(planDesired(lab, facts, templates), facts).warnings;
+  t.deepEqual(warnings(withUplink('192.168.20.200', 32)), [
+    'vlan lab\'s subnet 192.168.20.0/24 holds 192.168.20.200, the uplink\'s own address (a /32 on eth0): the gateway answers for it on the VLAN too (ARP), '
+      + 'so a VLAN host given that address is unreachable through the gateway; keep it out of the VLAN\'s hosts\' addresses, or give the VLAN a subnet without it',
+  ]);
+  for (const next of ['192.168.21.0', '192.168.19.255']) t.is(warnings(withUplink(next, 32)), undefined, next);
+  t.deepEqual(warnings(withUplink('192.168.20.200', 31)), [
+    'vlan lab\'s subnet 192.168.20.0/24 overlaps the uplink\'s network 192.168.20.200/31 (192.168.20.200 on eth0): those addresses are routed to the VLAN, '
+      + 'so hosts there on the uplink side are unreachable and what they send is dropped as forged; give the VLAN a subnet outside the uplink\'s network',
+  ]);
+});
+
 // iptables-legacy hands the kernel a table whole at COMMIT and names that line, not a rule: a rule of rules.dir the
 // kernel refuses (TCPMSS on a UDP rule) was not put on rules.dir, so a supervisor never refused the reload, and every
 // pass failed. It is when the round wrote nothing of ours but the jumps into rules.dir's chains.

@@ -60,6 +60,20 @@ test('with uplink.gateway and no NIC on its network, the uplink waits (the defau
   });
 });
 
+// A routed or cloud uplink holds a /32, which may sit inside a VLAN's subnet. The uplink NIC was then "a NIC with an
+// address inside a VLAN": uplink.gateway waited for a NIC on its network beside the one that was, and without it the
+// note called the uplink "a VLAN's NIC". Each cut every VLAN off the Internet.
+test('a /32 inside a VLAN\'s subnet does not make the uplink NIC a VLAN\'s: found by uplink.gateway and by the default route', (t) => {
+  const links = LINKS.map((l) => (l.name === 'eth2' ? { ...l, addresses: [...l.addresses, { address: '192.168.10.250', prefix: 32 }] } : l));
+  t.is(matchUplink(config('uplink: {gateway: 172.18.0.1}\n'), facts(undefined, links)).nic?.name, 'eth2');
+  t.is(matchUplink(config(), facts({ gateway: '172.18.0.1', dev: 'eth2' }, links)).nic?.name, 'eth2');
+  // A VLAN's network on it still is one: the NIC is not the uplink.
+  const onVlan = LINKS.map((l) => (l.name === 'eth2' ? { ...l, addresses: [...l.addresses, { address: '192.168.10.250', prefix: 24 }] } : l));
+  t.deepEqual(matchUplink(config(), facts({ gateway: '172.18.0.1', dev: 'eth2' }, onVlan)), {
+    note: 'waiting: the default route is on eth2, a VLAN\'s NIC; set uplink.interface or uplink.gateway',
+  });
+});
+
 const bound = (c: ReturnType<typeof config>, f: Facts) => matchVlans(c, f, matchUplink(c, f)).map((b) => [b.vlan.name, b.nic?.name ?? b.note]);
 
 test('a VLAN waiting for its subnet names the NICs that are neither the uplink nor any VLAN\'s: a subnet typo shows in `plan`', (t) => {
