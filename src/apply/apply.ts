@@ -15,7 +15,8 @@ export interface ApplyObserver {
   restore?(table: string, ok: boolean): void;
   /**
    * A table step is in the kernel: its payload (the chains it rewrote count from zero), or with `undone` its undo,
-   * which puts back the chains as the pass found them, counters included (the stats collector counts on from them).
+   * which puts back the chains as the pass found them, counters included (the stats collector counts on from them;
+   * from zero where the pass planned from the tables a supervisor knew: see diffTable).
    */
   written?(step: TableStep, undone: boolean): void;
   /** The rules, addresses and ip_forward are in place (the accounting sets' members may still be being written). */

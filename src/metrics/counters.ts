@@ -117,8 +117,8 @@ export const ZERO: Count = { packets: 0, bytes: 0 };
 /**
  * Where the counters of the rules a restore of `text` writes stand after it, by rule hash (Sample.source): a
  * payload's rules count from zero (a chain is written whole); an undo's (`[packets:bytes] -A …`) hold again what
- * the pass planned from, which is not what the kernel counted last (a supervisor may plan from tables it read some
- * passes ago). Rules of one hash in one chain are one counter, as in ruleSamples.
+ * the pass read before its write (zero where it planned from the tables a supervisor knew), which is not what the
+ * last reading found. Rules of one hash in one chain are one counter, as in ruleSamples.
  */
 export function countersAfterRestore(text: string): Map<string, Count> {
   const counts = new Map<string, Count>();
@@ -192,7 +192,7 @@ export class MonotonicCounters {
    * rolled back: to what the pass planned from): the next reading counts from there. Without this, a reading at or
    * above the last one was taken for growth, and what it held before the rewrite was lost; and a rollback to a value
    * below the last reading was taken for a restart at zero, and that value counted again.
-   * From the lower of the two, where the last reading is lower: a rollback puts back what its pass read or knew, and
+   * From the lower of the two, where the last reading is lower: a rollback puts back what its pass read (or zero), and
    * read after the last reading it holds traffic since then that no reading has counted yet.
    */
   restarted(counts: ReadonlyMap<string, Count>): void {

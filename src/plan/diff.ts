@@ -4,7 +4,7 @@
  * only its chains. Each table becomes one `iptables-restore --noflush` payload, plus an undo payload that puts
  * back the previous content of exactly the chains and jumps it changes. Pure.
  */
-import type { Facts, SavedRule, SavedTable, TableName } from '../observe/facts.js';
+import type { Facts, KnownTables, SavedRule, SavedTable, TableName } from '../observe/facts.js';
 import { TABLES } from '../observe/facts.js';
 import { BUILTIN_CHAINS, FORWARDING_WAS_OFF, IP_FORWARD, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX } from './chains.js';
 import { verdictOf } from './rule-text.js';
@@ -75,11 +75,16 @@ function isJump(saved: SavedJump, jump: Jump): boolean {
     && saved.body.replace(/--comment "([^"\s]*)"/, '--comment $1') === jumpBody(jump.target, jump.note);
 }
 
-function counted(chain: string, rule: SavedRule): string {
-  return `[${rule.packets}:${rule.bytes}] -A ${chain} ${rule.body}`;
-}
+/** A rule's counters as an undo puts them back: as read, or from zero where they are not the kernel's now. */
+const countersOf = (rule: SavedRule, read: boolean) => (read ? `[${rule.packets}:${rule.bytes}]` : '[0:0]');
 
-export function diffTable(table: TableName, desiredChains: readonly DesiredChain[], desiredJumps: readonly Jump[], saved: SavedTable): TableDiff {
+/**
+ * `countersRead`: the saved rules' counters are what the kernel held when this pass read them. Not so in tables a
+ * supervisor remembers (KnownTables): there they are those of a reading some passes ago, or zero where it wrote
+ * since, and an undo that put them back would set the kernel's counters to numbers it no longer holds (a rule at
+ * 15 packets back at 10). Such an undo re-creates its rules from zero.
+ */
+export function diffTable(table: TableName, desiredChains: readonly DesiredChain[], desiredJumps: readonly Jump[], saved: SavedTable, countersRead = true): TableDiff {
   const ours = [...saved.chains].filter((c) => c.startsWith(OUR_PREFIX));
   const wanted = new Map(desiredChains.map((c) => [c.name, c]));
   const changes: ChainChange[] = [];
@@ -179,11 +184,11 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
     `*${table}`,
     ...existedBefore.map((c) => `:${c} - [0:0]`),
     ...created.map((c) => `:${c} - [0:0]`),
-    ...existedBefore.flatMap((c) => (saved.rules.get(c) ?? []).map((r) => counted(c, r))),
+    ...existedBefore.flatMap((c) => (saved.rules.get(c) ?? []).map((r) => `${countersOf(r, countersRead)} -A ${c} ${r.body}`)),
     ...jumpAdds.map((j) => `-D ${j.hook} ${jumpBody(j.target, j.note)}`),
     // Each where it was: our jumps added are gone by now, and putting them back in order of position puts every
     // one of them before what followed it (a rule above our jump stays above it).
-    ...[...jumpRemovals].sort((a, b) => a.position - b.position).map((j) => `[${j.rule.packets}:${j.rule.bytes}] -I ${j.hook} ${j.position} ${j.body}`),
+    ...[...jumpRemovals].sort((a, b) => a.position - b.position).map((j) => `${countersOf(j.rule, countersRead)} -I ${j.hook} ${j.position} ${j.body}`),
     ...created.map((c) => `-X ${c}`),
     'COMMIT',
     '',
@@ -242,7 +247,7 @@ export function forwardingNoteIn(facts: Pick<Facts, 'tables'>): boolean {
  * `ip -batch` when applied), the accounting sets, the filter table (our FORWARD policy), nat, and only then
  * `ip_forward`. Stale addresses go first; our chains, jumps and sets are removed with the tables.
  */
-export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?: boolean } = {}): Plan {
+export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?: boolean; knownTables?: KnownTables } = {}): Plan {
   const steps: Step[] = [];
   // Addresses of ours (marked by their metric) that are no longer wanted: down, a changed gateway, a VLAN
   // removed from the config while its NIC stays. Removed before anything is added: deleting a primary address
@@ -306,12 +311,15 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
   for (const [key, value] of Object.entries(desired.sysctls)) {
     if (value === '0' && facts.sysctls[key] !== value) steps.push(sysctlStep(facts, key, value));
   }
+  // Planned from the tables a supervisor remembers, not from a read of its own: their counters are not the kernel's.
+  const countersRead = facts.tables !== memory.knownTables?.tables;
   for (const table of TABLES) {
     const { step } = diffTable(
       table,
       desired.chains.filter((c) => c.table === table),
       jumps.filter((j) => j.table === table),
       facts.tables[table],
+      countersRead,
     );
     if (step) steps.push(step);
   }

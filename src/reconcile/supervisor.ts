@@ -276,7 +276,7 @@ export class Supervisor {
     const started = performance.now();
     const endTimer = this.metrics.reconcileSeconds.startTimer({ trigger });
     // The kernel counters this pass's writes set, in the order written: a rewrite restarts its rules at zero, its
-    // rollback (a failed pass) puts back what the pass planned from.
+    // rollback (a failed pass) puts back what the pass read (zero, where it planned from the tables it knew).
     const restarted = new Map<string, Count>();
     const observer: ApplyObserver = {
       restore: (table, ok) => this.metrics.restores.inc({ table, result: ok ? 'success' : 'failure' }),

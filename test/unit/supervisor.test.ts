@@ -962,10 +962,11 @@ const failNatRestores = (r: Rig, onFailure: () => void = () => undefined) => r.n
   return nat;
 }, { stderr: 'iptables-nft-restore: line 2 failed: Invalid argument\n' });
 
-// A failed pass rolls the chains it rewrote back, counters included: the kernel's counters are then what the pass
-// planned from, which for a supervisor is what it read some passes ago. Taken for a restart at zero, that value was
-// counted a second time: lab → office drops went from 15 to 25 with no packet sent.
-test('a rewrite that is rolled back puts back the counters it planned from: the next reading counts from them, nothing twice', async (t) => {
+// A failed pass rolls the chains it rewrote back. Planned from the tables the supervisor knew, it has no counters
+// that are the kernel's now (it read them some passes ago): it put back those old ones, and `iptables-save -c` showed
+// the drop rule at 10 packets where it had counted 15. Its rules now start again from zero, as a rewrite's do. (The
+// metric: a value taken for a restart at zero was once counted a second time, 15 drops becoming 25 with no packet.)
+test('a rewrite planned from the known tables and rolled back restarts its rules\' counters at zero: no old count put back, none counted twice', async (t) => {
   const r = rig(t, { knownTablesMaxAgeMs: 60_000, backoffInitialMs: 60_000, backoffMaxMs: 60_000 }, withRule);
   const collector = collectorOf(r);
   const drops = () => r.value('vlan_gateway_forwarded_packets_total', { from: 'lab', to: 'office', action: 'drop' });
@@ -981,10 +982,21 @@ test('a rewrite that is rolled back puts back the counters it planned from: the 
   t.is(await drops(), 15);
 
   failNatRestores(r);
+  r.ns.history.length = 0;
   r.supervisor.replaceConfig(state(twoRulesAndForward, 'v2'));
   await settle(r, 3);
   t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'failure' });
-  t.regex(r.ns.save('nft', true), /^\[10:\d+\] -A VGW-P-20-10 .*--dports 80 -j DROP$/m, 'the rule holds the 10 packets the pass planned from');
+  t.deepEqual(r.ns.history.filter((c) => /^iptables-nft-(save|restore)/.test(c)), [
+    'iptables-nft-restore --noflush --wait=10', // filter, from the known tables
+    'iptables-nft-restore --noflush --wait=10', // nat, refused
+    'iptables-nft-restore --noflush --wait=10 --counters', // filter's undo, from the known tables
+    'iptables-nft-save -c', // the pass reads the tables and goes again (a refusal may be of stale tables), as it found them
+    'iptables-nft-restore --noflush --wait=10',
+    'iptables-nft-restore --noflush --wait=10',
+    'iptables-nft-restore --noflush --wait=10 --counters',
+  ]);
+  t.regex(r.ns.save('nft', true), /^\[0:0\] -A VGW-P-20-10 .*--dports 80 -j DROP$/m, 'not the 10 packets of the reading the pass planned from');
+  t.notRegex(r.ns.save('nft', true), /^\[(?!0:0\]|15:)\d+:\d+\] -A /m, 'every other rule keeps its own count (15), none holds an old one');
   await collector.collect();
   t.is(await drops(), 15, 'no packet since: none counted');
   r.ns.countPackets(3);
