@@ -220,6 +220,35 @@ test('ip: addresses, links, routes, with the errors iproute2 gives', async (t) =
   t.deepEqual(links.map((l) => [l.ifname, l.addr_info.map((a) => a.local)]), [['lo', ['127.0.0.1']], ['eth0', ['203.0.113.2']]]);
 });
 
+// Checked with iproute2 6.1 on this machine's kernel, in a throwaway namespace: the same commands, the same listing.
+test('ip route: a TOS and a metric are part of a default route\'s key, and the kernel lists them by TOS, then metric', async (t) => {
+  const ns = new FakeNetns({
+    links: [{ name: 'eth0', addresses: ['203.0.113.2/24'] }, { name: 'eth1', addresses: ['10.1.0.2/24'] }],
+    defaultRoute: { gateway: '203.0.113.1', dev: 'eth0' },
+  });
+  const routes = async () => (await ns.run(['ip', '-json', 'route', 'show', 'default'])).stdout;
+  await ns.run(['ip', 'route', 'add', 'default', 'tos', '0x10', 'via', '10.1.0.1']);
+  await ns.run(['ip', 'route', 'add', 'default', 'via', '203.0.113.1', 'metric', '50']);
+  const fails = await ns.run(['ip', 'route', 'add', 'default', 'via', '10.1.0.1'], { allowFailure: true });
+  t.is(fails.stderr, 'RTNETLINK answers: File exists\n', 'no TOS, metric 0: that one is there');
+  // Ours replaces the route without a TOS at metric 0, and no other.
+  await ns.run(['ip', 'route', 'replace', 'default', 'via', '10.1.0.1', 'proto', '122']);
+  t.is(await routes(), `${JSON.stringify([
+    { dst: 'default', tos: '0x10', gateway: '10.1.0.1', dev: 'eth1', flags: [] },
+    { dst: 'default', gateway: '10.1.0.1', dev: 'eth1', protocol: '122', flags: [] },
+    { dst: 'default', gateway: '203.0.113.1', dev: 'eth0', metric: 50, flags: [] },
+  ])}\n`);
+  t.regex(ns.snapshot(), /^# route\ndefault tos 0x10 via 10\.1\.0\.1 dev eth1\ndefault via 10\.1\.0\.1 dev eth1 proto 122\ndefault via 203\.0\.113\.1 dev eth0 metric 50\n# sysctls$/m);
+  // del matches the TOS exactly (none: 0), and the protocol where named; without a metric, the lowest.
+  t.is((await ns.run(['ip', 'route', 'del', 'default', 'proto', 'static'], { allowFailure: true })).stderr, 'RTNETLINK answers: No such process\n');
+  await ns.run(['ip', 'route', 'del', 'default', 'proto', '122', 'metric', '0']);
+  await ns.run(['ip', 'route', 'del', 'default']);
+  t.is((await ns.run(['ip', 'route', 'del', 'default'], { allowFailure: true })).stderr, 'RTNETLINK answers: No such process\n', 'the TOS route is not "default"');
+  t.is(await routes(), `${JSON.stringify([{ dst: 'default', tos: '0x10', gateway: '10.1.0.1', dev: 'eth1', flags: [] }])}\n`);
+  await ns.run(['ip', 'route', 'del', 'default', 'tos', '0x10']);
+  t.regex(ns.snapshot(), /^# route\n\(no default route\)$/m);
+});
+
 test('ip addr add … metric N: the metric is printed in addr_info only when set, and del needs no metric', async (t) => {
   const ns = new FakeNetns({ links: [{ name: 'eth1', addresses: ['192.168.10.2/24'] }, { name: 'eth2', addresses: ['192.168.20.2/24', '192.168.20.1/24 metric 7010'] }] });
   await ns.run(['ip', 'addr', 'add', '192.168.10.1/24', 'dev', 'eth1', 'metric', '7010']);

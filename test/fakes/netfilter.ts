@@ -5,11 +5,12 @@
  * and the iptables rule sets of both backends — and answers the commands the product runs the way the real
  * tools do (same output formats, same error texts, same exit codes where it matters):
  *
- *   ip -json [-s] addr show | ip -json link show | ip -json route show [default] (the default route, and the
+ *   ip -json [-s] addr show | ip -json link show | ip -json route show [default] (the default routes, and the
  *     kernel's connected route of each primary address of an up link)
  *   ip addr add CIDR dev X [metric N] | ip addr del CIDR dev X | ip link set [dev] X up|down
  *   ip [-force] -batch - (those commands, one per line, on stdin)
- *   ip route replace|add default via G [dev D] | ip route del default
+ *   ip route replace|add default [tos T] via G [dev D] [proto P] [metric M] | ip route del default [tos T] [via G]
+ *     [dev D] [proto P] [metric M]
  *   sysctl -n KEY… | sysctl KEY… | sysctl -w KEY=VALUE
  *   iptables-nft-save [-c] [-t T] | iptables-nft-restore [--noflush] [--wait[=S]] [--counters] [--test]
  *   (and iptables-save / iptables-restore, which point at nft as Debian's alternatives do)
@@ -36,6 +37,9 @@
  * Addresses behave as on this machine's kernel (checked with iproute2 6.1): a metric is kept and printed only
  * when set, `del` ignores it, a second address in a network the link has is a secondary (listed after every
  * primary, and removed with its primary: promote_secondaries is taken to be 0, the default).
+ * Default routes too: the kernel keys one by its TOS and metric, so a route with `tos 0x10` and one without are two
+ * routes (`replace` without a TOS never touches the TOS one), listed by TOS (highest first), then metric; `del`
+ * matches the TOS exactly (none: 0) and whatever else it names (a metric of 0 names none).
  *
  * Deliberate simplifications: only the filter and nat tables exist; with nft both always exist (with legacy,
  * those a restore instantiated); user chains are listed sorted by name (as iptables-nft-save does), ipset
@@ -71,6 +75,7 @@ export interface FakeNetnsOptions {
   readonly name?: string;
   /** Links besides `lo` (which is always there, up, with 127.0.0.1/8). */
   readonly links?: readonly FakeLinkSpec[];
+  /** The default route (no TOS, metric 0, no proto); add others with `ip route add default tos …`. */
   readonly defaultRoute?: { readonly gateway: string; readonly dev: string };
   /** Initial sysctl values; net.ipv4.ip_forward defaults to "0". */
   readonly sysctls?: Readonly<Record<string, string>>;
@@ -547,6 +552,44 @@ export function dockerMac(cidr: string): string {
   return `02:42:${address.split('.').map((o) => Number(o).toString(16).padStart(2, '0')).join(':')}`;
 }
 
+/** A default route; the kernel keys it by TOS and metric (another of either is another route). */
+interface FakeRoute {
+  readonly tos: number;
+  readonly metric: number;
+  readonly gateway: string;
+  readonly dev: string;
+  /** As given (`proto 122`); absent for boot, the default, which iproute2 does not print. */
+  readonly proto?: string;
+}
+
+/** As `ip route` prints it (`default tos 0x10 via G dev D proto 122 metric 5`). */
+const formatTos = (tos: number) => `0x${tos.toString(16).padStart(2, '0')}`;
+const routeText = (r: FakeRoute) => `default${r.tos ? ` tos ${formatTos(r.tos)}` : ''} via ${r.gateway} dev ${r.dev}`
+  + `${r.proto ? ` proto ${r.proto}` : ''}${r.metric ? ` metric ${r.metric}` : ''}`;
+
+/**
+ * The words of `ip route add|replace|del default …` after `default`, by keyword; undefined (with the fake's
+ * message) for anything it does not know.
+ */
+function parseRouteWords(words: readonly string[]): { tos?: number; via?: string; dev?: string; proto?: string; metric?: number } | string {
+  const out: { tos?: number; via?: string; dev?: string; proto?: string; metric?: number } = {};
+  for (let i = 0; i < words.length; i += 2) {
+    const [key, value] = [words[i]!, words[i + 1]];
+    if (value === undefined) return `Error: argument "${key}" is wrong: missing value`;
+    if (key === 'tos' || key === 'dsfield') {
+      if (!/^(0x[\da-f]{1,2}|\d{1,3})$/i.test(value) || Number(value) > 255) return `Error: argument "${value}" is wrong: TOS value is invalid`;
+      out.tos = Number(value);
+    } else if (key === 'via') out.via = value;
+    else if (key === 'dev') out.dev = value;
+    else if (key === 'proto' || key === 'protocol') out.proto = value;
+    else if (key === 'metric' || key === 'priority' || key === 'preference') {
+      if (!/^\d+$/.test(value)) return `Error: argument "${value}" is wrong: "metric" value is invalid`;
+      out.metric = Number(value);
+    } else return `fake: unsupported ip route option "${key}"`;
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // The fake
 
@@ -567,7 +610,8 @@ type Output = { stdout?: string; stderr?: string; exitCode?: number };
 export class FakeNetns implements CommandRunner {
   private readonly links: FakeLink[] = [];
   private nextIndex = 1;
-  private route: { gateway: string; dev: string } | undefined;
+  /** The main table's default routes, in the kernel's order (by TOS, highest first, then metric). */
+  private routes: FakeRoute[] = [];
   private readonly sysctls: Map<string, string>;
   private readOnly: boolean;
   private readonly rulesets: { nft: Ruleset; legacy: Ruleset | undefined };
@@ -588,7 +632,7 @@ export class FakeNetns implements CommandRunner {
     this.name = options.name ?? 'vgw-fake';
     this.addLink({ name: 'lo', mac: '00:00:00:00:00:00', up: true, loopback: true, addresses: ['127.0.0.1/8'] });
     for (const link of options.links ?? []) this.addLink(link);
-    this.route = options.defaultRoute ? { ...options.defaultRoute } : undefined;
+    if (options.defaultRoute) this.routes.push({ tos: 0, metric: 0, ...options.defaultRoute });
     this.sysctls = new Map(Object.entries({ 'net.ipv4.ip_forward': '0', ...options.sysctls }));
     this.readOnly = options.readOnlySysctls ?? false;
     this.rulesets = { nft: emptyRuleset(), legacy: options.legacy === 'installed' ? emptyRuleset() : undefined };
@@ -617,12 +661,12 @@ export class FakeNetns implements CommandRunner {
     this.notify(`${this.nextIndex - 1}: ${spec.name}: <BROADCAST,MULTICAST,UP,LOWER_UP>`);
   }
 
-  /** Detaches a NIC (`docker network disconnect`): its addresses go, and so does a default route through it. */
+  /** Detaches a NIC (`docker network disconnect`): its addresses go, and so do the default routes through it. */
   removeLink(name: string): void {
     const i = this.links.findIndex((l) => l.name === name);
     if (i < 0) throw new Error(`fake: no link ${name}`);
     this.links.splice(i, 1);
-    if (this.route?.dev === name) this.route = undefined;
+    this.routes = this.routes.filter((r) => r.dev !== name);
     this.notify(`Deleted ${name}`);
   }
 
@@ -709,7 +753,7 @@ export class FakeNetns implements CommandRunner {
 
   /**
    * The whole namespace as deterministic text: links (by name, without ifindex, which a re-attached NIC changes)
-   * with their addresses, the default route, sysctls, and both backends' rule sets without counters.
+   * with their addresses, the default routes, sysctls, and both backends' rule sets without counters.
    */
   snapshot(): string {
     const out: string[] = ['# links'];
@@ -717,7 +761,7 @@ export class FakeNetns implements CommandRunner {
       out.push(`${link.name} ${link.mac} ${link.up ? 'up' : 'down'}${link.loopback ? ' loopback' : ''}`);
       for (const a of link.addresses) out.push(`    inet ${a.address}/${a.prefix}${a.metric ? ` metric ${a.metric}` : ''}`);
     }
-    out.push('# route', this.route ? `default via ${this.route.gateway} dev ${this.route.dev}` : '(no default route)');
+    out.push('# route', ...(this.routes.length > 0 ? this.routes.map(routeText) : ['(no default route)']));
     out.push('# sysctls', ...[...this.sysctls].sort().map(([k, v]) => `${k} = ${v}`));
     out.push('# iptables-nft', this.save('nft').trimEnd());
     out.push('# iptables-legacy', this.rulesets.legacy ? this.save('legacy').trimEnd() || '(no tables)' : '(not installed)');
@@ -1198,7 +1242,11 @@ export class FakeNetns implements CommandRunner {
     if (object === 'route' || object === 'r' || object === 'ro') {
       if (verb === 'show' || verb === 'list') {
         if ((rest.length > 0 && rest[0] !== 'default') || !json) return fail('fake: only ip -json route show [default] is implemented', 255);
-        const routes: object[] = this.route ? [{ dst: 'default', gateway: this.route.gateway, dev: this.route.dev, flags: [] }] : [];
+        // As iproute2 6.1 prints them: tos and metric only when set, a protocol number as a string.
+        const routes: object[] = this.routes.map((r) => ({
+          dst: 'default', ...(r.tos ? { tos: formatTos(r.tos) } : {}), gateway: r.gateway, dev: r.dev,
+          ...(r.proto ? { protocol: r.proto } : {}), ...(r.metric ? { metric: r.metric } : {}), flags: [],
+        }));
         if (rest[0] !== 'default') {
           for (const l of this.links) {
             for (const a of l.up ? l.addresses.filter((x) => !x.secondary) : []) {
@@ -1212,22 +1260,34 @@ export class FakeNetns implements CommandRunner {
         return { stdout: `${JSON.stringify(routes)}\n` };
       }
       if (verb === 'replace' || verb === 'add') {
-        const via = rest.indexOf('via');
-        const gateway = via >= 0 ? rest[via + 1] : undefined;
-        if (rest[0] !== 'default' || gateway === undefined || !IPV4.test(gateway)) return fail('fake: only ip route replace default via G [dev D]', 255);
-        if (verb === 'add' && this.route) return fail('RTNETLINK answers: File exists');
-        const dev = devArg(rest);
+        const words = rest[0] === 'default' ? parseRouteWords(rest.slice(1)) : 'fake: only ip route replace|add default … is implemented';
+        if (typeof words === 'string') return fail(words, 255);
+        const gateway = words.via;
+        if (gateway === undefined || !IPV4.test(gateway)) return fail('fake: only ip route replace default via G [dev D]', 255);
+        const tos = words.tos ?? 0;
+        const metric = words.metric ?? 0;
+        const same = this.routes.findIndex((r) => r.tos === tos && r.metric === metric);
+        if (verb === 'add' && same >= 0) return fail('RTNETLINK answers: File exists');
+        const dev = words.dev;
         if (dev !== undefined && !link(dev)) return fail(`Cannot find device "${dev}"`, 1);
         const nic = this.links.find((l) => (dev === undefined || l.name === dev) && l.up
           && l.addresses.some((a) => sameNetwork(a.address, gateway, a.prefix)));
         if (!nic) return fail('Error: Nexthop has invalid gateway.');
-        this.route = { gateway, dev: nic.name };
+        const route: FakeRoute = { tos, metric, gateway, dev: nic.name, ...(words.proto && words.proto !== 'boot' ? { proto: words.proto } : {}) };
+        if (same >= 0) this.routes[same] = route;
+        else this.routes.push(route);
+        this.routes.sort((a, b) => b.tos - a.tos || a.metric - b.metric);
         return {};
       }
       if (verb === 'del' || verb === 'delete') {
-        if (rest[0] !== 'default') return fail('fake: only ip route del default', 255);
-        if (!this.route) return fail('RTNETLINK answers: No such process');
-        this.route = undefined;
+        const words = rest[0] === 'default' ? parseRouteWords(rest.slice(1)) : 'fake: only ip route del default … is implemented';
+        if (typeof words === 'string') return fail(words, 255);
+        // The TOS is part of the key (none given: 0); the rest must match where given (a metric of 0 is none).
+        const gone = this.routes.findIndex((r) => r.tos === (words.tos ?? 0) && (!words.metric || r.metric === words.metric)
+          && (words.proto === undefined || (r.proto ?? 'boot') === words.proto) && (words.via === undefined || r.gateway === words.via)
+          && (words.dev === undefined || r.dev === words.dev));
+        if (gone < 0) return fail('RTNETLINK answers: No such process');
+        this.routes.splice(gone, 1);
         return {};
       }
     }
