@@ -60,19 +60,21 @@ interface RouteJson {
 }
 
 /**
- * `ip -json route show` → the first default route (the kernel lists them by metric, lowest first), with what puts
- * it back exactly: a rollback of our `route replace` must not leave a multipath or on-link default as one plain
- * next hop, nor a second default beside one of another metric.
+ * `ip -json route show` → the default route, with what puts it back exactly: a rollback of our `route replace` must
+ * not leave a multipath or on-link default as one plain next hop, nor a second default beside one of another metric.
+ * The kernel lists default routes by TOS (highest first), then metric: the first without a TOS is the one ordinary
+ * traffic takes and ours replaces; a TOS route (listed before it) only where there is no other.
  */
 export function parseDefaultRoute(json: string): Route | undefined {
   const routes = JSON.parse(json || '[]') as RouteJson[];
-  const route = routes.find((r) => r.dst === 'default');
+  const noTos = (r: RouteJson) => !r.tos || r.tos === '0x00';
+  const route = routes.find((r) => r.dst === 'default' && noTos(r)) ?? routes.find((r) => r.dst === 'default');
   if (!route) return undefined;
   return {
     ...(route.gateway ? { gateway: route.gateway } : {}),
     ...(route.dev ? { dev: route.dev } : {}),
     ...(route.metric ? { metric: route.metric } : {}),
-    ...(route.tos && route.tos !== '0x00' ? { tos: route.tos } : {}),
+    ...(noTos(route) ? {} : { tos: route.tos }),
     spec: routeSpec(route),
   };
 }

@@ -637,6 +637,45 @@ test('a changed default route and a NIC that was down: on failure the route is p
   t.deepEqual((await apply(ns, moved)).plan.steps, []);
 });
 
+/** The namespace's default routes, as `ip route show default` lists them. */
+const routeTable = (ns: FakeNetns) => /^# route\n([^#]*)#/m.exec(ns.snapshot())![1]!;
+const movedUplink = () => parse(`uplink: {interface: eth0, gateway: 203.0.113.254}\nvlans: [${VLAN.office}, ${VLAN.lab}]\n`);
+
+// A TOS is part of a route's key: `route replace default …` (ours, without one) replaces Docker's route and leaves
+// a TOS route beside it. Taken for "the" default route (the kernel lists it first), the TOS route made the rollback
+// delete ours and not put Docker's back: the namespace was left with no default route for ordinary traffic.
+test('a default route with a TOS beside Docker\'s: on failure Docker\'s is put back and the TOS route left as it was', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await ns.run(['ip', 'route', 'add', 'default', 'tos', '0x10', 'via', '203.0.113.9', 'dev', 'eth0']);
+  const before = ns.snapshot();
+  ns.failOn((argv) => argv[0] === 'sysctl' && argv[1] === '-w');
+  const error = await t.throwsAsync(apply(ns, movedUplink()), { instanceOf: ApplyError });
+  t.is(error!.step.kind, 'sysctl');
+  t.is(routeTable(ns), 'default tos 0x10 via 203.0.113.9 dev eth0\ndefault via 203.0.113.1 dev eth0\n');
+  t.is(ns.snapshot(), before);
+  ns.clearFaults();
+  await apply(ns, movedUplink());
+  t.is(routeTable(ns), 'default tos 0x10 via 203.0.113.9 dev eth0\ndefault via 203.0.113.254 dev eth0 proto 122\n');
+  t.deepEqual((await apply(ns, movedUplink())).plan.steps, [], 'in sync: ours is the default route, the TOS route another');
+});
+
+// With only a TOS route, ours is added beside it, and its undo deletes ours: putting the TOS route back "as it was"
+// (`route replace default tos 0x10 …`) would leave ours in place.
+test('a default route with a TOS and no other: on failure ours is removed and the TOS route left as it was', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await ns.run(['ip', 'route', 'del', 'default']);
+  await ns.run(['ip', 'route', 'add', 'default', 'tos', '0x10', 'via', '203.0.113.9', 'dev', 'eth0']);
+  const before = ns.snapshot();
+  ns.failOn((argv) => argv[0] === 'sysctl' && argv[1] === '-w');
+  await t.throwsAsync(apply(ns, movedUplink()), { instanceOf: ApplyError });
+  t.is(routeTable(ns), 'default tos 0x10 via 203.0.113.9 dev eth0\n');
+  t.is(ns.snapshot(), before);
+  ns.clearFaults();
+  await apply(ns, movedUplink());
+  t.is(routeTable(ns), 'default tos 0x10 via 203.0.113.9 dev eth0\ndefault via 203.0.113.254 dev eth0 proto 122\n');
+  t.deepEqual((await apply(ns, movedUplink())).plan.steps, []);
+});
+
 // The accounting sets only count (no rule decides on their members), so their members are written beside the
 // tables and a failure there does not take forwarding down; the NIC sets decide, so theirs come first.
 test('an accounting-set fill that fails: AccountingError, forwarding stays in place, and the next pass fills the sets', async (t) => {

@@ -41,6 +41,9 @@ test('a default route that is not one next hop is put back as it was: on-link wi
   const tuned = { dst: 'default', tos: '0x10', gateway: '203.0.113.1', dev: 'va', flags: [], metrics: [{ mtu: 1400, initcwnd: 10 }] };
   t.like(parseDefaultRoute(JSON.stringify([tuned])), { tos: '0x10', spec: 'default tos 0x10 via 203.0.113.1 dev va mtu 1400 initcwnd 10' });
   t.is(parseDefaultRoute(JSON.stringify([{ dst: 'default', via: { family: 'inet6', host: 'fe80::1' }, dev: 'va', flags: [] }]))!.spec, 'default via inet6 fe80::1 dev va');
+  // The kernel lists a TOS route first, whatever its metric; ordinary traffic takes the first one without a TOS.
+  const plain = { dst: 'default', gateway: '172.17.0.1', dev: 'eth0', metric: 100, flags: [] };
+  t.deepEqual(parseDefaultRoute(JSON.stringify([tuned, plain])), { gateway: '172.17.0.1', dev: 'eth0', metric: 100, spec: 'default via 172.17.0.1 dev eth0 metric 100' });
 });
 
 test('routed networks: each route through a NIC (a multipath one through each of its next hops), not the default, the connected ones or a blackhole', (t) => {
