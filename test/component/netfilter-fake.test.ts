@@ -314,6 +314,24 @@ test('sysctl: read, write, and a read-only /proc/sys', async (t) => {
   t.regex(ns.snapshot(), /^net\.ipv4\.ip_forward = 1$/m);
 });
 
+// Checked with ipset 7.17 on this machine's kernel, in a throwaway namespace: the same lines, the same headers and errors.
+test('ipset: a set keeps the size it was created with; -exist takes it whatever its hashsize; swap exchanges two sets under their rules', async (t) => {
+  const ns = new FakeNetns();
+  const restore = (input: string) => ns.run(['ipset', 'restore'], { input, allowFailure: true });
+  await restore('create VGW-A hash:net,iface counters hashsize 1000\nadd VGW-A 10.0.0.0/24,eth0 packets 5 bytes 50\ncreate VGW-B hash:net counters maxelem 100\n');
+  t.regex((await ns.run(['ipset', 'list', '-t'])).stdout, /^Name: VGW-A\nType: hash:net,iface\nRevision: 8\nHeader: family inet hashsize 1024 maxelem 65536 counters /m, 'rounded up to a power of two');
+  t.regex(ns.saveSets(), /^create VGW-B hash:net family inet hashsize 1024 maxelem 100 counters$/m);
+  t.is((await restore('create VGW-A hash:net,iface counters hashsize 4096 -exist\n')).exitCode, 0, 'kept as it is');
+  t.regex(ns.saveSets(), /^create VGW-A hash:net,iface family inet hashsize 1024 /m);
+  t.is((await restore('create VGW-B hash:net counters -exist\n')).stderr, 'ipset v7.17: Error in line 1: Set cannot be created: set with the same name already exists\n');
+  ns.seed('nft', '*filter\n-A FORWARD -m set --match-set VGW-A src,dst -j ACCEPT\nCOMMIT\n');
+  await restore('create NEW hash:net,iface counters hashsize 8192\nadd NEW 10.0.0.0/24,eth0 packets 9 bytes 90\nswap NEW VGW-A\ndestroy NEW\n');
+  t.is(ns.saveSets(true).split('\n').filter((l) => l.includes('VGW-A')).join('\n'),
+    'create VGW-A hash:net,iface family inet hashsize 8192 maxelem 65536 counters\nadd VGW-A 10.0.0.0/24,eth0 packets 9 bytes 90', 'the rule matches on the new one; the old one was free to go');
+  t.is((await restore('swap VGW-B VGW-A\n')).stderr, 'ipset v7.17: Error in line 1: The sets cannot be swapped: their type does not match\n');
+  t.is((await restore('swap VGW-A NOPE\n')).stderr, 'ipset v7.17: Error in line 1: Sets cannot be swapped: the second set does not exist\n');
+});
+
 test('ipset: sets in use cannot be destroyed; restore stops at the first bad line', async (t) => {
   const ns = new FakeNetns();
   await ns.run(['ipset', 'restore'], { input: 'create VGW-PAIRS hash:net,iface counters -exist\nadd VGW-PAIRS 192.168.10.0/24,eth2 -exist\n' });

@@ -17,8 +17,8 @@
  *   iptables-legacy-save / -restore: "not installed" unless switched on with setLegacy('installed');
  *   cat FILE… of /proc/sys/… and /proc/net/ip_tables_names (the legacy tables that exist: those a legacy restore
  *     has touched; the file is missing while legacy is not installed)
- *   ipset save | ipset list -t | ipset restore (create/add/del/destroy, -exist) | ipset destroy NAME — unless ipset:
- *   false (not installed)
+ *   ipset save | ipset list -t | ipset restore (create/add/del/swap/destroy, -exist) | ipset destroy NAME — unless
+ *   ipset: false (not installed)
  *   ip netns exec NAME <any of the above> (what --netns runs; NAME must be the fake's own `name`; a program that
  *     is not installed is then ip's `exec of "X" failed` with exit 1, not a failed spawn)
  *
@@ -117,8 +117,9 @@ export interface FaultSpec {
    */
   readonly killed?: NodeJS.Signals;
   /**
-   * With `killed`: the command does the first this many lines of its input before it is killed (ipset and ip take
-   * them one by one; Infinity: all of it, as a restore killed once its commit was under way).
+   * The command does the first this many lines of its input before it is killed (with `killed`: ipset and ip take
+   * them one by one; Infinity: all of it, as a restore killed once its commit was under way), or fails (the next
+   * line is the one `stderr` names).
    */
   readonly afterLines?: number;
 }
@@ -153,6 +154,27 @@ type Ruleset = Record<FakeTable, Table>;
 interface IpSet {
   readonly type: string;
   readonly members: Map<string, { packets: number; bytes: number }>;
+  /**
+   * Its header as created (`hashsize` rounded up to a power of two, at least 64; `maxelem`), as the kernel prints it
+   * back. The kernel also doubles the hash table when a bucket overflows; the fake never does.
+   */
+  readonly hashsize: number;
+  readonly maxelem: number;
+}
+
+/** `create`'s hashsize and maxelem (the kernel's defaults: 1024 and 65536); other options are taken as given. */
+function setHeaderOptions(options: readonly string[]): { hashsize: number; maxelem: number } | string {
+  let hashsize = 1024;
+  let maxelem = 65536;
+  for (let i = 0; i < options.length; i++) {
+    if (options[i] !== 'hashsize' && options[i] !== 'maxelem') continue;
+    const value = options[i + 1] ?? '';
+    if (!/^\d+$/.test(value) || Number(value) === 0) return `Syntax error: '${value}' is invalid as number`;
+    if (options[i] === 'maxelem') maxelem = Number(value);
+    else for (hashsize = 64; hashsize < Number(value);) hashsize *= 2;
+    i++;
+  }
+  return { hashsize, maxelem };
 }
 
 const TABLE_NAMES: readonly FakeTable[] = ['filter', 'nat'];
@@ -744,7 +766,7 @@ export class FakeNetns implements CommandRunner {
   saveSets(counters = false): string {
     const out: string[] = [];
     for (const [name, set] of [...this.ipsets].sort(([a], [b]) => (a < b ? -1 : 1))) {
-      out.push(`create ${name} ${set.type} family inet hashsize 1024 maxelem 65536 counters`);
+      out.push(`create ${name} ${set.type} family inet hashsize ${set.hashsize} maxelem ${set.maxelem} counters`);
       // The kernel lists members in hash order; the fake sorts them, so history does not show.
       for (const [member, c] of [...set.members].sort(([a], [b]) => (a < b ? -1 : 1))) out.push(`add ${name} ${member}${counters ? ` packets ${c.packets} bytes ${c.bytes}` : ''}`);
     }
@@ -821,7 +843,10 @@ export class FakeNetns implements CommandRunner {
       }
       throw new CommandError(argv, null, `killed by ${fault.killed}`);
     }
-    if (fault) return { stderr: fault.stderr ?? `${argv[0]}: injected failure\n`, exitCode: fault.exitCode ?? 1 };
+    if (fault) {
+      if (fault.afterLines !== undefined) this.execute(argv, `${(input ?? '').split('\n').slice(0, fault.afterLines).join('\n')}\n`);
+      return { stderr: fault.stderr ?? `${argv[0]}: injected failure\n`, exitCode: fault.exitCode ?? 1 };
+    }
     return this.execute(argv, input);
   }
 
@@ -1051,9 +1076,10 @@ export class FakeNetns implements CommandRunner {
     const [command, ...rest] = args;
     if (command === 'save' || command === '-S') return { stdout: this.saveSets(true) };
     if ((command === 'list' || command === '-L') && rest.length === 1 && (rest[0] === '-t' || rest[0] === '-terse')) {
-      // As ipset 7.17 prints it (the kernel's own size and references are not modelled: fixed numbers).
+      // As ipset 7.17 prints it (the kernel's size in memory and references are not modelled: fixed numbers).
       const blocks = [...this.ipsets].sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, set]) => [
-        `Name: ${name}`, `Type: ${set.type}`, 'Revision: 8', 'Header: family inet hashsize 1024 maxelem 65536 counters bucketsize 12 initval 0x00000000',
+        `Name: ${name}`, `Type: ${set.type}`, 'Revision: 8',
+        `Header: family inet hashsize ${set.hashsize} maxelem ${set.maxelem} counters bucketsize 12 initval 0x00000000`,
         'Size in memory: 1000', `References: ${this.lingering > 0 ? 1 : 0}`, `Number of entries: ${set.members.size}`,
       ].join('\n'));
       if (this.lingering > 0) this.lingering--;
@@ -1089,9 +1115,23 @@ export class FakeNetns implements CommandRunner {
       if (name === undefined || arg === undefined) return fail('Syntax error: missing arguments', n);
       if (verb === 'create') {
         if (!/^hash:(ip|net)(,iface|,port)?$/.test(arg)) return fail(`Syntax error: typename '${arg}' is unknown`, n);
+        const header = setHeaderOptions(options);
+        if (typeof header === 'string') return fail(header, n);
+        // -exist takes a set of the same type and maxelem for the same set, whatever its hashsize (as the kernel does).
         const existing = this.ipsets.get(name);
-        if (existing && (!exist || existing.type !== arg)) return fail('Set cannot be created: set with the same name already exists', n);
-        if (!existing) this.ipsets.set(name, { type: arg, members: new Map() });
+        if (existing && (!exist || existing.type !== arg || existing.maxelem !== header.maxelem)) return fail('Set cannot be created: set with the same name already exists', n);
+        if (!existing) this.ipsets.set(name, { type: arg, members: new Map(), ...header });
+        continue;
+      }
+      if (verb === 'swap') {
+        // The two names change places: rules refer to the name (the kernel swaps the references with the sets).
+        const first = this.ipsets.get(name);
+        const second = this.ipsets.get(arg);
+        if (!first) return fail('The set with the given name does not exist', n);
+        if (!second) return fail('Sets cannot be swapped: the second set does not exist', n);
+        if (first.type !== second.type) return fail('The sets cannot be swapped: their type does not match', n);
+        this.ipsets.set(name, second);
+        this.ipsets.set(arg, first);
         continue;
       }
       const set = this.ipsets.get(name);
