@@ -5,9 +5,10 @@
  */
 import { CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend } from '../observe/facts.js';
-import { parseIpsetReferences } from '../observe/parse-ipset.js';
+import { forEachIpsetMember, parseIpsetReferences } from '../observe/parse-ipset.js';
 import { restoreCommand } from '../observe/read.js';
 import { IP_FORWARD, OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO, setMemberAdmits, USER_PREFIX } from '../plan/chains.js';
+import { remakeName, setHashsize } from '../plan/set-size.js';
 import type { ChainChange, Plan, Step } from '../plan/types.js';
 import { lockFileHint, privilegeHint, setInUseAdvice, setInUseHint, sysctlHint } from './hints.js';
 
@@ -21,6 +22,11 @@ export interface ApplyObserver {
   written?(step: TableStep, undone: boolean): void;
   /** The rules, addresses and ip_forward are in place (the accounting sets' members may still be being written). */
   forwarding?(): void;
+  /**
+   * A set was made again (remake): its members hold the counters they had when the apply read them, just before
+   * (the stats collector counts on from them; a reading taken in between may have found more). By member.
+   */
+  remade?(set: string, counters: ReadonlyMap<string, { readonly packets: number; readonly bytes: number }>): void;
   /**
    * A gateway address the apply added has been announced: its `arping -U` has exited (or could not start), after the
    * apply returned. What should follow the announce on the wire goes now (the supervisor's conflict probe).
@@ -229,6 +235,51 @@ async function runSetScript(runner: CommandRunner, lines: readonly SetLine[]): P
   return undoFor(lines);
 }
 
+type RemakeStep = Extract<Step, { kind: 'set-update' }> & { readonly remake: number };
+
+/**
+ * The sets of `steps` made again at the gateway's size (see the set-update step's `remake`), first of all: each is
+ * created under remakeName with the members it holds now and their counters (one `ipset save` reads them), and
+ * swapped in: `ipset swap` exchanges the two while the rules match on the set (the kernel moves their references
+ * with it), so no packet finds it missing. The old ones are then destroyed; one that cannot be (a reader holding it)
+ * is left to the next pass, which removes it as a set no longer wanted. A rollback leaves the sets remade: the same
+ * members and counters, in a larger table. A line that fails undoes the ones before it (a swap by swapping back);
+ * a killed script leaves each set old or new, whole either way, and a temporary one that may hold either is destroyed.
+ */
+async function runSetRemakes(runner: CommandRunner, steps: readonly RemakeStep[], observer: ApplyObserver): Promise<undefined> {
+  const saved = (await runner.run(['ipset', 'save'])).stdout;
+  const counters = new Map(steps.map((s) => [s.set, new Map<string, { packets: number; bytes: number }>()]));
+  forEachIpsetMember(saved, (set, member, packets, bytes) => counters.get(set)?.set(member, { packets, bytes }));
+  const lines: SetLine[] = [];
+  for (const step of steps) {
+    const temporary = remakeName(step.set);
+    if (saved.startsWith(`create ${temporary} `) || saved.includes(`\ncreate ${temporary} `)) lines.push({ line: `destroy ${temporary}`, step });
+    lines.push({ line: setCreateLine(temporary, step.type, step.remake), undo: `destroy ${temporary}`, step });
+    for (const [member, c] of counters.get(step.set)!) lines.push({ line: `add ${temporary} ${member} packets ${c.packets} bytes ${c.bytes}`, step });
+    lines.push({ line: `swap ${temporary} ${step.set}`, undo: `swap ${temporary} ${step.set}`, step });
+  }
+  const destroys = `${steps.map((s) => `destroy ${remakeName(s.set)}`).join('\n')}\n`;
+  try {
+    await runner.run(['ipset', 'restore'], { input: `${lines.map((l) => l.line).join('\n')}\n` });
+  } catch (error) {
+    if (killed(error)) {
+      for (const step of steps) await runner.run(['ipset', 'destroy', remakeName(step.set)], { allowFailure: true, rollback: true }).catch(() => undefined);
+      throw new StepFailed(steps[0]!, error, true);
+    }
+    const failing = failedScriptLine(error, /Error in line (\d+)/, lines.length);
+    const undo = lines.slice(0, failing).map((l) => l.undo).filter((l): l is string => l !== undefined).reverse();
+    try {
+      if (undo.length > 0) await runner.run(['ipset', 'restore'], { input: `${undo.join('\n')}\n`, rollback: true });
+    } catch (undoError) {
+      throw new StepFailed(lines[failing]!.step, new UndoFailed(error, undoError), failing > 0);
+    }
+    throw new StepFailed(lines[failing]!.step, error, failing > 0);
+  }
+  await runner.run(['ipset', 'restore'], { input: destroys, allowFailure: true });
+  for (const step of steps) tell(() => observer.remade?.(step.set, counters.get(step.set)!));
+  return undefined;
+}
+
 /**
  * Before sets are destroyed (after the tables stopped using them): one still referenced is refused here, before any
  * is destroyed. A destroyed set is made again by the rollback with its members but not their counters (the
@@ -277,36 +328,12 @@ async function runLaterSets(runner: CommandRunner, backend: Backend, lines: read
   }
 }
 
-/**
- * The most buckets setCreate gives a set for spreading its nets: each bucket pointer is kernel memory charged to the
- * container (2^16: about 1.2 MB; 2^20 was 10 MB a set, 113 MB at 512 VLANs). Past it, a fill may be rehashed.
- */
-const MAX_SPREAD_BUCKETS = 2 ** 16;
-
-/**
- * An `ipset restore` line creating a set for `members`. Its hash table is sized for them up front (a power of two,
- * at least one bucket per member): grown from the default 1,024 buckets, a 4,656-member hash:net,iface set is
- * rehashed several times on the way, and the fill took about a third longer (measured).
- *
- * A hash:net,iface set hashes only the net, and the kernel widens a bucket to hold the most members that share one
- * (48 in an accounting set) and no further: two nets whose hashes land in one bucket overflow it, and the set is
- * rehashed into twice the buckets, again and again until they part. With 97 nets in 8,192 buckets that happened in
- * 7 of 16 fills (up to 131,072 buckets; the fill up to 82 against a median of 23 ms), in none of 16 with 65,536
- * (measured). Where nets share members, there are enough buckets that two of them rarely meet (4 × nets²: about 1
- * in 8), up to MAX_SPREAD_BUCKETS.
- */
+/** An `ipset restore` line creating a set for `members`, its hash table sized for them (setHashsize). */
 export function setCreate(set: string, type: string, members: readonly string[]): string {
-  let wanted = members.length;
-  // Up to 12 members fit in one bucket whatever their nets (the kernel's default width).
-  if (type.startsWith('hash:net,') && members.length > 12) {
-    const nets = new Set<string>();
-    for (const m of members) nets.add(m.slice(0, m.indexOf(',')));
-    if (nets.size < members.length) wanted = Math.max(wanted, Math.min(4 * nets.size * nets.size, MAX_SPREAD_BUCKETS));
-  }
-  let hashsize = 1024;
-  while (hashsize < wanted) hashsize *= 2;
-  return `create ${set} ${type} counters hashsize ${hashsize} -exist`;
+  return setCreateLine(set, type, setHashsize(type, members));
 }
+
+const setCreateLine = (set: string, type: string, hashsize: number) => `create ${set} ${type} counters hashsize ${hashsize} -exist`;
 
 export function describeStep(step: Step): string {
   switch (step.kind) {
@@ -516,7 +543,8 @@ function forwardingMayBeOn(steps: readonly Step[]): boolean {
 
 /**
  * The plan's steps as stages; the tasks of one stage are independent and run at once. In order:
- *   0. sysctls the plan puts before its tables (ip_forward=0 on the way out: fail closed first);
+ *   0. sysctls the plan puts before its tables (ip_forward=0 on the way out: fail closed first), and the sets made
+ *      again at the gateway's size (runSetRemakes), before any line writes to them;
  *   1. one `ipset restore` creating new sets (the tables' rules need them to exist) and writing the members of
  *      verdict sets (the rules decide on them) that stop packets, or that go into a set created now;
  *   2. each table's restore, and beside them the address/link/route batch (no rule depends on an address, and
@@ -550,6 +578,7 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
   } else {
     batch(2, address);
   }
+  const remakes: RemakeStep[] = [];
   const before: SetLine[] = [];
   const counting: SetLine[] = [];
   const after: SetLine[] = [];
@@ -563,6 +592,7 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
         out[2]!.push({ step, run: () => runTable(runner, backend, step, observer) });
         break;
       case 'set-update': {
+        if (step.remake !== undefined) remakes.push(step as RemakeStep);
         if (step.create) before.push({ line: setCreate(step.set, step.type, step.add), undo: `destroy ${step.set}`, step });
         const members = step.role === 'verdict' ? before : counting;
         // A set created now is matched on by no rule yet: its members go in whenever. In one that exists, a member
@@ -592,6 +622,8 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
         break; // address steps: the batch above
     }
   });
+  // Before any line that writes to a set: those go to the set made again.
+  if (remakes.length > 0) out[0]!.push({ step: remakes[0]!, run: () => runSetRemakes(runner, remakes, observer) });
   const script = (lines: readonly SetLine[]): Task | undefined => (lines.length > 0 ? { step: lines[0]!.step, run: () => runSetScript(runner, lines) } : undefined);
   const create = script(before);
   if (create) out[1]!.push(create);

@@ -87,6 +87,13 @@ export interface SavedSet {
   readonly noCounters?: boolean;
   /** Of another address family than inet (IPv4), which every set of the gateway is: `inet6`. */
   readonly family?: string;
+  /**
+   * Its hash table's buckets and its most members, as the kernel shows them (absent where not shown): a set made
+   * smaller than the gateway makes it now (by an older version, before sets were sized for their members) is made
+   * again (see setRemake).
+   */
+  readonly hashsize?: number;
+  readonly maxelem?: number;
 }
 
 /**

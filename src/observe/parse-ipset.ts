@@ -22,10 +22,10 @@ export function forEachIpsetMember(text: string, visit: (set: string, member: st
 }
 
 export function parseIpsetSave(text: string): Map<string, SavedSet> {
-  const sets = new Map<string, { type: string; members: Set<string>; noCounters?: boolean; family?: string }>();
+  const sets = new Map<string, { type: string; members: Set<string>; noCounters?: boolean; family?: string; hashsize?: number; maxelem?: number }>();
   for (const line of text.split('\n')) {
     const create = CREATE.exec(line);
-    if (create) sets.set(create[1]!, { type: create[2]!, members: new Set(), ...(/ counters\b/.test(line) ? {} : { noCounters: true }), ...familyOf(line) });
+    if (create) sets.set(create[1]!, { type: create[2]!, members: new Set(), ...(/ counters\b/.test(line) ? {} : { noCounters: true }), ...familyOf(line), ...sizeOf(line) });
   }
   forEachIpsetMember(text, (set, member) => sets.get(set)?.members.add(member));
   return sets;
@@ -37,12 +37,21 @@ function familyOf(text: string): { family?: string } {
   return family && family !== 'inet' ? { family } : {};
 }
 
+/** `hashsize N` and `maxelem N` in a create line or a header, where shown. */
+function sizeOf(text: string): { hashsize?: number; maxelem?: number } {
+  const hashsize = / hashsize (\d+)/.exec(text)?.[1];
+  const maxelem = / maxelem (\d+)/.exec(text)?.[1];
+  return { ...(hashsize ? { hashsize: Number(hashsize) } : {}), ...(maxelem ? { maxelem: Number(maxelem) } : {}) };
+}
+
 /** A set as `ipset list -t` shows it: no members, only how many there are. */
 export interface SetHeader {
   readonly type: string;
   readonly entries: number;
   readonly noCounters?: boolean;
   readonly family?: string;
+  readonly hashsize?: number;
+  readonly maxelem?: number;
 }
 
 /**
@@ -62,7 +71,8 @@ export function parseIpsetHeaders(text: string): Map<string, SetHeader> {
     const entries = Number(fields.get('Number of entries'));
     const counters = / counters\b/.test(` ${fields.get('Header') ?? ''} `);
     if (name?.startsWith('VGW-') && type && Number.isInteger(entries)) {
-      sets.set(name, { type, entries, ...(counters ? {} : { noCounters: true }), ...familyOf(` ${fields.get('Header') ?? ''}`) });
+      const header = ` ${fields.get('Header') ?? ''}`;
+      sets.set(name, { type, entries, ...(counters ? {} : { noCounters: true }), ...familyOf(header), ...sizeOf(header) });
     }
   }
   return sets;

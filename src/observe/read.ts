@@ -96,7 +96,8 @@ export async function readSets(runner: CommandRunner, known?: KnownSets): Promis
   for (const [name, header] of headers) {
     const members = known.get(name);
     if (!members || members.size !== header.entries) return readSets(runner);
-    sets.set(name, { type: header.type, members, ...(header.noCounters ? { noCounters: true } : {}), ...(header.family ? { family: header.family } : {}) });
+    const { entries: _entries, ...saved } = header;
+    sets.set(name, { ...saved, members });
   }
   return sets;
 }

@@ -4,10 +4,11 @@
  * only its chains. Each table becomes one `iptables-restore --noflush` payload, plus an undo payload that puts
  * back the previous content of exactly the chains and jumps it changes. Pure.
  */
-import type { Facts, KnownTables, SavedRule, SavedTable, TableName } from '../observe/facts.js';
+import type { Facts, KnownTables, SavedRule, SavedSet, SavedTable, TableName } from '../observe/facts.js';
 import { TABLES } from '../observe/facts.js';
 import { BUILTIN_CHAINS, FORWARDING_WAS_OFF, IP_FORWARD, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX } from './chains.js';
 import { verdictOf } from './rule-text.js';
+import { remakeName, SET_MAXELEM, setHashsize } from './set-size.js';
 import type { ChainChange, Desired, DesiredChain, DesiredRule, DesiredSet, Jump, JumpChange, Plan, Step } from './types.js';
 import { uplinkOverlapWarnings, warningsOf } from './warnings.js';
 
@@ -216,6 +217,25 @@ export function tablesInSync(desired: Desired, tables: Facts['tables']): boolean
 const notedJumps = (desired: Desired, forwardingWasOff: boolean): readonly Jump[] =>
   (forwardingWasOff ? desired.jumps.map((j) => ({ ...j, note: FORWARDING_WAS_OFF })) : desired.jumps);
 
+const hashsizes = new WeakMap<DesiredSet, number>();
+
+/** The buckets a desired set is made with, worked out once per desired set (see memberSetOf). */
+function hashsizeOf(set: DesiredSet): number {
+  let hashsize = hashsizes.get(set);
+  if (hashsize === undefined) hashsizes.set(set, (hashsize = setHashsize(set.type, set.members.map((m) => m.member))));
+  return hashsize;
+}
+
+/**
+ * The hashsize a set of ours is to be made again with, where its header shows it smaller than the gateway makes it
+ * (see the set-update step's `remake`). One the kernel has grown past that, by rehashing, is left as it is.
+ */
+function setRemake(set: DesiredSet, have: SavedSet): number | undefined {
+  const hashsize = hashsizeOf(set);
+  const small = (have.hashsize !== undefined && have.hashsize < hashsize) || (have.maxelem !== undefined && have.maxelem < SET_MAXELEM);
+  return small ? hashsize : undefined;
+}
+
 const memberSets = new WeakMap<DesiredSet, ReadonlySet<string>>();
 
 /** A desired set's members as a set, made once per desired set (the planner reuses unchanged desired states). */
@@ -285,10 +305,13 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
       + `the gateway did not make it; remove it (ipset destroy ${set.name}) and apply again`];
   });
   if (foreign.length > 0) throw new ForeignSetError(foreign.join('\n'));
+  const remade = new Set<string>();
   for (const set of desired.sets) {
     const have = sets.get(set.name);
+    const remake = have ? setRemake(set, have) : undefined;
+    if (remake !== undefined) remade.add(remakeName(set.name));
     // Members known to be there because they are this very set's (a supervisor's KnownSets): nothing to compare.
-    if (have && have.members === memberSetOf(set)) continue;
+    if (have && have.members === memberSetOf(set) && remake === undefined) continue;
     const add: string[] = [];
     for (const { member } of set.members) if (!have?.members.has(member)) add.push(member);
     // As many members as the wanted ones it holds: nothing else to delete, and no set built (a no-op pass at 100
@@ -298,8 +321,8 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
       const want = new Set(set.members.map((m) => m.member));
       del = [...have.members].filter((m) => !want.has(m));
     }
-    if (!have || add.length > 0 || del.length > 0) {
-      steps.push({ kind: 'set-update', set: set.name, type: set.type, role: set.role, create: !have, add, del });
+    if (!have || add.length > 0 || del.length > 0 || remake !== undefined) {
+      steps.push({ kind: 'set-update', set: set.name, type: set.type, role: set.role, create: !have, add, del, ...(remake !== undefined ? { remake } : {}) });
     }
   }
   // Our jumps remember that forwarding was off before us; a jump re-added after a flush takes the note from the
@@ -324,7 +347,8 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
     if (step) steps.push(step);
   }
   for (const [name, have] of sets) {
-    if (!desired.sets.some((s) => s.name === name)) {
+    // A set a killed remake left behind goes with the remake of its set, which destroys it first.
+    if (!desired.sets.some((s) => s.name === name) && !remade.has(name)) {
       steps.push({ kind: 'set-destroy', set: name, type: have.type, members: [...have.members] });
     }
   }

@@ -25,7 +25,7 @@ function stepLines(step: Step): string[] {
     case 'address-del': return [`- address ${step.address}/${step.prefix} on ${step.nic} (${step.vlan ? `vlan ${step.vlan}` : 'no longer configured'})`];
     case 'route': return [`~ route default via ${step.gateway}${step.dev ? ` dev ${step.dev}` : ''} (was: ${step.previous?.gateway ? `via ${step.previous.gateway}` : step.previous?.spec ?? 'none'})`];
     case 'set-update': return [
-      `${step.create ? '+' : '~'} ipset ${step.set} (${step.type})`,
+      `${step.create ? '+' : '~'} ipset ${step.set} (${step.type})${step.remake !== undefined ? `: made again with hashsize ${step.remake}, members and counters kept` : ''}`,
       ...step.del.map((m) => `    - ${m}`),
       ...step.add.map((m) => `    + ${m}`),
     ];

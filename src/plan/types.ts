@@ -138,6 +138,13 @@ export type Step =
   | {
     readonly kind: 'set-update'; readonly set: string; readonly type: string; readonly role: SetRole; readonly create: boolean;
     readonly add: readonly string[]; readonly del: readonly string[];
+    /**
+     * The set exists with fewer buckets (or a lower maxelem) than the gateway makes it with: made by an older
+     * version, before sets were sized for their members, it keeps being rehashed as it fills (`create -exist` keeps
+     * it as it is). Before anything else it is made again with this hashsize under remakeName, given the members it
+     * holds with their counters, and swapped in (the rules match on it throughout); `add` and `del` then go to it.
+     */
+    readonly remake?: number;
   }
   /** Removes a set no longer wanted; runs after the tables stopped matching on it. */
   | { readonly kind: 'set-destroy'; readonly set: string; readonly type: string; readonly members: readonly string[] }

@@ -283,6 +283,10 @@ export class Supervisor {
       written: (step, undone) => {
         for (const [key, count] of undone ? countersAfterRestore(step.undo) : countersAfterPayload(step.payload)) restarted.set(key, count);
       },
+      // A set made again holds its members' counters as the apply read them, which a reading since may have passed.
+      remade: (_set, counters) => {
+        for (const [member, count] of counters) restarted.set(member, count);
+      },
       // Ready means forwarding as configured: the accounting sets' members may still be being written (no verdict
       // depends on them), and if only they fail, the pass fails and is retried, but the router stays ready.
       forwarding: () => {

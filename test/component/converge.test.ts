@@ -1249,3 +1249,121 @@ test('a destroy refused while a reader holds the set (the stats collector\'s ips
   await apply(ns, lab, 'down');
   t.notRegex(ns.snapshot(), /VGW-/);
 });
+
+// ---- (h) sets made smaller than the gateway makes them -----------------------------------------------------------
+
+// Sets are created with their hash table sized for their members (BENCHMARKS.md, run ai): a smaller one keeps being
+// rehashed as it fills. Before, a set an older version had made with the default 1,024 buckets stayed so after an
+// upgrade: the apply found it there, and `create -exist` keeps a set of another size as it is.
+
+/** VLANs 1 to `count`, VLAN i on 10.0.i.0/24. */
+const vlansUpTo = (count: number) => parse(`uplink: {interface: eth0}\nvlans:\n${Array.from({ length: count }, (_, i) => i + 1)
+  .map((i) => `  - {name: v${i}, id: ${i}, subnet: 10.0.${i}.0/24, gateway: 10.0.${i}.1}`).join('\n')}\n`);
+/** 15 VLANs: with the uplink's two halves, 17 source nets in VGW-PAIRS-0, which the gateway makes with 4 × 17² → 2,048 buckets. */
+const fifteen = vlansUpTo(15);
+/** The uplink and a NIC for each of VLANs 1 to 16. */
+const fifteenNamespace = () => new FakeNetns({
+  links: [UPLINK, ...Array.from({ length: 16 }, (_, i) => ({ name: `eth${i + 1}`, addresses: [`10.0.${i + 1}.2/24`] }))],
+  defaultRoute: { gateway: '203.0.113.1', dev: 'eth0' },
+  dockerDns: true,
+});
+/** A set's members with their counters, as `ipset save` prints them. */
+const membersOf = (ns: FakeNetns, set: string) => ns.saveSets(true).split('\n').filter((l) => l.startsWith(`add ${set} `)).join('\n');
+
+/** Makes `set` again with `options` (as by an older version), its members and their counters kept, while the rules use it. */
+async function remakeOld(ns: FakeNetns, set: string, options: string): Promise<void> {
+  const type = new RegExp(`^create ${set} (\\S+)`, 'm').exec(ns.saveSets())![1]!;
+  const members = membersOf(ns, set).split('\n').filter(Boolean).map((l) => l.replace(`add ${set} `, 'add OLD '));
+  await ns.run(['ipset', 'restore'], { input: [`create OLD ${type} counters ${options}`, ...members, `swap OLD ${set}`, 'destroy OLD', ''].join('\n') });
+}
+
+/** The fifteen-VLAN namespace as an older version left it: VGW-PAIRS-0 with 1,024 buckets, its members having counted. */
+async function olderSets(t: ExecutionContext): Promise<{ ns: FakeNetns; fresh: string; counted: string }> {
+  const ns = fifteenNamespace();
+  await apply(ns, fifteen);
+  const fresh = ns.snapshot();
+  t.regex(fresh, /^create VGW-PAIRS-0 hash:net,iface family inet hashsize 2048 maxelem 65536 counters$/m);
+  const members = membersOf(ns, 'VGW-PAIRS-0').split('\n');
+  await ns.run(['ipset', 'restore'], { input: `${members.map((l, i) => `${l.replace(/ packets .*/, '')} packets ${i + 1} bytes ${(i + 1) * 100} -exist`).join('\n')}\n` });
+  await remakeOld(ns, 'VGW-PAIRS-0', 'hashsize 1024');
+  t.regex(ns.snapshot(), /^create VGW-PAIRS-0 hash:net,iface family inet hashsize 1024 maxelem 65536 counters$/m);
+  return { ns, fresh, counted: membersOf(ns, 'VGW-PAIRS-0') };
+}
+
+test('an accounting set an older version made with 1,024 buckets is made again at its size, its members and their counters kept, and swapped in', async (t) => {
+  const { ns, fresh, counted } = await olderSets(t);
+  const count = counted.split('\n').length;
+  t.true(count > 200);
+  t.regex(counted, new RegExp(`^add VGW-PAIRS-0 \\S+ packets ${count} bytes ${count * 100}$`, 'm'), 'every member having counted');
+  const { plan } = await apply(ns, fifteen);
+  t.deepEqual(plan.steps, [{ kind: 'set-update', set: 'VGW-PAIRS-0', type: 'hash:net,iface', role: 'accounting', create: false, add: [], del: [], remake: 2048 }]);
+  t.is(ns.snapshot(), fresh, 'as a fresh apply leaves it: the set at 2,048 buckets, no set left beside it, the rules as they were');
+  t.is(membersOf(ns, 'VGW-PAIRS-0'), counted, 'every member with its counters');
+  t.deepEqual((await apply(ns, fifteen)).plan.steps, []);
+});
+
+test('a set made again while the config changes its members: the new members go into the set made again', async (t) => {
+  const { ns } = await olderSets(t);
+  const sixteen = vlansUpTo(16);
+  const { plan } = await apply(ns, sixteen);
+  t.like(plan.steps.find((s) => s.kind === 'set-update' && s.set === 'VGW-PAIRS-0'), { remake: 2048 });
+  const reference = fifteenNamespace();
+  await apply(reference, sixteen);
+  t.is(ns.snapshot(), reference.snapshot(), 'as a fresh apply of the new config leaves it');
+  t.regex(membersOf(ns, 'VGW-PAIRS-0'), /^add VGW-PAIRS-0 10\.0\.1\.0\/24,eth2 packets \d+ bytes \d+$/m);
+  t.notRegex(membersOf(ns, 'VGW-PAIRS-0'), /^add VGW-PAIRS-0 10\.0\.1\.0\/24,eth2 packets 0 /m, 'a member kept, with its counters');
+  t.regex(membersOf(ns, 'VGW-PAIRS-0'), /^add VGW-PAIRS-0 10\.0\.1\.0\/24,eth16 packets 0 bytes 0$/m, 'a member added, from zero');
+});
+
+test('a set with more buckets than the gateway makes (the kernel grew it) is left as it is; one with a lower maxelem is made again', async (t) => {
+  const ns = fifteenNamespace();
+  await apply(ns, fifteen);
+  await remakeOld(ns, 'VGW-PAIRS-0', 'hashsize 4096');
+  const grown = ns.snapshot();
+  t.deepEqual((await apply(ns, fifteen)).plan.steps, []);
+  t.is(ns.snapshot(), grown);
+  await remakeOld(ns, 'VGW-NICS-0', 'maxelem 1000');
+  const { plan } = await apply(ns, fifteen);
+  t.deepEqual(plan.steps.map((s) => (s.kind === 'set-update' ? [s.set, s.remake] : s.kind)), [['VGW-NICS-0', 1024]]);
+  t.regex(ns.snapshot(), /^create VGW-NICS-0 hash:net,iface family inet hashsize 1024 maxelem 65536 counters$/m);
+});
+
+// `ipset swap` is refused while a reader holds either set (the kernel's netlink reference: an `ipset save` running).
+test('a remake whose swap fails is undone: the old set as it was, no set left beside it, and the failure names the set', async (t) => {
+  const { ns, counted } = await olderSets(t);
+  const old = ns.snapshot();
+  const swapLine = counted.split('\n').length + 2; // the create, each member, the swap
+  ns.failNext({
+    match: (argv, input) => argv.join(' ') === 'ipset restore' && /^swap /m.test(input ?? ''),
+    afterLines: swapLine - 1, stderr: `ipset v7.17: Error in line ${swapLine}: Kernel error received: Device or resource busy\n`,
+  });
+  const error = await t.throwsAsync(apply(ns, fifteen), { instanceOf: ApplyError });
+  t.is(error!.message, `updating ipset VGW-PAIRS-0 failed: ipset restore: ipset v7.17: Error in line ${swapLine}: Kernel error received: Device or resource busy\n`
+    + '(the lines before it were undone)');
+  t.true(error!.rolledBack);
+  t.is(ns.snapshot(), old);
+});
+
+test('a remake killed half-way leaves the set whole, old or new, and no set beside it; the next pass finishes it', async (t) => {
+  for (const afterLines of [100, Infinity]) {
+    const { ns, fresh, counted } = await olderSets(t);
+    ns.failNext({ match: (argv, input) => argv.join(' ') === 'ipset restore' && /^swap /m.test(input ?? ''), killed: 'SIGKILL', afterLines });
+    const error = await t.throwsAsync(apply(ns, fifteen), { instanceOf: ApplyError });
+    t.regex(error!.message, /^updating ipset VGW-PAIRS-0 failed: .*killed by SIGKILL/);
+    t.notRegex(ns.snapshot(), /VGW-PAIRS-0-NEW/, `after ${afterLines} lines`);
+    t.regex(ns.snapshot(), afterLines === Infinity ? /hashsize 2048/ : /^create VGW-PAIRS-0 \S+ family inet hashsize 1024 /m);
+    t.is(membersOf(ns, 'VGW-PAIRS-0'), counted);
+    await apply(ns, fifteen);
+    t.is(ns.snapshot(), fresh);
+  }
+});
+
+test('a temporary set a killed remake left is removed; one beside a set at its size too', async (t) => {
+  const { ns, fresh } = await olderSets(t);
+  await ns.run(['ipset', 'restore'], { input: 'create VGW-PAIRS-0-NEW hash:net,iface counters\nadd VGW-PAIRS-0-NEW 10.0.1.0/24,eth2\n' });
+  t.like((await apply(ns, fifteen)).plan.steps, [{ kind: 'set-update', remake: 2048 }]);
+  t.is(ns.snapshot(), fresh);
+  await ns.run(['ipset', 'restore'], { input: 'create VGW-PAIRS-0-NEW hash:net,iface counters\n' });
+  t.like((await apply(ns, fifteen)).plan.steps, [{ kind: 'set-destroy', set: 'VGW-PAIRS-0-NEW' }]);
+  t.is(ns.snapshot(), fresh);
+});

@@ -27,10 +27,10 @@ References: 96
 Number of entries: 0
 `;
 
-test('parseIpsetHeaders: our sets (VGW-*) with their type and number of members; others left out', (t) => {
+test('parseIpsetHeaders: our sets (VGW-*) with their type, size and number of members; others left out', (t) => {
   t.deepEqual([...parseIpsetHeaders(HEADERS)], [
-    ['VGW-PAIRS-0', { type: 'hash:net,iface', entries: 4656 }],
-    ['VGW-NICS-0', { type: 'hash:net,iface', entries: 0 }],
+    ['VGW-PAIRS-0', { type: 'hash:net,iface', entries: 4656, hashsize: 4096, maxelem: 65536 }],
+    ['VGW-NICS-0', { type: 'hash:net,iface', entries: 0, hashsize: 1024, maxelem: 65536 }],
   ]);
   t.deepEqual([...parseIpsetHeaders('')], [], 'no sets at all');
   t.deepEqual([...parseIpsetHeaders('Name: VGW-X\nType: hash:ip\n')], [], 'a block without its count is not taken as empty');
@@ -55,6 +55,9 @@ test('parseIpsetSave: our sets with their type and members (counters dropped), o
     ['VGW-PAIRS-0', 'hash:net,iface', ['192.168.10.0/24,eth2', '0.0.0.0/1,eth0']],
     ['VGW-NICS-0', 'hash:net,iface', []],
   ]);
+  // What it was created with, as the kernel prints it back (a set made smaller than the gateway makes it is made again).
+  const old = parseIpsetSave('create VGW-PAIRS-0 hash:net,iface family inet hashsize 2048 maxelem 1000 counters bucketsize 12 initval 0x1\n');
+  t.like(old.get('VGW-PAIRS-0'), { hashsize: 2048, maxelem: 1000 });
 });
 
 test('a set made without counters is marked, in ipset save and in ipset list -t (ipset 7.17)', (t) => {
@@ -71,8 +74,8 @@ test('a set made without counters is marked, in ipset save and in ipset list -t 
     'Name: VGW-SUBNET-NICS', 'Type: hash:net,iface', 'Revision: 7', 'Header: family inet hashsize 1024 maxelem 65536 counters bucketsize 12 initval 0xb39bfed0',
     'Size in memory: 456', 'References: 0', 'Number of entries: 0',
   ].join('\n'));
-  t.deepEqual(headers.get('VGW-SUBNETS'), { type: 'hash:net', entries: 0, noCounters: true });
-  t.deepEqual(headers.get('VGW-SUBNET-NICS'), { type: 'hash:net,iface', entries: 0 });
+  t.like(headers.get('VGW-SUBNETS'), { type: 'hash:net', entries: 0, noCounters: true });
+  t.like(headers.get('VGW-SUBNET-NICS'), { type: 'hash:net,iface', entries: 0, noCounters: undefined });
 });
 
 test('a set of family inet6 is marked, in ipset save and in ipset list -t (ipset 7.17); inet is the gateway\'s', (t) => {
@@ -83,5 +86,5 @@ test('a set of family inet6 is marked, in ipset save and in ipset list -t (ipset
     'Name: VGW-SUBNETS', 'Type: hash:net', 'Revision: 7', 'Header: family inet6 hashsize 1024 maxelem 65536 counters bucketsize 12 initval 0x3d1c6e0a',
     'Size in memory: 1240', 'References: 0', 'Number of entries: 0',
   ].join('\n'));
-  t.deepEqual(headers.get('VGW-SUBNETS'), { type: 'hash:net', entries: 0, family: 'inet6' });
+  t.like(headers.get('VGW-SUBNETS'), { type: 'hash:net', entries: 0, family: 'inet6' });
 });
