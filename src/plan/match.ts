@@ -11,13 +11,14 @@ import { OUR_ADDRESS_METRIC } from './chains.js';
 
 /**
  * A NIC name a rule can hold as it is. Linux allows almost any character in one, but in iptables `+` ends a
- * wildcard (`-i e+` matches every eth*), and a leading `!` or `-`, a quote or a space would change the rule line.
+ * wildcard (`-i e+` matches every eth*), a leading `!` or `-`, a quote or a space would change the rule line, and
+ * `ip -batch` cuts a line at `#`.
  * Docker's names (eth0, eth1, …) always pass; a NIC whose name does not is never bound (and a note says why).
  */
 const RULE_SAFE_NIC = /^[A-Za-z0-9_][A-Za-z0-9_.@-]*$/;
 const ruleSafeNic = (name: string) => RULE_SAFE_NIC.test(name) && name.length <= 15;
 
-const unsafeNote = (nic: Link) => `${nic.name}'s name cannot be used in a rule (iptables reads + as a wildcard, and ! - " or a space as syntax); rename it`;
+const unsafeNote = (nic: Link) => `${nic.name}'s name cannot be used in a rule (iptables reads + as a wildcard, ! - " or a space as syntax, and ip -batch # as a comment); rename it`;
 
 /**
  * The NIC a config's name or MAC names. A name is the NIC's own or one of its altnames (`ip` takes either, so users

@@ -156,12 +156,14 @@ ${VLANS}`, 'up.yaml');
   ]);
 });
 
-test('a NIC whose name a rule cannot hold as it is (iptables reads + as a wildcard) is never bound, and the note says why', (t) => {
-  const links = [...LINKS.filter((l) => l.name !== 'eth1'), link(3, 'e+', '192.168.20.2/24')];
-  t.deepEqual(bound(config('uplink: {gateway: 172.18.0.1}\n'), facts(undefined, links)), [
-    ['office', 'eth0'],
-    ['lab', 'waiting: e+ has 192.168.20.2/24, inside 192.168.20.0/24, but e+\'s name cannot be used in a rule (iptables reads + as a wildcard, and ! - " or a space as syntax); rename it'],
-  ]);
+test('a NIC whose name a rule cannot hold as it is (iptables reads + as a wildcard, ip -batch # as a comment) is never bound, and the note says why', (t) => {
+  for (const name of ['e+', 'eth#1']) {
+    const links = [...LINKS.filter((l) => l.name !== 'eth1'), link(3, name, '192.168.20.2/24')];
+    t.deepEqual(bound(config('uplink: {gateway: 172.18.0.1}\n'), facts(undefined, links)), [
+      ['office', 'eth0'],
+      ['lab', `waiting: ${name} has 192.168.20.2/24, inside 192.168.20.0/24, but ${name}'s name cannot be used in a rule (iptables reads + as a wildcard, ! - " or a space as syntax, and ip -batch # as a comment); rename it`],
+    ]);
+  }
 });
 
 // `ip` takes a NIC's altname wherever it takes its name (`ip link property add dev eth0 altname office0`), so users pin
