@@ -23,8 +23,9 @@ export interface ApplyObserver {
   /** The rules, addresses and ip_forward are in place (the accounting sets' members may still be being written). */
   forwarding?(): void;
   /**
-   * A set was made again (remake): its members hold the counters they had when the apply read them, just before
-   * (the stats collector counts on from them; a reading taken in between may have found more). By member.
+   * An accounting set was made again (remake): its members hold the counters they had when the apply read them, just
+   * before (the stats collector counts on from them; a reading taken in between may have found more). By member. The
+   * other sets' members are not counted, and may be written as an accounting member is (see membersAddedBy).
    */
   remade?(set: string, counters: ReadonlyMap<string, { readonly packets: number; readonly bytes: number }>): void;
   /**
@@ -276,7 +277,7 @@ async function runSetRemakes(runner: CommandRunner, steps: readonly RemakeStep[]
     throw new StepFailed(lines[failing]!.step, error, failing > 0);
   }
   await runner.run(['ipset', 'restore'], { input: destroys, allowFailure: true });
-  for (const step of steps) tell(() => observer.remade?.(step.set, counters.get(step.set)!));
+  for (const step of steps) if (step.role === 'accounting') tell(() => observer.remade?.(step.set, counters.get(step.set)!));
   return undefined;
 }
 

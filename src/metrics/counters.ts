@@ -152,9 +152,13 @@ export function countersAfterPayload(text: string): Map<string, Count> {
   return counts;
 }
 
-/** The set members a pass that applied `plan` added: they count from zero. Keys as Sample.source. */
+/**
+ * The accounting members a pass that applied `plan` added: they count from zero. Keys as Sample.source, which names
+ * a member without its set: only the accounting sets' members are samples, and another set may hold the same text
+ * (VGW-NICS-0's `0.0.0.0/1,eth1` is also uplink → eth1's member in VGW-PAIRS-0), whose restart is not theirs.
+ */
 export function membersAddedBy(plan: Plan): string[] {
-  return plan.steps.flatMap((step) => (step.kind === 'set-update' ? step.add : []));
+  return plan.steps.flatMap((step) => (step.kind === 'set-update' && step.role === 'accounting' ? step.add : []));
 }
 
 /**

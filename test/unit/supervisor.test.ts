@@ -1119,6 +1119,56 @@ test('a set made again at its size: its members count on from what the apply rea
   t.is(await accepted(), 18, 'the set made again counts on');
 });
 
+// A counter is known by its member's text alone (Sample.source), and VGW-NICS-0 holds uplink → office's member text
+// of VGW-PAIRS-0 (`0.0.0.0/1,eth1`: any source, out of office's NIC). Written there, it was taken for the accounting
+// member written: its count restarted at zero (or at the NIC set's count), and the next reading counted what it held
+// a second time (10 packets became 20).
+const uplinkToOffice = (r: Rig) => r.value('vlan_gateway_forwarded_packets_total', { from: 'uplink', to: 'office', action: 'accept' });
+const countUplinkToOffice = (r: Rig, packets: number) =>
+  r.ns.run(['ipset', 'restore'], { input: `add VGW-PAIRS-0 0.0.0.0/1,eth1 packets ${packets} bytes ${packets * 100} -exist\n` });
+
+test('a reload to forwarding default accept fills the NIC sets: the accounting members of the same text count on, nothing twice', async (t) => {
+  const r = rig(t, {}, { ...lab, forwarding: { ...lab.forwarding, default: 'drop' } });
+  const collector = collectorOf(r);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  t.notRegex(r.ns.saveSets(), /VGW-NICS/, 'under default: drop, no NIC sets');
+  await countUplinkToOffice(r, 10);
+  await collector.collect();
+  t.is(await uplinkToOffice(r), 10);
+
+  r.supervisor.replaceConfig(state(lab, 'v2'));
+  await settle(r, 2);
+  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success' });
+  t.regex(r.ns.saveSets(true), /^add VGW-NICS-0 0\.0\.0\.0\/1,eth1 packets 0 bytes 0$/m, 'the NIC set holds the same text');
+  await collector.collect();
+  t.is(await uplinkToOffice(r), 10, 'no packet since: none counted');
+  await countUplinkToOffice(r, 12);
+  await collector.collect();
+  t.is(await uplinkToOffice(r), 12);
+});
+
+test('a NIC set made again (a lower maxelem) leaves the accounting members of the same text counting on, nothing twice', async (t) => {
+  const r = rig(t);
+  const collector = collectorOf(r);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  await countUplinkToOffice(r, 10);
+  await collector.collect();
+  t.is(await uplinkToOffice(r), 10);
+  // As made by hand or by another tool, with its own counts (3 new connections out of office's NIC), under the rules.
+  const members = r.ns.saveSets().split('\n').filter((l) => l.startsWith('add VGW-NICS-0 ')).map((l) => `${l.replace('VGW-NICS-0', 'OLD')} packets 3 bytes 300`);
+  await r.ns.run(['ipset', 'restore'], { input: ['create OLD hash:net,iface counters maxelem 1000', ...members, 'swap OLD VGW-NICS-0', 'destroy OLD', ''].join('\n') });
+
+  r.supervisor.trigger('schedule');
+  await settle(r, 2);
+  t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success', changes: ['~ ipset VGW-NICS-0 (hash:net,iface): made again with hashsize 1024, members and counters kept'] });
+  t.regex(r.ns.saveSets(true), /^create VGW-NICS-0 hash:net,iface family inet hashsize 1024 maxelem 65536 counters$/m, 'made again');
+  t.regex(r.ns.saveSets(true), /^add VGW-NICS-0 0\.0\.0\.0\/1,eth1 packets 3 bytes 300$/m, 'with its own counts');
+  await collector.collect();
+  t.is(await uplinkToOffice(r), 10, 'no packet since: none counted');
+});
+
 test('a reload whose user rule only the kernel refuses is refused: the config that last applied runs again at once, and other changes go on', async (t) => {
   const r = rig(t);
   r.supervisor.trigger('start');
