@@ -292,7 +292,9 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
       steps.push({ kind: 'address-add', nic: nic.name, address: want.address, prefix: want.prefix, vlan: want.vlan });
     }
   }
-  if (desired.route && facts.defaultRoute?.gateway !== desired.route.gateway) {
+  // A TOS route is the default route found only where there is no other: through the wanted gateway or not, ordinary
+  // traffic has no route out until ours is added beside it.
+  if (desired.route && (facts.defaultRoute?.gateway !== desired.route.gateway || facts.defaultRoute.tos !== undefined)) {
     steps.push({ kind: 'route', ...desired.route, ...(facts.defaultRoute ? { previous: facts.defaultRoute } : {}) });
   }
   const sets = facts.sets ?? new Map();

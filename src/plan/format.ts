@@ -23,7 +23,7 @@ function stepLines(step: Step): string[] {
     case 'link-up': return [`~ link ${step.nic}: up (vlan ${step.vlan})`];
     case 'address-add': return [`+ address ${step.address}/${step.prefix} on ${step.nic} (vlan ${step.vlan})`];
     case 'address-del': return [`- address ${step.address}/${step.prefix} on ${step.nic} (${step.vlan ? `vlan ${step.vlan}` : 'no longer configured'})`];
-    case 'route': return [`~ route default via ${step.gateway}${step.dev ? ` dev ${step.dev}` : ''} (was: ${step.previous?.gateway ? `via ${step.previous.gateway}` : step.previous?.spec ?? 'none'})`];
+    case 'route': return [`~ route default via ${step.gateway}${step.dev ? ` dev ${step.dev}` : ''} (was: ${step.previous?.gateway && !step.previous.tos ? `via ${step.previous.gateway}` : step.previous?.spec ?? 'none'})`];
     case 'set-update': return [
       `${step.create ? '+' : '~'} ipset ${step.set} (${step.type})${step.remake !== undefined ? `: made again with hashsize ${step.remake}, members and counters kept` : ''}`,
       ...step.del.map((m) => `    - ${m}`),

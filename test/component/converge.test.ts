@@ -15,6 +15,7 @@ import { AccountingError, ApplyError } from '../../src/apply/apply.js';
 import { exitCodeOf } from '../../src/cli/errors.js';
 import { inNamespace, type CommandRunner } from '../../src/exec/runner.js';
 import { PlanError } from '../../src/plan/check.js';
+import { summarizeStep } from '../../src/plan/format.js';
 import { parseConfigText } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { BackendError } from '../../src/observe/read.js';
@@ -673,6 +674,19 @@ test('a default route with a TOS and no other: on failure ours is removed and th
   ns.clearFaults();
   await apply(ns, movedUplink());
   t.is(routeTable(ns), 'default tos 0x10 via 203.0.113.9 dev eth0\ndefault via 203.0.113.254 dev eth0 proto 122\n');
+  t.deepEqual((await apply(ns, movedUplink())).plan.steps, []);
+});
+
+// The TOS route alone was "the default route": through the configured gateway, it was taken for the one wanted, and
+// the plan had nothing to do, while packets without that TOS (nearly all) had no route out of the namespace.
+test('a default route with a TOS through the configured gateway, and no other: ours is added beside it', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await ns.run(['ip', 'route', 'del', 'default']);
+  await ns.run(['ip', 'route', 'add', 'default', 'tos', '0x10', 'via', '203.0.113.254', 'dev', 'eth0']);
+  const { plan } = await reconcileOnce(ns, movedUplink(), builtinTemplates, { dryRun: true });
+  t.deepEqual(plan.steps.filter((s) => s.kind === 'route').map(summarizeStep), ['~ route default via 203.0.113.254 dev eth0 (was: default tos 0x10 via 203.0.113.254 dev eth0)']);
+  await apply(ns, movedUplink());
+  t.is(routeTable(ns), 'default tos 0x10 via 203.0.113.254 dev eth0\ndefault via 203.0.113.254 dev eth0 proto 122\n');
   t.deepEqual((await apply(ns, movedUplink())).plan.steps, []);
 });
 
