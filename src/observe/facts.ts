@@ -89,8 +89,8 @@ export interface SavedSet {
   readonly family?: string;
   /**
    * Its hash table's buckets and its most members, as the kernel shows them (absent where not shown): a set made
-   * smaller than the gateway makes it now (by an older version, before sets were sized for their members) is made
-   * again (see setRemake).
+   * smaller than the gateway makes it now (by an older version, before sets were sized for their members, or for
+   * fewer source nets than there are now) is made again (see setRemake).
    */
   readonly hashsize?: number;
   readonly maxelem?: number;
