@@ -8,7 +8,7 @@ import type { Facts, KnownTables, SavedRule, SavedSet, SavedTable, TableName } f
 import { TABLES } from '../observe/facts.js';
 import { BUILTIN_CHAINS, FORWARDING_WAS_OFF, IP_FORWARD, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX } from './chains.js';
 import { verdictOf } from './rule-text.js';
-import { remakeName, SET_MAXELEM, setHashsize } from './set-size.js';
+import { remakeName, SET_MAXELEM } from './set-size.js';
 import type { ChainChange, Desired, DesiredChain, DesiredRule, DesiredSet, Jump, JumpChange, Plan, Step } from './types.js';
 import { uplinkOverlapWarnings, warningsOf } from './warnings.js';
 
@@ -217,21 +217,12 @@ export function tablesInSync(desired: Desired, tables: Facts['tables']): boolean
 const notedJumps = (desired: Desired, forwardingWasOff: boolean): readonly Jump[] =>
   (forwardingWasOff ? desired.jumps.map((j) => ({ ...j, note: FORWARDING_WAS_OFF })) : desired.jumps);
 
-const hashsizes = new WeakMap<DesiredSet, number>();
-
-/** The buckets a desired set is made with, worked out once per desired set (see memberSetOf). */
-function hashsizeOf(set: DesiredSet): number {
-  let hashsize = hashsizes.get(set);
-  if (hashsize === undefined) hashsizes.set(set, (hashsize = setHashsize(set.type, set.members.map((m) => m.member))));
-  return hashsize;
-}
-
 /**
  * The hashsize a set of ours is to be made again with, where its header shows it smaller than the gateway makes it
  * (see the set-update step's `remake`). One the kernel has grown past that, by rehashing, is left as it is.
  */
 function setRemake(set: DesiredSet, have: SavedSet): number | undefined {
-  const hashsize = hashsizeOf(set);
+  const { hashsize } = set;
   const small = (have.hashsize !== undefined && have.hashsize < hashsize) || (have.maxelem !== undefined && have.maxelem < SET_MAXELEM);
   return small ? hashsize : undefined;
 }

@@ -78,6 +78,12 @@ export interface DesiredSet {
   readonly type: string;
   readonly role: SetRole;
   readonly members: ReadonlyArray<{ readonly member: string; readonly from?: Zone; readonly to?: Zone }>;
+  /**
+   * The buckets the gateway makes it with (setHashsize of its members), worked out with the desired state: the
+   * plan compares it with every set's header, and a `vlan-gateway apply` that finds its desired state in the plan
+   * cache then does not walk every member again (about 6 ms at 10,000 rule lines, on a no-op's budget of 20).
+   */
+  readonly hashsize: number;
 }
 
 export interface DesiredAddress {

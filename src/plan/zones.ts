@@ -6,6 +6,7 @@ import { parsePorts } from '../config/validate.js';
 import { broadcastOf, contains, networkOf, parseAddress, parseCidr } from '../net/ipv4.js';
 import { ACCOUNTING_SET, ACCOUNTING_SET_TYPE, ACCOUNTING_SHARD, ANY_HALVES, NIC_SET, ROUTED_SET, SUBNET_NIC_SET, SUBNET_SET, SUBNET_SET_TYPE, WAITING_SET } from './chains.js';
 import type { DesiredSet, VlanBinding, Zone } from './types.js';
+import { setHashsize } from './set-size.js';
 
 export interface ZoneModel {
   readonly name: Zone;
@@ -73,7 +74,7 @@ export function zoneResolver(zones: readonly ZoneModel[]): (ref: string) => { zo
  * source's members are spread over sets by destination, at most ACCOUNTING_SHARD per set.
  */
 export function accountingSets(zones: readonly ZoneModel[]): DesiredSet[] {
-  const sets: Array<{ name: string; type: string; role: 'accounting'; members: Array<{ member: string; from: Zone; to: Zone }> }> = [];
+  const sets: Array<Unsized & { role: 'accounting'; members: Array<{ member: string; from: Zone; to: Zone }> }> = [];
   zones.forEach((to, toIndex) => {
     const shard = Math.floor(toIndex / ACCOUNTING_SHARD);
     const set = sets[shard] ?? (sets[shard] = { name: `${ACCOUNTING_SET}-${shard}`, type: ACCOUNTING_SET_TYPE, role: 'accounting', members: [] });
@@ -82,7 +83,7 @@ export function accountingSets(zones: readonly ZoneModel[]): DesiredSet[] {
       for (const net of from.subnet === null ? ANY_HALVES : [from.subnet]) set.members.push({ member: `${net},${to.nic}`, from: from.name, to: to.name });
     }
   });
-  return sets;
+  return sets.map(sized);
 }
 
 /**
@@ -91,13 +92,13 @@ export function accountingSets(zones: readonly ZoneModel[]): DesiredSet[] {
  * the accounting sets (each half holds one member per NIC of its set).
  */
 export function nicSets(zones: readonly ZoneModel[]): DesiredSet[] {
-  const sets: Array<{ name: string; type: string; role: 'verdict'; members: Array<{ member: string }> }> = [];
+  const sets: Array<Unsized & { members: Array<{ member: string }> }> = [];
   zones.forEach((zone, index) => {
     const shard = Math.floor(index / ACCOUNTING_SHARD);
     const set = sets[shard] ?? (sets[shard] = { name: `${NIC_SET}-${shard}`, type: ACCOUNTING_SET_TYPE, role: 'verdict', members: [] });
     for (const half of ANY_HALVES) set.members.push({ member: `${half},${zone.nic}` });
   });
-  return sets;
+  return sets.map(sized);
 }
 
 /** The sets VGW-SOURCES and VGW-FORWARD decide on (see SUBNET_SET and WAITING_SET). */
@@ -122,9 +123,14 @@ export function sourceSets(vlans: readonly VlanBinding[]): SourceSets {
   const routed = ready.flatMap((b) => (b.routed ?? []).map((net) => ({ member: `${net.replace(/\/32$/, '')},${b.nic!.name}` })));
   const waiting = vlans.filter((b) => !b.nic).map((b) => ({ member: b.vlan.subnet }));
   return {
-    subnets: { name: SUBNET_SET, type: SUBNET_SET_TYPE, role: 'verdict', members: vlans.map((b) => ({ member: b.vlan.subnet })) },
-    subnetNics: { name: SUBNET_NIC_SET, type: ACCOUNTING_SET_TYPE, role: 'verdict', members: ready.map((b) => ({ member: `${b.vlan.subnet},${b.nic!.name}` })) },
-    ...(routed.length > 0 ? { routed: { name: ROUTED_SET, type: ACCOUNTING_SET_TYPE, role: 'verdict', members: routed } } : {}),
-    ...(waiting.length > 0 ? { waiting: { name: WAITING_SET, type: SUBNET_SET_TYPE, role: 'verdict', members: waiting } } : {}),
+    subnets: sized({ name: SUBNET_SET, type: SUBNET_SET_TYPE, role: 'verdict', members: vlans.map((b) => ({ member: b.vlan.subnet })) }),
+    subnetNics: sized({ name: SUBNET_NIC_SET, type: ACCOUNTING_SET_TYPE, role: 'verdict', members: ready.map((b) => ({ member: `${b.vlan.subnet},${b.nic!.name}` })) }),
+    ...(routed.length > 0 ? { routed: sized({ name: ROUTED_SET, type: ACCOUNTING_SET_TYPE, role: 'verdict', members: routed }) } : {}),
+    ...(waiting.length > 0 ? { waiting: sized({ name: WAITING_SET, type: SUBNET_SET_TYPE, role: 'verdict', members: waiting }) } : {}),
   };
 }
+
+type Unsized = Omit<DesiredSet, 'hashsize'>;
+
+/** A desired set with the buckets it is made with (DesiredSet.hashsize). */
+const sized = (set: Unsized): DesiredSet => ({ ...set, hashsize: setHashsize(set.type, set.members.map((m) => m.member)) });

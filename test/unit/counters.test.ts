@@ -41,7 +41,7 @@ const desired: Desired = {
       ],
     },
   ],
-  sets: [{ name: 'VGW-PAIRS-0', type: 'hash:net,iface', role: 'accounting', members: [{ member: '192.168.10.0/24,eth2', from: 'office', to: 'lab' }, { member: '192.168.20.0/24,eth1', from: 'lab', to: 'office' }] }],
+  sets: [{ name: 'VGW-PAIRS-0', type: 'hash:net,iface', role: 'accounting', hashsize: 1024, members: [{ member: '192.168.10.0/24,eth2', from: 'office', to: 'lab' }, { member: '192.168.20.0/24,eth1', from: 'lab', to: 'office' }] }],
 };
 
 const table = (rules: Record<string, Array<{ hash?: string; body?: string; packets: number; bytes: number }>>): SavedTable => ({
