@@ -1517,11 +1517,12 @@ test('overlaps are found between nested subnets of every size, each said on the 
 });
 
 test('20,000 VLANs without an overlap (1.5 MB) are validated in seconds: no pair of VLANs is compared', (t) => {
-  // Every pair was compared: 43 s here, for a file refused anyway (more than 512 VLANs).
+  // Every pair was compared: 43 s here, for a file refused anyway (more than 512 VLANs). About 1.2 s now; the bound
+  // is loose because a loaded machine (other test files on both cores) once took 11 s.
   const vlans = Array.from({ length: 20_000 }, (_, i) => `  - {name: v${i}, id: ${1 + (i % 4094)}, subnet: ${10 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}.0/24, gateway: ${10 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}.1}`);
   const started = performance.now();
   const lines = problemsOf(`vlans:\n${vlans.join('\n')}\n`);
-  t.true(performance.now() - started < 10_000, `${Math.round(performance.now() - started)} ms`);
+  t.true(performance.now() - started < 25_000, `${Math.round(performance.now() - started)} ms`);
   t.false(lines.some((l) => l.includes('overlaps')));
 });
 
