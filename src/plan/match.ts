@@ -282,11 +282,15 @@ function withRoutedPrefixes(facts: BindingFacts, bindings: VlanBinding[]): VlanB
 /**
  * Why a VLAN found no NIC. A NIC whose address is inside the subnet but on a network of another size is not taken
  * (the gateway address would sit on a network its hosts do not share), but it is named: the Docker network's
- * subnet and the VLAN's differ, which "waiting for a NIC" alone would hide.
+ * subnet and the VLAN's differ, which "waiting for a NIC" alone would hide. A /32 is no network: a NIC holding one
+ * alone is named with the NICs no VLAN took (withUnclaimedNics), if at all.
  */
 function waitingNote(text: string, subnet: Cidr, links: readonly Link[], owner: (name: string) => string | undefined): string {
   for (const l of links) {
     const near = l.addresses.find((a) => {
+      // A /32 is an address alone (a routed uplink's, a floating address), never a VLAN's network on that NIC: the
+      // VLAN is not kept from a NIC by it, and its NIC not yet attached is a plain wait.
+      if (a.prefix === 32) return false;
       const address = parseAddress(a.address);
       return address !== undefined && contains(subnet, address);
     });

@@ -11,7 +11,7 @@ import { EMPTY_TABLE } from '../../src/observe/facts.js';
 import { parseIpsetSave } from '../../src/observe/parse-ipset.js';
 import { planDesired } from '../../src/plan/desired.js';
 import { diff } from '../../src/plan/diff.js';
-import { matchUplink, matchVlans } from '../../src/plan/match.js';
+import { matchUplink, matchVlans, namesUnclaimedNics } from '../../src/plan/match.js';
 import { loadTemplates } from '../../src/template/load.js';
 
 const VLANS = `vlans:
@@ -75,6 +75,28 @@ test('a /32 inside a VLAN\'s subnet does not make the uplink NIC a VLAN\'s: foun
 });
 
 const bound = (c: ReturnType<typeof config>, f: Facts) => matchVlans(c, f, matchUplink(c, f)).map((b) => [b.vlan.name, b.nic?.name ?? b.note]);
+
+// The uplink's /32 inside office's subnet, and office's NIC not attached yet (Docker attaches the networks one by one):
+// office waited "waiting: eth2 has 192.168.10.250/32, inside 192.168.10.0/24, but it is the uplink", and the
+// supervisor warned "vlan office is not routed: …" as if the uplink had taken office's network. A /32 is no VLAN's
+// network, on the uplink or on another VLAN's NIC (a floating address): office just waits for its NIC.
+test('a /32 inside a waiting VLAN\'s subnet, on the uplink or on another VLAN\'s NIC, leaves it a plain wait for its NIC', (t) => {
+  const c = config('uplink: {gateway: 172.18.0.1}\n');
+  const plus = (name: string, address: string, prefix: number) => LINKS.filter((l) => l.name !== 'eth0')
+    .map((l) => (l.name === name ? { ...l, addresses: [...l.addresses, { address, prefix }] } : l));
+  for (const nic of ['eth2', 'eth1']) {
+    const f = facts(undefined, plus(nic, '192.168.10.250', 32));
+    const bindings = matchVlans(c, f, matchUplink(c, f));
+    t.deepEqual(bindings.map((b) => [b.vlan.name, b.nic?.name ?? b.note]), [
+      ['office', 'waiting for a NIC with an address in 192.168.10.0/24 (not the uplink and in no VLAN: eth3 has 10.99.0.2/24)'],
+      ['lab', 'eth1'],
+    ], nic);
+    t.true(namesUnclaimedNics(bindings[0]!), nic);
+  }
+  // A /31 there is a network (RFC 3021): still named, as a network of another size is.
+  t.deepEqual(bound(c, facts(undefined, plus('eth1', '192.168.10.250', 31)))[0],
+    ['office', 'waiting: eth1 has 192.168.10.250/31, inside 192.168.10.0/24 but on a /31 network; the VLAN\'s Docker network and its subnet here must be the same (192.168.10.0/24)']);
+});
 
 test('a VLAN waiting for its subnet names the NICs that are neither the uplink nor any VLAN\'s: a subnet typo shows in `plan`', (t) => {
   // office typed 192.168.11.0/24; Docker's office network is eth0's 192.168.10.0/24. eth3 is another network.
