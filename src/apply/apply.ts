@@ -406,11 +406,12 @@ function undoLine(s: AddressStep): string {
 
 /**
  * Whether `ip -batch` reads a line as the words it was written with. iproute2 cuts a batch line at its first "#" (a
- * comment, even inside quotes: 6.1 has no way to escape one) and reads a word starting with a quote up to the next
- * quote. Linux allows both in a NIC's name, and a NIC the gateway does not bind may have one: its address of ours to
- * remove (the NIC renamed after an apply), the previous default route to put back.
+ * comment, even inside quotes: 6.1 has no way to escape one), reads a word starting with a quote up to the next
+ * quote, and joins a line ending in a backslash with the next one (the last line so ended: "Missing continuation
+ * line", and exit 0 with nothing done). Linux allows all three in a NIC's name, and a NIC the gateway does not bind
+ * may have one: its address of ours to remove (the NIC renamed after an apply), the previous default route to put back.
  */
-export const batchReads = (line: string): boolean => !line.includes('#') && !/(^|\s)["']/.test(line);
+export const batchReads = (line: string): boolean => !line.includes('#') && !/(^|\s)["']/.test(line) && !line.endsWith('\\');
 
 /**
  * A run of link, address and route steps is one `ip -batch -` (one process for 100 VLANs instead of 100). Its
