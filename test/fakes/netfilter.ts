@@ -1096,8 +1096,9 @@ export class FakeNetns implements CommandRunner {
     if (command !== 'restore' && command !== '-R') return fail(`fake: unsupported command ipset ${args.join(' ')}`);
     const lines = input.split('\n');
     for (let n = 1; n <= lines.length; n++) {
-      const words = lines[n - 1]!.split('#')[0]!.trim().split(/\s+/).filter((w) => w !== '');
-      if (words.length === 0) continue;
+      // A comment is a line starting with "#" (ipset 7.17); one inside a line is a word ("Unknown argument: `#'").
+      const words = lines[n - 1]!.trim().split(/\s+/).filter((w) => w !== '');
+      if (words.length === 0 || words[0]!.startsWith('#')) continue;
       const exist = words.includes('-exist');
       const [verb, name, arg, ...options] = words.filter((w) => w !== '-exist');
       // `packets N bytes N` (a member's counters, as ipset save prints them and restore takes them); nothing else.
@@ -1192,7 +1193,9 @@ export class FakeNetns implements CommandRunner {
 
   /**
    * `ip [-force] -batch -` as iproute2 6.1 runs it: one command per line, cut at its first "#" (a comment, even in
-   * the middle of a word or inside quotes: a NIC named eth#1 reads as eth), blank lines skipped but counted; a failing line prints its error and `Command failed -:N`; without -force ip stops there (exit 1),
+   * the middle of a word or inside quotes: a NIC named eth#1 reads as eth), a line ending in a backslash joined with
+   * the next (none: "Missing continuation line", and ip ends as if the input had), blank lines skipped but counted;
+   * a failing line prints its error and `Command failed -:N`; without -force ip stops there (exit 1),
    * with -force it goes on and exits 1 at the end. A malformed argument (exit 255) ends ip at once, with no
    * "Command failed" line.
    */
@@ -1201,8 +1204,16 @@ export class FakeNetns implements CommandRunner {
     let stderr = '';
     let failed = false;
     const lines = input.split('\n');
+    if (input.endsWith('\n')) lines.pop();
     for (let n = 1; n <= lines.length; n++) {
-      const words = lines[n - 1]!.split('#')[0]!.trim().split(/\s+/).filter((w) => w !== '');
+      let raw = lines[n - 1]!;
+      let text = raw.split('#')[0]!;
+      while (!raw.includes('#') && text.endsWith('\\')) {
+        if (n === lines.length) return { stdout, stderr: `${stderr}Missing continuation line\n`, exitCode: failed ? 1 : 0 };
+        raw = lines[n++]!;
+        text = text.slice(0, -1) + raw.split('#')[0]!;
+      }
+      const words = text.trim().split(/\s+/).filter((w) => w !== '');
       if (words.length === 0) continue;
       // Each line is a command of its own for history and for faults (failOn can pick one line of a batch).
       const argv = ['ip', ...flags, ...words];
