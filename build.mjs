@@ -7,9 +7,8 @@
 import { execFileSync } from 'node:child_process';
 import { chmodSync, rmSync } from 'node:fs';
 import process from 'node:process';
-import { readFile } from 'node:fs/promises';
-import { fileURLToPath, URL } from 'node:url';
 import { build } from 'esbuild';
+import { cronLocalIntlPlugin, cronLocalIntlProblem } from './scripts/cron-local-intl.mjs';
 import { precompiledTemplatesModule } from './scripts/precompile-templates.mjs';
 
 rmSync('dist', { recursive: true, force: true });
@@ -34,28 +33,10 @@ await build({
     setup(b) {
       b.onLoad({ filter: /[\\/]src[\\/]template[\\/]precompiled\.ts$/ }, () => ({ contents: precompiledTemplatesModule('rules'), loader: 'js' }));
     },
-  }, {
-    // node-cron reads the local clock through Intl, which costs the supervisor about 7 MB of RSS for good: its
-    // module gets an `Intl` of its own that answers from Date (src/cli/cron-local-intl.ts says why and how).
-    name: 'cron-local-intl',
-    setup(b) {
-      let bound = 0;
-      b.onLoad({ filter: /[\\/]node_modules[\\/]node-cron[\\/]dist[\\/]_shared\.js$/ }, async (args) => {
-        const source = await readFile(args.path, 'utf8');
-        if (!source.includes('new Intl.DateTimeFormat(')) {
-          return { errors: [{ text: `${args.path} no longer formats with Intl.DateTimeFormat: check whether src/cli/cron-local-intl.ts is still needed, and what node-cron reads the clock with now` }] };
-        }
-        bound++;
-        const shim = fileURLToPath(new URL('src/cli/cron-local-intl.ts', import.meta.url));
-        return { contents: `import { cronIntl as Intl } from ${JSON.stringify(shim)};\n${source}`, loader: 'js' };
-      });
-      b.onEnd((result) => {
-        if (bound === 0 && result.errors.length === 0) {
-          result.errors.push({ text: 'node-cron was bundled without its local Intl (build.mjs, cron-local-intl): where does it live now?' });
-        }
-      });
-    },
-  }],
+  },
+  // node-cron reads the local clock through Intl, which costs the supervisor about 7 MB of RSS for good: its module
+  // gets an `Intl` of its own that answers from Date (src/cli/cron-local-intl.ts says why and how).
+  cronLocalIntlPlugin()],
   sourcemap: true,
   // Smaller source, same names in stack traces: V8 keeps the whole source in the heap for lazy compilation, and
   // pure ASCII keeps it one byte per character (a single non-ASCII character makes all 1.6 MB two-byte).
@@ -63,6 +44,13 @@ await build({
   minifySyntax: true,
   charset: 'ascii',
 });
+
+// Bound is not enough: node-cron asking for its formatters otherwise gets the real Intl from the local one, silently.
+const cronProblem = await cronLocalIntlProblem();
+if (cronProblem !== undefined) {
+  process.stderr.write(`build: ${cronProblem}\n`);
+  process.exit(1);
+}
 
 await build({
   ...common,

@@ -7,6 +7,7 @@
 import test from 'ava';
 import { execa } from 'execa';
 import { fileURLToPath } from 'node:url';
+import { cronLocalIntlProblem } from '../../scripts/cron-local-intl.mjs';
 import { cronIntl, shortOffset } from '../../src/cli/cron-local-intl.js';
 
 const COMPARE = fileURLToPath(new URL('../helpers/cron-intl-compare.ts', import.meta.url));
@@ -51,4 +52,18 @@ test('a time zone, another locale or other options get the real Intl formatter',
   }
   const tokyo = new DateTimeFormat('en-US', { timeZone: 'Asia/Tokyo', timeZoneName: 'shortOffset' }) as Intl.DateTimeFormat;
   t.is(tokyo.formatToParts(new Date(0)).find((p) => p.type === 'timeZoneName')?.value, 'GMT+9');
+});
+
+// The build bound the local Intl in node-cron's module and checked that node-cron still made an Intl formatter, but
+// not that the local Intl answered it: node-cron asking with other options (an hourCycle for hour12, another offset
+// style) got the real Intl from it, and the build, the tests above (which ask with options of their own) and the
+// launcher's test all passed while the supervisor paid for ICU again. The build now runs node-cron as bound, with the
+// real formatter refusing to be made, and fails with what node-cron asked.
+test('the build runs node-cron bound to the local Intl without ICU, and a node-cron asking otherwise fails it, saying what it asked', async (t) => {
+  t.is(await cronLocalIntlProblem(), undefined, 'node-cron as installed');
+  t.is(await cronLocalIntlProblem({ edit: (source) => source.replace('hour12: false', "hourCycle: 'h23'") }),
+    'node-cron made a formatter of the real Intl (ICU), with ["en-US",{"year":"numeric","month":"2-digit","day":"2-digit","hour":"2-digit",'
+    + '"minute":"2-digit","second":"2-digit","weekday":"short","hourCycle":"h23"}]: src/cli/cron-local-intl.ts no longer answers what node-cron asks');
+  t.is(await cronLocalIntlProblem({ edit: (source) => source.replace("timeZoneName: 'shortOffset'", "timeZoneName: 'longOffset'") }),
+    'node-cron made a formatter of the real Intl (ICU), with ["en-US",{"timeZoneName":"longOffset"}]: src/cli/cron-local-intl.ts no longer answers what node-cron asks');
 });
