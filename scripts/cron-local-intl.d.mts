@@ -6,4 +6,7 @@ export interface CronLocalIntlOptions {
   readonly edit?: (source: string) => string;
 }
 export declare function cronLocalIntlPlugin(options?: CronLocalIntlOptions): Plugin;
-export declare function cronLocalIntlProblem(options?: CronLocalIntlOptions): Promise<string | undefined>;
+export declare function cronLocalIntlProblem(options?: CronLocalIntlOptions & {
+  /** How long node-cron may run before the check fails (30 s). */
+  readonly timeoutMs?: number;
+}): Promise<string | undefined>;

@@ -54,10 +54,16 @@ export async function cronLocalIntlProblem(options = {}) {
   const refuse = 'Intl.DateTimeFormat = function () { throw new Error(`node-cron made a formatter of the real Intl (ICU), '
     + 'with ${JSON.stringify([...arguments])}: src/cli/cron-local-intl.ts no longer answers what node-cron asks`); };\n';
   try {
-    execFileSync(process.execPath, ['--input-type=module', '-e', refuse + outputFiles[0].text], { env: { ...process.env, TZ: 'Europe/Berlin' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    // The code on stdin, not as one argument (Linux caps one at 128 KiB); a node-cron that keeps the process alive
+    // fails the build after 30 s rather than hanging it.
+    execFileSync(process.execPath, ['--input-type=module'], {
+      input: refuse + outputFiles[0].text, env: { ...process.env, TZ: 'Europe/Berlin' }, stdio: ['pipe', 'ignore', 'pipe'], timeout: options.timeoutMs ?? 30_000,
+    });
     return undefined;
   } catch (error) {
-    const said = String(error.stderr ?? '').split('\n').find((line) => line.startsWith('Error: ')) ?? String(error.stderr ?? error);
+    const stderr = String(error.stderr ?? '');
+    const said = stderr.split('\n').find((line) => line.startsWith('Error: '))
+      ?? (stderr.trim() || `running node-cron bound to its local Intl failed: ${error.message ?? error}`);
     return said.replace(/^Error: /, '');
   }
 }

@@ -66,4 +66,7 @@ test('the build runs node-cron bound to the local Intl without ICU, and a node-c
     + '"minute":"2-digit","second":"2-digit","weekday":"short","hourCycle":"h23"}]: src/cli/cron-local-intl.ts no longer answers what node-cron asks');
   t.is(await cronLocalIntlProblem({ edit: (source) => source.replace("timeZoneName: 'shortOffset'", "timeZoneName: 'longOffset'") }),
     'node-cron made a formatter of the real Intl (ICU), with ["en-US",{"timeZoneName":"longOffset"}]: src/cli/cron-local-intl.ts no longer answers what node-cron asks');
+  // A node-cron that keeps the process alive fails the build, saying so, instead of hanging it.
+  t.regex(await cronLocalIntlProblem({ edit: (source) => `${source}\nsetInterval(() => {}, 1000);`, timeoutMs: 1500 }) ?? '',
+    /^running node-cron bound to its local Intl failed: .*ETIMEDOUT/);
 });
