@@ -364,6 +364,18 @@ test('ipset: sets in use cannot be destroyed; restore stops at the first bad lin
   ].join('\n'));
 });
 
+test('ipset: a swap refused as busy (another process dumping the set) fails its line in the kernel\'s words, the lines before it done', async (t) => {
+  const ns = new FakeNetns();
+  const restore = (input: string) => ns.run(['ipset', 'restore'], { input, allowFailure: true });
+  await restore('create VGW-A hash:net counters\ncreate VGW-B hash:net counters\ncreate VGW-C hash:net counters\n');
+  ns.refuseAsBusy(2, 'VGW-B');
+  t.is((await restore('swap VGW-A VGW-C\nadd VGW-A 10.1.0.0/16\nswap VGW-B VGW-A\n')).stderr, 'ipset v7.17: Error in line 3: Kernel error received: Device or resource busy\n');
+  t.regex(ns.saveSets(), /^add VGW-A 10\.1\.0\.0\/16$/m, 'the lines before it done');
+  t.is((await restore('swap VGW-A VGW-B\n')).exitCode, 1, 'refused a second time');
+  t.is((await restore('swap VGW-A VGW-B\n')).exitCode, 0, 'and then swapped');
+  t.regex(ns.saveSets(), /^add VGW-B 10\.1\.0\.0\/16$/m);
+});
+
 test('snapshot: the whole namespace as text, deterministic', (t) => {
   const ns = new FakeNetns({ links: [{ name: 'eth1', addresses: ['192.168.10.2/24'] }], dockerDns: true });
   t.is(ns.snapshot(), `# links

@@ -641,6 +641,7 @@ export class FakeNetns implements CommandRunner {
   private readonly legacyTables = new Set<FakeTable>();
   private readonly ipsets = new Map<string, IpSet>();
   private lingering = 0;
+  private busySets = { times: 0, set: undefined as string | undefined };
   private ipsetInstalled: boolean;
   private readonly pending: FaultSpec[] = [];
   private readonly persistent: FaultSpec[] = [];
@@ -730,9 +731,20 @@ export class FakeNetns implements CommandRunner {
     this.lingering = reads;
   }
 
+  /**
+   * As the kernel refuses to swap or destroy a set while another process dumps it (the stats collector's `ipset save`
+   * holds each set it prints): the next `times` swap and destroy lines of `ipset restore` (of `set` only, one of a
+   * swap's two names, when given) fail with EBUSY in ipset 7.17's words (checked on kernel 6.18), the lines before them
+   * having taken effect.
+   */
+  refuseAsBusy(times: number, set?: string): void {
+    this.busySets = { times, set };
+  }
+
   clearFaults(): void {
     this.pending.length = 0;
     this.persistent.length = 0;
+    this.busySets = { times: 0, set: undefined };
   }
 
   /** Traffic: every rule of every chain in the backend's tables counts `packets` more packets. */
@@ -1073,6 +1085,13 @@ export class FakeNetns implements CommandRunner {
     });
     const inUse = (name: string) => this.lingering > 0 || Object.values(this.rulesets).some((ruleset) => ruleset
       && TABLE_NAMES.some((t) => [...ruleset[t].values()].some((c) => c.rules.some((r) => r.sets.includes(name)))));
+    // A set being dumped by another process (refuseAsBusy): one refusal used.
+    const busy = (...names: string[]) => {
+      const { times, set } = this.busySets;
+      if (times <= 0 || (set !== undefined && !names.includes(set))) return false;
+      this.busySets.times--;
+      return true;
+    };
     const [command, ...rest] = args;
     if (command === 'save' || command === '-S') return { stdout: this.saveSets(true) };
     if ((command === 'list' || command === '-L') && rest.length === 1 && (rest[0] === '-t' || rest[0] === '-terse')) {
@@ -1109,7 +1128,7 @@ export class FakeNetns implements CommandRunner {
       }
       if (verb === 'destroy' && name !== undefined) {
         if (!this.ipsets.has(name)) return fail('The set with the given name does not exist', n);
-        if (inUse(name)) return fail('Set cannot be destroyed: it is in use by a kernel component', n);
+        if (inUse(name) || busy(name)) return fail('Set cannot be destroyed: it is in use by a kernel component', n);
         this.ipsets.delete(name);
         continue;
       }
@@ -1131,6 +1150,7 @@ export class FakeNetns implements CommandRunner {
         if (!first) return fail('The set with the given name does not exist', n);
         if (!second) return fail('Sets cannot be swapped: the second set does not exist', n);
         if (first.type !== second.type) return fail('The sets cannot be swapped: their type does not match', n);
+        if (busy(name, arg)) return fail('Kernel error received: Device or resource busy', n);
         this.ipsets.set(name, second);
         this.ipsets.set(arg, first);
         continue;
