@@ -246,8 +246,48 @@ type RemakeStep = Extract<Step, { kind: 'set-update' }> & { readonly remake: num
  * is left to the next pass, which removes it as a set no longer wanted. A rollback leaves the sets remade: the same
  * members and counters, in a larger table. A line that fails undoes the ones before it (a swap by swapping back);
  * a killed script leaves each set old or new, whole either way, and a temporary one that may hold either is destroyed.
+ * A swap refused because a reader holds the set (the stats collector's `ipset save`, every few seconds) is tried
+ * again after a short wait (REMAKE_BUSY_WAITS_MS), from the reading of the members: the failed script's lines were
+ * undone, and the members and counters may have changed meanwhile. The reader may hold the temporary set too, and
+ * its destroy (the undo, or the next attempt's first line) be refused as well: what it leaves, a temporary set or a
+ * set swapped in but not back, the next attempt reads and makes again. The observer hears of the attempt that
+ * succeeded.
  */
 async function runSetRemakes(runner: CommandRunner, steps: readonly RemakeStep[], observer: ApplyObserver): Promise<undefined> {
+  for (let attempt = 0; ; attempt++) {
+    let counters: Awaited<ReturnType<typeof remakeSets>>;
+    try {
+      counters = await remakeSets(runner, steps);
+    } catch (error) {
+      const wait = REMAKE_BUSY_WAITS_MS[attempt];
+      if (wait === undefined || !(error instanceof RemakeBusy)) throw error;
+      await sleep(wait);
+      continue;
+    }
+    for (const step of steps) if (step.role === 'accounting') tell(() => observer.remade?.(step.set, counters.get(step.set)!));
+    return undefined;
+  }
+}
+
+/**
+ * What ipset 7.17 says, in a restore script, of a swap or a destroy the kernel refuses (EBUSY) while another process
+ * dumps the set (`ipset save` or `ipset list` holds each set while it prints it). Checked on kernel 6.18 with an
+ * `ipset save` loop beside the remake (a 2,000-member set: three swaps in four refused).
+ */
+const SWAP_BUSY = /^ipset v[\d.]+: Error in line \d+: Kernel error received: Device or resource busy$/m;
+const DESTROY_BUSY = /^ipset v[\d.]+: Error in line \d+: Set cannot be destroyed: it is in use by a kernel component$/m;
+/** How long runSetRemakes waits before each new attempt after a refusal as busy: 750 ms in all, five attempts. */
+const REMAKE_BUSY_WAITS_MS = [50, 100, 200, 400];
+
+/** A remake's swap or destroy was refused as busy (`cause`: the restore's failure, and its undo's). */
+class RemakeBusy extends StepFailed {}
+
+/** Was `line` of a remake's script (or its undo) refused as busy, as `error` says? */
+const refusedAsBusy = (line: string | undefined, error: unknown) => error instanceof CommandError && error.exitCode !== null
+  && ((line?.startsWith('swap ') === true && SWAP_BUSY.test(error.stderr)) || (line?.startsWith('destroy ') === true && DESTROY_BUSY.test(error.stderr)));
+
+/** One attempt of runSetRemakes: reads the members and counters, writes the script; the counters it wrote, by set. */
+async function remakeSets(runner: CommandRunner, steps: readonly RemakeStep[]): Promise<Map<string, Map<string, { packets: number; bytes: number }>>> {
   const saved = (await runner.run(['ipset', 'save'])).stdout;
   const counters = new Map(steps.map((s) => [s.set, new Map<string, { packets: number; bytes: number }>()]));
   forEachIpsetMember(saved, (set, member, packets, bytes) => counters.get(set)?.set(member, { packets, bytes }));
@@ -269,16 +309,17 @@ async function runSetRemakes(runner: CommandRunner, steps: readonly RemakeStep[]
     }
     const failing = failedScriptLine(error, /Error in line (\d+)/, lines.length);
     const undo = lines.slice(0, failing).map((l) => l.undo).filter((l): l is string => l !== undefined).reverse();
+    const busy = refusedAsBusy(lines[failing]!.line, error);
     try {
       if (undo.length > 0) await runner.run(['ipset', 'restore'], { input: `${undo.join('\n')}\n`, rollback: true });
     } catch (undoError) {
-      throw new StepFailed(lines[failing]!.step, new UndoFailed(error, undoError), failing > 0);
+      const undoBusy = busy && refusedAsBusy(undo[failedScriptLine(undoError, /Error in line (\d+)/, undo.length)], undoError);
+      throw new (undoBusy ? RemakeBusy : StepFailed)(lines[failing]!.step, new UndoFailed(error, undoError), failing > 0);
     }
-    throw new StepFailed(lines[failing]!.step, error, failing > 0);
+    throw new (busy ? RemakeBusy : StepFailed)(lines[failing]!.step, error, failing > 0);
   }
   await runner.run(['ipset', 'restore'], { input: destroys, allowFailure: true });
-  for (const step of steps) if (step.role === 'accounting') tell(() => observer.remade?.(step.set, counters.get(step.set)!));
-  return undefined;
+  return counters;
 }
 
 /**

@@ -1342,17 +1342,96 @@ test('a set with more buckets than the gateway makes (the kernel grew it) is lef
   t.regex(ns.snapshot(), /^create VGW-NICS-0 hash:net,iface family inet hashsize 1024 maxelem 65536 counters$/m);
 });
 
-// `ipset swap` is refused while a reader holds either set (the kernel's netlink reference: an `ipset save` running).
-test('a remake whose swap fails is undone: the old set as it was, no set left beside it, and the failure names the set', async (t) => {
-  const { ns, counted } = await olderSets(t);
+// `ipset swap` and `ipset destroy` are refused (EBUSY) while a reader holds the set (the kernel's netlink reference: an
+// `ipset save` running, as the stats collector's every 5 s). The remake tries again four times (50, 100, 200, 400 ms),
+// each time from the reading of the members: the failed script's lines were undone, and traffic may have counted since.
+
+/** Members as `ipset save` prints them, from what the observer's `remade` was told. */
+const toldMembers = (set: string, counters: ReadonlyMap<string, { packets: number; bytes: number }>) =>
+  [...counters].map(([member, c]) => `add ${set} ${member} packets ${c.packets} bytes ${c.bytes}`).join('\n');
+
+test('a remake whose swap is refused as busy four times is made again from a new reading: the counters since kept, the observer told once', async (t) => {
+  const { ns, fresh, counted } = await olderSets(t);
+  const first = counted.split('\n')[0]!.replace(/ packets .*/, '');
+  let refused = 0;
+  // Each refused attempt, the first member counts 1,000 packets more (traffic goes on while the pass waits).
+  const runner: CommandRunner = {
+    run: async (argv, options) => {
+      try {
+        return await ns.run(argv, options);
+      } catch (error) {
+        if (argv.join(' ') === 'ipset restore' && /Device or resource busy/.test((error as Error).message)) {
+          refused++;
+          await ns.run(['ipset', 'restore'], { input: `${first} packets ${1000 * refused} bytes ${100_000 * refused} -exist\n` });
+        }
+        throw error;
+      }
+    },
+    start: (argv) => ns.start(argv),
+  };
+  ns.refuseAsBusy(4, 'VGW-PAIRS-0');
+  const told: string[] = [];
+  const { plan } = await reconcileOnce(runner, fifteen, await templatesFor(fifteen), { observer: { remade: (set, counters) => told.push(toldMembers(set, counters)) } });
+  t.is(refused, 4);
+  t.like(plan.steps, [{ kind: 'set-update', set: 'VGW-PAIRS-0', remake: 2048 }]);
+  t.is(ns.snapshot(), fresh, 'the set at 2,048 buckets, no set left beside it, the rules as they were');
+  const now = counted.replace(new RegExp(`^${first} .*$`, 'm'), `${first} packets 4000 bytes 400000`);
+  t.is(membersOf(ns, 'VGW-PAIRS-0'), now, 'every member with its counters as the last attempt read them');
+  t.deepEqual(told, [now], 'told once, of what the attempt that succeeded wrote');
+  t.deepEqual((await apply(ns, fifteen)).plan.steps, []);
+});
+
+test('a remake whose swap is refused as busy more than four times fails as before: the old set as it was, no set left beside it, the set named', async (t) => {
+  const { ns, fresh, counted } = await olderSets(t);
   const old = ns.snapshot();
   const swapLine = counted.split('\n').length + 2; // the create, each member, the swap
-  ns.failNext({
-    match: (argv, input) => argv.join(' ') === 'ipset restore' && /^swap /m.test(input ?? ''),
-    afterLines: swapLine - 1, stderr: `ipset v7.17: Error in line ${swapLine}: Kernel error received: Device or resource busy\n`,
-  });
+  ns.refuseAsBusy(6, 'VGW-PAIRS-0');
   const error = await t.throwsAsync(apply(ns, fifteen), { instanceOf: ApplyError });
   t.is(error!.message, `updating ipset VGW-PAIRS-0 failed: ipset restore: ipset v7.17: Error in line ${swapLine}: Kernel error received: Device or resource busy\n`
+    + '(the lines before it were undone)');
+  t.true(error!.rolledBack);
+  t.is(ns.snapshot(), old);
+  // The pass tried five times: of the six refusals, one is left, and the next pass gets past it.
+  await apply(ns, fifteen);
+  t.is(ns.snapshot(), fresh);
+});
+
+test('two sets made again, the second one\'s swap refused as busy: the first is swapped back and both are made again once, from a new reading', async (t) => {
+  const { ns, fresh, counted } = await olderSets(t);
+  await remakeOld(ns, 'VGW-NICS-0', 'maxelem 1000');
+  const nics = membersOf(ns, 'VGW-NICS-0');
+  const { plan } = await reconcileOnce(ns, fifteen, await templatesFor(fifteen), { dryRun: true });
+  const remade = plan.steps.map((s) => (s.kind === 'set-update' ? s.set : s.kind));
+  t.deepEqual([...remade].sort(), ['VGW-NICS-0', 'VGW-PAIRS-0']);
+  ns.refuseAsBusy(2, remade[1]);
+  const told: string[] = [];
+  await reconcileOnce(ns, fifteen, await templatesFor(fifteen), { observer: { remade: (set, counters) => told.push(toldMembers(set, counters)) } });
+  t.is(ns.snapshot(), fresh);
+  t.is(membersOf(ns, 'VGW-PAIRS-0'), counted);
+  t.is(membersOf(ns, 'VGW-NICS-0'), nics);
+  t.deepEqual(told, [counted], 'the accounting set, once');
+});
+
+test('a remake while a reader holds the temporary set: its swap, the undo\'s destroy and the next attempt\'s destroy refused as busy; made again once', async (t) => {
+  const { ns, fresh, counted } = await olderSets(t);
+  ns.refuseAsBusy(3, 'VGW-PAIRS-0-NEW');
+  const told: string[] = [];
+  await reconcileOnce(ns, fifteen, await templatesFor(fifteen), { observer: { remade: (set, counters) => told.push(toldMembers(set, counters)) } });
+  t.is(ns.snapshot(), fresh, 'the set at its size, no set left beside it');
+  t.is(membersOf(ns, 'VGW-PAIRS-0'), counted);
+  t.deepEqual(told, [counted]);
+});
+
+test('a remake whose swap fails otherwise is not tried again: undone, and the failure names the set', async (t) => {
+  const { ns, counted } = await olderSets(t);
+  const old = ns.snapshot();
+  const swapLine = counted.split('\n').length + 2;
+  ns.failNext({
+    match: (argv, input) => argv.join(' ') === 'ipset restore' && /^swap /m.test(input ?? ''),
+    afterLines: swapLine - 1, stderr: `ipset v7.17: Error in line ${swapLine}: The sets cannot be swapped: their type does not match\n`,
+  });
+  const error = await t.throwsAsync(apply(ns, fifteen), { instanceOf: ApplyError });
+  t.is(error!.message, `updating ipset VGW-PAIRS-0 failed: ipset restore: ipset v7.17: Error in line ${swapLine}: The sets cannot be swapped: their type does not match\n`
     + '(the lines before it were undone)');
   t.true(error!.rolledBack);
   t.is(ns.snapshot(), old);
