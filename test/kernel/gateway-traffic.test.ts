@@ -3,7 +3,8 @@
  * real packets (ping, TCP through the lab's agents) show what it does: VLANs reach each other both ways and the
  * Internet host, which sees the MASQUERADE or SNAT address; a port forward lands on the VLAN host; a drop policy
  * with one accept rule blocks everything but that rule, and replies to the accepted connection still flow, ICMP
- * errors (port unreachable, path MTU) included, across a reload that drops it too.
+ * errors (port unreachable, path MTU) included, across a reload that drops it too; a UDP flow that reached the gateway
+ * itself before its port was forwarded stays there (conntrack decides a flow once, as the README says).
  *
  * One lab serves the three configs in turn (each apply is also a transition from the previous one). It is built
  * from the snat variant so that the Internet side routes the snat address 198.51.100.77 back to the router.
@@ -410,6 +411,10 @@ kernel(`a port forward on the uplink (2222) reaches the VLAN host's port 22${NEE
     // Nothing else on the router's uplink address is forwarded.
     const other = await runProbe(runner, { namespace: topology.inet, kind: 'tcp', target: topology.uplink.routerAddress, port: 22, timeoutMs: 800 });
     t.is(other.actual, 'blocked');
+    // No NAT reflection (README): from a VLAN, the uplink address's 2222 is the gateway's own, and it refuses it.
+    const lab = topology.vlans.find((v) => v.name === 'lab')!;
+    const reflected = await runProbe(runner, { namespace: lab.client.namespace, kind: 'tcp', target: topology.uplink.routerAddress, port: 2222, timeoutMs: 800 });
+    t.like(reflected, { actual: 'blocked', detail: 'refused (TCP reset or ICMP port unreachable)' });
   } finally {
     await agent.stop();
   }
@@ -639,6 +644,35 @@ kernel(`a reload that turns a rule to drop: a UDP flow that had replies goes on,
     await answering.stop();
     await quiet.stop();
   }
+});
+
+// A port forward, like a rule, is decided when a flow starts. A UDP client that kept sending to a port before it was
+// forwarded (a WireGuard or SIP peer retrying from its fixed port) has a conntrack entry for the gateway itself: its
+// datagrams stay there, unanswered, after the forward is added, for as long as it keeps sending (the README says so,
+// and how to clear the entry). Another source port reaches the host at once, and so does the same one once cleared.
+kernel(`a UDP port forward added while a client keeps sending from one port: that flow stays with the gateway until its entry goes; a new one is forwarded${NEEDS_ROOT}`, async (t) => {
+  t.is((await apply(files.masquerade.path)).code, 0, 'no UDP forward yet');
+  const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  const listener = await udpListener(lab.client.namespace, lab.client.address, 6003, 'quiet');
+  const send = (port: number, text: string) => udpSend(topology.inet, topology.uplink.internetHost, port, topology.uplink.routerAddress, 6003, text);
+  try {
+    await send(40061, 'before the forward'); // to the gateway itself, which has nothing on 6003
+    const applied = await apply(files.range.path); // udp/6000-6010 → lab's host
+    t.is(applied.code, 0, applied.stderr);
+    await send(40061, 'same port, after the forward');
+    await send(40062, 'another port');
+    const entries = () => inNs(router, 'conntrack', '-L', '-p', 'udp', '--orig-port-src', '40061');
+    t.regex(await entries(), new RegExp(`dport=6003 \\[UNREPLIED\\] src=${topology.uplink.routerAddress.replaceAll('.', '\\.')} `),
+      'the entry of the first datagram: to the gateway, not translated');
+    // The README's way out (from the host: nsenter -n -t PID conntrack -D …).
+    await inNs(router, 'conntrack', '-D', '-p', 'udp', '--orig-port-dst', '6003');
+    await send(40061, 'same port, entry cleared');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    t.deepEqual(listener.lines, ['another port', 'same port, entry cleared']);
+  } finally {
+    await listener.stop();
+  }
+  t.is((await apply(files.masquerade.path)).code, 0);
 });
 
 // Our FORWARD jump found below a rule of someone else's (moved, or a copy of it appended after one) used to count
