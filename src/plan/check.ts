@@ -24,9 +24,14 @@ const OTHER_TABLES = new Map([
   ...['SECMARK', 'CONNSECMARK'].map((t) => [t, 'mangle or security'] as const),
 ]);
 
-/** The SET target's `--add-set`, `--del-set` or `--map-set` of one of our sets. */
-const OUR_SET_WRITE = new RegExp(`(?:^| )--(?:add|del|map)-set (${OUR_PREFIX}\\S*)`);
-const QUOTED = /"(?:[^"\\]|\\.)*"/g;
+/**
+ * The SET target's `--add-set`, `--del-set` or `--map-set` of one of our sets, in each spelling iptables reads: the
+ * name after a space or "=" (`--add-set=VGW-NICS-0`), the option abbreviated (`--ad`, `--del-s`), the name in quotes.
+ */
+const OUR_SET_WRITE = new RegExp(`(?:^| )--(?:ad|del-|map-)[a-z-]*[ =](${OUR_PREFIX}\\S*)`);
+/** Quoted text: a word in quotes is the word (iptables drops the quotes); text with spaces is no set's name. */
+const QUOTED = /"([^"]*)"/g;
+const unquoted = (line: string) => line.replace(QUOTED, (_all, text: string) => (/\s/.test(text) ? '""' : text));
 
 export function checkJumpTargets(chains: readonly DesiredChain[], sources: ReadonlyMap<string, string> = new Map()): void {
   // Per table, our chains by name; each rule's target read once (10,000 rules at 100 VLANs).
@@ -61,7 +66,7 @@ export function checkJumpTargets(chains: readonly DesiredChain[], sources: Reado
       if (target === 'SET' && chain.name.startsWith(USER_PREFIX)) {
         // The gateway owns its sets as it owns its chains: one written from a rule (a NIC, a subnet added to
         // VGW-SUBNET-NICS) changes its verdicts, and the next pass puts it back.
-        const written = OUR_SET_WRITE.exec(chain.rules[index]!.line.replace(QUOTED, '""'))?.[1];
+        const written = OUR_SET_WRITE.exec(unquoted(chain.rules[index]!.line))?.[1];
         if (written) problems.push(`${where(chain, index)} writes into ${written}, the gateway's own set: use a set of your own`);
       }
       if (!STANDARD_TARGETS.has(target)) {

@@ -146,12 +146,17 @@ const SAFE = /^[A-Za-z0-9 ._:,/!=+@%"-]+$/;
 
 /** Splits a rule body into tokens, honouring double quotes (for user comments). */
 export function tokenize(body: string): string[] | undefined {
-  const tokens: string[] = [];
+  return quotedTokens(body)?.map((t) => t.text);
+}
+
+/** A rule body's tokens, each with whether it was written in double quotes; undefined for a quote that does not pair. */
+function quotedTokens(body: string): Array<{ text: string; quoted: boolean }> | undefined {
+  const tokens: Array<{ text: string; quoted: boolean }> = [];
   const re = /"([^"]*)"|(\S+)/g;
   let m: RegExpExecArray | null;
   while ((m = re.exec(body)) !== null) {
     if (m[2]?.includes('"')) return undefined;
-    tokens.push(m[1] ?? m[2]!);
+    tokens.push(m[1] !== undefined ? { text: m[1], quoted: true } : { text: m[2]!, quoted: false });
   }
   return tokens;
 }
@@ -159,6 +164,12 @@ export function tokenize(body: string): string[] | undefined {
 /** A word spelling a command or table option: group 1 its short letter, group 2 its long name. */
 const COMMAND = new RegExp(`(?:^| )(?:-[${SHORT_FLAGS}]*([${SHORT_COMMANDS}])\\S*|--(${LONG_COMMANDS.join('|')})(?:=\\S*)?)(?= |$)`);
 const HAS_TARGET = /(?:^| )(?:-j|-g|--jump|--goto) /;
+/**
+ * The target options in a spelling other than `-j NAME`, `-g NAME`, `--jump NAME`, `--goto NAME`, which iptables
+ * also reads: the name attached (`-jACCEPT`, `--goto=VGW-X`), after flags that take no value (`-vj`), or the long
+ * name abbreviated (`--got`). The planner reads a rule's target in those four spellings only (its jump checks).
+ */
+const ODD_TARGET = new RegExp(`(?:^| )(?!(?:-j|-g|--jump|--goto)(?: |$))(-[${SHORT_FLAGS}]*[jg]\\S*|--(?:j(?:u(?:mp?)?)?|g(?:o(?:to?)?)?)(?:=\\S*)?)(?= |$)`);
 
 export function checkRuleBody(body: string): string | undefined {
   if (!SAFE.test(body)) {
@@ -167,8 +178,19 @@ export function checkRuleBody(body: string): string | undefined {
   }
   if (!body.startsWith('-')) return `${JSON.stringify(body)} is not a rule body (it must start with an option such as -s or -j)`;
   // Quotes only come from user templates (comments); only then is a real tokenizer needed.
-  const text = body.includes('"') ? tokenize(body)?.map((t) => (t.includes(' ') ? '_' : t)).join(' ') : body;
-  if (text === undefined) return `${JSON.stringify(body)} has an unbalanced quote`;
+  const tokens = body.includes('"') ? quotedTokens(body) : undefined;
+  if (tokens === undefined && body.includes('"')) return `${JSON.stringify(body)} has an unbalanced quote`;
+  // iptables reads a quoted word as it reads the word unquoted: `"-j" VGW-X` is a jump. A quoted word that is an
+  // option would hide it from the checks below (and from the planner's, which read the target outside quotes), so
+  // quotes hold text: a value (a comment, a log prefix), never an option.
+  const option = tokens?.find((t) => t.quoted && t.text.startsWith('-') && !/\s/.test(t.text));
+  if (option) {
+    return `${JSON.stringify(body)} has the option ${JSON.stringify(option.text)} in quotes, which iptables reads as the option itself: `
+      + 'write options without quotes (quotes are for text, like a comment with spaces)';
+  }
+  const text = tokens ? tokens.map((t) => (t.quoted ? '_' : t.text)).join(' ') : body;
+  const odd = ODD_TARGET.exec(text)?.[1];
+  if (odd) return `${JSON.stringify(body)} writes its target as ${odd}: write it as -j TARGET (or -g CHAIN), the option and the name as two words`;
   const command = COMMAND.exec(text);
   if (command) {
     const word = command[0].trim();

@@ -390,6 +390,36 @@ for (const body of ['-j LOG --log-prefix "-A FORWARD', '-m comment --comment x"y
   });
 }
 
+// The planner reads a rule's target as -j NAME, -g NAME, --jump NAME or --goto NAME, outside quotes (its checks of jump
+// targets, loops and set writes). iptables reads other spellings too: a quoted option (`"-j" VGW-X`), the name attached
+// (`-jVGW-X`, `--goto=VGW-X`), after flags (`-vj`), an abbreviation (`--got`). Such a jump to an undeclared chain or
+// into a loop passed validate and failed the apply in the kernel (exit 1), a config error that should have been exit 2.
+const hiddenTargets: Array<[string, string]> = [
+  ['-p tcp "-j" VGW-NOPE', 'has the option "-j" in quotes, which iptables reads as the option itself: write options without quotes (quotes are for text, like a comment with spaces)'],
+  ['-m comment --comment "-j" --got VGW-NOPE', 'has the option "-j" in quotes, which iptables reads as the option itself: write options without quotes (quotes are for text, like a comment with spaces)'],
+  ['-p tcp "--goto" VGW-FORWARD', 'has the option "--goto" in quotes, which iptables reads as the option itself: write options without quotes (quotes are for text, like a comment with spaces)'],
+  ['-p tcp --got VGW-NOPE', 'writes its target as --got: write it as -j TARGET (or -g CHAIN), the option and the name as two words'],
+  ['-p tcp --jum VGW-NOPE', 'writes its target as --jum: write it as -j TARGET (or -g CHAIN), the option and the name as two words'],
+  ['-p tcp --jump=VGW-NOPE', 'writes its target as --jump=VGW-NOPE: write it as -j TARGET (or -g CHAIN), the option and the name as two words'],
+  ['-p tcp --goto=VGW-FORWARD', 'writes its target as --goto=VGW-FORWARD: write it as -j TARGET (or -g CHAIN), the option and the name as two words'],
+  ['-p tcp -jVGW-NOPE', 'writes its target as -jVGW-NOPE: write it as -j TARGET (or -g CHAIN), the option and the name as two words'],
+  ['-p tcp -vg VGW-NOPE', 'writes its target as -vg: write it as -j TARGET (or -g CHAIN), the option and the name as two words'],
+];
+for (const [body, why] of hiddenTargets) {
+  test(`a user template line whose target the planner would not see, ${JSON.stringify(body)}, is refused, naming the template file and line`, (t) => {
+    const error = t.throws(() => renderRules(`-j ACCEPT\n{{body}}\n`, 'rules.d/filter/forward.hbs', { body }), { instanceOf: TemplateError });
+    t.is(error?.message, `rules.d/filter/forward.hbs, rendered line 2: ${JSON.stringify(body)} ${why}`);
+  });
+}
+
+test('a quoted jump into a loop is a config error naming the template, not a kernel failure at apply', async (t) => {
+  await withForwardTemplate('-j ACCEPT\n-p tcp "-j" VGW-FORWARD\n', async (dir) => {
+    const error = await t.throwsAsync(planWithUserDir(dir), { instanceOf: TemplateError });
+    t.is(error?.message, `${dir}/filter/forward.hbs, rendered line 2: "-p tcp \\"-j\\" VGW-FORWARD" has the option "-j" in quotes, `
+      + 'which iptables reads as the option itself: write options without quotes (quotes are for text, like a comment with spaces)');
+  });
+});
+
 test('matches and targets that merely start like a command or table option are rule bodies', (t) => {
   const bodies = [
     '-p tcp -m tcp --dport 22 -j ACCEPT',
@@ -409,6 +439,10 @@ test('matches and targets that merely start like a command or table option are r
     '-m time --timestart 08:00 --timestop 18:00 -j ACCEPT',
     '-m limit --limit 5/min --limit-burst 10 -j ACCEPT',
     '-g VGW-USER-FORWARD',
+    '--jump ACCEPT',
+    '-p tcp --goto VGW-USER-FORWARD',
+    '-m owner --gid-owner 5 -j ACCEPT',
+    '-m comment --comment "a --got b -jX" -j ACCEPT',
   ];
   t.deepEqual(renderRules(bodies.join('\n'), 'rules.d/filter/forward.hbs', {}), bodies);
 });
@@ -559,12 +593,28 @@ test('targets the kernel takes only in mangle or raw are refused in filter and n
 });
 
 test('a user template may fill sets of its own, not the gateway\'s: a SET target writing into a VGW- set is refused', async (t) => {
-  await withForwardTemplate('-s 10.9.9.9 -j SET --add-set VGW-SUBNETS src\n-s 10.9.9.8 -j SET --del-set VGW-NICS-0 src\n-j SET --add-set seen src\n', async (dir) => {
+  // Each spelling iptables reads (checked with iptables-restore --test): the set's name after "=" or in quotes, the
+  // option abbreviated. Those three passed, and a rule of rules.dir added its sources to VGW-NICS-0.
+  const rules = [
+    '-s 10.9.9.9 -j SET --add-set VGW-SUBNETS src',
+    '-s 10.9.9.8 -j SET --del-set VGW-NICS-0 src',
+    '-j SET --add-set seen src',
+    '-s 10.9.9.7 -j SET --add-set=VGW-NICS-0 src',
+    '-s 10.9.9.6 -j SET --ad VGW-PAIRS-0 src,dst',
+    '-s 10.9.9.5 -j SET --del-s "VGW-ROUTED" src,src',
+    '-m comment --comment "not --add-set VGW-NICS-0" -j SET --map-set=VGW-NICS-0 src --map-mark',
+    '-m set --match-set VGW-SUBNETS src -j SET --add-set seen src',
+  ];
+  await withForwardTemplate(`${rules.join('\n')}\n`, async (dir) => {
     const error = await t.throwsAsync(planWithUserDir(dir), { instanceOf: PlanError });
     const file = `${dir}/filter/forward.hbs`;
     t.is(error?.message, [
       `filter VGW-USER-FORWARD rule 1 (from ${file}) writes into VGW-SUBNETS, the gateway's own set: use a set of your own`,
       `filter VGW-USER-FORWARD rule 2 (from ${file}) writes into VGW-NICS-0, the gateway's own set: use a set of your own`,
+      `filter VGW-USER-FORWARD rule 4 (from ${file}) writes into VGW-NICS-0, the gateway's own set: use a set of your own`,
+      `filter VGW-USER-FORWARD rule 5 (from ${file}) writes into VGW-PAIRS-0, the gateway's own set: use a set of your own`,
+      `filter VGW-USER-FORWARD rule 6 (from ${file}) writes into VGW-ROUTED, the gateway's own set: use a set of your own`,
+      `filter VGW-USER-FORWARD rule 7 (from ${file}) writes into VGW-NICS-0, the gateway's own set: use a set of your own`,
     ].join('\n'));
   });
 });
