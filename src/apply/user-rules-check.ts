@@ -136,7 +136,12 @@ const DETACHED = 'rendered as at a start before Docker attaches the NICs: no VLA
 /** The same error, saying in which render it arose. */
 function withContext(error: unknown): unknown {
   if (error instanceof PlanError) return new PlanError(`${error.message}\n(${DETACHED})`);
-  if (error instanceof TemplateError) return new TemplateError(error.file, `${error.detail} (${DETACHED})`, error.line);
+  if (error instanceof TemplateError) {
+    // One problem says the render in its own sentence; several, once after them (as a PlanError does).
+    const [first, ...others] = error.problems;
+    return others.length === 0 && error.unsaid === 0 ? new TemplateError(error.file, `${error.detail} (${DETACHED})`, error.line)
+      : new TemplateError(first!.file, first!.detail, first!.line, others, error.unsaid, `(${DETACHED})`);
+  }
   return error;
 }
 

@@ -28,7 +28,9 @@ export function exitCodeOf(error: unknown): number {
 
 export function describeError(error: unknown): string {
   if (error instanceof ConfigError) return `invalid config: ${error.message}`;
-  if (error instanceof TemplateError) return `invalid rule template: ${error.message}`;
+  if (error instanceof TemplateError) {
+    return error.problems.length === 1 ? `invalid rule template: ${error.message}` : `invalid rule templates (nothing was applied):\n${error.message}`;
+  }
   if (error instanceof PlanError) return `invalid rules (nothing was applied):\n${error.message}`;
   if (error instanceof ApplyError) return `apply failed: ${error.message}`;
   if (error instanceof CommandError) {

@@ -11,7 +11,7 @@
 import { forwardedRange, type Config, type PortForward } from '../config/schema.js';
 import { parseCidr } from '../net/ipv4.js';
 import type { BindingFacts, Facts, TableName } from '../observe/facts.js';
-import { ENGINE_VERSION, guarded, renderRules } from '../template/render.js';
+import { ENGINE_VERSION, guarded, renderRules, TemplateError } from '../template/render.js';
 import {
   FORWARD_CHAIN, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, SOURCES_CHAIN, USER_HOOKS, WAITING_SET, zoneKey,
   type UserHook,
@@ -376,10 +376,18 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
     return vlan && (target === 'MASQUERADE' || target === 'SNAT') ? { kind: 'nat', vlan, type: target === 'SNAT' ? 'snat' : 'masquerade' } : undefined;
   });
 
+  // Every template of rules.dir is rendered, and what is wrong with each said in one error.
+  const refused: TemplateError[] = [];
   for (const { hook, template } of templates.user) {
     const { table, chain } = USER_HOOKS[hook];
-    add(table, chain, template, 'user');
+    try {
+      add(table, chain, template, 'user');
+    } catch (error) {
+      if (!(error instanceof TemplateError)) throw error;
+      refused.push(error);
+    }
   }
+  if (refused.length > 0) throw TemplateError.of(refused);
 
   checkJumpTargets(chains, new Map(templates.user.map((u) => [USER_HOOKS[u.hook].chain, u.template.file])));
   renderedChains.endPlan();

@@ -7,10 +7,37 @@
 import Handlebars from 'handlebars';
 import { precompiled } from './precompiled.js';
 
+/** One thing wrong with a template: its file, what, and the rendered line where it has one. */
+export interface TemplateProblem {
+  readonly file: string;
+  readonly detail: string;
+  readonly line?: number;
+}
+
+/** The most problems of one render said one by one; the rest are counted. */
+export const TEMPLATE_PROBLEMS_SAID = 20;
+
+const problemText = (p: TemplateProblem) => `${p.file}${p.line !== undefined ? `, rendered line ${p.line}` : ''}: ${p.detail}`;
+
+/**
+ * What is wrong with the templates: the first problem (file, detail, line), and the others found in the same run
+ * (every refused line of a template, every template of rules.dir), one per line of the message.
+ */
 export class TemplateError extends Error {
   override readonly name = 'TemplateError';
-  constructor(readonly file: string, readonly detail: string, readonly line?: number) {
-    super(`${file}${line !== undefined ? `, rendered line ${line}` : ''}: ${detail}`);
+  readonly problems: readonly TemplateProblem[];
+  /** `unsaid`: how many more lines were refused; `note`: a line said once after the problems (in which render they arose). */
+  constructor(readonly file: string, readonly detail: string, readonly line?: number, others: readonly TemplateProblem[] = [],
+    readonly unsaid = 0, note?: string) {
+    const problems = [{ file, detail, ...(line !== undefined ? { line } : {}) }, ...others];
+    super([...problems.map(problemText), ...(unsaid > 0 ? [`(and ${unsaid} more lines refused)`] : []), ...(note ? [note] : [])].join('\n'));
+    this.problems = problems;
+  }
+
+  /** Several errors as one, in the order given. */
+  static of(errors: readonly TemplateError[]): TemplateError {
+    const [first, ...rest] = errors.flatMap((e) => e.problems);
+    return new TemplateError(first!.file, first!.detail, first!.line, rest, errors.reduce((n, e) => n + e.unsaid, 0));
   }
 }
 
@@ -259,16 +286,31 @@ export function renderRules(source: string, file: string, data: object, limited 
     budget = undefined;
   }
   const bodies: string[] = [];
+  // Every line refused is said (up to TEMPLATE_PROBLEMS_SAID, the rest counted), not the first alone: a template
+  // fixed one line a run took as many runs as it had bad lines.
+  const problems: TemplateProblem[] = [];
+  let unsaid = 0;
+  const refuse = (detail: string, line: number) => {
+    if (problems.length < TEMPLATE_PROBLEMS_SAID) problems.push({ file, detail, line });
+    else unsaid++;
+  };
   text.split('\n').forEach((raw, index) => {
     const notValue = raw.includes(NOT_A_VALUE) ? raw.split(NOT_A_VALUE) : undefined; // split only where it is (the hot path)
-    if (notValue && notValue.length > 2) throw new TemplateError(file, notValue[1]!, index + 1);
+    if (notValue && notValue.length > 2) {
+      refuse(notValue[1]!, index + 1);
+      return;
+    }
     const trimmed = raw.trim();
     // Most lines come out of a template with single spaces already: fold only when there is something to fold.
     const body = /\s\s|[^ \S]/.test(trimmed) ? trimmed.replace(/\s+/g, ' ') : trimmed;
     if (body === '') return;
     const problem = checkRuleBody(body);
-    if (problem) throw new TemplateError(file, problem, index + 1);
-    bodies.push(body);
+    if (problem) refuse(problem, index + 1);
+    else bodies.push(body);
   });
+  if (problems.length > 0) {
+    const [first, ...others] = problems;
+    throw new TemplateError(file, first!.detail, first!.line, others, unsaid);
+  }
   return bodies;
 }

@@ -162,6 +162,27 @@ test.serial('every problem in one run: a rules.dir that cannot be read is listed
   }
 });
 
+test.serial('validate says every broken template of rules.dir in one run, exit 2', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  try {
+    const config = join(dir, 'gateway.yaml');
+    await mkdir(join(dir, 'rules.d', 'filter'), { recursive: true });
+    await mkdir(join(dir, 'rules.d', 'nat'));
+    await writeFile(join(dir, 'rules.d', 'filter', 'forward.hbs'), '-j ACCEPT\nhello\n-p tcp -F -j ACCEPT\n');
+    await writeFile(join(dir, 'rules.d', 'nat', 'postrouting.hbs'), '{{nosuch}}\n');
+    await writeFile(config, 'vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\nrules:\n  dir: rules.d\n');
+    const result = await runMain('validate', '--config', config);
+    t.is(result.code, 2);
+    const rules = join(dir, 'rules.d');
+    t.is(result.stderr, 'vlan-gateway: invalid rule templates (nothing was applied):\n'
+      + `${rules}/filter/forward.hbs, rendered line 2: "hello" is not a rule body (it must start with an option such as -s or -j)\n`
+      + `${rules}/filter/forward.hbs, rendered line 3: "-p tcp -F -j ACCEPT" uses -F: templates write rule bodies, the planner writes commands\n`
+      + `${rules}/nat/postrouting.hbs: "nosuch" is not defined (template line 1, column 3)\n`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 // status and lab refuse --netns (status asks the supervisor over HTTP; the lab makes its own namespaces): their help
 // does not offer it, while the commands that act in a namespace do.
 // (yargs ends the process after --help: each runs as a child.)

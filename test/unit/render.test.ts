@@ -412,6 +412,46 @@ for (const [body, why] of hiddenTargets) {
   });
 }
 
+// Every refused line and every broken template of rules.dir in one run: the first alone was said, and a template
+// with three bad lines took three runs of validate (or three reloads) to fix.
+test('every refused line of a template is said in one error, each with its rendered line', (t) => {
+  const error = t.throws(() => renderRules('-j ACCEPT\nhello\n-p tcp -X foo -j ACCEPT\n-p udp\n', 'rules.d/filter/forward.hbs', {}), { instanceOf: TemplateError });
+  t.is(error?.message, [
+    'rules.d/filter/forward.hbs, rendered line 2: "hello" is not a rule body (it must start with an option such as -s or -j)',
+    'rules.d/filter/forward.hbs, rendered line 3: "-p tcp -X foo -j ACCEPT" uses -X: templates write rule bodies, the planner writes commands',
+    'rules.d/filter/forward.hbs, rendered line 4: "-p udp" has no -j target',
+  ].join('\n'));
+  t.deepEqual([error?.file, error?.line], ['rules.d/filter/forward.hbs', 2], 'the first problem is the error\'s own');
+});
+
+test('a template refusing thousands of lines says the first 20 and counts the rest', (t) => {
+  const error = t.throws(() => renderRules('{{#each lines}}-p tcp\n{{/each}}', 'rules.d/filter/forward.hbs', { lines: Array.from({ length: 5000 }, (_, i) => i) }),
+    { instanceOf: TemplateError });
+  const lines = error?.message.split('\n') ?? [];
+  t.is(lines.length, 21);
+  t.is(lines[19], 'rules.d/filter/forward.hbs, rendered line 20: "-p tcp" has no -j target');
+  t.is(lines[20], '(and 4980 more lines refused)');
+});
+
+test('every broken template of rules.dir is said in one error, by file', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  try {
+    await mkdir(join(dir, 'filter'));
+    await mkdir(join(dir, 'nat'));
+    await writeFile(join(dir, 'filter', 'forward.hbs'), '-j ACCEPT\nhello\n');
+    await writeFile(join(dir, 'nat', 'postrouting.hbs'), '{{nosuch}}\n');
+    await writeFile(join(dir, 'nat', 'prerouting.hbs'), '-p tcp -j\n');
+    const error = await t.throwsAsync(planWithUserDir(dir), { instanceOf: TemplateError });
+    t.is(error?.message, [
+      `${dir}/filter/forward.hbs, rendered line 2: "hello" is not a rule body (it must start with an option such as -s or -j)`,
+      `${dir}/nat/postrouting.hbs: "nosuch" is not defined (template line 1, column 3)`,
+      `${dir}/nat/prerouting.hbs, rendered line 1: "-p tcp -j" has no -j target`,
+    ].join('\n'));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('a quoted jump into a loop is a config error naming the template, not a kernel failure at apply', async (t) => {
   await withForwardTemplate('-j ACCEPT\n-p tcp "-j" VGW-FORWARD\n', async (dir) => {
     const error = await t.throwsAsync(planWithUserDir(dir), { instanceOf: TemplateError });
