@@ -325,6 +325,36 @@ test('sysctl: read, write, and a read-only /proc/sys', async (t) => {
   t.regex(ns.snapshot(), /^net\.ipv4\.ip_forward = 1$/m);
 });
 
+// Checked with conntrack-tools 1.4.7 on this machine's kernel (two namespaces, a veth, a DNAT rule, datagrams from fixed
+// ports): the listing, the exit codes, the filters, and a port range read as its first port.
+test('conntrack: a flow\'s DNAT is decided by its first datagram; -L and -D as conntrack-tools 1.4.7 does them', async (t) => {
+  const ns = new FakeNetns({ links: [{ name: 'eth0', addresses: ['10.99.0.2/24'] }] });
+  const nat = '*nat\n:VGW-PREROUTING - [0:0]\n-A VGW-PREROUTING -i eth0 -m addrtype --dst-type LOCAL -p udp --dport 7000 -j DNAT --to-destination 10.99.0.2:7001\n'
+    + '-I PREROUTING 1 -j VGW-PREROUTING\nCOMMIT\n';
+  const send = (sport: number, dport: number) => ns.udpDatagram({ nic: 'eth0', src: '10.99.0.1', sport, dst: '10.99.0.2', dport });
+  t.deepEqual(send(41001, 5300), { address: '10.99.0.2', port: 5300 });
+  t.deepEqual(send(41000, 7000), { address: '10.99.0.2', port: 7000 }, 'before the rule');
+  t.is((await restore(ns, nat)).exitCode, 0);
+  t.deepEqual(send(41000, 7000), { address: '10.99.0.2', port: 7000 }, 'the same flow: decided already');
+  t.deepEqual(send(41002, 7000), { address: '10.99.0.2', port: 7001 }, 'a new flow is DNATed');
+  const run = (args: string[]) => ns.run(['conntrack', ...args], { allowFailure: true });
+  t.deepEqual(await run(['-L', '-p', 'udp', '--orig-port-dst', '7000']), {
+    stdout: 'udp      17 29 src=10.99.0.1 dst=10.99.0.2 sport=41000 dport=7000 [UNREPLIED] src=10.99.0.2 dst=10.99.0.1 sport=7000 dport=41000 mark=0 use=1\n'
+      + 'udp      17 29 src=10.99.0.1 dst=10.99.0.2 sport=41002 dport=7000 [UNREPLIED] src=10.99.0.2 dst=10.99.0.1 sport=7001 dport=41002 mark=0 use=1\n',
+    stderr: 'conntrack v1.4.7 (conntrack-tools): 2 flow entries have been shown.\n',
+    exitCode: 0,
+  });
+  t.like(await run(['-D', '-p', 'udp', '--orig-port-dst', '9999']), { stdout: '', stderr: 'conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.\n', exitCode: 1 });
+  t.like(await run(['-D', '-p', 'udp', '-d', '10.99.0.2', '--orig-port-dst', '7000', '-r', '10.99.0.2', '--reply-port-src', '7001']),
+    { stdout: 'udp      17 29 src=10.99.0.1 dst=10.99.0.2 sport=41002 dport=7000 [UNREPLIED] src=10.99.0.2 dst=10.99.0.1 sport=7001 dport=41002 mark=0 use=1\n', exitCode: 0 });
+  t.like(await run(['-D', '-p', 'udp', '-d', '10.99.0.2', '--orig-port-dst', '7000', '-r', '10.99.0.2', '--reply-port-src', '7000']), { exitCode: 0 });
+  t.deepEqual(send(41000, 7000), { address: '10.99.0.2', port: 7001 }, 'its entry deleted, the flow is decided again');
+  // `--orig-port-dst 5300-5301` is 5300 to conntrack: it takes no range.
+  t.like(await run(['-D', '-p', 'udp', '--orig-port-dst', '5300-5301']), { exitCode: 0, stderr: 'conntrack v1.4.7 (conntrack-tools): 1 flow entries have been deleted.\n' });
+  const missing = new FakeNetns({ conntrack: false });
+  t.like(await t.throwsAsync(missing.run(['conntrack', '--version'])), { notFound: true });
+});
+
 // Checked with ipset 7.17 on this machine's kernel, in a throwaway namespace: the same lines, the same headers and errors.
 test('ipset: a set keeps the size it was created with; -exist takes it whatever its hashsize; swap exchanges two sets under their rules', async (t) => {
   const ns = new FakeNetns();

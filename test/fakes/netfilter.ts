@@ -19,6 +19,8 @@
  *     has touched; the file is missing while legacy is not installed)
  *   ipset save | ipset list -t | ipset restore (create/add/del/swap/destroy, -exist) | ipset destroy NAME — unless
  *   ipset: false (not installed)
+ *   conntrack --version | conntrack -L [-p udp] [<filters>] | conntrack -D <filters>, over the UDP flows made by
+ *     udpDatagram (below) — unless conntrack: false (not installed)
  *   ip netns exec NAME <any of the above> (what --netns runs; NAME must be the fake's own `name`; a program that
  *     is not installed is then ip's `exec of "X" failed` with exit 1, not a failed spawn)
  *
@@ -87,6 +89,14 @@ export interface FakeNetnsOptions {
   readonly legacy?: 'absent' | 'installed';
   /** The ipset tool: installed (default) or not (its commands are not found). */
   readonly ipset?: boolean;
+  /** The conntrack tool (conntrack-tools): installed (default) or not (its commands are not found). */
+  readonly conntrack?: boolean;
+}
+
+/** A UDP flow's conntrack entry: the tuple of its first datagram, and that of its replies (after DNAT). */
+export interface FakeFlow {
+  readonly original: { readonly src: string; readonly dst: string; readonly sport: number; readonly dport: number };
+  readonly reply: { readonly src: string; readonly dst: string; readonly sport: number; readonly dport: number };
 }
 
 /**
@@ -643,6 +653,9 @@ export class FakeNetns implements CommandRunner {
   private lingering = 0;
   private busySets = { times: 0, set: undefined as string | undefined };
   private ipsetInstalled: boolean;
+  private readonly conntrackInstalled: boolean;
+  /** The UDP flows conntrack tracks, in the order they started. */
+  private flows: FakeFlow[] = [];
   private readonly pending: FaultSpec[] = [];
   private readonly persistent: FaultSpec[] = [];
   private readonly monitors: Array<(line: string) => void> = [];
@@ -660,10 +673,80 @@ export class FakeNetns implements CommandRunner {
     this.readOnly = options.readOnlySysctls ?? false;
     this.rulesets = { nft: emptyRuleset(), legacy: options.legacy === 'installed' ? emptyRuleset() : undefined };
     this.ipsetInstalled = options.ipset ?? true;
+    this.conntrackInstalled = options.conntrack ?? true;
     if (options.dockerDns) this.seed('nft', DOCKER_DNS_RULES);
   }
 
   // ---- test controls -------------------------------------------------------------------------------------------
+
+  /**
+   * A UDP datagram arriving on `nic`, as conntrack and the nat table's PREROUTING take it: the flow of its tuple if
+   * conntrack has one (its NAT was decided by its first datagram), else a new flow, DNATed by the first DNAT rule of
+   * PREROUTING that matches it (the rules of the backend holding the gateway's chains are walked: -i, -p, --dport and
+   * addrtype's --dst-type LOCAL, jumps and RETURN; any other match is refused, so a test cannot pass on a rule the fake
+   * does not understand). Returns where it goes: the flow's reply source. Source NAT is not modelled.
+   */
+  udpDatagram(datagram: { nic: string; src: string; sport: number; dst: string; dport: number }): { address: string; port: number } {
+    const { src, sport, dst, dport } = datagram;
+    let flow = this.flows.find((f) => f.original.src === src && f.original.sport === sport && f.original.dst === dst && f.original.dport === dport);
+    if (!flow) {
+      const dnat = this.preroutingDnat(datagram);
+      flow = { original: { src, dst, sport, dport }, reply: { src: dnat?.address ?? dst, dst: src, sport: dnat?.port ?? dport, dport: sport } };
+      this.flows.push(flow);
+    }
+    return { address: flow.reply.src, port: flow.reply.sport };
+  }
+
+  /** The UDP flows conntrack has now. */
+  conntrackFlows(): readonly FakeFlow[] {
+    return this.flows;
+  }
+
+  private preroutingDnat(d: { nic: string; dst: string; dport: number }): { address: string; port: number } | undefined {
+    const backend: FakeBackend = this.rulesets.legacy && [...this.rulesets.legacy.nat.keys()].some((c) => c.startsWith('VGW-')) ? 'legacy' : 'nft';
+    const nat = this.rulesets[backend]!.nat;
+    const local = this.links.some((l) => l.addresses.some((a) => a.address === d.dst));
+    const walk = (chainName: string, depth: number): { address: string; port: number } | 'accept' | undefined => {
+      if (depth > 16) throw new Error('fake: PREROUTING loops');
+      for (const rule of nat.get(chainName)?.rules ?? []) {
+        const words = tokenize(rule.body);
+        let matches = true;
+        let jump: string | undefined;
+        let to: string | undefined;
+        for (let i = 0; i < words.length; i++) {
+          const word = words[i]!;
+          const value = words[i + 1];
+          i++;
+          if (word === '-m' || word === '--comment') continue;
+          if (word === '-i') matches &&= value === d.nic;
+          else if (word === '-p') matches &&= value === 'udp';
+          else if (word === '--dst-type') matches &&= value === 'LOCAL' && local;
+          else if (word === '--dport') {
+            const [low, high = low] = (value ?? '').split(':').map(Number);
+            matches &&= d.dport >= low! && d.dport <= high!;
+          } else if (word === '-j') jump = value;
+          else if (word === '--to-destination') to = value;
+          else throw new Error(`fake: udpDatagram cannot evaluate "${word}" in nat ${chainName}: ${rule.body}`);
+        }
+        if (!matches) continue;
+        if (jump === 'DNAT') {
+          const [address, ports] = (to ?? '').split(':');
+          return { address: address!, port: ports === undefined ? d.dport : Number(ports.split('-')[0]) };
+        }
+        if (jump === 'ACCEPT') return 'accept';
+        if (jump === 'RETURN') return undefined;
+        if (jump !== undefined && nat.has(jump)) {
+          const found = walk(jump, depth + 1);
+          if (found !== undefined) return found;
+          continue;
+        }
+        if (jump !== undefined) throw new Error(`fake: udpDatagram cannot evaluate target ${jump} in nat ${chainName}`);
+      }
+      return undefined;
+    };
+    const found = walk('PREROUTING', 0);
+    return found === 'accept' ? undefined : found;
+  }
 
   /** Attaches a NIC, as `docker network connect` does (a new ifindex every time). */
   addLink(spec: FakeLinkSpec): void {
@@ -877,6 +960,10 @@ export class FakeNetns implements CommandRunner {
       return this.ipset(args, input ?? '');
     }
     if (program === 'sysctl') return this.sysctl(args);
+    if (program === 'conntrack') {
+      if (!this.conntrackInstalled) throw new CommandError(argv, null, 'not found', '', true);
+      return this.conntrack(args);
+    }
     throw new CommandError(argv, null, `${program}: not found (the fake does not implement it)`, '', true);
   }
 
@@ -1415,6 +1502,61 @@ export class FakeNetns implements CommandRunner {
       }
     }
     return { stdout, stderr, exitCode: stderr ? 1 : 0 };
+  }
+
+  // ---- conntrack -----------------------------------------------------------------------------------------------
+
+  /**
+   * conntrack-tools 1.4.7 as checked on this machine: -L prints one line per entry (and a count on stderr); -D deletes
+   * the entries its filters match (exit 1 when none did). A port is read as the number it starts with, as the real one
+   * does (`--orig-port-dst 6000-6010` is 6000). Only UDP flows exist here.
+   */
+  private conntrack(args: readonly string[]): Output {
+    const banner = 'conntrack v1.4.7 (conntrack-tools): ';
+    if (args[0] === '--version' || args[0] === '-V') return { stdout: 'conntrack v1.4.7 (conntrack-tools)\n' };
+    type Filter = (f: FakeFlow) => boolean;
+    const parse = (words: readonly string[]): Filter | string => {
+      const tests: Filter[] = [];
+      for (let i = 1; i < words.length; i += 2) {
+        const option = words[i]!;
+        const value = words[i + 1];
+        if (value === undefined) return `option \`${option}' requires an argument`;
+        const port = Number(/^\d*/.exec(value)![0] || Number.NaN);
+        const field: Record<string, (f: FakeFlow) => string | number> = {
+          '-s': (f) => f.original.src, '--src': (f) => f.original.src, '--orig-src': (f) => f.original.src,
+          '-d': (f) => f.original.dst, '--dst': (f) => f.original.dst, '--orig-dst': (f) => f.original.dst,
+          '-r': (f) => f.reply.src, '--reply-src': (f) => f.reply.src, '-q': (f) => f.reply.dst, '--reply-dst': (f) => f.reply.dst,
+          '--sport': (f) => f.original.sport, '--orig-port-src': (f) => f.original.sport,
+          '--dport': (f) => f.original.dport, '--orig-port-dst': (f) => f.original.dport,
+          '--reply-port-src': (f) => f.reply.sport, '--reply-port-dst': (f) => f.reply.dport,
+        };
+        if (option === '-p' || option === '--protonum') {
+          if (value !== 'udp') tests.push(() => false);
+        } else if (field[option]) {
+          const get = field[option];
+          const ports = option.includes('port');
+          tests.push((f) => get(f) === (ports ? port : value));
+        } else {
+          return `unknown option \`${option}'`;
+        }
+      }
+      return (f) => tests.every((t) => t(f));
+    };
+    const line = (f: FakeFlow) => `udp      17 29 src=${f.original.src} dst=${f.original.dst} sport=${f.original.sport} dport=${f.original.dport} `
+      + `[UNREPLIED] src=${f.reply.src} dst=${f.reply.dst} sport=${f.reply.sport} dport=${f.reply.dport} mark=0 use=1\n`;
+    const remove = (filter: Filter) => {
+      const gone = this.flows.filter(filter);
+      this.flows = this.flows.filter((f) => !filter(f));
+      return gone;
+    };
+    if (args[0] === '-L' || args[0] === '-D') {
+      const filter = parse(args);
+      if (typeof filter === 'string') return { stderr: `${banner}${filter}\n`, exitCode: 2 };
+      const chosen = args[0] === '-L' ? this.flows.filter(filter) : remove(filter);
+      const verb = args[0] === '-L' ? 'shown' : 'deleted';
+      return { stdout: chosen.map(line).join(''), stderr: `${banner}${chosen.length} flow entries have been ${verb}.\n`, exitCode: args[0] === '-D' && chosen.length === 0 ? 1 : 0 };
+    }
+    return { stderr: `${banner}fake: unsupported conntrack ${args.join(' ')}\n`, exitCode: 2 };
   }
 
   // ---- sysctl --------------------------------------------------------------------------------------------------
