@@ -9,6 +9,7 @@ import { forEachIpsetMember, parseIpsetReferences } from '../observe/parse-ipset
 import { restoreCommand } from '../observe/read.js';
 import { IP_FORWARD, OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO, setMemberAdmits, USER_PREFIX } from '../plan/chains.js';
 import { remakeName, setHashsize } from '../plan/set-size.js';
+import { portText } from '../plan/conntrack.js';
 import type { ChainChange, Plan, Step } from '../plan/types.js';
 import { lockFileHint, privilegeHint, setInUseAdvice, setInUseHint, sysctlHint } from './hints.js';
 
@@ -387,6 +388,7 @@ export function describeStep(step: Step): string {
     case 'set-update': return `${step.create ? 'creating' : 'updating'} ipset ${step.set}`;
     case 'set-destroy': return `removing ipset ${step.set}`;
     case 'sysctl': return `setting ${step.key}=${step.value}`;
+    case 'conntrack-clear': return `clearing UDP flows to ${portText(step.ports)}`;
   }
 }
 

@@ -6,6 +6,7 @@
  */
 import type { Facts, KnownTables, SavedRule, SavedSet, SavedTable, TableName } from '../observe/facts.js';
 import { TABLES } from '../observe/facts.js';
+import { conntrackClears } from './conntrack.js';
 import { BUILTIN_CHAINS, FORWARDING_WAS_OFF, IP_FORWARD, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX } from './chains.js';
 import { verdictOf } from './rule-text.js';
 import { remakeName, SET_MAXELEM } from './set-size.js';
@@ -350,6 +351,9 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
       steps.push(sysctlStep(facts, key, value));
     }
   }
+  // Last, once the nat table is written: the UDP flows a changed port forward leaves going the wrong way.
+  const local = [...facts.links.filter((l) => !l.loopback).flatMap((l) => l.addresses.map((a) => a.address)), ...desired.addresses.map((a) => a.address)];
+  steps.push(...conntrackClears(steps, desired, local));
   const inUse = referencesToRemoved(steps, facts);
   if (inUse.length > 0) throw new InUseError(inUse.join('\n'));
   const warnings = [...warningsOf(facts), ...uplinkOverlapWarnings(desired.uplink, desired.vlans)];

@@ -1,4 +1,5 @@
 /** A plan as a person reviews it: per VLAN its NIC or why it waits, then each change. Pure. */
+import { describeClear } from './conntrack.js';
 import type { Plan, Step } from './types.js';
 
 /**
@@ -31,6 +32,7 @@ function stepLines(step: Step): string[] {
     ];
     case 'set-destroy': return [`- ipset ${step.set} (${step.members.length} members)`];
     case 'sysctl': return [`~ sysctl ${step.key}: ${step.previous ?? '?'} -> ${step.value}`];
+    case 'conntrack-clear': return [describeClear(step)];
     case 'table': {
       const lines = [`~ table ${step.table}:`];
       for (const c of step.chains) {

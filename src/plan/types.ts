@@ -154,7 +154,26 @@ export type Step =
   }
   /** Removes a set no longer wanted; runs after the tables stopped matching on it. */
   | { readonly kind: 'set-destroy'; readonly set: string; readonly type: string; readonly members: readonly string[] }
-  | { readonly kind: 'sysctl'; readonly key: string; readonly value: string; readonly previous?: string };
+  | { readonly kind: 'sysctl'; readonly key: string; readonly value: string; readonly previous?: string }
+  | ConntrackClear;
+
+/**
+ * UDP flows that a change of a UDP port forward leaves going the wrong way (plan/conntrack.ts): conntrack decides a
+ * flow's NAT on its first packet, so a client that kept sending from one port before the forward existed stays with
+ * the gateway itself, and one forwarded by a forward now removed or moved keeps going to the old host. Their entries
+ * are deleted once the nat table is written (apply/conntrack.ts), outside the rollback: a failure leaves the rules
+ * applied and is a warning.
+ */
+export interface ConntrackClear {
+  readonly kind: 'conntrack-clear';
+  /** The forwarded port, or the first and last of a range, as the flows' original destination port. */
+  readonly ports: readonly [number, number];
+  readonly forward: 'added' | 'removed' | 'changed';
+  /** Flows to one of these addresses (the gateway's own) that were not DNATed: they reached the gateway itself. */
+  readonly local?: readonly string[];
+  /** Flows DNATed to this host, at these ports: where the forward that goes sent them. */
+  readonly target?: { readonly address: string; readonly ports: readonly [number, number] };
+}
 
 export interface Plan {
   readonly desired: Desired;

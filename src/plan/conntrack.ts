@@ -1,0 +1,142 @@
+/**
+ * Which UDP flows a change of the port forwards leaves going the wrong way. Conntrack decides a flow's NAT on its
+ * first packet, and a UDP flow lasts as long as it keeps sending (30 s idle, 2 minutes once answered):
+ * - a client that was sending to a port before it was forwarded (a WireGuard or SIP peer retrying from its fixed
+ *   port) has an entry addressed to the gateway itself, not DNATed: its datagrams never reach the new forward's host;
+ * - a flow DNATed by a forward that is removed, or points at another host now, keeps going to the old host.
+ * Docker (published UDP ports) and kube-proxy (UDP services) delete such entries when they change a mapping; so does
+ * the gateway, once the nat table is written. TCP needs none of it: a client opens each connection from a new port.
+ *
+ * The forwards are read from the nat step's own changes to VGW-PREROUTING (the rules it adds, and the rules found
+ * that it removes), so a pass that leaves the forwards as they are clears nothing, and `down` clears what the
+ * forwards it removes had DNATed. A jump to VGW-PREROUTING put back (someone flushed PREROUTING) makes every forward
+ * new again: while it was gone, nothing was forwarded. Pure.
+ */
+import type { ConntrackEntry } from '../observe/parse-conntrack.js';
+import { PREROUTING_CHAIN } from './chains.js';
+import { tokenAfter, verdictOf } from './rule-text.js';
+import type { ConntrackClear, Desired, Step } from './types.js';
+
+/** A UDP port forward as its DNAT rule in VGW-PREROUTING says it. */
+export interface ForwardRule {
+  readonly nic: string;
+  readonly ports: readonly [number, number];
+  readonly target: string;
+  readonly targetPorts: readonly [number, number];
+}
+
+const portRange = (text: string | undefined): [number, number] | undefined => {
+  const m = /^(\d{1,5})(?:[:-](\d{1,5}))?$/.exec(text ?? '');
+  return m ? [Number(m[1]), Number(m[2] ?? m[1])] : undefined;
+};
+
+/**
+ * The UDP port forward of a rule body (ours as rendered by rules/nat/prerouting.hbs, or as iptables-save prints it
+ * back: `-i eth0 -p udp -m comment … -m addrtype --dst-type LOCAL -m udp --dport 6000:6010 -j DNAT --to-destination
+ * 192.168.20.100`), or undefined for any other rule.
+ */
+export function udpForwardOf(body: string): ForwardRule | undefined {
+  if (verdictOf(body) !== 'DNAT' || tokenAfter(body, ['-p', '--protocol']) !== 'udp') return undefined;
+  const ports = portRange(tokenAfter(body, ['--dport', '--destination-port']));
+  const nic = tokenAfter(body, ['-i', '--in-interface']);
+  const destination = tokenAfter(body, ['--to-destination']);
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3})(?::(.+))?$/.exec(destination ?? '');
+  if (!ports || !nic || !m) return undefined;
+  const targetPorts = m[2] === undefined ? ports : portRange(m[2]);
+  return targetPorts ? { nic, ports, target: m[1]!, targetPorts } : undefined;
+}
+
+const sameRange = (a: readonly [number, number], b: readonly [number, number]) => a[0] === b[0] && a[1] === b[1];
+const overlap = (a: readonly [number, number], b: readonly [number, number]) => a[0] <= b[1] && b[0] <= a[1];
+/** Where a forward sends a flow (the NIC it takes it on aside). */
+const sameMapping = (a: ForwardRule, b: ForwardRule) => sameRange(a.ports, b.ports) && a.target === b.target && sameRange(a.targetPorts, b.targetPorts);
+
+/**
+ * The clears a pass's nat step calls for (none without one). `local`: the gateway's own addresses, where a flow a
+ * forward now takes may have been addressed (every address of its NICs, and those the pass adds: a port forward takes
+ * any of them that a packet on the uplink is sent to).
+ */
+export function conntrackClears(steps: readonly Step[], desired: Desired, local: readonly string[]): ConntrackClear[] {
+  const nat = steps.find((s): s is Extract<Step, { kind: 'table' }> => s.kind === 'table' && s.table === 'nat');
+  if (!nat) return [];
+  const change = nat.chains.find((c) => c.chain === PREROUTING_CHAIN);
+  const hooked = nat.jumps.some((j) => j.change === 'add' && j.target === PREROUTING_CHAIN);
+  const addedLines = hooked
+    ? desired.chains.find((c) => c.table === 'nat' && c.name === PREROUTING_CHAIN)?.rules.map((r) => r.line) ?? []
+    : change?.added ?? [];
+  const forwards = (lines: readonly string[]) => lines.flatMap((l) => udpForwardOf(l) ?? []);
+  const added = forwards(addedLines);
+  const removed = forwards(change?.removed ?? []);
+  const clears: ConntrackClear[] = [];
+  const seen = new Set<string>();
+  const push = (clear: ConntrackClear) => {
+    const key = JSON.stringify(clear);
+    if (!seen.has(key)) clears.push(clear);
+    seen.add(key);
+  };
+  const addresses = [...new Set(local)].sort();
+  for (const f of removed) {
+    // The same mapping taken on another NIC (the uplink renamed): its flows already go where they should.
+    if (added.some((a) => sameMapping(a, f))) continue;
+    const changed = added.some((a) => overlap(a.ports, f.ports));
+    push({ kind: 'conntrack-clear', ports: f.ports, forward: changed ? 'changed' : 'removed', target: { address: f.target, ports: f.targetPorts } });
+  }
+  for (const f of added) {
+    if (addresses.length === 0) continue;
+    const changed = removed.some((r) => overlap(r.ports, f.ports));
+    push({ kind: 'conntrack-clear', ports: f.ports, forward: changed ? 'changed' : 'added', local: addresses });
+  }
+  return clears;
+}
+
+export const portText = ([low, high]: readonly [number, number]) => (low === high ? String(low) : `${low}-${high}`);
+
+/** A clear as `plan` shows it. */
+export function describeClear(clear: ConntrackClear): string {
+  const what = clear.target
+    ? `forwarded to ${clear.target.address}:${portText(clear.target.ports)}`
+    : 'that reached the gateway itself';
+  return `~ conntrack: clear UDP flows to ${portText(clear.ports)} ${what} (port forward ${clear.forward})`;
+}
+
+const within = (port: number, [low, high]: readonly [number, number]) => port >= low && port <= high;
+/** Sent back from where it was sent to: the gateway's conntrack did not DNAT it. */
+const notDnated = (e: ConntrackEntry) => e.reply.src === e.original.dst && e.reply.sport === e.original.dport;
+
+/** The clear an entry is stale for, if any (see staleEntries). */
+function staleFor(e: ConntrackEntry, clears: readonly ConntrackClear[]): ConntrackClear | undefined {
+  if (e.proto !== 'udp') return undefined;
+  return clears.find((c) => {
+    if (!within(e.original.dport, c.ports)) return false;
+    if (c.local) return c.local.includes(e.original.dst) && notDnated(e);
+    return c.target !== undefined && !notDnated(e) && e.reply.src === c.target.address && within(e.reply.sport, c.target.ports);
+  });
+}
+
+/**
+ * The entries the clears are for, and nothing else: UDP, to a forwarded port, and either addressed to one of the
+ * gateway's own addresses and not DNATed (a forward added), or DNATed to the old forward's host and port (removed).
+ * A VLAN host's own flow to a remote port of the same number is neither (its destination is no address of the
+ * gateway's, and it is not DNATed), nor is Docker's DNS (DNATed to 127.0.0.11).
+ */
+export function staleEntries(entries: readonly ConntrackEntry[], clears: readonly ConntrackClear[]): ConntrackEntry[] {
+  return entries.filter((e) => staleFor(e, clears) !== undefined);
+}
+
+/**
+ * `conntrack -D` filters (after the program's name) that delete the stale entries and nothing else: one per
+ * destination address and port that has stale entries (conntrack takes no range of ports), each as narrow as the
+ * entries: to that address and port, and answered from the same address and port (not DNATed: a forward added), or
+ * from the old host and its port (a forward removed). An entry made since by the new rules is answered from
+ * elsewhere and stays; so does a VLAN host's flow straight to the old host (to its address, not the gateway's).
+ */
+export function deleteFilters(entries: readonly ConntrackEntry[], clears: readonly ConntrackClear[]): string[][] {
+  const filters = new Map<string, string[]>();
+  for (const e of entries) {
+    if (!staleFor(e, clears)) continue;
+    const { dst, dport } = e.original;
+    const argv = ['-D', '-p', 'udp', '-d', dst, '--orig-port-dst', String(dport), '-r', e.reply.src, '--reply-port-src', String(e.reply.sport)];
+    filters.set(argv.join(' '), argv);
+  }
+  return [...filters.values()];
+}

@@ -1,0 +1,191 @@
+/**
+ * The conntrack clears a change of the UDP port forwards calls for (src/plan/conntrack.ts): planned from the nat
+ * step's own changes to VGW-PREROUTING (facts are iptables-save text, as diff.test.ts builds them), shown by `plan`,
+ * and the entries of `conntrack -L` they pick, which must be the stale ones and nothing else.
+ */
+import test from 'ava';
+import { readFile } from 'node:fs/promises';
+import { parseConfigText } from '../../src/config/load.js';
+import type { Config } from '../../src/config/schema.js';
+import type { Facts } from '../../src/observe/facts.js';
+import { parseConntrackList } from '../../src/observe/parse-conntrack.js';
+import { parseSave, tableOf } from '../../src/observe/parse-save.js';
+import { OUR_ADDRESS_METRIC } from '../../src/plan/chains.js';
+import { deleteFilters, staleEntries, udpForwardOf } from '../../src/plan/conntrack.js';
+import { planDesired, planEmpty, type Templates } from '../../src/plan/desired.js';
+import { diff } from '../../src/plan/diff.js';
+import { formatPlan } from '../../src/plan/format.js';
+import { syntheticFacts } from '../../src/plan/synthetic.js';
+import type { ConntrackClear, Desired, Plan } from '../../src/plan/types.js';
+import { loadTemplates } from '../../src/template/load.js';
+
+const templates: Templates = await loadTemplates();
+const labText = await readFile(new URL('../../examples/lab.yaml', import.meta.url), 'utf8');
+/** The lab with these port forwards besides its TCP 2222 (YAML flow mappings). */
+const labWith = (...forwards: string[]): Config => parseConfigText(`${labText}${forwards.map((f) => `  - ${f}\n`).join('')}`, 'lab.yaml');
+const lab = labWith();
+const WIREGUARD = '{proto: udp, port: 51820, to: 192.168.20.100}';
+const DNS = '{proto: udp, port: 5300, to: 192.168.20.100, toPort: 53}';
+const RANGE = '{proto: udp, port: "6000-6010", to: 192.168.10.100}';
+
+/** The namespace as a previous apply of `config` left it: its chains and jumps, as iptables-save prints them back. */
+function factsAfter(config: Config | undefined): Facts {
+  const base = syntheticFacts(lab);
+  const desired = config ? planDesired(config, base, templates) : undefined;
+  const out: string[] = [];
+  for (const table of ['filter', 'nat'] as const) {
+    out.push(`*${table}`);
+    for (const chain of desired?.chains.filter((c) => c.table === table) ?? []) {
+      out.push(`:${chain.name} - [0:0]`);
+      for (const rule of chain.rules) out.push(`-A ${chain.name} ${rule.line.replace(/--comment (vgw:\S+)/, '--comment "$1"')}`);
+    }
+    for (const jump of desired?.jumps.filter((j) => j.table === table) ?? []) out.push(`-A ${jump.hook} -m comment --comment "vgw:hook" -j ${jump.target}`);
+    out.push('COMMIT');
+  }
+  const tables = parseSave(`${out.join('\n')}\n`);
+  // The gateway addresses it added, marked as ours.
+  const links = base.links.map((link) => {
+    const mine = desired?.addresses.filter((a) => a.nic === link.name) ?? [];
+    return { ...link, addresses: [...link.addresses, ...mine.map((a) => ({ address: a.address, prefix: a.prefix, metric: OUR_ADDRESS_METRIC }))] };
+  });
+  return { ...base, links, sysctls: { 'net.ipv4.ip_forward': '1' }, tables: { filter: tableOf(tables, 'filter'), nat: tableOf(tables, 'nat') } };
+}
+
+const planFrom = (before: Config | undefined, after: Config): Plan => {
+  const facts = factsAfter(before);
+  return diff(planDesired(after, facts, templates), facts);
+};
+const clearsOf = (plan: Plan) => plan.steps.filter((s): s is ConntrackClear => s.kind === 'conntrack-clear');
+const clearLines = (plan: Plan) => formatPlan(plan).split('\n').filter((l) => l.startsWith('~ conntrack'));
+/** Every address of the synthetic namespace's NICs, and the VLANs' gateway addresses the apply adds. */
+const LOCAL = ['192.168.10.1', '192.168.10.2', '192.168.20.1', '192.168.20.2', '203.0.113.2'];
+
+test('a UDP port forward added: its flows that reached the gateway itself are cleared, after the nat table, and plan shows it', (t) => {
+  const plan = planFrom(lab, labWith(WIREGUARD, RANGE));
+  t.deepEqual(plan.steps.map((s) => (s.kind === 'table' ? `table ${s.table}` : s.kind)), ['table filter', 'table nat', 'conntrack-clear', 'conntrack-clear']);
+  t.deepEqual(clearsOf(plan), [
+    { kind: 'conntrack-clear', ports: [51820, 51820], forward: 'added', local: LOCAL },
+    { kind: 'conntrack-clear', ports: [6000, 6010], forward: 'added', local: LOCAL },
+  ]);
+  t.deepEqual(clearLines(plan), [
+    '~ conntrack: clear UDP flows to 51820 that reached the gateway itself (port forward added)',
+    '~ conntrack: clear UDP flows to 6000-6010 that reached the gateway itself (port forward added)',
+  ]);
+  t.true(formatPlan(plan).endsWith('4 changes pending.'));
+  // Once the rules are in, nothing is pending (plan --detailed-exitcode exits 0): a clear comes only with its change.
+  const config = labWith(WIREGUARD, RANGE);
+  t.deepEqual(planFrom(config, config).steps, []);
+});
+
+test('a TCP forward added, or a change of the nat table that touches no forward: nothing to clear', (t) => {
+  const config = labWith(WIREGUARD, RANGE);
+  const tcp = planFrom(lab, labWith('{proto: tcp, port: 8443, to: 192.168.10.100}'));
+  t.true(tcp.steps.some((s) => s.kind === 'table' && s.table === 'nat'));
+  t.deepEqual(clearsOf(tcp), [], 'a TCP client opens each connection from a new port: nothing is stale');
+  // A change of the nat table that touches no forward (source NAT) clears nothing either.
+  const snat = planFrom(config, parseConfigText(labText.replace('nat: masquerade', 'nat: snat\n  snatTo: 203.0.113.2')
+    .concat(`  - ${WIREGUARD}\n  - ${RANGE}\n`), 'lab.yaml'));
+  t.true(snat.steps.some((s) => s.kind === 'table' && s.table === 'nat'));
+  t.deepEqual(clearsOf(snat), []);
+});
+
+test('a UDP forward removed: the flows it DNATed to its host go; a forward pointed at another host: both sides of the change', (t) => {
+  t.deepEqual(clearsOf(planFrom(labWith(WIREGUARD, DNS), labWith(WIREGUARD))), [
+    { kind: 'conntrack-clear', ports: [5300, 5300], forward: 'removed', target: { address: '192.168.20.100', ports: [53, 53] } },
+  ]);
+  const moved = planFrom(labWith(DNS), labWith('{proto: udp, port: 5300, to: 192.168.10.100, toPort: 53}'));
+  t.deepEqual(clearLines(moved), [
+    '~ conntrack: clear UDP flows to 5300 forwarded to 192.168.20.100:53 (port forward changed)',
+    '~ conntrack: clear UDP flows to 5300 that reached the gateway itself (port forward changed)',
+  ]);
+});
+
+test('down clears what the UDP forwards it removes had DNATed; nothing when none was UDP', (t) => {
+  const facts = factsAfter(labWith(RANGE));
+  t.deepEqual(clearsOf(diff(planEmpty(lab, facts), facts)), [
+    { kind: 'conntrack-clear', ports: [6000, 6010], forward: 'removed', target: { address: '192.168.10.100', ports: [6000, 6010] } },
+  ]);
+  const tcpOnly = factsAfter(lab);
+  t.deepEqual(clearsOf(diff(planEmpty(lab, tcpOnly), tcpOnly)), []);
+});
+
+test('the jump to VGW-PREROUTING put back (PREROUTING flushed by hand): nothing was forwarded meanwhile, so every UDP forward is new again', (t) => {
+  const config = labWith(WIREGUARD);
+  const facts = factsAfter(config);
+  const prerouting = facts.tables.nat.rules.get('PREROUTING')!;
+  t.is(prerouting.length, 1);
+  const flushed: Facts = { ...facts, tables: { ...facts.tables, nat: { ...facts.tables.nat, rules: new Map([...facts.tables.nat.rules, ['PREROUTING', []]]) } } };
+  t.deepEqual(clearsOf(diff(planDesired(config, flushed, templates), flushed)), [
+    { kind: 'conntrack-clear', ports: [51820, 51820], forward: 'added', local: LOCAL },
+  ]);
+});
+
+test('udpForwardOf reads our DNAT rule as rendered and as iptables-save prints it back, and nothing else', (t) => {
+  const desired: Desired = planDesired(labWith(DNS, RANGE), syntheticFacts(lab), templates);
+  const lines = desired.chains.find((c) => c.name === 'VGW-PREROUTING')!.rules.map((r) => r.line);
+  t.deepEqual(lines.map(udpForwardOf), [
+    undefined, // tcp/2222
+    { nic: 'eth0', ports: [5300, 5300], target: '192.168.20.100', targetPorts: [53, 53] },
+    { nic: 'eth0', ports: [6000, 6010], target: '192.168.10.100', targetPorts: [6000, 6010] },
+  ]);
+  t.deepEqual(udpForwardOf('-i eth0 -p udp -m comment --comment "vgw:0123abcd" -m addrtype --dst-type LOCAL -m udp --dport 6000:6010 -j DNAT --to-destination 192.168.10.100'),
+    { nic: 'eth0', ports: [6000, 6010], target: '192.168.10.100', targetPorts: [6000, 6010] });
+  t.is(udpForwardOf('-d 127.0.0.11/32 -p udp -m udp --dport 53 -j DNAT --to-destination 127.0.0.11:35361'), undefined, 'no -i: not a forward of ours');
+  t.is(udpForwardOf('-i eth0 -p udp -m udp --dport 53 -j ACCEPT'), undefined);
+});
+
+// `conntrack -L -p udp` in the router namespace, as conntrack-tools 1.4.7 prints it (the lab's addresses).
+const LISTING = [
+  // An Internet client's WireGuard, sent before 51820 was forwarded: to the uplink address, not DNATed.
+  'udp      17 29 src=198.51.100.9 dst=203.0.113.2 sport=40061 dport=51820 [UNREPLIED] src=203.0.113.2 dst=198.51.100.9 sport=51820 dport=40061 mark=0 use=1',
+  // The same client from another port once the forward was in: DNATed to the host, as it should be.
+  'udp      17 110 src=198.51.100.9 dst=203.0.113.2 sport=40062 dport=51820 src=192.168.20.100 dst=198.51.100.9 sport=51820 dport=40062 [ASSURED] mark=0 use=1',
+  // A VLAN host's own WireGuard to a remote 51820 (masqueraded): not the gateway's address, not DNATed.
+  'udp      17 170 src=192.168.20.100 dst=198.51.100.20 sport=51820 dport=51820 src=198.51.100.20 dst=203.0.113.2 sport=51820 dport=51820 [ASSURED] mark=0 use=1',
+  // Docker's embedded DNS, DNATed to 127.0.0.11's own port.
+  'udp      17 20 src=127.0.0.1 dst=127.0.0.11 sport=52000 dport=53 [UNREPLIED] src=127.0.0.11 dst=127.0.0.1 sport=35361 dport=52000 mark=0 use=1',
+  // A flow forwarded by the old 5300 → 192.168.20.100:53, and one of the new forward to 192.168.10.100:53.
+  'udp      17 100 src=198.51.100.9 dst=203.0.113.2 sport=40070 dport=5300 src=192.168.20.100 dst=198.51.100.9 sport=53 dport=40070 [ASSURED] mark=0 use=1',
+  'udp      17 100 src=198.51.100.9 dst=203.0.113.2 sport=40071 dport=5300 src=192.168.10.100 dst=198.51.100.9 sport=53 dport=40071 [ASSURED] mark=0 use=1',
+  'tcp      6 431999 ESTABLISHED src=198.51.100.9 dst=203.0.113.2 sport=40080 dport=51820 src=203.0.113.2 dst=198.51.100.9 sport=51820 dport=40080 [ASSURED] mark=0 use=1',
+].join('\n');
+
+test('of conntrack\'s entries, a clear takes the stale ones only: not the VLAN host\'s own flow to that port, nor Docker\'s DNS, nor TCP', (t) => {
+  const entries = parseConntrackList(`${LISTING}\n`);
+  t.is(entries.length, 7);
+  t.deepEqual(entries[0], {
+    proto: 'udp',
+    original: { src: '198.51.100.9', dst: '203.0.113.2', sport: 40061, dport: 51820 },
+    reply: { src: '203.0.113.2', dst: '198.51.100.9', sport: 51820, dport: 40061 },
+  });
+  const added: ConntrackClear = { kind: 'conntrack-clear', ports: [51820, 51820], forward: 'added', local: ['192.168.20.1', '203.0.113.2'] };
+  t.deepEqual(staleEntries(entries, [added]), [entries[0]]);
+  t.deepEqual(deleteFilters(entries, [added]).map((f) => f.join(' ')), [
+    '-D -p udp -d 203.0.113.2 --orig-port-dst 51820 -r 203.0.113.2 --reply-port-src 51820',
+  ]);
+  const moved: ConntrackClear[] = [
+    { kind: 'conntrack-clear', ports: [5300, 5300], forward: 'changed', target: { address: '192.168.20.100', ports: [53, 53] } },
+    { kind: 'conntrack-clear', ports: [5300, 5300], forward: 'changed', local: ['203.0.113.2'] },
+  ];
+  t.deepEqual(staleEntries(entries, moved), [entries[4]]);
+  t.deepEqual(deleteFilters(entries, moved).map((f) => f.join(' ')), [
+    '-D -p udp -d 203.0.113.2 --orig-port-dst 5300 -r 192.168.20.100 --reply-port-src 53',
+  ]);
+  // Port 53 forwarded and removed: Docker's DNS (DNATed, but to 127.0.0.11) is not the forward's.
+  t.deepEqual(staleEntries(entries, [{ kind: 'conntrack-clear', ports: [53, 53], forward: 'removed', target: { address: '192.168.20.100', ports: [53, 53] } },
+    { kind: 'conntrack-clear', ports: [53, 53], forward: 'added', local: ['203.0.113.2', '127.0.0.1'] }]), []);
+});
+
+test('one delete per address and port with stale flows, whatever their number; none for the rest of a range', (t) => {
+  const stuck = (sport: number, dport: number, dst = '203.0.113.2') =>
+    `udp      17 29 src=198.51.100.9 dst=${dst} sport=${sport} dport=${dport} [UNREPLIED] src=${dst} dst=198.51.100.9 sport=${dport} dport=${sport} mark=0 use=1`;
+  const entries = parseConntrackList([stuck(40001, 20000), stuck(40002, 20000), stuck(40003, 20000), stuck(40004, 20999), stuck(40005, 20999, '192.168.20.1'),
+    stuck(40006, 21000)].join('\n'));
+  const range: ConntrackClear = { kind: 'conntrack-clear', ports: [20000, 20999], forward: 'added', local: ['192.168.20.1', '203.0.113.2'] };
+  t.is(staleEntries(entries, [range]).length, 5);
+  t.deepEqual(deleteFilters(entries, [range]).map((f) => f.join(' ')), [
+    '-D -p udp -d 203.0.113.2 --orig-port-dst 20000 -r 203.0.113.2 --reply-port-src 20000',
+    '-D -p udp -d 203.0.113.2 --orig-port-dst 20999 -r 203.0.113.2 --reply-port-src 20999',
+    '-D -p udp -d 192.168.20.1 --orig-port-dst 20999 -r 192.168.20.1 --reply-port-src 20999',
+  ]);
+});
