@@ -10,7 +10,8 @@ import { restoreCommand } from '../observe/read.js';
 import { IP_FORWARD, OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO, setMemberAdmits, USER_PREFIX } from '../plan/chains.js';
 import { remakeName, setHashsize } from '../plan/set-size.js';
 import { portText } from '../plan/conntrack.js';
-import type { ChainChange, Plan, Step } from '../plan/types.js';
+import type { ChainChange, ConntrackClear, Plan, Step } from '../plan/types.js';
+import { clearStaleFlows, type FlowsCleared } from './conntrack.js';
 import { lockFileHint, privilegeHint, setInUseAdvice, setInUseHint, sysctlHint } from './hints.js';
 
 export interface ApplyObserver {
@@ -34,6 +35,11 @@ export interface ApplyObserver {
    * apply returned. What should follow the announce on the wire goes now (the supervisor's conflict probe).
    */
   announced?(step: Extract<Step, { kind: 'address-add' }>): void;
+  /**
+   * The plan's conntrack clears have run, once everything else is in place (the accounting members aside): what they
+   * deleted, or why not. Never a failure of the apply.
+   */
+  flowsCleared?(outcome: FlowsCleared): void;
 }
 
 export class ApplyError extends Error {
@@ -600,6 +606,7 @@ function forwardingMayBeOn(steps: readonly Step[]): boolean {
  *      before any line, if one is still in use: refuseSetsInUse);
  *   4. (see below);
  *   5. the other sysctls (ip_forward=1 only once the FORWARD policy is in place).
+ * After them (applyPlan), outside the rollback: the conntrack clears (apply/conntrack.ts), once the nat table is in.
  * Beside them, `accounting`: the accounting sets' other members, one `ipset restore` started with stage 2 (their
  * deletions, and the members of sets created now). No verdict depends on them, so forwarding does not wait for
  * them; the apply does.
@@ -762,6 +769,12 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
   }
   observer.forwarding?.();
   announce(runner, plan.steps, observer);
+  // The nat table is in: the flows its forwards' change leaves going the wrong way go now (never a rollback).
+  const clears = plan.steps.filter((s): s is ConntrackClear => s.kind === 'conntrack-clear');
+  if (clears.length > 0) {
+    const outcome = await clearStaleFlows(runner, clears);
+    tell(() => observer.flowsCleared?.(outcome));
+  }
   const filled = filling ? await filling : undefined;
   if (filled?.status === 'rejected') {
     const { failed, error } = unpack(filled.reason, accounting!.step);

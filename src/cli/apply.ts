@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { ApplyError } from '../apply/apply.js';
+import { flowsWarning, type FlowsCleared } from '../apply/conntrack.js';
 import { userRulesGuard } from '../apply/user-rules-check.js';
 import { formatPlan } from '../plan/format.js';
 import { reconcileOnce, type Mode } from '../reconcile/once.js';
@@ -44,7 +45,12 @@ async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
     const { plan, ms } = await withWriteLock(args.netns, mode, async () => {
       const started = performance.now();
       const runner = makeRunner(args.netns);
-      const { plan } = await reconcileOnce(runner, config, templates, { mode, beforeWrite: userRulesGuard(runner, templates) }).catch((error: unknown) => {
+      // Said with the plan (its warnings) when the pass succeeds; here when it fails after the clears ran.
+      let flows: FlowsCleared | undefined;
+      const observer = { flowsCleared: (outcome: FlowsCleared) => (flows = outcome) };
+      const { plan } = await reconcileOnce(runner, config, templates, { mode, observer, beforeWrite: userRulesGuard(runner, templates) }).catch((error: unknown) => {
+        const warning = flowsWarning(flows);
+        if (warning !== undefined) process.stderr.write(`vlan-gateway: warning: ${warning}\n`);
         // The same failure as an apply's (the table, the line, "rolled back"), said as down's.
         throw mode === 'down' && error instanceof ApplyError ? new FailureError(`down failed: ${error.message}`) : error;
       });

@@ -1,5 +1,6 @@
 /** One pass of observe → plan → apply. Shutdown and `down` are the same pass with an empty desired state. */
 import { AccountingError, ApplyError, applyPlan, type ApplyObserver } from '../apply/apply.js';
+import { CONNTRACK_MISSING, conntrackMissing, flowsWarning, type FlowsCleared } from '../apply/conntrack.js';
 import type { Config } from '../config/schema.js';
 import type { CommandRunner } from '../exec/runner.js';
 import { type Backend, type BackendFindings, type Facts, type KnownSets, type KnownTables } from '../observe/facts.js';
@@ -38,7 +39,18 @@ export function planFor(config: Config, facts: Facts, templates: Templates, mode
 
 export interface ReconcileResult {
   readonly facts: Facts;
+  /**
+   * The plan, applied (or, with dryRun, to apply). Its warnings include what the conntrack clears could not do: the
+   * tool missing (with dryRun, where it would be needed), or a clear that failed.
+   */
   readonly plan: Plan;
+  /** What the plan's conntrack clears did, when it had some and was applied. */
+  readonly flows?: FlowsCleared;
+}
+
+/** The plan, with what the conntrack clears could not do said among its warnings. */
+function withClearWarning(plan: Plan, warning: string | undefined): Plan {
+  return warning === undefined ? plan : { ...plan, warnings: [...(plan.warnings ?? []), warning] };
 }
 
 export async function reconcileOnce(
@@ -85,18 +97,32 @@ export async function reconcileOnce(
     facts = { ...facts, ...(await readTablesAgain(runner, known.backend)) };
     plan = planNow();
   }
-  if (!options.dryRun && plan.steps.length > 0) {
+  if (options.dryRun) {
+    // Nothing is cleared: whether it could be is said where it would be needed.
+    const clears = plan.steps.some((s) => s.kind === 'conntrack-clear');
+    return { facts, plan: withClearWarning(plan, clears && await conntrackMissing(runner) ? CONNTRACK_MISSING : undefined) };
+  }
+  let flows: FlowsCleared | undefined;
+  const given = options.observer;
+  const observer: ApplyObserver = {
+    ...given,
+    flowsCleared: (outcome) => {
+      flows = outcome;
+      given?.flowsCleared?.(outcome);
+    },
+  };
+  if (plan.steps.length > 0) {
     await options.beforeWrite?.(facts, plan);
     try {
-      await applyPlan(runner, facts.backend, plan, options.observer);
+      await applyPlan(runner, facts.backend, plan, observer);
     } catch (error) {
       if (!known || !stale(error)) throw error;
       // Planned from remembered tables that had changed since the stats collector's last reading (which its next
       // one would report): a restore refused the plan, and everything was rolled back. Read them, and go again.
       facts = { ...facts, ...(await readTablesAgain(runner, known.backend)) };
       plan = planNow();
-      if (plan.steps.length > 0) await applyPlan(runner, facts.backend, plan, options.observer);
+      if (plan.steps.length > 0) await applyPlan(runner, facts.backend, plan, observer);
     }
   }
-  return { facts, plan };
+  return { facts, plan: withClearWarning(plan, flowsWarning(flows)), ...(flows ? { flows } : {}) };
 }

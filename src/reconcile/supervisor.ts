@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 import { ApplyError, type ApplyObserver } from '../apply/apply.js';
 import { privilegeHint } from '../apply/hints.js';
+import { CONNTRACK_MISSING } from '../apply/conntrack.js';
 import type { Config } from '../config/schema.js';
 import type { CommandRunner } from '../exec/runner.js';
 import type { Logger } from '../log.js';
@@ -133,6 +134,8 @@ export class Supervisor {
   lastDesired: Desired | undefined;
   /** The last pass's warnings (plan/warnings.ts), for /status; each is logged when it first appears. */
   warned: ReadonlySet<string> = new Set();
+  /** The conntrack tool was found missing, and the log said so (once per process). */
+  private conntrackMissingSaid = false;
   /**
    * What the namespace looks like as far as the last pass knows, for /status and `vlan_up`: the VLANs bound to
    * NICs by the config it planned with, and the NICs as it left them (as read, plus what it wrote; as read when its
@@ -294,6 +297,10 @@ export class Supervisor {
       },
       // After the pass has returned: the probe for another holder of the address follows its announce.
       announced: (step) => this.conflicts?.announced(step),
+      // What could not be cleared is among the plan's warnings (logged below); what was, is said here.
+      flowsCleared: (outcome) => {
+        if (outcome.cleared > 0) this.log.info({ trigger, cleared: outcome.cleared }, `cleared ${outcome.cleared} UDP flow${outcome.cleared === 1 ? '' : 's'} a port forward's change left going the wrong way`);
+      },
     };
     const used = this.current;
     const { config, templates } = used;
@@ -330,7 +337,12 @@ export class Supervisor {
       }
       // Notes on the NICs (reconcile/notices.ts) and the plan's warnings, each logged once, as it appears.
       for (const notice of bindingNotices(this.lastDesired, plan.desired)) this.log[notice.level ?? 'warn'](notice.fields, notice.message);
-      for (const warning of plan.warnings ?? []) if (!this.warned.has(warning)) this.log.warn(warning);
+      for (const warning of plan.warnings ?? []) {
+        if (this.warned.has(warning) || (warning === CONNTRACK_MISSING && this.conntrackMissingSaid)) continue;
+        this.log.warn(warning);
+        // The tool missing is the machine's, said once: each later pass that would clear flows would say it again.
+        if (warning === CONNTRACK_MISSING) this.conntrackMissingSaid = true;
+      }
       this.warned = new Set(plan.warnings ?? []);
       this.backend = facts.backend;
       this.lastDesired = plan.desired;
@@ -516,10 +528,12 @@ export class Supervisor {
     idled?.();
     if (mode === 'down') {
       const { config, templates } = this.current;
-      const { plan } = await reconcileOnce(this.passRunner, config, templates, {
+      const { plan, flows } = await reconcileOnce(this.passRunner, config, templates, {
         mode: 'down', memory: { forwardingWasOff: this.forwardingWasOff }, ...(this.backend ? { backend: this.backend } : {}),
       });
       this.log.info({ changes: plan.steps.map(summarizeStep) }, 'removed what the gateway added (--cleanup-on-exit)');
+      if (flows?.warning) this.log.warn(flows.warning);
+      if (flows?.missing && !this.conntrackMissingSaid) this.log.warn(CONNTRACK_MISSING);
     }
   }
 }

@@ -12,10 +12,11 @@ import test, { type ExecutionContext } from 'ava';
 import { readFile, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { AccountingError, ApplyError } from '../../src/apply/apply.js';
+import { CONNTRACK_MISSING } from '../../src/apply/conntrack.js';
 import { exitCodeOf } from '../../src/cli/errors.js';
 import { inNamespace, type CommandRunner } from '../../src/exec/runner.js';
 import { PlanError } from '../../src/plan/check.js';
-import { summarizeStep } from '../../src/plan/format.js';
+import { formatPlan, summarizeStep } from '../../src/plan/format.js';
 import { parseConfigText } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { BackendError } from '../../src/observe/read.js';
@@ -1459,4 +1460,101 @@ test('a temporary set a killed remake left is removed; one beside a set at its s
   await ns.run(['ipset', 'restore'], { input: 'create VGW-PAIRS-0-NEW hash:net,iface counters\n' });
   t.like((await apply(ns, fifteen)).plan.steps, [{ kind: 'set-destroy', set: 'VGW-PAIRS-0-NEW' }]);
   t.is(ns.snapshot(), fresh);
+});
+
+// ---- UDP flows a change of the port forwards leaves going the wrong way ---------------------------------------------
+// Conntrack decides a flow's NAT on its first datagram (the fake's udpDatagram walks nat PREROUTING only for a flow
+// it has no entry for, as the kernel does), and a UDP client with a fixed source port (WireGuard, SIP) keeps its flow
+// for as long as it keeps sending.
+
+const labForwarding = (...forwards: string[]) => parse(`${labText}${forwards.map((f) => `  - ${f}\n`).join('')}`, 'lab.yaml');
+const WIREGUARD_TO_LAB = '{proto: udp, port: 51820, to: 192.168.20.100}';
+/** A datagram from the Internet client's fixed port to the gateway's uplink address: where it lands. */
+const fromInternet = (ns: FakeNetns, sport: number, dport: number) => ns.udpDatagram({ nic: 'eth0', src: '198.51.100.9', sport, dst: '203.0.113.2', dport });
+/** lab's host's own WireGuard to a remote peer's 51820, out through the uplink. */
+const labHostOut = (ns: FakeNetns) => ns.udpDatagram({ nic: 'eth2', src: '192.168.20.100', sport: 51820, dst: '198.51.100.20', dport: 51820 });
+
+test('a UDP client sending from a fixed port before its port was forwarded is forwarded from the apply that adds the forward', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await apply(ns, lab);
+  t.deepEqual(fromInternet(ns, 40061, 51820), { address: '203.0.113.2', port: 51820 }, 'no forward yet: the gateway itself');
+  t.deepEqual(labHostOut(ns), { address: '198.51.100.20', port: 51820 });
+  const { plan } = await apply(ns, labForwarding(WIREGUARD_TO_LAB));
+  t.deepEqual(plan.warnings ?? [], []);
+  t.deepEqual(fromInternet(ns, 40061, 51820), { address: '192.168.20.100', port: 51820 }, 'the same source port, right after the apply');
+  // The VLAN host's own flow to a remote 51820 is the same flow as before: not cleared, not re-decided.
+  t.deepEqual(ns.conntrackFlows().map((f) => `${f.original.src}:${f.original.sport} > ${f.original.dst}:${f.original.dport} = ${f.reply.src}:${f.reply.sport}`), [
+    '192.168.20.100:51820 > 198.51.100.20:51820 = 198.51.100.20:51820',
+    '198.51.100.9:40061 > 203.0.113.2:51820 = 192.168.20.100:51820',
+  ]);
+  t.deepEqual((await apply(ns, labForwarding(WIREGUARD_TO_LAB))).plan.steps, [], 'in sync: nothing pending');
+});
+
+test('a UDP forward moved to another host, then removed (and down): the flows it forwarded stop going to the old host', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await apply(ns, labForwarding(WIREGUARD_TO_LAB));
+  t.deepEqual(fromInternet(ns, 40061, 51820), { address: '192.168.20.100', port: 51820 });
+  t.deepEqual(labHostOut(ns), { address: '198.51.100.20', port: 51820 });
+  await apply(ns, labForwarding('{proto: udp, port: 51820, to: 192.168.10.100, toPort: 51821}'));
+  t.deepEqual(fromInternet(ns, 40061, 51820), { address: '192.168.10.100', port: 51821 }, 'to the new host');
+  await apply(ns, lab);
+  t.deepEqual(fromInternet(ns, 40061, 51820), { address: '203.0.113.2', port: 51820 }, 'forward removed: the gateway itself');
+  await apply(ns, labForwarding(WIREGUARD_TO_LAB));
+  t.deepEqual(fromInternet(ns, 40061, 51820), { address: '192.168.20.100', port: 51820 });
+  await apply(ns, labForwarding(WIREGUARD_TO_LAB), 'down');
+  t.deepEqual(fromInternet(ns, 40061, 51820), { address: '203.0.113.2', port: 51820 }, 'down: not forwarded any more');
+  t.is(ns.conntrackFlows().filter((f) => f.original.src === '192.168.20.100').length, 1, 'lab host\'s own flow never cleared');
+  t.deepEqual(labHostOut(ns), { address: '198.51.100.20', port: 51820 });
+});
+
+test('a forwarded range of 1,000 UDP ports is cleared with one listing, and one delete per port that has stale flows', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await apply(ns, lab);
+  for (const port of [20000, 20500, 20999]) fromInternet(ns, 40000 + port - 20000, port);
+  fromInternet(ns, 30000, 20500); // a second client stuck on one of them
+  fromInternet(ns, 41000, 21000); // just outside the range: stays with the gateway
+  const before = ns.history.length;
+  await apply(ns, labForwarding('{proto: udp, port: "20000-20999", to: 192.168.20.100}'));
+  t.deepEqual(ns.history.slice(before).filter((c) => c.startsWith('conntrack')), [
+    'conntrack -L -p udp',
+    ...[20000, 20500, 20999].map((p) => `conntrack -D -p udp -d 203.0.113.2 --orig-port-dst ${p} -r 203.0.113.2 --reply-port-src ${p}`),
+  ]);
+  t.is(fromInternet(ns, 30000, 20500).address, '192.168.20.100');
+  t.deepEqual([20000, 20500, 20999, 21000].map((port) => fromInternet(ns, 40000 + port - 20000, port).address),
+    ['192.168.20.100', '192.168.20.100', '192.168.20.100', '203.0.113.2']);
+});
+
+test('no conntrack tool: the forward is applied, and plan and apply say once that stale UDP flows are not cleared, and how to fix it', async (t) => {
+  const ns = namespace(['eth1', 'eth2'], { conntrack: false });
+  await apply(ns, lab);
+  fromInternet(ns, 40061, 51820);
+  const planned = await reconcileOnce(ns, labForwarding(WIREGUARD_TO_LAB), builtinTemplates, { dryRun: true });
+  t.deepEqual(planned.plan.warnings, [CONNTRACK_MISSING]);
+  t.true(formatPlan(planned.plan).includes(`warning: ${CONNTRACK_MISSING}\n`));
+  const { plan, flows } = await apply(ns, labForwarding(WIREGUARD_TO_LAB));
+  t.deepEqual(flows, { cleared: 0, missing: true });
+  t.deepEqual(plan.warnings, [CONNTRACK_MISSING]);
+  t.regex(CONNTRACK_MISSING, /apk add conntrack-tools/);
+  t.regex(ns.save(), /--dport 51820 -j DNAT --to-destination 192\.168\.20\.100/, 'the rules are applied');
+  t.deepEqual(fromInternet(ns, 40061, 51820), { address: '203.0.113.2', port: 51820 }, 'the stale flow stays, as said');
+  // In sync: nothing pending, and no clear to say anything about.
+  const again = await reconcileOnce(ns, labForwarding(WIREGUARD_TO_LAB), builtinTemplates, { dryRun: true });
+  t.deepEqual([again.plan.steps, again.plan.warnings], [[], undefined]);
+});
+
+test('a clear that fails (conntrack refused, or killed: not "not installed") leaves the rules applied and warns, naming the ports', async (t) => {
+  for (const fault of [{ exitCode: 1, stderr: 'conntrack v1.4.7 (conntrack-tools): Operation failed: Operation not permitted\n' }, { killed: 'SIGKILL' as const }]) {
+    const ns = namespace(['eth1', 'eth2']);
+    await apply(ns, lab);
+    fromInternet(ns, 40061, 51820);
+    ns.failNext({ match: (argv) => argv[0] === 'conntrack', ...fault });
+    const { plan, flows } = await apply(ns, labForwarding(WIREGUARD_TO_LAB, '{proto: udp, port: "6000-6010", to: 192.168.10.100}'));
+    const why = fault.killed ? 'conntrack -L -p udp exited by signal: killed by SIGKILL' : 'conntrack -L -p udp exited 1: conntrack v1.4.7 (conntrack-tools): Operation failed: Operation not permitted';
+    const warning = `the UDP flows to 51820 (port forward added), 6000-6010 (port forward added) could not be cleared: ${why}. The rules are applied; those `
+      + 'flows keep going where they went while they keep sending (clear them by hand: conntrack -D -p udp -d <the gateway\'s address> --orig-port-dst PORT)';
+    t.deepEqual(flows, { cleared: 0, warning });
+    t.deepEqual(plan.warnings, [warning]);
+    t.regex(ns.save(), /--dport 51820 -j DNAT --to-destination 192\.168\.20\.100/, 'not rolled back');
+    t.deepEqual((await apply(ns, labForwarding(WIREGUARD_TO_LAB, '{proto: udp, port: "6000-6010", to: 192.168.10.100}'))).plan.steps, []);
+  }
 });

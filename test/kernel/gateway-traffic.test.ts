@@ -4,7 +4,8 @@
  * Internet host, which sees the MASQUERADE or SNAT address; a port forward lands on the VLAN host; a drop policy
  * with one accept rule blocks everything but that rule, and replies to the accepted connection still flow, ICMP
  * errors (port unreachable, path MTU) included, across a reload that drops it too; a UDP flow that reached the gateway
- * itself before its port was forwarded stays there (conntrack decides a flow once, as the README says).
+ * itself before its port was forwarded is forwarded right after the apply that adds the forward, and one forwarded
+ * goes to the new host when the forward is moved (the apply clears their conntrack entries, and no one else's).
  *
  * One lab serves the three configs in turn (each apply is also a transition from the previous one). It is built
  * from the snat variant so that the Internet side routes the snat address 198.51.100.77 back to the router.
@@ -22,7 +23,7 @@ const SNAT_TO = '198.51.100.77'; // not on any interface: the Internet side rout
 
 let topology: LabTopology;
 let router: string;
-let files: Record<'masquerade' | 'snat' | 'drop' | 'reject' | 'inbound' | 'range' | 'udp' | 'udpDropped', { path: string; config: Config }>;
+let files: Record<'masquerade' | 'snat' | 'drop' | 'reject' | 'inbound' | 'range' | 'rangeMoved' | 'udp' | 'udpDropped', { path: string; config: Config }>;
 
 test.before(async () => {
   if (!isRoot()) return;
@@ -55,6 +56,11 @@ test.before(async () => {
         { proto: 'tcp', port: '6000-6010', to: '192.168.10.100' },
         { proto: 'udp', port: '6000-6010', to: '192.168.20.100' },
       ],
+    }),
+    // The UDP range pointed at office's host instead.
+    rangeMoved: await writeConfig('range-moved', {
+      ...example,
+      portForwards: [...(example.portForwards as unknown[]), { proto: 'udp', port: '6000-6010', to: '192.168.10.100' }],
     }),
     // A drop policy that lets lab reach office's UDP 5000-5010, and the same once a reload turns that rule to drop.
     udp: await writeConfig('udp', {
@@ -646,31 +652,72 @@ kernel(`a reload that turns a rule to drop: a UDP flow that had replies goes on,
   }
 });
 
-// A port forward, like a rule, is decided when a flow starts. A UDP client that kept sending to a port before it was
-// forwarded (a WireGuard or SIP peer retrying from its fixed port) has a conntrack entry for the gateway itself: its
-// datagrams stay there, unanswered, after the forward is added, for as long as it keeps sending (the README says so,
-// and how to clear the entry). Another source port reaches the host at once, and so does the same one once cleared.
-kernel(`a UDP port forward added while a client keeps sending from one port: that flow stays with the gateway until its entry goes; a new one is forwarded${NEEDS_ROOT}`, async (t) => {
+// A port forward, like a rule, is decided when a flow starts: conntrack keeps a UDP flow's NAT for as long as it keeps
+// sending. A client that kept sending to a port before it was forwarded (a WireGuard or SIP peer retrying from its
+// fixed port) had an entry for the gateway itself, and its datagrams stayed there after the forward was added; the
+// apply that adds the forward now clears that entry (and only such entries: a VLAN host's own flow to a remote port of
+// the same number keeps its entry).
+kernel(`a UDP port forward added while a client keeps sending from one port: that port is forwarded right after the apply; a VLAN host's own flow to that port number is untouched${NEEDS_ROOT}`, async (t) => {
   t.is((await apply(files.masquerade.path)).code, 0, 'no UDP forward yet');
   const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  const office = topology.vlans.find((v) => v.name === 'office')!;
   const listener = await udpListener(lab.client.namespace, lab.client.address, 6003, 'quiet');
+  const remote = await udpListener(topology.inet, topology.uplink.internetHost, 6003);
   const send = (port: number, text: string) => udpSend(topology.inet, topology.uplink.internetHost, port, topology.uplink.routerAddress, 6003, text);
+  // conntrack's id of an entry, by its original source port: the same id is the same entry, never deleted.
+  const entries = (sport: number) => inNs(router, 'conntrack', '-L', '-o', 'id', '-p', 'udp', '--orig-port-src', String(sport));
+  const idOf = (listing: string) => /\bid=(\d+)/.exec(listing)?.[1];
   try {
+    // office's host to the Internet host's 6003, from its own 51820 (masqueraded; the reply makes it a flow).
+    t.is((await udpSend(office.client.namespace, office.client.address, 51820, topology.uplink.internetHost, 6003, 'outbound')).stdout.trim(), 'pong');
+    const outbound = idOf(await entries(51820));
+    t.truthy(outbound);
     await send(40061, 'before the forward'); // to the gateway itself, which has nothing on 6003
+    t.regex(await entries(40061), new RegExp(`dport=6003 \\[UNREPLIED\\] src=${topology.uplink.routerAddress.replaceAll('.', '\\.')} `),
+      'the first datagram\'s entry: to the gateway, not translated');
     const applied = await apply(files.range.path); // udp/6000-6010 → lab's host
     t.is(applied.code, 0, applied.stderr);
+    t.true(applied.stdout.includes('~ conntrack: clear UDP flows to 6000-6010 that reached the gateway itself (port forward added)'), applied.stdout);
     await send(40061, 'same port, after the forward');
-    await send(40062, 'another port');
-    const entries = () => inNs(router, 'conntrack', '-L', '-p', 'udp', '--orig-port-src', '40061');
-    t.regex(await entries(), new RegExp(`dport=6003 \\[UNREPLIED\\] src=${topology.uplink.routerAddress.replaceAll('.', '\\.')} `),
-      'the entry of the first datagram: to the gateway, not translated');
-    // The README's way out (from the host: nsenter -n -t PID conntrack -D …).
-    await inNs(router, 'conntrack', '-D', '-p', 'udp', '--orig-port-dst', '6003');
-    await send(40061, 'same port, entry cleared');
     await new Promise((resolve) => setTimeout(resolve, 300));
-    t.deepEqual(listener.lines, ['another port', 'same port, entry cleared']);
+    t.deepEqual(listener.lines, ['same port, after the forward']);
+    t.regex(await entries(40061), new RegExp(`dport=6003 \\[UNREPLIED\\] src=${lab.client.address.replaceAll('.', '\\.')} `), 'its entry now: DNATed to lab\'s host');
+    t.is(idOf(await entries(51820)), outbound, 'office\'s own flow to a remote 6003: the same entry');
+    t.deepEqual(remote.lines, ['outbound']);
   } finally {
     await listener.stop();
+    await remote.stop();
+  }
+  t.is((await apply(files.masquerade.path)).code, 0);
+});
+
+// The other way: a flow forwarded by a forward that a reload points at another host, then removes, kept going to the
+// old host while it kept sending. Each apply clears the entries that forward had DNATed.
+kernel(`a UDP flow forwarded to a host goes to the new host once the forward is moved, and to nobody once it is removed${NEEDS_ROOT}`, async (t) => {
+  const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  const atLab = await udpListener(lab.client.namespace, lab.client.address, 6004, 'quiet');
+  const atOffice = await udpListener(office.client.namespace, office.client.address, 6004, 'quiet');
+  const send = (text: string) => udpSend(topology.inet, topology.uplink.internetHost, 40063, topology.uplink.routerAddress, 6004, text);
+  const wait = () => new Promise((resolve) => setTimeout(resolve, 300));
+  try {
+    t.is((await apply(files.range.path)).code, 0); // udp/6000-6010 → lab's host
+    await send('to lab');
+    const moved = await apply(files.rangeMoved.path); // udp/6000-6010 → office's host
+    t.is(moved.code, 0, moved.stderr);
+    t.true(moved.stdout.includes(`~ conntrack: clear UDP flows to 6000-6010 forwarded to ${lab.client.address}:6000-6010 (port forward changed)`), moved.stdout);
+    await send('to office');
+    const removed = await apply(files.masquerade.path);
+    t.is(removed.code, 0, removed.stderr);
+    await send('to nobody');
+    await wait();
+    t.deepEqual(atLab.lines, ['to lab']);
+    t.deepEqual(atOffice.lines, ['to office']);
+    t.regex(await inNs(router, 'conntrack', '-L', '-p', 'udp', '--orig-port-src', '40063'),
+      new RegExp(`dport=6004 \\[UNREPLIED\\] src=${topology.uplink.routerAddress.replaceAll('.', '\\.')} `), 'the gateway\'s own now');
+  } finally {
+    await atLab.stop();
+    await atOffice.stop();
   }
   t.is((await apply(files.masquerade.path)).code, 0);
 });

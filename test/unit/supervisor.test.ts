@@ -22,6 +22,7 @@ import { statusDocument } from '../../src/reconcile/status.js';
 import { Supervisor, type ConfigState, type SupervisorOptions } from '../../src/reconcile/supervisor.js';
 import { loadTemplates } from '../../src/template/load.js';
 import { FakeNetns } from '../fakes/netfilter.js';
+import { CONNTRACK_MISSING } from '../../src/apply/conntrack.js';
 import { metricValue, parseMetrics } from '../helpers/supervisor.js';
 import { sleep, until } from '../helpers/wait.js';
 
@@ -33,11 +34,12 @@ const withRule: Config = { ...lab, forwarding: { ...lab.forwarding, rules: [{ fr
 /** A change to both tables (filter: a rule; nat: a port forward), so that a failing nat restore rolls filter back. */
 const withRuleAndForward: Config = { ...withRule, portForwards: [...lab.portForwards, { proto: 'tcp', port: 8080, to: '192.168.20.100', toPort: 80 }] };
 
-const namespace = (sysctls: Record<string, string> = {}) => new FakeNetns({
+const namespace = (sysctls: Record<string, string> = {}, conntrack = true) => new FakeNetns({
   links: [{ name: 'eth0', addresses: ['203.0.113.2/24'] }, { name: 'eth1', addresses: ['192.168.10.2/24'] }, { name: 'eth2', addresses: ['192.168.20.2/24'] }],
   defaultRoute: { gateway: '203.0.113.1', dev: 'eth0' },
   dockerDns: true,
   sysctls,
+  conntrack,
 });
 
 /** The fake namespace, plus a gate: while held, every command waits (so a pass in flight stays in flight). */
@@ -113,9 +115,9 @@ interface Rig {
   value(name: string, labels?: Record<string, string>): Promise<number>;
 }
 
-function rig(t: ExecutionContext, options: Partial<SupervisorOptions> & { fakeClock?: boolean } = {}, config: Config = lab,
+function rig(t: ExecutionContext, options: Partial<SupervisorOptions> & { fakeClock?: boolean; conntrack?: boolean } = {}, config: Config = lab,
   sysctls: Record<string, string> = {}): Rig {
-  const ns = namespace(sysctls);
+  const ns = namespace(sysctls, options.conntrack);
   const runner = new GatedRunner(ns);
   const metrics = new ProbeMetrics('0.0.0-test');
   const logs: Rig['logs'] = [];
@@ -193,6 +195,37 @@ test('an snatTo the uplink NIC does not hold is logged as a warning once, not at
     + 'ipv4_address) or use nat: masquerade']]);
   t.true(r.supervisor.ready, 'a note, not a failure: the rules are applied');
   t.regex(r.ns.save(), /-j SNAT --to-source 203\.0\.113\.9/);
+});
+
+const withUdpForward: Config = { ...lab, portForwards: [...lab.portForwards, { proto: 'udp', port: 51820, to: '192.168.20.100' }] };
+
+test('a UDP forward added by a reload: the flow a client kept sending to the gateway before it is cleared, and the log says so', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  const datagram = { nic: 'eth0', src: '198.51.100.9', sport: 40061, dst: '203.0.113.2', dport: 51820 };
+  t.is(r.ns.udpDatagram(datagram).address, '203.0.113.2');
+  r.supervisor.replaceConfig(state(withUdpForward));
+  await settle(r, 2);
+  t.is(r.ns.udpDatagram(datagram).address, '192.168.20.100', 'the same client port, forwarded after the reload');
+  t.deepEqual(r.logs.filter((l) => l.cleared !== undefined).map((l) => [l.level, l.msg, l.cleared]),
+    [[30, 'cleared 1 UDP flow a port forward\'s change left going the wrong way', 1]]);
+  t.true(r.supervisor.lastRecord!.changes.includes('~ conntrack: clear UDP flows to 51820 that reached the gateway itself (port forward added)'));
+});
+
+test('no conntrack tool: the log says so once, at the first pass that would clear flows, not at each one after', async (t) => {
+  const r = rig(t, { conntrack: false });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  // Each change of the forward, then a check that finds nothing to do (and so no clear to warn about).
+  for (const [i, config] of [withUdpForward, lab, withUdpForward].entries()) {
+    r.supervisor.replaceConfig(state(config));
+    await settle(r, 2 * i + 2);
+    r.supervisor.trigger('schedule');
+    await settle(r, 2 * i + 3);
+  }
+  t.regex(r.ns.save(), /--dport 51820 -j DNAT --to-destination 192\.168\.20\.100/, 'the forward is applied all the same');
+  t.deepEqual(r.logs.filter((l) => l.level === 40).map((l) => l.msg), [CONNTRACK_MISSING]);
 });
 
 test('IPv6 forwarding on in the namespace: a warning logged once and shown by /status, the rules applied all the same', async (t) => {

@@ -1,0 +1,82 @@
+/**
+ * Clearing the UDP flows a change of the port forwards leaves going the wrong way (plan/conntrack.ts), once the nat
+ * table is written: one `conntrack -L` of the UDP entries (filtered to the port where the clears are for one), the
+ * stale ones picked here, then one `conntrack -D` per address and port that has stale entries (deleteFilters), a few
+ * at a time. A forwarded range of 1,000 ports with one client stuck on one of them is two processes, not 1,000:
+ * conntrack takes no range of ports (`--orig-port-dst 6000-6010` is read as 6000). Its batch mode (`-R -`) opens
+ * /dev/stdin by name, which fails on the socket Node gives a child as its stdin, so it is not used.
+ *
+ * Not part of the atomic write: the rules stay applied whatever happens here, and what could not be cleared is said
+ * as a warning. A conntrack that is not installed is said as such; one killed or unable to start is a failure like
+ * any other, never taken for one that is missing.
+ */
+import { CommandError, type CommandRunner } from '../exec/runner.js';
+import { parseConntrackList } from '../observe/parse-conntrack.js';
+import { deleteFilters, portText, staleEntries } from '../plan/conntrack.js';
+import type { ConntrackClear } from '../plan/types.js';
+
+export interface FlowsCleared {
+  /** The stale entries found, and deleted (or gone by themselves meanwhile). */
+  readonly cleared: number;
+  /** The conntrack tool is not installed: nothing was cleared (CONNTRACK_MISSING says so). */
+  readonly missing?: boolean;
+  /** What could not be cleared, and why (a failure other than the tool missing). */
+  readonly warning?: string;
+}
+
+export const CONNTRACK_MISSING = 'the conntrack tool is not installed (not on the PATH): when a UDP port forward is added, removed or changed, '
+  + 'the UDP flows it leaves going the wrong way are not cleared (a client that was sending to the port before it was forwarded stays '
+  + 'with the gateway, and one forwarded by a forward since removed or moved keeps going to the old host, while they keep sending); '
+  + 'install conntrack-tools (Alpine: apk add conntrack-tools; Debian: apt-get install conntrack), as the image does';
+
+/** What a clear's outcome has to say as a warning, if anything. */
+export const flowsWarning = (outcome: FlowsCleared | undefined): string | undefined => (outcome?.missing ? CONNTRACK_MISSING : outcome?.warning);
+
+/** Is the conntrack tool missing here? Only a program that is not there says yes (for `plan`, which clears nothing). */
+export async function conntrackMissing(runner: CommandRunner): Promise<boolean> {
+  try {
+    await runner.run(['conntrack', '--version'], { allowFailure: true });
+    return false;
+  } catch (error) {
+    return error instanceof CommandError && error.notFound;
+  }
+}
+
+const what = (clears: readonly ConntrackClear[]) => [...new Set(clears.map((c) => `${portText(c.ports)} (port forward ${c.forward})`))].join(', ');
+
+/** How many `conntrack -D` run at once. */
+const DELETES_AT_ONCE = 4;
+/** What `conntrack -D` says (exit 1) when its entry is gone already (expired, or made again by the new rules). */
+const NONE_DELETED = /: 0 flow entries have been deleted\.$/m;
+
+/** Never throws: the outcome says what was cleared, or why not. */
+export async function clearStaleFlows(runner: CommandRunner, clears: readonly ConntrackClear[]): Promise<FlowsCleared> {
+  const ports = new Set(clears.map((c) => portText(c.ports)));
+  const single = ports.size === 1 && clears[0]!.ports[0] === clears[0]!.ports[1] ? ['--orig-port-dst', String(clears[0]!.ports[0])] : [];
+  try {
+    const { stdout } = await runner.run(['conntrack', '-L', '-p', 'udp', ...single]);
+    const entries = parseConntrackList(stdout);
+    const queue = deleteFilters(entries, clears);
+    const cleared = staleEntries(entries, clears).length;
+    let failure: unknown;
+    const worker = async () => {
+      for (let filter = queue.shift(); filter && failure === undefined; filter = queue.shift()) {
+        const argv = ['conntrack', ...filter];
+        const result = await runner.run(argv, { allowFailure: true }).catch((error: unknown) => ({ error }));
+        if ('error' in result) failure ??= result.error;
+        else if (result.exitCode !== 0 && !NONE_DELETED.test(result.stderr)) failure ??= new CommandError(argv, result.exitCode, result.stderr);
+      }
+    };
+    await Promise.all(Array.from({ length: DELETES_AT_ONCE }, worker));
+    if (failure !== undefined) throw failure;
+    return { cleared };
+  } catch (error) {
+    if (error instanceof CommandError && error.notFound) return { cleared: 0, missing: true };
+    const why = error instanceof CommandError ? error.message : String((error as Error)?.message ?? error);
+    return {
+      cleared: 0,
+      warning: `the UDP flows to ${what(clears)} could not be cleared: ${why}. The rules are applied; those flows keep going where `
+        + 'they went while they keep sending (clear them by hand: conntrack -D -p udp -d <the gateway\'s address> --orig-port-dst PORT)',
+    };
+  }
+}
