@@ -1,4 +1,6 @@
 /** `vlan-gateway status`: the running supervisor's /status, for a person (or raw with --json). */
+import { get as httpGet } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import type { CommandModule } from 'yargs';
 import { DEFAULT_PORT, parseListenAddress } from '../config/listen.js';
 import { loadConfig, resolveConfigPath } from '../config/load.js';
@@ -98,21 +100,46 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
     const fromConfig = args.url === undefined && listen === undefined ? await configListen(args.config) : undefined;
     const base = args.url ?? fromListen ?? (fromConfig && statusBase(fromConfig.listen)) ?? `http://127.0.0.1:${DEFAULT_PORT}`;
     const whose = fromConfig ? `its address (http.listen ${fromConfig.listen} in ${fromConfig.path}; give --listen or --url if it was started with another)` : 'its --listen address';
-    let response: Response;
+    let response: { status: number; statusText: string; body: string };
     try {
-      response = await fetch(`${base.replace(/\/$/, '')}/status`, { signal: AbortSignal.timeout(3000) });
+      response = await getText(`${base.replace(/\/$/, '')}/status`, 3000);
     } catch (error) {
-      const cause = (error as Error).cause as { code?: string; message?: string } | undefined;
-      const why = cause?.code ?? cause?.message ?? ((error as Error).name === 'TimeoutError' ? 'no answer in 3 s' : (error as Error).message);
+      const why = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
       throw new FailureError(`cannot reach the gateway at ${base} (${why}); is \`vlan-gateway run\` running, and is that ${whose}?`);
     }
-    if (!response.ok) throw new FailureError(`${base}/status answered ${response.status} ${response.statusText}${response.status === 403 ? ' (http.allowFrom does not let this client in)' : ''}`);
+    if (response.status < 200 || response.status > 299) throw new FailureError(`${base}/status answered ${response.status} ${response.statusText}${response.status === 403 ? ' (http.allowFrom does not let this client in)' : ''}`);
     let doc: StatusDoc;
     try {
-      doc = (await response.json()) as StatusDoc;
+      doc = JSON.parse(response.body) as StatusDoc;
     } catch {
       throw new FailureError(`${base}/status did not answer with the gateway's JSON; is that vlan-gateway's address?`);
     }
     out(args.json ? JSON.stringify(doc, null, 2) : formatStatus(doc));
   },
 };
+
+/**
+ * One GET, its status and body. node:http rather than fetch: fetch refuses the ports browsers block (6000, 6665–6669,
+ * 10080 and others: "bad port") without a connection, and a gateway may listen on any of them.
+ */
+function getText(url: string, timeoutMs: number): Promise<{ status: number; statusText: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = (url.startsWith('https:') ? httpsGet : httpGet)(url, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => {
+        clearTimeout(timer);
+        resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', body: Buffer.concat(chunks).toString('utf8') });
+      });
+      res.on('error', (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+    });
+    const timer = setTimeout(() => request.destroy(new Error(`no answer in ${timeoutMs / 1000} s`)), timeoutMs);
+    request.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}

@@ -71,7 +71,7 @@ test.serial('status with nothing listening: a failure (exit 1) that says what to
 });
 
 /** An HTTP server on HOST (port 0: one the kernel picks) that answers /status as a gateway would. */
-async function fakeGateway(host: string): Promise<{ port: number; close: () => Promise<void> }> {
+async function fakeGateway(host: string, port = 0): Promise<{ port: number; close: () => Promise<void> }> {
   const doc = {
     version: '9.9.9-fake', config: { path: '/etc/vlan-gateway/gateway.yaml', hash: 'abc' }, backend: 'nft', ready: true, healthy: true,
     uplink: { interface: 'eth0' }, vlans: [], lastReconcile: null, driftRepairs: {}, reload: { lastAt: null, lastResult: null, lastErrors: [] },
@@ -80,7 +80,7 @@ async function fakeGateway(host: string): Promise<{ port: number; close: () => P
     res.writeHead(req.url === '/status' ? 200 : 404, { 'content-type': 'application/json' });
     res.end(JSON.stringify(doc));
   });
-  await new Promise<void>((resolve) => server.listen(0, host, resolve));
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, host, resolve));
   return { port: (server.address() as AddressInfo).port, close: () => new Promise((resolve) => server.close(() => resolve())) };
 }
 
@@ -113,6 +113,25 @@ test.serial('status --listen HOST:PORT asks HOST (loopback only for a wildcard a
   try {
     const result = await run('status', '--listen', `127.0.0.2:${gateway.port}`);
     t.is(result.stderr, '');
+    t.regex(result.stdout, /^vlan-gateway 9\.9\.9-fake: ready, healthy\n/);
+  } finally {
+    await gateway.close();
+  }
+});
+
+// fetch refuses the ports browsers block (10080, 6000, 6665-6669, ...) before connecting, and status used it: a
+// gateway started with --listen 0.0.0.0:10080 served curl and Prometheus, but status said "(bad port)".
+test.serial('status reaches a gateway on a port that browsers block (10080, 6000, 6665-6669)', async (t) => {
+  let gateway: Awaited<ReturnType<typeof fakeGateway>> | undefined;
+  for (const port of [10080, 6000, 6665, 6666, 6667, 6668, 6669]) {
+    gateway = await fakeGateway('127.0.0.3', port).catch(() => undefined);
+    if (gateway) break;
+  }
+  if (!gateway) return t.fail('none of the ports was free on 127.0.0.3');
+  try {
+    const result = await run('status', '--listen', `127.0.0.3:${gateway.port}`);
+    t.is(result.stderr, '');
+    t.is(result.code, 0);
     t.regex(result.stdout, /^vlan-gateway 9\.9\.9-fake: ready, healthy\n/);
   } finally {
     await gateway.close();
