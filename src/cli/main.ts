@@ -32,7 +32,7 @@ export async function main(argv: string[], options: { codeCache?: CodeCache } = 
       .command(statusCommand)
       .parserConfiguration({ 'camel-case-expansion': false }) // one name per option: no "Unknown arguments: x-y, xY"
       .demandCommand(1, 'Name a command.')
-      .middleware(checkOptions)
+      .middleware((args) => checkOptions(args, argv))
       .strict()
       .fail((message, error) => {
         if (error) throw error;
@@ -68,14 +68,44 @@ const NETNS_NOT_HERE = {
 const SINGLE_VALUED = ['config', 'netns', 'listen', 'url', 'schedule', 'name', 'log-level'];
 
 /**
+ * run's options that take a number of milliseconds. yargs reads one given without a value (`--stats-interval`
+ * last, or before another option) as its default or as not given, and an empty one (`--min-interval ""`, a
+ * Compose `command:` with an unset variable; `--min-interval=`) as 0: read from the words themselves.
+ */
+const NUMBER_VALUED = ['min-interval', 'stats-interval', 'health-timeout', 'command-timeout'];
+
+/** The values the words give a number option: undefined for one given without a value. */
+function numberValues(argv: readonly string[], key: string): Array<string | undefined> {
+  const values: Array<string | undefined> = [];
+  for (let i = 0; i < argv.length; i += 1) {
+    const word = argv[i]!;
+    if (word === '--') break;
+    if (word.startsWith(`--${key}=`)) values.push(word.slice(key.length + 3));
+    else if (word === `--${key}`) {
+      const next = argv[i + 1];
+      // yargs takes the next word as the value unless it is an option; a negative number is a value.
+      const isValue = next !== undefined && !/^-(?![\d.])/.test(next);
+      values.push(isValue ? next : undefined);
+      if (isValue) i += 1;
+    }
+  }
+  return values;
+}
+
+/**
  * Checks the options before any command runs. An empty or repeated value is refused rather than guessed at: an
  * empty `--netns` would otherwise mean "no namespace", and the command would act on the caller's own network.
  */
-function checkOptions(args: Record<string, unknown>): void {
+function checkOptions(args: Record<string, unknown>, argv: readonly string[]): void {
   for (const key of SINGLE_VALUED) {
     const value = args[key];
     if (Array.isArray(value)) throw new UsageError(`--${key} is given ${value.length} times (${value.map((v) => JSON.stringify(String(v))).join(', ')}); give it once`);
     if (value === '') throw new UsageError(`--${key} needs a value`);
+  }
+  for (const key of (args._ as unknown[] | undefined)?.[0] === 'run' ? NUMBER_VALUED : []) {
+    const values = numberValues(argv, key);
+    if (values.length > 1) throw new UsageError(`--${key} is given ${values.length} times (${values.map((v) => JSON.stringify(v ?? '')).join(', ')}); give it once`);
+    if (values.length === 1 && (values[0] ?? '').trim() === '') throw new UsageError(`--${key} needs a value`);
   }
   const netns = args.netns;
   const command = (args._ as unknown[] | undefined)?.[0];

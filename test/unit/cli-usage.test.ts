@@ -44,6 +44,13 @@ const rows: Array<{ argv: string[]; code: number; stderr: string }> = [
   { argv: ['run', '--config', NO_FILE, '--stats-interval', '-5'], code: 2, stderr: 'vlan-gateway: --stats-interval -5: expected a whole number of milliseconds from 100 to 3600000\n' },
   { argv: ['run', '--config', NO_FILE, '--min-interval', 'abc'], code: 2, stderr: 'vlan-gateway: --min-interval is not a number: expected a whole number of milliseconds from 0 to 3600000\n' },
   { argv: ['run', '--config', NO_FILE, '--health-timeout', '1e12'], code: 2, stderr: 'vlan-gateway: --health-timeout 1000000000000: expected a whole number of milliseconds from 1000 to 3600000\n' },
+  // A number flag without its number used to run with the default (or, empty, with 0: --min-interval "" from an
+  // unset variable in a Compose command turned coalescing off).
+  { argv: ['run', '--config', NO_FILE, '--stats-interval'], code: 2, stderr: 'vlan-gateway: --stats-interval needs a value\n' },
+  { argv: ['run', '--config', NO_FILE, '--health-timeout', '--log-level', 'info'], code: 2, stderr: 'vlan-gateway: --health-timeout needs a value\n' },
+  { argv: ['run', '--config', NO_FILE, '--min-interval', ''], code: 2, stderr: 'vlan-gateway: --min-interval needs a value\n' },
+  { argv: ['run', '--config', NO_FILE, '--min-interval='], code: 2, stderr: 'vlan-gateway: --min-interval needs a value\n' },
+  { argv: ['run', '--config', NO_FILE, '--command-timeout', '2000', '--command-timeout', '3000'], code: 2, stderr: 'vlan-gateway: --command-timeout is given 2 times ("2000", "3000"); give it once\n' },
   { argv: ['run', '--config', NO_FILE, '--listen', '10123'], code: 2, stderr: 'vlan-gateway: --listen 10123: expected HOST:PORT with a port up to 65535, e.g. 0.0.0.0:10123\n' },
   { argv: ['status', '--listen', 'bogus'], code: 2, stderr: 'vlan-gateway: --listen bogus: expected HOST:PORT, as given to `vlan-gateway run --listen`\n' },
   { argv: ['status', '--url', 'notaurl'], code: 2, stderr: 'vlan-gateway: --url notaurl: expected http://HOST:PORT\n' },
