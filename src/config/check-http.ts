@@ -12,7 +12,7 @@ export function httpProblems(input: Raw, { zoneProblem }: Zones): Problem[] {
   asArray(http.allowFrom).forEach((raw, index) => {
     const ref = asString(raw);
     if (ref === undefined) return;
-    const problem = ref === 'uplink' ? 'the uplink side is always allowed; list VLANs, or addresses or prefixes inside them' : zoneProblem(ref);
+    const problem = ref === 'uplink' ? 'the uplink side is always allowed; list VLANs, or addresses or prefixes inside them' : zoneProblem(ref, false);
     if (problem) add(['http', 'allowFrom', index], problem);
   });
   return problems;

@@ -10,8 +10,8 @@ import { ZONE_REF } from './schema.js';
 export interface Zones {
   /** The VLAN a reference is in (undefined for the uplink, and for one in no VLAN). */
   readonly zoneVlan: (ref: string) => (VlanView & { subnet: Cidr }) | undefined;
-  /** Why a reference names nothing, or more than one VLAN. */
-  readonly zoneProblem: (ref: string) => string | undefined;
+  /** Why a reference names nothing, or more than one VLAN (`uplink`: whether the uplink is a name it may take). */
+  readonly zoneProblem: (ref: string, uplink?: boolean) => string | undefined;
   /** Why a forwarding rule on this reference never matches. */
   readonly unforwardedAddress: (ref: string) => string | undefined;
 }
@@ -37,12 +37,12 @@ export function zones(vlans: readonly VlanView[], names: ReadonlyMap<string, num
     return found;
   };
 
-  const zoneProblem = (ref: string): string | undefined => {
+  const zoneProblem = (ref: string, uplink = true): string | undefined => {
     if (ref === 'uplink' || names.has(ref) || !ZONE_REF.test(ref)) return undefined; // the schema reports a malformed one
     const asCidr = ref.includes('/') ? parseCidr(ref) : undefined;
     const asAddress = ref.includes('/') ? undefined : parseAddress(ref);
     if (asCidr === undefined && asAddress === undefined) {
-      return /^\d/.test(ref) ? `${quoted(ref)} is not an address or prefix` : `names no VLAN (${quoted(ref)}); known: ${[...names.keys(), 'uplink'].join(', ')}`;
+      return /^\d/.test(ref) ? `${quoted(ref)} is not an address or prefix` : `names no VLAN (${quoted(ref)}); known: ${[...names.keys(), ...(uplink ? ['uplink'] : [])].join(', ')}`;
     }
     const written = asCidr && prefixProblem(ref, asCidr);
     if (written) return written;

@@ -254,7 +254,7 @@ http:
 `,
     lines: [
       'http.allowFrom[6]: must be a VLAN name, or an address or prefix inside a VLAN (line 4)',
-      'http.allowFrom[3]: names no VLAN ("guest"); known: office, uplink (line 4)',
+      'http.allowFrom[3]: names no VLAN ("guest"); known: office (line 4)',
       'http.allowFrom[4]: the uplink side is always allowed; list VLANs, or addresses or prefixes inside them (line 4)',
       'http.allowFrom[5]: 10.0.0.1 is outside every VLAN (line 4)',
     ],
