@@ -38,7 +38,8 @@ export function formatStatus(s: StatusDoc): string {
   const lines = [
     `vlan-gateway ${s.version}: ${s.ready ? 'ready' : 'not ready'}, ${s.healthy ? 'healthy' : `UNHEALTHY (${s.unhealthyReason})`}`,
     `config ${s.config.path} (hash ${s.config.hash}), iptables backend ${s.backend ?? 'unknown'}`,
-    `uplink: ${s.uplink.interface ?? 'waiting'}${s.uplink.note ? ` (${s.uplink.note})` : ''}`,
+    // A waiting uplink's note says it waits and why ("waiting for eth0"), as plan prints it.
+    `uplink: ${s.uplink.interface ? `${s.uplink.interface}${s.uplink.note ? ` (${s.uplink.note})` : ''}` : s.uplink.note ?? 'waiting'}`,
     ...(s.warnings ?? []).map((w) => `warning: ${w}`),
     '',
     'VLAN          ID    SUBNET              NIC       STATE    ADDRESSES',

@@ -33,3 +33,13 @@ test('a pass not waiting on any command says only its trigger and start', (t) =>
   const text = formatStatus({ ...doc, reconciling: { trigger: 'netlink', since: '2026-11-29T10:43:00.000Z' } });
   t.true(text.split('\n').includes('reconciling: a netlink pass, since 2026-11-29T10:43:00.000Z'), text);
 });
+
+// A waiting uplink read "uplink: waiting (waiting: the default route is on eth0, ...)": its note already says so.
+test('a waiting uplink is its note alone, as plan prints it; a bound one is its NIC and the note', (t) => {
+  const note = 'waiting: the default route is on eth0, a VLAN\'s NIC; set uplink.interface or uplink.gateway';
+  const waiting = formatStatus({ ...doc, uplink: { interface: null, note } }).split('\n');
+  t.true(waiting.includes(`uplink: ${note}`), waiting.join('\n'));
+  t.true(formatStatus({ ...doc, uplink: { interface: null } }).split('\n').includes('uplink: waiting'));
+  const snat = 'uplink.snatTo 172.31.0.9 is not an address of eth0 (it has 172.31.0.2/24)';
+  t.true(formatStatus({ ...doc, uplink: { interface: 'eth0', note: snat } }).split('\n').includes(`uplink: eth0 (${snat})`));
+});
