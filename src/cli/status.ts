@@ -99,11 +99,12 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
     if (listen !== undefined && fromListen === undefined) throw new UsageError(`--listen ${listen}: expected HOST:PORT, as given to \`vlan-gateway run --listen\``);
     if (args.url !== undefined && !/^https?:\/\/[^/\s]+/.test(args.url)) throw new UsageError(`--url ${args.url}: expected http://HOST:PORT`);
     const fromConfig = args.url === undefined && listen === undefined ? await configListen(args.config) : undefined;
-    const base = args.url ?? fromListen ?? (fromConfig && statusBase(fromConfig.listen)) ?? `http://127.0.0.1:${DEFAULT_PORT}`;
+    // Without a trailing slash: `--url http://HOST:PORT/` asks, and is named as, http://HOST:PORT/status.
+    const base = (args.url ?? fromListen ?? (fromConfig && statusBase(fromConfig.listen)) ?? `http://127.0.0.1:${DEFAULT_PORT}`).replace(/\/$/, '');
     const whose = fromConfig ? `its address (http.listen ${fromConfig.listen} in ${fromConfig.path}; give --listen or --url if it was started with another)` : 'its --listen address';
     let response: { status: number; statusText: string; body: string };
     try {
-      response = await getText(`${base.replace(/\/$/, '')}/status`, 3000);
+      response = await getText(`${base}/status`, 3000);
     } catch (error) {
       const why = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
       throw new FailureError(`cannot reach the gateway at ${base} (${why}); is \`vlan-gateway run\` running, and is that ${whose}?`);

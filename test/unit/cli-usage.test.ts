@@ -145,6 +145,23 @@ test.serial('status reaches a gateway on a port that browsers block (10080, 6000
   }
 });
 
+// `--url http://HOST:PORT/` asked HOST:PORT/status, but a refusal was reported as "http://HOST:PORT//status answered".
+test.serial('status --url with a trailing slash names the URL it asked when the gateway refuses it', async (t) => {
+  const server = createHttpServer((req, res) => {
+    res.writeHead(req.url === '/status' ? 403 : 404, { 'content-type': 'text/plain' });
+    res.end('forbidden\n');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  try {
+    const result = await run('status', '--url', `http://127.0.0.1:${port}/`);
+    t.is(result.stderr, `vlan-gateway: http://127.0.0.1:${port}/status answered 403 Forbidden (http.allowFrom does not let this client in)\n`);
+    t.is(result.code, 1);
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
+
 test('an empty $VLAN_GATEWAY_CONFIG (a shell\'s `VAR=`) is unset, not a file named ""', (t) => {
   t.is(resolveConfigPath(undefined, { VLAN_GATEWAY_CONFIG: '' }), DEFAULT_CONFIG_PATH);
   t.is(resolveConfigPath(undefined, { VLAN_GATEWAY_CONFIG: '/x.yaml' }), '/x.yaml');
