@@ -3,7 +3,9 @@
  * refuse, and where they listen.
  */
 import type { AddressInfo } from 'node:net';
+import { parseListen } from '../config/listen.js';
 import type { Config } from '../config/schema.js';
+import { contains, parseAddress, parseCidr } from '../net/ipv4.js';
 import { accessCheck, routedBehind, type AccessCheck } from '../http/access.js';
 import { HttpServer, type Endpoints } from '../http/server.js';
 import type { Logger } from '../log.js';
@@ -25,18 +27,48 @@ export function endpoints(supervisor: Supervisor, reload: ReloadState, metrics: 
   });
 }
 
-/** Starts the endpoints where the settings say; when they cannot listen there, lets the lock go and says why. */
-export async function serveEndpoints(http: HttpServer, settings: RunSettings, lock: InstanceLock): Promise<AddressInfo> {
+/** How often the endpoints try again to listen on an address that no interface has yet. */
+export const LISTEN_RETRY_MS = 1000;
+
+/**
+ * Whether the endpoints wait for their address rather than fail: an address in a VLAN's subnet (its gateway address,
+ * which the gateway adds itself, or Docker's on that NIC) is on an interface only once the VLAN's NIC is attached,
+ * after the endpoints start in a new container. Not with --netns: they listen in the caller's namespace, where the
+ * gateway adds nothing.
+ */
+export function waitsForAddress(listen: string, config: Config, netns: string | undefined): boolean {
+  const address = parseAddress(parseListen(listen).host);
+  return netns === undefined && address !== undefined
+    && config.vlans.some((v) => { const subnet = parseCidr(v.subnet); return subnet !== undefined && contains(subnet, address); });
+}
+
+/**
+ * Starts the endpoints where the settings say; when they cannot listen there, lets the lock go and says why. An
+ * address in a VLAN's subnet that no interface has yet (waitsForAddress) does not stop the router: it routes, says
+ * so, and the endpoints listen there once an interface has it (undefined until then).
+ */
+export async function serveEndpoints(http: HttpServer, settings: RunSettings, lock: InstanceLock, log: Logger, wait: boolean): Promise<AddressInfo | undefined> {
   const { listen } = settings;
   try {
-    return await http.start(listen);
+    if (!wait) return await http.start(listen);
+    const address = await http.startWhenThere(listen, LISTEN_RETRY_MS,
+      (bound) => log.info({ listen: `${bound.address}:${bound.port}` }, `the HTTP endpoints listen on ${listen} now`),
+      (error) => log.error({ listen, err: error }, `the HTTP endpoints cannot listen on ${listen} (${settings.listenFrom}) yet: ${why(error)}; trying again every ${LISTEN_RETRY_MS / 1000} s`));
+    if (address === undefined) {
+      log.warn({ listen }, `the HTTP endpoints cannot listen on ${listen} (${settings.listenFrom}) yet: no interface has that address; `
+        + 'the gateway routes meanwhile, and they listen there once its VLAN\'s NIC has it');
+    }
+    return address;
   } catch (error) {
     await lock.release();
-    const code = (error as NodeJS.ErrnoException).code;
-    const why = code === 'EADDRINUSE' ? 'the port is in use' : code === 'EADDRNOTAVAIL' ? 'no interface has that address'
-      : code === 'ENOTFOUND' ? 'not an address' : code === 'EACCES' ? 'permission denied' : (error as Error).message;
-    throw new FailureError(`cannot serve the HTTP endpoints on ${listen} (${settings.listenFrom}): ${why}`);
+    throw new FailureError(`cannot serve the HTTP endpoints on ${listen} (${settings.listenFrom}): ${why(error)}`);
   }
+}
+
+function why(error: unknown): string {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === 'EADDRINUSE' ? 'the port is in use' : code === 'EADDRNOTAVAIL' ? 'no interface has that address'
+    : code === 'ENOTFOUND' ? 'not an address' : code === 'EACCES' ? 'permission denied' : (error as Error).message;
 }
 
 /**

@@ -38,9 +38,9 @@ export interface ReloadParts {
   /** The last reload's outcome, as /status shows it. */
   readonly state: ReloadState;
   readonly driftSchedule: DriftSchedule;
-  /** Where the HTTP endpoints were asked to listen, and where they do. */
+  /** Where the HTTP endpoints were asked to listen, and where they do (undefined until an interface has the address). */
   readonly listen: string;
-  readonly address: AddressInfo;
+  readonly address: AddressInfo | undefined;
 }
 
 const inputsOf = (loaded: ConfigState) => JSON.stringify([loaded.text, loaded.templates]);
@@ -225,7 +225,7 @@ export class Reloads {
       log.info({ minIntervalMs: settings.minIntervalMs }, 'reconcile.minIntervalMs changed');
     }
     if (settings.listen !== listen) {
-      log.warn({ listen: settings.listen, serving: `${address.address}:${address.port}` }, `http.listen changed to ${settings.listen}: the endpoints stay where they are until the next start`);
+      log.warn({ listen: settings.listen, serving: address ? `${address.address}:${address.port}` : listen }, `http.listen changed to ${settings.listen}: the endpoints stay where they are until the next start`);
     }
   }
 }

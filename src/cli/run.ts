@@ -21,7 +21,7 @@ import { codeCache } from './code-cache.js';
 import { makeRunner, type GlobalArgs } from './context.js';
 import { DriftSchedule } from './drift-schedule.js';
 import { afterFirstPass } from './first-pass.js';
-import { endpoints, serveEndpoints } from './http-endpoints.js';
+import { endpoints, serveEndpoints, waitsForAddress } from './http-endpoints.js';
 import { InstanceLock, WaitStopped } from './instance-lock.js';
 import { loadChecked, type RulesCheck } from './load-checked.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
@@ -100,8 +100,8 @@ async function supervise(args: RunArgs, early: HeldSignals): Promise<number> {
       return undefined;
     });
   if (lock === undefined) return 0;
-  const address = await serveEndpoints(http, settings, lock);
-  log.info({ listen: `${address.address}:${address.port}`, config: path, schedule: settings.schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
+  const address = await serveEndpoints(http, settings, lock, log, waitsForAddress(settings.listen, initial.config, args.netns));
+  log.info({ listen: address ? `${address.address}:${address.port}` : settings.listen, config: path, schedule: settings.schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
 
   const reloads = new Reloads({ path, args, log, metrics, supervisor, planCache, rulesCheck, state: reload, driftSchedule, listen: settings.listen, address });
   const shutdown = new Shutdown({

@@ -27,6 +27,9 @@ const TIMEOUT_CHECK_MS = 1000;
 
 export class HttpServer {
   private server: Server | undefined;
+  /** The next attempt of startWhenThere, and whether stop has ended them. */
+  private retry: NodeJS.Timeout | undefined;
+  private stopped = false;
 
   constructor(private readonly endpoints: Endpoints) {}
 
@@ -91,7 +94,46 @@ export class HttpServer {
     return server.address() as AddressInfo;
   }
 
+  /**
+   * start, except that an address no interface has yet (EADDRNOTAVAIL: a VLAN's gateway address, which the gateway
+   * adds itself once its NIC is attached) is not an error: it resolves undefined and tries again every `everyMs`
+   * until it listens (then `onBound`); stop ends the attempts. A later attempt's other error is passed to `onError`
+   * (once per kind) and tried again too; the first attempt's rejects, as start's does.
+   */
+  async startWhenThere(listen: string, everyMs: number, onBound: (address: AddressInfo) => void, onError: (error: Error) => void): Promise<AddressInfo | undefined> {
+    try {
+      return await this.start(listen);
+    } catch (error) {
+      this.server = undefined;
+      if ((error as NodeJS.ErrnoException).code !== 'EADDRNOTAVAIL') throw error;
+    }
+    const told = new Set<string>(['EADDRNOTAVAIL']);
+    const attempt = () => {
+      this.retry = setTimeout(() => {
+        this.retry = undefined;
+        this.start(listen).then(
+          (address) => (this.stopped ? void this.stop() : onBound(address)),
+          (error: NodeJS.ErrnoException) => {
+            this.server = undefined;
+            if (this.stopped) return;
+            const code = error.code ?? error.message;
+            if (!told.has(code)) {
+              told.add(code);
+              onError(error);
+            }
+            attempt();
+          },
+        );
+      }, everyMs);
+    };
+    attempt();
+    return undefined;
+  }
+
   async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retry);
+    this.retry = undefined;
     const server = this.server;
     if (!server) return;
     this.server = undefined;

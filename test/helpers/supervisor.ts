@@ -187,6 +187,12 @@ export interface GatewayOptions {
   readonly mountConfigFrom?: string;
   /** Added to the environment (the tests' own sets VLAN_GATEWAY_PLAN_CACHE=off; a test may give a directory). */
   readonly env?: Readonly<Record<string, string>>;
+  /**
+   * Run inside `netns` (`ip netns exec`), as a container's own process does, without --netns or --listen: the
+   * endpoints listen where the config's http.listen says, in that namespace (`port` and the helpers that ask it
+   * do not reach them).
+   */
+  readonly inside?: boolean;
 }
 
 const live = new Set<GatewayProcess>();
@@ -237,11 +243,12 @@ export class GatewayProcess {
     });
   }
 
-  /** Spawns `node BUNDLE run --netns … --listen 127.0.0.1:<free port> …` in its own process group. */
+  /** Spawns `node BUNDLE run --netns … --listen 127.0.0.1:<free port> …` (or, `inside`, `ip netns exec … node BUNDLE run …`) in its own process group. */
   static async start(options: GatewayOptions): Promise<GatewayProcess> {
     const port = options.port ?? await freePort();
     const argv = [
-      options.bundle, 'run', '--netns', options.netns, '--config', options.config, '--listen', `127.0.0.1:${port}`,
+      options.bundle, 'run', '--config', options.config,
+      ...(options.inside ? [] : ['--netns', options.netns, '--listen', `127.0.0.1:${port}`]),
       ...(options.schedule ? ['--schedule', options.schedule] : []),
       ...(options.statsIntervalMs ? ['--stats-interval', String(options.statsIntervalMs)] : []),
       '--log-level', options.logLevel ?? 'debug',
@@ -250,7 +257,7 @@ export class GatewayProcess {
     const command = options.mountConfigFrom
       ? ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount --bind "$1" "$2" && shift 2 && exec "$@"', 'sh',
         options.mountConfigFrom, options.config, process.execPath, ...argv]
-      : [process.execPath, ...argv];
+      : options.inside ? ['ip', 'netns', 'exec', options.netns, process.execPath, ...argv] : [process.execPath, ...argv];
     const spawnedAt = performance.now();
     const child = spawn(command[0]!, command.slice(1), {
       cwd: REPO,
