@@ -20,6 +20,11 @@ import { fileURLToPath } from 'node:url';
 import { Script } from 'node:vm';
 import type { CodeCache } from './cli/code-cache.js';
 import type { main as Main } from './cli/main.js';
+import { holdSignalsWhileLoading } from './cli/signals.js';
+
+// Before the bundle loads (a few hundred ms on a busy machine): a SIGHUP or SIGTERM meanwhile is held for `run`
+// (src/cli/signals.ts), instead of killing it.
+holdSignalsWhileLoading();
 
 const bundle = join(dirname(fileURLToPath(import.meta.url)), 'cli.cjs');
 const off = process.env.VLAN_GATEWAY_CODE_CACHE === 'off';

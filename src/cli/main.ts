@@ -10,6 +10,7 @@ import { describeError, exitCodeOf, EXIT, UsageError } from './errors.js';
 import { labCommand } from './lab.js';
 import { planCommand } from './plan.js';
 import { runCommand } from './run.js';
+import { releaseHeldSignals } from './signals.js';
 import { statusCommand } from './status.js';
 import { validateCommand } from './validate.js';
 
@@ -33,6 +34,10 @@ export async function main(argv: string[], options: { codeCache?: CodeCache } = 
       .parserConfiguration({ 'camel-case-expansion': false }) // one name per option: no "Unknown arguments: x-y, xY"
       .demandCommand(1, 'Name a command.')
       .middleware((args) => checkOptions(args, argv))
+      // The signals the launcher held while the bundle loaded: `run` takes them over, the others act on them now.
+      .middleware(async (args) => {
+        if (args._[0] !== 'run') await releaseHeldSignals();
+      })
       .strict()
       .fail((message, error) => {
         if (error) throw error;
@@ -44,6 +49,7 @@ export async function main(argv: string[], options: { codeCache?: CodeCache } = 
   } catch (error) {
     failed = error;
   }
+  await releaseHeldSignals(); // a usage error, --help: no command took them
   if (failed === undefined) return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
   if (usage) process.stderr.write(`${(failed as Error).message}\nRun vlan-gateway --help for usage.\n`);
   else process.stderr.write(`vlan-gateway: ${describeError(failed)}\n`);

@@ -105,6 +105,25 @@ test('errors keep their exit codes and messages through the launcher', async (t)
   t.regex(usage.stderr, /Unknown argument: bogus/);
 });
 
+// The launcher holds SIGTERM, SIGINT and SIGHUP while it loads the bundle, for `run` to take over (its kernel test:
+// supervisor-early-signals). Every other command acts on a signal held so as it always did: it ends.
+for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+  test(`a ${signal} while the launcher loads the bundle still ends a command other than run (validate), by that signal`, async (t) => {
+    const child = execa(process.execPath, [built.path, 'validate', '--config', join(REPO, 'examples', 'lab.yaml')], {
+      env: { ...process.env, NODE_OPTIONS: `--import ${join(REPO, 'test', 'fixtures', 'slow-bundle-load.mjs')}` },
+      reject: false,
+    });
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      if (stderr.includes('loading the bundle\n')) child.kill(signal);
+    });
+    const r = await child;
+    t.is(r.signal, signal, `exit ${r.exitCode}; stdout: ${r.stdout}`);
+    t.notRegex(r.stdout, /valid/, 'it did not go on to validate');
+  });
+}
+
 test('node-cron in the bundle reads the clock through its own Intl (src/cli/cron-local-intl.ts), not ICU', async (t) => {
   // The first ICU formatter of a process maps about 5 MB for good: the supervisor's drift schedule must not make one.
   const bundle = await readFile(join(built.path, '..', 'cli.cjs'), 'utf8');
