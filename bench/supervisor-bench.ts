@@ -79,7 +79,7 @@ class Gateway {
   }
 }
 
-function imageEnv(codeCache = true): NodeJS.ProcessEnv {
+export function imageEnv(codeCache = true): NodeJS.ProcessEnv {
   return { ...process.env, NODE_OPTIONS: IMAGE_NODE_OPTIONS, ...(codeCache ? {} : { VLAN_GATEWAY_CODE_CACHE: 'off' }) };
 }
 
