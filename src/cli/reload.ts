@@ -11,7 +11,7 @@ import { isMountPoint } from '../config/mounts.js';
 import { serialized } from '../config/reload.js';
 import type { Config } from '../config/schema.js';
 import { ConfigWatch } from '../config/watch.js';
-import type { Logger } from '../log.js';
+import { RateLimitedLog, type Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { ReloadState } from '../reconcile/status.js';
 import type { ConfigState, Supervisor } from '../reconcile/supervisor.js';
@@ -60,8 +60,15 @@ export class Reloads {
   /** The rounds asked for so far, settled once none runs. */
   private rounds: Promise<void> = Promise.resolve();
   private readonly onHup = () => this.request('SIGHUP');
+  /**
+   * A refusal that every pass meets again (no config has applied yet, or the running one's template renders a rule
+   * the kernel refuses) is said once per 30 s, as the supervisor says a failing pass: its retries back off from
+   * 0.5 s, and each used to log it again.
+   */
+  private readonly refusalLog: RateLimitedLog;
 
   constructor(private readonly parts: ReloadParts) {
+    this.refusalLog = new RateLimitedLog(parts.log, 30_000);
     // One reload at a time, the last write winning (config/reload.ts). A file that fails to load and is changed
     // within RELOAD_SETTLE_MS was being written (an in-place write read half-way): loaded again, not reported.
     this.round = serialized(() => this.reload());
@@ -190,7 +197,8 @@ export class Reloads {
     if (!reverted && supervisor.lastDesired) {
       // The config that applied before renders a rule the kernel refuses now (a NIC attached since gave a
       // template new data): not a reload's doing, and there is nothing older to go back to.
-      log.error({ path, chain: error.userChain, line: error.failedLine }, `${rule}; the running config stays, and every pass fails until the template is fixed`);
+      const message = `${rule}; the running config stays, and every pass fails until the template is fixed`;
+      this.refusalLog.error(`${message}\n${error.failedLine ?? ''}`, { path, chain: error.userChain, line: error.failedLine }, message);
       return;
     }
     const keeping = reverted ? 'the config that last applied runs again' : 'no config has applied yet: every pass fails until the template is fixed';
@@ -205,7 +213,9 @@ export class Reloads {
     reload.errors = [`${rule}${line}`, ...error.message.split('\n').map((l) => l.trim()).filter(Boolean), keeping];
     metrics.lastReloadOk.set(0);
     metrics.changed();
-    log.error({ path, chain: error.userChain, line: error.failedLine }, `${rule}; ${keeping}`);
+    const message = `${rule}; ${keeping}`;
+    if (reverted) log.error({ path, chain: error.userChain, line: error.failedLine }, message);
+    else this.refusalLog.error(`${message}\n${error.failedLine ?? ''}`, { path, chain: error.userChain, line: error.failedLine }, message);
   }
 
   /**

@@ -1,0 +1,54 @@
+/**
+ * A config whose rule of rules.dir only the kernel refuses (TCPMSS on a UDP rule, refused at the table's commit),
+ * given at the start: no config has applied yet, so every pass fails, retried with backoff from 0.5 s. The
+ * supervisor says a failing pass once per 30 s (README, `run`: "repeated failures rate-limited to one line per
+ * 30 s"), but the refusal itself was logged at error again by every retry: four lines in the first 4 s, six in
+ * the first 10 s, for one broken template.
+ */
+import test from 'ava';
+import { join } from 'node:path';
+import { dump as stringify, load as parse } from 'js-yaml';
+import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import { GatewayProcess, killAllGateways, prepareBundle, REPO, runner, waitFor, type Bundle } from '../helpers/supervisor.js';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+
+const kernel = isRoot() ? test.serial : test.serial.skip;
+const namespace = `vgwk-${uniqueLabName('k')}`;
+
+let bundle: Bundle | undefined;
+let dir: string | undefined;
+
+test.before(async () => {
+  if (!isRoot()) return;
+  bundle = await prepareBundle();
+  dir = await mkdtemp(join(tmpdir(), 'vgw-start-refused-'));
+  await runner.run(['ip', 'netns', 'add', namespace]);
+});
+
+test.after.always('stop the gateways, delete the namespace', async () => {
+  if (!isRoot()) return;
+  await killAllGateways();
+  await runner.run(['ip', 'netns', 'del', namespace], { allowFailure: true });
+  await bundle?.remove();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+kernel(`a rule the kernel refuses at the start is said once, not at every retry of the failing pass${NEEDS_ROOT}`, async (t) => {
+  const example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as Record<string, unknown>;
+  const config = join(dir!, 'gateway.yaml');
+  await writeFile(config, stringify({ ...example, rules: { dir: join(REPO, 'test', 'fixtures', 'kernel', 'rules-kernel-rejects') } }));
+  const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: namespace, config });
+  // Four failed passes: the start's and three retries (0.5, 1 and 2 s later).
+  await waitFor('four failed passes', async () => {
+    const text = await gateway.metricsText().catch(() => '');
+    const failed = [...text.matchAll(/^vlan_gateway_reconciles_total\{[^}]*result="failure"[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    return failed >= 4 ? failed : undefined;
+  }, 20_000, 100);
+  const refusals = gateway.logs.filter((l) => /the kernel refuses a rule of rules\.dir \(VGW-USER-POSTROUTING\)/.test(l.msg));
+  t.is(refusals.length, 1, gateway.describeLogs());
+  t.is(refusals[0]!.level, 50);
+  t.regex(refusals[0]!.msg, /no config has applied yet: every pass fails until the template is fixed$/);
+  t.is((await gateway.status()).reload.lastResult, 'failure', 'still shown in /status');
+  t.is((await gateway.stop()).code, 0);
+});
