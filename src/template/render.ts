@@ -197,6 +197,8 @@ const HAS_TARGET = /(?:^| )(?:-j|-g|--jump|--goto) /;
  * name abbreviated (`--got`). The planner reads a rule's target in those four spellings only (its jump checks).
  */
 const ODD_TARGET = new RegExp(`(?:^| )(?!(?:-j|-g|--jump|--goto)(?: |$))(-[${SHORT_FLAGS}]*[jg]\\S*|--(?:j(?:u(?:mp?)?)?|g(?:o(?:to?)?)?)(?:=\\S*)?)(?= |$)`);
+/** A word iptables reads as a target option, in any of those spellings (the four plain ones included). */
+const TARGET_WORD = new RegExp(`^(?:-[${SHORT_FLAGS}]*[jg]\\S*|--(?:j(?:u(?:mp?)?)?|g(?:o(?:to?)?)?)(?:=\\S*)?)$`);
 
 export function checkRuleBody(body: string): string | undefined {
   if (!SAFE.test(body)) {
@@ -207,14 +209,8 @@ export function checkRuleBody(body: string): string | undefined {
   // Quotes only come from user templates (comments); only then is a real tokenizer needed.
   const tokens = body.includes('"') ? quotedTokens(body) : undefined;
   if (tokens === undefined && body.includes('"')) return `${JSON.stringify(body)} has an unbalanced quote`;
-  // iptables reads a quoted word as it reads the word unquoted: `"-j" VGW-X` is a jump. A quoted word that is an
-  // option would hide it from the checks below (and from the planner's, which read the target outside quotes), so
-  // quotes hold text: a value (a comment, a log prefix), never an option.
-  const option = tokens?.find((t) => t.quoted && t.text.startsWith('-') && !/\s/.test(t.text));
-  if (option) {
-    return `${JSON.stringify(body)} has the option ${JSON.stringify(option.text)} in quotes, which iptables reads as the option itself: `
-      + 'write options without quotes (quotes are for text, like a comment with spaces)';
-  }
+  // Quoted words are values to the checks below (a comment, a log prefix, `--string "-g"`), as they are to the
+  // planner, which reads a rule's target outside quotes.
   const text = tokens ? tokens.map((t) => (t.quoted ? '_' : t.text)).join(' ') : body;
   const odd = ODD_TARGET.exec(text)?.[1];
   if (odd) return `${JSON.stringify(body)} writes its target as ${odd}: write it as -j TARGET (or -g CHAIN), the option and the name as two words`;
@@ -225,7 +221,17 @@ export function checkRuleBody(body: string): string | undefined {
     const spelled = word === option ? option : `${option} (in ${word})`;
     return `${JSON.stringify(body)} uses ${spelled}: templates write rule bodies, the planner writes commands`;
   }
-  if (!HAS_TARGET.test(text)) return `${JSON.stringify(body)} has no -j target`;
+  if (!HAS_TARGET.test(text)) {
+    // iptables reads a quoted word as the word itself: where a rule has no target outside quotes, a target option in
+    // quotes (`"-j" VGW-X`) is its target, which the planner's checks would not see. (Beside a target outside quotes,
+    // a quoted option is the value of the option before it, or a second target or command, which iptables refuses.)
+    const option = tokens?.find((t) => t.quoted && TARGET_WORD.test(t.text));
+    if (option) {
+      return `${JSON.stringify(body)} has the option ${JSON.stringify(option.text)} in quotes, which iptables reads as the option itself: `
+        + 'write options without quotes (quotes are for text, like a comment with spaces)';
+    }
+    return `${JSON.stringify(body)} has no -j target`;
+  }
   return undefined;
 }
 

@@ -396,7 +396,9 @@ for (const body of ['-j LOG --log-prefix "-A FORWARD', '-m comment --comment x"y
 // into a loop passed validate and failed the apply in the kernel (exit 1), a config error that should have been exit 2.
 const hiddenTargets: Array<[string, string]> = [
   ['-p tcp "-j" VGW-NOPE', 'has the option "-j" in quotes, which iptables reads as the option itself: write options without quotes (quotes are for text, like a comment with spaces)'],
-  ['-m comment --comment "-j" --got VGW-NOPE', 'has the option "-j" in quotes, which iptables reads as the option itself: write options without quotes (quotes are for text, like a comment with spaces)'],
+  // The comment's value is "-j" (iptables takes the word after --comment whatever it starts with); the jump is --got.
+  ['-m comment --comment "-j" --got VGW-NOPE', 'writes its target as --got: write it as -j TARGET (or -g CHAIN), the option and the name as two words'],
+  ['-p tcp "-jVGW-NOPE"', 'has the option "-jVGW-NOPE" in quotes, which iptables reads as the option itself: write options without quotes (quotes are for text, like a comment with spaces)'],
   ['-p tcp "--goto" VGW-FORWARD', 'has the option "--goto" in quotes, which iptables reads as the option itself: write options without quotes (quotes are for text, like a comment with spaces)'],
   ['-p tcp --got VGW-NOPE', 'writes its target as --got: write it as -j TARGET (or -g CHAIN), the option and the name as two words'],
   ['-p tcp --jum VGW-NOPE', 'writes its target as --jum: write it as -j TARGET (or -g CHAIN), the option and the name as two words'],
@@ -483,6 +485,18 @@ test('matches and targets that merely start like a command or table option are r
     '-p tcp --goto VGW-USER-FORWARD',
     '-m owner --gid-owner 5 -j ACCEPT',
     '-m comment --comment "a --got b -jX" -j ACCEPT',
+  ];
+  t.deepEqual(renderRules(bodies.join('\n'), 'rules.d/filter/forward.hbs', {}), bodies);
+});
+
+// A quoted word that starts with a dash is the value of the option before it, as iptables-restore reads it (checked
+// with --test): a string to match, a comment, a log prefix. These were refused as "the option ... in quotes".
+test('a quoted value that starts with a dash, beside the rule\'s target, is a value', (t) => {
+  const bodies = [
+    '-p tcp -m string --algo bm --string "-g" -j DROP',
+    '-m comment --comment "-x" -j ACCEPT',
+    '-j LOG --log-prefix "-FW-"',
+    '-m comment --comment "--" -j ACCEPT',
   ];
   t.deepEqual(renderRules(bodies.join('\n'), 'rules.d/filter/forward.hbs', {}), bodies);
 });
