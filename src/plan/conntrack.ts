@@ -46,10 +46,25 @@ export function udpForwardOf(body: string): ForwardRule | undefined {
   return targetPorts ? { nic, ports, target: m[1]!, targetPorts } : undefined;
 }
 
-const sameRange = (a: readonly [number, number], b: readonly [number, number]) => a[0] === b[0] && a[1] === b[1];
 const overlap = (a: readonly [number, number], b: readonly [number, number]) => a[0] <= b[1] && b[0] <= a[1];
-/** Where a forward sends a flow (the NIC it takes it on aside). */
-const sameMapping = (a: ForwardRule, b: ForwardRule) => sameRange(a.ports, b.ports) && a.target === b.target && sameRange(a.targetPorts, b.targetPorts);
+/** How far a forward moves a port (0 for a range, which keeps its ports), if it sends each port to one port. */
+const shiftOf = (f: ForwardRule) => (f.ports[1] - f.ports[0] === f.targetPorts[1] - f.targetPorts[0] ? f.targetPorts[0] - f.ports[0] : undefined);
+/** Does `a` send the ports it shares with `b` where `b` does (the NIC it takes them on aside)? */
+const sameMapping = (a: ForwardRule, b: ForwardRule) => a.target === b.target && (shiftOf(a) !== undefined && shiftOf(a) === shiftOf(b)
+  || (a.ports[0] === b.ports[0] && a.ports[1] === b.ports[1] && a.targetPorts[0] === b.targetPorts[0] && a.targetPorts[1] === b.targetPorts[1]));
+
+/** The parts of a range that none of `taken` covers. */
+function rangeWithout([low, high]: readonly [number, number], taken: ReadonlyArray<readonly [number, number]>): Array<[number, number]> {
+  const parts: Array<[number, number]> = [];
+  let next = low;
+  for (const [a, b] of [...taken].sort((x, y) => x[0] - y[0])) {
+    if (a > next) parts.push([next, Math.min(a - 1, high)]);
+    next = Math.max(next, b + 1);
+    if (next > high) break;
+  }
+  if (next <= high) parts.push([next, high]);
+  return parts;
+}
 
 /**
  * The clears a pass's nat step calls for (none without one). `local`: the gateway's own addresses, where a flow a
@@ -76,10 +91,16 @@ export function conntrackClears(steps: readonly Step[], desired: Desired, local:
   };
   const addresses = [...new Set(local)].sort();
   for (const f of removed) {
-    // The same mapping taken on another NIC (the uplink renamed): its flows already go where they should.
-    if (added.some((a) => sameMapping(a, f))) continue;
-    const changed = added.some((a) => overlap(a.ports, f.ports));
-    push({ kind: 'conntrack-clear', ports: f.ports, forward: changed ? 'changed' : 'removed', target: { address: f.target, ports: f.targetPorts } });
+    const over = added.filter((a) => overlap(a.ports, f.ports));
+    // Ports a forward added sends where this one did (a range widened or narrowed, the same mapping taken on another
+    // NIC: the uplink renamed): their flows already go where they should, and keep their entries.
+    const kept = over.filter((a) => sameMapping(a, f)).map((a) => a.ports);
+    const shift = f.targetPorts[0] - f.ports[0];
+    for (const ports of rangeWithout(f.ports, kept)) {
+      const whole = ports[0] === f.ports[0] && ports[1] === f.ports[1];
+      const target = { address: f.target, ports: whole ? f.targetPorts : [ports[0] + shift, ports[1] + shift] as const };
+      push({ kind: 'conntrack-clear', ports, forward: over.some((a) => overlap(a.ports, ports)) ? 'changed' : 'removed', target });
+    }
   }
   for (const f of added) {
     if (addresses.length === 0) continue;

@@ -23,7 +23,7 @@ const SNAT_TO = '198.51.100.77'; // not on any interface: the Internet side rout
 
 let topology: LabTopology;
 let router: string;
-let files: Record<'masquerade' | 'snat' | 'drop' | 'reject' | 'inbound' | 'range' | 'rangeMoved' | 'udp' | 'udpDropped', { path: string; config: Config }>;
+let files: Record<'masquerade' | 'snat' | 'drop' | 'reject' | 'inbound' | 'range' | 'rangeMoved' | 'rangeWidened' | 'udp' | 'udpDropped', { path: string; config: Config }>;
 
 test.before(async () => {
   if (!isRoot()) return;
@@ -61,6 +61,11 @@ test.before(async () => {
     rangeMoved: await writeConfig('range-moved', {
       ...example,
       portForwards: [...(example.portForwards as unknown[]), { proto: 'udp', port: '6000-6010', to: '192.168.10.100' }],
+    }),
+    // The UDP range widened to 6020, still to lab's host.
+    rangeWidened: await writeConfig('range-widened', {
+      ...example,
+      portForwards: [...(example.portForwards as unknown[]), { proto: 'udp', port: '6000-6020', to: '192.168.20.100' }],
     }),
     // A drop policy that lets lab reach office's UDP 5000-5010, and the same once a reload turns that rule to drop.
     udp: await writeConfig('udp', {
@@ -718,6 +723,37 @@ kernel(`a UDP flow forwarded to a host goes to the new host once the forward is 
   } finally {
     await atLab.stop();
     await atOffice.stop();
+  }
+  t.is((await apply(files.masquerade.path)).code, 0);
+});
+
+// A range widened or narrowed still sends most of its ports to the same host: the flows on those ports are right as
+// they are. Their entries were deleted all the same (every flow of the old range), so a server's next datagram
+// before its client's left as a new flow, masqueraded. Only the ports that no longer go there lose their flows.
+kernel(`a UDP range widened keeps its forwarded flows; narrowed, only the flows of the ports it gave up are cleared${NEEDS_ROOT}`, async (t) => {
+  const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  const atLab = await udpListener(lab.client.namespace, lab.client.address, 6005);
+  const atLab15 = await udpListener(lab.client.namespace, lab.client.address, 6015);
+  const send = (port: number, text: string) => udpSend(topology.inet, topology.uplink.internetHost, 40064, topology.uplink.routerAddress, port, text);
+  const idOf = async (port: number) => /\bid=(\d+)/.exec(await inNs(router, 'conntrack', '-L', '-o', 'id', '-p', 'udp', '--orig-port-src', '40064', '--orig-port-dst', String(port)))?.[1];
+  try {
+    t.is((await apply(files.range.path)).code, 0); // udp/6000-6010 → lab's host
+    t.is((await send(6005, 'to lab')).stdout.trim(), 'pong');
+    const flow = await idOf(6005);
+    t.truthy(flow);
+    const widened = await apply(files.rangeWidened.path);
+    t.is(widened.code, 0, widened.stderr);
+    t.false(widened.stdout.includes('forwarded to'), widened.stdout);
+    t.is(await idOf(6005), flow, 'the same entry: 6005 goes to lab\'s host as before');
+    t.is((await send(6015, 'to lab, 6015')).stdout.trim(), 'pong');
+    const narrowed = await apply(files.range.path);
+    t.is(narrowed.code, 0, narrowed.stderr);
+    t.true(narrowed.stdout.includes(`~ conntrack: clear UDP flows to 6011-6020 forwarded to ${lab.client.address}:6011-6020 (port forward removed)`), narrowed.stdout);
+    t.is(await idOf(6005), flow);
+    t.is(await idOf(6015), undefined, '6015 is no longer forwarded: its flow is cleared');
+  } finally {
+    await atLab.stop();
+    await atLab15.stop();
   }
   t.is((await apply(files.masquerade.path)).code, 0);
 });

@@ -100,6 +100,35 @@ test('a UDP forward removed: the flows it DNATed to its host go; a forward point
   ]);
 });
 
+// A range widened keeps forwarding its old ports to the same host: their flows are right as they are, and deleting
+// their entries cut every forwarded flow of the range (a server's next datagram then left as a new flow of its own,
+// masqueraded, or dropped by a policy that lets nothing out of its VLAN), not only the ones the change moved.
+test('a UDP range widened, narrowed or shifted: only the ports it no longer sends where it did lose their forwarded flows', (t) => {
+  const to = (ports: string, host = '192.168.10.100') => `{proto: udp, port: "${ports}", to: ${host}}`;
+  const widened = planFrom(labWith(RANGE), labWith(to('6000-6020')));
+  t.deepEqual(clearsOf(widened), [{ kind: 'conntrack-clear', ports: [6000, 6020], forward: 'changed', local: LOCAL }]);
+  t.deepEqual(clearLines(planFrom(labWith(to('6000-6020')), labWith(RANGE))), [
+    '~ conntrack: clear UDP flows to 6011-6020 forwarded to 192.168.10.100:6011-6020 (port forward removed)',
+    '~ conntrack: clear UDP flows to 6000-6010 that reached the gateway itself (port forward changed)',
+  ]);
+  t.deepEqual(clearLines(planFrom(labWith(RANGE), labWith(to('6005-6015')))), [
+    '~ conntrack: clear UDP flows to 6000-6004 forwarded to 192.168.10.100:6000-6004 (port forward removed)',
+    '~ conntrack: clear UDP flows to 6005-6015 that reached the gateway itself (port forward changed)',
+  ]);
+  // Split between two hosts: the ports that moved, and only those.
+  t.deepEqual(clearLines(planFrom(labWith(RANGE), labWith(to('6000-6004'), to('6005-6010', '192.168.20.100')))), [
+    '~ conntrack: clear UDP flows to 6005-6010 forwarded to 192.168.10.100:6005-6010 (port forward changed)',
+    '~ conntrack: clear UDP flows to 6000-6004 that reached the gateway itself (port forward changed)',
+    '~ conntrack: clear UDP flows to 6005-6010 that reached the gateway itself (port forward changed)',
+  ]);
+  // Of a listing: the flow to a port still forwarded to its host stays; one to a port the range gave up goes.
+  const forwarded = (sport: number, dport: number) =>
+    `udp      17 100 src=198.51.100.9 dst=203.0.113.2 sport=${sport} dport=${dport} src=192.168.10.100 dst=198.51.100.9 sport=${dport} dport=${sport} [ASSURED] mark=0 use=1`;
+  const entries = parseConntrackList([forwarded(40001, 6005), forwarded(40002, 6015)].join('\n'));
+  t.deepEqual(staleEntries(entries, clearsOf(widened)), []);
+  t.deepEqual(staleEntries(entries, clearsOf(planFrom(labWith(to('6000-6020')), labWith(RANGE)))), [entries[1]]);
+});
+
 test('down clears what the UDP forwards it removes had DNATed; nothing when none was UDP', (t) => {
   const facts = factsAfter(labWith(RANGE));
   t.deepEqual(clearsOf(diff(planEmpty(lab, facts), facts)), [
