@@ -53,6 +53,35 @@ const shiftOf = (f: ForwardRule) => (f.ports[1] - f.ports[0] === f.targetPorts[1
 const sameMapping = (a: ForwardRule, b: ForwardRule) => a.target === b.target && (shiftOf(a) !== undefined && shiftOf(a) === shiftOf(b)
   || (a.ports[0] === b.ports[0] && a.ports[1] === b.ports[1] && a.targetPorts[0] === b.targetPorts[0] && a.targetPorts[1] === b.targetPorts[1]));
 
+/**
+ * Forwards by their first port, to find those that overlap a range without going through all of them: a config may
+ * hold tens of thousands of forwards, and an uplink renamed removes and adds every one (comparing each with each took
+ * 15 s for 30,000). Any forwards (those read back may overlap); ours never do, so each search stops at once.
+ */
+class ForwardIndex {
+  private readonly sorted: ForwardRule[];
+  /** The highest last port among sorted[0..i]. */
+  private readonly reach: number[];
+  constructor(forwards: readonly ForwardRule[]) {
+    this.sorted = [...forwards].sort((a, b) => a.ports[0] - b.ports[0]);
+    let high = -1;
+    this.reach = this.sorted.map((f) => (high = Math.max(high, f.ports[1])));
+  }
+
+  /** The forwards that take any port from low to high. */
+  overlapping([low, high]: readonly [number, number]): ForwardRule[] {
+    let after = 0; // the first forward whose first port is above high
+    for (let end = this.sorted.length; after < end;) {
+      const mid = (after + end) >> 1;
+      if (this.sorted[mid]!.ports[0] <= high) after = mid + 1;
+      else end = mid;
+    }
+    const found: ForwardRule[] = [];
+    for (let i = after - 1; i >= 0 && this.reach[i]! >= low; i--) if (this.sorted[i]!.ports[1] >= low) found.push(this.sorted[i]!);
+    return found;
+  }
+}
+
 /** The parts of a range that none of `taken` covers. */
 function rangeWithout([low, high]: readonly [number, number], taken: ReadonlyArray<readonly [number, number]>): Array<[number, number]> {
   const parts: Array<[number, number]> = [];
@@ -82,6 +111,8 @@ export function conntrackClears(steps: readonly Step[], desired: Desired, local:
   const forwards = (lines: readonly string[]) => lines.flatMap((l) => udpForwardOf(l) ?? []);
   const added = forwards(addedLines);
   const removed = forwards(change?.removed ?? []);
+  const addedIndex = new ForwardIndex(added);
+  const removedIndex = new ForwardIndex(removed);
   const clears: ConntrackClear[] = [];
   const seen = new Set<string>();
   const push = (clear: ConntrackClear) => {
@@ -91,7 +122,7 @@ export function conntrackClears(steps: readonly Step[], desired: Desired, local:
   };
   const addresses = [...new Set(local)].sort();
   for (const f of removed) {
-    const over = added.filter((a) => overlap(a.ports, f.ports));
+    const over = addedIndex.overlapping(f.ports);
     // Ports a forward added sends where this one did (a range widened or narrowed, the same mapping taken on another
     // NIC: the uplink renamed): their flows already go where they should, and keep their entries.
     const kept = over.filter((a) => sameMapping(a, f)).map((a) => a.ports);
@@ -104,7 +135,7 @@ export function conntrackClears(steps: readonly Step[], desired: Desired, local:
   }
   for (const f of added) {
     if (addresses.length === 0) continue;
-    const changed = removed.some((r) => overlap(r.ports, f.ports));
+    const changed = removedIndex.overlapping(f.ports).length > 0;
     push({ kind: 'conntrack-clear', ports: f.ports, forward: changed ? 'changed' : 'added', local: addresses });
   }
   return clears;
@@ -124,14 +155,21 @@ const within = (port: number, [low, high]: readonly [number, number]) => port >=
 /** Sent back from where it was sent to: the gateway's conntrack did not DNAT it. */
 const notDnated = (e: ConntrackEntry) => e.reply.src === e.original.dst && e.reply.sport === e.original.dport;
 
-/** The clear an entry is stale for, if any (see staleEntries). */
-function staleFor(e: ConntrackEntry, clears: readonly ConntrackClear[]): ConntrackClear | undefined {
-  if (e.proto !== 'udp') return undefined;
-  return clears.find((c) => {
-    if (!within(e.original.dport, c.ports)) return false;
-    if (c.local) return c.local.includes(e.original.dst) && notDnated(e);
-    return c.target !== undefined && !notDnated(e) && e.reply.src === c.target.address && within(e.reply.sport, c.target.ports);
-  });
+/**
+ * The clear an entry is stale for, if any (see staleEntries), by the clears of each port: a listing of 100,000
+ * entries against the clears of thousands of forwards (every one of them when `down` removes them, or the jump is put
+ * back) is one look-up per entry, not a walk through every clear.
+ */
+function staleness(clears: readonly ConntrackClear[]): (e: ConntrackEntry) => ConntrackClear | undefined {
+  const byPort: Array<ConntrackClear[] | undefined> = [];
+  for (const c of clears) for (let port = c.ports[0]; port <= c.ports[1]; port++) (byPort[port] ??= []).push(c);
+  return (e) => {
+    if (e.proto !== 'udp') return undefined;
+    return byPort[e.original.dport]?.find((c) => {
+      if (c.local) return c.local.includes(e.original.dst) && notDnated(e);
+      return c.target !== undefined && !notDnated(e) && e.reply.src === c.target.address && within(e.reply.sport, c.target.ports);
+    });
+  };
 }
 
 /**
@@ -141,7 +179,8 @@ function staleFor(e: ConntrackEntry, clears: readonly ConntrackClear[]): Conntra
  * gateway's, and it is not DNATed), nor is Docker's DNS (DNATed to 127.0.0.11).
  */
 export function staleEntries(entries: readonly ConntrackEntry[], clears: readonly ConntrackClear[]): ConntrackEntry[] {
-  return entries.filter((e) => staleFor(e, clears) !== undefined);
+  const staleFor = staleness(clears);
+  return entries.filter((e) => staleFor(e) !== undefined);
 }
 
 /**
@@ -153,8 +192,9 @@ export function staleEntries(entries: readonly ConntrackEntry[], clears: readonl
  */
 export function deleteFilters(entries: readonly ConntrackEntry[], clears: readonly ConntrackClear[]): string[][] {
   const filters = new Map<string, string[]>();
+  const staleFor = staleness(clears);
   for (const e of entries) {
-    if (!staleFor(e, clears)) continue;
+    if (!staleFor(e)) continue;
     const { dst, dport } = e.original;
     const argv = ['-D', '-p', 'udp', '-d', dst, '--orig-port-dst', String(dport), '-r', e.reply.src, '--reply-port-src', String(e.reply.sport)];
     filters.set(argv.join(' '), argv);
