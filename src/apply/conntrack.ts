@@ -48,6 +48,16 @@ const what = (clears: readonly ConntrackClear[]) => [...new Set(clears.map((c) =
 const DELETES_AT_ONCE = 4;
 /** What `conntrack -D` says (exit 1) when its entry is gone already (expired, or made again by the new rules). */
 const NONE_DELETED = /: 0 flow entries have been deleted\.$/m;
+/**
+ * What `conntrack -D` says (exit 1) when an entry it listed was gone by the time it deleted it: it stops there, the
+ * entries after it left in place. Seen with real flows whenever deletes of thousands of entries run side by side (two
+ * ports of a forwarded range, 20,000 stale flows: 4 times in 5, each delete stopped part-way, some several times
+ * running); an entry that expires between the two can do it too. Such a delete runs again, alone, once the others are
+ * done: that deletes the rest.
+ */
+const ENTRY_GONE = /: Operation failed: such conntrack doesn't exist$/m;
+/** How many times a delete that keeps finding an entry gone runs alone. */
+const ALONE_ATTEMPTS = 5;
 
 /** Never throws: the outcome says what was cleared, or why not. */
 export async function clearStaleFlows(runner: CommandRunner, clears: readonly ConntrackClear[]): Promise<FlowsCleared> {
@@ -59,15 +69,31 @@ export async function clearStaleFlows(runner: CommandRunner, clears: readonly Co
     const queue = deleteFilters(entries, clears);
     const cleared = staleEntries(entries, clears).length;
     let failure: unknown;
+    const again: string[][] = [];
+    /** Runs one delete; what it said when it stopped at an entry gone (the rest of its entries are still there). */
+    const remove = async (filter: string[]): Promise<string | undefined> => {
+      const argv = ['conntrack', ...filter];
+      const result = await runner.run(argv, { allowFailure: true }).catch((error: unknown) => ({ error }));
+      if ('error' in result) failure ??= result.error;
+      else if (result.exitCode !== 0 && !NONE_DELETED.test(result.stderr)) {
+        if (ENTRY_GONE.test(result.stderr)) return result.stderr;
+        failure ??= new CommandError(argv, result.exitCode, result.stderr);
+      }
+      return undefined;
+    };
     const worker = async () => {
       for (let filter = queue.shift(); filter && failure === undefined; filter = queue.shift()) {
-        const argv = ['conntrack', ...filter];
-        const result = await runner.run(argv, { allowFailure: true }).catch((error: unknown) => ({ error }));
-        if ('error' in result) failure ??= result.error;
-        else if (result.exitCode !== 0 && !NONE_DELETED.test(result.stderr)) failure ??= new CommandError(argv, result.exitCode, result.stderr);
+        if (await remove(filter) !== undefined) again.push(filter);
       }
     };
     await Promise.all(Array.from({ length: DELETES_AT_ONCE }, worker));
+    for (const filter of again) {
+      for (let attempt = 1; failure === undefined; attempt++) {
+        const stopped = await remove(filter);
+        if (stopped === undefined) break;
+        if (attempt === ALONE_ATTEMPTS) failure = new CommandError(['conntrack', ...filter], 1, stopped);
+      }
+    }
     if (failure !== undefined) throw failure;
     return { cleared };
   } catch (error) {
