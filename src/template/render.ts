@@ -200,6 +200,9 @@ const ODD_TARGET = new RegExp(`(?:^| )(?!(?:-j|-g|--jump|--goto)(?: |$))(-[${SHO
 /** A word iptables reads as a target option, in any of those spellings (the four plain ones included). */
 const TARGET_WORD = new RegExp(`^(?:-[${SHORT_FLAGS}]*[jg]\\S*|--(?:j(?:u(?:mp?)?)?|g(?:o(?:to?)?)?)(?:=\\S*)?)$`);
 
+/** The longest comment iptables keeps (the comment match's XT_MAX_COMMENT_LEN, 256 bytes with the NUL). */
+const MAX_COMMENT = 255;
+
 export function checkRuleBody(body: string): string | undefined {
   if (!SAFE.test(body)) {
     const bad = [...body].find((c) => !SAFE.test(c))!;
@@ -212,6 +215,14 @@ export function checkRuleBody(body: string): string | undefined {
   // Quoted words are values to the checks below (a comment, a log prefix, `--string "-g"`), as they are to the
   // planner, which reads a rule's target outside quotes.
   const text = tokens ? tokens.map((t) => (t.quoted ? '_' : t.text)).join(' ') : body;
+  // Looked for only in a body long enough to hold one (not the gateway's own 10,000 lines).
+  if (body.length > MAX_COMMENT && body.includes('--comment')) {
+    const words = tokens ?? body.split(' ').map((word) => ({ text: word, quoted: false }));
+    const long = words.findIndex((w, i) => i > 0 && words[i - 1]!.text === '--comment' && !words[i - 1]!.quoted && w.text.length > MAX_COMMENT);
+    if (long >= 0) {
+      return `${JSON.stringify(body)} has a comment of ${words[long]!.text.length} characters: iptables keeps ${MAX_COMMENT} and cuts the rest without a word`;
+    }
+  }
   const odd = ODD_TARGET.exec(text)?.[1];
   if (odd) return `${JSON.stringify(body)} writes its target as ${odd}: write it as -j TARGET (or -g CHAIN), the option and the name as two words`;
   const command = COMMAND.exec(text);

@@ -25,7 +25,7 @@ import { formatPlan } from '../../src/plan/format.js';
 import { syntheticFacts } from '../../src/plan/synthetic.js';
 import type { Plan } from '../../src/plan/types.js';
 import { loadTemplates, userTemplatesText } from '../../src/template/load.js';
-import { guarded, renderRules, TemplateError } from '../../src/template/render.js';
+import { checkRuleBody, guarded, renderRules, TemplateError } from '../../src/template/render.js';
 
 const root = (path: string) => fileURLToPath(new URL(`../../${path}`, import.meta.url));
 const UPDATE = process.env.UPDATE_GOLDEN === '1';
@@ -681,4 +681,16 @@ test('what the product writes passes the same checks: user chains jumped to once
 test('a user template only the kernel refuses (a match outside its hooks) passes the planner', async (t) => {
   // Not every refusal can be known up front; this one is left to the kernel, and apply rolls back (converge.test.ts).
   await t.notThrowsAsync(planWithUserDir(broken('kernel-rejects')));
+});
+
+// iptables (nft and legacy alike) keeps 255 characters of a comment and drops the rest without a word: a user's
+// comment of 300 characters was applied cut, and validate said nothing.
+test('a comment longer than iptables keeps is refused, naming its length; 255 characters pass', (t) => {
+  const comment = (n: number) => `-p tcp --dport 25 -m comment --comment "${'a'.repeat(n)}" -j REJECT`;
+  t.is(checkRuleBody(comment(255)), undefined);
+  t.is(checkRuleBody(comment(256)), `${JSON.stringify(comment(256))} has a comment of 256 characters: iptables keeps 255 and cuts the rest without a word`);
+  const unquoted = `-m comment --comment ${'b'.repeat(300)} -j ACCEPT`;
+  t.is(checkRuleBody(unquoted), `${JSON.stringify(unquoted)} has a comment of 300 characters: iptables keeps 255 and cuts the rest without a word`);
+  // A long --log-prefix, or a long word after a quoted "--comment" (a value, not the option), is not a comment.
+  t.is(checkRuleBody(`-m comment --comment "--comment" -m string --algo bm --string "${'c'.repeat(100)}" -j DROP`), undefined);
 });
