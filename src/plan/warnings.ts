@@ -67,11 +67,18 @@ export function uplinkOverlapWarnings(uplink: UplinkBinding, vlans: readonly Vla
   if (!nic) return [];
   return vlans.flatMap(({ vlan }) => {
     const subnet = parseCidr(vlan.subnet)!;
+    // One network is said once, by its first address: a NIC holding two addresses in it (Docker's and a gateway
+    // address, where the uplink is pinned to a VLAN's NIC) cuts off no more than one does.
+    const said = new Set<string>();
     return nic.addresses.flatMap((a) => {
       const address = parseAddress(a.address);
       if (address === undefined) return [];
       const network = { network: networkOf({ network: address, prefix: a.prefix }), prefix: a.prefix };
       if (!overlaps(subnet, network)) return [];
+      if (a.prefix !== 32) {
+        if (said.has(formatCidr(network))) return [];
+        said.add(formatCidr(network));
+      }
       if (a.prefix === 32) {
         return [`vlan ${vlan.name}'s subnet ${vlan.subnet} holds ${a.address}, the uplink's own address (a /32 on ${nic.name}): the gateway answers `
           + 'for it on the VLAN too (ARP), so a VLAN host given that address is unreachable through the gateway; keep it out of the VLAN\'s hosts\' addresses, or give the '

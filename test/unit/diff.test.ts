@@ -715,6 +715,9 @@ test('a VLAN subnet overlapping a network of the uplink NIC is a warning, naming
       + 'so hosts there on the uplink side are unreachable and what they send is dropped as forged; give the VLAN a subnet outside the uplink\'s network',
   ]);
   t.is(diff(planDesired(lab, base, templates), base).warnings, undefined);
+  // Two addresses in that network (the uplink pinned to a VLAN's NIC: Docker's and a gateway address): said once.
+  const two = { ...facts, links: facts.links.map((l) => (l.name === 'eth0' ? { ...l, addresses: [...l.addresses, { address: '192.168.20.201', prefix: 25 }] } : l)) };
+  t.deepEqual(diff(planDesired(lab, two, templates), two).warnings, diff(planDesired(lab, facts, templates), facts).warnings);
 });
 
 // A routed or cloud uplink often holds a /32. One inside a VLAN's subnet was called "the uplink's network
