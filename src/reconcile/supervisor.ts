@@ -298,9 +298,7 @@ export class Supervisor {
       // After the pass has returned: the probe for another holder of the address follows its announce.
       announced: (step) => this.conflicts?.announced(step),
       // What could not be cleared is among the plan's warnings (logged below); what was, is said here.
-      flowsCleared: (outcome) => {
-        if (outcome.cleared > 0) this.log.info({ trigger, cleared: outcome.cleared }, `cleared ${outcome.cleared} UDP flow${outcome.cleared === 1 ? '' : 's'} a port forward's change left going the wrong way`);
-      },
+      flowsCleared: (outcome) => this.saidCleared(outcome.cleared, { trigger }),
     };
     const used = this.current;
     const { config, templates } = used;
@@ -520,6 +518,11 @@ export class Supervisor {
   }
 
   /** Stops passes and waits for the one in flight (then `idled` is told); with `down`, removes what the gateway added. */
+  /** The UDP flows a pass's conntrack clears deleted, said when there were some. */
+  private saidCleared(cleared: number, fields: object): void {
+    if (cleared > 0) this.log.info({ ...fields, cleared }, `cleared ${cleared} UDP flow${cleared === 1 ? '' : 's'} a port forward's change left going the wrong way`);
+  }
+
   async stop(mode?: Mode, idled?: () => void): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
@@ -532,6 +535,7 @@ export class Supervisor {
         mode: 'down', memory: { forwardingWasOff: this.forwardingWasOff }, ...(this.backend ? { backend: this.backend } : {}),
       });
       this.log.info({ changes: plan.steps.map(summarizeStep) }, 'removed what the gateway added (--cleanup-on-exit)');
+      this.saidCleared(flows?.cleared ?? 0, { cleanup: true });
       if (flows?.warning) this.log.warn(flows.warning);
       if (flows?.missing && !this.conntrackMissingSaid) this.log.warn(CONNTRACK_MISSING);
     }

@@ -678,6 +678,18 @@ test('stop(\'down\') converges to the empty state: no VGW- chain, jump, set or g
   t.regex(after, /DOCKER_OUTPUT/, 'Docker\'s chains survive');
 });
 
+test('stop(\'down\') clears the UDP flows its forwards DNATed, and the log says how many, as a pass does', async (t) => {
+  const r = rig(t, {}, withUdpForward);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  const datagram = { nic: 'eth0', src: '198.51.100.9', sport: 40061, dst: '203.0.113.2', dport: 51820 };
+  t.is(r.ns.udpDatagram(datagram).address, '192.168.20.100');
+  await r.supervisor.stop('down');
+  t.is(r.ns.udpDatagram(datagram).address, '203.0.113.2', 'the forward is gone, and so is the flow it made');
+  t.deepEqual(r.logs.filter((l) => l.cleared !== undefined).map((l) => [l.level, l.msg, l.cleared, l.cleanup]),
+    [[30, 'cleared 1 UDP flow a port forward\'s change left going the wrong way', 1, true]]);
+});
+
 // ---- drift ----------------------------------------------------------------------------------------------------------
 
 test('drift repaired by a pass is counted by kind (metrics and driftCounts); a config change is not drift', async (t) => {
