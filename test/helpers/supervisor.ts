@@ -17,10 +17,12 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { TestFn } from 'ava';
 import { execa } from 'execa';
 import type { Config } from '../../src/config/schema.js';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
 import { labDown, labUp, planLabTopology, type LabTopology } from '../../src/lab/index.js';
+import { isRoot, uniqueLabName } from './lab.js';
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const runner = new ExecaRunner();
@@ -521,3 +523,24 @@ export async function buildLab(config: Config, name: string): Promise<LabTopolog
 
 /** A scratch directory for configs and the like; remove it with `rm`. */
 export const scratchDir = (prefix: string) => mkdtemp(join(tmpdir(), prefix));
+
+/**
+ * A bare namespace (no NIC: a config's VLANs wait there) and the bundled CLI, for a file of supervisor tests that
+ * need nothing else: made before its tests; after them every gateway is stopped and both are removed.
+ */
+export function bareNamespace(test: TestFn, tag: string): { readonly namespace: string; readonly bundle: () => Bundle } {
+  const namespace = `vgwk-${uniqueLabName(tag)}`;
+  let bundle: Bundle | undefined;
+  test.before(async () => {
+    if (!isRoot()) return;
+    bundle = await prepareBundle();
+    await runner.run(['ip', 'netns', 'add', namespace]);
+  });
+  test.after.always('stop the gateways, delete the namespace', async () => {
+    if (!isRoot()) return;
+    await killAllGateways();
+    await runner.run(['ip', 'netns', 'del', namespace], { allowFailure: true });
+    await bundle?.remove();
+  });
+  return { namespace, bundle: () => bundle! };
+}

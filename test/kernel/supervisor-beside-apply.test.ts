@@ -9,33 +9,19 @@ import test from 'ava';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { InstanceLock, WRITE_LOCK_TIMEOUT_MS, WriteLock } from '../../src/cli/instance-lock.js';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
 import { runMain } from '../helpers/main.js';
-import { GatewayProcess, iptablesSave, killAllGateways, prepareBundle, REPO, runner, sleep, vgwLines, type Bundle } from '../helpers/supervisor.js';
+import { bareNamespace, GatewayProcess, iptablesSave, REPO, sleep, vgwLines } from '../helpers/supervisor.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const namespace = `vgwk-${uniqueLabName('b')}`;
+const { namespace, bundle } = bareNamespace(test, 'b');
 const example = join(REPO, 'examples', 'lab.yaml');
 const noNat = join(REPO, 'test', 'fixtures', 'nat-none.yaml');
 
-let bundle: Bundle | undefined;
-
-test.before(async () => {
-  if (!isRoot()) return;
-  bundle = await prepareBundle();
-  await runner.run(['ip', 'netns', 'add', namespace]);
-});
-
-test.after.always('stop the gateways, delete the namespace', async () => {
-  if (!isRoot()) return;
-  await killAllGateways();
-  await runner.run(['ip', 'netns', 'del', namespace], { allowFailure: true });
-  await bundle?.remove();
-});
 
 kernel(`apply and down beside a running supervisor are refused, naming it, and change nothing${NEEDS_ROOT}`, async (t) => {
   // A bare namespace: the example's NICs are not there, so the VLANs wait; the start pass writes the policy chains.
-  const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: namespace, config: example });
+  const gateway = await GatewayProcess.start({ bundle: bundle().path, netns: namespace, config: example });
   try {
     await gateway.waitReady();
     const before = vgwLines(await iptablesSave(namespace));
@@ -62,7 +48,7 @@ kernel(`apply and down beside a running supervisor are refused, naming it, and c
 kernel(`a supervisor started while an apply writes waits for it before its start pass${NEEDS_ROOT}`, async (t) => {
   // This test process plays the apply: it holds the namespace's write lock as `apply` does while it writes.
   const writer = await WriteLock.wait(namespace, { timeoutMs: WRITE_LOCK_TIMEOUT_MS, onWait: () => undefined });
-  const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: namespace, config: example });
+  const gateway = await GatewayProcess.start({ bundle: bundle().path, netns: namespace, config: example });
   try {
     await sleep(2000); // the bundle starts and is ready in well under a second when nothing holds it
     t.is(gateway.exit, undefined, `it waits, it does not fail: ${gateway.stderr}`);
@@ -81,7 +67,7 @@ kernel(`a supervisor started while an apply writes waits for it before its start
 
 kernel(`a supervisor stopped while it waits for an apply exits at once, having written nothing${NEEDS_ROOT}`, async (t) => {
   const writer = await WriteLock.wait(namespace, { timeoutMs: WRITE_LOCK_TIMEOUT_MS, onWait: () => undefined });
-  const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: namespace, config: example, extraArgs: ['--cleanup-on-exit'] });
+  const gateway = await GatewayProcess.start({ bundle: bundle().path, netns: namespace, config: example, extraArgs: ['--cleanup-on-exit'] });
   try {
     await gateway.waitForLog('the wait', (l) => /^waiting for another vlan-gateway apply or down/.test(String(l.msg)));
     const stopped = await gateway.stop('SIGTERM', 5000);

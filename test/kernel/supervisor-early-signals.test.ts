@@ -10,31 +10,17 @@
  */
 import test from 'ava';
 import { join } from 'node:path';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import { GatewayProcess, killAllGateways, prepareBundle, REPO, runner, waitFor, type Bundle } from '../helpers/supervisor.js';
+import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
+import { bareNamespace, GatewayProcess, REPO, waitFor } from '../helpers/supervisor.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const namespace = `vgwk-${uniqueLabName('e')}`;
+const { namespace, bundle } = bareNamespace(test, 'e');
 const SLOW_LOAD = { NODE_OPTIONS: `--import ${join(REPO, 'test', 'fixtures', 'slow-bundle-load.mjs')}` };
 
-let bundle: Bundle | undefined;
-
-test.before(async () => {
-  if (!isRoot()) return;
-  bundle = await prepareBundle();
-  await runner.run(['ip', 'netns', 'add', namespace]);
-});
-
-test.after.always('stop the gateways, delete the namespace', async () => {
-  if (!isRoot()) return;
-  await killAllGateways();
-  await runner.run(['ip', 'netns', 'del', namespace], { allowFailure: true });
-  await bundle?.remove();
-});
 
 /** A gateway on the bare namespace (the example's NICs are not there: its VLANs wait), signalled while its bundle loads. */
 async function signalledWhileLoading(signal: NodeJS.Signals): Promise<GatewayProcess> {
-  const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: namespace, config: join(REPO, 'examples', 'lab.yaml'), env: SLOW_LOAD });
+  const gateway = await GatewayProcess.start({ bundle: bundle().path, netns: namespace, config: join(REPO, 'examples', 'lab.yaml'), env: SLOW_LOAD });
   await waitFor('the launcher loading the bundle', async () => gateway.exit !== undefined || gateway.stderr.includes('loading the bundle\n'), 10_000, 5);
   gateway.signal(signal);
   return gateway;

@@ -8,29 +8,20 @@
 import test from 'ava';
 import { join } from 'node:path';
 import { dump as stringify, load as parse } from 'js-yaml';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import { GatewayProcess, killAllGateways, prepareBundle, REPO, runner, waitFor, type Bundle } from '../helpers/supervisor.js';
+import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
+import { bareNamespace, GatewayProcess, REPO, waitFor } from '../helpers/supervisor.js';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const namespace = `vgwk-${uniqueLabName('k')}`;
-
-let bundle: Bundle | undefined;
+const { namespace, bundle } = bareNamespace(test, 'k');
 let dir: string | undefined;
 
 test.before(async () => {
-  if (!isRoot()) return;
-  bundle = await prepareBundle();
   dir = await mkdtemp(join(tmpdir(), 'vgw-start-refused-'));
-  await runner.run(['ip', 'netns', 'add', namespace]);
 });
 
-test.after.always('stop the gateways, delete the namespace', async () => {
-  if (!isRoot()) return;
-  await killAllGateways();
-  await runner.run(['ip', 'netns', 'del', namespace], { allowFailure: true });
-  await bundle?.remove();
+test.after.always('remove the config', async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
@@ -38,7 +29,7 @@ kernel(`a rule the kernel refuses at the start is said once, not at every retry 
   const example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as Record<string, unknown>;
   const config = join(dir!, 'gateway.yaml');
   await writeFile(config, stringify({ ...example, rules: { dir: join(REPO, 'test', 'fixtures', 'kernel', 'rules-kernel-rejects') } }));
-  const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: namespace, config });
+  const gateway = await GatewayProcess.start({ bundle: bundle().path, netns: namespace, config });
   // Four failed passes: the start's and three retries (0.5, 1 and 2 s later).
   await waitFor('four failed passes', async () => {
     const text = await gateway.metricsText().catch(() => '');
