@@ -18,8 +18,12 @@ import type { RunSettings } from './run-options.js';
 
 /** /metrics, /healthz, /readyz and /status of a supervisor; its version is the one /status shows. */
 export function endpoints(supervisor: Supervisor, reload: ReloadState, metrics: Metrics, version: string, log: Logger): HttpServer {
+  const refusedSeries = refusedFromZero(() => supervisor.config.config, metrics);
   return new HttpServer({
-    metrics: () => metrics.text(),
+    metrics: () => {
+      refusedSeries();
+      return metrics.text();
+    },
     health: () => supervisor.health(),
     ready: () => supervisor.ready,
     status: () => statusDocument(supervisor, reload, version),
@@ -69,6 +73,27 @@ function why(error: unknown): string {
   const code = (error as NodeJS.ErrnoException).code;
   return code === 'EADDRINUSE' ? 'the port is in use' : code === 'EADDRNOTAVAIL' ? 'no interface has that address'
     : code === 'ENOTFOUND' ? 'not an address' : code === 'EACCES' ? 'permission denied' : (error as Error).message;
+}
+
+/**
+ * vlan_gateway_http_refused_total starts at 0 for each VLAN of the running config and for vlan="" (IPv6 clients), as the
+ * other counters' known labels do: a series born at 1 by a VLAN's first refusal had no earlier sample, so
+ * `increase(vlan_gateway_http_refused_total[5m]) > 0` did not fire for it (only for a second refusal). A VLAN that
+ * leaves the config takes its series with it, as its traffic series go. Made again only when the config changes.
+ */
+function refusedFromZero(running: () => Config, metrics: Metrics): () => void {
+  let synced: Config | undefined;
+  let labelled = new Set<string>();
+  return () => {
+    const config = running();
+    if (config === synced) return;
+    synced = config;
+    const vlans = new Set(['', ...config.vlans.map((v) => v.name)]);
+    for (const vlan of labelled) if (!vlans.has(vlan)) metrics.httpRefused.remove({ vlan });
+    for (const vlan of vlans) metrics.httpRefused.inc({ vlan }, 0);
+    labelled = vlans;
+    metrics.changed();
+  };
 }
 
 /**

@@ -195,3 +195,35 @@ test('the supervisor\'s endpoints refuse a client routed behind a VLAN by the ro
     + 'side and the gateway itself only; allow it with http.allowFrom: [office] in the config\n');
   t.regex(await metrics.text(), /^vlan_gateway_http_refused_total\{vlan="office"\} 1$/m);
 });
+
+// A series born at 1 with the first refusal has no earlier sample: increase(vlan_gateway_http_refused_total[5m]) > 0
+// stayed 0 for a VLAN's first refused request (a real Prometheus fired only at the second). Known labels start at 0.
+test('vlan_gateway_http_refused_total is 0 for each VLAN (and vlan="") before any refusal, and follows the running config', async (t) => {
+  const parse = (vlans: string) => parseConfigText(`vlans:\n${vlans}`, 'x.yaml');
+  const supervisor = {
+    config: { path: 'x.yaml', text: '', config: parse('  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\n'
+      + '  - {name: guest, id: 30, subnet: 192.168.30.0/24, gateway: 192.168.30.1}\n') },
+    view: undefined,
+    ready: true,
+    health: () => ({ healthy: true }),
+  };
+  const metrics = new Metrics('0.0.0-test');
+  const http = endpoints(supervisor as unknown as Supervisor, {} as ReloadState, metrics, '0.0.0-test', makeLogger('silent'));
+  const { port } = await http.start('127.0.0.1:0');
+  t.teardown(() => http.stop());
+  const refusedLines = async () => (await (await fetch(`http://127.0.0.1:${port}/metrics`)).text())
+    .split('\n').filter((l) => l.startsWith('vlan_gateway_http_refused_total'));
+  t.deepEqual(await refusedLines(), [
+    'vlan_gateway_http_refused_total{vlan=""} 0',
+    'vlan_gateway_http_refused_total{vlan="office"} 0',
+    'vlan_gateway_http_refused_total{vlan="guest"} 0',
+  ]);
+  // A reload: guest leaves (its series with it), iot comes in at 0.
+  supervisor.config = { ...supervisor.config, config: parse('  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\n'
+    + '  - {name: iot, id: 40, subnet: 192.168.40.0/24, gateway: 192.168.40.1}\n') };
+  t.deepEqual(await refusedLines(), [
+    'vlan_gateway_http_refused_total{vlan=""} 0',
+    'vlan_gateway_http_refused_total{vlan="office"} 0',
+    'vlan_gateway_http_refused_total{vlan="iot"} 0',
+  ]);
+});
