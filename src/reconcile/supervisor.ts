@@ -21,6 +21,7 @@ import { backendFindingsOf, type Backend, type BackendFindings, type KnownSets, 
 import type { Templates } from '../plan/desired.js';
 import { linksAfter, tablesAfter } from '../plan/after.js';
 import { summarizeStep } from '../plan/format.js';
+import { nextHopOn } from '../plan/match.js';
 import type { Desired, UplinkBinding, VlanBinding } from '../plan/types.js';
 import type { AddressConflicts } from './conflicts.js';
 import { driftOf } from './drift.js';
@@ -358,7 +359,7 @@ export class Supervisor {
       const tables = knownTables && facts.tables === knownTables.tables ? 'known' : 'read';
       this.record({ trigger, result: 'success', durationMs: performance.now() - started, changes, drift, tables });
       this.metrics.lastSuccess.set(this.lastSuccessAt / 1000);
-      this.updateVlanUp();
+      this.updateVlanUp(config);
       if (changes.length > 0) this.log.info({ trigger, changes, drift, tables, durationMs: Math.round(performance.now() - started) }, 'reconciled: changes applied');
       else this.log.debug({ trigger, tables, durationMs: Math.round(performance.now() - started) }, 'reconciled: in sync');
     } catch (error) {
@@ -370,7 +371,7 @@ export class Supervisor {
       this.notBefore = this.now() + delay;
       const message = (error as Error)?.message ?? String(error);
       this.record({ trigger, result: 'failure', durationMs: performance.now() - started, changes: [], drift: [], error: message });
-      this.updateVlanUp(); // as the failed pass found the NICs: a gateway address it could not add is not up
+      this.updateVlanUp(config); // as the failed pass found the NICs: a gateway address it could not add is not up
       this.failureLog.error(message, { trigger, failures: this.failures, retryInMs: delay, err: error }, 'reconcile failed; previous rules left in place');
       // Retry the same request after the backoff; a newer request rides along.
       if (this.pending === undefined || PRIORITY[trigger] > PRIORITY[this.pending]) this.pending = trigger;
@@ -478,8 +479,11 @@ export class Supervisor {
     this.metrics.reconciles.inc({ trigger: record.trigger, result: record.result });
   }
 
-  /** 1 for a VLAN whose NIC is bound and holds its gateway address, as the last pass left them (see view). */
-  private updateVlanUp(): void {
+  /**
+   * 1 for a VLAN whose NIC is bound and holds its gateway address, as the last pass left them (see view); and for the
+   * uplink when its NIC is bound and up and the default route can go through it (as desired.ts decides the route).
+   */
+  private updateVlanUp(config: Config): void {
     const view = this.view;
     if (!view) return;
     this.metrics.vlanUp.reset();
@@ -488,6 +492,11 @@ export class Supervisor {
       const up = Boolean(nic?.addresses.some((a) => a.address === binding.vlan.gateway));
       this.metrics.vlanUp.set({ vlan: binding.vlan.name, interface: binding.nic?.name ?? '' }, up ? 1 : 0);
     }
+    const uplink = view.uplink.nic && (view.links.find((l) => l.name === view.uplink.nic!.name) ?? view.uplink.nic);
+    const { gateway } = config.uplink;
+    const uplinkUp = Boolean(uplink?.up && (gateway === undefined || nextHopOn(uplink, gateway)));
+    this.metrics.uplinkUp.reset();
+    this.metrics.uplinkUp.set({ interface: uplink?.name ?? '' }, uplinkUp ? 1 : 0);
   }
 
   /**

@@ -447,6 +447,7 @@ export interface StatusDocument {
   readonly backend: 'nft' | 'legacy' | null;
   readonly ready: boolean;
   readonly healthy: boolean;
+  readonly uplink: { readonly interface: string | null; readonly note?: string };
   readonly vlans: readonly StatusVlan[];
   readonly warnings: readonly string[];
   readonly waiting: readonly string[];

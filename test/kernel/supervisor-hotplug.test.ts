@@ -241,3 +241,37 @@ kernel(`a pass that fails before writing still shows the NICs it found: a NIC go
   await waitFor('a pass that succeeds once the set is gone', async () => (await gateway!.status()).lastReconcile?.result === 'success', 10_000, 50);
   t.deepEqual((await gateway!.status()).waiting, ['guest']);
 });
+
+// The uplink waits as a VLAN does (its NIC not attached yet, taken away, or down), and /metrics said nothing of it: no
+// alert could tell that no VLAN reached the Internet. vlan_gateway_uplink_up follows it as vlan_up follows a VLAN.
+kernel(`the uplink's NIC set down, taken away and given back: vlan_gateway_uplink_up follows it, as /status's uplink does${NEEDS_ROOT}`, async (t) => {
+  const uplinkUp = async () => series(await gateway!.metrics(), 'vlan_gateway_uplink_up').map((s) => `${s.labels.interface}=${s.value}`).join(' ');
+  const until = async (expected: string) => (await waitFor(`vlan_gateway_uplink_up ${expected}`, async () => {
+    const now = await uplinkUp();
+    return now === expected ? now : undefined;
+  }, 5000, 20)).value;
+  const { routerInterface, routerAddress, prefix, internetHost } = topology!.uplink;
+  t.is(await uplinkUp(), `${routerInterface}=1`);
+  await ip(router(), 'link', 'set', routerInterface, 'down');
+  t.is(await until(`${routerInterface}=0`), `${routerInterface}=0`, 'down: no default route through it');
+  t.regex((await gateway!.status()).uplink.note ?? '', /is down: no default route is set until it is up/);
+  await ip(router(), 'link', 'set', routerInterface, 'up');
+  t.is(await until(`${routerInterface}=1`), `${routerInterface}=1`);
+
+  const park = `vgwlab-${name}-park`; // inside the lab's prefix: `lab down` removes it too
+  await runner.run(['ip', 'netns', 'add', park]);
+  try {
+    await ip(router(), 'link', 'set', routerInterface, 'netns', park);
+    t.is(await until('=0'), '=0', 'waiting for a NIC: interface=""');
+    t.like((await gateway!.status()).uplink, { interface: null });
+    // Given back as Docker attaches a network: with its address; the gateway puts the default route back.
+    await ip(park, 'link', 'set', routerInterface, 'netns', router());
+    await ip(router(), 'addr', 'add', `${routerAddress}/${prefix}`, 'dev', routerInterface);
+    await ip(router(), 'link', 'set', routerInterface, 'up');
+    t.is(await until(`${routerInterface}=1`), `${routerInterface}=1`);
+    await pingUntilReply(office().client.namespace, internetHost);
+  } finally {
+    await runner.run(['ip', '-n', park, 'link', 'set', routerInterface, 'netns', router()], { allowFailure: true });
+    await runner.run(['ip', 'netns', 'del', park], { allowFailure: true });
+  }
+});
