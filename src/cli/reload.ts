@@ -7,6 +7,7 @@ import { readFile, realpath, stat } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { dirname } from 'node:path';
 import type { ApplyError } from '../apply/apply.js';
+import { rulesDirNamed } from '../config/load.js';
 import { isMountPoint } from '../config/mounts.js';
 import { serialized } from '../config/reload.js';
 import type { Config } from '../config/schema.js';
@@ -54,6 +55,12 @@ export class Reloads {
   private readonly reasons = new Set<string>();
   private readonly round: () => Promise<void>;
   private isPipe = false;
+  /**
+   * The rules.dir of the config the last reload rejected, watched beside the running one's until a reload succeeds:
+   * a config that names a directory not made yet, or one whose template is broken, is rejected, and the user's fix
+   * (making the directory, editing the template) must reach the gateway as an edit of the file does.
+   */
+  private pendingRulesDir: string | undefined;
   private watcher: ConfigWatch | undefined;
   /** Set by close(): the supervisor is stopping, and a round in flight neither applies nor says anything more. */
   private closed = false;
@@ -153,6 +160,9 @@ export class Reloads {
         return { again: (await this.inputsText()) !== before };
       }
       this.refusedInputs = undefined;
+      this.pendingRulesDir = undefined;
+      // The file put back as it runs, after a rejected reload: said as a reload is, since the rejection was.
+      const wasRejected = reload.result === 'failure';
       reload.at = at;
       reload.result = 'success';
       reload.errors = [];
@@ -163,13 +173,14 @@ export class Reloads {
         this.applySettings(next.config);
         supervisor.replaceConfig(next);
       } else {
-        log[why.includes('SIGHUP') ? 'info' : 'debug']({ why }, 'config reloaded: unchanged');
+        log[why.includes('SIGHUP') || wasRejected ? 'info' : 'debug']({ why }, 'config reloaded: unchanged');
       }
     } catch (error) {
       if (this.closed) return stopped;
       await sleep(RELOAD_SETTLE_MS);
       if (this.closed) return stopped;
       if ((await this.inputsText()) !== before) return { again: true };
+      this.pendingRulesDir = await rulesDirNamed(path);
       reload.at = at;
       reload.result = 'failure';
       reload.errors = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
@@ -177,7 +188,7 @@ export class Reloads {
       metrics.lastReloadOk.set(0);
       for (const line of reload.errors) log.error({ why, path }, `reload rejected, keeping the running config: ${line}`);
     } finally {
-      this.watcher?.rearm(supervisor.config.config.rules.dir);
+      this.watcher?.rearm(supervisor.config.config.rules.dir, this.pendingRulesDir);
       metrics.changed();
     }
     // A write between the read and the watches' rearm has no event of its own: the texts tell.

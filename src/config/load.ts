@@ -133,6 +133,29 @@ export async function loadConfig(path: string, cache?: ConfigCache, options: Val
 
 const rulesDirOf = (value: unknown): unknown => (value as { rules?: { dir?: unknown } } | null)?.rules?.dir;
 
+/**
+ * The rules.dir the config file at `path` names (relative to the file, as loadConfig resolves it), whether or not the
+ * config is valid: a reload the file or its templates failed watches it for the fix. Undefined when the file cannot
+ * be read or parsed, or names none.
+ */
+export async function rulesDirNamed(path: string): Promise<string | undefined> {
+  try {
+    const file = await open(path, 'r');
+    let text: string;
+    try {
+      const info = await file.stat();
+      if (!info.isFile() || info.size > MAX_CONFIG_BYTES) return undefined;
+      text = await file.readFile('utf8');
+    } finally {
+      await file.close();
+    }
+    const dir = rulesDirOf(parseYaml(text).value);
+    return typeof dir === 'string' && dir !== '' ? resolve(dirname(path), dir) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** rules.dir (relative to the config file) when it names no directory that can be read, as its problem. */
 async function rulesDirProblem(dir: unknown, path: string): Promise<Problem | undefined> {
   if (typeof dir !== 'string' || dir === '') return undefined;

@@ -30,19 +30,25 @@ export class ConfigWatch {
     private readonly options: ConfigWatchOptions = {},
   ) {}
 
-  /** (Re)sets every watch: the config file's directory, the file, and `rulesDir` when there is one. */
-  rearm(rulesDir?: string): void {
+  /**
+   * (Re)sets every watch: the config file's directory, the file, `rulesDir` when there is one, and `pendingRulesDir`:
+   * the rules.dir of a config that was rejected (the directory missing, a template of it broken), which the user
+   * makes or fixes next. A watch on it that cannot be set (not made yet) is not reported: its parent's tells.
+   */
+  rearm(rulesDir?: string, pendingRulesDir?: string): void {
     this.unwatch();
     if (this.closed) return;
     const name = basename(this.path);
     this.add(dirname(this.path), false, (changed) => changed === null || changed === name || changed === '..data');
     this.add(this.path, false, () => true);
-    if (rulesDir) {
-      this.add(rulesDir, true, () => true);
+    for (const dir of new Set([rulesDir, pendingRulesDir])) {
+      if (!dir) continue;
+      const report = dir === rulesDir;
+      this.add(dir, true, () => true, report);
       // rules.dir itself removed, created or swapped (rm -r, then made again; a rename over it): a watch on the
       // directory dies with it, so its parent tells, and the reload that follows sets the watch again.
-      const dirName = basename(rulesDir);
-      this.add(dirname(rulesDir), false, (changed) => changed === null || changed === dirName);
+      const dirName = basename(dir);
+      this.add(dirname(dir), false, (changed) => changed === null || changed === dirName, report);
     }
   }
 
@@ -52,7 +58,7 @@ export class ConfigWatch {
     this.unwatch();
   }
 
-  private add(path: string, recursive: boolean, relevant: (name: string | null) => boolean): void {
+  private add(path: string, recursive: boolean, relevant: (name: string | null) => boolean, report = true): void {
     try {
       const watcher = watch(path, { recursive, persistent: false }, (_event, name) => {
         if (relevant(name === null ? null : String(name))) this.fire();
@@ -61,7 +67,7 @@ export class ConfigWatch {
       watcher.on('error', () => undefined);
       this.watchers.push(watcher);
     } catch (error) {
-      this.options.onWatchError?.(path, error);
+      if (report) this.options.onWatchError?.(path, error);
     }
   }
 

@@ -119,6 +119,47 @@ kernel(`SIGHUP with an invalid file keeps the running config, its rules and traf
   t.is((await ping(office().client.namespace, lab().client.address, 3, 0.05)).received, 3, 'traffic flows');
 });
 
+// A config that names a rules.dir is rejected while the directory is missing or its template is broken. Only the
+// running config's rules.dir used to be watched, so the user's fix (the directory made, the template edited) went
+// unseen, and `docker logs` and /status kept saying the reload was rejected until a SIGHUP. And a file put back as it
+// runs, after a rejection, said nothing in the log (the rejection stood there as the last word).
+kernel(`a rejected config's rules.dir is watched: the directory made, then its template fixed, apply without a SIGHUP${NEEDS_ROOT}`, async (t) => {
+  const rulesDir = join(scratch!, 'rules-later.d');
+  const forward = (each: string) => `{{#each ${each}}}\n-i {{nic}} -p tcp --dport 25 -j REJECT\n{{/each}}\n`;
+  let from = gateway!.logs.length;
+  await writeFile(configPath, stringify({ ...example, rules: { dir: rulesDir } }));
+  await gateway!.waitForLog('the rejection', (l) => l.level >= 50 && l.msg.includes(`rules.dir: cannot read ${rulesDir} (no such directory) (line `), 5000, from);
+  // The directory appears whole (made elsewhere, renamed into place), with a typo in its template.
+  from = gateway!.logs.length;
+  const staging = join(scratch!, 'rules-staging');
+  await mkdir(join(staging, 'filter'), { recursive: true });
+  await writeFile(join(staging, 'filter', 'forward.hbs'), forward('vlanz'));
+  await rename(staging, rulesDir);
+  await gateway!.waitForLog('the template rejected', (l) => l.level >= 50 && l.why === 'file changed'
+    && l.msg.endsWith(`invalid rule template: ${join(rulesDir, 'filter', 'forward.hbs')}: vlanz is not a value templates have (top level: vlans, waiting, uplink, zones)`), 5000, from);
+  t.false(gateway!.logs.some((l) => /cannot watch/.test(l.msg)), 'a rules.dir not made yet is no watch error');
+  // The typo fixed: applied.
+  from = gateway!.logs.length;
+  await writeFile(join(rulesDir, 'filter', 'forward.hbs'), forward('vlans'));
+  await gateway!.waitForLog('the reload', (l) => l.msg === 'config reloaded' && l.why === 'file changed', 5000, from);
+  await gateway!.waitForLog('its pass', (l) => l.trigger === 'reload' && l.msg === 'reconciled: changes applied', 5000, from);
+  t.is(chainLines(await iptablesSave(router()), 'VGW-USER-FORWARD').filter((l) => /--dport 25 -j REJECT/.test(l)).length, 2);
+  t.is((await gateway!.status()).reload.lastResult, 'success');
+  t.is(await gateway!.metric('vlan_gateway_config_last_reload_successful'), 1);
+
+  // Broken again, then the file put back as it runs: the log says the reload went through.
+  from = gateway!.logs.length;
+  const running = await readFile(configPath, 'utf8');
+  await writeFile(configPath, running.replace('name: lab', 'name: Lab'));
+  await gateway!.waitForLog('the rejection', (l) => l.level >= 50 && /reload rejected/.test(l.msg), 5000, from);
+  from = gateway!.logs.length;
+  await writeFile(configPath, running);
+  const back = await gateway!.waitForLog('the file back', (l) => l.msg === 'config reloaded: unchanged', 5000, from);
+  t.like(back, { level: 30, why: 'file changed' });
+  t.is((await gateway!.status()).reload.lastResult, 'success');
+  await settleOn(stringify(example));
+});
+
 kernel(`a valid change (file watch) rewrites only the changed chain; the others keep their counters${NEEDS_ROOT}`, async (t) => {
   t.is((await ping(office().client.namespace, lab().client.address, 5, 0.05)).received, 5);
   t.is((await ping(lab().client.namespace, office().client.address, 5, 0.05)).received, 5);
@@ -299,6 +340,13 @@ kernel(`a reload whose rule the kernel refuses at commit is refused after the fa
   const refused = stringify({ ...example, rules: { dir: join(REPO, 'test', 'fixtures', 'kernel', 'rules-kernel-rejects') } });
   await writeFile(configPath, refused);
   await gateway!.waitForLog('the refusal', (l) => l.level >= 50 && /the kernel refuses a rule of rules.dir \(VGW-USER-POSTROUTING\); the config that last applied runs again/.test(l.msg), 10_000, from);
+  // The failed pass's own line, as `docker logs` shows it: the error's message, which names the table and the line,
+  // and its fields; no stack trace, nor the pass's whole restore payload and undo (a screenful for one user error).
+  const failed = gateway!.logs.slice(from).find((l) => l.msg === 'reconcile failed; previous rules left in place');
+  const err = failed?.err as Record<string, unknown> | undefined;
+  t.like(err, { type: 'ApplyError', rolledBack: true, userChain: 'VGW-USER-POSTROUTING' }, JSON.stringify(failed));
+  t.regex(String(err?.message), /^applying the nat table failed: .*\n(.*\n)*> +\d+ \| -A VGW-USER-POSTROUTING .*TCPMSS/);
+  t.deepEqual(Object.keys(err ?? {}).filter((k) => k === 'stack' || k === 'step'), [], 'no stack trace, no plan step');
   await waitFor('a pass with the config that last applied', async () => {
     const status = await gateway!.status();
     return status.config.hash === goodHash && status.lastReconcile?.result === 'success' ? true : undefined;
