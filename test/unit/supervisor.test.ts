@@ -303,6 +303,26 @@ test('a VLAN that loses its NIC is a warning, once, naming the NIC; its return i
     [['vlan office lost its NIC (eth1): its hosts are cut off until it is back', 'office', 'eth1']]);
 });
 
+test('the uplink that loses its NIC is a warning, once; its return (docker network connect) is told too', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.ns.removeLink('eth0'); // docker network disconnect of the uplink network
+  r.supervisor.trigger('netlink');
+  await settle(r, 2);
+  r.supervisor.trigger('schedule');
+  await settle(r, 3);
+  r.ns.addLink({ name: 'eth0', addresses: ['203.0.113.2/24'] }); // connected again (the lab's config names it)
+  r.supervisor.trigger('netlink');
+  await settle(r, 4);
+  r.supervisor.trigger('schedule');
+  await settle(r, 5);
+  t.deepEqual(r.logs.filter((l) => l.uplink !== undefined).map((l) => [l.level, l.msg, l.uplink]), [
+    [40, 'the uplink lost its NIC (eth0): the VLANs have no way out until it is back', 'eth0'],
+    [30, 'the uplink is on eth0: the VLANs have a way out', 'eth0'],
+  ]);
+});
+
 test('a VLAN whose subnet is not its Docker network\'s is told in the log, naming the NIC no VLAN took, once; a VLAN waiting with no such NIC is not', async (t) => {
   // office typed as 192.168.11.0/24 while Docker's office network (eth1) is 192.168.10.0/24; guest not attached yet.
   const typo: Config = {
