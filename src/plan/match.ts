@@ -220,16 +220,25 @@ export function namesUnclaimedNics(binding: VlanBinding): boolean {
 const UNCLAIMED = '(not the uplink and in no VLAN: ';
 
 /**
+ * The NICs with an address that are neither the uplink nor any VLAN's (loopback aside), each with the addresses it
+ * holds ("192.168.30.2/24"), in link order: a network connected to the container that no VLAN of the config is for.
+ */
+export function unclaimedNics(bindings: readonly VlanBinding[], links: readonly Link[], uplinkName: string | undefined): Map<string, string> {
+  const bound = new Set(bindings.flatMap((b) => (b.nic ? [b.nic.name] : [])));
+  return new Map(links.filter((l) => !l.loopback && l.name !== uplinkName && !bound.has(l.name) && l.addresses.length > 0)
+    .map((l) => [l.name, heldBy(l)]));
+}
+
+/**
  * A VLAN that waits for a NIC in its subnet while a NIC with an address is neither the uplink nor any VLAN's names
  * that NIC, as the uplink's note names the NICs there are: a config whose subnet is not its Docker network's (a
  * typo, 192.168.11.0/24 for a network of 192.168.10.0/24) otherwise reads as a network not yet connected.
  */
 function withUnclaimedNics(bindings: VlanBinding[], links: readonly Link[], uplinkName: string | undefined): VlanBinding[] {
   if (bindings.every((b) => b.nic)) return bindings;
-  const bound = new Set(bindings.flatMap((b) => (b.nic ? [b.nic.name] : [])));
-  const unclaimed = links.filter((l) => l.name !== uplinkName && !bound.has(l.name) && l.addresses.length > 0);
-  if (unclaimed.length === 0) return bindings;
-  const named = unclaimed.map((l) => `${l.name} has ${heldBy(l)}`).join('; ');
+  const unclaimed = unclaimedNics(bindings, links, uplinkName);
+  if (unclaimed.size === 0) return bindings;
+  const named = [...unclaimed].map(([name, held]) => `${name} has ${held}`).join('; ');
   return bindings.map((b) => (b.nic || b.note !== plainWaitNote(b.vlan.subnet) ? b
     : { ...b, note: `${b.note} ${UNCLAIMED}${named})` }));
 }

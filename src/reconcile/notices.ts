@@ -2,7 +2,8 @@
  * What a pass says about the VLANs' and the uplink's NICs, once, as it appears: a binding's note, and a NIC lost
  * since the last good pass. Pure: from the desired state that pass planned and this pass's.
  */
-import { isPlainWait, namesUnclaimedNics } from '../plan/match.js';
+import type { Link } from '../observe/facts.js';
+import { isPlainWait, namesUnclaimedNics, unclaimedNics } from '../plan/match.js';
 import type { Desired } from '../plan/types.js';
 
 export interface Notice {
@@ -41,4 +42,22 @@ export function bindingNotices(before: Desired | undefined, desired: Desired): N
     }
   }
   return notices;
+}
+
+/**
+ * A NIC with an address that no VLAN took and that is not the uplink: a network connected to the container that the
+ * config has no VLAN for (a `vlans` entry forgotten, or a subnet typed wrong while every VLAN is bound elsewhere),
+ * which was silence: nothing waits, and nothing is routed. Told once per NIC and addresses, as it appears, as
+ * information (a management network may be connected on purpose); not where a waiting VLAN's note names it already.
+ * `before`: what the last pass found unclaimed (undefined at the first), returned anew as `unclaimed`.
+ */
+export function unclaimedNicNotices(before: ReadonlyMap<string, string> | undefined, desired: Desired, links: readonly Link[]): { notices: Notice[]; unclaimed: Map<string, string> } {
+  const unclaimed = unclaimedNics(desired.vlans, links, desired.uplink.nic?.name);
+  const waitingNamesThem = desired.vlans.some(namesUnclaimedNics);
+  const notices: Notice[] = [];
+  for (const [nic, held] of unclaimed) {
+    if (waitingNamesThem || before?.get(nic) === held) continue;
+    notices.push({ fields: { interface: nic }, level: 'info', message: `${nic} has ${held}, in no VLAN of the config, and is not the uplink: the gateway does not route it (a VLAN whose subnet holds its address would be)` });
+  }
+  return { notices, unclaimed };
 }

@@ -25,7 +25,7 @@ import { nextHopOn } from '../plan/match.js';
 import type { Desired, UplinkBinding, VlanBinding } from '../plan/types.js';
 import type { AddressConflicts } from './conflicts.js';
 import { driftOf } from './drift.js';
-import { bindingNotices } from './notices.js';
+import { bindingNotices, unclaimedNicNotices } from './notices.js';
 import { knownSetsAfter, reconcileOnce, type Mode } from './once.js';
 
 export interface ConfigState {
@@ -143,6 +143,8 @@ export class Supervisor {
    * write failed and was rolled back). Not the whole facts, whose 10,000 parsed rules need not live on.
    */
   view: SupervisorView | undefined;
+  /** The NICs no VLAN took (not the uplink) at the last good pass, with their addresses: each is told once (notices.ts). */
+  private unclaimedNics: ReadonlyMap<string, string> | undefined;
   lastRecord: ReconcileRecord | undefined;
   /**
    * The pass running now, if any. /readyz turns 200 once forwarding is in place, which on the first pass is before
@@ -335,7 +337,9 @@ export class Supervisor {
         this.metrics.driftRepairs.inc({ kind });
       }
       // Notes on the NICs (reconcile/notices.ts) and the plan's warnings, each logged once, as it appears.
-      for (const notice of bindingNotices(this.lastDesired, plan.desired)) this.log[notice.level ?? 'warn'](notice.fields, notice.message);
+      const { notices: unclaimedNotices, unclaimed } = unclaimedNicNotices(this.unclaimedNics, plan.desired, facts.links);
+      this.unclaimedNics = unclaimed;
+      for (const notice of [...bindingNotices(this.lastDesired, plan.desired), ...unclaimedNotices]) this.log[notice.level ?? 'warn'](notice.fields, notice.message);
       for (const warning of plan.warnings ?? []) {
         if (this.warned.has(warning) || (warning === CONNTRACK_MISSING && this.conntrackMissingSaid)) continue;
         this.log.warn(warning);

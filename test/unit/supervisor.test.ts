@@ -323,6 +323,27 @@ test('the uplink that loses its NIC is a warning, once; its return (docker netwo
   ]);
 });
 
+test('a network connected that no VLAN of the config is for is told once (info), naming its NIC and address; it is not routed', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.ns.addLink({ name: 'eth3', addresses: ['192.168.30.2/24'] }); // docker network connect vlan30, with no vlans entry for it
+  r.supervisor.trigger('netlink');
+  await settle(r, 2);
+  r.supervisor.trigger('schedule');
+  await settle(r, 3);
+  const told = () => r.logs.filter((l) => l.interface === 'eth3').map((l) => [l.level, l.msg]);
+  const line = 'eth3 has 192.168.30.2/24, in no VLAN of the config, and is not the uplink: the gateway does not route it (a VLAN whose subnet holds its address would be)';
+  t.deepEqual(told(), [[30, line]]);
+  t.notRegex(r.ns.save(), /eth3/, 'no rule for it');
+  // Another address on it is news; the same again is not.
+  r.ns.removeLink('eth3');
+  r.ns.addLink({ name: 'eth3', addresses: ['192.168.40.2/24'] });
+  r.supervisor.trigger('netlink');
+  await settle(r, 4);
+  t.deepEqual(told(), [[30, line], [30, line.replace('192.168.30.2', '192.168.40.2')]]);
+});
+
 test('a VLAN whose subnet is not its Docker network\'s is told in the log, naming the NIC no VLAN took, once; a VLAN waiting with no such NIC is not', async (t) => {
   // office typed as 192.168.11.0/24 while Docker's office network (eth1) is 192.168.10.0/24; guest not attached yet.
   const typo: Config = {
@@ -346,6 +367,7 @@ test('a VLAN whose subnet is not its Docker network\'s is told in the log, namin
     [30, `vlan office is not routed: ${note}`, 'office'],
     [30, `vlan guest is not routed: ${guestNote}`, 'guest'],
   ]);
+  t.false(r.logs.some((l) => /in no VLAN of the config/.test(l.msg)), 'eth1 is named by the waiting VLANs\' notes, not once more on its own');
   const vlans = (statusDocument(r.supervisor, { errors: [] }, 'test') as { vlans: Array<{ name: string; note?: string }> }).vlans;
   t.deepEqual(vlans.map((v) => [v.name, v.note]), [['office', note], ['lab', undefined], ['guest', guestNote]]);
 
