@@ -129,7 +129,10 @@ async function check(runner: CommandRunner, args: LabArgs): Promise<boolean> {
   const result = await labCheck(runner, topology, loaded.config);
   out(formatMatrix(result));
   // What the config allows is worked out from its forwarding rules and NAT; the user's own templates are not read.
-  if (loaded.config.rules.dir) out(`note: the "allowed" column does not model the templates in rules.dir (${loaded.config.rules.dir}): a rule of yours shows as a mismatch`);
+  if (loaded.config.rules.dir) {
+    out(`note: what the config allows is read from its forwarding rules and port forwards, not from the templates in rules.dir (${loaded.config.rules.dir}): `
+      + 'a probe that a rule of yours decides otherwise shows as a mismatch (!)');
+  }
   return result.ok;
 }
 

@@ -7,7 +7,7 @@
 import test from 'ava';
 import { execa } from 'execa';
 import { existsSync, statSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -271,6 +271,23 @@ kernel(`lab check without --config checks the config lab up applied, and says wh
     const edited = await cli('lab', 'check', '--name', cliName);
     t.is(edited.code, 1, edited.stdout);
     t.true(edited.stdout.includes(`note: ${path} changed since \`lab up\` applied it; checking against it as it is now (apply it with: vlan-gateway apply --netns vgwlab-${cliName}-router --config ${path})`), edited.stdout);
+
+    // A rule of its own in rules.dir, applied: the expected verdicts are the config's forwarding rules alone, so
+    // the SSH the template rejects is a mismatch, and the check says why (it used to name an "allowed" column
+    // that the matrix does not have).
+    const rulesDir = join(dir, 'rules.d');
+    await mkdir(join(rulesDir, 'filter'), { recursive: true });
+    await writeFile(join(rulesDir, 'filter', 'forward.hbs'), '-s 192.168.20.0/24 -d 192.168.10.0/24 -p tcp --dport 22 -j REJECT\n');
+    const withRules = join(dir, 'with-rules.yaml');
+    await writeFile(withRules, `${mine}rules: {dir: rules.d}\n`);
+    const applied = await cli('apply', '--netns', `vgwlab-${cliName}-router`, '--config', withRules);
+    t.is(applied.code, 0, applied.stderr);
+    const ruled = await cli('lab', 'check', '--name', cliName, '--config', withRules);
+    t.is(ruled.code, 1, ruled.stdout);
+    t.regex(ruled.stdout, /^lab +ping ✗ tcp\/22 ✗! /m);
+    t.regex(ruled.stdout, /^ {2}lab → office tcp\/22: the config says pass, got blocked/m);
+    t.true(ruled.stdout.includes('note: what the config allows is read from its forwarding rules and port forwards, not from the templates in '
+      + `rules.dir (${rulesDir}): a probe that a rule of yours decides otherwise shows as a mismatch (!)\n`), ruled.stdout);
 
     const down = await cli('lab', 'down', '--name', cliName);
     t.is(down.code, 0);
