@@ -7,6 +7,8 @@ import { CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend, Facts, KnownSets, KnownTables, Link, OtherForward, Route, RoutedPrefix, SavedSet, SavedTable } from './facts.js';
 import { parseDefaultRoute, parseIpAddr, parseRoutedPrefixes } from './parse-ip.js';
 import { parseIpsetHeaders, parseIpsetSave } from './parse-ipset.js';
+import { OUR_PREFIX } from '../plan/chains.js';
+import { verdictOf } from '../plan/rule-text.js';
 import { hasAnyRules, hasOurChains, SaveParser, tableOf } from './parse-save.js';
 
 export const MANAGED_SYSCTLS = ['net.ipv4.ip_forward'] as const;
@@ -189,11 +191,7 @@ export async function readTables(
   }
   const nft = nftRead.tables;
   if (!nft && !legacy) throw new BackendError('neither iptables-nft-save nor iptables-legacy-save works here; install iptables');
-  if (nft && legacy && hasOurChains(nft) && hasOurChains(legacy)) {
-    throw new BackendError('VGW- chains exist in both the iptables-nft and the iptables-legacy rule sets; the kernel runs both, '
-      + 'so rules would be enforced twice. Remove one set (for example `iptables-legacy-save | grep VGW-`, then flush and delete those '
-      + 'chains with iptables-legacy) and run again.');
-  }
+  if (nft && legacy && hasOurChains(nft) && hasOurChains(legacy)) throw inBothBackends(nft, legacy);
   // Legacy tables the kernel has, unread: iptables-legacy is not installed here (nft's tables were, so they are ours).
   const names = legacy === undefined ? await legacyTables : undefined;
   if (nft && names && names.length > 0) {
@@ -215,6 +213,61 @@ export function chooseBackend(nft: Map<string, SavedTable> | undefined, legacy: 
   if (legacy && hasAnyRules(legacy) && !hasAnyRules(nft)) return { backend: 'legacy', why: 'the namespace\'s rules are there' };
   if (hasAnyRules(nft)) return { backend: 'nft', why: 'the namespace\'s rules are there' };
   return { backend: 'nft', why: 'no rules in either: the default' };
+}
+
+/**
+ * Our chains in both rule sets: which set to keep (where the gateway would write if neither held its chains: where
+ * Docker's DNS chains or the namespace's other rules are), and the commands that remove the other one. Said whole,
+ * since the way out is the operator's: the gateway cannot tell which set is current.
+ */
+export function inBothBackends(nft: Map<string, SavedTable>, legacy: Map<string, SavedTable>): BackendError {
+  const { backend: keep, why } = chooseBackend(withoutOurs(nft), withoutOurs(legacy));
+  const drop: Backend = keep === 'nft' ? 'legacy' : 'nft';
+  const reason = why === 'no rules in either: the default' ? 'neither holds other rules, and nft is the default' : why;
+  return new BackendError(`VGW- chains exist in both the iptables-nft and the iptables-legacy rule sets; the kernel runs both, so rules `
+    + `would be enforced twice, and the gateway cannot tell which set is current. Keep the ones in iptables-${keep} (${reason}), and `
+    + `remove those in iptables-${drop} (in the gateway's network namespace), then run again:\n`
+    + removalCommands(drop, drop === 'nft' ? nft : legacy).map((c) => `  ${c}`).join('\n'));
+}
+
+/** The tables without our chains and the rules that jump to them: what the namespace holds besides the gateway. */
+function withoutOurs(tables: Map<string, SavedTable>): Map<string, SavedTable> {
+  const others = new Map<string, SavedTable>();
+  for (const [name, table] of tables) {
+    const rules = new Map([...table.rules]
+      .filter(([chain]) => !chain.startsWith(OUR_PREFIX))
+      .map(([chain, list]) => [chain, list.filter((r) => !verdictOf(r.body)?.startsWith(OUR_PREFIX))] as const)
+      .filter(([, list]) => list.length > 0));
+    others.set(name, { ...table, chains: new Set([...table.chains].filter((c) => !c.startsWith(OUR_PREFIX))), rules });
+  }
+  return others;
+}
+
+/** A rule body that a shell passes to iptables as it reads (no $, backquote, backslash, ! or single quote). */
+const SHELL_SAFE = /^[\w .,:/=@%+"-]*$/;
+
+/**
+ * `iptables-<backend>` commands that remove our chains from a rule set: every jump to one of them from a chain of
+ * someone's (by its text, or by its number where the text is not shell-safe: a chain's last first, so that the
+ * numbers before it hold), then each chain flushed, then deleted (a chain may be deleted once nothing refers to it).
+ */
+export function removalCommands(backend: Backend, tables: Map<string, SavedTable>): string[] {
+  const tool = `iptables-${backend}`;
+  const commands: string[] = [];
+  for (const [table, { chains, rules }] of tables) {
+    const ours = [...chains].filter((c) => c.startsWith(OUR_PREFIX));
+    for (const [chain, list] of rules) {
+      if (chain.startsWith(OUR_PREFIX)) continue;
+      for (let i = list.length - 1; i >= 0; i--) {
+        const { body } = list[i]!;
+        if (!verdictOf(body)?.startsWith(OUR_PREFIX)) continue;
+        commands.push(`${tool} -t ${table} -D ${chain} ${SHELL_SAFE.test(body) ? body : String(i + 1)}`);
+      }
+    }
+    for (const chain of ours) commands.push(`${tool} -t ${table} -F ${chain}`);
+    for (const chain of ours) commands.push(`${tool} -t ${table} -X ${chain}`);
+  }
+  return commands;
 }
 
 /** A backend's FORWARD chain, when it filters anything: rules, or a policy other than ACCEPT. */
