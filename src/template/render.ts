@@ -208,7 +208,8 @@ export function checkRuleBody(body: string): string | undefined {
     const bad = [...body].find((c) => !SAFE.test(c))!;
     return `${JSON.stringify(body)} has a character that is not allowed in a rule: ${JSON.stringify(bad)} (allowed: letters, digits, space and ${SAFE_PUNCTUATION})`;
   }
-  if (!body.startsWith('-')) return `${JSON.stringify(body)} is not a rule body (it must start with an option such as -s or -j)`;
+  // A negated first match (`! -s 10.0.0.0/8 …`, `! -d …`) is how iptables itself writes one: a rule body too.
+  if (!body.startsWith('-') && !body.startsWith('! -')) return `${JSON.stringify(body)} is not a rule body (it must start with an option such as -s or -j)`;
   // Quotes only come from user templates (comments); only then is a real tokenizer needed.
   const tokens = body.includes('"') ? quotedTokens(body) : undefined;
   if (tokens === undefined && body.includes('"')) return `${JSON.stringify(body)} has an unbalanced quote`;

@@ -426,6 +426,16 @@ test('every refused line of a template is said in one error, each with its rende
   t.deepEqual([error?.file, error?.line], ['rules.d/filter/forward.hbs', 2], 'the first problem is the error\'s own');
 });
 
+// `! -s 10.0.0.0/8 -j MASQUERADE` is iptables' own spelling of a negated first match (iptables-save prints it so):
+// it was refused as "not a rule body (it must start with an option such as -s or -j)".
+test('a rule whose first match is negated (! -s, ! -d) is a rule body; a ! before anything but an option is not', (t) => {
+  t.deepEqual(renderRules('! -s 10.0.0.0/8 -p tcp --dport 25 -j REJECT\n! -d 192.168.0.0/16 -j ACCEPT\n', 'rules.d/nat/postrouting.hbs', {}),
+    ['! -s 10.0.0.0/8 -p tcp --dport 25 -j REJECT', '! -d 192.168.0.0/16 -j ACCEPT']);
+  for (const body of ['! hello -j DROP', '!-s 10.0.0.0/8 -j DROP', '!']) {
+    t.is(checkRuleBody(body), `${JSON.stringify(body)} is not a rule body (it must start with an option such as -s or -j)`);
+  }
+});
+
 test('a template refusing thousands of lines says the first 20 and counts the rest', (t) => {
   const error = t.throws(() => renderRules('{{#each lines}}-p tcp\n{{/each}}', 'rules.d/filter/forward.hbs', { lines: Array.from({ length: 5000 }, (_, i) => i) }),
     { instanceOf: TemplateError });
