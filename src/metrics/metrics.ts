@@ -47,7 +47,7 @@ export class Metrics {
   readonly natBytes = new Counter({ name: 'vlan_gateway_nat_bytes_total', help: 'Bytes of the packets that set up a NAT mapping, by VLAN and kind.', labelNames: ['vlan', 'kind'], registers: [this.registry] });
   readonly droppedPackets = new Counter({
     name: 'vlan_gateway_dropped_packets_total', labelNames: ['reason'], registers: [this.registry],
-    help: 'Packets the gateway drops outside its forwarding policy, by reason: invalid (conntrack state), spoofed (a source its NIC may not forward from: a VLAN subnet\'s on another NIC, or one outside the VLAN\'s subnet and routed networks), unmanaged (from or to a NIC the gateway does not manage), waiting (to a VLAN whose NIC is not attached), hairpin (back out of the NIC it came in on; to a network routed behind a host of that VLAN it is forwarded).',
+    help: 'Packets the gateway drops outside its forwarding policy, by reason: invalid (conntrack state), spoofed (a source its NIC may not forward from: a VLAN subnet\'s on another NIC, or one outside the VLAN\'s subnet and routed networks, or a broadcast address), unmanaged (from or to a NIC the gateway does not manage), waiting (to a VLAN whose NIC is not attached), hairpin (back out of the NIC it came in on; to a network routed behind a host of that VLAN it is forwarded).',
   });
   readonly droppedBytes = new Counter({ name: 'vlan_gateway_dropped_bytes_total', help: 'Bytes of the packets the gateway drops outside its forwarding policy, by reason.', labelNames: ['reason'], registers: [this.registry] });
   readonly conntrackEntries = new Gauge({ name: 'vlan_gateway_conntrack_entries', help: 'Connection-tracking entries in the gateway\'s namespace.', registers: [this.registry] });

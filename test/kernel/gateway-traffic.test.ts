@@ -316,6 +316,54 @@ kernel(`a forged packet that fits another VLAN's connection is dropped: sources 
   }
 });
 
+// A broadcast the gateway takes itself (office's host wakes a lab machine: Wake-on-LAN to lab's 192.168.20.255)
+// leaves a conntrack entry whose reply comes from 192.168.20.255, an address no host holds. A lab device that sends
+// from it fits that entry: inside lab's subnet and on lab's NIC, it passed the source check, and was accepted as a
+// reply into office, which the policy closes to lab's UDP. Linux drops such a source only with rp_filter on, which a
+// container's namespace does not have.
+kernel(`a source that is a VLAN's broadcast address is dropped: a forged "reply" to a broadcast the gateway took does not pass a drop policy${NEEDS_ROOT}`, async (t) => {
+  const applied = await apply(files.drop.path);
+  t.is(applied.code, 0, applied.stderr);
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  const broadcast = '192.168.20.255';
+  // The forging device: on lab's bridge, holding lab's broadcast address alone (a host that also holds an address
+  // of the /24 sends from that one instead), lab's gateway reached without ARP.
+  const forger = `vgwtest-bc-${process.pid}`;
+  const routerMac = JSON.parse(await inNs(router, 'ip', '-j', 'link', 'show', 'dev', lab.routerInterface))[0].address as string;
+  try {
+    await runner.run(['ip', 'netns', 'add', forger]);
+    await runner.run(['ip', '-n', topology.switch, 'link', 'add', 'bc0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', forger]);
+    await runner.run(['ip', '-n', topology.switch, 'link', 'set', 'bc0', 'master', lab.bridge, 'up']);
+    for (const line of ['link set lo up', 'link set eth0 up', `address add ${broadcast}/32 dev eth0`, `route add ${lab.gateway} dev eth0`,
+      `route add default via ${lab.gateway}`, `neigh add ${lab.gateway} lladdr ${routerMac} dev eth0`]) {
+      await runner.run(['ip', '-n', forger, ...line.split(' ')]);
+    }
+    const wake = await udpSend(office.client.namespace, office.client.address, 40031, broadcast, 9, 'wake');
+    t.is(wake.exitCode, 0, wake.stderr);
+    const listener = await udpListener(office.client.namespace, office.client.address, 40031, 'quiet');
+    const drops = await broadcastDrops();
+    try {
+      await udpSend(lab.client.namespace, lab.client.address, 9, office.client.address, 40031, 'from lab');
+      await udpSend(forger, broadcast, 9, office.client.address, 40031, 'forged');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      t.deepEqual(listener.lines, [], 'neither lab\'s host (the policy) nor the broadcast address (forged) reached office');
+    } finally {
+      await listener.stop();
+    }
+    t.is(await broadcastDrops(), drops + 1, 'the forged datagram was dropped as a forged source');
+  } finally {
+    await runner.run(['ip', '-n', topology.switch, 'link', 'del', 'bc0'], { allowFailure: true });
+    await runner.run(['ip', 'netns', 'del', forger], { allowFailure: true });
+  }
+});
+
+/** The packet counter of the drop of broadcast sources in VGW-SOURCES. */
+async function broadcastDrops(): Promise<number> {
+  const line = (await save(router, 'nft', '-c', '-t', 'filter')).split('\n').find((l) => l.includes('--src-type BROADCAST'));
+  return Number(/^\[(\d+):/.exec(line ?? '')?.[1] ?? 0);
+}
+
 // BCP 38 for any source: one that is no VLAN's and not routed through the NIC it came in on is forged. It left
 // through the uplink without NAT (MASQUERADE is per VLAN subnet): spoofed floods and reflection from inside.
 kernel(`a source outside every VLAN's subnet, not routed through its NIC, is dropped before it reaches the uplink${NEEDS_ROOT}`, async (t) => {

@@ -141,12 +141,12 @@ test('ruleSamples over a real apply: every label is a VLAN name or uplink, never
     else if (s.metric === 'dropped') t.true((DROP_REASONS as readonly string[]).includes(s.labels.reason!), JSON.stringify(s.labels));
     else t.true(['office', 'lab'].includes(s.labels.vlan!) && ['masquerade', 'snat', 'dnat'].includes(s.labels.kind!), JSON.stringify(s.labels));
   }
-  // The drops outside the pairs' policy: the forged sources (VGW-SOURCES: a VLAN's subnet elsewhere, one set lookup
-  // here, and any other source on each VLAN's NIC), the INVALID state, what comes from a NIC we do not manage (one
+  // The drops outside the pairs' policy: the forged sources (VGW-SOURCES: a broadcast address as the source, a VLAN's
+  // subnet elsewhere, one set lookup here, and any other source on each VLAN's NIC), the INVALID state, what comes from a NIC we do not manage (one
   // rule per NIC of ours it is headed to); then per zone's chain (office, lab, uplink), back out of the NIC it came
   // in on, and out of a NIC that is no zone's.
   const dropped = samples.filter((s) => s.metric === 'dropped').map((s) => s.labels.reason);
-  t.deepEqual(dropped, ['spoofed', 'spoofed', 'spoofed', 'invalid', 'unmanaged', 'unmanaged', 'unmanaged',
+  t.deepEqual(dropped, ['spoofed', 'spoofed', 'spoofed', 'spoofed', 'invalid', 'unmanaged', 'unmanaged', 'unmanaged',
     'hairpin', 'unmanaged', 'hairpin', 'unmanaged', 'hairpin', 'unmanaged']);
   // office → lab has no rules of its own (default accept): no rule branches to it, its accounting set member
   // counts all of it. The uplink → office drop (FROM-UP branches one by one) is a rule.
