@@ -353,6 +353,9 @@ export class Supervisor {
       this.conflicts?.passed(this.view, plan.steps);
       this.lastSuccessAt = this.now();
       this.lastGood = used;
+      // A run of failures ended: said at info even when nothing is left to change (the previous rules stood), or
+      // the log's last word would stay the rate-limited error while /status and /healthz say all is well.
+      const failedFor = this.failingSince === undefined ? undefined : this.now() - this.failingSince;
       this.failures = 0;
       this.failingSince = undefined;
       this.notBefore = 0;
@@ -364,7 +367,9 @@ export class Supervisor {
       this.record({ trigger, result: 'success', durationMs: performance.now() - started, changes, drift, tables });
       this.metrics.lastSuccess.set(this.lastSuccessAt / 1000);
       this.updateVlanUp(config);
-      if (changes.length > 0) this.log.info({ trigger, changes, drift, tables, durationMs: Math.round(performance.now() - started) }, 'reconciled: changes applied');
+      const recovered = failedFor === undefined ? {} : { recoveredAfterMs: Math.round(failedFor) };
+      if (changes.length > 0) this.log.info({ trigger, changes, drift, tables, ...recovered, durationMs: Math.round(performance.now() - started) }, 'reconciled: changes applied');
+      else if (failedFor !== undefined) this.log.info({ trigger, tables, ...recovered, durationMs: Math.round(performance.now() - started) }, 'reconciled: in sync, failing no more');
       else this.log.debug({ trigger, tables, durationMs: Math.round(performance.now() - started) }, 'reconciled: in sync');
     } catch (error) {
       this.knownSets = undefined;

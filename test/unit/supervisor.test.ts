@@ -514,6 +514,11 @@ test('after a failure the next attempt waits with exponential backoff, up to the
   await until('a successful retry', () => r.supervisor.lastRecord?.result === 'success', 2000);
   t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success' });
   t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'schedule', result: 'success' }), 1, 'the same request, retried');
+  // Nothing was left to change (the previous rules stood), yet the end of the failures is said, at info: the log's
+  // last word is not the error while /healthz says all is well.
+  const after = r.logs.slice(r.logs.indexOf(errors[0]!) + 1).filter((l) => l.level >= 30);
+  t.like(after.at(-1), { level: 30, msg: 'reconciled: in sync, failing no more', trigger: 'schedule' });
+  t.true((after.at(-1)!.recoveredAfterMs as number) >= 25 + 50 + 100 * 8, 'how long the passes failed');
   const passes = r.metrics.passes;
   await sleep(250);
   t.is(r.metrics.passes, passes, 'no more retries once it succeeded');
