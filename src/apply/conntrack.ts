@@ -1,18 +1,26 @@
 /**
  * Clearing the UDP flows a change of the port forwards leaves going the wrong way (plan/conntrack.ts), once the nat
  * table is written: one `conntrack -L` of the UDP entries (filtered to the port where the clears are for one), the
- * stale ones picked here, then one `conntrack -D` per address and port that has stale entries (deleteFilters), a few
- * at a time. A forwarded range of 1,000 ports with one client stuck on one of them is two processes, not 1,000:
- * conntrack takes no range of ports (`--orig-port-dst 6000-6010` is read as 6000). Its batch mode (`-R -`) opens
- * /dev/stdin by name, which fails on the socket Node gives a child as its stdin, so it is not used.
+ * stale ones picked as the listing comes, in slices that let the event loop turn (ListingReader), then one
+ * `conntrack -D` per address and port that has stale entries (deleteFilters), a few at a time. A forwarded range of
+ * 1,000 ports with one client stuck on one of them is two processes, not 1,000: conntrack takes no range of ports
+ * (`--orig-port-dst 6000-6010` is read as 6000).
+ *
+ * Each `conntrack -D` reads the whole table: conntrack-tools (1.4.7 in Debian 12, 1.4.8 in Alpine; src/conntrack.c,
+ * CT_DELETE) dumps every entry of the family and matches the filter itself, handing the kernel only the family and a
+ * mark; so does `-L` (and a status). At 100,000 entries that is about 0.25 s of CPU per delete here, and the deletes
+ * are as many as the addresses and ports with stale flows. Nothing in the tool does it with fewer reads: a filter
+ * takes one value per option, no set or range of ports; `-R FILE` runs each line as a command of its own (a read of
+ * the table per `-D` line), and `-R -` opens /dev/stdin by name, which fails on the socket Node gives a child as its
+ * stdin; `-A` cannot change an entry in place (1.4.7 asks with NLM_F_EXCL: EEXIST, seen with strace), and `-U`
+ * reads the whole table as `-D` does.
  *
  * Not part of the atomic write: the rules stay applied whatever happens here, and what could not be cleared is said
  * as a warning. A conntrack that is not installed is said as such; one killed or unable to start is a failure like
  * any other, never taken for one that is missing.
  */
 import { CommandError, type CommandRunner } from '../exec/runner.js';
-import { parseConntrackList } from '../observe/parse-conntrack.js';
-import { deleteFilters, portText, staleEntries } from '../plan/conntrack.js';
+import { portText, StalePicker } from '../plan/conntrack.js';
 import type { ConntrackClear } from '../plan/types.js';
 
 export interface FlowsCleared {
@@ -59,15 +67,76 @@ const ENTRY_GONE = /: Operation failed: such conntrack doesn't exist$/m;
 /** How many times a delete that keeps finding an entry gone runs alone. */
 const ALONE_ATTEMPTS = 5;
 
+/** How long the pick may hold the event loop at a time (the supervisor serves /metrics and /healthz from it). */
+const SLICE_MS = 4;
+/** How much of the listing is read between two looks at the clock (about 400 lines). */
+const SLICE_CHARS = 64 * 1024;
+
+/**
+ * Lines of a listing to a picker as the pieces come, never for more than SLICE_MS at a time: with 100,000 UDP entries
+ * (15 MB of text) `conntrack -L` took the event loop for 0.6-1.3 s in one go when the listing was split and parsed
+ * whole, and /metrics, /healthz and the supervisor's timers waited that long. A piece is cut in slices of at most
+ * SLICE_CHARS; past SLICE_MS, the rest waits for the next turn of the loop (setImmediate).
+ */
+export class ListingReader {
+  private readonly slices: string[] = [];
+  private tail = '';
+  private draining = false;
+  private done: Promise<void> = Promise.resolve();
+
+  constructor(private readonly take: (line: string) => void) {}
+
+  push(piece: string): void {
+    for (let i = 0; i < piece.length; i += SLICE_CHARS) this.slices.push(piece.slice(i, i + SLICE_CHARS));
+    if (!this.draining) this.done = this.drain();
+  }
+
+  /** Once the listing is all pushed: resolves when every line has been taken. */
+  async end(): Promise<void> {
+    await this.done;
+    if (this.tail !== '') this.take(this.tail);
+    this.tail = '';
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      let since = performance.now();
+      while (this.slices.length > 0) {
+        if (performance.now() - since >= SLICE_MS) {
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          since = performance.now();
+        }
+        const text = this.tail + this.slices.shift()!;
+        const last = text.lastIndexOf('\n');
+        if (last < 0) {
+          this.tail = text;
+          continue;
+        }
+        this.tail = text.slice(last + 1);
+        for (let start = 0; start <= last;) {
+          const end = text.indexOf('\n', start);
+          this.take(text.slice(start, end));
+          start = end + 1;
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+}
+
 /** Never throws: the outcome says what was cleared, or why not. */
 export async function clearStaleFlows(runner: CommandRunner, clears: readonly ConntrackClear[]): Promise<FlowsCleared> {
   const ports = new Set(clears.map((c) => portText(c.ports)));
   const single = ports.size === 1 && clears[0]!.ports[0] === clears[0]!.ports[1] ? ['--orig-port-dst', String(clears[0]!.ports[0])] : [];
   try {
-    const { stdout } = await runner.run(['conntrack', '-L', '-p', 'udp', ...single]);
-    const entries = parseConntrackList(stdout);
-    const queue = deleteFilters(entries, clears);
-    const cleared = staleEntries(entries, clears).length;
+    const picker = new StalePicker(clears);
+    const reader = new ListingReader((line) => picker.take(line));
+    await runner.run(['conntrack', '-L', '-p', 'udp', ...single], { onStdout: (piece) => reader.push(piece) });
+    await reader.end();
+    const queue = picker.deletes();
+    const cleared = picker.stale.length;
     let failure: unknown;
     const again: string[][] = [];
     /** Runs one delete; what it said when it stopped at an entry gone (the rest of its entries are still there). */

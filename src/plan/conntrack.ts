@@ -12,7 +12,7 @@
  * forwards it removes had DNATed. A jump to VGW-PREROUTING put back (someone flushed PREROUTING) makes every forward
  * new again: while it was gone, nothing was forwarded. Pure.
  */
-import type { ConntrackEntry } from '../observe/parse-conntrack.js';
+import { originalDport, parseConntrackLine, type ConntrackEntry } from '../observe/parse-conntrack.js';
 import { PREROUTING_CHAIN } from './chains.js';
 import { tokenAfter, verdictOf } from './rule-text.js';
 import type { ConntrackClear, Desired, Step } from './types.js';
@@ -155,21 +155,70 @@ const within = (port: number, [low, high]: readonly [number, number]) => port >=
 /** Sent back from where it was sent to: the gateway's conntrack did not DNAT it. */
 const notDnated = (e: ConntrackEntry) => e.reply.src === e.original.dst && e.reply.sport === e.original.dport;
 
+/** The clears by the ports they take (a listing of 100,000 entries against the clears of thousands of forwards). */
+function clearsByPort(clears: readonly ConntrackClear[]): Array<ConntrackClear[] | undefined> {
+  const byPort: Array<ConntrackClear[] | undefined> = [];
+  for (const c of clears) for (let port = c.ports[0]; port <= c.ports[1]; port++) (byPort[port] ??= []).push(c);
+  return byPort;
+}
+
 /**
- * The clear an entry is stale for, if any (see staleEntries), by the clears of each port: a listing of 100,000
+ * The clear an entry is stale for, if any (see staleEntries), by the clears of its port: a listing of 100,000
  * entries against the clears of thousands of forwards (every one of them when `down` removes them, or the jump is put
  * back) is one look-up per entry, not a walk through every clear.
  */
-function staleness(clears: readonly ConntrackClear[]): (e: ConntrackEntry) => ConntrackClear | undefined {
-  const byPort: Array<ConntrackClear[] | undefined> = [];
-  for (const c of clears) for (let port = c.ports[0]; port <= c.ports[1]; port++) (byPort[port] ??= []).push(c);
-  return (e) => {
-    if (e.proto !== 'udp') return undefined;
-    return byPort[e.original.dport]?.find((c) => {
-      if (c.local) return c.local.includes(e.original.dst) && notDnated(e);
-      return c.target !== undefined && !notDnated(e) && e.reply.src === c.target.address && within(e.reply.sport, c.target.ports);
-    });
-  };
+function staleFor(byPort: ReadonlyArray<readonly ConntrackClear[] | undefined>, e: ConntrackEntry): ConntrackClear | undefined {
+  if (e.proto !== 'udp') return undefined;
+  return byPort[e.original.dport]?.find((c) => {
+    if (c.local) return c.local.includes(e.original.dst) && notDnated(e);
+    return c.target !== undefined && !notDnated(e) && e.reply.src === c.target.address && within(e.reply.sport, c.target.ports);
+  });
+}
+
+/** The `conntrack -D` filter (after the program's name) of a stale entry: see deleteFilters. */
+const filterOf = (e: ConntrackEntry) => ['-D', '-p', 'udp', '-d', e.original.dst, '--orig-port-dst', String(e.original.dport), '-r', e.reply.src,
+  '--reply-port-src', String(e.reply.sport)];
+
+/**
+ * The stale entries of a `conntrack -L` listing, taken line by line as it comes (so that a caller can let other work
+ * run between pieces of a big one), and the deletes they call for. A line is parsed only when its original
+ * destination port is one that a clear takes: in a table of 100,000 entries, most are not, and reading the port
+ * alone is several times quicker than parsing the line.
+ */
+export class StalePicker {
+  private readonly byPort: Array<ConntrackClear[] | undefined>;
+  private readonly picked: ConntrackEntry[] = [];
+  private readonly filters = new Map<string, string[]>();
+
+  constructor(clears: readonly ConntrackClear[]) {
+    this.byPort = clearsByPort(clears);
+  }
+
+  /** One line of the listing (without its newline). */
+  take(line: string): void {
+    const dport = originalDport(line);
+    if (dport === undefined || this.byPort[dport] === undefined) return;
+    const entry = parseConntrackLine(line);
+    if (entry) this.add(entry);
+  }
+
+  add(entry: ConntrackEntry): void {
+    if (!staleFor(this.byPort, entry)) return;
+    this.picked.push(entry);
+    const argv = filterOf(entry);
+    const key = argv.join(' ');
+    if (!this.filters.has(key)) this.filters.set(key, argv);
+  }
+
+  /** The stale entries taken so far, in listing order. */
+  get stale(): readonly ConntrackEntry[] {
+    return this.picked;
+  }
+
+  /** Their deletes, one per destination address and port (see deleteFilters), in the order first seen. */
+  deletes(): string[][] {
+    return [...this.filters.values()];
+  }
 }
 
 /**
@@ -179,8 +228,9 @@ function staleness(clears: readonly ConntrackClear[]): (e: ConntrackEntry) => Co
  * gateway's, and it is not DNATed), nor is Docker's DNS (DNATed to 127.0.0.11).
  */
 export function staleEntries(entries: readonly ConntrackEntry[], clears: readonly ConntrackClear[]): ConntrackEntry[] {
-  const staleFor = staleness(clears);
-  return entries.filter((e) => staleFor(e) !== undefined);
+  const picker = new StalePicker(clears);
+  for (const e of entries) picker.add(e);
+  return [...picker.stale];
 }
 
 /**
@@ -191,13 +241,7 @@ export function staleEntries(entries: readonly ConntrackEntry[], clears: readonl
  * elsewhere and stays; so does a VLAN host's flow straight to the old host (to its address, not the gateway's).
  */
 export function deleteFilters(entries: readonly ConntrackEntry[], clears: readonly ConntrackClear[]): string[][] {
-  const filters = new Map<string, string[]>();
-  const staleFor = staleness(clears);
-  for (const e of entries) {
-    if (!staleFor(e)) continue;
-    const { dst, dport } = e.original;
-    const argv = ['-D', '-p', 'udp', '-d', dst, '--orig-port-dst', String(dport), '-r', e.reply.src, '--reply-port-src', String(e.reply.sport)];
-    filters.set(argv.join(' '), argv);
-  }
-  return [...filters.values()];
+  const picker = new StalePicker(clears);
+  for (const e of entries) picker.add(e);
+  return picker.deletes();
 }

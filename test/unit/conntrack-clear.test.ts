@@ -5,7 +5,9 @@
  */
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
+import { clearStaleFlows } from '../../src/apply/conntrack.js';
 import { parseConfigText } from '../../src/config/load.js';
+import type { CommandRunner } from '../../src/exec/runner.js';
 import type { Config } from '../../src/config/schema.js';
 import type { Facts } from '../../src/observe/facts.js';
 import { parseConntrackList } from '../../src/observe/parse-conntrack.js';
@@ -246,4 +248,59 @@ test('an uplink renamed under 30,000 UDP forwards, and a listing of 100,000 entr
   t.is(clears.length, 30_000);
   t.true(clears.every((c) => c.forward === 'changed' && c.target === undefined), 'each forward still goes where it went: only flows to the gateway itself');
   t.deepEqual(stale, []);
+});
+
+// The supervisor serves /metrics and /healthz from the event loop that clears the flows. A listing of 100,000 UDP
+// entries (15 MB) was split and parsed in one go once `conntrack -L` had exited: the loop was held for 0.6-1.3 s here,
+// and a scrape waited that long. It is now picked as it comes, in slices of a few milliseconds.
+test('a listing of 100,000 entries is picked in slices that let the event loop turn, and picks what a whole parse picks', async (t) => {
+  const clear: ConntrackClear = { kind: 'conntrack-clear', ports: [20000, 20999], forward: 'added', local: ['203.0.113.2'] };
+  const stuck = (sport: number, dport: number) =>
+    `udp      17 29 src=198.51.100.9 dst=203.0.113.2 sport=${sport} dport=${dport} [UNREPLIED] src=203.0.113.2 dst=198.51.100.9 sport=${dport} dport=${sport} mark=0 use=1`;
+  // VLAN hosts' own flows, many of them to remote ports the range takes: never stale, each one looked at.
+  const lines = Array.from({ length: 100_000 }, (_, i) => {
+    const [host, sport, dport] = [`192.168.10.${10 + (i % 200)}`, 10000 + Math.floor(i / 200), 19500 + (i % 1000)];
+    return `udp      17 100 src=${host} dst=198.51.100.20 sport=${sport} dport=${dport} src=198.51.100.20 dst=203.0.113.2 sport=${dport} dport=${sport} [ASSURED] mark=0 use=1`;
+  });
+  lines.splice(500, 0, stuck(40001, 20000));
+  lines.splice(50_000, 0, `ipv4     2 ${stuck(40002, 20999)}`, stuck(40003, 20999));
+  const listing = `${lines.join('\n')}\n`;
+  let turns = 0;
+  let ticking = true;
+  const tick = () => {
+    turns++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  let [listed, firstDelete] = [-1, -1];
+  const deletes: string[] = [];
+  const runner: CommandRunner = {
+    run: async (argv, options) => {
+      if (argv[1] === '-L') {
+        await new Promise((resolve) => setImmediate(resolve));
+        listed = turns;
+        // As a pipe delivers it at the end of the dump: the whole listing at once.
+        if (!options?.onStdout) return { stdout: listing, stderr: '', exitCode: 0 };
+        options.onStdout(listing);
+        return { stdout: '', stderr: '', exitCode: 0 };
+      }
+      if (firstDelete < 0) firstDelete = turns;
+      deletes.push(argv.slice(1).join(' '));
+      return { stdout: '', stderr: 'conntrack v1.4.7 (conntrack-tools): 1 flow entries have been deleted.\n', exitCode: 0 };
+    },
+    start: () => {
+      throw new Error('not used');
+    },
+  };
+  try {
+    t.deepEqual(await clearStaleFlows(runner, [clear]), { cleared: 3 });
+  } finally {
+    ticking = false;
+  }
+  t.true(firstDelete - listed >= 1, `the loop turned ${firstDelete - listed} times between the listing and the first delete`);
+  t.deepEqual(deletes, deleteFilters(parseConntrackList(listing), [clear]).map((f) => f.join(' ')));
+  t.deepEqual(deletes, [
+    '-D -p udp -d 203.0.113.2 --orig-port-dst 20000 -r 203.0.113.2 --reply-port-src 20000',
+    '-D -p udp -d 203.0.113.2 --orig-port-dst 20999 -r 203.0.113.2 --reply-port-src 20999',
+  ]);
 });
