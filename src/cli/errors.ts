@@ -1,7 +1,7 @@
 /** Errors are classified once, here: exit 2 for what the user must fix in their input, 1 for runtime failures. */
 import { ApplyError } from '../apply/apply.js';
 import { lockFileHint, privilegeHint } from '../apply/hints.js';
-import { ConfigError } from '../config/problems.js';
+import { ConfigError, printable } from '../config/problems.js';
 import { CommandError } from '../exec/runner.js';
 import { LabError, LabInputError } from '../lab/topology.js';
 import { BackendError } from '../observe/read.js';
@@ -40,4 +40,15 @@ export function describeError(error: unknown): string {
   if (error instanceof ForeignSetError || error instanceof InUseError) return `nothing was applied: ${error.message}`;
   if (error instanceof BackendError || error instanceof UsageError || error instanceof FailureError || error instanceof LabError) return error.message;
   return (error as Error)?.stack ?? String(error);
+}
+
+/**
+ * describeError's text as lines that each stand alone, for a log line apiece and /status's reload errors: a config's
+ * problems each with the file they are in, and no header line ("invalid config: F: 2 problems:", "invalid rule
+ * templates (nothing was applied):"), which logged on its own read as one more error.
+ */
+export function describeErrorLines(error: unknown): string[] {
+  if (error instanceof ConfigError) return error.lines.map((line) => `invalid config: ${printable(error.source)}: ${line}`);
+  const lines = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
+  return lines.length > 1 && lines[0]!.endsWith(':') ? lines.slice(1) : lines;
 }

@@ -18,7 +18,7 @@ import type { ReloadState } from '../reconcile/status.js';
 import type { ConfigState, Supervisor } from '../reconcile/supervisor.js';
 import { userTemplatesText } from '../template/load.js';
 import type { DriftSchedule } from './drift-schedule.js';
-import { describeError } from './errors.js';
+import { describeErrorLines } from './errors.js';
 import { loadChecked, type RulesCheck } from './load-checked.js';
 import type { PlanCache } from './plan-cache.js';
 import { runSettings, type RunArgs } from './run-options.js';
@@ -183,7 +183,7 @@ export class Reloads {
       this.pendingRulesDir = await rulesDirNamed(path);
       reload.at = at;
       reload.result = 'failure';
-      reload.errors = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
+      reload.errors = describeErrorLines(error);
       metrics.reloads.inc({ result: 'failure' });
       metrics.lastReloadOk.set(0);
       for (const line of reload.errors) log.error({ why, path }, `reload rejected, keeping the running config: ${line}`);
