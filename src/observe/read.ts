@@ -245,11 +245,16 @@ function withoutOurs(tables: Map<string, SavedTable>): Map<string, SavedTable> {
 
 /** A rule body that a shell passes to iptables as it reads (no $, backquote, backslash, ! or single quote). */
 const SHELL_SAFE = /^[\w .,:/=@%+"-]*$/;
+/** A word a shell passes as it is (a chain name: iptables takes `x;y`, `a$b` or `it's` as one). */
+const PLAIN_WORD = /^[\w.,:/=@%+-]+$/;
+const shellWord = (word: string) => (PLAIN_WORD.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`);
 
 /**
  * `iptables-<backend>` commands that remove our chains from a rule set: every jump to one of them from a chain of
- * someone's (by its text, or by its number where the text is not shell-safe: a chain's last first, so that the
- * numbers before it hold), then each chain flushed, then deleted (a chain may be deleted once nothing refers to it).
+ * someone's, a chain's last first, so that the numbers before it hold (by its text, or by its number where the text
+ * is not shell-safe or another rule of the chain has the same text: a delete by text takes the first rule of that
+ * text, which may be before one deleted by number and move it), then each chain flushed, then deleted (a chain may
+ * be deleted once nothing refers to it). A chain's name is quoted where a shell would read it otherwise.
  */
 export function removalCommands(backend: Backend, tables: Map<string, SavedTable>): string[] {
   const tool = `iptables-${backend}`;
@@ -258,10 +263,13 @@ export function removalCommands(backend: Backend, tables: Map<string, SavedTable
     const ours = [...chains].filter((c) => c.startsWith(OUR_PREFIX));
     for (const [chain, list] of rules) {
       if (chain.startsWith(OUR_PREFIX)) continue;
+      const seen = new Map<string, number>();
+      for (const { body } of list) seen.set(body, (seen.get(body) ?? 0) + 1);
       for (let i = list.length - 1; i >= 0; i--) {
         const { body } = list[i]!;
         if (!verdictOf(body)?.startsWith(OUR_PREFIX)) continue;
-        commands.push(`${tool} -t ${table} -D ${chain} ${SHELL_SAFE.test(body) ? body : String(i + 1)}`);
+        const byText = SHELL_SAFE.test(body) && seen.get(body) === 1;
+        commands.push(`${tool} -t ${table} -D ${shellWord(chain)} ${byText ? body : String(i + 1)}`);
       }
     }
     for (const chain of ours) commands.push(`${tool} -t ${table} -F ${chain}`);

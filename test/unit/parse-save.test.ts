@@ -193,6 +193,35 @@ COMMIT
     /Keep the ones in iptables-nft \(the namespace's rules are there\), and remove those in iptables-legacy/);
 });
 
+// The commands are pasted into a shell in the gateway's namespace. A delete by text takes the first rule of that text:
+// with our hook twice in FORWARD and a jump of odd text between them deleted by number, the first delete took the
+// hook at 1, the number then named the rule after the odd jump (someone's DROP, deleted), and the odd jump stayed. A
+// chain's name is any word to iptables (`x;y`): unquoted, the shell ran `y`. Checked as pasted, with iptables-legacy.
+test('the removal commands delete by number where a text is in the chain twice, and quote a chain name a shell would split', (t) => {
+  const legacy = saved(`*filter
+:FORWARD ACCEPT [0:0]
+:VGW-FORWARD - [0:0]
+:x;y - [0:0]
+[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD
+[0:0] -A FORWARD -i eth1 -m comment --comment "it\\'s ours too" -j VGW-FORWARD
+[0:0] -A FORWARD -s 10.9.9.9/32 -j DROP
+[0:0] -A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD
+[0:0] -A FORWARD -s 10.8.0.0/16 -m comment --comment "vgw:other" -j VGW-FORWARD
+[0:0] -A FORWARD -j x;y
+[0:0] -A x;y -s 10.0.0.0/8 -j VGW-FORWARD
+COMMIT
+`);
+  t.deepEqual(inBothBackends(new Map([...DOCKER, ...NFT_STRAY]), legacy).message.split('\n').slice(1), [
+    '  iptables-legacy -t filter -D FORWARD -s 10.8.0.0/16 -m comment --comment "vgw:other" -j VGW-FORWARD',
+    '  iptables-legacy -t filter -D FORWARD 4',
+    '  iptables-legacy -t filter -D FORWARD 2',
+    '  iptables-legacy -t filter -D FORWARD 1',
+    '  iptables-legacy -t filter -D \'x;y\' -s 10.0.0.0/8 -j VGW-FORWARD',
+    '  iptables-legacy -t filter -F VGW-FORWARD',
+    '  iptables-legacy -t filter -X VGW-FORWARD',
+  ]);
+});
+
 // iptables-nft-save 1.8.9, on a filter table holding a rule nft wrote (`ct state established counter accept`).
 test('a table iptables-nft-save leaves out as incompatible is named, not read as missing', (t) => {
   const parser = new SaveParser().push("# Table `filter' is incompatible, use 'nft' tool.\n*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n");
