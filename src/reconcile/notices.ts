@@ -28,6 +28,11 @@ export function bindingNotices(before: Desired | undefined, desired: Desired): N
   if (before?.uplink.nic && !uplink.nic) notices.push({ fields: { uplink: before.uplink.nic.name, note: uplink.note }, message: `the uplink lost its NIC (${before.uplink.nic.name}): the VLANs have no way out until it is back` });
   // Its return too, after a pass without it (a VLAN's return shows as its gateway address added; the uplink's only as
   // a chain rewritten, which does not answer the warning above).
+  // An uplink waiting from the start, or waiting for something else now, says what for, once (info, as a VLAN's wait:
+  // Docker may attach it a moment later); its NICs are then not told as networks no VLAN is for (unclaimedNicNotices).
+  if (!uplink.nic && uplink.note && !before?.uplink.nic && uplink.note !== before?.uplink.note) {
+    notices.push({ fields: { note: uplink.note }, message: `the uplink is not routed: ${uplink.note}`, level: 'info' });
+  }
   if (before && !before.uplink.nic && uplink.nic) notices.push({ fields: { uplink: uplink.nic.name }, message: `the uplink is on ${uplink.nic.name}: the VLANs have a way out`, level: 'info' });
   for (const b of desired.vlans) {
     const was = before?.vlans.find((v) => v.vlan.name === b.vlan.name);
@@ -49,9 +54,13 @@ export function bindingNotices(before: Desired | undefined, desired: Desired): N
  * config has no VLAN for (a `vlans` entry forgotten, or a subnet typed wrong while every VLAN is bound elsewhere),
  * which was silence: nothing waits, and nothing is routed. Told once per NIC and addresses, as it appears, as
  * information (a management network may be connected on purpose); not where a waiting VLAN's note names it already.
+ * Nor while the uplink waits for its NIC: the NIC it is meant to take (uplink.gateway or uplink.interface typed
+ * wrong) would be told as "not the uplink", with a VLAN as the way to have it routed; the uplink's own note says
+ * what it waits for, and a NIC still unclaimed once it has one is told then.
  * `before`: what the last pass found unclaimed (undefined at the first), returned anew as `unclaimed`.
  */
 export function unclaimedNicNotices(before: ReadonlyMap<string, string> | undefined, desired: Desired, links: readonly Link[]): { notices: Notice[]; unclaimed: Map<string, string> } {
+  if (!desired.uplink.nic) return { notices: [], unclaimed: new Map(before ?? []) };
   const unclaimed = unclaimedNics(desired.vlans, links, desired.uplink.nic?.name);
   const waitingNamesThem = desired.vlans.some(namesUnclaimedNics);
   const notices: Notice[] = [];

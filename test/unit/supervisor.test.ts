@@ -344,6 +344,21 @@ test('a network connected that no VLAN of the config is for is told once (info),
   t.deepEqual(told(), [[30, line], [30, line.replace('192.168.30.2', '192.168.40.2')]]);
 });
 
+// uplink.gateway typed wrong: the uplink waits, which the log did not say, and its NIC (eth0) was told on its own as
+// "in no VLAN of the config, and is not the uplink: ... (a VLAN whose subnet holds its address would be)", pointing at
+// a vlans entry as the fix.
+test('an uplink waiting from the start says what for, once; the NIC it is meant to take is not told as a network no VLAN is for', async (t) => {
+  const typo: Config = { ...lab, uplink: { nat: 'masquerade', gateway: '198.51.100.1' } };
+  const r = rig(t, {}, typo);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.supervisor.trigger('schedule');
+  await settle(r, 2);
+  t.deepEqual(r.logs.filter((l) => /eth0|uplink/.test(l.msg)).map((l) => [l.level, l.msg]), [
+    [30, 'the uplink is not routed: waiting for a NIC on the same network as 198.51.100.1 (eth0 has 203.0.113.2/24)'],
+  ]);
+});
+
 test('a VLAN whose subnet is not its Docker network\'s is told in the log, naming the NIC no VLAN took, once; a VLAN waiting with no such NIC is not', async (t) => {
   // office typed as 192.168.11.0/24 while Docker's office network (eth1) is 192.168.10.0/24; guest not attached yet.
   const typo: Config = {
