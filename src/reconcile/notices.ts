@@ -26,13 +26,13 @@ export function bindingNotices(before: Desired | undefined, desired: Desired): N
   // detached is usually Docker's doing; a gateway address gone with Docker's own, which the kernel removes
   // with it, is not).
   if (before?.uplink.nic && !uplink.nic) notices.push({ fields: { uplink: before.uplink.nic.name, note: uplink.note }, message: `the uplink lost its NIC (${before.uplink.nic.name}): the VLANs have no way out until it is back` });
-  // Its return too, after a pass without it (a VLAN's return shows as its gateway address added; the uplink's only as
-  // a chain rewritten, which does not answer the warning above).
   // An uplink waiting from the start, or waiting for something else now, says what for, once (info, as a VLAN's wait:
   // Docker may attach it a moment later); its NICs are then not told as networks no VLAN is for (unclaimedNicNotices).
   if (!uplink.nic && uplink.note && !before?.uplink.nic && uplink.note !== before?.uplink.note) {
     notices.push({ fields: { note: uplink.note }, message: `the uplink is not routed: ${uplink.note}`, level: 'info' });
   }
+  // Its return too, after a pass without it (a VLAN's return shows as its gateway address added; the uplink's only as
+  // a chain rewritten, which does not answer the warning above).
   if (before && !before.uplink.nic && uplink.nic) notices.push({ fields: { uplink: uplink.nic.name }, message: `the uplink is on ${uplink.nic.name}: the VLANs have a way out`, level: 'info' });
   for (const b of desired.vlans) {
     const was = before?.vlans.find((v) => v.vlan.name === b.vlan.name);
