@@ -29,8 +29,12 @@ export type ProbeOutcome =
   | { readonly kind: 'taken'; readonly mac: string }
   /** Probes cannot work here at all (no arping, no raw socket): conflict detection is off; why, for the log. */
   | { readonly kind: 'unusable'; readonly reason: string }
-  /** This probe told nothing (the NIC down or gone, killed at a stop); the next one may. */
-  | { readonly kind: 'failed'; readonly reason: string };
+  /**
+   * This probe told nothing (the NIC down or gone, killed at a stop); the next one may. `nicAway`: because its NIC was
+   * gone or down when it ran (Docker disconnected or replaced it meanwhile): the pass that follows says what became of
+   * the NIC, and the probe has nothing of its own to say.
+   */
+  | { readonly kind: 'failed'; readonly reason: string; readonly nicAway?: true };
 
 /** The MACs of the reply (or request) lines of arping's output whose sender is `address`, in order, normalized. */
 export function arpingSenders(stdout: string, address: string): string[] {
@@ -72,6 +76,9 @@ export function probeOutcome(run: ProbeRun, address: string, ownMacs?: string | 
   if (said.some((l) => /invalid option|unrecognized option|illegal option|^usage:/i.test(l))) {
     return { kind: 'unusable', reason: `this arping does not take iputils' options (${said[0]}): install iputils-arping` };
   }
+  // The NIC went, or went down, between the pass that found it and the probe: iputils says `Device eth9 not
+  // available.` (gone), `Interface "eth2" is down` (on stdout), or `recvfrom: Network is down` (down or gone as it ran).
+  const away = run.exitCode !== null && said.some((l) => /Device \S+ not available|Interface "[^"]*" is down|Network is down|No such device/.test(l));
   const why = run.exitCode === null ? `killed or not started: ${said[0] ?? 'no output'}` : `exit ${run.exitCode}: ${said.find((l) => !/^ARPING |^Sent |^Received /.test(l)) ?? 'no output'}`;
-  return { kind: 'failed', reason: why };
+  return away ? { kind: 'failed', reason: why, nicAway: true } : { kind: 'failed', reason: why };
 }

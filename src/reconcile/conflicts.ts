@@ -211,6 +211,11 @@ export class AddressConflicts {
   private next(): void {
     while (!this.stopped && !this.off && this.running < PROBE_CONCURRENCY && this.queue.length > 0) {
       const e = this.queue.shift()!;
+      // Its address gone (or moved) since it was queued: a pass found its NIC gone, say. Not probed for nothing.
+      if (this.entries.get(e.vlan) !== e) {
+        e.busy = false;
+        continue;
+      }
       this.running++;
       const probe = this.probe(e).finally(() => {
         this.running--;
@@ -236,6 +241,9 @@ export class AddressConflicts {
     if (outcome.kind === 'unusable') return this.turnOff(outcome.reason);
     if (this.entries.get(e.vlan) !== e) return; // its address went (or moved) meanwhile: what it found is of no VLAN now
     if (outcome.kind === 'failed') {
+      // Its NIC gone or down as it ran (Docker disconnecting a network, a NIC flapped): not the probe's to say, and
+      // at a project's `down` it would be a line for every VLAN. The pass that follows takes the NIC's change.
+      if (outcome.nicAway) return;
       if (outcome.reason !== this.saidFailure) this.log.info({ vlan: e.vlan, interface: e.nic, address: e.address }, `address conflict probe told nothing: ${outcome.reason}`);
       this.saidFailure = outcome.reason;
       return;

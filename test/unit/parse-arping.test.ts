@@ -49,9 +49,12 @@ test('no arping, or no NET_RAW: detection cannot work here, and says why', (t) =
 
 test('a probe that tells nothing this time: the NIC down (said on stdout) or gone, or the probe killed', (t) => {
   t.deepEqual(probeOutcome({ exitCode: 2, stdout: 'Interface "eth2" is down\n', stderr: '' }, '192.168.10.1'),
-    { kind: 'failed', reason: 'exit 2: Interface "eth2" is down' });
+    { kind: 'failed', reason: 'exit 2: Interface "eth2" is down', nicAway: true });
   t.deepEqual(probeOutcome({ exitCode: 2, stdout: '', stderr: 'arping: Device eth9 not available.\n' }, '192.168.10.1'),
-    { kind: 'failed', reason: 'exit 2: arping: Device eth9 not available.' });
+    { kind: 'failed', reason: 'exit 2: arping: Device eth9 not available.', nicAway: true });
+  // The NIC deleted (or set down) while the probe ran.
+  t.deepEqual(probeOutcome({ exitCode: 2, stdout: 'ARPING 192.168.10.1 from 0.0.0.0 eth2\n', stderr: 'arping: recvfrom: Network is down\n' }, '192.168.10.1'),
+    { kind: 'failed', reason: 'exit 2: arping: recvfrom: Network is down', nicAway: true });
   t.deepEqual(probeOutcome({ exitCode: null, stdout: '', stderr: 'killed by SIGKILL (the gateway is stopping)' }, '192.168.10.1'),
     { kind: 'failed', reason: 'killed or not started: killed by SIGKILL (the gateway is stopping)' });
   // Exit 1 without a reply line is no conflict (busybox's errors exit 1).
