@@ -15,8 +15,7 @@
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { clearStaleFlows, type FlowsCleared } from '../src/apply/conntrack.js';
 import { ExecaRunner } from '../src/exec/execa-runner.js';
 import { inNamespace, type CommandRunner } from '../src/exec/runner.js';
