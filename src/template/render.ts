@@ -251,8 +251,8 @@ export function checkRuleBody(body: string): string | undefined {
  * The data a user's template sees, made to refuse a name it does not have. Strict mode makes `{{nicname}}` an
  * error, but not a helper's argument: `{{#each vlanz}}` or `{{#if uplink.nicc}}` looked up nothing and rendered
  * nothing, and the rules it was meant to write silently went. Fields that exist but have no value (`uplink.nic`
- * while the uplink is not attached) are null and read as such. Symbols and what objects inherit pass through
- * (Handlebars reads them).
+ * while the uplink is not attached) are null and read as such. Symbols pass through (Handlebars reads them); what
+ * objects inherit is refused like a name the data does not have.
  */
 export function guarded<T extends object>(data: T, path = ''): T {
   return new Proxy(data, {
@@ -263,12 +263,15 @@ export function guarded<T extends object>(data: T, path = ''): T {
       if (prop === Symbol.toPrimitive) return () => `${NOT_A_VALUE}${notAValue(target, path)}${NOT_A_VALUE}`;
       const value: unknown = Reflect.get(target, prop, receiver);
       if (typeof prop === 'symbol') return value;
-      if (!(prop in target)) {
+      // What every object or list inherits (toString, constructor, __proto__, map) is not a value either: Handlebars
+      // refuses it as not the data's own, so it read as nothing (an {{#if uplink.toString}} block silently went) and
+      // Handlebars wrote three lines of its own to stderr.
+      if (!Object.prototype.hasOwnProperty.call(target, prop)) {
         const where = path === '' ? prop : `${path}.${prop}`;
         const known = Array.isArray(target) ? 'an index' : Object.keys(target).join(', ');
         throw new Error(`${where} is not a value templates have (${path === '' ? 'top level' : path}: ${known})`);
       }
-      if (value === null || typeof value !== 'object' || !Object.prototype.hasOwnProperty.call(target, prop)) return value;
+      if (value === null || typeof value !== 'object') return value;
       return guarded(value as object, Array.isArray(target) ? `${path}[${prop}]` : path === '' ? prop : `${path}.${prop}`);
     },
   });

@@ -256,6 +256,26 @@ test('a user template naming a value that does not exist in a helper\'s argument
   t.deepEqual(renderRules('{{#each vlans}}\n-i {{nic}} -j DROP\n{{/each}}\n', 'f.hbs', guarded({ vlans: [{ nic: 'eth1' }, { nic: 'eth2' }] })), ['-i eth1 -j DROP', '-i eth2 -j DROP']);
 });
 
+test('a user template naming what every object inherits (toString, constructor, __proto__) is a TemplateError, not a value Handlebars silently denies', (t) => {
+  // Handlebars refuses a property that is not the data's own: the value read as nothing (the {{#if}} block went, the
+  // rule lost its address) and three lines of Handlebars' own went to stderr, outside the log.
+  const data = () => guarded({ vlans: [{ name: 'office', nic: 'eth1' }], uplink: { nic: 'eth0' } });
+  t.throws(() => renderRules('{{#if uplink.toString}}\n-o {{uplink.nic}} -j DROP\n{{/if}}\n', 'f.hbs', data()), {
+    instanceOf: TemplateError, message: 'f.hbs: uplink.toString is not a value templates have (uplink: nic)',
+  });
+  t.throws(() => renderRules('{{#each vlans}}\n{{#if constructor}}-i {{nic}} -j DROP{{/if}}\n{{/each}}\n', 'f.hbs', data()), {
+    instanceOf: TemplateError, message: 'f.hbs: vlans[0].constructor is not a value templates have (vlans[0]: name, nic)',
+  });
+  t.throws(() => renderRules('-s {{__proto__}}10.0.0.0/8 -j RETURN\n', 'f.hbs', data()), {
+    instanceOf: TemplateError, message: 'f.hbs: __proto__ is not a value templates have (top level: vlans, uplink)',
+  });
+  t.throws(() => renderRules('{{#each vlans.map}}\n-j DROP\n{{/each}}\n', 'f.hbs', data()), {
+    instanceOf: TemplateError, message: 'f.hbs: vlans.map is not a value templates have (vlans: an index)',
+  });
+  // What the data holds itself is read as before: a list's length and items, by index too.
+  t.deepEqual(renderRules('{{#if vlans.length}}\n-i {{vlans.[0].nic}} -j DROP\n{{/if}}\n{{#each (lookup vlans 0)}}{{/each}}-j ACCEPT\n', 'f.hbs', data()), ['-i eth1 -j DROP', '-j ACCEPT']);
+});
+
 test('a user template writing a mapping or a list where a value goes says which, not "[object Object]"', (t) => {
   const data = () => guarded({ vlans: [{ name: 'office', nic: 'eth1' }], uplink: { nic: 'eth0', snatTo: null } });
   t.throws(() => renderRules('-o {{uplink}} -j DROP\n', 'f.hbs', data()), {
