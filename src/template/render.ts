@@ -129,13 +129,15 @@ function compile(source: string, file: string): Handlebars.TemplateDelegate {
 }
 
 /** Handlebars' messages, made to read as one sentence with a position. */
-function firstLine(error: unknown): string {
+function firstLine(error: unknown, source: string): string {
   if (error instanceof RenderLimit || (error instanceof RangeError && error.message === 'Invalid string length')) {
     return `renders more than ${MAX_USER_RENDER_CHARS / 2 ** 20} MiB of rules (about 40,000), the most a template may: `
       + 'loops nested inside one another ({{#each}} in {{#each}}) or partials that call each other multiply what it writes';
   }
   if (error instanceof RangeError && /call stack/.test(error.message)) {
-    return 'calls itself without end (a partial that includes itself, {{> name}} inside its own {{#*inline "name"}})';
+    // Without a partial called, the stack ran out on blocks nested a thousand and more deep (in the parser or the render).
+    return /\{\{~?\s*>/.test(source) ? 'calls itself without end (a partial that includes itself, {{> name}} inside its own {{#*inline "name"}})'
+      : 'nests blocks deeper than the gateway reads ({{#if}}, {{#each}} or {{#with}} inside one another a thousand times and more); a template needs a few levels';
   }
   const message = String((error as Error)?.message ?? error);
   const missing = /^"(.+)" not defined in .* - (\d+):(\d+)/.exec(message);
@@ -302,7 +304,7 @@ export function renderRules(source: string, file: string, data: object, limited 
     text = template(data);
     if (limited && text.length > MAX_USER_RENDER_CHARS) throw new RenderLimit(); // what no loop or partial wrote
   } catch (error) {
-    throw new TemplateError(file, firstLine(error));
+    throw new TemplateError(file, firstLine(error, source));
   } finally {
     budget = undefined;
   }

@@ -348,6 +348,14 @@ test('a partial that includes itself is a sentence, not a JavaScript stack overf
   });
 });
 
+test('blocks nested 2,000 deep, without a partial, are said as such, not as a partial that includes itself', (t) => {
+  const deep = `${'{{#if vlans}}'.repeat(2000)}-j ACCEPT${'{{/if}}'.repeat(2000)}\n`;
+  t.throws(() => renderRules(deep, 'f.hbs', guarded({ vlans: [] }), true), {
+    instanceOf: TemplateError,
+    message: 'f.hbs: nests blocks deeper than the gateway reads ({{#if}}, {{#each}} or {{#with}} inside one another a thousand times and more); a template needs a few levels',
+  });
+});
+
 test('a user template line with -F is refused: templates write rule bodies, not commands', async (t) => {
   const error = await t.throwsAsync(planWithUserDir(broken('flush')), { instanceOf: TemplateError });
   t.is(error?.message, `${broken('flush')}/filter/forward.hbs, rendered line 2: "-F VGW-FORWARD -j ACCEPT" uses -F: `
