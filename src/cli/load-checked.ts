@@ -16,8 +16,8 @@ export interface RulesCheck {
  * Loads a config and its templates (schema-checked). With `check`, renders them as if every NIC were present and
  * has iptables parse the user's rules (apply/user-rules-check.ts) in the gateway's namespace.
  */
-export async function loadChecked(path: string, listen: string | undefined, check?: RulesCheck, cache?: PlanCache): Promise<ConfigState> {
-  const loaded = await loadConfig(path, cache?.config, { listen });
+export async function loadChecked(path: string, listen: string | undefined, check?: RulesCheck, cache?: PlanCache, fileOnly = false): Promise<ConfigState> {
+  const loaded = await loadConfig(path, cache?.config, { listen, fileOnly });
   const templates = await templatesOf(loaded);
   const state = { path, text: loaded.text, config: loaded.config, templates };
   if (check) await checkRules(state, check);

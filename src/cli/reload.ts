@@ -3,11 +3,11 @@
  * A valid config goes to the supervisor with the settings it changes; one that fails to load, or that the kernel
  * refuses once a pass writes it, is said (in /status, the metrics and the log) and the running config kept.
  */
-import { readFile, realpath, stat } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { dirname } from 'node:path';
 import type { ApplyError } from '../apply/apply.js';
-import { rulesDirNamed } from '../config/load.js';
+import { readConfigFileText, rulesDirNamed } from '../config/load.js';
 import { isMountPoint } from '../config/mounts.js';
 import { serialized } from '../config/reload.js';
 import type { Config } from '../config/schema.js';
@@ -129,7 +129,7 @@ export class Reloads {
   /** What a reload reads: the config file, and the templates of the rules.dir in effect. */
   private async inputsText(): Promise<string> {
     return JSON.stringify([
-      await readFile(this.parts.path, 'utf8').catch(() => null),
+      await readConfigFileText(this.parts.path),
       await userTemplatesText(this.parts.supervisor.config.config.rules.dir),
     ]);
   }
@@ -147,7 +147,9 @@ export class Reloads {
     const before = await this.inputsText();
     const at = new Date().toISOString();
     try {
-      const next = await loadChecked(path, args.listen, rulesCheck, planCache); // a valid config is kept for the next start
+      // a valid config is kept for the next start; the file the start read is a file still (a pipe made in its place is
+      // refused, not waited on)
+      const next = await loadChecked(path, args.listen, rulesCheck, planCache, true);
       if (this.closed) return stopped;
       if (this.refusedInputs !== undefined && !why.includes('SIGHUP') && inputsOf(next) === this.refusedInputs) {
         log.debug({ why }, 'config reloaded: still the one the kernel refused, not applied again');

@@ -1,5 +1,6 @@
 /** Reading the config file: the only part of config/ that touches the file system. */
 import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
 import { open, realpath, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isReplacedMount } from './mounts.js';
@@ -57,17 +58,51 @@ async function readBounded(file: FileHandle): Promise<Buffer | undefined> {
   }
 }
 
-export async function loadConfig(path: string, cache?: ConfigCache, options: ValidateOptions = {}): Promise<LoadedConfig> {
+export interface LoadOptions extends ValidateOptions {
+  /**
+   * The path held a file when the supervisor started, and a reload reads it again: a named pipe found there now (made
+   * in its place) is refused, not opened the usual way, which waits for a writer for ever (holding up every later
+   * reload, and the stop: the process cannot exit while a thread waits in open).
+   */
+  readonly fileOnly?: boolean;
+}
+
+/**
+ * Opens the config at `path`. With `fileOnly`, without waiting for a writer should it be a named pipe: O_NONBLOCK
+ * makes open return at once for a pipe, and changes nothing for a file (a regular file's reads never wait).
+ */
+const openConfig = (path: string, fileOnly: boolean | undefined) => open(path, fileOnly ? constants.O_RDONLY | constants.O_NONBLOCK : 'r');
+
+/**
+ * The text at `path` if it is a regular file, else null (missing, unreadable, a directory, a pipe: nothing waited on).
+ * What a supervisor's reload compares, before and after, to tell whether the file moved under it.
+ */
+export async function readConfigFileText(path: string): Promise<string | null> {
+  try {
+    const file = await openConfig(path, true);
+    try {
+      if (!(await file.stat()).isFile()) return null;
+      return await file.readFile('utf8');
+    } finally {
+      await file.close();
+    }
+  } catch {
+    return null;
+  }
+}
+
+export async function loadConfig(path: string, cache?: ConfigCache, options: LoadOptions = {}): Promise<LoadedConfig> {
   let text: string;
   let links: number;
   try {
-    const file = await open(path, 'r');
+    const file = await openConfig(path, options.fileOnly);
     try {
       const info = await file.stat();
       links = info.nlink;
       // A device (/dev/zero) or a socket would be read for ever; a pipe (--config <(…)) is fine, and so is a file of
       // any sane size. What a config is not is said, not waited on.
-      const notAFile = info.isCharacterDevice() || info.isBlockDevice() ? 'a device' : info.isSocket() ? 'a socket' : undefined;
+      const notAFile = info.isCharacterDevice() || info.isBlockDevice() ? 'a device' : info.isSocket() ? 'a socket'
+        : info.isFIFO() && options.fileOnly ? 'a named pipe (it was a file when the gateway started; a pipe is read only at a start)' : undefined;
       const tooBig = info.isFile() && info.size > MAX_CONFIG_BYTES ? tooBigWhy(`${(info.size / 2 ** 20).toFixed(0)} MiB`) : undefined;
       if (notAFile || tooBig) {
         const why = notAFile ? `it is ${notAFile}, not a file` : tooBig!;
@@ -140,7 +175,7 @@ const rulesDirOf = (value: unknown): unknown => (value as { rules?: { dir?: unkn
  */
 export async function rulesDirNamed(path: string): Promise<string | undefined> {
   try {
-    const file = await open(path, 'r');
+    const file = await openConfig(path, true);
     let text: string;
     try {
       const info = await file.stat();

@@ -8,6 +8,7 @@
 import test from 'ava';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { dump as stringify, load as parse } from 'js-yaml';
 import { loadConfig } from '../../src/config/load.js';
 import { runProbe, startAgent, type LabTopology, type RunningAgent } from '../../src/lab/index.js';
@@ -422,4 +423,29 @@ kernel(`a reload applies a new reconcile.schedule and minIntervalMs at once; --l
   t.false(gateway!.logs.slice(from).some((l) => /^http\.listen changed/.test(l.msg)), 'the option overrides the file: nothing to say');
   await writeFile(configPath, stringify(example));
   await gateway!.waitForLog('the default schedule back', (l) => l.msg === 'reconcile.schedule changed: the drift check runs on the new schedule' && l.schedule !== '*/1 * * * * *', 10_000, scheduled);
+});
+
+// A config path that held a file at the start, replaced by a named pipe (a script's `mkfifo`, a tool that streams the
+// config): the reload opened it as a file is opened, which waits for a writer for ever. Nothing was said, every later
+// reload waited behind it (the file put back was never read), and a SIGTERM logged "stopped" but the process never
+// exited (a thread still waiting in open), until docker stop's SIGKILL.
+kernel(`the config replaced by a named pipe: the reload is rejected saying so, and the file put back is read and applied${NEEDS_ROOT}`, async (t) => {
+  const fifo = join(scratch!, 'gateway.fifo');
+  await execa('mkfifo', [fifo]);
+  let from = gateway!.logs.length;
+  await rename(fifo, configPath);
+  gateway!.signal('SIGHUP');
+  const rejected = await gateway!.waitForLog('the rejected reload', (l) => l.level >= 50 && /reload rejected/.test(l.msg) && /named pipe/.test(l.msg), 5000, from);
+  t.is(rejected.msg, `reload rejected, keeping the running config: cannot read ${configPath}: it is a named pipe (it was a file when the gateway started; a pipe is read only at a start), not a file`);
+  t.is((await gateway!.status()).reload.lastResult, 'failure');
+
+  // A file with a change, put back by a rename: read and applied.
+  from = gateway!.logs.length;
+  const next = join(scratch!, 'gateway.next');
+  await writeFile(next, stringify({ ...example, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', proto: 'tcp', ports: '80', action: 'drop' }] } }));
+  await rename(next, configPath);
+  await gateway!.waitForLog('the reload of the file put back', (l) => l.msg === 'config reloaded', 5000, from);
+  await waitFor('its rule', async () => chainLines(await iptablesSave(router()), 'VGW-P-20-10').some(dropsTcp80), 5000);
+  await settleOn(stringify(example));
+  t.pass();
 });
