@@ -60,8 +60,12 @@ export class ExecaRunner implements CommandRunner {
         // Could not start at all, or was killed (timeout): always an error, even with allowFailure.
         if (startError || code === null) {
           const aborted = options.signal?.aborted ? String(options.signal.reason) : undefined;
+          // `killed` is set only by a kill of ours (the timeout's): a signal from anywhere else (the OOM killer, an
+          // operator's kill) is not said to be the timeout, which would send them looking for a hang that never was.
           const why = aborted !== undefined ? `killed by SIGKILL (${aborted})`
-            : startError ? startError.message : `killed by ${signal}${options.timeoutMs ? ` (timeout ${options.timeoutMs} ms)` : ''}`;
+            : startError ? startError.message
+            : child.killed && options.timeoutMs ? `killed by ${signal} (timeout ${options.timeoutMs} ms)`
+            : `killed by ${signal}, not by the gateway (the OOM killer, or another process)`;
           const notFound = (startError as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
           reject(new CommandError(argv, null, why, result.stdout, notFound));
         } else if (code !== 0 && !options.allowFailure) {

@@ -37,6 +37,18 @@ test('withDeadline: a command that hangs is killed at the deadline, and says so;
   t.is((await bounded.run(['sh', '-c', 'sleep 0.3; echo done'], { timeoutMs: 5000 })).stdout, 'done\n');
 });
 
+// A helper killed from outside (the OOM killer, an operator's kill -9) was said to have hit the command timeout
+// ("killed by SIGKILL (timeout 60000 ms)") however soon it died: the log sent one looking for a hang.
+test('withDeadline: a command killed by someone else is not said to have timed out', async (t) => {
+  const bounded = withDeadline(runner, 60_000);
+  const started = performance.now();
+  const error = await t.throwsAsync(bounded.run(['sh', '-c', 'kill -9 $$']), { instanceOf: CommandError });
+  t.is(error.message, 'sh -c kill -9 $$ exited by signal: killed by SIGKILL, not by the gateway (the OOM killer, or another process)');
+  t.is(error.exitCode, null);
+  t.false(error.notFound);
+  t.true(performance.now() - started < 2000);
+});
+
 test('withDeadline: abortInFlight kills the commands running now, saying why; those started after run as usual', async (t) => {
   const bounded = withDeadline(runner, 60_000);
   const started = performance.now();
