@@ -7,7 +7,7 @@
  * wires them).
  */
 import { createHash } from 'node:crypto';
-import { ApplyError, type ApplyObserver } from '../apply/apply.js';
+import { AccountingError, ApplyError, type ApplyObserver } from '../apply/apply.js';
 import { privilegeHint } from '../apply/hints.js';
 import { CONNTRACK_MISSING } from '../apply/conntrack.js';
 import type { Config } from '../config/schema.js';
@@ -381,7 +381,7 @@ export class Supervisor {
       const message = (error as Error)?.message ?? String(error);
       this.record({ trigger, result: 'failure', durationMs: performance.now() - started, changes: [], drift: [], error: message });
       this.updateVlanUp(config); // as the failed pass found the NICs: a gateway address it could not add is not up
-      this.failureLog.error(message, { trigger, failures: this.failures, retryInMs: delay, err: error }, 'reconcile failed; previous rules left in place');
+      this.failureLog.error(message, { trigger, failures: this.failures, retryInMs: delay, err: error }, failedPassSays(error));
       // Retry the same request after the backoff; a newer request rides along.
       if (this.pending === undefined || PRIORITY[trigger] > PRIORITY[this.pending]) this.pending = trigger;
       this.pendingSince ??= requestedAt ?? this.lastStart;
@@ -567,4 +567,15 @@ const FINDINGS_MAX_AGE_MS = 60_000;
 export function isFatal(error: unknown): boolean {
   const e = error as { message?: string; stderr?: string };
   return /--cap-add NET_(ADMIN|RAW)|--sysctl /.test(e?.message ?? '') || privilegeHint(e?.stderr ?? '') !== undefined;
+}
+
+/**
+ * What the log says of a failed pass, as the apply left the namespace: the previous rules (the usual case: rolled
+ * back, or failed before writing), the new ones but for the accounting members, or neither (a rollback step failed
+ * too: some of the pass's writes stand, until the retry puts the config in place).
+ */
+function failedPassSays(error: unknown): string {
+  if (error instanceof AccountingError) return 'reconcile failed; forwarding applied, the per-pair accounting is incomplete';
+  if (error instanceof ApplyError && error.rollbackErrors.length > 0) return 'reconcile failed, and so did its rollback: the namespace is part old, part new until the retry';
+  return 'reconcile failed; previous rules left in place';
 }

@@ -562,6 +562,29 @@ test('a failed apply leaves the previous rules in place, and the change is retri
   t.not(r.ns.snapshot(), before);
 });
 
+// A pass whose rollback failed too (its restore killed, say) left some of its writes in place, and the log still said
+// "previous rules left in place": one read the log, and trusted a namespace that was part old, part new.
+test('a failed pass whose rollback fails too says so, not that the previous rules are in place; the retry converges', async (t) => {
+  const r = rig(t, { backoffInitialMs: 150 });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  const before = r.ns.snapshot();
+  r.ns.failNext({ table: 'nat', stderr: 'iptables-restore: line 3 failed' }); // filter commits, nat fails
+  let filterRestores = 0;
+  // the second filter restore of the pass is the rollback of the first
+  r.ns.failOn((argv, input) => argv.some((a) => a.endsWith('-restore')) && input?.includes('*filter') === true && ++filterRestores === 2,
+    { stderr: 'iptables-restore: line 2 failed' });
+  r.supervisor.replaceConfig(state(withRuleAndForward, 'v2'));
+  await until('the failed pass', () => r.supervisor.lastRecord?.result === 'failure');
+  t.not(r.ns.snapshot(), before, 'the filter table kept what the pass wrote');
+  const errors = r.logs.filter((l) => l.level === 50);
+  t.is(errors.length, 1);
+  t.like(errors[0], { msg: 'reconcile failed, and so did its rollback: the namespace is part old, part new until the retry', trigger: 'reload' });
+  t.regex(r.supervisor.lastRecord!.error!, /rollback failed too/);
+  await until('the retry', () => r.supervisor.lastRecord?.result === 'success', 3000);
+  t.regex(r.ns.save(), /--dport 8080/);
+});
+
 test('vlan_up and /status show the NICs as the last pass left them: a gateway address it could not add is down, one it added is listed', async (t) => {
   const r = rig(t, { backoffInitialMs: 150 });
   type Doc = { vlans: Array<{ name: string; state: string; addresses: string[] }> };
@@ -612,6 +635,8 @@ test('ready once forwarding is in place: a start whose accounting-set fill fails
   t.true(r.supervisor.ready, 'the rules, addresses and ip_forward are in place: ready');
   t.regex(r.ns.save(), /VGW-FROM-10/, 'and they stay');
   t.true(r.supervisor.health().healthy, 'healthy until the health timeout');
+  // not "previous rules left in place": the new ones are
+  t.like(r.logs.find((l) => l.level === 50), { msg: 'reconcile failed; forwarding applied, the per-pair accounting is incomplete', trigger: 'start' });
 
   r.ns.clearFaults();
   await until('the retry', () => r.supervisor.lastRecord?.result === 'success', 3000);
