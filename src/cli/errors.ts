@@ -44,11 +44,14 @@ export function describeError(error: unknown): string {
 
 /**
  * describeError's text as lines that each stand alone, for a log line apiece and /status's reload errors: a config's
- * problems each with the file they are in, and no header line ("invalid config: F: 2 problems:", "invalid rule
+ * problems each with the file they are in (unless the line names it already), and no header line ("invalid config: F: 2 problems:", "invalid rule
  * templates (nothing was applied):"), which logged on its own read as one more error.
  */
 export function describeErrorLines(error: unknown): string[] {
-  if (error instanceof ConfigError) return error.lines.map((line) => `invalid config: ${printable(error.source)}: ${line}`);
+  if (error instanceof ConfigError) {
+    const source = printable(error.source);
+    return error.lines.map((line) => `invalid config: ${line.includes(source) ? '' : `${source}: `}${line}`);
+  }
   const lines = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
   return lines.length > 1 && lines[0]!.endsWith(':') ? lines.slice(1) : lines;
 }

@@ -436,7 +436,7 @@ kernel(`the config replaced by a named pipe: the reload is rejected saying so, a
   await rename(fifo, configPath);
   gateway!.signal('SIGHUP');
   const rejected = await gateway!.waitForLog('the rejected reload', (l) => l.level >= 50 && /reload rejected/.test(l.msg) && /named pipe/.test(l.msg), 5000, from);
-  t.is(rejected.msg, `reload rejected, keeping the running config: cannot read ${configPath}: it is a named pipe (it was a file when the gateway started; a pipe is read only at a start), not a file`);
+  t.is(rejected.msg, `reload rejected, keeping the running config: invalid config: cannot read ${configPath}: it is a named pipe (it was a file when the gateway started; a pipe is read only at a start), not a file`);
   t.is((await gateway!.status()).reload.lastResult, 'failure');
 
   // A file with a change, put back by a rename: read and applied.
