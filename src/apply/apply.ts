@@ -409,9 +409,10 @@ function explain(step: Step, error: unknown, backend: Backend): string {
   if (step.kind === 'table') {
     const context = restoreFailureContext(step.payload, error.stderr);
     const program = error.argv.find((a) => a.endsWith('-restore')) ?? error.argv[0];
-    return `${program} failed (exit ${error.exitCode}): ${stderr}${hint ? `; ${hint}` : ''}${context ? `\n${context}` : ''}`;
+    // A restore killed has no exit code (the runner says by what it was killed): "(exit null)" told nothing.
+    return `${program} failed${error.exitCode === null ? '' : ` (exit ${error.exitCode})`}: ${stderr}${hint ? `; ${hint}` : ''}${context ? `\n${context}` : ''}`;
   }
-  return `${error.argv.join(' ')}: ${stderr || `exit ${error.exitCode}`}${hint ? `; ${hint}` : ''}`;
+  return `${error.argv.join(' ')}: ${stderr || (error.exitCode === null ? 'killed' : `exit ${error.exitCode}`)}${hint ? `; ${hint}` : ''}`;
 }
 
 export type AddressStep = Extract<Step, { kind: 'link-up' | 'address-add' | 'address-del' | 'route' }>;

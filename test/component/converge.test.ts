@@ -491,6 +491,15 @@ for (const [format, exitCode, stderr] of FORMATS) {
   });
 }
 
+test('a nat restore killed (the OOM killer, a timeout) is said as killed, not as "exit null"; filter is rolled back', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  const before = ns.snapshot();
+  ns.failNext({ match: (argv, input) => argv[0] === 'iptables-nft-restore' && (input ?? '').startsWith('*nat'), killed: 'SIGKILL' });
+  const error = await t.throwsAsync(apply(ns, lab), { instanceOf: ApplyError });
+  t.is(error!.message.split('\n')[0], 'applying the nat table failed: iptables-nft-restore failed: killed by SIGKILL');
+  t.is(ns.snapshot(), before);
+});
+
 test('with --netns (ip netns exec NS iptables-nft-restore …) the error names the restore program, not "ip"', async (t) => {
   const ns = namespace(['eth1', 'eth2']);
   const before = ns.snapshot();
