@@ -135,8 +135,9 @@ function firstLine(error: unknown, source: string): string {
       + 'loops nested inside one another ({{#each}} in {{#each}}) or partials that call each other multiply what it writes';
   }
   if (error instanceof RangeError && /call stack/.test(error.message)) {
-    // Without a partial called, the stack ran out on blocks nested a thousand and more deep (in the parser or the render).
-    return /\{\{~?\s*>/.test(source) ? 'calls itself without end (a partial that includes itself, {{> name}} inside its own {{#*inline "name"}})'
+    // Without a partial called ({{> p}}, or a partial block {{#> p}}…{{/p}}), the stack ran out on blocks nested a
+    // thousand and more deep (in the parser or the render).
+    return /\{\{~?\s*#?\s*>/.test(source) ? 'calls itself without end (a partial that includes itself, {{> name}} inside its own {{#*inline "name"}})'
       : 'nests blocks deeper than the gateway reads ({{#if}}, {{#each}} or {{#with}} inside one another a thousand times and more); a template needs a few levels';
   }
   const message = String((error as Error)?.message ?? error);

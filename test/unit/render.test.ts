@@ -348,6 +348,12 @@ test('a partial that includes itself is a sentence, not a JavaScript stack overf
   });
 });
 
+test('a partial block that includes itself ({{#> p}} inside its own inline) is said as a partial calling itself, not as blocks nested deep', (t) => {
+  t.throws(() => renderRules('{{#*inline "p"}}{{#> p}}-j ACCEPT{{/p}}\n{{/inline}}{{#> p}}{{/p}}\n', 'f.hbs', guarded({ vlans: [] }), true), {
+    instanceOf: TemplateError, message: 'f.hbs: calls itself without end (a partial that includes itself, {{> name}} inside its own {{#*inline "name"}})',
+  });
+});
+
 test('blocks nested 2,000 deep, without a partial, are said as such, not as a partial that includes itself', (t) => {
   const deep = `${'{{#if vlans}}'.repeat(2000)}-j ACCEPT${'{{/if}}'.repeat(2000)}\n`;
   t.throws(() => renderRules(deep, 'f.hbs', guarded({ vlans: [] }), true), {
