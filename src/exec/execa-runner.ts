@@ -14,6 +14,12 @@ const env = { LC_ALL: 'C', LANG: 'C' };
 /** The child's environment: ours with the C locale (built once, not per call). */
 const childEnv = { ...process.env, ...env };
 
+/**
+ * The signals a program dies of by its own fault (a segfault, an assertion's abort, seccomp refusing a system call):
+ * not a kill from outside, and not the gateway's.
+ */
+const CRASH_SIGNALS: ReadonlySet<NodeJS.Signals> = new Set(['SIGSEGV', 'SIGBUS', 'SIGABRT', 'SIGILL', 'SIGFPE', 'SIGSYS', 'SIGTRAP']);
+
 export class ExecaRunner implements CommandRunner {
   run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
     const [file, ...args] = argv;
@@ -65,6 +71,7 @@ export class ExecaRunner implements CommandRunner {
           const why = aborted !== undefined ? `killed by SIGKILL (${aborted})`
             : startError ? startError.message
             : child.killed && options.timeoutMs ? `killed by ${signal} (timeout ${options.timeoutMs} ms)`
+            : signal !== null && CRASH_SIGNALS.has(signal) ? `crashed (${signal}): a fault of the program itself, not a kill`
             : `killed by ${signal}, not by the gateway (the OOM killer, or another process)`;
           const notFound = (startError as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
           reject(new CommandError(argv, null, why, result.stdout, notFound));

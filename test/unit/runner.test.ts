@@ -49,6 +49,17 @@ test('withDeadline: a command killed by someone else is not said to have timed o
   t.true(performance.now() - started < 2000);
 });
 
+// iptables-restore dying of a segfault or an assertion's abort (a bug of the binary, a rule set it cannot take) is
+// the program's own fault: "not by the gateway (the OOM killer, or another process)" sent one looking for a killer.
+test('withDeadline: a command that crashes (SIGSEGV, SIGABRT) is said to have crashed, not to have been killed', async (t) => {
+  const bounded = withDeadline(runner, 60_000);
+  for (const signal of ['SEGV', 'ABRT']) {
+    const error = await t.throwsAsync(bounded.run(['sh', '-c', `kill -${signal} $$`]), { instanceOf: CommandError });
+    t.is(error.message, `sh -c kill -${signal} $$ exited by signal: crashed (SIG${signal}): a fault of the program itself, not a kill`);
+    t.is(error.exitCode, null);
+  }
+});
+
 test('withDeadline: abortInFlight kills the commands running now, saying why; those started after run as usual', async (t) => {
   const bounded = withDeadline(runner, 60_000);
   const started = performance.now();
