@@ -52,6 +52,13 @@ export function describeErrorLines(error: unknown): string[] {
     const source = printable(error.source);
     return error.lines.map((line) => `invalid config: ${line.includes(source) ? '' : `${source}: `}${line}`);
   }
-  const lines = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
-  return lines.length > 1 && lines[0]!.endsWith(':') ? lines.slice(1) : lines;
+  const all = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
+  const lines = all.length > 1 && all[0]!.endsWith(':') ? all.slice(1) : all;
+  // A line in parentheses is said of the problems before it ("(and 3 more lines refused)", "(rendered as at a start
+  // before Docker attaches the NICs: …)"): it goes with them, not as an error of its own ("reload rejected: (and 3 more
+  // lines refused)"); said once, at the end of the last.
+  const problems = lines.filter((l) => !/^\(.*\)$/.test(l));
+  if (problems.length === 0 || problems.length === lines.length) return lines;
+  const notes = lines.filter((l) => /^\(.*\)$/.test(l));
+  return [...problems.slice(0, -1), `${problems.at(-1)!} ${notes.join(' ')}`];
 }

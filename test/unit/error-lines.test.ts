@@ -1,0 +1,25 @@
+/** describeErrorLines: a rejected reload's errors, one line per problem, each standing alone (the log, /status). */
+import test from 'ava';
+import { describeErrorLines } from '../../src/cli/errors.js';
+import { PlanError } from '../../src/plan/check.js';
+import { TemplateError } from '../../src/template/render.js';
+
+const DETACHED = '(rendered as at a start before Docker attaches the NICs: no VLAN has its NIC yet, and uplink.nic has no value; '
+  + 'put a rule that needs it inside {{#if uplink.nic}})';
+
+// Logged each as `reload rejected, keeping the running config: <line>`: "(rendered as at a start …)" and "(and 3 more
+// lines refused)" were errors of their own, saying of nothing what went wrong.
+test('a note in parentheses goes with the problems before it, not as a line of its own', (t) => {
+  const refused = 'nat VGW-USER-POSTROUTING rule 1 (from /rules/nat/postrouting.hbs): iptables refuses it: Bad argument `-j\'';
+  t.deepEqual(describeErrorLines(new PlanError(`${refused}\n${DETACHED}`)), [`${refused} ${DETACHED}`]);
+
+  const error = new TemplateError('/rules/filter/forward.hbs', '"-o" has no -j target', 2,
+    [{ file: '/rules/filter/forward.hbs', detail: '"-i" has no -j target', line: 5 }], 3, DETACHED);
+  t.deepEqual(describeErrorLines(error), [
+    '/rules/filter/forward.hbs, rendered line 2: "-o" has no -j target',
+    `/rules/filter/forward.hbs, rendered line 5: "-i" has no -j target (and 3 more lines refused) ${DETACHED}`,
+  ]);
+  // One problem: its line, with the kind of error said.
+  t.deepEqual(describeErrorLines(new TemplateError('/rules/filter/forward.hbs', '"-o" has no -j target', 2)),
+    ['invalid rule template: /rules/filter/forward.hbs, rendered line 2: "-o" has no -j target']);
+});
