@@ -122,9 +122,19 @@ function findUplink(config: Config, facts: BindingFacts): UplinkBinding {
   const routeDev = facts.defaultRoute?.dev;
   const viaRoute = routeDev === undefined ? undefined : candidates.find((l) => l.name === routeDev);
   if (viaRoute) return { nic: viaRoute };
-  if (routeDev === undefined) return { note: 'waiting: no default route, and no uplink.interface or uplink.gateway to find the uplink by' };
+  if (routeDev === undefined) return { note: NO_WAY_TO_FIND_UPLINK };
   const what = links.some((l) => l.name === routeDev) ? "a VLAN's NIC" : 'a NIC whose name cannot be used in a rule';
   return { note: `waiting: the default route is on ${routeDev}, ${what}; set uplink.interface or uplink.gateway` };
+}
+
+const NO_WAY_TO_FIND_UPLINK = 'waiting: no default route, and no uplink.interface or uplink.gateway to find the uplink by';
+
+/**
+ * Whether the uplink waits with nothing in the config to find it by and no default route: a router of internal
+ * networks only, or one whose way out comes later. No NIC is the uplink's meant one then.
+ */
+export function uplinkUnnamed(uplink: UplinkBinding): boolean {
+  return !uplink.nic && uplink.note === NO_WAY_TO_FIND_UPLINK;
 }
 
 export function matchVlans(config: Config, facts: BindingFacts, uplink: UplinkBinding): VlanBinding[] {

@@ -3,7 +3,7 @@
  * since the last good pass. Pure: from the desired state that pass planned and this pass's.
  */
 import type { Link } from '../observe/facts.js';
-import { isPlainWait, namesUnclaimedNics, unclaimedNics } from '../plan/match.js';
+import { isPlainWait, namesUnclaimedNics, unclaimedNics, uplinkUnnamed } from '../plan/match.js';
 import type { Desired } from '../plan/types.js';
 
 export interface Notice {
@@ -60,7 +60,9 @@ export function bindingNotices(before: Desired | undefined, desired: Desired): N
  * `before`: what the last pass found unclaimed (undefined at the first), returned anew as `unclaimed`.
  */
 export function unclaimedNicNotices(before: ReadonlyMap<string, string> | undefined, desired: Desired, links: readonly Link[]): { notices: Notice[]; unclaimed: Map<string, string> } {
-  if (!desired.uplink.nic) return { notices: [], unclaimed: new Map(before ?? []) };
+  // Unless nothing names the uplink and there is no default route (a router of internal networks only): no NIC is
+  // the one meant for it then, and a forgotten vlans entry would be silence again.
+  if (!desired.uplink.nic && !uplinkUnnamed(desired.uplink)) return { notices: [], unclaimed: new Map(before ?? []) };
   const unclaimed = unclaimedNics(desired.vlans, links, desired.uplink.nic?.name);
   const waitingNamesThem = desired.vlans.some(namesUnclaimedNics);
   const notices: Notice[] = [];

@@ -359,6 +359,19 @@ test('an uplink waiting from the start says what for, once; the NIC it is meant 
   ]);
 });
 
+test('a router with no uplink (none named, no default route): a network connected that no VLAN is for is still told', async (t) => {
+  const internal: Config = { ...lab, uplink: { nat: 'none' } };
+  const r = rig(t, {}, internal);
+  r.ns.removeLink('eth0'); // no uplink network, so no default route: the VLANs route between themselves only
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.ns.addLink({ name: 'eth3', addresses: ['192.168.30.2/24'] }); // a network whose vlans entry was forgotten
+  r.supervisor.trigger('netlink');
+  await settle(r, 2);
+  t.deepEqual(r.logs.filter((l) => l.interface === 'eth3').map((l) => l.msg),
+    ['eth3 has 192.168.30.2/24, in no VLAN of the config, and is not the uplink: the gateway does not route it (a VLAN whose subnet holds its address would be)']);
+});
+
 test('a VLAN whose subnet is not its Docker network\'s is told in the log, naming the NIC no VLAN took, once; a VLAN waiting with no such NIC is not', async (t) => {
   // office typed as 192.168.11.0/24 while Docker's office network (eth1) is 192.168.10.0/24; guest not attached yet.
   const typo: Config = {
