@@ -151,8 +151,14 @@ export class PlanCache {
         }
         const temporary = `${file}.${process.pid}.tmp`;
         const body: StoredFile = { format: FORMAT, code: this.code(), kind, key, value };
-        writeFileSync(temporary, JSON.stringify(body), { mode: 0o600 });
-        renameSync(temporary, file);
+        try {
+          writeFileSync(temporary, JSON.stringify(body), { mode: 0o600 });
+          renameSync(temporary, file);
+        } catch (error) {
+          // Full (the file cut short where the space ran out): not left taking what little space /run has.
+          rmSync(temporary, { force: true });
+          throw error;
+        }
       }
       for (const kind of new Set(this.pending.map((p) => p.kind))) this.prune(kind);
       return undefined;

@@ -8,6 +8,7 @@
  * nothing rendered in memory.
  */
 import test from 'ava';
+import { execFileSync } from 'node:child_process';
 import { chmod, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -153,6 +154,17 @@ test.serial('a cache that cannot be written says why (a read-only /run); one wri
   await writeFile(join(dir, 'file'), '');
   planWith(await newRun('test/fixtures/snat.yaml'), blocked);
   t.regex(blocked.flush() ?? '', /ENOTDIR|not a directory/);
+});
+
+// A full /run (a small tmpfs): root only, to mount one of our own.
+(process.getuid?.() === 0 ? test.serial : test.serial.skip)('a cache that runs out of space says so and leaves no file cut short behind', async (t) => {
+  const dir = await cacheDir(t);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4k,mode=700', 'tmpfs', dir]); // one page: the config's file fits, the state does not
+  t.teardown(() => execFileSync('umount', [dir]));
+  const cache = new PlanCache(dir);
+  planWith(await newRun(), cache);
+  t.is(cache.flush(), 'no space left');
+  t.deepEqual((await readdir(dir)).filter((f) => f.endsWith('.tmp')), []);
 });
 
 test.serial('the newest four states are kept, and a temporary file a run left behind is removed', async (t) => {
