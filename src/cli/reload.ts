@@ -92,7 +92,7 @@ export class Reloads {
     early.releaseHup();
     if (early.hup && !early.stop) this.request('SIGHUP'); // a stop asked for too: nothing to reload for
     this.watcher = new ConfigWatch(path, () => this.request('file changed'), {
-      onWatchError: (watched, error) => log.warn({ err: error, path: watched }, 'cannot watch for changes; reload with SIGHUP'),
+      onWatchError: (watched, error) => log.warn({ path: watched }, `cannot watch ${watched} for changes (${watchFailure(error)}): a change there needs a SIGHUP to be read`),
     });
     this.watcher.rearm(supervisor.config.config.rules.dir);
     // Said once, beside the start pass rather than before it.
@@ -250,5 +250,17 @@ export class Reloads {
     if (settings.listen !== listen) {
       log.warn({ listen: settings.listen, serving: address ? `${address.address}:${address.port}` : listen }, `http.listen changed to ${settings.listen}: the endpoints stay where they are until the next start`);
     }
+  }
+}
+
+/** Why a watch could not be set, in words (inotify's limits named: they are what to raise). */
+function watchFailure(error: unknown): string {
+  switch ((error as NodeJS.ErrnoException).code) {
+    case 'ENOENT': return 'it does not exist';
+    case 'EACCES': return 'permission denied';
+    case 'ENOTDIR': return 'a part of the path is not a directory';
+    case 'ENOSPC': return 'no inotify watches left: raise fs.inotify.max_user_watches';
+    case 'EMFILE': return 'no inotify instances left: raise fs.inotify.max_user_instances';
+    default: return error instanceof Error ? error.message : String(error);
   }
 }

@@ -23,6 +23,8 @@ export class ConfigWatch {
   private watchers: FSWatcher[] = [];
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Paths whose watch failed, and how, as reported. */
+  private readonly reported = new Map<string, string>();
 
   constructor(
     private readonly path: string,
@@ -39,8 +41,10 @@ export class ConfigWatch {
     this.unwatch();
     if (this.closed) return;
     const name = basename(this.path);
-    this.add(dirname(this.path), false, (changed) => changed === null || changed === name || changed === '..data');
-    this.add(this.path, false, () => true);
+    const dirWatched = this.add(dirname(this.path), false, (changed) => changed === null || changed === name || changed === '..data');
+    // The file missing (removed, a dangling symlink) or unreadable: the reload says so, and the directory's watch
+    // sees it put back or made readable; only a failure that would also hit a file mounted on its own is news.
+    this.add(this.path, false, () => true, true, dirWatched ? ['ENOENT', 'EACCES'] : []);
     for (const dir of new Set([rulesDir, pendingRulesDir])) {
       if (!dir) continue;
       const report = dir === rulesDir;
@@ -58,7 +62,8 @@ export class ConfigWatch {
     this.unwatch();
   }
 
-  private add(path: string, recursive: boolean, relevant: (name: string | null) => boolean, report = true): void {
+  /** Whether the watch was set. A failure is reported once (a rearm at each reload does not repeat it), until set. */
+  private add(path: string, recursive: boolean, relevant: (name: string | null) => boolean, report = true, quiet: readonly string[] = []): boolean {
     try {
       const watcher = watch(path, { recursive, persistent: false }, (_event, name) => {
         if (relevant(name === null ? null : String(name))) this.fire();
@@ -66,8 +71,15 @@ export class ConfigWatch {
       // A watched path that goes away (the file renamed over) errors on some platforms: the next rearm replaces it.
       watcher.on('error', () => undefined);
       this.watchers.push(watcher);
+      this.reported.delete(path);
+      return true;
     } catch (error) {
-      if (report) this.options.onWatchError?.(path, error);
+      const code = (error as NodeJS.ErrnoException).code ?? String(error);
+      if (report && !quiet.includes(code) && this.reported.get(path) !== code) {
+        this.reported.set(path, code);
+        this.options.onWatchError?.(path, error);
+      }
+      return false;
     }
   }
 

@@ -6,7 +6,7 @@
  * packets follow the new rule.
  */
 import test from 'ava';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { dump as stringify, load as parse } from 'js-yaml';
@@ -448,4 +448,26 @@ kernel(`the config replaced by a named pipe: the reload is rejected saying so, a
   await waitFor('its rule', async () => chainLines(await iptablesSave(router()), 'VGW-P-20-10').some(dropsTcp80), 5000);
   await settleOn(stringify(example));
   t.pass();
+});
+
+// The config removed (a `git checkout` half-way, a dangling symlink) used to add, at every reload, a warning
+// "cannot watch for changes; reload with SIGHUP" with Node's ENOENT stack: a second message for one failure, and a
+// wrong one, as the directory's watch saw the file put back and reloaded it without a SIGHUP.
+kernel(`the config removed: each reload says so in one line, with no watch warning; the file put back is read without a SIGHUP${NEEDS_ROOT}`, async (t) => {
+  const text = await readFile(configPath, 'utf8');
+  let from = gateway!.logs.length;
+  await rm(configPath);
+  gateway!.signal('SIGHUP');
+  await gateway!.waitForLog('the rejected reload', (l) => l.why === 'SIGHUP' && /reload rejected/.test(l.msg), 5000, from);
+  gateway!.signal('SIGHUP');
+  await waitFor('the second rejection', async () => (gateway!.logs.slice(from).filter((l) => l.why === 'SIGHUP').length === 2 ? true : undefined), 5000);
+  await sleep(700); // the directory's watch (debounced 200 ms) reloads too
+  t.deepEqual([...new Set(gateway!.logs.slice(from).filter((l) => l.level >= 40).map((l) => l.msg))],
+    [`reload rejected, keeping the running config: invalid config: cannot read ${configPath}: no such file`]);
+
+  from = gateway!.logs.length;
+  await writeFile(configPath, text);
+  const back = await gateway!.waitForLog('the file put back', (l) => /config reloaded/.test(l.msg), 5000, from);
+  t.is(back.why, 'file changed');
+  t.is(back.msg, 'config reloaded: unchanged');
 });

@@ -132,6 +132,36 @@ test('a watch that cannot be set is reported, and the others still work', async 
   t.is(await w.after(() => writeFile(w.config, 'vlans: [] # still watched\n')), 1);
 });
 
+test('a watch that cannot be set is reported once, not at every rearm; again once it failed anew after being set', async (t) => {
+  const w = await watched(t);
+  const missing = join(w.dir, 'later.d');
+  for (let i = 0; i < 3; i++) w.watch.rearm(missing); // a reload rearms the watches
+  t.deepEqual(w.errors, [missing]);
+  await mkdir(missing);
+  w.watch.rearm(missing);
+  await rm(missing, { recursive: true });
+  w.watch.rearm(missing);
+  t.deepEqual(w.errors, [missing, missing]);
+});
+
+test('the config file removed (or a symlink to nothing) is no watch error: its directory sees it put back', async (t) => {
+  const w = await watched(t);
+  await rm(w.config);
+  w.watch.rearm(w.rules); // the rejected reload rearms
+  t.deepEqual(w.errors, []);
+  t.is(await w.after(() => writeFile(w.config, 'vlans: [] # back\n')), 1);
+  w.watch.rearm(w.rules);
+  await w.settle();
+  await rm(w.config);
+  await symlink(join(w.dir, 'nowhere.yaml'), w.config);
+  await w.settle();
+  w.watch.rearm(w.rules);
+  t.deepEqual(w.errors, []);
+  const next = join(w.dir, 'gateway.next');
+  await writeFile(next, 'vlans: [] # a file again\n');
+  t.is(await w.after(() => rename(next, w.config)), 1);
+});
+
 const MOUNTINFO = [
   '22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw',
   '65 22 254:0 /srv/gw/gateway.yaml /etc/vlan-gateway/gateway.yaml ro,relatime - ext4 /dev/vda rw',
