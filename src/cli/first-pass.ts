@@ -3,9 +3,14 @@
  * (the plan cache written, the first stats reading, the drift check scheduled, the code cache saved, the full
  * render check of the templates), so that none of it holds up the time to ready.
  */
+import { clearStaleFlows } from '../apply/conntrack.js';
+import type { CommandRunner } from '../exec/runner.js';
 import type { Logger } from '../log.js';
 import type { StatsCollector } from '../metrics/collector.js';
+import { PREROUTING_CHAIN } from '../plan/chains.js';
+import { portText, udpForwardOf } from '../plan/conntrack.js';
 import { useDesiredStore } from '../plan/desired.js';
+import type { ConntrackClear } from '../plan/types.js';
 import type { ConfigState, Supervisor } from '../reconcile/supervisor.js';
 import { codeCache } from './code-cache.js';
 import type { DriftSchedule } from './drift-schedule.js';
@@ -24,6 +29,8 @@ export interface FirstPassParts {
   /** The config the start loaded, and how its rules are checked. */
   readonly initial: ConfigState;
   readonly rulesCheck: RulesCheck;
+  /** The supervisor's runner (in its namespace, with its command timeout). */
+  readonly runner: CommandRunner;
 }
 
 export function afterFirstPass(parts: FirstPassParts): void {
@@ -40,6 +47,7 @@ export function afterFirstPass(parts: FirstPassParts): void {
   void collector.collect();
   driftSchedule.start(); // the drift check, from now on (see DriftSchedule)
   if (supervisor.ready) codeCache()?.save('run'); // the functions a start runs are compiled now
+  if (supervisor.ready) void clearLeftFlows(parts);
   const desired = supervisor.lastDesired;
   // A first pass that found every NIC rendered every template with every zone: the check has nothing left
   // to find. Otherwise it runs, a second after a good start so that it does not hold up /readyz (at 100
@@ -59,4 +67,34 @@ async function renderCheck({ log, shutdown, initial, rulesCheck }: FirstPassPart
     shutdown.exitCode = exitCodeOf(error);
     void shutdown.stop('invalid config');
   }
+}
+
+/**
+ * The UDP flows a previous run left going to the gateway itself at a port it forwards. A pass clears them once the
+ * forward is written (apply/conntrack.ts), but a run killed between the two (kill -9, the OOM killer, the
+ * container stopped hard while `conntrack -D` ran) leaves the forward in place and the flows with the gateway:
+ * the next run finds the nat table as planned, so no pass of it would clear them, and a client that keeps sending
+ * from one port never reaches the forward's host. So after a good start, every UDP forward's port is looked at
+ * once; what is found is cleared and said, and nothing is said when there was nothing to clear (or no conntrack
+ * tool: a pass that needs one says so).
+ */
+async function clearLeftFlows({ log, supervisor, shutdown, runner }: FirstPassParts): Promise<void> {
+  const desired = supervisor.lastDesired;
+  if (!desired || shutdown.isStopping) return;
+  const prerouting = desired.chains.find((c) => c.table === 'nat' && c.name === PREROUTING_CHAIN)?.rules ?? [];
+  const local = [...new Set([
+    ...(supervisor.view?.links ?? []).filter((l) => !l.loopback).flatMap((l) => l.addresses.map((a) => a.address)),
+    ...desired.addresses.map((a) => a.address),
+  ])].sort();
+  const clears: ConntrackClear[] = prerouting.flatMap((r) => {
+    const forward = udpForwardOf(r.line);
+    return forward ? [{ kind: 'conntrack-clear' as const, ports: forward.ports, forward: 'added' as const, local }] : [];
+  });
+  if (clears.length === 0 || local.length === 0) return;
+  const outcome = await clearStaleFlows(runner, clears);
+  const ports = [...new Set(clears.map((c) => portText(c.ports)))].join(', ');
+  if (outcome.cleared > 0) {
+    log.warn({ cleared: outcome.cleared, ports }, `cleared ${outcome.cleared} UDP flow${outcome.cleared === 1 ? '' : 's'} to ${ports} that reached the gateway itself although the port is forwarded: left by a run stopped before it cleared them`);
+  }
+  if (outcome.warning) log.warn({ ports }, `UDP flows to ${ports} left by a previous run could not be cleared: ${outcome.warning}`);
 }

@@ -1,0 +1,120 @@
+/**
+ * A `vlan-gateway run` killed hard (kill -9 of its process group: the OOM killer, `docker kill`) while it cleared the
+ * UDP flows a port forward it had just added leaves going to the gateway itself. The forward was written, the
+ * clear was not: the next run finds the nat table as planned, so no pass of its own would clear them, and a client
+ * that keeps sending from one port (a WireGuard or SIP peer) never reached the forward's host. The next run clears
+ * them once after its start, and says so.
+ */
+import test from 'ava';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { dump as stringify, load as parse } from 'js-yaml';
+import { loadConfig } from '../../src/config/load.js';
+import type { LabTopology } from '../../src/lab/index.js';
+import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import {
+  buildLab, GatewayProcess, prepareBundle, REPO, runner, scratchDir, sleep, tearDown, waitFor, type Bundle,
+} from '../helpers/supervisor.js';
+import { tearDownAlways } from '../helpers/teardown.js';
+
+const kernel = isRoot() ? test.serial : test.serial.skip;
+const name = uniqueLabName('k');
+const PORT = 6101;
+const CLIENT_PORT = 40101;
+
+let bundle: Bundle | undefined;
+let topology: LabTopology | undefined;
+let scratch: string | undefined;
+const hold = () => join(scratch!, 'hold');
+const held = () => join(scratch!, 'held');
+
+test.before(async () => {
+  if (!isRoot()) return;
+  bundle = await prepareBundle();
+  scratch = await scratchDir('vgw-ct-left-');
+  const bin = join(scratch, 'bin');
+  await mkdir(bin);
+  const real = (await execa('sh', ['-c', 'command -v conntrack'])).stdout.trim();
+  // A `conntrack -D` that hangs while the file `hold` exists (and says so in `held`): the gateway killed meanwhile.
+  await writeFile(join(bin, 'conntrack'),
+    `#!/bin/sh\ncase " $* " in *" -D "*) if [ -e '${hold()}' ]; then echo $$ > '${held()}'; exec sleep 600; fi;; esac\nexec '${real}' "$@"\n`);
+  await chmod(join(bin, 'conntrack'), 0o755);
+  topology = await buildLab((await loadConfig(join(REPO, 'examples', 'lab.yaml'))).config, name);
+});
+
+tearDownAlways('kill the gateways, remove the lab and the scratch files', async () => {
+  if (!isRoot()) return;
+  await tearDown(name, scratch, bundle);
+});
+
+const UDP_SCRIPT = String.raw`const [mode, address, port, host, hostPort, text] = process.argv.slice(1);
+const s = require('node:dgram').createSocket('udp4');
+s.bind(Number(port), address, () => {
+  if (mode === 'send') s.send(text, Number(hostPort), host, () => setTimeout(() => process.exit(0), 300));
+  else { s.on('message', (m) => console.log(String(m))); console.log('ready'); }
+});`;
+
+kernel(`a run killed while it cleared the flows a UDP forward left with the gateway: the next run clears them after its start, and says so${NEEDS_ROOT}`, async (t) => {
+  const lab = topology!.vlans.find((v) => v.name === 'lab')!;
+  const u = topology!.uplink;
+  const example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as { portForwards: unknown[] };
+  const configPath = join(scratch!, 'gateway.yaml');
+  await writeFile(configPath, stringify(example));
+  const withForward = stringify({ ...example, portForwards: [...example.portForwards, { proto: 'udp', port: PORT, to: lab.client.address }] });
+  const send = (text: string) => runner.run(['ip', 'netns', 'exec', topology!.inet, process.execPath, '-e', UDP_SCRIPT, 'send', u.internetHost,
+    String(CLIENT_PORT), u.routerAddress, String(PORT), text]);
+  const entry = async () => (await runner.run(['ip', 'netns', 'exec', topology!.router, 'conntrack', '-L', '-p', 'udp', '--orig-port-src', String(CLIENT_PORT)])).stdout;
+  const toGateway = new RegExp(`dport=${PORT} \\[UNREPLIED\\] src=${u.routerAddress.replaceAll('.', '\\.')} `);
+
+  const start = async () => {
+    const gateway = await GatewayProcess.start({
+      bundle: bundle!.path, netns: topology!.router, config: configPath, statsIntervalMs: 300,
+      env: { PATH: `${join(scratch!, 'bin')}:${process.env.PATH ?? ''}` },
+    });
+    await gateway.waitReady();
+    return gateway;
+  };
+  const first = await start();
+  await send('before the forward'); // to the gateway itself, which has nothing on the port
+  t.regex(await entry(), toGateway);
+
+  // The forward added by a reload; the gateway killed, with everything it started, while its `conntrack -D` runs.
+  await writeFile(hold(), '');
+  await writeFile(configPath, withForward);
+  await waitFor('the conntrack -D under way', async () => ((await readFile(held(), 'utf8').catch(() => '')) !== '' ? true : undefined), 10_000);
+  first.killGroup();
+  await first.stop();
+  await rm(hold());
+  await send('while nobody clears it');
+  t.regex(await entry(), toGateway, 'the forward is in the nat table, the flow still with the gateway');
+
+  const listener = execa('ip', ['netns', 'exec', lab.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'listen', lab.client.address, String(PORT)],
+    { reject: false, timeout: 30_000 });
+  const received: string[] = [];
+  try {
+    await new Promise<void>((resolve) => listener.stdout!.on('data', (chunk: Buffer) => {
+      for (const line of String(chunk).split('\n').filter(Boolean)) {
+        if (line === 'ready') resolve();
+        else received.push(line);
+      }
+    }));
+    const second = await start();
+    const said = await second.waitForLog('the flows cleared', (l) => /^cleared \d+ UDP flows? to /.test(l.msg), 10_000);
+    t.is(said.msg, `cleared 1 UDP flow to ${PORT} that reached the gateway itself although the port is forwarded: left by a run stopped before it cleared them`);
+    t.is(said.level, 40);
+    await send('after the restart');
+    await sleep(300);
+    t.deepEqual(received, ['after the restart']);
+    t.notRegex(await entry(), toGateway);
+    // A start with nothing left to clear says nothing.
+    await second.stop();
+    const third = await start();
+    await sleep(1500);
+    t.false(third.logs.some((l) => /UDP flows?/.test(l.msg)), third.describeLogs());
+    await third.stop();
+  } finally {
+    listener.kill('SIGTERM');
+    await listener;
+  }
+});
