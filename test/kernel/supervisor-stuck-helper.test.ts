@@ -70,6 +70,7 @@ kernel(`a restore that hangs is killed at --command-timeout and retried, one at 
   const rules = await forwardRules();
   t.true(rules > 0);
   await writeFile(hang(), '');
+  t.teardown(() => rm(hang(), { force: true })); // a failed assertion must not leave the next test's start hanging
   const from = gateway!.logs.length;
   await runner.run(['ip', 'netns', 'exec', topology!.router, 'iptables-nft', '-F', 'VGW-FORWARD']); // drift: the repair's restore hangs
 
@@ -106,6 +107,7 @@ kernel(`stopped while a restore hangs, the gateway says what it waits for, kills
   t.is((await gateway!.stop('SIGTERM', 10_000)).code, 0);
   gateway = await startGateway([]);
   await writeFile(hang(), '');
+  t.teardown(() => rm(hang(), { force: true })); // a failed assertion must not leave the next test's start hanging
   const from = gateway.logs.length;
   await runner.run(['ip', 'netns', 'exec', topology!.router, 'iptables-nft', '-F', 'VGW-FORWARD']);
   await waitFor('a restore hanging', async () => (await restores()) === 1, 5000);
