@@ -105,6 +105,9 @@ export class ExecaRunner implements CommandRunner {
       exited,
       stop: async () => {
         child.kill('SIGTERM');
+        // A stopped child (SIGSTOP, a debugger, a frozen cgroup) leaves SIGTERM pending: woken, it ends now, not at
+        // the SIGKILL 2 s later, which every stop of the supervisor waited for.
+        child.kill('SIGCONT');
         const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
         await exited;
         clearTimeout(timer);

@@ -173,3 +173,17 @@ test('a fire-and-forget child reports its exit; one that is not installed report
   t.is(await runner.start(['sh', '-c', 'exit 3'], { detached: true }).exited, 3);
   t.is(await runner.start(['vgw-no-such-program'], { detached: true }).exited, null);
 });
+
+// Seen in the chaos review: with its `ip monitor` child stopped (SIGSTOP), every stop of the supervisor took 2 s, the
+// SIGTERM pending on the stopped child until the SIGKILL came.
+test('stopping a started child that is itself stopped (SIGSTOP) ends it at once, not at the SIGKILL 2 s later', async (t) => {
+  const child = runner.start(['sleep', '60']);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  process.kill(child.pid!, 'SIGSTOP');
+  const started = performance.now();
+  await child.stop();
+  const took = performance.now() - started;
+  t.log(`stopped in ${Math.round(took)} ms`);
+  t.true(took < 1500, `stopped in ${Math.round(took)} ms`);
+  t.is(await child.exited, null);
+});
