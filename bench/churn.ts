@@ -30,7 +30,7 @@ import { ExecaRunner } from '../src/exec/execa-runner.js';
 import { generateConfig, gatewayOf, nicAddressOf, subnetOf, UPLINK_ADDRESS, UPLINK_NIC, type ConfigShape } from './configs.js';
 import { Namespaces } from './netns.js';
 import { ensureBundle } from './startup.js';
-import { IMAGE_NODE_ARGS, imageEnv } from './supervisor-bench.js';
+import { IMAGE_NODE_ARGS, imageEnv, untilReady } from './supervisor-bench.js';
 
 const N = Number(process.argv[2] ?? 100);
 if (!(N >= 4 && N <= 250)) throw new Error('usage: bench/churn.ts [VLANS, 4..250]');
@@ -107,12 +107,7 @@ try {
     for (const line of lines) if (line) logs.push({ at: performance.now(), line });
   });
   const pid = gateway.pid!;
-  for (const started = Date.now(); ;) {
-    if (gateway.exitCode !== null) throw new Error(`vlan-gateway run exited ${gateway.exitCode}`);
-    if (await fetch(`${url}/readyz`).then((r) => r.ok, () => false)) break;
-    if (Date.now() - started > 30_000) throw new Error('not ready within 30 s');
-    await sleep(20);
-  }
+  await untilReady(gateway, url, 30_000);
 
   // Background watchers: scrapes, health, RSS.
   const scrapes: Array<{ at: number; ms: number }> = [];

@@ -20,7 +20,7 @@ import { ExecaRunner } from '../src/exec/execa-runner.js';
 import { generateConfig, gatewayOf, nicBatch, nicName, type ConfigShape } from './configs.js';
 import { Namespaces } from './netns.js';
 import { ensureBundle } from './startup.js';
-import { IMAGE_NODE_ARGS, imageEnv } from './supervisor-bench.js';
+import { IMAGE_NODE_ARGS, imageEnv, untilReady } from './supervisor-bench.js';
 
 const minutes = Number(process.argv[2] ?? 30);
 const vlans = Number(process.argv[3] ?? 16);
@@ -56,12 +56,7 @@ try {
   const complaints: string[] = [];
   gateway.stdout!.setEncoding('utf8').on('data', (chunk: string) => complaints.push(...chunk.split('\n').filter(Boolean)));
   const pid = gateway.pid!;
-  for (const started = Date.now(); ;) {
-    if (gateway.exitCode !== null) throw new Error(`vlan-gateway run exited ${gateway.exitCode}`);
-    if (await fetch(`${url}/readyz`).then((r) => r.ok, () => false)) break;
-    if (Date.now() - started > 20_000) throw new Error('not ready within 20 s');
-    await sleep(20);
-  }
+  await untilReady(gateway, url, 20_000);
 
   const inside = (...argv: string[]) => runner.run(['ip', 'netns', 'exec', ns, ...argv], { allowFailure: true });
   const drifts: Array<[string, () => Promise<unknown>]> = [

@@ -56,14 +56,8 @@ class Gateway {
     this.child = spawn(process.execPath, [...IMAGE_NODE_ARGS, this.bundle, 'run', '--netns', namespace, '--config', configPath,
       '--listen', `127.0.0.1:${this.port}`, '--log-level', 'warn', ...extra],
     { stdio: ['ignore', 'ignore', 'inherit'], env: { ...imageEnv(codeCache), VLAN_GATEWAY_PLAN_CACHE: planCache ?? 'off' } });
-    for (;;) {
-      if (this.child.exitCode !== null) throw new Error(`vlan-gateway run exited ${this.child.exitCode}`);
-      try {
-        if ((await fetch(`${this.url}/readyz`)).ok) return performance.now() - started;
-      } catch { /* not listening yet */ }
-      if (performance.now() - started > 20_000) throw new Error('not ready within 20 s');
-      await sleep(5);
-    }
+    await untilReady(this.child, this.url, 20_000, 5);
+    return performance.now() - started;
   }
 
   get pid(): number {
@@ -203,5 +197,15 @@ export async function supervisorBench(runner: CommandRunner, namespaces: Namespa
   } finally {
     await gateway.stop();
     await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Waits for a `vlan-gateway run` child's first /readyz 200, polling every `everyMs`; throws if it exits or takes `limitMs`. */
+export async function untilReady(child: ChildProcess, url: string, limitMs: number, everyMs = 20): Promise<void> {
+  for (const started = performance.now(); ;) {
+    if (child.exitCode !== null) throw new Error(`vlan-gateway run exited ${child.exitCode}`);
+    if (await fetch(`${url}/readyz`).then((r) => r.ok, () => false)) return;
+    if (performance.now() - started > limitMs) throw new Error(`not ready within ${limitMs / 1000} s`);
+    await sleep(everyMs);
   }
 }
