@@ -44,8 +44,8 @@ export function describeError(error: unknown): string {
 
 /**
  * describeError's text as lines that each stand alone, for a log line apiece and /status's reload errors: a config's
- * problems each with the file they are in (unless the line names it already), and no header line ("invalid config: F: 2 problems:", "invalid rule
- * templates (nothing was applied):"), which logged on its own read as one more error.
+ * problems each with the file they are in (unless the line names it already), and no header line ("invalid config:
+ * F: 2 problems:", "invalid rule templates (nothing was applied):"), which logged on its own read as one more error.
  */
 export function describeErrorLines(error: unknown): string[] {
   if (error instanceof ConfigError) {
