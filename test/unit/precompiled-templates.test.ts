@@ -15,16 +15,16 @@ import { diff } from '../../src/plan/diff.js';
 import { syntheticFacts } from '../../src/plan/synthetic.js';
 import { loadTemplates } from '../../src/template/load.js';
 import type { precompiled as Precompiled } from '../../src/template/precompiled.js';
-import { TEMPLATE_OPTIONS as RENDER_OPTIONS, usePrecompiledTemplates } from '../../src/template/render.js';
+import { renderRules, TEMPLATE_OPTIONS as RENDER_OPTIONS, usePrecompiledTemplates } from '../../src/template/render.js';
 
 const root = (path: string) => fileURLToPath(new URL(`../../${path}`, import.meta.url));
 
 /** The module the build would bundle, imported as the bundle would see it. */
-async function buildSet(): Promise<typeof Precompiled> {
+async function buildSet(rulesDir = root('rules')): Promise<typeof Precompiled> {
   const dir = await mkdtemp(join(tmpdir(), 'vgw-precompiled-'));
   try {
     const file = join(dir, 'precompiled.mjs');
-    await writeFile(file, precompiledTemplatesModule(root('rules')));
+    await writeFile(file, precompiledTemplatesModule(rulesDir));
     return ((await import(pathToFileURL(file).href)) as { precompiled: typeof Precompiled }).precompiled;
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -70,8 +70,37 @@ test.serial('precompiled templates render every fixture byte for byte as templat
   }
 });
 
+/**
+ * A set whose entry for the text `-j ACCEPT` is the compiled form of `-j DROP`: what renders tells which was used,
+ * the precompiled form or the text compiled at run time (the byte-for-byte test above passes either way).
+ */
+async function tellingSet(): Promise<typeof Precompiled> {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-precompiled-rules-'));
+  try {
+    await writeFile(join(dir, 'drop.hbs'), '-j DROP');
+    const { options, templates } = await buildSet(dir);
+    return { options, templates: new Map([['-j ACCEPT', templates.get('-j DROP')!]]) };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test.serial('a template whose text is in the set renders from its compiled form; any other text is compiled at run time', async (t) => {
+  t.true(usePrecompiledTemplates(await tellingSet()));
+  try {
+    t.deepEqual(renderRules('-j ACCEPT', 'accept.hbs', {}), ['-j DROP']);
+    t.deepEqual(renderRules('-j ACCEPT\n', 'accept.hbs', {}), ['-j ACCEPT'], 'another text (a file edited on disk)');
+  } finally {
+    usePrecompiledTemplates({ options: {}, templates: new Map() });
+  }
+});
+
 test.serial('a set compiled with other options is not used', async (t) => {
-  const set = await buildSet();
-  t.false(usePrecompiledTemplates({ ...set, options: { ...TEMPLATE_OPTIONS, strict: false } }));
-  usePrecompiledTemplates({ options: {}, templates: new Map() });
+  const set = await tellingSet();
+  try {
+    t.false(usePrecompiledTemplates({ ...set, options: { ...TEMPLATE_OPTIONS, strict: false } }));
+    t.deepEqual(renderRules('-j ACCEPT', 'accept.hbs', {}), ['-j ACCEPT'], 'compiled at run time');
+  } finally {
+    usePrecompiledTemplates({ options: {}, templates: new Map() });
+  }
 });
