@@ -19,7 +19,7 @@ import type { Config } from '../../src/config/schema.js';
 import { ConfigError } from '../../src/config/problems.js';
 import type { Facts } from '../../src/observe/facts.js';
 import { PlanError } from '../../src/plan/check.js';
-import { planDesired, type Templates } from '../../src/plan/desired.js';
+import { forgetRenderedChains, planDesired, type Templates } from '../../src/plan/desired.js';
 import { diff } from '../../src/plan/diff.js';
 import { formatPlan } from '../../src/plan/format.js';
 import { syntheticFacts } from '../../src/plan/synthetic.js';
@@ -84,10 +84,15 @@ for (const { name, path } of fixtures) for (const ipset of [false, true]) {
   });
 }
 
+// The same config object twice is the planner's memo, and the same inputs its chain cache: the second plan was the
+// first's rules again, and this held whatever the render did. Each is now rendered as a new process renders it.
 test('rendering is deterministic: the same config and facts give byte-identical payloads', async (t) => {
-  const config = await readConfig('test/fixtures/policy.yaml');
-  const templates = await loadTemplates();
-  t.is(payloads(planFresh(config, templates)), payloads(planFresh(config, templates)));
+  const fresh = async () => {
+    const [config, templates] = [await readConfig('test/fixtures/policy.yaml'), await loadTemplates()];
+    forgetRenderedChains(); // with nothing awaited after it: no other test's render comes between
+    return payloads(planFresh(config, templates));
+  };
+  t.is(await fresh(), await fresh());
 });
 
 test('a fresh namespace plans addresses, both tables, and ip_forward last (fail closed)', async (t) => {
