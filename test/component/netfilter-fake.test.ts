@@ -133,6 +133,12 @@ test('--test checks without committing', async (t) => {
   const ns = new FakeNetns();
   t.is((await restore(ns, '*filter\n:VGW-T - [0:0]\nCOMMIT\n', '--test')).exitCode, 0);
   t.notRegex(ns.save(), /VGW-T/);
+  // It checks: a line iptables cannot parse is refused as a restore refuses it (a --test that said yes to anything,
+  // committing nothing, passed the lines above).
+  const refused = await restore(ns, '*filter\n:VGW-T - [0:0]\n-A VGW-T --frobnicate 1 -j ACCEPT\nCOMMIT\n', '--test');
+  t.is(refused.exitCode, 1);
+  t.is(refused.stderr, 'iptables-nft-restore: line 3 failed: unknown option "--frobnicate"\n');
+  t.notRegex(ns.save(), /VGW-T/);
 });
 
 test('failNext({ table }) fails that table once, where its first rule is; failOn fails any command until cleared', async (t) => {
