@@ -390,6 +390,9 @@ test('ipset: sets in use cannot be destroyed; restore stops at the first bad lin
   ns.seed('nft', '*filter\n-A FORWARD -m set --match-set VGW-PAIRS src,dst -j ACCEPT\nCOMMIT\n');
   const busy = await ns.run(['ipset', 'destroy', 'VGW-PAIRS'], { allowFailure: true });
   t.is(busy.stderr, 'ipset v7.17: Set cannot be destroyed: it is in use by a kernel component\n');
+  // The same in a restore, where the apply's destroys are (this contract did not say so; converge's rollback test relied on it).
+  const inRestore = await ns.run(['ipset', 'restore'], { input: 'destroy VGW-PAIRS\n', allowFailure: true });
+  t.is(inRestore.stderr, 'ipset v7.17: Error in line 1: Set cannot be destroyed: it is in use by a kernel component\n');
   const bad = await ns.run(['ipset', 'restore'], { input: 'add VGW-PAIRS 10.0.0.0/8,eth1\nadd VGW-NO 1.2.3.0/24,eth1\n', allowFailure: true });
   t.is(bad.stderr, 'ipset v7.17: Error in line 2: The set with the given name does not exist\n');
   t.is((await ns.run(['ipset', 'save'])).stdout, [
