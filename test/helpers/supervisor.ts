@@ -23,6 +23,7 @@ import type { Config } from '../../src/config/schema.js';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
 import { labDown, labUp, planLabTopology, type LabTopology } from '../../src/lab/index.js';
 import { isRoot, uniqueLabName } from './lab.js';
+import { tearDownAlways } from './teardown.js';
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const runner = new ExecaRunner();
@@ -537,7 +538,8 @@ export function bareNamespace(test: TestFn, tag: string): { readonly namespace: 
     bundle = await prepareBundle();
     await runner.run(['ip', 'netns', 'add', namespace]);
   });
-  test.after.always('stop the gateways, delete the namespace', async () => {
+  // Also on a Ctrl-C or ava's timeout: the namespace and a gateway in its own process group would outlive the file.
+  tearDownAlways('stop the gateways, delete the namespace', async () => {
     if (!isRoot()) return;
     await killAllGateways();
     await runner.run(['ip', 'netns', 'del', namespace], { allowFailure: true });

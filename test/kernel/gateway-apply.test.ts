@@ -77,6 +77,8 @@ test.before(async () => {
 
 tearDownAlways('remove the labs and the scratch configs', async () => {
   if (!isRoot()) return;
+  // The bare namespace of the --listen test (removed by it, but not when the file is interrupted).
+  await runner.run(['ip', 'netns', 'del', `vgwk-bind-${process.pid}`], { allowFailure: true });
   for (const name of Object.values(names)) await labDown(runner, name);
   await removeScratch();
 });
