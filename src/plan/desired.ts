@@ -17,7 +17,7 @@ import {
   type UserHook,
 } from './chains.js';
 import { COMMENT_PREFIX, digest, ruleHash } from './hash.js';
-import { matchUplink, matchVlans, nextHopOn } from './match.js';
+import { matchUplink, matchVlans, nextHopOn, uplinkRoutedSources } from './match.js';
 import { UPLINK, type Desired, type DesiredChain, type DesiredRule, type DropReason, type RuleMeaning, type UplinkBinding, type VlanBinding } from './types.js';
 import { checkJumpTargets } from './check.js';
 import { forwardingNoteIn } from './diff.js';
@@ -154,7 +154,8 @@ const withoutBindings = ({ vlans: _v, uplink: _u, ...rest }: Desired): StoredDes
 export function planDesired(config: Config, facts: BindingFacts, templates: Templates): Desired {
   const uplink = matchUplink(config, facts);
   const vlans = matchVlans(config, facts, uplink);
-  const key = JSON.stringify([uplink.nic?.name, uplink.note, vlans.map((b) => [b.nic?.name, b.note, b.routed, b.routedInUse]), facts.sets !== undefined]);
+  const key = JSON.stringify([uplink.nic?.name, uplink.note, vlans.map((b) => [b.nic?.name, b.note, b.routed, b.routedInUse]),
+    uplinkRoutedSources(facts, uplink, vlans), facts.sets !== undefined]);
   const byTemplates = memo.get(config) ?? memo.set(config, new WeakMap()).get(config)!;
   const hit = byTemplates.get(templates);
   let desired: Desired;
@@ -269,6 +270,7 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
     sources: source ? [] : ready.map((b) => ({ nic: b.nic!.name, subnet: b.vlan.subnet })),
     subnets: source ? [] : vlans.map((b) => b.vlan.subnet),
     routed: source ? [] : ready.flatMap((b) => (b.routed ?? []).map((prefix) => ({ nic: b.nic!.name, prefix }))),
+    uplinkRouted: uplinkRoutedSources(facts, uplink, vlans),
   }, (_body, target) => (target === 'DROP' ? { kind: 'drop', reason: 'spoofed' } : undefined));
   add('filter', FORWARD_CHAIN, templates.forward, {
     sourcesChain: SOURCES_CHAIN,

@@ -275,6 +275,43 @@ function misplacedPin(config: Config, index: number, nic: Link): string | undefi
 }
 
 /**
+ * What the uplink may forward from among the networks routed behind VLAN hosts, most specific first (the kernel's
+ * longest match): each network whose route in use goes through a VLAN's NIC is forged there (`forged`), and so is
+ * refused on the uplink as a VLAN's subnet is; inside one, the uplink's own networks and the routes in use through
+ * it are not (a summary 10.0.0.0/8 via a site router on a VLAN, with the uplink on 10.1.0.0/16). A network in use
+ * through the uplink too (multipath, an equal metric) is not forged. Empty without such networks or an uplink NIC.
+ */
+export function uplinkRoutedSources(facts: BindingFacts, uplink: UplinkBinding, vlans: readonly VlanBinding[]): Array<{ prefix: string; forged: boolean }> {
+  const nic = uplink.nic;
+  if (!nic || !facts.routed) return [];
+  const subnets = new Set(vlans.map((b) => b.vlan.subnet));
+  const all = facts.routed.flatMap((r) => {
+    const c = parseCidr(r.prefix);
+    return c && c.prefix > 0 ? [{ cidr: c, prefix: formatCidr(c), dev: r.dev, metric: r.metric ?? 0 }] : [];
+  });
+  const best = new Map<string, number>();
+  for (const r of all) best.set(r.prefix, Math.min(best.get(r.prefix) ?? Infinity, r.metric));
+  const viaUplink = all.filter((r) => r.dev === nic.name && r.metric === best.get(r.prefix));
+  const inUseViaUplink = new Set(viaUplink.map((r) => r.prefix));
+  const forged = [...new Set(vlans.flatMap((b) => (b.nic ? b.routedInUse ?? [] : [])))]
+    .filter((p) => !subnets.has(p) && !inUseViaUplink.has(p))
+      .map((p) => parseCidr(p)!);
+  if (forged.length === 0) return [];
+  const own = [
+    ...nic.addresses.flatMap((a) => { const c = parseCidr(`${a.address}/${a.prefix}`); return c ? [{ network: networkOf(c), prefix: c.prefix }] : []; }),
+    ...viaUplink.map((r) => r.cidr),
+  ];
+  const inside = (a: Cidr, b: Cidr) => a.prefix > b.prefix && contains(b, networkOf(a));
+  const allowed = own.filter((c) => forged.some((f) => inside(c, f)));
+  const unique = new Map<string, { cidr: Cidr; forged: boolean }>();
+  for (const c of allowed) unique.set(formatCidr(c), { cidr: c, forged: false });
+  for (const c of forged) if (!unique.has(formatCidr(c))) unique.set(formatCidr(c), { cidr: c, forged: true });
+  return [...unique.values()]
+    .sort((a, b) => b.cidr.prefix - a.cidr.prefix || Number(a.forged) - Number(b.forged) || a.cidr.network - b.cidr.network)
+    .map(({ cidr, forged: f }) => ({ prefix: formatCidr(cidr), forged: f }));
+}
+
+/**
  * Each bound VLAN's routed networks (see VlanBinding.routed): the routes through its NIC. One that covers a VLAN's
  * subnet (10.0.0.0/8 via a site router) is kept: VGW-SOURCES checks the VLANs' subnets first.
  */

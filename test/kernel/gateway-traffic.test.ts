@@ -393,6 +393,48 @@ kernel(`a source outside every VLAN's subnet, not routed through its NIC, is dro
   }
 });
 
+// A network routed behind a VLAN's host (10.77.0.0/24 via office's client) is that VLAN's, not the Internet's: its
+// source arriving on the uplink is forged, as a VLAN subnet's is. The uplink forwarded from anywhere but a VLAN's
+// subnet, so an Internet host that guessed a flow's ports slipped datagrams into it as 10.77.0.1 (a lab server
+// took them for its client's), where the same forgery of an office address was dropped.
+kernel(`a source in a network routed behind a VLAN's host is forged on the uplink: it does not slip into that network's flows${NEEDS_ROOT}`, async (t) => {
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  const routed = '10.77.0.1';
+  // And a summary route through office that covers the uplink's own network (203.0.113.0/24): that network's
+  // hosts stay the uplink's, as the kernel's longest match says.
+  const summary = '203.0.0.0/16';
+  await inNs(office.client.namespace, 'ip', 'address', 'add', `${routed}/32`, 'dev', 'lo');
+  await inNs(topology.inet, 'ip', 'address', 'add', `${routed}/32`, 'dev', topology.uplink.inetInterface);
+  for (const prefix of ['10.77.0.0/24', summary]) await inNs(router, 'ip', 'route', 'add', prefix, 'via', office.client.address, 'dev', office.routerInterface);
+  const agent = await startAgent(runner, office.client.namespace, [{ proto: 'tcp', address: '0.0.0.0', port: 22 }], 30);
+  try {
+    const applied = await apply(files.masquerade.path);
+    t.is(applied.code, 0, applied.stderr);
+    const listener = await udpListener(lab.client.namespace, lab.client.address, 5310);
+    try {
+      const legit = await udpSend(office.client.namespace, routed, 40040, lab.client.address, 5310, 'legit');
+      t.is(legit.stdout.trim(), 'pong', 'the routed host\'s flow to lab is established (the reply came back)');
+      await udpSend(topology.inet, routed, 40040, lab.client.address, 5310, 'forged on the uplink');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      t.deepEqual(listener.lines, ['legit'], 'the datagram forged on the uplink never reached the lab host');
+    } finally {
+      await listener.stop();
+    }
+    // The Internet host, and the uplink network's own router inside the summary, still reach the port forward.
+    for (const localAddress of [topology.uplink.internetHost, topology.uplink.inetAddress]) {
+      const probe = await runProbe(runner, { namespace: topology.inet, kind: 'tcp', target: topology.uplink.routerAddress, port: 2222, localAddress, timeoutMs: 2000 });
+      t.is(probe.actual, 'pass', `${localAddress} → the port forward: ${probe.detail}`);
+    }
+  } finally {
+    await agent.stop();
+    for (const prefix of ['10.77.0.0/24', summary]) await inNs(router, 'ip', 'route', 'del', prefix).catch(() => '');
+    await inNs(topology.inet, 'ip', 'address', 'del', `${routed}/32`, 'dev', topology.uplink.inetInterface);
+    await inNs(office.client.namespace, 'ip', 'address', 'del', `${routed}/32`, 'dev', 'lo');
+  }
+  t.is((await apply(files.masquerade.path)).code, 0, 'the routes gone, their drops on the uplink go');
+});
+
 // A VLAN in the config whose NIC is not attached: its subnet has no connected route, so the default route would take
 // traffic to it out of the uplink, masqueraded, whatever `forwarding` says. Here the uplink side does answer for an
 // address in it (a LAN's router would): before the drop, office reached it.

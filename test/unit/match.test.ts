@@ -309,6 +309,42 @@ vlans:
   t.deepEqual(postrouting({ ...f, routed: [{ prefix: '10.77.0.0/24', dev: 'eth1' }] }), ['-s 192.168.10.0/24 -o eth2 -j MASQUERADE']);
 });
 
+// A network routed behind a VLAN's host is that VLAN's: from the uplink, its source is forged as a VLAN subnet's is
+// (an Internet host slipped datagrams into its flows). Inside such a network, the uplink's own network and the
+// routes in use through the uplink stay the uplink's, most specific first, as the kernel routes.
+test('on the uplink, a source routed behind a VLAN host is dropped, the uplink\'s own networks inside such a route kept: most specific first', async (t) => {
+  const c = config('uplink: {gateway: 172.18.0.1}\n');
+  const f: Facts = {
+    ...facts({ gateway: '172.18.0.1', dev: 'eth2' }),
+    routed: [
+      { prefix: '10.50.0.5/32', dev: 'eth0' },
+      { prefix: '10.0.0.0/8', dev: 'eth0' }, // office's summary
+      { prefix: '172.16.0.0/12', dev: 'eth0' }, // a summary that covers the uplink's own 172.18.0.0/16
+      { prefix: '10.99.0.0/24', dev: 'eth0' }, { prefix: '10.99.0.0/24', dev: 'eth2' }, // multipath with the uplink
+      { prefix: '10.97.0.0/24', dev: 'eth2' }, { prefix: '10.97.0.0/24', dev: 'eth0', metric: 100 }, // in use via the uplink
+      { prefix: '10.88.0.0/16', dev: 'eth1', metric: 10 }, { prefix: '10.88.0.0/16', dev: 'eth0', metric: 20 }, // lab's, once
+      { prefix: '192.168.20.0/24', dev: 'eth0', metric: 50 }, // lab's subnet: dropped on the uplink by the subnets' rule
+    ],
+  };
+  const templates = await loadTemplates();
+  const onUplink = (at: Facts) => planDesired(c, at, templates).chains.find((ch) => ch.name === 'VGW-SOURCES')!.rules
+    .map((r) => r.line.replace(/^-m comment --comment "?vgw:[^ "]*"? /, '')).filter((line) => line.startsWith('-i eth2'));
+  const expected = [
+    '-i eth2 -s 10.50.0.5/32 -j DROP',
+    '-i eth2 -s 10.97.0.0/24 -j RETURN',
+    '-i eth2 -s 10.99.0.0/24 -j RETURN',
+    '-i eth2 -s 172.18.0.0/16 -j RETURN',
+    '-i eth2 -s 10.88.0.0/16 -j DROP',
+    '-i eth2 -s 172.16.0.0/12 -j DROP',
+    '-i eth2 -s 10.0.0.0/8 -j DROP',
+    '-i eth2 -j RETURN',
+  ];
+  t.deepEqual(onUplink(f), expected, 'without ipset');
+  t.deepEqual(onUplink({ ...f, sets: new Map() }), expected, 'with ipset');
+  // No network routed behind a VLAN host: the uplink's one rule, as before (nothing more on its packets' path).
+  t.deepEqual(onUplink({ ...f, routed: [{ prefix: '10.60.0.0/16', dev: 'eth2' }] }), ['-i eth2 -j RETURN']);
+});
+
 test('a network routed behind a VLAN host is reached from that VLAN back out of its NIC (hairpin), after the source check and before the conntrack checks', async (t) => {
   const c = config('uplink: {gateway: 172.18.0.1}\n');
   const f: Facts = { ...facts({ gateway: '172.18.0.1', dev: 'eth2' }), routed: [{ prefix: '10.77.0.0/24', dev: 'eth0' }] };
