@@ -295,7 +295,7 @@ export function uplinkRoutedSources(facts: BindingFacts, uplink: UplinkBinding, 
   const inUseViaUplink = new Set(viaUplink.map((r) => r.prefix));
   const forged = [...new Set(vlans.flatMap((b) => (b.nic ? b.routedInUse ?? [] : [])))]
     .filter((p) => !subnets.has(p) && !inUseViaUplink.has(p))
-      .map((p) => parseCidr(p)!);
+    .map((p) => parseCidr(p)!);
   if (forged.length === 0) return [];
   const own = [
     ...nic.addresses.flatMap((a) => { const c = parseCidr(`${a.address}/${a.prefix}`); return c ? [{ network: networkOf(c), prefix: c.prefix }] : []; }),
