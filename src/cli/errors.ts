@@ -44,13 +44,14 @@ export function describeError(error: unknown): string {
 
 /**
  * describeError's text as lines that each stand alone, for a log line apiece and /status's reload errors: a config's
- * problems each with the file they are in (unless the line names it already), and no header line ("invalid config:
- * F: 2 problems:", "invalid rule templates (nothing was applied):"), which logged on its own read as one more error.
+ * problems each with the file they are in (unless the line names that file itself: namesFile), and no header line
+ * ("invalid config: F: 2 problems:", "invalid rule templates (nothing was applied):"), which logged on its own read as
+ * one more error.
  */
 export function describeErrorLines(error: unknown): string[] {
   if (error instanceof ConfigError) {
     const source = printable(error.source);
-    return error.lines.map((line) => `invalid config: ${line.includes(source) ? '' : `${source}: `}${line}`);
+    return error.lines.map((line) => `invalid config: ${namesFile(line, source) ? '' : `${source}: `}${line}`);
   }
   const all = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
   const lines = all.length > 1 && all[0]!.endsWith(':') ? all.slice(1) : all;
@@ -61,4 +62,16 @@ export function describeErrorLines(error: unknown): string[] {
   if (problems.length === 0 || problems.length === lines.length) return lines;
   const notes = lines.filter((l) => /^\(.*\)$/.test(l));
   return [...problems.slice(0, -1), `${problems.at(-1)!} ${notes.join(' ')}`];
+}
+
+const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * Does a problem's line name the config file `source` already: starting with `source:`, or naming it as a whole token
+ * (`cannot read gateway.yaml: no such file`), not as part of a longer path (`rules.dir: cannot read
+ * /etc/vlan-gateway/gateway.yaml.d (no such directory)` names another file, and takes the prefix).
+ */
+export function namesFile(line: string, source: string): boolean {
+  if (source === '') return true;
+  return new RegExp(`(?:^|[\\s(])${escaped(source)}(?=$|[\\s:,;)]|\\.(?:$|\\s))`).test(line);
 }

@@ -1,6 +1,7 @@
 /** describeErrorLines: a rejected reload's errors, one line per problem, each standing alone (the log, /status). */
 import test from 'ava';
 import { describeErrorLines } from '../../src/cli/errors.js';
+import { ConfigError } from '../../src/config/problems.js';
 import { PlanError } from '../../src/plan/check.js';
 import { TemplateError } from '../../src/template/render.js';
 
@@ -22,4 +23,26 @@ test('a note in parentheses goes with the problems before it, not as a line of i
   // One problem: its line, with the kind of error said.
   t.deepEqual(describeErrorLines(new TemplateError('/rules/filter/forward.hbs', '"-o" has no -j target', 2)),
     ['invalid rule template: /rules/filter/forward.hbs, rendered line 2: "-o" has no -j target']);
+});
+
+// A problem's line naming another file whose path starts with the config's (its rules.dir `gateway.yaml.d`) was taken
+// for one naming the config, and logged without it: `reload rejected, …: invalid config: rules.dir: cannot read …`,
+// with no word of which file says so.
+test('a config problem is prefixed with its file unless the line names that file itself, as a whole', (t) => {
+  const source = '/etc/vlan-gateway/gateway.yaml';
+  const lines = (...text: string[]) => describeErrorLines(new ConfigError(source, text.map((message) => ({ path: [], message })), text));
+  t.deepEqual(lines(
+    'rules.dir: cannot read /etc/vlan-gateway/gateway.yaml.d (no such directory) (line 7)',
+    'rules.dir: cannot read /srv/etc/vlan-gateway/gateway.yaml (not a directory) (line 7)',
+  ), [
+    'invalid config: /etc/vlan-gateway/gateway.yaml: rules.dir: cannot read /etc/vlan-gateway/gateway.yaml.d (no such directory) (line 7)',
+    'invalid config: /etc/vlan-gateway/gateway.yaml: rules.dir: cannot read /srv/etc/vlan-gateway/gateway.yaml (not a directory) (line 7)',
+  ]);
+  t.deepEqual(lines('cannot read /etc/vlan-gateway/gateway.yaml: no such file', '/etc/vlan-gateway/gateway.yaml: the file is empty'), [
+    'invalid config: cannot read /etc/vlan-gateway/gateway.yaml: no such file',
+    'invalid config: /etc/vlan-gateway/gateway.yaml: the file is empty',
+  ]);
+  // A relative path, as --config gateway.yaml gives it.
+  t.deepEqual(describeErrorLines(new ConfigError('gateway.yaml', [{ path: [], message: 'x' }], ['rules.dir: cannot read /root/gateway.yaml.d (no such directory) (line 3)'])),
+    ['invalid config: gateway.yaml: rules.dir: cannot read /root/gateway.yaml.d (no such directory) (line 3)']);
 });
