@@ -217,6 +217,12 @@ export function parseConfigText(text: string, source: string, options: ValidateO
     ].sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
     throw new ConfigError(source, located.map((l) => l.problem), located.map((l) => l.text));
   }
+  if (parsed.empty) {
+    // Said as such, not as the first key the validator misses ("vlans: is required"): a file saved empty, or with
+    // every line commented out, is a different mistake from one that forgot its VLANs.
+    const why = emptyWhy(text);
+    throw new ConfigError(source, [{ path: [], message: `the file is empty${why}` }], [`${source} is empty${why}`]);
+  }
   const result = validateConfig(parsed.value, options);
   if (result.ok && parsed.problems.length === 0) return result.config;
   throw configError(source, text, [...parsed.problems, ...(result.ok ? [] : result.problems)]);
@@ -231,4 +237,14 @@ export function configError(source: string, text: string, problems: readonly Pro
     .sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
   const lines = located.map(({ problem, line }) => `${formatPath(problem.path)}: ${problem.message}${line ? ` (line ${line})` : ''}`);
   return new ConfigError(source, located.map((l) => l.problem), lines);
+}
+
+/** What follows "F is empty" for a file that holds no settings: what it holds instead, and what a config needs. */
+function emptyWhy(text: string): string {
+  const lines = text.replace(/^\uFEFF/, '').split(/\r\n|\r|\n/).map((l) => l.trim()).filter((l) => l !== '');
+  const holds = lines.length === 0 ? ''
+    : lines.every((l) => l.startsWith('#')) ? ' (only comments)'
+    : lines.every((l) => l.startsWith('#') || l.startsWith('%') || /^(?:---|\.\.\.)(?:\s|$)/.test(l)) ? ' (only comments or document markers)'
+    : ' (no settings)';
+  return `${holds}: a config needs at least vlans`;
 }

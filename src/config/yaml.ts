@@ -39,7 +39,7 @@ export class YamlSyntaxError extends Error {
  * value is then read as JSON.parse reads a repeated key, the last one counting. A file that cannot be read at all
  * (a syntax error, an unknown alias) is a YamlSyntaxError, with the keys it repeats besides.
  */
-export function parseYaml(text: string): { value: unknown; problems: Problem[] } {
+export function parseYaml(text: string): { value: unknown; problems: Problem[]; empty: boolean } {
   const load = (json: boolean) => loadAll(text, { schema: SCHEMA, maxAliases: MAX_ALIASES, json });
   let documents: unknown[] | undefined;
   let problems: Problem[] = [];
@@ -65,7 +65,8 @@ export function parseYaml(text: string): { value: unknown; problems: Problem[] }
   if (documents.length > 1) {
     throw new YamlSyntaxError([{ text: `(top level): the file holds ${documents.length} YAML documents (separated by "---"); a config is one document` }], problems);
   }
-  return { value: documents[0] ?? {}, problems };
+  // No document, or none with a value: nothing but blank lines, comments or document markers (or a bare `~`).
+  return { value: documents[0] ?? {}, problems, empty: documents[0] === null || documents[0] === undefined };
 }
 
 const REPEATED = 'duplicated mapping key';

@@ -184,6 +184,24 @@ test('a rules.dir entry that cannot be read as a template is a config error nami
   }
 });
 
+// An empty file (0 bytes, or every line commented out) was reported as `vlans: is required`, naming no file.
+test.serial('an empty config file is said to be empty, with its path, exit 2', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-empty-'));
+  try {
+    const config = join(dir, 'gateway.yaml');
+    await writeFile(config, '');
+    const empty = await runMain('validate', '--config', config);
+    t.is(empty.stderr, `vlan-gateway: invalid config: ${config}: 1 problem:\n  ${config} is empty: a config needs at least vlans\n`);
+    t.is(empty.code, 2);
+    await writeFile(config, '# vlans:\n#   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\n\n');
+    const comments = await runMain('apply', '--config', config);
+    t.is(comments.stderr, `vlan-gateway: invalid config: ${config}: 1 problem:\n  ${config} is empty (only comments): a config needs at least vlans\n`);
+    t.is(comments.code, 2);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test.serial('every problem in one run: a rules.dir that cannot be read is listed with the file\'s other problems, each with its line', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
   try {

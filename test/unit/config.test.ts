@@ -1394,15 +1394,31 @@ forwarding:
       'forwarding.rules[2].to: 192.168.20.0/32 is the network address of 192.168.20.0/24, not a host\'s, so the rule never matches (line 8)',
     ],
   },
+  // Both said "vlans: is required", as of a file that forgot its VLANs: the file is empty, and that is what is said.
   {
     title: 'an empty file',
     yaml: '',
-    lines: ['vlans: is required'],
+    lines: ['x.yaml is empty: a config needs at least vlans'],
+  },
+  {
+    title: 'a file of blank lines',
+    yaml: '\n  \n\t\n',
+    lines: ['x.yaml is empty: a config needs at least vlans'],
   },
   {
     title: 'a file with only comments',
     yaml: '# nothing here yet\n',
-    lines: ['vlans: is required'],
+    lines: ['x.yaml is empty (only comments): a config needs at least vlans'],
+  },
+  {
+    title: 'a file with every line commented out, and a document marker',
+    yaml: '---\n# vlans:\n#   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\n',
+    lines: ['x.yaml is empty (only comments or document markers): a config needs at least vlans'],
+  },
+  {
+    title: 'a file holding a bare null',
+    yaml: '~\n',
+    lines: ['x.yaml is empty (no settings): a config needs at least vlans'],
   },
   {
     title: 'all problems reported at once',
