@@ -162,6 +162,45 @@ test('the config file removed (or a symlink to nothing) is no watch error: its d
   t.is(await w.after(() => rename(next, w.config)), 1);
 });
 
+// A config path that is a symlink to a file in another directory (a deploy tool's `current` link, a file kept beside
+// other state) watched only the link's own directory: the target made or fixed there changed nothing in it, and the
+// supervisor ran the old config until a SIGHUP.
+test('a dangling symlink to a file elsewhere: the target made there asks for a reload', async (t) => {
+  const w = await watched(t);
+  const elsewhere = join(w.dir, 'elsewhere');
+  await mkdir(elsewhere);
+  await rm(w.config);
+  await symlink(join(elsewhere, 'gateway.yaml'), w.config);
+  await w.settle();
+  w.watch.rearm(w.rules); // as the reload those changes asked for does (it failed: the file is missing)
+  t.is(await w.after(() => writeFile(join(elsewhere, 'gateway.yaml'), 'vlans: [] # there\n')), 1, 'the target made');
+  w.watch.rearm(w.rules);
+  t.is(await w.after(async () => {
+    await writeFile(join(elsewhere, 'gateway.next'), 'vlans: [] # replaced\n');
+    await rename(join(elsewhere, 'gateway.next'), join(elsewhere, 'gateway.yaml'));
+  }), 1, 'the target replaced by a rename there');
+  w.watch.rearm(w.rules);
+  t.is(await w.after(() => writeFile(join(elsewhere, 'notes.txt'), 'x\n'), 0), 0, 'another file beside the target');
+  t.deepEqual(w.errors, []);
+});
+
+test('a symlink to a file in a directory not made yet, through a relative link and a second link: made, it asks for a reload', async (t) => {
+  const w = await watched(t);
+  await rm(w.config);
+  // gateway.yaml -> current.yaml -> releases/2/gateway.yaml, releases/ missing.
+  await symlink('current.yaml', w.config);
+  await symlink(join('releases', '2', 'gateway.yaml'), join(w.dir, 'current.yaml'));
+  await w.settle();
+  w.watch.rearm(w.rules);
+  t.is(await w.after(async () => {
+    await mkdir(join(w.dir, 'releases', '2'), { recursive: true });
+    await writeFile(join(w.dir, 'releases', '2', 'gateway.yaml'), 'vlans: [] # released\n');
+  }), 1, 'the directories and the file made');
+  w.watch.rearm(w.rules);
+  t.is(await w.after(() => writeFile(join(w.dir, 'releases', '2', 'gateway.yaml'), 'vlans: [] # edited\n')), 1, 'then edited');
+  t.deepEqual(w.errors, []);
+});
+
 const MOUNTINFO = [
   '22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw',
   '65 22 254:0 /srv/gw/gateway.yaml /etc/vlan-gateway/gateway.yaml ro,relatime - ext4 /dev/vda rw',
