@@ -1,11 +1,15 @@
 import type { CommandModule } from 'yargs';
 import { ApplyError } from '../apply/apply.js';
-import { flowsWarning, type FlowsCleared } from '../apply/conntrack.js';
+import { clearStaleFlows, flowsWarning, type FlowsCleared } from '../apply/conntrack.js';
 import { userRulesGuard } from '../apply/user-rules-check.js';
+import type { Facts } from '../observe/facts.js';
+import { portText } from '../plan/conntrack.js';
 import { formatPlan } from '../plan/format.js';
+import type { ConntrackClear, Plan } from '../plan/types.js';
 import { reconcileOnce, type Mode } from '../reconcile/once.js';
 import { loadFor, makeRunner, out, withPlanCache, type GlobalArgs } from './context.js';
 import { FailureError } from './errors.js';
+import { FlowsLeft } from './flows-left.js';
 import { InstanceLock, WRITE_LOCK_TIMEOUT_MS, WriteLock } from './instance-lock.js';
 
 /**
@@ -42,22 +46,58 @@ async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
   await withPlanCache(async (cache) => {
     const { config, templates } = await loadFor(mode, args, cache);
     // Read, plan and write with no other apply or down between (an invalid config above has waited for nothing).
-    const { plan, ms } = await withWriteLock(args.netns, mode, async () => {
+    const { plan, ms, notices } = await withWriteLock(args.netns, mode, async () => {
       const started = performance.now();
       const runner = makeRunner(args.netns);
+      // The clears an apply stopped before it did them left (see flows-left.ts): a file read, no process.
+      const left = await FlowsLeft.of(args.netns);
+      const pending = left.read();
       // Said with the plan (its warnings) when the pass succeeds; here when it fails after the clears ran.
       let flows: FlowsCleared | undefined;
+      let planned: ConntrackClear[] = [];
       const observer = { flowsCleared: (outcome: FlowsCleared) => (flows = outcome) };
-      const { plan } = await reconcileOnce(runner, config, templates, { mode, observer, beforeWrite: userRulesGuard(runner, templates) }).catch((error: unknown) => {
+      const guard = userRulesGuard(runner, templates);
+      const beforeWrite = async (facts: Facts, plan: Plan) => {
+        await guard(facts, plan);
+        // Kept before the nat table is written: stopped between the two, the next apply finds them.
+        planned = plan.steps.filter((s): s is ConntrackClear => s.kind === 'conntrack-clear');
+        if (planned.length > 0) left.write([...pending, ...planned]);
+      };
+      const { plan } = await reconcileOnce(runner, config, templates, { mode, observer, beforeWrite }).catch((error: unknown) => {
+        // Rolled back before the clears: the forwards are as they were, and so is what was left to clear.
+        if (flows === undefined && planned.length > 0 && error instanceof ApplyError && error.rolledBack) left.write(pending);
+        else if (flows !== undefined) left.write([...pending, ...(flows.warning === undefined ? [] : planned)]);
         const warning = flowsWarning(flows);
         if (warning !== undefined) process.stderr.write(`vlan-gateway: warning: ${warning}\n`);
         // The same failure as an apply's (the table, the line, "rolled back"), said as down's.
         throw mode === 'down' && error instanceof ApplyError ? new FailureError(`down failed: ${error.message}`) : error;
       });
-      return { plan, ms: performance.now() - started };
+      // What this pass could not clear (the tool there, but failing) is tried again by the next one.
+      const still = flows?.warning === undefined ? [] : planned;
+      const notices: string[] = [];
+      if (pending.length === 0) {
+        if (planned.length > 0) left.write(still);
+        return { plan, ms: performance.now() - started, notices };
+      }
+      const outcome = await clearStaleFlows(runner, pending);
+      const ports = [...new Set(pending.map((c) => portText(c.ports)))].join(', ');
+      if (outcome.cleared > 0) notices.push(`${leftClearedText(outcome.cleared, ports, pending)}: left by an earlier apply or down that did not get to clear them`);
+      if (outcome.warning !== undefined) notices.push(`warning: UDP flows to ${ports} left by an earlier apply or down could not be cleared: ${outcome.warning}`);
+      left.write([...(outcome.warning === undefined ? [] : pending), ...still]);
+      return { plan, ms: performance.now() - started, notices };
     });
     out(formatPlan(plan).replace(/pending\.$/, `applied in ${Math.round(ms)} ms.`));
+    for (const notice of notices) process.stderr.write(`vlan-gateway: ${notice}\n`);
   });
+}
+
+/** "cleared N UDP flows to PORTS …": what the flows were, as far as the clears tell. */
+function leftClearedText(cleared: number, ports: string, clears: readonly ConntrackClear[]): string {
+  const what = clears.every((c) => c.local !== undefined)
+    ? 'that reached the gateway itself although the port is forwarded'
+    : clears.every((c) => c.target !== undefined) ? 'that a port forward removed or changed had sent to its old host'
+    : 'that a change of the port forwards left going the wrong way';
+  return `cleared ${cleared} UDP flow${cleared === 1 ? '' : 's'} to ${ports} ${what}`;
 }
 
 export const applyCommand: CommandModule<GlobalArgs, GlobalArgs> = {

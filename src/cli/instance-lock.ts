@@ -20,7 +20,7 @@ import { createConnection, createServer, type Server } from 'node:net';
 import { FailureError } from './errors.js';
 
 /** The inode of the namespace `run` manages: the named one (ip netns), else this process's own. */
-async function namespaceInode(netns: string | undefined): Promise<string> {
+export async function namespaceInode(netns: string | undefined): Promise<string> {
   const path = netns === undefined ? '/proc/self/ns/net' : `/run/netns/${netns}`;
   const s = await stat(path);
   return `${s.dev}-${s.ino}`;

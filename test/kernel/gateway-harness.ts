@@ -31,8 +31,8 @@ export interface CliResult {
 }
 
 /**
- * `vlan-gateway ARGS…` in a child process (node --import tsx src/main.ts), its plan cache in this process's
- * scratch directory (not the machine's /run/vlan-gateway).
+ * `vlan-gateway ARGS…` in a child process (node --import tsx src/main.ts), its plan cache and state (flows-left.ts)
+ * in this process's scratch directory (not the machine's /run/vlan-gateway).
  */
 export function cli(...args: string[]): Promise<CliResult> {
   return cliWithEnv({}, ...args);
@@ -49,7 +49,7 @@ export async function cliWatchingStderr(env: Record<string, string>, onStderr: (
     cwd: REPO,
     reject: false,
     timeout: 60_000,
-    env: { LC_ALL: 'C', VLAN_GATEWAY_PLAN_CACHE: await planCache(), ...env },
+    env: { LC_ALL: 'C', VLAN_GATEWAY_PLAN_CACHE: await planCache(), VLAN_GATEWAY_STATE_DIR: join(await scratchDir(), 'state'), ...env },
   });
   child.stderr.on('data', (chunk: Buffer) => onStderr(chunk.toString()));
   const result = await child;

@@ -1,0 +1,110 @@
+/**
+ * The UDP flows a one-shot `apply` or `down` has still to clear, kept in a small file while it may be stopped before
+ * it clears them. A pass clears the flows a change of the UDP port forwards leaves going the wrong way once the nat
+ * table is written (apply/conntrack.ts). An apply killed between the two (Ctrl-C, a CI job's timeout, the OOM killer,
+ * while `conntrack -D` reads a big table) leaves the forward in place and the flows where they were: the next apply
+ * finds the nat table as planned and clears nothing, and a client that keeps sending from one port (a WireGuard or SIP
+ * peer) never reaches the forward's host. `run` repairs it at its start with a listing of conntrack (first-pass.ts);
+ * a one-shot apply cannot afford one every time (a no-op apply reads the tables and nothing else).
+ *
+ * So an apply that is about to write a change that calls for clears first writes them here, and removes them once
+ * they are done; the next apply or down that finds the file clears what it names (after its own pass), says so, and
+ * removes it. What could not be cleared (a conntrack that failed) stays for the next one; with no conntrack tool
+ * there is nothing to retry. A file that cannot be written is no error: the apply goes on as it would without it.
+ *
+ * One file per network namespace, named by the namespace's inode (as the write lock is: instance-lock.ts), in
+ * `/run/vlan-gateway/state` (VLAN_GATEWAY_STATE_DIR moves it), which goes with the machine's, or the container's,
+ * restart, as do the flows. Written and read under the namespace's write lock; read only from a directory that root
+ * owns and nobody else can write to.
+ */
+import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { isIPv4 } from 'node:net';
+import type { ConntrackClear } from '../plan/types.js';
+import { namespaceInode } from './instance-lock.js';
+
+export const DEFAULT_STATE_DIR = '/run/vlan-gateway/state';
+const FORMAT = 1;
+
+/** The directory from `VLAN_GATEWAY_STATE_DIR`, else the default. */
+export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.VLAN_GATEWAY_STATE_DIR?.trim() || DEFAULT_STATE_DIR;
+}
+
+const isPort = (value: unknown): value is number => Number.isInteger(value) && (value as number) >= 1 && (value as number) <= 65535;
+const isPorts = (value: unknown): value is [number, number] =>
+  Array.isArray(value) && value.length === 2 && isPort(value[0]) && isPort(value[1]) && value[0] <= value[1];
+
+/** A clear as written here, whole (a file cut short or edited is not used). */
+function isClear(value: unknown): value is ConntrackClear {
+  if (typeof value !== 'object' || value === null) return false;
+  const c = value as Record<string, unknown>;
+  if (c.kind !== 'conntrack-clear' || !isPorts(c.ports) || !['added', 'removed', 'changed'].includes(c.forward as string)) return false;
+  const local = c.local === undefined || (Array.isArray(c.local) && c.local.every((a) => typeof a === 'string' && isIPv4(a)));
+  const target = c.target === undefined || (typeof c.target === 'object' && c.target !== null
+    && isIPv4(String((c.target as Record<string, unknown>).address)) && isPorts((c.target as Record<string, unknown>).ports));
+  return local && target && (c.local !== undefined || c.target !== undefined);
+}
+
+export class FlowsLeft {
+  /** `file` undefined: the namespace could not be named (gone meanwhile), and nothing is kept. */
+  private constructor(readonly file: string | undefined, private readonly dir: string) {}
+
+  /** The file of the namespace `--netns` names (or this process's own). */
+  static async of(netns: string | undefined, dir = stateDir()): Promise<FlowsLeft> {
+    const inode = await namespaceInode(netns).catch(() => undefined);
+    return new FlowsLeft(inode === undefined ? undefined : join(dir, `flows-${inode}.json`), dir);
+  }
+
+  /** Ours alone: clears handed to us by others could delete flows that are no business of theirs. */
+  private trusted(): boolean {
+    try {
+      const s = statSync(this.dir);
+      return s.isDirectory() && s.uid === process.getuid?.() && (s.mode & 0o022) === 0;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The clears left to do (none when there is no file, or one that is not ours or not whole). */
+  read(): ConntrackClear[] {
+    if (this.file === undefined) return [];
+    let text: string;
+    try {
+      text = readFileSync(this.file, 'utf8');
+    } catch {
+      return [];
+    }
+    if (!this.trusted()) return [];
+    try {
+      const parsed = JSON.parse(text) as { format?: unknown; clears?: unknown };
+      return parsed.format === FORMAT && Array.isArray(parsed.clears) && parsed.clears.every(isClear) ? parsed.clears : [];
+    } catch {
+      return [];
+    }
+  }
+
+  /** Keeps `clears` as what is left to do (none: removes the file). Best effort: never throws. */
+  write(clears: readonly ConntrackClear[]): void {
+    if (this.file === undefined) return;
+    const unique = [...new Map(clears.map((c) => [JSON.stringify(c), c])).values()];
+    try {
+      if (unique.length === 0) {
+        rmSync(this.file, { force: true });
+        return;
+      }
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      if (!this.trusted()) return;
+      const temporary = `${this.file}.${process.pid}.tmp`;
+      try {
+        writeFileSync(temporary, JSON.stringify({ format: FORMAT, clears: unique }), { mode: 0o600 });
+        renameSync(temporary, this.file);
+      } catch (error) {
+        rmSync(temporary, { force: true });
+        throw error;
+      }
+    } catch {
+      // read-only, full, or not ours: the apply goes on as it would without the file
+    }
+  }
+}
