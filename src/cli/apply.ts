@@ -1,15 +1,14 @@
 import type { CommandModule } from 'yargs';
 import { ApplyError } from '../apply/apply.js';
-import { clearStaleFlows, flowsWarning, type FlowsCleared } from '../apply/conntrack.js';
+import { flowsWarning, type FlowsCleared } from '../apply/conntrack.js';
 import { userRulesGuard } from '../apply/user-rules-check.js';
 import type { Facts } from '../observe/facts.js';
-import { portText } from '../plan/conntrack.js';
 import { formatPlan } from '../plan/format.js';
 import type { ConntrackClear, Plan } from '../plan/types.js';
 import { reconcileOnce, type Mode } from '../reconcile/once.js';
 import { loadFor, makeRunner, out, withPlanCache, type GlobalArgs } from './context.js';
 import { FailureError } from './errors.js';
-import { FlowsLeft } from './flows-left.js';
+import { clearPending, FlowsLeft } from './flows-left.js';
 import { InstanceLock, WRITE_LOCK_TIMEOUT_MS, WriteLock } from './instance-lock.js';
 
 /**
@@ -79,25 +78,15 @@ async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
         if (planned.length > 0) left.write(still);
         return { plan, ms: performance.now() - started, notices };
       }
-      const outcome = await clearStaleFlows(runner, pending);
-      const ports = [...new Set(pending.map((c) => portText(c.ports)))].join(', ');
-      if (outcome.cleared > 0) notices.push(`${leftClearedText(outcome.cleared, ports, pending)}: left by an earlier apply or down that did not get to clear them`);
-      if (outcome.warning !== undefined) notices.push(`warning: UDP flows to ${ports} left by an earlier apply or down could not be cleared: ${outcome.warning}`);
-      left.write([...(outcome.warning === undefined ? [] : pending), ...still]);
+      const outcome = await clearPending(runner, pending);
+      if (outcome.cleared !== undefined) notices.push(outcome.cleared);
+      if (outcome.warning !== undefined) notices.push(`warning: ${outcome.warning}`);
+      left.write([...outcome.still, ...still]);
       return { plan, ms: performance.now() - started, notices };
     });
     out(formatPlan(plan).replace(/pending\.$/, `applied in ${Math.round(ms)} ms.`));
     for (const notice of notices) process.stderr.write(`vlan-gateway: ${notice}\n`);
   });
-}
-
-/** "cleared N UDP flows to PORTS …": what the flows were, as far as the clears tell. */
-function leftClearedText(cleared: number, ports: string, clears: readonly ConntrackClear[]): string {
-  const what = clears.every((c) => c.local !== undefined)
-    ? 'that reached the gateway itself although the port is forwarded'
-    : clears.every((c) => c.target !== undefined) ? 'that a port forward removed or changed had sent to its old host'
-    : 'that a change of the port forwards left going the wrong way';
-  return `cleared ${cleared} UDP flow${cleared === 1 ? '' : 's'} to ${ports} ${what}`;
 }
 
 export const applyCommand: CommandModule<GlobalArgs, GlobalArgs> = {

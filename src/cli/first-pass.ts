@@ -15,6 +15,7 @@ import type { ConfigState, Supervisor } from '../reconcile/supervisor.js';
 import { codeCache } from './code-cache.js';
 import type { DriftSchedule } from './drift-schedule.js';
 import { describeError, exitCodeOf } from './errors.js';
+import { clearPending, FlowsLeft } from './flows-left.js';
 import { checkRules, type RulesCheck } from './load-checked.js';
 import type { PlanCache } from './plan-cache.js';
 import type { Shutdown } from './shutdown.js';
@@ -31,6 +32,8 @@ export interface FirstPassParts {
   readonly rulesCheck: RulesCheck;
   /** The supervisor's runner (in its namespace, with its command timeout). */
   readonly runner: CommandRunner;
+  /** `--netns`: whose file of flows left to clear is read (flows-left.ts). */
+  readonly netns: string | undefined;
 }
 
 export function afterFirstPass(parts: FirstPassParts): void {
@@ -47,7 +50,7 @@ export function afterFirstPass(parts: FirstPassParts): void {
   void collector.collect();
   driftSchedule.start(); // the drift check, from now on (see DriftSchedule)
   if (supervisor.ready) codeCache()?.save('run'); // the functions a start runs are compiled now
-  if (supervisor.ready) void clearLeftFlows(parts);
+  if (supervisor.ready) void clearLeftFlows(parts).then(() => clearApplyLeft(parts));
   const desired = supervisor.lastDesired;
   // A first pass that found every NIC rendered every template with every zone: the check has nothing left
   // to find. Otherwise it runs, a second after a good start so that it does not hold up /readyz (at 100
@@ -97,4 +100,20 @@ async function clearLeftFlows({ log, supervisor, shutdown, runner }: FirstPassPa
     log.warn({ cleared: outcome.cleared, ports }, `cleared ${outcome.cleared} UDP flow${outcome.cleared === 1 ? '' : 's'} to ${ports} that reached the gateway itself although the port is forwarded: left by a run stopped before it cleared them`);
   }
   if (outcome.warning) log.warn({ ports }, `UDP flows to ${ports} left by a previous run could not be cleared: ${outcome.warning}`);
+}
+
+/**
+ * What a one-shot apply or down stopped before its clears left in its file (flows-left.ts): the supervisor that
+ * follows it in the namespace would otherwise leave those flows for an apply that may never come (the clears of a
+ * removed or changed forward, which the look above at the forwarded ports does not cover). After ready, as above.
+ */
+async function clearApplyLeft({ log, shutdown, runner, netns }: FirstPassParts): Promise<void> {
+  if (shutdown.isStopping) return;
+  const left = await FlowsLeft.of(netns);
+  const pending = left.read();
+  if (pending.length === 0) return;
+  const outcome = await clearPending(runner, pending);
+  if (outcome.cleared !== undefined) log.warn(outcome.cleared);
+  if (outcome.warning !== undefined) log.warn(outcome.warning);
+  left.write(outcome.still);
 }

@@ -20,6 +20,9 @@
 import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isIPv4 } from 'node:net';
+import { clearStaleFlows } from '../apply/conntrack.js';
+import type { CommandRunner } from '../exec/runner.js';
+import { portText } from '../plan/conntrack.js';
 import type { ConntrackClear } from '../plan/types.js';
 import { namespaceInode } from './instance-lock.js';
 
@@ -107,4 +110,28 @@ export class FlowsLeft {
       // read-only, full, or not ours: the apply goes on as it would without the file
     }
   }
+}
+
+/** "cleared N UDP flows to PORTS …": what the flows were, as far as the clears tell. */
+function leftClearedText(cleared: number, ports: string, clears: readonly ConntrackClear[]): string {
+  const what = clears.every((c) => c.local !== undefined)
+    ? 'that reached the gateway itself although the port is forwarded'
+    : clears.every((c) => c.target !== undefined) ? 'that a port forward removed or changed had sent to its old host'
+    : 'that a change of the port forwards left going the wrong way';
+  return `cleared ${cleared} UDP flow${cleared === 1 ? '' : 's'} to ${ports} ${what}`;
+}
+
+/**
+ * Clears what the file held (`pending`): what to say of it (`cleared`, `warning`: one line each, without a
+ * `vlan-gateway:` prefix or level) and what is still to clear (`still`: all of it when the conntrack tool failed;
+ * nothing when there is no tool, as there is then nothing to retry).
+ */
+export async function clearPending(runner: CommandRunner, pending: readonly ConntrackClear[]): Promise<{ cleared?: string; warning?: string; still: ConntrackClear[] }> {
+  const outcome = await clearStaleFlows(runner, pending);
+  const ports = [...new Set(pending.map((c) => portText(c.ports)))].join(', ');
+  return {
+    cleared: outcome.cleared > 0 ? `${leftClearedText(outcome.cleared, ports, pending)}: left by an earlier apply or down that did not get to clear them` : undefined,
+    warning: outcome.warning === undefined ? undefined : `UDP flows to ${ports} left by an earlier apply or down could not be cleared: ${outcome.warning}`,
+    still: outcome.warning === undefined ? [] : [...pending],
+  };
 }

@@ -114,7 +114,7 @@ async function supervise(args: RunArgs, early: HeldSignals): Promise<number> {
   monitor.start();
   collector.start();
   supervisor.trigger('start');
-  void supervisor.firstPass.then(() => afterFirstPass({ log, supervisor, collector, driftSchedule, planCache, shutdown, initial, rulesCheck, runner }));
+  void supervisor.firstPass.then(() => afterFirstPass({ log, supervisor, collector, driftSchedule, planCache, shutdown, initial, rulesCheck, runner, netns: args.netns }));
 
   const offStopSignals = onStopSignals((signal) => void shutdown.stop(signal));
   early.release();

@@ -7,14 +7,14 @@
  * nothing else).
  */
 import test from 'ava';
-import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { dump as stringify, load as parse } from 'js-yaml';
 import { loadConfig } from '../../src/config/load.js';
 import type { LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import { buildLab, REPO, runner, scratchDir, sleep, tearDown, waitFor } from '../helpers/supervisor.js';
+import { buildLab, GatewayProcess, prepareBundle, REPO, runner, scratchDir, sleep, tearDown, waitFor, type Bundle } from '../helpers/supervisor.js';
 import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
@@ -25,6 +25,7 @@ const MAIN = join(REPO, 'src', 'main.ts');
 
 let topology: LabTopology | undefined;
 let scratch: string | undefined;
+let bundle: Bundle | undefined;
 const hold = () => join(scratch!, 'hold');
 const held = () => join(scratch!, 'held');
 const calls = () => join(scratch!, 'conntrack-calls');
@@ -44,7 +45,7 @@ test.before(async () => {
     + `case " $* " in *" -D "*) if [ -e '${fail()}' ]; then echo 'conntrack v1.4.7 (conntrack-tools): Operation failed: staged' >&2; exit 1; fi\n`
     + `  if [ -e '${hold()}' ]; then echo $$ > '${held()}'; exec sleep 600; fi;; esac\nexec '${real}' "$@"\n`);
   await chmod(join(bin, 'conntrack'), 0o755);
-  topology = await buildLab((await loadConfig(join(REPO, 'examples', 'lab.yaml'))).config, name);
+  [topology, bundle] = await Promise.all([buildLab((await loadConfig(join(REPO, 'examples', 'lab.yaml'))).config, name), prepareBundle()]);
 });
 
 tearDownAlways('kill the applies, remove the lab and the scratch files', async () => {
@@ -56,14 +57,18 @@ tearDownAlways('kill the applies, remove the lab and the scratch files', async (
       // ended already
     }
   }
-  await tearDown(name, scratch, undefined);
+  await tearDown(name, scratch, bundle);
 });
 
 const UDP_SCRIPT = String.raw`const [mode, address, port, host, hostPort, text] = process.argv.slice(1);
 const s = require('node:dgram').createSocket('udp4');
 s.bind(Number(port), address, () => {
   if (mode === 'send') s.send(text, Number(hostPort), host, () => setTimeout(() => process.exit(0), 300));
-  else { s.on('message', (m) => console.log(String(m))); console.log('ready'); }
+  else {
+    // 'echo': answers each datagram, which makes its flow an established one
+    s.on('message', (m, from) => { console.log(String(m)); if (mode === 'echo') s.send(m, from.port, from.address); });
+    console.log('ready');
+  }
 });`;
 
 /** `vlan-gateway apply` in its own process group, with the conntrack above first on the PATH. */
@@ -93,15 +98,16 @@ async function setting() {
   const example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as { portForwards: unknown[] };
   const without = join(scratch!, 'without.yaml');
   const withForward = join(scratch!, 'with.yaml');
+  const env = { PATH: `${join(scratch!, 'bin')}:${process.env.PATH ?? ''}`, VLAN_GATEWAY_STATE_DIR: join(scratch!, 'state') };
   await writeFile(without, stringify(example));
   await writeFile(withForward, stringify({ ...example, portForwards: [...example.portForwards, { proto: 'udp', port: PORT, to: lab.client.address }] }));
   const send = (text: string) => runner.run(['ip', 'netns', 'exec', topology!.inet, process.execPath, '-e', UDP_SCRIPT, 'send', u.internetHost,
     String(CLIENT_PORT), u.routerAddress, String(PORT), text]);
   const entry = async () => (await runner.run(['ip', 'netns', 'exec', topology!.router, 'conntrack', '-L', '-p', 'udp', '--orig-port-src', String(CLIENT_PORT)])).stdout;
   const toGateway = new RegExp(`dport=${PORT} \\[UNREPLIED\\] src=${u.routerAddress.replaceAll('.', '\\.')} `);
-  /** Listens at the forward's host while `body` runs, handing it what arrived so far. */
-  const listening = async (body: (received: string[]) => Promise<void>) => {
-    const listener = execa('ip', ['netns', 'exec', lab.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'listen', lab.client.address, String(PORT)],
+  /** Listens at the forward's host while `body` runs, handing it what arrived so far (`echo`: and answers it). */
+  const listening = async (body: (received: string[]) => Promise<void>, mode: 'listen' | 'echo' = 'listen') => {
+    const listener = execa('ip', ['netns', 'exec', lab.client.namespace, process.execPath, '-e', UDP_SCRIPT, mode, lab.client.address, String(PORT)],
       { reject: false, timeout: 60_000 });
     const received: string[] = [];
     try {
@@ -117,7 +123,7 @@ async function setting() {
       await listener;
     }
   };
-  return { without, withForward, send, entry, toGateway, listening };
+  return { without, withForward, env, send, entry, toGateway, listening };
 }
 
 const CLEARED = `vlan-gateway: cleared 1 UDP flow to ${PORT} that reached the gateway itself although the port is forwarded: `
@@ -181,4 +187,40 @@ kernel(`an apply whose clear failed: the next apply clears the flows${NEEDS_ROOT
     await sleep(300);
     t.deepEqual(received, ['after the next apply']);
   });
+});
+
+// A supervisor that follows the killed apply in the namespace (the one-shot set-up, then `run`) does what the
+// apply left: here the clears of a removed forward, which its own look at the forwarded ports at start does not
+// cover, and whose flow (answered: established) kept reaching the old host though nothing forwards the port any more.
+kernel(`a supervisor started after an apply killed while it cleared a removed forward's flows clears them, and says so${NEEDS_ROOT}`, async (t) => {
+  const { without, withForward, env, send, listening } = await setting();
+  const first = await apply(withForward);
+  t.is(first.exitCode, 0, first.stderr);
+  await listening(async (received) => {
+    await send('through the forward');
+    await waitFor('the forward\'s host to hear it', async () => (received.length === 1 ? true : undefined), 5000);
+    await rm(held(), { force: true }); // an earlier test's
+    await writeFile(hold(), '');
+    const killed = apply(without);
+    await waitFor('the conntrack -D under way', async () => ((await readFile(held(), 'utf8').catch(() => '')) !== '' ? true : undefined), 30_000);
+    process.kill(-killed.pid!, 'SIGKILL');
+    t.is((await killed).signal, 'SIGKILL');
+    await rm(hold());
+    await send('after the removal');
+    await waitFor('the old host to hear it still', async () => (received.length === 2 ? true : undefined), 5000);
+    t.deepEqual(received, ['through the forward', 'after the removal'], 'the forward is gone, its flow is not');
+
+    const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: topology!.router, config: without, env });
+    try {
+      await gateway.waitReady(30_000);
+      const said = await gateway.waitForLog('the clear of what the apply left', (l) => /^cleared \d+ UDP flows? to /.test(l.msg), 20_000);
+      t.is(said.msg, `cleared 1 UDP flow to ${PORT} that a port forward removed or changed had sent to its old host: left by an earlier apply or down that did not get to clear them`);
+      await send('after the supervisor started');
+      await sleep(300);
+      t.deepEqual(received, ['through the forward', 'after the removal'], 'nothing reaches the old host any more');
+      t.deepEqual(await readdir(join(scratch!, 'state')), [], 'nothing left to clear');
+    } finally {
+      await gateway.stop();
+    }
+  }, 'echo');
 });
