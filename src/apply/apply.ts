@@ -11,7 +11,7 @@ import { IP_FORWARD, OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO, setMemberAdmits, USER_
 import { remakeName, setHashsize } from '../plan/set-size.js';
 import { portText } from '../plan/conntrack.js';
 import type { ChainChange, ConntrackClear, Plan, Step } from '../plan/types.js';
-import { clearStaleFlows, type FlowsCleared } from './conntrack.js';
+import { clearStaleFlows, clearUnpolicedFlows, type FlowsCleared } from './conntrack.js';
 import { lockFileHint, privilegeHint, setInUseAdvice, setInUseHint, sysctlHint } from './hints.js';
 
 export interface ApplyObserver {
@@ -40,6 +40,8 @@ export interface ApplyObserver {
    * deleted, or why not. Never a failure of the apply.
    */
   flowsCleared?(outcome: FlowsCleared): void;
+  /** The flows forwarded before the policy was there (Plan.unpoliced) have been cleared, or why not. Never a failure. */
+  unpolicedCleared?(outcome: FlowsCleared): void;
 }
 
 export class ApplyError extends Error {
@@ -775,6 +777,11 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
   if (clears.length > 0) {
     const outcome = await clearStaleFlows(runner, clears);
     tell(() => observer.flowsCleared?.(outcome));
+  }
+  // The policy and the NAT are in where there were none: the flows forwarded without them go now (Plan.unpoliced).
+  if (plan.unpoliced) {
+    const outcome = await clearUnpolicedFlows(runner, plan.unpoliced.local);
+    tell(() => observer.unpolicedCleared?.(outcome));
   }
   const filled = filling ? await filling : undefined;
   if (filled?.status === 'rejected') {

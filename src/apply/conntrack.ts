@@ -20,6 +20,7 @@
  * any other, never taken for one that is missing.
  */
 import { CommandError, type CommandRunner } from '../exec/runner.js';
+import { originalAddresses } from '../observe/parse-conntrack.js';
 import { portText, StalePicker } from '../plan/conntrack.js';
 import type { ConntrackClear } from '../plan/types.js';
 
@@ -35,6 +36,10 @@ export interface FlowsCleared {
 export const CONNTRACK_MISSING = 'the conntrack tool is not installed (not on the PATH): when a UDP port forward is added, removed or changed, '
   + 'the UDP flows it leaves going the wrong way are not cleared (a client that was sending to the port before it was forwarded stays '
   + 'with the gateway, and one forwarded by a forward since removed or moved keeps going to the old host, while they keep sending); '
+  + 'install conntrack-tools (Alpine: apk add conntrack-tools; Debian: apt-get install conntrack), as the image does';
+
+export const UNPOLICED_CONNTRACK_MISSING = 'the conntrack tool is not installed (not on the PATH): flows forwarded before the policy was in place '
+  + '(between the NICs being attached and this start) keep the verdict and the NAT (none) they started with while they go on; '
   + 'install conntrack-tools (Alpine: apk add conntrack-tools; Debian: apt-get install conntrack), as the image does';
 
 /** What a clear's outcome has to say as a warning, if anything. */
@@ -126,6 +131,41 @@ export class ListingReader {
   }
 }
 
+/**
+ * Runs `conntrack -D` with each filter, DELETES_AT_ONCE at a time; one that stopped at an entry gone meanwhile runs
+ * again alone (ENTRY_GONE). Throws the first failure (a delete that found nothing to delete is none).
+ */
+async function runDeletes(runner: CommandRunner, filters: readonly string[][]): Promise<void> {
+  const queue = [...filters];
+  let failure: unknown;
+  const again: string[][] = [];
+  /** Runs one delete; what it said when it stopped at an entry gone (the rest of its entries are still there). */
+  const remove = async (filter: string[]): Promise<string | undefined> => {
+    const argv = ['conntrack', ...filter];
+    const result = await runner.run(argv, { allowFailure: true }).catch((error: unknown) => ({ error }));
+    if ('error' in result) failure ??= result.error;
+    else if (result.exitCode !== 0 && !NONE_DELETED.test(result.stderr)) {
+      if (ENTRY_GONE.test(result.stderr)) return result.stderr;
+      failure ??= new CommandError(argv, result.exitCode, result.stderr);
+    }
+    return undefined;
+  };
+  const worker = async () => {
+    for (let filter = queue.shift(); filter && failure === undefined; filter = queue.shift()) {
+      if (await remove(filter) !== undefined) again.push(filter);
+    }
+  };
+  await Promise.all(Array.from({ length: DELETES_AT_ONCE }, worker));
+  for (const filter of again) {
+    for (let attempt = 1; failure === undefined; attempt++) {
+      const stopped = await remove(filter);
+      if (stopped === undefined) break;
+      if (attempt === ALONE_ATTEMPTS) failure = new CommandError(['conntrack', ...filter], 1, stopped);
+    }
+  }
+  if (failure !== undefined) throw failure;
+}
+
 /** Never throws: the outcome says what was cleared, or why not. */
 export async function clearStaleFlows(runner: CommandRunner, clears: readonly ConntrackClear[]): Promise<FlowsCleared> {
   const ports = new Set(clears.map((c) => portText(c.ports)));
@@ -135,36 +175,8 @@ export async function clearStaleFlows(runner: CommandRunner, clears: readonly Co
     const reader = new ListingReader((line) => picker.take(line));
     await runner.run(['conntrack', '-L', '-p', 'udp', ...single], { onStdout: (piece) => reader.push(piece) });
     await reader.end();
-    const queue = picker.deletes();
-    const cleared = picker.stale.length;
-    let failure: unknown;
-    const again: string[][] = [];
-    /** Runs one delete; what it said when it stopped at an entry gone (the rest of its entries are still there). */
-    const remove = async (filter: string[]): Promise<string | undefined> => {
-      const argv = ['conntrack', ...filter];
-      const result = await runner.run(argv, { allowFailure: true }).catch((error: unknown) => ({ error }));
-      if ('error' in result) failure ??= result.error;
-      else if (result.exitCode !== 0 && !NONE_DELETED.test(result.stderr)) {
-        if (ENTRY_GONE.test(result.stderr)) return result.stderr;
-        failure ??= new CommandError(argv, result.exitCode, result.stderr);
-      }
-      return undefined;
-    };
-    const worker = async () => {
-      for (let filter = queue.shift(); filter && failure === undefined; filter = queue.shift()) {
-        if (await remove(filter) !== undefined) again.push(filter);
-      }
-    };
-    await Promise.all(Array.from({ length: DELETES_AT_ONCE }, worker));
-    for (const filter of again) {
-      for (let attempt = 1; failure === undefined; attempt++) {
-        const stopped = await remove(filter);
-        if (stopped === undefined) break;
-        if (attempt === ALONE_ATTEMPTS) failure = new CommandError(['conntrack', ...filter], 1, stopped);
-      }
-    }
-    if (failure !== undefined) throw failure;
-    return { cleared };
+    await runDeletes(runner, picker.deletes());
+    return { cleared: picker.stale.length };
   } catch (error) {
     if (error instanceof CommandError && error.notFound) return { cleared: 0, missing: true };
     const why = error instanceof CommandError ? error.message : String((error as Error)?.message ?? error);
@@ -172,6 +184,58 @@ export async function clearStaleFlows(runner: CommandRunner, clears: readonly Co
       cleared: 0,
       warning: `the UDP flows to ${what(clears)} could not be cleared: ${why}. The rules are applied; those flows keep going where `
         + 'they went while they keep sending (clear them by hand: conntrack -D -p udp -d <the gateway\'s address> --orig-port-dst PORT)',
+    };
+  }
+}
+
+/**
+ * The entries of the flows the namespace forwarded before the gateway's policy was there (Plan.unpoliced), and the
+ * deletes that take them: every entry whose original source and destination are both other hosts' (not one of
+ * `local`, the gateway's own addresses, nor loopback: Docker's DNS, the health check), any protocol, one
+ * `conntrack -D -s SRC -d DST` per pair of hosts. Pure.
+ */
+export class UnpolicedPicker {
+  private readonly local: ReadonlySet<string>;
+  private readonly pairs = new Map<string, string[]>();
+  count = 0;
+
+  constructor(local: readonly string[]) {
+    this.local = new Set(local);
+  }
+
+  take(line: string): void {
+    const a = originalAddresses(line);
+    if (!a || this.isLocal(a.src) || this.isLocal(a.dst)) return;
+    this.count++;
+    const key = `${a.src} ${a.dst}`;
+    if (!this.pairs.has(key)) this.pairs.set(key, ['-D', '-s', a.src, '-d', a.dst]);
+  }
+
+  deletes(): string[][] {
+    return [...this.pairs.values()];
+  }
+
+  private isLocal(address: string): boolean {
+    return this.local.has(address) || address.startsWith('127.') || address.includes(':');
+  }
+}
+
+/** Clears the flows forwarded before the policy was there (see UnpolicedPicker). Never throws. */
+export async function clearUnpolicedFlows(runner: CommandRunner, local: readonly string[]): Promise<FlowsCleared> {
+  try {
+    const picker = new UnpolicedPicker(local);
+    const reader = new ListingReader((line) => picker.take(line));
+    await runner.run(['conntrack', '-L'], { onStdout: (piece) => reader.push(piece) });
+    await reader.end();
+    await runDeletes(runner, picker.deletes());
+    return { cleared: picker.count };
+  } catch (error) {
+    if (error instanceof CommandError && error.notFound) return { cleared: 0, missing: true };
+    const why = error instanceof CommandError ? error.message : String((error as Error)?.message ?? error);
+    return {
+      cleared: 0,
+      warning: `the flows forwarded before the gateway's policy was in place could not be cleared: ${why}. The rules are applied; `
+        + 'those flows keep the verdict and the NAT (none) they started with while they go on (clear them by hand: conntrack -D -s HOST -d HOST)',
     };
   }
 }

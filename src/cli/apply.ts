@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { ApplyError } from '../apply/apply.js';
-import { flowsWarning, type FlowsCleared } from '../apply/conntrack.js';
+import { flowsWarning, UNPOLICED_CONNTRACK_MISSING, type FlowsCleared } from '../apply/conntrack.js';
 import { userRulesGuard } from '../apply/user-rules-check.js';
 import type { Facts } from '../observe/facts.js';
 import { formatPlan } from '../plan/format.js';
@@ -44,6 +44,7 @@ export async function withWriteLock<T>(netns: string | undefined, mode: Mode, wr
 async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
   await withPlanCache(async (cache) => {
     const { config, templates } = await loadFor(mode, args, cache);
+    let unpoliced: FlowsCleared | undefined;
     // Read, plan and write with no other apply or down between (an invalid config above has waited for nothing).
     const { plan, ms, notices } = await withWriteLock(args.netns, mode, async () => {
       const started = performance.now();
@@ -54,7 +55,10 @@ async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
       // Said with the plan (its warnings) when the pass succeeds; here when it fails after the clears ran.
       let flows: FlowsCleared | undefined;
       let planned: ConntrackClear[] = [];
-      const observer = { flowsCleared: (outcome: FlowsCleared) => (flows = outcome) };
+      const observer = {
+        flowsCleared: (outcome: FlowsCleared) => (flows = outcome),
+        unpolicedCleared: (outcome: FlowsCleared) => (unpoliced = outcome),
+      };
       const guard = userRulesGuard(runner, templates);
       const beforeWrite = async (facts: Facts, plan: Plan) => {
         await guard(facts, plan);
@@ -86,6 +90,9 @@ async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
     });
     out(formatPlan(plan).replace(/pending\.$/, `applied in ${Math.round(ms)} ms.`));
     for (const notice of notices) process.stderr.write(`vlan-gateway: ${notice}\n`);
+    if (unpoliced?.cleared) out(`cleared ${unpoliced.cleared} flow${unpoliced.cleared === 1 ? '' : 's'} forwarded before the policy was in place: their next packets meet the policy and the NAT`);
+    const warning = unpoliced?.missing ? UNPOLICED_CONNTRACK_MISSING : unpoliced?.warning;
+    if (warning !== undefined) process.stderr.write(`vlan-gateway: warning: ${warning}\n`);
   });
 }
 

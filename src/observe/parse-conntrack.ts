@@ -58,3 +58,13 @@ export function originalDport(line: string): number | undefined {
 export function parseConntrackList(text: string): ConntrackEntry[] {
   return text.split('\n').flatMap((line) => parseConntrackLine(line) ?? []);
 }
+
+/**
+ * The original tuple's addresses of a `conntrack -L` line, whatever its protocol (an ICMP entry has no ports): the
+ * first `src=` and `dst=`. Undefined when there are none.
+ */
+export function originalAddresses(line: string): { readonly src: string; readonly dst: string } | undefined {
+  const src = / src=(\S+)/.exec(line)?.[1];
+  const dst = / dst=(\S+)/.exec(line)?.[1];
+  return src && dst ? { src, dst } : undefined;
+}

@@ -7,7 +7,7 @@
 import type { Facts, KnownTables, SavedRule, SavedSet, SavedTable, TableName } from '../observe/facts.js';
 import { TABLES } from '../observe/facts.js';
 import { conntrackClears } from './conntrack.js';
-import { BUILTIN_CHAINS, FORWARDING_WAS_OFF, IP_FORWARD, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX } from './chains.js';
+import { BUILTIN_CHAINS, FORWARD_CHAIN, FORWARDING_WAS_OFF, IP_FORWARD, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX } from './chains.js';
 import { verdictOf } from './rule-text.js';
 import { remakeName, SET_MAXELEM } from './set-size.js';
 import type { ChainChange, Desired, DesiredChain, DesiredRule, DesiredSet, Jump, JumpChange, Plan, Step } from './types.js';
@@ -357,9 +357,12 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
   const inUse = referencesToRemoved(steps, facts);
   if (inUse.length > 0) throw new InUseError(inUse.join('\n'));
   const warnings = [...warningsOf(facts), ...uplinkOverlapWarnings(desired.uplink, desired.vlans)];
+  // Our policy chain made here, with forwarding on already: nothing forwarded until now met it (Plan.unpoliced).
+  const unpoliced = facts.sysctls[IP_FORWARD] === '1' && steps.some((s) => s.kind === 'table' && s.table === 'filter' && s.chains.some((c) => c.chain === FORWARD_CHAIN && c.change === 'create'));
   return {
     desired, steps, forwardingWasOff: forwardingWasOff && desired.jumps.length > 0, ...(warnings.length > 0 ? { warnings } : {}),
     backend: { name: facts.backend, ...(facts.backendWhy ? { why: facts.backendWhy } : {}) },
+    ...(unpoliced ? { unpoliced: { local: [...new Set(local)].sort() } } : {}),
   };
 }
 

@@ -184,4 +184,16 @@ export interface Plan {
   readonly warnings?: readonly string[];
   /** The iptables backend the tables were read from and are written to, and why it (Facts.backendWhy). */
   readonly backend?: { readonly name: Backend; readonly why?: string };
+  /**
+   * The plan puts in VGW-FORWARD where there was none, and forwarding is on already: whatever the namespace forwarded
+   * until now met no policy of the gateway's and no NAT of it (where the gateway switches forwarding on, after its
+   * tables, nothing was forwarded). In a container that is every restart: Docker sets `ip_forward=1` (--sysctl) and
+   * attaches the NICs before the supervisor starts, and the VLAN hosts still send to the gateway's MAC they knew (a
+   * restarted container keeps its MACs), so their packets are forwarded as soon as the NICs are there. Conntrack
+   * keeps such a flow's verdict and (missing) NAT for as long as it goes on: a ping or a UDP stream between VLANs the
+   * policy keeps apart, once answered, is a reply for ever after; one to the Internet stays un-NATed, unanswered.
+   * Their entries (`local`: the gateway's own addresses; an entry to or from one of them is not forwarded) are
+   * deleted once the tables are in (apply/conntrack.ts), so that their next packet meets the policy and the NAT.
+   */
+  readonly unpoliced?: { readonly local: readonly string[] };
 }

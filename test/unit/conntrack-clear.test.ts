@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
-import { clearStaleFlows } from '../../src/apply/conntrack.js';
+import { clearStaleFlows, UnpolicedPicker } from '../../src/apply/conntrack.js';
 import { parseConfigText } from '../../src/config/load.js';
 import type { CommandRunner } from '../../src/exec/runner.js';
 import type { Config } from '../../src/config/schema.js';
@@ -303,4 +303,32 @@ test('a listing of 100,000 entries is picked in slices that let the event loop t
     '-D -p udp -d 203.0.113.2 --orig-port-dst 20000 -r 203.0.113.2 --reply-port-src 20000',
     '-D -p udp -d 203.0.113.2 --orig-port-dst 20999 -r 203.0.113.2 --reply-port-src 20999',
   ]);
+});
+
+test('our policy chain made where there was none: the plan clears the flows forwarded until then; once in place, not again', (t) => {
+  t.deepEqual(planFrom(undefined, lab).unpoliced, { local: LOCAL });
+  t.is(planFrom(lab, labWith(WIREGUARD)).unpoliced, undefined, 'a change of a config in force');
+  const facts = factsAfter(lab);
+  t.is(diff(planEmpty(lab, facts), facts).unpoliced, undefined, 'down');
+});
+
+test('the flows forwarded before the policy: entries between two other hosts, any protocol, one delete per pair', (t) => {
+  const picker = new UnpolicedPicker(LOCAL);
+  for (const line of [
+    'icmp     1 29 src=192.168.20.100 dst=192.168.10.100 type=8 code=0 id=48701 src=192.168.10.100 dst=192.168.20.100 type=0 code=0 id=48701 mark=0 use=1',
+    'udp      17 118 src=192.168.20.100 dst=192.168.10.100 sport=40107 dport=7107 src=192.168.10.100 dst=192.168.20.100 sport=7107 dport=40107 [ASSURED] mark=0 use=1',
+    'icmp     1 29 src=192.168.20.100 dst=203.0.113.10 type=8 code=0 id=48700 [UNREPLIED] src=203.0.113.10 dst=192.168.20.100 type=0 code=0 id=48700 mark=0 use=1',
+    // The gateway's own: a host pinging its gateway address, the health check, Docker's DNS.
+    'icmp     1 29 src=192.168.10.100 dst=192.168.10.1 type=8 code=0 id=7 src=192.168.10.1 dst=192.168.10.100 type=0 code=0 id=7 mark=0 use=1',
+    'tcp      6 118 TIME_WAIT src=127.0.0.1 dst=127.0.0.1 sport=51000 dport=10123 src=127.0.0.1 dst=127.0.0.1 sport=10123 dport=51000 [ASSURED] mark=0 use=1',
+    'udp      17 29 src=203.0.113.2 dst=127.0.0.11 sport=41000 dport=53 src=127.0.0.11 dst=203.0.113.2 sport=35000 dport=41000 mark=0 use=1',
+    'conntrack v1.4.7 (conntrack-tools): 6 flow entries have been shown.',
+  ]) picker.take(line);
+  t.is(picker.count, 3);
+  t.deepEqual(picker.deletes(), [['-D', '-s', '192.168.20.100', '-d', '192.168.10.100'], ['-D', '-s', '192.168.20.100', '-d', '203.0.113.10']]);
+});
+
+test('forwarding off until the gateway switches it on (after its tables): nothing was forwarded, nothing to clear', (t) => {
+  const facts = { ...factsAfter(undefined), sysctls: { 'net.ipv4.ip_forward': '0' } };
+  t.is(diff(planDesired(lab, facts, templates), facts).unpoliced, undefined);
 });

@@ -1,0 +1,117 @@
+/**
+ * A container's (re)start: Docker sets `ip_forward=1` (--sysctl) and attaches the NICs before the supervisor runs,
+ * and the VLAN hosts still send to the gateway's MAC they knew (a restarted container keeps its MACs). Their packets
+ * are forwarded from that moment, with no policy and no NAT, and conntrack keeps both for as long as a flow goes on:
+ * seen with `docker restart` of the gateway while a host of lab pinged office (dropped by the policy) and the
+ * Internet: the ping to office went on being answered, the one to the Internet never came back (never NATed).
+ * The start pass that puts the policy in clears the flows forwarded before it, and says so.
+ *
+ * Here: the lab's router namespace with ip_forward on and the clients' neighbour entries for their gateway address
+ * set by hand (as the ARP cache a restart leaves them), UDP flows from fixed ports answered before the gateway starts.
+ */
+import test from 'ava';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { dump as stringify, load as parse } from 'js-yaml';
+import { loadConfig } from '../../src/config/load.js';
+import type { LabTopology } from '../../src/lab/index.js';
+import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import { buildLab, GatewayProcess, inNs, prepareBundle, REPO, runner, scratchDir, tearDown, type Bundle } from '../helpers/supervisor.js';
+import { tearDownAlways } from '../helpers/teardown.js';
+
+const kernel = isRoot() ? test.serial : test.serial.skip;
+const name = uniqueLabName('u');
+const ECHO_PORT = 7107;
+const INET_PORT = 7108;
+const CLIENT_PORT = 40107;
+
+let bundle: Bundle | undefined;
+let topology: LabTopology | undefined;
+let scratch: string | undefined;
+let configPath = '';
+
+test.before(async () => {
+  if (!isRoot()) return;
+  bundle = await prepareBundle();
+  scratch = await scratchDir('vgw-unpoliced-');
+  const example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as Record<string, unknown>;
+  configPath = join(scratch, 'gateway.yaml');
+  await writeFile(configPath, stringify({ ...example, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', action: 'drop' }] } }));
+  topology = await buildLab((await loadConfig(configPath)).config, name);
+});
+
+tearDownAlways('kill the gateway, remove the lab and the scratch files', async () => {
+  if (!isRoot()) return;
+  await tearDown(name, scratch, bundle);
+});
+
+/** Echoes each datagram back, prefixed with the address it came from; `send` sends one from a fixed port and prints the answer or "none". */
+const UDP_SCRIPT = String.raw`const [mode, address, port, host, hostPort, text] = process.argv.slice(1);
+const s = require('node:dgram').createSocket('udp4');
+s.bind(Number(port), address, () => {
+  if (mode === 'send') {
+    s.on('message', (m) => { console.log(String(m)); process.exit(0); });
+    s.send(text, Number(hostPort), host);
+    setTimeout(() => { console.log('none'); process.exit(0); }, 700);
+  } else {
+    s.on('message', (m, from) => s.send(from.address + ' ' + String(m), from.port, from.address));
+    console.log('ready');
+  }
+});`;
+
+kernel(`flows forwarded before the start pass put the policy in (ip_forward on, NICs attached first, as in a container) are cleared: they meet the policy and the NAT${NEEDS_ROOT}`, async (t) => {
+  const office = topology!.vlans.find((v) => v.name === 'office')!;
+  const lab = topology!.vlans.find((v) => v.name === 'lab')!;
+  const u = topology!.uplink;
+  // Docker's --sysctl net.ipv4.ip_forward=1 and its default route, and the hosts' ARP caches from before the restart.
+  await inNs(topology!.router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
+  await inNs(topology!.router, 'ip', 'route', 'replace', 'default', 'via', u.inetAddress);
+  // Docker's embedded DNS rule, as in every container on a user-defined network: its DNAT has conntrack track (and
+  // NAT nothing of) what the namespace forwards from the start.
+  await inNs(topology!.router, 'iptables', '-t', 'nat', '-N', 'DOCKER_OUTPUT');
+  await inNs(topology!.router, 'iptables', '-t', 'nat', '-A', 'OUTPUT', '-d', '127.0.0.11/32', '-j', 'DOCKER_OUTPUT');
+  await inNs(topology!.router, 'iptables', '-t', 'nat', '-A', 'DOCKER_OUTPUT', '-d', '127.0.0.11/32', '-p', 'udp', '--dport', '53', '-j', 'DNAT',
+    '--to-destination', '127.0.0.11:53');
+  for (const v of [office, lab]) {
+    const mac = (await inNs(topology!.router, 'cat', `/sys/class/net/${v.routerInterface}/address`)).trim();
+    await inNs(v.client.namespace, 'ip', 'neigh', 'replace', v.gateway, 'lladdr', mac, 'dev', v.client.interface, 'nud', 'permanent');
+  }
+  const servers = [
+    runner.start(['ip', 'netns', 'exec', office.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'echo', office.client.address, String(ECHO_PORT)]),
+    runner.start(['ip', 'netns', 'exec', topology!.inet, process.execPath, '-e', UDP_SCRIPT, 'echo', u.internetHost, String(INET_PORT)]),
+  ];
+  try {
+    await Promise.all(servers.map((child) => new Promise<void>((resolve) => child.onLine((line) => line === 'ready' && resolve()))));
+    const send = async (host: string, port: number, text: string) => (await inNs(lab.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'send',
+      lab.client.address, String(CLIENT_PORT + (port === ECHO_PORT ? 0 : 1)), host, String(port), text)).trim();
+
+    // Before the gateway: forwarded as is, answered (lab → office too), and not NATed.
+    t.is(await send(office.client.address, ECHO_PORT, 'before'), `${lab.client.address} before`);
+    t.is(await send(u.internetHost, INET_PORT, 'before'), `${lab.client.address} before`);
+
+    const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: topology!.router, config: configPath });
+    try {
+      await gateway.waitReady();
+      // The start pass's end (its clears done), then the same flows, from the same ports: lab → office is dropped
+      // now, and the Internet sees the uplink address.
+      await gateway.waitForLog('the start pass', (l) => l.trigger === 'start' && /^reconciled/.test(l.msg));
+      t.is(await send(office.client.address, ECHO_PORT, 'after'), 'none', 'lab → office is dropped by the policy');
+      t.is(await send(u.internetHost, INET_PORT, 'after'), `${u.routerAddress} after`, 'masqueraded');
+      const said = gateway.logs.find((l) => /forwarded before the policy was in place/.test(l.msg));
+      t.is(said?.msg, 'cleared 2 flows forwarded before the policy was in place (the NICs were attached with ip_forward on before the gateway started): '
+        + 'their next packets meet the policy and the NAT');
+      t.is(said?.level, 30);
+      // A restart of the supervisor in the same namespace finds its policy in place: nothing to clear, nothing said.
+      await gateway.stop();
+      const again = await GatewayProcess.start({ bundle: bundle!.path, netns: topology!.router, config: configPath });
+      await again.waitReady();
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      t.false(again.logs.some((l) => /forwarded before the policy/.test(l.msg)), again.describeLogs());
+      await again.stop();
+    } finally {
+      gateway.killGroup();
+    }
+  } finally {
+    await Promise.all(servers.map((child) => child.stop()));
+  }
+});
