@@ -79,11 +79,23 @@ function labelsOf(desired: Desired): Map<string, MemberLabels> {
  * passes take that as known (KnownSets) and count on this reading to say when it is not so.
  */
 export function forEachSetSample(desired: Desired, ipsetSave: string, visit: (sample: Sample) => void): { exact: boolean } {
+  const reader = setSampleReader(desired, visit);
+  reader.read(ipsetSave, 0, Infinity);
+  return { exact: reader.exact() };
+}
+
+/**
+ * forEachSetSample a part at a time: `read` visits the members of the lines from offset `from` (a line's start) that
+ * start before `from + limit`, and returns where the next line starts; once the whole text is read, `exact` says
+ * what forEachSetSample returns. At 100 VLANs the text is 10,000 lines: the stats collector reads it in parts, and
+ * lets the HTTP endpoints answer between them.
+ */
+export function setSampleReader(desired: Desired, visit: (sample: Sample) => void): { read(text: string, from: number, limit: number): number; exact(): boolean } {
   const labels = labelsOf(desired);
   const wanted = wantedMembers(desired);
   let matched = 0;
   let stray = 0;
-  forEachIpsetMember(ipsetSave, (set, member, packets, bytes) => {
+  const member = (set: string, member: string, packets: number, bytes: number) => {
     const members = wanted.sets.get(set);
     if (members) {
       if (members.has(member)) matched++;
@@ -92,8 +104,11 @@ export function forEachSetSample(desired: Desired, ipsetSave: string, visit: (sa
     const known = labels.get(member);
     // The desired state's own string as the key: the parsed one would keep the whole text it was cut from alive.
     if (known?.set === set) visit({ source: known.member, metric: 'forwarded', labels: known.labels, packets, bytes });
-  });
-  return { exact: stray === 0 && matched === wanted.total };
+  };
+  return {
+    read: (text, from, limit) => forEachIpsetMember(text, member, from, limit),
+    exact: () => stray === 0 && matched === wanted.total,
+  };
 }
 
 const wantedOf = new WeakMap<Desired, { sets: Map<string, ReadonlySet<string>>; total: number }>();

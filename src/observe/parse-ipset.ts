@@ -6,11 +6,14 @@ const ADD = /^add (VGW-\S+) (\S+)(?: packets (\d+) bytes (\d+))?/;
 
 /**
  * Each member of our sets, with its counters, line by line: no map is built (the stats collector reads 10,000
- * members every few seconds at 100 VLANs and keeps none of them).
+ * members every few seconds at 100 VLANs and keeps none of them). From offset `from` (a line's start), the lines
+ * that start before `from + limit`; returns where the next line starts (`text.length` at the end), so a caller
+ * can read a long text a part at a time.
  */
-export function forEachIpsetMember(text: string, visit: (set: string, member: string, packets: number, bytes: number) => void): void {
-  let start = 0;
-  while (start < text.length) {
+export function forEachIpsetMember(text: string, visit: (set: string, member: string, packets: number, bytes: number) => void, from = 0, limit = Infinity): number {
+  let start = from;
+  const stop = from + limit;
+  while (start < text.length && start < stop) {
     let end = text.indexOf('\n', start);
     if (end === -1) end = text.length;
     if (text.startsWith('add VGW-', start)) {
@@ -19,6 +22,7 @@ export function forEachIpsetMember(text: string, visit: (set: string, member: st
     }
     start = end + 1;
   }
+  return Math.min(start, text.length);
 }
 
 export function parseIpsetSave(text: string): Map<string, SavedSet> {

@@ -18,6 +18,7 @@ import { DROP_REASONS, type Desired } from '../../src/plan/types.js';
 import { reconcileOnce } from '../../src/reconcile/once.js';
 import { loadTemplates } from '../../src/template/load.js';
 import { FakeNetns } from '../fakes/netfilter.js';
+import type { CommandRunner } from '../../src/exec/runner.js';
 
 // ---- ruleSamples, on hand-made data ----------------------------------------------------------------------------
 
@@ -347,4 +348,52 @@ test('a payload restarts every rule it writes at zero: the scan for their hashes
     t.true(scanned.size > 10, name);
     t.deepEqual(scanned, countersAfterRestore(text), name);
   }
+});
+
+test('the collector reads a long `ipset save` a part at a time: the HTTP endpoints get turns meanwhile, and every member still counts', async (t) => {
+  const { config, ns } = await labNamespace();
+  const desired = (await reconcileOnce(ns, config, await loadTemplates())).plan.desired;
+  ns.countPackets(4, 336);
+  // Someone else's big set around ours (about 800 kB of text, as our 10,000 members are at 100 VLANs): our members
+  // come in the middle and at the end, in parts after the first.
+  const foreign = (from: number) => Array.from({ length: 12_000 }, (_, i) => `add other-set 10.${from + (i >> 8)}.${i & 255}.1 packets 1 bytes 60\n`).join('');
+  const runner: CommandRunner = {
+    run: async (argv, options) => {
+      const result = await ns.run(argv, options);
+      if (argv.join(' ') !== 'ipset save') return result;
+      const [head, ...rest] = result.stdout.split('\nadd VGW-');
+      const ours = `add VGW-${rest.join('\nadd VGW-')}`.replaceAll(' packets 0 bytes 0', ' packets 5 bytes 420'); // every member: 5 packets
+      return { ...result, stdout: `create other-set hash:ip counters\n${foreign(0)}${head}\n${foreign(100)}${ours}${foreign(200)}` };
+    },
+    start: (argv) => ns.start(argv),
+  };
+  const metrics = new Metrics('0.0.0-test');
+  let drifted = 0;
+  const collector = new StatsCollector(runner, metrics, pino({ level: 'silent' }), 60_000, () => ({ desired, backend: 'nft', setsDrifted: () => drifted++ }));
+  // What a scrape arriving during the reading gets: a turn of the event loop before the reading has ended.
+  let reading = true;
+  let turns = 0;
+  const turn = () => {
+    if (!reading) return;
+    turns++;
+    setImmediate(turn);
+  };
+  const done = collector.collect().finally(() => (reading = false));
+  setImmediate(turn);
+  await done;
+  t.true(turns >= 5, `the event loop ran ${turns} times while the reading parsed the sets`);
+  t.is(drifted, 0, 'our sets read as exactly the desired members');
+  const packets = (await metrics.text()).split('\n').filter((l) => l.startsWith('vlan_gateway_forwarded_packets_total{')).sort();
+  t.deepEqual(packets, [
+    // The pairs without rules of their own: their accounting members alone (the uplink's "any" source is two halves).
+    'vlan_gateway_forwarded_packets_total{from="lab",to="office",action="accept"} 5',
+    'vlan_gateway_forwarded_packets_total{from="lab",to="uplink",action="accept"} 5',
+    'vlan_gateway_forwarded_packets_total{from="office",to="lab",action="accept"} 5',
+    'vlan_gateway_forwarded_packets_total{from="office",to="uplink",action="accept"} 5',
+    'vlan_gateway_forwarded_packets_total{from="uplink",to="lab",action="accept"} 10',
+    'vlan_gateway_forwarded_packets_total{from="uplink",to="lab",action="drop"} 4',
+    // The port forward's rule (4) and the members (2 × 5).
+    'vlan_gateway_forwarded_packets_total{from="uplink",to="office",action="accept"} 14',
+    'vlan_gateway_forwarded_packets_total{from="uplink",to="office",action="drop"} 4',
+  ]);
 });
