@@ -200,6 +200,11 @@ export class AddressConflicts {
     e.busy = true;
     this.queue.push(e);
     // Not inside the pass that asked (its spawns would be its time): once it has returned.
+    this.kick();
+  }
+
+  /** next() at the next turn of the event loop (once, however often asked meanwhile). */
+  private kick(): void {
     if (this.kicked) return;
     this.kicked = true;
     setImmediate(() => {
@@ -224,6 +229,10 @@ export class AddressConflicts {
         this.next();
       });
       this.inFlight.add(probe);
+      // One spawn per turn of the event loop: each holds the thread for a few milliseconds (the fork, and the wait
+      // for the child's exec, longer on a busy machine), and eight at once kept a scrape or /healthz waiting 40-100 ms.
+      if (this.running < PROBE_CONCURRENCY && this.queue.length > 0) this.kick();
+      return;
     }
   }
 

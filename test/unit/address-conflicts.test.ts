@@ -116,9 +116,10 @@ test('no arping: one line says detection is off, nothing is reported, and nothin
   await r.supervisor.firstPass;
   await until('the line', () => r.logs.some((l) => /conflict detection is off/.test(l.msg)));
   await new Promise((resolve) => setTimeout(resolve, 50));
-  // The first probes went out together (one per VLAN), before any had told it; none is tried after.
+  // The probes start one per turn of the event loop: the first one's failure said arping is missing before the
+  // second would have started, and none is tried after.
   const tried = r.runner.events.filter((e) => e.startsWith('probe'));
-  t.deepEqual(tried.sort(), ['probe eth1 192.168.10.1', 'probe eth2 192.168.20.1']);
+  t.deepEqual(tried, ['probe eth1 192.168.10.1']);
   r.conflicts.recheck();
   r.supervisor.trigger('schedule');
   await r.supervisor.idle();
@@ -126,7 +127,7 @@ test('no arping: one line says detection is off, nothing is reported, and nothin
   await new Promise((resolve) => setTimeout(resolve, 50));
   const said = r.logs.filter((l) => /conflict/.test(l.msg));
   t.deepEqual(said.map((l) => [l.level, l.msg]), [[40, 'address conflict detection is off: arping is not installed (iputils-arping)']]);
-  t.is(r.runner.events.filter((e) => e.startsWith('probe')).length, 2, 'none after');
+  t.is(r.runner.events.filter((e) => e.startsWith('probe')).length, 1, 'none after');
   t.deepEqual(await r.series(), []);
   t.deepEqual(r.status().warnings, []);
 });
@@ -268,4 +269,34 @@ test('a VLAN in conflict whose gateway a reload moves: a line says its conflict 
     [30, 'address conflict on vlan office is no longer watched: the gateway no longer holds 192.168.10.1 on eth1'],
   ]);
   t.deepEqual(r.status().warnings, []);
+});
+
+// 100 VLANs attached at once: a probe or an announce is a spawn, which holds the event loop a few milliseconds (the
+// fork, and the wait for the child's exec), and the eight of each that started together kept a scrape waiting.
+test('the probes and the announces start one per turn of the event loop, not all at once', async (t) => {
+  const r = rig(t, 'fake');
+  let turn = 0;
+  let turning = true;
+  const tick = () => {
+    turn++;
+    if (turning) setImmediate(tick);
+  };
+  setImmediate(tick);
+  t.teardown(() => void (turning = false));
+  const at = new Map<string, number>();
+  const { run, start } = r.runner;
+  r.runner.run = (argv, options) => {
+    if (argv[0] === 'arping') at.set(`probe ${argv.at(-2)}`, turn);
+    return run.call(r.runner, argv, options);
+  };
+  r.runner.start = (argv) => {
+    if (argv[0] === 'arping') at.set(`announce ${argv.at(-2)}`, turn);
+    return start.call(r.runner, argv);
+  };
+  r.supervisor.trigger('start');
+  await r.supervisor.firstPass;
+  await until('both probes', () => at.has('probe eth1') && at.has('probe eth2'));
+  t.not(at.get('announce eth1'), at.get('announce eth2'), JSON.stringify([...at]));
+  // Both announces went out (100 ms each) before either probe: the probes were queued together, started apart.
+  t.not(at.get('probe eth1'), at.get('probe eth2'), JSON.stringify([...at]));
 });
