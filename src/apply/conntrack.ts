@@ -20,7 +20,7 @@
  * any other, never taken for one that is missing.
  */
 import { CommandError, type CommandRunner } from '../exec/runner.js';
-import { originalAddresses } from '../observe/parse-conntrack.js';
+import { entryAddresses } from '../observe/parse-conntrack.js';
 import { portText, StalePicker } from '../plan/conntrack.js';
 import type { ConntrackClear } from '../plan/types.js';
 
@@ -191,8 +191,16 @@ export async function clearStaleFlows(runner: CommandRunner, clears: readonly Co
 /**
  * The entries of the flows the namespace forwarded before the gateway's policy was there (Plan.unpoliced), and the
  * deletes that take them: every entry whose original source and destination are both other hosts' (not one of
- * `local`, the gateway's own addresses, nor loopback: Docker's DNS, the health check), any protocol, one
- * `conntrack -D -s SRC -d DST` per pair of hosts. Pure.
+ * `local`, the gateway's own addresses, nor loopback: Docker's DNS, the health check) and that was not NATed (its
+ * reply tuple is its original swapped), any protocol, one `conntrack -D -s SRC -d DST -r DST -q SRC` per pair of
+ * hosts. Pure.
+ *
+ * A NATed flow was set up by a NAT that was there, ours or the one a router had before the gateway: not one
+ * forwarded with none, as what comes before the policy in a container is (nothing in its namespace NATs a forwarded
+ * flow then). It goes on as any flow a policy change finds (the gateway does not cut tracked connections), and its
+ * entry is left alone, as is the reply tuple filter's doing for the same pair's other entries: deleted, a flow
+ * masqueraded to the Internet lost its mapping, and its server's next packet reached the gateway itself, which
+ * reset the connection (a download that went on through a `down` and the `apply` after it).
  */
 export class UnpolicedPicker {
   private readonly local: ReadonlySet<string>;
@@ -204,11 +212,11 @@ export class UnpolicedPicker {
   }
 
   take(line: string): void {
-    const a = originalAddresses(line);
-    if (!a || this.isLocal(a.src) || this.isLocal(a.dst)) return;
+    const a = entryAddresses(line);
+    if (!a || this.isLocal(a.src) || this.isLocal(a.dst) || a.replySrc !== a.dst || a.replyDst !== a.src) return;
     this.count++;
     const key = `${a.src} ${a.dst}`;
-    if (!this.pairs.has(key)) this.pairs.set(key, ['-D', '-s', a.src, '-d', a.dst]);
+    if (!this.pairs.has(key)) this.pairs.set(key, ['-D', '-s', a.src, '-d', a.dst, '-r', a.dst, '-q', a.src]);
   }
 
   deletes(): string[][] {

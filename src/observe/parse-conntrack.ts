@@ -60,11 +60,12 @@ export function parseConntrackList(text: string): ConntrackEntry[] {
 }
 
 /**
- * The original tuple's addresses of a `conntrack -L` line, whatever its protocol (an ICMP entry has no ports): the
- * first `src=` and `dst=`. Undefined when there are none.
+ * The addresses of a `conntrack -L` line, whatever its protocol (an ICMP entry has no ports): the original tuple's
+ * (the first `src=` and `dst=`) and the reply tuple's (the second ones; they differ from the original's, swapped,
+ * when the flow was NATed). Undefined when there are not both.
  */
-export function originalAddresses(line: string): { readonly src: string; readonly dst: string } | undefined {
-  const src = / src=(\S+)/.exec(line)?.[1];
-  const dst = / dst=(\S+)/.exec(line)?.[1];
-  return src && dst ? { src, dst } : undefined;
+export function entryAddresses(line: string): { readonly src: string; readonly dst: string; readonly replySrc: string; readonly replyDst: string } | undefined {
+  const src = [...line.matchAll(/ src=(\S+)/g)];
+  const dst = [...line.matchAll(/ dst=(\S+)/g)];
+  return src.length >= 2 && dst.length >= 2 ? { src: src[0]![1]!, dst: dst[0]![1]!, replySrc: src[1]![1]!, replyDst: dst[1]![1]! } : undefined;
 }

@@ -193,7 +193,8 @@ export interface Plan {
    * keeps such a flow's verdict and (missing) NAT for as long as it goes on: a ping or a UDP stream between VLANs the
    * policy keeps apart, once answered, is a reply for ever after; one to the Internet stays un-NATed, unanswered.
    * Their entries (`local`: the gateway's own addresses; an entry to or from one of them is not forwarded) are
-   * deleted once the tables are in (apply/conntrack.ts), so that their next packet meets the policy and the NAT.
+   * deleted once the tables are in (apply/conntrack.ts), so that their next packet meets the policy and the NAT; a
+   * NATed entry is not one of them (a NAT was there: ours before a `down`, a router's own before the gateway).
    */
   readonly unpoliced?: { readonly local: readonly string[] };
 }

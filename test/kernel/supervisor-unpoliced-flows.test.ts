@@ -11,6 +11,7 @@
  */
 import test from 'ava';
 import { readFile, writeFile } from 'node:fs/promises';
+import { execa } from 'execa';
 import { join } from 'node:path';
 import { dump as stringify, load as parse } from 'js-yaml';
 import { loadConfig } from '../../src/config/load.js';
@@ -24,6 +25,7 @@ const name = uniqueLabName('u');
 const ECHO_PORT = 7107;
 const INET_PORT = 7108;
 const CLIENT_PORT = 40107;
+const STREAM_PORT = 7109;
 
 let bundle: Bundle | undefined;
 let topology: LabTopology | undefined;
@@ -113,5 +115,74 @@ kernel(`flows forwarded before the start pass put the policy in (ip_forward on, 
     }
   } finally {
     await Promise.all(servers.map((child) => child.stop()));
+  }
+});
+
+/** A TCP server that sends "tick N" every 200 ms on each connection, and says how each one ends; or its client, which sends nothing. */
+const TCP_SCRIPT = String.raw`const [mode, address, port, host] = process.argv.slice(1);
+const net = require('node:net');
+if (mode === 'server') {
+  net.createServer((s) => {
+    let n = 0;
+    const timer = setInterval(() => s.write('tick ' + n++ + '\n'), 200);
+    s.on('error', (e) => console.log('error ' + e.code));
+    s.on('close', () => { clearInterval(timer); console.log('closed'); });
+  }).listen(Number(port), address, () => console.log('ready'));
+} else {
+  const c = net.connect({ port: Number(port), host });
+  c.setEncoding('utf8');
+  c.on('data', (d) => process.stdout.write(d));
+  c.on('error', (e) => console.log('error ' + e.code));
+  c.on('close', () => { console.log('closed'); process.exit(0); });
+}`;
+
+/** A one-shot `vlan-gateway apply` or `down` of the lab's router namespace (state and plan cache in the scratch directory). */
+const oneShot = (verb: 'apply' | 'down') => execa(process.execPath, ['--import', 'tsx', join(REPO, 'src', 'main.ts'), verb, ...(verb === 'apply' ? ['--config', configPath] : []),
+  '--netns', topology!.router], { cwd: REPO, reject: false, timeout: 60_000, env: { LC_ALL: 'C', VLAN_GATEWAY_PLAN_CACHE: 'off', VLAN_GATEWAY_STATE_DIR: join(scratch!, 'state') } });
+
+// `down` where forwarding stays on (a container's --sysctl), then `apply`: the policy is put in where there was none,
+// and what was forwarded meanwhile is cleared. A download from the Internet that the gateway masqueraded before the
+// `down` went on through it (its entry keeps its NAT): the clear took its entry too, and the server's next segment
+// reached the gateway itself, which reset it.
+kernel(`down then apply (forwarding left on): a masqueraded connection from before the down goes on; a flow of the same hosts forwarded meanwhile is cleared${NEEDS_ROOT}`, async (t) => {
+  const lab = topology!.vlans.find((v) => v.name === 'lab')!;
+  const u = topology!.uplink;
+  await inNs(topology!.router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
+  const first = await oneShot('apply');
+  t.is(first.exitCode, 0, first.stderr);
+  const server = runner.start(['ip', 'netns', 'exec', topology!.inet, process.execPath, '-e', TCP_SCRIPT, 'server', u.internetHost, String(STREAM_PORT)]);
+  const echo = runner.start(['ip', 'netns', 'exec', topology!.inet, process.execPath, '-e', UDP_SCRIPT, 'echo', u.internetHost, String(INET_PORT)]);
+  const serverSaid: string[] = [];
+  server.onLine((line) => serverSaid.push(line));
+  let client: ReturnType<typeof runner.start> | undefined;
+  try {
+    await Promise.all([server, echo].map((child) => new Promise<void>((resolve) => child.onLine((line) => line === 'ready' && resolve()))));
+    const ticks: string[] = [];
+    client = runner.start(['ip', 'netns', 'exec', lab.client.namespace, process.execPath, '-e', TCP_SCRIPT, 'client', '', String(STREAM_PORT), u.internetHost]);
+    client.onLine((line) => ticks.push(line));
+    const tickAfter = async (count: number, what: string) => {
+      for (const until = Date.now() + 3000; Date.now() < until && ticks.filter((l) => l.startsWith('tick')).length <= count;) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      t.true(ticks.filter((l) => l.startsWith('tick')).length > count, `${what}: ${ticks.join(', ')}; the server: ${serverSaid.join(', ')}`);
+    };
+    await tickAfter(0, 'the download runs, masqueraded');
+    const down = await oneShot('down');
+    t.is(down.exitCode, 0, down.stderr);
+    t.is((await inNs(topology!.router, 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '1');
+    // Meanwhile: a flow between the same two hosts, forwarded with no policy and no NAT.
+    const send = async (text: string) => (await inNs(lab.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'send', lab.client.address, String(CLIENT_PORT + 2),
+      u.internetHost, String(INET_PORT), text)).trim();
+    t.is(await send('during'), `${lab.client.address} during`, 'not NATed while the gateway is down');
+    const again = await oneShot('apply');
+    t.is(again.exitCode, 0, again.stderr);
+    t.regex(again.stdout, /^cleared 1 flow forwarded before the policy was in place: their next packets meet the policy and the NAT$/m);
+    t.is(await send('after'), `${u.routerAddress} after`, 'the flow forwarded meanwhile is masqueraded now');
+    const seen = ticks.filter((l) => l.startsWith('tick')).length;
+    await tickAfter(seen + 2, 'the download goes on after the apply');
+    t.deepEqual(serverSaid, ['ready'], 'the connection was not reset');
+  } finally {
+    await client?.stop();
+    await Promise.all([server.stop(), echo.stop()]);
   }
 });

@@ -315,7 +315,7 @@ test('our policy chain made where there was none: the plan clears the flows forw
   t.is(diff(planEmpty(lab, facts), facts).unpoliced, undefined, 'down');
 });
 
-test('the flows forwarded before the policy: entries between two other hosts, any protocol, one delete per pair', (t) => {
+test('the flows forwarded before the policy: entries between two other hosts not NATed, any protocol, one delete per pair', (t) => {
   const picker = new UnpolicedPicker(LOCAL);
   for (const line of [
     'icmp     1 29 src=192.168.20.100 dst=192.168.10.100 type=8 code=0 id=48701 src=192.168.10.100 dst=192.168.20.100 type=0 code=0 id=48701 mark=0 use=1',
@@ -325,10 +325,18 @@ test('the flows forwarded before the policy: entries between two other hosts, an
     'icmp     1 29 src=192.168.10.100 dst=192.168.10.1 type=8 code=0 id=7 src=192.168.10.1 dst=192.168.10.100 type=0 code=0 id=7 mark=0 use=1',
     'tcp      6 118 TIME_WAIT src=127.0.0.1 dst=127.0.0.1 sport=51000 dport=10123 src=127.0.0.1 dst=127.0.0.1 sport=10123 dport=51000 [ASSURED] mark=0 use=1',
     'udp      17 29 src=203.0.113.2 dst=127.0.0.11 sport=41000 dport=53 src=127.0.0.11 dst=203.0.113.2 sport=35000 dport=41000 mark=0 use=1',
-    'conntrack v1.4.7 (conntrack-tools): 6 flow entries have been shown.',
+    // NATed: set up by a NAT that was there (ours before a `down`, a router's own before the gateway), not forwarded
+    // with none. Masqueraded to the Internet, and the same pair's download: its mapping is kept.
+    'tcp      6 431999 ESTABLISHED src=192.168.20.100 dst=203.0.113.10 sport=33228 dport=7200 src=203.0.113.10 dst=203.0.113.2 sport=7200 dport=33228 [ASSURED] mark=0 use=1',
+    'udp      17 29 src=192.168.20.100 dst=198.51.100.7 sport=40000 dport=53 src=10.9.0.53 dst=192.168.20.100 sport=53 dport=40000 mark=0 use=1',
+    'conntrack v1.4.7 (conntrack-tools): 8 flow entries have been shown.',
   ]) picker.take(line);
   t.is(picker.count, 3);
-  t.deepEqual(picker.deletes(), [['-D', '-s', '192.168.20.100', '-d', '192.168.10.100'], ['-D', '-s', '192.168.20.100', '-d', '203.0.113.10']]);
+  // The reply tuple too: a delete for the pair takes its entries that were not NATed, and not the masqueraded one.
+  t.deepEqual(picker.deletes(), [
+    ['-D', '-s', '192.168.20.100', '-d', '192.168.10.100', '-r', '192.168.10.100', '-q', '192.168.20.100'],
+    ['-D', '-s', '192.168.20.100', '-d', '203.0.113.10', '-r', '203.0.113.10', '-q', '192.168.20.100'],
+  ]);
 });
 
 test('forwarding off until the gateway switches it on (after its tables): nothing was forwarded, nothing to clear', (t) => {
