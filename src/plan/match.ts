@@ -283,7 +283,8 @@ function misplacedPin(config: Config, index: number, nic: Link): string | undefi
  * longest match): each network whose route in use goes through a VLAN's NIC is forged there (`forged`), and so is
  * refused on the uplink as a VLAN's subnet is; inside one, the uplink's own networks and the routes in use through
  * it are not (a summary 10.0.0.0/8 via a site router on a VLAN, with the uplink on 10.1.0.0/16). A network in use
- * through the uplink too (multipath, an equal metric) is not forged. Empty without such networks or an uplink NIC.
+ * through the uplink too (multipath, an equal metric) is not forged, nor is one of the uplink's own networks (a backup
+ * route to it through a VLAN's host: its connected route is in use). Empty without such networks or an uplink NIC.
  */
 export function uplinkRoutedSources(facts: BindingFacts, uplink: UplinkBinding, vlans: readonly VlanBinding[]): Array<{ prefix: string; forged: boolean }> {
   const nic = uplink.nic;
@@ -297,14 +298,14 @@ export function uplinkRoutedSources(facts: BindingFacts, uplink: UplinkBinding, 
   for (const r of all) best.set(r.prefix, Math.min(best.get(r.prefix) ?? Infinity, r.metric));
   const viaUplink = all.filter((r) => r.dev === nic.name && r.metric === best.get(r.prefix));
   const inUseViaUplink = new Set(viaUplink.map((r) => r.prefix));
+  const connected = nic.addresses.flatMap((a) => { const c = parseCidr(`${a.address}/${a.prefix}`); return c ? [{ network: networkOf(c), prefix: c.prefix }] : []; });
+  // The uplink's own networks are on its link: the kernel's connected route (never among `routed`) is in use for them.
+  const onLink = new Set(connected.map(formatCidr));
   const forged = [...new Set(vlans.flatMap((b) => (b.nic ? b.routedInUse ?? [] : [])))]
-    .filter((p) => !subnets.has(p) && !inUseViaUplink.has(p))
+    .filter((p) => !subnets.has(p) && !inUseViaUplink.has(p) && !onLink.has(p))
     .map((p) => parseCidr(p)!);
   if (forged.length === 0) return [];
-  const own = [
-    ...nic.addresses.flatMap((a) => { const c = parseCidr(`${a.address}/${a.prefix}`); return c ? [{ network: networkOf(c), prefix: c.prefix }] : []; }),
-    ...viaUplink.map((r) => r.cidr),
-  ];
+  const own = [...connected, ...viaUplink.map((r) => r.cidr)];
   const inside = (a: Cidr, b: Cidr) => a.prefix > b.prefix && contains(b, networkOf(a));
   const allowed = own.filter((c) => forged.some((f) => inside(c, f)));
   const unique = new Map<string, { cidr: Cidr; forged: boolean }>();

@@ -345,6 +345,21 @@ test('on the uplink, a source routed behind a VLAN host is dropped, the uplink\'
   t.deepEqual(onUplink({ ...f, routed: [{ prefix: '10.60.0.0/16', dev: 'eth2' }] }), ['-i eth2 -j RETURN']);
 });
 
+// A route to the uplink's own network through a VLAN's host (a backup path, metric 100): the kernel's connected
+// route (metric 0, never among the routed networks) is the one in use, and the uplink's hosts are on its link. It
+// was taken for a network routed behind office, and every source of the uplink's network dropped on the uplink:
+// its router's answers (DNS, ICMP errors) to the VLANs' hosts, the LAN's hosts through a port forward.
+test('on the uplink, its own network is not forged by a route to it through a VLAN\'s host', async (t) => {
+  const c = config('uplink: {gateway: 172.18.0.1}\n');
+  const templates = await loadTemplates();
+  const onUplink = (at: Facts) => planDesired(c, at, templates).chains.find((ch) => ch.name === 'VGW-SOURCES')!.rules
+    .map((r) => r.line.replace(/^-m comment --comment "?vgw:[^ "]*"? /, '')).filter((line) => line.startsWith('-i eth2'));
+  const f: Facts = { ...facts({ gateway: '172.18.0.1', dev: 'eth2' }), routed: [{ prefix: '172.18.0.0/16', dev: 'eth0', metric: 100 }] };
+  t.deepEqual(onUplink(f), ['-i eth2 -j RETURN']);
+  // Beside a network that is routed behind office: that one alone is dropped.
+  t.deepEqual(onUplink({ ...f, routed: [...f.routed!, { prefix: '10.50.0.0/16', dev: 'eth0' }] }), ['-i eth2 -s 10.50.0.0/16 -j DROP', '-i eth2 -j RETURN']);
+});
+
 test('a network routed behind a VLAN host is reached from that VLAN back out of its NIC (hairpin), after the source check and before the conntrack checks', async (t) => {
   const c = config('uplink: {gateway: 172.18.0.1}\n');
   const f: Facts = { ...facts({ gateway: '172.18.0.1', dev: 'eth2' }), routed: [{ prefix: '10.77.0.0/24', dev: 'eth0' }] };
