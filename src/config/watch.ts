@@ -14,7 +14,7 @@
  * Events are debounced into one call; the reload compares what it loaded with what runs, so a stray event costs
  * a read. `rearm` sets the watches again after each reload: the file may be a new inode, rules.dir may have moved.
  */
-import { existsSync, lstatSync, readlinkSync, watch, type FSWatcher } from 'node:fs';
+import { existsSync, lstatSync, readlinkSync, realpathSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 
 /** How many links of a chain of symlinks are followed (the kernel's own limit for a path is 40). */
@@ -30,7 +30,8 @@ export function linkTargets(path: string): string[] {
     let target: string;
     try {
       if (!lstatSync(current).isSymbolicLink()) break;
-      target = resolve(dirname(current), readlinkSync(current));
+      // From the directory the link really is in, as the kernel reads it (that directory may be reached by a link).
+      target = resolve(realpathSync(dirname(current)), readlinkSync(current));
     } catch {
       break;
     }

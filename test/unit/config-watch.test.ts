@@ -8,7 +8,7 @@ import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isMountPoint, isReplacedMount, mountRoots } from '../../src/config/mounts.js';
-import { ConfigWatch } from '../../src/config/watch.js';
+import { ConfigWatch, linkTargets } from '../../src/config/watch.js';
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 // Well under the product's 200 ms, for speed; not so short that a loaded machine splits one write (truncate, then data)
@@ -199,6 +199,19 @@ test('a symlink to a file in a directory not made yet, through a relative link a
   w.watch.rearm(w.rules);
   t.is(await w.after(() => writeFile(join(w.dir, 'releases', '2', 'gateway.yaml'), 'vlans: [] # edited\n')), 1, 'then edited');
   t.deepEqual(w.errors, []);
+});
+
+// A relative link is read from the directory it really is in, as the kernel reads it: /etc/vgw a link to
+// /opt/vgw/current/etc, gateway.yaml there a link to ../../sites/a.yaml, the file is /opt/vgw/sites/a.yaml, not
+// /sites/a.yaml beside /etc. Read from the path as given, the wrong directory was watched.
+test('a relative symlink inside a directory reached through a symlink: its target is where the kernel finds it', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'vgw-links-'));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  await mkdir(join(root, 'opt', 'vgw', 'current', 'etc'), { recursive: true });
+  await mkdir(join(root, 'etc'));
+  await symlink(join(root, 'opt', 'vgw', 'current', 'etc'), join(root, 'etc', 'vgw'));
+  await symlink(join('..', '..', 'sites', 'a.yaml'), join(root, 'opt', 'vgw', 'current', 'etc', 'gateway.yaml'));
+  t.deepEqual(linkTargets(join(root, 'etc', 'vgw', 'gateway.yaml')), [join(root, 'opt', 'vgw', 'sites', 'a.yaml')]);
 });
 
 const MOUNTINFO = [
