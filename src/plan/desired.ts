@@ -69,26 +69,44 @@ function defaultAction(config: Config, from: ZoneModel, to: ZoneModel): Action {
   return config.forwarding.default;
 }
 
+/** A chain as its template rendered it: the bodies, and its rules (hash, target, and the meaning of the plan that used it last). */
+interface RenderedChain {
+  readonly bodies: readonly string[];
+  readonly rules: readonly DesiredRule[];
+  /**
+   * The fields of the model the render read (those the chain's own data does not hold), each with the digest of its
+   * value then: the chain is served again only while every one of them holds the same value. None for a user's
+   * template, whose key holds the whole model.
+   */
+  readonly reads?: ReadonlyMap<string, string>;
+}
+
 /**
- * Rendered chains by everything their rules depend on (table, chain, template, the model and the chain's own
- * data): a reload that changes one VLAN's rules renders only that VLAN's chains, not 10,000 rules. Holds what
- * the last plan used (plus what the current one adds), so memory stays at one plan's rules. A chain whose
- * template throws is not stored: the error comes back on every plan.
+ * Rendered chains by everything their rules depend on: table, chain, template, the chain's own data, and the fields
+ * of the model its template read (a user's template: the whole model). A NIC that comes or goes changes the model's
+ * lists of VLANs and zones, which only VGW-FORWARD and VGW-SOURCES read, and the data of the few chains that branch to
+ * it: at 100 VLANs those are rendered again, not all 200 chains. A reload that changes one VLAN's rules likewise
+ * renders only that VLAN's chains. Holds what the last plan used (plus what the current one adds), so memory stays
+ * at one plan's rules. A chain whose template throws is not stored: the error comes back on every plan.
  */
 class ChainCache {
-  private previous = new Map<string, DesiredRule[]>();
-  private current = new Map<string, DesiredRule[]>();
+  private previous = new Map<string, RenderedChain>();
+  private current = new Map<string, RenderedChain>();
+  /** How many chains were rendered (not served from the cache) since the process started: what the tests watch. */
+  rendered = 0;
 
-  get(key: string): DesiredRule[] | undefined {
+  /** The chain under `key`, if every model field it read still has the digest it had (`digestOf`). */
+  get(key: string, digestOf: (field: string) => string): RenderedChain | undefined {
     const hit = this.current.get(key) ?? this.previous.get(key);
-    if (hit) this.current.set(key, hit);
+    if (!hit) return undefined;
+    if (hit.reads) for (const [field, was] of hit.reads) if (digestOf(field) !== was) return undefined;
+    this.current.set(key, hit);
     return hit;
   }
 
-  render(key: string, build: () => DesiredRule[]): DesiredRule[] {
-    const rules = build();
-    this.current.set(key, rules);
-    return rules;
+  set(key: string, chain: RenderedChain): RenderedChain {
+    this.current.set(key, chain);
+    return chain;
   }
 
   /** The chains of the plan just made are kept; the rest are forgotten. */
@@ -103,12 +121,54 @@ class ChainCache {
   }
 }
 
+/**
+ * The view a built-in template renders, its data over the model, noting each field of the model it reads (a
+ * template that walks the top level itself, `{{#each this}}`, reads them all). Only the top level: a field's value
+ * is read whole, by its digest.
+ */
+function readsNoted(model: Record<string, unknown>, data: object): { view: object; reads: Set<string> } {
+  const reads = new Set<string>();
+  const note = (prop: string | symbol) => {
+    if (typeof prop === 'string' && !Object.prototype.hasOwnProperty.call(data, prop)) reads.add(prop);
+  };
+  const view = new Proxy({ ...model, ...data }, {
+    get(target, prop, receiver) {
+      note(prop);
+      return Reflect.get(target, prop, receiver);
+    },
+    has(target, prop) {
+      note(prop);
+      return Reflect.has(target, prop);
+    },
+    getOwnPropertyDescriptor(target, prop) {
+      note(prop);
+      return Reflect.getOwnPropertyDescriptor(target, prop);
+    },
+    ownKeys(target) {
+      for (const field of Object.keys(model)) reads.add(field);
+      return Reflect.ownKeys(target);
+    },
+  });
+  return { view, reads };
+}
+
+/** Two meanings the same (each is one level of strings). */
+function sameMeaning(a: RuleMeaning | undefined, b: RuleMeaning | undefined): boolean {
+  if (a === b) return true;
+  if (!a || !b) return false;
+  const keys = Object.keys(a) as Array<keyof RuleMeaning>;
+  return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
+}
+
 const renderedChains = new ChainCache();
 const templateKeys = new WeakMap<TemplateSource, string>();
 const templateKey = (t: TemplateSource) => templateKeys.get(t) ?? templateKeys.set(t, digest(`${t.file}\u0000${t.source}`)).get(t)!;
 
 /** Forgets every rendered chain: the next plan renders everything, as a freshly started process would. */
 export const forgetRenderedChains = () => renderedChains.clear();
+
+/** How many chains this process has rendered from their templates (a chain served from the cache is not counted). */
+export const chainsRendered = () => renderedChains.rendered;
 
 /**
  * The desired state depends on the facts only through which NIC carries which zone and whether ipset is here,
@@ -218,20 +278,53 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
   };
 
   const chains: DesiredChain[] = [];
-  const modelKey = digest(JSON.stringify(model));
-  /** Renders one chain from its template (or finds it rendered by an earlier plan from the same inputs). */
+  // Digests of the model's fields, and of the whole model (a user's template's key), each made once per plan.
+  const fieldDigests = new Map<string, string>();
+  const digestOf = (field: string) => {
+    let d = fieldDigests.get(field);
+    if (d === undefined) {
+      const value: unknown = Object.prototype.hasOwnProperty.call(model, field) ? model[field as keyof typeof model] : undefined;
+      fieldDigests.set(field, d = value === undefined ? '-' : digest(JSON.stringify(value)));
+    }
+    return d;
+  };
+  let modelKey: string | undefined;
+  /**
+   * Renders one chain from its template, or finds it rendered by an earlier plan from the same inputs. Its rules'
+   * meanings (by zone names, which neither the data nor the bodies hold) are this plan's: a chain whose meanings
+   * are as before is the very same array of rules.
+   */
   const add = (table: TableName, name: string, template: TemplateSource, data: object | 'user',
     meaningOf: (body: string, target: string | undefined) => RuleMeaning | undefined = () => undefined) => {
-    const key = `${table} ${name} ${templateKey(template)} ${modelKey} ${digest(JSON.stringify(data))}`;
-    // A user's template sees the model alone, guarded: a name it does not have is an error, not nothing.
-    const view = data === 'user' ? guarded(model) : { ...model, ...data };
-    const rules = renderedChains.get(key) ?? renderedChains.render(key, () => renderRules(template.source, template.file, view, data === 'user').map((body) => {
-      const hash = ruleHash(table, name, body);
-      const target = verdictOf(body);
-      const meaning = meaningOf(body, target);
+    const user = data === 'user';
+    // A user's template may read anything in the model, and sees it whole, guarded: a name it does not have is an
+    // error, not nothing. It is keyed by the whole model.
+    const key = user
+      ? `${table} ${name} ${templateKey(template)} user ${modelKey ??= digest(JSON.stringify(model))}`
+      : `${table} ${name} ${templateKey(template)} ${digest(JSON.stringify(data))}`;
+    const ruleOf = (body: string, hash: string, target: string | undefined, meaning: RuleMeaning | undefined): DesiredRule => {
       const line = `-m comment --comment ${COMMENT_PREFIX}${hash} ${body}`;
       return meaning ? { line, hash, target, meaning } : { line, hash, target };
-    }));
+    };
+    const hit = renderedChains.get(key, digestOf);
+    let rules: readonly DesiredRule[];
+    if (!hit) {
+      const { view, reads } = user ? { view: guarded(model), reads: undefined } : readsNoted(model, data);
+      const bodies = renderRules(template.source, template.file, view, user);
+      renderedChains.rendered++;
+      rules = bodies.map((body) => {
+        const target = verdictOf(body);
+        return ruleOf(body, ruleHash(table, name, body), target, meaningOf(body, target));
+      });
+      renderedChains.set(key, { bodies, rules, ...(reads ? { reads: new Map([...reads].map((f) => [f, digestOf(f)])) } : {}) });
+    } else {
+      rules = hit.rules;
+      const meanings = hit.bodies.map((body, i) => meaningOf(body, hit.rules[i]!.target));
+      if (meanings.some((m, i) => !sameMeaning(m, hit.rules[i]!.meaning))) {
+        rules = hit.bodies.map((body, i) => ruleOf(body, hit.rules[i]!.hash, hit.rules[i]!.target, meanings[i]));
+        renderedChains.set(key, { ...hit, rules });
+      }
+    }
     chains.push({ table, name, rules });
   };
 
