@@ -74,6 +74,26 @@ export function zoneResolver(zones: readonly ZoneModel[]): (ref: string) => { zo
  * source's members are spread over sets by destination, at most ACCOUNTING_SHARD per set.
  */
 export function accountingSets(zones: readonly ZoneModel[]): DesiredSet[] {
+  return lastSets(zones, 'accounting', makeAccountingSets);
+}
+
+/**
+ * The sets made for the zones of the last plan, by what they are made from (each zone's name, NIC and subnet, in
+ * order). A plan whose zones are those of the plan before (a reload that changes rules, not VLANs) gets the very
+ * same sets: 10,000 accounting members are not built and sized again, and a supervisor that knows the members it
+ * left in the kernel (KnownSets, by these objects) does not compare them again.
+ */
+const madeFor = new Map<'accounting' | 'nic', { key: string; sets: DesiredSet[] }>();
+function lastSets(zones: readonly ZoneModel[], kind: 'accounting' | 'nic', make: (zones: readonly ZoneModel[]) => DesiredSet[]): DesiredSet[] {
+  const key = JSON.stringify(zones.map((z) => [z.name, z.nic, z.subnet]));
+  const last = madeFor.get(kind);
+  if (last?.key === key) return last.sets;
+  const sets = make(zones);
+  madeFor.set(kind, { key, sets });
+  return sets;
+}
+
+function makeAccountingSets(zones: readonly ZoneModel[]): DesiredSet[] {
   const sets: Array<Unsized & { role: 'accounting'; members: Array<{ member: string; from: Zone; to: Zone }> }> = [];
   zones.forEach((to, toIndex) => {
     const shard = Math.floor(toIndex / ACCOUNTING_SHARD);
@@ -92,6 +112,10 @@ export function accountingSets(zones: readonly ZoneModel[]): DesiredSet[] {
  * the accounting sets (each half holds one member per NIC of its set).
  */
 export function nicSets(zones: readonly ZoneModel[]): DesiredSet[] {
+  return lastSets(zones, 'nic', makeNicSets);
+}
+
+function makeNicSets(zones: readonly ZoneModel[]): DesiredSet[] {
   const sets: Array<Unsized & { members: Array<{ member: string }> }> = [];
   zones.forEach((zone, index) => {
     const shard = Math.floor(index / ACCOUNTING_SHARD);

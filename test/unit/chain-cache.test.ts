@@ -134,3 +134,15 @@ test.serial('a template of rules.dir sees the whole model: a NIC renamed renders
   const after = planDesired(config, renamed, user);
   t.regex(chain(after, 'VGW-USER-FORWARD').rules.map((r) => r.line).join('\n'), /-i eth7 -j RETURN/);
 });
+
+test.serial('a reload that changes rules, not VLANs, keeps the very same sets; a NIC gone makes them again', (t) => {
+  const withSets = (config: Config) => ({ ...syntheticFacts(config), sets: new Map() });
+  const before = planDesired(withRules(false), withSets(lab), templates);
+  const after = planDesired(withRules(true), withSets(lab), templates);
+  t.deepEqual(after.sets.map((s) => s.name), ['VGW-PAIRS-0', 'VGW-NICS-0', 'VGW-SUBNETS', 'VGW-SUBNET-NICS']);
+  // The same objects: a supervisor that knows their members in the kernel (by these sets) does not compare them again.
+  t.true(after.sets.slice(0, 2).every((set, i) => set === before.sets[i]));
+  const facts = withSets(lab);
+  const gone = planDesired(withRules(true), { ...facts, links: facts.links.filter((l) => l.name !== 'eth2') }, templates);
+  t.deepEqual(gone.sets[0]!.members.map((m) => m.member), ['0.0.0.0/1,eth1', '128.0.0.0/1,eth1', '192.168.10.0/24,eth0']);
+});
