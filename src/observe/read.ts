@@ -190,7 +190,11 @@ export async function readTables(
     throw nftRead.unreadable;
   }
   const nft = nftRead.tables;
-  if (!nft && !legacy) throw new BackendError('neither iptables-nft-save nor iptables-legacy-save works here; install iptables');
+  if (!nft && !legacy) throw new BackendError(NO_IPTABLES);
+  // No legacy table in the kernel is read as an empty legacy rule set without running iptables-legacy-save (a read
+  // would make the tables). With iptables-nft missing too, that would take legacy for installed: plan showed every
+  // rule to add, and down removed the addresses, left every VGW- chain in nft in force and said it was done.
+  if (!nft && (await legacyTables)?.length === 0 && !(await installed(runner, 'iptables-legacy-save'))) throw new BackendError(NO_IPTABLES);
   if (nft && legacy && hasOurChains(nft) && hasOurChains(legacy)) throw inBothBackends(nft, legacy);
   // Legacy tables the kernel has, unread: iptables-legacy is not installed here (nft's tables were, so they are ours).
   const names = legacy === undefined ? await legacyTables : undefined;
@@ -201,6 +205,19 @@ export async function readTables(
   const other = backend === 'nft' ? legacy : nft;
   const otherForward = other ? forwardFilter(backend === 'nft' ? 'legacy' : 'nft', other) : undefined;
   return { backend, tables: (backend === 'nft' ? nft : legacy)!, why, ...(otherForward ? { otherForward } : {}) };
+}
+
+const NO_IPTABLES = 'neither iptables-nft-save nor iptables-legacy-save works here; install iptables';
+
+/** Whether `tool` is on the PATH (its `--version` reads no table, so it makes none). */
+async function installed(runner: CommandRunner, tool: string): Promise<boolean> {
+  try {
+    await runner.run([tool, '--version']);
+    return true;
+  } catch (error) {
+    if (error instanceof CommandError && error.notFound) return false;
+    throw error;
+  }
 }
 
 /** Which backend, and why, from what each one's save shows (undefined: that tool is not here, or holds nothing). */

@@ -875,13 +875,14 @@ kernel(`validate renders the user's templates with no NIC attached as well: an u
     + 'uplink.nic has no value; put a rule that needs it inside {{#if uplink.nic}})');
 });
 
-/** A PATH of this test's own that finds every program of the machine's but `program`. */
+/** A PATH of this test's own that finds every program of the machine's but `program` (a prefix, with `*`). */
 async function pathWithout(program: string): Promise<string> {
-  const dir = join(await scratchDir(), `path-without-${program}`);
+  const dir = join(await scratchDir(), `path-without-${program.replace('*', '')}`);
+  const left = (name: string) => (program.endsWith('*') ? name.startsWith(program.slice(0, -1)) : name === program);
   await mkdir(dir, { recursive: true });
   for (const from of ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']) {
     for (const name of await readdir(from).catch(() => [] as string[])) {
-      if (name !== program) await symlink(join(from, name), join(dir, name)).catch(() => undefined); // the first one found wins, as on the PATH
+      if (!left(name)) await symlink(join(from, name), join(dir, name)).catch(() => undefined); // the first one found wins, as on the PATH
     }
   }
   return dir;
@@ -907,4 +908,22 @@ kernel(`without the ipset tool, down names the gateway's sets it leaves in the k
   const again = await cli('down', '--netns', router, '--config', example.path);
   t.is(again.code, 0, again.stderr);
   t.deepEqual(await setsNow(), []);
+});
+
+// Without iptables at all (neither iptables-nft nor iptables-legacy on the PATH), a namespace with no legacy table
+// in the kernel was taken for an empty iptables-legacy: plan listed every rule to add (exit 0, "backend:
+// iptables-legacy (iptables-nft is not installed)"), and down removed the gateway addresses, left every VGW- chain and
+// jump in force in nft, exited 0 and said it was done.
+kernel(`without iptables, plan, apply and down stop saying to install it, and change nothing${NEEDS_ROOT}`, async (t) => {
+  const router = labs.hotPlug!.router;
+  t.is((await apply(router, example)).code, 0, 'the example, with iptables');
+  const before = await readState(router);
+  const path = await pathWithout('iptables*');
+  for (const command of [['plan'], ['plan', '--detailed-exitcode'], ['apply'], ['down']]) {
+    const result = await cliWithEnv({ PATH: path }, ...command, '--netns', router, '--config', example.path);
+    t.is(result.code, 1, `${command.join(' ')}: ${result.stdout}`);
+    t.is(result.stderr, 'vlan-gateway: neither iptables-nft-save nor iptables-legacy-save works here; install iptables', command.join(' '));
+    t.is(result.stdout, '', command.join(' '));
+  }
+  t.deepEqual(await readState(router), before, 'the addresses, rules, sets and ip_forward as they were');
 });
