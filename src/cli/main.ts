@@ -60,7 +60,7 @@ export async function main(argv: string[], options: { codeCache?: CodeCache } = 
 }
 
 function detailedPlan(argv: readonly string[]): boolean {
-  return argv.includes('plan') && argv.some((a) => a === '--detailed-exitcode' || a.startsWith('--detailed-exitcode='));
+  return argv.includes('plan') && argv.some((a) => a === '--detailed-exitcode' || (a.startsWith('--detailed-exitcode=') && a !== '--detailed-exitcode=false'));
 }
 
 /** The commands that take no --netns, and why: ignored, it would point at a gateway or a lab it does not reach. */
@@ -79,6 +79,13 @@ const SINGLE_VALUED = ['config', 'netns', 'listen', 'url', 'schedule', 'name', '
  * Compose `command:` with an unset variable; `--min-interval=`) as 0: read from the words themselves.
  */
 const NUMBER_VALUED = ['min-interval', 'stats-interval', 'health-timeout', 'command-timeout'];
+
+/**
+ * The flags that take no value. yargs reads `--flag=VALUE` as false for any VALUE but "true": `plan
+ * --detailed-exitcode=1` exited 0 with changes pending, `plan --down=yes` showed what apply would change, and
+ * `run --cleanup-on-exit=yes` stopped leaving the rules in place. Only "true" and "false" are taken.
+ */
+const BOOLEAN_VALUED = ['detailed-exitcode', 'down', 'json', 'cleanup-on-exit'];
 
 /** The values the words give a number option: undefined for one given without a value. */
 function numberValues(argv: readonly string[], key: string): Array<string | undefined> {
@@ -107,6 +114,12 @@ function checkOptions(args: Record<string, unknown>, argv: readonly string[]): v
     const value = args[key];
     if (Array.isArray(value)) throw new UsageError(`--${key} is given ${value.length} times (${value.map((v) => JSON.stringify(String(v))).join(', ')}); give it once`);
     if (value === '') throw new UsageError(`--${key} needs a value`);
+  }
+  for (const word of argv.slice(0, argv.includes('--') ? argv.indexOf('--') : argv.length)) {
+    const [, key, value] = /^--([^=]+)=(.*)$/s.exec(word) ?? [];
+    if (key !== undefined && BOOLEAN_VALUED.includes(key) && value !== 'true' && value !== 'false') {
+      throw new UsageError(`--${key} takes no value (given ${JSON.stringify(value)}): write --${key}, or leave it out`);
+    }
   }
   for (const key of (args._ as unknown[] | undefined)?.[0] === 'run' ? NUMBER_VALUED : []) {
     const values = numberValues(argv, key);

@@ -39,6 +39,15 @@ const rows: Array<{ argv: string[]; code: number; stderr: string }> = [
   { argv: ['plan', '--detailed-exitcode', '--config', NO_FILE], code: 1, stderr: `vlan-gateway: invalid config: ${NO_FILE}: 1 problem:\n  cannot read ${NO_FILE}: no such file\n` },
   { argv: ['plan', '--detailed-exitcode', '--conifg', NO_FILE], code: 1, stderr: 'Unknown argument: conifg\nRun vlan-gateway --help for usage.\n' },
   { argv: ['plan', '--detailed-exitcode', '--netns', 'vgw-test-no-such-ns'], code: 1, stderr: 'vlan-gateway: --netns vgw-test-no-such-ns: no such network namespace (`ip netns list` shows the names)\n' },
+  // A flag without a value read `--flag=VALUE` as false for any VALUE but "true": `plan --detailed-exitcode=1` exited 0
+  // with changes pending, `plan --down=yes` showed what apply would change.
+  { argv: ['plan', '--detailed-exitcode=1', '--config', NO_FILE], code: 1, stderr: 'vlan-gateway: --detailed-exitcode takes no value (given "1"): write --detailed-exitcode, or leave it out\n' },
+  // (--netns of no namespace: plan --down goes on without a config; a regression stops at the namespace instead.)
+  { argv: ['plan', '--down=yes', '--config', NO_FILE, '--netns', 'vgw-test-no-such-ns'], code: 2, stderr: 'vlan-gateway: --down takes no value (given "yes"): write --down, or leave it out\n' },
+  { argv: ['run', '--config', NO_FILE, '--cleanup-on-exit=on'], code: 2, stderr: 'vlan-gateway: --cleanup-on-exit takes no value (given "on"): write --cleanup-on-exit, or leave it out\n' },
+  { argv: ['status', '--json=', '--url', 'notaurl'], code: 2, stderr: 'vlan-gateway: --json takes no value (given ""): write --json, or leave it out\n' },
+  // --detailed-exitcode=false is plan without it: an invalid config is exit 2 there.
+  { argv: ['plan', '--detailed-exitcode=false', '--config', NO_FILE], code: 2, stderr: `vlan-gateway: invalid config: ${NO_FILE}: 1 problem:\n  cannot read ${NO_FILE}: no such file\n` },
   // run's flags are checked before the config is read.
   { argv: ['run', '--config', NO_FILE, '--log-level', 'loud'], code: 2, stderr: 'vlan-gateway: log level "loud" (--log-level or $LOG_LEVEL): expected one of trace, debug, info, warn, error, fatal, silent\n' },
   { argv: ['run', '--config', NO_FILE, '--stats-interval', '-5'], code: 2, stderr: 'vlan-gateway: --stats-interval -5: expected a whole number of milliseconds from 100 to 3600000\n' },
