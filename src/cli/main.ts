@@ -42,7 +42,7 @@ export async function main(argv: string[], options: { codeCache?: CodeCache } = 
       .fail((message, error) => {
         if (error) throw error;
         usage = true;
-        throw new Error(message);
+        throw new Error(usageMessage(message, argv));
       })
       .help()
       .parseAsync();
@@ -57,6 +57,32 @@ export async function main(argv: string[], options: { codeCache?: CodeCache } = 
   // mistyped option included, or a script that applies on 2 would apply what it never planned.
   if (detailedPlan(argv)) return EXIT.failure;
   return usage ? EXIT.invalid : exitCodeOf(failed);
+}
+
+const COMMANDS = ['validate', 'plan', 'apply', 'down', 'run', 'status', 'lab'];
+
+/**
+ * yargs' words where they would mislead: a mistyped command is "Unknown argument: aply" (the user typed a command),
+ * and `lab` without its action "Not enough non-option arguments: got 0, need at least 1".
+ */
+function usageMessage(message: string, argv: readonly string[]): string {
+  const command = commandWord(argv);
+  if (command !== undefined && !COMMANDS.includes(command) && message.startsWith('Unknown argument')) {
+    return `Unknown command: ${command} (the commands: ${COMMANDS.join(', ')})`;
+  }
+  if (command === 'lab' && message.startsWith('Not enough non-option arguments')) return 'lab needs an action: demo, up, check or down';
+  return message;
+}
+
+/** The first word that is not an option or an option's value: the command as typed. */
+function commandWord(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i += 1) {
+    const word = argv[i]!;
+    if (word === '--') return argv[i + 1];
+    if (!word.startsWith('-')) return word;
+    if ([...SINGLE_VALUED, ...NUMBER_VALUED].some((key) => word === `--${key}`)) i += 1;
+  }
+  return undefined;
 }
 
 function detailedPlan(argv: readonly string[]): boolean {

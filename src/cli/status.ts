@@ -95,6 +95,8 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
     .hide('netns'), // refused: the gateway is reached over HTTP, not in a namespace
   handler: async (args) => {
     const listen = (args as { listen?: string }).listen;
+    // Both used to be taken, --url silently winning: a status of another gateway than the --listen one named.
+    if (listen !== undefined && args.url !== undefined) throw new UsageError(`--listen ${listen} and --url ${args.url} both say where the gateway is: give one`);
     const fromListen = listen === undefined ? undefined : statusBase(listen);
     if (listen !== undefined && fromListen === undefined) throw new UsageError(`--listen ${listen}: expected HOST:PORT, as given to \`vlan-gateway run --listen\``);
     if (args.url !== undefined && !/^https?:\/\/[^/\s]+/.test(args.url)) throw new UsageError(`--url ${args.url}: expected http://HOST:PORT`);

@@ -63,6 +63,12 @@ const rows: Array<{ argv: string[]; code: number; stderr: string }> = [
   { argv: ['run', '--config', NO_FILE, '--listen', '10123'], code: 2, stderr: 'vlan-gateway: --listen 10123: expected HOST:PORT with a port up to 65535, e.g. 0.0.0.0:10123\n' },
   { argv: ['status', '--listen', 'bogus'], code: 2, stderr: 'vlan-gateway: --listen bogus: expected HOST:PORT, as given to `vlan-gateway run --listen`\n' },
   { argv: ['status', '--url', 'notaurl'], code: 2, stderr: 'vlan-gateway: --url notaurl: expected http://HOST:PORT\n' },
+  { argv: ['status', '--listen', '127.0.0.1:1', '--url', 'http://127.0.0.1:2'], code: 2, stderr: 'vlan-gateway: --listen 127.0.0.1:1 and --url http://127.0.0.1:2 both say where the gateway is: give one\n' },
+  // A mistyped command was "Unknown argument: aply"; lab without its action "Not enough non-option arguments: got 0, need at least 1".
+  { argv: ['aply', '--config', NO_FILE], code: 2, stderr: 'Unknown command: aply (the commands: validate, plan, apply, down, run, status, lab)\nRun vlan-gateway --help for usage.\n' },
+  { argv: ['--config', NO_FILE, 'dwon'], code: 2, stderr: 'Unknown command: dwon (the commands: validate, plan, apply, down, run, status, lab)\nRun vlan-gateway --help for usage.\n' },
+  { argv: ['lab', '--name', 'x'], code: 2, stderr: 'lab needs an action: demo, up, check or down\nRun vlan-gateway --help for usage.\n' },
+  { argv: ['plan', '--config', NO_FILE, 'extra'], code: 2, stderr: 'Unknown argument: extra\nRun vlan-gateway --help for usage.\n' },
   { argv: ['lab', 'down', '--name', 'BAD'], code: 2, stderr: 'vlan-gateway: lab name "BAD" must be a lowercase letter, then up to 7 lowercase letters or digits\n' },
 ];
 
