@@ -16,6 +16,7 @@ import { validateCommand } from './validate.js';
 
 export async function main(argv: string[], options: { codeCache?: CodeCache } = {}): Promise<number> {
   setCodeCache(options.codeCache);
+  guardStdout();
   let failed: unknown;
   let usage = false;
   try {
@@ -57,6 +58,28 @@ export async function main(argv: string[], options: { codeCache?: CodeCache } = 
   // mistyped option included, or a script that applies on 2 would apply what it never planned.
   if (detailedPlan(argv)) return EXIT.failure;
   return usage ? EXIT.invalid : exitCodeOf(failed);
+}
+
+let stdoutGuarded = false;
+
+/**
+ * A write to a stdout that cannot take it fails after the fact, as an 'error' event, and unhandled that event ended
+ * the process with a stack trace wherever it was: `plan | grep -q …` printed one, and `lab up | head -c 10` left the
+ * lab built and its config not applied. A reader gone (EPIPE: `| head`, `| grep -q`) is no error of the command's:
+ * the rest of the output is dropped and the command finishes, its exit code as it would be. Any other failure (a
+ * full disk: ENOSPC) loses output the user asked for: said once on stderr, and the command exits 1.
+ */
+function guardStdout(): void {
+  if (stdoutGuarded) return;
+  stdoutGuarded = true;
+  let failed = false;
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (failed) return; // the writes after the first failure fail too (the stream is destroyed)
+    failed = true;
+    if (error.code === 'EPIPE') return;
+    process.stderr.write(`vlan-gateway: cannot write the output to stdout: ${error.code ?? error.message}${error.code === 'ENOSPC' ? ' (no space left on the device)' : ''}\n`);
+    process.exitCode = EXIT.failure;
+  });
 }
 
 const COMMANDS = ['validate', 'plan', 'apply', 'down', 'run', 'status', 'lab'];

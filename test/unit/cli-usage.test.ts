@@ -6,7 +6,8 @@
  * so a regression fails on the message instead of running anything. Serial: each row takes over process.stderr.
  */
 import test from 'ava';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -269,4 +270,34 @@ test('--help offers --netns where it is taken, and not for status or lab, which 
   t.regex(plan!, /--netns/);
   t.notRegex(status!, /--netns/);
   t.notRegex(lab!, /--netns/);
+});
+
+// A write to a stdout that cannot take it fails as an 'error' event after the fact; unhandled, it ended the process
+// with a stack trace wherever it was (`lab up | head -c 10` left the lab built and its config not applied).
+test('a stdout whose reader is gone (| head, | grep -q) ends the output quietly, the command finishing as it would', async (t) => {
+  const main = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
+  const config = fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url));
+  const child = execa(process.execPath, ['--import=tsx', main, 'validate', '--config', config], { env: { VLAN_GATEWAY_PLAN_CACHE: 'off' }, reject: false, stdout: 'pipe' });
+  child.stdout!.destroy(); // the reader gone before the first line: every write fails with EPIPE
+  const result = await child;
+  t.is(result.stderr, '');
+  t.is(result.exitCode, 0);
+});
+
+test('a stdout that cannot be written (a full disk) is said in one line, exit 1', async (t) => {
+  const main = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
+  const config = fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url));
+  const full = await open('/dev/full', 'w'); // the child's own stdout (execa's `file` option would write it from here)
+  try {
+    const child = spawn(process.execPath, ['--import=tsx', main, 'validate', '--config', config], {
+      env: { ...process.env, VLAN_GATEWAY_PLAN_CACHE: 'off' }, stdio: ['ignore', full.fd, 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += String(chunk)));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    t.is(stderr, 'vlan-gateway: cannot write the output to stdout: ENOSPC (no space left on the device)\n');
+    t.is(code, 1);
+  } finally {
+    await full.close();
+  }
 });
