@@ -15,6 +15,17 @@ const NO_RAW_SOCKET = /Can't open socket to ipset/;
 export const NET_RAW_HINT = 'the gateway needs the NET_RAW capability (iptables asks the kernel about its ipsets through a raw socket): '
   + 'Docker grants it by default; after --cap-drop ALL, add --cap-add NET_RAW (Compose: cap_add: [NET_ADMIN, NET_RAW])';
 
+/**
+ * What NET_ADMIN_HINT says instead where the process is not root at all (a person on a host who forgot sudo): Docker's
+ * flag is not the way out there, and said that, it sent them looking for a container.
+ */
+export const notRootHint = (uid: number) => `vlan-gateway runs as uid ${uid} here, and reading or changing a network namespace needs root: run it as root (sudo)`;
+
+/** `message` with NET_ADMIN_HINT said as notRootHint where this process is not root. */
+export function forThisUser(message: string, uid = process.geteuid?.()): string {
+  return uid === undefined || uid === 0 ? message : message.replaceAll(NET_ADMIN_HINT, notRootHint(uid));
+}
+
 export function privilegeHint(stderr: string): string | undefined {
   if (NO_PRIVILEGE.test(stderr)) return NET_ADMIN_HINT;
   return NO_RAW_SOCKET.test(stderr) ? NET_RAW_HINT : undefined;

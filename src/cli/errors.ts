@@ -1,6 +1,6 @@
 /** Errors are classified once, here: exit 2 for what the user must fix in their input, 1 for runtime failures. */
 import { ApplyError } from '../apply/apply.js';
-import { lockFileHint, privilegeHint } from '../apply/hints.js';
+import { forThisUser, lockFileHint, privilegeHint } from '../apply/hints.js';
 import { ConfigError, printable } from '../config/problems.js';
 import { CommandError } from '../exec/runner.js';
 import { LabError, LabInputError } from '../lab/topology.js';
@@ -27,6 +27,10 @@ export function exitCodeOf(error: unknown): number {
 }
 
 export function describeError(error: unknown): string {
+  return forThisUser(describe(error));
+}
+
+function describe(error: unknown): string {
   if (error instanceof ConfigError) return `invalid config: ${error.message}`;
   if (error instanceof TemplateError) {
     return error.problems.length === 1 ? `invalid rule template: ${error.message}` : `invalid rule templates (nothing was applied):\n${error.message}`;

@@ -10,7 +10,7 @@ import { checkTemplates, userRulesGuard } from '../apply/user-rules-check.js';
 import { loadConfig, type LoadedConfig } from '../config/load.js';
 import { ExecaRunner } from '../exec/execa-runner.js';
 import { inNamespace, type CommandRunner } from '../exec/runner.js';
-import { formatMatrix, labCheck, labDown, labPrefix, labUp, listLabNamespaces, planLabTopology, DEFAULT_LAB_NAME } from '../lab/index.js';
+import { assertLabName, formatMatrix, labCheck, labDown, labPrefix, labUp, listLabNamespaces, planLabTopology, DEFAULT_LAB_NAME } from '../lab/index.js';
 import { readLabRecord, textDigest, writeLabRecord } from '../lab/record.js';
 import type { LabTopology } from '../lab/topology.js';
 import { exampleConfigPath } from '../package-files.js';
@@ -155,6 +155,13 @@ export const labCommand: CommandModule<GlobalArgs, GlobalArgs> = {
     .hide('netns'), // refused: the lab makes its own namespaces
   handler: async (raw) => {
     const args = raw as unknown as LabArgs & { action: string };
+    assertLabName(args.name);
+    // Without root every lab command failed on its first namespace command, in words that did not say so: `check`
+    // as "agent in vgwlab-demo-c20 exited (255) before it was ready: no output", `up` with Docker's --cap-add.
+    const uid = process.geteuid?.();
+    if (uid !== undefined && uid !== 0) {
+      throw new FailureError(`lab needs root: it makes network namespaces and runs commands in them (vlan-gateway runs as uid ${uid} here); run it as root (sudo)`);
+    }
     const runner = new ExecaRunner();
     switch (args.action) {
       case 'up':
