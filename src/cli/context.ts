@@ -1,5 +1,5 @@
 /** What every command needs: the config, the templates, and a runner (inside `--netns` when given). */
-import { configError, loadConfig, resolveConfigPath, type LoadedConfig } from '../config/load.js';
+import { configError, loadConfig, resolveConfigPath, withConfigSource, type LoadedConfig } from '../config/load.js';
 import { ConfigError } from '../config/problems.js';
 import type { Config } from '../config/schema.js';
 import { ExecaRunner } from '../exec/execa-runner.js';
@@ -22,7 +22,9 @@ export function makeRunner(netns?: string): CommandRunner {
 }
 
 export async function loadAll(args: GlobalArgs, cache?: PlanCache): Promise<{ loaded: LoadedConfig; templates: Templates }> {
-  const loaded = await loadConfig(resolveConfigPath(args.config), cache?.config);
+  const loaded = await loadConfig(resolveConfigPath(args.config), cache?.config).catch((error: unknown) => {
+    throw withConfigSource(error, args.config);
+  });
   return { loaded, templates: await templatesOf(loaded) };
 }
 

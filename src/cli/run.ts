@@ -6,7 +6,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { CommandModule } from 'yargs';
-import { resolveConfigPath } from '../config/load.js';
+import { resolveConfigPath, withConfigSource } from '../config/load.js';
 import { withDeadline } from '../exec/runner.js';
 import { makeLogger } from '../log.js';
 import { StatsCollector } from '../metrics/collector.js';
@@ -64,7 +64,9 @@ async function supervise(args: RunArgs, early: HeldSignals): Promise<number> {
   // An invalid file exits 2 with nothing applied. The full render check (every template as if every NIC were
   // present) runs once the first pass is done rather than before it: at start, time to ready is what a
   // restarted router is judged by (a template the real NICs break fails that pass and is retried meanwhile).
-  const initial = await loadChecked(path, args.listen, undefined, planCache);
+  const initial = await loadChecked(path, args.listen, undefined, planCache).catch((error: unknown) => {
+    throw withConfigSource(error, args.config);
+  });
   useDesiredStore(planCache?.desired);
   const settings = runSettings(args, initial.config);
   checkSchedule(settings.schedule);

@@ -16,6 +16,20 @@ export function resolveConfigPath(flag: string | undefined, env: NodeJS.ProcessE
   return flag ?? (env.VLAN_GATEWAY_CONFIG || undefined) ?? DEFAULT_CONFIG_PATH;
 }
 
+/**
+ * A config file that cannot be read, said with where its path came from when no --config named it: `vlan-gateway
+ * plan` run without --config said only "cannot read /etc/vlan-gateway/gateway.yaml: no such file", and a path from a
+ * forgotten $VLAN_GATEWAY_CONFIG looked like one the gateway made up. Any other error is returned as it is.
+ */
+export function withConfigSource(error: unknown, flag: string | undefined, env: NodeJS.ProcessEnv = process.env): unknown {
+  if (flag !== undefined || !(error instanceof ConfigError) || error.problems.length !== 1) return error;
+  const why = /^cannot read the config file \((.*)\)$/s.exec(error.problems[0]!.message)?.[1];
+  if (why === undefined) return error;
+  const source = env.VLAN_GATEWAY_CONFIG ? 'named by $VLAN_GATEWAY_CONFIG; give another with --config FILE'
+    : 'the default path; give the config with --config FILE or $VLAN_GATEWAY_CONFIG';
+  return new ConfigError(error.source, error.problems, [`cannot read ${error.source}: ${why} (${source})`]);
+}
+
 export interface LoadedConfig {
   readonly path: string;
   readonly text: string;

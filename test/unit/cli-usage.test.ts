@@ -12,7 +12,7 @@ import { createServer as createHttpServer } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEFAULT_CONFIG_PATH, resolveConfigPath } from '../../src/config/load.js';
+import { DEFAULT_CONFIG_PATH, loadConfig, resolveConfigPath, withConfigSource } from '../../src/config/load.js';
 import { ConfigError } from '../../src/config/problems.js';
 import { loadTemplates } from '../../src/template/load.js';
 import { fileURLToPath } from 'node:url';
@@ -159,6 +159,35 @@ test.serial('status reaches a gateway on a port that browsers block (10080, 6000
   } finally {
     await gateway.close();
   }
+});
+
+// A config that cannot be read, with no --config given, said only "cannot read /etc/vlan-gateway/gateway.yaml: no such
+// file": not where that path came from, nor how to give another (a forgotten $VLAN_GATEWAY_CONFIG looked made up).
+test.serial('a config named by $VLAN_GATEWAY_CONFIG that cannot be read says so, and how to give another', async (t) => {
+  const saved = process.env.VLAN_GATEWAY_CONFIG;
+  process.env.VLAN_GATEWAY_CONFIG = NO_FILE;
+  try {
+    for (const command of [['validate'], ['plan', '--detailed-exitcode'], ['run']]) {
+      const result = await run(...command);
+      t.is(result.stderr, `vlan-gateway: invalid config: ${NO_FILE}: 1 problem:\n  cannot read ${NO_FILE}: no such file (named by $VLAN_GATEWAY_CONFIG; give another with --config FILE)\n`, command.join(' '));
+      t.is(result.code, command.includes('--detailed-exitcode') ? 1 : 2);
+    }
+    const given = await run('validate', '--config', NO_FILE);
+    t.is(given.stderr, `vlan-gateway: invalid config: ${NO_FILE}: 1 problem:\n  cannot read ${NO_FILE}: no such file\n`, '--config: the user named it');
+  } finally {
+    if (saved === undefined) delete process.env.VLAN_GATEWAY_CONFIG;
+    else process.env.VLAN_GATEWAY_CONFIG = saved;
+  }
+});
+
+test('the default config path that cannot be read says it is the default, and how to give the config', async (t) => {
+  const error = await loadConfig(NO_FILE).catch((e: unknown) => e);
+  const told = withConfigSource(error, undefined, {});
+  t.true(told instanceof ConfigError);
+  t.deepEqual((told as ConfigError).lines, [`cannot read ${NO_FILE}: no such file (the default path; give the config with --config FILE or $VLAN_GATEWAY_CONFIG)`]);
+  t.is(withConfigSource(error, NO_FILE, {}), error, 'given with --config: as it was');
+  const invalid = await loadConfig(fileURLToPath(new URL('../../package.json', import.meta.url))).catch((e: unknown) => e);
+  t.is(withConfigSource(invalid, undefined, {}), invalid, 'a file read but invalid: as it was');
 });
 
 // `--url http://HOST:PORT/` asked HOST:PORT/status, but a refusal was reported as "http://HOST:PORT//status answered".
