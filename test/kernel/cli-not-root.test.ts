@@ -5,35 +5,52 @@
  */
 import test from 'ava';
 import { execa } from 'execa';
-import { fileURLToPath } from 'node:url';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import { prepareBundle } from '../helpers/supervisor.js';
 import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const runner = new ExecaRunner();
-const main = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
-const example = fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url));
 const namespace = `vgwtest-${uniqueLabName('r')}`;
+/** An installed copy of the package that nobody can read (the checkout may be where nobody cannot: under /root). */
+let installed: string | undefined;
+const example = () => join(installed!, 'examples', 'lab.yaml');
 
-/** vlan-gateway as nobody, from this checkout (world-readable, as a clone is). */
-const asNobody = (...argv: string[]) => execa('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, '--import=tsx', main, ...argv], {
-  env: { VLAN_GATEWAY_PLAN_CACHE: 'off' }, reject: false,
-});
+/** vlan-gateway as nobody, as installed: the bundle, no tsx (whose cache nobody would leave in /tmp). */
+const asNobody = (...argv: string[]) => execa('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups',
+  process.execPath, join(installed!, 'dist', 'vlan-gateway.mjs'), ...argv], { env: { VLAN_GATEWAY_PLAN_CACHE: 'off' }, reject: false });
 
 test.before(async () => {
-  if (isRoot()) await runner.run(['ip', 'netns', 'add', namespace]);
+  if (!isRoot()) return;
+  await runner.run(['ip', 'netns', 'add', namespace]);
+  const bundle = await prepareBundle();
+  try {
+    installed = await mkdtemp(join(tmpdir(), 'vgw-not-root-'));
+    await chmod(installed, 0o755);
+    // The bundle's rules/, examples/ and package.json are links into the checkout: copied here as files.
+    await execa('cp', ['-RL', join(bundle.path, '..'), join(bundle.path, '..', '..', 'rules'), join(bundle.path, '..', '..', 'examples'),
+      join(bundle.path, '..', '..', 'package.json'), installed]);
+    await execa('chmod', ['-R', 'a+rX', installed]);
+  } finally {
+    await bundle.remove();
+  }
 });
 
-tearDownAlways('remove the namespace', async () => {
-  if (isRoot()) await runner.run(['ip', 'netns', 'del', namespace], { allowFailure: true });
+tearDownAlways('remove the namespace and the installed copy', async () => {
+  if (!isRoot()) return;
+  await runner.run(['ip', 'netns', 'del', namespace], { allowFailure: true });
+  if (installed) await rm(installed, { recursive: true, force: true });
 });
 
 // The hint was Docker's for a container without NET_ADMIN: "the gateway needs the NET_ADMIN capability: docker run
 // --cap-add NET_ADMIN (Compose: cap_add: [NET_ADMIN])".
 kernel(`plan, apply and down as a user who is not root: the kernel's refusal, and that root is needed${NEEDS_ROOT}`, async (t) => {
   for (const command of ['plan', 'apply', 'down']) {
-    const result = await asNobody(command, '--netns', namespace, '--config', example);
+    const result = await asNobody(command, '--netns', namespace, '--config', example());
     t.is(result.exitCode, 1, `${command}: ${result.stdout}`);
     t.regex(result.stderr, new RegExp(`^vlan-gateway: [^\\n]* exited 255: setting the network namespace "${namespace}" failed: Operation not permitted; `
       + 'vlan-gateway runs as uid 65534 here, and reading or changing a network namespace needs root: run it as root \\(sudo\\)$'), command);
