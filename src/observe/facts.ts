@@ -94,6 +94,12 @@ export interface SavedSet {
    */
   readonly hashsize?: number;
   readonly maxelem?: number;
+  /**
+   * How many members the kernel lets a bucket hold, as it shows it (absent where not shown). For a hash:net,iface set
+   * the kernel raises it as one net gathers members, up to BUCKET_LIMIT; a set there no longer grows any bucket, and
+   * refuses a member that would need one to grow ("Hash is full") for good, even emptied: it is made again.
+   */
+  readonly bucketsize?: number;
 }
 
 /**

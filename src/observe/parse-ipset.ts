@@ -26,7 +26,7 @@ export function forEachIpsetMember(text: string, visit: (set: string, member: st
 }
 
 export function parseIpsetSave(text: string): Map<string, SavedSet> {
-  const sets = new Map<string, { type: string; members: Set<string>; noCounters?: boolean; family?: string; hashsize?: number; maxelem?: number }>();
+  const sets = new Map<string, { type: string; members: Set<string>; noCounters?: boolean; family?: string; hashsize?: number; maxelem?: number; bucketsize?: number }>();
   for (const line of text.split('\n')) {
     const create = CREATE.exec(line);
     if (create) sets.set(create[1]!, { type: create[2]!, members: new Set(), ...(/ counters\b/.test(line) ? {} : { noCounters: true }), ...familyOf(line), ...sizeOf(line) });
@@ -41,11 +41,14 @@ function familyOf(text: string): { family?: string } {
   return family && family !== 'inet' ? { family } : {};
 }
 
-/** `hashsize N` and `maxelem N` in a create line or a header, where shown. */
-function sizeOf(text: string): { hashsize?: number; maxelem?: number } {
+/** `hashsize N`, `maxelem N` and `bucketsize N` in a create line or a header, where shown. */
+function sizeOf(text: string): { hashsize?: number; maxelem?: number; bucketsize?: number } {
   const hashsize = / hashsize (\d+)/.exec(text)?.[1];
   const maxelem = / maxelem (\d+)/.exec(text)?.[1];
-  return { ...(hashsize ? { hashsize: Number(hashsize) } : {}), ...(maxelem ? { maxelem: Number(maxelem) } : {}) };
+  const bucketsize = / bucketsize (\d+)/.exec(text)?.[1];
+  return {
+    ...(hashsize ? { hashsize: Number(hashsize) } : {}), ...(maxelem ? { maxelem: Number(maxelem) } : {}), ...(bucketsize ? { bucketsize: Number(bucketsize) } : {}),
+  };
 }
 
 /** A set as `ipset list -t` shows it: no members, only how many there are. */
@@ -56,6 +59,7 @@ export interface SetHeader {
   readonly family?: string;
   readonly hashsize?: number;
   readonly maxelem?: number;
+  readonly bucketsize?: number;
 }
 
 /**

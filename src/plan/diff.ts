@@ -9,7 +9,7 @@ import { TABLES } from '../observe/facts.js';
 import { conntrackClears } from './conntrack.js';
 import { BUILTIN_CHAINS, FORWARD_CHAIN, FORWARDING_WAS_OFF, IP_FORWARD, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX } from './chains.js';
 import { verdictOf } from './rule-text.js';
-import { remakeName, SET_MAXELEM } from './set-size.js';
+import { BUCKET_LIMIT, remakeName, SET_MAXELEM } from './set-size.js';
 import type { ChainChange, Desired, DesiredChain, DesiredRule, DesiredSet, Jump, JumpChange, Plan, Step } from './types.js';
 import { uplinkOverlapWarnings, warningsOf } from './warnings.js';
 
@@ -220,12 +220,16 @@ const notedJumps = (desired: Desired, forwardingWasOff: boolean): readonly Jump[
 
 /**
  * The hashsize a set of ours is to be made again with, where its header shows it smaller than the gateway makes it
- * (see the set-update step's `remake`). One the kernel has grown past that, by rehashing, is left as it is.
+ * (see the set-update step's `remake`), or its buckets at the kernel's limit (BUCKET_LIMIT: the set can no longer
+ * take members, and every pass that adds one would fail, however often it is tried). One the kernel has grown past
+ * the gateway's hashsize, by rehashing, is otherwise left as it is, and made again at its own size where it must be.
  */
 function setRemake(set: DesiredSet, have: SavedSet): number | undefined {
   const { hashsize } = set;
   const small = (have.hashsize !== undefined && have.hashsize < hashsize) || (have.maxelem !== undefined && have.maxelem < SET_MAXELEM);
-  return small ? hashsize : undefined;
+  if (small) return hashsize;
+  const stuck = have.bucketsize !== undefined && have.bucketsize >= BUCKET_LIMIT;
+  return stuck ? Math.max(hashsize, have.hashsize ?? 0) : undefined;
 }
 
 const memberSets = new WeakMap<DesiredSet, ReadonlySet<string>>();

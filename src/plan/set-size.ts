@@ -13,6 +13,17 @@ const MAX_SPREAD_BUCKETS = 2 ** 16;
 export const SET_MAXELEM = 65536;
 
 /**
+ * The most members a bucket of a hash set may hold (the kernel's AHASH_MAX_TUNED). A hash:net,iface set hashes only
+ * the net, and the kernel raises the set's bucket size (`bucketsize` in its header) as one net gathers members. Once
+ * a net has held about this many, the bucket size is at the limit and stays there: from then on the kernel grows no
+ * bucket of that set, and an add that needs one to grow fails with "Hash is full, cannot add more elements" (a
+ * bucket emptied and started again holds two members), however few members the set holds. Checked on kernel 6.18
+ * with ipset 7.17: 64 members of one net, all deleted, then a third member of another net is refused. Such a set
+ * is made again (setRemake); a fresh one starts from the default bucket size.
+ */
+export const BUCKET_LIMIT = 64;
+
+/**
  * The buckets of a set made for `members`: its hash table is sized for them up front (a power of two, at least one
  * bucket per member): grown from the default 1,024 buckets, a 4,656-member hash:net,iface set is rehashed several
  * times on the way, and the fill took about a third longer (measured).

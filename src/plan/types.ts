@@ -149,6 +149,7 @@ export type Step =
      * version, before sets were sized for their members, it keeps being rehashed as it fills (`create -exist` keeps
      * it as it is). Before anything else it is made again with this hashsize under remakeName, given the members it
      * holds with their counters, and swapped in (the rules match on it throughout); `add` and `del` then go to it.
+     * So is a set whose buckets the kernel shows at their limit (BUCKET_LIMIT): it refuses new members for good.
      */
     readonly remake?: number;
   }

@@ -361,6 +361,22 @@ test('conntrack: a flow\'s DNAT is decided by its first datagram; -L and -D as c
   t.like(await t.throwsAsync(missing.run(['conntrack', '--version'])), { notFound: true });
 });
 
+// Checked with ipset 7.17 on kernel 6.18, in a throwaway namespace: the same counts, bucket sizes and errors.
+test('ipset: a net,iface set takes 64 members of one net; one that had them takes two of a new net, then "Hash is full"', async (t) => {
+  const ns = new FakeNetns();
+  const restore = (input: string) => ns.run(['ipset', 'restore'], { input, allowFailure: true });
+  const of = (net: string, n: number, verb = 'add') => Array.from({ length: n }, (_, i) => `${verb} S ${net},eth${i + 1}`).join('\n');
+  await restore(`create S hash:net,iface counters hashsize 1024\n${of('10.64.1.0/24', 60)}\n`);
+  t.regex(ns.saveSets(), /^create S .* bucketsize 60 /m, 'raised as one net gathers members');
+  t.like(await restore(`${of('10.64.1.0/24', 64).split('\n').slice(60).join('\n')}\nadd S 10.64.1.0/24,eth65\n`),
+    { exitCode: 1, stderr: 'ipset v7.17: Error in line 5: Hash is full, cannot add more elements\n' }, 'the 65th of one net');
+  t.regex(ns.saveSets(), /^create S .* bucketsize 64 /m);
+  t.like(await restore(`${of('10.64.1.0/24', 64, 'del')}\n`), { exitCode: 0 });
+  t.like(await restore('add S 10.64.7.0/24,eth1\nadd S 10.64.7.0/24,eth2\nadd S 10.64.7.0/24,eth3\n'),
+    { exitCode: 1, stderr: 'ipset v7.17: Error in line 3: Hash is full, cannot add more elements\n' }, 'empty, and still full for a third member of a net');
+  t.regex(ns.saveSets(), /^create S .* bucketsize 64 /m, 'the bucket size stays at its limit');
+});
+
 // Checked with ipset 7.17 on this machine's kernel, in a throwaway namespace: the same lines, the same headers and errors.
 test('ipset: a set keeps the size it was created with; -exist takes it whatever its hashsize; swap exchanges two sets under their rules', async (t) => {
   const ns = new FakeNetns();

@@ -170,7 +170,22 @@ interface IpSet {
    */
   readonly hashsize: number;
   readonly maxelem: number;
+  /**
+   * The kernel's bucket size for the set (shown as `bucketsize`), and each net's bucket as allocated (slots), for the
+   * hash:…,iface types, which hash the net alone: the kernel gives a new bucket two slots and grows a full one by two,
+   * raising the bucket size first where one net fills it, up to 64 (AHASH_MAX_TUNED). At 64 it grows no bucket any
+   * more: an add into a full one fails with "Hash is full" for good, however few members the set holds. A bucket whose
+   * last member goes is freed. (Two nets never share a bucket here: the kernel rehashes those apart.)
+   */
+  bucketsize: number;
+  /** By net (hash:…,iface sets only): its members, and the slots its bucket has. */
+  readonly buckets: Map<string, { members: number; slots: number }>;
 }
+
+/** The kernel's first bucket size, its most (AHASH_MAX_TUNED), and the slots a bucket is made or grown with. */
+const BUCKET_FIRST = 12;
+const BUCKET_MOST = 64;
+const BUCKET_STEP = 2;
 
 /** `create`'s hashsize and maxelem (the kernel's defaults: 1024 and 65536); other options are taken as given. */
 function setHeaderOptions(options: readonly string[]): { hashsize: number; maxelem: number } | string {
@@ -861,7 +876,9 @@ export class FakeNetns implements CommandRunner {
   saveSets(counters = false): string {
     const out: string[] = [];
     for (const [name, set] of [...this.ipsets].sort(([a], [b]) => (a < b ? -1 : 1))) {
-      out.push(`create ${name} ${set.type} family inet hashsize ${set.hashsize} maxelem ${set.maxelem} counters`);
+      // The kernel prints the bucket size and the hash's seed too; the fake only a bucket size it has raised.
+      const bucketsize = set.bucketsize === BUCKET_FIRST ? '' : ` bucketsize ${set.bucketsize} initval 0x00000000`;
+      out.push(`create ${name} ${set.type} family inet hashsize ${set.hashsize} maxelem ${set.maxelem} counters${bucketsize}`);
       // The kernel lists members in hash order; the fake sorts them, so history does not show.
       for (const [member, c] of [...set.members].sort(([a], [b]) => (a < b ? -1 : 1))) out.push(`add ${name} ${member}${counters ? ` packets ${c.packets} bytes ${c.bytes}` : ''}`);
     }
@@ -1185,7 +1202,7 @@ export class FakeNetns implements CommandRunner {
       // As ipset 7.17 prints it (the kernel's size in memory and references are not modelled: fixed numbers).
       const blocks = [...this.ipsets].sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, set]) => [
         `Name: ${name}`, `Type: ${set.type}`, 'Revision: 8',
-        `Header: family inet hashsize ${set.hashsize} maxelem ${set.maxelem} counters bucketsize 12 initval 0x00000000`,
+        `Header: family inet hashsize ${set.hashsize} maxelem ${set.maxelem} counters bucketsize ${set.bucketsize} initval 0x00000000`,
         'Size in memory: 1000', `References: ${this.lingering > 0 ? 1 : 0}`, `Number of entries: ${set.members.size}`,
       ].join('\n'));
       if (this.lingering > 0) this.lingering--;
@@ -1227,7 +1244,7 @@ export class FakeNetns implements CommandRunner {
         // -exist takes a set of the same type and maxelem for the same set, whatever its hashsize (as the kernel does).
         const existing = this.ipsets.get(name);
         if (existing && (!exist || existing.type !== arg || existing.maxelem !== header.maxelem)) return fail('Set cannot be created: set with the same name already exists', n);
-        if (!existing) this.ipsets.set(name, { type: arg, members: new Map(), ...header });
+        if (!existing) this.ipsets.set(name, { type: arg, members: new Map(), ...header, bucketsize: BUCKET_FIRST, buckets: new Map() });
         continue;
       }
       if (verb === 'swap') {
@@ -1248,12 +1265,24 @@ export class FakeNetns implements CommandRunner {
         const m = /^((?:\d{1,3}\.){3}\d{1,3})(?:\/(\d{1,2}))?(?:,([A-Za-z0-9_.@:+-]{1,15}))?$/.exec(arg);
         if (!m || !IPV4.test(m[1]!) || (set.type.endsWith(',iface') && m[3] === undefined)) return fail(`Syntax error: '${arg}' is not a valid element`, n);
         const member = `${m[1]}${m[2] === undefined || m[2] === '32' ? '' : `/${m[2]}`}${m[3] === undefined ? '' : `,${m[3]}`}`;
+        const net = set.type.endsWith(',iface') ? member.slice(0, member.indexOf(',')) : undefined;
         if (verb === 'add') {
           if (set.members.has(member) && !exist) return fail("Element cannot be added to the set: it's already added", n);
+          if (net !== undefined && !set.members.has(member)) {
+            const bucket = set.buckets.get(net) ?? set.buckets.set(net, { members: 0, slots: 0 }).get(net)!;
+            if (bucket.slots === 0) bucket.slots = BUCKET_STEP;
+            else if (bucket.members >= bucket.slots) {
+              if (set.bucketsize >= BUCKET_MOST) return fail('Hash is full, cannot add more elements', n);
+              if (set.bucketsize <= bucket.members) set.bucketsize += BUCKET_STEP;
+              bucket.slots += BUCKET_STEP;
+            }
+            bucket.members++;
+          }
           const had = set.members.get(member);
           set.members.set(member, { packets: counters.get('packets') ?? had?.packets ?? 0, bytes: counters.get('bytes') ?? had?.bytes ?? 0 });
         } else {
           if (!set.members.has(member) && !exist) return fail("Element cannot be deleted from the set: it's not added", n);
+          if (net !== undefined && set.members.has(member) && --set.buckets.get(net)!.members === 0) set.buckets.delete(net);
           set.members.delete(member);
         }
         continue;

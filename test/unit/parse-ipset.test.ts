@@ -29,8 +29,8 @@ Number of entries: 0
 
 test('parseIpsetHeaders: our sets (VGW-*) with their type, size and number of members; others left out', (t) => {
   t.deepEqual([...parseIpsetHeaders(HEADERS)], [
-    ['VGW-PAIRS-0', { type: 'hash:net,iface', entries: 4656, hashsize: 4096, maxelem: 65536 }],
-    ['VGW-NICS-0', { type: 'hash:net,iface', entries: 0, hashsize: 1024, maxelem: 65536 }],
+    ['VGW-PAIRS-0', { type: 'hash:net,iface', entries: 4656, hashsize: 4096, maxelem: 65536, bucketsize: 48 }],
+    ['VGW-NICS-0', { type: 'hash:net,iface', entries: 0, hashsize: 1024, maxelem: 65536, bucketsize: 12 }],
   ]);
   t.deepEqual([...parseIpsetHeaders('')], [], 'no sets at all');
   t.deepEqual([...parseIpsetHeaders('Name: VGW-X\nType: hash:ip\n')], [], 'a block without its count is not taken as empty');
@@ -57,7 +57,10 @@ test('parseIpsetSave: our sets with their type and members (counters dropped), o
   ]);
   // What it was created with, as the kernel prints it back (a set made smaller than the gateway makes it is made again).
   const old = parseIpsetSave('create VGW-PAIRS-0 hash:net,iface family inet hashsize 2048 maxelem 1000 counters bucketsize 12 initval 0x1\n');
-  t.like(old.get('VGW-PAIRS-0'), { hashsize: 2048, maxelem: 1000 });
+  t.like(old.get('VGW-PAIRS-0'), { hashsize: 2048, maxelem: 1000, bucketsize: 12 });
+  // A set whose buckets the kernel will grow no more (see BUCKET_LIMIT): the planner makes it again.
+  const stuck = parseIpsetSave('create VGW-PAIRS-0 hash:net,iface family inet hashsize 65536 maxelem 65536 counters bucketsize 64 initval 0x98f9424e\n');
+  t.like(stuck.get('VGW-PAIRS-0'), { hashsize: 65536, bucketsize: 64 });
 });
 
 test('a set made without counters is marked, in ipset save and in ipset list -t (ipset 7.17)', (t) => {
