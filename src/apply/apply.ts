@@ -611,13 +611,14 @@ function forwardingMayBeOn(steps: readonly Step[]): boolean {
  *      forwarding stays off until stage 5, so the batch need not hold up the tables);
  *   3. one `ipset restore`: the members that let more packets on in a set the rules in force already match on (a NIC
  *      added to VGW-NICS-n, say: the rules before this apply's would accept towards it without the branch to its
- *      pairs' rules), then the sets no longer wanted (after the tables stopped referring to them; refused first,
- *      before any line, if one is still in use: refuseSetsInUse);
+ *      pairs' rules), each set's preceded by its deletions where it is an accounting set (never more members of a
+ *      net than either state has: see BUCKET_LIMIT), then the sets no longer wanted (after the tables stopped
+ *      referring to them; refused first, before any line, if one is still in use: refuseSetsInUse);
  *   4. (see below);
  *   5. the other sysctls (ip_forward=1 only once the FORWARD policy is in place).
  * After them (applyPlan), outside the rollback: the conntrack clears (apply/conntrack.ts), once the nat table is in.
- * Beside them, `accounting`: the accounting sets' other members, one `ipset restore` started with stage 2 (their
- * deletions, and the members of sets created now). No verdict depends on them, so forwarding does not wait for
+ * Beside them, `accounting`: the accounting sets' other members, one `ipset restore` started with stage 2 (the
+ * deletions from those that gain no member in stage 3, and the members of sets created now). No verdict depends on them, so forwarding does not wait for
  * them; the apply does.
  *
  * Where forwarding may be on while the tables are written (a container started with --sysctl
@@ -660,7 +661,10 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
         // that lets packets on waits for the tables, and so does a deletion from one whose members stop them.
         const admits = setMemberAdmits(step.set);
         const adds = step.create || !admits ? members : after;
-        const dels = admits ? members : after;
+        // An accounting set that also gains members in stage 3 loses its others just before, in the same script: a
+        // fill still running then (a loaded machine) would leave a net with its old and new members at once, past
+        // what the kernel lets a bucket hold (BUCKET_LIMIT): "Hash is full", and the set's buckets at the limit.
+        const dels = !admits || (adds === after && step.add.length > 0) ? after : members;
         for (const m of step.del) dels.push({ line: `del ${step.set} ${m} -exist`, undo: `add ${step.set} ${m} -exist`, step });
         // A created set is destroyed by its own undo: its members need none.
         // Into a set that exists, a member starts from zero: added without counters, the kernel may hand it the

@@ -748,6 +748,41 @@ test('an accounting set whose buckets reached the kernel\'s limit is made again:
   t.is(ns.snapshot(), await freshSnapshot(state));
 });
 
+// Where VLANs' NICs go or come back, the VLANs after them move between the accounting sets (48 destinations a set):
+// one set loses members of a net and gains others. The deletions go first, or a net holds its old and new members at
+// once, past what the kernel lets a bucket hold: "Hash is full", and the set's buckets at their limit for good.
+test('many NICs gone at once: an accounting set loses members before it gains others, even when its fill is slow', async (t) => {
+  const ids = Array.from({ length: 70 }, (_, i) => i + 1);
+  const config = parse(`uplink: {interface: eth0, gateway: 203.0.113.1}\nvlans:\n${ids.map((i) => `  - {name: v${i}, id: ${i}, subnet: 10.64.${i}.0/24, gateway: 10.64.${i}.1}`).join('\n')}\n`, 'seventy.yaml');
+  const ns = new FakeNetns({
+    links: [UPLINK, ...ids.map((i) => ({ name: `eth${i}`, addresses: [`10.64.${i}.2/24`] }))],
+    defaultRoute: { gateway: '203.0.113.1', dev: 'eth0' },
+    dockerDns: true,
+  });
+  // A loaded machine: the accounting sets' deletions, written beside the tables, are still running when the members
+  // that wait for the tables go in (held until another ipset restore has run, or 100 ms).
+  let held: (() => void) | undefined;
+  const slowFill: CommandRunner = {
+    run: async (argv, options) => {
+      if (argv[0] === 'ipset' && !options?.rollback && /^del VGW-PAIRS-/.test(options?.input ?? '')) {
+        await new Promise<void>((resolve) => {
+          held = resolve;
+          setTimeout(resolve, 100);
+        });
+      } else if (argv[0] === 'ipset' && argv[1] === 'restore') {
+        setImmediate(() => held?.());
+      }
+      return ns.run(argv, options);
+    },
+    start: (argv) => ns.start(argv),
+  };
+  await reconcileOnce(slowFill, config, builtinTemplates);
+  for (const i of ids.slice(0, 30)) ns.removeLink(`eth${i}`);
+  await reconcileOnce(slowFill, config, builtinTemplates);
+  t.deepEqual((await reconcileOnce(slowFill, config, builtinTemplates)).plan.steps, [], 'in sync after one pass');
+  t.notRegex(ns.saveSets(), /bucketsize 64 /, 'no set left at the bucket limit');
+});
+
 test('when the rollback fails too, the error says so and ApplyError.rolledBack is false', async (t) => {
   const ns = namespace(['eth1', 'eth2']);
   ns.failNext({ table: 'nat' });
