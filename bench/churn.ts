@@ -18,7 +18,9 @@
  * per phase, its passes and restores (metrics), its CPU (own and its commands'). Afterwards `plan --detailed-exitcode`,
  * a ping between two VLAN hosts, and a search for stale addresses, set members and rules.
  *
- *   sudo npm run bench:churn -- [VLANS]     (CHURN_LOG=FILE keeps the gateway's log lines, each with its time)
+ *   sudo npm run bench:churn -- [VLANS]     (CHURN_LOG=FILE keeps the gateway's log lines, each with its time;
+ *                                            CHURN_DUMP=PREFIX keeps the router's ipset save, iptables-save, addresses
+ *                                            and the final plan as PREFIX.ipset, .iptables, .addr, .plan)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -291,6 +293,12 @@ try {
   const sets = (await runner.run(['ip', 'netns', 'exec', router, 'ipset', 'save'])).stdout;
   const setIfaces = new Set([...sets.matchAll(/^add \S+ \S+,(\S+)/gm)].map((m) => m[1]!));
   const staleMembers = [...setIfaces].filter((n) => !links.has(n));
+  if (process.env.CHURN_DUMP) {
+    await writeFile(`${process.env.CHURN_DUMP}.ipset`, sets);
+    await writeFile(`${process.env.CHURN_DUMP}.iptables`, save);
+    await writeFile(`${process.env.CHURN_DUMP}.addr`, addrs);
+    await writeFile(`${process.env.CHURN_DUMP}.plan`, plan.stdout + plan.stderr);
+  }
   const s = await status();
   const finalMetrics = await (await fetch(`${url}/metrics`)).text();
   gateway.kill('SIGTERM');
