@@ -224,12 +224,12 @@ const notedJumps = (desired: Desired, forwardingWasOff: boolean): readonly Jump[
  * take members, and every pass that adds one would fail, however often it is tried). One the kernel has grown past
  * the gateway's hashsize, by rehashing, is otherwise left as it is, and made again at its own size where it must be.
  */
-function setRemake(set: DesiredSet, have: SavedSet): number | undefined {
+function setRemake(set: DesiredSet, have: SavedSet): { remake: number; full?: true } | undefined {
   const { hashsize } = set;
   const small = (have.hashsize !== undefined && have.hashsize < hashsize) || (have.maxelem !== undefined && have.maxelem < SET_MAXELEM);
-  if (small) return hashsize;
+  if (small) return { remake: hashsize };
   const stuck = have.bucketsize !== undefined && have.bucketsize >= BUCKET_LIMIT;
-  return stuck ? Math.max(hashsize, have.hashsize ?? 0) : undefined;
+  return stuck ? { remake: Math.max(hashsize, have.hashsize ?? 0), full: true } : undefined;
 }
 
 const memberSets = new WeakMap<DesiredSet, ReadonlySet<string>>();
@@ -306,7 +306,8 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
   const remade = new Set<string>();
   for (const set of desired.sets) {
     const have = sets.get(set.name);
-    const remake = have ? setRemake(set, have) : undefined;
+    const remaking = have ? setRemake(set, have) : undefined;
+    const remake = remaking?.remake;
     if (remake !== undefined) remade.add(remakeName(set.name));
     // Members known to be there because they are this very set's (a supervisor's KnownSets): nothing to compare.
     if (have && have.members === memberSetOf(set) && remake === undefined) continue;
@@ -320,7 +321,7 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
       del = [...have.members].filter((m) => !want.has(m));
     }
     if (!have || add.length > 0 || del.length > 0 || remake !== undefined) {
-      steps.push({ kind: 'set-update', set: set.name, type: set.type, role: set.role, create: !have, add, del, ...(remake !== undefined ? { remake } : {}) });
+      steps.push({ kind: 'set-update', set: set.name, type: set.type, role: set.role, create: !have, add, del, ...(remaking ?? {}) });
     }
   }
   // Our jumps remember that forwarding was off before us; a jump re-added after a flush takes the note from the

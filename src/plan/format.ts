@@ -26,7 +26,7 @@ function stepLines(step: Step): string[] {
     case 'address-del': return [`- address ${step.address}/${step.prefix} on ${step.nic} (${step.vlan ? `vlan ${step.vlan}` : 'no longer configured'})`];
     case 'route': return [`~ route default via ${step.gateway}${step.dev ? ` dev ${step.dev}` : ''} (was: ${step.previous?.gateway && !step.previous.tos ? `via ${step.previous.gateway}` : step.previous?.spec ?? 'none'})`];
     case 'set-update': return [
-      `${step.create ? '+' : '~'} ipset ${step.set} (${step.type})${step.remake !== undefined ? `: made again with hashsize ${step.remake}, members and counters kept` : ''}`,
+      `${step.create ? '+' : '~'} ipset ${step.set} (${step.type})${step.remake !== undefined ? `: made again with hashsize ${step.remake}, members and counters kept${step.full ? ' (its buckets are at the kernel\'s limit: it takes no more members)' : ''}` : ''}`,
       ...step.del.map((m) => `    - ${m}`),
       ...step.add.map((m) => `    + ${m}`),
     ];

@@ -152,6 +152,8 @@ export type Step =
      * So is a set whose buckets the kernel shows at their limit (BUCKET_LIMIT): it refuses new members for good.
      */
     readonly remake?: number;
+    /** The remake is for the second reason: the set's buckets are at the kernel's limit (said in the plan). */
+    readonly full?: true;
   }
   /** Removes a set no longer wanted; runs after the tables stopped matching on it. */
   | { readonly kind: 'set-destroy'; readonly set: string; readonly type: string; readonly members: readonly string[] }

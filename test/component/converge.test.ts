@@ -744,6 +744,8 @@ test('an accounting set whose buckets reached the kernel\'s limit is made again:
   attachOnly(ns, state.nics);
   const back = await apply(ns, config);
   t.true(back.plan.steps.some((s) => s.kind === 'set-update' && s.set === 'VGW-PAIRS-0' && s.remake !== undefined), 'the set is made again');
+  t.regex(formatPlan(back.plan), /^~ ipset VGW-PAIRS-0 \(hash:net,iface\): made again with hashsize \d+, members and counters kept \(its buckets are at the kernel's limit: it takes no more members\)$/m,
+    'and the plan says why');
   t.deepEqual((await apply(ns, config)).plan.steps, [], 'and then in sync');
   t.is(ns.snapshot(), await freshSnapshot(state));
 });
