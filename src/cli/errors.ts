@@ -55,15 +55,18 @@ function describe(error: unknown): string {
 export function describeErrorLines(error: unknown): string[] {
   if (error instanceof ConfigError) {
     const source = printable(error.source);
-    return error.lines.map((line) => `invalid config: ${namesFile(line, source) ? '' : `${source}: `}${line}`);
+    return withNotes(error.lines).map((line) => `invalid config: ${namesFile(line, source) ? '' : `${source}: `}${line}`);
   }
   const all = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
-  const lines = all.length > 1 && all[0]!.endsWith(':') ? all.slice(1) : all;
+  return withNotes(all.length > 1 && all[0]!.endsWith(':') ? all.slice(1) : all);
+}
+
+function withNotes(lines: readonly string[]): string[] {
   // A line in parentheses is said of the problems before it ("(and 3 more lines refused)", "(rendered as at a start
   // before Docker attaches the NICs: …)"): it goes with them, not as an error of its own ("reload rejected: (and 3 more
   // lines refused)"); said once, at the end of the last.
   const problems = lines.filter((l) => !/^\(.*\)$/.test(l));
-  if (problems.length === 0 || problems.length === lines.length) return lines;
+  if (problems.length === 0 || problems.length === lines.length) return [...lines];
   const notes = lines.filter((l) => /^\(.*\)$/.test(l));
   return [...problems.slice(0, -1), `${problems.at(-1)!} ${notes.join(' ')}`];
 }

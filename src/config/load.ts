@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, realpath, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
+import { userTemplateProblemsAlone } from '../template/load.js';
 import { isReplacedMount } from './mounts.js';
 import { ConfigError, formatPath, shown, unreadableDirWhy, type Problem } from './problems.js';
 import { httpPortProblems, validateConfig, type ValidateOptions } from './validate.js';
@@ -170,9 +171,19 @@ export async function loadConfig(path: string, cache?: ConfigCache, options: Loa
         return undefined;
       }
     })();
-    const dirProblem = await rulesDirProblem(rulesDirOf(value), path);
-    if (!dirProblem) throw error;
-    throw configError(path, text, [...error.problems, dirProblem]);
+    const dir = rulesDirOf(value);
+    const dirProblem = await rulesDirProblem(dir, path);
+    if (dirProblem) throw configError(path, text, [...error.problems, dirProblem]);
+    if (typeof dir !== 'string' || dir === '') throw error;
+    // So are its templates' problems that need no config to be found (a file that is no template, a syntax error);
+    // what needs one to render them is said to be left for the run after the config's problems are fixed.
+    const templates = await userTemplateProblemsAlone(isAbsolute(dir) ? dir : resolve(dirname(path), dir), path);
+    if (templates.unrendered === 0 && templates.problems.length === 0) throw error;
+    const both = configError(path, text, [...error.problems, ...templates.problems]);
+    if (templates.unrendered === 0) throw both;
+    const note = `(the ${templates.unrendered === 1 ? 'template' : `${templates.unrendered} templates`} of rules.dir were parsed, not rendered: `
+      + 'their rules are checked once the config is valid)';
+    throw new ConfigError(path, both.problems, [...both.lines, note]);
   }
   if (key !== undefined && !cached) cache!.remember(key, config);
   // A relative rules.dir is relative to the config file, not to wherever the command was started.

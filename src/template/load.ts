@@ -1,11 +1,11 @@
 /** Loading rule templates from disk: the built-in ones shipped in `rules/`, and the user's from `rules.dir`. */
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { ConfigError, unreadableDirWhy } from '../config/problems.js';
+import { ConfigError, unreadableDirWhy, type Problem } from '../config/problems.js';
 import { packageFile } from '../package-files.js';
 import { USER_HOOKS, type UserHook } from '../plan/chains.js';
 import type { Templates, TemplateSource } from '../plan/desired.js';
-import { MAX_USER_RENDER_CHARS } from './render.js';
+import { MAX_USER_RENDER_CHARS, templateSyntaxProblem } from './render.js';
 
 export const builtinRulesDir = () => packageFile('rules');
 
@@ -82,14 +82,48 @@ async function userTemplates(dir: string, configPath: string): Promise<Templates
   } catch (error) {
     throw new ConfigError(configPath, [{ path: ['rules', 'dir'], message: `cannot read ${dir} (${unreadableDirWhy(error)})` }]);
   }
-  const unknown = templates.filter((e) => !(e in USER_FILES));
-  if (unknown.length > 0) {
-    throw new ConfigError(configPath, unknown.map((e) => ({
-      path: ['rules', 'dir'],
-      message: `${join(dir, e)} is not a known template; use ${Object.keys(USER_FILES).join(', ')} (they fill ${Object.values(USER_HOOKS).map((h) => h.chain).join(', ')})`,
-    })));
-  }
+  const unknown = unknownTemplates(dir, templates);
+  if (unknown.length > 0) throw new ConfigError(configPath, unknown);
   return Promise.all(templates.sort().map(async (e) => ({ hook: USER_FILES[e]!, template: await userSource(join(dir, e), configPath) })));
+}
+
+/** The .hbs files of rules.dir that are no template the gateway knows, each as a problem of rules.dir. */
+function unknownTemplates(dir: string, templates: readonly string[]): Problem[] {
+  return templates.filter((e) => !(e in USER_FILES)).map((e) => ({
+    path: ['rules', 'dir'],
+    message: `${join(dir, e)} is not a known template; use ${Object.keys(USER_FILES).join(', ')} (they fill ${Object.values(USER_HOOKS).map((h) => h.chain).join(', ')})`,
+  }));
+}
+
+/**
+ * What can be said of rules.dir's templates while the config has problems of its own (loadConfig), so that one run
+ * says them with the config's, not the run after the config is fixed: a file that is no known template, one that
+ * cannot be read, and each template's syntax, as problems of rules.dir. Rendering them (and the checks of the rules
+ * they render) needs a valid config: `unrendered` counts the templates that were read but not rendered.
+ */
+export async function userTemplateProblemsAlone(dir: string, configPath: string): Promise<{ problems: Problem[]; unrendered: number }> {
+  let templates: string[];
+  try {
+    templates = await templateFiles(dir);
+  } catch (error) {
+    return { problems: [{ path: ['rules', 'dir'], message: `cannot read ${dir} (${unreadableDirWhy(error)})` }], unrendered: 0 };
+  }
+  const problems = unknownTemplates(dir, templates);
+  let unrendered = 0;
+  for (const e of templates.filter((t) => t in USER_FILES).sort()) {
+    let template: TemplateSource;
+    try {
+      template = await userSource(join(dir, e), configPath);
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      problems.push(...error.problems);
+      continue;
+    }
+    unrendered++;
+    const syntax = templateSyntaxProblem(template.source, template.file);
+    if (syntax) problems.push({ path: ['rules', 'dir'], message: `${syntax.file}: ${syntax.detail}` });
+  }
+  return { problems, unrendered };
 }
 
 /** The built-in templates, and the user's from `userDir` (the config's rules.dir; `configPath` names it in errors). */

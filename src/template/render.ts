@@ -128,6 +128,20 @@ function compile(source: string, file: string): Handlebars.TemplateDelegate {
   return template!;
 }
 
+/**
+ * A template's syntax, checked without rendering it (Handlebars parses and compiles it, nothing runs): its problem, or
+ * undefined. For a config with problems of its own, whose templates cannot be rendered (loadConfig).
+ */
+export function templateSyntaxProblem(source: string, file: string): TemplateProblem | undefined {
+  if (built.has(source)) return undefined;
+  try {
+    engine.precompile(source, { ...TEMPLATE_OPTIONS });
+    return undefined;
+  } catch (error) {
+    return { file, detail: firstLine(error, source) };
+  }
+}
+
 /** Handlebars' messages, made to read as one sentence with a position. */
 function firstLine(error: unknown, source: string): string {
   if (error instanceof RenderLimit || (error instanceof RangeError && error.message === 'Invalid string length')) {
@@ -143,6 +157,9 @@ function firstLine(error: unknown, source: string): string {
   const message = String((error as Error)?.message ?? error);
   const missing = /^"(.+)" not defined in .* - (\d+):(\d+)/.exec(message);
   if (missing) return `${JSON.stringify(missing[1])} is not defined (template line ${missing[2]}, column ${Number(missing[3]) + 1})`;
+  // A block closed by another's name: Handlebars names the two and where the block opens ("each doesn't match if - 1:3").
+  const mismatch = /^(\S+) doesn't match (\S+) - (\d+):\d+/.exec(message);
+  if (mismatch) return `syntax error on template line ${mismatch[3]}: {{#${mismatch[1]}}} is closed by {{/${mismatch[2]}}}`;
   const parse = /^Parse error on line (\d+):[\s\S]*?\n(Expecting [^\n]*)/.exec(message);
   if (parse) return `syntax error on template line ${parse[1]}: ${parse[2]}`;
   // Handlebars does not check these itself: the JavaScript error that results says "undefined" and nothing of the template.

@@ -18,6 +18,7 @@ import { loadTemplates } from '../../src/template/load.js';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { runMain } from '../helpers/main.js';
+import { describeErrorLines } from '../../src/cli/errors.js';
 
 const NO_FILE = '/nonexistent/vlan-gateway-test.yaml';
 
@@ -284,6 +285,55 @@ test.serial('validate says every broken template of rules.dir in one run, exit 2
       + `${rules}/filter/forward.hbs, rendered line 2: "hello" is not a rule body (it must start with an option such as -s or -j)\n`
       + `${rules}/filter/forward.hbs, rendered line 3: "-p tcp -F -j ACCEPT" uses -F: templates write rule bodies, the planner writes commands\n`
       + `${rules}/nat/postrouting.hbs: "nosuch" is not defined (template line 1, column 3)\n`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+// A config with problems of its own and a broken template said the config's problems alone; the template's came in
+// the run after the config was fixed. What needs no config to be found (a file that is no template, a syntax error)
+// now comes in the same run, and the rest is said to be left unchecked. A reload logs the same lines.
+test.serial('validate says a broken template\'s syntax and a file that is no template with the config\'s own problems, and that the rest waits for a valid config', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  try {
+    const config = join(dir, 'gateway.yaml');
+    const rules = join(dir, 'rules.d');
+    await mkdir(join(rules, 'filter'), { recursive: true });
+    await mkdir(join(rules, 'nat'));
+    await writeFile(join(rules, 'filter', 'forward.hbs'), '{{#each vlans}}\n-i {{nic}} -p tcp --dport 25 -j REJECT\n{{/if}}\n');
+    await writeFile(join(rules, 'nat', 'postrouting.hbs'), '-A FOO -j ACCEPT\n');
+    await writeFile(join(rules, 'filter', 'input.hbs'), '-j ACCEPT\n');
+    await writeFile(config, 'vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.30.1}\nrules:\n  dir: rules.d\n');
+    const both = await runMain('validate', '--config', config);
+    t.is(both.code, 2);
+    t.is(both.stderr, `vlan-gateway: invalid config: ${config}: 3 problems:\n`
+      + '  vlans[0].gateway: 192.168.30.1 is outside 192.168.10.0/24 (line 2)\n'
+      + `  rules.dir: ${rules}/filter/input.hbs is not a known template; use filter/forward.hbs, nat/prerouting.hbs, nat/postrouting.hbs `
+      + '(they fill VGW-USER-FORWARD, VGW-USER-PREROUTING, VGW-USER-POSTROUTING) (line 4)\n'
+      + `  rules.dir: ${rules}/filter/forward.hbs: syntax error on template line 1: {{#each}} is closed by {{/if}} (line 4)\n`
+      + '  (the 2 templates of rules.dir were parsed, not rendered: their rules are checked once the config is valid)\n');
+    // A reload logs one line per problem, the note with the last (not as an error of its own).
+    const reload = await t.throwsAsync(loadConfig(config), { instanceOf: ConfigError });
+    t.deepEqual(describeErrorLines(reload), [
+      `invalid config: ${config}: vlans[0].gateway: 192.168.30.1 is outside 192.168.10.0/24 (line 2)`,
+      `invalid config: ${config}: rules.dir: ${rules}/filter/input.hbs is not a known template; use filter/forward.hbs, nat/prerouting.hbs, `
+      + 'nat/postrouting.hbs (they fill VGW-USER-FORWARD, VGW-USER-PREROUTING, VGW-USER-POSTROUTING) (line 4)',
+      `invalid config: ${config}: rules.dir: ${rules}/filter/forward.hbs: syntax error on template line 1: {{#each}} is closed by {{/if}} (line 4) `
+      + '(the 2 templates of rules.dir were parsed, not rendered: their rules are checked once the config is valid)',
+    ]);
+    // Templates without a problem their syntax shows: the config's problems, and what was left unchecked.
+    await rm(join(rules, 'filter', 'input.hbs'));
+    await writeFile(join(rules, 'filter', 'forward.hbs'), '{{#each vlans}}\n-i {{nic}} -p tcp --dport 25 -j REJECT\n{{/each}}\n');
+    const config1 = await runMain('validate', '--config', config);
+    t.is(config1.stderr, `vlan-gateway: invalid config: ${config}: 1 problem:\n`
+      + '  vlans[0].gateway: 192.168.30.1 is outside 192.168.10.0/24 (line 2)\n'
+      + '  (the 2 templates of rules.dir were parsed, not rendered: their rules are checked once the config is valid)\n');
+    // The config fixed: the templates rendered and checked, as before.
+    await writeFile(config, 'vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\nrules:\n  dir: rules.d\n');
+    const fixed = await runMain('validate', '--config', config);
+    t.is(fixed.code, 2);
+    t.is(fixed.stderr, `vlan-gateway: invalid rule template: ${rules}/nat/postrouting.hbs, rendered line 1: "-A FOO -j ACCEPT" uses -A: `
+      + 'templates write rule bodies, the planner writes commands\n');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
