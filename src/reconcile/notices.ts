@@ -1,16 +1,35 @@
 /**
- * What a pass says about the VLANs' and the uplink's NICs, once, as it appears: a binding's note, and a NIC lost
- * since the last good pass. Pure: from the desired state that pass planned and this pass's.
+ * What a pass says about the VLANs' and the uplink's NICs, once, as it appears: a binding's note, a NIC lost since the
+ * last good pass, and one there again. Pure: from the desired state that pass planned and this pass's.
  */
 import type { Link } from '../observe/facts.js';
 import { isPlainWait, namesUnclaimedNics, unclaimedNics, uplinkUnnamed } from '../plan/match.js';
 import type { Desired } from '../plan/types.js';
 
 export interface Notice {
-  readonly fields: Record<string, string | undefined>;
+  readonly fields: Record<string, string | readonly string[] | undefined>;
   readonly message: string;
-  /** Default warn; info where nothing need be wrong (a VLAN not attached yet, beside a NIC of no VLAN). */
-  readonly level?: 'info' | 'warn';
+  /**
+   * Default warn; info where nothing need be wrong (a VLAN not attached yet, beside a NIC of no VLAN); debug for each
+   * VLAN of a notice that says many at once.
+   */
+  readonly level?: 'debug' | 'info' | 'warn';
+}
+
+/** How many VLANs a notice about many names in its message; the rest are counted (its `vlans` field lists them all). */
+export const VLANS_NAMED = 5;
+
+/**
+ * One notice for the VLANs that lost (or got back) their NICs in one pass: one VLAN's own, or, for several (Docker
+ * detaches every network of a Compose project at once: 100 lines in a burst), one line naming the first few and
+ * counting the rest, and each VLAN's own at debug.
+ */
+function vlansNotice(each: readonly Notice[], vlans: ReadonlyArray<{ name: string; nic: string }>, many: (named: string) => string,
+  level: Notice['level']): Notice[] {
+  if (each.length <= 1) return [...each];
+  const named = vlans.slice(0, VLANS_NAMED).map((v) => `${v.name} on ${v.nic}`).join(', ')
+    + (vlans.length > VLANS_NAMED ? ` and ${vlans.length - VLANS_NAMED} more` : '');
+  return [{ fields: { vlans: vlans.map((v) => v.name) }, message: many(named), ...(level ? { level } : {}) }, ...each.map((n) => ({ ...n, level: 'debug' as const }))];
 }
 
 export function bindingNotices(before: Desired | undefined, desired: Desired): Notice[] {
@@ -31,13 +50,26 @@ export function bindingNotices(before: Desired | undefined, desired: Desired): N
   if (!uplink.nic && uplink.note && !before?.uplink.nic && uplink.note !== before?.uplink.note) {
     notices.push({ fields: { note: uplink.note }, message: `the uplink is not routed: ${uplink.note}`, level: 'info' });
   }
-  // Its return too, after a pass without it (a VLAN's return shows as its gateway address added; the uplink's only as
-  // a chain rewritten, which does not answer the warning above).
+  // Its return too, after a pass without it (it shows among the changes only as a chain rewritten, which does not
+  // answer the warning above). A VLAN's, below.
   if (before && !before.uplink.nic && uplink.nic) notices.push({ fields: { uplink: uplink.nic.name }, message: `the uplink is on ${uplink.nic.name}: the VLANs have a way out`, level: 'info' });
+  const lost: Notice[] = [];
+  const lostVlans: Array<{ name: string; nic: string }> = [];
+  const back: Notice[] = [];
+  const backVlans: Array<{ name: string; nic: string }> = [];
   for (const b of desired.vlans) {
     const was = before?.vlans.find((v) => v.vlan.name === b.vlan.name);
     const had = was?.nic;
-    if (had && !b.nic) notices.push({ fields: { vlan: b.vlan.name, interface: had.name, note: b.note }, message: `vlan ${b.vlan.name} lost its NIC (${had.name}): its hosts are cut off until it is back` });
+    // A VLAN's return (or its NIC attached after the start) is told too, as the uplink's is: its gateway address
+    // added, among the changes, did not answer the warning about its loss.
+    if (before && !had && b.nic) {
+      back.push({ fields: { vlan: b.vlan.name, interface: b.nic.name }, message: `vlan ${b.vlan.name} is on ${b.nic.name}: its hosts are routed`, level: 'info' });
+      backVlans.push({ name: b.vlan.name, nic: b.nic.name });
+    }
+    if (had && !b.nic) {
+      lost.push({ fields: { vlan: b.vlan.name, interface: had.name, note: b.note }, message: `vlan ${b.vlan.name} lost its NIC (${had.name}): its hosts are cut off until it is back` });
+      lostVlans.push({ name: b.vlan.name, nic: had.name });
+    }
     // A waiting VLAN's note that says more than "not attached yet" is said once too, as it appears: `docker logs` is
     // where a user looks when a VLAN is not routed. A NIC in its subnet it may not take is a warning; NICs that are
     // no VLAN's are told (info): one may be this VLAN's network under another subnet (a typo in the config), but
@@ -46,6 +78,8 @@ export function bindingNotices(before: Desired | undefined, desired: Desired): N
       notices.push({ fields: { vlan: b.vlan.name }, message: `vlan ${b.vlan.name} is not routed: ${b.note}`, ...(namesUnclaimedNics(b) ? { level: 'info' as const } : {}) });
     }
   }
+  notices.push(...vlansNotice(lost, lostVlans, (named) => `${lostVlans.length} VLANs lost their NICs (${named}): their hosts are cut off until they are back`, undefined));
+  notices.push(...vlansNotice(back, backVlans, (named) => `${backVlans.length} VLANs are on their NICs (${named}): their hosts are routed`, 'info'));
   return notices;
 }
 

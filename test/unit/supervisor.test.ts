@@ -290,7 +290,8 @@ test('a second NIC in a VLAN\'s subnet: the binding\'s note (which NIC is used) 
   t.like((statusDocument(r.supervisor, { errors: [] }, 'test') as { vlans: Array<{ name: string }> }).vlans[0], { name: 'office', note });
 });
 
-test('a VLAN that loses its NIC is a warning, once, naming the NIC; its return is not', async (t) => {
+// A VLAN's return showed only as "+ address 192.168.10.1/24 on eth1" among the changes, while the uplink's was told.
+test('a VLAN that loses its NIC is a warning, once, naming the NIC; its return is told once too (info)', async (t) => {
   const r = rig(t);
   r.supervisor.trigger('start');
   await settle(r, 1);
@@ -299,8 +300,44 @@ test('a VLAN that loses its NIC is a warning, once, naming the NIC; its return i
   await settle(r, 2);
   r.supervisor.trigger('schedule');
   await settle(r, 3);
-  t.deepEqual(r.logs.filter((l) => l.level === 40).map((l) => [l.msg, l.vlan, l.interface]),
-    [['vlan office lost its NIC (eth1): its hosts are cut off until it is back', 'office', 'eth1']]);
+  r.ns.addLink({ name: 'eth3', addresses: ['192.168.10.2/24'] }); // docker network connect again: the next free name
+  r.supervisor.trigger('netlink');
+  await settle(r, 4);
+  r.supervisor.trigger('schedule');
+  await settle(r, 5);
+  t.deepEqual(r.logs.filter((l) => l.vlan !== undefined).map((l) => [l.level, l.msg, l.vlan, l.interface]), [
+    [40, 'vlan office lost its NIC (eth1): its hosts are cut off until it is back', 'office', 'eth1'],
+    [30, 'vlan office is on eth3: its hosts are routed', 'office', 'eth3'],
+  ]);
+});
+
+// Docker detaches every network of a container at once (a Compose down of 100 VLANs): the supervisor said one warning
+// per VLAN, 100 lines in a burst. One line per pass now, naming the first few; each VLAN's own at debug.
+test('VLANs that lose their NICs in one pass are one warning naming the first five and counting the rest; their return one info line', async (t) => {
+  const names = ['office', 'lab', 'dev', 'ops', 'qa', 'hr', 'iot'];
+  const many: Config = { ...lab, portForwards: [], vlans: names.map((name, i) => ({ ...lab.vlans[0]!, name, id: 10 * (i + 1), subnet: `192.168.${10 * (i + 1)}.0/24`, gateway: `192.168.${10 * (i + 1)}.1` })) };
+  const r = rig(t, {}, many);
+  for (let i = 2; i < names.length; i++) r.ns.addLink({ name: `eth${i + 1}`, addresses: [`192.168.${10 * (i + 1)}.2/24`] });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  for (let i = 0; i < names.length; i++) r.ns.removeLink(`eth${i + 1}`);
+  r.supervisor.trigger('netlink');
+  await settle(r, 2);
+  const waiting = statusDocument(r.supervisor, { errors: [] }, 'test') as { vlans: Array<{ name: string; state: string }> };
+  t.deepEqual(waiting.vlans.map((v) => [v.name, v.state]), names.map((name) => [name, 'waiting']));
+  for (let i = 0; i < names.length; i++) r.ns.addLink({ name: `eth${i + 1}`, addresses: [`192.168.${10 * (i + 1)}.2/24`] });
+  r.supervisor.trigger('netlink');
+  await settle(r, 3);
+  const told = r.logs.filter((l) => /VLANs|^vlan /.test(l.msg) && l.level >= 30).map((l) => [l.level, l.msg, l.vlans]);
+  t.deepEqual(told, [
+    [40, '7 VLANs lost their NICs (office on eth1, lab on eth2, dev on eth3, ops on eth4, qa on eth5 and 2 more): their hosts are cut off until they are back', names],
+    [30, '7 VLANs are on their NICs (office on eth1, lab on eth2, dev on eth3, ops on eth4, qa on eth5 and 2 more): their hosts are routed', names],
+  ]);
+  // Each VLAN's own line, at debug (and /status showed each waiting, above).
+  const debug = r.logs.filter((l) => l.level === 20 && l.vlan !== undefined).map((l) => l.msg);
+  t.is(debug.length, 14);
+  t.true(debug.includes('vlan iot lost its NIC (eth7): its hosts are cut off until it is back'));
+  t.true(debug.includes('vlan iot is on eth7: its hosts are routed'));
 });
 
 test('the uplink that loses its NIC is a warning, once; its return (docker network connect) is told too', async (t) => {
