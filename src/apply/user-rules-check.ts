@@ -48,32 +48,61 @@ export function userRulesPayload(desired: Desired): { payload: string; origins: 
 const XTABLES_LOCK_BUSY = /holding the xtables lock|can't open lock file/;
 
 /**
- * What iptables says of the user's rules, as a PlanError naming the chain, the rule, its template and iptables'
- * reason; undefined when it accepts them, or when it cannot be asked here (no iptables, or not root: validate on a
- * laptop), since the apply asks it again. A restore that could not take the xtables lock judged no rule:
- * that is thrown as the runtime failure it is (a CommandError with iptables' message), not a refusal of the config.
+ * The most refused rules one check names. iptables-restore stops at the first line it refuses and names that one
+ * alone: the rest are found by asking again without it, one run per refused rule (on the failure path only: a
+ * payload it accepts is one run), so a user with several bad rules fixes them in one edit, not one per run.
+ */
+export const REFUSALS_SAID = 10;
+
+/**
+ * What iptables says of the user's rules, as a PlanError naming each rule it refuses (up to REFUSALS_SAID) by its
+ * chain, number and template, with iptables' reason; undefined when it accepts them, or when it cannot be asked here
+ * (no iptables, or not root: validate on a laptop), since the apply asks it again. A restore that could not take the
+ * xtables lock judged no rule: that is thrown as the runtime failure it is (a CommandError with iptables' message),
+ * not a refusal of the config (after a first refusal, the refusals found so far are said).
  */
 export async function userRulesRefusal(runner: CommandRunner, backend: Backend, desired: Desired,
   fileOf: (chain: string) => string | undefined): Promise<PlanError | undefined> {
   const test = userRulesPayload(desired);
   if (!test) return undefined;
   const argv = [...restoreCommand(backend), '--test'];
-  let result;
-  try {
-    result = await runner.run(argv, { input: test.payload, allowFailure: true });
-  } catch (error) {
-    if (error instanceof CommandError && error.notFound) return undefined; // not installed here
-    throw error;
+  const lines = test.payload.split('\n');
+  const origins = [...test.origins];
+  const refused: string[] = [];
+  for (;;) {
+    let result;
+    try {
+      result = await runner.run(argv, { input: lines.join('\n'), allowFailure: true });
+    } catch (error) {
+      if (refused.length > 0) break;
+      if (error instanceof CommandError && error.notFound) return undefined; // not installed here
+      throw error;
+    }
+    if (result.exitCode === 0) break;
+    if (/Permission denied|you must be root/.test(result.stderr) || XTABLES_LOCK_BUSY.test(result.stderr)) {
+      if (refused.length > 0) break;
+      if (XTABLES_LOCK_BUSY.test(result.stderr)) throw new CommandError(argv, result.exitCode, result.stderr);
+      return undefined;
+    }
+    const line = restoreFailedLine(result.stderr);
+    const origin = line === undefined ? undefined : origins[line - 1];
+    const reason = result.stderr.split('\n').map((l) => l.replace(/^iptables[-\w]* v[\d.]+ \([^)]*\): /, '').trim())
+      .find((l) => l !== '' && !/^Error occurred at line|^Try `/.test(l)) ?? `exit ${result.exitCode}`;
+    if (!origin) {
+      // Not a rule of theirs (a declaration, COMMIT): nothing to leave out and ask again about.
+      refused.push(`iptables refuses the rules of rules.dir: ${reason}`);
+      break;
+    }
+    const file = fileOf(origin.chain);
+    refused.push(`${origin.table} ${origin.chain} rule ${origin.rule}${file ? ` (from ${file})` : ''}: iptables refuses it: ${reason}`);
+    if (refused.length === REFUSALS_SAID) {
+      refused.push(`(iptables names one refused rule at a time: after ${REFUSALS_SAID}, the rules after the last were not checked)`);
+      break;
+    }
+    lines.splice(line! - 1, 1);
+    origins.splice(line! - 1, 1);
   }
-  if (result.exitCode === 0 || /Permission denied|you must be root/.test(result.stderr)) return undefined;
-  if (XTABLES_LOCK_BUSY.test(result.stderr)) throw new CommandError(argv, result.exitCode, result.stderr);
-  const line = restoreFailedLine(result.stderr);
-  const origin = line === undefined ? undefined : test.origins[line - 1];
-  const reason = result.stderr.split('\n').map((l) => l.replace(/^iptables[-\w]* v[\d.]+ \([^)]*\): /, '').trim())
-    .find((l) => l !== '' && !/^Error occurred at line|^Try `/.test(l)) ?? `exit ${result.exitCode}`;
-  if (!origin) return new PlanError(`iptables refuses the rules of rules.dir: ${reason}`);
-  const file = fileOf(origin.chain);
-  return new PlanError(`${origin.table} ${origin.chain} rule ${origin.rule}${file ? ` (from ${file})` : ''}: iptables refuses it: ${reason}`);
+  return refused.length === 0 ? undefined : new PlanError(refused.join('\n'));
 }
 
 /** Does the plan write a rule into one of the user's chains (so iptables has not parsed it yet)? */

@@ -1,0 +1,67 @@
+/**
+ * Several rules of rules.dir that iptables refuses, said in one run. `iptables-restore --test` stops at the first line
+ * it refuses and names it alone: a user with three bad rules fixed them one `validate` (or `apply`) at a time. The
+ * check now asks again without each refused rule (only once one is refused), up to REFUSALS_SAID of them.
+ */
+import test from 'ava';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { REFUSALS_SAID } from '../../src/apply/user-rules-check.js';
+import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
+import { tearDownAlways } from '../helpers/teardown.js';
+import { cli, exampleDocument, removeScratch, runner, save, scratchDir, writeConfig } from './gateway-harness.js';
+
+const kernel = isRoot() ? test.serial : test.serial.skip;
+const ns = `vgwk-refused-${process.pid}`;
+
+test.before(async () => {
+  if (isRoot()) await runner.run(['ip', 'netns', 'add', ns]);
+});
+
+tearDownAlways('remove the namespace and the scratch files', async () => {
+  if (!isRoot()) return;
+  await runner.run(['ip', 'netns', 'del', ns], { allowFailure: true });
+  await removeScratch();
+});
+
+/** A config whose rules.dir holds `forward` as filter/forward.hbs and `postrouting` as nat/postrouting.hbs. */
+async function withRules(name: string, forward: readonly string[], postrouting: readonly string[] = []): Promise<{ path: string; dir: string }> {
+  const dir = join(await scratchDir(), `rules-${name}`);
+  await mkdir(join(dir, 'filter'), { recursive: true });
+  await writeFile(join(dir, 'filter', 'forward.hbs'), `${forward.join('\n')}\n`);
+  if (postrouting.length > 0) {
+    await mkdir(join(dir, 'nat'), { recursive: true });
+    await writeFile(join(dir, 'nat', 'postrouting.hbs'), `${postrouting.join('\n')}\n`);
+  }
+  return { path: (await writeConfig(name, { ...(await exampleDocument()), rules: { dir } })).path, dir };
+}
+
+kernel(`validate and apply name every rule iptables refuses, in both tables, in one run; nothing is written${NEEDS_ROOT}`, async (t) => {
+  const { path, dir } = await withRules('three-refused',
+    ['-m nosuchmatch -j ACCEPT', '-p tcp --dport 22 -j ACCEPT', '-p tcp --nosuchopt 1 -j ACCEPT'],
+    ['-o eth0 -j SNAT --to-source 999.1.1.1']);
+  const said = 'vlan-gateway: invalid rules (nothing was applied):\n'
+    + `filter VGW-USER-FORWARD rule 1 (from ${dir}/filter/forward.hbs): iptables refuses it: Couldn't load match \`nosuchmatch':No such file or directory\n`
+    + `filter VGW-USER-FORWARD rule 3 (from ${dir}/filter/forward.hbs): iptables refuses it: unknown option "--nosuchopt"\n`
+    + `nat VGW-USER-POSTROUTING rule 1 (from ${dir}/nat/postrouting.hbs): iptables refuses it: Bad IP address "999.1.1.1"`;
+  const validated = await cli('validate', '--netns', ns, '--config', path);
+  t.is(validated.code, 2, validated.stdout);
+  t.is(validated.stderr, said);
+  const applied = await cli('apply', '--netns', ns, '--config', path);
+  t.is(applied.code, 2, applied.stdout);
+  t.is(applied.stderr, said);
+  t.notRegex(await save(ns, 'nft'), /VGW-/, 'refused before the first write');
+});
+
+kernel(`past ${REFUSALS_SAID} refused rules, the check stops and says the rest were not checked${NEEDS_ROOT}`, async (t) => {
+  const rules = Array.from({ length: REFUSALS_SAID + 3 }, (_, i) => `-p tcp --dport ${i + 1} -m nosuchmatch -j ACCEPT`);
+  const { path, dir } = await withRules('many-refused', rules);
+  const validated = await cli('validate', '--netns', ns, '--config', path);
+  t.is(validated.code, 2, validated.stdout);
+  const lines = validated.stderr.split('\n');
+  t.deepEqual(lines.slice(1), [
+    ...Array.from({ length: REFUSALS_SAID }, (_, i) => `filter VGW-USER-FORWARD rule ${i + 1} (from ${dir}/filter/forward.hbs): `
+      + "iptables refuses it: Couldn't load match `nosuchmatch':No such file or directory"),
+    `(iptables names one refused rule at a time: after ${REFUSALS_SAID}, the rules after the last were not checked)`,
+  ]);
+});
