@@ -15,9 +15,9 @@
  * One file per network namespace, named by the namespace's inode (as the write lock is: instance-lock.ts), in
  * `/run/vlan-gateway/state` (VLAN_GATEWAY_STATE_DIR moves it), which goes with the machine's, or the container's,
  * restart, as do the flows. Written and read under the namespace's write lock; read only from a directory that root
- * owns and nobody else can write to.
+ * owns and nobody else can write to, reached through none that others can change (private-dir.ts).
  */
-import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isIPv4 } from 'node:net';
 import { clearStaleFlows } from '../apply/conntrack.js';
@@ -25,6 +25,7 @@ import type { CommandRunner } from '../exec/runner.js';
 import { portText } from '../plan/conntrack.js';
 import type { ConntrackClear } from '../plan/types.js';
 import { namespaceInode } from './instance-lock.js';
+import { privateDir } from './private-dir.js';
 
 export const DEFAULT_STATE_DIR = '/run/vlan-gateway/state';
 const FORMAT = 1;
@@ -50,35 +51,35 @@ function isClear(value: unknown): value is ConntrackClear {
 }
 
 export class FlowsLeft {
-  /** `file` undefined: the namespace could not be named (gone meanwhile), and nothing is kept. */
-  private constructor(readonly file: string | undefined, private readonly dir: string) {}
+  /** `name` undefined: the namespace could not be named (gone meanwhile), and nothing is kept. */
+  private constructor(private readonly name: string | undefined, private readonly dir: string) {}
 
   /** The file of the namespace `--netns` names (or this process's own). */
   static async of(netns: string | undefined, dir = stateDir()): Promise<FlowsLeft> {
     const inode = await namespaceInode(netns).catch(() => undefined);
-    return new FlowsLeft(inode === undefined ? undefined : join(dir, `flows-${inode}.json`), dir);
+    return new FlowsLeft(inode === undefined ? undefined : `flows-${inode}.json`, dir);
   }
 
-  /** Ours alone: clears handed to us by others could delete flows that are no business of theirs. */
-  private trusted(): boolean {
-    try {
-      const s = statSync(this.dir);
-      return s.isDirectory() && s.uid === process.getuid?.() && (s.mode & 0o022) === 0;
-    } catch {
-      return false;
-    }
+  /**
+   * The file in the directory as resolved, when it and the way to it are ours alone (private-dir.ts): clears handed
+   * to us by others could delete flows that are no business of theirs.
+   */
+  private trustedFile(create = false): string | undefined {
+    if (this.name === undefined) return undefined;
+    const dir = privateDir(this.dir, { create }).path;
+    return dir === undefined ? undefined : join(dir, this.name);
   }
 
   /** The clears left to do (none when there is no file, or one that is not ours or not whole). */
   read(): ConntrackClear[] {
-    if (this.file === undefined) return [];
+    const file = this.trustedFile();
+    if (file === undefined) return [];
     let text: string;
     try {
-      text = readFileSync(this.file, 'utf8');
+      text = readFileSync(file, 'utf8');
     } catch {
       return [];
     }
-    if (!this.trusted()) return [];
     try {
       const parsed = JSON.parse(text) as { format?: unknown; clears?: unknown };
       return parsed.format === FORMAT && Array.isArray(parsed.clears) && parsed.clears.every(isClear) ? parsed.clears : [];
@@ -89,25 +90,25 @@ export class FlowsLeft {
 
   /** Keeps `clears` as what is left to do (none: removes the file). Best effort: never throws. */
   write(clears: readonly ConntrackClear[]): void {
-    if (this.file === undefined) return;
     const unique = [...new Map(clears.map((c) => [JSON.stringify(c), c])).values()];
     try {
+      // read-only, full, or not ours: the apply goes on as it would without the file
+      const file = this.trustedFile(unique.length > 0);
+      if (file === undefined) return;
       if (unique.length === 0) {
-        rmSync(this.file, { force: true });
+        rmSync(file, { force: true });
         return;
       }
-      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-      if (!this.trusted()) return;
-      const temporary = `${this.file}.${process.pid}.tmp`;
+      const temporary = `${file}.${process.pid}.tmp`;
       try {
         writeFileSync(temporary, JSON.stringify({ format: FORMAT, clears: unique }), { mode: 0o600 });
-        renameSync(temporary, this.file);
+        renameSync(temporary, file);
       } catch (error) {
         rmSync(temporary, { force: true });
         throw error;
       }
     } catch {
-      // read-only, full, or not ours: the apply goes on as it would without the file
+      // as above
     }
   }
 }

@@ -11,15 +11,17 @@
  *
  * Written after the command's work is done (the supervisor: after its start pass, and at its stop), never on the
  * way to the kernel; one file per result, the newest few of each kind kept. Only a directory owned by us and
- * writable by nobody else is read or written.
+ * writable by nobody else, reached through directories and links that nobody else can change, is read or written
+ * (private-dir.ts).
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ConfigCache } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { DesiredStore, StoredDesired } from '../plan/desired.js';
+import { privateDir } from './private-dir.js';
 
 export const DEFAULT_PLAN_CACHE = '/run/vlan-gateway/plan-cache';
 const FORMAT = 1;
@@ -105,27 +107,20 @@ export class PlanCache {
 
   constructor(readonly dir: string, private readonly code: () => string = codeIdentity) {}
 
-  private fileFor(kind: Kind, key: string): string {
-    return join(this.dir, `${kind}-${fileDigest(`${this.code()}\u0000${kind}\u0000${key}`)}.json`);
-  }
-
-  /** Ours alone: a directory that others could write to could hand us rules. */
-  private trusted(): boolean {
-    try {
-      const s = statSync(this.dir);
-      return s.isDirectory() && s.uid === process.getuid?.() && (s.mode & 0o022) === 0;
-    } catch {
-      return false;
-    }
+  private fileFor(dir: string, kind: Kind, key: string): string {
+    return join(dir, `${kind}-${fileDigest(`${this.code()}\u0000${kind}\u0000${key}`)}.json`);
   }
 
   private read<T>(kind: Kind, key: string, check: (value: unknown) => value is T): T | undefined {
-    if (!this.trusted()) return undefined;
+    // Ours alone, and the way to it: a directory that others could write to, or swap for one of theirs, could hand us rules.
+    const dir = privateDir(this.dir).path;
+    if (dir === undefined) return undefined;
     try {
-      const parsed = JSON.parse(readFileSync(this.fileFor(kind, key), 'utf8')) as Partial<StoredFile>;
+      const file = this.fileFor(dir, kind, key);
+      const parsed = JSON.parse(readFileSync(file, 'utf8')) as Partial<StoredFile>;
       if (parsed.format !== FORMAT || parsed.code !== this.code() || parsed.kind !== kind || parsed.key !== key || !check(parsed.value)) return undefined;
       this.hits[kind]++;
-      this.found.add(this.fileFor(kind, key));
+      this.found.add(file);
       return parsed.value;
     } catch {
       return undefined;
@@ -139,10 +134,15 @@ export class PlanCache {
   flush(): string | undefined {
     if (this.pending.length === 0) return undefined;
     try {
-      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-      if (!this.trusted()) return 'it is not a directory that root owns and nobody else can write to';
+      const made = privateDir(this.dir, { create: true });
+      if (made.path === undefined) {
+        // Read-only, full: said as any other write would be.
+        if (made.code !== undefined) throw Object.assign(new Error(made.problem), { code: made.code });
+        return `${made.problem} (only a directory that root owns and nobody else can write to, reached through none that others can change, is used)`;
+      }
+      const dir = made.path;
       for (const { kind, key, value } of this.pending) {
-        const file = this.fileFor(kind, key);
+        const file = this.fileFor(dir, kind, key);
         // A key always holds the same result: a file this process read whole is only marked as recent (pruning).
         if (this.found.has(file)) {
           const now = new Date();
@@ -160,7 +160,7 @@ export class PlanCache {
           throw error;
         }
       }
-      for (const kind of new Set(this.pending.map((p) => p.kind))) this.prune(kind);
+      for (const kind of new Set(this.pending.map((p) => p.kind))) this.prune(dir, kind);
       return undefined;
     } catch (error) {
       // read-only, full, or not ours: the next run parses and renders, as it would without a cache
@@ -171,10 +171,10 @@ export class PlanCache {
     }
   }
 
-  private prune(kind: Kind): void {
-    const files = readdirSync(this.dir)
+  private prune(dir: string, kind: Kind): void {
+    const files = readdirSync(dir)
       .filter((f) => f.startsWith(`${kind}-`))
-      .map((f) => ({ name: f, path: join(this.dir, f), at: statSync(join(this.dir, f)).mtimeMs }));
+      .map((f) => ({ name: f, path: join(dir, f), at: statSync(join(dir, f)).mtimeMs }));
     const kept = files.filter((f) => f.name.endsWith('.json')).sort((a, b) => b.at - a.at);
     // A temporary file a minute old was left by a run that died before renaming it.
     const abandoned = files.filter((f) => f.name.endsWith('.tmp') && Date.now() - f.at > 60_000);

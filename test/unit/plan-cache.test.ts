@@ -9,7 +9,7 @@
  */
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
-import { chmod, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { chmod, chown, lchown, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,6 +74,8 @@ async function markStored(dir: string, mark: string): Promise<void> {
     await writeFile(join(dir, file), JSON.stringify(body));
   }
 }
+
+const ONLY_PRIVATE = 'only a directory that root owns and nobody else can write to, reached through none that others can change, is used';
 
 const fixtures = ['examples/lab.yaml', 'test/fixtures/policy.yaml', 'test/fixtures/snat.yaml', 'test/fixtures/user-templates.yaml', 'test/fixtures/waiting.yaml'];
 
@@ -141,7 +143,85 @@ test.serial('a directory others can write to is neither read nor written', async
   // And says why, for the supervisor to log once.
   const cache = new PlanCache(dir);
   planWith(await newRun('test/fixtures/policy.yaml'), cache);
-  t.is(cache.flush(), 'it is not a directory that root owns and nobody else can write to');
+  t.is(cache.flush(), `${dir} is writable by users other than root (${ONLY_PRIVATE})`);
+});
+
+/**
+ * A shared directory like /tmp (sticky, writable by all) as the way to the cache: another user (nobody) can put a
+ * link there, or own a directory on the way, and swap what it leads to between root's check and root's read. Root
+ * alone, to give files to another user.
+ */
+const asRoot = process.getuid?.() === 0 ? test.serial : test.serial.skip;
+const NOBODY = 65534;
+
+async function sharedDir(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {
+  const dir = await cacheDir(t);
+  await chmod(dir, 0o1777);
+  return dir;
+}
+
+asRoot('a cache reached through a link another user made (in /tmp) is neither read nor written', async (t) => {
+  const shared = await sharedDir(t);
+  const real = join(shared, 'real');
+  await mkdir(real, { mode: 0o700 });
+  await runWith(real);
+  await markStored(real, 'MARK');
+  // nobody's link to root's own cache: it could as well lead to a directory of nobody's making, or to /etc
+  const link = join(shared, 'vgw-cache');
+  await symlink(real, link);
+  await lchown(link, NOBODY, NOBODY);
+  t.notRegex(payloads(planWith(await newRun(), new PlanCache(link))), /MARK/);
+  const cache = new PlanCache(link);
+  planWith(await newRun('test/fixtures/policy.yaml'), cache);
+  t.is(cache.flush(), `${link} is a link that uid ${NOBODY} owns, not root (${ONLY_PRIVATE})`);
+  t.is((await stored(real)).length, 1, 'nothing written through it');
+  // root's own link to it is fine
+  const own = join(shared, 'root-link');
+  await symlink(real, own);
+  t.regex(payloads(planWith(await newRun(), new PlanCache(own))), /MARK/);
+});
+
+asRoot('a cache in a directory another user owns, or can write to, is neither read nor written', async (t) => {
+  const shared = await sharedDir(t);
+  const theirs = join(shared, 'theirs');
+  await mkdir(theirs, { mode: 0o755 });
+  await chown(theirs, NOBODY, NOBODY); // nobody can rename root's cache away and put another in its place
+  const inTheirs = join(theirs, 'cache');
+  await mkdir(inTheirs, { mode: 0o700 });
+  const open = join(shared, 'open');
+  await mkdir(open);
+  await chmod(open, 0o777); // writable by all, and not sticky
+  const inOpen = join(open, 'cache');
+  await mkdir(inOpen, { mode: 0o700 });
+  for (const [dir, why] of [[inTheirs, `${theirs} belongs to uid ${NOBODY}, not root`], [inOpen, `${open}, on the way to ${inOpen}, is writable by users other than root (and not sticky, as /tmp is)`]] as const) {
+    await runWith(dir);
+    t.deepEqual(await readdir(dir), [], 'nothing written there');
+    const good = await cacheDir(t);
+    await runWith(good);
+    await markStored(good, 'MARK');
+    for (const file of await stored(good)) await writeFile(join(dir, file), await readFile(join(good, file)));
+    t.notRegex(payloads(planWith(await newRun(), new PlanCache(dir))), /MARK/, dir);
+    const cache = new PlanCache(dir);
+    planWith(await newRun('test/fixtures/policy.yaml'), cache);
+    t.is(cache.flush(), `${why} (${ONLY_PRIVATE})`);
+  }
+});
+
+asRoot('a cache directory that does not exist yet is made one directory at a time, never through a link another user made', async (t) => {
+  const shared = await sharedDir(t);
+  const target = await cacheDir(t);
+  const link = join(shared, 'vlan-gateway');
+  await symlink(target, link);
+  await lchown(link, NOBODY, NOBODY);
+  const cache = new PlanCache(join(link, 'plan-cache'));
+  planWith(await newRun(), cache);
+  t.is(cache.flush(), `${link} is a link that uid ${NOBODY} owns, not root (${ONLY_PRIVATE})`);
+  t.deepEqual(await readdir(target), [], 'no directory made where the link leads');
+  // Where nothing is in the way: made, 0700, and used.
+  const fresh = join(shared, 'run', 'vlan-gateway', 'plan-cache');
+  await runWith(fresh);
+  t.is((await stat(fresh)).mode & 0o777, 0o700);
+  t.is((await stored(fresh)).length, 1);
 });
 
 test.serial('a cache that cannot be written says why (a read-only /run); one written, or with nothing due, says nothing', async (t) => {

@@ -1,0 +1,63 @@
+/**
+ * The file of UDP flows an apply has still to clear (src/cli/flows-left.ts). What it names, the next apply deletes
+ * from conntrack as root: it is read only from a directory that root owns and nobody else can write to, reached
+ * through directories and links nobody else can change. Another user's link in /tmp, or a directory of theirs on
+ * the way, could swap root's directory for one holding clears of their choice between root's check and its read.
+ */
+import test from 'ava';
+import { chmod, chown, lchown, mkdir, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FlowsLeft } from '../../src/cli/flows-left.js';
+import type { ConntrackClear } from '../../src/plan/types.js';
+
+const asRoot = process.getuid?.() === 0 ? test.serial : test.serial.skip;
+const NOBODY = 65534;
+const CLEAR: ConntrackClear = { kind: 'conntrack-clear', ports: [51820, 51820], forward: 'added', local: ['192.168.10.1'] };
+
+async function scratch(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-flows-left-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+test.serial('clears written are read back, and the file goes once none are left', async (t) => {
+  const dir = join(await scratch(t), 'state');
+  const left = await FlowsLeft.of(undefined, dir);
+  left.write([CLEAR, CLEAR]);
+  t.deepEqual((await FlowsLeft.of(undefined, dir)).read(), [CLEAR]);
+  left.write([]);
+  t.deepEqual(await readdir(dir), []);
+});
+
+asRoot('clears are not read through a link another user made in /tmp, nor written there', async (t) => {
+  const shared = await scratch(t);
+  await chmod(shared, 0o1777);
+  const real = join(shared, 'real');
+  (await FlowsLeft.of(undefined, real)).write([CLEAR]); // root's own, or any other directory of root's
+  const link = join(shared, 'vgw-state');
+  await symlink(real, link);
+  await lchown(link, NOBODY, NOBODY);
+  t.deepEqual((await FlowsLeft.of(undefined, link)).read(), []);
+  const target = join(shared, 'target');
+  await mkdir(target, { mode: 0o700 });
+  const other = join(shared, 'other-link');
+  await symlink(target, other);
+  await lchown(other, NOBODY, NOBODY);
+  (await FlowsLeft.of(undefined, other)).write([CLEAR]);
+  t.deepEqual(await readdir(target), [], 'nothing written where the link leads');
+  // root's own link is followed
+  const own = join(shared, 'root-link');
+  await symlink(real, own);
+  t.deepEqual((await FlowsLeft.of(undefined, own)).read(), [CLEAR]);
+});
+
+asRoot('clears are not read from a directory inside one another user owns', async (t) => {
+  const shared = await scratch(t);
+  const theirs = join(shared, 'theirs');
+  await mkdir(theirs);
+  const state = join(theirs, 'state');
+  (await FlowsLeft.of(undefined, state)).write([CLEAR]); // written while the parent was root's
+  await chown(theirs, NOBODY, NOBODY); // now nobody could rename it away and put another in its place
+  t.deepEqual((await FlowsLeft.of(undefined, state)).read(), []);
+});
