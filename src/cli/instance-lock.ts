@@ -59,6 +59,9 @@ function holderPid(name: string): Promise<string | undefined> {
  */
 async function listen(name: string, answer: () => Promise<string> = async () => String(process.pid)): Promise<Server | undefined> {
   const server = createServer((socket) => {
+    // An asker gone before the answer (one that gave up waiting, or any local process that connects and resets: an
+    // abstract socket has no permissions) is no error: unhandled, it ended the supervisor holding the lock.
+    socket.on('error', () => undefined);
     void answer().then((text) => socket.end(`${text}\n`), () => socket.end(`${process.pid}\n`));
   });
   server.unref(); // the lock does not keep the process alive

@@ -8,7 +8,8 @@
 import test from 'ava';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
-import { InstanceLock, WRITE_LOCK_TIMEOUT_MS, WriteLock } from '../../src/cli/instance-lock.js';
+import { execa } from 'execa';
+import { InstanceLock, namespaceInode, WRITE_LOCK_TIMEOUT_MS, WriteLock } from '../../src/cli/instance-lock.js';
 import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
 import { runMain } from '../helpers/main.js';
 import { bareNamespace, GatewayProcess, iptablesSave, REPO, sleep, vgwLines } from '../helpers/supervisor.js';
@@ -103,4 +104,26 @@ kernel(`an apply that stalls as it asks for the supervisor (a loaded machine) st
     await lock.release();
   }
   t.is(await InstanceLock.holder(namespace), undefined, 'released: nobody holds it');
+});
+
+// Anyone can connect to an abstract socket. One who connected to the supervisor's lock and reset the connection
+// before its answer (EPIPE or ECONNRESET on the holder's side, with no handler) ended the supervisor: shown with a
+// user without any privilege against `run --netns`, which binds its lock in the machine's own namespace.
+kernel(`a supervisor is not ended by askers of its lock that reset the connection${NEEDS_ROOT}`, async (t) => {
+  const gateway = await GatewayProcess.start({ bundle: bundle().path, netns: namespace, config: example });
+  try {
+    await gateway.waitReady();
+    const name = `vlan-gateway-run-${await namespaceInode(namespace)}`;
+    const script = `const net = require('node:net'); let n = 0;
+      const ask = () => { const s = net.createConnection({ path: '\\0' + process.argv[1] });
+        s.on('connect', () => s.destroy()); s.on('error', () => undefined); s.on('close', () => (++n < 2000 ? ask() : process.exit(0))); };
+      ask();`;
+    await execa('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, '-e', script, name]);
+    await sleep(500);
+    t.is(gateway.exit, undefined, `the supervisor still runs: ${gateway.stderr}`);
+    t.is(await InstanceLock.holder(namespace), String(gateway.pid), 'and still holds its lock');
+  } finally {
+    await gateway.stop();
+    await runMain('down', '--netns', namespace, '--config', example);
+  }
 });
