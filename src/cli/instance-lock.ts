@@ -15,7 +15,7 @@
  * --netns lock checks that its namespace is still the one it locked (every second, and before it answers a
  * newcomer); when it is not, it lets the lock go and says so (InstanceLock.watch), and the newcomer takes it.
  */
-import { stat } from 'node:fs/promises';
+import { readdir, readFile, readlink, stat } from 'node:fs/promises';
 import { createConnection, createServer, type Server } from 'node:net';
 import { FailureError } from './errors.js';
 
@@ -25,6 +25,54 @@ export async function namespaceInode(netns: string | undefined): Promise<string>
   const s = await stat(path);
   return `${s.dev}-${s.ino}`;
 }
+
+/** A process of another user listening on a lock's name (see foreignHolder). */
+export interface ForeignHolder {
+  readonly pid: number;
+  readonly uid: number;
+  readonly command: string;
+}
+
+/**
+ * The process listening on the abstract socket `name` when it runs as another user than this one, else undefined
+ * (ours, none, or not to be found: another PID namespace's). An abstract socket has no owner or permissions: any
+ * local user in the namespace can bind a lock's name before vlan-gateway does (on a host, `run --netns` and `apply
+ * --netns` bind theirs in the machine's own namespace) and answer any pid it likes. Such a process is not a
+ * vlan-gateway of root's, so neither its answer nor its hold is taken as one. Found from /proc/net/unix (the
+ * listening socket's inode, in this process's network namespace) and the processes' open files; read only when
+ * the name is taken.
+ */
+export async function foreignHolder(name: string, uid: number | undefined = process.getuid?.()): Promise<ForeignHolder | undefined> {
+  if (uid === undefined) return undefined;
+  // /proc/net/unix shows an abstract name's NULs as "@"; node binds one padded with NULs to the whole sun_path.
+  const shown = `@${name.slice(1)}`;
+  const table = await readFile('/proc/net/unix', 'utf8').catch(() => '');
+  // Num RefCount Protocol Flags Type St Inode Path; Flags 00010000: listening. A name with "@" written after it shows
+  // alike: every such listener is looked at, and one that is ours (or not found) is taken for the holder.
+  const inodes = new Set(table.split('\n').map((line) => line.trim().split(/\s+/))
+    .filter((f) => f[3] === '00010000' && f[7] !== undefined && f[7].startsWith(shown) && /^@*$/.test(f[7].slice(shown.length)))
+    .map((f) => `socket:[${f[6]}]`));
+  if (inodes.size === 0) return undefined;
+  const found = new Map<string, ForeignHolder | 'ours'>();
+  for (const entry of await readdir('/proc').catch(() => [])) {
+    if (!/^\d+$/.test(entry)) continue;
+    for (const fd of await readdir(`/proc/${entry}/fd`).catch(() => [])) {
+      const link = await readlink(`/proc/${entry}/fd/${fd}`).catch(() => '');
+      if (!inodes.has(link) || found.has(link)) continue;
+      const status = await readFile(`/proc/${entry}/status`, 'utf8').catch(() => '');
+      const effective = Number(/^Uid:\s+\d+\s+(\d+)/m.exec(status)?.[1]);
+      if (!Number.isInteger(effective) || effective === uid) return undefined;
+      found.set(link, { pid: Number(entry), uid: effective, command: (await readFile(`/proc/${entry}/comm`, 'utf8').catch(() => '?')).trim() });
+    }
+    if (found.size === inodes.size) break;
+  }
+  const holders = [...found.values()];
+  return holders.length === inodes.size ? holders[0] as ForeignHolder : undefined;
+}
+
+const foreignText = (name: string, holder: ForeignHolder) =>
+  `the name of its lock (the abstract socket @${name.slice(1)}) is held by pid ${holder.pid} (${holder.command}, uid ${holder.uid}), `
+  + `a process of another user, not a vlan-gateway of uid ${process.getuid?.()}: stop that process`;
 
 /** What the holder of a --netns lock answers once its namespace is gone: it has let the lock go. */
 const GONE = 'gone';
@@ -114,6 +162,8 @@ export class InstanceLock extends Lock {
         });
         return lock;
       }
+      const foreign = await foreignHolder(name);
+      if (foreign) throw new FailureError(`cannot manage ${where(netns)}: ${foreignText(name, foreign)}`);
       const pid = await holderPid(name);
       // Its holder's namespace is gone (this one has its inode now): it has let the lock go, or is closing it. Or
       // its holder has just exited.
@@ -131,8 +181,10 @@ export class InstanceLock extends Lock {
    * taking its own: whichever of the two comes second sees the other.
    */
   static async holder(netns: string | undefined): Promise<string | undefined> {
-    const pid = await holderPid(`\0vlan-gateway-run-${await namespaceInode(netns)}`);
-    return pid === GONE ? undefined : pid;
+    const name = `\0vlan-gateway-run-${await namespaceInode(netns)}`;
+    const pid = await holderPid(name);
+    // Another user's process on the name is no supervisor (though it keeps one from starting: see take).
+    return pid === GONE || (pid !== undefined && await foreignHolder(name)) ? undefined : pid;
   }
 
   /**
@@ -195,10 +247,17 @@ export class WriteLock extends Lock {
     const name = `\0vlan-gateway-write-${await namespaceInode(netns)}`;
     const deadline = Date.now() + options.timeoutMs;
     let said = false;
+    let asked: string | undefined;
     for (;;) {
       const server = await listen(name);
       if (server) return new WriteLock(server);
       const pid = await holderPid(name);
+      // Looked at again only when the answer changes: a wait beside a long apply does not read /proc 20 times a second.
+      if (pid !== asked || !said) {
+        const foreign = await foreignHolder(name);
+        if (foreign) throw new FailureError(`cannot write to ${where(netns)}: ${foreignText(name, foreign)}; nothing was changed`);
+      }
+      asked = pid;
       const other = `another vlan-gateway apply or down${pid ? ` (pid ${pid})` : ''}`;
       if (Date.now() >= deadline) {
         throw new FailureError(`${other} still held ${where(netns)} after ${options.timeoutMs / 1000} s of waiting; nothing was changed`);

@@ -127,3 +127,55 @@ kernel(`a supervisor is not ended by askers of its lock that reset the connectio
     await runMain('down', '--netns', namespace, '--config', example);
   }
 });
+
+/**
+ * The locks are abstract sockets, which have no owner: on a host, where `run --netns` and `apply --netns` bind
+ * theirs in the machine's own namespace, any local user could bind a lock's name first and answer any pid. `run`
+ * then refused to start, naming the pid the squatter chose ("another vlan-gateway run (pid 1) already manages …;
+ * stop it first"), and every `apply` waited 60 s and failed the same way. The holder is now looked up (not asked),
+ * and another user's process is named as what it is, at once; it is no supervisor to refuse an apply beside.
+ */
+async function squat(names: readonly string[]): Promise<{ pid: number; stop(): Promise<void> }> {
+  const script = `const net = require('node:net'); let n = 0;
+    for (const name of JSON.parse(process.argv[1])) net.createServer((s) => s.end('1\\n')).listen({ path: '\\0' + name }, () => { if (++n === ${names.length}) console.log('listening'); });`;
+  const child = execa('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, '-e', script, JSON.stringify(names)]);
+  child.catch(() => undefined);
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (d) => String(d).includes('listening') && resolve());
+    child.once('exit', () => reject(new Error(`the squatter exited: ${child.stderr}`)));
+  });
+  return { pid: child.pid!, stop: async () => void child.kill('SIGKILL') };
+}
+
+kernel(`another user's process on the supervisor's lock name is named as such, and an apply is not refused for it${NEEDS_ROOT}`, async (t) => {
+  const name = `vlan-gateway-run-${await namespaceInode(namespace)}`;
+  const squatter = await squat([name]);
+  try {
+    await t.throwsAsync(InstanceLock.take(namespace), {
+      message: `cannot manage network namespace ${namespace}: the name of its lock (the abstract socket @${name}) is held by pid ${squatter.pid} `
+        + '(node, uid 65534), a process of another user, not a vlan-gateway of uid 0: stop that process',
+    });
+    t.is(await InstanceLock.holder(namespace), undefined, 'no supervisor of ours');
+    const apply = await runMain('apply', '--netns', namespace, '--config', example);
+    t.is(apply.code, 0, apply.stderr);
+  } finally {
+    await squatter.stop();
+    await runMain('down', '--netns', namespace, '--config', example);
+  }
+});
+
+kernel(`another user's process on the write lock's name fails an apply at once, naming it${NEEDS_ROOT}`, async (t) => {
+  const name = `vlan-gateway-write-${await namespaceInode(namespace)}`;
+  const squatter = await squat([name]);
+  try {
+    const started = Date.now();
+    const apply = await runMain('apply', '--netns', namespace, '--config', example);
+    t.is(apply.code, 1);
+    t.is(apply.stderr.trim(), `vlan-gateway: cannot write to network namespace ${namespace}: the name of its lock (the abstract socket @${name}) is held by `
+      + `pid ${squatter.pid} (node, uid 65534), a process of another user, not a vlan-gateway of uid 0: stop that process; nothing was changed`);
+    t.true(Date.now() - started < 10_000, 'not after a minute of waiting');
+    t.deepEqual(vgwLines(await iptablesSave(namespace)), []);
+  } finally {
+    await squatter.stop();
+  }
+});
