@@ -13,7 +13,7 @@
  * to the functions a start needs). A read-only install runs without one. VLAN_GATEWAY_CODE_CACHE=off disables it.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync, type Stats } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +33,25 @@ const bundle = join(dirname(fileURLToPath(import.meta.url)), 'cli.cjs');
 const off = process.env.VLAN_GATEWAY_CODE_CACHE === 'off';
 
 type Exports = { main: typeof Main };
+
+/** Owned by this user (or root) and writable by nobody else. */
+const ownOnly = (s: Stats) => (s.uid === process.getuid?.() || s.uid === 0) && (s.mode & 0o022) === 0;
+
+/**
+ * The cache file, read only when its directory and the file itself are this user's (or root's) alone: V8's cached
+ * data is compiled code, which V8 checks against the source's length only, so a cache another user could write
+ * (a directory left world-writable by a umask of 000) would be their code run as root.
+ */
+function readOwnFile(file: string): Buffer {
+  if (!ownOnly(statSync(dirname(file)))) throw new Error('not ours alone');
+  const fd = openSync(file, 'r');
+  try {
+    if (!ownOnly(fstatSync(fd))) throw new Error('not ours alone');
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /** The bundle compiled, with the cache when there is one; and the cache written when it can be improved on. */
 class CachedBundle implements CodeCache {
@@ -56,7 +75,7 @@ class CachedBundle implements CodeCache {
     let madeBy = '';
     if (!off) {
       try {
-        const raw = readFileSync(this.cacheFile);
+        const raw = readOwnFile(this.cacheFile);
         const newline = raw.indexOf(10);
         madeBy = raw.subarray(0, newline).toString('latin1');
         cached = raw.subarray(newline + 1);
@@ -89,9 +108,10 @@ class CachedBundle implements CodeCache {
     const data = this.script.createCachedData();
     this.script = undefined;
     try {
-      mkdirSync(dirname(this.cacheFile), { recursive: true });
+      // Modes given, not left to the umask: the cache is code this user runs (see readOwnFile).
+      mkdirSync(dirname(this.cacheFile), { recursive: true, mode: 0o755 });
       const partial = `${this.cacheFile}.${process.pid}`;
-      writeFileSync(partial, Buffer.concat([Buffer.from(`${maker}\n`), data]));
+      writeFileSync(partial, Buffer.concat([Buffer.from(`${maker}\n`), data]), { mode: 0o644 });
       renameSync(partial, this.cacheFile); // whole or not at all, even with several processes starting at once
     } catch {
       // a read-only install: start without a cache, as before
