@@ -5,7 +5,7 @@
  * test, which read the `codeCache` field of `run`'s first log line.
  */
 import test from 'ava';
-import { cp, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -96,13 +96,45 @@ test('a place the cache cannot be written, or VLAN_GATEWAY_CODE_CACHE=off: the c
   }
 });
 
+// V8's cached data is compiled code, checked against the source's length only: a cache another user can write is
+// their code run as root. So the launcher writes it with modes of its own (not the umask's), and reads none that is
+// writable by others, or in a directory that is.
+test('the cache is written 0755/0644 whatever the umask, and one writable by others is not read but written again', async (t) => {
+  const pkg = await install(false);
+  try {
+    const launcher = join(pkg.dir, 'dist', 'vlan-gateway.mjs');
+    const made = await execa('sh', ['-c', 'umask 000; exec "$0" "$@"', process.execPath, launcher, 'validate', '--config', join(REPO, 'examples', 'lab.yaml')],
+      { env: { ...process.env, NODE_OPTIONS: '' }, reject: false });
+    t.is(made.exitCode, 0, made.stderr);
+    const [name] = [...(await caches(pkg.cacheDir)).keys()];
+    const file = join(pkg.cacheDir, name!);
+    t.is((await stat(pkg.cacheDir)).mode & 0o777, 0o755);
+    t.is((await stat(file)).mode & 0o777, 0o644);
+
+    // Written by anyone: not read (V8 would take it), so written again, whole and 0644.
+    await chmod(file, 0o666);
+    const before = (await stat(file)).ino;
+    t.is((await validate(pkg.dir)).exitCode, 0);
+    t.not((await stat(file)).ino, before, 'written again, not taken');
+    t.is((await stat(file)).mode & 0o777, 0o644);
+
+    // In a directory anyone can write to: not read either (a cache V8 took is not rewritten by a light command).
+    await chmod(pkg.cacheDir, 0o777);
+    const kept = (await stat(file)).ino;
+    t.is((await validate(pkg.dir)).exitCode, 0);
+    t.not((await stat(file)).ino, kept, 'not taken from a directory others can write to');
+  } finally {
+    await pkg.remove();
+  }
+});
+
 test('errors keep their exit codes and messages through the launcher', async (t) => {
   const r = await execa(process.execPath, [built.path, 'validate', '--config', '/nonexistent/gateway.yaml'], { reject: false });
   t.is(r.exitCode, 2);
   t.regex(r.stderr, /\/nonexistent\/gateway\.yaml/);
   const usage = await execa(process.execPath, [built.path, 'bogus'], { reject: false });
   t.is(usage.exitCode, 2);
-  t.regex(usage.stderr, /Unknown argument: bogus/);
+  t.regex(usage.stderr, /^Unknown command: bogus \(the commands: validate, plan, apply, down, run, status, lab\)$/m);
 });
 
 // The launcher holds SIGTERM, SIGINT and SIGHUP while it loads the bundle, for `run` to take over (its kernel test:
