@@ -53,6 +53,17 @@ function stepLines(step: Step): string[] {
   }
 }
 
+/**
+ * The changes a plan lists, each as a reviewer counts them: an address, a link, the route, a sysctl, a set, a
+ * conntrack clear, and per table each chain created, rewritten or deleted and each jump added or removed. Counted as
+ * steps, one table step with three chains rewritten and a jump added was "1 change pending".
+ */
+export function changeCount(plan: Plan): number {
+  let count = 0;
+  for (const step of plan.steps) count += step.kind === 'table' ? Math.max(1, step.chains.length + step.jumps.length) : 1;
+  return count;
+}
+
 export function formatPlan(plan: Plan): string {
   const out: string[] = [];
   for (const b of plan.desired.vlans) {
@@ -70,7 +81,8 @@ export function formatPlan(plan: Plan): string {
     // One line at a time: a step's lines as spread arguments were more than one call takes (512 VLANs' sets).
     for (const step of plan.steps) for (const line of stepLines(step)) out.push(line);
     out.push('');
-    out.push(`${plan.steps.length} change${plan.steps.length === 1 ? '' : 's'} pending.`);
+    const count = changeCount(plan);
+    out.push(`${count} change${count === 1 ? '' : 's'} pending.`);
   }
   return out.join('\n');
 }

@@ -528,6 +528,32 @@ test('rules swapped (first match wins) are shown in their new order, not as a re
   ].join('\n')), text);
 });
 
+// The count was of plan steps: a table whose three chains were rewritten and whose hook was put back is one step, and
+// `plan` said "1 change pending." under four changes listed.
+test('plan counts the changes it lists: each chain and each jump of a table, not the table once', (t) => {
+  const save = without(inSyncSave(desiredOf(lab)), (l) => /-A (VGW-FROM-(10|20|UP) |FORWARD .*-j VGW-FORWARD$)/.test(l));
+  const plan = planOf(lab, save);
+  t.deepEqual(plan.steps.map(stepName), ['table filter']);
+  const text = formatPlan(plan);
+  t.deepEqual(text.split('\n').filter((l) => /^(~ table| {4}[+~-] (chain|jump))/.test(l)), [
+    '~ table filter:',
+    '    ~ chain VGW-FROM-10 (+4 -0 rules)',
+    '    ~ chain VGW-FROM-20 (+4 -0 rules)',
+    '    ~ chain VGW-FROM-UP (+5 -0 rules)',
+    '    + jump FORWARD -> VGW-FORWARD',
+  ]);
+  t.true(text.endsWith('\n\n4 changes pending.'), text);
+  // With the VLANs' gateway addresses missing too: each is one more.
+  const facts = factsWith(lab, save, { gatewayAddresses: false });
+  const wider = formatPlan(diff(planDesired(lab, facts, templates), facts));
+  t.deepEqual(wider.split('\n').filter((l) => /^[+~-] /.test(l)), [
+    '+ address 192.168.10.1/24 on eth1 (vlan office)',
+    '+ address 192.168.20.1/24 on eth2 (vlan lab)',
+    '~ table filter:',
+  ]);
+  t.true(wider.endsWith('\n\n6 changes pending.'), wider);
+});
+
 // iptables-nft-save prints our hash comment back quoted and after `-p`: with it, a rule's two versions looked like two
 // different rules (`- -p tcp -m comment --comment "vgw:…" -m multiport --dports 22 -j ACCEPT` against
 // `+ -m comment --comment vgw:… -p tcp -m multiport --dports 23 -j ACCEPT`).
@@ -787,7 +813,10 @@ test('the plan of the most VLANs a config takes, every NIC attached, is printed:
   const lines = formatPlan(diff(planDesired(config, facts, templates), facts)).split('\n');
   t.is(lines.filter((l) => l.startsWith('    + ')).length, 265_218);
   t.is(lines.filter((l) => /^\+ ipset VGW-/.test(l)).length, 24);
-  t.is(lines.at(-1), '25 changes pending.');
+  // 24 sets, and in the filter table every chain created and the jump into it.
+  const listed = lines.filter((l) => /^(\+ ipset | {4}[+~-] (chain|jump) )/.test(l)).length;
+  t.is(listed, 538);
+  t.is(lines.at(-1), `${listed} changes pending.`);
 });
 
 // A prefix that ends at its VLAN's broadcast address (the upper half of a /24) is inside the VLAN, as validation
