@@ -31,7 +31,13 @@ export function describeError(error: unknown): string {
 }
 
 function describe(error: unknown): string {
-  if (error instanceof ConfigError) return `invalid config: ${error.message}`;
+  if (error instanceof ConfigError) {
+    // A lone problem that names the file itself (cannot read it, it is empty) is one line: under the header
+    // "invalid config: F: 1 problem:" it named the file twice, over two lines.
+    const [only] = error.lines;
+    if (error.lines.length === 1 && namesFile(only!, printable(error.source))) return `invalid config: ${only!}`;
+    return `invalid config: ${error.message}`;
+  }
   if (error instanceof TemplateError) {
     return error.problems.length === 1 ? `invalid rule template: ${error.message}` : `invalid rule templates (nothing was applied):\n${error.message}`;
   }

@@ -36,9 +36,10 @@ const rows: Array<{ argv: string[]; code: number; stderr: string }> = [
   { argv: ['plan', '--config', NO_FILE, '--netns', 'a', '--netns', 'b'], code: 2, stderr: 'vlan-gateway: --netns is given 2 times ("a", "b"); give it once\n' },
   { argv: ['validate', '--config', 'a.yaml', '--config', 'b.yaml'], code: 2, stderr: 'vlan-gateway: --config is given 2 times ("a.yaml", "b.yaml"); give it once\n' },
   { argv: ['validate', '--config'], code: 2, stderr: 'vlan-gateway: --config needs a value\n' },
+  // A file that cannot be read is one line naming it once (it was "invalid config: F: 1 problem:" over "cannot read F: …").
   // Errors under --detailed-exitcode are 1, never 2 ("changes pending").
-  { argv: ['validate', '--config', NO_FILE], code: 2, stderr: `vlan-gateway: invalid config: ${NO_FILE}: 1 problem:\n  cannot read ${NO_FILE}: no such file\n` },
-  { argv: ['plan', '--detailed-exitcode', '--config', NO_FILE], code: 1, stderr: `vlan-gateway: invalid config: ${NO_FILE}: 1 problem:\n  cannot read ${NO_FILE}: no such file\n` },
+  { argv: ['validate', '--config', NO_FILE], code: 2, stderr: `vlan-gateway: invalid config: cannot read ${NO_FILE}: no such file\n` },
+  { argv: ['plan', '--detailed-exitcode', '--config', NO_FILE], code: 1, stderr: `vlan-gateway: invalid config: cannot read ${NO_FILE}: no such file\n` },
   { argv: ['plan', '--detailed-exitcode', '--conifg', NO_FILE], code: 1, stderr: 'Unknown argument: conifg\nRun vlan-gateway --help for usage.\n' },
   { argv: ['plan', '--detailed-exitcode', '--netns', 'vgw-test-no-such-ns'], code: 1, stderr: 'vlan-gateway: --netns vgw-test-no-such-ns: no such network namespace (`ip netns list` shows the names)\n' },
   // A flag without a value read `--flag=VALUE` as false for any VALUE but "true": `plan --detailed-exitcode=1` exited 0
@@ -49,7 +50,7 @@ const rows: Array<{ argv: string[]; code: number; stderr: string }> = [
   { argv: ['run', '--config', NO_FILE, '--cleanup-on-exit=on'], code: 2, stderr: 'vlan-gateway: --cleanup-on-exit takes no value (given "on"): write --cleanup-on-exit, or leave it out\n' },
   { argv: ['status', '--json=', '--url', 'notaurl'], code: 2, stderr: 'vlan-gateway: --json takes no value (given ""): write --json, or leave it out\n' },
   // --detailed-exitcode=false is plan without it: an invalid config is exit 2 there.
-  { argv: ['plan', '--detailed-exitcode=false', '--config', NO_FILE], code: 2, stderr: `vlan-gateway: invalid config: ${NO_FILE}: 1 problem:\n  cannot read ${NO_FILE}: no such file\n` },
+  { argv: ['plan', '--detailed-exitcode=false', '--config', NO_FILE], code: 2, stderr: `vlan-gateway: invalid config: cannot read ${NO_FILE}: no such file\n` },
   // run's flags are checked before the config is read.
   { argv: ['run', '--config', NO_FILE, '--log-level', 'loud'], code: 2, stderr: 'vlan-gateway: log level "loud" (--log-level or $LOG_LEVEL): expected one of trace, debug, info, warn, error, fatal, silent\n' },
   { argv: ['run', '--config', NO_FILE, '--stats-interval', '-5'], code: 2, stderr: 'vlan-gateway: --stats-interval -5: expected a whole number of milliseconds from 100 to 3600000\n' },
@@ -170,11 +171,11 @@ test.serial('a config named by $VLAN_GATEWAY_CONFIG that cannot be read says so,
   try {
     for (const command of [['validate'], ['plan', '--detailed-exitcode'], ['run']]) {
       const result = await run(...command);
-      t.is(result.stderr, `vlan-gateway: invalid config: ${NO_FILE}: 1 problem:\n  cannot read ${NO_FILE}: no such file (named by $VLAN_GATEWAY_CONFIG; give another with --config FILE)\n`, command.join(' '));
+      t.is(result.stderr, `vlan-gateway: invalid config: cannot read ${NO_FILE}: no such file (named by $VLAN_GATEWAY_CONFIG; give another with --config FILE)\n`, command.join(' '));
       t.is(result.code, command.includes('--detailed-exitcode') ? 1 : 2);
     }
     const given = await run('validate', '--config', NO_FILE);
-    t.is(given.stderr, `vlan-gateway: invalid config: ${NO_FILE}: 1 problem:\n  cannot read ${NO_FILE}: no such file\n`, '--config: the user named it');
+    t.is(given.stderr, `vlan-gateway: invalid config: cannot read ${NO_FILE}: no such file\n`, '--config: the user named it');
   } finally {
     if (saved === undefined) delete process.env.VLAN_GATEWAY_CONFIG;
     else process.env.VLAN_GATEWAY_CONFIG = saved;
@@ -230,18 +231,19 @@ test('a rules.dir entry that cannot be read as a template is a config error nami
   }
 });
 
-// An empty file (0 bytes, or every line commented out) was reported as `vlans: is required`, naming no file.
+// An empty file (0 bytes, or every line commented out) was reported as `vlans: is required`, naming no file. Said
+// under "invalid config: F: 1 problem:" it named the file twice, over two lines: it is one line.
 test.serial('an empty config file is said to be empty, with its path, exit 2', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'vgw-empty-'));
   try {
     const config = join(dir, 'gateway.yaml');
     await writeFile(config, '');
     const empty = await runMain('validate', '--config', config);
-    t.is(empty.stderr, `vlan-gateway: invalid config: ${config}: 1 problem:\n  ${config} is empty: a config needs at least vlans\n`);
+    t.is(empty.stderr, `vlan-gateway: invalid config: ${config} is empty: a config needs at least vlans\n`);
     t.is(empty.code, 2);
     await writeFile(config, '# vlans:\n#   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\n\n');
     const comments = await runMain('apply', '--config', config);
-    t.is(comments.stderr, `vlan-gateway: invalid config: ${config}: 1 problem:\n  ${config} is empty (only comments): a config needs at least vlans\n`);
+    t.is(comments.stderr, `vlan-gateway: invalid config: ${config} is empty (only comments): a config needs at least vlans\n`);
     t.is(comments.code, 2);
   } finally {
     await rm(dir, { recursive: true, force: true });
