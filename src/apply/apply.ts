@@ -3,7 +3,7 @@
  * that succeeds records how to undo it. When a step fails, the earlier ones are undone in reverse, so a failed
  * apply leaves the previous rules, addresses and route in place, and the error names what failed and why.
  */
-import { CommandError, type CommandRunner } from '../exec/runner.js';
+import { asRun, CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend } from '../observe/facts.js';
 import { forEachIpsetMember, parseIpsetReferences } from '../observe/parse-ipset.js';
 import { restoreCommand } from '../observe/read.js';
@@ -353,7 +353,7 @@ async function refuseSetsInUse(runner: CommandRunner, backend: Backend, lines: r
       const set = (held.step as { set: string }).set;
       const references = referencesOf.get(set)!;
       throw new StepFailed(held.step, new Error(`ipset ${set} is still in use (${references} reference${references === 1 ? '' : 's'}) once the `
-        + `gateway's rules no longer use it, and the kernel keeps a set in use; ${setInUseAdvice(set, backend)}`));
+        + `gateway's rules no longer use it, and the kernel keeps a set in use; ${setInUseAdvice(set, backend, runner.prefix)}`));
     }
     await sleep(wait);
   }
@@ -400,14 +400,14 @@ export function describeStep(step: Step): string {
   }
 }
 
-function explain(step: Step, error: unknown, backend: Backend): string {
+function explain(step: Step, error: unknown, backend: Backend, prefix: readonly string[] | undefined): string {
   if (!(error instanceof CommandError)) return String((error as Error)?.message ?? error);
   const stderr = error.stderr.trim();
   if (step.kind === 'sysctl') {
     const hint = sysctlHint(step.key, step.value, stderr);
     return `${stderr || error.message}${hint ? `; ${hint}` : ''}`;
   }
-  const hint = privilegeHint(stderr) ?? lockFileHint(stderr) ?? (step.kind === 'set-destroy' ? setInUseHint(step.set, backend, stderr) : undefined);
+  const hint = privilegeHint(stderr) ?? lockFileHint(stderr) ?? (step.kind === 'set-destroy' ? setInUseHint(step.set, backend, stderr, prefix) : undefined);
   if (step.kind === 'table') {
     const context = restoreFailureContext(step.payload, error.stderr);
     const program = error.argv.find((a) => a.endsWith('-restore')) ?? error.argv[0];
@@ -492,7 +492,7 @@ async function runAddressBatch(runner: CommandRunner, steps: readonly AddressSte
       } catch (undoError) {
         throw new StepFailed(steps[0]!, new UndoFailed(error, undoError), true);
       }
-      if (refused.length > 0) throw new StepFailed(steps[0]!, new UndoFailed(error, new CommandError(argv, 1, refused.join('\n'))), true);
+      if (refused.length > 0) throw new StepFailed(steps[0]!, new UndoFailed(error, new CommandError(asRun(runner, argv), 1, refused.join('\n'))), true);
       throw new StepFailed(steps[0]!, error, true);
     }
     // ip stops at the failing line ("Command failed -:3"); the lines before it took effect and are undone here.
@@ -523,7 +523,7 @@ async function runAddressSteps(runner: CommandRunner, steps: readonly AddressSte
       const argv = ipArgv(undoLine(s));
       const result = await runner.run(argv, { allowFailure: true, rollback: true }).catch((error: unknown) => ({ error }));
       if ('error' in result) failure ??= result.error;
-      else if (result.exitCode !== 0 && !(s === mayNotHaveRun && NOT_DONE.test(result.stderr))) failure ??= new CommandError(argv, result.exitCode, result.stderr);
+      else if (result.exitCode !== 0 && !(s === mayNotHaveRun && NOT_DONE.test(result.stderr))) failure ??= new CommandError(asRun(runner, argv), result.exitCode, result.stderr);
     }
     if (failure !== undefined) throw failure;
   };
@@ -777,7 +777,7 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
     const likely = guessed.length > 0
       ? `\niptables-legacy refuses a table whole and names no rule; this round wrote rules of rules.dir only (${guessed.join(', ')}): one of them (the kernel's reason is in dmesg)`
       : '';
-    throw new ApplyError(`${describeStep(failed)} failed: ${explain(failed, error, backend)}${likely}\n(${rolled})`, failed, rollbackErrors.length === 0, rollbackErrors,
+    throw new ApplyError(`${describeStep(failed)} failed: ${explain(failed, error, backend, runner.prefix)}${likely}\n(${rolled})`, failed, rollbackErrors.length === 0, rollbackErrors,
       failedLine, userChain);
   }
   observer.forwarding?.();
@@ -797,7 +797,7 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
   if (filled?.status === 'rejected') {
     const { failed, error } = unpack(filled.reason, accounting!.step);
     const what = failed.kind === 'set-update' ? `writing the members of ipset ${failed.set}` : describeStep(failed);
-    throw new AccountingError(`${what} failed: ${explain(failed, error, backend)}\n(the rules, addresses and ip_forward are in place and stay; `
+    throw new AccountingError(`${what} failed: ${explain(failed, error, backend, runner.prefix)}\n(the rules, addresses and ip_forward are in place and stay; `
       + 'only the per-VLAN-pair counting is incomplete, until the next pass writes the missing members)', failed);
   }
 }

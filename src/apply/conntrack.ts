@@ -19,7 +19,7 @@
  * as a warning. A conntrack that is not installed is said as such; one killed or unable to start is a failure like
  * any other, never taken for one that is missing.
  */
-import { CommandError, type CommandRunner } from '../exec/runner.js';
+import { asRun, CommandError, shownCommand, type CommandRunner } from '../exec/runner.js';
 import { entryAddresses } from '../observe/parse-conntrack.js';
 import { portText, StalePicker } from '../plan/conntrack.js';
 import type { ConntrackClear } from '../plan/types.js';
@@ -146,7 +146,7 @@ async function runDeletes(runner: CommandRunner, filters: readonly string[][]): 
     if ('error' in result) failure ??= result.error;
     else if (result.exitCode !== 0 && !NONE_DELETED.test(result.stderr)) {
       if (ENTRY_GONE.test(result.stderr)) return result.stderr;
-      failure ??= new CommandError(argv, result.exitCode, result.stderr);
+      failure ??= new CommandError(asRun(runner, argv), result.exitCode, result.stderr);
     }
     return undefined;
   };
@@ -160,7 +160,7 @@ async function runDeletes(runner: CommandRunner, filters: readonly string[][]): 
     for (let attempt = 1; failure === undefined; attempt++) {
       const stopped = await remove(filter);
       if (stopped === undefined) break;
-      if (attempt === ALONE_ATTEMPTS) failure = new CommandError(['conntrack', ...filter], 1, stopped);
+      if (attempt === ALONE_ATTEMPTS) failure = new CommandError(asRun(runner, ['conntrack', ...filter]), 1, stopped);
     }
   }
   if (failure !== undefined) throw failure;
@@ -183,7 +183,7 @@ export async function clearStaleFlows(runner: CommandRunner, clears: readonly Co
     return {
       cleared: 0,
       warning: `the UDP flows to ${what(clears)} could not be cleared: ${why}. The rules are applied; those flows keep going where `
-        + 'they went while they keep sending (clear them by hand: conntrack -D -p udp -d <the gateway\'s address> --orig-port-dst PORT)',
+        + `they went while they keep sending (clear them by hand: ${shownCommand(runner.prefix, 'conntrack -D -p udp -d <the gateway\'s address> --orig-port-dst PORT')})`,
     };
   }
 }
@@ -243,7 +243,7 @@ export async function clearUnpolicedFlows(runner: CommandRunner, local: readonly
     return {
       cleared: 0,
       warning: `the flows forwarded before the gateway's policy was in place could not be cleared: ${why}. The rules are applied; `
-        + 'those flows keep the verdict and the NAT (none) they started with while they go on (clear them by hand: conntrack -D -s HOST -d HOST)',
+        + `those flows keep the verdict and the NAT (none) they started with while they go on (clear them by hand: ${shownCommand(runner.prefix, 'conntrack -D -s HOST -d HOST')})`,
     };
   }
 }

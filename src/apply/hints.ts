@@ -1,4 +1,5 @@
 import { accessSync, constants, readFileSync } from 'node:fs';
+import { shownCommand } from '../exec/runner.js';
 /** What to tell the operator when the kernel refuses: the flag that fixes it, not just the errno. */
 const NO_PRIVILEGE = /Operation not permitted|Permission denied|you must be root|must be run as root/i;
 const READ_ONLY = /Read-only file system/i;
@@ -56,14 +57,14 @@ export function sysctlHint(key: string, value: string, stderr: string): string |
  * writing when that rule is in the tables it read (InUseError); one it cannot see is in the other iptables
  * backend, or in a table the gateway does not write.
  */
-export function setInUseAdvice(set: string, backend: 'nft' | 'legacy'): string {
+export function setInUseAdvice(set: string, backend: 'nft' | 'legacy', prefix?: readonly string[]): string {
   const other = backend === 'nft' ? 'legacy' : 'nft';
-  return `a rule outside the gateway's chains still refers to it: in iptables-${other} (iptables-${other}-save | grep -w ${set}), `
-    + `or in a table the gateway does not write (iptables-${backend}-save -t mangle, -t raw); delete that rule and run again`;
+  return `a rule outside the gateway's chains still refers to it: in iptables-${other} (${shownCommand(prefix, `iptables-${other}-save`)} | grep -w ${set}), `
+    + `or in a table the gateway does not write (${shownCommand(prefix, `iptables-${backend}-save -t mangle`)}, -t raw); delete that rule and run again`;
 }
 
-export function setInUseHint(set: string, backend: 'nft' | 'legacy', stderr: string): string | undefined {
-  return /in use by a kernel component/.test(stderr) ? setInUseAdvice(set, backend) : undefined;
+export function setInUseHint(set: string, backend: 'nft' | 'legacy', stderr: string, prefix?: readonly string[]): string | undefined {
+  return /in use by a kernel component/.test(stderr) ? setInUseAdvice(set, backend, prefix) : undefined;
 }
 
 const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';

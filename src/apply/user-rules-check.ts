@@ -6,7 +6,7 @@
  * error, instead of a later apply failing (and a restarted gateway never becoming ready). Only the user's chains
  * are tested: ours match on sets that may not exist yet, which iptables looks up while it parses.
  */
-import { CommandError, type CommandRunner } from '../exec/runner.js';
+import { asRun, CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend, Facts } from '../observe/facts.js';
 import { PlanError } from '../plan/check.js';
 import type { Desired, Plan } from '../plan/types.js';
@@ -81,7 +81,7 @@ export async function userRulesRefusal(runner: CommandRunner, backend: Backend, 
     if (result.exitCode === 0) break;
     if (/Permission denied|you must be root/.test(result.stderr) || XTABLES_LOCK_BUSY.test(result.stderr)) {
       if (refused.length > 0) break;
-      if (XTABLES_LOCK_BUSY.test(result.stderr)) throw new CommandError(argv, result.exitCode, result.stderr);
+      if (XTABLES_LOCK_BUSY.test(result.stderr)) throw new CommandError(asRun(runner, argv), result.exitCode, result.stderr);
       return undefined;
     }
     const line = restoreFailedLine(result.stderr);

@@ -43,7 +43,22 @@ export interface StartOptions {
 export interface CommandRunner {
   run(argv: readonly string[], options?: RunOptions): Promise<RunResult>;
   start(argv: readonly string[], options?: StartOptions): Child;
+  /**
+   * The words this runner puts before every argv (`ip netns exec NS` for --netns), absent when none. A message that
+   * shows a command shows it with them (asRun, shownCommand): as it was run, and as the operator runs it by hand.
+   */
+  readonly prefix?: readonly string[];
 }
+
+/** `argv` as `runner` runs it (`ip netns exec NS cat …` under --netns): what a CommandError made above it names. */
+export const asRun = (runner: CommandRunner, argv: readonly string[]): string[] => [...(runner.prefix ?? []), ...argv];
+
+/**
+ * A command line for a person to run, with the words that put it where the gateway runs its own (`ip netns exec NS`
+ * under --netns): without them, one copied from a message acts on the operator's namespace, not the gateway's.
+ */
+export const shownCommand = (prefix: readonly string[] | undefined, command: string): string =>
+  (prefix && prefix.length > 0 ? `${prefix.join(' ')} ${command}` : command);
 
 /**
  * A command that failed, classified once at the boundary: argv, exit code and stderr stay attached. An exit code of
@@ -73,6 +88,7 @@ export class CommandError extends Error {
 export function inNamespace(runner: CommandRunner, namespace: string): CommandRunner {
   const wrap = (argv: readonly string[]) => ['ip', 'netns', 'exec', namespace, ...argv];
   return {
+    prefix: [...(runner.prefix ?? []), 'ip', 'netns', 'exec', namespace],
     run: async (argv, options) => {
       const result = await runner.run(wrap(argv), { ...options, allowFailure: true });
       if (result.exitCode !== 0 && /^exec of ".*" failed: No such file or directory/m.test(result.stderr)) {
@@ -113,6 +129,7 @@ export function withDeadline(runner: CommandRunner, timeoutMs: number): Deadline
       }
     },
     start: (argv, options) => runner.start(argv, options),
+    ...(runner.prefix ? { prefix: runner.prefix } : {}),
     abortInFlight: (why) => {
       for (const controller of inFlight) controller.abort(why);
       return inFlight.size;

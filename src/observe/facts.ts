@@ -146,6 +146,11 @@ export interface Facts {
    * 3.22 ships none): the gateway writes iptables-nft without knowing what they hold, and the kernel runs them too.
    */
   readonly unreadLegacy?: readonly string[];
+  /**
+   * The words that run a command where these facts were read (`ip netns exec NS` under --netns: CommandRunner.prefix),
+   * absent in the process's own namespace: a command a message tells the operator to run is shown with them.
+   */
+  readonly commandPrefix?: readonly string[];
 }
 
 /**

@@ -3,7 +3,7 @@
  * netfilter tables of the backend our rules belong to. Reads only; all parsing is in the pure parse-* modules.
  */
 import { privilegeHint } from '../apply/hints.js';
-import { CommandError, type CommandRunner } from '../exec/runner.js';
+import { asRun, CommandError, shownCommand, type CommandRunner } from '../exec/runner.js';
 import type { Backend, Facts, KnownSets, KnownTables, Link, OtherForward, Route, RoutedPrefix, SavedSet, SavedTable } from './facts.js';
 import { parseDefaultRoute, parseIpAddr, parseRoutedPrefixes } from './parse-ip.js';
 import { parseIpsetHeaders, parseIpsetSave } from './parse-ipset.js';
@@ -60,7 +60,7 @@ async function readProc(runner: CommandRunner): Promise<{ sysctls: Record<string
   let at = 0;
   const sysctls: Record<string, string> = {};
   for (const key of MANAGED_SYSCTLS) sysctls[key] = missing(procPath(key)) ? '' : (lines[at++] ?? '').trim();
-  if (MANAGED_SYSCTLS.some((key) => sysctls[key] === '')) throw new CommandError(['cat', ...MANAGED_SYSCTLS.map(procPath)], result.exitCode, result.stderr);
+  if (MANAGED_SYSCTLS.some((key) => sysctls[key] === '')) throw new CommandError(asRun(runner, ['cat', ...MANAGED_SYSCTLS.map(procPath)]), result.exitCode, result.stderr);
   for (const key of WATCHED_SYSCTLS) if (!missing(procPath(key))) sysctls[key] = (lines[at++] ?? '').trim();
   return { sysctls, legacyTables: missing(LEGACY_TABLES) ? undefined : lines.slice(at).map((l) => l.trim()).filter(Boolean) };
 }
@@ -107,9 +107,9 @@ export async function readSets(runner: CommandRunner, known?: KnownSets): Promis
 /** The tables the gateway writes: a rule iptables cannot show elsewhere (mangle, raw) is none of its business. */
 const OUR_TABLES: readonly string[] = ['filter', 'nat'];
 
-const unreadable = (tool: string, tables: readonly string[], why: string) => new BackendError(
+const unreadable = (runner: CommandRunner, tool: string, tables: readonly string[], why: string) => new BackendError(
   `${tool} cannot read the ${tables.join(' and ')} table (${why}). The gateway cannot tell what is in it, so it changes `
-  + `nothing; look with \`nft list table ip ${tables[0]}\`, and remove the rules iptables cannot show (written by nft itself, or by a newer iptables)`);
+  + `nothing; look with \`${shownCommand(runner.prefix, `nft list table ip ${tables[0]}`)}\`, and remove the rules iptables cannot show (written by nft itself, or by a newer iptables)`);
 
 const linesOf = (stderr: string) => stderr.trim().split('\n').map((l) => l.trim()).filter(Boolean).join('; ');
 
@@ -131,11 +131,11 @@ async function readBackend(runner: CommandRunner, backend: Backend, legacyTables
       // A table of ours left out is not an empty one: planning from it would add our chains and jumps again at
       // every apply, and down would not see them.
       const ours = parser.incompatible.filter((t) => OUR_TABLES.includes(t));
-      if (ours.length > 0) throw unreadable(tool, ours, 'iptables-nft-save says it is incompatible');
+      if (ours.length > 0) throw unreadable(runner, tool, ours, 'iptables-nft-save says it is incompatible');
       return tables;
     }
     // Not permitted is not "not installed": say so (with the flag that fixes it) instead of trying the other.
-    if (privilegeHint(result.stderr)) throw new CommandError(saveCommand(backend), result.exitCode, result.stderr);
+    if (privilegeHint(result.stderr)) throw new CommandError(asRun(runner, saveCommand(backend)), result.exitCode, result.stderr);
     // A rule it cannot parse somewhere: not "not installed" either. Our two tables are read one by one then, and
     // only a rule in them stops the gateway (rare: the common read stays one process).
     if (/Parsing nftables rule failed/.test(result.stderr)) return await readOurTables(runner, backend);
@@ -153,8 +153,8 @@ async function readOurTables(runner: CommandRunner, backend: Backend): Promise<M
     const parser = new SaveParser();
     const result = await runner.run([...saveCommand(backend), '-t', table], { allowFailure: true, onStdout: (piece) => parser.push(piece) });
     const tables = parser.end();
-    if (result.exitCode !== 0) throw unreadable(tool, [table], linesOf(result.stderr));
-    if (parser.incompatible.includes(table)) throw unreadable(tool, [table], 'iptables-nft-save says it is incompatible');
+    if (result.exitCode !== 0) throw unreadable(runner, tool, [table], linesOf(result.stderr));
+    if (parser.incompatible.includes(table)) throw unreadable(runner, tool, [table], 'iptables-nft-save says it is incompatible');
     return tables;
   }));
   return new Map(reads.flatMap((tables) => [...tables]));
@@ -342,6 +342,7 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
     ...(backendWhy ? { backendWhy } : {}),
     ...(otherForward ? { otherForward } : {}),
     ...(unreadLegacy ? { unreadLegacy } : {}),
+    ...(runner.prefix ? { commandPrefix: runner.prefix } : {}),
   }));
   // Whoever awaits `interfaces` first must not leave a failure of `facts` unhandled meanwhile; it is still
   // thrown to whoever awaits `facts`.

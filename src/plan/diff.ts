@@ -4,6 +4,7 @@
  * only its chains. Each table becomes one `iptables-restore --noflush` payload, plus an undo payload that puts
  * back the previous content of exactly the chains and jumps it changes. Pure.
  */
+import { shownCommand } from '../exec/runner.js';
 import type { Facts, KnownTables, SavedRule, SavedSet, SavedTable, TableName } from '../observe/facts.js';
 import { TABLES } from '../observe/facts.js';
 import { conntrackClears } from './conntrack.js';
@@ -300,7 +301,7 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
     const have = sets.get(set.name);
     if (!have || (have.type === set.type && !have.noCounters && have.family === undefined)) return [];
     return [`ipset ${set.name} exists as ${have.type}${have.family ? ` family ${have.family}` : ''}${have.noCounters ? ' without counters' : ''}, not as the gateway makes it (${set.type} with counters): `
-      + `the gateway did not make it; remove it (ipset destroy ${set.name}) and apply again`];
+      + `the gateway did not make it; remove it (${shownCommand(facts.commandPrefix, `ipset destroy ${set.name}`)}) and apply again`];
   });
   if (foreign.length > 0) throw new ForeignSetError(foreign.join('\n'));
   const remade = new Set<string>();
@@ -400,7 +401,7 @@ function referencesToRemoved(steps: readonly Step[], facts: Facts): string[] {
         }
         for (const thing of what) {
           problems.push(`${thing} is to be removed, but a rule that is not the gateway's refers to it (${table} table, chain ${chain}), `
-            + `and the kernel keeps what a rule refers to: delete that rule (iptables-${facts.backend} -t ${table} -D ${chain} ${rule.body}) `
+            + `and the kernel keeps what a rule refers to: delete that rule (${shownCommand(facts.commandPrefix, `iptables-${facts.backend} -t ${table} -D ${chain} ${rule.body}`)}) `
             + 'or point it elsewhere, and run again');
         }
       }

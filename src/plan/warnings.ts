@@ -3,13 +3,14 @@
  * the policy. Shown by `plan` and `apply`, and logged once by the supervisor. Pure.
  */
 import { formatCidr, networkOf, overlaps, parseAddress, parseCidr } from '../net/ipv4.js';
+import { shownCommand } from '../exec/runner.js';
 import type { Facts } from '../observe/facts.js';
 import { OUR_PREFIX } from './chains.js';
 import type { UplinkBinding, VlanBinding } from './types.js';
 
 export const IPV6_FORWARDING = 'net.ipv6.conf.all.forwarding';
 
-export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForward' | 'tables' | 'sets' | 'unreadLegacy'>): string[] {
+export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForward' | 'tables' | 'sets' | 'unreadLegacy' | 'commandPrefix'>): string[] {
   const warnings: string[] = [];
   // Without the ipset tool the gateway neither sees nor removes sets: those its rules use now are left behind by
   // this write (rules without sets) or by down, and nothing else would say so.
@@ -26,7 +27,7 @@ export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForw
       .filter(Boolean).join(', ');
     warnings.push(`iptables-${other.backend}'s FORWARD chain (${what}) filters forwarded packets too (the kernel runs both rule `
       + `sets), and the gateway's rules are in iptables-${facts.backend}: what the gateway's policy accepts can still be dropped `
-      + `there. Empty it (iptables-${other.backend} -P FORWARD ACCEPT; iptables-${other.backend} -F FORWARD) or move those rules `
+      + `there. Empty it (${shownCommand(facts.commandPrefix, `iptables-${other.backend} -P FORWARD ACCEPT`)}; ${shownCommand(facts.commandPrefix, `iptables-${other.backend} -F FORWARD`)}) or move those rules `
       + `to iptables-${facts.backend}`);
   }
   // Docker on a host set to iptables-legacy writes the container's rules there; this image may have no iptables-legacy.

@@ -11,7 +11,7 @@ import { AccountingError, ApplyError, type ApplyObserver } from '../apply/apply.
 import { privilegeHint } from '../apply/hints.js';
 import { CONNTRACK_MISSING, UNPOLICED_CONNTRACK_MISSING } from '../apply/conntrack.js';
 import type { Config } from '../config/schema.js';
-import type { CommandRunner } from '../exec/runner.js';
+import { asRun, type CommandRunner } from '../exec/runner.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log.js';
 import type { CollectorState } from '../metrics/collector.js';
@@ -198,7 +198,7 @@ export class Supervisor {
   private noting(runner: CommandRunner): CommandRunner {
     return {
       run: async (argv, options) => {
-        const entry: WaitedCommand = { command: argv.join(' '), since: this.now() };
+        const entry: WaitedCommand = { command: asRun(runner, argv).join(' '), since: this.now() };
         this.waiting.add(entry);
         const trigger = this.running?.trigger;
         const slowMs = this.options.slowCommandMs ?? 5000;
@@ -219,6 +219,7 @@ export class Supervisor {
         }
       },
       start: (argv, options) => runner.start(argv, options),
+      ...(runner.prefix ? { prefix: runner.prefix } : {}),
     };
   }
 

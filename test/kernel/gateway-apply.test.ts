@@ -116,7 +116,7 @@ kernel(`a VGW- ipset the gateway did not make stops apply and plan before anythi
     for (const result of [await apply(router, example), await plan(router, example)]) {
       t.is(result.code, 1, result.stdout);
       t.is(result.stderr, 'vlan-gateway: nothing was applied: ipset VGW-SUBNETS exists as hash:net without counters, not as the gateway makes it '
-        + '(hash:net with counters): the gateway did not make it; remove it (ipset destroy VGW-SUBNETS) and apply again');
+        + `(hash:net with counters): the gateway did not make it; remove it (ip netns exec ${router} ipset destroy VGW-SUBNETS) and apply again`);
     }
     t.deepEqual(await readState(router, true), before, 'nothing written');
   } finally {
@@ -376,7 +376,7 @@ kernel(`backend: a FORWARD policy DROP in iptables-legacy is where the rules liv
   const planned = await cli('plan', '--netns', lab.router, '--config', example.path);
   t.is(planned.code, 0, planned.stderr);
   t.regex(planned.stdout, /^backend: iptables-nft \(Docker's DNS chains are there\)$/m);
-  t.regex(planned.stdout, /^warning: iptables-legacy's FORWARD chain \(policy DROP\) filters forwarded packets too .*\(iptables-legacy -P FORWARD ACCEPT;/m);
+  t.regex(planned.stdout, new RegExp(`^warning: iptables-legacy's FORWARD chain \\(policy DROP\\) filters forwarded packets too .*\\(ip netns exec ${lab.router} iptables-legacy -P FORWARD ACCEPT;`, 'm'));
 });
 
 // `down` switches forwarding back off when the gateway had switched it on: every jump of ours remembers it, so an
@@ -496,7 +496,7 @@ kernel(`backend legacy: an apply with rules.dir whose check finds the xtables lo
   try {
     const applied = await cliWithEnv(env, 'apply', '--netns', router, '--config', withUserRules.path);
     t.is(applied.code, 1, applied.stdout);
-    t.regex(applied.stderr, /^vlan-gateway: iptables-legacy-restore --noflush --wait=10 --test exited 4: .*\n?.*Another app is currently holding the xtables lock\. Stopped waiting after 10s\.$/);
+    t.regex(applied.stderr, new RegExp(`^vlan-gateway: ip netns exec ${router} iptables-legacy-restore --noflush --wait=10 --test exited 4: .*\n?.*Another app is currently holding the xtables lock\\. Stopped waiting after 10s\\.$`));
     t.notRegex(applied.stderr, /invalid|refuses/);
     t.deepEqual(await readState(router, true), before, 'nothing written');
   } finally {

@@ -61,10 +61,10 @@ kernel(`a chain of someone's that jumps to one of ours, and a rule matching one 
   await iptables('nft', '-A', 'FORWARD', '-j', 'MINE');
   await iptables('nft', '-t', 'nat', '-A', 'POSTROUTING', '-m', 'set', '--match-set', 'VGW-SUBNET-NICS', 'src,src', '-j', 'RETURN');
   const chainInUse = 'chain VGW-FROM-10 is to be removed, but a rule that is not the gateway\'s refers to it (filter table, chain MINE), and the kernel '
-    + 'keeps what a rule refers to: delete that rule (iptables-nft -t filter -D MINE -i eth2 -m comment --comment "office hosts" -j VGW-FROM-10) '
+    + `keeps what a rule refers to: delete that rule (ip netns exec ${lab.router} iptables-nft -t filter -D MINE -i eth2 -m comment --comment "office hosts" -j VGW-FROM-10) `
     + 'or point it elsewhere, and run again';
   const setInUse = 'ipset VGW-SUBNET-NICS is to be removed, but a rule that is not the gateway\'s refers to it (nat table, chain POSTROUTING), and the '
-    + 'kernel keeps what a rule refers to: delete that rule (iptables-nft -t nat -D POSTROUTING -m set --match-set VGW-SUBNET-NICS src,src -j RETURN) '
+    + `kernel keeps what a rule refers to: delete that rule (ip netns exec ${lab.router} iptables-nft -t nat -D POSTROUTING -m set --match-set VGW-SUBNET-NICS src,src -j RETURN) `
     + 'or point it elsewhere, and run again';
   try {
     const before = await settledState(lab.router);
@@ -113,8 +113,8 @@ kernel(`a rule in iptables-legacy matching one of our sets (ours in nft): down s
     t.is(down.code, 1, down.stdout);
     t.true(down.stderr.startsWith('vlan-gateway: down failed: removing ipset VGW-SUBNETS failed: ipset VGW-SUBNETS is still in use (1 reference) once '
       + 'the gateway\'s rules no longer use it, and the kernel keeps a set in use; '), down.stderr);
-    t.true(down.stderr.includes('a rule outside the gateway\'s chains still refers to it: in iptables-legacy (iptables-legacy-save | grep -w VGW-SUBNETS), '
-      + 'or in a table the gateway does not write (iptables-nft-save -t mangle, -t raw); delete that rule and run again\n(the steps already done were rolled back)'),
+    t.true(down.stderr.includes(`a rule outside the gateway's chains still refers to it: in iptables-legacy (ip netns exec ${lab.router} iptables-legacy-save | grep -w VGW-SUBNETS), `
+      + `or in a table the gateway does not write (ip netns exec ${lab.router} iptables-nft-save -t mangle, -t raw); delete that rule and run again\n(the steps already done were rolled back)`),
     down.stderr);
     t.deepEqual(await readState(lab.router, true), before, 'rules with their counters, addresses, the sets with their members\' counters, ip_forward');
   } finally {

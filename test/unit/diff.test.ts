@@ -696,6 +696,11 @@ test('a set of our name the gateway did not make (another type, or no counters) 
   t.throws(() => diff(desired, withSet({ type: 'hash:net', noCounters: true })), { instanceOf: ForeignSetError, message: /exists as hash:net without counters/ });
   t.throws(() => diff(desired, withSet({ type: 'hash:net', family: 'inet6' })), { instanceOf: ForeignSetError, message: /exists as hash:net family inet6, not as/ });
   t.notThrows(() => diff(desired, withSet({ type: 'hash:net' })), 'ours: its members are planned');
+  // Read under --netns: the command to run is one for that namespace (bare, it destroyed nothing or the host's set).
+  t.throws(() => diff(desired, { ...withSet({ type: 'hash:ip' }), commandPrefix: ['ip', 'netns', 'exec', 'gw'] }), {
+    instanceOf: ForeignSetError,
+    message: /; remove it \(ip netns exec gw ipset destroy VGW-SUBNETS\) and apply again$/,
+  });
 });
 
 // The kernel refuses to delete a chain a rule jumps to ("CHAIN_DEL failed (Device or resource busy)") and to destroy a
@@ -724,6 +729,10 @@ test('a chain or set the plan removes that a rule of someone else\'s still refer
     instanceOf: InUseError,
     message: 'ipset VGW-SUBNETS is to be removed, but a rule that is not the gateway\'s refers to it (filter table, chain FORWARD), and the kernel keeps '
       + 'what a rule refers to: delete that rule (iptables-nft -t filter -D FORWARD -m set ! --match-set VGW-SUBNETS src -j DROP) or point it elsewhere, and run again',
+  });
+  t.throws(() => diff(planEmpty(lab, withSets), { ...withSets, commandPrefix: ['ip', 'netns', 'exec', 'gw'] }), {
+    instanceOf: InUseError,
+    message: /: delete that rule \(ip netns exec gw iptables-nft -t filter -D FORWARD -m set ! --match-set VGW-SUBNETS src -j DROP\) or point/,
   });
   // A comment that only names the set refers to nothing.
   const commented = factsWith(lab, inSyncSave(desiredOf(lab)).replace('COMMIT\n*nat', '[0:0] -A FORWARD -m comment --comment "was --match-set VGW-SUBNETS src" -j ACCEPT\nCOMMIT\n*nat'));
