@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
-import { CommandError, type Child, type CommandRunner, type RunOptions, type RunResult, type StartOptions } from './runner.js';
+import { CHILD_STDERR_TAIL, CommandError, type Child, type CommandRunner, type RunOptions, type RunResult, type StartOptions } from './runner.js';
 
 const env = { LC_ALL: 'C', LANG: 'C' };
 /** The child's environment: ours with the C locale (built once, not per call). */
@@ -87,22 +87,47 @@ export class ExecaRunner implements CommandRunner {
     const [file, ...args] = argv;
     if (file === undefined) throw new Error('empty argv');
     if (options.detached) return fireAndForget(file, args);
-    const child = execa(file, args, { env, reject: false, stdin: 'ignore', stderr: 'ignore', buffer: false });
+    const child = execa(file, args, { env, reject: false, stdin: 'ignore', stderr: 'pipe', buffer: false });
     const listeners: Array<(line: string) => void> = [];
+    // Its stderr was ignored: a lab agent that failed before it was ready ("agent … exited (1)") said "no output",
+    // its node error lost. The end of it is kept, bounded (a chattering `ip monitor` costs no more).
+    let stderr = Buffer.alloc(0);
+    let cut = false;
+    const stderrEnded = new Promise<void>((resolve) => {
+      if (!child.stderr) return resolve();
+      child.stderr.on('data', (chunk: Buffer) => {
+        stderr = Buffer.concat([stderr, chunk]);
+        if (stderr.length > CHILD_STDERR_TAIL) {
+          stderr = stderr.subarray(stderr.length - CHILD_STDERR_TAIL);
+          cut = true;
+        }
+      });
+      child.stderr.once('close', () => resolve());
+      child.stderr.once('error', () => resolve());
+    });
     if (child.stdout) {
       const lines = createInterface({ input: child.stdout });
       lines.on('line', (line) => {
         for (const listener of listeners) listener(line);
       });
     }
-    const exited = child.then(
+    const code = child.then(
       (r) => (r.signal ? null : (r.exitCode ?? null)),
       () => null,
     );
+    // Its stderr read to the end first (a moment after the exit), but not waited on for ever: a child of the child
+    // may hold the pipe open.
+    const exited = code.then(async (c) => {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([stderrEnded, new Promise<void>((resolve) => (timer = setTimeout(resolve, 500)))]);
+      clearTimeout(timer);
+      return c;
+    });
     return {
       pid: child.pid,
       onLine: (listener) => void listeners.push(listener),
       exited,
+      stderrTail: () => `${cut ? '…' : ''}${stderr.toString('utf8')}`,
       stop: async () => {
         child.kill('SIGTERM');
         // A stopped child (SIGSTOP, a debugger, a frozen cgroup) leaves SIGTERM pending: woken, it ends now, not at

@@ -33,7 +33,15 @@ export interface Child {
   /** Resolves with the exit code (or null when killed by a signal) once the child is gone. */
   readonly exited: Promise<number | null>;
   stop(): Promise<void>;
+  /**
+   * The end of what the child wrote on stderr (its last CHILD_STDERR_TAIL bytes), complete once `exited` resolves; absent
+   * where it is not kept (a fire-and-forget child). What a child that fails says of why (a lab agent's `node` error).
+   */
+  stderrTail?(): string;
 }
+
+/** How much of a started child's stderr is kept (the end of it): a reason fits, a child that chatters costs no more. */
+export const CHILD_STDERR_TAIL = 4096;
 
 export interface StartOptions {
   /** Fire and forget: output ignored, and the child does not keep this process alive (a gratuitous ARP). */

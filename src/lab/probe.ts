@@ -132,8 +132,11 @@ export async function startAgent(
       if (line === 'ready') resolve();
       else if (line.startsWith('error')) reject(new LabError(`agent in ${namespace}: ${line}`));
     });
-    void child.exited.then((code) => reject(new LabError(`agent in ${namespace} exited (${code ?? 'signal'}) before it was ready: ${lines.join(' / ') || 'no output'}`)));
-    timer = setTimeout(() => reject(new LabError(`agent in ${namespace} not ready after ${readyTimeoutMs} ms`)), readyTimeoutMs);
+    // What it printed, and the end of its stderr, where node says why it failed (an agent that died of an error
+    // said "no output": its stderr was not kept).
+    const said = () => [lines.join(' / '), child.stderrTail?.().trim() ?? ''].filter(Boolean).join('\n') || 'no output';
+    void child.exited.then((code) => reject(new LabError(`agent in ${namespace} exited (${code ?? 'signal'}) before it was ready: ${said()}`)));
+    timer = setTimeout(() => reject(new LabError(`agent in ${namespace} not ready after ${readyTimeoutMs} ms: ${said()}`)), readyTimeoutMs);
   });
   try {
     await ready;

@@ -6,6 +6,9 @@
  */
 import test from 'ava';
 import { fileURLToPath } from 'node:url';
+import { ExecaRunner } from '../../src/exec/execa-runner.js';
+import type { CommandRunner } from '../../src/exec/runner.js';
+import { startAgent } from '../../src/lab/index.js';
 import { loadConfig, parseConfigText } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import {
@@ -304,4 +307,23 @@ test('too wide for a matrix: one line per pair, ranges of ports as ranges, the h
     '',
     '42 probes, all as the config allows (2.3 s): OK',
   ].join('\n'));
+});
+
+// The agent's stderr was dropped: `lab check` as a user who may not enter a namespace said "agent in vgwlab-NAME-c20
+// exited (255) before it was ready: no output", ip's reason lost. Here the real runner starts, in place of `ip netns
+// exec` (no namespace is made), a command that fails as ip does there.
+test.serial('an agent that exits before it is ready says what it wrote on stderr', async (t) => {
+  const real = new ExecaRunner();
+  const started: string[][] = [];
+  const refused: CommandRunner = {
+    run: (argv, options) => real.run(argv, options),
+    start: (argv, options) => {
+      started.push([...argv]);
+      return real.start(['sh', '-c', 'echo \'setting the network namespace "vgwlab-u2-c20" failed: Operation not permitted\' >&2; exit 255'], options);
+    },
+  };
+  await t.throwsAsync(startAgent(refused, 'vgwlab-u2-c20', [{ proto: 'tcp', address: '0.0.0.0', port: 22 }], 5), {
+    message: 'agent in vgwlab-u2-c20 exited (255) before it was ready: setting the network namespace "vgwlab-u2-c20" failed: Operation not permitted',
+  });
+  t.deepEqual(started[0]!.slice(0, 4), ['ip', 'netns', 'exec', 'vgwlab-u2-c20']);
 });

@@ -187,3 +187,19 @@ test('stopping a started child that is itself stopped (SIGSTOP) ends it at once,
   t.true(took < 1500, `stopped in ${Math.round(took)} ms`);
   t.is(await child.exited, null);
 });
+
+// A started child's stderr was ignored: a lab agent that failed before it was ready said "no output".
+test('a started child keeps the end of its stderr, bounded, read whole by the time it has exited', async (t) => {
+  const child = runner.start(['sh', '-c', 'echo first words >&2; head -c 10000 /dev/zero | tr "\\0" a >&2; echo >&2; echo "the reason" >&2; echo out; exit 3']);
+  const lines: string[] = [];
+  child.onLine((line) => lines.push(line));
+  t.is(await child.exited, 3);
+  const tail = child.stderrTail!();
+  t.true(tail.startsWith('…a'), 'cut at its start, marked so');
+  t.true(tail.endsWith('a\nthe reason\n'));
+  t.is(Buffer.byteLength(tail.slice(1)), 4096);
+  t.deepEqual(lines, ['out'], 'stdout still comes as lines, stderr not among them');
+  const quiet = runner.start(['sh', '-c', 'echo "said" >&2']);
+  await quiet.exited;
+  t.is(quiet.stderrTail!(), 'said\n');
+});
