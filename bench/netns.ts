@@ -5,7 +5,7 @@
  * namespace this run created; run.ts calls it in `finally` and on SIGINT / SIGTERM.
  */
 import { randomBytes } from 'node:crypto';
-import type { CommandRunner } from '../src/exec/runner.js';
+import type { Child, CommandRunner } from '../src/exec/runner.js';
 
 export const PREFIX = 'vgwbench-';
 
@@ -13,6 +13,8 @@ export class Namespaces {
   private readonly tag = randomBytes(3).toString('hex');
   private counter = 0;
   private readonly live = new Set<string>();
+  /** Processes started inside a namespace (start()): a process keeps its namespace alive after `ip netns del`. */
+  private readonly processes = new Map<string, Child[]>();
 
   constructor(private readonly runner: CommandRunner) {}
 
@@ -33,8 +35,21 @@ export class Namespaces {
     await this.runner.run(['ip', '-n', name, '-batch', '-'], { input: lines });
   }
 
+  /**
+   * Starts a long-running process inside a namespace of this run (a host's traffic), its output ignored. It is
+   * stopped when the namespace is removed (and so by cleanup()): it must not run on, holding a deleted namespace.
+   */
+  start(name: string, argv: readonly string[]): void {
+    if (!this.live.has(name)) throw new Error(`${name} is not a namespace of this run`);
+    const child = this.runner.start(['ip', 'netns', 'exec', name, ...argv]);
+    this.processes.set(name, [...(this.processes.get(name) ?? []), child]);
+  }
+
   async remove(name: string): Promise<void> {
     if (!this.live.has(name)) return;
+    const children = this.processes.get(name) ?? [];
+    this.processes.delete(name);
+    await Promise.all(children.map((child) => child.stop()));
     await this.runner.run(['ip', 'netns', 'del', name], { allowFailure: true });
     this.live.delete(name);
   }

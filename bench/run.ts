@@ -3,20 +3,22 @@
  * run, inside throwaway `vgwbench-` namespaces that are always deleted (also on SIGINT / SIGTERM). Tables go to
  * stdout, progress to stderr. Exits 0 when every measurement ran, even if a target is MISSED; 1 on an error.
  *
- * Flags (for working on one part): --no-apply, --no-forwarding, --no-supervisor, --no-startup, --no-profile, --only-1k.
+ * Flags (for working on one part): --no-apply, --no-forwarding, --no-supervisor, --no-startup, --no-profile, --only-1k,
+ * --no-container-start, --only-container-start (the supervisor's container-like starts alone).
  */
 import { ExecaRunner } from '../src/exec/execa-runner.js';
 import { loadTemplates } from '../src/template/load.js';
 import { applyBench, type ApplyOptions, type ApplyResult } from './apply-bench.js';
+import { containerStartBench } from './container-start.js';
 import { forwardingBench } from './forwarding-bench.js';
 import { SIZES as SHAPES } from './configs.js';
 import { Namespaces } from './netns.js';
 import { profilePlan } from './profile.js';
 import {
-  applyTable, forwardingTable, profileTable, ratioTable, startupTable, supervisorTable, verdicts, verdictTable,
+  applyTable, containerStartTable, forwardingTable, profileTable, ratioTable, startupTable, supervisorTable, verdicts, verdictTable,
 } from './report.js';
 import { startupBench } from './startup.js';
-import { supervisorBench } from './supervisor-bench.js';
+import { supervisorBench, type SupervisorResult } from './supervisor-bench.js';
 
 const SIZES: readonly ApplyOptions[] = [
   { label: '1k', shape: SHAPES['1k'], perRule: true, oneVlanChange: true },
@@ -83,8 +85,9 @@ async function main(): Promise<number> {
     print();
     const templates = await loadTemplates();
 
+    const only = flag('only-container-start');
     const results: ApplyResult[] = [];
-    if (!flag('no-apply')) {
+    if (!flag('no-apply') && !only) {
       for (const size of flag('only-1k') ? SIZES.slice(0, 1) : SIZES) {
         log(`bench: apply ${size.label}`);
         const r = await withIpsetFallback(`apply ${size.label}`, (ipset) => applyBench(runner, namespaces, templates, { ...size, ipset }, log));
@@ -105,7 +108,7 @@ async function main(): Promise<number> {
       }
     }
 
-    if (!flag('no-forwarding')) {
+    if (!flag('no-forwarding') && !only) {
       log('bench: forwarding');
       print(forwardingTable(await withIpsetFallback('forwarding', (ipset) =>
         forwardingBench(runner, namespaces, templates, { shape: FORWARDING_SHAPE, rounds: 5, seconds: 3, ipset }, log))));
@@ -113,12 +116,21 @@ async function main(): Promise<number> {
     }
 
     if (!flag('no-supervisor')) {
-      log('bench: supervisor');
-      print(supervisorTable(await supervisorBench(runner, namespaces, log)));
-      print();
+      let supervisor: SupervisorResult | undefined;
+      if (!only) {
+        log('bench: supervisor');
+        supervisor = await supervisorBench(runner, namespaces, log);
+        print(supervisorTable(supervisor));
+        print();
+      }
+      if (!flag('no-container-start')) {
+        log('bench: supervisor, container-like starts');
+        print(containerStartTable(await containerStartBench(runner, namespaces, log), supervisor));
+        print();
+      }
     }
 
-    if (!flag('no-startup')) {
+    if (!flag('no-startup') && !only) {
       log('bench: start-up');
       print(startupTable(await startupBench(runner)));
       print();

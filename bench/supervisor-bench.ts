@@ -8,6 +8,7 @@ import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { dump as stringify } from 'js-yaml';
 import type { CommandRunner } from '../src/exec/runner.js';
 import { generateConfig, gatewayOf, nicBatch, type ConfigShape } from './configs.js';
@@ -33,7 +34,7 @@ export const IMAGE_NODE_OPTIONS = process.env.BENCH_NODE_OPTIONS ?? '--max-semi-
 /** The flags the image's `vlan-gateway` wrapper gives node (image/Dockerfile), which NODE_OPTIONS may not hold. */
 export const IMAGE_NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '--optimize-for-size').split(' ').filter(Boolean);
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer().listen(0, '127.0.0.1', () => {
       const { port } = server.address() as { port: number };
@@ -42,22 +43,59 @@ async function freePort(): Promise<number> {
   });
 }
 
-class Gateway {
+/** One JSON line of the gateway's log (pino: `time` is ISO, to the millisecond). */
+export interface LogLine {
+  readonly time: string;
+  readonly msg: string;
+  readonly level: number;
+  readonly [field: string]: unknown;
+}
+
+export class Gateway {
   private child: ChildProcess | undefined;
   readonly url: string;
-  constructor(private readonly port: number, private readonly bundle: string) {
+  /** With `withLogs`: the log of the last start, line by line (at --log-level info). */
+  logs: LogLine[] = [];
+  /** Date.now() when the last start's /readyz was first seen 200. */
+  readyAt = 0;
+
+  /** withLogs: run at --log-level info and keep the log (else warn, and stdout ignored, as the ready figures are taken). */
+  constructor(private readonly port: number, private readonly bundle: string, private readonly withLogs = false) {
     this.url = `http://127.0.0.1:${port}`;
   }
 
   /** Starts `run` and resolves with the ms from spawn to the first /readyz 200. */
   async start(namespace: string, configPath: string, extra: string[] = [], codeCache = true, planCache?: string): Promise<number> {
     const started = performance.now();
+    this.logs = [];
     // NODE_OPTIONS as the image sets it (image/Dockerfile), so RSS is what a container shows.
     this.child = spawn(process.execPath, [...IMAGE_NODE_ARGS, this.bundle, 'run', '--netns', namespace, '--config', configPath,
-      '--listen', `127.0.0.1:${this.port}`, '--log-level', 'warn', ...extra],
-    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...imageEnv(codeCache), VLAN_GATEWAY_PLAN_CACHE: planCache ?? 'off' } });
+      '--listen', `127.0.0.1:${this.port}`, '--log-level', this.withLogs ? 'info' : 'warn', ...extra],
+    { stdio: ['ignore', this.withLogs ? 'pipe' : 'ignore', 'inherit'], env: { ...imageEnv(codeCache), VLAN_GATEWAY_PLAN_CACHE: planCache ?? 'off' } });
+    if (this.withLogs) {
+      const logs = this.logs;
+      createInterface({ input: this.child.stdout! }).on('line', (line) => {
+        try {
+          logs.push(JSON.parse(line) as LogLine);
+        } catch {
+          // not a log line
+        }
+      });
+    }
     await untilReady(this.child, this.url, 20_000, 5);
+    this.readyAt = Date.now();
     return performance.now() - started;
+  }
+
+  /** The first line of the last start's log that `match` takes, waited for up to `limitMs` (withLogs only). */
+  async logLine(what: string, match: (line: LogLine) => boolean, limitMs = 20_000): Promise<LogLine> {
+    for (const started = performance.now(); ;) {
+      const line = this.logs.find(match);
+      if (line) return line;
+      if (this.child?.exitCode !== null) throw new Error(`vlan-gateway run exited ${this.child?.exitCode} before logging ${what}`);
+      if (performance.now() - started > limitMs) throw new Error(`vlan-gateway run did not log ${what} within ${limitMs / 1000} s`);
+      await sleep(20);
+    }
   }
 
   get pid(): number {
@@ -83,13 +121,24 @@ async function rssMb(pid: number): Promise<number> {
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
 }
 
+let imaged: Promise<string> | undefined;
+
+/** The bundle (ensureBundle) with the code cache the image build makes for these NODE_OPTIONS; once a run. */
+export function imageBundle(runner: CommandRunner): Promise<string> {
+  imaged ??= (async () => {
+    const bundle = await ensureBundle(runner);
+    // As the image build does: a code cache for these NODE_OPTIONS, made by `validate` (the first start upgrades it).
+    await new Promise<void>((resolve, reject) => {
+      spawn(process.execPath, [...IMAGE_NODE_ARGS, bundle, 'validate', '--config', join(ROOT, 'examples', 'lab.yaml')], { stdio: 'ignore', env: imageEnv() })
+        .on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`validate exited ${code}`))));
+    });
+    return bundle;
+  })();
+  return imaged;
+}
+
 export async function supervisorBench(runner: CommandRunner, namespaces: Namespaces, log: (s: string) => void): Promise<SupervisorResult> {
-  const bundle = await ensureBundle(runner);
-  // As the image build does: a code cache for these NODE_OPTIONS, made by `validate` (the first start upgrades it).
-  await new Promise<void>((resolve, reject) => {
-    spawn(process.execPath, [...IMAGE_NODE_ARGS, bundle, 'validate', '--config', join(ROOT, 'examples', 'lab.yaml')], { stdio: 'ignore', env: imageEnv() })
-      .on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`validate exited ${code}`))));
-  });
+  const bundle = await imageBundle(runner);
   const dir = await mkdtemp(join(tmpdir(), 'vgwbench-'));
   const gateway = new Gateway(await freePort(), bundle);
   try {
