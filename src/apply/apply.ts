@@ -663,8 +663,10 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
         const adds = step.create || !admits ? members : after;
         // An accounting set that also gains members in stage 3 loses its others just before, in the same script: a
         // fill still running then (a loaded machine) would leave a net with its old and new members at once, past
-        // what the kernel lets a bucket hold (BUCKET_LIMIT): "Hash is full", and the set's buckets at the limit.
-        const dels = !admits || (adds === after && step.add.length > 0) ? after : members;
+        // what the kernel lets a bucket hold (BUCKET_LIMIT): "Hash is full", and the set's buckets at the limit. A
+        // verdict set's deletions that narrow what passes stay before the tables (stage 1, done before stage 3 adds):
+        // kept until after them, a source no longer genuine on a NIC (VGW-SUBNET-NICS) passed the new rules.
+        const dels = !admits || (step.role === 'accounting' && adds === after && step.add.length > 0) ? after : members;
         for (const m of step.del) dels.push({ line: `del ${step.set} ${m} -exist`, undo: `add ${step.set} ${m} -exist`, step });
         // A created set is destroyed by its own undo: its members need none.
         // Into a set that exists, a member starts from zero: added without counters, the kernel may hand it the

@@ -994,6 +994,27 @@ test('fail closed, a VLAN added under default accept: its NIC joins the accept s
   t.deepEqual((await reconcileOnce(ns, iot, builtinTemplates)).plan.steps, []);
 });
 
+// A member of VGW-SUBNET-NICS lets a VLAN's sources on at its NIC: one that goes must be gone before the tables that no
+// longer expect it, even where the set also gains members (as an accounting set's deletions wait with its additions).
+// Docker re-attached office and lab in the other order: eth1 carries lab now, and office's subnet there is spoofed.
+test('fail closed, two VLANs\' NICs swapped: a source no longer genuine on a NIC leaves VGW-SUBNET-NICS before the filter restore', async (t) => {
+  const ns = namespace(['eth1', 'eth2'], { sysctls: { 'net.ipv4.ip_forward': '1' } });
+  await apply(ns, lab);
+  t.regex(ns.saveSets(), /^add VGW-SUBNET-NICS 192\.168\.10\.0\/24,eth1$/m);
+  attachOnly(ns, ['eth1=lab', 'eth2=office']);
+  let setsAt: string | undefined;
+  const { runner } = timed(ns, (command, input) => {
+    if (command.startsWith('iptables-nft-restore') && !command.includes('--counters') && input.startsWith('*filter\n')) setsAt = ns.saveSets();
+  });
+  const { plan } = await reconcileOnce(runner, lab, builtinTemplates);
+  t.true(plan.steps.some((s) => s.kind === 'table' && s.table === 'filter'));
+  t.notRegex(setsAt!, /^add VGW-SUBNET-NICS 192\.168\.10\.0\/24,eth1$/m, 'office\'s sources were no longer taken as genuine on eth1 when the filter restore ran');
+  t.notRegex(setsAt!, /^add VGW-SUBNET-NICS 192\.168\.20\.0\/24,eth2$/m, 'nor lab\'s on eth2');
+  t.regex(ns.saveSets(), /^add VGW-SUBNET-NICS 192\.168\.10\.0\/24,eth2$/m);
+  t.regex(ns.saveSets(), /^add VGW-SUBNET-NICS 192\.168\.20\.0\/24,eth1$/m);
+  t.deepEqual((await reconcileOnce(ns, lab, builtinTemplates)).plan.steps, []);
+});
+
 // VGW-WAITING's members stop packets (a waiting VLAN's subnet, dropped as a destination): a member added widens
 // nothing, so it goes in before the tables, not after them with the members that let packets on.
 test('fail closed, a VLAN losing its NIC while another waits: its subnet joins VGW-WAITING before the filter restore', async (t) => {
