@@ -181,8 +181,9 @@ export async function loadConfig(path: string, cache?: ConfigCache, options: Loa
     if (templates.unrendered === 0 && templates.problems.length === 0) throw error;
     const both = configError(path, text, [...error.problems, ...templates.problems]);
     if (templates.unrendered === 0) throw both;
-    const note = `(the ${templates.unrendered === 1 ? 'template' : `${templates.unrendered} templates`} of rules.dir were parsed, not rendered: `
-      + 'their rules are checked once the config is valid)';
+    const one = templates.unrendered === 1;
+    const note = `(${templates.unrendered} template${one ? '' : 's'} of rules.dir ${one ? 'was' : 'were'} parsed, not rendered: `
+      + `${one ? 'its' : 'their'} rules are checked once the config is valid)`;
     throw new ConfigError(path, both.problems, [...both.lines, note]);
   }
   if (key !== undefined && !cached) cache!.remember(key, config);

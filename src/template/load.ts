@@ -99,7 +99,7 @@ function unknownTemplates(dir: string, templates: readonly string[]): Problem[] 
  * What can be said of rules.dir's templates while the config has problems of its own (loadConfig), so that one run
  * says them with the config's, not the run after the config is fixed: a file that is no known template, one that
  * cannot be read, and each template's syntax, as problems of rules.dir. Rendering them (and the checks of the rules
- * they render) needs a valid config: `unrendered` counts the templates that were read but not rendered.
+ * they render) needs a valid config: `unrendered` counts the templates that were read and parsed but not rendered.
  */
 export async function userTemplateProblemsAlone(dir: string, configPath: string): Promise<{ problems: Problem[]; unrendered: number }> {
   let templates: string[];
@@ -119,9 +119,10 @@ export async function userTemplateProblemsAlone(dir: string, configPath: string)
       problems.push(...error.problems);
       continue;
     }
-    unrendered++;
+    // One with a syntax error is said as such, not as one left to render once the config is valid.
     const syntax = templateSyntaxProblem(template.source, template.file);
     if (syntax) problems.push({ path: ['rules', 'dir'], message: `${syntax.file}: ${syntax.detail}` });
+    else unrendered++;
   }
   return { problems, unrendered };
 }

@@ -313,7 +313,7 @@ test.serial('validate says a broken template\'s syntax and a file that is no tem
       + `  rules.dir: ${rules}/filter/input.hbs is not a known template; use filter/forward.hbs, nat/prerouting.hbs, nat/postrouting.hbs `
       + '(they fill VGW-USER-FORWARD, VGW-USER-PREROUTING, VGW-USER-POSTROUTING) (line 4)\n'
       + `  rules.dir: ${rules}/filter/forward.hbs: syntax error on template line 1: {{#each}} is closed by {{/if}} (line 4)\n`
-      + '  (the 2 templates of rules.dir were parsed, not rendered: their rules are checked once the config is valid)\n');
+      + '  (1 template of rules.dir was parsed, not rendered: its rules are checked once the config is valid)\n');
     // A reload logs one line per problem, the note with the last (not as an error of its own).
     const reload = await t.throwsAsync(loadConfig(config), { instanceOf: ConfigError });
     t.deepEqual(describeErrorLines(reload), [
@@ -321,7 +321,7 @@ test.serial('validate says a broken template\'s syntax and a file that is no tem
       `invalid config: ${config}: rules.dir: ${rules}/filter/input.hbs is not a known template; use filter/forward.hbs, nat/prerouting.hbs, `
       + 'nat/postrouting.hbs (they fill VGW-USER-FORWARD, VGW-USER-PREROUTING, VGW-USER-POSTROUTING) (line 4)',
       `invalid config: ${config}: rules.dir: ${rules}/filter/forward.hbs: syntax error on template line 1: {{#each}} is closed by {{/if}} (line 4) `
-      + '(the 2 templates of rules.dir were parsed, not rendered: their rules are checked once the config is valid)',
+      + '(1 template of rules.dir was parsed, not rendered: its rules are checked once the config is valid)',
     ]);
     // Templates without a problem their syntax shows: the config's problems, and what was left unchecked.
     await rm(join(rules, 'filter', 'input.hbs'));
@@ -329,7 +329,7 @@ test.serial('validate says a broken template\'s syntax and a file that is no tem
     const config1 = await runMain('validate', '--config', config);
     t.is(config1.stderr, `vlan-gateway: invalid config: ${config}: 1 problem:\n`
       + '  vlans[0].gateway: 192.168.30.1 is outside 192.168.10.0/24 (line 2)\n'
-      + '  (the 2 templates of rules.dir were parsed, not rendered: their rules are checked once the config is valid)\n');
+      + '  (2 templates of rules.dir were parsed, not rendered: their rules are checked once the config is valid)\n');
     // The config fixed: the templates rendered and checked, as before.
     await writeFile(config, 'vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\nrules:\n  dir: rules.d\n');
     const fixed = await runMain('validate', '--config', config);
