@@ -77,12 +77,15 @@ const foreignText = (name: string, holder: ForeignHolder) =>
 /** What the holder of a --netns lock answers once its namespace is gone: it has let the lock go. */
 const GONE = 'gone';
 
+/** The most a holder's answer can be: a pid or GONE, with its newline. */
+const ANSWER_MAX = 64;
+
 /**
  * Asks the holder of a lock for its pid ('' if it does not say within a second; GONE: see InstanceLock), or
  * undefined when nobody holds it: only when the kernel refuses the connection. A connection not seen within that
  * second (this process stalled on a loaded machine: its timer can fire before it sees the connect) is a holder.
  */
-function holderPid(name: string): Promise<string | undefined> {
+export function holderPid(name: string): Promise<string | undefined> {
   return new Promise((resolve) => {
     let text = '';
     let refused = false;
@@ -92,7 +95,15 @@ function holderPid(name: string): Promise<string | undefined> {
       resolve(refused ? undefined : /^\d+$/.test(text.trim()) || text.trim() === GONE ? text.trim() : '');
     };
     socket.setTimeout(1000, done);
-    socket.on('data', (chunk) => (text += String(chunk)));
+    // A pid and a newline, or GONE: more is no holder of ours (an abstract name anyone may bind, streaming to fill
+    // this process's memory), and is read no further.
+    socket.on('data', (chunk) => {
+      text += String(chunk);
+      if (text.length > ANSWER_MAX) {
+        text = '';
+        done();
+      }
+    });
     socket.on('end', done);
     socket.on('error', (error: NodeJS.ErrnoException) => {
       refused = error.code === 'ECONNREFUSED';
