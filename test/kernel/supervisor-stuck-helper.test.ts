@@ -21,6 +21,8 @@ import { tearDownAlways } from '../helpers/teardown.js';
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const name = uniqueLabName('h');
 const RESTORE = 'iptables-nft-restore --noflush --wait=10';
+/** The restore as the gateway shows it (/status, /healthz, its log): as it runs it, in the lab's router namespace. */
+const restoreShown = () => `ip netns exec ${topology!.router} ${RESTORE}`;
 
 let bundle: Bundle | undefined;
 let topology: LabTopology | undefined;
@@ -76,14 +78,14 @@ kernel(`a restore that hangs is killed at --command-timeout and retried, one at 
 
   const { value: waiting } = await waitFor('/status naming the restore', async () => {
     const waited = (await gateway!.status()).reconciling?.waitingFor;
-    return waited?.command === RESTORE ? waited : undefined;
+    return waited?.command === restoreShown() ? waited : undefined;
   }, 5000);
   t.regex(waiting.since, /^\d{4}-\d\d-\d\dT/);
   const { value: health } = await waitFor('/healthz 503', async () => {
     const h = await gateway!.get('/healthz');
     return h.status === 503 ? h.body : undefined;
   }, 5000);
-  t.regex(health, new RegExp(`^unhealthy: .* \\(a pass is waiting for \`${RESTORE}\`, for \\d+ s\\)\\n$`));
+  t.regex(health, new RegExp(`^unhealthy: .* \\(a pass is waiting for \`${restoreShown()}\`, for \\d+ s\\)\\n$`));
 
   const failed = await gateway!.waitForLog('the pass failing at the timeout', (l) => l.msg === 'reconcile failed; previous rules left in place', 5000, from);
   t.regex(JSON.stringify(failed.err), /iptables-nft-restore failed: killed by SIGKILL \(timeout 1500 ms\)/);
@@ -116,7 +118,7 @@ kernel(`stopped while a restore hangs, the gateway says what it waits for, kills
   t.is(exit.code, 0);
   t.true(exit.ms >= STOP_COMMANDS_WAIT_MS && exit.ms < STOP_COMMANDS_WAIT_MS + 4000, `${Math.round(exit.ms)} ms (before: until the 60 s timeout)`);
   const logs = gateway.logs.slice(from);
-  t.truthy(logs.find((l) => l.msg === `waiting for the pass in flight, which waits for \`${RESTORE}\``), gateway.describeLogs());
+  t.truthy(logs.find((l) => l.msg === `waiting for the pass in flight, which waits for \`${restoreShown()}\``), gateway.describeLogs());
   t.truthy(logs.find((l) => l.msg === `killed the commands still running ${STOP_COMMANDS_WAIT_MS / 1000} s into the stop`), gateway.describeLogs());
   const { stdout } = await execa('ps', ['-e', '-o', 'pid=']);
   const left = children.filter((c) => stdout.split('\n').map(Number).includes(c.pid));
