@@ -79,6 +79,11 @@ export async function withPlanCache<T>(work: (cache: PlanCache | undefined) => P
   try {
     const result = await work(cache);
     cache?.flush();
+    // Said, as the supervisor says it: a cache set where others can change it is a mistake to fix, not a slow start.
+    const distrusted = cache?.distrusted();
+    if (distrusted !== undefined) {
+      process.stderr.write(`vlan-gateway: warning: the plan cache ${cache!.dir} is not used: ${distrusted} (only a directory that root owns and nobody else can write to, reached through none that others can change, is used)\n`);
+    }
     return result;
   } finally {
     useDesiredStore(undefined);

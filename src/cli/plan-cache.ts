@@ -128,6 +128,16 @@ export class PlanCache {
   }
 
   /**
+   * Why the directory is not used though it is there (it, or the way to it, is not root's alone: see
+   * private-dir.ts), for a one-shot command to say; undefined when it is used, or is simply missing, read-only or
+   * full (a cache is best effort: those are said by a supervisor only).
+   */
+  distrusted(): string | undefined {
+    const made = privateDir(this.dir);
+    return made.path === undefined && made.code === undefined ? made.problem : undefined;
+  }
+
+  /**
    * Writes what was made since the last flush (best effort: a cache that cannot be written is no error). Returns
    * why nothing could be written, for a supervisor to say once; undefined when it was written, or nothing was due.
    */

@@ -13,6 +13,7 @@ import { chmod, chown, lchown, mkdir, mkdtemp, readdir, readFile, rm, stat, syml
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { withPlanCache } from '../../src/cli/context.js';
 import { DEFAULT_PLAN_CACHE, PlanCache, planCacheDir } from '../../src/cli/plan-cache.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
@@ -362,4 +363,32 @@ test.serial('a state kept again that was read whole is only marked recent; a fil
   again.flush();
   t.is(again.hits.desired, 0);
   t.is(await readFile(path, 'utf8'), before);
+});
+
+// plan, apply and down went on without the cache and said nothing: a cache set where others can change it (here a
+// directory anyone can write to) is a mistake to be told, as the supervisor tells it. A missing directory is not.
+test.serial('a one-shot command says once that the plan cache is not used where others can change it; nothing where it is fine', async (t) => {
+  const base = await mkdtemp(join(tmpdir(), 'vgw-plan-cache-open-'));
+  const open = join(base, 'open');
+  await mkdir(open);
+  await chmod(open, 0o777);
+  const was = process.env.VLAN_GATEWAY_PLAN_CACHE;
+  const write = process.stderr.write.bind(process.stderr);
+  let said = '';
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    said += String(chunk);
+    return true;
+  }) as typeof process.stderr.write;
+  try {
+    process.env.VLAN_GATEWAY_PLAN_CACHE = open;
+    t.is(await withPlanCache(async () => 'planned'), 'planned');
+    process.env.VLAN_GATEWAY_PLAN_CACHE = join(base, 'fine');
+    await withPlanCache(async () => 'planned');
+  } finally {
+    process.stderr.write = write;
+    if (was === undefined) delete process.env.VLAN_GATEWAY_PLAN_CACHE;
+    else process.env.VLAN_GATEWAY_PLAN_CACHE = was;
+    await rm(base, { recursive: true, force: true });
+  }
+  t.is(said, `vlan-gateway: warning: the plan cache ${open} is not used: ${open} is writable by users other than root (${ONLY_PRIVATE})\n`);
 });
