@@ -13,7 +13,7 @@
  * to the functions a start needs). A read-only install runs without one. VLAN_GATEWAY_CODE_CACHE=off disables it.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync, type Stats } from 'node:fs';
+import { chmodSync, closeSync, fstatSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync, type Stats } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -109,7 +109,11 @@ class CachedBundle implements CodeCache {
     this.script = undefined;
     try {
       // Modes given, not left to the umask: the cache is code this user runs (see readOwnFile).
-      mkdirSync(dirname(this.cacheFile), { recursive: true, mode: 0o755 });
+      const dir = dirname(this.cacheFile);
+      mkdirSync(dir, { recursive: true, mode: 0o755 });
+      // Made open to others before (an older version, under a umask of 000): a cache there would never be read.
+      const made = statSync(dir);
+      if (made.uid === process.getuid?.() && (made.mode & 0o022) !== 0) chmodSync(dir, made.mode & 0o755);
       const partial = `${this.cacheFile}.${process.pid}`;
       writeFileSync(partial, Buffer.concat([Buffer.from(`${maker}\n`), data]), { mode: 0o644 });
       renameSync(partial, this.cacheFile); // whole or not at all, even with several processes starting at once

@@ -99,7 +99,7 @@ test('a place the cache cannot be written, or VLAN_GATEWAY_CODE_CACHE=off: the c
 // V8's cached data is compiled code, checked against the source's length only: a cache another user can write is
 // their code run as root. So the launcher writes it with modes of its own (not the umask's), and reads none that is
 // writable by others, or in a directory that is.
-test('the cache is written 0755/0644 whatever the umask, and one writable by others is not read but written again', async (t) => {
+test('the cache is written 0755/0644 whatever the umask; one writable by others is not read but written again, its directory closed', async (t) => {
   const pkg = await install(false);
   try {
     const launcher = join(pkg.dir, 'dist', 'vlan-gateway.mjs');
@@ -123,6 +123,11 @@ test('the cache is written 0755/0644 whatever the umask, and one writable by oth
     const kept = (await stat(file)).ino;
     t.is((await validate(pkg.dir)).exitCode, 0);
     t.not((await stat(file)).ino, kept, 'not taken from a directory others can write to');
+    // ... which the launcher, whose directory it is, closes to others: the cache is taken from then on.
+    t.is((await stat(pkg.cacheDir)).mode & 0o777, 0o755);
+    const closed = (await stat(file)).ino;
+    t.is((await validate(pkg.dir)).exitCode, 0);
+    t.is((await stat(file)).ino, closed, 'taken, not written again');
   } finally {
     await pkg.remove();
   }
