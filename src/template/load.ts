@@ -75,16 +75,29 @@ async function templateFiles(dir: string): Promise<string[]> {
   return found;
 }
 
-async function userTemplates(dir: string, configPath: string): Promise<Templates['user']> {
+/**
+ * The templates of rules.dir that are known and can be read, and the problems of the other files (no known template,
+ * cannot be read), every one of them: the first alone was said, and a user fixed one a run.
+ */
+async function userTemplates(dir: string, configPath: string): Promise<{ user: Templates['user']; problems: Problem[] }> {
   let templates: string[];
   try {
     templates = await templateFiles(dir);
   } catch (error) {
     throw new ConfigError(configPath, [{ path: ['rules', 'dir'], message: `cannot read ${dir} (${unreadableDirWhy(error)})` }]);
   }
-  const unknown = unknownTemplates(dir, templates);
-  if (unknown.length > 0) throw new ConfigError(configPath, unknown);
-  return Promise.all(templates.sort().map(async (e) => ({ hook: USER_FILES[e]!, template: await userSource(join(dir, e), configPath) })));
+  const problems = unknownTemplates(dir, templates);
+  const read = await Promise.all(templates.filter((e) => e in USER_FILES).sort().map(async (e) => {
+    try {
+      return { hook: USER_FILES[e]!, template: await userSource(join(dir, e), configPath) };
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      return error.problems;
+    }
+  }));
+  const user = read.flatMap((r) => ('hook' in r ? [r] : []));
+  problems.push(...read.flatMap((r) => ('hook' in r ? [] : r)));
+  return { user, problems };
 }
 
 /** The .hbs files of rules.dir that are no template the gateway knows, each as a problem of rules.dir. */
@@ -129,6 +142,17 @@ export async function userTemplateProblemsAlone(dir: string, configPath: string)
 
 /** The built-in templates, and the user's from `userDir` (the config's rules.dir; `configPath` names it in errors). */
 export async function loadTemplates(userDir?: string, configPath = 'config'): Promise<Templates> {
+  const { templates, problems } = await loadTemplatesAndProblems(userDir, configPath);
+  if (problems.length > 0) throw new ConfigError(configPath, problems);
+  return templates;
+}
+
+/**
+ * loadTemplates, with the problems of rules.dir's files (no known template, cannot be read) returned beside the
+ * templates that could be read, not thrown: a caller with a valid config renders those, and says what their render
+ * finds in the same run (cli/context.ts). A rules.dir that cannot be read is thrown (there is nothing to render).
+ */
+export async function loadTemplatesAndProblems(userDir?: string, configPath = 'config'): Promise<{ templates: Templates; problems: Problem[] }> {
   const dir = builtinRulesDir();
   const builtin = (name: string) => source(join(dir, name), relative(process.cwd(), join(dir, name)) || name);
   const [forward, sources, from, pair, prerouting, postrouting, user] = await Promise.all([
@@ -138,9 +162,9 @@ export async function loadTemplates(userDir?: string, configPath = 'config'): Pr
     builtin('filter/pair.hbs'),
     builtin('nat/prerouting.hbs'),
     builtin('nat/postrouting.hbs'),
-    userDir ? userTemplates(userDir, configPath) : Promise.resolve([]),
+    userDir ? userTemplates(userDir, configPath) : Promise.resolve({ user: [], problems: [] }),
   ]);
-  return { forward, sources, from, pair, prerouting, postrouting, user };
+  return { templates: { forward, sources, from, pair, prerouting, postrouting, user: user.user }, problems: user.problems };
 }
 
 /**

@@ -620,6 +620,26 @@ test('a template that is no file (a link to a device) or larger than a template 
   }
 });
 
+test('every file of rules.dir that is no template or cannot be read is said, not the first alone', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  try {
+    await mkdir(join(dir, 'filter'));
+    await mkdir(join(dir, 'nat', 'prerouting.hbs'), { recursive: true });
+    await symlink('/dev/zero', join(dir, 'filter', 'forward.hbs'));
+    await writeFile(join(dir, 'filter', 'input.hbs'), '-j ACCEPT\n');
+    await writeFile(join(dir, 'nat', 'postrouting.hbs'), '-j RETURN\n');
+    const error = await t.throwsAsync(loadTemplates(dir), { instanceOf: ConfigError });
+    t.deepEqual(error?.lines, [
+      `rules.dir: ${join(dir, 'filter', 'input.hbs')} is not a known template; use filter/forward.hbs, nat/prerouting.hbs, nat/postrouting.hbs `
+      + '(they fill VGW-USER-FORWARD, VGW-USER-PREROUTING, VGW-USER-POSTROUTING)',
+      `rules.dir: cannot read ${join(dir, 'filter', 'forward.hbs')} (it is a device, not a template file)`,
+      `rules.dir: cannot read ${join(dir, 'nat', 'prerouting.hbs')} (is a directory)`,
+    ]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('what a reload compares of rules.dir is read without following a link loop or reading a device', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
   try {
