@@ -142,6 +142,29 @@ export async function checkTemplates(runner: CommandRunner, backend: Backend, co
   return desired;
 }
 
+/**
+ * What rendering the templates finds, as checkTemplates renders them (every NIC attached, then none, said with the
+ * render it arose in), without the planner's checks of the rules or iptables': for templates whose rules.dir has
+ * problems of its own, so that those are said with their render's (cli/context.ts). A PlanError is not returned (the
+ * run after rules.dir is fixed says it).
+ */
+export function templateRenderError(config: Config, templates: Templates): TemplateError | undefined {
+  const render = (facts: Parameters<typeof planDesired>[1]) => {
+    try {
+      planDesired(config, facts, templates);
+      return undefined;
+    } catch (error) {
+      if (error instanceof TemplateError) return error;
+      if (error instanceof PlanError) return undefined;
+      throw error;
+    }
+  };
+  const attached = render(syntheticFacts(config));
+  if (attached || templates.user.length === 0) return attached;
+  const detached = render(detachedFacts());
+  return detached && withContext(detached) as TemplateError;
+}
+
 const LOCKED = Symbol('the xtables lock was held');
 
 /**

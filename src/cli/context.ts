@@ -1,12 +1,13 @@
 /** What every command needs: the config, the templates, and a runner (inside `--netns` when given). */
+import { templateRenderError } from '../apply/user-rules-check.js';
 import { configError, loadConfig, resolveConfigPath, withConfigSource, type LoadedConfig } from '../config/load.js';
-import { ConfigError } from '../config/problems.js';
+import { ConfigError, type Problem } from '../config/problems.js';
 import type { Config } from '../config/schema.js';
 import { ExecaRunner } from '../exec/execa-runner.js';
 import { inNamespace, type CommandRunner } from '../exec/runner.js';
 import { useDesiredStore, type Templates } from '../plan/desired.js';
-import { loadTemplates } from '../template/load.js';
-import { TemplateError } from '../template/render.js';
+import { loadTemplates, loadTemplatesAndProblems } from '../template/load.js';
+import { TemplateError, templateProblemText } from '../template/render.js';
 import { describeError } from './errors.js';
 import { PlanCache, planCacheDir } from './plan-cache.js';
 
@@ -28,13 +29,25 @@ export async function loadAll(args: GlobalArgs, cache?: PlanCache): Promise<{ lo
   return { loaded, templates: await templatesOf(loaded) };
 }
 
-/** The built-in templates and those of the config's rules.dir, whose problems carry the line of the key. */
+/**
+ * The built-in templates and those of the config's rules.dir, whose problems carry the line of the key. A file of
+ * rules.dir that is no known template, or cannot be read, is said with what rendering the others finds (a syntax
+ * error, a missing value, a line refused), each a problem of rules.dir: a file named alone hid the others' errors
+ * until the next run, and a user fixed one problem a run.
+ */
 export async function templatesOf(loaded: LoadedConfig): Promise<Templates> {
+  let found: Awaited<ReturnType<typeof loadTemplatesAndProblems>>;
   try {
-    return await loadTemplates(loaded.config.rules.dir, loaded.path);
+    found = await loadTemplatesAndProblems(loaded.config.rules.dir, loaded.path);
   } catch (error) {
     throw error instanceof ConfigError ? configError(loaded.path, loaded.text, error.problems) : error;
   }
+  if (found.problems.length === 0) return found.templates;
+  // The rest of what the render says (how many lines went unsaid, in which render) are its last lines, as notes.
+  const rendered = templateRenderError(loaded.config, found.templates);
+  const error = configError(loaded.path, loaded.text, [...found.problems,
+    ...(rendered?.problems ?? []).map((p): Problem => ({ path: ['rules', 'dir'], message: templateProblemText(p) }))]);
+  throw rendered && rendered.notes.length > 0 ? new ConfigError(error.source, error.problems, [...error.lines, ...rendered.notes]) : error;
 }
 
 /** The config and templates a command works from: for `down` (and `plan --down`), whatever config there is. */

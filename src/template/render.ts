@@ -17,7 +17,8 @@ export interface TemplateProblem {
 /** The most problems of one render said one by one; the rest are counted. */
 export const TEMPLATE_PROBLEMS_SAID = 20;
 
-const problemText = (p: TemplateProblem) => `${p.file}${p.line !== undefined ? `, rendered line ${p.line}` : ''}: ${p.detail}`;
+/** A template's problem as one line: its file, the rendered line where it has one, and what. */
+export const templateProblemText = (p: TemplateProblem) => `${p.file}${p.line !== undefined ? `, rendered line ${p.line}` : ''}: ${p.detail}`;
 
 /**
  * What is wrong with the templates: the first problem (file, detail, line), and the others found in the same run
@@ -26,12 +27,16 @@ const problemText = (p: TemplateProblem) => `${p.file}${p.line !== undefined ? `
 export class TemplateError extends Error {
   override readonly name = 'TemplateError';
   readonly problems: readonly TemplateProblem[];
+  /** The lines said once after the problems: how many more lines were refused, in which render they arose. */
+  readonly notes: readonly string[];
   /** `unsaid`: how many more lines were refused; `note`: a line said once after the problems (in which render they arose). */
   constructor(readonly file: string, readonly detail: string, readonly line?: number, others: readonly TemplateProblem[] = [],
     readonly unsaid = 0, note?: string) {
     const problems = [{ file, detail, ...(line !== undefined ? { line } : {}) }, ...others];
-    super([...problems.map(problemText), ...(unsaid > 0 ? [`(and ${unsaid} more lines refused)`] : []), ...(note ? [note] : [])].join('\n'));
+    const notes = [...(unsaid > 0 ? [`(and ${unsaid} more lines refused)`] : []), ...(note ? [note] : [])];
+    super([...problems.map(templateProblemText), ...notes].join('\n'));
     this.problems = problems;
+    this.notes = notes;
   }
 
   /** Several errors as one, in the order given. */

@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { runMain } from '../helpers/main.js';
 import { describeErrorLines } from '../../src/cli/errors.js';
+import { loadChecked } from '../../src/cli/load-checked.js';
 
 const NO_FILE = '/nonexistent/vlan-gateway-test.yaml';
 
@@ -287,6 +288,46 @@ test.serial('validate says every broken template of rules.dir in one run, exit 2
       + `${rules}/filter/forward.hbs, rendered line 2: "hello" is not a rule body (it must start with an option such as -s or -j)\n`
       + `${rules}/filter/forward.hbs, rendered line 3: "-p tcp -F -j ACCEPT" uses -F: templates write rule bodies, the planner writes commands\n`
       + `${rules}/nat/postrouting.hbs: "nosuch" is not defined (template line 1, column 3)\n`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+// With a valid config, a file of rules.dir that is no template (or cannot be read) was said alone: the other
+// templates' syntax and render errors came in the next run, one problem fixed a run. Now all of them come at once, as
+// problems of rules.dir; a reload (loadChecked) logs the same lines, an apply (plan) says them too.
+test.serial('validate says a file that is no template, one that cannot be read, and what rendering the others finds, in one run', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  try {
+    const config = join(dir, 'gateway.yaml');
+    const rules = join(dir, 'rules.d');
+    await mkdir(join(rules, 'filter'), { recursive: true });
+    await mkdir(join(rules, 'nat', 'prerouting.hbs'), { recursive: true });
+    await writeFile(join(rules, 'filter', 'input.hbs'), '-j ACCEPT\n');
+    await writeFile(join(rules, 'filter', 'forward.hbs'), '-j ACCEPT\nhello\n');
+    await writeFile(join(rules, 'nat', 'postrouting.hbs'), '{{#each vlans}}\n-s {{subnet}} -j RETURN\n{{/if}}\n');
+    await writeFile(config, 'vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\nrules:\n  dir: rules.d\n');
+    const expected = [
+      `rules.dir: ${rules}/filter/input.hbs is not a known template; use filter/forward.hbs, nat/prerouting.hbs, nat/postrouting.hbs `
+      + '(they fill VGW-USER-FORWARD, VGW-USER-PREROUTING, VGW-USER-POSTROUTING) (line 4)',
+      `rules.dir: cannot read ${rules}/nat/prerouting.hbs (is a directory) (line 4)`,
+      `rules.dir: ${rules}/filter/forward.hbs, rendered line 2: "hello" is not a rule body (it must start with an option such as -s or -j) (line 4)`,
+      `rules.dir: ${rules}/nat/postrouting.hbs: syntax error on template line 1: {{#each}} is closed by {{/if}} (line 4)`,
+    ];
+    for (const command of ['validate', 'plan']) {
+      const result = await runMain(command, '--config', config);
+      t.is(result.code, 2, command);
+      t.is(result.stderr, `vlan-gateway: invalid config: ${config}: 4 problems:\n${expected.map((l) => `  ${l}\n`).join('')}`, command);
+    }
+    const reload = await t.throwsAsync(loadChecked(config, undefined), { instanceOf: ConfigError });
+    t.deepEqual(describeErrorLines(reload), expected.map((l) => `invalid config: ${config}: ${l}`));
+    // What renders with every NIC present, and not before Docker attaches them, is said as validate says it.
+    await rm(join(rules, 'nat'), { recursive: true });
+    await writeFile(join(rules, 'filter', 'forward.hbs'), '-i {{vlans.[0].nic}} -j ACCEPT\n');
+    const detached = await runMain('validate', '--config', config);
+    t.is(detached.stderr, `vlan-gateway: invalid config: ${config}: 2 problems:\n  ${expected[0]!}\n`
+      + `  rules.dir: ${rules}/filter/forward.hbs: vlans.0 is not a value templates have (vlans: an index) (rendered as at a start before Docker `
+      + 'attaches the NICs: no VLAN has its NIC yet, and uplink.nic has no value; put a rule that needs it inside {{#if uplink.nic}}) (line 4)\n');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
