@@ -16,6 +16,7 @@ import type { LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { buildLab, GatewayProcess, prepareBundle, REPO, runner, scratchDir, sleep, tearDown, waitFor, type Bundle } from '../helpers/supervisor.js';
 import { tearDownAlways } from '../helpers/teardown.js';
+import { listeningUdp, sendUdp } from '../helpers/udp.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const name = `kn${uniqueLabName('x').slice(2)}`;
@@ -60,17 +61,6 @@ tearDownAlways('kill the applies, remove the lab and the scratch files', async (
   await tearDown(name, scratch, bundle);
 });
 
-const UDP_SCRIPT = String.raw`const [mode, address, port, host, hostPort, text] = process.argv.slice(1);
-const s = require('node:dgram').createSocket('udp4');
-s.bind(Number(port), address, () => {
-  if (mode === 'send') s.send(text, Number(hostPort), host, () => setTimeout(() => process.exit(0), 300));
-  else {
-    // 'echo': answers each datagram, which makes its flow an established one
-    s.on('message', (m, from) => { console.log(String(m)); if (mode === 'echo') s.send(m, from.port, from.address); });
-    console.log('ready');
-  }
-});`;
-
 /** `vlan-gateway apply` in its own process group, with the conntrack above first on the PATH. */
 function apply(config: string) {
   const child = execa(process.execPath, ['--import', 'tsx', MAIN, 'apply', '--config', config, '--netns', topology!.router], {
@@ -101,28 +91,11 @@ async function setting() {
   const env = { PATH: `${join(scratch!, 'bin')}:${process.env.PATH ?? ''}`, VLAN_GATEWAY_STATE_DIR: join(scratch!, 'state') };
   await writeFile(without, stringify(example));
   await writeFile(withForward, stringify({ ...example, portForwards: [...example.portForwards, { proto: 'udp', port: PORT, to: lab.client.address }] }));
-  const send = (text: string) => runner.run(['ip', 'netns', 'exec', topology!.inet, process.execPath, '-e', UDP_SCRIPT, 'send', u.internetHost,
-    String(CLIENT_PORT), u.routerAddress, String(PORT), text]);
+  const send = (text: string) => sendUdp(runner, { namespace: topology!.inet, address: u.internetHost, port: CLIENT_PORT }, { address: u.routerAddress, port: PORT }, text);
   const entry = async () => (await runner.run(['ip', 'netns', 'exec', topology!.router, 'conntrack', '-L', '-p', 'udp', '--orig-port-src', String(CLIENT_PORT)])).stdout;
   const toGateway = new RegExp(`dport=${PORT} \\[UNREPLIED\\] src=${u.routerAddress.replaceAll('.', '\\.')} `);
-  /** Listens at the forward's host while `body` runs, handing it what arrived so far (`echo`: and answers it). */
-  const listening = async (body: (received: string[]) => Promise<void>, mode: 'listen' | 'echo' = 'listen') => {
-    const listener = execa('ip', ['netns', 'exec', lab.client.namespace, process.execPath, '-e', UDP_SCRIPT, mode, lab.client.address, String(PORT)],
-      { reject: false, timeout: 60_000 });
-    const received: string[] = [];
-    try {
-      await new Promise<void>((resolve) => listener.stdout!.on('data', (chunk: Buffer) => {
-        for (const line of String(chunk).split('\n').filter(Boolean)) {
-          if (line === 'ready') resolve();
-          else received.push(line);
-        }
-      }));
-      await body(received);
-    } finally {
-      listener.kill('SIGTERM');
-      await listener;
-    }
-  };
+  const listening = (body: (received: string[]) => Promise<void>, mode: 'listen' | 'echo' = 'listen') =>
+    listeningUdp({ namespace: lab.client.namespace, address: lab.client.address, port: PORT }, body, mode);
   return { without, withForward, env, send, entry, toGateway, listening };
 }
 

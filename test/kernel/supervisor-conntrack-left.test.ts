@@ -17,6 +17,7 @@ import {
   buildLab, GatewayProcess, prepareBundle, REPO, runner, scratchDir, sleep, tearDown, waitFor, type Bundle,
 } from '../helpers/supervisor.js';
 import { tearDownAlways } from '../helpers/teardown.js';
+import { listeningUdp, sendUdp } from '../helpers/udp.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const name = uniqueLabName('k');
@@ -48,13 +49,6 @@ tearDownAlways('kill the gateways, remove the lab and the scratch files', async 
   await tearDown(name, scratch, bundle);
 });
 
-const UDP_SCRIPT = String.raw`const [mode, address, port, host, hostPort, text] = process.argv.slice(1);
-const s = require('node:dgram').createSocket('udp4');
-s.bind(Number(port), address, () => {
-  if (mode === 'send') s.send(text, Number(hostPort), host, () => setTimeout(() => process.exit(0), 300));
-  else { s.on('message', (m) => console.log(String(m))); console.log('ready'); }
-});`;
-
 kernel(`a run killed while it cleared the flows a UDP forward left with the gateway: the next run clears them after its start, and says so${NEEDS_ROOT}`, async (t) => {
   const lab = topology!.vlans.find((v) => v.name === 'lab')!;
   const u = topology!.uplink;
@@ -62,8 +56,7 @@ kernel(`a run killed while it cleared the flows a UDP forward left with the gate
   const configPath = join(scratch!, 'gateway.yaml');
   await writeFile(configPath, stringify(example));
   const withForward = stringify({ ...example, portForwards: [...example.portForwards, { proto: 'udp', port: PORT, to: lab.client.address }] });
-  const send = (text: string) => runner.run(['ip', 'netns', 'exec', topology!.inet, process.execPath, '-e', UDP_SCRIPT, 'send', u.internetHost,
-    String(CLIENT_PORT), u.routerAddress, String(PORT), text]);
+  const send = (text: string) => sendUdp(runner, { namespace: topology!.inet, address: u.internetHost, port: CLIENT_PORT }, { address: u.routerAddress, port: PORT }, text);
   const entry = async () => (await runner.run(['ip', 'netns', 'exec', topology!.router, 'conntrack', '-L', '-p', 'udp', '--orig-port-src', String(CLIENT_PORT)])).stdout;
   const toGateway = new RegExp(`dport=${PORT} \\[UNREPLIED\\] src=${u.routerAddress.replaceAll('.', '\\.')} `);
 
@@ -89,16 +82,7 @@ kernel(`a run killed while it cleared the flows a UDP forward left with the gate
   await send('while nobody clears it');
   t.regex(await entry(), toGateway, 'the forward is in the nat table, the flow still with the gateway');
 
-  const listener = execa('ip', ['netns', 'exec', lab.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'listen', lab.client.address, String(PORT)],
-    { reject: false, timeout: 30_000 });
-  const received: string[] = [];
-  try {
-    await new Promise<void>((resolve) => listener.stdout!.on('data', (chunk: Buffer) => {
-      for (const line of String(chunk).split('\n').filter(Boolean)) {
-        if (line === 'ready') resolve();
-        else received.push(line);
-      }
-    }));
+  await listeningUdp({ namespace: lab.client.namespace, address: lab.client.address, port: PORT }, async (received) => {
     const second = await start();
     const said = await second.waitForLog('the flows cleared', (l) => /^cleared \d+ UDP flows? to /.test(l.msg), 10_000);
     t.is(said.msg, `cleared 1 UDP flow to ${PORT} that reached the gateway itself although the port is forwarded: left by a run stopped before it cleared them`);
@@ -113,8 +97,5 @@ kernel(`a run killed while it cleared the flows a UDP forward left with the gate
     await sleep(1500);
     t.false(third.logs.some((l) => /UDP flows?/.test(l.msg)), third.describeLogs());
     await third.stop();
-  } finally {
-    listener.kill('SIGTERM');
-    await listener;
-  }
+  });
 });

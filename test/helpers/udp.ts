@@ -1,0 +1,48 @@
+/**
+ * UDP datagrams between a lab's namespaces, from fixed ports (as a WireGuard or SIP peer sends), for the tests of
+ * the conntrack clears: one datagram sent, or a listener that hands a test what it heard (and, `echo`, answers it,
+ * which makes the flow an established one).
+ */
+import { execa } from 'execa';
+import type { CommandRunner } from '../../src/exec/runner.js';
+
+const UDP_SCRIPT = String.raw`const [mode, address, port, host, hostPort, text] = process.argv.slice(1);
+const s = require('node:dgram').createSocket('udp4');
+s.bind(Number(port), address, () => {
+  if (mode === 'send') s.send(text, Number(hostPort), host, () => setTimeout(() => process.exit(0), 300));
+  else {
+    s.on('message', (m, from) => { console.log(String(m)); if (mode === 'echo') s.send(m, from.port, from.address); });
+    console.log('ready');
+  }
+});`;
+
+export interface Endpoint {
+  readonly namespace: string;
+  readonly address: string;
+  readonly port: number;
+}
+
+/** One datagram `text` from `from` to `to` (its address and port; its namespace is not used). */
+export async function sendUdp(runner: CommandRunner, from: Endpoint, to: Omit<Endpoint, 'namespace'>, text: string): Promise<void> {
+  await runner.run(['ip', 'netns', 'exec', from.namespace, process.execPath, '-e', UDP_SCRIPT, 'send', from.address, String(from.port),
+    to.address, String(to.port), text]);
+}
+
+/** Listens at `at` while `body` runs, handing it what arrived so far (`echo`: and answers each datagram). */
+export async function listeningUdp(at: Endpoint, body: (received: string[]) => Promise<void>, mode: 'listen' | 'echo' = 'listen'): Promise<void> {
+  const listener = execa('ip', ['netns', 'exec', at.namespace, process.execPath, '-e', UDP_SCRIPT, mode, at.address, String(at.port)],
+    { reject: false, timeout: 60_000 });
+  const received: string[] = [];
+  try {
+    await new Promise<void>((resolve) => listener.stdout!.on('data', (chunk: Buffer) => {
+      for (const line of String(chunk).split('\n').filter(Boolean)) {
+        if (line === 'ready') resolve();
+        else received.push(line);
+      }
+    }));
+    await body(received);
+  } finally {
+    listener.kill('SIGTERM');
+    await listener;
+  }
+}
