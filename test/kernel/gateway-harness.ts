@@ -4,6 +4,7 @@
  * "nothing changed" is a byte comparison of what an operator would look at (iptables-save of both backends,
  * `ip -d addr`, `ip route`, `ipset save`, `sysctl net.ipv4.ip_forward`).
  */
+import test from 'ava';
 import { execa } from 'execa';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,6 +15,8 @@ import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
 import type { CommandRunner } from '../../src/exec/runner.js';
+import { isRoot } from '../helpers/lab.js';
+import { tearDownAlways } from '../helpers/teardown.js';
 import { labUp, planLabTopology, type CheckResult, type LabTopology } from '../../src/lab/index.js';
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -191,4 +194,21 @@ export function recording(inner: CommandRunner): { runner: CommandRunner; comman
       start: (argv) => inner.start(argv),
     },
   };
+}
+
+/**
+ * A bare namespace (`vgwk-TAG-PID`) for a test file that needs nothing else: made before its tests; it and the
+ * file's scratch files removed after them, interrupted or not.
+ */
+export function fileNamespace(tag: string): string {
+  const ns = `vgwk-${tag}-${process.pid}`;
+  test.before(async () => {
+    if (isRoot()) await runner.run(['ip', 'netns', 'add', ns]);
+  });
+  tearDownAlways('remove the namespace and the scratch files', async () => {
+    if (!isRoot()) return;
+    await runner.run(['ip', 'netns', 'del', ns], { allowFailure: true });
+    await removeScratch();
+  });
+  return ns;
 }

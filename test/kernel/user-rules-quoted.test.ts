@@ -9,21 +9,10 @@ import test from 'ava';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
-import { tearDownAlways } from '../helpers/teardown.js';
-import { cli, exampleDocument, removeScratch, runner, scratchDir, writeConfig } from './gateway-harness.js';
+import { cli, exampleDocument, fileNamespace, scratchDir, writeConfig } from './gateway-harness.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const ns = `vgwk-quoted-${process.pid}`;
-
-test.before(async () => {
-  if (isRoot()) await runner.run(['ip', 'netns', 'add', ns]);
-});
-
-tearDownAlways('remove the namespace and the scratch files', async () => {
-  if (!isRoot()) return;
-  await runner.run(['ip', 'netns', 'del', ns], { allowFailure: true });
-  await removeScratch();
-});
+const ns = fileNamespace('quoted');
 
 /** A config whose rules.dir holds `rules` as filter/forward.hbs. */
 async function withForwardRules(name: string, rules: readonly string[]): Promise<{ path: string; template: string }> {

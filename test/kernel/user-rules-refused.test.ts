@@ -8,21 +8,10 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { REFUSALS_SAID } from '../../src/apply/user-rules-check.js';
 import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
-import { tearDownAlways } from '../helpers/teardown.js';
-import { cli, exampleDocument, removeScratch, runner, save, scratchDir, writeConfig } from './gateway-harness.js';
+import { cli, exampleDocument, fileNamespace, save, scratchDir, writeConfig } from './gateway-harness.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const ns = `vgwk-refused-${process.pid}`;
-
-test.before(async () => {
-  if (isRoot()) await runner.run(['ip', 'netns', 'add', ns]);
-});
-
-tearDownAlways('remove the namespace and the scratch files', async () => {
-  if (!isRoot()) return;
-  await runner.run(['ip', 'netns', 'del', ns], { allowFailure: true });
-  await removeScratch();
-});
+const ns = fileNamespace('refused');
 
 /** A config whose rules.dir holds `forward` as filter/forward.hbs and `postrouting` as nat/postrouting.hbs. */
 async function withRules(name: string, forward: readonly string[], postrouting: readonly string[] = []): Promise<{ path: string; dir: string }> {
