@@ -41,7 +41,7 @@ export interface ApplyObserver {
    */
   flowsCleared?(outcome: FlowsCleared): void;
   /** The flows forwarded before the policy was there (Plan.unpoliced) have been cleared, or why not. Never a failure. */
-  unpolicedCleared?(outcome: FlowsCleared): void;
+  unpolicedCleared?(outcome: FlowsCleared, unpoliced: NonNullable<Plan['unpoliced']>): void;
 }
 
 export class ApplyError extends Error {
@@ -793,7 +793,7 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
   // The policy and the NAT are in where there were none: the flows forwarded without them go now (Plan.unpoliced).
   if (plan.unpoliced) {
     const outcome = await clearUnpolicedFlows(runner, plan.unpoliced.local);
-    tell(() => observer.unpolicedCleared?.(outcome));
+    tell(() => observer.unpolicedCleared?.(outcome, plan.unpoliced!));
   }
   const filled = filling ? await filling : undefined;
   if (filled?.status === 'rejected') {

@@ -42,6 +42,18 @@ export const UNPOLICED_CONNTRACK_MISSING = 'the conntrack tool is not installed 
   + '(between the NICs being attached and this start) keep the verdict and the NAT (none) they started with while they go on; '
   + 'install conntrack-tools (Alpine: apk add conntrack-tools; Debian: apt-get install conntrack), as the image does';
 
+/**
+ * What a clear of the flows forwarded without the policy or the NAT (Plan.unpoliced) says it did. `started`: said by
+ * the supervisor's start pass, where the NICs came with ip_forward on before it (a container's start).
+ */
+export function unpolicedClearedMessage(cleared: number, unpoliced: { readonly bypassed?: true }, started = false): string {
+  const flows = `${cleared} flow${cleared === 1 ? '' : 's'}`;
+  const how = unpoliced.bypassed
+    ? 'forwarded while a jump of the gateway\'s was missing or bypassed (put back now)'
+    : `forwarded before the policy was in place${started ? ' (the NICs were attached with ip_forward on before the gateway started)' : ''}`;
+  return `cleared ${flows} ${how}: their next packets meet the policy and the NAT`;
+}
+
 /** What a clear's outcome has to say as a warning, if anything. */
 export const flowsWarning = (outcome: FlowsCleared | undefined): string | undefined => (outcome?.missing ? CONNTRACK_MISSING : outcome?.warning);
 

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { ApplyError } from '../apply/apply.js';
-import { flowsWarning, UNPOLICED_CONNTRACK_MISSING, type FlowsCleared } from '../apply/conntrack.js';
+import { flowsWarning, UNPOLICED_CONNTRACK_MISSING, unpolicedClearedMessage, type FlowsCleared } from '../apply/conntrack.js';
 import { userRulesGuard } from '../apply/user-rules-check.js';
 import type { Facts } from '../observe/facts.js';
 import { formatPlan } from '../plan/format.js';
@@ -45,6 +45,7 @@ async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
   await withPlanCache(async (cache) => {
     const { config, templates } = await loadFor(mode, args, cache);
     let unpoliced: FlowsCleared | undefined;
+    let unpolicedWhy: NonNullable<Plan['unpoliced']> = { local: [] };
     // Read, plan and write with no other apply or down between (an invalid config above has waited for nothing).
     const { plan, ms, notices } = await withWriteLock(args.netns, mode, async () => {
       const started = performance.now();
@@ -57,7 +58,10 @@ async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
       let planned: ConntrackClear[] = [];
       const observer = {
         flowsCleared: (outcome: FlowsCleared) => (flows = outcome),
-        unpolicedCleared: (outcome: FlowsCleared) => (unpoliced = outcome),
+        unpolicedCleared: (outcome: FlowsCleared, why: NonNullable<Plan['unpoliced']>) => {
+          unpoliced = outcome;
+          unpolicedWhy = why;
+        },
       };
       const guard = userRulesGuard(runner, templates);
       const beforeWrite = async (facts: Facts, plan: Plan) => {
@@ -90,7 +94,7 @@ async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
     });
     out(formatPlan(plan).replace(/pending\.$/, `applied in ${Math.round(ms)} ms.`));
     for (const notice of notices) process.stderr.write(`vlan-gateway: ${notice}\n`);
-    if (unpoliced?.cleared) out(`cleared ${unpoliced.cleared} flow${unpoliced.cleared === 1 ? '' : 's'} forwarded before the policy was in place: their next packets meet the policy and the NAT`);
+    if (unpoliced?.cleared) out(unpolicedClearedMessage(unpoliced.cleared, unpolicedWhy));
     const warning = unpoliced?.missing ? UNPOLICED_CONNTRACK_MISSING : unpoliced?.warning;
     if (warning !== undefined) process.stderr.write(`vlan-gateway: warning: ${warning}\n`);
   });

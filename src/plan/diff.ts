@@ -8,7 +8,7 @@ import { shownCommand } from '../exec/runner.js';
 import type { Facts, KnownTables, SavedRule, SavedSet, SavedTable, TableName } from '../observe/facts.js';
 import { TABLES } from '../observe/facts.js';
 import { conntrackClears } from './conntrack.js';
-import { BUILTIN_CHAINS, FORWARD_CHAIN, FORWARDING_WAS_OFF, IP_FORWARD, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX } from './chains.js';
+import { BUILTIN_CHAINS, FORWARD_CHAIN, FORWARDING_WAS_OFF, IP_FORWARD, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX, POSTROUTING_CHAIN } from './chains.js';
 import { verdictOf } from './rule-text.js';
 import { BUCKET_LIMIT, remakeName, SET_MAXELEM } from './set-size.js';
 import type { ChainChange, Desired, DesiredChain, DesiredRule, DesiredSet, Jump, JumpChange, Plan, Step } from './types.js';
@@ -44,6 +44,8 @@ function sameRules(saved: readonly SavedRule[], desired: readonly DesiredRule[])
  * Targets that never end a packet's walk with an ACCEPT: they drop it, or note or alter it and go on ('' is no
  * target). An MSS clamp (`-p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu`) often sits first in FORWARD.
  */
+/** The jumps whose absence lets a packet be forwarded without the policy (filter) or without the NAT (nat). */
+const UNPOLICED_HOOKS = [['FORWARD', FORWARD_CHAIN], ['POSTROUTING', POSTROUTING_CHAIN]] as const;
 const CANNOT_ACCEPT = new Set(['', 'DROP', 'REJECT', 'LOG', 'NFLOG', 'ULOG', 'MARK', 'CONNMARK', 'TRACE', 'AUDIT', 'TCPMSS', 'SET', 'IDLETIMER', 'LED', 'RATEEST']);
 
 interface SavedJump {
@@ -159,8 +161,13 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
     }
   }
   const jumpAdds = desiredJumps.filter((j) => !kept.has(j));
+  // Did every packet of the hook walk our chain before this step? Only through a jump of ours with no match (a note
+  // of its own aside) that nothing above could let a packet past. A jump added where there was none such opens a
+  // chain the hook's traffic went around until now (Plan.unpoliced).
+  const covered = (j: Jump) => present.some((p) => p.hook === j.hook && p.target === j.target
+    && p.body.replace(/-m comment --comment (?:"[^"]*"|\S+) ?/, '') === `-j ${j.target}` && !foreignAbove(p));
   const jumpChanges: JumpChange[] = [
-    ...jumpAdds.map((j): JumpChange => ({ hook: j.hook, target: j.target, change: 'add', body: jumpBody(j.target, j.note) })),
+    ...jumpAdds.map((j): JumpChange => ({ hook: j.hook, target: j.target, change: 'add', body: jumpBody(j.target, j.note), ...(covered(j) ? {} : { uncovered: true as const }) })),
     ...jumpRemovals.map((p): JumpChange => ({ hook: p.hook, target: p.target, change: 'remove', body: p.body, position: p.position, why: why.get(p)! })),
   ];
 
@@ -363,12 +370,16 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
   const inUse = referencesToRemoved(steps, facts);
   if (inUse.length > 0) throw new InUseError(inUse.join('\n'));
   const warnings = [...warningsOf(facts), ...uplinkOverlapWarnings(desired.uplink, desired.vlans)];
-  // Our policy chain made here, with forwarding on already: nothing forwarded until now met it (Plan.unpoliced).
-  const unpoliced = facts.sysctls[IP_FORWARD] === '1' && steps.some((s) => s.kind === 'table' && s.table === 'filter' && s.chains.some((c) => c.chain === FORWARD_CHAIN && c.change === 'create'));
+  // Our policy or NAT hooked in where packets went around it, with forwarding on already: what was forwarded until
+  // now met no policy or no NAT (Plan.unpoliced). At a first apply the chains are new; later, the jump was deleted,
+  // or a rule above it could accept, behind our back.
+  const unpoliced = facts.sysctls[IP_FORWARD] === '1' && steps.some((s) => s.kind === 'table'
+    && s.jumps.some((j) => j.change === 'add' && j.uncovered && UNPOLICED_HOOKS.some(([hook, target]) => j.hook === hook && j.target === target)));
+  const made = steps.some((s) => s.kind === 'table' && s.table === 'filter' && s.chains.some((c) => c.chain === FORWARD_CHAIN && c.change === 'create'));
   return {
     desired, steps, forwardingWasOff: forwardingWasOff && desired.jumps.length > 0, ...(warnings.length > 0 ? { warnings } : {}),
     backend: { name: facts.backend, ...(facts.backendWhy ? { why: facts.backendWhy } : {}) },
-    ...(unpoliced ? { unpoliced: { local: [...new Set(local)].sort() } } : {}),
+    ...(unpoliced ? { unpoliced: { local: [...new Set(local)].sort(), ...(made ? {} : { bypassed: true as const }) } } : {}),
   };
 }
 

@@ -123,6 +123,9 @@ export interface JumpChange {
   readonly position?: number;
   /** Why a removed jump goes (shown by plan): moved to the top, a copy, not ours, its chain gone. */
   readonly why?: string;
+  /** An added jump where the hook's packets went around its chain until now: none was there, or one that matched
+   * only some of them, or one below a rule that could accept them (Plan.unpoliced). */
+  readonly uncovered?: true;
 }
 
 export type Step =
@@ -198,6 +201,9 @@ export interface Plan {
    * Their entries (`local`: the gateway's own addresses; an entry to or from one of them is not forwarded) are
    * deleted once the tables are in (apply/conntrack.ts), so that their next packet meets the policy and the NAT; a
    * NATed entry is not one of them (a NAT was there: ours before a `down`, a router's own before the gateway).
+   * `bypassed`: our chains were there, but a jump to VGW-FORWARD or VGW-POSTROUTING that every packet walks was not
+   * (deleted, or narrowed to some packets, or below a rule that could accept them: JumpChange.uncovered), behind
+   * our back; the flows forwarded meanwhile met no policy or no NAT just the same.
    */
-  readonly unpoliced?: { readonly local: readonly string[] };
+  readonly unpoliced?: { readonly local: readonly string[]; readonly bypassed?: true };
 }

@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import { AccountingError, ApplyError, type ApplyObserver } from '../apply/apply.js';
 import { privilegeHint } from '../apply/hints.js';
-import { CONNTRACK_MISSING, UNPOLICED_CONNTRACK_MISSING } from '../apply/conntrack.js';
+import { CONNTRACK_MISSING, UNPOLICED_CONNTRACK_MISSING, unpolicedClearedMessage } from '../apply/conntrack.js';
 import type { Config } from '../config/schema.js';
 import { asRun, type CommandRunner } from '../exec/runner.js';
 import type { Logger } from '../log.js';
@@ -303,11 +303,8 @@ export class Supervisor {
       announced: (step) => this.conflicts?.announced(step),
       // What could not be cleared is among the plan's warnings (logged below); what was, is said here.
       flowsCleared: (outcome) => this.saidCleared(outcome.cleared, { trigger }),
-      unpolicedCleared: (outcome) => {
-        if (outcome.cleared > 0) {
-          this.log.info({ trigger, cleared: outcome.cleared }, `cleared ${outcome.cleared} flow${outcome.cleared === 1 ? '' : 's'} forwarded before the policy was in place `
-            + '(the NICs were attached with ip_forward on before the gateway started): their next packets meet the policy and the NAT');
-        }
+      unpolicedCleared: (outcome, why) => {
+        if (outcome.cleared > 0) this.log.info({ trigger, cleared: outcome.cleared }, unpolicedClearedMessage(outcome.cleared, why, trigger === 'start'));
         if (outcome.warning) this.log.warn({ trigger }, outcome.warning);
         if (outcome.missing) this.log.warn({ trigger }, UNPOLICED_CONNTRACK_MISSING);
       },

@@ -1154,7 +1154,9 @@ test('a FORWARD jump deleted by hand is re-added with its mark when the pass rem
   t.true(first.plan.forwardingWasOff);
   ns.seed('nft', `*filter\n-D FORWARD -m comment --comment vgw:hook-fwd-was-0 -j VGW-FORWARD\nCOMMIT\n`);
   const repair = await reconcileOnce(ns, lab, builtinTemplates, { memory: { forwardingWasOff: first.plan.forwardingWasOff } });
-  t.deepEqual(repair.plan.steps.map((s) => (s.kind === 'table' ? s.jumps : s.kind)), [[{ hook: 'FORWARD', target: 'VGW-FORWARD', change: 'add', body: '-m comment --comment vgw:hook-fwd-was-0 -j VGW-FORWARD' }]]);
+  t.deepEqual(repair.plan.steps.map((s) => (s.kind === 'table' ? s.jumps : s.kind)), [[{ hook: 'FORWARD', target: 'VGW-FORWARD', change: 'add', body: '-m comment --comment vgw:hook-fwd-was-0 -j VGW-FORWARD', uncovered: true }]]);
+  // Until the repair the namespace forwarded around the policy: what it forwarded so goes (Plan.unpoliced).
+  t.truthy(repair.plan.unpoliced);
   t.regex(ns.snapshot(), new RegExp(`^${MARKED_FORWARD_JUMP}$`, 'm'));
   await apply(ns, lab, 'down');
   t.regex(ns.snapshot(), /^net\.ipv4\.ip_forward = 0$/m);

@@ -31,7 +31,7 @@ const DNS = '{proto: udp, port: 5300, to: 192.168.20.100, toPort: 53}';
 const RANGE = '{proto: udp, port: "6000-6010", to: 192.168.10.100}';
 
 /** The namespace as a previous apply of `config` left it: its chains and jumps, as iptables-save prints them back. */
-function factsAfter(config: Config | undefined): Facts {
+function factsAfter(config: Config | undefined, edit: (lines: string[]) => string[] = (lines) => lines): Facts {
   const base = syntheticFacts(lab);
   const desired = config ? planDesired(config, base, templates) : undefined;
   const out: string[] = [];
@@ -44,7 +44,7 @@ function factsAfter(config: Config | undefined): Facts {
     for (const jump of desired?.jumps.filter((j) => j.table === table) ?? []) out.push(`-A ${jump.hook} -m comment --comment "vgw:hook" -j ${jump.target}`);
     out.push('COMMIT');
   }
-  const tables = parseSave(`${out.join('\n')}\n`);
+  const tables = parseSave(`${edit(out).join('\n')}\n`);
   // The gateway addresses it added, marked as ours.
   const links = base.links.map((link) => {
     const mine = desired?.addresses.filter((a) => a.nic === link.name) ?? [];
@@ -313,6 +313,31 @@ test('our policy chain made where there was none: the plan clears the flows forw
   t.is(planFrom(lab, labWith(WIREGUARD)).unpoliced, undefined, 'a change of a config in force');
   const facts = factsAfter(lab);
   t.is(diff(planEmpty(lab, facts), facts).unpoliced, undefined, 'down');
+});
+
+test('our jump put back where packets went around it (deleted, narrowed, below a rule that accepts): the flows forwarded meanwhile are cleared', (t) => {
+  const FORWARD_JUMP = '-A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD';
+  const NAT_JUMP = '-A POSTROUTING -m comment --comment "vgw:hook" -j VGW-POSTROUTING';
+  const planAfterEdit = (edit: (lines: string[]) => string[]) => {
+    const facts = factsAfter(lab, edit);
+    return diff(planDesired(lab, facts, templates), facts);
+  };
+  const replaced = (line: string, ...by: string[]) => (lines: string[]) => lines.flatMap((l) => (l === line ? by : [l]));
+  t.deepEqual(planAfterEdit(replaced(FORWARD_JUMP)).unpoliced, { local: LOCAL, bypassed: true }, 'FORWARD jump deleted: forwarded with no policy');
+  t.deepEqual(planAfterEdit(replaced(NAT_JUMP)).unpoliced, { local: LOCAL, bypassed: true }, 'POSTROUTING jump deleted: forwarded to the Internet with no NAT');
+  t.deepEqual(planAfterEdit(replaced(FORWARD_JUMP, '-A FORWARD -j ACCEPT', FORWARD_JUMP)).unpoliced, { local: LOCAL, bypassed: true }, 'below an ACCEPT');
+  t.deepEqual(planAfterEdit(replaced(FORWARD_JUMP, '-A FORWARD -i eth1 -j VGW-FORWARD')).unpoliced, { local: LOCAL, bypassed: true }, 'only eth1\'s packets went through it');
+  // Every packet went through the policy all along: nothing to clear.
+  const dropAbove = planAfterEdit(replaced(FORWARD_JUMP, '-A FORWARD -s 198.51.100.9/32 -j DROP', FORWARD_JUMP));
+  t.deepEqual(dropAbove.steps, [], 'a DROP above it stays, and so does the jump');
+  const copy = planAfterEdit(replaced(FORWARD_JUMP, FORWARD_JUMP, FORWARD_JUMP));
+  t.deepEqual(copy.steps.map((s) => (s.kind === 'table' ? s.jumps.map((j) => j.change) : s.kind)), [['remove']]);
+  t.is(copy.unpoliced, undefined, 'a second copy removed');
+  const renoted = planAfterEdit(replaced(FORWARD_JUMP, FORWARD_JUMP.replace('vgw:hook', 'vgw:hook-fwd-was-0')));
+  // The note it keeps goes to the nat table's jumps too: each written again in place, none uncovered.
+  t.deepEqual(renoted.steps.flatMap((s) => (s.kind === 'table' ? s.jumps : [])).map((j) => `${j.change} ${j.hook}${j.uncovered ? ' uncovered' : ''}`),
+    ['add PREROUTING', 'add POSTROUTING', 'remove PREROUTING', 'remove POSTROUTING']);
+  t.is(renoted.unpoliced, undefined, 'the jump written again with another note: it sent every packet through the policy');
 });
 
 test('the flows forwarded before the policy: entries between two other hosts not NATed, any protocol, one delete per pair', (t) => {

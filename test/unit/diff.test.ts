@@ -152,7 +152,7 @@ test('a missing jump: only the jump is inserted, at the top of the built-in chai
   const steps = tableSteps(planOf(lab, save));
   t.is(steps.length, 1);
   t.deepEqual(steps[0]!.chains, []);
-  t.deepEqual(steps[0]!.jumps, [{ hook: 'FORWARD', target: 'VGW-FORWARD', change: 'add', body: '-m comment --comment vgw:hook -j VGW-FORWARD' }]);
+  t.deepEqual(steps[0]!.jumps, [{ hook: 'FORWARD', target: 'VGW-FORWARD', change: 'add', body: '-m comment --comment vgw:hook -j VGW-FORWARD', uncovered: true }]);
   t.is(steps[0]!.payload, '*filter\n-I FORWARD 1 -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n');
   t.is(steps[0]!.undo, '*filter\n-D FORWARD -m comment --comment vgw:hook -j VGW-FORWARD\nCOMMIT\n');
 });
