@@ -10,7 +10,8 @@
  * The forwards are read from the nat step's own changes to VGW-PREROUTING (the rules it adds, and the rules found
  * that it removes), so a pass that leaves the forwards as they are clears nothing, and `down` clears what the
  * forwards it removes had DNATed. A jump to VGW-PREROUTING put back (someone flushed PREROUTING) makes every forward
- * new again: while it was gone, nothing was forwarded. Pure.
+ * new again: while it was gone, nothing was forwarded (but not one written again with the note in the same restore, as
+ * the first pass after an upgrade from a version that wrote none does: it was there throughout). Pure.
  */
 import { originalDport, parseConntrackLine, type ConntrackEntry } from '../observe/parse-conntrack.js';
 import { PREROUTING_CHAIN } from './chains.js';
@@ -104,7 +105,8 @@ export function conntrackClears(steps: readonly Step[], desired: Desired, local:
   const nat = steps.find((s): s is Extract<Step, { kind: 'table' }> => s.kind === 'table' && s.table === 'nat');
   if (!nat) return [];
   const change = nat.chains.find((c) => c.chain === PREROUTING_CHAIN);
-  const hooked = nat.jumps.some((j) => j.change === 'add' && j.target === PREROUTING_CHAIN);
+  // A jump written again only for its note (an upgrade) sent every packet through the chain all along: covered.
+  const hooked = nat.jumps.some((j) => j.change === 'add' && j.target === PREROUTING_CHAIN && j.uncovered);
   const addedLines = hooked
     ? desired.chains.find((c) => c.table === 'nat' && c.name === PREROUTING_CHAIN)?.rules.map((r) => r.line) ?? []
     : change?.added ?? [];

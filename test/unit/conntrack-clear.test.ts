@@ -9,7 +9,7 @@ import { clearStaleFlows, UnpolicedPicker } from '../../src/apply/conntrack.js';
 import { parseConfigText } from '../../src/config/load.js';
 import type { CommandRunner } from '../../src/exec/runner.js';
 import type { Config } from '../../src/config/schema.js';
-import type { Facts } from '../../src/observe/facts.js';
+import type { Facts, SavedRule } from '../../src/observe/facts.js';
 import { parseConntrackList } from '../../src/observe/parse-conntrack.js';
 import { parseSave, tableOf } from '../../src/observe/parse-save.js';
 import { OUR_ADDRESS_METRIC } from '../../src/plan/chains.js';
@@ -367,4 +367,33 @@ test('the flows forwarded before the policy: entries between two other hosts not
 test('forwarding off until the gateway switches it on (after its tables): nothing was forwarded, nothing to clear', (t) => {
   const facts = { ...factsAfter(undefined), sysctls: { 'net.ipv4.ip_forward': '0' } };
   t.is(diff(planDesired(lab, facts, templates), facts).unpoliced, undefined);
+});
+
+// Versions before the nat jumps carried the "forwarding was off" note (831212f, 9d16221) left them plain, with the note
+// on the FORWARD jump alone: the first pass of this version writes them again with it, in the same restore. The jump
+// sent every packet through VGW-PREROUTING throughout, so the UDP forwards it held are not new: an upgrade clears
+// nothing, and plan does not count or show a clear (it said "port forward added" for each, and deleted entries).
+test('our nat jumps written again only for their note (an older version\'s, before the note): the UDP forwards are not new, nothing to clear', (t) => {
+  const config = labWith(WIREGUARD, RANGE);
+  const facts = factsAfter(config);
+  const noted = (rules: readonly SavedRule[]) => rules.map((r) => (r.body.includes('-j VGW-FORWARD') ? { ...r, body: r.body.replace('"vgw:hook"', '"vgw:hook-fwd-was-0"') } : r));
+  const old: Facts = { ...facts, tables: { ...facts.tables, filter: { ...facts.tables.filter, rules: new Map([...facts.tables.filter.rules, ['FORWARD', noted(facts.tables.filter.rules.get('FORWARD')!)]]) } } };
+  t.deepEqual(old.tables.filter.rules.get('FORWARD')!.map((r) => r.body), ['-m comment --comment "vgw:hook-fwd-was-0" -j VGW-FORWARD']);
+  const plan = diff(planDesired(config, old, templates), old);
+  const nat = plan.steps.find((s) => s.kind === 'table' && s.table === 'nat');
+  t.deepEqual(nat?.kind === 'table' ? nat.jumps.map((j) => `${j.change} ${j.hook} ${j.body}`) : [], [
+    'add PREROUTING -m comment --comment vgw:hook-fwd-was-0 -j VGW-PREROUTING',
+    'add POSTROUTING -m comment --comment vgw:hook-fwd-was-0 -j VGW-POSTROUTING',
+    'remove PREROUTING -m comment --comment "vgw:hook" -j VGW-PREROUTING',
+    'remove POSTROUTING -m comment --comment "vgw:hook" -j VGW-POSTROUTING',
+  ]);
+  t.deepEqual(clearsOf(plan), []);
+  t.false(formatPlan(plan).includes('conntrack'), formatPlan(plan));
+  t.true(formatPlan(plan).endsWith('4 changes pending.'), formatPlan(plan));
+  // The same jump moved back to the top from below a rule of someone else's that could let packets past it did not
+  // send them all through VGW-PREROUTING: there the forwards are new again, as when the jump was put back.
+  const accept = { ...facts.tables.nat.rules.get('PREROUTING')![0]!, body: '-s 203.0.113.0/24 -j ACCEPT' };
+  const below: Facts = { ...old, tables: { ...old.tables, nat: { ...old.tables.nat, rules: new Map([...old.tables.nat.rules, ['PREROUTING', [accept, ...old.tables.nat.rules.get('PREROUTING')!]]]) } } };
+  const moved = diff(planDesired(config, below, templates), below);
+  t.deepEqual(clearsOf(moved).map((c) => c.forward), ['added', 'added'], formatPlan(moved));
 });
