@@ -138,7 +138,11 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
       continue;
     }
     jumpRemovals.push(p);
-    why.set(p, above ? `below ${above.body}, which can let packets past it: put back at the top`
+    // One of ours with another note (an older version's) below such a rule goes for that rule first.
+    const renoted = /--comment "?vgw:hook/.test(p.body) && !desiredJumps.some((j) => isJump(p, j))
+      && desiredJumps.some((j) => j.hook === p.hook && j.target === p.target);
+    const blocking = above ?? (renoted ? foreignAbove(p) : undefined);
+    why.set(p, blocking ? `below ${blocking.body}, which can let packets past it: put back at the top`
       : desiredJumps.some((j) => isJump(p, j)) ? 'a second copy'
         : !desiredJumps.some((j) => j.hook === p.hook && j.target === p.target) ? 'its chain is no longer wanted'
           : /--comment "?vgw:hook/.test(p.body) ? 'written again with the note the gateway keeps in it'

@@ -252,6 +252,15 @@ test('plan says where each removed jump was and why it goes: moved above a rule 
     '    + jump FORWARD -> VGW-FORWARD',
     '    - jump FORWARD -> VGW-FORWARD (rule 2 of FORWARD: below -i eth1 -j ACCEPT, which can let packets past it: put back at the top)',
   ]);
+  // One written by an older version, with the note it kept then, says the same: the rule above is what matters.
+  t.deepEqual(jumpLines(inSync.replace(ours, `[0:0] -A FORWARD -i eth1 -j ACCEPT\n${ours.replace('vgw:hook', 'vgw:hook-fwd-was-0')}`)), [
+    '    + jump FORWARD -> VGW-FORWARD',
+    '    - jump FORWARD -> VGW-FORWARD (rule 2 of FORWARD: below -i eth1 -j ACCEPT, which can let packets past it: put back at the top)',
+    '    + jump PREROUTING -> VGW-PREROUTING',
+    '    + jump POSTROUTING -> VGW-POSTROUTING',
+    '    - jump PREROUTING -> VGW-PREROUTING (rule 1 of PREROUTING: written again with the note the gateway keeps in it)',
+    '    - jump POSTROUTING -> VGW-POSTROUTING (rule 1 of POSTROUTING: written again with the note the gateway keeps in it)',
+  ]);
   t.deepEqual(jumpLines(inSync.replace(ours, `${ours}\n${ours}`)), [
     '    - jump FORWARD -> VGW-FORWARD (rule 2 of FORWARD: a second copy)',
   ]);
