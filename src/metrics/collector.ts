@@ -143,20 +143,27 @@ export class StatsCollector {
 
   /**
    * A VLAN taken out of the config takes its traffic series with it, and a forwarding series nothing counts any
-   * more (its rule removed: `{from="lab", to="office", action="drop"}`) goes too. A zone that is only waiting for
-   * its NIC keeps its series. Run when the desired state changes, not at every reading.
+   * more (its rule removed: `{from="lab", to="office", action="drop"}`) goes too, as does a NAT series no rule counts
+   * any more (`uplink.nat` turned from masquerade to snat or none, a VLAN's `masquerade: false`, its port forwards
+   * removed). A zone that is only waiting for its NIC keeps its series, and so do the NAT series while the uplink
+   * waits (no NAT rule is written then). Run when the desired state changes, not at every reading.
    */
   private async pruneZones(desired: Desired): Promise<void> {
     this.prunedFor = desired;
     const zones = new Set([...desired.vlans.map((b) => b.vlan.name), 'uplink']);
     const waiting = new Set([...desired.vlans.filter((b) => !b.nic).map((b) => b.vlan.name), ...(desired.uplink.nic ? [] : ['uplink'])]);
     const counted = new Set<string>();
+    const natCounted = new Set<string>();
     for (const chain of desired.chains) {
-      for (const rule of chain.rules) if (rule.meaning?.kind === 'forward') counted.add(`${rule.meaning.from} ${rule.meaning.to} ${rule.meaning.action}`);
+      for (const rule of chain.rules) {
+        if (rule.meaning?.kind === 'forward') counted.add(`${rule.meaning.from} ${rule.meaning.to} ${rule.meaning.action}`);
+        else if (rule.meaning?.kind === 'nat') natCounted.add(`${rule.meaning.vlan} ${rule.meaning.type}`);
+      }
     }
     for (const set of desired.sets) for (const m of set.members) if (m.from !== undefined && m.to !== undefined) counted.add(`${m.from} ${m.to} accept`);
-    const stale = (v: Record<string, string | number | undefined>) => v.from !== undefined
-      && !counted.has(`${v.from} ${v.to} ${v.action}`) && !waiting.has(String(v.from)) && !waiting.has(String(v.to));
+    const stale = (v: Record<string, string | number | undefined>) => (v.from !== undefined
+      ? !counted.has(`${v.from} ${v.to} ${v.action}`) && !waiting.has(String(v.from)) && !waiting.has(String(v.to))
+      : v.vlan !== undefined && !natCounted.has(`${v.vlan} ${v.kind}`) && !waiting.has(String(v.vlan)) && !waiting.has('uplink'));
     const m = this.metrics;
     const counters: Array<[Counter<string>, readonly string[]]> = [
       [m.forwardedPackets, ['from', 'to']], [m.forwardedBytes, ['from', 'to']], [m.natPackets, ['vlan']], [m.natBytes, ['vlan']],

@@ -341,6 +341,35 @@ test('a forwarding series nothing counts any more (its rule removed) is removed;
   t.true(left.includes('from="lab",to="office",action="accept"'), left.join(' | '));
 });
 
+test('a NAT series no rule counts any more (masquerade turned to snat) is removed; the port forward\'s stays, and a waiting VLAN keeps its own', async (t) => {
+  const { config, ns } = await labNamespace();
+  const templates = await loadTemplates();
+  let desired = (await reconcileOnce(ns, config, templates)).plan.desired;
+  const metrics = new Metrics('0.0.0-test');
+  const collector = new StatsCollector(ns, metrics, pino({ level: 'silent' }), 60_000, () => ({ desired, backend: 'nft' }));
+  const nat = async () => (await metrics.text()).split('\n').filter((l) => l.startsWith('vlan_gateway_nat_packets_total{')).sort();
+  ns.countPackets(4, 336);
+  await collector.collect();
+  t.deepEqual(await nat(), [
+    'vlan_gateway_nat_packets_total{vlan="lab",kind="masquerade"} 4',
+    'vlan_gateway_nat_packets_total{vlan="office",kind="dnat"} 4',
+    'vlan_gateway_nat_packets_total{vlan="office",kind="masquerade"} 4',
+  ]);
+
+  // A reload to SNAT while lab's NIC is detached: lab waits (its series stay), office is NATed by SNAT now.
+  ns.removeLink('eth2');
+  const snat = { ...config, uplink: { ...config.uplink, nat: 'snat' as const, snatTo: '203.0.113.2' } };
+  desired = (await reconcileOnce(ns, snat, templates)).plan.desired;
+  t.truthy(desired.vlans.find((b) => b.vlan.name === 'lab' && !b.nic), 'lab waits for its NIC');
+  ns.countPackets(1, 84);
+  await collector.collect();
+  t.deepEqual(await nat(), [
+    'vlan_gateway_nat_packets_total{vlan="lab",kind="masquerade"} 4',
+    'vlan_gateway_nat_packets_total{vlan="office",kind="dnat"} 5',
+    'vlan_gateway_nat_packets_total{vlan="office",kind="snat"} 1',
+  ]);
+});
+
 test('a payload restarts every rule it writes at zero: the scan for their hashes finds what a full parse finds', async (t) => {
   for (const name of ['lab', 'nat-none', 'policy', 'snat', 'user-templates', 'waiting']) {
     const text = await readFile(fileURLToPath(new URL(`../golden/${name}.restore`, import.meta.url)), 'utf8');
