@@ -6,6 +6,8 @@
  * errors (port unreachable, path MTU) included, across a reload that drops it too; a UDP flow that reached the gateway
  * itself before its port was forwarded is forwarded right after the apply that adds the forward, and one forwarded
  * goes to the new host when the forward is moved (the apply clears their conntrack entries, and no one else's).
+ * ARP: which of the gateway's NICs answers for which address, with Linux's defaults and with the sysctls the README
+ * recommends.
  *
  * One lab serves the three configs in turn (each apply is also a transition from the previous one). It is built
  * from the snat variant so that the Internet side routes the snat address 198.51.100.77 back to the router.
@@ -13,6 +15,7 @@
 import test from 'ava';
 import type { Config } from '../../src/config/schema.js';
 import { formatMatrix, labCheck, labDown, runProbe, startAgent, type LabTopology } from '../../src/lab/index.js';
+import { arpingSenders } from '../../src/observe/parse-arping.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { buildLab, cli, exampleDocument, inNs, outcomes, removeScratch, runner, save, writeConfig } from './gateway-harness.js';
 import { tearDownAlways } from '../helpers/teardown.js';
@@ -880,4 +883,52 @@ kernel(`our FORWARD jump below a rule of someone else's is moved back to the top
     await inNs(router, 'iptables-nft', '-D', 'FORWARD', '-s', '192.168.10.0/24', '-m', 'comment', '--comment', 'foreign', '-j', 'ACCEPT').catch(() => undefined);
   }
   t.is((await apply(files.masquerade.path)).code, 0);
+});
+
+// ARP, as the README's "Which NIC answers ARP" says. The gateway address sits beside Docker's on the VLAN's NIC, so a
+// VLAN host that asks for it gets that NIC's MAC. Linux's defaults answer for any address of the gateway on any NIC
+// (arp_ignore=0), and ask with the address the packet to send comes from (arp_announce=0): office's host learns an
+// entry for the uplink address, an address outside its subnet. With the sysctls the README recommends, each NIC
+// answers for its own addresses alone and asks with one of its own, and every probe of the lab passes as before.
+kernel(`ARP: a VLAN host resolves its gateway address to the gateway's NIC on its VLAN; arp_ignore=1 and arp_announce=2 keep each NIC to its own addresses, traffic unchanged${NEEDS_ROOT}`, async (t) => {
+  const applied = await apply(files.masquerade.path);
+  t.is(applied.code, 0, applied.stderr);
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  const macOf = async (ns: string, nic: string) => (JSON.parse(await inNs(ns, 'ip', '-j', 'link', 'show', 'dev', nic)) as Array<{ address: string }>)[0]!.address;
+  const officeMac = await macOf(router, office.routerInterface);
+  const uplinkMac = await macOf(router, topology.uplink.routerInterface);
+  /** The MACs that answer `address` on the network of `ns`'s NIC `nic`. */
+  const answers = async (ns: string, nic: string, address: string) =>
+    arpingSenders((await runner.run(['ip', 'netns', 'exec', ns, 'arping', '-c', '1', '-w', '1', '-I', nic, address], { allowFailure: true })).stdout, address);
+  /** The addresses office's host holds neighbour entries for after it pings `address`, the gateway having to ask for it. */
+  const learnedByOffice = async (address: string) => {
+    const ns = office.client.namespace;
+    await runner.run(['ip', '-n', ns, 'neigh', 'flush', 'all']);
+    await inNs(ns, 'ping', '-c', '1', '-W', '1', office.gateway);
+    await runner.run(['ip', '-n', router, 'neigh', 'flush', 'all']);
+    await inNs(ns, 'ping', '-c', '1', '-W', '1', address);
+    return (JSON.parse(await inNs(ns, 'ip', '-j', 'neigh', 'show', 'dev', office.client.interface)) as Array<{ dst: string }>).map((n) => n.dst).sort();
+  };
+  const keys = ['net.ipv4.conf.all.arp_ignore', 'net.ipv4.conf.all.arp_announce'];
+  const before = (await inNs(router, 'sysctl', '-n', ...keys)).trim().split('\n');
+  t.deepEqual(before, ['0', '0'], 'Linux\'s defaults in the router namespace');
+  const sysctls = (values: readonly string[]) => inNs(router, 'sysctl', '-q', '-w', ...keys.map((key, i) => `${key}=${values[i]}`));
+
+  t.deepEqual(await answers(office.client.namespace, office.client.interface, office.gateway), [officeMac], 'the gateway address: office\'s NIC');
+  t.deepEqual(await answers(office.client.namespace, office.client.interface, lab.gateway), [officeMac], 'Linux\'s default: lab\'s gateway address answered on office');
+  t.deepEqual(await answers(topology.inet, 'eth0', office.gateway), [uplinkMac], 'and office\'s on the uplink');
+  t.true((await learnedByOffice(topology.uplink.routerAddress)).includes(topology.uplink.routerAddress), 'asked with the uplink address as sender');
+  try {
+    await sysctls(['1', '2']);
+    t.deepEqual(await answers(office.client.namespace, office.client.interface, office.gateway), [officeMac]);
+    t.deepEqual(await answers(office.client.namespace, office.client.interface, lab.gateway), [], 'each NIC answers for its own addresses');
+    t.deepEqual(await answers(office.client.namespace, office.client.interface, topology.uplink.routerAddress), []);
+    t.deepEqual(await answers(topology.inet, 'eth0', office.gateway), []);
+    t.deepEqual(await learnedByOffice(topology.uplink.routerAddress), [office.gateway, office.routerAddress].sort(), 'asked with an address of office\'s own');
+    const result = await labCheck(runner, topology, files.masquerade.config);
+    t.true(result.ok, formatMatrix(result));
+  } finally {
+    await sysctls(before);
+  }
 });
