@@ -149,6 +149,11 @@ for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
     const child = execa(process.execPath, [built.path, 'validate', '--config', join(REPO, 'examples', 'lab.yaml')], {
       env: { ...process.env, NODE_OPTIONS: `--import ${join(REPO, 'test', 'fixtures', 'slow-bundle-load.mjs')}` },
       reject: false,
+      // execa's SIGKILL 5 s after the signal would be the outcome on a loaded machine, not the launcher's; one that
+      // hangs is killed with SIGKILL, which fails the test.
+      forceKillAfterDelay: false,
+      timeout: 60_000,
+      killSignal: 'SIGKILL',
     });
     let stderr = '';
     child.stderr!.on('data', (chunk: Buffer) => {
