@@ -52,7 +52,8 @@ export async function main(argv: string[], options: { codeCache?: CodeCache } = 
   }
   await releaseHeldSignals(); // a usage error, --help: no command took them
   if (failed === undefined) return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
-  if (usage) process.stderr.write(`${(failed as Error).message}\nRun vlan-gateway --help for usage.\n`);
+  // Said as every other error is, after the command's name (a usage error read as another program's words).
+  if (usage) process.stderr.write(`vlan-gateway: ${(failed as Error).message}\nRun vlan-gateway --help for usage.\n`);
   else process.stderr.write(`vlan-gateway: ${describeError(failed)}\n`);
   // `plan --detailed-exitcode` keeps 2 for "changes pending" (Terraform's convention): any error is 1 there, a
   // mistyped option included, or a script that applies on 2 would apply what it never planned.

@@ -41,7 +41,7 @@ const rows: Array<{ argv: string[]; code: number; stderr: string }> = [
   // Errors under --detailed-exitcode are 1, never 2 ("changes pending").
   { argv: ['validate', '--config', NO_FILE], code: 2, stderr: `vlan-gateway: invalid config: cannot read ${NO_FILE}: no such file\n` },
   { argv: ['plan', '--detailed-exitcode', '--config', NO_FILE], code: 1, stderr: `vlan-gateway: invalid config: cannot read ${NO_FILE}: no such file\n` },
-  { argv: ['plan', '--detailed-exitcode', '--conifg', NO_FILE], code: 1, stderr: 'Unknown argument: conifg\nRun vlan-gateway --help for usage.\n' },
+  { argv: ['plan', '--detailed-exitcode', '--conifg', NO_FILE], code: 1, stderr: 'vlan-gateway: Unknown argument: conifg\nRun vlan-gateway --help for usage.\n' },
   { argv: ['plan', '--detailed-exitcode', '--netns', 'vgw-test-no-such-ns'], code: 1, stderr: 'vlan-gateway: --netns vgw-test-no-such-ns: no such network namespace (`ip netns list` shows the names)\n' },
   // A flag without a value read `--flag=VALUE` as false for any VALUE but "true": `plan --detailed-exitcode=1` exited 0
   // with changes pending, `plan --down=yes` showed what apply would change.
@@ -69,10 +69,10 @@ const rows: Array<{ argv: string[]; code: number; stderr: string }> = [
   { argv: ['status', '--url', 'notaurl'], code: 2, stderr: 'vlan-gateway: --url notaurl: expected http://HOST:PORT\n' },
   { argv: ['status', '--listen', '127.0.0.1:1', '--url', 'http://127.0.0.1:2'], code: 2, stderr: 'vlan-gateway: --listen 127.0.0.1:1 and --url http://127.0.0.1:2 both say where the gateway is: give one\n' },
   // A mistyped command was "Unknown argument: aply"; lab without its action "Not enough non-option arguments: got 0, need at least 1".
-  { argv: ['aply', '--config', NO_FILE], code: 2, stderr: 'Unknown command: aply (the commands: validate, plan, apply, down, run, status, lab)\nRun vlan-gateway --help for usage.\n' },
-  { argv: ['--config', NO_FILE, 'dwon'], code: 2, stderr: 'Unknown command: dwon (the commands: validate, plan, apply, down, run, status, lab)\nRun vlan-gateway --help for usage.\n' },
-  { argv: ['lab', '--name', 'x'], code: 2, stderr: 'lab needs an action: demo, up, check or down\nRun vlan-gateway --help for usage.\n' },
-  { argv: ['plan', '--config', NO_FILE, 'extra'], code: 2, stderr: 'Unknown argument: extra\nRun vlan-gateway --help for usage.\n' },
+  { argv: ['aply', '--config', NO_FILE], code: 2, stderr: 'vlan-gateway: Unknown command: aply (the commands: validate, plan, apply, down, run, status, lab)\nRun vlan-gateway --help for usage.\n' },
+  { argv: ['--config', NO_FILE, 'dwon'], code: 2, stderr: 'vlan-gateway: Unknown command: dwon (the commands: validate, plan, apply, down, run, status, lab)\nRun vlan-gateway --help for usage.\n' },
+  { argv: ['lab', '--name', 'x'], code: 2, stderr: 'vlan-gateway: lab needs an action: demo, up, check or down\nRun vlan-gateway --help for usage.\n' },
+  { argv: ['plan', '--config', NO_FILE, 'extra'], code: 2, stderr: 'vlan-gateway: Unknown argument: extra\nRun vlan-gateway --help for usage.\n' },
   { argv: ['lab', 'down', '--name', 'BAD'], code: 2, stderr: 'vlan-gateway: lab name "BAD" must be a lowercase letter, then up to 7 lowercase letters or digits\n' },
 ];
 
