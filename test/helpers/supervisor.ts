@@ -12,7 +12,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, symlink } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,53 +28,13 @@ import { tearDownAlways } from './teardown.js';
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const runner = new ExecaRunner();
 
-const BUILD_LOCK = join(tmpdir(), 'vlan-gateway-test-build.lock');
-
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-// ---- the bundle ---------------------------------------------------------------------------------------------------
+// ---- the bundle: bundle.ts (no ava there: it is run, and interrupted, outside a test file too) --------------------
 
-export interface Bundle {
-  /** The private copy of dist/vlan-gateway.mjs (the launcher) to run with `node`. */
-  readonly path: string;
-  /** Time to build (if needed) and copy. */
-  readonly buildMs: number;
-  /** Whether this call ran `npm run build` (false: the bundle was already newer than its sources). */
-  readonly built: boolean;
-  remove(): Promise<void>;
-}
+import { prepareBundle, type Bundle } from './bundle.js';
 
-/**
- * `npm run build` unless dist/cli.cjs is newer than every source it is made from (so the test files of one
- * run build once between them, instead of each loading the machine while another measures start-up times), then a
- * private copy of the bundle. Build and copy happen under one flock, so no build of ours rewrites the file mid-copy.
- */
-export async function prepareBundle(): Promise<Bundle> {
-  const started = performance.now();
-  const dir = await mkdtemp(join(tmpdir(), 'vgw-bundle-'));
-  const path = join(dir, 'dist', 'vlan-gateway.mjs');
-  const script = [
-    'set -e',
-    'bundle=dist/cli.cjs',
-    'if [ ! -f "$bundle" ] || [ ! -f dist/vlan-gateway.mjs ] || [ -n "$(find src rules scripts package.json package-lock.json build.mjs -newer "$bundle" -print 2>/dev/null | head -n 1)" ]; then',
-    '  npm run --silent build',
-    '  echo built',
-    'fi',
-    // The launcher, the bundle and its code cache (made by the build for this node, as an image build makes one).
-    'cp -R dist "$1"',
-  ].join('\n');
-  const { stdout } = await execa('flock', [BUILD_LOCK, 'sh', '-c', script, 'sh', join(dir, 'dist')], { cwd: REPO, timeout: 180_000 });
-  const buildMs = performance.now() - started;
-  await besideDist(dir);
-  // a torn copy would fail here, not in a test
-  for (const file of [path, join(dir, 'dist', 'cli.cjs')]) await execa(process.execPath, ['--check', file]);
-  return { path, buildMs, built: /built/.test(stdout), remove: () => rm(dir, { recursive: true, force: true }) };
-}
-
-/** What an installed package has beside dist/: rules/, examples/ and package.json (links to this checkout's). */
-export async function besideDist(dir: string): Promise<void> {
-  for (const entry of ['rules', 'examples', 'package.json']) await symlink(join(REPO, entry), join(dir, entry));
-}
+export { besideDist, prepareBundle, type Bundle } from './bundle.js';
 
 // ---- ports --------------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,90 @@
+/**
+ * A private copy of the built package for tests and benchmarks that run the artifact users run (see supervisor.ts for
+ * why a copy). No ava here: test/component/bundle-interrupted.test.ts runs it in a child process and interrupts it.
+ */
+import { mkdtemp, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { onInterrupt } from './interrupt.js';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+
+/** Taken while a build and a copy run, by every test process of the machine (so no build rewrites a file mid-copy). */
+export const buildLock = () => join(tmpdir(), 'vlan-gateway-test-build.lock');
+
+export interface Bundle {
+  /** The private copy of dist/vlan-gateway.mjs (the launcher) to run with `node`. */
+  readonly path: string;
+  /** Time to build (if needed) and copy. */
+  readonly buildMs: number;
+  /** Whether this call ran `npm run build` (false: the bundle was already newer than its sources). */
+  readonly built: boolean;
+  remove(): Promise<void>;
+}
+
+/**
+ * `npm run build` unless dist/cli.cjs is newer than every source it is made from (so the test files of one
+ * run build once between them, instead of each loading the machine while another measures start-up times), then a
+ * private copy of the bundle. Build and copy happen under one flock, so no build of ours rewrites the file mid-copy.
+ *
+ * The copy's directory is the caller's to remove once this returns. Until then it is this function's: removed when
+ * the build, the copy or their check fails, and when the process is interrupted meanwhile (SIGINT, SIGTERM: the
+ * build, in a process group of its own, is stopped first, so that no copy lands after the removal). Each of these
+ * left a /tmp/vgw-bundle-* behind, which nothing removed.
+ */
+export async function prepareBundle(): Promise<Bundle> {
+  const started = performance.now();
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-bundle-'));
+  const remove = () => rm(dir, { recursive: true, force: true });
+  let building: ReturnType<typeof execa> | undefined;
+  let interrupted = false;
+  const stopAndRemove = async () => {
+    interrupted = true;
+    if (building?.pid !== undefined && building.exitCode === null) {
+      try {
+        process.kill(-building.pid, 'SIGTERM'); // flock, sh, npm, esbuild, cp
+      } catch {
+        // ended meanwhile
+      }
+      await building.catch(() => undefined);
+    }
+    await remove();
+  };
+  const forget = onInterrupt({ once: stopAndRemove, again: stopAndRemove });
+  try {
+    const path = join(dir, 'dist', 'vlan-gateway.mjs');
+    const script = [
+      'set -e',
+      'bundle=dist/cli.cjs',
+      'if [ ! -f "$bundle" ] || [ ! -f dist/vlan-gateway.mjs ] || [ -n "$(find src rules scripts package.json package-lock.json build.mjs -newer "$bundle" -print 2>/dev/null | head -n 1)" ]; then',
+      '  npm run --silent build',
+      '  echo built',
+      'fi',
+      // The launcher, the bundle and its code cache (made by the build for this node, as an image build makes one).
+      'cp -R dist "$1"',
+    ].join('\n');
+    // Its own process group: stopped whole when this process is interrupted (a SIGTERM reaches this process alone).
+    building = execa('flock', [buildLock(), 'sh', '-c', script, 'sh', join(dir, 'dist')], { cwd: REPO, timeout: 180_000, detached: true });
+    const { stdout } = await building;
+    const buildMs = performance.now() - started;
+    await besideDist(dir);
+    // a torn copy would fail here, not in a test
+    for (const file of [path, join(dir, 'dist', 'cli.cjs')]) await execa(process.execPath, ['--check', file]);
+    return { path, buildMs, built: /built/.test(String(stdout)), remove };
+  } catch (error) {
+    await remove();
+    // The build stopped by the interruption: the process ends by its signal once its cleanups are done, not with
+    // this as one more failure to read.
+    if (interrupted) await new Promise(() => undefined);
+    throw error;
+  } finally {
+    forget();
+  }
+}
+
+/** What an installed package has beside dist/: rules/, examples/ and package.json (links to this checkout's). */
+export async function besideDist(dir: string): Promise<void> {
+  for (const entry of ['rules', 'examples', 'package.json']) await symlink(join(REPO, entry), join(dir, entry));
+}
