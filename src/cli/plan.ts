@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { userRulesGuard } from '../apply/user-rules-check.js';
 import { formatPlan } from '../plan/format.js';
 import { reconcileOnce } from '../reconcile/once.js';
 import { loadFor, makeRunner, out, withPlanCache, type GlobalArgs } from './context.js';
@@ -17,7 +18,12 @@ export const planCommand: CommandModule<GlobalArgs, PlanArgs> = {
   handler: async (args) => {
     const { plan } = await withPlanCache(async (cache) => {
       const { config, templates } = await loadFor(args.down ? 'down' : 'up', args, cache);
-      return reconcileOnce(makeRunner(args.netns), config, templates, { dryRun: true, mode: args.down ? 'down' : 'up' });
+      const runner = makeRunner(args.netns);
+      const planned = await reconcileOnce(runner, config, templates, { dryRun: true, mode: args.down ? 'down' : 'up' });
+      // What apply asks iptables before its first write (`--test`: nothing is committed): a rule of rules.dir it
+      // refuses is said here as apply and validate say it, not counted among the changes pending.
+      await userRulesGuard(runner, templates)(planned.facts, planned.plan);
+      return planned;
     });
     out(formatPlan(plan));
     if (args['detailed-exitcode'] && plan.steps.length > 0) process.exitCode = 2;

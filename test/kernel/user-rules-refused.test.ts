@@ -25,7 +25,7 @@ async function withRules(name: string, forward: readonly string[], postrouting: 
   return { path: (await writeConfig(name, { ...(await exampleDocument()), rules: { dir } })).path, dir };
 }
 
-kernel(`validate and apply name every rule iptables refuses, in both tables, in one run; nothing is written${NEEDS_ROOT}`, async (t) => {
+kernel(`validate, plan and apply name every rule iptables refuses, in both tables, in one run; nothing is written${NEEDS_ROOT}`, async (t) => {
   const { path, dir } = await withRules('three-refused',
     ['-m nosuchmatch -j ACCEPT', '-p tcp --dport 22 -j ACCEPT', '-p tcp --nosuchopt 1 -j ACCEPT'],
     ['-o eth0 -j SNAT --to-source 999.1.1.1']);
@@ -36,6 +36,14 @@ kernel(`validate and apply name every rule iptables refuses, in both tables, in 
   const validated = await cli('validate', '--netns', ns, '--config', path);
   t.is(validated.code, 2, validated.stdout);
   t.is(validated.stderr, said);
+  // plan said "N changes pending." (exit 0; 2 with --detailed-exitcode) for rules the apply then refused.
+  const planned = await cli('plan', '--netns', ns, '--config', path);
+  t.is(planned.stderr, said);
+  t.is(planned.stdout, '');
+  t.is(planned.code, 2);
+  const detailed = await cli('plan', '--detailed-exitcode', '--netns', ns, '--config', path);
+  t.is(detailed.stderr, said);
+  t.is(detailed.code, 1, 'an error, not changes pending');
   const applied = await cli('apply', '--netns', ns, '--config', path);
   t.is(applied.code, 2, applied.stdout);
   t.is(applied.stderr, said);
