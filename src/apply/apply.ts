@@ -55,6 +55,8 @@ export class ApplyError extends Error {
     readonly failedLine?: string,
     /** The user's chain (rules.dir) the refused rule is in, when the restore's words or its line tell. */
     readonly userChain?: string,
+    /** Every rule of rules.dir the kernel refused at commit, in each table that failed, where iptables names them. */
+    readonly refusedRules: readonly RefusedRule[] = [],
   ) {
     super(message);
   }
@@ -97,6 +99,60 @@ function failedScriptLine(error: unknown, pattern: RegExp, lines: number): numbe
   const m = pattern.exec(error instanceof CommandError ? error.stderr : '');
   const n = m ? Number(m[1]) - 1 : 0;
   return n >= 0 && n < lines ? n : 0;
+}
+
+/** A rule of rules.dir the kernel refused when its table was committed. */
+export interface RefusedRule {
+  readonly table: string;
+  readonly chain: string;
+  /** Its 1-based number in the chain (the chain is written whole). */
+  readonly rule: number;
+  /** The rule as the template rendered it (without the gateway's hash comment). */
+  readonly text: string;
+  /** The kernel's errno, in words ("Invalid argument"). */
+  readonly reason: string;
+}
+
+/** "line 14: RULE_APPEND failed (Invalid argument): rule in chain VGW-USER-FORWARD": iptables-nft, one a refused line. */
+const NFT_REFUSED_LINE = /^line (\d+): \w+ failed \(([^)]*)\)/gm;
+
+/**
+ * The rules of rules.dir a restore of `payload` was refused for. The kernel judges a whole nf_tables batch and
+ * reports each message it refuses; iptables-nft names each one's line (up to about 1 KiB of message: `cut` says
+ * when it stopped short). iptables-legacy hands the kernel the table whole and names only COMMIT: none.
+ */
+export function refusedUserRules(table: string, payload: string, stderr: string): { rules: RefusedRule[]; cut: boolean } {
+  const lines = payload.split('\n');
+  const rules: RefusedRule[] = [];
+  for (const [, n, reason] of stderr.matchAll(NFT_REFUSED_LINE)) {
+    const line = lines[Number(n) - 1];
+    const chain = line === undefined ? undefined : /^-A (VGW-USER-[A-Z]+) /.exec(line)?.[1];
+    if (chain === undefined) continue;
+    const rule = lines.slice(0, Number(n)).filter((l) => l.startsWith(`-A ${chain} `)).length;
+    const text = line!.slice(`-A ${chain} `.length).replace(/^-m comment --comment vgw:\S+ /, '');
+    rules.push({ table, chain, rule, text, reason: reason! });
+  }
+  // What iptables said ends inside a line: its message was cut there, and lines after it may be refused too.
+  const last = stderr.trimEnd().split('\n').at(-1) ?? '';
+  return { rules, cut: /^line\b/.test(last) && !/^line \d+: \w+ failed \([^)]*\)/.test(last) };
+}
+
+/** The most refused rules an apply's error lists (as apply/user-rules-check.ts's REFUSALS_SAID). */
+const REFUSED_SAID = 10;
+
+/**
+ * The refused rules of rules.dir, each named by table, chain, number and template, for the end of an apply's error:
+ * all of them, of every table refused, in one run (iptables' own message names the first table's, by payload line).
+ */
+export function refusedRulesText(refused: readonly RefusedRule[], cut: boolean, fileOf: (chain: string) => string | undefined = () => undefined): string {
+  if (refused.length === 0) return '';
+  const said = refused.slice(0, REFUSED_SAID).map((r) => {
+    const file = fileOf(r.chain);
+    return `${r.table} ${r.chain} rule ${r.rule}${file ? ` (from ${file})` : ''}: the kernel refuses it (${r.reason}): ${r.text}`;
+  });
+  const more = refused.length > REFUSED_SAID ? [`(and ${refused.length - REFUSED_SAID} more)`] : [];
+  const rest = cut ? ['(iptables cut its list short: rules after the last may be refused too)'] : [];
+  return `\nthe rules of rules.dir the kernel refuses (its reasons are in dmesg):\n${[...said, ...more, ...rest].join('\n')}`;
 }
 
 /** The 1-based payload line a restore names as failing (see restoreFailureContext), or undefined. */
@@ -736,7 +792,9 @@ function unpack(caught: unknown, fallback: Step): { failed: Step; error: unknown
  * (the next pass writes the missing members; nothing decides on them). `observer.forwarding` is called once the
  * rules, addresses and ip_forward are in place, which may be before the accounting members are.
  */
-export async function applyPlan(runner: CommandRunner, backend: Backend, plan: Plan, observer: ApplyObserver = {}): Promise<void> {
+export async function applyPlan(runner: CommandRunner, backend: Backend, plan: Plan, observer: ApplyObserver = {},
+  /** The template a chain of rules.dir is rendered from, to name it with a rule the kernel refuses. */
+  userFile?: (chain: string) => string | undefined): Promise<void> {
   const { stages: list, accounting } = stages(runner, backend, plan.steps, observer);
   const undos: Undo[] = [];
   let filling: Promise<Settled> | undefined;
@@ -779,8 +837,16 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
     const likely = guessed.length > 0
       ? `\niptables-legacy refuses a table whole and names no rule; this round wrote rules of rules.dir only (${guessed.join(', ')}): one of them (the kernel's reason is in dmesg)`
       : '';
-    throw new ApplyError(`${describeStep(failed)} failed: ${explain(failed, error, backend, runner.prefix)}${likely}\n(${rolled})`, failed, rollbackErrors.length === 0, rollbackErrors,
-      failedLine, userChain);
+    // Every table of the stage is committed at once, and each the kernel refused names its refused rules: all of
+    // them are said, not the first table's first alone (a user fixed one and met the next on the following run).
+    const refusals = rejected.flatMap((t) => {
+      const { failed: step, error: cause } = unpack((results[t] as PromiseRejectedResult).reason, stage[t]!.step);
+      return step.kind === 'table' && cause instanceof CommandError ? [refusedUserRules(step.table, step.payload, cause.stderr)] : [];
+    });
+    const refusedRules = refusals.flatMap((r) => r.rules);
+    const refusedText = refusedRulesText(refusedRules, refusals.some((r) => r.cut), userFile);
+    throw new ApplyError(`${describeStep(failed)} failed: ${explain(failed, error, backend, runner.prefix)}${likely}${refusedText}\n(${rolled})`, failed,
+      rollbackErrors.length === 0, rollbackErrors, failedLine, userChain, refusedRules);
   }
   observer.forwarding?.();
   announce(runner, plan.steps, observer);

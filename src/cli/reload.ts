@@ -203,10 +203,13 @@ export class Reloads {
    */
   private refused(error: ApplyError, reverted: boolean, refused: ConfigState): void {
     const { path, log, metrics, supervisor, state: reload } = this.parts;
-    // iptables-legacy names no rule (it refuses the table at COMMIT): the chain is then the likely one.
+    // iptables-legacy names no rule (it refuses the table at COMMIT): the chain is then the likely one. Several
+    // refused (iptables-nft names each, in every table committed): each is named, here and in the error's lines.
+    const several = error.refusedRules.length > 1;
     const rule = error.failedLine === 'COMMIT'
       ? `the kernel refuses the ${error.step.kind === 'table' ? error.step.table : ''} table, likely for a rule of rules.dir (${error.userChain ?? ''})`
-      : `the kernel refuses a rule of rules.dir (${error.userChain ?? ''})`;
+      : several ? `the kernel refuses ${error.refusedRules.length} rules of rules.dir (${error.refusedRules.map((r) => `${r.chain} rule ${r.rule}`).join(', ')})`
+        : `the kernel refuses a rule of rules.dir (${error.userChain ?? ''})`;
     if (!reverted && supervisor.lastDesired) {
       // The config that applied before renders a rule the kernel refuses now (a NIC attached since gave a
       // template new data): not a reload's doing, and there is nothing older to go back to.
@@ -222,7 +225,8 @@ export class Reloads {
       this.applySettings(supervisor.config.config); // the settings of the config that runs again
     }
     reload.result = 'failure';
-    const line = error.failedLine && error.failedLine !== 'COMMIT' ? `: ${error.failedLine}` : ''; // legacy names no rule
+    // Legacy names no rule; several are each said in the error's lines below.
+    const line = error.failedLine && error.failedLine !== 'COMMIT' && !several ? `: ${error.failedLine}` : '';
     reload.errors = [`${rule}${line}`, ...error.message.split('\n').map((l) => l.trim()).filter(Boolean), keeping];
     metrics.lastReloadOk.set(0);
     metrics.changed();

@@ -370,6 +370,34 @@ kernel(`a reload whose rule the kernel refuses at commit is refused after the fa
   t.is((await gateway!.status()).reload.lastResult, 'success');
 });
 
+// Several rules the kernel refuses at commit, in both tables: the reload's refusal named the first table's first rule
+// alone, and the user met the next one at each edit. Each is named, in the log line and in /status.
+kernel(`a reload whose rules the kernel refuses at commit, in both tables, names every one of them${NEEDS_ROOT}`, async (t) => {
+  const goodHash = (await gateway!.status()).config.hash;
+  const from = gateway!.logs.length;
+  const dir = join(REPO, 'test', 'fixtures', 'kernel', 'rules-kernel-rejects-several');
+  await writeFile(configPath, stringify({ ...example, rules: { dir } }));
+  const refusal = await gateway!.waitForLog('the refusal', (l) => l.level >= 50 && /^the kernel refuses/.test(l.msg), 10_000, from);
+  t.is(refusal.msg, 'the kernel refuses 3 rules of rules.dir (VGW-USER-FORWARD rule 2, VGW-USER-FORWARD rule 4, VGW-USER-POSTROUTING rule 1); '
+    + 'the config that last applied runs again');
+  await waitFor('a pass with the config that last applied', async () => {
+    const status = await gateway!.status();
+    return status.config.hash === goodHash && status.lastReconcile?.result === 'success' ? true : undefined;
+  }, 10_000, 50);
+  const errors = (await gateway!.status()).reload.lastErrors;
+  t.is(errors[0], 'the kernel refuses 3 rules of rules.dir (VGW-USER-FORWARD rule 2, VGW-USER-FORWARD rule 4, VGW-USER-POSTROUTING rule 1)');
+  t.deepEqual(errors.slice(-6), [
+    'the rules of rules.dir the kernel refuses (its reasons are in dmesg):',
+    `filter VGW-USER-FORWARD rule 2 (from ${dir}/filter/forward.hbs): the kernel refuses it (Invalid argument): -p udp --dport 7 -j TCPMSS --clamp-mss-to-pmtu`,
+    `filter VGW-USER-FORWARD rule 4 (from ${dir}/filter/forward.hbs): the kernel refuses it (Invalid argument): -p udp --dport 8 -j TCPMSS --set-mss 1400`,
+    `nat VGW-USER-POSTROUTING rule 1 (from ${dir}/nat/postrouting.hbs): the kernel refuses it (Invalid argument): -p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu`,
+    '(nothing had been changed)', // both tables refused: nothing else of the pass had been written
+    'the config that last applied runs again',
+  ], JSON.stringify(errors));
+  t.false((await iptablesSave(router(), false)).includes('VGW-USER-'), 'nothing of it is left');
+  await settleOn(stringify(example));
+});
+
 // A pass that fails after writing filter rolled it back with the counters it planned from, which a supervisor may
 // have read some passes earlier: the drop rule went back from 8 to 5, that was taken for a restart at zero, and the 5
 // were counted again (lab → office drops 8 → 13 with no packet sent; Prometheus saw 5 drops that never happened).

@@ -3,7 +3,7 @@
  * side. The stderr texts are what iptables 1.8.9 printed on this machine for such payloads (nft and legacy).
  */
 import test from 'ava';
-import { restoreFailureContext } from '../../src/apply/apply.js';
+import { refusedRulesText, refusedUserRules, restoreFailureContext } from '../../src/apply/apply.js';
 
 const PAYLOAD = ['*nat', ':VGW-X - [0:0]', '-A VGW-X -p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu', '-A POSTROUTING -j VGW-X', 'COMMIT', ''].join('\n');
 const AROUND_3 = [
@@ -30,4 +30,36 @@ for (const [title, stderr] of STDERRS) {
 test('at the edges the context is cut short; a stderr without a line number gives none', (t) => {
   t.is(restoreFailureContext(PAYLOAD, 'iptables-restore: line 1 failed\n'), ['>    1 | *nat', '     2 | :VGW-X - [0:0]', '     3 | -A VGW-X -p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu'].join('\n'));
   t.is(restoreFailureContext(PAYLOAD, 'iptables-nft-restore: unable to initialize table \'nat\'\n'), '');
+});
+
+// iptables-nft names every line of a table the kernel refused (it judges the nf_tables batch whole), in a message cut
+// at about 1 KiB: 40 refused rules of one chain printed 17 lines and "line " (iptables 1.8.9, this machine).
+test('the rules of rules.dir the kernel refuses: each named by its chain and number, and where iptables cut its list short', (t) => {
+  const user = Array.from({ length: 20 }, (_, i) => `-A VGW-USER-FORWARD -m comment --comment vgw:h${i} -p udp --dport ${i + 1} -j TCPMSS --clamp-mss-to-pmtu`);
+  const payload = ['*filter', ':VGW-USER-FORWARD - [0:0]', ':VGW-FORWARD - [0:0]', '-A VGW-FORWARD -j VGW-USER-FORWARD', ...user, 'COMMIT', ''].join('\n');
+  const refused = (lines: number[], tail = '') => `iptables-nft-restore v1.8.9 (nf_tables): \n${lines.map((n) => `line ${n}: RULE_APPEND failed (Invalid argument): rule in chain VGW-USER-FORWARD\n`).join('')}${tail}`;
+  const two = refusedUserRules('filter', payload, refused([6, 9]));
+  t.deepEqual(two, {
+    rules: [
+      { table: 'filter', chain: 'VGW-USER-FORWARD', rule: 2, text: '-p udp --dport 2 -j TCPMSS --clamp-mss-to-pmtu', reason: 'Invalid argument' },
+      { table: 'filter', chain: 'VGW-USER-FORWARD', rule: 5, text: '-p udp --dport 5 -j TCPMSS --clamp-mss-to-pmtu', reason: 'Invalid argument' },
+    ],
+    cut: false,
+  });
+  t.is(refusedRulesText(two.rules, two.cut, (chain) => (chain === 'VGW-USER-FORWARD' ? '/r/filter/forward.hbs' : undefined)), '\n'
+    + 'the rules of rules.dir the kernel refuses (its reasons are in dmesg):\n'
+    + 'filter VGW-USER-FORWARD rule 2 (from /r/filter/forward.hbs): the kernel refuses it (Invalid argument): -p udp --dport 2 -j TCPMSS --clamp-mss-to-pmtu\n'
+    + 'filter VGW-USER-FORWARD rule 5 (from /r/filter/forward.hbs): the kernel refuses it (Invalid argument): -p udp --dport 5 -j TCPMSS --clamp-mss-to-pmtu');
+  // Cut short: the lines it names, past 10 counted, and that more may be refused.
+  const cut = refusedUserRules('filter', payload, refused(Array.from({ length: 12 }, (_, i) => i + 5), 'line '));
+  t.true(cut.cut);
+  t.is(cut.rules.length, 12);
+  t.deepEqual(refusedRulesText(cut.rules, cut.cut).split('\n').slice(-3), [
+    'filter VGW-USER-FORWARD rule 10: the kernel refuses it (Invalid argument): -p udp --dport 10 -j TCPMSS --clamp-mss-to-pmtu',
+    '(and 2 more)',
+    '(iptables cut its list short: rules after the last may be refused too)',
+  ]);
+  // A line of the gateway's own, legacy's COMMIT, a parse error: no rule of rules.dir to name.
+  t.deepEqual(refusedUserRules('filter', payload, 'iptables-nft-restore v1.8.9 (nf_tables): \nline 4: RULE_APPEND failed (Invalid argument): rule in chain VGW-FORWARD\n').rules, []);
+  t.deepEqual(refusedUserRules('filter', payload, 'iptables-restore: line 25 failed\n'), { rules: [], cut: false });
 });
