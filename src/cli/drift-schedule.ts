@@ -47,13 +47,23 @@ export class DriftSchedule {
   change(schedule: string): void {
     this.current = schedule;
     if (this.task && !this.stopped) {
-      this.task.stop();
+      this.retire();
       this.start();
     }
   }
 
   stop(): void {
     this.stopped = true;
-    this.task?.stop();
+    this.retire();
+  }
+
+  /**
+   * Ends the task for good: destroyed, not only stopped. node-cron 4 keeps every task it made in a registry of its
+   * own until it is destroyed, so a stopped one (each reload that changed the schedule left one) stayed there, its
+   * closure over the supervisor with it, for as long as the process ran.
+   */
+  private retire(): void {
+    void this.task?.destroy();
+    this.task = undefined;
   }
 }
