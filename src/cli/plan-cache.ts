@@ -96,16 +96,29 @@ export class PlanCache {
   /** The rendered states (see useDesiredStore). */
   readonly desired: DesiredStore = {
     load: (key) => this.read('desired', key, isDesired),
-    remember: (key, value) => void this.pending.push({ kind: 'desired', key, value }),
+    remember: (key, value) => this.remember('desired', key, value),
   };
 
   /** The configs as validated (see loadConfig). */
   readonly config: ConfigCache = {
     load: (key) => this.read('config', key, isConfig),
-    remember: (key, value) => void this.pending.push({ kind: 'config', key, value }),
+    remember: (key, value) => this.remember('config', key, value),
   };
 
   constructor(readonly dir: string, private readonly code: () => string = codeIdentity) {}
+
+  /**
+   * A result to write at the next flush. Of each kind, the newest KEEP wait, as the flush's pruning would leave
+   * them: a supervisor flushes at its start and its stop only, and each reload of a new config text in between
+   * remembered its config, every one of them held in memory (and written, to be pruned at once) until the stop.
+   */
+  private remember(kind: Kind, key: string, value: unknown): void {
+    const again = this.pending.findIndex((p) => p.kind === kind && p.key === key); // a config reloaded back: once, as the newest
+    if (again !== -1) this.pending.splice(again, 1);
+    this.pending.push({ kind, key, value });
+    const ofKind = this.pending.filter((p) => p.kind === kind);
+    if (ofKind.length > KEEP) this.pending.splice(this.pending.indexOf(ofKind[0]!), 1);
+  }
 
   private fileFor(dir: string, kind: Kind, key: string): string {
     return join(dir, `${kind}-${fileDigest(`${this.code()}\u0000${kind}\u0000${key}`)}.json`);

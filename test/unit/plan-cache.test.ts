@@ -392,3 +392,44 @@ test.serial('a one-shot command says once that the plan cache is not used where 
   }
   t.is(said, `vlan-gateway: warning: the plan cache ${open} is not used: ${open} is writable by users other than root (${ONLY_PRIVATE})\n`);
 });
+
+// A supervisor flushes its plan cache at its start and at its stop only; every reload in between that read a new text
+// of the config remembered it for the stop's flush. A supervisor reloaded for months held every config it had ever
+// reloaded in memory (about 20 KB apiece at 100 VLANs), and its stop wrote them all, to keep the newest few.
+test('a supervisor\'s reloads between two flushes hold only the configs the flush keeps: the newest, found by the next start', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-plan-cache-reloads-'));
+  try {
+    const script = `
+      import { writeFileSync } from 'node:fs';
+      import { join } from 'node:path';
+      import { PlanCache } from './src/cli/plan-cache.ts';
+      import { loadConfig } from './src/config/load.ts';
+      const [dir] = process.argv.slice(1);
+      const path = join(dir, 'gateway.yaml');
+      const vlans = Array.from({ length: 100 }, (_, i) => '  - {name: v' + i + ', id: ' + (i + 10) + ', subnet: 10.' + i + '.0.0/24, gateway: 10.' + i + '.0.1}').join('\\n');
+      const reload = async (cache, n) => {
+        writeFileSync(path, '# reload ' + n + '\\nuplink: {interface: eth0, gateway: 172.17.0.1}\\nvlans:\\n' + vlans + '\\n');
+        return loadConfig(path, cache.config, { fileOnly: true });
+      };
+      const cache = new PlanCache(join(dir, 'cache'));
+      for (let n = 0; n < 20; n++) await reload(cache, n);
+      globalThis.gc();
+      const before = process.memoryUsage().heapUsed;
+      for (let n = 20; n < 220; n++) await reload(cache, n);
+      globalThis.gc();
+      const grewKb = Math.round((process.memoryUsage().heapUsed - before) / 1024);
+      cache.flush(); // the stop
+      const next = new PlanCache(join(dir, 'cache')); // the next start, on the file as the last reload left it
+      await loadConfig(path, next.config, { fileOnly: true });
+      console.log(JSON.stringify({ grewKb, hit: next.hits.config }));
+    `;
+    const stdout = execFileSync(process.execPath, ['--expose-gc', '--import=tsx', '--input-type=module', '-e', script, dir], { cwd: root(''), encoding: 'utf8', timeout: 60_000 });
+    const { grewKb, hit } = JSON.parse(stdout) as { grewKb: number; hit: number };
+    t.log(`the heap grew by ${grewKb} KB over 200 reloads`);
+    t.is(hit, 1, 'the next start finds the config the last reload read');
+    t.true(grewKb < 1024, `the heap grew by ${grewKb} KB over 200 reloads`);
+    t.is((await readdir(join(dir, 'cache'))).filter((f) => f.startsWith('config-')).length, 4, 'the newest four configs are on disk');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
