@@ -27,6 +27,12 @@ export type ProbeOutcome =
   | { readonly kind: 'free' }
   /** Another device answers for it: its MAC (lowercase, two digits a byte). */
   | { readonly kind: 'taken'; readonly mac: string }
+  /**
+   * Only a NIC of the gateway's own answered, with its MAC: that NIC is on the probed NIC's network and answers ARP
+   * for an address it does not hold (Linux's default, arp_ignore=0). Whether another device would have answered too is
+   * not known (arping stops at the first answer).
+   */
+  | { readonly kind: 'own'; readonly mac: string }
   /** Probes cannot work here at all (no arping, no raw socket): conflict detection is off; why, for the log. */
   | { readonly kind: 'unusable'; readonly reason: string }
   /**
@@ -62,9 +68,7 @@ export function probeOutcome(run: ProbeRun, address: string, ownMacs?: string | 
   const senders = arpingSenders(run.stdout, address);
   const other = senders.find((mac) => !own.has(mac));
   if (run.exitCode === 1 && other !== undefined) return { kind: 'taken', mac: other };
-  // arping stops at the first answer: whether another device would have answered too is not known (the same words
-  // for every VLAN, so that it is said once).
-  if (run.exitCode === 1 && senders.length > 0) return { kind: 'failed', reason: 'a NIC of the gateway\'s own answered (another of its NICs is on that network)' };
+  if (run.exitCode === 1 && senders.length > 0) return { kind: 'own', mac: senders[0]! };
   if (run.exitCode === 0) return { kind: 'free' };
   const said = `${run.stderr}\n${run.stdout}`.split('\n').map((l) => l.trim()).filter(Boolean);
   // Without NET_RAW: arping's raw socket is refused, or (an arping with file capabilities the container may not

@@ -11,12 +11,17 @@
  * (RECHECK_FREE_MS), so a new one is found. One
  * probe per VLAN at a time, none sooner than PROBE_MIN_GAP_MS after its last, PROBE_CONCURRENCY at once, never
  * awaited by a pass or /readyz, killed at stop. No arping, or no NET_RAW: one log line, and nothing is reported.
+ *
+ * A probe answered by another NIC of the gateway's that carries one of its networks (a VLAN's, the uplink) is no
+ * conflict but is said too (warn line, /status warning): the two NICs share a segment and, with Linux's default
+ * arp_ignore=0, answer for each other's addresses, so hosts there may take the wrong NIC's MAC and have their packets
+ * dropped as forged. That answer is the only sign of it the gateway sees; with arp_ignore=1 there is none (nor harm).
  */
 import type { CommandRunner } from '../exec/runner.js';
 import { CommandError } from '../exec/runner.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { probeOutcome, type ProbeOutcome } from '../observe/parse-arping.js';
+import { normalizeMac, probeOutcome, type ProbeOutcome } from '../observe/parse-arping.js';
 import type { Step } from '../plan/types.js';
 import type { SupervisorView } from './supervisor.js';
 
@@ -58,6 +63,22 @@ interface Entry {
   /** Whether a probe of it has told anything yet. */
   probed: boolean;
   conflict?: Conflict;
+  /** Another NIC of the gateway's, one of its networks, answered the last probe: the two share one segment. */
+  shared?: Shared;
+}
+
+/** A NIC of the gateway's that carries one of its networks: a VLAN's, or the uplink. */
+interface NetworkNic {
+  readonly nic: string;
+  /** `vlan lab`, `the uplink`. */
+  readonly what: string;
+}
+
+interface Shared extends NetworkNic {
+  /** Its MAC, which answered. */
+  readonly mac: string;
+  /** When first heard (ISO time). */
+  readonly since: string;
 }
 
 export class AddressConflicts {
@@ -77,6 +98,8 @@ export class AddressConflicts {
   private kicked = false;
   /** The MACs of the gateway's NICs, as the last pass found them: a reply from one of them is no other device. */
   private ownMacs: readonly string[] = [];
+  /** The NICs of the gateway's networks (VLANs, uplink) by MAC, as the last pass found them. */
+  private networkNics = new Map<string, NetworkNic>();
   /** Why detection is off (no arping, no NET_RAW), once found. */
   off: string | undefined;
   /** The last probe error said (an unknown one is logged once, not at every probe). */
@@ -96,11 +119,16 @@ export class AddressConflicts {
     return out;
   }
 
-  /** One line per standing conflict, for /status's warnings (and so `vlan-gateway status`). */
+  /**
+   * One line per standing conflict, and per VLAN whose probe another of the gateway's networks' NICs answered, for
+   * /status's warnings (and so `vlan-gateway status`).
+   */
   warnings(): string[] {
-    return [...this.conflicts].map(([vlan, c]) => `vlan ${vlan}: another device (${c.mac}) answers ARP for the gateway address ${c.address} on `
+    const conflicts = [...this.conflicts].map(([vlan, c]) => `vlan ${vlan}: another device (${c.mac}) answers ARP for the gateway address ${c.address} on `
       + `${c.interface} too (an address conflict, seen since ${c.since}): the VLAN's hosts send to whichever answered them last; take the address `
       + 'off that device, or give the VLAN another gateway');
+    const shared = [...this.entries.values()].filter((e) => e.shared).map((e) => `${sharedMessage(e, e.shared!)} (seen since ${e.shared!.since})`);
+    return [...conflicts, ...shared];
   }
 
   /**
@@ -113,6 +141,7 @@ export class AddressConflicts {
     const held = heldAddresses(view);
     this.held = held;
     this.ownMacs = view.links.map((l) => l.mac).filter(Boolean);
+    this.networkNics = networkNics(view);
     let changed = false;
     for (const [vlan, e] of this.entries) {
       const now = held.get(vlan);
@@ -249,6 +278,23 @@ export class AddressConflicts {
     if (this.stopped) return;
     if (outcome.kind === 'unusable') return this.turnOff(outcome.reason);
     if (this.entries.get(e.vlan) !== e) return; // its address went (or moved) meanwhile: what it found is of no VLAN now
+    const fields = { vlan: e.vlan, interface: e.nic, address: e.address };
+    if (outcome.kind === 'own') {
+      const other = this.networkNics.get(outcome.mac);
+      // A NIC of the namespace's that carries none of the gateway's networks (a veth peer left in it, as in the
+      // 100-VLAN bench namespace) answers for every address it holds, harmlessly: hosts do not send through it.
+      if (other === undefined || other.nic === e.nic) {
+        const reason = 'a NIC of the gateway\'s own answered (another of its NICs is on that network)';
+        if (reason !== this.saidFailure) this.log.info(fields, `address conflict probe told nothing: ${reason}`);
+        this.saidFailure = reason;
+        return;
+      }
+      if (e.shared?.mac !== outcome.mac || e.shared.nic !== other.nic) {
+        e.shared = { ...other, mac: outcome.mac, since: e.shared?.since ?? new Date(this.now()).toISOString() };
+        this.log.warn({ ...fields, sharedWith: other.nic, mac: outcome.mac }, sharedMessage(e, e.shared));
+      }
+      return;
+    }
     if (outcome.kind === 'failed') {
       // Its NIC gone or down as it ran (Docker disconnecting a network, a NIC flapped): not the probe's to say, and
       // at a project's `down` it would be a line for every VLAN. The pass that follows takes the NIC's change.
@@ -257,7 +303,11 @@ export class AddressConflicts {
       this.saidFailure = outcome.reason;
       return;
     }
-    const fields = { vlan: e.vlan, interface: e.nic, address: e.address };
+    if (e.shared) {
+      this.log.info({ ...fields, sharedWith: e.shared.nic, mac: e.shared.mac }, `vlan ${e.vlan}: ${e.shared.nic} (${e.shared.what}) no longer answers ARP `
+        + `on ${e.nic} for ${e.address}`);
+      delete e.shared;
+    }
     const before = e.conflict;
     const first = !e.probed;
     e.probed = true;
@@ -308,6 +358,30 @@ interface Held {
 }
 
 const sameAddress = (a: { nic: string; address: string } | undefined, b: { nic: string; address: string }): boolean => a?.nic === b.nic && a.address === b.address;
+
+/**
+ * Two of the gateway's networks on one segment, and Linux's default ARP settings (arp_ignore=0: a NIC answers for any
+ * address of the namespace's): `e`'s probe for its gateway address was answered by `other`, whose network it is not.
+ */
+function sharedMessage(e: Entry, other: Shared): string {
+  return `vlan ${e.vlan}: the gateway's NIC ${other.nic} (${other.what}, ${other.mac}) answers ARP on ${e.nic} for the gateway address ${e.address}: `
+    + `${e.nic} and ${other.nic} are on one network segment, where each NIC of the gateway's answers for all of its addresses (Linux's default, `
+    + `arp_ignore=0), so a host may take the wrong NIC's MAC and have its packets dropped as forged (reason="spoofed"); start the gateway with `
+    + '--sysctl net.ipv4.conf.all.arp_ignore=1 --sysctl net.ipv4.conf.all.arp_announce=2 (README, "Which NIC answers ARP")';
+}
+
+/** The NICs of the gateway's networks, VLANs' and the uplink's, by MAC. */
+function networkNics(view: SupervisorView): Map<string, NetworkNic> {
+  const out = new Map<string, NetworkNic>();
+  const macOf = (name: string) => view.links.find((l) => l.name === name)?.mac;
+  for (const b of view.vlans) {
+    const mac = b.nic && macOf(b.nic.name);
+    if (mac) out.set(normalizeMac(mac), { nic: b.nic!.name, what: `vlan ${b.vlan.name}` });
+  }
+  const uplink = view.uplink.nic && macOf(view.uplink.nic.name);
+  if (uplink && !out.has(normalizeMac(uplink))) out.set(normalizeMac(uplink), { nic: view.uplink.nic!.name, what: 'the uplink' });
+  return out;
+}
 
 /** The VLANs whose NIC holds their gateway address, as the view leaves them: NIC, address and the NIC's MAC. */
 function heldAddresses(view: SupervisorView): Map<string, Held> {
