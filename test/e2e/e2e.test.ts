@@ -54,7 +54,12 @@ const CLIENT = {
 const VETHS: ReadonlyArray<readonly [string, string]> = [
   ['vgwt10a', 'vgwt10b'], ['vgwt20a', 'vgwt20b'], ['vgwt30a', 'vgwt30b'], ['vgwtupa', 'vgwtupb'],
   ['vgwtc.10', 'vgwtc10p'], ['vgwtc.20', 'vgwtc20p'], ['vgwtcupa', 'vgwtcupb'],
+  ['vgwtf10a', 'vgwtf10b'], ['vgwtf20a', 'vgwtf20b'], ['vgwtfupa', 'vgwtfupb'],
 ];
+/** The flat lab's segment: a namespace whose bridge joins the peers of vgwtf10a and vgwtf20a, and is a host on it. */
+const FLAT_NS = 'vgwt-flat';
+/** The sysctls the README's `docker run` and compose.yaml start the gateway with. */
+const ARP_SYSCTLS = ['--sysctl', 'net.ipv4.conf.all.arp_ignore=1', '--sysctl', 'net.ipv4.conf.all.arp_announce=2'] as const;
 const COMPOSE_PROJECT = 'vgwtc';
 const COMPOSE_FILES = ['-f', join(REPO, 'compose.yaml'), '-f', join(REPO, 'test/e2e/compose.e2e.yaml')];
 
@@ -232,6 +237,7 @@ async function cleanupAll() {
     await deleteLink(a);
     await deleteLink(b);
   }
+  await run('ip', ['netns', 'del', FLAT_NS]);
   if (scratch) await rm(scratch, { recursive: true, force: true });
   cleanedUp = true;
 }
@@ -300,7 +306,7 @@ serial("the write-up's flow: two VLANs routed to each other, the Internet sees t
   }));
 
   const tRun = now();
-  await runDetached(['--name', GW, '--cap-add', 'NET_ADMIN', '--sysctl', 'net.ipv4.ip_forward=1',
+  await runDetached(['--name', GW, '--cap-add', 'NET_ADMIN', '--sysctl', 'net.ipv4.ip_forward=1', ...ARP_SYSCTLS,
     '--network', NET.uplink, '--ip', GW_UPLINK_ADDRESS, '--mac-address', GW_UPLINK_MAC,
     '-v', `${dirname(runConfig)}:/etc/vlan-gateway:ro`, IMAGE]);
   await waitReady(GW);
@@ -581,6 +587,118 @@ serial('neither --cap-add NET_ADMIN nor --sysctl net.ipv4.ip_forward=1: one mess
   t.log(said);
 });
 
+/*
+ * A flat lab: two of the gateway's VLAN networks on one segment (their parents, vgwtf10a and vgwtf20a, are two ports of
+ * a bridge, as two NICs cabled to one switch VLAN would be; Docker refuses a second macvlan network on one parent).
+ * With Linux's default ARP settings both of the gateway's NICs answer for office's gateway address, a host that keeps
+ * lab's NIC's answer sends into lab's NIC and its packets are dropped as forged, and the gateway says so in /status
+ * (its address-conflict probe hears its own other NIC). With the sysctls the README's `docker run` carries, only
+ * office's NIC answers, the host is routed, and there is nothing to say.
+ */
+serial('a flat lab (two VLAN networks on one segment): without the ARP sysctls both NICs answer and /status warns; with them, one answers and the host is routed', async (t) => {
+  const t0 = now();
+  const gw = 'vgwt-flatgw';
+  const client = 'vgwt-flatclient';
+  const nets = { f10: 'vgwt-flat10', f20: 'vgwt-flat20', up: 'vgwt-flatup' };
+  const uplinkMac = '02:42:c6:33:64:02';
+  const dir = join(scratch, 'flat');
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'gateway.yaml'), stringifyYaml({
+    uplink: { interface: { mac: uplinkMac } },
+    vlans: [
+      { name: 'office', id: 110, subnet: '192.168.110.0/24', gateway: '192.168.110.1' },
+      { name: 'lab', id: 120, subnet: '192.168.120.0/24', gateway: '192.168.120.1' },
+    ],
+    forwarding: { default: 'accept' },
+  }));
+  // The segment's bridge, in a namespace of the test's; it is also a host on office's subnet.
+  await run('ip', ['netns', 'del', FLAT_NS]);
+  await must('ip', ['netns', 'add', FLAT_NS]);
+  const inFlat = (args: readonly string[]) => run('ip', ['netns', 'exec', FLAT_NS, ...args]);
+  await must('ip', ['netns', 'exec', FLAT_NS, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+  await must('ip', ['-n', FLAT_NS, 'link', 'add', 'br0', 'type', 'bridge']);
+  for (const peer of ['vgwtf10b', 'vgwtf20b']) {
+    await must('ip', ['link', 'set', peer, 'netns', FLAT_NS]);
+    await must('ip', ['-n', FLAT_NS, 'link', 'set', peer, 'master', 'br0', 'up']);
+  }
+  await must('ip', ['-n', FLAT_NS, 'link', 'set', 'br0', 'up']);
+  await must('ip', ['-n', FLAT_NS, 'addr', 'add', '192.168.110.50/24', 'dev', 'br0']);
+  await must('ip', ['-n', FLAT_NS, 'route', 'add', 'default', 'via', '192.168.110.1']);
+
+  await mustDocker(['network', 'create', '-d', 'macvlan', '--subnet', '192.168.110.0/24', '--gateway', '192.168.110.1', '-o', 'parent=vgwtf10a', nets.f10]);
+  await mustDocker(['network', 'create', '-d', 'macvlan', '--subnet', '192.168.120.0/24', '--gateway', '192.168.120.1', '-o', 'parent=vgwtf20a', nets.f20]);
+  await mustDocker(['network', 'create', '-d', 'macvlan', '--internal', '--subnet', '198.51.100.0/24', '--gateway', '198.51.100.1', '-o', 'parent=vgwtfupa', nets.up]);
+  await startClient({ name: client, network: nets.f20, address: '192.168.120.10' });
+
+  const startGateway = async (sysctls: readonly string[]) => {
+    await docker(['rm', '-f', gw]);
+    await runDetached(['--name', gw, '--cap-add', 'NET_ADMIN', '--sysctl', 'net.ipv4.ip_forward=1', ...sysctls,
+      '--network', nets.up, '--ip', '198.51.100.2', '--mac-address', uplinkMac, '-v', `${dir}:/etc/vlan-gateway:ro`, IMAGE]);
+    await waitReady(gw);
+    for (const net of [nets.f10, nets.f20]) await mustDocker(['network', 'connect', net, gw]);
+    type Link = { ifname: string; address: string; addr_info: Array<{ local: string }> };
+    // Both VLANs routed (their gateway addresses taken) before anything is asked; each one's NIC by that address.
+    const links = await waitFor('both gateway addresses', 10_000, async () => {
+      const l = JSON.parse((await exec(gw, ['ip', '-j', 'addr', 'show'])).stdout) as Link[];
+      const on = (address: string) => l.find((x) => x.addr_info.some((a) => a.local === address));
+      return on('192.168.110.1') && on('192.168.120.1') ? { officeMac: on('192.168.110.1')!.address, labMac: on('192.168.120.1')!.address } : undefined;
+    });
+    return links;
+  };
+  const warnings = async () => (JSON.parse((await gatewayHttp(gw, '/status')).body) as { warnings: string[] }).warnings;
+  /** The MACs that answered the host's two ARP requests for office's gateway address. */
+  const answers = async () => {
+    const r = await inFlat(['arping', '-c', '2', '-w', '2', '-I', 'br0', '192.168.110.1']);
+    return [...new Set([...r.stdout.matchAll(/reply from 192\.168\.110\.1 \[([0-9A-F:]+)\]/g)].map((m) => m[1]!.toLowerCase()))].sort();
+  };
+  const hostPing = async () => (await inFlat(['ping', '-c', '2', '-i', '0.2', '-W', '1', '192.168.120.10'])).stdout;
+  const spoofed = async () => metricValue((await gatewayHttp(gw, '/metrics')).body, 'vlan_gateway_dropped_packets_total', { reason: 'spoofed' }) ?? 0;
+
+  try {
+    // Linux's defaults.
+    let macs = await startGateway([]);
+    const said = await waitFor('the shared-segment warning in /status', 15_000, async () => {
+      const w = (await warnings()).find((l) => l.startsWith('vlan office: the gateway\'s NIC'));
+      return w;
+    }, 250);
+    t.regex(said, new RegExp(`^vlan office: the gateway's NIC eth\\d \\(vlan lab, ${macs.labMac}\\) answers ARP on eth\\d for the gateway address 192\\.168\\.110\\.1: `
+      + 'eth\\d and eth\\d are on one network segment, .*start the gateway with --sysctl net\\.ipv4\\.conf\\.all\\.arp_ignore=1 --sysctl net\\.ipv4\\.conf\\.all\\.arp_announce=2'));
+    t.log(said);
+    t.deepEqual(await answers(), [macs.officeMac, macs.labMac].sort(), 'both of the gateway\'s NICs answer for office\'s gateway address');
+    await inFlat(['ip', 'neigh', 'flush', 'dev', 'br0']);
+    const first = await hostPing();
+    const kept = (await inFlat(['ip', 'neigh', 'show', '192.168.110.1', 'dev', 'br0'])).stdout.trim();
+    t.log(`the host's own ARP kept: ${kept} (${kept.includes(macs.labMac) ? 'lab\'s NIC' : 'office\'s NIC'}); its ping: ${/\d+ received/.exec(first)?.[0]}`);
+    // A host that keeps lab's NIC's answer (the first to reach it, or the last): every packet dropped as forged.
+    await must('ip', ['-n', FLAT_NS, 'neigh', 'replace', '192.168.110.1', 'lladdr', macs.labMac, 'dev', 'br0', 'nud', 'reachable']);
+    const before = await spoofed();
+    t.regex(await hostPing(), / 0 received/);
+    const counted = await waitFor('spoofed drops counted', 15_000, async () => {
+      const n = await spoofed();
+      return n >= before + 2 ? n : undefined;
+    }, 500);
+    t.true(counted >= before + 2);
+
+    // With the sysctls of the README's `docker run` and compose.yaml.
+    macs = await startGateway(ARP_SYSCTLS);
+    await inFlat(['ip', 'neigh', 'flush', 'dev', 'br0']);
+    t.deepEqual(await answers(), [macs.officeMac], 'office\'s NIC alone answers');
+    await inFlat(['ip', 'neigh', 'flush', 'dev', 'br0']);
+    t.regex(await hostPing(), / 2 received/);
+    // Both VLANs probed (a probe that hears nobody gives its VLAN a series), and nothing to say.
+    await waitFor('both VLANs probed', 15_000, async () => {
+      const m = (await gatewayHttp(gw, '/metrics')).body;
+      return ['office', 'lab'].every((vlan) => metricValue(m, 'vlan_gateway_address_conflict', { vlan }) === 0) ? true : undefined;
+    }, 250);
+    t.deepEqual(await warnings(), []);
+  } finally {
+    await docker(['rm', '-f', gw, client]);
+    for (const n of Object.values(nets)) await docker(['network', 'rm', n]);
+    await run('ip', ['netns', 'del', FLAT_NS]);
+    record(t, 'scenario: flat lab', seconds(now() - t0));
+  }
+});
+
 /** Every PromQL expression of the Grafana dashboard, as recording rules that `promtool check rules` parses. */
 async function dashboardRules(): Promise<{ file: string; count: number }> {
   const dashboard = JSON.parse(await readFile(join(REPO, 'deploy/grafana/dashboards/vlan-gateway.json'), 'utf8')) as {
@@ -657,6 +775,8 @@ serial('compose.yaml: valid for docker-compose 1.29, Prometheus and dashboard fi
   t.deepEqual(JSON.parse(await inspect(gw, '{{json .HostConfig.CapAdd}}')), ['NET_ADMIN']);
   t.false(JSON.parse(await inspect(gw, '{{json .HostConfig.Privileged}}')) as boolean);
   t.is(await inspect(gw, '{{index .HostConfig.Sysctls "net.ipv4.ip_forward"}}'), '1');
+  // Each NIC answers ARP for its own addresses alone (README, "Which NIC answers ARP"; the flat-lab scenario above).
+  t.deepEqual((await exec(gw, ['sysctl', '-n', 'net.ipv4.conf.all.arp_ignore', 'net.ipv4.conf.all.arp_announce'])).stdout.trim().split('\n'), ['1', '2']);
   for (const [from, to] of [[c10, '192.168.20.10'], [c20, '192.168.10.10']] as const) {
     const p = await ping(from, to);
     t.is(p.received, 3, p.output);
