@@ -32,6 +32,8 @@ type Arping = 'fake' | 'missing' | 'hangs';
 /** The fake namespace, whose `arping` is this runner's own (see the file's comment). */
 class ArpingRunner implements CommandRunner {
   readonly events: string[] = [];
+  /** The NICs whose probe has returned (a turn after it started). */
+  readonly answered: string[] = [];
   /** Addresses another device on the VLAN holds, and its MAC. */
   readonly others = new Map<string, string>();
   /** NICs gone when their probe runs (Docker disconnected them after the pass that found them): arping's error. */
@@ -44,6 +46,10 @@ class ArpingRunner implements CommandRunner {
     if (argv[0] !== 'arping') return this.ns.run(argv, options);
     const [nic, address] = argv.slice(-2) as [string, string];
     this.events.push(`probe ${nic} ${address}`);
+    // A process's exit is an event of a later turn of the loop, never of the turn that spawned it (a probe that
+    // ended in the same turn would start the next one in that turn too, as no real one can).
+    await new Promise((resolve) => setImmediate(resolve));
+    this.answered.push(nic);
     if (this.arping === 'missing') throw new CommandError(argv, null, 'spawn arping ENOENT', '', true);
     if (this.arping === 'hangs') return this.real.run(['sleep', '30'], options);
     if (this.away.has(nic)) return { exitCode: 2, stdout: '', stderr: `arping: Device ${nic} not available.\n` };
@@ -101,7 +107,7 @@ test('each added gateway address is probed after its announce has gone out, afte
     const at = (what: string) => r.runner.events.indexOf(`${what} ${nic} ${address}`);
     t.true(at('announce') >= 0 && at('announce') < at('announced') && at('announced') < at('probe'), r.runner.events.join('\n'));
   }
-  await until('the gauge', () => r.logs.some((l) => l.level === 40 && /^address conflict/.test(l.msg)));
+  await until('the gauge', () => r.logs.some((l) => l.level === 40 && /^address conflict/.test(l.msg)) && r.runner.answered.length === 2);
   t.deepEqual((await r.series()).sort((a, b) => (a.vlan! < b.vlan! ? -1 : 1)), [
     { vlan: 'lab', interface: 'eth2', mac: '', value: 0 },
     { vlan: 'office', interface: 'eth1', mac: OTHER, value: 1 },
