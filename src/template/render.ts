@@ -6,6 +6,7 @@
  */
 import Handlebars from 'handlebars';
 import { precompiled } from './precompiled.js';
+import { groupDigits, quoted } from '../config/problems.js';
 
 /** One thing wrong with a template: its file, what, and the rendered line where it has one. */
 export interface TemplateProblem {
@@ -238,7 +239,23 @@ const TARGET_WORD = new RegExp(`^(?:-[${SHORT_FLAGS}]*[jg]\\S*|--(?:j(?:u(?:mp?)
 /** The longest comment iptables keeps (the comment match's XT_MAX_COMMENT_LEN, 256 bytes with the NUL). */
 const MAX_COMMENT = 255;
 
+/**
+ * The longest rule body a template may write. iptables-restore reads a line into a buffer of 10,240 bytes: a longer
+ * one is read as two lines, the rest taken for a line of its own (nft and legacy alike, iptables 1.8.9), so a rule
+ * of 10,300 characters was refused with "Bad argument `yyyy'" about a piece of its own text, naming no rule, and
+ * one whose rest was a word such as COMMIT was committed cut short although the restore failed. The planner writes
+ * `-A VGW-USER-POSTROUTING -m comment --comment vgw:<hash> ` before the body (66 characters), and the apply's undo
+ * restores the rule as iptables-save writes it back, longer than it was given (`/32`, `-m tcp`, quotes, a counters
+ * prefix): 8,192 leaves that room.
+ */
+export const MAX_RULE_BODY = 8192;
+
 export function checkRuleBody(body: string): string | undefined {
+  if (body.length > MAX_RULE_BODY) {
+    return `${quoted(body)} is too long for a rule: iptables-restore reads about 10,000 characters of a line and takes the rest `
+      + `for a line of its own; a rule here is at most ${groupDigits(MAX_RULE_BODY)} characters (split it into several rules, or `
+      + 'match long lists with an ipset of your own)';
+  }
   if (!SAFE.test(body)) {
     const bad = [...body].find((c) => !SAFE.test(c))!;
     return `${JSON.stringify(body)} has a character that is not allowed in a rule: ${JSON.stringify(bad)} (allowed: letters, digits, space and ${SAFE_PUNCTUATION})`;

@@ -788,3 +788,23 @@ test.serial('edited templates do not pile up: 600 texts of a user template rende
   t.log(`the heap grew by ${grewKb} KB over 600 edits`);
   t.true(grewKb < 1024, `the heap grew by ${grewKb} KB over 600 edits`);
 });
+
+// iptables-restore reads a line into 10,240 bytes and takes the rest for a line of its own: a user's rule of 12,249
+// characters passed validate's own checks, and iptables then refused "Bad argument `yyyy…'", naming no rule (and a
+// rest that was a word like COMMIT committed the rule cut short although the restore failed).
+test('a rule body longer than iptables-restore reads as one line is refused, shown by its start and length; 8,192 characters pass', (t) => {
+  // Comments of 200 characters after the target, cut to n characters (iptables would take them: 3 words in 222).
+  const rule = (n: number) => `-s 10.1.2.3 -j ACCEPT${' -m comment --comment '.padEnd(222, 'y').repeat(60)}`.slice(0, n);
+  t.is(rule(8192).length, 8192);
+  t.is(checkRuleBody(rule(8192)), undefined);
+  t.is(checkRuleBody(rule(8193)), '"-s 10.1.2.3 -j ACCEPT -m comment --comme…" (8,193 characters) is too long for a rule: iptables-restore reads '
+    + 'about 10,000 characters of a line and takes the rest for a line of its own; a rule here is at most 8,192 characters (split it '
+    + 'into several rules, or match long lists with an ipset of your own)');
+  // In a template, the line is named with the file, as every refused line is.
+  t.throws(() => renderRules(`-j ACCEPT\n${rule(12_249)}\n`, 'f.hbs', {}, true), {
+    instanceOf: TemplateError,
+    message: 'f.hbs, rendered line 2: "-s 10.1.2.3 -j ACCEPT -m comment --comme…" (12,249 characters) is too long for a rule: iptables-restore '
+      + 'reads about 10,000 characters of a line and takes the rest for a line of its own; a rule here is at most 8,192 characters (split '
+      + 'it into several rules, or match long lists with an ipset of your own)',
+  });
+});
