@@ -8,7 +8,7 @@ import type { Backend } from '../observe/facts.js';
 import { forEachIpsetMember, parseIpsetReferences } from '../observe/parse-ipset.js';
 import { restoreCommand } from '../observe/read.js';
 import { IP_FORWARD, OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO, setMemberAdmits, USER_PREFIX } from '../plan/chains.js';
-import { remakeName, setHashsize } from '../plan/set-size.js';
+import { remakeName, setHashsize, setMaxelem } from '../plan/set-size.js';
 import { portText } from '../plan/conntrack.js';
 import type { ChainChange, ConntrackClear, Plan, Step } from '../plan/types.js';
 import { clearStaleFlows, clearUnpolicedFlows, type FlowsCleared } from './conntrack.js';
@@ -360,7 +360,7 @@ async function remakeSets(runner: CommandRunner, steps: readonly RemakeStep[]): 
   for (const step of steps) {
     const temporary = remakeName(step.set);
     if (saved.startsWith(`create ${temporary} `) || saved.includes(`\ncreate ${temporary} `)) lines.push({ line: `destroy ${temporary}`, step });
-    lines.push({ line: setCreateLine(temporary, step.type, step.remake), undo: `destroy ${temporary}`, step });
+    lines.push({ line: setCreateLine(temporary, step.type, step.remake, step.maxelem), undo: `destroy ${temporary}`, step });
     for (const [member, c] of counters.get(step.set)!) lines.push({ line: `add ${temporary} ${member} packets ${c.packets} bytes ${c.bytes}`, step });
     lines.push({ line: `swap ${temporary} ${step.set}`, undo: `swap ${temporary} ${step.set}`, step });
   }
@@ -435,12 +435,13 @@ async function runLaterSets(runner: CommandRunner, backend: Backend, lines: read
   }
 }
 
-/** An `ipset restore` line creating a set for `members`, its hash table sized for them (setHashsize). */
+/** An `ipset restore` line creating a set for `members`, its hash table sized for them (setHashsize, setMaxelem). */
 export function setCreate(set: string, type: string, members: readonly string[]): string {
-  return setCreateLine(set, type, setHashsize(type, members));
+  return setCreateLine(set, type, setHashsize(type, members), setMaxelem(members.length));
 }
 
-const setCreateLine = (set: string, type: string, hashsize: number) => `create ${set} ${type} counters hashsize ${hashsize} -exist`;
+const setCreateLine = (set: string, type: string, hashsize: number, maxelem?: number) =>
+  `create ${set} ${type} counters hashsize ${hashsize}${maxelem ? ` maxelem ${maxelem}` : ''} -exist`;
 
 export function describeStep(step: Step): string {
   switch (step.kind) {

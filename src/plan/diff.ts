@@ -10,7 +10,7 @@ import { TABLES } from '../observe/facts.js';
 import { conntrackClears } from './conntrack.js';
 import { BUILTIN_CHAINS, FORWARD_CHAIN, FORWARDING_WAS_OFF, IP_FORWARD, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX, POSTROUTING_CHAIN } from './chains.js';
 import { verdictOf } from './rule-text.js';
-import { BUCKET_LIMIT, remakeName, SET_MAXELEM } from './set-size.js';
+import { BUCKET_LIMIT, remakeName, SET_MAXELEM, setMaxelem } from './set-size.js';
 import type { ChainChange, Desired, DesiredChain, DesiredRule, DesiredSet, Jump, JumpChange, Plan, Step } from './types.js';
 import { uplinkOverlapWarnings, warningsOf } from './warnings.js';
 
@@ -238,7 +238,8 @@ const notedJumps = (desired: Desired, forwardingWasOff: boolean): readonly Jump[
  */
 function setRemake(set: DesiredSet, have: SavedSet): { remake: number; full?: true } | undefined {
   const { hashsize } = set;
-  const small = (have.hashsize !== undefined && have.hashsize < hashsize) || (have.maxelem !== undefined && have.maxelem < SET_MAXELEM);
+  const maxelem = setMaxelem(set.members.length) ?? SET_MAXELEM;
+  const small = (have.hashsize !== undefined && have.hashsize < hashsize) || (have.maxelem !== undefined && have.maxelem < maxelem);
   if (small) return { remake: hashsize };
   const stuck = have.bucketsize !== undefined && have.bucketsize >= BUCKET_LIMIT;
   return stuck ? { remake: Math.max(hashsize, have.hashsize ?? 0), full: true } : undefined;
@@ -333,7 +334,8 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
       del = [...have.members].filter((m) => !want.has(m));
     }
     if (!have || add.length > 0 || del.length > 0 || remake !== undefined) {
-      steps.push({ kind: 'set-update', set: set.name, type: set.type, role: set.role, create: !have, add, del, ...(remaking ?? {}) });
+      const maxelem = setMaxelem(set.members.length);
+      steps.push({ kind: 'set-update', set: set.name, type: set.type, role: set.role, create: !have, add, del, ...(remaking ?? {}), ...(maxelem ? { maxelem } : {}) });
     }
   }
   // Our jumps remember that forwarding was off before us; a jump re-added after a flush takes the note from the

@@ -13,6 +13,19 @@ const MAX_SPREAD_BUCKETS = 2 ** 16;
 export const SET_MAXELEM = 65536;
 
 /**
+ * The maxelem a set of `count` members is made with, where the kernel's default is too few: the next power of two
+ * (undefined: the default does). Only VGW-ROUTED can grow so large (a member per network routed behind a VLAN's host,
+ * from the namespace's routes, not the config): made with the default, its 65,537th member was refused ("Hash is
+ * full, cannot add more elements") and every apply failed.
+ */
+export function setMaxelem(count: number): number | undefined {
+  if (count <= SET_MAXELEM) return undefined;
+  let maxelem = SET_MAXELEM;
+  while (maxelem < count) maxelem *= 2;
+  return maxelem;
+}
+
+/**
  * The most members a bucket of a hash set may hold (the kernel's AHASH_MAX_TUNED). A hash:net,iface set hashes only
  * the net, and the kernel raises the set's bucket size (`bucketsize` in its header) as one net gathers members. Once
  * a net has held about this many, the bucket size is at the limit and stays there: from then on the kernel grows no

@@ -157,6 +157,8 @@ export type Step =
     readonly remake?: number;
     /** The remake is for the second reason: the set's buckets are at the kernel's limit (said in the plan). */
     readonly full?: true;
+    /** The set is made (or made again) with this maxelem: more members than the kernel's default takes (setMaxelem). */
+    readonly maxelem?: number;
   }
   /** Removes a set no longer wanted; runs after the tables stopped matching on it. */
   | { readonly kind: 'set-destroy'; readonly set: string; readonly type: string; readonly members: readonly string[] }

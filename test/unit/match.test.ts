@@ -376,3 +376,19 @@ test('a network routed behind a VLAN host is reached from that VLAN back out of 
   }
   t.false(rules('VGW-FORWARD', { ...f, routed: [] }).some((r) => r.includes('-i eth0 -o eth0')), 'no routed network, no such rule');
 });
+
+// VGW-ROUTED holds a member per network routed behind a VLAN's host: the namespace's routes, not the config, so
+// nothing bounds it. Made with the kernel's default maxelem (65,536), its 65,537th member was refused ("Hash is
+// full, cannot add more elements") and every apply failed; one made so by an earlier pass took no more.
+test('a VGW-ROUTED of more than 65,536 networks is made with room for them, and one made with the default maxelem is made again', async (t) => {
+  const c = config('uplink: {gateway: 172.18.0.1}\n');
+  const routed = Array.from({ length: 65_537 }, (_, i) => ({ prefix: `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}/32`, dev: 'eth0' }));
+  const f: Facts = { ...facts({ gateway: '172.18.0.1', dev: 'eth2' }), routed, sets: new Map() };
+  const desired = planDesired(c, f, await loadTemplates());
+  t.is(desired.sets.find((s) => s.name === 'VGW-ROUTED')?.members.length, 65_537);
+  const step = (sets: Facts['sets']) => diff(desired, { ...f, sets }).steps.find((s) => s.kind === 'set-update' && s.set === 'VGW-ROUTED');
+  t.like(step(new Map()), { create: true, maxelem: 131_072 });
+  const members = desired.sets.find((s) => s.name === 'VGW-ROUTED')!.members.slice(0, 65_536);
+  const full = parseIpsetSave(`create VGW-ROUTED hash:net,iface family inet hashsize 131072 maxelem 65536 counters\n${members.map((m) => `add VGW-ROUTED ${m.member}\n`).join('')}`);
+  t.like(step(full), { create: false, remake: 131_072, maxelem: 131_072, add: ['10.101.0.0,eth0'] });
+});

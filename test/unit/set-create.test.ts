@@ -25,3 +25,10 @@ test('setCreate spreads the nets of a hash:net,iface set whose nets share member
   // Beyond the cap, the members alone still size it.
   t.is(hashsizeOf(setCreate('VGW-PAIRS-0', 'hash:net,iface', pairs(2000, 48))), 2 ** 17);
 });
+
+test('setCreate gives a set of more members than the kernel\'s default maxelem (65,536) room for them: the next power of two', (t) => {
+  const routed = (count: number) => Array.from({ length: count }, (_, i) => `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255},eth0`);
+  t.is(setCreate('VGW-ROUTED', 'hash:net,iface', routed(65_536)), 'create VGW-ROUTED hash:net,iface counters hashsize 65536 -exist');
+  t.is(setCreate('VGW-ROUTED', 'hash:net,iface', routed(65_537)), 'create VGW-ROUTED hash:net,iface counters hashsize 131072 maxelem 131072 -exist');
+  t.is(setCreate('VGW-ROUTED', 'hash:net,iface', routed(200_000)), 'create VGW-ROUTED hash:net,iface counters hashsize 262144 maxelem 262144 -exist');
+});
