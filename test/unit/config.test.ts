@@ -738,6 +738,42 @@ http: {listen: "${'h'.repeat(100)}:10123"}
     ],
   },
   {
+    // The endpoints' start looks the host up as a name: 999.1.1.1 validated, then every start failed ("not an
+    // address"), and the resolver reads 192.168.010.1 as 192.168.8.1 and 10123 as 0.0.39.139.
+    title: 'an http.listen host of digits and dots that is no IPv4 address (the resolver would fail it, or read another address)',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+http: {listen: "999.1.1.1:10123"}
+`,
+    lines: ['http.listen: "999.1.1.1:10123": 999.1.1.1 is not an IPv4 address (line 3)'],
+  },
+  {
+    title: 'an http.listen host with a leading zero is no IPv4 address either (the resolver reads it as octal)',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+http: {listen: "192.168.010.1:10123"}
+`,
+    lines: [
+      'http.listen: "192.168.010.1:10123": 192.168.010.1 is not an IPv4 address (a number with a leading zero is octal to the resolver; write it without the zero) (line 3)',
+    ],
+  },
+  {
+    title: 'an http.listen host that is one number',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+http: {listen: "10123:10123"}
+`,
+    lines: ['http.listen: "10123:10123": 10123 is not an IPv4 address (line 3)'],
+  },
+  {
+    title: 'an http.listen host that is a name is taken (the resolver finds it)',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+http: {listen: "localhost:10123"}
+`,
+    lines: [],
+  },
+  {
     title: 'a value of 64 characters is echoed whole',
     yaml: `vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: "${'é'.repeat(64)}"}
