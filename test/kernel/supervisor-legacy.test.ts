@@ -6,7 +6,7 @@
  * test's (XTABLES_LOCKFILE), never the machine's.
  */
 import test from 'ava';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { dump as stringify, load as parse } from 'js-yaml';
 import { loadConfig } from '../../src/config/load.js';
@@ -94,4 +94,37 @@ kernel(`a template edited while the xtables lock is held past the wait is not re
   t.is(user.length, 1, user.join('\n'));
   t.regex(user[0]!, /-p udp .*--dport 7 -j DROP$/);
   t.is((await gateway!.status()).reload.lastResult, 'success');
+});
+
+// iptables-legacy hands the kernel a table whole and names only its COMMIT: a rule of rules.dir the kernel refuses
+// (TCPMSS on a UDP rule) cannot be named as iptables-nft names it. A reload that wrote nothing of the gateway's but
+// that rule's chain and the jump into it is still refused after the fact, naming the chain as the likely one, and
+// the config that last applied runs again, in legacy, with nothing of the refused chain left there or in nft.
+kernel(`a reload whose rule of rules.dir the kernel refuses at COMMIT is refused after the fact, naming the likely chain, and the last config runs again${NEEDS_ROOT}`, async (t) => {
+  const before = vgwLines(await legacySave());
+  const failures = await gateway!.metric('vlan_gateway_config_reloads_total', { result: 'failure' });
+  const from = gateway!.logs.length;
+  const refusedTemplate = join(scratch!, 'rules.d', 'nat', 'postrouting.hbs');
+  await mkdir(join(scratch!, 'rules.d', 'nat'), { recursive: true });
+  await writeFile(refusedTemplate, '-p udp --dport 9 -j TCPMSS --set-mss 1000\n');
+  try {
+    const refusal = 'the kernel refuses the nat table, likely for a rule of rules.dir (VGW-USER-POSTROUTING)';
+    await gateway!.waitForLog('the refusal', (l) => l.level >= 50 && l.msg === `${refusal}; the config that last applied runs again`, 10_000, from);
+    const failed = gateway!.logs.slice(from).find((l) => l.msg === 'reconcile failed; previous rules left in place');
+    t.like(failed?.err as Record<string, unknown> | undefined, { type: 'ApplyError', rolledBack: true, userChain: 'VGW-USER-POSTROUTING' }, JSON.stringify(failed));
+    t.regex(String((failed?.err as Record<string, unknown> | undefined)?.message), /^applying the nat table failed: iptables-legacy-restore failed \(exit 1\): iptables-restore: line \d+ failed\n(.*\n)*> +\d+ \| COMMIT\n(.*\n)*iptables-legacy refuses a table whole and names no rule; this round wrote rules of rules\.dir only \(VGW-USER-POSTROUTING\)/);
+    await gateway!.waitForLog('a pass with the config that last applied', (l) => l.trigger === 'reload' && /^reconciled: in sync/.test(l.msg), 10_000, from);
+    const status = await gateway!.status();
+    t.is(status.reload.lastResult, 'failure');
+    t.is(status.reload.lastErrors[0], refusal);
+    t.is(status.reload.lastErrors.at(-1), 'the config that last applied runs again');
+    t.is(await gateway!.metric('vlan_gateway_config_reloads_total', { result: 'failure' }), failures + 1);
+    t.deepEqual(vgwLines(await legacySave()), before, 'the legacy rules as they were: nothing of the refused chain');
+    t.deepEqual(vgwLines(await inNs(router(), 'iptables-nft-save')), [], 'nothing of ours in nft');
+  } finally {
+    await rm(refusedTemplate, { force: true });
+  }
+  // Back to the templates that last applied: the running config, which a reload finds unchanged.
+  await waitFor('the reload without it', async () => ((await gateway!.status()).reload.lastResult === 'success' ? true : undefined), 10_000, 100);
+  t.deepEqual(vgwLines(await legacySave()), before);
 });
