@@ -7,7 +7,7 @@
  * are tested: ours match on sets that may not exist yet, which iptables looks up while it parses.
  */
 import { asRun, CommandError, type CommandRunner } from '../exec/runner.js';
-import type { Backend, Facts } from '../observe/facts.js';
+import { TABLES, type Backend, type Facts, type TableName } from '../observe/facts.js';
 import { PlanError } from '../plan/check.js';
 import type { Desired, Plan } from '../plan/types.js';
 import { USER_HOOKS } from '../plan/chains.js';
@@ -113,10 +113,20 @@ export const writesUserRules = (plan: Plan): boolean => plan.steps.some((s) => s
  * For reconcileOnce's beforeWrite: iptables parses the user's rules the plan is about to write, and a refusal is
  * thrown before the first write (an invalid config: nothing applied), instead of a table written and rolled back.
  */
-export const userRulesGuard = (runner: CommandRunner, templates: Templates) => async (facts: Facts, plan: Plan): Promise<void> => {
+export const userRulesGuard = (runner: CommandRunner, templates: Templates, options: { readOnly?: boolean } = {}) => async (facts: Facts, plan: Plan): Promise<void> => {
   if (!writesUserRules(plan)) return;
-  const refusal = await userRulesRefusal(runner, facts.backend, plan.desired, userTemplateFile(templates));
-  if (refusal) throw refusal;
+  const fileOf = userTemplateFile(templates);
+  // iptables-legacy-restore --test makes a table that is not there yet as it reads it (empty, hooked in: its
+  // module's doing). `plan` changes nothing: such a table's rules are parsed by iptables-nft, whose --test makes
+  // nothing and whose parser (libxtables) is the same. A table that exists declares its built-in chains.
+  const absent = options.readOnly && facts.backend === 'legacy' ? TABLES.filter((table) => facts.tables[table].chains.size === 0) : [];
+  const only = (keep: (table: string) => boolean): Desired => ({ ...plan.desired, chains: plan.desired.chains.filter((c) => keep(c.table)) });
+  const refusals = absent.length === 0 ? [await userRulesRefusal(runner, facts.backend, plan.desired, fileOf)] : [
+    await userRulesRefusal(runner, 'legacy', only((table) => !absent.includes(table as TableName)), fileOf),
+    await userRulesRefusal(runner, 'nft', only((table) => absent.includes(table as TableName)), fileOf),
+  ];
+  const said = refusals.filter((r): r is PlanError => r !== undefined);
+  if (said.length > 0) throw new PlanError(said.map((r) => r.message).join('\n'));
 };
 
 /**

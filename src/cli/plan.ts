@@ -22,7 +22,7 @@ export const planCommand: CommandModule<GlobalArgs, PlanArgs> = {
       const planned = await reconcileOnce(runner, config, templates, { dryRun: true, mode: args.down ? 'down' : 'up' });
       // What apply asks iptables before its first write (`--test`: nothing is committed): a rule of rules.dir it
       // refuses is said here as apply and validate say it, not counted among the changes pending.
-      await userRulesGuard(runner, templates)(planned.facts, planned.plan);
+      await userRulesGuard(runner, templates, { readOnly: true })(planned.facts, planned.plan);
       return planned;
     });
     out(formatPlan(plan));

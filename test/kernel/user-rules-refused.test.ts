@@ -8,10 +8,11 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { REFUSALS_SAID } from '../../src/apply/user-rules-check.js';
 import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
-import { cli, exampleDocument, fileNamespace, inNs, save, scratchDir, writeConfig } from './gateway-harness.js';
+import { addDockerDnsChains, cli, exampleDocument, fileNamespace, inNs, save, scratchDir, writeConfig } from './gateway-harness.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const ns = fileNamespace('refused');
+const legacyNs = fileNamespace('refused-lg');
 
 /** A config whose rules.dir holds `forward` as filter/forward.hbs and `postrouting` as nat/postrouting.hbs. */
 async function withRules(name: string, forward: readonly string[], postrouting: readonly string[] = []): Promise<{ path: string; dir: string }> {
@@ -82,4 +83,24 @@ kernel(`apply names every rule the kernel refuses at commit, in both tables, in 
     + '(the steps already done were rolled back)'), applied.stderr);
   t.notRegex(await save(ns, 'nft'), /VGW-/, 'both tables as they were');
   t.is(await inNs(ns, 'ipset', 'list', '-n'), '', 'the sets it made removed');
+});
+
+// A namespace whose rules are iptables-legacy's (Docker on a legacy host), with Docker's nat table alone: plan's check
+// of a filter template ran iptables-legacy-restore --test, which made the legacy filter table as it read it (empty,
+// hooked in). plan changes nothing: such a table's rules are parsed by iptables-nft, which makes nothing.
+kernel(`plan on iptables-legacy makes no table that was not there, and still names a rule iptables refuses${NEEDS_ROOT}`, async (t) => {
+  await addDockerDnsChains(legacyNs, 'legacy');
+  const tables = async () => (await inNs(legacyNs, 'cat', '/proc/net/ip_tables_names')).split('\n').filter(Boolean).sort();
+  t.deepEqual(await tables(), ['nat']);
+  const { path, dir } = await withRules('legacy-plan', ['-p tcp --dport 22 -j ACCEPT', '-m nosuchmatch -j ACCEPT']);
+  const planned = await cli('plan', '--netns', legacyNs, '--config', path);
+  t.is(planned.stderr, 'vlan-gateway: invalid rules (nothing was applied):\n'
+    + `filter VGW-USER-FORWARD rule 2 (from ${dir}/filter/forward.hbs): iptables refuses it: Couldn't load match \`nosuchmatch':No such file or directory`);
+  t.is(planned.code, 2);
+  t.deepEqual(await tables(), ['nat'], 'no legacy filter table made');
+  const good = await withRules('legacy-plan-good', ['-p tcp --dport 22 -j ACCEPT']);
+  const accepted = await cli('plan', '--netns', legacyNs, '--config', good.path);
+  t.is(accepted.code, 0, accepted.stderr);
+  t.regex(accepted.stdout, /^backend: iptables-legacy/m);
+  t.deepEqual(await tables(), ['nat'], 'no legacy filter table made');
 });
