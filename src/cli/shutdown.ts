@@ -66,7 +66,7 @@ export class Shutdown {
       log.info({ why, cleanup }, 'stopping');
       // A pass that waits for a command (one that hangs) holds the stop (and the stats reading) until the command is killed: said.
       const waited = supervisor.waitingFor;
-      if (waited) log.info({ command: waited.command, waitedMs: Date.now() - waited.since }, `waiting for the pass in flight, which waits for \`${waited.command}\``);
+      if (waited) log.info({ command: waited.command, waitedMs: Math.round(supervisor.clock.monotonic() - waited.since) }, `waiting for the pass in flight, which waits for \`${waited.command}\``);
       const killer = setTimeout(() => {
         const killed = runner.abortInFlight('the gateway is stopping');
         if (killed > 0) log.warn({ commands: killed }, `killed the commands still running ${STOP_COMMANDS_WAIT_MS / 1000} s into the stop`);

@@ -17,6 +17,7 @@
  * arp_ignore=0, answer for each other's addresses, so hosts there may take the wrong NIC's MAC and have their packets
  * dropped as forged. That answer is the only sign of it the gateway sees; with arp_ignore=1 there is none (nor harm).
  */
+import { systemClock, type Clock } from '../clock.js';
 import type { CommandRunner } from '../exec/runner.js';
 import { CommandError } from '../exec/runner.js';
 import type { Logger } from '../log.js';
@@ -59,6 +60,7 @@ interface Entry {
   mac?: string;
   /** Queued or running. */
   busy: boolean;
+  /** When its last probe began (monotonic). */
   lastStart: number;
   /** Whether a probe of it has told anything yet. */
   probed: boolean;
@@ -109,8 +111,13 @@ export class AddressConflicts {
     private readonly runner: CommandRunner,
     private readonly metrics: Metrics,
     private readonly log: Logger,
-    private readonly now: () => number = Date.now,
+    /** The gaps between probes on its monotonic clock; a conflict's `since` on its wall clock. */
+    private readonly clock: Clock = systemClock,
   ) {}
+
+  private now(): number {
+    return this.clock.monotonic();
+  }
 
   /** The conflicts standing now, by VLAN. */
   get conflicts(): ReadonlyMap<string, Conflict & { readonly interface: string; readonly address: string }> {
@@ -290,7 +297,7 @@ export class AddressConflicts {
         return;
       }
       if (e.shared?.mac !== outcome.mac || e.shared.nic !== other.nic) {
-        e.shared = { ...other, mac: outcome.mac, since: e.shared?.since ?? new Date(this.now()).toISOString() };
+        e.shared = { ...other, mac: outcome.mac, since: e.shared?.since ?? new Date(this.clock.wall()).toISOString() };
         this.log.warn({ ...fields, sharedWith: other.nic, mac: outcome.mac }, sharedMessage(e, e.shared));
       }
       return;
@@ -313,7 +320,7 @@ export class AddressConflicts {
     e.probed = true;
     if (outcome.kind === 'taken') {
       if (before?.mac !== outcome.mac) {
-        e.conflict = { mac: outcome.mac, since: before?.since ?? new Date(this.now()).toISOString() };
+        e.conflict = { mac: outcome.mac, since: before?.since ?? new Date(this.clock.wall()).toISOString() };
         this.log.warn({ ...fields, mac: outcome.mac }, `address conflict on vlan ${e.vlan}: another device (${outcome.mac}) answers ARP for the gateway `
           + `address ${e.address} on ${e.nic} too; the VLAN's hosts send to whichever answered them last (the gateway keeps the address, as configured)`);
         this.updateGauge();

@@ -55,5 +55,5 @@ export function statusDocument(supervisor: Supervisor, reload: ReloadState, vers
 /** The command the pass in flight waits for, and since when: a helper that hangs is named, not guessed at. */
 function waitingFor(supervisor: Supervisor): { waitingFor?: { command: string; since: string } } {
   const waited = supervisor.waitingFor;
-  return waited ? { waitingFor: { command: waited.command, since: new Date(waited.since).toISOString() } } : {};
+  return waited ? { waitingFor: { command: waited.command, since: new Date(waited.at).toISOString() } } : {};
 }

@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { AccountingError, ApplyError, type ApplyObserver } from '../apply/apply.js';
 import { privilegeHint } from '../apply/hints.js';
 import { CONNTRACK_MISSING, UNPOLICED_CONNTRACK_MISSING, unpolicedClearedMessage } from '../apply/conntrack.js';
+import { systemClock, type Clock } from '../clock.js';
 import type { Config } from '../config/schema.js';
 import { asRun, type CommandRunner } from '../exec/runner.js';
 import type { Logger } from '../log.js';
@@ -55,7 +56,8 @@ export interface SupervisorOptions {
   readonly commandTimeoutMs?: number;
   /** How long a pass waits for one command before the log says which, and why the pass is not done (default 5000). */
   readonly slowCommandMs?: number;
-  readonly now?: () => number;
+  /** Intervals (backoff, minIntervalMs, health, ages) on its monotonic clock; its wall clock for the times shown. */
+  readonly clock?: Clock;
 }
 
 export interface ReconcileRecord {
@@ -84,7 +86,10 @@ export interface SupervisorView {
 /** A command a pass has started and that has not returned yet. */
 export interface WaitedCommand {
   readonly command: string;
+  /** When it started, on the supervisor's monotonic clock (how long it has run). */
   readonly since: number;
+  /** When it started, on the wall clock (the time /status shows). */
+  readonly at: number;
 }
 
 export class Supervisor {
@@ -121,7 +126,8 @@ export class Supervisor {
   private writes = 0;
   private restartedCounters: Array<{ write: number; counts: ReadonlyMap<string, Count> }> = [];
   private readonly failureLog: RateLimitedLog;
-  private readonly now: () => number;
+  /** Read for every interval (monotonic) and every time shown (wall): see clock.ts. */
+  readonly clock: Clock;
   /** See SupervisorOptions; set by cli/drift-schedule.ts once the drift schedule is known. */
   knownTablesMaxAgeMs: number | undefined;
 
@@ -151,6 +157,7 @@ export class Supervisor {
    * the pass (the accounting sets' fill) ends and is recorded: /status shows it as running meanwhile.
    */
   running: { readonly trigger: Trigger; readonly since: string } | undefined;
+  /** The wall-clock time of the last good pass (shown: /status, vlan_gateway_last_successful_reconcile). */
   lastSuccessAt: number | undefined;
   readonly driftCounts: Record<DriftKind, number> = { rules: 0, jump: 0, address: 0, link: 0, route: 0, sysctl: 0, set: 0 };
   private firstPassDone!: () => void;
@@ -184,9 +191,9 @@ export class Supervisor {
   ) {
     this.minIntervalMs = options.minIntervalMs;
     this.current = initial;
-    this.now = options.now ?? Date.now;
+    this.clock = options.clock ?? systemClock;
     this.knownTablesMaxAgeMs = options.knownTablesMaxAgeMs;
-    this.failureLog = new RateLimitedLog(log, 30_000, this.now);
+    this.failureLog = new RateLimitedLog(log, 30_000, () => this.clock.monotonic());
     this.passRunner = this.noting(runner);
   }
 
@@ -198,7 +205,7 @@ export class Supervisor {
   private noting(runner: CommandRunner): CommandRunner {
     return {
       run: async (argv, options) => {
-        const entry: WaitedCommand = { command: asRun(runner, argv).join(' '), since: this.now() };
+        const entry: WaitedCommand = { command: asRun(runner, argv).join(' '), since: this.now(), at: this.clock.wall() };
         this.waiting.add(entry);
         const trigger = this.running?.trigger;
         const slowMs = this.options.slowCommandMs ?? 5000;
@@ -221,6 +228,11 @@ export class Supervisor {
       start: (argv, options) => runner.start(argv, options),
       ...(runner.prefix ? { prefix: runner.prefix } : {}),
     };
+  }
+
+  /** Monotonic milliseconds: what every interval here is measured on (never the wall clock, which steps). */
+  private now(): number {
+    return this.clock.monotonic();
   }
 
   /** The oldest command the pass in flight is waiting for, if any (/status, /healthz). */
@@ -278,7 +290,7 @@ export class Supervisor {
     const requestedAt = this.pendingSince;
     this.pendingSince = undefined;
     this.lastStart = this.now();
-    this.running = { trigger, since: new Date(this.lastStart).toISOString() };
+    this.running = { trigger, since: new Date(this.clock.wall()).toISOString() };
     this.passesStarted++;
     const started = performance.now();
     const endTimer = this.metrics.reconcileSeconds.startTimer({ trigger });
@@ -357,7 +369,7 @@ export class Supervisor {
       this.lastDesired = plan.desired;
       this.view = { vlans: plan.desired.vlans, uplink: plan.desired.uplink, links: linksAfter(facts.links, plan.steps), routes: facts.routed ?? [] };
       this.conflicts?.passed(this.view, plan.steps);
-      this.lastSuccessAt = this.now();
+      this.lastSuccessAt = this.clock.wall();
       this.lastGood = used;
       // A run of failures ended: said at info even when nothing is left to change (the previous rules stood), or
       // the log's last word would stay the rate-limited error while /status and /healthz say all is well.
@@ -490,7 +502,7 @@ export class Supervisor {
   }
 
   private record(record: Omit<ReconcileRecord, 'time'>): void {
-    this.lastRecord = { time: new Date(this.now()).toISOString(), ...record, durationMs: Math.round(record.durationMs * 10) / 10 };
+    this.lastRecord = { time: new Date(this.clock.wall()).toISOString(), ...record, durationMs: Math.round(record.durationMs * 10) / 10 };
     this.metrics.reconciles.inc({ trigger: record.trigger, result: record.result });
   }
 

@@ -21,6 +21,8 @@ import { loadTemplates } from '../../src/template/load.js';
 import { FakeNetns } from '../fakes/netfilter.js';
 import { parseMetrics } from '../helpers/supervisor.js';
 import { until } from '../helpers/wait.js';
+import { FakeClock } from '../helpers/clock.js';
+import type { Clock } from '../../src/clock.js';
 
 const templates = await loadTemplates();
 const labText = await readFile(fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url)), 'utf8');
@@ -73,7 +75,7 @@ class ArpingRunner implements CommandRunner {
   }
 }
 
-function rig(t: ExecutionContext, arping: Arping, now: () => number = Date.now, extraLinks: ReadonlyArray<{ name: string; mac: string }> = []) {
+function rig(t: ExecutionContext, arping: Arping, clock?: Clock, extraLinks: ReadonlyArray<{ name: string; mac: string }> = []) {
   const ns = new FakeNetns({
     links: [{ name: 'eth0', addresses: ['203.0.113.2/24'] }, { name: 'eth1', addresses: ['192.168.10.2/24'] }, { name: 'eth2', addresses: ['192.168.20.2/24'] }, ...extraLinks],
     defaultRoute: { gateway: '203.0.113.1', dev: 'eth0' },
@@ -85,7 +87,7 @@ function rig(t: ExecutionContext, arping: Arping, now: () => number = Date.now, 
   const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as (typeof logs)[number]) });
   const supervisor = new Supervisor(runner, metrics, log, { path: 'gateway.yaml', text: labText, config: lab, templates },
     { minIntervalMs: 10, healthTimeoutMs: 60_000, backoffInitialMs: 20, backoffMaxMs: 80 });
-  const conflicts = new AddressConflicts(runner, metrics, log, now);
+  const conflicts = new AddressConflicts(runner, metrics, log, clock);
   supervisor.conflicts = conflicts;
   t.teardown(async () => {
     await conflicts.stop();
@@ -166,8 +168,9 @@ test('a stop kills the probes running, at once', async (t) => {
 });
 
 test('at the drift checks, a VLAN in conflict is probed again at each, one that heard nobody else every 5 minutes', async (t) => {
-  let clock = 1_000_000;
-  const r = rig(t, 'fake', () => clock);
+  const clock = new FakeClock();
+  const start = clock.monotonicMs;
+  const r = rig(t, 'fake', clock);
   r.runner.others.set('192.168.10.1', OTHER);
   r.supervisor.trigger('start');
   await r.supervisor.firstPass;
@@ -177,7 +180,7 @@ test('at the drift checks, a VLAN in conflict is probed again at each, one that 
   t.deepEqual(probes(), ['probe eth1 192.168.10.1', 'probe eth2 192.168.20.1']);
   const recheckAt = async (ms: number, expected: string[]) => {
     const before = r.runner.events.length;
-    clock = 1_000_000 + ms;
+    clock.advance(start + ms - clock.monotonicMs);
     r.conflicts.recheck();
     await new Promise((resolve) => setTimeout(resolve, 50));
     t.deepEqual(r.runner.events.slice(before).sort(), expected, `the drift check ${ms} ms after the first probes`);
@@ -189,6 +192,32 @@ test('at the drift checks, a VLAN in conflict is probed again at each, one that 
   await recheckAt(90_000, []);
   await recheckAt(RECHECK_FREE_MS, ['probe eth2 192.168.20.1']);
   await recheckAt(60_000 + RECHECK_FREE_MS, ['probe eth1 192.168.10.1']);
+});
+
+// The gaps between probes were counted on the wall clock: set back an hour, a conflict put right stayed reported
+// (and a new one unfound) for that hour; set forward, every drift check probed every VLAN at once.
+test('the gaps between probes count time passing, not the wall clock: set back or forward, the checks probe as before', async (t) => {
+  const clock = new FakeClock();
+  const r = rig(t, 'fake', clock);
+  r.runner.others.set('192.168.10.1', OTHER);
+  r.supervisor.trigger('start');
+  await r.supervisor.firstPass;
+  await until('the first probes', () => r.runner.events.filter((e) => e.startsWith('probe')).length === 2 && r.conflicts.conflicts.has('office'));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const recheck = async (expected: string[], why: string) => {
+    const before = r.runner.events.length;
+    r.conflicts.recheck();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    t.deepEqual(r.runner.events.slice(before).sort(), expected, why);
+  };
+  clock.step(3_600_000);
+  clock.advance(1000);
+  await recheck([], 'a second after the last probes, the time of day an hour on: none again yet');
+  r.runner.others.delete('192.168.10.1'); // put right
+  clock.step(-7_200_000);
+  clock.advance(30_000);
+  await recheck(['probe eth1 192.168.10.1'], '30 s on, the time of day an hour back: the VLAN in conflict is probed');
+  t.deepEqual(r.status().warnings, [], 'and the conflict put right is gone');
 });
 
 test('a gateway moved by a reload before the old address\'s announce has gone out: the old address is not probed nor reported', async (t) => {
@@ -246,8 +275,8 @@ test('an announce heard before its pass has returned (a slow accounting fill) is
 // some of which take its MAC and have their packets dropped as forged. Before: one info line, "address conflict probe
 // told nothing: a NIC of the gateway's own answered", and nothing in /status.
 test('lab\'s NIC answers office\'s probe (two of the gateway\'s networks on one segment, Linux\'s default ARP): a warning names both NICs and the sysctls, until it stops', async (t) => {
-  let clock = Date.now();
-  const r = rig(t, 'fake', () => clock);
+  const clock = new FakeClock(Date.now());
+  const r = rig(t, 'fake', clock);
   r.runner.others.set('192.168.10.1', '02:42:c0:a8:14:02');
   r.supervisor.trigger('start');
   await r.supervisor.firstPass;
@@ -261,14 +290,14 @@ test('lab\'s NIC answers office\'s probe (two of the gateway\'s networks on one 
   const warnings = r.status().warnings;
   t.is(warnings.length, 1, warnings.join('\n'));
   t.is(warnings[0]!.replace(/ \(seen since [^)]*\)$/, ''), said);
-  t.regex(warnings[0]!, / \(seen since \d{4}-\d\d-\d\dT[\d:.]+Z\)$/);
+  t.is(/ \(seen since ([^)]*)\)$/.exec(warnings[0]!)?.[1], new Date(clock.wallMs).toISOString(), 'the time of day it was first heard');
   // Not another device: no conflict is reported for it.
   await until('both probes', () => r.runner.events.filter((e) => e.startsWith('probe')).length === 2);
   await new Promise((resolve) => setTimeout(resolve, 50));
   t.deepEqual(await r.series(), [{ vlan: 'lab', interface: 'eth2', mac: '', value: 0 }]);
 
   // Heard again at the next drift check: said once.
-  clock += 6000;
+  clock.advance(6000);
   r.conflicts.recheck();
   await until('the second probe', () => r.runner.events.filter((e) => e === 'probe eth1 192.168.10.1').length === 2);
   await new Promise((resolve) => setTimeout(resolve, 50));
@@ -276,7 +305,7 @@ test('lab\'s NIC answers office\'s probe (two of the gateway\'s networks on one 
 
   // The sysctls set (each NIC answers for its own addresses): the next probe hears nobody, and the warning goes.
   r.runner.others.delete('192.168.10.1');
-  clock += 6000;
+  clock.advance(6000);
   r.conflicts.recheck();
   await until('the line that it is over', () => r.logs.some((l) => /no longer answers/.test(l.msg)));
   t.deepEqual(r.logs.filter((l) => /no longer answers/.test(l.msg)).map((l) => [l.level, l.msg]), [
@@ -288,7 +317,7 @@ test('lab\'s NIC answers office\'s probe (two of the gateway\'s networks on one 
 test('a NIC of the namespace that carries none of the gateway\'s networks (a veth peer left in it) answers a probe: no other device, no warning', async (t) => {
   // The 100-VLAN bench namespace keeps its veths' peers: each answers every probe there, harmlessly (no host sends
   // through it). Before the warning above, this was what every NIC of the gateway's own got too.
-  const r = rig(t, 'fake', Date.now, [{ name: 'vgwb1', mac: '02:00:00:00:00:33' }]);
+  const r = rig(t, 'fake', undefined, [{ name: 'vgwb1', mac: '02:00:00:00:00:33' }]);
   r.runner.others.set('192.168.10.1', '02:00:00:00:00:33');
   r.supervisor.trigger('start');
   await r.supervisor.firstPass;

@@ -25,6 +25,7 @@ import { FakeNetns } from '../fakes/netfilter.js';
 import { CONNTRACK_MISSING } from '../../src/apply/conntrack.js';
 import { metricValue, parseMetrics } from '../helpers/supervisor.js';
 import { sleep, until } from '../helpers/wait.js';
+import { FakeClock } from '../helpers/clock.js';
 
 const templates = await loadTemplates();
 const labText = await readFile(fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url)), 'utf8');
@@ -77,7 +78,7 @@ class GatedRunner implements CommandRunner {
  */
 class ProbeMetrics extends Metrics {
   readonly starts: number[] = [];
-  /** The same starts as the supervisor itself took them (its own clock: /status's running.since), in ms. */
+  /** The same starts as the supervisor itself took them (its own monotonic clock, which minIntervalMs is counted on), in ms. */
   readonly supervisorStarts: number[] = [];
   /** Set once the supervisor exists: when it says the pass now starting started. */
   startedAt: (() => number) | undefined;
@@ -111,7 +112,7 @@ interface Rig {
   readonly metrics: ProbeMetrics;
   readonly supervisor: Supervisor;
   readonly logs: Array<{ level: number; msg: string; [key: string]: unknown }>;
-  readonly clock: { now: number };
+  readonly clock: FakeClock;
   value(name: string, labels?: Record<string, string>): Promise<number>;
 }
 
@@ -122,16 +123,16 @@ function rig(t: ExecutionContext, options: Partial<SupervisorOptions> & { fakeCl
   const metrics = new ProbeMetrics('0.0.0-test');
   const logs: Rig['logs'] = [];
   const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as Rig['logs'][number]) });
-  const clock = { now: 1_000_000 };
+  const clock = new FakeClock();
   const supervisor = new Supervisor(runner, metrics, log, state(config), {
     minIntervalMs: 10,
     healthTimeoutMs: 60_000,
     backoffInitialMs: 20,
     backoffMaxMs: 80,
-    ...(options.fakeClock ? { now: () => clock.now } : {}),
+    ...(options.fakeClock ? { clock } : {}),
     ...options,
   });
-  metrics.startedAt = () => Date.parse(supervisor.running!.since);
+  metrics.startedAt = () => supervisor.clock.monotonic();
   t.teardown(async () => {
     runner.release();
     await supervisor.stop();
@@ -264,12 +265,12 @@ test('a warning about the other backend (its FORWARD policy DROP) stays in /stat
   const saves = legacySaves();
   // Put right: within the minute the warning is still the one seen; after it, both backends are read again.
   r.ns.seed('legacy', '*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n');
-  r.clock.now += 30_000;
+  r.clock.advance(30_000);
   r.supervisor.trigger('schedule');
   await settle(r, 4);
   t.deepEqual(warnings(), found);
   t.is(legacySaves(), saves, 'the passes within the minute read nft alone');
-  r.clock.now += 31_000;
+  r.clock.advance(31_000);
   r.supervisor.trigger('schedule');
   await settle(r, 5);
   t.deepEqual(warnings(), []);
@@ -490,7 +491,7 @@ test('/status shows the pass running, with its trigger and start, until it is re
   r.runner.hold();
   r.supervisor.trigger('start');
   await until('the first pass to start (and be held)', () => r.metrics.passes === 1);
-  t.like(status(), { lastReconcile: null, reconciling: { trigger: 'start', since: new Date(r.clock.now).toISOString() } });
+  t.like(status(), { lastReconcile: null, reconciling: { trigger: 'start', since: new Date(r.clock.wallMs).toISOString() } });
   r.runner.release();
   await settle(r, 1);
   t.like(status(), { lastReconcile: { trigger: 'start', result: 'success' }, reconciling: null });
@@ -533,10 +534,10 @@ test('a burst of triggers between passes makes one pass, and passes are at least
     clearInterval(stream);
   }
   await r.supervisor.idle();
-  // Measured where the supervisor decides: the start it records for each pass (running.since, on its own clock, to
-  // which it adds minIntervalMs for the next). That clock counts whole milliseconds, and a Node timer counts its
-  // delay on libuv's millisecond loop clock, so a pass may start up to 2 ms early by it: 3 ms are allowed for that
-  // rounding, and nothing for the machine's load (load only makes a timer late).
+  // Measured where the supervisor decides: on its own monotonic clock, as each pass starts (it adds minIntervalMs to
+  // that start for the next). A Node timer counts its delay on libuv's millisecond loop clock, so a pass may start up
+  // to 2 ms early by it: 3 ms are allowed for that rounding, and nothing for the machine's load (load only makes a
+  // timer late).
   const starts = r.metrics.supervisorStarts;
   const gaps = starts.slice(1).map((s, i) => s - starts[i]!);
   t.log(`gaps between pass starts (ms, the supervisor's clock): ${gaps.join(', ')}`);
@@ -728,9 +729,9 @@ test('health(): reconciles failing for longer than the timeout make it unhealthy
   r.supervisor.trigger('schedule');
   await until('a failure', () => r.supervisor.lastRecord?.result === 'failure');
   t.deepEqual(r.supervisor.health(), { healthy: true }, 'failing, but not for long yet');
-  r.clock.now += 59_000;
+  r.clock.advance(59_000);
   t.true(r.supervisor.health().healthy);
-  r.clock.now += 2_000;
+  r.clock.advance(2_000);
   const sick = r.supervisor.health();
   t.false(sick.healthy);
   t.regex(sick.reason!, /reconciles have failed for 61 s/);
@@ -747,15 +748,88 @@ test('health(): a requested change waiting longer than the timeout (a pass stuck
   r.supervisor.trigger('schedule');
   await until('the held pass', () => r.metrics.passes === 2);
   r.supervisor.trigger('netlink'); // a NIC appeared: this change waits behind the stuck pass
-  r.clock.now += 29_000;
+  r.clock.advance(29_000);
   t.true(r.supervisor.health().healthy);
-  r.clock.now += 2_000;
+  r.clock.advance(2_000);
   const sick = r.supervisor.health();
   t.false(sick.healthy);
   t.regex(sick.reason!, /a requested change has waited 31 s/);
   r.runner.release();
   await settle(r, 3);
   t.deepEqual(r.supervisor.health(), { healthy: true });
+});
+
+// The wall clock steps (an NTP step on a host that does not slew, `date -s`, a VM resumed from suspend); time itself
+// does not. The supervisor measured its intervals on the wall clock: set forward during a failing run, /healthz went
+// unhealthy at once; set back, a failing run or a change held up stayed healthy for as long again, and a netlink or
+// drift pass asked for after it waited as long as the clock went back.
+test('health(): the wall clock set forward or back changes nothing; only time passing makes it unhealthy', async (t) => {
+  const r = rig(t, { fakeClock: true, healthTimeoutMs: 60_000, backoffInitialMs: 20, backoffMaxMs: 20 });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.ns.failOn(() => true);
+  r.supervisor.trigger('schedule');
+  await until('a failure', () => r.supervisor.lastRecord?.result === 'failure');
+  r.clock.step(3_600_000); // set forward an hour, a second into the failing run
+  t.deepEqual(r.supervisor.health(), { healthy: true }, 'failing for a second, whatever the time of day says');
+  r.clock.step(-7_200_000); // and back two hours
+  r.clock.advance(61_000);
+  t.deepEqual(r.supervisor.health(), { healthy: false, reason: 'reconciles have failed for 61 s' });
+  r.ns.clearFaults();
+  await until('a success', () => r.supervisor.lastRecord?.result === 'success');
+  t.deepEqual(r.supervisor.health(), { healthy: true });
+  // The times shown stay the wall clock's.
+  t.is(r.supervisor.lastRecord!.time, new Date(r.clock.wallMs).toISOString());
+  t.is(await r.value('vlan_gateway_last_successful_reconcile_timestamp_seconds'), r.clock.wallMs / 1000);
+});
+
+test('health(): a change held up behind a stuck pass is unhealthy after the timeout, not sooner nor later for a clock step', async (t) => {
+  const r = rig(t, { fakeClock: true, healthTimeoutMs: 30_000 });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.runner.hold();
+  r.supervisor.trigger('schedule');
+  await until('the held pass', () => r.metrics.passes === 2);
+  r.supervisor.trigger('netlink');
+  const sick = { healthy: false, reason: `a requested change has waited 31 s (a pass is waiting for \`${r.supervisor.waitingFor!.command}\`, for 31 s)` };
+  r.clock.step(-600_000);
+  t.deepEqual(r.supervisor.health(), { healthy: true });
+  r.clock.advance(31_000);
+  t.deepEqual(r.supervisor.health(), sick);
+  r.clock.step(1_200_000);
+  t.deepEqual(r.supervisor.health(), sick);
+  r.runner.release();
+  await settle(r, 3);
+  t.deepEqual(r.supervisor.health(), { healthy: true });
+});
+
+test('a netlink or drift pass asked for after the wall clock went back an hour runs after minIntervalMs, not an hour later', async (t) => {
+  const r = rig(t, { fakeClock: true });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.clock.step(-3_600_000);
+  r.supervisor.trigger('netlink');
+  await until('the netlink pass', () => r.metrics.ends >= 2, 5000);
+  await r.supervisor.idle();
+  r.clock.step(-3_600_000);
+  r.supervisor.trigger('drift');
+  await until('the drift pass', () => r.metrics.ends >= 3, 5000);
+  await r.supervisor.idle();
+  t.like(r.supervisor.lastRecord, { trigger: 'drift', result: 'success' });
+});
+
+test('the failure log\'s rate limit counts time passing: the wall clock set back does not hide the next 30 s of failures', async (t) => {
+  const r = rig(t, { fakeClock: true, backoffInitialMs: 20, backoffMaxMs: 20 });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.ns.failOn(() => true, { stderr: 'RTNETLINK answers: injected failure', exitCode: 2 });
+  r.supervisor.trigger('schedule');
+  await until('a failure', () => r.logs.some((l) => l.level === 50));
+  r.clock.step(-3_600_000);
+  r.clock.advance(31_000);
+  const passes = r.metrics.passes;
+  await until('two more failed passes', () => r.metrics.ends >= passes + 2);
+  t.is(r.logs.filter((l) => l.level === 50).length, 2, 'the first failure, and one 31 s later (the others held back)');
 });
 
 // A helper that hangs (the xtables lock held elsewhere, a stopped iptables-restore) held a pass for ever, and said
@@ -775,9 +849,9 @@ test('a pass waiting long for a command: the log says which (once), /status name
     [`a reconcile pass has waited 0.05 s for \`${waited!.command}\`; it is killed after 60 s, and the pass retried`, 'schedule', waited!.command],
   ], 'one line for the pass, naming the first command it waits for');
   const status = statusDocument(r.supervisor, { errors: [] }, '0.0.0-test') as { reconciling: { trigger: string; waitingFor: { command: string; since: string } } };
-  t.deepEqual(status.reconciling.waitingFor, { command: waited!.command, since: new Date(r.clock.now).toISOString() });
+  t.deepEqual(status.reconciling.waitingFor, { command: waited!.command, since: new Date(r.clock.wallMs).toISOString() });
   t.true(r.supervisor.health().healthy);
-  r.clock.now += 31_000; // nothing else asked for meanwhile: the stuck pass alone makes it unhealthy
+  r.clock.advance(31_000); // nothing else asked for meanwhile: the stuck pass alone makes it unhealthy
   t.deepEqual(r.supervisor.health(), { healthy: false, reason: `a pass has run for 31 s (a pass is waiting for \`${waited!.command}\`, for 31 s)` });
   r.runner.release();
   await r.supervisor.idle();
@@ -1093,13 +1167,13 @@ test('known tables in which a chain of someone\'s jumps to a chain of ours it re
 test('the known tables are used only while the collector found them as planned recently', async (t) => {
   const r = rig(t, { knownTablesMaxAgeMs: 5000, fakeClock: true });
   await toKnownTables(r, collectorOf(r));
-  r.clock.now += 5000;
+  r.clock.advance(5000);
   r.ns.history.length = 0;
   r.supervisor.trigger('schedule');
   await settle(r, 3);
   t.deepEqual(tableSaves(r.ns), [], 'confirmed 5 s ago: known');
 
-  r.clock.now += 1;
+  r.clock.advance(1);
   r.ns.history.length = 0;
   r.supervisor.trigger('schedule');
   await settle(r, 4);
