@@ -35,10 +35,11 @@ export function makeLogger(level = process.env.LOG_LEVEL ?? 'info', destination?
 /** Logs the first of a run of identical failures, then at most one line per interval with how many were held back. */
 export class RateLimitedLog {
   private lastKey: string | undefined;
-  private lastAt = 0;
+  private lastAt = -Infinity;
   private suppressed = 0;
 
-  constructor(private readonly log: Logger, private readonly intervalMs = 30_000, private readonly now = () => Date.now()) {}
+  /** `now`: monotonic milliseconds (a wall clock set back would hold every line back by as much). */
+  constructor(private readonly log: Logger, private readonly intervalMs = 30_000, private readonly now = () => performance.now()) {}
 
   error(key: string, fields: object, message: string): void {
     this.at('error', key, fields, message);

@@ -133,9 +133,9 @@ function refusals(running: () => Config, view: () => SupervisorView | undefined,
     metrics.httpRefused.inc({ vlan: refusal.vlan });
     metrics.changed();
     const last = refusedAt.get(remote);
-    if (last === undefined || Date.now() - last >= 30_000) {
+    if (last === undefined || performance.now() - last >= 30_000) {
       if (refusedAt.size >= 1024) refusedAt.clear(); // a large VLAN's hosts
-      refusedAt.set(remote, Date.now());
+      refusedAt.set(remote, performance.now());
       log.warn({ remote, vlan: refusal.vlan }, `HTTP request refused: ${refusal.reason}`);
     }
     return refusal.reason;

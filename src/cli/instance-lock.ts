@@ -256,7 +256,7 @@ export class WriteLock extends Lock {
   /** `stopWaiting`: asked at every step of a wait; when it says so, the wait ends with WaitStopped. */
   static async wait(netns: string | undefined, options: { timeoutMs: number; onWait: (message: string) => void; stopWaiting?: () => boolean }): Promise<WriteLock> {
     const name = `\0vlan-gateway-write-${await namespaceInode(netns)}`;
-    const deadline = Date.now() + options.timeoutMs;
+    const deadline = performance.now() + options.timeoutMs;
     let said = false;
     let asked: string | undefined;
     for (;;) {
@@ -270,7 +270,7 @@ export class WriteLock extends Lock {
       }
       asked = pid;
       const other = `another vlan-gateway apply or down${pid ? ` (pid ${pid})` : ''}`;
-      if (Date.now() >= deadline) {
+      if (performance.now() >= deadline) {
         throw new FailureError(`${other} still held ${where(netns)} after ${options.timeoutMs / 1000} s of waiting; nothing was changed`);
       }
       if (options.stopWaiting?.()) throw new WaitStopped(`stopped while waiting for ${other} to finish with ${where(netns)}`);

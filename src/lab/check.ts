@@ -36,7 +36,7 @@ export interface CheckOptions {
 }
 
 export async function labCheck(runner: CommandRunner, topology: LabTopology, config: Config, options: CheckOptions = {}): Promise<CheckResult> {
-  const started = Date.now();
+  const started = performance.now();
   const timeoutMs = options.timeoutMs ?? 1500;
   const concurrency = options.concurrency ?? 16;
   const plan = planLabProbes(topology, config, timeoutMs);
@@ -85,7 +85,7 @@ export async function labCheck(runner: CommandRunner, topology: LabTopology, con
       notes.push(...plan.capped.map((c) => `left out: ${c}`));
     }
     const zones = [...topology.vlans.map((v) => v.name), INTERNET];
-    return { lab: topology.name, zones, rows, notes, ok: rows.every((r) => r.ok), durationMs: Date.now() - started };
+    return { lab: topology.name, zones, rows, notes, ok: rows.every((r) => r.ok), durationMs: Math.round(performance.now() - started) };
   } finally {
     await Promise.allSettled(agents.map((a) => a.stop()));
   }

@@ -55,7 +55,7 @@ export class NetlinkMonitor {
   start(): void {
     if (this.stopped) return;
     const child = this.runner.start(['ip', '-o', 'monitor', 'link', 'address', 'route']);
-    const startedAt = Date.now();
+    const startedAt = performance.now();
     this.child = child;
     child.onLine((line) => {
       if (mayMatter(line)) this.onEvent(line);
@@ -63,7 +63,7 @@ export class NetlinkMonitor {
     void child.exited.then((code) => {
       if (this.stopped || this.child !== child) return;
       this.restarts++;
-      this.quickExits = Date.now() - startedAt < STABLE_MS ? this.quickExits + 1 : 0;
+      this.quickExits = performance.now() - startedAt < STABLE_MS ? this.quickExits + 1 : 0;
       const delay = Math.min(this.restartDelayMs * 2 ** Math.max(0, this.quickExits - 1), this.maxDelayMs);
       this.exitLog.warn('exited', { exitCode: code, restarts: this.restarts, retryInMs: delay }, 'ip monitor exited; restarting it');
       this.restartTimer = setTimeout(() => {
