@@ -113,14 +113,25 @@ export function holderPid(name: string): Promise<string | undefined> {
 }
 
 /**
+ * How long an asker may keep its connection: an answer is a line, read at once (holderPid waits 1 s for it). A
+ * local process that connected and never closed (an abstract socket has no permissions) held a file descriptor for
+ * as long as the gateway ran, one per connection, and the lock's release, which waits for every connection to end,
+ * held the stop for ever.
+ */
+export const ASKER_MAX_MS = 2000;
+
+/**
  * Listens on the abstract socket `name` (answering with this pid, or what `answer` says), or undefined when another
  * process holds it.
  */
-async function listen(name: string, answer: () => Promise<string> = async () => String(process.pid)): Promise<Server | undefined> {
+export async function listen(name: string, answer: () => Promise<string> = async () => String(process.pid)): Promise<Server | undefined> {
   const server = createServer((socket) => {
     // An asker gone before the answer (one that gave up waiting, or any local process that connects and resets: an
     // abstract socket has no permissions) is no error: unhandled, it ended the supervisor holding the lock.
     socket.on('error', () => undefined);
+    const cut = setTimeout(() => socket.destroy(), ASKER_MAX_MS);
+    cut.unref();
+    socket.once('close', () => clearTimeout(cut));
     void answer().then((text) => socket.end(`${text}\n`), () => socket.end(`${process.pid}\n`));
   });
   server.unref(); // the lock does not keep the process alive

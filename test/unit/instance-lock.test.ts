@@ -3,8 +3,8 @@
  * answers with an endless stream must not hold the asker (an apply, a supervisor starting) nor fill its memory.
  */
 import test from 'ava';
-import { createServer } from 'node:net';
-import { holderPid } from '../../src/cli/instance-lock.js';
+import { createConnection, createServer } from 'node:net';
+import { ASKER_MAX_MS, holderPid, listen } from '../../src/cli/instance-lock.js';
 
 test('a holder that streams instead of answering with its pid is read no further: no pid, at once', async (t) => {
   const name = `\0vgw-unit-lock-${process.pid}`;
@@ -37,6 +37,38 @@ test('a holder that answers with its pid is read: the pid', async (t) => {
     t.is(await holderPid(name), '4242');
     t.is(await holderPid(`\0vgw-unit-lock-none-${process.pid}`), undefined, 'nobody holds it');
   } finally {
+    server.close();
+  }
+});
+
+// A local process that connects to a lock and never closes held a file descriptor of the gateway's for as long as it
+// ran (one per connection), and the lock's release, which waits for every connection, held the stop for ever.
+test('an asker that reads the answer and never closes is cut off after a short while, and the lock\'s release does not wait for it', async (t) => {
+  const name = `\0vgw-unit-lock-linger-${process.pid}`;
+  const server = (await listen(name, async () => '4242'))!;
+  const asker = createConnection({ path: name, allowHalfOpen: true }); // reads the answer, never ends its side
+  let answer = '';
+  asker.on('data', (chunk) => (answer += String(chunk)));
+  asker.on('error', () => undefined);
+  await new Promise((resolve) => asker.once('connect', resolve));
+  const connectedAt = performance.now();
+  const open = () => new Promise<number>((resolve, reject) => server.getConnections((error, count) => (error ? reject(error) : resolve(count))));
+  try {
+    let cutAt: number | undefined;
+    while (performance.now() - connectedAt < ASKER_MAX_MS + 3000) {
+      if (answer !== '' && await open() === 0) {
+        cutAt = performance.now();
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    t.is(answer, '4242\n');
+    t.not(cutAt, undefined, `the asker's connection still held ${(ASKER_MAX_MS + 3000) / 1000} s on`);
+    t.true(cutAt! - connectedAt >= ASKER_MAX_MS - 50, 'not before the asker had its time to read');
+    const released = await Promise.race([new Promise<boolean>((resolve) => server.close(() => resolve(true))), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 1000))]);
+    t.true(released, 'the release ended');
+  } finally {
+    asker.destroy();
     server.close();
   }
 });
