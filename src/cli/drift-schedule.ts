@@ -17,6 +17,14 @@ export function knownTablesMaxAge(statsIntervalMs: number, nextRuns: readonly Da
   return 2 * statsIntervalMs + 1000;
 }
 
+/** The wall clock's lead over the monotonic one: it changes when the wall clock steps. */
+const wallLead = () => Date.now() - performance.now();
+
+/** A wall clock set back by more than this is a step (not NTP's slewing, at most 0.5 ms a second). */
+const STEP_BACK_MS = 1000;
+/** The longest the step watch sleeps (a daily schedule's next run is a day away). */
+const WATCH_MAX_MS = 600_000;
+
 /**
  * The drift check is scheduled (start) once the first pass is done: until then it has nothing to check, and setting
  * up the schedule (node-cron's time-zone formatter) costs the start 20 ms or more. A reload may change the schedule
@@ -25,6 +33,9 @@ export function knownTablesMaxAge(statsIntervalMs: number, nextRuns: readonly Da
 export class DriftSchedule {
   private task: ReturnType<typeof cron.schedule> | undefined;
   private stopped = false;
+  /** Wakes just after the task's next run is due, to see whether the wall clock went back meanwhile (watch()). */
+  private watchTimer: NodeJS.Timeout | undefined;
+  private lead = 0;
 
   constructor(private current: string, private readonly statsIntervalMs: number, private readonly supervisor: Supervisor) {}
 
@@ -32,12 +43,41 @@ export class DriftSchedule {
     return this.current;
   }
 
+  /**
+   * A cron schedule is wall-clock time, and node-cron 4 plans each run as a time of day. Set forward (a VM resumed
+   * from suspend, an NTP step), it skips the runs stepped over and goes on: fine, but it printed one
+   * "[NODE-CRON] [WARN] missed execution" line per run skipped on stderr (a night's suspend at the default schedule:
+   * over a thousand), so that warning is off. Set back by X, it waited for the time of day it had planned, X away:
+   * no drift check (nor address conflict recheck) for X. watch() notices such a step and starts the task again,
+   * which plans from the time of day now.
+   */
   start(): void {
     this.task = cron.schedule(this.current, () => {
+      this.watch();
       this.supervisor.trigger('schedule');
       this.supervisor.conflicts?.recheck(); // the gateway addresses held are probed again for another holder
-    }, { name: 'vlan-gateway-drift-check' });
+    }, { name: 'vlan-gateway-drift-check', suppressMissedWarning: true });
     this.supervisor.knownTablesMaxAgeMs = knownTablesMaxAge(this.statsIntervalMs, this.task.getNextRuns(10));
+    this.watch();
+  }
+
+  /** Sleeps until just after the next run is due (on the monotonic clock); a wall clock set back since restarts the task. */
+  private watch(): void {
+    clearTimeout(this.watchTimer);
+    this.lead = wallLead();
+    const next = this.task?.getNextRun();
+    if (!next) return;
+    const delay = Math.min(Math.max(0, next.getTime() - Date.now()) + STEP_BACK_MS, WATCH_MAX_MS);
+    this.watchTimer = setTimeout(() => {
+      if (!this.task || this.stopped) return;
+      if (wallLead() < this.lead - STEP_BACK_MS) {
+        this.retire();
+        this.start();
+      } else {
+        this.watch();
+      }
+    }, delay);
+    this.watchTimer.unref();
   }
 
   /**
@@ -63,6 +103,8 @@ export class DriftSchedule {
    * closure over the supervisor with it, for as long as the process ran.
    */
   private retire(): void {
+    clearTimeout(this.watchTimer);
+    this.watchTimer = undefined;
     void this.task?.destroy();
     this.task = undefined;
   }

@@ -45,3 +45,41 @@ test('a changed schedule replaces its task: node-cron holds one task however oft
   schedule.stop();
   t.is(cron.getTasks().size - before, 0, 'none once stopped');
 });
+
+// A cron schedule is wall-clock time, and node-cron plans each run as a time of day. With the wall clock set back a
+// minute (`date -s`, an NTP step on a host that does not slew), the check waited for the time of day it had planned:
+// no drift check for that minute (an hour's step: an hour). Set forward, it printed one "missed execution" warning on
+// stderr per run stepped over. Run in a child whose Date steps while time (performance.now(), timers) goes on.
+test('the wall clock set back: the checks go on within a second or two; set forward: no burst of checks nor of warnings', async (t) => {
+  const script = `
+    const Real = Date;
+    let offset = 0;
+    globalThis.Date = class extends Real {
+      constructor(...a) { if (a.length === 0) super(Real.now() + offset); else super(...a); }
+      static now() { return Real.now() + offset; }
+    };
+    const { DriftSchedule } = await import('./src/cli/drift-schedule.ts');
+    let checks = 0;
+    const schedule = new DriftSchedule('* * * * * *', 5000, { trigger: () => checks++, knownTablesMaxAgeMs: undefined });
+    const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+    const counted = async (ms) => { const before = checks; await sleep(ms); return checks - before; };
+    schedule.start();
+    await sleep(1200);
+    offset = -60_000;
+    const back = await counted(3000);
+    offset += 3_600_000;
+    const forward = await counted(2000);
+    schedule.stop();
+    console.log(JSON.stringify({ back, forward }));
+  `;
+  const outcome = await new Promise<{ stdout: string; stderr: string }>((resolve) => {
+    const child = execFile(process.execPath, ['--import=tsx', '--input-type=module', '-e', script], { cwd: REPO, timeout: 15_000, killSignal: 'SIGKILL' }, (_error, stdout, stderr) => {
+      resolve({ stdout, stderr });
+    });
+    child.stdin?.end();
+  });
+  const { back, forward } = JSON.parse(outcome.stdout) as { back: number; forward: number };
+  t.true(back >= 1, `${back} checks in the 3 s after the clock went back a minute (a check a second is scheduled)`);
+  t.true(forward >= 1 && forward <= 3, `${forward} checks in the 2 s after it went forward an hour`);
+  t.notRegex(outcome.stderr, /NODE-CRON|missed execution/);
+});
