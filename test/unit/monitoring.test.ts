@@ -1,0 +1,337 @@
+/**
+ * What the repo ships for monitoring, read as Prometheus and Grafana read it: deploy/prometheus.yml and the README's
+ * scrape config, the Grafana provisioning and dashboard (its datasource, its variable, every panel's PromQL), and the
+ * PromQL the README gives (example queries, what to alert on). Every expression names series and labels the gateway
+ * registers (or Prometheus' own `up`), with label values it exports; rate() and increase() take counters only, no
+ * counter is summed raw, and `by` names labels its series have. Bars of increase() count each event once. With
+ * promtool on PATH (Debian's prometheus package; skipped without it), every expression parses, and the dashboard's
+ * and README's answers are checked against series of two gateways, as an operator's Prometheus would compute them.
+ */
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { dump, load } from 'js-yaml';
+import { Metrics } from '../../src/metrics/metrics.js';
+
+const read = (path: string) => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
+const README = read('README.md');
+
+interface Target { expr: string; refId: string; datasource?: { type: string; uid: string }; range?: boolean; instant?: boolean }
+interface Panel {
+  id: number; type: string; title: string; interval?: string; datasource?: { type: string; uid: string };
+  gridPos: { h: number; w: number; x: number; y: number }; targets?: Target[];
+  fieldConfig?: { defaults?: { custom?: { drawStyle?: string } } };
+}
+interface Variable { name: string; type: string; query: string | { query: string }; current?: { value: string | string[] }; datasource?: { uid: string } }
+const dashboard = JSON.parse(read('deploy/grafana/dashboards/vlan-gateway.json')) as { uid: string; panels: Panel[]; templating: { list: Variable[] } };
+const datasources = (load(read('deploy/grafana/provisioning/datasources/prometheus.yml')) as { datasources: Array<{ uid: string; type: string; jsonData?: { timeInterval?: string } }> }).datasources;
+const prometheusYml = load(read('deploy/prometheus.yml')) as { scrape_configs: Array<{ job_name: string; scrape_interval?: string; metrics_path?: string; static_configs: Array<{ targets: string[] }> }> };
+
+/** The series the gateway registers: name → type and labels; a histogram's _bucket, _sum and _count are counters. */
+type Kind = 'counter' | 'gauge';
+const series = new Map<string, { kind: Kind; labels: string[] }>();
+const metrics = new Metrics('0.0.0');
+for (const m of metrics.registry.getMetricsAsArray()) {
+  const { name, labelNames = [] } = m as unknown as { name: string; labelNames?: string[] };
+  const type = String((m as unknown as { type: string }).type);
+  if (type === 'histogram') {
+    series.set(`${name}_bucket`, { kind: 'counter', labels: [...labelNames, 'le'] });
+    series.set(`${name}_sum`, { kind: 'counter', labels: labelNames });
+    series.set(`${name}_count`, { kind: 'counter', labels: labelNames });
+  } else {
+    series.set(name, { kind: type === 'counter' ? 'counter' : 'gauge', labels: labelNames });
+  }
+}
+series.set('up', { kind: 'gauge', labels: [] });
+/** The labels Prometheus adds to every series of a target. */
+const TARGET_LABELS = ['job', 'instance'];
+/** Label values the gateway exports, where they are a fixed list (the others are VLAN names, NICs, MACs, versions). */
+const VALUES: Record<string, readonly string[]> = {
+  result: ['success', 'failure'],
+  action: ['accept', 'drop', 'reject'],
+  trigger: ['start', 'schedule', 'drift', 'netlink', 'reload'],
+  table: ['filter', 'nat'],
+  reason: ['invalid', 'spoofed', 'unmanaged', 'waiting', 'hairpin'],
+  job: ['vlan-gateway'],
+};
+const KIND_VALUES: Record<string, readonly string[]> = {
+  vlan_gateway_drift_repairs_total: ['rules', 'jump', 'address', 'link', 'route', 'sysctl', 'set'],
+  vlan_gateway_nat_packets_total: ['masquerade', 'snat', 'dnat'],
+  vlan_gateway_nat_bytes_total: ['masquerade', 'snat', 'dnat'],
+};
+
+/** Each PromQL expression shipped, and where. */
+interface Shipped { where: string; expr: string; panel?: Panel }
+const shipped: Shipped[] = [];
+for (const panel of dashboard.panels) {
+  for (const target of panel.targets ?? []) shipped.push({ where: `dashboard panel "${panel.title}" (${target.refId})`, expr: target.expr, panel });
+}
+// README: PromQL in backticks, a function of a series (`sum by (…) (rate(vlan_gateway_…[5m]))`), or what to alert on.
+for (const m of README.matchAll(/`([^`\n]+)`/g)) {
+  const text = m[1]!;
+  if (/\b(?:vlan_gateway_\w+|process_start_time_seconds|up)\b/.test(text) && (/\w\(.*\)/.test(text) || /\s(?:==|>|<|!=)\s/.test(text))) {
+    shipped.push({ where: `README "${text}"`, expr: text });
+  }
+}
+
+const BUILTINS = ['__rate_interval', '__interval', '__range'];
+/** As Grafana sends it: the dashboard's variables and the built-in intervals (5 s scrapes, 5 s steps, one hour shown). */
+const grafana = (expr: string) => expr.replaceAll('$__rate_interval', '20s').replaceAll('$__interval', '5s').replaceAll('$__range', '1h').replaceAll('$instance', '.*');
+
+/** A small reading of PromQL: the series selectors, each with the function around it, and the `by` clauses. */
+interface Selector { name: string; matchers: Array<{ label: string; op: string; value: string }>; inside: string | undefined }
+const AGGREGATIONS = new Set(['sum', 'min', 'max', 'avg', 'count', 'group', 'stddev', 'stdvar', 'topk', 'bottomk', 'quantile', 'count_values']);
+const KEYWORDS = new Set(['and', 'or', 'unless', 'offset', 'bool', 'inf', 'nan']);
+function readPromQL(expr: string): { selectors: Selector[]; groupings: Array<{ labels: string[]; over: string[] }> } {
+  const selectors: Selector[] = [];
+  const groupings: Array<{ labels: string[]; over: string[] }> = [];
+  // The open parentheses: the function each belongs to, and the series named inside it.
+  const stack: Array<{ fn: string | undefined; seen: string[] }> = [];
+  let pendingFn: string | undefined;
+  let pendingGrouping: { labels: string[]; over: string[] } | undefined;
+  let lastClosed: string[] = [];
+  let i = 0;
+  while (i < expr.length) {
+    const c = expr[i]!;
+    if (c === '"' || c === '\'') {
+      i = expr.indexOf(c, i + 1) + 1;
+      continue;
+    }
+    const word = /^[a-zA-Z_:][\w:]*/.exec(expr.slice(i));
+    if (word && !/[\w.]/.test(expr[i - 1] ?? '')) {
+      const name = word[0];
+      i += name.length;
+      const rest = expr.slice(i);
+      if (['by', 'without', 'on', 'ignoring', 'group_left', 'group_right'].includes(name)) {
+        const list = /^\s*\(([^)]*)\)/.exec(rest);
+        if (!list) continue;
+        i += list[0].length;
+        if (name !== 'by') continue;
+        const grouping = { labels: list[1]!.split(',').map((l) => l.trim()).filter(Boolean), over: [] as string[] };
+        groupings.push(grouping);
+        // `sum by (x) (…)`: over what its parentheses will hold; `sum (…) by (x)`: over what they held.
+        if (pendingFn) pendingGrouping = grouping;
+        else grouping.over = lastClosed;
+        continue;
+      }
+      if (KEYWORDS.has(name.toLowerCase())) continue;
+      if (/^\s*\(/.test(rest) || (AGGREGATIONS.has(name) && /^\s*(by|without)\b/.test(rest))) {
+        pendingFn = name;
+        continue;
+      }
+      const matchers: Selector['matchers'] = [];
+      const braces = /^\{([^}]*)\}/.exec(rest);
+      if (braces) {
+        for (const m of braces[1]!.matchAll(/(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"/g)) matchers.push({ label: m[1]!, op: m[2]!, value: m[3]! });
+        i += braces[0].length;
+      }
+      selectors.push({ name, matchers, inside: [...stack].reverse().find((f) => f.fn !== undefined)?.fn });
+      for (const frame of stack) frame.seen.push(name);
+      continue;
+    }
+    if (c === '(') {
+      const frame = { fn: pendingFn, seen: pendingGrouping?.over ?? [] };
+      stack.push(frame);
+      pendingFn = undefined;
+      pendingGrouping = undefined;
+    } else if (c === ')') {
+      lastClosed = stack.pop()?.seen ?? [];
+    } else if (c === '[') {
+      i = expr.indexOf(']', i);
+    }
+    i++;
+  }
+  return { selectors, groupings };
+}
+
+test('there are expressions to check: every panel\'s queries, and the README\'s example queries and alerts', (t) => {
+  const panels = dashboard.panels.filter((p) => p.type !== 'row');
+  t.true(panels.length >= 15);
+  for (const panel of panels) t.true((panel.targets ?? []).length > 0, `panel "${panel.title}" has queries`);
+  const fromReadme = shipped.filter((s) => s.where.startsWith('README'));
+  t.true(fromReadme.some((s) => s.expr.startsWith('histogram_quantile(')), JSON.stringify(fromReadme.map((s) => s.expr)));
+  t.true(fromReadme.some((s) => s.expr.includes('vlan_gateway_uplink_up == 0')));
+  t.true(fromReadme.some((s) => s.expr.startsWith('changes(process_start_time_seconds')));
+  t.true(fromReadme.some((s) => s.expr.startsWith('up{')), 'an alert for the gateway itself down');
+});
+
+test('every shipped expression names series and labels the gateway exports, takes rate() of counters only, sums no counter raw', (t) => {
+  const problems: string[] = [];
+  const check = (ok: boolean, problem: string) => ok || problems.push(problem);
+  for (const { where, expr } of shipped) {
+    const { selectors, groupings } = readPromQL(grafana(expr));
+    check(selectors.length > 0, `${where}: no series found in ${expr}`);
+    for (const s of selectors) {
+      const known = series.get(s.name);
+      if (!check(known !== undefined, `${where}: ${s.name} is no series of the gateway's`) || !known) continue;
+      for (const m of s.matchers) {
+        check([...known.labels, ...TARGET_LABELS].includes(m.label), `${where}: ${s.name} has no label "${m.label}" (it has ${known.labels.join(', ') || 'none'})`);
+        const values = m.label === 'kind' ? KIND_VALUES[s.name] : VALUES[m.label];
+        if (values && (m.op === '=' || m.op === '!=')) check(values.includes(m.value), `${where}: ${s.name}{${m.label}} is never "${m.value}" (${values.join(', ')})`);
+      }
+      const overTime = ['rate', 'irate', 'increase'].includes(s.inside ?? '');
+      if (known.kind === 'gauge') check(!overTime, `${where}: ${s.inside}() of ${s.name}, a gauge`);
+      else check(overTime || s.inside === 'resets', `${where}: ${s.name}, a counter, is used without rate() or increase() (inside ${s.inside ?? 'nothing'})`);
+    }
+    for (const g of groupings) {
+      for (const label of g.labels) {
+        for (const name of g.over) {
+          const known = series.get(name);
+          if (known) check([...known.labels, ...TARGET_LABELS].includes(label), `${where}: by (${label}) over ${name}, which has no such label`);
+        }
+      }
+    }
+  }
+  t.deepEqual(problems, []);
+});
+
+test('the dashboard\'s datasource is the provisioned Prometheus, its variables are defined and find the gateways', (t) => {
+  const [provisioned] = datasources;
+  t.is(provisioned?.type, 'prometheus');
+  const variables = new Map(dashboard.templating.list.map((v) => [v.name, v]));
+  const ds = variables.get('datasource');
+  t.is(ds?.type, 'datasource');
+  t.is(ds?.query, 'prometheus');
+  t.is(ds?.current?.value, provisioned!.uid, 'the datasource variable starts on the provisioned datasource');
+  const instance = variables.get('instance')!;
+  t.is(instance.datasource?.uid, '${datasource}');
+  const query = typeof instance.query === 'string' ? instance.query : instance.query.query;
+  const lv = /^label_values\((\w+), *(\w+)\)$/.exec(query);
+  t.truthy(lv, query);
+  t.true(series.has(lv![1]!) && TARGET_LABELS.includes(lv![2]!), query);
+
+  const ids = new Set<number>();
+  for (const panel of dashboard.panels) {
+    t.false(ids.has(panel.id), `panel id ${panel.id} is unique`);
+    ids.add(panel.id);
+    t.true(panel.gridPos.x + panel.gridPos.w <= 24, `panel "${panel.title}" fits in 24 columns`);
+    if (panel.type === 'row') continue;
+    t.deepEqual(panel.datasource, { type: 'prometheus', uid: '${datasource}' }, `panel "${panel.title}"`);
+    const refIds = new Set<string>();
+    for (const target of panel.targets ?? []) {
+      t.false(refIds.has(target.refId), `panel "${panel.title}": refId ${target.refId} is unique`);
+      refIds.add(target.refId);
+      t.deepEqual(target.datasource, panel.datasource, `panel "${panel.title}" ${target.refId}`);
+      for (const m of target.expr.matchAll(/\$\{?(\w+)/g)) t.true(variables.has(m[1]!) || BUILTINS.includes(m[1]!), `panel "${panel.title}": $${m[1]} is no variable`);
+    }
+  }
+  // Panels do not overlap.
+  const cells = new Map<string, string>();
+  for (const panel of dashboard.panels) {
+    const { x, y, w, h } = panel.gridPos;
+    for (let r = y; r < y + h; r++) {
+      for (let c = x; c < x + w; c++) {
+        const other = cells.get(`${r},${c}`);
+        t.is(other, undefined, `panels "${other}" and "${panel.title}" overlap`);
+        cells.set(`${r},${c}`, panel.title);
+      }
+    }
+  }
+});
+
+const seconds = (duration: string) => {
+  const m = /^(\d+)(ms|s|m|h)$/.exec(duration);
+  if (!m) throw new Error(`not a duration: ${duration}`);
+  return Number(m[1]) * { ms: 0.001, s: 1, m: 60, h: 3600 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+};
+
+// Grafana's $__rate_interval is max($__interval + scrape interval, 4 × scrape interval). A bar of
+// increase(…[$__rate_interval]) every $__interval counts what happened in the last $__rate_interval: with 5 s bars
+// over 20 s, each drift repair, reload or failed pass stood in four bars, and a single one read as 3 to 4.
+test('a bar chart of increase() counts each event in one bar: its interval is at least 3 scrape intervals', (t) => {
+  const scrape = seconds(datasources[0]!.jsonData!.timeInterval!);
+  const job = prometheusYml.scrape_configs.find((c) => c.job_name === 'vlan-gateway')!;
+  t.is(seconds(job.scrape_interval!), scrape, 'the datasource\'s timeInterval is the scrape interval');
+  let bars = 0;
+  for (const panel of dashboard.panels) {
+    if (panel.fieldConfig?.defaults?.custom?.drawStyle !== 'bars') continue;
+    for (const target of panel.targets ?? []) {
+      if (!/increase\([^)]*\[\$__rate_interval\]\)/.test(target.expr)) continue;
+      bars++;
+      const interval = panel.interval ? seconds(panel.interval) : scrape;
+      t.true(interval >= 3 * scrape, `panel "${panel.title}": bars every ${interval} s of increase() over ${Math.max(interval + scrape, 4 * scrape)} s count each event ${Math.ceil(Math.max(interval + scrape, 4 * scrape) / interval)} times; give it an interval of at least ${3 * scrape}s`);
+    }
+  }
+  t.true(bars >= 4, 'drift repairs, reconciles, iptables-restore runs, reloads');
+});
+
+test('the scrape configs shipped scrape job vlan-gateway at port 10123, /metrics, as the dashboard expects', (t) => {
+  const job = prometheusYml.scrape_configs.find((c) => c.job_name === 'vlan-gateway');
+  t.truthy(job);
+  t.is(job!.metrics_path ?? '/metrics', '/metrics');
+  t.deepEqual(job!.static_configs.flatMap((c) => c.targets), ['vlan-gateway:10123']);
+  const block = /```yaml\n(scrape_configs:[\s\S]*?)```/.exec(README);
+  t.truthy(block, 'the README shows a scrape config');
+  const readme = load(block![1]!) as typeof prometheusYml;
+  t.deepEqual(readme.scrape_configs.map((c) => [c.job_name, c.static_configs.flatMap((s) => s.targets)]), [['vlan-gateway', ['vlan-gateway:10123']]]);
+});
+
+const promtool = spawnSync('promtool', ['--version']).status === 0;
+const withPromtool = promtool ? test : test.skip;
+const SKIP = promtool ? '' : ' (skipped: no promtool on PATH; scripts/install-deps.sh installs it)';
+
+withPromtool(`promtool parses every shipped expression${SKIP}`, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-promql-'));
+  try {
+    const file = join(dir, 'rules.yml');
+    const rules = shipped.map((s, n) => ({ record: `shipped:expr_${n}`, expr: grafana(s.expr) }));
+    await writeFile(file, dump({ groups: [{ name: 'shipped', rules }] }));
+    const result = await execa('promtool', ['check', 'rules', file], { reject: false, all: true });
+    t.is(result.exitCode, 0, `${result.all}\n${shipped.map((s, n) => `expr_${n}: ${s.where}`).join('\n')}`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/** Two gateways as Prometheus stores them, scraped every 5 s for 10 minutes. */
+const inputSeries = [
+  // a: its last good pass was at the start, 10 minutes ago (stuck); b: one every 5 s.
+  { series: 'vlan_gateway_last_successful_reconcile_timestamp_seconds{job="vlan-gateway",instance="a:10123"}', values: '0x120' },
+  { series: 'vlan_gateway_last_successful_reconcile_timestamp_seconds{job="vlan-gateway",instance="b:10123"}', values: '0+5x120' },
+  // office → lab: 1000 bytes accepted every 5 s (1600 bit/s); the Internet's new connections to office, dropped:
+  // 500 bytes every 5 s. Dropped traffic is not forwarded.
+  { series: 'vlan_gateway_forwarded_bytes_total{job="vlan-gateway",instance="a:10123",from="office",to="lab",action="accept"}', values: '0+1000x120' },
+  { series: 'vlan_gateway_forwarded_bytes_total{job="vlan-gateway",instance="a:10123",from="uplink",to="office",action="drop"}', values: '0+500x120' },
+  { series: 'vlan_gateway_forwarded_bytes_total{job="vlan-gateway",instance="a:10123",from="uplink",to="office",action="accept"}', values: '0x120' },
+];
+const panelExpr = (title: string, refId = 'A') => {
+  const panel = dashboard.panels.find((p) => p.title === title);
+  if (!panel) throw new Error(`no panel "${title}"`);
+  return grafana(panel.targets!.find((x) => x.refId === refId)!.expr);
+};
+const readmeExpr = (start: string) => shipped.find((s) => s.where.startsWith('README') && s.expr.startsWith(start))!.expr;
+
+withPromtool(`the dashboard's and README's answers, for two gateways: the worst reconcile age, forwarded bytes without the dropped${SKIP}`, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-promql-'));
+  try {
+    const file = join(dir, 'test.yml');
+    await writeFile(file, dump({
+      rule_files: [],
+      evaluation_interval: '5s',
+      tests: [{
+        interval: '5s',
+        input_series: inputSeries,
+        promql_expr_test: [
+          // A stat over every gateway shows the one in trouble: 600 s since a's last good pass, not b's 0.
+          { expr: panelExpr('Since last good reconcile'), eval_time: '10m', exp_samples: [{ labels: '{}', value: 600 }] },
+          { expr: panelExpr('Forwarded bytes by pair'), eval_time: '10m', exp_samples: [
+            { labels: '{from="office",to="lab"}', value: 1600 },
+            { labels: '{from="uplink",to="office"}', value: 0 },
+          ] },
+          { expr: readmeExpr('sum by (from, to) (rate(vlan_gateway_forwarded_bytes_total'), eval_time: '10m', exp_samples: [
+            { labels: '{from="office",to="lab"}', value: 200 },
+            { labels: '{from="uplink",to="office"}', value: 0 },
+          ] },
+        ],
+      }],
+    }));
+    const result = await execa('promtool', ['test', 'rules', file], { reject: false, all: true });
+    t.is(result.exitCode, 0, result.all);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
