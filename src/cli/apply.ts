@@ -8,7 +8,7 @@ import type { ConntrackClear, Plan } from '../plan/types.js';
 import { reconcileOnce, type Mode } from '../reconcile/once.js';
 import { loadFor, makeRunner, out, withPlanCache, type GlobalArgs } from './context.js';
 import { FailureError } from './errors.js';
-import { clearPending, FlowsLeft } from './flows-left.js';
+import { clearPending, clearUnpolicedLeft, FlowsLeft, mergeUnpoliced, UnpolicedLeft } from './flows-left.js';
 import { InstanceLock, WRITE_LOCK_TIMEOUT_MS, WriteLock } from './instance-lock.js';
 
 /**
@@ -53,6 +53,10 @@ async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
       // The clears an apply stopped before it did them left (see flows-left.ts): a file read, no process.
       const left = await FlowsLeft.of(args.netns);
       const pending = left.read();
+      // The clear of the flows forwarded without the policy that an apply stopped before it ran left (UnpolicedLeft).
+      const unpolicedLeft = await UnpolicedLeft.of(args.netns);
+      const unpolicedPending = unpolicedLeft.read();
+      let unpolicedRan: FlowsCleared | undefined;
       // Said with the plan (its warnings) when the pass succeeds; here when it fails after the clears ran.
       let flows: FlowsCleared | undefined;
       let planned: ConntrackClear[] = [];
@@ -61,6 +65,9 @@ async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
         unpolicedCleared: (outcome: FlowsCleared, why: NonNullable<Plan['unpoliced']>) => {
           unpoliced = outcome;
           unpolicedWhy = why;
+          unpolicedRan = outcome;
+          // Done with this pass's clear, which took the flows an earlier one left too; kept where conntrack failed.
+          unpolicedLeft.write(outcome.warning === undefined ? undefined : mergeUnpoliced(unpolicedPending, why));
         },
       };
       const guard = userRulesGuard(runner, templates);
@@ -69,8 +76,10 @@ async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
         // Kept before the nat table is written: stopped between the two, the next apply finds them.
         planned = plan.steps.filter((s): s is ConntrackClear => s.kind === 'conntrack-clear');
         if (planned.length > 0) left.write([...pending, ...planned]);
+        // Kept before the tables are written: stopped after them, before the clear, the next apply finds it.
+        if (plan.unpoliced) unpolicedLeft.write(mergeUnpoliced(unpolicedPending, plan.unpoliced));
       };
-      const { plan } = await reconcileOnce(runner, config, templates, { mode, observer, beforeWrite }).catch((error: unknown) => {
+      const { facts, plan } = await reconcileOnce(runner, config, templates, { mode, observer, beforeWrite }).catch((error: unknown) => {
         // Rolled back before the clears: the forwards are as they were, and so is what was left to clear.
         if (flows === undefined && planned.length > 0 && error instanceof ApplyError && error.rolledBack) left.write(pending);
         else if (flows !== undefined) left.write([...pending, ...(flows.warning === undefined ? [] : planned)]);
@@ -82,6 +91,13 @@ async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
       // What this pass could not clear (the tool there, but failing) is tried again by the next one.
       const still = flows?.warning === undefined ? [] : planned;
       const notices: string[] = [];
+      if (unpolicedPending && !unpolicedRan) {
+        const local = [...facts.links.filter((l) => !l.loopback).flatMap((l) => l.addresses.map((a) => a.address)), ...plan.desired.addresses.map((a) => a.address)];
+        const outcome = await clearUnpolicedLeft(runner, unpolicedPending, local);
+        if (outcome.cleared !== undefined) notices.push(outcome.cleared);
+        if (outcome.warning !== undefined) notices.push(`warning: ${outcome.warning}`);
+        unpolicedLeft.write(outcome.keep ? unpolicedPending : undefined);
+      }
       if (pending.length === 0) {
         if (planned.length > 0) left.write(still);
         return { plan, ms: performance.now() - started, notices };

@@ -20,10 +20,10 @@
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isIPv4 } from 'node:net';
-import { clearStaleFlows } from '../apply/conntrack.js';
+import { clearStaleFlows, clearUnpolicedFlows, UNPOLICED_CONNTRACK_MISSING, unpolicedClearedMessage } from '../apply/conntrack.js';
 import type { CommandRunner } from '../exec/runner.js';
 import { portText } from '../plan/conntrack.js';
-import type { ConntrackClear } from '../plan/types.js';
+import type { ConntrackClear, Plan } from '../plan/types.js';
 import { namespaceInode } from './instance-lock.js';
 import { privateDir } from './private-dir.js';
 
@@ -134,5 +134,94 @@ export async function clearPending(runner: CommandRunner, pending: readonly Conn
     cleared: outcome.cleared > 0 ? `${leftClearedText(outcome.cleared, ports, pending)}: left by an earlier apply or down that did not get to clear them` : undefined,
     warning: outcome.warning === undefined ? undefined : `UDP flows to ${ports} left by an earlier apply or down could not be cleared: ${outcome.warning}`,
     still: outcome.warning === undefined ? [] : [...pending],
+  };
+}
+
+/** Plan.unpoliced: the flows forwarded without the policy or the NAT, and the gateway's own addresses then. */
+export type Unpoliced = NonNullable<Plan['unpoliced']>;
+
+/** An Unpoliced as written here, whole. */
+function isUnpoliced(value: unknown): value is Unpoliced {
+  if (typeof value !== 'object' || value === null) return false;
+  const u = value as Record<string, unknown>;
+  return Array.isArray(u.local) && u.local.every((a) => typeof a === 'string' && isIPv4(a)) && (u.bypassed === undefined || u.bypassed === true);
+}
+
+/**
+ * The clear of the flows forwarded before the policy was there (Plan.unpoliced), kept while an apply may be stopped
+ * before it runs it, as FlowsLeft keeps the port forwards' clears. The pass that puts the policy in where packets went
+ * around it clears those flows once the tables are written; an apply killed between the two (kill -9, the OOM
+ * killer, a container stopped while it started) left the policy in and the flows as they were: the next apply found
+ * the tables as planned, planned no clear, and a flow the policy denies, answered before it came, went on being
+ * forwarded (conntrack accepts its packets as established) for as long as it kept sending. Kept before anything is
+ * written, removed once the clear has run; the next apply or down, or the supervisor's start, that finds it clears
+ * those flows and says so. A file of its own beside FlowsLeft's, with the same rules.
+ */
+export class UnpolicedLeft {
+  private constructor(private readonly name: string | undefined, private readonly dir: string) {}
+
+  static async of(netns: string | undefined, dir = stateDir()): Promise<UnpolicedLeft> {
+    const inode = await namespaceInode(netns).catch(() => undefined);
+    return new UnpolicedLeft(inode === undefined ? undefined : `unpoliced-${inode}.json`, dir);
+  }
+
+  private trustedFile(create = false): string | undefined {
+    if (this.name === undefined) return undefined;
+    const dir = privateDir(this.dir, { create }).path;
+    return dir === undefined ? undefined : join(dir, this.name);
+  }
+
+  /** The clear left to do, if any (none when there is no file, or one that is not ours or not whole). */
+  read(): Unpoliced | undefined {
+    const file = this.trustedFile();
+    if (file === undefined) return undefined;
+    try {
+      const parsed = JSON.parse(readFileSync(file, 'utf8')) as { format?: unknown; unpoliced?: unknown };
+      return parsed.format === FORMAT && isUnpoliced(parsed.unpoliced) ? parsed.unpoliced : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Keeps `unpoliced` as the clear left to do (undefined: removes the file). Best effort: never throws. */
+  write(unpoliced: Unpoliced | undefined): void {
+    try {
+      const file = this.trustedFile(unpoliced !== undefined);
+      if (file === undefined) return;
+      if (unpoliced === undefined) {
+        rmSync(file, { force: true });
+        return;
+      }
+      const temporary = `${file}.${process.pid}.tmp`;
+      try {
+        writeFileSync(temporary, JSON.stringify({ format: FORMAT, unpoliced }), { mode: 0o600 });
+        renameSync(temporary, file);
+      } catch (error) {
+        rmSync(temporary, { force: true });
+        throw error;
+      }
+    } catch {
+      // read-only, full, or not ours: the apply goes on as it would without the file
+    }
+  }
+}
+
+/** Two clears of unpoliced flows as one: every address either knew as the gateway's own (none of its flows is taken). */
+export function mergeUnpoliced(a: Unpoliced | undefined, b: Unpoliced | undefined): Unpoliced | undefined {
+  if (!a || !b) return a ?? b;
+  return { local: [...new Set([...a.local, ...b.local])].sort(), ...(a.bypassed && b.bypassed ? { bypassed: true as const } : {}) };
+}
+
+/**
+ * Clears what an earlier apply or start left (UnpolicedLeft): what to say of it, one line, without a `vlan-gateway:`
+ * prefix, and whether to keep it (the conntrack tool there, but failing). `local`: the gateway's addresses now.
+ */
+export async function clearUnpolicedLeft(runner: CommandRunner, pending: Unpoliced, local: readonly string[]): Promise<{ cleared?: string; warning?: string; keep: boolean }> {
+  const outcome = await clearUnpolicedFlows(runner, mergeUnpoliced(pending, { local: [...local] })!.local);
+  const left = 'left by an earlier apply or start that did not get to clear them';
+  return {
+    cleared: outcome.cleared > 0 ? `${unpolicedClearedMessage(outcome.cleared, pending)} (${left})` : undefined,
+    warning: outcome.warning !== undefined ? `${outcome.warning} (${left})` : outcome.missing ? UNPOLICED_CONNTRACK_MISSING : undefined,
+    keep: outcome.warning !== undefined,
   };
 }

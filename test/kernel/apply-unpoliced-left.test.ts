@@ -1,0 +1,144 @@
+/**
+ * A container's start with ip_forward already on (Docker's --sysctl net.ipv4.ip_forward=1): what the namespace forwards
+ * before the gateway's policy is there goes through with no policy, and conntrack keeps that verdict for as long as a
+ * flow goes on. The pass that puts the policy in clears those flows once the tables are written (Plan.unpoliced). An
+ * apply killed between the two (kill -9, the OOM killer, a `docker restart` of a container still starting) left
+ * the tables as planned and the flows uncleared: the next apply found nothing to do, and a flow the policy denies (lab
+ * to office here) went on being forwarded for good, answered and all. The next apply clears them now, and says so.
+ *
+ * The kill point is deterministic: a conntrack first on the PATH whose plain `-L` (the listing of that clear, after the
+ * tables are in) hangs while the file `hold` exists, saying so in `held`.
+ */
+import test from 'ava';
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { dump as stringify, load as parse } from 'js-yaml';
+import { loadConfig } from '../../src/config/load.js';
+import type { LabTopology } from '../../src/lab/index.js';
+import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import { buildLab, inNs, REPO, runner, scratchDir, tearDown, waitFor } from '../helpers/supervisor.js';
+import { tearDownAlways } from '../helpers/teardown.js';
+
+const kernel = isRoot() ? test.serial : test.serial.skip;
+const name = `kp${uniqueLabName('x').slice(2)}`;
+const ECHO_PORT = 7111;
+const CLIENT_PORT = 40111;
+const MAIN = join(REPO, 'src', 'main.ts');
+
+let topology: LabTopology | undefined;
+let scratch: string | undefined;
+let configPath = '';
+const hold = () => join(scratch!, 'hold');
+const held = () => join(scratch!, 'held');
+/** The applies started here and not yet ended (killed with their process group at the teardown). */
+const running = new Set<number>();
+
+test.before(async () => {
+  if (!isRoot()) return;
+  scratch = await scratchDir('vgw-kn-unpoliced-left-');
+  const bin = join(scratch, 'bin');
+  await mkdir(bin);
+  const real = (await execa('sh', ['-c', 'command -v conntrack'])).stdout.trim();
+  await writeFile(join(bin, 'conntrack'), `#!/bin/sh\nif [ "$*" = "-L" ] && [ -e '${hold()}' ]; then echo $$ > '${held()}'; exec sleep 600; fi\nexec '${real}' "$@"\n`);
+  await chmod(join(bin, 'conntrack'), 0o755);
+  const example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as Record<string, unknown>;
+  configPath = join(scratch, 'gateway.yaml');
+  await writeFile(configPath, stringify({ ...example, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', action: 'drop' }] } }));
+  topology = await buildLab((await loadConfig(configPath)).config, name);
+});
+
+tearDownAlways('kill the applies, remove the lab and the scratch files', async () => {
+  if (!isRoot()) return;
+  for (const pid of running) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // ended already
+    }
+  }
+  await tearDown(name, scratch, undefined);
+});
+
+/** `vlan-gateway apply` in its own process group, with the conntrack above first on the PATH. */
+function apply() {
+  const child = execa(process.execPath, ['--import', 'tsx', MAIN, 'apply', '--config', configPath, '--netns', topology!.router], {
+    cwd: REPO,
+    reject: false,
+    timeout: 60_000,
+    detached: true, // its own process group, killed whole
+    stripFinalNewline: true,
+    env: {
+      LC_ALL: 'C',
+      PATH: `${join(scratch!, 'bin')}:${process.env.PATH ?? ''}`,
+      VLAN_GATEWAY_PLAN_CACHE: 'off',
+      VLAN_GATEWAY_STATE_DIR: join(scratch!, 'state'),
+    },
+  });
+  running.add(child.pid!);
+  void child.finally(() => running.delete(child.pid!));
+  return child;
+}
+
+/** Echoes each datagram back, prefixed with the address it came from; `send` sends one from a fixed port and prints the answer or "none". */
+const UDP_SCRIPT = String.raw`const [mode, address, port, host, hostPort, text] = process.argv.slice(1);
+const s = require('node:dgram').createSocket('udp4');
+s.bind(Number(port), address, () => {
+  if (mode === 'send') {
+    s.on('message', (m) => { console.log(String(m)); process.exit(0); });
+    s.send(text, Number(hostPort), host);
+    setTimeout(() => { console.log('none'); process.exit(0); }, 700);
+  } else {
+    s.on('message', (m, from) => s.send(from.address + ' ' + String(m), from.port, from.address));
+    console.log('ready');
+  }
+});`;
+
+kernel(`an apply killed after it put the policy in, before it cleared the flows forwarded without it: the next apply clears them, and says so${NEEDS_ROOT}`, async (t) => {
+  const office = topology!.vlans.find((v) => v.name === 'office')!;
+  const lab = topology!.vlans.find((v) => v.name === 'lab')!;
+  // Docker's --sysctl net.ipv4.ip_forward=1, and the hosts' ARP caches from before a restart.
+  await inNs(topology!.router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
+  // Docker's embedded DNS rule, as in every container on a user-defined network: its DNAT has conntrack track what
+  // the namespace forwards from the start.
+  await inNs(topology!.router, 'iptables', '-t', 'nat', '-N', 'DOCKER_OUTPUT');
+  await inNs(topology!.router, 'iptables', '-t', 'nat', '-A', 'OUTPUT', '-d', '127.0.0.11/32', '-j', 'DOCKER_OUTPUT');
+  await inNs(topology!.router, 'iptables', '-t', 'nat', '-A', 'DOCKER_OUTPUT', '-d', '127.0.0.11/32', '-p', 'udp', '--dport', '53', '-j', 'DNAT',
+    '--to-destination', '127.0.0.11:53');
+  for (const v of [office, lab]) {
+    const mac = (await inNs(topology!.router, 'cat', `/sys/class/net/${v.routerInterface}/address`)).trim();
+    await inNs(v.client.namespace, 'ip', 'neigh', 'replace', v.gateway, 'lladdr', mac, 'dev', v.client.interface, 'nud', 'permanent');
+  }
+  const echo = runner.start(['ip', 'netns', 'exec', office.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'echo', office.client.address, String(ECHO_PORT)]);
+  try {
+    await new Promise<void>((resolve) => echo.onLine((line) => line === 'ready' && resolve()));
+    const send = async (text: string) => (await inNs(lab.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'send',
+      lab.client.address, String(CLIENT_PORT), office.client.address, String(ECHO_PORT), text)).trim();
+    t.is(await send('before'), `${lab.client.address} before`, 'forwarded with no policy, answered');
+
+    // The policy written, the apply killed with everything it started while it lists the flows to clear.
+    await writeFile(hold(), '');
+    const killed = apply();
+    await waitFor('the conntrack -L under way', async () => ((await readFile(held(), 'utf8').catch(() => '')) !== '' ? true : undefined), 30_000);
+    process.kill(-killed.pid!, 'SIGKILL');
+    t.is((await killed).signal, 'SIGKILL');
+    await rm(hold());
+    t.regex(await inNs(topology!.router, 'iptables-nft', '-S', 'FORWARD'), /-j VGW-FORWARD$/m, 'the policy is in');
+
+    const again = await apply();
+    t.is(again.exitCode, 0, again.stderr);
+    t.regex(again.stdout, /^No changes: the namespace is in sync\.$/m, 'the tables were as planned');
+    t.is(again.stderr, 'vlan-gateway: cleared 1 flow forwarded before the policy was in place: their next packets meet the policy and the NAT '
+      + '(left by an earlier apply or start that did not get to clear them)');
+    t.is(await send('after'), 'none', 'lab → office meets the policy: dropped');
+    t.deepEqual(await readdir(join(scratch!, 'state')), [], 'nothing left to clear');
+
+    // Nothing left: the next apply clears nothing, and says nothing of it.
+    const third = await apply();
+    t.is(third.exitCode, 0, third.stderr);
+    t.notRegex(third.stdout, /cleared/);
+    t.is(third.stderr, '');
+  } finally {
+    await echo.stop();
+  }
+});
