@@ -3,12 +3,13 @@ import { ApplyError } from '../apply/apply.js';
 import { flowsWarning, UNPOLICED_CONNTRACK_MISSING, unpolicedClearedMessage, type FlowsCleared } from '../apply/conntrack.js';
 import { userRulesGuard } from '../apply/user-rules-check.js';
 import type { Facts } from '../observe/facts.js';
+import { mergeUnpoliced } from '../plan/conntrack.js';
 import { formatPlan } from '../plan/format.js';
 import type { ConntrackClear, Plan } from '../plan/types.js';
 import { reconcileOnce, type Mode } from '../reconcile/once.js';
 import { loadFor, makeRunner, out, withPlanCache, type GlobalArgs } from './context.js';
 import { FailureError } from './errors.js';
-import { clearPending, clearUnpolicedLeft, FlowsLeft, mergeUnpoliced, UnpolicedLeft } from './flows-left.js';
+import { clearPending, clearUnpolicedLeft, FlowsLeft, UnpolicedLeft } from './flows-left.js';
 import { InstanceLock, WRITE_LOCK_TIMEOUT_MS, WriteLock } from './instance-lock.js';
 
 /**

@@ -15,7 +15,7 @@ import type { ConfigState, Supervisor } from '../reconcile/supervisor.js';
 import { codeCache } from './code-cache.js';
 import type { DriftSchedule } from './drift-schedule.js';
 import { describeError, exitCodeOf } from './errors.js';
-import { clearPending, FlowsLeft } from './flows-left.js';
+import { clearPending, clearUnpolicedLeft, FlowsLeft, UnpolicedLeft } from './flows-left.js';
 import { checkRules, type RulesCheck } from './load-checked.js';
 import type { PlanCache } from './plan-cache.js';
 import type { Shutdown } from './shutdown.js';
@@ -107,8 +107,20 @@ async function clearLeftFlows({ log, supervisor, shutdown, runner }: FirstPassPa
  * follows it in the namespace would otherwise leave those flows for an apply that may never come (the clears of a
  * removed or changed forward, which the look above at the forwarded ports does not cover). After ready, as above.
  */
-async function clearApplyLeft({ log, shutdown, runner, netns }: FirstPassParts): Promise<void> {
+async function clearApplyLeft({ log, shutdown, runner, netns, supervisor }: FirstPassParts): Promise<void> {
   if (shutdown.isStopping) return;
+  // The flows forwarded without the policy that a run or apply killed before it cleared them left (UnpolicedLeft):
+  // the start pass found the policy in, and cleared nothing.
+  const unpolicedLeft = await UnpolicedLeft.of(netns);
+  const unpoliced = unpolicedLeft.read();
+  if (unpoliced) {
+    const local = [...(supervisor.view?.links ?? []).filter((l) => !l.loopback).flatMap((l) => l.addresses.map((a) => a.address)),
+      ...(supervisor.lastDesired?.addresses ?? []).map((a) => a.address)];
+    const outcome = await clearUnpolicedLeft(runner, unpoliced, local);
+    if (outcome.cleared !== undefined) log.warn(outcome.cleared);
+    if (outcome.warning !== undefined) log.warn(outcome.warning);
+    unpolicedLeft.write(outcome.keep ? unpoliced : undefined);
+  }
   const left = await FlowsLeft.of(netns);
   const pending = left.read();
   if (pending.length === 0) return;

@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { isIPv4 } from 'node:net';
 import { clearStaleFlows, clearUnpolicedFlows, UNPOLICED_CONNTRACK_MISSING, unpolicedClearedMessage } from '../apply/conntrack.js';
 import type { CommandRunner } from '../exec/runner.js';
-import { portText } from '../plan/conntrack.js';
+import { mergeUnpoliced, portText } from '../plan/conntrack.js';
 import type { ConntrackClear, Plan } from '../plan/types.js';
 import { namespaceInode } from './instance-lock.js';
 import { privateDir } from './private-dir.js';
@@ -204,12 +204,6 @@ export class UnpolicedLeft {
       // read-only, full, or not ours: the apply goes on as it would without the file
     }
   }
-}
-
-/** Two clears of unpoliced flows as one: every address either knew as the gateway's own (none of its flows is taken). */
-export function mergeUnpoliced(a: Unpoliced | undefined, b: Unpoliced | undefined): Unpoliced | undefined {
-  if (!a || !b) return a ?? b;
-  return { local: [...new Set([...a.local, ...b.local])].sort(), ...(a.bypassed && b.bypassed ? { bypassed: true as const } : {}) };
 }
 
 /**

@@ -21,6 +21,7 @@ import { codeCache } from './code-cache.js';
 import { makeRunner, type GlobalArgs } from './context.js';
 import { DriftSchedule } from './drift-schedule.js';
 import { afterFirstPass } from './first-pass.js';
+import { UnpolicedLeft } from './flows-left.js';
 import { endpoints, serveEndpoints, waitsForAddress } from './http-endpoints.js';
 import { InstanceLock, WaitStopped } from './instance-lock.js';
 import { loadChecked, type RulesCheck } from './load-checked.js';
@@ -81,6 +82,7 @@ async function supervise(args: RunArgs, early: HeldSignals): Promise<number> {
     commandTimeoutMs: args['command-timeout']!,
     backoffInitialMs: 500,
     backoffMaxMs: 30_000,
+    unpolicedLeft: await UnpolicedLeft.of(args.netns),
   });
   // Report-only detection of another device holding a VLAN's gateway address; never holds a pass or /readyz.
   supervisor.conflicts = new AddressConflicts(runner, metrics, log);

@@ -16,7 +16,7 @@
 import { originalDport, parseConntrackLine, type ConntrackEntry } from '../observe/parse-conntrack.js';
 import { PREROUTING_CHAIN } from './chains.js';
 import { tokenAfter, verdictOf } from './rule-text.js';
-import type { ConntrackClear, Desired, Step } from './types.js';
+import type { ConntrackClear, Desired, Plan, Step } from './types.js';
 
 /** A UDP port forward as its DNAT rule in VGW-PREROUTING says it. */
 export interface ForwardRule {
@@ -246,4 +246,10 @@ export function deleteFilters(entries: readonly ConntrackEntry[], clears: readon
   const picker = new StalePicker(clears);
   for (const e of entries) picker.add(e);
   return picker.deletes();
+}
+
+/** Two clears of the flows forwarded without the policy (Plan.unpoliced) as one: every address either knew as the gateway's own. */
+export function mergeUnpoliced(a: Plan['unpoliced'], b: Plan['unpoliced']): Plan['unpoliced'] {
+  if (!a || !b) return a ?? b;
+  return { local: [...new Set([...a.local, ...b.local])].sort(), ...(a.bypassed && b.bypassed ? { bypassed: true as const } : {}) };
 }

@@ -23,7 +23,8 @@ import type { Templates } from '../plan/desired.js';
 import { linksAfter, tablesAfter } from '../plan/after.js';
 import { summarizeStep } from '../plan/format.js';
 import { nextHopOn } from '../plan/match.js';
-import type { Desired, UplinkBinding, VlanBinding } from '../plan/types.js';
+import { mergeUnpoliced } from '../plan/conntrack.js';
+import type { Desired, Plan, UplinkBinding, VlanBinding } from '../plan/types.js';
 import type { AddressConflicts } from './conflicts.js';
 import { driftOf } from './drift.js';
 import { bindingNotices, unclaimedNicNotices } from './notices.js';
@@ -58,6 +59,14 @@ export interface SupervisorOptions {
   readonly slowCommandMs?: number;
   /** Intervals (backoff, minIntervalMs, health, ages) on its monotonic clock; its wall clock for the times shown. */
   readonly clock?: Clock;
+  /**
+   * Where a pass keeps the clear of the flows forwarded without the policy (Plan.unpoliced) until it has run
+   * (cli/flows-left.ts, UnpolicedLeft): killed between the tables and the clear, the next start finds it. Unset: not kept.
+   */
+  readonly unpolicedLeft?: {
+    read(): Plan['unpoliced'];
+    write(unpoliced: Plan['unpoliced']): void;
+  };
 }
 
 export interface ReconcileRecord {
@@ -319,6 +328,8 @@ export class Supervisor {
         if (outcome.cleared > 0) this.log.info({ trigger, cleared: outcome.cleared }, unpolicedClearedMessage(outcome.cleared, why, trigger === 'start'));
         if (outcome.warning) this.log.warn({ trigger }, outcome.warning);
         if (outcome.missing) this.log.warn({ trigger }, UNPOLICED_CONNTRACK_MISSING);
+        // Done (it took what an earlier run left too); kept where conntrack failed, for the next start.
+        if (outcome.warning === undefined) this.options.unpolicedLeft?.write(undefined);
       },
     };
     const used = this.current;
@@ -331,6 +342,11 @@ export class Supervisor {
     try {
       const { facts, plan } = await reconcileOnce(this.passRunner, config, templates, {
         observer,
+        // Kept before the tables are written: killed after them, before the clear, the next start finds it.
+        beforeWrite: async (_facts, planned) => {
+          const left = this.options.unpolicedLeft;
+          if (planned.unpoliced && left) left.write(mergeUnpoliced(left.read(), planned.unpoliced));
+        },
         onDesired: (seen, desired) => {
           this.view = { vlans: desired.vlans, uplink: desired.uplink, links: seen.links, routes: seen.routed ?? [] };
         },

@@ -17,7 +17,7 @@ import { dump as stringify, load as parse } from 'js-yaml';
 import { loadConfig } from '../../src/config/load.js';
 import type { LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import { buildLab, inNs, REPO, runner, scratchDir, tearDown, waitFor } from '../helpers/supervisor.js';
+import { buildLab, GatewayProcess, inNs, prepareBundle, REPO, runner, scratchDir, tearDown, waitFor, type Bundle } from '../helpers/supervisor.js';
 import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
@@ -33,6 +33,9 @@ const hold = () => join(scratch!, 'hold');
 const held = () => join(scratch!, 'held');
 /** The applies started here and not yet ended (killed with their process group at the teardown). */
 const running = new Set<number>();
+/** The conntrack above first on the PATH, and the state directory of the scratch. */
+const env = () => ({ PATH: `${join(scratch!, 'bin')}:${process.env.PATH ?? ''}`, VLAN_GATEWAY_PLAN_CACHE: 'off', VLAN_GATEWAY_STATE_DIR: join(scratch!, 'state') });
+let bundle: Bundle | undefined;
 
 test.before(async () => {
   if (!isRoot()) return;
@@ -45,7 +48,14 @@ test.before(async () => {
   const example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as Record<string, unknown>;
   configPath = join(scratch, 'gateway.yaml');
   await writeFile(configPath, stringify({ ...example, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', action: 'drop' }] } }));
-  topology = await buildLab((await loadConfig(configPath)).config, name);
+  [topology, bundle] = await Promise.all([buildLab((await loadConfig(configPath)).config, name), prepareBundle()]);
+  // A container's namespace: Docker's --sysctl net.ipv4.ip_forward=1, and its embedded DNS rule (as in every container
+  // on a user-defined network), whose DNAT has conntrack track what the namespace forwards from the start.
+  await inNs(topology.router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
+  await inNs(topology.router, 'iptables', '-t', 'nat', '-N', 'DOCKER_OUTPUT');
+  await inNs(topology.router, 'iptables', '-t', 'nat', '-A', 'OUTPUT', '-d', '127.0.0.11/32', '-j', 'DOCKER_OUTPUT');
+  await inNs(topology.router, 'iptables', '-t', 'nat', '-A', 'DOCKER_OUTPUT', '-d', '127.0.0.11/32', '-p', 'udp', '--dport', '53', '-j', 'DNAT',
+    '--to-destination', '127.0.0.11:53');
 });
 
 tearDownAlways('kill the applies, remove the lab and the scratch files', async () => {
@@ -57,23 +67,18 @@ tearDownAlways('kill the applies, remove the lab and the scratch files', async (
       // ended already
     }
   }
-  await tearDown(name, scratch, undefined);
+  await tearDown(name, scratch, bundle);
 });
 
-/** `vlan-gateway apply` in its own process group, with the conntrack above first on the PATH. */
-function apply() {
-  const child = execa(process.execPath, ['--import', 'tsx', MAIN, 'apply', '--config', configPath, '--netns', topology!.router], {
+/** `vlan-gateway apply` (or down) in its own process group, with the conntrack above first on the PATH. */
+function apply(verb: 'apply' | 'down' = 'apply') {
+  const child = execa(process.execPath, ['--import', 'tsx', MAIN, verb, '--config', configPath, '--netns', topology!.router], {
     cwd: REPO,
     reject: false,
     timeout: 60_000,
     detached: true, // its own process group, killed whole
     stripFinalNewline: true,
-    env: {
-      LC_ALL: 'C',
-      PATH: `${join(scratch!, 'bin')}:${process.env.PATH ?? ''}`,
-      VLAN_GATEWAY_PLAN_CACHE: 'off',
-      VLAN_GATEWAY_STATE_DIR: join(scratch!, 'state'),
-    },
+    env: { LC_ALL: 'C', ...env() },
   });
   running.add(child.pid!);
   void child.finally(() => running.delete(child.pid!));
@@ -97,14 +102,7 @@ s.bind(Number(port), address, () => {
 kernel(`an apply killed after it put the policy in, before it cleared the flows forwarded without it: the next apply clears them, and says so${NEEDS_ROOT}`, async (t) => {
   const office = topology!.vlans.find((v) => v.name === 'office')!;
   const lab = topology!.vlans.find((v) => v.name === 'lab')!;
-  // Docker's --sysctl net.ipv4.ip_forward=1, and the hosts' ARP caches from before a restart.
-  await inNs(topology!.router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
-  // Docker's embedded DNS rule, as in every container on a user-defined network: its DNAT has conntrack track what
-  // the namespace forwards from the start.
-  await inNs(topology!.router, 'iptables', '-t', 'nat', '-N', 'DOCKER_OUTPUT');
-  await inNs(topology!.router, 'iptables', '-t', 'nat', '-A', 'OUTPUT', '-d', '127.0.0.11/32', '-j', 'DOCKER_OUTPUT');
-  await inNs(topology!.router, 'iptables', '-t', 'nat', '-A', 'DOCKER_OUTPUT', '-d', '127.0.0.11/32', '-p', 'udp', '--dport', '53', '-j', 'DNAT',
-    '--to-destination', '127.0.0.11:53');
+  // The hosts' ARP caches from before a restart.
   for (const v of [office, lab]) {
     const mac = (await inNs(topology!.router, 'cat', `/sys/class/net/${v.routerInterface}/address`)).trim();
     await inNs(v.client.namespace, 'ip', 'neigh', 'replace', v.gateway, 'lladdr', mac, 'dev', v.client.interface, 'nud', 'permanent');
@@ -138,6 +136,54 @@ kernel(`an apply killed after it put the policy in, before it cleared the flows 
     t.is(third.exitCode, 0, third.stderr);
     t.notRegex(third.stdout, /cleared/);
     t.is(third.stderr, '');
+  } finally {
+    await echo.stop();
+  }
+});
+
+// The same with the supervisor: its start pass (a container's start, ip_forward on) killed after it put the policy in,
+// before it cleared the flows forwarded without it (a `docker restart` of a gateway still starting, the OOM killer).
+// The next start found the policy in and cleared nothing; it clears them now, once ready, and says so.
+kernel(`a supervisor whose start pass was killed before it cleared the flows forwarded without the policy: the next start clears them, and says so${NEEDS_ROOT}`, async (t) => {
+  const office = topology!.vlans.find((v) => v.name === 'office')!;
+  const lab = topology!.vlans.find((v) => v.name === 'lab')!;
+  // The gateway down (if the earlier test left it up), forwarding left on as the container started: no policy.
+  const down = await apply('down');
+  t.is(down.exitCode, 0, down.stderr);
+  t.is((await inNs(topology!.router, 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '1');
+  for (const v of [office, lab]) {
+    const mac = (await inNs(topology!.router, 'cat', `/sys/class/net/${v.routerInterface}/address`)).trim();
+    await inNs(v.client.namespace, 'ip', 'neigh', 'replace', v.gateway, 'lladdr', mac, 'dev', v.client.interface, 'nud', 'permanent');
+  }
+  const echo = runner.start(['ip', 'netns', 'exec', office.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'echo', office.client.address, String(ECHO_PORT)]);
+  try {
+    await new Promise<void>((resolve) => echo.onLine((line) => line === 'ready' && resolve()));
+    const send = async (text: string) => (await inNs(lab.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'send',
+      lab.client.address, String(CLIENT_PORT + 1), office.client.address, String(ECHO_PORT), text)).trim();
+    t.is(await send('before'), `${lab.client.address} before`, 'forwarded with no policy, answered');
+
+    await rm(held(), { force: true }); // the earlier test's
+    await writeFile(hold(), '');
+    const killed = await GatewayProcess.start({ bundle: bundle!.path, netns: topology!.router, config: configPath, env: env() });
+    try {
+      await waitFor('the conntrack -L under way', async () => ((await readFile(held(), 'utf8').catch(() => '')) !== '' ? true : undefined), 30_000);
+    } finally {
+      killed.killGroup();
+    }
+    await rm(hold());
+    t.regex(await inNs(topology!.router, 'iptables-nft', '-S', 'FORWARD'), /-j VGW-FORWARD$/m, 'the policy is in');
+
+    const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: topology!.router, config: configPath, env: env() });
+    try {
+      await gateway.waitReady(30_000);
+      const said = await gateway.waitForLog('the clear of what the killed start left', (l) => /forwarded before the policy was in place/.test(l.msg), 20_000);
+      t.is(said.msg, 'cleared 1 flow forwarded before the policy was in place: their next packets meet the policy and the NAT '
+        + '(left by an earlier apply or start that did not get to clear them)');
+      t.is(await send('after'), 'none', 'lab → office meets the policy: dropped');
+      t.deepEqual(await readdir(join(scratch!, 'state')), [], 'nothing left to clear');
+    } finally {
+      await gateway.stop();
+    }
   } finally {
     await echo.stop();
   }
