@@ -57,6 +57,8 @@ export class ApplyError extends Error {
     readonly userChain?: string,
     /** Every rule of rules.dir the kernel refused at commit, in each table that failed, where iptables names them. */
     readonly refusedRules: readonly RefusedRule[] = [],
+    /** The kernel refused the failing table's payload as it was committed (see CommitRefusal), whoever's rule it was. */
+    readonly commitRefusal?: CommitRefusal,
   ) {
     super(message);
   }
@@ -100,6 +102,40 @@ function failedScriptLine(error: unknown, pattern: RegExp, lines: number): numbe
   const n = m ? Number(m[1]) - 1 : 0;
   return n >= 0 && n < lines ? n : 0;
 }
+
+/**
+ * The kernel refused a table's payload when it was committed: what was written is what it will not take, and it
+ * would refuse it again (a target outside the protocols or hooks it allows, a module this kernel lacks), whether the
+ * rule is one of rules.dir or one the gateway renders. Not a restore that could not do its work: the xtables lock held
+ * past the wait (exit 4, no line named), one killed (no exit code), memory or buffers short (iptables-nft says its
+ * errno). iptables-nft names each refused line with its errno; iptables-legacy names only the COMMIT line, and no
+ * errno, so runTable confirms it with a second try (see refusedAtCommit).
+ */
+export interface CommitRefusal {
+  readonly table: string;
+  /** The chains of rules.dir the payload wrote (created or rewritten): with no line named, the refused rule may be in one. */
+  readonly userChains: readonly string[];
+}
+
+/** The errnos with which the kernel refuses a rule for what it is (nft's words; "Too many links": the fake's loop). */
+const REFUSAL_REASON = /^(Invalid argument|No such file or directory|Operation not supported|Protocol not supported|Numerical result out of range|Too many levels of symbolic links|Too many links)\b/;
+
+/**
+ * Did the kernel refuse `payload` at its commit (CommitRefusal), as the restore's `error` says? iptables-nft: every
+ * line it names refused with an errno of REFUSAL_REASON ("line 4: RULE_APPEND failed (Invalid argument)"), not one
+ * of want (Cannot allocate memory, No buffer space available, Device or resource busy). iptables-legacy: "line N
+ * failed", N the COMMIT line (a rule line's failure is iptables' parser's, which `--test` meets first).
+ */
+export function refusedAtCommit(payload: string, error: unknown): boolean {
+  if (!(error instanceof CommandError) || error.exitCode === null) return false;
+  const reasons = [...error.stderr.matchAll(NFT_REFUSED_LINE)].map((m) => m[2]!);
+  if (reasons.length > 0) return reasons.every((r) => REFUSAL_REASON.test(r));
+  const commit = /^\S+: line (\d+) failed(?:: (.*))?$/m.exec(error.stderr);
+  return commit !== null && payload.split('\n')[Number(commit[1]) - 1] === 'COMMIT' && (commit[2] === undefined || REFUSAL_REASON.test(commit[2]));
+}
+
+/** The chains of rules.dir a table step writes (creates or rewrites). */
+const userChainsWritten = (step: TableStep) => step.chains.filter((c) => c.chain.startsWith(USER_PREFIX) && c.change !== 'delete').map((c) => c.chain);
 
 /** A rule of rules.dir the kernel refused when its table was committed. */
 export interface RefusedRule {
@@ -195,7 +231,15 @@ async function runTable(runner: CommandRunner, backend: Backend, step: TableStep
   try {
     await restore(step.payload, false);
   } catch (error) {
-    if (!killed(error)) throw error;
+    if (!killed(error)) {
+      // iptables-legacy refuses a table at COMMIT without saying why: the kernel's verdict on the payload, or a want
+      // of the moment (EAGAIN: a writer that took no lock changed the table meanwhile; ENOMEM). Nothing was committed:
+      // tried once more, a payload the kernel refuses is refused again (CommitRefusal), and a passing want goes through.
+      if (backend !== 'legacy' || !refusedAtCommit(step.payload, error)) throw error;
+      await restore(step.payload, false);
+      tell(() => observer.written?.(step, false));
+      return undo;
+    }
     // Killed: the table says whether its commit happened (all of it or nothing). Written, it is put back here.
     const written = await tableWritten(runner, backend, step).catch(() => undefined);
     if (written === false) throw error;
@@ -835,9 +879,13 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
     const guessed = named === undefined && failed.kind === 'table' && failedLine === 'COMMIT' && backend === 'legacy' ? onlyUserRulesWritten(failed) : [];
     const userChain = named ?? guessed[0];
     // iptables-legacy hands the kernel a table whole at COMMIT, and names that line, not a rule.
+    const commitRefusal = failed.kind === 'table' && refusedAtCommit(failed.payload, error) ? { table: failed.table, userChains: userChainsWritten(failed) } : undefined;
+    const both = guessed.length === 0 && failedLine === 'COMMIT' && backend === 'legacy' && commitRefusal && commitRefusal.userChains.length > 0 ? commitRefusal.userChains : [];
     const likely = guessed.length > 0
       ? `\niptables-legacy refuses a table whole and names no rule; this round wrote rules of rules.dir only (${guessed.join(', ')}): one of them (the kernel's reason is in dmesg)`
-      : '';
+      : both.length > 0
+        ? `\niptables-legacy refuses a table whole and names no rule; this round wrote rules of rules.dir (${both.join(', ')}) and the gateway's own: either may be the one (the kernel's reason is in dmesg)`
+        : '';
     // Every table of the stage is committed at once, and each the kernel refused names its refused rules: all of
     // them are said, not the first table's first alone (a user fixed one and met the next on the following run).
     const refusals = rejected.flatMap((t) => {
@@ -847,7 +895,7 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
     const refusedRules = refusals.flatMap((r) => r.rules);
     const refusedText = refusedRulesText(refusedRules, refusals.some((r) => r.cut), userFile);
     throw new ApplyError(`${describeStep(failed)} failed: ${explain(failed, error, backend, runner.prefix)}${likely}${refusedText}\n(${rolled})`, failed,
-      rollbackErrors.length === 0, rollbackErrors, failedLine, userChain, refusedRules);
+      rollbackErrors.length === 0, rollbackErrors, failedLine, userChain, refusedRules, commitRefusal);
   }
   observer.forwarding?.();
   announce(runner, plan.steps, observer);

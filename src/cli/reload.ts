@@ -198,18 +198,20 @@ export class Reloads {
   }
 
   /**
-   * A rule of rules.dir the kernel refused when a pass wrote it: said as a rejected reload is (the reload had
-   * passed every check made before the kernel), with the config that last applied running again if there is one.
+   * A rule of rules.dir the kernel refused when a pass wrote it, or a new config's table refused at commit whoever's
+   * rule it was (gatewayRefusal): said as a rejected reload is (the reload had passed every check made before the
+   * kernel), with the config that last applied running again if there is one.
    */
   private refused(error: ApplyError, reverted: boolean, refused: ConfigState): void {
     const { path, log, metrics, supervisor, state: reload } = this.parts;
     // iptables-legacy names no rule (it refuses the table at COMMIT): the chain is then the likely one. Several
     // refused (iptables-nft names each, in every table committed): each is named, here and in the error's lines.
     const several = error.refusedRules.length > 1;
-    const rule = error.failedLine === 'COMMIT'
-      ? `the kernel refuses the ${error.step.kind === 'table' ? error.step.table : ''} table, likely for a rule of rules.dir (${error.userChain ?? ''})`
-      : several ? `the kernel refuses ${error.refusedRules.length} rules of rules.dir (${error.refusedRules.map((r) => `${r.chain} rule ${r.rule}`).join(', ')})`
-        : `the kernel refuses a rule of rules.dir (${error.userChain ?? ''})`;
+    const rule = error.userChain === undefined ? gatewayRefusal(error)
+      : error.failedLine === 'COMMIT'
+        ? `the kernel refuses the ${error.step.kind === 'table' ? error.step.table : ''} table, likely for a rule of rules.dir (${error.userChain ?? ''})`
+        : several ? `the kernel refuses ${error.refusedRules.length} rules of rules.dir (${error.refusedRules.map((r) => `${r.chain} rule ${r.rule}`).join(', ')})`
+          : `the kernel refuses a rule of rules.dir (${error.userChain ?? ''})`;
     if (!reverted && supervisor.lastDesired) {
       // The config that applied before renders a rule the kernel refuses now (a NIC attached since gave a
       // template new data): not a reload's doing, and there is nothing older to go back to.
@@ -255,6 +257,27 @@ export class Reloads {
       log.warn({ listen: settings.listen, serving: address ? `${address.address}:${address.port}` : listen }, `http.listen changed to ${settings.listen}: the endpoints stay where they are until the next start`);
     }
   }
+}
+
+/**
+ * What a config refused at commit is refused for, when no rule of rules.dir is named (ApplyError.commitRefusal): a line
+ * of the gateway's own that iptables-nft named; or, from iptables-legacy, which names only COMMIT, a table that held
+ * rules of rules.dir this config changed beside the gateway's (either may be the one), or none (the gateway's own).
+ * The gateway's own refused is a kernel without a module they need, or a bug of vlan-gateway: said, so that nobody
+ * looks for it in their templates.
+ */
+export function gatewayRefusal(error: ApplyError): string {
+  const table = error.commitRefusal?.table ?? (error.step.kind === 'table' ? error.step.table : '');
+  const ours = 'a kernel without a module it needs, or a bug of vlan-gateway: please report it';
+  if (error.failedLine !== undefined && error.failedLine !== 'COMMIT') {
+    return `the kernel refuses a rule of the ${table} table the gateway renders from the config, not one of rules.dir (${ours})`;
+  }
+  const user = error.commitRefusal?.userChains ?? [];
+  if (user.length > 0) {
+    return `the kernel refuses the ${table} table, for a rule of rules.dir (${user.join(', ')}) or one the gateway renders from the config: `
+      + 'iptables-legacy names no rule, and this config changes both';
+  }
+  return `the kernel refuses the ${table} table as the gateway renders it from the config, with no rule of rules.dir changed (${ours})`;
 }
 
 /** Why a watch could not be set, in words (inotify's limits named: they are what to raise). */

@@ -176,7 +176,8 @@ export class Supervisor {
   onFatal: ((error: unknown) => void) | undefined;
   /**
    * Called when the kernel refused a rule of the user's templates (one only the kernel checks: iptables' parser and
-   * ours let it through), rolled back in full. With `reverted`, the config that last applied is running again;
+   * ours let it through), or refused a config that had not applied yet at commit whoever's rule it was
+   * (ApplyError.commitRefusal), rolled back in full. With `reverted`, the config that last applied is running again;
    * `refused` is the config whose pass the kernel refused.
    */
   onConfigRefused: ((error: ApplyError, reverted: boolean, refused: ConfigState) => void) | undefined;
@@ -420,10 +421,17 @@ export class Supervisor {
       if (this.pending === undefined || PRIORITY[trigger] > PRIORITY[this.pending]) this.pending = trigger;
       this.pendingSince ??= requestedAt ?? this.lastStart;
       if (isFatal(error)) this.onFatal?.(error);
-      // A rule of the user's templates the kernel refuses fails every pass alike, and holds up every other change
-      // (a NIC Docker attaches, drift): the config is refused as a reload with an invalid file is, and the one that
-      // last applied runs again, at once. With none (a start), the passes go on failing, and the refusal is said.
-      if (error instanceof ApplyError && error.rolledBack && error.userChain !== undefined && this.current === used) {
+      // A payload the kernel refuses at commit fails every pass alike, and holds up every other change (a NIC Docker
+      // attaches, drift): a config that has not applied yet is refused as a reload with an invalid file is, and the
+      // one that last applied (known to apply) runs again, at once. So it is whoever's rule was refused: one of the
+      // user's templates (iptables-nft names it; iptables-legacy names no rule, and a reload may change the config
+      // and a template at once), or one the gateway renders from the config (a kernel without a module, a bug of
+      // ours). Not a pass that could not do its work (the xtables lock held, a restore killed, memory short): that
+      // one is retried as any failed pass. With no config that applied (a start), the passes go on failing, and a
+      // refused template is said.
+      const refused = error instanceof ApplyError && error.rolledBack && this.current === used
+        && (error.userChain !== undefined || error.commitRefusal !== undefined) ? error : undefined;
+      if (refused) {
         const revert = this.lastGood !== undefined && this.lastGood !== used;
         if (revert) {
           this.current = this.lastGood!;
@@ -431,7 +439,9 @@ export class Supervisor {
           this.failures = 0;
           this.pending = 'reload';
         }
-        this.onConfigRefused?.(error, revert, used);
+        // The gateway's own rules refused with the config that applied before (a NIC attached since, a module
+        // unloaded): no new config to refuse, a failing pass as any other.
+        if (revert || refused.userChain !== undefined) this.onConfigRefused?.(refused, revert, used);
       }
     } finally {
       if (restarted.size > 0) {

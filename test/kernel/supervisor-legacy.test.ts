@@ -6,7 +6,7 @@
  * test's (XTABLES_LOCKFILE), never the machine's.
  */
 import test from 'ava';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { dump as stringify, load as parse } from 'js-yaml';
 import { loadConfig } from '../../src/config/load.js';
@@ -27,6 +27,7 @@ let topology: LabTopology | undefined;
 let scratch: string | undefined;
 let lockFile = '';
 let template = '';
+let configPath = '';
 let gateway: GatewayProcess | undefined;
 
 test.before(async () => {
@@ -38,7 +39,7 @@ test.before(async () => {
   await mkdir(join(scratch, 'rules.d', 'filter'), { recursive: true });
   await writeFile(template, '-p udp --dport 9 -j DROP\n');
   const example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as Record<string, unknown>;
-  const configPath = join(scratch, 'gateway.yaml');
+  configPath = join(scratch, 'gateway.yaml');
   await writeFile(configPath, stringify({ ...example, rules: { dir: join(scratch, 'rules.d') } }));
   topology = await buildLab((await loadConfig(configPath)).config, name);
   await runner.run(['ip', 'netns', 'exec', topology.router, 'iptables-legacy-restore', '--noflush'],
@@ -127,4 +128,58 @@ kernel(`a reload whose rule of rules.dir the kernel refuses at COMMIT is refused
   // Back to the templates that last applied: the running config, which a reload finds unchanged.
   await waitFor('the reload without it', async () => ((await gateway!.status()).reload.lastResult === 'success' ? true : undefined), 10_000, 100);
   t.deepEqual(vgwLines(await legacySave()), before);
+});
+
+// One reload that changes both gateway.yaml (a port forward added) and a template whose rule the kernel refuses at
+// COMMIT (TCPMSS on a UDP rule, in nat's POSTROUTING): iptables-legacy names no rule, and the round wrote rules of
+// both, so no chain of rules.dir could be guessed. The reload was reported a success, and every pass failed, with
+// backoff, for ever, holding up every later change (the previous rules stayed). It is refused as the kernel refused
+// it, saying either may be the one, and the config that last applied runs again; the port forward alone then applies.
+kernel(`a reload that changes gateway.yaml and a template, refused at iptables-legacy's COMMIT, reverts to the config that last applied${NEEDS_ROOT}`, async (t) => {
+  const before = vgwLines(await legacySave());
+  const failures = await gateway!.metric('vlan_gateway_config_reloads_total', { result: 'failure' });
+  const original = await readFile(configPath, 'utf8');
+  // One write of gateway.yaml: another rules.dir (the running templates, and the refused one) and a port forward.
+  const rulesDir = join(scratch!, 'rules2.d');
+  await cp(join(scratch!, 'rules.d'), rulesDir, { recursive: true });
+  const refusedTemplate = join(rulesDir, 'nat', 'postrouting.hbs');
+  await mkdir(join(rulesDir, 'nat'), { recursive: true });
+  await writeFile(refusedTemplate, '-p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu\n');
+  const config = parse(original) as { portForwards: unknown[] };
+  const edited = stringify({ ...config, rules: { dir: rulesDir }, portForwards: [...config.portForwards, { proto: 'tcp', port: 8080, to: '192.168.20.100', toPort: 80 }] });
+  const write = async (text: string) => {
+    await writeFile(`${configPath}.new`, text);
+    await rename(`${configPath}.new`, configPath);
+  };
+  const from = gateway!.logs.length;
+  await write(edited);
+  try {
+    const refusal = 'the kernel refuses the nat table, for a rule of rules.dir (VGW-USER-POSTROUTING) or one the gateway renders from the config: '
+      + 'iptables-legacy names no rule, and this config changes both';
+    await gateway!.waitForLog('the refusal', (l) => l.level >= 50 && l.msg === `${refusal}; the config that last applied runs again`, 15_000, from);
+    const failed = gateway!.logs.slice(from).find((l) => l.msg === 'reconcile failed; previous rules left in place');
+    t.like(failed?.err as Record<string, unknown> | undefined, { type: 'ApplyError', rolledBack: true, failedLine: 'COMMIT', userChain: undefined }, JSON.stringify(failed));
+    t.regex(String((failed?.err as Record<string, unknown> | undefined)?.message), /^applying the nat table failed: iptables-legacy-restore failed \(exit 1\): iptables-restore: line \d+ failed\n(.*\n)*> +\d+ \| COMMIT\n(.*\n)*iptables-legacy refuses a table whole and names no rule; this round wrote rules of rules\.dir \(VGW-USER-POSTROUTING\) and the gateway's own: either may be the one/);
+    await gateway!.waitForLog('a pass with the config that last applied', (l) => l.trigger === 'reload' && /^reconciled: in sync/.test(l.msg), 10_000, from);
+    const status = await gateway!.status();
+    t.is(status.reload.lastResult, 'failure');
+    t.is(status.reload.lastErrors[0], refusal);
+    t.is(status.reload.lastErrors.at(-1), 'the config that last applied runs again');
+    t.is(await gateway!.metric('vlan_gateway_config_reloads_total', { result: 'failure' }), failures + 1);
+    t.deepEqual(vgwLines(await legacySave()), before, 'the legacy rules as they were: no port forward, nothing of the refused chain');
+    t.deepEqual(vgwLines(await inNs(router(), 'iptables-nft-save')), [], 'nothing of ours in nft');
+
+    // The template taken out, the same gateway.yaml again: the port forward applies.
+    await rm(refusedTemplate);
+    const fixed = gateway!.logs.length;
+    await write(edited);
+    await gateway!.waitForLog('the port forward applied', (l) => l.trigger === 'reload' && l.msg === 'reconciled: changes applied', 15_000, fixed);
+    const ours = vgwLines(await legacySave());
+    t.true(ours.some((l) => /--dport 8080 .*-j DNAT --to-destination 192\.168\.20\.100:80$/.test(l)), ours.join('\n'));
+    t.false(ours.some((l) => l.includes('TCPMSS')), ours.join('\n'));
+    t.is((await gateway!.status()).reload.lastResult, 'success');
+  } finally {
+    await write(original);
+  }
+  await waitFor('the config as it was', async () => (JSON.stringify(vgwLines(await legacySave())) === JSON.stringify(before) ? true : undefined), 15_000, 100);
 });

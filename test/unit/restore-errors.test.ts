@@ -3,7 +3,9 @@
  * side. The stderr texts are what iptables 1.8.9 printed on this machine for such payloads (nft and legacy).
  */
 import test from 'ava';
-import { refusedRulesText, refusedUserRules, restoreFailureContext } from '../../src/apply/apply.js';
+import { CommandError } from '../../src/exec/runner.js';
+import { ApplyError, refusedAtCommit, refusedRulesText, refusedUserRules, restoreFailureContext, type TableStep } from '../../src/apply/apply.js';
+import { gatewayRefusal } from '../../src/cli/reload.js';
 
 const PAYLOAD = ['*nat', ':VGW-X - [0:0]', '-A VGW-X -p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu', '-A POSTROUTING -j VGW-X', 'COMMIT', ''].join('\n');
 const AROUND_3 = [
@@ -62,4 +64,36 @@ test('the rules of rules.dir the kernel refuses: each named by its chain and num
   // A line of the gateway's own, legacy's COMMIT, a parse error: no rule of rules.dir to name.
   t.deepEqual(refusedUserRules('filter', payload, 'iptables-nft-restore v1.8.9 (nf_tables): \nline 4: RULE_APPEND failed (Invalid argument): rule in chain VGW-FORWARD\n').rules, []);
   t.deepEqual(refusedUserRules('filter', payload, 'iptables-restore: line 25 failed\n'), { rules: [], cut: false });
+});
+
+// What counts as the kernel refusing a payload at commit (a reload's config refused and reverted: CommitRefusal), and
+// what is a restore that could not do its work, retried as any failed pass. The texts are iptables 1.8.9's, on this
+// machine (the lock held past the wait with XTABLES_LOCKFILE of a test's own; a killed one has no exit code).
+test('refused at commit: the kernel\'s verdict on the payload, not the lock held, a restore killed or memory short', (t) => {
+  const legacy = ['iptables-legacy-restore', '--noflush', '--wait'];
+  const nft = ['iptables-nft-restore', '--noflush'];
+  const refused = (argv: string[], exitCode: number | null, stderr: string) => refusedAtCommit(PAYLOAD, new CommandError(argv, exitCode, stderr));
+  t.true(refused(legacy, 1, 'iptables-restore: line 5 failed\n'), 'legacy, at its COMMIT');
+  t.true(refused(nft, 4, 'iptables-nft-restore v1.8.9 (nf_tables): \nline 3: RULE_APPEND failed (Invalid argument): rule in chain VGW-X\n'), 'nft, a rule named');
+  t.true(refused(nft, 4, 'iptables-nft-restore v1.8.9 (nf_tables): \nline 3: RULE_APPEND failed (No such file or directory): rule in chain VGW-X\n'), 'a module missing');
+  t.false(refused(legacy, 1, 'iptables-restore: line 3 failed\n'), 'legacy, a rule line: its parser\'s');
+  t.false(refused(legacy, 4, "Can't lock /run/xtables.lock: Resource temporarily unavailable\nAnother app is currently holding the xtables lock. Stopped waiting after 5s.\n"), 'the lock held');
+  t.false(refused(legacy, null, 'killed by SIGKILL'), 'killed');
+  t.false(refused(nft, 4, 'iptables-nft-restore v1.8.9 (nf_tables): \nline 3: RULE_APPEND failed (Cannot allocate memory): rule in chain VGW-X\n'), 'memory short');
+  t.false(refused(nft, 2, 'iptables-nft-restore v1.8.9 (nf_tables): Bad IP address "999.1.1.1"\nError occurred at line: 3\n'), 'a parse error');
+  t.false(refusedAtCommit(PAYLOAD, new Error('spawn iptables-legacy-restore ENOENT')), 'not run');
+});
+
+// What a reload refused at commit with no rule of rules.dir named says (src/cli/reload.ts): the gateway's own rules,
+// named by iptables-nft or alone in the table iptables-legacy refused, are not looked for in the user's templates.
+test('a reload refused at commit with no rule of rules.dir named says whose rules they were', (t) => {
+  const step = { kind: 'table', table: 'nat', payload: PAYLOAD, undo: '', chains: [], jumps: [] } as unknown as TableStep;
+  const refused = (failedLine: string, userChains: string[]) =>
+    gatewayRefusal(new ApplyError('applying the nat table failed', step, true, [], failedLine, undefined, [], { table: 'nat', userChains }));
+  t.is(refused('-A VGW-X -p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu', []),
+    'the kernel refuses a rule of the nat table the gateway renders from the config, not one of rules.dir (a kernel without a module it needs, or a bug of vlan-gateway: please report it)');
+  t.is(refused('COMMIT', []),
+    'the kernel refuses the nat table as the gateway renders it from the config, with no rule of rules.dir changed (a kernel without a module it needs, or a bug of vlan-gateway: please report it)');
+  t.is(refused('COMMIT', ['VGW-USER-POSTROUTING']),
+    'the kernel refuses the nat table, for a rule of rules.dir (VGW-USER-POSTROUTING) or one the gateway renders from the config: iptables-legacy names no rule, and this config changes both');
 });

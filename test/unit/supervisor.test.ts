@@ -1449,6 +1449,54 @@ test('a reload whose user rule only the kernel refuses is refused: the config th
   t.false(r.ns.save('nft').includes('VGW-USER-PREROUTING'), 'nothing of the refused config is left');
 });
 
+// A reload's config whose own rules (rendered by the gateway, not rules.dir) the kernel refuses at commit: a kernel
+// without a module, or a bug of ours. The passes used to fail for ever with it, holding up every later change, while
+// the config that applied before is known to apply: it runs again, and the refusal is said, with no rule of rules.dir.
+test('a reload whose own rules the kernel refuses at commit is refused: the config that last applied runs again, at once', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  const good = r.supervisor.config;
+  const before = r.ns.save('nft');
+  const refused: Array<{ chain: string | undefined; refusal: unknown; reverted: boolean; line: string | undefined }> = [];
+  r.supervisor.onConfigRefused = (error, reverted) => refused.push({ chain: error.userChain, refusal: error.commitRefusal, reverted, line: error.failedLine });
+
+  r.ns.failNext({ table: 'nat', format: 'rule-append', stderr: 'Invalid argument' });
+  r.supervisor.replaceConfig(state(withRuleAndForward, 'with a port forward'));
+  await settle(r, 3);
+  t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success', changes: [] }, 'the pass after the refusal, with the config that last applied');
+  t.is(r.supervisor.config, good);
+  t.is(refused.length, 1);
+  t.like(refused[0], { chain: undefined, refusal: { table: 'nat', userChains: [] }, reverted: true });
+  t.regex(refused[0]!.line ?? '', /^-A VGW-/, 'the line iptables-nft named, one of ours');
+  t.is(r.ns.save('nft'), before, 'nothing of the refused config is left');
+});
+
+// A restore that could not do its work is not the kernel refusing the payload: the same reload applies when retried.
+for (const [what, fault] of [
+  ['memory short (iptables-nft names the errno)', { table: 'nat' as const, format: 'rule-append' as const, stderr: 'Cannot allocate memory' }],
+  ['the xtables lock held past the wait', { match: (argv: readonly string[]) => argv[0] === 'iptables-nft-restore' && !argv.includes('--test'), exitCode: 4,
+    stderr: "Can't lock /run/xtables.lock: Resource temporarily unavailable\nAnother app is currently holding the xtables lock. Stopped waiting after 5s.\n" }],
+] as const) {
+  test(`a reload whose first pass fails for ${what} is not refused: it applies when retried`, async (t) => {
+    const r = rig(t);
+    r.supervisor.trigger('start');
+    await settle(r, 1);
+    const refused: boolean[] = [];
+    r.supervisor.onConfigRefused = (_error, reverted) => refused.push(reverted);
+    r.ns.failNext(fault);
+    const next = state(withRuleAndForward, 'with a port forward');
+    r.supervisor.replaceConfig(next);
+    await settle(r, 2);
+    t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'failure' });
+    await settle(r, 3);
+    t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success' });
+    t.is(r.supervisor.config, next);
+    t.deepEqual(refused, []);
+    t.regex(r.ns.save('nft'), /--dport 8080 .*-j DNAT --to-destination 192\.168\.20\.100:80/);
+  });
+}
+
 test('at a start whose user rule only the kernel refuses, there is nothing to go back to: said, and the passes go on failing', async (t) => {
   const rejecting = await loadTemplates('test/fixtures/broken-templates/kernel-rejects');
   const r = rig(t);
