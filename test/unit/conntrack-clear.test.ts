@@ -243,11 +243,12 @@ test('an uplink renamed under 30,000 UDP forwards, and a listing of 100,000 entr
     return { clears, stale, ms: performance.now() - started };
   };
   const tenth = Math.min(...[0, 1, 2].map(() => timed(3_000).ms));
-  // The better of two, as the tenth's is the best of three: one run preempted under load (584 ms against 540) is no verdict.
-  const [first, second] = [timed(30_000), timed(30_000)];
-  const { clears, stale } = first;
-  const ms = Math.min(first.ms, second.ms);
-  t.true(ms < 20 * tenth, `30,000 forwards, 100,000 entries: ${Math.round(ms)} ms; 3,000 and 10,000: ${Math.round(tenth)} ms`);
+  // The best of three, as the tenth's is: one run preempted under load (584 ms against 540, 1081 against 47 with the
+  // machine at a load of 11) is no verdict. Linear is about 10x; 25x still tells it from the old 35-100x.
+  const runs = [timed(30_000), timed(30_000), timed(30_000)];
+  const { clears, stale } = runs[0]!;
+  const ms = Math.min(...runs.map((r) => r.ms));
+  t.true(ms < 25 * tenth, `30,000 forwards, 100,000 entries: ${Math.round(ms)} ms; 3,000 and 10,000: ${Math.round(tenth)} ms`);
   t.is(clears.length, 30_000);
   t.true(clears.every((c) => c.forward === 'changed' && c.target === undefined), 'each forward still goes where it went: only flows to the gateway itself');
   t.deepEqual(stale, []);
