@@ -1,11 +1,14 @@
 /**
  * What the repo ships for monitoring, read as Prometheus and Grafana read it: deploy/prometheus.yml and the README's
- * scrape config, the Grafana provisioning and dashboard (its datasource, its variable, every panel's PromQL), and the
+ * scrape config, the alerting rules of deploy/alerts.yml (loaded by prometheus.yml, mounted by compose.yaml, listed in
+ * the README), the Grafana provisioning and dashboard (its datasource, its variable, every panel's PromQL), and the
  * PromQL the README gives (example queries, what to alert on). Every expression names series and labels the gateway
  * registers (or Prometheus' own `up`), with label values it exports; rate() and increase() take counters only, no
  * counter is summed raw, and `by` names labels its series have. Bars of increase() count each event once. With
  * promtool on PATH (Debian's prometheus package; skipped without it), every expression parses, and the dashboard's
- * and README's answers are checked against series of two gateways, as an operator's Prometheus would compute them.
+ * and README's answers are checked against series of two gateways, as an operator's Prometheus would compute them;
+ * the alerts pass `promtool check rules`, and `promtool test rules` (test/fixtures/alerts-test.yml) shows each firing on
+ * a gateway in trouble, with its summary and description, and silent on a healthy one and on a blip shorter than its `for`.
  */
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
@@ -29,7 +32,13 @@ interface Panel {
 interface Variable { name: string; type: string; query: string | { query: string }; current?: { value: string | string[] }; datasource?: { uid: string } }
 const dashboard = JSON.parse(read('deploy/grafana/dashboards/vlan-gateway.json')) as { uid: string; panels: Panel[]; templating: { list: Variable[] } };
 const datasources = (load(read('deploy/grafana/provisioning/datasources/prometheus.yml')) as { datasources: Array<{ uid: string; type: string; jsonData?: { timeInterval?: string } }> }).datasources;
-const prometheusYml = load(read('deploy/prometheus.yml')) as { scrape_configs: Array<{ job_name: string; scrape_interval?: string; metrics_path?: string; static_configs: Array<{ targets: string[] }> }> };
+const prometheusYml = load(read('deploy/prometheus.yml')) as { rule_files?: string[]; scrape_configs: Array<{ job_name: string; scrape_interval?: string; metrics_path?: string; static_configs: Array<{ targets: string[] }> }> };
+interface AlertRule { alert: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }
+const ALERTS_FILE = 'deploy/alerts.yml';
+const alertRules = (load(read(ALERTS_FILE)) as { groups: Array<{ name: string; rules: AlertRule[] }> }).groups.flatMap((g) => g.rules);
+const ALERTS_TEST = 'test/fixtures/alerts-test.yml';
+interface AlertTest { alertname: string; eval_time: string; exp_alerts?: Array<{ exp_labels: Record<string, string> }> }
+const alertTests = load(read(ALERTS_TEST)) as { rule_files: string[]; tests: Array<{ name: string; input_series: Array<{ series: string }>; alert_rule_test: AlertTest[] }> };
 
 /** The series the gateway registers: name → type and labels; a histogram's _bucket, _sum and _count are counters. */
 type Kind = 'counter' | 'gauge';
@@ -77,6 +86,8 @@ for (const m of README.matchAll(/`([^`\n]+)`/g)) {
     shipped.push({ where: `README "${text}"`, expr: text });
   }
 }
+
+for (const rule of alertRules) shipped.push({ where: `${ALERTS_FILE} alert ${rule.alert}`, expr: rule.expr });
 
 const BUILTINS = ['__rate_interval', '__interval', '__range'];
 /** As Grafana sends it: the dashboard's variables and the built-in intervals (5 s scrapes, 5 s steps, one hour shown). */
@@ -157,6 +168,7 @@ test('there are expressions to check: every panel\'s queries, and the README\'s 
   t.true(fromReadme.some((s) => s.expr.includes('vlan_gateway_uplink_up == 0')));
   t.true(fromReadme.some((s) => s.expr.startsWith('changes(process_start_time_seconds')));
   t.true(fromReadme.some((s) => s.expr.startsWith('up{')), 'an alert for the gateway itself down');
+  t.true(shipped.filter((s) => s.where.startsWith(ALERTS_FILE)).length >= 10, 'the alerting rules');
 });
 
 test('every shipped expression names series and labels the gateway exports, takes rate() of counters only, sums no counter raw', (t) => {
@@ -270,6 +282,60 @@ test('the scrape configs shipped scrape job vlan-gateway at port 10123, /metrics
   t.deepEqual(readme.scrape_configs.map((c) => [c.job_name, c.static_configs.flatMap((s) => s.targets)]), [['vlan-gateway', ['vlan-gateway:10123']]]);
 });
 
+/** The labels the series of an expression carry (and Prometheus' own job and instance). */
+const labelsOf = (expr: string) => new Set([...TARGET_LABELS, ...readPromQL(expr).selectors.flatMap((s) => series.get(s.name)?.labels ?? [])]);
+
+test('each alert has a severity, a for, and a summary and description naming the instance and every label of its series (VLAN, NIC, MAC, kind)', (t) => {
+  t.deepEqual(alertRules.map((r) => r.alert), [
+    'VlanGatewayDown', 'VlanGatewayRestarting', 'VlanGatewayUplinkDown', 'VlanGatewayVlanNotRouted', 'VlanGatewayAddressConflict',
+    'VlanGatewayReconcileStalled', 'VlanGatewayConfigReloadRejected', 'VlanGatewayDriftFought', 'VlanGatewayConntrackNearLimit',
+    'VlanGatewayStatsReadFailing',
+  ]);
+  for (const rule of alertRules) {
+    const where = `${ALERTS_FILE} alert ${rule.alert}`;
+    t.true(['critical', 'warning'].includes(rule.labels?.severity ?? ''), `${where}: severity ${rule.labels?.severity}`);
+    t.true(rule.for !== undefined && seconds(rule.for) >= 60, `${where}: for ${rule.for}: a blip of a scrape or two pages nobody`);
+    t.deepEqual(Object.keys(rule.annotations ?? {}).sort(), ['description', 'summary'], where);
+    const text = `${rule.annotations!.summary}\n${rule.annotations!.description}`;
+    const has = labelsOf(rule.expr);
+    for (const m of text.matchAll(/\$labels\.(\w+)/g)) t.true(has.has(m[1]!), `${where}: $labels.${m[1]} is no label of ${rule.expr} (${[...has].join(', ')})`);
+    for (const label of has) {
+      if (label === 'job') continue;
+      t.true(text.includes(`$labels.${label}`), `${where}: its annotations do not say the ${label}`);
+    }
+    t.regex(rule.annotations!.summary!, /\{\{ \$labels\.instance \}\}/, `${where}: the summary names the gateway`);
+  }
+});
+
+test('deploy/prometheus.yml loads the alerts, and compose.yaml mounts them where it looks', (t) => {
+  t.deepEqual(prometheusYml.rule_files, ['alerts.yml']);
+  const compose = load(read('compose.yaml')) as { services: Record<string, { command?: string[]; volumes?: string[] }> };
+  const prometheus = compose.services.prometheus!;
+  const configFile = prometheus.command!.find((a) => a.startsWith('--config.file='))!.slice('--config.file='.length);
+  t.true(prometheus.volumes!.includes(`./deploy/prometheus.yml:${configFile}:ro`));
+  // Prometheus reads a relative rule file from its config file's directory.
+  const configDir = configFile.slice(0, configFile.lastIndexOf('/'));
+  for (const file of prometheusYml.rule_files!) t.true(prometheus.volumes!.includes(`./deploy/${file}:${configDir}/${file}:ro`), `compose mounts deploy/${file} at ${configDir}/${file}: ${prometheus.volumes!.join(', ')}`);
+});
+
+test('the README\'s table of alerts lists each alert of deploy/alerts.yml with its severity, and no other', (t) => {
+  const rows = [...README.matchAll(/^\| `(VlanGateway\w+)` \| (\w+) \|/gm)].map((m) => [m[1], m[2]]);
+  t.deepEqual(rows, alertRules.map((r) => [r.alert, r.labels!.severity]));
+});
+
+test('the promtool tests of the alerts show each firing on a gateway in trouble and silent on the healthy b:10123', (t) => {
+  t.deepEqual(alertTests.rule_files, ['../../deploy/alerts.yml'], 'the shipped rules, from test/fixtures');
+  for (const rule of alertRules) {
+    const cases = alertTests.tests.filter((g) => g.alert_rule_test.some((c) => c.alertname === rule.alert));
+    const evals = cases.flatMap((g) => g.alert_rule_test).filter((c) => c.alertname === rule.alert);
+    t.true(evals.some((c) => (c.exp_alerts ?? []).length > 0), `${rule.alert} fires in a test`);
+    t.true(evals.some((c) => (c.exp_alerts ?? []).length === 0), `${rule.alert} is silent in a test (before its for, or after)`);
+    const inputs = cases.flatMap((g) => g.input_series.map((s) => s.series));
+    t.true(inputs.some((s) => s.includes('instance="b:10123"')), `${rule.alert}'s test has a healthy gateway b:10123`);
+    t.false(evals.some((c) => (c.exp_alerts ?? []).some((a) => a.exp_labels.instance === 'b:10123')), `${rule.alert} never fires for b:10123`);
+  }
+});
+
 const promtool = spawnSync('promtool', ['--version']).status === 0;
 const withPromtool = promtool ? test : test.skip;
 const SKIP = promtool ? '' : ' (skipped: no promtool on PATH; scripts/install-deps.sh installs it)';
@@ -334,4 +400,20 @@ withPromtool(`the dashboard's and README's answers, for two gateways: the worst 
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+withPromtool(`promtool checks deploy/alerts.yml, and deploy/prometheus.yml with it${SKIP}`, async (t) => {
+  const repo = new URL('../../', import.meta.url);
+  const rules = await execa('promtool', ['check', 'rules', ALERTS_FILE], { cwd: repo, reject: false, all: true });
+  t.is(rules.exitCode, 0, rules.all);
+  t.regex(rules.all ?? '', new RegExp(`SUCCESS: ${alertRules.length} rules found`));
+  const config = await execa('promtool', ['check', 'config', 'deploy/prometheus.yml'], { cwd: repo, reject: false, all: true });
+  t.is(config.exitCode, 0, config.all);
+  t.regex(config.all ?? '', /SUCCESS: 1 rule files found/);
+});
+
+withPromtool(`promtool test rules: each alert fires on a gateway in trouble, with its summary and description, and is silent on a healthy one${SKIP}`, async (t) => {
+  const result = await execa('promtool', ['test', 'rules', ALERTS_TEST], { cwd: new URL('../../', import.meta.url), reject: false, all: true });
+  t.is(result.exitCode, 0, result.all);
+  t.regex(result.all ?? '', /SUCCESS/);
 });
