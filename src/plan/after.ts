@@ -41,7 +41,8 @@ export function tablesAfter(tables: Facts['tables'], plan: Plan): Facts['tables'
       }
       rules.set(jump.hook, list);
     }
-    out[step.table] = { chains, rules };
+    // The built-in chains' policies as they were (a RETURN under FORWARD's DROP lets nothing past our jump: diffTable).
+    out[step.table] = before.policies ? { chains, rules, policies: before.policies } : { chains, rules };
   }
   return out;
 }

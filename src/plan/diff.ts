@@ -115,7 +115,7 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
   }
 
   // Nothing may let a packet past our jump: a rule of someone else's above it that can end its walk with an
-  // ACCEPT (itself, a chain of its own, a RETURN to the built-in chain's policy, a queue) would skip the source
+  // ACCEPT (itself, a chain of its own, a RETURN to the built-in chain's policy where it is not DROP, a queue) would skip the source
   // check and every forwarding rule, or (in nat) our NAT. Our jump found below such a rule is moved to the top, as
   // one found missing is inserted there, whichever came first. A rule that can only drop, note or alter a packet and
   // let it go on (an operator's emergency DROP, an MSS clamp) is left above it, and so are jumps of ours removed
@@ -128,8 +128,13 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
   // same jump added and removed.
   const why = new Map<SavedJump, string>();
   const foreign = (r: SavedRule) => !present.some((q) => q.rule === r);
+  // A RETURN in a built-in chain whose policy is DROP ends the packet's walk with that DROP: it lets none past.
+  const canAccept = (hook: string, r: SavedRule) => {
+    const verdict = verdictOf(r.body) ?? '';
+    return !CANNOT_ACCEPT.has(verdict) && !(verdict === 'RETURN' && saved.policies?.get(hook) === 'DROP');
+  };
   const foreignAbove = (p: SavedJump) => (saved.rules.get(p.hook) ?? []).slice(0, p.position - 1)
-    .find((r) => foreign(r) && !CANNOT_ACCEPT.has(verdictOf(r.body) ?? ''));
+    .find((r) => foreign(r) && canAccept(p.hook, r));
   for (const p of present) {
     const desired = desiredJumps.find((j) => !kept.has(j) && isJump(p, j));
     const above = desired ? foreignAbove(p) : undefined;

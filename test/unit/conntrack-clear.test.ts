@@ -15,7 +15,8 @@ import { parseSave, tableOf } from '../../src/observe/parse-save.js';
 import { OUR_ADDRESS_METRIC } from '../../src/plan/chains.js';
 import { conntrackClears, deleteFilters, staleEntries, udpForwardOf } from '../../src/plan/conntrack.js';
 import { planDesired, planEmpty, type Templates } from '../../src/plan/desired.js';
-import { diff } from '../../src/plan/diff.js';
+import { tablesAfter } from '../../src/plan/after.js';
+import { diff, tablesInSync } from '../../src/plan/diff.js';
 import { formatPlan } from '../../src/plan/format.js';
 import { syntheticFacts } from '../../src/plan/synthetic.js';
 import type { ConntrackClear, Desired, Plan, Step } from '../../src/plan/types.js';
@@ -397,4 +398,33 @@ test('our nat jumps written again only for their note (an older version\'s, befo
   const below: Facts = { ...old, tables: { ...old.tables, nat: { ...old.tables.nat, rules: new Map([...old.tables.nat.rules, ['PREROUTING', [accept, ...old.tables.nat.rules.get('PREROUTING')!]]]) } } };
   const moved = diff(planDesired(config, below, templates), below);
   t.deepEqual(clearsOf(moved).map((c) => c.forward), ['added', 'added'], formatPlan(moved));
+});
+
+// Under FORWARD's policy DROP a RETURN in FORWARD ends the packet's walk with that DROP: it can let no packet past our
+// jump, as a DROP of the operator's cannot. The jump was moved to the top, and every flow the policy had judged all
+// along was cleared as "forwarded while a jump of the gateway's was missing or bypassed" (one allowed one way only
+// then broke: its next packet from the answering side met the policy as new).
+test('a RETURN above our jump where FORWARD\'s policy is DROP lets nothing past it: the jump stays, no flow is cleared', (t) => {
+  const FORWARD_JUMP = '-A FORWARD -m comment --comment "vgw:hook" -j VGW-FORWARD';
+  const RETURN = '-A FORWARD -s 10.99.0.0/16 -j RETURN';
+  const planWith = (policy: string) => {
+    const facts = factsAfter(lab, (lines) => lines.flatMap((l) => (l === '*filter' ? [l, `:FORWARD ${policy} [0:0]`]
+      : l === FORWARD_JUMP ? [RETURN, l] : [l])));
+    return diff(planDesired(lab, facts, templates), facts);
+  };
+  const dropped = planWith('DROP');
+  t.deepEqual(dropped.steps, [], 'the RETURN drops, as a DROP above the jump does: nothing to move');
+  t.is(dropped.unpoliced, undefined);
+  // A supervisor's next pass plans from the tables it knows a pass left (KnownTables): the policy is among them, or
+  // that pass would move the jump and clear every flow after any change to the filter table.
+  const facts = factsAfter(lab, (lines) => lines.flatMap((l, i) => (l === '*filter' ? [l, ':FORWARD DROP [0:0]']
+    : l === FORWARD_JUMP ? [RETURN, l] : l.startsWith('-A VGW-FORWARD ') && !lines[i + 1]?.startsWith('-A VGW-FORWARD ') ? [] : [l])));
+  const repaired = diff(planDesired(lab, facts, templates), facts);
+  t.deepEqual(repaired.steps.map((s) => (s.kind === 'table' ? `${s.table} ${s.chains.map((c) => c.chain).join()} ${s.jumps.length} jumps` : s.kind)), ['filter VGW-FORWARD 0 jumps']);
+  t.true(tablesInSync(repaired.desired, tablesAfter(facts.tables, repaired)));
+  // Under ACCEPT, the RETURN forwards what it matches with no policy: moved and cleared, as before.
+  const accepted = planWith('ACCEPT');
+  t.deepEqual(accepted.unpoliced, { local: LOCAL, bypassed: true });
+  t.deepEqual(accepted.steps.flatMap((s) => (s.kind === 'table' ? s.jumps.map((j) => j.why ?? j.change) : [])),
+    ['add', `below ${RETURN.slice('-A FORWARD '.length)}, which can let packets past it: put back at the top`]);
 });
