@@ -229,17 +229,18 @@ async function runTable(runner: CommandRunner, backend: Backend, step: TableStep
     tell(() => observer.written?.(step, true));
   };
   try {
-    await restore(step.payload, false);
-  } catch (error) {
-    if (!killed(error)) {
+    try {
+      await restore(step.payload, false);
+    } catch (error) {
       // iptables-legacy refuses a table at COMMIT without saying why: the kernel's verdict on the payload, or a want
       // of the moment (EAGAIN: a writer that took no lock changed the table meanwhile; ENOMEM). Nothing was committed:
       // tried once more, a payload the kernel refuses is refused again (CommitRefusal), and a passing want goes through.
-      if (backend !== 'legacy' || !refusedAtCommit(step.payload, error)) throw error;
+      // That second try killed is judged below as a first one is (it may have committed before its kill).
+      if (killed(error) || backend !== 'legacy' || !refusedAtCommit(step.payload, error)) throw error;
       await restore(step.payload, false);
-      tell(() => observer.written?.(step, false));
-      return undo;
     }
+  } catch (error) {
+    if (!killed(error)) throw error;
     // Killed: the table says whether its commit happened (all of it or nothing). Written, it is put back here.
     const written = await tableWritten(runner, backend, step).catch(() => undefined);
     if (written === false) throw error;

@@ -1685,3 +1685,34 @@ test('a clear that fails (conntrack refused, or killed: not "not installed") lea
     t.deepEqual((await apply(ns, labForwarding(WIREGUARD_TO_LAB, '{proto: udp, port: "6000-6010", to: 192.168.10.100}'))).plan.steps, []);
   }
 });
+
+// iptables-legacy refuses a table at COMMIT naming no reason, so apply tries it once more (a want of the moment, an
+// unlocked writer's EAGAIN, passes). That second restore can be killed too (the supervisor's --command-timeout, the
+// OOM killer), after its commit as well as before: it is judged as a first one killed is, by the table itself, and
+// undone where it was written. Its kill went straight up: nat stayed written while the error said the steps already
+// done were rolled back (the namespace part old, part new).
+test('legacy: the second try of a table refused at COMMIT, killed after its commit, is undone like a first one', async (t) => {
+  const ns = namespace(['eth1', 'eth2'], { legacy: 'installed' });
+  ns.seed('legacy', `*nat
+:DOCKER_OUTPUT - [0:0]
+-A OUTPUT -d 127.0.0.11/32 -j DOCKER_OUTPUT
+-A DOCKER_OUTPUT -d 127.0.0.11/32 -p udp -m udp --dport 53 -j DNAT --to-destination 127.0.0.11:35361
+COMMIT
+`);
+  ns.seed('nft', '*nat\n-D OUTPUT -d 127.0.0.11/32 -j DOCKER_OUTPUT\n-D POSTROUTING -d 127.0.0.11/32 -j DOCKER_POSTROUTING\n-F DOCKER_OUTPUT\n-F DOCKER_POSTROUTING\n-X DOCKER_OUTPUT\n-X DOCKER_POSTROUTING\nCOMMIT\n');
+  const before = ns.snapshot();
+  const natRestore = (argv: readonly string[], input: string | undefined) => argv[0] === 'iptables-legacy-restore' && (input ?? '').startsWith('*nat');
+  let commitLine = 0;
+  ns.failNext({
+    match: (argv, input) => natRestore(argv, input) && (commitLine = (input ?? '').split('\n').indexOf('COMMIT') + 1) > 0,
+    get stderr() {
+      return `iptables-restore: line ${commitLine} failed\n`;
+    },
+  });
+  ns.failNext({ match: natRestore, killed: 'SIGKILL', afterLines: Infinity });
+  const error = await t.throwsAsync(apply(ns, lab), { instanceOf: ApplyError });
+  t.is(error!.message.split('\n')[0], 'applying the nat table failed: iptables-legacy-restore failed: killed by SIGKILL');
+  t.true(error!.rolledBack);
+  // As before (legacy makes the filter table it is handed, empty: iptables-legacy-restore's own doing).
+  t.is(ns.snapshot().replace('# iptables-legacy\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n', '# iptables-legacy\n'), before);
+});
