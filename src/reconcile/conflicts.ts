@@ -164,6 +164,22 @@ export class AddressConflicts {
           + `the gateway no longer holds ${e.address} on ${e.nic}`);
       }
     }
+    // The NIC that answered for one of ours, as this pass leaves the networks: its network renamed, it is said by its
+    // new name; its network gone from the config (the NIC left in the namespace, answering still), it is a NIC of none
+    // of the gateway's networks, which a probe does not warn of, and its warning goes now (the next probe tells
+    // nothing, and would leave it standing); the NIC gone or unbound, likewise.
+    for (const e of this.entries.values()) {
+      if (!e.shared) continue;
+      const now = this.networkNics.get(e.shared.mac);
+      if (now?.nic === e.shared.nic) {
+        if (now.what !== e.shared.what) e.shared = { ...e.shared, what: now.what };
+        continue;
+      }
+      this.log.info({ vlan: e.vlan, interface: e.nic, address: e.address, sharedWith: e.shared.nic, mac: e.shared.mac },
+        `vlan ${e.vlan}: ${e.shared.nic} is no longer the NIC of one of the gateway's networks (it was ${e.shared.what}'s): its answers for `
+        + `${e.address} on ${e.nic} are no longer warned of`);
+      delete e.shared;
+    }
     const t = this.now();
     for (const s of steps) if (s.kind === 'address-add') this.announcing.set(s.vlan, t);
     // An announce heard before this pass returned (a slow accounting fill holds the pass after its announces went

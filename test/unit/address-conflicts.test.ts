@@ -314,6 +314,43 @@ test('lab\'s NIC answers office\'s probe (two of the gateway\'s networks on one 
   t.deepEqual(r.status().warnings, []);
 });
 
+// The warning above names the other NIC by the network it carries. A reload that takes that network out of the config
+// (or renames it) leaves the NIC in the namespace, still answering: a fresh start would find no warning (a NIC of none
+// of the gateway's networks, above and below), but the running gateway kept saying "eth2 (vlan lab, …)" in /status
+// for as long as it ran, of a VLAN it no longer had.
+test('the other NIC\'s network taken out of the config by a reload: its shared-segment warning goes, not said of a VLAN that is gone', async (t) => {
+  const clock = new FakeClock(Date.now());
+  const r = rig(t, 'fake', clock);
+  r.runner.others.set('192.168.10.1', '02:42:c0:a8:14:02'); // eth2, lab's NIC, answers office's probe
+  r.supervisor.trigger('start');
+  await r.supervisor.firstPass;
+  await until('the warning', () => r.status().warnings.length === 1);
+  t.regex(r.status().warnings[0]!, /^vlan office: the gateway's NIC eth2 \(vlan lab, /);
+
+  // A reload renames lab: the same NIC, another name for its network.
+  const renamedText = labText.replace('  - name: lab\n', '  - name: bench\n');
+  r.supervisor.replaceConfig({ path: 'gateway.yaml', text: renamedText, config: parseConfigText(renamedText, 'lab.yaml'), templates });
+  const passes = () => r.logs.filter((l) => /^reconciled/.test(l.msg)).length;
+  await until('the rename\'s pass', () => passes() === 2);
+  t.deepEqual(r.status().warnings.map((w) => /^vlan office: the gateway's NIC eth2 \(([^,]*),/.exec(w)?.[1]), ['vlan bench'], r.status().warnings.join('\n'));
+
+  // A reload takes bench out: eth2 stays in the namespace, answering, a NIC of none of the gateway's networks now.
+  const withoutText = labText.replace(/ {2}- name: lab\n( {4}.*\n)+/, '');
+  r.supervisor.replaceConfig({ path: 'gateway.yaml', text: withoutText, config: parseConfigText(withoutText, 'lab.yaml'), templates });
+  await until('the removal\'s pass', () => passes() === 3);
+  t.deepEqual(r.status().warnings, [], 'no warning of a network the gateway no longer has');
+  t.deepEqual(r.logs.filter((l) => /no longer/.test(l.msg)).map((l) => [l.level, l.msg]), [
+    [30, 'vlan office: eth2 is no longer the NIC of one of the gateway\'s networks (it was vlan bench\'s): its answers for 192.168.10.1 on eth1 are no longer warned of'],
+  ]);
+  // And the next drift check's probe, answered by eth2 again, says what it says of any such NIC, nothing more.
+  clock.advance(6000);
+  r.conflicts.recheck();
+  await until('the second probe', () => r.runner.events.filter((e) => e === 'probe eth1 192.168.10.1').length === 2);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.deepEqual(r.status().warnings, []);
+  t.is(r.logs.filter((l) => l.level === 40).length, 1, 'the one warning, at the start');
+});
+
 test('a NIC of the namespace that carries none of the gateway\'s networks (a veth peer left in it) answers a probe: no other device, no warning', async (t) => {
   // The 100-VLAN bench namespace keeps its veths' peers: each answers every probe there, harmlessly (no host sends
   // through it). Before the warning above, this was what every NIC of the gateway's own got too.
