@@ -850,6 +850,45 @@ test('legacy: a table refused at COMMIT once and taken when tried again is appli
   t.deepEqual(restores, ['filter', 'filter']);
 });
 
+// The second try of a table legacy refused at COMMIT can be killed as any restore can (the command timeout, a stop),
+// and a SIGKILL waits for the kernel's commit to end: killed, it may have written the table. The first try's restore
+// was looked at for that (tableWritten); the second's was not, and its kill was thrown as it was: the steps before it
+// were rolled back, the error said so, and the table the retry had written stayed, new rules beside the old state.
+test('legacy: the second try of a table refused at COMMIT, killed after its commit, is put back as a first try is', async (t) => {
+  const withUser = await loadTemplates(new URL('../fixtures/rules.d', import.meta.url).pathname);
+  let filter = '*filter\nCOMMIT\n'; // the filter table as iptables-legacy-save shows it
+  let undone: string | undefined;
+  const restores: string[] = [];
+  const runner: CommandRunner = {
+    run: async (argv, options) => {
+      const input = options?.input ?? '';
+      if (argv[0] === 'iptables-legacy-save') return { stdout: filter, stderr: '', exitCode: 0 };
+      if (argv[0] === 'iptables-legacy-restore' && input.startsWith('*filter')) {
+        const undo = argv.includes('--counters');
+        restores.push(undo ? 'filter undo' : 'filter');
+        if (undo) {
+          undone = input;
+        } else if (restores.length === 1) {
+          throw new CommandError(argv, 1, `iptables-restore: line ${input.split('\n').indexOf('COMMIT') + 1} failed\n`);
+        } else {
+          filter = input; // committed, then killed before it exited
+          throw new CommandError(argv, null, 'killed by SIGKILL');
+        }
+      }
+      return { stdout: '', stderr: '', exitCode: 0 };
+    },
+    start: () => { throw new Error('not used'); },
+  };
+  const facts = factsWith(lab, '');
+  const plan = diff(planDesired(lab, facts, withUser), facts);
+  const error = await t.throwsAsync(applyPlan(runner, 'legacy', { ...plan, steps: plan.steps.filter((s) => s.kind === 'table') }), { instanceOf: ApplyError });
+  t.deepEqual(restores, ['filter', 'filter', 'filter undo']);
+  const step = plan.steps.find((s): s is Extract<Step, { kind: 'table' }> => s.kind === 'table' && s.table === 'filter')!;
+  t.is(undone, step.undo, 'the table the killed retry wrote is put back');
+  t.true(error.rolledBack);
+  t.regex(error.message, /^applying the filter table failed: /);
+});
+
 test('the plan of the most VLANs a config takes, every NIC attached, is printed: 265,218 set members, not "Maximum call stack size exceeded"', (t) => {
   // The lines of each step were pushed as spread arguments, more than one call takes: `plan` of 512 VLANs with
   // their NICs present failed with a stack trace and exit 1.
