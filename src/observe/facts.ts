@@ -17,7 +17,15 @@ export interface Link {
    */
   readonly altnames?: readonly string[];
   readonly mac: string;
+  /** Administratively up (`ip link set up`): what the planner brings a VLAN's NIC to. */
   readonly up: boolean;
+  /**
+   * The link has carrier (LOWER_UP): false for an up NIC whose cable is out, whose veth peer is down, or whose parent
+   * (a macvlan's, a VLAN's) lost its link (`ip link`: NO-CARRIER, state DOWN or LOWERLAYERDOWN), and for a NIC that
+   * is down. It routes nobody then, though nothing in the plan changes: only vlan_up, uplink_up and /status say so.
+   * Absent: not read (taken as there).
+   */
+  readonly carrier?: boolean;
   readonly loopback: boolean;
   readonly addresses: readonly Address[];
   readonly stats?: LinkStats;

@@ -28,6 +28,8 @@ export function parseIpAddr(json: string): Link[] {
       ...(e.altnames && e.altnames.length > 0 ? { altnames: e.altnames } : {}),
       mac: (e.address ?? '').toLowerCase(),
       up: flags.includes('UP'),
+      // LOWER_UP without NO-CARRIER: iproute2 prints both for a moment while a veth's peer comes up.
+      carrier: flags.includes('LOWER_UP') && !flags.includes('NO-CARRIER'),
       loopback: e.link_type === 'loopback' || flags.includes('LOOPBACK'),
       addresses,
       ...(rx && tx ? {

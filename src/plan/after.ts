@@ -58,7 +58,7 @@ export function linksAfter(links: readonly Link[], steps: readonly Step[]): Link
     if (step.kind !== 'link-up' && step.kind !== 'address-add' && step.kind !== 'address-del') continue;
     const link = get(step.nic);
     if (!link) continue;
-    if (step.kind === 'link-up') touched.set(link.name, { ...link, up: true });
+    if (step.kind === 'link-up') touched.set(link.name, { ...link, up: true, carrier: true }); // if not, the link event that follows brings a pass that reads it
     else if (step.kind === 'address-add') {
       touched.set(link.name, { ...link, addresses: [...link.addresses, { address: step.address, prefix: step.prefix, metric: OUR_ADDRESS_METRIC }] });
     } else {

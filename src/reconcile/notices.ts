@@ -106,3 +106,50 @@ export function unclaimedNicNotices(before: ReadonlyMap<string, string> | undefi
   }
   return { notices, unclaimed };
 }
+
+/** An up NIC without carrier (read so: `carrier` absent is not known, and taken as there). */
+export const noCarrier = (nic: Link): boolean => nic.up && nic.carrier === false;
+
+const noCarrierSays = (subject: string, what: string) => `${subject} has no carrier (cable out, peer or parent link down): ${what} until it has`;
+export const UPLINK_NO_CARRIER = 'the VLANs have no way out';
+export const VLAN_NO_CARRIER = 'its hosts cannot reach the gateway';
+
+/** What /status says of a bound NIC: the planner's note on it, and that it has no carrier if so. */
+export function carrierNote(nic: Link, note: string | undefined, what: string): string | undefined {
+  if (!noCarrier(nic)) return note;
+  return note ? `${note}; ${noCarrierSays(nic.name, what)}` : noCarrierSays(nic.name, what);
+}
+
+interface CarrierView {
+  readonly vlans: ReadonlyArray<{ readonly vlan: { readonly name: string }; readonly nic?: Link }>;
+  readonly uplink: { readonly nic?: Link };
+  readonly links: readonly Link[];
+}
+
+/**
+ * The uplink's or a VLAN's NIC that lost its carrier since the view before (or has none at the first), and one that
+ * has it again. Nothing in the plan changes with a carrier: without this the log would not say why the VLANs lost the
+ * Internet.
+ */
+export function carrierNotices(before: CarrierView | undefined, after: CarrierView): Notice[] {
+  const lacking = (view: CarrierView | undefined, nic: Link | undefined) => {
+    const link = nic && view?.links.find((l) => l.name === nic.name);
+    return link ? noCarrier(link) : undefined;
+  };
+  const notices: Notice[] = [];
+  const said = (subject: string, was: boolean | undefined, now: boolean | undefined, fields: Notice['fields'], what: string) => {
+    if (now === true && was !== true) notices.push({ fields, message: noCarrierSays(subject, what) });
+    else if (now === false && was === true) notices.push({ fields, message: `${subject} has its carrier again`, level: 'info' });
+  };
+  const uplink = after.uplink.nic;
+  if (uplink) {
+    said(`the uplink ${uplink.name}`, lacking(before, uplink), lacking(after, uplink), { uplink: uplink.name }, UPLINK_NO_CARRIER);
+  }
+  for (const b of after.vlans) {
+    if (!b.nic) continue;
+    const had = before?.vlans.find((v) => v.vlan.name === b.vlan.name)?.nic;
+    const was = had?.name === b.nic.name ? lacking(before, had) : undefined;
+    said(`vlan ${b.vlan.name}'s NIC ${b.nic.name}`, was, lacking(after, b.nic), { vlan: b.vlan.name, interface: b.nic.name }, VLAN_NO_CARRIER);
+  }
+  return notices;
+}

@@ -1,5 +1,6 @@
 /** The /status document: what a person or a script needs to see what the router is doing. */
 import type { Supervisor } from './supervisor.js';
+import { carrierNote, noCarrier, UPLINK_NO_CARRIER, VLAN_NO_CARRIER } from './notices.js';
 import { configHash } from './supervisor.js';
 
 export interface ReloadState {
@@ -17,6 +18,7 @@ export function statusDocument(supervisor: Supervisor, reload: ReloadState, vers
     const conflict = conflicts?.get(vlan.name);
     const binding = view?.vlans.find((b) => b.vlan.name === vlan.name);
     const nic = binding?.nic ? links.find((l) => l.name === binding.nic!.name) ?? binding.nic : undefined;
+    const note = nic ? carrierNote(nic, binding?.note, VLAN_NO_CARRIER) : binding?.note;
     return {
       name: vlan.name,
       id: vlan.id,
@@ -25,13 +27,16 @@ export function statusDocument(supervisor: Supervisor, reload: ReloadState, vers
       interface: nic?.name ?? null,
       mac: nic?.mac ?? null,
       addresses: nic ? nic.addresses.map((a) => `${a.address}/${a.prefix}`) : [],
-      // up: bound and holding its gateway address; bound without it (a pass that could not add it): down.
-      state: !view || !binding ? 'unknown' : !nic ? 'waiting' : nic.addresses.some((a) => a.address === vlan.gateway) ? 'up' : 'down',
-      ...(binding?.note ? { note: binding.note } : {}),
+      // up: bound, with carrier and holding its gateway address; bound without either (a pass that could not add
+      // it, a NIC whose link is down): down.
+      state: !view || !binding ? 'unknown' : !nic ? 'waiting' : !noCarrier(nic) && nic.addresses.some((a) => a.address === vlan.gateway) ? 'up' : 'down',
+      ...(note ? { note } : {}),
       // Another device answers ARP for the gateway address too (reconcile/conflicts.ts).
       ...(conflict ? { conflict: { mac: conflict.mac, since: conflict.since } } : {}),
     };
   });
+  const uplink = view?.uplink.nic && (links.find((l) => l.name === view.uplink.nic!.name) ?? view.uplink.nic);
+  const uplinkNote = uplink ? carrierNote(uplink, view?.uplink.note, UPLINK_NO_CARRIER) : view?.uplink.note;
   const health = supervisor.health();
   return {
     version,
@@ -40,7 +45,7 @@ export function statusDocument(supervisor: Supervisor, reload: ReloadState, vers
     ready: supervisor.ready,
     healthy: health.healthy,
     ...(health.reason ? { unhealthyReason: health.reason } : {}),
-    uplink: { interface: view?.uplink.nic?.name ?? null, ...(view?.uplink.note ? { note: view.uplink.note } : {}) },
+    uplink: { interface: uplink?.name ?? null, ...(uplinkNote ? { note: uplinkNote } : {}) },
     vlans,
     waiting: vlans.filter((v) => v.state === 'waiting').map((v) => v.name),
     warnings: [...supervisor.warned, ...(supervisor.conflicts?.warnings() ?? [])],

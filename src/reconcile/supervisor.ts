@@ -27,7 +27,7 @@ import { mergeUnpoliced } from '../plan/conntrack.js';
 import type { Desired, Plan, UplinkBinding, VlanBinding } from '../plan/types.js';
 import type { AddressConflicts } from './conflicts.js';
 import { driftOf } from './drift.js';
-import { bindingNotices, unclaimedNicNotices } from './notices.js';
+import { bindingNotices, carrierNotices, noCarrier, unclaimedNicNotices } from './notices.js';
 import { knownSetsAfter, reconcileOnce, type Mode } from './once.js';
 
 export interface ConfigState {
@@ -158,6 +158,8 @@ export class Supervisor {
    * write failed and was rolled back). Not the whole facts, whose 10,000 parsed rules need not live on.
    */
   view: SupervisorView | undefined;
+  /** The view the last good pass told NICs' carriers from (carrierNotices): a failed pass's is not, and says nothing. */
+  private carrierSeen: SupervisorView | undefined;
   /** The NICs no VLAN took (not the uplink) at the last good pass, with their addresses: each is told once (notices.ts). */
   private unclaimedNics: ReadonlyMap<string, string> | undefined;
   lastRecord: ReconcileRecord | undefined;
@@ -385,6 +387,8 @@ export class Supervisor {
       this.backend = facts.backend;
       this.lastDesired = plan.desired;
       this.view = { vlans: plan.desired.vlans, uplink: plan.desired.uplink, links: linksAfter(facts.links, plan.steps), routes: facts.routed ?? [] };
+      for (const notice of carrierNotices(this.carrierSeen, this.view)) this.log[notice.level ?? 'warn'](notice.fields, notice.message);
+      this.carrierSeen = this.view;
       this.conflicts?.passed(this.view, plan.steps);
       this.lastSuccessAt = this.clock.wall();
       this.lastGood = used;
@@ -533,8 +537,9 @@ export class Supervisor {
   }
 
   /**
-   * 1 for a VLAN whose NIC is bound and holds its gateway address, as the last pass left them (see view); and for the
-   * uplink when its NIC is bound and up and the default route can go through it (as desired.ts decides the route).
+   * 1 for a VLAN whose NIC is bound, has carrier and holds its gateway address, as the last pass left them (see view);
+   * and for the uplink when its NIC is bound, up and has carrier, and the default route can go through it (as
+   * desired.ts decides the route). A carrier change is a netlink event, and so a pass (one that writes nothing).
    */
   private updateVlanUp(config: Config): void {
     const view = this.view;
@@ -542,12 +547,12 @@ export class Supervisor {
     this.metrics.vlanUp.reset();
     for (const binding of view.vlans) {
       const nic = binding.nic && view.links.find((l) => l.name === binding.nic!.name);
-      const up = Boolean(nic?.addresses.some((a) => a.address === binding.vlan.gateway));
+      const up = Boolean(nic && !noCarrier(nic) && nic.addresses.some((a) => a.address === binding.vlan.gateway));
       this.metrics.vlanUp.set({ vlan: binding.vlan.name, interface: binding.nic?.name ?? '' }, up ? 1 : 0);
     }
     const uplink = view.uplink.nic && (view.links.find((l) => l.name === view.uplink.nic!.name) ?? view.uplink.nic);
     const { gateway } = config.uplink;
-    const uplinkUp = Boolean(uplink?.up && (gateway === undefined || nextHopOn(uplink, gateway)));
+    const uplinkUp = Boolean(uplink?.up && !noCarrier(uplink) && (gateway === undefined || nextHopOn(uplink, gateway)));
     this.metrics.uplinkUp.reset();
     this.metrics.uplinkUp.set({ interface: uplink?.name ?? '' }, uplinkUp ? 1 : 0);
   }

@@ -275,3 +275,54 @@ kernel(`the uplink's NIC set down, taken away and given back: vlan_gateway_uplin
     await runner.run(['ip', 'netns', 'del', park], { allowFailure: true });
   }
 });
+
+// A NIC that is up but has lost its carrier (the uplink's peer down, a cable pulled; a macvlan whose parent lost its
+// link: `ip link` says NO-CARRIER, LOWERLAYERDOWN) routes nobody. vlan_gateway_uplink_up stayed 1 through it (it read
+// the admin flag only), so VlanGatewayUplinkDown never fired. The carrier change is a netlink event: a pass follows,
+// which reads it and writes nothing (the plan does not depend on carrier). The kernel's linkwatch tells a carrier
+// loss up to 1 s late (about 0.5 s here): 2 s is what an alert may wait.
+kernel(`the uplink's peer and a VLAN's switch port set down: uplink_up and vlan_up go to 0 and /status says why, within 2 s${NEEDS_ROOT}`, async (t) => {
+  const { routerInterface, inetInterface } = topology!.uplink;
+  const inet = topology!.inet;
+  const within = async (what: string, metric: string, labels: Record<string, string>, value: number) => {
+    const { ms } = await waitFor(what, async () => series(await gateway!.metrics(), metric, labels).some((s) => s.value === value), 2000, 20);
+    t.log(`${what}: ${Math.round(ms)} ms`);
+  };
+  t.deepEqual(series(await gateway!.metrics(), 'vlan_gateway_uplink_up').map((s) => `${s.labels.interface}=${s.value}`), [`${routerInterface}=1`]);
+
+  const logged = (level: number, msg: string, from: number) => gateway!.waitForLog(msg, (l) => l.level === level && l.msg === msg, 2000, from);
+  let from = gateway!.logs.length;
+  await ip(inet, 'link', 'set', inetInterface, 'down');
+  try {
+    await within('uplink_up 0', 'vlan_gateway_uplink_up', { interface: routerInterface }, 0);
+    await logged(40, `the uplink ${routerInterface} has no carrier (cable out, peer or parent link down): the VLANs have no way out until it has`, from);
+    const status = await gateway!.status();
+    t.is(status.uplink.interface, routerInterface);
+    t.is(status.uplink.note, `${routerInterface} has no carrier (cable out, peer or parent link down): the VLANs have no way out until it has`);
+    t.deepEqual(status.lastReconcile?.changes, [], 'a carrier change writes nothing');
+  } finally {
+    from = gateway!.logs.length;
+    await ip(inet, 'link', 'set', inetInterface, 'up');
+  }
+  await within('uplink_up 1 again', 'vlan_gateway_uplink_up', { interface: routerInterface }, 1);
+  await logged(30, `the uplink ${routerInterface} has its carrier again`, from);
+  t.is((await gateway!.status()).uplink.note, undefined);
+
+  // The office NIC is a macvlan on the switch's veth; its peer (the bridge's port) down takes the carrier of both.
+  const nic = office().routerInterface;
+  from = gateway!.logs.length;
+  await ip(sw(), 'link', 'set', office().parentPeer, 'down');
+  try {
+    await within('office vlan_up 0', 'vlan_gateway_vlan_up', { vlan: 'office' }, 0);
+    await logged(40, `vlan office's NIC ${nic} has no carrier (cable out, peer or parent link down): its hosts cannot reach the gateway until it has`, from);
+    t.like((await gateway!.status()).vlans.find((v) => v.name === 'office'), {
+      state: 'down', interface: nic,
+      note: `${nic} has no carrier (cable out, peer or parent link down): its hosts cannot reach the gateway until it has`,
+    });
+  } finally {
+    await ip(sw(), 'link', 'set', office().parentPeer, 'up');
+  }
+  await within('office vlan_up 1 again', 'vlan_gateway_vlan_up', { vlan: 'office' }, 1);
+  t.like((await gateway!.status()).vlans.find((v) => v.name === 'office'), { state: 'up' });
+  await pingUntilReply(office().client.namespace, topology!.uplink.internetHost);
+});

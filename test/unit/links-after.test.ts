@@ -5,7 +5,7 @@ import { linksAfter } from '../../src/plan/after.js';
 import { OUR_ADDRESS_METRIC } from '../../src/plan/chains.js';
 
 const link = (name: string, up: boolean, ...addresses: string[]): Link => ({
-  index: Number(name.slice(3)) + 2, name, mac: '02:42:c0:a8:00:01', up, loopback: false,
+  index: Number(name.slice(3)) + 2, name, mac: '02:42:c0:a8:00:01', up, carrier: up, loopback: false,
   addresses: addresses.map((a) => ({ address: a.split('/')[0]!, prefix: Number(a.split('/')[1]) })),
 });
 
@@ -25,6 +25,9 @@ test('an address added, one removed, a NIC brought up; the others untouched; the
     ['eth2', true, ['192.168.20.2/24']],
   ]);
   t.is(after[1]!.addresses[1]!.metric, OUR_ADDRESS_METRIC);
+  // A NIC down has no carrier either; brought up, it has as soon as its peer or parent has (if not, the link event
+  // that follows brings a pass that reads it): vlan_up is not 0 for a NIC the pass just brought up.
+  t.is(after[1]!.carrier, true);
   t.is(after[0], links[0], 'an untouched NIC is the same object');
   t.is(JSON.stringify(links), frozen);
 });

@@ -72,7 +72,23 @@ const ADDRS = JSON.stringify([
 
 test('a NIC\'s altnames are read with its name (a config may name the NIC by one); a NIC without any has none', (t) => {
   t.deepEqual(parseIpAddr(ADDRS), [
-    { index: 7, name: 'eth1', altnames: ['office0', 'office-vlan-10'], mac: '3e:09:18:bc:a1:b5', up: true, loopback: false, addresses: [{ address: '192.168.10.2', prefix: 24 }] },
-    { index: 9, name: 'eth2', mac: 'aa:bf:53:d0:e5:ca', up: true, loopback: false, addresses: [] },
+    { index: 7, name: 'eth1', altnames: ['office0', 'office-vlan-10'], mac: '3e:09:18:bc:a1:b5', up: true, carrier: true, loopback: false, addresses: [{ address: '192.168.10.2', prefix: 24 }] },
+    { index: 9, name: 'eth2', mac: 'aa:bf:53:d0:e5:ca', up: true, carrier: true, loopback: false, addresses: [] },
   ]);
+});
+
+// `ip -json addr show` (iproute2 6.1, kernel 6.x) for an up veth whose peer is down, an up macvlan whose parent has
+// lost its link, a veth peer coming up (the moment iproute2 prints NO-CARRIER beside LOWER_UP, seen in `ip monitor`)
+// and a veth that is down (captured in a namespace).
+const NO_CARRIER = [
+  '{"ifindex":3,"link":"crb","ifname":"cra","flags":["NO-CARRIER","BROADCAST","MULTICAST","UP","M-DOWN"],"mtu":1500,"qdisc":"noqueue","operstate":"LOWERLAYERDOWN","group":"default","txqlen":1000,"link_type":"ether","address":"02:62:99:1e:17:9f","broadcast":"ff:ff:ff:ff:ff:ff","addr_info":[{"family":"inet","local":"192.0.2.2","prefixlen":24,"scope":"global","label":"cra","valid_life_time":4294967295,"preferred_life_time":4294967295}]}',
+  '{"ifindex":4,"link":"cra","ifname":"crm","flags":["NO-CARRIER","BROADCAST","MULTICAST","UP"],"mtu":1500,"qdisc":"noqueue","operstate":"LOWERLAYERDOWN","linkmode":"DEFAULT","group":"default","txqlen":1000,"link_type":"ether","address":"02:fe:b9:63:4e:d5","broadcast":"ff:ff:ff:ff:ff:ff","addr_info":[]}',
+  '{"ifindex":2,"link":"cra","ifname":"crb","flags":["NO-CARRIER","BROADCAST","MULTICAST","UP","LOWER_UP"],"mtu":1500,"qdisc":"noqueue","operstate":"LOWERLAYERDOWN","group":"default","txqlen":1000,"link_type":"ether","address":"1a:9a:74:2e:69:74","broadcast":"ff:ff:ff:ff:ff:ff","addr_info":[]}',
+  '{"ifindex":3,"link":"cre","ifname":"crd","flags":["BROADCAST","MULTICAST","M-DOWN"],"mtu":1500,"qdisc":"noop","operstate":"DOWN","group":"default","txqlen":1000,"link_type":"ether","address":"ae:ba:e2:da:3e:74","broadcast":"ff:ff:ff:ff:ff:ff","addr_info":[]}',
+];
+
+test('an up NIC without carrier (peer down, parent link down) is read as up, without carrier; a down NIC has none either', (t) => {
+  const links = parseIpAddr(`[${NO_CARRIER.join(',')}]`);
+  t.deepEqual(links.map((l) => [l.name, l.up, l.carrier]), [['cra', true, false], ['crm', true, false], ['crb', true, false], ['crd', false, false]]);
+  t.deepEqual(links[0]!.addresses, [{ address: '192.0.2.2', prefix: 24 }]);
 });
