@@ -34,6 +34,12 @@ interface StatusDoc {
   reload: { lastAt: string | null; lastResult: string | null; lastErrors: string[] };
 }
 
+/** A VLAN's addresses, or its note where it has none; a bound VLAN that is down says why after them (no carrier). */
+const vlanDetail = (v: StatusDoc['vlans'][number]) => {
+  const addresses = v.addresses.join(' ');
+  return !addresses ? v.note ?? '' : v.state === 'down' && v.note ? `${addresses} (${v.note})` : addresses;
+};
+
 export function formatStatus(s: StatusDoc): string {
   const lines = [
     `vlan-gateway ${s.version}: ${s.ready ? 'ready' : 'not ready'}, ${s.healthy ? 'healthy' : `UNHEALTHY (${s.unhealthyReason})`}`,
@@ -43,7 +49,7 @@ export function formatStatus(s: StatusDoc): string {
     ...(s.warnings ?? []).map((w) => `warning: ${w}`),
     '',
     'VLAN          ID    SUBNET              NIC       STATE    ADDRESSES',
-    ...s.vlans.map((v) => `${v.name.padEnd(12)}  ${String(v.id).padEnd(4)}  ${v.subnet.padEnd(18)}  ${(v.interface ?? '-').padEnd(8)}  ${v.state.padEnd(7)}  ${v.addresses.join(' ') || (v.note ?? '')}`),
+    ...s.vlans.map((v) => `${v.name.padEnd(12)}  ${String(v.id).padEnd(4)}  ${v.subnet.padEnd(18)}  ${(v.interface ?? '-').padEnd(8)}  ${v.state.padEnd(7)}  ${vlanDetail(v)}`),
     '',
   ];
   const r = s.lastReconcile;

@@ -43,3 +43,13 @@ test('a waiting uplink is its note alone, as plan prints it; a bound one is its 
   const snat = 'uplink.snatTo 172.31.0.9 is not an address of eth0 (it has 172.31.0.2/24)';
   t.true(formatStatus({ ...doc, uplink: { interface: 'eth0', note: snat } }).split('\n').includes(`uplink: eth0 (${snat})`));
 });
+
+// A VLAN whose NIC lost its carrier is down with its addresses still on it: the line said "down" and the addresses,
+// never why.
+test('a bound VLAN that is down says its note after its addresses; one that is up does not', (t) => {
+  const note = 'eth1 has no carrier (cable out, peer or parent link down): its hosts cannot reach the gateway until it has';
+  const down = formatStatus({ ...doc, vlans: [{ ...doc.vlans[0]!, state: 'down', note }] }).split('\n');
+  t.true(down.includes(`office        10    192.168.10.0/24     eth1      down     192.168.10.2/24 192.168.10.1/24 (${note})`), down.join('\n'));
+  const up = formatStatus(doc).split('\n');
+  t.true(up.includes('office        10    192.168.10.0/24     eth1      up       192.168.10.2/24 192.168.10.1/24'), up.join('\n'));
+});
