@@ -1,16 +1,24 @@
 /**
  * UDP datagrams between a lab's namespaces, from fixed ports (as a WireGuard or SIP peer sends), for the tests of
  * the conntrack clears: one datagram sent, or a listener that hands a test what it heard (and, `echo`, answers it,
- * which makes the flow an established one).
+ * which makes the flow an established one); or a responder that answers each datagram with the address it came from,
+ * and a datagram sent that waits for its answer (which tells a flow forwarded, NATed or not, from one dropped).
  */
 import { execa } from 'execa';
-import type { CommandRunner } from '../../src/exec/runner.js';
+import type { Child, CommandRunner } from '../../src/exec/runner.js';
 
 const UDP_SCRIPT = String.raw`const [mode, address, port, host, hostPort, text] = process.argv.slice(1);
 const s = require('node:dgram').createSocket('udp4');
 s.bind(Number(port), address, () => {
   if (mode === 'send') s.send(text, Number(hostPort), host, () => setTimeout(() => process.exit(0), 300));
-  else {
+  else if (mode === 'ask') {
+    s.on('message', (m) => { console.log(String(m)); process.exit(0); });
+    s.send(text, Number(hostPort), host);
+    setTimeout(() => { console.log('none'); process.exit(0); }, 700);
+  } else if (mode === 'respond') {
+    s.on('message', (m, from) => s.send(from.address + ' ' + String(m), from.port, from.address));
+    console.log('ready');
+  } else {
     s.on('message', (m, from) => { console.log(String(m)); if (mode === 'echo') s.send(m, from.port, from.address); });
     console.log('ready');
   }
@@ -45,4 +53,16 @@ export async function listeningUdp(at: Endpoint, body: (received: string[]) => P
     listener.kill('SIGTERM');
     await listener;
   }
+}
+
+/** A responder at `at` (it prints "ready" once bound): answers each datagram with "SOURCE-ADDRESS TEXT". */
+export function udpResponder(runner: CommandRunner, at: Endpoint): Child {
+  return runner.start(['ip', 'netns', 'exec', at.namespace, process.execPath, '-e', UDP_SCRIPT, 'respond', at.address, String(at.port)]);
+}
+
+/** `text` from `from` to `to`: the answer (a responder's "SOURCE-ADDRESS TEXT"), or "none" when none came in 700 ms. */
+export async function askUdp(runner: CommandRunner, from: Endpoint, to: Omit<Endpoint, 'namespace'>, text: string): Promise<string> {
+  const result = await runner.run(['ip', 'netns', 'exec', from.namespace, process.execPath, '-e', UDP_SCRIPT, 'ask', from.address, String(from.port),
+    to.address, String(to.port), text]);
+  return result.stdout.trim();
 }

@@ -19,6 +19,7 @@ import type { LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { buildLab, GatewayProcess, inNs, prepareBundle, REPO, runner, scratchDir, tearDown, waitFor, type Bundle } from '../helpers/supervisor.js';
 import { tearDownAlways } from '../helpers/teardown.js';
+import { askUdp, udpResponder } from '../helpers/udp.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const name = `kp${uniqueLabName('x').slice(2)}`;
@@ -85,20 +86,6 @@ function apply(verb: 'apply' | 'down' = 'apply') {
   return child;
 }
 
-/** Echoes each datagram back, prefixed with the address it came from; `send` sends one from a fixed port and prints the answer or "none". */
-const UDP_SCRIPT = String.raw`const [mode, address, port, host, hostPort, text] = process.argv.slice(1);
-const s = require('node:dgram').createSocket('udp4');
-s.bind(Number(port), address, () => {
-  if (mode === 'send') {
-    s.on('message', (m) => { console.log(String(m)); process.exit(0); });
-    s.send(text, Number(hostPort), host);
-    setTimeout(() => { console.log('none'); process.exit(0); }, 700);
-  } else {
-    s.on('message', (m, from) => s.send(from.address + ' ' + String(m), from.port, from.address));
-    console.log('ready');
-  }
-});`;
-
 kernel(`an apply killed after it put the policy in, before it cleared the flows forwarded without it: the next apply clears them, and says so${NEEDS_ROOT}`, async (t) => {
   const office = topology!.vlans.find((v) => v.name === 'office')!;
   const lab = topology!.vlans.find((v) => v.name === 'lab')!;
@@ -107,11 +94,10 @@ kernel(`an apply killed after it put the policy in, before it cleared the flows 
     const mac = (await inNs(topology!.router, 'cat', `/sys/class/net/${v.routerInterface}/address`)).trim();
     await inNs(v.client.namespace, 'ip', 'neigh', 'replace', v.gateway, 'lladdr', mac, 'dev', v.client.interface, 'nud', 'permanent');
   }
-  const echo = runner.start(['ip', 'netns', 'exec', office.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'echo', office.client.address, String(ECHO_PORT)]);
+  const echo = udpResponder(runner, { namespace: office.client.namespace, address: office.client.address, port: ECHO_PORT });
   try {
     await new Promise<void>((resolve) => echo.onLine((line) => line === 'ready' && resolve()));
-    const send = async (text: string) => (await inNs(lab.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'send',
-      lab.client.address, String(CLIENT_PORT), office.client.address, String(ECHO_PORT), text)).trim();
+    const send = async (text: string) => askUdp(runner, { namespace: lab.client.namespace, address: lab.client.address, port: CLIENT_PORT }, { address: office.client.address, port: ECHO_PORT }, text);
     t.is(await send('before'), `${lab.client.address} before`, 'forwarded with no policy, answered');
 
     // The policy written, the apply killed with everything it started while it lists the flows to clear.
@@ -155,11 +141,10 @@ kernel(`a supervisor whose start pass was killed before it cleared the flows for
     const mac = (await inNs(topology!.router, 'cat', `/sys/class/net/${v.routerInterface}/address`)).trim();
     await inNs(v.client.namespace, 'ip', 'neigh', 'replace', v.gateway, 'lladdr', mac, 'dev', v.client.interface, 'nud', 'permanent');
   }
-  const echo = runner.start(['ip', 'netns', 'exec', office.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'echo', office.client.address, String(ECHO_PORT)]);
+  const echo = udpResponder(runner, { namespace: office.client.namespace, address: office.client.address, port: ECHO_PORT });
   try {
     await new Promise<void>((resolve) => echo.onLine((line) => line === 'ready' && resolve()));
-    const send = async (text: string) => (await inNs(lab.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'send',
-      lab.client.address, String(CLIENT_PORT + 1), office.client.address, String(ECHO_PORT), text)).trim();
+    const send = async (text: string) => askUdp(runner, { namespace: lab.client.namespace, address: lab.client.address, port: CLIENT_PORT + 1 }, { address: office.client.address, port: ECHO_PORT }, text);
     t.is(await send('before'), `${lab.client.address} before`, 'forwarded with no policy, answered');
 
     await rm(held(), { force: true }); // the earlier test's

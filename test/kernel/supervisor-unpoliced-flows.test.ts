@@ -19,6 +19,7 @@ import type { LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { buildLab, GatewayProcess, inNs, prepareBundle, REPO, runner, scratchDir, tearDown, waitFor, type Bundle } from '../helpers/supervisor.js';
 import { tearDownAlways } from '../helpers/teardown.js';
+import { askUdp, udpResponder } from '../helpers/udp.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const name = uniqueLabName('u');
@@ -47,20 +48,6 @@ tearDownAlways('kill the gateway, remove the lab and the scratch files', async (
   await tearDown(name, scratch, bundle);
 });
 
-/** Echoes each datagram back, prefixed with the address it came from; `send` sends one from a fixed port and prints the answer or "none". */
-const UDP_SCRIPT = String.raw`const [mode, address, port, host, hostPort, text] = process.argv.slice(1);
-const s = require('node:dgram').createSocket('udp4');
-s.bind(Number(port), address, () => {
-  if (mode === 'send') {
-    s.on('message', (m) => { console.log(String(m)); process.exit(0); });
-    s.send(text, Number(hostPort), host);
-    setTimeout(() => { console.log('none'); process.exit(0); }, 700);
-  } else {
-    s.on('message', (m, from) => s.send(from.address + ' ' + String(m), from.port, from.address));
-    console.log('ready');
-  }
-});`;
-
 kernel(`flows forwarded before the start pass put the policy in (ip_forward on, NICs attached first, as in a container) are cleared: they meet the policy and the NAT${NEEDS_ROOT}`, async (t) => {
   const office = topology!.vlans.find((v) => v.name === 'office')!;
   const lab = topology!.vlans.find((v) => v.name === 'lab')!;
@@ -79,13 +66,12 @@ kernel(`flows forwarded before the start pass put the policy in (ip_forward on, 
     await inNs(v.client.namespace, 'ip', 'neigh', 'replace', v.gateway, 'lladdr', mac, 'dev', v.client.interface, 'nud', 'permanent');
   }
   const servers = [
-    runner.start(['ip', 'netns', 'exec', office.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'echo', office.client.address, String(ECHO_PORT)]),
-    runner.start(['ip', 'netns', 'exec', topology!.inet, process.execPath, '-e', UDP_SCRIPT, 'echo', u.internetHost, String(INET_PORT)]),
+    udpResponder(runner, { namespace: office.client.namespace, address: office.client.address, port: ECHO_PORT }),
+    udpResponder(runner, { namespace: topology!.inet, address: u.internetHost, port: INET_PORT }),
   ];
   try {
     await Promise.all(servers.map((child) => new Promise<void>((resolve) => child.onLine((line) => line === 'ready' && resolve()))));
-    const send = async (host: string, port: number, text: string) => (await inNs(lab.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'send',
-      lab.client.address, String(CLIENT_PORT + (port === ECHO_PORT ? 0 : 1)), host, String(port), text)).trim();
+    const send = async (host: string, port: number, text: string) => askUdp(runner, { namespace: lab.client.namespace, address: lab.client.address, port: CLIENT_PORT + (port === ECHO_PORT ? 0 : 1) }, { address: host, port }, text);
 
     // Before the gateway: forwarded as is, answered (lab → office too), and not NATed.
     t.is(await send(office.client.address, ECHO_PORT, 'before'), `${lab.client.address} before`);
@@ -125,14 +111,13 @@ kernel(`the FORWARD jump deleted by hand: a flow forwarded around the policy unt
   const office = topology!.vlans.find((v) => v.name === 'office')!;
   const lab = topology!.vlans.find((v) => v.name === 'lab')!;
   await inNs(topology!.router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
-  const echo = runner.start(['ip', 'netns', 'exec', office.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'echo', office.client.address, String(ECHO_PORT)]);
+  const echo = udpResponder(runner, { namespace: office.client.namespace, address: office.client.address, port: ECHO_PORT });
   const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: topology!.router, config: configPath, statsIntervalMs: 2000 });
   try {
     await new Promise<void>((resolve) => echo.onLine((line) => line === 'ready' && resolve()));
     await gateway.waitReady();
     await gateway.waitForLog('the start pass', (l) => l.trigger === 'start' && /^reconciled/.test(l.msg));
-    const send = async (text: string) => (await inNs(lab.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'send',
-      lab.client.address, String(CLIENT_PORT + 3), office.client.address, String(ECHO_PORT), text)).trim();
+    const send = async (text: string) => askUdp(runner, { namespace: lab.client.namespace, address: lab.client.address, port: CLIENT_PORT + 3 }, { address: office.client.address, port: ECHO_PORT }, text);
     t.is(await send('policed'), 'none', 'lab → office is dropped by the policy');
     const forwardRules = async () => (await inNs(topology!.router, 'iptables', '-S', 'FORWARD')).split('\n');
     const jump = (await forwardRules()).find((l) => / -j VGW-FORWARD$/.test(l));
@@ -190,7 +175,7 @@ kernel(`down then apply (forwarding left on): a masqueraded connection from befo
   const first = await oneShot('apply');
   t.is(first.exitCode, 0, first.stderr);
   const server = runner.start(['ip', 'netns', 'exec', topology!.inet, process.execPath, '-e', TCP_SCRIPT, 'server', u.internetHost, String(STREAM_PORT)]);
-  const echo = runner.start(['ip', 'netns', 'exec', topology!.inet, process.execPath, '-e', UDP_SCRIPT, 'echo', u.internetHost, String(INET_PORT)]);
+  const echo = udpResponder(runner, { namespace: topology!.inet, address: u.internetHost, port: INET_PORT });
   const serverSaid: string[] = [];
   server.onLine((line) => serverSaid.push(line));
   let client: ReturnType<typeof runner.start> | undefined;
@@ -210,8 +195,8 @@ kernel(`down then apply (forwarding left on): a masqueraded connection from befo
     t.is(down.exitCode, 0, down.stderr);
     t.is((await inNs(topology!.router, 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '1');
     // Meanwhile: a flow between the same two hosts, forwarded with no policy and no NAT.
-    const send = async (text: string) => (await inNs(lab.client.namespace, process.execPath, '-e', UDP_SCRIPT, 'send', lab.client.address, String(CLIENT_PORT + 2),
-      u.internetHost, String(INET_PORT), text)).trim();
+    const send = async (text: string) => askUdp(runner, { namespace: lab.client.namespace, address: lab.client.address, port: CLIENT_PORT + 2 },
+      { address: u.internetHost, port: INET_PORT }, text);
     t.is(await send('during'), `${lab.client.address} during`, 'not NATed while the gateway is down');
     const again = await oneShot('apply');
     t.is(again.exitCode, 0, again.stderr);
