@@ -50,7 +50,9 @@ export function afterFirstPass(parts: FirstPassParts): void {
   void collector.collect();
   driftSchedule.start(); // the drift check, from now on (see DriftSchedule)
   if (supervisor.ready) codeCache()?.save('run'); // the functions a start runs are compiled now
-  if (supervisor.ready) void clearLeftFlows(parts).then(() => clearApplyLeft(parts));
+  // The clears an earlier run left, once the tables are as planned: after the first pass that succeeds, this one or a
+  // later one when this one failed (the xtables lock held, a restore killed), not at the next restart.
+  void supervisor.firstGoodPass.then(() => clearLeftFlows(parts)).then(() => clearApplyLeft(parts));
   const desired = supervisor.lastDesired;
   // A first pass that found every NIC rendered every template with every zone: the check has nothing left
   // to find. Otherwise it runs, a second after a good start so that it does not hold up /readyz (at 100
@@ -77,8 +79,8 @@ async function renderCheck({ log, shutdown, initial, rulesCheck }: FirstPassPart
  * forward is written (apply/conntrack.ts), but a run killed between the two (kill -9, the OOM killer, the
  * container stopped hard while `conntrack -D` ran) leaves the forward in place and the flows with the gateway:
  * the next run finds the nat table as planned, so no pass of it would clear them, and a client that keeps sending
- * from one port never reaches the forward's host. So after a good start, every UDP forward's port is looked at
- * once; what is found is cleared and said, and nothing is said when there was nothing to clear (or no conntrack
+ * from one port never reaches the forward's host. So after the first good pass, every UDP forward's port is looked
+ * at once; what is found is cleared and said, and nothing is said when there was nothing to clear (or no conntrack
  * tool: a pass that needs one says so).
  */
 async function clearLeftFlows({ log, supervisor, shutdown, runner }: FirstPassParts): Promise<void> {
@@ -105,7 +107,8 @@ async function clearLeftFlows({ log, supervisor, shutdown, runner }: FirstPassPa
 /**
  * What a one-shot apply or down stopped before its clears left in its file (flows-left.ts): the supervisor that
  * follows it in the namespace would otherwise leave those flows for an apply that may never come (the clears of a
- * removed or changed forward, which the look above at the forwarded ports does not cover). After ready, as above.
+ * removed or changed forward, which the look above at the forwarded ports does not cover). After the first good
+ * pass, as above.
  */
 async function clearApplyLeft({ log, shutdown, runner, netns, supervisor }: FirstPassParts): Promise<void> {
   if (shutdown.isStopping) return;

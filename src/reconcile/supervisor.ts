@@ -174,6 +174,9 @@ export class Supervisor {
   private firstPassDone!: () => void;
   /** Resolves when the first pass has finished, well or not. */
   readonly firstPass = new Promise<void>((resolve) => (this.firstPassDone = resolve));
+  private firstGoodPassDone!: () => void;
+  /** Resolves when the first pass that succeeds has finished (the first pass, or one after it when that failed). */
+  readonly firstGoodPass = new Promise<void>((resolve) => (this.firstGoodPassDone = resolve));
   /** Called when a pass fails in a way retrying cannot fix (a missing capability). */
   onFatal: ((error: unknown) => void) | undefined;
   /**
@@ -309,6 +312,7 @@ export class Supervisor {
     // The kernel counters this pass's writes set, in the order written: a rewrite restarts its rules at zero, its
     // rollback (a failed pass) puts back what the pass read (zero, where it planned from the tables it knew).
     const restarted = new Map<string, Count>();
+    let succeeded = false;
     const observer: ApplyObserver = {
       restore: (table, ok) => this.metrics.restores.inc({ table, result: ok ? 'success' : 'failure' }),
       written: (step, undone) => {
@@ -399,6 +403,7 @@ export class Supervisor {
       this.failingSince = undefined;
       this.notBefore = 0;
       this.ready = true;
+      succeeded = true;
       this.failureLog.reset();
       const changes = plan.steps.map(summarizeStep);
       // Whether this pass read the tables, or planned (and wrote) from the ones it knew.
@@ -457,6 +462,7 @@ export class Supervisor {
       endTimer();
       this.metrics.changed();
       this.firstPassDone();
+      if (succeeded) this.firstGoodPassDone();
     }
   }
 
