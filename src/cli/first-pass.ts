@@ -122,7 +122,8 @@ async function clearApplyLeft({ log, shutdown, runner, netns, supervisor }: Firs
     const outcome = await clearUnpolicedLeft(runner, unpoliced, local);
     if (outcome.cleared !== undefined) log.warn(outcome.cleared);
     if (outcome.warning !== undefined) log.warn(outcome.warning);
-    unpolicedLeft.write(outcome.keep ? unpoliced : undefined);
+    // Kept (conntrack failed): the file stays as it is. Done: removed, unless a pass wrote a clear of its own since.
+    if (!outcome.keep) unpolicedLeft.remove(unpoliced);
   }
   const left = await FlowsLeft.of(netns);
   const pending = left.read();

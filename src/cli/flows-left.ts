@@ -17,6 +17,7 @@
  * restart, as do the flows. Written and read under the namespace's write lock; read only from a directory that root
  * owns and nobody else can write to, reached through none that others can change (private-dir.ts).
  */
+import { randomUUID } from 'node:crypto';
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isIPv4 } from 'node:net';
@@ -158,6 +159,12 @@ function isUnpoliced(value: unknown): value is Unpoliced {
  * those flows and says so. A file of its own beside FlowsLeft's, with the same rules.
  */
 export class UnpolicedLeft {
+  /**
+   * The file's text as this instance read or wrote each clear: what `remove` takes away. Each write's text is its own
+   * (a stamp), so that a clear written since, even one alike, is not taken for it.
+   */
+  private readonly held = new WeakMap<Unpoliced, string>();
+
   private constructor(private readonly name: string | undefined, private readonly dir: string) {}
 
   static async of(netns: string | undefined, dir = stateDir()): Promise<UnpolicedLeft> {
@@ -176,8 +183,11 @@ export class UnpolicedLeft {
     const file = this.trustedFile();
     if (file === undefined) return undefined;
     try {
-      const parsed = JSON.parse(readFileSync(file, 'utf8')) as { format?: unknown; unpoliced?: unknown };
-      return parsed.format === FORMAT && isUnpoliced(parsed.unpoliced) ? parsed.unpoliced : undefined;
+      const text = readFileSync(file, 'utf8');
+      const parsed = JSON.parse(text) as { format?: unknown; unpoliced?: unknown };
+      if (parsed.format !== FORMAT || !isUnpoliced(parsed.unpoliced)) return undefined;
+      this.held.set(parsed.unpoliced, text);
+      return parsed.unpoliced;
     } catch {
       return undefined;
     }
@@ -193,15 +203,35 @@ export class UnpolicedLeft {
         return;
       }
       const temporary = `${file}.${process.pid}.tmp`;
+      const text = JSON.stringify({ format: FORMAT, unpoliced, written: randomUUID() });
       try {
-        writeFileSync(temporary, JSON.stringify({ format: FORMAT, unpoliced }), { mode: 0o600 });
+        writeFileSync(temporary, text, { mode: 0o600 });
         renameSync(temporary, file);
+        this.held.set(unpoliced, text);
       } catch (error) {
         rmSync(temporary, { force: true });
         throw error;
       }
     } catch {
       // read-only, full, or not ours: the apply goes on as it would without the file
+    }
+  }
+
+  /**
+   * Removes the file once the clear `done` (as this instance read or wrote it) has run, if the file still holds it:
+   * not a clear written since by a pass beside this one (the supervisor's, while the start's clear of what an
+   * earlier run left ran), which is still to do, and would be lost with the process killed before it ran. Read and
+   * removed with nothing between (one process's sync calls; other processes write under the namespace's write lock).
+   * Best effort: never throws.
+   */
+  remove(done: Unpoliced): void {
+    try {
+      const file = this.trustedFile();
+      const text = this.held.get(done);
+      if (file === undefined || text === undefined || readFileSync(file, 'utf8') !== text) return;
+      rmSync(file, { force: true });
+    } catch {
+      // no file (removed already), or not ours: nothing to remove
     }
   }
 }

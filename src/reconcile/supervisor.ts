@@ -66,6 +66,8 @@ export interface SupervisorOptions {
   readonly unpolicedLeft?: {
     read(): Plan['unpoliced'];
     write(unpoliced: Plan['unpoliced']): void;
+    /** Removes the file once the clear written has run, if it still holds that one (not one written since). */
+    remove(written: NonNullable<Plan['unpoliced']>): void;
   };
 }
 
@@ -312,6 +314,8 @@ export class Supervisor {
     // The kernel counters this pass's writes set, in the order written: a rewrite restarts its rules at zero, its
     // rollback (a failed pass) puts back what the pass read (zero, where it planned from the tables it knew).
     const restarted = new Map<string, Count>();
+    // The clear this pass kept in the unpoliced-left file before it wrote the tables, and whether it succeeded.
+    let unpolicedWritten: Plan['unpoliced'];
     let succeeded = false;
     const observer: ApplyObserver = {
       restore: (table, ok) => this.metrics.restores.inc({ table, result: ok ? 'success' : 'failure' }),
@@ -336,7 +340,8 @@ export class Supervisor {
         if (outcome.warning) this.log.warn({ trigger }, outcome.warning);
         if (outcome.missing) this.log.warn({ trigger }, UNPOLICED_CONNTRACK_MISSING);
         // Done (it took what an earlier run left too); kept where conntrack failed, for the next start.
-        if (outcome.warning === undefined) this.options.unpolicedLeft?.write(undefined);
+        // Only the clear it wrote: a file that holds another, written beside this pass since, is still to do.
+        if (outcome.warning === undefined && unpolicedWritten) this.options.unpolicedLeft?.remove(unpolicedWritten);
       },
     };
     const used = this.current;
@@ -352,7 +357,7 @@ export class Supervisor {
         // Kept before the tables are written: killed after them, before the clear, the next start finds it.
         beforeWrite: async (_facts, planned) => {
           const left = this.options.unpolicedLeft;
-          if (planned.unpoliced && left) left.write(mergeUnpoliced(left.read(), planned.unpoliced));
+          if (planned.unpoliced && left) left.write(unpolicedWritten = mergeUnpoliced(left.read(), planned.unpoliced));
         },
         onDesired: (seen, desired) => {
           this.view = { vlans: desired.vlans, uplink: desired.uplink, links: seen.links, routes: seen.routed ?? [] };

@@ -2,7 +2,8 @@
  * The clears an earlier run left (src/cli/flows-left.ts), as `run` does them after its start (src/cli/first-pass.ts)
  * and as its passes keep them (src/reconcile/supervisor.ts), with the semantic netfilter fake as the namespace and
  * the state directory a scratch one. Covers: a start whose first pass fails (the xtables lock) does them after the
- * first pass that succeeds.
+ * first pass that succeeds; the removal of the unpoliced-left file once its clear has run takes that clear alone,
+ * not one written meanwhile beside it (killed before that one ran, its clear would be lost).
  */
 import test, { type ExecutionContext } from 'ava';
 import { pino } from 'pino';
@@ -17,14 +18,14 @@ import { UnpolicedLeft } from '../../src/cli/flows-left.js';
 import type { Shutdown } from '../../src/cli/shutdown.js';
 import { parseConfigText } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
-import type { CommandRunner } from '../../src/exec/runner.js';
+import type { Child, CommandRunner, RunOptions, RunResult } from '../../src/exec/runner.js';
 import { StatsCollector } from '../../src/metrics/collector.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { reconcileOnce } from '../../src/reconcile/once.js';
 import { Supervisor, type ConfigState, type SupervisorOptions } from '../../src/reconcile/supervisor.js';
 import { loadTemplates } from '../../src/template/load.js';
 import { FakeNetns } from '../fakes/netfilter.js';
-import { until } from '../helpers/wait.js';
+import { sleep, until } from '../helpers/wait.js';
 
 const templates = await loadTemplates();
 const lab = parseConfigText(await readFile(fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url)), 'utf8'), 'lab.yaml');
@@ -41,6 +42,27 @@ const namespace = (sysctls: Record<string, string> = {}) => new FakeNetns({
   dockerDns: true,
   sysctls,
 });
+
+/** The fake namespace, with `conntrack -L` held while `held` is set (a big table being read). */
+class ListingHeld implements CommandRunner {
+  held: Promise<void> | undefined;
+  listing = false;
+
+  constructor(readonly ns: FakeNetns) {}
+
+  async run(argv: readonly string[], options?: RunOptions): Promise<RunResult> {
+    if (argv[0] === 'conntrack' && argv[1] === '-L' && this.held) {
+      this.listing = true;
+      await this.held;
+      this.listing = false;
+    }
+    return this.ns.run(argv, options);
+  }
+
+  start(argv: readonly string[]): Child {
+    return this.ns.start(argv);
+  }
+}
 
 /** A scratch state directory, as VLAN_GATEWAY_STATE_DIR names it to the start's clears. */
 async function stateDir(t: ExecutionContext): Promise<string> {
@@ -108,4 +130,44 @@ test.serial('a start whose first pass fails (the xtables lock) clears what an ea
   t.is(ns.udpDatagram(TO_GATEWAY).address, '192.168.20.100', 'the same client port, forwarded now');
   t.false(ns.conntrackFlows().some((f) => f.original.src === ACROSS.src), 'the flow across VLANs is gone');
   t.deepEqual(await readdir(dir), [], 'and so is the file that kept its clear');
+});
+
+test.serial('the start\'s clear of the unpoliced flows an earlier run left keeps a clear a pass wrote meanwhile', async (t) => {
+  await stateDir(t);
+  const ns = namespace();
+  await reconcileOnce(ns, lab, templates);
+  ns.udpDatagram(ACROSS);
+  (await UnpolicedLeft.of(undefined)).write({ local: ['203.0.113.2'] });
+  const runner = new ListingHeld(ns);
+  let open!: () => void;
+  runner.held = new Promise((resolve) => (open = resolve));
+  await start(t, runner, lab);
+  // The start's clear lists conntrack (held); meanwhile a pass puts the policy back (someone flushed it) and keeps its clear.
+  await until('the start\'s clear listing conntrack', () => runner.listing);
+  const pass = await UnpolicedLeft.of(undefined);
+  const kept = { local: ['192.168.10.1', '192.168.20.1', '203.0.113.2'] };
+  pass.write(kept);
+  open();
+  await until('the start\'s clear done', () => !ns.conntrackFlows().some((f) => f.original.src === ACROSS.src));
+  await sleep(50);
+  t.deepEqual((await UnpolicedLeft.of(undefined)).read(), kept, 'the pass\'s clear is still there for it (or the next start) to run');
+});
+
+test.serial('a pass that has cleared the unpoliced flows removes its own clear from the file, not one written beside it meanwhile', async (t) => {
+  await stateDir(t);
+  const ns = namespace({ 'net.ipv4.ip_forward': '1' }); // Docker's, before the gateway
+  ns.udpDatagram(ACROSS); // forwarded before any policy: the start pass puts it in, and clears it
+  const runner = new ListingHeld(ns);
+  let open!: () => void;
+  runner.held = new Promise((resolve) => (open = resolve));
+  const { supervisor } = await start(t, runner, lab);
+  await until('the start pass listing conntrack', () => runner.listing);
+  t.truthy((await UnpolicedLeft.of(undefined)).read(), 'the pass kept its clear before it wrote the tables');
+  const beside = { local: ['10.99.0.1'] };
+  (await UnpolicedLeft.of(undefined)).write(beside);
+  open();
+  await supervisor.firstPass;
+  t.is(supervisor.lastRecord?.result, 'success');
+  t.false(ns.conntrackFlows().some((f) => f.original.src === ACROSS.src), 'the pass cleared the flow');
+  t.deepEqual((await UnpolicedLeft.of(undefined)).read(), beside, 'the clear written beside it stays to do');
 });

@@ -8,7 +8,7 @@ import test from 'ava';
 import { chmod, chown, lchown, mkdir, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FlowsLeft } from '../../src/cli/flows-left.js';
+import { FlowsLeft, UnpolicedLeft } from '../../src/cli/flows-left.js';
 import type { ConntrackClear } from '../../src/plan/types.js';
 
 const asRoot = process.getuid?.() === 0 ? test.serial : test.serial.skip;
@@ -28,6 +28,21 @@ test.serial('clears written are read back, and the file goes once none are left'
   t.deepEqual((await FlowsLeft.of(undefined, dir)).read(), [CLEAR]);
   left.write([]);
   t.deepEqual(await readdir(dir), []);
+});
+
+test.serial('the unpoliced clear read is removed once done, unless the file was written since, even with the same clear', async (t) => {
+  const dir = join(await scratch(t), 'state');
+  const unpoliced = { local: ['192.168.10.1', '203.0.113.2'] };
+  (await UnpolicedLeft.of(undefined, dir)).write(unpoliced);
+  const start = await UnpolicedLeft.of(undefined, dir); // the start's clear of what an earlier run left
+  const read = start.read()!;
+  t.deepEqual(read, unpoliced);
+  (await UnpolicedLeft.of(undefined, dir)).write({ ...unpoliced }); // a pass beside it, about to write the same policy in
+  start.remove(read);
+  t.deepEqual((await UnpolicedLeft.of(undefined, dir)).read(), unpoliced, 'the pass\'s clear is still to do');
+  const again = start.read()!;
+  start.remove(again);
+  t.deepEqual(await readdir(dir), [], 'what was read, and is still there, is removed once done');
 });
 
 asRoot('clears are not read through a link another user made in /tmp, nor written there', async (t) => {
