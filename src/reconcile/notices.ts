@@ -7,7 +7,7 @@ import { isPlainWait, namesUnclaimedNics, unclaimedNics, uplinkUnnamed } from '.
 import type { Desired } from '../plan/types.js';
 
 export interface Notice {
-  readonly fields: Record<string, string | readonly string[] | undefined>;
+  readonly fields: Record<string, string | number | readonly string[] | undefined>;
   readonly message: string;
   /**
    * Default warn; info where nothing need be wrong (a VLAN not attached yet, beside a NIC of no VLAN); debug for each
@@ -126,30 +126,65 @@ interface CarrierView {
   readonly links: readonly Link[];
 }
 
+/** What a carrier line is told of: the uplink's NIC, or a VLAN's, as one pass's view binds them. */
+interface CarrierSubject {
+  /** The subject and its NIC: a VLAN bound to another NIC is another subject. */
+  readonly key: string;
+  readonly subject: string;
+  readonly fields: Notice['fields'];
+  readonly what: string;
+  readonly lacking: boolean;
+}
+
+function carrierSubjects(view: CarrierView): CarrierSubject[] {
+  const subjects: CarrierSubject[] = [];
+  const add = (key: string, subject: string, nic: Link, fields: Notice['fields'], what: string) => {
+    const link = view.links.find((l) => l.name === nic.name);
+    if (link) subjects.push({ key, subject, fields, what, lacking: noCarrier(link) });
+  };
+  const uplink = view.uplink.nic;
+  if (uplink) add(`uplink ${uplink.name}`, `the uplink ${uplink.name}`, uplink, { uplink: uplink.name }, UPLINK_NO_CARRIER);
+  for (const b of view.vlans) {
+    if (b.nic) add(`vlan ${b.vlan.name} ${b.nic.name}`, `vlan ${b.vlan.name}'s NIC ${b.nic.name}`, b.nic, { vlan: b.vlan.name, interface: b.nic.name }, VLAN_NO_CARRIER);
+  }
+  return subjects;
+}
+
 /**
- * The uplink's or a VLAN's NIC that lost its carrier since the view before (or has none at the first), and one that
- * has it again. Nothing in the plan changes with a carrier: without this the log would not say why the VLANs lost the
- * Internet.
+ * The uplink's or a VLAN's NIC that lost its carrier (or has none when first seen), and one that has it again. Nothing
+ * in the plan changes with a carrier: without these lines the log would not say why the VLANs lost the Internet.
+ *
+ * A carrier that flaps (a bad cable, a port going up and down) is a link event and so a pass each time, 100 ms apart:
+ * each NIC is told at most `lines` times in `intervalMs` (a loss and its return, told as they happen); the changes
+ * after are held, and the first pass once the interval is over (a drift check, at the latest) tells where the carrier
+ * stands, with `changes`: how many there were since the last line told. /status and the gauges follow every change.
  */
-export function carrierNotices(before: CarrierView | undefined, after: CarrierView): Notice[] {
-  const lacking = (view: CarrierView | undefined, nic: Link | undefined) => {
-    const link = nic && view?.links.find((l) => l.name === nic.name);
-    return link ? noCarrier(link) : undefined;
-  };
-  const notices: Notice[] = [];
-  const said = (subject: string, was: boolean | undefined, now: boolean | undefined, fields: Notice['fields'], what: string) => {
-    if (now === true && was !== true) notices.push({ fields, message: noCarrierSays(subject, what) });
-    else if (now === false && was === true) notices.push({ fields, message: `${subject} has its carrier again`, level: 'info' });
-  };
-  const uplink = after.uplink.nic;
-  if (uplink) {
-    said(`the uplink ${uplink.name}`, lacking(before, uplink), lacking(after, uplink), { uplink: uplink.name }, UPLINK_NO_CARRIER);
+export class CarrierLog {
+  private readonly told = new Map<string, { lacking: boolean; changes: number; times: number[] }>();
+
+  constructor(private readonly intervalMs = 30_000, private readonly lines = 2) {}
+
+  /** What a good pass's view tells, at `now` (monotonic ms). A failed pass's view is not given: it says nothing. */
+  notices(view: CarrierView, now: number): Notice[] {
+    const notices: Notice[] = [];
+    const subjects = carrierSubjects(view);
+    for (const key of this.told.keys()) if (!subjects.some((s) => s.key === key)) this.told.delete(key);
+    for (const s of subjects) {
+      // First seen: as if it had had its carrier, so that one without it is told.
+      const entry = this.told.get(s.key) ?? { lacking: false, changes: 0, times: [] };
+      this.told.set(s.key, entry);
+      if (s.lacking !== entry.lacking) {
+        entry.lacking = s.lacking;
+        entry.changes++;
+      }
+      if (entry.changes === 0) continue;
+      entry.times = entry.times.filter((t) => now - t < this.intervalMs);
+      if (entry.times.length >= this.lines) continue;
+      const fields = entry.changes > 1 ? { ...s.fields, changes: entry.changes } : s.fields;
+      notices.push(s.lacking ? { fields, message: noCarrierSays(s.subject, s.what) } : { fields, message: `${s.subject} has its carrier again`, level: 'info' });
+      entry.changes = 0;
+      entry.times.push(now);
+    }
+    return notices;
   }
-  for (const b of after.vlans) {
-    if (!b.nic) continue;
-    const had = before?.vlans.find((v) => v.vlan.name === b.vlan.name)?.nic;
-    const was = had?.name === b.nic.name ? lacking(before, had) : undefined;
-    said(`vlan ${b.vlan.name}'s NIC ${b.nic.name}`, was, lacking(after, b.nic), { vlan: b.vlan.name, interface: b.nic.name }, VLAN_NO_CARRIER);
-  }
-  return notices;
 }

@@ -27,7 +27,7 @@ import { mergeUnpoliced } from '../plan/conntrack.js';
 import type { Desired, Plan, UplinkBinding, VlanBinding } from '../plan/types.js';
 import type { AddressConflicts } from './conflicts.js';
 import { driftOf } from './drift.js';
-import { bindingNotices, carrierNotices, noCarrier, unclaimedNicNotices } from './notices.js';
+import { bindingNotices, CarrierLog, noCarrier, unclaimedNicNotices } from './notices.js';
 import { knownSetsAfter, reconcileOnce, type Mode } from './once.js';
 
 export interface ConfigState {
@@ -160,8 +160,8 @@ export class Supervisor {
    * write failed and was rolled back). Not the whole facts, whose 10,000 parsed rules need not live on.
    */
   view: SupervisorView | undefined;
-  /** The view the last good pass told NICs' carriers from (carrierNotices): a failed pass's is not, and says nothing. */
-  private carrierSeen: SupervisorView | undefined;
+  /** The NICs' carriers as good passes told them (a failed pass's view says nothing), a flapping one held back. */
+  private readonly carrierLog = new CarrierLog();
   /** The NICs no VLAN took (not the uplink) at the last good pass, with their addresses: each is told once (notices.ts). */
   private unclaimedNics: ReadonlyMap<string, string> | undefined;
   lastRecord: ReconcileRecord | undefined;
@@ -396,8 +396,7 @@ export class Supervisor {
       this.backend = facts.backend;
       this.lastDesired = plan.desired;
       this.view = { vlans: plan.desired.vlans, uplink: plan.desired.uplink, links: linksAfter(facts.links, plan.steps), routes: facts.routed ?? [] };
-      for (const notice of carrierNotices(this.carrierSeen, this.view)) this.log[notice.level ?? 'warn'](notice.fields, notice.message);
-      this.carrierSeen = this.view;
+      for (const notice of this.carrierLog.notices(this.view, this.clock.monotonic())) this.log[notice.level ?? 'warn'](notice.fields, notice.message);
       this.conflicts?.passed(this.view, plan.steps);
       this.lastSuccessAt = this.clock.wall();
       this.lastGood = used;

@@ -531,6 +531,8 @@ interface FakeLink {
   name: string;
   mac: string;
   up: boolean;
+  /** Carrier (LOWER_UP) while up; false: `ip link` says NO-CARRIER (cable out, peer down). */
+  carrier: boolean;
   loopback: boolean;
   addresses: FakeAddress[];
 }
@@ -776,6 +778,7 @@ export class FakeNetns implements CommandRunner {
       name: spec.name,
       mac: (spec.mac ?? (spec.addresses?.[0] ? dockerMac(spec.addresses[0]) : '02:00:00:00:00:01')).toLowerCase(),
       up: spec.up ?? true,
+      carrier: true,
       loopback: spec.loopback ?? false,
       addresses,
     });
@@ -789,6 +792,14 @@ export class FakeNetns implements CommandRunner {
     this.links.splice(i, 1);
     this.routes = this.routes.filter((r) => r.dev !== name);
     this.notify(`Deleted ${name}`);
+  }
+
+  /** The NIC's carrier lost (cable out, peer down: `ip link` says NO-CARRIER) or back; the kernel's link event follows. */
+  setCarrier(name: string, carrier: boolean): void {
+    const link = this.links.find((l) => l.name === name);
+    if (!link) throw new Error(`fake: no link ${name}`);
+    link.carrier = carrier;
+    this.notify(`${link.index}: ${name}: <${carrier ? 'BROADCAST,MULTICAST,UP,LOWER_UP' : 'NO-CARRIER,BROADCAST,MULTICAST,UP'}>`);
   }
 
   hasLink(name: string): boolean {
@@ -1485,10 +1496,11 @@ export class FakeNetns implements CommandRunner {
     return {
       ifindex: l.index,
       ifname: l.name,
-      flags: l.loopback ? ['LOOPBACK', ...(l.up ? ['UP', 'LOWER_UP'] : [])] : ['BROADCAST', 'MULTICAST', ...(l.up ? ['UP', 'LOWER_UP'] : [])],
+      flags: l.loopback ? ['LOOPBACK', ...(l.up ? ['UP', 'LOWER_UP'] : [])]
+        : [...(l.up && !l.carrier ? ['NO-CARRIER'] : []), 'BROADCAST', 'MULTICAST', ...(l.up ? ['UP', ...(l.carrier ? ['LOWER_UP'] : [])] : [])],
       mtu: l.loopback ? 65536 : 1500,
       qdisc: 'noqueue',
-      operstate: l.loopback ? 'UNKNOWN' : l.up ? 'UP' : 'DOWN',
+      operstate: l.loopback ? 'UNKNOWN' : l.up && l.carrier ? 'UP' : 'DOWN',
       group: 'default',
       link_type: l.loopback ? 'loopback' : 'ether',
       address: l.mac,

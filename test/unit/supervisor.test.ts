@@ -361,6 +361,44 @@ test('the uplink that loses its NIC is a warning, once; its return (docker netwo
   ]);
 });
 
+// A NIC whose carrier flaps (a bad cable, a port flapping) makes a link event each time, and a pass 100 ms later: each
+// pass said the loss or the return, a warning a second or more for as long as it flapped. A loss and its return are
+// told at once; more within 30 s are held, and the next pass after that says where it stands and how many changes.
+test('a carrier that flaps is told as a loss and its return, then at most once per 30 s with the changes held back', async (t) => {
+  const r = rig(t, { fakeClock: true });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  let passes = 1;
+  for (let i = 0; i < 20; i++) {
+    for (const carrier of [false, true]) {
+      r.ns.setCarrier('eth0', carrier);
+      r.supervisor.trigger('netlink');
+      await settle(r, ++passes);
+      r.clock.advance(100);
+    }
+  }
+  r.ns.setCarrier('eth0', false);
+  r.supervisor.trigger('netlink');
+  await settle(r, ++passes);
+  t.is(await r.value('vlan_gateway_uplink_up', { interface: 'eth0' }), 0);
+  const told = () => r.logs.filter((l) => l.uplink !== undefined && l.level >= 30).map((l) => [l.level, l.msg, l.changes]);
+  const lost = 'the uplink eth0 has no carrier (cable out, peer or parent link down): the VLANs have no way out until it has';
+  const back = 'the uplink eth0 has its carrier again';
+  t.deepEqual(told(), [[40, lost, undefined], [30, back, undefined]]);
+  r.clock.advance(30_000);
+  r.supervisor.trigger('schedule');
+  await settle(r, ++passes);
+  t.deepEqual(told(), [[40, lost, undefined], [30, back, undefined], [40, lost, 39]]);
+  r.clock.advance(30_000);
+  r.supervisor.trigger('schedule');
+  await settle(r, ++passes);
+  t.is(told().length, 3, 'nothing more to tell');
+  r.ns.setCarrier('eth0', true);
+  r.supervisor.trigger('netlink');
+  await settle(r, ++passes);
+  t.deepEqual(told().slice(3), [[30, back, undefined]]);
+});
+
 test('a network connected that no VLAN of the config is for is told once (info), naming its NIC and address; it is not routed', async (t) => {
   const r = rig(t);
   r.supervisor.trigger('start');
