@@ -163,6 +163,11 @@ export class AddressConflicts {
         this.log.info({ vlan, interface: e.nic, address: e.address, mac: e.conflict.mac }, `address conflict on vlan ${vlan} is no longer watched: `
           + `the gateway no longer holds ${e.address} on ${e.nic}`);
       }
+      // Nor is a shared-segment warning's.
+      if (e.shared) {
+        this.log.info({ vlan, interface: e.nic, address: e.address, sharedWith: e.shared.nic, mac: e.shared.mac }, `vlan ${vlan}: ${e.shared.nic} `
+          + `(${e.shared.what}) answering ARP on ${e.nic} for ${e.address} is no longer watched: the gateway no longer holds ${e.address} on ${e.nic}`);
+      }
     }
     // The NIC that answered for one of ours, as this pass leaves the networks: its network renamed, it is said by its
     // new name; its network gone from the config (the NIC left in the namespace, answering still), it is a NIC of none

@@ -351,6 +351,25 @@ test('the other NIC\'s network taken out of the config by a reload: its shared-s
   t.is(r.logs.filter((l) => l.level === 40).length, 1, 'the one warning, at the start');
 });
 
+// The same warning's own VLAN (office) moved or taken out by a reload: its entry went with no line, so the log's last
+// word on it was the warning, for a gateway address the gateway no longer holds (a conflict's warning gets its end).
+test('a VLAN whose probe another of the gateway\'s NICs answered, its gateway moved by a reload: a line says the warning is no longer watched', async (t) => {
+  const r = rig(t, 'fake');
+  r.runner.others.set('192.168.10.1', '02:42:c0:a8:14:02'); // eth2, lab's NIC, answers office's probe
+  r.supervisor.trigger('start');
+  await r.supervisor.firstPass;
+  await until('the warning', () => r.status().warnings.length === 1);
+  const moved = { ...lab, vlans: lab.vlans.map((v) => (v.name === 'office' ? { ...v, gateway: '192.168.10.254' } : v)) };
+  r.supervisor.replaceConfig({ path: 'gateway.yaml', text: labText, config: moved, templates });
+  r.supervisor.trigger('reload');
+  await until('the reload\'s pass', () => r.logs.filter((l) => l.msg === 'reconciled: changes applied').length === 2);
+  t.deepEqual(r.status().warnings, []);
+  t.deepEqual(r.logs.filter((l) => l.sharedWith !== undefined).map((l) => [l.level, l.msg.replace(/: eth1 and eth2 are on one .*/, '')]), [
+    [40, 'vlan office: the gateway\'s NIC eth2 (vlan lab, 02:42:c0:a8:14:02) answers ARP on eth1 for the gateway address 192.168.10.1'],
+    [30, 'vlan office: eth2 (vlan lab) answering ARP on eth1 for 192.168.10.1 is no longer watched: the gateway no longer holds 192.168.10.1 on eth1'],
+  ]);
+});
+
 test('a NIC of the namespace that carries none of the gateway\'s networks (a veth peer left in it) answers a probe: no other device, no warning', async (t) => {
   // The 100-VLAN bench namespace keeps its veths' peers: each answers every probe there, harmlessly (no host sends
   // through it). Before the warning above, this was what every NIC of the gateway's own got too.
