@@ -26,7 +26,7 @@ export class Metrics {
   readonly lastSuccess = new Gauge({ name: 'vlan_gateway_last_successful_reconcile_timestamp_seconds', help: 'Unix time of the last successful reconcile.', registers: [this.registry] });
   readonly driftRepairs = new Counter({ name: 'vlan_gateway_drift_repairs_total', help: 'Things found changed behind our back and put back, by kind.', labelNames: ['kind'], registers: [this.registry] });
   readonly restores = new Counter({ name: 'vlan_gateway_iptables_restores_total', help: 'iptables-restore runs by table and result.', labelNames: ['table', 'result'], registers: [this.registry] });
-  readonly vlanUp = new Gauge({ name: 'vlan_gateway_vlan_up', help: '1 when the VLAN\'s NIC is found, has carrier and holds the gateway address, else 0.', labelNames: ['vlan', 'interface'], registers: [this.registry] });
+  readonly vlanUp = new Gauge({ name: 'vlan_gateway_vlan_up', help: '1 when the VLAN\'s NIC is found, up, has carrier and holds the gateway address, else 0.', labelNames: ['vlan', 'interface'], registers: [this.registry] });
   readonly uplinkUp = new Gauge({
     name: 'vlan_gateway_uplink_up', labelNames: ['interface'], registers: [this.registry],
     help: '1 when the uplink\'s NIC is found, up and has carrier, and the default route can go through it (uplink.gateway on one of its networks), else 0 (interface="": no NIC found).',

@@ -1,4 +1,5 @@
 /** The /status document: what a person or a script needs to see what the router is doing. */
+import type { Link } from '../observe/facts.js';
 import type { Supervisor } from './supervisor.js';
 import { carrierNote, noCarrier, UPLINK_NO_CARRIER, VLAN_NO_CARRIER } from './notices.js';
 import { configHash } from './supervisor.js';
@@ -9,6 +10,9 @@ export interface ReloadState {
   errors: string[];
 }
 
+/** A VLAN's NIC set down that the last pass, failed, could not bring up (its error says why): it keeps its addresses. */
+const downNote = (nic: Link): string | undefined => (nic.up ? undefined : `${nic.name} is down: its hosts cannot reach the gateway until it is up`);
+
 export function statusDocument(supervisor: Supervisor, reload: ReloadState, version: string): object {
   const view = supervisor.view;
   const links = view?.links ?? [];
@@ -18,7 +22,7 @@ export function statusDocument(supervisor: Supervisor, reload: ReloadState, vers
     const conflict = conflicts?.get(vlan.name);
     const binding = view?.vlans.find((b) => b.vlan.name === vlan.name);
     const nic = binding?.nic ? links.find((l) => l.name === binding.nic!.name) ?? binding.nic : undefined;
-    const note = nic ? carrierNote(nic, binding?.note, VLAN_NO_CARRIER) : binding?.note;
+    const note = nic ? [carrierNote(nic, binding?.note, VLAN_NO_CARRIER), downNote(nic)].filter(Boolean).join('; ') || undefined : binding?.note;
     return {
       name: vlan.name,
       id: vlan.id,
@@ -27,9 +31,9 @@ export function statusDocument(supervisor: Supervisor, reload: ReloadState, vers
       interface: nic?.name ?? null,
       mac: nic?.mac ?? null,
       addresses: nic ? nic.addresses.map((a) => `${a.address}/${a.prefix}`) : [],
-      // up: bound, with carrier and holding its gateway address; bound without either (a pass that could not add
-      // it, a NIC whose link is down): down.
-      state: !view || !binding ? 'unknown' : !nic ? 'waiting' : !noCarrier(nic) && nic.addresses.some((a) => a.address === vlan.gateway) ? 'up' : 'down',
+      // up: bound, up, with carrier and holding its gateway address; bound without one of them (a pass that could not
+      // add it or bring the NIC up, a NIC whose link is down): down.
+      state: !view || !binding ? 'unknown' : !nic ? 'waiting' : nic.up && !noCarrier(nic) && nic.addresses.some((a) => a.address === vlan.gateway) ? 'up' : 'down',
       ...(note ? { note } : {}),
       // Another device answers ARP for the gateway address too (reconcile/conflicts.ts).
       ...(conflict ? { conflict: { mac: conflict.mac, since: conflict.since } } : {}),

@@ -547,7 +547,8 @@ export class Supervisor {
   }
 
   /**
-   * 1 for a VLAN whose NIC is bound, has carrier and holds its gateway address, as the last pass left them (see view);
+   * 1 for a VLAN whose NIC is bound, up, has carrier and holds its gateway address, as the last pass left them (see
+   * view: a NIC set down that a failed pass could not bring up keeps its addresses, and routes nobody);
    * and for the uplink when its NIC is bound, up and has carrier, and the default route can go through it (as
    * desired.ts decides the route). A carrier change is a netlink event, and so a pass (one that writes nothing).
    */
@@ -557,7 +558,7 @@ export class Supervisor {
     this.metrics.vlanUp.reset();
     for (const binding of view.vlans) {
       const nic = binding.nic && view.links.find((l) => l.name === binding.nic!.name);
-      const up = Boolean(nic && !noCarrier(nic) && nic.addresses.some((a) => a.address === binding.vlan.gateway));
+      const up = Boolean(nic && nic.up && !noCarrier(nic) && nic.addresses.some((a) => a.address === binding.vlan.gateway));
       this.metrics.vlanUp.set({ vlan: binding.vlan.name, interface: binding.nic?.name ?? '' }, up ? 1 : 0);
     }
     const uplink = view.uplink.nic && (view.links.find((l) => l.name === view.uplink.nic!.name) ?? view.uplink.nic);

@@ -690,6 +690,29 @@ test('vlan_up and /status show the NICs as the last pass left them: a gateway ad
   t.like(office(), { state: 'up', addresses: ['192.168.10.2/24', '192.168.10.1/24'] });
 });
 
+// A VLAN's NIC set down (a macvlan whose parent is down cannot be brought up again: "Network is down") keeps its
+// addresses: the pass that would bring it up fails, and vlan_up and /status read the NIC as that pass found it. They
+// asked only for the address and for carrier where the NIC is up, so the down NIC read 1 and "up".
+test('a VLAN\'s NIC set down that the pass cannot bring up: vlan_up 0 and /status says down, though it keeps its addresses', async (t) => {
+  const r = rig(t, { backoffInitialMs: 150 });
+  type Doc = { vlans: Array<{ name: string; state: string; addresses: string[]; note?: string }> };
+  const office = () => (statusDocument(r.supervisor, { errors: [] }, 'test') as Doc).vlans.find((v) => v.name === 'office')!;
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  t.is(await r.value('vlan_gateway_vlan_up', { vlan: 'office', interface: 'eth1' }), 1);
+  r.ns.failOn((argv) => argv.join(' ').endsWith('link set dev eth1 up'), { stderr: 'RTNETLINK answers: Network is down\n', exitCode: 2 });
+  await r.ns.run(['ip', 'link', 'set', 'eth1', 'down']);
+  r.supervisor.trigger('netlink');
+  await until('the failed pass', () => r.supervisor.lastRecord?.result === 'failure');
+  t.is(await r.value('vlan_gateway_vlan_up', { vlan: 'office', interface: 'eth1' }), 0, 'its NIC is down');
+  t.like(office(), { state: 'down', addresses: ['192.168.10.2/24', '192.168.10.1/24'], note: 'eth1 is down: its hosts cannot reach the gateway until it is up' });
+  r.ns.clearFaults();
+  await until('the retry', () => r.supervisor.lastRecord?.result === 'success', 3000);
+  t.is(await r.value('vlan_gateway_vlan_up', { vlan: 'office', interface: 'eth1' }), 1);
+  t.like(office(), { state: 'up' });
+  t.is(office().note, undefined);
+});
+
 test('a new config during a run of failures is tried at once, not after the backoff the failures built up', async (t) => {
   const r = rig(t, { backoffInitialMs: 10_000, backoffMaxMs: 30_000 });
   r.ns.failOn((argv) => argv[0] === 'iptables-nft-restore', { stderr: 'iptables-restore: line 2 failed' });
