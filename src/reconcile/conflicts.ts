@@ -24,6 +24,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { normalizeMac, probeOutcome, type ProbeOutcome } from '../observe/parse-arping.js';
 import type { Step } from '../plan/types.js';
+import { noCarrier } from './notices.js';
 import type { SupervisorView } from './supervisor.js';
 
 /** How many probes run at once (a probe that hears nothing lasts 2 s: 100 VLANs take 25 s). */
@@ -102,6 +103,12 @@ export class AddressConflicts {
   private ownMacs: readonly string[] = [];
   /** The NICs of the gateway's networks (VLANs, uplink) by MAC, as the last pass found them. */
   private networkNics = new Map<string, NetworkNic>();
+  /**
+   * The NICs up without carrier, as the last pass found them: a probe there is sent into a dead link and hears nobody
+   * (arping exits 0), which would say a conflict is over, or that there is none, while nothing changed. Not probed
+   * until their carrier is back (the link event brings a pass, the next drift check the probe).
+   */
+  private deaf = new Set<string>();
   /** Why detection is off (no arping, no NET_RAW), once found. */
   off: string | undefined;
   /** The last probe error said (an unknown one is logged once, not at every probe). */
@@ -149,6 +156,7 @@ export class AddressConflicts {
     this.held = held;
     this.ownMacs = view.links.map((l) => l.mac).filter(Boolean);
     this.networkNics = networkNics(view);
+    this.deaf = new Set(view.links.filter(noCarrier).map((l) => l.name));
     let changed = false;
     for (const [vlan, e] of this.entries) {
       const now = held.get(vlan);
@@ -273,8 +281,8 @@ export class AddressConflicts {
   private next(): void {
     while (!this.stopped && !this.off && this.running < PROBE_CONCURRENCY && this.queue.length > 0) {
       const e = this.queue.shift()!;
-      // Its address gone (or moved) since it was queued: a pass found its NIC gone, say. Not probed for nothing.
-      if (this.entries.get(e.vlan) !== e) {
+      // Its address gone (or moved) since it was queued, or its NIC without carrier: not probed for nothing.
+      if (this.entries.get(e.vlan) !== e || this.deaf.has(e.nic)) {
         e.busy = false;
         continue;
       }
@@ -306,6 +314,7 @@ export class AddressConflicts {
     if (this.stopped) return;
     if (outcome.kind === 'unusable') return this.turnOff(outcome.reason);
     if (this.entries.get(e.vlan) !== e) return; // its address went (or moved) meanwhile: what it found is of no VLAN now
+    if (this.deaf.has(e.nic)) return; // its carrier lost meanwhile: it heard nobody, which tells nothing
     const fields = { vlan: e.vlan, interface: e.nic, address: e.address };
     if (outcome.kind === 'own') {
       const other = this.networkNics.get(outcome.mac);

@@ -40,6 +40,8 @@ class ArpingRunner implements CommandRunner {
   readonly others = new Map<string, string>();
   /** NICs gone when their probe runs (Docker disconnected them after the pass that found them): arping's error. */
   readonly away = new Set<string>();
+  /** NICs without carrier (cable out, peer down): a probe there goes nowhere and hears nobody, as iputils' does (exit 0). */
+  readonly deaf = new Set<string>();
   private readonly real = new ExecaRunner();
 
   constructor(readonly ns: FakeNetns, private readonly arping: Arping) {}
@@ -55,7 +57,7 @@ class ArpingRunner implements CommandRunner {
     if (this.arping === 'missing') throw new CommandError(argv, null, 'spawn arping ENOENT', '', true);
     if (this.arping === 'hangs') return this.real.run(['sleep', '30'], options);
     if (this.away.has(nic)) return { exitCode: 2, stdout: '', stderr: `arping: Device ${nic} not available.\n` };
-    const mac = this.others.get(address);
+    const mac = this.deaf.has(nic) ? undefined : this.others.get(address);
     const head = `ARPING ${address} from 0.0.0.0 ${nic}\n`;
     return mac === undefined
       ? { exitCode: 0, stderr: '', stdout: `${head}Sent 2 probes (2 broadcast(s))\nReceived 0 response(s)\n` }
@@ -192,6 +194,43 @@ test('at the drift checks, a VLAN in conflict is probed again at each, one that 
   await recheckAt(90_000, []);
   await recheckAt(RECHECK_FREE_MS, ['probe eth2 192.168.20.1']);
   await recheckAt(60_000 + RECHECK_FREE_MS, ['probe eth1 192.168.10.1']);
+});
+
+// A probe on a NIC without carrier is sent into a dead link and hears nobody (arping exits 0: "Received 0
+// response(s)"): the drift check said "address conflict ... is over", the gauge went to 0 and the alert resolved while
+// nothing was put right, and the conflict came back (a new "since") up to 5 minutes after the carrier did.
+test('a VLAN in conflict whose NIC loses its carrier: its probe hears nobody, and the conflict is not said to be over', async (t) => {
+  const clock = new FakeClock();
+  const r = rig(t, 'fake', clock);
+  r.runner.others.set('192.168.10.1', OTHER);
+  r.supervisor.trigger('start');
+  await r.supervisor.firstPass;
+  await until('the conflict', () => r.conflicts.conflicts.has('office'));
+  const since = r.conflicts.conflicts.get('office')!.since;
+  r.runner.ns.setCarrier('eth1', false);
+  r.runner.deaf.add('eth1');
+  r.supervisor.trigger('netlink');
+  await until('the carrier\'s pass', () => r.logs.some((l) => /has no carrier/.test(l.msg)));
+  await r.supervisor.idle();
+  clock.advance(30_000);
+  r.conflicts.recheck();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.deepEqual(r.logs.filter((l) => /address conflict on vlan office is over/.test(l.msg)).map((l) => l.msg), []);
+  t.deepEqual(await r.series(), [{ vlan: 'office', interface: 'eth1', mac: OTHER, value: 1 }, { vlan: 'lab', interface: 'eth2', mac: '', value: 0 }]);
+  t.is(r.conflicts.conflicts.get('office')?.since, since);
+  // The carrier back: probed at the next drift check (still in conflict), and still the same conflict.
+  r.runner.ns.setCarrier('eth1', true);
+  r.runner.deaf.delete('eth1');
+  r.supervisor.trigger('netlink');
+  await until('the carrier back', () => r.logs.some((l) => /has its carrier again/.test(l.msg)));
+  await r.supervisor.idle();
+  const before = r.runner.events.length;
+  clock.advance(30_000);
+  r.conflicts.recheck();
+  await until('its probe', () => r.runner.answered.length > 0 && r.runner.events.slice(before).includes('probe eth1 192.168.10.1'));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.is(r.conflicts.conflicts.get('office')?.since, since);
+  t.is(r.logs.filter((l) => l.level === 40 && /address conflict/.test(l.msg)).length, 1, 'told once');
 });
 
 // The gaps between probes were counted on the wall clock: set back an hour, a conflict put right stayed reported
