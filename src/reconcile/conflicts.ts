@@ -188,9 +188,17 @@ export class AddressConflicts {
         if (now.what !== e.shared.what) e.shared = { ...e.shared, what: now.what };
         continue;
       }
-      this.log.info({ vlan: e.vlan, interface: e.nic, address: e.address, sharedWith: e.shared.nic, mac: e.shared.mac },
-        `vlan ${e.vlan}: ${e.shared.nic} is no longer the NIC of one of the gateway's networks (it was ${e.shared.what}'s): its answers for `
-        + `${e.address} on ${e.nic} are no longer warned of`);
+      // The same NIC name with another MAC: Docker replaced the NIC (random MACs since Docker 25). The warning was of
+      // the old MAC's answers; the next probe tells whether the new one answers too.
+      const renewed = [...this.networkNics].find(([, n]) => n.nic === e.shared!.nic);
+      const fields = { vlan: e.vlan, interface: e.nic, address: e.address, sharedWith: e.shared.nic, mac: e.shared.mac };
+      if (renewed) {
+        this.log.info(fields, `vlan ${e.vlan}: ${e.shared.nic} (${renewed[1].what}) has another MAC now (${renewed[0]}): the answers of ${e.shared.mac} `
+          + `for ${e.address} on ${e.nic} are no longer warned of`);
+      } else {
+        this.log.info(fields, `vlan ${e.vlan}: ${e.shared.nic} is no longer the NIC of one of the gateway's networks (it was ${e.shared.what}'s): its `
+          + `answers for ${e.address} on ${e.nic} are no longer warned of`);
+      }
       delete e.shared;
     }
     const t = this.now();

@@ -390,6 +390,24 @@ test('the other NIC\'s network taken out of the config by a reload: its shared-s
   t.is(r.logs.filter((l) => l.level === 40).length, 1, 'the one warning, at the start');
 });
 
+// Docker replaced lab's NIC (a disconnect and connect; random MACs since Docker 25): eth2 again, another MAC. The
+// warning was of the old MAC and goes, but its line said eth2 was "no longer the NIC of one of the gateway's networks".
+test('the other NIC replaced under the same name with another MAC: its warning goes, and the line says what changed', async (t) => {
+  const r = rig(t, 'fake');
+  r.runner.others.set('192.168.10.1', '02:42:c0:a8:14:02'); // eth2, lab's NIC, answers office's probe
+  r.supervisor.trigger('start');
+  await r.supervisor.firstPass;
+  await until('the warning', () => r.status().warnings.length === 1);
+  r.runner.ns.removeLink('eth2');
+  r.runner.ns.addLink({ name: 'eth2', mac: '02:00:00:00:00:99', addresses: ['192.168.20.2/24'] });
+  r.supervisor.trigger('netlink');
+  await until('the pass', () => r.logs.filter((l) => /^reconciled/.test(l.msg)).length === 2);
+  t.deepEqual(r.status().warnings, []);
+  t.deepEqual(r.logs.filter((l) => l.level === 30 && l.sharedWith !== undefined).map((l) => l.msg), [
+    'vlan office: eth2 (vlan lab) has another MAC now (02:00:00:00:00:99): the answers of 02:42:c0:a8:14:02 for 192.168.10.1 on eth1 are no longer warned of',
+  ]);
+});
+
 // The same warning's own VLAN (office) moved or taken out by a reload: its entry went with no line, so the log's last
 // word on it was the warning, for a gateway address the gateway no longer holds (a conflict's warning gets its end).
 test('a VLAN whose probe another of the gateway\'s NICs answered, its gateway moved by a reload: a line says the warning is no longer watched', async (t) => {
