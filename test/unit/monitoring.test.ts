@@ -287,7 +287,7 @@ const labelsOf = (expr: string) => new Set([...TARGET_LABELS, ...readPromQL(expr
 
 test('each alert has a severity, a for, and a summary and description naming the instance and every label of its series (VLAN, NIC, MAC, kind)', (t) => {
   t.deepEqual(alertRules.map((r) => r.alert), [
-    'VlanGatewayDown', 'VlanGatewayRestarting', 'VlanGatewayUplinkDown', 'VlanGatewayVlanNotRouted', 'VlanGatewayAddressConflict',
+    'VlanGatewayDown', 'VlanGatewayRestarting', 'VlanGatewayUplinkDown', 'VlanGatewayVlanNotRouted', 'VlanGatewayLinkFlapping', 'VlanGatewayAddressConflict',
     'VlanGatewayReconcileStalled', 'VlanGatewayConfigReloadRejected', 'VlanGatewayDriftFought', 'VlanGatewayConntrackNearLimit',
     'VlanGatewayStatsReadFailing',
   ]);
@@ -355,9 +355,12 @@ withPromtool(`promtool parses every shipped expression${SKIP}`, async (t) => {
 
 /** Two gateways as Prometheus stores them, scraped every 5 s for 10 minutes. */
 const inputSeries = [
-  // a: its last good pass was at the start, 10 minutes ago (stuck); b: one every 5 s.
-  { series: 'vlan_gateway_last_successful_reconcile_timestamp_seconds{job="vlan-gateway",instance="a:10123"}', values: '0x120' },
+  // a: its last good pass was at 100 s (stuck since); b: one every 5 s; c: started at 300 s, and no pass of it has
+  // succeeded yet (the gauge is 0 until one does: its age counts from its start, not from 1970).
+  { series: 'vlan_gateway_last_successful_reconcile_timestamp_seconds{job="vlan-gateway",instance="a:10123"}', values: '100x120' },
   { series: 'vlan_gateway_last_successful_reconcile_timestamp_seconds{job="vlan-gateway",instance="b:10123"}', values: '0+5x120' },
+  { series: 'vlan_gateway_last_successful_reconcile_timestamp_seconds{job="vlan-gateway",instance="c:10123"}', values: '0x120' },
+  { series: 'process_start_time_seconds{job="vlan-gateway",instance="c:10123"}', values: '300x120' },
   // office → lab: 1000 bytes accepted every 5 s (1600 bit/s); the Internet's new connections to office, dropped:
   // 500 bytes every 5 s. Dropped traffic is not forwarded.
   { series: 'vlan_gateway_forwarded_bytes_total{job="vlan-gateway",instance="a:10123",from="office",to="lab",action="accept"}', values: '0+1000x120' },
@@ -382,8 +385,9 @@ withPromtool(`the dashboard's and README's answers, for two gateways: the worst 
         interval: '5s',
         input_series: inputSeries,
         promql_expr_test: [
-          // A stat over every gateway shows the one in trouble: 600 s since a's last good pass, not b's 0.
-          { expr: panelExpr('Since last good reconcile'), eval_time: '10m', exp_samples: [{ labels: '{}', value: 600 }] },
+          // A stat over every gateway shows the one in trouble: 500 s since a's last good pass, not b's 0, nor 600 s
+          // since 1970 for c, which has had none since its start 300 s ago.
+          { expr: panelExpr('Since last good reconcile'), eval_time: '10m', exp_samples: [{ labels: '{}', value: 500 }] },
           { expr: panelExpr('Forwarded bytes by pair'), eval_time: '10m', exp_samples: [
             { labels: '{from="office",to="lab"}', value: 1600 },
             { labels: '{from="uplink",to="office"}', value: 0 },
