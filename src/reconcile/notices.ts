@@ -134,13 +134,16 @@ interface CarrierSubject {
   readonly fields: Notice['fields'];
   readonly what: string;
   readonly lacking: boolean;
+  /** Administratively up (a NIC down has no carrier to speak of: `lacking` is false). */
+  readonly up: boolean;
 }
+
 
 function carrierSubjects(view: CarrierView): CarrierSubject[] {
   const subjects: CarrierSubject[] = [];
   const add = (key: string, subject: string, nic: Link, fields: Notice['fields'], what: string) => {
     const link = view.links.find((l) => l.name === nic.name);
-    if (link) subjects.push({ key, subject, fields, what, lacking: noCarrier(link) });
+    if (link) subjects.push({ key, subject, fields, what, lacking: noCarrier(link), up: link.up });
   };
   const uplink = view.uplink.nic;
   if (uplink) add(`uplink ${uplink.name}`, `the uplink ${uplink.name}`, uplink, { uplink: uplink.name }, UPLINK_NO_CARRIER);
@@ -160,7 +163,7 @@ function carrierSubjects(view: CarrierView): CarrierSubject[] {
  * stands, with `changes`: how many there were since the last line told. /status and the gauges follow every change.
  */
 export class CarrierLog {
-  private readonly told = new Map<string, { lacking: boolean; changes: number; times: number[] }>();
+  private readonly told = new Map<string, { lacking: boolean; changes: number; times: number[]; up: boolean }>();
 
   constructor(private readonly intervalMs = 30_000, private readonly lines = 2) {}
 
@@ -171,8 +174,15 @@ export class CarrierLog {
     for (const key of this.told.keys()) if (!subjects.some((s) => s.key === key)) this.told.delete(key);
     for (const s of subjects) {
       // First seen: as if it had had its carrier, so that one without it is told.
-      const entry = this.told.get(s.key) ?? { lacking: false, changes: 0, times: [] };
+      const entry = this.told.get(s.key) ?? { lacking: false, changes: 0, times: [], up: false };
       this.told.set(s.key, entry);
+      const justUp = s.up && !entry.up;
+      entry.up = s.up;
+      // The first look at a NIC just seen or just brought up: a veth or macvlan has its carrier some milliseconds
+      // after `up` (the kernel's link watch), and that carrier's arrival is a link event, so a pass follows. Told
+      // now, each NIC Docker attached was a loss and a return in the log, which also spent the flap limit's lines and
+      // held back a real loss that came soon after. Without it still at the next pass, it is told then.
+      if (justUp && s.lacking) continue;
       if (s.lacking !== entry.lacking) {
         entry.lacking = s.lacking;
         entry.changes++;
