@@ -138,7 +138,6 @@ interface CarrierSubject {
   readonly up: boolean;
 }
 
-
 function carrierSubjects(view: CarrierView): CarrierSubject[] {
   const subjects: CarrierSubject[] = [];
   const add = (key: string, subject: string, nic: Link, fields: Notice['fields'], what: string) => {
