@@ -292,13 +292,29 @@ export class Supervisor {
   private arm(): void {
     if (this.inFlight || this.timer || this.pending === undefined || this.stopped) return;
     const due = Math.max(this.lastStart + this.minIntervalMs, this.notBefore);
+    this.passAfter(Math.max(0, due - this.now()));
+  }
+
+  /**
+   * The pass, `ms` from now and not before. A Node timer counts its delay from the event loop's cached time, which a
+   * busy turn leaves behind the real one: it fired that much early (passes 4 ms inside minIntervalMs under CI's load),
+   * so the rest is waited again. Measured on the real clock: this is the timer's wait, whatever clock the supervisor
+   * was given.
+   */
+  private passAfter(ms: number): void {
+    const armedAt = performance.now();
     this.timer = setTimeout(() => {
       this.timer = undefined;
+      const rest = ms - (performance.now() - armedAt);
+      if (rest > 0) {
+        this.passAfter(rest);
+        return;
+      }
       this.inFlight = this.pass().finally(() => {
         this.inFlight = undefined;
         this.arm();
       });
-    }, Math.max(0, due - this.now()));
+    }, ms);
   }
 
   private async pass(): Promise<void> {
