@@ -445,6 +445,18 @@ export async function inNs(ns: string, ...argv: string[]): Promise<string> {
   return (await runner.run(['ip', 'netns', 'exec', ns, ...argv])).stdout;
 }
 
+/**
+ * Each VLAN's client keeps its gateway address at the router NIC's MAC (a permanent neighbour entry), as a host's ARP
+ * cache is after a `docker restart` of the gateway (a restarted container keeps its MACs): it sends through the
+ * router before the gateway has announced anything.
+ */
+export async function clientsKnowGatewayMac(topology: LabTopology, vlans: LabTopology['vlans']): Promise<void> {
+  for (const v of vlans) {
+    const mac = (await inNs(topology.router, 'cat', `/sys/class/net/${v.routerInterface}/address`)).trim();
+    await inNs(v.client.namespace, 'ip', 'neigh', 'replace', v.gateway, 'lladdr', mac, 'dev', v.client.interface, 'nud', 'permanent');
+  }
+}
+
 /** `iptables-save` (nft, the lab's backend) without the "# Generated … on <date>" lines. */
 export async function iptablesSave(ns: string, counters = false): Promise<string> {
   const out = await inNs(ns, 'iptables-nft-save', ...(counters ? ['-c'] : []));

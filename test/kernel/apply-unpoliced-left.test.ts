@@ -17,7 +17,7 @@ import { dump as stringify, load as parse } from 'js-yaml';
 import { loadConfig } from '../../src/config/load.js';
 import type { LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import { buildLab, GatewayProcess, inNs, prepareBundle, REPO, runner, scratchDir, tearDown, waitFor, type Bundle } from '../helpers/supervisor.js';
+import { buildLab, clientsKnowGatewayMac, GatewayProcess, inNs, prepareBundle, REPO, runner, scratchDir, tearDown, waitFor, type Bundle } from '../helpers/supervisor.js';
 import { tearDownAlways } from '../helpers/teardown.js';
 import { askUdp, udpResponder } from '../helpers/udp.js';
 
@@ -90,10 +90,7 @@ kernel(`an apply killed after it put the policy in, before it cleared the flows 
   const office = topology!.vlans.find((v) => v.name === 'office')!;
   const lab = topology!.vlans.find((v) => v.name === 'lab')!;
   // The hosts' ARP caches from before a restart.
-  for (const v of [office, lab]) {
-    const mac = (await inNs(topology!.router, 'cat', `/sys/class/net/${v.routerInterface}/address`)).trim();
-    await inNs(v.client.namespace, 'ip', 'neigh', 'replace', v.gateway, 'lladdr', mac, 'dev', v.client.interface, 'nud', 'permanent');
-  }
+  await clientsKnowGatewayMac(topology!, [office, lab]);
   const echo = udpResponder(runner, { namespace: office.client.namespace, address: office.client.address, port: ECHO_PORT });
   try {
     await new Promise<void>((resolve) => echo.onLine((line) => line === 'ready' && resolve()));
@@ -137,10 +134,7 @@ kernel(`a supervisor whose start pass was killed before it cleared the flows for
   const down = await apply('down');
   t.is(down.exitCode, 0, down.stderr);
   t.is((await inNs(topology!.router, 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '1');
-  for (const v of [office, lab]) {
-    const mac = (await inNs(topology!.router, 'cat', `/sys/class/net/${v.routerInterface}/address`)).trim();
-    await inNs(v.client.namespace, 'ip', 'neigh', 'replace', v.gateway, 'lladdr', mac, 'dev', v.client.interface, 'nud', 'permanent');
-  }
+  await clientsKnowGatewayMac(topology!, [office, lab]);
   const echo = udpResponder(runner, { namespace: office.client.namespace, address: office.client.address, port: ECHO_PORT });
   try {
     await new Promise<void>((resolve) => echo.onLine((line) => line === 'ready' && resolve()));

@@ -17,7 +17,7 @@ import { dump as stringify, load as parse } from 'js-yaml';
 import { loadConfig } from '../../src/config/load.js';
 import type { LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import { buildLab, GatewayProcess, inNs, prepareBundle, REPO, runner, scratchDir, tearDown, waitFor, type Bundle } from '../helpers/supervisor.js';
+import { buildLab, clientsKnowGatewayMac, GatewayProcess, inNs, prepareBundle, REPO, runner, scratchDir, tearDown, waitFor, type Bundle } from '../helpers/supervisor.js';
 import { tearDownAlways } from '../helpers/teardown.js';
 import { askUdp, udpResponder } from '../helpers/udp.js';
 
@@ -61,10 +61,7 @@ kernel(`flows forwarded before the start pass put the policy in (ip_forward on, 
   await inNs(topology!.router, 'iptables', '-t', 'nat', '-A', 'OUTPUT', '-d', '127.0.0.11/32', '-j', 'DOCKER_OUTPUT');
   await inNs(topology!.router, 'iptables', '-t', 'nat', '-A', 'DOCKER_OUTPUT', '-d', '127.0.0.11/32', '-p', 'udp', '--dport', '53', '-j', 'DNAT',
     '--to-destination', '127.0.0.11:53');
-  for (const v of [office, lab]) {
-    const mac = (await inNs(topology!.router, 'cat', `/sys/class/net/${v.routerInterface}/address`)).trim();
-    await inNs(v.client.namespace, 'ip', 'neigh', 'replace', v.gateway, 'lladdr', mac, 'dev', v.client.interface, 'nud', 'permanent');
-  }
+  await clientsKnowGatewayMac(topology!, [office, lab]);
   const servers = [
     udpResponder(runner, { namespace: office.client.namespace, address: office.client.address, port: ECHO_PORT }),
     udpResponder(runner, { namespace: topology!.inet, address: u.internetHost, port: INET_PORT }),
