@@ -68,9 +68,11 @@ class ListingHeld implements CommandRunner {
 async function stateDir(t: ExecutionContext): Promise<string> {
   const scratch = await mkdtemp(join(tmpdir(), 'vgw-first-pass-'));
   const dir = join(scratch, 'state');
+  const before = process.env.VLAN_GATEWAY_STATE_DIR;
   process.env.VLAN_GATEWAY_STATE_DIR = dir;
   t.teardown(async () => {
-    delete process.env.VLAN_GATEWAY_STATE_DIR;
+    if (before === undefined) delete process.env.VLAN_GATEWAY_STATE_DIR;
+    else process.env.VLAN_GATEWAY_STATE_DIR = before;
     await rm(scratch, { recursive: true, force: true });
   });
   return dir;
