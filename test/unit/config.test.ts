@@ -1697,6 +1697,18 @@ test('a missing config file is an error that names the path', async (t) => {
   t.deepEqual(error?.lines, ['cannot read /nonexistent/vlan-gateway/gateway.yaml: no such file']);
 });
 
+// The unreadable config a container meets: `-v ./gateway.yaml:/etc/vlan-gateway/gateway.yaml` with no such file on
+// the host, where Docker makes a directory in its place.
+test('a config path that is a directory is an error that names the path', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-config-'));
+  try {
+    const error = await t.throwsAsync(loadConfig(dir), { instanceOf: ConfigError });
+    t.deepEqual(error?.lines, [`cannot read ${dir}: is a directory`]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('a file saved as UTF-16 (a Windows editor\'s "Unicode") is named as such, not as a null byte in the YAML', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'vgw-config-'));
   try {
