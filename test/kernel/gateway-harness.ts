@@ -48,7 +48,21 @@ export function cliWithEnv(env: Record<string, string>, ...args: string[]): Prom
 
 /** The same, handing each piece of its stderr to `onStderr` as it comes (to wait for what it says before it ends). */
 export async function cliWatchingStderr(env: Record<string, string>, onStderr: (piece: string) => void, ...args: string[]): Promise<CliResult> {
-  const child = execa(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+  return cliWrapped([], env, onStderr, ...args);
+}
+
+/**
+ * The CLI where /proc/sys is mounted read-only, as inside a container: in a mount namespace of its own (unshare -m,
+ * private), /proc/sys bound onto itself read-only. The `ip netns exec` it runs its helpers through inherits the mount.
+ */
+export function cliWithReadOnlyProcSys(...args: string[]): Promise<CliResult> {
+  return cliWrapped(['unshare', '--mount', '--propagation', 'private', 'sh', '-c',
+    'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"', 'sh'], {}, () => undefined, ...args);
+}
+
+async function cliWrapped(wrapper: readonly string[], env: Record<string, string>, onStderr: (piece: string) => void, ...args: string[]): Promise<CliResult> {
+  const argv = [...wrapper, process.execPath, '--import', 'tsx', MAIN, ...args];
+  const child = execa(argv[0]!, argv.slice(1), {
     cwd: REPO,
     reject: false,
     timeout: 60_000,
