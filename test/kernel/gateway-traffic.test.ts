@@ -3,7 +3,8 @@
  * real packets (ping, TCP through the lab's agents) show what it does: VLANs reach each other both ways and the
  * Internet host, which sees the MASQUERADE or SNAT address; a port forward lands on the VLAN host; a drop policy
  * with one accept rule blocks everything but that rule, and replies to the accepted connection still flow, ICMP
- * errors (port unreachable, path MTU) included, across a reload that drops it too; a UDP flow that reached the gateway
+ * errors (port unreachable, path MTU) included, across a reload that drops it too; a TCP connection whose entry is
+ * deleted then is picked up again by its next packet, as the policy says of that packet's direction (README); a UDP flow that reached the gateway
  * itself before its port was forwarded is forwarded right after the apply that adds the forward, and one forwarded
  * goes to the new host when the forward is moved (the apply clears their conntrack entries, and no one else's).
  * ARP: which of the gateway's NICs answers for which address, with Linux's defaults and with the sysctls the README
@@ -13,11 +14,13 @@
  * from the snat variant so that the Internet side routes the snat address 198.51.100.77 back to the router.
  */
 import test from 'ava';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Config } from '../../src/config/schema.js';
 import { formatMatrix, labCheck, labDown, runProbe, startAgent, type LabTopology } from '../../src/lab/index.js';
 import { arpingSenders } from '../../src/observe/parse-arping.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import { buildLab, cli, exampleDocument, inNs, outcomes, removeScratch, runner, save, writeConfig } from './gateway-harness.js';
+import { buildLab, cli, exampleDocument, inNs, outcomes, removeScratch, runner, save, scratchDir, writeConfig } from './gateway-harness.js';
 import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
@@ -26,7 +29,7 @@ const SNAT_TO = '198.51.100.77'; // not on any interface: the Internet side rout
 
 let topology: LabTopology;
 let router: string;
-let files: Record<'masquerade' | 'snat' | 'drop' | 'reject' | 'inbound' | 'range' | 'rangeMoved' | 'rangeWidened' | 'udp' | 'udpDropped', { path: string; config: Config }>;
+let files: Record<'masquerade' | 'snat' | 'drop' | 'reject' | 'inbound' | 'range' | 'rangeMoved' | 'rangeWidened' | 'udp' | 'udpDropped' | 'reverse' | 'reverseStrict', { path: string; config: Config }>;
 
 test.before(async () => {
   if (!isRoot()) return;
@@ -79,6 +82,17 @@ test.before(async () => {
       ...example,
       forwarding: { default: 'drop', rules: [{ from: 'lab', to: 'office', proto: 'udp', ports: '5000-5010', action: 'drop' }] },
     }),
+    // lab → office no longer allowed, office → lab is (TCP): what `drop` let lab open is dropped by the rules now.
+    reverse: await writeConfig('reverse', {
+      ...example,
+      forwarding: { default: 'drop', rules: [{ from: 'office', to: 'lab', proto: 'tcp', action: 'accept' }] },
+    }),
+    // The same with the README's line that keeps conntrack from picking a TCP connection up without its SYN.
+    reverseStrict: await writeConfig('reverse-strict', {
+      ...example,
+      forwarding: { default: 'drop', rules: [{ from: 'office', to: 'lab', proto: 'tcp', action: 'accept' }] },
+      rules: { dir: await strictRulesDir() },
+    }),
     reject: await writeConfig('reject', {
       ...example,
       forwarding: { default: 'drop', rules: [{ from: 'lab', to: 'office', proto: 'tcp', ports: '22', action: 'accept' }, { from: 'lab', to: 'office', action: 'reject' }] },
@@ -87,6 +101,14 @@ test.before(async () => {
   topology = await buildLab(files.snat.config, name);
   router = topology.router;
 });
+
+/** A rules.dir whose filter/forward.hbs is the README's line: a TCP packet that is NEW to conntrack but no SYN is dropped. */
+async function strictRulesDir(): Promise<string> {
+  const dir = join(await scratchDir(), 'strict-rules');
+  await mkdir(join(dir, 'filter'), { recursive: true });
+  await writeFile(join(dir, 'filter', 'forward.hbs'), '-p tcp ! --syn -m conntrack --ctstate NEW -j DROP\n');
+  return dir;
+}
 
 tearDownAlways('remove the lab and the scratch configs', async () => {
   if (!isRoot()) return;
@@ -749,6 +771,77 @@ kernel(`a reload that turns a rule to drop: a UDP flow that had replies goes on,
   } finally {
     await answering.stop();
     await quiet.stop();
+  }
+});
+
+// A server in office that talks by itself (a shell's output, a log tail): one numbered line every 100 ms to the client
+// it has; and a client that prints each line it receives.
+const PUSH_SCRIPT = String.raw`const [mode, address, port] = process.argv.slice(1);
+const net = require('node:net');
+if (mode === 'server') {
+  net.createServer((c) => { let n = 0; const timer = setInterval(() => c.write('push ' + ++n + '\n'), 100); c.on('error', () => clearInterval(timer)); c.on('close', () => clearInterval(timer)); })
+    .listen(Number(port), address, () => console.log('ready'));
+} else {
+  const c = net.connect(Number(port), address, () => console.log('ready'));
+  let rest = ''; c.on('data', (d) => { rest += d; const lines = rest.split('\n'); rest = lines.pop(); for (const l of lines) console.log(l); });
+  c.on('error', (e) => console.log('error ' + e.code));
+}`;
+
+async function pushing(ns: string, mode: 'server' | 'client', address: string, port: number) {
+  const { execa } = await import('execa');
+  const child = execa('ip', ['netns', 'exec', ns, process.execPath, '-e', PUSH_SCRIPT, mode, address, String(port)], { reject: false, timeout: 30_000 });
+  const lines: string[] = [];
+  let ready!: () => void;
+  const started = new Promise<void>((resolve) => (ready = resolve));
+  child.stdout!.on('data', (chunk: Buffer) => {
+    for (const line of String(chunk).split('\n').filter(Boolean)) {
+      if (line === 'ready') ready();
+      else lines.push(line);
+    }
+  });
+  await started;
+  return { lines, stop: async () => { child.kill('SIGTERM'); await child; } };
+}
+
+// The README's way to cut a connection the policy no longer allows: delete its conntrack entry. The next packet is then
+// a new connection to the rules, in the direction it goes, and Linux picks TCP up from any packet, not only a SYN
+// (nf_conntrack_tcp_loose): when office's server talks next and office may open connections to lab, lab's connection
+// goes on, taken for one from office. The README's rules.dir line (NEW TCP without SYN dropped) makes the cut stick.
+kernel(`a TCP connection whose entry is deleted after a policy change is picked up by its next packet, in that packet's direction; the README's rules.dir line cuts it${NEEDS_ROOT}`, async (t) => {
+  const office = topology.vlans.find((v) => v.name === 'office')!;
+  const lab = topology.vlans.find((v) => v.name === 'lab')!;
+  const server = await pushing(office.client.namespace, 'server', office.client.address, 22);
+  t.teardown(() => server.stop());
+  const received = async (client: { lines: string[] }, ms: number) => {
+    const before = client.lines.length;
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    return client.lines.length - before;
+  };
+  // The entries of tcp/22 flows, whichever side conntrack takes for the one that opened them.
+  const entries = async () => (await inNs(router, 'conntrack', '-L', '-p', 'tcp')).split('\n').filter((l) => / (s|d)port=22 /.test(l)).join('\n');
+
+  for (const [cut, strict] of [[files.reverse, false], [files.reverseStrict, true]] as const) {
+    const opened = await apply(files.drop.path); // lab → office tcp/22 accepted
+    t.is(opened.code, 0, opened.stderr);
+    await inNs(router, 'conntrack', '-F');
+    const client = await pushing(lab.client.namespace, 'client', office.client.address, 22);
+    try {
+      t.true(await received(client, 500) >= 3, 'office\'s server talks to lab\'s client');
+      const applied = await apply(cut.path);
+      t.is(applied.code, 0, applied.stderr);
+      t.true(await received(client, 500) >= 3, 'the gateway does not cut a connection for a policy change');
+      await inNs(router, 'conntrack', '-D', '-s', lab.subnet, '-d', office.subnet);
+      if (strict) {
+        t.is(await received(client, 1000), 0, 'with the README\'s line, the connection is cut');
+        t.is(await entries(), '', 'and nothing picked it up');
+      } else {
+        t.true(await received(client, 1000) >= 5, 'picked up from office\'s next packet, which office → lab accepts');
+        t.regex(await entries(), new RegExp(`^tcp +6 \\d+ ESTABLISHED src=${office.client.address.replaceAll('.', '\\.')} dst=${lab.client.address.replaceAll('.', '\\.')} sport=22 `),
+          'now taken for a connection office opened');
+      }
+    } finally {
+      await client.stop();
+    }
   }
 });
 
