@@ -31,9 +31,14 @@ async function refuseBesideSupervisor(netns: string | undefined, mode: Mode): Pr
 /**
  * Runs `write` (a read, plan and write of the namespace) holding its write lock, with no other apply, down or
  * `lab up` between, and refused beside a supervisor of the namespace. What apply, down and `lab up` write with.
+ * `stopWaiting` (lab up, after a Ctrl-C) ends a wait for the lock with WaitStopped, having written nothing.
  */
-export async function withWriteLock<T>(netns: string | undefined, mode: Mode, write: () => Promise<T>): Promise<T> {
-  const lock = await WriteLock.wait(netns, { timeoutMs: WRITE_LOCK_TIMEOUT_MS, onWait: (message) => process.stderr.write(`vlan-gateway: ${message}\n`) });
+export async function withWriteLock<T>(netns: string | undefined, mode: Mode, write: () => Promise<T>, stopWaiting?: () => boolean): Promise<T> {
+  const lock = await WriteLock.wait(netns, {
+    timeoutMs: WRITE_LOCK_TIMEOUT_MS,
+    onWait: (message) => process.stderr.write(`vlan-gateway: ${message}\n`),
+    ...(stopWaiting ? { stopWaiting } : {}),
+  });
   try {
     await refuseBesideSupervisor(netns, mode);
     return await write();

@@ -73,34 +73,40 @@ async function up(runner: CommandRunner, args: LabArgs, checked?: Awaited<Return
     throw new UsageError(`lab ${args.name} already exists; run \`vlan-gateway lab down --name ${args.name}\` first`);
   }
   out(`building lab ${args.name} from ${loaded.path} ...`);
-  await buildOrUndo(runner, args.name, topology);
-  // Recorded before the apply: a lab whose apply fails still stands, built from this config.
-  await writeLabRecord(args.name, { config: resolve(loaded.path), digest: textDigest(loaded.text) });
-  out(`applying the config in ${topology.router} ...`);
-  const router = inNamespace(runner, topology.router);
-  try {
-    // As `apply --netns` does: no apply or down, and no supervisor, writing in the router beside it.
-    const { plan } = await withWriteLock(topology.router, 'up', () => reconcileOnce(router, loaded.config, templates, { beforeWrite: userRulesGuard(router, templates) }));
-    out(formatPlan(plan).replace(/pending\.$/, 'applied.'));
-  } catch (error) {
-    // Only the kernel refuses what got this far (validate passed): the lab stands, to look into.
-    out(`lab ${args.name} is built, but the config did not apply (below). Fix it and apply it with: vlan-gateway apply --netns ${topology.router} --config ${loaded.path}; or remove the lab with: vlan-gateway lab down --name ${args.name}`);
-    throw error;
-  }
+  await undoneIfStopped(runner, args.name, async (stopped) => {
+    await labUp(runner, topology);
+    if (stopped()) return;
+    // Recorded before the apply: a lab whose apply fails still stands, built from this config.
+    await writeLabRecord(args.name, { config: resolve(loaded.path), digest: textDigest(loaded.text) });
+    out(`applying the config in ${topology.router} ...`);
+    const router = inNamespace(runner, topology.router);
+    try {
+      // As `apply --netns` does: no apply or down, and no supervisor, writing in the router beside it.
+      const { plan } = await withWriteLock(topology.router, 'up', () => reconcileOnce(router, loaded.config, templates, { beforeWrite: userRulesGuard(router, templates) }), stopped);
+      if (!stopped()) out(formatPlan(plan).replace(/pending\.$/, 'applied.')); // else the lab is removed: said below
+    } catch (error) {
+      if (stopped()) throw error; // the lab is removed (undoneIfStopped)
+      // Only the kernel refuses what got this far (validate passed): the lab stands, to look into.
+      out(`lab ${args.name} is built, but the config did not apply (below). Fix it and apply it with: vlan-gateway apply --netns ${topology.router} --config ${loaded.path}; or remove the lab with: vlan-gateway lab down --name ${args.name}`);
+      throw error;
+    }
+  });
   return topology;
 }
 
 /**
- * labUp undoes a build whose command fails; a Ctrl-C or a SIGTERM would end the process half-way instead. They
- * are held while it builds, and what was built is then removed before the process ends (130 or 143).
+ * labUp undoes a build whose command fails; a Ctrl-C or a SIGTERM would end the process half-way instead, and one
+ * while it applied (or waited for another apply to finish with its router) left the lab built without its config,
+ * saying nothing. They are held while `up` builds and applies (a wait for the router's write lock ends at once),
+ * and what was built is then removed before the process ends (130 or 143).
  */
-async function buildOrUndo(runner: CommandRunner, name: string, topology: LabTopology): Promise<void> {
+async function undoneIfStopped(runner: CommandRunner, name: string, work: (stopped: () => boolean) => Promise<void>): Promise<void> {
   let signal: NodeJS.Signals | undefined;
   const hold = (s: NodeJS.Signals) => (signal ??= s);
   process.on('SIGINT', hold);
   process.on('SIGTERM', hold);
   try {
-    await labUp(runner, topology).catch((error: unknown) => {
+    await work(() => signal !== undefined).catch((error: unknown) => {
       if (signal === undefined) throw error; // a command the signal killed too: removed below
     });
     if (signal !== undefined) {

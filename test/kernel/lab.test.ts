@@ -136,6 +136,7 @@ const standingName = uniqueLabName('s');
 const signalName = uniqueLabName('i');
 const lockName = uniqueLabName('w');
 const besideName = uniqueLabName('v');
+const stoppedName = uniqueLabName('x');
 let topology: LabTopology | undefined;
 let config: Config | undefined;
 
@@ -148,6 +149,7 @@ tearDownAlways('remove every lab namespace this file made', async () => {
   await labDown(runner, signalName);
   await labDown(runner, lockName);
   await labDown(runner, besideName);
+  await labDown(runner, stoppedName);
 });
 
 const linkNames = async (ns?: string): Promise<Set<string>> => {
@@ -384,6 +386,28 @@ kernel(`lab up waits for an apply writing in its router namespace, and applies o
   t.is(result.exitCode, 0, String(result.stderr));
   t.true((await ourChains(up.router)).includes(':VGW-FORWARD - [0:0]'), 'it applied once the lock was let go');
   await labDown(runner, lockName);
+});
+
+// A Ctrl-C once the build was done (while lab up applied, or waited for another apply to finish with its router)
+// ended the process at once, saying nothing, and left the lab built without its config.
+kernel(`a SIGINT while lab up waits to apply removes the lab it built, at once, and the process ends with 130${NEEDS_ROOT}`, async (t) => {
+  const up = await labUpChild(stoppedName);
+  t.true(up.started, 'lab up made its router namespace');
+  const lock = await WriteLock.wait(up.router, { timeoutMs: 5000, onWait: () => undefined });
+  try {
+    const deadline = Date.now() + 30_000;
+    while (!/waiting for another vlan-gateway apply or down/.test(up.stderr()) && up.child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    t.regex(up.stderr(), /waiting for another vlan-gateway apply or down/, `lab up waits to apply (exit ${up.child.exitCode ?? 'not yet'})`);
+    up.child.kill('SIGINT');
+    const result = await up.child;
+    t.is(result.exitCode, 130, String(result.stderr));
+    t.regex(String(result.stderr), /lab up stopped by SIGINT; what it had built is removed$/);
+    t.notRegex(String(result.stdout), /is built, but the config did not apply/);
+  } finally {
+    await lock.release();
+  }
+  t.deepEqual(await listLabNamespaces(runner, stoppedName), [], 'nothing of the lab stands');
+  t.false(existsSync(`/run/vgwlab/${stoppedName}.json`), 'nor its record');
 });
 
 kernel(`lab up refuses to apply in a router namespace a supervisor manages, as apply does${NEEDS_ROOT}`, async (t) => {
