@@ -115,6 +115,21 @@ export interface RunningAgent {
   stop(): Promise<void>;
 }
 
+/**
+ * What a serving agent's "error SPEC CODE" means to the person running `lab check`. A port something else holds in
+ * the namespace (a server started there to explore the lab, or another check of the same lab) said only
+ * "agent in vgwlab-demo-c10: error tcp/0.0.0.0:80 EADDRINUSE".
+ */
+function agentError(namespace: string, line: string): string {
+  const busy = /^error (tcp|udp)\/([0-9.]+):(\d+) EADDRINUSE$/.exec(line);
+  if (busy) {
+    const [, proto, address, port] = busy;
+    return `lab check cannot serve ${proto}/${port} in ${namespace}${address === '0.0.0.0' ? '' : ` on ${address}`}, which its probes need: another process there holds the port `
+      + `(a server of your own, or another lab check of this lab; see: ip netns exec ${namespace} ss -${proto === 'tcp' ? 't' : 'u'}lnp); stop it and check again`;
+  }
+  return `agent in ${namespace}: ${line}`;
+}
+
 /** Starts a serving agent in `namespace` and waits until every socket is bound. */
 export async function startAgent(
   runner: CommandRunner,
@@ -130,7 +145,7 @@ export async function startAgent(
     child.onLine((line) => {
       lines.push(line);
       if (line === 'ready') resolve();
-      else if (line.startsWith('error')) reject(new LabError(`agent in ${namespace}: ${line}`));
+      else if (line.startsWith('error')) reject(new LabError(agentError(namespace, line)));
     });
     // What it printed, and the end of its stderr, where node says why it failed (an agent that died of an error
     // said "no output": its stderr was not kept).

@@ -5,6 +5,7 @@
  * probe must meet; what is not probed and why; the cap; the agents' sockets; and the matrix as printed.
  */
 import test from 'ava';
+import { createServer, type AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
 import type { CommandRunner } from '../../src/exec/runner.js';
@@ -326,4 +327,26 @@ test.serial('an agent that exits before it is ready says what it wrote on stderr
     message: 'agent in vgwlab-u2-c20 exited (255) before it was ready: setting the network namespace "vgwlab-u2-c20" failed: Operation not permitted',
   });
   t.deepEqual(started[0]!.slice(0, 4), ['ip', 'netns', 'exec', 'vgwlab-u2-c20']);
+});
+
+// A port something else holds where the agent serves (a server started in a client to explore the lab, or another
+// check of the same lab) stopped lab check with "agent in vgwlab-demo-c10: error tcp/0.0.0.0:80 EADDRINUSE". Here
+// the real agent runs in this process's namespace (in place of `ip netns exec`), on a port this test holds.
+test.serial('an agent that cannot take a port says which, where, and what holds it', async (t) => {
+  const real = new ExecaRunner();
+  const holder = createServer();
+  await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+  const port = (holder.address() as AddressInfo).port;
+  const here: CommandRunner = {
+    run: (argv, options) => real.run(argv, options),
+    start: (argv, options) => real.start(argv.slice(4), options), // without `ip netns exec vgwlab-u3-c10`
+  };
+  try {
+    await t.throwsAsync(startAgent(here, 'vgwlab-u3-c10', [{ proto: 'tcp', address: '127.0.0.1', port }], 5), {
+      message: `lab check cannot serve tcp/${port} in vgwlab-u3-c10 on 127.0.0.1, which its probes need: another process there holds the port `
+        + '(a server of your own, or another lab check of this lab; see: ip netns exec vgwlab-u3-c10 ss -tlnp); stop it and check again',
+    });
+  } finally {
+    await new Promise((resolve) => holder.close(resolve));
+  }
 });
