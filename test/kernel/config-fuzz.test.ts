@@ -32,7 +32,7 @@ const ns = fileNamespace('fz');
 
 /** Fixed seeds: the first VALID_TESTED valid configs are tested by iptables, every APPLY_EVERY-th of them applied. */
 const SEEDS = Array.from({ length: 600 }, (_, i) => i + 1);
-const VALID_TESTED = 120;
+const VALID_TESTED = 100;
 const APPLY_EVERY = 20;
 const INVALID_APPLIED = 2;
 
