@@ -18,7 +18,7 @@ import { loadTemplates } from '../../src/template/load.js';
 import { freshPayload, fuzzConfig, payloadLineProblem } from '../helpers/config-fuzz.js';
 
 /** Fixed: a failure here is replayed from its seed. */
-const SEEDS = Array.from({ length: 700 }, (_, i) => i + 1);
+const SEEDS = Array.from({ length: 400 }, (_, i) => i + 1);
 
 const templates = await loadTemplates(undefined);
 
