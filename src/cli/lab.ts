@@ -130,7 +130,7 @@ async function check(runner: CommandRunner, args: LabArgs): Promise<boolean> {
   const missing = topology.namespaces.filter((ns) => !present.includes(ns));
   if (missing.length > 0) {
     throw new FailureError(`lab ${args.name} has no ${missing.join(', ')}, which ${loaded.path} needs: it was built from another config, or they were removed; `
-      + `rebuild it: vlan-gateway lab down --name ${args.name}, then lab up --config ${loaded.path}`);
+      + `rebuild it: vlan-gateway lab down --name ${args.name}, then vlan-gateway lab up --name ${args.name} --config ${loaded.path}`);
   }
   const result = await labCheck(runner, topology, loaded.config);
   out(formatMatrix(result));

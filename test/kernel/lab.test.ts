@@ -323,7 +323,9 @@ kernel(`a config validate refuses builds no lab, and lab demo with it leaves the
     await runner.run(['ip', 'netns', 'del', standing.vlans[1]!.client.namespace]);
     const check = await cli('lab', 'check', '--name', standingName);
     t.is(check.code, 1);
-    t.regex(check.stderr, new RegExp(`lab ${standingName} has no ${standing.vlans[1]!.client.namespace}, which \\S+ needs: it was built from another config, or they were removed; rebuild it`));
+    // The way back names this lab: `lab up` without --name builds the demo lab, not this one.
+    t.is(check.stderr, `vlan-gateway: lab ${standingName} has no ${standing.vlans[1]!.client.namespace}, which ${examplePath} needs: it was built from another config, `
+      + `or they were removed; rebuild it: vlan-gateway lab down --name ${standingName}, then vlan-gateway lab up --name ${standingName} --config ${examplePath}\n`);
   } finally {
     await labDown(runner, standingName);
     await rm(dir, { recursive: true, force: true });
