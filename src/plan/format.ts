@@ -30,7 +30,7 @@ function stepLines(step: Step): string[] {
       ...step.del.map((m) => `    - ${m}`),
       ...step.add.map((m) => `    + ${m}`),
     ];
-    case 'set-destroy': return [`- ipset ${step.set} (${step.members.length} members)`];
+    case 'set-destroy': return [`- ipset ${step.set} (${step.members.length} member${step.members.length === 1 ? '' : 's'})`];
     case 'sysctl': return [`~ sysctl ${step.key}: ${step.previous ?? '?'} -> ${step.value}`];
     case 'conntrack-clear': return [describeClear(step)];
     case 'table': {

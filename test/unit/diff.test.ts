@@ -15,7 +15,7 @@ import { tablesAfter } from '../../src/plan/after.js';
 import { OUR_ADDRESS_METRIC } from '../../src/plan/chains.js';
 import { planDesired, planEmpty, type Templates } from '../../src/plan/desired.js';
 import { diff, ForeignSetError, InUseError, tablesInSync } from '../../src/plan/diff.js';
-import { formatPlan } from '../../src/plan/format.js';
+import { formatPlan, summarizeStep } from '../../src/plan/format.js';
 import { syntheticFacts } from '../../src/plan/synthetic.js';
 import type { Desired, Plan, Step } from '../../src/plan/types.js';
 import { loadTemplates } from '../../src/template/load.js';
@@ -912,4 +912,13 @@ test('a rule naming the upper half of a VLAN (a prefix ending at its broadcast a
     '-A VGW-P-20-10 -m comment --comment vgw:… -s 192.168.20.128/25 -d 192.168.10.0/24 -p tcp -m multiport --dports 22 -j DROP',
     '-A VGW-P-20-10 -m comment --comment vgw:… -j ACCEPT',
   ]);
+});
+
+// A VLAN's NIC attached after the start takes VGW-WAITING away with its one member: `plan` and the supervisor's
+// "changes" said "- ipset VGW-WAITING (1 members)".
+test('a set removed is said with its member count in words: 1 member, 2 members', (t) => {
+  const destroy = (members: string[]): Step => ({ kind: 'set-destroy', set: 'VGW-WAITING', type: 'hash:net', members });
+  t.is(summarizeStep(destroy(['192.168.30.0/24'])), '- ipset VGW-WAITING (1 member)');
+  t.is(summarizeStep(destroy(['192.168.30.0/24', '192.168.40.0/24'])), '- ipset VGW-WAITING (2 members)');
+  t.is(summarizeStep(destroy([])), '- ipset VGW-WAITING (0 members)');
 });
