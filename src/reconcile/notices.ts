@@ -37,6 +37,11 @@ export function bindingNotices(before: Desired | undefined, desired: Desired): N
   // A note on a bound uplink (an snatTo it does not hold, a gateway off its networks) is logged once, as it appears.
   const { uplink } = desired;
   if (uplink.nic && uplink.note && uplink.note !== before?.uplink.note) notices.push({ fields: { uplink: uplink.nic.name }, message: uplink.note });
+  // And its end, on the NIC it had: the warning above ("eth0 is down: no default route is set until it is up") was
+  // otherwise never answered, the route put back showing only among a pass's changes.
+  if (uplink.nic && !uplink.note && before?.uplink.nic?.name === uplink.nic.name && before.uplink.note) {
+    notices.push({ fields: { uplink: uplink.nic.name }, message: `the uplink ${uplink.nic.name} is in order again (it was: ${before.uplink.note})`, level: 'info' });
+  }
   // So is a bound VLAN's (two NICs in its subnet: the one used is named).
   for (const b of desired.vlans) {
     if (b.nic && b.note && b.note !== before?.vlans.find((v) => v.vlan.name === b.vlan.name)?.note) notices.push({ fields: { vlan: b.vlan.name, interface: b.nic.name }, message: b.note });

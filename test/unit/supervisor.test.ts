@@ -361,6 +361,26 @@ test('the uplink that loses its NIC is a warning, once; its return (docker netwo
   ]);
 });
 
+// The uplink's NIC set down by hand: a warning that no default route is set until it is up. Set up again, the route
+// came back among a pass's changes, and nothing answered the warning: its last word in the log stayed "down".
+test('an uplink note that goes away is told at info, once, naming what it was', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  await r.ns.run(['ip', 'link', 'set', 'eth0', 'down']);
+  r.supervisor.trigger('netlink');
+  await settle(r, 2);
+  await r.ns.run(['ip', 'link', 'set', 'eth0', 'up']);
+  r.supervisor.trigger('netlink');
+  await settle(r, 3);
+  r.supervisor.trigger('schedule');
+  await settle(r, 4);
+  t.deepEqual(r.logs.filter((l) => l.uplink !== undefined).map((l) => [l.level, l.msg, l.uplink]), [
+    [40, 'eth0 is down: no default route is set until it is up', 'eth0'],
+    [30, 'the uplink eth0 is in order again (it was: eth0 is down: no default route is set until it is up)', 'eth0'],
+  ]);
+});
+
 // A NIC whose carrier flaps (a bad cable, a port flapping) makes a link event each time, and a pass 100 ms later: each
 // pass said the loss or the return, a warning a second or more for as long as it flapped. A loss and its return are
 // told at once; more within 30 s are held, and the next pass after that says where it stands and how many changes.
