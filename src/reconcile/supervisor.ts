@@ -434,7 +434,9 @@ export class Supervisor {
       const recovered = failedFor === undefined ? {} : { recoveredAfterMs: Math.round(failedFor) };
       if (changes.length > 0) this.log.info({ trigger, changes, drift, tables, ...recovered, durationMs: Math.round(performance.now() - started) }, 'reconciled: changes applied');
       else if (failedFor !== undefined) this.log.info({ trigger, tables, ...recovered, durationMs: Math.round(performance.now() - started) }, 'reconciled: in sync, failing no more');
-      else this.log.debug({ trigger, tables, durationMs: Math.round(performance.now() - started) }, 'reconciled: in sync');
+      // The start's pass is said whatever it found: a supervisor restarted where its rules stand (`run --netns`, a
+      // container restarted in a pod's namespace) otherwise logged "vlan-gateway starting" and then nothing.
+      else this.log[trigger === 'start' ? 'info' : 'debug']({ trigger, tables, durationMs: Math.round(performance.now() - started) }, 'reconciled: in sync');
     } catch (error) {
       this.knownSets = undefined;
       this.knownTables = undefined;

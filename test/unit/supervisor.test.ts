@@ -116,9 +116,9 @@ interface Rig {
   value(name: string, labels?: Record<string, string>): Promise<number>;
 }
 
-function rig(t: ExecutionContext, options: Partial<SupervisorOptions> & { fakeClock?: boolean; conntrack?: boolean } = {}, config: Config = lab,
+function rig(t: ExecutionContext, options: Partial<SupervisorOptions> & { fakeClock?: boolean; conntrack?: boolean; ns?: FakeNetns } = {}, config: Config = lab,
   sysctls: Record<string, string> = {}): Rig {
-  const ns = namespace(sysctls, options.conntrack);
+  const ns = options.ns ?? namespace(sysctls, options.conntrack);
   const runner = new GatedRunner(ns);
   const metrics = new ProbeMetrics('0.0.0-test');
   const logs: Rig['logs'] = [];
@@ -181,6 +181,20 @@ test('a pass that finds everything in sync changes nothing and logs at debug lev
   const last = r.logs.at(-1)!;
   t.is(last.msg, 'reconciled: in sync');
   t.is(last.level, 20);
+});
+
+// A supervisor restarted where its rules stand (run --netns, a container restarted in a pod's namespace): its start
+// pass found nothing to change, logged at debug, and "vlan-gateway starting" was the last line of the log.
+test('a start pass that finds everything in sync says so at info', async (t) => {
+  const first = rig(t);
+  first.supervisor.trigger('start');
+  await settle(first, 1);
+  await first.supervisor.stop();
+  const r = rig(t, { ns: first.ns });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  t.like(r.supervisor.lastRecord, { trigger: 'start', result: 'success', changes: [] });
+  t.deepEqual(r.logs.filter((l) => l.level >= 30).map((l) => [l.level, l.msg, l.trigger]), [[30, 'reconciled: in sync', 'start']]);
 });
 
 test('an snatTo the uplink NIC does not hold is logged as a warning once, not at every pass', async (t) => {
