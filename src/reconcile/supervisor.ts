@@ -441,13 +441,18 @@ export class Supervisor {
       this.knownSets = undefined;
       this.knownTables = undefined;
       this.failures++;
+      const startedFailing = this.failingSince === undefined;
       this.failingSince ??= requestedAt ?? this.lastStart;
       const delay = Math.min(this.options.backoffInitialMs * 2 ** (this.failures - 1), this.options.backoffMaxMs);
       this.notBefore = this.now() + delay;
       const message = (error as Error)?.message ?? String(error);
       this.record({ trigger, result: 'failure', durationMs: performance.now() - started, changes: [], drift: [], error: message });
       this.updateVlanUp(config); // as the failed pass found the NICs: a gateway address it could not add is not up
-      this.failureLog.error(message, { trigger, failures: this.failures, retryInMs: delay, err: error }, failedPassSays(error));
+      // A config refused at commit that had never applied is not retried: the one that last applied runs again at
+      // once (below), so the line says no retry, and that pass is no recovery from a run of failures.
+      const reverting = isRefusal(error, this.current === used) && this.lastGood !== undefined && this.lastGood !== used;
+      this.failureLog.error(message, { trigger, failures: this.failures, ...(reverting ? {} : { retryInMs: delay }), err: error }, failedPassSays(error));
+      if (reverting && startedFailing) this.failingSince = undefined;
       // Retry the same request after the backoff; a newer request rides along.
       if (this.pending === undefined || PRIORITY[trigger] > PRIORITY[this.pending]) this.pending = trigger;
       this.pendingSince ??= requestedAt ?? this.lastStart;
@@ -460,10 +465,9 @@ export class Supervisor {
       // ours). Not a pass that could not do its work (the xtables lock held, a restore killed, memory short): that
       // one is retried as any failed pass. With no config that applied (a start), the passes go on failing, and a
       // refused template is said.
-      const refused = error instanceof ApplyError && error.rolledBack && this.current === used
-        && (error.userChain !== undefined || error.commitRefusal !== undefined) ? error : undefined;
+      const refused = isRefusal(error, this.current === used) ? error : undefined;
       if (refused) {
-        const revert = this.lastGood !== undefined && this.lastGood !== used;
+        const revert = reverting;
         if (revert) {
           this.current = this.lastGood!;
           this.notBefore = 0;
@@ -652,6 +656,11 @@ export function isFatal(error: unknown): boolean {
  * back, or failed before writing), the new ones but for the accounting members, or neither (a rollback step failed
  * too: some of the pass's writes stand, until the retry puts the config in place).
  */
+/** A pass of the config in effect whose tables the kernel refused at commit, rolled back (see the catch of a pass). */
+function isRefusal(error: unknown, current: boolean): error is ApplyError {
+  return error instanceof ApplyError && error.rolledBack && current && (error.userChain !== undefined || error.commitRefusal !== undefined);
+}
+
 function failedPassSays(error: unknown): string {
   if (error instanceof AccountingError) return 'reconcile failed; forwarding applied, the per-pair accounting is incomplete';
   if (error instanceof ApplyError && error.rollbackErrors.length > 0) return 'reconcile failed, and so did its rollback: the namespace is part old, part new until the retry';

@@ -1572,6 +1572,7 @@ test('a reload whose user rule only the kernel refuses is refused: the config th
 
   // -m owner reached from PREROUTING: iptables' parser takes it; the kernel refuses it when nat is committed.
   const rejecting = await loadTemplates('test/fixtures/broken-templates/kernel-rejects');
+  const from = r.logs.length;
   r.supervisor.replaceConfig({ path: 'gateway.yaml', text: 'the edited one', config: lab, templates: rejecting });
   await settle(r, 3);
   t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success' }, 'the pass after the refusal, with the config that last applied');
@@ -1580,6 +1581,11 @@ test('a reload whose user rule only the kernel refuses is refused: the config th
   t.true(refused[0]!.reverted);
   t.is(refused[0]!.chain, 'VGW-USER-PREROUTING');
   t.false(r.ns.save('nft').includes('VGW-USER-PREROUTING'), 'nothing of the refused config is left');
+  // The failed pass promised a retry in 20 ms ("retryInMs") of a config that is never tried again, and the pass of
+  // the config that last applied said "reconciled: in sync, failing no more" with a recoveredAfterMs, as if the
+  // refusal were over.
+  const said = r.logs.slice(from).filter((l) => l.level >= 30);
+  t.deepEqual(said.map((l) => [l.level, l.msg, l.trigger, l.failures, l.retryInMs]), [[50, 'reconcile failed; previous rules left in place', 'reload', 1, undefined]]);
 });
 
 // A reload's config whose own rules (rendered by the gateway, not rules.dir) the kernel refuses at commit: a kernel
