@@ -65,7 +65,10 @@ export class NetlinkMonitor {
       this.restarts++;
       this.quickExits = performance.now() - startedAt < STABLE_MS ? this.quickExits + 1 : 0;
       const delay = Math.min(this.restartDelayMs * 2 ** Math.max(0, this.quickExits - 1), this.maxDelayMs);
-      this.exitLog.warn('exited', { exitCode: code, restarts: this.restarts, retryInMs: delay }, 'ip monitor exited; restarting it');
+      // How it ended, and what it said: `exitCode: null` alone told nobody that it was killed, nor why it failed.
+      const said = child.stderrTail?.().trim().split('\n').at(-1) ?? '';
+      const how = code === null ? 'was killed by a signal' : `exited with status ${code}`;
+      this.exitLog.warn('exited', { exitCode: code, restarts: this.restarts, retryInMs: delay }, `ip monitor ${how}${said ? ` (${said})` : ''}; restarting it`);
       this.restartTimer = setTimeout(() => {
         this.restartTimer = undefined;
         this.start();

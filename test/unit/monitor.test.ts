@@ -55,6 +55,32 @@ test('an ip monitor that keeps exiting at once (its namespace gone) is restarted
   // 10, 20, 40, 80, then 80 ms (the cap): about 7 starts in 450 ms, not 45.
   t.true(starts.length >= 5 && starts.length <= 9, `${starts.length} starts, gaps ${gaps.map(Math.round).join(', ')} ms`);
   t.true(gaps[3]! >= 70 && gaps.at(-1)! >= 70, `doubling up to the cap: ${gaps.map(Math.round).join(', ')} ms`);
-  t.is(logs.filter((l) => l.msg === 'ip monitor exited; restarting it').length, 1, 'one warning for the run of exits');
+  t.is(logs.filter((l) => l.msg.startsWith('ip monitor ')).length, 1, 'one warning for the run of exits');
   t.true(events.every((e) => e === 'monitor restarted'), 'each restart asks for a pass (events may have been missed)');
+});
+
+// A monitor killed (by a signal) or failing logged `"exitCode": null` (or 1) and "ip monitor exited; restarting it":
+// neither how it ended nor what it said.
+test('an ip monitor that ends is said with how it ended and the last line it wrote on stderr', async (t) => {
+  const said = async (code: number | null, stderr?: string): Promise<string> => {
+    let started = 0;
+    const runner: CommandRunner = {
+      run: () => Promise.reject(new Error('not used')),
+      start: (): Child => {
+        started++;
+        const exited = started === 1 ? Promise.resolve(code) : new Promise<number | null>(() => undefined);
+        return { pid: undefined, onLine: () => undefined, exited, stop: () => Promise.resolve(), ...(stderr === undefined ? {} : { stderrTail: () => stderr }) };
+      },
+    };
+    const logs: Array<{ msg: string }> = [];
+    const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as { msg: string }) });
+    const monitor = new NetlinkMonitor(runner, log, () => undefined, 10, 80);
+    monitor.start();
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    await monitor.stop();
+    return logs.map((l) => l.msg).join('\n');
+  };
+  t.is(await said(null, ''), 'ip monitor was killed by a signal; restarting it');
+  t.is(await said(1, 'Cannot open netlink socket: Operation not permitted\n'), 'ip monitor exited with status 1 (Cannot open netlink socket: Operation not permitted); restarting it');
+  t.is(await said(0), 'ip monitor exited with status 0; restarting it');
 });
