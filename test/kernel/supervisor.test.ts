@@ -295,7 +295,8 @@ async function killMonitor(t: ExecutionContext, gateway: GatewayProcess): Promis
   const monitor = await waitFor('the ip monitor child', async () => (await gateway.descendants()).find(isMonitor), 3000);
   const from = gateway.logs.length;
   process.kill(monitor.value.pid, 'SIGKILL');
-  const warned = await gateway.waitForLog('the restart warning', (l) => /ip monitor exited; restarting/.test(l.msg), 5000, from);
+  const warned = await gateway.waitForLog('the restart warning', (l) => /^ip monitor /.test(l.msg), 5000, from);
+  t.is(warned.msg, 'ip monitor was killed by a signal; restarting it', 'killed (SIGKILL), as it was');
   t.log(`restart logged: ${JSON.stringify(warned)}`);
   await waitFor('a new ip monitor child', async () => (await gateway.descendants()).find((p) => isMonitor(p) && p.pid !== monitor.value.pid), 5000);
 }
