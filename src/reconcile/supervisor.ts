@@ -651,16 +651,16 @@ export function isFatal(error: unknown): boolean {
   return /--cap-add NET_(ADMIN|RAW)|--sysctl /.test(e?.message ?? '') || privilegeHint(e?.stderr ?? '') !== undefined;
 }
 
-/**
- * What the log says of a failed pass, as the apply left the namespace: the previous rules (the usual case: rolled
- * back, or failed before writing), the new ones but for the accounting members, or neither (a rollback step failed
- * too: some of the pass's writes stand, until the retry puts the config in place).
- */
 /** A pass of the config in effect whose tables the kernel refused at commit, rolled back (see the catch of a pass). */
 function isRefusal(error: unknown, current: boolean): error is ApplyError {
   return error instanceof ApplyError && error.rolledBack && current && (error.userChain !== undefined || error.commitRefusal !== undefined);
 }
 
+/**
+ * What the log says of a failed pass, as the apply left the namespace: the previous rules (the usual case: rolled
+ * back, or failed before writing), the new ones but for the accounting members, or neither (a rollback step failed
+ * too: some of the pass's writes stand, until the retry puts the config in place).
+ */
 function failedPassSays(error: unknown): string {
   if (error instanceof AccountingError) return 'reconcile failed; forwarding applied, the per-pair accounting is incomplete';
   if (error instanceof ApplyError && error.rollbackErrors.length > 0) return 'reconcile failed, and so did its rollback: the namespace is part old, part new until the retry';
