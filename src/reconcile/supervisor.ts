@@ -432,7 +432,9 @@ export class Supervisor {
       this.metrics.lastSuccess.set(this.lastSuccessAt / 1000);
       this.updateVlanUp(config);
       const recovered = failedFor === undefined ? {} : { recoveredAfterMs: Math.round(failedFor) };
-      if (changes.length > 0) this.log.info({ trigger, changes, drift, tables, ...recovered, durationMs: Math.round(performance.now() - started) }, 'reconciled: changes applied');
+      // A repair of drift (someone else changed our chains, jumps, addresses, route, sysctls or sets while we ran) is a
+      // warning: an on-call engineer filtering for warnings saw nothing when FORWARD was flushed by hand.
+      if (changes.length > 0) this.log[drift.length > 0 ? 'warn' : 'info']({ trigger, changes, drift, tables, ...recovered, durationMs: Math.round(performance.now() - started) }, 'reconciled: changes applied');
       else if (failedFor !== undefined) this.log.info({ trigger, tables, ...recovered, durationMs: Math.round(performance.now() - started) }, 'reconciled: in sync, failing no more');
       // The start's pass is said whatever it found: a supervisor restarted where its rules stand (`run --netns`, a
       // container restarted in a pod's namespace) otherwise logged "vlan-gateway starting" and then nothing.

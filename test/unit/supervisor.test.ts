@@ -1053,9 +1053,13 @@ test('drift repaired by a pass is counted by kind (metrics and driftCounts); a c
   t.like(r.supervisor.driftCounts, { rules: 1, sysctl: 1, jump: 0, address: 0, route: 0 });
   t.is(await r.value('vlan_gateway_drift_repairs_total', { kind: 'rules' }), 1);
   t.is(await r.value('vlan_gateway_drift_repairs_total', { kind: 'sysctl' }), 1);
+  // The repair is a warning (someone else changed the gateway's state); a config's own changes are information.
+  const applied = () => r.logs.filter((l) => l.msg === 'reconciled: changes applied').map((l) => [l.level, l.trigger]);
+  t.deepEqual(applied(), [[30, 'start'], [40, 'schedule']]);
 
   r.supervisor.replaceConfig(state(withRule, 'v2'));
   await settle(r, 3);
+  t.deepEqual(applied(), [[30, 'start'], [40, 'schedule'], [30, 'reload']]);
   t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success', drift: [] });
   t.true(r.supervisor.lastRecord!.changes.length > 0);
   t.like(r.supervisor.driftCounts, { rules: 1, sysctl: 1 });
