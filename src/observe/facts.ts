@@ -155,6 +155,13 @@ export interface Facts {
    */
   readonly unreadLegacy?: readonly string[];
   /**
+   * The ip6tables rule set whose filter FORWARD chain drops what it does not accept (its policy DROP, or a rule that
+   * drops or rejects every packet): `ip6tables-nft` or `ip6tables-legacy`. Forwarded IPv6 then meets a policy of the
+   * operator's. Read only while net.ipv6.conf.all.forwarding is 1 (see readIpv6ForwardDrop); absent: none drops, or
+   * ip6tables could not be read.
+   */
+  readonly ipv6ForwardDroppedBy?: string;
+  /**
    * The words that run a command where these facts were read (`ip netns exec NS` under --netns: CommandRunner.prefix),
    * absent in the process's own namespace: a command a message tells the operator to run is shown with them.
    */

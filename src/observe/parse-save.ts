@@ -180,3 +180,14 @@ export function hasAnyRules(tables: Map<string, SavedTable>): boolean {
   }
   return false;
 }
+
+/**
+ * Whether a filter table's FORWARD chain drops every packet that none of its rules accepts: its policy is DROP, or
+ * one of its rules drops or rejects with no match (`-A FORWARD -j DROP`, `-j REJECT --reject-with …`). What its
+ * rules accept before that is the operator's policy. Pure.
+ */
+export function forwardDropsTheRest(filter: SavedTable | undefined): boolean {
+  if (!filter) return false;
+  if (filter.policies?.get('FORWARD') === 'DROP') return true;
+  return (filter.rules.get('FORWARD') ?? []).some((rule) => /^-j (?:DROP|REJECT(?: --reject-with [\w-]+)?)$/.test(rule.body));
+}

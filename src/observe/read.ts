@@ -9,7 +9,8 @@ import { parseDefaultRoute, parseIpAddr, parseRoutedPrefixes } from './parse-ip.
 import { parseIpsetHeaders, parseIpsetSave } from './parse-ipset.js';
 import { OUR_PREFIX } from '../plan/chains.js';
 import { verdictOf } from '../plan/rule-text.js';
-import { hasAnyRules, hasOurChains, SaveParser, tableOf } from './parse-save.js';
+import { forwardDropsTheRest, hasAnyRules, hasOurChains, SaveParser, tableOf } from './parse-save.js';
+import { IPV6_FORWARDING } from '../plan/warnings.js';
 
 export const MANAGED_SYSCTLS = ['net.ipv4.ip_forward'] as const;
 /** Read, never written: what the plan warns about (see plan/warnings.ts). Absent where the kernel has no IPv6. */
@@ -63,6 +64,34 @@ async function readProc(runner: CommandRunner): Promise<{ sysctls: Record<string
   if (MANAGED_SYSCTLS.some((key) => sysctls[key] === '')) throw new CommandError(asRun(runner, ['cat', ...MANAGED_SYSCTLS.map(procPath)]), result.exitCode, result.stderr);
   for (const key of WATCHED_SYSCTLS) if (!missing(procPath(key))) sysctls[key] = (lines[at++] ?? '').trim();
   return { sysctls, legacyTables: missing(LEGACY_TABLES) ? undefined : lines.slice(at).map((l) => l.trim()).filter(Boolean) };
+}
+
+const LEGACY_IP6_TABLES = '/proc/net/ip6_tables_names';
+
+/**
+ * The ip6tables rule set whose FORWARD chain drops what it does not accept (see Facts.ipv6ForwardDroppedBy): nft,
+ * else legacy, which is read only where the kernel has its filter table (a read would make it, and hook it into
+ * every IPv6 packet's path). Reads only, and only while IPv6 forwarding is on; what cannot be read (ip6tables not
+ * installed, not permitted) counts as no drop, so the warning about IPv6 forwarding stays.
+ */
+export async function readIpv6ForwardDrop(runner: CommandRunner): Promise<string | undefined> {
+  const [nft, legacyTables] = await Promise.all([
+    ip6ForwardDrops(runner, 'nft'),
+    runner.run(['cat', LEGACY_IP6_TABLES], { allowFailure: true }).then((r) => (r.exitCode === 0 ? r.stdout.split('\n').map((l) => l.trim()) : [])),
+  ]);
+  if (nft) return 'ip6tables-nft';
+  if (legacyTables.includes('filter') && await ip6ForwardDrops(runner, 'legacy')) return 'ip6tables-legacy';
+  return undefined;
+}
+
+async function ip6ForwardDrops(runner: CommandRunner, backend: Backend): Promise<boolean> {
+  try {
+    const result = await runner.run([`ip6tables-${backend}-save`, '-t', 'filter'], { allowFailure: true });
+    return result.exitCode === 0 && forwardDropsTheRest(new SaveParser().push(result.stdout).end().get('filter'));
+  } catch (error) {
+    if (error instanceof CommandError) return false;
+    throw error;
+  }
 }
 
 /** `ipset save` as text, or undefined when the ipset tool is not installed. */
@@ -317,7 +346,8 @@ export interface StagedFacts {
 }
 
 export function readFactsStaged(runner: CommandRunner, options: { backend?: Backend; knownSets?: KnownSets; knownTables?: KnownTables } = {}): StagedFacts {
-  // Four processes in parallel: iptables-*-save, ip, cat, ipset (the legacy save only where legacy tables exist).
+  // Four processes in parallel: iptables-*-save, ip, cat, ipset (the legacy save only where legacy tables exist; two
+  // more for ip6tables, only while IPv6 forwarding is on).
   // The save is the slowest read (about 100 ms at 10,000 rules), so it is started first: each spawn holds this
   // thread for a few milliseconds. With known tables (see KnownTables) there is no save.
   let giveLegacyTables!: (names: Promise<string[] | undefined>) => void;
@@ -326,12 +356,15 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
   const interfaces = readInterfaces(runner);
   const proc = readProc(runner);
   giveLegacyTables(proc.then((p) => p.legacyTables, () => undefined)); // a failed cat fails `facts` below
+  // IPv6 forwarding on (rare): whether an ip6tables FORWARD chain of the operator's drops what it does not accept.
+  const ipv6Drop = proc.then((p) => (p.sysctls[IPV6_FORWARDING] === '1' ? readIpv6ForwardDrop(runner) : undefined), () => undefined);
   const facts = Promise.all([
     interfaces,
     proc,
     tables,
     readSets(runner, options.knownSets),
-  ]).then(([{ links, defaultRoute, routed }, { sysctls }, { backend, tables, backendWhy, otherForward, unreadLegacy }, sets]): Facts => ({
+    ipv6Drop,
+  ]).then(([{ links, defaultRoute, routed }, { sysctls }, { backend, tables, backendWhy, otherForward, unreadLegacy }, sets, ipv6ForwardDroppedBy]): Facts => ({
     links,
     ...(defaultRoute ? { defaultRoute } : {}),
     routed,
@@ -342,6 +375,7 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
     ...(backendWhy ? { backendWhy } : {}),
     ...(otherForward ? { otherForward } : {}),
     ...(unreadLegacy ? { unreadLegacy } : {}),
+    ...(ipv6ForwardDroppedBy ? { ipv6ForwardDroppedBy } : {}),
     ...(runner.prefix ? { commandPrefix: runner.prefix } : {}),
   }));
   // Whoever awaits `interfaces` first must not leave a failure of `facts` unhandled meanwhile; it is still

@@ -10,7 +10,7 @@ import type { UplinkBinding, VlanBinding } from './types.js';
 
 export const IPV6_FORWARDING = 'net.ipv6.conf.all.forwarding';
 
-export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForward' | 'tables' | 'sets' | 'unreadLegacy' | 'commandPrefix'>): string[] {
+export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForward' | 'tables' | 'sets' | 'unreadLegacy' | 'ipv6ForwardDroppedBy' | 'commandPrefix'>): string[] {
   const warnings: string[] = [];
   // Without the ipset tool the gateway neither sees nor removes sets: those its rules use now are left behind by
   // this write (rules without sets) or by down, and nothing else would say so.
@@ -37,13 +37,22 @@ export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForw
       + 'or rule there still filters forwarded packets, and chains of the gateway written there before stay in force. Look '
       + 'from the host (nsenter -n -t <the container\'s pid> iptables-legacy-save)');
   }
-  // The gateway programs IPv4 only: with IPv6 forwarding on, IPv6 between the VLANs passes none of the policy.
-  if (facts.sysctls[IPV6_FORWARDING] === '1') {
-    warnings.push(`${IPV6_FORWARDING} is 1: IPv6 is forwarded between the VLANs with none of this policy (the gateway `
-      + `programs IPv4 only); switch it off (docker run --sysctl ${IPV6_FORWARDING}=0)`);
-  }
+  // The gateway programs IPv4 only: with IPv6 forwarding on, IPv6 passes none of the policy, between the VLANs and
+  // to and from the uplink (where nothing drops the uplink side's new connections, and nothing is NATed). It is not
+  // the gateway's to switch off or to filter (an ip6tables rule set of its own is on the roadmap with dual stack),
+  // so it says what is open and the two ways to close it; an ip6tables FORWARD chain that drops the rest is the
+  // operator's policy, and ends the warning.
+  if (facts.sysctls[IPV6_FORWARDING] === '1' && facts.ipv6ForwardDroppedBy === undefined) warnings.push(ipv6ForwardingWarning(facts.commandPrefix));
   return warnings;
 }
+
+/** IPv6 forwarding on with nothing of the operator's to filter it (see warningsOf); `prefix`: CommandRunner.prefix. */
+export const ipv6ForwardingWarning = (prefix?: readonly string[]) =>
+  `${IPV6_FORWARDING} is 1 and no ip6tables FORWARD policy drops: IPv6 is routed between the VLANs, and between them and `
+  + 'the uplink, with none of this policy and no NAT (the gateway programs IPv4 only): an IPv6 host on any side reaches '
+  + `the IPv6 hosts of the others. Switch it off (docker run --sysctl ${IPV6_FORWARDING}=0, or Compose sysctls; outside a `
+  + `container ${shownCommand(prefix, `sysctl -w ${IPV6_FORWARDING}=0`)}), or drop forwarded IPv6 with a policy of your own `
+  + `(${shownCommand(prefix, 'ip6tables -P FORWARD DROP')})`;
 
 /** The gateway's sets (VGW-*) that rules in the gateway's chains match on, sorted. */
 function setsOurRulesUse(tables: Facts['tables']): string[] {

@@ -802,7 +802,7 @@ kernel(`IPv6 forwarding switched on in the namespace: plan warns that IPv6 passe
   try {
     const planned = await plan(lab.router, offLinkGateway);
     t.is(planned.code, 0, 'a warning is not a pending change');
-    t.regex(planned.stdout, /^warning: net\.ipv6\.conf\.all\.forwarding is 1: IPv6 is forwarded between the VLANs with none of this policy /m);
+    t.regex(planned.stdout, /^warning: net\.ipv6\.conf\.all\.forwarding is 1 and no ip6tables FORWARD policy drops: IPv6 is routed between the VLANs, and between them and the uplink, with none of this policy /m);
   } finally {
     await ipv6('0');
   }

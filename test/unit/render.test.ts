@@ -147,16 +147,25 @@ test('the uplink line carries its note: an snatTo the uplink NIC does not hold',
   t.regex(text, /^uplink: on eth0 \(uplink\.snatTo 198\.51\.100\.7 is not an address of eth0 \(it has [^)]+\): replies reach the gateway only if /m);
 });
 
-test('IPv6 forwarding on is a warning under the uplink line, not a step; off or absent (no IPv6), nothing', async (t) => {
+test('IPv6 forwarding on is a warning under the uplink line, not a step, naming what is open and both fixes; off, absent (no IPv6) or dropped by an ip6tables FORWARD of the operator\'s, nothing', async (t) => {
   const config = await readConfig('examples/lab.yaml');
   const templates = await loadTemplates();
   const base = factsFor(config);
-  const withIpv6 = (value: string): Facts => ({ ...base, sysctls: { ...base.sysctls, 'net.ipv6.conf.all.forwarding': value } });
+  const withIpv6 = (value: string, more: Partial<Facts> = {}): Facts => ({ ...base, sysctls: { ...base.sysctls, 'net.ipv6.conf.all.forwarding': value }, ...more });
   const on = diff(planDesired(config, withIpv6('1'), templates), withIpv6('1'));
-  t.deepEqual(on.warnings, ['net.ipv6.conf.all.forwarding is 1: IPv6 is forwarded between the VLANs with none of this policy (the '
-    + 'gateway programs IPv4 only); switch it off (docker run --sysctl net.ipv6.conf.all.forwarding=0)']);
-  t.regex(formatPlan(on), /^uplink: on eth0\nbackend: iptables-nft\nwarning: net\.ipv6\.conf\.all\.forwarding is 1: /m);
+  t.deepEqual(on.warnings, ['net.ipv6.conf.all.forwarding is 1 and no ip6tables FORWARD policy drops: IPv6 is routed between the VLANs, '
+    + 'and between them and the uplink, with none of this policy and no NAT (the gateway programs IPv4 only): an IPv6 host on any side '
+    + 'reaches the IPv6 hosts of the others. Switch it off (docker run --sysctl net.ipv6.conf.all.forwarding=0, or Compose sysctls; '
+    + 'outside a container sysctl -w net.ipv6.conf.all.forwarding=0), or drop forwarded IPv6 with a policy of your own (ip6tables -P FORWARD DROP)']);
+  t.regex(formatPlan(on), /^uplink: on eth0\nbackend: iptables-nft\nwarning: net\.ipv6\.conf\.all\.forwarding is 1 /m);
   t.deepEqual(on.steps, diff(planDesired(config, base, templates), base).steps, 'the same steps: the gateway does not touch it');
+  // Under --netns, the commands to run are shown as they run there.
+  const prefixed = withIpv6('1', { commandPrefix: ['ip', 'netns', 'exec', 'gw'] });
+  t.regex(diff(planDesired(config, prefixed, templates), prefixed).warnings![0]!,
+    /outside a container ip netns exec gw sysctl -w net\.ipv6\.conf\.all\.forwarding=0\), or drop forwarded IPv6 with a policy of your own \(ip netns exec gw ip6tables -P FORWARD DROP\)$/);
+  // The operator's own ip6tables FORWARD drops what it does not accept: IPv6 forwarding has a policy, theirs.
+  const dropped = withIpv6('1', { ipv6ForwardDroppedBy: 'ip6tables-nft' });
+  t.is(diff(planDesired(config, dropped, templates), dropped).warnings, undefined);
   t.is(diff(planDesired(config, withIpv6('0'), templates), withIpv6('0')).warnings, undefined);
   t.is(diff(planDesired(config, base, templates), base).warnings, undefined);
 });

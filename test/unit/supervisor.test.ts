@@ -23,6 +23,7 @@ import { Supervisor, type ConfigState, type SupervisorOptions } from '../../src/
 import { loadTemplates } from '../../src/template/load.js';
 import { FakeNetns } from '../fakes/netfilter.js';
 import { CONNTRACK_MISSING } from '../../src/apply/conntrack.js';
+import { ipv6ForwardingWarning } from '../../src/plan/warnings.js';
 import { metricValue, parseMetrics } from '../helpers/supervisor.js';
 import { sleep, until } from '../helpers/wait.js';
 import { FakeClock } from '../helpers/clock.js';
@@ -249,8 +250,7 @@ test('IPv6 forwarding on in the namespace: a warning logged once and shown by /s
   await settle(r, 1);
   r.supervisor.trigger('schedule');
   await settle(r, 2);
-  const warning = 'net.ipv6.conf.all.forwarding is 1: IPv6 is forwarded between the VLANs with none of this policy (the gateway '
-    + 'programs IPv4 only); switch it off (docker run --sysctl net.ipv6.conf.all.forwarding=0)';
+  const warning = ipv6ForwardingWarning();
   t.deepEqual(r.logs.filter((l) => l.level === 40).map((l) => l.msg), [warning]);
   t.deepEqual((statusDocument(r.supervisor, { errors: [] }, 'test') as { warnings: string[] }).warnings, [warning]);
   t.true(r.supervisor.ready);
