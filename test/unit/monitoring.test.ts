@@ -321,12 +321,16 @@ test('deploy/prometheus.yml loads the alerts, and compose.yaml mounts them where
 // At an address of the host's other than loopback, a VLAN host's request reaches the endpoints through the gateway
 // and the host's Docker (its proxy, or its hairpin NAT), which hands it in from the uplink side: past http.allowFrom,
 // a 200 for /status where the gateway's own addresses answer 403 (seen on the quick start's network).
-test('the gateway\'s HTTP port is published on the host\'s loopback alone, by compose.yaml\'s defaults and the README\'s docker run', (t) => {
+test('the gateway\'s HTTP port (and Compose\'s Prometheus and Grafana) are published on the host\'s loopback alone, by compose.yaml\'s defaults and the README\'s docker run', (t) => {
   const withDefaults = (text: string) => text.replace(/\$\{(\w+):-([^}]*)\}/g, (_match, _name: string, value: string) => value);
   const compose = load(read('compose.yaml')) as { services: Record<string, { ports?: string[] }> };
   t.deepEqual(compose.services['vlan-gateway']!.ports!.map(withDefaults), ['127.0.0.1:10123:10123']);
   t.regex(compose.services['vlan-gateway']!.ports![0]!, /^\$\{VLAN_GATEWAY_METRICS_ADDRESS:-127\.0\.0\.1\}:/, 'the address is a variable the README names');
   t.true(README.includes('`VLAN_GATEWAY_METRICS_ADDRESS` (`127.0.0.1`'), 'the README lists the variable with its default');
+  // Prometheus and Grafana (admin/admin unless set) are reached the same way: on the loopback too, by default.
+  t.deepEqual(compose.services.prometheus!.ports!.map(withDefaults), ['127.0.0.1:9090:9090']);
+  t.deepEqual(compose.services.grafana!.ports!.map(withDefaults), ['127.0.0.1:3000:3000']);
+  for (const name of ['PROMETHEUS_ADDRESS', 'GRAFANA_ADDRESS']) t.true(README.includes(`\`${name}\` (\`127.0.0.1\`)`), `the README lists ${name} with its default`);
   // The quick start's `docker run` of the gateway, its continuation lines joined.
   const run = /^docker run -d --name vlan-gateway (?:.*\\\n)*.*$/m.exec(README)?.[0] ?? '';
   t.true(run.includes('--network a-uplink'), run);
