@@ -10,11 +10,11 @@ import { parseIpsetHeaders, parseIpsetSave } from './parse-ipset.js';
 import { OUR_PREFIX } from '../plan/chains.js';
 import { verdictOf } from '../plan/rule-text.js';
 import { forwardDropsTheRest, hasAnyRules, hasOurChains, SaveParser, tableOf } from './parse-save.js';
-import { IPV6_FORWARDING } from '../plan/warnings.js';
+import { IPV6_FORCE_FORWARDING, IPV6_FORWARDING, ipv6ForwardingOn } from '../plan/warnings.js';
 
 export const MANAGED_SYSCTLS = ['net.ipv4.ip_forward'] as const;
 /** Read, never written: what the plan warns about (see plan/warnings.ts). Absent where the kernel has no IPv6. */
-export const WATCHED_SYSCTLS = ['net.ipv6.conf.all.forwarding'] as const;
+export const WATCHED_SYSCTLS = [IPV6_FORWARDING, IPV6_FORCE_FORWARDING] as const;
 
 export class BackendError extends Error {
   override readonly name = 'BackendError';
@@ -357,7 +357,7 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
   const proc = readProc(runner);
   giveLegacyTables(proc.then((p) => p.legacyTables, () => undefined)); // a failed cat fails `facts` below
   // IPv6 forwarding on (rare): whether an ip6tables FORWARD chain of the operator's drops what it does not accept.
-  const ipv6Drop = proc.then((p) => (p.sysctls[IPV6_FORWARDING] === '1' ? readIpv6ForwardDrop(runner) : undefined), () => undefined);
+  const ipv6Drop = proc.then((p) => (ipv6ForwardingOn(p.sysctls) !== undefined ? readIpv6ForwardDrop(runner) : undefined), () => undefined);
   const facts = Promise.all([
     interfaces,
     proc,

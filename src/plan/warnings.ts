@@ -9,6 +9,16 @@ import { OUR_PREFIX } from './chains.js';
 import type { UplinkBinding, VlanBinding } from './types.js';
 
 export const IPV6_FORWARDING = 'net.ipv6.conf.all.forwarding';
+/**
+ * Linux 6.17+: forwarding on every NIC whatever `all.forwarding` says (set on `all`, it is set on each NIC; absent on
+ * older kernels). IPv6 between the VLANs was routed with no warning where this one alone was 1.
+ */
+export const IPV6_FORCE_FORWARDING = 'net.ipv6.conf.all.force_forwarding';
+
+/** The IPv6 forwarding sysctl that is 1 (forwarding first), if one is. */
+export function ipv6ForwardingOn(sysctls: Readonly<Record<string, string>>): string | undefined {
+  return [IPV6_FORWARDING, IPV6_FORCE_FORWARDING].find((key) => sysctls[key] === '1');
+}
 
 export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForward' | 'tables' | 'sets' | 'unreadLegacy' | 'ipv6ForwardDroppedBy' | 'commandPrefix'>): string[] {
   const warnings: string[] = [];
@@ -42,16 +52,17 @@ export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForw
   // the gateway's to switch off or to filter (an ip6tables rule set of its own is on the roadmap with dual stack),
   // so it says what is open and the two ways to close it; an ip6tables FORWARD chain that drops the rest is the
   // operator's policy, and ends the warning.
-  if (facts.sysctls[IPV6_FORWARDING] === '1' && facts.ipv6ForwardDroppedBy === undefined) warnings.push(ipv6ForwardingWarning(facts.commandPrefix));
+  const ipv6On = ipv6ForwardingOn(facts.sysctls);
+  if (ipv6On !== undefined && facts.ipv6ForwardDroppedBy === undefined) warnings.push(ipv6ForwardingWarning(facts.commandPrefix, ipv6On));
   return warnings;
 }
 
 /** IPv6 forwarding on with nothing of the operator's to filter it (see warningsOf); `prefix`: CommandRunner.prefix. */
-export const ipv6ForwardingWarning = (prefix?: readonly string[]) =>
-  `${IPV6_FORWARDING} is 1 and no ip6tables FORWARD policy drops: IPv6 is routed between the VLANs, and between them and `
+export const ipv6ForwardingWarning = (prefix?: readonly string[], key: string = IPV6_FORWARDING) =>
+  `${key} is 1 and no ip6tables FORWARD policy drops: IPv6 is routed between the VLANs, and between them and `
   + 'the uplink, with none of this policy and no NAT (the gateway programs IPv4 only): an IPv6 host on any side reaches '
-  + `the IPv6 hosts of the others. Switch it off (docker run --sysctl ${IPV6_FORWARDING}=0, or Compose sysctls; outside a `
-  + `container ${shownCommand(prefix, `sysctl -w ${IPV6_FORWARDING}=0`)}), or drop forwarded IPv6 with a policy of your own `
+  + `the IPv6 hosts of the others. Switch it off (docker run --sysctl ${key}=0, or Compose sysctls; outside a `
+  + `container ${shownCommand(prefix, `sysctl -w ${key}=0`)}), or drop forwarded IPv6 with a policy of your own `
   + `(${shownCommand(prefix, 'ip6tables -P FORWARD DROP')})`;
 
 /** The gateway's sets (VGW-*) that rules in the gateway's chains match on, sorted. */

@@ -168,6 +168,12 @@ test('IPv6 forwarding on is a warning under the uplink line, not a step, naming 
   t.is(diff(planDesired(config, dropped, templates), dropped).warnings, undefined);
   t.is(diff(planDesired(config, withIpv6('0'), templates), withIpv6('0')).warnings, undefined);
   t.is(diff(planDesired(config, base, templates), base).warnings, undefined);
+  // Linux 6.17+: all.force_forwarding forwards on every NIC with all.forwarding 0, and is named as the one to switch off.
+  const forced = withIpv6('0', { sysctls: { ...base.sysctls, 'net.ipv6.conf.all.forwarding': '0', 'net.ipv6.conf.all.force_forwarding': '1' } });
+  t.regex(diff(planDesired(config, forced, templates), forced).warnings![0]!,
+    /^net\.ipv6\.conf\.all\.force_forwarding is 1 and no ip6tables FORWARD policy drops: .* \(docker run --sysctl net\.ipv6\.conf\.all\.force_forwarding=0, /);
+  const forcedDropped: Facts = { ...forced, ipv6ForwardDroppedBy: 'ip6tables-nft' };
+  t.is(diff(planDesired(config, forcedDropped, templates), forcedDropped).warnings, undefined);
 });
 
 test('the other backend\'s FORWARD filtering anything is a warning naming it, its policy and rules, and the fix', async (t) => {
