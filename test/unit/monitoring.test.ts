@@ -338,6 +338,20 @@ test('the gateway\'s HTTP port (and Compose\'s Prometheus and Grafana) are publi
   t.deepEqual(published, ['127.0.0.1:10123:10123']);
 });
 
+// Where node:22-alpine or alpine:3.22 cannot be pulled, the README's step 0 names others with --build-arg; Compose's
+// build took no arguments, so `docker compose build` could only fail there.
+test('compose.yaml builds the gateway with the Dockerfile\'s base images by default, and BUILD_IMAGE / BASE_IMAGE name others', (t) => {
+  const compose = load(read('compose.yaml')) as { services: Record<string, { build?: { args?: Record<string, string> } }> };
+  const args = compose.services['vlan-gateway']!.build!.args!;
+  const dockerfile = read('image/Dockerfile');
+  for (const name of ['BUILD_IMAGE', 'BASE_IMAGE']) {
+    const fallback = new RegExp(`^ARG ${name}=(\\S+)$`, 'm').exec(dockerfile)?.[1];
+    t.truthy(fallback, `the Dockerfile has ARG ${name}=…`);
+    t.is(args[name], `\${${name}:-${fallback!}}`);
+    t.true(README.replace(/\s+/g, ' ').includes(`\`${name}\` (\`${fallback!}\``), `the README lists ${name} with its default`);
+  }
+});
+
 test('the README\'s table of alerts lists each alert of deploy/alerts.yml with its severity, and no other', (t) => {
   const rows = [...README.matchAll(/^\| `(VlanGateway\w+)` \| (\w+) \|/gm)].map((m) => [m[1], m[2]]);
   t.deepEqual(rows, alertRules.map((r) => [r.alert, r.labels!.severity]));
