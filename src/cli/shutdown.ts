@@ -122,12 +122,13 @@ export function stopWhenNamespaceGone(lock: InstanceLock, netns: string | undefi
 /** A failure no retry can fix (Supervisor.onFatal) stops a supervisor that has not been ready yet (exit 1). */
 export function stopOnFatal(supervisor: Supervisor, netns: string | undefined, log: Logger, shutdown: Shutdown): void {
   supervisor.onFatal = (error) => {
-    if (supervisor.ready) return; // after a good start, keep trying: the failure may be passing
+    if (supervisor.ready) return false; // after a good start, keep trying: the failure may be passing
     // In its own namespace (a container's), a missing NET_ADMIN is said with a missing --sysctl, if that is too.
     const message = netns === undefined ? withForwardingHint(describeError(error)) : describeError(error);
     log.fatal({ err: error }, message);
     process.stderr.write(`vlan-gateway: ${message}\n`);
     shutdown.exitCode = 1;
     void shutdown.stop('fatal');
+    return true;
   };
 }

@@ -179,8 +179,11 @@ export class Supervisor {
   private firstGoodPassDone!: () => void;
   /** Resolves when the first pass that succeeds has finished (the first pass, or one after it when that failed). */
   readonly firstGoodPass = new Promise<void>((resolve) => (this.firstGoodPassDone = resolve));
-  /** Called when a pass fails in a way retrying cannot fix (a missing capability). */
-  onFatal: ((error: unknown) => void) | undefined;
+  /**
+   * Called when a pass fails in a way retrying cannot fix (a missing capability); returns whether the process stops
+   * for it (not yet ready: the stop's fatal line then says it all, not a pass line promising a retry).
+   */
+  onFatal: ((error: unknown) => boolean) | undefined;
   /**
    * Called when the kernel refused a rule of the user's templates (one only the kernel checks: iptables' parser and
    * ours let it through), or refused a config that had not applied yet at commit whoever's rule it was
@@ -453,12 +456,14 @@ export class Supervisor {
       // A config refused at commit that had never applied is not retried: the one that last applied runs again at
       // once (below), so the line says no retry, and that pass is no recovery from a run of failures.
       const reverting = isRefusal(error, this.current === used) && this.lastGood !== undefined && this.lastGood !== used;
-      this.failureLog.error(message, { trigger, failures: this.failures, ...(reverting ? {} : { retryInMs: delay }), err: error }, failedPassSays(error));
+      // A failure no retry can fix, before the start was ready, stops the process with a fatal line of its own: this
+      // one said "previous rules left in place" and a retry that never came, before it.
+      const stopping = isFatal(error) && this.onFatal?.(error) === true;
+      if (!stopping) this.failureLog.error(message, { trigger, failures: this.failures, ...(reverting ? {} : { retryInMs: delay }), err: error }, failedPassSays(error));
       if (reverting && startedFailing) this.failingSince = undefined;
       // Retry the same request after the backoff; a newer request rides along.
       if (this.pending === undefined || PRIORITY[trigger] > PRIORITY[this.pending]) this.pending = trigger;
       this.pendingSince ??= requestedAt ?? this.lastStart;
-      if (isFatal(error)) this.onFatal?.(error);
       // A payload the kernel refuses at commit fails every pass alike, and holds up every other change (a NIC Docker
       // attaches, drift): a config that has not applied yet is refused as a reload with an invalid file is, and the
       // one that last applied (known to apply) runs again, at once. So it is whoever's rule was refused: one of the

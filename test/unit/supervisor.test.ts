@@ -827,21 +827,43 @@ test('ready once forwarding is in place: a start whose accounting-set fill fails
   t.regex(r.ns.saveSets(), /^add VGW-PAIRS-0 192\.168\.10\.0\/24,eth2$/m);
 });
 
-test('a missing capability is fatal: onFatal is told, with the error', async (t) => {
+test('a missing capability is fatal: onFatal is told, with the error; where it stops the process, the pass logs no line of its own', async (t) => {
   const r = rig(t);
   let fatal: unknown;
-  r.supervisor.onFatal = (error) => (fatal = error);
+  r.supervisor.onFatal = (error) => {
+    fatal = error;
+    return true;
+  };
   r.ns.failOn((argv) => argv[0] === 'iptables-nft-restore', { stderr: 'iptables-restore v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)', exitCode: 4 });
   r.supervisor.trigger('start');
   await until('the fatal callback', () => fatal !== undefined);
   t.false(r.supervisor.ready);
   t.regex(String((fatal as Error).message ?? fatal), /NET_ADMIN|Permission denied/);
+  // "reconcile failed; previous rules left in place" with a retry in 500 ms came before the fatal line and the exit.
+  t.deepEqual(r.logs.filter((l) => /reconcile failed/.test(l.msg)), []);
+});
+
+test('a fatal failure that does not stop the process (the start was ready) is logged as any failed pass', async (t) => {
+  const r = rig(t);
+  let told = 0;
+  r.supervisor.onFatal = () => {
+    told++;
+    return false;
+  };
+  r.ns.failOn((argv) => argv[0] === 'iptables-nft-restore', { stderr: 'iptables-restore v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)', exitCode: 4 });
+  r.supervisor.trigger('start');
+  await until('the failed pass', () => r.supervisor.lastRecord?.result === 'failure');
+  t.is(told, 1);
+  t.like(r.logs.find((l) => /reconcile failed/.test(l.msg)), { level: 50, msg: 'reconcile failed; previous rules left in place', trigger: 'start' });
 });
 
 test('no NET_RAW (docker run --cap-drop ALL --cap-add NET_ADMIN): the set match cannot ask the kernel; fatal, naming --cap-add NET_RAW', async (t) => {
   const r = rig(t);
   let fatal: unknown;
-  r.supervisor.onFatal = (error) => (fatal = error);
+  r.supervisor.onFatal = (error) => {
+    fatal = error;
+    return true;
+  };
   // iptables' libxt_set opens a raw socket to look a set up; without NET_RAW this is all it says, at every pass.
   r.ns.failOn((argv) => argv[0] === 'iptables-nft-restore', { stderr: "iptables-nft-restore v1.8.9 (nf_tables): Can't open socket to ipset.\n", exitCode: 1 });
   r.supervisor.trigger('start');
