@@ -182,12 +182,38 @@ export function hasAnyRules(tables: Map<string, SavedTable>): boolean {
 }
 
 /**
- * Whether a filter table's FORWARD chain drops every packet that none of its rules accepts: its policy is DROP, or
- * one of its rules drops or rejects with no match (`-A FORWARD -j DROP`, `-j REJECT --reject-with …`). What its
- * rules accept before that is the operator's policy. Pure.
+ * Whether a filter table's FORWARD chain drops every packet that none of its rules accepts. Walked in order, as the
+ * kernel walks it, the first rule that takes every packet (no match, a comment aside) decides: DROP or REJECT is a
+ * drop; ACCEPT is none (a `-j DROP` after it, or the DROP policy, never sees a packet); a jump into a chain of the
+ * operator's decides as that chain does for every packet. None deciding (or a RETURN of every packet), the policy
+ * does. What rules with a match accept before that is the operator's policy. Pure.
  */
 export function forwardDropsTheRest(filter: SavedTable | undefined): boolean {
   if (!filter) return false;
-  if (filter.policies?.get('FORWARD') === 'DROP') return true;
-  return (filter.rules.get('FORWARD') ?? []).some((rule) => /^-j (?:DROP|REJECT(?: --reject-with [\w-]+)?)$/.test(rule.body));
+  const verdict = everyPacket(filter, 'FORWARD', new Set());
+  return verdict === 'drop' || (verdict !== 'accept' && filter.policies?.get('FORWARD') === 'DROP');
+}
+
+/** A rule that takes every packet: `-j`/`-g TARGET`, after nothing but a comment. */
+const EVERY_PACKET = /^(?:-m comment --comment (?:"(?:[^"\\]|\\.)*"|\S+) )?-([jg]) (\S+)/;
+
+/**
+ * What `chain` does with every packet: accept, drop, return (a RETURN, or the end of a chain gone to with -g), or
+ * undefined (its end reached: on to the rule after the jump, or the policy).
+ */
+function everyPacket(filter: SavedTable, chain: string, seen: Set<string>): 'accept' | 'drop' | 'return' | undefined {
+  if (seen.has(chain)) return undefined;
+  seen.add(chain);
+  for (const { body } of filter.rules.get(chain) ?? []) {
+    const [, how, target] = EVERY_PACKET.exec(body) ?? [];
+    if (target === undefined) continue; // a match: some packets only
+    if (target === 'ACCEPT') return 'accept';
+    if (target === 'DROP' || target === 'REJECT') return 'drop';
+    if (target === 'RETURN') return 'return';
+    if (BUILTIN_CHAINS.has(target) || !filter.chains.has(target)) continue; // LOG, MARK, …: on to the next rule
+    const verdict = everyPacket(filter, target, seen);
+    if (verdict === 'accept' || verdict === 'drop') return verdict;
+    if (how === 'g') return 'return';
+  }
+  return undefined;
 }

@@ -144,6 +144,11 @@ kernel(`IPv6 forwarding on behind an ip6tables FORWARD DROP of the operator's: I
     await ip6tables('-A', 'FORWARD', '-i', vlan('lab').routerInterface, '-o', vlan('office').routerInterface, '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT');
     t.deepEqual(await ipv6Paths(), { ...all(false), 'office → lab': true });
     t.notRegex((await plan()).stdout, /^warning:/m);
+    // An ACCEPT of every packet ahead of them (a rule inserted to debug): the DROP policy sees no packet, and the warning is back.
+    await ip6tables('-I', 'FORWARD', '1', '-j', 'ACCEPT');
+    t.deepEqual(await ipv6Paths(), all(true));
+    const opened = await plan();
+    t.true(opened.stdout.split('\n').includes(WARNING), opened.stdout);
   } finally {
     await ip6tables('-F', 'FORWARD');
     await ip6tables('-P', 'FORWARD', 'ACCEPT');

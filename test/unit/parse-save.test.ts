@@ -332,6 +332,26 @@ test('forwardDropsTheRest: a DROP policy, or a rule dropping or rejecting every 
   t.false(forwardDropsTheRest(undefined));
 });
 
+// Any rule `-j DROP`, or the DROP policy, counted as a drop: an ACCEPT of every packet before it (a rule inserted to
+// debug, `ip6tables -I FORWARD -j ACCEPT`) left IPv6 forwarded with none of a policy, and the warning gone.
+test('forwardDropsTheRest: the first rule that takes every packet decides, as the kernel walks the chain; an ACCEPT of every packet is no drop', (t) => {
+  const drops = (text: string) => forwardDropsTheRest(parseSave(text).get('filter'));
+  t.false(drops(ip6Filter('DROP', '-j ACCEPT')), 'the policy never sees a packet');
+  t.false(drops(ip6Filter('ACCEPT', '-j ACCEPT', '-j DROP')), 'nor the DROP after it');
+  t.false(drops(ip6Filter('DROP', '-m comment --comment "debug, remove" -j ACCEPT')));
+  t.true(drops(ip6Filter('ACCEPT', '-m comment --comment "drop the rest" -j DROP')), 'a comment is no match');
+  t.true(drops(ip6Filter('ACCEPT', '-j LOG --log-prefix v6-fwd', '-j DROP')), 'a LOG goes on to the next rule');
+  t.true(drops(ip6Filter('DROP', '-j RETURN')), 'a RETURN from FORWARD: the policy');
+  t.false(drops(ip6Filter('ACCEPT', '-j RETURN', '-j DROP')));
+  // A chain of the operator's, jumped to with every packet: it decides as its own rules do.
+  const withChain = (forward: string, jump: string, ...mine: string[]) => ip6Filter(forward, jump).replace(':OUTPUT ACCEPT [0:0]\n',
+    `:OUTPUT ACCEPT [0:0]\n:MINE - [0:0]\n`).replace('COMMIT', [...mine.map((r) => `-A MINE ${r}`), 'COMMIT'].join('\n'));
+  t.false(drops(withChain('DROP', '-j MINE', '-j ACCEPT')));
+  t.true(drops(withChain('ACCEPT', '-j MINE', '-i eth1 -j ACCEPT', '-j DROP')));
+  t.true(drops(withChain('DROP', '-j MINE', '-i eth1 -j ACCEPT')), 'past its end: back in FORWARD, whose policy drops');
+  t.true(drops(withChain('DROP', '-g MINE', '-j RETURN')));
+});
+
 test('readIpv6ForwardDrop: nft first; legacy read only where the kernel has its filter table; ip6tables missing or failing is no drop', async (t) => {
   const notFound = (argv: string) => ({ [argv]: { notFound: true } });
   const ip6 = (answers: Record<string, Answer | { notFound: true }>): CommandRunner => {
