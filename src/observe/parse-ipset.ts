@@ -25,14 +25,42 @@ export function forEachIpsetMember(text: string, visit: (set: string, member: st
   return Math.min(start, text.length);
 }
 
+/** ADD's set and member, matched where a line starts (sticky): no line is cut out, and the counters are not read. */
+const ADD_MEMBER = /add (VGW-\S+) (\S+)/y;
+
+/**
+ * Our sets with their members (the counters left out). Read by every `vlan-gateway apply`, which knows no members
+ * (10,000 at 100 VLANs): the create lines are found by searching the text, and each add line is matched in place.
+ */
 export function parseIpsetSave(text: string): Map<string, SavedSet> {
   const sets = new Map<string, { type: string; members: Set<string>; noCounters?: boolean; family?: string; hashsize?: number; maxelem?: number; bucketsize?: number }>();
-  for (const line of text.split('\n')) {
+  for (let at = text.startsWith('create ') ? 0 : lineAfter(text, '\ncreate ', 0); at !== -1; at = lineAfter(text, '\ncreate ', at)) {
+    const end = text.indexOf('\n', at);
+    const line = text.slice(at, end === -1 ? text.length : end);
     const create = CREATE.exec(line);
     if (create) sets.set(create[1]!, { type: create[2]!, members: new Set(), ...(/ counters\b/.test(line) ? {} : { noCounters: true }), ...familyOf(line), ...sizeOf(line) });
   }
-  forEachIpsetMember(text, (set, member) => sets.get(set)?.members.add(member));
+  if (sets.size === 0) return sets;
+  let members: Set<string> | undefined;
+  let of = '';
+  for (let at = text.startsWith('add VGW-') ? 0 : lineAfter(text, '\nadd VGW-', 0); at !== -1; at = lineAfter(text, '\nadd VGW-', at)) {
+    ADD_MEMBER.lastIndex = at;
+    const add = ADD_MEMBER.exec(text);
+    if (!add) continue;
+    // Members come set by set: the set's lookup is reused while it lasts.
+    if (add[1] !== of) {
+      of = add[1]!;
+      members = sets.get(of)?.members;
+    }
+    members?.add(add[2]!);
+  }
   return sets;
+}
+
+/** Where the next line that starts with `prefix` (given with its newline) starts after `from`, or -1. */
+function lineAfter(text: string, prefix: string, from: number): number {
+  const at = text.indexOf(prefix, from);
+  return at === -1 ? -1 : at + 1;
 }
 
 /** `family inet6` in a create line or a header; inet (the gateway's) is left out. */

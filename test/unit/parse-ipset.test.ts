@@ -63,6 +63,27 @@ test('parseIpsetSave: our sets with their type and members (counters dropped), o
   t.like(stuck.get('VGW-PAIRS-0'), { hashsize: 65536, bucketsize: 64 });
 });
 
+test('parseIpsetSave: members found wherever their lines are (first line, between sets, before their set\'s create, back to an earlier set); a line without a member is none', (t) => {
+  const text = [
+    'add VGW-NICS-0 0.0.0.0/1,eth9 packets 1 bytes 2',
+    'create VGW-PAIRS-0 hash:net,iface family inet hashsize 1024 maxelem 65536 counters',
+    'add VGW-PAIRS-0 192.168.10.0/24,eth2',
+    'add other 10.0.0.1',
+    'add VGW-PAIRS-0',
+    'create VGW-NICS-0 hash:net,iface family inet hashsize 1024 maxelem 65536 counters',
+    'add VGW-NICS-0 128.0.0.0/1,eth9 packets 0 bytes 0',
+    'add VGW-PAIRS-0 192.168.20.0/24,eth1 packets 7 bytes 588',
+    'add VGW-GONE 10.0.0.0/8',
+    'add VGW-PAIRS-0 10.0.0.0/8,eth1',
+  ].join('\n');
+  t.deepEqual([...parseIpsetSave(text)].map(([name, set]) => [name, [...set.members]]), [
+    ['VGW-PAIRS-0', ['192.168.10.0/24,eth2', '192.168.20.0/24,eth1', '10.0.0.0/8,eth1']],
+    ['VGW-NICS-0', ['0.0.0.0/1,eth9', '128.0.0.0/1,eth9']],
+  ]);
+  t.deepEqual([...parseIpsetSave('')], []);
+  t.deepEqual([...parseIpsetSave('create VGW-SUBNETS hash:net family inet hashsize 1024 maxelem 65536 counters')].map(([n, s]) => [n, s.members.size]), [['VGW-SUBNETS', 0]]);
+});
+
 test('a set made without counters is marked, in ipset save and in ipset list -t (ipset 7.17)', (t) => {
   const save = [
     'create VGW-SUBNETS hash:net family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x18d6b3ab',
