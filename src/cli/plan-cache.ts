@@ -20,11 +20,12 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ConfigCache } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import type { DesiredStore, StoredDesired } from '../plan/desired.js';
+import type { DesiredStore } from '../plan/desired.js';
+import { packDesired, unpackDesired } from './packed-desired.js';
 import { privateDir } from './private-dir.js';
 
 export const DEFAULT_PLAN_CACHE = '/run/vlan-gateway/plan-cache';
-const FORMAT = 1;
+const FORMAT = 2;
 /** Per kind: a config and its state, and a few before them (a NIC attached later is another state). */
 const KEEP = 4;
 
@@ -75,16 +76,9 @@ interface StoredFile {
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
 const isArray = (value: unknown): value is unknown[] => Array.isArray(value);
 
-/** The parts every plan reads, present and of the right kind (a file cut short or edited is not used). */
-function isDesired(value: unknown): value is StoredDesired {
-  return isObject(value) && isArray(value.addresses) && isArray(value.chains) && isArray(value.jumps) && isArray(value.sets)
-    && isObject(value.sysctls) && value.chains.every((c) => isObject(c) && isArray(c.rules));
-}
-
-function isConfig(value: unknown): value is Config {
-  return isObject(value) && isObject(value.uplink) && isArray(value.vlans) && isObject(value.forwarding)
-    && isArray(value.forwarding.rules) && isArray(value.portForwards) && isObject(value.rules);
-}
+/** The config's parts every run reads, present and of the right kind (a file cut short or edited is not used). */
+const configOf = (value: unknown): Config | undefined => (isObject(value) && isObject(value.uplink) && isArray(value.vlans) && isObject(value.forwarding)
+  && isArray(value.forwarding.rules) && isArray(value.portForwards) && isObject(value.rules) ? value as unknown as Config : undefined);
 
 export class PlanCache {
   private readonly pending: Array<{ kind: Kind; key: string; value: unknown }> = [];
@@ -95,13 +89,14 @@ export class PlanCache {
 
   /** The rendered states (see useDesiredStore). */
   readonly desired: DesiredStore = {
-    load: (key) => this.read('desired', key, isDesired),
+    load: (key) => this.read('desired', key, unpackDesired),
+    // Packed when it is written (packDesired), after the command's work: a state that would not come back exactly is not kept.
     remember: (key, value) => this.remember('desired', key, value),
   };
 
   /** The configs as validated (see loadConfig). */
   readonly config: ConfigCache = {
-    load: (key) => this.read('config', key, isConfig),
+    load: (key) => this.read('config', key, configOf),
     remember: (key, value) => this.remember('config', key, value),
   };
 
@@ -124,17 +119,20 @@ export class PlanCache {
     return join(dir, `${kind}-${fileDigest(`${this.code()}\u0000${kind}\u0000${key}`)}.json`);
   }
 
-  private read<T>(kind: Kind, key: string, check: (value: unknown) => value is T): T | undefined {
+  /** The result under `key`, as `open` makes it from the file's value (undefined: not one this code wrote). */
+  private read<T>(kind: Kind, key: string, open: (value: unknown) => T | undefined): T | undefined {
     // Ours alone, and the way to it: a directory that others could write to, or swap for one of theirs, could hand us rules.
     const dir = privateDir(this.dir).path;
     if (dir === undefined) return undefined;
     try {
       const file = this.fileFor(dir, kind, key);
       const parsed = JSON.parse(readFileSync(file, 'utf8')) as Partial<StoredFile>;
-      if (parsed.format !== FORMAT || parsed.code !== this.code() || parsed.kind !== kind || parsed.key !== key || !check(parsed.value)) return undefined;
+      if (parsed.format !== FORMAT || parsed.code !== this.code() || parsed.kind !== kind || parsed.key !== key) return undefined;
+      const value = open(parsed.value);
+      if (value === undefined) return undefined;
       this.hits[kind]++;
       this.found.add(file);
-      return parsed.value;
+      return value;
     } catch {
       return undefined;
     }
@@ -172,8 +170,10 @@ export class PlanCache {
           utimesSync(file, now, now);
           continue;
         }
+        const stored = kind === 'desired' ? packDesired(value as Parameters<typeof packDesired>[0]) : value;
+        if (stored === undefined) continue;
         const temporary = `${file}.${process.pid}.tmp`;
-        const body: StoredFile = { format: FORMAT, code: this.code(), kind, key, value };
+        const body: StoredFile = { format: FORMAT, code: this.code(), kind, key, value: stored };
         try {
           writeFileSync(temporary, JSON.stringify(body), { mode: 0o600 });
           renameSync(temporary, file);

@@ -16,7 +16,7 @@ import {
   FORWARD_CHAIN, fromChain, IP_FORWARD, JUMPS, pairChain, POSTROUTING_CHAIN, PREROUTING_CHAIN, SOURCES_CHAIN, USER_HOOKS, WAITING_SET, zoneKey,
   type UserHook,
 } from './chains.js';
-import { COMMENT_PREFIX, digest, ruleHash } from './hash.js';
+import { digest, ruleHash, ruleLine } from './hash.js';
 import { matchUplink, matchVlans, nextHopOn, uplinkRoutedSources } from './match.js';
 import { UPLINK, type Desired, type DesiredChain, type DesiredRule, type DropReason, type RuleMeaning, type UplinkBinding, type VlanBinding } from './types.js';
 import { checkJumpTargets } from './check.js';
@@ -303,7 +303,7 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
       ? `${table} ${name} ${templateKey(template)} user ${modelKey ??= digest(JSON.stringify(model))}`
       : `${table} ${name} ${templateKey(template)} ${digest(JSON.stringify(data))}`;
     const ruleOf = (body: string, hash: string, target: string | undefined, meaning: RuleMeaning | undefined): DesiredRule => {
-      const line = `-m comment --comment ${COMMENT_PREFIX}${hash} ${body}`;
+      const line = ruleLine(hash, body);
       return meaning ? { line, hash, target, meaning } : { line, hash, target };
     };
     const hit = renderedChains.get(key, digestOf);

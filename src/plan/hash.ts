@@ -12,5 +12,11 @@ export function ruleHash(table: string, chain: string, body: string): string {
 
 export const COMMENT_PREFIX = 'vgw:';
 
+/** How every rule of ours begins: its hash follows, then a space and its body (see ruleLine). */
+export const RULE_COMMENT = `-m comment --comment ${COMMENT_PREFIX}`;
+
+/** A rule of ours as it is written after `-A CHAIN `: the comment with its hash, then its body. */
+export const ruleLine = (hash: string, body: string): string => `${RULE_COMMENT}${hash} ${body}`;
+
 /** A digest to key caches by (a chain's inputs can be tens of kilobytes of JSON; the key need not be). */
 export const digest = (text: string): string => hash('sha1', text, 'base64url');

@@ -71,7 +71,7 @@ const stored = async (dir: string) => (await readdir(dir)).filter((f) => f.start
 async function markStored(dir: string, mark: string): Promise<void> {
   for (const file of await stored(dir)) {
     const body = JSON.parse(await readFile(join(dir, file), 'utf8'));
-    body.value.chains[0].rules[0].line += ` ${mark}`;
+    body.value.chains[0].lines[0] += ` ${mark}`;
     await writeFile(join(dir, file), JSON.stringify(body));
   }
 }
