@@ -339,9 +339,14 @@ function hasDockerChains(tables: Map<string, SavedTable>): boolean {
   return Boolean(nat && (nat.chains.has('DOCKER_OUTPUT') || nat.chains.has('DOCKER_POSTROUTING')));
 }
 
-/** The reads of a pass: the interfaces come first (the planner needs only them), the whole facts after. */
+/**
+ * The reads of a pass: the interfaces come first (the planner needs only them), our sets (the set steps need only
+ * them and the desired state) before the tables as a rule, the whole facts after.
+ */
 export interface StagedFacts {
   readonly interfaces: Promise<InterfaceFacts>;
+  /** Our sets as `facts` will hold them (undefined: no ipset tool). */
+  readonly sets: Promise<Map<string, SavedSet> | undefined>;
   readonly facts: Promise<Facts>;
 }
 
@@ -356,13 +361,14 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
   const interfaces = readInterfaces(runner);
   const proc = readProc(runner);
   giveLegacyTables(proc.then((p) => p.legacyTables, () => undefined)); // a failed cat fails `facts` below
+  const sets = readSets(runner, options.knownSets);
   // IPv6 forwarding on (rare): whether an ip6tables FORWARD chain of the operator's drops what it does not accept.
   const ipv6Drop = proc.then((p) => (ipv6ForwardingOn(p.sysctls) !== undefined ? readIpv6ForwardDrop(runner) : undefined), () => undefined);
   const facts = Promise.all([
     interfaces,
     proc,
     tables,
-    readSets(runner, options.knownSets),
+    sets,
     ipv6Drop,
   ]).then(([{ links, defaultRoute, routed }, { sysctls }, { backend, tables, backendWhy, otherForward, unreadLegacy }, sets, ipv6ForwardDroppedBy]): Facts => ({
     links,
@@ -381,7 +387,8 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
   // Whoever awaits `interfaces` first must not leave a failure of `facts` unhandled meanwhile; it is still
   // thrown to whoever awaits `facts`.
   facts.catch(() => {});
-  return { interfaces, facts };
+  sets.catch(() => {});
+  return { interfaces, sets, facts };
 }
 
 /** Our two tables as the backend's save shows them (see readTables). */

@@ -211,11 +211,37 @@ const madeFrom = new WeakMap<Desired, { config: Config; templates: Templates; bi
 
 const withoutBindings = ({ vlans: _v, uplink: _u, ...rest }: Desired): StoredDesired => rest;
 
-export function planDesired(config: Config, facts: BindingFacts, templates: Templates): Desired {
+/** Which NIC carries which zone, and the key of that binding (whether ipset is here aside). */
+interface Bindings {
+  readonly uplink: UplinkBinding;
+  readonly vlans: VlanBinding[];
+  readonly key: string;
+}
+
+/**
+ * The bindings last matched for a config, with the interface facts they were matched from. A pass plans twice from
+ * the same interface facts (the same objects: once they are read, and again with the tables), and at 100 VLANs
+ * matching them again would follow the slowest read by a few milliseconds.
+ */
+const lastBindings = new WeakMap<Config, { readonly from: readonly unknown[]; readonly bindings: Bindings }>();
+
+function bindingsOf(config: Config, facts: BindingFacts): Bindings {
+  const from = [facts.links, facts.defaultRoute, facts.routed];
+  const last = lastBindings.get(config);
+  if (last && last.from.every((fact, i) => fact === from[i])) return last.bindings;
   const uplink = matchUplink(config, facts);
   const vlans = matchVlans(config, facts, uplink);
   const key = JSON.stringify([uplink.nic?.name, uplink.note, vlans.map((b) => [b.nic?.name, b.note, b.routed, b.routedInUse]),
-    uplinkRoutedSources(facts, uplink, vlans), facts.sets !== undefined]);
+    uplinkRoutedSources(facts, uplink, vlans)]);
+  const bindings = { uplink, vlans, key };
+  lastBindings.set(config, { from, bindings });
+  return bindings;
+}
+
+export function planDesired(config: Config, facts: BindingFacts, templates: Templates): Desired {
+  const bindings = bindingsOf(config, facts);
+  const { uplink, vlans } = bindings;
+  const key = `${bindings.key} ${facts.sets !== undefined}`;
   const byTemplates = memo.get(config) ?? memo.set(config, new WeakMap()).get(config)!;
   const hit = byTemplates.get(templates);
   let desired: Desired;

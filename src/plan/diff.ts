@@ -259,6 +259,61 @@ export function memberSetOf(set: DesiredSet): ReadonlySet<string> {
   return members;
 }
 
+/** What our sets need: the set-update steps, and the names of the sets they make again. */
+interface SetSteps {
+  readonly steps: readonly Step[];
+  readonly remade: ReadonlySet<string>;
+}
+
+const setStepsMade = new WeakMap<readonly DesiredSet[], WeakMap<ReadonlyMap<string, SavedSet>, SetSteps>>();
+
+/**
+ * The set-update steps for the sets read (pure), remembered per desired sets and sets read: a pass works them out
+ * while the tables are still being read (reconcileOnce), and its plan then finds them made. At 100 VLANs a
+ * `vlan-gateway apply` compares 10,000 members, which would otherwise follow the slowest read.
+ */
+export function setSteps(desiredSets: readonly DesiredSet[], sets: ReadonlyMap<string, SavedSet>, commandPrefix?: readonly string[]): SetSteps {
+  const made = setStepsMade.get(desiredSets)?.get(sets);
+  if (made) return made;
+  const steps: Step[] = [];
+  // A set of our name that the gateway did not make (another type, or no counters) fails every apply with the
+  // kernel's words; it is said here, before anything is written, with the way out.
+  const foreign = desiredSets.flatMap((set) => {
+    const have = sets.get(set.name);
+    if (!have || (have.type === set.type && !have.noCounters && have.family === undefined)) return [];
+    return [`ipset ${set.name} exists as ${have.type}${have.family ? ` family ${have.family}` : ''}${have.noCounters ? ' without counters' : ''}, not as the gateway makes it (${set.type} with counters): `
+      + `the gateway did not make it; remove it (${shownCommand(commandPrefix, `ipset destroy ${set.name}`)}) and apply again`];
+  });
+  if (foreign.length > 0) throw new ForeignSetError(foreign.join('\n'));
+  const remade = new Set<string>();
+  for (const set of desiredSets) {
+    const have = sets.get(set.name);
+    const remaking = have ? setRemake(set, have) : undefined;
+    const remake = remaking?.remake;
+    if (remake !== undefined) remade.add(remakeName(set.name));
+    // Members known to be there because they are this very set's (a supervisor's KnownSets): nothing to compare. Only
+    // a set of members made before can be that one: none is made here (a `vlan-gateway apply` has read every member).
+    if (have && have.members === memberSets.get(set) && remake === undefined) continue;
+    const add: string[] = [];
+    for (const { member } of set.members) if (!have?.members.has(member)) add.push(member);
+    // As many members as the wanted ones it holds: nothing else to delete, and no set built (a no-op pass at 100
+    // VLANs compares 10,000 members).
+    let del: string[] = [];
+    if (have && have.members.size !== set.members.length - add.length) {
+      const want = new Set(set.members.map((m) => m.member));
+      del = [...have.members].filter((m) => !want.has(m));
+    }
+    if (!have || add.length > 0 || del.length > 0 || remake !== undefined) {
+      const maxelem = setMaxelem(set.members.length);
+      steps.push({ kind: 'set-update', set: set.name, type: set.type, role: set.role, create: !have, add, del, ...(remaking ?? {}), ...(maxelem ? { maxelem } : {}) });
+    }
+  }
+  const result: SetSteps = { steps, remade };
+  const bySets = setStepsMade.get(desiredSets) ?? setStepsMade.set(desiredSets, new WeakMap()).get(desiredSets)!;
+  bySets.set(sets, result);
+  return result;
+}
+
 const sysctlStep = (facts: Facts, key: string, value: string): Step =>
   ({ kind: 'sysctl', key, value, ...(facts.sysctls[key] !== undefined ? { previous: facts.sysctls[key] } : {}) });
 
@@ -311,38 +366,9 @@ export function diff(desired: Desired, facts: Facts, memory: { forwardingWasOff?
   if (desired.route && (facts.defaultRoute?.gateway !== desired.route.gateway || facts.defaultRoute.tos !== undefined)) {
     steps.push({ kind: 'route', ...desired.route, ...(facts.defaultRoute ? { previous: facts.defaultRoute } : {}) });
   }
-  const sets = facts.sets ?? new Map();
-  // A set of our name that the gateway did not make (another type, or no counters) fails every apply with the
-  // kernel's words; it is said here, before anything is written, with the way out.
-  const foreign = desired.sets.flatMap((set) => {
-    const have = sets.get(set.name);
-    if (!have || (have.type === set.type && !have.noCounters && have.family === undefined)) return [];
-    return [`ipset ${set.name} exists as ${have.type}${have.family ? ` family ${have.family}` : ''}${have.noCounters ? ' without counters' : ''}, not as the gateway makes it (${set.type} with counters): `
-      + `the gateway did not make it; remove it (${shownCommand(facts.commandPrefix, `ipset destroy ${set.name}`)}) and apply again`];
-  });
-  if (foreign.length > 0) throw new ForeignSetError(foreign.join('\n'));
-  const remade = new Set<string>();
-  for (const set of desired.sets) {
-    const have = sets.get(set.name);
-    const remaking = have ? setRemake(set, have) : undefined;
-    const remake = remaking?.remake;
-    if (remake !== undefined) remade.add(remakeName(set.name));
-    // Members known to be there because they are this very set's (a supervisor's KnownSets): nothing to compare.
-    if (have && have.members === memberSetOf(set) && remake === undefined) continue;
-    const add: string[] = [];
-    for (const { member } of set.members) if (!have?.members.has(member)) add.push(member);
-    // As many members as the wanted ones it holds: nothing else to delete, and no set built (a no-op pass at 100
-    // VLANs compares 10,000 members).
-    let del: string[] = [];
-    if (have && have.members.size !== set.members.length - add.length) {
-      const want = new Set(set.members.map((m) => m.member));
-      del = [...have.members].filter((m) => !want.has(m));
-    }
-    if (!have || add.length > 0 || del.length > 0 || remake !== undefined) {
-      const maxelem = setMaxelem(set.members.length);
-      steps.push({ kind: 'set-update', set: set.name, type: set.type, role: set.role, create: !have, add, del, ...(remaking ?? {}), ...(maxelem ? { maxelem } : {}) });
-    }
-  }
+  const sets = facts.sets ?? new Map<string, SavedSet>();
+  const { steps: setUpdates, remade } = setSteps(desired.sets, sets, facts.commandPrefix);
+  steps.push(...setUpdates);
   // Our jumps remember that forwarding was off before us; a jump re-added after a flush takes the note from the
   // jumps still there, or from a supervisor's memory (the kernel no longer shows it once ip_forward is on).
   const switchingOn = desired.sysctls[IP_FORWARD] === '1' && facts.sysctls[IP_FORWARD] === '0';

@@ -7,7 +7,7 @@ import type { CommandRunner } from '../exec/runner.js';
 import { type Backend, type BackendFindings, type Facts, type KnownSets, type KnownTables } from '../observe/facts.js';
 import { readFactsStaged, readTablesAgain } from '../observe/read.js';
 import { planDesired, planEmpty, type Templates } from '../plan/desired.js';
-import { diff, InUseError, memberSetOf } from '../plan/diff.js';
+import { diff, InUseError, memberSetOf, setSteps } from '../plan/diff.js';
 import type { Desired, Plan } from '../plan/types.js';
 
 export type Mode = 'up' | 'down';
@@ -82,7 +82,14 @@ export async function reconcileOnce(
     // Render while the tables are still being read (iptables-save at 10,000 rules is the slowest read): the
     // desired state needs only the interfaces. Whether ipset is here is taken from the last pass; if that
     // guess was wrong, planFor below renders again, and otherwise finds this result remembered.
-    await reading.interfaces.then((found) => planDesired(config, { ...found, ...(ipsetSeen ? { sets: new Map() } : {}) }, templates), () => undefined);
+    const early = await reading.interfaces.then((found) => planDesired(config, { ...found, ...(ipsetSeen ? { sets: new Map() } : {}) }, templates), () => undefined);
+    // And the set steps, once the sets are read (before the tables, as a rule): the plan below finds them made when
+    // it plans from this desired state and these sets, and works them out itself otherwise (an error included).
+    if (early) {
+      reading.sets.then((sets) => {
+        if (sets) setSteps(early.sets, sets, runner.prefix);
+      }).catch(() => {});
+    }
   }
   let facts = await reading.facts;
   if (options.backend && options.backendFindings && facts.backendWhy === undefined) facts = { ...facts, ...options.backendFindings };

@@ -550,6 +550,28 @@ test('a failing nat table as a VLAN\'s NIC goes: the accounting members deleted 
   t.is(ns.snapshot(), before);
 });
 
+// A pass works out its set steps while the tables are still being read, from the sets it read and the desired state
+// (reconcileOnce, setSteps). Passes of one process plan from the same desired state: each still compares the sets it
+// read itself, and a set that is not as the gateway makes it still stops the pass before anything is written.
+test('a pass in the same process, with the same config, still sees a member deleted and a set made by someone else', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await apply(ns, lab);
+  t.deepEqual((await apply(ns, lab)).plan.steps, [], 'in sync');
+  const member = /^add (VGW-PAIRS-0) (\S+)$/m.exec(ns.saveSets())!;
+  await ns.run(['ipset', 'restore'], { input: `del ${member[1]} ${member[2]}\n` });
+  const repair = await apply(ns, lab);
+  t.deepEqual(repair.plan.steps.map((s) => (s.kind === 'set-update' ? [s.set, s.add, s.del] : s.kind)), [['VGW-PAIRS-0', [member[2]], []]]);
+  t.regex(ns.saveSets(), new RegExp(`^add VGW-PAIRS-0 ${member[2]!.replace(/[./]/g, '\\$&')}$`, 'm'), 'put back');
+  t.deepEqual((await apply(ns, lab)).plan.steps, [], 'in sync again');
+
+  await ns.run(['iptables-nft-restore', '--noflush'], { input: '*filter\n:VGW-SOURCES - [0:0]\nCOMMIT\n' }); // the set no longer in use
+  await ns.run(['ipset', 'destroy', 'VGW-SUBNETS']);
+  await ns.run(['ipset', 'restore'], { input: 'create VGW-SUBNETS hash:ip family inet hashsize 1024 maxelem 65536\n' });
+  const before = ns.snapshot();
+  await t.throwsAsync(apply(ns, lab), { message: /^ipset VGW-SUBNETS exists as hash:ip, not as the gateway makes it/ });
+  t.is(ns.snapshot(), before, 'nothing written');
+});
+
 // Without the ipset tool the address batch is the apply's only first-stage task (the accounting sets are otherwise
 // created beside it): what the message says then is about the batch's own lines.
 test('a failing address on the second VLAN undoes the first one', async (t) => {

@@ -146,3 +146,35 @@ test.serial('a reload that changes rules, not VLANs, keeps the very same sets; a
   const gone = planDesired(withRules(true), { ...facts, links: facts.links.filter((l) => l.name !== 'eth2') }, templates);
   t.deepEqual(gone.sets[0]!.members.map((m) => m.member), ['0.0.0.0/1,eth1', '128.0.0.0/1,eth1', '192.168.10.0/24,eth0']);
 });
+
+// A pass plans from its interfaces as soon as they are read, then again with the tables, and the bindings of the
+// first are taken up by the second (the same objects). A supervisor's next pass, one config object all along, reads
+// the interfaces afresh: a NIC gone, another one's address, another default route are each seen.
+test.serial('one config planned again from other interface facts matches its NICs again', (t) => {
+  const config = structuredClone(lab);
+  const facts = syntheticFacts(config);
+  const first = planDesired(config, facts, templates);
+  t.is(planDesired(config, { ...facts, sets: new Map() }, templates).vlans, first.vlans, 'the same interface facts: the same bindings');
+  t.deepEqual(first.vlans.map((b) => b.nic?.name), ['eth1', 'eth2']);
+
+  const officeGone = { ...facts, links: facts.links.filter((l) => l.name !== 'eth1') };
+  t.deepEqual(planDesired(config, officeGone, templates).vlans.map((b) => b.nic?.name), [undefined, 'eth2']);
+
+  const moved = {
+    ...facts,
+    links: facts.links.map((l) => (l.name === 'eth2' ? { ...l, addresses: [{ address: '192.168.99.2', prefix: 24 }] } : l)),
+  };
+  t.deepEqual(planDesired(config, moved, templates).vlans.map((b) => b.nic?.name), ['eth1', undefined]);
+
+  t.deepEqual(planDesired(config, facts, templates).vlans.map((b) => b.nic?.name), ['eth1', 'eth2'], 'and back');
+  const routed = { ...facts, routed: [{ prefix: '10.20.0.0/16', dev: 'eth2' }] };
+  t.deepEqual(planDesired(config, routed, templates).vlans.map((b) => b.routed), [undefined, ['10.20.0.0/16']], 'a network routed behind lab');
+
+  // An uplink found by the default route alone (neither uplink.interface nor uplink.gateway).
+  const byRoute: Config = { ...config, uplink: { nat: config.uplink.nat } };
+  const viaEth0 = { ...facts, defaultRoute: { gateway: '203.0.113.1', dev: 'eth0' } };
+  t.is(planDesired(byRoute, viaEth0, templates).uplink.nic?.name, 'eth0');
+  const { defaultRoute: _gone, ...noRoute } = viaEth0;
+  t.is(planDesired(byRoute, noRoute, templates).uplink.nic, undefined);
+  t.is(planDesired(byRoute, viaEth0, templates).uplink.nic?.name, 'eth0');
+});
