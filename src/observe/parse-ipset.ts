@@ -25,12 +25,17 @@ export function forEachIpsetMember(text: string, visit: (set: string, member: st
   return Math.min(start, text.length);
 }
 
-/** ADD's set and member, matched where a line starts (sticky): no line is cut out, and the counters are not read. */
-const ADD_MEMBER = /add (VGW-\S+) (\S+)/y;
+/**
+ * ADD's set and member, by one scan of the text for a line that starts so (after a newline: the first line apart),
+ * each line's counters left unread. A scan by the regular expression engine, not a loop over lines: `vlan-gateway
+ * apply` parses this once per run, before its code has warmed up.
+ */
+const ADD_LINE = /\nadd (VGW-\S+) (\S+)/g;
+const ADD_FIRST_LINE = /add (VGW-\S+) (\S+)/y;
 
 /**
  * Our sets with their members (the counters left out). Read by every `vlan-gateway apply`, which knows no members
- * (10,000 at 100 VLANs): the create lines are found by searching the text, and each add line is matched in place.
+ * (10,000 at 100 VLANs): the create lines are found by searching the text, the add lines by one scan.
  */
 export function parseIpsetSave(text: string): Map<string, SavedSet> {
   const sets = new Map<string, { type: string; members: Set<string>; noCounters?: boolean; family?: string; hashsize?: number; maxelem?: number; bucketsize?: number }>();
@@ -41,19 +46,21 @@ export function parseIpsetSave(text: string): Map<string, SavedSet> {
     if (create) sets.set(create[1]!, { type: create[2]!, members: new Set(), ...(/ counters\b/.test(line) ? {} : { noCounters: true }), ...familyOf(line), ...sizeOf(line) });
   }
   if (sets.size === 0) return sets;
+  // Members come set by set: the set's lookup is reused while it lasts.
   let members: Set<string> | undefined;
   let of = '';
-  for (let at = text.startsWith('add VGW-') ? 0 : lineAfter(text, '\nadd VGW-', 0); at !== -1; at = lineAfter(text, '\nadd VGW-', at)) {
-    ADD_MEMBER.lastIndex = at;
-    const add = ADD_MEMBER.exec(text);
-    if (!add) continue;
-    // Members come set by set: the set's lookup is reused while it lasts.
-    if (add[1] !== of) {
-      of = add[1]!;
+  const add = ([, set, member]: RegExpExecArray) => {
+    if (set !== of) {
+      of = set!;
       members = sets.get(of)?.members;
     }
-    members?.add(add[2]!);
-  }
+    members?.add(member!);
+  };
+  ADD_FIRST_LINE.lastIndex = 0;
+  const first = ADD_FIRST_LINE.exec(text);
+  if (first) add(first);
+  ADD_LINE.lastIndex = 0;
+  for (let match = ADD_LINE.exec(text); match !== null; match = ADD_LINE.exec(text)) add(match);
   return sets;
 }
 
