@@ -15,6 +15,7 @@ import { ExecaRunner } from '../src/exec/execa-runner.js';
 import { inNamespace, type CommandRunner } from '../src/exec/runner.js';
 import type { Facts } from '../src/observe/facts.js';
 import { parseDefaultRoute, parseIpAddr } from '../src/observe/parse-ip.js';
+import { restoreCommand } from '../src/observe/read.js';
 import { parseIpsetSave } from '../src/observe/parse-ipset.js';
 import { SaveParser, tableOf } from '../src/observe/parse-save.js';
 import { forgetRenderedChains } from '../src/plan/desired.js';
@@ -134,7 +135,7 @@ try {
       const { name, ns } = await fresh('raw');
       await ns.run(['ipset', 'restore'], { input: setScript(plan) }); // untimed, as in the benchmark's (b)
       const start = performance.now();
-      for (const p of tablePayloads(plan)) await ns.run(['iptables-nft-restore', '--noflush'], { input: p.text });
+      for (const p of tablePayloads(plan)) await ns.run(restoreCommand('nft'), { input: p.text });
       times.raw.push(performance.now() - start);
       await namespaces.remove(name);
     }

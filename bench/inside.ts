@@ -14,6 +14,7 @@
 import { spawn } from 'node:child_process';
 import { ExecaRunner } from '../src/exec/execa-runner.js';
 import { forgetRenderedChains } from '../src/plan/desired.js';
+import { restoreCommand } from '../src/observe/read.js';
 import { reconcileOnce } from '../src/reconcile/once.js';
 import { loadTemplates } from '../src/template/load.js';
 import { setScript, tablePayloads } from './apply-bench.js';
@@ -75,7 +76,7 @@ if (process.env.VGWBENCH_INSIDE !== '1') {
     await reset();
     await runner.run(['ipset', 'restore'], { input: setScript(plan) });
     start = performance.now();
-    for (const p of tablePayloads(plan)) await runner.run(['iptables-nft-restore', '--noflush'], { input: p.text });
+    for (const p of tablePayloads(plan)) await runner.run(restoreCommand('nft'), { input: p.text });
     const restored = performance.now() - start;
     if (round > 0) {
       apply.push(applied);
