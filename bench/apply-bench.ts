@@ -1,22 +1,29 @@
 /**
  * Apply benchmark for one config size, every figure timed inside this process, each in namespaces of its own:
- *   (a) our full apply into an empty namespace (reconcileOnce, the real ExecaRunner inside the namespace),
- *       split into observe / parse+plan / addresses / restores by a command-timing wrapper;
- *   (b) raw `iptables-nft-restore --noflush` of exactly the plan's table payloads, same runner, fresh namespace;
+ *   (a) our full apply into an empty namespace: the config file loaded as the product loads it (read, parsed,
+ *       validated, its templates), then reconcileOnce (the real ExecaRunner inside the namespace), split into
+ *       load / observe / parse+plan / addresses / restores by a command-timing wrapper;
+ *   (b) raw `iptables-nft-restore --noflush --wait` (the product's flags) of exactly the plan's table payloads,
+ *       same runner, a namespace made as (a)'s, interleaved with (a);
  *   (c) one `iptables-nft` process per rule line (same rules), from one shell inside a fresh namespace;
+ *   (a), (b) and (c) are checked to leave the same rules, chains, sets and set members;
  *   (d) a no-op apply (second reconcile: must run zero restores) vs one `iptables-nft-save -c`, reading the tables
  *       and, as a supervisor whose stats collector found them as planned, not reading them; and as the CLI's
  *       `apply` (a new process), with its plan cache and without, in-process and as the whole process;
- *   (e) a one-VLAN change (one VLAN's forwarding rules) vs the full apply, and the chains it rewrote.
+ *   (e) a one-VLAN change (one VLAN's forwarding rules, a new set of ports each time, loaded from its file) vs
+ *       the full apply, and the chains it rewrote.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dump as stringify } from 'js-yaml';
-import { setCreate } from '../src/apply/apply.js';
+import { setCreate, type ApplyObserver } from '../src/apply/apply.js';
+import { templatesOf } from '../src/cli/context.js';
+import { loadConfig } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
 import { inNamespace, type CommandRunner } from '../src/exec/runner.js';
 import type { Facts, KnownSets, KnownTables } from '../src/observe/facts.js';
+import { restoreCommand, saveCommand } from '../src/observe/read.js';
 import { parseSave, tableOf } from '../src/observe/parse-save.js';
 import { tablesAfter } from '../src/plan/after.js';
 import { tablesInSync } from '../src/plan/diff.js';
@@ -76,6 +83,8 @@ export interface ApplyResult {
   readonly noopKnownParts: Record<keyof Breakdown, Stats>;
   /** Restores, ipset writes and steps of every no-op pass of either kind (must be 0). */
   readonly noopRestores: number;
+  /** Other writes (`ip` changing something, `sysctl -w`) of every no-op pass (must be 0). */
+  readonly noopWrites: number;
   readonly noopSteps: number;
   /** Table saves by the passes that planned from known tables (must be 0). */
   readonly noopKnownSaves: number;
@@ -151,13 +160,95 @@ class SupervisorMemory {
   }
 }
 
-async function timedReconcile(runner: CommandRunner, config: Config, templates: Templates, supervisor?: SupervisorMemory, tables: 'read' | 'known' = 'read') {
+/**
+ * The `arping -U` of each address a pass added, which apply.ts leaves running after the pass returns (about 1 s
+ * each, 8 at a time): the next sample waits for them (quiet()), so that their spawns do not fall on its time.
+ */
+class Announcements {
+  private seen = 0;
+  private expected = 0;
+  private wake: (() => void) | undefined;
+  readonly observer: ApplyObserver = {
+    announced: () => {
+      this.seen++;
+      this.wake?.();
+    },
+  };
+
+  expect(plan: Plan): void {
+    this.expected = plan.steps.filter((s) => s.kind === 'address-add').length;
+  }
+
+  async quiet(): Promise<void> {
+    const deadline = performance.now() + 30_000;
+    while (this.seen < this.expected) {
+      if (performance.now() > deadline) throw new Error(`${this.expected - this.seen} address announcements still running after 30 s`);
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        setTimeout(resolve, 200);
+      });
+    }
+  }
+}
+
+/**
+ * What a pass starts from: a config object (a supervisor's pass with the config it holds), or a config file, read,
+ * parsed and validated and its templates loaded as `vlan-gateway apply`, `run` and a reload do (loadChecked), with
+ * the plan cache's validated configs where the product has them. A user pays that load: it is timed with the pass.
+ */
+type Source = Config | { readonly path: string; readonly cache?: PlanCache };
+
+async function timedReconcile(runner: CommandRunner, source: Source, templates: Templates, supervisor?: SupervisorMemory, tables: 'read' | 'known' = 'read') {
   const recorder = new RecordingRunner(runner);
+  const announcements = new Announcements();
   const start = performance.now();
-  const result = await reconcileOnce(recorder, config, templates, supervisor?.options(tables));
+  let config: Config;
+  if ('path' in source) {
+    const loaded = await loadConfig(source.path, source.cache?.config);
+    config = loaded.config;
+    templates = await templatesOf(loaded);
+  } else {
+    config = source;
+  }
+  const loadedAt = performance.now();
+  const result = await reconcileOnce(recorder, config, templates, { ...supervisor?.options(tables), observer: announcements.observer });
   supervisor?.after(result);
   const end = performance.now();
-  return { ms: end - start, value: { parts: breakdown(recorder.records, start, end), plan: result.plan, facts: result.facts, recorder } };
+  announcements.expect(result.plan);
+  return {
+    ms: end - start,
+    value: { parts: breakdown(recorder.records, loadedAt, end, loadedAt - start), plan: result.plan, facts: result.facts, recorder, quiet: () => announcements.quiet() },
+  };
+}
+
+/** What a namespace holds: rule lines and VGW- chains (iptables-nft-save), sets and set members (ipset save). */
+interface Holdings {
+  readonly rules: number;
+  readonly chains: number;
+  readonly sets: number;
+  readonly members: number;
+}
+
+const countLines = (text: string, pattern: RegExp) => text.split('\n').filter((l) => pattern.test(l)).length;
+
+async function holdings(ns: CommandRunner): Promise<Holdings> {
+  const save = (await ns.run(['iptables-nft-save'])).stdout;
+  const sets = (await ns.run(['ipset', 'save'], { allowFailure: true }).catch(() => ({ stdout: '' }))).stdout;
+  return { rules: countLines(save, /^-A /), chains: countLines(save, /^:VGW-/), sets: countLines(sets, /^create /), members: countLines(sets, /^add /) };
+}
+
+/** What the payloads and the set script make in an empty namespace. */
+export const holdingsOf = (payloads: readonly Payload[], sets: string): Holdings => ({
+  rules: payloads.reduce((n, p) => n + ruleLineCount(p.text), 0),
+  chains: payloads.reduce((n, p) => n + countLines(p.text, /^:VGW-/), 0),
+  sets: countLines(sets, /^create /),
+  members: countLines(sets, /^add /),
+});
+
+/** The benchmark compares like with like: each way must leave what the product's full apply left, or it stops. */
+export function sameHoldings(what: string, got: Holdings, want: Holdings): void {
+  const show = (h: Holdings) => `${h.rules} rules, ${h.chains} VGW- chains, ${h.sets} sets, ${h.members} set members`;
+  if (show(got) !== show(want)) throw new Error(`${what} left ${show(got)}, where the payloads make ${show(want)}: not the same work`);
 }
 
 /** The payloads as one `iptables-nft` command per line: chain declarations become -N, rules stay -A / -I. */
@@ -188,10 +279,15 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
     if (withNics) await namespaces.batch(ns, nics);
     return ns;
   };
+  // The config as a user gives it: a file, which each full apply, CLI apply and reload reads, parses and validates.
+  const configDir = await mkdtemp(join(tmpdir(), 'vgwbench-config-'));
+  const yaml = join(configDir, 'gateway.yaml');
+  await writeFile(yaml, stringify(config));
 
   try {
-    // (a) full apply into an empty namespace that has the VLAN NICs (the container restart).
-    log(`  (a) full apply ×N`);
+    // (a) full apply into an empty namespace that has the VLAN NICs (the container restart), and after each,
+    // interleaved so that the machine's noise falls on both alike, (b) the raw restore of the same payloads.
+    log(`  (a) full apply ×N, (b) raw iptables-nft-restore ×N, interleaved`);
     let payloads: Payload[] = [];
     let sets = '';
     let lastNs = '';
@@ -206,29 +302,61 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
       const cache = new PlanCache(restartCacheDir, () => (code ??= computeCodeIdentity()));
       useDesiredStore(cache.desired);
       try {
-        const sample = await timedReconcile(product(ns), structuredClone(config), templates);
+        const sample = await timedReconcile(product(ns), { path: yaml, cache }, templates);
         cache.flush(); // after the pass, as the supervisor does
+        await sample.value.quiet();
         return { sample, found: cache.hits.desired > 0 };
       } finally {
         useDesiredStore(undefined);
       }
     };
+    // (b) and (c) start from what (a) starts from: a new namespace with the VLAN NICs. The payloads match on our
+    // ipsets, so the sets are created first, timed apart.
+    const setTimes: number[] = [];
+    const withSets = async (label: string) => {
+      const ns = inNamespace(runner, await fresh(label, true));
+      if (sets !== '') {
+        const start = performance.now();
+        await ns.run(['ipset', 'restore'], { input: sets });
+        setTimes.push(performance.now() - start);
+      }
+      return ns;
+    };
+    // One process per table as apply does, with the product's flags (--noflush --wait).
+    const rawTimes: number[] = [];
+    const rawRestore = async () => {
+      const ns = await withSets(`${options.label}-b`);
+      const start = performance.now();
+      for (const p of payloads) await ns.run(restoreCommand('nft'), { input: p.text });
+      rawTimes.push(performance.now() - start);
+      return ns;
+    };
     const fullCached: number[] = [];
     const full = await repeat({ runs: 5, slowRuns: 3, slowMs: 3000 }, async (index) => {
-      if (index === 0) await restartApply(); // the run before: renders and leaves the state in the cache
+      if (index === 0) await restartApply(); // the run before: renders, and leaves the config and the state in the cache
       const ns = await fresh(`${options.label}-a`, true);
       lastNs = ns;
-      // A fresh copy, and no rendered chains: the planner remembers its last result per config object and each
-      // chain by its inputs, which a new process would not have.
+      // No rendered chains: the planner remembers each chain by its inputs, which a new process would not have (the
+      // config loaded from its file is a new object each time).
       forgetRenderedChains();
-      const sample = await timedReconcile(product(ns), structuredClone(config), templates);
+      const sample = await timedReconcile(product(ns), { path: yaml }, templates);
       lastKnown = knownSetsAfter(sample.value.plan);
+      const these = tablePayloads(sample.value.plan);
       if (payloads.length === 0) {
-        payloads = tablePayloads(sample.value.plan);
+        payloads = these;
         sets = setScript(sample.value.plan);
+      } else if (JSON.stringify(these) !== JSON.stringify(payloads)) {
+        throw new Error(`(a) wrote other payloads in ${ns} than in its first run: the raw restores would not be its work`);
       }
       const waiting = sample.value.plan.desired.vlans.filter((v) => !v.nic).length;
       if (waiting > 0) throw new Error(`${waiting} VLANs found no NIC in ${ns}`);
+      await sample.value.quiet();
+      const rawNs = await rawRestore();
+      if (index === 0) {
+        const want = holdingsOf(payloads, sets);
+        sameHoldings(`(a) in ${ns}`, await holdings(inNamespace(runner, ns)), want);
+        sameHoldings('(b) the raw restores', await holdings(rawNs), want);
+      }
       const restarted = await restartApply();
       if (!restarted.found) throw new Error('(a′) did not find the rendered state in the plan cache');
       fullCached.push(restarted.sample.ms);
@@ -237,26 +365,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
     await rm(restartCacheDir, { recursive: true, force: true });
     const byTable = Object.fromEntries(payloads.map((p) => [p.table, ruleLineCount(p.text)]));
     const total = Object.values(byTable).reduce((a, b) => a + b, 0);
-
-    // (b) raw restore of the same payloads, one process per table as apply does. The payloads match on our
-    // ipset, so the set is created first, timed apart.
-    log(`  (b) raw iptables-nft-restore ×N`);
-    const setTimes: number[] = [];
-    const withSets = async (label: string) => {
-      const ns = inNamespace(runner, await fresh(label, false));
-      if (sets !== '') {
-        const start = performance.now();
-        await ns.run(['ipset', 'restore'], { input: sets });
-        setTimes.push(performance.now() - start);
-      }
-      return ns;
-    };
-    const raw = await repeat({ runs: 7 }, async () => {
-      const ns = await withSets(`${options.label}-b`);
-      const start = performance.now();
-      for (const p of payloads) await ns.run(['iptables-nft-restore', '--noflush'], { input: p.text });
-      return { ms: performance.now() - start, value: null };
-    });
+    const raw = { stats: stats(rawTimes) };
     const rawSets = setTimes.length > 0 ? { stats: stats(setTimes), members: sets.split('\n').filter((l) => l.startsWith('add ')).length } : undefined;
 
     // (c) one process per rule, from one shell inside the namespace (no per-call namespace switch).
@@ -264,15 +373,16 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
     if (options.perRule) {
       log(`  (c) one iptables-nft per rule ×N`);
       const { script, calls } = perRuleScript(payloads);
-      const r = await repeat({ runs: 3 }, async () => {
+      const r = await repeat({ runs: 3 }, async (index) => {
         const ns = await withSets(`${options.label}-c`);
         const start = performance.now();
         await ns.run(['sh', '-e'], { input: script });
-        return { ms: performance.now() - start, value: null };
+        const ms = performance.now() - start;
+        if (index === 0) sameHoldings('(c) the per-rule commands', await holdings(ns), holdingsOf(payloads, sets));
+        return { ms, value: null };
       });
       perRule = { stats: r.stats, calls };
     }
-
     // (d) no-op apply on the last fully applied namespace, vs one save of its tables.
     log(`  (d) no-op apply ×N (reading the tables, and not), iptables-nft-save -c ×N`);
     const inLast = inNamespace(runner, lastNs);
@@ -291,27 +401,26 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
     const noop = await repeat({ runs: 15, slowRuns: 3, slowMs: 3000 }, async () => {
       const pass = await timedReconcile(productLast, config, templates, supervisor, 'read');
       const start = performance.now();
-      saveText = (await inLast.run(['iptables-nft-save', '-c'])).stdout;
+      saveText = (await inLast.run(saveCommand('nft'))).stdout;
       saves.push(performance.now() - start);
       supervisor.check(saveText, pass.value.plan);
       known.push(await timedReconcile(productLast, config, templates, supervisor, 'known'));
       return pass;
     });
     // The CLI's apply on its own (its cold render leaves garbage that would land in the passes after it). As a new
-    // process: a config object of its own, nothing rendered in memory, the code's identity computed once; with the
-    // plan cache (the default: the state the apply before it rendered, read from the file it left), and without
-    // it (VLAN_GATEWAY_PLAN_CACHE=off, or the first apply after a change: a cold render), alternating. The config
-    // is not loaded here (it is an object already); loading it is measured apart, with Node's start-up.
+    // process: the config file loaded (read, parsed and validated, or, with the plan cache, found by its text),
+    // nothing rendered in memory, the code's identity computed once; with the plan cache (the default: the config
+    // and the state the apply before it left in the file), and without it (VLAN_GATEWAY_PLAN_CACHE=off, or the
+    // first apply after a change: the YAML parsed, a cold render), alternating. Node's start-up is measured apart.
     const cacheDir = await mkdtemp(join(tmpdir(), 'vgwbench-plan-cache-'));
     const cliRun = async (cached: boolean) => {
-      const copy = structuredClone(config);
       forgetRenderedChains();
       let code: string | undefined;
       const store = cached ? new PlanCache(cacheDir, () => (code ??= computeCodeIdentity())) : undefined;
       useDesiredStore(store?.desired);
       try {
         const start = performance.now();
-        const result = await timedReconcile(productLast, copy, templates);
+        const result = await timedReconcile(productLast, { path: yaml, ...(store ? { cache: store } : {}) }, templates);
         store?.flush();
         return { ...result, ms: performance.now() - start };
       } finally {
@@ -351,21 +460,33 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
     }
     const passes = [...noop.values, ...known.map((k) => k.value), ...[...cli, ...cliCold].map((c) => c.value)];
     const noopRestores = Math.max(...passes.map((v) => v.recorder.count('restore') + v.recorder.count('ipset')));
+    const noopWrites = Math.max(...passes.map((v) => v.recorder.count('address') + v.recorder.count('write')));
     const noopSteps = Math.max(...passes.map((v) => v.plan.steps.length));
     const noopKnownSaves = Math.max(...known.map((k) => k.value.recorder.count('save')));
     const save = { stats: stats(saves) };
     const noopOverSave = stats(noop.samples.map((ms, i) => ms - saves[i]!));
 
-    // (e) one VLAN's forwarding rules changed, back and forth: reading the tables, then as a supervisor's reload
-    // (the tables known: what the last reading found, or the last pass wrote, while the collector confirms them).
+    // (e) one VLAN's forwarding rules changed, each time to ports it has not had before (a chain rendered for an
+    // earlier sample would be found in the planner's memory, which a new policy's is not): reading the tables, then
+    // as a supervisor's reload (the tables known: what the last reading found, or the last pass wrote, while the
+    // collector confirms them). A reload reads, parses and validates the changed file: timed with the pass.
     let change: ApplyResult['change'];
     if (options.oneVlanChange) {
       log(`  (e) one-VLAN change ×N, reading the tables and not`);
       const vlan = Math.ceil(shape.vlans / 2);
-      const changed = generateConfig(shape, vlan);
-      const changes = async (tables: 'read' | 'known'): Promise<ChangeResult> => {
+      const variants = async (first: number) => {
+        const paths: string[] = [];
+        for (let v = first; v < first + 7; v++) {
+          paths.push(join(configDir, `change-${v}.yaml`));
+          await writeFile(paths.at(-1)!, stringify(generateConfig(shape, vlan, v)));
+        }
+        return paths;
+      };
+      const changes = async (tables: 'read' | 'known', first: number): Promise<ChangeResult> => {
+        const paths = await variants(first);
         const r = await repeat({ runs: 7, slowRuns: 3, slowMs: 3000 },
-          (i) => timedReconcile(productLast, structuredClone(i % 2 === 0 ? changed : config), templates, supervisor, tables)); // a reload: a new config object
+          (i) => timedReconcile(productLast, { path: paths[i]! }, templates, supervisor, tables));
+        if (r.values.some((v) => v.recorder.count('restore') === 0)) throw new Error('(e) a one-VLAN change wrote no table: not a change');
         await timedReconcile(productLast, config, templates, supervisor, tables); // back at the base config
         const tableSteps = r.values.flatMap((v) => v.plan.steps.filter((s) => s.kind === 'table'));
         return {
@@ -376,10 +497,10 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
           saves: Math.max(...r.values.map((v) => v.recorder.count('save'))),
         };
       };
-      const read = await changes('read');
+      const read = await changes('read', 1);
       // The collector's reading of what the reading passes left, as (d) does before its known passes.
       supervisor.check((await inLast.run(['iptables-nft-save', '-c'])).stdout, (await timedReconcile(productLast, config, templates, supervisor, 'read')).value.plan);
-      change = { read, known: await changes('known'), vlan: `v${vlan}` };
+      change = { read, known: await changes('known', 8), vlan: `v${vlan}` };
     }
     const factsAfter = noop.values[noop.values.length - 1]!.facts;
 
@@ -388,7 +509,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
       full: full.stats, fullParts: partStats(full.values.map((v) => v.parts)), fullCached: stats(fullCached),
       raw: raw.stats, ...(rawSets ? { rawSets } : {}), ...(perRule ? { perRule } : {}),
       noop: noop.stats, noopParts: partStats(noop.values.map((v) => v.parts)),
-      noopKnown: stats(known.map((k) => k.ms)), noopKnownParts: partStats(known.map((k) => k.value.parts)), noopRestores, noopSteps, noopKnownSaves,
+      noopKnown: stats(known.map((k) => k.ms)), noopKnownParts: partStats(known.map((k) => k.value.parts)), noopRestores, noopWrites, noopSteps, noopKnownSaves,
       noopCli: stats(cli.map((c) => c.ms)),
       noopCliCold: stats(cliCold.map((c) => c.ms)),
       ...(processes.cached.length > 0 ? { noopProcess: { cached: stats(processes.cached), off: stats(processes.off) } } : {}),
@@ -396,5 +517,6 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
     };
   } finally {
     for (const ns of made) await namespaces.remove(ns);
+    await rm(configDir, { recursive: true, force: true });
   }
 }

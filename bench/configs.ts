@@ -70,15 +70,17 @@ export function validated(raw: unknown): Config {
 }
 
 /**
- * The config for a shape. `changed` (a VLAN number) gets a different set of ports in its outgoing rules:
- * `generateConfig(s)` and `generateConfig(s, k)` differ in exactly one VLAN's forwarding rules.
+ * The config for a shape. `changed` (a VLAN number) gets a different set of ports in its outgoing rules, by
+ * `variant` (1 to 40: the ports stay clear of 5201): `generateConfig(s)` and `generateConfig(s, k, v)` differ in
+ * exactly one VLAN's forwarding rules, and so do `generateConfig(s, k, v)` and `generateConfig(s, k, w)`.
  */
-export function generateConfig(shape: ConfigShape, changed?: number): Config {
+export function generateConfig(shape: ConfigShape, changed?: number, variant = 1): Config {
+  if (!Number.isInteger(variant) || variant < 1 || variant > 40) throw new Error(`variant ${variant}: 1 to 40`);
   const vlans = [];
   const rules: Config['forwarding']['rules'] = [];
   for (let i = 1; i <= shape.vlans; i++) {
     vlans.push({ name: vlanName(i), id: i, subnet: subnetOf(i), gateway: gatewayOf(i) });
-    for (const to of partnersOf(i, shape)) rules.push(...pairRules(i, to, shape.rulesPerPair, i === changed ? 1 : 0));
+    for (const to of partnersOf(i, shape)) rules.push(...pairRules(i, to, shape.rulesPerPair, i === changed ? variant : 0));
   }
   return validated({
     uplink: shape.uplink ? { interface: UPLINK_NIC, gateway: UPLINK_GATEWAY, nat: 'masquerade' } : { nat: 'none' },

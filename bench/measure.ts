@@ -102,10 +102,13 @@ export class RecordingRunner implements CommandRunner {
  * reads run in parallel, and the planner renders beside them once the interfaces are read), parse + plan (after
  * the last read until the first write starts: pure JS), the writes' wall time (first write to the end: the
  * apply's stages run independent writes side by side), and each kind's busy time within it (iptables restores,
- * ipset restores, `ip addr`, the rest), which add up to more than the wall time when they overlap.
+ * ipset restores, `ip addr`, the rest), which add up to more than the wall time when they overlap. `load` is the
+ * config file read, parsed and validated before the pass (0 where the pass was given a config object), and is
+ * part of `total`.
  */
 export interface Breakdown {
   readonly total: number;
+  readonly load: number;
   readonly observe: number;
   readonly plan: number;
   readonly writes: number;
@@ -118,14 +121,15 @@ export interface Breakdown {
   readonly addresses: number;
 }
 
-export function breakdown(records: readonly CommandRecord[], start: number, end: number): Breakdown {
+export function breakdown(records: readonly CommandRecord[], start: number, end: number, loadMs = 0): Breakdown {
   const reads = records.filter((r) => r.kind === 'read' || r.kind === 'save');
   const writes = records.filter((r) => r.kind !== 'read' && r.kind !== 'save');
   const observeEnd = reads.length > 0 ? Math.max(...reads.map((r) => r.end)) : start;
   const firstWrite = writes.length > 0 ? Math.min(...writes.map((r) => r.start)) : end;
   const sum = (kind: CommandKind) => records.filter((r) => r.kind === kind).reduce((a, r) => a + (r.end - r.start), 0);
   return {
-    total: end - start,
+    total: loadMs + end - start,
+    load: loadMs,
     observe: observeEnd - start,
     plan: firstWrite - observeEnd,
     writes: end - firstWrite,
