@@ -198,15 +198,19 @@ class Announcements {
  */
 type Source = Config | { readonly path: string; readonly cache?: PlanCache };
 
+/** A config file loaded as the product loads it (cli/load-checked.ts): read, parsed, validated, its templates. */
+export async function loadAsProduct(path: string, cache?: PlanCache): Promise<{ config: Config; templates: Templates }> {
+  const loaded = await loadConfig(path, cache?.config);
+  return { config: loaded.config, templates: await templatesOf(loaded) };
+}
+
 async function timedReconcile(runner: CommandRunner, source: Source, templates: Templates, supervisor?: SupervisorMemory, tables: 'read' | 'known' = 'read') {
   const recorder = new RecordingRunner(runner);
   const announcements = new Announcements();
   const start = performance.now();
   let config: Config;
   if ('path' in source) {
-    const loaded = await loadConfig(source.path, source.cache?.config);
-    config = loaded.config;
-    templates = await templatesOf(loaded);
+    ({ config, templates } = await loadAsProduct(source.path, source.cache));
   } else {
     config = source;
   }

@@ -22,7 +22,8 @@ import { forgetRenderedChains } from '../src/plan/desired.js';
 import type { Plan } from '../src/plan/types.js';
 import { planFor, reconcileOnce } from '../src/reconcile/once.js';
 import { loadTemplates } from '../src/template/load.js';
-import { setScript, tablePayloads } from './apply-bench.js';
+import { dump as stringify } from 'js-yaml';
+import { loadAsProduct, setScript, tablePayloads } from './apply-bench.js';
 import { generateConfig, nicBatch, SIZES, type ConfigShape } from './configs.js';
 import { stats } from './measure.js';
 import { Namespaces } from './netns.js';
@@ -88,13 +89,17 @@ const root = new ExecaRunner();
 const namespaces = new Namespaces(root);
 const config = generateConfig(shape);
 const templates = await loadTemplates();
+// The config as a user gives it: a file that the product, and the floor, read, parse and validate in their time.
+const configDir = await mkdtemp('/dev/shm/vgwbench-floor-config-');
+const yaml = join(configDir, 'gateway.yaml');
+await writeFile(yaml, stringify(config));
 const fresh = async (label: string): Promise<{ name: string; ns: CommandRunner }> => {
   const name = await namespaces.create(label);
   await namespaces.batch(name, nicBatch(shape));
   return { name, ns: inNamespace(root, name) };
 };
 const times: Record<'product' | 'floor' | 'raw', number[]> = { product: [], floor: [], raw: [] };
-const stop = () => void namespaces.cleanup().finally(() => process.exit(130));
+const stop = () => void namespaces.cleanup().finally(() => rm(configDir, { recursive: true, force: true })).finally(() => process.exit(130));
 process.once('SIGINT', stop);
 process.once('SIGTERM', stop);
 try {
@@ -104,18 +109,21 @@ try {
       const { name, ns } = await fresh('prod');
       forgetRenderedChains();
       const start = performance.now();
-      await reconcileOnce(ns, structuredClone(config), templates);
+      const loaded = await loadAsProduct(yaml);
+      await reconcileOnce(ns, loaded.config, loaded.templates);
       times.product.push(performance.now() - start);
       await namespaces.remove(name);
     }
     {
       const { name, ns } = await fresh('floor');
-      const copy = structuredClone(config);
       forgetRenderedChains();
       const dir = await mkdtemp('/dev/shm/vgwbench-floor-');
+      let copy = config;
       try {
         const start = performance.now();
-        const plan = planFor(copy, factsOf((await ns.run(['sh', '-c', READ])).stdout), templates, 'up');
+        const loaded = await loadAsProduct(yaml);
+        copy = loaded.config;
+        const plan = planFor(copy, factsOf((await ns.run(['sh', '-c', READ])).stdout), loaded.templates, 'up');
         await writeFiles(dir, plan);
         await ns.run(['sh', '-c', WRITE(dir)]);
         times.floor.push(performance.now() - start);
@@ -142,6 +150,7 @@ try {
   }
 } finally {
   await namespaces.cleanup();
+  await rm(configDir, { recursive: true, force: true });
 }
 const raw = stats(times.raw).median;
 const line = (what: string, values: number[]) => {

@@ -4,20 +4,26 @@
  * milliseconds to every process; that weighs more on the raw restores (two in a row) than on the apply, whose
  * reads and writes run side by side, so it flatters the ratio (BENCHMARKS.md, "In the namespace").
  *
- * One namespace with the VLAN NICs; rounds alternate: reset → full apply (timed), reset → raw
- * `iptables-nft-restore --noflush` of the same payloads (timed; the sets created before it, untimed). A reset is
+ * One namespace with the VLAN NICs; rounds alternate: reset → full apply (timed from the config file's load, as
+ * `vlan-gateway apply` reads it), reset → raw `iptables-nft-restore --noflush --wait` of the same payloads (timed;
+ * the sets created before it, untimed). A reset is
  * the product's `down` and the sets destroyed, so the apply finds the filter and nat tables empty, not absent as in
  * a new namespace. The first round warms the code and is not counted.
  *
  *   sudo npx tsx bench/inside.ts [1k|10k] [rounds]
  */
 import { spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { dump as stringify } from 'js-yaml';
 import { ExecaRunner } from '../src/exec/execa-runner.js';
 import { forgetRenderedChains } from '../src/plan/desired.js';
 import { restoreCommand } from '../src/observe/read.js';
 import { reconcileOnce } from '../src/reconcile/once.js';
 import { loadTemplates } from '../src/template/load.js';
-import { setScript, tablePayloads } from './apply-bench.js';
+import { loadAsProduct, setScript, tablePayloads } from './apply-bench.js';
 import { generateConfig, nicBatch, SIZES, type ConfigShape } from './configs.js';
 import { stats } from './measure.js';
 import { Namespaces } from './netns.js';
@@ -50,6 +56,11 @@ if (process.env.VGWBENCH_INSIDE !== '1') {
 } else {
   const config = generateConfig(shape);
   const templates = await loadTemplates();
+  // The config as a user gives it: a file the product reads, parses and validates in its time.
+  const configDir = await mkdtemp(join(tmpdir(), 'vgwbench-inside-'));
+  const yaml = join(configDir, 'gateway.yaml');
+  await writeFile(yaml, stringify(config));
+  process.once('exit', () => rmSync(configDir, { recursive: true, force: true }));
   const { plan } = await reconcileOnce(runner, structuredClone(config), templates, { dryRun: true });
   const reset = async () => {
     forgetRenderedChains();
@@ -70,7 +81,8 @@ if (process.env.VGWBENCH_INSIDE !== '1') {
     await reset();
     forgetRenderedChains(); // nothing rendered before is reused, as in a new process
     let start = performance.now();
-    const result = await reconcileOnce(runner, structuredClone(config), templates);
+    const loaded = await loadAsProduct(yaml);
+    const result = await reconcileOnce(runner, loaded.config, loaded.templates);
     const applied = performance.now() - start;
     if (!result.plan.steps.some((s) => s.kind === 'table')) throw new Error('the apply wrote no table: not a full apply');
     await reset();
