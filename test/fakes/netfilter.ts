@@ -145,6 +145,8 @@ interface Rule {
   readonly sets: readonly string[];
   /** Match modules the rule loads (some work only under some hooks). */
   readonly modules: readonly string[];
+  /** Why the kernel refuses the rule itself when its table is committed (iptables' parser accepts it). */
+  readonly refused?: string;
   packets: number;
   bytes: number;
 }
@@ -218,7 +220,7 @@ const TARGETS: Record<string, { tables: readonly FakeTable[]; hooks?: readonly s
   NFLOG: { tables: ['filter', 'nat'] },
   MARK: { tables: ['filter', 'nat'] },
   CONNMARK: { tables: ['filter', 'nat'] },
-  TCPMSS: { tables: ['filter'] },
+  TCPMSS: { tables: ['filter', 'nat'] }, // no table of its own (usually mangle); the kernel wants -p tcp (see normaliseRule)
   MASQUERADE: { tables: ['nat'], hooks: ['POSTROUTING'] },
   SNAT: { tables: ['nat'], hooks: ['POSTROUTING', 'INPUT'] },
   DNAT: { tables: ['nat'], hooks: ['PREROUTING', 'OUTPUT'] },
@@ -325,7 +327,7 @@ function saveString(value: string): string {
  * Parses a rule body (everything after `-A CHAIN`), checks it the way iptables would, and returns it in the
  * form iptables-save prints back.
  */
-function normaliseRule(tokens: readonly string[], table: FakeTable): { body: string; target: string | undefined; sets: string[]; modules: string[] } {
+function normaliseRule(tokens: readonly string[], table: FakeTable): { body: string; target: string | undefined; sets: string[]; modules: string[]; refused?: string } {
   const sets: string[] = [];
   const base: Record<string, string[]> = {};
   const rest: string[] = [];
@@ -465,14 +467,17 @@ function normaliseRule(tokens: readonly string[], table: FakeTable): { body: str
     }
   }
   const ordered = ['-s', '-d', '-i', '-o', '-p'].flatMap((k) => base[k] ?? []);
-  return { body: [...ordered, ...rest].join(' '), target, sets, modules: [...modules] };
+  // xt_TCPMSS is registered for TCP only: the kernel's x_tables check refuses it on a rule not limited to -p tcp.
+  const refused = target === 'TCPMSS' && base['-p']?.join(' ') !== '-p tcp' ? 'Invalid argument' : undefined;
+  return { body: [...ordered, ...rest].join(' '), target, sets, modules: [...modules], ...(refused ? { refused } : {}) };
 }
 
 /**
  * Checks a table as the kernel does when the transaction commits: no loops, NAT targets and hook-bound matches
  * only under their hooks (a chain nothing reaches may hold them: the kernel checks a rule where it is reached).
+ * A hook problem comes with the rules that make it: the jumps from the hook down to the chain, and the rule.
  */
-function checkTable(table: Table, name: FakeTable): string | undefined {
+function checkTable(table: Table, name: FakeTable): { reason: string; rules: readonly Rule[] } | undefined {
   const jumpsOf = (chain: Chain) => chain.rules.map((r) => r.target).filter((t): t is string => t !== undefined && table.has(t) && !table.get(t)!.builtin);
   // Loops: depth-first search from every chain.
   const state = new Map<string, 'visiting' | 'done'>();
@@ -484,23 +489,23 @@ function checkTable(table: Table, name: FakeTable): string | undefined {
     state.set(chain, 'done');
     return loop;
   };
-  for (const chain of table.keys()) if (visit(chain)) return 'Too many links (a loop of jumps)';
+  for (const chain of table.keys()) if (visit(chain)) return { reason: 'Too many links (a loop of jumps)', rules: [] };
   // Hooks: which built-in chains reach each user chain.
   for (const hook of BUILTIN[name]) {
     const seen = new Set<string>();
-    const walk = (chain: string): string | undefined => {
+    const walk = (chain: string): { reason: string; rules: readonly Rule[] } | undefined => {
       if (seen.has(chain)) return undefined;
       seen.add(chain);
       const c = table.get(chain)!;
       for (const rule of c.rules) {
         const hooks = rule.target ? TARGETS[rule.target]?.hooks : undefined;
-        if (hooks && !hooks.includes(hook)) return `Invalid argument (${rule.target} in ${chain} is reached from ${hook})`;
+        if (hooks && !hooks.includes(hook)) return { reason: `Invalid argument (${rule.target} in ${chain} is reached from ${hook})`, rules: [rule] };
         const match = rule.modules.find((m) => MATCH_HOOKS[m] && !MATCH_HOOKS[m].includes(hook));
-        if (match) return `Invalid argument (-m ${match} in ${chain} is reached from ${hook})`;
+        if (match) return { reason: `Invalid argument (-m ${match} in ${chain} is reached from ${hook})`, rules: [rule] };
       }
-      for (const next of jumpsOf(c)) {
-        const problem = walk(next);
-        if (problem) return problem;
+      for (const jump of c.rules.filter((r) => r.target !== undefined && table.has(r.target) && !table.get(r.target)!.builtin)) {
+        const problem = walk(jump.target!);
+        if (problem) return { reason: problem.reason, rules: [jump, ...problem.rules] };
       }
       return undefined;
     };
@@ -1033,7 +1038,8 @@ export class FakeNetns implements CommandRunner {
     const test = flags.has('--test') || flags.has('-t');
     const ruleset = this.rulesets[backend]!;
     const lines = input.split('\n');
-    let open: { name: FakeTable; work: Table; fault: FaultSpec | undefined } | undefined;
+    /** The table being written; `added`: the rules this restore adds to it, with their line and chain. */
+    let open: { name: FakeTable; work: Table; fault: FaultSpec | undefined; added: Map<Rule, { n: number; chain: string; insert: boolean }> } | undefined;
     for (let n = 1; n <= lines.length; n++) {
       const line = lines[n - 1]!.trim();
       if (line === '' || line.startsWith('#')) continue;
@@ -1053,11 +1059,14 @@ export class FakeNetns implements CommandRunner {
               else work.delete(chainName);
             }
           }
-          open = { name: name as FakeTable, work, fault: this.takeTableFault(name as FakeTable) };
+          open = { name: name as FakeTable, work, fault: this.takeTableFault(name as FakeTable), added: new Map() };
         } else if (line === 'COMMIT') {
           if (!open) throw new RestoreFailure('COMMIT without a table');
-          const problem = checkTable(open.work, open.name);
-          if (problem) throw new RestoreFailure(problem);
+          // What the kernel refuses, it refuses when the table reaches it: --test never gets there.
+          if (!test) {
+            const refused = this.kernelRefusal(program, backend, open.work, open.name, open.added);
+            if (refused) return refused;
+          }
           if (!test) ruleset[open.name] = open.work;
           open = undefined;
         } else if (!open) {
@@ -1065,7 +1074,8 @@ export class FakeNetns implements CommandRunner {
         } else if (line.startsWith(':')) {
           this.declare(open.work, line, counters);
         } else {
-          this.command(open.work, open.name, line, counters);
+          const rule = this.command(open.work, open.name, line, counters);
+          if (rule) open.added.set(rule, { n, chain: /^\S+ (\S+)/.exec(line)![1]!, insert: /^(-I|--insert) /.test(line) });
         }
       } catch (error) {
         if (!(error instanceof RestoreFailure)) throw error;
@@ -1075,6 +1085,34 @@ export class FakeNetns implements CommandRunner {
     const lineCount = input.endsWith('\n') ? lines.length - 1 : lines.length;
     if (open) return { stderr: `${program}: COMMIT expected at line ${lineCount + 1}\n`, exitCode: 1 };
     return {};
+  }
+
+  /**
+   * The kernel's verdict on a table as it is committed (see checkTable), said as the backend says it (checked on this
+   * machine, iptables 1.8.9, kernel 6.18). iptables-nft hands the kernel one rule at a time, and the kernel checks each
+   * as it is added: each rule it refuses for itself (TCPMSS without -p tcp) is named by its line, `line N: RULE_APPEND
+   * failed (Invalid argument): rule in chain C` (exit 4); failing none, a match or target outside its hooks is named at
+   * the line that made it reachable (the rule, or the jump to its chain, whichever came later; RULE_INSERT for an -I).
+ * iptables-legacy hands
+   * the kernel the table whole: `line N failed` at the COMMIT line (exit 1; the fake adds the reason).
+   * Not modelled: TCPMSS's wish for a SYN match and its hook check (iptables-legacy only), loops as nft says them.
+   */
+  private kernelRefusal(program: string, backend: FakeBackend, work: Table, table: FakeTable, added: ReadonlyMap<Rule, { n: number; chain: string; insert: boolean }>): Output | undefined {
+    const inTable = (rule: Rule) => [...work.values()].some((c) => c.rules.includes(rule));
+    const refused = [...added].filter(([rule]) => rule.refused !== undefined && inTable(rule));
+    const problem = refused.length > 0 ? undefined : checkTable(work, table);
+    if (refused.length === 0 && !problem) return undefined;
+    const first = problem?.rules.flatMap((rule) => added.get(rule) ?? []).sort((a, b) => b.n - a.n)[0];
+    // Once one is refused so, every jump from a built-in chain added after it is refused too (seen with our hook jumps).
+    const lines = !problem ? refused.map(([, at]) => at) : !first ? []
+      : [first, ...[...added].filter(([rule, at]) => at.n > first.n && BUILTIN[table].includes(at.chain) && rule.target !== undefined && work.has(rule.target)
+        && !work.get(rule.target)!.builtin).map(([, at]) => at)];
+    if (backend === 'legacy' || lines.length === 0) {
+      throw new RestoreFailure(problem?.reason ?? refused[0]![0].refused!);
+    }
+    const reason = problem ? 'Invalid argument' : refused[0]![0].refused!;
+    const named = lines.map(({ n, chain, insert }) => `line ${n}: RULE_${insert ? 'INSERT' : 'APPEND'} failed (${reason}): rule in chain ${chain}\n`).join('');
+    return { stderr: `${program} v1.8.9 (nf_tables): \n${named}`, exitCode: 4 };
   }
 
   private takeTableFault(table: FakeTable): FaultSpec | undefined {
@@ -1104,7 +1142,8 @@ export class FakeNetns implements CommandRunner {
     else work.set(name, { name, builtin: false, policy: '-', packets: 0, bytes: 0, rules: [] });
   }
 
-  private command(work: Table, table: FakeTable, line: string, counters: boolean): void {
+  /** Runs one command line of a restore; returns the rule it added, if it added one. */
+  private command(work: Table, table: FakeTable, line: string, counters: boolean): Rule | undefined {
     let tokens = tokenize(line);
     let packets = 0;
     let bytes = 0;
@@ -1123,7 +1162,7 @@ export class FakeNetns implements CommandRunner {
       return chain;
     };
     const ruleFrom = (body: readonly string[]): Rule => {
-      const { body: normal, target, sets, modules } = normaliseRule(body, table);
+      const { body: normal, target, sets, modules, refused } = normaliseRule(body, table);
       const missing = sets.find((name) => !this.ipsets.has(name));
       if (missing !== undefined) throw new RestoreFailure(`Set ${missing} doesn't exist.`);
       if (target !== undefined && !TARGETS[target]) {
@@ -1131,20 +1170,24 @@ export class FakeNetns implements CommandRunner {
         if (!chain) throw new RestoreFailure(`Couldn't load target \`${target}':No such file or directory`);
         if (chain.builtin) throw new RestoreFailure(`cannot jump to the built-in chain ${target}`);
       }
-      return { body: normal, target, sets, modules, packets, bytes };
+      return { body: normal, target, sets, modules, ...(refused ? { refused } : {}), packets, bytes };
     };
     switch (command) {
       case '-A':
-      case '--append':
-        chainOf(chainName).rules.push(ruleFrom(rest));
-        return;
+      case '--append': {
+        const chain = chainOf(chainName);
+        const rule = ruleFrom(rest);
+        chain.rules.push(rule);
+        return rule;
+      }
       case '-I':
       case '--insert': {
         const chain = chainOf(chainName);
         const position = rest[0] !== undefined && /^\d+$/.test(rest[0]) ? Number(rest.shift()) : 1;
         if (position < 1 || position > chain.rules.length + 1) throw new RestoreFailure('Index of insertion too big.');
-        chain.rules.splice(position - 1, 0, ruleFrom(rest));
-        return;
+        const rule = ruleFrom(rest);
+        chain.rules.splice(position - 1, 0, rule);
+        return rule;
       }
       case '-D':
       case '--delete': {
