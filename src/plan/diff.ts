@@ -184,13 +184,21 @@ export function diffTable(table: TableName, desiredChains: readonly DesiredChain
 
   const rewritten = changes.filter((c) => c.change !== 'delete').map((c) => wanted.get(c.chain)!);
   const deleted = changes.filter((c) => c.change === 'delete').map((c) => c.chain);
+  // The hook jumps before the rules: each rule is then added to a chain its hook already reaches, and a rule the
+  // kernel refuses only where it is reached (`-m owner` from PREROUTING, say) is refused on its own line, which
+  // iptables-nft names ("line 7: RULE_APPEND failed (Invalid argument): rule in chain VGW-USER-PREROUTING"). With the
+  // jumps last, as at a first apply they were, it named our jump ("rule in chain PREROUTING"), and the user's
+  // template went unsaid. Our chains before the user's (desired order): the jump into a user chain comes before its
+  // rules too. Packets never see the order: a table's restore is one commit, atomic on either backend (one nf_tables
+  // transaction; iptables-legacy replaces the whole table at COMMIT). A jump removed goes before one added: `-D`
+  // deletes the first copy of its text, which the jump moved to the top would otherwise be.
   const payload = [
     `*${table}`,
     ...rewritten.map((c) => `:${c.name} - [0:0]`),
     ...deleted.map((c) => `:${c} - [0:0]`),
-    ...rewritten.flatMap((c) => c.rules.map((r) => `-A ${c.name} ${r.line}`)),
     ...jumpRemovals.map((j) => `-D ${j.hook} ${j.body}`),
     ...jumpAdds.map((j) => `-I ${j.hook} 1 ${jumpBody(j.target, j.note)}`),
+    ...rewritten.flatMap((c) => c.rules.map((r) => `-A ${c.name} ${r.line}`)),
     ...deleted.map((c) => `-X ${c}`),
     'COMMIT',
     '',

@@ -308,9 +308,9 @@ test('a failing nat table: ApplyError (exit 1), filter rolled back, addresses re
   t.deepEqual(lines.slice(1, 6).map((l) => l.replace(/vgw:\S+/, 'vgw:…')), [
     '     2 | :VGW-PREROUTING - [0:0]',
     '     3 | :VGW-POSTROUTING - [0:0]',
-    '>    4 | -A VGW-PREROUTING -m comment --comment vgw:… -i eth0 -m addrtype --dst-type LOCAL -p tcp --dport 2222 -j DNAT --to-destination 192.168.10.100:22',
-    '     5 | -A VGW-POSTROUTING -m comment --comment vgw:… -s 192.168.10.0/24 -o eth0 -j MASQUERADE',
-    '     6 | -A VGW-POSTROUTING -m comment --comment vgw:… -s 192.168.20.0/24 -o eth0 -j MASQUERADE',
+    '>    4 | -I PREROUTING 1 -m comment --comment vgw:… -j VGW-PREROUTING',
+    '     5 | -I POSTROUTING 1 -m comment --comment vgw:… -j VGW-POSTROUTING',
+    '     6 | -A VGW-PREROUTING -m comment --comment vgw:… -i eth0 -m addrtype --dst-type LOCAL -p tcp --dport 2222 -j DNAT --to-destination 192.168.10.100:22',
   ]);
   t.is(lines[lines.length - 1], '(the steps already done were rolled back)');
   t.is(ns.snapshot(), before);
@@ -342,16 +342,16 @@ const quoted = (message: string) => message.split('\n').filter((l) => /^[> ] +\d
 const NAT_LINES_2_TO_6 = [
   '     2 | :VGW-PREROUTING - [0:0]',
   '     3 | :VGW-POSTROUTING - [0:0]',
-  '>    4 | -A VGW-PREROUTING -m comment --comment vgw:… -i eth0 -m addrtype --dst-type LOCAL -p tcp --dport 2222 -j DNAT --to-destination 192.168.10.100:22',
-  '     5 | -A VGW-POSTROUTING -m comment --comment vgw:… -s 192.168.10.0/24 -o eth0 -j MASQUERADE',
-  '     6 | -A VGW-POSTROUTING -m comment --comment vgw:… -s 192.168.20.0/24 -o eth0 -j MASQUERADE',
+  '>    4 | -I PREROUTING 1 -m comment --comment vgw:… -j VGW-PREROUTING',
+  '     5 | -I POSTROUTING 1 -m comment --comment vgw:… -j VGW-POSTROUTING',
+  '     6 | -A VGW-PREROUTING -m comment --comment vgw:… -i eth0 -m addrtype --dst-type LOCAL -p tcp --dport 2222 -j DNAT --to-destination 192.168.10.100:22',
 ];
 
 // iptables 1.8.9 names the failing line in three ways (test/fakes/netfilter.ts RestoreErrorFormat); each is read.
 const FORMATS: Array<[RestoreErrorFormat, number, string]> = [
   ['line-failed', 1, 'iptables-nft-restore: line 4 failed: Invalid argument'],
   ['error-occurred', 2, 'iptables-nft-restore v1.8.9 (nf_tables): Invalid argument'],
-  ['rule-append', 4, 'iptables-nft-restore v1.8.9 (nf_tables): \nline 4: RULE_APPEND failed (Invalid argument): rule in chain VGW-PREROUTING'],
+  ['rule-append', 4, 'iptables-nft-restore v1.8.9 (nf_tables): \nline 4: RULE_INSERT failed (Invalid argument): rule in chain PREROUTING'],
 ];
 for (const [format, exitCode, stderr] of FORMATS) {
   test(`a nat table refused in the "${format}" format: the error quotes the failing line with its neighbours`, async (t) => {
@@ -713,13 +713,20 @@ test('a user template only the kernel refuses (the owner match reached from PRER
   const error = await t.throwsAsync(reconcileOnce(ns, lab, templates), { instanceOf: ApplyError });
   t.is(exitCodeOf(error), 1);
   t.true(error!.rolledBack);
-  // As iptables-nft says it (test/kernel/converge-differential.test.ts compares): in a fresh namespace our hook jumps
-  // come last in the payload, and they are the lines the kernel names (the fake once invented a reason naming the rule).
-  t.deepEqual(error!.message.split('\n').slice(0, 3), [
+  // As iptables-nft says it (test/kernel/converge-differential.test.ts compares): our hook jumps come before the rules
+  // in the payload, so the user's rule is refused on its own line, which names the template. (With the jumps last, in
+  // a fresh namespace the kernel named them, "line 10: RULE_INSERT failed (…): rule in chain PREROUTING", and no rule.)
+  const lines = error!.message.split('\n');
+  t.deepEqual(lines.slice(0, 2), [
     'applying the nat table failed: iptables-nft-restore failed (exit 4): iptables-nft-restore v1.8.9 (nf_tables): ',
-    'line 10: RULE_INSERT failed (Invalid argument): rule in chain PREROUTING',
-    'line 11: RULE_INSERT failed (Invalid argument): rule in chain POSTROUTING',
+    'line 11: RULE_APPEND failed (Invalid argument): rule in chain VGW-USER-PREROUTING',
   ]);
+  t.deepEqual(lines.slice(-3), [
+    'the rules of rules.dir the kernel refuses (its reasons are in dmesg):',
+    'nat VGW-USER-PREROUTING rule 1 (from test/fixtures/broken-templates/kernel-rejects/nat/prerouting.hbs): the kernel refuses it (Invalid argument): -m owner --uid-owner 0 -j ACCEPT',
+    '(the steps already done were rolled back)',
+  ]);
+  t.is(error!.userChain, 'VGW-USER-PREROUTING');
   t.is(ns.snapshot(), before);
 });
 

@@ -280,7 +280,7 @@ function restoreError(program: string, backend: FakeBackend, format: RestoreErro
       return { stderr: `${banner}${reason}\nError occurred at line: ${n}\nTry \`${program} -h' or '${program} --help' for more information.\n`, exitCode: 2 };
     case 'rule-append': {
       const chain = /^\S+ (\S+)/.exec(line)?.[1] ?? '?';
-      return { stderr: `${banner}\nline ${n}: RULE_APPEND failed (${reason}): rule in chain ${chain}\n`, exitCode: 4 };
+      return { stderr: `${banner}\nline ${n}: RULE_${/^(-I|--insert) /.test(line) ? 'INSERT' : 'APPEND'} failed (${reason}): rule in chain ${chain}\n`, exitCode: 4 };
     }
   }
 }

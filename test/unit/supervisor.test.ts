@@ -1662,11 +1662,11 @@ for (const [what, fault] of [
   });
 }
 
-// BUG (src/apply/apply.ts, the payload order of src/plan/diff.ts): in a fresh namespace the hook jumps come last in the
-// nat payload, and iptables-nft names them ("line 9: RULE_INSERT failed (Invalid argument): rule in chain PREROUTING"),
-// not the user's rule: no userChain, so a start never says the template was refused. It passed only while the fake
-// invented a reason naming the user's chain; test/kernel/converge-differential.test.ts shows what the kernel says.
-test.failing('at a start whose user rule only the kernel refuses, there is nothing to go back to: said, and the passes go on failing', async (t) => {
+// At a start the namespace is fresh: the nat payload writes our hook jumps too. Written after the rules, they were the
+// lines iptables-nft named ("line 9: RULE_INSERT failed (Invalid argument): rule in chain PREROUTING"), not the user's
+// rule: no userChain, and a start never said the template was refused. They now come before the rules (diffTable), and
+// the user's rule is named on its own line, as test/kernel/converge-differential.test.ts shows the kernel does.
+test('at a start whose user rule only the kernel refuses, there is nothing to go back to: said, and the passes go on failing', async (t) => {
   const rejecting = await loadTemplates('test/fixtures/broken-templates/kernel-rejects');
   const r = rig(t);
   r.supervisor.replaceConfig({ path: 'gateway.yaml', text: 'the first one', config: lab, templates: rejecting });
