@@ -882,10 +882,12 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
     // iptables-legacy hands the kernel a table whole at COMMIT, and names that line, not a rule.
     const commitRefusal = failed.kind === 'table' && refusedAtCommit(failed.payload, error) ? { table: failed.table, userChains: userChainsWritten(failed) } : undefined;
     const both = guessed.length === 0 && failedLine === 'COMMIT' && backend === 'legacy' && commitRefusal && commitRefusal.userChains.length > 0 ? commitRefusal.userChains : [];
+    // Each chain with its template: the one place a user can look, since no rule is named.
+    const chains = (list: readonly string[]) => list.map((c) => (userFile?.(c) ? `${c} from ${userFile(c)!}` : c)).join(', ');
     const likely = guessed.length > 0
-      ? `\niptables-legacy refuses a table whole and names no rule; this round wrote rules of rules.dir only (${guessed.join(', ')}): one of them (the kernel's reason is in dmesg)`
+      ? `\niptables-legacy refuses a table whole and names no rule; this round wrote rules of rules.dir only (${chains(guessed)}): one of them (the kernel's reason is in dmesg)`
       : both.length > 0
-        ? `\niptables-legacy refuses a table whole and names no rule; this round wrote rules of rules.dir (${both.join(', ')}) and the gateway's own: either may be the one (the kernel's reason is in dmesg)`
+        ? `\niptables-legacy refuses a table whole and names no rule; this round wrote rules of rules.dir (${chains(both)}) and the gateway's own: either may be the one (the kernel's reason is in dmesg)`
         : '';
     // Every table of the stage is committed at once, and each the kernel refused names its refused rules: all of
     // them are said, not the first table's first alone (a user fixed one and met the next on the following run).

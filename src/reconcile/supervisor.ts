@@ -482,8 +482,11 @@ export class Supervisor {
           this.pending = 'reload';
         }
         // The gateway's own rules refused with the config that applied before (a NIC attached since, a module
-        // unloaded): no new config to refuse, a failing pass as any other.
-        if (revert || refused.userChain !== undefined) this.onConfigRefused?.(refused, revert, used);
+        // unloaded): no new config to refuse, a failing pass as any other. A table refused whole (iptables-legacy
+        // names no rule) that held rules of rules.dir this pass wrote is said too: at a start, in a fresh namespace,
+        // every pass writes our chains beside the user's, so no chain is ever named, and the template went unsaid.
+        const mayBeUsers = refused.failedLine === 'COMMIT' && (refused.commitRefusal?.userChains.length ?? 0) > 0;
+        if (revert || refused.userChain !== undefined || mayBeUsers) this.onConfigRefused?.(refused, revert, used);
       }
     } finally {
       if (restarted.size > 0) {

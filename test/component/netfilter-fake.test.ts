@@ -126,7 +126,8 @@ test('iptables-legacy hands the kernel the table whole: what it refuses is said 
   const input = '*nat\n:VGW-O - [0:0]\n-A VGW-O -m owner --uid-owner 0 -j ACCEPT\n-A PREROUTING -j VGW-O\nCOMMIT\n';
   const result = await ns.run(['iptables-legacy-restore', '--noflush'], { input, allowFailure: true });
   t.is(result.exitCode, 1);
-  t.is(result.stderr, 'iptables-legacy-restore: line 5 failed: Invalid argument (-m owner in VGW-O is reached from PREROUTING)\n');
+  // As iptables-legacy-restore 1.8.9 says it (its program name aside): no errno, no chain.
+  t.is(result.stderr, 'iptables-legacy-restore: line 5 failed\n');
 });
 
 test('TCPMSS on a TCP rule is taken in nat as in filter (it has no table of its own)', async (t) => {

@@ -269,6 +269,8 @@ const IPV4 = /^((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[
 const PORT_ITEM = /^\d{1,5}(:\d{1,5})?$/;
 
 class RestoreFailure extends Error {}
+/** iptables-legacy's kernel refusing a table at COMMIT: `<prog>: line N failed`, nothing more. */
+class CommitRefused extends RestoreFailure {}
 
 /** A failed restore line as iptables 1.8.9 reports it (see RestoreErrorFormat). */
 function restoreError(program: string, backend: FakeBackend, format: RestoreErrorFormat, n: number, line: string, reason: string): { stderr: string; exitCode: number } {
@@ -647,7 +649,8 @@ function parseRouteWords(words: readonly string[]): { tos?: number; via?: string
 // ---------------------------------------------------------------------------------------------------------------
 // The fake
 
-const DOCKER_DNS_RULES = `*nat
+/** Docker's DNS chains as a container's namespace holds them (seed them into a backend of a test's choosing). */
+export const DOCKER_DNS_RULES = `*nat
 :DOCKER_OUTPUT - [0:0]
 :DOCKER_POSTROUTING - [0:0]
 -A OUTPUT -d 127.0.0.11/32 -j DOCKER_OUTPUT
@@ -1079,6 +1082,7 @@ export class FakeNetns implements CommandRunner {
         }
       } catch (error) {
         if (!(error instanceof RestoreFailure)) throw error;
+        if (error instanceof CommitRefused) return { stderr: `${program}: line ${n} failed\n`, exitCode: 1 };
         return restoreError(program, backend, open?.fault?.format ?? 'line-failed', n, line, error.message);
       }
     }
@@ -1093,8 +1097,7 @@ export class FakeNetns implements CommandRunner {
    * as it is added: each rule it refuses for itself (TCPMSS without -p tcp) is named by its line, `line N: RULE_APPEND
    * failed (Invalid argument): rule in chain C` (exit 4); failing none, a match or target outside its hooks is named at
    * the line that made it reachable (the rule, or the jump to its chain, whichever came later; RULE_INSERT for an -I).
- * iptables-legacy hands
-   * the kernel the table whole: `line N failed` at the COMMIT line (exit 1; the fake adds the reason).
+   * iptables-legacy hands the kernel the table whole: `line N failed` at the COMMIT line (exit 1), and nothing else.
    * Not modelled: TCPMSS's wish for a SYN match and its hook check (iptables-legacy only), loops as nft says them.
    */
   private kernelRefusal(program: string, backend: FakeBackend, work: Table, table: FakeTable, added: ReadonlyMap<Rule, { n: number; chain: string; insert: boolean }>): Output | undefined {
@@ -1107,9 +1110,10 @@ export class FakeNetns implements CommandRunner {
     const lines = !problem ? refused.map(([, at]) => at) : !first ? []
       : [first, ...[...added].filter(([rule, at]) => at.n > first.n && BUILTIN[table].includes(at.chain) && rule.target !== undefined && work.has(rule.target)
         && !work.get(rule.target)!.builtin).map(([, at]) => at)];
-    if (backend === 'legacy' || lines.length === 0) {
-      throw new RestoreFailure(problem?.reason ?? refused[0]![0].refused!);
-    }
+    // iptables-legacy says only which line (COMMIT) failed, no errno and no chain: exactly that, so that no test can
+    // lean on words it never prints (a reason naming the user's chain once made the product look as if it named one).
+    if (backend === 'legacy') throw new CommitRefused();
+    if (lines.length === 0) throw new RestoreFailure(problem?.reason ?? refused[0]![0].refused!);
     const reason = problem ? 'Invalid argument' : refused[0]![0].refused!;
     const named = lines.map(({ n, chain, insert }) => `line ${n}: RULE_${insert ? 'INSERT' : 'APPEND'} failed (${reason}): rule in chain ${chain}\n`).join('');
     return { stderr: `${program} v1.8.9 (nf_tables): \n${named}`, exitCode: 4 };

@@ -21,7 +21,7 @@ import { reconcileOnce } from '../../src/reconcile/once.js';
 import { statusDocument } from '../../src/reconcile/status.js';
 import { Supervisor, type ConfigState, type SupervisorOptions } from '../../src/reconcile/supervisor.js';
 import { loadTemplates } from '../../src/template/load.js';
-import { FakeNetns } from '../fakes/netfilter.js';
+import { DOCKER_DNS_RULES, FakeNetns } from '../fakes/netfilter.js';
 import { CONNTRACK_MISSING } from '../../src/apply/conntrack.js';
 import { ipv6ForwardingWarning } from '../../src/plan/warnings.js';
 import { metricValue, parseMetrics } from '../helpers/supervisor.js';
@@ -1676,4 +1676,28 @@ test('at a start whose user rule only the kernel refuses, there is nothing to go
   t.like(r.supervisor.lastRecord, { result: 'failure' });
   t.deepEqual(refused, [false]);
   t.false(r.supervisor.ready);
+});
+
+// The same on iptables-legacy, which refuses the table whole at COMMIT and names no rule: at a start every pass writes
+// our chains beside the user's, so no chain could be guessed, and a refusal of neither chain's was never said; the log
+// held only "reconcile failed". It is said as the refusal it is, with the template as the likely place.
+test('at a start on iptables-legacy whose user rule only the kernel refuses, the table refused at COMMIT is said with the chain of rules.dir', async (t) => {
+  const rejecting = await loadTemplates('test/fixtures/broken-templates/kernel-rejects');
+  const ns = new FakeNetns({
+    links: [{ name: 'eth0', addresses: ['203.0.113.2/24'] }, { name: 'eth1', addresses: ['192.168.10.2/24'] }, { name: 'eth2', addresses: ['192.168.20.2/24'] }],
+    defaultRoute: { gateway: '203.0.113.1', dev: 'eth0' },
+    legacy: 'installed',
+  });
+  ns.seed('legacy', DOCKER_DNS_RULES);
+  const r = rig(t, { ns });
+  r.supervisor.replaceConfig({ path: 'gateway.yaml', text: 'the first one', config: lab, templates: rejecting });
+  const refused: Array<{ chain: string | undefined; refusal: unknown; line: string | undefined; reverted: boolean; message: string }> = [];
+  r.supervisor.onConfigRefused = (error, reverted) => refused.push({ chain: error.userChain, refusal: error.commitRefusal, line: error.failedLine, reverted, message: error.message });
+  await settle(r, 1);
+  t.like(r.supervisor.lastRecord, { result: 'failure' });
+  t.is(refused.length, 1);
+  t.like(refused[0], { chain: undefined, refusal: { table: 'nat', userChains: ['VGW-USER-PREROUTING'] }, line: 'COMMIT', reverted: false });
+  t.regex(refused[0]!.message, /\niptables-legacy refuses a table whole and names no rule; this round wrote rules of rules\.dir \(VGW-USER-PREROUTING from test\/fixtures\/broken-templates\/kernel-rejects\/nat\/prerouting\.hbs\) and the gateway's own: either may be the one/);
+  t.false(r.supervisor.ready);
+  t.false(r.ns.save('legacy').includes('VGW-'), 'nothing of ours is left');
 });
