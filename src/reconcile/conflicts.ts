@@ -239,6 +239,11 @@ export class AddressConflicts {
     this.enqueue(e && sameAddress(e, step) ? e : this.entry(step.vlan, step.nic, step.address, held!.mac));
   }
 
+  /** Probes queued or running (0: every probe asked for has ended and been judged). */
+  get probing(): number {
+    return this.running + this.queue.length;
+  }
+
   /**
    * The drift check: the gateway addresses held are probed again, those in conflict (or never told about) at most
    * once per PROBE_MIN_GAP_MS, the others once per RECHECK_FREE_MS.

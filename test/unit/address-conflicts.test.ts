@@ -180,11 +180,14 @@ test('at the drift checks, a VLAN in conflict is probed again at each, one that 
   await until('the first probes', () => probes().length === 2 && r.conflicts.conflicts.has('office'));
   await new Promise((resolve) => setTimeout(resolve, 50));
   t.deepEqual(probes(), ['probe eth1 192.168.10.1', 'probe eth2 192.168.20.1']);
+  // Each check once the probes before it have ended and been judged: one still running is not queued again (a CI run
+  // under load once advanced the clock while the last probe's result was still being handled, 50 ms after it began).
   const recheckAt = async (ms: number, expected: string[]) => {
+    await until('the probes before it judged', () => r.conflicts.probing === 0);
     const before = r.runner.events.length;
     clock.advance(start + ms - clock.monotonicMs);
     r.conflicts.recheck();
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await until('its probes judged', () => r.conflicts.probing === 0);
     t.deepEqual(r.runner.events.slice(before).sort(), expected, `the drift check ${ms} ms after the first probes`);
   };
   await recheckAt(30_000, ['probe eth1 192.168.10.1']);
@@ -244,9 +247,10 @@ test('the gaps between probes count time passing, not the wall clock: set back o
   await until('the first probes', () => r.runner.events.filter((e) => e.startsWith('probe')).length === 2 && r.conflicts.conflicts.has('office'));
   await new Promise((resolve) => setTimeout(resolve, 50));
   const recheck = async (expected: string[], why: string) => {
+    await until('the probes before it judged', () => r.conflicts.probing === 0);
     const before = r.runner.events.length;
     r.conflicts.recheck();
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await until('its probes judged', () => r.conflicts.probing === 0);
     t.deepEqual(r.runner.events.slice(before).sort(), expected, why);
   };
   clock.step(3_600_000);
