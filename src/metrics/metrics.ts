@@ -24,6 +24,11 @@ export class Metrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.registry],
   });
   readonly lastSuccess = new Gauge({ name: 'vlan_gateway_last_successful_reconcile_timestamp_seconds', help: 'Unix time of the last successful reconcile.', registers: [this.registry] });
+  /** The plan's warnings (plan/warnings.ts) as the last good pass found them: an IPv6 hole had no series to alert on. */
+  readonly warnings = new Gauge({
+    name: 'vlan_gateway_warnings', registers: [this.registry],
+    help: 'Warnings the last successful reconcile found about the namespace (IPv6 forwarded with no policy, rules in the other iptables backend, no ipset tool, ...); `vlan-gateway status` lists them.',
+  });
   readonly driftRepairs = new Counter({ name: 'vlan_gateway_drift_repairs_total', help: 'Things found changed behind our back and put back, by kind.', labelNames: ['kind'], registers: [this.registry] });
   readonly restores = new Counter({ name: 'vlan_gateway_iptables_restores_total', help: 'iptables-restore runs by table and result.', labelNames: ['table', 'result'], registers: [this.registry] });
   readonly vlanUp = new Gauge({ name: 'vlan_gateway_vlan_up', help: '1 when the VLAN\'s NIC is found, up, has carrier and holds the gateway address, else 0.', labelNames: ['vlan', 'interface'], registers: [this.registry] });

@@ -412,6 +412,7 @@ export class Supervisor {
         if (warning === CONNTRACK_MISSING) this.conntrackMissingSaid = true;
       }
       this.warned = new Set(plan.warnings ?? []);
+      this.metrics.warnings.set(this.warned.size);
       this.backend = facts.backend;
       this.lastDesired = plan.desired;
       this.view = { vlans: plan.desired.vlans, uplink: plan.desired.uplink, links: linksAfter(facts.links, plan.steps), routes: facts.routed ?? [] };

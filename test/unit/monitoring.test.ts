@@ -289,7 +289,7 @@ test('each alert has a severity, a for, and a summary and description naming the
   t.deepEqual(alertRules.map((r) => r.alert), [
     'VlanGatewayDown', 'VlanGatewayRestarting', 'VlanGatewayUplinkDown', 'VlanGatewayVlanNotRouted', 'VlanGatewayLinkFlapping', 'VlanGatewayAddressConflict',
     'VlanGatewayReconcileStalled', 'VlanGatewayConfigReloadRejected', 'VlanGatewayDriftFought', 'VlanGatewayConntrackNearLimit',
-    'VlanGatewayStatsReadFailing',
+    'VlanGatewayStatsReadFailing', 'VlanGatewayWarning',
   ]);
   for (const rule of alertRules) {
     const where = `${ALERTS_FILE} alert ${rule.alert}`;

@@ -269,6 +269,8 @@ test('a warning about the other backend (its FORWARD policy DROP) stays in /stat
   const found = warnings();
   t.is(found.length, 1);
   t.regex(found[0]!, /^iptables-legacy's FORWARD chain \(policy DROP\) filters forwarded packets too/);
+  // And as a series, for an alert (VlanGatewayWarning): it had none.
+  t.is(await r.value('vlan_gateway_warnings'), 1);
   r.supervisor.trigger('schedule');
   await settle(r, 2);
   r.supervisor.trigger('schedule');
@@ -289,6 +291,7 @@ test('a warning about the other backend (its FORWARD policy DROP) stays in /stat
   await settle(r, 5);
   t.deepEqual(warnings(), []);
   t.is(legacySaves(), saves + 1);
+  t.is(await r.value('vlan_gateway_warnings'), 0);
 });
 
 test('a second NIC in a VLAN\'s subnet: the binding\'s note (which NIC is used) is logged once, as it appears', async (t) => {
