@@ -36,8 +36,11 @@ export interface Bundle {
  */
 export async function prepareBundle(): Promise<Bundle> {
   const started = performance.now();
-  const dir = await mkdtemp(join(tmpdir(), 'vgw-bundle-'));
-  const remove = () => rm(dir, { recursive: true, force: true });
+  // Registered before the directory is made: a signal that came after mkdtemp made it and before its callback found
+  // no handler yet (the process died by it, the directory left; a CI run under load). The second pass, SETTLE_MS
+  // later (interrupt.ts), then finds the directory named.
+  let made: string | undefined;
+  const remove = () => (made === undefined ? Promise.resolve() : rm(made, { recursive: true, force: true }));
   let building: ReturnType<typeof execa> | undefined;
   let interrupted = false;
   const stopAndRemove = async () => {
@@ -54,6 +57,8 @@ export async function prepareBundle(): Promise<Bundle> {
   };
   const forget = onInterrupt({ once: stopAndRemove, again: stopAndRemove });
   try {
+    const dir = made = await mkdtemp(join(tmpdir(), 'vgw-bundle-'));
+    if (interrupted) await new Promise(() => undefined); // removed by the second pass; the process ends by its signal
     const path = join(dir, 'dist', 'vlan-gateway.mjs');
     const script = [
       'set -e',

@@ -49,7 +49,10 @@ function onSignal(signal: NodeJS.Signals): void {
   const say: Say = (message) => process.stderr.write(`${message}\n`);
   const list = [...cleanups]; // as registered when the signal came: one that ends meanwhile still runs
   const pass = async (which: keyof Cleanup) => {
-    for (const cleanup of list) {
+    // The second pass also runs those registered since: a signal handled before the callback of what the code was
+    // making (a mkdtemp whose directory exists already, its cleanup registered in the callback) found it not yet
+    // registered, and under load a bundle's directory outlived a SIGTERM (a CI run).
+    for (const cleanup of which === 'again' ? new Set([...list, ...cleanups]) : list) {
       try {
         await cleanup[which](say);
       } catch (error) {
