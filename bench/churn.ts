@@ -41,6 +41,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const runner = new ExecaRunner();
 const namespaces = new Namespaces(runner);
 const dir = await mkdtemp(join(tmpdir(), 'vgwbench-churn-'));
+// The gateways' state (clears left to do) in the scratch directory, not the machine's /run/vlan-gateway/state.
+process.env.VLAN_GATEWAY_STATE_DIR = join(dir, 'state');
 const children: ChildProcess[] = [];
 const cleanup = async () => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');

@@ -6,6 +6,9 @@
  * Flags (for working on one part): --no-apply, --no-forwarding, --no-supervisor, --no-startup, --no-profile, --only-1k,
  * --no-container-start, --only-container-start (the supervisor's container-like starts alone).
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ExecaRunner } from '../src/exec/execa-runner.js';
 import { loadTemplates } from '../src/template/load.js';
 import { applyBench, type ApplyOptions, type ApplyResult } from './apply-bench.js';
@@ -69,12 +72,18 @@ async function main(): Promise<number> {
   }
   const runner = new ExecaRunner();
   const namespaces = new Namespaces(runner);
+  // What the gateways it starts keep (the clears left to do; the plan cache of a `validate`, where a part names none
+  // of its own) goes to a scratch directory, not the machine's /run/vlan-gateway, which the benchmark left behind.
+  const scratch = await mkdtemp(join(tmpdir(), 'vgwbench-run-'));
+  process.env.VLAN_GATEWAY_STATE_DIR = join(scratch, 'state');
+  process.env.VLAN_GATEWAY_PLAN_CACHE ??= join(scratch, 'plan-cache');
+  const removeScratch = () => rm(scratch, { recursive: true, force: true });
   let stopping = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
     log(`bench: ${signal}, deleting namespaces ${namespaces.names.join(' ') || '(none)'}`);
-    void namespaces.cleanup().finally(() => process.exit(130));
+    void namespaces.cleanup().then(removeScratch).finally(() => process.exit(130));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -141,6 +150,7 @@ async function main(): Promise<number> {
     return 1;
   } finally {
     await namespaces.cleanup();
+    await removeScratch();
     const left = await namespaces.leftovers();
     print(`namespaces left behind: ${left.length === 0 ? 'none' : left.join(' ')}`);
     print(`benchmark wall time: ${((performance.now() - started) / 1000).toFixed(1)} s`);

@@ -31,6 +31,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const runner = new ExecaRunner();
 const namespaces = new Namespaces(runner);
 const dir = await mkdtemp(join(tmpdir(), 'vgwbench-soak-'));
+// The gateways' state (clears left to do) in the scratch directory, not the machine's /run/vlan-gateway/state.
+process.env.VLAN_GATEWAY_STATE_DIR = join(dir, 'state');
 let gateway: ReturnType<typeof spawn> | undefined;
 const cleanup = async () => {
   gateway?.kill('SIGKILL');
