@@ -303,9 +303,10 @@ s.bind(Number(port), address, () => {
 });
 s.on('message', (m) => { if (mode === 'send') console.log(String(m)); });`;
 
-async function udpListener(ns: string, address: string, port: number, mode: 'listen' | 'quiet' = 'listen') {
+/** `script` run by node in `ns` with `args`, once it has printed `ready`: the lines it prints after, and its stop. */
+async function nodeScript(ns: string, script: string, args: readonly string[], timeout: number) {
   const { execa } = await import('execa');
-  const child = execa('ip', ['netns', 'exec', ns, process.execPath, '-e', UDP_SCRIPT, mode, address, String(port)], { reject: false, timeout: 20_000 });
+  const child = execa('ip', ['netns', 'exec', ns, process.execPath, '-e', script, ...args], { reject: false, timeout });
   const lines: string[] = [];
   let ready!: () => void;
   const started = new Promise<void>((resolve) => (ready = resolve));
@@ -318,6 +319,9 @@ async function udpListener(ns: string, address: string, port: number, mode: 'lis
   await started;
   return { lines, stop: async () => { child.kill('SIGTERM'); await child; } };
 }
+
+const udpListener = (ns: string, address: string, port: number, mode: 'listen' | 'quiet' = 'listen') =>
+  nodeScript(ns, UDP_SCRIPT, [mode, address, String(port)], 20_000);
 
 const udpSend = (ns: string, from: string, port: number, to: string, toPort: number, text: string) =>
   runner.run(['ip', 'netns', 'exec', ns, process.execPath, '-e', UDP_SCRIPT, 'send', from, String(port), to, String(toPort), text]);
@@ -787,21 +791,8 @@ if (mode === 'server') {
   c.on('error', (e) => console.log('error ' + e.code));
 }`;
 
-async function pushing(ns: string, mode: 'server' | 'client', address: string, port: number) {
-  const { execa } = await import('execa');
-  const child = execa('ip', ['netns', 'exec', ns, process.execPath, '-e', PUSH_SCRIPT, mode, address, String(port)], { reject: false, timeout: 30_000 });
-  const lines: string[] = [];
-  let ready!: () => void;
-  const started = new Promise<void>((resolve) => (ready = resolve));
-  child.stdout!.on('data', (chunk: Buffer) => {
-    for (const line of String(chunk).split('\n').filter(Boolean)) {
-      if (line === 'ready') ready();
-      else lines.push(line);
-    }
-  });
-  await started;
-  return { lines, stop: async () => { child.kill('SIGTERM'); await child; } };
-}
+const pushing = (ns: string, mode: 'server' | 'client', address: string, port: number) =>
+  nodeScript(ns, PUSH_SCRIPT, [mode, address, String(port)], 30_000);
 
 // The README's way to cut a connection the policy no longer allows: delete its conntrack entry. The next packet is then
 // a new connection to the rules, in the direction it goes, and Linux picks TCP up from any packet, not only a SYN
