@@ -169,6 +169,22 @@ test('a stop kills the probes running, at once', async (t) => {
   t.deepEqual(r.logs.filter((l) => /conflict/.test(l.msg)), [], 'a probe killed by the stop says nothing');
 });
 
+type Rig = ReturnType<typeof rig>;
+
+/**
+ * A drift check's probes (sorted), `before` done first (the clock moved). Each check once the probes before it have
+ * ended and been judged, and read once its own have: one still running is not queued again (a CI run under load once
+ * moved the clock while the last probe's result was still being handled, 50 ms after it began).
+ */
+async function driftCheck(r: Rig, before?: () => void): Promise<string[]> {
+  await until('the probes before it judged', () => r.conflicts.probing === 0);
+  const from = r.runner.events.length;
+  before?.();
+  r.conflicts.recheck();
+  await until('its probes judged', () => r.conflicts.probing === 0);
+  return r.runner.events.slice(from).sort();
+}
+
 test('at the drift checks, a VLAN in conflict is probed again at each, one that heard nobody else every 5 minutes', async (t) => {
   const clock = new FakeClock();
   const start = clock.monotonicMs;
@@ -180,16 +196,8 @@ test('at the drift checks, a VLAN in conflict is probed again at each, one that 
   await until('the first probes', () => probes().length === 2 && r.conflicts.conflicts.has('office'));
   await new Promise((resolve) => setTimeout(resolve, 50));
   t.deepEqual(probes(), ['probe eth1 192.168.10.1', 'probe eth2 192.168.20.1']);
-  // Each check once the probes before it have ended and been judged: one still running is not queued again (a CI run
-  // under load once advanced the clock while the last probe's result was still being handled, 50 ms after it began).
-  const recheckAt = async (ms: number, expected: string[]) => {
-    await until('the probes before it judged', () => r.conflicts.probing === 0);
-    const before = r.runner.events.length;
-    clock.advance(start + ms - clock.monotonicMs);
-    r.conflicts.recheck();
-    await until('its probes judged', () => r.conflicts.probing === 0);
-    t.deepEqual(r.runner.events.slice(before).sort(), expected, `the drift check ${ms} ms after the first probes`);
-  };
+  const recheckAt = async (ms: number, expected: string[]) =>
+    t.deepEqual(await driftCheck(r, () => clock.advance(start + ms - clock.monotonicMs)), expected, `the drift check ${ms} ms after the first probes`);
   await recheckAt(30_000, ['probe eth1 192.168.10.1']);
   r.runner.others.delete('192.168.10.1'); // put right
   await recheckAt(60_000, ['probe eth1 192.168.10.1']);
@@ -246,13 +254,7 @@ test('the gaps between probes count time passing, not the wall clock: set back o
   await r.supervisor.firstPass;
   await until('the first probes', () => r.runner.events.filter((e) => e.startsWith('probe')).length === 2 && r.conflicts.conflicts.has('office'));
   await new Promise((resolve) => setTimeout(resolve, 50));
-  const recheck = async (expected: string[], why: string) => {
-    await until('the probes before it judged', () => r.conflicts.probing === 0);
-    const before = r.runner.events.length;
-    r.conflicts.recheck();
-    await until('its probes judged', () => r.conflicts.probing === 0);
-    t.deepEqual(r.runner.events.slice(before).sort(), expected, why);
-  };
+  const recheck = async (expected: string[], why: string) => t.deepEqual(await driftCheck(r), expected, why);
   clock.step(3_600_000);
   clock.advance(1000);
   await recheck([], 'a second after the last probes, the time of day an hour on: none again yet');
