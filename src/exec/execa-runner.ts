@@ -1,9 +1,9 @@
 /**
- * The real runner, never a shell, LC_ALL=C. `run` (every read and write of a pass) spawns with node:child_process
- * directly: execa's stream machinery costs about 2 ms of main-thread time per call here (4.3 ms against 2.2 ms for
- * `true`, measured), and a pass runs up to ten commands, several in parallel. So do fire-and-forget children
- * (`arping`, up to one per VLAN at a start). A long-running child (`ip monitor`) keeps execa, where its line
- * splitting and cleanup are worth it.
+ * The real runner, LC_ALL=C, no shell parsing a command's words (a started child's watcher aside: END_WITH_US).
+ * `run` (every read and write of a pass) spawns with node:child_process directly: execa's stream machinery costs
+ * about 2 ms of main-thread time per call here (4.3 ms against 2.2 ms for `true`, measured), and a pass runs up to
+ * ten commands, several in parallel. So do fire-and-forget children (`arping`, up to one per VLAN at a start). A
+ * long-running child (`ip monitor`) keeps execa, where its line splitting and cleanup are worth it.
  */
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -19,6 +19,24 @@ const childEnv = { ...process.env, ...env };
  * not a kill from outside, and not the gateway's.
  */
 const CRASH_SIGNALS: ReadonlySet<NodeJS.Signals> = new Set(['SIGSEGV', 'SIGBUS', 'SIGABRT', 'SIGILL', 'SIGFPE', 'SIGSYS', 'SIGTRAP']);
+
+/**
+ * How a started child (`ip monitor`) ends when this process does, however it ends. In a container the kernel ends it
+ * with PID 1; outside one (`run --netns` on a host, a `kill -9` of the gateway alone, systemd's KillMode=process) it
+ * was reparented to init and ran for ever, one more per restart. Node cannot set PR_SET_PDEATHSIG, and `setpriv
+ * --pdeathsig` is not in busybox; finding and killing a previous run's monitor at the next start needs a next start,
+ * and is a guess by name. So a pipe: the child's stdin, whose writing end only this process holds. A shell (dash,
+ * bash, busybox: POSIX only) forks a watcher that reads it, then execs the command, which keeps the shell's pid (a
+ * stop, the exit status and the signal are the command's own). End of file comes when this process is gone, or
+ * when node closes the pipe as the command exits; the watcher then ends the command (SIGTERM), but only if it is still
+ * the command's child: once the command has exited, its pid may be anyone's. The command's words are never shell
+ * text ("$@"). An asynchronous list's stdin is /dev/null unless redirected (POSIX), hence fd 3.
+ */
+const END_WITH_US = [
+  'exec 3<&0 </dev/null',
+  '{ while read -r _; do :; done; read -r _ _ _ parent _ </proc/self/stat; [ "$parent" = "$$" ] && kill "$$"; } <&3 >/dev/null 2>&1 &',
+  'exec "$@" 3<&-',
+].join('\n');
 
 export class ExecaRunner implements CommandRunner {
   run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
@@ -87,7 +105,7 @@ export class ExecaRunner implements CommandRunner {
     const [file, ...args] = argv;
     if (file === undefined) throw new Error('empty argv');
     if (options.detached) return fireAndForget(file, args);
-    const child = execa(file, args, { env, reject: false, stdin: 'ignore', stderr: 'pipe', buffer: false });
+    const child = execa('sh', ['-c', END_WITH_US, 'sh', file, ...args], { env, reject: false, stdin: 'pipe', stderr: 'pipe', buffer: false });
     const listeners: Array<(line: string) => void> = [];
     // Its stderr was ignored: a lab agent that failed before it was ready ("agent … exited (1)") said "no output",
     // its node error lost. The end of it is kept, bounded (a chattering `ip monitor` costs no more).

@@ -289,9 +289,10 @@ kernel(`with a collector reading more often than the schedule checks, passes pla
   }
 });
 
+const isMonitor = (p: { cmd: string }) => /^ip -o monitor\b/.test(p.cmd);
+
 /** Kills the gateway's `ip monitor` child and waits for the supervisor to start a new one. */
 async function killMonitor(t: ExecutionContext, gateway: GatewayProcess): Promise<void> {
-  const isMonitor = (p: { cmd: string }) => /\bip -o monitor\b/.test(p.cmd);
   const monitor = await waitFor('the ip monitor child', async () => (await gateway.descendants()).find(isMonitor), 3000);
   const from = gateway.logs.length;
   process.kill(monitor.value.pid, 'SIGKILL');
@@ -398,6 +399,23 @@ kernel(`a template that breaks only with every NIC attached: ready first, then e
       gateway.killGroup();
       await gateway.exited;
     }
+  }
+});
+
+// Outside a container (`run --netns` on a host, systemd's KillMode=process), no PID namespace ends a killed gateway's
+// children: its `ip monitor` was reparented to init and ran for ever, one more per restart.
+kernel(`SIGKILL of the gateway alone: its ip monitor ends too, not left running under init${NEEDS_ROOT}`, async (t) => {
+  await stopDriftGateway();
+  const gateway = await start();
+  try {
+    await gateway.waitReady();
+    const { value: monitor } = await waitFor('the ip monitor child', async () => (await gateway.descendants()).find(isMonitor), 3000);
+    gateway.signal('SIGKILL'); // the gateway alone, not its process group
+    await gateway.exited;
+    t.deepEqual(await gone([monitor.pid]), [], `the monitor (${monitor.pid}) still runs after its gateway was killed`);
+  } finally {
+    gateway.killGroup(); // its process group: whatever it left, the monitor included
+    await gateway.exited;
   }
 });
 

@@ -1,7 +1,9 @@
 import test from 'ava';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
@@ -186,6 +188,77 @@ test('stopping a started child that is itself stopped (SIGSTOP) ends it at once,
   t.log(`stopped in ${Math.round(took)} ms`);
   t.true(took < 1500, `stopped in ${Math.round(took)} ms`);
   t.is(await child.exited, null);
+});
+
+/** Whether `pid` runs (a zombie, exited but not yet reaped, does not). */
+function running(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** The pids of the processes whose parent is `pid`. */
+function childrenOf(pid: number): number[] {
+  return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((d) => {
+    try {
+      return Number(/\) \S (\d+) /.exec(readFileSync(`/proc/${d}/stat`, 'utf8'))?.[1]) === pid;
+    } catch {
+      return false;
+    }
+  }).map(Number);
+}
+
+async function until(what: string, probe: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!probe()) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+// Seen with `run --netns` on a host: a `kill -9` of the gateway left its `ip monitor` child running, reparented to
+// init, for ever (one more per restart); nothing ends it outside a container's PID namespace.
+test('a started child ends when the process that started it is killed (SIGKILL), and not before', async (t) => {
+  const runnerFile = fileURLToPath(new URL('../../src/exec/execa-runner.ts', import.meta.url));
+  const holder = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e',
+    `import { ExecaRunner } from ${JSON.stringify(runnerFile)}; console.log(new ExecaRunner().start(['sleep', '617']).pid);`
+    + ' setInterval(() => {}, 1000);'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let pid: number | undefined;
+  try {
+    pid = await new Promise<number>((resolve, reject) => {
+      holder.stdout.once('data', (chunk: Buffer) => resolve(Number(chunk.toString())));
+      holder.once('exit', () => reject(new Error('the holder exited')));
+    });
+    await until('the child to be sleep', () => readFileSync(`/proc/${pid}/cmdline`, 'utf8') === 'sleep\u0000617\u0000', 5000);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    t.true(running(pid), 'runs while its parent does');
+    holder.kill('SIGKILL');
+    await until('the orphaned child to end', () => !running(pid!), 3000);
+    t.pass();
+  } finally {
+    holder.kill('SIGKILL');
+    // Only the sleep started here, by its pid and its command line: not a process by its name.
+    try {
+      if (pid !== undefined && running(pid) && readFileSync(`/proc/${pid}/cmdline`, 'utf8') === 'sleep\u0000617\u0000') process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+  }
+});
+
+test('a started child that exits by itself, or is stopped, leaves nothing behind it (its watcher ends too)', async (t) => {
+  for (const [how, argv] of [['exits', ['sh', '-c', 'sleep 0.5; exit 4']], ['stopped', ['sleep', '60']]] as const) {
+    const child = runner.start(argv);
+    await until('its watcher', () => childrenOf(child.pid!).length > 0, 3000);
+    const around = childrenOf(child.pid!);
+    if (how === 'exits') t.is(await child.exited, 4, 'its own exit status, through the shell\'s exec');
+    else await child.stop();
+    if (how === 'stopped') t.is(await child.exited, null, 'killed by the stop\'s signal, as before');
+    await until(`the watcher of the child that ${how} to end`, () => around.every((p) => !running(p)), 3000);
+    t.pass();
+  }
 });
 
 // A started child's stderr was ignored: a lab agent that failed before it was ready said "no output".
