@@ -9,7 +9,7 @@ import type { ConntrackClear, Plan } from '../plan/types.js';
 import { reconcileOnce, type Mode } from '../reconcile/once.js';
 import { loadFor, makeRunner, out, withPlanCache, type GlobalArgs } from './context.js';
 import { FailureError } from './errors.js';
-import { clearPending, clearUnpolicedLeft, FlowsLeft, UnpolicedLeft } from './flows-left.js';
+import { clearPending, clearUnpolicedLeft, FlowsLeft, removeAbandonedState, UnpolicedLeft } from './flows-left.js';
 import { InstanceLock, WRITE_LOCK_TIMEOUT_MS, WriteLock } from './instance-lock.js';
 
 /**
@@ -56,6 +56,7 @@ async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
     const { plan, ms, notices } = await withWriteLock(args.netns, mode, async () => {
       const started = performance.now();
       const runner = makeRunner(args.netns);
+      removeAbandonedState(); // what a write of those files killed before its rename left
       // The clears an apply stopped before it did them left (see flows-left.ts): a file read, no process.
       const left = await FlowsLeft.of(args.netns);
       const pending = left.read();

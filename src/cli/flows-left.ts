@@ -27,6 +27,7 @@ import { mergeUnpoliced, portText } from '../plan/conntrack.js';
 import type { ConntrackClear, Plan } from '../plan/types.js';
 import { namespaceInode } from './instance-lock.js';
 import { privateDir } from './private-dir.js';
+import { removeAbandoned, temporaryOf } from './temporaries.js';
 
 export const DEFAULT_STATE_DIR = '/run/vlan-gateway/state';
 const FORMAT = 1;
@@ -100,7 +101,7 @@ export class FlowsLeft {
         rmSync(file, { force: true });
         return;
       }
-      const temporary = `${file}.${process.pid}.tmp`;
+      const temporary = temporaryOf(file);
       try {
         writeFileSync(temporary, JSON.stringify({ format: FORMAT, clears: unique }), { mode: 0o600 });
         renameSync(temporary, file);
@@ -112,6 +113,15 @@ export class FlowsLeft {
       // as above
     }
   }
+}
+
+/**
+ * Removes what a write of these files (FlowsLeft's, UnpolicedLeft's, of any namespace) killed before its rename left
+ * (temporaries.ts): at the start of `run`, `apply` and `down`. Only from the directory these files are read from.
+ */
+export function removeAbandonedState(dir = stateDir()): void {
+  const trusted = privateDir(dir).path;
+  if (trusted !== undefined) removeAbandoned(trusted, (file) => /^(?:flows|unpoliced)-\d+-\d+\.json$/.test(file));
 }
 
 /** "cleared N UDP flows to PORTS …": what the flows were, as far as the clears tell. */
@@ -202,7 +212,7 @@ export class UnpolicedLeft {
         rmSync(file, { force: true });
         return;
       }
-      const temporary = `${file}.${process.pid}.tmp`;
+      const temporary = temporaryOf(file);
       const text = JSON.stringify({ format: FORMAT, unpoliced, written: randomUUID() });
       try {
         writeFileSync(temporary, text, { mode: 0o600 });

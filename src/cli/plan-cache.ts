@@ -23,6 +23,7 @@ import type { Config } from '../config/schema.js';
 import type { DesiredStore } from '../plan/desired.js';
 import { packDesired, unpackDesired } from './packed-desired.js';
 import { privateDir } from './private-dir.js';
+import { removeAbandoned, temporaryOf } from './temporaries.js';
 
 export const DEFAULT_PLAN_CACHE = '/run/vlan-gateway/plan-cache';
 const FORMAT = 2;
@@ -172,7 +173,7 @@ export class PlanCache {
         }
         const stored = kind === 'desired' ? packDesired(value as Parameters<typeof packDesired>[0]) : value;
         if (stored === undefined) continue;
-        const temporary = `${file}.${process.pid}.tmp`;
+        const temporary = temporaryOf(file);
         const body: StoredFile = { format: FORMAT, code: this.code(), kind, key, value: stored };
         try {
           writeFileSync(temporary, JSON.stringify(body), { mode: 0o600 });
@@ -195,12 +196,13 @@ export class PlanCache {
   }
 
   private prune(dir: string, kind: Kind): void {
-    const files = readdirSync(dir)
-      .filter((f) => f.startsWith(`${kind}-`))
-      .map((f) => ({ name: f, path: join(dir, f), at: statSync(join(dir, f)).mtimeMs }));
-    const kept = files.filter((f) => f.name.endsWith('.json')).sort((a, b) => b.at - a.at);
-    // A temporary file a minute old was left by a run that died before renaming it.
-    const abandoned = files.filter((f) => f.name.endsWith('.tmp') && Date.now() - f.at > 60_000);
-    for (const stale of [...kept.slice(KEEP), ...abandoned]) rmSync(stale.path, { force: true });
+    const kept = readdirSync(dir)
+      .filter((f) => f.startsWith(`${kind}-`) && f.endsWith('.json'))
+      .map((f) => ({ path: join(dir, f), at: statSync(join(dir, f)).mtimeMs }))
+      .sort((a, b) => b.at - a.at);
+    for (const stale of kept.slice(KEEP)) rmSync(stale.path, { force: true });
+    // A temporary whose run died before renaming it: at once, not a minute later (a container restarted at once kept
+    // it until its stop, or its next start).
+    removeAbandoned(dir, (file) => file.startsWith(`${kind}-`));
   }
 }

@@ -21,7 +21,7 @@ import { codeCache } from './code-cache.js';
 import { makeRunner, type GlobalArgs } from './context.js';
 import { DriftSchedule } from './drift-schedule.js';
 import { afterFirstPass } from './first-pass.js';
-import { UnpolicedLeft } from './flows-left.js';
+import { removeAbandonedState, UnpolicedLeft } from './flows-left.js';
 import { endpoints, serveEndpoints, waitsForAddress } from './http-endpoints.js';
 import { InstanceLock, WaitStopped } from './instance-lock.js';
 import { loadChecked, type RulesCheck } from './load-checked.js';
@@ -104,6 +104,7 @@ async function supervise(args: RunArgs, early: HeldSignals): Promise<number> {
       return undefined;
     });
   if (lock === undefined) return 0;
+  removeAbandonedState(); // what a write of the state files killed before its rename left (the plan cache's: at its flush)
   const address = await serveEndpoints(http, settings, lock, log, waitsForAddress(settings.listen, initial.config, args.netns));
   log.info({ listen: address ? `${address.address}:${address.port}` : settings.listen, config: path, schedule: settings.schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
 

@@ -5,10 +5,11 @@
  * the way, could swap root's directory for one holding clears of their choice between root's check and its read.
  */
 import test from 'ava';
-import { chmod, chown, lchown, mkdir, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { chmod, chown, lchown, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FlowsLeft, UnpolicedLeft } from '../../src/cli/flows-left.js';
+import { FlowsLeft, removeAbandonedState, UnpolicedLeft } from '../../src/cli/flows-left.js';
 import type { ConntrackClear } from '../../src/plan/types.js';
 
 const asRoot = process.getuid?.() === 0 ? test.serial : test.serial.skip;
@@ -75,4 +76,21 @@ asRoot('clears are not read from a directory inside one another user owns', asyn
   (await FlowsLeft.of(undefined, state)).write([CLEAR]); // written while the parent was root's
   await chown(theirs, NOBODY, NOBODY); // now nobody could rename it away and put another in its place
   t.deepEqual((await FlowsLeft.of(undefined, state)).read(), []);
+});
+
+// An apply or a start killed between a write and its rename (kill -9, the OOM killer) left FILE.PID.tmp for ever.
+test.serial('a temporary of these files whose writer is gone is removed; a live writer\'s, or another file\'s, stays', async (t) => {
+  const dir = join(await scratch(t), 'state');
+  (await FlowsLeft.of(undefined, dir)).write([CLEAR]); // the directory, made as the product makes it
+  const gone = spawnSync('true').pid; // exited, and reaped
+  const names = [
+    `flows-4-4026531840.json.${gone}.tmp`,
+    `unpoliced-4-4026531841.json.${gone}.tmp`,
+    `unpoliced-4-4026531842.json.${process.pid}.tmp`, // this process's pid: a restarted container's, not a write of its own
+    `unpoliced-4-4026531843.json.${process.ppid}.tmp`, // a live process's: it may be writing
+    `notes.txt.${gone}.tmp`, // not one of ours
+  ];
+  for (const name of names) await writeFile(join(dir, name), '{');
+  removeAbandonedState(dir);
+  t.deepEqual((await readdir(dir)).filter((f) => f.endsWith('.tmp')).sort(), [names[3], names[4]].sort());
 });

@@ -8,7 +8,7 @@
  * nothing rendered in memory.
  */
 import test from 'ava';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { chmod, chown, lchown, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -256,6 +256,23 @@ test.serial('the newest four states are kept, and a temporary file a run left be
   for (let i = 0; i < 10; i++) await runWith(dir, 'examples/lab.yaml', (c) => ({ ...c, uplink: { ...c.uplink, gateway: `192.0.2.${i + 1}` } }));
   t.is((await stored(dir)).length, 4);
   t.false((await readdir(dir)).includes('desired-abandoned.json.1234.tmp'));
+});
+
+// A run killed between a write and its rename (kill -9, the OOM killer) left its temporary, and a start within the
+// minute (docker restart) left it too, until a flush a minute later.
+test.serial('a temporary whose writer is gone is removed at the next flush at once; one a live process may be writing stays', async (t) => {
+  const dir = await cacheDir(t);
+  const gone = spawnSync('true').pid; // exited, and reaped
+  const names = {
+    gone: `desired-killed.json.${gone}.tmp`,
+    // A container restarted with the same pid as the run that left it: this process writes and renames at once.
+    ours: `desired-restarted.json.${process.pid}.tmp`,
+    live: `desired-writing.json.${process.ppid}.tmp`,
+  };
+  for (const name of Object.values(names)) await writeFile(join(dir, name), '{');
+  await runWith(dir);
+  const left = (await readdir(dir)).filter((f) => f.endsWith('.tmp'));
+  t.deepEqual(left, [names.live]);
 });
 
 test('VLAN_GATEWAY_PLAN_CACHE: a directory, off, or the default', (t) => {
