@@ -5,6 +5,7 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DROP_REASONS } from '../plan/types.js';
+import { WARNING_KINDS } from '../reconcile/warning-kinds.js';
 
 /** What asked for a pass; `drift`: the stats collector's reading found our tables or sets not as planned. */
 export type Trigger = 'start' | 'schedule' | 'drift' | 'netlink' | 'reload';
@@ -24,10 +25,13 @@ export class Metrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [this.registry],
   });
   readonly lastSuccess = new Gauge({ name: 'vlan_gateway_last_successful_reconcile_timestamp_seconds', help: 'Unix time of the last successful reconcile.', registers: [this.registry] });
-  /** The plan's warnings (plan/warnings.ts) as the last good pass found them: an IPv6 hole had no series to alert on. */
+  /**
+   * The plan's warnings (plan/warnings.ts) as the last good pass found them, by kind (reconcile/warning-kinds.ts): an
+   * IPv6 hole had no series to alert on, and then one series that did not say which warning it counted.
+   */
   readonly warnings = new Gauge({
-    name: 'vlan_gateway_warnings', registers: [this.registry],
-    help: 'Warnings the last successful reconcile found about the namespace (IPv6 forwarded with no policy, rules in the other iptables backend, no ipset tool, ...); `vlan-gateway status` lists them.',
+    name: 'vlan_gateway_warnings', labelNames: ['kind'], registers: [this.registry],
+    help: `Warnings the last successful reconcile found about the namespace, by kind (${WARNING_KINDS.join(', ')}); \`vlan-gateway status\` lists them with their fixes.`,
   });
   readonly driftRepairs = new Counter({ name: 'vlan_gateway_drift_repairs_total', help: 'Things found changed behind our back and put back, by kind.', labelNames: ['kind'], registers: [this.registry] });
   readonly restores = new Counter({ name: 'vlan_gateway_iptables_restores_total', help: 'iptables-restore runs by table and result.', labelNames: ['table', 'result'], registers: [this.registry] });
@@ -66,6 +70,7 @@ export class Metrics {
     this.buildInfo.set({ version, node_version: process.version }, 1);
     // Known label values start at 0, so rate() and alerts work from the first scrape.
     for (const kind of ['rules', 'jump', 'address', 'link', 'route', 'sysctl', 'set'] as const) this.driftRepairs.inc({ kind }, 0);
+    for (const kind of WARNING_KINDS) this.warnings.set({ kind }, 0);
     for (const result of ['success', 'failure']) this.reloads.inc({ result }, 0);
     for (const table of ['filter', 'nat']) {
       for (const result of ['success', 'failure']) this.restores.inc({ table, result }, 0);

@@ -29,6 +29,7 @@ import type { AddressConflicts } from './conflicts.js';
 import { driftOf } from './drift.js';
 import { bindingNotices, CarrierLog, noCarrier, unclaimedNicNotices } from './notices.js';
 import { knownSetsAfter, reconcileOnce, type Mode } from './once.js';
+import { countByKind } from './warning-kinds.js';
 
 export interface ConfigState {
   readonly path: string;
@@ -412,7 +413,7 @@ export class Supervisor {
         if (warning === CONNTRACK_MISSING) this.conntrackMissingSaid = true;
       }
       this.warned = new Set(plan.warnings ?? []);
-      this.metrics.warnings.set(this.warned.size);
+      for (const [kind, count] of Object.entries(countByKind(this.warned))) this.metrics.warnings.set({ kind }, count);
       this.backend = facts.backend;
       this.lastDesired = plan.desired;
       this.view = { vlans: plan.desired.vlans, uplink: plan.desired.uplink, links: linksAfter(facts.links, plan.steps), routes: facts.routed ?? [] };

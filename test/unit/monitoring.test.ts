@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { dump, load } from 'js-yaml';
 import { Metrics } from '../../src/metrics/metrics.js';
+import { WARNING_KINDS } from '../../src/reconcile/warning-kinds.js';
 
 const read = (path: string) => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
 const README = read('README.md');
@@ -71,6 +72,7 @@ const KIND_VALUES: Record<string, readonly string[]> = {
   vlan_gateway_drift_repairs_total: ['rules', 'jump', 'address', 'link', 'route', 'sysctl', 'set'],
   vlan_gateway_nat_packets_total: ['masquerade', 'snat', 'dnat'],
   vlan_gateway_nat_bytes_total: ['masquerade', 'snat', 'dnat'],
+  vlan_gateway_warnings: WARNING_KINDS,
 };
 
 /** Each PromQL expression shipped, and where. */

@@ -24,7 +24,8 @@ import { loadTemplates } from '../../src/template/load.js';
 import { DOCKER_DNS_RULES, FakeNetns } from '../fakes/netfilter.js';
 import { CONNTRACK_MISSING } from '../../src/apply/conntrack.js';
 import { ipv6ForwardingWarning } from '../../src/plan/warnings.js';
-import { metricValue, parseMetrics } from '../helpers/supervisor.js';
+import { WARNING_KINDS } from '../../src/reconcile/warning-kinds.js';
+import { metricValue, parseMetrics, series } from '../helpers/supervisor.js';
 import { sleep, until } from '../helpers/wait.js';
 import { FakeClock } from '../helpers/clock.js';
 
@@ -269,8 +270,10 @@ test('a warning about the other backend (its FORWARD policy DROP) stays in /stat
   const found = warnings();
   t.is(found.length, 1);
   t.regex(found[0]!, /^iptables-legacy's FORWARD chain \(policy DROP\) filters forwarded packets too/);
-  // And as a series, for an alert (VlanGatewayWarning): it had none.
-  t.is(await r.value('vlan_gateway_warnings'), 1);
+  // And as a series, for an alert (VlanGatewayWarning): it had none, and then one that did not say which warning it
+  // counted. Every kind is there, at 0 but this one.
+  const byKind = async () => Object.fromEntries(series(parseMetrics(await r.metrics.text()), 'vlan_gateway_warnings').map((s) => [s.labels.kind, s.value]));
+  t.deepEqual(await byKind(), { ...Object.fromEntries(WARNING_KINDS.map((kind) => [kind, 0])), other_backend_forward: 1 });
   r.supervisor.trigger('schedule');
   await settle(r, 2);
   r.supervisor.trigger('schedule');
@@ -291,7 +294,7 @@ test('a warning about the other backend (its FORWARD policy DROP) stays in /stat
   await settle(r, 5);
   t.deepEqual(warnings(), []);
   t.is(legacySaves(), saves + 1);
-  t.is(await r.value('vlan_gateway_warnings'), 0);
+  t.deepEqual(await byKind(), Object.fromEntries(WARNING_KINDS.map((kind) => [kind, 0])));
 });
 
 test('a second NIC in a VLAN\'s subnet: the binding\'s note (which NIC is used) is logged once, as it appears', async (t) => {
