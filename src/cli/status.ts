@@ -19,11 +19,14 @@ interface StatusDoc {
   ready: boolean;
   healthy: boolean;
   unhealthyReason?: string;
-  uplink: { interface: string | null; note?: string };
+  /** mac, foundBy and addresses are optional: a gateway older than these fields does not send them. */
+  uplink: { interface: string | null; mac?: string | null; foundBy?: string; addresses?: string[]; note?: string };
   /** What lets traffic past the policy (optional: a gateway older than this field does not send it). */
   warnings?: string[];
   vlans: Array<{
     name: string; id: number; subnet: string; gateway: string; interface: string | null; addresses: string[]; state: string; note?: string;
+    /** How its NIC is found (name, mac, subnet), and whether it holds the gateway address (optional: older gateways). */
+    mac?: string | null; foundBy?: string; gatewayOnNic?: boolean | null;
     /** Another device answers ARP for the gateway address too (said in warnings as well). */
     conflict?: { mac: string; since: string };
   }>;
@@ -40,16 +43,28 @@ const vlanDetail = (v: StatusDoc['vlans'][number]) => {
   return !addresses ? v.note ?? '' : v.state === 'down' && v.note ? `${addresses} (${v.note})` : addresses;
 };
 
+/** Whether the VLAN's NIC holds its gateway address: `-` while it waits (or from a gateway that does not say). */
+const gatewayHeld = (v: StatusDoc['vlans'][number]) => (v.gatewayOnNic === true ? 'on NIC' : v.gatewayOnNic === false ? 'missing' : '-');
+
+/** The uplink's NIC, its MAC, how it was found and its addresses; or its note alone while it waits (as plan prints it). */
+function uplinkLine(u: StatusDoc['uplink']): string {
+  if (!u.interface) return `uplink: ${u.note ?? 'waiting'}`;
+  const found = u.foundBy === undefined ? [] : [`found by ${u.foundBy}`];
+  const detail = [u.mac ? `${u.interface} ${u.mac}` : u.interface, ...found, ...(u.addresses?.length ? [u.addresses.join(' ')] : [])].join(', ');
+  return `uplink: ${detail}${u.note ? ` (${u.note})` : ''}`;
+}
+
 export function formatStatus(s: StatusDoc): string {
   const lines = [
     `vlan-gateway ${s.version}: ${s.ready ? 'ready' : 'not ready'}, ${s.healthy ? 'healthy' : `UNHEALTHY (${s.unhealthyReason})`}`,
     `config ${s.config.path} (hash ${s.config.hash}), iptables backend ${s.backend ?? 'unknown'}`,
     // A waiting uplink's note says it waits and why ("waiting for eth0"), as plan prints it.
-    `uplink: ${s.uplink.interface ? `${s.uplink.interface}${s.uplink.note ? ` (${s.uplink.note})` : ''}` : s.uplink.note ?? 'waiting'}`,
+    uplinkLine(s.uplink),
     ...(s.warnings ?? []).map((w) => `warning: ${w}`),
     '',
-    'VLAN          ID    SUBNET              NIC       STATE    ADDRESSES',
-    ...s.vlans.map((v) => `${v.name.padEnd(12)}  ${String(v.id).padEnd(4)}  ${v.subnet.padEnd(18)}  ${(v.interface ?? '-').padEnd(8)}  ${v.state.padEnd(7)}  ${vlanDetail(v)}`),
+    'VLAN          ID    SUBNET              NIC       STATE    MAC                FOUND BY  GATEWAY  ADDRESSES',
+    ...s.vlans.map((v) => `${v.name.padEnd(12)}  ${String(v.id).padEnd(4)}  ${v.subnet.padEnd(18)}  ${(v.interface ?? '-').padEnd(8)}  ${v.state.padEnd(7)}  `
+      + `${(v.mac ?? '-').padEnd(17)}  ${(v.foundBy ?? '-').padEnd(8)}  ${gatewayHeld(v).padEnd(7)}  ${vlanDetail(v)}`),
     '',
   ];
   const r = s.lastReconcile;

@@ -18,6 +18,7 @@ import type { Child, CommandRunner, RunOptions, RunResult } from '../../src/exec
 import { StatsCollector } from '../../src/metrics/collector.js';
 import { Metrics, type Trigger } from '../../src/metrics/metrics.js';
 import { reconcileOnce } from '../../src/reconcile/once.js';
+import { formatStatus } from '../../src/cli/status.js';
 import { statusDocument } from '../../src/reconcile/status.js';
 import { Supervisor, type ConfigState, type SupervisorOptions } from '../../src/reconcile/supervisor.js';
 import { loadTemplates } from '../../src/template/load.js';
@@ -33,6 +34,8 @@ const templates = await loadTemplates();
 const labText = await readFile(fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url)), 'utf8');
 const lab = parseConfigText(labText, 'lab.yaml');
 const state = (config: Config, text = JSON.stringify(config)): ConfigState => ({ path: 'gateway.yaml', text, config, templates });
+/** The named fields of an object, in that order. */
+const pick = (o: object, keys: readonly string[]) => Object.fromEntries(keys.map((k) => [k, (o as Record<string, unknown>)[k]]));
 const withRule: Config = { ...lab, forwarding: { ...lab.forwarding, rules: [{ from: 'lab', to: 'office', proto: 'tcp', ports: '80', action: 'drop' }] } };
 /** A change to both tables (filter: a rule; nat: a port forward), so that a failing nat restore rolls filter back. */
 const withRuleAndForward: Config = { ...withRule, portForwards: [...lab.portForwards, { proto: 'tcp', port: 8080, to: '192.168.20.100', toPort: 80 }] };
@@ -766,6 +769,46 @@ test('vlan_up and /status show the NICs as the last pass left them: a gateway ad
   t.is(await r.value('vlan_gateway_vlan_up', { vlan: 'office', interface: 'eth1' }), 1);
   // What the pass wrote, not only what it read before writing.
   t.like(office(), { state: 'up', addresses: ['192.168.10.2/24', '192.168.10.1/24'] });
+});
+
+// "VLAN x does not route": /status said a VLAN's NIC and its addresses, but not how the gateway found that NIC (a
+// MAC or name pinned in the config, or an address in the subnet), nor in so many words whether the gateway address is
+// on it; of the uplink it said the NIC's name alone.
+test('/status says of each VLAN\'s NIC how it was found (name, MAC, subnet) and whether it holds the gateway address, and of the uplink\'s its MAC, addresses and how it was found', async (t) => {
+  const config = parseConfigText(`uplink: {gateway: 203.0.113.1}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, interface: {mac: "02:42:C0:A8:0A:02"}}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1}
+  - {name: guest, id: 30, subnet: 192.168.30.0/24, gateway: 192.168.30.1, interface: eth3}
+`, 'gateway.yaml');
+  const r = rig(t, { backoffInitialMs: 150 }, config);
+  type Doc = { uplink: object; vlans: Array<{ name: string; state: string }> };
+  const status = () => statusDocument(r.supervisor, { errors: [] }, 'test') as Doc;
+  const nics = () => status().vlans.map((v) => pick(v, ['name', 'interface', 'mac', 'foundBy', 'gatewayOnNic', 'state']));
+  const uplink = { interface: 'eth0', mac: '02:42:cb:00:71:02', foundBy: 'gateway', addresses: ['203.0.113.2/24'] };
+  r.ns.failNext({ table: 'nat', stderr: 'iptables-restore: line 3 failed' }); // the first pass fails, and is rolled back
+  r.supervisor.trigger('start');
+  await until('the failed start', () => r.supervisor.lastRecord?.result === 'failure');
+  t.deepEqual(nics(), [
+    { name: 'office', interface: 'eth1', mac: '02:42:c0:a8:0a:02', foundBy: 'mac', gatewayOnNic: false, state: 'down' },
+    { name: 'lab', interface: 'eth2', mac: '02:42:c0:a8:14:02', foundBy: 'subnet', gatewayOnNic: false, state: 'down' },
+    { name: 'guest', interface: null, mac: null, foundBy: 'name', gatewayOnNic: null, state: 'waiting' },
+  ]);
+  t.deepEqual(status().uplink, uplink);
+
+  await until('the retry', () => r.supervisor.lastRecord?.result === 'success', 3000);
+  r.ns.addLink({ name: 'eth3', addresses: ['192.168.30.2/24'] });
+  r.supervisor.trigger('netlink');
+  await until('guest bound', () => status().vlans[2]?.state === 'up', 3000);
+  t.deepEqual(nics(), [
+    { name: 'office', interface: 'eth1', mac: '02:42:c0:a8:0a:02', foundBy: 'mac', gatewayOnNic: true, state: 'up' },
+    { name: 'lab', interface: 'eth2', mac: '02:42:c0:a8:14:02', foundBy: 'subnet', gatewayOnNic: true, state: 'up' },
+    { name: 'guest', interface: 'eth3', mac: '02:42:c0:a8:1e:02', foundBy: 'name', gatewayOnNic: true, state: 'up' },
+  ]);
+  // And as `vlan-gateway status` prints it.
+  const printed = formatStatus(status() as Parameters<typeof formatStatus>[0]).split('\n');
+  t.true(printed.includes('uplink: eth0 02:42:cb:00:71:02, found by gateway, 203.0.113.2/24'), printed.join('\n'));
+  t.true(printed.includes('guest         30    192.168.30.0/24     eth3      up       02:42:c0:a8:1e:02  name      on NIC   192.168.30.2/24 192.168.30.1/24'), printed.join('\n'));
 });
 
 // A VLAN's NIC set down (a macvlan whose parent is down cannot be brought up again: "Network is down") keeps its
