@@ -157,10 +157,17 @@ export interface Facts {
   /**
    * The ip6tables rule set whose filter FORWARD chain drops what it does not accept (its policy DROP, or a rule that
    * drops or rejects every packet): `ip6tables-nft` or `ip6tables-legacy`. Forwarded IPv6 then meets a policy of the
-   * operator's. Read only while net.ipv6.conf.all.forwarding is 1 (see readIpv6ForwardDrop); absent: none drops, or
+   * operator's. Read only while IPv6 is forwarded (all.forwarding or all.force_forwarding is 1, or a NIC's own
+   * force_forwarding: see readIpv6ForwardDrop); absent: none drops, or
    * ip6tables could not be read.
    */
   readonly ipv6ForwardDroppedBy?: string;
+  /**
+   * The NICs (loopback aside) whose own net.ipv6.conf.<nic>.force_forwarding is 1 (Linux 6.17+), in link order: IPv6
+   * coming in on them is forwarded with all.forwarding at 0. Read only where the kernel has the setting and neither
+   * all.forwarding nor all.force_forwarding is 1 (that warning covers every NIC); absent: none.
+   */
+  readonly ipv6ForceForwardingNics?: readonly string[];
   /**
    * The words that run a command where these facts were read (`ip netns exec NS` under --netns: CommandRunner.prefix),
    * absent in the process's own namespace: a command a message tells the operator to run is shown with them.

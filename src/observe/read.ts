@@ -10,11 +10,14 @@ import { parseIpsetHeaders, parseIpsetSave } from './parse-ipset.js';
 import { OUR_PREFIX } from '../plan/chains.js';
 import { verdictOf } from '../plan/rule-text.js';
 import { forwardDropsTheRest, hasAnyRules, hasOurChains, SaveParser, tableOf } from './parse-save.js';
-import { IPV6_FORCE_FORWARDING, IPV6_FORWARDING, ipv6ForwardingOn } from '../plan/warnings.js';
+import { IPV6_DEFAULT_FORCE_FORWARDING, IPV6_FORCE_FORWARDING, IPV6_FORWARDING, ipv6ForwardingOn } from '../plan/warnings.js';
 
 export const MANAGED_SYSCTLS = ['net.ipv4.ip_forward'] as const;
-/** Read, never written: what the plan warns about (see plan/warnings.ts). Absent where the kernel has no IPv6. */
-export const WATCHED_SYSCTLS = [IPV6_FORWARDING, IPV6_FORCE_FORWARDING] as const;
+/**
+ * Read, never written: what the plan warns about (see plan/warnings.ts). Absent where the kernel has no IPv6 (and the
+ * force_forwarding ones before Linux 6.17).
+ */
+export const WATCHED_SYSCTLS = [IPV6_FORWARDING, IPV6_FORCE_FORWARDING, IPV6_DEFAULT_FORCE_FORWARDING] as const;
 
 export class BackendError extends Error {
   override readonly name = 'BackendError';
@@ -64,6 +67,24 @@ async function readProc(runner: CommandRunner): Promise<{ sysctls: Record<string
   if (MANAGED_SYSCTLS.some((key) => sysctls[key] === '')) throw new CommandError(asRun(runner, ['cat', ...MANAGED_SYSCTLS.map(procPath)]), result.exitCode, result.stderr);
   for (const key of WATCHED_SYSCTLS) if (!missing(procPath(key))) sysctls[key] = (lines[at++] ?? '').trim();
   return { sysctls, legacyTables: missing(LEGACY_TABLES) ? undefined : lines.slice(at).map((l) => l.trim()).filter(Boolean) };
+}
+
+/**
+ * The NICs (loopback aside) whose own force_forwarding is 1, in link order: one `cat` of theirs, once the links are
+ * known, and only where the kernel has the setting (all.force_forwarding is there: Linux 6.17+) and neither
+ * all.forwarding nor all.force_forwarding is 1 (everything is forwarded then, and warned of as such). A NIC gone since
+ * the links were read, or without IPv6 (an MTU below 1280), has no such file: cat names it and goes on.
+ */
+export async function readForceForwardingNics(runner: CommandRunner, links: readonly Link[], sysctls: Readonly<Record<string, string>>): Promise<string[]> {
+  if (sysctls[IPV6_FORCE_FORWARDING] === undefined || ipv6ForwardingOn(sysctls) !== undefined) return [];
+  const nics = links.filter((l) => !l.loopback).map((l) => l.name);
+  if (nics.length === 0) return [];
+  // Not procPath: the directory is the NIC's own name, dots included (eth0.10).
+  const paths = nics.map((nic) => `/proc/sys/net/ipv6/conf/${nic}/force_forwarding`);
+  const result = await runner.run(['cat', ...paths], { allowFailure: true });
+  const lines = result.stdout.split('\n');
+  let at = 0;
+  return nics.filter((_nic, i) => !(result.exitCode !== 0 && result.stderr.includes(`${paths[i]!}:`)) && (lines[at++] ?? '').trim() === '1');
 }
 
 const LEGACY_IP6_TABLES = '/proc/net/ip6_tables_names';
@@ -351,8 +372,9 @@ export interface StagedFacts {
 }
 
 export function readFactsStaged(runner: CommandRunner, options: { backend?: Backend; knownSets?: KnownSets; knownTables?: KnownTables } = {}): StagedFacts {
-  // Four processes in parallel: iptables-*-save, ip, cat, ipset (the legacy save only where legacy tables exist; two
-  // more for ip6tables, only while IPv6 forwarding is on).
+  // Four processes in parallel: iptables-*-save, ip, cat, ipset (the legacy save only where legacy tables exist; a
+  // second cat, of the NICs' force_forwarding, once ip and cat are done, on Linux 6.17+; two more for ip6tables, only
+  // while IPv6 forwarding is on).
   // The save is the slowest read (about 100 ms at 10,000 rules), so it is started first: each spawn holds this
   // thread for a few milliseconds. With known tables (see KnownTables) there is no save.
   let giveLegacyTables!: (names: Promise<string[] | undefined>) => void;
@@ -362,15 +384,19 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
   const proc = readProc(runner);
   giveLegacyTables(proc.then((p) => p.legacyTables, () => undefined)); // a failed cat fails `facts` below
   const sets = readSets(runner, options.knownSets);
+  // A NIC forwarding IPv6 of its own (Linux 6.17+), once the NICs are known: one more cat where the kernel has it.
+  const forceForwarding = Promise.all([interfaces, proc]).then(([{ links }, { sysctls }]) => readForceForwardingNics(runner, links, sysctls));
   // IPv6 forwarding on (rare): whether an ip6tables FORWARD chain of the operator's drops what it does not accept.
-  const ipv6Drop = proc.then((p) => (ipv6ForwardingOn(p.sysctls) !== undefined ? readIpv6ForwardDrop(runner) : undefined), () => undefined);
+  const ipv6Drop = Promise.all([proc, forceForwarding])
+    .then(([p, nics]) => (ipv6ForwardingOn(p.sysctls) !== undefined || nics.length > 0 ? readIpv6ForwardDrop(runner) : undefined), () => undefined);
   const facts = Promise.all([
     interfaces,
     proc,
     tables,
     sets,
     ipv6Drop,
-  ]).then(([{ links, defaultRoute, routed }, { sysctls }, { backend, tables, backendWhy, otherForward, unreadLegacy }, sets, ipv6ForwardDroppedBy]): Facts => ({
+    forceForwarding,
+  ]).then(([{ links, defaultRoute, routed }, { sysctls }, { backend, tables, backendWhy, otherForward, unreadLegacy }, sets, ipv6ForwardDroppedBy, nics]): Facts => ({
     links,
     ...(defaultRoute ? { defaultRoute } : {}),
     routed,
@@ -382,6 +408,7 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
     ...(otherForward ? { otherForward } : {}),
     ...(unreadLegacy ? { unreadLegacy } : {}),
     ...(ipv6ForwardDroppedBy ? { ipv6ForwardDroppedBy } : {}),
+    ...(nics.length > 0 ? { ipv6ForceForwardingNics: nics } : {}),
     ...(runner.prefix ? { commandPrefix: runner.prefix } : {}),
   }));
   // Whoever awaits `interfaces` first must not leave a failure of `facts` unhandled meanwhile; it is still

@@ -15,12 +15,22 @@ export const IPV6_FORWARDING = 'net.ipv6.conf.all.forwarding';
  */
 export const IPV6_FORCE_FORWARDING = 'net.ipv6.conf.all.force_forwarding';
 
+/** What each NIC attached from now on starts with: 1 makes every new NIC forward IPv6 (see ipv6NicForwardingWarning). */
+export const IPV6_DEFAULT_FORCE_FORWARDING = 'net.ipv6.conf.default.force_forwarding';
+
+/**
+ * A NIC's own force_forwarding (Linux 6.17+), as sysctl(8) names it (a dot in the NIC's name is written `/` there). The
+ * kernel forwards an IPv6 packet when all.forwarding is 1 or the NIC it came in on has this at 1; `all.force_forwarding`
+ * is no more than a way to set every NIC's at once (a NIC set back to 0 after it does not forward).
+ */
+export const nicForceForwardingKey = (nic: string) => `net.ipv6.conf.${nic.replaceAll('.', '/')}.force_forwarding`;
+
 /** The IPv6 forwarding sysctl that is 1 (forwarding first), if one is. */
 export function ipv6ForwardingOn(sysctls: Readonly<Record<string, string>>): string | undefined {
   return [IPV6_FORWARDING, IPV6_FORCE_FORWARDING].find((key) => sysctls[key] === '1');
 }
 
-export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForward' | 'tables' | 'sets' | 'unreadLegacy' | 'ipv6ForwardDroppedBy' | 'commandPrefix'>): string[] {
+export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForward' | 'tables' | 'sets' | 'unreadLegacy' | 'ipv6ForwardDroppedBy' | 'ipv6ForceForwardingNics' | 'commandPrefix'>): string[] {
   const warnings: string[] = [];
   // Without the ipset tool the gateway neither sees nor removes sets: those its rules use now are left behind by
   // this write (rules without sets) or by down, and nothing else would say so.
@@ -52,8 +62,13 @@ export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForw
   // the gateway's to switch off or to filter (an ip6tables rule set of its own is on the roadmap with dual stack),
   // so it says what is open and the two ways to close it; an ip6tables FORWARD chain that drops the rest is the
   // operator's policy, and ends the warning.
+  // With the namespace-wide switches off, a NIC of its own (Linux 6.17+) still forwards what comes in on it.
   const ipv6On = ipv6ForwardingOn(facts.sysctls);
-  if (ipv6On !== undefined && facts.ipv6ForwardDroppedBy === undefined) warnings.push(ipv6ForwardingWarning(facts.commandPrefix, ipv6On));
+  const nics = facts.ipv6ForceForwardingNics ?? [];
+  if (facts.ipv6ForwardDroppedBy === undefined) {
+    if (ipv6On !== undefined) warnings.push(ipv6ForwardingWarning(facts.commandPrefix, ipv6On));
+    else if (nics.length > 0) warnings.push(ipv6NicForwardingWarning(nics, facts.sysctls[IPV6_DEFAULT_FORCE_FORWARDING] === '1', facts.commandPrefix));
+  }
   return warnings;
 }
 
@@ -64,6 +79,23 @@ export const ipv6ForwardingWarning = (prefix?: readonly string[], key: string = 
   + `the IPv6 hosts of the others. Switch it off (docker run --sysctl ${key}=0, or Compose sysctls; outside a `
   + `container ${shownCommand(prefix, `sysctl -w ${key}=0`)}), or drop forwarded IPv6 with a policy of your own `
   + `(${shownCommand(prefix, 'ip6tables -P FORWARD DROP')})`;
+
+/**
+ * NICs whose own force_forwarding is 1 while all.forwarding and all.force_forwarding are 0 (see warningsOf): IPv6 that
+ * comes in on one of them is forwarded out of any NIC, with none of the policy. Its replies come back only through a NIC
+ * set so too, so a TCP connection from there needs both sides set; pings and UDP sent one way pass all the same.
+ */
+export function ipv6NicForwardingWarning(nics: readonly string[], defaultOn: boolean, prefix?: readonly string[]): string {
+  const keys = nics.map(nicForceForwardingKey);
+  const names = nics.length === 1 ? nics[0]! : `${nics.slice(0, -1).join(', ')} or ${nics.at(-1)!}`;
+  return `${keys.join(', ')} ${keys.length === 1 ? 'is' : 'are'} 1 and no ip6tables FORWARD policy drops: IPv6 that comes in on ${names} is routed `
+    + `to the gateway's other NICs (Linux 6.17 and later, whatever ${IPV6_FORWARDING} says), to the VLANs and the uplink, with none of this policy `
+    + 'and no NAT (the gateway programs IPv4 only): an IPv6 host there reaches the IPv6 hosts of the others (their replies come back through a NIC '
+    + `set so too)${defaultOn ? `; ${IPV6_DEFAULT_FORCE_FORWARDING} is 1 too, so each NIC attached from now on forwards as well` : ''}. `
+    + `Switch it off (in a container: drop the --sysctl, Compose sysctls or network option that sets it${defaultOn ? `, ${IPV6_DEFAULT_FORCE_FORWARDING} included` : ''}; `
+    + `outside one ${shownCommand(prefix, `sysctl -w ${[...keys, ...(defaultOn ? [IPV6_DEFAULT_FORCE_FORWARDING] : [])].map((k) => `${k}=0`).join(' ')}`)}), `
+    + `or drop forwarded IPv6 with a policy of your own (${shownCommand(prefix, 'ip6tables -P FORWARD DROP')})`;
+}
 
 /** The gateway's sets (VGW-*) that rules in the gateway's chains match on, sorted. */
 function setsOurRulesUse(tables: Facts['tables']): string[] {

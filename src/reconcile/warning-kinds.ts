@@ -31,7 +31,8 @@ export const WARNING_KINDS = [
 export type WarningKind = typeof WARNING_KINDS[number];
 
 const STARTS: ReadonlyArray<readonly [RegExp, WarningKind]> = [
-  [/^net\.ipv6\.conf\.\S+ (?:is|are) 1 and no ip6tables FORWARD policy drops/, 'ipv6_forwarding'],
+  // One sysctl (all.forwarding, all.force_forwarding, a NIC's force_forwarding) or a list of NICs' ("…, … are 1").
+  [/^net\.ipv6\.conf\.\S+(?:, net\.ipv6\.conf\.\S+)* (?:is|are) 1 and no ip6tables FORWARD policy drops/, 'ipv6_forwarding'],
   [/^iptables-(?:nft|legacy)'s FORWARD chain \(/, 'other_backend_forward'],
   [/^this namespace has iptables-legacy tables \(/, 'legacy_unreadable'],
   [/^vlan .+'s subnet \S+ (?:overlaps the uplink's network|holds \S+, the uplink's own address)/, 'uplink_overlap'],

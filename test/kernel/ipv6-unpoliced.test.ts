@@ -11,10 +11,11 @@
  * the uplink side), as Docker's `--ipv6` networks give a container's NICs.
  */
 import test from 'ava';
+import { existsSync } from 'node:fs';
 import { loadConfig } from '../../src/config/load.js';
 import type { LabTopology } from '../../src/lab/index.js';
 import { labDown } from '../../src/lab/index.js';
-import { ipv6ForwardingWarning } from '../../src/plan/warnings.js';
+import { ipv6ForwardingWarning, ipv6NicForwardingWarning } from '../../src/plan/warnings.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { GatewayProcess, killAllGateways, prepareBundle, waitFor, type Bundle, type StatusDocument } from '../helpers/supervisor.js';
 import { tearDownAlways } from '../helpers/teardown.js';
@@ -58,8 +59,11 @@ async function ipv6State(): Promise<string> {
   return [...sysctls, ...addresses].join('\n');
 }
 
-/** IPv6 addresses on both ends of each VLAN and of the uplink, routes as Docker's --ipv6 networks and an upstream router give. */
+let ipv6Added = false;
+/** IPv6 addresses on both ends of each VLAN and of the uplink, routes as Docker's --ipv6 networks and an upstream router give (once). */
 async function addIpv6(): Promise<void> {
+  if (ipv6Added) return;
+  ipv6Added = true;
   const t = topology!;
   const add = (ns: string, address: string, dev: string) => runner.run(['ip', '-n', ns, 'addr', 'add', `${address}/64`, 'dev', dev, 'nodad']);
   await add(t.router, v6.uplink.router, t.uplink.routerInterface);
@@ -179,5 +183,60 @@ kernel(`the supervisor: IPv6 forwarding on is logged and in /status at the start
     await gateway.stop();
     await ip6tables('-P', 'FORWARD', 'ACCEPT');
     await sysctl('0');
+  }
+});
+
+// Linux 6.17+: a NIC's own net.ipv6.conf.<nic>.force_forwarding forwards the IPv6 that comes in on it, with
+// all.forwarding and all.force_forwarding at 0. The warning read those two alone: a VLAN's NIC set so routed its hosts'
+// IPv6 to the other VLANs with no word.
+const hasForceForwarding = existsSync('/proc/sys/net/ipv6/conf/all/force_forwarding');
+const forceKernel = hasForceForwarding ? kernel : test.serial.skip;
+forceKernel(`a VLAN NIC's own force_forwarding (all.* 0) forwards IPv6 that comes in on it to the other VLAN, and plan names the NIC; an ip6tables FORWARD DROP ends both${NEEDS_ROOT}`, async (t) => {
+  const router = topology!.router;
+  const office = vlan('office');
+  const lab = vlan('lab');
+  const force = (nic: string, value: string) => inNs(router, 'sysctl', '-q', '-w', `net.ipv6.conf.${nic}.force_forwarding=${value}`);
+  // Echo requests reaching lab's client, counted there (a rule with no target counts and lets pass).
+  const labIp6tables = (...args: string[]) => inNs(lab.client.namespace, 'ip6tables-nft', ...args);
+  const ECHO = ['INPUT', '-p', 'ipv6-icmp', '--icmpv6-type', 'echo-request', '-s', v6.office.client];
+  const echoesAtLab = async () => Number(/^\s*(\d+)/m.exec((await labIp6tables('-w', '-nvxL', 'INPUT')).split('\n').slice(2).join('\n'))?.[1] ?? 0);
+  const ip6tables = (...args: string[]) => inNs(router, 'ip6tables-nft', ...args);
+  const prefix = ['ip', 'netns', 'exec', `vgwlab-${name}-router`];
+  await sysctl('0');
+  await inNs(router, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.force_forwarding=0');
+  await addIpv6(); // as the first test left them, when it ran
+  const applied = await apply(); // and its rules, so that plan has nothing to change
+  t.is(applied.code, 0, applied.stderr);
+  await labIp6tables('-A', ...ECHO);
+  try {
+    t.deepEqual(await ipv6Paths(), all(false), 'all.* off: nothing');
+    t.is(await echoesAtLab(), 0);
+    t.notRegex((await plan()).stdout, /^warning:/m);
+
+    await force(office.routerInterface, '1');
+    // The requests office's hosts send cross to lab; lab's replies come in on a NIC that does not forward.
+    t.false(await ping6(office.client.namespace, v6.lab.client));
+    t.true(await echoesAtLab() > 0, 'office → lab: the echo request reached lab\'s host');
+    t.deepEqual(await ipv6Paths(), all(false), 'no reply comes back');
+    const planned = await plan();
+    t.is(planned.code, 0, 'a warning is not a pending change');
+    t.true(planned.stdout.split('\n').includes(`warning: ${ipv6NicForwardingWarning([office.routerInterface], false, prefix)}`), planned.stdout);
+
+    // Both VLANs' NICs: IPv6 between them both ways; the uplink's NIC does not forward, so neither does anything through it.
+    await force(lab.routerInterface, '1');
+    t.deepEqual(await ipv6Paths(), { 'office → lab': true, 'lab → office': true, 'lab → uplink': false, 'uplink → office': false });
+    const both = await plan();
+    t.is(both.stdout.split('\n').filter((l) => l.startsWith('warning:')).length, 1, both.stdout);
+    t.regex(both.stdout, new RegExp(`^warning: net\\.ipv6\\.conf\\.(${office.routerInterface}|${lab.routerInterface})\\.force_forwarding, net\\.ipv6\\.conf\\.(${office.routerInterface}|${lab.routerInterface})\\.force_forwarding are 1 `, 'm'));
+
+    // The operator's policy: nothing passes, and no warning.
+    await ip6tables('-P', 'FORWARD', 'DROP');
+    t.deepEqual(await ipv6Paths(), all(false));
+    t.notRegex((await plan()).stdout, /^warning:/m);
+  } finally {
+    await ip6tables('-P', 'FORWARD', 'ACCEPT');
+    await force(office.routerInterface, '0');
+    await force(lab.routerInterface, '0');
+    await labIp6tables('-D', ...ECHO);
   }
 });

@@ -40,7 +40,8 @@ function namespace(answers: Record<string, Partial<RunResult>>): { runner: Comma
   return { runner: inNamespace(host, NS), ran };
 }
 
-const CAT = 'cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv6/conf/all/forwarding /proc/sys/net/ipv6/conf/all/force_forwarding /proc/net/ip_tables_names';
+const CAT = 'cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv6/conf/all/forwarding /proc/sys/net/ipv6/conf/all/force_forwarding '
+  + '/proc/sys/net/ipv6/conf/default/force_forwarding /proc/net/ip_tables_names';
 
 test('a sysctl that cannot be read names the cat that was run, in the namespace it was run in', async (t) => {
   const { runner, ran } = namespace({

@@ -176,6 +176,41 @@ test('IPv6 forwarding on is a warning under the uplink line, not a step, naming 
   t.is(diff(planDesired(config, forcedDropped, templates), forcedDropped).warnings, undefined);
 });
 
+// Linux 6.17+ forwards IPv6 that comes in on a NIC whose own force_forwarding is 1, with both all.* at 0 (seen in a
+// namespace: a VLAN's NIC set so passed its hosts' pings to the other VLAN, and the other's replies only once its NIC
+// was set too). The warning read the two all.* sysctls alone, and said nothing.
+test('a NIC of its own forwarding IPv6 (its force_forwarding 1, all.* 0) is a warning naming the NIC, what is open and both fixes; dropped by an ip6tables FORWARD of the operator\'s, nothing', async (t) => {
+  const config = await readConfig('examples/lab.yaml');
+  const templates = await loadTemplates();
+  const base = factsFor(config);
+  const sysctls = { ...base.sysctls, 'net.ipv6.conf.all.forwarding': '0', 'net.ipv6.conf.all.force_forwarding': '0', 'net.ipv6.conf.default.force_forwarding': '0' };
+  const withNics = (nics: string[], more: Partial<Facts> = {}): Facts => ({ ...base, sysctls, ipv6ForceForwardingNics: nics, ...more });
+  const warnings = (facts: Facts) => diff(planDesired(config, facts, templates), facts).warnings;
+  const one = diff(planDesired(config, withNics(['eth1']), templates), withNics(['eth1']));
+  t.deepEqual(one.warnings, ['net.ipv6.conf.eth1.force_forwarding is 1 and no ip6tables FORWARD policy drops: IPv6 that comes in on eth1 is routed to '
+    + 'the gateway\'s other NICs (Linux 6.17 and later, whatever net.ipv6.conf.all.forwarding says), to the VLANs and the uplink, with none of this '
+    + 'policy and no NAT (the gateway programs IPv4 only): an IPv6 host there reaches the IPv6 hosts of the others (their replies come back through '
+    + 'a NIC set so too). Switch it off (in a container: drop the --sysctl, Compose sysctls or network option that sets it; outside one '
+    + 'sysctl -w net.ipv6.conf.eth1.force_forwarding=0), or drop forwarded IPv6 with a policy of your own (ip6tables -P FORWARD DROP)']);
+  t.deepEqual(one.steps, diff(planDesired(config, base, templates), base).steps, 'the same steps: the gateway does not touch it');
+  // Several NICs (a dot in a name is a slash in its sysctl), and the default every NIC attached later starts with; under --netns.
+  t.deepEqual(warnings(withNics(['eth0', 'eth0.10', 'eth2'], { sysctls: { ...sysctls, 'net.ipv6.conf.default.force_forwarding': '1' }, commandPrefix: ['ip', 'netns', 'exec', 'gw'] })), [
+    'net.ipv6.conf.eth0.force_forwarding, net.ipv6.conf.eth0/10.force_forwarding, net.ipv6.conf.eth2.force_forwarding are 1 and no ip6tables FORWARD policy '
+      + 'drops: IPv6 that comes in on eth0, eth0.10 or eth2 is routed to the gateway\'s other NICs (Linux 6.17 and later, whatever net.ipv6.conf.all.forwarding '
+      + 'says), to the VLANs and the uplink, with none of this policy and no NAT (the gateway programs IPv4 only): an IPv6 host there reaches the IPv6 hosts '
+      + 'of the others (their replies come back through a NIC set so too); net.ipv6.conf.default.force_forwarding is 1 too, so each NIC attached from now on '
+      + 'forwards as well. Switch it off (in a container: drop the --sysctl, Compose sysctls or network option that sets it, net.ipv6.conf.default.force_forwarding '
+      + 'included; outside one ip netns exec gw sysctl -w net.ipv6.conf.eth0.force_forwarding=0 net.ipv6.conf.eth0/10.force_forwarding=0 '
+      + 'net.ipv6.conf.eth2.force_forwarding=0 net.ipv6.conf.default.force_forwarding=0), or drop forwarded IPv6 with a policy of your own '
+      + '(ip netns exec gw ip6tables -P FORWARD DROP)',
+  ]);
+  t.is(warnings(withNics(['eth1'], { ipv6ForwardDroppedBy: 'ip6tables-nft' })), undefined);
+  t.is(warnings(withNics([])), undefined);
+  // all.forwarding on as well: one warning, that one (it opens every NIC).
+  const all = withNics(['eth1'], { sysctls: { ...sysctls, 'net.ipv6.conf.all.forwarding': '1' } });
+  t.deepEqual(warnings(all)!.map((w) => w.slice(0, w.indexOf(' is 1'))), ['net.ipv6.conf.all.forwarding']);
+});
+
 test('the other backend\'s FORWARD filtering anything is a warning naming it, its policy and rules, and the fix', async (t) => {
   const config = await readConfig('examples/lab.yaml');
   const templates = await loadTemplates();

@@ -24,7 +24,7 @@ import { Supervisor, type ConfigState, type SupervisorOptions } from '../../src/
 import { loadTemplates } from '../../src/template/load.js';
 import { DOCKER_DNS_RULES, FakeNetns } from '../fakes/netfilter.js';
 import { CONNTRACK_MISSING } from '../../src/apply/conntrack.js';
-import { ipv6ForwardingWarning } from '../../src/plan/warnings.js';
+import { ipv6ForwardingWarning, ipv6NicForwardingWarning } from '../../src/plan/warnings.js';
 import { WARNING_KINDS } from '../../src/reconcile/warning-kinds.js';
 import { metricValue, parseMetrics, series } from '../helpers/supervisor.js';
 import { sleep, until } from '../helpers/wait.js';
@@ -259,6 +259,23 @@ test('IPv6 forwarding on in the namespace: a warning logged once and shown by /s
   t.deepEqual((statusDocument(r.supervisor, { errors: [] }, 'test') as { warnings: string[] }).warnings, [warning]);
   t.true(r.supervisor.ready);
   t.regex(r.ns.save(), /:VGW-FORWARD/);
+});
+
+// Linux 6.17+: a NIC's own force_forwarding forwards IPv6 that comes in on it with both all.* at 0. The supervisor
+// read the two all.* alone: no warning, no series.
+test('a VLAN NIC forwarding IPv6 of its own (force_forwarding, Linux 6.17+): warned of by name, in /status and the ipv6_forwarding series, gone once it is off', async (t) => {
+  const r = rig(t, {}, lab, { 'net.ipv6.conf.all.forwarding': '0', 'net.ipv6.conf.all.force_forwarding': '0', 'net.ipv6.conf.default.force_forwarding': '0', 'net.ipv6.conf.eth1.force_forwarding': '1', 'net.ipv6.conf.eth2.force_forwarding': '0' });
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  const warning = ipv6NicForwardingWarning(['eth1'], false);
+  t.deepEqual(r.logs.filter((l) => l.level === 40).map((l) => l.msg), [warning]);
+  t.deepEqual((statusDocument(r.supervisor, { errors: [] }, 'test') as { warnings: string[] }).warnings, [warning]);
+  t.is(await r.value('vlan_gateway_warnings', { kind: 'ipv6_forwarding' }), 1);
+  await r.ns.run(['sysctl', '-w', 'net.ipv6.conf.eth1.force_forwarding=0']);
+  r.supervisor.trigger('schedule');
+  await settle(r, 2);
+  t.deepEqual((statusDocument(r.supervisor, { errors: [] }, 'test') as { warnings: string[] }).warnings, []);
+  t.is(await r.value('vlan_gateway_warnings', { kind: 'ipv6_forwarding' }), 0);
 });
 
 // The passes after the first read their backend alone, and a warning about the other one (found when the first

@@ -42,6 +42,8 @@ test('every warning a pass can carry has a kind of its own', async (t) => {
   const made: Array<[WarningKind, string]> = [
     ['ipv6_forwarding', only({ ...quiet, sysctls: { 'net.ipv6.conf.all.forwarding': '1' } })],
     ['ipv6_forwarding', only({ ...quiet, sysctls: { 'net.ipv6.conf.all.force_forwarding': '1' }, commandPrefix: ['ip', 'netns', 'exec', 'gw'] })],
+    ['ipv6_forwarding', only({ ...quiet, sysctls: { 'net.ipv6.conf.all.force_forwarding': '0' }, ipv6ForceForwardingNics: ['eth1'] })],
+    ['ipv6_forwarding', only({ ...quiet, sysctls: { 'net.ipv6.conf.default.force_forwarding': '1' }, ipv6ForceForwardingNics: ['eth0', 'eth0.10'] })],
     ['other_backend_forward', only({ ...quiet, otherForward: { backend: 'legacy', policy: 'DROP', rules: 2 } })],
     ['other_backend_forward', only({ ...quiet, backend: 'legacy', otherForward: { backend: 'nft', rules: 1 } })],
     ['legacy_unreadable', only({ ...quiet, unreadLegacy: ['filter', 'nat'] })],
