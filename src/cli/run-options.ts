@@ -4,7 +4,8 @@
  */
 import cron from 'node-cron';
 import type { Argv } from 'yargs';
-import { DEFAULT_LISTEN, parseListenAddress } from '../config/listen.js';
+import { DEFAULT_LISTEN, listenProblem } from '../config/listen.js';
+import { shown } from '../config/problems.js';
 import { MAX_INTERVAL_MS, type Config } from '../config/schema.js';
 import type { GlobalArgs } from './context.js';
 import { UsageError } from './errors.js';
@@ -36,7 +37,8 @@ export const runOptions = (y: Argv<GlobalArgs>) => y
 
 /** Checks the flags that need no config; returns the log level (--log-level, else $LOG_LEVEL). */
 export function checkRunFlags(args: RunArgs): string | undefined {
-  if (args.listen !== undefined && !parseListenAddress(args.listen)) throw new UsageError(`--listen ${args.listen}: expected HOST:PORT with a port up to 65535, e.g. ${DEFAULT_LISTEN}`);
+  const listenWhy = args.listen === undefined ? undefined : listenProblem(args.listen, `--listen ${shown(args.listen)}`);
+  if (listenWhy !== undefined) throw new UsageError(listenWhy);
   checkMs('stats-interval', args['stats-interval'], 100);
   checkMs('min-interval', args['min-interval'], 0);
   checkMs('health-timeout', args['health-timeout'], 1000);

@@ -2,7 +2,7 @@
 import { get as httpGet } from 'node:http';
 import { get as httpsGet } from 'node:https';
 import type { CommandModule } from 'yargs';
-import { DEFAULT_PORT, parseListenAddress } from '../config/listen.js';
+import { DEFAULT_PORT, listenProblem, parseListenAddress } from '../config/listen.js';
 import { loadConfig, resolveConfigPath } from '../config/load.js';
 import { out, type GlobalArgs } from './context.js';
 import { FailureError, UsageError } from './errors.js';
@@ -119,7 +119,7 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
     // Both used to be taken, --url silently winning: a status of another gateway than the --listen one named.
     if (listen !== undefined && args.url !== undefined) throw new UsageError(`--listen ${listen} and --url ${args.url} both say where the gateway is: give one`);
     const fromListen = listen === undefined ? undefined : statusBase(listen);
-    if (listen !== undefined && fromListen === undefined) throw new UsageError(`--listen ${listen}: expected HOST:PORT, as given to \`vlan-gateway run --listen\``);
+    if (listen !== undefined && fromListen === undefined) throw new UsageError(listenProblem(listen, `--listen ${listen}`)!);
     if (args.url !== undefined && !/^https?:\/\/[^/\s]+/.test(args.url)) throw new UsageError(`--url ${args.url}: expected http://HOST:PORT`);
     const fromConfig = args.url === undefined && listen === undefined ? await configListen(args.config) : undefined;
     // Without a trailing slash: `--url http://HOST:PORT/` asks, and is named as, http://HOST:PORT/status.

@@ -1,23 +1,18 @@
 /** The HTTP endpoints: an address to listen on, and clients that are on a VLAN. Pure. */
 import { asArray, asString, isObject, problemList, type Raw } from './cross-field.js';
-import { parseAddress } from '../net/ipv4.js';
-import { DEFAULT_LISTEN, parseListenAddress } from './listen.js';
+import { listenProblem, listenText } from './listen.js';
 import { quoted, type Problem } from './problems.js';
 import type { Zones } from './zones.js';
 
 export function httpProblems(input: Raw, { zoneProblem }: Zones): Problem[] {
   const { problems, add } = problemList();
   const http = isObject(input.http) ? input.http : {};
-  const listenText = asString(http.listen);
-  if (listenText !== undefined && /^\S+$/.test(listenText) && !parseListenAddress(listenText)) add(['http', 'listen'], `${quoted(listenText)} is not HOST:PORT with a port up to 65535, like ${JSON.stringify(DEFAULT_LISTEN)}`);
-  // A host of digits and dots is an IPv4 address or nothing: the endpoints' start looks the host up as a name, and
-  // 999.1.1.1 validated, then failed every start ("not an address"); 192.168.010.1 (inet_aton's octal) or 10123 (a
-  // 32-bit number) would listen on another address than the one written.
-  const host = listenText === undefined ? undefined : parseListenAddress(listenText)?.host;
-  if (host !== undefined && /^[\d.]+$/.test(host) && parseAddress(host) === undefined) {
-    const octal = /(^|\.)0\d/.test(host) ? ' (a number with a leading zero is octal to the resolver; write it without the zero)' : '';
-    add(['http', 'listen'], `${quoted(listenText!)}: ${host} is not an IPv4 address${octal}`);
-  }
+  // One reading with run --listen's (listen.ts): a host of digits and dots is an IPv4 address or nothing (the
+  // endpoints' start looks the host up as a name: 999.1.1.1 validated, then failed every start), `*` or another
+  // character no name has is refused, and PORT, :PORT and 0:PORT are every IPv4 address.
+  const text = listenText(http.listen);
+  const problem = text !== undefined && /^\S+$/.test(text) ? listenProblem(text, quoted(text)) : undefined;
+  if (problem) add(['http', 'listen'], problem);
   asArray(http.allowFrom).forEach((raw, index) => {
     const ref = asString(raw);
     if (ref === undefined) return;

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { parseAddress, parseCidr } from '../net/ipv4.js';
+import { listenText } from './listen.js';
 import { article, groupDigits, quoted } from './problems.js';
 
 /** 192.168.010.1: inet_aton (ping, and iptables in places) reads 010 as octal 8, so it is refused, saying why. */
@@ -262,7 +263,9 @@ export const configSchema = z.object({
     minIntervalMs: z.number().int().min(0, INTERVAL_MESSAGE).max(MAX_INTERVAL_MS, INTERVAL_MESSAGE).optional(),
   }).strict().default({})),
   http: orEmpty(z.object({
-    listen: z.string().regex(/^[^\s\n]+$/, { message: 'must be HOST:PORT' }).optional(),
+    // A port alone may be written as a number (`listen: 9100`, which YAML reads as one): taken as its text.
+    listen: z.preprocess((value) => listenText(value) ?? value, z.string({ invalid_type_error: 'must be an address to listen on, PORT or HOST:PORT' })
+      .regex(/^[^\s\n]+$/, { message: 'must be PORT or HOST:PORT, without spaces' })).optional(),
     // Who on the VLANs may use the endpoints (VLAN names, or addresses / prefixes inside a VLAN): by default
     // nobody there, as a router's management answers its own side only (the uplink, and the gateway itself).
     allowFrom: orEmpty(z.array(clientRef).default([])),

@@ -12,7 +12,7 @@ import { reconcileProblems } from './check-reconcile.js';
 import { uplinkProblems } from './check-uplink.js';
 import { overlapProblems, vlanProblems } from './check-vlans.js';
 import { asArray, asString, isObject } from './cross-field.js';
-import { DEFAULT_LISTEN, isLoopbackHost, parseListenAddress } from './listen.js';
+import { DEFAULT_LISTEN, isLoopbackHost, listenText, parseListenAddress } from './listen.js';
 import { configSchema, portRangeOf, type Config } from './schema.js';
 import { article, quoted, shown, type PathSegment, type Problem } from './problems.js';
 import { zones } from './zones.js';
@@ -159,7 +159,7 @@ function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[]
     .concat(reconcileProblems(input))
     .concat(httpProblems(input, zoneChecks))
     .concat(portForwardProblems(input, vlans))
-    .concat(httpPortProblems(asArray(input.portForwards), asString(isObject(input.http) ? input.http.listen : undefined), options));
+    .concat(httpPortProblems(asArray(input.portForwards), listenText(isObject(input.http) ? input.http.listen : undefined), options));
 }
 
 /**

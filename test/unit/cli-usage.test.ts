@@ -13,6 +13,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_CONFIG_PATH, loadConfig, resolveConfigPath, withConfigSource } from '../../src/config/load.js';
+import { LISTEN_FORMS } from '../../src/config/listen.js';
 import { ConfigError } from '../../src/config/problems.js';
 import { loadTemplates } from '../../src/template/load.js';
 import { fileURLToPath } from 'node:url';
@@ -64,8 +65,15 @@ const rows: Array<{ argv: string[]; code: number; stderr: string }> = [
   { argv: ['run', '--config', NO_FILE, '--min-interval', ''], code: 2, stderr: 'vlan-gateway: --min-interval needs a value\n' },
   { argv: ['run', '--config', NO_FILE, '--min-interval='], code: 2, stderr: 'vlan-gateway: --min-interval needs a value\n' },
   { argv: ['run', '--config', NO_FILE, '--command-timeout', '2000', '--command-timeout', '3000'], code: 2, stderr: 'vlan-gateway: --command-timeout is given 2 times ("2000", "3000"); give it once\n' },
-  { argv: ['run', '--config', NO_FILE, '--listen', '10123'], code: 2, stderr: 'vlan-gateway: --listen 10123: expected HOST:PORT with a port up to 65535, e.g. 0.0.0.0:10123\n' },
-  { argv: ['status', '--listen', 'bogus'], code: 2, stderr: 'vlan-gateway: --listen bogus: expected HOST:PORT, as given to `vlan-gateway run --listen`\n' },
+  // --listen reads as http.listen does (listen.ts): a port alone and 0:PORT are every IPv4 address, and get as far as the
+  // config; `*` and a host of digits and dots that is no address were taken, and the start failed on them (exit 1,
+  // "not an address"), with no word of what is taken.
+  { argv: ['run', '--config', NO_FILE, '--listen', '10123'], code: 2, stderr: `vlan-gateway: invalid config: cannot read ${NO_FILE}: no such file\n` },
+  { argv: ['run', '--config', NO_FILE, '--listen', '0:9100'], code: 2, stderr: `vlan-gateway: invalid config: cannot read ${NO_FILE}: no such file\n` },
+  { argv: ['run', '--config', NO_FILE, '--listen', '*:9100'], code: 2, stderr: `vlan-gateway: --listen *:9100: * is not an IPv4 address or a host name; ${LISTEN_FORMS}\n` },
+  { argv: ['run', '--config', NO_FILE, '--listen', '999.1.1.1:9100'], code: 2, stderr: 'vlan-gateway: --listen 999.1.1.1:9100: 999.1.1.1 is not an IPv4 address\n' },
+  { argv: ['run', '--config', NO_FILE, '--listen', '[::]9100'], code: 2, stderr: `vlan-gateway: --listen [::]9100 is not an address to listen on; ${LISTEN_FORMS}\n` },
+  { argv: ['status', '--listen', 'bogus'], code: 2, stderr: `vlan-gateway: --listen bogus is not an address to listen on; ${LISTEN_FORMS}\n` },
   { argv: ['status', '--url', 'notaurl'], code: 2, stderr: 'vlan-gateway: --url notaurl: expected http://HOST:PORT\n' },
   { argv: ['status', '--listen', '127.0.0.1:1', '--url', 'http://127.0.0.1:2'], code: 2, stderr: 'vlan-gateway: --listen 127.0.0.1:1 and --url http://127.0.0.1:2 both say where the gateway is: give one\n' },
   // A mistyped command was "Unknown argument: aply"; lab without its action "Not enough non-option arguments: got 0, need at least 1".

@@ -11,6 +11,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, parseConfigText } from '../../src/config/load.js';
+import { LISTEN_FORMS, parseListenAddress } from '../../src/config/listen.js';
 import { ConfigError, formatPath, groupDigits } from '../../src/config/problems.js';
 import { validateConfig } from '../../src/config/validate.js';
 import type { Config } from '../../src/config/schema.js';
@@ -701,7 +702,7 @@ ${'k'.repeat(65)}: 1
       `portForwards[0].port: must be a number, and ${'9'.repeat(40)}… (3,000 characters) is beyond the range of one (YAML reads it as text) (line 8)`,
       'portForwards[0].to: 192.168.10.5 is outside every VLAN (line 8)',
       `reconcile.schedule: "${'1 '.repeat(20)}…" (6,000 characters) is not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *") (line 9)`,
-      `http.listen: "${'h'.repeat(40)}…" (3,000 characters) is not HOST:PORT with a port up to 65535, like "0.0.0.0:10123" (line 10)`,
+      `http.listen: "${'h'.repeat(40)}…" (3,000 characters) is not an address to listen on; ${LISTEN_FORMS} (line 10)`,
       `["${'k'.repeat(40)}…" (65 characters)]: is not a known key (known: uplink, vlans, forwarding, portForwards, rules, reconcile, http) (line 11)`,
     ],
   },
@@ -1005,14 +1006,24 @@ reconcile:
 `,
     lines: ['reconcile.schedule: "*/0 * * * * *" is not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *") (line 4)'],
   },
-  {
-    title: 'http.listen that is not HOST:PORT',
+  // Each of the first three validated, then failed every start ("not an address"); the others could never be an
+  // address. Each names the value and says what is taken instead.
+  ...([
+    ['"*:9100"', `http.listen: "*:9100": * is not an IPv4 address or a host name; ${LISTEN_FORMS} (line 3)`],
+    ['"[gateway]:9100"', `http.listen: "[gateway]:9100": [gateway] is not an IPv6 address; ${LISTEN_FORMS} (line 3)`],
+    ['"0.0.0.0:70000"', 'http.listen: "0.0.0.0:70000": 70000 is not a port (the highest is 65535) (line 3)'],
+    ['":::9100"', `http.listen: ":::9100" is not an address to listen on (an IPv6 address is written in brackets: [::1]:PORT); ${LISTEN_FORMS} (line 3)`],
+    ['"http://0.0.0.0:9100"', `http.listen: "http://0.0.0.0:9100" is not an address to listen on (an address, not a URL: no scheme, no path); ${LISTEN_FORMS} (line 3)`],
+    ['"0.0.0.0"', `http.listen: "0.0.0.0" is not an address to listen on; ${LISTEN_FORMS} (line 3)`],
+    ['true', 'http.listen: must be an address to listen on, PORT or HOST:PORT, not a boolean (line 3)'],
+  ] as const).map(([listen, line]): Row => ({
+    title: `http.listen ${listen} is no address to listen on, and says what is`,
     yaml: `vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
-http: {listen: "10123"}
+http: {listen: ${listen}}
 `,
-    lines: ['http.listen: "10123" is not HOST:PORT with a port up to 65535, like "0.0.0.0:10123" (line 3)'],
-  },
+    lines: [line],
+  })),
   {
     // The default route would point into a VLAN, and SNAT would give VLAN traffic a VLAN host's address.
     title: 'uplink.gateway and uplink.snatTo inside a VLAN (the gateway one equal to a VLAN\'s own gateway)',
@@ -1514,6 +1525,30 @@ for (const row of rows) {
     t.deepEqual(problemsOf(row.yaml, { listen: row.listen }), row.lines);
   });
 }
+
+// `0:9100` was refused ("0 is not an IPv4 address") though `run --listen 0:9100` served on 0.0.0.0, as the resolver
+// reads 0, and a port alone was refused as text ("not HOST:PORT") and as `listen: 9100`, which YAML reads as a number
+// ("must be a string, not a number"). Each form below has one meaning, taken as that address.
+test('http.listen takes the forms a Docker or Prometheus user types, each as the one address it means', (t) => {
+  const forms: Array<[string, { host: string; port: number }]> = [
+    ['9100', { host: '0.0.0.0', port: 9100 }],
+    ['"9100"', { host: '0.0.0.0', port: 9100 }],
+    [':9100', { host: '0.0.0.0', port: 9100 }],
+    ['0:9100', { host: '0.0.0.0', port: 9100 }],
+    ['0.0.0.0:9100', { host: '0.0.0.0', port: 9100 }],
+    ['"[::]:9100"', { host: '::', port: 9100 }],
+    ['127.0.0.1:9100', { host: '127.0.0.1', port: 9100 }],
+    ['localhost:9100', { host: 'localhost', port: 9100 }],
+  ];
+  for (const [yaml, address] of forms) {
+    const config = parseConfigText(`vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\nhttp: {listen: ${yaml}}\n`, 'x.yaml');
+    t.deepEqual(parseListenAddress(config.http.listen!), address, yaml);
+  }
+  // A port forward on a port alone's port takes it from the endpoints, as on any other form of every address.
+  t.deepEqual(problemsOf('vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\nportForwards:\n  - {port: 9100, to: 192.168.10.5}\nhttp: {listen: 9100}\n'), [
+    'portForwards[0].port: tcp/9100 is the gateway\'s own HTTP port (http.listen 9100): Prometheus and health checks from the uplink side would reach the VLAN host instead; forward another port, or move http.listen (line 4)',
+  ]);
+});
 
 test('512 copies of one VLAN: each VLAN says the first three it overlaps and counts the rest, not a "Maximum call stack size exceeded"', (t) => {
   // Every pair was said, 130,816 lines here; the problems had been pushed as spread arguments, and one call takes fewer than that many.
