@@ -2,8 +2,8 @@
  * The flags of `vlan-gateway run`: their definitions, their checks (a wrong value exits 2 before anything starts),
  * and the settings they override in the config (a flag, else the config's key, else the default).
  */
-import cron from 'node-cron';
 import type { Argv } from 'yargs';
+import { cronProblem } from '../config/check-reconcile.js';
 import { DEFAULT_LISTEN, listenProblem } from '../config/listen.js';
 import { shown } from '../config/problems.js';
 import { MAX_INTERVAL_MS, type Config } from '../config/schema.js';
@@ -39,6 +39,7 @@ export const runOptions = (y: Argv<GlobalArgs>) => y
 export function checkRunFlags(args: RunArgs): string | undefined {
   const listenWhy = args.listen === undefined ? undefined : listenProblem(args.listen, `--listen ${shown(args.listen)}`);
   if (listenWhy !== undefined) throw new UsageError(listenWhy);
+  if (args.schedule !== undefined) checkSchedule(args.schedule);
   checkMs('stats-interval', args['stats-interval'], 100);
   checkMs('min-interval', args['min-interval'], 0);
   checkMs('health-timeout', args['health-timeout'], 1000);
@@ -79,6 +80,8 @@ export function runSettings(args: RunArgs, config: Config): RunSettings {
   };
 }
 
+/** The drift check's schedule, read as reconcile.schedule is (a backwards range, a step past its field: refused). */
 export function checkSchedule(schedule: string): void {
-  if (!cron.validate(schedule)) throw new UsageError(`--schedule ${schedule}: not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *")`);
+  const why = cronProblem(schedule);
+  if (why !== undefined) throw new UsageError(`--schedule ${JSON.stringify(schedule)}${why}`);
 }

@@ -7,9 +7,99 @@ export function reconcileProblems(input: Raw): Problem[] {
   const { problems, add } = problemList();
   const reconcile = isObject(input.reconcile) ? input.reconcile : {};
   const schedule = asString(reconcile.schedule);
-  // The schema's pattern keeps out what could never be one; node-cron decides the rest ("61 * * * *").
-  if (schedule !== undefined && /^[0-9*/,\- A-Za-z?]+$/.test(schedule) && !cron.validate(schedule)) {
-    add(['reconcile', 'schedule'], `${quoted(schedule)} is not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *")`);
-  }
+  // The schema's pattern keeps out what could never be one; cronProblem decides the rest ("61 * * * *", "5-1 * * * *").
+  const problem = schedule !== undefined && /^[0-9*/,\- A-Za-z?]+$/.test(schedule) ? cronProblem(schedule) : undefined;
+  if (problem !== undefined) add(['reconcile', 'schedule'], `${quoted(schedule!)}${problem}`);
   return problems;
+}
+
+interface CronField {
+  readonly name: string;
+  readonly min: number;
+  readonly max: number;
+  /** The field's unit's next: what a step past the field leaves (`*\/90` seconds: once a minute). */
+  readonly next: string;
+  /** Its values' unit, in the plural. */
+  readonly unit: string;
+  /** Where a range of it wraps round (a day of week: 7 is Sunday again, as 0). */
+  readonly top?: number;
+  readonly names?: readonly string[];
+}
+
+const MONTHS = ['', 'jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'];
+const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
+
+/** The six fields, seconds first (a five-field expression leaves the seconds out). */
+const FIELDS: readonly CronField[] = [
+  { name: 'second', min: 0, max: 59, next: 'minute', unit: 'seconds' },
+  { name: 'minute', min: 0, max: 59, next: 'hour', unit: 'minutes' },
+  { name: 'hour', min: 0, max: 23, next: 'day', unit: 'hours' },
+  { name: 'day of month', min: 1, max: 31, next: 'month', unit: 'days' },
+  { name: 'month', min: 1, max: 12, next: 'year', unit: 'months', names: MONTHS },
+  { name: 'day of week', min: 0, max: 7, top: 6, next: 'week', unit: 'days', names: DAYS },
+];
+
+const GENERIC = ' is not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *")';
+
+/**
+ * Why a schedule is no cron expression the drift check could run on, to follow the value (`"5-1 * * * *": …`), or
+ * undefined where it is one. node-cron takes a range that runs backwards (5-1 in the minutes) as wrapping round the
+ * field, and a step past the field (`*\/90` in the seconds) as its first value alone: the first was nearly always a
+ * typo for 1-5 and ran the check 57 minutes in the hour, the second ran it once a minute, not every 90 seconds. Both
+ * are refused here, with the field and what to write; a value out of a field's range is said with the range; the
+ * rest is node-cron's to decide.
+ */
+export function cronProblem(schedule: string): string | undefined {
+  const words = schedule.trim().split(/\s+/);
+  if (words.length === 5 || words.length === 6) {
+    const fields = words.length === 5 ? FIELDS.slice(1) : FIELDS;
+    for (const [i, word] of words.entries()) {
+      for (const item of word.split(',')) {
+        const why = itemProblem(item, fields[i]!);
+        if (why !== undefined) return `: in the ${fields[i]!.name} field, ${why}`;
+      }
+    }
+    // Each field well-formed, and no day they name in any month they name (the 31st of February): never run.
+    const impossible = !cron.validate(schedule) && cron.validateDetailed(schedule).errors.some((e) => /impossible day of month/.test(e.message));
+    if (impossible) return `: day ${words.at(-3)} of month${/[,-]/.test(words.at(-2)!) ? 's' : ''} ${words.at(-2)} never comes, so the drift check would never run`;
+  }
+  return cron.validate(schedule) ? undefined : GENERIC;
+}
+
+/** A value of a field, by its number or (months, days of week) its name; undefined for neither. */
+function valueOf(text: string, field: CronField): number | undefined {
+  if (/^\d+$/.test(text)) return Number(text);
+  const name = text.toLowerCase();
+  const index = field.names?.findIndex((n) => n !== '' && (name === n || (name.length > 3 && name.startsWith(n))));
+  return index === undefined || index < 0 ? undefined : index;
+}
+
+/** What is wrong with one item of a field (`5-1`, `*\/90`, `70`), or undefined where this cannot tell (node-cron decides). */
+function itemProblem(item: string, field: CronField): string | undefined {
+  const m = /^(?:(\*)|([A-Za-z]+|\d+)(?:-([A-Za-z]+|\d+))?)(?:\/(\d+))?$/.exec(item);
+  if (!m) return undefined;
+  const [, star, firstText, lastText, stepText] = m;
+  const range = `${field.min} to ${field.max}`;
+  const first = firstText === undefined ? undefined : valueOf(firstText, field);
+  const last = lastText === undefined ? undefined : valueOf(lastText, field);
+  if ((firstText !== undefined && first === undefined) || (lastText !== undefined && last === undefined)) return undefined;
+  for (const [text, value] of [[firstText, first], [lastText, last]] as const) {
+    if (value !== undefined && (value < field.min || value > field.max)) return `${text} is out of its range, ${range}`;
+  }
+  const step = stepText === undefined ? undefined : Number(stepText);
+  if (step === 0) return `${item} has a step of 0; a step is 1 or more`;
+  if (first !== undefined && last !== undefined && first > last) {
+    const named = /[A-Za-z]/.test(firstText! + lastText!);
+    const show = (n: number) => (named && field.names ? field.names[n]!.toUpperCase() : String(n));
+    const part = (a: number, b: number) => (a === b ? show(a) : `${show(a)}-${show(b)}`);
+    const wrap = step === undefined ? `; for ${firstText} round to ${lastText}, write ${part(first, field.top ?? field.max)},${part(field.min, last)}` : '';
+    return `${item} runs backwards: a range goes from the lower value up, as in ${part(last, first)}${stepText === undefined ? '' : `/${stepText}`}${wrap}`;
+  }
+  if (star !== undefined && step !== undefined && step > (field.top ?? field.max) - field.min + 1) {
+    return `${item} takes only ${field.min}: a step does not carry past the field's ${range} into the next ${field.next}, so this is once a ${field.next}, not every ${step} ${field.unit}`;
+  }
+  if (firstText !== undefined && lastText === undefined && step !== undefined) {
+    return `${item}: a step follows * or a range, as in */${step} or ${firstText}-${field.max}/${step}`;
+  }
+  return undefined;
 }

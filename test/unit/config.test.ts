@@ -995,7 +995,7 @@ portForwards:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
 reconcile: {schedule: "61 * * * *"}
 `,
-    lines: ['reconcile.schedule: "61 * * * *" is not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *") (line 3)'],
+    lines: ['reconcile.schedule: "61 * * * *": in the minute field, 61 is out of its range, 0 to 59 (line 3)'],
   },
   {
     title: 'a reconcile.schedule with a step of 0',
@@ -1004,8 +1004,30 @@ reconcile: {schedule: "61 * * * *"}
 reconcile:
   schedule: "*/0 * * * * *"
 `,
-    lines: ['reconcile.schedule: "*/0 * * * * *" is not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *") (line 4)'],
+    lines: ['reconcile.schedule: "*/0 * * * * *": in the second field, */0 has a step of 0; a step is 1 or more (line 4)'],
   },
+  // node-cron takes a range that runs backwards as wrapping round its field, and a step past its field as the field's
+  // first value alone: each validated, and the drift check ran 57 minutes in the hour (5-1, nearly always a typo for
+  // 1-5), every night hour, or once a minute instead of every 90 seconds. A day no month has validated as "not a
+  // valid cron expression", which said nothing of why.
+  ...([
+    ['5-1 * * * *', 'in the minute field, 5-1 runs backwards: a range goes from the lower value up, as in 1-5; for 5 round to 1, write 5-59,0-1'],
+    ['0 22-6 * * *', 'in the hour field, 22-6 runs backwards: a range goes from the lower value up, as in 6-22; for 22 round to 6, write 22-23,0-6'],
+    ['0 0 * * FRI-MON', 'in the day of week field, FRI-MON runs backwards: a range goes from the lower value up, as in MON-FRI; for FRI round to MON, write FRI-SAT,SUN-MON'],
+    ['5-1/2 * * * *', 'in the minute field, 5-1/2 runs backwards: a range goes from the lower value up, as in 1-5/2'],
+    ['*/90 * * * * *', 'in the second field, */90 takes only 0: a step does not carry past the field\'s 0 to 59 into the next minute, so this is once a minute, not every 90 seconds'],
+    ['0 0 * 13 *', 'in the month field, 13 is out of its range, 1 to 12'],
+    ['0 0 0 * *', 'in the day of month field, 0 is out of its range, 1 to 31'],
+    ['0/5 * * * *', 'in the minute field, 0/5: a step follows * or a range, as in */5 or 0-59/5'],
+    ['0 0 31 2 *', 'day 31 of month 2 never comes, so the drift check would never run'],
+  ] as const).map(([schedule, why]): Row => ({
+    title: `a reconcile.schedule that node-cron takes otherwise than written, or never runs: ${schedule}`,
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+reconcile: {schedule: "${schedule}"}
+`,
+    lines: [`reconcile.schedule: "${schedule}": ${why} (line 3)`],
+  })),
   // Each of the first three validated, then failed every start ("not an address"); the others could never be an
   // address. Each names the value and says what is taken instead.
   ...([
