@@ -7,10 +7,11 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { checkTemplates, userRulesGuard } from '../apply/user-rules-check.js';
-import { loadConfig, type LoadedConfig } from '../config/load.js';
+import { configError, loadConfig, type LoadedConfig } from '../config/load.js';
+import { printable } from '../config/problems.js';
 import { ExecaRunner } from '../exec/execa-runner.js';
 import { inNamespace, type CommandRunner } from '../exec/runner.js';
-import { assertLabName, formatMatrix, labCheck, labDown, labPrefix, labUp, listLabNamespaces, planLabTopology, DEFAULT_LAB_NAME } from '../lab/index.js';
+import { assertLabName, formatMatrix, labCheck, labDown, labPrefix, labUp, LabInputError, listLabNamespaces, planLabTopology, DEFAULT_LAB_NAME } from '../lab/index.js';
 import { readLabRecord, textDigest, writeLabRecord } from '../lab/record.js';
 import type { LabTopology } from '../lab/topology.js';
 import { exampleConfigPath } from '../package-files.js';
@@ -29,7 +30,24 @@ async function labConfig(args: LabArgs, path = args.config ?? exampleConfigPath(
   // The lab ignores $VLAN_GATEWAY_CONFIG: without --config it is the write-up's example (or, for check, what
   // `lab up` recorded).
   const loaded = await loadConfig(path);
-  return { loaded, topology: planLabTopology(loaded.config, args.name) };
+  return { loaded, topology: labTopologyOf(loaded, args.name) };
+}
+
+/**
+ * The lab for a config, or, where the lab cannot build one the gateway takes (a subnet where the lab puts its uplink
+ * or its Internet host, one too small for the lab's client), the problems as `validate` says a config's: with the
+ * file, each at its path and line. They were said bare ("vlan docs: 203.0.113.0/24 overlaps the uplink network
+ * 203.0.113.0/24"), naming neither the file nor the key to change.
+ */
+export function labTopologyOf(loaded: LoadedConfig, name: string): LabTopology {
+  try {
+    return planLabTopology(loaded.config, name);
+  } catch (error) {
+    if (!(error instanceof LabInputError) || error.problems.length === 0) throw error;
+    const { problems, lines } = configError(loaded.path, loaded.text, error.problems);
+    const count = `${problems.length} problem${problems.length === 1 ? '' : 's'}`;
+    throw new LabInputError(`the lab cannot be built from ${printable(loaded.path)}, though the gateway takes it (${count} with what the lab sets up itself):\n${lines.map((l) => `  ${l}`).join('\n')}`, problems);
+  }
 }
 
 /**

@@ -22,6 +22,7 @@
  * host: port-forward targets, and the addresses of forwarding rules (for a prefix holding no lab host, its first
  * free address), so that `lab check` can send from and to them.
  */
+import { formatPath, type Problem } from '../config/problems.js';
 import type { Config, InterfaceRef } from '../config/schema.js';
 import { broadcastOf, contains, formatAddress, formatCidr, networkOf, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
 
@@ -39,9 +40,21 @@ export class LabError extends Error {
   override readonly name: string = 'LabError';
 }
 
-/** The lab cannot be built for this name or config: the user's input to fix (exit 2). */
+/**
+ * The lab cannot be built for this name or config: the user's input to fix (exit 2). A config the gateway takes but
+ * the lab cannot build carries its problems, each with its path into the config (`vlans[1].subnet`), as a config
+ * error does: the CLI says them with the file and their lines.
+ */
 export class LabInputError extends LabError {
   override readonly name = 'LabInputError';
+  constructor(message: string, readonly problems: readonly Problem[] = []) {
+    super(message);
+  }
+}
+
+/** The config's problems for the lab, one line each as `validate` says them (without the file: the CLI adds it). */
+function labConfigError(problems: readonly Problem[]): LabInputError {
+  return new LabInputError(problems.map((p) => `${formatPath(p.path)}: ${p.message}`).join('\n'), problems);
 }
 
 export interface LabClient {
@@ -120,14 +133,18 @@ export function assertLabName(name: string): void {
 export function planLabTopology(config: Config, name: string = DEFAULT_LAB_NAME): LabTopology {
   assertLabName(name);
   const prefix = labPrefix(name);
-  const uplink = planUplink(config);
+  // Every problem at once, each at its path into the config, as validate says a config's.
+  const problems: Problem[] = [];
+  const add = (path: Problem['path'], message: string) => problems.push({ path, message });
+  const uplink = planUplink(config, add);
   const taken = new Set<string>([uplink.routerInterface, 'lo']);
-  for (const vlan of config.vlans) {
+  config.vlans.forEach((vlan, index) => {
     const explicit = refName(vlan.interface);
-    if (explicit === undefined) continue;
-    if (taken.has(explicit)) throw new LabInputError(`vlan ${vlan.name}: interface ${explicit} is already used in the router`);
+    if (explicit === undefined) return;
+    // validate refuses a name the uplink or another VLAN names: this is the lab's own uplink NIC, where the config names none.
+    if (taken.has(explicit)) add(['vlans', index, 'interface'], `${explicit} is the NIC the lab gives the uplink in the router; bind the VLAN to another, or name the uplink's with uplink.interface`);
     taken.add(explicit);
-  }
+  });
 
   // Attach in reverse config order: the last VLAN becomes eth1, so numbering never matches the config.
   const reversed = [...config.vlans].reverse();
@@ -144,24 +161,29 @@ export function planLabTopology(config: Config, name: string = DEFAULT_LAB_NAME)
     taken.add(`eth${next}`);
   }
 
-  const vlans = config.vlans.map((vlan): LabVlan => {
+  const vlans = config.vlans.flatMap((vlan, index): LabVlan[] => {
     // The matrix has a column for the Internet host by that name.
-    if (vlan.name === 'internet') throw new LabInputError('vlan internet: the lab names its Internet host "internet"; give the VLAN another name');
+    if (vlan.name === 'internet') add(['vlans', index, 'name'], '"internet" is the name the lab gives its Internet host (a column of lab check\'s matrix); give the VLAN another name');
     const subnet = parseCidr(vlan.subnet)!;
     const gateway = parseAddress(vlan.gateway)!;
     const routerAddress = dockerLikeAddress(subnet, gateway);
-    // A port forward to the address the lab gives the router's own NIC would forward to the router itself.
-    const forwarded = config.portForwards.findIndex((f) => parseAddress(f.to) === routerAddress);
-    if (forwarded !== -1) {
-      throw new LabInputError(`portForwards[${forwarded}].to ${formatAddress(routerAddress)} is the address the lab gives the router's NIC on ${vlan.name} (as Docker would); forward to another host address`);
+    const clientAddress = routerAddress === undefined ? undefined : clientHostAddress(subnet, [gateway, routerAddress]);
+    if (routerAddress === undefined || clientAddress === undefined) {
+      add(['vlans', index, 'subnet'], `${vlan.subnet} is too small for the lab, which puts the gateway, the router's NIC and a client in it (a /29 or larger holds them)`);
+      return [];
     }
-    const clientAddress = clientHostAddress(subnet, [gateway, routerAddress], vlan.name);
+    // A port forward to the address the lab gives the router's own NIC would forward to the router itself.
+    config.portForwards.forEach((f, forward) => {
+      if (parseAddress(f.to) === routerAddress) {
+        add(['portForwards', forward, 'to'], `${f.to} is the address the lab gives the router's NIC on ${vlan.name} (as Docker would); forward to another host address`);
+      }
+    });
     const mine = (n: number) => contains(subnet, n);
     const forwardTargets = [...new Set(config.portForwards.map((f) => parseAddress(f.to)!))]
       .filter((n) => mine(n) && ![gateway, routerAddress, clientAddress].includes(n));
     const extra = [...forwardTargets, ...ruleHosts(config, subnet, [gateway, routerAddress], [clientAddress, ...forwardTargets])].map(formatAddress);
     const mac = refMac(vlan.interface);
-    return {
+    return [{
       name: vlan.name,
       id: vlan.id,
       subnet: `${formatAddress(networkOf(subnet))}/${subnet.prefix}`,
@@ -180,21 +202,25 @@ export function planLabTopology(config: Config, name: string = DEFAULT_LAB_NAME)
         extraAddresses: extra,
         switchPort: `c${vlan.id}`,
       },
-    };
+    }];
   });
 
   const internet = parseAddress(INTERNET_HOST)!;
   if (config.uplink.nat === 'snat' && config.uplink.snatTo === INTERNET_HOST) {
-    throw new LabInputError(`uplink.snatTo ${INTERNET_HOST} is the lab's Internet host; use an address of the router's uplink`);
+    add(['uplink', 'snatTo'], `${INTERNET_HOST} is the lab's Internet host; use an address of the router's uplink`);
   }
   const uplinkNet = parseCidr(`${uplink.inetAddress}/${uplink.prefix}`)!;
-  for (const vlan of vlans) {
+  const uplinkText = `${formatAddress(networkOf(uplinkNet))}/${uplink.prefix}`;
+  const uplinkWhy = config.uplink.gateway === undefined ? `the lab's uplink network (with no uplink.gateway, ${uplinkText})` : `the lab's uplink network (the /24 of uplink.gateway, ${uplinkText})`;
+  config.vlans.forEach((vlan, index) => {
     const subnet = parseCidr(vlan.subnet)!;
-    if (contains(subnet, internet)) throw new LabInputError(`vlan ${vlan.name}: ${vlan.subnet} holds the lab's Internet host ${INTERNET_HOST}`);
-    if (contains(subnet, parseAddress(uplink.inetAddress)!) || contains(uplinkNet, subnet.network)) {
-      throw new LabInputError(`vlan ${vlan.name}: ${vlan.subnet} overlaps the uplink network ${formatAddress(networkOf(uplinkNet))}/${uplink.prefix}`);
+    if (contains(subnet, internet)) {
+      add(['vlans', index, 'subnet'], `${vlan.subnet} holds ${INTERNET_HOST}, the lab's Internet host; give the VLAN another subnet`);
+    } else if (contains(subnet, parseAddress(uplink.inetAddress)!) || contains(uplinkNet, subnet.network)) {
+      add(['vlans', index, 'subnet'], `${vlan.subnet} overlaps ${uplinkWhy}; give the VLAN another subnet${config.uplink.gateway === undefined ? ', or set uplink.gateway on another network' : ''}`);
     }
-  }
+  });
+  if (problems.length > 0) throw labConfigError(problems);
 
   const router = `${prefix}router`;
   const sw = `${prefix}sw`;
@@ -212,7 +238,7 @@ export function planLabTopology(config: Config, name: string = DEFAULT_LAB_NAME)
   };
 }
 
-function planUplink(config: Config): LabUplink {
+function planUplink(config: Config, add: (path: Problem['path'], message: string) => void): LabUplink {
   // Without uplink.gateway the lab picks the next hop; never the address the config SNATs to (the Internet side
   // would then see its own address as the source, and drop every packet as a martian).
   const snatText = config.uplink.nat === 'snat' ? config.uplink.snatTo : undefined;
@@ -220,13 +246,13 @@ function planUplink(config: Config): LabUplink {
   const gateway = parseAddress(gatewayText)!;
   const net: Cidr = { network: networkOf({ network: gateway, prefix: 24 }), prefix: 24 };
   if (contains(net, parseAddress(INTERNET_HOST)!)) {
-    throw new LabInputError(`uplink.gateway ${gatewayText} is in the lab Internet host's network (${INTERNET_HOST})`);
+    add(['uplink', 'gateway'], `${gatewayText} is in ${formatCidr(net)}, the network of the lab's Internet host (${INTERNET_HOST}): the lab puts the uplink in the /24 of uplink.gateway; use another network`);
   }
   const snatTo = config.uplink.nat === 'snat' && config.uplink.snatTo !== undefined ? parseAddress(config.uplink.snatTo) : undefined;
   // With nat: snat, Docker's own address is what the user writes as snatTo: give the router exactly that.
   const router = snatTo !== undefined && contains(net, snatTo) && isHost(net, snatTo) && snatTo !== gateway
     ? snatTo
-    : dockerLikeAddress(net, gateway);
+    : dockerLikeAddress(net, gateway)!; // a /24 has free host addresses
   const mac = refMac(config.uplink.interface);
   return {
     routerInterface: refName(config.uplink.interface) ?? 'eth0',
@@ -275,20 +301,20 @@ function isHost(cidr: Cidr, n: number): boolean {
   return n > networkOf(cidr) && n < broadcastOf(cidr);
 }
 
-/** Docker's habit: the subnet's .2 unless that is the gateway, else the first free host address. */
-function dockerLikeAddress(cidr: Cidr, gateway: number): number {
+/** Docker's habit: the subnet's .2 unless that is the gateway, else the first free host address (undefined: none). */
+function dockerLikeAddress(cidr: Cidr, gateway: number): number | undefined {
   const second = networkOf(cidr) + 2;
   if (second !== gateway && isHost(cidr, second)) return second;
   for (let n = networkOf(cidr) + 1; isHost(cidr, n); n++) if (n !== gateway) return n;
-  throw new LabInputError(`${formatAddress(networkOf(cidr))}/${cidr.prefix} has no free host address`);
+  return undefined;
 }
 
-/** `.100` of the subnet when it is a free host address, else the highest free one. */
-function clientHostAddress(cidr: Cidr, used: number[], vlan: string): number {
+/** `.100` of the subnet when it is a free host address, else the highest free one (undefined: none). */
+function clientHostAddress(cidr: Cidr, used: number[]): number | undefined {
   const preferred = networkOf(cidr) + CLIENT_HOST_OFFSET;
   if (isHost(cidr, preferred) && !used.includes(preferred)) return preferred;
   for (let n = broadcastOf(cidr) - 1; isHost(cidr, n); n--) if (!used.includes(n)) return n;
-  throw new LabInputError(`vlan ${vlan}: ${formatAddress(networkOf(cidr))}/${cidr.prefix} is too small for the lab (gateway, router NIC and a client)`);
+  return undefined;
 }
 
 function refName(ref: InterfaceRef | undefined): string | undefined {

@@ -55,13 +55,13 @@ test('topology: a config whose addresses or names collide with the lab\'s own is
   const { config } = await loadConfig(examplePath);
   t.throws(() => planLabTopology({ ...config, portForwards: [{ proto: 'tcp', port: 2222, to: '192.168.20.2', toPort: 22 }] }, 'demo'), {
     instanceOf: LabInputError,
-    message: 'portForwards[0].to 192.168.20.2 is the address the lab gives the router\'s NIC on lab (as Docker would); forward to another host address',
+    message: 'portForwards[0].to: 192.168.20.2 is the address the lab gives the router\'s NIC on lab (as Docker would); forward to another host address',
   });
   t.throws(() => planLabTopology({ ...config, uplink: { ...config.uplink, nat: 'snat', snatTo: '198.51.100.10' } }, 'demo'), {
-    instanceOf: LabInputError, message: 'uplink.snatTo 198.51.100.10 is the lab\'s Internet host; use an address of the router\'s uplink',
+    instanceOf: LabInputError, message: 'uplink.snatTo: 198.51.100.10 is the lab\'s Internet host; use an address of the router\'s uplink',
   });
   t.throws(() => planLabTopology({ ...config, vlans: config.vlans.map((v, i) => (i === 1 ? { ...v, name: 'internet' } : v)) }, 'demo'), {
-    instanceOf: LabInputError, message: 'vlan internet: the lab names its Internet host "internet"; give the VLAN another name',
+    instanceOf: LabInputError, message: 'vlans[1].name: "internet" is the name the lab gives its Internet host (a column of lab check\'s matrix); give the VLAN another name',
   });
 });
 
