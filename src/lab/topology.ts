@@ -141,8 +141,8 @@ export function planLabTopology(config: Config, name: string = DEFAULT_LAB_NAME)
   config.vlans.forEach((vlan, index) => {
     const explicit = refName(vlan.interface);
     if (explicit === undefined) return;
-    // validate refuses a name the uplink or another VLAN names: this is the lab's own uplink NIC, where the config names none.
-    if (taken.has(explicit)) add(['vlans', index, 'interface'], `${explicit} is the NIC the lab gives the uplink in the router; bind the VLAN to another, or name the uplink's with uplink.interface`);
+    // Never so for a config validate takes (it refuses a name the uplink or another VLAN names), said all the same.
+    if (taken.has(explicit)) add(['vlans', index, 'interface'], `${explicit} is already the name of another NIC in the lab's router`);
     taken.add(explicit);
   });
 
@@ -254,8 +254,13 @@ function planUplink(config: Config, add: (path: Problem['path'], message: string
     ? snatTo
     : dockerLikeAddress(net, gateway)!; // a /24 has free host addresses
   const mac = refMac(config.uplink.interface);
+  // Docker's eth0, unless a VLAN names that NIC (the gateway finds an uplink the config does not name by its route):
+  // then the first ethN no VLAN names.
+  const named = new Set(config.vlans.map((v) => refName(v.interface)));
+  let free = 0;
+  while (named.has(`eth${free}`)) free++;
   return {
-    routerInterface: refName(config.uplink.interface) ?? 'eth0',
+    routerInterface: refName(config.uplink.interface) ?? `eth${free}`,
     routerAddress: formatAddress(router),
     ...(mac === undefined ? {} : { routerMac: mac }),
     prefix: 24,

@@ -39,12 +39,6 @@ const rows: Array<{ title: string; yaml: string; lines: string[] }> = [
     ],
   },
   {
-    // Valid for the gateway, which finds an uplink the config does not name by its route; the lab's uplink is eth0.
-    title: 'a VLAN bound by name to the NIC the lab gives the uplink',
-    yaml: `vlans:\n${OFFICE}  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1, interface: eth0}\n`,
-    lines: ['vlans[1].interface: eth0 is the NIC the lab gives the uplink in the router; bind the VLAN to another, or name the uplink\'s with uplink.interface (line 3)'],
-  },
-  {
     // Valid for the gateway (the next hop is outside the VLAN); the lab puts the uplink in the gateway's /24.
     title: 'a VLAN inside the /24 of uplink.gateway',
     yaml: 'uplink: {gateway: 10.0.0.1}\nvlans:\n  - {name: office, id: 10, subnet: 10.0.0.128/25, gateway: 10.0.0.129}\n',
@@ -74,3 +68,14 @@ for (const row of rows) {
     t.deepEqual(refusal(row.yaml), { message: [header(row.lines.length), ...row.lines.map((l) => `  ${l}`)].join('\n'), code: 2 });
   });
 }
+
+// "vlan lab: interface eth0 is already used in the router": a VLAN on the NIC named eth0, valid for the gateway (which
+// finds an uplink the config does not name by its route), could not be built, the lab's uplink being eth0 always.
+test('a VLAN bound to eth0 by name, or by MAC beside an uplink by MAC, is built: the lab\'s uplink takes another name', (t) => {
+  const byName = labOf(`vlans:\n${OFFICE}  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1, interface: eth0}\n`);
+  t.deepEqual(byName.vlans.map((v) => v.routerInterface), ['eth2', 'eth0']);
+  t.is(byName.uplink.routerInterface, 'eth1');
+  const byMac = labOf(`uplink: {interface: {mac: "02:00:00:00:00:01"}}\nvlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, interface: eth0}\n  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1, interface: {mac: "02:00:00:00:00:20"}}\n`);
+  t.like(byMac.uplink, { routerInterface: 'eth1', routerMac: '02:00:00:00:00:01' });
+  t.like(byMac.vlans[1], { routerInterface: 'eth2', routerMac: '02:00:00:00:00:20' });
+});
