@@ -70,7 +70,7 @@ export function labUpCommands(t: LabTopology): Argv[] {
 export async function labUp(runner: CommandRunner, topology: LabTopology): Promise<void> {
   const existing = await listLabNamespaces(runner, topology.name);
   if (existing.length > 0) {
-    throw new LabInputError(`lab ${topology.name} already exists (${existing.join(', ')}); run \`vlan-gateway lab down\` first`);
+    throw new LabInputError(`lab ${topology.name} already exists (${existing.join(', ')}); run \`vlan-gateway lab down --name ${topology.name}\` first`);
   }
   const created: string[] = [];
   try {

@@ -8,6 +8,8 @@ import test from 'ava';
 import { labTopologyOf } from '../../src/cli/lab.js';
 import { describeError, exitCodeOf } from '../../src/cli/errors.js';
 import { parseConfigText } from '../../src/config/load.js';
+import type { CommandRunner } from '../../src/exec/runner.js';
+import { LabInputError, labUp } from '../../src/lab/index.js';
 
 const FILE = '/etc/vlan-gateway/lab.yaml';
 const OFFICE = '  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\n';
@@ -78,4 +80,20 @@ test('a VLAN bound to eth0 by name, or by MAC beside an uplink by MAC, is built:
   const byMac = labOf(`uplink: {interface: {mac: "02:00:00:00:00:01"}}\nvlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1, interface: eth0}\n  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1, interface: {mac: "02:00:00:00:00:20"}}\n`);
   t.like(byMac.uplink, { routerInterface: 'eth1', routerMac: '02:00:00:00:00:01' });
   t.like(byMac.vlans[1], { routerInterface: 'eth2', routerMac: '02:00:00:00:00:20' });
+});
+
+// The hint named no lab: `vlan-gateway lab down` removes the lab named demo, not this one.
+test('lab up over a lab that stands names that lab in the command to remove it', async (t) => {
+  const topology = labOf(`vlans:\n${OFFICE}`);
+  // `ip netns list` alone is asked: the namespaces that stand are found, and nothing is built.
+  const runner = {
+    run: async (argv: readonly string[]) => {
+      if (argv.join(' ') !== 'ip netns list') throw new Error(`not expected: ${argv.join(' ')}`);
+      return { stdout: 'vgwlab-cfg-router (id: 3)\nvgwlab-cfg-sw\n', stderr: '', exitCode: 0 };
+    },
+  } as unknown as CommandRunner;
+  await t.throwsAsync(labUp(runner, topology), {
+    instanceOf: LabInputError,
+    message: 'lab cfg already exists (vgwlab-cfg-router, vgwlab-cfg-sw); run `vlan-gateway lab down --name cfg` first',
+  });
 });
