@@ -46,6 +46,32 @@ export interface ReloadParts {
 
 const inputsOf = (loaded: ConfigState) => JSON.stringify([loaded.text, loaded.templates]);
 
+/** What the file watch asks a reload for; said instead as the files whose change the reload found (changedFiles). */
+const FILE_CHANGED = 'file changed';
+/** How many changed files a reload's `why` names; its `changed` field lists them all. */
+const FILES_NAMED = 3;
+
+/**
+ * The files of `next` that differ from those of `running`: the config file, and each template of rules.dir edited,
+ * added or removed. A config that names another rules.dir is its own change: the templates there are not said to have
+ * changed. A reload's `why` said "file changed" alone, which read as gateway.yaml when only a template had been edited.
+ */
+export function changedFiles(running: ConfigState, next: ConfigState): string[] {
+  const files: string[] = next.text === running.text ? [] : [next.path];
+  if (next.config.rules.dir !== running.config.rules.dir) return files;
+  const sources = (state: ConfigState) => new Map(state.templates.user.map((u) => [u.template.file, u.template.source]));
+  const before = sources(running);
+  const after = sources(next);
+  for (const file of new Set([...after.keys(), ...before.keys()])) if (before.get(file) !== after.get(file)) files.push(file);
+  return files;
+}
+
+/** What asked for a reload, the file watch's request said as the files found changed (when some were). */
+function reloadWhy(reasons: readonly string[], changed: readonly string[]): string {
+  const named = changed.slice(0, FILES_NAMED).join(', ') + (changed.length > FILES_NAMED ? ` and ${changed.length - FILES_NAMED} more` : '');
+  return reasons.map((r) => (r === FILE_CHANGED && changed.length > 0 ? `${named} changed` : r)).join(', ');
+}
+
 export class Reloads {
   // The config the kernel refused after a reload had taken it: the file is often read twice for one write (an
   // in-place write fires two events), and the second read must not hand it over again, to fail again and roll
@@ -91,7 +117,7 @@ export class Reloads {
     process.on('SIGHUP', this.onHup);
     early.releaseHup();
     if (early.hup && !early.stop) this.request('SIGHUP'); // a stop asked for too: nothing to reload for
-    this.watcher = new ConfigWatch(path, () => this.request('file changed'), {
+    this.watcher = new ConfigWatch(path, () => this.request(FILE_CHANGED), {
       onWatchError: (watched, error) => log.warn({ path: watched }, `cannot watch ${watched} for changes (${watchFailure(error)}): a change there needs a SIGHUP to be read`),
     });
     this.watcher.rearm(supervisor.config.config.rules.dir);
@@ -142,7 +168,8 @@ export class Reloads {
     const stopped = { again: false };
     if (this.closed) return stopped;
     const asked = this.reasons.size > 0;
-    const why = [...this.reasons].join(', ') || 'file changed'; // what asked for this round (none: the text moved under the last one)
+    const reasons = asked ? [...this.reasons] : [FILE_CHANGED]; // what asked for this round (none: the text moved under the last one)
+    const why = reasons.join(', ');
     this.reasons.clear();
     const before = await this.inputsText();
     const at = new Date().toISOString();
@@ -171,7 +198,8 @@ export class Reloads {
       metrics.reloads.inc({ result: 'success' });
       metrics.lastReloadOk.set(1);
       if (changed) {
-        log.info({ why }, 'config reloaded');
+        const files = changedFiles(supervisor.config, next);
+        log.info({ why: reloadWhy(reasons, files), changed: files }, 'config reloaded');
         this.applySettings(next.config);
         supervisor.replaceConfig(next);
       } else {

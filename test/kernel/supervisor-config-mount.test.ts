@@ -63,7 +63,7 @@ kernel(`a write in place on the host is picked up by the watch on the file and a
   const from = gateway!.logs.length;
   await writeFile(hostFile, withDrop(80)); // same inode: what `echo > file` or an editor writing in place does
   const reloaded = await gateway!.waitForLog('the reload', (l) => l.msg === 'config reloaded', 5000, from);
-  t.is(reloaded.why, 'file changed');
+  t.is(reloaded.why, `${mountedAt} changed`);
   await gateway!.waitForLog('the reload pass', (l) => l.trigger === 'reload' && l.msg === 'reconciled: changes applied', 5000, from);
   t.true(dropsPort(await iptablesSave(topology!.router), 80), 'the new drop rule is applied');
   t.is((await gateway!.status()).reload.lastResult, 'success');

@@ -1,0 +1,83 @@
+/**
+ * What `vlan-gateway run` logs about its reloads (src/cli/reload.ts), as an operator reads it: the pieces `run` wires
+ * together (Reloads and the Supervisor, with its real file watch), the semantic netfilter fake as the namespace, and a
+ * real config file and rules.dir in a scratch directory.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { DriftSchedule } from '../../src/cli/drift-schedule.js';
+import { loadChecked } from '../../src/cli/load-checked.js';
+import { Reloads } from '../../src/cli/reload.js';
+import type { RunArgs } from '../../src/cli/run-options.js';
+import { holdSignals } from '../../src/cli/signals.js';
+import { Metrics } from '../../src/metrics/metrics.js';
+import type { ReloadState } from '../../src/reconcile/status.js';
+import { Supervisor } from '../../src/reconcile/supervisor.js';
+import { FakeNetns } from '../fakes/netfilter.js';
+import { until } from '../helpers/wait.js';
+
+const labText = await readFile(fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url)), 'utf8');
+
+interface LogLine {
+  readonly level: number;
+  readonly msg: string;
+  readonly [key: string]: unknown;
+}
+
+/** A running supervisor with reloads, on `config` (its rules.dir's templates written first: `templates`). */
+async function rig(t: ExecutionContext, templates: Readonly<Record<string, string>>, options: { backoffMaxMs?: number } = {}) {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-reload-log-'));
+  const path = join(dir, 'gateway.yaml');
+  const rules = join(dir, 'rules');
+  for (const [file, text] of Object.entries(templates)) {
+    await mkdir(join(rules, file, '..'), { recursive: true });
+    await writeFile(join(rules, file), text);
+  }
+  await writeFile(path, `${labText}rules:\n  dir: ${rules}\n`);
+  const ns = new FakeNetns({
+    links: [{ name: 'eth0', addresses: ['203.0.113.2/24'] }, { name: 'eth1', addresses: ['192.168.10.2/24'] }, { name: 'eth2', addresses: ['192.168.20.2/24'] }],
+    defaultRoute: { gateway: '203.0.113.1', dev: 'eth0' },
+    dockerDns: true,
+  });
+  const logs: LogLine[] = [];
+  const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as LogLine) });
+  const metrics = new Metrics('0.0.0-test');
+  const supervisor = new Supervisor(ns, metrics, log, await loadChecked(path, undefined), {
+    minIntervalMs: 10, healthTimeoutMs: 60_000, backoffInitialMs: 20, backoffMaxMs: options.backoffMaxMs ?? 80,
+  });
+  const state: ReloadState = { errors: [] };
+  const reloads = new Reloads({
+    path, args: { config: path } as RunArgs, log, metrics, supervisor, planCache: undefined, rulesCheck: { runner: ns, backend: () => 'nft' },
+    state, driftSchedule: new DriftSchedule('*/30 * * * * *', 5000, supervisor), listen: '127.0.0.1:0',
+    address: { address: '127.0.0.1', port: 0, family: 'IPv4' },
+  });
+  const early = holdSignals();
+  t.teardown(async () => {
+    await reloads.close();
+    await supervisor.stop();
+    early.release();
+    await rm(dir, { recursive: true, force: true });
+  });
+  await reloads.start(early);
+  return { path, rules, logs, supervisor, state };
+}
+
+test('a reload for an edit of a template of rules.dir says which template changed, not the config file', async (t) => {
+  const r = await rig(t, { 'filter/forward.hbs': '-p tcp --dport 81 -j DROP\n', 'nat/postrouting.hbs': '-p udp --dport 9 -j ACCEPT\n' });
+  r.supervisor.trigger('start');
+  await until('the start pass', () => r.supervisor.lastRecord?.result === 'success');
+  const template = join(r.rules, 'filter', 'forward.hbs');
+  await writeFile(template, '-p tcp --dport 82 -j DROP\n');
+  await until('the reload', () => r.logs.some((l) => l.msg === 'config reloaded'));
+  t.like(r.logs.find((l) => l.msg === 'config reloaded'), { level: 30, why: `${template} changed`, changed: [template] });
+
+  // The config file itself: named as such.
+  const from = r.logs.length;
+  await writeFile(r.path, `${labText.replace('id: 20', 'id: 21')}rules:\n  dir: ${r.rules}\n`);
+  await until('the second reload', () => r.logs.slice(from).some((l) => l.msg === 'config reloaded'));
+  t.like(r.logs.slice(from).find((l) => l.msg === 'config reloaded'), { why: `${r.path} changed`, changed: [r.path] });
+});
