@@ -129,9 +129,17 @@ export class ExecaRunner implements CommandRunner {
         for (const listener of listeners) listener(line);
       });
     }
+    // A spawn that failed (ENOENT, EACCES, EMFILE) has neither an exit code nor a signal: its error says why.
+    let startError: string | undefined;
     const code = child.then(
-      (r) => (r.signal ? null : (r.exitCode ?? null)),
-      () => null,
+      (r) => {
+        if (r.exitCode === undefined && r.signal === undefined) startError = r.cause instanceof Error ? r.cause.message : r.shortMessage;
+        return r.signal ? null : (r.exitCode ?? null);
+      },
+      (error: unknown) => {
+        startError = error instanceof Error ? error.message : String(error);
+        return null;
+      },
     );
     // Its stderr read to the end first (a moment after the exit), but not waited on for ever: a child of the child
     // may hold the pipe open.
@@ -146,6 +154,7 @@ export class ExecaRunner implements CommandRunner {
       onLine: (listener) => void listeners.push(listener),
       exited,
       stderrTail: () => `${cut ? '…' : ''}${stderr.toString('utf8')}`,
+      startError: () => startError,
       stop: async () => {
         child.kill('SIGTERM');
         // A stopped child (SIGSTOP, a debugger, a frozen cgroup) leaves SIGTERM pending: woken, it ends now, not at

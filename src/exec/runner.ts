@@ -38,6 +38,11 @@ export interface Child {
    * where it is not kept (a fire-and-forget child). What a child that fails says of why (a lab agent's `node` error).
    */
   stderrTail?(): string;
+  /**
+   * Why the child could not be started at all (the spawn's error: `spawn ip ENOENT`, EACCES, EMFILE), once `exited`
+   * has resolved (with null, as for a child killed by a signal); undefined for one that started.
+   */
+  startError?(): string | undefined;
 }
 
 /** How much of a started child's stderr is kept (the end of it): a reason fits, a child that chatters costs no more. */

@@ -2,7 +2,8 @@
  * Netlink events: a long-running `ip -o monitor link address route` child (through the command boundary). Each
  * event line is only a trigger; the reconcile reads the state afresh. If the child dies it is restarted after
  * a short delay, doubled at each exit that follows quickly (the namespace gone, say: it would otherwise be a
- * restart and a warning every second), and the restarts are reported at most once per 30 s.
+ * restart and a warning every second), and the restarts are reported at most once per 30 s. One that cannot be started
+ * at all is tried again the same way; meanwhile only the passes on the drift schedule see the namespace change.
  */
 import type { Child, CommandRunner } from '../exec/runner.js';
 import { RateLimitedLog, type Logger } from '../log.js';
@@ -65,10 +66,20 @@ export class NetlinkMonitor {
       this.restarts++;
       this.quickExits = performance.now() - startedAt < STABLE_MS ? this.quickExits + 1 : 0;
       const delay = Math.min(this.restartDelayMs * 2 ** Math.max(0, this.quickExits - 1), this.maxDelayMs);
-      // How it ended, and what it said: `exitCode: null` alone told nobody that it was killed, nor why it failed.
-      const said = child.stderrTail?.().trim().split('\n').at(-1) ?? '';
-      const how = code === null ? 'was killed by a signal' : `exited with status ${code}`;
-      this.exitLog.warn('exited', { exitCode: code, restarts: this.restarts, retryInMs: delay }, `ip monitor ${how}${said ? ` (${said})` : ''}; restarting it`);
+      // One that could not be started at all (`ip` not on the PATH, no file descriptors left) was said to have been
+      // killed by a signal: what failed, and what the gateway does without it, are said instead.
+      const notStarted = child.startError?.();
+      if (notStarted !== undefined) {
+        const why = /\bENOENT\b/.test(notStarted) ? `${notStarted}: ip is not installed, or not on the PATH` : notStarted;
+        this.exitLog.warn('not started', { error: notStarted, restarts: this.restarts, retryInMs: delay },
+          `ip monitor could not be started (${why}); trying again in ${delay / 1000} s. Meanwhile the gateway does not see NICs, `
+          + 'addresses or routes change as they happen: the next drift check (reconcile.schedule) finds them');
+      } else {
+        // How it ended, and what it said: `exitCode: null` alone told nobody that it was killed, nor why it failed.
+        const said = child.stderrTail?.().trim().split('\n').at(-1) ?? '';
+        const how = code === null ? 'was killed by a signal' : `exited with status ${code}`;
+        this.exitLog.warn('exited', { exitCode: code, restarts: this.restarts, retryInMs: delay }, `ip monitor ${how}${said ? ` (${said})` : ''}; restarting it`);
+      }
       this.restartTimer = setTimeout(() => {
         this.restartTimer = undefined;
         this.start();

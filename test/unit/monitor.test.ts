@@ -1,6 +1,7 @@
 import test from 'ava';
 import { pino } from 'pino';
 import type { Child, CommandRunner } from '../../src/exec/runner.js';
+import { ExecaRunner } from '../../src/exec/execa-runner.js';
 import { mayMatter, NetlinkMonitor } from '../../src/observe/monitor.js';
 
 // Lines as `ip -o monitor link address` prints them (iproute2 6.1).
@@ -83,4 +84,25 @@ test('an ip monitor that ends is said with how it ended and the last line it wro
   t.is(await said(null, ''), 'ip monitor was killed by a signal; restarting it');
   t.is(await said(1, 'Cannot open netlink socket: Operation not permitted\n'), 'ip monitor exited with status 1 (Cannot open netlink socket: Operation not permitted); restarting it');
   t.is(await said(0), 'ip monitor exited with status 0; restarting it');
+});
+
+// `ip` not on the PATH (or a spawn refused: EACCES, EMFILE): the child never ran, and the log said "ip monitor was killed
+// by a signal; restarting it", which sent an operator looking for whoever killed it.
+test('an ip monitor that cannot be started says so, with the spawn\'s error and what the gateway does meanwhile', async (t) => {
+  const path = process.env.PATH;
+  process.env.PATH = '/nonexistent-vgw-test';
+  t.teardown(() => {
+    process.env.PATH = path;
+  });
+  const logs: Array<{ level: number; msg: string; error?: string; retryInMs?: number }> = [];
+  const log = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as (typeof logs)[number]) });
+  const monitor = new NetlinkMonitor(new ExecaRunner(), log, () => undefined, 1000, 30_000);
+  monitor.start();
+  const deadline = Date.now() + 5000;
+  while (logs.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+  await monitor.stop();
+  t.deepEqual(logs.map((l) => [l.level, l.msg, l.error, l.retryInMs]), [[40,
+    'ip monitor could not be started (spawn ip ENOENT: ip is not installed, or not on the PATH); trying again in 1 s. Meanwhile the gateway '
+      + 'does not see NICs, addresses or routes change as they happen: the next drift check (reconcile.schedule) finds them',
+    'spawn ip ENOENT', 1000]]);
 });
