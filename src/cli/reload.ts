@@ -15,7 +15,7 @@ import { ConfigWatch } from '../config/watch.js';
 import { RateLimitedLog, type Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { ReloadState } from '../reconcile/status.js';
-import type { ConfigState, Supervisor } from '../reconcile/supervisor.js';
+import type { ConfigState, FailedAttempt, Supervisor } from '../reconcile/supervisor.js';
 import { userTemplatesText } from '../template/load.js';
 import type { DriftSchedule } from './drift-schedule.js';
 import { describeErrorLines } from './errors.js';
@@ -105,7 +105,7 @@ export class Reloads {
     // One reload at a time, the last write winning (config/reload.ts). A file that fails to load and is changed
     // within RELOAD_SETTLE_MS was being written (an in-place write read half-way): loaded again, not reported.
     this.round = serialized(() => this.reload());
-    parts.supervisor.onConfigRefused = (error, reverted, refused) => this.refused(error, reverted, refused);
+    parts.supervisor.onConfigRefused = (error, reverted, refused, attempt) => this.refused(error, reverted, refused, attempt);
   }
 
   /** Reloads from now on: on SIGHUP (one held during the start too) and on every change to the config's files. */
@@ -228,9 +228,11 @@ export class Reloads {
   /**
    * A rule of rules.dir the kernel refused when a pass wrote it, or a new config's table refused at commit whoever's
    * rule it was (gatewayRefusal): said as a rejected reload is (the reload had passed every check made before the
-   * kernel), with the config that last applied running again if there is one.
+   * kernel), with the config that last applied running again if there is one. The failed pass is said here alone, in
+   * one line with its fields (`attempt`, the error): the supervisor's "reconcile failed" line said it again, at each
+   * retry.
    */
-  private refused(error: ApplyError, reverted: boolean, refused: ConfigState): void {
+  private refused(error: ApplyError, reverted: boolean, refused: ConfigState, attempt: FailedAttempt): void {
     const { path, log, metrics, supervisor, state: reload } = this.parts;
     // iptables-legacy names no rule (it refuses the table at COMMIT): the chain is then the likely one. Several
     // refused (iptables-nft names each, in every table committed): each is named, here and in the error's lines.
@@ -240,14 +242,18 @@ export class Reloads {
         ? `the kernel refuses the ${error.step.kind === 'table' ? error.step.table : ''} table, likely for a rule of rules.dir (${error.userChain ?? ''})`
         : several ? `the kernel refuses ${error.refusedRules.length} rules of rules.dir (${error.refusedRules.map((r) => `${r.chain} rule ${r.rule}`).join(', ')})`
           : `the kernel refuses a rule of rules.dir (${error.userChain ?? ''})`;
+    const fields = { ...attempt, path, chain: error.userChain, line: error.failedLine, err: error };
+    // The retry, said once: in words here (the backoff's cap, not each delay: the line stands for the next 30 s of
+    // retries), the next one's delay in retryInMs.
+    const retried = `the pass is retried with backoff, at most ${supervisor.backoffMaxMs / 1000} s apart, until the template is fixed`;
     if (!reverted && supervisor.lastDesired) {
       // The config that applied before renders a rule the kernel refuses now (a NIC attached since gave a
       // template new data): not a reload's doing, and there is nothing older to go back to.
-      const message = `${rule}; the running config stays, and every pass fails until the template is fixed`;
-      this.refusalLog.error(`${message}\n${error.failedLine ?? ''}`, { path, chain: error.userChain, line: error.failedLine }, message);
+      const message = `${rule}; the running config stays, and ${retried}`;
+      this.refusalLog.error(`${message}\n${error.failedLine ?? ''}`, fields, message);
       return;
     }
-    const keeping = reverted ? 'the config that last applied runs again' : 'no config has applied yet: every pass fails until the template is fixed';
+    const keeping = reverted ? 'the config that last applied runs again' : `no config has applied yet: ${retried}`;
     // A reload that passed every check counted as a success when it was read; refused now, it is a failure too.
     if (reverted) {
       this.refusedInputs = inputsOf(refused);
@@ -261,8 +267,8 @@ export class Reloads {
     metrics.lastReloadOk.set(0);
     metrics.changed();
     const message = `${rule}; ${keeping}`;
-    if (reverted) log.error({ path, chain: error.userChain, line: error.failedLine }, message);
-    else this.refusalLog.error(`${message}\n${error.failedLine ?? ''}`, { path, chain: error.userChain, line: error.failedLine }, message);
+    if (reverted) log.error(fields, message);
+    else this.refusalLog.error(`${message}\n${error.failedLine ?? ''}`, fields, message);
   }
 
   /**

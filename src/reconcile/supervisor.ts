@@ -84,6 +84,13 @@ export interface ReconcileRecord {
   readonly error?: string;
 }
 
+/** A failed pass, as its log line says it: what asked for it, the failures in a row, and when it is retried (none: not). */
+export interface FailedAttempt {
+  readonly trigger: Trigger;
+  readonly failures: number;
+  readonly retryInMs?: number;
+}
+
 /** When requests coalesce, the pass is labelled with the weightiest (a drift found outranks a routine check). */
 const PRIORITY: Record<Trigger, number> = { schedule: 0, drift: 1, netlink: 2, start: 3, reload: 4 };
 
@@ -189,9 +196,10 @@ export class Supervisor {
    * Called when the kernel refused a rule of the user's templates (one only the kernel checks: iptables' parser and
    * ours let it through), or refused a config that had not applied yet at commit whoever's rule it was
    * (ApplyError.commitRefusal), rolled back in full. With `reverted`, the config that last applied is running again;
-   * `refused` is the config whose pass the kernel refused.
+   * `refused` is the config whose pass the kernel refused. The failed pass is said by it alone, with `attempt`'s fields
+   * and the error (the supervisor's own "reconcile failed" line is not logged for it).
    */
-  onConfigRefused: ((error: ApplyError, reverted: boolean, refused: ConfigState) => void) | undefined;
+  onConfigRefused: ((error: ApplyError, reverted: boolean, refused: ConfigState, attempt: FailedAttempt) => void) | undefined;
   /**
    * Probes for other devices holding the VLANs' gateway addresses (set by cli/run.ts): told of each pass's result and
    * of each address announced; /status shows what it finds.
@@ -263,6 +271,11 @@ export class Supervisor {
 
   get config(): ConfigState {
     return this.current;
+  }
+
+  /** The longest a failed pass waits before it is retried (its backoff doubles up to this). */
+  get backoffMaxMs(): number {
+    return this.options.backoffMaxMs;
   }
 
   /** A valid new config: the next pass applies only the difference. */
@@ -458,10 +471,20 @@ export class Supervisor {
       // A config refused at commit that had never applied is not retried: the one that last applied runs again at
       // once (below), so the line says no retry, and that pass is no recovery from a run of failures.
       const reverting = isRefusal(error, this.current === used) && this.lastGood !== undefined && this.lastGood !== used;
+      const refused = isRefusal(error, this.current === used) ? error : undefined;
+      // The gateway's own rules refused with the config that applied before (a NIC attached since, a module
+      // unloaded): no new config to refuse, a failing pass as any other. A table refused whole (iptables-legacy
+      // names no rule) that held rules of rules.dir this pass wrote is said too: at a start, in a fresh namespace,
+      // every pass writes our chains beside the user's, so no chain is ever named, and the template went unsaid.
+      const mayBeUsers = refused?.failedLine === 'COMMIT' && (refused.commitRefusal?.userChains.length ?? 0) > 0;
+      const toldRefused = refused !== undefined && (reverting || refused.userChain !== undefined || mayBeUsers) ? this.onConfigRefused : undefined;
+      const attempt: FailedAttempt = { trigger, failures: this.failures, ...(reverting ? {} : { retryInMs: delay }) };
       // A failure no retry can fix, before the start was ready, stops the process with a fatal line of its own: this
-      // one said "previous rules left in place" and a retry that never came, before it.
+      // one said "previous rules left in place" and a retry that never came, before it. A refusal told to
+      // onConfigRefused is said there, with this line's fields, in one line: two error lines for one refusal, at
+      // each retry, said the same thing twice.
       const stopping = isFatal(error) && this.onFatal?.(error) === true;
-      if (!stopping) this.failureLog.error(message, { trigger, failures: this.failures, ...(reverting ? {} : { retryInMs: delay }), err: error }, failedPassSays(error));
+      if (!stopping && !toldRefused) this.failureLog.error(message, { ...attempt, err: error }, failedPassSays(error));
       if (reverting && startedFailing) this.failingSince = undefined;
       // Retry the same request after the backoff; a newer request rides along.
       if (this.pending === undefined || PRIORITY[trigger] > PRIORITY[this.pending]) this.pending = trigger;
@@ -474,21 +497,14 @@ export class Supervisor {
       // ours). Not a pass that could not do its work (the xtables lock held, a restore killed, memory short): that
       // one is retried as any failed pass. With no config that applied (a start), the passes go on failing, and a
       // refused template is said.
-      const refused = isRefusal(error, this.current === used) ? error : undefined;
       if (refused) {
-        const revert = reverting;
-        if (revert) {
+        if (reverting) {
           this.current = this.lastGood!;
           this.notBefore = 0;
           this.failures = 0;
           this.pending = 'reload';
         }
-        // The gateway's own rules refused with the config that applied before (a NIC attached since, a module
-        // unloaded): no new config to refuse, a failing pass as any other. A table refused whole (iptables-legacy
-        // names no rule) that held rules of rules.dir this pass wrote is said too: at a start, in a fresh namespace,
-        // every pass writes our chains beside the user's, so no chain is ever named, and the template went unsaid.
-        const mayBeUsers = refused.failedLine === 'COMMIT' && (refused.commitRefusal?.userChains.length ?? 0) > 0;
-        if (revert || refused.userChain !== undefined || mayBeUsers) this.onConfigRefused?.(refused, revert, used);
+        toldRefused?.(refused, reverting, used, attempt);
       }
     } finally {
       if (restarted.size > 0) {

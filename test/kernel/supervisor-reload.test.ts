@@ -343,10 +343,11 @@ kernel(`a reload whose rule the kernel refuses at commit is refused after the fa
   const from = gateway!.logs.length;
   const refused = stringify({ ...example, rules: { dir: join(REPO, 'test', 'fixtures', 'kernel', 'rules-kernel-rejects') } });
   await writeFile(configPath, refused);
-  await gateway!.waitForLog('the refusal', (l) => l.level >= 50 && /the kernel refuses a rule of rules.dir \(VGW-USER-POSTROUTING\); the config that last applied runs again/.test(l.msg), 10_000, from);
-  // The failed pass's own line, as `docker logs` shows it: the error's message, which names the table and the line,
-  // and its fields; no stack trace, nor the pass's whole restore payload and undo (a screenful for one user error).
-  const failed = gateway!.logs.slice(from).find((l) => l.msg === 'reconcile failed; previous rules left in place');
+  const failed = await gateway!.waitForLog('the refusal', (l) => l.level >= 50 && /the kernel refuses a rule of rules.dir \(VGW-USER-POSTROUTING\); the config that last applied runs again/.test(l.msg), 10_000, from);
+  // The failed pass said in that one line, as `docker logs` shows it: the error's message, which names the table and
+  // the line, and its fields; no stack trace, nor the pass's whole restore payload and undo (a screenful for one user
+  // error). No second error line for it.
+  t.deepEqual(gateway!.logs.slice(from).filter((l) => l.level >= 50).map((l) => l.msg), [failed.msg]);
   const err = failed?.err as Record<string, unknown> | undefined;
   t.like(err, { type: 'ApplyError', rolledBack: true, userChain: 'VGW-USER-POSTROUTING' }, JSON.stringify(failed));
   t.regex(String(err?.message), /^applying the nat table failed: .*\n(.*\n)*> +\d+ \| -A VGW-USER-POSTROUTING .*TCPMSS/);

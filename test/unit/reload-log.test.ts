@@ -21,6 +21,8 @@ import { FakeNetns } from '../fakes/netfilter.js';
 import { until } from '../helpers/wait.js';
 
 const labText = await readFile(fileURLToPath(new URL('../../examples/lab.yaml', import.meta.url)), 'utf8');
+// The owner match reached from PREROUTING: iptables' parser takes it, the kernel (and the fake) refuse it at commit.
+const REFUSED_TEMPLATE = await readFile(fileURLToPath(new URL('../fixtures/broken-templates/kernel-rejects/nat/prerouting.hbs', import.meta.url)), 'utf8');
 
 interface LogLine {
   readonly level: number;
@@ -63,7 +65,9 @@ async function rig(t: ExecutionContext, templates: Readonly<Record<string, strin
     await rm(dir, { recursive: true, force: true });
   });
   await reloads.start(early);
-  return { path, rules, logs, supervisor, state };
+  /** The passes that failed so far (vlan_gateway_reconciles_total{result="failure"}). */
+  const failedPasses = async () => (await metrics.reconciles.get()).values.filter((v) => v.labels.result === 'failure').reduce((n, v) => n + v.value, 0);
+  return { path, rules, logs, supervisor, state, failedPasses };
 }
 
 test('a reload for an edit of a template of rules.dir says which template changed, not the config file', async (t) => {
@@ -80,4 +84,21 @@ test('a reload for an edit of a template of rules.dir says which template change
   await writeFile(r.path, `${labText.replace('id: 20', 'id: 21')}rules:\n  dir: ${r.rules}\n`);
   await until('the second reload', () => r.logs.slice(from).some((l) => l.msg === 'config reloaded'));
   t.like(r.logs.slice(from).find((l) => l.msg === 'config reloaded'), { why: `${r.path} changed`, changed: [r.path] });
+});
+
+
+// At a start, no config has applied: every pass fails, retried with backoff. Each retry that was logged (once per 30 s)
+// was two error lines for one refusal: the supervisor's "reconcile failed; previous rules left in place" (with the
+// retry) and the reload's "the kernel refuses a rule of rules.dir (…); … every pass fails until the template is fixed".
+test('a template the kernel refuses at the start is one error line for its retries, saying the retry once', async (t) => {
+  const r = await rig(t, { 'nat/prerouting.hbs': REFUSED_TEMPLATE }, { backoffMaxMs: 40 });
+  r.supervisor.trigger('start');
+  const deadline = Date.now() + 5000;
+  while ((await r.failedPasses()) < 4 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+  t.true(await r.failedPasses() >= 4);
+  const errors = r.logs.filter((l) => l.level >= 50);
+  t.is(errors.length, 1, JSON.stringify(errors.map((l) => l.msg)));
+  t.regex(errors[0]!.msg, /^the kernel refuses a rule of rules\.dir .*; no config has applied yet: the pass is retried with backoff, at most 0\.04 s apart, until the template is fixed$/);
+  t.like(errors[0], { trigger: 'start', failures: 1, retryInMs: 20, chain: 'VGW-USER-PREROUTING', err: { type: 'ApplyError', rolledBack: true } });
+  t.is(r.state.result, 'failure', '/status says it too');
 });
