@@ -207,6 +207,9 @@ function withContext(error: unknown): unknown {
   return error;
 }
 
+/** The template a VGW-USER- chain is rendered from. */
+export const userTemplateOf = (templates: Templates) => (chain: string): Templates['user'][number]['template'] | undefined =>
+  templates.user.find((u) => USER_HOOKS[u.hook].chain === chain)?.template;
+
 /** The template file a VGW-USER- chain is rendered from, for naming it in an error. */
-export const userTemplateFile = (templates: Templates) => (chain: string): string | undefined =>
-  templates.user.find((u) => USER_HOOKS[u.hook].chain === chain)?.template.file;
+export const userTemplateFile = (templates: Templates) => (chain: string): string | undefined => userTemplateOf(templates)(chain)?.file;

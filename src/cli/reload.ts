@@ -16,7 +16,10 @@ import { RateLimitedLog, type Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { ReloadState } from '../reconcile/status.js';
 import type { ConfigState, FailedAttempt, Supervisor } from '../reconcile/supervisor.js';
+import { userTemplateOf } from '../apply/user-rules-check.js';
+import type { Templates } from '../plan/desired.js';
 import { userTemplatesText } from '../template/load.js';
+import { sourceLineOf } from '../template/render.js';
 import type { DriftSchedule } from './drift-schedule.js';
 import { describeErrorLines } from './errors.js';
 import { loadChecked, type RulesCheck } from './load-checked.js';
@@ -234,15 +237,10 @@ export class Reloads {
    */
   private refused(error: ApplyError, reverted: boolean, refused: ConfigState, attempt: FailedAttempt): void {
     const { path, log, metrics, supervisor, state: reload } = this.parts;
-    // iptables-legacy names no rule (it refuses the table at COMMIT): the chain is then the likely one. Several
-    // refused (iptables-nft names each, in every table committed): each is named, here and in the error's lines.
-    const several = error.refusedRules.length > 1;
-    const rule = error.userChain === undefined ? gatewayRefusal(error)
-      : error.failedLine === 'COMMIT'
-        ? `the kernel refuses the ${error.step.kind === 'table' ? error.step.table : ''} table, likely for a rule of rules.dir (${error.userChain ?? ''})`
-        : several ? `the kernel refuses ${error.refusedRules.length} rules of rules.dir (${error.refusedRules.map((r) => `${r.chain} rule ${r.rule}`).join(', ')})`
-          : `the kernel refuses a rule of rules.dir (${error.userChain ?? ''})`;
-    const fields = { ...attempt, path, chain: error.userChain, line: error.failedLine, err: error };
+    const { rule, fields: where } = refusalSaid(error, refused.templates, path);
+    // Where the refused rule is: its template and the line there (path, line, rule: where known), not gateway.yaml
+    // and the restore text's line, which no operator can find in their files; that line is kept as restoreLine.
+    const fields = { ...attempt, ...where, restoreLine: error.failedLine, err: error };
     // The retry, said once: in words here (the backoff's cap, not each delay: the line stands for the next 30 s of
     // retries), the next one's delay in retryInMs.
     const retried = `the pass is retried with backoff, at most ${supervisor.backoffMaxMs / 1000} s apart, until the template is fixed`;
@@ -261,8 +259,9 @@ export class Reloads {
       this.applySettings(supervisor.config.config); // the settings of the config that runs again
     }
     reload.result = 'failure';
-    // Legacy names no rule; several are each said in the error's lines below.
-    const line = error.failedLine && error.failedLine !== 'COMMIT' && !several ? `: ${error.failedLine}` : '';
+    // The restore text's line where no rule of rules.dir is named (the gateway's own, one iptables named by its chain
+    // alone); legacy names none; a rule named is said with its text, and several are each said in the lines below.
+    const line = error.failedLine && error.failedLine !== 'COMMIT' && error.refusedRules.length === 0 ? `: ${error.failedLine}` : '';
     reload.errors = [`${rule}${line}`, ...error.message.split('\n').map((l) => l.trim()).filter(Boolean), keeping];
     metrics.lastReloadOk.set(0);
     metrics.changed();
@@ -291,6 +290,53 @@ export class Reloads {
       log.warn({ listen: settings.listen, serving: address ? `${address.address}:${address.port}` : listen }, `http.listen changed to ${settings.listen}: the endpoints stay where they are until the next start`);
     }
   }
+}
+
+/** Where a refused rule of rules.dir is, for the log's fields: its template, and the line there where it can be told. */
+interface RulePlace {
+  readonly path?: string;
+  readonly line?: number;
+  readonly chain: string;
+  readonly rule: number;
+}
+
+/** "/etc/vlan-gateway/rules.d/nat/postrouting.hbs line 3 (VGW-USER-POSTROUTING rule 1)". */
+function placeText(place: RulePlace): string {
+  const chain = `${place.chain} rule ${place.rule}`;
+  return place.path === undefined ? chain : `${place.path}${place.line === undefined ? '' : ` line ${place.line}`} (${chain})`;
+}
+
+/**
+ * What a refusal is said as, and its fields: the rules of rules.dir the kernel refused, each by its template and the
+ * line there (sourceLineOf: the one line of the template that is the rule as written; a rule that a loop or a value
+ * made is named by its number in the chain, which is its place among the rules the template renders); a table
+ * iptables-legacy refused whole, by the likely chain and its template; the gateway's own rules (gatewayRefusal), by
+ * the config file.
+ */
+export function refusalSaid(error: ApplyError, templates: Templates, configPath: string): { rule: string; fields: Record<string, unknown> } {
+  const templateOf = userTemplateOf(templates);
+  if (error.userChain === undefined) return { rule: gatewayRefusal(error), fields: { path: configPath } };
+  const chainFile = templateOf(error.userChain)?.file;
+  const chainSaid = `${error.userChain}${chainFile ? `, from ${chainFile}` : ''}`;
+  if (error.failedLine === 'COMMIT') {
+    // iptables-legacy names no rule (it refuses the table at COMMIT): the chain is then the likely one.
+    const table = error.step.kind === 'table' ? error.step.table : '';
+    return { rule: `the kernel refuses the ${table} table, likely for a rule of rules.dir (${chainSaid})`, fields: { path: chainFile, chain: error.userChain } };
+  }
+  const places = error.refusedRules.map((r): RulePlace => {
+    const template = templateOf(r.chain);
+    const line = template && sourceLineOf(template.source, r.text);
+    return { ...(template ? { path: template.file } : {}), ...(line ? { line } : {}), chain: r.chain, rule: r.rule };
+  });
+  const [first] = places;
+  if (first === undefined) return { rule: `the kernel refuses a rule of rules.dir (${chainSaid})`, fields: { path: chainFile, chain: error.userChain } };
+  if (places.length === 1) return { rule: `the kernel refuses a rule of rules.dir, ${placeText(first)}: ${error.refusedRules[0]!.text}`, fields: { ...first } };
+  // Several refused (iptables-nft names each, in every table committed): each is named, here and in the error's lines.
+  const files = new Set(places.map((p) => p.path));
+  return {
+    rule: `the kernel refuses ${places.length} rules of rules.dir: ${places.map(placeText).join(', ')}`,
+    fields: { ...(files.size === 1 ? { path: first.path } : {}), rules: places },
+  };
 }
 
 /**

@@ -341,6 +341,18 @@ function notAValue(target: object, path: string): string {
   return `${where} is a mapping, not a value to write into a rule: write one of its fields (${keys.join(', ')})${like}`;
 }
 
+/** A line of text as renderRules makes it a rule body: trimmed, its whitespace folded. */
+const asBody = (line: string) => line.trim().replace(/\s+/g, ' ');
+
+/**
+ * The line of a template's source (1-based) that a rule it rendered comes from, where that can be told: the one line
+ * whose text is the rule's, as written (no value filled in, no helper). Undefined when no line, or more than one, is.
+ */
+export function sourceLineOf(source: string, body: string): number | undefined {
+  const lines = source.split('\n').flatMap((line, index) => (asBody(line) === body ? [index + 1] : []));
+  return lines.length === 1 ? lines[0] : undefined;
+}
+
 /**
  * Renders a template and returns its rule bodies (blank lines dropped, whitespace folded). `limited`: a user's
  * template, whose output is at most MAX_USER_RENDER_CHARS.

@@ -109,7 +109,7 @@ kernel(`a reload whose rule of rules.dir the kernel refuses at COMMIT is refused
   await mkdir(join(scratch!, 'rules.d', 'nat'), { recursive: true });
   await writeFile(refusedTemplate, '-p udp --dport 9 -j TCPMSS --set-mss 1000\n');
   try {
-    const refusal = 'the kernel refuses the nat table, likely for a rule of rules.dir (VGW-USER-POSTROUTING)';
+    const refusal = `the kernel refuses the nat table, likely for a rule of rules.dir (VGW-USER-POSTROUTING, from ${refusedTemplate})`;
     const failed = await gateway!.waitForLog('the refusal', (l) => l.level >= 50 && l.msg === `${refusal}; the config that last applied runs again`, 10_000, from);
     t.deepEqual(gateway!.logs.slice(from).filter((l) => l.level >= 50).map((l) => l.msg), [failed.msg], 'one error line for the refused pass');
     t.like(failed?.err as Record<string, unknown> | undefined, { type: 'ApplyError', rolledBack: true, userChain: 'VGW-USER-POSTROUTING' }, JSON.stringify(failed));

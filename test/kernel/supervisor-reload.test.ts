@@ -343,7 +343,12 @@ kernel(`a reload whose rule the kernel refuses at commit is refused after the fa
   const from = gateway!.logs.length;
   const refused = stringify({ ...example, rules: { dir: join(REPO, 'test', 'fixtures', 'kernel', 'rules-kernel-rejects') } });
   await writeFile(configPath, refused);
-  const failed = await gateway!.waitForLog('the refusal', (l) => l.level >= 50 && /the kernel refuses a rule of rules.dir \(VGW-USER-POSTROUTING\); the config that last applied runs again/.test(l.msg), 10_000, from);
+  const template = join(REPO, 'test', 'fixtures', 'kernel', 'rules-kernel-rejects', 'nat', 'postrouting.hbs');
+  const said = `the kernel refuses a rule of rules.dir, ${template} line 3 (VGW-USER-POSTROUTING rule 1): -p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu`;
+  const failed = await gateway!.waitForLog('the refusal', (l) => l.level >= 50 && l.msg === `${said}; the config that last applied runs again`, 10_000, from);
+  // Its fields point at the template and the line there; the restore text's line is restoreLine.
+  t.like(failed, { path: template, line: 3, chain: 'VGW-USER-POSTROUTING', rule: 1 });
+  t.regex(String(failed.restoreLine), /^-A VGW-USER-POSTROUTING -m comment --comment vgw:\S+ -p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu$/);
   // The failed pass said in that one line, as `docker logs` shows it: the error's message, which names the table and
   // the line, and its fields; no stack trace, nor the pass's whole restore payload and undo (a screenful for one user
   // error). No second error line for it.
@@ -364,7 +369,7 @@ kernel(`a reload whose rule the kernel refuses at commit is refused after the fa
   const status = await gateway!.status();
   t.is(status.config.hash, goodHash);
   t.is(status.reload.lastResult, 'failure');
-  t.regex(status.reload.lastErrors[0] ?? '', /^the kernel refuses a rule of rules\.dir \(VGW-USER-POSTROUTING\): -A VGW-USER-POSTROUTING .*TCPMSS/);
+  t.is(status.reload.lastErrors[0], said);
   t.is(await gateway!.metric('vlan_gateway_config_last_reload_successful'), 0);
   t.is(await gateway!.metric('vlan_gateway_config_reloads_total', { result: 'failure' }), failures + 1, 'counted once as a failed reload: an alert on increase() fires');
   t.false((await iptablesSave(router(), false)).includes('VGW-USER-'), 'nothing of it is left');
@@ -380,14 +385,20 @@ kernel(`a reload whose rules the kernel refuses at commit, in both tables, names
   const dir = join(REPO, 'test', 'fixtures', 'kernel', 'rules-kernel-rejects-several');
   await writeFile(configPath, stringify({ ...example, rules: { dir } }));
   const refusal = await gateway!.waitForLog('the refusal', (l) => l.level >= 50 && /^the kernel refuses/.test(l.msg), 10_000, from);
-  t.is(refusal.msg, 'the kernel refuses 3 rules of rules.dir (VGW-USER-FORWARD rule 2, VGW-USER-FORWARD rule 4, VGW-USER-POSTROUTING rule 1); '
-    + 'the config that last applied runs again');
+  const rules = `the kernel refuses 3 rules of rules.dir: ${dir}/filter/forward.hbs line 3 (VGW-USER-FORWARD rule 2), ${dir}/filter/forward.hbs line 5 `
+    + `(VGW-USER-FORWARD rule 4), ${dir}/nat/postrouting.hbs line 2 (VGW-USER-POSTROUTING rule 1)`;
+  t.is(refusal.msg, `${rules}; the config that last applied runs again`);
+  t.like(refusal, { rules: [
+    { path: `${dir}/filter/forward.hbs`, line: 3, chain: 'VGW-USER-FORWARD', rule: 2 },
+    { path: `${dir}/filter/forward.hbs`, line: 5, chain: 'VGW-USER-FORWARD', rule: 4 },
+    { path: `${dir}/nat/postrouting.hbs`, line: 2, chain: 'VGW-USER-POSTROUTING', rule: 1 },
+  ] });
   await waitFor('a pass with the config that last applied', async () => {
     const status = await gateway!.status();
     return status.config.hash === goodHash && status.lastReconcile?.result === 'success' ? true : undefined;
   }, 10_000, 50);
   const errors = (await gateway!.status()).reload.lastErrors;
-  t.is(errors[0], 'the kernel refuses 3 rules of rules.dir (VGW-USER-FORWARD rule 2, VGW-USER-FORWARD rule 4, VGW-USER-POSTROUTING rule 1)');
+  t.is(errors[0], rules);
   t.deepEqual(errors.slice(-6), [
     'the rules of rules.dir the kernel refuses (its reasons are in dmesg):',
     `filter VGW-USER-FORWARD rule 2 (from ${dir}/filter/forward.hbs): the kernel refuses it (Invalid argument): -p udp --dport 7 -j TCPMSS --clamp-mss-to-pmtu`,

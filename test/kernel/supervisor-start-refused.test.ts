@@ -32,9 +32,11 @@ test.after.always('remove the config', async () => {
 // Docker chains, seeded in this namespace, make every later start choose it.
 const REFUSED: ReadonlyArray<{ what: string; rulesDir: string; backend: 'nft' | 'legacy'; said: string }> = [
   { what: 'TCPMSS on a UDP rule', rulesDir: join(REPO, 'test', 'fixtures', 'kernel', 'rules-kernel-rejects'), backend: 'nft',
-    said: 'the kernel refuses a rule of rules.dir (VGW-USER-POSTROUTING)' },
+    said: `the kernel refuses a rule of rules.dir, ${join(REPO, 'test', 'fixtures', 'kernel', 'rules-kernel-rejects', 'nat', 'postrouting.hbs')} line 3 `
+      + '(VGW-USER-POSTROUTING rule 1): -p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu' },
   { what: 'the owner match reached from PREROUTING', rulesDir: join(REPO, 'test', 'fixtures', 'broken-templates', 'kernel-rejects'), backend: 'nft',
-    said: 'the kernel refuses a rule of rules.dir (VGW-USER-PREROUTING)' },
+    said: `the kernel refuses a rule of rules.dir, ${join(REPO, 'test', 'fixtures', 'broken-templates', 'kernel-rejects', 'nat', 'prerouting.hbs')} line 3 `
+      + '(VGW-USER-PREROUTING rule 1): -m owner --uid-owner 0 -j ACCEPT' },
   { what: 'the owner match reached from PREROUTING, iptables-legacy', rulesDir: join(REPO, 'test', 'fixtures', 'broken-templates', 'kernel-rejects'), backend: 'legacy',
     said: 'the kernel refuses the nat table, for a rule of rules.dir (VGW-USER-PREROUTING) or one the gateway renders from the config' },
 ];

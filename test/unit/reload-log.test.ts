@@ -98,7 +98,35 @@ test('a template the kernel refuses at the start is one error line for its retri
   t.true(await r.failedPasses() >= 4);
   const errors = r.logs.filter((l) => l.level >= 50);
   t.is(errors.length, 1, JSON.stringify(errors.map((l) => l.msg)));
-  t.regex(errors[0]!.msg, /^the kernel refuses a rule of rules\.dir .*; no config has applied yet: the pass is retried with backoff, at most 0\.04 s apart, until the template is fixed$/);
+  t.regex(errors[0]!.msg, /^the kernel refuses a rule of rules\.dir\b.*; no config has applied yet: the pass is retried with backoff, at most 0\.04 s apart, until the template is fixed$/);
   t.like(errors[0], { trigger: 'start', failures: 1, retryInMs: 20, chain: 'VGW-USER-PREROUTING', err: { type: 'ApplyError', rolledBack: true } });
   t.is(r.state.result, 'failure', '/status says it too');
+});
+
+// The refusal's line carried path: gateway.yaml (the rule is in a template of rules.dir) and line: the restore text's
+// line ("-A VGW-USER-PREROUTING -m comment --comment vgw:… -m owner …"), which is in no file an operator has.
+test('a refused rule is said at its template and the line there; the restore text\'s line is restoreLine', async (t) => {
+  const r = await rig(t, { 'nat/prerouting.hbs': REFUSED_TEMPLATE });
+  r.supervisor.trigger('start');
+  await until('the refusal', () => r.logs.some((l) => l.level >= 50));
+  const template = join(r.rules, 'nat', 'prerouting.hbs');
+  const [refusal] = r.logs.filter((l) => l.level >= 50);
+  t.is(refusal!.msg, `the kernel refuses a rule of rules.dir, ${template} line 3 (VGW-USER-PREROUTING rule 1): -m owner --uid-owner 0 -j ACCEPT; `
+    + 'no config has applied yet: the pass is retried with backoff, at most 0.08 s apart, until the template is fixed');
+  t.like(refusal, { path: template, line: 3, chain: 'VGW-USER-PREROUTING', rule: 1 });
+  t.regex(String(refusal!.restoreLine), /^-A VGW-USER-PREROUTING -m comment --comment vgw:\S+ -m owner --uid-owner 0 -j ACCEPT$/);
+  t.is(r.state.errors[0], `the kernel refuses a rule of rules.dir, ${template} line 3 (VGW-USER-PREROUTING rule 1): -m owner --uid-owner 0 -j ACCEPT`);
+});
+
+// A rule that a loop or a value made is no line of the template as written: named by its place among the rules the
+// template renders (its number in the chain), with no line.
+test('a refused rule that no line of its template reads as is named by its number in the chain, without a line', async (t) => {
+  const r = await rig(t, { 'nat/prerouting.hbs': '-p tcp --dport 22 -j ACCEPT\n{{#each vlans}}\n-i {{nic}} -m owner --uid-owner 0 -j ACCEPT\n{{/each}}\n' });
+  r.supervisor.trigger('start');
+  await until('the refusal', () => r.logs.some((l) => l.level >= 50));
+  const template = join(r.rules, 'nat', 'prerouting.hbs');
+  const [refusal] = r.logs.filter((l) => l.level >= 50);
+  t.true(refusal!.msg.startsWith(`the kernel refuses a rule of rules.dir, ${template} (VGW-USER-PREROUTING rule 2): -i eth1 -m owner --uid-owner 0 -j ACCEPT; `), refusal!.msg);
+  t.like(refusal, { path: template, chain: 'VGW-USER-PREROUTING', rule: 2 });
+  t.is(refusal!.line, undefined);
 });
