@@ -116,6 +116,11 @@ function setsOurRulesUse(tables: Facts['tables']): string[] {
  * network: no route comes with it and no host shares it, so only the address itself is said, for what is true of it.
  */
 export function uplinkOverlapWarnings(uplink: UplinkBinding, vlans: readonly VlanBinding[]): string[] {
+  return uplinkOverlaps(uplink, vlans).map((o) => o.warning);
+}
+
+/** uplinkOverlapWarnings, each with the VLAN it is about (reconcile/notices.ts tells the end of one). */
+export function uplinkOverlaps(uplink: UplinkBinding, vlans: readonly VlanBinding[]): Array<{ vlan: string; warning: string }> {
   const nic = uplink.nic;
   if (!nic) return [];
   return vlans.flatMap(({ vlan }) => {
@@ -133,13 +138,13 @@ export function uplinkOverlapWarnings(uplink: UplinkBinding, vlans: readonly Vla
         said.add(formatCidr(network));
       }
       if (a.prefix === 32) {
-        return [`vlan ${vlan.name}'s subnet ${vlan.subnet} holds ${a.address}, the uplink's own address (a /32 on ${nic.name}): the gateway answers `
+        return [{ vlan: vlan.name, warning: `vlan ${vlan.name}'s subnet ${vlan.subnet} holds ${a.address}, the uplink's own address (a /32 on ${nic.name}): the gateway answers `
           + 'for it on the VLAN too (ARP), so a VLAN host given that address is unreachable through the gateway; keep it out of the VLAN\'s hosts\' addresses, or give the '
-          + 'VLAN a subnet without it'];
+          + 'VLAN a subnet without it' }];
       }
-      return [`vlan ${vlan.name}'s subnet ${vlan.subnet} overlaps the uplink's network ${formatCidr(network)} (${a.address} on ${nic.name}): `
+      return [{ vlan: vlan.name, warning: `vlan ${vlan.name}'s subnet ${vlan.subnet} overlaps the uplink's network ${formatCidr(network)} (${a.address} on ${nic.name}): `
         + `those addresses are routed to the VLAN, so hosts there on the uplink side are unreachable and what they send is dropped as forged; `
-        + 'give the VLAN a subnet outside the uplink\'s network'];
+        + 'give the VLAN a subnet outside the uplink\'s network' }];
     });
   });
 }

@@ -5,6 +5,7 @@
 import type { Link } from '../observe/facts.js';
 import { isPlainWait, namesUnclaimedNics, unclaimedNics, uplinkUnnamed } from '../plan/match.js';
 import type { Desired } from '../plan/types.js';
+import { uplinkOverlaps } from '../plan/warnings.js';
 
 export interface Notice {
   readonly fields: Record<string, string | number | readonly string[] | undefined>;
@@ -32,6 +33,12 @@ function vlansNotice(each: readonly Notice[], vlans: ReadonlyArray<{ name: strin
   return [{ fields: { vlans: vlans.map((v) => v.name) }, message: many(named), ...(level ? { level } : {}) }, ...each.map((n) => ({ ...n, level: 'debug' as const }))];
 }
 
+/**
+ * The end of a note that was said as it appeared (and is said no more): told once, at info, with what it was. The last
+ * word in the log about the uplink or a VLAN was otherwise the warning, while /status had long stopped showing it.
+ */
+const noteEnded = (fields: Notice['fields'], now: string, was: string): Notice => ({ fields, message: `${now} (it was: ${was})`, level: 'info' });
+
 export function bindingNotices(before: Desired | undefined, desired: Desired): Notice[] {
   const notices: Notice[] = [];
   // A note on a bound uplink (an snatTo it does not hold, a gateway off its networks) is logged once, as it appears.
@@ -40,11 +47,14 @@ export function bindingNotices(before: Desired | undefined, desired: Desired): N
   // And its end, on the NIC it had: the warning above ("eth0 is down: no default route is set until it is up") was
   // otherwise never answered, the route put back showing only among a pass's changes.
   if (uplink.nic && !uplink.note && before?.uplink.nic?.name === uplink.nic.name && before.uplink.note) {
-    notices.push({ fields: { uplink: uplink.nic.name }, message: `the uplink ${uplink.nic.name} is in order again (it was: ${before.uplink.note})`, level: 'info' });
+    notices.push(noteEnded({ uplink: uplink.nic.name }, `the uplink ${uplink.nic.name} is in order again`, before.uplink.note));
   }
-  // So is a bound VLAN's (two NICs in its subnet: the one used is named).
+  // So is a bound VLAN's (two NICs in its subnet: the one used is named), and its end: the NIC it did not use detached
+  // (or the one it used, and it is on the other now: "vlan office on eth3 is in order again").
   for (const b of desired.vlans) {
-    if (b.nic && b.note && b.note !== before?.vlans.find((v) => v.vlan.name === b.vlan.name)?.note) notices.push({ fields: { vlan: b.vlan.name, interface: b.nic.name }, message: b.note });
+    const was = before?.vlans.find((v) => v.vlan.name === b.vlan.name);
+    if (b.nic && b.note && b.note !== was?.note) notices.push({ fields: { vlan: b.vlan.name, interface: b.nic.name }, message: b.note });
+    if (b.nic && !b.note && was?.nic && was.note) notices.push(noteEnded({ vlan: b.vlan.name, interface: b.nic.name }, `vlan ${b.vlan.name} on ${b.nic.name} is in order again`, was.note));
   }
   // A VLAN or the uplink that had its NIC and waits now cuts hosts off: said once, when it happens (a NIC
   // detached is usually Docker's doing; a gateway address gone with Docker's own, which the kernel removes
@@ -81,6 +91,22 @@ export function bindingNotices(before: Desired | undefined, desired: Desired): N
     // also the next VLAN's, a moment before the gateway binds it, or a network that is no VLAN's.
     else if (!b.nic && b.note !== undefined && b.note !== was?.note && !isPlainWait(b)) {
       notices.push({ fields: { vlan: b.vlan.name }, message: `vlan ${b.vlan.name} is not routed: ${b.note}`, ...(namesUnclaimedNics(b) ? { level: 'info' as const } : {}) });
+    }
+    // What such a warning said ends, the VLAN still waiting, now only for its NIC to be attached (the NIC it could not
+    // take detached): told once, at info, or its last word would stay the warning. Not the end of a note told as
+    // information (NICs no VLAN took, named): that VLAN only waits, as it did, and nothing was wrong.
+    else if (!b.nic && isPlainWait(b) && was && !was.nic && was.note !== undefined && !isPlainWait(was) && !namesUnclaimedNics(was)) {
+      notices.push(noteEnded({ vlan: b.vlan.name }, `vlan ${b.vlan.name} is not routed, now ${b.note}`, was.note));
+    }
+  }
+  // A VLAN's subnet that overlapped the uplink's network (a warning of the plan's, logged as it appeared) and does no
+  // more, the uplink on a NIC then and now (without one nothing is said of its networks) and the VLAN still configured.
+  // (The same VLAN overlapping otherwise now, another address of the uplink's, is a warning of its own, said as it appears.)
+  if (before?.uplink.nic && uplink.nic) {
+    const still = new Set(uplinkOverlaps(uplink, desired.vlans).map((o) => o.vlan));
+    for (const o of uplinkOverlaps(before.uplink, before.vlans)) {
+      if (still.has(o.vlan) || !desired.vlans.some((b) => b.vlan.name === o.vlan)) continue;
+      notices.push(noteEnded({ vlan: o.vlan, uplink: uplink.nic.name }, `vlan ${o.vlan}'s subnet overlaps no network of the uplink's now`, o.warning));
     }
   }
   notices.push(...vlansNotice(lost, lostVlans, (named) => `${lostVlans.length} VLANs lost their NICs (${named}): their hosts are cut off until they are back`, undefined));

@@ -331,6 +331,68 @@ test('a second NIC in a VLAN\'s subnet: the binding\'s note (which NIC is used) 
   t.like((statusDocument(r.supervisor, { errors: [] }, 'test') as { vlans: Array<{ name: string }> }).vlans[0], { name: 'office', note });
 });
 
+// The note's end was never said: the NIC Docker attached twice detached again, /status dropped the note, and the log's
+// last word about the VLAN stayed the warning (as the uplink's note was before its end was told).
+test('a VLAN\'s note that goes away is told at info, once, naming what it was', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.ns.addLink({ name: 'eth7', addresses: ['192.168.10.9/24'] });
+  r.supervisor.trigger('netlink');
+  await settle(r, 2);
+  r.ns.removeLink('eth7');
+  r.supervisor.trigger('netlink');
+  await settle(r, 3);
+  r.supervisor.trigger('schedule');
+  await settle(r, 4);
+  const note = '2 NICs have addresses in 192.168.10.0/24 (eth1, eth7); using eth1';
+  t.deepEqual(r.logs.filter((l) => l.vlan !== undefined && l.level >= 30).map((l) => [l.level, l.msg, l.vlan, l.interface]), [
+    [40, note, 'office', 'eth1'],
+    [30, `vlan office on eth1 is in order again (it was: ${note})`, 'office', 'eth1'],
+  ]);
+});
+
+// A waiting VLAN's warning (a NIC in its subnet it may not take) said as it appeared; that NIC detached, the VLAN waits
+// for its own, and nothing said that what the warning named had gone.
+test('a waiting VLAN\'s warning that goes back to a plain wait is told at info, once, naming what it was', async (t) => {
+  const narrow: Config = { ...lab, vlans: lab.vlans.map((v) => (v.name === 'office' ? { ...v, subnet: '192.168.10.0/25' } : v)) };
+  const r = rig(t, {}, narrow);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  r.ns.removeLink('eth1');
+  r.supervisor.trigger('netlink');
+  await settle(r, 2);
+  r.supervisor.trigger('schedule');
+  await settle(r, 3);
+  const note = 'waiting: eth1 has 192.168.10.2/24, inside 192.168.10.0/25 but on a /24 network; '
+    + "the VLAN's Docker network and its subnet here must be the same (192.168.10.0/25)";
+  t.deepEqual(r.logs.filter((l) => l.vlan === 'office' && l.level >= 30).map((l) => [l.level, l.msg]), [
+    [40, `vlan office is not routed: ${note}`],
+    [30, `vlan office is not routed, now waiting for a NIC with an address in 192.168.10.0/25 (it was: ${note})`],
+  ]);
+});
+
+// A VLAN's subnet overlapping the uplink's network is a warning of the plan's, logged as it appears; once the uplink's
+// address in it was gone, the warning left /status and the log said nothing.
+test('a VLAN\'s subnet that no longer overlaps the uplink\'s network is told at info, once', async (t) => {
+  const r = rig(t);
+  r.supervisor.trigger('start');
+  await settle(r, 1);
+  await r.ns.run(['ip', 'addr', 'add', '192.168.20.50/24', 'dev', 'eth0']);
+  r.supervisor.trigger('netlink');
+  await settle(r, 2);
+  await r.ns.run(['ip', 'addr', 'del', '192.168.20.50/24', 'dev', 'eth0']);
+  r.supervisor.trigger('netlink');
+  await settle(r, 3);
+  r.supervisor.trigger('schedule');
+  await settle(r, 4);
+  const said = r.logs.filter((l) => l.level >= 30 && /overlap/.test(l.msg));
+  t.is(said.length, 2, JSON.stringify(said.map((l) => l.msg)));
+  t.like(said[0], { level: 40 });
+  t.regex(said[0]!.msg, /^vlan lab's subnet 192\.168\.20\.0\/24 overlaps the uplink's network 192\.168\.20\.0\/24 \(192\.168\.20\.50 on eth0\)/);
+  t.like(said[1], { level: 30, vlan: 'lab', uplink: 'eth0', msg: `vlan lab's subnet overlaps no network of the uplink's now (it was: ${said[0]!.msg})` });
+});
+
 // A VLAN's return showed only as "+ address 192.168.10.1/24 on eth1" among the changes, while the uplink's was told.
 test('a VLAN that loses its NIC is a warning, once, naming the NIC; its return is told once too (info)', async (t) => {
   const r = rig(t);
