@@ -6,6 +6,8 @@
  * long-running child (`ip monitor`) keeps execa, where its line splitting and cleanup are worth it.
  */
 import { spawn } from 'node:child_process';
+import { accessSync, constants, statSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
 import { CHILD_STDERR_TAIL, CommandError, type Child, type CommandRunner, type RunOptions, type RunResult, type StartOptions } from './runner.js';
@@ -30,13 +32,33 @@ const CRASH_SIGNALS: ReadonlySet<NodeJS.Signals> = new Set(['SIGSEGV', 'SIGBUS',
  * stop, the exit status and the signal are the command's own). End of file comes when this process is gone, or
  * when node closes the pipe as the command exits; the watcher then ends the command (SIGTERM), but only if it is still
  * the command's child: once the command has exited, its pid may be anyone's. The command's words are never shell
- * text ("$@"). An asynchronous list's stdin is /dev/null unless redirected (POSIX), hence fd 3.
+ * text ("$@"). An asynchronous list's stdin is /dev/null unless redirected (POSIX), hence fd 3. The shell is
+ * /bin/sh (never looked up), and the command is found on the PATH first (onPath): one that is not there is spawned as
+ * it is, so that its spawn fails with its own name (`spawn ip ENOENT`), not as the shell's exit status 127.
  */
 const END_WITH_US = [
   'exec 3<&0 </dev/null',
   '{ while read -r _; do :; done; read -r _ _ _ parent _ </proc/self/stat; [ "$parent" = "$$" ] && kill "$$"; } <&3 >/dev/null 2>&1 &',
   'exec "$@" 3<&-',
 ].join('\n');
+
+/** The executable file `file` names (on the PATH, as a spawn or a shell looks for it), or undefined when there is none. */
+function onPath(file: string): string | undefined {
+  const executable = (path: string) => {
+    try {
+      accessSync(path, constants.X_OK);
+      return statSync(path).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (file.includes('/')) return executable(file) ? file : undefined;
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    const path = join(dir === '' ? '.' : dir, file);
+    if (executable(path)) return path;
+  }
+  return undefined;
+}
 
 export class ExecaRunner implements CommandRunner {
   run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
@@ -105,7 +127,10 @@ export class ExecaRunner implements CommandRunner {
     const [file, ...args] = argv;
     if (file === undefined) throw new Error('empty argv');
     if (options.detached) return fireAndForget(file, args);
-    const child = execa('sh', ['-c', END_WITH_US, 'sh', file, ...args], { env, reject: false, stdin: 'pipe', stderr: 'pipe', buffer: false });
+    // Found as the shell will find it (by its name: `ps` shows the command as given).
+    const child = onPath(file) === undefined
+      ? execa(file, args, { env, reject: false, stdin: 'ignore', stderr: 'pipe', buffer: false })
+      : execa('/bin/sh', ['-c', END_WITH_US, 'sh', file, ...args], { env, reject: false, stdin: 'pipe', stderr: 'pipe', buffer: false });
     const listeners: Array<(line: string) => void> = [];
     // Its stderr was ignored: a lab agent that failed before it was ready ("agent … exited (1)") said "no output",
     // its node error lost. The end of it is kept, bounded (a chattering `ip monitor` costs no more).
