@@ -51,6 +51,18 @@ export function article(type: string): string {
   return /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`;
 }
 
+/**
+ * A value's type as a type error names it (article() says it): JSON's types, with "nan" for .nan, as zod 3 named
+ * them (zod 4's issues no longer carry the type received).
+ */
+export function typeName(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  if (typeof value === 'number' && Number.isNaN(value)) return 'nan';
+  if (value instanceof Date) return 'date';
+  return typeof value;
+}
+
 /** `vlans[0].gateway` — the form users see in every error; an odd key (or a very long one) as `["my key"]`. */
 export function formatPath(path: readonly PathSegment[]): string {
   let out = '';

@@ -3,20 +3,20 @@
  * cannot carry a newline, a quote, a space or a leading dash (an option). Cross-field rules (overlaps, gateways
  * inside subnets, references between sections) live in validate.ts. Pure.
  */
-import { z } from 'zod';
+import * as z from 'zod/mini';
 import { parseAddress, parseCidr } from '../net/ipv4.js';
 import { listenText } from './listen.js';
-import { article, groupDigits, quoted } from './problems.js';
+import { article, groupDigits, quoted, typeName } from './problems.js';
 
 /** 192.168.010.1: inet_aton (ping, and iptables in places) reads 010 as octal 8, so it is refused, saying why. */
 const leadingZero = (s: string) => (/(^|\.)0\d/.test(s.split('/')[0] ?? '') ? ' (a number with a leading zero is octal to some tools; write it without the zero)' : '');
 
-const ipv4 = z.string().refine((s) => parseAddress(s) !== undefined, (s) => ({
-  message: `${quoted(s)} is not an IPv4 address${leadingZero(s)}`,
+const ipv4 = z.string().check(z.refine((s) => parseAddress(s) !== undefined, {
+  error: (issue) => `${quoted(issue.input as string)} is not an IPv4 address${leadingZero(issue.input as string)}`,
 }));
 
-const cidr = z.string().refine((s) => parseCidr(s) !== undefined, (s) => ({
-  message: `${quoted(s)} is not an IPv4 prefix like 192.168.10.0/24${leadingZero(s)}`,
+const cidr = z.string().check(z.refine((s) => parseCidr(s) !== undefined, {
+  error: (issue) => `${quoted(issue.input as string)} is not an IPv4 prefix like 192.168.10.0/24${leadingZero(issue.input as string)}`,
 }));
 
 /**
@@ -91,34 +91,34 @@ export function ifnameProblem(name: string): string | undefined {
   return `${what}: it is ${name.length} characters long, and the kernel allows 15 at most in a NIC's name (a longer altname cannot pin a NIC here: use its name or MAC)`;
 }
 
-const ifname = z.string().superRefine((name, ctx) => {
+const ifname = z.string().check(z.superRefine((name, ctx) => {
   const why = notANic(name) ?? ifnameProblem(name);
   if (why) ctx.addIssue({ code: 'custom', message: why });
-});
+}));
 
 const interfaceRef = z.union([
   ifname,
-  z.object({
-    mac: z.string().regex(MAC, { message: 'is not a MAC address like 02:42:c0:a8:0a:02' }).superRefine((mac, ctx) => {
+  z.strictObject({
+    mac: z.string().check(z.regex(MAC, { message: 'is not a MAC address like 02:42:c0:a8:0a:02' }), z.superRefine((mac, ctx) => {
       const why = MAC.test(mac) ? notANicMac(mac) : undefined;
       if (why) ctx.addIssue({ code: 'custom', message: why });
-    }),
-  }).strict(),
-], { errorMap: () => ({ message: 'must be an interface name or {mac: "…"}' }) });
+    })),
+  }),
+], { error: 'must be an interface name or {mac: "…"}' });
 
 export const VLAN_NAME = /^[a-z][a-z0-9-]{0,11}$/;
-const vlanName = z.string().regex(VLAN_NAME, {
+const vlanName = z.string().check(z.regex(VLAN_NAME, {
   message: 'must start with a lowercase letter, then lowercase letters, digits or "-", at most 12 characters',
-});
+}));
 
 /** What a zone reference may look like at all (validate.ts then checks that it names something). */
 export const ZONE_REF = /^[a-z0-9][a-z0-9./-]*$/;
 /** A zone reference in a forwarding rule: a VLAN name, "uplink", or an address / prefix inside a VLAN. */
-const zoneRef = z.string().regex(ZONE_REF, {
+const zoneRef = z.string().check(z.regex(ZONE_REF, {
   message: 'must be a VLAN name, "uplink", or an address or prefix inside a VLAN',
-});
+}));
 /** A client allowed to use the HTTP endpoints: a VLAN, or an address or prefix inside one. */
-const clientRef = z.string().regex(ZONE_REF, { message: 'must be a VLAN name, or an address or prefix inside a VLAN' });
+const clientRef = z.string().check(z.regex(ZONE_REF, { message: 'must be a VLAN name, or an address or prefix inside a VLAN' }));
 
 /**
  * The most VLANs one gateway takes. Each ordered pair of VLANs gets its own accounting member (and, without ipset or
@@ -129,27 +129,37 @@ export const MAX_VLANS = 512;
 
 /** What a type error of a port says is accepted (validate.ts adds what was given: ", not a string"). */
 const PORT_TYPE = 'must be a port, a number from 1 to 65535';
-const port = z.number({ invalid_type_error: PORT_TYPE }).int().min(1, 'must be a port from 1 to 65535').max(65535, 'must be a port from 1 to 65535');
 
-const vlan = z.object({
+/**
+ * An integer from `min` to `max`, `range` said of any other; a type error (text, 1.5, .inf) in `type`'s words, else
+ * validate.ts's. zod's integers stop at 2^53 on their own: one beyond (id: 1e300) is out of the range too.
+ */
+const integer = (min: number, max: number, range: string, type?: string) => z.int({
+  error: (issue) => (issue.code !== 'invalid_type' ? range : issue.input === undefined ? undefined : type),
+}).check(z.gte(min, range), z.lte(max, range));
+
+const port = integer(1, 65535, 'must be a port from 1 to 65535', PORT_TYPE);
+
+const vlan = z.strictObject({
   name: vlanName,
-  id: z.number().int().min(1, 'must be a VLAN id from 1 to 4094').max(4094, 'must be a VLAN id from 1 to 4094'),
+  id: integer(1, 4094, 'must be a VLAN id from 1 to 4094'),
   subnet: cidr,
   gateway: ipv4,
-  interface: interfaceRef.optional(),
-  masquerade: z.boolean().default(true),
-}).strict();
+  interface: z.optional(interfaceRef),
+  masquerade: z._default(z.boolean(), true),
+});
 
-const forwardingRule = z.object({
+const forwardingRule = z.strictObject({
   from: zoneRef,
   to: zoneRef,
-  proto: z.enum(['tcp', 'udp', 'icmp', 'all']).optional(),
-  // Any number here (a float, .nan, .inf): the cross-field check says in one sentence that it is not a port.
-  ports: z.union([z.string(), z.number(), z.nan()], {
-    errorMap: (_issue, ctx) => ({ message: `must be a port or a list like "22,8000-8100", not ${article(z.getParsedType(ctx.data))}` }),
-  }).optional(),
+  proto: z.optional(z.enum(['tcp', 'udp', 'icmp', 'all'])),
+  // Any number here (a float, .nan, .inf, which z.number() refuses): the cross-field check says in one sentence that
+  // it is not a port.
+  ports: z.optional(z.custom<string | number>((value) => typeof value === 'string' || typeof value === 'number', {
+    error: (issue) => `must be a port or a list like "22,8000-8100", not ${article(typeName(issue.input))}`,
+  })),
   action: z.enum(['accept', 'drop', 'reject']),
-}).strict();
+});
 
 /** A range of ports a forward takes, "6000-6010": the low port first, both from 1 to 65535. */
 const PORT_RANGE = /^(\d+)-(\d+)$/;
@@ -175,7 +185,7 @@ function portRangeProblem(text: string): string | undefined {
  * as text, "6000-6010". Digits alone as text ("22") are one port written as text: said so. A numeral too large for
  * a number is `port`'s to report (js-yaml leaves -1e999 as text: "beyond the range of one"); any other is no port.
  */
-const forwardedPort = z.custom<number | string>().superRefine((value, ctx) => {
+const forwardedPort = z.custom<number | string>().check(z.superRefine((value, ctx) => {
   if (typeof value === 'string' && !NUMERAL_TEXT.test(value)) {
     const problem = portRangeProblem(value);
     if (problem) ctx.addIssue({ code: 'custom', message: problem });
@@ -196,13 +206,13 @@ const forwardedPort = z.custom<number | string>().superRefine((value, ctx) => {
   }
   // Neither a number nor text (true, a list, a mapping, an empty value, .nan): both forms it may take are said.
   if (value !== undefined && typeof value !== 'string' && (typeof value !== 'number' || Number.isNaN(value))) {
-    ctx.addIssue({ code: 'invalid_type', expected: 'number', received: z.getParsedType(value),
+    ctx.addIssue({ code: 'invalid_type', expected: 'number',
       message: 'must be a port from 1 to 65535, or a range of ports as text like "6000-6010"' });
     return;
   }
   const parsed = port.safeParse(value);
-  if (!parsed.success) for (const issue of parsed.error.issues) ctx.addIssue(issue);
-});
+  if (!parsed.success) for (const issue of parsed.error.issues) ctx.addIssue({ ...issue });
+}));
 
 /**
  * The first and last port a forward's `port` takes (the same for one port), or undefined where it is not a valid
@@ -220,15 +230,15 @@ export function forwardedRange(value: number | string): [number, number] {
   return portRangeOf(value) ?? [Number.NaN, Number.NaN];
 }
 
-const portForward = z.object({
-  proto: z.enum(['tcp', 'udp']).default('tcp'),
+const portForward = z.strictObject({
+  proto: z._default(z.enum(['tcp', 'udp']), 'tcp'),
   port: forwardedPort,
   to: ipv4,
-  toPort: port.optional(),
-}).strict();
+  toPort: z.optional(port),
+});
 
 /** Paths reach argv and file APIs only, but still: one line, no NUL. */
-const path = z.string().min(1, 'must be a path, not an empty string').regex(/^[^\n\r\0]*$/, { message: 'must be a path on one line' });
+const path = z.string().check(z.minLength(1, 'must be a path, not an empty string'), z.regex(/^[^\n\r\0]*$/, { message: 'must be a path on one line' }));
 
 /** The most a timer may wait: an hour is far more than any use of it, and well below setTimeout's 2^31-1 ms. */
 export const MAX_INTERVAL_MS = 3_600_000;
@@ -236,41 +246,46 @@ const INTERVAL_MESSAGE = `must be a number of milliseconds from 0 to ${MAX_INTER
 
 /**
  * An optional section written with nothing under it (`forwarding:` with its lines commented out) is YAML's null:
- * taken as absent, so its defaults apply, rather than refused as "not an object".
+ * taken as absent, so its defaults apply, rather than refused as "not an object". A section's defaults are
+ * z.prefault(section, {}), which parses {}: z._default(section, {}) would give {} as it is, without the defaults of
+ * the keys inside (nat: masquerade, default: accept, …).
  */
-const orEmpty = <T extends z.ZodTypeAny>(schema: T) => z.preprocess((value) => (value === null ? undefined : value), schema);
+const orEmpty = <T extends z.ZodMiniType>(schema: T) =>
+  // optional: a section may be left out (undefined then reaches `schema`, which gives the defaults).
+  z.pipe(z.optional(z.transform((value: unknown): unknown => (value === null ? undefined : value))), schema);
 
-export const configSchema = z.object({
-  uplink: orEmpty(z.object({
-    interface: interfaceRef.optional(),
-    gateway: ipv4.optional(),
-    nat: z.enum(['masquerade', 'snat', 'none']).default('masquerade'),
-    snatTo: ipv4.optional(),
-  }).strict().default({})),
-  vlans: z.array(vlan).min(1, 'must list at least one VLAN').max(MAX_VLANS, {
+export const configSchema = z.strictObject({
+  uplink: orEmpty(z.prefault(z.strictObject({
+    interface: z.optional(interfaceRef),
+    gateway: z.optional(ipv4),
+    nat: z._default(z.enum(['masquerade', 'snat', 'none']), 'masquerade'),
+    snatTo: z.optional(ipv4),
+  }), {})),
+  vlans: z.array(vlan).check(z.minLength(1, 'must list at least one VLAN'), z.maxLength(MAX_VLANS, {
     message: `lists more than ${MAX_VLANS} VLANs, the most one gateway routes: every pair of VLANs has its own counters `
       + `(and, under default: drop or without ipset, its own rule), so they grow with the square of the VLAN count `
       + `(${MAX_VLANS} VLANs are ${groupDigits(MAX_VLANS * (MAX_VLANS - 1))} pairs)`,
-  }),
-  forwarding: orEmpty(z.object({
-    default: z.enum(['accept', 'drop']).default('accept'),
-    rules: orEmpty(z.array(forwardingRule).default([])),
-  }).strict().default({})),
-  portForwards: orEmpty(z.array(portForward).default([])),
-  rules: orEmpty(z.object({ dir: path.optional() }).strict().default({})),
-  reconcile: orEmpty(z.object({
-    schedule: z.string().regex(/^[0-9*/,\- A-Za-z?]+$/, { message: 'must be a cron expression' }).optional(),
-    minIntervalMs: z.number().int().min(0, INTERVAL_MESSAGE).max(MAX_INTERVAL_MS, INTERVAL_MESSAGE).optional(),
-  }).strict().default({})),
-  http: orEmpty(z.object({
+  })),
+  forwarding: orEmpty(z.prefault(z.strictObject({
+    default: z._default(z.enum(['accept', 'drop']), 'accept'),
+    rules: orEmpty(z._default(z.array(forwardingRule), [])),
+  }), {})),
+  portForwards: orEmpty(z._default(z.array(portForward), [])),
+  rules: orEmpty(z.prefault(z.strictObject({ dir: z.optional(path) }), {})),
+  reconcile: orEmpty(z.prefault(z.strictObject({
+    schedule: z.optional(z.string().check(z.regex(/^[0-9*/,\- A-Za-z?]+$/, { message: 'must be a cron expression' }))),
+    minIntervalMs: z.optional(integer(0, MAX_INTERVAL_MS, INTERVAL_MESSAGE)),
+  }), {})),
+  http: orEmpty(z.prefault(z.strictObject({
     // A port alone may be written as a number (`listen: 9100`, which YAML reads as one): taken as its text.
-    listen: z.preprocess((value) => listenText(value) ?? value, z.string({ invalid_type_error: 'must be an address to listen on, PORT or HOST:PORT' })
-      .regex(/^[^\s\n]+$/, { message: 'must be PORT or HOST:PORT, without spaces' })).optional(),
+    listen: z.optional(z.pipe(z.transform((value: unknown): unknown => listenText(value) ?? value),
+      z.string({ error: (issue) => (issue.input === undefined ? undefined : 'must be an address to listen on, PORT or HOST:PORT') })
+        .check(z.regex(/^[^\s\n]+$/, { message: 'must be PORT or HOST:PORT, without spaces' })))),
     // Who on the VLANs may use the endpoints (VLAN names, or addresses / prefixes inside a VLAN): by default
     // nobody there, as a router's management answers its own side only (the uplink, and the gateway itself).
-    allowFrom: orEmpty(z.array(clientRef).default([])),
-  }).strict().default({})),
-}).strict();
+    allowFrom: orEmpty(z._default(z.array(clientRef), [])),
+  }), {})),
+});
 
 export type Config = z.infer<typeof configSchema>;
 export type Vlan = Config['vlans'][number];

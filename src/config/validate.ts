@@ -3,7 +3,7 @@
  * fields. Every problem is collected; nothing stops at the first. The cross-field checks read the raw document
  * defensively, so a type error in one VLAN does not hide an overlap between two others. Pure.
  */
-import { z, type ZodIssue } from 'zod';
+import * as z from 'zod/mini';
 import { forwardingProblems } from './check-forwarding.js';
 import { httpProblems } from './check-http.js';
 import { interfaceProblems } from './check-interfaces.js';
@@ -14,7 +14,7 @@ import { overlapProblems, vlanProblems } from './check-vlans.js';
 import { asArray, asString, isObject } from './cross-field.js';
 import { DEFAULT_LISTEN, isLoopbackHost, listenText, parseListenAddress } from './listen.js';
 import { configSchema, portRangeOf, type Config } from './schema.js';
-import { article, quoted, shown, type PathSegment, type Problem } from './problems.js';
+import { article, quoted, shown, typeName, type PathSegment, type Problem } from './problems.js';
 import { zones } from './zones.js';
 
 export type ValidationResult = { ok: true; config: Config } | { ok: false; problems: Problem[] };
@@ -24,8 +24,21 @@ export interface ValidateOptions {
   readonly listen?: string;
 }
 
+type ZodIssue = z.core.$ZodIssue;
+
+/**
+ * A type error in our words where the schema gives none: "must be a number" (fromZod adds what was given). Every
+ * number in the schema is an integer (z.int()): 1.5 (expected "int") and .inf (a number, not finite) are "must be an
+ * integer"; zod 3 said the same of both.
+ */
+const typeWords = (issue: z.core.$ZodRawIssue): string | undefined => {
+  if (issue.code !== 'invalid_type') return undefined;
+  const integer = issue.expected === 'int' || (issue.expected === 'number' && typeof issue.input === 'number' && !Number.isNaN(issue.input));
+  return `must be ${article(integer ? 'integer' : issue.expected)}`;
+};
+
 export function validateConfig(input: unknown, options: ValidateOptions = {}): ValidationResult {
-  const parsed = configSchema.safeParse(input);
+  const parsed = configSchema.safeParse(input, { error: typeWords });
   // Concatenated, never pushed as spread arguments: 512 copies of one VLAN are 130,816 overlapping pairs, beyond
   // the arguments one call takes ("Maximum call stack size exceeded").
   const problems = (parsed.success ? [] : firstPerValue(parsed.error.issues).flatMap((issue) => fromZod(issue, input)))
@@ -51,28 +64,30 @@ function firstPerValue(issues: readonly ZodIssue[]): ZodIssue[] {
 }
 
 function fromZod(issue: ZodIssue, input: unknown): Problem[] {
-  const path = issue.path;
+  const path = issue.path as PathSegment[];
   switch (issue.code) {
     case 'unrecognized_keys':
       return issue.keys.map((key) => ({
         path: [...path, key], at: 'key' as const, message: `is not a known key${knownKeys(path)}${portListHint(key, path, input)}${interfaceHint(key, path)}`,
       }));
     case 'invalid_type': {
-      if (issue.received === 'undefined') return [{ path, message: 'is required' }];
+      const value = valueAt(input, path);
+      if (value === undefined) return [{ path, message: 'is required' }];
       // js-yaml reads a numeral beyond a double's range (1e400, -1e999) as text: said as the number it looks like.
-      const value = issue.received === 'string' ? valueAt(input, path) : undefined;
-      if ((issue.expected === 'number' || issue.expected === 'integer') && typeof value === 'string' && NUMERAL.test(value) && !Number.isFinite(Number(value.replace(/_/g, '')))) {
+      if ((issue.expected === 'number' || issue.expected === 'int') && typeof value === 'string' && NUMERAL.test(value) && !Number.isFinite(Number(value.replace(/_/g, '')))) {
         return [{ path, message: `must be a number, and ${shown(value)} is beyond the range of one (YAML reads it as text)` }];
       }
-      // An enum given a number or a boolean (proto: 6): said as a wrong word is, not in zod's type syntax.
-      const words = /^'[^']*'( \| '[^']*')*$/.test(issue.expected) ? issue.expected.split(' | ').map((w) => w.slice(1, -1)) : undefined;
-      if (words) return [{ path, message: `must be one of ${words.join(', ')}, not ${article(issue.received)}` }];
-      // A schema that says what it accepts (a port: "must be a port, a number from 1 to 65535") says it here too.
-      const accepted = issue.message === `Expected ${issue.expected}, received ${issue.received}` ? `must be ${article(issue.expected)}` : issue.message;
-      return [{ path, message: `${accepted}, not ${article(issue.received)}` }];
+      // 1.5 or .inf where an integer is wanted: a float.
+      const float = issue.expected === 'int' || (issue.expected === 'number' && typeof value === 'number' && !Number.isNaN(value));
+      // The schema's own words (a port: "must be a port, a number from 1 to 65535"), else typeWords'.
+      return [{ path, message: `${issue.message}, not ${article(float ? 'float' : typeName(value))}` }];
     }
-    case 'invalid_enum_value':
-      return [{ path, message: `must be one of ${issue.options.map((o) => String(o)).join(', ')}, not ${typeof issue.received === 'string' ? quoted(issue.received) : JSON.stringify(issue.received)}` }];
+    case 'invalid_value': {
+      // A word not in the list, or a number or a boolean (proto: 6), said as a wrong word is.
+      const value = valueAt(input, path);
+      if (value === undefined) return [{ path, message: 'is required' }];
+      return [{ path, message: `must be one of ${issue.values.map((o) => String(o)).join(', ')}, not ${typeof value === 'string' ? quoted(value) : article(typeName(value))}` }];
+    }
     case 'invalid_union':
       return [{ path, message: issue.message }];
     default:
@@ -91,12 +106,12 @@ function keysAt(path: readonly PathSegment[]): string[] {
   let schema: unknown = configSchema;
   for (const segment of path) {
     schema = unwrap(schema);
-    if (schema instanceof z.ZodObject) schema = (schema.shape as Record<string, unknown>)[String(segment)];
-    else if (schema instanceof z.ZodArray) schema = schema.element;
+    if (schema instanceof z.ZodMiniObject) schema = (schema.def.shape as Record<string, unknown>)[String(segment)];
+    else if (schema instanceof z.ZodMiniArray) schema = schema.def.element;
     else return [];
   }
   schema = unwrap(schema);
-  return schema instanceof z.ZodObject ? Object.keys(schema.shape) : [];
+  return schema instanceof z.ZodMiniObject ? Object.keys(schema.def.shape) : [];
 }
 
 /**
@@ -125,12 +140,12 @@ const NUMERAL = /^[-+]?(\d[\d_]*(\.[\d_]*)?|\.\d[\d_]*)([eE][-+]?\d+)?$/;
 /** The schema under the wrappers; of a union (interface: a name or {mac}), its mapping. */
 function unwrap(schema: unknown): unknown {
   let s = schema;
-  while (s instanceof z.ZodDefault || s instanceof z.ZodOptional || s instanceof z.ZodEffects || s instanceof z.ZodUnion) {
-    if (s instanceof z.ZodUnion) {
-      s = (s.options as unknown[]).find((o) => unwrap(o) instanceof z.ZodObject);
+  while (s instanceof z.ZodMiniDefault || s instanceof z.ZodMiniPrefault || s instanceof z.ZodMiniOptional || s instanceof z.ZodMiniPipe || s instanceof z.ZodMiniUnion) {
+    if (s instanceof z.ZodMiniUnion) {
+      s = (s.def.options as unknown[]).find((o) => unwrap(o) instanceof z.ZodMiniObject);
       continue;
     }
-    s = s instanceof z.ZodEffects ? s.innerType() : s._def.innerType;
+    s = s instanceof z.ZodMiniPipe ? s.def.out : s.def.innerType;
   }
   return s;
 }

@@ -378,6 +378,23 @@ reconcile: {minIntervalMs: -.inf}
     ],
   },
   {
+    // zod 4's integers stop at 2^53 with a range (and a sentence) of their own: the field's range is said instead.
+    title: 'an integer field given a whole number beyond 2^53 is told the field\'s range',
+    yaml: `vlans:
+  - {name: a, id: 1e300, subnet: 10.0.0.0/24, gateway: 10.0.0.1}
+  - {name: b, id: -9007199254740993, subnet: 10.0.1.0/24, gateway: 10.0.1.1}
+portForwards: [{port: 1e300, to: 10.0.0.5, toPort: 9007199254740993}]
+reconcile: {minIntervalMs: 1e300}
+`,
+    lines: [
+      'vlans[0].id: must be a VLAN id from 1 to 4094 (line 2)',
+      'vlans[1].id: must be a VLAN id from 1 to 4094 (line 3)',
+      'portForwards[0].port: must be a port from 1 to 65535 (line 4)',
+      'portForwards[0].toPort: must be a port from 1 to 65535 (line 4)',
+      'reconcile.minIntervalMs: must be a number of milliseconds from 0 to 3600000 (one hour) (line 5)',
+    ],
+  },
+  {
     // js-yaml reads a numeral beyond a double's range as a string: "must be a number, not a string" said of 1e400.
     title: 'a number beyond what YAML holds is said as that number, not as a string',
     yaml: `vlans:

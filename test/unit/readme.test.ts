@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { z } from 'zod';
+import * as z from 'zod/mini';
 import { describeError } from '../../src/cli/errors.js';
 import { loadConfig, parseConfigText } from '../../src/config/load.js';
 import { configSchema } from '../../src/config/schema.js';
@@ -121,18 +121,18 @@ test('the README\'s example error is what validation prints, word for word', (t)
 /** The schema's keys as paths (`vlans[].name`), each with its default where it has one. */
 function schemaKeys(): Map<string, unknown> {
   const keys = new Map<string, unknown>();
-  const walk = (schema: z.ZodTypeAny, path: string, fallback?: unknown): void => {
-    if (schema instanceof z.ZodDefault) return walk(schema._def.innerType, path, schema._def.defaultValue());
-    if (schema instanceof z.ZodOptional) return walk(schema._def.innerType, path, fallback);
-    if (schema instanceof z.ZodEffects) return walk(schema.innerType(), path, fallback);
-    if (schema instanceof z.ZodObject && path.split('.').length < 2 || schema instanceof z.ZodObject && path.endsWith('[]')) {
-      for (const [key, inner] of Object.entries(schema.shape as Record<string, z.ZodTypeAny>)) walk(inner, path === '' ? key : `${path}.${key}`);
+  const walk = (schema: unknown, path: string, fallback?: unknown): void => {
+    if (schema instanceof z.ZodMiniDefault || schema instanceof z.ZodMiniPrefault) return walk(schema.def.innerType, path, schema.def.defaultValue);
+    if (schema instanceof z.ZodMiniOptional) return walk(schema.def.innerType, path, fallback);
+    if (schema instanceof z.ZodMiniPipe) return walk(schema.def.out, path, fallback); // orEmpty's null as absent
+    if (schema instanceof z.ZodMiniObject && path.split('.').length < 2 || schema instanceof z.ZodMiniObject && path.endsWith('[]')) {
+      for (const [key, inner] of Object.entries(schema.def.shape)) walk(inner, path === '' ? key : `${path}.${key}`);
       return;
     }
-    if (schema instanceof z.ZodArray && schema.element instanceof z.ZodObject) {
+    if (schema instanceof z.ZodMiniArray && schema.def.element instanceof z.ZodMiniObject) {
       // A list of mappings has a row of its own (`portForwards[]`) where it has a default, or its items' keys have rows.
       if (fallback !== undefined) keys.set(`${path}[]`, fallback);
-      return walk(schema.element, `${path}[]`);
+      return walk(schema.def.element, `${path}[]`);
     }
     keys.set(path, fallback);
   };
