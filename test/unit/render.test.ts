@@ -385,7 +385,9 @@ test('a user template that multiplies its output (partials ten times over) is re
     t.is(error?.message, `${dir}/filter/forward.hbs: renders more than 4 MiB of rules (about 40,000), the most a template may: `
       + 'loops nested inside one another ({{#each}} in {{#each}}) or partials that call each other multiply what it writes');
   });
-  t.true(performance.now() - started < 10_000, `${Math.round(performance.now() - started)} ms`);
+  // Half a second here alone; the bound only has to tell that from the minutes (or the crash) it was, on a machine
+  // whose every core other tests share (10 s failed twice so, at a load average of 15).
+  t.true(performance.now() - started < 60_000, `${Math.round(performance.now() - started)} ms`);
 });
 
 test('loops nested inside one another are counted once each: 4 MiB of rules is the limit, not 4 MiB times the depth', (t) => {
