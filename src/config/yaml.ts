@@ -104,7 +104,25 @@ function syntaxError(error: YAMLException, text: string): YamlFault {
   const reason = key ? `${error.reason} ${shown(key, (part) => `"${part}"`)}` : plainReason(error.reason);
   if (mark?.line === undefined || mark.column === undefined) return { text: `(top level): ${reason}` };
   const [line, column] = markLine(text, mark.line, mark.column);
-  return { text: `line ${line}, column ${column}: ${reason}`, line };
+  return { text: `line ${line}, column ${column}: ${reason}${flowValueHint(text, line)}`, line };
+}
+
+/**
+ * `listen: [::]:9100` is a YAML list (`[::]`) with text after it, which js-yaml says as "bad indentation of a mapping
+ * entry", pointing past the bracket: nothing there says the brackets are the trouble. A value on the faulting line
+ * (or the one before it, where the mark falls after a line break) that opens a list or a mapping and goes on past
+ * its closing bracket is named, with the quotes that make it text.
+ */
+function flowValueHint(text: string, line: number): string {
+  const lines = text.split(/\r\n?|\n/);
+  for (const source of [lines[line - 1], lines[line - 2]]) {
+    const value = /^\s*(?:-\s+)?[^\s#:'"[\]{}][^#:]*:\s+([[{][^\s#]*[\]}][^\s#\]},][^\s#]*)\s*(?:#.*)?$/.exec(source ?? '')?.[1];
+    if (value !== undefined) {
+      return ` (the value ${value} starts with "${value[0]}", which YAML reads as the start of a ${value[0] === '[' ? 'list' : 'mapping'}: `
+        + `to mean the text, quote it, as in "${value}")`;
+    }
+  }
+  return '';
 }
 
 /** js-yaml's mark (0-based) as the 1-based line and column a person reads. */

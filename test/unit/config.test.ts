@@ -807,6 +807,17 @@ http: {listen: "localhost:10123"}
     lines: ['line 3, column 4: bad indentation of a sequence entry'],
   },
   {
+    // js-yaml reads `[::]` as a list and says "bad indentation" past it: the brackets were not named at all.
+    title: 'a value that opens a YAML list or mapping and goes on past it is named, with the quotes that make it text',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+http:
+  listen: [::]:9100   # every address
+`,
+    lines: ['line 4, column 15: bad indentation of a mapping entry (the value [::]:9100 starts with "[", which YAML reads as the start of a list: '
+      + 'to mean the text, quote it, as in "[::]:9100")'],
+  },
+  {
     title: 'duplicate keys, with their line',
     yaml: `vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
