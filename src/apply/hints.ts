@@ -20,7 +20,7 @@ export const NET_RAW_HINT = 'the gateway needs the NET_RAW capability (iptables 
  * What NET_ADMIN_HINT says instead where the process is not root at all (a person on a host who forgot sudo): Docker's
  * flag is not the way out there, and said that, it sent them looking for a container.
  */
-export const notRootHint = (uid: number) => `vlan-gateway runs as uid ${uid} here, and reading or changing a network namespace needs root: run it as root (sudo)`;
+export const notRootHint = (uid: number) => `vlan-gateway runs as uid ${uid} here, and reading or changing a network namespace needs root: run it as root (sudo; in a container, without docker run --user or a Compose user: key)`;
 
 /** `message` with NET_ADMIN_HINT said as notRootHint where this process is not root. */
 export function forThisUser(message: string, uid = process.geteuid?.()): string {

@@ -53,7 +53,7 @@ kernel(`plan, apply and down as a user who is not root: the kernel's refusal, an
     const result = await asNobody(command, '--netns', namespace, '--config', example());
     t.is(result.exitCode, 1, `${command}: ${result.stdout}`);
     t.regex(result.stderr, new RegExp(`^vlan-gateway: [^\\n]* exited 255: setting the network namespace "${namespace}" failed: Operation not permitted; `
-      + 'vlan-gateway runs as uid 65534 here, and reading or changing a network namespace needs root: run it as root \\(sudo\\)$'), command);
+      + 'vlan-gateway runs as uid 65534 here, and reading or changing a network namespace needs root: run it as root \\(sudo; in a container, without docker run --user or a Compose user: key\\)$'), command);
   }
 });
 
