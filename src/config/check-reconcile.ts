@@ -88,12 +88,15 @@ function itemProblem(item: string, field: CronField): string | undefined {
   }
   const step = stepText === undefined ? undefined : Number(stepText);
   if (step === 0) return `${item} has a step of 0; a step is 1 or more`;
-  if (first !== undefined && last !== undefined && first > last) {
+  // A range that starts at the field's top (a day of week's 7, Sunday again) starts at its first value: 7-1 is Sunday
+  // and Monday, as node-cron runs it, not a range that runs backwards.
+  const from = field.top !== undefined && first === field.max ? field.min : first;
+  if (from !== undefined && last !== undefined && from > last) {
     const named = /[A-Za-z]/.test(firstText! + lastText!);
     const show = (n: number) => (named && field.names ? field.names[n]!.toUpperCase() : String(n));
     const part = (a: number, b: number) => (a === b ? show(a) : `${show(a)}-${show(b)}`);
-    const wrap = step === undefined ? `; for ${firstText} round to ${lastText}, write ${part(first, field.top ?? field.max)},${part(field.min, last)}` : '';
-    return `${item} runs backwards: a range goes from the lower value up, as in ${part(last, first)}${stepText === undefined ? '' : `/${stepText}`}${wrap}`;
+    const wrap = step === undefined ? `; for ${firstText} round to ${lastText}, write ${part(from, field.top ?? field.max)},${part(field.min, last)}` : '';
+    return `${item} runs backwards: a range goes from the lower value up, as in ${part(last, from)}${stepText === undefined ? '' : `/${stepText}`}${wrap}`;
   }
   if (star !== undefined && step !== undefined && step > (field.top ?? field.max) - field.min + 1) {
     return `${item} takes only ${field.min}: a step does not carry past the field's ${range} into the next ${field.next}, so this is once a ${field.next}, not every ${step} ${field.unit}`;

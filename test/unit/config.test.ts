@@ -1056,6 +1056,16 @@ reconcile: {schedule: "${schedule}"}
 `,
     lines: [`reconcile.schedule: "${schedule}": ${why} (line 3)`],
   })),
+  // 7 is Sunday, as 0: a day-of-week range from it (7-1, Sunday and Monday) goes up from Sunday, and node-cron runs it
+  // so. It was refused as running backwards, told to write 1-7 (every day) or 7-6,0-1, itself refused the same way.
+  ...(['0 0 * * 7-1', '0 0 * * 7-MON', '0 0 * * 7-1/2'] as const).map((schedule): Row => ({
+    title: `a day-of-week range from 7 (Sunday) is taken: ${schedule}`,
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+reconcile: {schedule: "${schedule}"}
+`,
+    lines: [],
+  })),
   // Each of the first three validated, then failed every start ("not an address"); the others could never be an
   // address. Each names the value and says what is taken instead.
   ...([
