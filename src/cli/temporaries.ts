@@ -17,6 +17,7 @@ export const temporaryOf = (file: string): string => `${file}.${process.pid}.tmp
  * Whether the writer whose pid a temporary names is gone: no process has that pid, or this one has (a container
  * restarted with the same pid: this process writes and renames with nothing between, so no temporary of its own is
  * ever in the middle of a write when this is asked). A pid that another process of another user holds is alive.
+ * Only within one PID namespace: see removeAbandoned.
  */
 function writerGone(pid: number): boolean {
   if (pid === process.pid) return true;
@@ -29,9 +30,12 @@ function writerGone(pid: number): boolean {
 }
 
 /**
- * Removes the temporaries in `dir` of the files `ours` accepts (by name) that are abandoned: their writer's process
- * is gone, or they are older than any write takes (a pid given to another process since). Never another's file, and
- * never one that a live process may be writing. Best effort: a directory that cannot be read is left as it is.
+ * Removes the temporaries in `dir` of the files `ours` accepts (by name) that are abandoned: written before this process
+ * started, by a writer whose process is gone; or older than any write takes (a pid given to another process since).
+ * Never another's file, and never one that a live process may be writing: a directory on a volume that containers
+ * share (`-v vlan-gateway-run:/run/vlan-gateway`) holds the temporaries of writers of other PID namespaces, whose
+ * pids mean nothing here (gone, or this process's own: the gateway has the same pid in every container), and whose
+ * write in progress is younger than this process.
  */
 export function removeAbandoned(dir: string, ours: (file: string) => boolean): void {
   let names: string[];
@@ -45,7 +49,8 @@ export function removeAbandoned(dir: string, ours: (file: string) => boolean): v
     if (!m || !ours(m[1]!)) continue;
     const path = join(dir, name);
     try {
-      if (writerGone(Number(m[2])) || Date.now() - statSync(path).mtimeMs > WRITE_MS) rmSync(path, { force: true });
+      const written = statSync(path).mtimeMs;
+      if ((written < performance.timeOrigin && writerGone(Number(m[2]))) || Date.now() - written > WRITE_MS) rmSync(path, { force: true });
     } catch {
       // gone meanwhile (renamed by its writer, removed by another start)
     }

@@ -6,7 +6,7 @@
  */
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { chmod, chown, lchown, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, lchown, mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FlowsLeft, removeAbandonedState, UnpolicedLeft } from '../../src/cli/flows-left.js';
@@ -90,7 +90,16 @@ test.serial('a temporary of these files whose writer is gone is removed; a live 
     `unpoliced-4-4026531843.json.${process.ppid}.tmp`, // a live process's: it may be writing
     `notes.txt.${gone}.tmp`, // not one of ours
   ];
-  for (const name of names) await writeFile(join(dir, name), '{');
+  // Written before this process started, as a killed writer's are.
+  const before = new Date(performance.timeOrigin - 5000);
+  for (const name of names) {
+    await writeFile(join(dir, name), '{');
+    await utimes(join(dir, name), before, before);
+  }
+  // Being written now, in a state directory two containers share: by a writer of another PID namespace, whose pid is
+  // no process here, or is this process's own (the gateway has the same pid in each container).
+  const writing = [`flows-4-4026531844.json.${gone}.tmp`, `unpoliced-4-4026531845.json.${process.pid}.tmp`];
+  for (const name of writing) await writeFile(join(dir, name), '{');
   removeAbandonedState(dir);
-  t.deepEqual((await readdir(dir)).filter((f) => f.endsWith('.tmp')).sort(), [names[3], names[4]].sort());
+  t.deepEqual((await readdir(dir)).filter((f) => f.endsWith('.tmp')).sort(), [names[3], names[4], ...writing].sort());
 });
