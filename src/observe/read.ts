@@ -84,7 +84,9 @@ export async function readForceForwardingNics(runner: CommandRunner, links: read
   const result = await runner.run(['cat', ...paths], { allowFailure: true });
   const lines = result.stdout.split('\n');
   let at = 0;
-  return nics.filter((_nic, i) => !(result.exitCode !== 0 && result.stderr.includes(`${paths[i]!}:`)) && (lines[at++] ?? '').trim() === '1');
+  // The path alone, as readProc looks for it: coreutils' cat writes `cat: PATH: …`, busybox's (the image's) `cat: can't
+  // open 'PATH': …`. No NIC's path is part of another's (the name is followed by /force_forwarding in each).
+  return nics.filter((_nic, i) => !(result.exitCode !== 0 && result.stderr.includes(paths[i]!)) && (lines[at++] ?? '').trim() === '1');
 }
 
 const LEGACY_IP6_TABLES = '/proc/net/ip6_tables_names';
