@@ -22,7 +22,7 @@
 import { asRun, CommandError, shownCommand, type CommandRunner } from '../exec/runner.js';
 import { entryAddresses } from '../observe/parse-conntrack.js';
 import { portText, StalePicker } from '../plan/conntrack.js';
-import type { ConntrackClear } from '../plan/types.js';
+import type { ConntrackClear, Warning } from '../plan/types.js';
 
 export interface FlowsCleared {
   /** The stale entries found, and deleted (or gone by themselves meanwhile). */
@@ -54,8 +54,14 @@ export function unpolicedClearedMessage(cleared: number, unpoliced: { readonly b
   return `cleared ${flows} ${how}: their next packets meet the policy and the NAT`;
 }
 
-/** What a clear's outcome has to say as a warning, if anything. */
-export const flowsWarning = (outcome: FlowsCleared | undefined): string | undefined => (outcome?.missing ? CONNTRACK_MISSING : outcome?.warning);
+/** CONNTRACK_MISSING as a plan's warning (said by a pass with a clear to do, or that would have one: plan). */
+export const CONNTRACK_MISSING_WARNING: Warning = { kind: 'conntrack_missing', text: CONNTRACK_MISSING };
+
+/** What a clear's outcome (clearStaleFlows') has to say as a plan's warning, if anything. */
+export function flowsWarning(outcome: FlowsCleared | undefined): Warning | undefined {
+  if (outcome?.missing) return CONNTRACK_MISSING_WARNING;
+  return outcome?.warning === undefined ? undefined : { kind: 'flows_not_cleared', text: outcome.warning };
+}
 
 /** Is the conntrack tool missing here? Only a program that is not there says yes (for `plan`, which clears nothing). */
 export async function conntrackMissing(runner: CommandRunner): Promise<boolean> {

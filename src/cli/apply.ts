@@ -91,7 +91,7 @@ async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
         if (flows === undefined && planned.length > 0 && error instanceof ApplyError && error.rolledBack) left.write(pending);
         else if (flows !== undefined) left.write([...pending, ...(flows.warning === undefined ? [] : planned)]);
         const warning = flowsWarning(flows);
-        if (warning !== undefined) process.stderr.write(`vlan-gateway: warning: ${warning}\n`);
+        if (warning !== undefined) process.stderr.write(`vlan-gateway: warning: ${warning.text}\n`);
         // The same failure as an apply's (the table, the line, "rolled back"), said as down's.
         throw mode === 'down' && error instanceof ApplyError ? new FailureError(`down failed: ${error.message}`) : error;
       });

@@ -4,8 +4,7 @@
  * serialises what is there, and the text is cached until something changes, so a scrape costs a string copy.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { DROP_REASONS } from '../plan/types.js';
-import { WARNING_KINDS } from '../reconcile/warning-kinds.js';
+import { DROP_REASONS, WARNING_KINDS } from '../plan/types.js';
 
 /** What asked for a pass; `drift`: the stats collector's reading found our tables or sets not as planned. */
 export type Trigger = 'start' | 'schedule' | 'drift' | 'netlink' | 'reload';
@@ -26,7 +25,7 @@ export class Metrics {
   });
   readonly lastSuccess = new Gauge({ name: 'vlan_gateway_last_successful_reconcile_timestamp_seconds', help: 'Unix time of the last successful reconcile.', registers: [this.registry] });
   /**
-   * The plan's warnings (plan/warnings.ts) as the last good pass found them, by kind (reconcile/warning-kinds.ts): an
+   * The plan's warnings (plan/warnings.ts) as the last good pass found them, by kind (each warning's, plan/types.ts): an
    * IPv6 hole had no series to alert on, and then one series that did not say which warning it counted.
    */
   readonly warnings = new Gauge({

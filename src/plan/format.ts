@@ -73,7 +73,7 @@ export function formatPlan(plan: Plan): string {
   const { uplink } = plan.desired;
   out.push(`uplink: ${uplink.nic ? `on ${uplink.nic.name}${uplink.note ? ` (${uplink.note})` : ''}` : uplink.note ?? 'waiting'}`);
   if (plan.backend) out.push(`backend: iptables-${plan.backend.name}${plan.backend.why ? ` (${plan.backend.why})` : ''}`);
-  for (const warning of plan.warnings ?? []) out.push(`warning: ${warning}`);
+  for (const warning of plan.warnings ?? []) out.push(`warning: ${warning.text}`);
   out.push('');
   if (plan.steps.length === 0) {
     out.push('No changes: the namespace is in sync.');

@@ -183,13 +183,48 @@ export interface ConntrackClear {
   readonly target?: { readonly address: string; readonly ports: readonly [number, number] };
 }
 
+/**
+ * Which of the warnings a plan can carry one is: the `kind` label of vlan_gateway_warnings, a fixed list so that every
+ * series is there at 0 from the first scrape, and an alert or a dashboard can tell an IPv6 hole from a missing tool.
+ * Address conflicts are not among them (they have vlan_gateway_address_conflict).
+ */
+export const WARNING_KINDS = [
+  /** IPv6 forwarding on with no ip6tables FORWARD policy of the operator's dropping it: IPv6 passes none of the policy. */
+  'ipv6_forwarding',
+  /** The other iptables backend's FORWARD chain filters forwarded packets too (a DROP there drops what ours accepts). */
+  'other_backend_forward',
+  /** iptables-legacy tables in the namespace, and no iptables-legacy here to read them. */
+  'legacy_unreadable',
+  /** A VLAN's subnet overlaps a network (or holds the address) of the uplink NIC. */
+  'uplink_overlap',
+  /** No ipset tool: the sets the gateway's rules used are left in the kernel. */
+  'ipset_missing',
+  /** No conntrack tool: the UDP flows a changed port forward leaves are not cleared (said by the pass that changed it). */
+  'conntrack_missing',
+  /** Those flows could not be cleared: conntrack failed (said by the pass that changed the forward). */
+  'flows_not_cleared',
+] as const;
+export type WarningKind = typeof WARNING_KINDS[number];
+
+/**
+ * One of a plan's warnings: its text (what plan, apply, the log and /status say), and its kind, given by the code that
+ * says it (never read back from the text).
+ */
+export interface Warning {
+  readonly kind: WarningKind;
+  readonly text: string;
+}
+
 export interface Plan {
   readonly desired: Desired;
   readonly steps: readonly Step[];
   /** Forwarding was off before the gateway switched it on (kept in the FORWARD jump's comment; see diff). */
   readonly forwardingWasOff?: boolean;
-  /** What lets traffic past the policy without the gateway's say (plan/warnings.ts); none is a step. */
-  readonly warnings?: readonly string[];
+  /**
+   * What lets traffic past the policy without the gateway's say (plan/warnings.ts), and what the conntrack clears
+   * could not do (reconcile/once.ts); none is a step.
+   */
+  readonly warnings?: readonly Warning[];
   /** The iptables backend the tables were read from and are written to, and why it (Facts.backendWhy). */
   readonly backend?: { readonly name: Backend; readonly why?: string };
   /**

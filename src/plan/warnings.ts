@@ -6,7 +6,7 @@ import { formatCidr, networkOf, overlaps, parseAddress, parseCidr } from '../net
 import { shownCommand } from '../exec/runner.js';
 import type { Facts } from '../observe/facts.js';
 import { OUR_PREFIX } from './chains.js';
-import type { UplinkBinding, VlanBinding } from './types.js';
+import type { UplinkBinding, VlanBinding, Warning } from './types.js';
 
 export const IPV6_FORWARDING = 'net.ipv6.conf.all.forwarding';
 /**
@@ -30,32 +30,41 @@ export function ipv6ForwardingOn(sysctls: Readonly<Record<string, string>>): str
   return [IPV6_FORWARDING, IPV6_FORCE_FORWARDING].find((key) => sysctls[key] === '1');
 }
 
-export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForward' | 'tables' | 'sets' | 'unreadLegacy' | 'ipv6ForwardDroppedBy' | 'ipv6ForceForwardingNics' | 'commandPrefix'>): string[] {
-  const warnings: string[] = [];
+export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForward' | 'tables' | 'sets' | 'unreadLegacy' | 'ipv6ForwardDroppedBy' | 'ipv6ForceForwardingNics' | 'commandPrefix'>): Warning[] {
+  const warnings: Warning[] = [];
   // Without the ipset tool the gateway neither sees nor removes sets: those its rules use now are left behind by
   // this write (rules without sets) or by down, and nothing else would say so.
   const stranded = facts.sets === undefined ? setsOurRulesUse(facts.tables) : [];
   if (stranded.length > 0) {
-    warnings.push(`the ipset tool is not installed (not on the PATH): the gateway's rules use its sets ${stranded.join(', ')}, `
-      + 'which it can neither read nor remove without it: they stay in the kernel, unused once these rules are gone, '
-      + 'until ipset is installed and apply or down runs again');
+    warnings.push({
+      kind: 'ipset_missing',
+      text: `the ipset tool is not installed (not on the PATH): the gateway's rules use its sets ${stranded.join(', ')}, `
+        + 'which it can neither read nor remove without it: they stay in the kernel, unused once these rules are gone, '
+        + 'until ipset is installed and apply or down runs again',
+    });
   }
   // The kernel runs both backends' rule sets: a DROP in the other one drops what the gateway's policy accepts.
   const other = facts.otherForward;
   if (other) {
     const what = [other.policy ? `policy ${other.policy}` : '', other.rules > 0 ? `${other.rules} rule${other.rules === 1 ? '' : 's'}` : '']
       .filter(Boolean).join(', ');
-    warnings.push(`iptables-${other.backend}'s FORWARD chain (${what}) filters forwarded packets too (the kernel runs both rule `
-      + `sets), and the gateway's rules are in iptables-${facts.backend}: what the gateway's policy accepts can still be dropped `
-      + `there. Empty it (${shownCommand(facts.commandPrefix, `iptables-${other.backend} -P FORWARD ACCEPT`)}; ${shownCommand(facts.commandPrefix, `iptables-${other.backend} -F FORWARD`)}) or move those rules `
-      + `to iptables-${facts.backend}`);
+    warnings.push({
+      kind: 'other_backend_forward',
+      text: `iptables-${other.backend}'s FORWARD chain (${what}) filters forwarded packets too (the kernel runs both rule `
+        + `sets), and the gateway's rules are in iptables-${facts.backend}: what the gateway's policy accepts can still be dropped `
+        + `there. Empty it (${shownCommand(facts.commandPrefix, `iptables-${other.backend} -P FORWARD ACCEPT`)}; ${shownCommand(facts.commandPrefix, `iptables-${other.backend} -F FORWARD`)}) or move those rules `
+        + `to iptables-${facts.backend}`,
+    });
   }
   // Docker on a host set to iptables-legacy writes the container's rules there; this image may have no iptables-legacy.
   if (facts.unreadLegacy) {
-    warnings.push(`this namespace has iptables-legacy tables (${facts.unreadLegacy.join(', ')}), and iptables-legacy is not installed `
-      + 'here (or its save failed): the gateway cannot read them, and writes its rules to iptables-nft. The kernel runs both rule sets: a FORWARD policy '
-      + 'or rule there still filters forwarded packets, and chains of the gateway written there before stay in force. Look '
-      + 'from the host (nsenter -n -t <the container\'s pid> iptables-legacy-save)');
+    warnings.push({
+      kind: 'legacy_unreadable',
+      text: `this namespace has iptables-legacy tables (${facts.unreadLegacy.join(', ')}), and iptables-legacy is not installed `
+        + 'here (or its save failed): the gateway cannot read them, and writes its rules to iptables-nft. The kernel runs both rule sets: a FORWARD policy '
+        + 'or rule there still filters forwarded packets, and chains of the gateway written there before stay in force. Look '
+        + 'from the host (nsenter -n -t <the container\'s pid> iptables-legacy-save)',
+    });
   }
   // The gateway programs IPv4 only: with IPv6 forwarding on, IPv6 passes none of the policy, between the VLANs and
   // to and from the uplink (where nothing drops the uplink side's new connections, and nothing is NATed). It is not
@@ -66,8 +75,8 @@ export function warningsOf(facts: Pick<Facts, 'sysctls' | 'backend' | 'otherForw
   const ipv6On = ipv6ForwardingOn(facts.sysctls);
   const nics = facts.ipv6ForceForwardingNics ?? [];
   if (facts.ipv6ForwardDroppedBy === undefined) {
-    if (ipv6On !== undefined) warnings.push(ipv6ForwardingWarning(facts.commandPrefix, ipv6On));
-    else if (nics.length > 0) warnings.push(ipv6NicForwardingWarning(nics, facts.sysctls[IPV6_DEFAULT_FORCE_FORWARDING] === '1', facts.commandPrefix));
+    if (ipv6On !== undefined) warnings.push({ kind: 'ipv6_forwarding', text: ipv6ForwardingWarning(facts.commandPrefix, ipv6On) });
+    else if (nics.length > 0) warnings.push({ kind: 'ipv6_forwarding', text: ipv6NicForwardingWarning(nics, facts.sysctls[IPV6_DEFAULT_FORCE_FORWARDING] === '1', facts.commandPrefix) });
   }
   return warnings;
 }
@@ -115,11 +124,11 @@ function setsOurRulesUse(tables: Facts['tables']): string[] {
  * cannot see it: the uplink's network is known only from the NIC. A /32 (a routed or cloud uplink's address) is no
  * network: no route comes with it and no host shares it, so only the address itself is said, for what is true of it.
  */
-export function uplinkOverlapWarnings(uplink: UplinkBinding, vlans: readonly VlanBinding[]): string[] {
-  return uplinkOverlaps(uplink, vlans).map((o) => o.warning);
+export function uplinkOverlapWarnings(uplink: UplinkBinding, vlans: readonly VlanBinding[]): Warning[] {
+  return uplinkOverlaps(uplink, vlans).map((o) => ({ kind: 'uplink_overlap', text: o.warning }));
 }
 
-/** uplinkOverlapWarnings, each with the VLAN it is about (reconcile/notices.ts tells the end of one). */
+/** uplinkOverlapWarnings' texts, each with the VLAN it is about (reconcile/notices.ts tells the end of one). */
 export function uplinkOverlaps(uplink: UplinkBinding, vlans: readonly VlanBinding[]): Array<{ vlan: string; warning: string }> {
   const nic = uplink.nic;
   if (!nic) return [];

@@ -1,6 +1,6 @@
 /** One pass of observe → plan → apply. Shutdown and `down` are the same pass with an empty desired state. */
 import { AccountingError, ApplyError, applyPlan, type ApplyObserver } from '../apply/apply.js';
-import { CONNTRACK_MISSING, conntrackMissing, flowsWarning, type FlowsCleared } from '../apply/conntrack.js';
+import { CONNTRACK_MISSING_WARNING, conntrackMissing, flowsWarning, type FlowsCleared } from '../apply/conntrack.js';
 import { userTemplateFile } from '../apply/user-rules-check.js';
 import type { Config } from '../config/schema.js';
 import type { CommandRunner } from '../exec/runner.js';
@@ -8,7 +8,7 @@ import { type Backend, type BackendFindings, type Facts, type KnownSets, type Kn
 import { readFactsStaged, readTablesAgain } from '../observe/read.js';
 import { planDesired, planEmpty, type Templates } from '../plan/desired.js';
 import { diff, InUseError, memberSetOf, setSteps } from '../plan/diff.js';
-import type { Desired, Plan } from '../plan/types.js';
+import type { Desired, Plan, Warning } from '../plan/types.js';
 
 export type Mode = 'up' | 'down';
 
@@ -50,7 +50,7 @@ export interface ReconcileResult {
 }
 
 /** The plan, with what the conntrack clears could not do said among its warnings. */
-function withClearWarning(plan: Plan, warning: string | undefined): Plan {
+function withClearWarning(plan: Plan, warning: Warning | undefined): Plan {
   return warning === undefined ? plan : { ...plan, warnings: [...(plan.warnings ?? []), warning] };
 }
 
@@ -108,7 +108,7 @@ export async function reconcileOnce(
   if (options.dryRun) {
     // Nothing is cleared: whether it could be is said where it would be needed.
     const clears = plan.steps.some((s) => s.kind === 'conntrack-clear');
-    return { facts, plan: withClearWarning(plan, clears && await conntrackMissing(runner) ? CONNTRACK_MISSING : undefined) };
+    return { facts, plan: withClearWarning(plan, clears && await conntrackMissing(runner) ? CONNTRACK_MISSING_WARNING : undefined) };
   }
   let flows: FlowsCleared | undefined;
   const given = options.observer;

@@ -158,7 +158,7 @@ export class Supervisor {
    */
   private backendFindings: { readonly findings: BackendFindings; readonly at: number } | undefined;
   lastDesired: Desired | undefined;
-  /** The last pass's warnings (plan/warnings.ts), for /status; each is logged when it first appears. */
+  /** The last pass's warnings' texts (plan/warnings.ts), for /status; each is logged when it first appears. */
   warned: ReadonlySet<string> = new Set();
   /** The conntrack tool was found missing, and the log said so (once per process). */
   private conntrackMissingSaid = false;
@@ -419,14 +419,17 @@ export class Supervisor {
       const { notices: unclaimedNotices, unclaimed } = unclaimedNicNotices(this.unclaimedNics, plan.desired, facts.links);
       this.unclaimedNics = unclaimed;
       for (const notice of [...bindingNotices(this.lastDesired, plan.desired), ...unclaimedNotices]) this.log[notice.level ?? 'warn'](notice.fields, notice.message);
-      for (const warning of plan.warnings ?? []) {
-        if (this.warned.has(warning) || (warning === CONNTRACK_MISSING && this.conntrackMissingSaid)) continue;
-        this.log.warn(warning);
+      const warnings = plan.warnings ?? [];
+      for (const warning of warnings) {
+        if (this.warned.has(warning.text) || (warning.kind === 'conntrack_missing' && this.conntrackMissingSaid)) continue;
+        this.log.warn(warning.text);
         // The tool missing is the machine's, said once: each later pass that would clear flows would say it again.
-        if (warning === CONNTRACK_MISSING) this.conntrackMissingSaid = true;
+        if (warning.kind === 'conntrack_missing') this.conntrackMissingSaid = true;
       }
-      this.warned = new Set(plan.warnings ?? []);
-      for (const [kind, count] of Object.entries(countByKind(this.warned))) this.metrics.warnings.set({ kind }, count);
+      // One text, one warning: as /status lists them, so they are counted.
+      const byText = new Map(warnings.map((w) => [w.text, w]));
+      this.warned = new Set(byText.keys());
+      for (const [kind, count] of Object.entries(countByKind(byText.values()))) this.metrics.warnings.set({ kind }, count);
       this.backend = facts.backend;
       this.lastDesired = plan.desired;
       this.view = { vlans: plan.desired.vlans, uplink: plan.desired.uplink, links: linksAfter(facts.links, plan.steps), routes: facts.routed ?? [] };

@@ -1531,11 +1531,11 @@ test('no conntrack tool: the forward is applied, and plan and apply say once tha
   await apply(ns, lab);
   fromInternet(ns, 40061, 51820);
   const planned = await reconcileOnce(ns, labForwarding(WIREGUARD_TO_LAB), builtinTemplates, { dryRun: true });
-  t.deepEqual(planned.plan.warnings, [CONNTRACK_MISSING]);
+  t.deepEqual(planned.plan.warnings, [{ kind: 'conntrack_missing', text: CONNTRACK_MISSING }]);
   t.true(formatPlan(planned.plan).includes(`warning: ${CONNTRACK_MISSING}\n`));
   const { plan, flows } = await apply(ns, labForwarding(WIREGUARD_TO_LAB));
   t.deepEqual(flows, { cleared: 0, missing: true });
-  t.deepEqual(plan.warnings, [CONNTRACK_MISSING]);
+  t.deepEqual(plan.warnings, [{ kind: 'conntrack_missing', text: CONNTRACK_MISSING }]);
   t.regex(CONNTRACK_MISSING, /apk add conntrack-tools/);
   t.regex(ns.save(), /--dport 51820 -j DNAT --to-destination 192\.168\.20\.100/, 'the rules are applied');
   t.deepEqual(fromInternet(ns, 40061, 51820), { address: '203.0.113.2', port: 51820 }, 'the stale flow stays, as said');
@@ -1573,8 +1573,11 @@ test('a delete that stops at an entry gone meanwhile runs again alone, and every
   const stuckFor = await stuck();
   stuckFor.failOn((argv) => argv.join(' ') === deleteOf(20500), { exitCode: 1, stderr: ENTRY_GONE });
   const failed = await apply(stuckFor, range);
-  t.deepEqual(failed.plan.warnings, [`the UDP flows to 20000-20999 (port forward added) could not be cleared: ${deleteOf(20500)} exited 1: ${ENTRY_GONE.trim()}. `
-    + 'The rules are applied; those flows keep going where they went while they keep sending (clear them by hand: conntrack -D -p udp -d <the gateway\'s address> --orig-port-dst PORT)']);
+  t.deepEqual(failed.plan.warnings, [{
+    kind: 'flows_not_cleared',
+    text: `the UDP flows to 20000-20999 (port forward added) could not be cleared: ${deleteOf(20500)} exited 1: ${ENTRY_GONE.trim()}. `
+      + 'The rules are applied; those flows keep going where they went while they keep sending (clear them by hand: conntrack -D -p udp -d <the gateway\'s address> --orig-port-dst PORT)',
+  }]);
   t.is(stuckFor.history.filter((c) => c === deleteOf(20500)).length, 6, 'once side by side, five times alone');
   t.is(fromInternet(stuckFor, 40000, 20000).address, '192.168.20.100', 'the other ports\' deletes ran');
 });
@@ -1590,7 +1593,7 @@ test('a clear that fails (conntrack refused, or killed: not "not installed") lea
     const warning = `the UDP flows to 51820 (port forward added), 6000-6010 (port forward added) could not be cleared: ${why}. The rules are applied; those `
       + 'flows keep going where they went while they keep sending (clear them by hand: conntrack -D -p udp -d <the gateway\'s address> --orig-port-dst PORT)';
     t.deepEqual(flows, { cleared: 0, warning });
-    t.deepEqual(plan.warnings, [warning]);
+    t.deepEqual(plan.warnings, [{ kind: 'flows_not_cleared', text: warning }]);
     t.regex(ns.save(), /--dport 51820 -j DNAT --to-destination 192\.168\.20\.100/, 'not rolled back');
     t.deepEqual((await apply(ns, labForwarding(WIREGUARD_TO_LAB, '{proto: udp, port: "6000-6010", to: 192.168.10.100}'))).plan.steps, []);
   }

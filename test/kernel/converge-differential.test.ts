@@ -186,7 +186,7 @@ async function verdict(side: Side, config: Config): Promise<{ code: number; said
   try {
     const planned = await reconcileOnce(side.runner, config, templates, { dryRun: true });
     await userRulesGuard(side.runner, templates, { readOnly: true })(planned.facts, planned.plan);
-    return { code: planned.plan.steps.length > 0 ? 2 : 0, said: (planned.plan.warnings ?? []).join('\n'), steps: comparable(planned.plan.steps) };
+    return { code: planned.plan.steps.length > 0 ? 2 : 0, said: (planned.plan.warnings ?? []).map((w) => w.text).join('\n'), steps: comparable(planned.plan.steps) };
   } catch (error) {
     return { code: 1, said: (error as Error).message, steps: undefined };
   }

@@ -93,9 +93,9 @@ test('commands a warning or a hint tells the operator to run carry the namespace
   const prefix = ['ip', 'netns', 'exec', NS];
   const empty = { chains: new Set<string>(), rules: new Map() };
   const facts = { sysctls: {}, backend: 'nft' as const, tables: { filter: empty, nat: empty }, sets: new Map(), otherForward: { backend: 'legacy' as const, policy: 'DROP', rules: 0 } };
-  t.regex(warningsOf({ ...facts, commandPrefix: prefix })[0]!,
+  t.regex(warningsOf({ ...facts, commandPrefix: prefix })[0]!.text,
     new RegExp(`Empty it \\(ip netns exec ${NS} iptables-legacy -P FORWARD ACCEPT; ip netns exec ${NS} iptables-legacy -F FORWARD\\)`));
-  t.regex(warningsOf(facts)[0]!, /Empty it \(iptables-legacy -P FORWARD ACCEPT; iptables-legacy -F FORWARD\)/, 'in its own namespace: as it was');
+  t.regex(warningsOf(facts)[0]!.text, /Empty it \(iptables-legacy -P FORWARD ACCEPT; iptables-legacy -F FORWARD\)/, 'in its own namespace: as it was');
   t.is(setInUseAdvice('VGW-SUBNETS', 'nft', prefix), 'a rule outside the gateway\'s chains still refers to it: in iptables-legacy '
     + `(ip netns exec ${NS} iptables-legacy-save | grep -w VGW-SUBNETS), or in a table the gateway does not write `
     + `(ip netns exec ${NS} iptables-nft-save -t mangle, -t raw); delete that rule and run again`);

@@ -754,10 +754,11 @@ test('a chain or set the plan removes that a rule of someone else\'s still refer
 test('a VLAN subnet overlapping a network of the uplink NIC is a warning, naming both', (t) => {
   const base = factsWith(lab, inSyncSave(desiredOf(lab)));
   const facts = { ...base, links: base.links.map((l) => (l.name === 'eth0' ? { ...l, addresses: [...l.addresses, { address: '192.168.20.200', prefix: 25 }] } : l)) };
-  t.deepEqual(diff(planDesired(lab, facts, templates), facts).warnings, [
-    'vlan lab\'s subnet 192.168.20.0/24 overlaps the uplink\'s network 192.168.20.128/25 (192.168.20.200 on eth0): those addresses are routed to the VLAN, '
+  t.deepEqual(diff(planDesired(lab, facts, templates), facts).warnings, [{
+    kind: 'uplink_overlap',
+    text: 'vlan lab\'s subnet 192.168.20.0/24 overlaps the uplink\'s network 192.168.20.128/25 (192.168.20.200 on eth0): those addresses are routed to the VLAN, '
       + 'so hosts there on the uplink side are unreachable and what they send is dropped as forged; give the VLAN a subnet outside the uplink\'s network',
-  ]);
+  }]);
   t.is(diff(planDesired(lab, base, templates), base).warnings, undefined);
   // Two addresses in that network (the uplink pinned to a VLAN's NIC: Docker's and a gateway address): said once.
   const two = { ...facts, links: facts.links.map((l) => (l.name === 'eth0' ? { ...l, addresses: [...l.addresses, { address: '192.168.20.201', prefix: 25 }] } : l)) };
@@ -774,15 +775,17 @@ test('a /32 on the uplink inside a VLAN subnet is said as the address it is, not
     ...base, links: base.links.map((l) => (l.name === 'eth0' ? { ...l, addresses: [...l.addresses, { address, prefix }] } : l)),
   });
   const warnings = (facts: Facts) => diff(planDesired(lab, facts, templates), facts).warnings;
-  t.deepEqual(warnings(withUplink('192.168.20.200', 32)), [
-    'vlan lab\'s subnet 192.168.20.0/24 holds 192.168.20.200, the uplink\'s own address (a /32 on eth0): the gateway answers for it on the VLAN too (ARP), '
+  t.deepEqual(warnings(withUplink('192.168.20.200', 32)), [{
+    kind: 'uplink_overlap',
+    text: 'vlan lab\'s subnet 192.168.20.0/24 holds 192.168.20.200, the uplink\'s own address (a /32 on eth0): the gateway answers for it on the VLAN too (ARP), '
       + 'so a VLAN host given that address is unreachable through the gateway; keep it out of the VLAN\'s hosts\' addresses, or give the VLAN a subnet without it',
-  ]);
+  }]);
   for (const next of ['192.168.21.0', '192.168.19.255']) t.is(warnings(withUplink(next, 32)), undefined, next);
-  t.deepEqual(warnings(withUplink('192.168.20.200', 31)), [
-    'vlan lab\'s subnet 192.168.20.0/24 overlaps the uplink\'s network 192.168.20.200/31 (192.168.20.200 on eth0): those addresses are routed to the VLAN, '
+  t.deepEqual(warnings(withUplink('192.168.20.200', 31)), [{
+    kind: 'uplink_overlap',
+    text: 'vlan lab\'s subnet 192.168.20.0/24 overlaps the uplink\'s network 192.168.20.200/31 (192.168.20.200 on eth0): those addresses are routed to the VLAN, '
       + 'so hosts there on the uplink side are unreachable and what they send is dropped as forged; give the VLAN a subnet outside the uplink\'s network',
-  ]);
+  }]);
 });
 
 // iptables-legacy hands the kernel a table whole at COMMIT and names that line, not a rule: a rule of rules.dir the

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { dump, load } from 'js-yaml';
 import { Metrics } from '../../src/metrics/metrics.js';
-import { WARNING_KINDS } from '../../src/reconcile/warning-kinds.js';
+import { WARNING_KINDS } from '../../src/plan/types.js';
 
 const read = (path: string) => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
 const README = read('README.md');

@@ -153,15 +153,15 @@ test('IPv6 forwarding on is a warning under the uplink line, not a step, naming 
   const base = factsFor(config);
   const withIpv6 = (value: string, more: Partial<Facts> = {}): Facts => ({ ...base, sysctls: { ...base.sysctls, 'net.ipv6.conf.all.forwarding': value }, ...more });
   const on = diff(planDesired(config, withIpv6('1'), templates), withIpv6('1'));
-  t.deepEqual(on.warnings, ['net.ipv6.conf.all.forwarding is 1 and no ip6tables FORWARD policy drops: IPv6 is routed between the VLANs, '
+  t.deepEqual(on.warnings, [{ kind: 'ipv6_forwarding', text: 'net.ipv6.conf.all.forwarding is 1 and no ip6tables FORWARD policy drops: IPv6 is routed between the VLANs, '
     + 'and between them and the uplink, with none of this policy and no NAT (the gateway programs IPv4 only): an IPv6 host on any side '
     + 'reaches the IPv6 hosts of the others. Switch it off (docker run --sysctl net.ipv6.conf.all.forwarding=0, or Compose sysctls; '
-    + 'outside a container sysctl -w net.ipv6.conf.all.forwarding=0), or drop forwarded IPv6 with a policy of your own (ip6tables -P FORWARD DROP)']);
+    + 'outside a container sysctl -w net.ipv6.conf.all.forwarding=0), or drop forwarded IPv6 with a policy of your own (ip6tables -P FORWARD DROP)' }]);
   t.regex(formatPlan(on), /^uplink: on eth0\nbackend: iptables-nft\nwarning: net\.ipv6\.conf\.all\.forwarding is 1 /m);
   t.deepEqual(on.steps, diff(planDesired(config, base, templates), base).steps, 'the same steps: the gateway does not touch it');
   // Under --netns, the commands to run are shown as they run there.
   const prefixed = withIpv6('1', { commandPrefix: ['ip', 'netns', 'exec', 'gw'] });
-  t.regex(diff(planDesired(config, prefixed, templates), prefixed).warnings![0]!,
+  t.regex(diff(planDesired(config, prefixed, templates), prefixed).warnings![0]!.text,
     /outside a container ip netns exec gw sysctl -w net\.ipv6\.conf\.all\.forwarding=0\), or drop forwarded IPv6 with a policy of your own \(ip netns exec gw ip6tables -P FORWARD DROP\)$/);
   // The operator's own ip6tables FORWARD drops what it does not accept: IPv6 forwarding has a policy, theirs.
   const dropped = withIpv6('1', { ipv6ForwardDroppedBy: 'ip6tables-nft' });
@@ -170,7 +170,7 @@ test('IPv6 forwarding on is a warning under the uplink line, not a step, naming 
   t.is(diff(planDesired(config, base, templates), base).warnings, undefined);
   // Linux 6.17+: all.force_forwarding forwards on every NIC with all.forwarding 0, and is named as the one to switch off.
   const forced = withIpv6('0', { sysctls: { ...base.sysctls, 'net.ipv6.conf.all.forwarding': '0', 'net.ipv6.conf.all.force_forwarding': '1' } });
-  t.regex(diff(planDesired(config, forced, templates), forced).warnings![0]!,
+  t.regex(diff(planDesired(config, forced, templates), forced).warnings![0]!.text,
     /^net\.ipv6\.conf\.all\.force_forwarding is 1 and no ip6tables FORWARD policy drops: .* \(docker run --sysctl net\.ipv6\.conf\.all\.force_forwarding=0, /);
   const forcedDropped: Facts = { ...forced, ipv6ForwardDroppedBy: 'ip6tables-nft' };
   t.is(diff(planDesired(config, forcedDropped, templates), forcedDropped).warnings, undefined);
@@ -187,14 +187,14 @@ test('a NIC of its own forwarding IPv6 (its force_forwarding 1, all.* 0) is a wa
   const withNics = (nics: string[], more: Partial<Facts> = {}): Facts => ({ ...base, sysctls, ipv6ForceForwardingNics: nics, ...more });
   const warnings = (facts: Facts) => diff(planDesired(config, facts, templates), facts).warnings;
   const one = diff(planDesired(config, withNics(['eth1']), templates), withNics(['eth1']));
-  t.deepEqual(one.warnings, ['net.ipv6.conf.eth1.force_forwarding is 1 and no ip6tables FORWARD policy drops: IPv6 that comes in on eth1 is routed to '
+  t.deepEqual(one.warnings, [{ kind: 'ipv6_forwarding', text: 'net.ipv6.conf.eth1.force_forwarding is 1 and no ip6tables FORWARD policy drops: IPv6 that comes in on eth1 is routed to '
     + 'the gateway\'s other NICs (Linux 6.17 and later, whatever net.ipv6.conf.all.forwarding says), to the VLANs and the uplink, with none of this '
     + 'policy and no NAT (the gateway programs IPv4 only): an IPv6 host there reaches the IPv6 hosts of the others (their replies come back through '
     + 'a NIC set so too). Switch it off (in a container: drop the --sysctl, Compose sysctls or network option that sets it; outside one '
-    + 'sysctl -w net.ipv6.conf.eth1.force_forwarding=0), or drop forwarded IPv6 with a policy of your own (ip6tables -P FORWARD DROP)']);
+    + 'sysctl -w net.ipv6.conf.eth1.force_forwarding=0), or drop forwarded IPv6 with a policy of your own (ip6tables -P FORWARD DROP)' }]);
   t.deepEqual(one.steps, diff(planDesired(config, base, templates), base).steps, 'the same steps: the gateway does not touch it');
   // Several NICs (a dot in a name is a slash in its sysctl), and the default every NIC attached later starts with; under --netns.
-  t.deepEqual(warnings(withNics(['eth0', 'eth0.10', 'eth2'], { sysctls: { ...sysctls, 'net.ipv6.conf.default.force_forwarding': '1' }, commandPrefix: ['ip', 'netns', 'exec', 'gw'] })), [
+  t.deepEqual(warnings(withNics(['eth0', 'eth0.10', 'eth2'], { sysctls: { ...sysctls, 'net.ipv6.conf.default.force_forwarding': '1' }, commandPrefix: ['ip', 'netns', 'exec', 'gw'] }))?.map((w) => w.text), [
     'net.ipv6.conf.eth0.force_forwarding, net.ipv6.conf.eth0/10.force_forwarding, net.ipv6.conf.eth2.force_forwarding are 1 and no ip6tables FORWARD policy '
       + 'drops: IPv6 that comes in on eth0, eth0.10 or eth2 is routed to the gateway\'s other NICs (Linux 6.17 and later, whatever net.ipv6.conf.all.forwarding '
       + 'says), to the VLANs and the uplink, with none of this policy and no NAT (the gateway programs IPv4 only): an IPv6 host there reaches the IPv6 hosts '
@@ -208,7 +208,7 @@ test('a NIC of its own forwarding IPv6 (its force_forwarding 1, all.* 0) is a wa
   t.is(warnings(withNics([])), undefined);
   // all.forwarding on as well: one warning, that one (it opens every NIC).
   const all = withNics(['eth1'], { sysctls: { ...sysctls, 'net.ipv6.conf.all.forwarding': '1' } });
-  t.deepEqual(warnings(all)!.map((w) => w.slice(0, w.indexOf(' is 1'))), ['net.ipv6.conf.all.forwarding']);
+  t.deepEqual(warnings(all)!.map((w) => w.text.slice(0, w.text.indexOf(' is 1'))), ['net.ipv6.conf.all.forwarding']);
 });
 
 test('the other backend\'s FORWARD filtering anything is a warning naming it, its policy and rules, and the fix', async (t) => {
@@ -217,11 +217,11 @@ test('the other backend\'s FORWARD filtering anything is a warning naming it, it
   const base: Facts = { ...factsFor(config), backend: 'nft', backendWhy: 'Docker\'s DNS chains are there' };
   const other = (otherForward: Facts['otherForward']): Facts => ({ ...base, otherForward });
   const dropping = diff(planDesired(config, base, templates), other({ backend: 'legacy', policy: 'DROP', rules: 2 }));
-  t.deepEqual(dropping.warnings, ['iptables-legacy\'s FORWARD chain (policy DROP, 2 rules) filters forwarded packets too (the kernel '
+  t.deepEqual(dropping.warnings, [{ kind: 'other_backend_forward', text: 'iptables-legacy\'s FORWARD chain (policy DROP, 2 rules) filters forwarded packets too (the kernel '
     + 'runs both rule sets), and the gateway\'s rules are in iptables-nft: what the gateway\'s policy accepts can still be dropped there. '
-    + 'Empty it (iptables-legacy -P FORWARD ACCEPT; iptables-legacy -F FORWARD) or move those rules to iptables-nft']);
+    + 'Empty it (iptables-legacy -P FORWARD ACCEPT; iptables-legacy -F FORWARD) or move those rules to iptables-nft' }]);
   t.regex(formatPlan(dropping), /^uplink: on eth0\nbackend: iptables-nft \(Docker's DNS chains are there\)\nwarning: iptables-legacy's FORWARD chain \(policy DROP, 2 rules\)/m);
-  t.regex(diff(planDesired(config, base, templates), other({ backend: 'legacy', rules: 1 })).warnings?.[0] ?? '', /FORWARD chain \(1 rule\)/);
+  t.regex(diff(planDesired(config, base, templates), other({ backend: 'legacy', rules: 1 })).warnings?.[0]?.text ?? '', /FORWARD chain \(1 rule\)/);
   t.is(diff(planDesired(config, base, templates), base).warnings, undefined);
 });
 

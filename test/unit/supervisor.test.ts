@@ -25,7 +25,7 @@ import { loadTemplates } from '../../src/template/load.js';
 import { DOCKER_DNS_RULES, FakeNetns } from '../fakes/netfilter.js';
 import { CONNTRACK_MISSING } from '../../src/apply/conntrack.js';
 import { ipv6ForwardingWarning, ipv6NicForwardingWarning } from '../../src/plan/warnings.js';
-import { WARNING_KINDS } from '../../src/reconcile/warning-kinds.js';
+import { WARNING_KINDS } from '../../src/plan/types.js';
 import { metricValue, parseMetrics, series } from '../helpers/supervisor.js';
 import { sleep, until } from '../helpers/wait.js';
 import { FakeClock } from '../helpers/clock.js';
