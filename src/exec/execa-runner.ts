@@ -60,6 +60,13 @@ function onPath(file: string): string | undefined {
   return undefined;
 }
 
+/** Why a spawn of `file` failed: its error, and what that means where it is not plain (as the monitor says it). */
+function whyNotStarted(file: string, error: NodeJS.ErrnoException): string {
+  if (error.code === 'ENOENT') return `${error.message}: ${file} is not installed, or not on the PATH`;
+  if (error.code === 'EACCES') return `${error.message}: permission denied`;
+  return error.message;
+}
+
 export class ExecaRunner implements CommandRunner {
   run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
     const [file, ...args] = argv;
@@ -80,7 +87,7 @@ export class ExecaRunner implements CommandRunner {
       });
       if (!child.stdout || !child.stderr) {
         // No pipes were made (EMFILE): no 'close' is coming either.
-        child.once('error', (error) => reject(new CommandError(argv, null, error.message)));
+        child.once('error', (error) => reject(new CommandError(argv, null, whyNotStarted(file, error), '', false, true)));
         return;
       }
       const out: Buffer[] = [];
@@ -109,12 +116,12 @@ export class ExecaRunner implements CommandRunner {
           // `killed` is set only by a kill of ours (the timeout's): a signal from anywhere else (the OOM killer, an
           // operator's kill) is not said to be the timeout, which would send them looking for a hang that never was.
           const why = aborted !== undefined ? `killed by SIGKILL (${aborted})`
-            : startError ? startError.message
+            : startError ? whyNotStarted(file, startError)
             : child.killed && options.timeoutMs ? `killed by ${signal} (timeout ${options.timeoutMs} ms)`
             : signal !== null && CRASH_SIGNALS.has(signal) ? `crashed (${signal}): a fault of the program itself, not a kill`
             : `killed by ${signal}, not by the gateway (the OOM killer, or another process)`;
           const notFound = (startError as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
-          reject(new CommandError(argv, null, why, result.stdout, notFound));
+          reject(new CommandError(argv, null, why, result.stdout, notFound, aborted === undefined && startError !== undefined));
         } else if (code !== 0 && !options.allowFailure) {
           reject(new CommandError(argv, code, result.stderr, result.stdout));
         } else {

@@ -78,6 +78,10 @@ export const shownCommand = (prefix: readonly string[] | undefined, command: str
  * null is a command that did not exit by itself: `notFound` when its program is not there (not installed), else
  * one that was killed (a timeout, the OOM killer, someone's kill) or could not be started (EMFILE, EAGAIN). Only
  * the first means "not installed": a helper killed half-way says nothing about what is installed.
+ *
+ * `notStarted` (a program not there is one): the spawn itself failed, and `stderr` says why. The message says that
+ * the command could not be started: one whose program was not on the PATH was said to have "exited by signal: spawn
+ * ip ENOENT", which sent an operator looking for a kill that never was.
  */
 export class CommandError extends Error {
   override readonly name = 'CommandError';
@@ -87,9 +91,11 @@ export class CommandError extends Error {
     readonly stderr: string,
     readonly stdout = '',
     readonly notFound = false,
+    // Not a field: the message says it, and a logged error's fields stay as they were (log.ts serializeError).
+    notStarted = notFound,
   ) {
     const detail = stderr.trim() || stdout.trim() || 'no output';
-    super(`${argv.join(' ')} exited ${exitCode ?? 'by signal'}: ${detail}`);
+    super(`${argv.join(' ')} ${notStarted ? 'could not be started' : `exited ${exitCode ?? 'by signal'}`}: ${detail}`);
   }
 }
 
