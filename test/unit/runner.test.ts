@@ -73,9 +73,10 @@ test('a program that is there but may not be run (no execute bit) could not be s
 test('withDeadline: a command that hangs is killed at the deadline, and says so; a caller\'s own time wins', async (t) => {
   const bounded = withDeadline(runner, 150);
   const started = performance.now();
-  const error = await t.throwsAsync(bounded.run(['sleep', '5']), { instanceOf: CommandError });
-  t.is(error.message, 'sleep 5 exited by signal: killed by SIGKILL (timeout 150 ms)');
-  t.true(performance.now() - started < 2000);
+  const error = await t.throwsAsync(bounded.run(['sleep', '60']), { instanceOf: CommandError });
+  t.is(error.message, 'sleep 60 exited by signal: killed by SIGKILL (timeout 150 ms)');
+  // Killed, not waited for: a bound far from the command's minute, which a loaded machine stays under (2 s did not).
+  t.true(performance.now() - started < 30_000);
   t.is((await bounded.run(['sh', '-c', 'sleep 0.3; echo done'], { timeoutMs: 5000 })).stdout, 'done\n');
 });
 
@@ -88,7 +89,7 @@ test('withDeadline: a command killed by someone else is not said to have timed o
   t.is(error.message, 'sh -c kill -9 $$ exited by signal: killed by SIGKILL, not by the gateway (the OOM killer, or another process)');
   t.is(error.exitCode, null);
   t.false(error.notFound);
-  t.true(performance.now() - started < 2000);
+  t.true(performance.now() - started < 15_000); // of a 30 s sleep or a 60 s deadline: killed, not waited for
 });
 
 // iptables-restore dying of a segfault or an assertion's abort (a bug of the binary, a rule set it cannot take) is
@@ -111,7 +112,7 @@ test('withDeadline: abortInFlight kills the commands running now, saying why; th
   const error = await t.throwsAsync(running, { instanceOf: CommandError });
   t.is(error.message, 'sleep 30 exited by signal: killed by SIGKILL (the gateway is stopping)');
   t.false(error.notFound);
-  t.true(performance.now() - started < 2000);
+  t.true(performance.now() - started < 15_000); // of a 30 s sleep or a 60 s deadline: killed, not waited for
   t.is((await bounded.run(['echo', 'after'])).stdout, 'after\n');
   t.is(bounded.abortInFlight('nothing runs'), 0);
   // A rollback's command is left to finish: it puts back what a failed pass changed.
@@ -131,7 +132,7 @@ test('withDeadline: a caller\'s own signal still kills its command, saying why',
   controller.abort('the gateway is stopping');
   const error = await t.throwsAsync(running, { instanceOf: CommandError });
   t.is(error.message, 'sleep 30 exited by signal: killed by SIGKILL (the gateway is stopping)');
-  t.true(performance.now() - started < 2000);
+  t.true(performance.now() - started < 15_000); // of a 30 s sleep or a 60 s deadline: killed, not waited for
 });
 
 // The probes' signal lives as long as the process, and at 100 VLANs some 300,000 probes a day run with it: each run
@@ -176,11 +177,11 @@ test('a child that exits without reading its input is reported by its exit statu
 
 test('a timeout kills the child and is an error', async (t) => {
   const started = performance.now();
-  const error = await t.throwsAsync(runner.run(['sleep', '5'], { timeoutMs: 100, allowFailure: true }), { instanceOf: CommandError });
+  const error = await t.throwsAsync(runner.run(['sleep', '30'], { timeoutMs: 100, allowFailure: true }), { instanceOf: CommandError });
   t.is(error.exitCode, null);
   t.false(error.notFound, 'a killed program was there: not "not installed"');
   t.regex(error.message, /timeout 100 ms/);
-  t.true(performance.now() - started < 2000);
+  t.true(performance.now() - started < 15_000); // of a 30 s sleep: killed, not waited for
 });
 
 test('onStdout takes the output as it comes (pieces before the exit, characters whole) and stdout is then empty', async (t) => {
