@@ -23,11 +23,16 @@ interface CronField {
   readonly unit: string;
   /** Where a range of it wraps round (a day of week: 7 is Sunday again, as 0). */
   readonly top?: number;
-  readonly names?: readonly string[];
+  /** Its values' names, by value (months from 1): the three letters and the name in full, as node-cron takes them. */
+  readonly names?: readonly (readonly [string, string])[];
+  /** What a name of it names, in the singular ("month"). */
+  readonly named?: string;
 }
 
-const MONTHS = ['', 'jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'];
-const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
+const MONTHS = [['', ''], ['jan', 'january'], ['feb', 'february'], ['mar', 'march'], ['apr', 'april'], ['may', 'may'], ['jun', 'june'],
+  ['jul', 'july'], ['aug', 'august'], ['sep', 'september'], ['oct', 'october'], ['nov', 'november'], ['dec', 'december']] as const;
+const DAYS = [['sun', 'sunday'], ['mon', 'monday'], ['tue', 'tuesday'], ['wed', 'wednesday'], ['thu', 'thursday'], ['fri', 'friday'],
+  ['sat', 'saturday']] as const;
 
 /** The six fields, seconds first (a five-field expression leaves the seconds out). */
 const FIELDS: readonly CronField[] = [
@@ -35,8 +40,8 @@ const FIELDS: readonly CronField[] = [
   { name: 'minute', min: 0, max: 59, next: 'hour', unit: 'minutes' },
   { name: 'hour', min: 0, max: 23, next: 'day', unit: 'hours' },
   { name: 'day of month', min: 1, max: 31, next: 'month', unit: 'days' },
-  { name: 'month', min: 1, max: 12, next: 'year', unit: 'months', names: MONTHS },
-  { name: 'day of week', min: 0, max: 7, top: 6, next: 'week', unit: 'days', names: DAYS },
+  { name: 'month', min: 1, max: 12, next: 'year', unit: 'months', names: MONTHS, named: 'month' },
+  { name: 'day of week', min: 0, max: 7, top: 6, next: 'week', unit: 'days', names: DAYS, named: 'day of week' },
 ];
 
 const GENERIC = ' is not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *")';
@@ -66,11 +71,15 @@ export function cronProblem(schedule: string): string | undefined {
   return cron.validate(schedule) ? undefined : GENERIC;
 }
 
-/** A value of a field, by its number or (months, days of week) its name; undefined for neither. */
+/**
+ * A value of a field, by its number or (months, days of week) its name, in three letters or in full, in any case (as
+ * node-cron takes them); undefined for neither. Only the whole name: a word that starts with one (`junk`, `FRIDAYX`)
+ * names nothing, and node-cron, which replaces the names it finds in the field's text, reads `janfeb` as 12.
+ */
 function valueOf(text: string, field: CronField): number | undefined {
   if (/^\d+$/.test(text)) return Number(text);
   const name = text.toLowerCase();
-  const index = field.names?.findIndex((n) => n !== '' && (name === n || (name.length > 3 && name.startsWith(n))));
+  const index = field.names?.findIndex(([short, full]) => short !== '' && (name === short || name === full));
   return index === undefined || index < 0 ? undefined : index;
 }
 
@@ -79,9 +88,17 @@ function itemProblem(item: string, field: CronField): string | undefined {
   const m = /^(?:(\*)|([A-Za-z]+|\d+)(?:-([A-Za-z]+|\d+))?)(?:\/(\d+))?$/.exec(item);
   if (!m) return undefined;
   const [, star, firstText, lastText, stepText] = m;
+  // The last of a day of week in the month, by its name (FRIL, as 5L): node-cron's to decide.
+  if (field.top !== undefined && lastText === undefined && stepText === undefined && /^[a-z]+l$/i.test(item) && valueOf(item.slice(0, -1), field) !== undefined) return undefined;
   const range = `${field.min} to ${field.max}`;
   const first = firstText === undefined ? undefined : valueOf(firstText, field);
   const last = lastText === undefined ? undefined : valueOf(lastText, field);
+  for (const [text, value] of [[firstText, first], [lastText, last]] as const) {
+    if (text !== undefined && value === undefined && field.names !== undefined && /^[A-Za-z]+$/.test(text)) {
+      const [low, high] = [field.names[field.min]![0], field.names[field.top ?? field.max]![0]];
+      return `${text} is not a ${field.named!}: a ${field.named!} is ${range} or its name, ${low.toUpperCase()} to ${high.toUpperCase()} or in full`;
+    }
+  }
   if ((firstText !== undefined && first === undefined) || (lastText !== undefined && last === undefined)) return undefined;
   for (const [text, value] of [[firstText, first], [lastText, last]] as const) {
     if (value !== undefined && (value < field.min || value > field.max)) return `${text} is out of its range, ${range}`;
@@ -93,7 +110,7 @@ function itemProblem(item: string, field: CronField): string | undefined {
   const from = field.top !== undefined && first === field.max ? field.min : first;
   if (from !== undefined && last !== undefined && from > last) {
     const named = /[A-Za-z]/.test(firstText! + lastText!);
-    const show = (n: number) => (named && field.names ? field.names[n]!.toUpperCase() : String(n));
+    const show = (n: number) => (named && field.names ? field.names[n]![0].toUpperCase() : String(n));
     const part = (a: number, b: number) => (a === b ? show(a) : `${show(a)}-${show(b)}`);
     const wrap = step === undefined ? `; for ${firstText} round to ${lastText}, write ${part(from, field.top ?? field.max)},${part(field.min, last)}` : '';
     return `${item} runs backwards: a range goes from the lower value up, as in ${part(last, from)}${stepText === undefined ? '' : `/${stepText}`}${wrap}`;

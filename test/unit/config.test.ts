@@ -1048,6 +1048,11 @@ reconcile:
     ['0 0 0 * *', 'in the day of month field, 0 is out of its range, 1 to 31'],
     ['0/5 * * * *', 'in the minute field, 0/5: a step follows * or a range, as in */5 or 0-59/5'],
     ['0 0 31 2 *', 'day 31 of month 2 never comes, so the drift check would never run'],
+    // A word was read by the name it starts with: junk as June, a range "running backwards" the user never wrote.
+    ['0 0 * junk-MAR *', 'in the month field, junk is not a month: a month is 1 to 12 or its name, JAN to DEC or in full'],
+    ['0 0 * * FRIDAYX-MON', 'in the day of week field, FRIDAYX is not a day of week: a day of week is 0 to 7 or its name, SUN to SAT or in full'],
+    // node-cron replaces each name it finds in the field's text: this ran in December.
+    ['0 0 * janfeb *', 'in the month field, janfeb is not a month: a month is 1 to 12 or its name, JAN to DEC or in full'],
   ] as const).map(([schedule, why]): Row => ({
     title: `a reconcile.schedule that node-cron takes otherwise than written, or never runs: ${schedule}`,
     yaml: `vlans:
@@ -1060,6 +1065,15 @@ reconcile: {schedule: "${schedule}"}
   // so. It was refused as running backwards, told to write 1-7 (every day) or 7-6,0-1, itself refused the same way.
   ...(['0 0 * * 7-1', '0 0 * * 7-MON', '0 0 * * 7-1/2'] as const).map((schedule): Row => ({
     title: `a day-of-week range from 7 (Sunday) is taken: ${schedule}`,
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+reconcile: {schedule: "${schedule}"}
+`,
+    lines: [],
+  })),
+  // The names node-cron takes, in three letters or in full, in any case, and the last Friday of the month by its name.
+  ...(['0 0 * Jan-MARCH *', '0 0 * june *', '0 0 * * mon-Friday', '0 0 * * FRIL'] as const).map((schedule): Row => ({
+    title: `a reconcile.schedule with names is taken: ${schedule}`,
     yaml: `vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
 reconcile: {schedule: "${schedule}"}
