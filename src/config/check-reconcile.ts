@@ -111,9 +111,14 @@ function itemProblem(item: string, field: CronField): string | undefined {
   if (from !== undefined && last !== undefined && from > last) {
     const named = /[A-Za-z]/.test(firstText! + lastText!);
     const show = (n: number) => (named && field.names ? field.names[n]![0].toUpperCase() : String(n));
-    const part = (a: number, b: number) => (a === b ? show(a) : `${show(a)}-${show(b)}`);
-    const wrap = step === undefined ? `; for ${firstText} round to ${lastText}, write ${part(from, field.top ?? field.max)},${part(field.min, last)}` : '';
-    return `${item} runs backwards: a range goes from the lower value up, as in ${part(last, from)}${stepText === undefined ? '' : `/${stepText}`}${wrap}`;
+    // What node-cron runs, written so: a range up to the field's top, and on from its bottom where the step lands.
+    const every = step ?? 1;
+    const part = (a: number, b: number) => (a + every > b ? show(a) : `${show(a)}-${show(b)}${step === undefined ? '' : `/${step}`}`);
+    const top = field.top ?? field.max;
+    const next = from + every * Math.ceil((top + 1 - from) / every) - (top - field.min + 1);
+    const wrap = `${part(from, top)}${next <= last ? `,${part(next, last)}` : ''}`;
+    // Only what means the same values: the same items the other way round (1-5 for 5-1) are others (MON-FRI for FRI-MON).
+    return `${item} runs backwards: a range goes from the lower value up; for ${firstText} round to ${lastText}${step === undefined ? '' : ` every ${step}`}, write ${wrap}`;
   }
   if (star !== undefined && step !== undefined && step > (field.top ?? field.max) - field.min + 1) {
     return `${item} takes only ${field.min}: a step does not carry past the field's ${range} into the next ${field.next}, so this is once a ${field.next}, not every ${step} ${field.unit}`;

@@ -75,7 +75,7 @@ const rows: Array<{ argv: string[]; code: number; stderr: string }> = [
   { argv: ['run', '--config', NO_FILE, '--listen', '[::]9100'], code: 2, stderr: `vlan-gateway: --listen [::]9100 is not an address to listen on; ${LISTEN_FORMS}\n` },
   // --schedule is checked before the config is read, as reconcile.schedule is: a backwards range ran the drift check
   // 57 minutes in the hour.
-  { argv: ['run', '--config', NO_FILE, '--schedule', '5-1 * * * *'], code: 2, stderr: 'vlan-gateway: --schedule "5-1 * * * *": in the minute field, 5-1 runs backwards: a range goes from the lower value up, as in 1-5; for 5 round to 1, write 5-59,0-1\n' },
+  { argv: ['run', '--config', NO_FILE, '--schedule', '5-1 * * * *'], code: 2, stderr: 'vlan-gateway: --schedule "5-1 * * * *": in the minute field, 5-1 runs backwards: a range goes from the lower value up; for 5 round to 1, write 5-59,0-1\n' },
   { argv: ['run', '--config', NO_FILE, '--schedule', '0 0 * junk-MAR *'], code: 2, stderr: 'vlan-gateway: --schedule "0 0 * junk-MAR *": in the month field, junk is not a month: a month is 1 to 12 or its name, JAN to DEC or in full\n' },
   { argv: ['status', '--listen', 'bogus'], code: 2, stderr: `vlan-gateway: --listen bogus is not an address to listen on; ${LISTEN_FORMS}\n` },
   { argv: ['status', '--url', 'notaurl'], code: 2, stderr: 'vlan-gateway: --url notaurl: expected http://HOST:PORT\n' },

@@ -1038,11 +1038,14 @@ reconcile:
   // first value alone: each validated, and the drift check ran 57 minutes in the hour (5-1, nearly always a typo for
   // 1-5), every night hour, or once a minute instead of every 90 seconds. A day no month has validated as "not a
   // valid cron expression", which said nothing of why.
+  // What a backwards range is said to be written as runs the same values as node-cron runs it: "as in MON-FRI" for
+  // FRI-MON (and 1-5 for 5-1, 1-5/2 for 5-1/2) proposed other days and minutes.
   ...([
-    ['5-1 * * * *', 'in the minute field, 5-1 runs backwards: a range goes from the lower value up, as in 1-5; for 5 round to 1, write 5-59,0-1'],
-    ['0 22-6 * * *', 'in the hour field, 22-6 runs backwards: a range goes from the lower value up, as in 6-22; for 22 round to 6, write 22-23,0-6'],
-    ['0 0 * * FRI-MON', 'in the day of week field, FRI-MON runs backwards: a range goes from the lower value up, as in MON-FRI; for FRI round to MON, write FRI-SAT,SUN-MON'],
-    ['5-1/2 * * * *', 'in the minute field, 5-1/2 runs backwards: a range goes from the lower value up, as in 1-5/2'],
+    ['5-1 * * * *', 'in the minute field, 5-1 runs backwards: a range goes from the lower value up; for 5 round to 1, write 5-59,0-1'],
+    ['0 22-6 * * *', 'in the hour field, 22-6 runs backwards: a range goes from the lower value up; for 22 round to 6, write 22-23,0-6'],
+    ['0 0 * * FRI-MON', 'in the day of week field, FRI-MON runs backwards: a range goes from the lower value up; for FRI round to MON, write FRI-SAT,SUN-MON'],
+    ['5-1/2 * * * *', 'in the minute field, 5-1/2 runs backwards: a range goes from the lower value up; for 5 round to 1 every 2, write 5-59/2,1'],
+    ['0 0 * NOV-FEB/2 *', 'in the month field, NOV-FEB/2 runs backwards: a range goes from the lower value up; for NOV round to FEB every 2, write NOV,JAN'],
     ['*/90 * * * * *', 'in the second field, */90 takes only 0: a step does not carry past the field\'s 0 to 59 into the next minute, so this is once a minute, not every 90 seconds'],
     ['0 0 * 13 *', 'in the month field, 13 is out of its range, 1 to 12'],
     ['0 0 0 * *', 'in the day of month field, 0 is out of its range, 1 to 31'],
