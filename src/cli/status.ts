@@ -4,6 +4,7 @@ import { get as httpsGet } from 'node:https';
 import type { CommandModule } from 'yargs';
 import { DEFAULT_PORT, listenProblem, parseListenAddress } from '../config/listen.js';
 import { loadConfig, resolveConfigPath } from '../config/load.js';
+import { shown } from '../config/problems.js';
 import { out, type GlobalArgs } from './context.js';
 import { FailureError, UsageError } from './errors.js';
 
@@ -117,9 +118,9 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
   handler: async (args) => {
     const listen = (args as { listen?: string }).listen;
     // Both used to be taken, --url silently winning: a status of another gateway than the --listen one named.
-    if (listen !== undefined && args.url !== undefined) throw new UsageError(`--listen ${listen} and --url ${args.url} both say where the gateway is: give one`);
+    if (listen !== undefined && args.url !== undefined) throw new UsageError(`--listen ${shown(listen)} and --url ${args.url} both say where the gateway is: give one`);
     const fromListen = listen === undefined ? undefined : statusBase(listen);
-    if (listen !== undefined && fromListen === undefined) throw new UsageError(listenProblem(listen, `--listen ${listen}`)!);
+    if (listen !== undefined && fromListen === undefined) throw new UsageError(listenProblem(listen, `--listen ${shown(listen)}`)!);
     if (args.url !== undefined && !/^https?:\/\/[^/\s]+/.test(args.url)) throw new UsageError(`--url ${args.url}: expected http://HOST:PORT`);
     const fromConfig = args.url === undefined && listen === undefined ? await configListen(args.config) : undefined;
     // Without a trailing slash: `--url http://HOST:PORT/` asks, and is named as, http://HOST:PORT/status.

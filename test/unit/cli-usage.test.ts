@@ -78,6 +78,9 @@ const rows: Array<{ argv: string[]; code: number; stderr: string }> = [
   { argv: ['run', '--config', NO_FILE, '--schedule', '5-1 * * * *'], code: 2, stderr: 'vlan-gateway: --schedule "5-1 * * * *": in the minute field, 5-1 runs backwards: a range goes from the lower value up; for 5 round to 1, write 5-59,0-1\n' },
   { argv: ['run', '--config', NO_FILE, '--schedule', '0 0 * junk-MAR *'], code: 2, stderr: 'vlan-gateway: --schedule "0 0 * junk-MAR *": in the month field, junk is not a month: a month is 1 to 12 or its name, JAN to DEC or in full\n' },
   { argv: ['status', '--listen', 'bogus'], code: 2, stderr: `vlan-gateway: --listen bogus is not an address to listen on; ${LISTEN_FORMS}\n` },
+  // A long value is shortened as run's --listen shows it, not echoed whole (a pasted config line, or worse).
+  { argv: ['status', '--listen', `${'a'.repeat(100)}:x`], code: 2, stderr: `vlan-gateway: --listen ${'a'.repeat(40)}… (102 characters) is not an address to listen on; ${LISTEN_FORMS}\n` },
+  { argv: ['status', '--listen', `${'a'.repeat(100)}:9100`, '--url', 'http://127.0.0.1:2'], code: 2, stderr: `vlan-gateway: --listen ${'a'.repeat(40)}… (105 characters) and --url http://127.0.0.1:2 both say where the gateway is: give one\n` },
   { argv: ['status', '--url', 'notaurl'], code: 2, stderr: 'vlan-gateway: --url notaurl: expected http://HOST:PORT\n' },
   { argv: ['status', '--listen', '127.0.0.1:1', '--url', 'http://127.0.0.1:2'], code: 2, stderr: 'vlan-gateway: --listen 127.0.0.1:1 and --url http://127.0.0.1:2 both say where the gateway is: give one\n' },
   // A mistyped command was "Unknown argument: aply"; lab without its action "Not enough non-option arguments: got 0, need at least 1".
