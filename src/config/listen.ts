@@ -2,6 +2,7 @@
  * The HTTP endpoints' address (`http.listen`, `run --listen`, `status --listen`): what is taken, and why anything else
  * is refused. One reading for all of them, so that the file and the flags never differ. Pure.
  */
+import { isIPv6 } from 'node:net';
 import { parseAddress } from '../net/ipv4.js';
 import { shown } from './problems.js';
 
@@ -14,8 +15,6 @@ export const LISTEN_FORMS = 'accepted: PORT or :PORT (every IPv4 address, as 0.0
 
 /** A name the resolver may look up: letters, digits, "_", "-" and "." (Docker's container names hold "_"). */
 const HOST_NAME = /^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$/;
-/** An IPv6 address between the brackets, a zone after "%" allowed (fe80::1%eth0). */
-const IPV6 = /^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(%[A-Za-z0-9_.-]+)?$/;
 
 export type ListenReading = { ok: true; host: string; port: number } | { ok: false; why: string };
 
@@ -37,7 +36,8 @@ export function readListen(listen: string): ListenReading {
   const port = Number(m[3]);
   if (m[3]!.length > 5 || port > 65535) return { ok: false, why: `: ${m[3]!.length > 5 ? `${m[3]!.slice(0, 5)}…` : port} is not a port (the highest is 65535)` };
   if (m[1] !== undefined) {
-    return IPV6.test(m[1]) ? { ok: true, host: m[1], port } : { ok: false, why: `: [${shown(m[1])}] is not an IPv6 address; ${LISTEN_FORMS}` };
+    // An IPv6 address as node reads one, a zone after "%" allowed (fe80::1%eth0): not any colons and hex digits ([:]).
+    return isIPv6(m[1]) ? { ok: true, host: m[1], port } : { ok: false, why: `: [${shown(m[1])}] is not an IPv6 address; ${LISTEN_FORMS}` };
   }
   const host = m[2] ?? '';
   if (host === '' || host === '0') return { ok: true, host: '0.0.0.0', port };

@@ -72,6 +72,7 @@ const rows: Array<{ argv: string[]; code: number; stderr: string }> = [
   { argv: ['run', '--config', NO_FILE, '--listen', '0:9100'], code: 2, stderr: `vlan-gateway: invalid config: cannot read ${NO_FILE}: no such file\n` },
   { argv: ['run', '--config', NO_FILE, '--listen', '*:9100'], code: 2, stderr: `vlan-gateway: --listen *:9100: * is not an IPv4 address or a host name; ${LISTEN_FORMS}\n` },
   { argv: ['run', '--config', NO_FILE, '--listen', '999.1.1.1:9100'], code: 2, stderr: 'vlan-gateway: --listen 999.1.1.1:9100: 999.1.1.1 is not an IPv4 address\n' },
+  { argv: ['run', '--config', NO_FILE, '--listen', '[:]:9100'], code: 2, stderr: `vlan-gateway: --listen [:]:9100: [:] is not an IPv6 address; ${LISTEN_FORMS}\n` },
   { argv: ['run', '--config', NO_FILE, '--listen', '[::]9100'], code: 2, stderr: `vlan-gateway: --listen [::]9100 is not an address to listen on; ${LISTEN_FORMS}\n` },
   // --schedule is checked before the config is read, as reconcile.schedule is: a backwards range ran the drift check
   // 57 minutes in the hour.

@@ -1088,6 +1088,9 @@ reconcile: {schedule: "${schedule}"}
   ...([
     ['"*:9100"', `http.listen: "*:9100": * is not an IPv4 address or a host name; ${LISTEN_FORMS} (line 3)`],
     ['"[gateway]:9100"', `http.listen: "[gateway]:9100": [gateway] is not an IPv6 address; ${LISTEN_FORMS} (line 3)`],
+    // Colons and hex digits are no IPv6 address: these validated, and failed every start.
+    ['"[:]:9100"', `http.listen: "[:]:9100": [:] is not an IPv6 address; ${LISTEN_FORMS} (line 3)`],
+    ['"[1::2::3]:9100"', `http.listen: "[1::2::3]:9100": [1::2::3] is not an IPv6 address; ${LISTEN_FORMS} (line 3)`],
     ['"0.0.0.0:70000"', 'http.listen: "0.0.0.0:70000": 70000 is not a port (the highest is 65535) (line 3)'],
     ['":::9100"', `http.listen: ":::9100" is not an address to listen on (an IPv6 address is written in brackets: [::1]:PORT); ${LISTEN_FORMS} (line 3)`],
     ['"http://0.0.0.0:9100"', `http.listen: "http://0.0.0.0:9100" is not an address to listen on (an address, not a URL: no scheme, no path); ${LISTEN_FORMS} (line 3)`],
@@ -1614,6 +1617,9 @@ test('http.listen takes the forms a Docker or Prometheus user types, each as the
     ['0:9100', { host: '0.0.0.0', port: 9100 }],
     ['0.0.0.0:9100', { host: '0.0.0.0', port: 9100 }],
     ['"[::]:9100"', { host: '::', port: 9100 }],
+    ['"[::1]:9100"', { host: '::1', port: 9100 }],
+    ['"[fe80::1%eth0]:9100"', { host: 'fe80::1%eth0', port: 9100 }],
+    ['"[::ffff:192.0.2.1]:9100"', { host: '::ffff:192.0.2.1', port: 9100 }],
     ['127.0.0.1:9100', { host: '127.0.0.1', port: 9100 }],
     ['localhost:9100', { host: 'localhost', port: 9100 }],
   ];
