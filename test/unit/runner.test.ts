@@ -289,16 +289,51 @@ test('a started child ends when the process that started it is killed (SIGKILL),
   }
 });
 
+/** The command line of `pid`, or undefined where it is gone. */
+function cmdlineOf(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** When `pid` started (clock ticks since boot): with the pid, one process, through an exec, not a later one. */
+function startOf(pid: number): string | undefined {
+  try {
+    return /\) (?:\S+ ){19}(\d+) /.exec(readFileSync(`/proc/${pid}/stat`, 'utf8'))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+// The watcher is the one child of a started child that is still the runner's shell (forked before the exec): found
+// by its command line, not as any child, which for `sh -c '…'` may be the command's own (a sleep), so that a watcher
+// left behind fails. The child that exits does so when told (a file appears), not after a time.
 test('a started child that exits by itself, or is stopped, leaves nothing behind it (its watcher ends too)', async (t) => {
-  for (const [how, argv] of [['exits', ['sh', '-c', 'sleep 0.5; exit 4']], ['stopped', ['sleep', '60']]] as const) {
-    const child = runner.start(argv);
-    await until('its watcher', () => childrenOf(child.pid!).length > 0, 3000);
-    const around = childrenOf(child.pid!);
-    if (how === 'exits') t.is(await child.exited, 4, 'its own exit status, through the shell\'s exec');
-    else await child.stop();
-    if (how === 'stopped') t.is(await child.exited, null, 'killed by the stop\'s signal, as before');
-    await until(`the watcher of the child that ${how} to end`, () => around.every((p) => !running(p)), 3000);
-    t.pass();
+  const dir = mkdtempSync(join(tmpdir(), 'vgw-runner-'));
+  const go = join(dir, 'go');
+  try {
+    for (const [how, argv] of [['exits', ['sh', '-c', 'until [ -e "$1" ]; do sleep 0.01; done; exit 4', 'sh', go]], ['stopped', ['sleep', '60']]] as const) {
+      const child = runner.start(argv);
+      const isWatcher = (text: string | undefined) => text?.startsWith('/bin/sh\u0000-c\u0000exec 3<&0 </dev/null\n') === true;
+      let watcher: { pid: number; start: string } | undefined;
+      await until('its watcher', () => {
+        const pid = childrenOf(child.pid!).find((p) => isWatcher(cmdlineOf(p)));
+        const start = pid === undefined ? undefined : startOf(pid);
+        watcher = pid === undefined || start === undefined ? undefined : { pid, start };
+        return watcher !== undefined;
+      }, 3000);
+      t.false(isWatcher(cmdlineOf(child.pid!)), 'the child itself is the command (exec), the watcher another process');
+      if (how === 'exits') writeFileSync(go, '');
+      if (how === 'exits') t.is(await child.exited, 4, 'its own exit status, through the shell\'s exec');
+      else await child.stop();
+      if (how === 'stopped') t.is(await child.exited, null, 'killed by the stop\'s signal, as before');
+      // Gone (or a zombie), or its pid another process's since.
+      await until(`the watcher of the child that ${how} to end`, () => !running(watcher!.pid) || startOf(watcher!.pid) !== watcher!.start, 3000);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 
