@@ -104,25 +104,25 @@ function syntaxError(error: YAMLException, text: string): YamlFault {
   const reason = key ? `${error.reason} ${shown(key, (part) => `"${part}"`)}` : plainReason(error.reason);
   if (mark?.line === undefined || mark.column === undefined) return { text: `(top level): ${reason}` };
   const [line, column] = markLine(text, mark.line, mark.column);
-  return { text: `line ${line}, column ${column}: ${reason}${flowValueHint(text, line)}`, line };
+  return { text: `line ${line}, column ${column}: ${reason}${flowValueHint(text, line, column)}`, line };
 }
 
 /**
  * `listen: [::]:9100` is a YAML list (`[::]`) with text after it, which js-yaml says as "bad indentation of a mapping
- * entry", pointing past the bracket: nothing there says the brackets are the trouble. A value on the faulting line
- * (or the one before it, where the mark falls after a line break) that opens a list or a mapping and goes on past
- * its closing bracket is named, with the quotes that make it text.
+ * entry", pointing just past the bracket: nothing there says the brackets are the trouble. Where the fault's mark is
+ * inside such a value (a list or a mapping that goes on past its closing bracket), just after a closing bracket, the
+ * value is named, with the quotes that make it text. Only there: a fault elsewhere (the line's indentation, a tab or
+ * an alias on the next line) says nothing of a list on that line or the one before, which may well be one.
  */
-function flowValueHint(text: string, line: number): string {
-  const lines = text.split(/\r\n?|\n/);
-  for (const source of [lines[line - 1], lines[line - 2]]) {
-    const value = /^\s*(?:-\s+)?[^\s#:'"[\]{}][^#:]*:\s+([[{][^\s#]*[\]}][^\s#\]},][^\s#]*)\s*(?:#.*)?$/.exec(source ?? '')?.[1];
-    if (value !== undefined) {
-      return ` (the value ${value} starts with "${value[0]}", which YAML reads as the start of a ${value[0] === '[' ? 'list' : 'mapping'}: `
-        + `to mean the text, quote it, as in "${value}")`;
-    }
-  }
-  return '';
+function flowValueHint(text: string, line: number, column: number): string {
+  const source = text.split(/\r\n?|\n/)[line - 1] ?? '';
+  const m = /^\s*(?:-\s+)?[^\s#:'"[\]{}][^#:]*:\s+([[{][^\s#]*[\]}][^\s#\]},][^\s#]*)\s*(?:#.*)?$/d.exec(source);
+  const value = m?.[1];
+  const [start, end] = m?.indices?.[1] ?? [0, 0];
+  const at = column - 1; // 0-based, as the indices
+  if (value === undefined || at <= start || at >= end || !/[\]}]/.test(source[at - 1]!)) return '';
+  return ` (the value ${value} starts with "${value[0]}", which YAML reads as the start of a ${value[0] === '[' ? 'list' : 'mapping'}: `
+    + `to mean the text, quote it, as in "${value}")`;
 }
 
 /** js-yaml's mark (0-based) as the 1-based line and column a person reads. */

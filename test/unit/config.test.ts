@@ -818,6 +818,25 @@ http:
       + 'to mean the text, quote it, as in "[::]:9100")'],
   },
   {
+    // The hint read the line before the fault too: a list that is one, ahead of an unrelated fault, was told to be quoted.
+    title: 'a fault after a list that is one (a tab on the next line) says nothing of the list',
+    yaml: `vlans:
+  - name: office
+    allowFrom: ["x]y"]
+\tid: 10
+`,
+    lines: ['line 4, column 1: tab characters must not be used in indentation'],
+  },
+  {
+    // The fault is the line's indentation, not its value: the list is one (a quoted "]" in it).
+    title: 'a line indented wrongly whose value is a list says the indentation only',
+    yaml: `vlans:
+  - name: office
+     allowFrom: ["x]y"]
+`,
+    lines: ['line 3, column 15: bad indentation of a mapping entry'],
+  },
+  {
     title: 'duplicate keys, with their line',
     yaml: `vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
