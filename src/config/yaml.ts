@@ -121,8 +121,11 @@ function flowValueHint(text: string, line: number, column: number): string {
   const [start, end] = m?.indices?.[1] ?? [0, 0];
   const at = column - 1; // 0-based, as the indices
   if (value === undefined || at <= start || at >= end || !/[\]}]/.test(source[at - 1]!)) return '';
+  // In double quotes a '"' ends the text and a backslash starts an escape: such a value is said in single quotes (in which
+  // only a "'" is written twice), so that what is shown is what to write.
+  const quotedValue = /["\\]/.test(value) ? `'${value.replaceAll("'", "''")}'` : `"${value}"`;
   return ` (the value ${value} starts with "${value[0]}", which YAML reads as the start of a ${value[0] === '[' ? 'list' : 'mapping'}: `
-    + `to mean the text, quote it, as in "${value}")`;
+    + `to mean the text, quote it, as in ${quotedValue})`;
 }
 
 /** js-yaml's mark (0-based) as the 1-based line and column a person reads. */

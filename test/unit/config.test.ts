@@ -818,6 +818,17 @@ http:
       + 'to mean the text, quote it, as in "[::]:9100")'],
   },
   {
+    // Said as "["::"]:9100", which is no YAML text: the quote inside ends it.
+    title: 'a value past its list that holds a double quote is shown quoted as YAML takes it, in single quotes',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+http:
+  listen: ["::"]:9100
+`,
+    lines: ['line 4, column 17: bad indentation of a mapping entry (the value ["::"]:9100 starts with "[", which YAML reads as the start of a list: '
+      + "to mean the text, quote it, as in '[\"::\"]:9100')"],
+  },
+  {
     // The hint read the line before the fault too: a list that is one, ahead of an unrelated fault, was told to be quoted.
     title: 'a fault after a list that is one (a tab on the next line) says nothing of the list',
     yaml: `vlans:
