@@ -108,7 +108,10 @@ function itemProblem(item: string, field: CronField): string | undefined {
   // A range that starts at the field's top (a day of week's 7, Sunday again) starts at its first value: 7-1 is Sunday
   // and Monday, as node-cron runs it, not a range that runs backwards.
   const from = field.top !== undefined && first === field.max ? field.min : first;
-  if (from !== undefined && last !== undefined && from > last) {
+  // And one that ends on Sunday written 0 (SAT-SUN, 5-0) ends at the week's end, 7: the weekend as people write it.
+  // node-cron wraps it round to Sunday, the same days as up to 7, with a step too (5-0/2 and 5-7/2: Friday, Sunday).
+  const to = field.top !== undefined && last === field.min && from !== undefined && from > field.min ? field.max : last;
+  if (from !== undefined && last !== undefined && to !== undefined && from > to) {
     const named = /[A-Za-z]/.test(firstText! + lastText!);
     const show = (n: number) => (named && field.names ? field.names[n]![0].toUpperCase() : String(n));
     // What node-cron runs, written so: a range up to the field's top, and on from its bottom where the step lands.

@@ -1096,8 +1096,10 @@ reconcile: {schedule: "${schedule}"}
   })),
   // 7 is Sunday, as 0: a day-of-week range from it (7-1, Sunday and Monday) goes up from Sunday, and node-cron runs it
   // so. It was refused as running backwards, told to write 1-7 (every day) or 7-6,0-1, itself refused the same way.
-  ...(['0 0 * * 7-1', '0 0 * * 7-MON', '0 0 * * 7-1/2'] as const).map((schedule): Row => ({
-    title: `a day-of-week range from 7 (Sunday) is taken: ${schedule}`,
+  // A range that ends on Sunday written 0 (SAT-SUN, the weekend as people write it) ends at 7: it was refused as
+  // running backwards, though node-cron runs it as Saturday and Sunday.
+  ...(['0 0 * * 7-1', '0 0 * * 7-MON', '0 0 * * 7-1/2', '0 0 * * SAT-SUN', '0 0 * * 5-0', '0 0 * * FRI-SUN/2'] as const).map((schedule): Row => ({
+    title: `a day-of-week range from Sunday as 7, or to Sunday as 0, is taken: ${schedule}`,
     yaml: `vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
 reconcile: {schedule: "${schedule}"}
