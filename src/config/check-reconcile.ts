@@ -127,7 +127,8 @@ function itemProblem(item: string, field: CronField): string | undefined {
     return `${item} takes only ${field.min}: a step does not carry past the field's ${range} into the next ${field.next}, so this is once a ${field.next}, not every ${step} ${field.unit}`;
   }
   if (firstText !== undefined && lastText === undefined && step !== undefined) {
-    return `${item}: a step follows * or a range, as in */${step} or ${firstText}-${field.max}/${step}`;
+    // From the field's last value there is no range to step through (7/2 in the days of week: "7-7/2" said nothing).
+    return `${item}: a step follows * or a range, as in */${step}${first === field.max ? '' : ` or ${firstText}-${field.max}/${step}`}`;
   }
   return undefined;
 }

@@ -1080,6 +1080,7 @@ reconcile:
     ['0 0 * 13 *', 'in the month field, 13 is out of its range, 1 to 12'],
     ['0 0 0 * *', 'in the day of month field, 0 is out of its range, 1 to 31'],
     ['0/5 * * * *', 'in the minute field, 0/5: a step follows * or a range, as in */5 or 0-59/5'],
+    ['0 0 * * 7/2', 'in the day of week field, 7/2: a step follows * or a range, as in */2'],
     ['0 0 31 2 *', 'day 31 of month 2 never comes, so the drift check would never run'],
     // A word was read by the name it starts with: junk as June, a range "running backwards" the user never wrote.
     ['0 0 * junk-MAR *', 'in the month field, junk is not a month: a month is 1 to 12 or its name, JAN to DEC or in full'],
