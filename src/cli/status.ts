@@ -1,5 +1,5 @@
 /** `vlan-gateway status`: the running supervisor's /status, for a person (or raw with --json). */
-import { get as httpGet } from 'node:http';
+import { get as httpGet, type IncomingMessage, type RequestOptions } from 'node:http';
 import { get as httpsGet } from 'node:https';
 import type { CommandModule } from 'yargs';
 import { DEFAULT_PORT, listenProblem, parseListenAddress } from '../config/listen.js';
@@ -126,9 +126,12 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
     // Without a trailing slash: `--url http://HOST:PORT/` asks, and is named as, http://HOST:PORT/status.
     const base = (args.url ?? fromListen ?? (fromConfig && statusBase(fromConfig.listen)) ?? `http://127.0.0.1:${DEFAULT_PORT}`).replace(/\/$/, '');
     const whose = fromConfig ? `its address (http.listen ${fromConfig.listen} in ${fromConfig.path}; give --listen or --url if it was started with another)` : 'its --listen address';
+    // A zoned IPv6 host (fe80::1%eth0, which a gateway may listen on) no URL can hold: asked by its parts.
+    const asked = args.url === undefined ? parseListenAddress(listen ?? fromConfig?.listen ?? '') : undefined;
+    const target: string | RequestOptions = asked?.host.includes('%') ? { host: asked.host, port: asked.port, path: '/status' } : `${base}/status`;
     let response: { status: number; statusText: string; body: string };
     try {
-      response = await getText(`${base}/status`, 3000);
+      response = await getText(target, 3000);
     } catch (error) {
       const why = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
       throw new FailureError(`cannot reach the gateway at ${base} (${why}); is \`vlan-gateway run\` running, and is that ${whose}?`);
@@ -148,9 +151,9 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
  * One GET, its status and body. node:http rather than fetch: fetch refuses the ports browsers block (6000, 6665–6669,
  * 10080 and others: "bad port") without a connection, and a gateway may listen on any of them.
  */
-function getText(url: string, timeoutMs: number): Promise<{ status: number; statusText: string; body: string }> {
+function getText(url: string | RequestOptions, timeoutMs: number): Promise<{ status: number; statusText: string; body: string }> {
   return new Promise((resolve, reject) => {
-    const request = (url.startsWith('https:') ? httpsGet : httpGet)(url, (res) => {
+    const done = (res: IncomingMessage) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () => {
@@ -161,7 +164,8 @@ function getText(url: string, timeoutMs: number): Promise<{ status: number; stat
         clearTimeout(timer);
         reject(error);
       });
-    });
+    };
+    const request = typeof url === 'string' && url.startsWith('https:') ? httpsGet(url, done) : httpGet(url, done);
     const timer = setTimeout(() => request.destroy(new Error(`no answer in ${timeoutMs / 1000} s`)), timeoutMs);
     request.on('error', (error) => {
       clearTimeout(timer);

@@ -161,6 +161,19 @@ test.serial('status --listen HOST:PORT asks HOST (loopback only for a wildcard a
   }
 });
 
+// An IPv6 host with its zone (fe80::1%eth0: a link-local address names its NIC), which run --listen serves on: status
+// put it in a URL, which holds no zone, and said "cannot reach the gateway at http://[…%…]:PORT (ERR_INVALID_URL)".
+test.serial('status --listen [IPv6%ZONE]:PORT asks that address on that NIC', async (t) => {
+  const gateway = await fakeGateway('::1');
+  try {
+    const result = await run('status', '--listen', `[::1%lo]:${gateway.port}`);
+    t.is(result.stderr, '');
+    t.regex(result.stdout, /^vlan-gateway 9\.9\.9-fake: ready, healthy\n/);
+  } finally {
+    await gateway.close();
+  }
+});
+
 // fetch refuses the ports browsers block (10080, 6000, 6665-6669, ...) before connecting, and status used it: a
 // gateway started with --listen 0.0.0.0:10080 served curl and Prometheus, but status said "(bad port)".
 test.serial('status reaches a gateway on a port that browsers block (10080, 6000, 6665-6669)', async (t) => {
