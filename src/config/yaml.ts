@@ -124,8 +124,10 @@ function flowValueHint(text: string, line: number, column: number): string {
   // In double quotes a '"' ends the text and a backslash starts an escape: such a value is said in single quotes (in which
   // only a "'" is written twice), so that what is shown is what to write.
   const quotedValue = /["\\]/.test(value) ? `'${value.replaceAll("'", "''")}'` : `"${value}"`;
-  return ` (the value ${value} starts with "${value[0]}", which YAML reads as the start of a ${value[0] === '[' ? 'list' : 'mapping'}: `
-    + `to mean the text, quote it, as in ${quotedValue})`;
+  // A long value is shortened, as every value said is, and then not written out again quoted.
+  const said = shown(value);
+  return ` (the value ${said} starts with "${value[0]}", which YAML reads as the start of a ${value[0] === '[' ? 'list' : 'mapping'}: `
+    + `to mean the text, quote it${said === value ? `, as in ${quotedValue}` : ''})`;
 }
 
 /** js-yaml's mark (0-based) as the 1-based line and column a person reads. */

@@ -818,6 +818,17 @@ http:
       + 'to mean the text, quote it, as in "[::]:9100")'],
   },
   {
+    // Said whole, twice (as it is and quoted), however long: every other value said is shortened.
+    title: 'a long value that opens a YAML list and goes on past it is shortened, and not written out again',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+http:
+  listen: [::]:${'9'.repeat(70)}
+`,
+    lines: [`line 4, column 15: bad indentation of a mapping entry (the value [::]:${'9'.repeat(35)}… (75 characters) starts with "[", which YAML reads as the start of a list: `
+      + 'to mean the text, quote it)'],
+  },
+  {
     // Said as "["::"]:9100", which is no YAML text: the quote inside ends it.
     title: 'a value past its list that holds a double quote is shown quoted as YAML takes it, in single quotes',
     yaml: `vlans:
