@@ -118,10 +118,10 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
   handler: async (args) => {
     const listen = (args as { listen?: string }).listen;
     // Both used to be taken, --url silently winning: a status of another gateway than the --listen one named.
-    if (listen !== undefined && args.url !== undefined) throw new UsageError(`--listen ${shown(listen)} and --url ${args.url} both say where the gateway is: give one`);
+    if (listen !== undefined && args.url !== undefined) throw new UsageError(`--listen ${shown(listen)} and --url ${shown(args.url)} both say where the gateway is: give one`);
     const fromListen = listen === undefined ? undefined : statusBase(listen);
     if (listen !== undefined && fromListen === undefined) throw new UsageError(listenProblem(listen, `--listen ${shown(listen)}`)!);
-    if (args.url !== undefined && !/^https?:\/\/[^/\s]+/.test(args.url)) throw new UsageError(`--url ${args.url}: expected http://HOST:PORT`);
+    if (args.url !== undefined && !/^https?:\/\/[^/\s]+/.test(args.url)) throw new UsageError(`--url ${shown(args.url)}: expected http://HOST:PORT`);
     const fromConfig = args.url === undefined && listen === undefined ? await configListen(args.config) : undefined;
     // Without a trailing slash: `--url http://HOST:PORT/` asks, and is named as, http://HOST:PORT/status.
     const base = (args.url ?? fromListen ?? (fromConfig && statusBase(fromConfig.listen)) ?? `http://127.0.0.1:${DEFAULT_PORT}`).replace(/\/$/, '');

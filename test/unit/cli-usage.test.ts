@@ -83,6 +83,7 @@ const rows: Array<{ argv: string[]; code: number; stderr: string }> = [
   { argv: ['status', '--listen', `${'a'.repeat(100)}:x`], code: 2, stderr: `vlan-gateway: --listen ${'a'.repeat(40)}… (102 characters) is not an address to listen on; ${LISTEN_FORMS}\n` },
   { argv: ['status', '--listen', `${'a'.repeat(100)}:9100`, '--url', 'http://127.0.0.1:2'], code: 2, stderr: `vlan-gateway: --listen ${'a'.repeat(40)}… (105 characters) and --url http://127.0.0.1:2 both say where the gateway is: give one\n` },
   { argv: ['status', '--url', 'notaurl'], code: 2, stderr: 'vlan-gateway: --url notaurl: expected http://HOST:PORT\n' },
+  { argv: ['status', '--url', `x${'a'.repeat(100)}`], code: 2, stderr: `vlan-gateway: --url x${'a'.repeat(39)}… (101 characters): expected http://HOST:PORT\n` },
   { argv: ['status', '--listen', '127.0.0.1:1', '--url', 'http://127.0.0.1:2'], code: 2, stderr: 'vlan-gateway: --listen 127.0.0.1:1 and --url http://127.0.0.1:2 both say where the gateway is: give one\n' },
   // A mistyped command was "Unknown argument: aply"; lab without its action "Not enough non-option arguments: got 0, need at least 1".
   { argv: ['aply', '--config', NO_FILE], code: 2, stderr: 'vlan-gateway: Unknown command: aply (the commands: validate, plan, apply, down, run, status, lab)\nRun vlan-gateway --help for usage.\n' },
