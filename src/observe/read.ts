@@ -52,21 +52,35 @@ const procPath = (key: string) => `/proc/sys/${key.replaceAll('.', '/')}`;
 const LEGACY_TABLES = '/proc/net/ip_tables_names';
 
 /**
- * The sysctls we manage or watch, and the list of legacy iptables tables, in one `cat` (procfs shows the reading
- * process's namespace). cat prints the files in order and names each missing one on stderr (exiting 1), which
- * tells the optional ones apart: a watched sysctl is missing without IPv6, the legacy list where the legacy module is
- * absent (it is last, as its line count varies).
+ * One `cat` of `paths`, files of one line each (sysctls), then `rest`, a file of any number of lines: each file's line
+ * (trimmed), undefined where it is missing, and rest's lines likewise. cat prints the files in order and names each
+ * missing one on stderr, exiting 1; a path is looked for alone in what it says (coreutils writes `cat: PATH: …`,
+ * busybox's, the image's, `cat: can't open 'PATH': …`), so no path may be part of another.
  */
-async function readProc(runner: CommandRunner): Promise<{ sysctls: Record<string, string>; legacyTables: string[] | undefined }> {
-  const result = await runner.run(['cat', ...MANAGED_SYSCTLS.map(procPath), ...WATCHED_SYSCTLS.map(procPath), LEGACY_TABLES], { allowFailure: true });
+async function catFiles(runner: CommandRunner, paths: readonly string[], rest?: string) {
+  const result = await runner.run(['cat', ...paths, ...(rest === undefined ? [] : [rest])], { allowFailure: true });
   const lines = result.stdout.split('\n');
   const missing = (path: string) => result.exitCode !== 0 && result.stderr.includes(path);
   let at = 0;
+  const values = paths.map((path) => (missing(path) ? undefined : (lines[at++] ?? '').trim()));
+  const restLines = rest === undefined || missing(rest) ? undefined : lines.slice(at).map((l) => l.trim()).filter(Boolean);
+  return { result, values, restLines };
+}
+
+/**
+ * The sysctls we manage or watch, and the list of legacy iptables tables, in one `cat` (procfs shows the reading
+ * process's namespace). A watched sysctl is missing without IPv6, the legacy list where the legacy module is absent
+ * (it is last, as its line count varies); a managed one missing (or empty) is an error.
+ */
+async function readProc(runner: CommandRunner): Promise<{ sysctls: Record<string, string>; legacyTables: string[] | undefined }> {
+  const keys = [...MANAGED_SYSCTLS, ...WATCHED_SYSCTLS];
+  const { result, values, restLines } = await catFiles(runner, keys.map(procPath), LEGACY_TABLES);
   const sysctls: Record<string, string> = {};
-  for (const key of MANAGED_SYSCTLS) sysctls[key] = missing(procPath(key)) ? '' : (lines[at++] ?? '').trim();
-  if (MANAGED_SYSCTLS.some((key) => sysctls[key] === '')) throw new CommandError(asRun(runner, ['cat', ...MANAGED_SYSCTLS.map(procPath)]), result.exitCode, result.stderr);
-  for (const key of WATCHED_SYSCTLS) if (!missing(procPath(key))) sysctls[key] = (lines[at++] ?? '').trim();
-  return { sysctls, legacyTables: missing(LEGACY_TABLES) ? undefined : lines.slice(at).map((l) => l.trim()).filter(Boolean) };
+  keys.forEach((key, i) => {
+    if (values[i] !== undefined) sysctls[key] = values[i];
+  });
+  if (MANAGED_SYSCTLS.some((key) => !sysctls[key])) throw new CommandError(asRun(runner, ['cat', ...MANAGED_SYSCTLS.map(procPath)]), result.exitCode, result.stderr);
+  return { sysctls, legacyTables: restLines };
 }
 
 /**
@@ -79,14 +93,10 @@ export async function readForceForwardingNics(runner: CommandRunner, links: read
   if (sysctls[IPV6_FORCE_FORWARDING] === undefined || ipv6ForwardingOn(sysctls) !== undefined) return [];
   const nics = links.filter((l) => !l.loopback).map((l) => l.name);
   if (nics.length === 0) return [];
-  // Not procPath: the directory is the NIC's own name, dots included (eth0.10).
-  const paths = nics.map((nic) => `/proc/sys/net/ipv6/conf/${nic}/force_forwarding`);
-  const result = await runner.run(['cat', ...paths], { allowFailure: true });
-  const lines = result.stdout.split('\n');
-  let at = 0;
-  // The path alone, as readProc looks for it: coreutils' cat writes `cat: PATH: …`, busybox's (the image's) `cat: can't
-  // open 'PATH': …`. No NIC's path is part of another's (the name is followed by /force_forwarding in each).
-  return nics.filter((_nic, i) => !(result.exitCode !== 0 && result.stderr.includes(paths[i]!)) && (lines[at++] ?? '').trim() === '1');
+  // Not procPath: the directory is the NIC's own name, dots included (eth0.10). No NIC's path is part of another's
+  // (the name is followed by /force_forwarding in each).
+  const { values } = await catFiles(runner, nics.map((nic) => `/proc/sys/net/ipv6/conf/${nic}/force_forwarding`));
+  return nics.filter((_nic, i) => values[i] === '1');
 }
 
 const LEGACY_IP6_TABLES = '/proc/net/ip6_tables_names';
