@@ -24,7 +24,7 @@ import type { Templates } from '../../src/plan/desired.js';
 import { reconcileOnce } from '../../src/reconcile/once.js';
 import { tablesAfter } from '../../src/plan/after.js';
 import { loadTemplates } from '../../src/template/load.js';
-import { labText, NICS, randomWalk, STATES, UPLINK, VLAN, type State } from '../helpers/converge-states.js';
+import { labText, NICS, nicChanges, randomWalk, STATES, UPLINK, VLAN, type State } from '../helpers/converge-states.js';
 import { tableShape } from '../helpers/tables.js';
 import { FakeNetns, type FakeLinkSpec, type FakeNetnsOptions, type RestoreErrorFormat } from '../fakes/netfilter.js';
 
@@ -54,18 +54,9 @@ function namespace(nics: readonly string[], options: FakeNetnsOptions = {}): Fak
 function attachOnly(ns: FakeNetns, nics: readonly string[]): void {
   const current = attached.get(ns) ?? new Map<string, string>();
   attached.set(ns, current);
-  for (const [name, key] of [...current]) {
-    if (!nics.includes(key)) {
-      ns.removeLink(name);
-      current.delete(name);
-    }
-  }
-  for (const key of nics) {
-    const spec = NICS[key]!;
-    if (current.get(spec.name) === key) continue;
-    ns.addLink(spec);
-    current.set(spec.name, key);
-  }
+  const { remove, add } = nicChanges(current, nics);
+  for (const link of remove) ns.removeLink(link);
+  for (const spec of add) ns.addLink(spec);
 }
 
 const DOCKER_LINES = (save: string) => save.split('\n').filter((l) => l.includes('DOCKER'));

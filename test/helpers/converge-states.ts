@@ -25,6 +25,24 @@ export const NICS: Record<string, FakeLinkSpec> = {
   'eth2=office': { name: 'eth2', addresses: ['192.168.10.5/24'] },
 };
 
+/**
+ * What docker network connect / disconnect must do for exactly `nics` (NICS keys) to be attached, as links to remove
+ * and then NICs to add, given `attached` (each attached link's name → the NICS key it came from), which is updated to
+ * the state after them. The same name can come back as another NIC: it is removed, then added again.
+ */
+export function nicChanges(attached: Map<string, string>, nics: readonly string[]): { remove: string[]; add: FakeLinkSpec[] } {
+  const remove = [...attached].filter(([, key]) => !nics.includes(key)).map(([link]) => link);
+  for (const link of remove) attached.delete(link);
+  const add: FakeLinkSpec[] = [];
+  for (const key of nics) {
+    const spec = NICS[key]!;
+    if (attached.get(spec.name) === key) continue;
+    add.push(spec);
+    attached.set(spec.name, key);
+  }
+  return { remove, add };
+}
+
 export interface State {
   readonly name: string;
   readonly yaml: string;

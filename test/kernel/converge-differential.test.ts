@@ -20,7 +20,7 @@ import type { Templates } from '../../src/plan/desired.js';
 import type { Step } from '../../src/plan/types.js';
 import { reconcileOnce } from '../../src/reconcile/once.js';
 import { loadTemplates } from '../../src/template/load.js';
-import { NICS, randomWalk, STATES, UPLINK, type State } from '../helpers/converge-states.js';
+import { nicChanges, randomWalk, STATES, UPLINK, type State } from '../helpers/converge-states.js';
 import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
 import { tearDownAlways } from '../helpers/teardown.js';
 import { dockerMac, FakeNetns } from '../fakes/netfilter.js';
@@ -56,17 +56,9 @@ function fakeSide(): Side & { fake: FakeNetns } {
   return {
     name: 'fake', fake, runner: fake,
     attachOnly: async (nics) => {
-      for (const [link, key] of [...attached]) {
-        if (nics.includes(key)) continue;
-        fake.removeLink(link);
-        attached.delete(link);
-      }
-      for (const key of nics) {
-        const spec = NICS[key]!;
-        if (attached.get(spec.name) === key) continue;
-        fake.addLink(spec);
-        attached.set(spec.name, key);
-      }
+      const { remove, add } = nicChanges(attached, nics);
+      for (const link of remove) fake.removeLink(link);
+      for (const spec of add) fake.addLink(spec);
     },
   };
 }
@@ -102,17 +94,9 @@ async function kernelSide(fake: FakeNetns): Promise<Side> {
   return {
     name: 'kernel', runner: inNamespace(runner, NS),
     attachOnly: async (nics) => {
-      for (const [link, key] of [...attached]) {
-        if (nics.includes(key)) continue;
-        await ip('-n', NS, 'link', 'del', link);
-        attached.delete(link);
-      }
-      for (const key of nics) {
-        const spec = NICS[key]!;
-        if (attached.get(spec.name) === key) continue;
-        await addVeth(spec.name, spec.addresses!);
-        attached.set(spec.name, key);
-      }
+      const { remove, add } = nicChanges(attached, nics);
+      for (const link of remove) await ip('-n', NS, 'link', 'del', link);
+      for (const spec of add) await addVeth(spec.name, spec.addresses!);
     },
   };
 }
