@@ -125,7 +125,7 @@ test('no arping: one line says detection is off, nothing is reported, and nothin
   r.supervisor.trigger('start');
   await r.supervisor.firstPass;
   await until('the line', () => r.logs.some((l) => /conflict detection is off/.test(l.msg)));
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  await quiet(r);
   // The probes start one per turn of the event loop: the first one's failure said arping is missing before the
   // second would have started, and none is tried after.
   const tried = r.runner.events.filter((e) => e.startsWith('probe'));
@@ -134,7 +134,7 @@ test('no arping: one line says detection is off, nothing is reported, and nothin
   r.supervisor.trigger('schedule');
   await r.supervisor.idle();
   r.conflicts.recheck();
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  await quiet(r);
   const said = r.logs.filter((l) => /conflict/.test(l.msg));
   t.deepEqual(said.map((l) => [l.level, l.msg]), [[40, 'address conflict detection is off: arping is not installed (iputils-arping)']]);
   t.is(r.runner.events.filter((e) => e.startsWith('probe')).length, 1, 'none after');
@@ -153,7 +153,7 @@ test('a probe whose NIC went before it ran says nothing; the others are reported
   await r.supervisor.firstPass;
   await until('both probes', () => r.runner.events.filter((e) => e.startsWith('probe')).length === 2);
   await until('the conflict on lab', () => r.logs.some((l) => l.level === 40 && /^address conflict on vlan lab/.test(l.msg)));
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  await quiet(r);
   t.deepEqual(r.logs.filter((l) => /probe/.test(l.msg)).map((l) => l.msg), []);
   t.deepEqual(await r.series(), [{ vlan: 'lab', interface: 'eth2', mac: OTHER, value: 1 }]);
 });
@@ -170,6 +170,16 @@ test('a stop kills the probes running, at once', async (t) => {
 });
 
 type Rig = ReturnType<typeof rig>;
+
+/**
+ * What the probes started do, done: none running or queued (each judged), a moment for anything that should not come,
+ * and none again. A fixed 50 ms wait read the series before a probe was judged, in CI runs under load.
+ */
+async function quiet(r: Rig): Promise<void> {
+  await until('the probes judged', () => r.conflicts.probing === 0);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  await until('the probes judged', () => r.conflicts.probing === 0);
+}
 
 /**
  * A drift check's probes (sorted), `before` done first (the clock moved). Each check once the probes before it have
@@ -194,7 +204,7 @@ test('at the drift checks, a VLAN in conflict is probed again at each, one that 
   await r.supervisor.firstPass;
   const probes = () => r.runner.events.filter((e) => e.startsWith('probe')).sort();
   await until('the first probes', () => probes().length === 2 && r.conflicts.conflicts.has('office'));
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  await quiet(r);
   t.deepEqual(probes(), ['probe eth1 192.168.10.1', 'probe eth2 192.168.20.1']);
   const recheckAt = async (ms: number, expected: string[]) =>
     t.deepEqual(await driftCheck(r, () => clock.advance(start + ms - clock.monotonicMs)), expected, `the drift check ${ms} ms after the first probes`);
@@ -249,7 +259,7 @@ test('the gaps between probes count time passing, not the wall clock: set back o
   r.supervisor.trigger('start');
   await r.supervisor.firstPass;
   await until('the first probes', () => r.runner.events.filter((e) => e.startsWith('probe')).length === 2 && r.conflicts.conflicts.has('office'));
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  await quiet(r);
   const recheck = async (expected: string[], why: string) => t.deepEqual(await driftCheck(r), expected, why);
   clock.step(3_600_000);
   clock.advance(1000);
@@ -273,7 +283,7 @@ test('a gateway moved by a reload before the old address\'s announce has gone ou
   await r.supervisor.idle();
   await until('the probes of the addresses held', () => r.runner.events.includes('probe eth1 192.168.10.254') && r.runner.events.includes('probe eth2 192.168.20.1'));
   await until('both probed', () => r.conflicts.conflicts.size === 0 && r.runner.events.filter((e) => e.startsWith('probe')).length === 2);
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  await quiet(r);
   t.deepEqual((await r.series()).sort((a, b) => (a.vlan! < b.vlan! ? -1 : 1)), [
     { vlan: 'lab', interface: 'eth2', mac: '', value: 0 },
     { vlan: 'office', interface: 'eth1', mac: '', value: 0 },
@@ -334,14 +344,14 @@ test('lab\'s NIC answers office\'s probe (two of the gateway\'s networks on one 
   t.is(/ \(seen since ([^)]*)\)$/.exec(warnings[0]!)?.[1], new Date(clock.wallMs).toISOString(), 'the time of day it was first heard');
   // Not another device: no conflict is reported for it.
   await until('both probes', () => r.runner.events.filter((e) => e.startsWith('probe')).length === 2);
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  await quiet(r);
   t.deepEqual(await r.series(), [{ vlan: 'lab', interface: 'eth2', mac: '', value: 0 }]);
 
   // Heard again at the next drift check: said once.
   clock.advance(6000);
   r.conflicts.recheck();
   await until('the second probe', () => r.runner.events.filter((e) => e === 'probe eth1 192.168.10.1').length === 2);
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  await quiet(r);
   t.is(r.logs.filter((l) => l.level === 40).length, 1);
 
   // The sysctls set (each NIC answers for its own addresses): the next probe hears nobody, and the warning goes.
@@ -387,7 +397,7 @@ test('the other NIC\'s network taken out of the config by a reload: its shared-s
   clock.advance(6000);
   r.conflicts.recheck();
   await until('the second probe', () => r.runner.events.filter((e) => e === 'probe eth1 192.168.10.1').length === 2);
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  await quiet(r);
   t.deepEqual(r.status().warnings, []);
   t.is(r.logs.filter((l) => l.level === 40).length, 1, 'the one warning, at the start');
 });
@@ -438,7 +448,7 @@ test('a NIC of the namespace that carries none of the gateway\'s networks (a vet
   await r.supervisor.firstPass;
   await until('both probes', () => r.runner.events.filter((e) => e.startsWith('probe')).length === 2);
   await until('office probed', () => r.logs.some((l) => /probe told nothing/.test(l.msg)));
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  await quiet(r);
   t.deepEqual(r.logs.filter((l) => /conflict|ARP/.test(l.msg)).map((l) => [l.level, l.msg]), [
     [30, 'address conflict probe told nothing: a NIC of the gateway\'s own answered (another of its NICs is on that network)'],
   ]);
