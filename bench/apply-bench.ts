@@ -496,7 +496,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
         return {
           stats: r.stats,
           parts: partStats(r.values.map((v) => v.parts)),
-          chains: Math.max(...tableSteps.map((s) => (s.kind === 'table' ? s.chains.length : 0))),
+          chains: Math.max(...tableSteps.map((s) => s.chains.length)),
           restores: Math.max(...r.values.map((v) => v.recorder.count('restore'))),
           saves: Math.max(...r.values.map((v) => v.recorder.count('save'))),
         };

@@ -16,13 +16,6 @@ export function stats(samples: readonly number[]): Stats {
   return { median, min: sorted[0]!, max: sorted[sorted.length - 1]!, n: sorted.length };
 }
 
-/** Wall time of one async call, in milliseconds. */
-export async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
-  const start = performance.now();
-  const value = await fn();
-  return { ms: performance.now() - start, value };
-}
-
 /**
  * Repeats a measurement: `runs` times, or only `slowRuns` times when the first sample already took longer
  * than `slowMs` (so a slow path does not stretch the whole benchmark; a fast one still gets a good median).

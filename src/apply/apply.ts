@@ -573,7 +573,7 @@ export const batchReads = (line: string): boolean => !line.includes('#') && !/(^
  */
 async function runAddressBatch(runner: CommandRunner, steps: readonly AddressStep[]): Promise<Undo> {
   if (!steps.every((s) => batchReads(addressBatchLine(s)) && batchReads(undoLine(s)))) return runAddressSteps(runner, steps);
-  const undoInput = (done: readonly AddressStep[]) => `${done.map(undoLine).filter((l): l is string => l !== undefined).reverse().join('\n')}\n`;
+  const undoInput = (done: readonly AddressStep[]) => `${done.map(undoLine).reverse().join('\n')}\n`;
   const undoFor = (done: readonly AddressStep[]): Undo => {
     const input = undoInput(done);
     return () => (input !== '\n' ? runner.run(['ip', '-force', '-batch', '-'], { input, rollback: true }) : Promise.resolve());

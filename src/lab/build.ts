@@ -9,7 +9,7 @@
  */
 import type { CommandRunner } from '../exec/runner.js';
 import { removeLabRecord } from './record.js';
-import { assertLabName, LabError, LabInputError, labPrefix, NAMESPACE_PREFIX, type LabTopology } from './topology.js';
+import { assertLabName, LabError, LabInputError, labPrefix, type LabTopology } from './topology.js';
 
 type Argv = readonly string[];
 
@@ -106,14 +106,6 @@ export async function listLabNamespaces(runner: CommandRunner, name: string): Pr
   assertLabName(name);
   const prefix = labPrefix(name);
   return (await listNamespaces(runner)).filter((ns) => ns.startsWith(prefix));
-}
-
-/** The names of every lab that has at least one namespace. */
-export async function listLabs(runner: CommandRunner): Promise<string[]> {
-  const names = (await listNamespaces(runner))
-    .filter((ns) => ns.startsWith(NAMESPACE_PREFIX))
-    .map((ns) => ns.slice(NAMESPACE_PREFIX.length).split('-')[0]!);
-  return [...new Set(names)].sort();
 }
 
 async function listNamespaces(runner: CommandRunner): Promise<string[]> {

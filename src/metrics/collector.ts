@@ -48,7 +48,7 @@ export class StatsCollector {
   constructor(
     private readonly runner: CommandRunner,
     private readonly metrics: Metrics,
-    private readonly log: Logger,
+    log: Logger,
     private readonly intervalMs: number,
     private readonly state: () => CollectorState,
   ) {

@@ -212,7 +212,7 @@ export class Supervisor {
   minIntervalMs: number;
 
   constructor(
-    private readonly runner: CommandRunner,
+    runner: CommandRunner,
     private readonly metrics: Metrics,
     private readonly log: Logger,
     initial: ConfigState,

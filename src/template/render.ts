@@ -207,11 +207,6 @@ const LONG_COMMANDS = [
 const SAFE_PUNCTUATION = '._:,/!=+@%"-';
 const SAFE = /^[A-Za-z0-9 ._:,/!=+@%"-]+$/;
 
-/** Splits a rule body into tokens, honouring double quotes (for user comments). */
-export function tokenize(body: string): string[] | undefined {
-  return quotedTokens(body)?.map((t) => t.text);
-}
-
 /** A rule body's tokens, each with whether it was written in double quotes; undefined for a quote that does not pair. */
 function quotedTokens(body: string): Array<{ text: string; quoted: boolean }> | undefined {
   const tokens: Array<{ text: string; quoted: boolean }> = [];

@@ -14,7 +14,7 @@
 import test from 'ava';
 import { onInterrupt, type Say } from './interrupt.js';
 
-export { INTERRUPTED_TEARDOWN_MS, type Say } from './interrupt.js';
+export { type Say } from './interrupt.js';
 
 /** Registers `fn` as an after.always hook titled `title`, run as well (once) if the file is interrupted. */
 export function tearDownAlways(title: string, fn: (say: Say) => Promise<void>): void {
