@@ -50,7 +50,7 @@ export interface Payload {
   readonly text: string;
 }
 
-export interface ChangeResult {
+interface ChangeResult {
   readonly stats: Stats;
   readonly parts: Record<keyof Breakdown, Stats>;
   readonly chains: number;

@@ -29,11 +29,11 @@ export const SIZES: Readonly<Record<'1k' | '10k', ConfigShape>> = {
 
 export const UPLINK_NIC = 'up0';
 export const UPLINK_ADDRESS = '198.51.100.2';
-export const UPLINK_GATEWAY = '198.51.100.1';
+const UPLINK_GATEWAY = '198.51.100.1';
 
 export const vlanName = (i: number) => `v${i}`;
 export const nicName = (i: number) => `n${i}`;
-export const peerName = (i: number) => `p${i}`;
+const peerName = (i: number) => `p${i}`;
 const subnetBase = (i: number) => `10.${64 + (i >> 8)}.${i & 255}`;
 export const subnetOf = (i: number) => `${subnetBase(i)}.0/24`;
 export const gatewayOf = (i: number) => `${subnetBase(i)}.1`;
@@ -43,7 +43,7 @@ export const nicAddressOf = (i: number) => `${subnetBase(i)}.2`;
 export const clientAddressOf = (i: number) => `${subnetBase(i)}.10`;
 
 /** The partner VLANs of VLAN i: its predecessors, wrapping around. */
-export function partnersOf(i: number, shape: ConfigShape): number[] {
+function partnersOf(i: number, shape: ConfigShape): number[] {
   const out: number[] = [];
   for (let k = 1; k <= shape.partners; k++) out.push(((i - 1 - k + shape.vlans) % shape.vlans) + 1);
   return out;
@@ -60,7 +60,7 @@ function pairRules(from: number, to: number, count: number, variant: number): Co
   return rules;
 }
 
-export function validated(raw: unknown): Config {
+function validated(raw: unknown): Config {
   const result = validateConfig(raw);
   if (!result.ok) {
     const lines = result.problems.slice(0, 10).map((p) => `  ${formatPath(p.path)}: ${p.message}`);

@@ -33,7 +33,7 @@ export interface ContainerCase {
   readonly hosts: readonly [number, number];
 }
 
-export const CASES: readonly ContainerCase[] = [
+const CASES: readonly ContainerCase[] = [
   { label: 'off', ipForward: 0, hosts: [0, 0] },
   { label: 'on', ipForward: 1, hosts: [0, 0] },
   { label: 'on-2', ipForward: 1, hosts: [1, 1] },
@@ -43,7 +43,7 @@ export const CASES: readonly ContainerCase[] = [
 /** Ordered pairs of hosts with flows through the router (each is one `conntrack -D` of the clear). */
 export const pairsOf = (c: ContainerCase) => 2 * c.hosts[0] * c.hosts[1];
 
-export interface ContainerStartRow {
+interface ContainerStartRow {
   readonly case: ContainerCase;
   /** Entries the router's conntrack held between two hosts just before the start (median). */
   readonly tracked: number;

@@ -22,9 +22,9 @@ import { stats, WithoutIpset, type Stats } from './measure.js';
 import type { Namespaces } from './netns.js';
 
 export type Condition = 'none' | 'notrack' | 'ours' | 'ours-new' | 'linear';
-export const CONDITIONS: readonly Condition[] = ['none', 'notrack', 'linear', 'ours', 'ours-new'];
+const CONDITIONS: readonly Condition[] = ['none', 'notrack', 'linear', 'ours', 'ours-new'];
 
-export interface ForwardingSample {
+interface ForwardingSample {
   readonly forwardedPps: number;
   readonly sentPps: number;
   readonly receivedPps: number;

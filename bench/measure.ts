@@ -47,7 +47,7 @@ export interface CommandRecord {
 }
 
 /** Writes are recognised explicitly; anything else (ip -json, sysctl -n, *-save, cat /proc/…) is a read. */
-export function kindOf(argv: readonly string[]): CommandKind {
+function kindOf(argv: readonly string[]): CommandKind {
   const [file = '', ...rest] = argv;
   if (/^iptables(-(nft|legacy))?-restore$/.test(file)) return 'restore';
   if (/^iptables(-(nft|legacy))?-save$/.test(file)) return 'save';

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Child, CommandRunner } from '../src/exec/runner.js';
 
-export const PREFIX = 'vgwbench-';
+const PREFIX = 'vgwbench-';
 
 export class Namespaces {
   private readonly tag = randomBytes(3).toString('hex');

@@ -11,7 +11,7 @@ import { forgetRenderedChains, planDesired, type Templates } from '../src/plan/d
 import { diff } from '../src/plan/diff.js';
 import { repeat, type Stats } from './measure.js';
 
-export interface ProfileEntry {
+interface ProfileEntry {
   readonly fn: string;
   readonly inclusiveMs: number;
   readonly selfMs: number;

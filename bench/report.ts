@@ -9,7 +9,7 @@ import type { SupervisorResult } from './supervisor-bench.js';
 
 const n = (x: number) => Math.round(x).toLocaleString('en-US');
 
-export function table(header: readonly string[], rows: ReadonlyArray<readonly string[]>, rightFrom = 1): string {
+function table(header: readonly string[], rows: ReadonlyArray<readonly string[]>, rightFrom = 1): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const fmt = (r: readonly string[]) => r.map((c, i) => (i >= rightFrom ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
   return [fmt(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(fmt)].join('\n');

@@ -30,7 +30,7 @@ export interface SupervisorResult {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-export const IMAGE_NODE_OPTIONS = process.env.BENCH_NODE_OPTIONS ?? '--max-semi-space-size=1 --v8-pool-size=1';
+const IMAGE_NODE_OPTIONS = process.env.BENCH_NODE_OPTIONS ?? '--max-semi-space-size=1 --v8-pool-size=1';
 /** The flags the image's `vlan-gateway` wrapper gives node (image/Dockerfile), which NODE_OPTIONS may not hold. */
 export const IMAGE_NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '--optimize-for-size').split(' ').filter(Boolean);
 

@@ -16,7 +16,7 @@ const CLASSIFIED = new Set([
 /** Fields of a classified error left out of a log line: what its message says already, or too long to read. */
 const LEFT_OUT = new Set(['name', 'stack', 'stdout', 'stderr']);
 
-export function serializeError(error: unknown): unknown {
+function serializeError(error: unknown): unknown {
   if (!(error instanceof Error) || !CLASSIFIED.has(error.name)) return stdSerializers.err(error as Error);
   const out: Record<string, unknown> = { type: error.name, message: error.message };
   for (const [key, value] of Object.entries(error)) {

@@ -488,7 +488,7 @@ export function setCreate(set: string, type: string, members: readonly string[])
 const setCreateLine = (set: string, type: string, hashsize: number, maxelem?: number) =>
   `create ${set} ${type} counters hashsize ${hashsize}${maxelem ? ` maxelem ${maxelem}` : ''} -exist`;
 
-export function describeStep(step: Step): string {
+function describeStep(step: Step): string {
   switch (step.kind) {
     case 'link-up': return `bringing up ${step.nic} (vlan ${step.vlan})`;
     case 'address-add': return `adding ${step.address}/${step.prefix} to ${step.nic} (vlan ${step.vlan})`;
@@ -565,7 +565,7 @@ function undoLine(s: AddressStep): string {
  * line", and exit 0 with nothing done). Linux allows all three in a NIC's name, and a NIC the gateway does not bind
  * may have one: its address of ours to remove (the NIC renamed after an apply), the previous default route to put back.
  */
-export const batchReads = (line: string): boolean => !line.includes('#') && !/(^|\s)["']/.test(line) && !line.endsWith('\\');
+const batchReads = (line: string): boolean => !line.includes('#') && !/(^|\s)["']/.test(line) && !line.endsWith('\\');
 
 /**
  * A run of link, address and route steps is one `ip -batch -` (one process for 100 VLANs instead of 100). Its

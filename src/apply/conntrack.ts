@@ -101,7 +101,7 @@ const SLICE_CHARS = 64 * 1024;
  * whole, and /metrics, /healthz and the supervisor's timers waited that long. A piece is cut in slices of at most
  * SLICE_CHARS; past SLICE_MS, the rest waits for the next turn of the loop (setImmediate).
  */
-export class ListingReader {
+class ListingReader {
   private readonly slices: string[] = [];
   private tail = '';
   private draining = false;

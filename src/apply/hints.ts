@@ -20,7 +20,7 @@ export const NET_RAW_HINT = 'the gateway needs the NET_RAW capability (iptables 
  * What NET_ADMIN_HINT says instead where the process is not root at all (a person on a host who forgot sudo): Docker's
  * flag is not the way out there, and said that, it sent them looking for a container.
  */
-export const notRootHint = (uid: number) => `vlan-gateway runs as uid ${uid} here, and reading or changing a network namespace needs root: run it as root (sudo; in a container, without docker run --user or a Compose user: key)`;
+const notRootHint = (uid: number) => `vlan-gateway runs as uid ${uid} here, and reading or changing a network namespace needs root: run it as root (sudo; in a container, without docker run --user or a Compose user: key)`;
 
 /** `message` with NET_ADMIN_HINT said as notRootHint where this process is not root. */
 export function forThisUser(message: string, uid = process.geteuid?.()): string {
@@ -70,7 +70,7 @@ export function setInUseHint(set: string, backend: 'nft' | 'legacy', stderr: str
 const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
 
 /** net.ipv4.ip_forward of this process's namespace, and whether /proc/sys is mounted read-only (a container's). */
-export function forwardingHere(): { value: string; readOnly: boolean } | undefined {
+function forwardingHere(): { value: string; readOnly: boolean } | undefined {
   try {
     const value = readFileSync(IP_FORWARD, 'utf8').trim();
     try {

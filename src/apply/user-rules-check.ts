@@ -23,7 +23,7 @@ import { USER_PREFIX } from '../plan/chains.js';
 /** Where each payload line came from: its table, chain and rule number, or nothing (a header, a declaration). */
 type Origin = { table: string; chain: string; rule: number } | undefined;
 
-export function userRulesPayload(desired: Desired): { payload: string; origins: Origin[] } | undefined {
+function userRulesPayload(desired: Desired): { payload: string; origins: Origin[] } | undefined {
   const lines: string[] = [];
   const origins: Origin[] = [];
   const push = (line: string, origin?: Origin) => {
@@ -61,7 +61,7 @@ export const REFUSALS_SAID = 10;
  * xtables lock judged no rule: that is thrown as the runtime failure it is (a CommandError with iptables' message),
  * not a refusal of the config (after a first refusal, the refusals found so far are said).
  */
-export async function userRulesRefusal(runner: CommandRunner, backend: Backend, desired: Desired,
+async function userRulesRefusal(runner: CommandRunner, backend: Backend, desired: Desired,
   fileOf: (chain: string) => string | undefined): Promise<PlanError | undefined> {
   const test = userRulesPayload(desired);
   if (!test) return undefined;
@@ -106,7 +106,7 @@ export async function userRulesRefusal(runner: CommandRunner, backend: Backend, 
 }
 
 /** Does the plan write a rule into one of the user's chains (so iptables has not parsed it yet)? */
-export const writesUserRules = (plan: Plan): boolean => plan.steps.some((s) => s.kind === 'table'
+const writesUserRules = (plan: Plan): boolean => plan.steps.some((s) => s.kind === 'table'
   && s.chains.some((c) => c.chain.startsWith(USER_PREFIX) && c.added.length > 0));
 
 /**

@@ -84,7 +84,7 @@ const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
  * (`cannot read gateway.yaml: no such file`), not as part of a longer path (`rules.dir: cannot read
  * /etc/vlan-gateway/gateway.yaml.d (no such directory)` names another file, and takes the prefix).
  */
-export function namesFile(line: string, source: string): boolean {
+function namesFile(line: string, source: string): boolean {
   if (source === '') return true;
   return new RegExp(`(?:^|[\\s(])${escaped(source)}(?=$|[\\s:,;)]|\\.(?:$|\\s))`).test(line);
 }

@@ -29,11 +29,11 @@ import { namespaceInode } from './instance-lock.js';
 import { privateDir } from './private-dir.js';
 import { removeAbandoned, temporaryOf } from './temporaries.js';
 
-export const DEFAULT_STATE_DIR = '/run/vlan-gateway/state';
+const DEFAULT_STATE_DIR = '/run/vlan-gateway/state';
 const FORMAT = 1;
 
 /** The directory from `VLAN_GATEWAY_STATE_DIR`, else the default. */
-export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
+function stateDir(env: NodeJS.ProcessEnv = process.env): string {
   return env.VLAN_GATEWAY_STATE_DIR?.trim() || DEFAULT_STATE_DIR;
 }
 

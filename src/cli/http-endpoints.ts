@@ -32,7 +32,7 @@ export function endpoints(supervisor: Supervisor, reload: ReloadState, metrics: 
 }
 
 /** How often the endpoints try again to listen on an address that no interface has yet. */
-export const LISTEN_RETRY_MS = 1000;
+const LISTEN_RETRY_MS = 1000;
 
 /**
  * Whether the endpoints wait for their address rather than fail: an address in a VLAN's subnet (its gateway address,

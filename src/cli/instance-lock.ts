@@ -27,7 +27,7 @@ export async function namespaceInode(netns: string | undefined): Promise<string>
 }
 
 /** A process of another user listening on a lock's name (see foreignHolder). */
-export interface ForeignHolder {
+interface ForeignHolder {
   readonly pid: number;
   readonly uid: number;
   readonly command: string;
@@ -42,7 +42,7 @@ export interface ForeignHolder {
  * listening socket's inode, in this process's network namespace) and the processes' open files; read only when
  * the name is taken.
  */
-export async function foreignHolder(name: string, uid: number | undefined = process.getuid?.()): Promise<ForeignHolder | undefined> {
+async function foreignHolder(name: string, uid: number | undefined = process.getuid?.()): Promise<ForeignHolder | undefined> {
   if (uid === undefined) return undefined;
   // /proc/net/unix shows an abstract name's NULs as "@"; node binds one padded with NULs to the whole sun_path.
   const shown = `@${name.slice(1)}`;

@@ -45,7 +45,7 @@ let identity: string | undefined;
  * A digest of the code that renders: the bundle this runs from, or, run from source, every file under src/. A
  * build or an edit changes it, so a state rendered by other code is never taken for this code's.
  */
-export function codeIdentity(): string {
+function codeIdentity(): string {
   identity ??= computeCodeIdentity();
   return identity;
 }

@@ -59,7 +59,7 @@ const FILES_NAMED = 3;
  * added or removed. A config that names another rules.dir is its own change: the templates there are not said to have
  * changed. A reload's `why` said "file changed" alone, which read as gateway.yaml when only a template had been edited.
  */
-export function changedFiles(running: ConfigState, next: ConfigState): string[] {
+function changedFiles(running: ConfigState, next: ConfigState): string[] {
   const files: string[] = next.text === running.text ? [] : [next.path];
   if (next.config.rules.dir !== running.config.rules.dir) return files;
   const sources = (state: ConfigState) => new Map(state.templates.user.map((u) => [u.template.file, u.template.source]));
@@ -313,7 +313,7 @@ function placeText(place: RulePlace): string {
  * iptables-legacy refused whole, by the likely chain and its template; the gateway's own rules (gatewayRefusal), by
  * the config file.
  */
-export function refusalSaid(error: ApplyError, templates: Templates, configPath: string): { rule: string; fields: Record<string, unknown> } {
+function refusalSaid(error: ApplyError, templates: Templates, configPath: string): { rule: string; fields: Record<string, unknown> } {
   const templateOf = userTemplateOf(templates);
   if (error.userChain === undefined) return { rule: gatewayRefusal(error), fields: { path: configPath } };
   const chainFile = templateOf(error.userChain)?.file;

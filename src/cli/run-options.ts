@@ -10,7 +10,7 @@ import { MAX_INTERVAL_MS, type Config } from '../config/schema.js';
 import type { GlobalArgs } from './context.js';
 import { UsageError } from './errors.js';
 
-export const DEFAULT_SCHEDULE = '*/30 * * * * *';
+const DEFAULT_SCHEDULE = '*/30 * * * * *';
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 

@@ -31,7 +31,7 @@ import { checkRunFlags, checkSchedule, runOptions, runSettings, type RunArgs } f
 import { Shutdown, stopOnFatal, stopWhenNamespaceGone } from './shutdown.js';
 import { holdSignals, onStopSignals, type HeldSignals } from './signals.js';
 
-export async function version(): Promise<string> {
+async function version(): Promise<string> {
   return (JSON.parse(await readFile(packageFile('package.json'), 'utf8')) as { version: string }).version;
 }
 

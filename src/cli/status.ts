@@ -86,7 +86,7 @@ export function formatStatus(s: StatusDoc): string {
  * Where a supervisor started with this listen address answers this machine: the address itself, or loopback where
  * it listens on every address.
  */
-export function statusBase(listen: string): string | undefined {
+function statusBase(listen: string): string | undefined {
   const parsed = parseListenAddress(listen);
   if (!parsed) return undefined;
   const host = parsed.host === '0.0.0.0' || parsed.host === '::' ? '127.0.0.1' : parsed.host.includes(':') ? `[${parsed.host}]` : parsed.host;

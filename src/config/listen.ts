@@ -16,7 +16,7 @@ export const LISTEN_FORMS = 'accepted: PORT or :PORT (every IPv4 address, as 0.0
 /** A name the resolver may look up: letters, digits, "_", "-" and "." (Docker's container names hold "_"). */
 const HOST_NAME = /^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$/;
 
-export type ListenReading = { ok: true; host: string; port: number } | { ok: false; why: string };
+type ListenReading = { ok: true; host: string; port: number } | { ok: false; why: string };
 
 /**
  * An address to listen on: PORT, :PORT, HOST:PORT or [IPv6]:PORT (port 0: one the kernel picks, as tests use). The
@@ -26,7 +26,7 @@ export type ListenReading = { ok: true; host: string; port: number } | { ok: fal
  * digits and dots that are no IPv4 address, which the resolver would fail, or read as another address: 999.1.1.1,
  * 192.168.010.1 in octal, 10123 as one 32-bit number).
  */
-export function readListen(listen: string): ListenReading {
+function readListen(listen: string): ListenReading {
   const m = /^(?:(?:\[([^\]]*)\]|([^:[\]]*)):)?(\d+)$/.exec(listen);
   if (!m) {
     const note = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(listen) ? ' (an address, not a URL: no scheme, no path)'

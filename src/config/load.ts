@@ -50,7 +50,7 @@ export interface ConfigCache {
  * 10,000 forwarding rules make about 1 MB of YAML. A config of 16 MiB (200,000 rules) is validated in about 12 s
  * and 770 MB here; one of 64 MiB, the limit before, took 60 s and 2.3 GB, more than a container may have.
  */
-export const MAX_CONFIG_BYTES = 16 * 2 ** 20;
+const MAX_CONFIG_BYTES = 16 * 2 ** 20;
 
 const tooBigWhy = (bytes: string) => `${bytes}; a config is far smaller (at most ${MAX_CONFIG_BYTES / 2 ** 20} MiB)`;
 

@@ -57,7 +57,7 @@ const IFNAME_CHARS = 'a name here holds only ASCII letters, digits, "_", ".", "-
  * and "..", more than IFNAMSIZ − 1 = 15 bytes), then what this product refuses besides (a leading "-" or ".", "@",
  * "+" and other characters). Undefined when the name is well-formed.
  */
-export function ifnameProblem(name: string): string | undefined {
+function ifnameProblem(name: string): string | undefined {
   if (IFNAME.test(name)) return undefined;
   if (name === '') return 'is empty: name a NIC like eth1, or leave interface out';
   const what = 'is not an interface name';

@@ -18,7 +18,7 @@ import { contains, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
 import type { RoutedPrefix } from '../observe/facts.js';
 
 /** A refused client's VLAN and the reason it is told. */
-export interface Refusal {
+interface Refusal {
   readonly vlan: string;
   readonly reason: string;
 }

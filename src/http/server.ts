@@ -21,7 +21,7 @@ export const MAX_CONNECTIONS = 512;
  * on a VLAN is refused only once its headers are in, and a slow one (or 512 of them) would otherwise hold every
  * connection for as long as the header timeout lets it, again and again: Prometheus and the health check shut out.
  */
-export const MAX_REFUSED_CONNECTIONS = 32;
+const MAX_REFUSED_CONNECTIONS = 32;
 /** How often node:http enforces the timeouts below (its default, 30 s, held a connection up to 40 s, not 10). */
 const TIMEOUT_CHECK_MS = 1000;
 

@@ -15,7 +15,7 @@
  *
  * The script is CommonJS (what `node -e` runs) and contains no backtick or "${" so it can live in this constant.
  */
-export const AGENT_SCRIPT = String.raw`'use strict';
+const AGENT_SCRIPT = String.raw`'use strict';
 const net = require('node:net');
 const dgram = require('node:dgram');
 const fs = require('node:fs');

@@ -122,7 +122,7 @@ export function ruleProbes(rule: ForwardingRule): Wanted[] {
  * The ports of the uplink address to probe for one port forward: its port; for a range its first and last port and
  * one just outside it that no forward takes (after the range, else before it), when there is one. Pure.
  */
-export function forwardProbePorts(config: Config, forward: PortForward): number[] {
+function forwardProbePorts(config: Config, forward: PortForward): number[] {
   const [low, high] = forwardedRange(forward.port);
   if (low === high) return [low];
   const outside = [high + 1, low - 1].find((p) => p >= 1 && p <= 65535 && forwardTaking(config, forward.proto, p) === undefined);

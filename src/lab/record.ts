@@ -12,7 +12,7 @@ import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assertLabName } from './topology.js';
 
-export const DEFAULT_LAB_RECORD_DIR = '/run/vgwlab';
+const DEFAULT_LAB_RECORD_DIR = '/run/vgwlab';
 
 export interface LabRecord {
   /** The config file `lab up` applied, as an absolute path. */

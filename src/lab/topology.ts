@@ -26,15 +26,15 @@ import { formatPath, type Problem } from '../config/problems.js';
 import type { Config, InterfaceRef } from '../config/schema.js';
 import { broadcastOf, contains, formatAddress, formatCidr, networkOf, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
 
-export const LAB_NAME = /^[a-z][a-z0-9]{0,7}$/;
+const LAB_NAME = /^[a-z][a-z0-9]{0,7}$/;
 export const DEFAULT_LAB_NAME = 'demo';
-export const NAMESPACE_PREFIX = 'vgwlab-';
-export const INTERNET_HOST = '198.51.100.10';
+const NAMESPACE_PREFIX = 'vgwlab-';
+const INTERNET_HOST = '198.51.100.10';
 const DEFAULT_UPLINK_GATEWAY = '203.0.113.1';
 const SPARE_UPLINK_GATEWAY = '203.0.113.254';
 const CLIENT_HOST_OFFSET = 100;
 /** At most this many addresses per VLAN client for forwarding rules' addresses and prefixes (beyond: not probed). */
-export const RULE_HOSTS_PER_VLAN = 8;
+const RULE_HOSTS_PER_VLAN = 8;
 
 export class LabError extends Error {
   override readonly name: string = 'LabError';
@@ -57,7 +57,7 @@ function labConfigError(problems: readonly Problem[]): LabInputError {
   return new LabInputError(problems.map((p) => `${formatPath(p.path)}: ${p.message}`).join('\n'), problems);
 }
 
-export interface LabClient {
+interface LabClient {
   readonly namespace: string;
   /** The client's NIC inside its namespace. */
   readonly interface: string;
@@ -70,7 +70,7 @@ export interface LabClient {
   readonly switchPort: string;
 }
 
-export interface LabVlan {
+interface LabVlan {
   readonly name: string;
   readonly id: number;
   readonly subnet: string;
@@ -87,7 +87,7 @@ export interface LabVlan {
   readonly client: LabClient;
 }
 
-export interface LabUplink {
+interface LabUplink {
   readonly routerInterface: string;
   readonly routerAddress: string;
   readonly routerMac?: string;

@@ -37,7 +37,7 @@ export interface CollectorState {
 const NOTHING: ReadonlyMap<string, Count> = new Map();
 
 /** How much of `ipset save` the collector reads before it lets the event loop run (about 1,000 members: 1-2 ms). */
-export const SET_TEXT_PART = 64 * 1024;
+const SET_TEXT_PART = 64 * 1024;
 
 export class StatsCollector {
   private timer: NodeJS.Timeout | undefined;

@@ -8,7 +8,7 @@ import { DROP_REASONS, WARNING_KINDS } from '../plan/types.js';
 
 /** What asked for a pass; `drift`: the stats collector's reading found our tables or sets not as planned. */
 export type Trigger = 'start' | 'schedule' | 'drift' | 'netlink' | 'reload';
-export const TRIGGERS: readonly Trigger[] = ['start', 'schedule', 'drift', 'netlink', 'reload'];
+const TRIGGERS: readonly Trigger[] = ['start', 'schedule', 'drift', 'netlink', 'reload'];
 export type DriftKind = 'rules' | 'jump' | 'address' | 'link' | 'route' | 'sysctl' | 'set';
 
 export class Metrics {

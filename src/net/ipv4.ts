@@ -26,7 +26,7 @@ export function parseCidr(text: string): Cidr | undefined {
   return { network: address, prefix };
 }
 
-export function size(cidr: Cidr): number {
+function size(cidr: Cidr): number {
   return 2 ** (32 - cidr.prefix);
 }
 

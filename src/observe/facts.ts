@@ -31,7 +31,7 @@ export interface Link {
   readonly stats?: LinkStats;
 }
 
-export interface LinkStats {
+interface LinkStats {
   readonly rxBytes: number;
   readonly rxPackets: number;
   readonly rxDropped: number;

@@ -1,6 +1,6 @@
 /** `conntrack -L` output as entries. Pure. */
 
-export interface ConntrackTuple {
+interface ConntrackTuple {
   readonly src: string;
   readonly dst: string;
   readonly sport: number;

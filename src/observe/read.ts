@@ -12,12 +12,12 @@ import { verdictOf } from '../plan/rule-text.js';
 import { forwardDropsTheRest, hasAnyRules, hasOurChains, SaveParser, tableOf } from './parse-save.js';
 import { IPV6_DEFAULT_FORCE_FORWARDING, IPV6_FORCE_FORWARDING, IPV6_FORWARDING, ipv6ForwardingOn } from '../plan/warnings.js';
 
-export const MANAGED_SYSCTLS = ['net.ipv4.ip_forward'] as const;
+const MANAGED_SYSCTLS = ['net.ipv4.ip_forward'] as const;
 /**
  * Read, never written: what the plan warns about (see plan/warnings.ts). Absent where the kernel has no IPv6 (and the
  * force_forwarding ones before Linux 6.17).
  */
-export const WATCHED_SYSCTLS = [IPV6_FORWARDING, IPV6_FORCE_FORWARDING, IPV6_DEFAULT_FORCE_FORWARDING] as const;
+const WATCHED_SYSCTLS = [IPV6_FORWARDING, IPV6_FORCE_FORWARDING, IPV6_DEFAULT_FORCE_FORWARDING] as const;
 
 export class BackendError extends Error {
   override readonly name = 'BackendError';
@@ -34,14 +34,14 @@ export const XTABLES_WAIT_SECONDS = 10;
 export const restoreCommand = (backend: Backend, counters = false) =>
   [`iptables-${backend}-restore`, '--noflush', `--wait=${XTABLES_WAIT_SECONDS}`, ...(counters ? ['--counters'] : [])];
 
-export interface InterfaceFacts {
+interface InterfaceFacts {
   readonly links: Link[];
   readonly defaultRoute?: Route;
   readonly routed: RoutedPrefix[];
 }
 
 /** Links, addresses and the main table's routes in one `ip -batch` (one process; each prints one JSON line). */
-export async function readInterfaces(runner: CommandRunner): Promise<InterfaceFacts> {
+async function readInterfaces(runner: CommandRunner): Promise<InterfaceFacts> {
   const { stdout } = await runner.run(['ip', '-json', '-batch', '-'], { input: 'address show\nroute show\n' });
   const [addresses = '[]', routes = '[]'] = stdout.split('\n').filter((l) => l.trim() !== '');
   const defaultRoute = parseDefaultRoute(routes);
@@ -144,7 +144,7 @@ export async function readSetsText(runner: CommandRunner): Promise<string | unde
  * members themselves); if any set of ours does not match, one `ipset save` after all. At 100 VLANs that skips
  * reading and parsing 10,000 members a pass.
  */
-export async function readSets(runner: CommandRunner, known?: KnownSets): Promise<Map<string, SavedSet> | undefined> {
+async function readSets(runner: CommandRunner, known?: KnownSets): Promise<Map<string, SavedSet> | undefined> {
   if (known === undefined) {
     const text = await readSetsText(runner);
     return text === undefined ? undefined : parseIpsetSave(text);
@@ -335,7 +335,7 @@ const shellWord = (word: string) => (PLAIN_WORD.test(word) ? word : `'${word.rep
  * text, which may be before one deleted by number and move it), then each chain flushed, then deleted (a chain may
  * be deleted once nothing refers to it). A chain's name is quoted where a shell would read it otherwise.
  */
-export function removalCommands(backend: Backend, tables: Map<string, SavedTable>): string[] {
+function removalCommands(backend: Backend, tables: Map<string, SavedTable>): string[] {
   const tool = `iptables-${backend}`;
   const commands: string[] = [];
   for (const [table, { chains, rules }] of tables) {

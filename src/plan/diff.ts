@@ -89,7 +89,7 @@ const countersOf = (rule: SavedRule, read: boolean) => (read ? `[${rule.packets}
  * since, and an undo that put them back would set the kernel's counters to numbers it no longer holds (a rule at
  * 15 packets back at 10). Such an undo re-creates its rules from zero.
  */
-export function diffTable(table: TableName, desiredChains: readonly DesiredChain[], desiredJumps: readonly Jump[], saved: SavedTable, countersRead = true): TableDiff {
+function diffTable(table: TableName, desiredChains: readonly DesiredChain[], desiredJumps: readonly Jump[], saved: SavedTable, countersRead = true): TableDiff {
   const ours = [...saved.chains].filter((c) => c.startsWith(OUR_PREFIX));
   const wanted = new Map(desiredChains.map((c) => [c.name, c]));
   const changes: ChainChange[] = [];

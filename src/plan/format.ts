@@ -58,7 +58,7 @@ function stepLines(step: Step): string[] {
  * conntrack clear, and per table each chain created, rewritten or deleted and each jump added or removed. Counted as
  * steps, one table step with three chains rewritten and a jump added was "1 change pending".
  */
-export function changeCount(plan: Plan): number {
+function changeCount(plan: Plan): number {
   let count = 0;
   for (const step of plan.steps) count += step.kind === 'table' ? Math.max(1, step.chains.length + step.jumps.length) : 1;
   return count;

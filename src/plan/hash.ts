@@ -10,7 +10,7 @@ export function ruleHash(table: string, chain: string, body: string): string {
   return hash('sha256', `${table}\u0000${chain}\u0000${body}`, 'base64url').slice(0, 16);
 }
 
-export const COMMENT_PREFIX = 'vgw:';
+const COMMENT_PREFIX = 'vgw:';
 
 /** How every rule of ours begins: its hash follows, then a space and its body (see ruleLine). */
 export const RULE_COMMENT = `-m comment --comment ${COMMENT_PREFIX}`;

@@ -48,7 +48,7 @@ export function matchUplink(config: Config, facts: BindingFacts): UplinkBinding 
 }
 
 /** Whether the NIC holds an address on the network of `address` (a next hop the kernel accepts through it). */
-export function onLinkOf(nic: Link, address: string): boolean {
+function onLinkOf(nic: Link, address: string): boolean {
   const target = parseAddress(address);
   return target !== undefined && nic.addresses.some((a) => {
     const own = parseAddress(a.address);

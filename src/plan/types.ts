@@ -3,7 +3,7 @@ import type { Vlan } from '../config/schema.js';
 import type { Backend, Link, Route, TableName } from '../observe/facts.js';
 
 export type Zone = string; // a VLAN name or 'uplink'
-export type SetRole = 'accounting' | 'verdict';
+type SetRole = 'accounting' | 'verdict';
 export const UPLINK: Zone = 'uplink';
 
 export interface VlanBinding {
@@ -86,7 +86,7 @@ export interface DesiredSet {
   readonly hashsize: number;
 }
 
-export interface DesiredAddress {
+interface DesiredAddress {
   readonly vlan: string;
   readonly nic: string;
   readonly address: string;

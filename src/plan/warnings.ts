@@ -23,7 +23,7 @@ export const IPV6_DEFAULT_FORCE_FORWARDING = 'net.ipv6.conf.default.force_forwar
  * kernel forwards an IPv6 packet when all.forwarding is 1 or the NIC it came in on has this at 1; `all.force_forwarding`
  * is no more than a way to set every NIC's at once (a NIC set back to 0 after it does not forward).
  */
-export const nicForceForwardingKey = (nic: string) => `net.ipv6.conf.${nic.replaceAll('.', '/')}.force_forwarding`;
+const nicForceForwardingKey = (nic: string) => `net.ipv6.conf.${nic.replaceAll('.', '/')}.force_forwarding`;
 
 /** The IPv6 forwarding sysctl that is 1 (forwarding first), if one is. */
 export function ipv6ForwardingOn(sysctls: Readonly<Record<string, string>>): string | undefined {

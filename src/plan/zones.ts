@@ -17,7 +17,7 @@ export interface ZoneModel {
 }
 
 /** multiport takes at most 15 ports, a range counting as two. */
-export function multiportChunks(ports: string | number): string[] {
+function multiportChunks(ports: string | number): string[] {
   const chunks: string[] = [];
   let current: string[] = [];
   let slots = 0;

@@ -28,9 +28,9 @@ import { noCarrier } from './notices.js';
 import type { SupervisorView } from './supervisor.js';
 
 /** How many probes run at once (a probe that hears nothing lasts 2 s: 100 VLANs take 25 s). */
-export const PROBE_CONCURRENCY = 8;
+const PROBE_CONCURRENCY = 8;
 /** No VLAN is probed again sooner than this after its last probe began, whatever the drift schedule. */
-export const PROBE_MIN_GAP_MS = 5000;
+const PROBE_MIN_GAP_MS = 5000;
 /**
  * A VLAN whose last probe heard nobody else is probed again at the first drift check this long after it: a new
  * conflict is found within minutes, and 100 VLANs cost two broadcasts and a process each per 5 minutes, not per 30 s
@@ -44,7 +44,7 @@ const ANNOUNCE_WAIT_MS = 30_000;
 const PROBE_TIMEOUT_MS = 10_000;
 
 /** RFC 5227's probe, twice, a second apart (iputils' arping stops at the first answer: exit 1). */
-export const probeCommand = (nic: string, address: string): string[] => ['arping', '-D', '-c', '2', '-w', '3', '-I', nic, address];
+const probeCommand = (nic: string, address: string): string[] => ['arping', '-D', '-c', '2', '-w', '3', '-I', nic, address];
 
 export interface Conflict {
   /** The other device's MAC (the first that answered the last probe). */

@@ -18,7 +18,7 @@ export interface Notice {
 }
 
 /** How many VLANs a notice about many names in its message; the rest are counted (its `vlans` field lists them all). */
-export const VLANS_NAMED = 5;
+const VLANS_NAMED = 5;
 
 /**
  * One notice for the VLANs that lost (or got back) their NICs in one pass: one VLAN's own, or, for several (Docker

@@ -677,7 +677,7 @@ export class Supervisor {
 const FINDINGS_MAX_AGE_MS = 60_000;
 
 /** Failures no retry can fix: the container lacks NET_ADMIN or NET_RAW, or /proc/sys is read-only and the sysctl unset. */
-export function isFatal(error: unknown): boolean {
+function isFatal(error: unknown): boolean {
   const e = error as { message?: string; stderr?: string };
   return /--cap-add NET_(ADMIN|RAW)|--sysctl /.test(e?.message ?? '') || privilegeHint(e?.stderr ?? '') !== undefined;
 }

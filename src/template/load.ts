@@ -7,14 +7,14 @@ import { USER_HOOKS, type UserHook } from '../plan/chains.js';
 import type { Templates, TemplateSource } from '../plan/desired.js';
 import { MAX_USER_RENDER_CHARS, templateSyntaxProblem } from './render.js';
 
-export const builtinRulesDir = () => packageFile('rules');
+const builtinRulesDir = () => packageFile('rules');
 
 async function source(path: string, shown: string): Promise<TemplateSource> {
   return { file: shown, source: await readFile(path, 'utf8') };
 }
 
 /** A rule template's largest file: as much as it may render (MAX_USER_RENDER_CHARS), rules written out one by one. */
-export const MAX_USER_TEMPLATE_BYTES = MAX_USER_RENDER_CHARS;
+const MAX_USER_TEMPLATE_BYTES = MAX_USER_RENDER_CHARS;
 
 /**
  * A user template that cannot be read is the config's problem (rules.dir), named by file. So is one that is no

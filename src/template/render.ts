@@ -16,7 +16,7 @@ export interface TemplateProblem {
 }
 
 /** The most problems of one render said one by one; the rest are counted. */
-export const TEMPLATE_PROBLEMS_SAID = 20;
+const TEMPLATE_PROBLEMS_SAID = 20;
 
 /** A template's problem as one line: its file, the rendered line where it has one, and what. */
 export const templateProblemText = (p: TemplateProblem) => `${p.file}${p.line !== undefined ? `, rendered line ${p.line}` : ''}: ${p.detail}`;
@@ -243,7 +243,7 @@ const MAX_COMMENT = 255;
  * restores the rule as iptables-save writes it back, longer than it was given (`/32`, `-m tcp`, quotes, a counters
  * prefix): 8,192 leaves that room.
  */
-export const MAX_RULE_BODY = 8192;
+const MAX_RULE_BODY = 8192;
 
 export function checkRuleBody(body: string): string | undefined {
   if (body.length > MAX_RULE_BODY) {

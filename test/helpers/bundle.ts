@@ -12,7 +12,7 @@ import { onInterrupt } from './interrupt.js';
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
 /** Taken while a build and a copy run, by every test process of the machine (so no build rewrites a file mid-copy). */
-export const buildLock = () => join(tmpdir(), 'vlan-gateway-test-build.lock');
+const buildLock = () => join(tmpdir(), 'vlan-gateway-test-build.lock');
 
 export interface Bundle {
   /** The private copy of dist/vlan-gateway.mjs (the launcher) to run with `node`. */

@@ -14,7 +14,7 @@ import { syntheticFacts } from '../../src/plan/synthetic.js';
 import { prng } from './prng.js';
 
 /** A YAML node: a scalar written as-is (`raw`), a mapping, a list, or an alias of an anchor. */
-export type Node =
+type Node =
   | { kind: 'raw'; text: string; anchor?: string }
   | { kind: 'map'; entries: Array<[string, Node]>; anchor?: string }
   | { kind: 'seq'; items: Node[]; anchor?: string }
@@ -27,7 +27,7 @@ const seq = (items: Node[]): Node => ({ kind: 'seq', items });
 const str = (text: string): Node => raw(JSON.stringify(text));
 
 /** Writes a node in block style, `indent` spaces in. */
-export function emit(node: Node, indent = 0): string {
+function emit(node: Node, indent = 0): string {
   return `${emitBody(node, indent)}\n`;
 }
 

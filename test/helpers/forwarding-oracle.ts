@@ -48,7 +48,7 @@ export interface RawForward {
 export type Proto = 'icmp' | 'tcp' | 'udp';
 
 /** pass; drop (no answer); reject (refused: a TCP reset or an ICMP error); blocked (either way). */
-export type OracleVerdict = 'pass' | 'drop' | 'reject' | 'blocked';
+type OracleVerdict = 'pass' | 'drop' | 'reject' | 'blocked';
 
 export interface OracleAnswer {
   readonly verdict: OracleVerdict;
@@ -87,7 +87,7 @@ function inPrefix(address: string, prefix: string): boolean {
 }
 
 /** "22,8000-8100" (or a number) as [low, high] ranges. */
-export function portRanges(ports: string | number): Array<[number, number]> {
+function portRanges(ports: string | number): Array<[number, number]> {
   return String(ports).split(',').map((item) => {
     const [low, high] = item.split('-').map(Number);
     return [low!, high ?? low!];

@@ -13,7 +13,7 @@
  */
 
 /** How long an interrupted process's cleanups may take before it ends anyway. */
-export const INTERRUPTED_TEARDOWN_MS = 90_000;
+const INTERRUPTED_TEARDOWN_MS = 90_000;
 
 /** How long after a signal's first cleanup pass the second one runs. */
 const SETTLE_MS = 2000;

@@ -53,7 +53,7 @@ const FORWARD_PORT_CHOICES: ReadonlyArray<number | string> = [2222, 2223, 7000, 
  *  masquerade uses), so that the Internet host tells SNAT from masquerade. */
 export const SNAT_TO = '203.0.113.3';
 /** The lab's next hop (topology.ts), named as uplink.gateway by some configs. */
-export const UPLINK_GATEWAY = '203.0.113.1';
+const UPLINK_GATEWAY = '203.0.113.1';
 
 export function generateConfig(random: () => number, previousNames?: ReadonlyMap<number, string>): RawConfig {
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;

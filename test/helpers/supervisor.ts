@@ -390,7 +390,7 @@ export function alive(pid: number): boolean {
 
 // ---- /status ------------------------------------------------------------------------------------------------------
 
-export interface StatusVlan {
+interface StatusVlan {
   readonly name: string;
   readonly id: number;
   readonly subnet: string;
