@@ -198,7 +198,7 @@ function lineDiff(a: unknown, b: unknown): string {
     } else if (j < n && (i === m || lcs[i]![j + 1]! >= lcs[i + 1]![j]!)) out.push(`+ ${y![j++]}`);
     else out.push(`- ${x![i++]}`);
   }
-  return out.filter((line, k) => [k - 1, k, k + 1].some((near) => out[near] !== undefined && !out[near]!.startsWith('  '))).join('\n');
+  return out.filter((_line, k) => [k - 1, k, k + 1].some((near) => out[near] !== undefined && !out[near]!.startsWith('  '))).join('\n');
 }
 
 /** Whether the fake and the kernel agree on `what`; if not, the test fails with the lines that differ. */
