@@ -38,7 +38,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['src/plan/**/*.ts', 'src/config/validate.ts', 'src/config/schema.ts', 'src/config/check-*.ts', 'src/config/cross-field.ts', 'src/config/zones.ts', 'src/observe/parse-*.ts', 'src/net/**/*.ts', 'src/template/render.ts'],
+    files: ['src/plan/**/*.ts', 'src/config/validate.ts', 'src/config/schema.ts', 'src/config/check-*.ts', 'src/config/cross-field.ts', 'src/config/zones.ts', 'src/observe/parse-*.ts', 'src/apply/parse-*.ts', 'src/net/**/*.ts', 'src/template/render.ts'],
     rules: {
       'no-restricted-imports': ['error', {
         paths: ioModules.map((name) => ({ name, message: 'The pure core does no I/O: take data, return data.' })),

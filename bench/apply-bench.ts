@@ -17,7 +17,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dump as stringify } from 'js-yaml';
-import { setCreate, type ApplyObserver } from '../src/apply/apply.js';
+import { setCreate } from '../src/apply/ipsets.js';
+import type { ApplyObserver } from '../src/apply/observer.js';
 import { templatesOf } from '../src/cli/context.js';
 import { loadConfig } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
@@ -161,7 +162,7 @@ class SupervisorMemory {
 }
 
 /**
- * The `arping -U` of each address a pass added, which apply.ts leaves running after the pass returns (about 1 s
+ * The `arping -U` of each address a pass added, which apply/announce.ts leaves running after the pass returns (about 1 s
  * each, 8 at a time): the next sample waits for them (quiet()), so that their spawns do not fall on its time.
  */
 class Announcements {

@@ -10,7 +10,8 @@
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { addressBatchLine, isAddressStep, setCreate } from '../src/apply/apply.js';
+import { addressBatchLine, isAddressStep } from '../src/apply/addresses.js';
+import { setCreate } from '../src/apply/ipsets.js';
 import { ExecaRunner } from '../src/exec/execa-runner.js';
 import { inNamespace, type CommandRunner } from '../src/exec/runner.js';
 import type { Facts } from '../src/observe/facts.js';

@@ -16,7 +16,7 @@ import { planDesired, type Templates } from '../plan/desired.js';
 import { detachedFacts, syntheticFacts } from '../plan/synthetic.js';
 import { TemplateError } from '../template/render.js';
 import { restoreCommand } from '../observe/read.js';
-import { restoreFailedLine } from './apply.js';
+import { restoreFailedLine } from './parse-restore-failure.js';
 import { USER_PREFIX } from '../plan/chains.js';
 
 

@@ -5,7 +5,7 @@
  * ARP, and the VLAN's hosts flip between them. The config says to take the address, so it is taken; this says so,
  * loudly: a log line, a warning in /status, and `vlan_gateway_address_conflict`.
  *
- * When: after a pass adds a gateway address, once its announce has gone out (apply.ts announced()); after a pass,
+ * When: after a pass adds a gateway address, once its announce has gone out (apply/observer.ts announced()); after a pass,
  * for each gateway address held that was never probed (a supervisor restarted on a namespace that kept them); and at
  * the drift checks: one in conflict at every check, so a conflict put right goes, and the others every 5 minutes
  * (RECHECK_FREE_MS), so a new one is found. One

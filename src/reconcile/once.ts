@@ -1,5 +1,6 @@
 /** One pass of observe → plan → apply. Shutdown and `down` are the same pass with an empty desired state. */
-import { AccountingError, ApplyError, applyPlan, type ApplyObserver } from '../apply/apply.js';
+import { AccountingError, ApplyError, applyPlan } from '../apply/apply.js';
+import type { ApplyObserver } from '../apply/observer.js';
 import { CONNTRACK_MISSING_WARNING, conntrackMissing, flowsWarning, type FlowsCleared } from '../apply/conntrack.js';
 import { userTemplateFile } from '../apply/user-rules-check.js';
 import type { Config } from '../config/schema.js';

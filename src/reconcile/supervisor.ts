@@ -7,7 +7,8 @@
  * wires them).
  */
 import { createHash } from 'node:crypto';
-import { AccountingError, ApplyError, type ApplyObserver } from '../apply/apply.js';
+import { AccountingError, ApplyError } from '../apply/apply.js';
+import type { ApplyObserver } from '../apply/observer.js';
 import { privilegeHint } from '../apply/hints.js';
 import { CONNTRACK_MISSING, UNPOLICED_CONNTRACK_MISSING, unpolicedClearedMessage } from '../apply/conntrack.js';
 import { systemClock, type Clock } from '../clock.js';

@@ -1,10 +1,12 @@
 /**
- * restoreFailureContext (src/apply/apply.ts): the failing line of a restore payload, numbered, with two lines either
+ * restoreFailureContext (src/apply/parse-restore-failure.ts): the failing line of a restore payload, numbered, with two lines either
  * side. The stderr texts are what iptables 1.8.9 printed on this machine for such payloads (nft and legacy).
  */
 import test from 'ava';
 import { CommandError } from '../../src/exec/runner.js';
-import { ApplyError, refusedAtCommit, refusedRulesText, refusedUserRules, restoreFailureContext, type TableStep } from '../../src/apply/apply.js';
+import { ApplyError } from '../../src/apply/apply.js';
+import { refusedAtCommit, refusedRulesText, refusedUserRules, restoreFailureContext } from '../../src/apply/parse-restore-failure.js';
+import type { TableStep } from '../../src/apply/steps.js';
 import { gatewayRefusal } from '../../src/cli/reload.js';
 
 const PAYLOAD = ['*nat', ':VGW-X - [0:0]', '-A VGW-X -p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu', '-A POSTROUTING -j VGW-X', 'COMMIT', ''].join('\n');

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { setCreate } from '../../src/apply/apply.js';
+import { setCreate } from '../../src/apply/ipsets.js';
 
 const hashsizeOf = (line: string) => Number(/hashsize (\d+)/.exec(line)![1]);
 /** Members "net,nic" for every net × nic, as an accounting set holds them. */
