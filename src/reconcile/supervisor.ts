@@ -7,9 +7,8 @@
  * wires them).
  */
 import { createHash } from 'node:crypto';
-import { AccountingError, ApplyError } from '../apply/apply.js';
+import type { ApplyError } from '../apply/apply.js';
 import type { ApplyObserver } from '../apply/observer.js';
-import { privilegeHint } from '../apply/hints.js';
 import { CONNTRACK_MISSING, UNPOLICED_CONNTRACK_MISSING, unpolicedClearedMessage } from '../apply/conntrack.js';
 import { systemClock, type Clock } from '../clock.js';
 import type { Config } from '../config/schema.js';
@@ -30,6 +29,7 @@ import type { AddressConflicts } from './conflicts.js';
 import { driftOf } from './drift.js';
 import { bindingNotices, CarrierLog, noCarrier, unclaimedNicNotices } from './notices.js';
 import { knownSetsAfter, reconcileOnce, type Mode } from './once.js';
+import { failedPassSays, isFatal, isRefusal } from './pass-failure.js';
 import { countByKind } from './warning-kinds.js';
 
 export interface ConfigState {
@@ -676,25 +676,3 @@ export class Supervisor {
 
 /** How long the other backend's findings (warnings) are carried before both backends are read again. */
 const FINDINGS_MAX_AGE_MS = 60_000;
-
-/** Failures no retry can fix: the container lacks NET_ADMIN or NET_RAW, or /proc/sys is read-only and the sysctl unset. */
-function isFatal(error: unknown): boolean {
-  const e = error as { message?: string; stderr?: string };
-  return /--cap-add NET_(ADMIN|RAW)|--sysctl /.test(e?.message ?? '') || privilegeHint(e?.stderr ?? '') !== undefined;
-}
-
-/** A pass of the config in effect whose tables the kernel refused at commit, rolled back (see the catch of a pass). */
-function isRefusal(error: unknown, current: boolean): error is ApplyError {
-  return error instanceof ApplyError && error.rolledBack && current && (error.userChain !== undefined || error.commitRefusal !== undefined);
-}
-
-/**
- * What the log says of a failed pass, as the apply left the namespace: the previous rules (the usual case: rolled
- * back, or failed before writing), the new ones but for the accounting members, or neither (a rollback step failed
- * too: some of the pass's writes stand, until the retry puts the config in place).
- */
-function failedPassSays(error: unknown): string {
-  if (error instanceof AccountingError) return 'reconcile failed; forwarding applied, the per-pair accounting is incomplete';
-  if (error instanceof ApplyError && error.rollbackErrors.length > 0) return 'reconcile failed, and so did its rollback: the namespace is part old, part new until the retry';
-  return 'reconcile failed; previous rules left in place';
-}
