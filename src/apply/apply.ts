@@ -8,7 +8,7 @@ import { CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend } from '../observe/facts.js';
 import { IP_FORWARD, setMemberAdmits, USER_PREFIX } from '../plan/chains.js';
 import { portText } from '../plan/conntrack.js';
-import type { ChainChange, ConntrackClear, Plan, Step } from '../plan/types.js';
+import type { ChainChange, ConntrackClear, Plan, Step, TableStep } from '../plan/types.js';
 import { isAddressStep, runAddressBatch, type AddressStep } from './addresses.js';
 import { announce } from './announce.js';
 import { clearStaleFlows, clearUnpolicedFlows } from './conntrack.js';
@@ -16,7 +16,7 @@ import { lockFileHint, privilegeHint, setInUseHint, sysctlHint } from './hints.j
 import { runLaterSets, runSetRemakes, runSetScript, setCreate, type RemakeStep, type SetLine } from './ipsets.js';
 import { tell, type ApplyObserver } from './observer.js';
 import { refusedAtCommit, refusedRulesText, refusedUserRules, restoreFailedLine, restoreFailureContext, type CommitRefusal, type RefusedRule } from './parse-restore-failure.js';
-import { StepFailed, UndoFailed, type TableStep, type Undo } from './steps.js';
+import { StepFailed, UndoFailed, type Undo } from './steps.js';
 import { runTable } from './tables.js';
 
 export class ApplyError extends Error {

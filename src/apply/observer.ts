@@ -1,7 +1,6 @@
 /** What an apply tells as it goes (ApplyObserver), and the one way it calls an observer (tell). */
-import type { Plan, Step } from '../plan/types.js';
+import type { Plan, Step, TableStep } from '../plan/types.js';
 import type { FlowsCleared } from './conntrack.js';
-import type { TableStep } from './steps.js';
 
 export interface ApplyObserver {
   restore?(table: string, ok: boolean): void;

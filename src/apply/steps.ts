@@ -3,7 +3,6 @@ import { CommandError } from '../exec/runner.js';
 import type { Step } from '../plan/types.js';
 
 export type Undo = () => Promise<unknown>;
-export type TableStep = Extract<Step, { kind: 'table' }>;
 
 /** A batch failed, and undoing its earlier lines failed too: the first is the failure, the second a rollback error. */
 export class UndoFailed extends Error {

@@ -4,7 +4,8 @@ import type { Backend } from '../observe/facts.js';
 import { restoreCommand } from '../observe/read.js';
 import { tell, type ApplyObserver } from './observer.js';
 import { refusedAtCommit } from './parse-restore-failure.js';
-import { killed, StepFailed, UndoFailed, type TableStep, type Undo } from './steps.js';
+import { killed, StepFailed, UndoFailed, type Undo } from './steps.js';
+import type { TableStep } from '../plan/types.js';
 
 /** A restore of one table; its undo restores the previous content of the chains it changes, counters included. */
 export async function runTable(runner: CommandRunner, backend: Backend, step: TableStep, observer: ApplyObserver): Promise<Undo> {

@@ -16,7 +16,7 @@
 import { originalDport, parseConntrackLine, type ConntrackEntry } from '../observe/parse-conntrack.js';
 import { PREROUTING_CHAIN } from './chains.js';
 import { tokenAfter, verdictOf } from './rule-text.js';
-import type { ConntrackClear, Desired, Plan, Step } from './types.js';
+import type { ConntrackClear, Desired, Plan, Step, TableStep } from './types.js';
 
 /** A UDP port forward as its DNAT rule in VGW-PREROUTING says it. */
 export interface ForwardRule {
@@ -102,7 +102,7 @@ function rangeWithout([low, high]: readonly [number, number], taken: ReadonlyArr
  * any of them that a packet on the uplink is sent to).
  */
 export function conntrackClears(steps: readonly Step[], desired: Desired, local: readonly string[]): ConntrackClear[] {
-  const nat = steps.find((s): s is Extract<Step, { kind: 'table' }> => s.kind === 'table' && s.table === 'nat');
+  const nat = steps.find((s): s is TableStep => s.kind === 'table' && s.table === 'nat');
   if (!nat) return [];
   const change = nat.chains.find((c) => c.chain === PREROUTING_CHAIN);
   // A jump written again only for its note (an upgrade) sent every packet through the chain all along: covered.

@@ -11,7 +11,7 @@ import { conntrackClears } from './conntrack.js';
 import { BUILTIN_CHAINS, FORWARD_CHAIN, FORWARDING_WAS_OFF, IP_FORWARD, jumpBody, OUR_ADDRESS_METRIC, OUR_PREFIX, POSTROUTING_CHAIN } from './chains.js';
 import { verdictOf } from './rule-text.js';
 import { BUCKET_LIMIT, remakeName, SET_MAXELEM, setMaxelem } from './set-size.js';
-import type { ChainChange, Desired, DesiredChain, DesiredRule, DesiredSet, Jump, JumpChange, Plan, Step } from './types.js';
+import type { ChainChange, Desired, DesiredChain, DesiredRule, DesiredSet, Jump, JumpChange, Plan, Step, TableStep } from './types.js';
 import { uplinkOverlapWarnings, warningsOf } from './warnings.js';
 
 /** A set of our name (VGW-*) that is not as the gateway makes it: nothing is applied until it is removed. */
@@ -30,7 +30,7 @@ export class InUseError extends Error {
 }
 
 interface TableDiff {
-  readonly step?: Extract<Step, { kind: 'table' }>;
+  readonly step?: TableStep;
 }
 
 /** Does a saved chain hold exactly the desired rules, in order (by hash)? No arrays made: 10,000 rules a pass. */
@@ -441,7 +441,7 @@ function referencesToRemoved(steps: readonly Step[], facts: Facts): string[] {
   const sets = new Set(steps.flatMap((s) => (s.kind === 'set-destroy' ? [s.set] : [])));
   const problems: string[] = [];
   for (const table of TABLES) {
-    const step = steps.find((s): s is Extract<Step, { kind: 'table' }> => s.kind === 'table' && s.table === table);
+    const step = steps.find((s): s is TableStep => s.kind === 'table' && s.table === table);
     const chains = new Set(step?.chains.filter((c) => c.change === 'delete').map((c) => c.chain) ?? []);
     if (chains.size === 0 && sets.size === 0) continue;
     const removed = new Set(step?.jumps.filter((j) => j.change === 'remove').map((j) => `${j.hook} ${j.body}`) ?? []);

@@ -165,6 +165,9 @@ export type Step =
   | { readonly kind: 'sysctl'; readonly key: string; readonly value: string; readonly previous?: string }
   | ConntrackClear;
 
+/** An iptables-restore of one table: the step most code looks at alone. */
+export type TableStep = Extract<Step, { kind: 'table' }>;
+
 /**
  * UDP flows that a change of a UDP port forward leaves going the wrong way (plan/conntrack.ts): conntrack decides a
  * flow's NAT on its first packet, so a client that kept sending from one port before the forward existed stays with

@@ -17,7 +17,7 @@ import { planDesired, planEmpty, type Templates } from '../../src/plan/desired.j
 import { diff, ForeignSetError, InUseError, tablesInSync } from '../../src/plan/diff.js';
 import { formatPlan, summarizeStep } from '../../src/plan/format.js';
 import { syntheticFacts } from '../../src/plan/synthetic.js';
-import type { Desired, Plan, Step } from '../../src/plan/types.js';
+import type { Desired, Plan, Step, TableStep } from '../../src/plan/types.js';
 import { loadTemplates } from '../../src/template/load.js';
 
 const templates: Templates = await loadTemplates();
@@ -93,7 +93,6 @@ const planOf = (config: Config, save: string) => {
   const facts = factsWith(config, save);
   return diff(planDesired(config, facts, templates), facts);
 };
-type TableStep = Extract<Step, { kind: 'table' }>;
 /** A step as one short line: "table filter", "address-del 192.168.10.1/24 eth1", "sysctl net.ipv4.ip_forward=0". */
 const stepName = (s: Step): string => (s.kind === 'table' ? `table ${s.table}`
   : s.kind === 'sysctl' ? `sysctl ${s.key}=${s.value}`
@@ -886,7 +885,7 @@ test('legacy: the second try of a table refused at COMMIT, killed after its comm
   const plan = diff(planDesired(lab, facts, withUser), facts);
   const error = await t.throwsAsync(applyPlan(runner, 'legacy', { ...plan, steps: plan.steps.filter((s) => s.kind === 'table') }), { instanceOf: ApplyError });
   t.deepEqual(restores, ['filter', 'filter', 'filter undo']);
-  const step = plan.steps.find((s): s is Extract<Step, { kind: 'table' }> => s.kind === 'table' && s.table === 'filter')!;
+  const step = plan.steps.find((s): s is TableStep => s.kind === 'table' && s.table === 'filter')!;
   t.is(undone, step.undo, 'the table the killed retry wrote is put back');
   t.true(error.rolledBack);
   t.regex(error.message, /^applying the filter table failed: /);

@@ -6,7 +6,7 @@ import test from 'ava';
 import { CommandError } from '../../src/exec/runner.js';
 import { ApplyError } from '../../src/apply/apply.js';
 import { refusedAtCommit, refusedRulesText, refusedUserRules, restoreFailureContext } from '../../src/apply/parse-restore-failure.js';
-import type { TableStep } from '../../src/apply/steps.js';
+import type { TableStep } from '../../src/plan/types.js';
 import { gatewayRefusal } from '../../src/cli/reload.js';
 
 const PAYLOAD = ['*nat', ':VGW-X - [0:0]', '-A VGW-X -p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu', '-A POSTROUTING -j VGW-X', 'COMMIT', ''].join('\n');
