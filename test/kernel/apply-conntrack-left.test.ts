@@ -22,7 +22,6 @@ const kernel = isRoot() ? test.serial : test.serial.skip;
 const name = `kn${uniqueLabName('x').slice(2)}`;
 const PORT = 6102;
 const CLIENT_PORT = 40102;
-const MAIN = join(REPO, 'src', 'main.ts');
 
 let topology: LabTopology | undefined;
 let scratch: string | undefined;
@@ -63,7 +62,7 @@ tearDownAlways('kill the applies, remove the lab and the scratch files', async (
 
 /** `vlan-gateway apply` in its own process group, with the conntrack above first on the PATH. */
 function apply(config: string) {
-  const child = execa(process.execPath, ['--import', 'tsx', MAIN, 'apply', '--config', config, '--netns', topology!.router], {
+  const child = execa(process.execPath, [bundle!.path, 'apply', '--config', config, '--netns', topology!.router], {
     cwd: REPO,
     reject: false,
     timeout: 60_000,

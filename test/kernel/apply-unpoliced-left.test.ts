@@ -25,7 +25,6 @@ const kernel = isRoot() ? test.serial : test.serial.skip;
 const name = `kp${uniqueLabName('x').slice(2)}`;
 const ECHO_PORT = 7111;
 const CLIENT_PORT = 40111;
-const MAIN = join(REPO, 'src', 'main.ts');
 
 let topology: LabTopology | undefined;
 let scratch: string | undefined;
@@ -73,7 +72,7 @@ tearDownAlways('kill the applies, remove the lab and the scratch files', async (
 
 /** `vlan-gateway apply` (or down) in its own process group, with the conntrack above first on the PATH. */
 function apply(verb: 'apply' | 'down' = 'apply') {
-  const child = execa(process.execPath, ['--import', 'tsx', MAIN, verb, '--config', configPath, '--netns', topology!.router], {
+  const child = execa(process.execPath, [bundle!.path, verb, '--config', configPath, '--netns', topology!.router], {
     cwd: REPO,
     reject: false,
     timeout: 60_000,

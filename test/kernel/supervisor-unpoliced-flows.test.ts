@@ -158,7 +158,7 @@ if (mode === 'server') {
 }`;
 
 /** A one-shot `vlan-gateway apply` or `down` of the lab's router namespace (state and plan cache in the scratch directory). */
-const oneShot = (verb: 'apply' | 'down') => execa(process.execPath, ['--import', 'tsx', join(REPO, 'src', 'main.ts'), verb, ...(verb === 'apply' ? ['--config', configPath] : []),
+const oneShot = (verb: 'apply' | 'down') => execa(process.execPath, [bundle!.path, verb, ...(verb === 'apply' ? ['--config', configPath] : []),
   '--netns', topology!.router], { cwd: REPO, reject: false, timeout: 60_000, env: { LC_ALL: 'C', VLAN_GATEWAY_PLAN_CACHE: 'off', VLAN_GATEWAY_STATE_DIR: join(scratch!, 'state') } });
 
 // `down` where forwarding stays on (a container's --sysctl), then `apply`: the policy is put in where there was none,
