@@ -8,11 +8,11 @@ import { fileURLToPath } from 'node:url';
 import { execa, type Options, type Result } from 'execa';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
-export const ENV_SH = fileURLToPath(new URL('./docker-env.sh', import.meta.url));
-export const RUN_DIR = process.env.VGW_DOCKER_RUN_DIR ?? '/run/vlan-gateway-test';
-export const DOCKER_HOST = `unix://${RUN_DIR}/docker.sock`;
+const ENV_SH = fileURLToPath(new URL('./docker-env.sh', import.meta.url));
+const RUN_DIR = process.env.VGW_DOCKER_RUN_DIR ?? '/run/vlan-gateway-test';
+const DOCKER_HOST = `unix://${RUN_DIR}/docker.sock`;
 export const BASE_IMAGE = process.env.VGW_BASE_IMAGE ?? 'vlan-gateway-base:bookworm-node20';
-export const PREFIX = 'vgwt';
+const PREFIX = 'vgwt';
 
 const SBIN_PATH = `${process.env.PATH ?? '/usr/bin:/bin'}:/usr/local/sbin:/usr/sbin:/sbin`;
 /**
@@ -20,7 +20,7 @@ const SBIN_PATH = `${process.env.PATH ?? '/usr/bin:/bin'}:/usr/local/sbin:/usr/s
  * `--mac-address` work; a newer client elsewhere on PATH may refuse them against a 20.10 engine.
  */
 export const DOCKER = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
-export const engineEnv: Record<string, string> = { DOCKER_HOST, PATH: SBIN_PATH };
+const engineEnv: Record<string, string> = { DOCKER_HOST, PATH: SBIN_PATH };
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 export const now = () => performance.now();

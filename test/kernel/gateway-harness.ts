@@ -41,7 +41,7 @@ export interface CliResult {
  * process it starts, about 2 s of CPU per command against 0.3 s for the bundle, and these files run hundreds.
  */
 let bundle: Promise<Bundle> | undefined;
-export const cliBundle = (): Promise<Bundle> => (bundle ??= prepareBundle().then(removedAtExit));
+const cliBundle = (): Promise<Bundle> => (bundle ??= prepareBundle().then(removedAtExit));
 
 /**
  * The copy goes when the test process ends or is interrupted (as state-dir.ts's directory does), not in an
