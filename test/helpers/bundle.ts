@@ -63,7 +63,7 @@ export async function prepareBundle(): Promise<Bundle> {
     const script = [
       'set -e',
       'bundle=dist/cli.cjs',
-      'if [ ! -f "$bundle" ] || [ ! -f dist/vlan-gateway.mjs ] || [ -n "$(find src rules scripts package.json package-lock.json build.mjs -newer "$bundle" -print 2>/dev/null | head -n 1)" ]; then',
+      'if [ ! -f "$bundle" ] || [ ! -f dist/vlan-gateway.mjs ] || [ -n "$(find src rules scripts package.json package-lock.json build.mjs tsconfig.json -newer "$bundle" -print 2>/dev/null | head -n 1)" ]; then',
       '  npm run --silent build',
       '  echo built',
       'fi',
