@@ -25,9 +25,10 @@ export interface Bundle {
 }
 
 /**
- * `npm run build` unless dist/cli.cjs is newer than every source it is made from (so the test files of one
- * run build once between them, instead of each loading the machine while another measures start-up times), then a
- * private copy of the bundle. Build and copy happen under one flock, so no build of ours rewrites the file mid-copy.
+ * `npm run build` unless dist/cli.cjs is newer than every source it is made from (so the test files of one run build
+ * once between them, instead of each loading the machine while another measures start-up times), the installed
+ * packages among them (npm rewrites node_modules/.package-lock.json at every install), then a private copy of the
+ * bundle. Build and copy happen under one flock, so no build of ours rewrites the file mid-copy.
  *
  * The copy's directory is the caller's to remove once this returns. Until then it is this function's: removed when
  * the build, the copy or their check fails, and when the process is interrupted meanwhile (SIGINT, SIGTERM: the
@@ -63,7 +64,7 @@ export async function prepareBundle(): Promise<Bundle> {
     const script = [
       'set -e',
       'bundle=dist/cli.cjs',
-      'if [ ! -f "$bundle" ] || [ ! -f dist/vlan-gateway.mjs ] || [ -n "$(find src rules scripts package.json package-lock.json build.mjs tsconfig.json -newer "$bundle" -print 2>/dev/null | head -n 1)" ]; then',
+      'if [ ! -f "$bundle" ] || [ ! -f dist/vlan-gateway.mjs ] || [ -n "$(find src rules scripts package.json package-lock.json node_modules/.package-lock.json build.mjs tsconfig.json -newer "$bundle" -print 2>/dev/null | head -n 1)" ]; then',
       '  npm run --silent build',
       '  echo built',
       'fi',
