@@ -478,6 +478,38 @@ export async function addressesOf(ns: string, dev: string): Promise<string[]> {
   return links.flatMap((l) => (l.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`));
 }
 
+/** The example lab's (examples/lab.yaml) gateway addresses, on office's NIC and on lab's. */
+export const EXAMPLE_GATEWAYS = { office: '192.168.10.1/24', lab: '192.168.20.1/24' } as const;
+
+export interface ExampleDataplane {
+  readonly vgw: string[];
+  readonly office: string[];
+  readonly lab: string[];
+  readonly forward: string;
+}
+
+/** What the gateway maintains in the example lab, as text: our chains and jumps, office's and lab's addresses, ip_forward. */
+export async function exampleDataplane(topology: LabTopology): Promise<ExampleDataplane> {
+  const nic = (vlan: string) => topology.vlans.find((v) => v.name === vlan)!.routerInterface;
+  const [save, office, lab, forward] = await Promise.all([
+    iptablesSave(topology.router),
+    addressesOf(topology.router, nic('office')),
+    addressesOf(topology.router, nic('lab')),
+    runner.run(['ip', 'netns', 'exec', topology.router, 'sysctl', '-n', 'net.ipv4.ip_forward']).then((r) => r.stdout.trim()),
+  ]);
+  return { vgw: vgwLines(save), office: office.sort(), lab: lab.sort(), forward };
+}
+
+/** The example lab back to "just built": `vlan-gateway down` (the bundle at `bundlePath`) and ip_forward=0; throws where it is not. */
+export async function resetExampleRouter(topology: LabTopology, bundlePath: string, configPath: string): Promise<void> {
+  await execa(process.execPath, [bundlePath, 'down', '--netns', topology.router, '--config', configPath]);
+  await runner.run(['ip', 'netns', 'exec', topology.router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=0']);
+  const state = await exampleDataplane(topology);
+  if (state.vgw.length > 0 || state.office.includes(EXAMPLE_GATEWAYS.office) || state.forward !== '0') {
+    throw new Error(`reset failed: ${JSON.stringify(state)}`);
+  }
+}
+
 /** `ip netns pids NS`: the processes living in the namespace. */
 export async function namespacePids(ns: string): Promise<number[]> {
   const result = await runner.run(['ip', 'netns', 'pids', ns], { allowFailure: true });

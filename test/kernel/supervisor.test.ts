@@ -1,30 +1,28 @@
 /**
  * `vlan-gateway run` (the bundle users run) against the lab's router namespace, with real iptables, real netlink
- * events and real packets: ready within 1 s of process start; drift (a flushed chain, a deleted jump, a removed
- * gateway address, ip_forward switched off) repaired by the next scheduled check and counted by kind; the netlink
- * monitor restarted when it dies; SIGTERM / SIGINT exit 0 within 5 s leaving no process behind and the dataplane
- * in place, or removing it with --cleanup-on-exit. Two fixed bugs are pinned down at the end as regression tests:
+ * events and real packets (ready within 1 s of process start is timed/ready.test.ts's): drift (a flushed chain, a
+ * deleted jump, a removed gateway address, ip_forward switched off) repaired by the next scheduled check and counted
+ * by kind; the netlink monitor restarted when it dies; SIGTERM / SIGINT exit 0 within 5 s leaving no process behind
+ * and the dataplane in place, or removing it with --cleanup-on-exit. Two fixed bugs are pinned down at the end as
+ * regression tests:
  * SIGTERM after an `ip monitor` restart still exits 0 (and --cleanup-on-exit still runs down), and a repaired
  * FORWARD jump keeps its ip_forward note, so --cleanup-on-exit still switches forwarding off.
  *
- * Timing assertions are the issue's bounds, measured on whatever load the machine has; a measurement over the
- * bound is taken once more before the test fails, and every figure is printed (t.log). The time to ready leaves out
- * the time the gateway waited for a CPU that other processes held (it is CPU-bound: on a busy machine it took 1.2 to
- * 1.9 s of wall time for the 0.5 s it takes on an idle one).
+ * Timing assertions are the issue's bounds (loose ones here: exit within 5 s), measured on whatever load the machine
+ * has; a measurement over the bound is taken once more before the test fails, and every figure is printed (t.log).
  */
 import test, { type ExecutionContext } from 'ava';
 import { readFileSync } from 'node:fs';
 import { copyFile, mkdir, open, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { execa } from 'execa';
 import { dump as stringify, load as parse } from 'js-yaml';
 import { loadConfig } from '../../src/config/load.js';
 import type { LabTopology } from '../../src/lab/index.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import {
-  addressesOf, alive, buildLab, GatewayProcess, iptablesSave, namespacePids, pingUntilReply,
-  prepareBundle, REPO, runner, scratchDir, sleep, vgwLines, waitFor, type Bundle, type LogLine,
-  tearDown,
+  addressesOf, alive, buildLab, EXAMPLE_GATEWAYS, exampleDataplane, GatewayProcess, iptablesSave, namespacePids,
+  pingUntilReply, prepareBundle, REPO, resetExampleRouter, runner, scratchDir, sleep, waitFor, type Bundle,
+  type LogLine, tearDown,
 } from '../helpers/supervisor.js';
 import { tearDownAlways } from '../helpers/teardown.js';
 
@@ -36,8 +34,7 @@ let topology: LabTopology | undefined;
 let scratch: string | undefined;
 let configPath = '';
 
-const OFFICE_GATEWAY = '192.168.10.1/24';
-const LAB_GATEWAY = '192.168.20.1/24';
+const { office: OFFICE_GATEWAY, lab: LAB_GATEWAY } = EXAMPLE_GATEWAYS;
 
 test.before(async (t) => {
   if (!isRoot()) return;
@@ -64,16 +61,7 @@ const start = (extra: Partial<Parameters<typeof GatewayProcess.start>[0]> = {}) 
 /** Office's client can reach lab's client through the router (the gateway's FORWARD rules, addresses, sysctl). */
 const officeReachesLab = () => pingUntilReply(office().client.namespace, lab().client.address, 5000);
 
-/** What the gateway maintains, as text: our chains and jumps, the gateway addresses, ip_forward. */
-async function dataplane(): Promise<{ vgw: string[]; office: string[]; lab: string[]; forward: string }> {
-  const [save, officeAddrs, labAddrs, forward] = await Promise.all([
-    iptablesSave(router()),
-    addressesOf(router(), office().routerInterface),
-    addressesOf(router(), lab().routerInterface),
-    runner.run(['ip', 'netns', 'exec', router(), 'sysctl', '-n', 'net.ipv4.ip_forward']).then((r) => r.stdout.trim()),
-  ]);
-  return { vgw: vgwLines(save), office: officeAddrs.sort(), lab: labAddrs.sort(), forward };
-}
+const dataplane = () => exampleDataplane(topology!);
 
 /** The FORWARD jump's comment may carry a note ("vgw:hook-fwd-was-0": the gateway switched ip_forward on); the
  *  drift tests compare what routes packets, so they read it without the note. That a repaired jump keeps its note
@@ -90,22 +78,7 @@ async function deleteForwardJump(): Promise<void> {
   await runner.run(['ip', 'netns', 'exec', router(), 'iptables', '-D', 'FORWARD', String(position)]);
 }
 
-/** Back to "the lab was just built": `vlan-gateway down` (the bundle) and ip_forward=0. */
-async function resetRouter(): Promise<void> {
-  await execa(process.execPath, [bundle!.path, 'down', '--netns', router(), '--config', configPath]);
-  await runner.run(['ip', 'netns', 'exec', router(), 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=0']);
-  const state = await dataplane();
-  if (state.vgw.length > 0 || state.office.includes(OFFICE_GATEWAY) || state.forward !== '0') {
-    throw new Error(`reset failed: ${JSON.stringify(state)}`);
-  }
-}
-
-/** Start-up time of a bare `node -e 0` right now: context for the figures (the machine's load). */
-async function nodeBaselineMs(): Promise<number> {
-  const started = performance.now();
-  await execa(process.execPath, ['-e', '0']);
-  return performance.now() - started;
-}
+const resetRouter = () => resetExampleRouter(topology!, bundle!.path, configPath);
 
 let driftGateway: GatewayProcess | undefined;
 
@@ -113,57 +86,6 @@ let driftGateway: GatewayProcess | undefined;
 async function stopDriftGateway(): Promise<void> {
   if (driftGateway && !driftGateway.exit) await driftGateway.stop();
 }
-
-// ---- ready ----------------------------------------------------------------------------------------------------------
-
-kernel(`run is ready (/readyz 200) within 1 s of process start, with the lab applied${NEEDS_ROOT}`, async (t) => {
-  const measure = async (attempt: number): Promise<number> => {
-    await stopDriftGateway();
-    if (attempt > 1) await resetRouter();
-    t.deepEqual((await dataplane()).vgw, [], 'nothing applied before the start');
-    const baseline = await nodeBaselineMs();
-    const gateway = await start();
-    try {
-      const readyMs = await gateway.waitReady();
-      // Ready before the start pass ends (it may still be filling the accounting sets): /status says it runs.
-      const early = await gateway.status();
-      t.true(early.lastReconcile?.trigger === 'start' || early.reconciling?.trigger === 'start', JSON.stringify(early));
-      // Ready means applied: the chains, the gateway addresses and forwarding are there, and packets flow.
-      const state = await dataplane();
-      t.true(state.vgw.some((l) => l.startsWith(':VGW-FORWARD')), 'VGW-FORWARD exists once ready');
-      t.true(state.office.includes(OFFICE_GATEWAY) && state.lab.includes(LAB_GATEWAY), JSON.stringify(state));
-      t.is(state.forward, '1');
-      t.is((await gateway.get('/healthz')).status, 200);
-      // Ready comes as soon as forwarding is in place: the start pass may still be filling the accounting sets,
-      // and it logs, and records in /status, once that is done.
-      const startLog = await gateway.waitForLog('the start pass logs what it changed',
-        (l) => l.trigger === 'start' && String(l.msg).startsWith('reconciled'));
-      // The build made a code cache for this node (src/launcher.ts); a start that compiles the bundle is slower.
-      t.is(gateway.logs.find((l) => l.msg === 'vlan-gateway starting')?.codeCache, 'used', 'the bundle was loaded with its code cache');
-      // The bound is the gateway's: time the kernel gave the CPU to other processes (a busy machine, two test files
-      // at once on two cores) is not counted. /proc/PID/schedstat counts it for the gateway's main thread (not for
-      // the ip and iptables it runs, which stay counted); where the kernel keeps no such count, nothing is taken off.
-      const starvedMs = gateway.runQueueWaitBeforeReadyMs ?? 0;
-      t.log(`attempt ${attempt}: ready ${Math.round(readyMs)} ms after spawn, of which ${Math.round(starvedMs)} ms waiting for a CPU `
-        + `(the start pass took ${String(startLog.durationMs)} ms; a bare \`node -e 0\` takes ${Math.round(baseline)} ms right now)`);
-      const status = await gateway.status();
-      t.true(status.ready);
-      t.is(status.lastReconcile?.result, 'success');
-      await officeReachesLab();
-      return readyMs - starvedMs;
-    } finally {
-      const exit = await gateway.stop();
-      t.is(exit.code, 0, gateway.stderr);
-    }
-  };
-  let best = await measure(1);
-  if (best > 1000) {
-    t.log('over the 1 s bound: measuring once more, after a 2 s pause (a burst of load from elsewhere may pass)');
-    await sleep(2000);
-    best = Math.min(best, await measure(2));
-  }
-  t.true(best <= 1000, `ready ${Math.round(best)} ms after process start, not counting its wait for a CPU; the issue's bound is 1000 ms`);
-});
 
 // ---- drift ----------------------------------------------------------------------------------------------------------
 

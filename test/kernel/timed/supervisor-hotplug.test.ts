@@ -10,15 +10,15 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { dump as stringify, load as parse } from 'js-yaml';
-import { loadConfig } from '../../src/config/load.js';
-import type { LabTopology } from '../../src/lab/index.js';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import { loadConfig } from '../../../src/config/load.js';
+import type { LabTopology } from '../../../src/lab/index.js';
+import { isRoot, NEEDS_ROOT, uniqueLabName } from '../../helpers/lab.js';
 import {
   addressesOf, buildLab, GatewayProcess, iptablesSave, ping, pingUntilReply, prepareBundle, REPO,
   runner, scratchDir, series, sleep, vgwLines, waitFor, type Bundle,
   tearDown,
-} from '../helpers/supervisor.js';
-import { tearDownAlways } from '../helpers/teardown.js';
+} from '../../helpers/supervisor.js';
+import { tearDownAlways } from '../../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const name = uniqueLabName('w');
