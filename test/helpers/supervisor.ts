@@ -12,13 +12,14 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestFn } from 'ava';
 import { execa } from 'execa';
+import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
 import { labDown, labUp, planLabTopology, type LabTopology } from '../../src/lab/index.js';
@@ -481,7 +482,7 @@ export async function addressesOf(ns: string, dev: string): Promise<string[]> {
 /** The example lab's (examples/lab.yaml) gateway addresses, on office's NIC and on lab's. */
 export const EXAMPLE_GATEWAYS = { office: '192.168.10.1/24', lab: '192.168.20.1/24' } as const;
 
-export interface ExampleDataplane {
+interface ExampleDataplane {
   readonly vgw: string[];
   readonly office: string[];
   readonly lab: string[];
@@ -489,7 +490,7 @@ export interface ExampleDataplane {
 }
 
 /** What the gateway maintains in the example lab, as text: our chains and jumps, office's and lab's addresses, ip_forward. */
-export async function exampleDataplane(topology: LabTopology): Promise<ExampleDataplane> {
+async function exampleDataplane(topology: LabTopology): Promise<ExampleDataplane> {
   const nic = (vlan: string) => topology.vlans.find((v) => v.name === vlan)!.routerInterface;
   const [save, office, lab, forward] = await Promise.all([
     iptablesSave(topology.router),
@@ -501,7 +502,7 @@ export async function exampleDataplane(topology: LabTopology): Promise<ExampleDa
 }
 
 /** The example lab back to "just built": `vlan-gateway down` (the bundle at `bundlePath`) and ip_forward=0; throws where it is not. */
-export async function resetExampleRouter(topology: LabTopology, bundlePath: string, configPath: string): Promise<void> {
+async function resetExampleRouter(topology: LabTopology, bundlePath: string, configPath: string): Promise<void> {
   await execa(process.execPath, [bundlePath, 'down', '--netns', topology.router, '--config', configPath]);
   await runner.run(['ip', 'netns', 'exec', topology.router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=0']);
   const state = await exampleDataplane(topology);
@@ -529,6 +530,65 @@ export async function buildLab(config: Config, name: string): Promise<LabTopolog
 
 /** A scratch directory for configs and the like; remove it with `rm`. */
 export const scratchDir = (prefix: string) => mkdtemp(join(tmpdir(), prefix));
+
+/** The example lab of a test file (exampleLab): read once its before hook has run. */
+export interface ExampleLab {
+  readonly bundle: Bundle;
+  readonly topology: LabTopology;
+  /** A scratch directory of the file's, removed after its tests. */
+  readonly scratch: string;
+  /** gateway.yaml in `scratch`, a copy of examples/lab.yaml the tests may rewrite. */
+  readonly configPath: string;
+  readonly router: () => string;
+  readonly office: () => LabTopology['vlans'][number];
+  readonly lab: () => LabTopology['vlans'][number];
+  /** What the gateway maintains there (exampleDataplane). */
+  readonly dataplane: () => Promise<ExampleDataplane>;
+  /** Back to "just built" (resetExampleRouter). */
+  readonly reset: () => Promise<void>;
+}
+
+/**
+ * The example lab (examples/lab.yaml) and the bundled CLI, for a file of supervisor tests: built before its tests,
+ * with the config copied to a scratch gateway.yaml; after them (also on a Ctrl-C or ava's timeout) every gateway is
+ * stopped and all of it removed.
+ */
+export function exampleLab(test: TestFn, tag: string, scratchPrefix: string): ExampleLab {
+  const name = uniqueLabName(tag);
+  let parts: { bundle: Bundle; topology: LabTopology; scratch: string; configPath: string } | undefined;
+  let bundle: Bundle | undefined;
+  let scratch: string | undefined;
+  test.before(async (t) => {
+    if (!isRoot()) return;
+    bundle = await prepareBundle();
+    t.log(`bundle: ${bundle.built ? 'built' : 'up to date'}, ${Math.round(bundle.buildMs)} ms`);
+    scratch = await scratchDir(scratchPrefix);
+    const configPath = join(scratch, 'gateway.yaml');
+    await copyFile(join(REPO, 'examples', 'lab.yaml'), configPath);
+    const topology = await buildLab((await loadConfig(configPath)).config, name);
+    parts = { bundle, topology, scratch, configPath };
+  });
+  tearDownAlways('kill every gateway, remove the lab and the scratch files', async () => {
+    if (!isRoot()) return;
+    await tearDown(name, scratch, bundle);
+  });
+  const built = () => {
+    if (!parts) throw new Error(`the example lab ${name} is not built (its before hook has not run, or failed)`);
+    return parts;
+  };
+  const vlan = (which: string) => built().topology.vlans.find((v) => v.name === which)!;
+  return {
+    get bundle() { return built().bundle; },
+    get topology() { return built().topology; },
+    get scratch() { return built().scratch; },
+    get configPath() { return built().configPath; },
+    router: () => built().topology.router,
+    office: () => vlan('office'),
+    lab: () => vlan('lab'),
+    dataplane: () => exampleDataplane(built().topology),
+    reset: () => resetExampleRouter(built().topology, built().bundle.path, built().configPath),
+  };
+}
 
 /**
  * A bare namespace (no NIC: a config's VLANs wait there) and the bundled CLI, for a file of supervisor tests that

@@ -13,55 +13,25 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { readFileSync } from 'node:fs';
-import { copyFile, mkdir, open, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { dump as stringify, load as parse } from 'js-yaml';
-import { loadConfig } from '../../src/config/load.js';
-import type { LabTopology } from '../../src/lab/index.js';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
 import {
-  addressesOf, alive, buildLab, EXAMPLE_GATEWAYS, exampleDataplane, GatewayProcess, iptablesSave, namespacePids,
-  pingUntilReply, prepareBundle, REPO, resetExampleRouter, runner, scratchDir, sleep, waitFor, type Bundle,
-  type LogLine, tearDown,
+  addressesOf, alive, EXAMPLE_GATEWAYS, exampleLab, GatewayProcess, iptablesSave, namespacePids, pingUntilReply,
+  runner, sleep, waitFor, type LogLine,
 } from '../helpers/supervisor.js';
-import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const name = uniqueLabName('v');
-
-let bundle: Bundle | undefined;
-let topology: LabTopology | undefined;
-let scratch: string | undefined;
-let configPath = '';
-
+const setup = exampleLab(test, 'v', 'vgw-supervisor-');
+const { office, lab, router, dataplane, reset: resetRouter } = setup;
 const { office: OFFICE_GATEWAY, lab: LAB_GATEWAY } = EXAMPLE_GATEWAYS;
 
-test.before(async (t) => {
-  if (!isRoot()) return;
-  bundle = await prepareBundle();
-  t.log(`bundle: ${bundle.built ? 'built' : 'up to date'}, ${Math.round(bundle.buildMs)} ms`);
-  scratch = await scratchDir('vgw-supervisor-');
-  configPath = join(scratch, 'gateway.yaml');
-  await copyFile(join(REPO, 'examples', 'lab.yaml'), configPath);
-  topology = await buildLab((await loadConfig(configPath)).config, name);
-});
-
-tearDownAlways('kill every gateway, remove the lab and the scratch files', async () => {
-  if (!isRoot()) return;
-  await tearDown(name, scratch, bundle);
-});
-
-const router = () => topology!.router;
-const office = () => topology!.vlans.find((v) => v.name === 'office')!;
-const lab = () => topology!.vlans.find((v) => v.name === 'lab')!;
-
 const start = (extra: Partial<Parameters<typeof GatewayProcess.start>[0]> = {}) =>
-  GatewayProcess.start({ bundle: bundle!.path, netns: router(), config: configPath, ...extra });
+  GatewayProcess.start({ bundle: setup.bundle.path, netns: router(), config: setup.configPath, ...extra });
 
 /** Office's client can reach lab's client through the router (the gateway's FORWARD rules, addresses, sysctl). */
 const officeReachesLab = () => pingUntilReply(office().client.namespace, lab().client.address, 5000);
-
-const dataplane = () => exampleDataplane(topology!);
 
 /** The FORWARD jump's comment may carry a note ("vgw:hook-fwd-was-0": the gateway switched ip_forward on); the
  *  drift tests compare what routes packets, so they read it without the note. That a repaired jump keeps its note
@@ -77,8 +47,6 @@ async function deleteForwardJump(): Promise<void> {
   if (position === 0) throw new Error(`no jump to VGW-FORWARD in FORWARD: ${rules.join(' | ')}`);
   await runner.run(['ip', 'netns', 'exec', router(), 'iptables', '-D', 'FORWARD', String(position)]);
 }
-
-const resetRouter = () => resetExampleRouter(topology!, bundle!.path, configPath);
 
 let driftGateway: GatewayProcess | undefined;
 
@@ -300,11 +268,11 @@ async function withGateway(extra: Parameters<typeof start>[0], body: (gateway: G
 // after /readyz, and the running rules stay as applied.
 kernel(`a template that breaks only with every NIC attached: ready first, then exit 2 naming the template${NEEDS_ROOT}`, async (t) => {
   await stopDriftGateway();
-  const dir = join(scratch!, 'late-check');
+  const dir = join(setup.scratch, 'late-check');
   await mkdir(join(dir, 'rules.d', 'filter'), { recursive: true });
   await writeFile(join(dir, 'rules.d', 'filter', 'forward.hbs'), '{{#unless waiting.length}}\n-j VGW-NOT-DECLARED\n{{/unless}}\n');
   const spare = '  - {name: spare, id: 30, subnet: 192.168.30.0/24, gateway: 192.168.30.1}\n';
-  const text = (await readFile(configPath, 'utf8')).replace(/^forwarding:/m, `${spare}forwarding:`);
+  const text = (await readFile(setup.configPath, 'utf8')).replace(/^forwarding:/m, `${spare}forwarding:`);
   await writeFile(join(dir, 'gateway.yaml'), `${text}\nrules:\n  dir: rules.d\n`);
   const gateway = await start({ config: join(dir, 'gateway.yaml') });
   try {
@@ -369,7 +337,7 @@ async function opened(gateway: GatewayProcess, path: string): Promise<void> {
 // stopped process alive, a failure of the test's making.)
 kernel(`a SIGHUP and a SIGTERM while the start reads the config: it starts, then stops cleanly with exit 0${NEEDS_ROOT}`, async (t) => {
   await stopDriftGateway();
-  const fifo = join(dirname(configPath), 'gateway.fifo');
+  const fifo = join(dirname(setup.configPath), 'gateway.fifo');
   await runner.run(['mkfifo', fifo]);
   // Opened for reading and writing, a FIFO does not wait for a partner: the gateway's open returns at once, and its
   // read waits until this end writes the config and closes.
@@ -381,7 +349,7 @@ kernel(`a SIGHUP and a SIGTERM while the start reads the config: it starts, then
     gateway.child.kill('SIGTERM');
     await sleep(100); // handled (held) while the read still waits
     t.is(gateway.exit, undefined, `the signals killed it: ${gateway.stderr}`);
-    await writer.writeFile(await readFile(configPath));
+    await writer.writeFile(await readFile(setup.configPath));
     await writer.close();
     const exit = await Promise.race([gateway.exited, sleep(15_000).then(() => undefined)]);
     t.truthy(exit, `it exited; its last log lines:\n${gateway.describeLogs()}`);
@@ -403,14 +371,14 @@ kernel(`a SIGHUP and a SIGTERM while the start reads the config: it starts, then
 // warning, and the stop goes through.
 kernel(`a config given as a pipe: a SIGHUP says there is nothing to reload, and a SIGTERM still stops it${NEEDS_ROOT}`, async (t) => {
   await stopDriftGateway();
-  const fifo = join(dirname(configPath), 'pipe.fifo');
+  const fifo = join(dirname(setup.configPath), 'pipe.fifo');
   await runner.run(['mkfifo', fifo]);
   const writer = await open(fifo, 'r+');
   const gateway = await start({ config: fifo });
   try {
     // What a FIFO holds is gone when the last process holding it open closes it: written once the gateway has it open.
     await opened(gateway, fifo);
-    await writer.writeFile(await readFile(configPath));
+    await writer.writeFile(await readFile(setup.configPath));
     await writer.close();
     await gateway.waitReady();
     gateway.signal('SIGHUP');
@@ -471,7 +439,7 @@ kernel(`--cleanup-on-exit: SIGTERM removes our chains, jumps and gateway address
 });
 
 kernel(`a restart finds in the plan cache what the run before it parsed and rendered (at its start, and at its stop after a reload): nothing parsed or rendered again, the same state${NEEDS_ROOT}`, async (t) => {
-  const cache = join(scratch!, 'plan-cache');
+  const cache = join(setup.scratch, 'plan-cache');
   const env = { VLAN_GATEWAY_PLAN_CACHE: cache };
   /** A start into a namespace as a restarted container's (nothing of ours in it); `then` runs before SIGTERM. */
   const startOnce = async (then: (gateway: GatewayProcess) => Promise<void> = async () => undefined) => {
@@ -495,15 +463,15 @@ kernel(`a restart finds in the plan cache what the run before it parsed and rend
   t.deepEqual(second.state, first.state, 'the same chains, rules, addresses and ip_forward');
 
   // An edited file is parsed again; the rules are rendered again only when the config they come from changed.
-  const original = await readFile(configPath, 'utf8');
+  const original = await readFile(setup.configPath, 'utf8');
   try {
-    await writeFile(configPath, `${original}\n# a comment: the same config\n`);
+    await writeFile(setup.configPath, `${original}\n# a comment: the same config\n`);
     // While it runs, a reload to another config: at its stop the gateway keeps that config and its state.
     let reloaded: Awaited<ReturnType<typeof dataplane>> | undefined;
     const third = await startOnce(async (gateway) => {
       const from = gateway.logs.length;
       const example = parse(original) as Record<string, unknown>;
-      await writeFile(configPath, stringify({ ...example, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', proto: 'tcp', ports: 81, action: 'drop' }] } }));
+      await writeFile(setup.configPath, stringify({ ...example, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', proto: 'tcp', ports: 81, action: 'drop' }] } }));
       await gateway.waitForLog('the reload pass', (l) => l.trigger === 'reload' && l.msg === 'reconciled: changes applied', 5000, from);
       reloaded = await dataplane();
     });
@@ -514,7 +482,7 @@ kernel(`a restart finds in the plan cache what the run before it parsed and rend
     t.like(fourth.log, { config: 'cached', rules: 'cached' }, 'the restart after the reload finds both kept at the stop');
     t.deepEqual(fourth.state, reloaded);
   } finally {
-    await writeFile(configPath, original);
+    await writeFile(setup.configPath, original);
   }
 });
 

@@ -9,55 +9,19 @@
  * every figure is printed (t.log).
  */
 import test from 'ava';
-import { copyFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { execa } from 'execa';
-import { loadConfig } from '../../../src/config/load.js';
-import type { LabTopology } from '../../../src/lab/index.js';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../../helpers/lab.js';
-import {
-  buildLab, EXAMPLE_GATEWAYS, exampleDataplane, GatewayProcess, pingUntilReply, prepareBundle, REPO, resetExampleRouter,
-  scratchDir, sleep, tearDown, type Bundle,
-} from '../../helpers/supervisor.js';
-import { tearDownAlways } from '../../helpers/teardown.js';
+import { NEEDS_ROOT, isRoot } from '../../helpers/lab.js';
+import { EXAMPLE_GATEWAYS, exampleLab, GatewayProcess, pingUntilReply, sleep } from '../../helpers/supervisor.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const name = uniqueLabName('r');
-
-let bundle: Bundle | undefined;
-let topology: LabTopology | undefined;
-let scratch: string | undefined;
-let configPath = '';
-
+const setup = exampleLab(test, 'r', 'vgw-ready-');
+const { office, lab, router, dataplane } = setup;
 const { office: OFFICE_GATEWAY, lab: LAB_GATEWAY } = EXAMPLE_GATEWAYS;
 
-test.before(async (t) => {
-  if (!isRoot()) return;
-  bundle = await prepareBundle();
-  t.log(`bundle: ${bundle.built ? 'built' : 'up to date'}, ${Math.round(bundle.buildMs)} ms`);
-  scratch = await scratchDir('vgw-ready-');
-  configPath = join(scratch, 'gateway.yaml');
-  await copyFile(join(REPO, 'examples', 'lab.yaml'), configPath);
-  topology = await buildLab((await loadConfig(configPath)).config, name);
-});
-
-tearDownAlways('kill every gateway, remove the lab and the scratch files', async () => {
-  if (!isRoot()) return;
-  await tearDown(name, scratch, bundle);
-});
-
-const router = () => topology!.router;
-const office = () => topology!.vlans.find((v) => v.name === 'office')!;
-const lab = () => topology!.vlans.find((v) => v.name === 'lab')!;
-
-const start = () => GatewayProcess.start({ bundle: bundle!.path, netns: router(), config: configPath });
+const start = () => GatewayProcess.start({ bundle: setup.bundle.path, netns: router(), config: setup.configPath });
 
 /** Office's client can reach lab's client through the router (the gateway's FORWARD rules, addresses, sysctl). */
 const officeReachesLab = () => pingUntilReply(office().client.namespace, lab().client.address, 5000);
-
-const dataplane = () => exampleDataplane(topology!);
-
-const resetRouter = () => resetExampleRouter(topology!, bundle!.path, configPath);
 
 /** Start-up time of a bare `node -e 0` right now: context for the figures (the machine's load). */
 async function nodeBaselineMs(): Promise<number> {
@@ -68,7 +32,7 @@ async function nodeBaselineMs(): Promise<number> {
 
 kernel(`run is ready (/readyz 200) within 1 s of process start, with the lab applied${NEEDS_ROOT}`, async (t) => {
   const measure = async (attempt: number): Promise<number> => {
-    if (attempt > 1) await resetRouter();
+    if (attempt > 1) await setup.reset();
     t.deepEqual((await dataplane()).vgw, [], 'nothing applied before the start');
     const baseline = await nodeBaselineMs();
     const gateway = await start();
