@@ -208,11 +208,20 @@ export class Reloads {
       } else {
         log[why.includes('SIGHUP') || wasRejected ? 'info' : 'debug']({ why }, 'config reloaded: unchanged');
       }
-    } catch (error) {
+    } catch {
       if (this.closed) return stopped;
       await sleep(RELOAD_SETTLE_MS);
       if (this.closed) return stopped;
       if ((await this.inputsText()) !== before) return { again: true };
+      // The same inputs as before the load, and yet the load may have read them half-written: a file written again in
+      // place with the same text (truncated, then written) was read empty in between, and "is empty" was reported
+      // for a file that never changed. Only a failure the settled inputs meet again is reported.
+      const error = await loadChecked(path, args.listen, rulesCheck, planCache, true).then(() => undefined, (e: unknown) => e);
+      if (this.closed) return stopped;
+      if (error === undefined || (await this.inputsText()) !== before) {
+        for (const reason of reasons) this.reasons.add(reason); // the next round is still this one's, for the log
+        return { again: true };
+      }
       this.pendingRulesDir = await rulesDirNamed(path);
       reload.at = at;
       reload.result = 'failure';
