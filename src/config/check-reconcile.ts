@@ -85,16 +85,18 @@ function valueOf(text: string, field: CronField): number | undefined {
 
 /** What is wrong with one item of a field (`5-1`, `*\/90`, `70`), or undefined where this cannot tell (node-cron decides). */
 function itemProblem(item: string, field: CronField): string | undefined {
-  const m = /^(?:(\*)|([A-Za-z]+|\d+)(?:-([A-Za-z]+|\d+))?)(?:\/(\d+))?$/.exec(item);
+  // Letters and digits together (1jan) are taken in whole here: node-cron puts a name's number in its place and reads
+  // what that makes (1jan as 11, November; 0mon as Monday), so no mix of them is left to it.
+  const m = /^(?:(\*)|([A-Za-z0-9]+)(?:-([A-Za-z0-9]+))?)(?:\/(\d+))?$/.exec(item);
   if (!m) return undefined;
   const [, star, firstText, lastText, stepText] = m;
-  // The last of a day of week in the month, by its name (FRIL, as 5L): node-cron's to decide.
-  if (field.top !== undefined && lastText === undefined && stepText === undefined && /^[a-z]+l$/i.test(item) && valueOf(item.slice(0, -1), field) !== undefined) return undefined;
+  // The last of a day of week in the month, by its name or number (FRIL, 5L): node-cron's to decide.
+  if (field.top !== undefined && lastText === undefined && stepText === undefined && /^[a-z0-9]+l$/i.test(item) && valueOf(item.slice(0, -1), field) !== undefined) return undefined;
   const range = `${field.min} to ${field.max}`;
   const first = firstText === undefined ? undefined : valueOf(firstText, field);
   const last = lastText === undefined ? undefined : valueOf(lastText, field);
   for (const [text, value] of [[firstText, first], [lastText, last]] as const) {
-    if (text !== undefined && value === undefined && field.names !== undefined && /^[A-Za-z]+$/.test(text)) {
+    if (text !== undefined && value === undefined && field.names !== undefined && /[A-Za-z]/.test(text)) {
       const [low, high] = [field.names[field.min]![0], field.names[field.top ?? field.max]![0]];
       return `${text} is not a ${field.named!}: a ${field.named!} is ${range} or its name, ${low.toUpperCase()} to ${high.toUpperCase()} or in full`;
     }

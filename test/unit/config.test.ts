@@ -1098,6 +1098,10 @@ reconcile:
     ['0 0 * * FRIDAYX-MON', 'in the day of week field, FRIDAYX is not a day of week: a day of week is 0 to 7 or its name, SUN to SAT or in full'],
     // node-cron replaces each name it finds in the field's text: this ran in December.
     ['0 0 * janfeb *', 'in the month field, janfeb is not a month: a month is 1 to 12 or its name, JAN to DEC or in full'],
+    // And a name next to a number: 1jan ran in November (11), 0mon on Mondays (01), jan-1feb from January to November.
+    ['0 0 1 1jan *', 'in the month field, 1jan is not a month: a month is 1 to 12 or its name, JAN to DEC or in full'],
+    ['0 0 * * 0mon', 'in the day of week field, 0mon is not a day of week: a day of week is 0 to 7 or its name, SUN to SAT or in full'],
+    ['0 0 * jan-1feb *', 'in the month field, 1feb is not a month: a month is 1 to 12 or its name, JAN to DEC or in full'],
   ] as const).map(([schedule, why]): Row => ({
     title: `a reconcile.schedule that node-cron takes otherwise than written, or never runs: ${schedule}`,
     yaml: `vlans:
@@ -1118,8 +1122,8 @@ reconcile: {schedule: "${schedule}"}
 `,
     lines: [],
   })),
-  // The names node-cron takes, in three letters or in full, in any case, and the last Friday of the month by its name.
-  ...(['0 0 * Jan-MARCH *', '0 0 * june *', '0 0 * * mon-Friday', '0 0 * * FRIL'] as const).map((schedule): Row => ({
+  // The names node-cron takes, in three letters or in full, in any case, and the last Friday of the month by its name or number.
+  ...(['0 0 * Jan-MARCH *', '0 0 * june *', '0 0 * * mon-Friday', '0 0 * * FRIL', '0 0 * * 5L'] as const).map((schedule): Row => ({
     title: `a reconcile.schedule with names is taken: ${schedule}`,
     yaml: `vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
