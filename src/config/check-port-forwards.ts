@@ -3,7 +3,7 @@
  * a range of ports without toPort (its ports are kept). Pure.
  */
 import { contains, parseAddress } from '../net/ipv4.js';
-import { asArray, asString, isObject, notAHost, problemList, type Raw, type VlanView } from './cross-field.js';
+import { asArray, asString, isObject, notAHost, problemList, subnetsKnown, type Raw, type VlanView } from './cross-field.js';
 import { quoted, type Problem } from './problems.js';
 import { portRangeOf } from './schema.js';
 
@@ -67,6 +67,7 @@ class PortOwners {
 
 export function portForwardProblems(input: Raw, vlans: readonly VlanView[]): Problem[] {
   const { problems, add } = problemList();
+  const known = subnetsKnown(vlans);
   // Each protocol's ports by their first forward; an overlap is said against the first forward it meets.
   const owners: Partial<Record<'tcp' | 'udp', PortOwners>> = {}; // made for the first forward of each protocol
   const taken: Array<{ low: number; high: number }> = [];
@@ -76,7 +77,7 @@ export function portForwardProblems(input: Raw, vlans: readonly VlanView[]): Pro
     const to = asString(raw.to);
     const address = to === undefined ? undefined : parseAddress(to);
     const vlan = address === undefined ? undefined : vlans.find((v) => v.subnet && contains(v.subnet, address));
-    if (address !== undefined && !vlan) add(['portForwards', index, 'to'], `${to} is outside every VLAN`);
+    if (address !== undefined && !vlan && known) add(['portForwards', index, 'to'], `${to} is outside every VLAN`);
     // A forward goes to a host on a VLAN: not to the router itself, nor to a subnet's network or broadcast address.
     const what = address !== undefined && vlan?.subnet ? notAHost(address, { ...vlan, subnet: vlan.subnet }) : undefined;
     if (what) add(['portForwards', index, 'to'], `${to} ${what.text}${what.kind === 'gateway' ? '; a port forward goes to a host on a VLAN' : ''}`);

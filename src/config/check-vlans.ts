@@ -18,8 +18,11 @@ export function vlanProblems(input: Raw): { problems: Problem[]; vlans: VlanView
   const ids = new Map<number, number>();
 
   asArray(input.vlans).forEach((raw, index) => {
-    if (!isObject(raw)) return;
     const view: VlanView = { index };
+    if (!isObject(raw)) {
+      vlans.push(view); // a VLAN still, whose subnet is unknown (subnetsKnown)
+      return;
+    }
     const name = asString(raw.name);
     if (name !== undefined && VLAN_NAME.test(name)) { // an invalid name is reported by the schema, never echoed
       const first = names.get(name);

@@ -23,6 +23,13 @@ export interface VlanView {
   gateway?: number;
 }
 
+/**
+ * Whether every VLAN's subnet is known. One that is missing or invalid (a mistyped `subnett:`, an entry that is no
+ * mapping) is the schema's to report; an address in no known VLAN may be in that one, so "outside every VLAN" would
+ * be a second, false problem beside it.
+ */
+export const subnetsKnown = (vlans: readonly VlanView[]): boolean => vlans.length > 0 && vlans.every((v) => v.subnet !== undefined);
+
 /** An address in a VLAN that is not a host's: the router's own (the VLAN's gateway), or the subnet's network or broadcast address. */
 export function notAHost(address: number, vlan: VlanView & { subnet: Cidr }): { kind: 'gateway' | 'network' | 'broadcast'; text: string } | undefined {
   if (address === vlan.gateway) return { kind: 'gateway', text: `is the gateway's own address on ${vlan.name ?? `vlans[${vlan.index}]`}` };

@@ -3,7 +3,7 @@
  * http.allowFrom write them: which VLAN each is in, and what is wrong with one that is in none. Pure.
  */
 import { broadcastOf, networkOf, overlaps, parseAddress, parseCidr, type Cidr } from '../net/ipv4.js';
-import { notAHost, prefixProblem, vlanLabel, type VlanView } from './cross-field.js';
+import { notAHost, prefixProblem, subnetsKnown, vlanLabel, type VlanView } from './cross-field.js';
 import { quoted } from './problems.js';
 import { ZONE_REF } from './schema.js';
 
@@ -22,6 +22,7 @@ export function zones(vlans: readonly VlanView[], names: ReadonlyMap<string, num
    * asks this of its from and to several times, and 10,000 rules over 512 VLANs took seconds: the VLANs' bounds are
    * worked out once, and each reference looked up once.
    */
+  const known = subnetsKnown(vlans);
   const bounds = vlans.map((v) => (v.subnet ? { low: networkOf(v.subnet), high: broadcastOf(v.subnet) } : undefined));
   const zoneVlans = new Map<string, (VlanView & { subnet: Cidr }) | undefined>();
   const zoneVlan = (ref: string): (VlanView & { subnet: Cidr }) | undefined => {
@@ -49,6 +50,7 @@ export function zones(vlans: readonly VlanView[], names: ReadonlyMap<string, num
     if (zoneVlan(ref)) return undefined;
     // A prefix wider than a VLAN is not outside it: said so, with the VLANs it holds.
     const held = asCidr ? vlans.filter((v): v is VlanView & { subnet: Cidr } => v.subnet !== undefined && overlaps(v.subnet, asCidr)) : [];
+    if (held.length === 0 && !known) return undefined;
     return held.length === 0 ? `${ref} is outside every VLAN`
       : `${ref} is wider than ${held.map(vlanLabel).join(' and ')}; a rule names one VLAN, or an address or prefix inside one`;
   };

@@ -247,6 +247,28 @@ portForwards:
     ],
   },
   {
+    // A mistyped key (subnett) left office without a subnet, and every address in it was then said to be "outside
+    // every VLAN" too: a second, false problem beside the real one.
+    title: 'an address is not said to be outside every VLAN while a VLAN\'s subnet is missing or invalid (it may be in that one)',
+    yaml: `vlans:
+  - {name: office, id: 10, subnett: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1}
+  - guest
+forwarding:
+  rules:
+    - {from: 192.168.10.7, to: lab, action: accept}
+http:
+  allowFrom: [192.168.10.0/28]
+portForwards:
+  - {port: 2222, to: 192.168.10.100, toPort: 22}
+`,
+    lines: [
+      'vlans[0].subnet: is required (line 2)',
+      'vlans[0].subnett: is not a known key (known: name, id, subnet, gateway, interface, masquerade) (line 2)',
+      'vlans[2]: must be an object, not a string (line 4)',
+    ],
+  },
+  {
     title: 'http.allowFrom names VLANs, or addresses and prefixes inside them',
     yaml: `vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
@@ -717,7 +739,6 @@ ${'k'.repeat(65)}: 1
       'forwarding.rules[1].to: must be a VLAN name, "uplink", or an address or prefix inside a VLAN (line 6)',
       `forwarding.rules[1].to: from and to are both a b ${'c'.repeat(36)}… (104 characters); traffic inside one VLAN does not pass the router (line 6)`,
       `portForwards[0].port: must be a number, and ${'9'.repeat(40)}… (3,000 characters) is beyond the range of one (YAML reads it as text) (line 8)`,
-      'portForwards[0].to: 192.168.10.5 is outside every VLAN (line 8)',
       `reconcile.schedule: "${'1 '.repeat(20)}…" (6,000 characters) is not a valid cron expression (5 fields, or 6 with seconds first, like "*/30 * * * * *") (line 9)`,
       `http.listen: "${'h'.repeat(40)}…" (3,000 characters) is not an address to listen on; ${LISTEN_FORMS} (line 10)`,
       `["${'k'.repeat(40)}…" (65 characters)]: is not a known key (known: uplink, vlans, forwarding, portForwards, rules, reconcile, http) (line 11)`,
