@@ -113,12 +113,23 @@ const vlanName = z.string().check(z.regex(VLAN_NAME, {
 
 /** What a zone reference may look like at all (validate.ts then checks that it names something). */
 export const ZONE_REF = /^[a-z0-9][a-z0-9./-]*$/;
+/**
+ * A reference that is well-formed but for its capitals (`to: Office`), said as such: "must be a VLAN name" alone did
+ * not tell a user who had written the VLAN's name what was wrong with it. Only such a one is echoed (its characters
+ * are those of a reference); anything else malformed may carry a newline or an option, and is not.
+ */
+const refMessage = (must: string) => (issue: { input?: unknown }) => {
+  const ref = issue.input;
+  return typeof ref === 'string' && /[A-Z]/.test(ref) && ZONE_REF.test(ref.toLowerCase())
+    ? `${quoted(ref)} has capitals: VLAN names (and "uplink") are lowercase, as in ${quoted(ref.toLowerCase())}`
+    : must;
+};
 /** A zone reference in a forwarding rule: a VLAN name, "uplink", or an address / prefix inside a VLAN. */
 const zoneRef = z.string().check(z.regex(ZONE_REF, {
-  message: 'must be a VLAN name, "uplink", or an address or prefix inside a VLAN',
+  error: refMessage('must be a VLAN name, "uplink", or an address or prefix inside a VLAN'),
 }));
 /** A client allowed to use the HTTP endpoints: a VLAN, or an address or prefix inside one. */
-const clientRef = z.string().check(z.regex(ZONE_REF, { message: 'must be a VLAN name, or an address or prefix inside a VLAN' }));
+const clientRef = z.string().check(z.regex(ZONE_REF, { error: refMessage('must be a VLAN name, or an address or prefix inside a VLAN') }));
 
 /**
  * The most VLANs one gateway takes. Each ordered pair of VLANs gets its own accounting member (and, without ipset or

@@ -269,6 +269,23 @@ portForwards:
     ],
   },
   {
+    // `to: Office` was "must be a VLAN name, …": the user had written the VLAN's name, and was not told its capital.
+    title: 'a rule naming a VLAN or the uplink with capitals says so, with the name in lowercase',
+    yaml: `vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1}
+forwarding:
+  rules:
+    - {from: lab, to: Office, action: accept}
+    - {from: LAB-2, to: Uplink, action: drop}
+`,
+    lines: [
+      'forwarding.rules[0].to: "Office" has capitals: VLAN names (and "uplink") are lowercase, as in "office" (line 6)',
+      'forwarding.rules[1].from: "LAB-2" has capitals: VLAN names (and "uplink") are lowercase, as in "lab-2" (line 7)',
+      'forwarding.rules[1].to: "Uplink" has capitals: VLAN names (and "uplink") are lowercase, as in "uplink" (line 7)',
+    ],
+  },
+  {
     title: 'http.allowFrom names VLANs, or addresses and prefixes inside them',
     yaml: `vlans:
   - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
@@ -276,7 +293,7 @@ http:
   allowFrom: [office, 192.168.10.5, 192.168.10.0/28, guest, uplink, 10.0.0.1, "Mgmt"]
 `,
     lines: [
-      'http.allowFrom[6]: must be a VLAN name, or an address or prefix inside a VLAN (line 4)',
+      'http.allowFrom[6]: "Mgmt" has capitals: VLAN names (and "uplink") are lowercase, as in "mgmt" (line 4)',
       'http.allowFrom[3]: names no VLAN ("guest"); known: office (line 4)',
       'http.allowFrom[4]: the uplink side is always allowed; list VLANs, or addresses or prefixes inside them (line 4)',
       'http.allowFrom[5]: 10.0.0.1 is outside every VLAN (line 4)',
