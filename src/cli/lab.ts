@@ -11,7 +11,7 @@ import { configError, loadConfig, type LoadedConfig } from '../config/load.js';
 import { printable } from '../config/problems.js';
 import { ExecaRunner } from '../exec/execa-runner.js';
 import { inNamespace, type CommandRunner } from '../exec/runner.js';
-import { assertLabName, formatMatrix, labCheck, labDown, labPrefix, labUp, LabInputError, listLabNamespaces, planLabTopology, DEFAULT_LAB_NAME } from '../lab/index.js';
+import { assertLabName, formatMatrix, labCheck, labDown, labPrefix, labUp, LabInputError, listLabNamespaces, missingLabAddresses, planLabTopology, DEFAULT_LAB_NAME } from '../lab/index.js';
 import { readLabRecord, textDigest, writeLabRecord } from '../lab/record.js';
 import type { LabTopology } from '../lab/topology.js';
 import { exampleConfigPath } from '../package-files.js';
@@ -145,7 +145,10 @@ async function check(runner: CommandRunner, args: LabArgs): Promise<boolean> {
   }
   const { loaded, topology } = await labConfig(args, await checkConfigPath(args));
   // A namespace removed by hand would show as every probe blocked: said as what it is.
-  const missing = topology.namespaces.filter((ns) => !present.includes(ns));
+  // A host of the config that the lab's namespaces do not hold (a lab built from another config) failed the check
+  // half-way, its probe unable to bind (EADDRNOTAVAIL): said the same way, with the namespace of each address.
+  const namespaces = topology.namespaces.filter((ns) => !present.includes(ns));
+  const missing = namespaces.length > 0 ? namespaces : await missingLabAddresses(runner, topology);
   if (missing.length > 0) {
     throw new FailureError(`lab ${args.name} has no ${missing.join(', ')}, which ${loaded.path} needs: it was built from another config, or they were removed; `
       + `rebuild it: vlan-gateway lab down --name ${args.name}, then vlan-gateway lab up --name ${args.name} --config ${loaded.path}`);

@@ -101,6 +101,28 @@ export async function labDown(runner: CommandRunner, name: string): Promise<stri
   return namespaces;
 }
 
+/**
+ * The addresses the build of `topology` gives its namespaces (each `ip -n NS addr add` of labUpCommands) that they do
+ * not hold now, as `192.168.20.50/24 in vgwlab-demo-c20`. A lab built from another config lacks the hosts this one
+ * names (`lab check --config`), and its probes failed to bind half-way through the check (EADDRNOTAVAIL).
+ */
+export async function missingLabAddresses(runner: CommandRunner, topology: LabTopology): Promise<string[]> {
+  const held = new Map<string, Set<string>>();
+  const missing: string[] = [];
+  for (const argv of labUpCommands(topology)) {
+    if (argv[1] !== '-n' || argv[3] !== 'addr' || argv[4] !== 'add') continue;
+    const [ns, address] = [argv[2]!, argv[5]!];
+    let addresses = held.get(ns);
+    if (addresses === undefined) {
+      const { stdout } = await runner.run(['ip', '-n', ns, '-o', '-4', 'addr', 'show']);
+      addresses = new Set([...stdout.matchAll(/\binet (\S+)/g)].map((m) => m[1]!));
+      held.set(ns, addresses);
+    }
+    if (!addresses.has(address)) missing.push(`${address} in ${ns}`);
+  }
+  return missing;
+}
+
 /** The namespaces of lab `name`, from `ip netns list`. */
 export async function listLabNamespaces(runner: CommandRunner, name: string): Promise<string[]> {
   assertLabName(name);

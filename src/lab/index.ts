@@ -1,5 +1,5 @@
 /** The lab: the write-up's network in network namespaces, built, checked with real packets, and removed. */
-export { labDown, labUp, labUpCommands, listLabNamespaces } from './build.js';
+export { labDown, labUp, labUpCommands, listLabNamespaces, missingLabAddresses } from './build.js';
 export { labCheck, type CheckResult, type CheckRow } from './check.js';
 export { formatMatrix } from './matrix.js';
 export { planLabAgents, planLabProbes, ruleProbes, type LabProbePlan } from './probe-plan.js';

@@ -332,6 +332,30 @@ kernel(`a config validate refuses builds no lab, and lab demo with it leaves the
   }
 });
 
+// `lab check --config` with a config naming a host the lab's clients do not hold (a port forward to 192.168.20.50 on
+// the example's lab) failed half-way through its probes with "agent in vgwlab-…-c20: error udp/192.168.20.50:10000
+// EADDRNOTAVAIL", exit 1: nothing said that the lab was built from another config, or how to build one that fits.
+kernel(`lab check with a config naming hosts the lab was not built with says which, and how to rebuild it${NEEDS_ROOT}`, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-lab-hosts-'));
+  try {
+    const path = join(dir, 'more-hosts.yaml');
+    await writeFile(path, `${await readFile(examplePath, 'utf8')}  - {proto: udp, port: "10000-10100", to: 192.168.20.50}
+forwarding:
+  rules:
+    - {from: 192.168.10.0/28, to: lab, action: drop}
+`.replace(/forwarding:\n {2}default: accept\n/, ''));
+    await labUp(runner, planLabTopology((await loadConfig(examplePath)).config, standingName));
+    const check = await cli('lab', 'check', '--name', standingName, '--config', path);
+    t.is(check.code, 1, check.stdout);
+    t.is(check.stderr, `vlan-gateway: lab ${standingName} has no 192.168.10.3/24 in vgwlab-${standingName}-c10, 192.168.20.50/24 in vgwlab-${standingName}-c20, `
+      + `which ${path} needs: it was built from another config, or they were removed; `
+      + `rebuild it: vlan-gateway lab down --name ${standingName}, then vlan-gateway lab up --name ${standingName} --config ${path}\n`);
+  } finally {
+    await labDown(runner, standingName);
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 // A Ctrl-C while lab up built ended the process at once, leaving a half-built lab behind.
 kernel(`a SIGINT during lab up removes what it had built, and the process ends with 130${NEEDS_ROOT}`, async (t) => {
   const child = execa(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../../src/main.ts', import.meta.url)), 'lab', 'up', '--name', signalName], { reject: false });
