@@ -6,6 +6,7 @@
  */
 import Handlebars from 'handlebars';
 import { precompiled } from './precompiled.js';
+import { syntaxErrorText } from './syntax-error.js';
 import { groupDigits, quoted } from '../config/problems.js';
 
 /** One thing wrong with a template: its file, what, and the rendered line where it has one. */
@@ -173,11 +174,8 @@ function firstLine(error: unknown, source: string): string {
   const message = String((error as Error)?.message ?? error);
   const missing = /^"(.+)" not defined in .* - (\d+):(\d+)/.exec(message);
   if (missing) return `${JSON.stringify(missing[1])} is not defined (template line ${missing[2]}, column ${Number(missing[3]) + 1})`;
-  // A block closed by another's name: Handlebars names the two and where the block opens ("each doesn't match if - 1:3").
-  const mismatch = /^(\S+) doesn't match (\S+) - (\d+):\d+/.exec(message);
-  if (mismatch) return `syntax error on template line ${mismatch[3]}: {{#${mismatch[1]}}} is closed by {{/${mismatch[2]}}}`;
-  const parse = /^Parse error on line (\d+):[\s\S]*?\n(Expecting [^\n]*)/.exec(message);
-  if (parse) return `syntax error on template line ${parse[1]}: ${parse[2]}`;
+  const syntax = syntaxErrorText(message, source);
+  if (syntax !== undefined) return syntax;
   // Handlebars does not check these itself: the JavaScript error that results says "undefined" and nothing of the template.
   const nothing = /^Cannot read properties of (?:undefined|null) \(reading '([^']*)'\)/.exec(message);
   if (nothing) {

@@ -342,7 +342,7 @@ test.serial('validate says a file that is no template, one that cannot be read, 
       + '(they fill VGW-USER-FORWARD, VGW-USER-PREROUTING, VGW-USER-POSTROUTING) (line 4)',
       `rules.dir: cannot read ${rules}/nat/prerouting.hbs (is a directory) (line 4)`,
       `rules.dir: ${rules}/filter/forward.hbs, rendered line 2: "hello" is not a rule body (it must start with an option such as -s or -j) (line 4)`,
-      `rules.dir: ${rules}/nat/postrouting.hbs: syntax error on template line 1: {{#each}} is closed by {{/if}} (line 4)`,
+      `rules.dir: ${rules}/nat/postrouting.hbs: syntax error on template line 3: "{{/if}}" closes {{#each}}, opened on template line 1; close it with {{/each}} (line 4)`,
     ];
     for (const command of ['validate', 'plan']) {
       const result = await runMain(command, '--config', config);
@@ -383,7 +383,7 @@ test.serial('validate says a broken template\'s syntax and a file that is no tem
       + '  vlans[0].gateway: 192.168.30.1 is outside 192.168.10.0/24 (line 2)\n'
       + `  rules.dir: ${rules}/filter/input.hbs is not a known template; use filter/forward.hbs, nat/prerouting.hbs, nat/postrouting.hbs `
       + '(they fill VGW-USER-FORWARD, VGW-USER-PREROUTING, VGW-USER-POSTROUTING) (line 4)\n'
-      + `  rules.dir: ${rules}/filter/forward.hbs: syntax error on template line 1: {{#each}} is closed by {{/if}} (line 4)\n`
+      + `  rules.dir: ${rules}/filter/forward.hbs: syntax error on template line 3: "{{/if}}" closes {{#each}}, opened on template line 1; close it with {{/each}} (line 4)\n`
       + '  (1 template of rules.dir was parsed, not rendered: its rules are checked once the config is valid)\n');
     // A reload logs one line per problem, the note with the last (not as an error of its own).
     const reload = await t.throwsAsync(loadConfig(config), { instanceOf: ConfigError });
@@ -391,7 +391,7 @@ test.serial('validate says a broken template\'s syntax and a file that is no tem
       `invalid config: ${config}: vlans[0].gateway: 192.168.30.1 is outside 192.168.10.0/24 (line 2)`,
       `invalid config: ${config}: rules.dir: ${rules}/filter/input.hbs is not a known template; use filter/forward.hbs, nat/prerouting.hbs, `
       + 'nat/postrouting.hbs (they fill VGW-USER-FORWARD, VGW-USER-PREROUTING, VGW-USER-POSTROUTING) (line 4)',
-      `invalid config: ${config}: rules.dir: ${rules}/filter/forward.hbs: syntax error on template line 1: {{#each}} is closed by {{/if}} (line 4) `
+      `invalid config: ${config}: rules.dir: ${rules}/filter/forward.hbs: syntax error on template line 3: "{{/if}}" closes {{#each}}, opened on template line 1; close it with {{/each}} (line 4) `
       + '(1 template of rules.dir was parsed, not rendered: its rules are checked once the config is valid)',
     ]);
     // Templates without a problem their syntax shows: the config's problems, and what was left unchecked.
