@@ -51,7 +51,7 @@ function tagsOf(source: string): Tag[] {
       return tags;
     }
     const text = source.slice(open, close + (source[close + 2] === '}' ? 3 : 2));
-    const m = /^\{\{\{?~?\s*([#^/]|else\b)?\s*[*>]?\s*([^\s}~]*)/.exec(text)!;
+    const m = /^\{\{\{?~?\s*([#^/]|else\b)?\s*[*>]?\s*([\w$@.-]*)/.exec(text)!;
     // {{^}} alone is an {{else}}; {{^name}} opens a block, as {{#name}} does.
     const kind = m[1] === undefined ? '' : m[1].startsWith('else') || (m[1] === '^' && m[2] === '') ? 'else' : (m[1] as '#' | '^' | '/');
     tags.push({ text, line, kind, name: kind === 'else' ? '' : m[2]!, closed: true });
@@ -98,21 +98,26 @@ export function syntaxErrorText(message: string, source: string): string | undef
       ? `syntax error on template line ${close.line}: ${shown(close)} closes {{#${mismatch[1]}}}, opened on template line ${at}; close it with {{/${mismatch[1]}}}`
       : `syntax error on template line ${at}: {{#${mismatch[1]}}} is closed by {{/${mismatch[2]}}}`;
   }
-  const unclosedTag = tags.find((t) => !t.closed);
-  if (lexical || parse?.[3] === 'INVALID' || (parse?.[3] === 'EOF' && unclosedTag !== undefined)) {
+  // A {{ with no }} after it is the last tag read; Handlebars stops at it or after it, never before.
+  const unclosedTag = tags.find((t) => !t.closed && t.line <= at);
+  if (lexical || parse?.[3] === 'INVALID' || unclosedTag !== undefined) {
     if (unclosedTag !== undefined) {
       const end = /^\{\{~?!--/.test(unclosedTag.text) ? '--}}' : '}}';
       return `syntax error on template line ${unclosedTag.line}: ${shown(unclosedTag)} has no closing ${end}`;
     }
     return `syntax error on template line ${at}, ${sourceLine(source, at)}: a {{ … }} there holds a character Handlebars does not read in one (a }} written as }?)`;
   }
-  const got = parse![3];
+  const got = parse![3]!;
+  // A {{ inside another (`{{nic -j {{x}}`): the first was not closed.
+  const nestedOpen = got.startsWith('OPEN') ? tags.find((t) => t.line <= at && !/^\{\{~?!/.test(t.text) && t.text.indexOf('{{', 2) > 0) : undefined;
+  if (nestedOpen !== undefined) return `syntax error on template line ${nestedOpen.line}: ${shown(nestedOpen)} opens a {{ inside another; close the first with }}`;
   if (got === 'EOF') {
     const last = blocks.open.at(-1);
     if (last !== undefined) return `syntax error on template line ${last.line}: ${shown(last)} is never closed; end the block with {{/${last.name}}}`;
   }
   if (got === 'OPEN_ENDBLOCK' && blocks.stray !== undefined) {
-    return `syntax error on template line ${blocks.stray.line}: ${shown(blocks.stray)} closes no block (no {{#${blocks.stray.name}}} is open there)`;
+    const none = blocks.stray.name === '' ? '' : ` (no {{#${blocks.stray.name}}} is open there)`;
+    return `syntax error on template line ${blocks.stray.line}: ${shown(blocks.stray)} closes no block${none}`;
   }
   if (got === 'INVERSE' || got === 'OPEN_INVERSE' || got === 'OPEN_INVERSE_CHAIN') {
     return `syntax error on template line ${at}, ${sourceLine(source, at)}: an {{else}} (or {{^}}) outside an {{#if}}, {{#unless}} or {{#each}} block, or a second one in a block`;
