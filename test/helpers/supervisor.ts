@@ -548,17 +548,23 @@ export interface ExampleLab {
   readonly reset: () => Promise<void>;
 }
 
+export interface ExampleLabOptions {
+  /** What the file started beside its gateways (a server writing in the scratch directory, agents in the lab's
+   *  namespaces), stopped at the teardown before the gateways are killed and the lab and scratch files removed. */
+  readonly stopFirst?: () => Promise<void>;
+}
+
 /**
  * The example lab (examples/lab.yaml) and the bundled CLI, for a file of supervisor tests: built before its tests,
  * with the config copied to a scratch gateway.yaml; after them (also on a Ctrl-C or ava's timeout) every gateway is
- * stopped and all of it removed.
+ * stopped and all of it removed. The file's own before hooks run after this one (it is serial), the lab built.
  */
-export function exampleLab(test: TestFn, tag: string, scratchPrefix: string): ExampleLab {
+export function exampleLab(test: TestFn, tag: string, scratchPrefix: string, options: ExampleLabOptions = {}): ExampleLab {
   const name = uniqueLabName(tag);
   let parts: { bundle: Bundle; topology: LabTopology; scratch: string; configPath: string } | undefined;
   let bundle: Bundle | undefined;
   let scratch: string | undefined;
-  test.before(async (t) => {
+  test.serial.before(async (t) => {
     if (!isRoot()) return;
     bundle = await prepareBundle();
     t.log(`bundle: ${bundle.built ? 'built' : 'up to date'}, ${Math.round(bundle.buildMs)} ms`);
@@ -570,7 +576,11 @@ export function exampleLab(test: TestFn, tag: string, scratchPrefix: string): Ex
   });
   tearDownAlways('kill every gateway, remove the lab and the scratch files', async () => {
     if (!isRoot()) return;
-    await tearDown(name, scratch, bundle);
+    try {
+      await options.stopFirst?.();
+    } finally {
+      await tearDown(name, scratch, bundle);
+    }
   });
   const built = () => {
     if (!parts) throw new Error(`the example lab ${name} is not built (its before hook has not run, or failed)`);

@@ -9,55 +9,32 @@
  */
 import test from 'ava';
 import { execa } from 'execa';
-import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { dump as stringify, load as parse } from 'js-yaml';
-import { loadConfig } from '../../src/config/load.js';
-import type { LabTopology } from '../../src/lab/index.js';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import {
-  addressesOf, buildLab, GatewayProcess, prepareBundle, REPO, runner, scratchDir, series, tearDown, waitFor, type Bundle, type LogLine,
-} from '../helpers/supervisor.js';
-import { tearDownAlways } from '../helpers/teardown.js';
+import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
+import { addressesOf, exampleLab, GatewayProcess, runner, series, waitFor, type LogLine } from '../helpers/supervisor.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const name = uniqueLabName('a');
+const setup = exampleLab(test, 'a', 'vgw-conflict-');
+const { office, lab, router } = setup;
 
-let bundle: Bundle | undefined;
-let topology: LabTopology | undefined;
-let scratch: string | undefined;
-let configPath = '';
 let gateway: GatewayProcess | undefined;
 let otherMac = '';
 
-const office = () => topology!.vlans.find((v) => v.name === 'office')!;
-const lab = () => topology!.vlans.find((v) => v.name === 'lab')!;
 const GATEWAY = '192.168.10.1';
 
 /** The other device: the office client, holding (or letting go) the office VLAN's gateway address. */
 const otherHolds = (add: boolean) => runner.run(['ip', '-n', office().client.namespace, 'addr', add ? 'add' : 'del', `${GATEWAY}/24`, 'dev', office().client.interface]);
 
 const start = async () => {
-  gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: topology!.router, config: configPath, schedule: '* * * * * *' });
+  gateway = await GatewayProcess.start({ bundle: setup.bundle.path, netns: router(), config: setup.configPath, schedule: '* * * * * *' });
   await gateway.waitReady();
 };
 
 test.before(async () => {
   if (!isRoot()) return;
-  bundle = await prepareBundle();
-  scratch = await scratchDir('vgw-conflict-');
-  configPath = join(scratch, 'gateway.yaml');
-  await writeFile(configPath, stringify(parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8'))));
-  topology = await buildLab((await loadConfig(configPath)).config, name);
   const link = JSON.parse((await runner.run(['ip', '-n', office().client.namespace, '-json', 'link', 'show', 'dev', office().client.interface])).stdout) as Array<{ address: string }>;
   otherMac = link[0]!.address;
   await otherHolds(true);
   await start();
-});
-
-tearDownAlways('stop the gateway, remove the lab and the scratch files', async () => {
-  if (!isRoot()) return;
-  await tearDown(name, scratch, bundle);
 });
 
 const conflictSeries = async () => series(await gateway!.metrics(), 'vlan_gateway_address_conflict')
@@ -85,13 +62,13 @@ kernel(`a gateway address another device holds is taken and reported: log, /stat
   t.is(gateway!.logs.filter(conflictLine).length, 1, 'said once');
 
   // Report-only: the gateway holds the address, as the config says.
-  t.true((await addressesOf(topology!.router, office().routerInterface)).includes(`${GATEWAY}/24`));
+  t.true((await addressesOf(router(), office().routerInterface)).includes(`${GATEWAY}/24`));
   const status = await gateway!.status();
   const conflict = status.vlans.find((v) => v.name === 'office')?.conflict;
   t.is(conflict?.mac, otherMac);
   t.deepEqual(status.warnings, [warning(conflict!.since)]);
   t.is(status.vlans.find((v) => v.name === 'lab')?.conflict, undefined);
-  const printed = await execa(process.execPath, [bundle!.path, 'status', '--listen', `127.0.0.1:${gateway!.port}`]);
+  const printed = await execa(process.execPath, [setup.bundle.path, 'status', '--listen', `127.0.0.1:${gateway!.port}`]);
   t.true(printed.stdout.split('\n').includes(`warning: ${warning(conflict!.since)}`), printed.stdout);
 });
 

@@ -11,43 +11,26 @@ import { execa } from 'execa';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { dump as stringify, load as parse } from 'js-yaml';
-import { loadConfig } from '../../src/config/load.js';
-import type { LabTopology } from '../../src/lab/index.js';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import {
-  buildLab, chainLines, GatewayProcess, iptablesSave, prepareBundle, REPO, scratchDir, sleep, tearDown, type Bundle,
-} from '../helpers/supervisor.js';
-import { tearDownAlways } from '../helpers/teardown.js';
+import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
+import { chainLines, exampleLab, GatewayProcess, iptablesSave, sleep } from '../helpers/supervisor.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const name = uniqueLabName('f');
+const setup = exampleLab(test, 'f', 'vgw-mount-');
+const { router } = setup;
 
-let bundle: Bundle | undefined;
-let topology: LabTopology | undefined;
-let scratch: string | undefined;
-let hostFile = '';
-let mountedAt = '';
+/** The host's file: the scratch copy of the example, mounted on its own at `mountedAt`. */
+const hostFile = () => setup.configPath;
+const mountedAt = () => join(setup.scratch, 'etc', 'gateway.yaml');
 let example: Record<string, unknown> = {};
 let gateway: GatewayProcess | undefined;
 
 test.before(async () => {
   if (!isRoot()) return;
-  bundle = await prepareBundle();
-  scratch = await scratchDir('vgw-mount-');
-  hostFile = join(scratch, 'host-gateway.yaml');
-  mountedAt = join(scratch, 'etc', 'gateway.yaml');
-  example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as Record<string, unknown>;
-  await writeFile(hostFile, stringify(example));
-  await execa('mkdir', ['-p', join(scratch, 'etc')]);
-  await writeFile(mountedAt, ''); // the mount point; what the gateway reads is the host file mounted over it
-  topology = await buildLab((await loadConfig(hostFile)).config, name);
-  gateway = await GatewayProcess.start({ bundle: bundle.path, netns: topology.router, config: mountedAt, mountConfigFrom: hostFile, statsIntervalMs: 300 });
+  example = parse(await readFile(hostFile(), 'utf8')) as Record<string, unknown>;
+  await execa('mkdir', ['-p', join(setup.scratch, 'etc')]);
+  await writeFile(mountedAt(), ''); // the mount point; what the gateway reads is the host file mounted over it
+  gateway = await GatewayProcess.start({ bundle: setup.bundle.path, netns: router(), config: mountedAt(), mountConfigFrom: hostFile(), statsIntervalMs: 300 });
   await gateway.waitReady();
-});
-
-tearDownAlways('stop the gateway, remove the lab and the scratch files', async () => {
-  if (!isRoot()) return;
-  await tearDown(name, scratch, bundle);
 });
 
 const withDrop = (port: number) => stringify({ ...example, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', proto: 'tcp', ports: port, action: 'drop' }] } });
@@ -61,21 +44,21 @@ kernel(`the start warns that the config file is mounted on its own${NEEDS_ROOT}`
 
 kernel(`a write in place on the host is picked up by the watch on the file and applied${NEEDS_ROOT}`, async (t) => {
   const from = gateway!.logs.length;
-  await writeFile(hostFile, withDrop(80)); // same inode: what `echo > file` or an editor writing in place does
+  await writeFile(hostFile(), withDrop(80)); // same inode: what `echo > file` or an editor writing in place does
   const reloaded = await gateway!.waitForLog('the reload', (l) => l.msg === 'config reloaded', 5000, from);
-  t.is(reloaded.why, `${mountedAt} changed`);
+  t.is(reloaded.why, `${mountedAt()} changed`);
   await gateway!.waitForLog('the reload pass', (l) => l.trigger === 'reload' && l.msg === 'reconciled: changes applied', 5000, from);
-  t.true(dropsPort(await iptablesSave(topology!.router), 80), 'the new drop rule is applied');
+  t.true(dropsPort(await iptablesSave(router()), 80), 'the new drop rule is applied');
   t.is((await gateway!.status()).reload.lastResult, 'success');
 });
 
 kernel(`a rename over the host file is reported as unreachable, and the running config and rules stay${NEEDS_ROOT}`, async (t) => {
-  const before = await iptablesSave(topology!.router);
+  const before = await iptablesSave(router());
   const hashBefore = (await gateway!.status()).config.hash;
   const from = gateway!.logs.length;
-  const next = `${hostFile}.new`;
+  const next = `${hostFile()}.new`;
   await writeFile(next, withDrop(81));
-  await rename(next, hostFile); // what `sed -i` and most editors do: a new file renamed over the old one
+  await rename(next, hostFile()); // what `sed -i` and most editors do: a new file renamed over the old one
   // The reload logs each line of the error on its own: this is the line with the reason.
   const rejected = await gateway!.waitForLog('the rejected reload', (l) => l.level >= 50 && /reload rejected.*replaced after it was mounted on its own/.test(l.msg), 5000, from);
   t.log(rejected.msg);
@@ -86,7 +69,7 @@ kernel(`a rename over the host file is reported as unreachable, and the running 
   t.is(status.reload.lastResult, 'failure');
   t.is(await gateway!.metric('vlan_gateway_config_last_reload_successful'), 0);
   t.is(status.config.hash, hashBefore, 'the running config is kept');
-  t.is(await iptablesSave(topology!.router), before, 'the rules are untouched');
+  t.is(await iptablesSave(router()), before, 'the rules are untouched');
   t.false(dropsPort(before, 81));
 
   // SIGHUP says the same: the old text is never applied as if it were the edit.
@@ -94,18 +77,18 @@ kernel(`a rename over the host file is reported as unreachable, and the running 
   gateway!.signal('SIGHUP');
   await gateway!.waitForLog('the rejected SIGHUP reload', (l) => l.level >= 50 && l.why === 'SIGHUP' && /reload rejected.*replaced after it was mounted on its own/.test(l.msg), 5000, hup);
   t.deepEqual((await gateway!.status()).reload.lastErrors.filter((e) => /replaced after it was mounted on its own/.test(e)).length, 1, '/status shows why');
-  t.true(chainLines(await iptablesSave(topology!.router), 'VGW-FORWARD').length > 0, 'our chains are still there');
+  t.true(chainLines(await iptablesSave(router()), 'VGW-FORWARD').length > 0, 'our chains are still there');
 });
 
 kernel(`a one-shot command reading such a file exits 2 and says why${NEEDS_ROOT}`, async (t) => {
   // The same situation for `docker exec … vlan-gateway plan`: a private mount namespace, a file mounted on its own,
   // the host file replaced, then the command reads the mount.
-  const host = join(scratch!, 'host-one-shot.yaml');
-  const mounted = join(scratch!, 'etc', 'one-shot.yaml');
+  const host = join(setup.scratch, 'host-one-shot.yaml');
+  const mounted = join(setup.scratch, 'etc', 'one-shot.yaml');
   await writeFile(host, stringify(example));
   await writeFile(mounted, '');
   const script = 'mount --bind "$1" "$2" && printf "x: 1\\n" > "$1.new" && mv "$1.new" "$1" && exec "$3" "$4" validate --config "$2"';
-  const r = await execa('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', host, mounted, process.execPath, bundle!.path], { reject: false });
+  const r = await execa('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', host, mounted, process.execPath, setup.bundle.path], { reject: false });
   t.is(r.exitCode, 2, `${r.stdout}\n${r.stderr}`);
   t.regex(r.stderr, new RegExp(`cannot read ${mounted.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: the file was replaced after it was mounted on its own`));
   t.log(r.stderr.trim());
