@@ -10,60 +10,45 @@ import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { dump as stringify, load as parse } from 'js-yaml';
-import { loadConfig } from '../../src/config/load.js';
-import type { LabTopology } from '../../src/lab/index.js';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import {
-  buildLab, GatewayProcess, prepareBundle, REPO, runner, scratchDir, sleep, tearDown, waitFor, type Bundle,
-} from '../helpers/supervisor.js';
-import { tearDownAlways } from '../helpers/teardown.js';
+import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
+import { exampleLab, GatewayProcess, REPO, runner, sleep, waitFor } from '../helpers/supervisor.js';
 import { listeningUdp, sendUdp } from '../helpers/udp.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const name = uniqueLabName('k');
+const setup = exampleLab(test, 'k', 'vgw-ct-left-');
 const PORT = 6101;
 const CLIENT_PORT = 40101;
 
-let bundle: Bundle | undefined;
-let topology: LabTopology | undefined;
-let scratch: string | undefined;
-const hold = () => join(scratch!, 'hold');
-const held = () => join(scratch!, 'held');
+const hold = () => join(setup.scratch, 'hold');
+const held = () => join(setup.scratch, 'held');
 
 test.before(async () => {
   if (!isRoot()) return;
-  bundle = await prepareBundle();
-  scratch = await scratchDir('vgw-ct-left-');
-  const bin = join(scratch, 'bin');
+  const bin = join(setup.scratch, 'bin');
   await mkdir(bin);
   const real = (await execa('sh', ['-c', 'command -v conntrack'])).stdout.trim();
   // A `conntrack -D` that hangs while the file `hold` exists (and says so in `held`): the gateway killed meanwhile.
   await writeFile(join(bin, 'conntrack'),
     `#!/bin/sh\ncase " $* " in *" -D "*) if [ -e '${hold()}' ]; then echo $$ > '${held()}'; exec sleep 600; fi;; esac\nexec '${real}' "$@"\n`);
   await chmod(join(bin, 'conntrack'), 0o755);
-  topology = await buildLab((await loadConfig(join(REPO, 'examples', 'lab.yaml'))).config, name);
-});
-
-tearDownAlways('kill the gateways, remove the lab and the scratch files', async () => {
-  if (!isRoot()) return;
-  await tearDown(name, scratch, bundle);
 });
 
 kernel(`a run killed while it cleared the flows a UDP forward left with the gateway: the next run clears them after its start, and says so${NEEDS_ROOT}`, async (t) => {
-  const lab = topology!.vlans.find((v) => v.name === 'lab')!;
-  const u = topology!.uplink;
+  const { topology } = setup;
+  const lab = setup.lab();
+  const u = topology.uplink;
   const example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as { portForwards: unknown[] };
-  const configPath = join(scratch!, 'gateway.yaml');
+  const { configPath } = setup;
   await writeFile(configPath, stringify(example));
   const withForward = stringify({ ...example, portForwards: [...example.portForwards, { proto: 'udp', port: PORT, to: lab.client.address }] });
-  const send = (text: string) => sendUdp(runner, { namespace: topology!.inet, address: u.internetHost, port: CLIENT_PORT }, { address: u.routerAddress, port: PORT }, text);
-  const entry = async () => (await runner.run(['ip', 'netns', 'exec', topology!.router, 'conntrack', '-L', '-p', 'udp', '--orig-port-src', String(CLIENT_PORT)])).stdout;
+  const send = (text: string) => sendUdp(runner, { namespace: topology.inet, address: u.internetHost, port: CLIENT_PORT }, { address: u.routerAddress, port: PORT }, text);
+  const entry = async () => (await runner.run(['ip', 'netns', 'exec', topology.router, 'conntrack', '-L', '-p', 'udp', '--orig-port-src', String(CLIENT_PORT)])).stdout;
   const toGateway = new RegExp(`dport=${PORT} \\[UNREPLIED\\] src=${u.routerAddress.replaceAll('.', '\\.')} `);
 
   const start = async () => {
     const gateway = await GatewayProcess.start({
-      bundle: bundle!.path, netns: topology!.router, config: configPath, statsIntervalMs: 300,
-      env: { PATH: `${join(scratch!, 'bin')}:${process.env.PATH ?? ''}` },
+      bundle: setup.bundle.path, netns: topology.router, config: configPath, statsIntervalMs: 300,
+      env: { PATH: `${join(setup.scratch, 'bin')}:${process.env.PATH ?? ''}` },
     });
     await gateway.waitReady();
     return gateway;

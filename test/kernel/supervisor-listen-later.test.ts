@@ -8,54 +8,31 @@
  */
 import test from 'ava';
 import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { dump as stringify, load as parse } from 'js-yaml';
-import { loadConfig } from '../../src/config/load.js';
-import type { LabTopology } from '../../src/lab/index.js';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import {
-  addressesOf, buildLab, freePort, GatewayProcess, pingUntilReply, prepareBundle, REPO, runner, scratchDir, tearDown,
-  waitFor, type Bundle,
-} from '../helpers/supervisor.js';
-import { tearDownAlways } from '../helpers/teardown.js';
+import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
+import { addressesOf, exampleLab, freePort, GatewayProcess, pingUntilReply, runner, waitFor } from '../helpers/supervisor.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const name = uniqueLabName('h');
-
-let bundle: Bundle | undefined;
-let topology: LabTopology | undefined;
-let scratch: string | undefined;
-
-test.before(async () => {
-  if (!isRoot()) return;
-  bundle = await prepareBundle();
-  scratch = await scratchDir('vgw-listen-later-');
-  await writeFile(join(scratch, 'lab.yaml'), await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8'));
-  topology = await buildLab((await loadConfig(join(scratch, 'lab.yaml'))).config, name);
-});
-
-tearDownAlways('kill the gateway, remove the lab and the scratch files', async () => {
-  if (!isRoot()) return;
-  await tearDown(name, scratch, bundle);
-});
+const setup = exampleLab(test, 'h', 'vgw-listen-later-');
 
 kernel(`http.listen on a VLAN's gateway address: the gateway routes, and listens there once it holds the address${NEEDS_ROOT}`, async (t) => {
-  const office = topology!.vlans.find((v) => v.name === 'office')!;
-  const lab = topology!.vlans.find((v) => v.name === 'lab')!;
+  const office = setup.office();
+  const lab = setup.lab();
+  const router = setup.router();
   const port = await freePort();
   const listen = `${office.gateway}:${port}`;
-  const example = parse(await readFile(join(scratch!, 'lab.yaml'), 'utf8')) as Record<string, unknown>;
-  const config = join(scratch!, 'gateway.yaml');
+  const example = parse(await readFile(setup.configPath, 'utf8')) as Record<string, unknown>;
+  const config = setup.configPath;
   await writeFile(config, stringify({ ...example, http: { listen, allowFrom: ['office'] } }));
-  t.false((await addressesOf(topology!.router, office.routerInterface)).includes(`${office.gateway}/${office.prefix}`),
+  t.false((await addressesOf(router, office.routerInterface)).includes(`${office.gateway}/${office.prefix}`),
     'the namespace starts without the gateway address, as a container does');
 
-  const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: topology!.router, config, inside: true });
+  const gateway = await GatewayProcess.start({ bundle: setup.bundle.path, netns: router, config, inside: true });
   await gateway.waitForLog('the warning that the endpoints wait for their address', (l) => l.level === 40
     && l.msg === `the HTTP endpoints cannot listen on ${listen} (http.listen) yet: no interface has that address; `
       + 'the gateway routes meanwhile, and they listen there once its VLAN\'s NIC has it');
   // It routed: the gateway address is on office's NIC, and office reaches lab through it.
-  await waitFor('the office gateway address', async () => (await addressesOf(topology!.router, office.routerInterface)).includes(`${office.gateway}/${office.prefix}`), 5000, 50);
+  await waitFor('the office gateway address', async () => (await addressesOf(router, office.routerInterface)).includes(`${office.gateway}/${office.prefix}`), 5000, 50);
   await pingUntilReply(office.client.namespace, lab.client.address);
   // And the endpoints answer there, to office (http.allowFrom), within a second or two of the address.
   const { value: ready } = await waitFor(`/readyz at ${listen} from ${office.client.namespace}`, async () => {

@@ -10,61 +10,44 @@ import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { STOP_COMMANDS_WAIT_MS } from '../../src/cli/shutdown.js';
-import { loadConfig } from '../../src/config/load.js';
-import type { LabTopology } from '../../src/lab/index.js';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import {
-  buildLab, GatewayProcess, prepareBundle, REPO, runner, scratchDir, tearDown, waitFor, type Bundle,
-} from '../helpers/supervisor.js';
-import { tearDownAlways } from '../helpers/teardown.js';
+import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
+import { exampleLab, GatewayProcess, runner, waitFor } from '../helpers/supervisor.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const name = uniqueLabName('h');
+const setup = exampleLab(test, 'h', 'vgw-stuck-');
+const { router } = setup;
 const RESTORE = 'iptables-nft-restore --noflush --wait=10';
 /** The restore as the gateway shows it (/status, /healthz, its log): as it runs it, in the lab's router namespace. */
-const restoreShown = () => `ip netns exec ${topology!.router} ${RESTORE}`;
+const restoreShown = () => `ip netns exec ${router()} ${RESTORE}`;
 
-let bundle: Bundle | undefined;
-let topology: LabTopology | undefined;
-let scratch: string | undefined;
 let gateway: GatewayProcess | undefined;
-const hang = () => join(scratch!, 'hang');
-const slow = () => join(scratch!, 'slow');
+const hang = () => join(setup.scratch, 'hang');
+const slow = () => join(setup.scratch, 'slow');
 
-test.before(async (t) => {
+test.before(async () => {
   if (!isRoot()) return;
-  bundle = await prepareBundle();
-  t.log(`bundle: ${bundle.built ? 'built' : 'up to date'}, ${Math.round(bundle.buildMs)} ms`);
-  scratch = await scratchDir('vgw-stuck-');
-  const bin = join(scratch, 'bin');
+  const bin = join(setup.scratch, 'bin');
   await mkdir(bin);
   const real = (await execa('sh', ['-c', 'command -v iptables-nft-restore'])).stdout.trim();
   // Hangs while the file `hang` exists; takes 2.5 s more while `slow` exists.
   await writeFile(join(bin, 'iptables-nft-restore'),
     `#!/bin/sh\nif [ -e '${hang()}' ]; then exec sleep 600; fi\nif [ -e '${slow()}' ]; then sleep 2.5; fi\nexec '${real}' "$@"\n`);
   await chmod(join(bin, 'iptables-nft-restore'), 0o755);
-  topology = await buildLab((await loadConfig(CONFIG)).config, name);
   gateway = await startGateway(['--command-timeout', '1500']);
 });
 
-const CONFIG = join(REPO, 'examples', 'lab.yaml');
 /** The gateway with the hanging restore first on its PATH. */
 async function startGateway(extraArgs: readonly string[]): Promise<GatewayProcess> {
   const started = await GatewayProcess.start({
-    bundle: bundle!.path, netns: topology!.router, config: CONFIG, statsIntervalMs: 200,
-    env: { PATH: `${join(scratch!, 'bin')}:${process.env.PATH ?? ''}` },
+    bundle: setup.bundle.path, netns: router(), config: setup.configPath, statsIntervalMs: 200,
+    env: { PATH: `${join(setup.scratch, 'bin')}:${process.env.PATH ?? ''}` },
     extraArgs: [...extraArgs, '--health-timeout', '1000'],
   });
   await started.waitReady();
   return started;
 }
 
-tearDownAlways('kill the gateway, remove the lab and the scratch files', async () => {
-  if (!isRoot()) return;
-  await tearDown(name, scratch, bundle);
-});
-
-const forwardRules = async () => (await runner.run(['ip', 'netns', 'exec', topology!.router, 'iptables-nft', '-S', 'VGW-FORWARD'])).stdout
+const forwardRules = async () => (await runner.run(['ip', 'netns', 'exec', router(), 'iptables-nft', '-S', 'VGW-FORWARD'])).stdout
   .split('\n').filter((l) => l.startsWith('-A ')).length;
 const restores = async () => (await gateway!.descendants()).filter((p) => p.cmd.startsWith('sleep 600')).length;
 
@@ -74,7 +57,7 @@ kernel(`a restore that hangs is killed at --command-timeout and retried, one at 
   await writeFile(hang(), '');
   t.teardown(() => rm(hang(), { force: true })); // a failed assertion must not leave the next test's start hanging
   const from = gateway!.logs.length;
-  await runner.run(['ip', 'netns', 'exec', topology!.router, 'iptables-nft', '-F', 'VGW-FORWARD']); // drift: the repair's restore hangs
+  await runner.run(['ip', 'netns', 'exec', router(), 'iptables-nft', '-F', 'VGW-FORWARD']); // drift: the repair's restore hangs
 
   const { value: waiting } = await waitFor('/status naming the restore', async () => {
     const waited = (await gateway!.status()).reconciling?.waitingFor;
@@ -111,7 +94,7 @@ kernel(`stopped while a restore hangs, the gateway says what it waits for, kills
   await writeFile(hang(), '');
   t.teardown(() => rm(hang(), { force: true })); // a failed assertion must not leave the next test's start hanging
   const from = gateway.logs.length;
-  await runner.run(['ip', 'netns', 'exec', topology!.router, 'iptables-nft', '-F', 'VGW-FORWARD']);
+  await runner.run(['ip', 'netns', 'exec', router(), 'iptables-nft', '-F', 'VGW-FORWARD']);
   await waitFor('a restore hanging', async () => (await restores()) === 1, 5000);
   const children = await gateway.descendants();
   const exit = await gateway.stop('SIGTERM', 10_000);
@@ -130,13 +113,13 @@ kernel(`with --cleanup-on-exit, the down after the pass in flight is not cut sho
   gateway = await startGateway(['--cleanup-on-exit']);
   await writeFile(slow(), '');
   try {
-    await runner.run(['ip', 'netns', 'exec', topology!.router, 'iptables-nft', '-F', 'VGW-FORWARD']);
+    await runner.run(['ip', 'netns', 'exec', router(), 'iptables-nft', '-F', 'VGW-FORWARD']);
     await waitFor('a slow restore running', async () => (await gateway!.descendants()).some((p) => p.cmd.startsWith('sleep 2.5')), 5000, 50);
     const exit = await gateway.stop('SIGTERM', 20_000);
     t.is(exit.code, 0, gateway.describeLogs());
     t.true(exit.ms > STOP_COMMANDS_WAIT_MS, `${Math.round(exit.ms)} ms: the repair, then the down, each 2.5 s or more`);
     t.falsy(gateway.logs.find((l) => l.msg === 'cleanup on exit failed'), gateway.describeLogs());
-    const left = (await runner.run(['ip', 'netns', 'exec', topology!.router, 'iptables-nft-save'])).stdout;
+    const left = (await runner.run(['ip', 'netns', 'exec', router(), 'iptables-nft-save'])).stdout;
     t.notRegex(left, /VGW-/, 'down removed our chains');
   } finally {
     await rm(slow(), { force: true });
