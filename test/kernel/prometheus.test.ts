@@ -11,38 +11,17 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { dump as stringify } from 'js-yaml';
-import { loadConfig } from '../../src/config/load.js';
-import type { LabTopology } from '../../src/lab/index.js';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import {
-  buildLab, freePort, GatewayProcess, inNs, metricValue, parseMetrics, ping, prepareBundle, REPO, scratchDir, series, waitFor, type Bundle,
-  tearDown,
-} from '../helpers/supervisor.js';
-import { tearDownAlways } from '../helpers/teardown.js';
+import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
+import { exampleLab, freePort, GatewayProcess, inNs, metricValue, parseMetrics, ping, series, waitFor } from '../helpers/supervisor.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const name = uniqueLabName('m');
 
-let bundle: Bundle | undefined;
-let topology: LabTopology | undefined;
-let scratch: string | undefined;
 let gateway: GatewayProcess | undefined;
 let prometheus: ChildProcess | undefined;
 let prometheusLog = '';
 
-test.before(async (t) => {
-  if (!isRoot()) return;
-  bundle = await prepareBundle();
-  t.log(`bundle: ${bundle.built ? 'built' : 'up to date'}, ${Math.round(bundle.buildMs)} ms`);
-  scratch = await scratchDir('vgw-prometheus-');
-  const configPath = join(REPO, 'examples', 'lab.yaml');
-  topology = await buildLab((await loadConfig(configPath)).config, name);
-  gateway = await GatewayProcess.start({ bundle: bundle.path, netns: topology.router, config: configPath, statsIntervalMs: 300 });
-  await gateway.waitReady();
-});
-
-tearDownAlways('stop Prometheus and the gateway, remove the lab and the scratch files', async () => {
-  if (!isRoot()) return;
+/** Prometheus stopped before the scratch directory that holds its storage is removed. */
+async function stopPrometheus(): Promise<void> {
   if (prometheus && prometheus.exitCode === null && prometheus.signalCode === null) {
     const exited = new Promise((resolve) => prometheus!.once('exit', resolve));
     prometheus.kill('SIGTERM');
@@ -50,11 +29,17 @@ tearDownAlways('stop Prometheus and the gateway, remove the lab and the scratch 
     await exited;
     clearTimeout(timer);
   }
-  await tearDown(name, scratch, bundle);
+}
+
+const setup = exampleLab(test, 'm', 'vgw-prometheus-', { stopFirst: stopPrometheus });
+const { office, lab } = setup;
+
+test.before(async () => {
+  if (!isRoot()) return;
+  gateway = await GatewayProcess.start({ bundle: setup.bundle.path, netns: setup.router(), config: setup.configPath, statsIntervalMs: 300 });
+  await gateway.waitReady();
 });
 
-const office = () => topology!.vlans.find((v) => v.name === 'office')!;
-const lab = () => topology!.vlans.find((v) => v.name === 'lab')!;
 const OFFICE_TO_LAB = { from: 'office', to: 'lab', action: 'accept' };
 
 kernel(`after 10 pings office → lab, forwarded_packets_total{from="office",to="lab"} is at least 10; promtool check metrics passes${NEEDS_ROOT}`, async (t) => {
@@ -94,7 +79,7 @@ kernel(`after 10 pings office → lab, forwarded_packets_total{from="office",to=
 // neighbour's address through the gateway), or out of a NIC that is no zone's (a network attached besides the VLANs).
 // Both were dropped by rules that carried no reason, so vlan_gateway_dropped_packets_total never showed them.
 kernel(`a hairpin and traffic towards a NIC the gateway does not manage are counted as dropped, reason "hairpin" and "unmanaged"${NEEDS_ROOT}`, async (t) => {
-  const { router } = topology!;
+  const router = setup.router();
   const dropped = async (reason: string) => metricValue(await gateway!.metrics(), 'vlan_gateway_dropped_packets_total', { reason });
   const before = { hairpin: await dropped('hairpin'), unmanaged: await dropped('unmanaged') };
   await inNs(office().client.namespace, 'ip', 'route', 'add', '192.168.10.77/32', 'via', office().gateway);
@@ -120,7 +105,7 @@ kernel(`a hairpin and traffic towards a NIC the gateway does not manage are coun
 
 kernel(`a real Prometheus scrapes the gateway, and PromQL returns the forwarded-packets series${NEEDS_ROOT}`, async (t) => {
   const port = await freePort();
-  const config = join(scratch!, 'prometheus.yml');
+  const config = join(setup.scratch, 'prometheus.yml');
   await writeFile(config, stringify({
     global: { scrape_interval: '1s', evaluation_interval: '1s' },
     scrape_configs: [{ job_name: 'vlan-gateway', static_configs: [{ targets: [`127.0.0.1:${gateway!.port}`] }] }],
@@ -128,7 +113,7 @@ kernel(`a real Prometheus scrapes the gateway, and PromQL returns the forwarded-
   const started = performance.now();
   prometheus = spawn('prometheus', [
     `--config.file=${config}`,
-    `--storage.tsdb.path=${join(scratch!, 'data')}`,
+    `--storage.tsdb.path=${join(setup.scratch, 'data')}`,
     `--web.listen-address=127.0.0.1:${port}`,
     '--log.level=warn',
   ], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -10,50 +10,34 @@ import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { dump as stringify, load as parse } from 'js-yaml';
-import { loadConfig } from '../../src/config/load.js';
-import { runProbe, startAgent, type LabTopology, type RunningAgent } from '../../src/lab/index.js';
+import { runProbe, startAgent, type RunningAgent } from '../../src/lab/index.js';
 import { configHash } from '../../src/reconcile/supervisor.js';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
+import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
 import {
-  buildLab, chainLines, GatewayProcess, iptablesSave, ping, pingUntilReply, prepareBundle, REPO,
-  runner, scratchDir, sleep, vgwLines, waitFor, type Bundle, type LogLine,
-  tearDown,
+  chainLines, exampleLab, GatewayProcess, iptablesSave, ping, pingUntilReply, REPO, runner, sleep, vgwLines, waitFor, type LogLine,
 } from '../helpers/supervisor.js';
-import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const name = uniqueLabName('y');
+const agents: RunningAgent[] = [];
+const setup = exampleLab(test, 'y', 'vgw-reload-', {
+  stopFirst: async () => {
+    await Promise.all(agents.map((a) => a.stop().catch(() => undefined)));
+  },
+});
+const { router, office, lab } = setup;
 
-let bundle: Bundle | undefined;
-let topology: LabTopology | undefined;
-let scratch: string | undefined;
 let configPath = '';
 let example: Record<string, unknown> = {};
 let gateway: GatewayProcess | undefined;
-const agents: RunningAgent[] = [];
 
-test.before(async (t) => {
+test.before(async () => {
   if (!isRoot()) return;
-  bundle = await prepareBundle();
-  t.log(`bundle: ${bundle.built ? 'built' : 'up to date'}, ${Math.round(bundle.buildMs)} ms`);
-  scratch = await scratchDir('vgw-reload-');
-  configPath = join(scratch, 'gateway.yaml');
-  example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as Record<string, unknown>;
+  configPath = setup.configPath;
+  example = parse(await readFile(configPath, 'utf8')) as Record<string, unknown>;
   await writeFile(configPath, stringify(example));
-  topology = await buildLab((await loadConfig(configPath)).config, name);
-  gateway = await GatewayProcess.start({ bundle: bundle.path, netns: topology.router, config: configPath, statsIntervalMs: 300 });
+  gateway = await GatewayProcess.start({ bundle: setup.bundle.path, netns: router(), config: configPath, statsIntervalMs: 300 });
   await gateway.waitReady();
 });
-
-tearDownAlways('stop the agents and the gateway, remove the lab and the scratch files', async () => {
-  if (!isRoot()) return;
-  await Promise.all(agents.map((a) => a.stop().catch(() => undefined)));
-  await tearDown(name, scratch, bundle);
-});
-
-const router = () => topology!.router;
-const office = () => topology!.vlans.find((v) => v.name === 'office')!;
-const lab = () => topology!.vlans.find((v) => v.name === 'lab')!;
 
 /** Our chains' lines with their counters, grouped by chain (jumps from built-in chains under "hooks"). */
 function byChain(save: string): Map<string, string[]> {
@@ -127,14 +111,14 @@ kernel(`SIGHUP with an invalid file keeps the running config, its rules and traf
 // unseen, and `docker logs` and /status kept saying the reload was rejected until a SIGHUP. And a file put back as it
 // runs, after a rejection, said nothing in the log (the rejection stood there as the last word).
 kernel(`a rejected config's rules.dir is watched: the directory made, then its template fixed, apply without a SIGHUP${NEEDS_ROOT}`, async (t) => {
-  const rulesDir = join(scratch!, 'rules-later.d');
+  const rulesDir = join(setup.scratch, 'rules-later.d');
   const forward = (each: string) => `{{#each ${each}}}\n-i {{nic}} -p tcp --dport 25 -j REJECT\n{{/each}}\n`;
   let from = gateway!.logs.length;
   await writeFile(configPath, stringify({ ...example, rules: { dir: rulesDir } }));
   await gateway!.waitForLog('the rejection', (l) => l.level >= 50 && l.msg.includes(`rules.dir: cannot read ${rulesDir} (no such directory) (line `), 5000, from);
   // The directory appears whole (made elsewhere, renamed into place), with a typo in its template.
   from = gateway!.logs.length;
-  const staging = join(scratch!, 'rules-staging');
+  const staging = join(setup.scratch, 'rules-staging');
   await mkdir(join(staging, 'filter'), { recursive: true });
   await writeFile(join(staging, 'filter', 'forward.hbs'), forward('vlanz'));
   await rename(staging, rulesDir);
@@ -234,7 +218,7 @@ kernel(`a reload back to the first config removes the rule again, still touching
 });
 
 kernel(`the user's templates are watched and reloaded with the config: an edit to one alone rewrites its chain${NEEDS_ROOT}`, async (t) => {
-  const rules = join(scratch!, 'rules.d');
+  const rules = join(setup.scratch, 'rules.d');
   const template = join(rules, 'filter', 'forward.hbs');
   const userForward = async () => chainLines(await iptablesSave(router()), 'VGW-USER-FORWARD').filter((l) => l.startsWith('-A '));
   /** Replaces a file as editors and `sed -i` do: a new file renamed over the old one. */
@@ -471,7 +455,7 @@ kernel(`a reload applies a new reconcile.schedule and minIntervalMs at once; --l
 // reload waited behind it (the file put back was never read), and a SIGTERM logged "stopped" but the process never
 // exited (a thread still waiting in open), until docker stop's SIGKILL.
 kernel(`the config replaced by a named pipe: the reload is rejected saying so, and the file put back is read and applied${NEEDS_ROOT}`, async (t) => {
-  const fifo = join(scratch!, 'gateway.fifo');
+  const fifo = join(setup.scratch, 'gateway.fifo');
   await execa('mkfifo', [fifo]);
   let from = gateway!.logs.length;
   await rename(fifo, configPath);
@@ -482,7 +466,7 @@ kernel(`the config replaced by a named pipe: the reload is rejected saying so, a
 
   // A file with a change, put back by a rename: read and applied.
   from = gateway!.logs.length;
-  const next = join(scratch!, 'gateway.next');
+  const next = join(setup.scratch, 'gateway.next');
   await writeFile(next, stringify({ ...example, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', proto: 'tcp', ports: '80', action: 'drop' }] } }));
   await rename(next, configPath);
   await gateway!.waitForLog('the reload of the file put back', (l) => l.msg === 'config reloaded', 5000, from);
