@@ -9,54 +9,37 @@ import test from 'ava';
 import { cp, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { dump as stringify, load as parse } from 'js-yaml';
-import { loadConfig } from '../../src/config/load.js';
 import { XTABLES_WAIT_SECONDS } from '../../src/observe/read.js';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import {
-  buildLab, GatewayProcess, inNs, pingUntilReply, prepareBundle, REPO, runner, scratchDir, tearDown, vgwLines, waitFor, type Bundle,
-} from '../helpers/supervisor.js';
-import { tearDownAlways } from '../helpers/teardown.js';
+import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
+import { exampleLab, GatewayProcess, inNs, pingUntilReply, REPO, runner, vgwLines, waitFor } from '../helpers/supervisor.js';
 import { holdXtablesLock } from '../helpers/xtables-lock.js';
-import type { LabTopology } from '../../src/lab/index.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const name = uniqueLabName('x');
+const setup = exampleLab(test, 'x', 'vgw-legacy-');
+const { router } = setup;
 
-let bundle: Bundle | undefined;
-let topology: LabTopology | undefined;
-let scratch: string | undefined;
 let lockFile = '';
 let template = '';
-let configPath = '';
 let gateway: GatewayProcess | undefined;
 
+// The gateway's config: the example with a rules.dir of one template (the lab, built from the example, is the same).
 test.before(async () => {
   if (!isRoot()) return;
-  bundle = await prepareBundle();
-  scratch = await scratchDir('vgw-legacy-');
-  lockFile = join(scratch, 'xtables.lock');
-  template = join(scratch, 'rules.d', 'filter', 'forward.hbs');
-  await mkdir(join(scratch, 'rules.d', 'filter'), { recursive: true });
+  lockFile = join(setup.scratch, 'xtables.lock');
+  template = join(setup.scratch, 'rules.d', 'filter', 'forward.hbs');
+  await mkdir(join(setup.scratch, 'rules.d', 'filter'), { recursive: true });
   await writeFile(template, '-p udp --dport 9 -j DROP\n');
-  const example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as Record<string, unknown>;
-  configPath = join(scratch, 'gateway.yaml');
-  await writeFile(configPath, stringify({ ...example, rules: { dir: join(scratch, 'rules.d') } }));
-  topology = await buildLab((await loadConfig(configPath)).config, name);
-  await runner.run(['ip', 'netns', 'exec', topology.router, 'iptables-legacy-restore', '--noflush'],
+  const example = parse(await readFile(setup.configPath, 'utf8')) as Record<string, unknown>;
+  await writeFile(setup.configPath, stringify({ ...example, rules: { dir: join(setup.scratch, 'rules.d') } }));
+  await runner.run(['ip', 'netns', 'exec', router(), 'iptables-legacy-restore', '--noflush'],
     { input: await readFile(join(REPO, 'test', 'fixtures', 'kernel', 'docker-dns.rules'), 'utf8') });
   gateway = await GatewayProcess.start({
-    bundle: bundle.path, netns: topology.router, config: configPath, statsIntervalMs: 300, env: { XTABLES_LOCKFILE: lockFile },
+    bundle: setup.bundle.path, netns: router(), config: setup.configPath, statsIntervalMs: 300, env: { XTABLES_LOCKFILE: lockFile },
   });
   await gateway.waitReady();
 });
 
-tearDownAlways('stop the gateway, remove the lab and the scratch files', async () => {
-  if (!isRoot()) return;
-  await tearDown(name, scratch, bundle);
-});
-
-const router = () => topology!.router;
-const vlan = (n: string) => topology!.vlans.find((v) => v.name === n)!;
+const vlan = (n: string) => setup.topology.vlans.find((v) => v.name === n)!;
 const legacySave = async () => (await inNs(router(), 'iptables-legacy-save')).split('\n').filter((l) => !l.startsWith('#')).join('\n');
 
 kernel(`in iptables-legacy: the rules go there and none to nft, traffic is counted from there, and a rule deleted there is put back${NEEDS_ROOT}`, async (t) => {
@@ -105,8 +88,8 @@ kernel(`a reload whose rule of rules.dir the kernel refuses at COMMIT is refused
   const before = vgwLines(await legacySave());
   const failures = await gateway!.metric('vlan_gateway_config_reloads_total', { result: 'failure' });
   const from = gateway!.logs.length;
-  const refusedTemplate = join(scratch!, 'rules.d', 'nat', 'postrouting.hbs');
-  await mkdir(join(scratch!, 'rules.d', 'nat'), { recursive: true });
+  const refusedTemplate = join(setup.scratch, 'rules.d', 'nat', 'postrouting.hbs');
+  await mkdir(join(setup.scratch, 'rules.d', 'nat'), { recursive: true });
   await writeFile(refusedTemplate, '-p udp --dport 9 -j TCPMSS --set-mss 1000\n');
   try {
     const refusal = `the kernel refuses the nat table, likely for a rule of rules.dir (VGW-USER-POSTROUTING, from ${refusedTemplate})`;
@@ -138,18 +121,18 @@ kernel(`a reload whose rule of rules.dir the kernel refuses at COMMIT is refused
 kernel(`a reload that changes gateway.yaml and a template, refused at iptables-legacy's COMMIT, reverts to the config that last applied${NEEDS_ROOT}`, async (t) => {
   const before = vgwLines(await legacySave());
   const failures = await gateway!.metric('vlan_gateway_config_reloads_total', { result: 'failure' });
-  const original = await readFile(configPath, 'utf8');
+  const original = await readFile(setup.configPath, 'utf8');
   // One write of gateway.yaml: another rules.dir (the running templates, and the refused one) and a port forward.
-  const rulesDir = join(scratch!, 'rules2.d');
-  await cp(join(scratch!, 'rules.d'), rulesDir, { recursive: true });
+  const rulesDir = join(setup.scratch, 'rules2.d');
+  await cp(join(setup.scratch, 'rules.d'), rulesDir, { recursive: true });
   const refusedTemplate = join(rulesDir, 'nat', 'postrouting.hbs');
   await mkdir(join(rulesDir, 'nat'), { recursive: true });
   await writeFile(refusedTemplate, '-p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu\n');
   const config = parse(original) as { portForwards: unknown[] };
   const edited = stringify({ ...config, rules: { dir: rulesDir }, portForwards: [...config.portForwards, { proto: 'tcp', port: 8080, to: '192.168.20.100', toPort: 80 }] });
   const write = async (text: string) => {
-    await writeFile(`${configPath}.new`, text);
-    await rename(`${configPath}.new`, configPath);
+    await writeFile(`${setup.configPath}.new`, text);
+    await rename(`${setup.configPath}.new`, setup.configPath);
   };
   const from = gateway!.logs.length;
   await write(edited);

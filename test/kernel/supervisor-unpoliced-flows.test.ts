@@ -14,57 +14,42 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import { join } from 'node:path';
 import { dump as stringify, load as parse } from 'js-yaml';
-import { loadConfig } from '../../src/config/load.js';
-import type { LabTopology } from '../../src/lab/index.js';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import { buildLab, clientsKnowGatewayMac, GatewayProcess, inNs, prepareBundle, REPO, runner, scratchDir, tearDown, waitFor, type Bundle } from '../helpers/supervisor.js';
-import { tearDownAlways } from '../helpers/teardown.js';
+import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
+import { clientsKnowGatewayMac, exampleLab, GatewayProcess, inNs, REPO, runner, waitFor } from '../helpers/supervisor.js';
 import { askUdp, udpResponder } from '../helpers/udp.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const name = uniqueLabName('u');
+const setup = exampleLab(test, 'u', 'vgw-unpoliced-');
+const { router } = setup;
 const ECHO_PORT = 7107;
 const INET_PORT = 7108;
 const CLIENT_PORT = 40107;
 const STREAM_PORT = 7109;
 
-let bundle: Bundle | undefined;
-let topology: LabTopology | undefined;
-let scratch: string | undefined;
-let configPath = '';
-
+// The gateway's config: the example with lab → office dropped (the lab, built from the example, is the same).
 test.before(async () => {
   if (!isRoot()) return;
-  bundle = await prepareBundle();
-  scratch = await scratchDir('vgw-unpoliced-');
-  const example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as Record<string, unknown>;
-  configPath = join(scratch, 'gateway.yaml');
-  await writeFile(configPath, stringify({ ...example, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', action: 'drop' }] } }));
-  topology = await buildLab((await loadConfig(configPath)).config, name);
-});
-
-tearDownAlways('kill the gateway, remove the lab and the scratch files', async () => {
-  if (!isRoot()) return;
-  await tearDown(name, scratch, bundle);
+  const example = parse(await readFile(setup.configPath, 'utf8')) as Record<string, unknown>;
+  await writeFile(setup.configPath, stringify({ ...example, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', action: 'drop' }] } }));
 });
 
 kernel(`flows forwarded before the start pass put the policy in (ip_forward on, NICs attached first, as in a container) are cleared: they meet the policy and the NAT${NEEDS_ROOT}`, async (t) => {
-  const office = topology!.vlans.find((v) => v.name === 'office')!;
-  const lab = topology!.vlans.find((v) => v.name === 'lab')!;
-  const u = topology!.uplink;
+  const office = setup.office();
+  const lab = setup.lab();
+  const u = setup.topology.uplink;
   // Docker's --sysctl net.ipv4.ip_forward=1 and its default route, and the hosts' ARP caches from before the restart.
-  await inNs(topology!.router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
-  await inNs(topology!.router, 'ip', 'route', 'replace', 'default', 'via', u.inetAddress);
+  await inNs(router(), 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
+  await inNs(router(), 'ip', 'route', 'replace', 'default', 'via', u.inetAddress);
   // Docker's embedded DNS rule, as in every container on a user-defined network: its DNAT has conntrack track (and
   // NAT nothing of) what the namespace forwards from the start.
-  await inNs(topology!.router, 'iptables', '-t', 'nat', '-N', 'DOCKER_OUTPUT');
-  await inNs(topology!.router, 'iptables', '-t', 'nat', '-A', 'OUTPUT', '-d', '127.0.0.11/32', '-j', 'DOCKER_OUTPUT');
-  await inNs(topology!.router, 'iptables', '-t', 'nat', '-A', 'DOCKER_OUTPUT', '-d', '127.0.0.11/32', '-p', 'udp', '--dport', '53', '-j', 'DNAT',
+  await inNs(router(), 'iptables', '-t', 'nat', '-N', 'DOCKER_OUTPUT');
+  await inNs(router(), 'iptables', '-t', 'nat', '-A', 'OUTPUT', '-d', '127.0.0.11/32', '-j', 'DOCKER_OUTPUT');
+  await inNs(router(), 'iptables', '-t', 'nat', '-A', 'DOCKER_OUTPUT', '-d', '127.0.0.11/32', '-p', 'udp', '--dport', '53', '-j', 'DNAT',
     '--to-destination', '127.0.0.11:53');
-  await clientsKnowGatewayMac(topology!, [office, lab]);
+  await clientsKnowGatewayMac(setup.topology, [office, lab]);
   const servers = [
     udpResponder(runner, { namespace: office.client.namespace, address: office.client.address, port: ECHO_PORT }),
-    udpResponder(runner, { namespace: topology!.inet, address: u.internetHost, port: INET_PORT }),
+    udpResponder(runner, { namespace: setup.topology.inet, address: u.internetHost, port: INET_PORT }),
   ];
   try {
     await Promise.all(servers.map((child) => new Promise<void>((resolve) => child.onLine((line) => line === 'ready' && resolve()))));
@@ -74,7 +59,7 @@ kernel(`flows forwarded before the start pass put the policy in (ip_forward on, 
     t.is(await send(office.client.address, ECHO_PORT, 'before'), `${lab.client.address} before`);
     t.is(await send(u.internetHost, INET_PORT, 'before'), `${lab.client.address} before`);
 
-    const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: topology!.router, config: configPath });
+    const gateway = await GatewayProcess.start({ bundle: setup.bundle.path, netns: router(), config: setup.configPath });
     try {
       await gateway.waitReady();
       // The start pass's end (its clears done), then the same flows, from the same ports: lab → office is dropped
@@ -88,7 +73,7 @@ kernel(`flows forwarded before the start pass put the policy in (ip_forward on, 
       t.is(said?.level, 30);
       // A restart of the supervisor in the same namespace finds its policy in place: nothing to clear, nothing said.
       await gateway.stop();
-      const again = await GatewayProcess.start({ bundle: bundle!.path, netns: topology!.router, config: configPath });
+      const again = await GatewayProcess.start({ bundle: setup.bundle.path, netns: router(), config: setup.configPath });
       await again.waitReady();
       await new Promise((resolve) => setTimeout(resolve, 1000));
       t.false(again.logs.some((l) => /forwarded before the policy/.test(l.msg)), again.describeLogs());
@@ -105,18 +90,18 @@ kernel(`flows forwarded before the start pass put the policy in (ip_forward on, 
 // repair puts it back the namespace forwards with no policy, and a flow answered meanwhile kept its verdict for good
 // (conntrack accepts its packets as replies). The repair clears it, and says why.
 kernel(`the FORWARD jump deleted by hand: a flow forwarded around the policy until the drift repair is cleared by it${NEEDS_ROOT}`, async (t) => {
-  const office = topology!.vlans.find((v) => v.name === 'office')!;
-  const lab = topology!.vlans.find((v) => v.name === 'lab')!;
-  await inNs(topology!.router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
+  const office = setup.office();
+  const lab = setup.lab();
+  await inNs(router(), 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
   const echo = udpResponder(runner, { namespace: office.client.namespace, address: office.client.address, port: ECHO_PORT });
-  const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: topology!.router, config: configPath, statsIntervalMs: 2000 });
+  const gateway = await GatewayProcess.start({ bundle: setup.bundle.path, netns: router(), config: setup.configPath, statsIntervalMs: 2000 });
   try {
     await new Promise<void>((resolve) => echo.onLine((line) => line === 'ready' && resolve()));
     await gateway.waitReady();
     await gateway.waitForLog('the start pass', (l) => l.trigger === 'start' && /^reconciled/.test(l.msg));
     const send = async (text: string) => askUdp(runner, { namespace: lab.client.namespace, address: lab.client.address, port: CLIENT_PORT + 3 }, { address: office.client.address, port: ECHO_PORT }, text);
     t.is(await send('policed'), 'none', 'lab → office is dropped by the policy');
-    const forwardRules = async () => (await inNs(topology!.router, 'iptables', '-S', 'FORWARD')).split('\n');
+    const forwardRules = async () => (await inNs(router(), 'iptables', '-S', 'FORWARD')).split('\n');
     const jump = (await forwardRules()).find((l) => / -j VGW-FORWARD$/.test(l));
     t.truthy(jump);
     // Forwarded at once (FORWARD's policy is ACCEPT), answered: from now on a reply as far as conntrack knows. Should
@@ -125,13 +110,13 @@ kernel(`the FORWARD jump deleted by hand: a flow forwarded around the policy unt
     let around = '';
     for (let attempt = 0; attempt < 3 && around !== `${lab.client.address} around`; attempt++) {
       await waitFor('the jump in place', async () => (await forwardRules()).includes(jump!), 10_000, 50);
-      await inNs(topology!.router, 'iptables', '-D', 'FORWARD', '1');
+      await inNs(router(), 'iptables', '-D', 'FORWARD', '1');
       around = await send('around');
     }
     t.is(around, `${lab.client.address} around`);
     const repaired = await gateway.waitForLog('the drift repair', (l) => /forwarded while a jump of the gateway's was missing or bypassed/.test(l.msg));
     t.is(repaired.msg, 'cleared 1 flow forwarded while a jump of the gateway\'s was missing or bypassed (put back now): their next packets meet the policy and the NAT');
-    t.true((await inNs(topology!.router, 'iptables', '-S', 'FORWARD')).split('\n').includes(jump!), 'the jump is back');
+    t.true((await inNs(router(), 'iptables', '-S', 'FORWARD')).split('\n').includes(jump!), 'the jump is back');
     t.is(await send('after'), 'none', 'the same flow meets the policy again');
   } finally {
     gateway.killGroup();
@@ -158,21 +143,21 @@ if (mode === 'server') {
 }`;
 
 /** A one-shot `vlan-gateway apply` or `down` of the lab's router namespace (state and plan cache in the scratch directory). */
-const oneShot = (verb: 'apply' | 'down') => execa(process.execPath, [bundle!.path, verb, ...(verb === 'apply' ? ['--config', configPath] : []),
-  '--netns', topology!.router], { cwd: REPO, reject: false, timeout: 60_000, env: { LC_ALL: 'C', VLAN_GATEWAY_PLAN_CACHE: 'off', VLAN_GATEWAY_STATE_DIR: join(scratch!, 'state') } });
+const oneShot = (verb: 'apply' | 'down') => execa(process.execPath, [setup.bundle.path, verb, ...(verb === 'apply' ? ['--config', setup.configPath] : []),
+  '--netns', router()], { cwd: REPO, reject: false, timeout: 60_000, env: { LC_ALL: 'C', VLAN_GATEWAY_PLAN_CACHE: 'off', VLAN_GATEWAY_STATE_DIR: join(setup.scratch, 'state') } });
 
 // `down` where forwarding stays on (a container's --sysctl), then `apply`: the policy is put in where there was none,
 // and what was forwarded meanwhile is cleared. A download from the Internet that the gateway masqueraded before the
 // `down` went on through it (its entry keeps its NAT): the clear took its entry too, and the server's next segment
 // reached the gateway itself, which reset it.
 kernel(`down then apply (forwarding left on): a masqueraded connection from before the down goes on; a flow of the same hosts forwarded meanwhile is cleared${NEEDS_ROOT}`, async (t) => {
-  const lab = topology!.vlans.find((v) => v.name === 'lab')!;
-  const u = topology!.uplink;
-  await inNs(topology!.router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
+  const lab = setup.lab();
+  const u = setup.topology.uplink;
+  await inNs(router(), 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
   const first = await oneShot('apply');
   t.is(first.exitCode, 0, first.stderr);
-  const server = runner.start(['ip', 'netns', 'exec', topology!.inet, process.execPath, '-e', TCP_SCRIPT, 'server', u.internetHost, String(STREAM_PORT)]);
-  const echo = udpResponder(runner, { namespace: topology!.inet, address: u.internetHost, port: INET_PORT });
+  const server = runner.start(['ip', 'netns', 'exec', setup.topology.inet, process.execPath, '-e', TCP_SCRIPT, 'server', u.internetHost, String(STREAM_PORT)]);
+  const echo = udpResponder(runner, { namespace: setup.topology.inet, address: u.internetHost, port: INET_PORT });
   const serverSaid: string[] = [];
   server.onLine((line) => serverSaid.push(line));
   let client: ReturnType<typeof runner.start> | undefined;
@@ -190,7 +175,7 @@ kernel(`down then apply (forwarding left on): a masqueraded connection from befo
     await tickAfter(0, 'the download runs, masqueraded');
     const down = await oneShot('down');
     t.is(down.exitCode, 0, down.stderr);
-    t.is((await inNs(topology!.router, 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '1');
+    t.is((await inNs(router(), 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '1');
     // Meanwhile: a flow between the same two hosts, forwarded with no policy and no NAT.
     const send = async (text: string) => askUdp(runner, { namespace: lab.client.namespace, address: lab.client.address, port: CLIENT_PORT + 2 },
       { address: u.internetHost, port: INET_PORT }, text);
