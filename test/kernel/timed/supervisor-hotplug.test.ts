@@ -7,56 +7,35 @@
  */
 import test from 'ava';
 import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { execa } from 'execa';
 import { dump as stringify, load as parse } from 'js-yaml';
-import { loadConfig } from '../../../src/config/load.js';
-import type { LabTopology } from '../../../src/lab/index.js';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../../helpers/lab.js';
+import { isRoot, NEEDS_ROOT } from '../../helpers/lab.js';
 import {
-  addressesOf, buildLab, GatewayProcess, iptablesSave, ping, pingUntilReply, prepareBundle, REPO,
-  runner, scratchDir, series, sleep, vgwLines, waitFor, type Bundle,
-  tearDown,
+  addressesOf, exampleLab, GatewayProcess, iptablesSave, ping, pingUntilReply, runner, series, sleep, vgwLines, waitFor,
 } from '../../helpers/supervisor.js';
-import { tearDownAlways } from '../../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const name = uniqueLabName('w');
+const setup = exampleLab(test, 'w', 'vgw-hotplug-');
+const { router, office, lab } = setup;
 
 const GUEST = { name: 'guest', id: 30, subnet: '192.168.30.0/24', gateway: '192.168.30.1' };
 const GUEST_NIC = 'eth3';
 const GUEST_DOCKER_ADDRESS = '192.168.30.2/24';
 const GUEST_CLIENT = '192.168.30.100';
 
-let bundle: Bundle | undefined;
-let topology: LabTopology | undefined;
-let scratch: string | undefined;
 let gateway: GatewayProcess | undefined;
-const guestNs = () => `vgwlab-${name}-c30`; // inside the lab's prefix: `lab down` removes it too
+const guestNs = () => `${setup.topology.prefix}c30`; // inside the lab's prefix: `lab down` removes it too
 
-test.before(async (t) => {
+// The lab is the write-up's two VLANs; the gateway's config adds a third whose NIC Docker has not attached yet.
+test.before(async () => {
   if (!isRoot()) return;
-  bundle = await prepareBundle();
-  t.log(`bundle: ${bundle.built ? 'built' : 'up to date'}, ${Math.round(bundle.buildMs)} ms`);
-  scratch = await scratchDir('vgw-hotplug-');
-  // The lab is the write-up's two VLANs; the gateway's config adds a third whose NIC Docker has not attached yet.
-  const example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as { vlans: unknown[] };
-  await writeFile(join(scratch, 'lab.yaml'), stringify(example));
-  await writeFile(join(scratch, 'gateway.yaml'), stringify({ ...example, vlans: [...example.vlans, GUEST] }));
-  topology = await buildLab((await loadConfig(join(scratch, 'lab.yaml'))).config, name);
-  gateway = await GatewayProcess.start({ bundle: bundle.path, netns: topology.router, config: join(scratch, 'gateway.yaml'), statsIntervalMs: 300 });
+  const example = parse(await readFile(setup.configPath, 'utf8')) as { vlans: unknown[] };
+  await writeFile(setup.configPath, stringify({ ...example, vlans: [...example.vlans, GUEST] }));
+  gateway = await GatewayProcess.start({ bundle: setup.bundle.path, netns: router(), config: setup.configPath, statsIntervalMs: 300 });
   await gateway.waitReady();
 });
 
-tearDownAlways('kill the gateway, remove the lab and the scratch files', async () => {
-  if (!isRoot()) return;
-  await tearDown(name, scratch, bundle);
-});
-
-const router = () => topology!.router;
-const sw = () => topology!.switch;
-const office = () => topology!.vlans.find((v) => v.name === 'office')!;
-const lab = () => topology!.vlans.find((v) => v.name === 'lab')!;
+const sw = () => setup.topology.switch;
 const ip = (ns: string, ...args: string[]) => runner.run(['ip', '-n', ns, ...args]);
 
 const guestUp = async () => series(await gateway!.metrics(), 'vlan_gateway_vlan_up', { vlan: 'guest' });
@@ -82,7 +61,7 @@ kernel(`a configured VLAN without a NIC is waiting: /status says so and vlan_up 
   await pingUntilReply(office().client.namespace, lab().client.address);
 
   // `vlan-gateway status` prints the same for a person.
-  const printed = await execa(process.execPath, [bundle!.path, 'status', '--listen', `127.0.0.1:${gateway!.port}`]);
+  const printed = await execa(process.execPath, [setup.bundle.path, 'status', '--listen', `127.0.0.1:${gateway!.port}`]);
   t.log(printed.stdout);
   t.regex(printed.stdout, /ready, healthy/);
   t.regex(printed.stdout, /^guest\s+30\s+192\.168\.30\.0\/24\s+-\s+waiting/m);
@@ -250,7 +229,7 @@ kernel(`the uplink's NIC set down, taken away and given back: vlan_gateway_uplin
     const now = await uplinkUp();
     return now === expected ? now : undefined;
   }, 5000, 20)).value;
-  const { routerInterface, routerAddress, prefix, internetHost } = topology!.uplink;
+  const { routerInterface, routerAddress, prefix, internetHost } = setup.topology.uplink;
   t.is(await uplinkUp(), `${routerInterface}=1`);
   await ip(router(), 'link', 'set', routerInterface, 'down');
   t.is(await until(`${routerInterface}=0`), `${routerInterface}=0`, 'down: no default route through it');
@@ -258,7 +237,7 @@ kernel(`the uplink's NIC set down, taken away and given back: vlan_gateway_uplin
   await ip(router(), 'link', 'set', routerInterface, 'up');
   t.is(await until(`${routerInterface}=1`), `${routerInterface}=1`);
 
-  const park = `vgwlab-${name}-park`; // inside the lab's prefix: `lab down` removes it too
+  const park = `${setup.topology.prefix}park`; // inside the lab's prefix: `lab down` removes it too
   await runner.run(['ip', 'netns', 'add', park]);
   try {
     await ip(router(), 'link', 'set', routerInterface, 'netns', park);
@@ -282,8 +261,8 @@ kernel(`the uplink's NIC set down, taken away and given back: vlan_gateway_uplin
 // which reads it and writes nothing (the plan does not depend on carrier). The kernel's linkwatch tells a carrier
 // loss up to 1 s late (about 0.5 s here): 2 s is what an alert may wait.
 kernel(`the uplink's peer and a VLAN's switch port set down: uplink_up and vlan_up go to 0 and /status says why, within 2 s${NEEDS_ROOT}`, async (t) => {
-  const { routerInterface, inetInterface } = topology!.uplink;
-  const inet = topology!.inet;
+  const { routerInterface, inetInterface } = setup.topology.uplink;
+  const inet = setup.topology.inet;
   const within = async (what: string, metric: string, labels: Record<string, string>, value: number) => {
     const { ms } = await waitFor(what, async () => series(await gateway!.metrics(), metric, labels).some((s) => s.value === value), 2000, 20);
     t.log(`${what}: ${Math.round(ms)} ms`);
@@ -324,5 +303,5 @@ kernel(`the uplink's peer and a VLAN's switch port set down: uplink_up and vlan_
   }
   await within('office vlan_up 1 again', 'vlan_gateway_vlan_up', { vlan: 'office' }, 1);
   t.like((await gateway!.status()).vlans.find((v) => v.name === 'office'), { state: 'up' });
-  await pingUntilReply(office().client.namespace, topology!.uplink.internetHost);
+  await pingUntilReply(office().client.namespace, setup.topology.uplink.internetHost);
 });
