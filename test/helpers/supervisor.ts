@@ -367,7 +367,7 @@ export async function killAllGateways(): Promise<void> {
 }
 
 /** A test file's teardown: every gateway it started, its lab, its scratch files and its copy of the bundle. */
-export async function tearDown(lab: string, scratch: string | undefined, bundle: { remove(): Promise<void> } | undefined): Promise<void> {
+async function tearDown(lab: string, scratch: string | undefined, bundle: { remove(): Promise<void> } | undefined): Promise<void> {
   await killAllGateways();
   await labDown(runner, lab);
   if (scratch) await rm(scratch, { recursive: true, force: true });
@@ -521,7 +521,7 @@ export async function namespacePids(ns: string): Promise<number[]> {
 
 /** Builds the lab for `config` with the product's builder (namespaces only: the gateway is NOT applied) and waits
  *  until IPv6 duplicate-address detection has settled, so later `ip addr` comparisons see only real changes. */
-export async function buildLab(config: Config, name: string): Promise<LabTopology> {
+async function buildLab(config: Config, name: string): Promise<LabTopology> {
   const topology = planLabTopology(config, name);
   await labUp(runner, topology);
   await waitFor(`settled addresses in ${topology.router}`, async () => !/tentative/.test((await runner.run(['ip', '-n', topology.router, 'addr'])).stdout), 10_000, 100);

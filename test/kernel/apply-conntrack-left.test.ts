@@ -11,32 +11,36 @@ import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { dump as stringify, load as parse } from 'js-yaml';
-import { loadConfig } from '../../src/config/load.js';
-import type { LabTopology } from '../../src/lab/index.js';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import { buildLab, GatewayProcess, prepareBundle, REPO, runner, scratchDir, sleep, tearDown, waitFor, type Bundle } from '../helpers/supervisor.js';
-import { tearDownAlways } from '../helpers/teardown.js';
+import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
+import { exampleLab, GatewayProcess, REPO, runner, sleep, waitFor } from '../helpers/supervisor.js';
 import { listeningUdp, sendUdp } from '../helpers/udp.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const name = `kn${uniqueLabName('x').slice(2)}`;
 const PORT = 6102;
 const CLIENT_PORT = 40102;
 
-let topology: LabTopology | undefined;
-let scratch: string | undefined;
-let bundle: Bundle | undefined;
-const hold = () => join(scratch!, 'hold');
-const held = () => join(scratch!, 'held');
-const calls = () => join(scratch!, 'conntrack-calls');
-const fail = () => join(scratch!, 'fail');
 /** The applies started here and not yet ended (killed with their process group at the teardown). */
 const running = new Set<number>();
+const setup = exampleLab(test, 'kn', 'vgw-kn-apply-left-', {
+  stopFirst: async () => {
+    for (const pid of running) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        // ended already
+      }
+    }
+  },
+});
+const { router } = setup;
+const hold = () => join(setup.scratch, 'hold');
+const held = () => join(setup.scratch, 'held');
+const calls = () => join(setup.scratch, 'conntrack-calls');
+const fail = () => join(setup.scratch, 'fail');
 
 test.before(async () => {
   if (!isRoot()) return;
-  scratch = await scratchDir('vgw-kn-apply-left-');
-  const bin = join(scratch, 'bin');
+  const bin = join(setup.scratch, 'bin');
   await mkdir(bin);
   const real = (await execa('sh', ['-c', 'command -v conntrack'])).stdout.trim();
   // A conntrack that notes each call, and whose `-D` hangs while the file `hold` exists (saying so in `held`), and
@@ -45,24 +49,11 @@ test.before(async () => {
     + `case " $* " in *" -D "*) if [ -e '${fail()}' ]; then echo 'conntrack v1.4.7 (conntrack-tools): Operation failed: staged' >&2; exit 1; fi\n`
     + `  if [ -e '${hold()}' ]; then echo $$ > '${held()}'; exec sleep 600; fi;; esac\nexec '${real}' "$@"\n`);
   await chmod(join(bin, 'conntrack'), 0o755);
-  [topology, bundle] = await Promise.all([buildLab((await loadConfig(join(REPO, 'examples', 'lab.yaml'))).config, name), prepareBundle()]);
-});
-
-tearDownAlways('kill the applies, remove the lab and the scratch files', async () => {
-  if (!isRoot()) return;
-  for (const pid of running) {
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // ended already
-    }
-  }
-  await tearDown(name, scratch, bundle);
 });
 
 /** `vlan-gateway apply` in its own process group, with the conntrack above first on the PATH. */
 function apply(config: string) {
-  const child = execa(process.execPath, [bundle!.path, 'apply', '--config', config, '--netns', topology!.router], {
+  const child = execa(process.execPath, [setup.bundle.path, 'apply', '--config', config, '--netns', router()], {
     cwd: REPO,
     reject: false,
     timeout: 60_000,
@@ -70,9 +61,9 @@ function apply(config: string) {
     stripFinalNewline: true,
     env: {
       LC_ALL: 'C',
-      PATH: `${join(scratch!, 'bin')}:${process.env.PATH ?? ''}`,
+      PATH: `${join(setup.scratch, 'bin')}:${process.env.PATH ?? ''}`,
       VLAN_GATEWAY_PLAN_CACHE: 'off',
-      VLAN_GATEWAY_STATE_DIR: join(scratch!, 'state'),
+      VLAN_GATEWAY_STATE_DIR: join(setup.scratch, 'state'),
     },
   });
   running.add(child.pid!);
@@ -82,16 +73,16 @@ function apply(config: string) {
 
 /** The lab's configs without and with the UDP forward, and what the tests send and look at. */
 async function setting() {
-  const lab = topology!.vlans.find((v) => v.name === 'lab')!;
-  const u = topology!.uplink;
+  const lab = setup.lab();
+  const u = setup.topology.uplink;
   const example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as { portForwards: unknown[] };
-  const without = join(scratch!, 'without.yaml');
-  const withForward = join(scratch!, 'with.yaml');
-  const env = { PATH: `${join(scratch!, 'bin')}:${process.env.PATH ?? ''}`, VLAN_GATEWAY_STATE_DIR: join(scratch!, 'state') };
+  const without = join(setup.scratch, 'without.yaml');
+  const withForward = join(setup.scratch, 'with.yaml');
+  const env = { PATH: `${join(setup.scratch, 'bin')}:${process.env.PATH ?? ''}`, VLAN_GATEWAY_STATE_DIR: join(setup.scratch, 'state') };
   await writeFile(without, stringify(example));
   await writeFile(withForward, stringify({ ...example, portForwards: [...example.portForwards, { proto: 'udp', port: PORT, to: lab.client.address }] }));
-  const send = (text: string) => sendUdp(runner, { namespace: topology!.inet, address: u.internetHost, port: CLIENT_PORT }, { address: u.routerAddress, port: PORT }, text);
-  const entry = async () => (await runner.run(['ip', 'netns', 'exec', topology!.router, 'conntrack', '-L', '-p', 'udp', '--orig-port-src', String(CLIENT_PORT)])).stdout;
+  const send = (text: string) => sendUdp(runner, { namespace: setup.topology.inet, address: u.internetHost, port: CLIENT_PORT }, { address: u.routerAddress, port: PORT }, text);
+  const entry = async () => (await runner.run(['ip', 'netns', 'exec', router(), 'conntrack', '-L', '-p', 'udp', '--orig-port-src', String(CLIENT_PORT)])).stdout;
   const toGateway = new RegExp(`dport=${PORT} \\[UNREPLIED\\] src=${u.routerAddress.replaceAll('.', '\\.')} `);
   const listening = (body: (received: string[]) => Promise<void>, mode: 'listen' | 'echo' = 'listen') =>
     listeningUdp({ namespace: lab.client.namespace, address: lab.client.address, port: PORT }, body, mode);
@@ -182,7 +173,7 @@ kernel(`a supervisor started after an apply killed while it cleared a removed fo
     await waitFor('the old host to hear it still', async () => (received.length === 2 ? true : undefined), 5000);
     t.deepEqual(received, ['through the forward', 'after the removal'], 'the forward is gone, its flow is not');
 
-    const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: topology!.router, config: without, env });
+    const gateway = await GatewayProcess.start({ bundle: setup.bundle.path, netns: router(), config: without, env });
     try {
       await gateway.waitReady(30_000);
       const said = await gateway.waitForLog('the clear of what the apply left', (l) => /^cleared \d+ UDP flows? to /.test(l.msg), 20_000);
@@ -190,7 +181,7 @@ kernel(`a supervisor started after an apply killed while it cleared a removed fo
       await send('after the supervisor started');
       await sleep(300);
       t.deepEqual(received, ['through the forward', 'after the removal'], 'nothing reaches the old host any more');
-      t.deepEqual(await readdir(join(scratch!, 'state')), [], 'nothing left to clear');
+      t.deepEqual(await readdir(join(setup.scratch, 'state')), [], 'nothing left to clear');
     } finally {
       await gateway.stop();
     }

@@ -14,65 +14,55 @@ import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { dump as stringify, load as parse } from 'js-yaml';
-import { loadConfig } from '../../src/config/load.js';
-import type { LabTopology } from '../../src/lab/index.js';
-import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import { buildLab, clientsKnowGatewayMac, GatewayProcess, inNs, prepareBundle, REPO, runner, scratchDir, tearDown, waitFor, type Bundle } from '../helpers/supervisor.js';
-import { tearDownAlways } from '../helpers/teardown.js';
+import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
+import { clientsKnowGatewayMac, exampleLab, GatewayProcess, inNs, REPO, runner, waitFor } from '../helpers/supervisor.js';
 import { askUdp, udpResponder } from '../helpers/udp.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
-const name = `kp${uniqueLabName('x').slice(2)}`;
 const ECHO_PORT = 7111;
 const CLIENT_PORT = 40111;
 
-let topology: LabTopology | undefined;
-let scratch: string | undefined;
-let configPath = '';
-const hold = () => join(scratch!, 'hold');
-const held = () => join(scratch!, 'held');
 /** The applies started here and not yet ended (killed with their process group at the teardown). */
 const running = new Set<number>();
+const setup = exampleLab(test, 'kp', 'vgw-kn-unpoliced-left-', {
+  stopFirst: async () => {
+    for (const pid of running) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        // ended already
+      }
+    }
+  },
+});
+const { router } = setup;
+const hold = () => join(setup.scratch, 'hold');
+const held = () => join(setup.scratch, 'held');
 /** The conntrack above first on the PATH, and the state directory of the scratch. */
-const env = () => ({ PATH: `${join(scratch!, 'bin')}:${process.env.PATH ?? ''}`, VLAN_GATEWAY_PLAN_CACHE: 'off', VLAN_GATEWAY_STATE_DIR: join(scratch!, 'state') });
-let bundle: Bundle | undefined;
+const env = () => ({ PATH: `${join(setup.scratch, 'bin')}:${process.env.PATH ?? ''}`, VLAN_GATEWAY_PLAN_CACHE: 'off', VLAN_GATEWAY_STATE_DIR: join(setup.scratch, 'state') });
 
 test.before(async () => {
   if (!isRoot()) return;
-  scratch = await scratchDir('vgw-kn-unpoliced-left-');
-  const bin = join(scratch, 'bin');
+  const bin = join(setup.scratch, 'bin');
   await mkdir(bin);
   const real = (await execa('sh', ['-c', 'command -v conntrack'])).stdout.trim();
   await writeFile(join(bin, 'conntrack'), `#!/bin/sh\nif [ "$*" = "-L" ] && [ -e '${hold()}' ]; then echo $$ > '${held()}'; exec sleep 600; fi\nexec '${real}' "$@"\n`);
   await chmod(join(bin, 'conntrack'), 0o755);
-  const example = parse(await readFile(join(REPO, 'examples', 'lab.yaml'), 'utf8')) as Record<string, unknown>;
-  configPath = join(scratch, 'gateway.yaml');
-  await writeFile(configPath, stringify({ ...example, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', action: 'drop' }] } }));
-  [topology, bundle] = await Promise.all([buildLab((await loadConfig(configPath)).config, name), prepareBundle()]);
+  // The config: the example with lab → office dropped (the lab, built from the example, is the same).
+  const example = parse(await readFile(setup.configPath, 'utf8')) as Record<string, unknown>;
+  await writeFile(setup.configPath, stringify({ ...example, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', action: 'drop' }] } }));
   // A container's namespace: Docker's --sysctl net.ipv4.ip_forward=1, and its embedded DNS rule (as in every container
   // on a user-defined network), whose DNAT has conntrack track what the namespace forwards from the start.
-  await inNs(topology.router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
-  await inNs(topology.router, 'iptables', '-t', 'nat', '-N', 'DOCKER_OUTPUT');
-  await inNs(topology.router, 'iptables', '-t', 'nat', '-A', 'OUTPUT', '-d', '127.0.0.11/32', '-j', 'DOCKER_OUTPUT');
-  await inNs(topology.router, 'iptables', '-t', 'nat', '-A', 'DOCKER_OUTPUT', '-d', '127.0.0.11/32', '-p', 'udp', '--dport', '53', '-j', 'DNAT',
+  await inNs(router(), 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
+  await inNs(router(), 'iptables', '-t', 'nat', '-N', 'DOCKER_OUTPUT');
+  await inNs(router(), 'iptables', '-t', 'nat', '-A', 'OUTPUT', '-d', '127.0.0.11/32', '-j', 'DOCKER_OUTPUT');
+  await inNs(router(), 'iptables', '-t', 'nat', '-A', 'DOCKER_OUTPUT', '-d', '127.0.0.11/32', '-p', 'udp', '--dport', '53', '-j', 'DNAT',
     '--to-destination', '127.0.0.11:53');
-});
-
-tearDownAlways('kill the applies, remove the lab and the scratch files', async () => {
-  if (!isRoot()) return;
-  for (const pid of running) {
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // ended already
-    }
-  }
-  await tearDown(name, scratch, bundle);
 });
 
 /** `vlan-gateway apply` (or down) in its own process group, with the conntrack above first on the PATH. */
 function apply(verb: 'apply' | 'down' = 'apply') {
-  const child = execa(process.execPath, [bundle!.path, verb, '--config', configPath, '--netns', topology!.router], {
+  const child = execa(process.execPath, [setup.bundle.path, verb, '--config', setup.configPath, '--netns', router()], {
     cwd: REPO,
     reject: false,
     timeout: 60_000,
@@ -86,10 +76,10 @@ function apply(verb: 'apply' | 'down' = 'apply') {
 }
 
 kernel(`an apply killed after it put the policy in, before it cleared the flows forwarded without it: the next apply clears them, and says so${NEEDS_ROOT}`, async (t) => {
-  const office = topology!.vlans.find((v) => v.name === 'office')!;
-  const lab = topology!.vlans.find((v) => v.name === 'lab')!;
+  const office = setup.office();
+  const lab = setup.lab();
   // The hosts' ARP caches from before a restart.
-  await clientsKnowGatewayMac(topology!, [office, lab]);
+  await clientsKnowGatewayMac(setup.topology, [office, lab]);
   const echo = udpResponder(runner, { namespace: office.client.namespace, address: office.client.address, port: ECHO_PORT });
   try {
     await new Promise<void>((resolve) => echo.onLine((line) => line === 'ready' && resolve()));
@@ -103,7 +93,7 @@ kernel(`an apply killed after it put the policy in, before it cleared the flows 
     process.kill(-killed.pid!, 'SIGKILL');
     t.is((await killed).signal, 'SIGKILL');
     await rm(hold());
-    t.regex(await inNs(topology!.router, 'iptables-nft', '-S', 'FORWARD'), /-j VGW-FORWARD$/m, 'the policy is in');
+    t.regex(await inNs(router(), 'iptables-nft', '-S', 'FORWARD'), /-j VGW-FORWARD$/m, 'the policy is in');
 
     const again = await apply();
     t.is(again.exitCode, 0, again.stderr);
@@ -111,7 +101,7 @@ kernel(`an apply killed after it put the policy in, before it cleared the flows 
     t.is(again.stderr, 'vlan-gateway: cleared 1 flow forwarded before the policy was in place: their next packets meet the policy and the NAT '
       + '(left by an earlier apply or start that did not get to clear them)');
     t.is(await send('after'), 'none', 'lab → office meets the policy: dropped');
-    t.deepEqual(await readdir(join(scratch!, 'state')), [], 'nothing left to clear');
+    t.deepEqual(await readdir(join(setup.scratch, 'state')), [], 'nothing left to clear');
 
     // Nothing left: the next apply clears nothing, and says nothing of it.
     const third = await apply();
@@ -127,13 +117,13 @@ kernel(`an apply killed after it put the policy in, before it cleared the flows 
 // before it cleared the flows forwarded without it (a `docker restart` of a gateway still starting, the OOM killer).
 // The next start found the policy in and cleared nothing; it clears them now, once ready, and says so.
 kernel(`a supervisor whose start pass was killed before it cleared the flows forwarded without the policy: the next start clears them, and says so${NEEDS_ROOT}`, async (t) => {
-  const office = topology!.vlans.find((v) => v.name === 'office')!;
-  const lab = topology!.vlans.find((v) => v.name === 'lab')!;
+  const office = setup.office();
+  const lab = setup.lab();
   // The gateway down (if the earlier test left it up), forwarding left on as the container started: no policy.
   const down = await apply('down');
   t.is(down.exitCode, 0, down.stderr);
-  t.is((await inNs(topology!.router, 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '1');
-  await clientsKnowGatewayMac(topology!, [office, lab]);
+  t.is((await inNs(router(), 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '1');
+  await clientsKnowGatewayMac(setup.topology, [office, lab]);
   const echo = udpResponder(runner, { namespace: office.client.namespace, address: office.client.address, port: ECHO_PORT });
   try {
     await new Promise<void>((resolve) => echo.onLine((line) => line === 'ready' && resolve()));
@@ -142,23 +132,23 @@ kernel(`a supervisor whose start pass was killed before it cleared the flows for
 
     await rm(held(), { force: true }); // the earlier test's
     await writeFile(hold(), '');
-    const killed = await GatewayProcess.start({ bundle: bundle!.path, netns: topology!.router, config: configPath, env: env() });
+    const killed = await GatewayProcess.start({ bundle: setup.bundle.path, netns: router(), config: setup.configPath, env: env() });
     try {
       await waitFor('the conntrack -L under way', async () => ((await readFile(held(), 'utf8').catch(() => '')) !== '' ? true : undefined), 30_000);
     } finally {
       killed.killGroup();
     }
     await rm(hold());
-    t.regex(await inNs(topology!.router, 'iptables-nft', '-S', 'FORWARD'), /-j VGW-FORWARD$/m, 'the policy is in');
+    t.regex(await inNs(router(), 'iptables-nft', '-S', 'FORWARD'), /-j VGW-FORWARD$/m, 'the policy is in');
 
-    const gateway = await GatewayProcess.start({ bundle: bundle!.path, netns: topology!.router, config: configPath, env: env() });
+    const gateway = await GatewayProcess.start({ bundle: setup.bundle.path, netns: router(), config: setup.configPath, env: env() });
     try {
       await gateway.waitReady(30_000);
       const said = await gateway.waitForLog('the clear of what the killed start left', (l) => /forwarded before the policy was in place/.test(l.msg), 20_000);
       t.is(said.msg, 'cleared 1 flow forwarded before the policy was in place: their next packets meet the policy and the NAT '
         + '(left by an earlier apply or start that did not get to clear them)');
       t.is(await send('after'), 'none', 'lab → office meets the policy: dropped');
-      t.deepEqual(await readdir(join(scratch!, 'state')), [], 'nothing left to clear');
+      t.deepEqual(await readdir(join(setup.scratch, 'state')), [], 'nothing left to clear');
     } finally {
       await gateway.stop();
     }
