@@ -40,7 +40,7 @@ kernel(`a SIGHUP while the launcher loads the bundle is a reload once the superv
 
 kernel(`a SIGTERM while the launcher loads the bundle stops the supervisor once it is up, exit 0${NEEDS_ROOT}`, async (t) => {
   const gateway = await signalledWhileLoading('SIGTERM');
-  const exit = await Promise.race([gateway.exited, new Promise<undefined>((resolve) => setTimeout(resolve, 15_000))]);
+  const exit = await Promise.race([gateway.exited, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 15_000))]);
   if (!exit) gateway.killGroup();
   t.deepEqual(exit && { code: exit.code, signal: exit.signal }, { code: 0, signal: null }, `stderr: ${gateway.stderr}\n${gateway.describeLogs()}`);
   t.true(gateway.logs.some((l) => l.msg === 'stopping' && l.why === 'SIGTERM'), gateway.describeLogs());
