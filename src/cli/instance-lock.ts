@@ -77,22 +77,43 @@ const foreignText = (name: string, holder: ForeignHolder) =>
 /** What the holder of a --netns lock answers once its namespace is gone: it has let the lock go. */
 const GONE = 'gone';
 
-/** The most a holder's answer can be: a pid or GONE, with its newline. */
-const ANSWER_MAX = 64;
+/** The most a holder's answer can be: a pid or GONE, and the HTTP address, each with its newline. */
+const ANSWER_MAX = 160;
+
+/** What a lock's holder says of itself: its pid (or GONE), and where a supervisor's HTTP endpoints listen. */
+export interface HolderAnswer {
+  /** A pid, GONE, or '' (it did not say). */
+  readonly pid: string;
+  /** `HOST:PORT` (`[IPv6]:PORT`) as the endpoints are bound, when they are. */
+  readonly http?: string;
+}
 
 /**
  * Asks the holder of a lock for its pid ('' if it does not say within a second; GONE: see InstanceLock), or
  * undefined when nobody holds it: only when the kernel refuses the connection. A connection not seen within that
  * second (this process stalled on a loaded machine: its timer can fire before it sees the connect) is a holder.
  */
-export function holderPid(name: string): Promise<string | undefined> {
+export async function holderPid(name: string): Promise<string | undefined> {
+  return (await askHolder(name))?.pid;
+}
+
+/**
+ * holderPid, with the HTTP address a supervisor adds on a second line once its endpoints listen (a first line alone
+ * is how a holder answered before, and how one whose endpoints do not listen yet answers).
+ */
+export function askHolder(name: string): Promise<HolderAnswer | undefined> {
   return new Promise((resolve) => {
     let text = '';
     let refused = false;
     const socket = createConnection({ path: name });
     const done = () => {
       socket.destroy();
-      resolve(refused ? undefined : /^\d+$/.test(text.trim()) || text.trim() === GONE ? text.trim() : '');
+      if (refused) return resolve(undefined);
+      const [first = '', second = ''] = text.split('\n').map((line) => line.trim());
+      const pid = /^\d+$/.test(first) || first === GONE ? first : '';
+      // Only what an address can be: the answer is printed and asked by `status`, and anyone may bind the name.
+      const http = pid !== '' && /^(?:[0-9.]+|\[[0-9a-fA-F:.]+(?:%[\w.-]+)?\]):\d{1,5}$/.test(second) ? second : undefined;
+      resolve(http === undefined ? { pid } : { pid, http });
     };
     socket.setTimeout(1000, done);
     // A pid and a newline, or GONE: more is no holder of ours (an abstract name anyone may bind, streaming to fill
@@ -161,6 +182,7 @@ export class InstanceLock extends Lock {
   private timer: NodeJS.Timeout | undefined;
   private lost = false;
   private onLost: (() => void) | undefined;
+  private endpoints: (() => string | undefined) | undefined;
 
   private constructor(server: Server, private readonly netns: string | undefined, private readonly identity: string) {
     super(server);
@@ -175,7 +197,7 @@ export class InstanceLock extends Lock {
     const name = `\0vlan-gateway-run-${identity}`;
     for (let attempt = 1; ; attempt++) {
       let lock: InstanceLock | undefined;
-      const server = await listen(name, async () => (lock && !(await lock.present()) ? lock.lose() : String(process.pid)));
+      const server = await listen(name, async () => (lock && !(await lock.present()) ? lock.lose() : lock?.answer() ?? String(process.pid)));
       if (server) {
         lock = new InstanceLock(server, netns, identity);
         await lock.waitForWriters(options.onWait ?? (() => undefined), options.stopWaiting).catch(async (error: unknown) => {
@@ -203,10 +225,25 @@ export class InstanceLock extends Lock {
    * taking its own: whichever of the two comes second sees the other.
    */
   static async holder(netns: string | undefined): Promise<string | undefined> {
+    return (await InstanceLock.ask(netns))?.pid;
+  }
+
+  /** holder, with the address the supervisor's HTTP endpoints listen on when they do (`status` asks it). */
+  static async ask(netns: string | undefined): Promise<HolderAnswer | undefined> {
     const name = `\0vlan-gateway-run-${await namespaceInode(netns)}`;
-    const pid = await holderPid(name);
+    const answer = await askHolder(name);
     // Another user's process on the name is no supervisor (though it keeps one from starting: see take).
-    return pid === GONE || (pid !== undefined && await foreignHolder(name)) ? undefined : pid;
+    return answer === undefined || answer.pid === GONE || await foreignHolder(name) ? undefined : answer;
+  }
+
+  /** Where the holder's HTTP endpoints listen, said to those who ask after the pid (`HOST:PORT`, or undefined). */
+  tellEndpoints(bound: () => string | undefined): void {
+    this.endpoints = bound;
+  }
+
+  private answer(): string {
+    const http = this.endpoints?.();
+    return http === undefined ? String(process.pid) : `${process.pid}\n${http}`;
   }
 
   /**

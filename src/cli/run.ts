@@ -106,6 +106,8 @@ async function supervise(args: RunArgs, early: HeldSignals): Promise<number> {
   if (lock === undefined) return 0;
   removeAbandonedState(); // what a write of the state files killed before its rename left (the plan cache's: at its flush)
   const address = await serveEndpoints(http, settings, lock, log, waitsForAddress(settings.listen, initial.config, args.netns));
+  // `status` in this namespace asks the lock where they listen: a --listen of the command line is in no file it reads.
+  lock.tellEndpoints(() => http.listening());
   log.info({ listen: address ? `${address.address}:${address.port}` : settings.listen, config: path, schedule: settings.schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
 
   const reloads = new Reloads({ path, args, log, metrics, supervisor, planCache, rulesCheck, state: reload, driftSchedule, listen: settings.listen, address });

@@ -7,6 +7,7 @@ import { loadConfig, resolveConfigPath } from '../config/load.js';
 import { shown } from '../config/problems.js';
 import { out, type GlobalArgs } from './context.js';
 import { FailureError, UsageError } from './errors.js';
+import { InstanceLock } from './instance-lock.js';
 
 interface StatusArgs extends GlobalArgs {
   url?: string;
@@ -107,11 +108,17 @@ async function configListen(config: string | undefined): Promise<{ listen: strin
   }
 }
 
+/** Where the supervisor of this network namespace says its endpoints listen, if one runs and they do. */
+async function runningListen(): Promise<{ listen: string; pid: string } | undefined> {
+  const answer = await InstanceLock.ask(undefined).catch(() => undefined);
+  return answer?.http === undefined ? undefined : { listen: answer.http, pid: answer.pid };
+}
+
 export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
   command: 'status',
   describe: 'Show what the running gateway is doing (reads its /status)',
   builder: (y) => y
-    .option('url', { type: 'string', describe: `the gateway's HTTP address (default: --listen's, else the config's http.listen, else http://127.0.0.1:${DEFAULT_PORT})` })
+    .option('url', { type: 'string', describe: `the gateway's HTTP address (default: --listen's, else where the supervisor of this network namespace says it listens, else the config's http.listen, else http://127.0.0.1:${DEFAULT_PORT})` })
     .option('listen', { type: 'string', describe: 'the --listen address the gateway was started with' })
     .option('json', { type: 'boolean', describe: 'print the raw JSON' })
     .hide('netns'), // refused: the gateway is reached over HTTP, not in a namespace
@@ -122,12 +129,17 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
     const fromListen = listen === undefined ? undefined : statusBase(listen);
     if (listen !== undefined && fromListen === undefined) throw new UsageError(listenProblem(listen, `--listen ${shown(listen)}`)!);
     if (args.url !== undefined && !/^https?:\/\/[^/\s]+/.test(args.url)) throw new UsageError(`--url ${shown(args.url)}: expected http://HOST:PORT`);
-    const fromConfig = args.url === undefined && listen === undefined ? await configListen(args.config) : undefined;
+    // Neither given: the supervisor of this namespace says where it listens (a `run --listen` is in no file read
+    // here), else the config's http.listen, else the default.
+    const told = args.url === undefined && listen === undefined ? await runningListen() : undefined;
+    const fromConfig = args.url === undefined && listen === undefined && told === undefined ? await configListen(args.config) : undefined;
     // Without a trailing slash: `--url http://HOST:PORT/` asks, and is named as, http://HOST:PORT/status.
-    const base = (args.url ?? fromListen ?? (fromConfig && statusBase(fromConfig.listen)) ?? `http://127.0.0.1:${DEFAULT_PORT}`).replace(/\/$/, '');
-    const whose = fromConfig ? `its address (http.listen ${fromConfig.listen} in ${fromConfig.path}; give --listen or --url if it was started with another)` : 'its --listen address';
+    const base = (args.url ?? fromListen ?? (told && statusBase(told.listen)) ?? (fromConfig && statusBase(fromConfig.listen))
+      ?? `http://127.0.0.1:${DEFAULT_PORT}`).replace(/\/$/, '');
+    const whose = told ? `where vlan-gateway run (pid ${told.pid}) in this namespace said it listens`
+      : fromConfig ? `its address (http.listen ${fromConfig.listen} in ${fromConfig.path}; give --listen or --url if it was started with another)` : 'its --listen address';
     // A zoned IPv6 host (fe80::1%eth0, which a gateway may listen on) no URL can hold: asked by its parts.
-    const asked = args.url === undefined ? parseListenAddress(listen ?? fromConfig?.listen ?? '') : undefined;
+    const asked = args.url === undefined ? parseListenAddress(listen ?? told?.listen ?? fromConfig?.listen ?? '') : undefined;
     const target: string | RequestOptions = asked?.host.includes('%') ? { host: asked.host, port: asked.port, path: '/status' } : `${base}/status`;
     let response: { status: number; statusText: string; body: string };
     try {

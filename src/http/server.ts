@@ -130,6 +130,13 @@ export class HttpServer {
     return undefined;
   }
 
+  /** Where it listens now, as `HOST:PORT` (`[IPv6]:PORT`); undefined while it does not (not yet, or stopped). */
+  listening(): string | undefined {
+    const address = this.server?.listening ? this.server.address() : null;
+    if (address === null || typeof address === 'string' || address === undefined) return undefined;
+    return address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retry);

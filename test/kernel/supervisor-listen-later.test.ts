@@ -10,7 +10,7 @@ import test from 'ava';
 import { readFile, writeFile } from 'node:fs/promises';
 import { dump as stringify, load as parse } from 'js-yaml';
 import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
-import { addressesOf, exampleLab, freePort, GatewayProcess, pingUntilReply, runner, waitFor } from '../helpers/supervisor.js';
+import { addressesOf, exampleLab, freePort, GatewayProcess, killAllGateways, pingUntilReply, runner, waitFor } from '../helpers/supervisor.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const setup = exampleLab(test, 'h', 'vgw-listen-later-');
@@ -42,4 +42,33 @@ kernel(`http.listen on a VLAN's gateway address: the gateway routes, and listens
   t.is(ready, 'ready\n');
   await gateway.waitForLog('the endpoints listening', (l) => l.level === 30 && l.msg === `the HTTP endpoints listen on ${listen} now`);
   t.is(gateway.exit, undefined, `still running: ${gateway.stderr}`);
+});
+
+// `docker exec gw vlan-gateway status` in a container started with `run --listen 127.0.0.1:9999` asked 127.0.0.1:10123
+// (no file it reads names a --listen of the command line) and said it could not reach the gateway. It asks the
+// supervisor of its namespace now, over the instance lock, where it listens.
+kernel(`status inside the namespace finds a supervisor started there with --listen, with no address given${NEEDS_ROOT}`, async (t) => {
+  const router = setup.router();
+  const port = await freePort();
+  await killAllGateways(); // the test before leaves its gateway running, holding the namespace
+  await writeFile(setup.configPath, await readFile('examples/lab.yaml', 'utf8'));
+  const gateway = await GatewayProcess.start({ bundle: setup.bundle.path, netns: router, config: setup.configPath, inside: true,
+    extraArgs: ['--listen', `127.0.0.1:${port}`] });
+  try {
+    await gateway.waitForLog('the first pass', (l) => /^reconciled: /.test(String(l.msg)), 20_000).catch((error: Error) => {
+      throw new Error(`${error.message}; stderr: ${gateway.stderr}`);
+    });
+    const status = await runner.run(['ip', 'netns', 'exec', router, process.execPath, setup.bundle.path, 'status', '--config', setup.configPath], { allowFailure: true });
+    t.is(status.exitCode, 0, status.stderr);
+    t.regex(status.stdout, /^office\s+10\s+192\.168\.10\.0\/24/m, status.stdout);
+    const json = await runner.run(['ip', 'netns', 'exec', router, process.execPath, setup.bundle.path, 'status', '--json'], { allowFailure: true });
+    t.is(json.exitCode, 0, json.stderr);
+    t.deepEqual((JSON.parse(json.stdout) as { vlans: Array<{ name: string }> }).vlans.map((v) => v.name), ['office', 'lab']);
+  } finally {
+    await gateway.stop();
+  }
+  // And with none running, it says where it looked: the default, as before.
+  const none = await runner.run(['ip', 'netns', 'exec', router, process.execPath, setup.bundle.path, 'status', '--config', setup.configPath], { allowFailure: true });
+  t.is(none.exitCode, 1);
+  t.regex(none.stderr, /cannot reach the gateway at http:\/\/127\.0\.0\.1:10123 \(ECONNREFUSED\)/);
 });

@@ -4,7 +4,7 @@
  */
 import test from 'ava';
 import { createConnection, createServer } from 'node:net';
-import { ASKER_MAX_MS, holderPid, listen } from '../../src/cli/instance-lock.js';
+import { ASKER_MAX_MS, askHolder, holderPid, listen } from '../../src/cli/instance-lock.js';
 
 test('a holder that streams instead of answering with its pid is read no further: no pid, at once', async (t) => {
   const name = `\0vgw-unit-lock-${process.pid}`;
@@ -70,5 +70,30 @@ test('an asker that reads the answer and never closes is cut off after a short w
   } finally {
     asker.destroy();
     server.close();
+  }
+});
+
+// A supervisor adds where its HTTP endpoints listen on a second line (`status` asks it); a holder that answers with its
+// pid alone (one of an earlier version, or whose endpoints do not listen yet) is read as before. Anyone may bind the
+// name: a second line that is no address is not taken.
+test('a holder\'s second line is where its endpoints listen, taken only when it is an address', async (t) => {
+  const answers: Array<[string, unknown]> = [
+    ['4242\n127.0.0.1:9999\n', { pid: '4242', http: '127.0.0.1:9999' }],
+    ['4242\n[fe80::1%vgw0]:9100\n', { pid: '4242', http: '[fe80::1%vgw0]:9100' }],
+    ['4242\n', { pid: '4242' }],
+    ['4242\nhttp://evil.example/\n', { pid: '4242' }],
+    ['4242\n127.0.0.1:9999; rm -rf /\n', { pid: '4242' }],
+    ['nope\n127.0.0.1:9999\n', { pid: '' }],
+  ];
+  for (const [i, [text, expected]] of answers.entries()) {
+    const name = `\0vgw-unit-lock-http-${process.pid}-${i}`;
+    const server = createServer((socket) => socket.end(text));
+    await new Promise<void>((resolve) => server.listen(name, resolve));
+    try {
+      t.deepEqual(await askHolder(name), expected, JSON.stringify(text));
+      t.is(await holderPid(name), (expected as { pid: string }).pid, 'the pid, as before');
+    } finally {
+      server.close();
+    }
   }
 });
