@@ -116,7 +116,7 @@ export function askHolder(name: string): Promise<HolderAnswer | undefined> {
       resolve(http === undefined ? { pid } : { pid, http });
     };
     socket.setTimeout(1000, done);
-    // A pid and a newline, or GONE: more is no holder of ours (an abstract name anyone may bind, streaming to fill
+    // A pid (or GONE) and an address, a line each: more is no holder of ours (an abstract name anyone may bind, streaming to fill
     // this process's memory), and is read no further.
     socket.on('data', (chunk) => {
       text += String(chunk);
