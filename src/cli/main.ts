@@ -113,10 +113,8 @@ function detailedPlan(argv: readonly string[]): boolean {
   return argv.includes('plan') && argv.some((a) => a === '--detailed-exitcode' || (a.startsWith('--detailed-exitcode=') && a !== '--detailed-exitcode=false'));
 }
 
-/** The commands that take no --netns, and why: ignored, it would point at a gateway or a lab it does not reach. */
+/** The commands that take no --netns, and why: ignored, it would point at a lab it does not reach. */
 const NETNS_NOT_HERE = {
-  status: '--netns: status asks the supervisor over HTTP where it listens. One started with `vlan-gateway run --netns NAME` '
-    + 'serves in this namespace: drop --netns. One started inside the namespace: `ip netns exec NAME vlan-gateway status`',
   lab: '--netns: the lab makes its own namespaces (vgwlab-NAME-*); name the lab with --name',
 } as const;
 
@@ -178,7 +176,7 @@ function checkOptions(args: Record<string, unknown>, argv: readonly string[]): v
   }
   const netns = args.netns;
   const command = (args._ as unknown[] | undefined)?.[0];
-  if (netns !== undefined && (command === 'status' || command === 'lab')) throw new UsageError(NETNS_NOT_HERE[command]);
+  if (netns !== undefined && command === 'lab') throw new UsageError(NETNS_NOT_HERE[command]);
   if (typeof netns === 'string' && (netns.includes('/') || netns === '.' || netns === '..' || !existsSync(`/run/netns/${netns}`))) {
     throw new UsageError(`--netns ${netns}: no such network namespace (\`ip netns list\` shows the names)`);
   }

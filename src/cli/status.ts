@@ -114,29 +114,48 @@ async function runningListen(): Promise<{ listen: string; pid: string } | undefi
   return answer?.http === undefined ? undefined : { listen: answer.http, pid: answer.pid };
 }
 
+/**
+ * Where the `run --netns NAME` of namespace `netns` says its endpoints listen (they listen in this namespace, the
+ * supervisor's own); an error that says why when none runs from here, or its endpoints do not listen yet.
+ */
+async function managerListen(netns: string): Promise<{ listen: string; pid: string }> {
+  const answer = await InstanceLock.ask(netns);
+  if (answer === undefined) {
+    throw new FailureError(`no \`vlan-gateway run --netns ${netns}\` runs beside this command (one started inside the namespace answers `
+      + `\`ip netns exec ${netns} vlan-gateway status\`)`);
+  }
+  const pid = answer.pid === '' ? '' : ` (pid ${answer.pid})`;
+  if (answer.http === undefined) throw new FailureError(`vlan-gateway run${pid} manages network namespace ${netns}, but its HTTP endpoints do not listen yet`);
+  return { listen: answer.http, pid: answer.pid };
+}
+
 export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
   command: 'status',
   describe: 'Show what the running gateway is doing (reads its /status)',
   builder: (y) => y
     .option('url', { type: 'string', describe: `the gateway's HTTP address (default: --listen's, else where the supervisor of this network namespace says it listens, else the config's http.listen, else http://127.0.0.1:${DEFAULT_PORT})` })
     .option('listen', { type: 'string', describe: 'the --listen address the gateway was started with' })
-    .option('json', { type: 'boolean', describe: 'print the raw JSON' })
-    .hide('netns'), // refused: the gateway is reached over HTTP, not in a namespace
+    .option('netns', { type: 'string', describe: 'the network namespace a `run --netns NAME` manages: it says where it listens' })
+    .option('json', { type: 'boolean', describe: 'print the raw JSON' }),
   handler: async (args) => {
     const listen = (args as { listen?: string }).listen;
     // Both used to be taken, --url silently winning: a status of another gateway than the --listen one named.
     if (listen !== undefined && args.url !== undefined) throw new UsageError(`--listen ${shown(listen)} and --url ${shown(args.url)} both say where the gateway is: give one`);
+    const given = listen !== undefined ? `--listen ${shown(listen)}` : args.url !== undefined ? `--url ${shown(args.url)}` : undefined;
+    if (args.netns !== undefined && given !== undefined) {
+      throw new UsageError(`--netns ${args.netns} and ${given} both say where the gateway is: give one (--netns: the supervisor of that namespace says where it listens)`);
+    }
     const fromListen = listen === undefined ? undefined : statusBase(listen);
     if (listen !== undefined && fromListen === undefined) throw new UsageError(listenProblem(listen, `--listen ${shown(listen)}`)!);
     if (args.url !== undefined && !/^https?:\/\/[^/\s]+/.test(args.url)) throw new UsageError(`--url ${shown(args.url)}: expected http://HOST:PORT`);
     // Neither given: the supervisor of this namespace says where it listens (a `run --listen` is in no file read
     // here), else the config's http.listen, else the default.
-    const told = args.url === undefined && listen === undefined ? await runningListen() : undefined;
+    const told = args.netns !== undefined ? await managerListen(args.netns) : args.url === undefined && listen === undefined ? await runningListen() : undefined;
     const fromConfig = args.url === undefined && listen === undefined && told === undefined ? await configListen(args.config) : undefined;
     // Without a trailing slash: `--url http://HOST:PORT/` asks, and is named as, http://HOST:PORT/status.
     const base = (args.url ?? fromListen ?? (told && statusBase(told.listen)) ?? (fromConfig && statusBase(fromConfig.listen))
       ?? `http://127.0.0.1:${DEFAULT_PORT}`).replace(/\/$/, '');
-    const whose = told ? `where vlan-gateway run (pid ${told.pid}) in this namespace said it listens`
+    const whose = told ? `where vlan-gateway run (pid ${told.pid}) ${args.netns === undefined ? 'in this namespace' : `of network namespace ${args.netns}`} said it listens`
       : fromConfig ? `its address (http.listen ${fromConfig.listen} in ${fromConfig.path}; give --listen or --url if it was started with another)` : 'its --listen address';
     // A zoned IPv6 host (fe80::1%eth0, which a gateway may listen on) no URL can hold: asked by its parts.
     const asked = args.url === undefined ? parseListenAddress(listen ?? told?.listen ?? fromConfig?.listen ?? '') : undefined;

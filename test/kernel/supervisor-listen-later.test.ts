@@ -72,3 +72,28 @@ kernel(`status inside the namespace finds a supervisor started there with --list
   t.is(none.exitCode, 1);
   t.regex(none.stderr, /cannot reach the gateway at http:\/\/127\.0\.0\.1:10123 \(ECONNREFUSED\)/);
 });
+
+// From the host, a `run --netns NAME --listen …` was found only by giving its --listen again; `status --netns NAME` asks
+// that supervisor (its lock is in the caller's namespace) where it listens.
+kernel(`status --netns NAME finds the run --netns NAME of this namespace and where it listens; says so when none runs${NEEDS_ROOT}`, async (t) => {
+  const router = setup.router();
+  await killAllGateways();
+  const status = (...args: string[]) => runner.run([process.execPath, setup.bundle.path, 'status', ...args], { allowFailure: true });
+  const gateway = await GatewayProcess.start({ bundle: setup.bundle.path, netns: router, config: setup.configPath });
+  try {
+    await gateway.waitReady();
+    const found = await status('--netns', router, '--json');
+    t.is(found.exitCode, 0, found.stderr);
+    t.deepEqual((JSON.parse(found.stdout) as { vlans: Array<{ name: string }> }).vlans.map((v) => v.name), ['office', 'lab']);
+    const both = await status('--netns', router, '--listen', `127.0.0.1:${gateway.port}`);
+    t.is(both.exitCode, 2);
+    t.is(both.stderr, `vlan-gateway: --netns ${router} and --listen 127.0.0.1:${gateway.port} both say where the gateway is: give one `
+      + '(--netns: the supervisor of that namespace says where it listens)\n');
+  } finally {
+    await gateway.stop();
+  }
+  const none = await status('--netns', router);
+  t.is(none.exitCode, 1);
+  t.is(none.stderr, `vlan-gateway: no \`vlan-gateway run --netns ${router}\` runs beside this command (one started inside the namespace answers `
+    + `\`ip netns exec ${router} vlan-gateway status\`)\n`);
+});
