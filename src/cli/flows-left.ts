@@ -33,7 +33,7 @@ const DEFAULT_STATE_DIR = '/run/vlan-gateway/state';
 const FORMAT = 1;
 
 /** The directory from `VLAN_GATEWAY_STATE_DIR`, else the default. */
-function stateDir(env: NodeJS.ProcessEnv = process.env): string {
+export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
   return env.VLAN_GATEWAY_STATE_DIR?.trim() || DEFAULT_STATE_DIR;
 }
 

@@ -51,13 +51,22 @@ export function waitsForAddress(listen: string, config: Config, netns: string | 
  * address in a VLAN's subnet that no interface has yet (waitsForAddress) does not stop the router: it routes, says
  * so, and the endpoints listen there once an interface has it (undefined until then).
  */
-export async function serveEndpoints(http: HttpServer, settings: RunSettings, lock: InstanceLock, log: Logger, wait: boolean): Promise<AddressInfo | undefined> {
+export async function serveEndpoints(http: HttpServer, settings: RunSettings, lock: InstanceLock, log: Logger, wait: boolean,
+  onListening: () => void = () => undefined): Promise<AddressInfo | undefined> {
   const { listen } = settings;
   try {
-    if (!wait) return await http.start(listen);
+    if (!wait) {
+      const bound = await http.start(listen);
+      onListening();
+      return bound;
+    }
     const address = await http.startWhenThere(listen, LISTEN_RETRY_MS,
-      (bound) => log.info({ listen: `${bound.address}:${bound.port}` }, `the HTTP endpoints listen on ${listen} now`),
+      (bound) => {
+        log.info({ listen: `${bound.address}:${bound.port}` }, `the HTTP endpoints listen on ${listen} now`);
+        onListening();
+      },
       (error) => log.error({ listen, err: error }, `the HTTP endpoints cannot listen on ${listen} (${settings.listenFrom}) yet: ${why(error)}; trying again every ${LISTEN_RETRY_MS / 1000} s`));
+    if (address !== undefined) onListening();
     if (address === undefined) {
       log.warn({ listen }, `the HTTP endpoints cannot listen on ${listen} (${settings.listenFrom}) yet: no interface has that address; `
         + 'the gateway routes meanwhile, and they listen there once its VLAN\'s NIC has it');

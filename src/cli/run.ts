@@ -20,6 +20,7 @@ import { Supervisor } from '../reconcile/supervisor.js';
 import { codeCache } from './code-cache.js';
 import { makeRunner, type GlobalArgs } from './context.js';
 import { DriftSchedule } from './drift-schedule.js';
+import { EndpointsFile } from './endpoints-file.js';
 import { afterFirstPass } from './first-pass.js';
 import { removeAbandonedState, UnpolicedLeft } from './flows-left.js';
 import { endpoints, serveEndpoints, waitsForAddress } from './http-endpoints.js';
@@ -105,7 +106,13 @@ async function supervise(args: RunArgs, early: HeldSignals): Promise<number> {
     });
   if (lock === undefined) return 0;
   removeAbandonedState(); // what a write of the state files killed before its rename left (the plan cache's: at its flush)
-  const address = await serveEndpoints(http, settings, lock, log, waitsForAddress(settings.listen, initial.config, args.netns));
+  // The image's health check reads where they listen from a file (endpoints-file.ts), kept by a supervisor that runs
+  // inside the namespace it manages, as the image's does.
+  const endpointsFile = args.netns === undefined ? new EndpointsFile() : undefined;
+  const address = await serveEndpoints(http, settings, lock, log, waitsForAddress(settings.listen, initial.config, args.netns), () => {
+    const at = http.listening();
+    if (at !== undefined) endpointsFile?.write(at);
+  });
   // `status` in this namespace asks the lock where they listen: a --listen of the command line is in no file it reads.
   lock.tellEndpoints(() => http.listening());
   log.info({ listen: address ? `${address.address}:${address.port}` : settings.listen, config: path, schedule: settings.schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
@@ -127,6 +134,7 @@ async function supervise(args: RunArgs, early: HeldSignals): Promise<number> {
   early.release();
   if (early.stop) void shutdown.stop(early.stop);
   await shutdown.done;
+  endpointsFile?.remove();
   offStopSignals();
   return shutdown.exitCode;
 }

@@ -7,7 +7,7 @@
  * and its endpoints listen there once the address is on the VLAN's NIC.
  */
 import test from 'ava';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { dump as stringify, load as parse } from 'js-yaml';
 import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
 import { addressesOf, exampleLab, freePort, GatewayProcess, killAllGateways, pingUntilReply, runner, waitFor } from '../helpers/supervisor.js';
@@ -64,9 +64,14 @@ kernel(`status inside the namespace finds a supervisor started there with --list
     const json = await runner.run(['ip', 'netns', 'exec', router, process.execPath, setup.bundle.path, 'status', '--json'], { allowFailure: true });
     t.is(json.exitCode, 0, json.stderr);
     t.deepEqual((JSON.parse(json.stdout) as { vlans: Array<{ name: string }> }).vlans.map((v) => v.name), ['office', 'lab']);
+    // The image's health check, with no VLAN_GATEWAY_HEALTHZ_URL, finds it too (the file it keeps in the state directory).
+    const check = await runner.run(['ip', 'netns', 'exec', router, 'sh', 'image/healthcheck.sh'], { allowFailure: true });
+    t.is(check.exitCode, 0, `health check: ${check.stderr}`);
   } finally {
     await gateway.stop();
   }
+  const left = await readdir(process.env.VLAN_GATEWAY_STATE_DIR!).catch(() => []);
+  t.false(left.some((f) => /^http-/.test(f)), `the file goes with the endpoints: ${left.join(', ')}`);
   // And with none running, it says where it looked: the default, as before.
   const none = await runner.run(['ip', 'netns', 'exec', router, process.execPath, setup.bundle.path, 'status', '--config', setup.configPath], { allowFailure: true });
   t.is(none.exitCode, 1);

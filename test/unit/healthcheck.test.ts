@@ -7,11 +7,12 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { EndpointsFile, endpointsFileName, healthzUrl } from '../../src/cli/endpoints-file.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const dockerfile = readFileSync(join(REPO, 'image/Dockerfile'), 'utf8');
@@ -27,10 +28,10 @@ function healthcheck(): { timeoutS: number; argv: string[] } {
 
 /** Runs the check with `url`; its exit code and the CPU (user + system, ms) it and its children took, read by the
  *  shell's `times`. */
-function runCheck(argv: readonly string[], url: string, path = process.env.PATH ?? ''): Promise<{ code: number | null; cpuMs: number }> {
+function runCheck(argv: readonly string[], url: string | undefined, path = process.env.PATH ?? '', env: Record<string, string> = {}): Promise<{ code: number | null; cpuMs: number }> {
   return new Promise((resolve, reject) => {
     const child = spawn('sh', ['-c', '"$@"; rc=$?; times; exit $rc', 'sh', ...argv], {
-      env: { PATH: path, VLAN_GATEWAY_HEALTHZ_URL: url, http_proxy: 'http://127.0.0.1:9/' },
+      env: { PATH: path, ...(url === undefined ? {} : { VLAN_GATEWAY_HEALTHZ_URL: url }), http_proxy: 'http://127.0.0.1:9/', ...env },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';
@@ -75,6 +76,32 @@ test('the image\'s health check: 0 on a 200 from /healthz, 1 on a 503 and on not
   t.is((await runCheck(argv, `${base}/healthz`)).code, 0);
   t.is((await runCheck(argv, `${base}/unhealthy`)).code, 1);
   t.is((await runCheck(argv, 'http://127.0.0.1:9/healthz')).code, 1);
+});
+
+// A container started with `run --listen 127.0.0.1:9999`, or a config's http.listen, was unhealthy unless
+// VLAN_GATEWAY_HEALTHZ_URL said the address again: the check asked 127.0.0.1:10123. The supervisor now keeps where its
+// endpoints listen in a file of the state directory, one per network namespace, which the check reads.
+test('without VLAN_GATEWAY_HEALTHZ_URL the check asks where the supervisor of its namespace says it listens (its file in the state directory)', async (t) => {
+  const { argv } = healthcheck();
+  const dir = mkdtempSync(join(tmpdir(), 'vgw-healthcheck-state-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = new EndpointsFile(join(dir, 'state'));
+  const env = { VLAN_GATEWAY_STATE_DIR: join(dir, 'state') };
+  file.write(base.replace('http://', ''));
+  t.deepEqual(readdirSync(join(dir, 'state')), [endpointsFileName()!]);
+  t.is((await runCheck(argv, undefined, process.env.PATH, env)).code, 0, 'the address the supervisor wrote');
+  t.is((await runCheck(argv, 'http://127.0.0.1:9/healthz', process.env.PATH, env)).code, 1, 'VLAN_GATEWAY_HEALTHZ_URL still wins');
+  file.remove();
+  t.deepEqual(readdirSync(join(dir, 'state')), []);
+  t.is((await runCheck(argv, undefined, process.env.PATH, { VLAN_GATEWAY_STATE_DIR: join(dir, 'state') })).code, 1, 'no file: the default, 127.0.0.1:10123, where nothing listens here');
+});
+
+test('the /healthz URL of where the endpoints listen: the wildcard addresses by loopback, IPv6 in brackets, no zoned address', (t) => {
+  t.is(healthzUrl('0.0.0.0:10123'), 'http://127.0.0.1:10123/healthz');
+  t.is(healthzUrl('192.168.10.1:9100'), 'http://192.168.10.1:9100/healthz');
+  t.is(healthzUrl('[::]:9100'), 'http://[::1]:9100/healthz');
+  t.is(healthzUrl('[2001:db8::1]:9100'), 'http://[2001:db8::1]:9100/healthz');
+  t.is(healthzUrl('[fe80::1%eth1]:9100'), undefined);
 });
 
 test('without wget (a Debian base), node asks: the same verdicts', async (t) => {
