@@ -121,7 +121,7 @@ export class FlowsLeft {
  */
 export function removeAbandonedState(dir = stateDir()): void {
   const trusted = privateDir(dir).path;
-  if (trusted !== undefined) removeAbandoned(trusted, (file) => /^(?:flows|unpoliced)-\d+-\d+\.json$/.test(file));
+  if (trusted !== undefined) removeAbandoned(trusted, (file) => /^(?:flows|unpoliced)-\d+-\d+\.json$|^http-\d+\.url$/.test(file));
 }
 
 /** "cleared N UDP flows to PORTS …": what the flows were, as far as the clears tell. */

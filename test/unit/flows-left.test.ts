@@ -89,6 +89,7 @@ test.serial('a temporary of these files whose writer is gone is removed; a live 
     `unpoliced-4-4026531842.json.${process.pid}.tmp`, // this process's pid: a restarted container's, not a write of its own
     `unpoliced-4-4026531843.json.${process.ppid}.tmp`, // a live process's: it may be writing
     `notes.txt.${gone}.tmp`, // not one of ours
+    `http-4026531846.url.${gone}.tmp`, // where a killed supervisor's endpoints listened (endpoints-file.ts)
   ];
   // Written before this process started, as a killed writer's are.
   const before = new Date(performance.timeOrigin - 5000);
