@@ -2,8 +2,8 @@
  * The README, read as a user reads it: every config it shows is valid and its template renders, its example error is
  * what validation prints word for word, its Configuration table names every key the schema has (with the schema's
  * defaults) and no other, every flag of every command's --help is documented with its default, and its Metrics
- * table is the series the gateway registers, with their types and labels. A change of either side that leaves the
- * other behind fails here.
+ * table is the series the gateway registers, with their types, labels and the label values it lists. A change of
+ * either side that leaves the other behind fails here.
  */
 import test from 'ava';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -232,4 +232,29 @@ test('the Metrics table lists every series the gateway registers, with its type 
     }
   }
   for (const name of registered.keys()) t.true(documented.has(name), `${name} is registered but not in the README's Metrics table`);
+});
+
+test('the label values the Metrics table lists are those of the series the gateway exports from the start', async (t) => {
+  // Series at 0 from the first scrape (drift kinds, warning kinds, drop reasons, triggers): their label values, by series.
+  const exported = new Map<string, Map<string, Set<string>>>();
+  for (const metric of await new Metrics('0.0.0').registry.getMetricsAsJSON()) {
+    const byLabel = new Map<string, Set<string>>();
+    for (const { labels } of metric.values) {
+      for (const [label, value] of Object.entries(labels)) (byLabel.get(label) ?? byLabel.set(label, new Set()).get(label)!).add(String(value));
+    }
+    exported.set(metric.name, byLabel);
+  }
+  let compared = 0;
+  for (const [series, , labels] of table(section('## Metrics and endpoints'), 'series')) {
+    // "trigger (start, schedule, …), result": the values in brackets after a label's name.
+    for (const [, label, list] of labels!.matchAll(/(\w+) \(([^)]*)\)/g)) {
+      for (const name of names(series!)) {
+        const values = exported.get(name)?.get(label!);
+        if (!values) continue; // no series before its first event (NAT kinds): nothing to compare with
+        t.deepEqual(list!.split(',').map((v) => v.trim()).sort(), [...values].sort(), `${name}'s ${label} values`);
+        compared++;
+      }
+    }
+  }
+  t.true(compared >= 5, 'drift kinds, warning kinds, drop reasons (packets and bytes), triggers');
 });
