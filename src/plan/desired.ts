@@ -375,7 +375,7 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
   const pairSets = facts.sets === undefined ? [] : accountingSets(zones);
   // With ipset and `default: accept`, a VLAN's chain branches only to the pairs that have rules of their own; new
   // connections of every other pair are accepted (and counted) by the same lookups, and a NIC-set lookup accepts
-  // the few whose source is outside the VLAN's subnet. 100 VLANs: 8 rules per VLAN's chain instead of 101.
+  // the few whose source is outside the VLAN's subnet. 100 VLANs: 8 rules per VLAN's chain instead of 102.
   const compact = pairSets.length > 0 && config.forwarding.default === 'accept';
   const zoneNicSets = compact ? nicSets(zones) : [];
   // Anti-spoofing, before anything is accepted: a VLAN's NIC forwards from its subnet and the networks routed
