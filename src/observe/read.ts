@@ -257,7 +257,8 @@ export async function readTables(
   // would make the tables). With iptables-nft missing too, that would take legacy for installed: plan showed every
   // rule to add, and down removed the addresses, left every VGW- chain in nft in force and said it was done.
   if (!nft && (await legacyTables)?.length === 0 && !(await installed(runner, 'iptables-legacy-save'))) throw new BackendError(NO_IPTABLES);
-  if (nft && legacy && hasOurChains(nft) && hasOurChains(legacy)) throw inBothBackends(nft, legacy);
+  // The commands said as they run where the gateway does (ip netns exec NS under --netns), as the warnings' are.
+  if (nft && legacy && hasOurChains(nft) && hasOurChains(legacy)) throw inBothBackends(nft, legacy, runner.prefix);
   // Legacy tables the kernel has, unread: iptables-legacy is not installed here (nft's tables were, so they are ours).
   const names = legacy === undefined ? await legacyTables : undefined;
   if (nft && names && names.length > 0) {
@@ -299,14 +300,14 @@ export function chooseBackend(nft: Map<string, SavedTable> | undefined, legacy: 
  * Docker's DNS chains or the namespace's other rules are), and the commands that remove the other one. Said whole,
  * since the way out is the operator's: the gateway cannot tell which set is current.
  */
-export function inBothBackends(nft: Map<string, SavedTable>, legacy: Map<string, SavedTable>): BackendError {
+export function inBothBackends(nft: Map<string, SavedTable>, legacy: Map<string, SavedTable>, prefix?: readonly string[]): BackendError {
   const { backend: keep, why } = chooseBackend(withoutOurs(nft), withoutOurs(legacy));
   const drop: Backend = keep === 'nft' ? 'legacy' : 'nft';
   const reason = why === 'no rules in either: the default' ? 'neither holds other rules, and nft is the default' : why;
   return new BackendError(`VGW- chains exist in both the iptables-nft and the iptables-legacy rule sets; the kernel runs both, so rules `
     + `would be enforced twice, and the gateway cannot tell which set is current. Keep the ones in iptables-${keep} (${reason}), and `
     + `remove those in iptables-${drop} (in the gateway's network namespace), then run again:\n`
-    + removalCommands(drop, drop === 'nft' ? nft : legacy).map((c) => `  ${c}`).join('\n'));
+    + removalCommands(drop, drop === 'nft' ? nft : legacy).map((c) => `  ${shownCommand(prefix, c)}`).join('\n'));
 }
 
 /** The tables without our chains and the rules that jump to them: what the namespace holds besides the gateway. */

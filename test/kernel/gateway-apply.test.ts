@@ -593,9 +593,10 @@ kernel(`backend: VGW- chains in both nft and legacy: apply, plan and down exit 1
     'vlan-gateway: VGW- chains exist in both the iptables-nft and the iptables-legacy rule sets; the kernel runs both, so rules would '
       + 'be enforced twice, and the gateway cannot tell which set is current. Keep the ones in iptables-legacy (Docker\'s DNS chains are '
       + 'there), and remove those in iptables-nft (in the gateway\'s network namespace), then run again:',
-    '  iptables-nft -t filter -D FORWARD -j VGW-FORWARD',
-    '  iptables-nft -t filter -F VGW-FORWARD',
-    '  iptables-nft -t filter -X VGW-FORWARD',
+    // As the operator runs them: in the gateway's namespace (they printed bare, and acted on the operator's own).
+    `  ip netns exec ${router} iptables-nft -t filter -D FORWARD -j VGW-FORWARD`,
+    `  ip netns exec ${router} iptables-nft -t filter -F VGW-FORWARD`,
+    `  ip netns exec ${router} iptables-nft -t filter -X VGW-FORWARD`,
   ].join('\n'));
   for (const command of ['plan', 'down']) {
     const refused = await cli(command, ...(command === 'plan' ? ['--detailed-exitcode'] : []), '--netns', router, '--config', example.path);
