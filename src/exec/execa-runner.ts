@@ -104,6 +104,14 @@ export class ExecaRunner implements CommandRunner {
         child.stdin.on('error', () => {}); // EPIPE: the child exited without reading all; its exit status says why
         child.stdin.end(options.input);
       }
+      // A command we killed (timeout, abort) is over once it has exited, even where a child of its own (a wrapper's)
+      // still holds the pipes: 'close' would wait for that child, holding the pass past its timeout.
+      const { stdout, stderr } = child;
+      child.once('exit', () => {
+        if (!child.killed) return;
+        stdout.destroy();
+        stderr.destroy();
+      });
       child.on('close', (code, signal) => {
         const result: RunResult = {
           stdout: Buffer.concat(out).toString('utf8'),

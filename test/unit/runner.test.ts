@@ -184,6 +184,16 @@ test('a timeout kills the child and is an error', async (t) => {
   t.true(performance.now() - started < 15_000); // of a 30 s sleep: killed, not waited for
 });
 
+// A helper that is a wrapper (a shell script in front of ipset, as on some distributions) hangs in a child of its
+// own: the kill reaches the wrapper only, and the child goes on holding the pipes. Waiting for them to close held
+// the pass (and a stop) until that child ended, far past the timeout.
+test('a timeout ends the command even when a child of it still holds its output open', async (t) => {
+  const started = performance.now();
+  const error = await t.throwsAsync(runner.run(['sh', '-c', 'sleep 20; echo late'], { timeoutMs: 100 }), { instanceOf: CommandError });
+  t.regex(error.message, /killed by SIGKILL \(timeout 100 ms\)/);
+  t.true(performance.now() - started < 15_000); // of the 20 s sleep the killed shell left behind
+});
+
 test('onStdout takes the output as it comes (pieces before the exit, characters whole) and stdout is then empty', async (t) => {
   const pieces: string[] = [];
   // 200 KB in two writes, a multi-byte character in each, then a line on stderr and exit 2. The second write waits
