@@ -73,7 +73,8 @@ export class ConfigWatch {
   /**
    * (Re)sets every watch: the config file's directory, the file, `rulesDir` when there is one, and `pendingRulesDir`:
    * the rules.dir of a config that was rejected (the directory missing, a template of it broken), which the user
-   * makes or fixes next. A watch on it that cannot be set (not made yet) is not reported: its parent's tells.
+   * makes or fixes next. A rules.dir missing (not made yet, or removed) is not reported while its parent is watched:
+   * the parent tells.
    */
   rearm(rulesDir?: string, pendingRulesDir?: string): void {
     this.unwatch();
@@ -121,11 +122,13 @@ export class ConfigWatch {
     for (const dir of new Set([rulesDir, pendingRulesDir])) {
       if (!dir) continue;
       const report = dir === rulesDir;
-      this.add(dir, true, () => true, report);
       // rules.dir itself removed, created or swapped (rm -r, then made again; a rename over it): a watch on the
-      // directory dies with it, so its parent tells, and the reload that follows sets the watch again.
+      // directory dies with it, so its parent tells, and the reload that follows sets the watch again. So rules.dir
+      // missing is no watch error while its parent is watched (the reload's error says it is missing; no SIGHUP is
+      // needed to see it made); its parent missing too is said once, as rules.dir's.
       const dirName = basename(dir);
-      this.add(dirname(dir), false, (changed) => changed === null || changed === dirName, report);
+      const parentWatched = this.add(dirname(dir), false, (changed) => changed === null || changed === dirName, report, ['ENOENT']);
+      this.add(dir, true, () => true, report, parentWatched ? ['ENOENT'] : []);
     }
   }
 
