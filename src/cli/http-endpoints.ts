@@ -7,7 +7,7 @@ import { parseListen } from '../config/listen.js';
 import type { Config } from '../config/schema.js';
 import { contains, parseAddress, parseCidr } from '../net/ipv4.js';
 import { accessCheck, routedBehind, type AccessCheck } from '../http/access.js';
-import { HttpServer, type Endpoints } from '../http/server.js';
+import { hostPort, HttpServer, type Endpoints } from '../http/server.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { statusDocument, type ReloadState } from '../reconcile/status.js';
@@ -62,7 +62,7 @@ export async function serveEndpoints(http: HttpServer, settings: RunSettings, lo
     }
     const address = await http.startWhenThere(listen, LISTEN_RETRY_MS,
       (bound) => {
-        log.info({ listen: `${bound.address}:${bound.port}` }, `the HTTP endpoints listen on ${listen} now`);
+        log.info({ listen: hostPort(bound) }, `the HTTP endpoints listen on ${listen} now`);
         onListening();
       },
       (error) => log.error({ listen, err: error }, `the HTTP endpoints cannot listen on ${listen} (${settings.listenFrom}) yet: ${why(error)}; trying again every ${LISTEN_RETRY_MS / 1000} s`));

@@ -12,6 +12,7 @@ import { isMountPoint } from '../config/mounts.js';
 import { serialized } from '../config/reload.js';
 import type { Config } from '../config/schema.js';
 import { ConfigWatch } from '../config/watch.js';
+import { hostPort } from '../http/server.js';
 import { RateLimitedLog, type Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { ReloadState } from '../reconcile/status.js';
@@ -296,7 +297,7 @@ export class Reloads {
       log.info({ minIntervalMs: settings.minIntervalMs }, 'reconcile.minIntervalMs changed');
     }
     if (settings.listen !== listen) {
-      log.warn({ listen: settings.listen, serving: address ? `${address.address}:${address.port}` : listen }, `http.listen changed to ${settings.listen}: the endpoints stay where they are until the next start`);
+      log.warn({ listen: settings.listen, serving: address ? hostPort(address) : listen }, `http.listen changed to ${settings.listen}: the endpoints stay where they are until the next start`);
     }
   }
 }

@@ -9,6 +9,7 @@ import type { CommandModule } from 'yargs';
 import { resolveConfigPath, withConfigSource } from '../config/load.js';
 import { withDeadline } from '../exec/runner.js';
 import { makeLogger } from '../log.js';
+import { hostPort } from '../http/server.js';
 import { StatsCollector } from '../metrics/collector.js';
 import { Metrics } from '../metrics/metrics.js';
 import { NetlinkMonitor } from '../observe/monitor.js';
@@ -115,7 +116,7 @@ async function supervise(args: RunArgs, early: HeldSignals): Promise<number> {
   });
   // `status` in this namespace asks the lock where they listen: a --listen of the command line is in no file it reads.
   lock.tellEndpoints(() => http.listening());
-  log.info({ listen: address ? `${address.address}:${address.port}` : settings.listen, config: path, schedule: settings.schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
+  log.info({ listen: address ? hostPort(address) : settings.listen, config: path, schedule: settings.schedule, version: ver, codeCache: codeCache()?.state ?? 'off' }, 'vlan-gateway starting');
 
   const reloads = new Reloads({ path, args, log, metrics, supervisor, planCache, rulesCheck, state: reload, driftSchedule, listen: settings.listen, address });
   const shutdown = new Shutdown({

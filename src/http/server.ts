@@ -133,8 +133,7 @@ export class HttpServer {
   /** Where it listens now, as `HOST:PORT` (`[IPv6]:PORT`); undefined while it does not (not yet, or stopped). */
   listening(): string | undefined {
     const address = this.server?.listening ? this.server.address() : null;
-    if (address === null || typeof address === 'string' || address === undefined) return undefined;
-    return address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
+    return address === null || typeof address === 'string' || address === undefined ? undefined : hostPort(address);
   }
 
   async stop(): Promise<void> {
@@ -150,3 +149,7 @@ export class HttpServer {
     });
   }
 }
+
+/** A bound address as `--listen` writes one: `HOST:PORT`, an IPv6 host in brackets (`[::1]:9100`, not `::1:9100`). */
+export const hostPort = (address: AddressInfo): string =>
+  (address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`);

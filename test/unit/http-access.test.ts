@@ -227,3 +227,21 @@ test('vlan_gateway_http_refused_total is 0 for each VLAN (and vlan="") before an
     'vlan_gateway_http_refused_total{vlan="iot"} 0',
   ]);
 });
+
+// The supervisor says where its endpoints listen (its log's `listen`, the lock's answer to `status`, the health check's
+// file) as --listen writes an address: `::1:18735` was logged for `--listen [::1]:18735`, which no --listen takes.
+test('where the endpoints listen is said as --listen writes it: an IPv6 host in brackets; nothing before they listen or after they stop', async (t) => {
+  const server = new HttpServer({ metrics: async () => '', health: () => ({ healthy: true }), ready: () => true, status: () => ({}) });
+  t.is(server.listening(), undefined);
+  const bound = await server.start('[::1]:0');
+  t.is(server.listening(), `[::1]:${bound.port}`);
+  await server.stop();
+  t.is(server.listening(), undefined);
+  const v4 = new HttpServer({ metrics: async () => '', health: () => ({ healthy: true }), ready: () => true, status: () => ({}) });
+  const at = await v4.start('127.0.0.1:0');
+  try {
+    t.is(v4.listening(), `127.0.0.1:${at.port}`);
+  } finally {
+    await v4.stop();
+  }
+});
