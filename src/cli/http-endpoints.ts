@@ -66,8 +66,9 @@ export async function serveEndpoints(http: HttpServer, settings: RunSettings, lo
         onListening();
       },
       (error) => log.error({ listen, err: error }, `the HTTP endpoints cannot listen on ${listen} (${settings.listenFrom}) yet: ${why(error)}; trying again every ${LISTEN_RETRY_MS / 1000} s`));
-    if (address !== undefined) onListening();
-    if (address === undefined) {
+    if (address !== undefined) {
+      onListening();
+    } else {
       log.warn({ listen }, `the HTTP endpoints cannot listen on ${listen} (${settings.listenFrom}) yet: no interface has that address; `
         + 'the gateway routes meanwhile, and they listen there once its VLAN\'s NIC has it');
     }
