@@ -205,7 +205,7 @@ async function startClient(c: { name: string; network: string; address: string }
 
 /** Containers and networks of the `docker run` scenarios; the compose project has its own. */
 async function removeRunTopology() {
-  const names = [GW, INET, 'vgwt-nocap', 'vgwt-nosysctl', 'vgwt-neither', 'vgwt-noraw', ...Object.values(CLIENT).map((c) => c.name)];
+  const names = [GW, INET, 'vgwt-nocap', 'vgwt-nosysctl', 'vgwt-neither', 'vgwt-noraw', 'vgwt-listen', ...Object.values(CLIENT).map((c) => c.name)];
   await docker(['rm', '-f', ...names]);
   for (const n of Object.values(NET)) await docker(['network', 'rm', n]);
 }
@@ -585,6 +585,36 @@ serial('neither --cap-add NET_ADMIN nor --sysctl net.ipv4.ip_forward=1: one mess
   const said = r.logs.split('\n').filter((l) => l.startsWith('vlan-gateway:')).join('\n');
   t.regex(said, /--cap-add NET_ADMIN.*--sysctl net\.ipv4\.ip_forward=1/, `logs:\n${r.logs}`);
   t.log(said);
+});
+
+// A container started with `run --listen` elsewhere than the default: `docker exec … vlan-gateway status` asked
+// 127.0.0.1:10123 and failed, and the image's health check did the same (unhealthy) unless VLAN_GATEWAY_HEALTHZ_URL
+// said the address again. Both now ask the supervisor of the container's namespace where it listens.
+serial('run --listen 127.0.0.1:9999: `vlan-gateway status` and the image\'s health check find it with no address given', async (t) => {
+  const t0 = now();
+  const name = 'vgwt-listen';
+  const dir = join(scratch, 'listen');
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'gateway.yaml'), stringifyYaml({
+    uplink: { gateway: INET_ADDRESS, nat: 'masquerade' },
+    vlans: [{ name: 'office', id: 10, subnet: '192.168.10.0/24', gateway: '192.168.10.1' }], // waits: no NIC of its own
+  }));
+  try {
+    await runDetached(['--name', name, '--cap-add', 'NET_ADMIN', '--sysctl', 'net.ipv4.ip_forward=1', '--network', NET.uplink, '--ip', '203.0.113.5',
+      '-v', `${dir}:/etc/vlan-gateway:ro`, IMAGE, 'run', '--listen', '127.0.0.1:9999']);
+    const status = await waitFor('`vlan-gateway status` in the container', 30_000, async () => {
+      const r = await exec(name, ['vlan-gateway', 'status']);
+      return r.ok ? r : undefined;
+    }, 500).catch(async (error: Error) => {
+      throw new Error(`${error.message}; status: ${(await exec(name, ['vlan-gateway', 'status'])).stderr}\nlogs:\n${await gatewayLogs(name)}`);
+    });
+    t.regex(status.stdout, /office/);
+    const check = await exec(name, ['sh', '/usr/local/bin/vlan-gateway-healthcheck']); // as the HEALTHCHECK runs it
+    t.true(check.ok, `the health check in the container: ${check.stderr}\nlogs:\n${await gatewayLogs(name)}`);
+  } finally {
+    await docker(['rm', '-f', name]);
+    record(t, 'scenario: run --listen found by status and the health check', seconds(now() - t0));
+  }
 });
 
 /*
