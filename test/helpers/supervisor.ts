@@ -548,6 +548,17 @@ export interface ExampleLab {
   readonly reset: () => Promise<void>;
 }
 
+/** Kills the process group of each pid (processes a test started in groups of their own); one already gone is no error. */
+export async function killProcessGroups(pids: Iterable<number>): Promise<void> {
+  for (const pid of pids) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // ended already
+    }
+  }
+}
+
 export interface ExampleLabOptions {
   /** What the file started beside its gateways (a server writing in the scratch directory, agents in the lab's
    *  namespaces), stopped at the teardown before the gateways are killed and the lab and scratch files removed. */

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { dump as stringify, load as parse } from 'js-yaml';
 import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
-import { exampleLab, GatewayProcess, REPO, runner, sleep, waitFor } from '../helpers/supervisor.js';
+import { exampleLab, GatewayProcess, killProcessGroups, REPO, runner, sleep, waitFor } from '../helpers/supervisor.js';
 import { listeningUdp, sendUdp } from '../helpers/udp.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
@@ -21,17 +21,7 @@ const CLIENT_PORT = 40102;
 
 /** The applies started here and not yet ended (killed with their process group at the teardown). */
 const running = new Set<number>();
-const setup = exampleLab(test, 'kn', 'vgw-kn-apply-left-', {
-  stopFirst: async () => {
-    for (const pid of running) {
-      try {
-        process.kill(-pid, 'SIGKILL');
-      } catch {
-        // ended already
-      }
-    }
-  },
-});
+const setup = exampleLab(test, 'kn', 'vgw-kn-apply-left-', { stopFirst: () => killProcessGroups(running) });
 const { router } = setup;
 const hold = () => join(setup.scratch, 'hold');
 const held = () => join(setup.scratch, 'held');

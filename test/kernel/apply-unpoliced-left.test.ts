@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { dump as stringify, load as parse } from 'js-yaml';
 import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
-import { clientsKnowGatewayMac, exampleLab, GatewayProcess, inNs, REPO, runner, waitFor } from '../helpers/supervisor.js';
+import { clientsKnowGatewayMac, exampleLab, GatewayProcess, inNs, killProcessGroups, REPO, runner, waitFor } from '../helpers/supervisor.js';
 import { askUdp, udpResponder } from '../helpers/udp.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
@@ -24,17 +24,7 @@ const CLIENT_PORT = 40111;
 
 /** The applies started here and not yet ended (killed with their process group at the teardown). */
 const running = new Set<number>();
-const setup = exampleLab(test, 'kp', 'vgw-kn-unpoliced-left-', {
-  stopFirst: async () => {
-    for (const pid of running) {
-      try {
-        process.kill(-pid, 'SIGKILL');
-      } catch {
-        // ended already
-      }
-    }
-  },
-});
+const setup = exampleLab(test, 'kp', 'vgw-kp-unpoliced-left-', { stopFirst: () => killProcessGroups(running) });
 const { router } = setup;
 const hold = () => join(setup.scratch, 'hold');
 const held = () => join(setup.scratch, 'held');
