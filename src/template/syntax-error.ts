@@ -7,6 +7,7 @@
  * comments included), to find the tag at fault: the block left open, the closing tag that does not match, the `{{`
  * never closed. The message's own line number is kept where this finds nothing better.
  */
+import { quoted } from '../config/problems.js';
 
 interface Tag {
   /** The tag's text, from `{{` to `}}` (or to the end of the line where nothing closes it). */
@@ -73,11 +74,8 @@ function pairBlocks(tags: readonly Tag[]): { mismatch?: { open: Tag; close: Tag 
   return { open };
 }
 
-const shown = (tag: Tag) => JSON.stringify(tag.text.length > 60 ? `${tag.text.slice(0, 57)}...` : tag.text);
-const sourceLine = (source: string, line: number) => {
-  const text = (source.split('\n')[line - 1] ?? '').trim();
-  return JSON.stringify(text.length > 60 ? `${text.slice(0, 57)}...` : text);
-};
+const shown = (tag: Tag) => quoted(tag.text);
+const sourceLine = (source: string, line: number) => quoted((source.split('\n')[line - 1] ?? '').trim());
 
 /**
  * Handlebars' message for a template that does not parse, said plainly with the line to fix; undefined for a
