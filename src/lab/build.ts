@@ -13,7 +13,8 @@ import { assertLabName, LabError, LabInputError, labPrefix, type LabTopology } f
 
 type Argv = readonly string[];
 
-/** The build, in order: namespaces, the router's fail-closed sysctl, switch, clients, uplink, router NICs. */
+/** The build, in order: namespaces, the router's sysctls (fail-closed forwarding, ICMP errors unlimited), switch,
+ *  clients, uplink, router NICs. */
 export function labUpCommands(t: LabTopology): Argv[] {
   const out: Argv[] = [];
   const ip = (ns: string, ...args: string[]) => out.push(['ip', '-n', ns, ...args]);
@@ -21,6 +22,9 @@ export function labUpCommands(t: LabTopology): Argv[] {
   for (const ns of t.namespaces) ip(ns, 'link', 'set', 'lo', 'up');
   // A new namespace may inherit ip_forward=1; the product must switch it on itself, after its FORWARD policy.
   out.push(['ip', 'netns', 'exec', t.router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=0']);
+  // `lab check` tells a reject (an ICMP error) from a drop (nothing), and sends its probes in bursts: the kernel's
+  // per-host limit on ICMP errors (six, then one a second) would make the rest of a burst of rejects look dropped.
+  out.push(['ip', 'netns', 'exec', t.router, 'sysctl', '-q', '-w', 'net.ipv4.icmp_ratelimit=0']);
 
   for (const v of t.vlans) {
     ip(t.switch, 'link', 'add', v.bridge, 'type', 'bridge');

@@ -4,7 +4,7 @@
  */
 import type { Config } from '../config/schema.js';
 import type { CommandRunner } from '../exec/runner.js';
-import type { Verdict } from './expect.js';
+import type { Stop, Verdict } from './expect.js';
 import { mapLimit, runProbe, runProbeBatch, startAgent, type ProbeOutcome, type RunningAgent } from './probe.js';
 import type { LabTopology } from './topology.js';
 import { INTERNET, MAX_PROBES, planLabAgents, planLabProbes, type PlannedProbe } from './probe-plan.js';
@@ -14,6 +14,8 @@ export interface CheckRow extends Omit<PlannedProbe, 'spec' | 'note'> {
   readonly actual: Verdict;
   /** The source address the server saw (tcp/udp probes that passed). */
   readonly peer?: string;
+  /** How a blocked probe was stopped, when it could tell. */
+  readonly stop?: Stop;
   readonly ok: boolean;
   readonly detail: string;
 }
@@ -75,9 +77,14 @@ export async function labCheck(runner: CommandRunner, topology: LabTopology, con
       const landed = outcome.actual !== 'pass' || (
         (p.expectedPeer === undefined || peer === p.expectedPeer)
         && (p.expectedLocal === undefined || outcome.reply === undefined || outcome.reply.local === p.expectedLocal));
+      // A reject that drops leaves its clients waiting for a timeout; a drop that answers tells a scanner what is there.
+      const stoppedAsSaid = outcome.actual !== 'blocked' || p.expectedStop === undefined || outcome.stop === undefined || outcome.stop === p.expectedStop;
       const detail = [p.note, outcome.detail].filter(Boolean).join('; ');
       const { spec: _spec, note: _note, ...planned } = p;
-      return { ...planned, actual: outcome.actual, ...(peer ? { peer } : {}), ok: outcome.actual === p.expected && landed, detail };
+      return {
+        ...planned, actual: outcome.actual, ...(peer ? { peer } : {}), ...(outcome.stop ? { stop: outcome.stop } : {}),
+        ok: outcome.actual === p.expected && landed && stoppedAsSaid, detail,
+      };
     });
     const notes = plan.notProbed.map((n) => `not probed: ${n}`);
     if (plan.planned > probes.length) {

@@ -5,13 +5,15 @@
  * - forwarding.rules, first match wins. A rule matches when its from and to match (a VLAN name, "uplink", or an
  *   address / prefix inside a VLAN, which matches when the probe's source / destination address is inside it),
  *   its proto matches (absent or "all": any; "icmp": icmp only) and, when it lists ports, the probe is tcp/udp
- *   to one of them. accept → pass; drop and reject → blocked.
- * - No rule matched: VLAN → VLAN follows forwarding.default; VLAN → uplink passes; uplink → VLAN is blocked.
+ *   to one of them. accept → pass; drop and reject → blocked: drop silently, reject refused (a TCP reset, an
+ *   ICMP port unreachable).
+ * - No rule matched: VLAN → VLAN follows forwarding.default; VLAN → uplink passes; uplink → VLAN is blocked. Both
+ *   defaults drop silently.
  * - A port forward always passes: its DNAT'd connections are accepted before any forwarding rule is consulted. A
  *   port of the uplink address that no forward takes (one just outside a range) is the router's own: refused.
  * - Replies to allowed connections always pass; they are not probed separately.
  */
-import { forwardedRange, type Config, type PortForward } from '../config/schema.js';
+import { forwardedRange, type Config, type ForwardingRule, type PortForward } from '../config/schema.js';
 import { parsePorts } from '../config/validate.js';
 import { contains, parseAddress, parseCidr } from '../net/ipv4.js';
 
@@ -19,6 +21,8 @@ import { contains, parseAddress, parseCidr } from '../net/ipv4.js';
 export type Zone = string;
 export type Verdict = 'pass' | 'blocked';
 export type ProbeProto = 'icmp' | 'tcp' | 'udp';
+/** How a blocked probe is stopped: no answer at all, or an answer that refuses it (a TCP reset, an ICMP port unreachable). */
+export type Stop = 'dropped' | 'refused';
 
 export function expectedVerdict(
   config: Config,
@@ -29,10 +33,23 @@ export function expectedVerdict(
   dstAddress?: string,
   srcAddress?: string,
 ): Verdict {
-  const ruled = ruleVerdict(config, from, to, proto, port, dstAddress, srcAddress);
-  if (ruled !== undefined) return ruled;
-  if (from !== 'uplink' && to !== 'uplink') return config.forwarding.default === 'accept' ? 'pass' : 'blocked';
-  return to === 'uplink' ? 'pass' : 'blocked';
+  return expectedStop(config, from, to, proto, port, dstAddress, srcAddress) === undefined ? 'pass' : 'blocked';
+}
+
+/** How the config stops a probe (undefined: it passes). A rule's `reject` refuses it; its `drop`, and either
+ *  default, drop it without a word. */
+export function expectedStop(
+  config: Config,
+  from: Zone,
+  to: Zone,
+  proto: ProbeProto,
+  port?: number,
+  dstAddress?: string,
+  srcAddress?: string,
+): Stop | undefined {
+  const action = ruleAction(config, from, to, proto, port, dstAddress, srcAddress)
+    ?? (from !== 'uplink' && to !== 'uplink' ? config.forwarding.default : to === 'uplink' ? 'accept' : 'drop');
+  return action === 'accept' ? undefined : action === 'reject' ? 'refused' : 'dropped';
 }
 
 /** A port forward is an explicit opening: like a router's redirect rule, its DNAT'd connections are accepted
@@ -71,7 +88,8 @@ export function zoneOfAddress(config: Config, address: string): Zone | undefined
   return config.vlans.find((v) => contains(parseCidr(v.subnet)!, n))?.name;
 }
 
-function ruleVerdict(
+/** The action of the first rule that matches the probe, if any. */
+function ruleAction(
   config: Config,
   from: Zone,
   to: Zone,
@@ -79,7 +97,7 @@ function ruleVerdict(
   port: number | undefined,
   dstAddress: string | undefined,
   srcAddress: string | undefined,
-): Verdict | undefined {
+): ForwardingRule['action'] | undefined {
   for (const rule of config.forwarding.rules) {
     if (!zoneMatches(config, rule.from, from, srcAddress)) continue;
     if (!zoneMatches(config, rule.to, to, dstAddress)) continue;
@@ -88,7 +106,7 @@ function ruleVerdict(
       if ((proto !== 'tcp' && proto !== 'udp') || port === undefined) continue;
       if (!parsePorts(rule.ports).some(([low, high]) => port >= low && port <= high)) continue;
     }
-    return rule.action === 'accept' ? 'pass' : 'blocked';
+    return rule.action;
   }
   return undefined;
 }

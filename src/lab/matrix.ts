@@ -76,7 +76,9 @@ export function formatMatrix(result: CheckResult): string {
     for (const r of bad) {
       const why = r.actual !== r.expected
         ? `the config says ${r.expected}, got ${r.actual}`
-        : `passed, but not as configured (expected the server to see ${r.expectedPeer ?? 'the sender'}${r.expectedLocal ? ` on ${r.expectedLocal}` : ''})`;
+        : r.actual === 'blocked'
+          ? `blocked, but not as configured (expected it ${r.expectedStop === 'refused' ? 'refused: a TCP reset or an ICMP port unreachable' : 'dropped: no answer'})`
+          : `passed, but not as configured (expected the server to see ${r.expectedPeer ?? 'the sender'}${r.expectedLocal ? ` on ${r.expectedLocal}` : ''})`;
       out.push(`  ${r.from} → ${r.to} ${r.probe}: ${why} (${r.detail})`);
     }
   }

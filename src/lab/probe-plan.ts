@@ -20,7 +20,10 @@
  * from one agent process, a limited number in flight; pings run as processes, as many at once. The agents' replies
  * say which source the server saw and on which address:port it was reached, so the check also proves the NAT:
  * between VLANs and from the uplink the source is unchanged, the Internet host sees the masquerade / snat address
- * (or the VLAN host's own, without NAT), and a port forward lands on its target host.
+ * (or the VLAN host's own, without NAT), and a port forward lands on its target host. Since every probed port is
+ * served, a probe that is blocked was stopped on the way: it must be stopped as the config says, refused by a
+ * `reject` (a TCP reset, an ICMP port unreachable) and by the router itself on a port no forward takes, and with no answer by
+ * a `drop` or a default.
  * Pure: the plan as data. labCheck (check.ts) runs it and always stops its agents; matrix.ts prints the result.
  */
 import { forwardedRange, type Config, type ForwardingRule, type PortForward } from '../config/schema.js';
@@ -28,7 +31,7 @@ import { parsePorts } from '../config/validate.js';
 import { contains, parseAddress, parseCidr } from '../net/ipv4.js';
 import type { AgentSocket } from './agent.js';
 import {
-  expectedPortForwardVerdict, expectedUplinkNat, expectedVerdict, forwardedToPort, forwardTaking, zoneOfAddress, type ProbeProto, type Verdict,
+  expectedPortForwardVerdict, expectedStop, expectedUplinkNat, forwardedToPort, forwardTaking, zoneOfAddress, type ProbeProto, type Stop, type Verdict,
 } from './expect.js';
 import type { ProbeSpec } from './probe.js';
 import type { LabTopology } from './topology.js';
@@ -52,6 +55,8 @@ export interface PlannedProbe {
   readonly forward?: boolean;
   readonly spec: ProbeSpec;
   readonly expected: Verdict;
+  /** When it is blocked: how (a reject is refused, a drop and the defaults get no answer). */
+  readonly expectedStop?: Stop;
   /** When the probe passes: the source the server must see, and the address:port it must be reached on. */
   readonly expectedPeer?: string;
   readonly expectedLocal?: string;
@@ -202,7 +207,8 @@ export function planLabProbes(topology: LabTopology, config: Config, timeoutMs =
       forward: true,
       spec: { namespace: topology.inet, kind: forward.proto, target: u.routerAddress, port, localAddress: u.internetHost, timeoutMs },
     } as const;
-    if (taking === undefined) return { ...base, expected: 'blocked', note: `just outside ${forward.port}: not forwarded` } as const;
+    // No forward takes it: the router itself, where nothing listens, refuses it.
+    if (taking === undefined) return { ...base, expected: 'blocked', expectedStop: 'refused', note: `just outside ${forward.port}: not forwarded` } as const;
     const landing = `${taking.to}:${forwardedToPort(taking, port)}`;
     return { ...base, expected: expectedPortForwardVerdict(config, taking, u.internetHost), expectedPeer: u.internetHost, expectedLocal: landing, note: `to ${landing}` };
   }));
@@ -234,7 +240,8 @@ export function planLabProbes(topology: LabTopology, config: Config, timeoutMs =
   const probes: PlannedProbe[] = kept.map(({ from, to, want: w }) => {
     const hosts = hostsOf(from, to);
     const label = labelOf(from, to, w);
-    const expected = expectedVerdict(config, from.zone, to.zone, w.proto, w.port, to.address, from.address);
+    const stop = expectedStop(config, from.zone, to.zone, w.proto, w.port, to.address, from.address);
+    const expected: Verdict = stop === undefined ? 'pass' : 'blocked';
     const fromInternet = from === internet;
     const spec: ProbeSpec = {
       namespace: from.namespace,
@@ -245,7 +252,10 @@ export function planLabProbes(topology: LabTopology, config: Config, timeoutMs =
       ...(fromInternet || !from.own ? { localAddress: from.address } : {}),
       timeoutMs,
     };
-    const base = { from: from.column, to: to.column, probe: label, proto: w.proto, ...(w.port === undefined ? {} : { port: w.port }), hosts, spec, expected };
+    const base = {
+      from: from.column, to: to.column, probe: label, proto: w.proto, ...(w.port === undefined ? {} : { port: w.port }), hosts, spec, expected,
+      ...(stop === undefined ? {} : { expectedStop: stop }),
+    };
     if (w.proto === 'icmp') return base;
     const expectedLocal = `${to.address}:${w.port}`;
     if (to.zone !== UPLINK) return { ...base, expectedPeer: from.address, expectedLocal }; // no NAT between VLANs, nor inbound

@@ -6,7 +6,7 @@
  */
 import { inNamespace, type Child, type CommandRunner } from '../exec/runner.js';
 import { agentBatchArgv, agentConnectArgv, agentServeArgv, parseAgentReply, parseBatchOutput, type AgentReply, type AgentSocket } from './agent.js';
-import type { Verdict } from './expect.js';
+import type { Stop, Verdict } from './expect.js';
 import { LabError } from './topology.js';
 
 export interface ProbeSpec {
@@ -24,6 +24,8 @@ export interface ProbeOutcome {
   readonly actual: Verdict;
   /** For tcp/udp probes that got an answer: what the server saw. */
   readonly reply?: AgentReply;
+  /** For a blocked probe: how, when the probe could tell (an agent's own failure cannot). */
+  readonly stop?: Stop;
   readonly detail: string;
 }
 
@@ -41,7 +43,11 @@ export async function runProbe(runner: CommandRunner, spec: ProbeSpec): Promise<
     const line = result.stdout.split('\n').find((l) => /bytes from/.test(l));
     if (result.exitCode === 0 && line) return { actual: 'pass', detail: line.replace(/^.*bytes from /, 'reply from ').trim() };
     const icmp = result.stdout.split('\n').find((l) => /Unreachable|Prohibited|filtered/i.test(l))?.trim();
-    return { actual: 'blocked', detail: icmp ? `refused: ICMP ${icmp.replace(/^From \S+ icmp_seq=\d+ /, '').toLowerCase()}` : 'no answer (dropped)' };
+    if (!icmp) return { actual: 'blocked', stop: 'dropped', detail: 'no answer (dropped)' };
+    const detail = `refused: ICMP ${icmp.replace(/^From \S+ icmp_seq=\d+ /, '').toLowerCase()}`;
+    // A port unreachable is a reject's; a host unreachable the client's own kernel also says when its gateway does
+    // not answer ARP (a waiting VLAN, a router not applied yet): not said to be either.
+    return /Port Unreachable/i.test(icmp) ? { actual: 'blocked', stop: 'refused', detail } : { actual: 'blocked', detail };
   }
   if (spec.port === undefined) throw new LabError(`${spec.kind} probe to ${spec.target} needs a port`);
   const argv = agentConnectArgv(spec.kind, spec.target, spec.port, timeoutMs, spec.localAddress);
@@ -81,18 +87,19 @@ export async function runProbeBatch(
 export function connectOutcome(kind: 'tcp' | 'udp', text: string): ProbeOutcome {
   const reply = parseAgentReply(text);
   if (reply) return { actual: 'pass', reply, detail: text };
-  return { actual: 'blocked', detail: refusal(kind, text) };
+  return { actual: 'blocked', ...refusal(kind, text) };
 }
 
-function refusal(kind: 'tcp' | 'udp', text: string): string {
-  if (text === 'timeout') return 'no answer (dropped)';
+function refusal(kind: 'tcp' | 'udp', text: string): { stop?: Stop; detail: string } {
+  if (text === 'timeout') return { stop: 'dropped', detail: 'no answer (dropped)' };
   const code = /^error (\S+)/.exec(text)?.[1];
   switch (code) {
     // Linux reports both a TCP reset and an ICMP port unreachable to a connecting TCP socket as ECONNREFUSED.
-    case 'ECONNREFUSED': return kind === 'tcp' ? 'refused (TCP reset or ICMP port unreachable)' : 'refused: ICMP port unreachable';
-    case 'EHOSTUNREACH': return 'refused: ICMP host unreachable or prohibited';
-    case 'ENETUNREACH': return 'refused: ICMP network unreachable';
-    default: return text;
+    case 'ECONNREFUSED': return { stop: 'refused', detail: kind === 'tcp' ? 'refused (TCP reset or ICMP port unreachable)' : 'refused: ICMP port unreachable' };
+    // Also what the client's own kernel says when its gateway does not answer ARP: not said to be either.
+    case 'EHOSTUNREACH': return { detail: 'refused: ICMP host unreachable or prohibited' };
+    case 'ENETUNREACH': return { detail: 'refused: ICMP network unreachable' };
+    default: return { detail: text };
   }
 }
 

@@ -137,6 +137,7 @@ const signalName = uniqueLabName('i');
 const lockName = uniqueLabName('w');
 const besideName = uniqueLabName('v');
 const stoppedName = uniqueLabName('x');
+const rejectName = uniqueLabName('j');
 let topology: LabTopology | undefined;
 let config: Config | undefined;
 
@@ -150,6 +151,7 @@ tearDownAlways('remove every lab namespace this file made', async () => {
   await labDown(runner, lockName);
   await labDown(runner, besideName);
   await labDown(runner, stoppedName);
+  await labDown(runner, rejectName);
 });
 
 const linkNames = async (ns?: string): Promise<Set<string>> => {
@@ -298,6 +300,53 @@ kernel(`lab check without --config checks the config lab up applied, and says wh
     t.is(down.code, 0);
     t.false(existsSync(`/run/vgwlab/${cliName}.json`), 'lab down removes the record');
   } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+// lab check took every blocked probe for what the config says, so a `reject` that dropped (its clients wait for a
+// timeout) and a `drop` that answered (a scanner learns what is there) both said OK. And the router's ICMP errors
+// were limited per host (six, then one a second): a burst of rejected UDP probes came back half silent.
+kernel(`lab check tells a reject from a drop, for a burst of rejects too, and says which was changed by hand${NEEDS_ROOT}`, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-lab-reject-'));
+  try {
+    const path = join(dir, 'reject.yaml');
+    await writeFile(path, `uplink: {interface: eth0, gateway: 203.0.113.1}
+vlans:
+  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}
+  - {name: lab, id: 20, subnet: 192.168.20.0/24, gateway: 192.168.20.1}
+forwarding:
+  default: drop
+  rules:
+    - {from: lab, to: office, proto: udp, ports: "1,3,5,7,9,11,13,15,17,19", action: reject}
+    - {from: lab, to: office, action: reject}
+`);
+    const up = await cli('lab', 'up', '--name', rejectName, '--config', path);
+    t.is(up.code, 0, up.stderr);
+    const config = (await loadConfig(path)).config;
+    const topo = planLabTopology(config, rejectName);
+    const applied = await labCheck(runner, topo, config);
+    t.true(applied.ok, formatMatrix(applied));
+    const refused = applied.rows.filter((r) => r.stop === 'refused').map((r) => `${r.from} → ${r.to} ${r.probe}`);
+    t.true(refused.length >= 20, `every lab → office probe refused, the 20 UDP ones in one burst: ${refused.join(', ')}`);
+
+    // By hand: lab → office's TCP reset becomes a drop, and office → lab's drop (the default) a reset.
+    const inRouter = (...argv: string[]) => runner.run(['ip', 'netns', 'exec', topo.router, 'iptables', ...argv]);
+    const reset = (await inRouter('-S', 'VGW-P-20-10')).stdout.split('\n').findIndex((l) => l.includes('--reject-with tcp-reset'));
+    t.true(reset > 0);
+    await inRouter('-R', 'VGW-P-20-10', String(reset), '-p', 'tcp', '-j', 'DROP'); // -S lists -N first: its index is the rule's number
+    await inRouter('-I', 'VGW-FROM-10', '-d', '192.168.20.0/24', '-p', 'tcp', '-j', 'REJECT', '--reject-with', 'tcp-reset');
+    const changed = await labCheck(runner, topo, config);
+    t.deepEqual(changed.rows.filter((r) => !r.ok).map((r) => `${r.from} → ${r.to} ${r.probe}: ${r.expectedStop} got ${r.stop}`).sort(), [
+      'lab → office tcp/1: refused got dropped',
+      'lab → office tcp/22: refused got dropped',
+      'lab → office tcp/80: refused got dropped',
+      'office → lab tcp/22: dropped got refused',
+      'office → lab tcp/80: dropped got refused',
+    ]);
+    t.regex(formatMatrix(changed), /^ {2}lab → office tcp\/22: blocked, but not as configured \(expected it refused: a TCP reset or an ICMP port unreachable\) \(no answer \(dropped\)\)$/m);
+  } finally {
+    await labDown(runner, rejectName);
     await rm(dir, { recursive: true, force: true });
   }
 });

@@ -2,13 +2,13 @@
  * Two models of the forwarding policy side by side: `lab check`'s expectations (src/lab/expect.ts) and the
  * differential test's oracle, written from the README alone (test/helpers/forwarding-oracle.ts). On seeded random
  * configs (test/helpers/random-policy.ts), for every pair of the lab's hosts, ping and every probed port over TCP
- * and UDP, and every port of the gateway a forward may take: the same verdict, and for what passes to the uplink the
- * same source. A disagreement is a mistake in one of them (or a README that says two things).
+ * and UDP, and every port of the gateway a forward may take: the same verdict (a block said the same way: dropped or
+ * refused), and for what passes to the uplink the same source. A disagreement is a mistake in one of them (or a README that says two things).
  */
 import test from 'ava';
 import { parseConfigText } from '../../src/config/load.js';
 import { expectedUplinkNat, expectedVerdict } from '../../src/lab/index.js';
-import { forwardTaking } from '../../src/lab/expect.js';
+import { expectedStop, forwardTaking } from '../../src/lab/expect.js';
 import { forwardFor, oracleVerdict, vlanOf, type OracleGateway, type OracleHost, type Proto } from '../helpers/forwarding-oracle.js';
 import { prng } from '../helpers/prng.js';
 import { FORWARD_PORTS, generateConfig, POOL, PORTS, SNAT_TO } from '../helpers/random-policy.js';
@@ -36,8 +36,11 @@ test('the oracle and lab check\'s expectations agree on 100 seeded random config
           compared++;
           const oracle = oracleVerdict(raw, GATEWAY, from, to, proto, port);
           const lab = expectedVerdict(config, fromZone, toZone, proto, port, to.address, from.address);
+          const stop = expectedStop(config, fromZone, toZone, proto, port, to.address, from.address);
           const probe = `${from.address} → ${to.address} ${proto}${port === undefined ? '' : `/${port}`}`;
+          const oracleStop = { pass: undefined, drop: 'dropped', reject: 'refused', blocked: stop }[oracle.verdict];
           if ((oracle.verdict === 'pass') !== (lab === 'pass')) differ(`${probe}: oracle ${oracle.verdict} (${oracle.why}), expect.ts ${lab}`);
+          else if (oracleStop !== stop) differ(`${probe}: oracle ${oracle.verdict} (${oracle.why}), expect.ts ${stop ?? 'pass'}`);
           else if (oracle.verdict === 'pass' && proto !== 'icmp' && toZone === 'uplink') {
             const nat = expectedUplinkNat(config, fromZone);
             const seenAs = nat === 'masquerade' ? UPLINK_ADDRESS : nat === 'snat' ? config.uplink.snatTo : from.address;

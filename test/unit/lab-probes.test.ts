@@ -144,6 +144,38 @@ test('a policy: rules are probed from and to the hosts they name, with UDP, rang
   t.is(new Set(plan.probes.map((p) => `${p.from}|${p.to}|${p.probe}`)).size, plan.probes.length);
 });
 
+// lab check took a probe as it should be whenever it was blocked, so a `reject` that dropped (its clients wait for a
+// timeout) and a `drop` that answered both said OK: every probed port is served, so how a probe is stopped is the
+// router's doing, and the plan says how the config stops each.
+test('a blocked probe is expected stopped as the config says: refused by a reject and by the router itself, dropped by a drop and the defaults', async (t) => {
+  const { config } = await loadConfig(policyPath);
+  const plan = planLabProbes(planLabTopology(config, 'u'), config);
+  const stopOf = (line: string) => {
+    const p = plan.probes.find((x) => `${x.from} → ${x.to} ${x.probe}` === line);
+    return p === undefined ? `no probe ${line}` : p.expectedStop ?? 'passes';
+  };
+  // lab → office: tcp on its ports and icmp accepted, then `reject` for the rest (a reset for TCP, ICMP for the others).
+  t.is(stopOf('lab → office tcp/23'), 'refused');
+  t.is(stopOf('lab → office udp/22'), 'refused');
+  t.is(stopOf('lab → office tcp/22'), 'passes');
+  // A `drop` rule, and the defaults (between VLANs under default: drop, from the uplink into a VLAN): no answer.
+  t.is(stopOf('office → lab ping from 192.168.10.50'), 'dropped');
+  t.is(stopOf('iot → internet tcp/80'), 'dropped');
+  t.is(stopOf('lab → iot tcp/22'), 'dropped');
+  t.is(stopOf('internet → office tcp/22'), 'dropped');
+
+  const ranged = parseConfigText([
+    'uplink: {interface: eth0, gateway: 203.0.113.1}',
+    'vlans:',
+    '  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}',
+    'portForwards:',
+    '  - {proto: udp, port: "10000-10100", to: 192.168.10.100}',
+  ].join('\n'), 'range.yaml');
+  const forwards = planLabProbes(planLabTopology(ranged, 'u'), ranged).probes.filter((p) => p.forward);
+  // The port just past a forwarded range is the router's own, where nothing listens: refused, not dropped.
+  t.deepEqual(forwards.map((p) => `${p.probe} ${p.expectedStop ?? 'passes'}`), ['fwd udp/10000 passes', 'fwd udp/10100 passes', 'fwd udp/10101 refused']);
+});
+
 test('a rule naming an address the lab cannot host is reported as not probed, saying why', async (t) => {
   const { config } = await loadConfig(examplePath);
   const rules = withRules(config, [
@@ -223,10 +255,14 @@ test('agents serve every probed port: TCP on every address, UDP on the very addr
 });
 
 test('a blocked probe says how: a reset or ICMP refusal, or nothing at all (a silent drop)', (t) => {
-  t.like(connectOutcome('tcp', 'timeout'), { actual: 'blocked', detail: 'no answer (dropped)' });
-  t.like(connectOutcome('tcp', 'error ECONNREFUSED'), { actual: 'blocked', detail: 'refused (TCP reset or ICMP port unreachable)' });
-  t.like(connectOutcome('udp', 'error ECONNREFUSED'), { actual: 'blocked', detail: 'refused: ICMP port unreachable' });
+  t.like(connectOutcome('tcp', 'timeout'), { actual: 'blocked', stop: 'dropped', detail: 'no answer (dropped)' });
+  t.like(connectOutcome('tcp', 'error ECONNREFUSED'), { actual: 'blocked', stop: 'refused', detail: 'refused (TCP reset or ICMP port unreachable)' });
+  t.like(connectOutcome('udp', 'error ECONNREFUSED'), { actual: 'blocked', stop: 'refused', detail: 'refused: ICMP port unreachable' });
   t.like(connectOutcome('udp', 'error EHOSTUNREACH'), { actual: 'blocked', detail: 'refused: ICMP host unreachable or prohibited' });
+  // A host unreachable is also the client's own kernel when its gateway does not answer ARP, and an agent's own
+  // failure says nothing of the router: neither is judged as a reject or a drop.
+  t.is(connectOutcome('udp', 'error EHOSTUNREACH').stop, undefined);
+  t.is(connectOutcome('udp', 'error EADDRNOTAVAIL').stop, undefined);
   t.like(connectOutcome('udp', 'peer 10.0.0.1 local 10.0.0.2:53'), { actual: 'pass', reply: { peer: '10.0.0.1', local: '10.0.0.2:53' } });
 });
 
@@ -266,6 +302,20 @@ test('the matrix: a pair\'s probes grouped by result, ports joined, the Internet
     '',
     '17 probes, 1 not as the config allows (2.1 s): MISMATCH',
   ].join('\n'));
+});
+
+test('a probe blocked another way than the config says is a mismatch that says how it should have been stopped', (t) => {
+  const result: CheckResult = {
+    lab: 'demo', zones: ['office', 'lab', 'internet'], notes: [], ok: false, durationMs: 1200,
+    rows: [
+      row('lab', 'office', 'tcp/23', 'blocked', { expectedStop: 'refused', stop: 'dropped', ok: false, detail: 'no answer (dropped)' }),
+      row('office', 'lab', 'tcp/22', 'blocked', { expectedStop: 'dropped', stop: 'refused', ok: false, detail: 'refused (TCP reset or ICMP port unreachable)' }),
+    ],
+  };
+  const text = formatMatrix(result);
+  t.true(text.includes('  lab → office tcp/23: blocked, but not as configured (expected it refused: a TCP reset or an ICMP port unreachable) (no answer (dropped))'), text);
+  t.true(text.includes('  office → lab tcp/22: blocked, but not as configured (expected it dropped: no answer) (refused (TCP reset or ICMP port unreachable))'), text);
+  t.regex(text, /^office +· +tcp\/22 ✗!/m);
 });
 
 // A probe that passed but reached the wrong place (a port forward landing on another host) was said as "expected
