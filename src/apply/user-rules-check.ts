@@ -4,7 +4,8 @@
  * option it has: `-m nosuchmatch` or a misspelt option passes them and fails the restore. A restore with
  * `--test` parses the rules and commits nothing, so `validate` and a reload can refuse such a template as a config
  * error, instead of a later apply failing (and a restarted gateway never becoming ready). Only the user's chains
- * are tested: ours match on sets that may not exist yet, which iptables looks up while it parses.
+ * are tested: ours match on sets that may not exist yet, which iptables looks up while it parses. A rule of theirs
+ * may match one of those too (README): that one is left to the commit, after the apply has made the set.
  */
 import { asRun, CommandError, type CommandRunner } from '../exec/runner.js';
 import { TABLES, type Backend, type Facts, type TableName } from '../observe/facts.js';
@@ -62,7 +63,7 @@ export const REFUSALS_SAID = 10;
  * not a refusal of the config (after a first refusal, the refusals found so far are said).
  */
 async function userRulesRefusal(runner: CommandRunner, backend: Backend, desired: Desired,
-  fileOf: (chain: string) => string | undefined): Promise<PlanError | undefined> {
+  fileOf: (chain: string) => string | undefined, gatewaySets: () => ReadonlySet<string>): Promise<PlanError | undefined> {
   const test = userRulesPayload(desired);
   if (!test) return undefined;
   const argv = [...restoreCommand(backend), '--test'];
@@ -88,6 +89,14 @@ async function userRulesRefusal(runner: CommandRunner, backend: Backend, desired
     const origin = line === undefined ? undefined : origins[line - 1];
     const reason = result.stderr.split('\n').map((l) => l.replace(/^iptables[-\w]* v[\d.]+ \([^)]*\): /, '').trim())
       .find((l) => l !== '' && !/^Error occurred at line|^Try `/.test(l)) ?? `exit ${result.exitCode}`;
+    const missingSet = /^Set (\S+) doesn't exist/.exec(reason)?.[1];
+    if (origin && missingSet !== undefined && gatewaySets().has(missingSet)) {
+      // One of the gateway's sets that it makes before it writes the tables (a fresh namespace: a container's start, after
+      // `down`), which the README lets a rule match: not a fault of the rule. Its commit is its check.
+      lines.splice(line! - 1, 1);
+      origins.splice(line! - 1, 1);
+      continue;
+    }
     if (!origin) {
       // Not a rule of theirs (a declaration, COMMIT): nothing to leave out and ask again about.
       refused.push(`iptables refuses the rules of rules.dir: ${reason}`);
@@ -105,6 +114,8 @@ async function userRulesRefusal(runner: CommandRunner, backend: Backend, desired
   return refused.length === 0 ? undefined : new PlanError(refused.join('\n'));
 }
 
+const setNames = (desired: Desired): ReadonlySet<string> => new Set(desired.sets.map((set) => set.name));
+
 /** Does the plan write a rule into one of the user's chains (so iptables has not parsed it yet)? */
 const writesUserRules = (plan: Plan): boolean => plan.steps.some((s) => s.kind === 'table'
   && s.chains.some((c) => c.chain.startsWith(USER_PREFIX) && c.added.length > 0));
@@ -121,9 +132,10 @@ export const userRulesGuard = (runner: CommandRunner, templates: Templates, opti
   // nothing and whose parser (libxtables) is the same. A table that exists declares its built-in chains.
   const absent = options.readOnly && facts.backend === 'legacy' ? TABLES.filter((table) => facts.tables[table].chains.size === 0) : [];
   const only = (keep: (table: string) => boolean): Desired => ({ ...plan.desired, chains: plan.desired.chains.filter((c) => keep(c.table)) });
-  const refusals = absent.length === 0 ? [await userRulesRefusal(runner, facts.backend, plan.desired, fileOf)] : [
-    await userRulesRefusal(runner, 'legacy', only((table) => !absent.includes(table as TableName)), fileOf),
-    await userRulesRefusal(runner, 'nft', only((table) => absent.includes(table as TableName)), fileOf),
+  const sets = () => setNames(plan.desired);
+  const refusals = absent.length === 0 ? [await userRulesRefusal(runner, facts.backend, plan.desired, fileOf, sets)] : [
+    await userRulesRefusal(runner, 'legacy', only((table) => !absent.includes(table as TableName)), fileOf, sets),
+    await userRulesRefusal(runner, 'nft', only((table) => absent.includes(table as TableName)), fileOf, sets),
   ];
   const said = refusals.filter((r): r is PlanError => r !== undefined);
   if (said.length > 0) throw new PlanError(said.map((r) => r.message).join('\n'));
@@ -137,7 +149,10 @@ export const userRulesGuard = (runner: CommandRunner, templates: Templates, opti
  */
 export async function checkTemplates(runner: CommandRunner, backend: Backend, config: Config, templates: Templates): Promise<Desired> {
   const desired = planDesired(config, syntheticFacts(config), templates);
-  const refusal = await refusalUnlessLocked(runner, backend, desired, userTemplateFile(templates));
+  // validate renders as where ipset is missing (no sets); the sets the gateway makes where it is, asked for only when
+  // a rule matches one that is not there.
+  const withSets = (facts: Facts) => () => setNames(planDesired(config, { ...facts, sets: new Map() }, templates));
+  const refusal = await refusalUnlessLocked(runner, backend, desired, userTemplateFile(templates), withSets(syntheticFacts(config)));
   if (refusal instanceof PlanError) throw refusal;
   if (templates.user.length === 0) return desired;
   let detached: Desired;
@@ -147,7 +162,8 @@ export async function checkTemplates(runner: CommandRunner, backend: Backend, co
     throw withContext(error);
   }
   // The lock held past one wait: not a second wait for it.
-  const alone = refusal === LOCKED ? undefined : await refusalUnlessLocked(runner, backend, detached, userTemplateFile(templates));
+  const alone = refusal === LOCKED ? undefined
+    : await refusalUnlessLocked(runner, backend, detached, userTemplateFile(templates), withSets(detachedFacts()));
   if (alone instanceof PlanError) throw withContext(alone);
   return desired;
 }

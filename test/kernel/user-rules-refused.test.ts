@@ -104,3 +104,28 @@ kernel(`plan on iptables-legacy makes no table that was not there, and still nam
   t.regex(accepted.stdout, /^backend: iptables-legacy/m);
   t.deepEqual(await tables(), ['nat'], 'no legacy filter table made');
 });
+
+// The README lets a rule of rules.dir match the gateway's own sets. In a namespace where they are not made yet (a
+// container's start, after `down`), iptables' --test refused such a rule ("Set VGW-SUBNETS doesn't exist."): validate,
+// plan and apply called the config invalid, though the apply makes the sets before it writes the tables.
+kernel(`a rule of rules.dir that matches a set the gateway is about to make passes the check in a fresh namespace; a set nobody makes is refused${NEEDS_ROOT}`, async (t) => {
+  t.is(await inNs(ns, 'ipset', 'list', '-n'), '', 'no set made yet');
+  const { path } = await withRules('gateway-set', ['-m set --match-set VGW-SUBNETS src -p udp --dport 9 -j DROP']);
+  const validated = await cli('validate', '--netns', ns, '--config', path);
+  t.is(validated.code, 0, validated.stderr);
+  const planned = await cli('plan', '--netns', ns, '--config', path);
+  t.is(planned.code, 0, planned.stderr);
+  t.regex(planned.stdout, /^ {8}\+ -m set --match-set VGW-SUBNETS src -p udp --dport 9 -j DROP$/m);
+  const applied = await cli('apply', '--netns', ns, '--config', path);
+  t.is(applied.code, 0, applied.stderr);
+  t.regex(await save(ns, 'nft'), /^-A VGW-USER-FORWARD .*-m set --match-set VGW-SUBNETS src .*-j DROP$/m);
+  const down = await cli('down', '--netns', ns, '--config', path);
+  t.is(down.code, 0, down.stderr);
+  t.is(await inNs(ns, 'ipset', 'list', '-n'), '', 'down removed the sets');
+
+  const { path: typo, dir } = await withRules('gateway-set-typo', ['-m set --match-set VGW-SUBNETZ src -j DROP']);
+  const refused = await cli('validate', '--netns', ns, '--config', typo);
+  t.is(refused.stderr, 'vlan-gateway: invalid rules (nothing was applied):\n'
+    + `filter VGW-USER-FORWARD rule 1 (from ${dir}/filter/forward.hbs): iptables refuses it: Set VGW-SUBNETZ doesn't exist.`);
+  t.is(refused.code, 2);
+});
