@@ -231,6 +231,17 @@ const TARGET_WORD = new RegExp(`^(?:-[${SHORT_FLAGS}]*[jg]\\S*|--(?:j(?:u(?:mp?)
 
 /** The longest comment iptables keeps (the comment match's XT_MAX_COMMENT_LEN, 256 bytes with the NUL). */
 const MAX_COMMENT = 255;
+/**
+ * Texts iptables cuts to a length without a word (nft and legacy alike, iptables 1.8.9), as it does a comment: a log
+ * prefix to 29 characters (the LOG target's 30 bytes with the NUL: "telnet from office to the uplink: " was logged as
+ * "telnet from office to the upl"), an NFLOG prefix to 63 (legacy; nft keeps more). By the option before them.
+ */
+const KEPT_TEXT: ReadonlyMap<string, { what: string; most: number }> = new Map([
+  ['--comment', { what: 'comment', most: MAX_COMMENT }],
+  ['--log-prefix', { what: 'log prefix', most: 29 }],
+  ['--nflog-prefix', { what: 'NFLOG prefix', most: 63 }],
+]);
+const SHORTEST_KEPT = 29;
 
 /**
  * The longest rule body a template may write. iptables-restore reads a line into a buffer of 10,240 bytes: a longer
@@ -262,11 +273,13 @@ export function checkRuleBody(body: string): string | undefined {
   // planner, which reads a rule's target outside quotes.
   const text = tokens ? tokens.map((t) => (t.quoted ? '_' : t.text)).join(' ') : body;
   // Looked for only in a body long enough to hold one (not the gateway's own 10,000 lines).
-  if (body.length > MAX_COMMENT && body.includes('--comment')) {
+  if (body.length > SHORTEST_KEPT && (body.includes('--comment') || body.includes('-prefix'))) {
     const words = tokens ?? body.split(' ').map((word) => ({ text: word, quoted: false }));
-    const long = words.findIndex((w, i) => i > 0 && words[i - 1]!.text === '--comment' && !words[i - 1]!.quoted && w.text.length > MAX_COMMENT);
-    if (long >= 0) {
-      return `${JSON.stringify(body)} has a comment of ${words[long]!.text.length} characters: iptables keeps ${MAX_COMMENT} and cuts the rest without a word`;
+    for (let i = 1; i < words.length; i++) {
+      const kept = words[i - 1]!.quoted ? undefined : KEPT_TEXT.get(words[i - 1]!.text);
+      if (kept && words[i]!.text.length > kept.most) {
+        return `${JSON.stringify(body)} has a ${kept.what} of ${words[i]!.text.length} characters: iptables keeps ${kept.most} and cuts the rest without a word`;
+      }
     }
   }
   const odd = ODD_TARGET.exec(text)?.[1];

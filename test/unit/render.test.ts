@@ -818,6 +818,21 @@ test('a comment longer than iptables keeps is refused, naming its length; 255 ch
   t.is(checkRuleBody(`-m comment --comment "--comment" -m string --algo bm --string "${'c'.repeat(100)}" -j DROP`), undefined);
 });
 
+// iptables cuts a LOG prefix to 29 characters (and, on legacy, an NFLOG prefix to 63) as it cuts a comment, without a
+// word: `--log-prefix "telnet from {{name}} to the uplink: "` was applied as "telnet from office to the upl".
+test('a log prefix longer than iptables keeps is refused, naming its length; 29 characters pass', (t) => {
+  const log = (prefix: string) => `-p tcp --dport 23 -j LOG --log-prefix "${prefix}" --log-level 4`;
+  t.is(checkRuleBody(log('telnet from office to upl: ')), undefined);
+  t.is(checkRuleBody(log('x'.repeat(29))), undefined);
+  const long = log('telnet from office to the uplink: ');
+  t.is(checkRuleBody(long), `${JSON.stringify(long)} has a log prefix of 34 characters: iptables keeps 29 and cuts the rest without a word`);
+  const nflog = (n: number) => `-j NFLOG --nflog-group 2 --nflog-prefix ${'n'.repeat(n)}`;
+  t.is(checkRuleBody(nflog(63)), undefined);
+  t.is(checkRuleBody(nflog(64)), `${JSON.stringify(nflog(64))} has a NFLOG prefix of 64 characters: iptables keeps 63 and cuts the rest without a word`);
+  // A long text that is the value of another option, or a quoted "--log-prefix" (a value), is no prefix.
+  t.is(checkRuleBody(`-m string --algo bm --string "--log-prefix" -m comment --comment "${'c'.repeat(100)}" -j DROP`), undefined);
+});
+
 // A supervisor runs for months and compiles each new text of a user's template (every reload that edits one): the
 // compiled templates were kept for good, one per text ever rendered (about 9 KB of heap and 35 KB of RSS apiece). Serial:
 // its child's 600 compiles would otherwise take the CPU from the tests of this file that are timed.
