@@ -8,6 +8,7 @@ import { CommandError, type CommandRunner } from '../exec/runner.js';
 import type { Backend } from '../observe/facts.js';
 import { IP_FORWARD, setMemberAdmits, USER_PREFIX } from '../plan/chains.js';
 import { portText } from '../plan/conntrack.js';
+import type { ChainSource } from '../plan/check.js';
 import type { ChainChange, ConntrackClear, Plan, Step, TableStep } from '../plan/types.js';
 import { isAddressStep, runAddressBatch, type AddressStep } from './addresses.js';
 import { announce } from './announce.js';
@@ -239,8 +240,8 @@ function unpack(caught: unknown, fallback: Step): { failed: Step; error: unknown
  * rules, addresses and ip_forward are in place, which may be before the accounting members are.
  */
 export async function applyPlan(runner: CommandRunner, backend: Backend, plan: Plan, observer: ApplyObserver = {},
-  /** The template a chain of rules.dir is rendered from, to name it with a rule the kernel refuses. */
-  userFile?: (chain: string) => string | undefined): Promise<void> {
+  /** The template a chain of rules.dir is rendered from, to name it (and the line) with a rule the kernel refuses. */
+  userTemplate?: (chain: string) => ChainSource | undefined): Promise<void> {
   const { stages: list, accounting } = stages(runner, backend, plan.steps, observer);
   const undos: Undo[] = [];
   let filling: Promise<Settled> | undefined;
@@ -283,7 +284,7 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
     const commitRefusal = failed.kind === 'table' && refusedAtCommit(failed.payload, error) ? { table: failed.table, userChains: userChainsWritten(failed) } : undefined;
     const both = guessed.length === 0 && failedLine === 'COMMIT' && backend === 'legacy' && commitRefusal && commitRefusal.userChains.length > 0 ? commitRefusal.userChains : [];
     // Each chain with its template: the one place a user can look, since no rule is named.
-    const chains = (list: readonly string[]) => list.map((c) => (userFile?.(c) ? `${c} from ${userFile(c)!}` : c)).join(', ');
+    const chains = (list: readonly string[]) => list.map((c) => (userTemplate?.(c) ? `${c} from ${userTemplate(c)!.file}` : c)).join(', ');
     const likely = guessed.length > 0
       ? `\niptables-legacy refuses a table whole and names no rule; this round wrote rules of rules.dir only (${chains(guessed)}): one of them (the kernel's reason is in dmesg)`
       : both.length > 0
@@ -296,7 +297,7 @@ export async function applyPlan(runner: CommandRunner, backend: Backend, plan: P
       return step.kind === 'table' && cause instanceof CommandError ? [refusedUserRules(step.table, step.payload, cause.stderr)] : [];
     });
     const refusedRules = refusals.flatMap((r) => r.rules);
-    const refusedText = refusedRulesText(refusedRules, refusals.some((r) => r.cut), userFile);
+    const refusedText = refusedRulesText(refusedRules, refusals.some((r) => r.cut), userTemplate);
     throw new ApplyError(`${describeStep(failed)} failed: ${explain(failed, error, backend, runner.prefix)}${likely}${refusedText}\n(${rolled})`, failed,
       rollbackErrors.length === 0, rollbackErrors, failedLine, userChain, refusedRules, commitRefusal);
   }

@@ -1,5 +1,6 @@
 /** What a failed restore or batch says: which line failed, and which rules the kernel refused (pure: no I/O). */
 import { CommandError } from '../exec/runner.js';
+import { fromTemplate, type ChainSource } from '../plan/check.js';
 
 /** Which line of a batch failed, from the tool's message (0-based; the first line when it does not say). */
 export function failedScriptLine(error: unknown, pattern: RegExp, lines: number): number {
@@ -82,12 +83,11 @@ const REFUSED_SAID = 10;
  * The refused rules of rules.dir, each named by table, chain, number and template, for the end of an apply's error:
  * all of them, of every table refused, in one run (iptables' own message names the first table's, by payload line).
  */
-export function refusedRulesText(refused: readonly RefusedRule[], cut: boolean, fileOf: (chain: string) => string | undefined = () => undefined): string {
+export function refusedRulesText(refused: readonly RefusedRule[], cut: boolean,
+  templateOf: (chain: string) => ChainSource | undefined = () => undefined): string {
   if (refused.length === 0) return '';
-  const said = refused.slice(0, REFUSED_SAID).map((r) => {
-    const file = fileOf(r.chain);
-    return `${r.table} ${r.chain} rule ${r.rule}${file ? ` (from ${file})` : ''}: the kernel refuses it (${r.reason}): ${r.text}`;
-  });
+  const said = refused.slice(0, REFUSED_SAID).map((r) =>
+    `${r.table} ${r.chain} rule ${r.rule}${fromTemplate(templateOf(r.chain), r.text)}: the kernel refuses it (${r.reason}): ${r.text}`);
   const more = refused.length > REFUSED_SAID ? [`(and ${refused.length - REFUSED_SAID} more)`] : [];
   const rest = cut ? ['(iptables cut its list short: rules after the last may be refused too)'] : [];
   return `\nthe rules of rules.dir the kernel refuses (its reasons are in dmesg):\n${[...said, ...more, ...rest].join('\n')}`;

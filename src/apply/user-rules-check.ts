@@ -9,7 +9,7 @@
  */
 import { asRun, CommandError, type CommandRunner } from '../exec/runner.js';
 import { TABLES, type Backend, type Facts, type TableName } from '../observe/facts.js';
-import { PlanError } from '../plan/check.js';
+import { fromTemplate, PlanError, type ChainSource } from '../plan/check.js';
 import type { Desired, Plan } from '../plan/types.js';
 import { USER_HOOKS } from '../plan/chains.js';
 import type { Config } from '../config/schema.js';
@@ -22,7 +22,7 @@ import { USER_PREFIX } from '../plan/chains.js';
 
 
 /** Where each payload line came from: its table, chain and rule number, or nothing (a header, a declaration). */
-type Origin = { table: string; chain: string; rule: number } | undefined;
+type Origin = { table: string; chain: string; rule: number; body: string } | undefined;
 
 function userRulesPayload(desired: Desired): { payload: string; origins: Origin[] } | undefined {
   const lines: string[] = [];
@@ -36,7 +36,7 @@ function userRulesPayload(desired: Desired): { payload: string; origins: Origin[
     if (chains.length === 0) continue;
     push(`*${table}`);
     for (const c of chains) push(`:${c.name} - [0:0]`);
-    for (const c of chains) c.rules.forEach((r, i) => push(`-A ${c.name} ${r.line}`, { table, chain: c.name, rule: i + 1 }));
+    for (const c of chains) c.rules.forEach((r, i) => push(`-A ${c.name} ${r.line}`, { table, chain: c.name, rule: i + 1, body: r.line }));
     push('COMMIT');
   }
   return lines.length === 0 ? undefined : { payload: `${lines.join('\n')}\n`, origins };
@@ -63,7 +63,7 @@ export const REFUSALS_SAID = 10;
  * not a refusal of the config (after a first refusal, the refusals found so far are said).
  */
 async function userRulesRefusal(runner: CommandRunner, backend: Backend, desired: Desired,
-  fileOf: (chain: string) => string | undefined, gatewaySets: () => ReadonlySet<string>): Promise<PlanError | undefined> {
+  templateOf: (chain: string) => ChainSource | undefined, gatewaySets: () => ReadonlySet<string>): Promise<PlanError | undefined> {
   const test = userRulesPayload(desired);
   if (!test) return undefined;
   const argv = [...restoreCommand(backend), '--test'];
@@ -102,8 +102,7 @@ async function userRulesRefusal(runner: CommandRunner, backend: Backend, desired
       refused.push(`iptables refuses the rules of rules.dir: ${reason}`);
       break;
     }
-    const file = fileOf(origin.chain);
-    refused.push(`${origin.table} ${origin.chain} rule ${origin.rule}${file ? ` (from ${file})` : ''}: iptables refuses it: ${reason}`);
+    refused.push(`${origin.table} ${origin.chain} rule ${origin.rule}${fromTemplate(templateOf(origin.chain), origin.body)}: iptables refuses it: ${reason}`);
     if (refused.length === REFUSALS_SAID) {
       refused.push(`(iptables names one refused rule at a time: after ${REFUSALS_SAID}, the rules after the last were not checked)`);
       break;
@@ -126,16 +125,16 @@ const writesUserRules = (plan: Plan): boolean => plan.steps.some((s) => s.kind =
  */
 export const userRulesGuard = (runner: CommandRunner, templates: Templates, options: { readOnly?: boolean } = {}) => async (facts: Facts, plan: Plan): Promise<void> => {
   if (!writesUserRules(plan)) return;
-  const fileOf = userTemplateFile(templates);
+  const templateOf = userTemplateOf(templates);
   // iptables-legacy-restore --test makes a table that is not there yet as it reads it (empty, hooked in: its
   // module's doing). `plan` changes nothing: such a table's rules are parsed by iptables-nft, whose --test makes
   // nothing and whose parser (libxtables) is the same. A table that exists declares its built-in chains.
   const absent = options.readOnly && facts.backend === 'legacy' ? TABLES.filter((table) => facts.tables[table].chains.size === 0) : [];
   const only = (keep: (table: string) => boolean): Desired => ({ ...plan.desired, chains: plan.desired.chains.filter((c) => keep(c.table)) });
   const sets = () => setNames(plan.desired);
-  const refusals = absent.length === 0 ? [await userRulesRefusal(runner, facts.backend, plan.desired, fileOf, sets)] : [
-    await userRulesRefusal(runner, 'legacy', only((table) => !absent.includes(table as TableName)), fileOf, sets),
-    await userRulesRefusal(runner, 'nft', only((table) => absent.includes(table as TableName)), fileOf, sets),
+  const refusals = absent.length === 0 ? [await userRulesRefusal(runner, facts.backend, plan.desired, templateOf, sets)] : [
+    await userRulesRefusal(runner, 'legacy', only((table) => !absent.includes(table as TableName)), templateOf, sets),
+    await userRulesRefusal(runner, 'nft', only((table) => absent.includes(table as TableName)), templateOf, sets),
   ];
   const said = refusals.filter((r): r is PlanError => r !== undefined);
   if (said.length > 0) throw new PlanError(said.map((r) => r.message).join('\n'));
@@ -152,7 +151,7 @@ export async function checkTemplates(runner: CommandRunner, backend: Backend, co
   // validate renders as where ipset is missing (no sets); the sets the gateway makes where it is, asked for only when
   // a rule matches one that is not there.
   const withSets = (facts: Facts) => () => setNames(planDesired(config, { ...facts, sets: new Map() }, templates));
-  const refusal = await refusalUnlessLocked(runner, backend, desired, userTemplateFile(templates), withSets(syntheticFacts(config)));
+  const refusal = await refusalUnlessLocked(runner, backend, desired, userTemplateOf(templates), withSets(syntheticFacts(config)));
   if (refusal instanceof PlanError) throw refusal;
   if (templates.user.length === 0) return desired;
   let detached: Desired;
@@ -163,7 +162,7 @@ export async function checkTemplates(runner: CommandRunner, backend: Backend, co
   }
   // The lock held past one wait: not a second wait for it.
   const alone = refusal === LOCKED ? undefined
-    : await refusalUnlessLocked(runner, backend, detached, userTemplateFile(templates), withSets(detachedFacts()));
+    : await refusalUnlessLocked(runner, backend, detached, userTemplateOf(templates), withSets(detachedFacts()));
   if (alone instanceof PlanError) throw withContext(alone);
   return desired;
 }
@@ -227,5 +226,3 @@ function withContext(error: unknown): unknown {
 export const userTemplateOf = (templates: Templates) => (chain: string): Templates['user'][number]['template'] | undefined =>
   templates.user.find((u) => USER_HOOKS[u.hook].chain === chain)?.template;
 
-/** The template file a VGW-USER- chain is rendered from, for naming it in an error. */
-export const userTemplateFile = (templates: Templates) => (chain: string): string | undefined => userTemplateOf(templates)(chain)?.file;

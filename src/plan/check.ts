@@ -8,6 +8,8 @@
 import { OUR_PREFIX, POSTROUTING_CHAIN, PREROUTING_CHAIN, STANDARD_TARGETS, USER_PREFIX } from './chains.js';
 import type { DesiredChain } from './types.js';
 import { verdictOf } from './rule-text.js';
+import { sourceLineOf } from '../template/render.js';
+import { ruleBody } from './hash.js';
 
 export class PlanError extends Error {
   override readonly name = 'PlanError';
@@ -33,7 +35,13 @@ const OUR_SET_WRITE = new RegExp(`(?:^| )--(?:ad|del-|map-)[a-z-]*[ =](${OUR_PRE
 const QUOTED = /"([^"]*)"/g;
 const unquoted = (line: string) => line.replace(QUOTED, (_all, text: string) => (/\s/.test(text) ? '""' : text));
 
-export function checkJumpTargets(chains: readonly DesiredChain[], sources: ReadonlyMap<string, string> = new Map()): void {
+/** The template a chain of rules.dir is rendered from: its file, and its text (to name the line a rule comes from). */
+export interface ChainSource {
+  readonly file: string;
+  readonly source: string;
+}
+
+export function checkJumpTargets(chains: readonly DesiredChain[], sources: ReadonlyMap<string, ChainSource> = new Map()): void {
   // Per table, our chains by name; each rule's target read once (10,000 rules at 100 VLANs).
   const byTable = new Map<string, Map<string, DesiredChain>>();
   for (const chain of chains) (byTable.get(chain.table) ?? byTable.set(chain.table, new Map()).get(chain.table)!).set(chain.name, chain);
@@ -41,7 +49,7 @@ export function checkJumpTargets(chains: readonly DesiredChain[], sources: Reado
   const ours = (chain: DesiredChain, target: string | undefined) => (target?.startsWith(OUR_PREFIX) ? byTable.get(chain.table)!.get(target) : undefined);
   const problems: string[] = [];
   const where = (chain: DesiredChain, index: number) =>
-    `${chain.table} ${chain.name} rule ${index + 1}${sources.get(chain.name) ? ` (from ${sources.get(chain.name)})` : ''}`;
+    `${chain.table} ${chain.name} rule ${index + 1}${fromTemplate(sources.get(chain.name), chain.rules[index]!.line)}`;
 
   // The nat hooks each chain is reachable from decide which NAT targets it may use.
   const hooks = new Map<string, Set<string>>();
@@ -94,7 +102,7 @@ export function checkJumpTargets(chains: readonly DesiredChain[], sources: Reado
     if (seen === 'done') return;
     if (seen === 'visiting') {
       const cycle = [...path.slice(path.indexOf(chain)), chain].map((c) => c.name);
-      const files = [...new Set(cycle.map((c) => sources.get(c)).filter(Boolean))];
+      const files = [...new Set(cycle.map((c) => sources.get(c)?.file).filter(Boolean))];
       problems.push(`jump loop: ${cycle.join(' -> ')}${files.length > 0 ? ` (from ${files.join(', ')})` : ''}`);
       return;
     }
@@ -110,4 +118,14 @@ export function checkJumpTargets(chains: readonly DesiredChain[], sources: Reado
   for (const chain of chains) visit(chain);
 
   if (problems.length > 0) throw new PlanError(problems.join('\n'));
+}
+
+/**
+ * " (from FILE line N)" after a rule of rules.dir: its template, and the line there where one line of it is the rule as
+ * written (a rule a loop or a value made is named by its number in the chain alone); '' for a chain of the gateway's.
+ */
+export function fromTemplate(template: ChainSource | undefined, rule: string): string {
+  if (!template) return '';
+  const line = sourceLineOf(template.source, ruleBody(rule));
+  return ` (from ${template.file}${line === undefined ? '' : ` line ${line}`})`;
 }

@@ -510,7 +510,7 @@ function buildDesired(config: Config, facts: BindingFacts, templates: Templates,
   }
   if (refused.length > 0) throw TemplateError.of(refused);
 
-  checkJumpTargets(chains, new Map(templates.user.map((u) => [USER_HOOKS[u.hook].chain, u.template.file])));
+  checkJumpTargets(chains, new Map(templates.user.map((u) => [USER_HOOKS[u.hook].chain, u.template])));
   renderedChains.endPlan();
 
   return {

@@ -18,5 +18,8 @@ export const RULE_COMMENT = `-m comment --comment ${COMMENT_PREFIX}`;
 /** A rule of ours as it is written after `-A CHAIN `: the comment with its hash, then its body. */
 export const ruleLine = (hash: string, body: string): string => `${RULE_COMMENT}${hash} ${body}`;
 
+/** The body of a rule line (ruleLine's), or the line as it is where it is a body already. */
+export const ruleBody = (line: string): string => (line.startsWith(RULE_COMMENT) ? line.slice(line.indexOf(' ', RULE_COMMENT.length) + 1) : line);
+
 /** A digest to key caches by (a chain's inputs can be tens of kilobytes of JSON; the key need not be). */
 export const digest = (text: string): string => hash('sha1', text, 'base64url');

@@ -2,7 +2,7 @@
 import { AccountingError, ApplyError, applyPlan } from '../apply/apply.js';
 import type { ApplyObserver } from '../apply/observer.js';
 import { CONNTRACK_MISSING_WARNING, conntrackMissing, flowsWarning, type FlowsCleared } from '../apply/conntrack.js';
-import { userTemplateFile } from '../apply/user-rules-check.js';
+import { userTemplateOf } from '../apply/user-rules-check.js';
 import type { Config } from '../config/schema.js';
 import type { CommandRunner } from '../exec/runner.js';
 import { type Backend, type BackendFindings, type Facts, type KnownSets, type KnownTables } from '../observe/facts.js';
@@ -123,14 +123,14 @@ export async function reconcileOnce(
   if (plan.steps.length > 0) {
     await options.beforeWrite?.(facts, plan);
     try {
-      await applyPlan(runner, facts.backend, plan, observer, userTemplateFile(templates));
+      await applyPlan(runner, facts.backend, plan, observer, userTemplateOf(templates));
     } catch (error) {
       if (!known || !stale(error)) throw error;
       // Planned from remembered tables that had changed since the stats collector's last reading (which its next
       // one would report): a restore refused the plan, and everything was rolled back. Read them, and go again.
       facts = { ...facts, ...(await readTablesAgain(runner, known.backend)) };
       plan = planNow();
-      if (plan.steps.length > 0) await applyPlan(runner, facts.backend, plan, observer, userTemplateFile(templates));
+      if (plan.steps.length > 0) await applyPlan(runner, facts.backend, plan, observer, userTemplateOf(templates));
     }
   }
   return { facts, plan: withClearWarning(plan, flowsWarning(flows)), ...(flows ? { flows } : {}) };

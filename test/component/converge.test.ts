@@ -714,7 +714,7 @@ test('a user template only the kernel refuses (the owner match reached from PRER
   ]);
   t.deepEqual(lines.slice(-3), [
     'the rules of rules.dir the kernel refuses (its reasons are in dmesg):',
-    'nat VGW-USER-PREROUTING rule 1 (from test/fixtures/broken-templates/kernel-rejects/nat/prerouting.hbs): the kernel refuses it (Invalid argument): -m owner --uid-owner 0 -j ACCEPT',
+    'nat VGW-USER-PREROUTING rule 1 (from test/fixtures/broken-templates/kernel-rejects/nat/prerouting.hbs line 3): the kernel refuses it (Invalid argument): -m owner --uid-owner 0 -j ACCEPT',
     '(the steps already done were rolled back)',
   ]);
   t.is(error!.userChain, 'VGW-USER-PREROUTING');

@@ -275,7 +275,7 @@ kernel(`a nat table the kernel refuses, at the first apply and in an update: the
       // restore: written after the rules, they were the lines iptables-nft named, and the template went unsaid).
       const chain = `VGW-USER-${file.replace('.hbs', '').toUpperCase()}`;
       t.regex(errors[1]!, new RegExp(`\\nline \\d+: RULE_APPEND failed \\(Invalid argument\\): rule in chain ${chain}\\n`), `${where}: iptables-nft names the user's rule`);
-      t.true(errors[1]!.includes(`\nthe rules of rules.dir the kernel refuses (its reasons are in dmesg):\nnat ${chain} rule 1 (from ${join(rules, 'nat', file)}): `
+      t.true(errors[1]!.includes(`\nthe rules of rules.dir the kernel refuses (its reasons are in dmesg):\nnat ${chain} rule 1 (from ${join(rules, 'nat', file)} line 1): `
         + `the kernel refuses it (Invalid argument): ${rule}\n`), `${where}: the template and the rule are named\n${errors[1]!}`);
       if (!same(t, `${where}: the namespace after the failed apply`, await Promise.all(sides.map(ending)))) return;
       t.deepEqual(await ending(sides[1]!), before[1], `${where}: rolled back in full`);

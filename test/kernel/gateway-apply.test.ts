@@ -857,7 +857,7 @@ kernel(`validate has iptables parse the user's rules: a match it does not have i
   const before = await readState(router, true);
   const validated = await cli('validate', '--netns', router, '--config', bad.path);
   t.is(validated.code, 2, validated.stdout);
-  t.is(validated.stderr, `vlan-gateway: invalid rules (nothing was applied):\nfilter VGW-USER-FORWARD rule 2 (from ${join(FIXTURES, 'rules-unknown-match')}/filter/forward.hbs): `
+  t.is(validated.stderr, `vlan-gateway: invalid rules (nothing was applied):\nfilter VGW-USER-FORWARD rule 2 (from ${join(FIXTURES, 'rules-unknown-match')}/filter/forward.hbs line 3): `
     + "iptables refuses it: Couldn't load match `nosuchmatch':No such file or directory");
   t.deepEqual(await readState(router, true), before, '--test commits nothing');
   t.is((await cli('validate', '--netns', router, '--config', example.path)).code, 0);

@@ -223,7 +223,7 @@ const INVALID: Array<{ title: string; document: () => Record<string, unknown>; s
   {
     title: 'a user template jumping to a chain declared nowhere',
     document: () => ({ ...example0, rules: { dir: join(FIXTURES, 'rules-unknown-chain') } }),
-    stderr: () => new RegExp(`^vlan-gateway: invalid rules \\(nothing was applied\\):\nfilter VGW-USER-FORWARD rule 1 \\(from ${fixtures}/rules-unknown-chain/filter/forward\\.hbs\\) jumps to VGW-TELNET, which is not a chain declared in the filter table$`, 'm'),
+    stderr: () => new RegExp(`^vlan-gateway: invalid rules \\(nothing was applied\\):\nfilter VGW-USER-FORWARD rule 1 \\(from ${fixtures}/rules-unknown-chain/filter/forward\\.hbs line 2\\) jumps to VGW-TELNET, which is not a chain declared in the filter table$`, 'm'),
   },
   {
     title: 'a user template writing a command instead of a rule body',

@@ -311,7 +311,7 @@ kernel(`a reload whose template iptables refuses (an unknown match) is rejected:
   await gateway!.waitForLog('the rejected reload', (l) => l.level >= 50 && /reload rejected/.test(l.msg) && /nosuchmatch/.test(l.msg), 5000, from);
   const status = await gateway!.status();
   t.is(status.reload.lastResult, 'failure');
-  t.true(status.reload.lastErrors.some((e) => /VGW-USER-FORWARD rule 2 \(from \S+rules-unknown-match\/filter\/forward\.hbs\): iptables refuses it/.test(e)), JSON.stringify(status.reload));
+  t.true(status.reload.lastErrors.some((e) => /VGW-USER-FORWARD rule 2 \(from \S+rules-unknown-match\/filter\/forward\.hbs line 3\): iptables refuses it/.test(e)), JSON.stringify(status.reload));
   t.is(await iptablesSave(router(), true), before, 'nothing was applied');
   t.true(gateway!.logs.slice(from).every((l) => l.msg !== 'reconciled: changes applied'));
   await settleOn(stringify(example));
@@ -385,9 +385,9 @@ kernel(`a reload whose rules the kernel refuses at commit, in both tables, names
   t.is(errors[0], rules);
   t.deepEqual(errors.slice(-6), [
     'the rules of rules.dir the kernel refuses (its reasons are in dmesg):',
-    `filter VGW-USER-FORWARD rule 2 (from ${dir}/filter/forward.hbs): the kernel refuses it (Invalid argument): -p udp --dport 7 -j TCPMSS --clamp-mss-to-pmtu`,
-    `filter VGW-USER-FORWARD rule 4 (from ${dir}/filter/forward.hbs): the kernel refuses it (Invalid argument): -p udp --dport 8 -j TCPMSS --set-mss 1400`,
-    `nat VGW-USER-POSTROUTING rule 1 (from ${dir}/nat/postrouting.hbs): the kernel refuses it (Invalid argument): -p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu`,
+    `filter VGW-USER-FORWARD rule 2 (from ${dir}/filter/forward.hbs line 3): the kernel refuses it (Invalid argument): -p udp --dport 7 -j TCPMSS --clamp-mss-to-pmtu`,
+    `filter VGW-USER-FORWARD rule 4 (from ${dir}/filter/forward.hbs line 5): the kernel refuses it (Invalid argument): -p udp --dport 8 -j TCPMSS --set-mss 1400`,
+    `nat VGW-USER-POSTROUTING rule 1 (from ${dir}/nat/postrouting.hbs line 2): the kernel refuses it (Invalid argument): -p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu`,
     '(nothing had been changed)', // both tables refused: nothing else of the pass had been written
     'the config that last applied runs again',
   ], JSON.stringify(errors));

@@ -38,12 +38,12 @@ kernel(`a quoted option beside the rule's target is refused by iptables: validat
   const secondTarget = await withForwardRules('second-target', ['-j ACCEPT', '-p tcp --syn "-j" VGW-FORWARD -j ACCEPT']);
   const target = await cli('validate', '--netns', ns, '--config', secondTarget.path);
   t.is(target.code, 2, target.stdout);
-  t.is(target.stderr, `vlan-gateway: invalid rules (nothing was applied):\nfilter VGW-USER-FORWARD rule 2 (from ${secondTarget.template}): `
+  t.is(target.stderr, `vlan-gateway: invalid rules (nothing was applied):\nfilter VGW-USER-FORWARD rule 2 (from ${secondTarget.template} line 2): `
     + 'iptables refuses it: multiple -j flags not allowed');
 
   const command = await withForwardRules('quoted-command', ['-j ACCEPT', '-p tcp "-F" -j ACCEPT']);
   const flush = await cli('validate', '--netns', ns, '--config', command.path);
   t.is(flush.code, 2, flush.stdout);
-  t.is(flush.stderr, `vlan-gateway: invalid rules (nothing was applied):\nfilter VGW-USER-FORWARD rule 2 (from ${command.template}): `
+  t.is(flush.stderr, `vlan-gateway: invalid rules (nothing was applied):\nfilter VGW-USER-FORWARD rule 2 (from ${command.template} line 2): `
     + 'iptables refuses it: Cannot use -F with -A');
 });

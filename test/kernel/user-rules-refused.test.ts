@@ -31,9 +31,9 @@ kernel(`validate, plan and apply name every rule iptables refuses, in both table
     ['-m nosuchmatch -j ACCEPT', '-p tcp --dport 22 -j ACCEPT', '-p tcp --nosuchopt 1 -j ACCEPT'],
     ['-o eth0 -j SNAT --to-source 999.1.1.1']);
   const said = 'vlan-gateway: invalid rules (nothing was applied):\n'
-    + `filter VGW-USER-FORWARD rule 1 (from ${dir}/filter/forward.hbs): iptables refuses it: Couldn't load match \`nosuchmatch':No such file or directory\n`
-    + `filter VGW-USER-FORWARD rule 3 (from ${dir}/filter/forward.hbs): iptables refuses it: unknown option "--nosuchopt"\n`
-    + `nat VGW-USER-POSTROUTING rule 1 (from ${dir}/nat/postrouting.hbs): iptables refuses it: Bad IP address "999.1.1.1"`;
+    + `filter VGW-USER-FORWARD rule 1 (from ${dir}/filter/forward.hbs line 1): iptables refuses it: Couldn't load match \`nosuchmatch':No such file or directory\n`
+    + `filter VGW-USER-FORWARD rule 3 (from ${dir}/filter/forward.hbs line 3): iptables refuses it: unknown option "--nosuchopt"\n`
+    + `nat VGW-USER-POSTROUTING rule 1 (from ${dir}/nat/postrouting.hbs line 1): iptables refuses it: Bad IP address "999.1.1.1"`;
   const validated = await cli('validate', '--netns', ns, '--config', path);
   t.is(validated.code, 2, validated.stdout);
   t.is(validated.stderr, said);
@@ -58,7 +58,7 @@ kernel(`past ${REFUSALS_SAID} refused rules, the check stops and says the rest w
   t.is(validated.code, 2, validated.stdout);
   const lines = validated.stderr.split('\n');
   t.deepEqual(lines.slice(1), [
-    ...Array.from({ length: REFUSALS_SAID }, (_, i) => `filter VGW-USER-FORWARD rule ${i + 1} (from ${dir}/filter/forward.hbs): `
+    ...Array.from({ length: REFUSALS_SAID }, (_, i) => `filter VGW-USER-FORWARD rule ${i + 1} (from ${dir}/filter/forward.hbs line ${i + 1}): `
       + "iptables refuses it: Couldn't load match `nosuchmatch':No such file or directory"),
     `(iptables names one refused rule at a time: after ${REFUSALS_SAID}, the rules after the last were not checked)`,
   ]);
@@ -77,9 +77,9 @@ kernel(`apply names every rule the kernel refuses at commit, in both tables, in 
   t.is(applied.code, 1, applied.stdout);
   t.regex(applied.stderr, /^vlan-gateway: apply failed: applying the filter table failed: iptables-nft-restore failed/);
   t.true(applied.stderr.endsWith('\nthe rules of rules.dir the kernel refuses (its reasons are in dmesg):\n'
-    + `filter VGW-USER-FORWARD rule 2 (from ${dir}/filter/forward.hbs): the kernel refuses it (Invalid argument): -p udp --dport 7 -j TCPMSS --clamp-mss-to-pmtu\n`
-    + `filter VGW-USER-FORWARD rule 4 (from ${dir}/filter/forward.hbs): the kernel refuses it (Invalid argument): -p udp --dport 8 -j TCPMSS --set-mss 1400\n`
-    + `nat VGW-USER-POSTROUTING rule 1 (from ${dir}/nat/postrouting.hbs): the kernel refuses it (Invalid argument): -p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu\n`
+    + `filter VGW-USER-FORWARD rule 2 (from ${dir}/filter/forward.hbs line 2): the kernel refuses it (Invalid argument): -p udp --dport 7 -j TCPMSS --clamp-mss-to-pmtu\n`
+    + `filter VGW-USER-FORWARD rule 4 (from ${dir}/filter/forward.hbs line 4): the kernel refuses it (Invalid argument): -p udp --dport 8 -j TCPMSS --set-mss 1400\n`
+    + `nat VGW-USER-POSTROUTING rule 1 (from ${dir}/nat/postrouting.hbs line 1): the kernel refuses it (Invalid argument): -p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu\n`
     + '(the steps already done were rolled back)'), applied.stderr);
   t.notRegex(await save(ns, 'nft'), /VGW-/, 'both tables as they were');
   t.is(await inNs(ns, 'ipset', 'list', '-n'), '', 'the sets it made removed');
@@ -95,7 +95,7 @@ kernel(`plan on iptables-legacy makes no table that was not there, and still nam
   const { path, dir } = await withRules('legacy-plan', ['-p tcp --dport 22 -j ACCEPT', '-m nosuchmatch -j ACCEPT']);
   const planned = await cli('plan', '--netns', legacyNs, '--config', path);
   t.is(planned.stderr, 'vlan-gateway: invalid rules (nothing was applied):\n'
-    + `filter VGW-USER-FORWARD rule 2 (from ${dir}/filter/forward.hbs): iptables refuses it: Couldn't load match \`nosuchmatch':No such file or directory`);
+    + `filter VGW-USER-FORWARD rule 2 (from ${dir}/filter/forward.hbs line 2): iptables refuses it: Couldn't load match \`nosuchmatch':No such file or directory`);
   t.is(planned.code, 2);
   t.deepEqual(await tables(), ['nat'], 'no legacy filter table made');
   const good = await withRules('legacy-plan-good', ['-p tcp --dport 22 -j ACCEPT']);
@@ -126,6 +126,6 @@ kernel(`a rule of rules.dir that matches a set the gateway is about to make pass
   const { path: typo, dir } = await withRules('gateway-set-typo', ['-m set --match-set VGW-SUBNETZ src -j DROP']);
   const refused = await cli('validate', '--netns', ns, '--config', typo);
   t.is(refused.stderr, 'vlan-gateway: invalid rules (nothing was applied):\n'
-    + `filter VGW-USER-FORWARD rule 1 (from ${dir}/filter/forward.hbs): iptables refuses it: Set VGW-SUBNETZ doesn't exist.`);
+    + `filter VGW-USER-FORWARD rule 1 (from ${dir}/filter/forward.hbs line 1): iptables refuses it: Set VGW-SUBNETZ doesn't exist.`);
   t.is(refused.code, 2);
 });

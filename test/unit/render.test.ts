@@ -606,7 +606,7 @@ test('a quoted value that starts with a dash, beside the rule\'s target, is a va
 
 test('a user template jumping to an undeclared VGW- chain is a PlanError naming the file', async (t) => {
   const error = await t.throwsAsync(planWithUserDir(broken('undeclared-jump')), { instanceOf: PlanError });
-  t.is(error?.message, `filter VGW-USER-FORWARD rule 2 (from ${broken('undeclared-jump')}/filter/forward.hbs) jumps to VGW-NOPE, `
+  t.is(error?.message, `filter VGW-USER-FORWARD rule 2 (from ${broken('undeclared-jump')}/filter/forward.hbs line 2) jumps to VGW-NOPE, `
     + 'which is not a chain declared in the filter table');
 });
 
@@ -725,17 +725,17 @@ test('a rules.dir that does not exist is a config error', async (t) => {
 // that only the kernel can catch, and its rollback).
 const refusedByPlanner: Array<[string, string, string]> = [
   ['a user nat template using DROP', 'nat-drop',
-    `nat VGW-USER-POSTROUTING rule 1 (from ${broken('nat-drop')}/nat/postrouting.hbs) uses DROP, which the nat table does not allow `
+    `nat VGW-USER-POSTROUTING rule 1 (from ${broken('nat-drop')}/nat/postrouting.hbs line 1) uses DROP, which the nat table does not allow `
     + '(filter in the forward template instead)'],
   ['a user template that jumps back into VGW-FORWARD (a loop)', 'loop',
     `jump loop: VGW-FORWARD -> VGW-USER-FORWARD -> VGW-FORWARD (from ${broken('loop')}/filter/forward.hbs)`],
   ['a user filter template using DNAT', 'nat-in-filter',
-    `filter VGW-USER-FORWARD rule 1 (from ${broken('nat-in-filter')}/filter/forward.hbs) uses DNAT, which belongs in the nat table`],
+    `filter VGW-USER-FORWARD rule 1 (from ${broken('nat-in-filter')}/filter/forward.hbs line 2) uses DNAT, which belongs in the nat table`],
   ['a user prerouting template using SNAT', 'snat-in-prerouting',
-    `nat VGW-USER-PREROUTING rule 1 (from ${broken('snat-in-prerouting')}/nat/prerouting.hbs) uses SNAT in PREROUTING; `
+    `nat VGW-USER-PREROUTING rule 1 (from ${broken('snat-in-prerouting')}/nat/prerouting.hbs line 2) uses SNAT in PREROUTING; `
     + 'source NAT belongs in POSTROUTING'],
   ['a user postrouting template using DNAT', 'dnat-in-postrouting',
-    `nat VGW-USER-POSTROUTING rule 1 (from ${broken('dnat-in-postrouting')}/nat/postrouting.hbs) uses DNAT in POSTROUTING; `
+    `nat VGW-USER-POSTROUTING rule 1 (from ${broken('dnat-in-postrouting')}/nat/postrouting.hbs line 2) uses DNAT in POSTROUTING; `
     + 'destination NAT belongs in PREROUTING'],
 ];
 for (const [title, dir, message] of refusedByPlanner) {
@@ -762,9 +762,9 @@ test('targets the kernel takes only in mangle or raw are refused in filter and n
     const error = await t.throwsAsync(planWithUserDir(dir), { instanceOf: PlanError });
     const file = `${dir}/filter/forward.hbs`;
     t.is(error?.message, [
-      `filter VGW-USER-FORWARD rule 1 (from ${file}) uses DSCP, which the kernel allows only in the mangle table (the gateway writes filter and nat)`,
-      `filter VGW-USER-FORWARD rule 2 (from ${file}) uses CT, which the kernel allows only in the raw table (the gateway writes filter and nat)`,
-      `filter VGW-USER-FORWARD rule 3 (from ${file}) uses TTL, which the kernel allows only in the mangle table (the gateway writes filter and nat)`,
+      `filter VGW-USER-FORWARD rule 1 (from ${file} line 1) uses DSCP, which the kernel allows only in the mangle table (the gateway writes filter and nat)`,
+      `filter VGW-USER-FORWARD rule 2 (from ${file} line 2) uses CT, which the kernel allows only in the raw table (the gateway writes filter and nat)`,
+      `filter VGW-USER-FORWARD rule 3 (from ${file} line 3) uses TTL, which the kernel allows only in the mangle table (the gateway writes filter and nat)`,
     ].join('\n'));
   });
 });
@@ -786,12 +786,12 @@ test('a user template may fill sets of its own, not the gateway\'s: a SET target
     const error = await t.throwsAsync(planWithUserDir(dir), { instanceOf: PlanError });
     const file = `${dir}/filter/forward.hbs`;
     t.is(error?.message, [
-      `filter VGW-USER-FORWARD rule 1 (from ${file}) writes into VGW-SUBNETS, the gateway's own set: use a set of your own`,
-      `filter VGW-USER-FORWARD rule 2 (from ${file}) writes into VGW-NICS-0, the gateway's own set: use a set of your own`,
-      `filter VGW-USER-FORWARD rule 4 (from ${file}) writes into VGW-NICS-0, the gateway's own set: use a set of your own`,
-      `filter VGW-USER-FORWARD rule 5 (from ${file}) writes into VGW-PAIRS-0, the gateway's own set: use a set of your own`,
-      `filter VGW-USER-FORWARD rule 6 (from ${file}) writes into VGW-ROUTED, the gateway's own set: use a set of your own`,
-      `filter VGW-USER-FORWARD rule 7 (from ${file}) writes into VGW-NICS-0, the gateway's own set: use a set of your own`,
+      `filter VGW-USER-FORWARD rule 1 (from ${file} line 1) writes into VGW-SUBNETS, the gateway's own set: use a set of your own`,
+      `filter VGW-USER-FORWARD rule 2 (from ${file} line 2) writes into VGW-NICS-0, the gateway's own set: use a set of your own`,
+      `filter VGW-USER-FORWARD rule 4 (from ${file} line 4) writes into VGW-NICS-0, the gateway's own set: use a set of your own`,
+      `filter VGW-USER-FORWARD rule 5 (from ${file} line 5) writes into VGW-PAIRS-0, the gateway's own set: use a set of your own`,
+      `filter VGW-USER-FORWARD rule 6 (from ${file} line 6) writes into VGW-ROUTED, the gateway's own set: use a set of your own`,
+      `filter VGW-USER-FORWARD rule 7 (from ${file} line 7) writes into VGW-NICS-0, the gateway's own set: use a set of your own`,
     ].join('\n'));
   });
 });

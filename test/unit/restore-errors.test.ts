@@ -50,10 +50,12 @@ test('the rules of rules.dir the kernel refuses: each named by its chain and num
     ],
     cut: false,
   });
-  t.is(refusedRulesText(two.rules, two.cut, (chain) => (chain === 'VGW-USER-FORWARD' ? '/r/filter/forward.hbs' : undefined)), '\n'
+  // Each by its template, and the line there where one line is the rule as written (not the one a value made).
+  const template = { file: '/r/filter/forward.hbs', source: '{{#each ports}}\n-p udp --dport {{this}} -j TCPMSS --clamp-mss-to-pmtu\n{{/each}}\n  -p udp  --dport 5 -j TCPMSS --clamp-mss-to-pmtu\n' };
+  t.is(refusedRulesText(two.rules, two.cut, (chain) => (chain === 'VGW-USER-FORWARD' ? template : undefined)), '\n'
     + 'the rules of rules.dir the kernel refuses (its reasons are in dmesg):\n'
     + 'filter VGW-USER-FORWARD rule 2 (from /r/filter/forward.hbs): the kernel refuses it (Invalid argument): -p udp --dport 2 -j TCPMSS --clamp-mss-to-pmtu\n'
-    + 'filter VGW-USER-FORWARD rule 5 (from /r/filter/forward.hbs): the kernel refuses it (Invalid argument): -p udp --dport 5 -j TCPMSS --clamp-mss-to-pmtu');
+    + 'filter VGW-USER-FORWARD rule 5 (from /r/filter/forward.hbs line 4): the kernel refuses it (Invalid argument): -p udp --dport 5 -j TCPMSS --clamp-mss-to-pmtu');
   // Cut short: the lines it names, past 10 counted, and that more may be refused.
   const cut = refusedUserRules('filter', payload, refused(Array.from({ length: 12 }, (_, i) => i + 5), 'line '));
   t.true(cut.cut);
