@@ -7,7 +7,7 @@
  */
 import { OUR_PREFIX, POSTROUTING_CHAIN, PREROUTING_CHAIN, STANDARD_TARGETS, USER_PREFIX } from './chains.js';
 import type { DesiredChain } from './types.js';
-import { verdictOf } from './rule-text.js';
+import { inInterfaceOf, outInterfaceOf, verdictOf } from './rule-text.js';
 import { sourceLineOf } from '../template/render.js';
 import { ruleBody } from './hash.js';
 
@@ -63,6 +63,21 @@ export function checkJumpTargets(chains: readonly DesiredChain[], sources: Reado
   reach(byTable.get('nat')?.get(POSTROUTING_CHAIN), 'POSTROUTING', new Set());
 
   for (const chain of chains) {
+    if (chain.table === 'nat' && chain.name.startsWith(USER_PREFIX)) {
+      // iptables refuses `-o` in PREROUTING and `-i` in POSTROUTING ("Can't use -o with PREROUTING"), but not in a chain
+      // jumped to from there (nft and legacy alike), where the kernel has no such NIC for the packet and the rule never
+      // matches: `-o {{uplink.nic}}` in nat/prerouting.hbs was applied, and silently did nothing.
+      const from = hooks.get(chain.name) ?? new Set();
+      chain.rules.forEach((rule, index) => {
+        const body = ruleBody(rule.line);
+        if (from.has('PREROUTING') && outInterfaceOf(body) !== undefined) {
+          problems.push(`${where(chain, index)} matches an outgoing NIC (-o) in PREROUTING, where a packet has none yet: the match cannot work there (iptables refuses -o in PREROUTING itself)`);
+        }
+        if (from.has('POSTROUTING') && inInterfaceOf(body) !== undefined) {
+          problems.push(`${where(chain, index)} matches an incoming NIC (-i) in POSTROUTING, where a packet has none any more: the match cannot work there (iptables refuses -i in POSTROUTING itself)`);
+        }
+      });
+    }
     targets.get(chain)!.forEach((target, index) => {
       if (target === undefined) return;
       if (target.startsWith(OUR_PREFIX)) {

@@ -48,6 +48,8 @@ const spaced = (flag: string) => withSpace.get(flag) ?? withSpace.set(flag, `${f
 
 const TARGET_FLAGS = ['-j', '--jump', '-g', '--goto'];
 const OUT_FLAGS = ['-o', '--out-interface'];
+const IN_FLAGS = ['-i', '--in-interface'];
 
 export const verdictOf = (body: string) => tokenAfter(body, TARGET_FLAGS);
 export const outInterfaceOf = (body: string) => tokenAfter(body, OUT_FLAGS);
+export const inInterfaceOf = (body: string) => tokenAfter(body, IN_FLAGS);

@@ -745,6 +745,26 @@ for (const [title, dir, message] of refusedByPlanner) {
   });
 }
 
+// iptables refuses -o in PREROUTING and -i in POSTROUTING, but not in the user's chains jumped to from there (nft and
+// legacy alike), where such a rule never matches: `-o {{uplink.nic}}` in nat/prerouting.hbs applied and did nothing.
+test('a nat template matching the outgoing NIC in PREROUTING, or the incoming one in POSTROUTING, is refused naming the rule', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  try {
+    await mkdir(join(dir, 'nat'), { recursive: true });
+    await writeFile(join(dir, 'nat', 'prerouting.hbs'), '-i {{uplink.nic}} -p tcp --dport 8080 -j DNAT --to-destination 192.168.10.100:80\n-o eth0 -p tcp --dport 8081 -j ACCEPT\n');
+    await writeFile(join(dir, 'nat', 'postrouting.hbs'), '-o eth0 -s 10.9.0.0/16 -j MASQUERADE\n! --in-interface eth1 -j ACCEPT\n');
+    const error = await t.throwsAsync(planWithUserDir(dir), { instanceOf: PlanError });
+    t.is(error?.message, [
+      `nat VGW-USER-POSTROUTING rule 2 (from ${dir}/nat/postrouting.hbs line 2) matches an incoming NIC (-i) in POSTROUTING, where a packet has none any more: `
+        + 'the match cannot work there (iptables refuses -i in POSTROUTING itself)',
+      `nat VGW-USER-PREROUTING rule 2 (from ${dir}/nat/prerouting.hbs line 2) matches an outgoing NIC (-o) in PREROUTING, where a packet has none yet: `
+        + 'the match cannot work there (iptables refuses -o in PREROUTING itself)',
+    ].join('\n'));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 // A target's text is read outside quoted strings: a comment cannot hide a loop, nor lend a rule its target.
 test('a jump hidden behind a quoted comment that says -j is found, and a comment saying -j is not a target', async (t) => {
   await withForwardTemplate('-m comment --comment "x -j ACCEPT y" -j VGW-FORWARD\n', async (dir) => {
