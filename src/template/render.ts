@@ -9,18 +9,30 @@ import { precompiled } from './precompiled.js';
 import { syntaxErrorText } from './syntax-error.js';
 import { groupDigits, quoted } from '../config/problems.js';
 
-/** One thing wrong with a template: its file, what, and the rendered line where it has one. */
+/**
+ * Where in a template a problem is: the line of its output, and the line of the template itself where one line of it
+ * is the rule as written (Handlebars drops a line that holds only a block's tag, so the two drift apart).
+ */
+export interface TemplateLine {
+  readonly rendered: number;
+  readonly template?: number;
+}
+
+/** One thing wrong with a template: its file, what, and the line where it has one. */
 export interface TemplateProblem {
   readonly file: string;
   readonly detail: string;
-  readonly line?: number;
+  readonly line?: TemplateLine;
 }
 
 /** The most problems of one render said one by one; the rest are counted. */
 const TEMPLATE_PROBLEMS_SAID = 20;
 
-/** A template's problem as one line: its file, the rendered line where it has one, and what. */
-export const templateProblemText = (p: TemplateProblem) => `${p.file}${p.line !== undefined ? `, rendered line ${p.line}` : ''}: ${p.detail}`;
+/** A template's problem as one line: its file, the line (the template's where it can be told, else the output's), and what. */
+export const templateProblemText = (p: TemplateProblem) => `${p.file}${lineText(p.line)}: ${p.detail}`;
+
+const lineText = (line: TemplateLine | undefined) =>
+  (line === undefined ? '' : line.template !== undefined ? ` line ${line.template}` : `, rendered line ${line.rendered}`);
 
 /**
  * What is wrong with the templates: the first problem (file, detail, line), and the others found in the same run
@@ -32,7 +44,7 @@ export class TemplateError extends Error {
   /** The lines said once after the problems: how many more lines were refused, in which render they arose. */
   readonly notes: readonly string[];
   /** `unsaid`: how many more lines were refused; `note`: a line said once after the problems (in which render they arose). */
-  constructor(readonly file: string, readonly detail: string, readonly line?: number, others: readonly TemplateProblem[] = [],
+  constructor(readonly file: string, readonly detail: string, readonly line?: TemplateLine, others: readonly TemplateProblem[] = [],
     readonly unsaid = 0, note?: string) {
     const problems = [{ file, detail, ...(line !== undefined ? { line } : {}) }, ...others];
     const notes = [...(unsaid > 0 ? [`(and ${unsaid} more lines refused)`] : []), ...(note ? [note] : [])];
@@ -381,9 +393,13 @@ export function renderRules(source: string, file: string, data: object, limited 
   // fixed one line a run took as many runs as it had bad lines.
   const problems: TemplateProblem[] = [];
   let unsaid = 0;
-  const refuse = (detail: string, line: number) => {
-    if (problems.length < TEMPLATE_PROBLEMS_SAID) problems.push({ file, detail, line });
-    else unsaid++;
+  const refuse = (detail: string, rendered: number, body?: string) => {
+    if (problems.length >= TEMPLATE_PROBLEMS_SAID) {
+      unsaid++;
+      return;
+    }
+    const template = body === undefined ? undefined : sourceLineOf(source, body);
+    problems.push({ file, detail, line: { rendered, ...(template !== undefined ? { template } : {}) } });
   };
   text.split('\n').forEach((raw, index) => {
     const notValue = raw.includes(NOT_A_VALUE) ? raw.split(NOT_A_VALUE) : undefined; // split only where it is (the hot path)
@@ -396,7 +412,7 @@ export function renderRules(source: string, file: string, data: object, limited 
     const body = /\s\s|[^ \S]/.test(trimmed) ? trimmed.replace(/\s+/g, ' ') : trimmed;
     if (body === '') return;
     const problem = checkRuleBody(body);
-    if (problem) refuse(problem, index + 1);
+    if (problem) refuse(problem, index + 1, body);
     else bodies.push(body);
   });
   if (problems.length > 0) {

@@ -228,7 +228,7 @@ const INVALID: Array<{ title: string; document: () => Record<string, unknown>; s
   {
     title: 'a user template writing a command instead of a rule body',
     document: () => ({ ...example0, rules: { dir: join(FIXTURES, 'rules-command') } }),
-    stderr: () => new RegExp(`^vlan-gateway: invalid rule template: ${fixtures}/rules-command/filter/forward\\.hbs, rendered line 1: "-F FORWARD -j ACCEPT" uses -F: templates write rule bodies, the planner writes commands$`, 'm'),
+    stderr: () => new RegExp(`^vlan-gateway: invalid rule template: ${fixtures}/rules-command/filter/forward\\.hbs line 2: "-F FORWARD -j ACCEPT" uses -F: templates write rule bodies, the planner writes commands$`, 'm'),
   },
 ];
 

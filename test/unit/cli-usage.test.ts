@@ -315,8 +315,8 @@ test.serial('validate says every broken template of rules.dir in one run, exit 2
     t.is(result.code, 2);
     const rules = join(dir, 'rules.d');
     t.is(result.stderr, 'vlan-gateway: invalid rule templates (nothing was applied):\n'
-      + `${rules}/filter/forward.hbs, rendered line 2: "hello" is not a rule body (it must start with an option such as -s or -j)\n`
-      + `${rules}/filter/forward.hbs, rendered line 3: "-p tcp -F -j ACCEPT" uses -F: templates write rule bodies, the planner writes commands\n`
+      + `${rules}/filter/forward.hbs line 2: "hello" is not a rule body (it must start with an option such as -s or -j)\n`
+      + `${rules}/filter/forward.hbs line 3: "-p tcp -F -j ACCEPT" uses -F: templates write rule bodies, the planner writes commands\n`
       + `${rules}/nat/postrouting.hbs: "nosuch" is not defined (template line 1, column 3)\n`);
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -341,7 +341,7 @@ test.serial('validate says a file that is no template, one that cannot be read, 
       `rules.dir: ${rules}/filter/input.hbs is not a known template; use filter/forward.hbs, nat/prerouting.hbs, nat/postrouting.hbs `
       + '(they fill VGW-USER-FORWARD, VGW-USER-PREROUTING, VGW-USER-POSTROUTING) (line 4)',
       `rules.dir: cannot read ${rules}/nat/prerouting.hbs (is a directory) (line 4)`,
-      `rules.dir: ${rules}/filter/forward.hbs, rendered line 2: "hello" is not a rule body (it must start with an option such as -s or -j) (line 4)`,
+      `rules.dir: ${rules}/filter/forward.hbs line 2: "hello" is not a rule body (it must start with an option such as -s or -j) (line 4)`,
       `rules.dir: ${rules}/nat/postrouting.hbs: syntax error on template line 3: "{{/if}}" closes {{#each}}, opened on template line 1; close it with {{/each}} (line 4)`,
     ];
     for (const command of ['validate', 'plan']) {
@@ -405,7 +405,7 @@ test.serial('validate says a broken template\'s syntax and a file that is no tem
     await writeFile(config, 'vlans:\n  - {name: office, id: 10, subnet: 192.168.10.0/24, gateway: 192.168.10.1}\nrules:\n  dir: rules.d\n');
     const fixed = await runMain('validate', '--config', config);
     t.is(fixed.code, 2);
-    t.is(fixed.stderr, `vlan-gateway: invalid rule template: ${rules}/nat/postrouting.hbs, rendered line 1: "-A FOO -j ACCEPT" uses -A: `
+    t.is(fixed.stderr, `vlan-gateway: invalid rule template: ${rules}/nat/postrouting.hbs line 1: "-A FOO -j ACCEPT" uses -A: `
       + 'templates write rule bodies, the planner writes commands\n');
   } finally {
     await rm(dir, { recursive: true, force: true });

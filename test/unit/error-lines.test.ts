@@ -14,14 +14,14 @@ test('a note in parentheses goes with the problems before it, not as a line of i
   const refused = 'nat VGW-USER-POSTROUTING rule 1 (from /rules/nat/postrouting.hbs): iptables refuses it: Bad argument `-j\'';
   t.deepEqual(describeErrorLines(new PlanError(`${refused}\n${DETACHED}`)), [`${refused} ${DETACHED}`]);
 
-  const error = new TemplateError('/rules/filter/forward.hbs', '"-o" has no -j target', 2,
-    [{ file: '/rules/filter/forward.hbs', detail: '"-i" has no -j target', line: 5 }], 3, DETACHED);
+  const error = new TemplateError('/rules/filter/forward.hbs', '"-o" has no -j target', { rendered: 2 },
+    [{ file: '/rules/filter/forward.hbs', detail: '"-i" has no -j target', line: { rendered: 5, template: 7 } }], 3, DETACHED);
   t.deepEqual(describeErrorLines(error), [
     '/rules/filter/forward.hbs, rendered line 2: "-o" has no -j target',
-    `/rules/filter/forward.hbs, rendered line 5: "-i" has no -j target (and 3 more lines refused) ${DETACHED}`,
+    `/rules/filter/forward.hbs line 7: "-i" has no -j target (and 3 more lines refused) ${DETACHED}`,
   ]);
   // One problem: its line, with the kind of error said.
-  t.deepEqual(describeErrorLines(new TemplateError('/rules/filter/forward.hbs', '"-o" has no -j target', 2)),
+  t.deepEqual(describeErrorLines(new TemplateError('/rules/filter/forward.hbs', '"-o" has no -j target', { rendered: 2 })),
     ['invalid rule template: /rules/filter/forward.hbs, rendered line 2: "-o" has no -j target']);
 });
 

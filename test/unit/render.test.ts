@@ -363,7 +363,7 @@ test('a user template whose "../" climbs above the top level, or a helper called
 
 test('a rendered line with a character rules may not hold names the character and what is allowed', (t) => {
   const error = t.throws(() => renderRules("-j ACCEPT\n-m comment --comment 'x' -j ACCEPT\n", 'f.hbs', {}), { instanceOf: TemplateError });
-  t.is(error?.message, `f.hbs, rendered line 2: "-m comment --comment 'x' -j ACCEPT" has a character that is not allowed in a rule: "'" `
+  t.is(error?.message, `f.hbs line 2: "-m comment --comment 'x' -j ACCEPT" has a character that is not allowed in a rule: "'" `
     + '(allowed: letters, digits, space and ._:,/!=+@%"-)');
 });
 
@@ -423,7 +423,7 @@ test('blocks nested 2,000 deep, without a partial, are said as such, not as a pa
 
 test('a user template line with -F is refused: templates write rule bodies, not commands', async (t) => {
   const error = await t.throwsAsync(planWithUserDir(broken('flush')), { instanceOf: TemplateError });
-  t.is(error?.message, `${broken('flush')}/filter/forward.hbs, rendered line 2: "-F VGW-FORWARD -j ACCEPT" uses -F: `
+  t.is(error?.message, `${broken('flush')}/filter/forward.hbs line 2: "-F VGW-FORWARD -j ACCEPT" uses -F: `
     + 'templates write rule bodies, the planner writes commands');
 });
 
@@ -512,11 +512,22 @@ for (const [body, why] of hiddenTargets) {
 test('every refused line of a template is said in one error, each with its rendered line', (t) => {
   const error = t.throws(() => renderRules('-j ACCEPT\nhello\n-p tcp -X foo -j ACCEPT\n-p udp\n', 'rules.d/filter/forward.hbs', {}), { instanceOf: TemplateError });
   t.is(error?.message, [
-    'rules.d/filter/forward.hbs, rendered line 2: "hello" is not a rule body (it must start with an option such as -s or -j)',
-    'rules.d/filter/forward.hbs, rendered line 3: "-p tcp -X foo -j ACCEPT" uses -X: templates write rule bodies, the planner writes commands',
-    'rules.d/filter/forward.hbs, rendered line 4: "-p udp" has no -j target',
+    'rules.d/filter/forward.hbs line 2: "hello" is not a rule body (it must start with an option such as -s or -j)',
+    'rules.d/filter/forward.hbs line 3: "-p tcp -X foo -j ACCEPT" uses -X: templates write rule bodies, the planner writes commands',
+    'rules.d/filter/forward.hbs line 4: "-p udp" has no -j target',
   ].join('\n'));
-  t.deepEqual([error?.file, error?.line], ['rules.d/filter/forward.hbs', 2], 'the first problem is the error\'s own');
+  t.deepEqual([error?.file, error?.line], ['rules.d/filter/forward.hbs', { rendered: 2, template: 2 }], 'the first problem is the error\'s own');
+});
+
+// Handlebars drops a line that holds a block's tag alone, so a template's output and its source part ways at the first
+// {{#if}}: "rendered line 2" was template line 4, and a user counted lines of output they never saw.
+test('a refused line is named by its line in the template where one line there is the rule as written; by its output line where a value made it', (t) => {
+  const source = '{{#if nic}}\n-o {{nic}} -j ACCEPT\n{{/if}}\n-p tcp --dport 23\n{{#each ports}}\n-p tcp --dport {{this}}\n{{/each}}\n';
+  const error = t.throws(() => renderRules(source, 'rules.d/filter/forward.hbs', { nic: 'eth1', ports: [25] }), { instanceOf: TemplateError });
+  t.is(error?.message, [
+    'rules.d/filter/forward.hbs line 4: "-p tcp --dport 23" has no -j target',
+    'rules.d/filter/forward.hbs, rendered line 3: "-p tcp --dport 25" has no -j target',
+  ].join('\n'));
 });
 
 // `! -s 10.0.0.0/8 -j MASQUERADE` is iptables' own spelling of a negated first match (iptables-save prints it so):
@@ -548,9 +559,9 @@ test('every broken template of rules.dir is said in one error, by file', async (
     await writeFile(join(dir, 'nat', 'prerouting.hbs'), '-p tcp -j\n');
     const error = await t.throwsAsync(planWithUserDir(dir), { instanceOf: TemplateError });
     t.is(error?.message, [
-      `${dir}/filter/forward.hbs, rendered line 2: "hello" is not a rule body (it must start with an option such as -s or -j)`,
+      `${dir}/filter/forward.hbs line 2: "hello" is not a rule body (it must start with an option such as -s or -j)`,
       `${dir}/nat/postrouting.hbs: "nosuch" is not defined (template line 1, column 3)`,
-      `${dir}/nat/prerouting.hbs, rendered line 1: "-p tcp -j" has no -j target`,
+      `${dir}/nat/prerouting.hbs line 1: "-p tcp -j" has no -j target`,
     ].join('\n'));
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -560,7 +571,7 @@ test('every broken template of rules.dir is said in one error, by file', async (
 test('a quoted jump into a loop is a config error naming the template, not a kernel failure at apply', async (t) => {
   await withForwardTemplate('-j ACCEPT\n-p tcp "-j" VGW-FORWARD\n', async (dir) => {
     const error = await t.throwsAsync(planWithUserDir(dir), { instanceOf: TemplateError });
-    t.is(error?.message, `${dir}/filter/forward.hbs, rendered line 2: "-p tcp \\"-j\\" VGW-FORWARD" has the option "-j" in quotes, `
+    t.is(error?.message, `${dir}/filter/forward.hbs line 2: "-p tcp \\"-j\\" VGW-FORWARD" has the option "-j" in quotes, `
       + 'which iptables reads as the option itself: write options without quotes (quotes are for text, like a comment with spaces)');
   });
 });
@@ -890,7 +901,7 @@ test('a rule body longer than iptables-restore reads as one line is refused, sho
   // In a template, the line is named with the file, as every refused line is.
   t.throws(() => renderRules(`-j ACCEPT\n${rule(12_249)}\n`, 'f.hbs', {}, true), {
     instanceOf: TemplateError,
-    message: 'f.hbs, rendered line 2: "-s 10.1.2.3 -j ACCEPT -m comment --comme…" (12,249 characters) is too long for a rule: iptables-restore '
+    message: 'f.hbs line 2: "-s 10.1.2.3 -j ACCEPT -m comment --comme…" (12,249 characters) is too long for a rule: iptables-restore '
       + 'reads about 10,000 characters of a line and takes the rest for a line of its own; a rule here is at most 8,192 characters (split '
       + 'it into several rules, or match long lists with an ipset of your own)',
   });
