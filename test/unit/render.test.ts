@@ -650,14 +650,23 @@ test('a link in rules.dir back to a directory that holds it is not followed: the
   }
 });
 
-test('a link in rules.dir to / is not a walk through the whole machine: templates a level too deep are still named', async (t) => {
+// The walk's depth is what keeps a link to / from walking the machine. A link to / itself would make this test the
+// machine's: any stray .hbs file three levels down (/tmp/x/y.hbs) is named as misplaced, as it should be.
+test('a link in rules.dir to a deep tree (as to /) is walked three levels down, no further: templates a level too deep are still named', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'vgw-rules-'));
+  const tree = await mkdtemp(join(tmpdir(), 'vgw-tree-'));
   try {
     await mkdir(join(dir, 'filter'));
     await writeFile(join(dir, 'filter', 'forward.hbs'), '-p tcp --dport 25 -j REJECT\n');
-    await symlink('/', join(dir, 'root'));
+    // Levels below rules.dir through the link: root (1), a (2), b (3); c would be the fourth.
+    await mkdir(join(tree, 'a', 'b', 'c', 'd'), { recursive: true });
+    for (const deep of [['a', 'b', 'c'], ['a', 'b', 'c', 'd']]) await writeFile(join(tree, ...deep, 'far.hbs'), '-j RETURN\n');
+    await symlink(tree, join(dir, 'root'));
     const templates = await Promise.race([loadTemplates(dir), delay(30_000, undefined, { ref: false })]);
     t.deepEqual(templates?.user.map((u) => [u.hook, u.template.file]), [['forward', join(dir, 'filter', 'forward.hbs')]]);
+    await writeFile(join(tree, 'a', 'b', 'near.hbs'), '-j RETURN\n');
+    const near = await t.throwsAsync(loadTemplates(dir), { instanceOf: ConfigError });
+    t.deepEqual(near!.lines.filter((l) => l.includes('is not a known template')).map((l) => /\S+\.hbs/.exec(l)?.[0]), [join(dir, 'root', 'a', 'b', 'near.hbs')]);
     await rm(join(dir, 'root'));
     await mkdir(join(dir, 'old', 'nat'), { recursive: true });
     await writeFile(join(dir, 'old', 'nat', 'postrouting.hbs'), '-j RETURN\n');
@@ -665,6 +674,7 @@ test('a link in rules.dir to / is not a walk through the whole machine: template
     t.regex(misplaced!.lines[0]!, /old\/nat\/postrouting\.hbs is not a known template/);
   } finally {
     await rm(dir, { recursive: true, force: true });
+    await rm(tree, { recursive: true, force: true });
   }
 });
 
