@@ -344,6 +344,7 @@ forwarding:
     - {from: a, to: b, ports: 22, action: accept}
     - {from: a, to: b, proto: icmp, ports: "22", action: accept}
     - {from: a, to: b, proto: all, ports: "22", action: accept}
+    - {from: a, to: b, proto: tcp, ports: "0-1024", action: accept}
 `,
     lines: [
       'forwarding.rules[0].ports: "22,x" is not a port list like "22,8000-8100" (line 6)',
@@ -356,6 +357,8 @@ forwarding:
       'forwarding.rules[7].ports: needs proto: tcp or proto: udp (line 13)',
       'forwarding.rules[8].ports: needs proto: tcp or proto: udp (line 14)',
       'forwarding.rules[9].ports: needs proto: tcp or proto: udp (line 15)',
+      // A range that starts below the lowest port: its start is checked as its end is.
+      'forwarding.rules[10].ports: 0-1024 is not a port from 1 to 65535 (line 16)',
     ],
   },
   {
@@ -586,6 +589,7 @@ portForwards:
   - {port: "ssh", to: 192.168.10.100}
   - {port: "0-10", to: 192.168.10.100}
   - {port: true, to: 192.168.10.100}
+  - {port: "65500-65536", to: 192.168.10.100}
 `,
     lines: [
       'portForwards[1].port: "6010-6000" runs backwards: write the lower port first, as in "6000-6010" (line 5)',
@@ -595,6 +599,8 @@ portForwards:
       'portForwards[5].port: "ssh" is not a port or a range of ports like "6000-6010" (line 9)',
       'portForwards[6].port: "0-10": 0 is not a port from 1 to 65535 (line 10)',
       'portForwards[7].port: must be a port from 1 to 65535, or a range of ports as text like "6000-6010", not a boolean (line 11)',
+      // One past the highest port: iptables would refuse --dport 65500:65536 at apply, after validate said nothing.
+      'portForwards[8].port: "65500-65536": 65536 is not a port from 1 to 65535 (line 12)',
     ],
   },
   {
