@@ -160,6 +160,10 @@ test('a VLAN\'s gateway address added by hand on another VLAN\'s NIC does not ta
   t.deepEqual(bound(c, facts(undefined, twice))[0], ['office', 'eth0']);
   t.deepEqual(bound(c, facts(undefined, add(twice, 'eth4', { address: '192.168.10.1', prefix: 24 })))[0], ['office', 'eth4'], 'one added by hand there');
   t.deepEqual(bound(c, facts(undefined, add(twice, 'eth4', { address: '192.168.10.1', prefix: 24, metric: 7010 })))[0], ['office', 'eth4']);
+  // Ours on the newer NIC and one added by hand on the older: office stays where the gateway put its address, not
+  // moved (its address taken off, every rule of office rewritten) to the oldest NIC that holds one.
+  const both = add(add(twice, 'eth4', { address: '192.168.10.1', prefix: 24, metric: 7010 }), 'eth0', { address: '192.168.10.1', prefix: 24 });
+  t.deepEqual(bound(c, facts(undefined, both))[0], ['office', 'eth4']);
   // Neither holds it: the oldest (lowest index), whatever order the links were listed in.
   t.deepEqual(bound(c, facts(undefined, [...twice].reverse()))[0], ['office', 'eth0']);
 });
