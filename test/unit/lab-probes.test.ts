@@ -216,7 +216,7 @@ test('probes are capped, the ports the rules name kept first, and the plan says 
 // probe of a rule's own ports was left out: the check said "N of M planned probes left out" and OK, as if the rules
 // had been tried. The rules' probes now come first, and any the cap still leaves out are named per rule.
 test('with more VLANs than the cap covers, the rules\' probes run and the baseline is what is left out', (t) => {
-  const text = (count: number) => [
+  const text = (count: number, ...more: string[]) => [
     'uplink: {interface: eth0, gateway: 203.0.113.1}',
     'vlans:',
     ...Array.from({ length: count }, (_, i) => `  - {name: v${i + 1}, id: ${i + 1}, subnet: 10.${i + 1}.0.0/24, gateway: 10.${i + 1}.0.1}`),
@@ -225,6 +225,7 @@ test('with more VLANs than the cap covers, the rules\' probes run and the baseli
     '  rules:',
     '    - {from: v1, to: v2, proto: tcp, ports: "22,443", action: accept}',
     '    - {from: uplink, to: v4, proto: udp, ports: "53", action: accept}',
+    ...more,
   ].join('\n');
   const config = parseConfigText(text(12), 'v12.yaml');
   const plan = planLabProbes(planLabTopology(config, 'u'), config);
@@ -235,6 +236,11 @@ test('with more VLANs than the cap covers, the rules\' probes run and the baseli
   const labels = plan.probes.map((p) => `${p.from} → ${p.to} ${p.probe}`);
   for (const probe of ['v1 → v2 tcp/443', 'v1 → v2 tcp/23', 'v1 → v2 udp/22', 'internet → v4 udp/53', 'internet → v4 tcp/53']) t.true(labels.includes(probe), probe);
   t.false(labels.includes('v12 → v11 tcp/80'), 'the baseline\'s last pairs are left out');
+  // A rule's probe that is also one of those last baseline probes is the rule's, and runs.
+  const late = parseConfigText(text(12, '    - {from: v12, to: v11, proto: tcp, ports: "80", action: accept}'), 'v12.yaml');
+  const latePlan = planLabProbes(planLabTopology(late, 'u'), late);
+  t.deepEqual(latePlan.capped, []);
+  t.true(latePlan.probes.some((p) => `${p.from} → ${p.to} ${p.probe}` === 'v12 → v11 tcp/80'));
   // Under the cap, nothing is said.
   const small = parseConfigText(text(4), 'v4.yaml');
   t.deepEqual(planLabProbes(planLabTopology(small, 'u'), small).capped, []);
