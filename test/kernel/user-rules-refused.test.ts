@@ -123,6 +123,17 @@ kernel(`a rule of rules.dir that matches a set the gateway is about to make pass
   t.is(down.code, 0, down.stderr);
   t.is(await inNs(ns, 'ipset', 'list', '-n'), '', 'down removed the sets');
 
+  // Rules matching the set, then one iptables refuses: the set's rules are left to the commit, the other still checked.
+  const { path: many, dir: manyDir } = await withRules('gateway-set-many', [
+    ...[7, 8, 9].map((port) => `-m set --match-set VGW-SUBNETS src -p udp --dport ${port} -j DROP`),
+    '-m nosuchmatch -j DROP',
+    '-p tcp -m set --match-set VGW-SUBNETS dst -j REJECT',
+  ]);
+  const rest = await cli('validate', '--netns', ns, '--config', many);
+  t.is(rest.stderr, 'vlan-gateway: invalid rules (nothing was applied):\n'
+    + `filter VGW-USER-FORWARD rule 4 (from ${manyDir}/filter/forward.hbs line 4): iptables refuses it: Couldn't load match \`nosuchmatch':No such file or directory`);
+  t.is(rest.code, 2);
+
   const { path: typo, dir } = await withRules('gateway-set-typo', ['-m set --match-set VGW-SUBNETZ src -j DROP']);
   const refused = await cli('validate', '--netns', ns, '--config', typo);
   t.is(refused.stderr, 'vlan-gateway: invalid rules (nothing was applied):\n'
