@@ -167,7 +167,7 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
         // verdict set's deletions that narrow what passes stay before the tables (stage 1, done before stage 3 adds):
         // kept until after them, a source no longer genuine on a NIC (VGW-SUBNET-NICS) passed the new rules.
         const dels = !admits || (step.role === 'accounting' && adds === after && step.add.length > 0) ? after : members;
-        for (const m of step.del) dels.push({ line: `del ${step.set} ${m} -exist`, undo: `add ${step.set} ${m} -exist`, step });
+        for (const m of step.del) dels.push({ line: `del ${step.set} ${m} -exist`, undo: `add ${step.set} ${m} -exist`, step, deletes: { set: step.set, member: m } });
         // A created set is destroyed by its own undo: its members need none.
         // Into a set that exists, a member starts from zero: added without counters, the kernel may hand it the
         // counters of the member that last had its slot (a NIC detached and attached again), counted twice.

@@ -9,15 +9,19 @@ import { tell, type ApplyObserver } from './observer.js';
 import { failedScriptLine } from './parse-restore-failure.js';
 import { killed, StepFailed, UndoFailed, type Undo } from './steps.js';
 
-/** One line of an `ipset restore` script, how to undo it, and the step it belongs to. */
-export type SetLine = { line: string; undo?: string; step: Step };
+/**
+ * One line of an `ipset restore` script, how to undo it, and the step it belongs to. `deletes`: the line takes a
+ * member out of a set; its undo puts it back with the counters it had (runSetScript reads them first).
+ */
+export type SetLine = { line: string; undo?: string; step: Step; deletes?: { set: string; member: string } };
 
 /**
  * Several sets' lines in one `ipset restore` (one process, not one per set). ipset stops at the failing line and
  * names it ("Error in line 3"): the lines before it took effect and are undone here, and the failure is
  * reported against the step that line belongs to.
  */
-export async function runSetScript(runner: CommandRunner, lines: readonly SetLine[]): Promise<Undo> {
+export async function runSetScript(runner: CommandRunner, given: readonly SetLine[]): Promise<Undo> {
+  const lines = await withCountersKept(runner, given);
   const undoFor = (done: typeof lines): Undo => {
     const undo = done.map((l) => l.undo).filter((l): l is string => l !== undefined).reverse();
     return () => (undo.length > 0 ? runner.run(['ipset', 'restore'], { input: `${undo.join('\n')}\n`, rollback: true }) : Promise.resolve());
@@ -45,6 +49,31 @@ export async function runSetScript(runner: CommandRunner, lines: readonly SetLin
     throw new StepFailed(lines[failing]!.step, error, failing > 0);
   }
   return undoFor(lines);
+}
+
+/**
+ * The lines that delete members, their undo given the members' counters as they are now: put back by a plain
+ * `add`, a member of an accounting set started again from zero (the per-pair totals lost to a failed apply), or
+ * took the counters of whichever member last had its kernel slot. One `ipset save` per set that loses members; a
+ * set that cannot be read, or keeps no counters, keeps the plain undo.
+ */
+async function withCountersKept(runner: CommandRunner, lines: readonly SetLine[]): Promise<readonly SetLine[]> {
+  const sets = new Set(lines.flatMap((l) => (l.deletes && l.undo !== undefined ? [l.deletes.set] : [])));
+  if (sets.size === 0) return lines;
+  const counters = new Map<string, Map<string, string>>();
+  for (const set of sets) {
+    const saved = await runner.run(['ipset', 'save', set], { allowFailure: true });
+    if (saved.exitCode !== 0 || !new RegExp(`^create ${set} \\S+ .*\\bcounters\\b`, 'm').test(saved.stdout)) continue;
+    const members = new Map<string, string>();
+    forEachIpsetMember(saved.stdout, (of, member, packets, bytes) => {
+      if (of === set) members.set(member, `packets ${packets} bytes ${bytes}`);
+    });
+    counters.set(set, members);
+  }
+  return lines.map((l) => {
+    const had = l.deletes && counters.get(l.deletes.set)?.get(l.deletes.member);
+    return had === undefined ? l : { ...l, undo: `add ${l.deletes!.set} ${l.deletes!.member} ${had} -exist` };
+  });
 }
 
 export type RemakeStep = Extract<Step, { kind: 'set-update' }> & { readonly remake: number };

@@ -416,6 +416,21 @@ test('a failing nat table as a VLAN\'s NIC goes: the accounting members deleted 
   t.is(ns.snapshot(), before);
 });
 
+// Those members carry the per-pair totals (vlan_gateway forwarded counters): put back by a plain `add`, they started
+// again from zero, as if the failed apply had never been rolled back for them.
+test('a failing nat table as a VLAN\'s NIC goes: the accounting members put back keep their counters', async (t) => {
+  const ns = namespace(['eth1', 'eth2', 'eth3']);
+  const iot = withIot();
+  await apply(ns, iot);
+  await ns.run(['ipset', 'restore'], { input: 'add VGW-PAIRS-0 192.168.10.0/24,eth3 packets 7 bytes 588 -exist\n' });
+  attachOnly(ns, ['eth1', 'eth2']);
+  const before = ns.saveSets(true);
+  t.regex(before, /^add VGW-PAIRS-0 192\.168\.10\.0\/24,eth3 packets 7 bytes 588$/m, 'office → iot has counted');
+  ns.failNext({ table: 'nat' });
+  await t.throwsAsync(apply(ns, iot), { instanceOf: ApplyError });
+  t.is(ns.saveSets(true), before);
+});
+
 // A pass works out its set steps while the tables are still being read, from the sets it read and the desired state
 // (reconcileOnce, setSteps). Passes of one process plan from the same desired state: each still compares the sets it
 // read itself, and a set that is not as the gateway makes it still stops the pass before anything is written.

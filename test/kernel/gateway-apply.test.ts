@@ -37,6 +37,7 @@ let example: File;
 let rejectedByKernel: File; // nat/postrouting.hbs: TCPMSS on a UDP rule (the kernel refuses it at commit)
 let rejectedByParser: File; // default drop (filter changes) + nat/postrouting.hbs: SNAT to 999.1.1.1
 let rejectedAfterFilter: File; // default drop (filter changes) + the kernel-rejects nat/postrouting.hbs
+let rejectedWithoutLab: File; // the example without VLAN lab (its accounting members go) + the kernel-rejects nat/postrouting.hbs
 let withIot: File; // the example plus VLAN 30, whose NIC is not attached yet
 let dropByDefault: File; // the example with forwarding.default: drop (a change to the filter table)
 let offLinkGateway: File; // the example with uplink.gateway on no network of the uplink NIC (a typo)
@@ -55,6 +56,9 @@ test.before(async () => {
   });
   rejectedAfterFilter = await writeConfig('kernel-rejects-drop', {
     ...doc, forwarding: { default: 'drop' }, rules: { dir: join(FIXTURES, 'rules-kernel-rejects') },
+  });
+  rejectedWithoutLab = await writeConfig('kernel-rejects-no-lab', {
+    ...doc, vlans: (doc.vlans as { name: string }[]).filter((v) => v.name !== 'lab'), rules: { dir: join(FIXTURES, 'rules-kernel-rejects') },
   });
   dropByDefault = await writeConfig('drop-by-default', { ...doc, forwarding: { default: 'drop' } });
   noNat = await writeConfig('no-nat', { ...doc, uplink: { ...(doc.uplink as object), nat: 'none' } });
@@ -198,6 +202,30 @@ kernel(`a nat table that fails after the filter table changed: exit 1, filter ro
   t.regex(applied.stderr, /line \d+: RULE_\w+ failed/);
   t.regex(applied.stderr, /\(the steps already done were rolled back\)$/m);
   t.deepEqual(await readState(router, true), before, 'iptables-save -c (both backends), addresses, routes, sets, ip_forward');
+});
+
+// The accounting members a failing apply deleted (a VLAN taken out of the config) were put back by a plain `add`:
+// the per-pair totals that office → lab had counted started again from zero.
+kernel(`a nat table that fails as a VLAN goes: its accounting members are put back with their counters${NEEDS_ROOT}`, async (t) => {
+  const lab = labs.failClosed!;
+  const router = lab.router;
+  if (!(await save(router, 'nft', '-t', 'filter')).split('\n').includes(FORWARD_HOOK)) {
+    t.is((await apply(router, example)).code, 0, 'the example, applied');
+  }
+  const ping = await runProbe(runner, { namespace: lab.vlans[0]!.client.namespace, kind: 'ping', target: lab.vlans[1]!.client.address });
+  t.is(ping.actual, 'pass', 'office → lab counted in VGW-PAIRS-0');
+  const before = await settledState(router);
+  t.regex(before.ipsets, /^add VGW-PAIRS-0 192\.168\.10\.0\/24,\S+ packets [1-9]\d* bytes [1-9]\d*$/m);
+
+  const applied = await apply(router, rejectedWithoutLab);
+  t.is(applied.code, 1, applied.stdout);
+  t.regex(applied.stderr, /^vlan-gateway: apply failed: applying the nat table failed: /m);
+  t.regex(applied.stderr, /\(the steps already done were rolled back\)$/m);
+  // A member deleted and added again may come back elsewhere in its set's hash order: its lines are compared.
+  const sorted = (text: string) => text.split('\n').sort().join('\n');
+  const after = await readState(router, true);
+  t.is(sorted(after.ipsets), sorted(before.ipsets), 'every member with its counters');
+  t.deepEqual({ ...after, ipsets: '' }, { ...before, ipsets: '' }, 'iptables-save -c (both backends), addresses, routes, ip_forward');
 });
 
 // The rollback of our `route replace default` used to put back "via the old gateway", or delete the default
