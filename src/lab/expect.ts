@@ -24,17 +24,8 @@ export type ProbeProto = 'icmp' | 'tcp' | 'udp';
 /** How a blocked probe is stopped: no answer at all, or an answer that refuses it (a TCP reset, an ICMP port unreachable). */
 export type Stop = 'dropped' | 'refused';
 
-export function expectedVerdict(
-  config: Config,
-  from: Zone,
-  to: Zone,
-  proto: ProbeProto,
-  port?: number,
-  dstAddress?: string,
-  srcAddress?: string,
-): Verdict {
-  return expectedStop(config, from, to, proto, port, dstAddress, srcAddress) === undefined ? 'pass' : 'blocked';
-}
+/** Whether the config lets a probe through (expectedStop's arguments). */
+export const expectedVerdict = (...probe: Parameters<typeof expectedStop>): Verdict => (expectedStop(...probe) === undefined ? 'pass' : 'blocked');
 
 /** How the config stops a probe (undefined: it passes). A rule's `reject` refuses it; its `drop`, and either
  *  default, drop it without a word. */
