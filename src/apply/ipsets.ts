@@ -60,16 +60,16 @@ export async function runSetScript(runner: CommandRunner, given: readonly SetLin
 async function withCountersKept(runner: CommandRunner, lines: readonly SetLine[]): Promise<readonly SetLine[]> {
   const sets = new Set(lines.flatMap((l) => (l.deletes && l.undo !== undefined ? [l.deletes.set] : [])));
   if (sets.size === 0) return lines;
-  const counters = new Map<string, Map<string, string>>();
-  for (const set of sets) {
+  // The sets read side by side: one process's start each, not one after the other.
+  const counters = new Map(await Promise.all([...sets].map(async (set) => {
     const saved = await runner.run(['ipset', 'save', set], { allowFailure: true });
-    if (saved.exitCode !== 0 || !new RegExp(`^create ${set} \\S+ .*\\bcounters\\b`, 'm').test(saved.stdout)) continue;
     const members = new Map<string, string>();
+    if (saved.exitCode !== 0 || !new RegExp(`^create ${set} \\S+ .*\\bcounters\\b`, 'm').test(saved.stdout)) return [set, members] as const;
     forEachIpsetMember(saved.stdout, (of, member, packets, bytes) => {
       if (of === set) members.set(member, `packets ${packets} bytes ${bytes}`);
     });
-    counters.set(set, members);
-  }
+    return [set, members] as const;
+  })));
   return lines.map((l) => {
     const had = l.deletes && counters.get(l.deletes.set)?.get(l.deletes.member);
     return had === undefined ? l : { ...l, undo: `add ${l.deletes!.set} ${l.deletes!.member} ${had} -exist` };
