@@ -253,7 +253,7 @@ const KEPT_TEXT: ReadonlyMap<string, { what: string; most: number }> = new Map([
   ['--log-prefix', { what: 'log prefix', most: 29 }],
   ['--nflog-prefix', { what: 'NFLOG prefix', most: 63 }],
 ]);
-const SHORTEST_KEPT = 29;
+const SHORTEST_KEPT = Math.min(...Array.from(KEPT_TEXT.values(), (kept) => kept.most));
 
 /**
  * The longest rule body a template may write. iptables-restore reads a line into a buffer of 10,240 bytes: a longer
