@@ -153,11 +153,15 @@ export const userRulesGuard = (runner: CommandRunner, templates: Templates, opti
  * state with every NIC attached; throws what fails.
  */
 export async function checkTemplates(runner: CommandRunner, backend: Backend, config: Config, templates: Templates): Promise<Desired> {
-  const desired = planDesired(config, syntheticFacts(config), templates);
-  // validate renders as where ipset is missing (no sets); the sets the gateway makes where it is, asked for only when
-  // a rule matches one that is not there.
-  const withSets = (facts: Facts) => () => setNames(planDesired(config, { ...facts, sets: new Map() }, templates));
-  const refusal = await refusalUnlessLocked(runner, backend, desired, userTemplateOf(templates), withSets(syntheticFacts(config)));
+  const attached = syntheticFacts(config);
+  const desired = planDesired(config, attached, templates);
+  // validate renders as where ipset is missing (no sets); the sets the gateway makes where it is, planned only when a
+  // rule matches one that is not there, and once.
+  const withSets = (facts: Facts) => {
+    let names: ReadonlySet<string> | undefined;
+    return () => (names ??= setNames(planDesired(config, { ...facts, sets: new Map() }, templates)));
+  };
+  const refusal = await refusalUnlessLocked(runner, backend, desired, userTemplateOf(templates), withSets(attached));
   if (refusal instanceof PlanError) throw refusal;
   if (templates.user.length === 0) return desired;
   let detached: Desired;
