@@ -55,18 +55,23 @@ function byChain(save: string): Map<string, string[]> {
 const isLabChain = (chain: string) => /^VGW-(FROM-20|P-20-\d+)$/.test(chain);
 const dropsTcp80 = (line: string) => /-p tcp .*--dports? 80\b.*-j DROP/.test(line);
 
-/** Writes `text` as the config and waits until it runs and the gateway is idle: the reload's pass done, none queued
- *  (a pass logs at least one line) nor running for longer than the coalescing of requests (--min-interval, 100 ms).
- *  A test that puts the example config back ends with this, so the next one does not read rules still changing. */
+/** Writes `text` as the config and waits until it runs and the gateway is idle: the write read (a reload after it,
+ *  taken), the reload's pass done, none queued (a pass logs at least one line) nor running for longer than the
+ *  coalescing of requests (--min-interval, 100 ms). A test that puts the example config back ends with this, so the
+ *  next one does not read rules still changing. The config put back is often the one running already (the reload
+ *  before was refused): its hash alone is no sign that the write was read, and a loaded CI machine read it after
+ *  the 400 ms of quiet, when the test had gone on to find the last reload still "failure". */
 async function settleOn(text: string): Promise<void> {
+  const writtenAt = Date.now();
   await writeFile(configPath, text);
   const want = configHash(text);
-  await waitFor('the config back, and the gateway idle', async () => {
+  await waitFor('the write read, the config back, and the gateway idle', async () => {
     const logged = gateway!.logs.length;
     const before = await gateway!.status();
     await sleep(400);
     const after = await gateway!.status();
-    return before.config.hash === want && after.config.hash === want && before.reconciling === null && after.reconciling === null
+    const readSince = Date.parse(after.reload.lastAt ?? '') >= writtenAt && after.reload.lastResult === 'success';
+    return readSince && before.config.hash === want && after.config.hash === want && before.reconciling === null && after.reconciling === null
       && after.lastReconcile?.result === 'success' && gateway!.logs.length === logged ? true : undefined;
   }, 20_000, 20);
 }
