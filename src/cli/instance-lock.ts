@@ -26,34 +26,40 @@ export async function namespaceInode(netns: string | undefined): Promise<string>
   return `${s.dev}-${s.ino}`;
 }
 
-/** A process of another user listening on a lock's name (see foreignHolder). */
-interface ForeignHolder {
+/** A process listening on a lock's name, as /proc shows it (see lockHolder). */
+interface HolderProcess {
   readonly pid: number;
   readonly uid: number;
   readonly command: string;
+  /**
+   * Stopped (a SIGSTOP, Ctrl-Z in its terminal, a debugger): it holds the lock and does nothing until continued, and
+   * it cannot say its pid either, so its waiters used to wait out their 60 s knowing neither who nor why.
+   */
+  readonly stopped: boolean;
 }
 
 /**
- * The process listening on the abstract socket `name` when it runs as another user than this one, else undefined
- * (ours, none, or not to be found: another PID namespace's). An abstract socket has no owner or permissions: any
- * local user in the namespace can bind a lock's name before vlan-gateway does (on a host, `run --netns` and `apply
- * --netns` bind theirs in the machine's own namespace) and answer any pid it likes. Such a process is not a
+ * The process listening on the abstract socket `name`: the first found that runs as `uid` (this process's user),
+ * else, when every listener on the name is found and none is, the first of them; undefined when none is found
+ * (none, or another PID namespace's). An abstract socket has no owner or permissions: any local user in the
+ * namespace can bind a lock's name before vlan-gateway does (on a host, `run --netns` and `apply --netns` bind
+ * theirs in the machine's own namespace) and answer any pid it likes; such a process (see foreignHolder) is not a
  * vlan-gateway of root's, so neither its answer nor its hold is taken as one. Found from /proc/net/unix (the
  * listening socket's inode, in this process's network namespace) and the processes' open files; read only when
  * the name is taken.
  */
-async function foreignHolder(name: string, uid: number | undefined = process.getuid?.()): Promise<ForeignHolder | undefined> {
+async function lockHolder(name: string, uid: number | undefined = process.getuid?.()): Promise<HolderProcess | undefined> {
   if (uid === undefined) return undefined;
   // /proc/net/unix shows an abstract name's NULs as "@"; node binds one padded with NULs to the whole sun_path.
   const shown = `@${name.slice(1)}`;
   const table = await readFile('/proc/net/unix', 'utf8').catch(() => '');
   // Num RefCount Protocol Flags Type St Inode Path; Flags 00010000: listening. A name with "@" written after it shows
-  // alike: every such listener is looked at, and one that is ours (or not found) is taken for the holder.
+  // alike: every such listener is looked at, and one that is ours is taken for the holder.
   const inodes = new Set(table.split('\n').map((line) => line.trim().split(/\s+/))
     .filter((f) => f[3] === '00010000' && f[7] !== undefined && f[7].startsWith(shown) && /^@*$/.test(f[7].slice(shown.length)))
     .map((f) => `socket:[${f[6]}]`));
   if (inodes.size === 0) return undefined;
-  const found = new Map<string, ForeignHolder | 'ours'>();
+  const found = new Map<string, HolderProcess>();
   for (const entry of await readdir('/proc').catch(() => [])) {
     if (!/^\d+$/.test(entry)) continue;
     for (const fd of await readdir(`/proc/${entry}/fd`).catch(() => [])) {
@@ -61,16 +67,35 @@ async function foreignHolder(name: string, uid: number | undefined = process.get
       if (!inodes.has(link) || found.has(link)) continue;
       const status = await readFile(`/proc/${entry}/status`, 'utf8').catch(() => '');
       const effective = Number(/^Uid:\s+\d+\s+(\d+)/m.exec(status)?.[1]);
-      if (!Number.isInteger(effective) || effective === uid) return undefined;
-      found.set(link, { pid: Number(entry), uid: effective, command: (await readFile(`/proc/${entry}/comm`, 'utf8').catch(() => '?')).trim() });
+      if (!Number.isInteger(effective)) continue;
+      const holder = {
+        pid: Number(entry),
+        uid: effective,
+        command: (await readFile(`/proc/${entry}/comm`, 'utf8').catch(() => '?')).trim(),
+        // T: stopped by a signal; t: stopped by a tracer.
+        stopped: /^State:\s+[Tt]\b/m.test(status),
+      };
+      if (effective === uid) return holder;
+      found.set(link, holder);
     }
     if (found.size === inodes.size) break;
   }
   const holders = [...found.values()];
-  return holders.length === inodes.size ? holders[0] as ForeignHolder : undefined;
+  return holders.length === inodes.size ? holders[0] : undefined;
 }
 
-const foreignText = (name: string, holder: ForeignHolder) =>
+/** The holder of a lock's name when it is a process of another user (see lockHolder), else undefined. */
+async function foreignHolder(name: string, uid: number | undefined = process.getuid?.()): Promise<HolderProcess | undefined> {
+  const holder = await lockHolder(name, uid);
+  return holder !== undefined && holder.uid !== uid ? holder : undefined;
+}
+
+/** Said after what a waiter says of a holder that is stopped, else nothing. */
+const stoppedText = (holder: HolderProcess | undefined) => (holder?.stopped
+  ? `; pid ${holder.pid} is stopped (a SIGSTOP, Ctrl-Z in its terminal, or a debugger): it holds the lock and goes on only once continued (kill -CONT ${holder.pid})`
+  : '');
+
+const foreignText = (name: string, holder: HolderProcess) =>
   `the name of its lock (the abstract socket @${name.slice(1)}) is held by pid ${holder.pid} (${holder.command}, uid ${holder.uid}), `
   + `a process of another user, not a vlan-gateway of uid ${process.getuid?.()}: stop that process`;
 
@@ -206,8 +231,8 @@ export class InstanceLock extends Lock {
         });
         return lock;
       }
-      const foreign = await foreignHolder(name);
-      if (foreign) throw new FailureError(`cannot manage ${where(netns)}: ${foreignText(name, foreign)}`);
+      const holder = await lockHolder(name);
+      if (holder && holder.uid !== process.getuid?.()) throw new FailureError(`cannot manage ${where(netns)}: ${foreignText(name, holder)}`);
       const pid = await holderPid(name);
       // Its holder's namespace is gone (this one has its inode now): it has let the lock go, or is closing it. Or
       // its holder has just exited.
@@ -215,7 +240,9 @@ export class InstanceLock extends Lock {
         await new Promise((resolve) => setTimeout(resolve, 50));
         continue;
       }
-      throw new FailureError(`another vlan-gateway run${pid && /^\d+$/.test(pid) ? ` (pid ${pid})` : ''} already manages ${where(netns)}: two would undo each other's changes; stop it first`);
+      // A stopped holder cannot say its pid: /proc can.
+      const known = pid && /^\d+$/.test(pid) ? pid : holder?.pid;
+      throw new FailureError(`another vlan-gateway run${known ? ` (pid ${known})` : ''} already manages ${where(netns)}: two would undo each other's changes; stop it first${stoppedText(holder)}`);
     }
   }
 
@@ -307,22 +334,26 @@ export class WriteLock extends Lock {
     const deadline = performance.now() + options.timeoutMs;
     let said = false;
     let asked: string | undefined;
+    let holder: HolderProcess | undefined;
     for (;;) {
       const server = await listen(name);
       if (server) return new WriteLock(server);
       const pid = await holderPid(name);
-      // Looked at again only when the answer changes: a wait beside a long apply does not read /proc 20 times a second.
-      if (pid !== asked || !said) {
-        const foreign = await foreignHolder(name);
-        if (foreign) throw new FailureError(`cannot write to ${where(netns)}: ${foreignText(name, foreign)}; nothing was changed`);
+      // Looked at again only when the answer changes (a holder stopped or continued changes it: a stopped one does
+      // not answer): a wait beside a long apply does not read /proc 20 times a second. And once more at the end.
+      const last = performance.now() >= deadline;
+      if (pid !== asked || !said || last) {
+        holder = await lockHolder(name);
+        if (holder && holder.uid !== process.getuid?.()) throw new FailureError(`cannot write to ${where(netns)}: ${foreignText(name, holder)}; nothing was changed`);
       }
       asked = pid;
-      const other = `another vlan-gateway apply or down${pid ? ` (pid ${pid})` : ''}`;
-      if (performance.now() >= deadline) {
-        throw new FailureError(`${other} still held ${where(netns)} after ${options.timeoutMs / 1000} s of waiting; nothing was changed`);
+      const known = pid || holder?.pid; // a stopped holder cannot say its pid: /proc can
+      const other = `another vlan-gateway apply or down${known ? ` (pid ${known})` : ''}`;
+      if (last) {
+        throw new FailureError(`${other} still held ${where(netns)} after ${options.timeoutMs / 1000} s of waiting; nothing was changed${stoppedText(holder)}`);
       }
       if (options.stopWaiting?.()) throw new WaitStopped(`stopped while waiting for ${other} to finish with ${where(netns)}`);
-      if (!said) options.onWait(`waiting for ${other} to finish with ${where(netns)}`);
+      if (!said) options.onWait(`waiting for ${other} to finish with ${where(netns)}${stoppedText(holder)}`);
       said = true;
       await new Promise((resolve) => setTimeout(resolve, WAIT_STEP_MS));
     }

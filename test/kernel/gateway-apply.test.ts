@@ -601,6 +601,51 @@ kernel(`two applies at once in one namespace: the second waits for the first, th
   t.is((await apply(router, example)).code, 0, 'back to the example');
 });
 
+/** The vlan-gateway process (node on the bundle) whose iptables restore is running in `ns`. */
+async function applyWithRestoreIn(ns: string): Promise<number | undefined> {
+  for (const pid of await namespacePids(ns)) {
+    if (!/-restore\0/.test(await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => ''))) continue;
+    // `ip netns exec` execs the restore: its parent is the gateway's process.
+    const parent = Number(/^PPid:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8').catch(() => ''))?.[1]);
+    if ((await readFile(`/proc/${parent}/cmdline`, 'utf8').catch(() => '')).includes('vlan-gateway.mjs')) return parent;
+  }
+  return undefined;
+}
+
+// An apply stopped in its terminal (Ctrl-Z) holds the namespace's write lock and cannot say its pid: the next apply
+// (or a supervisor starting) said "waiting for another vlan-gateway apply or down to finish", named no process, and
+// after 60 s gave up, no wiser. It names the holder found in /proc, says it is stopped, and how to let it go on.
+kernel(`an apply waiting behind one that is stopped (Ctrl-Z) names its pid, says it is stopped and how to continue it${NEEDS_ROOT}`, async (t) => {
+  const router = labs.backend!.router;
+  if (!(await save(router, 'legacy')).split('\n').includes(FORWARD_HOOK)) {
+    await addDockerDnsChains(router, 'legacy');
+    t.is((await apply(router, example)).code, 0, 'the example, under legacy');
+  }
+  const env = { XTABLES_LOCKFILE: join(await scratchDir(), 'xtables-stopped-apply.lock') };
+  // The first apply is held inside its write (its restore waits for the xtables lock), and stopped there.
+  const held = await holdXtablesLock(env.XTABLES_LOCKFILE, 60);
+  let stopped: number | undefined;
+  let first: ReturnType<typeof cliWithEnv> | undefined;
+  let second: ReturnType<typeof cliWithEnv> | undefined;
+  let secondSays = '';
+  try {
+    first = cliWithEnv(env, 'apply', '--netns', router, '--config', dropByDefault.path);
+    stopped = (await waitFor('the first apply to write, and to wait for the xtables lock', () => applyWithRestoreIn(router), 30_000)).value;
+    process.kill(stopped, 'SIGSTOP');
+    second = cliWatchingStderr(env, (piece) => { secondSays += piece; }, 'apply', '--netns', router, '--config', example.path);
+    await waitFor('the second apply to say it waits', async () => (/waiting for another/.test(secondSays) ? true : undefined), 30_000);
+  } finally {
+    if (stopped !== undefined) process.kill(stopped, 'SIGCONT');
+    await held.release();
+  }
+  const [a, b] = await Promise.all([first, second]);
+  t.is(a?.code, 0, a?.stderr);
+  t.is(b?.code, 0, b?.stderr);
+  t.is(secondSays.split('\n').find((line) => line.includes('waiting for')), `vlan-gateway: waiting for another vlan-gateway apply or down (pid ${stopped}) to finish with network namespace ${router}; `
+    + `pid ${stopped} is stopped (a SIGSTOP, Ctrl-Z in its terminal, or a debugger): it holds the lock and goes on only once continued (kill -CONT ${stopped})`);
+  t.is((await plan(router, example)).code, 0, 'the second config, whole');
+});
+
 // The refusal used to tell everyone to remove the legacy set: here, where Docker's DNS chains are in legacy, the very
 // set the gateway maintains; done so, the next apply wrote nft, away from Docker's rules. It names the set to keep
 // and prints the commands that remove the other; run as printed, they leave the legacy gateway as it was.
