@@ -181,7 +181,21 @@ kernel(`with a collector reading more often than the schedule checks, passes pla
 
 const isMonitor = (p: { cmd: string }) => /^ip -o monitor\b/.test(p.cmd);
 
-/** Kills the gateway's `ip monitor` child and waits for the supervisor to start a new one. */
+/**
+ * Whether process `pid` holds an rtnetlink socket bound to multicast groups: an `ip monitor` that events reach from
+ * now on. Its process is in `ps` a moment before that (it has still to open and bind the socket), longer on a busy
+ * machine; a change made in between is never told to the supervisor.
+ */
+async function listensToNetlink(pid: number): Promise<boolean> {
+  const fds = await readdir(`/proc/${pid}/fd`).catch(() => []);
+  const targets = await Promise.all(fds.map((fd) => readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')));
+  const inodes = new Set(targets.map((target) => /^socket:\[(\d+)\]$/.exec(target)?.[1]).filter((inode) => inode !== undefined));
+  // Columns: sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode (Eth 0: NETLINK_ROUTE; Groups in hex).
+  const sockets = (await readFile(`/proc/${pid}/net/netlink`, 'utf8').catch(() => '')).split('\n').slice(1).map((l) => l.trim().split(/\s+/));
+  return sockets.some((c) => c[1] === '0' && inodes.has(c[9] ?? '') && /[1-9a-f]/i.test(c[3] ?? ''));
+}
+
+/** Kills the gateway's `ip monitor` child and waits for the supervisor to start a new one, listening. */
 async function killMonitor(t: ExecutionContext, gateway: GatewayProcess): Promise<void> {
   const monitor = await waitFor('the ip monitor child', async () => (await gateway.descendants()).find(isMonitor), 3000);
   const from = gateway.logs.length;
@@ -189,7 +203,8 @@ async function killMonitor(t: ExecutionContext, gateway: GatewayProcess): Promis
   const warned = await gateway.waitForLog('the restart warning', (l) => /^ip monitor /.test(l.msg), 5000, from);
   t.is(warned.msg, 'ip monitor was killed by a signal; restarting it', 'killed (SIGKILL), as it was');
   t.log(`restart logged: ${JSON.stringify(warned)}`);
-  await waitFor('a new ip monitor child', async () => (await gateway.descendants()).find((p) => isMonitor(p) && p.pid !== monitor.value.pid), 5000);
+  const { value: next } = await waitFor('a new ip monitor child', async () => (await gateway.descendants()).find((p) => isMonitor(p) && p.pid !== monitor.value.pid), 5000);
+  await waitFor('the new ip monitor to listen', () => listensToNetlink(next.pid), 5000, 10);
 }
 
 kernel(`the ip monitor child is restarted when it dies, the restart is logged, and events work again${NEEDS_ROOT}`, async (t) => {
@@ -200,7 +215,6 @@ kernel(`the ip monitor child is restarted when it dies, the restart is logged, a
     const from = gateway.logs.length;
     await killMonitor(t, gateway);
     // Events flow again: a removed gateway address comes back long before the 30 s schedule.
-    await sleep(300);
     const damagedAt = Date.now();
     await runner.run(['ip', '-n', router(), 'addr', 'del', OFFICE_GATEWAY, 'dev', office().routerInterface]);
     const line = await gateway.waitForLog('the address repair', isRepair('address'), 5000, from);
