@@ -13,7 +13,7 @@ import test from 'ava';
 import { join } from 'node:path';
 import { InstanceLock } from '../../src/cli/instance-lock.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
-import { GatewayProcess, killAllGateways, prepareBundle, REPO, runner, sleep, type Bundle } from '../helpers/supervisor.js';
+import { GatewayProcess, killAllGateways, prepareBundle, REPO, runner, sleep, waitFor, type Bundle } from '../helpers/supervisor.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const prefix = `vgwk-${uniqueLabName('g')}`;
@@ -79,7 +79,10 @@ kernel(`a --netns lock checks its namespace by itself, and says when it is gone$
   await sleep(300);
   t.is(lost, 0, 'there: nothing to say');
   await deleteNamespace(name);
-  await sleep(400);
+  // Its check (every 100 ms) is a stat that answers on a later turn: waited for, not a fixed 400 ms, which a busy
+  // machine could outlast; then three more periods in which it must not be said again.
+  await waitFor('the loss said', async () => (lost > 0 ? true : undefined), 5000, 10);
+  await sleep(300);
   t.is(lost, 1, 'gone: said once');
   await lock.release();
 });
