@@ -6,6 +6,7 @@
  */
 import { execa } from 'execa';
 import type { Child, CommandRunner } from '../../src/exec/runner.js';
+import { waitFor } from './supervisor.js';
 
 const UDP_SCRIPT = String.raw`const [mode, address, port, host, hostPort, text] = process.argv.slice(1);
 const s = require('node:dgram').createSocket('udp4');
@@ -53,6 +54,15 @@ export async function listeningUdp(at: Endpoint, body: (received: string[]) => P
     listener.kill('SIGTERM');
     await listener;
   }
+}
+
+/**
+ * Resolves once `received` (a listeningUdp's) holds a datagram, or after 3 s without one, for the assertion after it
+ * to say what was heard. The listener prints a datagram as it comes: a fixed wait stood here, which a busy machine
+ * could outlast (the datagram heard, not yet read from the listener's output).
+ */
+export async function heard(received: readonly string[]): Promise<void> {
+  await waitFor('a datagram heard', async () => (received.length > 0 ? true : undefined), 3000, 10).catch(() => undefined);
 }
 
 /** A responder at `at` (it prints "ready" once bound): answers each datagram with "SOURCE-ADDRESS TEXT". */

@@ -13,7 +13,7 @@ import { execa } from 'execa';
 import { dump as stringify, load as parse } from 'js-yaml';
 import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
 import { exampleLab, GatewayProcess, killProcessGroups, REPO, runner, sleep, waitFor } from '../helpers/supervisor.js';
-import { listeningUdp, sendUdp } from '../helpers/udp.js';
+import { heard, listeningUdp, sendUdp } from '../helpers/udp.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const PORT = 6102;
@@ -105,7 +105,7 @@ kernel(`an apply killed while it cleared the flows a UDP forward left with the g
     t.regex(second.stdout, /^No changes: the namespace is in sync\.$/m, 'the nat table was as planned');
     t.is(second.stderr, CLEARED);
     await send('after the apply');
-    await sleep(300);
+    await heard(received);
     t.deepEqual(received, ['after the apply']);
     t.notRegex(await entry(), toGateway);
 
@@ -137,7 +137,7 @@ kernel(`an apply whose clear failed: the next apply clears the flows${NEEDS_ROOT
     t.is(again.exitCode, 0, again.stderr);
     t.is(again.stderr, CLEARED);
     await send('after the next apply');
-    await sleep(300);
+    await heard(received);
     t.deepEqual(received, ['after the next apply']);
   });
 });

@@ -12,7 +12,7 @@ import { execa } from 'execa';
 import { dump as stringify, load as parse } from 'js-yaml';
 import { isRoot, NEEDS_ROOT } from '../helpers/lab.js';
 import { exampleLab, GatewayProcess, REPO, runner, sleep, waitFor } from '../helpers/supervisor.js';
-import { listeningUdp, sendUdp } from '../helpers/udp.js';
+import { heard, listeningUdp, sendUdp } from '../helpers/udp.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
 const setup = exampleLab(test, 'k', 'vgw-ct-left-');
@@ -73,7 +73,7 @@ kernel(`a run killed while it cleared the flows a UDP forward left with the gate
     t.is(said.msg, `cleared 1 UDP flow to ${PORT} that reached the gateway itself although the port is forwarded: left by a run stopped before it cleared them`);
     t.is(said.level, 40);
     await send('after the restart');
-    await sleep(300);
+    await heard(received);
     t.deepEqual(received, ['after the restart']);
     t.notRegex(await entry(), toGateway);
     // A start with nothing left to clear says nothing.
