@@ -86,8 +86,10 @@ kernel(`a restarted supervisor probes the gateway addresses it finds in place (i
   await otherHolds(true);
   t.is((await gateway!.stop()).code, 0);
   await start();
-  const first = (await gateway!.status()).lastReconcile;
-  t.false(JSON.stringify(first?.changes ?? []).includes(GATEWAY), 'the first pass added no gateway address');
+  // Its own line, not /status's lastReconcile: ready comes within the start pass (once it forwards), before the pass
+  // has ended and is recorded there, and a scheduled pass (every second here) may be recorded over it.
+  const first = await gateway!.waitForLog('the start pass', (l) => l.trigger === 'start' && /^reconciled/.test(l.msg), 5000);
+  t.false(JSON.stringify(first.changes ?? []).includes(GATEWAY), 'the first pass added no gateway address');
   const found = await waitFor('the conflict found again', async () => (await conflictSeries()).find((s) => s.vlan === 'office' && s.value === 1), 5000, 100);
   t.is(found.value.mac, otherMac);
   await gateway!.waitForLog('the conflict logged', conflictLine, 1000);
