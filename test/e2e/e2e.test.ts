@@ -821,10 +821,18 @@ serial('compose.yaml: valid for docker-compose 1.29, Prometheus and dashboard fi
   await writeFile(edited, stringifyYaml({ ...testConfig, forwarding: { default: 'accept', rules: [{ from: 'lab', to: 'office', action: 'drop' }] } }));
   const tEdit = now();
   await rename(edited, composeConfig);
-  const dropped = await waitFor('client20 → client10 dropped after the edit', 10_000, async () => ((await ping(c20, '192.168.10.10', 1)).received === 0 ? true : undefined), 100).catch(() => false);
+  // The reload's pass in the log first: a ping unanswered alone (its 1 s wait outlasted, a `docker exec` failing on a
+  // loaded machine) is no sign that the edit was applied, and was taken for one before the reload had happened.
+  const reloadLine = /"why":"\/etc\/vlan-gateway\/gateway\.yaml changed".*"msg":"config reloaded"/;
+  const passLine = /"trigger":"reload".*"msg":"reconciled: changes applied"/;
+  const applied = await waitFor('the edit reloaded and applied', 10_000, async () => {
+    const logs = await gatewayLogs(gw);
+    return reloadLine.test(logs) && passLine.test(logs) ? true : undefined;
+  }, 100).catch(() => false);
+  const dropped = applied && await waitFor('client20 → client10 dropped after the edit', 10_000, async () => ((await ping(c20, '192.168.10.10', 1)).received === 0 ? true : undefined), 100).catch(() => false);
   t.true(dropped, `the edit never took effect; gateway logs:\n${await gatewayLogs(gw)}`);
   if (dropped) record(t, 'compose: config renamed over on the host → seen applied (1 s pings)', seconds(now() - tEdit));
-  t.regex(await gatewayLogs(gw), /"why":"\/etc\/vlan-gateway\/gateway\.yaml changed".*"msg":"config reloaded"/);
+  t.regex(await gatewayLogs(gw), reloadLine);
   const stillOut = await ping(c10, '192.168.20.10');
   t.is(stillOut.received, 3, `office → lab after the edit: ${stillOut.output}`);
 
