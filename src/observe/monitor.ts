@@ -8,6 +8,7 @@
 import type { Child, CommandRunner } from '../exec/runner.js';
 import { RateLimitedLog, type Logger } from '../log.js';
 import { OUR_ADDRESS_METRIC, OUR_ROUTE_PROTO } from '../plan/chains.js';
+import { listensToRouteEvents } from './netlink-listening.js';
 
 /**
  * Whether an event line can change anything we plan from. IPv6 addresses cannot (VLANs, NIC matching and our
@@ -33,6 +34,9 @@ const OUR_ROUTE_SET = new RegExp(`^default via \\S+ dev \\S+ proto ${OUR_ROUTE_P
 
 /** A monitor that ran this long before it exited was working: its next restart waits the shortest delay again. */
 const STABLE_MS = 10_000;
+/** How often /proc is looked at while a monitor has still to listen, and how long at most (then it is taken as listening). */
+const LISTEN_STEP_MS = 5;
+export const LISTEN_GIVE_UP_MS = 10_000;
 
 export class NetlinkMonitor {
   private child: Child | undefined;
@@ -83,9 +87,33 @@ export class NetlinkMonitor {
       this.restartTimer = setTimeout(() => {
         this.restartTimer = undefined;
         this.start();
-        this.onEvent('monitor restarted'); // events may have been missed meanwhile
+        // Events may have been missed meanwhile: a pass reads the namespace again, once the new monitor listens (a
+        // pass before that could not see a change made between its read and the subscription, and nothing would).
+        void this.listening(LISTEN_GIVE_UP_MS).then(() => {
+          if (!this.stopped) this.onEvent('monitor restarted');
+        });
       }, delay);
     });
+  }
+
+  /**
+   * Resolves true once the monitor started last listens for events (netlink-listening.ts), or when that cannot be
+   * told (a child without a pid; /proc that does not say); false when it does not within `timeoutMs`, has exited, or
+   * the monitor was stopped.
+   */
+  async listening(timeoutMs: number): Promise<boolean> {
+    const child = this.child;
+    if (child === undefined) return false;
+    if (child.pid === undefined) return true;
+    let exited = false;
+    void child.exited.then(() => (exited = true));
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      if (this.stopped || exited || this.child !== child) return false;
+      if ((await listensToRouteEvents(child.pid)) !== false) return !exited;
+      if (performance.now() >= deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, LISTEN_STEP_MS));
+    }
   }
 
   get pid(): number | undefined {

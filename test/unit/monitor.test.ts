@@ -3,6 +3,7 @@ import { pino } from 'pino';
 import type { Child, CommandRunner } from '../../src/exec/runner.js';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
 import { mayMatter, NetlinkMonitor } from '../../src/observe/monitor.js';
+import { listensToRouteEvents, routeListeners } from '../../src/observe/netlink-listening.js';
 
 // Lines as `ip -o monitor link address` prints them (iproute2 6.1).
 test('IPv6 address events and our own gateway addresses appearing are not triggers; other addresses and links are', (t) => {
@@ -113,4 +114,40 @@ test('an ip monitor that cannot be started says so, with the spawn\'s error and 
     'ip monitor could not be started (spawn ip ENOENT: ip is not installed, or not on the PATH); trying again in 1 s. Meanwhile the gateway '
       + 'does not see NICs, addresses or routes change as they happen: the next drift check (reconcile.schedule) finds them',
     'spawn ip ENOENT', 1000]]);
+});
+
+// /proc/net/netlink as Linux 6.x shows it while `ip -o monitor link` runs: its two sockets (inodes 8136654, joined to
+// group 1, and 8136655, the one it asks through, joined to none), the kernel's own and another protocol's.
+const NETLINK_TABLE = [
+  'sk               Eth Pid        Groups   Rmem     Wmem     Dump  Locks    Drops    Inode',
+  '000000003202e6ee 0   0          00000000 0        0        0     2        0        4       ',
+  '0000000080a6b8ed 4   0          00000000 0        0        0     2        0        1513    ',
+  '00000000299ff8f7 0   3261306600 00000000 0        0        0     2        0        8136655 ',
+  '000000008d575d43 0   20734      00000001 0        0        0     2        0        8136654 ',
+  '000000007a0c1d2e 15  812        00000001 0        0        0     2        0        9001    ',
+].join('\n');
+
+test('a socket listens to rtnetlink events when it is NETLINK_ROUTE (Eth 0) with a group joined; a table laid out otherwise tells nothing', (t) => {
+  t.deepEqual([...routeListeners(NETLINK_TABLE)!], ['8136654'], 'not the asking socket, the kernel\'s, nor another protocol\'s (15) with a group');
+  t.deepEqual([...routeListeners(NETLINK_TABLE.replace('00000001 0        0        0     2        0        8136654', '00000000 0        0        0     2        0        8136654'))!], [], 'before it joins its groups');
+  t.deepEqual([...routeListeners(NETLINK_TABLE.replace(/^(\S+ 0 +20734 +)00000001/m, '$100040000'))!], ['8136654'], 'a group of the high bits');
+  t.is(routeListeners('sk Eth Pid Rmem Wmem\n0000 0 1 0 0'), undefined, 'no Groups column: nothing can be told');
+});
+
+// Serial: a test here empties PATH for a moment, and this one's ip would not be found.
+test.serial('the ip monitor this process starts is found listening, and one that has exited is not', async (t) => {
+  const log = pino({ level: 'silent' });
+  const monitor = new NetlinkMonitor(new ExecaRunner(), log, () => undefined, 60_000, 60_000);
+  t.false(await monitor.listening(1000), 'none started');
+  monitor.start();
+  const started = performance.now();
+  try {
+    t.true(await monitor.listening(5000));
+    t.true(await listensToRouteEvents(monitor.pid!));
+    t.log(`listening ${Math.round(performance.now() - started)} ms after the start`);
+    t.false(await listensToRouteEvents(process.pid), 'this process holds no such socket');
+  } finally {
+    await monitor.stop();
+  }
+  t.false(await monitor.listening(1000), 'stopped');
 });
