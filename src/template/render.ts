@@ -66,6 +66,14 @@ engine.registerHelper('log', () => {
   throw new Error('{{log}} is not available in rule templates (it would write into the gateway\'s log stream)');
 });
 
+// Handlebars has no comparison: without one, a rule for one VLAN of a loop ({{#each vlans}}) could not be told from
+// the others' but by hand-written subnets. `(eq a b)` compares two values as written (`id` is a number: `(eq id 30)`).
+engine.registerHelper('eq', (...args: unknown[]) => {
+  const values = args.slice(0, -1); // the last is Handlebars' options
+  if (values.length !== 2) throw new Error(`(eq …) compares two values, and was given ${values.length}: write (eq name "iot")`);
+  return values[0] === values[1];
+});
+
 /**
  * What a user's template may write in one render, in characters. A template is a few lines, but loops nested
  * inside one another ({{#each vlans}} in {{#each vlans}} in {{#each zones}}) or partials that call each other ten

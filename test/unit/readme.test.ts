@@ -87,8 +87,13 @@ test('every config in the README is valid, and renders with its rules.dir holdin
     planDesired(config, detachedFacts(), templates);
     if (config.rules.dir) {
       const user = desired.chains.find((c) => c.name === USER_HOOKS.forward.chain)!;
-      t.is(user.rules.length, config.vlans.length, 'one rule per VLAN from the example template');
-      t.true(user.rules.every((r) => / -p tcp --dport 25 -j REJECT$/.test(r.line)));
+      const smtp = user.rules.filter((r) => / -p tcp --dport 25 -j REJECT$/.test(r.line));
+      t.is(smtp.length, config.vlans.length, 'one rule per VLAN from the example template');
+      // And one more for the VLAN named iot, picked out of the loop with (eq …).
+      const iot = config.vlans.find((v) => v.name === 'iot');
+      const dns = user.rules.filter((r) => / -p udp --dport 53 /.test(r.line));
+      t.deepEqual(dns.map((r) => r.line.endsWith(` ! -d ${iot?.gateway} -j DROP`)), iot ? [true] : []);
+      t.is(user.rules.length, smtp.length + dns.length);
     }
     t.pass(`config ${index} is valid`);
   }

@@ -367,6 +367,36 @@ test('a rendered line with a character rules may not hold names the character an
     + '(allowed: letters, digits, space and ._:,/!=+@%"-)');
 });
 
+// Handlebars has no comparison: a rule for one VLAN of a loop could only be written with its subnet by hand.
+test('(eq a b) picks one VLAN out of a loop, by name or by id; given other than two values it is a sentence', async (t) => {
+  await withForwardTemplate([
+    '{{#each vlans}}',
+    '{{#if (eq name "lab")}}',
+    '-i {{nic}} -p tcp --dport 25 -j REJECT',
+    '{{else if (eq id 10)}}',
+    '-i {{nic}} -p udp --dport 53 -j DROP',
+    '{{/if}}',
+    '{{#unless (eq name "office")}}',
+    '-i {{nic}} -o {{../uplink.nic}} -p tcp --dport 23 -j DROP',
+    '{{/unless}}',
+    '{{/each}}',
+    '',
+  ].join('\n'), async (dir) => {
+    const plan = await planWithUserDir(dir);
+    const forward = /^-A VGW-USER-FORWARD .*$/gm;
+    const payload = plan.steps.flatMap((s) => (s.kind === 'table' ? [s.payload] : [])).join('');
+    t.deepEqual(payload.match(forward)?.map((l) => l.replace(/-m comment --comment vgw:\S+ /, '')), [
+      '-A VGW-USER-FORWARD -i eth1 -p udp --dport 53 -j DROP',
+      '-A VGW-USER-FORWARD -i eth2 -p tcp --dport 25 -j REJECT',
+      '-A VGW-USER-FORWARD -i eth2 -o eth0 -p tcp --dport 23 -j DROP',
+    ]);
+  });
+  t.throws(() => renderRules('{{#each vlans}}\n{{#if (eq name)}}\n-i {{nic}} -j DROP\n{{/if}}\n{{/each}}\n', 'f.hbs', guarded({ vlans: [{ name: 'lab', nic: 'eth2' }] })), {
+    instanceOf: TemplateError, message: 'f.hbs: (eq …) compares two values, and was given 1: write (eq name "iot")',
+  });
+  t.deepEqual(renderRules('{{#if (eq id "10")}}\n-j DROP\n{{/if}}\n', 'f.hbs', guarded({ id: 10 })), [], 'as written: the number 10 is not the text "10"');
+});
+
 test('{{log}} is not a helper templates have: stdout is the supervisor\'s log stream', (t) => {
   t.throws(() => renderRules('{{log "hello"}}\n-j ACCEPT\n', 'f.hbs', {}), {
     instanceOf: TemplateError, message: 'f.hbs: {{log}} is not available in rule templates (it would write into the gateway\'s log stream)',
