@@ -34,8 +34,12 @@ const OUR_ROUTE_SET = new RegExp(`^default via \\S+ dev \\S+ proto ${OUR_ROUTE_P
 
 /** A monitor that ran this long before it exited was working: its next restart waits the shortest delay again. */
 const STABLE_MS = 10_000;
-/** How often /proc is looked at while a monitor has still to listen, and how long at most (then it is taken as listening). */
+/**
+ * How often /proc is looked at while a monitor has still to listen (at first; then less often, up to the longest step),
+ * and for how long at most.
+ */
 const LISTEN_STEP_MS = 5;
+const LISTEN_LONGEST_STEP_MS = 100;
 export const LISTEN_GIVE_UP_MS = 10_000;
 
 export class NetlinkMonitor {
@@ -108,11 +112,11 @@ export class NetlinkMonitor {
     let exited = false;
     void child.exited.then(() => (exited = true));
     const deadline = performance.now() + timeoutMs;
-    for (;;) {
+    for (let step = LISTEN_STEP_MS; ; step = Math.min(step * 2, LISTEN_LONGEST_STEP_MS)) {
       if (this.stopped || exited || this.child !== child) return false;
       if ((await listensToRouteEvents(child.pid)) !== false) return !exited;
       if (performance.now() >= deadline) return false;
-      await new Promise((resolve) => setTimeout(resolve, LISTEN_STEP_MS));
+      await new Promise((resolve) => setTimeout(resolve, Math.min(step, Math.max(0, deadline - performance.now()))));
     }
   }
 
