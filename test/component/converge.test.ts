@@ -401,6 +401,22 @@ test('a failing nat table during an update puts filter back as it was, counters 
   t.is(ns.save('nft', true), counters);
 });
 
+// A port forward added writes filter and nat alone: when nat fails, filter is the one write done, and undone. The
+// message must say so, not "nothing had been changed" (which reads as: the namespace was never touched).
+test('a failing nat table after filter alone was written: the message says the steps done were rolled back', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await apply(ns, lab);
+  const before = ns.snapshot();
+  const forward = labForwarding('{proto: tcp, port: 8080, to: 192.168.20.100, toPort: 80}');
+  const { plan } = await reconcileOnce(ns, forward, builtinTemplates, { dryRun: true });
+  t.deepEqual(plan.steps.map((s) => (s.kind === 'table' ? s.table : s.kind)), ['filter', 'nat'], 'two writes, filter\'s done before nat\'s fails');
+  ns.failNext({ table: 'nat' });
+  const error = await t.throwsAsync(apply(ns, forward), { instanceOf: ApplyError });
+  t.is(error!.message.split('\n').at(-1), '(the steps already done were rolled back)');
+  t.true(error!.rolledBack);
+  t.is(ns.snapshot(), before);
+});
+
 // A VLAN whose NIC Docker detaches takes its pairs' members out of the accounting sets (VGW-PAIRS-0), written beside
 // the tables; when the nat table then fails, those members come back with the rest of the rollback.
 test('a failing nat table as a VLAN\'s NIC goes: the accounting members deleted beside the tables are put back too', async (t) => {
@@ -587,6 +603,25 @@ test('a default route with a TOS and no other: on failure ours is removed and th
   ns.clearFaults();
   await apply(ns, movedUplink());
   t.is(routeTable(ns), 'default tos 0x10 via 203.0.113.9 dev eth0\ndefault via 203.0.113.254 dev eth0 proto 122\n');
+  t.deepEqual((await apply(ns, movedUplink())).plan.steps, []);
+});
+
+// A default route of another metric than 0 (a DHCP client's, say) is not the one ours replaces: ours goes in beside
+// it, and its undo deletes ours. Putting that route back "as it was" (`route replace default … metric 100`) left ours,
+// of metric 0, in front of it after the failed apply.
+test('a default route of metric 100 and none of metric 0: on failure ours is removed and that route left as it was', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await ns.run(['ip', 'route', 'del', 'default']);
+  await ns.run(['ip', 'route', 'add', 'default', 'via', '203.0.113.1', 'dev', 'eth0', 'metric', '100']);
+  const before = ns.snapshot();
+  ns.failOn((argv) => argv[0] === 'sysctl' && argv[1] === '-w');
+  const error = await t.throwsAsync(apply(ns, movedUplink()), { instanceOf: ApplyError });
+  t.is(error!.step.kind, 'sysctl');
+  t.is(routeTable(ns), 'default via 203.0.113.1 dev eth0 metric 100\n');
+  t.is(ns.snapshot(), before);
+  ns.clearFaults();
+  await apply(ns, movedUplink());
+  t.is(routeTable(ns), 'default via 203.0.113.254 dev eth0 proto 122\ndefault via 203.0.113.1 dev eth0 metric 100\n');
   t.deepEqual((await apply(ns, movedUplink())).plan.steps, []);
 });
 
@@ -1207,6 +1242,20 @@ test('killed half-way, a restore that only moves our FORWARD jump up: whether it
   t.deepEqual((await apply(ns, lab)).plan.steps, [], 'it was: the next pass reads it, in place');
 });
 
+// The undo of a killed batch runs every line's undo: those of lines the batch never reached find nothing to undo (an
+// address not there to delete), which is no rollback failure. Taken for one, the pass said "rollback failed too"
+// and rolledBack false (the supervisor's log: part old, part new) of a namespace put back whole.
+test('killed half-way, an address batch that ran its first line only: the undo of the lines it never ran is no rollback failure', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  const before = ns.snapshot();
+  ns.failNext({ match: (argv) => argv.join(' ') === 'ip -batch -', killed: 'SIGKILL', afterLines: 1 });
+  const error = await t.throwsAsync(apply(ns, lab), { instanceOf: ApplyError });
+  t.regex(error!.message, /killed by SIGKILL[^]*\(the steps already done were rolled back\)$/);
+  t.true(error!.rolledBack);
+  t.deepEqual(error!.rollbackErrors, []);
+  t.is(ns.snapshot(), before);
+});
+
 test('killed half-way, an address batch whose undo is refused for a reason of its own: the failure says the rollback failed', async (t) => {
   const ns = namespace(['eth1', 'eth2', 'eth3'], { sysctls: { 'net.ipv4.ip_forward': '1' } });
   await apply(ns, lab);
@@ -1260,6 +1309,38 @@ test('a set someone else\'s rule keeps in use (seen for a second and more) is re
   ns.lingerReferences(0);
   await apply(ns, lab, 'down');
   t.notRegex(ns.snapshot(), /VGW-/);
+});
+
+// A down destroys our sets in one `ipset restore`, after the tables stopped using them. When a later destroy fails,
+// the sets destroyed before it come back with the rollback, with their members: the previous rules, restored beside
+// them, decide on those members again (an empty VGW-NICS set is a VLAN cut off).
+test('a down whose second set destroy fails puts the first set back with its members, and everything else as it was', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await apply(ns, lab);
+  const before = ns.snapshot();
+  let failing = 0;
+  let first = '';
+  ns.failNext({
+    match: (argv, input) => {
+      const lines = (input ?? '').split('\n');
+      const destroys = lines.flatMap((l, i) => (l.startsWith('destroy ') ? [i] : []));
+      if (argv.join(' ') !== 'ipset restore' || destroys.length < 2) return false;
+      first = lines[destroys[0]!]!.slice('destroy '.length);
+      failing = destroys[1]! + 1;
+      return true;
+    },
+    get afterLines() {
+      return failing - 1;
+    },
+    get stderr() {
+      return `ipset v7.17: Error in line ${failing}: Kernel error received: Cannot allocate memory\n`;
+    },
+    exitCode: 1,
+  });
+  const error = await t.throwsAsync(apply(ns, lab, 'down'), { instanceOf: ApplyError });
+  t.true(error!.rolledBack, error!.message);
+  t.regex(before, new RegExp(`^add ${first} `, 'm'), `${first}, destroyed first, had members`);
+  t.is(ns.snapshot(), before);
 });
 
 test('a destroy refused while a reader holds the set (the stats collector\'s ipset save) is tried once more, and down completes', async (t) => {
@@ -1586,6 +1667,17 @@ test('a delete that stops at an entry gone meanwhile runs again alone, and every
   }]);
   t.is(stuckFor.history.filter((c) => c === deleteOf(20500)).length, 6, 'once side by side, five times alone');
   t.is(fromInternet(stuckFor, 40000, 20000).address, '192.168.20.100', 'the other ports\' deletes ran');
+});
+
+// conntrack-tools says "0 flow entries have been deleted." and exits 1 when the entries it was to delete are gone
+// (expired since the listing, or made again by the new rules): nothing is left to clear, and nothing to warn of.
+test('a delete whose flows are gone since the listing (0 flow entries deleted, exit 1) is no failure: no warning', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await apply(ns, lab);
+  fromInternet(ns, 40061, 51820);
+  ns.failNext({ match: (argv) => argv[0] === 'conntrack' && argv[1] === '-D', exitCode: 1, stderr: 'conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.\n' });
+  const { plan, flows } = await apply(ns, labForwarding(WIREGUARD_TO_LAB));
+  t.deepEqual([flows, plan.warnings ?? []], [{ cleared: 1 }, []]);
 });
 
 test('a clear that fails (conntrack refused, or killed: not "not installed") leaves the rules applied and warns, naming the ports', async (t) => {
