@@ -926,6 +926,42 @@ test('a new config during a run of failures is tried at once, not after the back
   t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success' });
 });
 
+// Its own failure starts the backoff again, from its first step: a new config that fails too is retried after
+// backoffInitialMs, not after the doubled wait the failures before it had built up (up to backoffMaxMs).
+test('a new config that fails too during a run of failures backs off from the first step, as failure 1', async (t) => {
+  const r = rig(t, { backoffInitialMs: 10_000, backoffMaxMs: 80_000 });
+  r.ns.failOn((argv) => argv[0] === 'iptables-nft-restore', { stderr: 'iptables-restore: line 2 failed' });
+  r.supervisor.trigger('start');
+  await until('the failed start', () => r.supervisor.lastRecord?.result === 'failure');
+  r.ns.clearFaults();
+  r.ns.failOn((argv) => argv[0] === 'iptables-nft-restore', { stderr: 'iptables-restore: line 3 failed' });
+  r.supervisor.replaceConfig(state(withRule, 'v2'));
+  await until('the failed pass of the new config', () => r.logs.filter((l) => l.level === 50).length === 2, 5000);
+  const errors = r.logs.filter((l) => l.level === 50);
+  t.deepEqual(errors.map((l) => pick(l, ['trigger', 'failures', 'retryInMs'])), [
+    { trigger: 'start', failures: 1, retryInMs: 10_000 },
+    { trigger: 'reload', failures: 1, retryInMs: 10_000 },
+  ]);
+});
+
+// A pass that succeeds ends the run of failures: the next one, however much later, is failure 1 again and waits
+// backoffInitialMs, not the doubled wait of the run that ended (a gateway that failed for a while once would retry
+// its next failure minutes late).
+test('a failure after a success backs off from the first step again', async (t) => {
+  const r = rig(t, { backoffInitialMs: 20, backoffMaxMs: 10_000 });
+  r.ns.failOn(() => true, { stderr: 'RTNETLINK answers: injected failure', exitCode: 2 });
+  r.supervisor.trigger('start');
+  await until('three failing passes', () => r.metrics.passes >= 3 && r.metrics.ends >= 3, 5000);
+  r.ns.clearFaults();
+  await until('the retry that succeeds', () => r.supervisor.lastRecord?.result === 'success', 5000);
+  r.ns.failOn(() => true, { stderr: 'RTNETLINK answers: injected failure', exitCode: 2 });
+  r.supervisor.trigger('schedule');
+  await until('the next failure', () => r.logs.filter((l) => l.level === 50).length === 2, 5000);
+  const errors = r.logs.filter((l) => l.level === 50);
+  t.like(errors[0], { trigger: 'start', failures: 1, retryInMs: 20 });
+  t.like(errors[1], { trigger: 'schedule', failures: 1, retryInMs: 20 });
+});
+
 test('a netlink event during a run of failures is tried at once (the namespace changed), and the failures go on counting', async (t) => {
   const r = rig(t, { backoffInitialMs: 10_000, backoffMaxMs: 30_000 });
   r.ns.failOn((argv) => argv[0] === 'iptables-nft-restore', { stderr: 'iptables-restore: line 2 failed' });
