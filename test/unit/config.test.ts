@@ -1790,8 +1790,9 @@ test('20,000 VLANs without an overlap (1.5 MB) are validated in seconds: no pair
 
 test('60,000 port forwards of two ports each (every port of tcp and udp) are validated in time linear in their number, each compared with the ports taken so far', (t) => {
   // Each range was compared with every range before it: 20 to 45 s here, for a 3 MB file. Timed against a tenth of
-  // the forwards in the same run, the best of three and of two, so a loaded machine does not decide it: linear is
-  // about 10× (23× once in the whole suite, when the large size was timed once), the old way 38–100×.
+  // the forwards in the same run, the best of three each, so a loaded machine does not decide it: linear is about 10×
+  // (23× once in the whole suite, when the large size was timed once; over 25× once at a load average of 10, when the
+  // best of two), the old way 38–100×.
   const forwards = (n: number) => Array.from({ length: n }, (_, i) => ({ proto: i % 2 ? 'udp' : 'tcp', port: `${1 + (i >> 1) * 2}-${2 + (i >> 1) * 2}`, to: `192.168.10.${10 + (i % 200)}` }));
   const input = (portForwards: unknown[]) => ({ vlans: [{ name: 'office', id: 10, subnet: '192.168.10.0/24', gateway: '192.168.10.1' }], http: { listen: '127.0.0.1:10123' }, portForwards });
   const timed = (value: unknown) => {
@@ -1803,10 +1804,10 @@ test('60,000 port forwards of two ports each (every port of tcp and udp) are val
   const portForwards: unknown[] = forwards(60_000);
   portForwards.push({ proto: 'udp', port: '59990-60010', to: '192.168.10.5' }, { proto: 'tcp', port: 59999, to: '192.168.10.5' },
     { proto: 'tcp', port: 59999, to: '192.168.10.6' });
-  const [first, second] = [timed(input(portForwards)), timed(input(portForwards))];
-  const { result } = first;
-  const ms = Math.min(first.ms, second.ms);
-  t.true(ms < 25 * tenth, `60,000 forwards: ${Math.round(ms)} ms, 6,000: ${Math.round(tenth)} ms`);
+  const runs = [0, 1, 2].map(() => timed(input(portForwards)));
+  const { result } = runs[0]!;
+  const ms = Math.min(...runs.map((r) => r.ms));
+  t.true(ms < 30 * tenth, `60,000 forwards: ${Math.round(ms)} ms, 6,000: ${Math.round(tenth)} ms`);
   t.deepEqual(result.ok ? [] : result.problems.map((p) => `${formatPath(p.path)}: ${p.message}`), [
     'portForwards[60000].port: udp/59990-60010 overlaps portForwards[59989] (udp/59989-59990): port 59990 is forwarded there already',
     'portForwards[60001].port: tcp/59999 is already forwarded by portForwards[59998] (tcp/59999-60000)',
