@@ -38,7 +38,7 @@ const typeWords = (issue: z.core.$ZodRawIssue): string | undefined => {
 };
 
 export function validateConfig(input: unknown, options: ValidateOptions = {}): ValidationResult {
-  const parsed = configSchema.safeParse(input, { error: typeWords });
+  const parsed = schemaParse(input);
   // Concatenated, never pushed as spread arguments: 512 copies of one VLAN are 130,816 overlapping pairs, beyond
   // the arguments one call takes ("Maximum call stack size exceeded").
   const problems = (parsed.success ? [] : firstPerValue(parsed.error.issues).flatMap((issue) => fromZod(issue, input)))
@@ -47,6 +47,9 @@ export function validateConfig(input: unknown, options: ValidateOptions = {}): V
   if (unique.length > 0 || !parsed.success) return { ok: false, problems: unique };
   return { ok: true, config: parsed.data };
 }
+
+/** The schema's check alone (validateConfig's first part; bench/load.ts times it apart). */
+export const schemaParse = (input: unknown) => configSchema.safeParse(input, { error: typeWords });
 
 /**
  * A range check after another check on the same value (.inf is "not an integer", and also "not from 1 to 4094"):
@@ -162,7 +165,8 @@ function dedupe(problems: Problem[]): Problem[] {
 
 // ---- cross-field rules, on the raw document: one check per section (check-*.ts) ----
 
-function crossFieldProblems(input: unknown, options: ValidateOptions): Problem[] {
+/** The checks across fields alone (validateConfig runs them after the schema; bench/load.ts times them apart). */
+export function crossFieldProblems(input: unknown, options: ValidateOptions = {}): Problem[] {
   if (!isObject(input)) return [];
   const { problems, vlans, names } = vlanProblems(input);
   const zoneChecks = zones(vlans, names);
