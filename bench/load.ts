@@ -9,7 +9,7 @@
  * by function (`--keep-prof PREFIX` keeps it); `--node-flags="--optimize-for-size"` runs every child so (the image's
  * flag). Nothing here touches a network namespace.
  *
- *   npm run bench:load -- [--size 10k|1k] [--fresh 15] [--warm 20] [--trees DIR,DIR] [--cpu-prof]
+ *   npm run bench:load -- [--size 10k|1k | --config FILE] [--fresh 15] [--warm 20] [--trees DIR,DIR] [--cpu-prof]
  */
 import { execFile } from 'node:child_process';
 import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
 import { dump } from 'js-yaml';
 import { generateConfig, SIZES } from './configs.js';
+import { parseYaml } from '../src/config/yaml.js';
 import { stats } from './measure.js';
 
 const run = promisify(execFile);
@@ -131,7 +132,7 @@ const fmt = (samples: number[]) => {
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      size: { type: 'string', default: '10k' }, fresh: { type: 'string', default: '15' }, warm: { type: 'string', default: '20' },
+      size: { type: 'string', default: '10k' }, config: { type: 'string' }, fresh: { type: 'string', default: '15' }, warm: { type: 'string', default: '20' },
       trees: { type: 'string', default: '.' }, 'cpu-prof': { type: 'boolean', default: false }, 'keep-prof': { type: 'string' }, 'node-flags': { type: 'string', default: '' }, 'prof-reps': { type: 'string', default: '1' }, profiles: { type: 'string', default: '5' },
     },
   });
@@ -142,11 +143,12 @@ async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'vgwbench-load-'));
   try {
     // As apply-bench.ts writes it: the generated (validated) config, dumped by js-yaml.
-    const file = join(dir, 'gateway.yaml');
-    const config = generateConfig(SIZES[size]);
-    await writeFile(file, dump(config));
+    // Or the file --config names (a small one: what a start of the lab pays).
+    const file = values.config !== undefined ? resolve(values.config) : join(dir, 'gateway.yaml');
+    if (values.config === undefined) await writeFile(file, dump(generateConfig(SIZES[size])));
     const text = await readFile(file, 'utf8');
-    process.stdout.write(`${size}: ${config.vlans.length} VLANs, ${config.forwarding.rules.length} forwarding rules, ${text.length} bytes, ${text.split('\n').length} lines\n`);
+    const { vlans, forwarding } = (parseYaml(text).value ?? {}) as { vlans?: unknown[]; forwarding?: { rules?: unknown[] } };
+    process.stdout.write(`${values.config ?? size}: ${vlans?.length ?? 0} VLANs, ${forwarding?.rules?.length ?? 0} forwarding rules, ${text.length} bytes, ${text.split('\n').length} lines\n`);
     const scripts = await Promise.all(trees.map((tree) => bundle(tree, 'child')));
     for (const script of scripts) await child(script, file, 'phases', 1); // writes the code cache
     const fresh = Number(values.fresh);
