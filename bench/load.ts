@@ -171,7 +171,7 @@ async function main(): Promise<void> {
         + (w.length > 0 ? `  loadChecked, warm (repetitions 6–${warm + 5} of one process): ${col(w.slice(5), 'total')}\n` : ''));
     }
     // Each round's samples were taken side by side: the median of their ratios is what the noise moves least.
-    for (let k = 1; k < trees.length; k++) {
+    for (let k = 1; k < (fresh > 0 ? trees.length : 0); k++) {
       const ratio = (key: string, of: 'total' | 'phases') => stats(cold[k]![of].map((s, i) => s[key]! / cold[0]![of][i]![key]!)).median.toFixed(2);
       process.stdout.write(`\n${trees[k]} / ${trees[0]}, median of the rounds' ratios: loadChecked ${ratio('total', 'total')} (cpu ${ratio('total_cpu', 'total')}), `
         + `yaml ${ratio('yaml_cpu', 'phases')}, zod ${ratio('zod_cpu', 'phases')}, cross-field ${ratio('cross_cpu', 'phases')} (cpu)\n`);
