@@ -571,59 +571,56 @@ test('a changed default route and a NIC that was down: on failure the route is p
 const routeTable = (ns: FakeNetns) => /^# route\n([^#]*)#/m.exec(ns.snapshot())![1]!;
 const movedUplink = () => parse(`uplink: {interface: eth0, gateway: 203.0.113.254}\nvlans: [${VLAN.office}, ${VLAN.lab}]\n`);
 
-// A TOS is part of a route's key: `route replace default …` (ours, without one) replaces Docker's route and leaves
-// a TOS route beside it. Taken for "the" default route (the kernel lists it first), the TOS route made the rollback
-// delete ours and not put Docker's back: the namespace was left with no default route for ordinary traffic.
-test('a default route with a TOS beside Docker\'s: on failure Docker\'s is put back and the TOS route left as it was', async (t) => {
+/**
+ * A namespace with Docker's default route (deleted first when `dockers` is false) and the default route `add`: an
+ * apply of movedUplink failing at its sysctl, after its route step, leaves the routes as they were (`before`), and the
+ * namespace whole; without the fault, the apply leaves the routes `applied`, and is then in sync.
+ */
+async function routeRolledBack(t: ExecutionContext, o: { dockers: boolean; add: string[]; before: string; applied: string }): Promise<void> {
   const ns = namespace(['eth1', 'eth2']);
-  await ns.run(['ip', 'route', 'add', 'default', 'tos', '0x10', 'via', '203.0.113.9', 'dev', 'eth0']);
+  if (!o.dockers) await ns.run(['ip', 'route', 'del', 'default']);
+  await ns.run(['ip', 'route', 'add', 'default', ...o.add]);
   const before = ns.snapshot();
   ns.failOn((argv) => argv[0] === 'sysctl' && argv[1] === '-w');
   const error = await t.throwsAsync(apply(ns, movedUplink()), { instanceOf: ApplyError });
   t.is(error!.step.kind, 'sysctl');
-  t.is(routeTable(ns), 'default tos 0x10 via 203.0.113.9 dev eth0\ndefault via 203.0.113.1 dev eth0\n');
+  t.is(routeTable(ns), o.before);
   t.is(ns.snapshot(), before);
   ns.clearFaults();
   await apply(ns, movedUplink());
-  t.is(routeTable(ns), 'default tos 0x10 via 203.0.113.9 dev eth0\ndefault via 203.0.113.254 dev eth0 proto 122\n');
-  t.deepEqual((await apply(ns, movedUplink())).plan.steps, [], 'in sync: ours is the default route, the TOS route another');
-});
+  t.is(routeTable(ns), o.applied);
+  t.deepEqual((await apply(ns, movedUplink())).plan.steps, [], 'in sync');
+}
+
+// A TOS is part of a route's key: `route replace default …` (ours, without one) replaces Docker's route and leaves
+// a TOS route beside it. Taken for "the" default route (the kernel lists it first), the TOS route made the rollback
+// delete ours and not put Docker's back: the namespace was left with no default route for ordinary traffic.
+test('a default route with a TOS beside Docker\'s: on failure Docker\'s is put back and the TOS route left as it was', (t) => routeRolledBack(t, {
+  dockers: true,
+  add: ['tos', '0x10', 'via', '203.0.113.9', 'dev', 'eth0'],
+  before: 'default tos 0x10 via 203.0.113.9 dev eth0\ndefault via 203.0.113.1 dev eth0\n',
+  // in sync: ours is the default route, the TOS route another
+  applied: 'default tos 0x10 via 203.0.113.9 dev eth0\ndefault via 203.0.113.254 dev eth0 proto 122\n',
+}));
 
 // With only a TOS route, ours is added beside it, and its undo deletes ours: putting the TOS route back "as it was"
 // (`route replace default tos 0x10 …`) would leave ours in place.
-test('a default route with a TOS and no other: on failure ours is removed and the TOS route left as it was', async (t) => {
-  const ns = namespace(['eth1', 'eth2']);
-  await ns.run(['ip', 'route', 'del', 'default']);
-  await ns.run(['ip', 'route', 'add', 'default', 'tos', '0x10', 'via', '203.0.113.9', 'dev', 'eth0']);
-  const before = ns.snapshot();
-  ns.failOn((argv) => argv[0] === 'sysctl' && argv[1] === '-w');
-  await t.throwsAsync(apply(ns, movedUplink()), { instanceOf: ApplyError });
-  t.is(routeTable(ns), 'default tos 0x10 via 203.0.113.9 dev eth0\n');
-  t.is(ns.snapshot(), before);
-  ns.clearFaults();
-  await apply(ns, movedUplink());
-  t.is(routeTable(ns), 'default tos 0x10 via 203.0.113.9 dev eth0\ndefault via 203.0.113.254 dev eth0 proto 122\n');
-  t.deepEqual((await apply(ns, movedUplink())).plan.steps, []);
-});
+test('a default route with a TOS and no other: on failure ours is removed and the TOS route left as it was', (t) => routeRolledBack(t, {
+  dockers: false,
+  add: ['tos', '0x10', 'via', '203.0.113.9', 'dev', 'eth0'],
+  before: 'default tos 0x10 via 203.0.113.9 dev eth0\n',
+  applied: 'default tos 0x10 via 203.0.113.9 dev eth0\ndefault via 203.0.113.254 dev eth0 proto 122\n',
+}));
 
 // A default route of another metric than 0 (a DHCP client's, say) is not the one ours replaces: ours goes in beside
 // it, and its undo deletes ours. Putting that route back "as it was" (`route replace default … metric 100`) left ours,
 // of metric 0, in front of it after the failed apply.
-test('a default route of metric 100 and none of metric 0: on failure ours is removed and that route left as it was', async (t) => {
-  const ns = namespace(['eth1', 'eth2']);
-  await ns.run(['ip', 'route', 'del', 'default']);
-  await ns.run(['ip', 'route', 'add', 'default', 'via', '203.0.113.1', 'dev', 'eth0', 'metric', '100']);
-  const before = ns.snapshot();
-  ns.failOn((argv) => argv[0] === 'sysctl' && argv[1] === '-w');
-  const error = await t.throwsAsync(apply(ns, movedUplink()), { instanceOf: ApplyError });
-  t.is(error!.step.kind, 'sysctl');
-  t.is(routeTable(ns), 'default via 203.0.113.1 dev eth0 metric 100\n');
-  t.is(ns.snapshot(), before);
-  ns.clearFaults();
-  await apply(ns, movedUplink());
-  t.is(routeTable(ns), 'default via 203.0.113.254 dev eth0 proto 122\ndefault via 203.0.113.1 dev eth0 metric 100\n');
-  t.deepEqual((await apply(ns, movedUplink())).plan.steps, []);
-});
+test('a default route of metric 100 and none of metric 0: on failure ours is removed and that route left as it was', (t) => routeRolledBack(t, {
+  dockers: false,
+  add: ['via', '203.0.113.1', 'dev', 'eth0', 'metric', '100'],
+  before: 'default via 203.0.113.1 dev eth0 metric 100\n',
+  applied: 'default via 203.0.113.254 dev eth0 proto 122\ndefault via 203.0.113.1 dev eth0 metric 100\n',
+}));
 
 // The TOS route alone was "the default route": through the configured gateway, it was taken for the one wanted, and
 // the plan had nothing to do, while packets without that TOS (nearly all) had no route out of the namespace.

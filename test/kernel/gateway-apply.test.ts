@@ -10,7 +10,7 @@
  * forwarding is on before the first apply), `a` (fail closed when a VLAN is added), `b` (backend), `h` (hot-plug),
  * `p` (a legacy FORWARD policy). The CLI runs as a subprocess; the plan object comes from reconcileOnce where the test needs it.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -178,15 +178,22 @@ kernel(`fail closed, sampled: while apply runs, ip_forward is never 1 without th
   t.is((await inNs(router, 'sysctl', '-n', 'net.ipv4.ip_forward')).trim(), '1');
 });
 
-kernel(`a nat table that fails after the filter table changed: exit 1, filter rolled back with its counters${NEEDS_ROOT}`, async (t) => {
+/**
+ * The fail-closed lab's router with the example applied (the test before leaves it so; alone, with --match, it is
+ * applied here), after one ping office → lab: our rules and VGW-PAIRS-0 have counters that a rollback could lose.
+ */
+async function exampleWithCounters(t: ExecutionContext): Promise<string> {
   const lab = labs.failClosed!;
-  const router = lab.router;
-  // The test before leaves the example applied; alone (--match), this test applies it first.
-  if (!(await save(router, 'nft', '-t', 'filter')).split('\n').includes(FORWARD_HOOK)) {
-    t.is((await apply(router, example)).code, 0, 'the example, applied');
+  if (!(await save(lab.router, 'nft', '-t', 'filter')).split('\n').includes(FORWARD_HOOK)) {
+    t.is((await apply(lab.router, example)).code, 0, 'the example, applied');
   }
   const ping = await runProbe(runner, { namespace: lab.vlans[0]!.client.namespace, kind: 'ping', target: lab.vlans[1]!.client.address });
-  t.is(ping.actual, 'pass', 'some traffic, so that our rules have counters to lose');
+  t.is(ping.actual, 'pass', 'office → lab, counted');
+  return lab.router;
+}
+
+kernel(`a nat table that fails after the filter table changed: exit 1, filter rolled back with its counters${NEEDS_ROOT}`, async (t) => {
+  const router = await exampleWithCounters(t);
 
   // The failing config changes filter (default drop) beside nat: the filter table IS written, then undone. (Under
   // default drop the NIC sets are not used, so they would be destroyed after the tables: they are kept too.) The
@@ -207,13 +214,7 @@ kernel(`a nat table that fails after the filter table changed: exit 1, filter ro
 // The accounting members a failing apply deleted (a VLAN taken out of the config) were put back by a plain `add`:
 // the per-pair totals that office → lab had counted started again from zero.
 kernel(`a nat table that fails as a VLAN goes: its accounting members are put back with their counters${NEEDS_ROOT}`, async (t) => {
-  const lab = labs.failClosed!;
-  const router = lab.router;
-  if (!(await save(router, 'nft', '-t', 'filter')).split('\n').includes(FORWARD_HOOK)) {
-    t.is((await apply(router, example)).code, 0, 'the example, applied');
-  }
-  const ping = await runProbe(runner, { namespace: lab.vlans[0]!.client.namespace, kind: 'ping', target: lab.vlans[1]!.client.address });
-  t.is(ping.actual, 'pass', 'office → lab counted in VGW-PAIRS-0');
+  const router = await exampleWithCounters(t);
   const before = await settledState(router);
   t.regex(before.ipsets, /^add VGW-PAIRS-0 192\.168\.10\.0\/24,\S+ packets [1-9]\d* bytes [1-9]\d*$/m);
 
