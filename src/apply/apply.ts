@@ -196,7 +196,8 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
   if (create) out[1]!.push(create);
   const later = [...after, ...destroys];
   if (later.length > 0) out[3]!.push({ step: later[0]!.step, run: () => runLaterSets(runner, backend, later) });
-  const accounting = script(counting);
+  // The accounting members (10,000 at 100 VLANs) beside the tables, which forwarding waits for: in the background.
+  const accounting = counting.length > 0 ? { step: counting[0]!.step, run: () => runSetScript(runner, counting, { background: true }) } : undefined;
   return { stages: out, ...(accounting ? { accounting } : {}) };
 }
 
