@@ -126,16 +126,20 @@ async function supervise(args: RunArgs, early: HeldSignals): Promise<number> {
   stopOnFatal(supervisor, args.netns, log, shutdown);
   await reloads.start(early);
 
-  monitor.start();
   collector.start();
   supervisor.trigger('start');
-  // The monitor listens a moment after it starts (a few ms; 30 through `ip netns exec`): a change between the start
-  // pass's read and the subscription (a NIC that `docker network connect` attached just then) would reach nobody, and
-  // wait for the drift schedule. So one more pass once it listens. Not the start pass waiting for it: the ready
-  // target (1 s) is what a start is measured by, and the second pass, queued behind the first, does not delay it.
-  void monitor.listening(LISTEN_GIVE_UP_MS).then((now) => {
-    if (now) supervisor.trigger('netlink');
-  });
+  // The monitor is spawned once the start pass has spawned its reads (the pass's timer, set first, fires first): a
+  // spawn holds this thread for some milliseconds, which the reads then run beside rather than wait for.
+  // It listens a moment after it starts (a few ms; 30 through `ip netns exec`): a change between the start pass's
+  // read and the subscription (a NIC that `docker network connect` attached just then) would reach nobody, and wait
+  // for the drift schedule. So one more pass once it listens. Not the start pass waiting for it: the ready target
+  // (1 s) is what a start is measured by, and the second pass, queued behind the first, does not delay it.
+  setTimeout(() => {
+    monitor.start(); // not after a stop (the monitor's own check)
+    void monitor.listening(LISTEN_GIVE_UP_MS).then((now) => {
+      if (now) supervisor.trigger('netlink');
+    });
+  }, 0);
   void supervisor.firstPass.then(() => afterFirstPass({ log, supervisor, collector, driftSchedule, planCache, shutdown, initial, rulesCheck, runner, netns: args.netns }));
 
   const offStopSignals = onStopSignals((signal) => void shutdown.stop(signal));
