@@ -367,8 +367,12 @@ function notAValue(target: object, path: string): string {
   return `${where} is a mapping, not a value to write into a rule: write one of its fields (${keys.join(', ')})${like}`;
 }
 
-/** A line of text as renderRules makes it a rule body: trimmed, its whitespace folded. */
-const asBody = (line: string) => line.trim().replace(/\s+/g, ' ');
+/**
+ * A line of text as renderRules makes it a rule body: trimmed, and each run of whitespace outside double quotes folded
+ * to one space. A quoted value is kept as written (`--log-prefix "a  b"`): iptables applies it so, and iptables-save
+ * prints it back so. A quote that does not pair is refused by checkRuleBody.
+ */
+const asBody = (line: string) => line.trim().replace(/"[^"]*"|\s+/g, (m) => (m.charCodeAt(0) === 34 /* " */ ? m : ' '));
 
 /**
  * The line of a template's source (1-based) that a rule it rendered comes from, where that can be told: the one line
@@ -380,7 +384,7 @@ export function sourceLineOf(source: string, body: string): number | undefined {
 }
 
 /**
- * Renders a template and returns its rule bodies (blank lines dropped, whitespace folded). `limited`: a user's
+ * Renders a template and returns its rule bodies (blank lines dropped, whitespace outside quotes folded). `limited`: a user's
  * template, whose output is at most MAX_USER_RENDER_CHARS.
  */
 export function renderRules(source: string, file: string, data: object, limited = false): string[] {
@@ -417,7 +421,7 @@ export function renderRules(source: string, file: string, data: object, limited 
     }
     const trimmed = raw.trim();
     // Most lines come out of a template with single spaces already: fold only when there is something to fold.
-    const body = /\s\s|[^ \S]/.test(trimmed) ? trimmed.replace(/\s+/g, ' ') : trimmed;
+    const body = /\s\s|[^ \S]/.test(trimmed) ? asBody(trimmed) : trimmed;
     if (body === '') return;
     const problem = checkRuleBody(body);
     if (problem) refuse(problem, index + 1, body);

@@ -291,6 +291,18 @@ test('a rendered line has its whitespace folded: tabs, runs of spaces and the en
   t.deepEqual(renderRules(source, 'fold.hbs', { a: '10.0.0.1' }), ['-s 10.0.0.1 -j ACCEPT', '-d 10.0.0.1 -j DROP', '-p tcp -j REJECT']);
 });
 
+// A quoted value is applied as written: `--log-prefix "a  b"` was applied as "a b", the whole line folded. iptables
+// keeps the spaces, and iptables-save prints them back (checked in test/kernel/user-rules-quoted.test.ts).
+test('whitespace inside double quotes is kept as written; outside them it is folded', (t) => {
+  const source = '-j  LOG\t--log-prefix "a  b"  \n-m comment --comment "  x   y " -j ACCEPT\n'
+    + '-p tcp -m string --algo bm --string " {{s}} " -j DROP\n';
+  t.deepEqual(renderRules(source, 'fold.hbs', { s: 'GET  /' }), [
+    '-j LOG --log-prefix "a  b"',
+    '-m comment --comment "  x   y " -j ACCEPT',
+    '-p tcp -m string --algo bm --string " GET  / " -j DROP',
+  ]);
+});
+
 test('a user template with a syntax error is a TemplateError naming the file', async (t) => {
   const error = await t.throwsAsync(planWithUserDir(broken('syntax')), { instanceOf: TemplateError });
   t.is(error?.message, `${broken('syntax')}/filter/forward.hbs: syntax error on template line 1: "{{#each vlans}}" is never closed; `
