@@ -2,7 +2,7 @@
  * Rule templates (Handlebars, strict: a missing value is an error, never an empty string; no HTML escaping).
  * A template renders rule bodies only, one per line; the planner owns table headers, chain declarations, `-A`,
  * comments and COMMIT. Each rendered line is checked here so that neither a template nor a value can smuggle
- * in a command (`-A`, `-F`, …), a second line, or a quote. Pure.
+ * in a command (`-A`, `-F`, …), a second line, or a quote that does not pair. Pure.
  */
 import Handlebars from 'handlebars';
 import { precompiled } from './precompiled.js';
@@ -224,6 +224,25 @@ const LONG_COMMANDS = [
 
 const SAFE_PUNCTUATION = '._:,/!=+@%"-';
 const SAFE = /^[A-Za-z0-9 ._:,/!=+@%"-]+$/;
+const SAFE_CHAR = /^[A-Za-z0-9 ._:,/!=+@%"-]$/;
+/**
+ * What a double-quoted value may hold: printable ASCII, spaces as written (a log prefix in brackets, `"[FW DROP] "`;
+ * a hex string, `"|0d0a|"`). iptables-restore ends a quoted word at the next `"` and reads nothing else in it as
+ * syntax (a `[` is a counter, and a `#` a comment, only at the start of a line), and iptables-save prints the value
+ * back quoted, with `"`, `\` and `'` escaped, which restore reads back as written (iptables 1.8.9, nft and legacy).
+ * Not `\`: in quotes iptables reads it as an escape (`"a\"b"` is a"b), so the value applied would not be the one written.
+ */
+const QUOTED_CHAR = /^[\x20-\x21\x23-\x5b\x5d-\x7e]$/;
+
+/** The first character a rule may not hold where it stands (outside or inside double quotes), or undefined. */
+function refusedCharacter(body: string): { char: string; quoted: boolean } | undefined {
+  let quoted = false;
+  for (const char of body) {
+    if (char === '"') quoted = !quoted;
+    else if (!(quoted ? QUOTED_CHAR : SAFE_CHAR).test(char)) return { char, quoted };
+  }
+  return undefined;
+}
 
 /** A rule body's tokens, each with whether it was written in double quotes; undefined for a quote that does not pair. */
 function quotedTokens(body: string): Array<{ text: string; quoted: boolean }> | undefined {
@@ -280,9 +299,15 @@ export function checkRuleBody(body: string): string | undefined {
       + `for a line of its own; a rule here is at most ${groupDigits(MAX_RULE_BODY)} characters (split it into several rules, or `
       + 'match long lists with an ipset of your own)';
   }
-  if (!SAFE.test(body)) {
-    const bad = [...body].find((c) => !SAFE.test(c))!;
-    return `${JSON.stringify(body)} has a character that is not allowed in a rule: ${JSON.stringify(bad)} (allowed: letters, digits, space and ${SAFE_PUNCTUATION})`;
+  // The whole line at once first: the gateway's own 10,000 lines hold none but these.
+  const refused = SAFE.test(body) ? undefined : refusedCharacter(body);
+  if (refused?.quoted === false) {
+    return `${JSON.stringify(body)} has a character that is not allowed in a rule: ${JSON.stringify(refused.char)} (allowed: letters, digits, `
+      + `space and ${SAFE_PUNCTUATION}, and in a double-quoted value any printable ASCII character but \\)`;
+  }
+  if (refused) {
+    return `${JSON.stringify(body)} has a character that is not allowed in a quoted value: ${JSON.stringify(refused.char)} (in double `
+      + 'quotes: printable ASCII characters, but not \\, which iptables reads as an escape)';
   }
   // A negated first match (`! -s 10.0.0.0/8 …`, `! -d …`) is how iptables itself writes one: a rule body too.
   if (!body.startsWith('-') && !body.startsWith('! -')) return `${JSON.stringify(body)} is not a rule body (it must start with an option such as -s or -j)`;

@@ -93,7 +93,10 @@ test('every config in the README is valid, and renders with its rules.dir holdin
       const iot = config.vlans.find((v) => v.name === 'iot');
       const dns = user.rules.filter((r) => / -p udp --dport 53 /.test(r.line));
       t.deepEqual(dns.map((r) => r.line.endsWith(` ! -d ${iot?.gateway} -j DROP`)), iot ? [true] : []);
-      t.is(user.rules.length, smtp.length + dns.length);
+      // A log prefix in brackets, its quoted value as written (the trailing space kept).
+      const logged = user.rules.filter((r) => / -j LOG /.test(r.line));
+      t.deepEqual(logged.map((r) => r.line.replace(/^.* -j LOG /, '-j LOG ')), config.vlans.map((v) => `-j LOG --log-prefix "[FW DROP] ${v.name} "`));
+      t.is(user.rules.length, smtp.length + dns.length + logged.length);
     }
     t.pass(`config ${index} is valid`);
   }

@@ -373,10 +373,52 @@ test('a user template whose "../" climbs above the top level, or a helper called
   });
 });
 
+const OUTSIDE = '(allowed: letters, digits, space and ._:,/!=+@%"-, and in a double-quoted value any printable ASCII character but \\)';
+const INSIDE = '(in double quotes: printable ASCII characters, but not \\, which iptables reads as an escape)';
 test('a rendered line with a character rules may not hold names the character and what is allowed', (t) => {
   const error = t.throws(() => renderRules("-j ACCEPT\n-m comment --comment 'x' -j ACCEPT\n", 'f.hbs', {}), { instanceOf: TemplateError });
-  t.is(error?.message, `f.hbs line 2: "-m comment --comment 'x' -j ACCEPT" has a character that is not allowed in a rule: "'" `
-    + '(allowed: letters, digits, space and ._:,/!=+@%"-)');
+  t.is(error?.message, `f.hbs line 2: "-m comment --comment 'x' -j ACCEPT" has a character that is not allowed in a rule: "'" ${OUTSIDE}`);
+});
+
+// Outside double quotes a rule holds what options, names and addresses are written with; inside them, the text of a
+// value. A backslash is refused in both: in quotes iptables-restore reads it as an escape ("a\"b" is a"b).
+const refusedCharacters: Array<[string, string, 'outside' | 'inside']> = [
+  ['-j LOG --log-prefix [FW]', '[', 'outside'],
+  ['-p tcp -m string --algo bm --hex-string |0d0a| -j DROP', '|', 'outside'],
+  ['-j ACCEPT # a note', '#', 'outside'],
+  ['-j ACCEPT; -F', ';', 'outside'],
+  ['-j LOG --log-prefix "[FW" DROP]', ']', 'outside'],
+  ['-m comment --comment "a" \\"b" -j ACCEPT', '\\', 'outside'],
+  ['-m comment --comment "a \\" -j ACCEPT', '\\', 'inside'],
+  ['-m comment --comment "a\tb" -j ACCEPT', '\t', 'inside'],
+  ['-m comment --comment "a\rb" -j ACCEPT', '\r', 'inside'],
+  ['-m comment --comment "caf\u00e9" -j ACCEPT', '\u00e9', 'inside'],
+];
+for (const [body, char, where] of refusedCharacters) {
+  test(`a rendered line ${JSON.stringify(body)} is refused, naming the character and where it stands`, (t) => {
+    const error = t.throws(() => renderRules('-j ACCEPT\n{{body}}\n', 'rules.d/filter/forward.hbs', { body }), { instanceOf: TemplateError });
+    t.is(error?.message, `rules.d/filter/forward.hbs, rendered line 2: ${JSON.stringify(body)} has a character that is not allowed `
+      + `${where === 'inside' ? `in a quoted value: ${JSON.stringify(char)} ${INSIDE}` : `in a rule: ${JSON.stringify(char)} ${OUTSIDE}`}`);
+  });
+}
+
+// Inside double quotes iptables-restore reads no character as syntax but the closing quote (and \): a log prefix in
+// brackets, a hex string between bars, a comment with an apostrophe were refused, though iptables takes them and
+// iptables-save prints them back as written (nft and legacy, 1.8.9).
+test('a double-quoted value may hold any printable ASCII character but \\ and the quote: brackets, bars, apostrophes', (t) => {
+  const bodies = [
+    '-j LOG --log-prefix "[FW DROP] "',
+    '-p tcp -m string --algo bm --hex-string "|0d0a|" -j DROP',
+    '-p tcp -m string --algo bm --string "GET |0d0a| HTTP" -j DROP',
+    '-m comment --comment "it\'s [office] | {lab} #1 $HOME `id` ;&*?~^()<>" -j ACCEPT',
+    '-j NFLOG --nflog-prefix "[vgw]  dropped"',
+    '-m comment --comment "" -j ACCEPT',
+  ];
+  t.deepEqual(renderRules(bodies.join('\n'), 'rules.d/filter/forward.hbs', {}), bodies);
+  // Written in the template as they are, refused lines beside them are named by the template's line.
+  const error = t.throws(() => renderRules(`${bodies.join('\n')}\n-p tcp  --log-prefix  "[FW  DROP]"\n`, 'rules.d/filter/forward.hbs', {}),
+    { instanceOf: TemplateError });
+  t.is(error?.message, 'rules.d/filter/forward.hbs line 7: "-p tcp --log-prefix \\"[FW  DROP]\\"" has no -j target');
 });
 
 // Handlebars has no comparison: a rule for one VLAN of a loop could only be written with its subnet by hand.
