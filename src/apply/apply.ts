@@ -14,7 +14,7 @@ import { isAddressStep, runAddressBatch, type AddressStep } from './addresses.js
 import { announce } from './announce.js';
 import { clearStaleFlows, clearUnpolicedFlows } from './conntrack.js';
 import { lockFileHint, privilegeHint, setInUseHint, sysctlHint } from './hints.js';
-import { runLaterSets, runSetRemakes, runSetScript, setCreate, type RemakeStep, type SetLine } from './ipsets.js';
+import { destroyLine, runLaterSets, runSetRemakes, runSetScript, setCreate, type RemakeStep, type SetLine } from './ipsets.js';
 import { tell, type ApplyObserver } from './observer.js';
 import { refusedAtCommit, refusedRulesText, refusedUserRules, restoreFailedLine, restoreFailureContext, type CommitRefusal, type RefusedRule } from './parse-restore-failure.js';
 import { StepFailed, UndoFailed, type Undo } from './steps.js';
@@ -179,11 +179,7 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
         break;
       }
       case 'set-destroy':
-        destroys.push({
-          line: `destroy ${step.set}`,
-          undo: [setCreate(step.set, step.type, step.members), ...step.members.map((m) => `add ${step.set} ${m} -exist`)].join('\n'),
-          step,
-        });
+        destroys.push(destroyLine(step));
         break;
       default:
         break; // address steps: the batch above

@@ -11,9 +11,21 @@ import { killed, StepFailed, UndoFailed, type Undo } from './steps.js';
 
 /**
  * One line of an `ipset restore` script, how to undo it, and the step it belongs to. `deletes`: the line takes a
- * member out of a set; its undo puts it back with the counters it had (runSetScript reads them first).
+ * member out of a set; its undo puts it back with the counters it had (runSetScript reads them first). `destroys`: the
+ * line destroys a set; its undo makes it again with its members and the counters they had (destroyLine).
  */
-export type SetLine = { line: string; undo?: string; step: Step; deletes?: { set: string; member: string } };
+export type SetLine = { line: string; undo?: string; step: Step; deletes?: { set: string; member: string }; destroys?: SetDestroy };
+
+type SetDestroy = Extract<Step, { kind: 'set-destroy' }>;
+
+/** A set's members made again after its destroy (`counters`: each member's `packets N bytes N`, where read). */
+function recreate(step: SetDestroy, counters?: ReadonlyMap<string, string>): string {
+  const add = (m: string) => `add ${step.set} ${m}${counters?.has(m) ? ` ${counters.get(m)}` : ''} -exist`;
+  return [setCreate(step.set, step.type, step.members), ...step.members.map(add)].join('\n');
+}
+
+/** The line destroying a set no longer wanted; its undo is given the members' counters by runSetScript. */
+export const destroyLine = (step: SetDestroy): SetLine => ({ line: `destroy ${step.set}`, undo: recreate(step), step, destroys: step });
 
 /**
  * Several sets' lines in one `ipset restore` (one process, not one per set). ipset stops at the failing line and
@@ -52,13 +64,14 @@ export async function runSetScript(runner: CommandRunner, given: readonly SetLin
 }
 
 /**
- * The lines that delete members, their undo given the members' counters as they are now: put back by a plain
- * `add`, a member of an accounting set started again from zero (the per-pair totals lost to a failed apply), or
- * took the counters of whichever member last had its kernel slot. One `ipset save` per set that loses members; a
- * set that cannot be read, or keeps no counters, keeps the plain undo.
+ * The lines that delete members or destroy sets, their undo given the members' counters as they are now: put back by
+ * a plain `add`, a member of an accounting set started again from zero (the per-pair totals lost to a failed apply),
+ * or took the counters of whichever member last had its kernel slot. One `ipset save` per set that loses members or
+ * goes (once the tables no longer match on it: nothing counts after the reading); a set that cannot be read, or keeps
+ * no counters, keeps the plain undo.
  */
 async function withCountersKept(runner: CommandRunner, lines: readonly SetLine[]): Promise<readonly SetLine[]> {
-  const sets = new Set(lines.flatMap((l) => (l.deletes && l.undo !== undefined ? [l.deletes.set] : [])));
+  const sets = new Set(lines.flatMap((l) => (l.deletes && l.undo !== undefined ? [l.deletes.set] : l.destroys ? [l.destroys.set] : [])));
   if (sets.size === 0) return lines;
   // The sets read side by side: one process's start each, not one after the other.
   const counters = new Map(await Promise.all([...sets].map(async (set) => {
@@ -71,6 +84,7 @@ async function withCountersKept(runner: CommandRunner, lines: readonly SetLine[]
     return [set, members] as const;
   })));
   return lines.map((l) => {
+    if (l.destroys) return counters.get(l.destroys.set)?.size ? { ...l, undo: recreate(l.destroys, counters.get(l.destroys.set)) } : l;
     const had = l.deletes && counters.get(l.deletes.set)?.get(l.deletes.member);
     return had === undefined ? l : { ...l, undo: `add ${l.deletes!.set} ${l.deletes!.member} ${had} -exist` };
   });
@@ -164,10 +178,10 @@ async function remakeSets(runner: CommandRunner, steps: readonly RemakeStep[]): 
 
 /**
  * Before sets are destroyed (after the tables stopped using them): one still referenced is refused here, before any
- * is destroyed. A destroyed set is made again by the rollback with its members but not their counters (the
- * per-pair accounting would start again from zero); the kernel's refusal would come only after the sets before it
- * in the script were gone. A rule of someone else's in the tables the plan read was named by the planner already
- * (InUseError); this one is in the other backend, or in another table.
+ * is destroyed. The kernel's refusal would come only after the sets before it in the script were gone, to be made
+ * again by the rollback (with their members' counters: destroyLine) in reverse order. A rule of someone else's in the
+ * tables the plan read was named by the planner already (InUseError); this one is in the other backend, or in another
+ * table.
  */
 async function refuseSetsInUse(runner: CommandRunner, backend: Backend, lines: readonly SetLine[]): Promise<void> {
   const destroyed = lines.filter((l) => l.step.kind === 'set-destroy');

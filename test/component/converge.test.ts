@@ -447,6 +447,24 @@ test('a failing nat table as a VLAN\'s NIC goes: the accounting members put back
   t.is(ns.saveSets(true), before);
 });
 
+// A set the plan destroys (the NIC sets, once `default: drop` no longer uses them) is destroyed after the tables; a
+// step after it that fails (ip_forward, switched off by hand) made it again with its members from zero.
+test('an apply failing after it destroyed a set: the set is made again with its members\' counters', async (t) => {
+  const ns = namespace(['eth1', 'eth2']);
+  await apply(ns, lab);
+  await ns.run(['ipset', 'restore'], { input: 'add VGW-NICS-0 0.0.0.0/1,eth2 packets 7 bytes 588 -exist\nadd VGW-NICS-0 128.0.0.0/1,eth1 packets 3 bytes 252 -exist\n' });
+  await ns.run(['sysctl', '-w', 'net.ipv4.ip_forward=0']);
+  const before = ns.saveSets(true);
+  const dropping = parse(labText.replace('default: accept', 'default: drop'), 'drop.yaml');
+  const { plan } = await reconcileOnce(ns, dropping, builtinTemplates, { dryRun: true });
+  t.deepEqual(plan.steps.map((s) => (s.kind === 'table' ? s.table : s.kind === 'set-destroy' ? `${s.kind} ${s.set}` : s.kind)), ['filter', 'set-destroy VGW-NICS-0', 'sysctl']);
+  ns.failOn((argv) => argv[0] === 'sysctl' && argv[1] === '-w');
+  const error = await t.throwsAsync(apply(ns, dropping), { instanceOf: ApplyError });
+  t.is(error!.step.kind, 'sysctl');
+  t.true(error!.rolledBack);
+  t.is(ns.saveSets(true), before);
+});
+
 // A pass works out its set steps while the tables are still being read, from the sets it read and the desired state
 // (reconcileOnce, setSteps). Passes of one process plan from the same desired state: each still compares the sets it
 // read itself, and a set that is not as the gateway makes it still stops the pass before anything is written.

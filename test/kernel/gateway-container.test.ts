@@ -4,14 +4,17 @@
  *
  * - /proc/sys read-only, as inside a container (the CLI runs in a mount namespace of its own with /proc/sys bound
  *   read-only; `ip netns exec` inherits it): the real sysctl's refusal is turned into the hint naming the docker
- *   flag, and the tables already written are rolled back. (The fake's refusal says "Read-only file system"; procps'
- *   sysctl says "permission denied on key".)
+ *   flag, and the tables already written are rolled back, and the sets already destroyed made again with their
+ *   members' counters. (The fake's refusal says "Read-only file system"; procps' sysctl says "permission denied on key".)
  * - A change to one VLAN's policy, written into real iptables-nft: only the chains it touches are rewritten, and
  *   every other rule (ours, the built-in chains', Docker's) keeps its packet counters, as do the accounting sets.
  */
 import test from 'ava';
 import type { Config } from '../../src/config/schema.js';
+import { inNamespace } from '../../src/exec/runner.js';
 import { formatMatrix, labCheck, labDown, type LabTopology } from '../../src/lab/index.js';
+import { reconcileOnce } from '../../src/reconcile/once.js';
+import { loadTemplates } from '../../src/template/load.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { tearDownAlways } from '../helpers/teardown.js';
 import {
@@ -26,6 +29,7 @@ let topology: LabTopology;
 let router: string;
 let example: { path: string; config: Config };
 let sshOnly: { path: string; config: Config }; // the example, with lab → office narrowed to TCP/22
+let dropByDefault: { path: string; config: Config }; // the example with forwarding.default: drop (the NIC sets unused)
 
 test.before(async () => {
   if (!isRoot()) return;
@@ -41,6 +45,7 @@ test.before(async () => {
       ],
     },
   });
+  dropByDefault = await writeConfig('drop-by-default', { ...doc, forwarding: { default: 'drop' } });
   topology = await buildLab(example.config, name);
   router = topology.router;
   await addDockerDnsChains(router);
@@ -101,4 +106,27 @@ kernel(`a change to one VLAN's policy rewrites only the chains it touches: every
   const seen = outcomes(result);
   t.like(seen, { 'lab → office ping': 'blocked', 'lab → office tcp/22': 'pass as 192.168.20.100', 'lab → office tcp/80': 'blocked', 'office → lab ping': 'pass' });
   t.true(result.ok, formatMatrix(result));
+});
+
+// A set the plan no longer wants is destroyed once the tables stop matching on it, before ip_forward is written; when
+// that write fails, the rollback made the set again with its members from zero (its packet and byte counters lost).
+kernel(`read-only /proc/sys after a set was destroyed: the rollback makes it again with its members' counters${NEEDS_ROOT}`, async (t) => {
+  t.is((await cli('apply', '--netns', router, '--config', example.path)).code, 0);
+  // The NIC set counts the sources routed through a VLAN's NIC, which the lab has none of: its counters are set here.
+  const nic = topology.vlans[0]!.routerInterface;
+  await inNs(router, 'ipset', 'add', 'VGW-NICS-0', `0.0.0.0/1,${nic}`, 'packets', '7', 'bytes', '588', '-exist');
+  await inNs(router, 'sysctl', '-qw', 'net.ipv4.ip_forward=0'); // switched off by hand: the apply writes it again
+  const before = await settledState(router);
+  t.regex(before.ipsets, new RegExp(`^add VGW-NICS-0 0\\.0\\.0\\.0/1,${nic} packets 7 bytes 588$`, 'm'));
+  const { plan } = await reconcileOnce(inNamespace(runner, router), dropByDefault.config, await loadTemplates(), { dryRun: true });
+  t.deepEqual(plan.steps.map((s) => (s.kind === 'set-destroy' ? `${s.kind} ${s.set}` : s.kind === 'table' ? s.table : s.kind)), ['filter', 'set-destroy VGW-NICS-0', 'sysctl']);
+  const applied = await cliWithReadOnlyProcSys('apply', '--netns', router, '--config', dropByDefault.path);
+  t.is(applied.code, 1, applied.stdout);
+  t.regex(applied.stderr, /^vlan-gateway: apply failed: setting net\.ipv4\.ip_forward=1 failed: sysctl: permission denied/m);
+  t.regex(applied.stderr, /\(the steps already done were rolled back\)$/m);
+  // A set made again lists its members in its own hash order, with a new hash seed (initval): both are left out.
+  const sets = (text: string) => text.replace(/ initval 0x[0-9a-f]+/g, '').split('\n').sort().join('\n');
+  const after = await readState(router, true);
+  t.is(sets(after.ipsets), sets(before.ipsets), 'every set, every member with its counters');
+  t.deepEqual({ ...after, ipsets: '' }, { ...before, ipsets: '' }, 'iptables-save -c (both backends), addresses, routes, ip_forward');
 });
