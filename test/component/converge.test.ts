@@ -1542,6 +1542,27 @@ test('a remake whose swap fails otherwise is not tried again: undone, and the fa
   t.is(ns.snapshot(), old);
 });
 
+// The undo of a failing remake script swaps back what it had swapped: with two sets made again, the second one's swap
+// failing left the first one swapped in, its old set beside it under the temporary name, until the next pass.
+test('two sets made again, the second one\'s swap failing otherwise: the first is swapped back, no set left beside either', async (t) => {
+  const { ns, counted } = await olderSets(t);
+  await remakeOld(ns, 'VGW-NICS-0', 'maxelem 1000');
+  const old = ns.snapshot();
+  const members: Record<string, string> = { 'VGW-PAIRS-0': counted, 'VGW-NICS-0': membersOf(ns, 'VGW-NICS-0') };
+  const { plan } = await reconcileOnce(ns, fifteen, await templatesFor(fifteen), { dryRun: true });
+  const remade = plan.steps.map((s) => (s.kind === 'set-update' ? s.set : s.kind));
+  t.deepEqual([...remade].sort(), ['VGW-NICS-0', 'VGW-PAIRS-0']);
+  // Each set's create, its members, its swap: the second swap is the script's last line.
+  const swapLine = remade.reduce((n, set) => n + members[set]!.split('\n').length + 2, 0);
+  const refusal = `ipset v7.17: Error in line ${swapLine}: The sets cannot be swapped: their type does not match\n`;
+  ns.failNext({ match: (argv, input) => argv.join(' ') === 'ipset restore' && /^swap /m.test(input ?? ''), afterLines: swapLine - 1, stderr: refusal });
+  const error = await t.throwsAsync(apply(ns, fifteen), { instanceOf: ApplyError });
+  t.is(error!.message, `updating ipset ${remade[1]} failed: ipset restore: ${refusal}(the lines before it were undone)`);
+  t.true(error!.rolledBack);
+  t.is(ns.snapshot(), old, 'both sets as they were, no temporary set beside them');
+  for (const set of remade) t.is(membersOf(ns, set), members[set]!, `${set}: its members with their counters`);
+});
+
 test('a remake killed half-way leaves the set whole, old or new, and no set beside it; the next pass finishes it', async (t) => {
   for (const afterLines of [100, Infinity]) {
     const { ns, fresh, counted } = await olderSets(t);
