@@ -1291,6 +1291,25 @@ test('killed half-way, an address batch whose undo is killed too: the failure sa
   t.false(error!.rolledBack);
 });
 
+// A NIC whose name `ip -batch` cannot read (here "of#1": office's NIC renamed after an apply, our gateway address still
+// on it) makes the address steps go one `ip` each. One killed half-way may have taken effect (the kernel had the
+// address before the signal came) or not: either way it is undone with the steps before it, and its undo finding
+// nothing to undo is no rollback failure.
+for (const [when, afterLines] of [['after it took effect', Infinity], ['before it took effect', undefined]] as const) {
+  test(`killed half-way, an address step run on its own (a NIC name ip -batch cannot read), ${when}: undone, the rollback whole`, async (t) => {
+    const ns = namespace(['eth1', 'eth2'], { links: [UPLINK, NICS.eth1!, NICS.eth2!, { name: 'of#1', addresses: ['192.168.10.1/24 metric 7010'] }] });
+    const before = ns.snapshot();
+    const add = 'ip address add 192.168.10.1/24 dev eth1 metric 7010';
+    ns.failNext({ match: (argv) => argv.join(' ') === add, killed: 'SIGKILL', ...(afterLines === undefined ? {} : { afterLines }) });
+    const error = await t.throwsAsync(apply(ns, lab), { instanceOf: ApplyError });
+    t.true(ns.history.includes('ip address del 192.168.10.1/24 dev of#1'), 'one `ip` a step');
+    t.regex(error!.message, /^adding 192\.168\.10\.1\/24 to eth1 \(vlan office\) failed: ip address add .*killed by SIGKILL[^]*\(the steps already done were rolled back\)$/);
+    t.deepEqual(error!.rollbackErrors, []);
+    t.true(error!.rolledBack);
+    t.is(ns.snapshot(), before);
+  });
+}
+
 test('killed half-way, the first apply\'s `ipset restore` that creates the sets: the sets it may have made are destroyed', async (t) => {
   const ns = namespace(['eth1', 'eth2']);
   const empty = ns.snapshot();
