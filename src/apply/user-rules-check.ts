@@ -9,7 +9,7 @@
  */
 import { asRun, CommandError, type CommandRunner } from '../exec/runner.js';
 import { TABLES, type Backend, type Facts, type TableName } from '../observe/facts.js';
-import { fromTemplate, PlanError, type ChainSource } from '../plan/check.js';
+import { fromTemplate, PlanError, type ChainSource, type PlanProblem } from '../plan/check.js';
 import type { Desired, Plan } from '../plan/types.js';
 import { USER_HOOKS } from '../plan/chains.js';
 import type { Config } from '../config/schema.js';
@@ -69,7 +69,7 @@ async function userRulesRefusal(runner: CommandRunner, backend: Backend, desired
   const argv = [...restoreCommand(backend), '--test'];
   const lines = test.payload.split('\n');
   const origins = [...test.origins];
-  const refused: string[] = [];
+  const refused: PlanProblem[] = [];
   for (;;) {
     let result;
     try {
@@ -105,18 +105,19 @@ async function userRulesRefusal(runner: CommandRunner, backend: Backend, desired
     }
     if (!origin) {
       // Not a rule of theirs (a declaration, COMMIT): nothing to leave out and ask again about.
-      refused.push(`iptables refuses the rules of rules.dir: ${reason}`);
+      refused.push({ text: `iptables refuses the rules of rules.dir: ${reason}` });
       break;
     }
-    refused.push(`${origin.table} ${origin.chain} rule ${origin.rule}${fromTemplate(templateOf(origin.chain), origin.body)}: iptables refuses it: ${reason}`);
+    const template = templateOf(origin.chain);
+    refused.push({ text: `${origin.table} ${origin.chain} rule ${origin.rule}${fromTemplate(template, origin.body)}: iptables refuses it: ${reason}`, ...(template ? { file: template.file } : {}) });
     if (refused.length === REFUSALS_SAID) {
-      refused.push(`(iptables names one refused rule at a time: after ${REFUSALS_SAID}, the rules after the last were not checked)`);
+      refused.push({ text: `(iptables names one refused rule at a time: after ${REFUSALS_SAID}, the rules after the last were not checked)` });
       break;
     }
     lines.splice(line! - 1, 1);
     origins.splice(line! - 1, 1);
   }
-  return refused.length === 0 ? undefined : new PlanError(refused.join('\n'));
+  return refused.length === 0 ? undefined : new PlanError(refused);
 }
 
 const setNames = (desired: Desired): ReadonlySet<string> => new Set(desired.sets.map((set) => set.name));
@@ -143,7 +144,7 @@ export const userRulesGuard = (runner: CommandRunner, templates: Templates, opti
     await userRulesRefusal(runner, 'nft', only((table) => absent.includes(table as TableName)), templateOf, sets),
   ];
   const said = refusals.filter((r): r is PlanError => r !== undefined);
-  if (said.length > 0) throw new PlanError(said.map((r) => r.message).join('\n'));
+  if (said.length > 0) throw new PlanError(said.flatMap((r) => r.problems));
 };
 
 /**
@@ -222,7 +223,7 @@ const DETACHED = 'rendered as at a start before Docker attaches the NICs: no VLA
 
 /** The same error, saying in which render it arose. */
 function withContext(error: unknown): unknown {
-  if (error instanceof PlanError) return new PlanError(`${error.message}\n(${DETACHED})`);
+  if (error instanceof PlanError) return new PlanError([...error.problems, { text: `(${DETACHED})` }]);
   if (error instanceof TemplateError) {
     // One problem says the render in its own sentence; several, once after them (as a PlanError does).
     const [first, ...others] = error.problems;

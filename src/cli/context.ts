@@ -46,7 +46,7 @@ export async function templatesOf(loaded: LoadedConfig): Promise<Templates> {
   // The rest of what the render says (how many lines went unsaid, in which render) are its last lines, as notes.
   const rendered = templateRenderError(loaded.config, found.templates);
   const error = configError(loaded.path, loaded.text, [...found.problems,
-    ...(rendered?.problems ?? []).map((p): Problem => ({ path: ['rules', 'dir'], message: templateProblemText(p) }))]);
+    ...(rendered?.problems ?? []).map((p): Problem => ({ path: ['rules', 'dir'], message: templateProblemText(p), file: p.file }))]);
   throw rendered && rendered.notes.length > 0 ? new ConfigError(error.source, error.problems, [...error.lines, ...rendered.notes]) : error;
 }
 

@@ -52,6 +52,12 @@ function describe(error: unknown): string {
   return (error as Error)?.stack ?? String(error);
 }
 
+/** A line of describeErrorLines, and the file of rules.dir it is about, where it is about one (a template). */
+export interface ErrorLine {
+  readonly text: string;
+  readonly file?: string;
+}
+
 /**
  * describeError's text as lines that each stand alone, for a log line apiece and /status's reload errors: a config's
  * problems each with the file they are in (unless the line names that file itself: namesFile), and no header line
@@ -59,22 +65,41 @@ function describe(error: unknown): string {
  * one more error.
  */
 export function describeErrorLines(error: unknown): string[] {
-  if (error instanceof ConfigError) {
-    const source = printable(error.source);
-    return withNotes(error.lines).map((line) => `invalid config: ${namesFile(line, source) ? '' : `${source}: `}${line}`);
-  }
-  const all = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
-  return withNotes(all.length > 1 && all[0]!.endsWith(':') ? all.slice(1) : all);
+  return describeErrorLinesOf(error).map((l) => l.text);
 }
 
-function withNotes(lines: readonly string[]): string[] {
+/**
+ * describeErrorLines with the template each line is about, where it is about one: a rejected reload's log line names
+ * it as its `path` (the config file otherwise), the file its text names first.
+ */
+export function describeErrorLinesOf(error: unknown): ErrorLine[] {
+  if (error instanceof ConfigError) {
+    const source = printable(error.source);
+    // A ConfigError's lines say its problems in order, then its notes (joined to the last before the file is put first).
+    return withNotes(error.lines.map((line, i) => lineOf(line, error.problems[i]?.file)))
+      .map((line) => ({ ...line, text: `invalid config: ${namesFile(line.text, source) ? '' : `${source}: `}${line.text}` }));
+  }
+  const all = describeError(error).split('\n').map((l) => l.trim()).filter(Boolean);
+  const lines = all.length > 1 && all[0]!.endsWith(':') ? all.slice(1) : all;
+  // The errors whose problems are each a line (a problem's file with it), then their notes.
+  const files = error instanceof TemplateError ? [...error.problems.map((p) => p.file), ...error.notes.map(() => undefined)]
+    : error instanceof PlanError ? error.problems.map((p) => p.file)
+      : [];
+  return withNotes(lines.map((text, i) => lineOf(text, files.length === lines.length ? files[i] : undefined)));
+}
+
+const lineOf = (text: string, file: string | undefined): ErrorLine => (file === undefined ? { text } : { text, file });
+
+function withNotes(lines: readonly ErrorLine[]): ErrorLine[] {
   // A line in parentheses is said of the problems before it ("(and 3 more lines refused)", "(rendered as at a start
   // before Docker attaches the NICs: …)"): it goes with them, not as an error of its own ("reload rejected: (and 3 more
   // lines refused)"); said once, at the end of the last.
-  const problems = lines.filter((l) => !/^\(.*\)$/.test(l));
+  const isNote = (l: ErrorLine) => /^\(.*\)$/.test(l.text);
+  const problems = lines.filter((l) => !isNote(l));
   if (problems.length === 0 || problems.length === lines.length) return [...lines];
-  const notes = lines.filter((l) => /^\(.*\)$/.test(l));
-  return [...problems.slice(0, -1), `${problems.at(-1)!} ${notes.join(' ')}`];
+  const notes = lines.filter(isNote).map((l) => l.text);
+  const last = problems.at(-1)!;
+  return [...problems.slice(0, -1), { ...last, text: `${last.text} ${notes.join(' ')}` }];
 }
 
 const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');

@@ -22,7 +22,7 @@ import type { Templates } from '../plan/desired.js';
 import { userTemplatesText } from '../template/load.js';
 import { sourceLineOf } from '../template/render.js';
 import type { DriftSchedule } from './drift-schedule.js';
-import { describeErrorLines } from './errors.js';
+import { describeErrorLinesOf } from './errors.js';
 import { loadChecked, type RulesCheck } from './load-checked.js';
 import type { PlanCache } from './plan-cache.js';
 import { runSettings, type RunArgs } from './run-options.js';
@@ -226,10 +226,12 @@ export class Reloads {
       this.pendingRulesDir = await rulesDirNamed(path);
       reload.at = at;
       reload.result = 'failure';
-      reload.errors = describeErrorLines(error);
+      const lines = describeErrorLinesOf(error);
+      reload.errors = lines.map((l) => l.text);
       metrics.reloads.inc({ result: 'failure' });
       metrics.lastReloadOk.set(0);
-      for (const line of reload.errors) log.error({ why, path }, `reload rejected, keeping the running config: ${line}`);
+      // Each line's `path` is the file it is about: its template where the fault is in one, else the config file.
+      for (const line of lines) log.error({ why, path: line.file ?? path }, `reload rejected, keeping the running config: ${line.text}`);
     } finally {
       this.watcher?.rearm(supervisor.config.config.rules.dir, this.pendingRulesDir);
       metrics.changed();
@@ -321,7 +323,8 @@ function placeText(place: RulePlace): string {
  * line there (sourceLineOf: the one line of the template that is the rule as written; a rule that a loop or a value
  * made is named by its number in the chain, which is its place among the rules the template renders); a table
  * iptables-legacy refused whole, by the likely chain and its template; the gateway's own rules (gatewayRefusal), by
- * the config file.
+ * the config file. `path` is always there, as a rejected reload's: the template the message names first, else the
+ * config file.
  */
 function refusalSaid(error: ApplyError, templates: Templates, configPath: string): { rule: string; fields: Record<string, unknown> } {
   const templateOf = userTemplateOf(templates);
@@ -331,7 +334,7 @@ function refusalSaid(error: ApplyError, templates: Templates, configPath: string
   if (error.failedLine === 'COMMIT') {
     // iptables-legacy names no rule (it refuses the table at COMMIT): the chain is then the likely one.
     const table = error.step.kind === 'table' ? error.step.table : '';
-    return { rule: `the kernel refuses the ${table} table, likely for a rule of rules.dir (${chainSaid})`, fields: { path: chainFile, chain: error.userChain } };
+    return { rule: `the kernel refuses the ${table} table, likely for a rule of rules.dir (${chainSaid})`, fields: { path: chainFile ?? configPath, chain: error.userChain } };
   }
   const places = error.refusedRules.map((r): RulePlace => {
     const template = templateOf(r.chain);
@@ -339,13 +342,13 @@ function refusalSaid(error: ApplyError, templates: Templates, configPath: string
     return { ...(template ? { path: template.file } : {}), ...(line ? { line } : {}), chain: r.chain, rule: r.rule };
   });
   const [first] = places;
-  if (first === undefined) return { rule: `the kernel refuses a rule of rules.dir (${chainSaid})`, fields: { path: chainFile, chain: error.userChain } };
-  if (places.length === 1) return { rule: `the kernel refuses a rule of rules.dir, ${placeText(first)}: ${error.refusedRules[0]!.text}`, fields: { ...first } };
-  // Several refused (iptables-nft names each, in every table committed): each is named, here and in the error's lines.
-  const files = new Set(places.map((p) => p.path));
+  if (first === undefined) return { rule: `the kernel refuses a rule of rules.dir (${chainSaid})`, fields: { path: chainFile ?? configPath, chain: error.userChain } };
+  if (places.length === 1) return { rule: `the kernel refuses a rule of rules.dir, ${placeText(first)}: ${error.refusedRules[0]!.text}`, fields: { ...first, path: first.path ?? configPath } };
+  // Several refused (iptables-nft names each, in every table committed): each is named, here and in the error's lines
+  // (and `rules`, each with its template); `path` is the first's, as the message names them.
   return {
     rule: `the kernel refuses ${places.length} rules of rules.dir: ${places.map(placeText).join(', ')}`,
-    fields: { ...(files.size === 1 ? { path: first.path } : {}), rules: places },
+    fields: { path: first.path ?? configPath, rules: places },
   };
 }
 

@@ -8,6 +8,8 @@ export interface Problem {
   readonly at?: 'key';
   /** The line, when the path cannot tell it (a key written three times has one path for all of them). */
   readonly line?: number;
+  /** The file of rules.dir the problem is in (a template, or a file that is none), when it is in one: the log names it. */
+  readonly file?: string;
 }
 
 /** A key as users see it in a path: plain when it is a word, else quoted (a key may hold any text, a newline too). */

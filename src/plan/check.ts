@@ -11,8 +11,20 @@ import { inInterfaceOf, outInterfaceOf, verdictOf } from './rule-text.js';
 import { sourceLineOf } from '../template/render.js';
 import { ruleBody } from './hash.js';
 
+/** One thing wrong with the rules: said as `text`; `file` is the template of rules.dir it is in, where it is in one. */
+export interface PlanProblem {
+  readonly text: string;
+  readonly file?: string;
+}
+
 export class PlanError extends Error {
   override readonly name = 'PlanError';
+  readonly problems: readonly PlanProblem[];
+  /** Each problem a line of the message; a line in parentheses is a note on the problems before it. */
+  constructor(problems: readonly PlanProblem[]) {
+    super(problems.map((p) => p.text).join('\n'));
+    this.problems = problems;
+  }
 }
 
 const NAT_ONLY = new Set(['SNAT', 'DNAT', 'MASQUERADE', 'REDIRECT', 'NETMAP']);
@@ -47,9 +59,15 @@ export function checkJumpTargets(chains: readonly DesiredChain[], sources: Reado
   for (const chain of chains) (byTable.get(chain.table) ?? byTable.set(chain.table, new Map()).get(chain.table)!).set(chain.name, chain);
   const targets = new Map(chains.map((chain) => [chain, chain.rules.map((rule) => rule.target ?? verdictOf(rule.line))]));
   const ours = (chain: DesiredChain, target: string | undefined) => (target?.startsWith(OUR_PREFIX) ? byTable.get(chain.table)!.get(target) : undefined);
-  const problems: string[] = [];
-  const where = (chain: DesiredChain, index: number) =>
-    `${chain.table} ${chain.name} rule ${index + 1}${fromTemplate(sources.get(chain.name), chain.rules[index]!.line)}`;
+  const problems: PlanProblem[] = [];
+  /** A problem of one rule: named by its chain and number, and by its template where it comes from one. */
+  const atRule = (chain: DesiredChain, index: number, what: string) => {
+    const source = sources.get(chain.name);
+    problems.push({
+      text: `${chain.table} ${chain.name} rule ${index + 1}${fromTemplate(source, chain.rules[index]!.line)}${what}`,
+      ...(source ? { file: source.file } : {}),
+    });
+  };
 
   // The nat hooks each chain is reachable from decide which NAT targets it may use.
   const hooks = new Map<string, Set<string>>();
@@ -71,10 +89,10 @@ export function checkJumpTargets(chains: readonly DesiredChain[], sources: Reado
       chain.rules.forEach((rule, index) => {
         const body = ruleBody(rule.line);
         if (from.has('PREROUTING') && outInterfaceOf(body) !== undefined) {
-          problems.push(`${where(chain, index)} matches an outgoing NIC (-o) in PREROUTING, where a packet has none yet: the match cannot work there (iptables refuses -o in PREROUTING itself)`);
+          atRule(chain, index, ` matches an outgoing NIC (-o) in PREROUTING, where a packet has none yet: the match cannot work there (iptables refuses -o in PREROUTING itself)`);
         }
         if (from.has('POSTROUTING') && inInterfaceOf(body) !== undefined) {
-          problems.push(`${where(chain, index)} matches an incoming NIC (-i) in POSTROUTING, where a packet has none any more: the match cannot work there (iptables refuses -i in POSTROUTING itself)`);
+          atRule(chain, index, ` matches an incoming NIC (-i) in POSTROUTING, where a packet has none any more: the match cannot work there (iptables refuses -i in POSTROUTING itself)`);
         }
       });
     }
@@ -82,7 +100,7 @@ export function checkJumpTargets(chains: readonly DesiredChain[], sources: Reado
       if (target === undefined) return;
       if (target.startsWith(OUR_PREFIX)) {
         if (!ours(chain, target)) {
-          problems.push(`${where(chain, index)} jumps to ${target}, which is not a chain declared in the ${chain.table} table`);
+          atRule(chain, index, ` jumps to ${target}, which is not a chain declared in the ${chain.table} table`);
         }
         return;
       }
@@ -90,20 +108,20 @@ export function checkJumpTargets(chains: readonly DesiredChain[], sources: Reado
         // The gateway owns its sets as it owns its chains: one written from a rule (a NIC, a subnet added to
         // VGW-SUBNET-NICS) changes its verdicts, and the next pass puts it back.
         const written = OUR_SET_WRITE.exec(unquoted(chain.rules[index]!.line))?.[1];
-        if (written) problems.push(`${where(chain, index)} writes into ${written}, the gateway's own set: use a set of your own`);
+        if (written) atRule(chain, index, ` writes into ${written}, the gateway's own set: use a set of your own`);
       }
       if (!STANDARD_TARGETS.has(target)) {
-        problems.push(`${where(chain, index)} jumps to ${target}, which is neither one of our chains nor a standard target`);
+        atRule(chain, index, ` jumps to ${target}, which is neither one of our chains nor a standard target`);
       } else if (OTHER_TABLES.has(target)) {
-        problems.push(`${where(chain, index)} uses ${target}, which the kernel allows only in the ${OTHER_TABLES.get(target)!} table (the gateway writes filter and nat)`);
+        atRule(chain, index, ` uses ${target}, which the kernel allows only in the ${OTHER_TABLES.get(target)!} table (the gateway writes filter and nat)`);
       } else if (chain.table === 'filter' && NAT_ONLY.has(target)) {
-        problems.push(`${where(chain, index)} uses ${target}, which belongs in the nat table`);
+        atRule(chain, index, ` uses ${target}, which belongs in the nat table`);
       } else if (chain.table === 'nat' && NOT_IN_NAT.has(target)) {
-        problems.push(`${where(chain, index)} uses ${target}, which the nat table does not allow (filter in the forward template instead)`);
+        atRule(chain, index, ` uses ${target}, which the nat table does not allow (filter in the forward template instead)`);
       } else if (chain.table === 'nat') {
         const from = hooks.get(chain.name) ?? new Set();
-        if (SOURCE_NAT.has(target) && from.has('PREROUTING')) problems.push(`${where(chain, index)} uses ${target} in PREROUTING; source NAT belongs in POSTROUTING`);
-        if (DEST_NAT.has(target) && from.has('POSTROUTING')) problems.push(`${where(chain, index)} uses ${target} in POSTROUTING; destination NAT belongs in PREROUTING`);
+        if (SOURCE_NAT.has(target) && from.has('PREROUTING')) atRule(chain, index, ` uses ${target} in PREROUTING; source NAT belongs in POSTROUTING`);
+        if (DEST_NAT.has(target) && from.has('POSTROUTING')) atRule(chain, index, ` uses ${target} in POSTROUTING; destination NAT belongs in PREROUTING`);
       }
     });
   }
@@ -117,8 +135,9 @@ export function checkJumpTargets(chains: readonly DesiredChain[], sources: Reado
     if (seen === 'done') return;
     if (seen === 'visiting') {
       const cycle = [...path.slice(path.indexOf(chain)), chain].map((c) => c.name);
-      const files = [...new Set(cycle.map((c) => sources.get(c)?.file).filter(Boolean))];
-      problems.push(`jump loop: ${cycle.join(' -> ')}${files.length > 0 ? ` (from ${files.join(', ')})` : ''}`);
+      const files = [...new Set(cycle.map((c) => sources.get(c)?.file).filter((f) => f !== undefined))];
+      // Through several templates: the first it names is the file of it.
+      problems.push({ text: `jump loop: ${cycle.join(' -> ')}${files.length > 0 ? ` (from ${files.join(', ')})` : ''}`, ...(files[0] ? { file: files[0] } : {}) });
       return;
     }
     state.set(chain, 'visiting');
@@ -132,7 +151,7 @@ export function checkJumpTargets(chains: readonly DesiredChain[], sources: Reado
   };
   for (const chain of chains) visit(chain);
 
-  if (problems.length > 0) throw new PlanError(problems.join('\n'));
+  if (problems.length > 0) throw new PlanError(problems);
 }
 
 /**

@@ -21,7 +21,7 @@ const MAX_USER_TEMPLATE_BYTES = MAX_USER_RENDER_CHARS;
  * file (a link to /dev/zero, a pipe: read for ever), or larger than a template's output may be.
  */
 async function userSource(path: string, configPath: string): Promise<TemplateSource> {
-  const refuse = (why: string) => new ConfigError(configPath, [{ path: ['rules', 'dir'], message: `cannot read ${path} (${why})` }]);
+  const refuse = (why: string) => new ConfigError(configPath, [{ path: ['rules', 'dir'], message: `cannot read ${path} (${why})`, file: path }]);
   let info;
   try {
     info = await stat(path);
@@ -104,6 +104,7 @@ async function userTemplates(dir: string, configPath: string): Promise<{ user: T
 function unknownTemplates(dir: string, templates: readonly string[]): Problem[] {
   return templates.filter((e) => !(e in USER_FILES)).map((e) => ({
     path: ['rules', 'dir'],
+    file: join(dir, e),
     message: `${join(dir, e)} is not a known template; use ${Object.keys(USER_FILES).join(', ')} (they fill ${Object.values(USER_HOOKS).map((h) => h.chain).join(', ')})`,
   }));
 }
@@ -134,7 +135,7 @@ export async function userTemplateProblemsAlone(dir: string, configPath: string)
     }
     // One with a syntax error is said as such, not as one left to render once the config is valid.
     const syntax = templateSyntaxProblem(template.source, template.file);
-    if (syntax) problems.push({ path: ['rules', 'dir'], message: `${syntax.file}: ${syntax.detail}` });
+    if (syntax) problems.push({ path: ['rules', 'dir'], message: `${syntax.file}: ${syntax.detail}`, file: syntax.file });
     else unrendered++;
   }
   return { problems, unrendered };

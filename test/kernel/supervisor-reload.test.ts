@@ -92,6 +92,7 @@ kernel(`SIGHUP with an invalid file keeps the running config, its rules and traf
   gateway!.signal('SIGHUP');
   const rejected = await gateway!.waitForLog('the rejected reload', (l) => l.level >= 50 && l.why === 'SIGHUP' && /reload rejected/.test(l.msg), 5000, from);
   t.log(`logged: ${rejected.msg}`);
+  t.is(rejected.path, configPath, 'the file it is about');
   await sleep(700); // the file watch (debounced 200 ms) reloads too; let both settle
 
   const failures = await gateway!.metric('vlan_gateway_config_reloads_total', { result: 'failure' });
@@ -267,7 +268,8 @@ kernel(`the user's templates are watched and reloaded with the config: an edit t
   from = gateway!.logs.length;
   const before = await iptablesSave(router(), true);
   await writeFile(template, '{{#each vlans}}\n-i {{nic} -j DROP\n');
-  await gateway!.waitForLog('the rejected template', (l) => l.level >= 50 && /reload rejected/.test(l.msg), 5000, from);
+  const rejected = await gateway!.waitForLog('the rejected template', (l) => l.level >= 50 && /reload rejected/.test(l.msg), 5000, from);
+  t.is(rejected.path, template, `the template, not the config file: ${rejected.msg}`);
   await sleep(300);
   t.is(await iptablesSave(router(), true), before);
   t.is((await gateway!.status()).reload.lastResult, 'failure');
@@ -313,7 +315,8 @@ kernel(`a reload whose template iptables refuses (an unknown match) is rejected:
   const before = await iptablesSave(router(), true);
   const from = gateway!.logs.length;
   await writeFile(configPath, stringify({ ...example, rules: { dir: join(REPO, 'test', 'fixtures', 'kernel', 'rules-unknown-match') } }));
-  await gateway!.waitForLog('the rejected reload', (l) => l.level >= 50 && /reload rejected/.test(l.msg) && /nosuchmatch/.test(l.msg), 5000, from);
+  const rejected = await gateway!.waitForLog('the rejected reload', (l) => l.level >= 50 && /reload rejected/.test(l.msg) && /nosuchmatch/.test(l.msg), 5000, from);
+  t.is(rejected.path, join(REPO, 'test', 'fixtures', 'kernel', 'rules-unknown-match', 'filter', 'forward.hbs'), 'the template, not the config file');
   const status = await gateway!.status();
   t.is(status.reload.lastResult, 'failure');
   t.true(status.reload.lastErrors.some((e) => /VGW-USER-FORWARD rule 2 \(from \S+rules-unknown-match\/filter\/forward\.hbs line 3\): iptables refuses it/.test(e)), JSON.stringify(status.reload));
@@ -377,7 +380,8 @@ kernel(`a reload whose rules the kernel refuses at commit, in both tables, names
   const rules = `the kernel refuses 3 rules of rules.dir: ${dir}/filter/forward.hbs line 3 (VGW-USER-FORWARD rule 2), ${dir}/filter/forward.hbs line 5 `
     + `(VGW-USER-FORWARD rule 4), ${dir}/nat/postrouting.hbs line 2 (VGW-USER-POSTROUTING rule 1)`;
   t.is(refusal.msg, `${rules}; the config that last applied runs again`);
-  t.like(refusal, { rules: [
+  // `path`: the first template it names (the line used to carry none, its rules being in two).
+  t.like(refusal, { path: `${dir}/filter/forward.hbs`, rules: [
     { path: `${dir}/filter/forward.hbs`, line: 3, chain: 'VGW-USER-FORWARD', rule: 2 },
     { path: `${dir}/filter/forward.hbs`, line: 5, chain: 'VGW-USER-FORWARD', rule: 4 },
     { path: `${dir}/nat/postrouting.hbs`, line: 2, chain: 'VGW-USER-POSTROUTING', rule: 1 },
@@ -467,6 +471,7 @@ kernel(`the config replaced by a named pipe: the reload is rejected saying so, a
   gateway!.signal('SIGHUP');
   const rejected = await gateway!.waitForLog('the rejected reload', (l) => l.level >= 50 && /reload rejected/.test(l.msg) && /named pipe/.test(l.msg), 5000, from);
   t.is(rejected.msg, `reload rejected, keeping the running config: invalid config: cannot read ${configPath}: it is a named pipe (it was a file when the gateway started; a pipe is read only at a start), not a file`);
+  t.is(rejected.path, configPath);
   t.is((await gateway!.status()).reload.lastResult, 'failure');
 
   // A file with a change, put back by a rename: read and applied.

@@ -132,6 +132,67 @@ test('a refused rule that no line of its template reads as is named by its numbe
   t.is(refusal!.line, undefined);
 });
 
+// A rejected reload's lines each carried path: gateway.yaml, while the line named a template of rules.dir (one that does
+// not render, a rule the planner or iptables refuses, a file there that is no template): an operator, or a log query on
+// `path`, looked in the wrong file. Each line's path is the file it is about; /status's lines name the same file.
+test('a rejected reload says as its path the file each line is about: the template where the fault is in one, else the config file', async (t) => {
+  const r = await rig(t, { 'filter/forward.hbs': '-p tcp --dport 81 -j DROP\n' });
+  r.supervisor.trigger('start');
+  await until('the start pass', () => r.supervisor.lastRecord?.result === 'success');
+  const forward = join(r.rules, 'filter', 'forward.hbs');
+  const misplaced = join(r.rules, 'filter', 'foward.hbs');
+  const rejected = async (what: string, change: () => Promise<void>, said: RegExp) => {
+    const from = r.logs.length;
+    await change();
+    process.emit('SIGHUP');
+    await until(what, () => r.logs.slice(from).some((l) => /^reload rejected/.test(l.msg) && said.test(l.msg)));
+    return r.logs.slice(from).filter((l) => /^reload rejected/.test(l.msg));
+  };
+  for (const [what, text, said] of [
+    ['a value the render does not have', '-i {{nosuch}} -j DROP\n', /nosuch/],
+    ['a jump the planner refuses', '-p tcp -j VGW-NOSUCH\n', /VGW-NOSUCH/],
+    ['an option iptables refuses', '-p tcp --nosuchoption 1 -j DROP\n', /nosuchoption/],
+  ] as const) {
+    const lines = await rejected(what, () => writeFile(forward, text), said);
+    t.true(lines.length > 0);
+    for (const line of lines) t.is(line.path, forward, `${what}: ${line.msg}`);
+    t.true(r.state.errors.length > 0 && r.state.errors.every((e) => e.includes(forward)), `${what}: /status names it: ${JSON.stringify(r.state.errors)}`);
+  }
+  // A file of rules.dir that is no template: that file; a template that does not render, said with it (both problems
+  // of the config's rules.dir), the template.
+  // (Each write may be read alone: what is checked is the lines of the rejection that has both.)
+  await rejected('a file that is no template', async () => {
+    await writeFile(misplaced, '-j DROP\n');
+    await writeFile(forward, '-i {{nosuch}} -j DROP\n');
+  }, /is not a known template/);
+  await until('the rejection of both', () => r.state.errors.length === 2 && r.logs.some((l) => /^reload rejected.*"nosuch"/.test(l.msg)));
+  t.true(r.state.errors[0]!.includes(misplaced) && r.state.errors[1]!.includes(forward), JSON.stringify(r.state.errors));
+  const lastSaying = (said: RegExp) => r.logs.findLast((l) => /^reload rejected/.test(l.msg) && said.test(l.msg));
+  t.is(lastSaying(/is not a known template/)?.path, misplaced);
+  t.is(lastSaying(/"nosuch" is not defined/)?.path, forward);
+  await rm(misplaced);
+  await writeFile(forward, '-p tcp --dport 81 -j DROP\n');
+  // The config file's own problem: the config file.
+  const lines = await rejected('an invalid config file', () => writeFile(r.path, `${labText.replace('id: 20', 'id: 9999')}rules:\n  dir: ${r.rules}\n`), /4094/);
+  t.deepEqual(lines.map((l) => l.path), lines.map(() => r.path), JSON.stringify(lines.map((l) => l.msg)));
+  t.true(r.state.errors.every((e) => e.includes(r.path)), JSON.stringify(r.state.errors));
+});
+
+// Refused rules of two templates, in one table: the line named both and carried no path at all.
+test('a refusal of rules of two templates says the first it names as its path, and each in rules', async (t) => {
+  const tcpmss = '-p udp --dport 9 -j TCPMSS --clamp-mss-to-pmtu\n';
+  const r = await rig(t, { 'nat/prerouting.hbs': tcpmss, 'nat/postrouting.hbs': tcpmss });
+  r.supervisor.trigger('start');
+  await until('the refusal', () => r.logs.some((l) => l.level >= 50));
+  const [refusal] = r.logs.filter((l) => l.level >= 50);
+  const files = ['prerouting', 'postrouting'].map((hook) => join(r.rules, 'nat', `${hook}.hbs`));
+  const named = files.filter((f) => refusal!.msg.includes(f)).sort((a, b) => refusal!.msg.indexOf(a) - refusal!.msg.indexOf(b));
+  t.is(named.length, 2, refusal!.msg);
+  t.is(refusal!.path, named[0]);
+  t.deepEqual((refusal!.rules as { path: string }[]).map((p) => p.path), named);
+  t.true(r.state.errors[0]!.includes(named[0]!), JSON.stringify(r.state.errors));
+});
+
 // A file written again in place with the same text (truncated, then written: an editor's save, `cat f > gateway.yaml`)
 // can be read half-way by a reload that began before the write: it read the whole text for its "before", then the
 // empty file for its load. The text after the settle was "before" again, and the half-written read was reported as a
