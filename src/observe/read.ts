@@ -203,9 +203,23 @@ async function readBackend(runner: CommandRunner, backend: Backend, legacyTables
     if (/Parsing nftables rule failed/.test(result.stderr)) return await readOurTables(runner, backend);
     return undefined;
   } catch (error) {
-    if (error instanceof CommandError && error.notFound) return undefined; // binary not found
-    throw error;
+    if (!(error instanceof CommandError && error.notFound)) throw error;
+    // Its save not found and its restore there: not "not installed", but half of it (both are links to one
+    // xtables-*-multi). Taken as absent, the other backend was chosen and written to, beside rules this one's save
+    // would have shown (Docker's, the gateway's own).
+    if (await installed(runner, restoreCommand(backend)[0]!)) throw new BackendError(halfInstalled(backend));
+    return undefined;
   }
+}
+
+/** A backend whose restore is on the PATH and whose save is not: said with what to install. */
+function halfInstalled(backend: Backend): string {
+  const [save] = saveCommand(backend);
+  const [restore] = restoreCommand(backend);
+  return `${save!} is not installed, though ${restore!} is (both are normally links to xtables-${backend}-multi, of one package): `
+    + `the gateway cannot read the iptables-${backend} rule set, so it cannot tell which backend the namespace's rules are in, `
+    + `and changes nothing. Install iptables again (Alpine: apk fix ${backend === 'nft' ? 'iptables' : 'iptables-legacy'}; Debian: apt-get install --reinstall iptables), `
+    + `or put ${save!} back on the PATH`;
 }
 
 /** Our tables one at a time (`-t filter`, `-t nat`): what a save of every table failed on may be elsewhere. */
@@ -239,19 +253,24 @@ export async function readTables(
     if (tables) return { backend: preferred, tables };
   }
   // The nft read starts at once; the legacy one waits only for the list of legacy tables.
-  const [nftRead, legacy] = await Promise.all([
-    readBackend(runner, 'nft').then((tables) => ({ tables }), (error: unknown) => {
-      if (error instanceof BackendError) return { unreadable: error };
-      throw error;
-    }),
-    legacyTables.then((names) => readBackend(runner, 'legacy', names)),
+  const readable = (error: unknown) => {
+    if (error instanceof BackendError) return { unreadable: error };
+    throw error;
+  };
+  const [nftRead, legacyRead] = await Promise.all([
+    readBackend(runner, 'nft').then((tables) => ({ tables }), readable),
+    legacyTables.then((names) => readBackend(runner, 'legacy', names)).then((tables) => ({ tables }), readable),
   ]);
-  // nft's tables unreadable: a gateway whose chains are in legacy goes on there; any other would be guessing.
+  // One backend's tables unreadable (or its save missing beside its restore): a gateway whose chains are in the other
+  // goes on there; any other would be guessing.
+  const legacy = 'unreadable' in legacyRead ? undefined : legacyRead.tables;
   if ('unreadable' in nftRead) {
     if (legacy && hasOurChains(legacy)) return { backend: 'legacy', tables: legacy, why: 'the gateway\'s chains are there' };
     throw nftRead.unreadable;
   }
   const nft = nftRead.tables;
+  // (Legacy's unread, the gateway's chains in nft: as where iptables-legacy is not installed, said below.)
+  if ('unreadable' in legacyRead && !(nft && hasOurChains(nft))) throw legacyRead.unreadable;
   if (!nft && !legacy) throw new BackendError(NO_IPTABLES);
   // No legacy table in the kernel is read as an empty legacy rule set without running iptables-legacy-save (a read
   // would make the tables). With iptables-nft missing too, that would take legacy for installed: plan showed every

@@ -1002,3 +1002,24 @@ kernel(`without iptables, plan, apply and down stop saying to install it, and ch
   }
   t.deepEqual(await readState(router), before, 'the addresses, rules, sets and ip_forward as they were');
 });
+
+// iptables-nft-save missing with iptables-nft-restore there (both are links to xtables-nft-multi: a half-installed
+// iptables) was taken for "iptables-nft is not installed": plan said "backend: iptables-legacy", and apply wrote the
+// gateway's chains into legacy, beside its own in nft, where the kernel runs both.
+kernel(`with iptables-nft-save missing and iptables-nft-restore there, plan, apply and down stop saying what to install, and change nothing${NEEDS_ROOT}`, async (t) => {
+  const router = labs.hotPlug!.router;
+  t.is((await apply(router, example)).code, 0, 'the example, with iptables');
+  const before = await readState(router);
+  const path = await pathWithout('iptables-nft-save');
+  t.true(existsSync(join(path, 'iptables-nft-restore')) && existsSync(join(path, 'iptables-legacy-save')), 'only iptables-nft-save is missing');
+  for (const command of [['plan'], ['apply'], ['down']]) {
+    const result = await cliWithEnv({ PATH: path }, ...command, '--netns', router, '--config', example.path);
+    t.is(result.code, 1, `${command.join(' ')}: ${result.stdout}`);
+    t.is(result.stderr, 'vlan-gateway: iptables-nft-save is not installed, though iptables-nft-restore is (both are normally links to xtables-nft-multi, '
+      + 'of one package): the gateway cannot read the iptables-nft rule set, so it cannot tell which backend the namespace\'s rules are in, and '
+      + 'changes nothing. Install iptables again (Alpine: apk fix iptables; Debian: apt-get install --reinstall iptables), or put '
+      + 'iptables-nft-save back on the PATH', command.join(' '));
+    t.is(result.stdout, '', command.join(' '));
+  }
+  t.deepEqual(await readState(router), before, 'the addresses, rules (none in legacy), sets and ip_forward as they were');
+});

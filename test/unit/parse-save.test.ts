@@ -235,14 +235,15 @@ test('a table iptables-nft-save leaves out as incompatible is named, not read as
 
 // ---- reading the tables: nft unreadable ----------------------------------------------------------------------------
 
-type Answer = { stdout?: string; stderr?: string; exitCode?: number };
+type Answer = { stdout?: string; stderr?: string; exitCode?: number; notFound?: true };
 
-/** The namespace's iptables tools as what they print: argv → stdout, stderr and exit code. Nothing else runs. */
+/** The namespace's iptables tools as what they print: argv → stdout, stderr and exit code (or not on the PATH). Nothing else runs. */
 function tools(answers: Record<string, Answer>): CommandRunner {
   return {
     run: async (argv, options) => {
       const answer = answers[argv.join(' ')];
       if (!answer) throw new Error(`not expected here: ${argv.join(' ')}`);
+      if (answer.notFound) throw new CommandError(argv, null, `spawn ${argv[0]!} ENOENT`, '', true);
       const result: RunResult = { stdout: answer.stdout ?? '', stderr: answer.stderr ?? '', exitCode: answer.exitCode ?? 0 };
       if (result.exitCode !== 0 && !options?.allowFailure) throw new CommandError(argv, result.exitCode, result.stderr, result.stdout);
       if (!options?.onStdout) return result;
@@ -314,6 +315,36 @@ for (const [how, nft, why] of [
     }
   });
 }
+
+// ---- reading the tables: half of a backend installed ----------------------------------------------------------------
+
+// iptables-nft-save missing while iptables-nft-restore is there (both are links to xtables-nft-multi: a half-installed
+// iptables) was taken for "iptables-nft is not installed": the gateway chose legacy and wrote there, beside Docker's
+// chains and its own in nft, which that save would have shown.
+test('a backend whose save is missing and whose restore is there: BackendError saying what to install, nothing chosen', async (t) => {
+  const NFT_HALF: Record<string, Answer> = { 'iptables-nft-save -c': { notFound: true }, 'iptables-nft-restore --version': { stdout: 'iptables-nft-restore v1.8.9 (nf_tables)\n' } };
+  const legacyInstalled = { 'iptables-legacy-save --version': { stdout: 'iptables-legacy-save v1.8.9 (legacy)\n' }, 'iptables-legacy-save -c': { stdout: LEGACY_OURS } };
+  const nftHalf = 'iptables-nft-save is not installed, though iptables-nft-restore is (both are normally links to xtables-nft-multi, of one package): '
+    + 'the gateway cannot read the iptables-nft rule set, so it cannot tell which backend the namespace\'s rules are in, and changes nothing. '
+    + 'Install iptables again (Alpine: apk fix iptables; Debian: apt-get install --reinstall iptables), or put iptables-nft-save back on the PATH';
+  for (const preferred of [undefined, 'nft'] as const) {
+    const error = await t.throwsAsync(readTables(tools({ ...NFT_HALF, ...legacyInstalled }), Promise.resolve([]), preferred), { instanceOf: BackendError });
+    t.is(error!.message, nftHalf, `preferred: ${preferred}`);
+  }
+  // The gateway's chains in legacy: it goes on there, as where nft's tables cannot be read.
+  t.like(await readTables(tools({ ...NFT_HALF, ...legacyInstalled }), Promise.resolve(['filter'])), { backend: 'legacy', why: 'the gateway\'s chains are there' });
+  // Neither of nft's tools: nft is not installed, and legacy is what there is.
+  t.like(await readTables(tools({ ...NFT_HALF, 'iptables-nft-restore --version': { notFound: true }, ...legacyInstalled }), Promise.resolve([])),
+    { backend: 'legacy', why: 'iptables-nft is not installed' });
+
+  // iptables-legacy alike, where the kernel has legacy tables (a namespace with none has nothing for it to read).
+  const LEGACY_HALF: Record<string, Answer> = { 'iptables-legacy-save -c': { notFound: true }, 'iptables-legacy-restore --version': { stdout: 'iptables-legacy-restore v1.8.9 (legacy)\n' } };
+  const error = await t.throwsAsync(readTables(tools({ 'iptables-nft-save -c': { stdout: DOCKER_NAT }, ...LEGACY_HALF }), Promise.resolve(['filter'])), { instanceOf: BackendError });
+  t.regex(error!.message, /^iptables-legacy-save is not installed, though iptables-legacy-restore is \(.*\(Alpine: apk fix iptables-legacy; /);
+  // The gateway's chains in nft (LEGACY_OURS's text): it goes on there, saying the legacy tables are not read (as without iptables-legacy).
+  t.like(await readTables(tools({ 'iptables-nft-save -c': { stdout: LEGACY_OURS }, ...LEGACY_HALF }), Promise.resolve(['filter'])),
+    { backend: 'nft', unreadLegacy: ['filter'] });
+});
 
 // ---- IPv6 forwarding: an ip6tables FORWARD of the operator's that drops what it does not accept ----
 
