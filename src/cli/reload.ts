@@ -165,7 +165,7 @@ export class Reloads {
   }
 
   private async reload(): Promise<{ again: boolean }> {
-    const { path, args, log, metrics, supervisor, planCache, rulesCheck, state: reload } = this.parts;
+    const { path, args, metrics, supervisor, planCache, rulesCheck, state: reload } = this.parts;
     // A round nobody asked for is a second look the last one asked for (its texts moved under it: a write landed
     // meanwhile, or rules.dir came, went or moved, whose templates it now reads): not a reload unless it finds
     // something new.
@@ -175,6 +175,11 @@ export class Reloads {
     const reasons = asked ? [...this.reasons] : [FILE_CHANGED]; // what asked for this round (none: the text moved under the last one)
     const why = reasons.join(', ');
     this.reasons.clear();
+    // Counted and dated before the files are read: a read dated after a write read what it wrote. Each line of the
+    // round carries its number (`read`), which /status counts.
+    reload.reads += 1;
+    reload.lastReadAt = new Date().toISOString();
+    const log = this.parts.log.child({ read: reload.reads });
     const before = await this.inputsText();
     const at = new Date().toISOString();
     try {

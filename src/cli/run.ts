@@ -90,7 +90,7 @@ async function supervise(args: RunArgs, early: HeldSignals): Promise<number> {
   supervisor.conflicts = new AddressConflicts(runner, metrics, log);
   const rulesCheck: RulesCheck = { runner, backend: () => supervisor.backend ?? 'nft' };
   const driftSchedule = new DriftSchedule(settings.schedule, args['stats-interval']!, supervisor);
-  const reload: ReloadState = { errors: [] };
+  const reload: ReloadState = { errors: [], reads: 0 };
   const collector = new StatsCollector(runner, metrics, log, args['stats-interval']!, () => supervisor.collectorState());
   const http = endpoints(supervisor, reload, metrics, ver, log);
   const monitor = new NetlinkMonitor(runner, log, () => supervisor.trigger('netlink'));

@@ -9,6 +9,13 @@ export interface ReloadState {
   at?: string;
   result?: 'success' | 'failure';
   errors: string[];
+  /**
+   * How many times a reload has read the config's files (a file change, a SIGHUP, a second look at files that moved
+   * under a read), whatever came of it, and when the last read began: a script (or a test) that wrote the file can
+   * tell a read that began after its write from one that was under way.
+   */
+  reads: number;
+  lastReadAt?: string;
 }
 
 /** A VLAN's NIC set down that the last pass, failed, could not bring up (its error says why): it keeps its addresses. */
@@ -77,7 +84,7 @@ export function statusDocument(supervisor: Supervisor, reload: ReloadState, vers
     reconciling: supervisor.running ? { ...supervisor.running, ...waitingFor(supervisor) } : null,
     lastSuccessfulReconcile: supervisor.lastSuccessAt ? new Date(supervisor.lastSuccessAt).toISOString() : null,
     driftRepairs: supervisor.driftCounts,
-    reload: { lastAt: reload.at ?? null, lastResult: reload.result ?? null, lastErrors: reload.errors },
+    reload: { lastAt: reload.at ?? null, lastResult: reload.result ?? null, lastErrors: reload.errors, reads: reload.reads, lastReadAt: reload.lastReadAt ?? null },
   };
 }
 

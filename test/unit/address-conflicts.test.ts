@@ -97,7 +97,7 @@ function rig(t: ExecutionContext, arping: Arping, clock?: Clock, extraLinks: Rea
   });
   const series = async () => parseMetrics(await metrics.text()).filter((s) => s.name === 'vlan_gateway_address_conflict')
     .map((s) => ({ vlan: s.labels.vlan, interface: s.labels.interface, mac: s.labels.mac, value: s.value }));
-  return { runner, supervisor, conflicts, logs, series, status: () => statusDocument(supervisor, { errors: [] }, '0.0.0-test') as { warnings: string[] } };
+  return { runner, supervisor, conflicts, logs, series, status: () => statusDocument(supervisor, { errors: [], reads: 0 }, '0.0.0-test') as { warnings: string[] } };
 }
 
 test('each added gateway address is probed after its announce has gone out, after the pass; the conflict is reported', async (t) => {

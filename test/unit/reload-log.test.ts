@@ -1,10 +1,10 @@
 /**
- * What `vlan-gateway run` logs about its reloads (src/cli/reload.ts), as an operator reads it: the pieces `run` wires
- * together (Reloads and the Supervisor, with its real file watch), the semantic netfilter fake as the namespace, and a
+ * What `vlan-gateway run` logs about its reloads (src/cli/reload.ts), as an operator reads it, and what /status says of
+ * them: the pieces `run` wires together (Reloads and the Supervisor, with its real file watch), the semantic netfilter fake as the namespace, and a
  * real config file and rules.dir in a scratch directory.
  */
 import test, { type ExecutionContext } from 'ava';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,7 +16,7 @@ import { Reloads } from '../../src/cli/reload.js';
 import type { RunArgs } from '../../src/cli/run-options.js';
 import { holdSignals } from '../../src/cli/signals.js';
 import { Metrics } from '../../src/metrics/metrics.js';
-import type { ReloadState } from '../../src/reconcile/status.js';
+import { statusDocument, type ReloadState } from '../../src/reconcile/status.js';
 import { Supervisor } from '../../src/reconcile/supervisor.js';
 import { FakeNetns } from '../fakes/netfilter.js';
 import { sleep, until } from '../helpers/wait.js';
@@ -52,7 +52,7 @@ async function rig(t: ExecutionContext, templates: Readonly<Record<string, strin
   const supervisor = new Supervisor(ns, metrics, log, await loadChecked(path, undefined), {
     minIntervalMs: 10, healthTimeoutMs: 60_000, backoffInitialMs: 20, backoffMaxMs: options.backoffMaxMs ?? 80,
   });
-  const state: ReloadState = { errors: [] };
+  const state: ReloadState = { errors: [], reads: 0 };
   const reloads = new Reloads({
     path, args: { config: path } as RunArgs, log, metrics, supervisor, planCache: undefined, rulesCheck: { runner: ns, backend: () => 'nft' },
     state, driftSchedule: new DriftSchedule('*/30 * * * * *', 5000, supervisor), listen: '127.0.0.1:0',
@@ -220,4 +220,56 @@ test.serial('a file written again and again in place with the same text, reloade
   await sleep(1500); // the last rounds: a settle (300 ms) and a load or two
   t.deepEqual(r.logs.filter((l) => /reload rejected/.test(l.msg)).map((l) => l.msg), []);
   t.is(r.state.result, 'success', JSON.stringify(r.state));
+});
+
+// /status said how the last reload ended (lastAt, lastResult), not whether the files had been read since a write: a
+// script or a test waiting for its write to be read took a line of an earlier read (an in-place write's second look)
+// for its own. Each read is counted now, whatever came of it, and dated when it began; its log lines carry its number.
+test.serial('/status counts every read of the config for a reload, whatever came of it, and dates the last; each read\'s lines carry its number', async (t) => {
+  const r = await rig(t, { 'filter/forward.hbs': '-p tcp --dport 81 -j DROP\n' });
+  r.supervisor.trigger('start');
+  await until('the start pass', () => r.supervisor.lastRecord?.result === 'success');
+  type Reload = { lastAt: string | null; lastResult: string | null; lastErrors: string[]; reads: number; lastReadAt: string | null };
+  const reload = () => (statusDocument(r.supervisor, r.state, '0.0.0-test') as { reload: Reload }).reload;
+  t.deepEqual(reload(), { lastAt: null, lastResult: null, lastErrors: [], reads: 0, lastReadAt: null }, 'no read yet');
+  /** The reads the log names, in order, each once. */
+  const readsLogged = () => [...new Set(r.logs.map((l) => l.read).filter((n) => n !== undefined))];
+  /** Every read counted has said what came of it, and none has begun for 0.4 s (a second look follows within ms). */
+  const idle = async () => {
+    for (let reads = -1; reads !== reload().reads;) {
+      reads = reload().reads;
+      await until(`read ${reads} said what came of it`, () => readsLogged().includes(reads));
+      await sleep(400);
+    }
+  };
+
+  // A SIGHUP: one read, of the file as it runs.
+  let asked = Date.now();
+  process.emit('SIGHUP');
+  await until('the SIGHUP\'s reload', () => r.logs.some((l) => l.msg === 'config reloaded: unchanged'));
+  t.like(r.logs.find((l) => l.msg === 'config reloaded: unchanged'), { why: 'SIGHUP', read: 1 });
+  const { lastAt, lastReadAt, ...first } = reload();
+  t.deepEqual(first, { lastResult: 'success', lastErrors: [], reads: 1 });
+  t.true(asked <= Date.parse(lastReadAt!) && lastReadAt! <= lastAt!, `asked at ${new Date(asked).toISOString()}, read at ${lastReadAt}, done at ${lastAt}`);
+
+  // An invalid file, put in place as editors do (a rename): each read the watch made is counted, and is in the log
+  // (rejected, or read half-written and read again).
+  const from = r.logs.length;
+  await writeFile(`${r.path}.new`, 'vlans: [\n');
+  await rename(`${r.path}.new`, r.path);
+  await until('the rejection', () => r.logs.slice(from).some((l) => /reload rejected/.test(l.msg)));
+  await idle(); // a second look, if the watch asks for one, and its settle (300 ms)
+  const rejected = reload();
+  t.like(rejected, { lastResult: 'failure' });
+  t.true(rejected.reads >= 2);
+  t.deepEqual(readsLogged(), Array.from({ length: rejected.reads }, (_, i) => i + 1), 'every read counted once, each in the log');
+
+  // A SIGHUP again: exactly one more read, counted though rejected, and dated after it was asked for.
+  asked = Date.now();
+  process.emit('SIGHUP');
+  await until('the SIGHUP\'s rejection', () => r.logs.some((l) => l.why === 'SIGHUP' && /reload rejected/.test(l.msg)));
+  t.like(r.logs.find((l) => l.why === 'SIGHUP' && /reload rejected/.test(l.msg)), { read: rejected.reads + 1 });
+  const again = reload();
+  t.like(again, { lastResult: 'failure', lastErrors: rejected.lastErrors, reads: rejected.reads + 1 });
+  t.true(Date.parse(again.lastReadAt!) >= asked);
 });

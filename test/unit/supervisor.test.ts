@@ -256,7 +256,7 @@ test('IPv6 forwarding on in the namespace: a warning logged once and shown by /s
   await settle(r, 2);
   const warning = ipv6ForwardingWarning();
   t.deepEqual(r.logs.filter((l) => l.level === 40).map((l) => l.msg), [warning]);
-  t.deepEqual((statusDocument(r.supervisor, { errors: [] }, 'test') as { warnings: string[] }).warnings, [warning]);
+  t.deepEqual((statusDocument(r.supervisor, { errors: [], reads: 0 }, 'test') as { warnings: string[] }).warnings, [warning]);
   t.true(r.supervisor.ready);
   t.regex(r.ns.save(), /:VGW-FORWARD/);
 });
@@ -269,12 +269,12 @@ test('a VLAN NIC forwarding IPv6 of its own (force_forwarding, Linux 6.17+): war
   await settle(r, 1);
   const warning = ipv6NicForwardingWarning(['eth1'], false);
   t.deepEqual(r.logs.filter((l) => l.level === 40).map((l) => l.msg), [warning]);
-  t.deepEqual((statusDocument(r.supervisor, { errors: [] }, 'test') as { warnings: string[] }).warnings, [warning]);
+  t.deepEqual((statusDocument(r.supervisor, { errors: [], reads: 0 }, 'test') as { warnings: string[] }).warnings, [warning]);
   t.is(await r.value('vlan_gateway_warnings', { kind: 'ipv6_forwarding' }), 1);
   await r.ns.run(['sysctl', '-w', 'net.ipv6.conf.eth1.force_forwarding=0']);
   r.supervisor.trigger('schedule');
   await settle(r, 2);
-  t.deepEqual((statusDocument(r.supervisor, { errors: [] }, 'test') as { warnings: string[] }).warnings, []);
+  t.deepEqual((statusDocument(r.supervisor, { errors: [], reads: 0 }, 'test') as { warnings: string[] }).warnings, []);
   t.is(await r.value('vlan_gateway_warnings', { kind: 'ipv6_forwarding' }), 0);
 });
 
@@ -286,7 +286,7 @@ test('a warning about the other backend (its FORWARD policy DROP) stays in /stat
   r.ns.seed('legacy', '*filter\n:FORWARD DROP [0:0]\nCOMMIT\n');
   r.supervisor.trigger('start');
   await settle(r, 1);
-  const warnings = () => (statusDocument(r.supervisor, { errors: [] }, 'test') as { warnings: string[] }).warnings;
+  const warnings = () => (statusDocument(r.supervisor, { errors: [], reads: 0 }, 'test') as { warnings: string[] }).warnings;
   const found = warnings();
   t.is(found.length, 1);
   t.regex(found[0]!, /^iptables-legacy's FORWARD chain \(policy DROP\) filters forwarded packets too/);
@@ -328,7 +328,7 @@ test('a second NIC in a VLAN\'s subnet: the binding\'s note (which NIC is used) 
   await settle(r, 3);
   const note = '2 NICs have addresses in 192.168.10.0/24 (eth1, eth7); using eth1';
   t.deepEqual(r.logs.filter((l) => l.level === 40).map((l) => [l.msg, l.vlan, l.interface]), [[note, 'office', 'eth1']]);
-  t.like((statusDocument(r.supervisor, { errors: [] }, 'test') as { vlans: Array<{ name: string }> }).vlans[0], { name: 'office', note });
+  t.like((statusDocument(r.supervisor, { errors: [], reads: 0 }, 'test') as { vlans: Array<{ name: string }> }).vlans[0], { name: 'office', note });
 });
 
 // The note's end was never said: the NIC Docker attached twice detached again, /status dropped the note, and the log's
@@ -426,7 +426,7 @@ test('VLANs that lose their NICs in one pass are one warning naming the first fi
   for (let i = 0; i < names.length; i++) r.ns.removeLink(`eth${i + 1}`);
   r.supervisor.trigger('netlink');
   await settle(r, 2);
-  const waiting = statusDocument(r.supervisor, { errors: [] }, 'test') as { vlans: Array<{ name: string; state: string }> };
+  const waiting = statusDocument(r.supervisor, { errors: [], reads: 0 }, 'test') as { vlans: Array<{ name: string; state: string }> };
   t.deepEqual(waiting.vlans.map((v) => [v.name, v.state]), names.map((name) => [name, 'waiting']));
   for (let i = 0; i < names.length; i++) r.ns.addLink({ name: `eth${i + 1}`, addresses: [`192.168.${10 * (i + 1)}.2/24`] });
   r.supervisor.trigger('netlink');
@@ -632,7 +632,7 @@ test('a VLAN whose subnet is not its Docker network\'s is told in the log, namin
     [30, `vlan guest is not routed: ${guestNote}`, 'guest'],
   ]);
   t.false(r.logs.some((l) => /in no VLAN of the config/.test(l.msg)), 'eth1 is named by the waiting VLANs\' notes, not once more on its own');
-  const vlans = (statusDocument(r.supervisor, { errors: [] }, 'test') as { vlans: Array<{ name: string; note?: string }> }).vlans;
+  const vlans = (statusDocument(r.supervisor, { errors: [], reads: 0 }, 'test') as { vlans: Array<{ name: string; note?: string }> }).vlans;
   t.deepEqual(vlans.map((v) => [v.name, v.note]), [['office', note], ['lab', undefined], ['guest', guestNote]]);
 
   // Disconnected: both wait with nothing else there, which is only "not attached yet": nothing more is said.
@@ -640,7 +640,7 @@ test('a VLAN whose subnet is not its Docker network\'s is told in the log, namin
   r.supervisor.trigger('netlink');
   await settle(r, 3);
   t.is(told().length, 2);
-  t.deepEqual((statusDocument(r.supervisor, { errors: [] }, 'test') as { vlans: Array<{ name: string; note?: string }> }).vlans.map((v) => v.note),
+  t.deepEqual((statusDocument(r.supervisor, { errors: [], reads: 0 }, 'test') as { vlans: Array<{ name: string; note?: string }> }).vlans.map((v) => v.note),
     ['waiting for a NIC with an address in 192.168.11.0/24', undefined, 'waiting for a NIC with an address in 192.168.30.0/24']);
 });
 
@@ -684,7 +684,7 @@ test('triggers during a pass coalesce into exactly one more pass, with the highe
 
 test('/status shows the pass running, with its trigger and start, until it is recorded', async (t) => {
   const r = rig(t, { fakeClock: true });
-  const status = () => statusDocument(r.supervisor, { errors: [] }, '0.0.0-test') as { lastReconcile: unknown; reconciling: unknown };
+  const status = () => statusDocument(r.supervisor, { errors: [], reads: 0 }, '0.0.0-test') as { lastReconcile: unknown; reconciling: unknown };
   t.is(status().reconciling, null, 'nothing runs before the first trigger');
   r.runner.hold();
   r.supervisor.trigger('start');
@@ -837,7 +837,7 @@ test('a failed pass whose rollback fails too says so, not that the previous rule
 test('vlan_up and /status show the NICs as the last pass left them: a gateway address it could not add is down, one it added is listed', async (t) => {
   const r = rig(t, { backoffInitialMs: 150 });
   type Doc = { vlans: Array<{ name: string; state: string; addresses: string[] }> };
-  const office = () => (statusDocument(r.supervisor, { errors: [] }, 'test') as Doc).vlans.find((v) => v.name === 'office')!;
+  const office = () => (statusDocument(r.supervisor, { errors: [], reads: 0 }, 'test') as Doc).vlans.find((v) => v.name === 'office')!;
   r.ns.failNext({ table: 'nat', stderr: 'iptables-restore: line 3 failed' }); // the first pass fails, and is rolled back
   r.supervisor.trigger('start');
   await until('the failed start', () => r.supervisor.lastRecord?.result === 'failure');
@@ -862,7 +862,7 @@ vlans:
 `, 'gateway.yaml');
   const r = rig(t, { backoffInitialMs: 150 }, config);
   type Doc = { uplink: object; vlans: Array<{ name: string; state: string }> };
-  const status = () => statusDocument(r.supervisor, { errors: [] }, 'test') as Doc;
+  const status = () => statusDocument(r.supervisor, { errors: [], reads: 0 }, 'test') as Doc;
   const nics = () => status().vlans.map((v) => pick(v, ['name', 'interface', 'mac', 'foundBy', 'gatewayOnNic', 'state']));
   const uplink = { interface: 'eth0', mac: '02:42:cb:00:71:02', foundBy: 'gateway', addresses: ['203.0.113.2/24'] };
   r.ns.failNext({ table: 'nat', stderr: 'iptables-restore: line 3 failed' }); // the first pass fails, and is rolled back
@@ -896,7 +896,7 @@ vlans:
 test('a VLAN\'s NIC set down that the pass cannot bring up: vlan_up 0 and /status says down, though it keeps its addresses', async (t) => {
   const r = rig(t, { backoffInitialMs: 150 });
   type Doc = { vlans: Array<{ name: string; state: string; addresses: string[]; note?: string }> };
-  const office = () => (statusDocument(r.supervisor, { errors: [] }, 'test') as Doc).vlans.find((v) => v.name === 'office')!;
+  const office = () => (statusDocument(r.supervisor, { errors: [], reads: 0 }, 'test') as Doc).vlans.find((v) => v.name === 'office')!;
   r.supervisor.trigger('start');
   await settle(r, 1);
   t.is(await r.value('vlan_gateway_vlan_up', { vlan: 'office', interface: 'eth1' }), 1);
@@ -1167,7 +1167,7 @@ test('a pass waiting long for a command: the log says which (once), /status name
   t.deepEqual(r.logs.filter((l) => l.level === 40).map((l) => [l.msg, l.trigger, l.command]), [
     [`a reconcile pass has waited 0.05 s for \`${waited!.command}\`; it is killed after 60 s, and the pass retried`, 'schedule', waited!.command],
   ], 'one line for the pass, naming the first command it waits for');
-  const status = statusDocument(r.supervisor, { errors: [] }, '0.0.0-test') as { reconciling: { trigger: string; waitingFor: { command: string; since: string } } };
+  const status = statusDocument(r.supervisor, { errors: [], reads: 0 }, '0.0.0-test') as { reconciling: { trigger: string; waitingFor: { command: string; since: string } } };
   t.deepEqual(status.reconciling.waitingFor, { command: waited!.command, since: new Date(r.clock.wallMs).toISOString() });
   t.true(r.supervisor.health().healthy);
   r.clock.advance(31_000); // nothing else asked for meanwhile: the stuck pass alone makes it unhealthy
@@ -1176,7 +1176,7 @@ test('a pass waiting long for a command: the log says which (once), /status name
   await r.supervisor.idle();
   t.is(r.supervisor.waitingFor, undefined);
   t.deepEqual(r.supervisor.health(), { healthy: true });
-  t.is((statusDocument(r.supervisor, { errors: [] }, '0.0.0-test') as { reconciling: unknown }).reconciling, null);
+  t.is((statusDocument(r.supervisor, { errors: [], reads: 0 }, '0.0.0-test') as { reconciling: unknown }).reconciling, null);
 });
 
 // ---- stop ---------------------------------------------------------------------------------------------------------
