@@ -311,6 +311,34 @@ export class GatewayProcess {
     }
   }
 
+  /**
+   * Waits until the reloads are idle: the last read of the config (/status's reload.reads) has logged what came of it,
+   * and none began for `quietMs` (a read's second look, asked for by files that moved under it, begins within
+   * milliseconds of its line). Returns the number of reads so far: a write after this is the next read's doing alone.
+   */
+  async reloadsIdle(quietMs = 500, timeoutMs = 10_000): Promise<number> {
+    const { value } = await waitFor('the reloads idle', async () => {
+      const { reads } = (await this.status()).reload;
+      if (reads > 0 && !this.logs.some((l) => l.read === reads)) return undefined;
+      await sleep(quietMs);
+      return (await this.status()).reload.reads === reads ? reads : undefined;
+    }, timeoutMs, 20);
+    return value;
+  }
+
+  /**
+   * The number of a read of the config (for a reload) that began after `since` (a Date.now() taken once a write ended):
+   * one /status dates after it, which read what was written. Its log lines carry that number (`read`): a line of an
+   * earlier read (an in-place write's second look at the files) is never taken for the write's.
+   */
+  async readAfter(since: number, timeoutMs = 10_000): Promise<number> {
+    const { value } = await waitFor(`a read of the config begun after ${new Date(since).toISOString()}`, async () => {
+      const { reads, lastReadAt } = (await this.status()).reload;
+      return lastReadAt !== null && Date.parse(lastReadAt) > since ? reads : undefined;
+    }, timeoutMs, 20);
+    return value;
+  }
+
   signal(signal: NodeJS.Signals): void {
     this.child.kill(signal);
   }
@@ -420,7 +448,11 @@ export interface StatusDocument {
     readonly waitingFor?: { readonly command: string; readonly since: string };
   } | null;
   readonly driftRepairs: Readonly<Record<string, number>>;
-  readonly reload: { readonly lastAt: string | null; readonly lastResult: 'success' | 'failure' | null; readonly lastErrors: readonly string[] };
+  readonly reload: {
+    readonly lastAt: string | null; readonly lastResult: 'success' | 'failure' | null; readonly lastErrors: readonly string[];
+    /** The reads of the config for a reload so far, and when the last began (each read's log lines carry its number, `read`). */
+    readonly reads: number; readonly lastReadAt: string | null;
+  };
 }
 
 // ---- the lab's traffic ----------------------------------------------------------------------------------------------
