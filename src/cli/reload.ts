@@ -209,7 +209,7 @@ export class Reloads {
       if (changed) {
         const files = changedFiles(supervisor.config, next);
         log.info({ why: reloadWhy(reasons, files), changed: files }, 'config reloaded');
-        this.applySettings(next.config);
+        this.applySettings(next.config, log);
         supervisor.replaceConfig(next);
       } else {
         log[why.includes('SIGHUP') || wasRejected ? 'info' : 'debug']({ why }, 'config reloaded: unchanged');
@@ -292,8 +292,8 @@ export class Reloads {
    * check's schedule and the minimum interval at once; the HTTP address at the next start (the endpoints are
    * what is watching this one), which is said.
    */
-  private applySettings(next: Config): void {
-    const { args, log, supervisor, driftSchedule, listen, address } = this.parts;
+  private applySettings(next: Config, log = this.parts.log): void {
+    const { args, supervisor, driftSchedule, listen, address } = this.parts;
     const settings = runSettings(args, next);
     if (settings.schedule !== driftSchedule.schedule) {
       driftSchedule.change(settings.schedule);

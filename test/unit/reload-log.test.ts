@@ -273,3 +273,14 @@ test.serial('/status counts every read of the config for a reload, whatever came
   t.like(again, { lastResult: 'failure', lastErrors: rejected.lastErrors, reads: rejected.reads + 1 });
   t.true(Date.parse(again.lastReadAt!) >= asked);
 });
+
+test('the settings of the supervisor a read changes are said with the read\'s number, as its other lines are', async (t) => {
+  const r = await rig(t, { 'filter/forward.hbs': '-p tcp --dport 81 -j DROP\n' });
+  r.supervisor.trigger('start');
+  await until('the start pass', () => r.supervisor.lastRecord?.result === 'success');
+  await writeFile(r.path, `${labText}rules:\n  dir: ${r.rules}\nreconcile:\n  schedule: '*/7 * * * * *'\n`);
+  await until('the new schedule said', () => r.logs.some((l) => l.msg.startsWith('reconcile.schedule changed')));
+  const reloaded = r.logs.find((l) => l.msg === 'config reloaded');
+  t.like(r.logs.find((l) => l.msg.startsWith('reconcile.schedule changed')), { schedule: '*/7 * * * * *', read: reloaded?.read });
+  t.is(typeof reloaded?.read, 'number');
+});
