@@ -37,6 +37,9 @@ test.before(async () => {
     bundle: setup.bundle.path, netns: router(), config: setup.configPath, statsIntervalMs: 300, env: { XTABLES_LOCKFILE: lockFile },
   });
   await gateway.waitReady();
+  // /readyz turns 200 once forwarding is in place, before the start pass ends (its accounting members may still be
+  // being written, in the background): /status shows the pass's backend once it has ended.
+  await gateway.waitForLog('the start pass', (l) => l.trigger === 'start' && l.msg === 'reconciled: changes applied');
 });
 
 const vlan = (n: string) => setup.topology.vlans.find((v) => v.name === n)!;
