@@ -135,7 +135,9 @@ test('a refused rule that no line of its template reads as is named by its numbe
 // A rejected reload's lines each carried path: gateway.yaml, while the line named a template of rules.dir (one that does
 // not render, a rule the planner or iptables refuses, a file there that is no template): an operator, or a log query on
 // `path`, looked in the wrong file. Each line's path is the file it is about; /status's lines name the same file.
-test('a rejected reload says as its path the file each line is about: the template where the fault is in one, else the config file', async (t) => {
+// Serial (run before the concurrent tests): its SIGHUPs reach every rig in this process, and a concurrent test's reload
+// of a template's edit was then said to be for a SIGHUP.
+test.serial('a rejected reload says as its path the file each line is about: the template where the fault is in one, else the config file', async (t) => {
   const r = await rig(t, { 'filter/forward.hbs': '-p tcp --dport 81 -j DROP\n' });
   r.supervisor.trigger('start');
   await until('the start pass', () => r.supervisor.lastRecord?.result === 'success');
