@@ -192,8 +192,7 @@ function stages(runner: CommandRunner, backend: Backend, steps: readonly Step[],
   if (create) out[1]!.push(create);
   const later = [...after, ...destroys];
   if (later.length > 0) out[3]!.push({ step: later[0]!.step, run: () => runLaterSets(runner, backend, later) });
-  // The accounting members (10,000 at 100 VLANs) beside the tables, which forwarding waits for: in the background.
-  const accounting = counting.length > 0 ? { step: counting[0]!.step, run: () => runSetScript(runner, counting, { background: true }) } : undefined;
+  const accounting = script(counting);
   return { stages: out, ...(accounting ? { accounting } : {}) };
 }
 

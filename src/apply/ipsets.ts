@@ -32,14 +32,14 @@ export const destroyLine = (step: SetDestroy): SetLine => ({ line: `destroy ${st
  * names it ("Error in line 3"): the lines before it took effect and are undone here, and the failure is
  * reported against the step that line belongs to.
  */
-export async function runSetScript(runner: CommandRunner, given: readonly SetLine[], options: { background?: boolean } = {}): Promise<Undo> {
+export async function runSetScript(runner: CommandRunner, given: readonly SetLine[]): Promise<Undo> {
   const lines = await withCountersKept(runner, given);
   const undoFor = (done: typeof lines): Undo => {
     const undo = done.map((l) => l.undo).filter((l): l is string => l !== undefined).reverse();
     return () => (undo.length > 0 ? runner.run(['ipset', 'restore'], { input: `${undo.join('\n')}\n`, rollback: true }) : Promise.resolve());
   };
   try {
-    await runner.run(['ipset', 'restore'], { input: `${lines.map((l) => l.line).join('\n')}\n`, ...(options.background ? { background: true } : {}) });
+    await runner.run(['ipset', 'restore'], { input: `${lines.map((l) => l.line).join('\n')}\n` });
   } catch (error) {
     if (killed(error)) {
       // Every line may have run: all are undone, each in a way that holds where it did not (a set created now is

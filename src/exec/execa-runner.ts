@@ -7,7 +7,6 @@
  */
 import { spawn } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
-import { getPriority, setPriority } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
@@ -68,9 +67,6 @@ function whyNotStarted(file: string, error: NodeJS.ErrnoException): string {
   return error.message;
 }
 
-/** RunOptions.background's niceness: a tenth of a normal process's CPU share where both want the CPU (CFS weights). */
-const BACKGROUND_NICE = 10;
-
 export class ExecaRunner implements CommandRunner {
   run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
     const [file, ...args] = argv;
@@ -83,13 +79,6 @@ export class ExecaRunner implements CommandRunner {
         ...(options.signal ? { signal: options.signal } : {}),
         ...(options.timeoutMs || options.signal ? { killSignal: 'SIGKILL' as const } : {}),
       });
-      if (options.background && child.pid !== undefined) {
-        try {
-          setPriority(child.pid, Math.min(19, getPriority() + BACKGROUND_NICE)); // below ours, were we niced already
-        } catch {
-          // exited already (or no longer ours): nothing to lower
-        }
-      }
       let startError: Error | undefined;
       // First, before anything can throw: a spawn that fails (ENOENT, EACCES, and EMFILE when the process is out of
       // file descriptors) emits 'error' on the next tick, and an 'error' nobody listens to ends the process.

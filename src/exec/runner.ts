@@ -18,11 +18,6 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   /** A rollback's command (it puts back what a failed pass changed): a stop's abortInFlight leaves it to finish. */
   readonly rollback?: boolean;
-  /**
-   * A write nothing waits for to forward (the accounting sets' members): the child runs at a lower CPU priority
-   * (nice 10), so that on a busy machine the writes forwarding waits for (the tables, beside it) come first.
-   */
-  readonly background?: boolean;
 }
 
 export interface RunResult {

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { getPriority, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
@@ -220,17 +220,6 @@ test('onStdout takes the output as it comes (pieces before the exit, characters 
 
 test('commands see the C locale', async (t) => {
   t.is((await runner.run(['sh', '-c', 'echo "$LC_ALL"'])).stdout, 'C\n');
-});
-
-// The shell reads its own niceness once its input has come, which is written after the priority was set.
-const niceOf = async (options: { background?: boolean }) => {
-  const stat = (await runner.run(['sh', '-c', 'read -r _; cat /proc/$$/stat'], { input: 'go\n', ...options })).stdout;
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]); // field 19, counted from the state (field 3)
-};
-
-test('a background command runs at a lower CPU priority (nice 10); the others at ours', async (t) => {
-  t.is(await niceOf({ background: true }), Math.min(19, getPriority() + 10));
-  t.is(await niceOf({}), getPriority());
 });
 
 test('a fire-and-forget child reports its exit; one that is not installed reports null without throwing', async (t) => {
