@@ -224,7 +224,6 @@ const LONG_COMMANDS = [
 
 const SAFE_PUNCTUATION = '._:,/!=+@%"-';
 const SAFE = /^[A-Za-z0-9 ._:,/!=+@%"-]+$/;
-const SAFE_CHAR = /^[A-Za-z0-9 ._:,/!=+@%"-]$/;
 /**
  * What a double-quoted value may hold: printable ASCII, spaces as written (a log prefix in brackets, `"[FW DROP] "`;
  * a hex string, `"|0d0a|"`). iptables-restore ends a quoted word at the next `"` and reads nothing else in it as
@@ -239,7 +238,7 @@ function refusedCharacter(body: string): { char: string; quoted: boolean } | und
   let quoted = false;
   for (const char of body) {
     if (char === '"') quoted = !quoted;
-    else if (!(quoted ? QUOTED_CHAR : SAFE_CHAR).test(char)) return { char, quoted };
+    else if (!(quoted ? QUOTED_CHAR : SAFE).test(char)) return { char, quoted };
   }
   return undefined;
 }
