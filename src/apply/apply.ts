@@ -13,7 +13,7 @@ import type { ChainChange, ConntrackClear, Plan, Step, TableStep } from '../plan
 import { isAddressStep, runAddressBatch, type AddressStep } from './addresses.js';
 import { announce } from './announce.js';
 import { clearStaleFlows, clearUnpolicedFlows } from './conntrack.js';
-import { lockFileHint, privilegeHint, setInUseHint, sysctlHint } from './hints.js';
+import { halfInstalled, lockFileHint, privilegeHint, setInUseHint, sysctlHint } from './hints.js';
 import { destroyLine, runLaterSets, runSetRemakes, runSetScript, setCreate, type RemakeStep, type SetLine } from './ipsets.js';
 import { tell, type ApplyObserver } from './observer.js';
 import { refusedAtCommit, refusedRulesText, refusedUserRules, restoreFailedLine, restoreFailureContext, type CommitRefusal, type RefusedRule } from './parse-restore-failure.js';
@@ -79,6 +79,8 @@ function explain(step: Step, error: unknown, backend: Backend, prefix: readonly 
   }
   const hint = privilegeHint(stderr) ?? lockFileHint(stderr) ?? (step.kind === 'set-destroy' ? setInUseHint(step.set, backend, stderr, prefix) : undefined);
   if (step.kind === 'table') {
+    // Its save is there (the pass read the tables with it): a half-installed iptables, said as the read says the reverse.
+    if (error.notFound) return halfInstalled(backend, 'restore');
     const context = restoreFailureContext(step.payload, error.stderr);
     const program = error.argv.find((a) => a.endsWith('-restore')) ?? error.argv[0];
     // A restore killed has no exit code (the runner says by what it was killed): "(exit null)" told nothing.

@@ -27,6 +27,22 @@ export function forThisUser(message: string, uid = process.geteuid?.()): string 
   return uid === undefined || uid === 0 ? message : message.replaceAll(NET_ADMIN_HINT, notRootHint(uid));
 }
 
+/**
+ * One of a backend's save and restore on the PATH without the other (both are normally links to xtables-*-multi, of
+ * one package): said with what to install. Without its save the gateway cannot tell which backend the namespace's rules
+ * are in (taken as absent, the other was written to); without its restore it reads them and cannot write them.
+ */
+export function halfInstalled(backend: 'nft' | 'legacy', missing: 'save' | 'restore'): string {
+  const tool = (which: 'save' | 'restore') => `iptables-${backend}-${which}`;
+  const there = missing === 'save' ? 'restore' : 'save';
+  const cannot = missing === 'save'
+    ? `read the iptables-${backend} rule set, so it cannot tell which backend the namespace's rules are in, and changes nothing`
+    : `write the iptables-${backend} rule set`;
+  return `${tool(missing)} is not installed, though ${tool(there)} is (both are normally links to xtables-${backend}-multi, of one package): `
+    + `the gateway cannot ${cannot}. Install iptables again (Alpine: apk fix ${backend === 'nft' ? 'iptables' : 'iptables-legacy'}; Debian: apt-get install --reinstall iptables), `
+    + `or put ${tool(missing)} back on the PATH`;
+}
+
 export function privilegeHint(stderr: string): string | undefined {
   if (NO_PRIVILEGE.test(stderr)) return NET_ADMIN_HINT;
   return NO_RAW_SOCKET.test(stderr) ? NET_RAW_HINT : undefined;

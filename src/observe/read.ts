@@ -2,7 +2,7 @@
  * Reading a namespace's state: links and addresses, the default route, the sysctls we manage, and the
  * netfilter tables of the backend our rules belong to. Reads only; all parsing is in the pure parse-* modules.
  */
-import { privilegeHint } from '../apply/hints.js';
+import { halfInstalled, privilegeHint } from '../apply/hints.js';
 import { asRun, CommandError, shownCommand, type CommandRunner } from '../exec/runner.js';
 import type { Backend, Facts, KnownSets, KnownTables, Link, OtherForward, Route, RoutedPrefix, SavedSet, SavedTable } from './facts.js';
 import { parseDefaultRoute, parseIpAddr, parseRoutedPrefixes } from './parse-ip.js';
@@ -207,19 +207,9 @@ async function readBackend(runner: CommandRunner, backend: Backend, legacyTables
     // Its save not found and its restore there: not "not installed", but half of it (both are links to one
     // xtables-*-multi). Taken as absent, the other backend was chosen and written to, beside rules this one's save
     // would have shown (Docker's, the gateway's own).
-    if (await installed(runner, restoreCommand(backend)[0]!)) throw new BackendError(halfInstalled(backend));
+    if (await installed(runner, restoreCommand(backend)[0]!)) throw new BackendError(halfInstalled(backend, 'save'));
     return undefined;
   }
-}
-
-/** A backend whose restore is on the PATH and whose save is not: said with what to install. */
-function halfInstalled(backend: Backend): string {
-  const [save] = saveCommand(backend);
-  const [restore] = restoreCommand(backend);
-  return `${save!} is not installed, though ${restore!} is (both are normally links to xtables-${backend}-multi, of one package): `
-    + `the gateway cannot read the iptables-${backend} rule set, so it cannot tell which backend the namespace's rules are in, `
-    + `and changes nothing. Install iptables again (Alpine: apk fix ${backend === 'nft' ? 'iptables' : 'iptables-legacy'}; Debian: apt-get install --reinstall iptables), `
-    + `or put ${save!} back on the PATH`;
 }
 
 /** Our tables one at a time (`-t filter`, `-t nat`): what a save of every table failed on may be elsewhere. */
