@@ -66,28 +66,38 @@ export async function runSetScript(runner: CommandRunner, given: readonly SetLin
 /**
  * The lines that delete members or destroy sets, their undo given the members' counters as they are now: put back by
  * a plain `add`, a member of an accounting set started again from zero (the per-pair totals lost to a failed apply),
- * or took the counters of whichever member last had its kernel slot. One `ipset save` per set that loses members or
- * goes (once the tables no longer match on it: nothing counts after the reading); a set that cannot be read, or keeps
- * no counters, keeps the plain undo.
+ * or took the counters of whichever member last had its kernel slot. The sets that lose members or go are read once
+ * the tables no longer match on them (nothing counts after the reading); a set that cannot be read, or keeps no
+ * counters, keeps the plain undo.
  */
 async function withCountersKept(runner: CommandRunner, lines: readonly SetLine[]): Promise<readonly SetLine[]> {
   const sets = new Set(lines.flatMap((l) => (l.deletes && l.undo !== undefined ? [l.deletes.set] : l.destroys ? [l.destroys.set] : [])));
   if (sets.size === 0) return lines;
-  // The sets read side by side: one process's start each, not one after the other.
-  const counters = new Map(await Promise.all([...sets].map(async (set) => {
-    const saved = await runner.run(['ipset', 'save', set], { allowFailure: true });
-    const members = new Map<string, string>();
-    if (saved.exitCode !== 0 || !new RegExp(`^create ${set} \\S+ .*\\bcounters\\b`, 'm').test(saved.stdout)) return [set, members] as const;
-    forEachIpsetMember(saved.stdout, (of, member, packets, bytes) => {
-      if (of === set) members.set(member, `packets ${packets} bytes ${bytes}`);
-    });
-    return [set, members] as const;
-  })));
+  const counters = await countersOf(runner, sets);
   return lines.map((l) => {
     if (l.destroys) return counters.get(l.destroys.set)?.size ? { ...l, undo: recreate(l.destroys, counters.get(l.destroys.set)) } : l;
     const had = l.deletes && counters.get(l.deletes.set)?.get(l.deletes.member);
     return had === undefined ? l : { ...l, undo: `add ${l.deletes!.set} ${l.deletes!.member} ${had} -exist` };
   });
+}
+
+/**
+ * The members' counters (`packets N bytes M`) of each of `sets` that keeps counters; empty where they cannot be read.
+ * One `ipset save` of every set, not one process per set (`down` destroys them all: eight at 96 VLANs): each process's
+ * start holds this thread for 8–15 ms, and the sets that lose members nearly always include the accounting set that
+ * holds most members (VGW-PAIRS-0), whose reading is most of a save of all.
+ */
+async function countersOf(runner: CommandRunner, sets: ReadonlySet<string>): Promise<Map<string, Map<string, string>>> {
+  const found = new Map([...sets].map((set) => [set, new Map<string, string>()]));
+  const saved = await runner.run(['ipset', 'save'], { allowFailure: true });
+  if (saved.exitCode !== 0) return found;
+  // A set that keeps no counters (made by an older gateway) prints none: its plain undo is the one that holds.
+  const counting = new Set<string>();
+  for (const [, set, options] of saved.stdout.matchAll(/^create (\S+) \S+(.*)$/gm)) if (sets.has(set!) && /\bcounters\b/.test(options!)) counting.add(set!);
+  forEachIpsetMember(saved.stdout, (set, member, packets, bytes) => {
+    if (counting.has(set)) found.get(set)!.set(member, `packets ${packets} bytes ${bytes}`);
+  });
+  return found;
 }
 
 export type RemakeStep = Extract<Step, { kind: 'set-update' }> & { readonly remake: number };

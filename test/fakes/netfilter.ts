@@ -892,9 +892,10 @@ export class FakeNetns implements CommandRunner {
   }
 
   /** `ipset save` text (members with counters when asked), sets and members sorted. */
-  saveSets(counters = false): string {
+  saveSets(counters = false, only?: string): string {
     const out: string[] = [];
     for (const [name, set] of [...this.ipsets].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      if (only !== undefined && name !== only) continue;
       // The kernel prints the bucket size and the hash's seed too; the fake only a bucket size it has raised.
       const bucketsize = set.bucketsize === BUCKET_FIRST ? '' : ` bucketsize ${set.bucketsize} initval 0x00000000`;
       out.push(`create ${name} ${set.type} family inet hashsize ${set.hashsize} maxelem ${set.maxelem} counters${bucketsize}`);
@@ -1255,7 +1256,12 @@ export class FakeNetns implements CommandRunner {
       return true;
     };
     const [command, ...rest] = args;
-    if (command === 'save' || command === '-S') return { stdout: this.saveSets(true) };
+    if (command === 'save' || command === '-S') {
+      // `ipset save SET` prints that set alone, and fails for one that does not exist, as ipset does.
+      const only = rest[0];
+      if (only !== undefined && !this.ipsets.has(only)) return fail('The set with the given name does not exist');
+      return { stdout: this.saveSets(true, only) };
+    }
     if ((command === 'list' || command === '-L') && rest.length === 1 && (rest[0] === '-t' || rest[0] === '-terse')) {
       // As ipset 7.17 prints it (the kernel's size in memory and references are not modelled: fixed numbers).
       const blocks = [...this.ipsets].sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, set]) => [

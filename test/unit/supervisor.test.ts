@@ -1305,8 +1305,8 @@ test('a set member swapped for another (same count) is found by the stats collec
   r.ns.history.length = 0;
   await collector.collect();
   await settle(r, 3);
-  // The third: the repair deletes eth9's member, and reads that set's counters first, for the undo's sake.
-  t.deepEqual(ipsetReads(r.ns), ['ipset save', 'ipset save', 'ipset save VGW-PAIRS-0'], 'the collector\'s reading, then the pass it asked for reads in full');
+  // The third: the repair deletes eth9's member, and reads the counters first (one save of every set), for the undo's sake.
+  t.deepEqual(ipsetReads(r.ns), ['ipset save', 'ipset save', 'ipset save'], 'the collector\'s reading, then the pass it asked for reads in full');
   t.like(r.supervisor.lastRecord, { trigger: 'drift', result: 'success', drift: ['set'] });
   t.is(r.ns.saveSets(), filled);
 
