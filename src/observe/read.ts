@@ -282,7 +282,7 @@ export async function readTables(
 const NO_IPTABLES = 'neither iptables-nft-save nor iptables-legacy-save works here; install iptables';
 
 /** Whether `tool` is on the PATH (its `--version` reads no table, so it makes none). */
-async function installed(runner: CommandRunner, tool: string): Promise<boolean> {
+export async function installed(runner: CommandRunner, tool: string): Promise<boolean> {
   try {
     await runner.run([tool, '--version']);
     return true;

@@ -965,14 +965,14 @@ async function pathWithout(program: string): Promise<string> {
 
 // The reverse: iptables-nft-restore missing with iptables-nft-save there. The pass read the tables, then its first
 // restore failed with `exec of "iptables-nft-restore" failed: No such file or directory`, and no word of what to do.
-kernel(`with iptables-nft-restore missing and iptables-nft-save there, apply and down stop saying what to install, and change nothing${NEEDS_ROOT}`, async (t) => {
+kernel(`with iptables-nft-restore missing and iptables-nft-save there, apply and down stop saying what to install, and change nothing; plan warns${NEEDS_ROOT}`, async (t) => {
   const router = labs.hotPlug!.router;
   const path = await pathWithout('iptables-nft-restore');
   t.true(existsSync(join(path, 'iptables-nft-save')) && existsSync(join(path, 'ipset')), 'only iptables-nft-restore is missing');
-  const says = (command: string) => `vlan-gateway: ${command} failed: applying the filter table failed: iptables-nft-restore is not installed, though iptables-nft-save is `
-    + '(both are normally links to xtables-nft-multi, of one package): the gateway cannot write the iptables-nft rule set. Install iptables again '
-    + '(Alpine: apk fix iptables; Debian: apt-get install --reinstall iptables), or put iptables-nft-restore back on the PATH\n'
-    + '(the steps already done were rolled back)';
+  const missing = 'iptables-nft-restore is not installed, though iptables-nft-save is (both are normally links to xtables-nft-multi, of one package): '
+    + 'the gateway cannot write the iptables-nft rule set. Install iptables again (Alpine: apk fix iptables; Debian: apt-get install --reinstall iptables), '
+    + 'or put iptables-nft-restore back on the PATH';
+  const says = (command: string) => `vlan-gateway: ${command} failed: applying the filter table failed: ${missing}\n(the steps already done were rolled back)`;
   try {
     t.is((await apply(router, example)).code, 0, 'the example, with iptables');
     let before = await readState(router);
@@ -982,6 +982,10 @@ kernel(`with iptables-nft-restore missing and iptables-nft-save there, apply and
     t.deepEqual(await readState(router), before, 'down: the addresses, rules, sets and ip_forward as they were');
     t.is((await cli('down', '--netns', router, '--config', example.path)).code, 0, 'down, with iptables');
     before = await readState(router);
+    const plan = await cliWithEnv({ PATH: path }, 'plan', '--netns', router, '--config', example.path);
+    t.is(plan.code, 0, plan.stderr);
+    t.regex(plan.stdout, /^~ table filter:$[^~]*^ {4}\+ chain VGW-FORWARD$/m, 'the changes, read with iptables-nft-save');
+    t.is(plan.stderr, `vlan-gateway: warning: ${missing}; apply would fail`);
     const up = await cliWithEnv({ PATH: path }, 'apply', '--netns', router, '--config', example.path);
     t.is(up.code, 1, up.stdout);
     t.is(up.stderr, says('apply'));
