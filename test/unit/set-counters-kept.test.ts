@@ -1,6 +1,7 @@
 /**
- * A set destroyed, or a member deleted, by a script whose later line fails comes back with its counters (runSetScript
- * reads them first, in one `ipset save` of every set: one process, however many sets). Checked with the semantic fake.
+ * Sets destroyed by a script whose later line fails come back with their members' counters (runSetScript reads them
+ * first, as it reads those of members it deletes: in one `ipset save` of every set, one process however many sets).
+ * Checked with the semantic fake.
  */
 import test from 'ava';
 import { destroyLine, runSetScript, type SetLine } from '../../src/apply/ipsets.js';
