@@ -21,6 +21,7 @@ import { formatMatrix, labCheck, labDown, runProbe, startAgent, type LabTopology
 import { arpingSenders } from '../../src/observe/parse-arping.js';
 import { isRoot, NEEDS_ROOT, uniqueLabName } from '../helpers/lab.js';
 import { buildLab, cli, exampleDocument, inNs, outcomes, removeScratch, runner, save, scratchDir, writeConfig } from './gateway-harness.js';
+import { waitFor } from '../helpers/supervisor.js';
 import { tearDownAlways } from '../helpers/teardown.js';
 
 const kernel = isRoot() ? test.serial : test.serial.skip;
@@ -532,18 +533,9 @@ kernel(`with the uplink NIC down, apply repairs the rest and the default route w
   // Right after its NIC is up again the router may not answer the Internet host yet: on an idle machine the next test's
   // probe, a moment later, was refused with an ICMP host unreachable, 4 runs in 4 (it passed under CI's load, later).
   // The tests after this one start from a path that answers.
-  await answers(topology.inet, topology.uplink.routerAddress);
+  await waitFor('the router to answer the Internet host', async () =>
+    (await runner.run(['ip', 'netns', 'exec', topology.inet, 'ping', '-c', '1', '-W', '1', topology.uplink.routerAddress], { allowFailure: true })).exitCode === 0, 10_000);
 });
-
-/** Waits (up to 10 s) until `address` answers a ping from namespace `from`. */
-async function answers(from: string, address: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const ping = await runner.run(['ip', 'netns', 'exec', from, 'ping', '-c', '1', '-W', '1', address], { allowFailure: true });
-    if (ping.exitCode === 0) return;
-    if (Date.now() > deadline) throw new Error(`${address} does not answer a ping from ${from}: ${ping.stdout.trim()}`);
-  }
-}
 
 kernel(`a port forward on the uplink (2222) reaches the VLAN host's port 22${NEEDS_ROOT}`, async (t) => {
   const office = topology.vlans.find((v) => v.name === 'office')!;
