@@ -38,7 +38,7 @@ test.before(async () => {
   });
   await gateway.waitReady();
   // /readyz turns 200 once forwarding is in place, before the start pass ends (its accounting members may still be
-  // being written, in the background): /status shows the pass's backend once it has ended.
+  // being written): /status shows the pass's backend once it has ended.
   await gateway.waitForLog('the start pass', (l) => l.trigger === 'start' && l.msg === 'reconciled: changes applied');
 });
 
