@@ -1,7 +1,8 @@
 /**
  * The one boundary through which the product starts processes. Everything above it (observe, apply, lab,
  * reconcile) speaks argv arrays to a CommandRunner; tests inject fakes, and only the composition root builds
- * the real, execa-backed runner. No shell ever parses a command's words, and LC_ALL=C keeps tool output parseable.
+ * the real runner (execa-runner.ts, with its command helper). No shell ever reads a command's words as anything
+ * but words, and LC_ALL=C keeps tool output parseable.
  */
 export interface RunOptions {
   /** Fed to the child's stdin (iptables-restore payloads). */

@@ -1,0 +1,347 @@
+/**
+ * One long-lived /bin/sh that starts the gateway's short commands for it. A spawn from node forks all of node: on
+ * the machine the benchmarks ran on (2 vCPUs, a VM), that holds the main thread 7–11 ms per command, in the fork
+ * and then while the child tears the copy down for its exec. Handing the same command to a shell costs node a
+ * write to a pipe and a read of two small files (0.2–0.7 ms), and the shell, a few hundred KB, forks cheaply on the
+ * other core (BENCHMARKS.md, "The command helper"). A pass runs up to ten commands, a start at 100 VLANs a hundred
+ * arpings, so this is most of the main thread's time that is not JavaScript.
+ *
+ * Per command, node writes one line of shell text; every word in it is single-quoted, so no word of a command is
+ * ever shell text (the runner's rule), and the only text that is not quoted is the helper's own:
+ *
+ *   : ; { 'cmd' 'arg' 2>D/N.e <D/N.i >D/N.o & echo "P N $!"; wait $!; echo "E N $?"; } &
+ *
+ * The helper answers `P N pid` once the command is started and `E N status` once it has exited, each line one write
+ * to a pipe (whole, however many commands run at once). Output goes to files that node created and holds open
+ * before the line is sent (so a process out of descriptors fails before the command runs, as a spawn would), and
+ * reads once the command has exited. A status above 128 is death by a signal (the shell's convention).
+ *
+ * What stays with a plain spawn (execa-runner.ts): a program not on the PATH, or not executable (its own spawn
+ * error says so), a command whose output is taken as it comes (onStdout), a long-running child, and everything when
+ * the helper cannot run (no writable tmpfs, no /bin/sh: `VLAN_GATEWAY_EXEC_HELPER=off` too). Asynchronous lists
+ * ignore SIGINT (POSIX), as the helper itself does: a Ctrl-C stops the gateway, which decides what becomes of its
+ * commands, and a write half done is not cut by the terminal. A shell keeps a little for each job it ran (dash: about
+ * 40 bytes), so a helper is retired after RETIRE_AFTER commands and the next one started: the retired one exits at
+ * the end of its input, and its commands still running report through the pipe their shells hold.
+ */
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { closeSync, lstatSync, mkdtempSync, openSync, readdirSync, readFile, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { constants, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Readable, Writable } from 'node:stream';
+
+/** How a command ended: its exit code, or the signal that killed it. */
+type Ending = { readonly code: number; readonly signal?: undefined } | { readonly code?: undefined; readonly signal: NodeJS.Signals };
+
+interface HelperResult {
+  readonly ending: Ending;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export interface HelperRun {
+  /** The command's pid, once the helper has said it. */
+  readonly pid: number | undefined;
+  /** Sends `signal` to the command (once its pid is known, if it is not yet). */
+  kill(signal: NodeJS.Signals): void;
+  /**
+   * Its ending and output. Rejects with NotStarted when the helper ended (or never started) before it started the
+   * command, which may then be spawned some other way; with another error when the command's end went unreported.
+   */
+  readonly done: Promise<HelperResult>;
+}
+
+/** The helper did not start the command (it could not start itself, or was killed first): nothing ran. */
+export class NotStarted extends Error {
+  override readonly name = 'NotStarted';
+}
+
+/** Commands per helper before it is retired (see above). */
+const RETIRE_AFTER = 1000;
+const DIR_PREFIX = 'vlan-gateway-exec-';
+
+/** Each signal's number to its name; of two names for one number (SIGABRT, SIGIOT), the first, as node says it. */
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
+for (const [name, number] of Object.entries(constants.signals)) if (!SIGNAL_NAMES.has(number)) SIGNAL_NAMES.set(number, name as NodeJS.Signals);
+
+/** A word of shell text that is the word itself, whatever it holds (a NUL cannot be in an argument). */
+const quoted = (word: string): string => `'${word.replaceAll("'", "'\\''")}'`;
+
+interface Pending {
+  pid?: number;
+  /** A kill asked for before the pid was known. */
+  killWith?: NodeJS.Signals;
+  /** Whether node waits for this one (a fire-and-forget command does not keep the process alive). */
+  held: boolean;
+  finish(status: number): void;
+  fail(error: Error): void;
+}
+
+class Helper {
+  private readonly pending = new Map<number, Pending>();
+  private held = 0;
+  sent = 0;
+  gone = false;
+
+  constructor(private readonly child: ChildProcessByStdio<Writable, Readable, Readable>) {
+    child.unref();
+    // No pipe keeps node alive by itself: its stdout does while a command node waits for runs (send, release).
+    unrefStream(child.stdin);
+    unrefStream(child.stdout);
+    unrefStream(child.stderr);
+    // Gone (killed, or never started): no more commands for it. Those it started still report, through the pipe
+    // their shells hold; its end is when the last of them has let go of it.
+    child.stdin.on('error', () => this.retired());
+    child.once('exit', () => this.retired());
+    child.once('error', () => {
+      disabled = true; // not started (ENOENT, EAGAIN): no helper will run here
+      this.retired();
+    });
+    child.stderr.resume(); // its own complaints only; each command's stderr goes to its file
+    createInterface({ input: child.stdout }).on('line', (line) => this.line(line));
+    child.stdout.once('close', () => this.end());
+  }
+
+  /** Sends `text` (one command) as command `id`; `pending` hears how it ends. */
+  send(id: number, text: string, pending: Pending): void {
+    this.pending.set(id, pending);
+    if (pending.held && this.held++ === 0) refStream(this.child.stdout);
+    this.sent++;
+    this.child.stdin.write(text);
+  }
+
+  /** No more commands: it exits once those it has report (their lines still come through its stdout). */
+  retire(): void {
+    this.retired();
+    this.child.stdin.end();
+  }
+
+  private retired(): void {
+    this.gone = true;
+    if (current === this) current = undefined;
+  }
+
+  pidOf(id: number): number | undefined {
+    return this.pending.get(id)?.pid;
+  }
+
+  kill(id: number, signal: NodeJS.Signals): void {
+    const pending = this.pending.get(id);
+    if (!pending) return;
+    if (pending.pid === undefined) pending.killWith = signal;
+    else killQuietly(pending.pid, signal);
+  }
+
+  private line(line: string): void {
+    const m = /^([PE]) (\d+) (\d+)$/.exec(line);
+    if (!m) return;
+    const id = Number(m[2]);
+    const value = Number(m[3]);
+    const pending = this.pending.get(id);
+    if (!pending) return;
+    if (m[1] === 'P') {
+      pending.pid = value;
+      if (pending.killWith) killQuietly(value, pending.killWith);
+      return;
+    }
+    this.pending.delete(id);
+    this.release(pending);
+    pending.finish(value);
+  }
+
+  private release(pending: Pending): void {
+    if (pending.held && --this.held === 0) unrefStream(this.child.stdout);
+  }
+
+  /**
+   * Nothing writes to its stdout any more: a command it never said it started did not start (it may be run some
+   * other way); one it did, but whose end no one reported, ended unseen (its reporting shell was killed).
+   */
+  private end(): void {
+    this.retired();
+    for (const pending of this.pending.values()) {
+      this.release(pending);
+      pending.fail(pending.pid === undefined ? new NotStarted('the command helper (/bin/sh) ended before it started the command')
+        : new Error('the command helper (/bin/sh) ended before the command reported its end'));
+    }
+    this.pending.clear();
+  }
+}
+
+function refStream(stream: Readable | Writable): void {
+  (stream as unknown as { ref?: () => void }).ref?.();
+}
+
+function unrefStream(stream: Readable | Writable): void {
+  (stream as unknown as { unref?: () => void }).unref?.();
+}
+
+function killQuietly(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // gone already
+  }
+}
+
+let current: Helper | undefined;
+let dir: string | undefined;
+let disabled = process.env.VLAN_GATEWAY_EXEC_HELPER?.trim() === 'off';
+let nextId = 0;
+
+/**
+ * The private directory of this process's output files (0700), made once: on a tmpfs where there is one (/dev/shm),
+ * else in the temporary directory. None where neither can be written (a read-only container without a tmpfs): the
+ * runner then spawns every command itself.
+ */
+function filesDir(): string | undefined {
+  if (dir !== undefined) return dir;
+  for (const base of ['/dev/shm', tmpdir()]) {
+    try {
+      removeAbandoned(base);
+      const made = mkdtempSync(join(base, `${DIR_PREFIX}${process.pid}-`));
+      process.once('exit', () => rmSync(made, { recursive: true, force: true }));
+      return (dir = made);
+    } catch {
+      // not there, or not writable: the next
+    }
+  }
+  return undefined;
+}
+
+/** The directories of processes that are gone (killed before their exit handler ran): ours by name and owner. */
+function removeAbandoned(base: string): void {
+  try {
+    for (const name of readdirSync(base)) {
+      const pid = new RegExp(`^${DIR_PREFIX}(\\d+)-`).exec(name)?.[1];
+      if (pid === undefined || alive(Number(pid))) continue;
+      const path = join(base, name);
+      // A directory of ours, not a link someone put there under that name (lstat: not followed).
+      const found = lstatSync(path);
+      if (found.isDirectory() && found.uid === process.getuid?.()) rmSync(path, { recursive: true, force: true });
+    }
+  } catch {
+    // nothing to sweep, or not ours to sweep
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function helper(env: NodeJS.ProcessEnv): Helper | undefined {
+  if (current && !current.gone && current.sent < RETIRE_AFTER) return current;
+  current?.retire();
+  try {
+    const child = spawn('/bin/sh', ['-s'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    if (!child.stdin || !child.stdout || !child.stderr) return undefined;
+    current = new Helper(child);
+    // Asynchronous lists ignore SIGINT anyway; the helper does too, so a Ctrl-C leaves node to decide.
+    child.stdin.write("trap '' INT QUIT\n");
+    return current;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Starts `path` (found on the PATH already) with `args` through the helper, `input` on its stdin, its output kept
+ * (`output: false`: thrown away, and node not kept alive for it). Undefined when the helper cannot take it: the
+ * caller spawns it itself, as nothing has been started.
+ */
+export function runThroughHelper(path: string, args: readonly string[], env: NodeJS.ProcessEnv,
+  options: { input?: string; output?: boolean } = {}): HelperRun | undefined {
+  if (disabled) return undefined;
+  let files: { out: string; err: string; in?: string; fds: number[] } | undefined;
+  try {
+    const base = filesDir();
+    if (base === undefined) {
+      disabled = true;
+      return undefined;
+    }
+    const id = ++nextId;
+    const at = join(base, String(id));
+    const keep = options.output !== false;
+    files = { out: `${at}.o`, err: `${at}.e`, fds: [] };
+    if (keep) {
+      files.fds.push(openSync(files.out, 'w+', 0o600), openSync(files.err, 'w+', 0o600));
+    }
+    if (options.input !== undefined) {
+      files.in = `${at}.i`;
+      writeFileSync(files.in, options.input, { mode: 0o600 });
+    }
+    const h = helper(env);
+    if (!h) {
+      disabled = true;
+      cleanUp(files);
+      return undefined;
+    }
+    const redirect = keep ? `2>${quoted(files.err)} <${quoted(files.in ?? '/dev/null')} >${quoted(files.out)}` : '</dev/null >/dev/null 2>&1';
+    // The `:` first: dash and busybox reap the children that have exited (the earlier commands' shells) only before
+    // a command in the foreground, and left alone they stay zombies until the helper exits.
+    const text = `: ; { ${[path, ...args].map(quoted).join(' ')} ${redirect} & echo "P ${id} $!"; wait $!; echo "E ${id} $?"; } &\n`;
+    const taken = files;
+    const done = new Promise<HelperResult>((resolve, reject) => {
+      h.send(id, text, {
+        held: keep,
+        finish: (status) => {
+          const ending: Ending = status > 128 && SIGNAL_NAMES.has(status - 128) ? { signal: SIGNAL_NAMES.get(status - 128)! } : { code: status };
+          if (!keep) {
+            cleanUp(taken);
+            resolve({ ending, stdout: '', stderr: '' });
+            return;
+          }
+          Promise.all(taken.fds.map(readFd))
+            .then(([out, err]) => resolve({ ending, stdout: out!.toString('utf8'), stderr: err!.toString('utf8') }), reject)
+            .finally(() => cleanUp(taken));
+        },
+        fail: (error) => {
+          cleanUp(taken);
+          reject(error);
+        },
+      });
+    });
+    let pid: number | undefined;
+    return {
+      get pid() {
+        pid ??= h.pidOf(id);
+        return pid;
+      },
+      kill: (signal) => h.kill(id, signal),
+      done,
+    };
+  } catch {
+    // Out of descriptors (EMFILE), the tmpfs full or gone: a spawn of its own says what it meets.
+    if (files) cleanUp(files);
+    return undefined;
+  }
+}
+
+/** What the command wrote to the file `fd` holds open (from its start: node never moved it). */
+function readFd(fd: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => readFile(fd, (error, data) => (error ? reject(error) : resolve(data))));
+}
+
+function cleanUp(files: { out: string; err: string; in?: string; fds: number[] }): void {
+  for (const fd of files.fds.splice(0)) {
+    try {
+      closeSync(fd);
+    } catch {
+      // closed
+    }
+  }
+  for (const path of [files.out, files.err, files.in]) {
+    if (path === undefined) continue;
+    try {
+      unlinkSync(path);
+    } catch {
+      // never made (a fire-and-forget command's), or gone
+    }
+  }
+}
