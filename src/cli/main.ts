@@ -4,6 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import yargs from 'yargs';
+import { stopHelpers } from '../exec/shell-helper.js';
 import { applyCommand, downCommand } from './apply.js';
 import { setCodeCache, type CodeCache } from './code-cache.js';
 import { describeError, exitCodeOf, EXIT, UsageError } from './errors.js';
@@ -51,6 +52,7 @@ export async function main(argv: string[], options: { codeCache?: CodeCache } = 
     failed = error;
   }
   await releaseHeldSignals(); // a usage error, --help: no command took them
+  await stopHelpers(); // the command helper's shell, if the command started one, ends with it
   if (failed === undefined) return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
   // Said as every other error is, after the command's name (a usage error read as another program's words).
   if (usage) process.stderr.write(`vlan-gateway: ${(failed as Error).message}\nRun vlan-gateway --help for usage.\n`);

@@ -9,6 +9,7 @@ import type { StatsCollector } from '../metrics/collector.js';
 import type { NetlinkMonitor } from '../observe/monitor.js';
 import { rememberDesired } from '../plan/desired.js';
 import type { DeadlineRunner } from '../exec/runner.js';
+import { stopHelpers } from '../exec/shell-helper.js';
 import type { Supervisor } from '../reconcile/supervisor.js';
 import type { DriftSchedule } from './drift-schedule.js';
 import { describeError } from './errors.js';
@@ -98,6 +99,7 @@ export class Shutdown {
       clearTimeout(timer);
       await http.stop();
       await lock.release();
+      await stopHelpers(); // the command helper's shell ends before the process: nothing started here outlives it
       log.info('stopped');
       this.stopped();
     })();

@@ -83,8 +83,15 @@ class Helper {
   private held = 0;
   sent = 0;
   gone = false;
+  /** Once the shell has exited (or could not start). */
+  readonly exited: Promise<void>;
 
   constructor(private readonly child: ChildProcessByStdio<Writable, Readable, Readable>) {
+    living.add(this);
+    this.exited = new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      child.once('error', () => resolve());
+    }).then(() => void living.delete(this));
     child.unref();
     // No pipe keeps node alive by itself: its stdout does while a command node waits for runs (send, release).
     unrefStream(child.stdin);
@@ -186,6 +193,8 @@ function killQuietly(pid: number, signal: NodeJS.Signals): void {
 }
 
 let current: Helper | undefined;
+/** Every helper not yet exited: the current one and those retired with commands still to report. */
+const living = new Set<Helper>();
 let dir: string | undefined;
 let disabled = process.env.VLAN_GATEWAY_EXEC_HELPER?.trim() === 'off';
 let nextId = 0;
@@ -248,6 +257,20 @@ function helper(env: NodeJS.ProcessEnv): Helper | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Ends every helper (the end of their input) and waits, up to `limitMs`, for each to exit, so that none outlives
+ * the gateway, even for the moment its exit takes: at the end of a command, and of a supervisor's stop. The
+ * commands they started and still run report as before (the helper is not needed for that); a command after this
+ * starts a new one.
+ */
+export async function stopHelpers(limitMs = 1000): Promise<void> {
+  const all = [...living];
+  for (const helper of all) helper.retire();
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.all(all.map((h) => h.exited)), new Promise((resolve) => (timer = setTimeout(resolve, limitMs)))]);
+  clearTimeout(timer);
 }
 
 /**

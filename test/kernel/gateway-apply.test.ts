@@ -606,9 +606,13 @@ kernel(`two applies at once in one namespace: the second waits for the first, th
 async function applyWithRestoreIn(ns: string): Promise<number | undefined> {
   for (const pid of await namespacePids(ns)) {
     if (!/-restore\0/.test(await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => ''))) continue;
-    // `ip netns exec` execs the restore: its parent is the gateway's process.
-    const parent = Number(/^PPid:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8').catch(() => ''))?.[1]);
-    if ((await readFile(`/proc/${parent}/cmdline`, 'utf8').catch(() => '')).includes('vlan-gateway.mjs')) return parent;
+    // `ip netns exec` execs the restore, started by the command helper's shell for it (src/exec/shell-helper.ts), a
+    // child of the helper, a child of the gateway's process: the first of its ancestors that is the gateway.
+    let ancestor = pid;
+    for (let up = 0; up < 4; up++) {
+      ancestor = Number(/^PPid:\s+(\d+)/m.exec(await readFile(`/proc/${ancestor}/status`, 'utf8').catch(() => ''))?.[1]);
+      if ((await readFile(`/proc/${ancestor}/cmdline`, 'utf8').catch(() => '')).includes('vlan-gateway.mjs')) return ancestor;
+    }
   }
   return undefined;
 }
