@@ -2,9 +2,9 @@
  * One long-lived /bin/sh that starts the gateway's short commands for it. A spawn from node forks all of node: on
  * the machine the benchmarks ran on (2 vCPUs, a VM), that holds the main thread 7–11 ms per command, in the fork
  * and then while the child tears the copy down for its exec. Handing the same command to a shell costs node a
- * write to a pipe and a read of two small files (0.2–0.7 ms), and the shell, a few hundred KB, forks cheaply on the
- * other core (BENCHMARKS.md, "The command helper"). A pass runs up to ten commands, a start at 100 VLANs a hundred
- * arpings, so this is most of the main thread's time that is not JavaScript.
+ * write to a pipe and a read of two small files (0.2–0.7 ms), and the shell, about 2 MB, forks on the other
+ * core (BENCHMARKS.md, "session av: the command helper"). A pass runs up to ten commands, a start at 100 VLANs a
+ * hundred arpings: a third of the main thread's busy time at such a start was spawns, an eighth with the helper.
  *
  * Per command, node writes one line of shell text; every word in it is single-quoted, so no word of a command is
  * ever shell text (the runner's rule), and the only text that is not quoted is the helper's own:
@@ -224,7 +224,9 @@ function removeAbandoned(base: string): void {
   try {
     for (const name of readdirSync(base)) {
       const pid = new RegExp(`^${DIR_PREFIX}(\\d+)-`).exec(name)?.[1];
-      if (pid === undefined || alive(Number(pid))) continue;
+      // One with this process's own pid is an earlier process's (this one makes its own after the sweep): a
+      // container restarted, with pids counted from 1 again, where /dev/shm outlived the restart.
+      if (pid === undefined || (Number(pid) !== process.pid && alive(Number(pid)))) continue;
       const path = join(base, name);
       // A directory of ours, not a link someone put there under that name (lstat: not followed).
       const found = lstatSync(path);

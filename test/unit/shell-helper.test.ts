@@ -6,7 +6,9 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
 import { CommandError } from '../../src/exec/runner.js';
@@ -136,6 +138,27 @@ test.serial('stopHelpers ends the helper and waits for it to exit; the next comm
   await stopHelpers();
   t.throws(() => readFileSync(`/proc/${helper}/stat`), undefined, 'exited, and reaped');
   t.not((await parentsOfCommand())[1], helper);
+});
+
+test('a directory a killed process left is swept by the next one; a link under such a name is not followed', async (t) => {
+  // A pid that ran and is gone: a process of this test, waited for.
+  const gone = spawn('true');
+  await new Promise((resolve) => gone.once('exit', resolve));
+  const left = `/dev/shm/vlan-gateway-exec-${gone.pid}-left`;
+  const link = `/dev/shm/vlan-gateway-exec-${gone.pid}-link`;
+  const target = mkdtempSync(join(tmpdir(), 'vgw-helper-target-'));
+  t.teardown(() => {
+    rmSync(left, { recursive: true, force: true });
+    rmSync(link, { force: true });
+    rmSync(target, { recursive: true, force: true });
+  });
+  mkdirSync(left);
+  writeFileSync(join(left, '7.o'), 'output of a command in flight when its process was killed');
+  writeFileSync(join(target, 'keep'), '');
+  symlinkSync(target, link);
+  t.is((await inOwnProcess("console.log((await new ExecaRunner().run(['echo', 'ran'])).stdout.trim());")).out, 'ran\n');
+  t.false(existsSync(left), 'swept');
+  t.true(existsSync(join(target, 'keep')), 'what the link points to is untouched');
 });
 
 test('VLAN_GATEWAY_EXEC_HELPER=off: node spawns each command itself', async (t) => {
