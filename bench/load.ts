@@ -25,6 +25,17 @@ import { stats } from './measure.js';
 
 const run = promisify(execFile);
 
+const USAGE = `npm run bench:load -- [options]: the config file's load by phase, in new processes (nothing touches a namespace)
+  --size 10k|1k         the bench's generated config (default 10k)
+  --config FILE         this file instead
+  --fresh N             new processes per tree (default 15)
+  --warm N              loads repeated in one process (default 20)
+  --trees DIR,DIR       source trees side by side, their samples alternated (default .)
+  --cpu-prof            CPU profiles, summed by phase and function (--profiles N processes, --prof-reps N loads each,
+                        --keep-prof PREFIX keeps them)
+  --node-flags="..."    flags for every child (the image's: --optimize-for-size)
+`;
+
 /**
  * What runs the child's bundle as the product's launcher (src/launcher.ts) runs cli.cjs: through V8's code cache,
  * which a first run (not timed) writes. Without it every sample would pay the compile of each function it runs,
@@ -134,8 +145,14 @@ async function main(): Promise<void> {
     options: {
       size: { type: 'string', default: '10k' }, config: { type: 'string' }, fresh: { type: 'string', default: '15' }, warm: { type: 'string', default: '20' },
       trees: { type: 'string', default: '.' }, 'cpu-prof': { type: 'boolean', default: false }, 'keep-prof': { type: 'string' }, 'node-flags': { type: 'string', default: '' }, 'prof-reps': { type: 'string', default: '1' }, profiles: { type: 'string', default: '5' },
+      help: { type: 'boolean', default: false },
     },
   });
+  if (values.help) {
+    // BENCHMARKS.md's list of commands points here for the options.
+    process.stdout.write(USAGE);
+    return;
+  }
   nodeFlags = values['node-flags'].split(' ').filter((f) => f !== '');
   const size = values.size as keyof typeof SIZES;
   if (!SIZES[size]) throw new Error(`--size: one of ${Object.keys(SIZES).join(', ')}`);
