@@ -1842,7 +1842,9 @@ test('at a start whose user rule only the kernel refuses, there is nothing to go
   r.supervisor.onConfigRefused = (_error, reverted) => refused.push(reverted);
   await settle(r, 1);
   t.like(r.supervisor.lastRecord, { result: 'failure' });
-  t.deepEqual(refused, [false]);
+  // Nothing reverted to, at the first pass and at any retry that failed before this look (a loaded machine).
+  t.true(refused.length >= 1);
+  t.true(refused.every((reverted) => !reverted));
   t.false(r.supervisor.ready);
 });
 
@@ -1863,7 +1865,9 @@ test('at a start on iptables-legacy whose user rule only the kernel refuses, the
   r.supervisor.onConfigRefused = (error, reverted) => refused.push({ chain: error.userChain, refusal: error.commitRefusal, line: error.failedLine, reverted, message: error.message });
   await settle(r, 1);
   t.like(r.supervisor.lastRecord, { result: 'failure' });
-  t.is(refused.length, 1);
+  // The first pass's refusal; under load its retry may have failed too before this look (CI at 67dbde4): said alike.
+  t.true(refused.length >= 1);
+  t.deepEqual(refused.slice(1), refused.slice(1).map(() => refused[0]), 'each retry refused alike');
   t.like(refused[0], { chain: undefined, refusal: { table: 'nat', userChains: ['VGW-USER-PREROUTING'] }, line: 'COMMIT', reverted: false });
   t.regex(refused[0]!.message, /\niptables-legacy refuses a table whole and names no rule; this round wrote rules of rules\.dir \(VGW-USER-PREROUTING from test\/fixtures\/broken-templates\/kernel-rejects\/nat\/prerouting\.hbs\) and the gateway's own: either may be the one/);
   t.false(r.supervisor.ready);
