@@ -246,15 +246,18 @@ function alive(pid: number): boolean {
   }
 }
 
-function helper(env: NodeJS.ProcessEnv): Helper | undefined {
+function helper(env: NodeJS.ProcessEnv, files: string): Helper | undefined {
   if (current && !current.gone && current.sent < RETIRE_AFTER) return current;
   current?.retire();
   try {
     const child = spawn('/bin/sh', ['-s'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     if (!child.stdin || !child.stdout || !child.stderr) return undefined;
     current = new Helper(child);
-    // Asynchronous lists ignore SIGINT anyway; the helper does too, so a Ctrl-C leaves node to decide.
-    child.stdin.write("trap '' INT QUIT\n");
+    // Asynchronous lists ignore SIGINT anyway; the helper does too, so a Ctrl-C leaves node to decide. At the end of
+    // its input with node gone (killed before its exit handler ran: its parent is then another process), it removes
+    // node's directory of files, which no one else would until the next gateway process; a helper retired while
+    // node runs leaves it to node.
+    child.stdin.write(`trap '' INT QUIT\ntrap 'read -r _ _ _ parent _ </proc/self/stat; [ "$parent" = "$PPID" ] || rm -rf -- ${quoted(files)}' EXIT\n`);
     return current;
   } catch {
     return undefined;
@@ -301,7 +304,7 @@ export function runThroughHelper(path: string, args: readonly string[], env: Nod
       files.in = `${at}.i`;
       writeFileSync(files.in, options.input, { mode: 0o600 });
     }
-    const h = helper(env);
+    const h = helper(env, base);
     if (!h) {
       disabled = true;
       cleanUp(files);

@@ -122,6 +122,10 @@ test.serial('a helper is retired after 1,000 commands: the next is a new shell, 
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   t.throws(() => readFileSync(`/proc/${first}/stat`), undefined, 'the retired helper exited');
+  // Retired while this process runs, it left the directory of files alone: commands still go through a helper.
+  t.is(readFileSync(`/proc/${(await parentsOfCommand())[1]}/cmdline`, 'utf8'), '/bin/sh\u0000-s\u0000');
+  t.deepEqual(filesLeft(), []);
+  t.is(readdirSync('/dev/shm').filter((d) => d.startsWith(`vlan-gateway-exec-${process.pid}-`)).length, 1);
 });
 
 test('a process with the helper running exits when its work is done, and a fire-and-forget command does not hold it', async (t) => {
@@ -159,6 +163,19 @@ test('a directory a killed process left is swept by the next one; a link under s
   t.is((await inOwnProcess("console.log((await new ExecaRunner().run(['echo', 'ran'])).stdout.trim());")).out, 'ran\n');
   t.false(existsSync(left), 'swept');
   t.true(existsSync(join(target, 'keep')), 'what the link points to is untouched');
+});
+
+test('a process killed (SIGKILL) after its commands: its helper, at the end of its input, removes the directory', async (t) => {
+  const code = `await new ExecaRunner().run(['true']);
+    const { readdirSync } = await import('node:fs');
+    console.log(readdirSync('/dev/shm').find((d) => d.startsWith('vlan-gateway-exec-' + process.pid + '-')));
+    process.kill(process.pid, 'SIGKILL');`;
+  const { out } = await inOwnProcess(code);
+  const made = `/dev/shm/${out.trim()}`;
+  t.regex(out, /^vlan-gateway-exec-\d+-/);
+  const started = performance.now();
+  while (existsSync(made) && performance.now() - started < 5000) await new Promise((resolve) => setTimeout(resolve, 20));
+  t.false(existsSync(made), 'removed by the helper');
 });
 
 test('VLAN_GATEWAY_EXEC_HELPER=off: node spawns each command itself', async (t) => {
