@@ -775,7 +775,7 @@ test('after a failure the next attempt waits with exponential backoff, up to the
   t.like(errors[0], { msg: 'reconcile failed; previous rules left in place', trigger: 'schedule' });
 
   r.ns.clearFaults();
-  await until('a successful retry', () => r.supervisor.lastRecord?.result === 'success', 2000);
+  await until('a successful retry', () => r.supervisor.lastRecord?.result === 'success');
   t.like(r.supervisor.lastRecord, { trigger: 'schedule', result: 'success' });
   t.is(await r.value('vlan_gateway_reconciles_total', { trigger: 'schedule', result: 'success' }), 1, 'the same request, retried');
   // Nothing was left to change (the previous rules stood), yet the end of the failures is said, at info: the log's
@@ -804,7 +804,7 @@ test('a failed apply leaves the previous rules in place, and the change is retri
   t.is(await r.value('vlan_gateway_iptables_restores_total', { table: 'nat', result: 'failure' }), 1);
   t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'failure' });
 
-  await until('the retry', () => r.supervisor.lastRecord?.result === 'success', 3000);
+  await until('the retry', () => r.supervisor.lastRecord?.result === 'success');
   t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success', drift: [] });
   t.regex(r.ns.save(), /--dport 8080/);
   t.regex(r.ns.save(), /-j DROP/);
@@ -830,7 +830,7 @@ test('a failed pass whose rollback fails too says so, not that the previous rule
   t.is(errors.length, 1);
   t.like(errors[0], { msg: 'reconcile failed, and so did its rollback: the namespace is part old, part new until the retry', trigger: 'reload' });
   t.regex(r.supervisor.lastRecord!.error!, /rollback failed too/);
-  await until('the retry', () => r.supervisor.lastRecord?.result === 'success', 3000);
+  await until('the retry', () => r.supervisor.lastRecord?.result === 'success');
   t.regex(r.ns.save(), /--dport 8080/);
 });
 
@@ -844,7 +844,7 @@ test('vlan_up and /status show the NICs as the last pass left them: a gateway ad
   t.is(await r.value('vlan_gateway_vlan_up', { vlan: 'office', interface: 'eth1' }), 0, 'bound, but without its gateway address');
   t.like(office(), { state: 'down', addresses: ['192.168.10.2/24'] });
 
-  await until('the retry', () => r.supervisor.lastRecord?.result === 'success', 3000);
+  await until('the retry', () => r.supervisor.lastRecord?.result === 'success');
   t.is(await r.value('vlan_gateway_vlan_up', { vlan: 'office', interface: 'eth1' }), 1);
   // What the pass wrote, not only what it read before writing.
   t.like(office(), { state: 'up', addresses: ['192.168.10.2/24', '192.168.10.1/24'] });
@@ -875,10 +875,10 @@ vlans:
   ]);
   t.deepEqual(status().uplink, uplink);
 
-  await until('the retry', () => r.supervisor.lastRecord?.result === 'success', 3000);
+  await until('the retry', () => r.supervisor.lastRecord?.result === 'success');
   r.ns.addLink({ name: 'eth3', addresses: ['192.168.30.2/24'] });
   r.supervisor.trigger('netlink');
-  await until('guest bound', () => status().vlans[2]?.state === 'up', 3000);
+  await until('guest bound', () => status().vlans[2]?.state === 'up');
   t.deepEqual(nics(), [
     { name: 'office', interface: 'eth1', mac: '02:42:c0:a8:0a:02', foundBy: 'mac', gatewayOnNic: true, state: 'up' },
     { name: 'lab', interface: 'eth2', mac: '02:42:c0:a8:14:02', foundBy: 'subnet', gatewayOnNic: true, state: 'up' },
@@ -907,7 +907,7 @@ test('a VLAN\'s NIC set down that the pass cannot bring up: vlan_up 0 and /statu
   t.is(await r.value('vlan_gateway_vlan_up', { vlan: 'office', interface: 'eth1' }), 0, 'its NIC is down');
   t.like(office(), { state: 'down', addresses: ['192.168.10.2/24', '192.168.10.1/24'], note: 'eth1 is down: its hosts cannot reach the gateway until it is up' });
   r.ns.clearFaults();
-  await until('the retry', () => r.supervisor.lastRecord?.result === 'success', 3000);
+  await until('the retry', () => r.supervisor.lastRecord?.result === 'success');
   t.is(await r.value('vlan_gateway_vlan_up', { vlan: 'office', interface: 'eth1' }), 1);
   t.like(office(), { state: 'up' });
   t.is(office().note, undefined);
@@ -921,7 +921,7 @@ test('a new config during a run of failures is tried at once, not after the back
   r.ns.clearFaults(); // the operator fixed what was wrong, and saves the config
   const fixedAt = performance.now();
   r.supervisor.replaceConfig(state(withRule, 'v2'));
-  await until('the pass of the new config', () => r.supervisor.lastRecord?.result === 'success', 5000);
+  await until('the pass of the new config', () => r.supervisor.lastRecord?.result === 'success');
   t.true(performance.now() - fixedAt < 5000, 'well before the 10 s the backoff asked for (a loaded machine may take seconds)');
   t.like(r.supervisor.lastRecord, { trigger: 'reload', result: 'success' });
 });
@@ -936,7 +936,7 @@ test('a new config that fails too during a run of failures backs off from the fi
   r.ns.clearFaults();
   r.ns.failOn((argv) => argv[0] === 'iptables-nft-restore', { stderr: 'iptables-restore: line 3 failed' });
   r.supervisor.replaceConfig(state(withRule, 'v2'));
-  await until('the failed pass of the new config', () => r.logs.filter((l) => l.level === 50).length === 2, 5000);
+  await until('the failed pass of the new config', () => r.logs.filter((l) => l.level === 50).length === 2);
   const errors = r.logs.filter((l) => l.level === 50);
   t.deepEqual(errors.map((l) => pick(l, ['trigger', 'failures', 'retryInMs'])), [
     { trigger: 'start', failures: 1, retryInMs: 10_000 },
@@ -951,12 +951,12 @@ test('a failure after a success backs off from the first step again', async (t) 
   const r = rig(t, { backoffInitialMs: 20, backoffMaxMs: 10_000 });
   r.ns.failOn(() => true, { stderr: 'RTNETLINK answers: injected failure', exitCode: 2 });
   r.supervisor.trigger('start');
-  await until('three failing passes', () => r.metrics.passes >= 3 && r.metrics.ends >= 3, 5000);
+  await until('three failing passes', () => r.metrics.passes >= 3 && r.metrics.ends >= 3);
   r.ns.clearFaults();
-  await until('the retry that succeeds', () => r.supervisor.lastRecord?.result === 'success', 5000);
+  await until('the retry that succeeds', () => r.supervisor.lastRecord?.result === 'success');
   r.ns.failOn(() => true, { stderr: 'RTNETLINK answers: injected failure', exitCode: 2 });
   r.supervisor.trigger('schedule');
-  await until('the next failure', () => r.logs.filter((l) => l.level === 50).length === 2, 5000);
+  await until('the next failure', () => r.logs.filter((l) => l.level === 50).length === 2);
   const errors = r.logs.filter((l) => l.level === 50);
   t.like(errors[0], { trigger: 'start', failures: 1, retryInMs: 20 });
   t.like(errors[1], { trigger: 'schedule', failures: 1, retryInMs: 20 });
@@ -970,7 +970,7 @@ test('a netlink event during a run of failures is tried at once (the namespace c
   r.ns.clearFaults(); // what was wrong is right now: a NIC came up, say, and netlink says so
   const eventAt = performance.now();
   r.supervisor.trigger('netlink');
-  await until('the pass the event asked for', () => r.supervisor.lastRecord?.result === 'success', 5000);
+  await until('the pass the event asked for', () => r.supervisor.lastRecord?.result === 'success');
   t.true(performance.now() - eventAt < 5000, 'well before the 10 s the backoff asked for (a loaded machine may take seconds)');
   t.like(r.supervisor.lastRecord, { trigger: 'start', result: 'success' }, 'the start, retried (it outranks the event)');
 });
@@ -987,7 +987,7 @@ test('ready once forwarding is in place: a start whose accounting-set fill fails
   t.like(r.logs.find((l) => l.level === 50), { msg: 'reconcile failed; forwarding applied, the per-pair accounting is incomplete', trigger: 'start' });
 
   r.ns.clearFaults();
-  await until('the retry', () => r.supervisor.lastRecord?.result === 'success', 3000);
+  await until('the retry', () => r.supervisor.lastRecord?.result === 'success');
   t.regex(r.ns.saveSets(), /^add VGW-PAIRS-0 192\.168\.10\.0\/24,eth2$/m);
 });
 
@@ -1335,7 +1335,7 @@ test('what the sets held is forgotten after a failed pass: the retry reads every
   r.ns.history.length = 0;
   r.supervisor.replaceConfig(state(withRule, 'v2'));
   // The retry may follow the failure within one look of the test's: the failure is found in the log afterwards.
-  await until('the retry', () => r.metrics.passes >= 3 && r.supervisor.lastRecord?.result === 'success', 5000);
+  await until('the retry', () => r.metrics.passes >= 3 && r.supervisor.lastRecord?.result === 'success');
   t.like(r.logs.find((l) => l.level === 50), { trigger: 'reload', failures: 1 });
   t.deepEqual(ipsetReads(r.ns), ['ipset list -t', 'ipset save'], 'the failing pass read the headers alone; its retry, every member');
 });
