@@ -1,5 +1,5 @@
 /** Timing and statistics: repeated samples, median/min/max, and a runner wrapper that times every command. */
-import { CommandError, type Child, type CommandRunner, type RunOptions, type RunResult } from '../src/exec/runner.js';
+import { CommandError, type Child, type CommandRunner, type RunOptions, type RunResult, type StartOptions } from '../src/exec/runner.js';
 
 export interface Stats {
   readonly median: number;
@@ -77,8 +77,8 @@ export class RecordingRunner implements CommandRunner {
     }
   }
 
-  start(argv: readonly string[]): Child {
-    return this.inner.start(argv);
+  start(argv: readonly string[], options?: StartOptions): Child {
+    return this.inner.start(argv, options);
   }
 
   count(kind: CommandKind): number {
@@ -151,7 +151,7 @@ export class WithoutIpset implements CommandRunner {
     return this.inner.run(argv, options);
   }
 
-  start(argv: readonly string[]): Child {
-    return this.inner.start(argv);
+  start(argv: readonly string[], options?: StartOptions): Child {
+    return this.inner.start(argv, options);
   }
 }

@@ -227,7 +227,7 @@ export function recording(inner: CommandRunner): { runner: CommandRunner; comman
         commands.push([...argv]);
         return inner.run(argv, options);
       },
-      start: (argv) => inner.start(argv),
+      start: (argv, options) => inner.start(argv, options),
     },
   };
 }

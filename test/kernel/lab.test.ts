@@ -232,7 +232,7 @@ kernel(`a failing lab up removes what it made${NEEDS_ROOT}`, async (t) => {
     run: (argv, options) => (argv.includes('macvlan')
       ? Promise.reject(new CommandError(argv, 2, 'injected failure'))
       : runner.run(argv, options)),
-    start: (argv) => runner.start(argv),
+    start: (argv, options) => runner.start(argv, options),
   };
   await t.throwsAsync(labUp(failing, planLabTopology(config!, rollbackName)), { message: /injected failure/ });
   t.deepEqual(await listLabNamespaces(runner, rollbackName), []);
