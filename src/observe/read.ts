@@ -184,11 +184,14 @@ async function readBackend(runner: CommandRunner, backend: Backend, legacyTables
     if (legacyTables.length === 0) return new Map();
   }
   try {
-    // Parsed as it comes: at 10,000 rules iptables-save writes for the last 20-30 ms of its run.
+    // Taken whole once it has ended, not parsed as it comes: output taken as it comes needs a fork of node itself,
+    // which holds the event loop 10-35 ms and slows the reads beside it; the command helper forks it from a small
+    // shell (BENCHMARKS.md, "reading the save whole"). The parse then waited for is about 20 ms at 10,000 rules.
     const parser = new SaveParser();
-    const result = await runner.run(saveCommand(backend), { allowFailure: true, onStdout: (piece) => parser.push(piece) });
+    const result = await runner.run(saveCommand(backend), { allowFailure: true });
     const tool = saveCommand(backend)[0]!;
     if (result.exitCode === 0) {
+      parser.push(result.stdout);
       const tables = parser.end();
       // A table of ours left out is not an empty one: planning from it would add our chains and jumps again at
       // every apply, and down would not see them.
@@ -217,7 +220,8 @@ async function readOurTables(runner: CommandRunner, backend: Backend): Promise<M
   const tool = saveCommand(backend)[0]!;
   const reads = await Promise.all(OUR_TABLES.map(async (table) => {
     const parser = new SaveParser();
-    const result = await runner.run([...saveCommand(backend), '-t', table], { allowFailure: true, onStdout: (piece) => parser.push(piece) });
+    const result = await runner.run([...saveCommand(backend), '-t', table], { allowFailure: true });
+    parser.push(result.stdout);
     const tables = parser.end();
     if (result.exitCode !== 0) throw unreadable(runner, tool, [table], linesOf(result.stderr));
     if (parser.incompatible.includes(table)) throw unreadable(runner, tool, [table], 'iptables-nft-save says it is incompatible');
@@ -397,8 +401,8 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
   // Four processes in parallel: iptables-*-save, ip, cat, ipset (the legacy save only where legacy tables exist; a
   // second cat, of the NICs' force_forwarding, once ip and cat are done, on Linux 6.17+; two more for ip6tables, only
   // while IPv6 forwarding is on).
-  // The save is the slowest read (about 100 ms at 10,000 rules), so it is started first: each spawn holds this
-  // thread for a few milliseconds. With known tables (see KnownTables) there is no save.
+  // The save is the slowest read (about 100 ms at 10,000 rules), so it is started first (the command helper forks
+  // them in the order they are asked for). With known tables (see KnownTables) there is no save.
   let giveLegacyTables!: (names: Promise<string[] | undefined>) => void;
   const legacyTables = new Promise<string[] | undefined>((resolve) => (giveLegacyTables = resolve));
   const tables: Promise<TableFacts> = options.knownTables ? Promise.resolve(options.knownTables) : readTableFacts(runner, legacyTables, options.backend);
