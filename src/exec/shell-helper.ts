@@ -1,32 +1,39 @@
 /**
- * One long-lived /bin/sh that starts the gateway's short commands for it. A spawn from node forks all of node: on
- * the machine the benchmarks ran on (2 vCPUs, a VM), that holds the main thread 7–11 ms per command, in the fork
- * and then while the child tears the copy down for its exec. Handing the same command to a shell costs node a
- * write to a pipe and a read of two small files (0.2–0.7 ms), and the shell, about 2 MB, forks on the other
- * core (BENCHMARKS.md, "session av: the command helper"). A pass runs up to ten commands, a start at 100 VLANs a
- * hundred arpings: a third of the main thread's busy time at such a start was spawns, an eighth with the helper.
+ * A few long-lived /bin/sh processes that start the gateway's short commands for it. A spawn from node forks all of
+ * node: on the machine the benchmarks ran on (2 vCPUs, a VM), that holds the main thread 7–11 ms per command, in the
+ * fork and then while the child tears the copy down for its exec. Handing the same command to a shell costs node a
+ * write to a pipe and a read of two small files (0.2–0.7 ms), and the shell, about 2 MB, forks on the other core
+ * (BENCHMARKS.md, "session av: the command helper"). A pass runs up to ten commands, a start at 100 VLANs a hundred
+ * arpings: a third of the main thread's busy time at such a start was spawns, an eighth with the helper.
  *
  * Per command, node writes one line of shell text; every word in it is single-quoted, so no word of a command is
  * ever shell text (the runner's rule), and the only text that is not quoted is the helper's own:
  *
- *   : ; { 'cmd' 'arg' 2>D/N.e <D/N.i >D/N.o & echo "P N $!"; wait $!; echo "E N $?"; } &
+ *   'cmd' 'arg' 2>D/N.e <D/N.i >D/N.o & echo "P N $!"; wait $!; echo "E N $?"
  *
- * The helper answers `P N pid` once the command is started and `E N status` once it has exited, each line one write
- * to a pipe (whole, however many commands run at once). Output goes to files that node created and holds open
- * before the line is sent (so a process out of descriptors fails before the command runs, as a spawn would), and
- * reads once the command has exited. A status above 128 is death by a signal (the shell's convention).
+ * The helper answers `P N pid` once the command is started and `E N status` once it has exited. It waits for the
+ * command itself, so it runs one at a time: node sends a command only to a helper with nothing to run, starts
+ * another helper while there are fewer than HELPER_SLOTS (one per CPU), and keeps the rest waiting, in order. One
+ * fork per command, not the two of a subshell per command that let one helper run many at once: forks are what
+ * costs on such a machine, where they do not even run side by side (4 `cat` at once took as long as 4 in a row), and
+ * a command cost 8 ms through a subshell against 5 (BENCHMARKS.md, "session aw"). A fire-and-forget command (an
+ * arping) still gets a subshell (`: ; { … } &`), so that it holds no helper. Output goes to files that node created
+ * and holds open before the line is sent (so a process out of descriptors fails before the command runs, as a
+ * spawn would), and reads once the command has exited. A status above 128 is death by a signal (the shell's
+ * convention). A command killed while it waits (its timeout) never runs, and ends as killed.
  *
  * What stays with a plain spawn (execa-runner.ts): a program not on the PATH, or not executable (its own spawn
  * error says so), a command whose output is taken as it comes (onStdout), a long-running child, and everything when
  * the helper cannot run (no writable tmpfs, no /bin/sh: `VLAN_GATEWAY_EXEC_HELPER=off` too). Asynchronous lists
  * ignore SIGINT (POSIX), as the helper itself does: a Ctrl-C stops the gateway, which decides what becomes of its
  * commands, and a write half done is not cut by the terminal. A shell keeps a little for each job it ran (dash: about
- * 40 bytes), so a helper is retired after RETIRE_AFTER commands and the next one started: the retired one exits at
- * the end of its input, and its commands still running report through the pipe their shells hold.
+ * 40 bytes), so a helper is retired after RETIRE_AFTER commands, once it has nothing to run: it exits at the end of
+ * its input, and its fire-and-forget commands still running report through the pipe their subshells hold. A helper
+ * killed under a command loses that command's end, which is said.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { closeSync, lstatSync, mkdtempSync, openSync, readdirSync, readFile, rmSync, unlinkSync, writeFileSync } from 'node:fs';
-import { constants, tmpdir } from 'node:os';
+import { availableParallelism, constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
@@ -59,6 +66,12 @@ export class NotStarted extends Error {
 
 /** Commands per helper before it is retired (see above). */
 const RETIRE_AFTER = 1000;
+/**
+ * Helpers at most, so commands run side by side at most: one per CPU (at least two, at most eight). A command beyond
+ * them waits for one to be done.
+ */
+export const HELPER_SLOTS = Math.min(8, Math.max(2, availableParallelism()));
+const SLOTS = HELPER_SLOTS;
 const DIR_PREFIX = 'vlan-gateway-exec-';
 
 /** Each signal's number to its name; of two names for one number (SIGABRT, SIGIOT), the first, as node says it. */
@@ -74,6 +87,8 @@ interface Pending {
   killWith?: NodeJS.Signals;
   /** Whether node waits for this one (a fire-and-forget command does not keep the process alive). */
   held: boolean;
+  /** Run by the helper itself, which waits for it (a slot): not a fire-and-forget command, which a subshell runs. */
+  serial: boolean;
   finish(status: number): void;
   fail(error: Error): void;
 }
@@ -82,6 +97,8 @@ class Helper {
   private readonly pending = new Map<number, Pending>();
   private held = 0;
   sent = 0;
+  /** Commands it runs itself and has not reported the end of: 0 or 1 (it is sent one only when it has none). */
+  running = 0;
   gone = false;
   /** Once the shell has exited (or could not start). */
   readonly exited: Promise<void>;
@@ -114,6 +131,7 @@ class Helper {
   send(id: number, text: string, pending: Pending): void {
     this.pending.set(id, pending);
     if (pending.held && this.held++ === 0) refStream(this.child.stdout);
+    if (pending.serial) this.running++;
     this.sent++;
     this.child.stdin.write(text);
   }
@@ -126,18 +144,21 @@ class Helper {
 
   private retired(): void {
     this.gone = true;
-    if (current === this) current = undefined;
+    const at = helpers.indexOf(this);
+    if (at >= 0) helpers.splice(at, 1);
   }
 
   pidOf(id: number): number | undefined {
     return this.pending.get(id)?.pid;
   }
 
-  kill(id: number, signal: NodeJS.Signals): void {
+  /** Whether command `id` was sent to it and has not ended; if so, `signal` goes to it (once its pid is known). */
+  kill(id: number, signal: NodeJS.Signals): boolean {
     const pending = this.pending.get(id);
-    if (!pending) return;
+    if (!pending) return false;
     if (pending.pid === undefined) pending.killWith = signal;
     else killQuietly(pending.pid, signal);
+    return true;
   }
 
   private line(line: string): void {
@@ -154,7 +175,9 @@ class Helper {
     }
     this.pending.delete(id);
     this.release(pending);
+    if (pending.serial) this.running--;
     pending.finish(value);
+    pump();
   }
 
   private release(pending: Pending): void {
@@ -173,6 +196,8 @@ class Helper {
         : new Error('the command helper (/bin/sh) ended before the command reported its end'));
     }
     this.pending.clear();
+    this.running = 0;
+    pump(); // what waits for a slot goes to another helper
   }
 }
 
@@ -192,9 +217,13 @@ function killQuietly(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-let current: Helper | undefined;
-/** Every helper not yet exited: the current one and those retired with commands still to report. */
+/** The helpers that take commands (not retired, not gone), at most SLOTS. */
+const helpers: Helper[] = [];
+/** Every helper not yet exited: those that take commands and those retired with commands still to report. */
 const living = new Set<Helper>();
+/** Commands waiting for a helper with nothing to run, in the order asked for. */
+const queue: Array<{ id: number; text: string; pending: Pending }> = [];
+let env: NodeJS.ProcessEnv = process.env;
 let dir: string | undefined;
 let disabled = process.env.VLAN_GATEWAY_EXEC_HELPER?.trim() === 'off';
 let nextId = 0;
@@ -246,21 +275,42 @@ function alive(pid: number): boolean {
   }
 }
 
-function helper(env: NodeJS.ProcessEnv, files: string): Helper | undefined {
-  if (current && !current.gone && current.sent < RETIRE_AFTER) return current;
-  current?.retire();
+/** A new helper, one of the SLOTS; undefined where none can start (nothing will be started through one then). */
+function startHelper(): Helper | undefined {
+  if (disabled || dir === undefined) return undefined;
   try {
     const child = spawn('/bin/sh', ['-s'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     if (!child.stdin || !child.stdout || !child.stderr) return undefined;
-    current = new Helper(child);
+    const started = new Helper(child);
+    helpers.push(started);
     // Asynchronous lists ignore SIGINT anyway; the helper does too, so a Ctrl-C leaves node to decide. At the end of
     // its input with node gone (killed before its exit handler ran: its parent is then another process), it removes
     // node's directory of files, which no one else would until the next gateway process; a helper retired while
     // node runs leaves it to node.
-    child.stdin.write(`trap '' INT QUIT\ntrap 'read -r _ _ _ parent _ </proc/self/stat; [ "$parent" = "$PPID" ] || rm -rf -- ${quoted(files)}' EXIT\n`);
-    return current;
+    child.stdin.write(`trap '' INT QUIT\ntrap 'read -r _ _ _ parent _ </proc/self/stat; [ "$parent" = "$PPID" ] || rm -rf -- ${quoted(dir)}' EXIT\n`);
+    return started;
   } catch {
     return undefined;
+  }
+}
+
+/** A helper with nothing to run: one there is, else a new one while there are fewer than SLOTS. */
+function idleHelper(): Helper | undefined {
+  // A helper that has run RETIRE_AFTER commands is retired once it has nothing to run (see above).
+  for (const h of [...helpers]) if (h.running === 0 && h.sent >= RETIRE_AFTER) h.retire();
+  return helpers.find((h) => h.running === 0) ?? (helpers.length < SLOTS ? startHelper() : undefined);
+}
+
+/** Sends the waiting commands to helpers with nothing to run; where no helper is left or can start, they fail NotStarted. */
+function pump(): void {
+  while (queue.length > 0) {
+    const h = idleHelper();
+    if (!h) break;
+    const next = queue.shift()!;
+    h.send(next.id, next.text, next.pending);
+  }
+  if (queue.length > 0 && helpers.length === 0) {
+    for (const { pending } of queue.splice(0)) pending.fail(new NotStarted('the command helper (/bin/sh) could not start'));
   }
 }
 
@@ -273,6 +323,7 @@ function helper(env: NodeJS.ProcessEnv, files: string): Helper | undefined {
 export async function stopHelpers(limitMs = 1000): Promise<void> {
   const all = [...living];
   for (const helper of all) helper.retire();
+  pump(); // a command still waiting for a helper (none should be) gets a new one rather than waiting for ever
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([Promise.all(all.map((h) => h.exited)), new Promise((resolve) => (timer = setTimeout(resolve, limitMs)))]);
   clearTimeout(timer);
@@ -283,13 +334,19 @@ export async function stopHelpers(limitMs = 1000): Promise<void> {
  * (`output: false`: thrown away, and node not kept alive for it). Undefined when the helper cannot take it: the
  * caller spawns it itself, as nothing has been started.
  */
-export function runThroughHelper(path: string, args: readonly string[], env: NodeJS.ProcessEnv,
+export function runThroughHelper(path: string, args: readonly string[], childEnv: NodeJS.ProcessEnv,
   options: { input?: string; output?: boolean } = {}): HelperRun | undefined {
   if (disabled) return undefined;
   let files: { out: string; err: string; in?: string; fds: number[] } | undefined;
   try {
     const base = filesDir();
     if (base === undefined) {
+      disabled = true;
+      return undefined;
+    }
+    env = childEnv;
+    // One helper at least, or none can start: the caller spawns the command itself.
+    if (helpers.length === 0 && !startHelper()) {
       disabled = true;
       return undefined;
     }
@@ -304,20 +361,19 @@ export function runThroughHelper(path: string, args: readonly string[], env: Nod
       files.in = `${at}.i`;
       writeFileSync(files.in, options.input, { mode: 0o600 });
     }
-    const h = helper(env, base);
-    if (!h) {
-      disabled = true;
-      cleanUp(files);
-      return undefined;
-    }
     const redirect = keep ? `2>${quoted(files.err)} <${quoted(files.in ?? '/dev/null')} >${quoted(files.out)}` : '</dev/null >/dev/null 2>&1';
-    // The `:` first: dash and busybox reap the children that have exited (the earlier commands' shells) only before
-    // a command in the foreground, and left alone they stay zombies until the helper exits.
-    const text = `: ; { ${[path, ...args].map(quoted).join(' ')} ${redirect} & echo "P ${id} $!"; wait $!; echo "E ${id} $?"; } &\n`;
+    const command = `${[path, ...args].map(quoted).join(' ')} ${redirect} & echo "P ${id} $!"`;
+    // A command whose end node waits for is run by the helper itself, which waits for it (one fork, not two), and
+    // is sent only to a helper with nothing to run. A fire-and-forget one (an arping) is run by a subshell of its own,
+    // so that it holds no helper: the `:` first makes dash and busybox reap the subshells that have exited, which
+    // they do only before a command in the foreground.
+    const text = keep ? `${command}; wait $!; echo "E ${id} $?"\n` : `: ; { ${command}; wait $!; echo "E ${id} $?"; } &\n`;
     const taken = files;
+    let pending!: Pending;
     const done = new Promise<HelperResult>((resolve, reject) => {
-      h.send(id, text, {
+      pending = {
         held: keep,
+        serial: keep,
         finish: (status) => {
           const ending: Ending = status > 128 && SIGNAL_NAMES.has(status - 128) ? { signal: SIGNAL_NAMES.get(status - 128)! } : { code: status };
           if (!keep) {
@@ -333,15 +389,30 @@ export function runThroughHelper(path: string, args: readonly string[], env: Nod
           cleanUp(taken);
           reject(error);
         },
-      });
+      };
     });
+    if (keep) {
+      queue.push({ id, text, pending });
+      pump();
+    } else {
+      // Not waited for by the helper: any will do, the one with nothing to run first.
+      (idleHelper() ?? helpers[0])!.send(id, text, pending);
+    }
     let pid: number | undefined;
     return {
       get pid() {
-        pid ??= h.pidOf(id);
+        for (const h of living) pid ??= h.pidOf(id);
         return pid;
       },
-      kill: (signal) => h.kill(id, signal),
+      kill: (signal) => {
+        // Still waiting for a helper: it never runs, and ends as killed by the signal.
+        const waiting = queue.findIndex((q) => q.id === id);
+        if (waiting >= 0) {
+          queue.splice(waiting, 1)[0]!.pending.finish(128 + constants.signals[signal]);
+          return;
+        }
+        for (const h of living) if (h.kill(id, signal)) return;
+      },
       done,
     };
   } catch {

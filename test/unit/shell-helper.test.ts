@@ -12,17 +12,17 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ExecaRunner } from '../../src/exec/execa-runner.js';
 import { CommandError } from '../../src/exec/runner.js';
-import { stopHelpers } from '../../src/exec/shell-helper.js';
+import { HELPER_SLOTS, stopHelpers } from '../../src/exec/shell-helper.js';
 
 const runner = new ExecaRunner();
 const runnerFile = fileURLToPath(new URL('../../src/exec/execa-runner.ts', import.meta.url));
 
-/** The parent of the command that prints it, and that parent's own parent. */
-async function parentsOfCommand(): Promise<[number, number]> {
-  const ppid = Number((await runner.run(['sh', '-c', 'echo $PPID'])).stdout);
-  const grandparent = Number(/\) \S (\d+) /.exec(readFileSync(`/proc/${ppid}/stat`, 'utf8'))?.[1]);
-  return [ppid, grandparent];
+/** The parent of the command that prints it: the helper that ran it. */
+async function helperOfCommand(): Promise<number> {
+  return Number((await runner.run(['sh', '-c', 'echo $PPID'])).stdout);
 }
+
+const parentOf = (pid: number): number => Number(/\) \S (\d+) /.exec(readFileSync(`/proc/${pid}/stat`, 'utf8'))?.[1]);
 
 /** The files left in this process's directory of the helper (none once every command has been read). */
 function filesLeft(): string[] {
@@ -41,14 +41,28 @@ function inOwnProcess(code: string, env: NodeJS.ProcessEnv = {}): Promise<{ out:
 }
 
 test.serial('a command is started by the helper shell, a child of this process, not by a fork of node', async (t) => {
-  const [parent, grandparent] = await parentsOfCommand();
-  // The command's parent is the helper's subshell for that command, whose parent is the helper, whose parent is us.
-  t.not(parent, process.pid);
-  const helper = Number(/\) \S (\d+) /.exec(readFileSync(`/proc/${grandparent}/stat`, 'utf8'))?.[1]);
-  t.is(helper, process.pid);
-  t.is(readFileSync(`/proc/${grandparent}/cmdline`, 'utf8'), '/bin/sh\u0000-s\u0000');
-  // One helper for every command.
-  t.is((await parentsOfCommand())[1], grandparent);
+  const helper = await helperOfCommand();
+  // The command's parent is the helper (it runs the command itself and waits for it), whose parent is us.
+  t.not(helper, process.pid);
+  t.is(parentOf(helper), process.pid);
+  t.is(readFileSync(`/proc/${helper}/cmdline`, 'utf8'), '/bin/sh\u0000-s\u0000');
+  // Commands one after another: one helper for all of them.
+  t.is(await helperOfCommand(), helper);
+});
+
+test.serial(`commands at once run in at most ${HELPER_SLOTS} helpers, one each at a time; the rest wait for one, and a timeout counts while waiting`, async (t) => {
+  const started = performance.now();
+  const count = HELPER_SLOTS * 3;
+  const results = await Promise.all(Array.from({ length: count }, () => runner.run(['sh', '-c', 'sleep 0.2; echo $PPID'])));
+  const ms = performance.now() - started;
+  const helpers = new Set(results.map((r) => r.stdout));
+  t.true(helpers.size <= HELPER_SLOTS, `${helpers.size} helpers`);
+  t.true(ms >= 3 * 200 - 20, `${count} commands of 0.2 s in ${Math.round(ms)} ms: ${HELPER_SLOTS} at a time`);
+  // Every helper busy for 1 s: a command behind them with a 300 ms timeout never runs, and says it was killed.
+  const busy = Array.from({ length: HELPER_SLOTS }, () => runner.run(['sleep', '1']));
+  const late = await t.throwsAsync(runner.run(['sh', '-c', 'echo ran >&2'], { timeoutMs: 300 }), { instanceOf: CommandError });
+  t.regex(late.message, /killed by SIGKILL \(timeout 300 ms\)/);
+  await Promise.all(busy);
 });
 
 test.serial('its output files are gone once each command has been read, failed or not', async (t) => {
@@ -80,37 +94,49 @@ test.serial('a large output and input (4 MB) pass whole', async (t) => {
 /** The children of `pid` (zombies included). */
 const childrenOf = (pid: number): number[] => readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(' ').filter((c) => c !== '').map(Number);
 
-test.serial('the commands\' shells that have exited are reaped: no zombies pile up under the helper', async (t) => {
-  const [, helper] = await parentsOfCommand();
+test.serial('the commands that have exited are reaped: no zombies pile up under the helper, fire-and-forget ones included', async (t) => {
+  const helper = await helperOfCommand();
   for (let i = 0; i < 100; i++) await runner.run(['true']);
-  // Those of the commands before are reaped as each next command is sent; the last few (a shell that has reported
-  // its command's end may not have exited yet when the next command is sent) at the next. Not one per command.
-  t.true(childrenOf(helper).length < 10, `${childrenOf(helper).length} children left of 100 commands`);
+  // A fire-and-forget command does not keep this process alive: the timer does, while the test waits for them.
+  const alive = setInterval(() => {}, 1000);
+  for (let i = 0; i < 20; i++) await runner.start(['true'], { detached: true }).exited;
+  clearInterval(alive);
+  await runner.run(['true']);
+  // A fire-and-forget command's subshell that has reported its end may not have exited yet when the next line comes:
+  // reaped at the one after. Not one per command.
+  t.true(childrenOf(helper).length < 10, `${childrenOf(helper).length} children left of 120 commands`);
 });
 
-// The command's own shell (the helper's subshell for it) reports its end: the helper going away loses nothing that
-// runs. Only a command whose reporting shell is gone too has no end to report.
-test.serial('the helper killed under running commands: they still report; one whose reporting shell is gone too fails saying so', async (t) => {
-  const [, helper] = await parentsOfCommand();
+// The helper runs each command itself and reports its end: a helper killed under a command loses that end, which is
+// said; the commands of the other helpers, and the next ones, are not disturbed.
+test.serial('a helper killed under a running command: that command fails saying so; the others finish, and the next runs in a new helper', async (t) => {
   const finishing = runner.run(['sh', '-c', 'sleep 0.5; echo finished']);
   const orphaned = runner.run(['sh', '-c', 'sleep 0.6; echo never'], { allowFailure: true });
   await new Promise((resolve) => setTimeout(resolve, 200));
-  // The reporting shell of the second: the helper's child whose child sleeps 0.6.
-  const reporter = childrenOf(helper).find((pid) => childrenOf(pid).some((c) => readFileSync(`/proc/${c}/cmdline`, 'utf8').includes('sleep 0.6')));
-  t.truthy(reporter);
+  // The helper of the second: the parent of the shell whose child sleeps 0.6.
+  const shell = Number(readdirSync('/proc').find((p) => /^\d+$/.test(p) && (() => {
+    try {
+      return readFileSync(`/proc/${p}/cmdline`, 'utf8').endsWith('sh\u0000-c\u0000sleep 0.6; echo never\u0000');
+    } catch {
+      return false;
+    }
+  })()));
+  t.true(shell > 0);
+  const helper = parentOf(shell);
+  t.is(parentOf(helper), process.pid);
   process.kill(helper, 'SIGKILL');
-  process.kill(reporter!, 'SIGKILL');
-  t.is((await runner.run(['echo', 'after'])).stdout, 'after\n', 'the next command runs, in a new helper');
-  t.not((await parentsOfCommand())[1], helper);
+  t.is((await runner.run(['echo', 'after'])).stdout, 'after\n', 'the next command runs');
+  t.not(await helperOfCommand(), helper);
   t.is((await finishing).stdout, 'finished\n');
   const error = await t.throwsAsync(orphaned, { instanceOf: CommandError });
   t.is(error.message, 'sh -c sleep 0.6; echo never exited by signal: the command helper (/bin/sh) ended before the command reported its end');
 });
 
 test.serial('a helper is retired after 1,000 commands: the next is a new shell, and the old one exits', async (t) => {
-  const [, first] = await parentsOfCommand();
-  for (let i = 0; i < 1000; i += 50) await Promise.all(Array.from({ length: 50 }, () => runner.run(['true'])));
-  const [, next] = await parentsOfCommand();
+  const first = await helperOfCommand();
+  // One after another: each goes to the same helper, which has nothing to run when the next comes.
+  for (let i = 0; i < 1000; i++) await runner.run(['true']);
+  const next = await helperOfCommand();
   t.not(next, first);
   const deadline = performance.now() + 5000;
   while (performance.now() < deadline) {
@@ -123,7 +149,7 @@ test.serial('a helper is retired after 1,000 commands: the next is a new shell, 
   }
   t.throws(() => readFileSync(`/proc/${first}/stat`), undefined, 'the retired helper exited');
   // Retired while this process runs, it left the directory of files alone: commands still go through a helper.
-  t.is(readFileSync(`/proc/${(await parentsOfCommand())[1]}/cmdline`, 'utf8'), '/bin/sh\u0000-s\u0000');
+  t.is(readFileSync(`/proc/${await helperOfCommand()}/cmdline`, 'utf8'), '/bin/sh\u0000-s\u0000');
   t.deepEqual(filesLeft(), []);
   t.is(readdirSync('/dev/shm').filter((d) => d.startsWith(`vlan-gateway-exec-${process.pid}-`)).length, 1);
 });
@@ -138,10 +164,10 @@ test('a process with the helper running exits when its work is done, and a fire-
 });
 
 test.serial('stopHelpers ends the helper and waits for it to exit; the next command starts a new one', async (t) => {
-  const [, helper] = await parentsOfCommand();
+  const helper = await helperOfCommand();
   await stopHelpers();
   t.throws(() => readFileSync(`/proc/${helper}/stat`), undefined, 'exited, and reaped');
-  t.not((await parentsOfCommand())[1], helper);
+  t.not(await helperOfCommand(), helper);
 });
 
 test('a directory a killed process left is swept by the next one; a link under such a name is not followed', async (t) => {
