@@ -12,24 +12,24 @@
  *   'cmd' 'arg' 2>D/N.e <D/N.i >D/N.o & echo "P N $!"; wait $!; echo "E N $?"
  *
  * The helper answers `P N pid` once the command is started and `E N status` once it has exited. It waits for the
- * command itself, so it runs one at a time: node sends a command only to a helper with nothing to run, starts
- * another helper while there are fewer than HELPER_SLOTS (one per CPU), and keeps the rest waiting, in order. One
- * fork per command, not the two of a subshell per command that let one helper run many at once: forks are what
- * costs on such a machine, where they do not even run side by side (4 `cat` at once took as long as 4 in a row), and
- * a command cost 8 ms through a subshell against 5 (BENCHMARKS.md, "session aw"). A fire-and-forget command (an
- * arping) still gets a subshell (`: ; { … } &`), so that it holds no helper. Output goes to files that node created
- * and holds open before the line is sent (so a process out of descriptors fails before the command runs, as a
- * spawn would), and reads once the command has exited. A status above 128 is death by a signal (the shell's
- * convention). A command killed while it waits (its timeout) never runs, and ends as killed.
+ * command itself, so it runs one at a time: node sends a command to a helper with nothing to run, and starts another
+ * while there are fewer than HELPER_SLOTS (one per CPU). One fork per command, not the two of a subshell per command,
+ * which let one helper run many at once: forks are what costs on such a machine, where they do not even run side by
+ * side (4 `cat` at once took as long as 4 in a row), and a command cost 8 ms through a subshell against 5
+ * (BENCHMARKS.md, "session aw"). Where every helper is busy, the command goes to the spare helper, which runs each
+ * line in a subshell (`: ; { … } &`), as it does fire-and-forget commands (arpings): nothing waits behind another.
+ * Output goes to files that node created and holds open before the line is sent (so a process out of descriptors
+ * fails before the command runs, as a spawn would), and reads once the command has exited. A status above 128 is
+ * death by a signal (the shell's convention).
  *
  * What stays with a plain spawn (execa-runner.ts): a program not on the PATH, or not executable (its own spawn
  * error says so), a command whose output is taken as it comes (onStdout), a long-running child, and everything when
  * the helper cannot run (no writable tmpfs, no /bin/sh: `VLAN_GATEWAY_EXEC_HELPER=off` too). Asynchronous lists
  * ignore SIGINT (POSIX), as the helper itself does: a Ctrl-C stops the gateway, which decides what becomes of its
  * commands, and a write half done is not cut by the terminal. A shell keeps a little for each job it ran (dash: about
- * 40 bytes), so a helper is retired after RETIRE_AFTER commands, once it has nothing to run: it exits at the end of
- * its input, and its fire-and-forget commands still running report through the pipe their subshells hold. A helper
- * killed under a command loses that command's end, which is said.
+ * 40 bytes), so a helper is retired after RETIRE_AFTER commands (one that runs its commands itself, once it has
+ * nothing to run): it exits at the end of its input, and the subshells still running report through the pipe they
+ * hold. A helper killed under a command it runs itself loses that command's end, which is said.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { closeSync, lstatSync, mkdtempSync, openSync, readdirSync, readFile, rmSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -66,10 +66,7 @@ export class NotStarted extends Error {
 
 /** Commands per helper before it is retired (see above). */
 const RETIRE_AFTER = 1000;
-/**
- * Helpers at most, so commands run side by side at most: one per CPU (at least two, at most eight). A command beyond
- * them waits for one to be done.
- */
+/** Helpers that run their commands themselves, at most: one per CPU (at least two, at most eight). */
 export const HELPER_SLOTS = Math.min(8, Math.max(2, availableParallelism()));
 const SLOTS = HELPER_SLOTS;
 const DIR_PREFIX = 'vlan-gateway-exec-';
@@ -146,6 +143,7 @@ class Helper {
     this.gone = true;
     const at = helpers.indexOf(this);
     if (at >= 0) helpers.splice(at, 1);
+    if (spare === this) spare = undefined;
   }
 
   pidOf(id: number): number | undefined {
@@ -177,7 +175,6 @@ class Helper {
     this.release(pending);
     if (pending.serial) this.running--;
     pending.finish(value);
-    pump();
   }
 
   private release(pending: Pending): void {
@@ -197,7 +194,6 @@ class Helper {
     }
     this.pending.clear();
     this.running = 0;
-    pump(); // what waits for a slot goes to another helper
   }
 }
 
@@ -217,12 +213,12 @@ function killQuietly(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-/** The helpers that take commands (not retired, not gone), at most SLOTS. */
+/** The helpers that run commands themselves, one at a time (not retired, not gone), at most SLOTS. */
 const helpers: Helper[] = [];
+/** The helper that runs each command it is given in a subshell: what finds every one of the others busy, and fire-and-forget commands. */
+let spare: Helper | undefined;
 /** Every helper not yet exited: those that take commands and those retired with commands still to report. */
 const living = new Set<Helper>();
-/** Commands waiting for a helper with nothing to run, in the order asked for. */
-const queue: Array<{ id: number; text: string; pending: Pending }> = [];
 let env: NodeJS.ProcessEnv = process.env;
 let dir: string | undefined;
 let disabled = process.env.VLAN_GATEWAY_EXEC_HELPER?.trim() === 'off';
@@ -275,14 +271,13 @@ function alive(pid: number): boolean {
   }
 }
 
-/** A new helper, one of the SLOTS; undefined where none can start (nothing will be started through one then). */
+/** A new helper; undefined where none can start (nothing will be started through one then). */
 function startHelper(): Helper | undefined {
   if (disabled || dir === undefined) return undefined;
   try {
     const child = spawn('/bin/sh', ['-s'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     if (!child.stdin || !child.stdout || !child.stderr) return undefined;
     const started = new Helper(child);
-    helpers.push(started);
     // Asynchronous lists ignore SIGINT anyway; the helper does too, so a Ctrl-C leaves node to decide. At the end of
     // its input with node gone (killed before its exit handler ran: its parent is then another process), it removes
     // node's directory of files, which no one else would until the next gateway process; a helper retired while
@@ -298,20 +293,18 @@ function startHelper(): Helper | undefined {
 function idleHelper(): Helper | undefined {
   // A helper that has run RETIRE_AFTER commands is retired once it has nothing to run (see above).
   for (const h of [...helpers]) if (h.running === 0 && h.sent >= RETIRE_AFTER) h.retire();
-  return helpers.find((h) => h.running === 0) ?? (helpers.length < SLOTS ? startHelper() : undefined);
+  const idle = helpers.find((h) => h.running === 0);
+  if (idle || helpers.length >= SLOTS) return idle;
+  const started = startHelper();
+  if (started) helpers.push(started);
+  return started;
 }
 
-/** Sends the waiting commands to helpers with nothing to run; where no helper is left or can start, they fail NotStarted. */
-function pump(): void {
-  while (queue.length > 0) {
-    const h = idleHelper();
-    if (!h) break;
-    const next = queue.shift()!;
-    h.send(next.id, next.text, next.pending);
-  }
-  if (queue.length > 0 && helpers.length === 0) {
-    for (const { pending } of queue.splice(0)) pending.fail(new NotStarted('the command helper (/bin/sh) could not start'));
-  }
+/** The spare helper (a new one after RETIRE_AFTER commands). */
+function spareHelper(): Helper | undefined {
+  if (spare && spare.sent < RETIRE_AFTER) return spare;
+  spare?.retire();
+  return (spare = startHelper());
 }
 
 /**
@@ -323,7 +316,6 @@ function pump(): void {
 export async function stopHelpers(limitMs = 1000): Promise<void> {
   const all = [...living];
   for (const helper of all) helper.retire();
-  pump(); // a command still waiting for a helper (none should be) gets a new one rather than waiting for ever
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([Promise.all(all.map((h) => h.exited)), new Promise((resolve) => (timer = setTimeout(resolve, limitMs)))]);
   clearTimeout(timer);
@@ -345,11 +337,6 @@ export function runThroughHelper(path: string, args: readonly string[], childEnv
       return undefined;
     }
     env = childEnv;
-    // One helper at least, or none can start: the caller spawns the command itself.
-    if (helpers.length === 0 && !startHelper()) {
-      disabled = true;
-      return undefined;
-    }
     const id = ++nextId;
     const at = join(base, String(id));
     const keep = options.output !== false;
@@ -363,17 +350,25 @@ export function runThroughHelper(path: string, args: readonly string[], childEnv
     }
     const redirect = keep ? `2>${quoted(files.err)} <${quoted(files.in ?? '/dev/null')} >${quoted(files.out)}` : '</dev/null >/dev/null 2>&1';
     const command = `${[path, ...args].map(quoted).join(' ')} ${redirect} & echo "P ${id} $!"`;
-    // A command whose end node waits for is run by the helper itself, which waits for it (one fork, not two), and
-    // is sent only to a helper with nothing to run. A fire-and-forget one (an arping) is run by a subshell of its own,
-    // so that it holds no helper: the `:` first makes dash and busybox reap the subshells that have exited, which
-    // they do only before a command in the foreground.
-    const text = keep ? `${command}; wait $!; echo "E ${id} $?"\n` : `: ; { ${command}; wait $!; echo "E ${id} $?"; } &\n`;
+    // A command whose end node waits for goes to a helper with nothing to run (or one it can start), which runs it
+    // itself and waits for it (one fork, not two). Where every one is busy, it goes to the spare, as a fire-and-forget
+    // one (an arping) does, which runs each in a subshell of its own: nothing waits behind another (a ping waits a
+    // second for an answer that may not come, and `lab check` sends dozens at once). The `:` first makes dash and
+    // busybox reap the subshells that have exited, which they do only before a command in the foreground.
+    const serial = keep ? idleHelper() : undefined;
+    const h = serial ?? spareHelper();
+    if (!h) {
+      disabled = true;
+      cleanUp(files);
+      return undefined;
+    }
+    const text = serial ? `${command}; wait $!; echo "E ${id} $?"\n` : `: ; { ${command}; wait $!; echo "E ${id} $?"; } &\n`;
     const taken = files;
     let pending!: Pending;
     const done = new Promise<HelperResult>((resolve, reject) => {
       pending = {
         held: keep,
-        serial: keep,
+        serial: serial !== undefined,
         finish: (status) => {
           const ending: Ending = status > 128 && SIGNAL_NAMES.has(status - 128) ? { signal: SIGNAL_NAMES.get(status - 128)! } : { code: status };
           if (!keep) {
@@ -391,27 +386,15 @@ export function runThroughHelper(path: string, args: readonly string[], childEnv
         },
       };
     });
-    if (keep) {
-      queue.push({ id, text, pending });
-      pump();
-    } else {
-      // Not waited for by the helper: any will do, the one with nothing to run first.
-      (idleHelper() ?? helpers[0])!.send(id, text, pending);
-    }
+    h.send(id, text, pending);
     let pid: number | undefined;
     return {
       get pid() {
-        for (const h of living) pid ??= h.pidOf(id);
+        for (const helper of living) pid ??= helper.pidOf(id);
         return pid;
       },
       kill: (signal) => {
-        // Still waiting for a helper: it never runs, and ends as killed by the signal.
-        const waiting = queue.findIndex((q) => q.id === id);
-        if (waiting >= 0) {
-          queue.splice(waiting, 1)[0]!.pending.finish(128 + constants.signals[signal]);
-          return;
-        }
-        for (const h of living) if (h.kill(id, signal)) return;
+        for (const helper of living) if (helper.kill(id, signal)) return;
       },
       done,
     };
