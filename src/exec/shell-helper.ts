@@ -68,7 +68,6 @@ export class NotStarted extends Error {
 const RETIRE_AFTER = 1000;
 /** Helpers that run their commands themselves, at most: one per CPU (at least two, at most eight). */
 export const HELPER_SLOTS = Math.min(8, Math.max(2, availableParallelism()));
-const SLOTS = HELPER_SLOTS;
 const DIR_PREFIX = 'vlan-gateway-exec-';
 
 /** Each signal's number to its name; of two names for one number (SIGABRT, SIGIOT), the first, as node says it. */
@@ -213,7 +212,7 @@ function killQuietly(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-/** The helpers that run commands themselves, one at a time (not retired, not gone), at most SLOTS. */
+/** The helpers that run commands themselves, one at a time (not retired, not gone), at most HELPER_SLOTS. */
 const helpers: Helper[] = [];
 /** The helper that runs each command it is given in a subshell: what finds every one of the others busy, and fire-and-forget commands. */
 let spare: Helper | undefined;
@@ -289,12 +288,12 @@ function startHelper(): Helper | undefined {
   }
 }
 
-/** A helper with nothing to run: one there is, else a new one while there are fewer than SLOTS. */
+/** A helper with nothing to run: one there is, else a new one while there are fewer than HELPER_SLOTS. */
 function idleHelper(): Helper | undefined {
   // A helper that has run RETIRE_AFTER commands is retired once it has nothing to run (see above).
   for (const h of [...helpers]) if (h.running === 0 && h.sent >= RETIRE_AFTER) h.retire();
   const idle = helpers.find((h) => h.running === 0);
-  if (idle || helpers.length >= SLOTS) return idle;
+  if (idle || helpers.length >= HELPER_SLOTS) return idle;
   const started = startHelper();
   if (started) helpers.push(started);
   return started;

@@ -186,7 +186,8 @@ async function readBackend(runner: CommandRunner, backend: Backend, legacyTables
   try {
     // Taken whole once it has ended, not parsed as it comes: output taken as it comes needs a fork of node itself,
     // which holds the event loop 10-35 ms and slows the reads beside it; the command helper forks it from a small
-    // shell (BENCHMARKS.md, session aw, "The save read whole"). The parse then waited for is about 20 ms at 10,000 rules.
+    // shell (BENCHMARKS.md, session aw, "The save read whole"). The parse then waited for is about 20 ms at 10,000
+    // rules.
     const parser = new SaveParser();
     const result = await runner.run(saveCommand(backend), { allowFailure: true });
     const tool = saveCommand(backend)[0]!;
