@@ -93,8 +93,6 @@ class Helper {
   private readonly pending = new Map<number, Pending>();
   private held = 0;
   sent = 0;
-  /** Commands it runs itself and has not reported the end of: 0 or 1 (it is sent one only when it has none). */
-  running = 0;
   gone = false;
   /** Once the shell has exited (or could not start). */
   readonly exited: Promise<void>;
@@ -127,7 +125,6 @@ class Helper {
   send(id: number, text: string, pending: Pending): void {
     this.pending.set(id, pending);
     if (pending.held && this.held++ === 0) refStream(this.child.stdout);
-    if (pending.serial) this.running++;
     this.sent++;
     this.child.stdin.write(text);
   }
@@ -143,6 +140,12 @@ class Helper {
     const at = helpers.indexOf(this);
     if (at >= 0) helpers.splice(at, 1);
     if (spare === this) spare = undefined;
+  }
+
+  /** Whether it runs a command itself now (it is sent one only when it does not). */
+  get busy(): boolean {
+    for (const pending of this.pending.values()) if (pending.serial) return true;
+    return false;
   }
 
   pidOf(id: number): number | undefined {
@@ -172,7 +175,6 @@ class Helper {
     }
     this.pending.delete(id);
     this.release(pending);
-    if (pending.serial) this.running--;
     pending.finish(value);
   }
 
@@ -192,7 +194,6 @@ class Helper {
         : new Error('the command helper (/bin/sh) ended before the command reported its end'));
     }
     this.pending.clear();
-    this.running = 0;
   }
 }
 
@@ -218,7 +219,6 @@ const helpers: Helper[] = [];
 let spare: Helper | undefined;
 /** Every helper not yet exited: those that take commands and those retired with commands still to report. */
 const living = new Set<Helper>();
-let env: NodeJS.ProcessEnv = process.env;
 let dir: string | undefined;
 let disabled = process.env.VLAN_GATEWAY_EXEC_HELPER?.trim() === 'off';
 let nextId = 0;
@@ -271,7 +271,7 @@ function alive(pid: number): boolean {
 }
 
 /** A new helper; undefined where none can start (nothing will be started through one then). */
-function startHelper(): Helper | undefined {
+function startHelper(env: NodeJS.ProcessEnv): Helper | undefined {
   if (disabled || dir === undefined) return undefined;
   try {
     const child = spawn('/bin/sh', ['-s'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -289,21 +289,21 @@ function startHelper(): Helper | undefined {
 }
 
 /** A helper with nothing to run: one there is, else a new one while there are fewer than HELPER_SLOTS. */
-function idleHelper(): Helper | undefined {
+function idleHelper(env: NodeJS.ProcessEnv): Helper | undefined {
   // A helper that has run RETIRE_AFTER commands is retired once it has nothing to run (see above).
-  for (const h of [...helpers]) if (h.running === 0 && h.sent >= RETIRE_AFTER) h.retire();
-  const idle = helpers.find((h) => h.running === 0);
+  for (const h of [...helpers]) if (!h.busy && h.sent >= RETIRE_AFTER) h.retire();
+  const idle = helpers.find((h) => !h.busy);
   if (idle || helpers.length >= HELPER_SLOTS) return idle;
-  const started = startHelper();
+  const started = startHelper(env);
   if (started) helpers.push(started);
   return started;
 }
 
 /** The spare helper (a new one after RETIRE_AFTER commands). */
-function spareHelper(): Helper | undefined {
+function spareHelper(env: NodeJS.ProcessEnv): Helper | undefined {
   if (spare && spare.sent < RETIRE_AFTER) return spare;
   spare?.retire();
-  return (spare = startHelper());
+  return (spare = startHelper(env));
 }
 
 /**
@@ -325,7 +325,7 @@ export async function stopHelpers(limitMs = 1000): Promise<void> {
  * (`output: false`: thrown away, and node not kept alive for it). Undefined when the helper cannot take it: the
  * caller spawns it itself, as nothing has been started.
  */
-export function runThroughHelper(path: string, args: readonly string[], childEnv: NodeJS.ProcessEnv,
+export function runThroughHelper(path: string, args: readonly string[], env: NodeJS.ProcessEnv,
   options: { input?: string; output?: boolean } = {}): HelperRun | undefined {
   if (disabled) return undefined;
   let files: { out: string; err: string; in?: string; fds: number[] } | undefined;
@@ -335,7 +335,6 @@ export function runThroughHelper(path: string, args: readonly string[], childEnv
       disabled = true;
       return undefined;
     }
-    env = childEnv;
     const id = ++nextId;
     const at = join(base, String(id));
     const keep = options.output !== false;
@@ -354,8 +353,8 @@ export function runThroughHelper(path: string, args: readonly string[], childEnv
     // one (an arping) does, which runs each in a subshell of its own: nothing waits behind another (a ping waits a
     // second for an answer that may not come, and `lab check` sends dozens at once). The `:` first makes dash and
     // busybox reap the subshells that have exited, which they do only before a command in the foreground.
-    const serial = keep ? idleHelper() : undefined;
-    const h = serial ?? spareHelper();
+    const serial = keep ? idleHelper(env) : undefined;
+    const h = serial ?? spareHelper(env);
     if (!h) {
       disabled = true;
       cleanUp(files);
