@@ -401,23 +401,27 @@ export interface StagedFacts {
 export function readFactsStaged(runner: CommandRunner, options: { backend?: Backend; knownSets?: KnownSets; knownTables?: KnownTables } = {}): StagedFacts {
   // Four processes in parallel: iptables-*-save, ip, cat, ipset (the legacy save only where legacy tables exist; a
   // second cat, of the NICs' force_forwarding, once ip and cat are done, on Linux 6.17+; two more for ip6tables, only
-  // while IPv6 forwarding is on).
+  // while IPv6 forwarding is on). `interfaces` resolves once that second cat has been started.
   // The save is the slowest read (about 100 ms at 10,000 rules), so it is started first (the command helper forks
   // them in the order they are asked for). With known tables (see KnownTables) there is no save.
   let giveLegacyTables!: (names: Promise<string[] | undefined>) => void;
   const legacyTables = new Promise<string[] | undefined>((resolve) => (giveLegacyTables = resolve));
   const tables: Promise<TableFacts> = options.knownTables ? Promise.resolve(options.knownTables) : readTableFacts(runner, legacyTables, options.backend);
-  const interfaces = readInterfaces(runner);
+  const interfacesRead = readInterfaces(runner);
   const proc = readProc(runner);
   giveLegacyTables(proc.then((p) => p.legacyTables, () => undefined)); // a failed cat fails `facts` below
   const sets = readSets(runner, options.knownSets);
   // A NIC forwarding IPv6 of its own (Linux 6.17+), once the NICs are known: one more cat where the kernel has it.
-  const forceForwarding = Promise.all([interfaces, proc]).then(([{ links }, { sysctls }]) => readForceForwardingNics(runner, links, sysctls));
+  // It is started before `interfaces` resolves: whoever waits for the interfaces (the planner, which renders then and
+  // holds the event loop for tens of milliseconds at a full apply) would otherwise start it only once it is done.
+  const nicReads = Promise.all([interfacesRead, proc]).then(([{ links }, { sysctls }]) => ({ nics: readForceForwardingNics(runner, links, sysctls) }));
+  const forceForwarding = nicReads.then((started) => started.nics);
+  const interfaces = nicReads.then(() => interfacesRead);
   // IPv6 forwarding on (rare): whether an ip6tables FORWARD chain of the operator's drops what it does not accept.
   const ipv6Drop = Promise.all([proc, forceForwarding])
     .then(([p, nics]) => (ipv6ForwardingOn(p.sysctls) !== undefined || nics.length > 0 ? readIpv6ForwardDrop(runner) : undefined), () => undefined);
   const facts = Promise.all([
-    interfaces,
+    interfacesRead,
     proc,
     tables,
     sets,
