@@ -7,7 +7,7 @@ import { mergeUnpoliced } from '../plan/conntrack.js';
 import { formatPlan } from '../plan/format.js';
 import type { ConntrackClear, Plan } from '../plan/types.js';
 import { reconcileOnce, type Mode } from '../reconcile/once.js';
-import { loadFor, makeRunner, out, withPlanCache, type GlobalArgs } from './context.js';
+import { loadFor, makeRunner, out, readWhileLoading, withPlanCache, type GlobalArgs } from './context.js';
 import { FailureError } from './errors.js';
 import { clearPending, clearUnpolicedLeft, FlowsLeft, removeAbandonedState, UnpolicedLeft } from './flows-left.js';
 import { InstanceLock, WRITE_LOCK_TIMEOUT_MS, WriteLock } from './instance-lock.js';
@@ -33,8 +33,8 @@ async function refuseBesideSupervisor(netns: string | undefined, mode: Mode): Pr
  * `lab up` between, and refused beside a supervisor of the namespace. What apply, down and `lab up` write with.
  * `stopWaiting` (lab up, after a Ctrl-C) ends a wait for the lock with WaitStopped, having written nothing.
  */
-export async function withWriteLock<T>(netns: string | undefined, mode: Mode, write: () => Promise<T>, stopWaiting?: () => boolean): Promise<T> {
-  const lock = await WriteLock.wait(netns, {
+export async function withWriteLock<T>(netns: string | undefined, mode: Mode, write: () => Promise<T>, stopWaiting?: () => boolean, held?: WriteLock): Promise<T> {
+  const lock = held ?? await WriteLock.wait(netns, {
     timeoutMs: WRITE_LOCK_TIMEOUT_MS,
     onWait: (message) => process.stderr.write(`vlan-gateway: ${message}\n`),
     ...(stopWaiting ? { stopWaiting } : {}),
@@ -49,13 +49,23 @@ export async function withWriteLock<T>(netns: string | undefined, mode: Mode, wr
 
 async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
   await withPlanCache(async (cache) => {
-    const { config, templates } = await loadFor(mode, args, cache);
+    const runner = makeRunner(args.netns);
+    // Where no other apply or down holds the namespace, its write lock is taken first and the namespace is read while
+    // the config file loads; otherwise the file is loaded first (an invalid one waits for nothing), then read. (A
+    // namespace that is not there is said by the wait below, after the file's problems, as before.)
+    const early = await WriteLock.take(args.netns).catch(() => undefined);
+    const load = () => loadFor(mode, args, cache);
+    const { loaded: { config, templates }, reading } = early
+      ? await readWhileLoading(runner, load).catch(async (error: unknown) => {
+        await early.release();
+        throw error;
+      })
+      : { loaded: await load(), reading: undefined };
     let unpoliced: FlowsCleared | undefined;
     let unpolicedWhy: NonNullable<Plan['unpoliced']> = { local: [] };
-    // Read, plan and write with no other apply or down between (an invalid config above has waited for nothing).
+    // Read, plan and write with no other apply or down between.
     const { plan, ms, notices } = await withWriteLock(args.netns, mode, async () => {
       const started = performance.now();
-      const runner = makeRunner(args.netns);
       removeAbandonedState(); // what a write of those files killed before its rename left
       // The clears an apply stopped before it did them left (see flows-left.ts): a file read, no process.
       const left = await FlowsLeft.of(args.netns);
@@ -86,7 +96,7 @@ async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
         // Kept before the tables are written: stopped after them, before the clear, the next apply finds it.
         if (plan.unpoliced) unpolicedLeft.write(mergeUnpoliced(unpolicedPending, plan.unpoliced));
       };
-      const { facts, plan } = await reconcileOnce(runner, config, templates, { mode, observer, beforeWrite }).catch((error: unknown) => {
+      const { facts, plan } = await reconcileOnce(runner, config, templates, { mode, observer, beforeWrite, ...(reading ? { reading } : {}) }).catch((error: unknown) => {
         // Rolled back before the clears: the forwards are as they were, and so is what was left to clear.
         if (flows === undefined && planned.length > 0 && error instanceof ApplyError && error.rolledBack) left.write(pending);
         else if (flows !== undefined) left.write([...pending, ...(flows.warning === undefined ? [] : planned)]);
@@ -114,7 +124,7 @@ async function converge(args: GlobalArgs, mode: Mode): Promise<void> {
       if (outcome.warning !== undefined) notices.push(`warning: ${outcome.warning}`);
       left.write([...outcome.still, ...still]);
       return { plan, ms: performance.now() - started, notices };
-    });
+    }, undefined, early);
     out(formatPlan(plan).replace(/pending\.$/, `applied in ${Math.round(ms)} ms.`));
     for (const notice of notices) process.stderr.write(`vlan-gateway: ${notice}\n`);
     if (unpoliced?.cleared) out(unpolicedClearedMessage(unpoliced.cleared, unpolicedWhy));

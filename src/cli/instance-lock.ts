@@ -328,9 +328,15 @@ export class InstanceLock extends Lock {
  * then reads what it left, as iptables --wait does for the xtables lock.
  */
 export class WriteLock extends Lock {
+  /** The lock if no one holds it now; undefined, at once, if someone does. */
+  static async take(netns: string | undefined): Promise<WriteLock | undefined> {
+    const server = await listen(await writeLockName(netns));
+    return server ? new WriteLock(server) : undefined;
+  }
+
   /** `stopWaiting`: asked at every step of a wait; when it says so, the wait ends with WaitStopped. */
   static async wait(netns: string | undefined, options: { timeoutMs: number; onWait: (message: string) => void; stopWaiting?: () => boolean }): Promise<WriteLock> {
-    const name = `\0vlan-gateway-write-${await namespaceInode(netns)}`;
+    const name = await writeLockName(netns);
     const deadline = performance.now() + options.timeoutMs;
     let said = false;
     let asked: string | undefined;
@@ -359,6 +365,8 @@ export class WriteLock extends Lock {
     }
   }
 }
+
+const writeLockName = async (netns: string | undefined) => `\0vlan-gateway-write-${await namespaceInode(netns)}`;
 
 /** A wait for the write lock that its caller ended (a supervisor asked to stop before its start): nothing is held. */
 export class WaitStopped extends Error {

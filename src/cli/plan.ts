@@ -4,7 +4,7 @@ import { userRulesGuard } from '../apply/user-rules-check.js';
 import { installed, restoreCommand } from '../observe/read.js';
 import { formatPlan } from '../plan/format.js';
 import { reconcileOnce } from '../reconcile/once.js';
-import { loadFor, makeRunner, out, withPlanCache, type GlobalArgs } from './context.js';
+import { loadFor, makeRunner, out, readWhileLoading, withPlanCache, type GlobalArgs } from './context.js';
 
 interface PlanArgs extends GlobalArgs {
   'detailed-exitcode'?: boolean;
@@ -19,9 +19,10 @@ export const planCommand: CommandModule<GlobalArgs, PlanArgs> = {
     .option('down', { type: 'boolean', describe: 'show what down would remove instead' }),
   handler: async (args) => {
     const { plan, facts: { backend }, cannotWrite } = await withPlanCache(async (cache) => {
-      const { config, templates } = await loadFor(args.down ? 'down' : 'up', args, cache);
       const runner = makeRunner(args.netns);
-      const planned = await reconcileOnce(runner, config, templates, { dryRun: true, mode: args.down ? 'down' : 'up' });
+      // Read while the config file loads (plan writes nothing, and takes no lock).
+      const { loaded: { config, templates }, reading } = await readWhileLoading(runner, () => loadFor(args.down ? 'down' : 'up', args, cache));
+      const planned = await reconcileOnce(runner, config, templates, { dryRun: true, mode: args.down ? 'down' : 'up', reading });
       // What apply asks iptables before its first write (`--test`: nothing is committed): a rule of rules.dir it
       // refuses is said here as apply and validate say it, not counted among the changes pending.
       await userRulesGuard(runner, templates, { readOnly: true })(planned.facts, planned.plan);

@@ -446,6 +446,7 @@ export function readFactsStaged(runner: CommandRunner, options: { backend?: Back
   // thrown to whoever awaits `facts`.
   facts.catch(() => {});
   sets.catch(() => {});
+  interfaces.catch(() => {}); // reads started ahead of a config file that failed to load are awaited by nobody
   return { interfaces, sets, facts };
 }
 

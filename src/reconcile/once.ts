@@ -6,7 +6,7 @@ import { userTemplateOf } from '../apply/user-rules-check.js';
 import type { Config } from '../config/schema.js';
 import type { CommandRunner } from '../exec/runner.js';
 import { type Backend, type BackendFindings, type Facts, type KnownSets, type KnownTables } from '../observe/facts.js';
-import { readFactsStaged, readTablesAgain } from '../observe/read.js';
+import { readFactsStaged, readTablesAgain, type StagedFacts } from '../observe/read.js';
 import { planDesired, planEmpty, type Templates } from '../plan/desired.js';
 import { diff, InUseError, memberSetOf, setSteps } from '../plan/diff.js';
 import type { Desired, Plan, Warning } from '../plan/types.js';
@@ -70,11 +70,17 @@ export async function reconcileOnce(
     onDesired?: (facts: Facts, desired: Desired) => void;
     /** Asked before anything is written, only when there is something to write: throws to write nothing. */
     beforeWrite?: (facts: Facts, plan: Plan) => Promise<void>;
+    /**
+     * The namespace's reads, already started by readFactsStaged(runner) (a one-shot command reads while its config
+     * file loads: see readWhileLoading). Only for a pass without a backend or a memory, whose reads take no options.
+     */
+    reading?: StagedFacts;
   } = {},
 ): Promise<ReconcileResult> {
   const mode = options.mode ?? 'up';
   const known = mode === 'up' ? options.memory?.knownTables : undefined;
-  const reading = readFactsStaged(runner, {
+  if (options.reading && (options.backend || options.memory?.knownSets || known)) throw new Error('reads started before the pass take no backend or memory');
+  const reading = options.reading ?? readFactsStaged(runner, {
     ...(options.backend ? { backend: options.backend } : {}),
     ...(options.memory?.knownSets ? { knownSets: options.memory.knownSets } : {}),
     ...(known ? { knownTables: known } : {}),
