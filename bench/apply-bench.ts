@@ -1,8 +1,11 @@
 /**
  * Apply benchmark for one config size, every figure timed inside this process, each in namespaces of its own:
- *   (a) our full apply into an empty namespace: the config file loaded as the product loads it (read, parsed,
- *       validated, its templates), then reconcileOnce (the real ExecaRunner inside the namespace), split into
- *       load / observe / parse+plan / addresses / restores by a command-timing wrapper;
+ *   (a) our full apply into an empty namespace, as `vlan-gateway apply` makes it: the namespace read while the config
+ *       file loads as the product loads it (read, parsed, validated, its templates; readWhileLoading), then
+ *       reconcileOnce (the real ExecaRunner inside the namespace), split into load / observe / parse+plan /
+ *       addresses / restores by a command-timing wrapper; (a′) a restarted container's start, which reads after the
+ *       load (the supervisor's start pass does), with its plan cache; (a″) a new container's start, the same without
+ *       a plan cache;
  *   (b) raw `iptables-nft-restore --noflush --wait` (the product's flags) of exactly the plan's table payloads,
  *       same runner, a namespace made as (a)'s, interleaved with (a);
  *   (c) one `iptables-nft` process per rule line (same rules), from one shell inside a fresh namespace;
@@ -10,8 +13,8 @@
  *   (d) a no-op apply (second reconcile: must run zero restores) vs one `iptables-nft-save -c`, reading the tables
  *       and, as a supervisor whose stats collector found them as planned, not reading them; and as the CLI's
  *       `apply` (a new process), with its plan cache and without, in-process and as the whole process;
- *   (e) a one-VLAN change (one VLAN's forwarding rules, a new set of ports each time, loaded from its file) vs
- *       the full apply, and the chains it rewrote.
+ *   (e) a one-VLAN change (one VLAN's forwarding rules, a new set of ports each time, loaded from its file), a
+ *       supervisor's reload, vs the supervisor's own full apply (a″), and the chains it rewrote.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,12 +22,12 @@ import { join } from 'node:path';
 import { dump as stringify } from 'js-yaml';
 import { setCreate } from '../src/apply/ipsets.js';
 import type { ApplyObserver } from '../src/apply/observer.js';
-import { templatesOf } from '../src/cli/context.js';
+import { readWhileLoading, templatesOf } from '../src/cli/context.js';
 import { loadConfig } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
 import { inNamespace, type CommandRunner } from '../src/exec/runner.js';
 import type { Facts, KnownSets, KnownTables } from '../src/observe/facts.js';
-import { restoreCommand, saveCommand } from '../src/observe/read.js';
+import { restoreCommand, saveCommand, type StagedFacts } from '../src/observe/read.js';
 import { parseSave, tableOf } from '../src/observe/parse-save.js';
 import { tablesAfter } from '../src/plan/after.js';
 import { tablesInSync } from '../src/plan/diff.js';
@@ -72,6 +75,12 @@ export interface ApplyResult {
    * cache its last run left (a new container has none: (a) is the issue's case). Interleaved with (a).
    */
   readonly fullCached: Stats;
+  /**
+   * (a″) The same full apply as a new container's start pass makes it: the config file loaded, then the namespace read
+   * (the supervisor does not read while it loads). Interleaved with (a). The supervisor's one-VLAN changes (e) are
+   * compared with it: the same program's full apply.
+   */
+  readonly fullStart: Stats;
   readonly raw: Stats;
   /** `ipset restore` of the plan's sets into a fresh namespace (done before (b) and (c), timed apart). */
   readonly rawSets?: { readonly stats: Stats; readonly members: number };
@@ -197,7 +206,12 @@ class Announcements {
  * parsed and validated and its templates loaded as `vlan-gateway apply`, `run` and a reload do (loadChecked), with
  * the plan cache's validated configs where the product has them. A user pays that load: it is timed with the pass.
  */
-type Source = Config | { readonly path: string; readonly cache?: PlanCache };
+type Source = Config | {
+  readonly path: string;
+  readonly cache?: PlanCache;
+  /** As `vlan-gateway apply` and `plan` do: the namespace read while the file loads (readWhileLoading). */
+  readonly readAhead?: boolean;
+};
 
 /** A config file loaded as the product loads it (cli/load-checked.ts): read, parsed, validated, its templates. */
 export async function loadAsProduct(path: string, cache?: PlanCache): Promise<{ config: Config; templates: Templates }> {
@@ -210,13 +224,15 @@ async function timedReconcile(runner: CommandRunner, source: Source, templates: 
   const announcements = new Announcements();
   const start = performance.now();
   let config: Config;
+  let reading: StagedFacts | undefined;
   if ('path' in source) {
-    ({ config, templates } = await loadAsProduct(source.path, source.cache));
+    const load = () => loadAsProduct(source.path, source.cache);
+    ({ loaded: { config, templates }, reading } = source.readAhead ? await readWhileLoading(recorder, load) : { loaded: await load(), reading: undefined });
   } else {
     config = source;
   }
   const loadedAt = performance.now();
-  const result = await reconcileOnce(recorder, config, templates, { ...supervisor?.options(tables), observer: announcements.observer });
+  const result = await reconcileOnce(recorder, config, templates, { ...supervisor?.options(tables), observer: announcements.observer, ...(reading ? { reading } : {}) });
   supervisor?.after(result);
   const end = performance.now();
   announcements.expect(result.plan);
@@ -290,7 +306,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
   await writeFile(yaml, stringify(config));
 
   try {
-    // (a) full apply into an empty namespace that has the VLAN NICs (the container restart), and after each,
+    // (a) full apply into an empty namespace that has the VLAN NICs, as `vlan-gateway apply` makes it, and after each,
     // interleaved so that the machine's noise falls on both alike, (b) the raw restore of the same payloads.
     log(`  (a) full apply ×N, (b) raw iptables-nft-restore ×N, interleaved`);
     let payloads: Payload[] = [];
@@ -337,6 +353,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
       return ns;
     };
     const fullCached: number[] = [];
+    const fullStart: number[] = [];
     const full = await repeat({ runs: 5, slowRuns: 3, slowMs: 3000 }, async (index) => {
       if (index === 0) await restartApply(); // the run before: renders, and leaves the config and the state in the cache
       const ns = await fresh(`${options.label}-a`, true);
@@ -344,7 +361,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
       // No rendered chains: the planner remembers each chain by its inputs, which a new process would not have (the
       // config loaded from its file is a new object each time).
       forgetRenderedChains();
-      const sample = await timedReconcile(product(ns), { path: yaml }, templates);
+      const sample = await timedReconcile(product(ns), { path: yaml, readAhead: true }, templates);
       lastKnown = knownSetsAfter(sample.value.plan);
       const these = tablePayloads(sample.value.plan);
       if (payloads.length === 0) {
@@ -365,6 +382,14 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
       const restarted = await restartApply();
       if (!restarted.found) throw new Error('(a′) did not find the rendered state in the plan cache');
       fullCached.push(restarted.sample.ms);
+      // (a″) a new container's start pass: the supervisor loads its config file, then reads (no read-ahead), nothing
+      // rendered, no plan cache.
+      const startNs = await fresh(`${options.label}-a3`, true);
+      forgetRenderedChains();
+      const start = await timedReconcile(product(startNs), { path: yaml }, templates);
+      if (JSON.stringify(tablePayloads(start.value.plan)) !== JSON.stringify(payloads)) throw new Error(`(a″) wrote other payloads in ${startNs} than (a)`);
+      await start.value.quiet();
+      fullStart.push(start.ms);
       return sample;
     });
     await rm(restartCacheDir, { recursive: true, force: true });
@@ -425,7 +450,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
       useDesiredStore(store?.desired);
       try {
         const start = performance.now();
-        const result = await timedReconcile(productLast, { path: yaml, ...(store ? { cache: store } : {}) }, templates);
+        const result = await timedReconcile(productLast, { path: yaml, readAhead: true, ...(store ? { cache: store } : {}) }, templates);
         store?.flush();
         return { ...result, ms: performance.now() - start };
       } finally {
@@ -511,7 +536,7 @@ export async function applyBench(runner: CommandRunner, namespaces: Namespaces, 
 
     return {
       label: options.label, ipset, shape, ruleLines: { total, byTable },
-      full: full.stats, fullParts: partStats(full.values.map((v) => v.parts)), fullCached: stats(fullCached),
+      full: full.stats, fullParts: partStats(full.values.map((v) => v.parts)), fullCached: stats(fullCached), fullStart: stats(fullStart),
       raw: raw.stats, ...(rawSets ? { rawSets } : {}), ...(perRule ? { perRule } : {}),
       noop: noop.stats, noopParts: partStats(noop.values.map((v) => v.parts)),
       noopKnown: stats(known.map((k) => k.ms)), noopKnownParts: partStats(known.map((k) => k.value.parts)), noopRestores, noopWrites, noopSteps, noopKnownSaves,

@@ -92,7 +92,8 @@ export class RecordingRunner implements CommandRunner {
 
 /**
  * Where the time of one reconcile went, from its command records: observe (start until the last read ends; the
- * reads run in parallel, and the planner renders beside them once the interfaces are read), parse + plan (after
+ * reads run in parallel, and the planner renders beside them once the interfaces are read; reads started while the
+ * config file loaded count from `start`, the load's end), parse + plan (after
  * the last read until the first write starts: pure JS), the writes' wall time (first write to the end: the
  * apply's stages run independent writes side by side), and each kind's busy time within it (iptables restores,
  * ipset restores, `ip addr`, the rest), which add up to more than the wall time when they overlap. `load` is the
@@ -117,7 +118,8 @@ export interface Breakdown {
 export function breakdown(records: readonly CommandRecord[], start: number, end: number, loadMs = 0): Breakdown {
   const reads = records.filter((r) => r.kind === 'read' || r.kind === 'save');
   const writes = records.filter((r) => r.kind !== 'read' && r.kind !== 'save');
-  const observeEnd = reads.length > 0 ? Math.max(...reads.map((r) => r.end)) : start;
+  // Reads started before `start` (read while the config file loaded) and ended before it count as no time here.
+  const observeEnd = Math.max(start, ...reads.map((r) => r.end));
   const firstWrite = writes.length > 0 ? Math.min(...writes.map((r) => r.start)) : end;
   const sum = (kind: CommandKind) => records.filter((r) => r.kind === kind).reduce((a, r) => a + (r.end - r.start), 0);
   return {
